@@ -1,0 +1,1 @@
+//! Job runner (being written).

@@ -1,0 +1,96 @@
+//! Opening SQLite files the one way every store does: WAL, busy timeout, migrations.
+
+use crate::StoreError;
+use crate::error::SqlContext;
+use rusqlite::Connection;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a writer waits for another writer's lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens (creating parent directories) a database in WAL mode with a busy timeout and
+/// brings its schema up to date. `migrations[i]` takes the schema from version `i` to
+/// `i + 1`; each runs in its own transaction together with the `user_version` bump.
+pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::io("create directory", parent, e))?;
+    }
+    let mut conn = Connection::open(path).ctx(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT).ctx(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL").ctx(path)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .ctx(path)?;
+    migrate(&mut conn, path, migrations)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<(), StoreError> {
+    let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    loop {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx(path)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .ctx(path)?;
+        if version > known {
+            return Err(StoreError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known,
+            });
+        }
+        let Some(sql) = usize::try_from(version)
+            .ok()
+            .and_then(|v| migrations.get(v))
+        else {
+            return Ok(());
+        };
+        tx.execute_batch(sql).ctx(path)?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .ctx(path)?;
+        tx.commit().ctx(path)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("x.db");
+        let m1 = ["CREATE TABLE a(x INTEGER);"];
+        let conn = open(&path, &m1).expect("open v1");
+        drop(conn);
+        let m2 = [
+            "CREATE TABLE a(x INTEGER);",
+            "ALTER TABLE a ADD COLUMN y TEXT;",
+        ];
+        let conn = open(&path, &m2).expect("open v2");
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, 2);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("mode");
+        assert_eq!(mode, "wal");
+        drop(conn);
+        let err = open(&path, &m1).expect_err("older build must refuse a newer schema");
+        assert!(
+            matches!(
+                err,
+                StoreError::SchemaTooNew {
+                    found: 2,
+                    known: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

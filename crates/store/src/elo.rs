@@ -1,0 +1,410 @@
+//! Elo store `data/unified_elo.db`: participants, per-config ratings, match history.
+//!
+//! K = 32, new participants start at 1500, `random` is pinned at 400 and `heuristic` at
+//! 1200 (pinned ratings never move; they anchor the scale). Recording a match is
+//! idempotent on its `match_id`, which is also what makes merging another node's
+//! database safe to repeat.
+
+use crate::error::SqlContext;
+use crate::{ConfigKey, OffRuntime, StoreError, db};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub const K_FACTOR: f64 = 32.0;
+pub const START_RATING: f64 = 1500.0;
+pub const RANDOM_ID: &str = "random";
+pub const HEURISTIC_ID: &str = "heuristic";
+pub const RANDOM_RATING: f64 = 400.0;
+pub const HEURISTIC_RATING: f64 = 1200.0;
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE participants (
+        participant_id TEXT PRIMARY KEY NOT NULL,
+        kind TEXT NOT NULL,
+        pinned_rating REAL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE elo_ratings (
+        participant_id TEXT NOT NULL REFERENCES participants(participant_id),
+        config_key TEXT NOT NULL,
+        rating REAL NOT NULL,
+        games INTEGER NOT NULL DEFAULT 0,
+        wins INTEGER NOT NULL DEFAULT 0,
+        losses INTEGER NOT NULL DEFAULT 0,
+        draws INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (participant_id, config_key)
+    );
+    CREATE TABLE match_history (
+        match_id TEXT PRIMARY KEY NOT NULL,
+        config_key TEXT NOT NULL,
+        participant_a TEXT NOT NULL,
+        participant_b TEXT NOT NULL,
+        score_a REAL NOT NULL,
+        played_at INTEGER NOT NULL,
+        source_node TEXT NOT NULL,
+        rating_a_after REAL NOT NULL,
+        rating_b_after REAL NOT NULL
+    );
+    CREATE INDEX match_history_config ON match_history(config_key, played_at);"];
+
+/// The pinned rating of a built-in anchor participant, if it is one.
+pub fn pinned_rating(participant: &str) -> Option<f64> {
+    match participant {
+        RANDOM_ID => Some(RANDOM_RATING),
+        HEURISTIC_ID => Some(HEURISTIC_RATING),
+        _ => None,
+    }
+}
+
+/// Expected score of A against B.
+pub fn expected_score(rating_a: f64, rating_b: f64) -> f64 {
+    1.0 / (1.0 + 10f64.powf((rating_b - rating_a) / 400.0))
+}
+
+/// New ratings after one game where A scored `score_a` (1 win, 0.5 draw, 0 loss).
+/// A pinned side keeps its rating.
+pub fn update(
+    rating_a: f64,
+    rating_b: f64,
+    score_a: f64,
+    pinned_a: bool,
+    pinned_b: bool,
+) -> (f64, f64) {
+    let ea = expected_score(rating_a, rating_b);
+    let delta = K_FACTOR * (score_a - ea);
+    let a = if pinned_a { rating_a } else { rating_a + delta };
+    let b = if pinned_b { rating_b } else { rating_b - delta };
+    (a, b)
+}
+
+/// One game between two participants. `score_a`: 1.0 A won, 0.5 draw, 0.0 B won.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchResult {
+    pub match_id: String,
+    pub config_key: ConfigKey,
+    pub participant_a: String,
+    pub participant_b: String,
+    pub score_a: f64,
+    pub played_at: i64,
+    pub source_node: String,
+}
+
+/// A participant's rating in one config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rating {
+    pub participant_id: String,
+    pub config_key: ConfigKey,
+    pub rating: f64,
+    pub games: u64,
+    pub wins: u64,
+    pub losses: u64,
+    pub draws: u64,
+}
+
+/// The Elo database. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct EloStore {
+    path: Arc<PathBuf>,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for EloStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EloStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl OffRuntime for EloStore {}
+
+impl EloStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = db::open(path, MIGRATIONS)?;
+        Ok(EloStore {
+            path: Arc::new(path.to_path_buf()),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a match and updates both ratings. Returns `false` (and changes nothing)
+    /// when a match with this id was already recorded.
+    pub fn record_match(&self, m: &MatchResult) -> Result<bool, StoreError> {
+        let path = self.path();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx(path)?;
+        let new = record_in(&tx, path, m)?;
+        tx.commit().ctx(path)?;
+        Ok(new)
+    }
+
+    /// Records many matches in one transaction; returns how many were new.
+    pub fn record_matches(&self, ms: &[MatchResult]) -> Result<usize, StoreError> {
+        let path = self.path();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx(path)?;
+        let mut n = 0;
+        for m in ms {
+            n += usize::from(record_in(&tx, path, m)?);
+        }
+        tx.commit().ctx(path)?;
+        Ok(n)
+    }
+
+    /// The rating of a participant in a config: the pinned value for anchors, the start
+    /// rating for one never seen.
+    pub fn rating(&self, participant: &str, config: ConfigKey) -> Result<Rating, StoreError> {
+        let conn = self.conn();
+        rating_in(&conn, self.path(), participant, config)
+    }
+
+    /// All ratings in a config, best first.
+    pub fn leaderboard(&self, config: ConfigKey) -> Result<Vec<Rating>, StoreError> {
+        let path = self.path();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT participant_id, rating, games, wins, losses, draws FROM elo_ratings
+                 WHERE config_key = ?1 ORDER BY rating DESC, participant_id",
+            )
+            .ctx(path)?;
+        let rows = stmt
+            .query_map([config.to_string()], |r| {
+                Ok(Rating {
+                    participant_id: r.get(0)?,
+                    config_key: config,
+                    rating: r.get(1)?,
+                    games: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                    wins: r.get::<_, i64>(3)?.try_into().unwrap_or(0),
+                    losses: r.get::<_, i64>(4)?.try_into().unwrap_or(0),
+                    draws: r.get::<_, i64>(5)?.try_into().unwrap_or(0),
+                })
+            })
+            .ctx(path)?;
+        rows.collect::<Result<Vec<_>, _>>().ctx(path)
+    }
+
+    pub fn match_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM match_history", [], |r| r.get(0))
+            .ctx(self.path())?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Merges another node's Elo database: every match not yet known here is recorded
+    /// (in the order it was played), updating local ratings. Idempotent.
+    pub fn merge_from(&self, source: &Path) -> Result<usize, StoreError> {
+        if !source.exists() {
+            return Err(StoreError::NotFound(format!(
+                "source Elo store {}",
+                source.display()
+            )));
+        }
+        let src = EloStore::open(source)?;
+        let matches = src.all_matches()?;
+        drop(src);
+        self.record_matches(&matches)
+    }
+
+    fn all_matches(&self) -> Result<Vec<MatchResult>, StoreError> {
+        let path = self.path();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT match_id, config_key, participant_a, participant_b, score_a, played_at,
+                        source_node FROM match_history ORDER BY played_at, match_id",
+            )
+            .ctx(path)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, f64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })
+            .ctx(path)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (match_id, config, participant_a, participant_b, score_a, played_at, source_node) =
+                row.ctx(path)?;
+            let config_key = config
+                .parse()
+                .map_err(|e: StoreError| StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("match {match_id}: {e}"),
+                })?;
+            out.push(MatchResult {
+                match_id,
+                config_key,
+                participant_a,
+                participant_b,
+                score_a,
+                played_at,
+                source_node,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn record_matches_async(&self, ms: Vec<MatchResult>) -> Result<usize, StoreError> {
+        self.off_runtime(move |s| s.record_matches(&ms)).await
+    }
+
+    pub async fn rating_async(
+        &self,
+        participant: String,
+        config: ConfigKey,
+    ) -> Result<Rating, StoreError> {
+        self.off_runtime(move |s| s.rating(&participant, config))
+            .await
+    }
+
+    pub async fn merge_from_async(&self, source: PathBuf) -> Result<usize, StoreError> {
+        self.off_runtime(move |s| s.merge_from(&source)).await
+    }
+}
+
+fn rating_in(
+    conn: &Connection,
+    path: &Path,
+    participant: &str,
+    config: ConfigKey,
+) -> Result<Rating, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT rating, games, wins, losses, draws FROM elo_ratings
+             WHERE participant_id = ?1 AND config_key = ?2",
+            params![participant, config.to_string()],
+            |r| {
+                Ok((
+                    r.get::<_, f64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .ctx(path)?;
+    let (rating, games, wins, losses, draws) = row.unwrap_or((START_RATING, 0, 0, 0, 0));
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Rating {
+        participant_id: participant.to_string(),
+        config_key: config,
+        rating: pinned_rating(participant).unwrap_or(rating),
+        games: n(games),
+        wins: n(wins),
+        losses: n(losses),
+        draws: n(draws),
+    })
+}
+
+fn record_in(tx: &Transaction<'_>, path: &Path, m: &MatchResult) -> Result<bool, StoreError> {
+    if !(m.score_a == 0.0 || m.score_a == 0.5 || m.score_a == 1.0) {
+        return Err(StoreError::Invalid(format!(
+            "match {}: score_a must be 0, 0.5 or 1, got {}",
+            m.match_id, m.score_a
+        )));
+    }
+    if m.participant_a == m.participant_b {
+        return Err(StoreError::Invalid(format!(
+            "match {}: {} cannot play itself",
+            m.match_id, m.participant_a
+        )));
+    }
+    let exists: bool = tx
+        .query_row(
+            "SELECT 1 FROM match_history WHERE match_id = ?1",
+            [&m.match_id],
+            |_| Ok(true),
+        )
+        .optional()
+        .ctx(path)?
+        .unwrap_or(false);
+    if exists {
+        return Ok(false);
+    }
+    let ra = rating_in(tx, path, &m.participant_a, m.config_key)?;
+    let rb = rating_in(tx, path, &m.participant_b, m.config_key)?;
+    let (na, nb) = update(
+        ra.rating,
+        rb.rating,
+        m.score_a,
+        pinned_rating(&m.participant_a).is_some(),
+        pinned_rating(&m.participant_b).is_some(),
+    );
+    tx.execute(
+        "INSERT INTO match_history (match_id, config_key, participant_a, participant_b, score_a,
+            played_at, source_node, rating_a_after, rating_b_after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            m.match_id,
+            m.config_key.to_string(),
+            m.participant_a,
+            m.participant_b,
+            m.score_a,
+            m.played_at,
+            m.source_node,
+            na,
+            nb
+        ],
+    )
+    .ctx(path)?;
+    let now = crate::now_ms();
+    for (who, rating, score) in [
+        (&m.participant_a, na, m.score_a),
+        (&m.participant_b, nb, 1.0 - m.score_a),
+    ] {
+        let kind = if pinned_rating(who).is_some() {
+            "baseline"
+        } else {
+            "model"
+        };
+        tx.execute(
+            "INSERT OR IGNORE INTO participants (participant_id, kind, pinned_rating, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![who, kind, pinned_rating(who), now],
+        )
+        .ctx(path)?;
+        let (w, l, d) = match score {
+            s if s == 1.0 => (1, 0, 0),
+            s if s == 0.0 => (0, 1, 0),
+            _ => (0, 0, 1),
+        };
+        tx.execute(
+            "INSERT INTO elo_ratings (participant_id, config_key, rating, games, wins, losses, draws, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)
+             ON CONFLICT (participant_id, config_key) DO UPDATE SET
+                rating = excluded.rating, games = games + 1, wins = wins + excluded.wins,
+                losses = losses + excluded.losses, draws = draws + excluded.draws,
+                updated_at = excluded.updated_at",
+            params![who, m.config_key.to_string(), rating, w, l, d, now],
+        )
+        .ctx(path)?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests;

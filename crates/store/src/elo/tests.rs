@@ -1,0 +1,105 @@
+//! Tests of the Elo store against hand-computed values.
+
+use super::*;
+
+fn key() -> ConfigKey {
+    "square8_2p".parse().expect("key")
+}
+
+fn m(id: &str, a: &str, b: &str, score_a: f64) -> MatchResult {
+    MatchResult {
+        match_id: id.into(),
+        config_key: key(),
+        participant_a: a.into(),
+        participant_b: b.into(),
+        score_a,
+        played_at: 1,
+        source_node: "n".into(),
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}
+
+#[test]
+fn two_new_players_move_by_sixteen() {
+    // Equal ratings: expected 0.5, K=32 → winner +16, loser -16.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elo = EloStore::open(&dir.path().join("unified_elo.db")).expect("open");
+    assert!(
+        elo.record_match(&m("m1", "alice", "bob", 1.0))
+            .expect("record")
+    );
+    assert!(close(elo.rating("alice", key()).expect("a").rating, 1516.0));
+    assert!(close(elo.rating("bob", key()).expect("b").rating, 1484.0));
+    // Second game 1516 vs 1484, bob wins: E_bob = 1/(1+10^(32/400)) = 0.454078...
+    // bob += 32*(1-0.454078) = 17.4695..., alice loses the same.
+    elo.record_match(&m("m2", "bob", "alice", 1.0))
+        .expect("record");
+    let bob = elo.rating("bob", key()).expect("b");
+    assert!((bob.rating - 1501.4695).abs() < 1e-3, "{}", bob.rating);
+    assert_eq!((bob.games, bob.wins, bob.losses), (2, 1, 1));
+}
+
+#[test]
+fn anchors_are_pinned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elo = EloStore::open(&dir.path().join("unified_elo.db")).expect("open");
+    // 1500 vs random 400: E = 1/(1+10^(-1100/400)) = 0.998225...; win gains 32*0.001775 = 0.0568.
+    elo.record_match(&m("m1", "model", RANDOM_ID, 1.0))
+        .expect("record");
+    let r = elo.rating("model", key()).expect("rating").rating;
+    assert!((r - 1500.05679).abs() < 1e-4, "{r}");
+    assert!(close(
+        elo.rating(RANDOM_ID, key()).expect("random").rating,
+        400.0
+    ));
+    // model (1500.0568) loses to heuristic 1200: E = 0.8490..., loss costs 32*0.8490 = 27.17.
+    elo.record_match(&m("m2", HEURISTIC_ID, "model", 1.0))
+        .expect("record");
+    let r2 = elo.rating("model", key()).expect("rating").rating;
+    let expected = r - 32.0 * expected_score(r, 1200.0);
+    assert!(close(r2, expected), "{r2} vs {expected}");
+    assert!((r2 - 1472.888).abs() < 1e-2, "{r2}");
+    assert!(close(
+        elo.rating(HEURISTIC_ID, key()).expect("h").rating,
+        1200.0
+    ));
+    // A draw between equals changes nothing.
+    elo.record_match(&m("m3", "x", "y", 0.5)).expect("draw");
+    assert!(close(elo.rating("x", key()).expect("x").rating, 1500.0));
+}
+
+#[test]
+fn recording_is_idempotent_and_validated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elo = EloStore::open(&dir.path().join("unified_elo.db")).expect("open");
+    assert!(elo.record_match(&m("m1", "a", "b", 1.0)).expect("first"));
+    assert!(!elo.record_match(&m("m1", "a", "b", 1.0)).expect("again"));
+    assert!(close(elo.rating("a", key()).expect("a").rating, 1516.0));
+    assert!(elo.record_match(&m("m2", "a", "b", 0.7)).is_err());
+    assert!(elo.record_match(&m("m3", "a", "a", 1.0)).is_err());
+    assert_eq!(elo.match_count().expect("count"), 1);
+}
+
+#[test]
+fn merge_is_idempotent_and_adds_only_new_matches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pa = dir.path().join("a.db");
+    let a = EloStore::open(&pa).expect("a");
+    let b = EloStore::open(&dir.path().join("b.db")).expect("b");
+    a.record_matches(&[m("m1", "p", "q", 1.0), m("m2", "p", "q", 0.0)])
+        .expect("a");
+    b.record_matches(&[m("m1", "p", "q", 1.0)]).expect("b");
+    assert_eq!(b.merge_from(&pa).expect("merge"), 1);
+    assert_eq!(b.merge_from(&pa).expect("merge again"), 0);
+    assert_eq!(b.match_count().expect("count"), 2);
+    let (pa_r, pb_r) = (
+        a.rating("p", key()).expect("p"),
+        b.rating("p", key()).expect("p"),
+    );
+    assert!(close(pa_r.rating, pb_r.rating), "same history, same rating");
+    let board = b.leaderboard(key()).expect("board");
+    assert_eq!(board.len(), 2);
+}

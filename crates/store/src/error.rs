@@ -1,0 +1,66 @@
+//! The one error type of the store library.
+
+use std::path::PathBuf;
+
+/// Errors of every store. Callers tell apart bad input (`InvalidConfigKey`, `Corrupt`,
+/// `NotFound`) from environment failures (`Sqlite`, `Io`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid config key {0:?}: expected {{square8,square19,hex8,hexagonal}}_{{2,3,4}}p")]
+    InvalidConfigKey(String),
+    #[error("sqlite error on {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database {path} has schema version {found}, newer than this build knows ({known})")]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("corrupt data in {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("blocking task failed: {0}")]
+    Join(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        StoreError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Adds the database path to a rusqlite error.
+pub(crate) trait SqlContext<T> {
+    fn ctx(self, path: &std::path::Path) -> Result<T, StoreError>;
+}
+
+impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, path: &std::path::Path) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

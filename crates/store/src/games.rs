@@ -1,0 +1,316 @@
+//! Game store `data/games/{board}_{n}p*.db`: one row per finished game, keyed by UUID.
+//!
+//! Rows are never updated or deleted by this module. The watermark of "new games" is the
+//! local `rowid` (ingest order), not `created_at`: games merged from another node arrive
+//! with old timestamps but still count as new here.
+
+use crate::error::SqlContext;
+use crate::{ConfigKey, OffRuntime, StoreError, db};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE games (
+        game_id TEXT PRIMARY KEY NOT NULL,
+        config_key TEXT NOT NULL,
+        num_players INTEGER NOT NULL,
+        players TEXT NOT NULL,
+        winner INTEGER,
+        moves TEXT NOT NULL,
+        length INTEGER NOT NULL,
+        source_node TEXT NOT NULL,
+        quality_score REAL NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX games_config ON games(config_key);"];
+
+/// One finished game. `winner` is the seat index (0-based) or `None` for a draw;
+/// `moves` are cell indices in play order; `players` names who sat in each seat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GameRecord {
+    pub game_id: String,
+    pub config_key: ConfigKey,
+    pub players: Vec<String>,
+    pub winner: Option<u8>,
+    pub moves: Vec<u16>,
+    pub source_node: String,
+    pub quality_score: f64,
+    pub created_at: i64,
+}
+
+impl GameRecord {
+    pub fn length(&self) -> usize {
+        self.moves.len()
+    }
+}
+
+/// A game read back with its local ingest sequence (the watermark unit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredGame {
+    pub seq: i64,
+    pub game: GameRecord,
+}
+
+/// A SQLite game store. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct GameStore {
+    path: Arc<PathBuf>,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for GameStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GameStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl OffRuntime for GameStore {}
+
+impl GameStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = db::open(path, MIGRATIONS)?;
+        Ok(GameStore {
+            path: Arc::new(path.to_path_buf()),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions
+        // roll back on drop), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Inserts games, ignoring ones whose `game_id` already exists. Returns how many
+    /// were new. All-or-nothing: one transaction.
+    pub fn insert_games(&self, games: &[GameRecord]) -> Result<usize, StoreError> {
+        let path = self.path();
+        let mut conn = self.conn();
+        let tx = conn.transaction().ctx(path)?;
+        let mut inserted = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO games (game_id, config_key, num_players, players, winner,
+                        moves, length, source_node, quality_score, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .ctx(path)?;
+            for g in games {
+                if g.players.len() != usize::from(g.config_key.players()) {
+                    return Err(StoreError::Invalid(format!(
+                        "game {} has {} players but config {} needs {}",
+                        g.game_id,
+                        g.players.len(),
+                        g.config_key,
+                        g.config_key.players()
+                    )));
+                }
+                let players = serde_json::to_string(&g.players)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let moves = serde_json::to_string(&g.moves)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                inserted += stmt
+                    .execute(params![
+                        g.game_id,
+                        g.config_key.to_string(),
+                        g.config_key.players(),
+                        players,
+                        g.winner,
+                        moves,
+                        g.moves.len() as i64,
+                        g.source_node,
+                        g.quality_score,
+                        g.created_at
+                    ])
+                    .ctx(path)?;
+            }
+        }
+        tx.commit().ctx(path)?;
+        Ok(inserted)
+    }
+
+    /// Number of games ingested after `watermark` (a `seq` from an earlier read; 0 = all).
+    pub fn count_since(&self, watermark: i64) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM games WHERE rowid > ?1",
+                [watermark],
+                |r| r.get(0),
+            )
+            .ctx(self.path())?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The highest ingest sequence so far (0 when empty): the next watermark.
+    pub fn max_seq(&self) -> Result<i64, StoreError> {
+        let n: Option<i64> = self
+            .conn()
+            .query_row("SELECT MAX(rowid) FROM games", [], |r| r.get(0))
+            .ctx(self.path())?;
+        Ok(n.unwrap_or(0))
+    }
+
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.count_since(0)
+    }
+
+    /// Games ingested after `watermark`, in ingest order, at most `limit`.
+    pub fn games_since(&self, watermark: i64, limit: usize) -> Result<Vec<StoredGame>, StoreError> {
+        let path = self.path();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT rowid, game_id, config_key, players, winner, moves, source_node,
+                        quality_score, created_at, num_players
+                 FROM games WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            )
+            .ctx(path)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![watermark, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, f64>(7)?,
+                    r.get::<_, i64>(8)?,
+                ))
+            })
+            .ctx(path)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (
+                seq,
+                game_id,
+                config,
+                players,
+                winner,
+                moves,
+                source_node,
+                quality_score,
+                created_at,
+            ) = row.ctx(path)?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("game {game_id}: {reason}"),
+            };
+            let config_key: ConfigKey = config
+                .parse()
+                .map_err(|e: StoreError| corrupt(e.to_string()))?;
+            let players: Vec<String> =
+                serde_json::from_str(&players).map_err(|e| corrupt(format!("players: {e}")))?;
+            let moves: Vec<u16> =
+                serde_json::from_str(&moves).map_err(|e| corrupt(format!("moves: {e}")))?;
+            let winner = match winner {
+                None => None,
+                Some(w) => Some(
+                    u8::try_from(w)
+                        .ok()
+                        .filter(|&w| w < config_key.players())
+                        .ok_or_else(|| corrupt(format!("winner seat {w} out of range")))?,
+                ),
+            };
+            out.push(StoredGame {
+                seq,
+                game: GameRecord {
+                    game_id,
+                    config_key,
+                    players,
+                    winner,
+                    moves,
+                    source_node,
+                    quality_score,
+                    created_at,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn get(&self, game_id: &str) -> Result<Option<GameRecord>, StoreError> {
+        let seq: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT rowid FROM games WHERE game_id = ?1",
+                [game_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(self.path())?;
+        match seq {
+            None => Ok(None),
+            Some(seq) => Ok(self
+                .games_since(seq - 1, 1)?
+                .into_iter()
+                .next()
+                .map(|g| g.game)),
+        }
+    }
+
+    /// Merges every game of another store file into this one by `INSERT OR IGNORE` on
+    /// `game_id`. Idempotent. The source is attached and only read, in one
+    /// transaction, so a writer appending to it concurrently is seen as a consistent
+    /// snapshot (its later rows arrive on the next merge). Returns how many were new.
+    pub fn merge_from(&self, source: &Path) -> Result<usize, StoreError> {
+        if !source.exists() {
+            return Err(StoreError::NotFound(format!(
+                "source game store {}",
+                source.display()
+            )));
+        }
+        let path = self.path();
+        let mut conn = self.conn();
+        let source_str = source
+            .to_str()
+            .ok_or_else(|| StoreError::Invalid(format!("non-UTF-8 path {}", source.display())))?;
+        conn.execute("ATTACH DATABASE ?1 AS src", [source_str])
+            .ctx(source)?;
+        let result = (|| {
+            let tx = conn.transaction().ctx(path)?;
+            let n = tx
+                .execute(
+                    "INSERT OR IGNORE INTO main.games (game_id, config_key, num_players, players,
+                        winner, moves, length, source_node, quality_score, created_at)
+                     SELECT game_id, config_key, num_players, players, winner, moves, length,
+                        source_node, quality_score, created_at
+                     FROM src.games ORDER BY rowid",
+                    [],
+                )
+                .ctx(source)?;
+            tx.commit().ctx(path)?;
+            Ok(n)
+        })();
+        let detach = conn.execute("DETACH DATABASE src", []).ctx(path);
+        let n = result?;
+        detach?;
+        Ok(n)
+    }
+
+    pub async fn insert_games_async(&self, games: Vec<GameRecord>) -> Result<usize, StoreError> {
+        self.off_runtime(move |s| s.insert_games(&games)).await
+    }
+
+    pub async fn count_since_async(&self, watermark: i64) -> Result<u64, StoreError> {
+        self.off_runtime(move |s| s.count_since(watermark)).await
+    }
+
+    pub async fn merge_from_async(&self, source: PathBuf) -> Result<usize, StoreError> {
+        self.off_runtime(move |s| s.merge_from(&source)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,2 @@
+//! `ringrift-job`: the embedded workload CLI.
+fn main() {}
