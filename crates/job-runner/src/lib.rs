@@ -1,1 +1,732 @@
-//! Job runner (being written).
+//! Runs jobs (selfplay, export, train, evaluate, distill, …) from command templates.
+//!
+//! Each job runs in its own process group, with stdout and stderr appended to a log file
+//! and a deadline after which the whole group (grandchildren too) is killed: SIGTERM,
+//! then SIGKILL after a grace period. Every job is a row in a SQLite `jobs` table
+//! (PID, process-group id, process start time), so a runner that restarts finds the jobs
+//! its predecessor left running: [`JobRunner::start`] returns
+//! [`Started::AlreadyRunning`] instead of launching a duplicate, and
+//! [`JobRunner::recover`] adopts or reaps them. A job reports success by exiting 0 and
+//! writing a JSON object to its result file (placeholder `{result}`); a missing or
+//! malformed result file fails the job with an error naming the file and the problem.
+//!
+//! The API is synchronous (it never blocks for long except in [`JobRunner::wait`]);
+//! async callers use [`JobRunner::run_async`], which does the blocking parts in
+//! `spawn_blocking` and honours a cancellation token.
+
+mod procfs;
+mod template;
+
+pub use procfs::{group_members, is_alive};
+pub use template::CommandTemplate;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use ringrift_store::StoreError;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Errors of the runner itself (as opposed to a job that ran and failed, which is a
+/// [`JobOutcome`] with status [`JobStatus::Failed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("bad command template: {0}")]
+    Template(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("job table {path}: {source}")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("start job {job_key}: {source}")]
+    Spawn {
+        job_key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("signal process group {pgid}: {source}")]
+    Signal {
+        pgid: i32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("unknown job {0}")]
+    UnknownJob(String),
+    #[error("job {job_id} ({job_key}) {status:?}: {message}")]
+    JobFailed {
+        job_id: String,
+        job_key: String,
+        status: JobStatus,
+        message: String,
+    },
+    #[error("blocking task failed: {0}")]
+    Join(String),
+}
+
+trait DbContext<T> {
+    fn db(self, path: &Path) -> Result<T, JobError>;
+}
+
+impl<T> DbContext<T> for Result<T, rusqlite::Error> {
+    fn db(self, path: &Path) -> Result<T, JobError> {
+        self.map_err(|source| JobError::Db {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Identity for de-duplication: at most one running job per key (e.g.
+    /// `train:hex8_2p`).
+    pub job_key: String,
+    /// Free-form kind for humans and metrics (`selfplay`, `train`, …).
+    pub kind: String,
+    pub template: CommandTemplate,
+    /// Placeholder values. `result` and `log` are added by the runner.
+    pub vars: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub log_path: PathBuf,
+    /// Where the job writes its JSON result; `None` = success is exit code 0 alone.
+    pub result_path: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Final or current state of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl JobStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A running (or recorded) job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobHandle {
+    pub job_id: String,
+    pub job_key: String,
+    pub pid: i32,
+    pub pgid: i32,
+    pub proc_start: Option<u64>,
+    pub deadline_ms: i64,
+    pub log_path: PathBuf,
+    pub result_path: Option<PathBuf>,
+}
+
+/// Result of [`JobRunner::start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    Started(JobHandle),
+    /// A job with this key is already running (possibly started by an earlier runner).
+    AlreadyRunning(JobHandle),
+}
+
+impl Started {
+    pub fn handle(&self) -> &JobHandle {
+        match self {
+            Started::Started(h) | Started::AlreadyRunning(h) => h,
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobOutcome {
+    pub job_id: String,
+    pub job_key: String,
+    pub status: JobStatus,
+    /// `None` when the job was adopted from an earlier runner or killed by a signal.
+    pub exit_code: Option<i32>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub log_path: PathBuf,
+}
+
+impl JobOutcome {
+    /// The result document of a successful job, or an error saying why there is none.
+    pub fn into_result(self) -> Result<serde_json::Value, JobError> {
+        match (self.status, self.result) {
+            (JobStatus::Succeeded, Some(v)) => Ok(v),
+            (JobStatus::Succeeded, None) => Ok(serde_json::Value::Null),
+            (status, _) => Err(JobError::JobFailed {
+                job_id: self.job_id,
+                job_key: self.job_key,
+                status,
+                message: self.error.unwrap_or_else(|| "no error recorded".into()),
+            }),
+        }
+    }
+}
+
+/// What [`JobRunner::recover`] found for one job left running by an earlier runner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recovered {
+    /// Still running: adopted; poll or wait on the handle.
+    Running(JobHandle),
+    /// Ended while no runner watched; reaped with this outcome.
+    Finished(JobOutcome),
+}
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY NOT NULL,
+        job_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        argv TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        pgid INTEGER NOT NULL,
+        proc_start INTEGER,
+        runner_pid INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        deadline_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        log_path TEXT NOT NULL,
+        result_path TEXT,
+        finished_at INTEGER,
+        exit_code INTEGER,
+        error TEXT,
+        result TEXT
+    );
+    CREATE UNIQUE INDEX jobs_one_running_per_key ON jobs(job_key) WHERE status = 'running';"];
+
+/// Runs and tracks jobs. Cheap to clone; clones share the table and child handles.
+#[derive(Clone)]
+pub struct JobRunner {
+    path: Arc<PathBuf>,
+    conn: Arc<Mutex<Connection>>,
+    children: Arc<Mutex<HashMap<String, Child>>>,
+    grace: Duration,
+    poll_interval: Duration,
+}
+
+impl std::fmt::Debug for JobRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRunner")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Reads a job's result file: it must exist and hold a JSON object.
+pub fn read_result_file(path: &Path) -> Result<serde_json::Value, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("result file {} unreadable: {e}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("result file {} is not valid JSON: {e}", path.display()))?;
+    if !value.is_object() {
+        return Err(format!(
+            "result file {} must hold a JSON object, found {value}",
+            path.display()
+        ));
+    }
+    Ok(value)
+}
+
+impl JobRunner {
+    /// Opens (or creates) the job table at `db_path`, e.g. `$RINGRIFT_HOME/run/jobs.db`.
+    pub fn open(db_path: &Path) -> Result<Self, JobError> {
+        let conn = ringrift_store::db::open(db_path, MIGRATIONS)?;
+        Ok(JobRunner {
+            path: Arc::new(db_path.to_path_buf()),
+            conn: Arc::new(Mutex::new(conn)),
+            children: Arc::new(Mutex::new(HashMap::new())),
+            grace: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(50),
+        })
+    }
+
+    /// Time between SIGTERM and SIGKILL when stopping a group.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    fn db_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a job unless one with the same key is running (then returns that one).
+    pub fn start(&self, spec: &JobSpec) -> Result<Started, JobError> {
+        let path = self.db_path().to_path_buf();
+        let mut conn = lock(&self.conn);
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .db(&path)?;
+        if let Some(h) = running_row(&tx, &path, &spec.job_key)? {
+            let ours = lock(&self.children).contains_key(&h.job_id);
+            if ours || group_alive(&h) {
+                return Ok(Started::AlreadyRunning(h));
+            }
+            // Ended while nobody watched: reap it, then start afresh.
+            let outcome = adopted_outcome(&h);
+            finish_row(&tx, &path, &outcome)?;
+        }
+
+        let mut vars = spec.vars.clone();
+        if let Some(r) = &spec.result_path {
+            vars.insert("result".into(), r.display().to_string());
+        }
+        vars.insert("log".into(), spec.log_path.display().to_string());
+        let argv = spec.template.render(&vars)?;
+        if let Some(r) = &spec.result_path {
+            // A stale result from an earlier run must never be read as this job's.
+            match std::fs::remove_file(r) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(JobError::Io {
+                        action: "remove stale result file",
+                        path: r.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        if let Some(dir) = spec.log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| JobError::Io {
+                action: "create log directory",
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .map_err(|e| JobError::Io {
+                action: "open log",
+                path: spec.log_path.clone(),
+                source: e,
+            })?;
+        let log_err = log.try_clone().map_err(|e| JobError::Io {
+            action: "open log",
+            path: spec.log_path.clone(),
+            source: e,
+        })?;
+
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some(dir) = &spec.workdir {
+            cmd.current_dir(dir);
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|source| JobError::Spawn {
+            job_key: spec.job_key.clone(),
+            source,
+        })?;
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        let handle = JobHandle {
+            job_id: uuid::Uuid::new_v4().to_string(),
+            job_key: spec.job_key.clone(),
+            pid,
+            pgid: pid,
+            proc_start: procfs::stat(pid).map(|s| s.start_time),
+            deadline_ms: ringrift_store::now_ms().saturating_add(ms(spec.timeout)),
+            log_path: spec.log_path.clone(),
+            result_path: spec.result_path.clone(),
+        };
+        let argv_json = serde_json::to_string(&argv).unwrap_or_default();
+        let insert = tx.execute(
+            "INSERT INTO jobs (job_id, job_key, kind, argv, pid, pgid, proc_start, runner_pid,
+                started_at, deadline_at, status, log_path, result_path)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'running', ?11, ?12)",
+            params![
+                handle.job_id,
+                handle.job_key,
+                spec.kind,
+                argv_json,
+                handle.pid,
+                handle.pgid,
+                handle.proc_start.and_then(|s| i64::try_from(s).ok()),
+                std::process::id(),
+                ringrift_store::now_ms(),
+                handle.deadline_ms,
+                handle.log_path.display().to_string(),
+                handle.result_path.as_ref().map(|p| p.display().to_string()),
+            ],
+        );
+        let committed = insert.and_then(|_| tx.commit());
+        let mut children = lock(&self.children);
+        if let Err(e) = committed {
+            // Not recorded means not tracked: do not leave it running.
+            let _ = killpg(Pid::from_raw(handle.pgid), Signal::SIGKILL);
+            let mut child = child;
+            let _ = child.wait();
+            return Err(JobError::Db { path, source: e });
+        }
+        children.insert(handle.job_id.clone(), child);
+        Ok(Started::Started(handle))
+    }
+
+    /// Jobs recorded as running (by this or an earlier runner): adopts the live ones and
+    /// reaps the dead ones (reading their result files).
+    pub fn recover(&self) -> Result<Vec<Recovered>, JobError> {
+        let path = self.db_path().to_path_buf();
+        let conn = lock(&self.conn);
+        let handles = running_rows(&conn, &path)?;
+        let mut out = Vec::new();
+        for h in handles {
+            if lock(&self.children).contains_key(&h.job_id) || group_alive(&h) {
+                out.push(Recovered::Running(h));
+            } else {
+                let outcome = adopted_outcome(&h);
+                finish_row(&conn, &path, &outcome)?;
+                out.push(Recovered::Finished(outcome));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks a job once: `None` while it runs (killing it if past its deadline).
+    pub fn poll(&self, h: &JobHandle) -> Result<Option<JobOutcome>, JobError> {
+        if let Some(done) = self.recorded_outcome(&h.job_id)? {
+            return Ok(Some(done));
+        }
+        let exited = {
+            let mut children = lock(&self.children);
+            match children.get_mut(&h.job_id) {
+                Some(child) => match child.try_wait() {
+                    Ok(Some(status)) => {
+                        children.remove(&h.job_id);
+                        Some(Some(status))
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        return Err(JobError::Io {
+                            action: "wait for job",
+                            path: h.log_path.clone(),
+                            source: e,
+                        });
+                    }
+                },
+                // Adopted: not our child, so watch the group instead.
+                None => (!group_alive(h)).then_some(None),
+            }
+        };
+        let outcome = match exited {
+            Some(Some(status)) => {
+                // The leader is gone; leftovers in its group must not outlive the job.
+                let _ = killpg(Pid::from_raw(h.pgid), Signal::SIGKILL);
+                Some(own_outcome(h, status))
+            }
+            Some(None) => Some(adopted_outcome(h)),
+            None if ringrift_store::now_ms() >= h.deadline_ms => {
+                self.stop_group(h)?;
+                let mut o = base_outcome(h, JobStatus::TimedOut);
+                o.error = Some(format!(
+                    "timed out; process group {} killed (log: {})",
+                    h.pgid,
+                    h.log_path.display()
+                ));
+                Some(o)
+            }
+            None => None,
+        };
+        if let Some(o) = &outcome {
+            let conn = lock(&self.conn);
+            finish_row(&conn, self.db_path(), o)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Blocks until the job ends (polling; the deadline still applies).
+    pub fn wait(&self, h: &JobHandle) -> Result<JobOutcome, JobError> {
+        loop {
+            if let Some(o) = self.poll(h)? {
+                return Ok(o);
+            }
+            std::thread::sleep(self.poll_interval);
+        }
+    }
+
+    /// Starts (or joins the already-running job with the same key) and waits.
+    pub fn run(&self, spec: &JobSpec) -> Result<JobOutcome, JobError> {
+        let started = self.start(spec)?;
+        self.wait(started.handle())
+    }
+
+    /// Kills the job's whole process group and records it as cancelled.
+    pub fn cancel(&self, h: &JobHandle) -> Result<JobOutcome, JobError> {
+        if let Some(done) = self.recorded_outcome(&h.job_id)? {
+            return Ok(done);
+        }
+        self.stop_group(h)?;
+        let mut o = base_outcome(h, JobStatus::Cancelled);
+        o.error = Some(format!("cancelled; process group {} killed", h.pgid));
+        let conn = lock(&self.conn);
+        finish_row(&conn, self.db_path(), &o)?;
+        Ok(o)
+    }
+
+    /// Async run: start, poll until done, cancel the group when `cancel` fires. The
+    /// blocking parts run in `spawn_blocking`.
+    pub async fn run_async(
+        &self,
+        spec: JobSpec,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<JobOutcome, JobError> {
+        let this = self.clone();
+        let started = blocking(move || this.start(&spec)).await?;
+        let handle = started.handle().clone();
+        loop {
+            let (this, h) = (self.clone(), handle.clone());
+            if let Some(o) = blocking(move || this.poll(&h)).await? {
+                return Ok(o);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = cancel.cancelled() => {
+                    let (this, h) = (self.clone(), handle.clone());
+                    return blocking(move || this.cancel(&h)).await;
+                }
+            }
+        }
+    }
+
+    /// SIGTERM the group, wait up to the grace period for it to empty, then SIGKILL.
+    fn stop_group(&self, h: &JobHandle) -> Result<(), JobError> {
+        signal_group(h.pgid, Signal::SIGTERM)?;
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline && !self.group_gone(h) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !self.group_gone(h) {
+            signal_group(h.pgid, Signal::SIGKILL)?;
+        }
+        let child = lock(&self.children).remove(&h.job_id);
+        if let Some(mut child) = child {
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Whether nothing of the group runs any more (reaping our own exited leader).
+    fn group_gone(&self, h: &JobHandle) -> bool {
+        if let Some(child) = lock(&self.children).get_mut(&h.job_id) {
+            let _ = child.try_wait();
+        }
+        procfs::group_members(h.pgid).is_empty()
+    }
+
+    fn recorded_outcome(&self, job_id: &str) -> Result<Option<JobOutcome>, JobError> {
+        let path = self.db_path();
+        let conn = lock(&self.conn);
+        let row = conn
+            .query_row(
+                "SELECT job_key, status, exit_code, result, error, log_path FROM jobs WHERE job_id = ?1",
+                [job_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i32>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .db(path)?;
+        let Some((job_key, status, exit_code, result, error, log_path)) = row else {
+            return Err(JobError::UnknownJob(job_id.to_string()));
+        };
+        let status = match status.as_str() {
+            "running" => return Ok(None),
+            "succeeded" => JobStatus::Succeeded,
+            "timed_out" => JobStatus::TimedOut,
+            "cancelled" => JobStatus::Cancelled,
+            _ => JobStatus::Failed,
+        };
+        Ok(Some(JobOutcome {
+            job_id: job_id.to_string(),
+            job_key,
+            status,
+            exit_code,
+            result: result.and_then(|r| serde_json::from_str(&r).ok()),
+            error,
+            log_path: PathBuf::from(log_path),
+        }))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, JobError> + Send + 'static,
+) -> Result<T, JobError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| JobError::Join(e.to_string()))?
+}
+
+fn signal_group(pgid: i32, sig: Signal) -> Result<(), JobError> {
+    match killpg(Pid::from_raw(pgid), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(source) => Err(JobError::Signal { pgid, source }),
+    }
+}
+
+/// Whether anything of a (possibly adopted) job still runs. The leader's start time
+/// guards against a reused PID; grandchildren keep the group alive after the leader.
+fn group_alive(h: &JobHandle) -> bool {
+    procfs::is_alive(h.pid, h.proc_start) || !procfs::group_members(h.pgid).is_empty()
+}
+
+fn base_outcome(h: &JobHandle, status: JobStatus) -> JobOutcome {
+    JobOutcome {
+        job_id: h.job_id.clone(),
+        job_key: h.job_key.clone(),
+        status,
+        exit_code: None,
+        result: None,
+        error: None,
+        log_path: h.log_path.clone(),
+    }
+}
+
+/// Outcome of a job whose exit status we saw.
+fn own_outcome(h: &JobHandle, status: std::process::ExitStatus) -> JobOutcome {
+    let mut o = base_outcome(h, JobStatus::Failed);
+    o.exit_code = status.code();
+    if !status.success() {
+        o.error = Some(match status.code() {
+            Some(c) => format!("exited with code {c} (log: {})", h.log_path.display()),
+            None => format!(
+                "killed by a signal: {status} (log: {})",
+                h.log_path.display()
+            ),
+        });
+        return o;
+    }
+    match &h.result_path {
+        None => o.status = JobStatus::Succeeded,
+        Some(p) => match read_result_file(p) {
+            Ok(v) => {
+                o.status = JobStatus::Succeeded;
+                o.result = Some(v);
+            }
+            Err(e) => o.error = Some(e),
+        },
+    }
+    o
+}
+
+/// Outcome of a job that ended while no runner was its parent: the result file decides.
+fn adopted_outcome(h: &JobHandle) -> JobOutcome {
+    let mut o = base_outcome(h, JobStatus::Failed);
+    match &h.result_path {
+        Some(p) => match read_result_file(p) {
+            Ok(v) => {
+                o.status = JobStatus::Succeeded;
+                o.result = Some(v);
+            }
+            Err(e) => o.error = Some(format!("ended while the runner was down; {e}")),
+        },
+        None => o.error = Some("ended while the runner was down; exit status unknown".into()),
+    }
+    o
+}
+
+fn finish_row(conn: &Connection, path: &Path, o: &JobOutcome) -> Result<(), JobError> {
+    conn.execute(
+        "UPDATE jobs SET status = ?1, finished_at = ?2, exit_code = ?3, error = ?4, result = ?5
+         WHERE job_id = ?6 AND status = 'running'",
+        params![
+            o.status.as_str(),
+            ringrift_store::now_ms(),
+            o.exit_code,
+            o.error,
+            o.result.as_ref().map(|r| r.to_string()),
+            o.job_id
+        ],
+    )
+    .db(path)?;
+    Ok(())
+}
+
+const HANDLE_COLUMNS: &str =
+    "job_id, job_key, pid, pgid, proc_start, deadline_at, log_path, result_path";
+
+fn handle_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobHandle> {
+    Ok(JobHandle {
+        job_id: r.get(0)?,
+        job_key: r.get(1)?,
+        pid: r.get(2)?,
+        pgid: r.get(3)?,
+        proc_start: r
+            .get::<_, Option<i64>>(4)?
+            .and_then(|s| u64::try_from(s).ok()),
+        deadline_ms: r.get(5)?,
+        log_path: PathBuf::from(r.get::<_, String>(6)?),
+        result_path: r.get::<_, Option<String>>(7)?.map(PathBuf::from),
+    })
+}
+
+fn running_row(
+    conn: &Connection,
+    path: &Path,
+    job_key: &str,
+) -> Result<Option<JobHandle>, JobError> {
+    conn.query_row(
+        &format!("SELECT {HANDLE_COLUMNS} FROM jobs WHERE job_key = ?1 AND status = 'running'"),
+        [job_key],
+        handle_from_row,
+    )
+    .optional()
+    .db(path)
+}
+
+fn running_rows(conn: &Connection, path: &Path) -> Result<Vec<JobHandle>, JobError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {HANDLE_COLUMNS} FROM jobs WHERE status = 'running' ORDER BY started_at"
+        ))
+        .db(path)?;
+    let rows = stmt.query_map([], handle_from_row).db(path)?;
+    rows.collect::<Result<Vec<_>, _>>().db(path)
+}
