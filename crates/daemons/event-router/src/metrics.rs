@@ -1,0 +1,54 @@
+//! Prometheus counters of the router, served at `/metrics` on the gRPC port.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub published: Counter,
+    pub duplicates: Counter,
+    pub delivered: Counter,
+    pub dead_lettered: Counter,
+    pub rejected: Counter,
+    pub consumer_lag: Family<Vec<(String, String)>, Gauge>,
+    pub head: Gauge,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("ringrift_router");
+        let m = Metrics {
+            published: Counter::default(),
+            duplicates: Counter::default(),
+            delivered: Counter::default(),
+            dead_lettered: Counter::default(),
+            rejected: Counter::default(),
+            consumer_lag: Family::default(),
+            head: Gauge::default(),
+            registry: Arc::new(Registry::default()),
+        };
+        r.register("events_published", "Events stored (duplicates excluded)", m.published.clone());
+        r.register("events_duplicate", "Publishes acked as duplicates and not stored", m.duplicates.clone());
+        r.register("events_delivered", "Events sent to subscribers, redeliveries included", m.delivered.clone());
+        r.register("events_dead_lettered", "Events moved to the dead-letter queue", m.dead_lettered.clone());
+        r.register("events_rejected", "Publishes rejected as invalid", m.rejected.clone());
+        r.register("consumer_lag", "Events between a durable consumer's ack floor and the head", m.consumer_lag.clone());
+        r.register("head_seq", "Sequence number of the newest event", m.head.clone());
+        Metrics { registry: Arc::new(r), ..m }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,390 @@
+//! The router's SQLite log: one writer thread doing group commits, a small reader pool,
+//! both off the async runtime.
+//!
+//! Every publish waits for the commit of the transaction that holds it (with
+//! `synchronous=FULL` that includes the fsync), so an ack means durable. Events arriving
+//! while a commit runs are batched into the next transaction: many publishers share one
+//! fsync. Dedup ids live in the writer (the single owner of the sequence), so two
+//! concurrent publishes of one id can never both be stored.
+
+use ringrift_proto::{Event, wire};
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("event log {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("event log writer has stopped")]
+    WriterGone,
+    #[error("event log commit failed: {0}")]
+    Commit(String),
+    #[error("event log task failed: {0}")]
+    Join(String),
+}
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=FULL`: fsync before every ack (default).
+    #[default]
+    Fsync,
+    /// `synchronous=NORMAL`: survives a process crash, may lose the last commits on a
+    /// power cut (what NATS JetStream 2.9 does by default).
+    Relaxed,
+}
+
+/// What one publish became.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: u64,
+    pub id: String,
+    pub duplicate: bool,
+}
+
+type ExecFn = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<i64> + Send>;
+/// Called by the writer after each commit with the newly stored events, in seq order.
+pub type OnCommit = Box<dyn Fn(Vec<Arc<wire::Event>>) + Send>;
+
+enum WriteOp {
+    Publish(Vec<Event>, oneshot::Sender<Result<Vec<Stored>, StoreError>>),
+    SaveFloor(String, u64),
+    Exec(ExecFn, Option<oneshot::Sender<Result<i64, StoreError>>>),
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    type INTEGER NOT NULL,
+    stored_ms INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_id ON events(id);
+CREATE INDEX IF NOT EXISTS events_stored ON events(stored_ms);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS consumers (
+    name TEXT PRIMARY KEY,
+    ack_floor INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (consumer, seq)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    retries INTEGER NOT NULL DEFAULT 0,
+    dead_ms INTEGER NOT NULL,
+    last_retry_ms INTEGER NOT NULL DEFAULT 0,
+    state INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_consumer ON dead_letters(consumer, seq);
+";
+
+/// Handle to the log; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    writer: mpsc::Sender<WriteOp>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Sqlite { path: path.to_owned(), source };
+    let c = Connection::open(path).map_err(err)?;
+    c.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+    c.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    let sync = match durability {
+        Durability::Fsync => "FULL",
+        Durability::Relaxed => "NORMAL",
+    };
+    c.pragma_update(None, "synchronous", sync).map_err(err)?;
+    Ok(c)
+}
+
+/// State the router needs at start-up, read once.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub head: u64,
+    pub first: u64,
+    pub consumers: Vec<(String, u64)>,
+    pub failures: Vec<(String, u64, u32)>,
+    /// (consumer, seq, dead-letter id, state) of letters not yet delivered or purged.
+    pub letters: Vec<(String, u64, u64, i32)>,
+    pub recent: Vec<Arc<wire::Event>>,
+}
+
+impl Store {
+    /// Opens (creating) `dir/events.db`, loads start-up state and starts the writer thread.
+    pub fn open(dir: &Path, durability: Durability, dedup_window: Duration, cache: usize, on_commit: OnCommit) -> Result<(Store, Loaded), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Commit(format!("create {}: {e}", dir.display())))?;
+        let path = dir.join("events.db");
+        let conn = open(&path, durability)?;
+        let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let loaded = load(&conn, cache).map_err(err)?;
+        let dedup = Dedup::load(&conn, dedup_window).map_err(err)?;
+        let meta_seq: u64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(err)?
+            .unwrap_or(0) as u64;
+        let next = meta_seq.max(loaded.head) + 1;
+        let (tx, rx) = mpsc::channel(65_536);
+        let wpath = path.clone();
+        std::thread::Builder::new()
+            .name("event-log-writer".into())
+            .spawn(move || writer_loop(conn, wpath, rx, next, dedup, on_commit))
+            .map_err(|e| StoreError::Commit(format!("spawn writer: {e}")))?;
+        let mut loaded = loaded;
+        loaded.head = next - 1;
+        Ok((Store { path, writer: tx, readers: Arc::new(Mutex::new(Vec::new())) }, loaded))
+    }
+
+    /// Stores events (dedup applied) and returns once they are committed.
+    pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<Stored>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriteOp::Publish(events, tx)).await.map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records a consumer's ack floor (committed with the next group, not awaited).
+    pub fn save_floor(&self, consumer: &str, floor: u64) {
+        let _ = self.writer.try_send(WriteOp::SaveFloor(consumer.to_owned(), floor));
+    }
+
+    /// Runs a write in the writer's next transaction and waits for its commit.
+    pub async fn exec(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<i64> + Send + 'static) -> Result<i64, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriteOp::Exec(Box::new(f), Some(tx))).await.map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs a read on a pooled connection in a blocking thread.
+    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open(&path, Durability::Relaxed)?,
+            };
+            let r = f(&conn).map_err(|source| StoreError::Sqlite { path: path.clone(), source });
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Up to `limit` events with seq > `after`, in order.
+    pub async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<wire::Event>>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT seq, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = st.query_map(params![after as i64, limit as i64], decode_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The event with this seq, if still retained.
+    pub async fn get(&self, seq: u64) -> Result<Option<Arc<wire::Event>>, StoreError> {
+        self.read(move |c| c.query_row("SELECT seq, data FROM events WHERE seq = ?1", [seq as i64], decode_row).optional()).await
+    }
+
+    /// The first seq stored at or after `ms` (or head + 1 when none).
+    pub async fn seq_at_time(&self, ms: i64) -> Result<Option<u64>, StoreError> {
+        self.read(move |c| {
+            c.query_row("SELECT MIN(seq) FROM events WHERE stored_ms >= ?1", [ms], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| v.map(|s| s as u64))
+        })
+        .await
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arc<wire::Event>> {
+    let seq: i64 = r.get(0)?;
+    let data: Vec<u8> = r.get(1)?;
+    let mut ev = wire::Event::decode(data.as_slice())
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e)))?;
+    ev.seq = seq as u64;
+    Ok(Arc::new(ev))
+}
+
+fn load(c: &Connection, cache: usize) -> rusqlite::Result<Loaded> {
+    let (first, head): (Option<i64>, Option<i64>) = c.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut l = Loaded { head: head.unwrap_or(0) as u64, first: first.unwrap_or(0) as u64, ..Default::default() };
+    let mut st = c.prepare("SELECT name, ack_floor FROM consumers")?;
+    l.consumers = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<Result<_, _>>()?;
+    let mut st = c.prepare("SELECT consumer, seq, count FROM failures")?;
+    l.failures = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    let mut st = c.prepare("SELECT consumer, seq, id, state FROM dead_letters WHERE state IN (1, 2, 3)")?;
+    l.letters = st
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut st = c.prepare("SELECT seq, data FROM (SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?1) ORDER BY seq")?;
+    l.recent = st.query_map([cache as i64], decode_row)?.collect::<Result<_, _>>()?;
+    Ok(l)
+}
+
+/// Publish ids seen inside the dedup window, owned by the writer thread.
+struct Dedup {
+    window_ms: i64,
+    ids: HashMap<String, u64>,
+    order: VecDeque<(i64, String)>,
+}
+
+impl Dedup {
+    fn load(c: &Connection, window: Duration) -> rusqlite::Result<Dedup> {
+        let window_ms = window.as_millis() as i64;
+        let mut d = Dedup { window_ms, ids: HashMap::new(), order: VecDeque::new() };
+        let mut st = c.prepare("SELECT id, seq, stored_ms FROM events WHERE stored_ms >= ?1 ORDER BY seq")?;
+        let rows = st.query_map([router_now_ms() - window_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+        for row in rows {
+            let (id, seq, ms) = row?;
+            d.ids.insert(id.clone(), seq as u64);
+            d.order.push_back((ms, id));
+        }
+        Ok(d)
+    }
+
+    fn expire(&mut self, now: i64) {
+        while let Some((t, _)) = self.order.front() {
+            if now - *t < self.window_ms {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.ids.remove(&id);
+            }
+        }
+    }
+}
+
+pub fn router_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<WriteOp>, mut next: u64, mut dedup: Dedup, on_commit: OnCommit) {
+    let mut ops = Vec::new();
+    while let Some(op) = rx.blocking_recv() {
+        ops.push(op);
+        while ops.len() < 4096 {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let now = router_now_ms();
+        dedup.expire(now);
+        let start_next = next;
+        let mut added_ids: Vec<String> = Vec::new();
+        let mut new_events: Vec<Arc<wire::Event>> = Vec::new();
+        let mut replies_pub: Vec<(oneshot::Sender<Result<Vec<Stored>, StoreError>>, Vec<Stored>)> = Vec::new();
+        let mut replies_exec: Vec<(Option<oneshot::Sender<Result<i64, StoreError>>>, Result<i64, StoreError>)> = Vec::new();
+        let result: rusqlite::Result<()> = (|| {
+            let tx = conn.transaction()?;
+            {
+                let mut ins = tx.prepare_cached("INSERT INTO events (seq, id, type, stored_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+                let mut floors: HashMap<String, u64> = HashMap::new();
+                for op in ops.drain(..) {
+                    match op {
+                        WriteOp::Publish(events, reply) => {
+                            let mut out = Vec::with_capacity(events.len());
+                            for ev in events {
+                                if let Some(&seq) = dedup.ids.get(&ev.id) {
+                                    out.push(Stored { seq, id: ev.id, duplicate: true });
+                                    continue;
+                                }
+                                let seq = next;
+                                next += 1;
+                                let mut w = wire::Event::from(ev);
+                                if w.time_unix_ms == 0 {
+                                    w.time_unix_ms = now;
+                                }
+                                w.seq = 0;
+                                ins.execute(params![seq as i64, w.id, w.r#type, now, w.encode_to_vec()])?;
+                                dedup.ids.insert(w.id.clone(), seq);
+                                dedup.order.push_back((now, w.id.clone()));
+                                added_ids.push(w.id.clone());
+                                out.push(Stored { seq, id: w.id.clone(), duplicate: false });
+                                w.seq = seq;
+                                new_events.push(Arc::new(w));
+                            }
+                            replies_pub.push((reply, out));
+                        }
+                        WriteOp::SaveFloor(name, floor) => {
+                            let e = floors.entry(name).or_insert(floor);
+                            *e = (*e).max(floor);
+                        }
+                        WriteOp::Exec(f, reply) => {
+                            let r = f(&tx).map_err(|source| StoreError::Sqlite { path: path.clone(), source });
+                            replies_exec.push((reply, r));
+                        }
+                    }
+                }
+                let mut up = tx.prepare_cached(
+                    "INSERT INTO consumers (name, ack_floor, updated_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET ack_floor = MAX(ack_floor, excluded.ack_floor), updated_ms = excluded.updated_ms",
+                )?;
+                for (name, floor) in floors {
+                    up.execute(params![name, floor as i64, now])?;
+                }
+                if next != start_next {
+                    tx.execute("INSERT INTO meta (key, value) VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [(next - 1) as i64])?;
+                }
+            }
+            tx.commit()
+        })();
+        match result {
+            Ok(()) => {
+                if !new_events.is_empty() {
+                    on_commit(new_events);
+                }
+                for (reply, out) in replies_pub {
+                    let _ = reply.send(Ok(out));
+                }
+                for (reply, r) in replies_exec {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %path.display(), "event log commit failed; publishes in this batch are not acked");
+                next = start_next;
+                for id in added_ids {
+                    dedup.ids.remove(&id);
+                }
+                dedup.order.retain(|(_, id)| dedup.ids.contains_key(id));
+                for (reply, _) in replies_pub {
+                    let _ = reply.send(Err(StoreError::Commit(e.to_string())));
+                }
+                for (reply, _) in replies_exec {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(StoreError::Commit(e.to_string())));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! A bounded, timestamped log of recent errors that surfaces in health details.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+/// Cheap to clone; keeps the newest `cap` errors.
+#[derive(Debug, Clone)]
+pub struct ErrorLog {
+    inner: Arc<Mutex<(VecDeque<(i64, String)>, u64)>>,
+    cap: usize,
+}
+
+impl ErrorLog {
+    pub fn new(cap: usize) -> Self {
+        ErrorLog { inner: Arc::new(Mutex::new((VecDeque::new(), 0))), cap }
+    }
+
+    /// Records an error (with the time) and logs it: this is where errors are handled.
+    pub fn record(&self, what: &str, err: &dyn std::fmt::Display) {
+        tracing::error!(error = %err, "{what}");
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0.len() == self.cap {
+            g.0.pop_front();
+        }
+        g.0.push_back((router_client::now_ms(), format!("{what}: {err}")));
+        g.1 += 1;
+    }
+
+    /// Newest first.
+    pub fn recent(&self) -> Vec<(i64, String)> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.iter().rev().cloned().collect()
+    }
+
+    /// Errors recorded since start (not bounded).
+    pub fn total(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_only_the_newest() {
+        let log = ErrorLog::new(2);
+        for i in 0..5 {
+            log.record("step", &i);
+        }
+        let r = log.recent();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].1, "step: 4");
+        assert_eq!(log.total(), 5);
+    }
+}

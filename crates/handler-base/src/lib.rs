@@ -1,0 +1,48 @@
+//! The daemon lifecycle shared by every RingRift daemon, and nothing else.
+//!
+//! A daemon crate implements [`Handler`] and its `main.rs` calls [`daemon_main`] with a
+//! factory. This crate then: parses the common flags ([`cli::CommonArgs`]), loads layered
+//! config ([`settings::Settings`]; a bad one exits 64), sets up tracing, connects to the
+//! router (reconnecting, buffering publishes), runs `on_start`, the periodic
+//! `run_cycle`, the subscribed event handlers (deduplicated, acked or nacked), the
+//! heartbeat, readiness (`sd_notify` READY and WATCHDOG) and a graceful stop on
+//! SIGTERM/SIGINT. Servers that are not cycle handlers (the router itself) use the same
+//! start-up through [`service_main`].
+//!
+//! The entry points take `Arc<dyn Handler>` / function pointers, never generics, so the
+//! runtime is compiled once for all fifty daemons.
+
+pub mod cli;
+mod dedup;
+mod errors;
+mod health;
+mod run;
+pub mod settings;
+
+pub use cli::CommonArgs;
+pub use dedup::Dedup;
+pub use errors::ErrorLog;
+pub use health::{HealthCheckResult, HealthStatus};
+pub use run::{Context, DaemonInfo, Factory, Handler, ServiceContext, ServiceFn, daemon_main, service_main};
+pub use settings::{ConfigError, Settings};
+
+/// Exit code for bad configuration or usage (EX_USAGE): supervisors must not restart.
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Writes `run/<name>.addr` under `home` atomically, so readers never see half an address.
+pub fn write_addr_file(home: &std::path::Path, name: &str, addr: &str) -> std::io::Result<std::path::PathBuf> {
+    let dir = home.join("run");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.addr"));
+    let tmp = dir.join(format!(".{name}.addr.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Reads `run/<name>.addr` under `home`, if present.
+pub fn read_addr_file(home: &std::path::Path, name: &str) -> Option<String> {
+    let s = std::fs::read_to_string(home.join("run").join(format!("{name}.addr"))).ok()?;
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}

@@ -1,0 +1,211 @@
+//! Layered configuration: built-in defaults < /etc/ringrift/ringrift.toml <
+//! $RINGRIFT_HOME/ringrift.toml < `--config FILE` < RINGRIFT_* env < `--set` flags.
+//!
+//! Env keys use `__` between section and key: `RINGRIFT_AUTO_EXPORT__THRESHOLD=100` is
+//! `auto_export.threshold`. The environment is passed in as a map so tests never touch
+//! the process environment.
+
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(String),
+    #[error("config section [{section}]: {error}")]
+    Section { section: String, error: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The merged configuration of one daemon process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    cfg: config::Config,
+    files: Vec<PathBuf>,
+}
+
+/// Where the layers come from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub system_file: Option<PathBuf>,
+    pub home: PathBuf,
+    pub extra_file: Option<PathBuf>,
+    pub env: HashMap<String, String>,
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The production layers for `home`, with the real environment.
+    pub fn standard(home: &Path, extra_file: Option<PathBuf>, overrides: Vec<(String, String)>) -> Self {
+        Sources {
+            system_file: Some(PathBuf::from("/etc/ringrift/ringrift.toml")),
+            home: home.to_owned(),
+            extra_file,
+            env: std::env::vars().filter(|(k, _)| k.starts_with("RINGRIFT_")).collect(),
+            overrides,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(src: &Sources) -> Result<Settings, ConfigError> {
+        let mut b = config::Config::builder();
+        let mut files = Vec::new();
+        if let Some(f) = &src.system_file {
+            b = b.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml).required(false));
+            files.push(f.clone());
+        }
+        let home_file = src.home.join("ringrift.toml");
+        b = b.add_source(config::File::from(home_file.as_path()).format(config::FileFormat::Toml).required(false));
+        files.push(home_file);
+        if let Some(f) = &src.extra_file {
+            if !f.is_file() {
+                return Err(ConfigError::Load(format!("--config {}: no such file", f.display())));
+            }
+            b = b.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml).required(true));
+            files.push(f.clone());
+        }
+        let env: HashMap<String, String> = src
+            .env
+            .iter()
+            .filter(|(k, _)| k.as_str() != "RINGRIFT_HOME")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        b = b.add_source(
+            config::Environment::with_prefix("RINGRIFT")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        for (k, v) in &src.overrides {
+            b = b.set_override(k.as_str(), parse_scalar(v)).map_err(|e| ConfigError::Usage(format!("--set {k}: {e}")))?;
+        }
+        let cfg = b.build().map_err(|e| ConfigError::Load(e.to_string()))?;
+        Ok(Settings { cfg, files })
+    }
+
+    /// Settings from a TOML string only (tests, embedded defaults).
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        Ok(Settings { cfg, files: Vec::new() })
+    }
+
+    /// The `[name]` table as `T`; a missing table is `T::default()` (fields use serde
+    /// defaults), a wrong type or unknown key is an error naming the section.
+    pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, ConfigError> {
+        match self.cfg.get::<config::Value>(name) {
+            Err(config::ConfigError::NotFound(_)) => Ok(T::default()),
+            Err(e) => Err(ConfigError::Section { section: name.to_owned(), error: e.to_string() }),
+            Ok(v) => v.try_deserialize().map_err(|e| ConfigError::Section { section: name.to_owned(), error: e.to_string() }),
+        }
+    }
+
+    /// One top-level string value.
+    pub fn string(&self, key: &str) -> Option<String> {
+        self.cfg.get_string(key).ok()
+    }
+
+    /// One value of any type; `None` when absent, an error when present but wrong.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ConfigError> {
+        match self.cfg.get::<T>(key) {
+            Ok(v) => Ok(Some(v)),
+            Err(config::ConfigError::NotFound(_)) => Ok(None),
+            Err(e) => Err(ConfigError::Load(format!("{key}: {e}"))),
+        }
+    }
+
+    /// The files that were considered, lowest layer first.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
+
+fn parse_scalar(v: &str) -> config::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return i.into();
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        return f.into();
+    }
+    if let Ok(b) = v.parse::<bool>() {
+        return b.into();
+    }
+    v.into()
+}
+
+/// The state directory: `--home`, else $RINGRIFT_HOME, else ~/.local/state/ringrift.
+pub fn resolve_home(flag: Option<&Path>) -> PathBuf {
+    if let Some(h) = flag {
+        return h.to_owned();
+    }
+    if let Some(h) = std::env::var_os("RINGRIFT_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join(".local/state/ringrift")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Sec {
+        threshold: u64,
+        name: String,
+    }
+
+    fn sources(dir: &Path) -> Sources {
+        Sources { home: dir.to_owned(), ..Default::default() }
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ringrift.toml"), "[s]\nthreshold = 1\nname = \"home\"\n").unwrap();
+        let extra = dir.path().join("extra.toml");
+        std::fs::write(&extra, "[s]\nthreshold = 2\n").unwrap();
+        let mut src = sources(dir.path());
+        src.extra_file = Some(extra);
+        let s: Sec = Settings::load(&src).unwrap().section("s").unwrap();
+        assert_eq!(s, Sec { threshold: 2, name: "home".into() });
+
+        src.env.insert("RINGRIFT_S__THRESHOLD".into(), "3".into());
+        let s: Sec = Settings::load(&src).unwrap().section("s").unwrap();
+        assert_eq!(s.threshold, 3);
+
+        src.overrides.push(("s.threshold".into(), "4".into()));
+        let s: Sec = Settings::load(&src).unwrap().section("s").unwrap();
+        assert_eq!(s.threshold, 4);
+    }
+
+    #[test]
+    fn missing_section_is_default_and_bad_section_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Settings::load(&sources(dir.path())).unwrap();
+        assert_eq!(st.section::<Sec>("s").unwrap(), Sec::default());
+        std::fs::write(dir.path().join("ringrift.toml"), "[s]\nthreshold = \"lots\"\n").unwrap();
+        let err = Settings::load(&sources(dir.path())).unwrap().section::<Sec>("s").unwrap_err();
+        assert!(err.to_string().contains("[s]"), "{err}");
+        std::fs::write(dir.path().join("ringrift.toml"), "[s]\nthreshhold = 1\n").unwrap();
+        let err = Settings::load(&sources(dir.path())).unwrap().section::<Sec>("s").unwrap_err();
+        assert!(err.to_string().contains("threshhold"), "{err}");
+    }
+
+    #[test]
+    fn broken_toml_and_missing_config_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ringrift.toml"), "[s\n").unwrap();
+        assert!(Settings::load(&sources(dir.path())).is_err());
+        let mut src = sources(tempfile::tempdir().unwrap().path());
+        src.extra_file = Some(dir.path().join("nope.toml"));
+        assert!(Settings::load(&src).unwrap_err().to_string().contains("nope.toml"));
+    }
+}

@@ -1,0 +1,267 @@
+//! Client side of the event router, shared by every daemon, the CLI and the launcher.
+//!
+//! [`Publisher`] never loses an accepted event to a router outage: events wait in a
+//! bounded in-memory buffer and are retried with backoff (1 ms → 5 s) until the router
+//! acks them. Each event gets a UUID before its first attempt, so a retry after a lost
+//! ack is recognised by the router's dedup window instead of being stored twice.
+//! [`Subscription`] reconnects with the same backoff and, for a named consumer, resumes
+//! after the last ack (the router keeps the position).
+
+use ringrift_proto::wire::{self, event_router_client::EventRouterClient};
+use ringrift_proto::{Event, EventError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+pub use ringrift_proto::wire::PublishAck;
+
+/// A tonic client for `ringrift.v1.EventRouter`.
+pub type Client = EventRouterClient<Channel>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid router address {addr:?}: {reason}")]
+    BadAddress { addr: String, reason: String },
+    #[error("router rejected the event: {0}")]
+    Rejected(String),
+    #[error("publish buffer is full ({0} events waiting for the router)")]
+    BufferFull(usize),
+    #[error("publisher has stopped")]
+    Closed,
+    #[error("router call failed: {0}")]
+    Rpc(#[from] Status),
+    #[error("router sent an invalid event: {0}")]
+    BadEvent(#[from] EventError),
+}
+
+/// Turns `host:port` or a URL into an endpoint (no connection is made).
+pub fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
+    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    Endpoint::from_shared(url)
+        .map(|e| e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true))
+        .map_err(|e| ClientError::BadAddress { addr: addr.to_owned(), reason: e.to_string() })
+}
+
+/// A client that connects on first use and reconnects by itself after failures.
+pub fn connect_lazy(addr: &str) -> Result<Client, ClientError> {
+    Ok(EventRouterClient::new(endpoint(addr)?.connect_lazy()))
+}
+
+/// A client connected now (fails fast if nothing listens).
+pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+    let ch = endpoint(addr)?.connect().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok(EventRouterClient::new(ch))
+}
+
+/// Exponential backoff from `start` doubling to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    start: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(start: Duration, max: Duration) -> Self {
+        Backoff { next: start, start, max }
+    }
+    /// The delay to wait now; doubles the next one.
+    pub fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+    pub fn reset(&mut self) {
+        self.next = self.start;
+    }
+}
+
+fn retriable(s: &Status) -> bool {
+    !matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated)
+}
+
+struct Pending {
+    event: wire::Event,
+    reply: Option<oneshot::Sender<Result<PublishAck, ClientError>>>,
+}
+
+/// A buffering, retrying publisher. Cloning shares the buffer.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<Pending>,
+    capacity: usize,
+    source: String,
+}
+
+impl Publisher {
+    /// Starts the background sender. `source` ("daemon@node") is stamped on events that
+    /// have none; `capacity` bounds the events held while the router is away.
+    pub fn spawn(client: Client, source: impl Into<String>, capacity: usize) -> Publisher {
+        let (tx, rx) = mpsc::channel(capacity);
+        tokio::spawn(send_loop(client, rx));
+        Publisher { tx, capacity, source: source.into() }
+    }
+
+    fn prepare(&self, event: Event) -> wire::Event {
+        let mut w = wire::Event::from(event);
+        if w.id.is_empty() {
+            w.id = uuid::Uuid::new_v4().to_string();
+        }
+        if w.source.is_empty() {
+            w.source.clone_from(&self.source);
+        }
+        if w.time_unix_ms == 0 {
+            w.time_unix_ms = now_ms();
+        }
+        w
+    }
+
+    /// Queues an event without waiting; it is delivered once the router is reachable.
+    pub fn publish(&self, event: Event) -> Result<(), ClientError> {
+        let p = Pending { event: self.prepare(event), reply: None };
+        self.tx.try_send(p).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ClientError::BufferFull(self.capacity),
+            mpsc::error::TrySendError::Closed(_) => ClientError::Closed,
+        })
+    }
+
+    /// Queues an event and waits until the router has made it durable.
+    pub async fn publish_acked(&self, event: Event) -> Result<PublishAck, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        let p = Pending { event: self.prepare(event), reply: Some(reply) };
+        self.tx.send(p).await.map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Events waiting for the router right now.
+    pub fn buffered(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn send_loop(mut client: Client, mut rx: mpsc::Receiver<Pending>) {
+    let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_secs(5));
+    let mut batch: Vec<Pending> = Vec::new();
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(p) => batch.push(p),
+                None => return,
+            }
+        }
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<wire::Event> = batch.iter().map(|p| p.event.clone()).collect();
+        match client.publish_batch(wire::PublishBatchRequest { events }).await {
+            Ok(resp) => {
+                backoff.reset();
+                let acks = resp.into_inner().acks;
+                for (p, ack) in batch.drain(..).zip(acks) {
+                    if let Some(r) = p.reply {
+                        let _ = r.send(Ok(ack));
+                    }
+                }
+            }
+            Err(s) if !retriable(&s) => {
+                // One bad event must not sink its neighbours: retry them one by one.
+                for p in batch.drain(..) {
+                    let r = publish_one_retrying(&mut client, &p.event, &mut backoff).await;
+                    if let Err(e) = &r {
+                        tracing::error!(event_id = %p.event.id, error = %e, "router rejected event; dropped");
+                    }
+                    if let Some(reply) = p.reply {
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+            Err(s) => {
+                let d = backoff.step();
+                tracing::debug!(error = %s, delay_ms = d.as_millis() as u64, buffered = batch.len(), "router unavailable; retrying");
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
+}
+
+async fn publish_one_retrying(client: &mut Client, ev: &wire::Event, backoff: &mut Backoff) -> Result<PublishAck, ClientError> {
+    loop {
+        match client.publish(ev.clone()).await {
+            Ok(a) => return Ok(a.into_inner()),
+            Err(s) if !retriable(&s) => return Err(ClientError::Rejected(s.message().to_owned())),
+            Err(_) => tokio::time::sleep(backoff.step()).await,
+        }
+    }
+}
+
+/// A subscription that survives router restarts. For a durable consumer, events not
+/// acked before a reconnect are delivered again (at-least-once).
+pub struct Subscription {
+    client: Client,
+    request: wire::SubscribeRequest,
+    stream: Option<tonic::Streaming<wire::Event>>,
+    backoff: Backoff,
+}
+
+impl Subscription {
+    pub fn new(client: Client, request: wire::SubscribeRequest) -> Self {
+        Subscription { client, request, stream: None, backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)) }
+    }
+
+    /// The next event. Reconnects (with backoff) on any stream failure; only an invalid
+    /// subscription request is returned as an error.
+    pub async fn next(&mut self) -> Result<Event, ClientError> {
+        loop {
+            if self.stream.is_none() {
+                match self.client.subscribe(self.request.clone()).await {
+                    Ok(s) => self.stream = Some(s.into_inner()),
+                    Err(s) if !retriable(&s) => return Err(s.into()),
+                    Err(s) => {
+                        tracing::debug!(error = %s, "subscribe failed; retrying");
+                        tokio::time::sleep(self.backoff.step()).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(stream) = self.stream.as_mut() else { continue };
+            match stream.message().await {
+                Ok(Some(ev)) => {
+                    self.backoff.reset();
+                    // After a reconnect, a non-durable subscriber continues after what it saw.
+                    if self.request.consumer.is_empty() {
+                        self.request.start = Some(wire::subscribe_request::Start::FromSeq(ev.seq + 1));
+                    }
+                    return Ok(Event::try_from(ev)?);
+                }
+                Ok(None) | Err(_) => {
+                    self.stream = None;
+                    tokio::time::sleep(self.backoff.step()).await;
+                }
+            }
+        }
+    }
+
+    /// Acks one event (or every delivered event up to `seq` when `cumulative`).
+    pub async fn ack(&mut self, seq: u64, cumulative: bool) -> Result<u64, ClientError> {
+        let req = wire::AckRequest { consumer: self.request.consumer.clone(), seq, cumulative };
+        Ok(self.client.ack(req).await?.into_inner().ack_floor)
+    }
+
+    /// Reports a failed handling; after the router's limit the event is dead-lettered.
+    pub async fn nack(&mut self, seq: u64, reason: &str) -> Result<wire::NackResponse, ClientError> {
+        let req = wire::NackRequest { consumer: self.request.consumer.clone(), seq, reason: reason.to_owned() };
+        Ok(self.client.nack(req).await?.into_inner())
+    }
+}
