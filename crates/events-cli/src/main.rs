@@ -1,0 +1,4 @@
+//! `ringrift-events` binary.
+fn main() -> std::process::ExitCode {
+    ringrift_events::main()
+}
