@@ -1,1 +1,150 @@
-//! placeholder
+//! Helpers for system tests: locate the built binaries, give each test a temp home, start
+//! daemons on port 0 and read their addresses from `run/*.addr`, poll with deadlines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/debug` (or whichever profile built the tests).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of a workspace binary; panics with the command to build it when missing.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.is_file(), "{} is missing: run `cargo build --workspace --bins` before the system tests", p.display());
+    p
+}
+
+/// Polls `f` every 10 ms until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Async version of [`wait_for`].
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(what: &str, limit: Duration, mut f: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn term(&mut self, limit: Duration) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        wait_for(&format!("{} to exit", self.name), limit, || self.child.try_wait().ok().flatten())
+    }
+
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A temp `$RINGRIFT_HOME` with its own logs folder for child output.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Home {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Home {
+    pub fn new() -> Home {
+        let dir = tempfile::Builder::new().prefix("ringrift-test-").tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("test-logs")).expect("logs dir");
+        Home { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `binary` with `--home` and `args`; stderr goes to `test-logs/<name>.log`.
+    pub fn spawn(&self, binary: &str, args: &[&str]) -> Proc {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path().join("test-logs").join(format!("{binary}.log"))).expect("log file");
+        let child = Command::new(bin(binary))
+            .arg("--home")
+            .arg(self.path())
+            .args(args)
+            .env_remove("RINGRIFT_HOME")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
+        Proc { name: binary.to_owned(), child }
+    }
+
+    /// Removes `run/<name>.addr`, then waits for the daemon to write it.
+    pub fn wait_addr(&self, name: &str, proc_: &mut Proc) -> String {
+        wait_for(&format!("run/{name}.addr"), Duration::from_secs(20), || {
+            if let Some(st) = proc_.try_exit() {
+                panic!("{} exited early with {st}; log: {}", proc_.name, self.log(&proc_.name));
+            }
+            std::fs::read_to_string(self.path().join("run").join(format!("{name}.addr"))).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+        })
+    }
+
+    /// Starts the router on `listen` (e.g. `127.0.0.1:0`) and returns it with its address.
+    pub fn start_router(&self, listen: &str, extra: &[&str]) -> (Proc, String) {
+        let _ = std::fs::remove_file(self.path().join("run/event_router.addr"));
+        let set = format!("event_router.listen={listen}");
+        let mut args = vec!["--set", set.as_str()];
+        args.extend_from_slice(extra);
+        let mut p = self.spawn("ringrift-event-router", &args);
+        let addr = self.wait_addr("event_router", &mut p);
+        (p, addr)
+    }
+
+    pub fn log(&self, binary: &str) -> String {
+        std::fs::read_to_string(self.path().join("test-logs").join(format!("{binary}.log"))).unwrap_or_default()
+    }
+}

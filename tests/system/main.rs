@@ -1,1 +1,7 @@
-//! placeholder
+//! System tests: each starts real binaries in a temp home on port 0.
+//! Build the binaries first: `cargo build --workspace --bins`.
+
+mod cli;
+mod poller;
+mod python;
+mod router;

@@ -1,0 +1,279 @@
+//! `cross_process_poller`: moves rows that outside programs (Python trainers, cron jobs)
+//! insert into a SQLite `events` table onto the event router, exactly once per row.
+//!
+//! The table (created by the poller if missing; default
+//! `$RINGRIFT_HOME/data/cross_process_events.db`, config `cross_process_poller.db`):
+//!
+//! ```sql
+//! CREATE TABLE events (
+//!     id           INTEGER PRIMARY KEY AUTOINCREMENT,
+//!     event_type   TEXT NOT NULL,              -- catalogue name, e.g. 'TRAINING_COMPLETED'
+//!     payload      TEXT NOT NULL DEFAULT '{}', -- JSON object fitting that type's payload
+//!     config_key   TEXT NOT NULL DEFAULT '',   -- e.g. 'hex8_2p'
+//!     source       TEXT NOT NULL DEFAULT '',   -- e.g. 'train.py@gpu-3'
+//!     created_at   REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0)),
+//!     published_at REAL,                       -- set by the poller after the router acked
+//!     router_seq   INTEGER,                    -- the router's seq for the row
+//!     error        TEXT                        -- set instead when the row is invalid
+//! );
+//! ```
+//!
+//! A writer only INSERTs (`event_type`, `payload`, optionally `config_key`, `source`).
+//! **Exactly once:** each row is published with the id `xpp:<created_at>:<row id>`, and
+//! marked only after the router acked it. If the poller dies between the ack and the
+//! mark, the next pass publishes the same id again and the router's dedup window
+//! (5 min) answers "duplicate" without storing it, so the row appears on the stream
+//! once. Invalid rows (unknown type, payload not fitting the type) get `error` set and
+//! are never published.
+
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_proto::{Event, EventType, wire};
+use rusqlite::{Connection, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const INFO: DaemonInfo = DaemonInfo { name: "cross_process_poller", about: "Bridge a SQLite events table written by outside programs into the router" };
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_type   TEXT NOT NULL,
+    payload      TEXT NOT NULL DEFAULT '{}',
+    config_key   TEXT NOT NULL DEFAULT '',
+    source       TEXT NOT NULL DEFAULT '',
+    created_at   REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0)),
+    published_at REAL,
+    router_seq   INTEGER,
+    error        TEXT
+);
+CREATE INDEX IF NOT EXISTS events_unpublished ON events(id) WHERE published_at IS NULL AND error IS NULL;
+";
+
+/// `[cross_process_poller]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PollerConfig {
+    /// Path of the table's database; relative paths are under $RINGRIFT_HOME.
+    pub db: PathBuf,
+    /// Rows per pass.
+    pub batch: usize,
+    pub cycle_interval_s: f64,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig { db: PathBuf::from("data/cross_process_events.db"), batch: 500, cycle_interval_s: 1.0 }
+    }
+}
+
+/// One row waiting to be bridged.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub event_type: String,
+    pub payload: String,
+    pub config_key: String,
+    pub source: String,
+    pub created_at: f64,
+}
+
+impl Row {
+    /// The event this row becomes, or why it cannot.
+    pub fn to_event(&self) -> Result<Event, String> {
+        let kind = match EventType::from_str_name(self.event_type.trim()) {
+            Some(EventType::Unspecified) | None => return Err(format!("unknown event type {:?}", self.event_type)),
+            Some(k) => k,
+        };
+        let w = wire::Event {
+            id: format!("xpp:{}:{}", self.created_at, self.id),
+            r#type: kind as i32,
+            source: if self.source.is_empty() { "cross_process_poller".into() } else { self.source.clone() },
+            time_unix_ms: (self.created_at * 1000.0) as i64,
+            config_key: self.config_key.clone(),
+            seq: 0,
+            payload: Some(wire::event::Payload::Json(self.payload.clone())),
+        };
+        Event::try_from(w).map_err(|e| e.to_string())
+    }
+}
+
+pub fn open_db(path: &Path) -> rusqlite::Result<Connection> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let c = Connection::open(path)?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.execute_batch(SCHEMA)?;
+    Ok(c)
+}
+
+pub fn pending_rows(c: &Connection, limit: usize) -> rusqlite::Result<Vec<Row>> {
+    let mut st = c.prepare_cached(
+        "SELECT id, event_type, payload, config_key, source, created_at FROM events WHERE published_at IS NULL AND error IS NULL ORDER BY id LIMIT ?1",
+    )?;
+    let rows = st.query_map([limit as i64], |r| {
+        Ok(Row { id: r.get(0)?, event_type: r.get(1)?, payload: r.get(2)?, config_key: r.get(3)?, source: r.get(4)?, created_at: r.get(5)? })
+    })?;
+    rows.collect()
+}
+
+/// Marks rows published (with their router seq) and invalid rows with their error, in one transaction.
+pub fn mark(c: &mut Connection, published: &[(i64, u64)], invalid: &[(i64, String)]) -> rusqlite::Result<()> {
+    let tx = c.transaction()?;
+    {
+        let mut p = tx.prepare_cached("UPDATE events SET published_at = ((julianday('now') - 2440587.5) * 86400.0), router_seq = ?2 WHERE id = ?1")?;
+        for (id, seq) in published {
+            p.execute(params![id, *seq as i64])?;
+        }
+        let mut e = tx.prepare_cached("UPDATE events SET error = ?2 WHERE id = ?1")?;
+        for (id, err) in invalid {
+            e.execute(params![id, err])?;
+        }
+    }
+    tx.commit()
+}
+
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    bridged: u64,
+    duplicates: u64,
+    invalid: u64,
+    backlog: usize,
+}
+
+pub struct Poller {
+    cfg: PollerConfig,
+    path: PathBuf,
+    conn: Arc<Mutex<Option<Connection>>>,
+    tally: Mutex<Tally>,
+}
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: PollerConfig = ctx.settings.section("cross_process_poller")?;
+    anyhow::ensure!(cfg.batch > 0 && cfg.batch <= 10_000, "cross_process_poller.batch must be 1..=10000");
+    anyhow::ensure!(cfg.cycle_interval_s > 0.0, "cross_process_poller.cycle_interval_s must be > 0");
+    let path = if cfg.db.is_absolute() { cfg.db.clone() } else { ctx.home.join(&cfg.db) };
+    Ok(Arc::new(Poller { cfg, path, conn: Arc::new(Mutex::new(None)), tally: Mutex::new(Tally::default()) }))
+}
+
+impl Poller {
+    /// Runs `f` on the table's connection in a blocking thread.
+    async fn with_db<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static) -> anyhow::Result<T> {
+        let slot = self.conn.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if g.is_none() {
+                *g = Some(open_db(&path).map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?);
+            }
+            let c = g.as_mut().ok_or_else(|| anyhow::anyhow!("no connection"))?;
+            f(c).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        })
+        .await?
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for Poller {
+    fn cycle_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.cfg.cycle_interval_s)
+    }
+
+    async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
+        self.with_db(|_| Ok(())).await?;
+        tracing::info!(db = %self.path.display(), "watching cross-process events table");
+        Ok(())
+    }
+
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        loop {
+            let limit = self.cfg.batch;
+            let rows = self.with_db(move |c| pending_rows(c, limit)).await?;
+            if rows.is_empty() {
+                self.tally.lock().unwrap_or_else(|p| p.into_inner()).backlog = 0;
+                return Ok(());
+            }
+            let full = rows.len() == limit;
+            let mut events = Vec::new();
+            let mut ids = Vec::new();
+            let mut invalid = Vec::new();
+            for r in &rows {
+                match r.to_event() {
+                    Ok(ev) => {
+                        events.push(wire::Event::from(ev));
+                        ids.push(r.id);
+                    }
+                    Err(e) => {
+                        tracing::warn!(row = r.id, error = %e, "invalid cross-process event row; marked with its error");
+                        invalid.push((r.id, e));
+                    }
+                }
+            }
+            let mut published = Vec::new();
+            let mut dups = 0;
+            if !events.is_empty() {
+                let mut client = ctx.client.clone();
+                let acks = client.publish_batch(wire::PublishBatchRequest { events }).await?.into_inner().acks;
+                for (id, ack) in ids.iter().zip(&acks) {
+                    dups += ack.duplicate as u64;
+                    published.push((*id, ack.seq));
+                }
+            }
+            let (np, ni) = (published.len() as u64, invalid.len() as u64);
+            self.with_db(move |c| mark(c, &published, &invalid)).await?;
+            let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+            t.bridged += np;
+            t.duplicates += dups;
+            t.invalid += ni;
+            t.backlog = if full { limit } else { 0 };
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn health_check(&self) -> HealthCheckResult {
+        let t = self.tally.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        HealthCheckResult::running(format!("{} rows bridged", t.bridged))
+            .detail("db", self.path.display())
+            .detail("bridged_total", t.bridged)
+            .detail("republished_duplicates", t.duplicates)
+            .detail("invalid_rows", t.invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(t: &str, payload: &str) -> Row {
+        Row { id: 7, event_type: t.into(), payload: payload.into(), config_key: "hex8_2p".into(), source: String::new(), created_at: 1.5 }
+    }
+
+    #[test]
+    fn row_becomes_typed_event_with_stable_id() {
+        let ev = row("TRAINING_COMPLETED", r#"{"model_path": "m.bin"}"#).to_event().unwrap();
+        assert_eq!(ev.kind, EventType::TrainingCompleted);
+        assert_eq!(ev.id, "xpp:1.5:7");
+        assert_eq!(ev.id, row("TRAINING_COMPLETED", r#"{"model_path": "m.bin"}"#).to_event().unwrap().id);
+    }
+
+    #[test]
+    fn bad_rows_say_why() {
+        assert!(row("NO_SUCH", "{}").to_event().unwrap_err().contains("NO_SUCH"));
+        assert!(row("TRAINING_COMPLETED", r#"{"model": 1}"#).to_event().unwrap_err().contains("model"));
+    }
+
+    #[test]
+    fn pending_and_mark_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = open_db(&dir.path().join("x.db")).unwrap();
+        c.execute("INSERT INTO events (event_type, payload) VALUES ('EXTERNAL', '{}'), ('EXTERNAL', '{}')", []).unwrap();
+        let rows = pending_rows(&c, 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        mark(&mut c, &[(rows[0].id, 5)], &[(rows[1].id, "bad".into())]).unwrap();
+        assert!(pending_rows(&c, 10).unwrap().is_empty());
+    }
+}
