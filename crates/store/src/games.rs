@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE games (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE games (
         game_id TEXT PRIMARY KEY NOT NULL,
         config_key TEXT NOT NULL,
         num_players INTEGER NOT NULL,
@@ -23,7 +24,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE games (
         quality_score REAL NOT NULL,
         created_at INTEGER NOT NULL
     );
-    CREATE INDEX games_config ON games(config_key);"];
+    CREATE INDEX games_config ON games(config_key);",
+    // v2: the search's move distribution per ply (training policy targets).
+    "ALTER TABLE games ADD COLUMN policy TEXT;",
+];
 
 /// One finished game. `winner` is the seat index (0-based) or `None` for a draw;
 /// `moves` are cell indices in play order; `players` names who sat in each seat.
@@ -37,6 +41,10 @@ pub struct GameRecord {
     pub source_node: String,
     pub quality_score: f64,
     pub created_at: i64,
+    /// Per ply, the searched move distribution as sparse `(cell, probability)` pairs;
+    /// `None` when the producer recorded none (export then uses the move played).
+    #[serde(default)]
+    pub policy: Option<Vec<Vec<(u16, f32)>>>,
 }
 
 impl GameRecord {
@@ -99,8 +107,8 @@ impl GameStore {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO games (game_id, config_key, num_players, players, winner,
-                        moves, length, source_node, quality_score, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        moves, length, source_node, quality_score, created_at, policy)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .ctx(path)?;
             for g in games {
@@ -117,6 +125,22 @@ impl GameStore {
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 let moves = serde_json::to_string(&g.moves)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                if let Some(p) = &g.policy
+                    && p.len() != g.moves.len()
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "game {} has {} moves but {} policy entries",
+                        g.game_id,
+                        g.moves.len(),
+                        p.len()
+                    )));
+                }
+                let policy = g
+                    .policy
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 inserted += stmt
                     .execute(params![
                         g.game_id,
@@ -128,7 +152,8 @@ impl GameStore {
                         g.moves.len() as i64,
                         g.source_node,
                         g.quality_score,
-                        g.created_at
+                        g.created_at,
+                        policy
                     ])
                     .ctx(path)?;
             }
@@ -170,7 +195,7 @@ impl GameStore {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT rowid, game_id, config_key, players, winner, moves, source_node,
-                        quality_score, created_at, num_players
+                        quality_score, created_at, policy
                  FROM games WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )
             .ctx(path)?;
@@ -187,6 +212,7 @@ impl GameStore {
                     r.get::<_, String>(6)?,
                     r.get::<_, f64>(7)?,
                     r.get::<_, i64>(8)?,
+                    r.get::<_, Option<String>>(9)?,
                 ))
             })
             .ctx(path)?;
@@ -202,6 +228,7 @@ impl GameStore {
                 source_node,
                 quality_score,
                 created_at,
+                policy,
             ) = row.ctx(path)?;
             let corrupt = |reason: String| StoreError::Corrupt {
                 path: path.to_path_buf(),
@@ -214,6 +241,10 @@ impl GameStore {
                 serde_json::from_str(&players).map_err(|e| corrupt(format!("players: {e}")))?;
             let moves: Vec<u16> =
                 serde_json::from_str(&moves).map_err(|e| corrupt(format!("moves: {e}")))?;
+            let policy: Option<Vec<Vec<(u16, f32)>>> = policy
+                .map(|p| serde_json::from_str(&p))
+                .transpose()
+                .map_err(|e| corrupt(format!("policy: {e}")))?;
             let winner = match winner {
                 None => None,
                 Some(w) => Some(
@@ -234,6 +265,7 @@ impl GameStore {
                     source_node,
                     quality_score,
                     created_at,
+                    policy,
                 },
             });
         }
@@ -280,13 +312,24 @@ impl GameStore {
             .ctx(source)?;
         let result = (|| {
             let tx = conn.transaction().ctx(path)?;
+            // A source still on schema v1 has no policy column.
+            let has_policy: bool = tx
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info('games', 'src') WHERE name = 'policy'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ctx(source)?;
+            let policy = if has_policy { "policy" } else { "NULL" };
             let n = tx
                 .execute(
-                    "INSERT OR IGNORE INTO main.games (game_id, config_key, num_players, players,
-                        winner, moves, length, source_node, quality_score, created_at)
-                     SELECT game_id, config_key, num_players, players, winner, moves, length,
-                        source_node, quality_score, created_at
-                     FROM src.games ORDER BY rowid",
+                    &format!(
+                        "INSERT OR IGNORE INTO main.games (game_id, config_key, num_players, players,
+                            winner, moves, length, source_node, quality_score, created_at, policy)
+                         SELECT game_id, config_key, num_players, players, winner, moves, length,
+                            source_node, quality_score, created_at, {policy}
+                         FROM src.games ORDER BY rowid"
+                    ),
                     [],
                 )
                 .ctx(source)?;

@@ -1,2 +1,5 @@
-//! `ringrift-job`: the embedded workload CLI.
-fn main() {}
+//! `ringrift-job`: the embedded workload's command line (logic in `ringrift_workload::cli`).
+
+fn main() -> std::process::ExitCode {
+    ringrift_workload::cli::main()
+}

@@ -13,6 +13,11 @@ fn game(id: &str, created_at: i64) -> GameRecord {
         source_node: "node-a".into(),
         quality_score: 0.5,
         created_at,
+        policy: Some(vec![
+            vec![(3, 0.75), (9, 0.25)],
+            vec![(4, 1.0)],
+            vec![(5, 1.0)],
+        ]),
     }
 }
 
@@ -135,4 +140,22 @@ proptest! {
             prop_assert!(found, "{} lost", id);
         }
     }
+}
+
+#[test]
+fn merges_from_a_v1_source_without_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src_path = dir.path().join("hex8_2p_old.db");
+    {
+        let old = crate::db::open(&src_path, &MIGRATIONS[..1]).expect("v1 store");
+        old.execute(
+            "INSERT INTO games VALUES ('old1', 'hex8_2p', 2, '[\"a\",\"b\"]', NULL, '[1,2]', 2, 'n', 0.1, 5)",
+            [],
+        )
+        .expect("insert v1 row");
+    }
+    let dst = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
+    assert_eq!(dst.merge_from(&src_path).expect("merge"), 1);
+    let g = dst.get("old1").expect("get").expect("merged");
+    assert_eq!((g.winner, g.policy, g.moves), (None, None, vec![1, 2]));
 }

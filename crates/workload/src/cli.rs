@@ -1,0 +1,319 @@
+//! The `ringrift-job` command line: one subcommand per job, each writing its report as a
+//! JSON object to `--result FILE` (atomically) for the job runner.
+
+use crate::evaluate::{EvaluateArgs, evaluate};
+use crate::export::{ExportArgs, export};
+use crate::players::SearchConfig;
+use crate::promote::{Gate, promote_if_passed};
+use crate::rng::Rng;
+use crate::selfplay::{SelfplayArgs, selfplay};
+use crate::train::{TrainArgs, distill, train};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ringrift_store::ConfigKey;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringrift-job",
+    version,
+    about = "RingRift embedded workload: selfplay, export, train, evaluate, distill"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// RingRift home directory.
+    #[arg(long, global = true, env = "RINGRIFT_HOME", default_value_os_t = default_home())]
+    pub home: PathBuf,
+    /// Write the job's report here as a JSON object.
+    #[arg(long, global = true)]
+    pub result: Option<PathBuf>,
+    /// Random seed (default: from the clock).
+    #[arg(long, global = true)]
+    pub seed: Option<u64>,
+    /// No progress output.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// Worker threads for selfplay and evaluation.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub threads: usize,
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/state/ringrift"))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/ringrift"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Play games with the model (search + exploration noise) into the game store.
+    Selfplay(SelfplayCmd),
+    /// Export games after a watermark to an NPZ training file.
+    Export(ExportCmd),
+    /// Train a policy/value model from NPZ files.
+    Train(TrainCmd),
+    /// Gauntlet vs random, heuristic and canonical; record Elo; optionally promote.
+    Evaluate(EvaluateCmd),
+    /// Distil a model into a smaller one on the positions of NPZ files.
+    Distill(DistillCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct SelfplayCmd {
+    #[arg(long)]
+    pub config: ConfigKey,
+    #[arg(long, default_value_t = 100)]
+    pub games: usize,
+    /// Model file (default: the null model, which plays search tactics only).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value_t = 2)]
+    pub depth: u32,
+    /// Plies sampled with temperature and Dirichlet noise at the start of each game.
+    #[arg(long, default_value_t = 10)]
+    pub explore_plies: usize,
+    #[arg(long, default_value_t = 0.25)]
+    pub noise: f64,
+    /// Game store to write (default data/games/{config}.db).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportCmd {
+    #[arg(long)]
+    pub config: ConfigKey,
+    /// Only games ingested after this watermark (from a selfplay or export result).
+    #[arg(long, default_value_t = 0)]
+    pub since: i64,
+    #[arg(long)]
+    pub max_games: Option<usize>,
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Output NPZ (default data/training/{config}.npz).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainCmd {
+    #[arg(long)]
+    pub config: ConfigKey,
+    /// NPZ files (repeatable).
+    #[arg(long = "data", required = true)]
+    pub data: Vec<PathBuf>,
+    /// Fine-tune from this model instead of a fresh network.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 6)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    #[arg(long)]
+    pub generation: Option<u32>,
+    /// Disable symmetry augmentation.
+    #[arg(long)]
+    pub no_augment: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateCmd {
+    #[arg(long)]
+    pub config: ConfigKey,
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Elo participant name (default: the model file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub games_random: usize,
+    #[arg(long, default_value_t = 100)]
+    pub games_heuristic: usize,
+    #[arg(long, default_value_t = 50)]
+    pub games_canonical: usize,
+    #[arg(long, default_value_t = 2)]
+    pub depth: u32,
+    #[arg(long, default_value_t = 2)]
+    pub opening_plies: usize,
+    /// Do not record the games in the Elo store.
+    #[arg(long)]
+    pub no_elo: bool,
+    /// Promote the model if it passes the gate.
+    #[arg(long)]
+    pub promote: bool,
+    #[arg(long, default_value_t = 0.85)]
+    pub gate_random: f64,
+    #[arg(long, default_value_t = 0.60)]
+    pub gate_heuristic: f64,
+    #[arg(long, default_value_t = 0.5)]
+    pub gate_canonical: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct DistillCmd {
+    #[arg(long)]
+    pub config: ConfigKey,
+    #[arg(long)]
+    pub teacher: PathBuf,
+    #[arg(long = "data", required = true)]
+    pub data: Vec<PathBuf>,
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 6)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+}
+
+fn write_result(path: &Path, job: &str, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut value = serde_json::to_value(report).context("serialise report")?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("job".into(), serde_json::Value::from(job));
+    }
+    let bytes = serde_json::to_vec_pretty(&value).context("serialise report")?;
+    ringrift_store::manifest::atomic_write(path, &bytes)
+        .with_context(|| format!("write result file {}", path.display()))
+}
+
+/// Runs a parsed command; returns the job name and its report as JSON.
+pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
+    let c = &cli.common;
+    let seed = c.seed.unwrap_or_else(Rng::seed_from_entropy);
+    let node = crate::node_name();
+    let (job, value) = match cli.command {
+        Command::Selfplay(a) => {
+            let mut search = SearchConfig::selfplay(a.depth);
+            search.explore_plies = a.explore_plies;
+            search.noise_fraction = a.noise;
+            let r = selfplay(&SelfplayArgs {
+                home: c.home.clone(),
+                config: a.config,
+                games: a.games,
+                model: a.model,
+                search,
+                seed,
+                threads: c.threads,
+                db: a.db,
+                source_node: node,
+                quiet: c.quiet,
+            })
+            .context("selfplay")?;
+            ("selfplay", serde_json::to_value(r)?)
+        }
+        Command::Export(a) => {
+            let r = export(&ExportArgs {
+                home: c.home.clone(),
+                config: a.config,
+                since: a.since,
+                max_games: a.max_games,
+                db: a.db,
+                output: a.output,
+                quiet: c.quiet,
+            })
+            .context("export")?;
+            ("export", serde_json::to_value(r)?)
+        }
+        Command::Train(a) => {
+            let mut t = TrainArgs::new(a.config, a.data, a.output);
+            t.init = a.init;
+            t.hidden = a.hidden;
+            t.epochs = a.epochs;
+            t.batch = a.batch;
+            t.lr = a.lr;
+            t.generation = a.generation;
+            t.augment = !a.no_augment;
+            t.seed = seed;
+            t.quiet = c.quiet;
+            ("train", serde_json::to_value(train(&t).context("train")?)?)
+        }
+        Command::Evaluate(a) => {
+            let mut r = evaluate(&EvaluateArgs {
+                home: c.home.clone(),
+                config: a.config,
+                model: a.model,
+                name: a.name,
+                games_vs_random: a.games_random,
+                games_vs_heuristic: a.games_heuristic,
+                games_vs_canonical: a.games_canonical,
+                depth: a.depth,
+                opening_plies: a.opening_plies,
+                threads: c.threads,
+                seed,
+                record_elo: !a.no_elo,
+                source_node: node,
+                quiet: c.quiet,
+            })
+            .context("evaluate")?;
+            if a.promote {
+                let gate = Gate {
+                    min_lower_vs_random: a.gate_random,
+                    min_lower_vs_heuristic: a.gate_heuristic,
+                    min_vs_canonical: a.gate_canonical,
+                };
+                r.promotion = Some(promote_if_passed(&c.home, &r, &gate).context("promote")?);
+            }
+            ("evaluate", serde_json::to_value(r)?)
+        }
+        Command::Distill(a) => {
+            let mut t = TrainArgs::new(a.config, a.data, a.output);
+            t.hidden = a.hidden;
+            t.epochs = a.epochs;
+            t.lr = a.lr;
+            t.seed = seed;
+            t.quiet = c.quiet;
+            (
+                "distill",
+                serde_json::to_value(distill(&a.teacher, &t).context("distill")?)?,
+            )
+        }
+    };
+    if let Some(path) = &c.result {
+        write_result(path, job, &value)?;
+    }
+    Ok((job.to_string(), value))
+}
+
+/// Entry point of the binary: parse, run, print the report, map errors to exit codes
+/// (64 = bad usage, 1 = the job failed).
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok((_, value)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringrift-job: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Gauntlet: a model plays random, heuristic and the current canonical model; every game
+//! is a match in the Elo store; win rates come with Wilson 95 % bounds.
+
+use crate::WorkloadError;
+use crate::game::{Geometry, State};
+use crate::model::Model;
+use crate::players::{HeuristicPlayer, ModelPlayer, Player, RandomPlayer, SearchConfig, play_game};
+use crate::progress::Progress;
+use crate::promote;
+use crate::rng::Rng;
+use ringrift_store::elo::{EloStore, MatchResult};
+use ringrift_store::{ConfigKey, paths};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// z for a two-sided 95 % interval.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// Wilson score interval of `successes` out of `n` (draws count half). `(0, 1)` for n = 0.
+pub fn wilson(successes: f64, n: u64, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let n = n as f64;
+    let p = successes / n;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+#[derive(Debug, Clone)]
+pub struct EvaluateArgs {
+    pub home: PathBuf,
+    pub config: ConfigKey,
+    pub model: PathBuf,
+    /// Elo participant name; default the model file's stem.
+    pub name: Option<String>,
+    pub games_vs_random: usize,
+    pub games_vs_heuristic: usize,
+    /// Games against the canonical model, if there is one (0 = skip).
+    pub games_vs_canonical: usize,
+    pub depth: u32,
+    /// Random plies at the start of every game, so games differ (both sides alike).
+    pub opening_plies: usize,
+    pub threads: usize,
+    pub seed: u64,
+    pub record_elo: bool,
+    pub source_node: String,
+    pub quiet: bool,
+}
+
+/// The score of the model against one opponent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpponentResult {
+    pub opponent: String,
+    pub games: u64,
+    pub wins: u64,
+    pub draws: u64,
+    pub losses: u64,
+    /// (wins + draws / 2) / games.
+    pub win_rate: f64,
+    pub lower95: f64,
+    pub upper95: f64,
+}
+
+impl OpponentResult {
+    fn new(opponent: &str) -> Self {
+        OpponentResult {
+            opponent: opponent.to_string(),
+            games: 0,
+            wins: 0,
+            draws: 0,
+            losses: 0,
+            win_rate: 0.0,
+            lower95: 0.0,
+            upper95: 1.0,
+        }
+    }
+
+    fn add(&mut self, score: f64) {
+        self.games += 1;
+        match score {
+            s if s >= 1.0 => self.wins += 1,
+            s if s <= 0.0 => self.losses += 1,
+            _ => self.draws += 1,
+        }
+        let successes = self.wins as f64 + self.draws as f64 / 2.0;
+        self.win_rate = successes / self.games as f64;
+        (self.lower95, self.upper95) = wilson(successes, self.games, Z95);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateReport {
+    pub config_key: ConfigKey,
+    pub model: PathBuf,
+    pub model_name: String,
+    pub model_sha256: String,
+    pub generation: u32,
+    pub results: Vec<OpponentResult>,
+    /// The model's Elo in this config after the gauntlet (None if not recorded).
+    pub elo: Option<f64>,
+    pub elapsed_s: f64,
+    pub games_per_s: f64,
+    pub promotion: Option<promote::PromotionReport>,
+}
+
+impl EvaluateReport {
+    pub fn against(&self, opponent: &str) -> Option<&OpponentResult> {
+        self.results.iter().find(|r| r.opponent == opponent)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opp {
+    Random,
+    Heuristic,
+    Canonical,
+}
+
+/// Plays the gauntlet and records it.
+pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
+    let started = Instant::now();
+    let (model, header) = Model::load(&args.model)?;
+    if model.config_key != args.config {
+        return Err(WorkloadError::BadModel {
+            path: args.model.clone(),
+            reason: format!(
+                "model is for {}, evaluating {}",
+                model.config_key, args.config
+            ),
+        });
+    }
+    let geo = Geometry::new(args.config);
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.model
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .to_string()
+    });
+    let model = Arc::new(model);
+    let canonical = promote::canonical(&args.home, args.config)?
+        .filter(|c| c.sha256 != header.payload_sha256 && c.name != name);
+    let mut schedule: Vec<Opp> = Vec::new();
+    schedule.extend(std::iter::repeat_n(Opp::Random, args.games_vs_random));
+    schedule.extend(std::iter::repeat_n(Opp::Heuristic, args.games_vs_heuristic));
+    let canonical_model = match &canonical {
+        Some(c) if args.games_vs_canonical > 0 => {
+            schedule.extend(std::iter::repeat_n(Opp::Canonical, args.games_vs_canonical));
+            Some(Arc::new(Model::load(&c.path)?.0))
+        }
+        _ => None,
+    };
+    let canonical_name = canonical
+        .as_ref()
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let next = AtomicUsize::new(0);
+    let progress =
+        std::sync::Mutex::new(Progress::new("evaluate", schedule.len() as u64, args.quiet));
+    let threads = args.threads.clamp(1, schedule.len().max(1));
+    let per_thread: Vec<Vec<(Opp, f64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (geo, model, canonical_model) =
+                    (geo.clone(), model.clone(), canonical_model.clone());
+                let (schedule, next, progress, name, canonical_name) =
+                    (&schedule, &next, &progress, &name, &canonical_name);
+                scope.spawn(move || {
+                    let mut rng = Rng::new(args.seed ^ ((t as u64 + 1) * 0xA24B_AED4_963E_E407));
+                    let mut me =
+                        ModelPlayer::new(name.clone(), model, SearchConfig::greedy(args.depth));
+                    let canon = canonical_model.map(|m| {
+                        ModelPlayer::new(
+                            canonical_name.clone(),
+                            m,
+                            SearchConfig::greedy(args.depth),
+                        )
+                    });
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&opp) = schedule.get(i) else { break };
+                        let others: Vec<Box<dyn Player>> = (1..geo.players())
+                            .filter_map(|_| -> Option<Box<dyn Player>> {
+                                match opp {
+                                    Opp::Random => Some(Box::new(RandomPlayer)),
+                                    Opp::Heuristic => Some(Box::new(HeuristicPlayer)),
+                                    Opp::Canonical => canon
+                                        .as_ref()
+                                        .map(|c| Box::new(c.clone()) as Box<dyn Player>),
+                                }
+                            })
+                            .collect();
+                        if others.len() + 1 != geo.players() {
+                            break;
+                        }
+                        let score =
+                            play_one(&geo, &mut me, others, i, args.opening_plies, &mut rng);
+                        out.push((opp, score));
+                        progress.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    progress
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .finish();
+    let games: Vec<(Opp, f64)> = per_thread.into_iter().flatten().collect();
+    if games.len() != schedule.len() {
+        return Err(WorkloadError::Invalid(format!(
+            "gauntlet played {} of {} games (a worker thread failed)",
+            games.len(),
+            schedule.len()
+        )));
+    }
+    let opp_name = |o: Opp| match o {
+        Opp::Random => ringrift_store::elo::RANDOM_ID.to_string(),
+        Opp::Heuristic => ringrift_store::elo::HEURISTIC_ID.to_string(),
+        Opp::Canonical => canonical_name.clone(),
+    };
+    let mut results: Vec<OpponentResult> = Vec::new();
+    for o in [Opp::Random, Opp::Heuristic, Opp::Canonical] {
+        let mut r = OpponentResult::new(&opp_name(o));
+        for (_, s) in games.iter().filter(|(g, _)| *g == o) {
+            r.add(*s);
+        }
+        if r.games > 0 {
+            results.push(r);
+        }
+    }
+    let mut elo = None;
+    if args.record_elo {
+        let store = EloStore::open(&paths::elo_db(&args.home))?;
+        let now = ringrift_store::now_ms();
+        let matches: Vec<MatchResult> = games
+            .iter()
+            .map(|&(o, s)| MatchResult {
+                match_id: uuid::Uuid::new_v4().to_string(),
+                config_key: args.config,
+                participant_a: name.clone(),
+                participant_b: opp_name(o),
+                score_a: s,
+                played_at: now,
+                source_node: args.source_node.clone(),
+            })
+            .collect();
+        store.record_matches(&matches)?;
+        elo = Some(store.rating(&name, args.config)?.rating);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(EvaluateReport {
+        config_key: args.config,
+        model: args.model.clone(),
+        model_name: name,
+        model_sha256: header.payload_sha256,
+        generation: header.generation,
+        results,
+        elo,
+        elapsed_s: elapsed,
+        games_per_s: games.len() as f64 / elapsed.max(1e-9),
+        promotion: None,
+    })
+}
+
+/// One game with the model in seat `index % players` and `others` in the other seats (in
+/// order); returns the model's score (1, ½, 0).
+fn play_one(
+    geo: &Arc<Geometry>,
+    me: &mut ModelPlayer,
+    mut others: Vec<Box<dyn Player>>,
+    index: usize,
+    opening_plies: usize,
+    rng: &mut Rng,
+) -> f64 {
+    let n = geo.players();
+    let seat = index % n;
+    let mut s = State::new(geo.clone());
+    for _ in 0..opening_plies {
+        if s.done {
+            break;
+        }
+        let moves = s.legal_moves();
+        s.play_unchecked(usize::from(moves[rng.below(moves.len())]));
+    }
+    let mut seats: Vec<&mut dyn Player> = others
+        .iter_mut()
+        .map(|p| p.as_mut() as &mut dyn Player)
+        .collect();
+    seats.insert(seat.min(seats.len()), me);
+    let end = play_game(s, &mut seats, rng);
+    f64::from(end.outcome_for(seat as u8) + 1.0) / 2.0
+}
+
+/// Model file name for a generation: `{config}_gen{N}.rrm` under `models/`.
+pub fn generation_path(home: &Path, config: ConfigKey, generation: u32) -> PathBuf {
+    paths::models_dir(home).join(format!("{config}_gen{generation}.rrm"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_matches_hand_computed() {
+        // 90/100: centre (0.9 + 1.92/100)/(1.0384) = 0.88523; half = 1.96*sqrt(0.0009+0.00009604)/1.0384 = 0.05958.
+        let (lo, hi) = wilson(90.0, 100, Z95);
+        assert!((lo - 0.8256).abs() < 1e-3, "{lo}");
+        assert!((hi - 0.9448).abs() < 1e-3, "{hi}");
+        let (lo, hi) = wilson(0.0, 0, Z95);
+        assert_eq!((lo, hi), (0.0, 1.0));
+        let (lo, _) = wilson(20.0, 20, Z95);
+        assert!((lo - 0.8389).abs() < 1e-3, "{lo}");
+    }
+}

@@ -1,0 +1,397 @@
+//! The embedded game: k-in-a-row for 2–4 players on the four board kinds.
+//!
+//! Players take turns placing one stone on an empty cell; the first to own `k` cells in a
+//! line along one of the board's axes wins; a full board is a draw.
+//!
+//! | board | cells | axes | k |
+//! |---|---|---|---|
+//! | `square8` | 8×8 square | 4 (rows, columns, both diagonals) | 4 |
+//! | `square19` | 19×19 square | 4 | 5 (gomoku) |
+//! | `hex8` | 8×8 hex rhombus (axial coordinates) | 3 | 4 |
+//! | `hexagonal` | hexagon of side 5 (61 cells) | 3 | 4 |
+//!
+//! [`Geometry`] precomputes neighbours, every k-cell window (for the heuristic) and the
+//! board's symmetries (cell permutations, for training augmentation).
+
+use ringrift_store::{Board, ConfigKey};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Sentinel for "no neighbour" in the neighbour table.
+const NONE: u16 = u16::MAX;
+
+/// A board's shape and rules, shared by every state of a config.
+#[derive(Debug)]
+pub struct Geometry {
+    pub config: ConfigKey,
+    pub k: usize,
+    pub coords: Vec<(i32, i32)>,
+    pub dirs: Vec<(i32, i32)>,
+    /// `neighbors[(c * dirs + d) * 2 + s]`: the cell one step from `c` along `dirs[d]`
+    /// (s = 0) or against it (s = 1), or `NONE`.
+    neighbors: Vec<u16>,
+    /// Every line of `k` cells.
+    pub windows: Vec<Vec<u16>>,
+    /// For each cell, the windows containing it.
+    pub cell_windows: Vec<Vec<u32>>,
+    /// Cell permutations that map the board (and its lines) onto itself; `[0]` is the
+    /// identity.
+    pub symmetries: Vec<Vec<u16>>,
+}
+
+type CoordMap = fn(i32, (i32, i32)) -> (i32, i32);
+
+impl Geometry {
+    pub fn new(config: ConfigKey) -> Arc<Geometry> {
+        let square_dirs = vec![(1, 0), (0, 1), (1, 1), (1, -1)];
+        let hex_dirs = vec![(1, 0), (0, 1), (1, -1)];
+        let (coords, dirs, k, size, gens): (Vec<(i32, i32)>, _, _, i32, Vec<CoordMap>) =
+            match config.board() {
+                Board::Square8 | Board::Square19 => {
+                    let n = if config.board() == Board::Square8 {
+                        8
+                    } else {
+                        19
+                    };
+                    let k = if n == 8 { 4 } else { 5 };
+                    let coords = (0..n).flat_map(|y| (0..n).map(move |x| (x, y))).collect();
+                    let rot: CoordMap = |n, (x, y)| (n - 1 - y, x);
+                    let refl: CoordMap = |_, (x, y)| (y, x);
+                    (coords, square_dirs, k, n, vec![rot, refl])
+                }
+                Board::Hex8 => {
+                    let n = 8;
+                    let coords = (0..n).flat_map(|r| (0..n).map(move |q| (q, r))).collect();
+                    let half: CoordMap = |n, (q, r)| (n - 1 - q, n - 1 - r);
+                    let refl: CoordMap = |_, (q, r)| (r, q);
+                    (coords, hex_dirs, 4, n, vec![half, refl])
+                }
+                Board::Hexagonal => {
+                    let rad = 4;
+                    let coords = (-rad..=rad)
+                        .flat_map(|r| (-rad..=rad).map(move |q| (q, r)))
+                        .filter(|&(q, r): &(i32, i32)| (q + r).abs() <= rad)
+                        .collect();
+                    let rot: CoordMap = |_, (q, r)| (-r, q + r);
+                    let refl: CoordMap = |_, (q, r)| (r, q);
+                    (coords, hex_dirs, 4, rad, vec![rot, refl])
+                }
+            };
+        let index: HashMap<(i32, i32), u16> = coords
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as u16))
+            .collect();
+        let nd = dirs.len();
+        let mut neighbors = vec![NONE; coords.len() * nd * 2];
+        for (c, &(x, y)) in coords.iter().enumerate() {
+            for (d, &(dx, dy)) in dirs.iter().enumerate() {
+                for (s, sign) in [1, -1].into_iter().enumerate() {
+                    if let Some(&n) = index.get(&(x + sign * dx, y + sign * dy)) {
+                        neighbors[(c * nd + d) * 2 + s] = n;
+                    }
+                }
+            }
+        }
+        let mut windows = Vec::new();
+        for &(x, y) in &coords {
+            for &(dx, dy) in &dirs {
+                let w: Option<Vec<u16>> = (0..k as i32)
+                    .map(|i| index.get(&(x + i * dx, y + i * dy)).copied())
+                    .collect();
+                if let Some(w) = w {
+                    windows.push(w);
+                }
+            }
+        }
+        let mut cell_windows = vec![Vec::new(); coords.len()];
+        for (wi, w) in windows.iter().enumerate() {
+            for &c in w {
+                cell_windows[usize::from(c)].push(wi as u32);
+            }
+        }
+        let symmetries = symmetry_group(&coords, &index, size, &gens);
+        Arc::new(Geometry {
+            config,
+            k,
+            coords,
+            dirs,
+            neighbors,
+            windows,
+            cell_windows,
+            symmetries,
+        })
+    }
+
+    pub fn cells(&self) -> usize {
+        self.coords.len()
+    }
+
+    pub fn players(&self) -> usize {
+        usize::from(self.config.players())
+    }
+
+    fn neighbor(&self, c: usize, d: usize, s: usize) -> Option<usize> {
+        let n = self.neighbors[(c * self.dirs.len() + d) * 2 + s];
+        (n != NONE).then_some(usize::from(n))
+    }
+}
+
+/// Closes the generators into a group of cell permutations (identity first).
+fn symmetry_group(
+    coords: &[(i32, i32)],
+    index: &HashMap<(i32, i32), u16>,
+    size: i32,
+    gens: &[CoordMap],
+) -> Vec<Vec<u16>> {
+    let gen_perms: Vec<Vec<u16>> = gens
+        .iter()
+        .filter_map(|g| {
+            coords
+                .iter()
+                .map(|&c| index.get(&g(size, c)).copied())
+                .collect()
+        })
+        .collect();
+    let identity: Vec<u16> = (0..coords.len() as u16).collect();
+    let mut seen: HashSet<Vec<u16>> = HashSet::from([identity.clone()]);
+    let mut group = vec![identity];
+    let mut i = 0;
+    while i < group.len() {
+        for g in &gen_perms {
+            let composed: Vec<u16> = group[i].iter().map(|&c| g[usize::from(c)]).collect();
+            if seen.insert(composed.clone()) {
+                group.push(composed);
+            }
+        }
+        i += 1;
+    }
+    group
+}
+
+/// Why a move was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoveError {
+    #[error("cell {0} is off the board")]
+    OffBoard(usize),
+    #[error("cell {0} is occupied")]
+    Occupied(usize),
+    #[error("the game is over")]
+    GameOver,
+}
+
+/// A position. Cells hold `-1` (empty) or the seat index of the stone's owner.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub geo: Arc<Geometry>,
+    pub cells: Vec<i8>,
+    pub to_move: u8,
+    pub moves: Vec<u16>,
+    pub winner: Option<u8>,
+    pub done: bool,
+}
+
+impl State {
+    pub fn new(geo: Arc<Geometry>) -> Self {
+        let cells = vec![-1; geo.cells()];
+        State {
+            geo,
+            cells,
+            to_move: 0,
+            moves: Vec::new(),
+            winner: None,
+            done: false,
+        }
+    }
+
+    pub fn players(&self) -> u8 {
+        self.geo.config.players()
+    }
+
+    pub fn next_player(&self, p: u8) -> u8 {
+        (p + 1) % self.players()
+    }
+
+    pub fn legal_moves(&self) -> Vec<u16> {
+        if self.done {
+            return Vec::new();
+        }
+        (0..self.cells.len() as u16)
+            .filter(|&c| self.cells[usize::from(c)] < 0)
+            .collect()
+    }
+
+    /// Stones of `p` in a row through empty-or-own cell `c` along direction `d`, counting
+    /// `c` itself as `p`'s.
+    fn run_through(&self, c: usize, d: usize, p: i8) -> usize {
+        let mut total = 1;
+        for s in 0..2 {
+            let mut cur = c;
+            while let Some(n) = self.geo.neighbor(cur, d, s) {
+                if self.cells[n] != p {
+                    break;
+                }
+                total += 1;
+                cur = n;
+            }
+        }
+        total
+    }
+
+    /// Whether `p` placing at empty cell `c` would complete a line.
+    pub fn wins_at(&self, c: usize, p: u8) -> bool {
+        self.cells[c] < 0
+            && (0..self.geo.dirs.len()).any(|d| self.run_through(c, d, p as i8) >= self.geo.k)
+    }
+
+    /// Cells where `p` would win at once.
+    pub fn winning_cells(&self, p: u8) -> Vec<u16> {
+        (0..self.cells.len())
+            .filter(|&c| self.wins_at(c, p))
+            .map(|c| c as u16)
+            .collect()
+    }
+
+    /// Plays a validated move.
+    pub fn play(&mut self, c: usize) -> Result<(), MoveError> {
+        if self.done {
+            return Err(MoveError::GameOver);
+        }
+        match self.cells.get(c) {
+            None => Err(MoveError::OffBoard(c)),
+            Some(&v) if v >= 0 => Err(MoveError::Occupied(c)),
+            Some(_) => {
+                self.play_unchecked(c);
+                Ok(())
+            }
+        }
+    }
+
+    /// Plays a move known to be legal (search hot path).
+    pub fn play_unchecked(&mut self, c: usize) {
+        let p = self.to_move;
+        let wins = self.wins_at(c, p);
+        self.cells[c] = p as i8;
+        self.moves.push(c as u16);
+        if wins {
+            self.winner = Some(p);
+            self.done = true;
+        } else if self.moves.len() == self.cells.len() {
+            self.done = true;
+        }
+        self.to_move = self.next_player(p);
+    }
+
+    /// Takes back the last move.
+    pub fn undo(&mut self) {
+        if let Some(c) = self.moves.pop() {
+            let p = self.cells[usize::from(c)];
+            self.cells[usize::from(c)] = -1;
+            self.to_move = p as u8;
+            self.winner = None;
+            self.done = false;
+        }
+    }
+
+    /// The outcome for seat `p`: +1 win, -1 loss, 0 draw (finished games only).
+    pub fn outcome_for(&self, p: u8) -> f32 {
+        match self.winner {
+            Some(w) if w == p => 1.0,
+            Some(_) => -1.0,
+            None => 0.0,
+        }
+    }
+
+    /// Replays a move list from the start, validating every move.
+    pub fn replay(geo: Arc<Geometry>, moves: &[u16]) -> Result<State, MoveError> {
+        let mut s = State::new(geo);
+        for &m in moves {
+            s.play(usize::from(m))?;
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometries_have_expected_sizes_and_symmetries() {
+        let cases = [
+            ("square8_2p", 64, 8),
+            ("square19_2p", 361, 8),
+            ("hex8_2p", 64, 4),
+            ("hexagonal_2p", 61, 12),
+        ];
+        for (key, cells, syms) in cases {
+            let g = Geometry::new(key.parse().expect("key"));
+            assert_eq!(g.cells(), cells, "{key}");
+            assert_eq!(g.symmetries.len(), syms, "{key}");
+            // Every symmetry maps windows onto windows.
+            let set: HashSet<Vec<u16>> = g
+                .windows
+                .iter()
+                .map(|w| {
+                    let mut w = w.clone();
+                    w.sort();
+                    w
+                })
+                .collect();
+            for perm in &g.symmetries {
+                for w in &g.windows {
+                    let mut m: Vec<u16> = w.iter().map(|&c| perm[usize::from(c)]).collect();
+                    m.sort();
+                    assert!(set.contains(&m), "{key}: symmetry breaks a line");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn four_in_a_row_wins_and_undo_restores() {
+        let g = Geometry::new("square8_2p".parse().expect("key"));
+        // Player 0 plays 0,1,2,3 on the first row; player 1 plays on row 3.
+        let mut s = State::new(g);
+        for m in [0, 24, 1, 25, 2, 26] {
+            s.play(m).expect("legal");
+        }
+        assert_eq!(s.winning_cells(0), vec![3]);
+        assert_eq!(s.winning_cells(1), vec![27]);
+        s.play(3).expect("winning move");
+        assert!(s.done);
+        assert_eq!(s.winner, Some(0));
+        assert_eq!(s.play(4), Err(MoveError::GameOver));
+        s.undo();
+        assert!(!s.done && s.winner.is_none() && s.to_move == 0);
+        assert_eq!(s.play(24), Err(MoveError::Occupied(24)));
+        assert_eq!(s.play(64), Err(MoveError::OffBoard(64)));
+    }
+
+    #[test]
+    fn hex_lines_follow_three_axes() {
+        let g = Geometry::new("hex8_2p".parse().expect("key"));
+        // (q, r) = (3,0),(2,1),(1,2),(0,3): the (-1, +1) axis. Cells are r * 8 + q.
+        let mut s = State::new(g.clone());
+        for m in [3, 63, 10, 62, 17, 60] {
+            s.play(m).expect("legal");
+        }
+        assert!(s.wins_at(24, 0));
+        // The other diagonal (1,1) is not a hex axis.
+        let mut s = State::new(g);
+        for m in [0, 63, 9, 62, 18, 60] {
+            s.play(m).expect("legal");
+        }
+        assert!(!s.wins_at(27, 0));
+    }
+
+    #[test]
+    fn three_players_rotate_and_draws_are_draws() {
+        let g = Geometry::new("square8_3p".parse().expect("key"));
+        let mut s = State::new(g);
+        s.play(0).expect("p0");
+        s.play(1).expect("p1");
+        assert_eq!(s.to_move, 2);
+        assert_eq!(s.outcome_for(0), 0.0);
+    }
+}

@@ -1,0 +1,358 @@
+//! The small policy/value network and its versioned file format.
+//!
+//! Architecture `mlp-relu-v1`: input = one 0/1 plane per seat, rotated so plane 0 is the
+//! player to move (`planes × cells` features), one ReLU hidden layer, a policy head (one
+//! logit per cell) and a tanh value head (expected outcome for the player to move).
+//! Inputs are sparse, so the hidden pre-activation is a sum of weight rows, one per
+//! stone; search keeps it up to date incrementally as stones are placed and removed.
+//!
+//! File layout (`.rrm`): magic `RRMODEL\0`, u32 LE format version, u32 LE header length,
+//! the header as JSON ([`ModelHeader`], which carries the SHA-256 and length of the
+//! payload), then the payload: every parameter as f32 LE. Loading checks all of it and
+//! names what is wrong.
+
+use crate::WorkloadError;
+use crate::rng::Rng;
+use ringrift_store::ConfigKey;
+use ringrift_store::manifest::{atomic_write, sha256_hex};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const MAGIC: &[u8; 8] = b"RRMODEL\0";
+pub const FORMAT_VERSION: u32 = 1;
+pub const ARCH: &str = "mlp-relu-v1";
+
+/// Metadata stored in front of the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelHeader {
+    pub format_version: u32,
+    pub arch: String,
+    pub config_key: ConfigKey,
+    pub planes: usize,
+    pub cells: usize,
+    pub hidden: usize,
+    pub generation: u32,
+    pub parent_sha256: Option<String>,
+    pub trained_samples: u64,
+    pub created_at: i64,
+    pub payload_sha256: String,
+    pub payload_len: u64,
+}
+
+/// Network weights. `w1t[(feature * hidden) + h]`, `wp[(cell * hidden) + h]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub config_key: ConfigKey,
+    pub planes: usize,
+    pub cells: usize,
+    pub hidden: usize,
+    pub generation: u32,
+    pub parent_sha256: Option<String>,
+    pub trained_samples: u64,
+    pub w1t: Vec<f32>,
+    pub b1: Vec<f32>,
+    pub wp: Vec<f32>,
+    pub bp: Vec<f32>,
+    pub wv: Vec<f32>,
+    pub bv: f32,
+}
+
+impl Model {
+    /// A freshly initialised network (small random weights).
+    pub fn new_random(config_key: ConfigKey, cells: usize, hidden: usize, seed: u64) -> Model {
+        let planes = usize::from(config_key.players());
+        let mut rng = Rng::new(seed);
+        let mut gauss = |n: usize, std: f64| -> Vec<f32> {
+            (0..n).map(|_| (rng.normal() * std) as f32).collect()
+        };
+        let w1t = gauss(planes * cells * hidden, 0.15);
+        let wp = gauss(cells * hidden, 0.05);
+        let wv = gauss(hidden, 0.05);
+        Model {
+            config_key,
+            planes,
+            cells,
+            hidden,
+            generation: 0,
+            parent_sha256: None,
+            trained_samples: 0,
+            w1t,
+            b1: vec![0.0; hidden],
+            wp,
+            bp: vec![0.0; cells],
+            wv,
+            bv: 0.0,
+        }
+    }
+
+    /// The untrained "null" model: value 0 everywhere, uniform policy. Search with it
+    /// plays only the tactics it can see; it is generation 0 of the loop.
+    pub fn null(config_key: ConfigKey, cells: usize) -> Model {
+        let planes = usize::from(config_key.players());
+        let hidden = 1;
+        Model {
+            config_key,
+            planes,
+            cells,
+            hidden,
+            generation: 0,
+            parent_sha256: None,
+            trained_samples: 0,
+            w1t: vec![0.0; planes * cells * hidden],
+            b1: vec![0.0; hidden],
+            wp: vec![0.0; cells * hidden],
+            bp: vec![0.0; cells],
+            wv: vec![0.0; hidden],
+            bv: 0.0,
+        }
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.w1t.len() + self.b1.len() + self.wp.len() + self.bp.len() + self.wv.len() + 1
+    }
+
+    /// Feature index of a stone of seat `owner` at `cell`, seen by `perspective`.
+    pub fn feature(&self, owner: u8, perspective: u8, cell: usize) -> usize {
+        let n = self.planes as u8;
+        let plane = usize::from((owner + n - perspective) % n);
+        plane * self.cells + cell
+    }
+
+    /// Hidden pre-activation of a position seen by `perspective`.
+    pub fn accumulate(&self, cells: &[i8], perspective: u8, acc: &mut [f32]) {
+        acc.copy_from_slice(&self.b1);
+        for (c, &v) in cells.iter().enumerate() {
+            if v >= 0 {
+                self.add_feature(acc, self.feature(v as u8, perspective, c), 1.0);
+            }
+        }
+    }
+
+    /// `acc += sign * row(feature)`.
+    pub fn add_feature(&self, acc: &mut [f32], feature: usize, sign: f32) {
+        let h = self.hidden;
+        let row = &self.w1t[feature * h..(feature + 1) * h];
+        for (a, w) in acc.iter_mut().zip(row) {
+            *a += sign * w;
+        }
+    }
+
+    /// Value head on a pre-activation: expected outcome for the perspective player.
+    pub fn value(&self, acc: &[f32]) -> f32 {
+        let mut s = self.bv;
+        for (a, w) in acc.iter().zip(&self.wv) {
+            s += a.max(0.0) * w;
+        }
+        s.tanh()
+    }
+
+    /// Policy logits for `cells` (the caller masks illegal ones).
+    pub fn policy_logits(&self, acc: &[f32], cells: &[u16], out: &mut Vec<f32>) {
+        let h = self.hidden;
+        let hidden: Vec<f32> = acc.iter().map(|a| a.max(0.0)).collect();
+        out.clear();
+        for &c in cells {
+            let c = usize::from(c);
+            let row = &self.wp[c * h..(c + 1) * h];
+            out.push(self.bp[c] + row.iter().zip(&hidden).map(|(w, x)| w * x).sum::<f32>());
+        }
+    }
+
+    fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.param_count() * 4);
+        for v in self
+            .w1t
+            .iter()
+            .chain(&self.b1)
+            .chain(&self.wp)
+            .chain(&self.bp)
+            .chain(&self.wv)
+        {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.bv.to_le_bytes());
+        out
+    }
+
+    /// Writes the model atomically; returns the header written (with the payload hash).
+    pub fn save(&self, path: &Path) -> Result<ModelHeader, WorkloadError> {
+        let payload = self.payload();
+        let header = ModelHeader {
+            format_version: FORMAT_VERSION,
+            arch: ARCH.to_string(),
+            config_key: self.config_key,
+            planes: self.planes,
+            cells: self.cells,
+            hidden: self.hidden,
+            generation: self.generation,
+            parent_sha256: self.parent_sha256.clone(),
+            trained_samples: self.trained_samples,
+            created_at: ringrift_store::now_ms(),
+            payload_sha256: sha256_hex(&payload),
+            payload_len: payload.len() as u64,
+        };
+        let json =
+            serde_json::to_vec(&header).map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(16 + json.len() + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(&payload);
+        atomic_write(path, &bytes)?;
+        Ok(header)
+    }
+
+    /// Reads and verifies a model file.
+    pub fn load(path: &Path) -> Result<(Model, ModelHeader), WorkloadError> {
+        let bytes = std::fs::read(path).map_err(|e| WorkloadError::io("read model", path, e))?;
+        let bad = |reason: String| WorkloadError::BadModel {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+            return Err(bad("not a RingRift model file (bad magic)".into()));
+        }
+        let word = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let version = word(8);
+        if version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {version}, this build reads {FORMAT_VERSION}"
+            )));
+        }
+        let hlen = word(12) as usize;
+        let body = bytes
+            .get(16..16 + hlen)
+            .ok_or_else(|| bad("header runs past end of file".into()))?;
+        let header: ModelHeader =
+            serde_json::from_slice(body).map_err(|e| bad(format!("header is not valid: {e}")))?;
+        if header.arch != ARCH {
+            return Err(bad(format!(
+                "architecture {:?}, this build knows {ARCH:?}",
+                header.arch
+            )));
+        }
+        let payload = &bytes[16 + hlen..];
+        if payload.len() as u64 != header.payload_len {
+            return Err(bad(format!(
+                "payload is {} bytes, header says {} (truncated?)",
+                payload.len(),
+                header.payload_len
+            )));
+        }
+        let sha = sha256_hex(payload);
+        if sha != header.payload_sha256 {
+            return Err(bad(format!(
+                "payload sha256 {sha} does not match header {}",
+                header.payload_sha256
+            )));
+        }
+        if header.planes != usize::from(header.config_key.players()) || header.hidden == 0 {
+            return Err(bad(format!(
+                "shape planes={} hidden={} does not fit {}",
+                header.planes, header.hidden, header.config_key
+            )));
+        }
+        let (p, c, h) = (header.planes, header.cells, header.hidden);
+        let expected = p * c * h + h + c * h + c + h + 1;
+        if payload.len() != expected * 4 {
+            return Err(bad(format!(
+                "payload holds {} floats, shape needs {expected}",
+                payload.len() / 4
+            )));
+        }
+        let mut floats = payload
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let mut take = |n: usize| -> Vec<f32> { floats.by_ref().take(n).collect() };
+        let w1t = take(p * c * h);
+        let b1 = take(h);
+        let wp = take(c * h);
+        let bp = take(c);
+        let wv = take(h);
+        let bv = take(1).first().copied().unwrap_or(0.0);
+        if w1t.iter().chain(&wp).chain(&wv).any(|v| !v.is_finite()) {
+            return Err(bad("weights contain NaN or infinity".into()));
+        }
+        let model = Model {
+            config_key: header.config_key,
+            planes: p,
+            cells: c,
+            hidden: h,
+            generation: header.generation,
+            parent_sha256: header.parent_sha256.clone(),
+            trained_samples: header.trained_samples,
+            w1t,
+            b1,
+            wp,
+            bp,
+            wv,
+            bv,
+        };
+        Ok((model, header))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ConfigKey {
+        "hex8_2p".parse().expect("key")
+    }
+
+    #[test]
+    fn save_load_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("m.rrm");
+        let mut m = Model::new_random(key(), 64, 8, 3);
+        m.generation = 4;
+        let h = m.save(&p).expect("save");
+        let (back, h2) = Model::load(&p).expect("load");
+        assert_eq!(back, m);
+        assert_eq!(h, h2);
+        assert_eq!(h.payload_sha256.len(), 64);
+    }
+
+    #[test]
+    fn corruption_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("m.rrm");
+        Model::new_random(key(), 64, 8, 3).save(&p).expect("save");
+        let good = std::fs::read(&p).expect("read");
+
+        let mut flipped = good.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 0x40;
+        std::fs::write(&p, &flipped).expect("write");
+        let e = Model::load(&p).expect_err("flipped").to_string();
+        assert!(e.contains("sha256"), "{e}");
+
+        std::fs::write(&p, &good[..good.len() - 8]).expect("write");
+        let e = Model::load(&p).expect_err("truncated").to_string();
+        assert!(e.contains("truncated"), "{e}");
+
+        std::fs::write(&p, b"hello world, not a model").expect("write");
+        let e = Model::load(&p).expect_err("junk").to_string();
+        assert!(e.contains("magic"), "{e}");
+    }
+
+    #[test]
+    fn incremental_accumulation_matches_full() {
+        let m = Model::new_random("square8_3p".parse().expect("key"), 64, 16, 9);
+        let mut cells = vec![-1i8; 64];
+        cells[5] = 0;
+        cells[9] = 2;
+        let mut full = vec![0.0; 16];
+        m.accumulate(&cells, 1, &mut full);
+        let mut inc = vec![0.0; 16];
+        m.accumulate(&vec![-1i8; 64], 1, &mut inc);
+        m.add_feature(&mut inc, m.feature(0, 1, 5), 1.0);
+        m.add_feature(&mut inc, m.feature(2, 1, 9), 1.0);
+        for (a, b) in full.iter().zip(&inc) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+}

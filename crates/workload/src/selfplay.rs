@@ -1,0 +1,235 @@
+//! Selfplay: the current model (with search and exploration noise) plays itself; every
+//! finished game goes into the config's game store with its per-ply move distribution.
+
+use crate::WorkloadError;
+use crate::game::{Geometry, State};
+use crate::model::Model;
+use crate::players::{ModelPlayer, SearchConfig};
+use crate::progress::Progress;
+use crate::rng::Rng;
+use ringrift_store::games::{GameRecord, GameStore};
+use ringrift_store::{ConfigKey, paths};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Moves kept per ply in the stored policy (the most probable ones).
+pub const POLICY_TOP_K: usize = 8;
+
+/// Arguments of a selfplay job.
+#[derive(Debug, Clone)]
+pub struct SelfplayArgs {
+    pub home: PathBuf,
+    pub config: ConfigKey,
+    pub games: usize,
+    /// Model file; `None` plays the null model (search tactics only).
+    pub model: Option<PathBuf>,
+    pub search: SearchConfig,
+    pub seed: u64,
+    pub threads: usize,
+    /// Game store to write; default `data/games/{config}.db` under `home`.
+    pub db: Option<PathBuf>,
+    pub source_node: String,
+    pub quiet: bool,
+}
+
+/// What a selfplay job did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfplayReport {
+    pub config_key: ConfigKey,
+    pub games: usize,
+    pub moves: u64,
+    pub wins_by_seat: Vec<u64>,
+    pub draws: u64,
+    pub mean_length: f64,
+    pub elapsed_s: f64,
+    pub games_per_s: f64,
+    pub moves_per_s: f64,
+    pub threads: usize,
+    pub db: PathBuf,
+    pub model: Option<String>,
+    pub model_sha256: Option<String>,
+    /// Ingest watermark after this job's games (pass to `export --since` later).
+    pub max_seq: i64,
+}
+
+/// Loads `path` as a model for `config`, or the null model.
+pub fn load_model(
+    path: Option<&Path>,
+    config: ConfigKey,
+) -> Result<(Arc<Model>, Option<String>), WorkloadError> {
+    let cells = Geometry::new(config).cells();
+    match path {
+        None => Ok((Arc::new(Model::null(config, cells)), None)),
+        Some(p) => {
+            let (m, h) = Model::load(p)?;
+            if m.config_key != config || m.cells != cells {
+                return Err(WorkloadError::BadModel {
+                    path: p.to_path_buf(),
+                    reason: format!(
+                        "model is for {} ({} cells), job is {config} ({cells} cells)",
+                        m.config_key, m.cells
+                    ),
+                });
+            }
+            Ok((Arc::new(m), Some(h.payload_sha256)))
+        }
+    }
+}
+
+/// Plays one selfplay game and turns it into a record.
+pub fn play_selfplay_game(
+    geo: &Arc<Geometry>,
+    player: &mut ModelPlayer,
+    rng: &mut Rng,
+    source_node: &str,
+) -> GameRecord {
+    let mut s = State::new(geo.clone());
+    let mut policy = Vec::new();
+    let mut confidence = 0.0;
+    while !s.done {
+        let a = player.analyse(&s);
+        let target = a.distribution(player.config.target_temperature);
+        let c = player.pick(&a, s.moves.len(), rng);
+        let mut sparse: Vec<(u16, f32)> = a
+            .moves
+            .iter()
+            .copied()
+            .zip(target.iter().map(|&p| p as f32))
+            .collect();
+        sparse.sort_by(|x, y| y.1.total_cmp(&x.1));
+        sparse.truncate(POLICY_TOP_K);
+        confidence += sparse
+            .iter()
+            .find(|(m, _)| usize::from(*m) == c)
+            .map_or(0.0, |(_, p)| f64::from(*p));
+        policy.push(sparse);
+        s.play_unchecked(c);
+    }
+    let n = usize::from(geo.config.players());
+    GameRecord {
+        game_id: uuid::Uuid::new_v4().to_string(),
+        config_key: geo.config,
+        players: vec![player_name(player); n],
+        winner: s.winner,
+        // The quality score is how often the move played was one the search itself
+        // preferred (mean target probability of the chosen move): low for noisy games.
+        quality_score: confidence / s.moves.len().max(1) as f64,
+        moves: s.moves,
+        source_node: source_node.to_string(),
+        created_at: ringrift_store::now_ms(),
+        policy: Some(policy),
+    }
+}
+
+fn player_name(p: &ModelPlayer) -> String {
+    use crate::players::Player;
+    p.name().to_string()
+}
+
+/// Runs selfplay and writes the games (in batches) to the game store.
+pub fn selfplay(args: &SelfplayArgs) -> Result<SelfplayReport, WorkloadError> {
+    if args.games == 0 {
+        return Err(WorkloadError::Invalid("--games must be at least 1".into()));
+    }
+    if args.search.depth == 0 {
+        return Err(WorkloadError::Invalid("--depth must be at least 1".into()));
+    }
+    let geo = Geometry::new(args.config);
+    let (model, sha) = load_model(args.model.as_deref(), args.config)?;
+    let name = match &args.model {
+        Some(p) => p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .to_string(),
+        None => "null".to_string(),
+    };
+    let db_path = args
+        .db
+        .clone()
+        .unwrap_or_else(|| paths::game_db(&args.home, args.config));
+    let store = GameStore::open(&db_path)?;
+    let threads = args.threads.clamp(1, args.games);
+    let started = Instant::now();
+    let progress = std::sync::Mutex::new(Progress::new("selfplay", args.games as u64, args.quiet));
+    let next = AtomicU64::new(0);
+    let results: Vec<Result<Vec<GameRecord>, WorkloadError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (geo, model, store, name) =
+                    (geo.clone(), model.clone(), store.clone(), name.clone());
+                let (next, progress) = (&next, &progress);
+                scope.spawn(move || -> Result<Vec<GameRecord>, WorkloadError> {
+                    let mut rng =
+                        Rng::new(args.seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let mut player = ModelPlayer::new(name, model, args.search.clone());
+                    let mut all = Vec::new();
+                    let mut batch = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < args.games as u64 {
+                        batch.push(play_selfplay_game(
+                            &geo,
+                            &mut player,
+                            &mut rng,
+                            &args.source_node,
+                        ));
+                        if batch.len() >= 25 {
+                            store.insert_games(&batch)?;
+                            all.append(&mut batch);
+                        }
+                        progress.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
+                    }
+                    store.insert_games(&batch)?;
+                    all.append(&mut batch);
+                    Ok(all)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(WorkloadError::Invalid("selfplay thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    progress
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .finish();
+    let mut games = Vec::new();
+    for r in results {
+        games.extend(r?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = usize::from(args.config.players());
+    let mut wins_by_seat = vec![0u64; n];
+    let mut draws = 0;
+    let mut moves = 0u64;
+    for g in &games {
+        moves += g.moves.len() as u64;
+        match g.winner {
+            Some(w) => wins_by_seat[usize::from(w)] += 1,
+            None => draws += 1,
+        }
+    }
+    Ok(SelfplayReport {
+        config_key: args.config,
+        games: games.len(),
+        moves,
+        wins_by_seat,
+        draws,
+        mean_length: moves as f64 / games.len().max(1) as f64,
+        elapsed_s: elapsed,
+        games_per_s: games.len() as f64 / elapsed.max(1e-9),
+        moves_per_s: moves as f64 / elapsed.max(1e-9),
+        threads,
+        db: db_path,
+        model: args.model.as_ref().map(|p| p.display().to_string()),
+        model_sha256: sha,
+        max_seq: store.max_seq()?,
+    })
+}
