@@ -5,3 +5,4 @@ mod cli;
 mod poller;
 mod python;
 mod router;
+mod tidy;
