@@ -1,0 +1,110 @@
+//! Registry and profile tests: the embedded data is valid and the checks catch mistakes.
+
+use super::*;
+
+#[test]
+fn builtin_registry_has_the_53_seed_entries_plus_one_alias() {
+    let r = Registry::builtin();
+    assert_eq!(r.all().len(), 54);
+    assert_eq!(r.daemons().count(), 50);
+    assert!(r.validate(&|_| true).is_empty(), "{:?}", r.validate(&|_| true));
+}
+
+#[test]
+fn deprecated_names_resolve_with_a_warning() {
+    let r = Registry::builtin();
+    for (old, new) in [("sync_coordinator", "auto_sync"), ("health_check", "node_health_monitor"), ("auto_promotion", "unified_promotion")] {
+        let (spec, warning) = r.resolve(old).unwrap();
+        assert_eq!(spec.name, new);
+        assert!(warning.unwrap().contains("deprecated"));
+    }
+    assert!(r.resolve("auto_sync").unwrap().1.is_none());
+    assert_eq!(r.resolve("nope").unwrap_err(), RegistryError::Unknown("nope".into()));
+}
+
+#[test]
+fn closure_pulls_dependencies_first() {
+    let r = Registry::builtin();
+    let (order, _) = r.closure(&["training_trigger".into()]).unwrap();
+    assert_eq!(order, vec!["event_router", "auto_export", "training_trigger"]);
+    let (order, _) = r.closure(&["system_health_monitor".into(), "event_router".into()]).unwrap();
+    assert_eq!(order, vec!["event_router", "node_health_monitor", "system_health_monitor"]);
+}
+
+const BROKEN: &str = r#"
+[[daemon]]
+name = "a"
+category = "t"
+standalone = true
+depends_on = ["b"]
+implemented = true
+binary = "no-such-binary-anywhere"
+
+[[daemon]]
+name = "b"
+category = "t"
+standalone = true
+depends_on = ["a"]
+
+[[daemon]]
+name = "c"
+category = "t"
+standalone = true
+depends_on = ["ghost"]
+"#;
+
+#[test]
+fn validate_finds_cycles_missing_dependencies_and_binaries() {
+    let r = Registry::from_toml(BROKEN).unwrap();
+    let problems = r.validate(&|b| b != "no-such-binary-anywhere");
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert!(problems.iter().any(|p| matches!(p, Problem::Cycle(_))), "{text:?}");
+    assert!(problems.contains(&Problem::UnknownDependency { daemon: "c".into(), dep: "ghost".into() }), "{text:?}");
+    assert!(problems.contains(&Problem::MissingBinary { daemon: "a".into(), binary: "no-such-binary-anywhere".into() }), "{text:?}");
+    assert!(matches!(r.closure(&["a".into()]), Err(RegistryError::Cycle(_))));
+}
+
+#[test]
+fn duplicate_or_badly_named_entries_are_rejected() {
+    let dup = "[[daemon]]\nname = \"a\"\ncategory = \"t\"\n[[daemon]]\nname = \"a\"\ncategory = \"t\"\n";
+    assert!(Registry::from_toml(dup).unwrap_err().to_string().contains("twice"));
+    let bad = "[[daemon]]\nname = \"Bad-Name\"\ncategory = \"t\"\n";
+    assert!(Registry::from_toml(bad).is_err());
+    let unknown_field = "[[daemon]]\nname = \"a\"\ncategory = \"t\"\nrestarts = 3\n";
+    assert!(Registry::from_toml(unknown_field).unwrap_err().to_string().contains("restarts"));
+}
+
+#[test]
+fn every_builtin_profile_loads_and_names_known_daemons() {
+    let r = Registry::builtin();
+    for name in builtin_profile_names() {
+        let p = load_profile(name, None, &r).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!p.daemons.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn standard_includes_minimal_and_full_is_every_real_daemon() {
+    let r = Registry::builtin();
+    let minimal = load_profile("minimal", None, &r).unwrap();
+    let standard = load_profile("standard", None, &r).unwrap();
+    for d in &minimal.daemons {
+        assert!(standard.daemons.contains(d), "standard lacks {d}");
+    }
+    let full = load_profile("full", None, &r).unwrap();
+    let mut want: Vec<String> = r.daemons().map(|s| s.name.clone()).collect();
+    want.sort();
+    let mut got = full.daemons.clone();
+    got.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn profile_with_unknown_daemon_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("ringrift-profile-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("odd.toml"), "description = \"x\"\ndaemons = [\"event_router\", \"no_such_daemon\"]\n").unwrap();
+    let err = load_profile("odd", Some(&dir), &Registry::builtin()).unwrap_err();
+    assert!(err.to_string().contains("no_such_daemon"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
