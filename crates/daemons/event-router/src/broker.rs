@@ -82,6 +82,8 @@ pub struct Broker {
     head: watch::Sender<u64>,
     consumers: Mutex<HashMap<String, Arc<Consumer>>>,
     pub metrics: Metrics,
+    /// Ends every delivery session (router shutdown).
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 /// The commit hook the store calls: append to the cache, then publish the new head.
@@ -138,7 +140,7 @@ impl Broker {
                 }
             }
         }
-        Arc::new(Broker { cfg, store, cache, head, consumers: Mutex::new(consumers), metrics })
+        Arc::new(Broker { cfg, store, cache, head, consumers: Mutex::new(consumers), metrics, closing: tokio_util::sync::CancellationToken::new() })
     }
 
     pub fn head(&self) -> u64 {
@@ -273,6 +275,7 @@ impl Broker {
                 tokio::select! {
                     r = head_rx.changed() => if r.is_err() { return },
                     _ = tx.closed() => return,
+                    _ = self.closing.cancelled() => return,
                 }
                 continue;
             }
@@ -357,6 +360,7 @@ impl Broker {
                             r = head_rx.changed() => if r.is_err() { return },
                             _ = notified => {},
                             _ = tx.closed() => return,
+                            _ = self.closing.cancelled() => return,
                         }
                         continue;
                     }

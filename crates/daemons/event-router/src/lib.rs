@@ -148,11 +148,22 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     tracing::info!(%addr, log = %dir.display(), head = broker.head(), durability = ?cfg.durability, "event router listening");
     ctx.ready();
     let shutdown = ctx.shutdown.clone();
-    tonic::transport::Server::builder()
+    let closing = broker.closing.clone();
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move { shutdown.cancelled().await })
-        .await?;
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            shutdown.cancelled().await;
+            // End the subscription streams so the graceful shutdown can finish.
+            closing.cancel();
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async { ctx.shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(3)).await } => {
+            tracing::warn!("clients still connected 3 s after SIGTERM; closing anyway");
+        }
+    }
     tracing::info!("event router stopped");
     Ok(())
 }

@@ -1,0 +1,4 @@
+//! `ringrift-launcher` binary.
+fn main() -> std::process::ExitCode {
+    ringrift_launcher::main()
+}

@@ -1,0 +1,536 @@
+//! The supervision of each daemon: spawn in its own process group with a parent-death
+//! signal, wait for readiness (sd_notify READY=1 on a per-child notify socket), restart
+//! after crashes with exponential backoff, give up after `max_restarts`, never restart
+//! exit 64, and stop in reverse dependency order on shutdown.
+
+use crate::logs::LogSink;
+use ringrift_proto::wire::{self, DaemonState};
+use ringrift_proto::Event;
+use ringrift_registry::DaemonSpec;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// `[launcher]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LauncherConfig {
+    pub control: String,
+    pub ready_timeout_s: f64,
+    pub stop_grace_s: f64,
+    pub backoff_base_s: f64,
+    pub backoff_max_s: f64,
+    /// A daemon ready this long before it crashes gets its restart counter reset.
+    pub reset_after_s: f64,
+    pub log_max_bytes: u64,
+    pub log_keep: u32,
+}
+
+impl Default for LauncherConfig {
+    fn default() -> Self {
+        LauncherConfig {
+            control: "127.0.0.1:8790".into(),
+            ready_timeout_s: 60.0,
+            stop_grace_s: 10.0,
+            backoff_base_s: 1.0,
+            backoff_max_s: 16.0,
+            reset_after_s: 300.0,
+            log_max_bytes: 10 << 20,
+            log_keep: 3,
+        }
+    }
+}
+
+impl LauncherConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (k, v) in [("ready_timeout_s", self.ready_timeout_s), ("stop_grace_s", self.stop_grace_s), ("backoff_base_s", self.backoff_base_s), ("reset_after_s", self.reset_after_s)] {
+            if !(v > 0.0) {
+                return Err(format!("launcher.{k} must be > 0 (is {v})"));
+            }
+        }
+        if self.backoff_max_s < self.backoff_base_s {
+            return Err("launcher.backoff_max_s must be >= backoff_base_s".into());
+        }
+        Ok(())
+    }
+
+    /// Delay before restart number `n + 1`: base · 2^n, capped.
+    pub fn backoff(&self, n: u32) -> Duration {
+        Duration::from_secs_f64((self.backoff_base_s * 2f64.powi(n.min(30) as i32)).min(self.backoff_max_s))
+    }
+}
+
+/// One daemon the launcher runs.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub spec: DaemonSpec,
+    pub binary: PathBuf,
+    /// Arguments after `--home` (and `--router`, added at spawn time).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub deps: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum Control {
+    Stop,
+    Restart,
+    Shutdown,
+}
+
+/// What the control API shows for one daemon.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub state: DaemonState,
+    pub pid: u32,
+    pub restarts: u32,
+    pub since: Option<Instant>,
+    pub last_exit: String,
+    pub health: Option<wire::HealthCheckResult>,
+}
+
+/// State shared by the supervisors, the control API and the shutdown sequence.
+pub struct Shared {
+    pub profile: String,
+    pub home: PathBuf,
+    pub cfg: LauncherConfig,
+    pub configs: Option<String>,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    ready: BTreeMap<String, watch::Sender<bool>>,
+    controls: BTreeMap<String, mpsc::Sender<Control>>,
+    pub version: watch::Sender<u64>,
+    events: Mutex<EventSink>,
+    router_addr: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct EventSink {
+    publisher: Option<router_client::Publisher>,
+    pending: Vec<Event>,
+}
+
+impl Shared {
+    pub fn entries(&self) -> BTreeMap<String, Entry> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut Entry)) {
+        {
+            let mut g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = g.get_mut(name) {
+                f(e);
+            }
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Applies a heartbeat's health to the daemon it names (if that pid is current).
+    pub fn heartbeat(&self, hb: &wire::DaemonHeartbeat) {
+        let matches = self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(&hb.daemon).is_some_and(|e| e.pid == hb.pid);
+        if matches {
+            let h = hb.health.clone();
+            self.update(&hb.daemon, |e| e.health = h);
+        }
+    }
+
+    pub async fn control(&self, name: &str, c: Control) -> Result<(), String> {
+        let tx = self.controls.get(name).ok_or_else(|| format!("no daemon named {name:?} in this launcher"))?;
+        tx.send(c).await.map_err(|_| format!("supervisor of {name} has stopped"))
+    }
+
+    pub fn router_addr(&self) -> Option<String> {
+        self.router_addr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Publishes a lifecycle event (held back until the router is known).
+    pub fn publish(&self, ev: Event) {
+        let mut s = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        match &s.publisher {
+            Some(p) => {
+                let _ = p.publish(ev);
+            }
+            None if s.pending.len() < 10_000 => s.pending.push(ev),
+            None => {}
+        }
+    }
+
+    /// Called once the router is ready: connects the publisher and flushes held events.
+    pub fn router_ready(&self, addr: String) -> Option<router_client::Client> {
+        let client = router_client::connect_lazy(&addr).ok()?;
+        let p = router_client::Publisher::spawn(client.clone(), "launcher@local", 10_000);
+        {
+            let mut s = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            for ev in s.pending.drain(..) {
+                let _ = p.publish(ev);
+            }
+            s.publisher = Some(p);
+        }
+        *self.router_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+        Some(client)
+    }
+}
+
+fn lifecycle(kind: fn(wire::DaemonLifecycle) -> wire::event::Payload, name: &str, pid: u32, code: i32, restarts: u32, reason: &str) -> Event {
+    Event::new(kind(wire::DaemonLifecycle { daemon: name.to_owned(), pid, exit_code: code, restarts, reason: reason.to_owned() }))
+}
+
+/// Builds the shared state and the per-daemon control receivers.
+pub fn shared(profile: String, home: PathBuf, cfg: LauncherConfig, configs: Option<String>, plan: &[Planned]) -> (Arc<Shared>, BTreeMap<String, mpsc::Receiver<Control>>) {
+    let mut entries = BTreeMap::new();
+    let mut ready = BTreeMap::new();
+    let mut controls = BTreeMap::new();
+    let mut rxs = BTreeMap::new();
+    for p in plan {
+        let n = p.spec.name.clone();
+        entries.insert(n.clone(), Entry { state: DaemonState::Pending, pid: 0, restarts: 0, since: None, last_exit: String::new(), health: None });
+        ready.insert(n.clone(), watch::channel(false).0);
+        let (tx, rx) = mpsc::channel(8);
+        controls.insert(n.clone(), tx);
+        rxs.insert(n, rx);
+    }
+    let sh = Shared {
+        profile,
+        home,
+        cfg,
+        configs,
+        entries: Mutex::new(entries),
+        ready,
+        controls,
+        version: watch::channel(0).0,
+        events: Mutex::new(EventSink::default()),
+        router_addr: Mutex::new(None),
+    };
+    (Arc::new(sh), rxs)
+}
+
+fn describe(st: &ExitStatus) -> (String, i32) {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => (format!("exit {c}"), c),
+        (None, Some(s)) => (format!("signal {s}"), 128 + s),
+        _ => ("unknown".into(), -1),
+    }
+}
+
+enum Outcome {
+    Exited { status: Option<ExitStatus>, why: String, ready_for: Option<Duration> },
+    Stopped,
+    Restart,
+    Shutdown,
+}
+
+/// Supervises one daemon until shutdown.
+pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Control>) {
+    let name = p.spec.name.clone();
+    // Dependencies first: wait until each is ready.
+    for d in &p.deps {
+        let Some(tx) = sh.ready.get(d) else { continue };
+        let mut rx = tx.subscribe();
+        loop {
+            if *rx.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                c = ctl.recv() => match c {
+                    Some(Control::Shutdown) | None => { sh.update(&name, |e| e.state = DaemonState::StoppedState); return }
+                    _ => {}
+                },
+            }
+        }
+    }
+    let log = Arc::new(LogSink::new(sh.home.join("logs"), &name, sh.cfg.log_max_bytes, sh.cfg.log_keep));
+    let mut restarts: u32 = 0;
+    let mut spawn_no: u64 = 0;
+    loop {
+        spawn_no += 1;
+        let outcome = run_once(&sh, &p, &log, &mut ctl, restarts, spawn_no).await;
+        if let Some(tx) = sh.ready.get(&name) {
+            tx.send_replace(false);
+        }
+        let (status, why, ready_for) = match outcome {
+            Outcome::Shutdown => {
+                sh.update(&name, |e| {
+                    e.state = DaemonState::StoppedState;
+                    e.pid = 0;
+                });
+                return;
+            }
+            Outcome::Restart => {
+                restarts = 0;
+                sh.update(&name, |e| e.restarts = 0);
+                continue;
+            }
+            Outcome::Stopped => {
+                sh.update(&name, |e| {
+                    e.state = DaemonState::StoppedState;
+                    e.pid = 0;
+                });
+                if !wait_for_restart(&mut ctl).await {
+                    return;
+                }
+                restarts = 0;
+                sh.update(&name, |e| e.restarts = 0);
+                continue;
+            }
+            Outcome::Exited { status, why, ready_for } => (status, why, ready_for),
+        };
+        let code = status.as_ref().map(|s| describe(s).1).unwrap_or(-1);
+        if ready_for.is_some_and(|d| d.as_secs_f64() >= sh.cfg.reset_after_s) {
+            restarts = 0;
+        }
+        let fail = |reason: String| {
+            tracing::error!(daemon = %name, %reason, "daemon FAILED; not restarting");
+            sh.update(&name, |e| {
+                e.state = DaemonState::Failed;
+                e.pid = 0;
+                e.last_exit = why.clone();
+            });
+            sh.publish(lifecycle(wire::event::Payload::DaemonFailed, &name, 0, code, restarts, &reason));
+        };
+        if code == i32::from(handler_base::EXIT_CONFIG) {
+            fail(format!("{why}: bad configuration (exit 64 is never restarted)"));
+        } else if !p.spec.auto_restart {
+            fail(format!("{why}: auto_restart is off"));
+        } else if restarts >= p.spec.max_restarts {
+            fail(format!("{why}: gave up after {restarts} restarts"));
+        } else {
+            let delay = sh.cfg.backoff(restarts);
+            restarts += 1;
+            tracing::warn!(daemon = %name, %why, restart = restarts, delay_s = delay.as_secs_f64(), "daemon exited; restarting after backoff");
+            sh.update(&name, |e| {
+                e.state = DaemonState::Backoff;
+                e.pid = 0;
+                e.restarts = restarts;
+                e.last_exit = why.clone();
+            });
+            sh.publish(lifecycle(wire::event::Payload::DaemonStopped, &name, 0, code, restarts, &format!("crashed ({why}); restart in {:.1}s", delay.as_secs_f64())));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => continue,
+                c = ctl.recv() => match c {
+                    Some(Control::Restart) => { restarts = 0; sh.update(&name, |e| e.restarts = 0); continue }
+                    Some(Control::Stop) => {
+                        sh.update(&name, |e| e.state = DaemonState::StoppedState);
+                        if !wait_for_restart(&mut ctl).await { return }
+                        restarts = 0;
+                        continue;
+                    }
+                    Some(Control::Shutdown) | None => { sh.update(&name, |e| e.state = DaemonState::StoppedState); return }
+                },
+            }
+        }
+        // FAILED: wait for an explicit restart.
+        if !wait_for_restart(&mut ctl).await {
+            sh.update(&name, |e| e.state = DaemonState::StoppedState);
+            return;
+        }
+        restarts = 0;
+        sh.update(&name, |e| e.restarts = 0);
+    }
+}
+
+/// True on Restart, false on Shutdown.
+async fn wait_for_restart(ctl: &mut mpsc::Receiver<Control>) -> bool {
+    loop {
+        match ctl.recv().await {
+            Some(Control::Restart) => return true,
+            Some(Control::Stop) => {}
+            Some(Control::Shutdown) | None => return false,
+        }
+    }
+}
+
+async fn run_once(sh: &Arc<Shared>, p: &Planned, log: &Arc<LogSink>, ctl: &mut mpsc::Receiver<Control>, restarts: u32, spawn_no: u64) -> Outcome {
+    let name = &p.spec.name;
+    let sock_path = notify_path(&sh.home, name, spawn_no);
+    let notify = match notify_socket(&sock_path) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Exited { status: None, why: format!("notify socket {}: {e}", sock_path.display()), ready_for: None },
+    };
+    let _cleanup = RemoveOnDrop(sock_path.clone());
+    let mut cmd = tokio::process::Command::new(&p.binary);
+    cmd.arg("--home").arg(&sh.home);
+    if !p.spec.standalone && name != "event_router" {
+        if let Some(addr) = sh.router_addr() {
+            cmd.arg("--router").arg(addr);
+        }
+    }
+    if let Some(c) = &sh.configs {
+        cmd.arg("--configs").arg(c);
+    }
+    cmd.args(&p.args)
+        .envs(p.env.iter().cloned())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("RINGRIFT_HOME", &sh.home)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    crate::child::die_with_parent(&mut cmd);
+    sh.update(name, |e| e.state = DaemonState::StartingUp);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Exited { status: None, why: format!("spawn {}: {e}", p.binary.display()), ready_for: None },
+    };
+    let pid = child.id().unwrap_or(0);
+    if let Some(out) = child.stdout.take() {
+        let l = log.clone();
+        tokio::spawn(async move { l.pump(out).await });
+    }
+    if let Some(err) = child.stderr.take() {
+        let l = log.clone();
+        tokio::spawn(async move { l.pump(err).await });
+    }
+    let started = Instant::now();
+    sh.update(name, |e| {
+        e.pid = pid;
+        e.since = Some(started);
+        e.health = None;
+    });
+    tracing::info!(daemon = %name, pid, restarts, "started");
+    sh.publish(lifecycle(wire::event::Payload::DaemonStarted, name, pid, 0, restarts, "started"));
+    let ready_deadline = tokio::time::sleep(Duration::from_secs_f64(sh.cfg.ready_timeout_s));
+    tokio::pin!(ready_deadline);
+    let mut ready_at: Option<Instant> = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        tokio::select! {
+            st = child.wait() => {
+                let st = st.ok();
+                let why = st.as_ref().map(|s| describe(s).0).unwrap_or_else(|| "wait failed".into());
+                tracing::warn!(daemon = %name, pid, %why, "exited");
+                return Outcome::Exited { status: st, why, ready_for: ready_at.map(|t| t.elapsed()) };
+            }
+            r = notify.recv(&mut buf) => {
+                if let Ok(n) = r {
+                    let msg = String::from_utf8_lossy(&buf[..n]);
+                    if ready_at.is_none() && msg.lines().any(|l| l.trim() == "READY=1") {
+                        ready_at = Some(Instant::now());
+                        tracing::info!(daemon = %name, pid, ready_ms = started.elapsed().as_millis() as u64, "ready");
+                        if name == "event_router" {
+                            on_router_ready(sh);
+                        }
+                        sh.update(name, |e| { e.state = DaemonState::Ready; e.since = Some(Instant::now()); });
+                        if let Some(tx) = sh.ready.get(name) { tx.send_replace(true); }
+                    }
+                }
+            }
+            _ = &mut ready_deadline, if ready_at.is_none() => {
+                let why = format!("not ready within {:.0}s", sh.cfg.ready_timeout_s);
+                tracing::error!(daemon = %name, pid, "{why}; killing it");
+                terminate(&mut child, pid, Duration::from_secs_f64(sh.cfg.stop_grace_s)).await;
+                return Outcome::Exited { status: None, why, ready_for: None };
+            }
+            c = ctl.recv() => {
+                let outcome = match c {
+                    Some(Control::Stop) => Outcome::Stopped,
+                    Some(Control::Restart) => Outcome::Restart,
+                    Some(Control::Shutdown) | None => Outcome::Shutdown,
+                };
+                sh.update(name, |e| e.state = DaemonState::Stopping);
+                let st = terminate(&mut child, pid, Duration::from_secs_f64(sh.cfg.stop_grace_s)).await;
+                let why = st.as_ref().map(|s| describe(s).0).unwrap_or_else(|| "killed".into());
+                let code = st.as_ref().map(|s| describe(s).1).unwrap_or(-1);
+                sh.update(name, |e| e.last_exit = why.clone());
+                sh.publish(lifecycle(wire::event::Payload::DaemonStopped, name, pid, code, restarts, "stopped by the launcher"));
+                return outcome;
+            }
+        }
+    }
+}
+
+fn on_router_ready(sh: &Arc<Shared>) {
+    let Some(addr) = handler_base::read_addr_file(&sh.home, "event_router") else {
+        tracing::error!("router is ready but run/event_router.addr is missing");
+        return;
+    };
+    let Some(client) = sh.router_ready(addr) else { return };
+    let sh = sh.clone();
+    tokio::spawn(async move {
+        let req = wire::SubscribeRequest { consumer: String::new(), types: vec![wire::EventType::DaemonHeartbeat as i32], prefixes: vec![], start: Some(wire::subscribe_request::Start::Latest(true)) };
+        let mut sub = router_client::Subscription::new(client, req);
+        while let Ok(ev) = sub.next().await {
+            if let wire::event::Payload::DaemonHeartbeat(hb) = &ev.payload {
+                sh.heartbeat(hb);
+            }
+        }
+    });
+}
+
+/// The child's sd_notify socket: `run/notify/<name>-<n>.sock`, or under the temp dir
+/// when the home path is too long for a Unix socket address (108 bytes).
+fn notify_path(home: &std::path::Path, name: &str, spawn_no: u64) -> PathBuf {
+    let file = format!("{name}-{spawn_no}.sock");
+    let p = home.join("run/notify").join(&file);
+    if p.as_os_str().len() < 100 {
+        return p;
+    }
+    std::env::temp_dir().join(format!("ringrift-notify-{}", std::process::id())).join(file)
+}
+
+fn notify_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixDatagram> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    tokio::net::UnixDatagram::bind(path)
+}
+
+struct RemoveOnDrop(PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// SIGTERM to the child's process group, SIGKILL after `grace`; returns its exit status.
+pub async fn terminate(child: &mut tokio::process::Child, pid: u32, grace: Duration) -> Option<ExitStatus> {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    if pid == 0 {
+        return child.wait().await.ok();
+    }
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(st) => st.ok(),
+        Err(_) => {
+            tracing::warn!(pid, "no exit {grace:?} after SIGTERM; SIGKILL");
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            child.wait().await.ok()
+        }
+    }
+}
+
+/// Stops every daemon, dependents before their dependencies.
+pub async fn shutdown(sh: &Arc<Shared>, plan: &[Planned]) {
+    // Depth = longest dependency chain below a daemon; stop the deepest first.
+    let mut depth: BTreeMap<String, usize> = BTreeMap::new();
+    for p in plan {
+        let d = p.deps.iter().filter_map(|x| depth.get(x)).max().map(|m| m + 1).unwrap_or(0);
+        depth.insert(p.spec.name.clone(), d);
+    }
+    let max = depth.values().copied().max().unwrap_or(0);
+    for level in (0..=max).rev() {
+        let names: Vec<String> = depth.iter().filter(|(_, d)| **d == level).map(|(n, _)| n.clone()).collect();
+        for n in &names {
+            let _ = sh.control(n, Control::Shutdown).await;
+        }
+        let mut rx = sh.version.subscribe();
+        loop {
+            let e = sh.entries();
+            if names.iter().all(|n| e.get(n).is_none_or(|x| matches!(x.state, DaemonState::StoppedState | DaemonState::Failed | DaemonState::Pending))) {
+                break;
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        tracing::info!(level, daemons = ?names, "stopped");
+    }
+}
