@@ -66,6 +66,9 @@ pub struct OpponentResult {
     pub win_rate: f64,
     pub lower95: f64,
     pub upper95: f64,
+    /// Per seat of the model: `[games, score]` (seat 0 moves first).
+    #[serde(default)]
+    pub by_seat: Vec<[f64; 2]>,
 }
 
 impl OpponentResult {
@@ -79,10 +82,16 @@ impl OpponentResult {
             win_rate: 0.0,
             lower95: 0.0,
             upper95: 1.0,
+            by_seat: Vec::new(),
         }
     }
 
-    fn add(&mut self, score: f64) {
+    fn add(&mut self, seat: usize, score: f64) {
+        if self.by_seat.len() <= seat {
+            self.by_seat.resize(seat + 1, [0.0, 0.0]);
+        }
+        self.by_seat[seat][0] += 1.0;
+        self.by_seat[seat][1] += score;
         self.games += 1;
         match score {
             s if s >= 1.0 => self.wins += 1,
@@ -165,7 +174,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let progress =
         std::sync::Mutex::new(Progress::new("evaluate", schedule.len() as u64, args.quiet));
     let threads = args.threads.clamp(1, schedule.len().max(1));
-    let per_thread: Vec<Vec<(Opp, f64)>> = std::thread::scope(|scope| {
+    let per_thread: Vec<Vec<(Opp, usize, f64)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (geo, model, canonical_model) =
@@ -203,7 +212,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                         }
                         let score =
                             play_one(&geo, &mut me, others, i, args.opening_plies, &mut rng);
-                        out.push((opp, score));
+                        out.push((opp, i % geo.players(), score));
                         progress.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
                     }
                     out
@@ -219,7 +228,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .finish();
-    let games: Vec<(Opp, f64)> = per_thread.into_iter().flatten().collect();
+    let games: Vec<(Opp, usize, f64)> = per_thread.into_iter().flatten().collect();
     if games.len() != schedule.len() {
         return Err(WorkloadError::Invalid(format!(
             "gauntlet played {} of {} games (a worker thread failed)",
@@ -235,8 +244,8 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let mut results: Vec<OpponentResult> = Vec::new();
     for o in [Opp::Random, Opp::Heuristic, Opp::Canonical] {
         let mut r = OpponentResult::new(&opp_name(o));
-        for (_, s) in games.iter().filter(|(g, _)| *g == o) {
-            r.add(*s);
+        for (_, seat, s) in games.iter().filter(|(g, _, _)| *g == o) {
+            r.add(*seat, *s);
         }
         if r.games > 0 {
             results.push(r);
@@ -248,7 +257,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         let now = ringrift_store::now_ms();
         let matches: Vec<MatchResult> = games
             .iter()
-            .map(|&(o, s)| MatchResult {
+            .map(|&(o, _, s)| MatchResult {
                 match_id: uuid::Uuid::new_v4().to_string(),
                 config_key: args.config,
                 participant_a: name.clone(),

@@ -252,6 +252,27 @@ impl State {
             .collect()
     }
 
+    /// After `p` has a stone at `c`: the empty cells that became winning for `p` through
+    /// it. A new winning cell must extend a run of `p`'s stones through `c`, so only the
+    /// first empty cell past the run on each side of each axis can qualify.
+    pub fn new_wins_through(&self, c: usize, p: u8, mut found: impl FnMut(u16)) {
+        for d in 0..self.geo.dirs.len() {
+            for side in 0..2 {
+                let mut cur = c;
+                while let Some(n) = self.geo.neighbor(cur, d, side) {
+                    if self.cells[n] == p as i8 {
+                        cur = n;
+                        continue;
+                    }
+                    if self.cells[n] < 0 && self.wins_at(n, p) {
+                        found(n as u16);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
     /// Plays a validated move.
     pub fn play(&mut self, c: usize) -> Result<(), MoveError> {
         if self.done {
@@ -366,6 +387,33 @@ mod tests {
         assert!(!s.done && s.winner.is_none() && s.to_move == 0);
         assert_eq!(s.play(24), Err(MoveError::Occupied(24)));
         assert_eq!(s.play(64), Err(MoveError::OffBoard(64)));
+    }
+
+    #[test]
+    fn new_wins_through_matches_full_scan() {
+        let g = Geometry::new("square8_2p".parse().expect("key"));
+        let mut rng = crate::rng::Rng::new(5);
+        for _ in 0..200 {
+            let mut s = State::new(g.clone());
+            while !s.done {
+                let moves = s.legal_moves();
+                let c = usize::from(moves[rng.below(moves.len())]);
+                let p = s.to_move;
+                let before = s.winning_cells(p);
+                s.play_unchecked(c);
+                if s.done {
+                    break;
+                }
+                let mut after: Vec<u16> = before
+                    .into_iter()
+                    .filter(|&x| usize::from(x) != c)
+                    .collect();
+                s.new_wins_through(c, p, |x| after.push(x));
+                after.sort();
+                after.dedup();
+                assert_eq!(after, s.winning_cells(p));
+            }
+        }
     }
 
     #[test]

@@ -138,6 +138,57 @@ impl SearchConfig {
     }
 }
 
+/// A small set of cells (immediate winning cells; rarely more than a handful). Past
+/// capacity further cells are dropped, which keeps "empty", "one" and "two or more"
+/// exact after one removal per ply.
+#[derive(Debug, Clone, Copy, Default)]
+struct CellSet {
+    n: u8,
+    cells: [u16; 15],
+}
+
+impl CellSet {
+    fn from_cells(cells: &[u16]) -> Self {
+        let mut s = CellSet::default();
+        cells.iter().for_each(|&c| s.insert(c));
+        s
+    }
+
+    fn insert(&mut self, c: u16) {
+        if !self.contains(c) && usize::from(self.n) < self.cells.len() {
+            self.cells[usize::from(self.n)] = c;
+            self.n += 1;
+        }
+    }
+
+    fn contains(&self, c: u16) -> bool {
+        self.cells[..usize::from(self.n)].contains(&c)
+    }
+
+    fn without(mut self, c: u16) -> Self {
+        if let Some(i) = self.cells[..usize::from(self.n)]
+            .iter()
+            .position(|&x| x == c)
+        {
+            self.n -= 1;
+            self.cells[i] = self.cells[usize::from(self.n)];
+        }
+        self
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.n)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn first(&self) -> Option<u16> {
+        (self.n > 0).then_some(self.cells[0])
+    }
+}
+
 /// Scores of every root move.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
@@ -262,6 +313,65 @@ impl ModelPlayer {
         best
     }
 
+    /// Two-player negamax with threat bookkeeping: `mine` and `theirs` are the cells
+    /// where the player to move and the opponent would win at once. Any win of mine ends
+    /// the search (+1); two or more of theirs that I cannot pre-empt lose (−1); a single
+    /// one forces the block. These checks also run at the leaves, so forced sequences a
+    /// few plies past the nominal depth are scored exactly.
+    fn negamax2(
+        &mut self,
+        s: &mut State,
+        depth: u32,
+        mut alpha: f32,
+        beta: f32,
+        mine: CellSet,
+        theirs: CellSet,
+    ) -> f32 {
+        if !mine.is_empty() {
+            return 1.0;
+        }
+        if theirs.len() >= 2 {
+            return -1.0;
+        }
+        let me = s.to_move;
+        if depth == 0 {
+            return self.model.value(&self.accs[usize::from(me)]);
+        }
+        let moves = match theirs.first() {
+            Some(block) => vec![block],
+            None => self.candidates(s),
+        };
+        if moves.is_empty() {
+            return 0.0;
+        }
+        let mut best = f32::NEG_INFINITY;
+        for c in moves {
+            let c = usize::from(c);
+            self.make(s, c);
+            let v = if s.done {
+                0.0
+            } else {
+                let mut new_theirs = CellSet::default();
+                s.new_wins_through(c, me, |x| new_theirs.insert(x));
+                -self.negamax2(
+                    s,
+                    depth - 1,
+                    -beta,
+                    -alpha,
+                    theirs.without(c as u16),
+                    new_theirs,
+                )
+            };
+            self.unmake(s);
+            best = best.max(v);
+            alpha = alpha.max(v);
+            if alpha >= beta {
+                break;
+            }
+        }
+        best
+    }
+
     /// Scores every candidate root move with an exact (full-window) search.
     pub fn analyse(&mut self, state: &State) -> Analysis {
         let mut s = state.clone();
@@ -273,6 +383,36 @@ impl ModelPlayer {
         let me = s.to_move;
         let moves = self.candidates(&s);
         let mut scores = Vec::with_capacity(moves.len());
+        if s.players() == 2 {
+            let mine = CellSet::from_cells(&s.winning_cells(me));
+            let theirs = CellSet::from_cells(&s.winning_cells(s.next_player(me)));
+            for &c in &moves {
+                let v = if mine.contains(c) {
+                    1.0
+                } else {
+                    let c = usize::from(c);
+                    self.make(&mut s, c);
+                    let v = if s.done {
+                        0.0
+                    } else {
+                        let mut next_theirs = mine.without(c as u16);
+                        s.new_wins_through(c, me, |x| next_theirs.insert(x));
+                        -self.negamax2(
+                            &mut s,
+                            self.config.depth - 1,
+                            -1.5,
+                            1.5,
+                            theirs.without(c as u16),
+                            next_theirs,
+                        )
+                    };
+                    self.unmake(&mut s);
+                    v
+                };
+                scores.push(v);
+            }
+            return Analysis { moves, scores };
+        }
         for &c in &moves {
             let c = usize::from(c);
             let v = if s.wins_at(c, me) {
@@ -395,6 +535,20 @@ mod tests {
         let s = State::replay(geo, &[0, 24, 9, 25, 50, 26]).expect("replay");
         let mut rng = Rng::new(2);
         assert_eq!(p.choose(&s, &mut rng), 27);
+    }
+
+    #[test]
+    fn depth_two_search_sees_a_double_threat() {
+        // When the opponent already has two separate winning cells, every move loses.
+        let key = "square8_2p".parse().expect("key");
+        let geo = Geometry::new(key);
+        // P0 stones 0,1,2 (wins at 3) and 16,17,18 (wins at 19); P1 stones scattered.
+        let s = State::replay(geo, &[0, 40, 1, 42, 2, 44, 16, 46, 17, 62, 18]).expect("replay");
+        assert_eq!(s.to_move, 1);
+        let m = Arc::new(Model::null(key, 64));
+        let mut p = ModelPlayer::new("m", m, SearchConfig::greedy(2));
+        let a = p.analyse(&s);
+        assert!(a.scores.iter().all(|&v| v == -1.0), "{a:?}");
     }
 
     #[test]

@@ -1,0 +1,77 @@
+//! An exported NPZ loads in numpy with the documented shapes and dtypes.
+//! Skipped, visibly, when numpy is not installed.
+
+use std::process::Command;
+
+#[test]
+fn numpy_loads_exported_npz() {
+    let has_numpy = Command::new("python3")
+        .args(["-c", "import numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_numpy {
+        eprintln!("SKIP: numpy not installed (numpy_loads_exported_npz)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().to_path_buf();
+    let config = "hex8_2p".parse().expect("key");
+    let sp = ringrift_workload::selfplay::selfplay(&ringrift_workload::selfplay::SelfplayArgs {
+        home: home.clone(),
+        config,
+        games: 12,
+        model: None,
+        search: ringrift_workload::players::SearchConfig::selfplay(1),
+        seed: 4,
+        threads: 1,
+        db: None,
+        source_node: "test".into(),
+        quiet: true,
+    })
+    .expect("selfplay");
+    let out = home.join("data/training/hex8_2p.npz");
+    let ex = ringrift_workload::export::export(&ringrift_workload::export::ExportArgs {
+        home: home.clone(),
+        config,
+        since: 0,
+        max_games: None,
+        db: None,
+        output: Some(out.clone()),
+        quiet: true,
+    })
+    .expect("export");
+    assert_eq!(ex.games, 12);
+    assert_eq!(ex.rows as u64, sp.moves);
+    let script = format!(
+        r#"
+import numpy as np, sys
+d = np.load(sys.argv[1])
+assert sorted(d.files) == ["features", "policy_indices", "policy_values", "values"], d.files
+f, v, pi, pv = d["features"], d["values"], d["policy_indices"], d["policy_values"]
+n = {rows}
+assert f.shape == (n, 2, 64) and f.dtype == np.float32, (f.shape, f.dtype)
+assert v.shape == (n,) and v.dtype == np.float32, (v.shape, v.dtype)
+assert pi.shape == (n, 8) and pi.dtype == np.int32, (pi.shape, pi.dtype)
+assert pv.shape == (n, 8) and pv.dtype == np.float32, (pv.shape, pv.dtype)
+assert set(np.unique(f)) <= {{0.0, 1.0}}
+assert set(np.unique(v)) <= {{-1.0, 0.0, 1.0}}
+assert ((pi >= -1) & (pi < 64)).all()
+s = pv.sum(axis=1)
+assert (s > 0.0).all() and (s <= 1.0 + 1e-4).all(), s
+assert (np.diff(pv, axis=1) <= 1e-7).all(), "policy entries are sorted, most probable first"
+# Row 0 of every game is the empty board; stones grow by one per row within a game.
+assert f[0].sum() == 0
+print("ok", n)
+"#,
+        rows = ex.rows
+    );
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(&out)
+        .output()
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "numpy check failed: {stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok"));
+}
