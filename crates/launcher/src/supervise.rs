@@ -353,10 +353,15 @@ async fn run_once(sh: &Arc<Shared>, p: &Planned, log: &Arc<LogSink>, ctl: &mut m
     let _cleanup = RemoveOnDrop(sock_path.clone());
     let mut cmd = tokio::process::Command::new(&p.binary);
     cmd.arg("--home").arg(&sh.home);
-    if !p.spec.standalone && name != "event_router" {
-        if let Some(addr) = sh.router_addr() {
+    match (sh.router_addr(), name == "event_router") {
+        // A restarted router keeps the address its clients already use.
+        (Some(addr), true) => {
+            cmd.arg("--set").arg(format!("event_router.listen={addr}"));
+        }
+        (Some(addr), false) if !p.spec.standalone => {
             cmd.arg("--router").arg(addr);
         }
+        _ => {}
     }
     if let Some(c) = &sh.configs {
         cmd.arg("--configs").arg(c);

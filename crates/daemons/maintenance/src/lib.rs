@@ -1,0 +1,301 @@
+//! `maintenance`: housekeeping of `$RINGRIFT_HOME`, hourly by default.
+//!
+//! * Logs: rotated files (`*.log.N`) and job logs older than `log_max_age_days` are
+//!   deleted, then the oldest rotated files until `logs/` is under `logs_max_bytes`.
+//!   Live `*.log` files belong to the launcher, which rotates them by size.
+//! * SQLite: every `*.db` under `data/` and `events/` gets `wal_checkpoint(TRUNCATE)`;
+//!   databases whose free pages exceed `vacuum_free_ratio` are `VACUUM`ed (not the
+//!   router's busy log, which its own retention keeps in check).
+//! * Temp: files under `tmp/` older than `tmp_max_age_h`, and leftover atomic-write temp
+//!   files (`.*.tmp*`, `*.tmp`) under `data/` and `models/` older than an hour.
+//!
+//! All file and SQLite work runs in `spawn_blocking`.
+
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+pub const INFO: DaemonInfo = DaemonInfo { name: "maintenance", about: "Log pruning, SQLite checkpoint/vacuum, temp cleanup" };
+
+/// `[maintenance]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaintConfig {
+    pub log_max_age_days: f64,
+    pub logs_max_bytes: u64,
+    pub vacuum_free_ratio: f64,
+    pub tmp_max_age_h: f64,
+    pub cycle_interval_s: f64,
+}
+
+impl Default for MaintConfig {
+    fn default() -> Self {
+        MaintConfig { log_max_age_days: 14.0, logs_max_bytes: 2 << 30, vacuum_free_ratio: 0.25, tmp_max_age_h: 24.0, cycle_interval_s: 3600.0 }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub logs_removed: u64,
+    pub log_bytes_freed: u64,
+    pub dbs_checkpointed: u64,
+    pub dbs_vacuumed: u64,
+    pub db_bytes_freed: u64,
+    pub tmp_removed: u64,
+    pub errors: Vec<String>,
+}
+
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        if m.is_dir() {
+            walk(&p, out);
+        } else if m.is_file() {
+            out.push((p, m));
+        }
+    }
+}
+
+fn age(m: &std::fs::Metadata, now: SystemTime) -> Duration {
+    m.modified().ok().and_then(|t| now.duration_since(t).ok()).unwrap_or_default()
+}
+
+fn is_rotated_log(p: &Path) -> bool {
+    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    n.rsplit_once(".log.").is_some_and(|(_, suffix)| suffix.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// One pass over `home` at time `now`.
+pub fn run_pass(home: &Path, cfg: &MaintConfig, now: SystemTime) -> Report {
+    let mut r = Report::default();
+    prune_logs(home, cfg, now, &mut r);
+    sqlite(home, cfg, &mut r);
+    clean_tmp(home, cfg, now, &mut r);
+    r
+}
+
+fn remove(p: &Path, size: u64, count: &mut u64, bytes: Option<&mut u64>, r_errors: &mut Vec<String>) {
+    match std::fs::remove_file(p) {
+        Ok(()) => {
+            *count += 1;
+            if let Some(b) = bytes {
+                *b += size;
+            }
+        }
+        Err(e) => r_errors.push(format!("remove {}: {e}", p.display())),
+    }
+}
+
+fn prune_logs(home: &Path, cfg: &MaintConfig, now: SystemTime, r: &mut Report) {
+    let mut files = Vec::new();
+    walk(&home.join("logs"), &mut files);
+    let max_age = Duration::from_secs_f64(cfg.log_max_age_days * 86400.0);
+    let mut kept = Vec::new();
+    for (p, m) in files {
+        let live = p.extension().is_some_and(|e| e == "log") && p.parent() == Some(&home.join("logs"));
+        if !live && age(&m, now) > max_age {
+            remove(&p, m.len(), &mut r.logs_removed, Some(&mut r.log_bytes_freed), &mut r.errors);
+        } else {
+            kept.push((p, m));
+        }
+    }
+    let mut total: u64 = kept.iter().map(|(_, m)| m.len()).sum();
+    let mut rotated: Vec<_> = kept.into_iter().filter(|(p, _)| is_rotated_log(p)).collect();
+    rotated.sort_by_key(|(_, m)| m.modified().ok());
+    for (p, m) in rotated {
+        if total <= cfg.logs_max_bytes {
+            break;
+        }
+        total = total.saturating_sub(m.len());
+        remove(&p, m.len(), &mut r.logs_removed, Some(&mut r.log_bytes_freed), &mut r.errors);
+    }
+}
+
+fn sqlite(home: &Path, cfg: &MaintConfig, r: &mut Report) {
+    let mut files = Vec::new();
+    walk(&home.join("data"), &mut files);
+    walk(&home.join("events"), &mut files);
+    for (p, _) in files.into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "db")) {
+        let router_log = p.starts_with(home.join("events"));
+        match maintain_db(&p, cfg, !router_log) {
+            Ok((vacuumed, freed)) => {
+                r.dbs_checkpointed += 1;
+                r.dbs_vacuumed += vacuumed as u64;
+                r.db_bytes_freed += freed;
+            }
+            Err(e) => r.errors.push(format!("{}: {e}", p.display())),
+        }
+    }
+}
+
+/// Checkpoints `p`, vacuums it if allowed and fragmented; returns (vacuumed, bytes freed).
+pub fn maintain_db(p: &Path, cfg: &MaintConfig, allow_vacuum: bool) -> rusqlite::Result<(bool, u64)> {
+    let c = rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    c.busy_timeout(Duration::from_secs(5))?;
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    if !allow_vacuum {
+        return Ok((false, 0));
+    }
+    let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    if pages == 0 || (free as f64 / pages as f64) < cfg.vacuum_free_ratio {
+        return Ok((false, 0));
+    }
+    let before = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    c.execute_batch("VACUUM")?;
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    let after = std::fs::metadata(p).map(|m| m.len()).unwrap_or(before);
+    Ok((true, before.saturating_sub(after)))
+}
+
+fn clean_tmp(home: &Path, cfg: &MaintConfig, now: SystemTime, r: &mut Report) {
+    let mut files = Vec::new();
+    walk(&home.join("tmp"), &mut files);
+    let max_age = Duration::from_secs_f64(cfg.tmp_max_age_h * 3600.0);
+    for (p, m) in files {
+        if age(&m, now) > max_age {
+            remove(&p, m.len(), &mut r.tmp_removed, None, &mut r.errors);
+        }
+    }
+    let mut files = Vec::new();
+    walk(&home.join("data"), &mut files);
+    walk(&home.join("models"), &mut files);
+    for (p, m) in files {
+        let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let temp = n.ends_with(".tmp") || (n.starts_with('.') && n.contains(".tmp"));
+        if temp && age(&m, now) > Duration::from_secs(3600) {
+            remove(&p, m.len(), &mut r.tmp_removed, None, &mut r.errors);
+        }
+    }
+}
+
+pub struct Maintenance {
+    cfg: MaintConfig,
+    last: Mutex<Option<Report>>,
+}
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: MaintConfig = ctx.settings.section("maintenance")?;
+    anyhow::ensure!(cfg.cycle_interval_s > 0.0, "maintenance.cycle_interval_s must be > 0");
+    anyhow::ensure!((0.0..=1.0).contains(&cfg.vacuum_free_ratio), "maintenance.vacuum_free_ratio must be within 0..=1");
+    anyhow::ensure!(cfg.log_max_age_days > 0.0 && cfg.tmp_max_age_h > 0.0, "maintenance ages must be > 0");
+    Ok(Arc::new(Maintenance { cfg, last: Mutex::new(None) }))
+}
+
+#[async_trait::async_trait]
+impl Handler for Maintenance {
+    fn cycle_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.cfg.cycle_interval_s)
+    }
+
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        let (home, cfg) = (ctx.home.clone(), self.cfg.clone());
+        let r = tokio::task::spawn_blocking(move || run_pass(&home, &cfg, SystemTime::now())).await?;
+        tracing::info!(
+            logs_removed = r.logs_removed,
+            log_bytes_freed = r.log_bytes_freed,
+            dbs_checkpointed = r.dbs_checkpointed,
+            dbs_vacuumed = r.dbs_vacuumed,
+            db_bytes_freed = r.db_bytes_freed,
+            tmp_removed = r.tmp_removed,
+            errors = r.errors.len(),
+            "maintenance pass done"
+        );
+        for e in &r.errors {
+            ctx.errors.record("maintenance", e);
+        }
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        Ok(())
+    }
+
+    fn health_check(&self) -> HealthCheckResult {
+        match self.last.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            None => HealthCheckResult::running("no pass yet"),
+            Some(r) => {
+                let h = if r.errors.is_empty() { HealthCheckResult::running("last pass clean") } else { HealthCheckResult::degraded(format!("{} errors in last pass", r.errors.len())) };
+                h.detail("logs_removed", r.logs_removed).detail("dbs_vacuumed", r.dbs_vacuumed).detail("tmp_removed", r.tmp_removed).detail("db_bytes_freed", r.db_bytes_freed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path, bytes: usize, age_s: u64) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, vec![b'x'; bytes]).unwrap();
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(age_s)).unwrap();
+    }
+
+    #[test]
+    fn prunes_old_rotated_logs_and_keeps_live_and_recent_ones() {
+        let h = tempfile::tempdir().unwrap();
+        let logs = h.path().join("logs");
+        touch(&logs.join("a.log"), 10, 100 * 86400);
+        touch(&logs.join("a.log.1"), 10, 20 * 86400);
+        touch(&logs.join("a.log.2"), 10, 86400);
+        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        assert_eq!(r.logs_removed, 1);
+        assert!(logs.join("a.log").exists() && logs.join("a.log.2").exists() && !logs.join("a.log.1").exists());
+    }
+
+    #[test]
+    fn size_cap_removes_oldest_rotated_first() {
+        let h = tempfile::tempdir().unwrap();
+        let logs = h.path().join("logs");
+        touch(&logs.join("b.log.3"), 1000, 300);
+        touch(&logs.join("b.log.2"), 1000, 200);
+        touch(&logs.join("b.log.1"), 1000, 100);
+        let cfg = MaintConfig { logs_max_bytes: 2000, ..Default::default() };
+        let r = run_pass(h.path(), &cfg, SystemTime::now());
+        assert_eq!(r.logs_removed, 1);
+        assert!(!logs.join("b.log.3").exists() && logs.join("b.log.1").exists());
+    }
+
+    #[test]
+    fn vacuums_a_fragmented_database_and_checkpoints_all() {
+        let h = tempfile::tempdir().unwrap();
+        let db = h.path().join("data/games/x.db");
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x BLOB);").unwrap();
+        for _ in 0..200 {
+            c.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap();
+        }
+        c.execute("DELETE FROM t", []).unwrap();
+        drop(c);
+        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        assert_eq!((r.dbs_checkpointed, r.dbs_vacuumed), (1, 1), "{r:?}");
+        assert!(r.db_bytes_freed > 500_000, "{r:?}");
+        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        assert_eq!(r.dbs_vacuumed, 0, "nothing left to vacuum");
+    }
+
+    #[test]
+    fn removes_stale_temp_files_only() {
+        let h = tempfile::tempdir().unwrap();
+        touch(&h.path().join("tmp/old"), 1, 2 * 86400);
+        touch(&h.path().join("tmp/new"), 1, 10);
+        touch(&h.path().join("data/training/.x.npz.tmp123"), 1, 7200);
+        touch(&h.path().join("data/training/.y.npz.tmp9"), 1, 10);
+        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        assert_eq!(r.tmp_removed, 2);
+        assert!(h.path().join("tmp/new").exists() && h.path().join("data/training/.y.npz.tmp9").exists());
+    }
+
+    #[test]
+    fn a_corrupt_database_is_reported_not_fatal() {
+        let h = tempfile::tempdir().unwrap();
+        touch(&h.path().join("data/bad.db"), 4096, 10);
+        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert!(r.errors[0].contains("bad.db"));
+    }
+}
