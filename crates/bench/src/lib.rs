@@ -1,0 +1,544 @@
+//! Side-by-side benchmark of `ringrift-event-router` and NATS JetStream on loopback.
+//!
+//! For each side, with messages of the same encoded size (128 B by default) it measures:
+//!
+//! 1. one-at-a-time durable publish (await each ack): msgs/s, p50 and p99 latency;
+//! 2. pipelined publish: ours = unary `Publish` with `--in-flight` calls outstanding on one
+//!    channel; NATS = async publish with `--in-flight` acks outstanding;
+//! 3. batched publish: ours = `PublishBatch` of `--batch` events, `--batches-in-flight`
+//!    calls outstanding; NATS has no batch publish, so its line repeats (2);
+//! 4. durable consumer read of the `--n` messages stored by (3) (NATS: by (2)), with acks:
+//!    ours = named consumer, cumulative `Ack` every `--ack-every` events (one ack call in
+//!    flight at a time); NATS = durable pull consumer, `AckPolicy::All`, acking every
+//!    `--ack-every`-th message and the last;
+//! 5. fan-out: `--fanout` durable consumers, each on its own connection, read the same
+//!    stored messages concurrently; total msgs/s = consumers × n / wall time.
+//!
+//! Timers include consumer creation on both sides (ours: in `Subscribe`; NATS: the
+//! create-consumer request). Every phase has a deadline, so the run always ends.
+//! Our router fsyncs each commit unless started with `event_router.durability=relaxed`;
+//! NATS 2.9 acks after writing to the page cache (fsync is periodic).
+
+use anyhow::{Context as _, anyhow};
+use async_nats::jetstream::{self, consumer::pull, stream as js_stream};
+use clap::Parser;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use prost::Message as _;
+use ringrift_proto::wire::{self, event::Payload, subscribe_request::Start};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Command-line flags.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ringrift-bench-router", about = "Benchmark the event router against NATS JetStream on loopback")]
+pub struct Args {
+    /// Router with the default (fsync) durability, host:port.
+    #[arg(long)]
+    pub router: Option<String>,
+    /// Router started with `event_router.durability=relaxed`, host:port.
+    #[arg(long)]
+    pub router_relaxed: Option<String>,
+    /// nats-server with JetStream, host:port.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Messages per pipelined/batched publish phase, read and fan-out phase.
+    #[arg(long, default_value_t = 50_000)]
+    pub n: usize,
+    /// Messages for the one-at-a-time publish phase.
+    #[arg(long, default_value_t = 2_000)]
+    pub n_sync: usize,
+    /// Encoded message size in bytes.
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    /// Outstanding publishes in the pipelined phase.
+    #[arg(long, default_value_t = 256)]
+    pub in_flight: usize,
+    /// Events per PublishBatch call.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Outstanding PublishBatch calls.
+    #[arg(long, default_value_t = 4)]
+    pub batches_in_flight: usize,
+    /// Consumers ack (cumulatively) every this many messages.
+    #[arg(long, default_value_t = 256)]
+    pub ack_every: usize,
+    /// Durable consumers in the fan-out phase.
+    #[arg(long, default_value_t = 4)]
+    pub fanout: usize,
+    /// Rounds per side; the table shows the median of each figure.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Deadline of each phase, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub phase_timeout_s: u64,
+}
+
+/// One round's figures for one side.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Figures {
+    pub sync_rate: f64,
+    pub sync_p50_us: f64,
+    pub sync_p99_us: f64,
+    pub pipelined_rate: f64,
+    pub batch_rate: f64,
+    pub read_rate: f64,
+    pub fanout_rate: f64,
+}
+
+/// Entry point of the binary.
+pub fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringrift-bench-router: tokio runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringrift-bench-router: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs every configured side `rounds` times and prints the table.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.router.is_none() && args.router_relaxed.is_none() && args.nats.is_none() {
+        return Err(anyhow!("nothing to benchmark: give --router, --router-relaxed and/or --nats"));
+    }
+    if args.n == 0 || args.n_sync == 0 || args.batch == 0 || args.in_flight == 0 || args.ack_every == 0 || args.fanout == 0 || args.rounds == 0 {
+        return Err(anyhow!("--n, --n-sync, --batch, --in-flight, --ack-every, --fanout and --rounds must be at least 1"));
+    }
+    let run_tag = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0));
+    let (mut fsync, mut relaxed, mut nats) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        // Alternate the order so neither side always runs on a warmer (or fuller) disk.
+        let mut order: Vec<usize> = vec![0, 1, 2];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for side in order {
+            let tag = format!("{run_tag}r{round}");
+            match side {
+                0 => {
+                    if let Some(addr) = &args.router {
+                        eprintln!("round {}: ours (fsync) at {addr}", round + 1);
+                        fsync.push(bench_router(&args, addr, &format!("{tag}f")).await.context("ours (fsync)")?);
+                    }
+                }
+                1 => {
+                    if let Some(addr) = &args.router_relaxed {
+                        eprintln!("round {}: ours (relaxed) at {addr}", round + 1);
+                        relaxed.push(bench_router(&args, addr, &format!("{tag}x")).await.context("ours (relaxed)")?);
+                    }
+                }
+                _ => {
+                    if let Some(addr) = &args.nats {
+                        eprintln!("round {}: NATS JetStream at {addr}", round + 1);
+                        nats.push(bench_nats(&args, addr, &tag).await.context("NATS")?);
+                    }
+                }
+            }
+        }
+    }
+    print!("{}", render(&args, &median(&fsync), &median(&relaxed), &median(&nats)));
+    Ok(())
+}
+
+async fn phase<T>(args: &Args, what: &str, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let t = Duration::from_secs(args.phase_timeout_s);
+    tokio::time::timeout(t, f).await.map_err(|_| anyhow!("{what}: no result within {t:?}"))?.with_context(|| what.to_owned())
+}
+
+/// An EXTERNAL event whose encoding is exactly `size` bytes (when `size` allows it).
+pub fn make_event(tag: &str, i: usize, size: usize) -> wire::Event {
+    let build = |pad: usize| wire::Event {
+        id: format!("{tag}-{i:09}"),
+        r#type: wire::EventType::External as i32,
+        source: "bench@localhost".into(),
+        payload: Some(Payload::Json(serde_json::json!({ "i": i, "p": "x".repeat(pad) }).to_string())),
+        ..Default::default()
+    };
+    let mut pad = size.saturating_sub(build(0).encoded_len());
+    // Length prefixes are varints: step down if crossing a boundary overshot.
+    while pad > 0 && build(pad).encoded_len() > size {
+        pad -= 1;
+    }
+    build(pad)
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx].as_secs_f64() * 1e6
+}
+
+// ---------------------------------------------------------------- our router
+
+async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figures> {
+    let client = router_client::connect(addr).await.with_context(|| format!("connect to router {addr}"))?;
+    let mut f = Figures::default();
+
+    // (1) one at a time
+    let events: Vec<_> = (0..args.n_sync).map(|i| make_event(&format!("{tag}s"), i, args.size)).collect();
+    phase(args, "ours: one-at-a-time publish", async {
+        let mut c = client.clone();
+        let mut lat = Vec::with_capacity(events.len());
+        let t0 = Instant::now();
+        for ev in events {
+            let t = Instant::now();
+            let ack = c.publish(ev).await?.into_inner();
+            if ack.duplicate {
+                return Err(anyhow!("event {} was acked as a duplicate", ack.id));
+            }
+            lat.push(t.elapsed());
+        }
+        f.sync_rate = rate(args.n_sync, t0.elapsed());
+        lat.sort();
+        f.sync_p50_us = percentile_us(&lat, 0.50);
+        f.sync_p99_us = percentile_us(&lat, 0.99);
+        Ok(())
+    })
+    .await?;
+
+    // (2) pipelined unary publishes
+    let events: Vec<_> = (0..args.n).map(|i| make_event(&format!("{tag}p"), i, args.size)).collect();
+    phase(args, "ours: pipelined publish", async {
+        let mut inflight = FuturesUnordered::new();
+        let t0 = Instant::now();
+        for ev in events {
+            if inflight.len() >= args.in_flight
+                && let Some(r) = inflight.next().await
+            {
+                r?;
+            }
+            let mut c = client.clone();
+            inflight.push(async move { c.publish(ev).await.map(|_| ()) });
+        }
+        while let Some(r) = inflight.next().await {
+            r?;
+        }
+        f.pipelined_rate = rate(args.n, t0.elapsed());
+        Ok(())
+    })
+    .await?;
+
+    // (3) PublishBatch
+    let events: Vec<_> = (0..args.n).map(|i| make_event(&format!("{tag}b"), i, args.size)).collect();
+    let batches: Vec<Vec<wire::Event>> = events.chunks(args.batch).map(<[wire::Event]>::to_vec).collect();
+    drop(events);
+    let first_seq = phase(args, "ours: batched publish", async {
+        let mut inflight = FuturesUnordered::new();
+        let mut first = u64::MAX;
+        let mut fold = |r: Result<tonic::Response<wire::PublishBatchResponse>, tonic::Status>| -> anyhow::Result<()> {
+            for a in r?.into_inner().acks {
+                first = first.min(a.seq);
+            }
+            Ok(())
+        };
+        let t0 = Instant::now();
+        for b in batches {
+            if inflight.len() >= args.batches_in_flight
+                && let Some(r) = inflight.next().await
+            {
+                fold(r)?;
+            }
+            let mut c = client.clone();
+            inflight.push(async move { c.publish_batch(wire::PublishBatchRequest { events: b }).await });
+        }
+        while let Some(r) = inflight.next().await {
+            fold(r)?;
+        }
+        f.batch_rate = rate(args.n, t0.elapsed());
+        Ok(first)
+    })
+    .await?;
+
+    // (4) one durable consumer reads the stored batch
+    f.read_rate = phase(args, "ours: durable consumer read", async {
+        let t0 = Instant::now();
+        router_read(client.clone(), format!("read-{tag}"), first_seq, args.n, args.ack_every).await?;
+        Ok(rate(args.n, t0.elapsed()))
+    })
+    .await?;
+
+    // (5) fan-out
+    f.fanout_rate = phase(args, "ours: fan-out", async {
+        let mut clients = Vec::new();
+        for _ in 0..args.fanout {
+            clients.push(router_client::connect(addr).await?);
+        }
+        let t0 = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (k, c) in clients.into_iter().enumerate() {
+            let (name, n, every) = (format!("fan{k}-{tag}"), args.n, args.ack_every);
+            tasks.spawn(router_read(c, name, first_seq, n, every));
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        Ok(rate(args.n * args.fanout, t0.elapsed()))
+    })
+    .await?;
+    Ok(f)
+}
+
+/// Reads `n` events from seq `from` as durable consumer `name`, acking cumulatively.
+async fn router_read(client: router_client::Client, name: String, from: u64, n: usize, ack_every: usize) -> anyhow::Result<()> {
+    let mut sub = client.clone();
+    let req = wire::SubscribeRequest { consumer: name.clone(), start: Some(Start::FromSeq(from)), ..Default::default() };
+    let mut stream = sub.subscribe(req).await?.into_inner();
+    let mut acking: Option<tokio::task::JoinHandle<Result<(), tonic::Status>>> = None;
+    let mut got = 0usize;
+    let mut expect = from;
+    while got < n {
+        let ev = stream.message().await?.ok_or_else(|| anyhow!("{name}: stream ended after {got} of {n} events"))?;
+        if ev.seq != expect {
+            return Err(anyhow!("{name}: got seq {} where {expect} was expected", ev.seq));
+        }
+        expect += 1;
+        got += 1;
+        if got.is_multiple_of(ack_every) || got == n {
+            if let Some(h) = acking.take() {
+                h.await??;
+            }
+            let mut c = client.clone();
+            let req = wire::AckRequest { consumer: name.clone(), seq: ev.seq, cumulative: true };
+            acking = Some(tokio::spawn(async move { c.ack(req).await.map(|_| ()) }));
+        }
+    }
+    if let Some(h) = acking.take() {
+        h.await??;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- NATS JetStream
+
+async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figures> {
+    let client = async_nats::connect(addr).await.with_context(|| format!("connect to NATS {addr}"))?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_or_create_stream(js_stream::Config {
+            name: "BENCH".into(),
+            subjects: vec!["bench.>".into()],
+            storage: js_stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow!("create stream BENCH: {e}"))?;
+    let payloads = |kind: &str, n: usize| -> Vec<Vec<u8>> { (0..n).map(|i| make_event(&format!("{tag}{kind}"), i, args.size).encode_to_vec()).collect() };
+    let mut f = Figures::default();
+
+    // (1) one at a time
+    let subject = format!("bench.{tag}.sync");
+    let msgs = payloads("s", args.n_sync);
+    phase(args, "NATS: one-at-a-time publish", async {
+        let mut lat = Vec::with_capacity(msgs.len());
+        let t0 = Instant::now();
+        for m in msgs {
+            let t = Instant::now();
+            js.publish(subject.clone(), m.into()).await.map_err(|e| anyhow!("publish: {e}"))?.await.map_err(|e| anyhow!("publish ack: {e}"))?;
+            lat.push(t.elapsed());
+        }
+        f.sync_rate = rate(args.n_sync, t0.elapsed());
+        lat.sort();
+        f.sync_p50_us = percentile_us(&lat, 0.50);
+        f.sync_p99_us = percentile_us(&lat, 0.99);
+        Ok(())
+    })
+    .await?;
+
+    // (2) async publish, `in_flight` acks outstanding (also the batched line)
+    let subject = format!("bench.{tag}.async");
+    let msgs = payloads("p", args.n);
+    phase(args, "NATS: async publish", async {
+        let mut acks: VecDeque<jetstream::context::PublishAckFuture> = VecDeque::with_capacity(args.in_flight);
+        let t0 = Instant::now();
+        for m in msgs {
+            if acks.len() >= args.in_flight
+                && let Some(a) = acks.pop_front()
+            {
+                a.await.map_err(|e| anyhow!("publish ack: {e}"))?;
+            }
+            acks.push_back(js.publish(subject.clone(), m.into()).await.map_err(|e| anyhow!("publish: {e}"))?);
+        }
+        while let Some(a) = acks.pop_front() {
+            a.await.map_err(|e| anyhow!("publish ack: {e}"))?;
+        }
+        f.pipelined_rate = rate(args.n, t0.elapsed());
+        f.batch_rate = f.pipelined_rate;
+        Ok(())
+    })
+    .await?;
+
+    // (4) one durable pull consumer
+    f.read_rate = phase(args, "NATS: durable consumer read", async {
+        let t0 = Instant::now();
+        nats_read(stream.clone(), format!("read-{tag}"), subject.clone(), args.n, args.ack_every).await?;
+        Ok(rate(args.n, t0.elapsed()))
+    })
+    .await?;
+
+    // (5) fan-out, one connection per consumer
+    f.fanout_rate = phase(args, "NATS: fan-out", async {
+        let mut streams = Vec::new();
+        for _ in 0..args.fanout {
+            let c = async_nats::connect(addr).await?;
+            streams.push(jetstream::new(c).get_stream("BENCH").await.map_err(|e| anyhow!("get stream: {e}"))?);
+        }
+        let t0 = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (k, s) in streams.into_iter().enumerate() {
+            tasks.spawn(nats_read(s, format!("fan{k}-{tag}"), subject.clone(), args.n, args.ack_every));
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        Ok(rate(args.n * args.fanout, t0.elapsed()))
+    })
+    .await?;
+    Ok(f)
+}
+
+/// Creates durable pull consumer `name` on `subject` and reads `n` messages, acking
+/// (AckPolicy::All) every `ack_every`-th message and the last.
+async fn nats_read(stream: js_stream::Stream, name: String, subject: String, n: usize, ack_every: usize) -> anyhow::Result<()> {
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subject,
+            ack_policy: jetstream::consumer::AckPolicy::All,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow!("create consumer {name}: {e}"))?;
+    let mut msgs = consumer.stream().max_messages_per_batch(500).messages().await.map_err(|e| anyhow!("{name}: pull: {e}"))?;
+    let mut got = 0usize;
+    while got < n {
+        let m = msgs.next().await.ok_or_else(|| anyhow!("{name}: stream ended after {got} of {n}"))?.map_err(|e| anyhow!("{name}: {e}"))?;
+        got += 1;
+        if got.is_multiple_of(ack_every) || got == n {
+            m.ack().await.map_err(|e| anyhow!("{name}: ack: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- report
+
+/// Median of each figure over the rounds (all zero when there are none).
+pub fn median(rounds: &[Figures]) -> Option<Figures> {
+    if rounds.is_empty() {
+        return None;
+    }
+    let med = |get: fn(&Figures) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(get).collect();
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+    };
+    Some(Figures {
+        sync_rate: med(|f| f.sync_rate),
+        sync_p50_us: med(|f| f.sync_p50_us),
+        sync_p99_us: med(|f| f.sync_p99_us),
+        pipelined_rate: med(|f| f.pipelined_rate),
+        batch_rate: med(|f| f.batch_rate),
+        read_rate: med(|f| f.read_rate),
+        fanout_rate: med(|f| f.fanout_rate),
+    })
+}
+
+/// The printed table. Ratios are "> 1.0 = ours better": ours/NATS for rates,
+/// NATS/ours for latencies.
+pub fn render(args: &Args, fsync: &Option<Figures>, relaxed: &Option<Figures>, nats: &Option<Figures>) -> String {
+    struct Row {
+        name: String,
+        get: fn(&Figures) -> f64,
+        latency: bool,
+    }
+    let rows = [
+        Row { name: "1. one-at-a-time publish, msgs/s".into(), get: |f| f.sync_rate, latency: false },
+        Row { name: "   p50 latency, us (ratio NATS/ours)".into(), get: |f| f.sync_p50_us, latency: true },
+        Row { name: "   p99 latency, us (ratio NATS/ours)".into(), get: |f| f.sync_p99_us, latency: true },
+        Row { name: format!("2. pipelined publish, {} in flight, msgs/s", args.in_flight), get: |f| f.pipelined_rate, latency: false },
+        Row {
+            name: format!("2b. batched: ours PublishBatch {}x{} in flight, msgs/s", args.batch, args.batches_in_flight),
+            get: |f| f.batch_rate,
+            latency: false,
+        },
+        Row { name: "3. durable consumer read + acks, msgs/s".into(), get: |f| f.read_rate, latency: false },
+        Row { name: format!("4. fan-out to {} durable consumers, total msgs/s", args.fanout), get: |f| f.fanout_rate, latency: false },
+    ];
+    let cell = |f: &Option<Figures>, r: &Row| f.as_ref().map(|f| format!("{:.0}", (r.get)(f))).unwrap_or_else(|| "-".into());
+    let ratio = |ours: &Option<Figures>, r: &Row| match (ours, nats) {
+        (Some(o), Some(n)) => {
+            let (o, n) = ((r.get)(o), (r.get)(n));
+            let x = if r.latency { n / o } else { o / n };
+            if x.is_finite() { format!("{x:.2}") } else { "-".into() }
+        }
+        _ => "-".into(),
+    };
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(10);
+    let mut s = String::new();
+    s.push_str(&format!(
+        "\nrouter vs NATS JetStream, loopback, {} B messages; n = {} (publish/read/fan-out), n_sync = {}; median of {} round(s)\n",
+        args.size, args.n, args.n_sync, args.rounds
+    ));
+    s.push_str("durability: ours fsync = SQLite WAL synchronous=FULL, fsync before each ack (group commit);\n");
+    s.push_str("            ours relaxed = synchronous=NORMAL, no fsync before the ack;\n");
+    s.push_str("            NATS 2.9 = ack after the page-cache write, periodic fsync (not before the ack).\n");
+    s.push_str(&format!(
+        "reads: ours = named consumer, cumulative Ack every {e}; NATS = durable pull consumer, AckPolicy::All, ack every {e}th + last.\n",
+        e = args.ack_every
+    ));
+    s.push_str("NATS has no batch publish: its line 2b repeats line 2.\n\n");
+    let head = format!("{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n", "metric", "ours fsync", "ours relaxed", "NATS", "fsync/NATS", "relaxed/NATS");
+    s.push_str(&head);
+    s.push_str(&format!("{}\n", "-".repeat(head.len() - 1)));
+    for r in &rows {
+        s.push_str(&format!(
+            "{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n",
+            r.name,
+            cell(fsync, r),
+            cell(relaxed, r),
+            cell(nats, r),
+            ratio(fsync, r),
+            ratio(relaxed, r)
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_have_the_requested_size_and_validate() {
+        for i in [0, 7, 12_345, 999_999] {
+            let ev = make_event("abc123r0f", i, 128);
+            assert_eq!(ev.encoded_len(), 128);
+            assert!(ringrift_proto::Event::try_from(ev).is_ok());
+        }
+    }
+
+    #[test]
+    fn percentiles_pick_the_right_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(percentile_us(&v, 0.5), 50.0);
+        assert_eq!(percentile_us(&v, 0.99), 99.0);
+    }
+}
