@@ -70,3 +70,61 @@ fn daemon_crates_are_named_after_their_folder_with_a_thin_main() {
         assert!(main.lines().count() <= 6, "{folder}/src/main.rs is {} lines: logic belongs in lib.rs", main.lines().count());
     }
 }
+
+#[test]
+fn registry_matches_crates_units_and_the_full_profile() {
+    let reg = ringrift_registry::Registry::builtin();
+    let root = root();
+    let full = ringrift_registry::load_profile("full", None, &reg).unwrap();
+    for s in reg.daemons() {
+        let folder = root.join("crates/daemons").join(s.folder());
+        assert_eq!(folder.is_dir(), s.implemented, "{}: implemented = {} but crates/daemons/{} {}", s.name, s.implemented, s.folder(), if folder.is_dir() { "exists" } else { "is missing" });
+        assert_eq!(s.binary(), format!("ringrift-{}", s.folder()), "{}: one name everywhere", s.name);
+        assert!(root.join("systemd").join(s.unit()).is_file(), "{}: systemd/{} missing (run `ringrift-launcher systemd-units`)", s.name, s.unit());
+        assert!(full.daemons.contains(&s.name), "{} is not in profiles/full.toml", s.name);
+    }
+    for e in std::fs::read_dir(root.join("crates/daemons")).unwrap().flatten() {
+        let key = e.file_name().to_string_lossy().replace('-', "_");
+        assert!(reg.get(&key).is_some_and(|s| s.implemented && !s.is_alias()), "crates/daemons/{} has no implemented registry entry {key}", e.file_name().to_string_lossy());
+    }
+    for p in ringrift_registry::builtin_profile_names() {
+        ringrift_registry::load_profile(p, None, &reg).unwrap_or_else(|e| panic!("profile {p}: {e}"));
+    }
+}
+
+#[test]
+fn committed_systemd_units_match_the_generator() {
+    let reg = ringrift_registry::Registry::builtin();
+    let want = ringrift_launcher::systemd::generate(&reg, "/usr/local/bin").unwrap();
+    let dir = root().join("systemd");
+    let mut have: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    have.sort();
+    let names: Vec<String> = want.keys().cloned().collect();
+    assert_eq!(have, names, "systemd/ differs from the generator: run `ringrift-launcher systemd-units --out systemd`");
+    for (name, text) in &want {
+        let got = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(&got, text, "systemd/{name} drifted: run `ringrift-launcher systemd-units --out systemd`");
+    }
+}
+
+#[test]
+fn systemd_analyze_verifies_units_of_implemented_daemons_and_targets() {
+    if std::process::Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("SKIP systemd-analyze verify: systemd-analyze not installed");
+        return;
+    }
+    let reg = ringrift_registry::Registry::builtin();
+    let bindir = ringrift_system_tests::bin_dir();
+    let units = ringrift_launcher::systemd::generate(&reg, bindir.to_str().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut check = Vec::new();
+    for (name, text) in &units {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        let implemented = reg.daemons().any(|s| s.implemented && &s.unit() == name);
+        if implemented || name.ends_with(".target") {
+            check.push(dir.path().join(name));
+        }
+    }
+    let out = std::process::Command::new("systemd-analyze").arg("verify").args(&check).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "systemd-analyze verify failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

@@ -138,17 +138,26 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let (plan, warnings) = plan(&args, &registry, &home, &settings)?;
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
     if args.validate {
-        let problems = registry.validate(&|b| find_binary(b).is_some());
+        let mut problems: Vec<String> = registry.validate(&|b| find_binary(b).is_some()).iter().map(|p| p.to_string()).collect();
+        match plan(&args, &registry, &home, &settings) {
+            Ok((plan, warnings)) => {
+                for w in &warnings {
+                    println!("warning: {w}");
+                }
+                println!("{} daemons planned: {}", plan.len(), plan.iter().map(|p| p.spec.name.as_str()).collect::<Vec<_>>().join(", "));
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
         for p in &problems {
             println!("problem: {p}");
         }
-        println!("{} daemons planned: {}", plan.len(), plan.iter().map(|p| p.spec.name.as_str()).collect::<Vec<_>>().join(", "));
+        println!("{}", if problems.is_empty() { "valid".to_owned() } else { format!("{} problem(s)", problems.len()) });
         return Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    let (plan, warnings) = plan(&args, &registry, &home, &settings)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     supervise_all(args, cfg, home, plan).await
 }
@@ -219,7 +228,6 @@ fn plan(args: &cli::Args, reg: &Registry, home: &Path, settings: &Settings) -> a
         warnings.push(format!("not implemented yet, skipped: {}", skipped.join(", ")));
     }
     if let Some(p) = profile_name {
-        warnings.retain(|_| true);
         tracing::info!(profile = %p, daemons = out.len(), "plan ready");
     }
     // health_server needs to know which daemons it should see.
