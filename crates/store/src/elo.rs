@@ -388,8 +388,8 @@ fn record_in(tx: &Transaction<'_>, path: &Path, m: &MatchResult) -> Result<bool,
         )
         .ctx(path)?;
         let (w, l, d) = match score {
-            s if s == 1.0 => (1, 0, 0),
-            s if s == 0.0 => (0, 1, 0),
+            1.0 => (1, 0, 0),
+            0.0 => (0, 1, 0),
             _ => (0, 0, 1),
         };
         tx.execute(

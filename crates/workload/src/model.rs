@@ -255,6 +255,13 @@ impl Model {
                 header.planes, header.hidden, header.config_key
             )));
         }
+        let board_cells = crate::game::Geometry::new(header.config_key).cells();
+        if header.cells != board_cells {
+            return Err(bad(format!(
+                "{} cells, but {} has {board_cells}",
+                header.cells, header.config_key
+            )));
+        }
         let (p, c, h) = (header.planes, header.cells, header.hidden);
         let expected = p * c * h + h + c * h + c + h + 1;
         if payload.len() != expected * 4 {
@@ -348,7 +355,7 @@ mod tests {
         let mut full = vec![0.0; 16];
         m.accumulate(&cells, 1, &mut full);
         let mut inc = vec![0.0; 16];
-        m.accumulate(&vec![-1i8; 64], 1, &mut inc);
+        m.accumulate(&[-1i8; 64], 1, &mut inc);
         m.add_feature(&mut inc, m.feature(0, 1, 5), 1.0);
         m.add_feature(&mut inc, m.feature(2, 1, 9), 1.0);
         for (a, b) in full.iter().zip(&inc) {

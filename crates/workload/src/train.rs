@@ -520,9 +520,26 @@ fn finish(
     })
 }
 
+fn validate(args: &TrainArgs) -> Result<(), WorkloadError> {
+    if args.hidden == 0 || args.hidden > 4096 {
+        return Err(WorkloadError::Invalid(format!(
+            "--hidden must be 1..=4096, got {}",
+            args.hidden
+        )));
+    }
+    if !(args.lr > 0.0 && args.lr < 1.0) {
+        return Err(WorkloadError::Invalid(format!(
+            "--lr must be in (0, 1), got {}",
+            args.lr
+        )));
+    }
+    Ok(())
+}
+
 /// Trains from NPZ files and writes a versioned model file.
 pub fn train(args: &TrainArgs) -> Result<TrainReport, WorkloadError> {
     let started = Instant::now();
+    validate(args)?;
     let ds = load_data(args.config, &args.data)?;
     let cells = Geometry::new(args.config).cells();
     let (model, generation, parent) = starting_model(args, cells)?;
