@@ -29,7 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use store::{Durability, Store};
+use store::{Durability, Store, router_now_ms};
 use tokio::sync::watch;
 
 pub const INFO: DaemonInfo = DaemonInfo { name: "event_router", about: "Durable gRPC event bus (publish, subscribe, ack, dead letters)" };
@@ -116,6 +116,8 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         return Ok(());
     }
     spawn_retention(broker.clone(), Duration::from_secs_f64(cfg.retention_interval_s), ctx.shutdown.clone());
+    let hb = ctx.settings.get::<f64>("heartbeat_interval_s").ok().flatten().unwrap_or(10.0).max(0.05);
+    spawn_heartbeat(broker.clone(), ctx.node.clone(), Duration::from_secs_f64(hb), ctx.shutdown.clone());
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ringrift_proto::FILE_DESCRIPTOR_SET)
@@ -166,6 +168,37 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     }
     tracing::info!("event router stopped");
     Ok(())
+}
+
+/// The router's own DAEMON_HEARTBEAT, written straight into its log.
+fn spawn_heartbeat(broker: Arc<Broker>, node: String, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    use ringrift_proto::wire;
+    let started = std::time::Instant::now();
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = t.tick() => {}
+            }
+            let consumers = broker.consumer_stats();
+            let max_lag = consumers.iter().map(|c| c.lag).max().unwrap_or(0);
+            let health = wire::HealthCheckResult {
+                healthy: true,
+                status: wire::HealthStatus::Running as i32,
+                message: format!("head {} with {} consumers", broker.head(), consumers.len()),
+                details: [("head_seq".to_owned(), broker.head().to_string()), ("max_consumer_lag".to_owned(), max_lag.to_string())].into_iter().collect(),
+            };
+            let hb = wire::DaemonHeartbeat { daemon: "event_router".into(), pid: std::process::id(), node: node.clone(), uptime_s: started.elapsed().as_secs_f64(), health: Some(health) };
+            let mut ev = ringrift_proto::Event::new(wire::event::Payload::DaemonHeartbeat(hb));
+            ev.source = format!("event_router@{node}");
+            ev.id = format!("hb:event_router:{}:{}", std::process::id(), router_now_ms());
+            ev.time_unix_ms = router_now_ms();
+            if let Err(e) = broker.publish(vec![ev]).await {
+                tracing::warn!(error = %e, "router heartbeat not stored");
+            }
+        }
+    });
 }
 
 fn spawn_retention(broker: Arc<Broker>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {

@@ -268,11 +268,14 @@ impl Handler for HealthServer {
             }
             Payload::DaemonStarted(l) => {
                 let d = st.daemons.entry(l.daemon.clone()).or_default();
+                // The new process may have sent its first heartbeat before this event.
+                if d.pid != l.pid {
+                    d.last_heartbeat_unix_ms = 0;
+                    d.health = None;
+                }
                 d.up = true;
                 d.pid = l.pid;
                 d.restarts = l.restarts;
-                d.last_heartbeat_unix_ms = 0;
-                d.health = None;
                 d.last_event = "started".into();
             }
             Payload::DaemonStopped(l) | Payload::DaemonFailed(l) => {
