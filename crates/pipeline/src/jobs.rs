@@ -1,0 +1,252 @@
+//! Workload jobs as the daemons see them: a [`Jobs`] trait (so tests inject a fake) and
+//! [`RunnerJobs`], which renders the command template of the job kind (`[jobs]` in
+//! ringrift.toml; defaults run the embedded `ringrift-job` beside the daemon binary) and
+//! runs it through the job runner: own process group, timeout, PID table that survives
+//! restarts (a restarted daemon adopts its running job instead of starting a second
+//! one), log file, JSON result file.
+//!
+//! On a GPU cluster the templates point at the Python/PyTorch scripts; they must accept
+//! the same placeholders and write the same result JSON.
+
+use job_runner::{CommandTemplate, JobRunner, JobSpec, Started};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The kinds of job the loop runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Selfplay,
+    Export,
+    Train,
+    Evaluate,
+    Distill,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Selfplay => "selfplay",
+            JobKind::Export => "export",
+            JobKind::Train => "train",
+            JobKind::Evaluate => "evaluate",
+            JobKind::Distill => "distill",
+        }
+    }
+}
+
+/// One job to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRequest {
+    pub kind: JobKind,
+    /// At most one job per key runs at a time, across daemon restarts (e.g. `train:hex8_2p`).
+    pub key: String,
+    /// Template placeholders (`config_key`, `games`, `output`, ...).
+    pub vars: BTreeMap<String, String>,
+    /// Extra arguments appended after the rendered template (optional flags).
+    pub extra: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl JobRequest {
+    pub fn new(kind: JobKind, key: impl Into<String>, timeout: Duration) -> Self {
+        JobRequest { kind, key: key.into(), vars: BTreeMap::new(), extra: Vec::new(), timeout }
+    }
+    pub fn var(mut self, k: &str, v: impl ToString) -> Self {
+        self.vars.insert(k.to_owned(), v.to_string());
+        self
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.extra.push(a.into());
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobFailure {
+    #[error("{kind} job {key}: {message}")]
+    Failed { kind: &'static str, key: String, message: String },
+    #[error("job {0}: bad template: {1}")]
+    Template(String, String),
+}
+
+/// Runs jobs; `Ok` is the job's JSON result document.
+#[async_trait::async_trait]
+pub trait Jobs: Send + Sync {
+    async fn run(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure>;
+}
+
+/// `[jobs]` in ringrift.toml: one command template per kind.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobTemplates {
+    pub selfplay: String,
+    pub export: String,
+    pub train: String,
+    pub evaluate: String,
+    pub distill: String,
+    /// Where `{bin}` points; default: the directory of the running daemon.
+    pub bin: Option<PathBuf>,
+}
+
+impl Default for JobTemplates {
+    fn default() -> Self {
+        let j = "{bin}/ringrift-job --home {home} --quiet --result {result}";
+        JobTemplates {
+            selfplay: format!("{j} selfplay --config {{config_key}} --games {{games}}"),
+            export: format!("{j} export --config {{config_key}} --since {{since}} --output {{output}}"),
+            train: format!("{j} train --config {{config_key}} --data {{data}} --output {{output}}"),
+            evaluate: format!("{j} evaluate --config {{config_key}} --model {{model}}"),
+            distill: format!("{j} distill --config {{config_key}} --teacher {{teacher}} --data {{data}} --output {{output}}"),
+            bin: None,
+        }
+    }
+}
+
+/// Placeholders a template may use.
+pub const PLACEHOLDERS: &[&str] = &["home", "bin", "result", "log", "config_key", "games", "since", "output", "data", "model", "teacher", "script"];
+
+/// Jobs run by the job runner from templates.
+#[derive(Clone)]
+pub struct RunnerJobs {
+    runner: JobRunner,
+    templates: Arc<BTreeMap<JobKind, CommandTemplate>>,
+    home: PathBuf,
+    bin: PathBuf,
+}
+
+impl RunnerJobs {
+    /// Parses the templates (a bad one is a configuration error) and opens the PID table
+    /// `data/jobs.db` under `home`.
+    pub fn new(home: &Path, t: &JobTemplates) -> anyhow::Result<RunnerJobs> {
+        let mut templates = BTreeMap::new();
+        for (k, s) in [(JobKind::Selfplay, &t.selfplay), (JobKind::Export, &t.export), (JobKind::Train, &t.train), (JobKind::Evaluate, &t.evaluate), (JobKind::Distill, &t.distill)] {
+            let tpl = CommandTemplate::parse(s).map_err(|e| anyhow::anyhow!("jobs.{}: {e}", k.as_str()))?;
+            // Render once with every placeholder the daemons supply, so a typo or an
+            // unmatched brace fails at start-up, not at the first job.
+            let probe: BTreeMap<String, String> = PLACEHOLDERS.iter().map(|p| ((*p).to_owned(), "x".to_owned())).collect();
+            tpl.render(&probe).map_err(|e| anyhow::anyhow!("jobs.{}: {e}", k.as_str()))?;
+            templates.insert(k, tpl);
+        }
+        let bin = match &t.bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        };
+        std::fs::create_dir_all(home.join("data"))?;
+        let runner = JobRunner::open(&home.join("data/jobs.db"))?;
+        Ok(RunnerJobs { runner, templates: Arc::new(templates), home: home.to_owned(), bin })
+    }
+
+    /// From the `[jobs]` section of the daemon's settings.
+    pub fn from_ctx(ctx: &handler_base::Context) -> anyhow::Result<RunnerJobs> {
+        let t: JobTemplates = ctx.settings.section("jobs")?;
+        RunnerJobs::new(&ctx.home, &t)
+    }
+}
+
+#[async_trait::async_trait]
+impl Jobs for RunnerJobs {
+    async fn run(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
+        let kind = req.kind.as_str();
+        let fail = |m: String| JobFailure::Failed { kind, key: req.key.clone(), message: m };
+        let template = self.templates.get(&req.kind).ok_or_else(|| JobFailure::Template(req.key.clone(), "no template".into()))?;
+        let mut argv = template.argv().to_vec();
+        argv.extend(req.extra.iter().cloned());
+        let template = CommandTemplate::new(argv).map_err(|e| JobFailure::Template(req.key.clone(), e.to_string()))?;
+        let mut vars = req.vars.clone();
+        vars.insert("home".into(), self.home.display().to_string());
+        vars.insert("bin".into(), self.bin.display().to_string());
+        let safe_key = req.key.replace([':', '/'], "_");
+        let stamp = ringrift_store::now_ms();
+        let spec = JobSpec {
+            job_key: req.key.clone(),
+            kind: kind.to_owned(),
+            template,
+            vars,
+            timeout: req.timeout,
+            log_path: self.home.join("logs/jobs").join(format!("{safe_key}-{stamp}.log")),
+            result_path: Some(self.home.join("run/jobs").join(format!("{safe_key}-{stamp}.json"))),
+            workdir: None,
+            env: Vec::new(),
+        };
+        let runner = self.runner.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<job_runner::JobOutcome, String> {
+            for d in [spec.log_path.parent(), spec.result_path.as_deref().and_then(Path::parent)].into_iter().flatten() {
+                std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+            }
+            let started = runner.start(&spec).map_err(|e| e.to_string())?;
+            if let Started::AlreadyRunning(h) = &started {
+                tracing::info!(job = %h.job_id, key = %h.job_key, pid = h.pid, "adopting the job already running for this key");
+            }
+            runner.wait(started.handle()).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(fail)?;
+        outcome.into_result().map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// A scripted [`Jobs`] for tests: records requests, answers from a closure.
+pub struct FakeJobs {
+    pub calls: std::sync::Mutex<Vec<JobRequest>>,
+    answer: Box<dyn Fn(&JobRequest) -> Result<serde_json::Value, String> + Send + Sync>,
+}
+
+impl FakeJobs {
+    pub fn new(answer: impl Fn(&JobRequest) -> Result<serde_json::Value, String> + Send + Sync + 'static) -> Arc<FakeJobs> {
+        Arc::new(FakeJobs { calls: std::sync::Mutex::new(Vec::new()), answer: Box::new(answer) })
+    }
+    pub fn calls(&self) -> Vec<JobRequest> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Jobs for FakeJobs {
+    async fn run(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(req.clone());
+        (self.answer)(&req).map_err(|m| JobFailure::Failed { kind: req.kind.as_str(), key: req.key.clone(), message: m })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runner_jobs_render_the_template_and_read_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = JobTemplates {
+            export: "sh -c {script} x {result} {config_key}".into(),
+            ..Default::default()
+        };
+        let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
+        let req = JobRequest::new(JobKind::Export, "export:hex8_2p", Duration::from_secs(30))
+            .var("config_key", "hex8_2p")
+            .var("script", "printf '{\"rows\": 3, \"cfg\": \"%s\"}' \"$2\" > \"$1\"");
+        let v = jobs.run(req).await.unwrap();
+        assert_eq!(v["rows"], 3);
+        assert_eq!(v["cfg"], "hex8_2p");
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = JobTemplates { train: "sh -c {script}".into(), ..Default::default() };
+        let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
+        let req = JobRequest::new(JobKind::Train, "train:hex8_2p", Duration::from_secs(30)).var("script", "exit 3");
+        let err = jobs.run(req).await.unwrap_err().to_string();
+        assert!(err.contains("train:hex8_2p"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_template_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = JobTemplates { train: "run {unclosed".into(), ..Default::default() };
+        let err = RunnerJobs::new(dir.path(), &t).err().unwrap().to_string();
+        assert!(err.contains("jobs.train"), "{err}");
+    }
+}

@@ -1,0 +1,25 @@
+//! Shared pieces of the training-loop daemons (auto_export, training_trigger,
+//! continuous_training_loop, evaluation, unified_promotion, ...): running workload jobs
+//! through command templates ([`jobs`]), persisted decision state ([`state`]), leased
+//! work-queue claims ([`claim`]) and which config keys a daemon works on ([`configs`]).
+//! Policy stays in the daemon crates.
+
+pub mod claim;
+pub mod jobs;
+pub mod state;
+
+use handler_base::Context;
+use ringrift_store::ConfigKey;
+
+/// The config keys this daemon works on: `--configs`, else `pipeline.configs`
+/// (comma-separated), else `hex8_2p`. An invalid key is a configuration error.
+pub fn configs(ctx: &Context) -> anyhow::Result<Vec<ConfigKey>> {
+    let raw: Vec<String> = if !ctx.configs.is_empty() {
+        ctx.configs.clone()
+    } else if let Some(s) = ctx.settings.string("pipeline.configs") {
+        s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect()
+    } else {
+        vec!["hex8_2p".to_owned()]
+    };
+    raw.iter().map(|k| k.parse::<ConfigKey>().map_err(|e| anyhow::anyhow!("config key {k:?}: {e}"))).collect()
+}
