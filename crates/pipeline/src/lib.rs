@@ -5,6 +5,7 @@
 //! Policy stays in the daemon crates.
 
 pub mod claim;
+pub mod emit;
 pub mod jobs;
 pub mod state;
 

@@ -1,0 +1,175 @@
+//! `auto_export`: when a config has at least `threshold` (500) games past its export
+//! watermark, runs the export job and publishes NPZ_EXPORT_COMPLETED (path, rows,
+//! SHA-256, watermark). Checks on NEW_GAMES_AVAILABLE / SELFPLAY_COMPLETED and every cycle.
+//!
+//! Restart safety: the watermark is persisted only after the event is acked; a crash in
+//! between repeats the export of the same games, whose event carries the same id
+//! (`npz:<config>:<watermark>`) and is deduplicated, and training_trigger refuses data
+//! that is not newer than what it already queued.
+
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_pipeline::emit::{Emit, event};
+use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_pipeline::state::StateStore;
+use ringrift_proto::{EventType, wire};
+use ringrift_store::{ConfigKey, paths};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const INFO: DaemonInfo = DaemonInfo { name: "auto_export", about: "Export NPZ when new games reach the threshold" };
+
+/// `[auto_export]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    pub threshold: u64,
+    pub timeout_s: f64,
+    pub cycle_interval_s: f64,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig { threshold: 500, timeout_s: 1800.0, cycle_interval_s: 60.0 }
+    }
+}
+
+/// Counts games past a watermark (DI seam; the real one reads the game store).
+#[async_trait::async_trait]
+pub trait Games: Send + Sync {
+    /// (games after `watermark`, highest seq).
+    async fn since(&self, config: ConfigKey, watermark: i64) -> anyhow::Result<(u64, i64)>;
+}
+
+pub struct StoreGames(pub PathBuf);
+
+#[async_trait::async_trait]
+impl Games for StoreGames {
+    async fn since(&self, config: ConfigKey, watermark: i64) -> anyhow::Result<(u64, i64)> {
+        let db = paths::game_db(&self.0, config);
+        Ok(tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, i64)> {
+            if !db.exists() {
+                return Ok((0, watermark));
+            }
+            let s = ringrift_store::games::GameStore::open(&db)?;
+            Ok((s.count_since(watermark)?, s.max_seq()?))
+        })
+        .await??)
+    }
+}
+
+/// Persisted per config.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExportState {
+    pub watermark: i64,
+    pub exports: u64,
+    pub last_npz: String,
+    pub last_sha256: String,
+}
+
+pub struct Exporter {
+    pub cfg: ExportConfig,
+    pub configs: Vec<ConfigKey>,
+    pub home: PathBuf,
+    pub jobs: Arc<dyn Jobs>,
+    pub games: Arc<dyn Games>,
+    pub state: StateStore,
+    status: Mutex<BTreeMap<String, String>>,
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Exporter {
+    pub fn new(cfg: ExportConfig, configs: Vec<ConfigKey>, home: PathBuf, jobs: Arc<dyn Jobs>, games: Arc<dyn Games>, state: StateStore) -> Self {
+        Exporter { cfg, configs, home, jobs, games, state, status: Mutex::new(BTreeMap::new()), busy: tokio::sync::Mutex::new(()) }
+    }
+
+    fn note(&self, config: ConfigKey, s: String) {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).insert(config.to_string(), s);
+    }
+
+    /// Checks every config; exports those past the threshold.
+    pub async fn check_all(&self, emit: &dyn Emit) -> anyhow::Result<()> {
+        let _one_at_a_time = self.busy.lock().await;
+        for &c in &self.configs {
+            self.check(c, emit).await?;
+        }
+        Ok(())
+    }
+
+    async fn check(&self, config: ConfigKey, emit: &dyn Emit) -> anyhow::Result<()> {
+        let key = config.to_string();
+        let mut st: ExportState = self.state.get(&key).await?.unwrap_or_default();
+        let (n, _) = self.games.since(config, st.watermark).await?;
+        if n < self.cfg.threshold {
+            self.note(config, format!("{n}/{} new games since watermark {}", self.cfg.threshold, st.watermark));
+            return Ok(());
+        }
+        let output = paths::training_dir(&self.home).join(format!("{config}_after{}.npz", st.watermark));
+        tracing::info!(%config, new_games = n, watermark = st.watermark, "exporting: new games reached the threshold");
+        let req = JobRequest::new(JobKind::Export, format!("export:{config}"), Duration::from_secs_f64(self.cfg.timeout_s))
+            .var("config_key", config)
+            .var("since", st.watermark)
+            .var("output", output.display());
+        let r = self.jobs.run(req).await?;
+        let rows = r["rows"].as_u64().unwrap_or(0);
+        let games = r["games"].as_u64().unwrap_or(0);
+        let max_seq = r["max_seq"].as_i64().ok_or_else(|| anyhow::anyhow!("export result has no max_seq: {r}"))?;
+        let path = r["output"].as_str().map(PathBuf::from).unwrap_or(output);
+        if rows == 0 || max_seq <= st.watermark {
+            self.note(config, format!("export after {} produced no rows", st.watermark));
+            return Ok(());
+        }
+        let p2 = path.clone();
+        let (sha, _) = tokio::task::spawn_blocking(move || ringrift_store::manifest::hash_file(&p2)).await??;
+        let payload = wire::NpzExportCompleted { path: path.display().to_string(), rows, sha256: sha.clone(), games, watermark: max_seq };
+        emit.emit(event(wire::event::Payload::NpzExportCompleted(payload), format!("npz:{config}:{max_seq}"), &key)).await?;
+        st.watermark = max_seq;
+        st.exports += 1;
+        st.last_npz = path.display().to_string();
+        st.last_sha256 = sha;
+        self.state.put(&key, &st).await?;
+        tracing::info!(%config, rows, games, watermark = max_seq, npz = %st.last_npz, "NPZ_EXPORT_COMPLETED");
+        self.note(config, format!("exported {rows} rows up to {max_seq}"));
+        Ok(())
+    }
+}
+
+pub struct AutoExport(pub Exporter);
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: ExportConfig = ctx.settings.section("auto_export")?;
+    anyhow::ensure!(cfg.threshold > 0, "auto_export.threshold must be > 0");
+    anyhow::ensure!(cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0, "auto_export timeouts must be > 0");
+    let configs = ringrift_pipeline::configs(ctx)?;
+    let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
+    let state = StateStore::open(&ctx.home, INFO.name)?;
+    let games = Arc::new(StoreGames(ctx.home.clone()));
+    Ok(Arc::new(AutoExport(Exporter::new(cfg, configs, ctx.home.clone(), jobs, games, state))))
+}
+
+#[async_trait::async_trait]
+impl Handler for AutoExport {
+    fn cycle_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
+    }
+    fn subscriptions(&self) -> Vec<EventType> {
+        vec![EventType::NewGamesAvailable, EventType::SelfplayCompleted]
+    }
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        self.0.check_all(&ctx.publisher).await
+    }
+    async fn handle_event(&self, ctx: &Context, _ev: &ringrift_proto::Event) -> anyhow::Result<()> {
+        self.0.check_all(&ctx.publisher).await
+    }
+    fn health_check(&self) -> HealthCheckResult {
+        let mut h = HealthCheckResult::running(format!("threshold {} games", self.0.cfg.threshold));
+        for (k, v) in self.0.status.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            h = h.detail(k.clone(), v);
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests;

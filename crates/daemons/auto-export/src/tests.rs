@@ -1,0 +1,88 @@
+//! auto_export decisions with fake jobs and a fake game count.
+
+use super::*;
+use ringrift_pipeline::emit::Recorder;
+use ringrift_pipeline::jobs::FakeJobs;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+struct FakeGames(AtomicI64);
+
+#[async_trait::async_trait]
+impl Games for FakeGames {
+    async fn since(&self, _c: ConfigKey, wm: i64) -> anyhow::Result<(u64, i64)> {
+        let max = self.0.load(Ordering::SeqCst);
+        Ok(((max - wm).max(0) as u64, max))
+    }
+}
+
+fn setup(dir: &std::path::Path, max_seq: i64) -> (Exporter, Arc<FakeJobs>, Arc<FakeGames>) {
+    let games = Arc::new(FakeGames(AtomicI64::new(max_seq)));
+    let g2 = games.clone();
+    let jobs = FakeJobs::new(move |req| {
+        let out = req.vars["output"].clone();
+        std::fs::create_dir_all(std::path::Path::new(&out).parent().unwrap()).unwrap();
+        std::fs::write(&out, b"npz bytes").unwrap();
+        let max = g2.0.load(Ordering::SeqCst);
+        let since: i64 = req.vars["since"].parse().unwrap();
+        Ok(serde_json::json!({"rows": (max - since) * 10, "games": max - since, "max_seq": max, "output": out}))
+    });
+    let cfg = ExportConfig { threshold: 100, ..Default::default() };
+    let state = StateStore::open(dir, "auto_export").unwrap();
+    let e = Exporter::new(cfg, vec!["hex8_2p".parse().unwrap()], dir.to_owned(), jobs.clone(), games.clone(), state);
+    (e, jobs, games)
+}
+
+#[tokio::test]
+async fn below_threshold_nothing_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, jobs, _) = setup(dir.path(), 99);
+    let rec = Recorder::default();
+    e.check_all(&rec).await.unwrap();
+    assert!(jobs.calls().is_empty() && rec.events().is_empty());
+}
+
+#[tokio::test]
+async fn at_threshold_exports_once_and_advances_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, jobs, games) = setup(dir.path(), 150);
+    let rec = Recorder::default();
+    e.check_all(&rec).await.unwrap();
+    e.check_all(&rec).await.unwrap();
+    assert_eq!(jobs.calls().len(), 1, "second check sees no new games");
+    let evs = rec.events();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].id, "npz:hex8_2p:150");
+    let wire::event::Payload::NpzExportCompleted(p) = &evs[0].payload else { panic!() };
+    assert_eq!((p.rows, p.watermark, p.sha256.len()), (1500, 150, 64));
+    games.0.store(260, Ordering::SeqCst);
+    e.check_all(&rec).await.unwrap();
+    assert_eq!(jobs.calls()[1].vars["since"], "150");
+}
+
+#[tokio::test]
+async fn a_restart_before_the_watermark_was_saved_repeats_with_the_same_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _, _) = setup(dir.path(), 150);
+    let rec = Recorder::default();
+    e.check_all(&rec).await.unwrap();
+    // Simulate a crash after the ack but before the state write: forget the state.
+    e.state.put("hex8_2p", &ExportState::default()).await.unwrap();
+    let (e2, _, _) = setup(dir.path(), 150);
+    e2.check_all(&rec).await.unwrap();
+    let ids: Vec<String> = rec.events().iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, vec!["npz:hex8_2p:150", "npz:hex8_2p:150"], "same id: the router dedups the repeat");
+}
+
+#[tokio::test]
+async fn a_failed_export_does_not_move_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let games = Arc::new(FakeGames(AtomicI64::new(500)));
+    let jobs = FakeJobs::new(|_| Err("disk full".into()));
+    let state = StateStore::open(dir.path(), "auto_export").unwrap();
+    let e = Exporter::new(ExportConfig { threshold: 10, ..Default::default() }, vec!["hex8_2p".parse().unwrap()], dir.path().to_owned(), jobs, games, state);
+    let rec = Recorder::default();
+    let err = e.check_all(&rec).await.unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(e.state.get::<ExportState>("hex8_2p").await.unwrap(), None);
+    assert!(rec.events().is_empty());
+}
