@@ -82,6 +82,9 @@ pub struct SelfplayCmd {
     pub explore_plies: usize,
     #[arg(long, default_value_t = 0.25)]
     pub noise: f64,
+    /// Fraction of games where one seat is the heuristic (sparring), 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    pub sparring: f64,
     /// Game store to write (default data/games/{config}.db).
     #[arg(long)]
     pub db: Option<PathBuf>,
@@ -211,6 +214,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 threads: c.threads,
                 db: a.db,
                 source_node: node,
+                sparring_fraction: a.sparring,
                 quiet: c.quiet,
             })
             .context("selfplay")?;

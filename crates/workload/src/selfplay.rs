@@ -4,7 +4,7 @@
 use crate::WorkloadError;
 use crate::game::{Geometry, State};
 use crate::model::Model;
-use crate::players::{ModelPlayer, SearchConfig};
+use crate::players::{HeuristicPlayer, ModelPlayer, Player, SearchConfig};
 use crate::progress::Progress;
 use crate::rng::Rng;
 use ringrift_store::games::{GameRecord, GameStore};
@@ -32,6 +32,8 @@ pub struct SelfplayArgs {
     /// Game store to write; default `data/games/{config}.db` under `home`.
     pub db: Option<PathBuf>,
     pub source_node: String,
+    /// Fraction of games in which one random seat is the heuristic (sparring games).
+    pub sparring_fraction: f64,
     pub quiet: bool,
 }
 
@@ -80,11 +82,16 @@ pub fn load_model(
 }
 
 /// Plays one selfplay game and turns it into a record.
+///
+/// With `sparring_seat`, that seat is played by the heuristic instead (a sparring game:
+/// the model learns to defend against and exploit a fixed, competent attacker). Its
+/// plies still get the model's searched distribution as policy target.
 pub fn play_selfplay_game(
     geo: &Arc<Geometry>,
     player: &mut ModelPlayer,
     rng: &mut Rng,
     source_node: &str,
+    sparring_seat: Option<u8>,
 ) -> GameRecord {
     let mut s = State::new(geo.clone());
     let mut policy = Vec::new();
@@ -92,7 +99,11 @@ pub fn play_selfplay_game(
     while !s.done {
         let a = player.analyse(&s);
         let target = a.distribution(player.config.target_temperature);
-        let c = player.pick(&a, s.moves.len(), rng);
+        let c = if sparring_seat == Some(s.to_move) {
+            HeuristicPlayer.choose(&s, rng)
+        } else {
+            player.pick(&a, s.moves.len(), rng)
+        };
         let mut sparse: Vec<(u16, f32)> = a
             .moves
             .iter()
@@ -109,10 +120,14 @@ pub fn play_selfplay_game(
         s.play_unchecked(c);
     }
     let n = usize::from(geo.config.players());
+    let mut players = vec![player_name(player); n];
+    if let Some(seat) = sparring_seat.and_then(|seat| players.get_mut(usize::from(seat))) {
+        *seat = ringrift_store::elo::HEURISTIC_ID.to_string();
+    }
     GameRecord {
         game_id: uuid::Uuid::new_v4().to_string(),
         config_key: geo.config,
-        players: vec![player_name(player); n],
+        players,
         winner: s.winner,
         // The quality score is how often the move played was one the search itself
         // preferred (mean target probability of the chosen move): low for noisy games.
@@ -125,7 +140,6 @@ pub fn play_selfplay_game(
 }
 
 fn player_name(p: &ModelPlayer) -> String {
-    use crate::players::Player;
     p.name().to_string()
 }
 
@@ -133,6 +147,11 @@ fn player_name(p: &ModelPlayer) -> String {
 pub fn selfplay(args: &SelfplayArgs) -> Result<SelfplayReport, WorkloadError> {
     if args.games == 0 {
         return Err(WorkloadError::Invalid("--games must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&args.sparring_fraction) {
+        return Err(WorkloadError::Invalid(
+            "--sparring must be between 0 and 1".into(),
+        ));
     }
     if args.search.depth == 0 {
         return Err(WorkloadError::Invalid("--depth must be at least 1".into()));
@@ -169,11 +188,14 @@ pub fn selfplay(args: &SelfplayArgs) -> Result<SelfplayReport, WorkloadError> {
                     let mut all = Vec::new();
                     let mut batch = Vec::new();
                     while next.fetch_add(1, Ordering::Relaxed) < args.games as u64 {
+                        let sparring = (rng.f64() < args.sparring_fraction)
+                            .then(|| rng.below(geo.players()) as u8);
                         batch.push(play_selfplay_game(
                             &geo,
                             &mut player,
                             &mut rng,
                             &args.source_node,
+                            sparring,
                         ));
                         if batch.len() >= 25 {
                             store.insert_games(&batch)?;

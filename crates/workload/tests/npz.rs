@@ -26,6 +26,7 @@ fn numpy_loads_exported_npz() {
         threads: 1,
         db: None,
         source_node: "test".into(),
+        sparring_fraction: 0.0,
         quiet: true,
     })
     .expect("selfplay");
