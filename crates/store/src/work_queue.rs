@@ -223,6 +223,11 @@ pub trait WorkQueue: Send + Sync {
     fn requeue_expired(&self) -> Result<usize, StoreError>;
     fn depth(&self) -> Result<QueueDepth, StoreError>;
     fn get(&self, item_id: &str) -> Result<Option<WorkItem>, StoreError>;
+    /// Items `worker` holds now (a restarted worker resumes them instead of waiting for
+    /// their leases to expire).
+    fn held_by(&self, worker: &str) -> Result<Vec<WorkItem>, StoreError>;
+    /// Pending and claimed items of `kind` (and `config`, when given), oldest first.
+    fn open_items(&self, kind: WorkKind, config: Option<ConfigKey>) -> Result<Vec<WorkItem>, StoreError>;
 }
 
 /// The SQLite work queue. Cheap to clone; clones share one connection. Several
@@ -545,6 +550,38 @@ impl WorkQueue for SqliteWorkQueue {
             Some(row) => Ok(Some(self.item_from_row(row)?)),
             None => Ok(None),
         }
+    }
+
+    fn held_by(&self, worker: &str) -> Result<Vec<WorkItem>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {ITEM_COLUMNS} FROM work_items WHERE status = 'claimed' AND claimed_by = ?1 ORDER BY created_at"
+            ))
+            .ctx(self.path())?;
+        let mut rows = stmt.query([worker]).ctx(self.path())?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().ctx(self.path())? {
+            out.push(self.item_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    fn open_items(&self, kind: WorkKind, config: Option<ConfigKey>) -> Result<Vec<WorkItem>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {ITEM_COLUMNS} FROM work_items WHERE status IN ('pending', 'claimed') AND kind = ?1 \
+                 AND (?2 IS NULL OR config_key = ?2) ORDER BY created_at"
+            ))
+            .ctx(self.path())?;
+        let cfg = config.map(|c| c.to_string());
+        let mut rows = stmt.query(rusqlite::params![kind.as_str(), cfg]).ctx(self.path())?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().ctx(self.path())? {
+            out.push(self.item_from_row(row)?);
+        }
+        Ok(out)
     }
 }
 
