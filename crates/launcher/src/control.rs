@@ -127,7 +127,7 @@ pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener, shutdown:
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move { shutdown.cancelled().await })
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async move { shutdown.cancelled().await })
         .await?;
     Ok(())
 }

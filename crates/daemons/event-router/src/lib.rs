@@ -154,7 +154,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             shutdown.cancelled().await;
             // End the subscription streams so the graceful shutdown can finish.
             closing.cancel();

@@ -1,0 +1,174 @@
+//! `continuous_training_loop`: claims training items from the work queue and runs the
+//! train job, publishing TRAINING_STARTED, then TRAINING_COMPLETED or TRAINING_FAILED.
+//!
+//! No duplicate training of the same data: the watermark of the last trained data is
+//! persisted per config and an item whose data is not newer is completed as stale
+//! without training; the train job's key (`train:<config>`) lets a restarted daemon
+//! adopt a job still running from before its crash. A restarted daemon first resumes
+//! the items it still holds (`held_by`) instead of waiting for their leases to expire.
+
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_pipeline::claim;
+use ringrift_pipeline::emit::{Emit, event};
+use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_pipeline::state::StateStore;
+use ringrift_proto::wire;
+use ringrift_store::work_queue::{SqliteWorkQueue, WorkItem, WorkKind, WorkQueue};
+use ringrift_store::{ConfigKey, paths};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const INFO: DaemonInfo = DaemonInfo { name: "continuous_training_loop", about: "Claim training items and run training jobs" };
+
+/// `[continuous_training_loop]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoopConfig {
+    pub lease_s: f64,
+    pub timeout_s: f64,
+    pub cycle_interval_s: f64,
+    /// Extra arguments for the train job (e.g. `["--epochs", "8"]`).
+    pub train_args: Vec<String>,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig { lease_s: 300.0, timeout_s: 3600.0, cycle_interval_s: 2.0, train_args: Vec::new() }
+    }
+}
+
+/// Persisted per config.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Trained {
+    pub watermark: i64,
+    pub generation: u32,
+    pub last_model: String,
+}
+
+pub struct Trainer {
+    pub cfg: LoopConfig,
+    pub worker: String,
+    pub home: PathBuf,
+    pub queue: Arc<dyn WorkQueue>,
+    pub jobs: Arc<dyn Jobs>,
+    pub state: StateStore,
+    status: Mutex<String>,
+}
+
+impl Trainer {
+    pub fn new(cfg: LoopConfig, worker: String, home: PathBuf, queue: Arc<dyn WorkQueue>, jobs: Arc<dyn Jobs>, state: StateStore) -> Self {
+        Trainer { cfg, worker, home, queue, jobs, state, status: Mutex::new("idle".into()) }
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_secs_f64(self.cfg.lease_s)
+    }
+
+    /// Resumes held items, else claims one; trains it. Returns whether it did work.
+    pub async fn step(&self, emit: &dyn Emit) -> anyhow::Result<bool> {
+        let (q, w) = (self.queue.clone(), self.worker.clone());
+        let held = tokio::task::spawn_blocking(move || q.held_by(&w)).await??;
+        let item = match held.into_iter().find(|i| i.kind == WorkKind::Training) {
+            Some(i) => {
+                tracing::info!(item = %i.item_id, "resuming a training item held before a restart");
+                i
+            }
+            None => match claim::claim(&self.queue, &self.worker, &[WorkKind::Training], self.lease()).await? {
+                Some(i) => i,
+                None => return Ok(false),
+            },
+        };
+        let outcome = claim::run_leased(&self.queue, &self.worker, &item, self.lease(), async { self.train(&item, emit).await.map_err(|e| format!("{e:#}")) }).await?;
+        if let Err(e) = outcome {
+            let config = item.config_key.map(|c| c.to_string()).unwrap_or_default();
+            let p = wire::TrainingFailed { run_id: item.item_id.clone(), error: e.clone(), npz_path: item.payload["npz_path"].as_str().unwrap_or("").into() };
+            emit.emit(event(wire::event::Payload::TrainingFailed(p), format!("train-failed:{}:{}", item.item_id, item.attempts), &config)).await?;
+            tracing::error!(item = %item.item_id, error = %e, "training failed");
+        }
+        Ok(true)
+    }
+
+    async fn train(&self, item: &WorkItem, emit: &dyn Emit) -> anyhow::Result<serde_json::Value> {
+        let config: ConfigKey = item.config_key.ok_or_else(|| anyhow::anyhow!("training item {} has no config key", item.item_id))?;
+        let key = config.to_string();
+        let npz = item.payload["npz_path"].as_str().ok_or_else(|| anyhow::anyhow!("training item {} has no npz_path", item.item_id))?.to_owned();
+        let watermark = item.payload["watermark"].as_i64().ok_or_else(|| anyhow::anyhow!("training item {} has no watermark", item.item_id))?;
+        let npz_sha = item.payload["npz_sha256"].as_str().unwrap_or("").to_owned();
+        let mut st: Trained = self.state.get(&key).await?.unwrap_or_default();
+        if watermark <= st.watermark {
+            tracing::warn!(%config, item = %item.item_id, watermark, trained = st.watermark, "data already trained on; completing the item without training");
+            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("skipped stale item {}", item.item_id);
+            return Ok(serde_json::json!({"skipped": "data not newer than the last training"}));
+        }
+        let generation = st.generation + 1;
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("training {config} generation {generation}");
+        let started = wire::TrainingStarted { run_id: item.item_id.clone(), npz_path: npz.clone(), npz_sha256: npz_sha.clone(), samples: item.payload["rows"].as_u64().unwrap_or(0) };
+        emit.emit(event(wire::event::Payload::TrainingStarted(started), format!("train-start:{}", item.item_id), &key)).await?;
+        let output = paths::models_dir(&self.home).join(key.as_str()).join(format!("gen{generation:04}_w{watermark}.rrm"));
+        let mut req = JobRequest::new(JobKind::Train, format!("train:{config}"), Duration::from_secs_f64(self.cfg.timeout_s))
+            .var("config_key", config)
+            .var("data", &npz)
+            .var("output", output.display())
+            .arg("--generation")
+            .arg(generation.to_string());
+        let canonical = paths::models_dir(&self.home).join(format!("canonical_{config}.rrm"));
+        if canonical.exists() {
+            req = req.arg("--init").arg(canonical.display().to_string());
+        }
+        for a in &self.cfg.train_args {
+            req = req.arg(a.clone());
+        }
+        let t0 = std::time::Instant::now();
+        let r = self.jobs.run(req).await?;
+        let model = r["output"].as_str().map(str::to_owned).unwrap_or_else(|| output.display().to_string());
+        let done = wire::TrainingCompleted {
+            run_id: item.item_id.clone(),
+            model_path: model.clone(),
+            model_sha256: r["sha256"].as_str().unwrap_or("").into(),
+            npz_sha256: npz_sha,
+            samples: r["samples"].as_u64().unwrap_or(0),
+            policy_loss: r["val_policy_ce"].as_f64().unwrap_or(0.0),
+            value_loss: r["val_value_mse"].as_f64().unwrap_or(0.0),
+            generation,
+            duration_s: t0.elapsed().as_secs_f64(),
+        };
+        emit.emit(event(wire::event::Payload::TrainingCompleted(done), format!("trained:{config}:{watermark}"), &key)).await?;
+        st.watermark = watermark;
+        st.generation = generation;
+        st.last_model = model.clone();
+        self.state.put(&key, &st).await?;
+        tracing::info!(%config, generation, model = %model, "TRAINING_COMPLETED");
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("trained {config} generation {generation}");
+        Ok(r)
+    }
+}
+
+pub struct TrainingLoop(pub Trainer);
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: LoopConfig = ctx.settings.section("continuous_training_loop")?;
+    anyhow::ensure!(cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0, "continuous_training_loop: lease_s >= 1, timeouts > 0");
+    std::fs::create_dir_all(ctx.home.join("data"))?;
+    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
+    let state = StateStore::open(&ctx.home, INFO.name)?;
+    Ok(Arc::new(TrainingLoop(Trainer::new(cfg, ctx.source(), ctx.home.clone(), queue, jobs, state))))
+}
+
+#[async_trait::async_trait]
+impl Handler for TrainingLoop {
+    fn cycle_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
+    }
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        while self.0.step(&ctx.publisher).await? {}
+        Ok(())
+    }
+    fn health_check(&self) -> HealthCheckResult {
+        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests;

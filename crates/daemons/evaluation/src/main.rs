@@ -1,0 +1,4 @@
+//! `ringrift-evaluation` binary.
+fn main() -> std::process::ExitCode {
+    handler_base::daemon_main(ringrift_evaluation::INFO, ringrift_evaluation::build)
+}

@@ -1,0 +1,237 @@
+//! `training_trigger`: decides when a config trains, and says why each time.
+//!
+//! Queues one training work item when all hold: exported data exists, it is newer than
+//! the data of the last queued training (freshness: never train on data the current
+//! model already saw), it has at least `min_rows` rows, no training of the config is in
+//! flight (never two at once), the cooldown since the last one has passed, and the latest
+//! QUALITY_SCORE_UPDATED (if any) is at least `min_quality`. The decision state is
+//! persisted; the in-flight item is reconciled with the work queue every cycle, so a
+//! lost TRAINING_COMPLETED cannot stall the config.
+
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_pipeline::emit::{Emit, event};
+use ringrift_pipeline::state::StateStore;
+use ringrift_proto::{Event, EventType, wire};
+use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue, WorkStatus};
+use ringrift_store::{ConfigKey, paths};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const INFO: DaemonInfo = DaemonInfo { name: "training_trigger", about: "Decide when to train: data freshness, quality, cooldown" };
+
+/// `[training_trigger]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggerConfig {
+    pub min_rows: u64,
+    pub cooldown_s: f64,
+    pub min_quality: f64,
+    pub priority: i64,
+    pub cycle_interval_s: f64,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        TriggerConfig { min_rows: 1, cooldown_s: 60.0, min_quality: 0.0, priority: 10, cycle_interval_s: 30.0 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Npz {
+    pub path: String,
+    pub sha256: String,
+    pub rows: u64,
+    pub watermark: i64,
+}
+
+/// Persisted per config.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TriggerState {
+    pub latest: Option<Npz>,
+    pub queued_watermark: i64,
+    pub in_flight: Option<String>,
+    pub last_done_ms: i64,
+    pub quality: Option<f64>,
+    pub trainings: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Queue(Npz),
+    Wait(String),
+}
+
+/// The decision for one config at `now_ms`.
+pub fn decide(st: &TriggerState, cfg: &TriggerConfig, now_ms: i64) -> Decision {
+    let Some(latest) = &st.latest else { return Decision::Wait("no exported data yet".into()) };
+    if let Some(id) = &st.in_flight {
+        return Decision::Wait(format!("training {id} is in flight"));
+    }
+    if latest.watermark <= st.queued_watermark {
+        return Decision::Wait(format!("newest data (watermark {}) is not newer than the last training's ({})", latest.watermark, st.queued_watermark));
+    }
+    if latest.rows < cfg.min_rows {
+        return Decision::Wait(format!("{} rows < min_rows {}", latest.rows, cfg.min_rows));
+    }
+    let cool_ms = (cfg.cooldown_s * 1000.0) as i64;
+    if st.last_done_ms > 0 && now_ms - st.last_done_ms < cool_ms {
+        return Decision::Wait(format!("cooldown: {:.0}s left", (cool_ms - (now_ms - st.last_done_ms)) as f64 / 1000.0));
+    }
+    if let Some(q) = st.quality {
+        if q < cfg.min_quality {
+            return Decision::Wait(format!("quality {q:.3} < min_quality {:.3}", cfg.min_quality));
+        }
+    }
+    Decision::Queue(latest.clone())
+}
+
+pub struct Trigger {
+    pub cfg: TriggerConfig,
+    pub configs: Vec<ConfigKey>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub state: StateStore,
+    status: Mutex<BTreeMap<String, String>>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Trigger {
+    pub fn new(cfg: TriggerConfig, configs: Vec<ConfigKey>, queue: Arc<dyn WorkQueue>, state: StateStore) -> Self {
+        Trigger { cfg, configs, queue, state, status: Mutex::new(BTreeMap::new()), lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Applies an event to the state of its config, then decides for it.
+    pub async fn on_event(&self, ev: &Event, emit: &dyn Emit, now_ms: i64) -> anyhow::Result<()> {
+        let Ok(config) = ev.config_key.parse::<ConfigKey>() else {
+            tracing::debug!(config = %ev.config_key, "event without a usable config key; ignored");
+            return Ok(());
+        };
+        if !self.configs.contains(&config) {
+            return Ok(());
+        }
+        let _g = self.lock.lock().await;
+        let key = config.to_string();
+        let mut st: TriggerState = self.state.get(&key).await?.unwrap_or_default();
+        use wire::event::Payload;
+        match &ev.payload {
+            Payload::NpzExportCompleted(n) => {
+                if st.latest.as_ref().is_none_or(|l| n.watermark > l.watermark) {
+                    st.latest = Some(Npz { path: n.path.clone(), sha256: n.sha256.clone(), rows: n.rows, watermark: n.watermark });
+                }
+            }
+            Payload::QualityScoreUpdated(q) => st.quality = Some(q.quality_score),
+            Payload::TrainingCompleted(t) if st.in_flight.as_deref() == Some(t.run_id.as_str()) => {
+                st.in_flight = None;
+                st.last_done_ms = now_ms;
+                st.trainings += 1;
+            }
+            _ => {}
+        }
+        self.state.put(&key, &st).await?;
+        self.decide_and_act(config, st, emit, now_ms).await
+    }
+
+    /// Reconciles in-flight items with the queue and decides for every config.
+    pub async fn cycle(&self, emit: &dyn Emit, now_ms: i64) -> anyhow::Result<()> {
+        let _g = self.lock.lock().await;
+        for &config in &self.configs {
+            let key = config.to_string();
+            let mut st: TriggerState = self.state.get(&key).await?.unwrap_or_default();
+            if let Some(id) = st.in_flight.clone() {
+                let q = self.queue.clone();
+                let item = tokio::task::spawn_blocking(move || q.get(&id)).await??;
+                let done = match &item {
+                    None => true,
+                    Some(i) => matches!(i.status, WorkStatus::Completed | WorkStatus::Failed),
+                };
+                if done {
+                    tracing::info!(%config, item = ?st.in_flight, status = ?item.map(|i| i.status), "training item finished; config free to train again");
+                    st.in_flight = None;
+                    st.last_done_ms = now_ms;
+                    self.state.put(&key, &st).await?;
+                }
+            }
+            self.decide_and_act(config, st, emit, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    async fn decide_and_act(&self, config: ConfigKey, mut st: TriggerState, emit: &dyn Emit, now_ms: i64) -> anyhow::Result<()> {
+        let key = config.to_string();
+        match decide(&st, &self.cfg, now_ms) {
+            Decision::Wait(why) => {
+                let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                if s.get(&key) != Some(&why) {
+                    tracing::info!(%config, reason = %why, "not training");
+                }
+                s.insert(key, why);
+                Ok(())
+            }
+            Decision::Queue(npz) => {
+                // Another training of this config already queued or running (e.g. by a
+                // previous run of this daemon that died before saving): adopt it.
+                let q = self.queue.clone();
+                let open = tokio::task::spawn_blocking(move || q.open_items(WorkKind::Training, Some(config))).await??;
+                let id = match open.first() {
+                    Some(item) => {
+                        tracing::warn!(%config, item = %item.item_id, "a training item is already open; adopting it instead of queueing another");
+                        item.item_id.clone()
+                    }
+                    None => {
+                        let payload = serde_json::json!({"npz_path": npz.path, "npz_sha256": npz.sha256, "rows": npz.rows, "watermark": npz.watermark});
+                        let work = NewWork::new(WorkKind::Training, Some(config), self.cfg.priority, payload.clone());
+                        let q = self.queue.clone();
+                        let id = tokio::task::spawn_blocking(move || q.enqueue(&work)).await??;
+                        let item = wire::WorkItem { work_id: id.clone(), kind: "training".into(), priority: self.cfg.priority as i32, payload_json: payload.to_string(), ..Default::default() };
+                        emit.emit(event(wire::event::Payload::WorkQueued(item), format!("work:{id}"), &key)).await?;
+                        tracing::info!(%config, item = %id, watermark = npz.watermark, rows = npz.rows, "training queued: fresh data, nothing in flight, cooldown over");
+                        id
+                    }
+                };
+                st.in_flight = Some(id.clone());
+                st.queued_watermark = st.queued_watermark.max(npz.watermark);
+                self.state.put(&key, &st).await?;
+                self.status.lock().unwrap_or_else(|p| p.into_inner()).insert(key, format!("training {id} queued"));
+                Ok(())
+            }
+        }
+    }
+}
+
+pub struct TrainingTrigger(pub Trigger);
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: TriggerConfig = ctx.settings.section("training_trigger")?;
+    anyhow::ensure!(cfg.cooldown_s >= 0.0 && cfg.cycle_interval_s > 0.0, "training_trigger intervals must be >= 0");
+    let configs = ringrift_pipeline::configs(ctx)?;
+    std::fs::create_dir_all(ctx.home.join("data"))?;
+    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let state = StateStore::open(&ctx.home, INFO.name)?;
+    Ok(Arc::new(TrainingTrigger(Trigger::new(cfg, configs, queue, state))))
+}
+
+#[async_trait::async_trait]
+impl Handler for TrainingTrigger {
+    fn cycle_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
+    }
+    fn subscriptions(&self) -> Vec<EventType> {
+        vec![EventType::NpzExportCompleted, EventType::QualityScoreUpdated, EventType::TrainingCompleted, EventType::TrainingFailed]
+    }
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        self.0.cycle(&ctx.publisher, ringrift_store::now_ms()).await
+    }
+    async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
+        self.0.on_event(ev, &ctx.publisher, ringrift_store::now_ms()).await
+    }
+    fn health_check(&self) -> HealthCheckResult {
+        let mut h = HealthCheckResult::running("deciding");
+        for (k, v) in self.0.status.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            h = h.detail(k.clone(), v);
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests;
