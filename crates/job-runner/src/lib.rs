@@ -224,8 +224,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
 /// Runs and tracks jobs. Cheap to clone; clones share the table and child handles.
 #[derive(Clone)]
 pub struct JobRunner {
-    path: Arc<PathBuf>,
-    conn: Arc<Mutex<Connection>>,
+    db: ringrift_store::db::SharedDb,
     children: Arc<Mutex<HashMap<String, Child>>>,
     grace: Duration,
     poll_interval: Duration,
@@ -234,7 +233,7 @@ pub struct JobRunner {
 impl std::fmt::Debug for JobRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobRunner")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .finish()
     }
 }
@@ -265,10 +264,8 @@ pub fn read_result_file(path: &Path) -> Result<serde_json::Value, String> {
 impl JobRunner {
     /// Opens (or creates) the job table at `db_path`, e.g. `$RINGRIFT_HOME/run/jobs.db`.
     pub fn open(db_path: &Path) -> Result<Self, JobError> {
-        let conn = ringrift_store::db::open(db_path, MIGRATIONS)?;
         Ok(JobRunner {
-            path: Arc::new(db_path.to_path_buf()),
-            conn: Arc::new(Mutex::new(conn)),
+            db: ringrift_store::db::SharedDb::open(db_path, MIGRATIONS)?,
             children: Arc::new(Mutex::new(HashMap::new())),
             grace: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
@@ -282,13 +279,13 @@ impl JobRunner {
     }
 
     fn db_path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
     /// Starts a job unless one with the same key is running (then returns that one).
     pub fn start(&self, spec: &JobSpec) -> Result<Started, JobError> {
         let path = self.db_path().to_path_buf();
-        let mut conn = lock(&self.conn);
+        let mut conn = self.db.lock();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .db(&path)?;
@@ -408,7 +405,7 @@ impl JobRunner {
     /// reaps the dead ones (reading their result files).
     pub fn recover(&self) -> Result<Vec<Recovered>, JobError> {
         let path = self.db_path().to_path_buf();
-        let conn = lock(&self.conn);
+        let conn = self.db.lock();
         let handles = running_rows(&conn, &path)?;
         let mut out = Vec::new();
         for h in handles {
@@ -469,7 +466,7 @@ impl JobRunner {
             None => None,
         };
         if let Some(o) = &outcome {
-            let conn = lock(&self.conn);
+            let conn = self.db.lock();
             finish_row(&conn, self.db_path(), o)?;
         }
         Ok(outcome)
@@ -499,7 +496,7 @@ impl JobRunner {
         self.stop_group(h)?;
         let mut o = base_outcome(h, JobStatus::Cancelled);
         o.error = Some(format!("cancelled; process group {} killed", h.pgid));
-        let conn = lock(&self.conn);
+        let conn = self.db.lock();
         finish_row(&conn, self.db_path(), &o)?;
         Ok(o)
     }
@@ -556,7 +553,7 @@ impl JobRunner {
 
     fn recorded_outcome(&self, job_id: &str) -> Result<Option<JobOutcome>, JobError> {
         let path = self.db_path();
-        let conn = lock(&self.conn);
+        let conn = self.db.lock();
         let row = conn
             .query_row(
                 "SELECT job_key, status, exit_code, result, error, log_path FROM jobs WHERE job_id = ?1",

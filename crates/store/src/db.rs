@@ -3,7 +3,8 @@
 use crate::StoreError;
 use crate::error::SqlContext;
 use rusqlite::Connection;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long a writer waits for another writer's lock before failing.
@@ -24,6 +25,42 @@ pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, StoreError> 
         .ctx(path)?;
     migrate(&mut conn, path, migrations)?;
     Ok(conn)
+}
+
+/// One connection shared by every clone of a store, plus its path for error messages.
+#[derive(Clone)]
+pub struct SharedDb {
+    path: Arc<PathBuf>,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SharedDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDb")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SharedDb {
+    /// [`open`]s the file and wraps the connection for sharing.
+    pub fn open(path: &Path, migrations: &[&str]) -> Result<Self, StoreError> {
+        let conn = open(path, migrations)?;
+        Ok(SharedDb {
+            path: Arc::new(path.to_path_buf()),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection. A panic while it was held cannot have left SQLite half-written
+    /// (open transactions roll back on drop), so a poisoned lock is still safe to use.
+    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<(), StoreError> {

@@ -10,7 +10,7 @@ use crate::{ConfigKey, OffRuntime, StoreError, db};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 
 pub const K_FACTOR: f64 = 32.0;
 pub const START_RATING: f64 = 1500.0;
@@ -106,14 +106,13 @@ pub struct Rating {
 /// The Elo database. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct EloStore {
-    path: Arc<PathBuf>,
-    conn: Arc<Mutex<Connection>>,
+    db: db::SharedDb,
 }
 
 impl std::fmt::Debug for EloStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EloStore")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .finish()
     }
 }
@@ -122,19 +121,17 @@ impl OffRuntime for EloStore {}
 
 impl EloStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = db::open(path, MIGRATIONS)?;
         Ok(EloStore {
-            path: Arc::new(path.to_path_buf()),
-            conn: Arc::new(Mutex::new(conn)),
+            db: db::SharedDb::open(path, MIGRATIONS)?,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.db.lock()
     }
 
     /// Records a match and updates both ratings. Returns `false` (and changes nothing)

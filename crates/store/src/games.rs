@@ -9,7 +9,7 @@ use crate::{ConfigKey, OffRuntime, StoreError, db};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 
 const MIGRATIONS: &[&str] = &[
     "CREATE TABLE games (
@@ -63,14 +63,13 @@ pub struct StoredGame {
 /// A SQLite game store. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct GameStore {
-    path: Arc<PathBuf>,
-    conn: Arc<Mutex<Connection>>,
+    db: db::SharedDb,
 }
 
 impl std::fmt::Debug for GameStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GameStore")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .finish()
     }
 }
@@ -79,21 +78,17 @@ impl OffRuntime for GameStore {}
 
 impl GameStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = db::open(path, MIGRATIONS)?;
         Ok(GameStore {
-            path: Arc::new(path.to_path_buf()),
-            conn: Arc::new(Mutex::new(conn)),
+            db: db::SharedDb::open(path, MIGRATIONS)?,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (transactions
-        // roll back on drop), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.db.lock()
     }
 
     /// Inserts games, ignoring ones whose `game_id` already exists. Returns how many

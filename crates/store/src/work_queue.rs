@@ -12,9 +12,9 @@ use crate::{ConfigKey, OffRuntime, StoreError, db};
 use rusqlite::{Connection, Row, params};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 /// Default lease of a claim.
@@ -227,22 +227,25 @@ pub trait WorkQueue: Send + Sync {
     /// their leases to expire).
     fn held_by(&self, worker: &str) -> Result<Vec<WorkItem>, StoreError>;
     /// Pending and claimed items of `kind` (and `config`, when given), oldest first.
-    fn open_items(&self, kind: WorkKind, config: Option<ConfigKey>) -> Result<Vec<WorkItem>, StoreError>;
+    fn open_items(
+        &self,
+        kind: WorkKind,
+        config: Option<ConfigKey>,
+    ) -> Result<Vec<WorkItem>, StoreError>;
 }
 
 /// The SQLite work queue. Cheap to clone; clones share one connection. Several
 /// processes (or several `SqliteWorkQueue`s) may open the same file.
 #[derive(Clone)]
 pub struct SqliteWorkQueue {
-    path: Arc<PathBuf>,
-    conn: Arc<Mutex<Connection>>,
+    db: db::SharedDb,
     clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for SqliteWorkQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteWorkQueue")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .finish()
     }
 }
@@ -262,20 +265,18 @@ impl SqliteWorkQueue {
     }
 
     pub fn with_clock(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let conn = db::open(path, MIGRATIONS)?;
         Ok(SqliteWorkQueue {
-            path: Arc::new(path.to_path_buf()),
-            conn: Arc::new(Mutex::new(conn)),
+            db: db::SharedDb::open(path, MIGRATIONS)?,
             clock,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.db.lock()
     }
 
     fn item_from_row(&self, r: &Row<'_>) -> Result<WorkItem, StoreError> {
@@ -567,7 +568,11 @@ impl WorkQueue for SqliteWorkQueue {
         Ok(out)
     }
 
-    fn open_items(&self, kind: WorkKind, config: Option<ConfigKey>) -> Result<Vec<WorkItem>, StoreError> {
+    fn open_items(
+        &self,
+        kind: WorkKind,
+        config: Option<ConfigKey>,
+    ) -> Result<Vec<WorkItem>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
@@ -576,7 +581,9 @@ impl WorkQueue for SqliteWorkQueue {
             ))
             .ctx(self.path())?;
         let cfg = config.map(|c| c.to_string());
-        let mut rows = stmt.query(rusqlite::params![kind.as_str(), cfg]).ctx(self.path())?;
+        let mut rows = stmt
+            .query(rusqlite::params![kind.as_str(), cfg])
+            .ctx(self.path())?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().ctx(self.path())? {
             out.push(self.item_from_row(row)?);

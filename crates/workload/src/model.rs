@@ -58,38 +58,9 @@ pub struct Model {
 }
 
 impl Model {
-    /// A freshly initialised network (small random weights).
-    pub fn new_random(config_key: ConfigKey, cells: usize, hidden: usize, seed: u64) -> Model {
+    /// A network with every parameter zero.
+    pub fn zeros(config_key: ConfigKey, cells: usize, hidden: usize) -> Model {
         let planes = usize::from(config_key.players());
-        let mut rng = Rng::new(seed);
-        let mut gauss = |n: usize, std: f64| -> Vec<f32> {
-            (0..n).map(|_| (rng.normal() * std) as f32).collect()
-        };
-        let w1t = gauss(planes * cells * hidden, 0.15);
-        let wp = gauss(cells * hidden, 0.05);
-        let wv = gauss(hidden, 0.05);
-        Model {
-            config_key,
-            planes,
-            cells,
-            hidden,
-            generation: 0,
-            parent_sha256: None,
-            trained_samples: 0,
-            w1t,
-            b1: vec![0.0; hidden],
-            wp,
-            bp: vec![0.0; cells],
-            wv,
-            bv: 0.0,
-        }
-    }
-
-    /// The untrained "null" model: value 0 everywhere, uniform policy. Search with it
-    /// plays only the tactics it can see; it is generation 0 of the loop.
-    pub fn null(config_key: ConfigKey, cells: usize) -> Model {
-        let planes = usize::from(config_key.players());
-        let hidden = 1;
         Model {
             config_key,
             planes,
@@ -105,6 +76,24 @@ impl Model {
             wv: vec![0.0; hidden],
             bv: 0.0,
         }
+    }
+
+    /// A freshly initialised network (small random weights).
+    pub fn new_random(config_key: ConfigKey, cells: usize, hidden: usize, seed: u64) -> Model {
+        let mut m = Model::zeros(config_key, cells, hidden);
+        let mut rng = Rng::new(seed);
+        let mut gauss =
+            |w: &mut [f32], std: f64| w.iter_mut().for_each(|x| *x = (rng.normal() * std) as f32);
+        gauss(&mut m.w1t, 0.15);
+        gauss(&mut m.wp, 0.05);
+        gauss(&mut m.wv, 0.05);
+        m
+    }
+
+    /// The untrained "null" model: value 0 everywhere, uniform policy. Search with it
+    /// plays only the tactics it can see; it is generation 0 of the loop.
+    pub fn null(config_key: ConfigKey, cells: usize) -> Model {
+        Model::zeros(config_key, cells, 1)
     }
 
     pub fn param_count(&self) -> usize {
