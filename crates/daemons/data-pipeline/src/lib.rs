@@ -1,0 +1,331 @@
+//! `data_pipeline`: the per-config stage machine selfplay → sync → export → train →
+//! evaluate → promote, driven by the loop's events and persisted, so a restart resumes
+//! the right stage. A stage that sees no progress event within its timeout is reported
+//! (PIPELINE_STAGE_STALLED, health DEGRADED) instead of waited on forever.
+//! PIPELINE_PAUSED / PIPELINE_RESUMED pause and resume stall detection.
+//!
+//! Its registry dependencies are the daemons that execute the stages
+//! (training_trigger → auto_export, continuous_training_loop, job_scheduler), so any
+//! profile running the pipeline runs its stages.
+
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_pipeline::emit::{Emit, event};
+use ringrift_pipeline::state::StateStore;
+use ringrift_proto::{Event, EventType, wire};
+use ringrift_store::ConfigKey;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const INFO: DaemonInfo = DaemonInfo { name: "data_pipeline", about: "Per-config stage machine with stall detection" };
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Selfplay,
+    Export,
+    Train,
+    Evaluate,
+    Promote,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Selfplay => "selfplay",
+            Stage::Export => "export",
+            Stage::Train => "train",
+            Stage::Evaluate => "evaluate",
+            Stage::Promote => "promote",
+        }
+    }
+}
+
+/// `[data_pipeline]` in ringrift.toml: stall timeouts per stage, seconds.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub selfplay_timeout_s: f64,
+    pub export_timeout_s: f64,
+    pub train_timeout_s: f64,
+    pub evaluate_timeout_s: f64,
+    pub promote_timeout_s: f64,
+    pub cycle_interval_s: f64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { selfplay_timeout_s: 1800.0, export_timeout_s: 1800.0, train_timeout_s: 7200.0, evaluate_timeout_s: 3600.0, promote_timeout_s: 600.0, cycle_interval_s: 30.0 }
+    }
+}
+
+impl PipelineConfig {
+    fn timeout_ms(&self, s: Stage) -> i64 {
+        let secs = match s {
+            Stage::Selfplay => self.selfplay_timeout_s,
+            Stage::Export => self.export_timeout_s,
+            Stage::Train => self.train_timeout_s,
+            Stage::Evaluate => self.evaluate_timeout_s,
+            Stage::Promote => self.promote_timeout_s,
+        };
+        (secs * 1000.0) as i64
+    }
+}
+
+/// Persisted per config.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigStage {
+    pub stage: Stage,
+    pub since_ms: i64,
+    pub last_progress_ms: i64,
+    pub generation: u32,
+    pub promoted: u32,
+    pub last_event: String,
+    pub stalled_reported_for: Option<i64>,
+}
+
+impl ConfigStage {
+    fn new(now: i64) -> Self {
+        ConfigStage { stage: Stage::Selfplay, since_ms: now, last_progress_ms: now, generation: 0, promoted: 0, last_event: String::new(), stalled_reported_for: None }
+    }
+}
+
+/// The stage an event moves a config to (`None`: progress within the current stage).
+pub fn transition(cur: Stage, p: &wire::event::Payload) -> Option<Stage> {
+    use wire::event::Payload::*;
+    let next = match p {
+        SelfplayCompleted(_) | NewGamesAvailable(_) | DataSyncCompleted(_) => {
+            if cur == Stage::Selfplay { Stage::Export } else { return None }
+        }
+        NpzExportCompleted(_) => Stage::Train,
+        TrainingStarted(_) | TrainingFailed(_) => Stage::Train,
+        TrainingCompleted(_) => Stage::Evaluate,
+        EvaluationCompleted(_) => Stage::Promote,
+        ModelPromoted(_) | PromotionRejected(_) => Stage::Selfplay,
+        _ => return None,
+    };
+    (next != cur).then_some(next)
+}
+
+pub struct Pipeline {
+    pub cfg: PipelineConfig,
+    pub configs: Vec<ConfigKey>,
+    pub state: StateStore,
+    paused: Mutex<Option<String>>,
+    view: Mutex<BTreeMap<String, ConfigStage>>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Pipeline {
+    pub fn new(cfg: PipelineConfig, configs: Vec<ConfigKey>, state: StateStore) -> Self {
+        Pipeline { cfg, configs, state, paused: Mutex::new(None), view: Mutex::new(BTreeMap::new()), lock: tokio::sync::Mutex::new(()) }
+    }
+
+    async fn load(&self, key: &str, now: i64) -> anyhow::Result<ConfigStage> {
+        Ok(self.state.get(key).await?.unwrap_or_else(|| ConfigStage::new(now)))
+    }
+
+    async fn save(&self, key: &str, st: &ConfigStage) -> anyhow::Result<()> {
+        self.state.put(key, st).await?;
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), st.clone());
+        Ok(())
+    }
+
+    pub async fn restore(&self) -> anyhow::Result<()> {
+        if let Some(p) = self.state.get::<Option<String>>("_paused").await? {
+            *self.paused.lock().unwrap_or_else(|x| x.into_inner()) = p;
+        }
+        let now = ringrift_store::now_ms();
+        for c in &self.configs {
+            let st = self.load(&c.to_string(), now).await?;
+            self.view.lock().unwrap_or_else(|p| p.into_inner()).insert(c.to_string(), st);
+        }
+        Ok(())
+    }
+
+    pub async fn on_event(&self, ev: &Event, now: i64) -> anyhow::Result<()> {
+        let _g = self.lock.lock().await;
+        match &ev.payload {
+            wire::event::Payload::PipelinePaused(p) => {
+                *self.paused.lock().unwrap_or_else(|x| x.into_inner()) = Some(p.reason.clone());
+                return Ok(self.state.put("_paused", &Some(p.reason.clone())).await?);
+            }
+            wire::event::Payload::PipelineResumed(_) => {
+                *self.paused.lock().unwrap_or_else(|x| x.into_inner()) = None;
+                // Time spent paused is not a stall.
+                for c in &self.configs {
+                    let mut st = self.load(&c.to_string(), now).await?;
+                    st.last_progress_ms = now;
+                    self.save(&c.to_string(), &st).await?;
+                }
+                return Ok(self.state.put("_paused", &None::<String>).await?);
+            }
+            _ => {}
+        }
+        let Ok(config) = ev.config_key.parse::<ConfigKey>() else { return Ok(()) };
+        if !self.configs.contains(&config) {
+            return Ok(());
+        }
+        let mut st = self.load(&config.to_string(), now).await?;
+        st.last_progress_ms = now;
+        st.last_event = ringrift_proto::type_name(ev.kind).to_owned();
+        st.stalled_reported_for = None;
+        if let wire::event::Payload::TrainingCompleted(t) = &ev.payload {
+            st.generation = st.generation.max(t.generation);
+        }
+        if matches!(ev.payload, wire::event::Payload::ModelPromoted(_)) {
+            st.promoted += 1;
+        }
+        if let Some(next) = transition(st.stage, &ev.payload) {
+            tracing::info!(%config, from = st.stage.as_str(), to = next.as_str(), event = %st.last_event, "stage change");
+            st.stage = next;
+            st.since_ms = now;
+        }
+        self.save(&config.to_string(), &st).await
+    }
+
+    /// Reports stages without progress past their timeout (once per stall).
+    pub async fn check_stalls(&self, emit: &dyn Emit, now: i64) -> anyhow::Result<Vec<(ConfigKey, Stage)>> {
+        let _g = self.lock.lock().await;
+        if self.paused.lock().unwrap_or_else(|x| x.into_inner()).is_some() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for &c in &self.configs {
+            let mut st = self.load(&c.to_string(), now).await?;
+            let idle = now - st.last_progress_ms;
+            if idle > self.cfg.timeout_ms(st.stage) && st.stalled_reported_for != Some(st.last_progress_ms) {
+                let p = wire::PipelineStageStalled { stage: st.stage.as_str().into(), stalled_for_s: idle as f64 / 1000.0 };
+                emit.emit(event(wire::event::Payload::PipelineStageStalled(p), format!("stall:{c}:{}:{}", st.stage.as_str(), st.last_progress_ms), &c.to_string())).await?;
+                tracing::warn!(config = %c, stage = st.stage.as_str(), idle_s = idle / 1000, "stage stalled: no progress event within its timeout");
+                st.stalled_reported_for = Some(st.last_progress_ms);
+                out.push((c, st.stage));
+            }
+            self.save(&c.to_string(), &st).await?;
+        }
+        Ok(out)
+    }
+
+    pub fn health(&self, now: i64) -> HealthCheckResult {
+        let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut parts = Vec::new();
+        let mut stalled = false;
+        for (k, st) in &view {
+            let idle = now - st.last_progress_ms;
+            let s = idle > self.cfg.timeout_ms(st.stage);
+            stalled |= s;
+            parts.push(format!("{k}: {}{} ({}s, gen {}, promoted {})", st.stage.as_str(), if s { " STALLED" } else { "" }, (now - st.since_ms) / 1000, st.generation, st.promoted));
+        }
+        let msg = parts.join("; ");
+        let mut h = match self.paused.lock().unwrap_or_else(|x| x.into_inner()).clone() {
+            Some(why) => HealthCheckResult::degraded(format!("paused ({why}); {msg}")),
+            None if stalled => HealthCheckResult::degraded(msg),
+            None => HealthCheckResult::running(msg),
+        };
+        for (k, st) in view {
+            h = h.detail(format!("stage.{k}"), st.stage.as_str());
+        }
+        h
+    }
+}
+
+pub struct DataPipeline(pub Pipeline);
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: PipelineConfig = ctx.settings.section("data_pipeline")?;
+    for s in [Stage::Selfplay, Stage::Export, Stage::Train, Stage::Evaluate, Stage::Promote] {
+        anyhow::ensure!(cfg.timeout_ms(s) > 0, "data_pipeline.{}_timeout_s must be > 0", s.as_str());
+    }
+    anyhow::ensure!(cfg.cycle_interval_s > 0.0, "data_pipeline.cycle_interval_s must be > 0");
+    let configs = ringrift_pipeline::configs(ctx)?;
+    let state = StateStore::open(&ctx.home, INFO.name)?;
+    Ok(Arc::new(DataPipeline(Pipeline::new(cfg, configs, state))))
+}
+
+#[async_trait::async_trait]
+impl Handler for DataPipeline {
+    fn cycle_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
+    }
+    fn subscriptions(&self) -> Vec<EventType> {
+        use EventType::*;
+        vec![SelfplayCompleted, NewGamesAvailable, DataSyncCompleted, NpzExportCompleted, TrainingStarted, TrainingCompleted, TrainingFailed, EvaluationCompleted, ModelPromoted, PromotionRejected, PipelinePaused, PipelineResumed]
+    }
+    async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
+        self.0.restore().await
+    }
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        self.0.check_stalls(&ctx.publisher, ringrift_store::now_ms()).await.map(|_| ())
+    }
+    async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
+        self.0.on_event(ev, ringrift_store::now_ms()).await
+    }
+    fn health_check(&self) -> HealthCheckResult {
+        self.0.health(ringrift_store::now_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringrift_pipeline::emit::Recorder;
+    use wire::event::Payload;
+
+    fn ev(p: Payload) -> Event {
+        Event::new(p).with_config("hex8_2p")
+    }
+
+    fn pipeline(dir: &std::path::Path) -> Pipeline {
+        let cfg = PipelineConfig { train_timeout_s: 10.0, ..Default::default() };
+        Pipeline::new(cfg, vec!["hex8_2p".parse().unwrap()], StateStore::open(dir, "data_pipeline").unwrap())
+    }
+
+    async fn stage(p: &Pipeline) -> Stage {
+        p.state.get::<ConfigStage>("hex8_2p").await.unwrap().unwrap().stage
+    }
+
+    #[tokio::test]
+    async fn events_walk_the_stages_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        p.on_event(&ev(Payload::NewGamesAvailable(Default::default())), 1).await.unwrap();
+        assert_eq!(stage(&p).await, Stage::Export);
+        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 2).await.unwrap();
+        assert_eq!(stage(&p).await, Stage::Train);
+        let p2 = pipeline(dir.path());
+        p2.restore().await.unwrap();
+        p2.on_event(&ev(Payload::TrainingCompleted(wire::TrainingCompleted { generation: 3, ..Default::default() })), 3).await.unwrap();
+        assert_eq!(stage(&p2).await, Stage::Evaluate);
+        p2.on_event(&ev(Payload::EvaluationCompleted(Default::default())), 4).await.unwrap();
+        p2.on_event(&ev(Payload::ModelPromoted(Default::default())), 5).await.unwrap();
+        let st: ConfigStage = p2.state.get("hex8_2p").await.unwrap().unwrap();
+        assert_eq!((st.stage, st.generation, st.promoted), (Stage::Selfplay, 3, 1));
+    }
+
+    #[tokio::test]
+    async fn a_stall_is_reported_once_and_cleared_by_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let rec = Recorder::default();
+        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 1_000).await.unwrap();
+        assert!(p.check_stalls(&rec, 10_000).await.unwrap().is_empty());
+        assert_eq!(p.check_stalls(&rec, 12_000).await.unwrap(), vec![("hex8_2p".parse().unwrap(), Stage::Train)]);
+        assert!(p.check_stalls(&rec, 13_000).await.unwrap().is_empty(), "reported once");
+        assert!(matches!(p.health(13_000).status, handler_base::HealthStatus::Degraded));
+        p.on_event(&ev(Payload::TrainingStarted(Default::default())), 13_500).await.unwrap();
+        assert!(p.check_stalls(&rec, 14_000).await.unwrap().is_empty());
+        assert_eq!(rec.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn paused_pipeline_reports_no_stall_and_resumes_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let rec = Recorder::default();
+        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 1_000).await.unwrap();
+        p.on_event(&Event::new(Payload::PipelinePaused(wire::PipelineControl { reason: "maintenance".into() })), 1_100).await.unwrap();
+        assert!(p.check_stalls(&rec, 60_000).await.unwrap().is_empty());
+        p.on_event(&Event::new(Payload::PipelineResumed(Default::default())), 60_000).await.unwrap();
+        assert!(p.check_stalls(&rec, 65_000).await.unwrap().is_empty(), "paused time is not a stall");
+    }
+}
