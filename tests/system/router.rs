@@ -369,3 +369,116 @@ pub async fn http_get(addr: &str, path: &str) -> String {
     s.read_to_end(&mut out).await.unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Opens a PublishStream fed from a channel; the channel holds up to `cap` unsent events.
+async fn publish_stream(c: &mut Client, cap: usize) -> (tokio::sync::mpsc::Sender<wire::Event>, tonic::Streaming<wire::PublishAck>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(cap);
+    let acks = c.publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("open PublishStream").into_inner();
+    (tx, acks)
+}
+
+async fn next_ack(s: &mut tonic::Streaming<wire::PublishAck>) -> Result<Option<wire::PublishAck>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(20), s.message()).await.expect("ack within 20 s")
+}
+
+/// Every acked (id, seq) must be stored under that seq after a restart.
+async fn assert_stored(addr: &str, acked: &[(String, u64)]) {
+    let mut c = client(addr).await;
+    let head = stats(&mut c).await.head_seq;
+    let mut s = c.subscribe(durable("verify", 1)).await.unwrap().into_inner();
+    let mut got: HashMap<String, u64> = HashMap::new();
+    while got.len() < head as usize {
+        let ev = next(&mut s).await;
+        got.insert(work_id(&ev), ev.seq);
+        if ev.seq == head {
+            break;
+        }
+    }
+    for (id, seq) in acked {
+        assert_eq!(got.get(id), Some(seq), "acked event {id} (seq {seq}) is not in the log after the restart");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_stream_acks_every_event_in_order_and_only_once_durable() {
+    let home = Home::new();
+    let (mut router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = client(&addr).await;
+    let mut acked: Vec<(String, u64)> = Vec::new();
+
+    // 1,000 events, all sent at once: one ack each, in order, then a clean end.
+    let (tx, mut acks) = publish_stream(&mut c, 1_000).await;
+    for k in 0..1_000 {
+        tx.send(work(&format!("s-{k}"))).await.unwrap();
+    }
+    drop(tx);
+    for k in 0..1_000u64 {
+        let a = next_ack(&mut acks).await.expect("ack stream ok").expect("an ack per event");
+        assert!(a.error.is_empty() && !a.duplicate, "{a:?}");
+        assert_eq!(a.seq, k + 1, "acks come in the order the events were sent");
+        let id = format!("s-{k}");
+        assert_eq!(a.id, ringrift_proto::Event::try_from(work(&id)).unwrap().id);
+        acked.push((id, a.seq));
+    }
+    assert!(next_ack(&mut acks).await.expect("clean end").is_none(), "no ack beyond the last event");
+
+    // 3,000 more in one stream; SIGKILL the router while it is still acking them.
+    let (tx, mut acks) = publish_stream(&mut c, 3_000).await;
+    for k in 0..3_000 {
+        tx.send(work(&format!("t-{k}"))).await.unwrap();
+    }
+    let mut k = 0u64;
+    loop {
+        match next_ack(&mut acks).await {
+            Ok(Some(a)) => {
+                assert!(a.error.is_empty() && !a.duplicate, "{a:?}");
+                assert_eq!(a.seq, 1_001 + k, "acks in order");
+                acked.push((format!("t-{k}"), a.seq));
+                k += 1;
+                if k == 500 {
+                    router.kill9();
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    drop(tx);
+    assert!(k >= 500, "only {k} acks before the kill");
+    let (_router2, addr2) = home.start_router(&addr, &[]);
+    assert_eq!(addr2, addr);
+    assert_stored(&addr, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_stream_rejects_an_invalid_event_alone_and_stays_open() {
+    let home = Home::new();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = client(&addr).await;
+    let (tx, mut acks) = publish_stream(&mut c, 16).await;
+    let bad_type = wire::Event { id: "bad-type".into(), r#type: 4242, payload: Some(Payload::Json("{}".into())), ..Default::default() };
+    let no_payload = wire::Event { id: "no-payload".into(), r#type: EventType::ModelPromoted as i32, ..Default::default() };
+    for ev in [work("g-0"), bad_type, work("g-1"), no_payload, work("g-2")] {
+        tx.send(ev).await.unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(next_ack(&mut acks).await.expect("stream stays open").expect("an ack per event"));
+    }
+    let seqs: Vec<u64> = got.iter().map(|a| a.seq).collect();
+    assert_eq!(seqs, vec![1, 0, 2, 0, 3], "{got:?}");
+    assert!(got[1].error.contains("unknown event type 4242") && got[1].id == "bad-type", "{:?}", got[1]);
+    assert!(got[3].error.contains("no payload") && got[3].id == "no-payload", "{:?}", got[3]);
+    assert!(got[0].error.is_empty() && got[2].error.is_empty() && got[4].error.is_empty());
+    // The stream is still usable after the rejections.
+    tx.send(work("g-3")).await.unwrap();
+    let a = next_ack(&mut acks).await.unwrap().unwrap();
+    assert_eq!((a.seq, a.error.as_str()), (4, ""));
+    drop(tx);
+    assert!(next_ack(&mut acks).await.expect("clean end").is_none());
+    let st = stats(&mut c).await;
+    assert_eq!((st.head_seq, st.published), (4, 4), "only the valid events are stored");
+    let mut s = c.subscribe(durable("neighbours", 1)).await.unwrap().into_inner();
+    for k in 0..4 {
+        assert_eq!(work_id(&next(&mut s).await), format!("g-{k}"));
+    }
+}

@@ -3,8 +3,12 @@
 //! For each side, with messages of the same encoded size (128 B by default) it measures:
 //!
 //! 1. one-at-a-time durable publish (await each ack): msgs/s, p50 and p99 latency;
+//!    ours = unary `Publish` per event; NATS = request/ack per message;
+//!    1s. ours again, one event at a time on one open `PublishStream` (NATS repeats (1));
 //! 2. pipelined publish: ours = unary `Publish` with `--in-flight` calls outstanding on one
 //!    channel; NATS = async publish with `--in-flight` acks outstanding;
+//!    2s. ours = one `PublishStream` with `--in-flight` events not yet acked (NATS
+//!    repeats (2));
 //! 3. batched publish: ours = `PublishBatch` of `--batch` events, `--batches-in-flight`
 //!    calls outstanding; NATS has no batch publish, so its line repeats (2);
 //! 4. durable consumer read of the `--n` messages stored by (3) (NATS: by (2)), with acks:
@@ -81,7 +85,11 @@ pub struct Figures {
     pub sync_rate: f64,
     pub sync_p50_us: f64,
     pub sync_p99_us: f64,
+    pub stream_sync_rate: f64,
+    pub stream_sync_p50_us: f64,
+    pub stream_sync_p99_us: f64,
     pub pipelined_rate: f64,
+    pub stream_rate: f64,
     pub batch_rate: f64,
     pub read_rate: f64,
     pub fanout_rate: f64,
@@ -212,6 +220,21 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
     })
     .await?;
 
+    // (1s) one at a time on one PublishStream
+    let events: Vec<_> = (0..args.n_sync).map(|i| make_event(&format!("{tag}t"), i, args.size)).collect();
+    phase(args, "ours: one-at-a-time PublishStream", async {
+        let r = stream_publish(client.clone(), events, 1).await?;
+        f.stream_sync_rate = r.0;
+        f.stream_sync_p50_us = r.1;
+        f.stream_sync_p99_us = r.2;
+        Ok(())
+    })
+    .await?;
+
+    // (2s) pipelined on one PublishStream
+    let events: Vec<_> = (0..args.n).map(|i| make_event(&format!("{tag}q"), i, args.size)).collect();
+    f.stream_rate = phase(args, "ours: pipelined PublishStream", async { Ok(stream_publish(client.clone(), events, args.in_flight).await?.0) }).await?;
+
     // (2) pipelined unary publishes
     let events: Vec<_> = (0..args.n).map(|i| make_event(&format!("{tag}p"), i, args.size)).collect();
     phase(args, "ours: pipelined publish", async {
@@ -294,6 +317,55 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
     Ok(f)
 }
 
+/// Publishes `events` on one `PublishStream` with at most `in_flight` not yet acked;
+/// checks every ack (in order, stored, no error). Returns (msgs/s, p50 µs, p99 µs), the
+/// latencies being send-to-ack of each event.
+async fn stream_publish(mut client: router_client::Client, events: Vec<wire::Event>, in_flight: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let n = events.len();
+    let (tx, rx) = tokio::sync::mpsc::channel::<wire::Event>(in_flight.max(1));
+    let t0 = Instant::now();
+    let mut acks = client.publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(in_flight);
+    let mut lat = Vec::with_capacity(n);
+    let mut events = events.into_iter();
+    let mut tx = Some(tx);
+    let (mut sent, mut acked) = (0usize, 0usize);
+    while acked < n {
+        while sent < n && sent - acked < in_flight {
+            let (Some(ev), Some(t)) = (events.next(), tx.as_ref()) else {
+                break;
+            };
+            sent_at.push_back(Instant::now());
+            t.send(ev).await.map_err(|_| anyhow!("PublishStream request stream closed"))?;
+            sent += 1;
+        }
+        if sent == n {
+            tx = None; // half-close: the router ends the ack stream after the last ack
+        }
+        let a = acks.message().await?.ok_or_else(|| anyhow!("PublishStream ended after {acked} of {n} acks"))?;
+        if !a.error.is_empty() {
+            return Err(anyhow!("event {} rejected: {}", a.id, a.error));
+        }
+        if a.duplicate {
+            return Err(anyhow!("event {} was acked as a duplicate", a.id));
+        }
+        if a.id != ids[acked] {
+            return Err(anyhow!("ack {acked} is for {} where {} was expected", a.id, ids[acked]));
+        }
+        if let Some(t) = sent_at.pop_front() {
+            lat.push(t.elapsed());
+        }
+        acked += 1;
+    }
+    let elapsed = t0.elapsed();
+    if let Some(extra) = acks.message().await? {
+        return Err(anyhow!("unexpected extra ack for {}", extra.id));
+    }
+    lat.sort();
+    Ok((rate(n, elapsed), percentile_us(&lat, 0.50), percentile_us(&lat, 0.99)))
+}
+
 /// Reads `n` events from seq `from` as durable consumer `name`, acking cumulatively.
 async fn router_read(client: router_client::Client, name: String, from: u64, n: usize, ack_every: usize) -> anyhow::Result<()> {
     let mut sub = client.clone();
@@ -330,12 +402,7 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
     let client = async_nats::connect(addr).await.with_context(|| format!("connect to NATS {addr}"))?;
     let js = jetstream::new(client);
     let stream = js
-        .get_or_create_stream(js_stream::Config {
-            name: "BENCH".into(),
-            subjects: vec!["bench.>".into()],
-            storage: js_stream::StorageType::File,
-            ..Default::default()
-        })
+        .get_or_create_stream(js_stream::Config { name: "BENCH".into(), subjects: vec!["bench.>".into()], storage: js_stream::StorageType::File, ..Default::default() })
         .await
         .map_err(|e| anyhow!("create stream BENCH: {e}"))?;
     let payloads = |kind: &str, n: usize| -> Vec<Vec<u8>> { (0..n).map(|i| make_event(&format!("{tag}{kind}"), i, args.size).encode_to_vec()).collect() };
@@ -356,6 +423,7 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
         lat.sort();
         f.sync_p50_us = percentile_us(&lat, 0.50);
         f.sync_p99_us = percentile_us(&lat, 0.99);
+        (f.stream_sync_rate, f.stream_sync_p50_us, f.stream_sync_p99_us) = (f.sync_rate, f.sync_p50_us, f.sync_p99_us);
         Ok(())
     })
     .await?;
@@ -379,6 +447,7 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
         }
         f.pipelined_rate = rate(args.n, t0.elapsed());
         f.batch_rate = f.pipelined_rate;
+        f.stream_rate = f.pipelined_rate;
         Ok(())
     })
     .await?;
@@ -454,7 +523,11 @@ pub fn median(rounds: &[Figures]) -> Option<Figures> {
         sync_rate: med(|f| f.sync_rate),
         sync_p50_us: med(|f| f.sync_p50_us),
         sync_p99_us: med(|f| f.sync_p99_us),
+        stream_sync_rate: med(|f| f.stream_sync_rate),
+        stream_sync_p50_us: med(|f| f.stream_sync_p50_us),
+        stream_sync_p99_us: med(|f| f.stream_sync_p99_us),
         pipelined_rate: med(|f| f.pipelined_rate),
+        stream_rate: med(|f| f.stream_rate),
         batch_rate: med(|f| f.batch_rate),
         read_rate: med(|f| f.read_rate),
         fanout_rate: med(|f| f.fanout_rate),
@@ -470,15 +543,15 @@ pub fn render(args: &Args, fsync: &Option<Figures>, relaxed: &Option<Figures>, n
         latency: bool,
     }
     let rows = [
-        Row { name: "1. one-at-a-time publish, msgs/s".into(), get: |f| f.sync_rate, latency: false },
+        Row { name: "1. one-at-a-time publish: ours unary Publish, msgs/s".into(), get: |f| f.sync_rate, latency: false },
         Row { name: "   p50 latency, us (ratio NATS/ours)".into(), get: |f| f.sync_p50_us, latency: true },
         Row { name: "   p99 latency, us (ratio NATS/ours)".into(), get: |f| f.sync_p99_us, latency: true },
-        Row { name: format!("2. pipelined publish, {} in flight, msgs/s", args.in_flight), get: |f| f.pipelined_rate, latency: false },
-        Row {
-            name: format!("2b. batched: ours PublishBatch {}x{} in flight, msgs/s", args.batch, args.batches_in_flight),
-            get: |f| f.batch_rate,
-            latency: false,
-        },
+        Row { name: "1s. one-at-a-time: ours PublishStream, msgs/s".into(), get: |f| f.stream_sync_rate, latency: false },
+        Row { name: "   p50 latency, us (ratio NATS/ours)".into(), get: |f| f.stream_sync_p50_us, latency: true },
+        Row { name: "   p99 latency, us (ratio NATS/ours)".into(), get: |f| f.stream_sync_p99_us, latency: true },
+        Row { name: format!("2. pipelined, {} in flight: ours unary Publish, msgs/s", args.in_flight), get: |f| f.pipelined_rate, latency: false },
+        Row { name: format!("2s. pipelined, {} in flight: ours PublishStream, msgs/s", args.in_flight), get: |f| f.stream_rate, latency: false },
+        Row { name: format!("2b. batched: ours PublishBatch {}x{} in flight, msgs/s", args.batch, args.batches_in_flight), get: |f| f.batch_rate, latency: false },
         Row { name: "3. durable consumer read + acks, msgs/s".into(), get: |f| f.read_rate, latency: false },
         Row { name: format!("4. fan-out to {} durable consumers, total msgs/s", args.fanout), get: |f| f.fanout_rate, latency: false },
     ];
@@ -500,24 +573,13 @@ pub fn render(args: &Args, fsync: &Option<Figures>, relaxed: &Option<Figures>, n
     s.push_str("durability: ours fsync = SQLite WAL synchronous=FULL, fsync before each ack (group commit);\n");
     s.push_str("            ours relaxed = synchronous=NORMAL, no fsync before the ack;\n");
     s.push_str("            NATS 2.9 = ack after the page-cache write, periodic fsync (not before the ack).\n");
-    s.push_str(&format!(
-        "reads: ours = named consumer, cumulative Ack every {e}; NATS = durable pull consumer, AckPolicy::All, ack every {e}th + last.\n",
-        e = args.ack_every
-    ));
-    s.push_str("NATS has no batch publish: its line 2b repeats line 2.\n\n");
+    s.push_str(&format!("reads: ours = named consumer, cumulative Ack every {e}; NATS = durable pull consumer, AckPolicy::All, ack every {e}th + last.\n", e = args.ack_every));
+    s.push_str("NATS publishes one way only: its line 1s repeats line 1, its lines 2s and 2b repeat line 2.\n\n");
     let head = format!("{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n", "metric", "ours fsync", "ours relaxed", "NATS", "fsync/NATS", "relaxed/NATS");
     s.push_str(&head);
     s.push_str(&format!("{}\n", "-".repeat(head.len() - 1)));
     for r in &rows {
-        s.push_str(&format!(
-            "{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n",
-            r.name,
-            cell(fsync, r),
-            cell(relaxed, r),
-            cell(nats, r),
-            ratio(fsync, r),
-            ratio(relaxed, r)
-        ));
+        s.push_str(&format!("{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n", r.name, cell(fsync, r), cell(relaxed, r), cell(nats, r), ratio(fsync, r), ratio(relaxed, r)));
     }
     s
 }
