@@ -112,6 +112,12 @@ impl Trainer {
             .var("output", output.display())
             .arg("--generation")
             .arg(generation.to_string());
+        // Older exports of the window, after the newest one given as {data}.
+        for extra in item.payload["npz_paths"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).filter(|p| *p != npz) {
+            if std::path::Path::new(extra).exists() {
+                req = req.arg("--data").arg(extra);
+            }
+        }
         let canonical = paths::models_dir(&self.home).join(format!("canonical_{config}.rrm"));
         if canonical.exists() {
             req = req.arg("--init").arg(canonical.display().to_string());

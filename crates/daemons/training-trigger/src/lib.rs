@@ -28,12 +28,14 @@ pub struct TriggerConfig {
     pub cooldown_s: f64,
     pub min_quality: f64,
     pub priority: i64,
+    /// How many of the newest NPZ exports a training reads (newest first).
+    pub window: usize,
     pub cycle_interval_s: f64,
 }
 
 impl Default for TriggerConfig {
     fn default() -> Self {
-        TriggerConfig { min_rows: 1, cooldown_s: 60.0, min_quality: 0.0, priority: 10, cycle_interval_s: 30.0 }
+        TriggerConfig { min_rows: 1, cooldown_s: 60.0, min_quality: 0.0, priority: 10, window: 4, cycle_interval_s: 30.0 }
     }
 }
 
@@ -49,6 +51,9 @@ pub struct Npz {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TriggerState {
     pub latest: Option<Npz>,
+    /// The newest exports, newest first (at most `window`).
+    #[serde(default)]
+    pub recent: Vec<Npz>,
     pub queued_watermark: i64,
     pub in_flight: Option<String>,
     pub last_done_ms: i64,
@@ -115,8 +120,14 @@ impl Trigger {
         use wire::event::Payload;
         match &ev.payload {
             Payload::NpzExportCompleted(n) => {
+                let npz = Npz { path: n.path.clone(), sha256: n.sha256.clone(), rows: n.rows, watermark: n.watermark };
                 if st.latest.as_ref().is_none_or(|l| n.watermark > l.watermark) {
-                    st.latest = Some(Npz { path: n.path.clone(), sha256: n.sha256.clone(), rows: n.rows, watermark: n.watermark });
+                    st.latest = Some(npz.clone());
+                }
+                if !st.recent.iter().any(|r| r.watermark == npz.watermark) {
+                    st.recent.push(npz);
+                    st.recent.sort_by(|a, b| b.watermark.cmp(&a.watermark));
+                    st.recent.truncate(self.cfg.window.max(1));
                 }
             }
             Payload::QualityScoreUpdated(q) => st.quality = Some(q.quality_score),
@@ -178,7 +189,8 @@ impl Trigger {
                         item.item_id.clone()
                     }
                     None => {
-                        let payload = serde_json::json!({"npz_path": npz.path, "npz_sha256": npz.sha256, "rows": npz.rows, "watermark": npz.watermark});
+                        let paths: Vec<&str> = st.recent.iter().map(|r| r.path.as_str()).collect();
+                        let payload = serde_json::json!({"npz_path": npz.path, "npz_paths": paths, "npz_sha256": npz.sha256, "rows": npz.rows, "watermark": npz.watermark});
                         let work = NewWork::new(WorkKind::Training, Some(config), self.cfg.priority, payload.clone());
                         let q = self.queue.clone();
                         let id = tokio::task::spawn_blocking(move || q.enqueue(&work)).await??;
@@ -203,6 +215,7 @@ pub struct TrainingTrigger(pub Trigger);
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TriggerConfig = ctx.settings.section("training_trigger")?;
     anyhow::ensure!(cfg.cooldown_s >= 0.0 && cfg.cycle_interval_s > 0.0, "training_trigger intervals must be >= 0");
+    anyhow::ensure!(cfg.window >= 1, "training_trigger.window must be >= 1");
     let configs = ringrift_pipeline::configs(ctx)?;
     std::fs::create_dir_all(ctx.home.join("data"))?;
     let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
