@@ -7,3 +7,4 @@ mod poller;
 mod python;
 mod router;
 mod tidy;
+mod training_loop;
