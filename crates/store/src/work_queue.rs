@@ -232,6 +232,8 @@ pub trait WorkQueue: Send + Sync {
         kind: WorkKind,
         config: Option<ConfigKey>,
     ) -> Result<Vec<WorkItem>, StoreError>;
+    /// Creation time (Unix ms) of the oldest pending item, if any.
+    fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError>;
 }
 
 /// The SQLite work queue. Cheap to clone; clones share one connection. Several
@@ -551,6 +553,16 @@ impl WorkQueue for SqliteWorkQueue {
             Some(row) => Ok(Some(self.item_from_row(row)?)),
             None => Ok(None),
         }
+    }
+
+    fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT MIN(created_at) FROM work_items WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .ctx(self.path())
     }
 
     fn held_by(&self, worker: &str) -> Result<Vec<WorkItem>, StoreError> {
