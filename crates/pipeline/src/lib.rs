@@ -4,6 +4,7 @@
 //! work-queue claims ([`claim`]) and which config keys a daemon works on ([`configs`]).
 //! Policy stays in the daemon crates.
 
+pub mod alloc;
 pub mod claim;
 pub mod emit;
 pub mod jobs;

@@ -65,26 +65,10 @@ pub fn plan(cfg: &PopConfig, open_total: u64, open_selfplay: &BTreeMap<ConfigKey
     let want_selfplay = ((cfg.high_watermark as f64) * cfg.selfplay_share).round() as u64;
     let want_tournament = ((cfg.high_watermark as f64) * cfg.tournament_share).round() as u64;
     let have_selfplay: u64 = open_selfplay.values().sum();
-    let mut out = Vec::new();
     let mut counts = open_selfplay.clone();
-    let mut add_selfplay = want_selfplay.saturating_sub(have_selfplay).min(room);
-    while add_selfplay > 0 {
-        // The config furthest below its weighted share that still has room.
-        let total_w: f64 = configs.iter().map(|c| weights.get(&c.to_string()).copied().unwrap_or(1.0).max(0.0)).sum::<f64>().max(1e-9);
-        let pick = configs
-            .iter()
-            .filter(|c| counts.get(c).copied().unwrap_or(0) < cfg.max_open_per_config)
-            .filter(|c| weights.get(&c.to_string()).copied().unwrap_or(1.0) > 0.0)
-            .min_by(|a, b| {
-                let share = |c: &ConfigKey| counts.get(c).copied().unwrap_or(0) as f64 / (weights.get(&c.to_string()).copied().unwrap_or(1.0) / total_w);
-                share(a).total_cmp(&share(b))
-            })
-            .copied();
-        let Some(c) = pick else { break };
-        *counts.entry(c).or_insert(0) += 1;
-        out.push((WorkKind::Selfplay, Some(c)));
-        add_selfplay -= 1;
-    }
+    let add_selfplay = want_selfplay.saturating_sub(have_selfplay).min(room);
+    let mut out: Vec<(WorkKind, Option<ConfigKey>)> =
+        ringrift_pipeline::alloc::pick_configs(configs, weights, &mut counts, cfg.max_open_per_config, add_selfplay).into_iter().map(|c| (WorkKind::Selfplay, Some(c))).collect();
     let room = room.saturating_sub(out.len() as u64);
     for _ in 0..want_tournament.saturating_sub(open_tournament).min(room) {
         out.push((WorkKind::Tournament, None));

@@ -1,0 +1,53 @@
+//! Spreading selfplay over configs: by curriculum weight, never past a per-config cap of
+//! open (pending + claimed) items, so selfplay cannot run away. Shared by
+//! queue_populator, selfplay_coordinator and idle_resource.
+
+use ringrift_store::ConfigKey;
+use std::collections::BTreeMap;
+
+/// Picks up to `n` configs for new selfplay items. Each pick goes to the config furthest
+/// below its weighted share (weight default 1.0; weight ≤ 0 means none) that is still
+/// under `cap` open items. `open` is updated with the picks.
+pub fn pick_configs(configs: &[ConfigKey], weights: &BTreeMap<String, f64>, open: &mut BTreeMap<ConfigKey, u64>, cap: u64, n: u64) -> Vec<ConfigKey> {
+    let w = |c: &ConfigKey| weights.get(&c.to_string()).copied().unwrap_or(1.0);
+    let total: f64 = configs.iter().map(|c| w(c).max(0.0)).sum::<f64>().max(1e-9);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let pick = configs
+            .iter()
+            .filter(|c| w(c) > 0.0 && open.get(c).copied().unwrap_or(0) < cap)
+            .min_by(|a, b| {
+                let share = |c: &ConfigKey| open.get(c).copied().unwrap_or(0) as f64 / (w(c) / total);
+                share(a).total_cmp(&share(b))
+            })
+            .copied();
+        let Some(c) = pick else { break };
+        *open.entry(c).or_insert(0) += 1;
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(s: &str) -> ConfigKey {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn follows_weights_and_respects_the_cap() {
+        let configs = [k("hex8_2p"), k("square8_2p")];
+        let weights: BTreeMap<String, f64> = [("hex8_2p".to_owned(), 3.0)].into_iter().collect();
+        let mut open = BTreeMap::new();
+        let picks = pick_configs(&configs, &weights, &mut open, 100, 8);
+        assert_eq!(picks.iter().filter(|c| **c == k("hex8_2p")).count(), 6, "3:1 weights");
+        let mut open = BTreeMap::new();
+        let picks = pick_configs(&configs, &weights, &mut open, 2, 8);
+        assert_eq!(picks.len(), 4, "2 per config at most");
+        let zero: BTreeMap<String, f64> = [("square8_2p".to_owned(), 0.0)].into_iter().collect();
+        let picks = pick_configs(&configs, &zero, &mut BTreeMap::new(), 10, 3);
+        assert!(picks.iter().all(|c| *c == k("hex8_2p")));
+    }
+}
