@@ -62,6 +62,10 @@ impl JobRequest {
         self.extra.push(a.into());
         self
     }
+    pub fn args<S: Into<String>>(mut self, a: impl IntoIterator<Item = S>) -> Self {
+        self.extra.extend(a.into_iter().map(Into::into));
+        self
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
