@@ -23,6 +23,7 @@ pub enum JobKind {
     Train,
     Evaluate,
     Distill,
+    Tournament,
 }
 
 impl JobKind {
@@ -33,6 +34,7 @@ impl JobKind {
             JobKind::Train => "train",
             JobKind::Evaluate => "evaluate",
             JobKind::Distill => "distill",
+            JobKind::Tournament => "tournament",
         }
     }
 }
@@ -91,6 +93,7 @@ pub struct JobTemplates {
     pub train: String,
     pub evaluate: String,
     pub distill: String,
+    pub tournament: String,
     /// Where `{bin}` points; default: the directory of the running daemon.
     pub bin: Option<PathBuf>,
 }
@@ -104,6 +107,7 @@ impl Default for JobTemplates {
             train: format!("{j} train --config {{config_key}} --data {{data}} --output {{output}}"),
             evaluate: format!("{j} evaluate --config {{config_key}} --model {{model}}"),
             distill: format!("{j} distill --config {{config_key}} --teacher {{teacher}} --data {{data}} --output {{output}}"),
+            tournament: format!("{j} tournament --config {{config_key}} --games-per-pair {{games}}"),
             bin: None,
         }
     }
@@ -126,7 +130,7 @@ impl RunnerJobs {
     /// `data/jobs.db` under `home`.
     pub fn new(home: &Path, t: &JobTemplates) -> anyhow::Result<RunnerJobs> {
         let mut templates = BTreeMap::new();
-        for (k, s) in [(JobKind::Selfplay, &t.selfplay), (JobKind::Export, &t.export), (JobKind::Train, &t.train), (JobKind::Evaluate, &t.evaluate), (JobKind::Distill, &t.distill)] {
+        for (k, s) in [(JobKind::Selfplay, &t.selfplay), (JobKind::Export, &t.export), (JobKind::Train, &t.train), (JobKind::Evaluate, &t.evaluate), (JobKind::Distill, &t.distill), (JobKind::Tournament, &t.tournament)] {
             let tpl = CommandTemplate::parse(s).map_err(|e| anyhow::anyhow!("jobs.{}: {e}", k.as_str()))?;
             // Render once with every placeholder the daemons supply, so a typo or an
             // unmatched brace fails at start-up, not at the first job.

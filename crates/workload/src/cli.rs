@@ -64,6 +64,23 @@ pub enum Command {
     Evaluate(EvaluateCmd),
     /// Distil a model into a smaller one on the positions of NPZ files.
     Distill(DistillCmd),
+    /// Round-robin among models of one config; every game recorded in the Elo store.
+    Tournament(TournamentCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct TournamentCmd {
+    #[arg(long)]
+    pub config: ConfigKey,
+    /// A model file (repeat for each participant; at least 2).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    pub games_per_pair: usize,
+    #[arg(long, default_value_t = 2)]
+    pub depth: u32,
+    #[arg(long, default_value_t = 2)]
+    pub opening_plies: usize,
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +290,19 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 r.promotion = Some(promote_if_passed(&c.home, &r, &gate).context("promote")?);
             }
             ("evaluate", serde_json::to_value(r)?)
+        }
+        Command::Tournament(a) => {
+            let t = crate::tournament::TournamentArgs {
+                home: c.home.clone(),
+                config: a.config,
+                models: a.models,
+                games_per_pair: a.games_per_pair,
+                depth: a.depth,
+                opening_plies: a.opening_plies,
+                seed,
+                source_node: node.clone(),
+            };
+            ("tournament", serde_json::to_value(crate::tournament::tournament(&t).context("tournament")?)?)
         }
         Command::Distill(a) => {
             let mut t = TrainArgs::new(a.config, a.data, a.output);

@@ -287,7 +287,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
 
 /// One game with the model in seat `index % players` and `others` in the other seats (in
 /// order); returns the model's score (1, ½, 0).
-fn play_one(
+pub(crate) fn play_one(
     geo: &Arc<Geometry>,
     me: &mut ModelPlayer,
     mut others: Vec<Box<dyn Player>>,

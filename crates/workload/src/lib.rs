@@ -19,6 +19,7 @@ pub mod progress;
 pub mod promote;
 pub mod rng;
 pub mod selfplay;
+pub mod tournament;
 pub mod train;
 
 use ringrift_store::StoreError;

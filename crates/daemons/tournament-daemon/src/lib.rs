@@ -1,0 +1,237 @@
+//! `tournament_daemon`: round-robin tournaments among the recent models of a config
+//! (the newest `recent` trained models plus the canonical one), on TRAINING_COMPLETED,
+//! on tournament work items from the queue, and on a periodic ladder. The tournament job
+//! records every game in the Elo store; the daemon publishes ELO_UPDATED per participant.
+//! A TRAINING_COMPLETED is answered once (persisted by model SHA-256).
+
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_pipeline::claim;
+use ringrift_pipeline::emit::{Emit, event};
+use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_pipeline::state::StateStore;
+use ringrift_proto::{Event, EventType, wire};
+use ringrift_store::work_queue::{SqliteWorkQueue, WorkKind, WorkQueue};
+use ringrift_store::{ConfigKey, paths};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const INFO: DaemonInfo = DaemonInfo { name: "tournament_daemon", about: "Round-robin tournaments among recent models" };
+
+/// `[tournament_daemon]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TournamentConfig {
+    pub recent: usize,
+    pub games_per_pair: u32,
+    /// Seconds between ladder rounds (the cycle).
+    pub cycle_interval_s: f64,
+    pub timeout_s: f64,
+    pub lease_s: f64,
+}
+
+impl Default for TournamentConfig {
+    fn default() -> Self {
+        TournamentConfig { recent: 4, games_per_pair: 20, cycle_interval_s: 600.0, timeout_s: 3600.0, lease_s: 600.0 }
+    }
+}
+
+/// The newest `n` trained models of `config` plus the canonical model, if present.
+pub fn participants(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
+    let dir = paths::models_dir(home).join(config.to_string());
+    let mut v: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("gen") && n.ends_with(".rrm")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut out: Vec<PathBuf> = v.into_iter().take(n).map(|x| x.1).collect();
+    let canonical = paths::models_dir(home).join(format!("canonical_{config}.rrm"));
+    if canonical.exists() {
+        out.push(canonical);
+    }
+    out
+}
+
+pub struct Ladder {
+    pub cfg: TournamentConfig,
+    pub configs: Vec<ConfigKey>,
+    pub home: PathBuf,
+    pub worker: String,
+    pub jobs: Arc<dyn Jobs>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub state: StateStore,
+    status: Mutex<String>,
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Ladder {
+    pub fn new(cfg: TournamentConfig, configs: Vec<ConfigKey>, home: PathBuf, worker: String, jobs: Arc<dyn Jobs>, queue: Arc<dyn WorkQueue>, state: StateStore) -> Self {
+        Ladder { cfg, configs, home, worker, jobs, queue, state, status: Mutex::new("no tournament yet".into()), busy: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Runs one round-robin for `config`; returns how many participants played.
+    pub async fn round(&self, config: ConfigKey, emit: &dyn Emit, tag: &str) -> anyhow::Result<usize> {
+        let _one = self.busy.lock().await;
+        let (home, n) = (self.home.clone(), self.cfg.recent);
+        let models = tokio::task::spawn_blocking(move || participants(&home, config, n)).await?;
+        if models.len() < 2 {
+            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("{config}: {} model(s), need 2", models.len());
+            return Ok(0);
+        }
+        let mut req = JobRequest::new(JobKind::Tournament, format!("tournament:{config}"), Duration::from_secs_f64(self.cfg.timeout_s)).var("config_key", config).var("games", self.cfg.games_per_pair);
+        for m in &models {
+            req = req.arg("--model").arg(m.display().to_string());
+        }
+        let r = self.jobs.run(req).await?;
+        let mut line = Vec::new();
+        for s in r["standings"].as_array().into_iter().flatten() {
+            let name = s["name"].as_str().unwrap_or("?").to_owned();
+            let elo = s["elo"].as_f64().unwrap_or(0.0);
+            let p = wire::EloUpdated { participant: name.clone(), elo, previous_elo: 0.0, games: s["games"].as_u64().unwrap_or(0) as u32 };
+            emit.emit(event(wire::event::Payload::EloUpdated(p), format!("elo:{config}:{name}:{tag}"), &config.to_string())).await?;
+            line.push(format!("{name} {elo:.0}"));
+        }
+        let msg = format!("{config}: {} matches; {}", r["matches"].as_u64().unwrap_or(0), line.join(", "));
+        tracing::info!("tournament: {msg}");
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = msg;
+        Ok(models.len())
+    }
+
+    pub async fn on_trained(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
+        let wire::event::Payload::TrainingCompleted(t) = &ev.payload else { return Ok(()) };
+        let Ok(config) = ev.config_key.parse::<ConfigKey>() else { return Ok(()) };
+        let key = format!("after:{}", t.model_sha256);
+        if self.state.get::<u64>(&key).await?.is_some() {
+            return Ok(());
+        }
+        self.round(config, emit, &t.model_sha256).await?;
+        self.state.put(&key, &1u64).await?;
+        Ok(())
+    }
+
+    /// The periodic ladder, plus tournament items from the work queue.
+    pub async fn cycle(&self, emit: &dyn Emit) -> anyhow::Result<()> {
+        let stamp = ringrift_store::now_ms().to_string();
+        while let Some(item) = claim::claim(&self.queue, &self.worker, &[WorkKind::Tournament], Duration::from_secs_f64(self.cfg.lease_s)).await? {
+            let targets: Vec<ConfigKey> = match item.config_key {
+                Some(c) => vec![c],
+                None => self.configs.clone(),
+            };
+            let lease = Duration::from_secs_f64(self.cfg.lease_s);
+            claim::run_leased(&self.queue, &self.worker, &item, lease, async {
+                let mut played = 0;
+                for c in targets {
+                    played += self.round(c, emit, &item.item_id).await.map_err(|e| format!("{e:#}"))?;
+                }
+                Ok(serde_json::json!({"participants": played}))
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!(e))?;
+        }
+        for &c in &self.configs {
+            self.round(c, emit, &stamp).await?;
+        }
+        Ok(())
+    }
+}
+
+pub struct TournamentDaemon(pub Ladder);
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: TournamentConfig = ctx.settings.section("tournament_daemon")?;
+    anyhow::ensure!(cfg.recent >= 1 && cfg.games_per_pair >= 1, "tournament_daemon: recent and games_per_pair must be >= 1");
+    anyhow::ensure!(cfg.cycle_interval_s > 0.0 && cfg.timeout_s > 0.0 && cfg.lease_s >= 1.0, "tournament_daemon: intervals must be > 0");
+    let configs = ringrift_pipeline::configs(ctx)?;
+    std::fs::create_dir_all(ctx.home.join("data"))?;
+    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
+    let state = StateStore::open(&ctx.home, INFO.name)?;
+    Ok(Arc::new(TournamentDaemon(Ladder::new(cfg, configs, ctx.home.clone(), ctx.source(), jobs, queue, state))))
+}
+
+#[async_trait::async_trait]
+impl Handler for TournamentDaemon {
+    fn cycle_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
+    }
+    fn subscriptions(&self) -> Vec<EventType> {
+        vec![EventType::TrainingCompleted]
+    }
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        self.0.cycle(&ctx.publisher).await
+    }
+    async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
+        self.0.on_trained(ev, &ctx.publisher).await
+    }
+    fn health_check(&self) -> HealthCheckResult {
+        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringrift_pipeline::emit::Recorder;
+    use ringrift_pipeline::jobs::FakeJobs;
+    use ringrift_store::work_queue::{NewWork, WorkStatus};
+
+    fn ladder(dir: &Path, jobs: Arc<FakeJobs>) -> Ladder {
+        let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
+        Ladder::new(TournamentConfig { recent: 2, ..Default::default() }, vec!["hex8_2p".parse().unwrap()], dir.to_owned(), "td@test".into(), jobs, queue, StateStore::open(dir, "tournament_daemon").unwrap())
+    }
+
+    fn fake() -> Arc<FakeJobs> {
+        FakeJobs::new(|r| {
+            let n = r.extra.iter().filter(|a| *a == "--model").count();
+            let standings: Vec<_> = (0..n).map(|i| serde_json::json!({"name": format!("m{i}"), "elo": 1500.0 + i as f64, "games": 20})).collect();
+            Ok(serde_json::json!({"matches": n * (n - 1) / 2 * 20, "standings": standings}))
+        })
+    }
+
+    fn model(dir: &Path, name: &str) {
+        let d = paths::models_dir(dir).join("hex8_2p");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(name), b"m").unwrap();
+    }
+
+    #[tokio::test]
+    async fn needs_two_models_then_plays_the_recent_ones_plus_canonical() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = fake();
+        let l = ladder(dir.path(), jobs.clone());
+        let rec = Recorder::default();
+        model(dir.path(), "gen0001_w1.rrm");
+        assert_eq!(l.round("hex8_2p".parse().unwrap(), &rec, "t").await.unwrap(), 0);
+        model(dir.path(), "gen0002_w2.rrm");
+        model(dir.path(), "gen0003_w3.rrm");
+        std::fs::write(paths::models_dir(dir.path()).join("canonical_hex8_2p.rrm"), b"c").unwrap();
+        assert_eq!(l.round("hex8_2p".parse().unwrap(), &rec, "t").await.unwrap(), 3, "2 recent + canonical");
+        assert_eq!(rec.events().len(), 3, "one ELO_UPDATED per participant");
+        assert!(jobs.calls()[0].extra.iter().any(|a| a.ends_with("canonical_hex8_2p.rrm")));
+    }
+
+    #[tokio::test]
+    async fn training_completed_once_and_queue_items_are_consumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = fake();
+        let l = ladder(dir.path(), jobs.clone());
+        model(dir.path(), "gen0001_w1.rrm");
+        model(dir.path(), "gen0002_w2.rrm");
+        let t = wire::TrainingCompleted { model_sha256: "s2".into(), ..Default::default() };
+        let ev = Event::new(wire::event::Payload::TrainingCompleted(t)).with_config("hex8_2p");
+        let rec = Recorder::default();
+        l.on_trained(&ev, &rec).await.unwrap();
+        l.on_trained(&ev, &rec).await.unwrap();
+        assert_eq!(jobs.calls().len(), 1);
+        let id = l.queue.enqueue(&NewWork::new(WorkKind::Tournament, None, 1, serde_json::json!({}))).unwrap();
+        l.cycle(&rec).await.unwrap();
+        assert_eq!(l.queue.get(&id).unwrap().unwrap().status, WorkStatus::Completed);
+        assert_eq!(jobs.calls().len(), 3, "the queued round and the ladder round");
+    }
+}

@@ -1,0 +1,104 @@
+//! Round-robin tournament among models of one config: every pair plays `games_per_pair`
+//! games with alternating seats; every game is a match in the Elo store.
+
+use crate::WorkloadError;
+use crate::evaluate::play_one;
+use crate::game::Geometry;
+use crate::model::Model;
+use crate::players::{ModelPlayer, Player, SearchConfig};
+use crate::rng::Rng;
+use ringrift_store::elo::{EloStore, MatchResult};
+use ringrift_store::{ConfigKey, paths};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct TournamentArgs {
+    pub home: PathBuf,
+    pub config: ConfigKey,
+    pub models: Vec<PathBuf>,
+    pub games_per_pair: usize,
+    pub depth: u32,
+    pub opening_plies: usize,
+    pub seed: u64,
+    pub source_node: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairResult {
+    pub a: String,
+    pub b: String,
+    pub games: usize,
+    /// Points of `a` (1 per win, ½ per draw).
+    pub score_a: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Standing {
+    pub name: String,
+    pub model: PathBuf,
+    pub elo: f64,
+    pub games: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TournamentReport {
+    pub config_key: ConfigKey,
+    pub pairs: Vec<PairResult>,
+    pub standings: Vec<Standing>,
+    pub matches: usize,
+    pub elapsed_s: f64,
+}
+
+pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadError> {
+    let started = Instant::now();
+    if args.models.len() < 2 {
+        return Err(WorkloadError::Invalid(format!("a tournament needs at least 2 models, got {}", args.models.len())));
+    }
+    let geo = Geometry::new(args.config);
+    let mut players = Vec::new();
+    for path in &args.models {
+        let (model, _) = Model::load(path)?;
+        if model.config_key != args.config {
+            return Err(WorkloadError::BadModel { path: path.clone(), reason: format!("model is for {}, tournament is {}", model.config_key, args.config) });
+        }
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+        players.push((name, path.clone(), ModelPlayer::new(path.display().to_string(), Arc::new(model), SearchConfig::greedy(args.depth))));
+    }
+    let mut rng = Rng::new(args.seed);
+    let mut pairs = Vec::new();
+    let mut matches = Vec::new();
+    let now = ringrift_store::now_ms();
+    for i in 0..players.len() {
+        for j in (i + 1)..players.len() {
+            let mut score = 0.0;
+            for g in 0..args.games_per_pair {
+                let mut me = players[i].2.clone();
+                let others: Vec<Box<dyn Player>> = (1..geo.players()).map(|_| Box::new(players[j].2.clone()) as Box<dyn Player>).collect();
+                let s = play_one(&geo, &mut me, others, g, args.opening_plies, &mut rng);
+                score += s;
+                matches.push(MatchResult {
+                    match_id: uuid::Uuid::new_v4().to_string(),
+                    config_key: args.config,
+                    participant_a: players[i].0.clone(),
+                    participant_b: players[j].0.clone(),
+                    score_a: s,
+                    played_at: now,
+                    source_node: args.source_node.clone(),
+                });
+            }
+            pairs.push(PairResult { a: players[i].0.clone(), b: players[j].0.clone(), games: args.games_per_pair, score_a: score });
+        }
+    }
+    let store = EloStore::open(&paths::elo_db(&args.home))?;
+    store.record_matches(&matches)?;
+    let mut standings = Vec::new();
+    for (name, path, _) in &players {
+        let r = store.rating(name, args.config)?;
+        standings.push(Standing { name: name.clone(), model: path.clone(), elo: r.rating, games: r.games });
+    }
+    standings.sort_by(|a, b| b.elo.total_cmp(&a.elo));
+    Ok(TournamentReport { config_key: args.config, pairs, standings, matches: matches.len(), elapsed_s: started.elapsed().as_secs_f64() })
+}
