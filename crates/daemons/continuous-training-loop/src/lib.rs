@@ -54,11 +54,13 @@ pub struct Trainer {
     pub jobs: Arc<dyn Jobs>,
     pub state: StateStore,
     status: Mutex<String>,
+    /// One step at a time: the cycle and WORK_QUEUED events both call `step`.
+    one: tokio::sync::Mutex<()>,
 }
 
 impl Trainer {
     pub fn new(cfg: LoopConfig, worker: String, home: PathBuf, queue: Arc<dyn WorkQueue>, jobs: Arc<dyn Jobs>, state: StateStore) -> Self {
-        Trainer { cfg, worker, home, queue, jobs, state, status: Mutex::new("idle".into()) }
+        Trainer { cfg, worker, home, queue, jobs, state, status: Mutex::new("idle".into()), one: tokio::sync::Mutex::new(()) }
     }
 
     fn lease(&self) -> Duration {
@@ -67,6 +69,7 @@ impl Trainer {
 
     /// Resumes held items, else claims one; trains it. Returns whether it did work.
     pub async fn step(&self, emit: &dyn Emit) -> anyhow::Result<bool> {
+        let _one = self.one.lock().await;
         let (q, w) = (self.queue.clone(), self.worker.clone());
         let held = tokio::task::spawn_blocking(move || q.held_by(&w)).await??;
         let item = match held.into_iter().find(|i| i.kind == WorkKind::Training) {
@@ -167,9 +170,19 @@ impl Handler for TrainingLoop {
     fn cycle_interval(&self) -> Duration {
         Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
     }
+    /// WORK_QUEUED wakes the loop at once; the cycle is the fallback poll.
+    fn subscriptions(&self) -> Vec<ringrift_proto::EventType> {
+        vec![ringrift_proto::EventType::WorkQueued]
+    }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         while self.0.step(&ctx.publisher).await? {}
         Ok(())
+    }
+    async fn handle_event(&self, ctx: &Context, ev: &ringrift_proto::Event) -> anyhow::Result<()> {
+        match &ev.payload {
+            wire::event::Payload::WorkQueued(w) if w.kind == "training" => self.run_cycle(ctx).await,
+            _ => Ok(()),
+        }
     }
     fn health_check(&self) -> HealthCheckResult {
         HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())

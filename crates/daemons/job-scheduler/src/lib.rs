@@ -50,6 +50,8 @@ pub struct Scheduler {
     pub queue: Arc<dyn WorkQueue>,
     pub jobs: Arc<dyn Jobs>,
     running: Mutex<HashSet<String>>,
+    /// Serialises `fill` (cycle and events both call it) so slots are never overbooked.
+    filling: tokio::sync::Mutex<()>,
     done: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
 }
@@ -57,7 +59,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(cfg: SchedConfig, worker: String, home: PathBuf, queue: Arc<dyn WorkQueue>, jobs: Arc<dyn Jobs>) -> Arc<Self> {
         let slots = if cfg.slots == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.slots };
-        Arc::new(Scheduler { cfg, slots, worker, home, queue, jobs, running: Mutex::new(HashSet::new()), done: 0.into(), failed: 0.into() })
+        Arc::new(Scheduler { cfg, slots, worker, home, queue, jobs, running: Mutex::new(HashSet::new()), filling: tokio::sync::Mutex::new(()), done: 0.into(), failed: 0.into() })
     }
 
     fn running(&self) -> usize {
@@ -66,6 +68,7 @@ impl Scheduler {
 
     /// Requeues expired leases, then fills free slots; returns the spawned tasks.
     pub async fn fill(self: &Arc<Self>, emit: Arc<dyn Emit>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let _one = self.filling.lock().await;
         let q = self.queue.clone();
         let n = tokio::task::spawn_blocking(move || q.requeue_expired()).await??;
         if n > 0 {
@@ -155,9 +158,19 @@ impl Handler for JobScheduler {
     fn cycle_interval(&self) -> Duration {
         Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
     }
+    /// WORK_QUEUED wakes the scheduler at once; the cycle is the fallback poll.
+    fn subscriptions(&self) -> Vec<ringrift_proto::EventType> {
+        vec![ringrift_proto::EventType::WorkQueued]
+    }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         self.0.fill(Arc::new(ctx.publisher.clone())).await?;
         Ok(())
+    }
+    async fn handle_event(&self, ctx: &Context, ev: &ringrift_proto::Event) -> anyhow::Result<()> {
+        match &ev.payload {
+            wire::event::Payload::WorkQueued(w) if w.kind == "selfplay" => self.run_cycle(ctx).await,
+            _ => Ok(()),
+        }
     }
     fn health_check(&self) -> HealthCheckResult {
         use std::sync::atomic::Ordering::Relaxed;
