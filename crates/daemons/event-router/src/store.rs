@@ -6,9 +6,15 @@
 //! while a commit runs are batched into the next transaction: many publishers share one
 //! fsync. Dedup ids live in the writer (the single owner of the sequence), so two
 //! concurrent publishes of one id can never both be stored.
+//!
+//! WAL checkpoints run on their own thread and connection (every `checkpoint_every`),
+//! not inside a commit, so no publish waits for the database file to be synced; the
+//! writer's automatic checkpoint is off. Only when the WAL still outgrows
+//! [`WAL_RESTART_PAGES`] (checkpoints never catching up under sustained load) does that
+//! thread run a RESTART checkpoint, which holds the writer back for that one checkpoint.
 
-use ringrift_proto::{Event, wire};
 use prost::Message;
+use ringrift_proto::{Event, wire};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -66,7 +72,7 @@ CREATE TABLE IF NOT EXISTS events (
     stored_ms INTEGER NOT NULL,
     data BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_id ON events(id);
+DROP INDEX IF EXISTS events_id;
 CREATE INDEX IF NOT EXISTS events_stored ON events(stored_ms);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS consumers (
@@ -104,6 +110,9 @@ pub struct Store {
     readers: Arc<Mutex<Vec<Connection>>>,
 }
 
+/// WAL pages past which the checkpoint thread forces a RESTART checkpoint (~64 MiB).
+pub const WAL_RESTART_PAGES: i64 = 16_384;
+
 fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite { path: path.to_owned(), source };
     let c = Connection::open(path).map_err(err)?;
@@ -130,26 +139,52 @@ pub struct Loaded {
 }
 
 impl Store {
-    /// Opens (creating) `dir/events.db`, loads start-up state and starts the writer thread.
-    pub fn open(dir: &Path, durability: Durability, dedup_window: Duration, cache: usize, on_commit: OnCommit) -> Result<(Store, Loaded), StoreError> {
+    /// Opens (creating) `dir/events.db`, loads start-up state and starts the writer thread
+    /// and, when `checkpoint_every` is set, the checkpoint thread (otherwise SQLite
+    /// checkpoints inside the commit that fills the WAL, its default).
+    pub fn open(
+        dir: &Path,
+        durability: Durability,
+        dedup_window: Duration,
+        cache: usize,
+        checkpoint_every: Option<Duration>,
+        on_commit: OnCommit,
+    ) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Commit(format!("create {}: {e}", dir.display())))?;
         let path = dir.join("events.db");
         let conn = open(&path, durability)?;
         let err = |source| StoreError::Sqlite { path: path.clone(), source };
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // The checkpoint thread's connection, opened before the writer starts so a failure
+        // here fails the open.
+        let checkpointer = match checkpoint_every {
+            Some(every) => {
+                conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
+                Some((open(&path, durability)?, every))
+            }
+            None => None,
+        };
         let loaded = load(&conn, cache).map_err(err)?;
         let dedup = Dedup::load(&conn, dedup_window).map_err(err)?;
-        let meta_seq: u64 = conn
-            .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| r.get::<_, i64>(0))
-            .optional()
-            .map_err(err)?
-            .unwrap_or(0) as u64;
+        let meta_seq: u64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| r.get::<_, i64>(0)).optional().map_err(err)?.unwrap_or(0) as u64;
         let next = meta_seq.max(loaded.head) + 1;
         let (tx, rx) = mpsc::channel(65_536);
+        // The checkpoint thread ends when the writer (holding `alive`) does.
+        let (alive, writer_gone) = std::sync::mpsc::channel::<()>();
+        if let Some((cconn, every)) = checkpointer {
+            let cpath = path.clone();
+            std::thread::Builder::new()
+                .name("event-log-checkpoint".into())
+                .spawn(move || checkpoint_loop(cconn, &cpath, every, writer_gone))
+                .map_err(|e| StoreError::Commit(format!("spawn checkpointer: {e}")))?;
+        }
         let wpath = path.clone();
         std::thread::Builder::new()
             .name("event-log-writer".into())
-            .spawn(move || writer_loop(conn, wpath, rx, next, dedup, on_commit))
+            .spawn(move || {
+                let _alive = alive;
+                writer_loop(conn, wpath, rx, next, meta_seq, dedup, on_commit)
+            })
             .map_err(|e| StoreError::Commit(format!("spawn writer: {e}")))?;
         let mut loaded = loaded;
         loaded.head = next - 1;
@@ -210,11 +245,7 @@ impl Store {
 
     /// The first seq stored at or after `ms` (or head + 1 when none).
     pub async fn seq_at_time(&self, ms: i64) -> Result<Option<u64>, StoreError> {
-        self.read(move |c| {
-            c.query_row("SELECT MIN(seq) FROM events WHERE stored_ms >= ?1", [ms], |r| r.get::<_, Option<i64>>(0))
-                .map(|v| v.map(|s| s as u64))
-        })
-        .await
+        self.read(move |c| c.query_row("SELECT MIN(seq) FROM events WHERE stored_ms >= ?1", [ms], |r| r.get::<_, Option<i64>>(0)).map(|v| v.map(|s| s as u64))).await
     }
 
     pub fn path(&self) -> &Path {
@@ -225,8 +256,7 @@ impl Store {
 fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arc<wire::Event>> {
     let seq: i64 = r.get(0)?;
     let data: Vec<u8> = r.get(1)?;
-    let mut ev = wire::Event::decode(data.as_slice())
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e)))?;
+    let mut ev = wire::Event::decode(data.as_slice()).map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e)))?;
     ev.seq = seq as u64;
     Ok(Arc::new(ev))
 }
@@ -239,9 +269,7 @@ fn load(c: &Connection, cache: usize) -> rusqlite::Result<Loaded> {
     let mut st = c.prepare("SELECT consumer, seq, count FROM failures")?;
     l.failures = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?.collect::<Result<_, _>>()?;
     let mut st = c.prepare("SELECT consumer, seq, id, state FROM dead_letters WHERE state IN (1, 2, 3)")?;
-    l.letters = st
-        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
+    l.letters = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get(3)?)))?.collect::<Result<_, _>>()?;
     let mut st = c.prepare("SELECT seq, data FROM (SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?1) ORDER BY seq")?;
     l.recent = st.query_map([cache as i64], decode_row)?.collect::<Result<_, _>>()?;
     Ok(l)
@@ -250,8 +278,8 @@ fn load(c: &Connection, cache: usize) -> rusqlite::Result<Loaded> {
 /// Publish ids seen inside the dedup window, owned by the writer thread.
 struct Dedup {
     window_ms: i64,
-    ids: HashMap<String, u64>,
-    order: VecDeque<(i64, String)>,
+    ids: HashMap<Arc<str>, u64>,
+    order: VecDeque<(i64, Arc<str>)>,
 }
 
 impl Dedup {
@@ -262,6 +290,7 @@ impl Dedup {
         let rows = st.query_map([router_now_ms() - window_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
         for row in rows {
             let (id, seq, ms) = row?;
+            let id: Arc<str> = id.into();
             d.ids.insert(id.clone(), seq as u64);
             d.order.push_back((ms, id));
         }
@@ -278,14 +307,53 @@ impl Dedup {
             }
         }
     }
+
+    /// Forgets the `n` ids added last (their transaction did not commit).
+    fn forget_last(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some((_, id)) = self.order.pop_back() {
+                self.ids.remove(&id);
+            }
+        }
+    }
+}
+
+/// Checkpoints the WAL every `every` from its own connection until the writer stops.
+fn checkpoint_loop(conn: Connection, path: &Path, every: Duration, writer_gone: std::sync::mpsc::Receiver<()>) {
+    let mut failing = false;
+    loop {
+        match writer_gone.recv_timeout(every) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        // (busy, WAL pages, pages checkpointed); PASSIVE never waits for the writer.
+        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+        let r = match passive {
+            Ok((_, log, _)) if log > WAL_RESTART_PAGES => {
+                tracing::debug!(pages = log, "WAL outgrew the passive checkpoints; restarting it");
+                conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, path = %path.display(), "event log checkpoint failed (retrying every interval)");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 pub fn router_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<WriteOp>, mut next: u64, mut dedup: Dedup, on_commit: OnCommit) {
+fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<WriteOp>, mut next: u64, mut meta_seq: u64, mut dedup: Dedup, on_commit: OnCommit) {
     let mut ops = Vec::new();
+    let mut buf = Vec::with_capacity(1024);
     while let Some(op) = rx.blocking_recv() {
         ops.push(op);
         while ops.len() < 4096 {
@@ -296,8 +364,9 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
         }
         let now = router_now_ms();
         dedup.expire(now);
-        let start_next = next;
-        let mut added_ids: Vec<String> = Vec::new();
+        let (start_next, start_meta) = (next, meta_seq);
+        let mut added = 0usize;
+        let mut deletes_possible = false;
         let mut new_events: Vec<Arc<wire::Event>> = Vec::new();
         let mut replies_pub: Vec<(oneshot::Sender<Result<Vec<Stored>, StoreError>>, Vec<Stored>)> = Vec::new();
         let mut replies_exec: Vec<(Option<oneshot::Sender<Result<i64, StoreError>>>, Result<i64, StoreError>)> = Vec::new();
@@ -311,21 +380,28 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
                         WriteOp::Publish(events, reply) => {
                             let mut out = Vec::with_capacity(events.len());
                             for ev in events {
-                                if let Some(&seq) = dedup.ids.get(&ev.id) {
-                                    out.push(Stored { seq, id: ev.id, duplicate: true });
-                                    continue;
-                                }
                                 let seq = next;
+                                let key: Arc<str> = ev.id.as_str().into();
+                                match dedup.ids.entry(key) {
+                                    std::collections::hash_map::Entry::Occupied(e) => {
+                                        out.push(Stored { seq: *e.get(), id: ev.id, duplicate: true });
+                                        continue;
+                                    }
+                                    std::collections::hash_map::Entry::Vacant(e) => {
+                                        dedup.order.push_back((now, e.key().clone()));
+                                        e.insert(seq);
+                                        added += 1;
+                                    }
+                                }
                                 next += 1;
                                 let mut w = wire::Event::from(ev);
                                 if w.time_unix_ms == 0 {
                                     w.time_unix_ms = now;
                                 }
                                 w.seq = 0;
-                                ins.execute(params![seq as i64, w.id, w.r#type, now, w.encode_to_vec()])?;
-                                dedup.ids.insert(w.id.clone(), seq);
-                                dedup.order.push_back((now, w.id.clone()));
-                                added_ids.push(w.id.clone());
+                                buf.clear();
+                                w.encode(&mut buf).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                                ins.execute(params![seq as i64, w.id, w.r#type, now, &buf[..]])?;
                                 out.push(Stored { seq, id: w.id.clone(), duplicate: false });
                                 w.seq = seq;
                                 new_events.push(Arc::new(w));
@@ -337,6 +413,8 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
                             *e = (*e).max(floor);
                         }
                         WriteOp::Exec(f, reply) => {
+                            // Retention deletes events through here.
+                            deletes_possible = true;
                             let r = f(&tx).map_err(|source| StoreError::Sqlite { path: path.clone(), source });
                             replies_exec.push((reply, r));
                         }
@@ -349,8 +427,13 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
                 for (name, floor) in floors {
                     up.execute(params![name, floor as i64, now])?;
                 }
-                if next != start_next {
-                    tx.execute("INSERT INTO meta (key, value) VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [(next - 1) as i64])?;
+                // `last_seq` keeps seqs from being reused once retention has deleted the newest
+                // events (start-up takes the larger of it and MAX(seq)); so it is written, last
+                // in the transaction, only when this transaction may have deleted events.
+                if deletes_possible && next - 1 > meta_seq {
+                    let mut m = tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?;
+                    m.execute([(next - 1) as i64])?;
+                    meta_seq = next - 1;
                 }
             }
             tx.commit()
@@ -371,11 +454,8 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
             }
             Err(e) => {
                 tracing::error!(error = %e, path = %path.display(), "event log commit failed; publishes in this batch are not acked");
-                next = start_next;
-                for id in added_ids {
-                    dedup.ids.remove(&id);
-                }
-                dedup.order.retain(|(_, id)| dedup.ids.contains_key(id));
+                (next, meta_seq) = (start_next, start_meta);
+                dedup.forget_last(added);
                 for (reply, _) in replies_pub {
                     let _ = reply.send(Err(StoreError::Commit(e.to_string())));
                 }
@@ -386,5 +466,50 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringrift_proto::wire::event::Payload;
+
+    fn ev(id: &str) -> Event {
+        let w = wire::Event { id: id.into(), r#type: wire::EventType::External as i32, payload: Some(Payload::Json("{}".into())), ..Default::default() };
+        Event::try_from(w).expect("valid event")
+    }
+
+    fn open_store(dir: &Path) -> (Store, Loaded) {
+        Store::open(dir, Durability::Relaxed, Duration::from_secs(300), 100, Some(Duration::from_millis(5)), Box::new(|_| {})).expect("open store")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn seqs_continue_after_retention_emptied_the_log_and_dedup_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (s, loaded) = open_store(dir.path());
+            assert_eq!(loaded.head, 0);
+            let out = s.publish(vec![ev("a"), ev("b"), ev("a")]).await.expect("publish");
+            let seqs: Vec<_> = out.iter().map(|o| (o.seq, o.duplicate)).collect();
+            assert_eq!(seqs, vec![(1, false), (2, false), (1, true)]);
+            // No deletion yet: last_seq is not written on the publish path.
+            let meta: Option<i64> = s.read(|c| c.query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| r.get(0)).optional()).await.expect("read");
+            assert_eq!(meta, None);
+            s.publish(vec![ev("c")]).await.expect("publish");
+            // Retention-style delete of every event, the newest included.
+            assert_eq!(s.exec(|tx| tx.execute("DELETE FROM events", []).map(|n| n as i64)).await.expect("delete"), 3);
+            // Give the checkpoint thread a few turns.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let (s, loaded) = open_store(dir.path());
+        assert_eq!(loaded.head, 3, "head survives an empty log");
+        let out = s.publish(vec![ev("d")]).await.expect("publish");
+        assert_eq!((out[0].seq, out[0].duplicate), (4, false), "no seq is reused");
+        drop(s);
+        let (s, loaded) = open_store(dir.path());
+        assert_eq!(loaded.head, 4);
+        let out = s.publish(vec![ev("d"), ev("e")]).await.expect("publish");
+        assert_eq!((out[0].seq, out[0].duplicate), (4, true), "dedup window reloaded from the log");
+        assert_eq!((out[1].seq, out[1].duplicate), (5, false));
     }
 }
