@@ -148,6 +148,9 @@ pub struct TrainCmd {
     /// Disable symmetry augmentation.
     #[arg(long)]
     pub no_augment: bool,
+    /// Fresh networks without the n-tuple (window pattern) value term.
+    #[arg(long)]
+    pub no_ntuple: bool,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +262,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             t.lr = a.lr;
             t.generation = a.generation;
             t.augment = !a.no_augment;
+            t.ntuple = !a.no_ntuple;
             t.seed = seed;
             t.quiet = c.quiet;
             ("train", serde_json::to_value(train(&t).context("train")?)?)
@@ -302,7 +306,10 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 seed,
                 source_node: node.clone(),
             };
-            ("tournament", serde_json::to_value(crate::tournament::tournament(&t).context("tournament")?)?)
+            (
+                "tournament",
+                serde_json::to_value(crate::tournament::tournament(&t).context("tournament")?)?,
+            )
         }
         Command::Distill(a) => {
             let mut t = TrainArgs::new(a.config, a.data, a.output);

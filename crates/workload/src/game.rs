@@ -34,6 +34,8 @@ pub struct Geometry {
     pub windows: Vec<Vec<u16>>,
     /// For each cell, the windows containing it.
     pub cell_windows: Vec<Vec<u32>>,
+    /// For each cell, `(window, position of the cell in that window)`.
+    pub cell_window_pos: Vec<Vec<(u32, u8)>>,
     /// Cell permutations that map the board (and its lines) onto itself; `[0]` is the
     /// identity.
     pub symmetries: Vec<Vec<u16>>,
@@ -105,9 +107,11 @@ impl Geometry {
             }
         }
         let mut cell_windows = vec![Vec::new(); coords.len()];
+        let mut cell_window_pos = vec![Vec::new(); coords.len()];
         for (wi, w) in windows.iter().enumerate() {
-            for &c in w {
+            for (i, &c) in w.iter().enumerate() {
                 cell_windows[usize::from(c)].push(wi as u32);
+                cell_window_pos[usize::from(c)].push((wi as u32, i as u8));
             }
         }
         let symmetries = symmetry_group(&coords, &index, size, &gens);
@@ -119,8 +123,37 @@ impl Geometry {
             neighbors,
             windows,
             cell_windows,
+            cell_window_pos,
             symmetries,
         })
+    }
+
+    /// Number of distinct window patterns: each of the `k` cells is empty or one of the
+    /// seats, seen from one seat's perspective.
+    pub fn pattern_count(&self) -> usize {
+        (self.players() + 1).pow(self.k as u32)
+    }
+
+    /// Pattern index of every window of `cells` seen by `perspective`: the cell at
+    /// position `i` adds `(players + 1)^i · code`, code 0 for empty, 1 for the
+    /// perspective's stone, 2.. for the following seats.
+    pub fn patterns(&self, cells: &[i8], perspective: u8) -> Vec<u32> {
+        let n = self.players() as u32;
+        self.windows
+            .iter()
+            .map(|w| {
+                let mut idx = 0u32;
+                let mut mult = 1u32;
+                for &c in w {
+                    let v = cells[usize::from(c)];
+                    if v >= 0 {
+                        idx += mult * stone_code(v as u8, perspective, n);
+                    }
+                    mult *= n + 1;
+                }
+                idx
+            })
+            .collect()
     }
 
     pub fn cells(&self) -> usize {
@@ -135,6 +168,12 @@ impl Geometry {
         let n = self.neighbors[(c * self.dirs.len() + d) * 2 + s];
         (n != NONE).then_some(usize::from(n))
     }
+}
+
+/// Pattern digit of a stone of `owner` seen by `perspective` (1 = own, 2.. = the
+/// following seats in turn order).
+pub fn stone_code(owner: u8, perspective: u8, players: u32) -> u32 {
+    1 + (u32::from(owner) + players - u32::from(perspective)) % players
 }
 
 /// Closes the generators into a group of cell permutations (identity first).

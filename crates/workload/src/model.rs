@@ -20,7 +20,11 @@ use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"RRMODEL\0";
 pub const FORMAT_VERSION: u32 = 1;
+/// Stones → ReLU layer → policy and value heads.
 pub const ARCH: &str = "mlp-relu-v1";
+/// [`ARCH`] plus an n-tuple term: a learned value per window pattern, summed over the
+/// board's windows and added to the value head's pre-activation.
+pub const ARCH_NTUPLE: &str = "mlp-ntuple-v1";
 
 /// Metadata stored in front of the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +41,9 @@ pub struct ModelHeader {
     pub created_at: i64,
     pub payload_sha256: String,
     pub payload_len: u64,
+    /// Entries of the n-tuple table (0 for [`ARCH`]).
+    #[serde(default)]
+    pub lut_len: u64,
 }
 
 /// Network weights. `w1t[(feature * hidden) + h]`, `wp[(cell * hidden) + h]`.
@@ -55,6 +62,8 @@ pub struct Model {
     pub bp: Vec<f32>,
     pub wv: Vec<f32>,
     pub bv: f32,
+    /// Value per window pattern (`Geometry::patterns`); empty = no n-tuple term.
+    pub lut: Vec<f32>,
 }
 
 impl Model {
@@ -75,7 +84,43 @@ impl Model {
             bp: vec![0.0; cells],
             wv: vec![0.0; hidden],
             bv: 0.0,
+            lut: Vec::new(),
         }
+    }
+
+    /// Adds a zero n-tuple table (architecture [`ARCH_NTUPLE`]).
+    pub fn with_ntuple(mut self) -> Model {
+        let n = crate::game::Geometry::new(self.config_key).pattern_count();
+        self.lut = vec![0.0; n];
+        self
+    }
+
+    pub fn arch(&self) -> &'static str {
+        if self.lut.is_empty() {
+            ARCH
+        } else {
+            ARCH_NTUPLE
+        }
+    }
+
+    /// Sum of the n-tuple table over window patterns.
+    pub fn lut_sum(&self, patterns: &[u32]) -> f32 {
+        if self.lut.is_empty() {
+            return 0.0;
+        }
+        patterns.iter().map(|&p| self.lut[p as usize]).sum()
+    }
+
+    /// Value of a whole position for `perspective` (no incremental state).
+    pub fn evaluate(&self, geo: &crate::game::Geometry, cells: &[i8], perspective: u8) -> f32 {
+        let mut acc = vec![0.0; self.hidden];
+        self.accumulate(cells, perspective, &mut acc);
+        let lut = if self.lut.is_empty() {
+            0.0
+        } else {
+            self.lut_sum(&geo.patterns(cells, perspective))
+        };
+        self.value(&acc, lut)
     }
 
     /// A freshly initialised network (small random weights).
@@ -97,7 +142,13 @@ impl Model {
     }
 
     pub fn param_count(&self) -> usize {
-        self.w1t.len() + self.b1.len() + self.wp.len() + self.bp.len() + self.wv.len() + 1
+        self.w1t.len()
+            + self.b1.len()
+            + self.wp.len()
+            + self.bp.len()
+            + self.wv.len()
+            + 1
+            + self.lut.len()
     }
 
     /// Feature index of a stone of seat `owner` at `cell`, seen by `perspective`.
@@ -126,9 +177,10 @@ impl Model {
         }
     }
 
-    /// Value head on a pre-activation: expected outcome for the perspective player.
-    pub fn value(&self, acc: &[f32]) -> f32 {
-        let mut s = self.bv;
+    /// Value head on a pre-activation (plus the n-tuple sum): expected outcome for the
+    /// perspective player.
+    pub fn value(&self, acc: &[f32], lut_sum: f32) -> f32 {
+        let mut s = self.bv + lut_sum;
         for (a, w) in acc.iter().zip(&self.wv) {
             s += a.max(0.0) * w;
         }
@@ -160,6 +212,9 @@ impl Model {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.bv.to_le_bytes());
+        for v in &self.lut {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
         out
     }
 
@@ -168,7 +223,7 @@ impl Model {
         let payload = self.payload();
         let header = ModelHeader {
             format_version: FORMAT_VERSION,
-            arch: ARCH.to_string(),
+            arch: self.arch().to_string(),
             config_key: self.config_key,
             planes: self.planes,
             cells: self.cells,
@@ -179,6 +234,7 @@ impl Model {
             created_at: ringrift_store::now_ms(),
             payload_sha256: sha256_hex(&payload),
             payload_len: payload.len() as u64,
+            lut_len: self.lut.len() as u64,
         };
         let json =
             serde_json::to_vec(&header).map_err(|e| WorkloadError::Invalid(e.to_string()))?;
@@ -217,9 +273,9 @@ impl Model {
             .ok_or_else(|| bad("header runs past end of file".into()))?;
         let header: ModelHeader =
             serde_json::from_slice(body).map_err(|e| bad(format!("header is not valid: {e}")))?;
-        if header.arch != ARCH {
+        if header.arch != ARCH && header.arch != ARCH_NTUPLE {
             return Err(bad(format!(
-                "architecture {:?}, this build knows {ARCH:?}",
+                "architecture {:?}, this build knows {ARCH:?} and {ARCH_NTUPLE:?}",
                 header.arch
             )));
         }
@@ -252,7 +308,18 @@ impl Model {
             )));
         }
         let (p, c, h) = (header.planes, header.cells, header.hidden);
-        let expected = p * c * h + h + c * h + c + h + 1;
+        let lut_len = if header.arch == ARCH_NTUPLE {
+            crate::game::Geometry::new(header.config_key).pattern_count()
+        } else {
+            0
+        };
+        if header.lut_len as usize != lut_len {
+            return Err(bad(format!(
+                "n-tuple table of {} entries, {} needs {lut_len}",
+                header.lut_len, header.arch
+            )));
+        }
+        let expected = p * c * h + h + c * h + c + h + 1 + lut_len;
         if payload.len() != expected * 4 {
             return Err(bad(format!(
                 "payload holds {} floats, shape needs {expected}",
@@ -269,7 +336,14 @@ impl Model {
         let bp = take(c);
         let wv = take(h);
         let bv = take(1).first().copied().unwrap_or(0.0);
-        if w1t.iter().chain(&wp).chain(&wv).any(|v| !v.is_finite()) {
+        let lut = take(lut_len);
+        if w1t
+            .iter()
+            .chain(&wp)
+            .chain(&wv)
+            .chain(&lut)
+            .any(|v| !v.is_finite())
+        {
             return Err(bad("weights contain NaN or infinity".into()));
         }
         let model = Model {
@@ -286,6 +360,7 @@ impl Model {
             bp,
             wv,
             bv,
+            lut,
         };
         Ok((model, header))
     }
@@ -305,6 +380,10 @@ mod tests {
         let p = dir.path().join("m.rrm");
         let mut m = Model::new_random(key(), 64, 8, 3);
         m.generation = 4;
+        let mut nt = Model::new_random(key(), 64, 8, 4).with_ntuple();
+        nt.lut[7] = 0.25;
+        nt.save(&p).expect("save ntuple");
+        assert_eq!(Model::load(&p).expect("load ntuple").0, nt);
         let h = m.save(&p).expect("save");
         let (back, h2) = Model::load(&p).expect("load");
         assert_eq!(back, m);

@@ -225,6 +225,12 @@ pub struct ModelPlayer {
     pub config: SearchConfig,
     /// Hidden pre-activation per perspective seat, kept in step with the search board.
     accs: Vec<Vec<f32>>,
+    /// Window pattern indices per perspective (n-tuple models only), in step too.
+    patterns: Vec<Vec<u32>>,
+    /// n-tuple sum per perspective.
+    lut_sums: Vec<f32>,
+    /// `(players + 1)^i` for each position in a window.
+    pattern_pow: Vec<u32>,
     /// Restrict moves to cells next to a stone (large boards only).
     near_only: bool,
 }
@@ -233,12 +239,37 @@ impl ModelPlayer {
     pub fn new(name: impl Into<String>, model: Arc<Model>, config: SearchConfig) -> Self {
         let accs = vec![vec![0.0; model.hidden]; model.planes];
         let near_only = model.cells > 100;
+        let lut_sums = vec![0.0; model.planes];
         ModelPlayer {
             name: name.into(),
             model,
             config,
             accs,
+            patterns: Vec::new(),
+            lut_sums,
+            pattern_pow: Vec::new(),
             near_only,
+        }
+    }
+
+    /// Moves the n-tuple state for a stone of `p` appearing (`sign` 1) at `c` or
+    /// disappearing (`sign` -1).
+    fn update_patterns(&mut self, s: &State, c: usize, p: u8, sign: i64) {
+        if self.model.lut.is_empty() {
+            return;
+        }
+        let n = u32::from(s.players());
+        for q in 0..self.patterns.len() {
+            let code = i64::from(crate::game::stone_code(p, q as u8, n));
+            for &(w, i) in &s.geo.cell_window_pos[c] {
+                let slot = &mut self.patterns[q][w as usize];
+                let old = *slot;
+                let new = (i64::from(old)
+                    + sign * code * i64::from(self.pattern_pow[usize::from(i)]))
+                    as u32;
+                self.lut_sums[q] += self.model.lut[new as usize] - self.model.lut[old as usize];
+                *slot = new;
+            }
         }
     }
 
@@ -248,6 +279,7 @@ impl ModelPlayer {
             let f = self.model.feature(p, q as u8, c);
             self.model.add_feature(&mut self.accs[q], f, 1.0);
         }
+        self.update_patterns(s, c, p, 1);
         s.play_unchecked(c);
     }
 
@@ -259,7 +291,14 @@ impl ModelPlayer {
                 self.model.add_feature(&mut self.accs[q], f, -1.0);
             }
             s.undo();
+            self.update_patterns(s, usize::from(c), p, -1);
         }
+    }
+
+    /// Leaf value for the player to move.
+    fn leaf_value(&self, me: u8) -> f32 {
+        let me = usize::from(me);
+        self.model.value(&self.accs[me], self.lut_sums[me])
     }
 
     fn candidates(&self, s: &State) -> Vec<u16> {
@@ -286,7 +325,7 @@ impl ModelPlayer {
     fn negamax(&mut self, s: &mut State, depth: u32, mut alpha: f32, beta: f32) -> f32 {
         let me = s.to_move;
         if depth == 0 {
-            return self.model.value(&self.accs[usize::from(me)]);
+            return self.leaf_value(me);
         }
         let moves = self.candidates(s);
         if moves.iter().any(|&c| s.wins_at(usize::from(c), me)) {
@@ -335,7 +374,7 @@ impl ModelPlayer {
         }
         let me = s.to_move;
         if depth == 0 {
-            return self.model.value(&self.accs[usize::from(me)]);
+            return self.leaf_value(me);
         }
         let moves = match theirs.first() {
             Some(block) => vec![block],
@@ -379,6 +418,18 @@ impl ModelPlayer {
             let mut acc = std::mem::take(&mut self.accs[q]);
             self.model.accumulate(&s.cells, q as u8, &mut acc);
             self.accs[q] = acc;
+        }
+        if !self.model.lut.is_empty() {
+            let n = u32::from(s.players()) + 1;
+            self.pattern_pow = (0..s.geo.k as u32).map(|i| n.pow(i)).collect();
+            self.patterns = (0..self.accs.len())
+                .map(|q| s.geo.patterns(&s.cells, q as u8))
+                .collect();
+            self.lut_sums = self
+                .patterns
+                .iter()
+                .map(|p| self.model.lut_sum(p))
+                .collect();
         }
         let me = s.to_move;
         let moves = self.candidates(&s);
@@ -549,6 +600,32 @@ mod tests {
         let mut p = ModelPlayer::new("m", m, SearchConfig::greedy(2));
         let a = p.analyse(&s);
         assert!(a.scores.iter().all(|&v| v == -1.0), "{a:?}");
+    }
+
+    #[test]
+    fn incremental_ntuple_state_matches_a_fresh_evaluation() {
+        let key = "hex8_2p".parse().expect("key");
+        let mut m = Model::new_random(key, 64, 8, 3).with_ntuple();
+        let mut rng = Rng::new(3);
+        m.lut
+            .iter_mut()
+            .for_each(|x| *x = (rng.normal() * 0.1) as f32);
+        let geo = Geometry::new(key);
+        let m = Arc::new(m);
+        let mut p = ModelPlayer::new("m", m.clone(), SearchConfig::greedy(1));
+        let mut s = State::replay(geo.clone(), &[3, 9, 27, 40]).expect("replay");
+        p.analyse(&s);
+        for c in [10usize, 11, 50] {
+            p.make(&mut s, c);
+        }
+        p.unmake(&mut s);
+        let me = s.to_move;
+        let fresh = m.evaluate(&geo, &s.cells, me);
+        assert!(
+            (p.leaf_value(me) - fresh).abs() < 1e-4,
+            "{} vs {fresh}",
+            p.leaf_value(me)
+        );
     }
 
     #[test]

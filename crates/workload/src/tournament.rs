@@ -55,17 +55,38 @@ pub struct TournamentReport {
 pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadError> {
     let started = Instant::now();
     if args.models.len() < 2 {
-        return Err(WorkloadError::Invalid(format!("a tournament needs at least 2 models, got {}", args.models.len())));
+        return Err(WorkloadError::Invalid(format!(
+            "a tournament needs at least 2 models, got {}",
+            args.models.len()
+        )));
     }
     let geo = Geometry::new(args.config);
     let mut players = Vec::new();
     for path in &args.models {
         let (model, _) = Model::load(path)?;
         if model.config_key != args.config {
-            return Err(WorkloadError::BadModel { path: path.clone(), reason: format!("model is for {}, tournament is {}", model.config_key, args.config) });
+            return Err(WorkloadError::BadModel {
+                path: path.clone(),
+                reason: format!(
+                    "model is for {}, tournament is {}",
+                    model.config_key, args.config
+                ),
+            });
         }
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
-        players.push((name, path.clone(), ModelPlayer::new(path.display().to_string(), Arc::new(model), SearchConfig::greedy(args.depth))));
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .to_string();
+        players.push((
+            name,
+            path.clone(),
+            ModelPlayer::new(
+                path.display().to_string(),
+                Arc::new(model),
+                SearchConfig::greedy(args.depth),
+            ),
+        ));
     }
     let mut rng = Rng::new(args.seed);
     let mut pairs = Vec::new();
@@ -76,7 +97,9 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
             let mut score = 0.0;
             for g in 0..args.games_per_pair {
                 let mut me = players[i].2.clone();
-                let others: Vec<Box<dyn Player>> = (1..geo.players()).map(|_| Box::new(players[j].2.clone()) as Box<dyn Player>).collect();
+                let others: Vec<Box<dyn Player>> = (1..geo.players())
+                    .map(|_| Box::new(players[j].2.clone()) as Box<dyn Player>)
+                    .collect();
                 let s = play_one(&geo, &mut me, others, g, args.opening_plies, &mut rng);
                 score += s;
                 matches.push(MatchResult {
@@ -89,7 +112,12 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
                     source_node: args.source_node.clone(),
                 });
             }
-            pairs.push(PairResult { a: players[i].0.clone(), b: players[j].0.clone(), games: args.games_per_pair, score_a: score });
+            pairs.push(PairResult {
+                a: players[i].0.clone(),
+                b: players[j].0.clone(),
+                games: args.games_per_pair,
+                score_a: score,
+            });
         }
     }
     let store = EloStore::open(&paths::elo_db(&args.home))?;
@@ -97,8 +125,19 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
     let mut standings = Vec::new();
     for (name, path, _) in &players {
         let r = store.rating(name, args.config)?;
-        standings.push(Standing { name: name.clone(), model: path.clone(), elo: r.rating, games: r.games });
+        standings.push(Standing {
+            name: name.clone(),
+            model: path.clone(),
+            elo: r.rating,
+            games: r.games,
+        });
     }
     standings.sort_by(|a, b| b.elo.total_cmp(&a.elo));
-    Ok(TournamentReport { config_key: args.config, pairs, standings, matches: matches.len(), elapsed_s: started.elapsed().as_secs_f64() })
+    Ok(TournamentReport {
+        config_key: args.config,
+        pairs,
+        standings,
+        matches: matches.len(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
 }

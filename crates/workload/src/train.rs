@@ -30,6 +30,8 @@ pub struct TrainArgs {
     pub lr: f32,
     pub value_weight: f32,
     pub augment: bool,
+    /// Fresh networks get the n-tuple term ([`crate::model::ARCH_NTUPLE`]).
+    pub ntuple: bool,
     pub seed: u64,
     /// Generation to stamp; default: the init model's + 1 (1 when training from scratch).
     pub generation: Option<u32>,
@@ -49,6 +51,7 @@ impl TrainArgs {
             lr: 2e-3,
             value_weight: 1.0,
             augment: true,
+            ntuple: true,
             seed: 1,
             generation: None,
             quiet: true,
@@ -127,6 +130,7 @@ struct Params {
     bp: Vec<f32>,
     wv: Vec<f32>,
     bv: f32,
+    lut: Vec<f32>,
 }
 
 impl Params {
@@ -138,6 +142,7 @@ impl Params {
             bp: vec![0.0; m.bp.len()],
             wv: vec![0.0; m.wv.len()],
             bv: 0.0,
+            lut: vec![0.0; m.lut.len()],
         }
     }
 
@@ -148,6 +153,7 @@ impl Params {
             &mut self.wp,
             &mut self.bp,
             &mut self.wv,
+            &mut self.lut,
         ] {
             v.iter_mut().for_each(|x| *x = 0.0);
         }
@@ -184,6 +190,7 @@ impl Adam {
         upd(&mut model.wp, &g.wp, &mut self.m.wp, &mut self.v.wp);
         upd(&mut model.bp, &g.bp, &mut self.m.bp, &mut self.v.bp);
         upd(&mut model.wv, &g.wv, &mut self.m.wv, &mut self.v.wv);
+        upd(&mut model.lut, &g.lut, &mut self.m.lut, &mut self.v.lut);
         let mut bv = [model.bv];
         let (mut mb, mut vb) = ([self.m.bv], [self.v.bv]);
         upd(&mut bv, &[g.bv], &mut mb, &mut vb);
@@ -207,11 +214,27 @@ struct Scratch {
     da1: Vec<f32>,
     logits: Vec<f32>,
     legal: Vec<bool>,
+    /// Board (plane of each stone, -1 empty) under the current symmetry, for patterns.
+    board: Vec<i8>,
+}
+
+impl Scratch {
+    fn new(m: &Model) -> Self {
+        Scratch {
+            z1: vec![0.0; m.hidden],
+            a1: vec![0.0; m.hidden],
+            da1: vec![0.0; m.hidden],
+            logits: vec![0.0; m.cells],
+            legal: vec![true; m.cells],
+            board: vec![-1; m.cells],
+        }
+    }
 }
 
 /// Forward (and, with `grad`, backward) on one row under cell permutation `perm`.
 fn pass(
     m: &Model,
+    geo: &Geometry,
     row: &Row,
     perm: &[u16],
     value_weight: f32,
@@ -232,7 +255,18 @@ fn pass(
     for (a, z) in s.a1.iter_mut().zip(&s.z1) {
         *a = z.max(0.0);
     }
-    let v = (m.bv + s.a1.iter().zip(&m.wv).map(|(a, w)| a * w).sum::<f32>()).tanh();
+    let patterns = if m.lut.is_empty() {
+        Vec::new()
+    } else {
+        s.board.iter_mut().for_each(|b| *b = -1);
+        for &(plane, c) in &row.stones {
+            s.board[usize::from(perm[usize::from(c)])] = plane as i8;
+        }
+        // Planes are relative to the player to move, so they read as seats seen by seat 0.
+        geo.patterns(&s.board, 0)
+    };
+    let v = (m.bv + m.lut_sum(&patterns) + s.a1.iter().zip(&m.wv).map(|(a, w)| a * w).sum::<f32>())
+        .tanh();
     let mut max = f32::NEG_INFINITY;
     for c in 0..cells {
         s.logits[c] = if s.legal[c] {
@@ -281,6 +315,9 @@ fn pass(
 
     let dv = value_weight * 2.0 * (v - row.value) * (1.0 - v * v);
     g.bv += dv;
+    for &p in &patterns {
+        g.lut[p as usize] += dv;
+    }
     for i in 0..h {
         s.da1[i] = dv * m.wv[i];
         g.wv[i] += dv * s.a1[i];
@@ -365,14 +402,7 @@ pub fn fit(
     let val_n = if rows.len() >= 20 { rows.len() / 10 } else { 0 };
     let (val, train) = rows.split_at(val_n);
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let h = model.hidden;
-    let mut s = Scratch {
-        z1: vec![0.0; h],
-        a1: vec![0.0; h],
-        da1: vec![0.0; h],
-        logits: vec![0.0; model.cells],
-        legal: vec![true; model.cells],
-    };
+    let mut s = Scratch::new(&model);
     let mut grad = Params::zeros_like(&model);
     let mut adam = Adam {
         m: Params::zeros_like(&model),
@@ -396,6 +426,7 @@ pub fn fit(
                 };
                 let l = pass(
                     &model,
+                    &geo,
                     &train[i],
                     perm,
                     args.value_weight,
@@ -421,7 +452,7 @@ pub fn fit(
         ..FitStats::default()
     };
     for r in val {
-        let l = pass(&model, r, &identity, args.value_weight, &mut s, None);
+        let l = pass(&model, &geo, r, &identity, args.value_weight, &mut s, None);
         stats.val_value_mse += l.value_se;
         stats.val_policy_ce += l.policy_ce;
         stats.val_policy_top1 += f64::from(u8::from(l.top1));
@@ -456,6 +487,11 @@ pub struct FitStats {
     pub val_policy_ce: f64,
     pub val_policy_top1: f64,
     pub val_value_mse_baseline: f64,
+}
+
+fn fresh_model(args: &TrainArgs, cells: usize) -> Model {
+    let m = Model::new_random(args.config, cells, args.hidden, args.seed);
+    if args.ntuple { m.with_ntuple() } else { m }
 }
 
 fn starting_model(
@@ -567,6 +603,7 @@ pub fn distill(
         });
     }
     let mut ds = load_data(args.config, &args.data)?;
+    let geo = Geometry::new(args.config);
     let (p, c, k) = (ds.planes, ds.cells, ds.k);
     let mut acc = vec![0.0; teacher.hidden];
     let mut logits = Vec::new();
@@ -586,7 +623,19 @@ pub fn distill(
                 legal.push(cell as u16);
             }
         }
-        ds.values[r] = teacher.value(&acc);
+        let board: Vec<i8> = (0..c)
+            .map(|cell| {
+                (0..p)
+                    .find(|&plane| f[plane * c + cell] != 0.0)
+                    .map_or(-1, |plane| plane as i8)
+            })
+            .collect();
+        let lut = if teacher.lut.is_empty() {
+            0.0
+        } else {
+            teacher.lut_sum(&geo.patterns(&board, 0))
+        };
+        ds.values[r] = teacher.value(&acc, lut);
         teacher.policy_logits(&acc, &legal, &mut logits);
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let probs: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
@@ -605,7 +654,7 @@ pub fn distill(
             ds.policy_values[r * k + j] = val;
         }
     }
-    let student = Model::new_random(args.config, c, args.hidden, args.seed);
+    let student = fresh_model(args, c);
     let mut progress = Progress::new("distill", (ds.rows() * args.epochs) as u64, args.quiet);
     let (student, stats) = fit(student, &ds, args, &mut progress)?;
     progress.finish();
@@ -628,35 +677,42 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let key: ConfigKey = "square8_2p".parse().expect("key");
-        let mut m = Model::new_random(key, 64, 6, 5);
+        let geo = Geometry::new(key);
+        let mut m = Model::new_random(key, 64, 6, 5).with_ntuple();
         m.b1.iter_mut().for_each(|b| *b = 0.3);
+        m.lut
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = (i % 7) as f32 * 0.01);
         let row = Row {
             stones: vec![(0, 3), (1, 10), (0, 20)],
             value: 1.0,
             policy: vec![(5, 0.7), (6, 0.3)],
         };
         let perm: Vec<u16> = (0..64).collect();
-        let mut s = Scratch {
-            z1: vec![0.0; 6],
-            a1: vec![0.0; 6],
-            da1: vec![0.0; 6],
-            logits: vec![0.0; 64],
-            legal: vec![true; 64],
-        };
+        let mut s = Scratch::new(&m);
         let mut g = Params::zeros_like(&m);
-        pass(&m, &row, &perm, 1.0, &mut s, Some(&mut g));
+        pass(&m, &geo, &row, &perm, 1.0, &mut s, Some(&mut g));
         let loss = |m: &Model, s: &mut Scratch| {
-            let l = pass(m, &row, &perm, 1.0, s, None);
+            let l = pass(m, &geo, &row, &perm, 1.0, s, None);
             l.value_se + l.policy_ce
         };
         let eps = 1e-3f32;
-        let checks: [(&str, usize); 4] =
-            [("w1t", 3 * 6 + 2), ("wp", 5 * 6 + 1), ("wv", 4), ("bp", 6)];
+        // lut[0]: all-empty windows; lut[27]: own stone at position 3 (cells 0..=3).
+        let checks: [(&str, usize); 6] = [
+            ("w1t", 3 * 6 + 2),
+            ("wp", 5 * 6 + 1),
+            ("wv", 4),
+            ("bp", 6),
+            ("lut", 0),
+            ("lut", 27),
+        ];
         for (name, i) in checks {
             let analytic = match name {
                 "w1t" => g.w1t[i],
                 "wp" => g.wp[i],
                 "wv" => g.wv[i],
+                "lut" => g.lut[i],
                 _ => g.bp[i],
             };
             let mut plus = m.clone();
@@ -664,12 +720,17 @@ mod tests {
                 "w1t" => m.w1t[i] += d,
                 "wp" => m.wp[i] += d,
                 "wv" => m.wv[i] += d,
+                "lut" => m.lut[i] += d,
                 _ => m.bp[i] += d,
             };
             bump(&mut plus, eps);
             let mut minus = m.clone();
             bump(&mut minus, -eps);
             let numeric = (loss(&plus, &mut s) - loss(&minus, &mut s)) / (2.0 * f64::from(eps));
+            assert!(
+                analytic != 0.0,
+                "{name}[{i}] has no gradient: the check would be vacuous"
+            );
             assert!(
                 (numeric - f64::from(analytic)).abs() < 1e-2 * (1.0 + numeric.abs()),
                 "{name}[{i}]: numeric {numeric} analytic {analytic}"
