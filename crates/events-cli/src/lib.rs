@@ -103,23 +103,14 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringrift-events: {e:#}");
-            if e.downcast_ref::<Usage>().is_some() { ExitCode::from(64) } else { ExitCode::FAILURE }
+            if e.downcast_ref::<handler_base::ConfigError>().is_some() { ExitCode::from(64) } else { ExitCode::FAILURE }
         }
     }
 }
 
-#[derive(Debug)]
-struct Usage(String);
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Usage {}
-
 fn parse_type(name: &str) -> anyhow::Result<EventType> {
     match EventType::from_str_name(&name.to_ascii_uppercase()) {
-        Some(EventType::Unspecified) | None => Err(Usage(format!("unknown event type {name:?}")).into()),
+        Some(EventType::Unspecified) | None => Err(handler_base::ConfigError::Usage(format!("unknown event type {name:?}")).into()),
         Some(t) => Ok(t),
     }
 }

@@ -20,17 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use supervise::{LauncherConfig, Planned};
 
-#[derive(Debug)]
-struct Usage(String);
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Usage {}
-
+/// A usage or configuration error: exit 64.
 fn usage(msg: impl Into<String>) -> anyhow::Error {
-    Usage(msg.into()).into()
+    handler_base::ConfigError::Usage(msg.into()).into()
 }
 
 pub fn main() -> ExitCode {
@@ -48,7 +40,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringrift-launcher: {e:#}");
-            if e.downcast_ref::<Usage>().is_some() { ExitCode::from(handler_base::EXIT_CONFIG) } else { ExitCode::FAILURE }
+            if e.downcast_ref::<handler_base::ConfigError>().is_some() { ExitCode::from(handler_base::EXIT_CONFIG) } else { ExitCode::FAILURE }
         }
     }
 }

@@ -2,8 +2,33 @@
 //! open (pending + claimed) items, so selfplay cannot run away. Shared by
 //! queue_populator, selfplay_coordinator and idle_resource.
 
+use ringrift_proto::{Event, wire::event::Payload};
 use ringrift_store::ConfigKey;
 use std::collections::BTreeMap;
+
+/// What selfplay suppliers remember across restarts: a pause (PIPELINE_PAUSED until
+/// PIPELINE_RESUMED) and the curriculum weights (CURRICULUM_UPDATED).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SupplyState {
+    pub paused: Option<String>,
+    pub weights: BTreeMap<String, f64>,
+}
+
+impl SupplyState {
+    /// Applies a pause, resume or curriculum event; false for any other event.
+    pub fn apply(&mut self, ev: &Event) -> bool {
+        match &ev.payload {
+            Payload::PipelinePaused(p) => self.paused = Some(p.reason.clone()),
+            Payload::PipelineResumed(_) => self.paused = None,
+            Payload::CurriculumUpdated(c) => {
+                self.weights = c.weights.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                tracing::info!(weights = ?self.weights, reason = %c.reason, "curriculum weights updated");
+            }
+            _ => return false,
+        }
+        true
+    }
+}
 
 /// Picks up to `n` configs for new selfplay items. Each pick goes to the config furthest
 /// below its weighted share (weight default 1.0; weight ≤ 0 means none) that is still

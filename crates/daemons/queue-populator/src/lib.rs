@@ -9,8 +9,9 @@
 //! populating until PIPELINE_RESUMED; both are persisted.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_pipeline::alloc::SupplyState;
 use ringrift_pipeline::state::StateStore;
-use ringrift_proto::{Event, EventType, wire};
+use ringrift_proto::{Event, EventType};
 use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue};
 use ringrift_store::{ConfigKey, paths};
 use std::collections::BTreeMap;
@@ -49,13 +50,6 @@ impl PopConfig {
     }
 }
 
-/// Persisted: pause flag and curriculum weights.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PopState {
-    pub paused: Option<String>,
-    pub weights: BTreeMap<String, f64>,
-}
-
 /// What to add now: (kind, config) items.
 pub fn plan(cfg: &PopConfig, open_total: u64, open_selfplay: &BTreeMap<ConfigKey, u64>, open_tournament: u64, configs: &[ConfigKey], weights: &BTreeMap<String, f64>) -> Vec<(WorkKind, Option<ConfigKey>)> {
     if open_total >= cfg.low_watermark {
@@ -86,20 +80,16 @@ pub struct Populator {
 
 impl Populator {
     pub async fn on_event(&self, ev: &Event) -> anyhow::Result<()> {
-        let mut st: PopState = self.state.get("state").await?.unwrap_or_default();
-        match &ev.payload {
-            wire::event::Payload::PipelinePaused(p) => st.paused = Some(p.reason.clone()),
-            wire::event::Payload::PipelineResumed(_) => st.paused = None,
-            wire::event::Payload::CurriculumUpdated(c) => st.weights = c.weights.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            _ => return Ok(()),
+        let mut st: SupplyState = self.state.get("state").await?.unwrap_or_default();
+        if st.apply(ev) {
+            self.state.put("state", &st).await?;
         }
-        self.state.put("state", &st).await?;
         Ok(())
     }
 
     /// Tops the queue up; returns how many items were added.
     pub async fn top_up(&self) -> anyhow::Result<usize> {
-        let st: PopState = self.state.get("state").await?.unwrap_or_default();
+        let st: SupplyState = self.state.get("state").await?.unwrap_or_default();
         if let Some(why) = &st.paused {
             *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("paused: {why}");
             return Ok(0);
@@ -167,6 +157,7 @@ impl Handler for QueuePopulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringrift_proto::wire;
 
     fn cfgs() -> Vec<ConfigKey> {
         vec!["hex8_2p".parse().unwrap(), "square8_2p".parse().unwrap()]

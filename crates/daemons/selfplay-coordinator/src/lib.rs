@@ -5,8 +5,9 @@
 //! and the pause survive restarts.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_pipeline::alloc::SupplyState;
 use ringrift_pipeline::state::StateStore;
-use ringrift_proto::{Event, EventType, wire};
+use ringrift_proto::{Event, EventType};
 use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue};
 use ringrift_store::{ConfigKey, paths};
 use std::collections::BTreeMap;
@@ -33,12 +34,6 @@ impl Default for CoordConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CoordState {
-    pub paused: Option<String>,
-    pub weights: BTreeMap<String, f64>,
-}
-
 pub struct Coordinator {
     pub cfg: CoordConfig,
     pub configs: Vec<ConfigKey>,
@@ -55,22 +50,15 @@ impl Coordinator {
     }
 
     pub async fn on_event(&self, ev: &Event) -> anyhow::Result<()> {
-        let mut st: CoordState = self.state.get("state").await?.unwrap_or_default();
-        match &ev.payload {
-            wire::event::Payload::PipelinePaused(p) => st.paused = Some(p.reason.clone()),
-            wire::event::Payload::PipelineResumed(_) => st.paused = None,
-            wire::event::Payload::CurriculumUpdated(c) => {
-                st.weights = c.weights.iter().map(|(k, v)| (k.clone(), *v)).collect();
-                tracing::info!(weights = ?st.weights, reason = %c.reason, "curriculum weights updated");
-            }
-            _ => return Ok(()),
+        let mut st: SupplyState = self.state.get("state").await?.unwrap_or_default();
+        if st.apply(ev) {
+            self.state.put("state", &st).await?;
         }
-        self.state.put("state", &st).await?;
         Ok(())
     }
 
     pub async fn allocate(&self) -> anyhow::Result<Vec<ConfigKey>> {
-        let st: CoordState = self.state.get("state").await?.unwrap_or_default();
+        let st: SupplyState = self.state.get("state").await?.unwrap_or_default();
         if let Some(why) = &st.paused {
             *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("paused: {why}");
             return Ok(Vec::new());
@@ -134,6 +122,7 @@ impl Handler for SelfplayCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringrift_proto::wire;
 
     fn coord(dir: &std::path::Path) -> Coordinator {
         let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
