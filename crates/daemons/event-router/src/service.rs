@@ -1,13 +1,13 @@
 //! The tonic `EventRouter` service: validates at the edge, then hands to the broker.
 
 use crate::broker::{Broker, build_filter};
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use ringrift_proto::{Event, wire};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -78,95 +78,67 @@ fn stream_batch(broker: &Arc<Broker>, events: Vec<wire::Event>) -> AckBatch {
     })
 }
 
-/// The ack stream of one PublishStream, driven by the response body itself (no task or
-/// channel in between): each poll reads whatever events have arrived (while earlier
-/// batches commit), hands them to the log as one batch, and yields the acks of finished
-/// commits in the order the events came.
-struct AckStream {
-    broker: Arc<Broker>,
-    input: Streaming<wire::Event>,
-    inflight: FuturesOrdered<AckBatch>,
-    /// Events read and not yet acked.
-    queued: usize,
-    reading: bool,
-    ready: VecDeque<wire::PublishAck>,
-    /// Sent after the last ack: why the stream ends early.
-    stop: Option<Status>,
-    closing: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    finished: bool,
-}
-
-impl AckStream {
-    fn new(broker: Arc<Broker>, input: Streaming<wire::Event>) -> AckStream {
-        let closing = Box::pin(broker.closing.clone().cancelled_owned());
-        AckStream { broker, input, inflight: FuturesOrdered::new(), queued: 0, reading: true, ready: VecDeque::new(), stop: None, closing, finished: false }
-    }
-
-    /// Reads every event already available into batches of at most STREAM_BATCH.
-    fn pump_input(&mut self, cx: &mut Context<'_>) {
-        if self.reading && self.closing.as_mut().poll(cx).is_ready() {
-            self.reading = false;
-            self.stop = Some(Status::unavailable("router is shutting down; resend the events that were not acked"));
-        }
-        let mut batch = Vec::new();
-        while self.reading && self.queued + batch.len() < STREAM_IN_FLIGHT {
-            match self.input.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(ev))) => {
-                    batch.push(ev);
-                    if batch.len() >= STREAM_BATCH {
-                        self.queued += batch.len();
-                        self.inflight.push_back(stream_batch(&self.broker, std::mem::take(&mut batch)));
+/// Drives one PublishStream: reads events while earlier batches commit, keeps their
+/// commits in an ordered queue and sends the acks in the order the events came.
+async fn run_publish_stream(broker: Arc<Broker>, mut input: Streaming<wire::Event>, out: mpsc::Sender<Result<Vec<wire::PublishAck>, Status>>) {
+    let mut inflight: FuturesOrdered<AckBatch> = FuturesOrdered::new();
+    let mut queued = 0usize;
+    let mut reading = true;
+    let mut stop: Option<Status> = None;
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = inflight.next(), if !inflight.is_empty() => match done {
+                Ok(acks) => {
+                    queued -= acks.len();
+                    if out.send(Ok(acks)).await.is_err() {
+                        return; // the client went away
                     }
                 }
-                Poll::Ready(Some(Err(status))) => {
-                    // The client reset the stream or sent something undecodable.
-                    self.reading = false;
-                    self.stop = Some(status);
+                Err(status) => {
+                    // A commit failed: acks after it would arrive out of order, so end here.
+                    let _ = out.send(Err(status)).await;
+                    return;
                 }
-                Poll::Ready(None) => self.reading = false,
-                Poll::Pending => break,
+            },
+            _ = broker.closing.cancelled(), if reading => {
+                reading = false;
+                stop = Some(Status::unavailable("router is shutting down; resend the events that were not acked"));
             }
-        }
-        if !batch.is_empty() {
-            self.queued += batch.len();
-            self.inflight.push_back(stream_batch(&self.broker, batch));
+            msg = input.next(), if reading && queued < STREAM_IN_FLIGHT => match msg {
+                Some(Ok(first)) => {
+                    let mut batch = vec![first];
+                    // Take whatever else has already arrived, without waiting.
+                    while batch.len() < STREAM_BATCH && queued + batch.len() < STREAM_IN_FLIGHT {
+                        match input.next().now_or_never() {
+                            Some(Some(Ok(ev))) => batch.push(ev),
+                            Some(Some(Err(status))) => {
+                                reading = false;
+                                stop = Some(status);
+                                break;
+                            }
+                            Some(None) => {
+                                reading = false;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    queued += batch.len();
+                    inflight.push_back(stream_batch(&broker, batch));
+                }
+                Some(Err(status)) => {
+                    // The client reset the stream or sent something undecodable.
+                    reading = false;
+                    stop = Some(status);
+                }
+                None => reading = false,
+            },
+            else => break,
         }
     }
-}
-
-impl Stream for AckStream {
-    type Item = Result<wire::PublishAck, Status>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.finished {
-            return Poll::Ready(None);
-        }
-        this.pump_input(cx);
-        // Also starts the batches just queued (their first poll sends them to the writer).
-        while let Poll::Ready(Some(done)) = this.inflight.poll_next_unpin(cx) {
-            match done {
-                Ok(acks) => {
-                    this.queued -= acks.len();
-                    this.ready.extend(acks);
-                }
-                Err(status) => {
-                    // A commit failed: later acks would break the order, so end here.
-                    this.reading = false;
-                    this.inflight = FuturesOrdered::new();
-                    this.stop = Some(status);
-                    break;
-                }
-            }
-        }
-        if let Some(a) = this.ready.pop_front() {
-            return Poll::Ready(Some(Ok(a)));
-        }
-        if this.reading || !this.inflight.is_empty() {
-            return Poll::Pending;
-        }
-        this.finished = true;
-        Poll::Ready(this.stop.take().map(Err))
+    if let Some(status) = stop {
+        let _ = out.send(Err(status)).await;
     }
 }
 
@@ -197,7 +169,16 @@ impl wire::event_router_server::EventRouter for RouterService {
     type PublishStreamStream = Pin<Box<dyn Stream<Item = Result<wire::PublishAck, Status>> + Send>>;
 
     async fn publish_stream(&self, req: Request<Streaming<wire::Event>>) -> Result<Response<Self::PublishStreamStream>, Status> {
-        Ok(Response::new(Box::pin(AckStream::new(self.broker.clone(), req.into_inner()))))
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(run_publish_stream(self.broker.clone(), req.into_inner(), tx));
+        let acks = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(|batch| {
+            let items: Vec<Result<wire::PublishAck, Status>> = match batch {
+                Ok(acks) => acks.into_iter().map(Ok).collect(),
+                Err(status) => vec![Err(status)],
+            };
+            futures_util::stream::iter(items)
+        });
+        Ok(Response::new(Box::pin(acks)))
     }
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<wire::Event, Status>> + Send>>;
