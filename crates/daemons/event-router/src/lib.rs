@@ -51,9 +51,6 @@ pub struct RouterConfig {
     pub cache_events: usize,
     /// Events buffered per subscriber before its session waits.
     pub consumer_buffer: usize,
-    /// WAL checkpoint period of the log's checkpoint thread, seconds; 0 = let SQLite
-    /// checkpoint inside the commit that fills the WAL (slower commits now and then).
-    pub checkpoint_interval_s: f64,
 }
 
 impl Default for RouterConfig {
@@ -69,7 +66,6 @@ impl Default for RouterConfig {
             retention_interval_s: RETENTION_TICK.as_secs_f64(),
             cache_events: 100_000,
             consumer_buffer: 256,
-            checkpoint_interval_s: 1.0,
         }
     }
 }
@@ -82,9 +78,6 @@ impl RouterConfig {
         }
         if !(self.retention_interval_s > 0.0) {
             return bad("retention_interval_s must be > 0".into());
-        }
-        if !(self.checkpoint_interval_s >= 0.0 && self.checkpoint_interval_s <= 3600.0) {
-            return bad("checkpoint_interval_s must be between 0 and 3600".into());
         }
         if self.cache_events == 0 {
             return bad("cache_events must be at least 1".into());
@@ -113,8 +106,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let (store, loaded) = {
         let (d, w, c) = (dir.clone(), Duration::from_secs(cfg.dedup_window_s), cfg.cache_events);
         let durability = cfg.durability;
-        let checkpoint = (cfg.checkpoint_interval_s > 0.0).then(|| Duration::from_secs_f64(cfg.checkpoint_interval_s));
-        tokio::task::spawn_blocking(move || Store::open(&d, durability, w, c, checkpoint, hook)).await??
+        tokio::task::spawn_blocking(move || Store::open(&d, durability, w, c, hook)).await??
     };
     let metrics = metrics::Metrics::default();
     let broker = Broker::new(cfg.clone(), store, loaded, cache, head_tx, metrics);

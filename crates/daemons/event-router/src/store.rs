@@ -6,12 +6,6 @@
 //! while a commit runs are batched into the next transaction: many publishers share one
 //! fsync. Dedup ids live in the writer (the single owner of the sequence), so two
 //! concurrent publishes of one id can never both be stored.
-//!
-//! WAL checkpoints run on their own thread and connection (every `checkpoint_every`),
-//! not inside a commit, so no publish waits for the database file to be synced; the
-//! writer's automatic checkpoint is off. Only when the WAL still outgrows
-//! [`WAL_RESTART_PAGES`] (checkpoints never catching up under sustained load) does that
-//! thread run a RESTART checkpoint, which holds the writer back for that one checkpoint.
 
 use prost::Message;
 use ringrift_proto::{Event, wire};
@@ -110,9 +104,6 @@ pub struct Store {
     readers: Arc<Mutex<Vec<Connection>>>,
 }
 
-/// WAL pages past which the checkpoint thread forces a RESTART checkpoint (~64 MiB).
-pub const WAL_RESTART_PAGES: i64 = 16_384;
-
 fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite { path: path.to_owned(), source };
     let c = Connection::open(path).map_err(err)?;
@@ -139,52 +130,22 @@ pub struct Loaded {
 }
 
 impl Store {
-    /// Opens (creating) `dir/events.db`, loads start-up state and starts the writer thread
-    /// and, when `checkpoint_every` is set, the checkpoint thread (otherwise SQLite
-    /// checkpoints inside the commit that fills the WAL, its default).
-    pub fn open(
-        dir: &Path,
-        durability: Durability,
-        dedup_window: Duration,
-        cache: usize,
-        checkpoint_every: Option<Duration>,
-        on_commit: OnCommit,
-    ) -> Result<(Store, Loaded), StoreError> {
+    /// Opens (creating) `dir/events.db`, loads start-up state and starts the writer thread.
+    pub fn open(dir: &Path, durability: Durability, dedup_window: Duration, cache: usize, on_commit: OnCommit) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Commit(format!("create {}: {e}", dir.display())))?;
         let path = dir.join("events.db");
         let conn = open(&path, durability)?;
         let err = |source| StoreError::Sqlite { path: path.clone(), source };
         conn.execute_batch(SCHEMA).map_err(err)?;
-        // The checkpoint thread's connection, opened before the writer starts so a failure
-        // here fails the open.
-        let checkpointer = match checkpoint_every {
-            Some(every) => {
-                conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
-                Some((open(&path, durability)?, every))
-            }
-            None => None,
-        };
         let loaded = load(&conn, cache).map_err(err)?;
         let dedup = Dedup::load(&conn, dedup_window).map_err(err)?;
         let meta_seq: u64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| r.get::<_, i64>(0)).optional().map_err(err)?.unwrap_or(0) as u64;
         let next = meta_seq.max(loaded.head) + 1;
         let (tx, rx) = mpsc::channel(65_536);
-        // The checkpoint thread ends when the writer (holding `alive`) does.
-        let (alive, writer_gone) = std::sync::mpsc::channel::<()>();
-        if let Some((cconn, every)) = checkpointer {
-            let cpath = path.clone();
-            std::thread::Builder::new()
-                .name("event-log-checkpoint".into())
-                .spawn(move || checkpoint_loop(cconn, &cpath, every, writer_gone))
-                .map_err(|e| StoreError::Commit(format!("spawn checkpointer: {e}")))?;
-        }
         let wpath = path.clone();
         std::thread::Builder::new()
             .name("event-log-writer".into())
-            .spawn(move || {
-                let _alive = alive;
-                writer_loop(conn, wpath, rx, next, meta_seq, dedup, on_commit)
-            })
+            .spawn(move || writer_loop(conn, wpath, rx, next, meta_seq, dedup, on_commit))
             .map_err(|e| StoreError::Commit(format!("spawn writer: {e}")))?;
         let mut loaded = loaded;
         loaded.head = next - 1;
@@ -314,35 +275,6 @@ impl Dedup {
             if let Some((_, id)) = self.order.pop_back() {
                 self.ids.remove(&id);
             }
-        }
-    }
-}
-
-/// Checkpoints the WAL every `every` from its own connection until the writer stops.
-fn checkpoint_loop(conn: Connection, path: &Path, every: Duration, writer_gone: std::sync::mpsc::Receiver<()>) {
-    let mut failing = false;
-    loop {
-        match writer_gone.recv_timeout(every) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-        // (busy, WAL pages, pages checkpointed); PASSIVE never waits for the writer.
-        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
-        let r = match passive {
-            Ok((_, log, _)) if log > WAL_RESTART_PAGES => {
-                tracing::debug!(pages = log, "WAL outgrew the passive checkpoints; restarting it");
-                conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, path = %path.display(), "event log checkpoint failed (retrying every interval)");
-            }
-            Err(_) => {}
         }
     }
 }
@@ -480,7 +412,7 @@ mod tests {
     }
 
     fn open_store(dir: &Path) -> (Store, Loaded) {
-        Store::open(dir, Durability::Relaxed, Duration::from_secs(300), 100, Some(Duration::from_millis(5)), Box::new(|_| {})).expect("open store")
+        Store::open(dir, Durability::Relaxed, Duration::from_secs(300), 100, Box::new(|_| {})).expect("open store")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,8 +430,6 @@ mod tests {
             s.publish(vec![ev("c")]).await.expect("publish");
             // Retention-style delete of every event, the newest included.
             assert_eq!(s.exec(|tx| tx.execute("DELETE FROM events", []).map(|n| n as i64)).await.expect("delete"), 3);
-            // Give the checkpoint thread a few turns.
-            tokio::time::sleep(Duration::from_millis(30)).await;
         }
         let (s, loaded) = open_store(dir.path());
         assert_eq!(loaded.head, 3, "head survives an empty log");
