@@ -2,7 +2,9 @@
 //!
 //! **Guarantees.** `Publish` returns only after the event is committed to the SQLite WAL
 //! log under `$RINGRIFT_HOME/events/` (fsync'd unless `durability = "relaxed"`), so no
-//! acked event is lost by a crash of any process. Each event gets a `seq` (gap-free
+//! acked event is lost by a crash of any process. The same holds for each ack of
+//! `PublishBatch` and of `PublishStream` (one ack per event, in order, sent after the
+//! commit that holds it; an invalid event there gets an ack with `error` set instead). Each event gets a `seq` (gap-free
 //! except for retention). Duplicates by id inside the dedup window (5 min) are acked with
 //! `duplicate = true` and not stored.
 //!
