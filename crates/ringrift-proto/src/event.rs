@@ -57,15 +57,14 @@ macro_rules! catalogue {
                 event_type: type_name(kind),
                 error: e.to_string(),
             };
+            // Only an object is a payload (serde would also read a struct from an array).
+            let v: serde_json::Value = serde_json::from_str(json).map_err(bad)?;
+            if !v.is_object() {
+                return Err(EventError::BadJson { event_type: type_name(kind), error: "not a JSON object".into() });
+            }
             match kind {
-                $(EventType::$name => Ok(Payload::$name(serde_json::from_str::<wire::$msg>(json).map_err(bad)?)),)*
-                EventType::External => {
-                    let v: serde_json::Value = serde_json::from_str(json).map_err(bad)?;
-                    if !v.is_object() {
-                        return Err(EventError::BadJson { event_type: type_name(kind), error: "not a JSON object".into() });
-                    }
-                    Ok(Payload::Json(json.to_owned()))
-                }
+                $(EventType::$name => Ok(Payload::$name(serde_json::from_value::<wire::$msg>(v).map_err(bad)?)),)*
+                EventType::External => Ok(Payload::Json(json.to_owned())),
                 EventType::Unspecified => Err(EventError::UnspecifiedType),
             }
         }
