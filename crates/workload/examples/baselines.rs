@@ -6,31 +6,29 @@ use ringrift_workload::game::{Geometry, State};
 use ringrift_workload::players::{HeuristicPlayer, Player, RandomPlayer, play_game};
 use ringrift_workload::rng::Rng;
 
+type MakePlayer = fn() -> Box<dyn Player>;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let config = args.next().unwrap_or_else(|| "hex8_2p".into()).parse()?;
     let games: usize = args.next().map(|g| g.parse()).transpose()?.unwrap_or(1000);
     let geo = Geometry::new(config);
     let mut rng = Rng::new(1);
-    let pairs: [(
-        &str,
-        Box<dyn Fn() -> Box<dyn Player>>,
-        Box<dyn Fn() -> Box<dyn Player>>,
-    ); 3] = [
+    let pairs: [(&str, MakePlayer, MakePlayer); 3] = [
         (
             "random vs random",
-            Box::new(|| Box::new(RandomPlayer)),
-            Box::new(|| Box::new(RandomPlayer)),
+            || Box::new(RandomPlayer),
+            || Box::new(RandomPlayer),
         ),
         (
             "heuristic vs heuristic",
-            Box::new(|| Box::new(HeuristicPlayer)),
-            Box::new(|| Box::new(HeuristicPlayer)),
+            || Box::new(HeuristicPlayer),
+            || Box::new(HeuristicPlayer),
         ),
         (
             "heuristic (first) vs random",
-            Box::new(|| Box::new(HeuristicPlayer)),
-            Box::new(|| Box::new(RandomPlayer)),
+            || Box::new(HeuristicPlayer),
+            || Box::new(RandomPlayer),
         ),
     ];
     for (label, a, b) in pairs {
