@@ -18,7 +18,11 @@ pub fn bin_dir() -> PathBuf {
 /// Path of a workspace binary; panics with the command to build it when missing.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.is_file(), "{} is missing: run `cargo build --workspace --bins` before the system tests", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` before the system tests",
+        p.display()
+    );
     p
 }
 
@@ -29,19 +33,29 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
 /// Async version of [`wait_for`].
-pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(what: &str, limit: Duration, mut f: impl FnMut() -> F) -> T {
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -70,7 +84,9 @@ impl Proc {
     /// SIGTERM and wait (bounded) for the exit status.
     pub fn term(&mut self, limit: Duration) -> std::process::ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
-        wait_for(&format!("{} to exit", self.name), limit, || self.child.try_wait().ok().flatten())
+        wait_for(&format!("{} to exit", self.name), limit, || {
+            self.child.try_wait().ok().flatten()
+        })
     }
 
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
@@ -97,7 +113,10 @@ impl Default for Home {
 
 impl Home {
     pub fn new() -> Home {
-        let dir = tempfile::Builder::new().prefix("ringrift-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("ringrift-test-")
+            .tempdir()
+            .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("test-logs")).expect("logs dir");
         Home { dir }
     }
@@ -108,7 +127,11 @@ impl Home {
 
     /// Starts `binary` with `--home` and `args`; stderr goes to `test-logs/<name>.log`.
     pub fn spawn(&self, binary: &str, args: &[&str]) -> Proc {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path().join("test-logs").join(format!("{binary}.log"))).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("test-logs").join(format!("{binary}.log")))
+            .expect("log file");
         let child = Command::new(bin(binary))
             .arg("--home")
             .arg(self.path())
@@ -120,16 +143,26 @@ impl Home {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
-        Proc { name: binary.to_owned(), child }
+        Proc {
+            name: binary.to_owned(),
+            child,
+        }
     }
 
     /// Removes `run/<name>.addr`, then waits for the daemon to write it.
     pub fn wait_addr(&self, name: &str, proc_: &mut Proc) -> String {
         wait_for(&format!("run/{name}.addr"), Duration::from_secs(20), || {
             if let Some(st) = proc_.try_exit() {
-                panic!("{} exited early with {st}; log: {}", proc_.name, self.log(&proc_.name));
+                panic!(
+                    "{} exited early with {st}; log: {}",
+                    proc_.name,
+                    self.log(&proc_.name)
+                );
             }
-            std::fs::read_to_string(self.path().join("run").join(format!("{name}.addr"))).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+            std::fs::read_to_string(self.path().join("run").join(format!("{name}.addr")))
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
         })
     }
 
@@ -146,6 +179,7 @@ impl Home {
     }
 
     pub fn log(&self, binary: &str) -> String {
-        std::fs::read_to_string(self.path().join("test-logs").join(format!("{binary}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.path().join("test-logs").join(format!("{binary}.log")))
+            .unwrap_or_default()
     }
 }

@@ -4,18 +4,41 @@ use ringrift_system_tests::{Home, bin};
 use std::process::Command;
 
 fn events(home: &Home, args: &[&str]) -> std::process::Output {
-    Command::new(bin("ringrift-events")).arg("--home").arg(home.path()).args(args).output().expect("run ringrift-events")
+    Command::new(bin("ringrift-events"))
+        .arg("--home")
+        .arg(home.path())
+        .args(args)
+        .output()
+        .expect("run ringrift-events")
 }
 
 #[test]
 fn emit_then_tail_json_shows_the_typed_payload() {
     let home = Home::new();
     let (_router, _addr) = home.start_router("127.0.0.1:0", &[]);
-    let out = events(&home, &["emit", "NEW_GAMES_AVAILABLE", "--payload", r#"{"new_games": 12}"#, "--config-key", "hex8_2p"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = events(
+        &home,
+        &[
+            "emit",
+            "NEW_GAMES_AVAILABLE",
+            "--payload",
+            r#"{"new_games": 12}"#,
+            "--config-key",
+            "hex8_2p",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("seq=1 "));
     let out = events(&home, &["tail", "--from", "1", "--count", "1", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
     assert_eq!(v["type"], "NEW_GAMES_AVAILABLE");
     assert_eq!(v["payload"]["new_games"], 12);
@@ -29,9 +52,16 @@ fn bad_type_and_bad_payload_are_named() {
     let out = events(&home, &["emit", "NOT_A_TYPE"]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_A_TYPE"));
-    let out = events(&home, &["emit", "MODEL_PROMOTED", "--payload", r#"{"elo": "high"}"#]);
+    let out = events(
+        &home,
+        &["emit", "MODEL_PROMOTED", "--payload", r#"{"elo": "high"}"#],
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("MODEL_PROMOTED"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("MODEL_PROMOTED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = events(&home, &["dlq", "list"]);
     assert!(out.status.success());
 }
@@ -41,18 +71,52 @@ fn no_router_is_a_clear_error() {
     let home = Home::new();
     let out = events(&home, &["--router", "127.0.0.1:1", "stats"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("connect to router at 127.0.0.1:1"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("connect to router at 127.0.0.1:1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn daemon_with_bad_config_exits_64() {
     let home = Home::new();
-    std::fs::write(home.path().join("ringrift.toml"), "[dlq_retry]\nbase_delay_s = \"soon\"\n").unwrap();
-    let out = Command::new(bin("ringrift-dlq-retry")).arg("--home").arg(home.path()).output().unwrap();
-    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dlq_retry"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(bin("ringrift-event-router")).arg("--home").arg(home.path()).args(["--set", "event_router.listen=nowhere"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(bin("ringrift-dlq-retry")).arg("--bogus-flag").output().unwrap();
+    std::fs::write(
+        home.path().join("ringrift.toml"),
+        "[dlq_retry]\nbase_delay_s = \"soon\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("ringrift-dlq-retry"))
+        .arg("--home")
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dlq_retry"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin("ringrift-event-router"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["--set", "event_router.listen=nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin("ringrift-dlq-retry"))
+        .arg("--bogus-flag")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }

@@ -8,12 +8,22 @@ use std::time::Duration;
 
 /// A registry entry for a standalone test daemon.
 fn test_daemon(name: &str, deps: &[&str], extra: &[&str]) -> String {
-    let mut args = vec!["--router".to_owned(), "127.0.0.1:1".to_owned(), "--set".to_owned(), format!("test_daemon.instance={name}")];
+    let mut args = vec![
+        "--router".to_owned(),
+        "127.0.0.1:1".to_owned(),
+        "--set".to_owned(),
+        format!("test_daemon.instance={name}"),
+    ];
     for e in extra {
         args.push("--set".into());
         args.push((*e).to_owned());
     }
-    let q = |v: &[String]| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let q = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let deps: Vec<String> = deps.iter().map(|d| (*d).to_owned()).collect();
     format!(
         "[[daemon]]\nname = \"{name}\"\ncategory = \"test\"\nbinary = \"ringrift-test-daemon\"\nstandalone = true\nimplemented = true\ndepends_on = [{}]\nargs = [{}]\n\n",
@@ -25,7 +35,12 @@ fn test_daemon(name: &str, deps: &[&str], extra: &[&str]) -> String {
 fn start_launcher(home: &Home, registry: &str, args: &[&str]) -> Proc {
     let reg = home.path().join("registry.toml");
     std::fs::write(&reg, registry).unwrap();
-    let mut all = vec!["--registry", reg.to_str().unwrap(), "--control", "127.0.0.1:0"];
+    let mut all = vec![
+        "--registry",
+        reg.to_str().unwrap(),
+        "--control",
+        "127.0.0.1:0",
+    ];
     all.extend_from_slice(args);
     let mut p = home.spawn("ringrift-launcher", &all);
     home.wait_addr("launcher", &mut p);
@@ -33,18 +48,32 @@ fn start_launcher(home: &Home, registry: &str, args: &[&str]) -> Proc {
 }
 
 fn launcher_cmd(home: &Home, args: &[&str]) -> std::process::Output {
-    Command::new(bin("ringrift-launcher")).arg("--home").arg(home.path()).args(args).output().expect("run ringrift-launcher")
+    Command::new(bin("ringrift-launcher"))
+        .arg("--home")
+        .arg(home.path())
+        .args(args)
+        .output()
+        .expect("run ringrift-launcher")
 }
 
 /// `--status --json` from a second process.
 fn status(home: &Home) -> serde_json::Value {
     let out = launcher_cmd(home, &["--status", "--json"]);
-    assert!(out.status.success(), "--status failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "--status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
 fn daemon<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    s["daemons"].as_array().unwrap().iter().find(|d| d["name"] == name).unwrap_or_else(|| panic!("{name} not in {s}"))
+    s["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {s}"))
 }
 
 fn wait_state(home: &Home, name: &str, state: &str, limit: Duration) -> serde_json::Value {
@@ -61,14 +90,24 @@ fn records(home: &Home) -> Vec<(String, String, u32, i64)> {
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            (f[0].to_owned(), f[1].to_owned(), f[2].parse().unwrap(), f[3].parse().unwrap())
+            (
+                f[0].to_owned(),
+                f[1].to_owned(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
         })
         .collect()
 }
 
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -86,17 +125,28 @@ fn crashing_daemon_backs_off_1_2_4_8_16_s_then_fails() {
     assert_eq!((starts.len(), exits.len()), (6, 6), "{r:?}");
     for (i, want) in [1.0, 2.0, 4.0, 8.0, 16.0].iter().enumerate() {
         let gap = (starts[i + 1] - exits[i]) as f64 / 1000.0;
-        assert!(gap >= want - 0.05 && gap <= want + 0.75, "restart {} came {gap:.3}s after the crash, want ≈{want}s", i + 1);
+        assert!(
+            gap >= want - 0.05 && gap <= want + 0.75,
+            "restart {} came {gap:.3}s after the crash, want ≈{want}s",
+            i + 1
+        );
     }
 }
 
 #[test]
 fn exit_64_is_never_restarted() {
     let home = Home::new();
-    let reg = test_daemon("misconfigured", &[], &["test_daemon.crash_after_s=0.05", "test_daemon.exit_code=64"]);
+    let reg = test_daemon(
+        "misconfigured",
+        &[],
+        &["test_daemon.crash_after_s=0.05", "test_daemon.exit_code=64"],
+    );
     let _l = start_launcher(&home, &reg, &["--daemon", "misconfigured"]);
     let d = wait_state(&home, "misconfigured", "FAILED", Duration::from_secs(20));
-    assert_eq!((d["restarts"].as_u64(), d["last_exit"].as_str()), (Some(0), Some("exit 64")));
+    assert_eq!(
+        (d["restarts"].as_u64(), d["last_exit"].as_str()),
+        (Some(0), Some("exit 64"))
+    );
     assert_eq!(records(&home).iter().filter(|x| x.0 == "start").count(), 1);
 }
 
@@ -104,31 +154,64 @@ fn exit_64_is_never_restarted() {
 fn restart_counter_resets_after_a_healthy_period() {
     let home = Home::new();
     let reg = test_daemon("flappy", &[], &["test_daemon.crash_after_s=0.5"]);
-    let _l = start_launcher(&home, &reg, &["--daemon", "flappy", "--set", "launcher.reset_after_s=0.2", "--set", "launcher.backoff_base_s=0.3"]);
-    wait_for("4 starts", Duration::from_secs(30), || (records(&home).iter().filter(|x| x.0 == "start").count() >= 4).then_some(()));
+    let _l = start_launcher(
+        &home,
+        &reg,
+        &[
+            "--daemon",
+            "flappy",
+            "--set",
+            "launcher.reset_after_s=0.2",
+            "--set",
+            "launcher.backoff_base_s=0.3",
+        ],
+    );
+    wait_for("4 starts", Duration::from_secs(30), || {
+        (records(&home).iter().filter(|x| x.0 == "start").count() >= 4).then_some(())
+    });
     let r = records(&home);
     let starts: Vec<i64> = r.iter().filter(|x| x.0 == "start").map(|x| x.3).collect();
     let exits: Vec<i64> = r.iter().filter(|x| x.0 == "exit").map(|x| x.3).collect();
     for i in 0..3 {
         let gap = (starts[i + 1] - exits[i]) as f64 / 1000.0;
-        assert!((0.25..0.55).contains(&gap), "gap {i} is {gap:.3}s: the counter was not reset (doubling would give ≥0.6s)");
+        assert!(
+            (0.25..0.55).contains(&gap),
+            "gap {i} is {gap:.3}s: the counter was not reset (doubling would give ≥0.6s)"
+        );
     }
 }
 
 fn chain_registry() -> String {
-    [test_daemon("a", &[], &[]), test_daemon("b", &["a"], &[]), test_daemon("c", &["b"], &[])].concat()
+    [
+        test_daemon("a", &[], &[]),
+        test_daemon("b", &["a"], &[]),
+        test_daemon("c", &["b"], &[]),
+    ]
+    .concat()
 }
 
 #[test]
 fn sigkill_of_the_launcher_leaves_no_child_alive() {
     let home = Home::new();
     let mut l = start_launcher(&home, &chain_registry(), &["--daemon", "c"]);
-    let pids: Vec<u32> = ["a", "b", "c"].iter().map(|n| wait_state(&home, n, "READY", Duration::from_secs(20))["pid"].as_u64().unwrap() as u32).collect();
+    let pids: Vec<u32> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            wait_state(&home, n, "READY", Duration::from_secs(20))["pid"]
+                .as_u64()
+                .unwrap() as u32
+        })
+        .collect();
     assert!(pids.iter().all(|p| alive(*p)));
     l.kill9();
     let t = std::time::Instant::now();
-    wait_for("children gone", Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)).then_some(()));
-    eprintln!("all children gone {:?} after SIGKILL of the launcher", t.elapsed());
+    wait_for("children gone", Duration::from_secs(2), || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    });
+    eprintln!(
+        "all children gone {:?} after SIGKILL of the launcher",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -140,12 +223,23 @@ fn sigterm_stops_dependents_first_each_with_sigterm() {
     }
     let r = records(&home);
     let start = |n: &str| r.iter().find(|x| x.0 == "start" && x.1 == n).unwrap().3;
-    assert!(start("a") <= start("b") && start("b") <= start("c"), "dependencies start first: {r:?}");
+    assert!(
+        start("a") <= start("b") && start("b") <= start("c"),
+        "dependencies start first: {r:?}"
+    );
     let st = l.term(Duration::from_secs(30));
     assert!(st.success(), "launcher exit {st}");
     let r = records(&home);
-    let stops: Vec<&str> = r.iter().filter(|x| x.0 == "stop").map(|x| x.1.as_str()).collect();
-    assert_eq!(stops, vec!["c", "b", "a"], "each stopped gracefully (on_stop ran after SIGTERM), dependents first");
+    let stops: Vec<&str> = r
+        .iter()
+        .filter(|x| x.0 == "stop")
+        .map(|x| x.1.as_str())
+        .collect();
+    assert_eq!(
+        stops,
+        vec!["c", "b", "a"],
+        "each stopped gracefully (on_stop ran after SIGTERM), dependents first"
+    );
 }
 
 #[test]
@@ -155,14 +249,26 @@ fn status_stop_and_restart_from_a_second_process() {
     let b = wait_state(&home, "b", "READY", Duration::from_secs(20));
     let pid = b["pid"].as_u64().unwrap() as u32;
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(cmdline.contains("ringrift-test-daemon") && cmdline.contains("test_daemon.instance=b"), "{cmdline}");
+    assert!(
+        cmdline.contains("ringrift-test-daemon") && cmdline.contains("test_daemon.instance=b"),
+        "{cmdline}"
+    );
     let table = String::from_utf8(launcher_cmd(&home, &["--status"]).stdout).unwrap();
-    assert!(table.contains(&pid.to_string()) && table.contains("READY"), "{table}");
+    assert!(
+        table.contains(&pid.to_string()) && table.contains("READY"),
+        "{table}"
+    );
 
     assert!(launcher_cmd(&home, &["stop", "b"]).status.success());
     wait_state(&home, "b", "STOPPED", Duration::from_secs(20));
-    wait_for("old b gone", Duration::from_secs(5), || (!alive(pid)).then_some(()));
-    assert_eq!(daemon(&status(&home), "c")["state"], "READY", "stopping a dependency does not cascade");
+    wait_for("old b gone", Duration::from_secs(5), || {
+        (!alive(pid)).then_some(())
+    });
+    assert_eq!(
+        daemon(&status(&home), "c")["state"],
+        "READY",
+        "stopping a dependency does not cascade"
+    );
     assert!(launcher_cmd(&home, &["restart", "b"]).status.success());
     let b2 = wait_state(&home, "b", "READY", Duration::from_secs(20));
     assert_ne!(b2["pid"].as_u64().unwrap() as u32, pid);
@@ -175,7 +281,11 @@ fn status_without_a_launcher_says_so() {
     let home = Home::new();
     let out = launcher_cmd(&home, &["--status", "--control", "127.0.0.1:1"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no launcher is running"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no launcher is running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -185,22 +295,54 @@ fn validate_catches_a_cycle_and_a_missing_binary() {
     let mut text = test_daemon("x", &["y"], &[]) + &test_daemon("y", &["x"], &[]);
     text.push_str("[[daemon]]\nname = \"ghost\"\ncategory = \"test\"\nstandalone = true\nimplemented = true\nbinary = \"ringrift-no-such-binary\"\n");
     std::fs::write(&reg, text).unwrap();
-    let out = launcher_cmd(&home, &["--registry", reg.to_str().unwrap(), "--validate", "--daemon", "ghost"]);
+    let out = launcher_cmd(
+        &home,
+        &[
+            "--registry",
+            reg.to_str().unwrap(),
+            "--validate",
+            "--daemon",
+            "ghost",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("dependency cycle"), "{stdout}");
-    assert!(stdout.contains("ringrift-no-such-binary not found"), "{stdout}");
-    let ok = launcher_cmd(&home, &["--validate", "--profile", "standard", "--skip-unimplemented"]);
-    assert!(ok.status.success(), "built-in registry validates: {}", String::from_utf8_lossy(&ok.stdout));
+    assert!(
+        stdout.contains("ringrift-no-such-binary not found"),
+        "{stdout}"
+    );
+    let ok = launcher_cmd(
+        &home,
+        &[
+            "--validate",
+            "--profile",
+            "standard",
+            "--skip-unimplemented",
+        ],
+    );
+    assert!(
+        ok.status.success(),
+        "built-in registry validates: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
 }
 
 #[test]
 fn unimplemented_daemons_are_refused_clearly() {
     let home = Home::new();
-    let out = launcher_cmd(&home, &["--daemon", "auto_sync", "--control", "127.0.0.1:0"]);
+    let out = launcher_cmd(
+        &home,
+        &["--daemon", "auto_sync", "--control", "127.0.0.1:0"],
+    );
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("auto_sync") && err.contains("not implemented yet") && err.contains("--skip-unimplemented"), "{err}");
+    assert!(
+        err.contains("auto_sync")
+            && err.contains("not implemented yet")
+            && err.contains("--skip-unimplemented"),
+        "{err}"
+    );
     let out = launcher_cmd(&home, &["--profile", "no_such_profile"]);
     assert_eq!(out.status.code(), Some(64));
 }
@@ -208,12 +350,17 @@ fn unimplemented_daemons_are_refused_clearly() {
 async fn http_status(addr: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.ok()?;
     let text = String::from_utf8_lossy(&out).into_owned();
     let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -225,7 +372,16 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
         "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\nstale_after_s = 3\n",
     )
     .unwrap();
-    let mut l = home.spawn("ringrift-launcher", &["--profile", "minimal", "--skip-unimplemented", "--control", "127.0.0.1:0"]);
+    let mut l = home.spawn(
+        "ringrift-launcher",
+        &[
+            "--profile",
+            "minimal",
+            "--skip-unimplemented",
+            "--control",
+            "127.0.0.1:0",
+        ],
+    );
     home.wait_addr("launcher", &mut l);
     let addr = home.wait_addr("health_server", &mut l);
     // Poll /ready: whenever it says 200, the launcher must show both daemons READY.
@@ -239,11 +395,19 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
         assert_eq!(daemon(&s, n)["state"], "READY", "{s}");
     }
     let router_pid = daemon(&s, "event_router")["pid"].as_u64().unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(router_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    ringrift_system_tests::wait_for_async("/ready 503 naming event_router", Duration::from_secs(10), || async {
-        let (code, body) = http_status(&addr, "/ready").await?;
-        (code == 503 && body.contains("event_router")).then_some(body)
-    })
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(router_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    ringrift_system_tests::wait_for_async(
+        "/ready 503 naming event_router",
+        Duration::from_secs(10),
+        || async {
+            let (code, body) = http_status(&addr, "/ready").await?;
+            (code == 503 && body.contains("event_router")).then_some(body)
+        },
+    )
     .await;
     ringrift_system_tests::wait_for_async("/ready 200 again", Duration::from_secs(30), || async {
         let (code, _) = http_status(&addr, "/ready").await?;
@@ -253,20 +417,44 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
     assert_eq!(daemon(&status(&home), "event_router")["restarts"], 1);
     let (code, metrics) = http_status(&addr, "/metrics").await.unwrap();
     assert_eq!(code, 200);
-    assert!(metrics.contains("ringrift_daemon_up{daemon=\"health_server\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("ringrift_daemon_up{daemon=\"health_server\"} 1"),
+        "{metrics}"
+    );
     promtool_check(&metrics);
     let (code, st) = http_status(&addr, "/status").await.unwrap();
     assert_eq!(code, 200);
-    assert!(serde_json::from_str::<serde_json::Value>(&st).unwrap()["daemons"]["health_server"]["up"] == true);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&st).unwrap()["daemons"]["health_server"]["up"]
+            == true
+    );
 }
 
 fn promtool_check(metrics: &str) {
-    let Ok(mut child) = Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn() else {
-        eprintln!("SKIP promtool check: promtool not installed (scripts/test installs the Debian package prometheus)");
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "SKIP promtool check: promtool not installed (scripts/test installs the Debian package prometheus)"
+        );
         return;
     };
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool check metrics failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -6,13 +6,19 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn python_has_grpc() -> bool {
-    Command::new("python3").args(["-c", "import grpc, grpc_tools.protoc"]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools.protoc"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 #[test]
 fn python_grpcio_client_subscribes_and_publishes() {
     if !python_has_grpc() {
-        eprintln!("SKIP python_grpcio_client_subscribes_and_publishes: python3 grpcio/grpcio-tools not installed (scripts/test installs them)");
+        eprintln!(
+            "SKIP python_grpcio_client_subscribes_and_publishes: python3 grpcio/grpcio-tools not installed (scripts/test installs them)"
+        );
         return;
     }
     let home = Home::new();
@@ -29,6 +35,10 @@ fn python_grpcio_client_subscribes_and_publishes() {
         .output()
         .expect("run python client");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("OK received seq="), "{stdout}");
 }

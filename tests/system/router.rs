@@ -10,7 +10,15 @@ use tonic::Code;
 type Client = router_client::Client;
 
 fn work(id: &str) -> wire::Event {
-    wire::Event { r#type: EventType::WorkQueued as i32, payload: Some(Payload::WorkQueued(wire::WorkItem { work_id: id.into(), kind: "selfplay".into(), ..Default::default() })), ..Default::default() }
+    wire::Event {
+        r#type: EventType::WorkQueued as i32,
+        payload: Some(Payload::WorkQueued(wire::WorkItem {
+            work_id: id.into(),
+            kind: "selfplay".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
 }
 
 fn work_id(ev: &wire::Event) -> String {
@@ -22,7 +30,12 @@ fn work_id(ev: &wire::Event) -> String {
 
 fn durable(name: &str, from: u64) -> wire::SubscribeRequest {
     // Only WORK_QUEUED: daemons started by a test publish heartbeats too.
-    wire::SubscribeRequest { consumer: name.into(), types: vec![EventType::WorkQueued as i32], prefixes: vec![], start: Some(Start::FromSeq(from)) }
+    wire::SubscribeRequest {
+        consumer: name.into(),
+        types: vec![EventType::WorkQueued as i32],
+        prefixes: vec![],
+        start: Some(Start::FromSeq(from)),
+    }
 }
 
 async fn client(addr: &str) -> Client {
@@ -30,11 +43,18 @@ async fn client(addr: &str) -> Client {
 }
 
 async fn next(s: &mut tonic::Streaming<wire::Event>) -> wire::Event {
-    tokio::time::timeout(Duration::from_secs(20), s.message()).await.expect("event within 20 s").expect("stream ok").expect("stream open")
+    tokio::time::timeout(Duration::from_secs(20), s.message())
+        .await
+        .expect("event within 20 s")
+        .expect("stream ok")
+        .expect("stream open")
 }
 
 async fn stats(c: &mut Client) -> wire::StatsResponse {
-    c.stats(wire::StatsRequest {}).await.expect("stats").into_inner()
+    c.stats(wire::StatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,13 +66,21 @@ async fn ten_thousand_events_from_four_publishers_arrive_in_publisher_order() {
         let mut c = client(&addr).await;
         pubs.push(tokio::spawn(async move {
             for chunk in 0..50 {
-                let events = (0..50).map(|k| work(&format!("p{p}-{}", chunk * 50 + k))).collect();
-                c.publish_batch(wire::PublishBatchRequest { events }).await.expect("publish");
+                let events = (0..50)
+                    .map(|k| work(&format!("p{p}-{}", chunk * 50 + k)))
+                    .collect();
+                c.publish_batch(wire::PublishBatchRequest { events })
+                    .await
+                    .expect("publish");
             }
         }));
     }
     let mut c = client(&addr).await;
-    let mut s = c.subscribe(durable("order-check", 1)).await.unwrap().into_inner();
+    let mut s = c
+        .subscribe(durable("order-check", 1))
+        .await
+        .unwrap()
+        .into_inner();
     let mut last: HashMap<String, i64> = HashMap::new();
     let mut n = 0;
     while n < 10_000 {
@@ -64,7 +92,13 @@ async fn ten_thousand_events_from_four_publishers_arrive_in_publisher_order() {
         assert_eq!(k, prev + 1, "publisher {p}: got {k} after {prev}");
         n += 1;
         if n % 500 == 0 {
-            c.ack(wire::AckRequest { consumer: "order-check".into(), seq: ev.seq, cumulative: true }).await.unwrap();
+            c.ack(wire::AckRequest {
+                consumer: "order-check".into(),
+                seq: ev.seq,
+                cumulative: true,
+            })
+            .await
+            .unwrap();
         }
     }
     for p in pubs {
@@ -73,7 +107,11 @@ async fn ten_thousand_events_from_four_publishers_arrive_in_publisher_order() {
     assert_eq!(last.len(), 4);
     let st = stats(&mut c).await;
     assert_eq!(st.head_seq, 10_000);
-    let cs = st.consumers.iter().find(|c| c.name == "order-check").unwrap();
+    let cs = st
+        .consumers
+        .iter()
+        .find(|c| c.name == "order-check")
+        .unwrap();
     assert_eq!(cs.ack_floor, 10_000);
 }
 
@@ -100,12 +138,22 @@ async fn sigkill_of_router_loses_no_acked_event() {
             }
         }));
     }
-    wait_for_async("300 acks before the kill", Duration::from_secs(30), || async { (acked.lock().unwrap().len() >= 300).then_some(()) }).await;
+    wait_for_async(
+        "300 acks before the kill",
+        Duration::from_secs(30),
+        || async { (acked.lock().unwrap().len() >= 300).then_some(()) },
+    )
+    .await;
     router.kill9();
     let acked_at_kill = acked.lock().unwrap().len();
     let (_router2, addr2) = home.start_router(&addr, &[]);
     assert_eq!(addr2, addr);
-    wait_for_async("100 more acks after restart", Duration::from_secs(30), || async { (acked.lock().unwrap().len() >= acked_at_kill + 100).then_some(()) }).await;
+    wait_for_async(
+        "100 more acks after restart",
+        Duration::from_secs(30),
+        || async { (acked.lock().unwrap().len() >= acked_at_kill + 100).then_some(()) },
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -113,7 +161,11 @@ async fn sigkill_of_router_loses_no_acked_event() {
     let want = acked.lock().unwrap().clone();
     let mut c = client(&addr).await;
     let head = stats(&mut c).await.head_seq;
-    let mut s = c.subscribe(durable("after-crash", 1)).await.unwrap().into_inner();
+    let mut s = c
+        .subscribe(durable("after-crash", 1))
+        .await
+        .unwrap()
+        .into_inner();
     let mut got = HashSet::new();
     loop {
         let ev = next(&mut s).await;
@@ -123,7 +175,11 @@ async fn sigkill_of_router_loses_no_acked_event() {
         }
     }
     let missing: Vec<_> = want.difference(&got).take(5).collect();
-    assert!(missing.is_empty(), "{} acked events lost, e.g. {missing:?}", want.difference(&got).count());
+    assert!(
+        missing.is_empty(),
+        "{} acked events lost, e.g. {missing:?}",
+        want.difference(&got).count()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,13 +188,25 @@ async fn durable_consumer_resumes_exactly_after_its_last_ack() {
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let events = (0..100).map(|k| work(&format!("a-{k}"))).collect();
-    c.publish_batch(wire::PublishBatchRequest { events }).await.unwrap();
+    c.publish_batch(wire::PublishBatchRequest { events })
+        .await
+        .unwrap();
     {
-        let mut s = c.subscribe(durable("resumer", 1)).await.unwrap().into_inner();
+        let mut s = c
+            .subscribe(durable("resumer", 1))
+            .await
+            .unwrap()
+            .into_inner();
         for k in 0..40 {
             let ev = next(&mut s).await;
             assert_eq!(work_id(&ev), format!("a-{k}"));
-            c.ack(wire::AckRequest { consumer: "resumer".into(), seq: ev.seq, cumulative: false }).await.unwrap();
+            c.ack(wire::AckRequest {
+                consumer: "resumer".into(),
+                seq: ev.seq,
+                cumulative: false,
+            })
+            .await
+            .unwrap();
         }
         // Read (but do not ack) five more: they must come again.
         for _ in 0..5 {
@@ -146,14 +214,28 @@ async fn durable_consumer_resumes_exactly_after_its_last_ack() {
         }
     }
     let events = (100..120).map(|k| work(&format!("a-{k}"))).collect();
-    c.publish_batch(wire::PublishBatchRequest { events }).await.unwrap();
-    let mut s = c.subscribe(durable("resumer", 1)).await.unwrap().into_inner();
+    c.publish_batch(wire::PublishBatchRequest { events })
+        .await
+        .unwrap();
+    let mut s = c
+        .subscribe(durable("resumer", 1))
+        .await
+        .unwrap()
+        .into_inner();
     for k in 40..120 {
         let ev = next(&mut s).await;
-        assert_eq!(work_id(&ev), format!("a-{k}"), "resume must start right after the last ack");
+        assert_eq!(
+            work_id(&ev),
+            format!("a-{k}"),
+            "resume must start right after the last ack"
+        );
     }
     c.publish(work("marker")).await.unwrap();
-    assert_eq!(work_id(&next(&mut s).await), "marker", "nothing extra before the marker");
+    assert_eq!(
+        work_id(&next(&mut s).await),
+        "marker",
+        "nothing extra before the marker"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,27 +281,82 @@ async fn nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it() {
     for attempt in 1..=5u32 {
         let ev = next(&mut s).await;
         assert_eq!(work_id(&ev), "poison", "attempt {attempt}");
-        let r = c.nack(wire::NackRequest { consumer: "flaky".into(), seq, reason: format!("boom {attempt}") }).await.unwrap().into_inner();
+        let r = c
+            .nack(wire::NackRequest {
+                consumer: "flaky".into(),
+                seq,
+                reason: format!("boom {attempt}"),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.dead_lettered, attempt == 5, "attempt {attempt}: {r:?}");
     }
     // The consumer moves on.
     c.publish(work("after")).await.unwrap();
     let ev = next(&mut s).await;
     assert_eq!(work_id(&ev), "after");
-    c.ack(wire::AckRequest { consumer: "flaky".into(), seq: ev.seq, cumulative: false }).await.unwrap();
-    let letters = c.list_dead_letters(wire::ListDeadLettersRequest::default()).await.unwrap().into_inner().letters;
+    c.ack(wire::AckRequest {
+        consumer: "flaky".into(),
+        seq: ev.seq,
+        cumulative: false,
+    })
+    .await
+    .unwrap();
+    let letters = c
+        .list_dead_letters(wire::ListDeadLettersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .letters;
     assert_eq!(letters.len(), 1);
-    assert_eq!((letters[0].seq, letters[0].failures, letters[0].reason.as_str()), (seq, 5, "boom 5"));
+    assert_eq!(
+        (
+            letters[0].seq,
+            letters[0].failures,
+            letters[0].reason.as_str()
+        ),
+        (seq, 5, "boom 5")
+    );
 
-    let mut retry = home.spawn("ringrift-dlq-retry", &["--router", &addr, "--set", "dlq_retry.base_delay_s=0.2", "--set", "dlq_retry.cycle_interval_s=0.1"]);
+    let mut retry = home.spawn(
+        "ringrift-dlq-retry",
+        &[
+            "--router",
+            &addr,
+            "--set",
+            "dlq_retry.base_delay_s=0.2",
+            "--set",
+            "dlq_retry.cycle_interval_s=0.1",
+        ],
+    );
     let ev = next(&mut s).await;
-    assert_eq!((work_id(&ev), ev.seq), ("poison".to_owned(), seq), "redelivered by dlq_retry");
-    c.ack(wire::AckRequest { consumer: "flaky".into(), seq, cumulative: false }).await.unwrap();
+    assert_eq!(
+        (work_id(&ev), ev.seq),
+        ("poison".to_owned(), seq),
+        "redelivered by dlq_retry"
+    );
+    c.ack(wire::AckRequest {
+        consumer: "flaky".into(),
+        seq,
+        cumulative: false,
+    })
+    .await
+    .unwrap();
     let l = wait_for_async("letter DELIVERED", Duration::from_secs(10), || {
         let mut c = c.clone();
         async move {
-            let ls = c.list_dead_letters(wire::ListDeadLettersRequest { consumer: String::new(), include_resolved: true }).await.ok()?.into_inner().letters;
-            ls.into_iter().find(|l| l.state == wire::DeadLetterState::Delivered as i32)
+            let ls = c
+                .list_dead_letters(wire::ListDeadLettersRequest {
+                    consumer: String::new(),
+                    include_resolved: true,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .letters;
+            ls.into_iter()
+                .find(|l| l.state == wire::DeadLetterState::Delivered as i32)
         }
     })
     .await;
@@ -230,22 +367,56 @@ async fn nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_retry_gives_up_after_max_retries_and_keeps_the_letter() {
     let home = Home::new();
-    let (_router, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=1"]);
+    let (_router, addr) =
+        home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=1"]);
     let mut c = client(&addr).await;
-    let mut s = c.subscribe(durable("always-fails", 1)).await.unwrap().into_inner();
+    let mut s = c
+        .subscribe(durable("always-fails", 1))
+        .await
+        .unwrap()
+        .into_inner();
     let seq = c.publish(work("never")).await.unwrap().into_inner().seq;
-    let _retry = home.spawn("ringrift-dlq-retry", &["--router", &addr, "--set", "dlq_retry.base_delay_s=0.05", "--set", "dlq_retry.max_delay_s=0.1", "--set", "dlq_retry.cycle_interval_s=0.05", "--set", "dlq_retry.max_retries=3"]);
+    let _retry = home.spawn(
+        "ringrift-dlq-retry",
+        &[
+            "--router",
+            &addr,
+            "--set",
+            "dlq_retry.base_delay_s=0.05",
+            "--set",
+            "dlq_retry.max_delay_s=0.1",
+            "--set",
+            "dlq_retry.cycle_interval_s=0.05",
+            "--set",
+            "dlq_retry.max_retries=3",
+        ],
+    );
     // First delivery + 3 retries, each nacked once (max_deliver = 1).
     for _ in 0..4 {
         let ev = next(&mut s).await;
         assert_eq!(ev.seq, seq);
-        c.nack(wire::NackRequest { consumer: "always-fails".into(), seq, reason: "still broken".into() }).await.unwrap();
+        c.nack(wire::NackRequest {
+            consumer: "always-fails".into(),
+            seq,
+            reason: "still broken".into(),
+        })
+        .await
+        .unwrap();
     }
     let l = wait_for_async("letter GIVEN_UP", Duration::from_secs(10), || {
         let mut c = c.clone();
         async move {
-            let ls = c.list_dead_letters(wire::ListDeadLettersRequest { consumer: String::new(), include_resolved: true }).await.ok()?.into_inner().letters;
-            ls.into_iter().find(|l| l.state == wire::DeadLetterState::GivenUp as i32)
+            let ls = c
+                .list_dead_letters(wire::ListDeadLettersRequest {
+                    consumer: String::new(),
+                    include_resolved: true,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .letters;
+            ls.into_iter()
+                .find(|l| l.state == wire::DeadLetterState::GivenUp as i32)
         }
     })
     .await;
@@ -262,15 +433,27 @@ async fn stalled_consumer_slows_neither_publishers_nor_other_consumers() {
         let mut c = c;
         let t = Instant::now();
         for chunk in 0..(N / 500) {
-            let events = (0..500).map(|k| work(&format!("{tag}-{}", chunk * 500 + k))).collect();
-            c.publish_batch(wire::PublishBatchRequest { events }).await.unwrap();
+            let events = (0..500)
+                .map(|k| work(&format!("{tag}-{}", chunk * 500 + k)))
+                .collect();
+            c.publish_batch(wire::PublishBatchRequest { events })
+                .await
+                .unwrap();
         }
         t.elapsed()
     };
     let baseline = publish_all(c.clone(), "base").await;
     // The stalled consumer subscribes and never reads its stream.
-    let _stalled = c.subscribe(durable("stalled", 1)).await.unwrap().into_inner();
-    let mut live = c.subscribe(durable("live", (N + 1) as u64)).await.unwrap().into_inner();
+    let _stalled = c
+        .subscribe(durable("stalled", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut live = c
+        .subscribe(durable("live", (N + 1) as u64))
+        .await
+        .unwrap()
+        .into_inner();
     let reader = tokio::spawn(async move {
         let t = Instant::now();
         for _ in 0..N {
@@ -279,13 +462,25 @@ async fn stalled_consumer_slows_neither_publishers_nor_other_consumers() {
         t.elapsed()
     });
     let with_stall = publish_all(c.clone(), "load").await;
-    let read = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("live consumer finished").unwrap();
-    eprintln!("publish {N}: baseline {baseline:?}, with stalled consumer {with_stall:?}; live consumer read all in {read:?}");
-    assert!(with_stall < baseline * 3 + Duration::from_secs(1), "publishers slowed: {with_stall:?} vs {baseline:?}");
+    let read = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("live consumer finished")
+        .unwrap();
+    eprintln!(
+        "publish {N}: baseline {baseline:?}, with stalled consumer {with_stall:?}; live consumer read all in {read:?}"
+    );
+    assert!(
+        with_stall < baseline * 3 + Duration::from_secs(1),
+        "publishers slowed: {with_stall:?} vs {baseline:?}"
+    );
     let st = stats(&mut c).await;
     let stalled = st.consumers.iter().find(|c| c.name == "stalled").unwrap();
     // It holds only what fits in its channel and the HTTP/2 window, not the whole log.
-    assert!(stalled.pending < (2 * N) as u64, "stalled consumer was handed everything ({})", stalled.pending);
+    assert!(
+        stalled.pending < (2 * N) as u64,
+        "stalled consumer was handed everything ({})",
+        stalled.pending
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,20 +489,58 @@ async fn malformed_events_are_rejected_clearly_and_nothing_is_stored() {
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let cases: Vec<(&str, wire::Event, &str)> = vec![
-        ("unknown type", wire::Event { r#type: 9999, payload: Some(Payload::Json("{}".into())), ..Default::default() }, "unknown event type 9999"),
-        ("unspecified type", wire::Event { r#type: 0, payload: Some(Payload::Json("{}".into())), ..Default::default() }, "unspecified"),
-        ("no payload", wire::Event { r#type: EventType::ModelPromoted as i32, ..Default::default() }, "no payload"),
+        (
+            "unknown type",
+            wire::Event {
+                r#type: 9999,
+                payload: Some(Payload::Json("{}".into())),
+                ..Default::default()
+            },
+            "unknown event type 9999",
+        ),
+        (
+            "unspecified type",
+            wire::Event {
+                r#type: 0,
+                payload: Some(Payload::Json("{}".into())),
+                ..Default::default()
+            },
+            "unspecified",
+        ),
+        (
+            "no payload",
+            wire::Event {
+                r#type: EventType::ModelPromoted as i32,
+                ..Default::default()
+            },
+            "no payload",
+        ),
         (
             "mismatched payload",
-            wire::Event { r#type: EventType::ModelPromoted as i32, payload: Some(Payload::WorkQueued(wire::WorkItem::default())), ..Default::default() },
+            wire::Event {
+                r#type: EventType::ModelPromoted as i32,
+                payload: Some(Payload::WorkQueued(wire::WorkItem::default())),
+                ..Default::default()
+            },
             "WORK_QUEUED",
         ),
-        ("bad json", wire::Event { r#type: EventType::ModelPromoted as i32, payload: Some(Payload::Json("{\"elo\": \"high\"}".into())), ..Default::default() }, "JSON payload for MODEL_PROMOTED"),
+        (
+            "bad json",
+            wire::Event {
+                r#type: EventType::ModelPromoted as i32,
+                payload: Some(Payload::Json("{\"elo\": \"high\"}".into())),
+                ..Default::default()
+            },
+            "JSON payload for MODEL_PROMOTED",
+        ),
         (
             "oversized",
             wire::Event {
                 r#type: EventType::PromotionRejected as i32,
-                payload: Some(Payload::PromotionRejected(wire::PromotionRejected { reason: "x".repeat(100_000), ..Default::default() })),
+                payload: Some(Payload::PromotionRejected(wire::PromotionRejected {
+                    reason: "x".repeat(100_000),
+                    ..Default::default()
+                })),
                 ..Default::default()
             },
             "byte limit",
@@ -316,18 +549,49 @@ async fn malformed_events_are_rejected_clearly_and_nothing_is_stored() {
     for (what, ev, needle) in cases {
         let err = c.publish(ev).await.expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
-        assert!(err.message().contains(needle), "{what}: {:?} lacks {needle:?}", err.message());
+        assert!(
+            err.message().contains(needle),
+            "{what}: {:?} lacks {needle:?}",
+            err.message()
+        );
     }
     let err = c
-        .publish_batch(wire::PublishBatchRequest { events: vec![work("good"), wire::Event { r#type: 4242, ..Default::default() }] })
+        .publish_batch(wire::PublishBatchRequest {
+            events: vec![
+                work("good"),
+                wire::Event {
+                    r#type: 4242,
+                    ..Default::default()
+                },
+            ],
+        })
         .await
         .expect_err("batch with a bad event");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("event 1:"), "{}", err.message());
-    let huge = wire::Event { r#type: EventType::External as i32, payload: Some(Payload::Json(format!("{{\"x\": \"{}\"}}", "y".repeat(9 << 20)))), ..Default::default() };
+    let huge = wire::Event {
+        r#type: EventType::External as i32,
+        payload: Some(Payload::Json(format!(
+            "{{\"x\": \"{}\"}}",
+            "y".repeat(9 << 20)
+        ))),
+        ..Default::default()
+    };
     let err = c.publish(huge).await.expect_err("9 MiB event");
-    assert!(matches!(err.code(), Code::ResourceExhausted | Code::OutOfRange | Code::InvalidArgument), "{err:?}");
-    let bad_sub = c.subscribe(wire::SubscribeRequest { prefixes: vec!["NOPE_".into()], ..Default::default() }).await.expect_err("bad prefix");
+    assert!(
+        matches!(
+            err.code(),
+            Code::ResourceExhausted | Code::OutOfRange | Code::InvalidArgument
+        ),
+        "{err:?}"
+    );
+    let bad_sub = c
+        .subscribe(wire::SubscribeRequest {
+            prefixes: vec!["NOPE_".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad prefix");
     assert_eq!(bad_sub.code(), Code::InvalidArgument);
     let st = stats(&mut c).await;
     assert_eq!((st.head_seq, st.published), (0, 0), "nothing stored");
@@ -335,15 +599,31 @@ async fn malformed_events_are_rejected_clearly_and_nothing_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_event_router_service() {
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
     let home = Home::new();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
-    let ch = router_client::endpoint(&addr).unwrap().connect().await.unwrap();
+    let ch = router_client::endpoint(&addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut rc = ServerReflectionClient::new(ch);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut resp = rc.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = rc
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
     let msg = resp.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else { panic!("unexpected {msg:?}") };
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected {msg:?}")
+    };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"ringrift.v1.EventRouter"), "{names:?}");
 }
@@ -356,36 +636,64 @@ async fn metrics_endpoint_counts_events() {
     c.publish(work("m1")).await.unwrap();
     c.publish(work("m1")).await.unwrap();
     let body = http_get(&addr, "/metrics").await;
-    assert!(body.contains("ringrift_router_events_published_total 1"), "{body}");
-    assert!(body.contains("ringrift_router_events_duplicate_total 1"), "{body}");
+    assert!(
+        body.contains("ringrift_router_events_published_total 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("ringrift_router_events_duplicate_total 1"),
+        "{body}"
+    );
 }
 
 /// Minimal HTTP/1.1 GET over a TCP socket (no client crate needed for one call).
 pub async fn http_get(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Opens a PublishStream fed from a channel; the channel holds up to `cap` unsent events.
-async fn publish_stream(c: &mut Client, cap: usize) -> (tokio::sync::mpsc::Sender<wire::Event>, tonic::Streaming<wire::PublishAck>) {
+async fn publish_stream(
+    c: &mut Client,
+    cap: usize,
+) -> (
+    tokio::sync::mpsc::Sender<wire::Event>,
+    tonic::Streaming<wire::PublishAck>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(cap);
-    let acks = c.publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("open PublishStream").into_inner();
+    let acks = c
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("open PublishStream")
+        .into_inner();
     (tx, acks)
 }
 
-async fn next_ack(s: &mut tonic::Streaming<wire::PublishAck>) -> Result<Option<wire::PublishAck>, tonic::Status> {
-    tokio::time::timeout(Duration::from_secs(20), s.message()).await.expect("ack within 20 s")
+async fn next_ack(
+    s: &mut tonic::Streaming<wire::PublishAck>,
+) -> Result<Option<wire::PublishAck>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(20), s.message())
+        .await
+        .expect("ack within 20 s")
 }
 
 /// Every acked (id, seq) must be stored under that seq after a restart.
 async fn assert_stored(addr: &str, acked: &[(String, u64)]) {
     let mut c = client(addr).await;
     let head = stats(&mut c).await.head_seq;
-    let mut s = c.subscribe(durable("verify", 1)).await.unwrap().into_inner();
+    let mut s = c
+        .subscribe(durable("verify", 1))
+        .await
+        .unwrap()
+        .into_inner();
     let mut got: HashMap<String, u64> = HashMap::new();
     while got.len() < head as usize {
         let ev = next(&mut s).await;
@@ -395,7 +703,11 @@ async fn assert_stored(addr: &str, acked: &[(String, u64)]) {
         }
     }
     for (id, seq) in acked {
-        assert_eq!(got.get(id), Some(seq), "acked event {id} (seq {seq}) is not in the log after the restart");
+        assert_eq!(
+            got.get(id),
+            Some(seq),
+            "acked event {id} (seq {seq}) is not in the log after the restart"
+        );
     }
 }
 
@@ -413,14 +725,20 @@ async fn publish_stream_acks_every_event_in_order_and_only_once_durable() {
     }
     drop(tx);
     for k in 0..1_000u64 {
-        let a = next_ack(&mut acks).await.expect("ack stream ok").expect("an ack per event");
+        let a = next_ack(&mut acks)
+            .await
+            .expect("ack stream ok")
+            .expect("an ack per event");
         assert!(a.error.is_empty() && !a.duplicate, "{a:?}");
         assert_eq!(a.seq, k + 1, "acks come in the order the events were sent");
         let id = format!("s-{k}");
         assert_eq!(a.id, ringrift_proto::Event::try_from(work(&id)).unwrap().id);
         acked.push((id, a.seq));
     }
-    assert!(next_ack(&mut acks).await.expect("clean end").is_none(), "no ack beyond the last event");
+    assert!(
+        next_ack(&mut acks).await.expect("clean end").is_none(),
+        "no ack beyond the last event"
+    );
 
     // 3,000 more in one stream; SIGKILL the router while it is still acking them.
     let (tx, mut acks) = publish_stream(&mut c, 3_000).await;
@@ -455,19 +773,41 @@ async fn publish_stream_rejects_an_invalid_event_alone_and_stays_open() {
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let (tx, mut acks) = publish_stream(&mut c, 16).await;
-    let bad_type = wire::Event { id: "bad-type".into(), r#type: 4242, payload: Some(Payload::Json("{}".into())), ..Default::default() };
-    let no_payload = wire::Event { id: "no-payload".into(), r#type: EventType::ModelPromoted as i32, ..Default::default() };
+    let bad_type = wire::Event {
+        id: "bad-type".into(),
+        r#type: 4242,
+        payload: Some(Payload::Json("{}".into())),
+        ..Default::default()
+    };
+    let no_payload = wire::Event {
+        id: "no-payload".into(),
+        r#type: EventType::ModelPromoted as i32,
+        ..Default::default()
+    };
     for ev in [work("g-0"), bad_type, work("g-1"), no_payload, work("g-2")] {
         tx.send(ev).await.unwrap();
     }
     let mut got = Vec::new();
     for _ in 0..5 {
-        got.push(next_ack(&mut acks).await.expect("stream stays open").expect("an ack per event"));
+        got.push(
+            next_ack(&mut acks)
+                .await
+                .expect("stream stays open")
+                .expect("an ack per event"),
+        );
     }
     let seqs: Vec<u64> = got.iter().map(|a| a.seq).collect();
     assert_eq!(seqs, vec![1, 0, 2, 0, 3], "{got:?}");
-    assert!(got[1].error.contains("unknown event type 4242") && got[1].id == "bad-type", "{:?}", got[1]);
-    assert!(got[3].error.contains("no payload") && got[3].id == "no-payload", "{:?}", got[3]);
+    assert!(
+        got[1].error.contains("unknown event type 4242") && got[1].id == "bad-type",
+        "{:?}",
+        got[1]
+    );
+    assert!(
+        got[3].error.contains("no payload") && got[3].id == "no-payload",
+        "{:?}",
+        got[3]
+    );
     assert!(got[0].error.is_empty() && got[2].error.is_empty() && got[4].error.is_empty());
     // The stream is still usable after the rejections.
     tx.send(work("g-3")).await.unwrap();
@@ -476,8 +816,16 @@ async fn publish_stream_rejects_an_invalid_event_alone_and_stays_open() {
     drop(tx);
     assert!(next_ack(&mut acks).await.expect("clean end").is_none());
     let st = stats(&mut c).await;
-    assert_eq!((st.head_seq, st.published), (4, 4), "only the valid events are stored");
-    let mut s = c.subscribe(durable("neighbours", 1)).await.unwrap().into_inner();
+    assert_eq!(
+        (st.head_seq, st.published),
+        (4, 4),
+        "only the valid events are stored"
+    );
+    let mut s = c
+        .subscribe(durable("neighbours", 1))
+        .await
+        .unwrap()
+        .into_inner();
     for k in 0..4 {
         assert_eq!(work_id(&next(&mut s).await), format!("g-{k}"));
     }

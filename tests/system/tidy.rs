@@ -3,11 +3,16 @@
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -33,7 +38,12 @@ fn all(ext: &str) -> Vec<PathBuf> {
 fn every_rust_file_opens_with_a_module_doc() {
     let bad: Vec<_> = all(".rs")
         .into_iter()
-        .filter(|p| !std::fs::read_to_string(p).unwrap_or_default().trim_start().starts_with("//!"))
+        .filter(|p| {
+            !std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim_start()
+                .starts_with("//!")
+        })
         .collect();
     assert!(bad.is_empty(), "files without a leading //! line: {bad:#?}");
 }
@@ -47,14 +57,27 @@ fn every_manifest_inherits_workspace_lints_and_version() {
             !(s.contains("[lints]\nworkspace = true") && s.contains("version.workspace = true"))
         })
         .collect();
-    assert!(bad.is_empty(), "manifests not inheriting [lints] / version from the workspace: {bad:#?}");
+    assert!(
+        bad.is_empty(),
+        "manifests not inheriting [lints] / version from the workspace: {bad:#?}"
+    );
 }
 
 #[test]
 fn no_should_panic_tests() {
     let needle = ["#[should", "_panic"].concat();
-    let bad: Vec<_> = all(".rs").into_iter().filter(|p| std::fs::read_to_string(p).unwrap_or_default().contains(&needle)).collect();
-    assert!(bad.is_empty(), "tests must check errors, not panics: {bad:#?}");
+    let bad: Vec<_> = all(".rs")
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains(&needle)
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "tests must check errors, not panics: {bad:#?}"
+    );
 }
 
 #[test]
@@ -64,10 +87,21 @@ fn daemon_crates_are_named_after_their_folder_with_a_thin_main() {
         let folder = e.file_name().to_string_lossy().into_owned();
         let manifest = std::fs::read_to_string(e.path().join("Cargo.toml")).unwrap();
         let want = format!("ringrift-{folder}");
-        assert!(manifest.contains(&format!("name = \"{want}\"")), "{folder}: package and binary must be named {want}");
-        assert!(manifest.contains("[[bin]]") && manifest.matches(&format!("name = \"{want}\"")).count() == 2, "{folder}: binary must be named {want}");
+        assert!(
+            manifest.contains(&format!("name = \"{want}\"")),
+            "{folder}: package and binary must be named {want}"
+        );
+        assert!(
+            manifest.contains("[[bin]]")
+                && manifest.matches(&format!("name = \"{want}\"")).count() == 2,
+            "{folder}: binary must be named {want}"
+        );
         let main = std::fs::read_to_string(e.path().join("src/main.rs")).unwrap();
-        assert!(main.lines().count() <= 6, "{folder}/src/main.rs is {} lines: logic belongs in lib.rs", main.lines().count());
+        assert!(
+            main.lines().count() <= 6,
+            "{folder}/src/main.rs is {} lines: logic belongs in lib.rs",
+            main.lines().count()
+        );
     }
 }
 
@@ -78,17 +112,52 @@ fn registry_matches_crates_units_and_the_full_profile() {
     let full = ringrift_registry::load_profile("full", None, &reg).unwrap();
     for s in reg.daemons() {
         let folder = root.join("crates/daemons").join(s.folder());
-        assert_eq!(folder.is_dir(), s.implemented, "{}: implemented = {} but crates/daemons/{} {}", s.name, s.implemented, s.folder(), if folder.is_dir() { "exists" } else { "is missing" });
-        assert_eq!(s.binary(), format!("ringrift-{}", s.folder()), "{}: one name everywhere", s.name);
-        assert!(root.join("systemd").join(s.unit()).is_file(), "{}: systemd/{} missing (run `ringrift-launcher systemd-units`)", s.name, s.unit());
-        assert!(full.daemons.contains(&s.name), "{} is not in profiles/full.toml", s.name);
+        assert_eq!(
+            folder.is_dir(),
+            s.implemented,
+            "{}: implemented = {} but crates/daemons/{} {}",
+            s.name,
+            s.implemented,
+            s.folder(),
+            if folder.is_dir() {
+                "exists"
+            } else {
+                "is missing"
+            }
+        );
+        assert_eq!(
+            s.binary(),
+            format!("ringrift-{}", s.folder()),
+            "{}: one name everywhere",
+            s.name
+        );
+        assert!(
+            root.join("systemd").join(s.unit()).is_file(),
+            "{}: systemd/{} missing (run `ringrift-launcher systemd-units`)",
+            s.name,
+            s.unit()
+        );
+        assert!(
+            full.daemons.contains(&s.name),
+            "{} is not in profiles/full.toml",
+            s.name
+        );
     }
-    for e in std::fs::read_dir(root.join("crates/daemons")).unwrap().flatten() {
+    for e in std::fs::read_dir(root.join("crates/daemons"))
+        .unwrap()
+        .flatten()
+    {
         let key = e.file_name().to_string_lossy().replace('-', "_");
-        assert!(reg.get(&key).is_some_and(|s| s.implemented && !s.is_alias()), "crates/daemons/{} has no implemented registry entry {key}", e.file_name().to_string_lossy());
+        assert!(
+            reg.get(&key)
+                .is_some_and(|s| s.implemented && !s.is_alias()),
+            "crates/daemons/{} has no implemented registry entry {key}",
+            e.file_name().to_string_lossy()
+        );
     }
     for p in ringrift_registry::builtin_profile_names() {
-        ringrift_registry::load_profile(p, None, &reg).unwrap_or_else(|e| panic!("profile {p}: {e}"));
+        ringrift_registry::load_profile(p, None, &reg)
+            .unwrap_or_else(|e| panic!("profile {p}: {e}"));
     }
 }
 
@@ -97,19 +166,33 @@ fn committed_systemd_units_match_the_generator() {
     let reg = ringrift_registry::Registry::builtin();
     let want = ringrift_launcher::systemd::generate(&reg, "/usr/local/bin").unwrap();
     let dir = root().join("systemd");
-    let mut have: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut have: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     have.sort();
     let names: Vec<String> = want.keys().cloned().collect();
-    assert_eq!(have, names, "systemd/ differs from the generator: run `ringrift-launcher systemd-units --out systemd`");
+    assert_eq!(
+        have, names,
+        "systemd/ differs from the generator: run `ringrift-launcher systemd-units --out systemd`"
+    );
     for (name, text) in &want {
         let got = std::fs::read_to_string(dir.join(name)).unwrap();
-        assert_eq!(&got, text, "systemd/{name} drifted: run `ringrift-launcher systemd-units --out systemd`");
+        assert_eq!(
+            &got, text,
+            "systemd/{name} drifted: run `ringrift-launcher systemd-units --out systemd`"
+        );
     }
 }
 
 #[test]
 fn systemd_analyze_verifies_units_of_implemented_daemons_and_targets() {
-    if std::process::Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP systemd-analyze verify: systemd-analyze not installed");
         return;
     }
@@ -125,6 +208,16 @@ fn systemd_analyze_verifies_units_of_implemented_daemons_and_targets() {
             check.push(dir.path().join(name));
         }
     }
-    let out = std::process::Command::new("systemd-analyze").arg("verify").args(&check).current_dir(dir.path()).output().unwrap();
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&check)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -9,7 +9,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const LOOP_DAEMONS: &[&str] = &["job_scheduler", "queue_populator", "auto_export", "training_trigger", "continuous_training_loop", "evaluation", "unified_promotion", "data_pipeline"];
+const LOOP_DAEMONS: &[&str] = &[
+    "job_scheduler",
+    "queue_populator",
+    "auto_export",
+    "training_trigger",
+    "continuous_training_loop",
+    "evaluation",
+    "unified_promotion",
+    "data_pipeline",
+];
 
 fn loop_home() -> Home {
     let home = Home::new();
@@ -44,20 +53,45 @@ cycle_interval_s = 1
     )
     .unwrap();
     std::fs::create_dir_all(home.path().join("profiles")).unwrap();
-    let list: Vec<String> = std::iter::once("event_router").chain(LOOP_DAEMONS.iter().copied()).map(|d| format!("{d:?}")).collect();
-    std::fs::write(home.path().join("profiles/looptest.toml"), format!("description = \"loop test\"\ndaemons = [{}]\n", list.join(", "))).unwrap();
+    let list: Vec<String> = std::iter::once("event_router")
+        .chain(LOOP_DAEMONS.iter().copied())
+        .map(|d| format!("{d:?}"))
+        .collect();
+    std::fs::write(
+        home.path().join("profiles/looptest.toml"),
+        format!(
+            "description = \"loop test\"\ndaemons = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
     home
 }
 
 fn start(home: &Home) -> Proc {
-    let mut l = home.spawn("ringrift-launcher", &["--profile", "looptest", "--configs", "hex8_2p", "--control", "127.0.0.1:0"]);
+    let mut l = home.spawn(
+        "ringrift-launcher",
+        &[
+            "--profile",
+            "looptest",
+            "--configs",
+            "hex8_2p",
+            "--control",
+            "127.0.0.1:0",
+        ],
+    );
     home.wait_addr("launcher", &mut l);
     home.wait_addr("event_router", &mut l);
     l
 }
 
 fn status(home: &Home) -> serde_json::Value {
-    let out = Command::new(bin("ringrift-launcher")).arg("--home").arg(home.path()).args(["--status", "--json"]).output().unwrap();
+    let out = Command::new(bin("ringrift-launcher"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["--status", "--json"])
+        .output()
+        .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
@@ -65,8 +99,16 @@ fn status(home: &Home) -> serde_json::Value {
 async fn all_events(home: &Home) -> Vec<wire::Event> {
     let addr = std::fs::read_to_string(home.path().join("run/event_router.addr")).unwrap();
     let mut c = router_client::connect(addr.trim()).await.unwrap();
-    let head = c.stats(wire::StatsRequest {}).await.unwrap().into_inner().head_seq;
-    let req = wire::SubscribeRequest { start: Some(Start::FromSeq(1)), ..Default::default() };
+    let head = c
+        .stats(wire::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .head_seq;
+    let req = wire::SubscribeRequest {
+        start: Some(Start::FromSeq(1)),
+        ..Default::default()
+    };
     let mut s = c.subscribe(req).await.unwrap().into_inner();
     let mut out = Vec::new();
     while out.last().is_none_or(|e: &wire::Event| e.seq < head) {
@@ -79,13 +121,23 @@ async fn all_events(home: &Home) -> Vec<wire::Event> {
 }
 
 fn decided(events: &[wire::Event]) -> bool {
-    events.iter().any(|e| matches!(e.payload, Some(Payload::ModelPromoted(_)) | Some(Payload::PromotionRejected(_))))
+    events.iter().any(|e| {
+        matches!(
+            e.payload,
+            Some(Payload::ModelPromoted(_)) | Some(Payload::PromotionRejected(_))
+        )
+    })
 }
 
 fn counts(events: &[wire::Event]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for e in events {
-        *m.entry(wire::EventType::try_from(e.r#type).map(|t| t.as_str_name().to_owned()).unwrap_or_default()).or_insert(0) += 1;
+        *m.entry(
+            wire::EventType::try_from(e.r#type)
+                .map(|t| t.as_str_name().to_owned())
+                .unwrap_or_default(),
+        )
+        .or_insert(0) += 1;
     }
     m
 }
@@ -97,8 +149,16 @@ fn assert_no_duplicate_training(events: &[wire::Event]) {
     let mut runs = HashSet::new();
     for e in events {
         if let Some(Payload::TrainingCompleted(t)) = &e.payload {
-            assert!(npz.insert(t.npz_sha256.clone()), "data {} trained twice", t.npz_sha256);
-            assert!(runs.insert(t.run_id.clone()), "work item {} completed twice", t.run_id);
+            assert!(
+                npz.insert(t.npz_sha256.clone()),
+                "data {} trained twice",
+                t.npz_sha256
+            );
+            assert!(
+                runs.insert(t.run_id.clone()),
+                "work item {} completed twice",
+                t.run_id
+            );
         }
     }
 }
@@ -118,15 +178,29 @@ async fn the_loop_runs_from_games_to_a_promotion_decision_by_events_alone() {
     }
     let c = counts(&events);
     eprintln!("decision after {:?}; events: {c:?}", t0.elapsed());
-    assert!(decided(&events), "no promotion decision within 240 s; events so far: {c:?}\nlogs in {}", home.path().display());
+    assert!(
+        decided(&events),
+        "no promotion decision within 240 s; events so far: {c:?}\nlogs in {}",
+        home.path().display()
+    );
     // The chain, in causal order.
-    let first = |f: &dyn Fn(&Payload) -> bool| events.iter().find(|e| e.payload.as_ref().is_some_and(f)).map(|e| e.seq).unwrap_or(u64::MAX);
+    let first = |f: &dyn Fn(&Payload) -> bool| {
+        events
+            .iter()
+            .find(|e| e.payload.as_ref().is_some_and(f))
+            .map(|e| e.seq)
+            .unwrap_or(u64::MAX)
+    };
     let games = first(&|p| matches!(p, Payload::NewGamesAvailable(_)));
     let npz = first(&|p| matches!(p, Payload::NpzExportCompleted(_)));
     let trained = first(&|p| matches!(p, Payload::TrainingCompleted(_)));
     let evaluated = first(&|p| matches!(p, Payload::EvaluationCompleted(_)));
-    let decision = first(&|p| matches!(p, Payload::ModelPromoted(_) | Payload::PromotionRejected(_)));
-    assert!(games < npz && npz < trained && trained < evaluated && evaluated < decision, "out of order: {games} {npz} {trained} {evaluated} {decision}");
+    let decision =
+        first(&|p| matches!(p, Payload::ModelPromoted(_) | Payload::PromotionRejected(_)));
+    assert!(
+        games < npz && npz < trained && trained < evaluated && evaluated < decision,
+        "out of order: {games} {npz} {trained} {evaluated} {decision}"
+    );
     for e in &events {
         if let Some(Payload::PromotionRejected(r)) = &e.payload {
             assert!(!r.reason.is_empty(), "a rejection says why");
@@ -135,8 +209,20 @@ async fn the_loop_runs_from_games_to_a_promotion_decision_by_events_alone() {
     assert_no_duplicate_training(&events);
     // The stage machine is visible in --status.
     let s = status(&home);
-    let dp = s["daemons"].as_array().unwrap().iter().find(|d| d["name"] == "data_pipeline").unwrap().clone();
-    assert!(dp["health"]["message"].as_str().unwrap_or("").contains("hex8_2p:"), "{dp}");
+    let dp = s["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "data_pipeline")
+        .unwrap()
+        .clone();
+    assert!(
+        dp["health"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hex8_2p:"),
+        "{dp}"
+    );
 }
 
 type Trigger = fn(&Payload) -> bool;
@@ -149,13 +235,25 @@ async fn killing_each_loop_daemon_in_turn_loses_no_stage_and_trains_nothing_twic
     // Each daemon is killed right when it has work in hand: after the event it reacts to.
     let plan: &[(&str, Trigger)] = &[
         ("queue_populator", |_| true),
-        ("job_scheduler", |p| matches!(p, Payload::SelfplayCompleted(_))),
-        ("auto_export", |p| matches!(p, Payload::NewGamesAvailable(_))),
-        ("data_pipeline", |p| matches!(p, Payload::NewGamesAvailable(_))),
-        ("training_trigger", |p| matches!(p, Payload::NpzExportCompleted(_))),
-        ("continuous_training_loop", |p| matches!(p, Payload::TrainingStarted(_))),
+        ("job_scheduler", |p| {
+            matches!(p, Payload::SelfplayCompleted(_))
+        }),
+        ("auto_export", |p| {
+            matches!(p, Payload::NewGamesAvailable(_))
+        }),
+        ("data_pipeline", |p| {
+            matches!(p, Payload::NewGamesAvailable(_))
+        }),
+        ("training_trigger", |p| {
+            matches!(p, Payload::NpzExportCompleted(_))
+        }),
+        ("continuous_training_loop", |p| {
+            matches!(p, Payload::TrainingStarted(_))
+        }),
         ("evaluation", |p| matches!(p, Payload::TrainingCompleted(_))),
-        ("unified_promotion", |p| matches!(p, Payload::EvaluationCompleted(_))),
+        ("unified_promotion", |p| {
+            matches!(p, Payload::EvaluationCompleted(_))
+        }),
     ];
     let mut last_kill_seq = 0;
     for (name, trigger) in plan {
@@ -165,37 +263,82 @@ async fn killing_each_loop_daemon_in_turn_loses_no_stage_and_trains_nothing_twic
             if let Some(e) = evs.iter().find(|e| e.payload.as_ref().is_some_and(trigger)) {
                 break e.seq;
             }
-            assert!(Instant::now() < deadline, "no trigger event for killing {name}; {:?}", counts(&evs));
+            assert!(
+                Instant::now() < deadline,
+                "no trigger event for killing {name}; {:?}",
+                counts(&evs)
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let pid = wait_for(&format!("{name} READY"), Duration::from_secs(60), || {
             let s = status(&home);
-            s["daemons"].as_array()?.iter().find(|d| d["name"] == *name && d["state"] == "READY").and_then(|d| d["pid"].as_u64())
+            s["daemons"]
+                .as_array()?
+                .iter()
+                .find(|d| d["name"] == *name && d["state"] == "READY")
+                .and_then(|d| d["pid"].as_u64())
         });
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-        eprintln!("{:>6.1}s killed {name} (pid {pid}) after event #{seen}", t0.elapsed().as_secs_f64());
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        eprintln!(
+            "{:>6.1}s killed {name} (pid {pid}) after event #{seen}",
+            t0.elapsed().as_secs_f64()
+        );
         last_kill_seq = last_kill_seq.max(seen);
-        wait_for(&format!("{name} restarted"), Duration::from_secs(30), || {
-            let s = status(&home);
-            s["daemons"].as_array()?.iter().find(|d| d["name"] == *name && d["state"] == "READY" && d["pid"].as_u64() != Some(pid)).map(|_| ())
-        });
+        wait_for(
+            &format!("{name} restarted"),
+            Duration::from_secs(30),
+            || {
+                let s = status(&home);
+                s["daemons"]
+                    .as_array()?
+                    .iter()
+                    .find(|d| {
+                        d["name"] == *name
+                            && d["state"] == "READY"
+                            && d["pid"].as_u64() != Some(pid)
+                    })
+                    .map(|_| ())
+            },
+        );
     }
     // The loop still completes: a promotion decision after the last kill.
     let mut events = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         events = all_events(&home).await;
-        if events.iter().any(|e| e.seq > last_kill_seq && decided(std::slice::from_ref(e))) {
+        if events
+            .iter()
+            .any(|e| e.seq > last_kill_seq && decided(std::slice::from_ref(e)))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let c = counts(&events);
     eprintln!("{:>6.1}s events: {c:?}", t0.elapsed().as_secs_f64());
-    assert!(events.iter().any(|e| e.seq > last_kill_seq && decided(std::slice::from_ref(e))), "no decision after the kills; {c:?}; logs in {}", home.path().display());
+    assert!(
+        events
+            .iter()
+            .any(|e| e.seq > last_kill_seq && decided(std::slice::from_ref(e))),
+        "no decision after the kills; {c:?}; logs in {}",
+        home.path().display()
+    );
     assert_no_duplicate_training(&events);
     // Every training that started completed or failed visibly: no lost stage.
-    let started: HashSet<String> = events.iter().filter_map(|e| if let Some(Payload::TrainingStarted(t)) = &e.payload { Some(t.run_id.clone()) } else { None }).collect();
+    let started: HashSet<String> = events
+        .iter()
+        .filter_map(|e| {
+            if let Some(Payload::TrainingStarted(t)) = &e.payload {
+                Some(t.run_id.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
     let ended: HashSet<String> = events
         .iter()
         .filter_map(|e| match &e.payload {
@@ -205,5 +348,8 @@ async fn killing_each_loop_daemon_in_turn_loses_no_stage_and_trains_nothing_twic
         })
         .collect();
     let open: Vec<_> = started.difference(&ended).collect();
-    assert!(open.len() <= 1, "trainings started and never finished (at most the one running now): {open:?}");
+    assert!(
+        open.len() <= 1,
+        "trainings started and never finished (at most the one running now): {open:?}"
+    );
 }

@@ -36,7 +36,10 @@ use std::time::{Duration, Instant};
 
 /// Command-line flags.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ringrift-bench-router", about = "Benchmark the event router against NATS JetStream on loopback")]
+#[command(
+    name = "ringrift-bench-router",
+    about = "Benchmark the event router against NATS JetStream on loopback"
+)]
 pub struct Args {
     /// Router with the default (fsync) durability, host:port.
     #[arg(long)]
@@ -98,7 +101,10 @@ pub struct Figures {
 /// Entry point of the binary.
 pub fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ringrift-bench-router: tokio runtime: {e}");
@@ -117,12 +123,29 @@ pub fn main() -> std::process::ExitCode {
 /// Runs every configured side `rounds` times and prints the table.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.router.is_none() && args.router_relaxed.is_none() && args.nats.is_none() {
-        return Err(anyhow!("nothing to benchmark: give --router, --router-relaxed and/or --nats"));
+        return Err(anyhow!(
+            "nothing to benchmark: give --router, --router-relaxed and/or --nats"
+        ));
     }
-    if args.n == 0 || args.n_sync == 0 || args.batch == 0 || args.in_flight == 0 || args.ack_every == 0 || args.fanout == 0 || args.rounds == 0 {
-        return Err(anyhow!("--n, --n-sync, --batch, --in-flight, --ack-every, --fanout and --rounds must be at least 1"));
+    if args.n == 0
+        || args.n_sync == 0
+        || args.batch == 0
+        || args.in_flight == 0
+        || args.ack_every == 0
+        || args.fanout == 0
+        || args.rounds == 0
+    {
+        return Err(anyhow!(
+            "--n, --n-sync, --batch, --in-flight, --ack-every, --fanout and --rounds must be at least 1"
+        ));
     }
-    let run_tag = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0));
+    let run_tag = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
     let (mut fsync, mut relaxed, mut nats) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
         // Alternate the order so neither side always runs on a warmer (or fuller) disk.
@@ -136,13 +159,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 0 => {
                     if let Some(addr) = &args.router {
                         eprintln!("round {}: ours (fsync) at {addr}", round + 1);
-                        fsync.push(bench_router(&args, addr, &format!("{tag}f")).await.context("ours (fsync)")?);
+                        fsync.push(
+                            bench_router(&args, addr, &format!("{tag}f"))
+                                .await
+                                .context("ours (fsync)")?,
+                        );
                     }
                 }
                 1 => {
                     if let Some(addr) = &args.router_relaxed {
                         eprintln!("round {}: ours (relaxed) at {addr}", round + 1);
-                        relaxed.push(bench_router(&args, addr, &format!("{tag}x")).await.context("ours (relaxed)")?);
+                        relaxed.push(
+                            bench_router(&args, addr, &format!("{tag}x"))
+                                .await
+                                .context("ours (relaxed)")?,
+                        );
                     }
                 }
                 _ => {
@@ -154,13 +185,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    print!("{}", render(&args, &median(&fsync), &median(&relaxed), &median(&nats)));
+    print!(
+        "{}",
+        render(&args, &median(&fsync), &median(&relaxed), &median(&nats))
+    );
     Ok(())
 }
 
-async fn phase<T>(args: &Args, what: &str, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+async fn phase<T>(
+    args: &Args,
+    what: &str,
+    f: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     let t = Duration::from_secs(args.phase_timeout_s);
-    tokio::time::timeout(t, f).await.map_err(|_| anyhow!("{what}: no result within {t:?}"))?.with_context(|| what.to_owned())
+    tokio::time::timeout(t, f)
+        .await
+        .map_err(|_| anyhow!("{what}: no result within {t:?}"))?
+        .with_context(|| what.to_owned())
 }
 
 /// An EXTERNAL event whose encoding is exactly `size` bytes (when `size` allows it).
@@ -169,7 +210,9 @@ pub fn make_event(tag: &str, i: usize, size: usize) -> wire::Event {
         id: format!("{tag}-{i:09}"),
         r#type: wire::EventType::External as i32,
         source: "bench@localhost".into(),
-        payload: Some(Payload::Json(serde_json::json!({ "i": i, "p": "x".repeat(pad) }).to_string())),
+        payload: Some(Payload::Json(
+            serde_json::json!({ "i": i, "p": "x".repeat(pad) }).to_string(),
+        )),
         ..Default::default()
     };
     let mut pad = size.saturating_sub(build(0).encoded_len());
@@ -195,11 +238,15 @@ fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
 // ---------------------------------------------------------------- our router
 
 async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figures> {
-    let client = router_client::connect(addr).await.with_context(|| format!("connect to router {addr}"))?;
+    let client = router_client::connect(addr)
+        .await
+        .with_context(|| format!("connect to router {addr}"))?;
     let mut f = Figures::default();
 
     // (1) one at a time
-    let events: Vec<_> = (0..args.n_sync).map(|i| make_event(&format!("{tag}s"), i, args.size)).collect();
+    let events: Vec<_> = (0..args.n_sync)
+        .map(|i| make_event(&format!("{tag}s"), i, args.size))
+        .collect();
     phase(args, "ours: one-at-a-time publish", async {
         let mut c = client.clone();
         let mut lat = Vec::with_capacity(events.len());
@@ -221,7 +268,9 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
     .await?;
 
     // (1s) one at a time on one PublishStream
-    let events: Vec<_> = (0..args.n_sync).map(|i| make_event(&format!("{tag}t"), i, args.size)).collect();
+    let events: Vec<_> = (0..args.n_sync)
+        .map(|i| make_event(&format!("{tag}t"), i, args.size))
+        .collect();
     phase(args, "ours: one-at-a-time PublishStream", async {
         let r = stream_publish(client.clone(), events, 1).await?;
         f.stream_sync_rate = r.0;
@@ -232,11 +281,20 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
     .await?;
 
     // (2s) pipelined on one PublishStream
-    let events: Vec<_> = (0..args.n).map(|i| make_event(&format!("{tag}q"), i, args.size)).collect();
-    f.stream_rate = phase(args, "ours: pipelined PublishStream", async { Ok(stream_publish(client.clone(), events, args.in_flight).await?.0) }).await?;
+    let events: Vec<_> = (0..args.n)
+        .map(|i| make_event(&format!("{tag}q"), i, args.size))
+        .collect();
+    f.stream_rate = phase(args, "ours: pipelined PublishStream", async {
+        Ok(stream_publish(client.clone(), events, args.in_flight)
+            .await?
+            .0)
+    })
+    .await?;
 
     // (2) pipelined unary publishes
-    let events: Vec<_> = (0..args.n).map(|i| make_event(&format!("{tag}p"), i, args.size)).collect();
+    let events: Vec<_> = (0..args.n)
+        .map(|i| make_event(&format!("{tag}p"), i, args.size))
+        .collect();
     phase(args, "ours: pipelined publish", async {
         let mut inflight = FuturesUnordered::new();
         let t0 = Instant::now();
@@ -258,18 +316,27 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
     .await?;
 
     // (3) PublishBatch
-    let events: Vec<_> = (0..args.n).map(|i| make_event(&format!("{tag}b"), i, args.size)).collect();
-    let batches: Vec<Vec<wire::Event>> = events.chunks(args.batch).map(<[wire::Event]>::to_vec).collect();
+    let events: Vec<_> = (0..args.n)
+        .map(|i| make_event(&format!("{tag}b"), i, args.size))
+        .collect();
+    let batches: Vec<Vec<wire::Event>> = events
+        .chunks(args.batch)
+        .map(<[wire::Event]>::to_vec)
+        .collect();
     drop(events);
     let first_seq = phase(args, "ours: batched publish", async {
         let mut inflight = FuturesUnordered::new();
         let mut first = u64::MAX;
-        let mut fold = |r: Result<tonic::Response<wire::PublishBatchResponse>, tonic::Status>| -> anyhow::Result<()> {
-            for a in r?.into_inner().acks {
-                first = first.min(a.seq);
-            }
-            Ok(())
-        };
+        let mut fold = |r: Result<
+                tonic::Response<wire::PublishBatchResponse>,
+                tonic::Status,
+            >|
+             -> anyhow::Result<()> {
+                for a in r?.into_inner().acks {
+                    first = first.min(a.seq);
+                }
+                Ok(())
+            };
         let t0 = Instant::now();
         for b in batches {
             if inflight.len() >= args.batches_in_flight
@@ -278,7 +345,10 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
                 fold(r)?;
             }
             let mut c = client.clone();
-            inflight.push(async move { c.publish_batch(wire::PublishBatchRequest { events: b }).await });
+            inflight.push(async move {
+                c.publish_batch(wire::PublishBatchRequest { events: b })
+                    .await
+            });
         }
         while let Some(r) = inflight.next().await {
             fold(r)?;
@@ -291,7 +361,14 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
     // (4) one durable consumer reads the stored batch
     f.read_rate = phase(args, "ours: durable consumer read", async {
         let t0 = Instant::now();
-        router_read(client.clone(), format!("read-{tag}"), first_seq, args.n, args.ack_every).await?;
+        router_read(
+            client.clone(),
+            format!("read-{tag}"),
+            first_seq,
+            args.n,
+            args.ack_every,
+        )
+        .await?;
         Ok(rate(args.n, t0.elapsed()))
     })
     .await?;
@@ -320,11 +397,18 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
 /// Publishes `events` on one `PublishStream` with at most `in_flight` not yet acked;
 /// checks every ack (in order, stored, no error). Returns (msgs/s, p50 µs, p99 µs), the
 /// latencies being send-to-ack of each event.
-async fn stream_publish(mut client: router_client::Client, events: Vec<wire::Event>, in_flight: usize) -> anyhow::Result<(f64, f64, f64)> {
+async fn stream_publish(
+    mut client: router_client::Client,
+    events: Vec<wire::Event>,
+    in_flight: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
     let n = events.len();
     let (tx, rx) = tokio::sync::mpsc::channel::<wire::Event>(in_flight.max(1));
     let t0 = Instant::now();
-    let mut acks = client.publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let mut acks = client
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(in_flight);
     let mut lat = Vec::with_capacity(n);
@@ -337,13 +421,18 @@ async fn stream_publish(mut client: router_client::Client, events: Vec<wire::Eve
                 break;
             };
             sent_at.push_back(Instant::now());
-            t.send(ev).await.map_err(|_| anyhow!("PublishStream request stream closed"))?;
+            t.send(ev)
+                .await
+                .map_err(|_| anyhow!("PublishStream request stream closed"))?;
             sent += 1;
         }
         if sent == n {
             tx = None; // half-close: the router ends the ack stream after the last ack
         }
-        let a = acks.message().await?.ok_or_else(|| anyhow!("PublishStream ended after {acked} of {n} acks"))?;
+        let a = acks
+            .message()
+            .await?
+            .ok_or_else(|| anyhow!("PublishStream ended after {acked} of {n} acks"))?;
         if !a.error.is_empty() {
             return Err(anyhow!("event {} rejected: {}", a.id, a.error));
         }
@@ -351,7 +440,11 @@ async fn stream_publish(mut client: router_client::Client, events: Vec<wire::Eve
             return Err(anyhow!("event {} was acked as a duplicate", a.id));
         }
         if a.id != ids[acked] {
-            return Err(anyhow!("ack {acked} is for {} where {} was expected", a.id, ids[acked]));
+            return Err(anyhow!(
+                "ack {acked} is for {} where {} was expected",
+                a.id,
+                ids[acked]
+            ));
         }
         if let Some(t) = sent_at.pop_front() {
             lat.push(t.elapsed());
@@ -363,21 +456,41 @@ async fn stream_publish(mut client: router_client::Client, events: Vec<wire::Eve
         return Err(anyhow!("unexpected extra ack for {}", extra.id));
     }
     lat.sort();
-    Ok((rate(n, elapsed), percentile_us(&lat, 0.50), percentile_us(&lat, 0.99)))
+    Ok((
+        rate(n, elapsed),
+        percentile_us(&lat, 0.50),
+        percentile_us(&lat, 0.99),
+    ))
 }
 
 /// Reads `n` events from seq `from` as durable consumer `name`, acking cumulatively.
-async fn router_read(client: router_client::Client, name: String, from: u64, n: usize, ack_every: usize) -> anyhow::Result<()> {
+async fn router_read(
+    client: router_client::Client,
+    name: String,
+    from: u64,
+    n: usize,
+    ack_every: usize,
+) -> anyhow::Result<()> {
     let mut sub = client.clone();
-    let req = wire::SubscribeRequest { consumer: name.clone(), start: Some(Start::FromSeq(from)), ..Default::default() };
+    let req = wire::SubscribeRequest {
+        consumer: name.clone(),
+        start: Some(Start::FromSeq(from)),
+        ..Default::default()
+    };
     let mut stream = sub.subscribe(req).await?.into_inner();
     let mut acking: Option<tokio::task::JoinHandle<Result<(), tonic::Status>>> = None;
     let mut got = 0usize;
     let mut expect = from;
     while got < n {
-        let ev = stream.message().await?.ok_or_else(|| anyhow!("{name}: stream ended after {got} of {n} events"))?;
+        let ev = stream
+            .message()
+            .await?
+            .ok_or_else(|| anyhow!("{name}: stream ended after {got} of {n} events"))?;
         if ev.seq != expect {
-            return Err(anyhow!("{name}: got seq {} where {expect} was expected", ev.seq));
+            return Err(anyhow!(
+                "{name}: got seq {} where {expect} was expected",
+                ev.seq
+            ));
         }
         expect += 1;
         got += 1;
@@ -386,7 +499,11 @@ async fn router_read(client: router_client::Client, name: String, from: u64, n: 
                 h.await??;
             }
             let mut c = client.clone();
-            let req = wire::AckRequest { consumer: name.clone(), seq: ev.seq, cumulative: true };
+            let req = wire::AckRequest {
+                consumer: name.clone(),
+                seq: ev.seq,
+                cumulative: true,
+            };
             acking = Some(tokio::spawn(async move { c.ack(req).await.map(|_| ()) }));
         }
     }
@@ -399,13 +516,24 @@ async fn router_read(client: router_client::Client, name: String, from: u64, n: 
 // ---------------------------------------------------------------- NATS JetStream
 
 async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figures> {
-    let client = async_nats::connect(addr).await.with_context(|| format!("connect to NATS {addr}"))?;
+    let client = async_nats::connect(addr)
+        .await
+        .with_context(|| format!("connect to NATS {addr}"))?;
     let js = jetstream::new(client);
     let stream = js
-        .get_or_create_stream(js_stream::Config { name: "BENCH".into(), subjects: vec!["bench.>".into()], storage: js_stream::StorageType::File, ..Default::default() })
+        .get_or_create_stream(js_stream::Config {
+            name: "BENCH".into(),
+            subjects: vec!["bench.>".into()],
+            storage: js_stream::StorageType::File,
+            ..Default::default()
+        })
         .await
         .map_err(|e| anyhow!("create stream BENCH: {e}"))?;
-    let payloads = |kind: &str, n: usize| -> Vec<Vec<u8>> { (0..n).map(|i| make_event(&format!("{tag}{kind}"), i, args.size).encode_to_vec()).collect() };
+    let payloads = |kind: &str, n: usize| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| make_event(&format!("{tag}{kind}"), i, args.size).encode_to_vec())
+            .collect()
+    };
     let mut f = Figures::default();
 
     // (1) one at a time
@@ -416,14 +544,22 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
         let t0 = Instant::now();
         for m in msgs {
             let t = Instant::now();
-            js.publish(subject.clone(), m.into()).await.map_err(|e| anyhow!("publish: {e}"))?.await.map_err(|e| anyhow!("publish ack: {e}"))?;
+            js.publish(subject.clone(), m.into())
+                .await
+                .map_err(|e| anyhow!("publish: {e}"))?
+                .await
+                .map_err(|e| anyhow!("publish ack: {e}"))?;
             lat.push(t.elapsed());
         }
         f.sync_rate = rate(args.n_sync, t0.elapsed());
         lat.sort();
         f.sync_p50_us = percentile_us(&lat, 0.50);
         f.sync_p99_us = percentile_us(&lat, 0.99);
-        (f.stream_sync_rate, f.stream_sync_p50_us, f.stream_sync_p99_us) = (f.sync_rate, f.sync_p50_us, f.sync_p99_us);
+        (
+            f.stream_sync_rate,
+            f.stream_sync_p50_us,
+            f.stream_sync_p99_us,
+        ) = (f.sync_rate, f.sync_p50_us, f.sync_p99_us);
         Ok(())
     })
     .await?;
@@ -432,7 +568,8 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
     let subject = format!("bench.{tag}.async");
     let msgs = payloads("p", args.n);
     phase(args, "NATS: async publish", async {
-        let mut acks: VecDeque<jetstream::context::PublishAckFuture> = VecDeque::with_capacity(args.in_flight);
+        let mut acks: VecDeque<jetstream::context::PublishAckFuture> =
+            VecDeque::with_capacity(args.in_flight);
         let t0 = Instant::now();
         for m in msgs {
             if acks.len() >= args.in_flight
@@ -440,7 +577,11 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
             {
                 a.await.map_err(|e| anyhow!("publish ack: {e}"))?;
             }
-            acks.push_back(js.publish(subject.clone(), m.into()).await.map_err(|e| anyhow!("publish: {e}"))?);
+            acks.push_back(
+                js.publish(subject.clone(), m.into())
+                    .await
+                    .map_err(|e| anyhow!("publish: {e}"))?,
+            );
         }
         while let Some(a) = acks.pop_front() {
             a.await.map_err(|e| anyhow!("publish ack: {e}"))?;
@@ -455,7 +596,14 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
     // (4) one durable pull consumer
     f.read_rate = phase(args, "NATS: durable consumer read", async {
         let t0 = Instant::now();
-        nats_read(stream.clone(), format!("read-{tag}"), subject.clone(), args.n, args.ack_every).await?;
+        nats_read(
+            stream.clone(),
+            format!("read-{tag}"),
+            subject.clone(),
+            args.n,
+            args.ack_every,
+        )
+        .await?;
         Ok(rate(args.n, t0.elapsed()))
     })
     .await?;
@@ -465,12 +613,23 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
         let mut streams = Vec::new();
         for _ in 0..args.fanout {
             let c = async_nats::connect(addr).await?;
-            streams.push(jetstream::new(c).get_stream("BENCH").await.map_err(|e| anyhow!("get stream: {e}"))?);
+            streams.push(
+                jetstream::new(c)
+                    .get_stream("BENCH")
+                    .await
+                    .map_err(|e| anyhow!("get stream: {e}"))?,
+            );
         }
         let t0 = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for (k, s) in streams.into_iter().enumerate() {
-            tasks.spawn(nats_read(s, format!("fan{k}-{tag}"), subject.clone(), args.n, args.ack_every));
+            tasks.spawn(nats_read(
+                s,
+                format!("fan{k}-{tag}"),
+                subject.clone(),
+                args.n,
+                args.ack_every,
+            ));
         }
         while let Some(r) = tasks.join_next().await {
             r??;
@@ -483,7 +642,13 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
 
 /// Creates durable pull consumer `name` on `subject` and reads `n` messages, acking
 /// (AckPolicy::All) every `ack_every`-th message and the last.
-async fn nats_read(stream: js_stream::Stream, name: String, subject: String, n: usize, ack_every: usize) -> anyhow::Result<()> {
+async fn nats_read(
+    stream: js_stream::Stream,
+    name: String,
+    subject: String,
+    n: usize,
+    ack_every: usize,
+) -> anyhow::Result<()> {
     let consumer: jetstream::consumer::PullConsumer = stream
         .create_consumer(pull::Config {
             durable_name: Some(name.clone()),
@@ -494,10 +659,19 @@ async fn nats_read(stream: js_stream::Stream, name: String, subject: String, n: 
         })
         .await
         .map_err(|e| anyhow!("create consumer {name}: {e}"))?;
-    let mut msgs = consumer.stream().max_messages_per_batch(500).messages().await.map_err(|e| anyhow!("{name}: pull: {e}"))?;
+    let mut msgs = consumer
+        .stream()
+        .max_messages_per_batch(500)
+        .messages()
+        .await
+        .map_err(|e| anyhow!("{name}: pull: {e}"))?;
     let mut got = 0usize;
     while got < n {
-        let m = msgs.next().await.ok_or_else(|| anyhow!("{name}: stream ended after {got} of {n}"))?.map_err(|e| anyhow!("{name}: {e}"))?;
+        let m = msgs
+            .next()
+            .await
+            .ok_or_else(|| anyhow!("{name}: stream ended after {got} of {n}"))?
+            .map_err(|e| anyhow!("{name}: {e}"))?;
         got += 1;
         if got.is_multiple_of(ack_every) || got == n {
             m.ack().await.map_err(|e| anyhow!("{name}: ack: {e}"))?;
@@ -517,7 +691,11 @@ pub fn median(rounds: &[Figures]) -> Option<Figures> {
         let mut v: Vec<f64> = rounds.iter().map(get).collect();
         v.sort_by(f64::total_cmp);
         let m = v.len() / 2;
-        if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
     };
     Some(Figures {
         sync_rate: med(|f| f.sync_rate),
@@ -536,31 +714,100 @@ pub fn median(rounds: &[Figures]) -> Option<Figures> {
 
 /// The printed table. Ratios are "> 1.0 = ours better": ours/NATS for rates,
 /// NATS/ours for latencies.
-pub fn render(args: &Args, fsync: &Option<Figures>, relaxed: &Option<Figures>, nats: &Option<Figures>) -> String {
+pub fn render(
+    args: &Args,
+    fsync: &Option<Figures>,
+    relaxed: &Option<Figures>,
+    nats: &Option<Figures>,
+) -> String {
     struct Row {
         name: String,
         get: fn(&Figures) -> f64,
         latency: bool,
     }
     let rows = [
-        Row { name: "1. one-at-a-time publish: ours unary Publish, msgs/s".into(), get: |f| f.sync_rate, latency: false },
-        Row { name: "   p50 latency, us (ratio NATS/ours)".into(), get: |f| f.sync_p50_us, latency: true },
-        Row { name: "   p99 latency, us (ratio NATS/ours)".into(), get: |f| f.sync_p99_us, latency: true },
-        Row { name: "1s. one-at-a-time: ours PublishStream, msgs/s".into(), get: |f| f.stream_sync_rate, latency: false },
-        Row { name: "   p50 latency, us (ratio NATS/ours)".into(), get: |f| f.stream_sync_p50_us, latency: true },
-        Row { name: "   p99 latency, us (ratio NATS/ours)".into(), get: |f| f.stream_sync_p99_us, latency: true },
-        Row { name: format!("2. pipelined, {} in flight: ours unary Publish, msgs/s", args.in_flight), get: |f| f.pipelined_rate, latency: false },
-        Row { name: format!("2s. pipelined, {} in flight: ours PublishStream, msgs/s", args.in_flight), get: |f| f.stream_rate, latency: false },
-        Row { name: format!("2b. batched: ours PublishBatch {}x{} in flight, msgs/s", args.batch, args.batches_in_flight), get: |f| f.batch_rate, latency: false },
-        Row { name: "3. durable consumer read + acks, msgs/s".into(), get: |f| f.read_rate, latency: false },
-        Row { name: format!("4. fan-out to {} durable consumers, total msgs/s", args.fanout), get: |f| f.fanout_rate, latency: false },
+        Row {
+            name: "1. one-at-a-time publish: ours unary Publish, msgs/s".into(),
+            get: |f| f.sync_rate,
+            latency: false,
+        },
+        Row {
+            name: "   p50 latency, us (ratio NATS/ours)".into(),
+            get: |f| f.sync_p50_us,
+            latency: true,
+        },
+        Row {
+            name: "   p99 latency, us (ratio NATS/ours)".into(),
+            get: |f| f.sync_p99_us,
+            latency: true,
+        },
+        Row {
+            name: "1s. one-at-a-time: ours PublishStream, msgs/s".into(),
+            get: |f| f.stream_sync_rate,
+            latency: false,
+        },
+        Row {
+            name: "   p50 latency, us (ratio NATS/ours)".into(),
+            get: |f| f.stream_sync_p50_us,
+            latency: true,
+        },
+        Row {
+            name: "   p99 latency, us (ratio NATS/ours)".into(),
+            get: |f| f.stream_sync_p99_us,
+            latency: true,
+        },
+        Row {
+            name: format!(
+                "2. pipelined, {} in flight: ours unary Publish, msgs/s",
+                args.in_flight
+            ),
+            get: |f| f.pipelined_rate,
+            latency: false,
+        },
+        Row {
+            name: format!(
+                "2s. pipelined, {} in flight: ours PublishStream, msgs/s",
+                args.in_flight
+            ),
+            get: |f| f.stream_rate,
+            latency: false,
+        },
+        Row {
+            name: format!(
+                "2b. batched: ours PublishBatch {}x{} in flight, msgs/s",
+                args.batch, args.batches_in_flight
+            ),
+            get: |f| f.batch_rate,
+            latency: false,
+        },
+        Row {
+            name: "3. durable consumer read + acks, msgs/s".into(),
+            get: |f| f.read_rate,
+            latency: false,
+        },
+        Row {
+            name: format!(
+                "4. fan-out to {} durable consumers, total msgs/s",
+                args.fanout
+            ),
+            get: |f| f.fanout_rate,
+            latency: false,
+        },
     ];
-    let cell = |f: &Option<Figures>, r: &Row| f.as_ref().map(|f| format!("{:.0}", (r.get)(f))).unwrap_or_else(|| "-".into());
+    let cell = |f: &Option<Figures>, r: &Row| {
+        f.as_ref()
+            .map(|f| format!("{:.0}", (r.get)(f)))
+            .unwrap_or_else(|| "-".into())
+    };
     let ratio = |ours: &Option<Figures>, r: &Row| match (ours, nats) {
         (Some(o), Some(n)) => {
             let (o, n) = ((r.get)(o), (r.get)(n));
             let x = if r.latency { n / o } else { o / n };
-            if x.is_finite() { format!("{x:.2}") } else { "-".into() }
+            if x.is_finite() {
+                format!("{x:.2}")
+            } else {
+                "-".into()
+            }
         }
         _ => "-".into(),
     };
@@ -575,11 +822,22 @@ pub fn render(args: &Args, fsync: &Option<Figures>, relaxed: &Option<Figures>, n
     s.push_str("            NATS 2.9 = ack after the page-cache write, periodic fsync (not before the ack).\n");
     s.push_str(&format!("reads: ours = named consumer, cumulative Ack every {e}; NATS = durable pull consumer, AckPolicy::All, ack every {e}th + last.\n", e = args.ack_every));
     s.push_str("NATS publishes one way only: its line 1s repeats line 1, its lines 2s and 2b repeat line 2.\n\n");
-    let head = format!("{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n", "metric", "ours fsync", "ours relaxed", "NATS", "fsync/NATS", "relaxed/NATS");
+    let head = format!(
+        "{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n",
+        "metric", "ours fsync", "ours relaxed", "NATS", "fsync/NATS", "relaxed/NATS"
+    );
     s.push_str(&head);
     s.push_str(&format!("{}\n", "-".repeat(head.len() - 1)));
     for r in &rows {
-        s.push_str(&format!("{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n", r.name, cell(fsync, r), cell(relaxed, r), cell(nats, r), ratio(fsync, r), ratio(relaxed, r)));
+        s.push_str(&format!(
+            "{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n",
+            r.name,
+            cell(fsync, r),
+            cell(relaxed, r),
+            cell(nats, r),
+            ratio(fsync, r),
+            ratio(relaxed, r)
+        ));
     }
     s
 }

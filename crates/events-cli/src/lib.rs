@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "ringrift-events", about = "Publish, tail and inspect events of the RingRift event router")]
+#[command(
+    name = "ringrift-events",
+    about = "Publish, tail and inspect events of the RingRift event router"
+)]
 struct Cli {
     /// Router address host:port (default: $RINGRIFT_HOME/run/event_router.addr, else 127.0.0.1:8780).
     #[arg(long, global = true)]
@@ -92,7 +95,10 @@ enum DlqCmd {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ringrift-events: start runtime: {e}");
@@ -103,24 +109,41 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringrift-events: {e:#}");
-            if e.downcast_ref::<handler_base::ConfigError>().is_some() { ExitCode::from(64) } else { ExitCode::FAILURE }
+            if e.downcast_ref::<handler_base::ConfigError>().is_some() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
 fn parse_type(name: &str) -> anyhow::Result<EventType> {
     match EventType::from_str_name(&name.to_ascii_uppercase()) {
-        Some(EventType::Unspecified) | None => Err(handler_base::ConfigError::Usage(format!("unknown event type {name:?}")).into()),
+        Some(EventType::Unspecified) | None => {
+            Err(handler_base::ConfigError::Usage(format!("unknown event type {name:?}")).into())
+        }
         Some(t) => Ok(t),
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = handler_base::settings::resolve_home(cli.home.as_deref());
-    let addr = cli.router.or_else(|| handler_base::read_addr_file(&home, "event_router")).unwrap_or_else(|| "127.0.0.1:8780".into());
-    let mut client = router_client::connect(&addr).await.with_context(|| format!("connect to router at {addr}"))?;
+    let addr = cli
+        .router
+        .or_else(|| handler_base::read_addr_file(&home, "event_router"))
+        .unwrap_or_else(|| "127.0.0.1:8780".into());
+    let mut client = router_client::connect(&addr)
+        .await
+        .with_context(|| format!("connect to router at {addr}"))?;
     match cli.cmd {
-        Cmd::Emit { r#type, payload, config_key, id, source } => {
+        Cmd::Emit {
+            r#type,
+            payload,
+            config_key,
+            id,
+            source,
+        } => {
             let kind = parse_type(&r#type)?;
             let ev = wire::Event {
                 id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -131,22 +154,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seq: 0,
                 payload: Some(wire::event::Payload::Json(payload)),
             };
-            let ack = client.publish(ev).await.map_err(|s| anyhow::anyhow!("{}: {}", code_name(&s), s.message()))?.into_inner();
-            println!("seq={} id={}{}", ack.seq, ack.id, if ack.duplicate { " duplicate" } else { "" });
+            let ack = client
+                .publish(ev)
+                .await
+                .map_err(|s| anyhow::anyhow!("{}: {}", code_name(&s), s.message()))?
+                .into_inner();
+            println!(
+                "seq={} id={}{}",
+                ack.seq,
+                ack.id,
+                if ack.duplicate { " duplicate" } else { "" }
+            );
         }
-        Cmd::Tail { types, prefix, from, consumer, json, count } => {
-            let types = types.iter().map(|t| parse_type(t).map(|t| t as i32)).collect::<anyhow::Result<Vec<_>>>()?;
+        Cmd::Tail {
+            types,
+            prefix,
+            from,
+            consumer,
+            json,
+            count,
+        } => {
+            let types = types
+                .iter()
+                .map(|t| parse_type(t).map(|t| t as i32))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let start = match from {
                 Some(s) => wire::subscribe_request::Start::FromSeq(s),
                 None => wire::subscribe_request::Start::Latest(true),
             };
-            let req = wire::SubscribeRequest { consumer: consumer.clone().unwrap_or_default(), types, prefixes: prefix, start: Some(start) };
-            let mut stream = client.subscribe(req).await.map_err(|s| anyhow::anyhow!("subscribe: {}", s.message()))?.into_inner();
+            let req = wire::SubscribeRequest {
+                consumer: consumer.clone().unwrap_or_default(),
+                types,
+                prefixes: prefix,
+                start: Some(start),
+            };
+            let mut stream = client
+                .subscribe(req)
+                .await
+                .map_err(|s| anyhow::anyhow!("subscribe: {}", s.message()))?
+                .into_inner();
             let mut seen = 0u64;
             while let Some(ev) = stream.message().await.context("event stream")? {
                 print_event(&ev, json);
                 if let Some(name) = &consumer {
-                    client.ack(wire::AckRequest { consumer: name.clone(), seq: ev.seq, cumulative: true }).await.context("ack")?;
+                    client
+                        .ack(wire::AckRequest {
+                            consumer: name.clone(),
+                            seq: ev.seq,
+                            cumulative: true,
+                        })
+                        .await
+                        .context("ack")?;
                 }
                 seen += 1;
                 if count.is_some_and(|c| seen >= c) {
@@ -154,39 +212,92 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Dlq { cmd: DlqCmd::List { consumer, all, json } } => {
-            let r = client.list_dead_letters(wire::ListDeadLettersRequest { consumer: consumer.unwrap_or_default(), include_resolved: all }).await?.into_inner();
+        Cmd::Dlq {
+            cmd:
+                DlqCmd::List {
+                    consumer,
+                    all,
+                    json,
+                },
+        } => {
+            let r = client
+                .list_dead_letters(wire::ListDeadLettersRequest {
+                    consumer: consumer.unwrap_or_default(),
+                    include_resolved: all,
+                })
+                .await?
+                .into_inner();
             if !json {
-                println!("{:>6} {:<24} {:>8} {:<24} {:>8} {:>7} {:<9} reason", "id", "consumer", "seq", "type", "failures", "retries", "state");
+                println!(
+                    "{:>6} {:<24} {:>8} {:<24} {:>8} {:>7} {:<9} reason",
+                    "id", "consumer", "seq", "type", "failures", "retries", "state"
+                );
             }
             for l in r.letters {
                 let t = EventType::try_from(l.r#type).map(type_name).unwrap_or("?");
-                let state = wire::DeadLetterState::try_from(l.state).map(|s| s.as_str_name()).unwrap_or("?");
+                let state = wire::DeadLetterState::try_from(l.state)
+                    .map(|s| s.as_str_name())
+                    .unwrap_or("?");
                 if json {
-                    println!("{}", serde_json::json!({"id": l.id, "consumer": l.consumer, "seq": l.seq, "type": t, "reason": l.reason, "failures": l.failures, "retries": l.retries, "dead_at_unix_ms": l.dead_at_unix_ms, "last_retry_unix_ms": l.last_retry_unix_ms, "state": state}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": l.id, "consumer": l.consumer, "seq": l.seq, "type": t, "reason": l.reason, "failures": l.failures, "retries": l.retries, "dead_at_unix_ms": l.dead_at_unix_ms, "last_retry_unix_ms": l.last_retry_unix_ms, "state": state})
+                    );
                 } else {
-                    println!("{:>6} {:<24} {:>8} {:<24} {:>8} {:>7} {:<9} {}", l.id, l.consumer, l.seq, t, l.failures, l.retries, state, l.reason);
+                    println!(
+                        "{:>6} {:<24} {:>8} {:<24} {:>8} {:>7} {:<9} {}",
+                        l.id, l.consumer, l.seq, t, l.failures, l.retries, state, l.reason
+                    );
                 }
             }
         }
-        Cmd::Dlq { cmd: DlqCmd::Retry { id } } => {
-            let r = client.retry_dead_letter(wire::RetryDeadLetterRequest { id }).await.map_err(|s| anyhow::anyhow!("retry {id}: {}", s.message()))?.into_inner();
+        Cmd::Dlq {
+            cmd: DlqCmd::Retry { id },
+        } => {
+            let r = client
+                .retry_dead_letter(wire::RetryDeadLetterRequest { id })
+                .await
+                .map_err(|s| anyhow::anyhow!("retry {id}: {}", s.message()))?
+                .into_inner();
             let l = r.letter.context("router returned no letter")?;
-            println!("dead letter {} queued for redelivery to {} (retry {})", l.id, l.consumer, l.retries);
+            println!(
+                "dead letter {} queued for redelivery to {} (retry {})",
+                l.id, l.consumer, l.retries
+            );
         }
-        Cmd::Dlq { cmd: DlqCmd::Purge { consumer } } => {
-            let r = client.purge_dead_letters(wire::PurgeDeadLettersRequest { consumer: consumer.unwrap_or_default() }).await?.into_inner();
+        Cmd::Dlq {
+            cmd: DlqCmd::Purge { consumer },
+        } => {
+            let r = client
+                .purge_dead_letters(wire::PurgeDeadLettersRequest {
+                    consumer: consumer.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
             println!("purged {} dead letters", r.purged);
         }
         Cmd::Stats { json } => {
             let s = client.stats(wire::StatsRequest {}).await?.into_inner();
             if json {
                 let consumers: Vec<_> = s.consumers.iter().map(|c| serde_json::json!({"name": c.name, "ack_floor": c.ack_floor, "lag": c.lag, "pending": c.pending, "connected": c.connected})).collect();
-                println!("{}", serde_json::json!({"head_seq": s.head_seq, "published": s.published, "duplicates": s.duplicates, "delivered": s.delivered, "dead_lettered": s.dead_lettered, "consumers": consumers}));
+                println!(
+                    "{}",
+                    serde_json::json!({"head_seq": s.head_seq, "published": s.published, "duplicates": s.duplicates, "delivered": s.delivered, "dead_lettered": s.dead_lettered, "consumers": consumers})
+                );
             } else {
-                println!("head={} published={} duplicates={} delivered={} dead_lettered={}", s.head_seq, s.published, s.duplicates, s.delivered, s.dead_lettered);
+                println!(
+                    "head={} published={} duplicates={} delivered={} dead_lettered={}",
+                    s.head_seq, s.published, s.duplicates, s.delivered, s.dead_lettered
+                );
                 for c in s.consumers {
-                    println!("  consumer {:<28} floor={:<8} lag={:<8} pending={:<6} {}", c.name, c.ack_floor, c.lag, c.pending, if c.connected { "connected" } else { "-" });
+                    println!(
+                        "  consumer {:<28} floor={:<8} lag={:<8} pending={:<6} {}",
+                        c.name,
+                        c.ack_floor,
+                        c.lag,
+                        c.pending,
+                        if c.connected { "connected" } else { "-" }
+                    );
                 }
             }
         }
@@ -200,10 +311,20 @@ fn code_name(s: &tonic::Status) -> String {
 
 fn print_event(ev: &wire::Event, json: bool) {
     let t = EventType::try_from(ev.r#type).map(type_name).unwrap_or("?");
-    let payload = ev.payload.as_ref().map(payload_to_json).unwrap_or(serde_json::Value::Null);
+    let payload = ev
+        .payload
+        .as_ref()
+        .map(payload_to_json)
+        .unwrap_or(serde_json::Value::Null);
     if json {
-        println!("{}", serde_json::json!({"seq": ev.seq, "id": ev.id, "type": t, "source": ev.source, "time_unix_ms": ev.time_unix_ms, "config_key": ev.config_key, "payload": payload}));
+        println!(
+            "{}",
+            serde_json::json!({"seq": ev.seq, "id": ev.id, "type": t, "source": ev.source, "time_unix_ms": ev.time_unix_ms, "config_key": ev.config_key, "payload": payload})
+        );
     } else {
-        println!("{:>8} {} {:<24} {:<28} {:<12} {}", ev.seq, ev.time_unix_ms, t, ev.source, ev.config_key, payload);
+        println!(
+            "{:>8} {} {:<24} {:<28} {:<12} {}",
+            ev.seq, ev.time_unix_ms, t, ev.source, ev.config_key, payload
+        );
     }
 }

@@ -14,7 +14,12 @@ pub struct Dedup {
 
 impl Dedup {
     pub fn new(ttl: Duration, max: usize) -> Self {
-        Dedup { ttl, max, seen: HashMap::new(), order: VecDeque::new() }
+        Dedup {
+            ttl,
+            max,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// True if `id` is new (and remembers it); false if seen within the TTL.

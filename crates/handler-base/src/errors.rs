@@ -12,7 +12,10 @@ pub struct ErrorLog {
 
 impl ErrorLog {
     pub fn new(cap: usize) -> Self {
-        ErrorLog { inner: Arc::new(Mutex::new((VecDeque::new(), 0))), cap }
+        ErrorLog {
+            inner: Arc::new(Mutex::new((VecDeque::new(), 0))),
+            cap,
+        }
     }
 
     /// Records an error (with the time) and logs it: this is where errors are handled.

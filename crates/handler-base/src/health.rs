@@ -32,7 +32,12 @@ impl HealthCheckResult {
         Self::with(false, HealthStatus::Error, message)
     }
     pub fn with(healthy: bool, status: HealthStatus, message: impl Into<String>) -> Self {
-        HealthCheckResult { healthy, status, message: message.into(), details: BTreeMap::new() }
+        HealthCheckResult {
+            healthy,
+            status,
+            message: message.into(),
+            details: BTreeMap::new(),
+        }
     }
     pub fn detail(mut self, k: impl Into<String>, v: impl ToString) -> Self {
         self.details.insert(k.into(), v.to_string());
@@ -74,6 +79,11 @@ impl TryFrom<wire::HealthCheckResult> for HealthCheckResult {
             Ok(wire::HealthStatus::Stopped) => HealthStatus::Stopped,
             _ => return Err(format!("invalid health status {}", w.status)),
         };
-        Ok(HealthCheckResult { healthy: w.healthy, status, message: w.message, details: w.details.into_iter().collect() })
+        Ok(HealthCheckResult {
+            healthy: w.healthy,
+            status,
+            message: w.message,
+            details: w.details.into_iter().collect(),
+        })
     }
 }

@@ -23,14 +23,20 @@ pub use cli::CommonArgs;
 pub use dedup::Dedup;
 pub use errors::ErrorLog;
 pub use health::{HealthCheckResult, HealthStatus};
-pub use run::{Context, DaemonInfo, Factory, Handler, ServiceContext, ServiceFn, daemon_main, service_main};
+pub use run::{
+    Context, DaemonInfo, Factory, Handler, ServiceContext, ServiceFn, daemon_main, service_main,
+};
 pub use settings::{ConfigError, Settings};
 
 /// Exit code for bad configuration or usage (EX_USAGE): supervisors must not restart.
 pub const EXIT_CONFIG: u8 = 64;
 
 /// Writes `run/<name>.addr` under `home` atomically, so readers never see half an address.
-pub fn write_addr_file(home: &std::path::Path, name: &str, addr: &str) -> std::io::Result<std::path::PathBuf> {
+pub fn write_addr_file(
+    home: &std::path::Path,
+    name: &str,
+    addr: &str,
+) -> std::io::Result<std::path::PathBuf> {
     let dir = home.join("run");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.addr"));

@@ -108,10 +108,16 @@ struct Boot {
 }
 
 fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
-    let cmd = CommonArgs::command().name(format!("ringrift-{}", info.name.replace('_', "-"))).about(info.about);
+    let cmd = CommonArgs::command()
+        .name(format!("ringrift-{}", info.name.replace('_', "-")))
+        .about(info.about);
     let matches = cmd.try_get_matches().map_err(|e| {
         let _ = e.print();
-        if e.use_stderr() { ExitCode::from(EXIT_CONFIG) } else { ExitCode::SUCCESS }
+        if e.use_stderr() {
+            ExitCode::from(EXIT_CONFIG)
+        } else {
+            ExitCode::SUCCESS
+        }
     })?;
     let args = CommonArgs::from_arg_matches(&matches).map_err(|e| {
         let _ = e.print();
@@ -123,28 +129,59 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
         ExitCode::from(EXIT_CONFIG)
     };
     let overrides = args.overrides().map_err(fail)?;
-    let settings = Settings::load(&settings::Sources::standard(&home, args.config.clone(), overrides)).map_err(|e| fail(e.to_string()))?;
+    let settings = Settings::load(&settings::Sources::standard(
+        &home,
+        args.config.clone(),
+        overrides,
+    ))
+    .map_err(|e| fail(e.to_string()))?;
     init_tracing(&settings);
-    std::fs::create_dir_all(&home).map_err(|e| fail(format!("create home {}: {e}", home.display())))?;
+    std::fs::create_dir_all(&home)
+        .map_err(|e| fail(format!("create home {}: {e}", home.display())))?;
     let node = settings.string("node").unwrap_or_else(hostname);
-    Ok(Boot { args, home, settings, node })
+    Ok(Boot {
+        args,
+        home,
+        settings,
+        node,
+    })
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 fn init_tracing(settings: &Settings) {
     use std::io::IsTerminal;
-    let filter = std::env::var("RUST_LOG").ok().or_else(|| settings.string("log")).unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if std::io::stderr().is_terminal() { b.try_init() } else { b.json().flatten_event(true).try_init() };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .or_else(|| settings.string("log"))
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::io::stderr().is_terminal() {
+        b.try_init()
+    } else {
+        b.json().flatten_event(true).try_init()
+    };
 }
 
 fn runtime(settings: &Settings) -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = settings.get::<usize>("worker_threads").ok().flatten().unwrap_or(2).max(1);
-    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+    let workers = settings
+        .get::<usize>("worker_threads")
+        .ok()
+        .flatten()
+        .unwrap_or(2)
+        .max(1);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
 }
 
 fn notify_ready() {
@@ -153,7 +190,9 @@ fn notify_ready() {
 
 /// Pings the systemd watchdog at half its interval while the runtime is alive.
 fn spawn_watchdog(shutdown: CancellationToken) {
-    let Some(usec) = sd_notify::watchdog_enabled() else { return };
+    let Some(usec) = sd_notify::watchdog_enabled() else {
+        return;
+    };
     let period = usec / 2;
     tokio::spawn(async move {
         let mut t = tokio::time::interval(period);
@@ -168,7 +207,10 @@ fn spawn_watchdog(shutdown: CancellationToken) {
 
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -194,7 +236,14 @@ pub fn service_main(info: DaemonInfo, body: ServiceFn) -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
-    let ctx = ServiceContext { name: info.name, node: b.node, home: b.home, settings: b.settings, shutdown: shutdown.clone(), once: b.args.once };
+    let ctx = ServiceContext {
+        name: info.name,
+        node: b.node,
+        home: b.home,
+        settings: b.settings,
+        shutdown: shutdown.clone(),
+        once: b.args.once,
+    };
     rt.block_on(async move {
         tokio::spawn(wait_for_signal(shutdown.clone()));
         spawn_watchdog(shutdown.clone());
@@ -202,7 +251,11 @@ pub fn service_main(info: DaemonInfo, body: ServiceFn) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "{} failed", info.name);
-                if e.downcast_ref::<crate::ConfigError>().is_some() { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE }
+                if e.downcast_ref::<crate::ConfigError>().is_some() {
+                    ExitCode::from(EXIT_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         }
     })
@@ -240,9 +293,24 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         }
     };
     let source = format!("{}@{}", info.name, b.node);
-    let capacity = b.settings.get::<usize>("publish_buffer").ok().flatten().unwrap_or(10_000);
+    let capacity = b
+        .settings
+        .get::<usize>("publish_buffer")
+        .ok()
+        .flatten()
+        .unwrap_or(10_000);
     let publisher = Publisher::spawn(client.clone(), source, capacity);
-    let configs = b.args.configs.as_deref().map(|s| s.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect()).unwrap_or_default();
+    let configs = b
+        .args
+        .configs
+        .as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     let ctx = Context {
         name: info.name,
         node: b.node,
@@ -263,7 +331,10 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let interval = match ctx.settings.get::<f64>(&format!("{}.cycle_interval_s", info.name)) {
+    let interval = match ctx
+        .settings
+        .get::<f64>(&format!("{}.cycle_interval_s", info.name))
+    {
         Ok(Some(s)) if s > 0.0 => Duration::from_secs_f64(s),
         Ok(Some(s)) => {
             tracing::error!("{}.cycle_interval_s = {s}: must be > 0", info.name);
@@ -300,12 +371,29 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
     if !subs.is_empty() {
         tasks.spawn(event_loop(handler.clone(), ctx.clone(), subs));
     }
-    let hb = ctx.settings.get::<f64>("heartbeat_interval_s").ok().flatten().unwrap_or(10.0).max(0.05);
-    tasks.spawn(heartbeat_loop(handler.clone(), ctx.clone(), Duration::from_secs_f64(hb), started));
+    let hb = ctx
+        .settings
+        .get::<f64>("heartbeat_interval_s")
+        .ok()
+        .flatten()
+        .unwrap_or(10.0)
+        .max(0.05);
+    tasks.spawn(heartbeat_loop(
+        handler.clone(),
+        ctx.clone(),
+        Duration::from_secs_f64(hb),
+        started,
+    ));
     notify_ready();
     tracing::info!(router = %ctx.router_addr, home = %ctx.home.display(), interval_s = interval.as_secs_f64(), "{} started", info.name);
     ctx.shutdown.cancelled().await;
-    let grace = Duration::from_secs_f64(ctx.settings.get::<f64>("stop_grace_s").ok().flatten().unwrap_or(10.0));
+    let grace = Duration::from_secs_f64(
+        ctx.settings
+            .get::<f64>("stop_grace_s")
+            .ok()
+            .flatten()
+            .unwrap_or(10.0),
+    );
     let stop = async {
         while tasks.join_next().await.is_some() {}
         handler.on_stop(&ctx).await;
@@ -362,11 +450,18 @@ async fn event_loop(h: Arc<dyn Handler>, ctx: Context, types: Vec<EventType>) {
                 continue;
             }
         };
-        let outcome = if dedup.first_time(&ev.id, Instant::now()) { h.handle_event(&ctx, &ev).await } else { Ok(()) };
+        let outcome = if dedup.first_time(&ev.id, Instant::now()) {
+            h.handle_event(&ctx, &ev).await
+        } else {
+            Ok(())
+        };
         let r = match outcome {
             Ok(()) => sub.ack(ev.seq, false).await.map(|_| ()),
             Err(e) => {
-                ctx.errors.record(&format!("handle {} #{}", ringrift_proto::type_name(ev.kind), ev.seq), &format!("{e:#}"));
+                ctx.errors.record(
+                    &format!("handle {} #{}", ringrift_proto::type_name(ev.kind), ev.seq),
+                    &format!("{e:#}"),
+                );
                 sub.nack(ev.seq, &format!("{e:#}")).await.map(|_| ())
             }
         };
@@ -383,7 +478,8 @@ pub fn health_of(h: &dyn Handler, errors: &ErrorLog) -> HealthCheckResult {
     if let Some((t, msg)) = errors.recent().into_iter().next() {
         r.details.insert("last_error".into(), msg);
         r.details.insert("last_error_unix_ms".into(), t.to_string());
-        r.details.insert("errors_total".into(), errors.total().to_string());
+        r.details
+            .insert("errors_total".into(), errors.total().to_string());
     }
     r
 }
@@ -405,6 +501,8 @@ async fn heartbeat_loop(h: Arc<dyn Handler>, ctx: Context, every: Duration, star
         };
         // Heartbeats are state, not history: a newer one supersedes a lost one, so drop
         // rather than queue them behind a full buffer.
-        let _ = ctx.publisher.publish(Event::new(wire::event::Payload::DaemonHeartbeat(hb)));
+        let _ = ctx
+            .publisher
+            .publish(Event::new(wire::event::Payload::DaemonHeartbeat(hb)));
     }
 }

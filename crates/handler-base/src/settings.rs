@@ -38,12 +38,18 @@ pub struct Sources {
 
 impl Sources {
     /// The production layers for `home`, with the real environment.
-    pub fn standard(home: &Path, extra_file: Option<PathBuf>, overrides: Vec<(String, String)>) -> Self {
+    pub fn standard(
+        home: &Path,
+        extra_file: Option<PathBuf>,
+        overrides: Vec<(String, String)>,
+    ) -> Self {
         Sources {
             system_file: Some(PathBuf::from("/etc/ringrift/ringrift.toml")),
             home: home.to_owned(),
             extra_file,
-            env: std::env::vars().filter(|(k, _)| k.starts_with("RINGRIFT_")).collect(),
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("RINGRIFT_"))
+                .collect(),
             overrides,
         }
     }
@@ -54,17 +60,32 @@ impl Settings {
         let mut b = config::Config::builder();
         let mut files = Vec::new();
         if let Some(f) = &src.system_file {
-            b = b.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml).required(false));
+            b = b.add_source(
+                config::File::from(f.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            );
             files.push(f.clone());
         }
         let home_file = src.home.join("ringrift.toml");
-        b = b.add_source(config::File::from(home_file.as_path()).format(config::FileFormat::Toml).required(false));
+        b = b.add_source(
+            config::File::from(home_file.as_path())
+                .format(config::FileFormat::Toml)
+                .required(false),
+        );
         files.push(home_file);
         if let Some(f) = &src.extra_file {
             if !f.is_file() {
-                return Err(ConfigError::Load(format!("--config {}: no such file", f.display())));
+                return Err(ConfigError::Load(format!(
+                    "--config {}: no such file",
+                    f.display()
+                )));
             }
-            b = b.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml).required(true));
+            b = b.add_source(
+                config::File::from(f.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
             files.push(f.clone());
         }
         let env: HashMap<String, String> = src
@@ -81,7 +102,9 @@ impl Settings {
                 .source(Some(env)),
         );
         for (k, v) in &src.overrides {
-            b = b.set_override(k.as_str(), parse_scalar(v)).map_err(|e| ConfigError::Usage(format!("--set {k}: {e}")))?;
+            b = b
+                .set_override(k.as_str(), parse_scalar(v))
+                .map_err(|e| ConfigError::Usage(format!("--set {k}: {e}")))?;
         }
         let cfg = b.build().map_err(|e| ConfigError::Load(e.to_string()))?;
         Ok(Settings { cfg, files })
@@ -93,7 +116,10 @@ impl Settings {
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        Ok(Settings { cfg, files: Vec::new() })
+        Ok(Settings {
+            cfg,
+            files: Vec::new(),
+        })
     }
 
     /// The `[name]` table as `T`; a missing table is `T::default()` (fields use serde
@@ -101,8 +127,14 @@ impl Settings {
     pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, ConfigError> {
         match self.cfg.get::<config::Value>(name) {
             Err(config::ConfigError::NotFound(_)) => Ok(T::default()),
-            Err(e) => Err(ConfigError::Section { section: name.to_owned(), error: e.to_string() }),
-            Ok(v) => v.try_deserialize().map_err(|e| ConfigError::Section { section: name.to_owned(), error: e.to_string() }),
+            Err(e) => Err(ConfigError::Section {
+                section: name.to_owned(),
+                error: e.to_string(),
+            }),
+            Ok(v) => v.try_deserialize().map_err(|e| ConfigError::Section {
+                section: name.to_owned(),
+                error: e.to_string(),
+            }),
         }
     }
 
@@ -147,7 +179,9 @@ pub fn resolve_home(flag: Option<&Path>) -> PathBuf {
     if let Some(h) = std::env::var_os("RINGRIFT_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let base = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     base.join(".local/state/ringrift")
 }
 
@@ -163,19 +197,32 @@ mod tests {
     }
 
     fn sources(dir: &Path) -> Sources {
-        Sources { home: dir.to_owned(), ..Default::default() }
+        Sources {
+            home: dir.to_owned(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn layers_override_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ringrift.toml"), "[s]\nthreshold = 1\nname = \"home\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("ringrift.toml"),
+            "[s]\nthreshold = 1\nname = \"home\"\n",
+        )
+        .unwrap();
         let extra = dir.path().join("extra.toml");
         std::fs::write(&extra, "[s]\nthreshold = 2\n").unwrap();
         let mut src = sources(dir.path());
         src.extra_file = Some(extra);
         let s: Sec = Settings::load(&src).unwrap().section("s").unwrap();
-        assert_eq!(s, Sec { threshold: 2, name: "home".into() });
+        assert_eq!(
+            s,
+            Sec {
+                threshold: 2,
+                name: "home".into()
+            }
+        );
 
         src.env.insert("RINGRIFT_S__THRESHOLD".into(), "3".into());
         let s: Sec = Settings::load(&src).unwrap().section("s").unwrap();
@@ -191,11 +238,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = Settings::load(&sources(dir.path())).unwrap();
         assert_eq!(st.section::<Sec>("s").unwrap(), Sec::default());
-        std::fs::write(dir.path().join("ringrift.toml"), "[s]\nthreshold = \"lots\"\n").unwrap();
-        let err = Settings::load(&sources(dir.path())).unwrap().section::<Sec>("s").unwrap_err();
+        std::fs::write(
+            dir.path().join("ringrift.toml"),
+            "[s]\nthreshold = \"lots\"\n",
+        )
+        .unwrap();
+        let err = Settings::load(&sources(dir.path()))
+            .unwrap()
+            .section::<Sec>("s")
+            .unwrap_err();
         assert!(err.to_string().contains("[s]"), "{err}");
         std::fs::write(dir.path().join("ringrift.toml"), "[s]\nthreshhold = 1\n").unwrap();
-        let err = Settings::load(&sources(dir.path())).unwrap().section::<Sec>("s").unwrap_err();
+        let err = Settings::load(&sources(dir.path()))
+            .unwrap()
+            .section::<Sec>("s")
+            .unwrap_err();
         assert!(err.to_string().contains("threshhold"), "{err}");
     }
 
@@ -206,6 +263,11 @@ mod tests {
         assert!(Settings::load(&sources(dir.path())).is_err());
         let mut src = sources(tempfile::tempdir().unwrap().path());
         src.extra_file = Some(dir.path().join("nope.toml"));
-        assert!(Settings::load(&src).unwrap_err().to_string().contains("nope.toml"));
+        assert!(
+            Settings::load(&src)
+                .unwrap_err()
+                .to_string()
+                .contains("nope.toml")
+        );
     }
 }

@@ -11,7 +11,8 @@ pub fn die_with_parent(cmd: &mut tokio::process::Command) {
     // system calls (prctl, getppid, _exit).
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
             // The launcher may have died before prctl took effect.
             if nix::unistd::getppid().as_raw() as u32 != parent {
                 nix::libc::_exit(1);

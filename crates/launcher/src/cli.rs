@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "ringrift-launcher", about = "Start, supervise and stop RingRift daemons as OS processes")]
+#[command(
+    name = "ringrift-launcher",
+    about = "Start, supervise and stop RingRift daemons as OS processes"
+)]
 pub struct Args {
     /// Profile to run (coordinator, training, selfplay, ephemeral, minimal, standard, full).
     #[arg(long)]

@@ -3,7 +3,11 @@
 //! `stop` and `restart`.
 
 use crate::supervise::{Control, Entry, Shared};
-use ringrift_proto::wire::{self, supervisor_client::SupervisorClient, supervisor_server::{Supervisor, SupervisorServer}};
+use ringrift_proto::wire::{
+    self,
+    supervisor_client::SupervisorClient,
+    supervisor_server::{Supervisor, SupervisorServer},
+};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -15,7 +19,11 @@ fn status_of(name: &str, e: &Entry) -> wire::DaemonStatus {
         pid: e.pid,
         state: e.state as i32,
         restarts: e.restarts,
-        uptime_s: e.since.map(|t| t.elapsed().as_secs_f64()).filter(|_| e.pid != 0).unwrap_or(0.0),
+        uptime_s: e
+            .since
+            .map(|t| t.elapsed().as_secs_f64())
+            .filter(|_| e.pid != 0)
+            .unwrap_or(0.0),
         last_exit: e.last_exit.clone(),
         health: e.health.clone(),
     }
@@ -42,13 +50,19 @@ impl Api {
 
 #[tonic::async_trait]
 impl Supervisor for Api {
-    async fn status(&self, _r: Request<wire::StatusRequest>) -> Result<Response<wire::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _r: Request<wire::StatusRequest>,
+    ) -> Result<Response<wire::StatusResponse>, Status> {
         Ok(Response::new(snapshot(&self.0)))
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<wire::StatusResponse, Status>> + Send>>;
 
-    async fn watch(&self, _r: Request<wire::StatusRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        _r: Request<wire::StatusRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let sh = self.0.clone();
         let mut rx = sh.version.subscribe();
         let (tx, out) = tokio::sync::mpsc::channel(4);
@@ -65,14 +79,22 @@ impl Supervisor for Api {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 
-    async fn stop(&self, r: Request<wire::DaemonRequest>) -> Result<Response<wire::DaemonResponse>, Status> {
+    async fn stop(
+        &self,
+        r: Request<wire::DaemonRequest>,
+    ) -> Result<Response<wire::DaemonResponse>, Status> {
         self.act(&r.into_inner().name, Control::Stop).await
     }
 
-    async fn restart(&self, r: Request<wire::DaemonRequest>) -> Result<Response<wire::DaemonResponse>, Status> {
+    async fn restart(
+        &self,
+        r: Request<wire::DaemonRequest>,
+    ) -> Result<Response<wire::DaemonResponse>, Status> {
         self.act(&r.into_inner().name, Control::Restart).await
     }
 }
@@ -114,7 +136,11 @@ pub fn state_name(s: i32) -> &'static str {
 }
 
 /// Serves the control API on `listener` until `shutdown`.
-pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    sh: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let hs = sh.clone();
     let http = axum::Router::new().route(
         "/health",
@@ -123,11 +149,16 @@ pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener, shutdown:
             async move { axum::Json(status_json(&snapshot(&sh))) }
         }),
     );
-    let app = tonic::service::Routes::new(SupervisorServer::new(Api(sh))).into_axum_router().merge(http);
+    let app = tonic::service::Routes::new(SupervisorServer::new(Api(sh)))
+        .into_axum_router()
+        .merge(http);
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async move { shutdown.cancelled().await })
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move { shutdown.cancelled().await },
+        )
         .await?;
     Ok(())
 }
@@ -137,7 +168,9 @@ pub async fn connect(addr: &str) -> anyhow::Result<SupervisorClient<tonic::trans
     let ep = router_client::endpoint(addr)?;
     match ep.connect().await {
         Ok(ch) => Ok(SupervisorClient::new(ch)),
-        Err(_) => anyhow::bail!("no launcher is running (nothing answers on {addr}; start one with `ringrift-launcher --profile standard`)"),
+        Err(_) => anyhow::bail!(
+            "no launcher is running (nothing answers on {addr}; start one with `ringrift-launcher --profile standard`)"
+        ),
     }
 }
 
@@ -157,15 +190,41 @@ fn fmt_uptime(s: f64) -> String {
 /// The `--status` table.
 pub fn table(s: &wire::StatusResponse) -> String {
     let mut out = format!("profile {}  launcher pid {}\n", s.profile, s.launcher_pid);
-    out.push_str(&format!("{:<28} {:<9} {:>8} {:>8} {:>8} {:<12} {:<9} {}\n", "DAEMON", "STATE", "PID", "RESTARTS", "UPTIME", "LAST EXIT", "HEALTH", "MESSAGE"));
+    out.push_str(&format!(
+        "{:<28} {:<9} {:>8} {:>8} {:>8} {:<12} {:<9} {}\n",
+        "DAEMON", "STATE", "PID", "RESTARTS", "UPTIME", "LAST EXIT", "HEALTH", "MESSAGE"
+    ));
     for d in &s.daemons {
         let (health, msg) = match &d.health {
-            Some(h) => (wire::HealthStatus::try_from(h.status).map(|s| s.as_str_name()).unwrap_or("?"), h.message.as_str()),
+            Some(h) => (
+                wire::HealthStatus::try_from(h.status)
+                    .map(|s| s.as_str_name())
+                    .unwrap_or("?"),
+                h.message.as_str(),
+            ),
             None => ("-", ""),
         };
-        let pid = if d.pid == 0 { "-".to_owned() } else { d.pid.to_string() };
-        let last = if d.last_exit.is_empty() { "-" } else { d.last_exit.as_str() };
-        out.push_str(&format!("{:<28} {:<9} {:>8} {:>8} {:>8} {:<12} {:<9} {}\n", d.name, state_name(d.state), pid, d.restarts, fmt_uptime(d.uptime_s), last, health, msg));
+        let pid = if d.pid == 0 {
+            "-".to_owned()
+        } else {
+            d.pid.to_string()
+        };
+        let last = if d.last_exit.is_empty() {
+            "-"
+        } else {
+            d.last_exit.as_str()
+        };
+        out.push_str(&format!(
+            "{:<28} {:<9} {:>8} {:>8} {:>8} {:<12} {:<9} {}\n",
+            d.name,
+            state_name(d.state),
+            pid,
+            d.restarts,
+            fmt_uptime(d.uptime_s),
+            last,
+            health,
+            msg
+        ));
     }
     out
 }

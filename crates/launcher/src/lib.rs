@@ -28,8 +28,15 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 pub fn main() -> ExitCode {
     let args = cli::Args::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).try_init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ringrift-launcher: start runtime: {e}");
@@ -40,21 +47,32 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringrift-launcher: {e:#}");
-            if e.downcast_ref::<handler_base::ConfigError>().is_some() { ExitCode::from(handler_base::EXIT_CONFIG) } else { ExitCode::FAILURE }
+            if e.downcast_ref::<handler_base::ConfigError>().is_some() {
+                ExitCode::from(handler_base::EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
 /// Where daemon binaries are looked up: beside the launcher, then on PATH.
 pub fn find_binary(name: &str) -> Option<PathBuf> {
-    let beside = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join(name)));
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)));
     let path = std::env::var_os("PATH").unwrap_or_default();
-    beside.into_iter().chain(std::env::split_paths(&path).map(|d| d.join(name))).find(|p| is_executable(p))
+    beside
+        .into_iter()
+        .chain(std::env::split_paths(&path).map(|d| d.join(name)))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
@@ -62,28 +80,56 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     let overrides: Vec<(String, String)> = args
         .set
         .iter()
-        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| usage(format!("--set {kv:?}: expected KEY=VALUE"))))
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| usage(format!("--set {kv:?}: expected KEY=VALUE")))
+        })
         .collect::<anyhow::Result<_>>()?;
-    let settings = Settings::load(&Sources::standard(&home, args.config.clone(), overrides)).map_err(|e| usage(e.to_string()))?;
-    let mut cfg: LauncherConfig = settings.section("launcher").map_err(|e| usage(e.to_string()))?;
+    let settings = Settings::load(&Sources::standard(&home, args.config.clone(), overrides))
+        .map_err(|e| usage(e.to_string()))?;
+    let mut cfg: LauncherConfig = settings
+        .section("launcher")
+        .map_err(|e| usage(e.to_string()))?;
     cfg.validate().map_err(usage)?;
     if let Some(c) = &args.control {
         cfg.control = c.clone();
     }
     let registry = match &args.registry {
-        Some(p) => Registry::from_toml(&std::fs::read_to_string(p).with_context(|| format!("read registry {}", p.display()))?).map_err(|e| usage(e.to_string()))?,
+        Some(p) => Registry::from_toml(
+            &std::fs::read_to_string(p)
+                .with_context(|| format!("read registry {}", p.display()))?,
+        )
+        .map_err(|e| usage(e.to_string()))?,
         None => Registry::builtin(),
     };
-    let control_addr = || args.control.clone().or_else(|| handler_base::read_addr_file(&home, "launcher")).unwrap_or_else(|| cfg.control.clone());
+    let control_addr = || {
+        args.control
+            .clone()
+            .or_else(|| handler_base::read_addr_file(&home, "launcher"))
+            .unwrap_or_else(|| cfg.control.clone())
+    };
 
     if let Some(cmd) = &args.cmd {
         return match cmd {
             cli::Cmd::Stop { name } | cli::Cmd::Restart { name } => {
                 let mut c = control::connect(&control_addr()).await?;
                 let req = ringrift_proto::wire::DaemonRequest { name: name.clone() };
-                let r = if matches!(cmd, cli::Cmd::Stop { .. }) { c.stop(req).await } else { c.restart(req).await };
+                let r = if matches!(cmd, cli::Cmd::Stop { .. }) {
+                    c.stop(req).await
+                } else {
+                    c.restart(req).await
+                };
                 let r = r.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-                println!("{}: {}", name, if matches!(cmd, cli::Cmd::Stop { .. }) { "stopping" } else { "restarting" });
+                println!(
+                    "{}: {}",
+                    name,
+                    if matches!(cmd, cli::Cmd::Stop { .. }) {
+                        "stopping"
+                    } else {
+                        "restarting"
+                    }
+                );
                 let _ = r;
                 Ok(ExitCode::SUCCESS)
             }
@@ -101,11 +147,22 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     if args.status || args.watch {
         let mut c = control::connect(&control_addr()).await?;
         if args.status {
-            let s = c.status(ringrift_proto::wire::StatusRequest {}).await.map_err(|s| anyhow::anyhow!("status: {}", s.message()))?.into_inner();
-            if args.json { println!("{}", control::status_json(&s)) } else { print!("{}", control::table(&s)) }
+            let s = c
+                .status(ringrift_proto::wire::StatusRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("status: {}", s.message()))?
+                .into_inner();
+            if args.json {
+                println!("{}", control::status_json(&s))
+            } else {
+                print!("{}", control::table(&s))
+            }
             return Ok(ExitCode::SUCCESS);
         }
-        let mut stream = c.watch(ringrift_proto::wire::StatusRequest {}).await?.into_inner();
+        let mut stream = c
+            .watch(ringrift_proto::wire::StatusRequest {})
+            .await?
+            .into_inner();
         use std::io::IsTerminal;
         let tty = std::io::stdout().is_terminal();
         while let Some(s) = stream.message().await? {
@@ -125,27 +182,55 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
                 None if s.implemented => "implemented".into(),
                 None => "NOT IMPLEMENTED".into(),
             };
-            println!("{:<28} {:<13} {:<26} deps={}", s.name, s.category, what, s.deps().join(","));
+            println!(
+                "{:<28} {:<13} {:<26} deps={}",
+                s.name,
+                s.category,
+                what,
+                s.deps().join(",")
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
 
     if args.validate {
-        let mut problems: Vec<String> = registry.validate(&|b| find_binary(b).is_some()).iter().map(|p| p.to_string()).collect();
+        let mut problems: Vec<String> = registry
+            .validate(&|b| find_binary(b).is_some())
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
         match plan(&args, &registry, &home, &settings) {
             Ok((plan, warnings)) => {
                 for w in &warnings {
                     println!("warning: {w}");
                 }
-                println!("{} daemons planned: {}", plan.len(), plan.iter().map(|p| p.spec.name.as_str()).collect::<Vec<_>>().join(", "));
+                println!(
+                    "{} daemons planned: {}",
+                    plan.len(),
+                    plan.iter()
+                        .map(|p| p.spec.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             Err(e) => problems.push(format!("{e:#}")),
         }
         for p in &problems {
             println!("problem: {p}");
         }
-        println!("{}", if problems.is_empty() { "valid".to_owned() } else { format!("{} problem(s)", problems.len()) });
-        return Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        println!(
+            "{}",
+            if problems.is_empty() {
+                "valid".to_owned()
+            } else {
+                format!("{} problem(s)", problems.len())
+            }
+        );
+        return Ok(if problems.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     let (plan, warnings) = plan(&args, &registry, &home, &settings)?;
     for w in &warnings {
@@ -155,12 +240,21 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Which daemons run, in dependency order, with their binaries and arguments.
-fn plan(args: &cli::Args, reg: &Registry, home: &Path, settings: &Settings) -> anyhow::Result<(Vec<Planned>, Vec<String>)> {
+fn plan(
+    args: &cli::Args,
+    reg: &Registry,
+    home: &Path,
+    settings: &Settings,
+) -> anyhow::Result<(Vec<Planned>, Vec<String>)> {
     let mut names: Vec<String> = args.daemons.clone();
     let mut overrides = std::collections::BTreeMap::new();
     let mut profile_name = None;
     if let Some(cat) = &args.category {
-        let found: Vec<String> = reg.daemons().filter(|s| &s.category == cat).map(|s| s.name.clone()).collect();
+        let found: Vec<String> = reg
+            .daemons()
+            .filter(|s| &s.category == cat)
+            .map(|s| s.name.clone())
+            .collect();
         if found.is_empty() {
             bail!(usage(format!("no daemon in category {cat:?}")));
         }
@@ -171,14 +265,21 @@ fn plan(args: &cli::Args, reg: &Registry, home: &Path, settings: &Settings) -> a
     }
     if names.is_empty() || args.profile.is_some() {
         let name = args.profile.clone().unwrap_or_else(|| "standard".into());
-        let dir = settings.string("launcher.profile_dir").map(PathBuf::from).unwrap_or_else(|| home.join("profiles"));
+        let dir = settings
+            .string("launcher.profile_dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join("profiles"));
         let p = load_profile(&name, Some(&dir), reg).map_err(|e| usage(e.to_string()))?;
         names.extend(p.daemons);
         overrides = p.overrides;
         profile_name = Some(name);
     }
     let (order, mut warnings) = reg.closure(&names).map_err(|e| usage(e.to_string()))?;
-    let unimplemented: Vec<&str> = order.iter().filter(|n| reg.get(n).is_some_and(|s| !s.implemented)).map(|s| s.as_str()).collect();
+    let unimplemented: Vec<&str> = order
+        .iter()
+        .filter(|n| reg.get(n).is_some_and(|s| !s.implemented))
+        .map(|s| s.as_str())
+        .collect();
     let mut skipped: Vec<String> = Vec::new();
     if !unimplemented.is_empty() {
         if !args.skip_unimplemented {
@@ -192,21 +293,37 @@ fn plan(args: &cli::Args, reg: &Registry, home: &Path, settings: &Settings) -> a
     }
     let mut out: Vec<Planned> = Vec::new();
     for n in &order {
-        let spec = reg.get(n).ok_or_else(|| usage(format!("unknown daemon {n}")))?.clone();
-        let deps: Vec<String> = spec.deps().iter().filter_map(|d| reg.resolve(d).ok()).map(|(d, _)| d.name.clone()).collect();
+        let spec = reg
+            .get(n)
+            .ok_or_else(|| usage(format!("unknown daemon {n}")))?
+            .clone();
+        let deps: Vec<String> = spec
+            .deps()
+            .iter()
+            .filter_map(|d| reg.resolve(d).ok())
+            .map(|(d, _)| d.name.clone())
+            .collect();
         if skipped.contains(n) {
             continue;
         }
         if let Some(d) = deps.iter().find(|d| skipped.contains(d)) {
-            warnings.push(format!("skipping {n}: its dependency {d} is not implemented"));
+            warnings.push(format!(
+                "skipping {n}: its dependency {d} is not implemented"
+            ));
             skipped.push(n.clone());
             continue;
         }
         let binary = find_binary(&spec.binary()).ok_or_else(|| anyhow::anyhow!("binary {} for daemon {n} not found beside the launcher or on PATH (build with `cargo build --workspace --bins`)", spec.binary()))?;
         let mut args_v = spec.args.clone();
         let mut env = Vec::new();
-        let cycle = overrides.get(n).and_then(|o| o.cycle_interval_s).or(spec.cycle_interval_s);
-        if let (Some(c), false) = (cycle, spec.standalone || n == "event_router" || spec.cycle_interval_s.is_none()) {
+        let cycle = overrides
+            .get(n)
+            .and_then(|o| o.cycle_interval_s)
+            .or(spec.cycle_interval_s);
+        if let (Some(c), false) = (
+            cycle,
+            spec.standalone || n == "event_router" || spec.cycle_interval_s.is_none(),
+        ) {
             args_v.push("--set".into());
             args_v.push(format!("{n}.cycle_interval_s={c}"));
         }
@@ -214,10 +331,19 @@ fn plan(args: &cli::Args, reg: &Registry, home: &Path, settings: &Settings) -> a
             args_v.extend(o.args.iter().cloned());
             env.extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        out.push(Planned { spec, binary, args: args_v, env, deps });
+        out.push(Planned {
+            spec,
+            binary,
+            args: args_v,
+            env,
+            deps,
+        });
     }
     if !skipped.is_empty() {
-        warnings.push(format!("not implemented yet, skipped: {}", skipped.join(", ")));
+        warnings.push(format!(
+            "not implemented yet, skipped: {}",
+            skipped.join(", ")
+        ));
     }
     if let Some(p) = profile_name {
         tracing::info!(profile = %p, daemons = out.len(), "plan ready");
@@ -226,23 +352,47 @@ fn plan(args: &cli::Args, reg: &Registry, home: &Path, settings: &Settings) -> a
     let expect: Vec<String> = out.iter().map(|p| p.spec.name.clone()).collect();
     for p in out.iter_mut().filter(|p| p.spec.name == "health_server") {
         p.args.push("--set".into());
-        p.args.push(format!("health_server.expect={}", expect.join(",")));
+        p.args
+            .push(format!("health_server.expect={}", expect.join(",")));
     }
     Ok((out, warnings))
 }
 
-async fn supervise_all(args: cli::Args, cfg: LauncherConfig, home: PathBuf, plan: Vec<Planned>) -> anyhow::Result<ExitCode> {
+async fn supervise_all(
+    args: cli::Args,
+    cfg: LauncherConfig,
+    home: PathBuf,
+    plan: Vec<Planned>,
+) -> anyhow::Result<ExitCode> {
     if plan.is_empty() {
         bail!(usage("nothing to run"));
     }
-    std::fs::create_dir_all(home.join("run")).with_context(|| format!("create {}", home.display()))?;
+    std::fs::create_dir_all(home.join("run"))
+        .with_context(|| format!("create {}", home.display()))?;
     let listener = tokio::net::TcpListener::bind(&cfg.control)
         .await
-        .map_err(|e| anyhow::anyhow!("control API on {}: {e} (is another launcher running? use --control ADDR)", cfg.control))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "control API on {}: {e} (is another launcher running? use --control ADDR)",
+                cfg.control
+            )
+        })?;
     let addr = listener.local_addr()?;
     handler_base::write_addr_file(&home, "launcher", &addr.to_string())?;
-    let profile = args.profile.clone().unwrap_or_else(|| if args.daemons.is_empty() && args.category.is_none() && !args.all { "standard".into() } else { "custom".into() });
-    let (sh, mut rxs) = supervise::shared(profile.clone(), home.clone(), cfg, args.configs.clone(), &plan);
+    let profile = args.profile.clone().unwrap_or_else(|| {
+        if args.daemons.is_empty() && args.category.is_none() && !args.all {
+            "standard".into()
+        } else {
+            "custom".into()
+        }
+    });
+    let (sh, mut rxs) = supervise::shared(
+        profile.clone(),
+        home.clone(),
+        cfg,
+        args.configs.clone(),
+        &plan,
+    );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(control::serve(sh.clone(), listener, shutdown.clone()));
     tracing::info!(control = %addr, %profile, daemons = plan.len(), home = %home.display(), "launcher started");

@@ -15,7 +15,13 @@ pub struct LogSink {
 
 impl LogSink {
     pub fn new(dir: PathBuf, name: &str, max_bytes: u64, keep: u32) -> LogSink {
-        LogSink { name: name.to_owned(), path: dir.join(format!("{name}.log")), max_bytes, keep, file: Mutex::new(None) }
+        LogSink {
+            name: name.to_owned(),
+            path: dir.join(format!("{name}.log")),
+            max_bytes,
+            keep,
+            file: Mutex::new(None),
+        }
     }
 
     /// Copies lines from a child pipe until it closes.
@@ -35,7 +41,9 @@ impl LogSink {
 
     async fn append(&self, line: &str) -> std::io::Result<()> {
         let mut g = self.file.lock().await;
-        if g.as_ref().is_some_and(|(_, size)| *size + line.len() as u64 + 1 > self.max_bytes) {
+        if g.as_ref()
+            .is_some_and(|(_, size)| *size + line.len() as u64 + 1 > self.max_bytes)
+        {
             *g = None;
             self.rotate().await?;
         }
@@ -43,7 +51,11 @@ impl LogSink {
             if let Some(dir) = self.path.parent() {
                 tokio::fs::create_dir_all(dir).await?;
             }
-            let f = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await?;
+            let f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .await?;
             let size = f.metadata().await?.len();
             *g = Some((f, size));
         }
@@ -91,7 +103,11 @@ mod tests {
     }
 
     fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ringrift-logsink-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "ringrift-logsink-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d

@@ -4,8 +4,8 @@
 //! exit 64, and stop in reverse dependency order on shutdown.
 
 use crate::logs::LogSink;
-use ringrift_proto::wire::{self, DaemonState};
 use ringrift_proto::Event;
+use ringrift_proto::wire::{self, DaemonState};
 use ringrift_registry::DaemonSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,7 +46,12 @@ impl Default for LauncherConfig {
 
 impl LauncherConfig {
     pub fn validate(&self) -> Result<(), String> {
-        for (k, v) in [("ready_timeout_s", self.ready_timeout_s), ("stop_grace_s", self.stop_grace_s), ("backoff_base_s", self.backoff_base_s), ("reset_after_s", self.reset_after_s)] {
+        for (k, v) in [
+            ("ready_timeout_s", self.ready_timeout_s),
+            ("stop_grace_s", self.stop_grace_s),
+            ("backoff_base_s", self.backoff_base_s),
+            ("reset_after_s", self.reset_after_s),
+        ] {
             if !(v > 0.0) {
                 return Err(format!("launcher.{k} must be > 0 (is {v})"));
             }
@@ -59,7 +64,9 @@ impl LauncherConfig {
 
     /// Delay before restart number `n + 1`: base · 2^n, capped.
     pub fn backoff(&self, n: u32) -> Duration {
-        Duration::from_secs_f64((self.backoff_base_s * 2f64.powi(n.min(30) as i32)).min(self.backoff_max_s))
+        Duration::from_secs_f64(
+            (self.backoff_base_s * 2f64.powi(n.min(30) as i32)).min(self.backoff_max_s),
+        )
     }
 }
 
@@ -114,7 +121,10 @@ struct EventSink {
 
 impl Shared {
     pub fn entries(&self) -> BTreeMap<String, Entry> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut Entry)) {
@@ -129,7 +139,12 @@ impl Shared {
 
     /// Applies a heartbeat's health to the daemon it names (if that pid is current).
     pub fn heartbeat(&self, hb: &wire::DaemonHeartbeat) {
-        let matches = self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(&hb.daemon).is_some_and(|e| e.pid == hb.pid);
+        let matches = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hb.daemon)
+            .is_some_and(|e| e.pid == hb.pid);
         if matches {
             let h = hb.health.clone();
             self.update(&hb.daemon, |e| e.health = h);
@@ -137,12 +152,20 @@ impl Shared {
     }
 
     pub async fn control(&self, name: &str, c: Control) -> Result<(), String> {
-        let tx = self.controls.get(name).ok_or_else(|| format!("no daemon named {name:?} in this launcher"))?;
-        tx.send(c).await.map_err(|_| format!("supervisor of {name} has stopped"))
+        let tx = self
+            .controls
+            .get(name)
+            .ok_or_else(|| format!("no daemon named {name:?} in this launcher"))?;
+        tx.send(c)
+            .await
+            .map_err(|_| format!("supervisor of {name} has stopped"))
     }
 
     pub fn router_addr(&self) -> Option<String> {
-        self.router_addr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.router_addr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Publishes a lifecycle event (held back until the router is known).
@@ -173,19 +196,48 @@ impl Shared {
     }
 }
 
-fn lifecycle(kind: fn(wire::DaemonLifecycle) -> wire::event::Payload, name: &str, pid: u32, code: i32, restarts: u32, reason: &str) -> Event {
-    Event::new(kind(wire::DaemonLifecycle { daemon: name.to_owned(), pid, exit_code: code, restarts, reason: reason.to_owned() }))
+fn lifecycle(
+    kind: fn(wire::DaemonLifecycle) -> wire::event::Payload,
+    name: &str,
+    pid: u32,
+    code: i32,
+    restarts: u32,
+    reason: &str,
+) -> Event {
+    Event::new(kind(wire::DaemonLifecycle {
+        daemon: name.to_owned(),
+        pid,
+        exit_code: code,
+        restarts,
+        reason: reason.to_owned(),
+    }))
 }
 
 /// Builds the shared state and the per-daemon control receivers.
-pub fn shared(profile: String, home: PathBuf, cfg: LauncherConfig, configs: Option<String>, plan: &[Planned]) -> (Arc<Shared>, BTreeMap<String, mpsc::Receiver<Control>>) {
+pub fn shared(
+    profile: String,
+    home: PathBuf,
+    cfg: LauncherConfig,
+    configs: Option<String>,
+    plan: &[Planned],
+) -> (Arc<Shared>, BTreeMap<String, mpsc::Receiver<Control>>) {
     let mut entries = BTreeMap::new();
     let mut ready = BTreeMap::new();
     let mut controls = BTreeMap::new();
     let mut rxs = BTreeMap::new();
     for p in plan {
         let n = p.spec.name.clone();
-        entries.insert(n.clone(), Entry { state: DaemonState::Pending, pid: 0, restarts: 0, since: None, last_exit: String::new(), health: None });
+        entries.insert(
+            n.clone(),
+            Entry {
+                state: DaemonState::Pending,
+                pid: 0,
+                restarts: 0,
+                since: None,
+                last_exit: String::new(),
+                health: None,
+            },
+        );
         ready.insert(n.clone(), watch::channel(false).0);
         let (tx, rx) = mpsc::channel(8);
         controls.insert(n.clone(), tx);
@@ -216,7 +268,11 @@ fn describe(st: &ExitStatus) -> (String, i32) {
 }
 
 enum Outcome {
-    Exited { status: Option<ExitStatus>, why: String, ready_for: Option<Duration> },
+    Exited {
+        status: Option<ExitStatus>,
+        why: String,
+        ready_for: Option<Duration>,
+    },
     Stopped,
     Restart,
     Shutdown,
@@ -242,7 +298,12 @@ pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Cont
             }
         }
     }
-    let log = Arc::new(LogSink::new(sh.home.join("logs"), &name, sh.cfg.log_max_bytes, sh.cfg.log_keep));
+    let log = Arc::new(LogSink::new(
+        sh.home.join("logs"),
+        &name,
+        sh.cfg.log_max_bytes,
+        sh.cfg.log_keep,
+    ));
     let mut restarts: u32 = 0;
     let mut spawn_no: u64 = 0;
     loop {
@@ -276,7 +337,11 @@ pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Cont
                 sh.update(&name, |e| e.restarts = 0);
                 continue;
             }
-            Outcome::Exited { status, why, ready_for } => (status, why, ready_for),
+            Outcome::Exited {
+                status,
+                why,
+                ready_for,
+            } => (status, why, ready_for),
         };
         let code = status.as_ref().map(|s| describe(s).1).unwrap_or(-1);
         if ready_for.is_some_and(|d| d.as_secs_f64() >= sh.cfg.reset_after_s) {
@@ -289,10 +354,19 @@ pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Cont
                 e.pid = 0;
                 e.last_exit = why.clone();
             });
-            sh.publish(lifecycle(wire::event::Payload::DaemonFailed, &name, 0, code, restarts, &reason));
+            sh.publish(lifecycle(
+                wire::event::Payload::DaemonFailed,
+                &name,
+                0,
+                code,
+                restarts,
+                &reason,
+            ));
         };
         if code == i32::from(handler_base::EXIT_CONFIG) {
-            fail(format!("{why}: bad configuration (exit 64 is never restarted)"));
+            fail(format!(
+                "{why}: bad configuration (exit 64 is never restarted)"
+            ));
         } else if !p.spec.auto_restart {
             fail(format!("{why}: auto_restart is off"));
         } else if restarts >= p.spec.max_restarts {
@@ -307,7 +381,14 @@ pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Cont
                 e.restarts = restarts;
                 e.last_exit = why.clone();
             });
-            sh.publish(lifecycle(wire::event::Payload::DaemonStopped, &name, 0, code, restarts, &format!("crashed ({why}); restart in {:.1}s", delay.as_secs_f64())));
+            sh.publish(lifecycle(
+                wire::event::Payload::DaemonStopped,
+                &name,
+                0,
+                code,
+                restarts,
+                &format!("crashed ({why}); restart in {:.1}s", delay.as_secs_f64()),
+            ));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => continue,
                 c = ctl.recv() => match c {
@@ -343,12 +424,25 @@ async fn wait_for_restart(ctl: &mut mpsc::Receiver<Control>) -> bool {
     }
 }
 
-async fn run_once(sh: &Arc<Shared>, p: &Planned, log: &Arc<LogSink>, ctl: &mut mpsc::Receiver<Control>, restarts: u32, spawn_no: u64) -> Outcome {
+async fn run_once(
+    sh: &Arc<Shared>,
+    p: &Planned,
+    log: &Arc<LogSink>,
+    ctl: &mut mpsc::Receiver<Control>,
+    restarts: u32,
+    spawn_no: u64,
+) -> Outcome {
     let name = &p.spec.name;
     let sock_path = notify_path(&sh.home, name, spawn_no);
     let notify = match notify_socket(&sock_path) {
         Ok(s) => s,
-        Err(e) => return Outcome::Exited { status: None, why: format!("notify socket {}: {e}", sock_path.display()), ready_for: None },
+        Err(e) => {
+            return Outcome::Exited {
+                status: None,
+                why: format!("notify socket {}: {e}", sock_path.display()),
+                ready_for: None,
+            };
+        }
     };
     let _cleanup = RemoveOnDrop(sock_path.clone());
     let mut cmd = tokio::process::Command::new(&p.binary);
@@ -381,7 +475,13 @@ async fn run_once(sh: &Arc<Shared>, p: &Planned, log: &Arc<LogSink>, ctl: &mut m
     sh.update(name, |e| e.state = DaemonState::StartingUp);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Outcome::Exited { status: None, why: format!("spawn {}: {e}", p.binary.display()), ready_for: None },
+        Err(e) => {
+            return Outcome::Exited {
+                status: None,
+                why: format!("spawn {}: {e}", p.binary.display()),
+                ready_for: None,
+            };
+        }
     };
     let pid = child.id().unwrap_or(0);
     if let Some(out) = child.stdout.take() {
@@ -399,7 +499,14 @@ async fn run_once(sh: &Arc<Shared>, p: &Planned, log: &Arc<LogSink>, ctl: &mut m
         e.health = None;
     });
     tracing::info!(daemon = %name, pid, restarts, "started");
-    sh.publish(lifecycle(wire::event::Payload::DaemonStarted, name, pid, 0, restarts, "started"));
+    sh.publish(lifecycle(
+        wire::event::Payload::DaemonStarted,
+        name,
+        pid,
+        0,
+        restarts,
+        "started",
+    ));
     let ready_deadline = tokio::time::sleep(Duration::from_secs_f64(sh.cfg.ready_timeout_s));
     tokio::pin!(ready_deadline);
     let mut ready_at: Option<Instant> = None;
@@ -455,10 +562,17 @@ fn on_router_ready(sh: &Arc<Shared>) {
         tracing::error!("router is ready but run/event_router.addr is missing");
         return;
     };
-    let Some(client) = sh.router_ready(addr) else { return };
+    let Some(client) = sh.router_ready(addr) else {
+        return;
+    };
     let sh = sh.clone();
     tokio::spawn(async move {
-        let req = wire::SubscribeRequest { consumer: String::new(), types: vec![wire::EventType::DaemonHeartbeat as i32], prefixes: vec![], start: Some(wire::subscribe_request::Start::Latest(true)) };
+        let req = wire::SubscribeRequest {
+            consumer: String::new(),
+            types: vec![wire::EventType::DaemonHeartbeat as i32],
+            prefixes: vec![],
+            start: Some(wire::subscribe_request::Start::Latest(true)),
+        };
         let mut sub = router_client::Subscription::new(client, req);
         while let Ok(ev) = sub.next().await {
             if let wire::event::Payload::DaemonHeartbeat(hb) = &ev.payload {
@@ -476,7 +590,9 @@ fn notify_path(home: &std::path::Path, name: &str, spawn_no: u64) -> PathBuf {
     if p.as_os_str().len() < 100 {
         return p;
     }
-    std::env::temp_dir().join(format!("ringrift-notify-{}", std::process::id())).join(file)
+    std::env::temp_dir()
+        .join(format!("ringrift-notify-{}", std::process::id()))
+        .join(file)
 }
 
 fn notify_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixDatagram> {
@@ -495,7 +611,11 @@ impl Drop for RemoveOnDrop {
 }
 
 /// SIGTERM to the child's process group, SIGKILL after `grace`; returns its exit status.
-pub async fn terminate(child: &mut tokio::process::Child, pid: u32, grace: Duration) -> Option<ExitStatus> {
+pub async fn terminate(
+    child: &mut tokio::process::Child,
+    pid: u32,
+    grace: Duration,
+) -> Option<ExitStatus> {
     use nix::sys::signal::{Signal, killpg};
     use nix::unistd::Pid;
     if pid == 0 {
@@ -517,19 +637,36 @@ pub async fn shutdown(sh: &Arc<Shared>, plan: &[Planned]) {
     // Depth = longest dependency chain below a daemon; stop the deepest first.
     let mut depth: BTreeMap<String, usize> = BTreeMap::new();
     for p in plan {
-        let d = p.deps.iter().filter_map(|x| depth.get(x)).max().map(|m| m + 1).unwrap_or(0);
+        let d = p
+            .deps
+            .iter()
+            .filter_map(|x| depth.get(x))
+            .max()
+            .map(|m| m + 1)
+            .unwrap_or(0);
         depth.insert(p.spec.name.clone(), d);
     }
     let max = depth.values().copied().max().unwrap_or(0);
     for level in (0..=max).rev() {
-        let names: Vec<String> = depth.iter().filter(|(_, d)| **d == level).map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = depth
+            .iter()
+            .filter(|(_, d)| **d == level)
+            .map(|(n, _)| n.clone())
+            .collect();
         for n in &names {
             let _ = sh.control(n, Control::Shutdown).await;
         }
         let mut rx = sh.version.subscribe();
         loop {
             let e = sh.entries();
-            if names.iter().all(|n| e.get(n).is_none_or(|x| matches!(x.state, DaemonState::StoppedState | DaemonState::Failed | DaemonState::Pending))) {
+            if names.iter().all(|n| {
+                e.get(n).is_none_or(|x| {
+                    matches!(
+                        x.state,
+                        DaemonState::StoppedState | DaemonState::Failed | DaemonState::Pending
+                    )
+                })
+            }) {
                 break;
             }
             if rx.changed().await.is_err() {

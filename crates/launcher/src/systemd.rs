@@ -14,7 +14,11 @@ pub fn generate(reg: &Registry, bindir: &str) -> Result<BTreeMap<String, String>
     for name in builtin_profile_names() {
         let p = load_profile(name, None, reg).map_err(|e| e.to_string())?;
         let (order, _) = reg.closure(&p.daemons).map_err(|e| e.to_string())?;
-        let units: Vec<String> = order.iter().filter_map(|n| reg.get(n)).map(|s| s.unit()).collect();
+        let units: Vec<String> = order
+            .iter()
+            .filter_map(|n| reg.get(n))
+            .map(|s| s.unit())
+            .collect();
         out.insert(
             format!("ringrift-{name}.target"),
             format!(
@@ -29,10 +33,27 @@ pub fn generate(reg: &Registry, bindir: &str) -> Result<BTreeMap<String, String>
 }
 
 fn service(reg: &Registry, s: &DaemonSpec, bindir: &str) -> String {
-    let deps: Vec<String> = s.deps().iter().filter_map(|d| reg.resolve(d).ok()).map(|(d, _)| d.unit()).collect();
-    let after = if deps.is_empty() { "network-online.target".to_owned() } else { format!("network-online.target {}", deps.join(" ")) };
-    let wants = if deps.is_empty() { String::new() } else { format!("Wants={}\n", deps.join(" ")) };
-    let status = if s.implemented { "" } else { "# NOT IMPLEMENTED YET: the binary does not exist; scripts/install-systemd skips this unit.\n" };
+    let deps: Vec<String> = s
+        .deps()
+        .iter()
+        .filter_map(|d| reg.resolve(d).ok())
+        .map(|(d, _)| d.unit())
+        .collect();
+    let after = if deps.is_empty() {
+        "network-online.target".to_owned()
+    } else {
+        format!("network-online.target {}", deps.join(" "))
+    };
+    let wants = if deps.is_empty() {
+        String::new()
+    } else {
+        format!("Wants={}\n", deps.join(" "))
+    };
+    let status = if s.implemented {
+        ""
+    } else {
+        "# NOT IMPLEMENTED YET: the binary does not exist; scripts/install-systemd skips this unit.\n"
+    };
     // Watchdog: handler-base pings at half the interval; the router pings too.
     let watchdog = (s.health_check_interval_s * 2.0).max(30.0).round() as u64;
     format!(

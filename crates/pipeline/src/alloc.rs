@@ -33,7 +33,13 @@ impl SupplyState {
 /// Picks up to `n` configs for new selfplay items. Each pick goes to the config furthest
 /// below its weighted share (weight default 1.0; weight ≤ 0 means none) that is still
 /// under `cap` open items. `open` is updated with the picks.
-pub fn pick_configs(configs: &[ConfigKey], weights: &BTreeMap<String, f64>, open: &mut BTreeMap<ConfigKey, u64>, cap: u64, n: u64) -> Vec<ConfigKey> {
+pub fn pick_configs(
+    configs: &[ConfigKey],
+    weights: &BTreeMap<String, f64>,
+    open: &mut BTreeMap<ConfigKey, u64>,
+    cap: u64,
+    n: u64,
+) -> Vec<ConfigKey> {
     let w = |c: &ConfigKey| weights.get(&c.to_string()).copied().unwrap_or(1.0);
     let total: f64 = configs.iter().map(|c| w(c).max(0.0)).sum::<f64>().max(1e-9);
     let mut out = Vec::new();
@@ -42,7 +48,8 @@ pub fn pick_configs(configs: &[ConfigKey], weights: &BTreeMap<String, f64>, open
             .iter()
             .filter(|c| w(c) > 0.0 && open.get(c).copied().unwrap_or(0) < cap)
             .min_by(|a, b| {
-                let share = |c: &ConfigKey| open.get(c).copied().unwrap_or(0) as f64 / (w(c) / total);
+                let share =
+                    |c: &ConfigKey| open.get(c).copied().unwrap_or(0) as f64 / (w(c) / total);
                 share(a).total_cmp(&share(b))
             })
             .copied();
@@ -67,7 +74,11 @@ mod tests {
         let weights: BTreeMap<String, f64> = [("hex8_2p".to_owned(), 3.0)].into_iter().collect();
         let mut open = BTreeMap::new();
         let picks = pick_configs(&configs, &weights, &mut open, 100, 8);
-        assert_eq!(picks.iter().filter(|c| **c == k("hex8_2p")).count(), 6, "3:1 weights");
+        assert_eq!(
+            picks.iter().filter(|c| **c == k("hex8_2p")).count(),
+            6,
+            "3:1 weights"
+        );
         let mut open = BTreeMap::new();
         let picks = pick_configs(&configs, &weights, &mut open, 2, 8);
         assert_eq!(picks.len(), 4, "2 per config at most");

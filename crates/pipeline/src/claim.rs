@@ -6,14 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Claims one item of `kinds` for `worker` (off the runtime), or `None`.
-pub async fn claim(queue: &Arc<dyn WorkQueue>, worker: &str, kinds: &[WorkKind], lease: Duration) -> anyhow::Result<Option<WorkItem>> {
+pub async fn claim(
+    queue: &Arc<dyn WorkQueue>,
+    worker: &str,
+    kinds: &[WorkKind],
+    lease: Duration,
+) -> anyhow::Result<Option<WorkItem>> {
     let (q, w, k) = (queue.clone(), worker.to_owned(), kinds.to_vec());
     Ok(tokio::task::spawn_blocking(move || q.claim(&w, &k, lease)).await??)
 }
 
 /// Runs `work` for a claimed item while renewing its lease every third of `lease`;
 /// then completes the item with the result or fails it with the error.
-pub async fn run_leased<F>(queue: &Arc<dyn WorkQueue>, worker: &str, item: &WorkItem, lease: Duration, work: F) -> anyhow::Result<Result<serde_json::Value, String>>
+pub async fn run_leased<F>(
+    queue: &Arc<dyn WorkQueue>,
+    worker: &str,
+    item: &WorkItem,
+    lease: Duration,
+    work: F,
+) -> anyhow::Result<Result<serde_json::Value, String>>
 where
     F: std::future::Future<Output = Result<serde_json::Value, String>>,
 {

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The kinds of job the loop runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Selfplay,
@@ -54,7 +56,13 @@ pub struct JobRequest {
 
 impl JobRequest {
     pub fn new(kind: JobKind, key: impl Into<String>, timeout: Duration) -> Self {
-        JobRequest { kind, key: key.into(), vars: BTreeMap::new(), extra: Vec::new(), timeout }
+        JobRequest {
+            kind,
+            key: key.into(),
+            vars: BTreeMap::new(),
+            extra: Vec::new(),
+            timeout,
+        }
     }
     pub fn var(mut self, k: &str, v: impl ToString) -> Self {
         self.vars.insert(k.to_owned(), v.to_string());
@@ -73,7 +81,11 @@ impl JobRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum JobFailure {
     #[error("{kind} job {key}: {message}")]
-    Failed { kind: &'static str, key: String, message: String },
+    Failed {
+        kind: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("job {0}: bad template: {1}")]
     Template(String, String),
 }
@@ -103,18 +115,37 @@ impl Default for JobTemplates {
         let j = "{bin}/ringrift-job --home {home} --quiet --result {result}";
         JobTemplates {
             selfplay: format!("{j} selfplay --config {{config_key}} --games {{games}}"),
-            export: format!("{j} export --config {{config_key}} --since {{since}} --output {{output}}"),
+            export: format!(
+                "{j} export --config {{config_key}} --since {{since}} --output {{output}}"
+            ),
             train: format!("{j} train --config {{config_key}} --data {{data}} --output {{output}}"),
             evaluate: format!("{j} evaluate --config {{config_key}} --model {{model}}"),
-            distill: format!("{j} distill --config {{config_key}} --teacher {{teacher}} --data {{data}} --output {{output}}"),
-            tournament: format!("{j} tournament --config {{config_key}} --games-per-pair {{games}}"),
+            distill: format!(
+                "{j} distill --config {{config_key}} --teacher {{teacher}} --data {{data}} --output {{output}}"
+            ),
+            tournament: format!(
+                "{j} tournament --config {{config_key}} --games-per-pair {{games}}"
+            ),
             bin: None,
         }
     }
 }
 
 /// Placeholders a template may use.
-pub const PLACEHOLDERS: &[&str] = &["home", "bin", "result", "log", "config_key", "games", "since", "output", "data", "model", "teacher", "script"];
+pub const PLACEHOLDERS: &[&str] = &[
+    "home",
+    "bin",
+    "result",
+    "log",
+    "config_key",
+    "games",
+    "since",
+    "output",
+    "data",
+    "model",
+    "teacher",
+    "script",
+];
 
 /// Jobs run by the job runner from templates.
 #[derive(Clone)]
@@ -130,21 +161,41 @@ impl RunnerJobs {
     /// `data/jobs.db` under `home`.
     pub fn new(home: &Path, t: &JobTemplates) -> anyhow::Result<RunnerJobs> {
         let mut templates = BTreeMap::new();
-        for (k, s) in [(JobKind::Selfplay, &t.selfplay), (JobKind::Export, &t.export), (JobKind::Train, &t.train), (JobKind::Evaluate, &t.evaluate), (JobKind::Distill, &t.distill), (JobKind::Tournament, &t.tournament)] {
-            let tpl = CommandTemplate::parse(s).map_err(|e| anyhow::anyhow!("jobs.{}: {e}", k.as_str()))?;
+        for (k, s) in [
+            (JobKind::Selfplay, &t.selfplay),
+            (JobKind::Export, &t.export),
+            (JobKind::Train, &t.train),
+            (JobKind::Evaluate, &t.evaluate),
+            (JobKind::Distill, &t.distill),
+            (JobKind::Tournament, &t.tournament),
+        ] {
+            let tpl = CommandTemplate::parse(s)
+                .map_err(|e| anyhow::anyhow!("jobs.{}: {e}", k.as_str()))?;
             // Render once with every placeholder the daemons supply, so a typo or an
             // unmatched brace fails at start-up, not at the first job.
-            let probe: BTreeMap<String, String> = PLACEHOLDERS.iter().map(|p| ((*p).to_owned(), "x".to_owned())).collect();
-            tpl.render(&probe).map_err(|e| anyhow::anyhow!("jobs.{}: {e}", k.as_str()))?;
+            let probe: BTreeMap<String, String> = PLACEHOLDERS
+                .iter()
+                .map(|p| ((*p).to_owned(), "x".to_owned()))
+                .collect();
+            tpl.render(&probe)
+                .map_err(|e| anyhow::anyhow!("jobs.{}: {e}", k.as_str()))?;
             templates.insert(k, tpl);
         }
         let bin = match &t.bin {
             Some(b) => b.clone(),
-            None => std::env::current_exe()?.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+            None => std::env::current_exe()?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
         };
         std::fs::create_dir_all(home.join("data"))?;
         let runner = JobRunner::open(&home.join("data/jobs.db"))?;
-        Ok(RunnerJobs { runner, templates: Arc::new(templates), home: home.to_owned(), bin })
+        Ok(RunnerJobs {
+            runner,
+            templates: Arc::new(templates),
+            home: home.to_owned(),
+            bin,
+        })
     }
 
     /// From the `[jobs]` section of the daemon's settings.
@@ -158,11 +209,19 @@ impl RunnerJobs {
 impl Jobs for RunnerJobs {
     async fn run(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
         let kind = req.kind.as_str();
-        let fail = |m: String| JobFailure::Failed { kind, key: req.key.clone(), message: m };
-        let template = self.templates.get(&req.kind).ok_or_else(|| JobFailure::Template(req.key.clone(), "no template".into()))?;
+        let fail = |m: String| JobFailure::Failed {
+            kind,
+            key: req.key.clone(),
+            message: m,
+        };
+        let template = self
+            .templates
+            .get(&req.kind)
+            .ok_or_else(|| JobFailure::Template(req.key.clone(), "no template".into()))?;
         let mut argv = template.argv().to_vec();
         argv.extend(req.extra.iter().cloned());
-        let template = CommandTemplate::new(argv).map_err(|e| JobFailure::Template(req.key.clone(), e.to_string()))?;
+        let template = CommandTemplate::new(argv)
+            .map_err(|e| JobFailure::Template(req.key.clone(), e.to_string()))?;
         let mut vars = req.vars.clone();
         vars.insert("home".into(), self.home.display().to_string());
         vars.insert("bin".into(), self.bin.display().to_string());
@@ -174,8 +233,15 @@ impl Jobs for RunnerJobs {
             template,
             vars,
             timeout: req.timeout,
-            log_path: self.home.join("logs/jobs").join(format!("{safe_key}-{stamp}.log")),
-            result_path: Some(self.home.join("run/jobs").join(format!("{safe_key}-{stamp}.json"))),
+            log_path: self
+                .home
+                .join("logs/jobs")
+                .join(format!("{safe_key}-{stamp}.log")),
+            result_path: Some(
+                self.home
+                    .join("run/jobs")
+                    .join(format!("{safe_key}-{stamp}.json")),
+            ),
             workdir: None,
             env: Vec::new(),
         };
@@ -204,8 +270,13 @@ pub struct FakeJobs {
 }
 
 impl FakeJobs {
-    pub fn new(answer: impl Fn(&JobRequest) -> Result<serde_json::Value, String> + Send + Sync + 'static) -> Arc<FakeJobs> {
-        Arc::new(FakeJobs { calls: std::sync::Mutex::new(Vec::new()), answer: Box::new(answer) })
+    pub fn new(
+        answer: impl Fn(&JobRequest) -> Result<serde_json::Value, String> + Send + Sync + 'static,
+    ) -> Arc<FakeJobs> {
+        Arc::new(FakeJobs {
+            calls: std::sync::Mutex::new(Vec::new()),
+            answer: Box::new(answer),
+        })
     }
     pub fn calls(&self) -> Vec<JobRequest> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -215,8 +286,15 @@ impl FakeJobs {
 #[async_trait::async_trait]
 impl Jobs for FakeJobs {
     async fn run(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(req.clone());
-        (self.answer)(&req).map_err(|m| JobFailure::Failed { kind: req.kind.as_str(), key: req.key.clone(), message: m })
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(req.clone());
+        (self.answer)(&req).map_err(|m| JobFailure::Failed {
+            kind: req.kind.as_str(),
+            key: req.key.clone(),
+            message: m,
+        })
     }
 }
 
@@ -234,7 +312,10 @@ mod tests {
         let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
         let req = JobRequest::new(JobKind::Export, "export:hex8_2p", Duration::from_secs(30))
             .var("config_key", "hex8_2p")
-            .var("script", "printf '{\"rows\": 3, \"cfg\": \"%s\"}' \"$2\" > \"$1\"");
+            .var(
+                "script",
+                "printf '{\"rows\": 3, \"cfg\": \"%s\"}' \"$2\" > \"$1\"",
+            );
         let v = jobs.run(req).await.unwrap();
         assert_eq!(v["rows"], 3);
         assert_eq!(v["cfg"], "hex8_2p");
@@ -243,9 +324,13 @@ mod tests {
     #[tokio::test]
     async fn a_failing_job_names_its_key() {
         let dir = tempfile::tempdir().unwrap();
-        let t = JobTemplates { train: "sh -c {script}".into(), ..Default::default() };
+        let t = JobTemplates {
+            train: "sh -c {script}".into(),
+            ..Default::default()
+        };
         let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
-        let req = JobRequest::new(JobKind::Train, "train:hex8_2p", Duration::from_secs(30)).var("script", "exit 3");
+        let req = JobRequest::new(JobKind::Train, "train:hex8_2p", Duration::from_secs(30))
+            .var("script", "exit 3");
         let err = jobs.run(req).await.unwrap_err().to_string();
         assert!(err.contains("train:hex8_2p"), "{err}");
     }
@@ -253,7 +338,10 @@ mod tests {
     #[test]
     fn a_bad_template_is_a_configuration_error() {
         let dir = tempfile::tempdir().unwrap();
-        let t = JobTemplates { train: "run {unclosed".into(), ..Default::default() };
+        let t = JobTemplates {
+            train: "run {unclosed".into(),
+            ..Default::default()
+        };
         let err = RunnerJobs::new(dir.path(), &t).err().unwrap().to_string();
         assert!(err.contains("jobs.train"), "{err}");
     }

@@ -19,9 +19,17 @@ pub fn configs(ctx: &Context) -> anyhow::Result<Vec<ConfigKey>> {
     let raw: Vec<String> = if !ctx.configs.is_empty() {
         ctx.configs.clone()
     } else if let Some(s) = ctx.settings.string("pipeline.configs") {
-        s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect()
+        s.split(',')
+            .map(|x| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+            .collect()
     } else {
         vec!["hex8_2p".to_owned()]
     };
-    raw.iter().map(|k| k.parse::<ConfigKey>().map_err(|e| anyhow::anyhow!("config key {k:?}: {e}"))).collect()
+    raw.iter()
+        .map(|k| {
+            k.parse::<ConfigKey>()
+                .map_err(|e| anyhow::anyhow!("config key {k:?}: {e}"))
+        })
+        .collect()
 }

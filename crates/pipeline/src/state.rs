@@ -11,9 +11,16 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("pipeline state {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("pipeline state {daemon}/{key}: stored value does not parse: {error}")]
-    Corrupt { daemon: String, key: String, error: String },
+    Corrupt {
+        daemon: String,
+        key: String,
+        error: String,
+    },
     #[error("pipeline state task: {0}")]
     Join(String),
 }
@@ -33,7 +40,10 @@ impl StateStore {
     }
 
     pub fn open_at(path: &Path, daemon: &str) -> Result<StateStore, StateError> {
-        let err = |source| StateError::Sqlite { path: path.to_owned(), source };
+        let err = |source| StateError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
         if let Some(d) = path.parent() {
             let _ = std::fs::create_dir_all(d);
         }
@@ -42,10 +52,17 @@ impl StateStore {
         c.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         c.execute_batch("CREATE TABLE IF NOT EXISTS state (daemon TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, updated_ms INTEGER NOT NULL, PRIMARY KEY (daemon, key))")
             .map_err(err)?;
-        Ok(StateStore { path: path.to_owned(), conn: Arc::new(Mutex::new(c)), daemon: daemon.to_owned() })
+        Ok(StateStore {
+            path: path.to_owned(),
+            conn: Arc::new(Mutex::new(c)),
+            daemon: daemon.to_owned(),
+        })
     }
 
-    async fn with<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StateError> {
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
         let (conn, path) = (self.conn.clone(), self.path.clone());
         tokio::task::spawn_blocking(move || {
             let c = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -56,18 +73,38 @@ impl StateStore {
     }
 
     /// The value stored under `key`, if any.
-    pub async fn get<T: DeserializeOwned + Send + 'static>(&self, key: &str) -> Result<Option<T>, StateError> {
+    pub async fn get<T: DeserializeOwned + Send + 'static>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StateError> {
         let (d, k) = (self.daemon.clone(), key.to_owned());
         let raw: Option<String> = self
-            .with(move |c| c.query_row("SELECT value FROM state WHERE daemon = ?1 AND key = ?2", params![d, k], |r| r.get(0)).optional())
+            .with(move |c| {
+                c.query_row(
+                    "SELECT value FROM state WHERE daemon = ?1 AND key = ?2",
+                    params![d, k],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
             .await?;
-        raw.map(|s| serde_json::from_str(&s).map_err(|e| StateError::Corrupt { daemon: self.daemon.clone(), key: key.to_owned(), error: e.to_string() }))
-            .transpose()
+        raw.map(|s| {
+            serde_json::from_str(&s).map_err(|e| StateError::Corrupt {
+                daemon: self.daemon.clone(),
+                key: key.to_owned(),
+                error: e.to_string(),
+            })
+        })
+        .transpose()
     }
 
     /// Stores `value` under `key` (committed before this returns).
     pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StateError> {
-        let json = serde_json::to_string(value).map_err(|e| StateError::Corrupt { daemon: self.daemon.clone(), key: key.to_owned(), error: e.to_string() })?;
+        let json = serde_json::to_string(value).map_err(|e| StateError::Corrupt {
+            daemon: self.daemon.clone(),
+            key: key.to_owned(),
+            error: e.to_string(),
+        })?;
         let (d, k) = (self.daemon.clone(), key.to_owned());
         let now = ringrift_store::now_ms();
         self.with(move |c| {
@@ -81,17 +118,28 @@ impl StateStore {
     }
 
     /// Every (key, value) of this daemon.
-    pub async fn all<T: DeserializeOwned + Send + 'static>(&self) -> Result<Vec<(String, T)>, StateError> {
+    pub async fn all<T: DeserializeOwned + Send + 'static>(
+        &self,
+    ) -> Result<Vec<(String, T)>, StateError> {
         let d = self.daemon.clone();
         let rows: Vec<(String, String)> = self
             .with(move |c| {
-                let mut st = c.prepare("SELECT key, value FROM state WHERE daemon = ?1 ORDER BY key")?;
+                let mut st =
+                    c.prepare("SELECT key, value FROM state WHERE daemon = ?1 ORDER BY key")?;
                 let rows = st.query_map([d], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect()
             })
             .await?;
         rows.into_iter()
-            .map(|(k, v)| serde_json::from_str(&v).map(|t| (k.clone(), t)).map_err(|e| StateError::Corrupt { daemon: self.daemon.clone(), key: k, error: e.to_string() }))
+            .map(|(k, v)| {
+                serde_json::from_str(&v)
+                    .map(|t| (k.clone(), t))
+                    .map_err(|e| StateError::Corrupt {
+                        daemon: self.daemon.clone(),
+                        key: k,
+                        error: e.to_string(),
+                    })
+            })
             .collect()
     }
 }
@@ -104,9 +152,16 @@ mod tests {
     async fn values_survive_reopen_and_are_per_daemon() {
         let dir = tempfile::tempdir().unwrap();
         let a = StateStore::open(dir.path(), "a").unwrap();
-        a.put("hex8_2p", &serde_json::json!({"watermark": 7})).await.unwrap();
+        a.put("hex8_2p", &serde_json::json!({"watermark": 7}))
+            .await
+            .unwrap();
         let b = StateStore::open(dir.path(), "b").unwrap();
-        assert!(b.get::<serde_json::Value>("hex8_2p").await.unwrap().is_none());
+        assert!(
+            b.get::<serde_json::Value>("hex8_2p")
+                .await
+                .unwrap()
+                .is_none()
+        );
         drop(a);
         let a = StateStore::open(dir.path(), "a").unwrap();
         let v: serde_json::Value = a.get("hex8_2p").await.unwrap().unwrap();

@@ -74,7 +74,9 @@ pub struct DaemonSpec {
 
 impl DaemonSpec {
     pub fn binary(&self) -> String {
-        self.binary.clone().unwrap_or_else(|| format!("ringrift-{}", self.name.replace('_', "-")))
+        self.binary
+            .clone()
+            .unwrap_or_else(|| format!("ringrift-{}", self.name.replace('_', "-")))
     }
     /// Crate folder under `crates/daemons/`.
     pub fn folder(&self) -> String {
@@ -92,7 +94,12 @@ impl DaemonSpec {
         if !self.standalone && self.name != "event_router" {
             v.push("event_router".to_owned());
         }
-        v.extend(self.depends_on.iter().filter(|d| d.as_str() != "event_router").cloned());
+        v.extend(
+            self.depends_on
+                .iter()
+                .filter(|d| d.as_str() != "event_router")
+                .cloned(),
+        );
         v
     }
 }
@@ -115,10 +122,17 @@ pub enum Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Problem::UnknownDependency { daemon, dep } => write!(f, "{daemon}: depends on unknown daemon {dep}"),
-            Problem::BadAlias { daemon, target } => write!(f, "{daemon}: alias of unknown daemon {target}"),
+            Problem::UnknownDependency { daemon, dep } => {
+                write!(f, "{daemon}: depends on unknown daemon {dep}")
+            }
+            Problem::BadAlias { daemon, target } => {
+                write!(f, "{daemon}: alias of unknown daemon {target}")
+            }
             Problem::Cycle(c) => write!(f, "dependency cycle: {}", c.join(" -> ")),
-            Problem::MissingBinary { daemon, binary } => write!(f, "{daemon}: binary {binary} not found beside the launcher or on PATH"),
+            Problem::MissingBinary { daemon, binary } => write!(
+                f,
+                "{daemon}: binary {binary} not found beside the launcher or on PATH"
+            ),
         }
     }
 }
@@ -142,17 +156,32 @@ impl Registry {
     }
 
     pub fn from_toml(text: &str) -> Result<Registry, RegistryError> {
-        let f: RegistryFile = toml::from_str(text).map_err(|e| RegistryError::Parse(e.to_string()))?;
+        let f: RegistryFile =
+            toml::from_str(text).map_err(|e| RegistryError::Parse(e.to_string()))?;
         let mut index = BTreeMap::new();
         for (i, s) in f.daemon.iter().enumerate() {
-            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-                return Err(RegistryError::Parse(format!("daemon name {:?} must be lower_snake_case", s.name)));
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(RegistryError::Parse(format!(
+                    "daemon name {:?} must be lower_snake_case",
+                    s.name
+                )));
             }
             if index.insert(s.name.clone(), i).is_some() {
-                return Err(RegistryError::Parse(format!("daemon {:?} is listed twice", s.name)));
+                return Err(RegistryError::Parse(format!(
+                    "daemon {:?} is listed twice",
+                    s.name
+                )));
             }
         }
-        Ok(Registry { specs: f.daemon, index })
+        Ok(Registry {
+            specs: f.daemon,
+            index,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&DaemonSpec> {
@@ -171,15 +200,28 @@ impl Registry {
 
     /// Follows aliases; returns the daemon and a deprecation warning if one was followed.
     pub fn resolve(&self, name: &str) -> Result<(&DaemonSpec, Option<String>), RegistryError> {
-        let mut spec = self.get(name).ok_or_else(|| RegistryError::Unknown(name.to_owned()))?;
+        let mut spec = self
+            .get(name)
+            .ok_or_else(|| RegistryError::Unknown(name.to_owned()))?;
         let mut warning = None;
         for _ in 0..8 {
-            let Some(target) = &spec.alias_of else { return Ok((spec, warning)) };
-            let next = self.get(target).ok_or_else(|| RegistryError::BadAlias { name: spec.name.clone(), target: target.clone() })?;
-            warning = Some(format!("daemon {name:?} is deprecated; using {:?}", next.name));
+            let Some(target) = &spec.alias_of else {
+                return Ok((spec, warning));
+            };
+            let next = self.get(target).ok_or_else(|| RegistryError::BadAlias {
+                name: spec.name.clone(),
+                target: target.clone(),
+            })?;
+            warning = Some(format!(
+                "daemon {name:?} is deprecated; using {:?}",
+                next.name
+            ));
             spec = next;
         }
-        Err(RegistryError::BadAlias { name: name.to_owned(), target: "alias loop".into() })
+        Err(RegistryError::BadAlias {
+            name: name.to_owned(),
+            target: "alias loop".into(),
+        })
     }
 
     /// The named daemons plus everything they depend on, dependencies first.
@@ -188,7 +230,13 @@ impl Registry {
         let mut warnings = Vec::new();
         let mut order = Vec::new();
         let mut state: BTreeMap<String, bool> = BTreeMap::new(); // false = visiting, true = done
-        fn visit(r: &Registry, name: &str, stack: &mut Vec<String>, state: &mut BTreeMap<String, bool>, order: &mut Vec<String>) -> Result<(), RegistryError> {
+        fn visit(
+            r: &Registry,
+            name: &str,
+            stack: &mut Vec<String>,
+            state: &mut BTreeMap<String, bool>,
+            order: &mut Vec<String>,
+        ) -> Result<(), RegistryError> {
             match state.get(name) {
                 Some(true) => return Ok(()),
                 Some(false) => {
@@ -199,11 +247,18 @@ impl Registry {
                 }
                 None => {}
             }
-            let spec = r.get(name).ok_or_else(|| RegistryError::Unknown(name.to_owned()))?;
+            let spec = r
+                .get(name)
+                .ok_or_else(|| RegistryError::Unknown(name.to_owned()))?;
             state.insert(name.to_owned(), false);
             stack.push(name.to_owned());
             for d in spec.deps() {
-                let (dspec, _) = r.resolve(&d).map_err(|_| RegistryError::UnknownDependency { daemon: name.to_owned(), dep: d.clone() })?;
+                let (dspec, _) = r
+                    .resolve(&d)
+                    .map_err(|_| RegistryError::UnknownDependency {
+                        daemon: name.to_owned(),
+                        dep: d.clone(),
+                    })?;
                 let dname = dspec.name.clone();
                 visit(r, &dname, stack, state, order)?;
             }
@@ -227,17 +282,26 @@ impl Registry {
         for s in &self.specs {
             if let Some(t) = &s.alias_of {
                 if self.get(t).is_none() {
-                    out.push(Problem::BadAlias { daemon: s.name.clone(), target: t.clone() });
+                    out.push(Problem::BadAlias {
+                        daemon: s.name.clone(),
+                        target: t.clone(),
+                    });
                 }
                 continue;
             }
             for d in s.deps() {
                 if self.resolve(&d).is_err() {
-                    out.push(Problem::UnknownDependency { daemon: s.name.clone(), dep: d });
+                    out.push(Problem::UnknownDependency {
+                        daemon: s.name.clone(),
+                        dep: d,
+                    });
                 }
             }
             if s.implemented && !has_binary(&s.binary()) {
-                out.push(Problem::MissingBinary { daemon: s.name.clone(), binary: s.binary() });
+                out.push(Problem::MissingBinary {
+                    daemon: s.name.clone(),
+                    binary: s.binary(),
+                });
             }
         }
         let mut seen_cycles = BTreeSet::new();

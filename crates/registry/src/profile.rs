@@ -38,10 +38,16 @@ pub struct Profile {
 }
 
 const BUILTIN: &[(&str, &str)] = &[
-    ("coordinator", include_str!("../../../profiles/coordinator.toml")),
+    (
+        "coordinator",
+        include_str!("../../../profiles/coordinator.toml"),
+    ),
     ("training", include_str!("../../../profiles/training.toml")),
     ("selfplay", include_str!("../../../profiles/selfplay.toml")),
-    ("ephemeral", include_str!("../../../profiles/ephemeral.toml")),
+    (
+        "ephemeral",
+        include_str!("../../../profiles/ephemeral.toml"),
+    ),
     ("minimal", include_str!("../../../profiles/minimal.toml")),
     ("standard", include_str!("../../../profiles/standard.toml")),
     ("full", include_str!("../../../profiles/full.toml")),
@@ -52,30 +58,55 @@ pub fn builtin_profile_names() -> impl Iterator<Item = &'static str> {
 }
 
 fn text_of(name: &str, dir: Option<&Path>) -> Result<String, RegistryError> {
-    let err = |e: String| RegistryError::Profile { name: name.to_owned(), error: e };
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    let err = |e: String| RegistryError::Profile {
+        name: name.to_owned(),
+        error: e,
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(err("profile names are letters, digits, '-' and '_'".into()));
     }
     if let Some(dir) = dir {
         let p = dir.join(format!("{name}.toml"));
         if p.is_file() {
-            return std::fs::read_to_string(&p).map_err(|e| err(format!("read {}: {e}", p.display())));
+            return std::fs::read_to_string(&p)
+                .map_err(|e| err(format!("read {}: {e}", p.display())));
         }
     }
     BUILTIN
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, t)| (*t).to_owned())
-        .ok_or_else(|| err(format!("no such profile (built in: {})", builtin_profile_names().collect::<Vec<_>>().join(", "))))
+        .ok_or_else(|| {
+            err(format!(
+                "no such profile (built in: {})",
+                builtin_profile_names().collect::<Vec<_>>().join(", ")
+            ))
+        })
 }
 
 /// Loads `name` (and what it includes), checking every daemon name against `registry`.
-pub fn load_profile(name: &str, dir: Option<&Path>, registry: &Registry) -> Result<Profile, RegistryError> {
+pub fn load_profile(
+    name: &str,
+    dir: Option<&Path>,
+    registry: &Registry,
+) -> Result<Profile, RegistryError> {
     load(name, dir, registry, 0)
 }
 
-fn load(name: &str, dir: Option<&Path>, registry: &Registry, depth: usize) -> Result<Profile, RegistryError> {
-    let err = |e: String| RegistryError::Profile { name: name.to_owned(), error: e };
+fn load(
+    name: &str,
+    dir: Option<&Path>,
+    registry: &Registry,
+    depth: usize,
+) -> Result<Profile, RegistryError> {
+    let err = |e: String| RegistryError::Profile {
+        name: name.to_owned(),
+        error: e,
+    };
     if depth > 8 {
         return Err(err("includes nest too deeply (a loop?)".into()));
     }
@@ -108,5 +139,10 @@ fn load(name: &str, dir: Option<&Path>, registry: &Registry, depth: usize) -> Re
         }
         overrides.insert(d, o);
     }
-    Ok(Profile { name: name.to_owned(), description: f.description, daemons, overrides })
+    Ok(Profile {
+        name: name.to_owned(),
+        description: f.description,
+        daemons,
+        overrides,
+    })
 }

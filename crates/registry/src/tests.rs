@@ -7,28 +7,51 @@ fn builtin_registry_has_the_53_seed_entries_plus_one_alias() {
     let r = Registry::builtin();
     assert_eq!(r.all().len(), 54);
     assert_eq!(r.daemons().count(), 50);
-    assert!(r.validate(&|_| true).is_empty(), "{:?}", r.validate(&|_| true));
+    assert!(
+        r.validate(&|_| true).is_empty(),
+        "{:?}",
+        r.validate(&|_| true)
+    );
 }
 
 #[test]
 fn deprecated_names_resolve_with_a_warning() {
     let r = Registry::builtin();
-    for (old, new) in [("sync_coordinator", "auto_sync"), ("health_check", "node_health_monitor"), ("auto_promotion", "unified_promotion")] {
+    for (old, new) in [
+        ("sync_coordinator", "auto_sync"),
+        ("health_check", "node_health_monitor"),
+        ("auto_promotion", "unified_promotion"),
+    ] {
         let (spec, warning) = r.resolve(old).unwrap();
         assert_eq!(spec.name, new);
         assert!(warning.unwrap().contains("deprecated"));
     }
     assert!(r.resolve("auto_sync").unwrap().1.is_none());
-    assert_eq!(r.resolve("nope").unwrap_err(), RegistryError::Unknown("nope".into()));
+    assert_eq!(
+        r.resolve("nope").unwrap_err(),
+        RegistryError::Unknown("nope".into())
+    );
 }
 
 #[test]
 fn closure_pulls_dependencies_first() {
     let r = Registry::builtin();
     let (order, _) = r.closure(&["training_trigger".into()]).unwrap();
-    assert_eq!(order, vec!["event_router", "auto_export", "training_trigger"]);
-    let (order, _) = r.closure(&["system_health_monitor".into(), "event_router".into()]).unwrap();
-    assert_eq!(order, vec!["event_router", "node_health_monitor", "system_health_monitor"]);
+    assert_eq!(
+        order,
+        vec!["event_router", "auto_export", "training_trigger"]
+    );
+    let (order, _) = r
+        .closure(&["system_health_monitor".into(), "event_router".into()])
+        .unwrap();
+    assert_eq!(
+        order,
+        vec![
+            "event_router",
+            "node_health_monitor",
+            "system_health_monitor"
+        ]
+    );
 }
 
 const BROKEN: &str = r#"
@@ -58,20 +81,49 @@ fn validate_finds_cycles_missing_dependencies_and_binaries() {
     let r = Registry::from_toml(BROKEN).unwrap();
     let problems = r.validate(&|b| b != "no-such-binary-anywhere");
     let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    assert!(problems.iter().any(|p| matches!(p, Problem::Cycle(_))), "{text:?}");
-    assert!(problems.contains(&Problem::UnknownDependency { daemon: "c".into(), dep: "ghost".into() }), "{text:?}");
-    assert!(problems.contains(&Problem::MissingBinary { daemon: "a".into(), binary: "no-such-binary-anywhere".into() }), "{text:?}");
-    assert!(matches!(r.closure(&["a".into()]), Err(RegistryError::Cycle(_))));
+    assert!(
+        problems.iter().any(|p| matches!(p, Problem::Cycle(_))),
+        "{text:?}"
+    );
+    assert!(
+        problems.contains(&Problem::UnknownDependency {
+            daemon: "c".into(),
+            dep: "ghost".into()
+        }),
+        "{text:?}"
+    );
+    assert!(
+        problems.contains(&Problem::MissingBinary {
+            daemon: "a".into(),
+            binary: "no-such-binary-anywhere".into()
+        }),
+        "{text:?}"
+    );
+    assert!(matches!(
+        r.closure(&["a".into()]),
+        Err(RegistryError::Cycle(_))
+    ));
 }
 
 #[test]
 fn duplicate_or_badly_named_entries_are_rejected() {
-    let dup = "[[daemon]]\nname = \"a\"\ncategory = \"t\"\n[[daemon]]\nname = \"a\"\ncategory = \"t\"\n";
-    assert!(Registry::from_toml(dup).unwrap_err().to_string().contains("twice"));
+    let dup =
+        "[[daemon]]\nname = \"a\"\ncategory = \"t\"\n[[daemon]]\nname = \"a\"\ncategory = \"t\"\n";
+    assert!(
+        Registry::from_toml(dup)
+            .unwrap_err()
+            .to_string()
+            .contains("twice")
+    );
     let bad = "[[daemon]]\nname = \"Bad-Name\"\ncategory = \"t\"\n";
     assert!(Registry::from_toml(bad).is_err());
     let unknown_field = "[[daemon]]\nname = \"a\"\ncategory = \"t\"\nrestarts = 3\n";
-    assert!(Registry::from_toml(unknown_field).unwrap_err().to_string().contains("restarts"));
+    assert!(
+        Registry::from_toml(unknown_field)
+            .unwrap_err()
+            .to_string()
+            .contains("restarts")
+    );
 }
 
 #[test]
@@ -103,7 +155,11 @@ fn standard_includes_minimal_and_full_is_every_real_daemon() {
 fn profile_with_unknown_daemon_is_an_error() {
     let dir = std::env::temp_dir().join(format!("ringrift-profile-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("odd.toml"), "description = \"x\"\ndaemons = [\"event_router\", \"no_such_daemon\"]\n").unwrap();
+    std::fs::write(
+        dir.join("odd.toml"),
+        "description = \"x\"\ndaemons = [\"event_router\", \"no_such_daemon\"]\n",
+    )
+    .unwrap();
     let err = load_profile("odd", Some(&dir), &Registry::builtin()).unwrap_err();
     assert!(err.to_string().contains("no_such_daemon"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -19,9 +19,15 @@ pub enum EventError {
     #[error("event of type {0} has no payload")]
     MissingPayload(&'static str),
     #[error("event of type {event_type} carries a payload for {payload_type}")]
-    PayloadMismatch { event_type: &'static str, payload_type: &'static str },
+    PayloadMismatch {
+        event_type: &'static str,
+        payload_type: &'static str,
+    },
     #[error("JSON payload for {event_type} is invalid: {error}")]
-    BadJson { event_type: &'static str, error: String },
+    BadJson {
+        event_type: &'static str,
+        error: String,
+    },
     #[error("event is {size} bytes, more than the {max} byte limit")]
     TooLarge { size: usize, max: usize },
     #[error("event id is {0} bytes, more than 256")]
@@ -137,7 +143,10 @@ pub fn event_id_of(kind: EventType, id: &str, payload: &Payload) -> String {
     let mut h = Sha256::new();
     h.update(type_name(kind).as_bytes());
     h.update([0u8]);
-    let carrier = wire::Event { payload: Some(payload.clone()), ..Default::default() };
+    let carrier = wire::Event {
+        payload: Some(payload.clone()),
+        ..Default::default()
+    };
     h.update(carrier.encode_to_vec());
     hex::encode(h.finalize())
 }
@@ -148,7 +157,10 @@ impl TryFrom<wire::Event> for Event {
     fn try_from(w: wire::Event) -> Result<Self, EventError> {
         let size = w.encoded_len();
         if size > MAX_EVENT_BYTES {
-            return Err(EventError::TooLarge { size, max: MAX_EVENT_BYTES });
+            return Err(EventError::TooLarge {
+                size,
+                max: MAX_EVENT_BYTES,
+            });
         }
         if w.id.len() > 256 {
             return Err(EventError::IdTooLong(w.id.len()));

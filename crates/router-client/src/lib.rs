@@ -37,10 +37,17 @@ pub enum ClientError {
 
 /// Turns `host:port` or a URL into an endpoint (no connection is made).
 pub fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
-    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
     Endpoint::from_shared(url)
         .map(|e| e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true))
-        .map_err(|e| ClientError::BadAddress { addr: addr.to_owned(), reason: e.to_string() })
+        .map_err(|e| ClientError::BadAddress {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// A client that connects on first use and reconnects by itself after failures.
@@ -50,7 +57,10 @@ pub fn connect_lazy(addr: &str) -> Result<Client, ClientError> {
 
 /// A client connected now (fails fast if nothing listens).
 pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-    let ch = endpoint(addr)?.connect().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let ch = endpoint(addr)?
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
     Ok(EventRouterClient::new(ch))
 }
 
@@ -64,7 +74,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(start: Duration, max: Duration) -> Self {
-        Backoff { next: start, start, max }
+        Backoff {
+            next: start,
+            start,
+            max,
+        }
     }
     /// The delay to wait now; doubles the next one.
     pub fn step(&mut self) -> Duration {
@@ -78,7 +92,13 @@ impl Backoff {
 }
 
 fn retriable(s: &Status) -> bool {
-    !matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated)
+    !matches!(
+        s.code(),
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+    )
 }
 
 struct Pending {
@@ -100,7 +120,11 @@ impl Publisher {
     pub fn spawn(client: Client, source: impl Into<String>, capacity: usize) -> Publisher {
         let (tx, rx) = mpsc::channel(capacity);
         tokio::spawn(send_loop(client, rx));
-        Publisher { tx, capacity, source: source.into() }
+        Publisher {
+            tx,
+            capacity,
+            source: source.into(),
+        }
     }
 
     fn prepare(&self, event: Event) -> wire::Event {
@@ -119,7 +143,10 @@ impl Publisher {
 
     /// Queues an event without waiting; it is delivered once the router is reachable.
     pub fn publish(&self, event: Event) -> Result<(), ClientError> {
-        let p = Pending { event: self.prepare(event), reply: None };
+        let p = Pending {
+            event: self.prepare(event),
+            reply: None,
+        };
         self.tx.try_send(p).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ClientError::BufferFull(self.capacity),
             mpsc::error::TrySendError::Closed(_) => ClientError::Closed,
@@ -129,7 +156,10 @@ impl Publisher {
     /// Queues an event and waits until the router has made it durable.
     pub async fn publish_acked(&self, event: Event) -> Result<PublishAck, ClientError> {
         let (reply, rx) = oneshot::channel();
-        let p = Pending { event: self.prepare(event), reply: Some(reply) };
+        let p = Pending {
+            event: self.prepare(event),
+            reply: Some(reply),
+        };
         self.tx.send(p).await.map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
@@ -165,7 +195,10 @@ async fn send_loop(mut client: Client, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         let events: Vec<wire::Event> = batch.iter().map(|p| p.event.clone()).collect();
-        match client.publish_batch(wire::PublishBatchRequest { events }).await {
+        match client
+            .publish_batch(wire::PublishBatchRequest { events })
+            .await
+        {
             Ok(resp) => {
                 backoff.reset();
                 let acks = resp.into_inner().acks;
@@ -196,7 +229,11 @@ async fn send_loop(mut client: Client, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn publish_one_retrying(client: &mut Client, ev: &wire::Event, backoff: &mut Backoff) -> Result<PublishAck, ClientError> {
+async fn publish_one_retrying(
+    client: &mut Client,
+    ev: &wire::Event,
+    backoff: &mut Backoff,
+) -> Result<PublishAck, ClientError> {
     loop {
         match client.publish(ev.clone()).await {
             Ok(a) => return Ok(a.into_inner()),
@@ -217,7 +254,12 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn new(client: Client, request: wire::SubscribeRequest) -> Self {
-        Subscription { client, request, stream: None, backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)) }
+        Subscription {
+            client,
+            request,
+            stream: None,
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+        }
     }
 
     /// The next event. Reconnects (with backoff) on any stream failure; only an invalid
@@ -235,13 +277,16 @@ impl Subscription {
                     }
                 }
             }
-            let Some(stream) = self.stream.as_mut() else { continue };
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
             match stream.message().await {
                 Ok(Some(ev)) => {
                     self.backoff.reset();
                     // After a reconnect, a non-durable subscriber continues after what it saw.
                     if self.request.consumer.is_empty() {
-                        self.request.start = Some(wire::subscribe_request::Start::FromSeq(ev.seq + 1));
+                        self.request.start =
+                            Some(wire::subscribe_request::Start::FromSeq(ev.seq + 1));
                     }
                     return Ok(Event::try_from(ev)?);
                 }
@@ -255,13 +300,25 @@ impl Subscription {
 
     /// Acks one event (or every delivered event up to `seq` when `cumulative`).
     pub async fn ack(&mut self, seq: u64, cumulative: bool) -> Result<u64, ClientError> {
-        let req = wire::AckRequest { consumer: self.request.consumer.clone(), seq, cumulative };
+        let req = wire::AckRequest {
+            consumer: self.request.consumer.clone(),
+            seq,
+            cumulative,
+        };
         Ok(self.client.ack(req).await?.into_inner().ack_floor)
     }
 
     /// Reports a failed handling; after the router's limit the event is dead-lettered.
-    pub async fn nack(&mut self, seq: u64, reason: &str) -> Result<wire::NackResponse, ClientError> {
-        let req = wire::NackRequest { consumer: self.request.consumer.clone(), seq, reason: reason.to_owned() };
+    pub async fn nack(
+        &mut self,
+        seq: u64,
+        reason: &str,
+    ) -> Result<wire::NackResponse, ClientError> {
+        let req = wire::NackRequest {
+            consumer: self.request.consumer.clone(),
+            seq,
+            reason: reason.to_owned(),
+        };
         Ok(self.client.nack(req).await?.into_inner())
     }
 }

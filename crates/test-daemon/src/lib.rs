@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "test_daemon", about: "Test daemon: records its lifecycle, crashes on command" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "test_daemon",
+    about: "Test daemon: records its lifecycle, crashes on command",
+};
 
 /// `[test_daemon]` (usually set per instance with `--set test_daemon.x=...`).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -23,7 +26,12 @@ pub struct TestConfig {
 
 impl Default for TestConfig {
     fn default() -> Self {
-        TestConfig { instance: "test".into(), crash_after_s: None, exit_code: 1, cycle_interval_s: 0.05 }
+        TestConfig {
+            instance: "test".into(),
+            crash_after_s: None,
+            exit_code: 1,
+            cycle_interval_s: 0.05,
+        }
     }
 }
 
@@ -36,7 +44,10 @@ pub struct TestDaemon {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TestConfig = ctx.settings.section("test_daemon")?;
-    anyhow::ensure!(cfg.cycle_interval_s > 0.0, "test_daemon.cycle_interval_s must be > 0");
+    anyhow::ensure!(
+        cfg.cycle_interval_s > 0.0,
+        "test_daemon.cycle_interval_s must be > 0"
+    );
     Ok(Arc::new(TestDaemon {
         record: ctx.home.join("test_daemon.log"),
         crash_file: ctx.home.join("run").join(format!("{}.crash", cfg.instance)),
@@ -47,15 +58,27 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 impl TestDaemon {
     fn record(&self, what: &str) {
-        let line = format!("{what} {} {} {}\n", self.cfg.instance, std::process::id(), router_client::now_ms());
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.record) {
+        let line = format!(
+            "{what} {} {} {}\n",
+            self.cfg.instance,
+            std::process::id(),
+            router_client::now_ms()
+        );
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.record)
+        {
             let _ = f.write_all(line.as_bytes());
         }
     }
 
     fn crash(&self, why: &str) -> ! {
         self.record("exit");
-        eprintln!("test daemon {} exiting with {} ({why})", self.cfg.instance, self.cfg.exit_code);
+        eprintln!(
+            "test daemon {} exiting with {} ({why})",
+            self.cfg.instance, self.cfg.exit_code
+        );
         std::process::exit(self.cfg.exit_code)
     }
 }
@@ -72,7 +95,11 @@ impl Handler for TestDaemon {
     }
 
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
-        if self.cfg.crash_after_s.is_some_and(|s| self.started.elapsed().as_secs_f64() >= s) {
+        if self
+            .cfg
+            .crash_after_s
+            .is_some_and(|s| self.started.elapsed().as_secs_f64() >= s)
+        {
             self.crash("crash_after_s");
         }
         if std::fs::remove_file(&self.crash_file).is_ok() {

@@ -18,7 +18,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "auto_export", about: "Export NPZ when new games reach the threshold" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "auto_export",
+    about: "Export NPZ when new games reach the threshold",
+};
 
 /// `[auto_export]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -31,7 +34,11 @@ pub struct ExportConfig {
 
 impl Default for ExportConfig {
     fn default() -> Self {
-        ExportConfig { threshold: 500, timeout_s: 1800.0, cycle_interval_s: 60.0 }
+        ExportConfig {
+            threshold: 500,
+            timeout_s: 1800.0,
+            cycle_interval_s: 60.0,
+        }
     }
 }
 
@@ -48,14 +55,16 @@ pub struct StoreGames(pub PathBuf);
 impl Games for StoreGames {
     async fn since(&self, config: ConfigKey, watermark: i64) -> anyhow::Result<(u64, i64)> {
         let db = paths::game_db(&self.0, config);
-        Ok(tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, i64)> {
-            if !db.exists() {
-                return Ok((0, watermark));
-            }
-            let s = ringrift_store::games::GameStore::open(&db)?;
-            Ok((s.count_since(watermark)?, s.max_seq()?))
-        })
-        .await??)
+        Ok(
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, i64)> {
+                if !db.exists() {
+                    return Ok((0, watermark));
+                }
+                let s = ringrift_store::games::GameStore::open(&db)?;
+                Ok((s.count_since(watermark)?, s.max_seq()?))
+            })
+            .await??,
+        )
     }
 }
 
@@ -80,12 +89,31 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn new(cfg: ExportConfig, configs: Vec<ConfigKey>, home: PathBuf, jobs: Arc<dyn Jobs>, games: Arc<dyn Games>, state: StateStore) -> Self {
-        Exporter { cfg, configs, home, jobs, games, state, status: Mutex::new(BTreeMap::new()), busy: tokio::sync::Mutex::new(()) }
+    pub fn new(
+        cfg: ExportConfig,
+        configs: Vec<ConfigKey>,
+        home: PathBuf,
+        jobs: Arc<dyn Jobs>,
+        games: Arc<dyn Games>,
+        state: StateStore,
+    ) -> Self {
+        Exporter {
+            cfg,
+            configs,
+            home,
+            jobs,
+            games,
+            state,
+            status: Mutex::new(BTreeMap::new()),
+            busy: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn note(&self, config: ConfigKey, s: String) {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).insert(config.to_string(), s);
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(config.to_string(), s);
     }
 
     /// Checks every config; exports those past the threshold.
@@ -102,28 +130,56 @@ impl Exporter {
         let mut st: ExportState = self.state.get(&key).await?.unwrap_or_default();
         let (n, _) = self.games.since(config, st.watermark).await?;
         if n < self.cfg.threshold {
-            self.note(config, format!("{n}/{} new games since watermark {}", self.cfg.threshold, st.watermark));
+            self.note(
+                config,
+                format!(
+                    "{n}/{} new games since watermark {}",
+                    self.cfg.threshold, st.watermark
+                ),
+            );
             return Ok(());
         }
-        let output = paths::training_dir(&self.home).join(format!("{config}_after{}.npz", st.watermark));
+        let output =
+            paths::training_dir(&self.home).join(format!("{config}_after{}.npz", st.watermark));
         tracing::info!(%config, new_games = n, watermark = st.watermark, "exporting: new games reached the threshold");
-        let req = JobRequest::new(JobKind::Export, format!("export:{config}"), Duration::from_secs_f64(self.cfg.timeout_s))
-            .var("config_key", config)
-            .var("since", st.watermark)
-            .var("output", output.display());
+        let req = JobRequest::new(
+            JobKind::Export,
+            format!("export:{config}"),
+            Duration::from_secs_f64(self.cfg.timeout_s),
+        )
+        .var("config_key", config)
+        .var("since", st.watermark)
+        .var("output", output.display());
         let r = self.jobs.run(req).await?;
         let rows = r["rows"].as_u64().unwrap_or(0);
         let games = r["games"].as_u64().unwrap_or(0);
-        let max_seq = r["max_seq"].as_i64().ok_or_else(|| anyhow::anyhow!("export result has no max_seq: {r}"))?;
+        let max_seq = r["max_seq"]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("export result has no max_seq: {r}"))?;
         let path = r["output"].as_str().map(PathBuf::from).unwrap_or(output);
         if rows == 0 || max_seq <= st.watermark {
-            self.note(config, format!("export after {} produced no rows", st.watermark));
+            self.note(
+                config,
+                format!("export after {} produced no rows", st.watermark),
+            );
             return Ok(());
         }
         let p2 = path.clone();
-        let (sha, _) = tokio::task::spawn_blocking(move || ringrift_store::manifest::hash_file(&p2)).await??;
-        let payload = wire::NpzExportCompleted { path: path.display().to_string(), rows, sha256: sha.clone(), games, watermark: max_seq };
-        emit.emit(event(wire::event::Payload::NpzExportCompleted(payload), format!("npz:{config}:{max_seq}"), &key)).await?;
+        let (sha, _) =
+            tokio::task::spawn_blocking(move || ringrift_store::manifest::hash_file(&p2)).await??;
+        let payload = wire::NpzExportCompleted {
+            path: path.display().to_string(),
+            rows,
+            sha256: sha.clone(),
+            games,
+            watermark: max_seq,
+        };
+        emit.emit(event(
+            wire::event::Payload::NpzExportCompleted(payload),
+            format!("npz:{config}:{max_seq}"),
+            &key,
+        ))
+        .await?;
         st.watermark = max_seq;
         st.exports += 1;
         st.last_npz = path.display().to_string();
@@ -140,12 +196,22 @@ pub struct AutoExport(pub Exporter);
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: ExportConfig = ctx.settings.section("auto_export")?;
     anyhow::ensure!(cfg.threshold > 0, "auto_export.threshold must be > 0");
-    anyhow::ensure!(cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0, "auto_export timeouts must be > 0");
+    anyhow::ensure!(
+        cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        "auto_export timeouts must be > 0"
+    );
     let configs = ringrift_pipeline::configs(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     let games = Arc::new(StoreGames(ctx.home.clone()));
-    Ok(Arc::new(AutoExport(Exporter::new(cfg, configs, ctx.home.clone(), jobs, games, state))))
+    Ok(Arc::new(AutoExport(Exporter::new(
+        cfg,
+        configs,
+        ctx.home.clone(),
+        jobs,
+        games,
+        state,
+    ))))
 }
 
 #[async_trait::async_trait]
@@ -164,7 +230,13 @@ impl Handler for AutoExport {
     }
     fn health_check(&self) -> HealthCheckResult {
         let mut h = HealthCheckResult::running(format!("threshold {} games", self.0.cfg.threshold));
-        for (k, v) in self.0.status.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (k, v) in self
+            .0
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             h = h.detail(k.clone(), v);
         }
         h

@@ -24,11 +24,23 @@ fn setup(dir: &std::path::Path, max_seq: i64) -> (Exporter, Arc<FakeJobs>, Arc<F
         std::fs::write(&out, b"npz bytes").unwrap();
         let max = g2.0.load(Ordering::SeqCst);
         let since: i64 = req.vars["since"].parse().unwrap();
-        Ok(serde_json::json!({"rows": (max - since) * 10, "games": max - since, "max_seq": max, "output": out}))
+        Ok(
+            serde_json::json!({"rows": (max - since) * 10, "games": max - since, "max_seq": max, "output": out}),
+        )
     });
-    let cfg = ExportConfig { threshold: 100, ..Default::default() };
+    let cfg = ExportConfig {
+        threshold: 100,
+        ..Default::default()
+    };
     let state = StateStore::open(dir, "auto_export").unwrap();
-    let e = Exporter::new(cfg, vec!["hex8_2p".parse().unwrap()], dir.to_owned(), jobs.clone(), games.clone(), state);
+    let e = Exporter::new(
+        cfg,
+        vec!["hex8_2p".parse().unwrap()],
+        dir.to_owned(),
+        jobs.clone(),
+        games.clone(),
+        state,
+    );
     (e, jobs, games)
 }
 
@@ -52,7 +64,9 @@ async fn at_threshold_exports_once_and_advances_the_watermark() {
     let evs = rec.events();
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].id, "npz:hex8_2p:150");
-    let wire::event::Payload::NpzExportCompleted(p) = &evs[0].payload else { panic!() };
+    let wire::event::Payload::NpzExportCompleted(p) = &evs[0].payload else {
+        panic!()
+    };
     assert_eq!((p.rows, p.watermark, p.sha256.len()), (1500, 150, 64));
     games.0.store(260, Ordering::SeqCst);
     e.check_all(&rec).await.unwrap();
@@ -66,11 +80,18 @@ async fn a_restart_before_the_watermark_was_saved_repeats_with_the_same_event_id
     let rec = Recorder::default();
     e.check_all(&rec).await.unwrap();
     // Simulate a crash after the ack but before the state write: forget the state.
-    e.state.put("hex8_2p", &ExportState::default()).await.unwrap();
+    e.state
+        .put("hex8_2p", &ExportState::default())
+        .await
+        .unwrap();
     let (e2, _, _) = setup(dir.path(), 150);
     e2.check_all(&rec).await.unwrap();
     let ids: Vec<String> = rec.events().iter().map(|e| e.id.clone()).collect();
-    assert_eq!(ids, vec!["npz:hex8_2p:150", "npz:hex8_2p:150"], "same id: the router dedups the repeat");
+    assert_eq!(
+        ids,
+        vec!["npz:hex8_2p:150", "npz:hex8_2p:150"],
+        "same id: the router dedups the repeat"
+    );
 }
 
 #[tokio::test]
@@ -79,7 +100,17 @@ async fn a_failed_export_does_not_move_the_watermark() {
     let games = Arc::new(FakeGames(AtomicI64::new(500)));
     let jobs = FakeJobs::new(|_| Err("disk full".into()));
     let state = StateStore::open(dir.path(), "auto_export").unwrap();
-    let e = Exporter::new(ExportConfig { threshold: 10, ..Default::default() }, vec!["hex8_2p".parse().unwrap()], dir.path().to_owned(), jobs, games, state);
+    let e = Exporter::new(
+        ExportConfig {
+            threshold: 10,
+            ..Default::default()
+        },
+        vec!["hex8_2p".parse().unwrap()],
+        dir.path().to_owned(),
+        jobs,
+        games,
+        state,
+    );
     let rec = Recorder::default();
     let err = e.check_all(&rec).await.unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");

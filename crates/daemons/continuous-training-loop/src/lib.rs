@@ -19,7 +19,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "continuous_training_loop", about: "Claim training items and run training jobs" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "continuous_training_loop",
+    about: "Claim training items and run training jobs",
+};
 
 /// `[continuous_training_loop]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -34,7 +37,12 @@ pub struct LoopConfig {
 
 impl Default for LoopConfig {
     fn default() -> Self {
-        LoopConfig { lease_s: 300.0, timeout_s: 3600.0, cycle_interval_s: 2.0, train_args: Vec::new() }
+        LoopConfig {
+            lease_s: 300.0,
+            timeout_s: 3600.0,
+            cycle_interval_s: 2.0,
+            train_args: Vec::new(),
+        }
     }
 }
 
@@ -59,8 +67,24 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(cfg: LoopConfig, worker: String, home: PathBuf, queue: Arc<dyn WorkQueue>, jobs: Arc<dyn Jobs>, state: StateStore) -> Self {
-        Trainer { cfg, worker, home, queue, jobs, state, status: Mutex::new("idle".into()), one: tokio::sync::Mutex::new(()) }
+    pub fn new(
+        cfg: LoopConfig,
+        worker: String,
+        home: PathBuf,
+        queue: Arc<dyn WorkQueue>,
+        jobs: Arc<dyn Jobs>,
+        state: StateStore,
+    ) -> Self {
+        Trainer {
+            cfg,
+            worker,
+            home,
+            queue,
+            jobs,
+            state,
+            status: Mutex::new("idle".into()),
+            one: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn lease(&self) -> Duration {
@@ -77,46 +101,96 @@ impl Trainer {
                 tracing::info!(item = %i.item_id, "resuming a training item held before a restart");
                 i
             }
-            None => match claim::claim(&self.queue, &self.worker, &[WorkKind::Training], self.lease()).await? {
+            None => match claim::claim(
+                &self.queue,
+                &self.worker,
+                &[WorkKind::Training],
+                self.lease(),
+            )
+            .await?
+            {
                 Some(i) => i,
                 None => return Ok(false),
             },
         };
-        let outcome = claim::run_leased(&self.queue, &self.worker, &item, self.lease(), async { self.train(&item, emit).await.map_err(|e| format!("{e:#}")) }).await?;
+        let outcome = claim::run_leased(&self.queue, &self.worker, &item, self.lease(), async {
+            self.train(&item, emit).await.map_err(|e| format!("{e:#}"))
+        })
+        .await?;
         if let Err(e) = outcome {
             let config = item.config_key.map(|c| c.to_string()).unwrap_or_default();
-            let p = wire::TrainingFailed { run_id: item.item_id.clone(), error: e.clone(), npz_path: item.payload["npz_path"].as_str().unwrap_or("").into() };
-            emit.emit(event(wire::event::Payload::TrainingFailed(p), format!("train-failed:{}:{}", item.item_id, item.attempts), &config)).await?;
+            let p = wire::TrainingFailed {
+                run_id: item.item_id.clone(),
+                error: e.clone(),
+                npz_path: item.payload["npz_path"].as_str().unwrap_or("").into(),
+            };
+            emit.emit(event(
+                wire::event::Payload::TrainingFailed(p),
+                format!("train-failed:{}:{}", item.item_id, item.attempts),
+                &config,
+            ))
+            .await?;
             tracing::error!(item = %item.item_id, error = %e, "training failed");
         }
         Ok(true)
     }
 
     async fn train(&self, item: &WorkItem, emit: &dyn Emit) -> anyhow::Result<serde_json::Value> {
-        let config: ConfigKey = item.config_key.ok_or_else(|| anyhow::anyhow!("training item {} has no config key", item.item_id))?;
+        let config: ConfigKey = item
+            .config_key
+            .ok_or_else(|| anyhow::anyhow!("training item {} has no config key", item.item_id))?;
         let key = config.to_string();
-        let npz = item.payload["npz_path"].as_str().ok_or_else(|| anyhow::anyhow!("training item {} has no npz_path", item.item_id))?.to_owned();
-        let watermark = item.payload["watermark"].as_i64().ok_or_else(|| anyhow::anyhow!("training item {} has no watermark", item.item_id))?;
+        let npz = item.payload["npz_path"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("training item {} has no npz_path", item.item_id))?
+            .to_owned();
+        let watermark = item.payload["watermark"]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("training item {} has no watermark", item.item_id))?;
         let npz_sha = item.payload["npz_sha256"].as_str().unwrap_or("").to_owned();
         let mut st: Trained = self.state.get(&key).await?.unwrap_or_default();
         if watermark <= st.watermark {
             tracing::warn!(%config, item = %item.item_id, watermark, trained = st.watermark, "data already trained on; completing the item without training");
-            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("skipped stale item {}", item.item_id);
+            *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+                format!("skipped stale item {}", item.item_id);
             return Ok(serde_json::json!({"skipped": "data not newer than the last training"}));
         }
         let generation = st.generation + 1;
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("training {config} generation {generation}");
-        let started = wire::TrainingStarted { run_id: item.item_id.clone(), npz_path: npz.clone(), npz_sha256: npz_sha.clone(), samples: item.payload["rows"].as_u64().unwrap_or(0) };
-        emit.emit(event(wire::event::Payload::TrainingStarted(started), format!("train-start:{}", item.item_id), &key)).await?;
-        let output = paths::models_dir(&self.home).join(key.as_str()).join(format!("gen{generation:04}_w{watermark}.rrm"));
-        let mut req = JobRequest::new(JobKind::Train, format!("train:{config}"), Duration::from_secs_f64(self.cfg.timeout_s))
-            .var("config_key", config)
-            .var("data", &npz)
-            .var("output", output.display())
-            .arg("--generation")
-            .arg(generation.to_string());
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+            format!("training {config} generation {generation}");
+        let started = wire::TrainingStarted {
+            run_id: item.item_id.clone(),
+            npz_path: npz.clone(),
+            npz_sha256: npz_sha.clone(),
+            samples: item.payload["rows"].as_u64().unwrap_or(0),
+        };
+        emit.emit(event(
+            wire::event::Payload::TrainingStarted(started),
+            format!("train-start:{}", item.item_id),
+            &key,
+        ))
+        .await?;
+        let output = paths::models_dir(&self.home)
+            .join(key.as_str())
+            .join(format!("gen{generation:04}_w{watermark}.rrm"));
+        let mut req = JobRequest::new(
+            JobKind::Train,
+            format!("train:{config}"),
+            Duration::from_secs_f64(self.cfg.timeout_s),
+        )
+        .var("config_key", config)
+        .var("data", &npz)
+        .var("output", output.display())
+        .arg("--generation")
+        .arg(generation.to_string());
         // Older exports of the window, after the newest one given as {data}.
-        for extra in item.payload["npz_paths"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).filter(|p| *p != npz) {
+        for extra in item.payload["npz_paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .filter(|p| *p != npz)
+        {
             if std::path::Path::new(extra).exists() {
                 req = req.arg("--data").arg(extra);
             }
@@ -130,7 +204,10 @@ impl Trainer {
         }
         let t0 = std::time::Instant::now();
         let r = self.jobs.run(req).await?;
-        let model = r["output"].as_str().map(str::to_owned).unwrap_or_else(|| output.display().to_string());
+        let model = r["output"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| output.display().to_string());
         let done = wire::TrainingCompleted {
             run_id: item.item_id.clone(),
             model_path: model.clone(),
@@ -142,13 +219,19 @@ impl Trainer {
             generation,
             duration_s: t0.elapsed().as_secs_f64(),
         };
-        emit.emit(event(wire::event::Payload::TrainingCompleted(done), format!("trained:{config}:{watermark}"), &key)).await?;
+        emit.emit(event(
+            wire::event::Payload::TrainingCompleted(done),
+            format!("trained:{config}:{watermark}"),
+            &key,
+        ))
+        .await?;
         st.watermark = watermark;
         st.generation = generation;
         st.last_model = model.clone();
         self.state.put(&key, &st).await?;
         tracing::info!(%config, generation, model = %model, "TRAINING_COMPLETED");
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("trained {config} generation {generation}");
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+            format!("trained {config} generation {generation}");
         Ok(r)
     }
 }
@@ -157,12 +240,23 @@ pub struct TrainingLoop(pub Trainer);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: LoopConfig = ctx.settings.section("continuous_training_loop")?;
-    anyhow::ensure!(cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0, "continuous_training_loop: lease_s >= 1, timeouts > 0");
+    anyhow::ensure!(
+        cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        "continuous_training_loop: lease_s >= 1, timeouts > 0"
+    );
     std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue: Arc<dyn WorkQueue> =
+        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(TrainingLoop(Trainer::new(cfg, ctx.source(), ctx.home.clone(), queue, jobs, state))))
+    Ok(Arc::new(TrainingLoop(Trainer::new(
+        cfg,
+        ctx.source(),
+        ctx.home.clone(),
+        queue,
+        jobs,
+        state,
+    ))))
 }
 
 #[async_trait::async_trait]
@@ -180,12 +274,20 @@ impl Handler for TrainingLoop {
     }
     async fn handle_event(&self, ctx: &Context, ev: &ringrift_proto::Event) -> anyhow::Result<()> {
         match &ev.payload {
-            wire::event::Payload::WorkQueued(w) if w.kind == "training" => self.run_cycle(ctx).await,
+            wire::event::Payload::WorkQueued(w) if w.kind == "training" => {
+                self.run_cycle(ctx).await
+            }
             _ => Ok(()),
         }
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        HealthCheckResult::running(
+            self.0
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 

@@ -9,16 +9,34 @@ use wire::event::Payload;
 fn setup(dir: &std::path::Path, jobs: Arc<FakeJobs>) -> Trainer {
     let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
     let state = StateStore::open(dir, "continuous_training_loop").unwrap();
-    Trainer::new(LoopConfig::default(), "ctl@test".into(), dir.to_owned(), queue, jobs, state)
+    Trainer::new(
+        LoopConfig::default(),
+        "ctl@test".into(),
+        dir.to_owned(),
+        queue,
+        jobs,
+        state,
+    )
 }
 
 fn ok_jobs() -> Arc<FakeJobs> {
-    FakeJobs::new(|r| Ok(serde_json::json!({"output": r.vars["output"], "sha256": "m", "samples": 10, "val_policy_ce": 1.0, "val_value_mse": 0.5})))
+    FakeJobs::new(|r| {
+        Ok(
+            serde_json::json!({"output": r.vars["output"], "sha256": "m", "samples": 10, "val_policy_ce": 1.0, "val_value_mse": 0.5}),
+        )
+    })
 }
 
 fn queue_training(t: &Trainer, wm: i64) -> String {
     let p = serde_json::json!({"npz_path": format!("/d/{wm}.npz"), "npz_sha256": "n", "rows": 10, "watermark": wm});
-    t.queue.enqueue(&NewWork::new(WorkKind::Training, Some("hex8_2p".parse().unwrap()), 1, p)).unwrap()
+    t.queue
+        .enqueue(&NewWork::new(
+            WorkKind::Training,
+            Some("hex8_2p".parse().unwrap()),
+            1,
+            p,
+        ))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -33,7 +51,10 @@ async fn trains_a_claimed_item_and_reports_start_and_completion() {
     let p = rec.payloads();
     assert!(matches!(&p[0], Payload::TrainingStarted(s) if s.run_id == id));
     assert!(matches!(&p[1], Payload::TrainingCompleted(c) if c.run_id == id && c.generation == 1));
-    assert_eq!(t.queue.get(&id).unwrap().unwrap().status, WorkStatus::Completed);
+    assert_eq!(
+        t.queue.get(&id).unwrap().unwrap().status,
+        WorkStatus::Completed
+    );
     assert_eq!(jobs.calls()[0].key, "train:hex8_2p");
 }
 
@@ -48,7 +69,11 @@ async fn data_already_trained_on_is_not_trained_again() {
     while t.step(&rec).await.unwrap() {}
     queue_training(&t, 90);
     while t.step(&rec).await.unwrap() {}
-    assert_eq!(jobs.calls().len(), 1, "one training for watermark 100, none for the older 90");
+    assert_eq!(
+        jobs.calls().len(),
+        1,
+        "one training for watermark 100, none for the older 90"
+    );
 }
 
 #[tokio::test]
@@ -58,10 +83,16 @@ async fn a_restarted_loop_resumes_the_item_it_held() {
     let t = setup(dir.path(), jobs.clone());
     let id = queue_training(&t, 100);
     // The previous process claimed it and died.
-    t.queue.claim("ctl@test", &[WorkKind::Training], Duration::from_secs(3600)).unwrap().unwrap();
+    t.queue
+        .claim("ctl@test", &[WorkKind::Training], Duration::from_secs(3600))
+        .unwrap()
+        .unwrap();
     let t2 = setup(dir.path(), jobs.clone());
     assert!(t2.step(&Recorder::default()).await.unwrap());
-    assert_eq!(t2.queue.get(&id).unwrap().unwrap().status, WorkStatus::Completed);
+    assert_eq!(
+        t2.queue.get(&id).unwrap().unwrap().status,
+        WorkStatus::Completed
+    );
 }
 
 #[tokio::test]
@@ -72,7 +103,15 @@ async fn a_failed_job_publishes_training_failed_and_returns_the_item() {
     let id = queue_training(&t, 100);
     let rec = Recorder::default();
     t.step(&rec).await.unwrap();
-    assert!(rec.payloads().iter().any(|p| matches!(p, Payload::TrainingFailed(f) if f.error.contains("out of memory"))));
+    assert!(
+        rec.payloads()
+            .iter()
+            .any(|p| matches!(p, Payload::TrainingFailed(f) if f.error.contains("out of memory")))
+    );
     let item = t.queue.get(&id).unwrap().unwrap();
-    assert_eq!((item.status, item.attempts), (WorkStatus::Pending, 1), "retried later");
+    assert_eq!(
+        (item.status, item.attempts),
+        (WorkStatus::Pending, 1),
+        "retried later"
+    );
 }

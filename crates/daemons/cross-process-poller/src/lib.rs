@@ -33,7 +33,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "cross_process_poller", about: "Bridge a SQLite events table written by outside programs into the router" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "cross_process_poller",
+    about: "Bridge a SQLite events table written by outside programs into the router",
+};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -63,7 +66,11 @@ pub struct PollerConfig {
 
 impl Default for PollerConfig {
     fn default() -> Self {
-        PollerConfig { db: PathBuf::from("data/cross_process_events.db"), batch: 500, cycle_interval_s: 1.0 }
+        PollerConfig {
+            db: PathBuf::from("data/cross_process_events.db"),
+            batch: 500,
+            cycle_interval_s: 1.0,
+        }
     }
 }
 
@@ -82,13 +89,19 @@ impl Row {
     /// The event this row becomes, or why it cannot.
     pub fn to_event(&self) -> Result<Event, String> {
         let kind = match EventType::from_str_name(self.event_type.trim()) {
-            Some(EventType::Unspecified) | None => return Err(format!("unknown event type {:?}", self.event_type)),
+            Some(EventType::Unspecified) | None => {
+                return Err(format!("unknown event type {:?}", self.event_type));
+            }
             Some(k) => k,
         };
         let w = wire::Event {
             id: format!("xpp:{}:{}", self.created_at, self.id),
             r#type: kind as i32,
-            source: if self.source.is_empty() { "cross_process_poller".into() } else { self.source.clone() },
+            source: if self.source.is_empty() {
+                "cross_process_poller".into()
+            } else {
+                self.source.clone()
+            },
             time_unix_ms: (self.created_at * 1000.0) as i64,
             config_key: self.config_key.clone(),
             seq: 0,
@@ -114,13 +127,24 @@ pub fn pending_rows(c: &Connection, limit: usize) -> rusqlite::Result<Vec<Row>> 
         "SELECT id, event_type, payload, config_key, source, created_at FROM events WHERE published_at IS NULL AND error IS NULL ORDER BY id LIMIT ?1",
     )?;
     let rows = st.query_map([limit as i64], |r| {
-        Ok(Row { id: r.get(0)?, event_type: r.get(1)?, payload: r.get(2)?, config_key: r.get(3)?, source: r.get(4)?, created_at: r.get(5)? })
+        Ok(Row {
+            id: r.get(0)?,
+            event_type: r.get(1)?,
+            payload: r.get(2)?,
+            config_key: r.get(3)?,
+            source: r.get(4)?,
+            created_at: r.get(5)?,
+        })
     })?;
     rows.collect()
 }
 
 /// Marks rows published (with their router seq) and invalid rows with their error, in one transaction.
-pub fn mark(c: &mut Connection, published: &[(i64, u64)], invalid: &[(i64, String)]) -> rusqlite::Result<()> {
+pub fn mark(
+    c: &mut Connection,
+    published: &[(i64, u64)],
+    invalid: &[(i64, String)],
+) -> rusqlite::Result<()> {
     let tx = c.transaction()?;
     {
         let mut p = tx.prepare_cached("UPDATE events SET published_at = ((julianday('now') - 2440587.5) * 86400.0), router_seq = ?2 WHERE id = ?1")?;
@@ -152,21 +176,41 @@ pub struct Poller {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PollerConfig = ctx.settings.section("cross_process_poller")?;
-    anyhow::ensure!(cfg.batch > 0 && cfg.batch <= 10_000, "cross_process_poller.batch must be 1..=10000");
-    anyhow::ensure!(cfg.cycle_interval_s > 0.0, "cross_process_poller.cycle_interval_s must be > 0");
-    let path = if cfg.db.is_absolute() { cfg.db.clone() } else { ctx.home.join(&cfg.db) };
-    Ok(Arc::new(Poller { cfg, path, conn: Arc::new(Mutex::new(None)), tally: Mutex::new(Tally::default()) }))
+    anyhow::ensure!(
+        cfg.batch > 0 && cfg.batch <= 10_000,
+        "cross_process_poller.batch must be 1..=10000"
+    );
+    anyhow::ensure!(
+        cfg.cycle_interval_s > 0.0,
+        "cross_process_poller.cycle_interval_s must be > 0"
+    );
+    let path = if cfg.db.is_absolute() {
+        cfg.db.clone()
+    } else {
+        ctx.home.join(&cfg.db)
+    };
+    Ok(Arc::new(Poller {
+        cfg,
+        path,
+        conn: Arc::new(Mutex::new(None)),
+        tally: Mutex::new(Tally::default()),
+    }))
 }
 
 impl Poller {
     /// Runs `f` on the table's connection in a blocking thread.
-    async fn with_db<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static) -> anyhow::Result<T> {
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
         let slot = self.conn.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
             if g.is_none() {
-                *g = Some(open_db(&path).map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?);
+                *g = Some(
+                    open_db(&path).map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?,
+                );
             }
             let c = g.as_mut().ok_or_else(|| anyhow::anyhow!("no connection"))?;
             f(c).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
@@ -215,7 +259,11 @@ impl Handler for Poller {
             let mut dups = 0;
             if !events.is_empty() {
                 let mut client = ctx.client.clone();
-                let acks = client.publish_batch(wire::PublishBatchRequest { events }).await?.into_inner().acks;
+                let acks = client
+                    .publish_batch(wire::PublishBatchRequest { events })
+                    .await?
+                    .into_inner()
+                    .acks;
                 for (id, ack) in ids.iter().zip(&acks) {
                     dups += ack.duplicate as u64;
                     published.push((*id, ack.seq));
@@ -249,21 +297,46 @@ mod tests {
     use super::*;
 
     fn row(t: &str, payload: &str) -> Row {
-        Row { id: 7, event_type: t.into(), payload: payload.into(), config_key: "hex8_2p".into(), source: String::new(), created_at: 1.5 }
+        Row {
+            id: 7,
+            event_type: t.into(),
+            payload: payload.into(),
+            config_key: "hex8_2p".into(),
+            source: String::new(),
+            created_at: 1.5,
+        }
     }
 
     #[test]
     fn row_becomes_typed_event_with_stable_id() {
-        let ev = row("TRAINING_COMPLETED", r#"{"model_path": "m.bin"}"#).to_event().unwrap();
+        let ev = row("TRAINING_COMPLETED", r#"{"model_path": "m.bin"}"#)
+            .to_event()
+            .unwrap();
         assert_eq!(ev.kind, EventType::TrainingCompleted);
         assert_eq!(ev.id, "xpp:1.5:7");
-        assert_eq!(ev.id, row("TRAINING_COMPLETED", r#"{"model_path": "m.bin"}"#).to_event().unwrap().id);
+        assert_eq!(
+            ev.id,
+            row("TRAINING_COMPLETED", r#"{"model_path": "m.bin"}"#)
+                .to_event()
+                .unwrap()
+                .id
+        );
     }
 
     #[test]
     fn bad_rows_say_why() {
-        assert!(row("NO_SUCH", "{}").to_event().unwrap_err().contains("NO_SUCH"));
-        assert!(row("TRAINING_COMPLETED", r#"{"model": 1}"#).to_event().unwrap_err().contains("model"));
+        assert!(
+            row("NO_SUCH", "{}")
+                .to_event()
+                .unwrap_err()
+                .contains("NO_SUCH")
+        );
+        assert!(
+            row("TRAINING_COMPLETED", r#"{"model": 1}"#)
+                .to_event()
+                .unwrap_err()
+                .contains("model")
+        );
     }
 
     #[test]

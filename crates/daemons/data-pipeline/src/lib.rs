@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "data_pipeline", about: "Per-config stage machine with stall detection" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "data_pipeline",
+    about: "Per-config stage machine with stall detection",
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,7 +58,14 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { selfplay_timeout_s: 1800.0, export_timeout_s: 1800.0, train_timeout_s: 7200.0, evaluate_timeout_s: 3600.0, promote_timeout_s: 600.0, cycle_interval_s: 30.0 }
+        PipelineConfig {
+            selfplay_timeout_s: 1800.0,
+            export_timeout_s: 1800.0,
+            train_timeout_s: 7200.0,
+            evaluate_timeout_s: 3600.0,
+            promote_timeout_s: 600.0,
+            cycle_interval_s: 30.0,
+        }
     }
 }
 
@@ -86,7 +96,15 @@ pub struct ConfigStage {
 
 impl ConfigStage {
     fn new(now: i64) -> Self {
-        ConfigStage { stage: Stage::Selfplay, since_ms: now, last_progress_ms: now, generation: 0, promoted: 0, last_event: String::new(), stalled_reported_for: None }
+        ConfigStage {
+            stage: Stage::Selfplay,
+            since_ms: now,
+            last_progress_ms: now,
+            generation: 0,
+            promoted: 0,
+            last_event: String::new(),
+            stalled_reported_for: None,
+        }
     }
 }
 
@@ -95,7 +113,11 @@ pub fn transition(cur: Stage, p: &wire::event::Payload) -> Option<Stage> {
     use wire::event::Payload::*;
     let next = match p {
         SelfplayCompleted(_) | NewGamesAvailable(_) | DataSyncCompleted(_) => {
-            if cur == Stage::Selfplay { Stage::Export } else { return None }
+            if cur == Stage::Selfplay {
+                Stage::Export
+            } else {
+                return None;
+            }
         }
         NpzExportCompleted(_) => Stage::Train,
         TrainingStarted(_) | TrainingFailed(_) => Stage::Train,
@@ -118,16 +140,30 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(cfg: PipelineConfig, configs: Vec<ConfigKey>, state: StateStore) -> Self {
-        Pipeline { cfg, configs, state, paused: Mutex::new(None), view: Mutex::new(BTreeMap::new()), lock: tokio::sync::Mutex::new(()) }
+        Pipeline {
+            cfg,
+            configs,
+            state,
+            paused: Mutex::new(None),
+            view: Mutex::new(BTreeMap::new()),
+            lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     async fn load(&self, key: &str, now: i64) -> anyhow::Result<ConfigStage> {
-        Ok(self.state.get(key).await?.unwrap_or_else(|| ConfigStage::new(now)))
+        Ok(self
+            .state
+            .get(key)
+            .await?
+            .unwrap_or_else(|| ConfigStage::new(now)))
     }
 
     async fn save(&self, key: &str, st: &ConfigStage) -> anyhow::Result<()> {
         self.state.put(key, st).await?;
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), st.clone());
+        self.view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), st.clone());
         Ok(())
     }
 
@@ -138,7 +174,10 @@ impl Pipeline {
         let now = ringrift_store::now_ms();
         for c in &self.configs {
             let st = self.load(&c.to_string(), now).await?;
-            self.view.lock().unwrap_or_else(|p| p.into_inner()).insert(c.to_string(), st);
+            self.view
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(c.to_string(), st);
         }
         Ok(())
     }
@@ -162,7 +201,9 @@ impl Pipeline {
             }
             _ => {}
         }
-        let Ok(config) = ev.config_key.parse::<ConfigKey>() else { return Ok(()) };
+        let Ok(config) = ev.config_key.parse::<ConfigKey>() else {
+            return Ok(());
+        };
         if !self.configs.contains(&config) {
             return Ok(());
         }
@@ -185,18 +226,37 @@ impl Pipeline {
     }
 
     /// Reports stages without progress past their timeout (once per stall).
-    pub async fn check_stalls(&self, emit: &dyn Emit, now: i64) -> anyhow::Result<Vec<(ConfigKey, Stage)>> {
+    pub async fn check_stalls(
+        &self,
+        emit: &dyn Emit,
+        now: i64,
+    ) -> anyhow::Result<Vec<(ConfigKey, Stage)>> {
         let _g = self.lock.lock().await;
-        if self.paused.lock().unwrap_or_else(|x| x.into_inner()).is_some() {
+        if self
+            .paused
+            .lock()
+            .unwrap_or_else(|x| x.into_inner())
+            .is_some()
+        {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
         for &c in &self.configs {
             let mut st = self.load(&c.to_string(), now).await?;
             let idle = now - st.last_progress_ms;
-            if idle > self.cfg.timeout_ms(st.stage) && st.stalled_reported_for != Some(st.last_progress_ms) {
-                let p = wire::PipelineStageStalled { stage: st.stage.as_str().into(), stalled_for_s: idle as f64 / 1000.0 };
-                emit.emit(event(wire::event::Payload::PipelineStageStalled(p), format!("stall:{c}:{}:{}", st.stage.as_str(), st.last_progress_ms), &c.to_string())).await?;
+            if idle > self.cfg.timeout_ms(st.stage)
+                && st.stalled_reported_for != Some(st.last_progress_ms)
+            {
+                let p = wire::PipelineStageStalled {
+                    stage: st.stage.as_str().into(),
+                    stalled_for_s: idle as f64 / 1000.0,
+                };
+                emit.emit(event(
+                    wire::event::Payload::PipelineStageStalled(p),
+                    format!("stall:{c}:{}:{}", st.stage.as_str(), st.last_progress_ms),
+                    &c.to_string(),
+                ))
+                .await?;
                 tracing::warn!(config = %c, stage = st.stage.as_str(), idle_s = idle / 1000, "stage stalled: no progress event within its timeout");
                 st.stalled_reported_for = Some(st.last_progress_ms);
                 out.push((c, st.stage));
@@ -214,10 +274,22 @@ impl Pipeline {
             let idle = now - st.last_progress_ms;
             let s = idle > self.cfg.timeout_ms(st.stage);
             stalled |= s;
-            parts.push(format!("{k}: {}{} ({}s, gen {}, promoted {})", st.stage.as_str(), if s { " STALLED" } else { "" }, (now - st.since_ms) / 1000, st.generation, st.promoted));
+            parts.push(format!(
+                "{k}: {}{} ({}s, gen {}, promoted {})",
+                st.stage.as_str(),
+                if s { " STALLED" } else { "" },
+                (now - st.since_ms) / 1000,
+                st.generation,
+                st.promoted
+            ));
         }
         let msg = parts.join("; ");
-        let mut h = match self.paused.lock().unwrap_or_else(|x| x.into_inner()).clone() {
+        let mut h = match self
+            .paused
+            .lock()
+            .unwrap_or_else(|x| x.into_inner())
+            .clone()
+        {
             Some(why) => HealthCheckResult::degraded(format!("paused ({why}); {msg}")),
             None if stalled => HealthCheckResult::degraded(msg),
             None => HealthCheckResult::running(msg),
@@ -233,10 +305,23 @@ pub struct DataPipeline(pub Pipeline);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PipelineConfig = ctx.settings.section("data_pipeline")?;
-    for s in [Stage::Selfplay, Stage::Export, Stage::Train, Stage::Evaluate, Stage::Promote] {
-        anyhow::ensure!(cfg.timeout_ms(s) > 0, "data_pipeline.{}_timeout_s must be > 0", s.as_str());
+    for s in [
+        Stage::Selfplay,
+        Stage::Export,
+        Stage::Train,
+        Stage::Evaluate,
+        Stage::Promote,
+    ] {
+        anyhow::ensure!(
+            cfg.timeout_ms(s) > 0,
+            "data_pipeline.{}_timeout_s must be > 0",
+            s.as_str()
+        );
     }
-    anyhow::ensure!(cfg.cycle_interval_s > 0.0, "data_pipeline.cycle_interval_s must be > 0");
+    anyhow::ensure!(
+        cfg.cycle_interval_s > 0.0,
+        "data_pipeline.cycle_interval_s must be > 0"
+    );
     let configs = ringrift_pipeline::configs(ctx)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(DataPipeline(Pipeline::new(cfg, configs, state))))
@@ -249,13 +334,29 @@ impl Handler for DataPipeline {
     }
     fn subscriptions(&self) -> Vec<EventType> {
         use EventType::*;
-        vec![SelfplayCompleted, NewGamesAvailable, DataSyncCompleted, NpzExportCompleted, TrainingStarted, TrainingCompleted, TrainingFailed, EvaluationCompleted, ModelPromoted, PromotionRejected, PipelinePaused, PipelineResumed]
+        vec![
+            SelfplayCompleted,
+            NewGamesAvailable,
+            DataSyncCompleted,
+            NpzExportCompleted,
+            TrainingStarted,
+            TrainingCompleted,
+            TrainingFailed,
+            EvaluationCompleted,
+            ModelPromoted,
+            PromotionRejected,
+            PipelinePaused,
+            PipelineResumed,
+        ]
     }
     async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
         self.0.restore().await
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0.check_stalls(&ctx.publisher, ringrift_store::now_ms()).await.map(|_| ())
+        self.0
+            .check_stalls(&ctx.publisher, ringrift_store::now_ms())
+            .await
+            .map(|_| ())
     }
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
         self.0.on_event(ev, ringrift_store::now_ms()).await
@@ -276,30 +377,61 @@ mod tests {
     }
 
     fn pipeline(dir: &std::path::Path) -> Pipeline {
-        let cfg = PipelineConfig { train_timeout_s: 10.0, ..Default::default() };
-        Pipeline::new(cfg, vec!["hex8_2p".parse().unwrap()], StateStore::open(dir, "data_pipeline").unwrap())
+        let cfg = PipelineConfig {
+            train_timeout_s: 10.0,
+            ..Default::default()
+        };
+        Pipeline::new(
+            cfg,
+            vec!["hex8_2p".parse().unwrap()],
+            StateStore::open(dir, "data_pipeline").unwrap(),
+        )
     }
 
     async fn stage(p: &Pipeline) -> Stage {
-        p.state.get::<ConfigStage>("hex8_2p").await.unwrap().unwrap().stage
+        p.state
+            .get::<ConfigStage>("hex8_2p")
+            .await
+            .unwrap()
+            .unwrap()
+            .stage
     }
 
     #[tokio::test]
     async fn events_walk_the_stages_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
-        p.on_event(&ev(Payload::NewGamesAvailable(Default::default())), 1).await.unwrap();
+        p.on_event(&ev(Payload::NewGamesAvailable(Default::default())), 1)
+            .await
+            .unwrap();
         assert_eq!(stage(&p).await, Stage::Export);
-        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 2).await.unwrap();
+        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 2)
+            .await
+            .unwrap();
         assert_eq!(stage(&p).await, Stage::Train);
         let p2 = pipeline(dir.path());
         p2.restore().await.unwrap();
-        p2.on_event(&ev(Payload::TrainingCompleted(wire::TrainingCompleted { generation: 3, ..Default::default() })), 3).await.unwrap();
+        p2.on_event(
+            &ev(Payload::TrainingCompleted(wire::TrainingCompleted {
+                generation: 3,
+                ..Default::default()
+            })),
+            3,
+        )
+        .await
+        .unwrap();
         assert_eq!(stage(&p2).await, Stage::Evaluate);
-        p2.on_event(&ev(Payload::EvaluationCompleted(Default::default())), 4).await.unwrap();
-        p2.on_event(&ev(Payload::ModelPromoted(Default::default())), 5).await.unwrap();
+        p2.on_event(&ev(Payload::EvaluationCompleted(Default::default())), 4)
+            .await
+            .unwrap();
+        p2.on_event(&ev(Payload::ModelPromoted(Default::default())), 5)
+            .await
+            .unwrap();
         let st: ConfigStage = p2.state.get("hex8_2p").await.unwrap().unwrap();
-        assert_eq!((st.stage, st.generation, st.promoted), (Stage::Selfplay, 3, 1));
+        assert_eq!(
+            (st.stage, st.generation, st.promoted),
+            (Stage::Selfplay, 3, 1)
+        );
     }
 
     #[tokio::test]
@@ -307,12 +439,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
         let rec = Recorder::default();
-        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 1_000).await.unwrap();
+        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 1_000)
+            .await
+            .unwrap();
         assert!(p.check_stalls(&rec, 10_000).await.unwrap().is_empty());
-        assert_eq!(p.check_stalls(&rec, 12_000).await.unwrap(), vec![("hex8_2p".parse().unwrap(), Stage::Train)]);
-        assert!(p.check_stalls(&rec, 13_000).await.unwrap().is_empty(), "reported once");
-        assert!(matches!(p.health(13_000).status, handler_base::HealthStatus::Degraded));
-        p.on_event(&ev(Payload::TrainingStarted(Default::default())), 13_500).await.unwrap();
+        assert_eq!(
+            p.check_stalls(&rec, 12_000).await.unwrap(),
+            vec![("hex8_2p".parse().unwrap(), Stage::Train)]
+        );
+        assert!(
+            p.check_stalls(&rec, 13_000).await.unwrap().is_empty(),
+            "reported once"
+        );
+        assert!(matches!(
+            p.health(13_000).status,
+            handler_base::HealthStatus::Degraded
+        ));
+        p.on_event(&ev(Payload::TrainingStarted(Default::default())), 13_500)
+            .await
+            .unwrap();
         assert!(p.check_stalls(&rec, 14_000).await.unwrap().is_empty());
         assert_eq!(rec.events().len(), 1);
     }
@@ -322,10 +467,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
         let rec = Recorder::default();
-        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 1_000).await.unwrap();
-        p.on_event(&Event::new(Payload::PipelinePaused(wire::PipelineControl { reason: "maintenance".into() })), 1_100).await.unwrap();
+        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 1_000)
+            .await
+            .unwrap();
+        p.on_event(
+            &Event::new(Payload::PipelinePaused(wire::PipelineControl {
+                reason: "maintenance".into(),
+            })),
+            1_100,
+        )
+        .await
+        .unwrap();
         assert!(p.check_stalls(&rec, 60_000).await.unwrap().is_empty());
-        p.on_event(&Event::new(Payload::PipelineResumed(Default::default())), 60_000).await.unwrap();
-        assert!(p.check_stalls(&rec, 65_000).await.unwrap().is_empty(), "paused time is not a stall");
+        p.on_event(
+            &Event::new(Payload::PipelineResumed(Default::default())),
+            60_000,
+        )
+        .await
+        .unwrap();
+        assert!(
+            p.check_stalls(&rec, 65_000).await.unwrap().is_empty(),
+            "paused time is not a stall"
+        );
     }
 }

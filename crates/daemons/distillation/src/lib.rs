@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "distillation", about: "Distil promoted models into smaller ones" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "distillation",
+    about: "Distil promoted models into smaller ones",
+};
 
 /// `[distillation]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -30,7 +33,14 @@ pub struct DistillConfig {
 
 impl Default for DistillConfig {
     fn default() -> Self {
-        DistillConfig { hidden: 16, npz_window: 4, games_random: 100, games_heuristic: 100, timeout_s: 3600.0, cycle_interval_s: 300.0 }
+        DistillConfig {
+            hidden: 16,
+            npz_window: 4,
+            games_random: 100,
+            games_heuristic: 100,
+            timeout_s: 3600.0,
+            cycle_interval_s: 300.0,
+        }
     }
 }
 
@@ -41,7 +51,10 @@ pub fn newest_npz(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix) && e.file_name().to_string_lossy().ends_with(".npz"))
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with(&prefix)
+                && e.file_name().to_string_lossy().ends_with(".npz")
+        })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
     v.sort_by(|a, b| b.0.cmp(&a.0));
@@ -58,12 +71,26 @@ pub struct Distiller {
 
 impl Distiller {
     pub fn new(cfg: DistillConfig, home: PathBuf, jobs: Arc<dyn Jobs>, state: StateStore) -> Self {
-        Distiller { cfg, home, jobs, state, status: Mutex::new("waiting for a promotion".into()) }
+        Distiller {
+            cfg,
+            home,
+            jobs,
+            state,
+            status: Mutex::new("waiting for a promotion".into()),
+        }
     }
 
     pub async fn on_promoted(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
-        let wire::event::Payload::ModelPromoted(m) = &ev.payload else { return Ok(()) };
-        let config: ConfigKey = ev.config_key.parse().map_err(|e| anyhow::anyhow!("MODEL_PROMOTED #{} has config key {:?}: {e}", ev.seq, ev.config_key))?;
+        let wire::event::Payload::ModelPromoted(m) = &ev.payload else {
+            return Ok(());
+        };
+        let config: ConfigKey = ev.config_key.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "MODEL_PROMOTED #{} has config key {:?}: {e}",
+                ev.seq,
+                ev.config_key
+            )
+        })?;
         let key = format!("distilled:{}", m.model_sha256);
         if self.state.get::<serde_json::Value>(&key).await?.is_some() {
             return Ok(());
@@ -73,39 +100,87 @@ impl Distiller {
         let Some(first) = data.first() else {
             anyhow::bail!("no NPZ exports of {config} to distil on");
         };
-        let teacher = if m.canonical_path.is_empty() { &m.model_path } else { &m.canonical_path };
+        let teacher = if m.canonical_path.is_empty() {
+            &m.model_path
+        } else {
+            &m.canonical_path
+        };
         let tag: String = m.model_sha256.chars().take(12).collect();
-        let output = paths::models_dir(&self.home).join(config.to_string()).join(format!("distilled_{tag}.rrm"));
+        let output = paths::models_dir(&self.home)
+            .join(config.to_string())
+            .join(format!("distilled_{tag}.rrm"));
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("distilling {teacher}");
-        let mut req = JobRequest::new(JobKind::Distill, format!("distill:{config}"), Duration::from_secs_f64(self.cfg.timeout_s))
-            .var("config_key", config)
-            .var("teacher", teacher)
-            .var("data", first.display())
-            .var("output", output.display())
-            .arg("--hidden")
-            .arg(self.cfg.hidden.to_string());
+        let mut req = JobRequest::new(
+            JobKind::Distill,
+            format!("distill:{config}"),
+            Duration::from_secs_f64(self.cfg.timeout_s),
+        )
+        .var("config_key", config)
+        .var("teacher", teacher)
+        .var("data", first.display())
+        .var("output", output.display())
+        .arg("--hidden")
+        .arg(self.cfg.hidden.to_string());
         for d in &data[1..] {
             req = req.arg("--data").arg(d.display().to_string());
         }
         let trained = self.jobs.run(req).await?;
-        let student = trained["output"].as_str().map(str::to_owned).unwrap_or_else(|| output.display().to_string());
+        let student = trained["output"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| output.display().to_string());
         let name = format!("distilled_{tag}");
-        let req = JobRequest::new(JobKind::Evaluate, format!("evaluate-distilled:{config}"), Duration::from_secs_f64(self.cfg.timeout_s))
-            .var("config_key", config)
-            .var("model", &student)
-            .args(["--name", &name, "--games-random", &self.cfg.games_random.to_string(), "--games-heuristic", &self.cfg.games_heuristic.to_string(), "--games-canonical", "0"]);
+        let req = JobRequest::new(
+            JobKind::Evaluate,
+            format!("evaluate-distilled:{config}"),
+            Duration::from_secs_f64(self.cfg.timeout_s),
+        )
+        .var("config_key", config)
+        .var("model", &student)
+        .args([
+            "--name",
+            &name,
+            "--games-random",
+            &self.cfg.games_random.to_string(),
+            "--games-heuristic",
+            &self.cfg.games_heuristic.to_string(),
+            "--games-canonical",
+            "0",
+        ]);
         let report = self.jobs.run(req).await?;
         let summary: Vec<String> = report["results"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|r| format!("{} {:.3} [{:.3}, {:.3}]", r["opponent"].as_str().unwrap_or("?"), r["win_rate"].as_f64().unwrap_or(0.0), r["lower95"].as_f64().unwrap_or(0.0), r["upper95"].as_f64().unwrap_or(0.0)))
+            .map(|r| {
+                format!(
+                    "{} {:.3} [{:.3}, {:.3}]",
+                    r["opponent"].as_str().unwrap_or("?"),
+                    r["win_rate"].as_f64().unwrap_or(0.0),
+                    r["lower95"].as_f64().unwrap_or(0.0),
+                    r["upper95"].as_f64().unwrap_or(0.0)
+                )
+            })
             .collect();
         let elo = report["elo"].as_f64().unwrap_or(0.0);
-        let p = wire::EloUpdated { participant: name.clone(), elo, previous_elo: 0.0, games: (self.cfg.games_random + self.cfg.games_heuristic) };
-        emit.emit(event(wire::event::Payload::EloUpdated(p), format!("distilled-elo:{tag}"), &ev.config_key)).await?;
+        let p = wire::EloUpdated {
+            participant: name.clone(),
+            elo,
+            previous_elo: 0.0,
+            games: (self.cfg.games_random + self.cfg.games_heuristic),
+        };
+        emit.emit(event(
+            wire::event::Payload::EloUpdated(p),
+            format!("distilled-elo:{tag}"),
+            &ev.config_key,
+        ))
+        .await?;
         self.state.put(&key, &serde_json::json!({"student": student, "teacher": teacher, "train": trained, "gauntlet": report})).await?;
-        let msg = format!("{name} (hidden {}): {}; Elo {elo:.0}", self.cfg.hidden, summary.join(", "));
+        let msg = format!(
+            "{name} (hidden {}): {}; Elo {elo:.0}",
+            self.cfg.hidden,
+            summary.join(", ")
+        );
         tracing::info!(%config, "{msg}");
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = msg;
         Ok(())
@@ -116,11 +191,22 @@ pub struct Distillation(pub Distiller);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: DistillConfig = ctx.settings.section("distillation")?;
-    anyhow::ensure!(cfg.hidden > 0 && cfg.npz_window > 0 && cfg.games_random > 0 && cfg.games_heuristic > 0, "distillation: hidden, npz_window and game counts must be > 0");
-    anyhow::ensure!(cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0, "distillation timeouts must be > 0");
+    anyhow::ensure!(
+        cfg.hidden > 0 && cfg.npz_window > 0 && cfg.games_random > 0 && cfg.games_heuristic > 0,
+        "distillation: hidden, npz_window and game counts must be > 0"
+    );
+    anyhow::ensure!(
+        cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        "distillation timeouts must be > 0"
+    );
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(Distillation(Distiller::new(cfg, ctx.home.clone(), jobs, state))))
+    Ok(Arc::new(Distillation(Distiller::new(
+        cfg,
+        ctx.home.clone(),
+        jobs,
+        state,
+    ))))
 }
 
 #[async_trait::async_trait]
@@ -138,7 +224,13 @@ impl Handler for Distillation {
         self.0.on_promoted(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        HealthCheckResult::running(
+            self.0
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -149,7 +241,12 @@ mod tests {
     use ringrift_pipeline::jobs::FakeJobs;
 
     fn promoted() -> Event {
-        let m = wire::ModelPromoted { model_path: "/m/g3.rrm".into(), canonical_path: "/m/canonical_hex8_2p.rrm".into(), model_sha256: "abcdef0123456789".into(), ..Default::default() };
+        let m = wire::ModelPromoted {
+            model_path: "/m/g3.rrm".into(),
+            canonical_path: "/m/canonical_hex8_2p.rrm".into(),
+            model_sha256: "abcdef0123456789".into(),
+            ..Default::default()
+        };
         Event::new(wire::event::Payload::ModelPromoted(m)).with_config("hex8_2p")
     }
 
@@ -164,25 +261,58 @@ mod tests {
         std::fs::write(training.join("square8_2p_after0.npz"), b"x").unwrap();
         let jobs = FakeJobs::new(|r| match r.kind {
             JobKind::Distill => Ok(serde_json::json!({"output": r.vars["output"]})),
-            _ => Ok(serde_json::json!({"elo": 1480.0, "results": [{"opponent": "random", "win_rate": 0.9, "lower95": 0.83, "upper95": 0.95}]})),
+            _ => Ok(
+                serde_json::json!({"elo": 1480.0, "results": [{"opponent": "random", "win_rate": 0.9, "lower95": 0.83, "upper95": 0.95}]}),
+            ),
         });
-        let d = Distiller::new(DistillConfig::default(), dir.path().to_owned(), jobs.clone(), StateStore::open(dir.path(), "distillation").unwrap());
+        let d = Distiller::new(
+            DistillConfig::default(),
+            dir.path().to_owned(),
+            jobs.clone(),
+            StateStore::open(dir.path(), "distillation").unwrap(),
+        );
         let rec = Recorder::default();
         d.on_promoted(&promoted(), &rec).await.unwrap();
         d.on_promoted(&promoted(), &rec).await.unwrap();
         let calls = jobs.calls();
-        assert_eq!(calls.iter().map(|c| c.kind).collect::<Vec<_>>(), vec![JobKind::Distill, JobKind::Evaluate], "once per promoted model");
+        assert_eq!(
+            calls.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            vec![JobKind::Distill, JobKind::Evaluate],
+            "once per promoted model"
+        );
         assert_eq!(calls[0].vars["teacher"], "/m/canonical_hex8_2p.rrm");
-        assert_eq!(calls[0].extra.iter().filter(|a| *a == "--data").count(), 2, "three hex8 exports: one in the template, two extra");
+        assert_eq!(
+            calls[0].extra.iter().filter(|a| *a == "--data").count(),
+            2,
+            "three hex8 exports: one in the template, two extra"
+        );
         assert!(calls[1].extra.contains(&"--games-canonical".to_owned()));
-        assert!(matches!(&rec.payloads()[0], wire::event::Payload::EloUpdated(e) if e.participant == "distilled_abcdef012345" && e.elo == 1480.0));
-        assert!(!rec.payloads().iter().any(|p| matches!(p, wire::event::Payload::EvaluationCompleted(_))), "the student is not put up for promotion");
+        assert!(
+            matches!(&rec.payloads()[0], wire::event::Payload::EloUpdated(e) if e.participant == "distilled_abcdef012345" && e.elo == 1480.0)
+        );
+        assert!(
+            !rec.payloads()
+                .iter()
+                .any(|p| matches!(p, wire::event::Payload::EvaluationCompleted(_))),
+            "the student is not put up for promotion"
+        );
     }
 
     #[tokio::test]
     async fn no_exports_is_an_error_that_nacks_for_retry() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Distiller::new(DistillConfig::default(), dir.path().to_owned(), FakeJobs::new(|_| Ok(serde_json::json!({}))), StateStore::open(dir.path(), "distillation").unwrap());
-        assert!(d.on_promoted(&promoted(), &Recorder::default()).await.unwrap_err().to_string().contains("no NPZ"));
+        let d = Distiller::new(
+            DistillConfig::default(),
+            dir.path().to_owned(),
+            FakeJobs::new(|_| Ok(serde_json::json!({}))),
+            StateStore::open(dir.path(), "distillation").unwrap(),
+        );
+        assert!(
+            d.on_promoted(&promoted(), &Recorder::default())
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("no NPZ")
+        );
     }
 }

@@ -5,13 +5,16 @@
 //! The backoff state (retries, last retry time) lives in the router's dead-letter table,
 //! so a restart of this daemon neither forgets nor repeats a retry.
 
-use handler_base::{Context, DaemonInfo, HealthCheckResult, Handler};
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::wire;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "dlq_retry", about: "Redeliver dead-lettered events with backoff" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "dlq_retry",
+    about: "Redeliver dead-lettered events with backoff",
+};
 
 /// `[dlq_retry]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -25,7 +28,12 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { base_delay_s: 60.0, max_delay_s: 3600.0, max_retries: 5, cycle_interval_s: 10.0 }
+        Policy {
+            base_delay_s: 60.0,
+            max_delay_s: 3600.0,
+            max_retries: 5,
+            cycle_interval_s: 10.0,
+        }
     }
 }
 
@@ -49,15 +57,32 @@ impl Policy {
         if l.retries >= self.max_retries {
             return Action::GiveUp;
         }
-        let since = if l.retries == 0 { l.dead_at_unix_ms } else { l.last_retry_unix_ms.max(l.dead_at_unix_ms) };
+        let since = if l.retries == 0 {
+            l.dead_at_unix_ms
+        } else {
+            l.last_retry_unix_ms.max(l.dead_at_unix_ms)
+        };
         let due = since + self.delay_ms(l.retries);
-        if now_ms >= due { Action::Retry } else { Action::Wait(due) }
+        if now_ms >= due {
+            Action::Retry
+        } else {
+            Action::Wait(due)
+        }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.base_delay_s > 0.0, "dlq_retry.base_delay_s must be > 0");
-        anyhow::ensure!(self.max_delay_s >= self.base_delay_s, "dlq_retry.max_delay_s must be >= base_delay_s");
-        anyhow::ensure!(self.cycle_interval_s > 0.0, "dlq_retry.cycle_interval_s must be > 0");
+        anyhow::ensure!(
+            self.base_delay_s > 0.0,
+            "dlq_retry.base_delay_s must be > 0"
+        );
+        anyhow::ensure!(
+            self.max_delay_s >= self.base_delay_s,
+            "dlq_retry.max_delay_s must be >= base_delay_s"
+        );
+        anyhow::ensure!(
+            self.cycle_interval_s > 0.0,
+            "dlq_retry.cycle_interval_s must be > 0"
+        );
         Ok(())
     }
 }
@@ -78,7 +103,10 @@ pub struct DlqRetry {
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let policy: Policy = ctx.settings.section("dlq_retry")?;
     policy.validate()?;
-    Ok(Arc::new(DlqRetry { policy, tally: Mutex::new(Tally::default()) }))
+    Ok(Arc::new(DlqRetry {
+        policy,
+        tally: Mutex::new(Tally::default()),
+    }))
 }
 
 #[async_trait::async_trait]
@@ -89,19 +117,36 @@ impl Handler for DlqRetry {
 
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         let mut client = ctx.client.clone();
-        let letters = client.list_dead_letters(wire::ListDeadLettersRequest { consumer: String::new(), include_resolved: false }).await?.into_inner().letters;
+        let letters = client
+            .list_dead_letters(wire::ListDeadLettersRequest {
+                consumer: String::new(),
+                include_resolved: false,
+            })
+            .await?
+            .into_inner()
+            .letters;
         let now = router_client::now_ms();
         let (mut retried, mut given_up, mut next_due) = (0u64, 0u64, None::<i64>);
-        let dead: Vec<_> = letters.into_iter().filter(|l| l.state == wire::DeadLetterState::Dead as i32).collect();
+        let dead: Vec<_> = letters
+            .into_iter()
+            .filter(|l| l.state == wire::DeadLetterState::Dead as i32)
+            .collect();
         for l in &dead {
             match self.policy.decide(l, now) {
                 Action::Retry => {
-                    client.retry_dead_letter(wire::RetryDeadLetterRequest { id: l.id }).await?;
+                    client
+                        .retry_dead_letter(wire::RetryDeadLetterRequest { id: l.id })
+                        .await?;
                     tracing::info!(letter = l.id, consumer = %l.consumer, seq = l.seq, retry = l.retries + 1, "redelivering dead letter");
                     retried += 1;
                 }
                 Action::GiveUp => {
-                    client.resolve_dead_letter(wire::ResolveDeadLetterRequest { id: l.id, state: wire::DeadLetterState::GivenUp as i32 }).await?;
+                    client
+                        .resolve_dead_letter(wire::ResolveDeadLetterRequest {
+                            id: l.id,
+                            state: wire::DeadLetterState::GivenUp as i32,
+                        })
+                        .await?;
                     tracing::warn!(letter = l.id, consumer = %l.consumer, seq = l.seq, retries = l.retries, reason = %l.reason, "giving up on dead letter; kept for inspection");
                     given_up += 1;
                 }
@@ -118,8 +163,15 @@ impl Handler for DlqRetry {
 
     fn health_check(&self) -> HealthCheckResult {
         let t = self.tally.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let h = if t.dead > 0 { HealthCheckResult::degraded(format!("{} dead letters waiting", t.dead)) } else { HealthCheckResult::running("no dead letters") };
-        h.detail("dead", t.dead).detail("retried_total", t.retried).detail("given_up_total", t.given_up).detail("next_due_unix_ms", t.next_due_ms.unwrap_or(0))
+        let h = if t.dead > 0 {
+            HealthCheckResult::degraded(format!("{} dead letters waiting", t.dead))
+        } else {
+            HealthCheckResult::running("no dead letters")
+        };
+        h.detail("dead", t.dead)
+            .detail("retried_total", t.retried)
+            .detail("given_up_total", t.given_up)
+            .detail("next_due_unix_ms", t.next_due_ms.unwrap_or(0))
     }
 }
 
@@ -128,7 +180,13 @@ mod tests {
     use super::*;
 
     fn letter(retries: u32, dead_at: i64, last_retry: i64) -> wire::DeadLetter {
-        wire::DeadLetter { retries, dead_at_unix_ms: dead_at, last_retry_unix_ms: last_retry, state: wire::DeadLetterState::Dead as i32, ..Default::default() }
+        wire::DeadLetter {
+            retries,
+            dead_at_unix_ms: dead_at,
+            last_retry_unix_ms: last_retry,
+            state: wire::DeadLetterState::Dead as i32,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -141,14 +199,20 @@ mod tests {
     #[test]
     fn first_retry_waits_a_base_delay_after_death() {
         let p = Policy::default();
-        assert_eq!(p.decide(&letter(0, 1_000, 0), 1_000 + 59_999), Action::Wait(61_000));
+        assert_eq!(
+            p.decide(&letter(0, 1_000, 0), 1_000 + 59_999),
+            Action::Wait(61_000)
+        );
         assert_eq!(p.decide(&letter(0, 1_000, 0), 61_000), Action::Retry);
     }
 
     #[test]
     fn later_retries_count_from_the_last_retry() {
         let p = Policy::default();
-        assert_eq!(p.decide(&letter(2, 0, 100_000), 100_000 + 239_999), Action::Wait(340_000));
+        assert_eq!(
+            p.decide(&letter(2, 0, 100_000), 100_000 + 239_999),
+            Action::Wait(340_000)
+        );
         assert_eq!(p.decide(&letter(2, 0, 100_000), 340_000), Action::Retry);
     }
 

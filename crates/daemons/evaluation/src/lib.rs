@@ -12,7 +12,10 @@ use ringrift_store::ConfigKey;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "evaluation", about: "Gauntlet on TRAINING_COMPLETED" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "evaluation",
+    about: "Gauntlet on TRAINING_COMPLETED",
+};
 
 /// `[evaluation]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -27,7 +30,13 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { games_random: 100, games_heuristic: 100, games_canonical: 50, timeout_s: 3600.0, cycle_interval_s: 60.0 }
+        EvalConfig {
+            games_random: 100,
+            games_heuristic: 100,
+            games_canonical: 50,
+            timeout_s: 3600.0,
+            cycle_interval_s: 60.0,
+        }
     }
 }
 
@@ -56,36 +65,92 @@ fn opponent(v: &serde_json::Value) -> wire::OpponentResult {
 
 impl Evaluator {
     pub fn new(cfg: EvalConfig, jobs: Arc<dyn Jobs>, state: StateStore) -> Self {
-        Evaluator { cfg, jobs, state, status: Mutex::new("idle".into()) }
+        Evaluator {
+            cfg,
+            jobs,
+            state,
+            status: Mutex::new("idle".into()),
+        }
     }
 
     pub async fn on_trained(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
-        let wire::event::Payload::TrainingCompleted(t) = &ev.payload else { return Ok(()) };
-        let config: ConfigKey = ev.config_key.parse().map_err(|e| anyhow::anyhow!("TRAINING_COMPLETED #{} has config key {:?}: {e}", ev.seq, ev.config_key))?;
-        let done_key = format!("evaluated:{}", if t.model_sha256.is_empty() { &t.model_path } else { &t.model_sha256 });
-        if self.state.get::<serde_json::Value>(&done_key).await?.is_some() {
+        let wire::event::Payload::TrainingCompleted(t) = &ev.payload else {
+            return Ok(());
+        };
+        let config: ConfigKey = ev.config_key.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "TRAINING_COMPLETED #{} has config key {:?}: {e}",
+                ev.seq,
+                ev.config_key
+            )
+        })?;
+        let done_key = format!(
+            "evaluated:{}",
+            if t.model_sha256.is_empty() {
+                &t.model_path
+            } else {
+                &t.model_sha256
+            }
+        );
+        if self
+            .state
+            .get::<serde_json::Value>(&done_key)
+            .await?
+            .is_some()
+        {
             tracing::info!(model = %t.model_path, "already evaluated; not repeating the gauntlet");
             return Ok(());
         }
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("evaluating {}", t.model_path);
-        let req = JobRequest::new(JobKind::Evaluate, format!("evaluate:{config}"), Duration::from_secs_f64(self.cfg.timeout_s))
-            .var("config_key", config)
-            .var("model", &t.model_path)
-            .arg("--games-random")
-            .arg(self.cfg.games_random.to_string())
-            .arg("--games-heuristic")
-            .arg(self.cfg.games_heuristic.to_string())
-            .arg("--games-canonical")
-            .arg(self.cfg.games_canonical.to_string());
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+            format!("evaluating {}", t.model_path);
+        let req = JobRequest::new(
+            JobKind::Evaluate,
+            format!("evaluate:{config}"),
+            Duration::from_secs_f64(self.cfg.timeout_s),
+        )
+        .var("config_key", config)
+        .var("model", &t.model_path)
+        .arg("--games-random")
+        .arg(self.cfg.games_random.to_string())
+        .arg("--games-heuristic")
+        .arg(self.cfg.games_heuristic.to_string())
+        .arg("--games-canonical")
+        .arg(self.cfg.games_canonical.to_string());
         let r = self.jobs.run(req).await?;
-        let results: Vec<wire::OpponentResult> = r["results"].as_array().map(|a| a.iter().map(opponent).collect()).unwrap_or_default();
-        let sha = r["model_sha256"].as_str().map(str::to_owned).unwrap_or_else(|| t.model_sha256.clone());
-        let summary: Vec<String> = results.iter().map(|o| format!("{} {:.3} [{:.3}, {:.3}]", o.opponent, o.win_rate, o.lower_95, o.upper_95)).collect();
-        let p = wire::EvaluationCompleted { model_path: t.model_path.clone(), model_sha256: sha.clone(), results, elo: r["elo"].as_f64().unwrap_or(0.0), run_id: t.run_id.clone() };
-        emit.emit(event(wire::event::Payload::EvaluationCompleted(p), format!("eval:{sha}"), &ev.config_key)).await?;
+        let results: Vec<wire::OpponentResult> = r["results"]
+            .as_array()
+            .map(|a| a.iter().map(opponent).collect())
+            .unwrap_or_default();
+        let sha = r["model_sha256"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| t.model_sha256.clone());
+        let summary: Vec<String> = results
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {:.3} [{:.3}, {:.3}]",
+                    o.opponent, o.win_rate, o.lower_95, o.upper_95
+                )
+            })
+            .collect();
+        let p = wire::EvaluationCompleted {
+            model_path: t.model_path.clone(),
+            model_sha256: sha.clone(),
+            results,
+            elo: r["elo"].as_f64().unwrap_or(0.0),
+            run_id: t.run_id.clone(),
+        };
+        emit.emit(event(
+            wire::event::Payload::EvaluationCompleted(p),
+            format!("eval:{sha}"),
+            &ev.config_key,
+        ))
+        .await?;
         self.state.put(&done_key, &r).await?;
         tracing::info!(%config, model = %t.model_path, results = %summary.join(", "), "EVALUATION_COMPLETED");
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("evaluated {}: {}", t.model_path, summary.join(", "));
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+            format!("evaluated {}: {}", t.model_path, summary.join(", "));
         Ok(())
     }
 }
@@ -94,8 +159,14 @@ pub struct Evaluation(pub Evaluator);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: EvalConfig = ctx.settings.section("evaluation")?;
-    anyhow::ensure!(cfg.games_random > 0 && cfg.games_heuristic > 0, "evaluation needs games against random and heuristic");
-    anyhow::ensure!(cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0, "evaluation timeouts must be > 0");
+    anyhow::ensure!(
+        cfg.games_random > 0 && cfg.games_heuristic > 0,
+        "evaluation needs games against random and heuristic"
+    );
+    anyhow::ensure!(
+        cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        "evaluation timeouts must be > 0"
+    );
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(Evaluation(Evaluator::new(cfg, jobs, state))))
@@ -116,7 +187,13 @@ impl Handler for Evaluation {
         self.0.on_trained(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        HealthCheckResult::running(
+            self.0
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -127,15 +204,23 @@ mod tests {
     use ringrift_pipeline::jobs::FakeJobs;
 
     fn trained(sha: &str) -> Event {
-        let t = wire::TrainingCompleted { run_id: "w1".into(), model_path: "/m/g1.rrm".into(), model_sha256: sha.into(), generation: 1, ..Default::default() };
+        let t = wire::TrainingCompleted {
+            run_id: "w1".into(),
+            model_path: "/m/g1.rrm".into(),
+            model_sha256: sha.into(),
+            generation: 1,
+            ..Default::default()
+        };
         Event::new(wire::event::Payload::TrainingCompleted(t)).with_config("hex8_2p")
     }
 
     fn jobs() -> Arc<FakeJobs> {
         FakeJobs::new(|_| {
-            Ok(serde_json::json!({"model_sha256": "abc", "elo": 1612.5, "results": [
+            Ok(
+                serde_json::json!({"model_sha256": "abc", "elo": 1612.5, "results": [
                 {"opponent": "random", "games": 100, "wins": 97, "draws": 0, "losses": 3, "win_rate": 0.97, "lower95": 0.915, "upper95": 0.99},
-                {"opponent": "heuristic", "games": 100, "wins": 40, "draws": 0, "losses": 60, "win_rate": 0.4, "lower95": 0.31, "upper95": 0.5}]}))
+                {"opponent": "heuristic", "games": 100, "wins": 40, "draws": 0, "losses": 60, "win_rate": 0.4, "lower95": 0.31, "upper95": 0.5}]}),
+            )
         })
     }
 
@@ -143,15 +228,25 @@ mod tests {
     async fn gauntlet_result_becomes_evaluation_completed_once() {
         let dir = tempfile::tempdir().unwrap();
         let j = jobs();
-        let e = Evaluator::new(EvalConfig::default(), j.clone(), StateStore::open(dir.path(), "evaluation").unwrap());
+        let e = Evaluator::new(
+            EvalConfig::default(),
+            j.clone(),
+            StateStore::open(dir.path(), "evaluation").unwrap(),
+        );
         let rec = Recorder::default();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
-        assert_eq!(j.calls().len(), 1, "a redelivered event does not rerun the gauntlet");
+        assert_eq!(
+            j.calls().len(),
+            1,
+            "a redelivered event does not rerun the gauntlet"
+        );
         let evs = rec.events();
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].id, "eval:abc");
-        let wire::event::Payload::EvaluationCompleted(p) = &evs[0].payload else { panic!() };
+        let wire::event::Payload::EvaluationCompleted(p) = &evs[0].payload else {
+            panic!()
+        };
         assert_eq!(p.results.len(), 2);
         assert!((p.results[0].lower_95 - 0.915).abs() < 1e-9 && p.elo > 1600.0);
     }
@@ -159,7 +254,11 @@ mod tests {
     #[tokio::test]
     async fn a_bad_config_key_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Evaluator::new(EvalConfig::default(), jobs(), StateStore::open(dir.path(), "evaluation").unwrap());
+        let e = Evaluator::new(
+            EvalConfig::default(),
+            jobs(),
+            StateStore::open(dir.path(), "evaluation").unwrap(),
+        );
         let mut ev = trained("x");
         ev.config_key = "hex9_9p".into();
         let err = e.on_trained(&ev, &Recorder::default()).await.unwrap_err();

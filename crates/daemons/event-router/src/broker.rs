@@ -87,7 +87,11 @@ pub struct Broker {
 }
 
 /// The commit hook the store calls: append to the cache, then publish the new head.
-pub fn commit_hook(cache: Arc<RwLock<VecDeque<Arc<wire::Event>>>>, head: watch::Sender<u64>, cap: usize) -> crate::store::OnCommit {
+pub fn commit_hook(
+    cache: Arc<RwLock<VecDeque<Arc<wire::Event>>>>,
+    head: watch::Sender<u64>,
+    cap: usize,
+) -> crate::store::OnCommit {
     Box::new(move |events| {
         let last = events.last().map(|e| e.seq);
         {
@@ -121,8 +125,19 @@ impl Broker {
         head.send_modify(|h| *h = (*h).max(loaded.head));
         let mut consumers = HashMap::new();
         for (name, floor) in loaded.consumers {
-            let st = CState { floor, cursor: floor, ..Default::default() };
-            consumers.insert(name.clone(), Arc::new(Consumer { name, state: Mutex::new(st), notify: Notify::new() }));
+            let st = CState {
+                floor,
+                cursor: floor,
+                ..Default::default()
+            };
+            consumers.insert(
+                name.clone(),
+                Arc::new(Consumer {
+                    name,
+                    state: Mutex::new(st),
+                    notify: Notify::new(),
+                }),
+            );
         }
         for (name, seq, count) in loaded.failures {
             if let Some(c) = consumers.get(&name) {
@@ -140,7 +155,15 @@ impl Broker {
                 }
             }
         }
-        Arc::new(Broker { cfg, store, cache, head, consumers: Mutex::new(consumers), metrics, closing: tokio_util::sync::CancellationToken::new() })
+        Arc::new(Broker {
+            cfg,
+            store,
+            cache,
+            head,
+            consumers: Mutex::new(consumers),
+            metrics,
+            closing: tokio_util::sync::CancellationToken::new(),
+        })
     }
 
     pub fn head(&self) -> u64 {
@@ -157,7 +180,12 @@ impl Broker {
     }
 
     /// Up to `limit` matching events after `cursor`, and how far the scan got.
-    async fn read_after(&self, cursor: u64, filter: &Filter, limit: usize) -> Result<(Vec<Arc<wire::Event>>, u64), StoreError> {
+    async fn read_after(
+        &self,
+        cursor: u64,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<(Vec<Arc<wire::Event>>, u64), StoreError> {
         let head = self.head();
         if cursor >= head {
             return Ok((Vec::new(), cursor));
@@ -187,7 +215,10 @@ impl Broker {
             Some(ev) => ev.seq,
             None => head,
         };
-        let out = rows.into_iter().filter(|e| matches(filter, e.r#type)).collect();
+        let out = rows
+            .into_iter()
+            .filter(|e| matches(filter, e.r#type))
+            .collect();
         Ok((out, scanned))
     }
 
@@ -206,20 +237,30 @@ impl Broker {
     }
 
     fn consumer(&self, name: &str) -> Option<Arc<Consumer>> {
-        self.consumers.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Starts a delivery session; returns the receiving end of its bounded channel.
-    pub async fn subscribe(self: &Arc<Self>, req: wire::SubscribeRequest, filter: Filter) -> Result<mpsc::Receiver<Result<wire::Event, Status>>, Status> {
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        req: wire::SubscribeRequest,
+        filter: Filter,
+    ) -> Result<mpsc::Receiver<Result<wire::Event, Status>>, Status> {
         let start = match req.start {
             None => 0,
             Some(wire::subscribe_request::Start::FromSeq(s)) => s.saturating_sub(1),
             Some(wire::subscribe_request::Start::Latest(_)) => self.head(),
-            Some(wire::subscribe_request::Start::FromTimeUnixMs(ms)) => match self.store.seq_at_time(ms).await {
-                Ok(Some(s)) => s - 1,
-                Ok(None) => self.head(),
-                Err(e) => return Err(Status::internal(e.to_string())),
-            },
+            Some(wire::subscribe_request::Start::FromTimeUnixMs(ms)) => {
+                match self.store.seq_at_time(ms).await {
+                    Ok(Some(s)) => s - 1,
+                    Ok(None) => self.head(),
+                    Err(e) => return Err(Status::internal(e.to_string())),
+                }
+            }
         };
         let (tx, rx) = mpsc::channel(self.cfg.consumer_buffer.max(1));
         let me = self.clone();
@@ -232,9 +273,17 @@ impl Broker {
             let c = map
                 .entry(req.consumer.clone())
                 .or_insert_with(|| {
-                    let st = CState { floor: start, cursor: start, ..Default::default() };
+                    let st = CState {
+                        floor: start,
+                        cursor: start,
+                        ..Default::default()
+                    };
                     self.store.save_floor(&req.consumer, start);
-                    Arc::new(Consumer { name: req.consumer.clone(), state: Mutex::new(st), notify: Notify::new() })
+                    Arc::new(Consumer {
+                        name: req.consumer.clone(),
+                        state: Mutex::new(st),
+                        notify: Notify::new(),
+                    })
                 })
                 .clone();
             let generation_id = {
@@ -252,7 +301,8 @@ impl Broker {
         };
         consumer.notify.notify_waiters();
         tokio::spawn(async move {
-            me.durable_session(&consumer, generation_id, filter, &tx).await;
+            me.durable_session(&consumer, generation_id, filter, &tx)
+                .await;
             let mut st = consumer.lock();
             if st.generation == generation_id {
                 st.connected = false;
@@ -261,7 +311,12 @@ impl Broker {
         Ok(rx)
     }
 
-    async fn ephemeral_session(&self, mut cursor: u64, filter: Filter, tx: mpsc::Sender<Result<wire::Event, Status>>) {
+    async fn ephemeral_session(
+        &self,
+        mut cursor: u64,
+        filter: Filter,
+        tx: mpsc::Sender<Result<wire::Event, Status>>,
+    ) {
         let mut head_rx = self.head.subscribe();
         loop {
             let (evs, scanned) = match self.read_after(cursor, &filter, 256).await {
@@ -289,7 +344,13 @@ impl Broker {
         }
     }
 
-    async fn durable_session(&self, c: &Consumer, generation_id: u64, filter: Filter, tx: &mpsc::Sender<Result<wire::Event, Status>>) {
+    async fn durable_session(
+        &self,
+        c: &Consumer,
+        generation_id: u64,
+        filter: Filter,
+        tx: &mpsc::Sender<Result<wire::Event, Status>>,
+    ) {
         let mut head_rx = self.head.subscribe();
         enum Work {
             Dead(u64, u64),
@@ -399,8 +460,12 @@ impl Broker {
             .store
             .read(move |c| {
                 use rusqlite::OptionalExtension;
-                c.query_row("SELECT seq, data FROM dead_letters WHERE id = ?1", [id as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
-                    .optional()
+                c.query_row(
+                    "SELECT seq, data FROM dead_letters WHERE id = ?1",
+                    [id as i64],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                )
+                .optional()
             })
             .await;
         match r {
@@ -413,7 +478,9 @@ impl Broker {
     }
 
     pub fn ack(&self, consumer: &str, seq: u64, cumulative: bool) -> Result<u64, Status> {
-        let c = self.consumer(consumer).ok_or_else(|| Status::not_found(format!("no consumer named {consumer:?}")))?;
+        let c = self
+            .consumer(consumer)
+            .ok_or_else(|| Status::not_found(format!("no consumer named {consumer:?}")))?;
         let (floor, moved, letter) = {
             let mut st = c.lock();
             let letter = st.dlq_pending.remove(&seq);
@@ -437,7 +504,15 @@ impl Broker {
         if let Some(id) = letter {
             let store = self.store.clone();
             tokio::spawn(async move {
-                let r = store.exec(move |tx| tx.execute("UPDATE dead_letters SET state = ?1 WHERE id = ?2", [DL_DELIVERED as i64, id as i64]).map(|n| n as i64)).await;
+                let r = store
+                    .exec(move |tx| {
+                        tx.execute(
+                            "UPDATE dead_letters SET state = ?1 WHERE id = ?2",
+                            [DL_DELIVERED as i64, id as i64],
+                        )
+                        .map(|n| n as i64)
+                    })
+                    .await;
                 if let Err(e) = r {
                     tracing::error!(error = %e, letter = id, "mark dead letter delivered");
                 }
@@ -446,8 +521,15 @@ impl Broker {
         Ok(floor)
     }
 
-    pub async fn nack(&self, consumer: &str, seq: u64, reason: &str) -> Result<wire::NackResponse, Status> {
-        let c = self.consumer(consumer).ok_or_else(|| Status::not_found(format!("no consumer named {consumer:?}")))?;
+    pub async fn nack(
+        &self,
+        consumer: &str,
+        seq: u64,
+        reason: &str,
+    ) -> Result<wire::NackResponse, Status> {
+        let c = self
+            .consumer(consumer)
+            .ok_or_else(|| Status::not_found(format!("no consumer named {consumer:?}")))?;
         enum Next {
             BackToDlq(u64),
             Retry(u32),
@@ -458,7 +540,9 @@ impl Broker {
             if let Some(id) = st.dlq_pending.remove(&seq) {
                 Next::BackToDlq(id)
             } else if !st.pending.contains(&seq) {
-                return Err(Status::failed_precondition(format!("seq {seq} is not awaiting an ack from consumer {consumer:?}")));
+                return Err(Status::failed_precondition(format!(
+                    "seq {seq} is not awaiting an ack from consumer {consumer:?}"
+                )));
             } else {
                 let n = st.failures.entry(seq).or_insert(0);
                 *n += 1;
@@ -477,10 +561,19 @@ impl Broker {
         match next {
             Next::BackToDlq(id) => {
                 self.store
-                    .exec(move |tx| tx.execute("UPDATE dead_letters SET state = ?1, reason = ?2 WHERE id = ?3", rusqlite::params![DL_DEAD, reason, id as i64]).map(|n| n as i64))
+                    .exec(move |tx| {
+                        tx.execute(
+                            "UPDATE dead_letters SET state = ?1, reason = ?2 WHERE id = ?3",
+                            rusqlite::params![DL_DEAD, reason, id as i64],
+                        )
+                        .map(|n| n as i64)
+                    })
                     .await
                     .map_err(map_err)?;
-                Ok(wire::NackResponse { failures: 0, dead_lettered: true })
+                Ok(wire::NackResponse {
+                    failures: 0,
+                    dead_lettered: true,
+                })
             }
             Next::Retry(n) => {
                 self.store
@@ -494,7 +587,10 @@ impl Broker {
                     .await
                     .map_err(map_err)?;
                 c.notify.notify_waiters();
-                Ok(wire::NackResponse { failures: n, dead_lettered: false })
+                Ok(wire::NackResponse {
+                    failures: n,
+                    dead_lettered: false,
+                })
             }
             Next::Dead(n) => {
                 let ev = self.fetch(seq).await.map_err(map_err)?;
@@ -531,12 +627,19 @@ impl Broker {
                     self.store.save_floor(&c.name, f);
                 }
                 tracing::warn!(consumer = %c.name, seq, failures = n, "event dead-lettered");
-                Ok(wire::NackResponse { failures: n, dead_lettered: true })
+                Ok(wire::NackResponse {
+                    failures: n,
+                    dead_lettered: true,
+                })
             }
         }
     }
 
-    pub async fn list_dead_letters(&self, consumer: String, include_resolved: bool) -> Result<Vec<wire::DeadLetter>, StoreError> {
+    pub async fn list_dead_letters(
+        &self,
+        consumer: String,
+        include_resolved: bool,
+    ) -> Result<Vec<wire::DeadLetter>, StoreError> {
         self.store
             .read(move |c| {
                 let mut st = c.prepare(
@@ -565,11 +668,23 @@ impl Broker {
 
     /// Queues a dead letter for redelivery to its consumer and counts the retry.
     pub async fn retry_dead_letter(&self, id: u64) -> Result<wire::DeadLetter, Status> {
-        let letter = self.dead_letter(id).await.map_err(|e| Status::internal(e.to_string()))?.ok_or_else(|| Status::not_found(format!("no dead letter {id}")))?;
+        let letter = self
+            .dead_letter(id)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no dead letter {id}")))?;
         if letter.state != DL_DEAD {
-            return Err(Status::failed_precondition(format!("dead letter {id} is {}, not DEAD", state_name(letter.state))));
+            return Err(Status::failed_precondition(format!(
+                "dead letter {id} is {}, not DEAD",
+                state_name(letter.state)
+            )));
         }
-        let c = self.consumer(&letter.consumer).ok_or_else(|| Status::not_found(format!("consumer {:?} of dead letter {id} is gone", letter.consumer)))?;
+        let c = self.consumer(&letter.consumer).ok_or_else(|| {
+            Status::not_found(format!(
+                "consumer {:?} of dead letter {id} is gone",
+                letter.consumer
+            ))
+        })?;
         let now = router_now_ms();
         self.store
             .exec(move |tx| {
@@ -580,28 +695,52 @@ impl Broker {
             .map_err(|e| Status::internal(e.to_string()))?;
         c.lock().dlq_redeliver.insert(letter.seq, id);
         c.notify.notify_waiters();
-        self.dead_letter(id).await.map_err(|e| Status::internal(e.to_string()))?.ok_or_else(|| Status::not_found(format!("dead letter {id} vanished")))
+        self.dead_letter(id)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("dead letter {id} vanished")))
     }
 
-    pub async fn resolve_dead_letter(&self, id: u64, state: i32) -> Result<wire::DeadLetter, Status> {
+    pub async fn resolve_dead_letter(
+        &self,
+        id: u64,
+        state: i32,
+    ) -> Result<wire::DeadLetter, Status> {
         if state != DL_GIVEN_UP && state != DL_DEAD {
             return Err(Status::invalid_argument("state must be GIVEN_UP or DEAD"));
         }
         let n = self
             .store
-            .exec(move |tx| tx.execute("UPDATE dead_letters SET state = ?1 WHERE id = ?2 AND state != ?3", rusqlite::params![state, id as i64, DL_RETRYING]).map(|n| n as i64))
+            .exec(move |tx| {
+                tx.execute(
+                    "UPDATE dead_letters SET state = ?1 WHERE id = ?2 AND state != ?3",
+                    rusqlite::params![state, id as i64, DL_RETRYING],
+                )
+                .map(|n| n as i64)
+            })
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         if n == 0 {
-            return Err(Status::failed_precondition(format!("dead letter {id} does not exist or is being retried")));
+            return Err(Status::failed_precondition(format!(
+                "dead letter {id} does not exist or is being retried"
+            )));
         }
-        self.dead_letter(id).await.map_err(|e| Status::internal(e.to_string()))?.ok_or_else(|| Status::not_found(format!("no dead letter {id}")))
+        self.dead_letter(id)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no dead letter {id}")))
     }
 
     pub async fn purge_dead_letters(&self, consumer: String) -> Result<u64, StoreError> {
         let n = self
             .store
-            .exec(move |tx| tx.execute("DELETE FROM dead_letters WHERE (?1 = '' OR consumer = ?1) AND state != ?2", rusqlite::params![consumer, DL_RETRYING]).map(|n| n as i64))
+            .exec(move |tx| {
+                tx.execute(
+                    "DELETE FROM dead_letters WHERE (?1 = '' OR consumer = ?1) AND state != ?2",
+                    rusqlite::params![consumer, DL_RETRYING],
+                )
+                .map(|n| n as i64)
+            })
             .await?;
         Ok(n as u64)
     }
@@ -613,7 +752,13 @@ impl Broker {
             .values()
             .map(|c| {
                 let st = c.lock();
-                wire::ConsumerStats { name: c.name.clone(), ack_floor: st.floor, lag: head.saturating_sub(st.floor), pending: st.pending.len() as u64, connected: st.connected }
+                wire::ConsumerStats {
+                    name: c.name.clone(),
+                    ack_floor: st.floor,
+                    lag: head.saturating_sub(st.floor),
+                    pending: st.pending.len() as u64,
+                    connected: st.connected,
+                }
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -621,7 +766,12 @@ impl Broker {
     }
 
     pub fn first_cached(&self) -> u64 {
-        self.cache.read().unwrap_or_else(|p| p.into_inner()).front().map(|e| e.seq).unwrap_or(0)
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .map(|e| e.seq)
+            .unwrap_or(0)
     }
 
     /// Deletes events past the retention limits; returns how many went.
@@ -649,7 +799,9 @@ impl Broker {
 }
 
 pub fn state_name(s: i32) -> &'static str {
-    wire::DeadLetterState::try_from(s).map(|s| s.as_str_name()).unwrap_or("UNKNOWN")
+    wire::DeadLetterState::try_from(s)
+        .map(|s| s.as_str_name())
+        .unwrap_or("UNKNOWN")
 }
 
 fn letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<wire::DeadLetter> {
@@ -675,7 +827,11 @@ pub fn build_filter(types: &[i32], prefixes: &[String]) -> Result<Filter, Status
     let mut set = HashSet::new();
     for &t in types {
         match wire::EventType::try_from(t) {
-            Ok(wire::EventType::Unspecified) | Err(_) => return Err(Status::invalid_argument(format!("unknown event type {t} in subscription"))),
+            Ok(wire::EventType::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown event type {t} in subscription"
+                )));
+            }
             Ok(_) => {
                 set.insert(t);
             }
@@ -689,7 +845,9 @@ pub fn build_filter(types: &[i32], prefixes: &[String]) -> Result<Filter, Status
             }
         }
         if set.len() == before && !all_types().any(|t| t.as_str_name().starts_with(p.as_str())) {
-            return Err(Status::invalid_argument(format!("prefix {p:?} matches no event type")));
+            return Err(Status::invalid_argument(format!(
+                "prefix {p:?} matches no event type"
+            )));
         }
     }
     Ok(Some(Arc::new(set)))

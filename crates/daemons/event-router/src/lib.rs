@@ -34,7 +34,10 @@ use std::time::Duration;
 use store::{Durability, Store, router_now_ms};
 use tokio::sync::watch;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "event_router", about: "Durable gRPC event bus (publish, subscribe, ack, dead letters)" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "event_router",
+    about: "Durable gRPC event bus (publish, subscribe, ack, dead letters)",
+};
 
 /// `[event_router]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -74,7 +77,12 @@ impl Default for RouterConfig {
 
 impl RouterConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Section { section: "event_router".into(), error: m });
+        let bad = |m: String| {
+            Err(ConfigError::Section {
+                section: "event_router".into(),
+                error: m,
+            })
+        };
         if self.max_deliver == 0 {
             return bad("max_deliver must be at least 1".into());
         }
@@ -85,7 +93,10 @@ impl RouterConfig {
             return bad("cache_events must be at least 1".into());
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad(format!("listen {:?} is not host:port (an IP address and a port)", self.listen));
+            return bad(format!(
+                "listen {:?} is not host:port (an IP address and a port)",
+                self.listen
+            ));
         }
         Ok(())
     }
@@ -99,14 +110,20 @@ pub fn serve(ctx: ServiceContext) -> Pin<Box<dyn Future<Output = anyhow::Result<
 async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let cfg: RouterConfig = ctx.settings.section("event_router")?;
     cfg.validate()?;
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let cache = Arc::new(RwLock::new(VecDeque::new()));
     let (head_tx, _) = watch::channel(0u64);
     let hook = broker::commit_hook(cache.clone(), head_tx.clone(), cfg.cache_events);
     let dir = ctx.home.join("events");
     let (store, loaded) = {
-        let (d, w, c) = (dir.clone(), Duration::from_secs(cfg.dedup_window_s), cfg.cache_events);
+        let (d, w, c) = (
+            dir.clone(),
+            Duration::from_secs(cfg.dedup_window_s),
+            cfg.cache_events,
+        );
         let durability = cfg.durability;
         tokio::task::spawn_blocking(move || Store::open(&d, durability, w, c, hook)).await??
     };
@@ -114,12 +131,31 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let broker = Broker::new(cfg.clone(), store, loaded, cache, head_tx, metrics);
     if ctx.once {
         let n = broker.enforce_retention().await?;
-        tracing::info!(removed = n, head = broker.head(), "retention pass done (--once)");
+        tracing::info!(
+            removed = n,
+            head = broker.head(),
+            "retention pass done (--once)"
+        );
         return Ok(());
     }
-    spawn_retention(broker.clone(), Duration::from_secs_f64(cfg.retention_interval_s), ctx.shutdown.clone());
-    let hb = ctx.settings.get::<f64>("heartbeat_interval_s").ok().flatten().unwrap_or(10.0).max(0.05);
-    spawn_heartbeat(broker.clone(), ctx.node.clone(), Duration::from_secs_f64(hb), ctx.shutdown.clone());
+    spawn_retention(
+        broker.clone(),
+        Duration::from_secs_f64(cfg.retention_interval_s),
+        ctx.shutdown.clone(),
+    );
+    let hb = ctx
+        .settings
+        .get::<f64>("heartbeat_interval_s")
+        .ok()
+        .flatten()
+        .unwrap_or(10.0)
+        .max(0.05);
+    spawn_heartbeat(
+        broker.clone(),
+        ctx.node.clone(),
+        Duration::from_secs_f64(hb),
+        ctx.shutdown.clone(),
+    );
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ringrift_proto::FILE_DESCRIPTOR_SET)
@@ -127,8 +163,10 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let reflection_v1a = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ringrift_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let svc = EventRouterServer::new(service::RouterService { broker: broker.clone() })
-        .max_decoding_message_size(8 << 20);
+    let svc = EventRouterServer::new(service::RouterService {
+        broker: broker.clone(),
+    })
+    .max_decoding_message_size(8 << 20);
     let mb = broker.clone();
     let http = axum::Router::new()
         .route(
@@ -138,14 +176,22 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
                 async move {
                     b.metrics.head.set(b.head() as i64);
                     for c in b.consumer_stats() {
-                        b.metrics.consumer_lag.get_or_create(&vec![("consumer".to_owned(), c.name)]).set(c.lag as i64);
+                        b.metrics
+                            .consumer_lag
+                            .get_or_create(&vec![("consumer".to_owned(), c.name)])
+                            .set(c.lag as i64);
                     }
-                    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], b.metrics.render())
+                    (
+                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                        b.metrics.render(),
+                    )
                 }
             }),
         )
         .route("/health", axum::routing::get(|| async { "ok\n" }));
-    let routes = tonic::service::Routes::new(svc).add_service(reflection_v1).add_service(reflection_v1a);
+    let routes = tonic::service::Routes::new(svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1a);
     let app = routes.into_axum_router().merge(http);
 
     handler_base::write_addr_file(&ctx.home, "event_router", &addr.to_string())?;
@@ -156,11 +202,14 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-            shutdown.cancelled().await;
-            // End the subscription streams so the graceful shutdown can finish.
-            closing.cancel();
-        });
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                shutdown.cancelled().await;
+                // End the subscription streams so the graceful shutdown can finish.
+                closing.cancel();
+            },
+        );
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r?,
@@ -173,7 +222,12 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
 }
 
 /// The router's own DAEMON_HEARTBEAT, written straight into its log.
-fn spawn_heartbeat(broker: Arc<Broker>, node: String, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+fn spawn_heartbeat(
+    broker: Arc<Broker>,
+    node: String,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     use ringrift_proto::wire;
     let started = std::time::Instant::now();
     tokio::spawn(async move {
@@ -189,9 +243,20 @@ fn spawn_heartbeat(broker: Arc<Broker>, node: String, every: Duration, shutdown:
                 healthy: true,
                 status: wire::HealthStatus::Running as i32,
                 message: format!("head {} with {} consumers", broker.head(), consumers.len()),
-                details: [("head_seq".to_owned(), broker.head().to_string()), ("max_consumer_lag".to_owned(), max_lag.to_string())].into_iter().collect(),
+                details: [
+                    ("head_seq".to_owned(), broker.head().to_string()),
+                    ("max_consumer_lag".to_owned(), max_lag.to_string()),
+                ]
+                .into_iter()
+                .collect(),
             };
-            let hb = wire::DaemonHeartbeat { daemon: "event_router".into(), pid: std::process::id(), node: node.clone(), uptime_s: started.elapsed().as_secs_f64(), health: Some(health) };
+            let hb = wire::DaemonHeartbeat {
+                daemon: "event_router".into(),
+                pid: std::process::id(),
+                node: node.clone(),
+                uptime_s: started.elapsed().as_secs_f64(),
+                health: Some(health),
+            };
             let mut ev = ringrift_proto::Event::new(wire::event::Payload::DaemonHeartbeat(hb));
             ev.source = format!("event_router@{node}");
             ev.id = format!("hb:event_router:{}:{}", std::process::id(), router_now_ms());
@@ -203,7 +268,11 @@ fn spawn_heartbeat(broker: Arc<Broker>, node: String, every: Duration, shutdown:
     });
 }
 
-fn spawn_retention(broker: Arc<Broker>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+fn spawn_retention(
+    broker: Arc<Broker>,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     tokio::spawn(async move {
         let mut t = tokio::time::interval(every);
         loop {

@@ -32,14 +32,45 @@ impl Default for Metrics {
             head: Gauge::default(),
             registry: Arc::new(Registry::default()),
         };
-        r.register("events_published", "Events stored (duplicates excluded)", m.published.clone());
-        r.register("events_duplicate", "Publishes acked as duplicates and not stored", m.duplicates.clone());
-        r.register("events_delivered", "Events sent to subscribers, redeliveries included", m.delivered.clone());
-        r.register("events_dead_lettered", "Events moved to the dead-letter queue", m.dead_lettered.clone());
-        r.register("events_rejected", "Publishes rejected as invalid", m.rejected.clone());
-        r.register("consumer_lag", "Events between a durable consumer's ack floor and the head", m.consumer_lag.clone());
-        r.register("head_seq", "Sequence number of the newest event", m.head.clone());
-        Metrics { registry: Arc::new(r), ..m }
+        r.register(
+            "events_published",
+            "Events stored (duplicates excluded)",
+            m.published.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Publishes acked as duplicates and not stored",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "events_delivered",
+            "Events sent to subscribers, redeliveries included",
+            m.delivered.clone(),
+        );
+        r.register(
+            "events_dead_lettered",
+            "Events moved to the dead-letter queue",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "events_rejected",
+            "Publishes rejected as invalid",
+            m.rejected.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Events between a durable consumer's ack floor and the head",
+            m.consumer_lag.clone(),
+        );
+        r.register(
+            "head_seq",
+            "Sequence number of the newest event",
+            m.head.clone(),
+        );
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
     }
 }
 

@@ -34,7 +34,12 @@ impl RouterService {
 }
 
 fn ack(s: crate::store::Stored) -> wire::PublishAck {
-    wire::PublishAck { seq: s.seq, duplicate: s.duplicate, id: s.id, error: String::new() }
+    wire::PublishAck {
+        seq: s.seq,
+        duplicate: s.duplicate,
+        id: s.id,
+        error: String::new(),
+    }
 }
 
 /// The acks of one PublishStream batch, in order, once its commit is done.
@@ -55,7 +60,12 @@ fn stream_batch(broker: &Arc<Broker>, events: Vec<wire::Event>) -> AckBatch {
             }
             Err(e) => {
                 broker.metrics.rejected.inc();
-                slots.push(Some(wire::PublishAck { seq: 0, duplicate: false, id, error: e.to_string() }));
+                slots.push(Some(wire::PublishAck {
+                    seq: 0,
+                    duplicate: false,
+                    id,
+                    error: e.to_string(),
+                }));
             }
         }
     }
@@ -65,13 +75,18 @@ fn stream_batch(broker: &Arc<Broker>, events: Vec<wire::Event>) -> AckBatch {
     }
     let broker = broker.clone();
     Box::pin(async move {
-        let stored = broker.publish(valid).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let stored = broker
+            .publish(valid)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let mut stored = stored.into_iter();
         let mut acks = Vec::with_capacity(slots.len());
         for slot in slots {
             match slot {
                 Some(rejected) => acks.push(rejected),
-                None => acks.push(ack(stored.next().ok_or_else(|| Status::internal("store returned too few acks"))?)),
+                None => acks.push(ack(stored
+                    .next()
+                    .ok_or_else(|| Status::internal("store returned too few acks"))?)),
             }
         }
         Ok(acks)
@@ -80,7 +95,11 @@ fn stream_batch(broker: &Arc<Broker>, events: Vec<wire::Event>) -> AckBatch {
 
 /// Drives one PublishStream: reads events while earlier batches commit, keeps their
 /// commits in an ordered queue and sends the acks in the order the events came.
-async fn run_publish_stream(broker: Arc<Broker>, mut input: Streaming<wire::Event>, out: mpsc::Sender<Result<Vec<wire::PublishAck>, Status>>) {
+async fn run_publish_stream(
+    broker: Arc<Broker>,
+    mut input: Streaming<wire::Event>,
+    out: mpsc::Sender<Result<Vec<wire::PublishAck>, Status>>,
+) {
     let mut inflight: FuturesOrdered<AckBatch> = FuturesOrdered::new();
     let mut queued = 0usize;
     let mut reading = true;
@@ -144,33 +163,63 @@ async fn run_publish_stream(broker: Arc<Broker>, mut input: Streaming<wire::Even
 
 #[tonic::async_trait]
 impl wire::event_router_server::EventRouter for RouterService {
-    async fn publish(&self, req: Request<wire::Event>) -> Result<Response<wire::PublishAck>, Status> {
+    async fn publish(
+        &self,
+        req: Request<wire::Event>,
+    ) -> Result<Response<wire::PublishAck>, Status> {
         let ev = self.validate(req.into_inner())?;
-        let mut stored = self.broker.publish(vec![ev]).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let s = stored.pop().ok_or_else(|| Status::internal("store returned no ack"))?;
+        let mut stored = self
+            .broker
+            .publish(vec![ev])
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let s = stored
+            .pop()
+            .ok_or_else(|| Status::internal("store returned no ack"))?;
         Ok(Response::new(ack(s)))
     }
 
-    async fn publish_batch(&self, req: Request<wire::PublishBatchRequest>) -> Result<Response<wire::PublishBatchResponse>, Status> {
+    async fn publish_batch(
+        &self,
+        req: Request<wire::PublishBatchRequest>,
+    ) -> Result<Response<wire::PublishBatchResponse>, Status> {
         let events = req.into_inner().events;
         if events.len() > MAX_BATCH {
             self.broker.metrics.rejected.inc();
-            return Err(Status::invalid_argument(format!("batch of {} events is larger than {MAX_BATCH}", events.len())));
+            return Err(Status::invalid_argument(format!(
+                "batch of {} events is larger than {MAX_BATCH}",
+                events.len()
+            )));
         }
         let mut valid = Vec::with_capacity(events.len());
         for (i, w) in events.into_iter().enumerate() {
-            let ev = self.validate(w).map_err(|s| Status::invalid_argument(format!("event {i}: {}", s.message())))?;
+            let ev = self
+                .validate(w)
+                .map_err(|s| Status::invalid_argument(format!("event {i}: {}", s.message())))?;
             valid.push(ev);
         }
-        let stored = self.broker.publish(valid).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(Response::new(wire::PublishBatchResponse { acks: stored.into_iter().map(ack).collect() }))
+        let stored = self
+            .broker
+            .publish(valid)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(wire::PublishBatchResponse {
+            acks: stored.into_iter().map(ack).collect(),
+        }))
     }
 
     type PublishStreamStream = Pin<Box<dyn Stream<Item = Result<wire::PublishAck, Status>> + Send>>;
 
-    async fn publish_stream(&self, req: Request<Streaming<wire::Event>>) -> Result<Response<Self::PublishStreamStream>, Status> {
+    async fn publish_stream(
+        &self,
+        req: Request<Streaming<wire::Event>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(run_publish_stream(self.broker.clone(), req.into_inner(), tx));
+        tokio::spawn(run_publish_stream(
+            self.broker.clone(),
+            req.into_inner(),
+            tx,
+        ));
         let acks = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(|batch| {
             let items: Vec<Result<wire::PublishAck, Status>> = match batch {
                 Ok(acks) => acks.into_iter().map(Ok).collect(),
@@ -183,50 +232,92 @@ impl wire::event_router_server::EventRouter for RouterService {
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<wire::Event, Status>> + Send>>;
 
-    async fn subscribe(&self, req: Request<wire::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        req: Request<wire::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = req.into_inner();
         if req.consumer.len() > 200 || req.consumer.chars().any(|c| c.is_control()) {
-            return Err(Status::invalid_argument("consumer name must be at most 200 printable characters"));
+            return Err(Status::invalid_argument(
+                "consumer name must be at most 200 printable characters",
+            ));
         }
         let filter = build_filter(&req.types, &req.prefixes)?;
         let rx = self.broker.subscribe(req, filter).await?;
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn ack(&self, req: Request<wire::AckRequest>) -> Result<Response<wire::AckResponse>, Status> {
+    async fn ack(
+        &self,
+        req: Request<wire::AckRequest>,
+    ) -> Result<Response<wire::AckResponse>, Status> {
         let r = req.into_inner();
         let floor = self.broker.ack(&r.consumer, r.seq, r.cumulative)?;
         Ok(Response::new(wire::AckResponse { ack_floor: floor }))
     }
 
-    async fn nack(&self, req: Request<wire::NackRequest>) -> Result<Response<wire::NackResponse>, Status> {
+    async fn nack(
+        &self,
+        req: Request<wire::NackRequest>,
+    ) -> Result<Response<wire::NackResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.broker.nack(&r.consumer, r.seq, &r.reason).await?))
+        Ok(Response::new(
+            self.broker.nack(&r.consumer, r.seq, &r.reason).await?,
+        ))
     }
 
-    async fn list_dead_letters(&self, req: Request<wire::ListDeadLettersRequest>) -> Result<Response<wire::ListDeadLettersResponse>, Status> {
+    async fn list_dead_letters(
+        &self,
+        req: Request<wire::ListDeadLettersRequest>,
+    ) -> Result<Response<wire::ListDeadLettersResponse>, Status> {
         let r = req.into_inner();
-        let letters = self.broker.list_dead_letters(r.consumer, r.include_resolved).await.map_err(|e| Status::internal(e.to_string()))?;
+        let letters = self
+            .broker
+            .list_dead_letters(r.consumer, r.include_resolved)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(wire::ListDeadLettersResponse { letters }))
     }
 
-    async fn retry_dead_letter(&self, req: Request<wire::RetryDeadLetterRequest>) -> Result<Response<wire::RetryDeadLetterResponse>, Status> {
+    async fn retry_dead_letter(
+        &self,
+        req: Request<wire::RetryDeadLetterRequest>,
+    ) -> Result<Response<wire::RetryDeadLetterResponse>, Status> {
         let letter = self.broker.retry_dead_letter(req.into_inner().id).await?;
-        Ok(Response::new(wire::RetryDeadLetterResponse { letter: Some(letter) }))
+        Ok(Response::new(wire::RetryDeadLetterResponse {
+            letter: Some(letter),
+        }))
     }
 
-    async fn resolve_dead_letter(&self, req: Request<wire::ResolveDeadLetterRequest>) -> Result<Response<wire::ResolveDeadLetterResponse>, Status> {
+    async fn resolve_dead_letter(
+        &self,
+        req: Request<wire::ResolveDeadLetterRequest>,
+    ) -> Result<Response<wire::ResolveDeadLetterResponse>, Status> {
         let r = req.into_inner();
         let letter = self.broker.resolve_dead_letter(r.id, r.state).await?;
-        Ok(Response::new(wire::ResolveDeadLetterResponse { letter: Some(letter) }))
+        Ok(Response::new(wire::ResolveDeadLetterResponse {
+            letter: Some(letter),
+        }))
     }
 
-    async fn purge_dead_letters(&self, req: Request<wire::PurgeDeadLettersRequest>) -> Result<Response<wire::PurgeDeadLettersResponse>, Status> {
-        let purged = self.broker.purge_dead_letters(req.into_inner().consumer).await.map_err(|e| Status::internal(e.to_string()))?;
+    async fn purge_dead_letters(
+        &self,
+        req: Request<wire::PurgeDeadLettersRequest>,
+    ) -> Result<Response<wire::PurgeDeadLettersResponse>, Status> {
+        let purged = self
+            .broker
+            .purge_dead_letters(req.into_inner().consumer)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(wire::PurgeDeadLettersResponse { purged }))
     }
 
-    async fn stats(&self, _req: Request<wire::StatsRequest>) -> Result<Response<wire::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        _req: Request<wire::StatsRequest>,
+    ) -> Result<Response<wire::StatsResponse>, Status> {
         let m = &self.broker.metrics;
         Ok(Response::new(wire::StatsResponse {
             head_seq: self.broker.head(),

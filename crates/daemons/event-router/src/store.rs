@@ -19,7 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("event log {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("event log writer has stopped")]
     WriterGone,
     #[error("event log commit failed: {0}")]
@@ -105,7 +108,10 @@ pub struct Store {
 }
 
 fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
-    let err = |source| StoreError::Sqlite { path: path.to_owned(), source };
+    let err = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
     let c = Connection::open(path).map_err(err)?;
     c.busy_timeout(Duration::from_secs(10)).map_err(err)?;
     c.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
@@ -131,15 +137,31 @@ pub struct Loaded {
 
 impl Store {
     /// Opens (creating) `dir/events.db`, loads start-up state and starts the writer thread.
-    pub fn open(dir: &Path, durability: Durability, dedup_window: Duration, cache: usize, on_commit: OnCommit) -> Result<(Store, Loaded), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Commit(format!("create {}: {e}", dir.display())))?;
+    pub fn open(
+        dir: &Path,
+        durability: Durability,
+        dedup_window: Duration,
+        cache: usize,
+        on_commit: OnCommit,
+    ) -> Result<(Store, Loaded), StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Commit(format!("create {}: {e}", dir.display())))?;
         let path = dir.join("events.db");
         let conn = open(&path, durability)?;
-        let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         conn.execute_batch(SCHEMA).map_err(err)?;
         let loaded = load(&conn, cache).map_err(err)?;
         let dedup = Dedup::load(&conn, dedup_window).map_err(err)?;
-        let meta_seq: u64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| r.get::<_, i64>(0)).optional().map_err(err)?.unwrap_or(0) as u64;
+        let meta_seq: u64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(err)?
+            .unwrap_or(0) as u64;
         let next = meta_seq.max(loaded.head) + 1;
         let (tx, rx) = mpsc::channel(65_536);
         let wpath = path.clone();
@@ -149,30 +171,51 @@ impl Store {
             .map_err(|e| StoreError::Commit(format!("spawn writer: {e}")))?;
         let mut loaded = loaded;
         loaded.head = next - 1;
-        Ok((Store { path, writer: tx, readers: Arc::new(Mutex::new(Vec::new())) }, loaded))
+        Ok((
+            Store {
+                path,
+                writer: tx,
+                readers: Arc::new(Mutex::new(Vec::new())),
+            },
+            loaded,
+        ))
     }
 
     /// Stores events (dedup applied) and returns once they are committed.
     pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<Stored>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(WriteOp::Publish(events, tx)).await.map_err(|_| StoreError::WriterGone)?;
+        self.writer
+            .send(WriteOp::Publish(events, tx))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Records a consumer's ack floor (committed with the next group, not awaited).
     pub fn save_floor(&self, consumer: &str, floor: u64) {
-        let _ = self.writer.try_send(WriteOp::SaveFloor(consumer.to_owned(), floor));
+        let _ = self
+            .writer
+            .try_send(WriteOp::SaveFloor(consumer.to_owned(), floor));
     }
 
     /// Runs a write in the writer's next transaction and waits for its commit.
-    pub async fn exec(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<i64> + Send + 'static) -> Result<i64, StoreError> {
+    pub async fn exec(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<i64> + Send + 'static,
+    ) -> Result<i64, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(WriteOp::Exec(Box::new(f), Some(tx))).await.map_err(|_| StoreError::WriterGone)?;
+        self.writer
+            .send(WriteOp::Exec(Box::new(f), Some(tx)))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Runs a read on a pooled connection in a blocking thread.
-    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let pool = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
@@ -181,7 +224,10 @@ impl Store {
                 Some(c) => c,
                 None => open(&path, Durability::Relaxed)?,
             };
-            let r = f(&conn).map_err(|source| StoreError::Sqlite { path: path.clone(), source });
+            let r = f(&conn).map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            });
             pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
             r
         })
@@ -190,9 +236,15 @@ impl Store {
     }
 
     /// Up to `limit` events with seq > `after`, in order.
-    pub async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<wire::Event>>, StoreError> {
+    pub async fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<wire::Event>>, StoreError> {
         self.read(move |c| {
-            let mut st = c.prepare_cached("SELECT seq, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let mut st = c.prepare_cached(
+                "SELECT seq, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
             let rows = st.query_map(params![after as i64, limit as i64], decode_row)?;
             rows.collect()
         })
@@ -201,12 +253,28 @@ impl Store {
 
     /// The event with this seq, if still retained.
     pub async fn get(&self, seq: u64) -> Result<Option<Arc<wire::Event>>, StoreError> {
-        self.read(move |c| c.query_row("SELECT seq, data FROM events WHERE seq = ?1", [seq as i64], decode_row).optional()).await
+        self.read(move |c| {
+            c.query_row(
+                "SELECT seq, data FROM events WHERE seq = ?1",
+                [seq as i64],
+                decode_row,
+            )
+            .optional()
+        })
+        .await
     }
 
     /// The first seq stored at or after `ms` (or head + 1 when none).
     pub async fn seq_at_time(&self, ms: i64) -> Result<Option<u64>, StoreError> {
-        self.read(move |c| c.query_row("SELECT MIN(seq) FROM events WHERE stored_ms >= ?1", [ms], |r| r.get::<_, Option<i64>>(0)).map(|v| v.map(|s| s as u64))).await
+        self.read(move |c| {
+            c.query_row(
+                "SELECT MIN(seq) FROM events WHERE stored_ms >= ?1",
+                [ms],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(|s| s as u64))
+        })
+        .await
     }
 
     pub fn path(&self) -> &Path {
@@ -217,22 +285,49 @@ impl Store {
 fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arc<wire::Event>> {
     let seq: i64 = r.get(0)?;
     let data: Vec<u8> = r.get(1)?;
-    let mut ev = wire::Event::decode(data.as_slice()).map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e)))?;
+    let mut ev = wire::Event::decode(data.as_slice()).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
+    })?;
     ev.seq = seq as u64;
     Ok(Arc::new(ev))
 }
 
 fn load(c: &Connection, cache: usize) -> rusqlite::Result<Loaded> {
-    let (first, head): (Option<i64>, Option<i64>) = c.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let mut l = Loaded { head: head.unwrap_or(0) as u64, first: first.unwrap_or(0) as u64, ..Default::default() };
+    let (first, head): (Option<i64>, Option<i64>) =
+        c.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let mut l = Loaded {
+        head: head.unwrap_or(0) as u64,
+        first: first.unwrap_or(0) as u64,
+        ..Default::default()
+    };
     let mut st = c.prepare("SELECT name, ack_floor FROM consumers")?;
-    l.consumers = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<Result<_, _>>()?;
+    l.consumers = st
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+        .collect::<Result<_, _>>()?;
     let mut st = c.prepare("SELECT consumer, seq, count FROM failures")?;
-    l.failures = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?.collect::<Result<_, _>>()?;
-    let mut st = c.prepare("SELECT consumer, seq, id, state FROM dead_letters WHERE state IN (1, 2, 3)")?;
-    l.letters = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get(3)?)))?.collect::<Result<_, _>>()?;
+    l.failures = st
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut st =
+        c.prepare("SELECT consumer, seq, id, state FROM dead_letters WHERE state IN (1, 2, 3)")?;
+    l.letters = st
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+                r.get(3)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
     let mut st = c.prepare("SELECT seq, data FROM (SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?1) ORDER BY seq")?;
-    l.recent = st.query_map([cache as i64], decode_row)?.collect::<Result<_, _>>()?;
+    l.recent = st
+        .query_map([cache as i64], decode_row)?
+        .collect::<Result<_, _>>()?;
     Ok(l)
 }
 
@@ -246,9 +341,20 @@ struct Dedup {
 impl Dedup {
     fn load(c: &Connection, window: Duration) -> rusqlite::Result<Dedup> {
         let window_ms = window.as_millis() as i64;
-        let mut d = Dedup { window_ms, ids: HashMap::new(), order: VecDeque::new() };
-        let mut st = c.prepare("SELECT id, seq, stored_ms FROM events WHERE stored_ms >= ?1 ORDER BY seq")?;
-        let rows = st.query_map([router_now_ms() - window_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+        let mut d = Dedup {
+            window_ms,
+            ids: HashMap::new(),
+            order: VecDeque::new(),
+        };
+        let mut st =
+            c.prepare("SELECT id, seq, stored_ms FROM events WHERE stored_ms >= ?1 ORDER BY seq")?;
+        let rows = st.query_map([router_now_ms() - window_ms], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
         for row in rows {
             let (id, seq, ms) = row?;
             let id: Arc<str> = id.into();
@@ -280,10 +386,21 @@ impl Dedup {
 }
 
 pub fn router_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
-fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<WriteOp>, mut next: u64, mut meta_seq: u64, mut dedup: Dedup, on_commit: OnCommit) {
+fn writer_loop(
+    mut conn: Connection,
+    path: PathBuf,
+    mut rx: mpsc::Receiver<WriteOp>,
+    mut next: u64,
+    mut meta_seq: u64,
+    mut dedup: Dedup,
+    on_commit: OnCommit,
+) {
     let mut ops = Vec::new();
     let mut buf = Vec::with_capacity(1024);
     while let Some(op) = rx.blocking_recv() {
@@ -300,8 +417,14 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
         let mut added = 0usize;
         let mut deletes_possible = false;
         let mut new_events: Vec<Arc<wire::Event>> = Vec::new();
-        let mut replies_pub: Vec<(oneshot::Sender<Result<Vec<Stored>, StoreError>>, Vec<Stored>)> = Vec::new();
-        let mut replies_exec: Vec<(Option<oneshot::Sender<Result<i64, StoreError>>>, Result<i64, StoreError>)> = Vec::new();
+        let mut replies_pub: Vec<(
+            oneshot::Sender<Result<Vec<Stored>, StoreError>>,
+            Vec<Stored>,
+        )> = Vec::new();
+        let mut replies_exec: Vec<(
+            Option<oneshot::Sender<Result<i64, StoreError>>>,
+            Result<i64, StoreError>,
+        )> = Vec::new();
         let result: rusqlite::Result<()> = (|| {
             let tx = conn.transaction()?;
             {
@@ -316,7 +439,11 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
                                 let key: Arc<str> = ev.id.as_str().into();
                                 match dedup.ids.entry(key) {
                                     std::collections::hash_map::Entry::Occupied(e) => {
-                                        out.push(Stored { seq: *e.get(), id: ev.id, duplicate: true });
+                                        out.push(Stored {
+                                            seq: *e.get(),
+                                            id: ev.id,
+                                            duplicate: true,
+                                        });
                                         continue;
                                     }
                                     std::collections::hash_map::Entry::Vacant(e) => {
@@ -332,9 +459,15 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
                                 }
                                 w.seq = 0;
                                 buf.clear();
-                                w.encode(&mut buf).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                                w.encode(&mut buf).map_err(|e| {
+                                    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+                                })?;
                                 ins.execute(params![seq as i64, w.id, w.r#type, now, &buf[..]])?;
-                                out.push(Stored { seq, id: w.id.clone(), duplicate: false });
+                                out.push(Stored {
+                                    seq,
+                                    id: w.id.clone(),
+                                    duplicate: false,
+                                });
                                 w.seq = seq;
                                 new_events.push(Arc::new(w));
                             }
@@ -347,7 +480,10 @@ fn writer_loop(mut conn: Connection, path: PathBuf, mut rx: mpsc::Receiver<Write
                         WriteOp::Exec(f, reply) => {
                             // Retention deletes events through here.
                             deletes_possible = true;
-                            let r = f(&tx).map_err(|source| StoreError::Sqlite { path: path.clone(), source });
+                            let r = f(&tx).map_err(|source| StoreError::Sqlite {
+                                path: path.clone(),
+                                source,
+                            });
                             replies_exec.push((reply, r));
                         }
                     }
@@ -407,12 +543,24 @@ mod tests {
     use ringrift_proto::wire::event::Payload;
 
     fn ev(id: &str) -> Event {
-        let w = wire::Event { id: id.into(), r#type: wire::EventType::External as i32, payload: Some(Payload::Json("{}".into())), ..Default::default() };
+        let w = wire::Event {
+            id: id.into(),
+            r#type: wire::EventType::External as i32,
+            payload: Some(Payload::Json("{}".into())),
+            ..Default::default()
+        };
         Event::try_from(w).expect("valid event")
     }
 
     fn open_store(dir: &Path) -> (Store, Loaded) {
-        Store::open(dir, Durability::Relaxed, Duration::from_secs(300), 100, Box::new(|_| {})).expect("open store")
+        Store::open(
+            dir,
+            Durability::Relaxed,
+            Duration::from_secs(300),
+            100,
+            Box::new(|_| {}),
+        )
+        .expect("open store")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,25 +569,49 @@ mod tests {
         {
             let (s, loaded) = open_store(dir.path());
             assert_eq!(loaded.head, 0);
-            let out = s.publish(vec![ev("a"), ev("b"), ev("a")]).await.expect("publish");
+            let out = s
+                .publish(vec![ev("a"), ev("b"), ev("a")])
+                .await
+                .expect("publish");
             let seqs: Vec<_> = out.iter().map(|o| (o.seq, o.duplicate)).collect();
             assert_eq!(seqs, vec![(1, false), (2, false), (1, true)]);
             // No deletion yet: last_seq is not written on the publish path.
-            let meta: Option<i64> = s.read(|c| c.query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| r.get(0)).optional()).await.expect("read");
+            let meta: Option<i64> = s
+                .read(|c| {
+                    c.query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                })
+                .await
+                .expect("read");
             assert_eq!(meta, None);
             s.publish(vec![ev("c")]).await.expect("publish");
             // Retention-style delete of every event, the newest included.
-            assert_eq!(s.exec(|tx| tx.execute("DELETE FROM events", []).map(|n| n as i64)).await.expect("delete"), 3);
+            assert_eq!(
+                s.exec(|tx| tx.execute("DELETE FROM events", []).map(|n| n as i64))
+                    .await
+                    .expect("delete"),
+                3
+            );
         }
         let (s, loaded) = open_store(dir.path());
         assert_eq!(loaded.head, 3, "head survives an empty log");
         let out = s.publish(vec![ev("d")]).await.expect("publish");
-        assert_eq!((out[0].seq, out[0].duplicate), (4, false), "no seq is reused");
+        assert_eq!(
+            (out[0].seq, out[0].duplicate),
+            (4, false),
+            "no seq is reused"
+        );
         drop(s);
         let (s, loaded) = open_store(dir.path());
         assert_eq!(loaded.head, 4);
         let out = s.publish(vec![ev("d"), ev("e")]).await.expect("publish");
-        assert_eq!((out[0].seq, out[0].duplicate), (4, true), "dedup window reloaded from the log");
+        assert_eq!(
+            (out[0].seq, out[0].duplicate),
+            (4, true),
+            "dedup window reloaded from the log"
+        );
         assert_eq!((out[1].seq, out[1].duplicate), (5, false));
     }
 }

@@ -9,16 +9,19 @@
 use axum::http::StatusCode;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 use ringrift_proto::{Event, EventType, wire};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "health_server", about: "HTTP /health /ready /metrics /status for the node's daemons" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "health_server",
+    about: "HTTP /health /ready /metrics /status for the node's daemons",
+};
 
 /// `[health_server]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -34,7 +37,12 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        HealthConfig { listen: "127.0.0.1:8765".into(), expect: String::new(), stale_after_s: 35.0, cycle_interval_s: 5.0 }
+        HealthConfig {
+            listen: "127.0.0.1:8765".into(),
+            expect: String::new(),
+            stale_after_s: 35.0,
+            cycle_interval_s: 5.0,
+        }
     }
 }
 
@@ -66,10 +74,26 @@ pub struct HealthServer {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: HealthConfig = ctx.settings.section("health_server")?;
-    anyhow::ensure!(cfg.listen.parse::<std::net::SocketAddr>().is_ok(), "health_server.listen {:?} is not host:port", cfg.listen);
-    anyhow::ensure!(cfg.stale_after_s > 0.0, "health_server.stale_after_s must be > 0");
-    let expect = cfg.expect.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-    Ok(Arc::new(HealthServer { cfg, expect, state: Arc::new(Mutex::new(State::default())) }))
+    anyhow::ensure!(
+        cfg.listen.parse::<std::net::SocketAddr>().is_ok(),
+        "health_server.listen {:?} is not host:port",
+        cfg.listen
+    );
+    anyhow::ensure!(
+        cfg.stale_after_s > 0.0,
+        "health_server.stale_after_s must be > 0"
+    );
+    let expect = cfg
+        .expect
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    Ok(Arc::new(HealthServer {
+        cfg,
+        expect,
+        state: Arc::new(Mutex::new(State::default())),
+    }))
 }
 
 impl HealthServer {
@@ -82,7 +106,10 @@ impl HealthServer {
 fn not_ready(st: &State, expect: &[String], stale_ms: i64, now: i64) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if st.router.is_none() {
-        out.push(("event_router".to_owned(), format!("router unreachable: {}", st.router_error)));
+        out.push((
+            "event_router".to_owned(),
+            format!("router unreachable: {}", st.router_error),
+        ));
     }
     for name in expect {
         if name == "event_router" {
@@ -91,8 +118,13 @@ fn not_ready(st: &State, expect: &[String], stale_ms: i64, now: i64) -> Vec<(Str
         let reason = match st.daemons.get(name) {
             None => Some("no heartbeat yet".to_owned()),
             Some(d) if !d.up => Some(format!("down ({})", d.last_event)),
-            Some(d) if d.last_heartbeat_unix_ms == 0 => Some("started, no heartbeat yet".to_owned()),
-            Some(d) if now - d.last_heartbeat_unix_ms > stale_ms => Some(format!("last heartbeat {:.1}s ago", (now - d.last_heartbeat_unix_ms) as f64 / 1000.0)),
+            Some(d) if d.last_heartbeat_unix_ms == 0 => {
+                Some("started, no heartbeat yet".to_owned())
+            }
+            Some(d) if now - d.last_heartbeat_unix_ms > stale_ms => Some(format!(
+                "last heartbeat {:.1}s ago",
+                (now - d.last_heartbeat_unix_ms) as f64 / 1000.0
+            )),
             Some(d) => match &d.health {
                 Some(h) if h.healthy => None,
                 Some(h) => Some(format!("unhealthy: {:?} {}", h.status, h.message)),
@@ -130,35 +162,80 @@ fn metrics_text(st: &State, now: i64) -> String {
     for (name, d) in &st.daemons {
         let l = vec![("daemon".to_owned(), name.clone())];
         up.get_or_create(&l).set(d.up as i64);
-        healthy.get_or_create(&l).set(d.health.as_ref().is_some_and(|h| h.healthy && d.up) as i64);
+        healthy
+            .get_or_create(&l)
+            .set(d.health.as_ref().is_some_and(|h| h.healthy && d.up) as i64);
         restarts.get_or_create(&l).set(d.restarts as i64);
         if let Some(h) = &d.health {
             for s in ["RUNNING", "STARTING", "DEGRADED", "ERROR", "STOPPED"] {
-                status.get_or_create(&vec![("daemon".to_owned(), name.clone()), ("status".to_owned(), s.to_owned())]).set((status_name(h) == s) as i64);
+                status
+                    .get_or_create(&vec![
+                        ("daemon".to_owned(), name.clone()),
+                        ("status".to_owned(), s.to_owned()),
+                    ])
+                    .set((status_name(h) == s) as i64);
             }
         }
         if d.last_heartbeat_unix_ms > 0 {
-            age.get_or_create(&l).set((now - d.last_heartbeat_unix_ms) as f64 / 1000.0);
+            age.get_or_create(&l)
+                .set((now - d.last_heartbeat_unix_ms) as f64 / 1000.0);
         }
     }
     reg.register("daemon_up", "1 if the daemon's process is up", up);
-    reg.register("daemon_healthy", "1 if the daemon's last health check was healthy", healthy);
-    reg.register("daemon_restarts", "Restarts reported by the launcher", restarts);
-    reg.register("daemon_health_status", "1 for the daemon's current health status", status);
-    reg.register("daemon_heartbeat_age_seconds", "Seconds since the daemon's last heartbeat", age);
+    reg.register(
+        "daemon_healthy",
+        "1 if the daemon's last health check was healthy",
+        healthy,
+    );
+    reg.register(
+        "daemon_restarts",
+        "Restarts reported by the launcher",
+        restarts,
+    );
+    reg.register(
+        "daemon_health_status",
+        "1 for the daemon's current health status",
+        status,
+    );
+    reg.register(
+        "daemon_heartbeat_age_seconds",
+        "Seconds since the daemon's last heartbeat",
+        age,
+    );
     let router_up = Gauge::<i64>::default();
     router_up.set(st.router.is_some() as i64);
     reg.register("router_up", "1 if the event router answers", router_up);
     if let Some(r) = &st.router {
-        reg.register("router_events_published", "Events stored by the router", ConstCounter::new(r.published));
-        reg.register("router_events_duplicate", "Publishes the router acked as duplicates", ConstCounter::new(r.duplicates));
-        reg.register("router_events_delivered", "Events the router delivered", ConstCounter::new(r.delivered));
-        reg.register("router_events_dead_lettered", "Events moved to the dead-letter queue", ConstCounter::new(r.dead_lettered));
+        reg.register(
+            "router_events_published",
+            "Events stored by the router",
+            ConstCounter::new(r.published),
+        );
+        reg.register(
+            "router_events_duplicate",
+            "Publishes the router acked as duplicates",
+            ConstCounter::new(r.duplicates),
+        );
+        reg.register(
+            "router_events_delivered",
+            "Events the router delivered",
+            ConstCounter::new(r.delivered),
+        );
+        reg.register(
+            "router_events_dead_lettered",
+            "Events moved to the dead-letter queue",
+            ConstCounter::new(r.dead_lettered),
+        );
         let lag = Family::<Vec<(String, String)>, Gauge>::default();
         for c in &r.consumers {
-            lag.get_or_create(&vec![("consumer".to_owned(), c.name.clone())]).set(c.lag as i64);
+            lag.get_or_create(&vec![("consumer".to_owned(), c.name.clone())])
+                .set(c.lag as i64);
         }
-        reg.register("router_consumer_lag", "Events between a consumer's ack floor and the head", lag);
+        reg.register(
+            "router_consumer_lag",
+            "Events between a consumer's ack floor and the head",
+            lag,
+        );
     }
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
@@ -166,7 +243,10 @@ fn metrics_text(st: &State, now: i64) -> String {
 }
 
 fn status_json(st: &State, expect: &[String], stale_ms: i64, now: i64) -> serde_json::Value {
-    let nr: Vec<_> = not_ready(st, expect, stale_ms, now).into_iter().map(|(d, r)| serde_json::json!({"daemon": d, "reason": r})).collect();
+    let nr: Vec<_> = not_ready(st, expect, stale_ms, now)
+        .into_iter()
+        .map(|(d, r)| serde_json::json!({"daemon": d, "reason": r}))
+        .collect();
     let router = st.router.as_ref().map(|r| serde_json::json!({"head_seq": r.head_seq, "published": r.published, "delivered": r.delivered, "dead_lettered": r.dead_lettered}));
     serde_json::json!({"ready": nr.is_empty(), "not_ready": nr, "expect": expect, "daemons": st.daemons, "router": router, "router_error": st.router_error})
 }
@@ -178,11 +258,18 @@ impl Handler for HealthServer {
     }
 
     fn subscriptions(&self) -> Vec<EventType> {
-        vec![EventType::DaemonHeartbeat, EventType::DaemonStarted, EventType::DaemonStopped, EventType::DaemonFailed]
+        vec![
+            EventType::DaemonHeartbeat,
+            EventType::DaemonStarted,
+            EventType::DaemonStopped,
+            EventType::DaemonFailed,
+        ]
     }
 
     async fn on_start(&self, ctx: &Context) -> anyhow::Result<()> {
-        let listener = tokio::net::TcpListener::bind(&self.cfg.listen).await.map_err(|e| anyhow::anyhow!("bind {}: {e}", self.cfg.listen))?;
+        let listener = tokio::net::TcpListener::bind(&self.cfg.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("bind {}: {e}", self.cfg.listen))?;
         let addr = listener.local_addr()?;
         let stale_ms = (self.cfg.stale_after_s * 1000.0) as i64;
         let (s1, s2, s3) = (self.state.clone(), self.state.clone(), self.state.clone());
@@ -213,7 +300,9 @@ impl Handler for HealthServer {
             );
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
-            let r = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "health HTTP server failed");
             }
@@ -250,7 +339,12 @@ impl Handler for HealthServer {
         let mut st = self.lock();
         match &ev.payload {
             Payload::DaemonHeartbeat(hb) => {
-                let health = hb.health.clone().map(HealthCheckResult::try_from).transpose().map_err(|e| anyhow::anyhow!("heartbeat of {}: {e}", hb.daemon))?;
+                let health = hb
+                    .health
+                    .clone()
+                    .map(HealthCheckResult::try_from)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("heartbeat of {}: {e}", hb.daemon))?;
                 let d = st.daemons.entry(hb.daemon.clone()).or_default();
                 if ev.time_unix_ms < d.last_heartbeat_unix_ms {
                     return Ok(());
@@ -304,7 +398,16 @@ mod tests {
     use super::*;
 
     fn view(up: bool, hb: i64, healthy: bool) -> DaemonView {
-        DaemonView { up, last_heartbeat_unix_ms: hb, health: Some(if healthy { HealthCheckResult::running("ok") } else { HealthCheckResult::error("bad") }), ..Default::default() }
+        DaemonView {
+            up,
+            last_heartbeat_unix_ms: hb,
+            health: Some(if healthy {
+                HealthCheckResult::running("ok")
+            } else {
+                HealthCheckResult::error("bad")
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -317,21 +420,35 @@ mod tests {
         st.daemons.insert("a".into(), view(true, 9_500, true));
         st.daemons.insert("b".into(), view(true, 9_500, true));
         assert!(not_ready(&st, &expect, 1000, 10_000).is_empty());
-        assert_eq!(not_ready(&st, &expect, 1000, 11_000).len(), 2, "stale heartbeats");
+        assert_eq!(
+            not_ready(&st, &expect, 1000, 11_000).len(),
+            2,
+            "stale heartbeats"
+        );
         st.daemons.insert("b".into(), view(false, 9_500, true));
         assert_eq!(not_ready(&st, &expect, 1000, 10_000)[0].0, "b");
         st.daemons.insert("b".into(), view(true, 9_500, false));
-        assert!(not_ready(&st, &expect, 1000, 10_000)[0].1.contains("unhealthy"));
+        assert!(
+            not_ready(&st, &expect, 1000, 10_000)[0]
+                .1
+                .contains("unhealthy")
+        );
     }
 
     #[test]
     fn metrics_are_prometheus_text() {
         let mut st = State::default();
         st.daemons.insert("a".into(), view(true, 9_500, true));
-        st.router = Some(wire::StatsResponse { published: 5, ..Default::default() });
+        st.router = Some(wire::StatsResponse {
+            published: 5,
+            ..Default::default()
+        });
         let m = metrics_text(&st, 10_000);
         assert!(m.contains("ringrift_daemon_up{daemon=\"a\"} 1"), "{m}");
-        assert!(m.contains("ringrift_router_events_published_total 5"), "{m}");
+        assert!(
+            m.contains("ringrift_router_events_published_total 5"),
+            "{m}"
+        );
         assert!(m.trim_end().ends_with("# EOF"), "{m}");
     }
 }

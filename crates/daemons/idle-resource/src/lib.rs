@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "idle_resource", about: "Queue selfplay for idle GPUs or CPU cores" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "idle_resource",
+    about: "Queue selfplay for idle GPUs or CPU cores",
+};
 
 /// One schedulable unit and how busy it is (percent).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,9 +38,18 @@ impl NvidiaSmi {
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
-                let (idx, util) = l.split_once(',').ok_or_else(|| anyhow::anyhow!("nvidia-smi line {l:?}: expected 'index, utilization'"))?;
-                let u: f64 = util.trim().parse().map_err(|e| anyhow::anyhow!("nvidia-smi utilization {util:?}: {e}"))?;
-                Ok(Slot { id: format!("gpu{}", idx.trim()), kind: "gpu", utilization: u })
+                let (idx, util) = l.split_once(',').ok_or_else(|| {
+                    anyhow::anyhow!("nvidia-smi line {l:?}: expected 'index, utilization'")
+                })?;
+                let u: f64 = util
+                    .trim()
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("nvidia-smi utilization {util:?}: {e}"))?;
+                Ok(Slot {
+                    id: format!("gpu{}", idx.trim()),
+                    kind: "gpu",
+                    utilization: u,
+                })
             })
             .collect()
     }
@@ -45,8 +57,17 @@ impl NvidiaSmi {
 
 impl Probe for NvidiaSmi {
     fn sample(&self) -> anyhow::Result<Vec<Slot>> {
-        let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits"]).output()?;
-        anyhow::ensure!(out.status.success(), "nvidia-smi failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        let out = std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=index,utilization.gpu",
+                "--format=csv,noheader,nounits",
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "nvidia-smi failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         Self::parse(&String::from_utf8_lossy(&out.stdout))
     }
 }
@@ -61,7 +82,9 @@ impl CpuStat {
     /// Per-core (busy, total) jiffies.
     pub fn parse(text: &str) -> BTreeMap<String, (u64, u64)> {
         text.lines()
-            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(|b| b.is_ascii_digit()))
+            .filter(|l| {
+                l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(|b| b.is_ascii_digit())
+            })
             .filter_map(|l| {
                 let mut f = l.split_whitespace();
                 let name = f.next()?.to_owned();
@@ -80,7 +103,11 @@ impl CpuStat {
             .filter_map(|(k, (b, t))| {
                 let (pb, pt) = prev.get(k)?;
                 let dt = t.saturating_sub(*pt);
-                (dt > 0).then(|| Slot { id: k.clone(), kind: "cpu", utilization: 100.0 * b.saturating_sub(*pb) as f64 / dt as f64 })
+                (dt > 0).then(|| Slot {
+                    id: k.clone(),
+                    kind: "cpu",
+                    utilization: 100.0 * b.saturating_sub(*pb) as f64 / dt as f64,
+                })
             })
             .collect();
         *prev = now;
@@ -120,7 +147,12 @@ pub struct IdleConfig {
 
 impl Default for IdleConfig {
     fn default() -> Self {
-        IdleConfig { idle_below_percent: 10.0, games_per_item: 200, max_open_per_config: 6, cycle_interval_s: 60.0 }
+        IdleConfig {
+            idle_below_percent: 10.0,
+            games_per_item: 200,
+            max_open_per_config: 6,
+            cycle_interval_s: 60.0,
+        }
     }
 }
 
@@ -134,45 +166,95 @@ pub struct Idle {
 }
 
 impl Idle {
-    pub fn new(cfg: IdleConfig, configs: Vec<ConfigKey>, node: String, queue: Arc<dyn WorkQueue>, probe: Arc<dyn Probe>) -> Self {
-        Idle { cfg, configs, node, queue, probe, status: Mutex::new("first sample pending".into()) }
+    pub fn new(
+        cfg: IdleConfig,
+        configs: Vec<ConfigKey>,
+        node: String,
+        queue: Arc<dyn WorkQueue>,
+        probe: Arc<dyn Probe>,
+    ) -> Self {
+        Idle {
+            cfg,
+            configs,
+            node,
+            queue,
+            probe,
+            status: Mutex::new("first sample pending".into()),
+        }
     }
 
     /// One probe; returns how many selfplay items were queued.
     pub async fn check(&self, emit: &dyn Emit) -> anyhow::Result<usize> {
         let probe = self.probe.clone();
         let slots = tokio::task::spawn_blocking(move || probe.sample()).await??;
-        let idle: Vec<&Slot> = slots.iter().filter(|s| s.utilization < self.cfg.idle_below_percent).collect();
+        let idle: Vec<&Slot> = slots
+            .iter()
+            .filter(|s| s.utilization < self.cfg.idle_below_percent)
+            .collect();
         let (q, configs) = (self.queue.clone(), self.configs.clone());
-        let (pending, mut open) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, BTreeMap<ConfigKey, u64>)> {
-            let mut pending = 0;
-            let mut open = BTreeMap::new();
-            for c in configs {
-                let items = q.open_items(WorkKind::Selfplay, Some(c))?;
-                pending += items.iter().filter(|i| i.status == WorkStatus::Pending).count() as u64;
-                open.insert(c, items.len() as u64);
-            }
-            Ok((pending, open))
-        })
+        let (pending, mut open) = tokio::task::spawn_blocking(
+            move || -> anyhow::Result<(u64, BTreeMap<ConfigKey, u64>)> {
+                let mut pending = 0;
+                let mut open = BTreeMap::new();
+                for c in configs {
+                    let items = q.open_items(WorkKind::Selfplay, Some(c))?;
+                    pending += items
+                        .iter()
+                        .filter(|i| i.status == WorkStatus::Pending)
+                        .count() as u64;
+                    open.insert(c, items.len() as u64);
+                }
+                Ok((pending, open))
+            },
+        )
         .await??;
         let want = (idle.len() as u64).saturating_sub(pending);
-        let picks = ringrift_pipeline::alloc::pick_configs(&self.configs, &BTreeMap::new(), &mut open, self.cfg.max_open_per_config, want);
+        let picks = ringrift_pipeline::alloc::pick_configs(
+            &self.configs,
+            &BTreeMap::new(),
+            &mut open,
+            self.cfg.max_open_per_config,
+            want,
+        );
         let n = picks.len();
         if n > 0 {
             let (q, games) = (self.queue.clone(), self.cfg.games_per_item);
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 for c in picks {
-                    q.enqueue(&NewWork::new(WorkKind::Selfplay, Some(c), 3, serde_json::json!({"games": games, "reason": "idle resource"})))?;
+                    q.enqueue(&NewWork::new(
+                        WorkKind::Selfplay,
+                        Some(c),
+                        3,
+                        serde_json::json!({"games": games, "reason": "idle resource"}),
+                    ))?;
                 }
                 Ok(())
             })
             .await??;
             let mean = idle.iter().map(|s| s.utilization).sum::<f64>() / idle.len().max(1) as f64;
-            let p = wire::IdleResourceDetected { node: self.node.clone(), resource: idle.first().map(|s| s.kind).unwrap_or("cpu").into(), utilization: mean, slots: idle.len() as u32 };
-            emit.emit(event(wire::event::Payload::IdleResourceDetected(p), format!("idle:{}:{}", self.node, ringrift_store::now_ms()), "")).await?;
-            tracing::info!(idle = idle.len(), queued = n, "idle slots found; selfplay queued");
+            let p = wire::IdleResourceDetected {
+                node: self.node.clone(),
+                resource: idle.first().map(|s| s.kind).unwrap_or("cpu").into(),
+                utilization: mean,
+                slots: idle.len() as u32,
+            };
+            emit.emit(event(
+                wire::event::Payload::IdleResourceDetected(p),
+                format!("idle:{}:{}", self.node, ringrift_store::now_ms()),
+                "",
+            ))
+            .await?;
+            tracing::info!(
+                idle = idle.len(),
+                queued = n,
+                "idle slots found; selfplay queued"
+            );
         }
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("{} of {} slots idle, {pending} selfplay items pending, queued {n}", idle.len(), slots.len());
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!(
+            "{} of {} slots idle, {pending} selfplay items pending, queued {n}",
+            idle.len(),
+            slots.len()
+        );
         Ok(n)
     }
 }
@@ -181,12 +263,27 @@ pub struct IdleResource(pub Idle);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: IdleConfig = ctx.settings.section("idle_resource")?;
-    anyhow::ensure!((0.0..=100.0).contains(&cfg.idle_below_percent), "idle_resource.idle_below_percent must be within 0..=100");
-    anyhow::ensure!(cfg.games_per_item > 0 && cfg.max_open_per_config > 0 && cfg.cycle_interval_s > 0.0, "idle_resource: games_per_item, max_open_per_config, cycle_interval_s must be > 0");
+    anyhow::ensure!(
+        (0.0..=100.0).contains(&cfg.idle_below_percent),
+        "idle_resource.idle_below_percent must be within 0..=100"
+    );
+    anyhow::ensure!(
+        cfg.games_per_item > 0 && cfg.max_open_per_config > 0 && cfg.cycle_interval_s > 0.0,
+        "idle_resource: games_per_item, max_open_per_config, cycle_interval_s must be > 0"
+    );
     let configs = ringrift_pipeline::configs(ctx)?;
     std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
-    Ok(Arc::new(IdleResource(Idle::new(cfg, configs, ctx.node.clone(), queue, Arc::new(AutoProbe { cpu: CpuStat::default() })))))
+    let queue: Arc<dyn WorkQueue> =
+        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    Ok(Arc::new(IdleResource(Idle::new(
+        cfg,
+        configs,
+        ctx.node.clone(),
+        queue,
+        Arc::new(AutoProbe {
+            cpu: CpuStat::default(),
+        }),
+    ))))
 }
 
 #[async_trait::async_trait]
@@ -198,7 +295,13 @@ impl Handler for IdleResource {
         self.0.check(&ctx.publisher).await.map(|_| ())
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        HealthCheckResult::running(
+            self.0
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -210,32 +313,92 @@ mod tests {
     struct Fixed(Vec<f64>);
     impl Probe for Fixed {
         fn sample(&self) -> anyhow::Result<Vec<Slot>> {
-            Ok(self.0.iter().enumerate().map(|(i, u)| Slot { id: format!("gpu{i}"), kind: "gpu", utilization: *u }).collect())
+            Ok(self
+                .0
+                .iter()
+                .enumerate()
+                .map(|(i, u)| Slot {
+                    id: format!("gpu{i}"),
+                    kind: "gpu",
+                    utilization: *u,
+                })
+                .collect())
         }
     }
 
     #[test]
     fn parses_nvidia_smi_and_proc_stat() {
         let g = NvidiaSmi::parse("0, 3\n1, 97\n").unwrap();
-        assert_eq!(g, vec![Slot { id: "gpu0".into(), kind: "gpu", utilization: 3.0 }, Slot { id: "gpu1".into(), kind: "gpu", utilization: 97.0 }]);
+        assert_eq!(
+            g,
+            vec![
+                Slot {
+                    id: "gpu0".into(),
+                    kind: "gpu",
+                    utilization: 3.0
+                },
+                Slot {
+                    id: "gpu1".into(),
+                    kind: "gpu",
+                    utilization: 97.0
+                }
+            ]
+        );
         assert!(NvidiaSmi::parse("garbage\n").is_err());
         let cpu = CpuStat::default();
-        assert!(cpu.utilization(CpuStat::parse("cpu  1 1 1 1\ncpu0 10 0 0 90 0\ncpu1 50 0 0 50 0\n")).is_empty(), "first sample has no delta");
+        assert!(
+            cpu.utilization(CpuStat::parse(
+                "cpu  1 1 1 1\ncpu0 10 0 0 90 0\ncpu1 50 0 0 50 0\n"
+            ))
+            .is_empty(),
+            "first sample has no delta"
+        );
         let s = cpu.utilization(CpuStat::parse("cpu0 11 0 0 189 0\ncpu1 150 0 0 50 0\n"));
-        assert_eq!(s.iter().map(|x| x.utilization.round() as i64).collect::<Vec<_>>(), vec![1, 100]);
+        assert_eq!(
+            s.iter()
+                .map(|x| x.utilization.round() as i64)
+                .collect::<Vec<_>>(),
+            vec![1, 100]
+        );
     }
 
     #[tokio::test]
     async fn queues_one_item_per_uncovered_idle_slot_within_caps() {
         let dir = tempfile::tempdir().unwrap();
-        let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.path().join("wq.db")).unwrap());
-        let cfg = IdleConfig { max_open_per_config: 3, ..Default::default() };
-        let idle = Idle::new(cfg, vec!["hex8_2p".parse().unwrap()], "n1".into(), queue.clone(), Arc::new(Fixed(vec![2.0, 5.0, 50.0])));
+        let queue: Arc<dyn WorkQueue> =
+            Arc::new(SqliteWorkQueue::open(&dir.path().join("wq.db")).unwrap());
+        let cfg = IdleConfig {
+            max_open_per_config: 3,
+            ..Default::default()
+        };
+        let idle = Idle::new(
+            cfg,
+            vec!["hex8_2p".parse().unwrap()],
+            "n1".into(),
+            queue.clone(),
+            Arc::new(Fixed(vec![2.0, 5.0, 50.0])),
+        );
         let rec = Recorder::default();
         assert_eq!(idle.check(&rec).await.unwrap(), 2, "two GPUs below 10 %");
-        assert_eq!(idle.check(&rec).await.unwrap(), 0, "already covered by pending items");
-        let busy = Idle::new(IdleConfig::default(), vec!["hex8_2p".parse().unwrap()], "n1".into(), queue, Arc::new(Fixed(vec![2.0; 8])));
-        assert_eq!(busy.check(&rec).await.unwrap(), 4, "capped at 6 open items for the config");
-        assert!(matches!(&rec.payloads()[0], wire::event::Payload::IdleResourceDetected(p) if p.slots == 2));
+        assert_eq!(
+            idle.check(&rec).await.unwrap(),
+            0,
+            "already covered by pending items"
+        );
+        let busy = Idle::new(
+            IdleConfig::default(),
+            vec!["hex8_2p".parse().unwrap()],
+            "n1".into(),
+            queue,
+            Arc::new(Fixed(vec![2.0; 8])),
+        );
+        assert_eq!(
+            busy.check(&rec).await.unwrap(),
+            4,
+            "capped at 6 open items for the config"
+        );
+        assert!(
+            matches!(&rec.payloads()[0], wire::event::Payload::IdleResourceDetected(p) if p.slots == 2)
+        );
     }
 }

@@ -19,7 +19,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "job_scheduler", about: "Run queued selfplay jobs within local resource slots" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "job_scheduler",
+    about: "Run queued selfplay jobs within local resource slots",
+};
 
 /// `[job_scheduler]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -38,7 +41,15 @@ pub struct SchedConfig {
 
 impl Default for SchedConfig {
     fn default() -> Self {
-        SchedConfig { slots: 0, threads_per_job: 1, default_games: 200, lease_s: 300.0, timeout_s: 3600.0, cycle_interval_s: 1.0, selfplay_args: Vec::new() }
+        SchedConfig {
+            slots: 0,
+            threads_per_job: 1,
+            default_games: 200,
+            lease_s: 300.0,
+            timeout_s: 3600.0,
+            cycle_interval_s: 1.0,
+            selfplay_args: Vec::new(),
+        }
     }
 }
 
@@ -57,9 +68,32 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(cfg: SchedConfig, worker: String, home: PathBuf, queue: Arc<dyn WorkQueue>, jobs: Arc<dyn Jobs>) -> Arc<Self> {
-        let slots = if cfg.slots == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.slots };
-        Arc::new(Scheduler { cfg, slots, worker, home, queue, jobs, running: Mutex::new(HashSet::new()), filling: tokio::sync::Mutex::new(()), done: 0.into(), failed: 0.into() })
+    pub fn new(
+        cfg: SchedConfig,
+        worker: String,
+        home: PathBuf,
+        queue: Arc<dyn WorkQueue>,
+        jobs: Arc<dyn Jobs>,
+    ) -> Arc<Self> {
+        let slots = if cfg.slots == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            cfg.slots
+        };
+        Arc::new(Scheduler {
+            cfg,
+            slots,
+            worker,
+            home,
+            queue,
+            jobs,
+            running: Mutex::new(HashSet::new()),
+            filling: tokio::sync::Mutex::new(()),
+            done: 0.into(),
+            failed: 0.into(),
+        })
     }
 
     fn running(&self) -> usize {
@@ -67,27 +101,54 @@ impl Scheduler {
     }
 
     /// Requeues expired leases, then fills free slots; returns the spawned tasks.
-    pub async fn fill(self: &Arc<Self>, emit: Arc<dyn Emit>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    pub async fn fill(
+        self: &Arc<Self>,
+        emit: Arc<dyn Emit>,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         let _one = self.filling.lock().await;
         let q = self.queue.clone();
         let n = tokio::task::spawn_blocking(move || q.requeue_expired()).await??;
         if n > 0 {
-            tracing::warn!(items = n, "requeued items whose worker stopped renewing its lease");
+            tracing::warn!(
+                items = n,
+                "requeued items whose worker stopped renewing its lease"
+            );
         }
         let (q, w) = (self.queue.clone(), self.worker.clone());
         let held = tokio::task::spawn_blocking(move || q.held_by(&w)).await??;
         let mut tasks = Vec::new();
-        let mut resume: Vec<WorkItem> = held.into_iter().filter(|i| i.kind == WorkKind::Selfplay).collect();
+        let mut resume: Vec<WorkItem> = held
+            .into_iter()
+            .filter(|i| i.kind == WorkKind::Selfplay)
+            .collect();
         while self.running() < self.slots {
             let item = match resume.pop() {
-                Some(i) if self.running.lock().unwrap_or_else(|p| p.into_inner()).contains(&i.item_id) => continue,
+                Some(i)
+                    if self
+                        .running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&i.item_id) =>
+                {
+                    continue;
+                }
                 Some(i) => i,
-                None => match claim::claim(&self.queue, &self.worker, &[WorkKind::Selfplay], Duration::from_secs_f64(self.cfg.lease_s)).await? {
+                None => match claim::claim(
+                    &self.queue,
+                    &self.worker,
+                    &[WorkKind::Selfplay],
+                    Duration::from_secs_f64(self.cfg.lease_s),
+                )
+                .await?
+                {
                     Some(i) => i,
                     None => break,
                 },
             };
-            self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(item.item_id.clone());
+            self.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(item.item_id.clone());
             let (me, emit) = (self.clone(), emit.clone());
             tasks.push(tokio::spawn(async move {
                 let id = item.item_id.clone();
@@ -102,25 +163,43 @@ impl Scheduler {
 
     async fn run_item(&self, item: WorkItem, emit: &dyn Emit) -> anyhow::Result<()> {
         let lease = Duration::from_secs_f64(self.cfg.lease_s);
-        let outcome = claim::run_leased(&self.queue, &self.worker, &item, lease, async { self.selfplay(&item, emit).await.map_err(|e| format!("{e:#}")) }).await?;
+        let outcome = claim::run_leased(&self.queue, &self.worker, &item, lease, async {
+            self.selfplay(&item, emit)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        })
+        .await?;
         match outcome {
             Ok(_) => self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             Err(e) => {
                 tracing::error!(item = %item.item_id, error = %e, "selfplay job failed");
-                self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                self.failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             }
         };
         Ok(())
     }
 
-    async fn selfplay(&self, item: &WorkItem, emit: &dyn Emit) -> anyhow::Result<serde_json::Value> {
-        let config: ConfigKey = item.config_key.ok_or_else(|| anyhow::anyhow!("selfplay item {} has no config key", item.item_id))?;
-        let games = item.payload["games"].as_u64().unwrap_or(self.cfg.default_games);
-        let mut req = JobRequest::new(JobKind::Selfplay, format!("selfplay:{}", item.item_id), Duration::from_secs_f64(self.cfg.timeout_s))
-            .var("config_key", config)
-            .var("games", games)
-            .arg("--threads")
-            .arg(self.cfg.threads_per_job.to_string());
+    async fn selfplay(
+        &self,
+        item: &WorkItem,
+        emit: &dyn Emit,
+    ) -> anyhow::Result<serde_json::Value> {
+        let config: ConfigKey = item
+            .config_key
+            .ok_or_else(|| anyhow::anyhow!("selfplay item {} has no config key", item.item_id))?;
+        let games = item.payload["games"]
+            .as_u64()
+            .unwrap_or(self.cfg.default_games);
+        let mut req = JobRequest::new(
+            JobKind::Selfplay,
+            format!("selfplay:{}", item.item_id),
+            Duration::from_secs_f64(self.cfg.timeout_s),
+        )
+        .var("config_key", config)
+        .var("games", games)
+        .arg("--threads")
+        .arg(self.cfg.threads_per_job.to_string());
         let canonical = paths::models_dir(&self.home).join(format!("canonical_{config}.rrm"));
         if canonical.exists() {
             req = req.arg("--model").arg(canonical.display().to_string());
@@ -132,10 +211,31 @@ impl Scheduler {
         let key = config.to_string();
         let played = r["games"].as_u64().unwrap_or(0);
         let db = r["db"].as_str().unwrap_or("").to_owned();
-        let sp = wire::SelfplayCompleted { games: played, moves: r["moves"].as_u64().unwrap_or(0), model: r["model"].as_str().unwrap_or("").into(), db_path: db.clone(), duration_s: r["elapsed_s"].as_f64().unwrap_or(0.0) };
-        emit.emit(event(wire::event::Payload::SelfplayCompleted(sp), format!("selfplay:{}", item.item_id), &key)).await?;
-        let ng = wire::NewGamesAvailable { new_games: played, total_games: r["max_seq"].as_u64().unwrap_or(0), db_path: db, node: self.worker.clone() };
-        emit.emit(event(wire::event::Payload::NewGamesAvailable(ng), format!("games:{}", item.item_id), &key)).await?;
+        let sp = wire::SelfplayCompleted {
+            games: played,
+            moves: r["moves"].as_u64().unwrap_or(0),
+            model: r["model"].as_str().unwrap_or("").into(),
+            db_path: db.clone(),
+            duration_s: r["elapsed_s"].as_f64().unwrap_or(0.0),
+        };
+        emit.emit(event(
+            wire::event::Payload::SelfplayCompleted(sp),
+            format!("selfplay:{}", item.item_id),
+            &key,
+        ))
+        .await?;
+        let ng = wire::NewGamesAvailable {
+            new_games: played,
+            total_games: r["max_seq"].as_u64().unwrap_or(0),
+            db_path: db,
+            node: self.worker.clone(),
+        };
+        emit.emit(event(
+            wire::event::Payload::NewGamesAvailable(ng),
+            format!("games:{}", item.item_id),
+            &key,
+        ))
+        .await?;
         tracing::info!(%config, games = played, item = %item.item_id, "selfplay done");
         Ok(r)
     }
@@ -145,12 +245,25 @@ pub struct JobScheduler(pub Arc<Scheduler>);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: SchedConfig = ctx.settings.section("job_scheduler")?;
-    anyhow::ensure!(cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0, "job_scheduler: lease_s >= 1 and timeouts > 0");
-    anyhow::ensure!(cfg.threads_per_job >= 1 && cfg.default_games >= 1, "job_scheduler: threads_per_job and default_games must be >= 1");
+    anyhow::ensure!(
+        cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        "job_scheduler: lease_s >= 1 and timeouts > 0"
+    );
+    anyhow::ensure!(
+        cfg.threads_per_job >= 1 && cfg.default_games >= 1,
+        "job_scheduler: threads_per_job and default_games must be >= 1"
+    );
     std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue: Arc<dyn WorkQueue> =
+        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
-    Ok(Arc::new(JobScheduler(Scheduler::new(cfg, ctx.source(), ctx.home.clone(), queue, jobs))))
+    Ok(Arc::new(JobScheduler(Scheduler::new(
+        cfg,
+        ctx.source(),
+        ctx.home.clone(),
+        queue,
+        jobs,
+    ))))
 }
 
 #[async_trait::async_trait]
@@ -168,13 +281,17 @@ impl Handler for JobScheduler {
     }
     async fn handle_event(&self, ctx: &Context, ev: &ringrift_proto::Event) -> anyhow::Result<()> {
         match &ev.payload {
-            wire::event::Payload::WorkQueued(w) if w.kind == "selfplay" => self.run_cycle(ctx).await,
+            wire::event::Payload::WorkQueued(w) if w.kind == "selfplay" => {
+                self.run_cycle(ctx).await
+            }
             _ => Ok(()),
         }
     }
     fn health_check(&self) -> HealthCheckResult {
         use std::sync::atomic::Ordering::Relaxed;
-        HealthCheckResult::running(format!("{}/{} slots busy", self.0.running(), self.0.slots)).detail("jobs_done", self.0.done.load(Relaxed)).detail("jobs_failed", self.0.failed.load(Relaxed))
+        HealthCheckResult::running(format!("{}/{} slots busy", self.0.running(), self.0.slots))
+            .detail("jobs_done", self.0.done.load(Relaxed))
+            .detail("jobs_failed", self.0.failed.load(Relaxed))
     }
 }
 
@@ -186,18 +303,43 @@ mod tests {
     use ringrift_store::work_queue::{NewWork, WorkStatus};
 
     fn setup(dir: &std::path::Path, slots: usize, jobs: Arc<FakeJobs>) -> Arc<Scheduler> {
-        let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
-        Scheduler::new(SchedConfig { slots, ..Default::default() }, "js@test".into(), dir.to_owned(), queue, jobs)
+        let queue: Arc<dyn WorkQueue> =
+            Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
+        Scheduler::new(
+            SchedConfig {
+                slots,
+                ..Default::default()
+            },
+            "js@test".into(),
+            dir.to_owned(),
+            queue,
+            jobs,
+        )
     }
 
     fn add(s: &Scheduler, n: usize) -> Vec<String> {
-        (0..n).map(|_| s.queue.enqueue(&NewWork::new(WorkKind::Selfplay, Some("hex8_2p".parse().unwrap()), 1, serde_json::json!({"games": 5}))).unwrap()).collect()
+        (0..n)
+            .map(|_| {
+                s.queue
+                    .enqueue(&NewWork::new(
+                        WorkKind::Selfplay,
+                        Some("hex8_2p".parse().unwrap()),
+                        1,
+                        serde_json::json!({"games": 5}),
+                    ))
+                    .unwrap()
+            })
+            .collect()
     }
 
     #[tokio::test]
     async fn runs_no_more_jobs_than_slots_and_reports_games() {
         let dir = tempfile::tempdir().unwrap();
-        let jobs = FakeJobs::new(|r| Ok(serde_json::json!({"games": r.vars["games"].parse::<u64>().unwrap(), "moves": 100, "db": "/g.db", "max_seq": 5})));
+        let jobs = FakeJobs::new(|r| {
+            Ok(
+                serde_json::json!({"games": r.vars["games"].parse::<u64>().unwrap(), "moves": 100, "db": "/g.db", "max_seq": 5}),
+            )
+        });
         let s = setup(dir.path(), 2, jobs.clone());
         let ids = add(&s, 3);
         let rec: Arc<Recorder> = Arc::new(Recorder::default());
@@ -212,11 +354,28 @@ mod tests {
             t.await.unwrap();
         }
         for id in ids {
-            assert_eq!(s.queue.get(&id).unwrap().unwrap().status, WorkStatus::Completed);
+            assert_eq!(
+                s.queue.get(&id).unwrap().unwrap().status,
+                WorkStatus::Completed
+            );
         }
-        let games: u64 = rec.payloads().iter().filter_map(|p| if let wire::event::Payload::NewGamesAvailable(g) = p { Some(g.new_games) } else { None }).sum();
+        let games: u64 = rec
+            .payloads()
+            .iter()
+            .filter_map(|p| {
+                if let wire::event::Payload::NewGamesAvailable(g) = p {
+                    Some(g.new_games)
+                } else {
+                    None
+                }
+            })
+            .sum();
         assert_eq!(games, 15);
-        assert!(jobs.calls().iter().all(|c| c.key.starts_with("selfplay:") && c.vars["games"] == "5"));
+        assert!(
+            jobs.calls()
+                .iter()
+                .all(|c| c.key.starts_with("selfplay:") && c.vars["games"] == "5")
+        );
     }
 
     struct ManualClock(std::sync::atomic::AtomicI64);
@@ -231,15 +390,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jobs = FakeJobs::new(|_| Ok(serde_json::json!({"games": 1})));
         let clock = Arc::new(ManualClock(1_000_000.into()));
-        let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::with_clock(&dir.path().join("wq.db"), clock.clone()).unwrap());
-        let s = Scheduler::new(SchedConfig { slots: 1, ..Default::default() }, "js@test".into(), dir.path().to_owned(), queue, jobs);
+        let queue: Arc<dyn WorkQueue> = Arc::new(
+            SqliteWorkQueue::with_clock(&dir.path().join("wq.db"), clock.clone()).unwrap(),
+        );
+        let s = Scheduler::new(
+            SchedConfig {
+                slots: 1,
+                ..Default::default()
+            },
+            "js@test".into(),
+            dir.path().to_owned(),
+            queue,
+            jobs,
+        );
         let id = add(&s, 1).remove(0);
-        s.queue.claim("dead-worker", &[WorkKind::Selfplay], Duration::from_secs(60)).unwrap().unwrap();
-        clock.0.fetch_add(61_000, std::sync::atomic::Ordering::SeqCst);
+        s.queue
+            .claim(
+                "dead-worker",
+                &[WorkKind::Selfplay],
+                Duration::from_secs(60),
+            )
+            .unwrap()
+            .unwrap();
+        clock
+            .0
+            .fetch_add(61_000, std::sync::atomic::Ordering::SeqCst);
         for t in s.fill(Arc::new(Recorder::default())).await.unwrap() {
             t.await.unwrap();
         }
-        assert_eq!(s.queue.get(&id).unwrap().unwrap().status, WorkStatus::Completed);
+        assert_eq!(
+            s.queue.get(&id).unwrap().unwrap().status,
+            WorkStatus::Completed
+        );
     }
 
     #[tokio::test]
@@ -248,12 +430,22 @@ mod tests {
         let jobs = FakeJobs::new(|_| Ok(serde_json::json!({"games": 1})));
         let s = setup(dir.path(), 1, jobs.clone());
         let id = add(&s, 1).remove(0);
-        s.queue.claim("js@test", &[WorkKind::Selfplay], Duration::from_secs(3600)).unwrap().unwrap();
+        s.queue
+            .claim("js@test", &[WorkKind::Selfplay], Duration::from_secs(3600))
+            .unwrap()
+            .unwrap();
         let s2 = setup(dir.path(), 1, jobs.clone());
         for t in s2.fill(Arc::new(Recorder::default())).await.unwrap() {
             t.await.unwrap();
         }
-        assert_eq!(s2.queue.get(&id).unwrap().unwrap().status, WorkStatus::Completed);
-        assert_eq!(jobs.calls()[0].key, format!("selfplay:{id}"), "same job key: a running job would be adopted");
+        assert_eq!(
+            s2.queue.get(&id).unwrap().unwrap().status,
+            WorkStatus::Completed
+        );
+        assert_eq!(
+            jobs.calls()[0].key,
+            format!("selfplay:{id}"),
+            "same job key: a running job would be adopted"
+        );
     }
 }

@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "maintenance", about: "Log pruning, SQLite checkpoint/vacuum, temp cleanup" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "maintenance",
+    about: "Log pruning, SQLite checkpoint/vacuum, temp cleanup",
+};
 
 /// `[maintenance]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -31,7 +34,13 @@ pub struct MaintConfig {
 
 impl Default for MaintConfig {
     fn default() -> Self {
-        MaintConfig { log_max_age_days: 14.0, logs_max_bytes: 2 << 30, vacuum_free_ratio: 0.25, tmp_max_age_h: 24.0, cycle_interval_s: 3600.0 }
+        MaintConfig {
+            log_max_age_days: 14.0,
+            logs_max_bytes: 2 << 30,
+            vacuum_free_ratio: 0.25,
+            tmp_max_age_h: 24.0,
+            cycle_interval_s: 3600.0,
+        }
     }
 }
 
@@ -48,10 +57,14 @@ pub struct Report {
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if m.is_dir() {
             walk(&p, out);
         } else if m.is_file() {
@@ -61,12 +74,16 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
 }
 
 fn age(m: &std::fs::Metadata, now: SystemTime) -> Duration {
-    m.modified().ok().and_then(|t| now.duration_since(t).ok()).unwrap_or_default()
+    m.modified()
+        .ok()
+        .and_then(|t| now.duration_since(t).ok())
+        .unwrap_or_default()
 }
 
 fn is_rotated_log(p: &Path) -> bool {
     let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    n.rsplit_once(".log.").is_some_and(|(_, suffix)| suffix.chars().all(|c| c.is_ascii_digit()))
+    n.rsplit_once(".log.")
+        .is_some_and(|(_, suffix)| suffix.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// One pass over `home` at time `now`.
@@ -78,7 +95,13 @@ pub fn run_pass(home: &Path, cfg: &MaintConfig, now: SystemTime) -> Report {
     r
 }
 
-fn remove(p: &Path, size: u64, count: &mut u64, bytes: Option<&mut u64>, r_errors: &mut Vec<String>) {
+fn remove(
+    p: &Path,
+    size: u64,
+    count: &mut u64,
+    bytes: Option<&mut u64>,
+    r_errors: &mut Vec<String>,
+) {
     match std::fs::remove_file(p) {
         Ok(()) => {
             *count += 1;
@@ -96,22 +119,38 @@ fn prune_logs(home: &Path, cfg: &MaintConfig, now: SystemTime, r: &mut Report) {
     let max_age = Duration::from_secs_f64(cfg.log_max_age_days * 86400.0);
     let mut kept = Vec::new();
     for (p, m) in files {
-        let live = p.extension().is_some_and(|e| e == "log") && p.parent() == Some(&home.join("logs"));
+        let live =
+            p.extension().is_some_and(|e| e == "log") && p.parent() == Some(&home.join("logs"));
         if !live && age(&m, now) > max_age {
-            remove(&p, m.len(), &mut r.logs_removed, Some(&mut r.log_bytes_freed), &mut r.errors);
+            remove(
+                &p,
+                m.len(),
+                &mut r.logs_removed,
+                Some(&mut r.log_bytes_freed),
+                &mut r.errors,
+            );
         } else {
             kept.push((p, m));
         }
     }
     let mut total: u64 = kept.iter().map(|(_, m)| m.len()).sum();
-    let mut rotated: Vec<_> = kept.into_iter().filter(|(p, _)| is_rotated_log(p)).collect();
+    let mut rotated: Vec<_> = kept
+        .into_iter()
+        .filter(|(p, _)| is_rotated_log(p))
+        .collect();
     rotated.sort_by_key(|(_, m)| m.modified().ok());
     for (p, m) in rotated {
         if total <= cfg.logs_max_bytes {
             break;
         }
         total = total.saturating_sub(m.len());
-        remove(&p, m.len(), &mut r.logs_removed, Some(&mut r.log_bytes_freed), &mut r.errors);
+        remove(
+            &p,
+            m.len(),
+            &mut r.logs_removed,
+            Some(&mut r.log_bytes_freed),
+            &mut r.errors,
+        );
     }
 }
 
@@ -119,7 +158,10 @@ fn sqlite(home: &Path, cfg: &MaintConfig, r: &mut Report) {
     let mut files = Vec::new();
     walk(&home.join("data"), &mut files);
     walk(&home.join("events"), &mut files);
-    for (p, _) in files.into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "db")) {
+    for (p, _) in files
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "db"))
+    {
         let router_log = p.starts_with(home.join("events"));
         match maintain_db(&p, cfg, !router_log) {
             Ok((vacuumed, freed)) => {
@@ -133,7 +175,11 @@ fn sqlite(home: &Path, cfg: &MaintConfig, r: &mut Report) {
 }
 
 /// Checkpoints `p`, vacuums it if allowed and fragmented; returns (vacuumed, bytes freed).
-pub fn maintain_db(p: &Path, cfg: &MaintConfig, allow_vacuum: bool) -> rusqlite::Result<(bool, u64)> {
+pub fn maintain_db(
+    p: &Path,
+    cfg: &MaintConfig,
+    allow_vacuum: bool,
+) -> rusqlite::Result<(bool, u64)> {
     let c = rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     c.busy_timeout(Duration::from_secs(5))?;
     c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
@@ -180,10 +226,22 @@ pub struct Maintenance {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: MaintConfig = ctx.settings.section("maintenance")?;
-    anyhow::ensure!(cfg.cycle_interval_s > 0.0, "maintenance.cycle_interval_s must be > 0");
-    anyhow::ensure!((0.0..=1.0).contains(&cfg.vacuum_free_ratio), "maintenance.vacuum_free_ratio must be within 0..=1");
-    anyhow::ensure!(cfg.log_max_age_days > 0.0 && cfg.tmp_max_age_h > 0.0, "maintenance ages must be > 0");
-    Ok(Arc::new(Maintenance { cfg, last: Mutex::new(None) }))
+    anyhow::ensure!(
+        cfg.cycle_interval_s > 0.0,
+        "maintenance.cycle_interval_s must be > 0"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&cfg.vacuum_free_ratio),
+        "maintenance.vacuum_free_ratio must be within 0..=1"
+    );
+    anyhow::ensure!(
+        cfg.log_max_age_days > 0.0 && cfg.tmp_max_age_h > 0.0,
+        "maintenance ages must be > 0"
+    );
+    Ok(Arc::new(Maintenance {
+        cfg,
+        last: Mutex::new(None),
+    }))
 }
 
 #[async_trait::async_trait]
@@ -194,7 +252,8 @@ impl Handler for Maintenance {
 
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         let (home, cfg) = (ctx.home.clone(), self.cfg.clone());
-        let r = tokio::task::spawn_blocking(move || run_pass(&home, &cfg, SystemTime::now())).await?;
+        let r =
+            tokio::task::spawn_blocking(move || run_pass(&home, &cfg, SystemTime::now())).await?;
         tracing::info!(
             logs_removed = r.logs_removed,
             log_bytes_freed = r.log_bytes_freed,
@@ -216,8 +275,15 @@ impl Handler for Maintenance {
         match self.last.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             None => HealthCheckResult::running("no pass yet"),
             Some(r) => {
-                let h = if r.errors.is_empty() { HealthCheckResult::running("last pass clean") } else { HealthCheckResult::degraded(format!("{} errors in last pass", r.errors.len())) };
-                h.detail("logs_removed", r.logs_removed).detail("dbs_vacuumed", r.dbs_vacuumed).detail("tmp_removed", r.tmp_removed).detail("db_bytes_freed", r.db_bytes_freed)
+                let h = if r.errors.is_empty() {
+                    HealthCheckResult::running("last pass clean")
+                } else {
+                    HealthCheckResult::degraded(format!("{} errors in last pass", r.errors.len()))
+                };
+                h.detail("logs_removed", r.logs_removed)
+                    .detail("dbs_vacuumed", r.dbs_vacuumed)
+                    .detail("tmp_removed", r.tmp_removed)
+                    .detail("db_bytes_freed", r.db_bytes_freed)
             }
         }
     }
@@ -231,7 +297,8 @@ mod tests {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, vec![b'x'; bytes]).unwrap();
         let f = std::fs::File::options().write(true).open(p).unwrap();
-        f.set_modified(SystemTime::now() - Duration::from_secs(age_s)).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(age_s))
+            .unwrap();
     }
 
     #[test]
@@ -243,7 +310,11 @@ mod tests {
         touch(&logs.join("a.log.2"), 10, 86400);
         let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
         assert_eq!(r.logs_removed, 1);
-        assert!(logs.join("a.log").exists() && logs.join("a.log.2").exists() && !logs.join("a.log.1").exists());
+        assert!(
+            logs.join("a.log").exists()
+                && logs.join("a.log.2").exists()
+                && !logs.join("a.log.1").exists()
+        );
     }
 
     #[test]
@@ -253,7 +324,10 @@ mod tests {
         touch(&logs.join("b.log.3"), 1000, 300);
         touch(&logs.join("b.log.2"), 1000, 200);
         touch(&logs.join("b.log.1"), 1000, 100);
-        let cfg = MaintConfig { logs_max_bytes: 2000, ..Default::default() };
+        let cfg = MaintConfig {
+            logs_max_bytes: 2000,
+            ..Default::default()
+        };
         let r = run_pass(h.path(), &cfg, SystemTime::now());
         assert_eq!(r.logs_removed, 1);
         assert!(!logs.join("b.log.3").exists() && logs.join("b.log.1").exists());
@@ -265,9 +339,11 @@ mod tests {
         let db = h.path().join("data/games/x.db");
         std::fs::create_dir_all(db.parent().unwrap()).unwrap();
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x BLOB);").unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x BLOB);")
+            .unwrap();
         for _ in 0..200 {
-            c.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap();
+            c.execute("INSERT INTO t VALUES (zeroblob(4000))", [])
+                .unwrap();
         }
         c.execute("DELETE FROM t", []).unwrap();
         drop(c);
@@ -287,7 +363,10 @@ mod tests {
         touch(&h.path().join("data/training/.y.npz.tmp9"), 1, 10);
         let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
         assert_eq!(r.tmp_removed, 2);
-        assert!(h.path().join("tmp/new").exists() && h.path().join("data/training/.y.npz.tmp9").exists());
+        assert!(
+            h.path().join("tmp/new").exists()
+                && h.path().join("data/training/.y.npz.tmp9").exists()
+        );
     }
 
     #[test]

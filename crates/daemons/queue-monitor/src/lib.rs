@@ -11,7 +11,10 @@ use ringrift_store::work_queue::{QueueDepth, SqliteWorkQueue, WorkQueue};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "queue_monitor", about: "Work queue depth, overflow and starvation alerts" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "queue_monitor",
+    about: "Work queue depth, overflow and starvation alerts",
+};
 
 /// `[queue_monitor]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -24,19 +27,36 @@ pub struct MonitorConfig {
 
 impl Default for MonitorConfig {
     fn default() -> Self {
-        MonitorConfig { max_depth: 500, starvation_s: 1800.0, cycle_interval_s: 30.0 }
+        MonitorConfig {
+            max_depth: 500,
+            starvation_s: 1800.0,
+            cycle_interval_s: 30.0,
+        }
     }
 }
 
 /// The alerts a snapshot calls for: (kind, message).
-pub fn assess(cfg: &MonitorConfig, depth: &QueueDepth, oldest_pending_age_s: Option<f64>) -> Vec<(&'static str, String)> {
+pub fn assess(
+    cfg: &MonitorConfig,
+    depth: &QueueDepth,
+    oldest_pending_age_s: Option<f64>,
+) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let open = depth.pending + depth.claimed;
     if open > cfg.max_depth {
-        out.push(("overflow", format!("{open} open items > max_depth {}", cfg.max_depth)));
+        out.push((
+            "overflow",
+            format!("{open} open items > max_depth {}", cfg.max_depth),
+        ));
     }
     if let Some(age) = oldest_pending_age_s.filter(|a| *a > cfg.starvation_s) {
-        out.push(("starvation", format!("oldest pending item waited {age:.0}s > {:.0}s: nothing is consuming the queue", cfg.starvation_s)));
+        out.push((
+            "starvation",
+            format!(
+                "oldest pending item waited {age:.0}s > {:.0}s: nothing is consuming the queue",
+                cfg.starvation_s
+            ),
+        ));
     }
     out
 }
@@ -56,34 +76,81 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn new(cfg: MonitorConfig, queue: Arc<dyn WorkQueue>) -> Self {
-        Monitor { cfg, queue, view: Mutex::new(View::default()) }
+        Monitor {
+            cfg,
+            queue,
+            view: Mutex::new(View::default()),
+        }
     }
 
     pub async fn check(&self, emit: &dyn Emit, now_ms: i64) -> anyhow::Result<Vec<&'static str>> {
         let q = self.queue.clone();
-        let (depth, oldest) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> { Ok((q.depth()?, q.oldest_pending_ms()?)) }).await??;
+        let (depth, oldest) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            Ok((q.depth()?, q.oldest_pending_ms()?))
+        })
+        .await??;
         let oldest_s = oldest.map(|t| (now_ms - t).max(0) as f64 / 1000.0);
         let alerts = assess(&self.cfg, &depth, oldest_s);
-        let before: Vec<&'static str> = self.view.lock().unwrap_or_else(|p| p.into_inner()).active.iter().map(|a| a.0).collect();
+        let before: Vec<&'static str> = self
+            .view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .active
+            .iter()
+            .map(|a| a.0)
+            .collect();
         let mut sent = Vec::new();
         for (kind, msg) in &alerts {
             if before.contains(kind) {
                 continue;
             }
-            let p = wire::QueueAlert { kind: (*kind).into(), depth: depth.pending + depth.claimed, oldest_pending_s: oldest_s.unwrap_or(0.0), message: msg.clone() };
-            emit.emit(event(wire::event::Payload::QueueAlert(p), format!("queue-alert:{kind}:{now_ms}"), "")).await?;
+            let p = wire::QueueAlert {
+                kind: (*kind).into(),
+                depth: depth.pending + depth.claimed,
+                oldest_pending_s: oldest_s.unwrap_or(0.0),
+                message: msg.clone(),
+            };
+            emit.emit(event(
+                wire::event::Payload::QueueAlert(p),
+                format!("queue-alert:{kind}:{now_ms}"),
+                "",
+            ))
+            .await?;
             tracing::warn!(kind, %msg, "QUEUE_ALERT");
             sent.push(*kind);
         }
-        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = View { depth, oldest_s, active: alerts };
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = View {
+            depth,
+            oldest_s,
+            active: alerts,
+        };
         Ok(sent)
     }
 
     pub fn health(&self) -> HealthCheckResult {
         let v = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let msg = format!("{} pending, {} claimed, oldest pending {:.0}s", v.depth.pending, v.depth.claimed, v.oldest_s.unwrap_or(0.0));
-        let h = if v.active.is_empty() { HealthCheckResult::running(msg) } else { HealthCheckResult::degraded(format!("{msg}; {}", v.active.iter().map(|a| a.1.as_str()).collect::<Vec<_>>().join("; "))) };
-        h.detail("pending", v.depth.pending).detail("claimed", v.depth.claimed).detail("completed", v.depth.completed).detail("failed", v.depth.failed)
+        let msg = format!(
+            "{} pending, {} claimed, oldest pending {:.0}s",
+            v.depth.pending,
+            v.depth.claimed,
+            v.oldest_s.unwrap_or(0.0)
+        );
+        let h = if v.active.is_empty() {
+            HealthCheckResult::running(msg)
+        } else {
+            HealthCheckResult::degraded(format!(
+                "{msg}; {}",
+                v.active
+                    .iter()
+                    .map(|a| a.1.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        };
+        h.detail("pending", v.depth.pending)
+            .detail("claimed", v.depth.claimed)
+            .detail("completed", v.depth.completed)
+            .detail("failed", v.depth.failed)
     }
 }
 
@@ -91,9 +158,13 @@ pub struct QueueMonitor(pub Monitor);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: MonitorConfig = ctx.settings.section("queue_monitor")?;
-    anyhow::ensure!(cfg.max_depth > 0 && cfg.starvation_s > 0.0 && cfg.cycle_interval_s > 0.0, "queue_monitor: max_depth, starvation_s, cycle_interval_s must be > 0");
+    anyhow::ensure!(
+        cfg.max_depth > 0 && cfg.starvation_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        "queue_monitor: max_depth, starvation_s, cycle_interval_s must be > 0"
+    );
     std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue: Arc<dyn WorkQueue> =
+        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
     Ok(Arc::new(QueueMonitor(Monitor::new(cfg, queue))))
 }
 
@@ -103,7 +174,10 @@ impl Handler for QueueMonitor {
         Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0.check(&ctx.publisher, ringrift_store::now_ms()).await.map(|_| ())
+        self.0
+            .check(&ctx.publisher, ringrift_store::now_ms())
+            .await
+            .map(|_| ())
     }
     fn health_check(&self) -> HealthCheckResult {
         self.0.health()
@@ -118,32 +192,83 @@ mod tests {
 
     #[test]
     fn overflow_and_starvation_are_named() {
-        let cfg = MonitorConfig { max_depth: 10, starvation_s: 60.0, ..Default::default() };
-        let d = QueueDepth { pending: 8, claimed: 3, ..Default::default() };
+        let cfg = MonitorConfig {
+            max_depth: 10,
+            starvation_s: 60.0,
+            ..Default::default()
+        };
+        let d = QueueDepth {
+            pending: 8,
+            claimed: 3,
+            ..Default::default()
+        };
         let a = assess(&cfg, &d, Some(61.0));
-        assert_eq!(a.iter().map(|x| x.0).collect::<Vec<_>>(), vec!["overflow", "starvation"]);
-        assert!(assess(&cfg, &QueueDepth { pending: 1, ..Default::default() }, Some(5.0)).is_empty());
+        assert_eq!(
+            a.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec!["overflow", "starvation"]
+        );
+        assert!(
+            assess(
+                &cfg,
+                &QueueDepth {
+                    pending: 1,
+                    ..Default::default()
+                },
+                Some(5.0)
+            )
+            .is_empty()
+        );
     }
 
     #[tokio::test]
     async fn alerts_once_per_episode_and_degrades_health() {
         let dir = tempfile::tempdir().unwrap();
-        let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.path().join("wq.db")).unwrap());
+        let queue: Arc<dyn WorkQueue> =
+            Arc::new(SqliteWorkQueue::open(&dir.path().join("wq.db")).unwrap());
         for _ in 0..3 {
-            queue.enqueue(&NewWork::new(WorkKind::Selfplay, None, 1, serde_json::json!({}))).unwrap();
+            queue
+                .enqueue(&NewWork::new(
+                    WorkKind::Selfplay,
+                    None,
+                    1,
+                    serde_json::json!({}),
+                ))
+                .unwrap();
         }
-        let m = Monitor::new(MonitorConfig { max_depth: 2, starvation_s: 60.0, ..Default::default() }, queue.clone());
+        let m = Monitor::new(
+            MonitorConfig {
+                max_depth: 2,
+                starvation_s: 60.0,
+                ..Default::default()
+            },
+            queue.clone(),
+        );
         let rec = Recorder::default();
         let now = ringrift_store::now_ms();
         assert_eq!(m.check(&rec, now).await.unwrap(), vec!["overflow"]);
-        assert!(m.check(&rec, now + 1000).await.unwrap().is_empty(), "same episode");
-        assert!(matches!(m.health().status, handler_base::HealthStatus::Degraded));
-        assert_eq!(m.check(&rec, now + 120_000).await.unwrap(), vec!["starvation"], "items pending for 2 min");
+        assert!(
+            m.check(&rec, now + 1000).await.unwrap().is_empty(),
+            "same episode"
+        );
+        assert!(matches!(
+            m.health().status,
+            handler_base::HealthStatus::Degraded
+        ));
+        assert_eq!(
+            m.check(&rec, now + 120_000).await.unwrap(),
+            vec!["starvation"],
+            "items pending for 2 min"
+        );
         while let Some(i) = queue.claim("w", &[], Duration::from_secs(60)).unwrap() {
-            queue.complete(&i.item_id, "w", &serde_json::json!({})).unwrap();
+            queue
+                .complete(&i.item_id, "w", &serde_json::json!({}))
+                .unwrap();
         }
         assert!(m.check(&rec, now + 130_000).await.unwrap().is_empty());
-        assert!(matches!(m.health().status, handler_base::HealthStatus::Running));
+        assert!(matches!(
+            m.health().status,
+            handler_base::HealthStatus::Running
+        ));
         assert_eq!(rec.events().len(), 2);
     }
 }

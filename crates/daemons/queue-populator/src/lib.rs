@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "queue_populator", about: "Keep the work queue filled with the selfplay/training/tournament mix" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "queue_populator",
+    about: "Keep the work queue filled with the selfplay/training/tournament mix",
+};
 
 /// `[queue_populator]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -36,22 +39,50 @@ pub struct PopConfig {
 
 impl Default for PopConfig {
     fn default() -> Self {
-        PopConfig { low_watermark: 4, high_watermark: 10, selfplay_share: 0.6, training_share: 0.3, tournament_share: 0.1, games_per_item: 200, max_open_per_config: 6, cycle_interval_s: 10.0 }
+        PopConfig {
+            low_watermark: 4,
+            high_watermark: 10,
+            selfplay_share: 0.6,
+            training_share: 0.3,
+            tournament_share: 0.1,
+            games_per_item: 200,
+            max_open_per_config: 6,
+            cycle_interval_s: 10.0,
+        }
     }
 }
 
 impl PopConfig {
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.high_watermark >= self.low_watermark && self.high_watermark > 0, "queue_populator: high_watermark must be >= low_watermark and > 0");
+        anyhow::ensure!(
+            self.high_watermark >= self.low_watermark && self.high_watermark > 0,
+            "queue_populator: high_watermark must be >= low_watermark and > 0"
+        );
         let sum = self.selfplay_share + self.training_share + self.tournament_share;
-        anyhow::ensure!((sum - 1.0).abs() < 1e-6 && self.selfplay_share >= 0.0 && self.training_share >= 0.0 && self.tournament_share >= 0.0, "queue_populator shares must be >= 0 and sum to 1 (they sum to {sum})");
-        anyhow::ensure!(self.games_per_item > 0 && self.max_open_per_config > 0 && self.cycle_interval_s > 0.0, "queue_populator: games_per_item, max_open_per_config, cycle_interval_s must be > 0");
+        anyhow::ensure!(
+            (sum - 1.0).abs() < 1e-6
+                && self.selfplay_share >= 0.0
+                && self.training_share >= 0.0
+                && self.tournament_share >= 0.0,
+            "queue_populator shares must be >= 0 and sum to 1 (they sum to {sum})"
+        );
+        anyhow::ensure!(
+            self.games_per_item > 0 && self.max_open_per_config > 0 && self.cycle_interval_s > 0.0,
+            "queue_populator: games_per_item, max_open_per_config, cycle_interval_s must be > 0"
+        );
         Ok(())
     }
 }
 
 /// What to add now: (kind, config) items.
-pub fn plan(cfg: &PopConfig, open_total: u64, open_selfplay: &BTreeMap<ConfigKey, u64>, open_tournament: u64, configs: &[ConfigKey], weights: &BTreeMap<String, f64>) -> Vec<(WorkKind, Option<ConfigKey>)> {
+pub fn plan(
+    cfg: &PopConfig,
+    open_total: u64,
+    open_selfplay: &BTreeMap<ConfigKey, u64>,
+    open_tournament: u64,
+    configs: &[ConfigKey],
+    weights: &BTreeMap<String, f64>,
+) -> Vec<(WorkKind, Option<ConfigKey>)> {
     if open_total >= cfg.low_watermark {
         return Vec::new();
     }
@@ -61,8 +92,16 @@ pub fn plan(cfg: &PopConfig, open_total: u64, open_selfplay: &BTreeMap<ConfigKey
     let have_selfplay: u64 = open_selfplay.values().sum();
     let mut counts = open_selfplay.clone();
     let add_selfplay = want_selfplay.saturating_sub(have_selfplay).min(room);
-    let mut out: Vec<(WorkKind, Option<ConfigKey>)> =
-        ringrift_pipeline::alloc::pick_configs(configs, weights, &mut counts, cfg.max_open_per_config, add_selfplay).into_iter().map(|c| (WorkKind::Selfplay, Some(c))).collect();
+    let mut out: Vec<(WorkKind, Option<ConfigKey>)> = ringrift_pipeline::alloc::pick_configs(
+        configs,
+        weights,
+        &mut counts,
+        cfg.max_open_per_config,
+        add_selfplay,
+    )
+    .into_iter()
+    .map(|c| (WorkKind::Selfplay, Some(c)))
+    .collect();
     let room = room.saturating_sub(out.len() as u64);
     for _ in 0..want_tournament.saturating_sub(open_tournament).min(room) {
         out.push((WorkKind::Tournament, None));
@@ -95,30 +134,57 @@ impl Populator {
             return Ok(0);
         }
         let (q, configs) = (self.queue.clone(), self.configs.clone());
-        let (total, per_config, tournament) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, BTreeMap<ConfigKey, u64>, u64)> {
-            let d = q.depth()?;
-            let mut per = BTreeMap::new();
-            for c in &configs {
-                per.insert(*c, q.open_items(WorkKind::Selfplay, Some(*c))?.len() as u64);
-            }
-            Ok((d.pending + d.claimed, per, q.open_items(WorkKind::Tournament, None)?.len() as u64))
-        })
+        let (total, per_config, tournament) = tokio::task::spawn_blocking(
+            move || -> anyhow::Result<(u64, BTreeMap<ConfigKey, u64>, u64)> {
+                let d = q.depth()?;
+                let mut per = BTreeMap::new();
+                for c in &configs {
+                    per.insert(*c, q.open_items(WorkKind::Selfplay, Some(*c))?.len() as u64);
+                }
+                Ok((
+                    d.pending + d.claimed,
+                    per,
+                    q.open_items(WorkKind::Tournament, None)?.len() as u64,
+                ))
+            },
+        )
         .await??;
-        let adds = plan(&self.cfg, total, &per_config, tournament, &self.configs, &st.weights);
+        let adds = plan(
+            &self.cfg,
+            total,
+            &per_config,
+            tournament,
+            &self.configs,
+            &st.weights,
+        );
         let n = adds.len();
         if n > 0 {
             let (q, games) = (self.queue.clone(), self.cfg.games_per_item);
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 for (kind, config) in adds {
-                    let payload = if kind == WorkKind::Selfplay { serde_json::json!({"games": games}) } else { serde_json::json!({}) };
-                    q.enqueue(&NewWork::new(kind, config, if kind == WorkKind::Selfplay { 5 } else { 1 }, payload))?;
+                    let payload = if kind == WorkKind::Selfplay {
+                        serde_json::json!({"games": games})
+                    } else {
+                        serde_json::json!({})
+                    };
+                    q.enqueue(&NewWork::new(
+                        kind,
+                        config,
+                        if kind == WorkKind::Selfplay { 5 } else { 1 },
+                        payload,
+                    ))?;
                 }
                 Ok(())
             })
             .await??;
             tracing::info!(added = n, open_before = total, "queue topped up");
         }
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("{} open items (low {}, high {}); added {n}", total + n as u64, self.cfg.low_watermark, self.cfg.high_watermark);
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!(
+            "{} open items (low {}, high {}); added {n}",
+            total + n as u64,
+            self.cfg.low_watermark,
+            self.cfg.high_watermark
+        );
         Ok(n)
     }
 }
@@ -130,9 +196,16 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     cfg.validate()?;
     let configs = ringrift_pipeline::configs(ctx)?;
     std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue: Arc<dyn WorkQueue> =
+        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(QueuePopulator(Populator { cfg, configs, queue, state, status: Mutex::new("starting".into()) })))
+    Ok(Arc::new(QueuePopulator(Populator {
+        cfg,
+        configs,
+        queue,
+        state,
+        status: Mutex::new("starting".into()),
+    })))
 }
 
 #[async_trait::async_trait]
@@ -141,7 +214,11 @@ impl Handler for QueuePopulator {
         Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
     }
     fn subscriptions(&self) -> Vec<EventType> {
-        vec![EventType::PipelinePaused, EventType::PipelineResumed, EventType::CurriculumUpdated]
+        vec![
+            EventType::PipelinePaused,
+            EventType::PipelineResumed,
+            EventType::CurriculumUpdated,
+        ]
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         self.0.top_up().await.map(|_| ())
@@ -150,7 +227,13 @@ impl Handler for QueuePopulator {
         self.0.on_event(ev).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        HealthCheckResult::running(
+            self.0
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -175,30 +258,66 @@ mod tests {
         let p = plan(&cfg, 0, &BTreeMap::new(), 0, &cfgs(), &BTreeMap::new());
         let selfplay = p.iter().filter(|x| x.0 == WorkKind::Selfplay).count();
         let tournament = p.iter().filter(|x| x.0 == WorkKind::Tournament).count();
-        assert_eq!((selfplay, tournament), (6, 1), "60 % and 10 % of 10; 3 left for training_trigger");
+        assert_eq!(
+            (selfplay, tournament),
+            (6, 1),
+            "60 % and 10 % of 10; 3 left for training_trigger"
+        );
         assert!(p.iter().all(|x| x.0 != WorkKind::Training));
-        let per: Vec<usize> = cfgs().iter().map(|c| p.iter().filter(|x| x.1 == Some(*c)).count()).collect();
+        let per: Vec<usize> = cfgs()
+            .iter()
+            .map(|c| p.iter().filter(|x| x.1 == Some(*c)).count())
+            .collect();
         assert_eq!(per, vec![3, 3], "equal weights, equal shares");
     }
 
     #[test]
     fn curriculum_weights_and_per_config_caps_bound_selfplay() {
-        let cfg = PopConfig { max_open_per_config: 2, ..Default::default() };
-        let weights: BTreeMap<String, f64> = [("hex8_2p".to_owned(), 3.0), ("square8_2p".to_owned(), 0.0)].into_iter().collect();
+        let cfg = PopConfig {
+            max_open_per_config: 2,
+            ..Default::default()
+        };
+        let weights: BTreeMap<String, f64> =
+            [("hex8_2p".to_owned(), 3.0), ("square8_2p".to_owned(), 0.0)]
+                .into_iter()
+                .collect();
         let p = plan(&cfg, 0, &BTreeMap::new(), 0, &cfgs(), &weights);
-        let hex = p.iter().filter(|x| x.1 == Some("hex8_2p".parse().unwrap())).count();
+        let hex = p
+            .iter()
+            .filter(|x| x.1 == Some("hex8_2p".parse().unwrap()))
+            .count();
         assert_eq!(hex, 2, "capped at 2 open items");
-        assert!(p.iter().all(|x| x.1 != Some("square8_2p".parse().unwrap())), "weight 0: no selfplay");
+        assert!(
+            p.iter().all(|x| x.1 != Some("square8_2p".parse().unwrap())),
+            "weight 0: no selfplay"
+        );
     }
 
     #[tokio::test]
     async fn paused_pipeline_adds_nothing_until_resumed() {
         let dir = tempfile::tempdir().unwrap();
-        let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.path().join("wq.db")).unwrap());
-        let p = Populator { cfg: PopConfig::default(), configs: cfgs(), queue, state: StateStore::open(dir.path(), "queue_populator").unwrap(), status: Mutex::new(String::new()) };
-        p.on_event(&Event::new(wire::event::Payload::PipelinePaused(wire::PipelineControl { reason: "disk".into() }))).await.unwrap();
+        let queue: Arc<dyn WorkQueue> =
+            Arc::new(SqliteWorkQueue::open(&dir.path().join("wq.db")).unwrap());
+        let p = Populator {
+            cfg: PopConfig::default(),
+            configs: cfgs(),
+            queue,
+            state: StateStore::open(dir.path(), "queue_populator").unwrap(),
+            status: Mutex::new(String::new()),
+        };
+        p.on_event(&Event::new(wire::event::Payload::PipelinePaused(
+            wire::PipelineControl {
+                reason: "disk".into(),
+            },
+        )))
+        .await
+        .unwrap();
         assert_eq!(p.top_up().await.unwrap(), 0);
-        p.on_event(&Event::new(wire::event::Payload::PipelineResumed(wire::PipelineControl::default()))).await.unwrap();
+        p.on_event(&Event::new(wire::event::Payload::PipelineResumed(
+            wire::PipelineControl::default(),
+        )))
+        .await
+        .unwrap();
         assert_eq!(p.top_up().await.unwrap(), 7);
         assert_eq!(p.top_up().await.unwrap(), 0, "above the low watermark now");
     }

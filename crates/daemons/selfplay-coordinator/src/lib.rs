@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "selfplay_coordinator", about: "Allocate selfplay by priority and curriculum weights" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "selfplay_coordinator",
+    about: "Allocate selfplay by priority and curriculum weights",
+};
 
 /// `[selfplay_coordinator]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -30,7 +33,13 @@ pub struct CoordConfig {
 
 impl Default for CoordConfig {
     fn default() -> Self {
-        CoordConfig { target_open: 4, max_open_per_config: 4, games_per_item: 200, priorities: BTreeMap::new(), cycle_interval_s: 15.0 }
+        CoordConfig {
+            target_open: 4,
+            max_open_per_config: 4,
+            games_per_item: 200,
+            priorities: BTreeMap::new(),
+            cycle_interval_s: 15.0,
+        }
     }
 }
 
@@ -43,10 +52,23 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(cfg: CoordConfig, mut configs: Vec<ConfigKey>, queue: Arc<dyn WorkQueue>, state: StateStore) -> Self {
+    pub fn new(
+        cfg: CoordConfig,
+        mut configs: Vec<ConfigKey>,
+        queue: Arc<dyn WorkQueue>,
+        state: StateStore,
+    ) -> Self {
         // Higher priority first: it wins ties in the allocation.
-        configs.sort_by_key(|c| std::cmp::Reverse(cfg.priorities.get(&c.to_string()).copied().unwrap_or(5)));
-        Coordinator { cfg, configs, queue, state, status: Mutex::new("starting".into()) }
+        configs.sort_by_key(|c| {
+            std::cmp::Reverse(cfg.priorities.get(&c.to_string()).copied().unwrap_or(5))
+        });
+        Coordinator {
+            cfg,
+            configs,
+            queue,
+            state,
+            status: Mutex::new("starting".into()),
+        }
     }
 
     pub async fn on_event(&self, ev: &Event) -> anyhow::Result<()> {
@@ -64,23 +86,43 @@ impl Coordinator {
             return Ok(Vec::new());
         }
         let (q, configs) = (self.queue.clone(), self.configs.clone());
-        let mut open = tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<ConfigKey, u64>> {
-            configs.into_iter().map(|c| Ok((c, q.open_items(WorkKind::Selfplay, Some(c))?.len() as u64))).collect()
-        })
-        .await??;
+        let mut open =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<ConfigKey, u64>> {
+                configs
+                    .into_iter()
+                    .map(|c| Ok((c, q.open_items(WorkKind::Selfplay, Some(c))?.len() as u64)))
+                    .collect()
+            })
+            .await??;
         let total: u64 = open.values().sum();
-        let picks = ringrift_pipeline::alloc::pick_configs(&self.configs, &st.weights, &mut open, self.cfg.max_open_per_config, self.cfg.target_open.saturating_sub(total));
-        let (q, games, prio) = (self.queue.clone(), self.cfg.games_per_item, self.cfg.priorities.clone());
+        let picks = ringrift_pipeline::alloc::pick_configs(
+            &self.configs,
+            &st.weights,
+            &mut open,
+            self.cfg.max_open_per_config,
+            self.cfg.target_open.saturating_sub(total),
+        );
+        let (q, games, prio) = (
+            self.queue.clone(),
+            self.cfg.games_per_item,
+            self.cfg.priorities.clone(),
+        );
         let added = picks.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             for c in picks {
                 let p = prio.get(&c.to_string()).copied().unwrap_or(5);
-                q.enqueue(&NewWork::new(WorkKind::Selfplay, Some(c), p, serde_json::json!({"games": games})))?;
+                q.enqueue(&NewWork::new(
+                    WorkKind::Selfplay,
+                    Some(c),
+                    p,
+                    serde_json::json!({"games": games}),
+                ))?;
             }
             Ok(())
         })
         .await??;
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("open selfplay {open:?}; added {}", added.len());
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+            format!("open selfplay {open:?}; added {}", added.len());
         Ok(added)
     }
 }
@@ -89,15 +131,22 @@ pub struct SelfplayCoordinator(pub Coordinator);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: CoordConfig = ctx.settings.section("selfplay_coordinator")?;
-    anyhow::ensure!(cfg.max_open_per_config > 0 && cfg.games_per_item > 0 && cfg.cycle_interval_s > 0.0, "selfplay_coordinator: max_open_per_config, games_per_item, cycle_interval_s must be > 0");
+    anyhow::ensure!(
+        cfg.max_open_per_config > 0 && cfg.games_per_item > 0 && cfg.cycle_interval_s > 0.0,
+        "selfplay_coordinator: max_open_per_config, games_per_item, cycle_interval_s must be > 0"
+    );
     let configs = ringrift_pipeline::configs(ctx)?;
     for k in cfg.priorities.keys() {
-        k.parse::<ConfigKey>().map_err(|e| anyhow::anyhow!("selfplay_coordinator.priorities: {k:?}: {e}"))?;
+        k.parse::<ConfigKey>()
+            .map_err(|e| anyhow::anyhow!("selfplay_coordinator.priorities: {k:?}: {e}"))?;
     }
     std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue: Arc<dyn WorkQueue> =
+        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(SelfplayCoordinator(Coordinator::new(cfg, configs, queue, state))))
+    Ok(Arc::new(SelfplayCoordinator(Coordinator::new(
+        cfg, configs, queue, state,
+    ))))
 }
 
 #[async_trait::async_trait]
@@ -106,7 +155,11 @@ impl Handler for SelfplayCoordinator {
         Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
     }
     fn subscriptions(&self) -> Vec<EventType> {
-        vec![EventType::CurriculumUpdated, EventType::PipelinePaused, EventType::PipelineResumed]
+        vec![
+            EventType::CurriculumUpdated,
+            EventType::PipelinePaused,
+            EventType::PipelineResumed,
+        ]
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         self.0.allocate().await.map(|_| ())
@@ -115,7 +168,13 @@ impl Handler for SelfplayCoordinator {
         self.0.on_event(ev).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        HealthCheckResult::running(
+            self.0
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -125,32 +184,71 @@ mod tests {
     use ringrift_proto::wire;
 
     fn coord(dir: &std::path::Path) -> Coordinator {
-        let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
-        let cfg = CoordConfig { target_open: 6, max_open_per_config: 4, priorities: [("square8_2p".to_owned(), 9)].into_iter().collect(), ..Default::default() };
-        Coordinator::new(cfg, vec!["hex8_2p".parse().unwrap(), "square8_2p".parse().unwrap()], queue, StateStore::open(dir, "selfplay_coordinator").unwrap())
+        let queue: Arc<dyn WorkQueue> =
+            Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
+        let cfg = CoordConfig {
+            target_open: 6,
+            max_open_per_config: 4,
+            priorities: [("square8_2p".to_owned(), 9)].into_iter().collect(),
+            ..Default::default()
+        };
+        Coordinator::new(
+            cfg,
+            vec!["hex8_2p".parse().unwrap(), "square8_2p".parse().unwrap()],
+            queue,
+            StateStore::open(dir, "selfplay_coordinator").unwrap(),
+        )
     }
 
     #[tokio::test]
     async fn follows_curriculum_weights_and_never_exceeds_the_target() {
         let dir = tempfile::tempdir().unwrap();
         let c = coord(dir.path());
-        let w = wire::CurriculumUpdated { weights: [("hex8_2p".to_owned(), 2.0), ("square8_2p".to_owned(), 1.0)].into_iter().collect(), reason: "elo velocity".into() };
-        c.on_event(&Event::new(wire::event::Payload::CurriculumUpdated(w))).await.unwrap();
+        let w = wire::CurriculumUpdated {
+            weights: [("hex8_2p".to_owned(), 2.0), ("square8_2p".to_owned(), 1.0)]
+                .into_iter()
+                .collect(),
+            reason: "elo velocity".into(),
+        };
+        c.on_event(&Event::new(wire::event::Payload::CurriculumUpdated(w)))
+            .await
+            .unwrap();
         let added = c.allocate().await.unwrap();
         assert_eq!(added.len(), 6);
-        assert_eq!(added.iter().filter(|k| k.to_string() == "hex8_2p").count(), 4, "2:1 weights");
-        assert!(c.allocate().await.unwrap().is_empty(), "bounded: target reached");
-        let open = c.queue.open_items(WorkKind::Selfplay, Some("square8_2p".parse().unwrap())).unwrap();
+        assert_eq!(
+            added.iter().filter(|k| k.to_string() == "hex8_2p").count(),
+            4,
+            "2:1 weights"
+        );
+        assert!(
+            c.allocate().await.unwrap().is_empty(),
+            "bounded: target reached"
+        );
+        let open = c
+            .queue
+            .open_items(WorkKind::Selfplay, Some("square8_2p".parse().unwrap()))
+            .unwrap();
         assert!(open.iter().all(|i| i.priority == 9));
     }
 
     #[tokio::test]
     async fn pause_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        coord(dir.path()).on_event(&Event::new(wire::event::Payload::PipelinePaused(wire::PipelineControl { reason: "disk 93%".into() }))).await.unwrap();
+        coord(dir.path())
+            .on_event(&Event::new(wire::event::Payload::PipelinePaused(
+                wire::PipelineControl {
+                    reason: "disk 93%".into(),
+                },
+            )))
+            .await
+            .unwrap();
         let c = coord(dir.path());
         assert!(c.allocate().await.unwrap().is_empty());
-        c.on_event(&Event::new(wire::event::Payload::PipelineResumed(Default::default()))).await.unwrap();
+        c.on_event(&Event::new(wire::event::Payload::PipelineResumed(
+            Default::default(),
+        )))
+        .await
+        .unwrap();
         assert_eq!(c.allocate().await.unwrap().len(), 6);
     }
 }

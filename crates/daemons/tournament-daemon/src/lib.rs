@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "tournament_daemon", about: "Round-robin tournaments among recent models" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "tournament_daemon",
+    about: "Round-robin tournaments among recent models",
+};
 
 /// `[tournament_daemon]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -32,7 +35,13 @@ pub struct TournamentConfig {
 
 impl Default for TournamentConfig {
     fn default() -> Self {
-        TournamentConfig { recent: 4, games_per_pair: 20, cycle_interval_s: 600.0, timeout_s: 3600.0, lease_s: 600.0 }
+        TournamentConfig {
+            recent: 4,
+            games_per_pair: 20,
+            cycle_interval_s: 600.0,
+            timeout_s: 3600.0,
+            lease_s: 600.0,
+        }
     }
 }
 
@@ -71,20 +80,50 @@ pub struct Ladder {
 }
 
 impl Ladder {
-    pub fn new(cfg: TournamentConfig, configs: Vec<ConfigKey>, home: PathBuf, worker: String, jobs: Arc<dyn Jobs>, queue: Arc<dyn WorkQueue>, state: StateStore) -> Self {
-        Ladder { cfg, configs, home, worker, jobs, queue, state, status: Mutex::new("no tournament yet".into()), busy: tokio::sync::Mutex::new(()) }
+    pub fn new(
+        cfg: TournamentConfig,
+        configs: Vec<ConfigKey>,
+        home: PathBuf,
+        worker: String,
+        jobs: Arc<dyn Jobs>,
+        queue: Arc<dyn WorkQueue>,
+        state: StateStore,
+    ) -> Self {
+        Ladder {
+            cfg,
+            configs,
+            home,
+            worker,
+            jobs,
+            queue,
+            state,
+            status: Mutex::new("no tournament yet".into()),
+            busy: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Runs one round-robin for `config`; returns how many participants played.
-    pub async fn round(&self, config: ConfigKey, emit: &dyn Emit, tag: &str) -> anyhow::Result<usize> {
+    pub async fn round(
+        &self,
+        config: ConfigKey,
+        emit: &dyn Emit,
+        tag: &str,
+    ) -> anyhow::Result<usize> {
         let _one = self.busy.lock().await;
         let (home, n) = (self.home.clone(), self.cfg.recent);
         let models = tokio::task::spawn_blocking(move || participants(&home, config, n)).await?;
         if models.len() < 2 {
-            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("{config}: {} model(s), need 2", models.len());
+            *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+                format!("{config}: {} model(s), need 2", models.len());
             return Ok(0);
         }
-        let mut req = JobRequest::new(JobKind::Tournament, format!("tournament:{config}"), Duration::from_secs_f64(self.cfg.timeout_s)).var("config_key", config).var("games", self.cfg.games_per_pair);
+        let mut req = JobRequest::new(
+            JobKind::Tournament,
+            format!("tournament:{config}"),
+            Duration::from_secs_f64(self.cfg.timeout_s),
+        )
+        .var("config_key", config)
+        .var("games", self.cfg.games_per_pair);
         for m in &models {
             req = req.arg("--model").arg(m.display().to_string());
         }
@@ -93,19 +132,37 @@ impl Ladder {
         for s in r["standings"].as_array().into_iter().flatten() {
             let name = s["name"].as_str().unwrap_or("?").to_owned();
             let elo = s["elo"].as_f64().unwrap_or(0.0);
-            let p = wire::EloUpdated { participant: name.clone(), elo, previous_elo: 0.0, games: s["games"].as_u64().unwrap_or(0) as u32 };
-            emit.emit(event(wire::event::Payload::EloUpdated(p), format!("elo:{config}:{name}:{tag}"), &config.to_string())).await?;
+            let p = wire::EloUpdated {
+                participant: name.clone(),
+                elo,
+                previous_elo: 0.0,
+                games: s["games"].as_u64().unwrap_or(0) as u32,
+            };
+            emit.emit(event(
+                wire::event::Payload::EloUpdated(p),
+                format!("elo:{config}:{name}:{tag}"),
+                &config.to_string(),
+            ))
+            .await?;
             line.push(format!("{name} {elo:.0}"));
         }
-        let msg = format!("{config}: {} matches; {}", r["matches"].as_u64().unwrap_or(0), line.join(", "));
+        let msg = format!(
+            "{config}: {} matches; {}",
+            r["matches"].as_u64().unwrap_or(0),
+            line.join(", ")
+        );
         tracing::info!("tournament: {msg}");
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = msg;
         Ok(models.len())
     }
 
     pub async fn on_trained(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
-        let wire::event::Payload::TrainingCompleted(t) = &ev.payload else { return Ok(()) };
-        let Ok(config) = ev.config_key.parse::<ConfigKey>() else { return Ok(()) };
+        let wire::event::Payload::TrainingCompleted(t) = &ev.payload else {
+            return Ok(());
+        };
+        let Ok(config) = ev.config_key.parse::<ConfigKey>() else {
+            return Ok(());
+        };
         let key = format!("after:{}", t.model_sha256);
         if self.state.get::<u64>(&key).await?.is_some() {
             return Ok(());
@@ -118,7 +175,14 @@ impl Ladder {
     /// The periodic ladder, plus tournament items from the work queue.
     pub async fn cycle(&self, emit: &dyn Emit) -> anyhow::Result<()> {
         let stamp = ringrift_store::now_ms().to_string();
-        while let Some(item) = claim::claim(&self.queue, &self.worker, &[WorkKind::Tournament], Duration::from_secs_f64(self.cfg.lease_s)).await? {
+        while let Some(item) = claim::claim(
+            &self.queue,
+            &self.worker,
+            &[WorkKind::Tournament],
+            Duration::from_secs_f64(self.cfg.lease_s),
+        )
+        .await?
+        {
             let targets: Vec<ConfigKey> = match item.config_key {
                 Some(c) => vec![c],
                 None => self.configs.clone(),
@@ -127,7 +191,10 @@ impl Ladder {
             claim::run_leased(&self.queue, &self.worker, &item, lease, async {
                 let mut played = 0;
                 for c in targets {
-                    played += self.round(c, emit, &item.item_id).await.map_err(|e| format!("{e:#}"))?;
+                    played += self
+                        .round(c, emit, &item.item_id)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
                 }
                 Ok(serde_json::json!({"participants": played}))
             })
@@ -145,14 +212,29 @@ pub struct TournamentDaemon(pub Ladder);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TournamentConfig = ctx.settings.section("tournament_daemon")?;
-    anyhow::ensure!(cfg.recent >= 1 && cfg.games_per_pair >= 1, "tournament_daemon: recent and games_per_pair must be >= 1");
-    anyhow::ensure!(cfg.cycle_interval_s > 0.0 && cfg.timeout_s > 0.0 && cfg.lease_s >= 1.0, "tournament_daemon: intervals must be > 0");
+    anyhow::ensure!(
+        cfg.recent >= 1 && cfg.games_per_pair >= 1,
+        "tournament_daemon: recent and games_per_pair must be >= 1"
+    );
+    anyhow::ensure!(
+        cfg.cycle_interval_s > 0.0 && cfg.timeout_s > 0.0 && cfg.lease_s >= 1.0,
+        "tournament_daemon: intervals must be > 0"
+    );
     let configs = ringrift_pipeline::configs(ctx)?;
     std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue: Arc<dyn WorkQueue> =
+        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(TournamentDaemon(Ladder::new(cfg, configs, ctx.home.clone(), ctx.source(), jobs, queue, state))))
+    Ok(Arc::new(TournamentDaemon(Ladder::new(
+        cfg,
+        configs,
+        ctx.home.clone(),
+        ctx.source(),
+        jobs,
+        queue,
+        state,
+    ))))
 }
 
 #[async_trait::async_trait]
@@ -170,7 +252,13 @@ impl Handler for TournamentDaemon {
         self.0.on_trained(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        HealthCheckResult::running(
+            self.0
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -182,8 +270,20 @@ mod tests {
     use ringrift_store::work_queue::{NewWork, WorkStatus};
 
     fn ladder(dir: &Path, jobs: Arc<FakeJobs>) -> Ladder {
-        let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
-        Ladder::new(TournamentConfig { recent: 2, ..Default::default() }, vec!["hex8_2p".parse().unwrap()], dir.to_owned(), "td@test".into(), jobs, queue, StateStore::open(dir, "tournament_daemon").unwrap())
+        let queue: Arc<dyn WorkQueue> =
+            Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
+        Ladder::new(
+            TournamentConfig {
+                recent: 2,
+                ..Default::default()
+            },
+            vec!["hex8_2p".parse().unwrap()],
+            dir.to_owned(),
+            "td@test".into(),
+            jobs,
+            queue,
+            StateStore::open(dir, "tournament_daemon").unwrap(),
+        )
     }
 
     fn fake() -> Arc<FakeJobs> {
@@ -207,13 +307,33 @@ mod tests {
         let l = ladder(dir.path(), jobs.clone());
         let rec = Recorder::default();
         model(dir.path(), "gen0001_w1.rrm");
-        assert_eq!(l.round("hex8_2p".parse().unwrap(), &rec, "t").await.unwrap(), 0);
+        assert_eq!(
+            l.round("hex8_2p".parse().unwrap(), &rec, "t")
+                .await
+                .unwrap(),
+            0
+        );
         model(dir.path(), "gen0002_w2.rrm");
         model(dir.path(), "gen0003_w3.rrm");
-        std::fs::write(paths::models_dir(dir.path()).join("canonical_hex8_2p.rrm"), b"c").unwrap();
-        assert_eq!(l.round("hex8_2p".parse().unwrap(), &rec, "t").await.unwrap(), 3, "2 recent + canonical");
+        std::fs::write(
+            paths::models_dir(dir.path()).join("canonical_hex8_2p.rrm"),
+            b"c",
+        )
+        .unwrap();
+        assert_eq!(
+            l.round("hex8_2p".parse().unwrap(), &rec, "t")
+                .await
+                .unwrap(),
+            3,
+            "2 recent + canonical"
+        );
         assert_eq!(rec.events().len(), 3, "one ELO_UPDATED per participant");
-        assert!(jobs.calls()[0].extra.iter().any(|a| a.ends_with("canonical_hex8_2p.rrm")));
+        assert!(
+            jobs.calls()[0]
+                .extra
+                .iter()
+                .any(|a| a.ends_with("canonical_hex8_2p.rrm"))
+        );
     }
 
     #[tokio::test]
@@ -223,15 +343,33 @@ mod tests {
         let l = ladder(dir.path(), jobs.clone());
         model(dir.path(), "gen0001_w1.rrm");
         model(dir.path(), "gen0002_w2.rrm");
-        let t = wire::TrainingCompleted { model_sha256: "s2".into(), ..Default::default() };
+        let t = wire::TrainingCompleted {
+            model_sha256: "s2".into(),
+            ..Default::default()
+        };
         let ev = Event::new(wire::event::Payload::TrainingCompleted(t)).with_config("hex8_2p");
         let rec = Recorder::default();
         l.on_trained(&ev, &rec).await.unwrap();
         l.on_trained(&ev, &rec).await.unwrap();
         assert_eq!(jobs.calls().len(), 1);
-        let id = l.queue.enqueue(&NewWork::new(WorkKind::Tournament, None, 1, serde_json::json!({}))).unwrap();
+        let id = l
+            .queue
+            .enqueue(&NewWork::new(
+                WorkKind::Tournament,
+                None,
+                1,
+                serde_json::json!({}),
+            ))
+            .unwrap();
         l.cycle(&rec).await.unwrap();
-        assert_eq!(l.queue.get(&id).unwrap().unwrap().status, WorkStatus::Completed);
-        assert_eq!(jobs.calls().len(), 3, "the queued round and the ladder round");
+        assert_eq!(
+            l.queue.get(&id).unwrap().unwrap().status,
+            WorkStatus::Completed
+        );
+        assert_eq!(
+            jobs.calls().len(),
+            3,
+            "the queued round and the ladder round"
+        );
     }
 }

@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "training_trigger", about: "Decide when to train: data freshness, quality, cooldown" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "training_trigger",
+    about: "Decide when to train: data freshness, quality, cooldown",
+};
 
 /// `[training_trigger]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -35,7 +38,14 @@ pub struct TriggerConfig {
 
 impl Default for TriggerConfig {
     fn default() -> Self {
-        TriggerConfig { min_rows: 1, cooldown_s: 60.0, min_quality: 0.0, priority: 10, window: 4, cycle_interval_s: 30.0 }
+        TriggerConfig {
+            min_rows: 1,
+            cooldown_s: 60.0,
+            min_quality: 0.0,
+            priority: 10,
+            window: 4,
+            cycle_interval_s: 30.0,
+        }
     }
 }
 
@@ -69,23 +79,34 @@ pub enum Decision {
 
 /// The decision for one config at `now_ms`.
 pub fn decide(st: &TriggerState, cfg: &TriggerConfig, now_ms: i64) -> Decision {
-    let Some(latest) = &st.latest else { return Decision::Wait("no exported data yet".into()) };
+    let Some(latest) = &st.latest else {
+        return Decision::Wait("no exported data yet".into());
+    };
     if let Some(id) = &st.in_flight {
         return Decision::Wait(format!("training {id} is in flight"));
     }
     if latest.watermark <= st.queued_watermark {
-        return Decision::Wait(format!("newest data (watermark {}) is not newer than the last training's ({})", latest.watermark, st.queued_watermark));
+        return Decision::Wait(format!(
+            "newest data (watermark {}) is not newer than the last training's ({})",
+            latest.watermark, st.queued_watermark
+        ));
     }
     if latest.rows < cfg.min_rows {
         return Decision::Wait(format!("{} rows < min_rows {}", latest.rows, cfg.min_rows));
     }
     let cool_ms = (cfg.cooldown_s * 1000.0) as i64;
     if st.last_done_ms > 0 && now_ms - st.last_done_ms < cool_ms {
-        return Decision::Wait(format!("cooldown: {:.0}s left", (cool_ms - (now_ms - st.last_done_ms)) as f64 / 1000.0));
+        return Decision::Wait(format!(
+            "cooldown: {:.0}s left",
+            (cool_ms - (now_ms - st.last_done_ms)) as f64 / 1000.0
+        ));
     }
     if let Some(q) = st.quality {
         if q < cfg.min_quality {
-            return Decision::Wait(format!("quality {q:.3} < min_quality {:.3}", cfg.min_quality));
+            return Decision::Wait(format!(
+                "quality {q:.3} < min_quality {:.3}",
+                cfg.min_quality
+            ));
         }
     }
     Decision::Queue(latest.clone())
@@ -101,8 +122,20 @@ pub struct Trigger {
 }
 
 impl Trigger {
-    pub fn new(cfg: TriggerConfig, configs: Vec<ConfigKey>, queue: Arc<dyn WorkQueue>, state: StateStore) -> Self {
-        Trigger { cfg, configs, queue, state, status: Mutex::new(BTreeMap::new()), lock: tokio::sync::Mutex::new(()) }
+    pub fn new(
+        cfg: TriggerConfig,
+        configs: Vec<ConfigKey>,
+        queue: Arc<dyn WorkQueue>,
+        state: StateStore,
+    ) -> Self {
+        Trigger {
+            cfg,
+            configs,
+            queue,
+            state,
+            status: Mutex::new(BTreeMap::new()),
+            lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Applies an event to the state of its config, then decides for it.
@@ -120,7 +153,12 @@ impl Trigger {
         use wire::event::Payload;
         match &ev.payload {
             Payload::NpzExportCompleted(n) => {
-                let npz = Npz { path: n.path.clone(), sha256: n.sha256.clone(), rows: n.rows, watermark: n.watermark };
+                let npz = Npz {
+                    path: n.path.clone(),
+                    sha256: n.sha256.clone(),
+                    rows: n.rows,
+                    watermark: n.watermark,
+                };
                 if st.latest.as_ref().is_none_or(|l| n.watermark > l.watermark) {
                     st.latest = Some(npz.clone());
                 }
@@ -167,7 +205,13 @@ impl Trigger {
         Ok(())
     }
 
-    async fn decide_and_act(&self, config: ConfigKey, mut st: TriggerState, emit: &dyn Emit, now_ms: i64) -> anyhow::Result<()> {
+    async fn decide_and_act(
+        &self,
+        config: ConfigKey,
+        mut st: TriggerState,
+        emit: &dyn Emit,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         let key = config.to_string();
         match decide(&st, &self.cfg, now_ms) {
             Decision::Wait(why) => {
@@ -182,7 +226,10 @@ impl Trigger {
                 // Another training of this config already queued or running (e.g. by a
                 // previous run of this daemon that died before saving): adopt it.
                 let q = self.queue.clone();
-                let open = tokio::task::spawn_blocking(move || q.open_items(WorkKind::Training, Some(config))).await??;
+                let open = tokio::task::spawn_blocking(move || {
+                    q.open_items(WorkKind::Training, Some(config))
+                })
+                .await??;
                 let id = match open.first() {
                     Some(item) => {
                         tracing::warn!(%config, item = %item.item_id, "a training item is already open; adopting it instead of queueing another");
@@ -191,11 +238,27 @@ impl Trigger {
                     None => {
                         let paths: Vec<&str> = st.recent.iter().map(|r| r.path.as_str()).collect();
                         let payload = serde_json::json!({"npz_path": npz.path, "npz_paths": paths, "npz_sha256": npz.sha256, "rows": npz.rows, "watermark": npz.watermark});
-                        let work = NewWork::new(WorkKind::Training, Some(config), self.cfg.priority, payload.clone());
+                        let work = NewWork::new(
+                            WorkKind::Training,
+                            Some(config),
+                            self.cfg.priority,
+                            payload.clone(),
+                        );
                         let q = self.queue.clone();
                         let id = tokio::task::spawn_blocking(move || q.enqueue(&work)).await??;
-                        let item = wire::WorkItem { work_id: id.clone(), kind: "training".into(), priority: self.cfg.priority as i32, payload_json: payload.to_string(), ..Default::default() };
-                        emit.emit(event(wire::event::Payload::WorkQueued(item), format!("work:{id}"), &key)).await?;
+                        let item = wire::WorkItem {
+                            work_id: id.clone(),
+                            kind: "training".into(),
+                            priority: self.cfg.priority as i32,
+                            payload_json: payload.to_string(),
+                            ..Default::default()
+                        };
+                        emit.emit(event(
+                            wire::event::Payload::WorkQueued(item),
+                            format!("work:{id}"),
+                            &key,
+                        ))
+                        .await?;
                         tracing::info!(%config, item = %id, watermark = npz.watermark, rows = npz.rows, "training queued: fresh data, nothing in flight, cooldown over");
                         id
                     }
@@ -203,7 +266,10 @@ impl Trigger {
                 st.in_flight = Some(id.clone());
                 st.queued_watermark = st.queued_watermark.max(npz.watermark);
                 self.state.put(&key, &st).await?;
-                self.status.lock().unwrap_or_else(|p| p.into_inner()).insert(key, format!("training {id} queued"));
+                self.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, format!("training {id} queued"));
                 Ok(())
             }
         }
@@ -214,13 +280,19 @@ pub struct TrainingTrigger(pub Trigger);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TriggerConfig = ctx.settings.section("training_trigger")?;
-    anyhow::ensure!(cfg.cooldown_s >= 0.0 && cfg.cycle_interval_s > 0.0, "training_trigger intervals must be >= 0");
+    anyhow::ensure!(
+        cfg.cooldown_s >= 0.0 && cfg.cycle_interval_s > 0.0,
+        "training_trigger intervals must be >= 0"
+    );
     anyhow::ensure!(cfg.window >= 1, "training_trigger.window must be >= 1");
     let configs = ringrift_pipeline::configs(ctx)?;
     std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue: Arc<dyn WorkQueue> =
+        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(TrainingTrigger(Trigger::new(cfg, configs, queue, state))))
+    Ok(Arc::new(TrainingTrigger(Trigger::new(
+        cfg, configs, queue, state,
+    ))))
 }
 
 #[async_trait::async_trait]
@@ -229,17 +301,30 @@ impl Handler for TrainingTrigger {
         Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
     }
     fn subscriptions(&self) -> Vec<EventType> {
-        vec![EventType::NpzExportCompleted, EventType::QualityScoreUpdated, EventType::TrainingCompleted, EventType::TrainingFailed]
+        vec![
+            EventType::NpzExportCompleted,
+            EventType::QualityScoreUpdated,
+            EventType::TrainingCompleted,
+            EventType::TrainingFailed,
+        ]
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         self.0.cycle(&ctx.publisher, ringrift_store::now_ms()).await
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_event(ev, &ctx.publisher, ringrift_store::now_ms()).await
+        self.0
+            .on_event(ev, &ctx.publisher, ringrift_store::now_ms())
+            .await
     }
     fn health_check(&self) -> HealthCheckResult {
         let mut h = HealthCheckResult::running("deciding");
-        for (k, v) in self.0.status.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (k, v) in self
+            .0
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             h = h.detail(k.clone(), v);
         }
         h

@@ -17,7 +17,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const INFO: DaemonInfo = DaemonInfo { name: "unified_promotion", about: "Promote models that pass the gate" };
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "unified_promotion",
+    about: "Promote models that pass the gate",
+};
 
 /// `[unified_promotion]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -32,7 +35,12 @@ pub struct PromotionConfig {
 impl Default for PromotionConfig {
     fn default() -> Self {
         let g = Gate::default();
-        PromotionConfig { min_lower_vs_random: g.min_lower_vs_random, min_lower_vs_heuristic: g.min_lower_vs_heuristic, min_vs_canonical: g.min_vs_canonical, cycle_interval_s: 60.0 }
+        PromotionConfig {
+            min_lower_vs_random: g.min_lower_vs_random,
+            min_lower_vs_heuristic: g.min_lower_vs_heuristic,
+            min_vs_canonical: g.min_vs_canonical,
+            cycle_interval_s: 60.0,
+        }
     }
 }
 
@@ -53,7 +61,13 @@ pub struct Promoter {
 
 /// The evaluation report the event describes (the gate and promotion work on it).
 pub fn report_of(ev: &Event, e: &wire::EvaluationCompleted) -> anyhow::Result<EvaluateReport> {
-    let config: ConfigKey = ev.config_key.parse().map_err(|err| anyhow::anyhow!("EVALUATION_COMPLETED #{} has config key {:?}: {err}", ev.seq, ev.config_key))?;
+    let config: ConfigKey = ev.config_key.parse().map_err(|err| {
+        anyhow::anyhow!(
+            "EVALUATION_COMPLETED #{} has config key {:?}: {err}",
+            ev.seq,
+            ev.config_key
+        )
+    })?;
     let results: Vec<serde_json::Value> = e
         .results
         .iter()
@@ -63,17 +77,32 @@ pub fn report_of(ev: &Event, e: &wire::EvaluationCompleted) -> anyhow::Result<Ev
         "config_key": config.to_string(), "model": e.model_path, "model_name": e.model_path, "model_sha256": e.model_sha256,
         "generation": 0, "results": results, "elo": e.elo, "elapsed_s": 0.0, "games_per_s": 0.0, "promotion": null,
     });
-    serde_json::from_value(v).map_err(|err| anyhow::anyhow!("EVALUATION_COMPLETED #{}: {err}", ev.seq))
+    serde_json::from_value(v)
+        .map_err(|err| anyhow::anyhow!("EVALUATION_COMPLETED #{}: {err}", ev.seq))
 }
 
 impl Promoter {
     pub fn new(gate: Gate, home: PathBuf, state: StateStore) -> Self {
-        Promoter { gate, home, state, status: Mutex::new("waiting for evaluations".into()) }
+        Promoter {
+            gate,
+            home,
+            state,
+            status: Mutex::new("waiting for evaluations".into()),
+        }
     }
 
     pub async fn on_evaluation(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
-        let wire::event::Payload::EvaluationCompleted(e) = &ev.payload else { return Ok(()) };
-        let key = format!("decided:{}", if e.model_sha256.is_empty() { &e.model_path } else { &e.model_sha256 });
+        let wire::event::Payload::EvaluationCompleted(e) = &ev.payload else {
+            return Ok(());
+        };
+        let key = format!(
+            "decided:{}",
+            if e.model_sha256.is_empty() {
+                &e.model_path
+            } else {
+                &e.model_sha256
+            }
+        );
         if let Some(d) = self.state.get::<Decided>(&key).await? {
             tracing::info!(model = %e.model_path, promoted = d.promoted, "already decided; not deciding again");
             return Ok(());
@@ -83,22 +112,61 @@ impl Promoter {
         let sha = e.model_sha256.clone();
         let (promoted, reason) = if decision.passed {
             let (home, r) = (self.home.clone(), report.clone());
-            let previous = ringrift_workload::promote::canonical(&self.home, report.config_key).ok().flatten().map(|c| c.sha256).unwrap_or_default();
+            let previous = ringrift_workload::promote::canonical(&self.home, report.config_key)
+                .ok()
+                .flatten()
+                .map(|c| c.sha256)
+                .unwrap_or_default();
             let pr = tokio::task::spawn_blocking(move || promote(&home, &r)).await??;
-            let canonical = pr.canonical.map(|p| p.display().to_string()).unwrap_or_default();
-            let p = wire::ModelPromoted { model_path: e.model_path.clone(), canonical_path: canonical.clone(), model_sha256: sha.clone(), previous_sha256: previous, elo: e.elo };
-            emit.emit(event(wire::event::Payload::ModelPromoted(p), format!("promoted:{sha}"), &ev.config_key)).await?;
+            let canonical = pr
+                .canonical
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let p = wire::ModelPromoted {
+                model_path: e.model_path.clone(),
+                canonical_path: canonical.clone(),
+                model_sha256: sha.clone(),
+                previous_sha256: previous,
+                elo: e.elo,
+            };
+            emit.emit(event(
+                wire::event::Payload::ModelPromoted(p),
+                format!("promoted:{sha}"),
+                &ev.config_key,
+            ))
+            .await?;
             tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, "MODEL_PROMOTED: gate passed");
             (true, "gate passed".to_owned())
         } else {
             let reason = decision.reasons.join("; ");
-            let p = wire::PromotionRejected { model_path: e.model_path.clone(), reason: reason.clone() };
-            emit.emit(event(wire::event::Payload::PromotionRejected(p), format!("rejected:{sha}"), &ev.config_key)).await?;
+            let p = wire::PromotionRejected {
+                model_path: e.model_path.clone(),
+                reason: reason.clone(),
+            };
+            emit.emit(event(
+                wire::event::Payload::PromotionRejected(p),
+                format!("rejected:{sha}"),
+                &ev.config_key,
+            ))
+            .await?;
             tracing::info!(config = %ev.config_key, model = %e.model_path, %reason, "PROMOTION_REJECTED");
             (false, reason)
         };
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("{}: {}", e.model_path, if promoted { "promoted" } else { "rejected" });
-        self.state.put(&key, &Decided { promoted, reason, at_ms: ringrift_store::now_ms() }).await?;
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!(
+            "{}: {}",
+            e.model_path,
+            if promoted { "promoted" } else { "rejected" }
+        );
+        self.state
+            .put(
+                &key,
+                &Decided {
+                    promoted,
+                    reason,
+                    at_ms: ringrift_store::now_ms(),
+                },
+            )
+            .await?;
         Ok(())
     }
 }
@@ -107,13 +175,30 @@ pub struct UnifiedPromotion(pub Promoter, f64);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let c: PromotionConfig = ctx.settings.section("unified_promotion")?;
-    for (k, v) in [("min_lower_vs_random", c.min_lower_vs_random), ("min_lower_vs_heuristic", c.min_lower_vs_heuristic), ("min_vs_canonical", c.min_vs_canonical)] {
-        anyhow::ensure!((0.0..=1.0).contains(&v), "unified_promotion.{k} = {v}: must be within 0..=1");
+    for (k, v) in [
+        ("min_lower_vs_random", c.min_lower_vs_random),
+        ("min_lower_vs_heuristic", c.min_lower_vs_heuristic),
+        ("min_vs_canonical", c.min_vs_canonical),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&v),
+            "unified_promotion.{k} = {v}: must be within 0..=1"
+        );
     }
-    anyhow::ensure!(c.cycle_interval_s > 0.0, "unified_promotion.cycle_interval_s must be > 0");
-    let gate = Gate { min_lower_vs_random: c.min_lower_vs_random, min_lower_vs_heuristic: c.min_lower_vs_heuristic, min_vs_canonical: c.min_vs_canonical };
+    anyhow::ensure!(
+        c.cycle_interval_s > 0.0,
+        "unified_promotion.cycle_interval_s must be > 0"
+    );
+    let gate = Gate {
+        min_lower_vs_random: c.min_lower_vs_random,
+        min_lower_vs_heuristic: c.min_lower_vs_heuristic,
+        min_vs_canonical: c.min_vs_canonical,
+    };
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(UnifiedPromotion(Promoter::new(gate, ctx.home.clone(), state), c.cycle_interval_s)))
+    Ok(Arc::new(UnifiedPromotion(
+        Promoter::new(gate, ctx.home.clone(), state),
+        c.cycle_interval_s,
+    )))
 }
 
 #[async_trait::async_trait]
@@ -131,8 +216,20 @@ impl Handler for UnifiedPromotion {
         self.0.on_evaluation(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
-            .detail("gate", format!("random ≥ {:.2}, heuristic ≥ {:.2} (lower 95%)", self.0.gate.min_lower_vs_random, self.0.gate.min_lower_vs_heuristic))
+        HealthCheckResult::running(
+            self.0
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+        .detail(
+            "gate",
+            format!(
+                "random ≥ {:.2}, heuristic ≥ {:.2} (lower 95%)",
+                self.0.gate.min_lower_vs_random, self.0.gate.min_lower_vs_heuristic
+            ),
+        )
     }
 }
 
@@ -142,42 +239,93 @@ mod tests {
     use ringrift_pipeline::emit::Recorder;
 
     fn evaluation(lower_random: f64, lower_heuristic: f64) -> Event {
-        let r = |o: &str, l: f64| wire::OpponentResult { opponent: o.into(), games: 100, wins: 90, win_rate: l + 0.05, lower_95: l, upper_95: l + 0.1, ..Default::default() };
-        let e = wire::EvaluationCompleted { model_path: "/nonexistent/m.rrm".into(), model_sha256: "s1".into(), results: vec![r("random", lower_random), r("heuristic", lower_heuristic)], elo: 1500.0, run_id: "w".into() };
+        let r = |o: &str, l: f64| wire::OpponentResult {
+            opponent: o.into(),
+            games: 100,
+            wins: 90,
+            win_rate: l + 0.05,
+            lower_95: l,
+            upper_95: l + 0.1,
+            ..Default::default()
+        };
+        let e = wire::EvaluationCompleted {
+            model_path: "/nonexistent/m.rrm".into(),
+            model_sha256: "s1".into(),
+            results: vec![r("random", lower_random), r("heuristic", lower_heuristic)],
+            elo: 1500.0,
+            run_id: "w".into(),
+        };
         Event::new(wire::event::Payload::EvaluationCompleted(e)).with_config("hex8_2p")
     }
 
     #[tokio::test]
     async fn failing_gate_is_rejected_with_every_reason_once() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Promoter::new(Gate::default(), dir.path().to_owned(), StateStore::open(dir.path(), "unified_promotion").unwrap());
+        let p = Promoter::new(
+            Gate::default(),
+            dir.path().to_owned(),
+            StateStore::open(dir.path(), "unified_promotion").unwrap(),
+        );
         let rec = Recorder::default();
-        p.on_evaluation(&evaluation(0.80, 0.30), &rec).await.unwrap();
-        p.on_evaluation(&evaluation(0.80, 0.30), &rec).await.unwrap();
+        p.on_evaluation(&evaluation(0.80, 0.30), &rec)
+            .await
+            .unwrap();
+        p.on_evaluation(&evaluation(0.80, 0.30), &rec)
+            .await
+            .unwrap();
         let evs = rec.events();
         assert_eq!(evs.len(), 1, "decided once");
-        let wire::event::Payload::PromotionRejected(r) = &evs[0].payload else { panic!("{:?}", evs[0]) };
-        assert!(r.reason.contains("vs random") && r.reason.contains("vs heuristic"), "{}", r.reason);
+        let wire::event::Payload::PromotionRejected(r) = &evs[0].payload else {
+            panic!("{:?}", evs[0])
+        };
+        assert!(
+            r.reason.contains("vs random") && r.reason.contains("vs heuristic"),
+            "{}",
+            r.reason
+        );
     }
 
     #[tokio::test]
     async fn passing_gate_with_a_missing_model_fails_loudly_and_decides_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Promoter::new(Gate::default(), dir.path().to_owned(), StateStore::open(dir.path(), "unified_promotion").unwrap());
+        let p = Promoter::new(
+            Gate::default(),
+            dir.path().to_owned(),
+            StateStore::open(dir.path(), "unified_promotion").unwrap(),
+        );
         let rec = Recorder::default();
-        assert!(p.on_evaluation(&evaluation(0.95, 0.70), &rec).await.is_err(), "no model file to promote");
+        assert!(
+            p.on_evaluation(&evaluation(0.95, 0.70), &rec)
+                .await
+                .is_err(),
+            "no model file to promote"
+        );
         assert!(rec.events().is_empty());
-        assert!(p.state.get::<Decided>("decided:s1").await.unwrap().is_none(), "retried on redelivery");
+        assert!(
+            p.state
+                .get::<Decided>("decided:s1")
+                .await
+                .unwrap()
+                .is_none(),
+            "retried on redelivery"
+        );
     }
 
     #[test]
     fn report_of_keeps_bounds_and_rejects_bad_config() {
         let ev = evaluation(0.9, 0.7);
-        let wire::event::Payload::EvaluationCompleted(e) = &ev.payload else { panic!() };
+        let wire::event::Payload::EvaluationCompleted(e) = &ev.payload else {
+            panic!()
+        };
         let r = report_of(&ev, e).unwrap();
         assert_eq!(r.against("random").unwrap().lower95, 0.9);
         let mut bad = ev.clone();
         bad.config_key = "go19_2p".into();
-        assert!(report_of(&bad, e).unwrap_err().to_string().contains("go19_2p"));
+        assert!(
+            report_of(&bad, e)
+                .unwrap_err()
+                .to_string()
+                .contains("go19_2p")
+        );
     }
 }
