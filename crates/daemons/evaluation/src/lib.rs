@@ -24,6 +24,8 @@ pub struct EvalConfig {
     pub games_random: u32,
     pub games_heuristic: u32,
     pub games_canonical: u32,
+    /// Search depth of the model in the gauntlet (as it plays when deployed).
+    pub depth: u32,
     pub timeout_s: f64,
     pub cycle_interval_s: f64,
 }
@@ -32,8 +34,9 @@ impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
             games_random: 100,
-            games_heuristic: 100,
+            games_heuristic: 200,
             games_canonical: 50,
+            depth: 3,
             timeout_s: 3600.0,
             cycle_interval_s: 60.0,
         }
