@@ -421,40 +421,11 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
         metrics.contains("ringrift_daemon_up{daemon=\"health_server\"} 1"),
         "{metrics}"
     );
-    promtool_check(&metrics);
+    ringrift_system_tests::promtool_check(&metrics);
     let (code, st) = http_status(&addr, "/status").await.unwrap();
     assert_eq!(code, 200);
     assert!(
         serde_json::from_str::<serde_json::Value>(&st).unwrap()["daemons"]["health_server"]["up"]
             == true
-    );
-}
-
-fn promtool_check(metrics: &str) {
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!(
-            "SKIP promtool check: promtool not installed (scripts/test installs the Debian package prometheus)"
-        );
-        return;
-    };
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -16,6 +16,7 @@ pub mod cli;
 mod dedup;
 mod errors;
 mod health;
+pub mod metrics;
 mod run;
 pub mod settings;
 

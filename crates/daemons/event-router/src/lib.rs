@@ -182,7 +182,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
                             .set(c.lag as i64);
                     }
                     (
-                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                        [("content-type", handler_base::metrics::TEXT_CONTENT_TYPE)],
                         b.metrics.render(),
                     )
                 }

@@ -80,6 +80,6 @@ impl Metrics {
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        handler_base::metrics::to_text_format(&out)
     }
 }

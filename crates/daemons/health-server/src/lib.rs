@@ -239,7 +239,7 @@ fn metrics_text(st: &State, now: i64) -> String {
     }
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
-    out
+    handler_base::metrics::to_text_format(&out)
 }
 
 fn status_json(st: &State, expect: &[String], stale_ms: i64, now: i64) -> serde_json::Value {
@@ -288,7 +288,7 @@ impl Handler for HealthServer {
                 "/metrics",
                 axum::routing::get(move || {
                     let text = metrics_text(&lock(&s2), router_client::now_ms());
-                    async move { ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text) }
+                    async move { ([("content-type", handler_base::metrics::TEXT_CONTENT_TYPE)], text) }
                 }),
             )
             .route(
@@ -449,6 +449,13 @@ mod tests {
             m.contains("ringrift_router_events_published_total 5"),
             "{m}"
         );
-        assert!(m.trim_end().ends_with("# EOF"), "{m}");
+        assert!(
+            m.contains("# TYPE ringrift_router_events_published_total counter"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("# EOF"),
+            "text format 0.0.4 has no EOF marker: {m}"
+        );
     }
 }
