@@ -43,7 +43,7 @@ impl Default for TriggerConfig {
             cooldown_s: 60.0,
             min_quality: 0.0,
             priority: 10,
-            window: 4,
+            window: 16,
             cycle_interval_s: 30.0,
         }
     }
