@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod claim;
 pub mod emit;
 pub mod jobs;
+pub mod models;
 pub mod state;
 
 use handler_base::Context;

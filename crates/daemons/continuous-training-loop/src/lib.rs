@@ -195,9 +195,13 @@ impl Trainer {
                 req = req.arg("--data").arg(extra);
             }
         }
-        let canonical = paths::models_dir(&self.home).join(format!("canonical_{config}.rrm"));
-        if canonical.exists() {
-            req = req.arg("--init").arg(canonical.display().to_string());
+        // Continue from the current model (canonical, else the newest generation).
+        let (home, c) = (self.home.clone(), config);
+        if let Some(init) =
+            tokio::task::spawn_blocking(move || ringrift_pipeline::models::current_model(&home, c))
+                .await?
+        {
+            req = req.arg("--init").arg(init.display().to_string());
         }
         for a in &self.cfg.train_args {
             req = req.arg(a.clone());

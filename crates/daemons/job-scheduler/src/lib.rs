@@ -200,9 +200,13 @@ impl Scheduler {
         .var("games", games)
         .arg("--threads")
         .arg(self.cfg.threads_per_job.to_string());
-        let canonical = paths::models_dir(&self.home).join(format!("canonical_{config}.rrm"));
-        if canonical.exists() {
-            req = req.arg("--model").arg(canonical.display().to_string());
+        // Play with the current model (canonical, else the newest generation).
+        let (home, c) = (self.home.clone(), config);
+        if let Some(model) =
+            tokio::task::spawn_blocking(move || ringrift_pipeline::models::current_model(&home, c))
+                .await?
+        {
+            req = req.arg("--model").arg(model.display().to_string());
         }
         for a in &self.cfg.selfplay_args {
             req = req.arg(a.clone());

@@ -47,20 +47,8 @@ impl Default for TournamentConfig {
 
 /// The newest `n` trained models of `config` plus the canonical model, if present.
 pub fn participants(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
-    let dir = paths::models_dir(home).join(config.to_string());
-    let mut v: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with("gen") && n.ends_with(".rrm")
-        })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    v.sort_by(|a, b| b.0.cmp(&a.0));
-    let mut out: Vec<PathBuf> = v.into_iter().take(n).map(|x| x.1).collect();
-    let canonical = paths::models_dir(home).join(format!("canonical_{config}.rrm"));
+    let mut out = ringrift_pipeline::models::recent_models(home, config, n);
+    let canonical = ringrift_pipeline::models::canonical(home, config);
     if canonical.exists() {
         out.push(canonical);
     }
