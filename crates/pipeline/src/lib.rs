@@ -10,6 +10,7 @@ pub mod emit;
 pub mod jobs;
 pub mod models;
 pub mod state;
+pub mod status;
 
 use handler_base::Context;
 use ringrift_store::ConfigKey;

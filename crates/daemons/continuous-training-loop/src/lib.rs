@@ -12,11 +12,12 @@ use ringrift_pipeline::claim;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
+use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::wire;
 use ringrift_store::work_queue::{SqliteWorkQueue, WorkItem, WorkKind, WorkQueue};
 use ringrift_store::{ConfigKey, paths};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -61,7 +62,7 @@ pub struct Trainer {
     pub queue: Arc<dyn WorkQueue>,
     pub jobs: Arc<dyn Jobs>,
     pub state: StateStore,
-    status: Mutex<String>,
+    status: StatusLine,
     /// One step at a time: the cycle and WORK_QUEUED events both call `step`.
     one: tokio::sync::Mutex<()>,
 }
@@ -82,7 +83,7 @@ impl Trainer {
             queue,
             jobs,
             state,
-            status: Mutex::new("idle".into()),
+            status: StatusLine::new("idle"),
             one: tokio::sync::Mutex::new(()),
         }
     }
@@ -151,13 +152,13 @@ impl Trainer {
         let mut st: Trained = self.state.get(&key).await?.unwrap_or_default();
         if watermark <= st.watermark {
             tracing::warn!(%config, item = %item.item_id, watermark, trained = st.watermark, "data already trained on; completing the item without training");
-            *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
-                format!("skipped stale item {}", item.item_id);
+            self.status
+                .set(format!("skipped stale item {}", item.item_id));
             return Ok(serde_json::json!({"skipped": "data not newer than the last training"}));
         }
         let generation = st.generation + 1;
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
-            format!("training {config} generation {generation}");
+        self.status
+            .set(format!("training {config} generation {generation}"));
         let started = wire::TrainingStarted {
             run_id: item.item_id.clone(),
             npz_path: npz.clone(),
@@ -234,8 +235,8 @@ impl Trainer {
         st.last_model = model.clone();
         self.state.put(&key, &st).await?;
         tracing::info!(%config, generation, model = %model, "TRAINING_COMPLETED");
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
-            format!("trained {config} generation {generation}");
+        self.status
+            .set(format!("trained {config} generation {generation}"));
         Ok(r)
     }
 }
@@ -285,13 +286,7 @@ impl Handler for TrainingLoop {
         }
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(
-            self.0
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        HealthCheckResult::running(self.0.status.get())
     }
 }
 

@@ -8,10 +8,11 @@ use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
+use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::{ConfigKey, paths};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -66,7 +67,7 @@ pub struct Distiller {
     pub home: PathBuf,
     pub jobs: Arc<dyn Jobs>,
     pub state: StateStore,
-    status: Mutex<String>,
+    status: StatusLine,
 }
 
 impl Distiller {
@@ -76,7 +77,7 @@ impl Distiller {
             home,
             jobs,
             state,
-            status: Mutex::new("waiting for a promotion".into()),
+            status: StatusLine::new("waiting for a promotion"),
         }
     }
 
@@ -109,7 +110,7 @@ impl Distiller {
         let output = paths::models_dir(&self.home)
             .join(config.to_string())
             .join(format!("distilled_{tag}.rrm"));
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("distilling {teacher}");
+        self.status.set(format!("distilling {teacher}"));
         let mut req = JobRequest::new(
             JobKind::Distill,
             format!("distill:{config}"),
@@ -182,7 +183,7 @@ impl Distiller {
             summary.join(", ")
         );
         tracing::info!(%config, "{msg}");
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = msg;
+        self.status.set(msg);
         Ok(())
     }
 }
@@ -224,13 +225,7 @@ impl Handler for Distillation {
         self.0.on_promoted(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(
-            self.0
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        HealthCheckResult::running(self.0.status.get())
     }
 }
 

@@ -7,9 +7,10 @@ use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
+use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -47,7 +48,7 @@ pub struct Evaluator {
     pub cfg: EvalConfig,
     pub jobs: Arc<dyn Jobs>,
     pub state: StateStore,
-    status: Mutex<String>,
+    status: StatusLine,
 }
 
 /// The wire form of one opponent's result in the job's report.
@@ -72,7 +73,7 @@ impl Evaluator {
             cfg,
             jobs,
             state,
-            status: Mutex::new("idle".into()),
+            status: StatusLine::new("idle"),
         }
     }
 
@@ -104,8 +105,7 @@ impl Evaluator {
             tracing::info!(model = %t.model_path, "already evaluated; not repeating the gauntlet");
             return Ok(());
         }
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
-            format!("evaluating {}", t.model_path);
+        self.status.set(format!("evaluating {}", t.model_path));
         let req = JobRequest::new(
             JobKind::Evaluate,
             format!("evaluate:{config}"),
@@ -152,8 +152,11 @@ impl Evaluator {
         .await?;
         self.state.put(&done_key, &r).await?;
         tracing::info!(%config, model = %t.model_path, results = %summary.join(", "), "EVALUATION_COMPLETED");
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
-            format!("evaluated {}: {}", t.model_path, summary.join(", "));
+        self.status.set(format!(
+            "evaluated {}: {}",
+            t.model_path,
+            summary.join(", ")
+        ));
         Ok(())
     }
 }
@@ -190,13 +193,7 @@ impl Handler for Evaluation {
         self.0.on_trained(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(
-            self.0
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        HealthCheckResult::running(self.0.status.get())
     }
 }
 

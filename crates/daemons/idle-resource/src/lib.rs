@@ -5,6 +5,7 @@
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
+use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::wire;
 use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue, WorkStatus};
 use ringrift_store::{ConfigKey, paths};
@@ -162,7 +163,7 @@ pub struct Idle {
     pub node: String,
     pub queue: Arc<dyn WorkQueue>,
     pub probe: Arc<dyn Probe>,
-    status: Mutex<String>,
+    status: StatusLine,
 }
 
 impl Idle {
@@ -179,7 +180,7 @@ impl Idle {
             node,
             queue,
             probe,
-            status: Mutex::new("first sample pending".into()),
+            status: StatusLine::new("first sample pending"),
         }
     }
 
@@ -250,11 +251,11 @@ impl Idle {
                 "idle slots found; selfplay queued"
             );
         }
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!(
+        self.status.set(format!(
             "{} of {} slots idle, {pending} selfplay items pending, queued {n}",
             idle.len(),
             slots.len()
-        );
+        ));
         Ok(n)
     }
 }
@@ -295,13 +296,7 @@ impl Handler for IdleResource {
         self.0.check(&ctx.publisher).await.map(|_| ())
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(
-            self.0
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        HealthCheckResult::running(self.0.status.get())
     }
 }
 

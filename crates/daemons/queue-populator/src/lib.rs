@@ -11,11 +11,12 @@
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::alloc::SupplyState;
 use ringrift_pipeline::state::StateStore;
+use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType};
 use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue};
 use ringrift_store::{ConfigKey, paths};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -114,7 +115,7 @@ pub struct Populator {
     pub configs: Vec<ConfigKey>,
     pub queue: Arc<dyn WorkQueue>,
     pub state: StateStore,
-    status: Mutex<String>,
+    status: StatusLine,
 }
 
 impl Populator {
@@ -130,7 +131,7 @@ impl Populator {
     pub async fn top_up(&self) -> anyhow::Result<usize> {
         let st: SupplyState = self.state.get("state").await?.unwrap_or_default();
         if let Some(why) = &st.paused {
-            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("paused: {why}");
+            self.status.set(format!("paused: {why}"));
             return Ok(0);
         }
         let (q, configs) = (self.queue.clone(), self.configs.clone());
@@ -179,12 +180,12 @@ impl Populator {
             .await??;
             tracing::info!(added = n, open_before = total, "queue topped up");
         }
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!(
+        self.status.set(format!(
             "{} open items (low {}, high {}); added {n}",
             total + n as u64,
             self.cfg.low_watermark,
             self.cfg.high_watermark
-        );
+        ));
         Ok(n)
     }
 }
@@ -204,7 +205,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         configs,
         queue,
         state,
-        status: Mutex::new("starting".into()),
+        status: StatusLine::new("starting"),
     })))
 }
 
@@ -227,13 +228,7 @@ impl Handler for QueuePopulator {
         self.0.on_event(ev).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(
-            self.0
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        HealthCheckResult::running(self.0.status.get())
     }
 }
 
@@ -303,7 +298,7 @@ mod tests {
             configs: cfgs(),
             queue,
             state: StateStore::open(dir.path(), "queue_populator").unwrap(),
-            status: Mutex::new(String::new()),
+            status: StatusLine::new(""),
         };
         p.on_event(&Event::new(wire::event::Payload::PipelinePaused(
             wire::PipelineControl {

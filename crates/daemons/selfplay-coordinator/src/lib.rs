@@ -7,11 +7,12 @@
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::alloc::SupplyState;
 use ringrift_pipeline::state::StateStore;
+use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType};
 use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue};
 use ringrift_store::{ConfigKey, paths};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -48,7 +49,7 @@ pub struct Coordinator {
     pub configs: Vec<ConfigKey>,
     pub queue: Arc<dyn WorkQueue>,
     pub state: StateStore,
-    status: Mutex<String>,
+    status: StatusLine,
 }
 
 impl Coordinator {
@@ -67,7 +68,7 @@ impl Coordinator {
             configs,
             queue,
             state,
-            status: Mutex::new("starting".into()),
+            status: StatusLine::new("starting"),
         }
     }
 
@@ -82,7 +83,7 @@ impl Coordinator {
     pub async fn allocate(&self) -> anyhow::Result<Vec<ConfigKey>> {
         let st: SupplyState = self.state.get("state").await?.unwrap_or_default();
         if let Some(why) = &st.paused {
-            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!("paused: {why}");
+            self.status.set(format!("paused: {why}"));
             return Ok(Vec::new());
         }
         let (q, configs) = (self.queue.clone(), self.configs.clone());
@@ -121,8 +122,8 @@ impl Coordinator {
             Ok(())
         })
         .await??;
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
-            format!("open selfplay {open:?}; added {}", added.len());
+        self.status
+            .set(format!("open selfplay {open:?}; added {}", added.len()));
         Ok(added)
     }
 }
@@ -168,13 +169,7 @@ impl Handler for SelfplayCoordinator {
         self.0.on_event(ev).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(
-            self.0
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        HealthCheckResult::running(self.0.status.get())
     }
 }
 

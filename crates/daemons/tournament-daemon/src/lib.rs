@@ -9,11 +9,12 @@ use ringrift_pipeline::claim;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
+use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::work_queue::{SqliteWorkQueue, WorkKind, WorkQueue};
 use ringrift_store::{ConfigKey, paths};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -63,7 +64,7 @@ pub struct Ladder {
     pub jobs: Arc<dyn Jobs>,
     pub queue: Arc<dyn WorkQueue>,
     pub state: StateStore,
-    status: Mutex<String>,
+    status: StatusLine,
     busy: tokio::sync::Mutex<()>,
 }
 
@@ -85,7 +86,7 @@ impl Ladder {
             jobs,
             queue,
             state,
-            status: Mutex::new("no tournament yet".into()),
+            status: StatusLine::new("no tournament yet"),
             busy: tokio::sync::Mutex::new(()),
         }
     }
@@ -101,8 +102,8 @@ impl Ladder {
         let (home, n) = (self.home.clone(), self.cfg.recent);
         let models = tokio::task::spawn_blocking(move || participants(&home, config, n)).await?;
         if models.len() < 2 {
-            *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
-                format!("{config}: {} model(s), need 2", models.len());
+            self.status
+                .set(format!("{config}: {} model(s), need 2", models.len()));
             return Ok(0);
         }
         let mut req = JobRequest::new(
@@ -140,7 +141,7 @@ impl Ladder {
             line.join(", ")
         );
         tracing::info!("tournament: {msg}");
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = msg;
+        self.status.set(msg);
         Ok(models.len())
     }
 
@@ -240,13 +241,7 @@ impl Handler for TournamentDaemon {
         self.0.on_trained(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(
-            self.0
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        HealthCheckResult::running(self.0.status.get())
     }
 }
 

@@ -9,12 +9,13 @@
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::state::StateStore;
+use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use ringrift_workload::evaluate::EvaluateReport;
 use ringrift_workload::promote::{Gate, check_gate, promote};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -56,7 +57,7 @@ pub struct Promoter {
     pub gate: Gate,
     pub home: PathBuf,
     pub state: StateStore,
-    status: Mutex<String>,
+    status: StatusLine,
 }
 
 /// The evaluation report the event describes (the gate and promotion work on it).
@@ -87,7 +88,7 @@ impl Promoter {
             gate,
             home,
             state,
-            status: Mutex::new("waiting for evaluations".into()),
+            status: StatusLine::new("waiting for evaluations"),
         }
     }
 
@@ -152,11 +153,11 @@ impl Promoter {
             tracing::info!(config = %ev.config_key, model = %e.model_path, %reason, "PROMOTION_REJECTED");
             (false, reason)
         };
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = format!(
+        self.status.set(format!(
             "{}: {}",
             e.model_path,
             if promoted { "promoted" } else { "rejected" }
-        );
+        ));
         self.state
             .put(
                 &key,
@@ -216,14 +217,7 @@ impl Handler for UnifiedPromotion {
         self.0.on_evaluation(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(
-            self.0
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
-        .detail(
+        HealthCheckResult::running(self.0.status.get()).detail(
             "gate",
             format!(
                 "random ≥ {:.2}, heuristic ≥ {:.2} (lower 95%)",
