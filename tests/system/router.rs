@@ -57,6 +57,26 @@ async fn stats(c: &mut Client) -> wire::StatsResponse {
         .into_inner()
 }
 
+/// Polls (with a deadline) until a dead letter reaches `state`.
+async fn wait_for_letter(c: &Client, state: wire::DeadLetterState) -> wire::DeadLetter {
+    wait_for_async(
+        &format!("a dead letter in state {}", state.as_str_name()),
+        Duration::from_secs(10),
+        || {
+            let mut c = c.clone();
+            async move {
+                let req = wire::ListDeadLettersRequest {
+                    consumer: String::new(),
+                    include_resolved: true,
+                };
+                let ls = c.list_dead_letters(req).await.ok()?.into_inner().letters;
+                ls.into_iter().find(|l| l.state == state as i32)
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_from_four_publishers_arrive_in_publisher_order() {
     let home = Home::new();
@@ -343,23 +363,7 @@ async fn nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it() {
     })
     .await
     .unwrap();
-    let l = wait_for_async("letter DELIVERED", Duration::from_secs(10), || {
-        let mut c = c.clone();
-        async move {
-            let ls = c
-                .list_dead_letters(wire::ListDeadLettersRequest {
-                    consumer: String::new(),
-                    include_resolved: true,
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .letters;
-            ls.into_iter()
-                .find(|l| l.state == wire::DeadLetterState::Delivered as i32)
-        }
-    })
-    .await;
+    let l = wait_for_letter(&c, wire::DeadLetterState::Delivered).await;
     assert_eq!(l.retries, 1);
     assert!(retry.try_exit().is_none(), "dlq_retry still running");
 }
@@ -403,23 +407,7 @@ async fn dlq_retry_gives_up_after_max_retries_and_keeps_the_letter() {
         .await
         .unwrap();
     }
-    let l = wait_for_async("letter GIVEN_UP", Duration::from_secs(10), || {
-        let mut c = c.clone();
-        async move {
-            let ls = c
-                .list_dead_letters(wire::ListDeadLettersRequest {
-                    consumer: String::new(),
-                    include_resolved: true,
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .letters;
-            ls.into_iter()
-                .find(|l| l.state == wire::DeadLetterState::GivenUp as i32)
-        }
-    })
-    .await;
+    let l = wait_for_letter(&c, wire::DeadLetterState::GivenUp).await;
     assert_eq!((l.seq, l.retries), (seq, 3));
 }
 
