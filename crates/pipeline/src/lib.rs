@@ -15,6 +15,18 @@ pub mod status;
 use handler_base::Context;
 use ringrift_store::ConfigKey;
 
+/// Opens the node's work queue (`data/work_queue.db`), creating `data/` if needed.
+pub fn open_queue(
+    home: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<dyn ringrift_store::work_queue::WorkQueue>> {
+    std::fs::create_dir_all(home.join("data"))?;
+    Ok(std::sync::Arc::new(
+        ringrift_store::work_queue::SqliteWorkQueue::open(&ringrift_store::paths::work_queue_db(
+            home,
+        ))?,
+    ))
+}
+
 /// The config keys this daemon works on: `--configs`, else `pipeline.configs`
 /// (comma-separated), else `hex8_2p`. An invalid key is a configuration error.
 pub fn configs(ctx: &Context) -> anyhow::Result<Vec<ConfigKey>> {

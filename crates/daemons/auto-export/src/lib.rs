@@ -11,11 +11,11 @@ use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
+use ringrift_pipeline::status::StatusMap;
 use ringrift_proto::{EventType, wire};
 use ringrift_store::{ConfigKey, paths};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -84,7 +84,7 @@ pub struct Exporter {
     pub jobs: Arc<dyn Jobs>,
     pub games: Arc<dyn Games>,
     pub state: StateStore,
-    status: Mutex<BTreeMap<String, String>>,
+    status: StatusMap,
     busy: tokio::sync::Mutex<()>,
 }
 
@@ -104,16 +104,13 @@ impl Exporter {
             jobs,
             games,
             state,
-            status: Mutex::new(BTreeMap::new()),
+            status: StatusMap::default(),
             busy: tokio::sync::Mutex::new(()),
         }
     }
 
     fn note(&self, config: ConfigKey, s: String) {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(config.to_string(), s);
+        self.status.set(config.to_string(), s);
     }
 
     /// Checks every config; exports those past the threshold.
@@ -229,17 +226,10 @@ impl Handler for AutoExport {
         self.0.check_all(&ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        let mut h = HealthCheckResult::running(format!("threshold {} games", self.0.cfg.threshold));
-        for (k, v) in self
-            .0
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            h = h.detail(k.clone(), v);
-        }
-        h
+        self.0.status.details(HealthCheckResult::running(format!(
+            "threshold {} games",
+            self.0.cfg.threshold
+        )))
     }
 }
 

@@ -14,7 +14,7 @@ use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::wire;
-use ringrift_store::work_queue::{SqliteWorkQueue, WorkItem, WorkKind, WorkQueue};
+use ringrift_store::work_queue::{WorkItem, WorkKind, WorkQueue};
 use ringrift_store::{ConfigKey, paths};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -249,9 +249,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "continuous_training_loop: lease_s >= 1, timeouts > 0"
     );
-    std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> =
-        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(TrainingLoop(Trainer::new(

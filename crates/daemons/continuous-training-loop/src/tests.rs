@@ -3,6 +3,7 @@
 use super::*;
 use ringrift_pipeline::emit::Recorder;
 use ringrift_pipeline::jobs::FakeJobs;
+use ringrift_store::work_queue::SqliteWorkQueue;
 use ringrift_store::work_queue::{NewWork, WorkStatus};
 use wire::event::Payload;
 

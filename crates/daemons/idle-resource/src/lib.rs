@@ -7,8 +7,8 @@ use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::wire;
-use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue, WorkStatus};
-use ringrift_store::{ConfigKey, paths};
+use ringrift_store::ConfigKey;
+use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -273,9 +273,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "idle_resource: games_per_item, max_open_per_config, cycle_interval_s must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
-    std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> =
-        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     Ok(Arc::new(IdleResource(Idle::new(
         cfg,
         configs,
@@ -304,6 +302,7 @@ impl Handler for IdleResource {
 mod tests {
     use super::*;
     use ringrift_pipeline::emit::Recorder;
+    use ringrift_store::work_queue::SqliteWorkQueue;
 
     struct Fixed(Vec<f64>);
     impl Probe for Fixed {

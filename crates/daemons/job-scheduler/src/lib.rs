@@ -12,8 +12,8 @@ use ringrift_pipeline::claim;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_proto::wire;
-use ringrift_store::work_queue::{SqliteWorkQueue, WorkItem, WorkKind, WorkQueue};
-use ringrift_store::{ConfigKey, paths};
+use ringrift_store::ConfigKey;
+use ringrift_store::work_queue::{WorkItem, WorkKind, WorkQueue};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -257,9 +257,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.threads_per_job >= 1 && cfg.default_games >= 1,
         "job_scheduler: threads_per_job and default_games must be >= 1"
     );
-    std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> =
-        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     Ok(Arc::new(JobScheduler(Scheduler::new(
         cfg,
@@ -304,6 +302,7 @@ mod tests {
     use super::*;
     use ringrift_pipeline::emit::Recorder;
     use ringrift_pipeline::jobs::FakeJobs;
+    use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkStatus};
 
     fn setup(dir: &std::path::Path, slots: usize, jobs: Arc<FakeJobs>) -> Arc<Scheduler> {

@@ -6,8 +6,7 @@
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_proto::wire;
-use ringrift_store::paths;
-use ringrift_store::work_queue::{QueueDepth, SqliteWorkQueue, WorkQueue};
+use ringrift_store::work_queue::{QueueDepth, WorkQueue};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,9 +161,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.max_depth > 0 && cfg.starvation_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "queue_monitor: max_depth, starvation_s, cycle_interval_s must be > 0"
     );
-    std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> =
-        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     Ok(Arc::new(QueueMonitor(Monitor::new(cfg, queue))))
 }
 
@@ -188,6 +185,7 @@ impl Handler for QueueMonitor {
 mod tests {
     use super::*;
     use ringrift_pipeline::emit::Recorder;
+    use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkKind};
 
     #[test]

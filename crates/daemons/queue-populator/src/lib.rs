@@ -13,8 +13,8 @@ use ringrift_pipeline::alloc::SupplyState;
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType};
-use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue};
-use ringrift_store::{ConfigKey, paths};
+use ringrift_store::ConfigKey;
+use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,9 +196,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PopConfig = ctx.settings.section("queue_populator")?;
     cfg.validate()?;
     let configs = ringrift_pipeline::configs(ctx)?;
-    std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> =
-        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(QueuePopulator(Populator {
         cfg,
@@ -236,6 +234,7 @@ impl Handler for QueuePopulator {
 mod tests {
     use super::*;
     use ringrift_proto::wire;
+    use ringrift_store::work_queue::SqliteWorkQueue;
 
     fn cfgs() -> Vec<ConfigKey> {
         vec!["hex8_2p".parse().unwrap(), "square8_2p".parse().unwrap()]

@@ -9,8 +9,8 @@ use ringrift_pipeline::alloc::SupplyState;
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType};
-use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue};
-use ringrift_store::{ConfigKey, paths};
+use ringrift_store::ConfigKey;
+use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,9 +141,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         k.parse::<ConfigKey>()
             .map_err(|e| anyhow::anyhow!("selfplay_coordinator.priorities: {k:?}: {e}"))?;
     }
-    std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> =
-        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(SelfplayCoordinator(Coordinator::new(
         cfg, configs, queue, state,
@@ -177,6 +175,7 @@ impl Handler for SelfplayCoordinator {
 mod tests {
     use super::*;
     use ringrift_proto::wire;
+    use ringrift_store::work_queue::SqliteWorkQueue;
 
     fn coord(dir: &std::path::Path) -> Coordinator {
         let queue: Arc<dyn WorkQueue> =

@@ -11,8 +11,8 @@ use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
-use ringrift_store::work_queue::{SqliteWorkQueue, WorkKind, WorkQueue};
-use ringrift_store::{ConfigKey, paths};
+use ringrift_store::ConfigKey;
+use ringrift_store::work_queue::{WorkKind, WorkQueue};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,9 +210,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "tournament_daemon: intervals must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
-    std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> =
-        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(TournamentDaemon(Ladder::new(
@@ -250,6 +248,8 @@ mod tests {
     use super::*;
     use ringrift_pipeline::emit::Recorder;
     use ringrift_pipeline::jobs::FakeJobs;
+    use ringrift_store::paths;
+    use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkStatus};
 
     fn ladder(dir: &Path, jobs: Arc<FakeJobs>) -> Ladder {

@@ -11,11 +11,11 @@
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::state::StateStore;
+use ringrift_pipeline::status::StatusMap;
 use ringrift_proto::{Event, EventType, wire};
-use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue, WorkStatus};
-use ringrift_store::{ConfigKey, paths};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use ringrift_store::ConfigKey;
+use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -117,7 +117,7 @@ pub struct Trigger {
     pub configs: Vec<ConfigKey>,
     pub queue: Arc<dyn WorkQueue>,
     pub state: StateStore,
-    status: Mutex<BTreeMap<String, String>>,
+    status: StatusMap,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -133,7 +133,7 @@ impl Trigger {
             configs,
             queue,
             state,
-            status: Mutex::new(BTreeMap::new()),
+            status: StatusMap::default(),
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -215,11 +215,9 @@ impl Trigger {
         let key = config.to_string();
         match decide(&st, &self.cfg, now_ms) {
             Decision::Wait(why) => {
-                let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-                if s.get(&key) != Some(&why) {
+                if self.status.set(key, why.clone()) {
                     tracing::info!(%config, reason = %why, "not training");
                 }
-                s.insert(key, why);
                 Ok(())
             }
             Decision::Queue(npz) => {
@@ -266,10 +264,7 @@ impl Trigger {
                 st.in_flight = Some(id.clone());
                 st.queued_watermark = st.queued_watermark.max(npz.watermark);
                 self.state.put(&key, &st).await?;
-                self.status
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, format!("training {id} queued"));
+                self.status.set(key, format!("training {id} queued"));
                 Ok(())
             }
         }
@@ -286,9 +281,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     anyhow::ensure!(cfg.window >= 1, "training_trigger.window must be >= 1");
     let configs = ringrift_pipeline::configs(ctx)?;
-    std::fs::create_dir_all(ctx.home.join("data"))?;
-    let queue: Arc<dyn WorkQueue> =
-        Arc::new(SqliteWorkQueue::open(&paths::work_queue_db(&ctx.home))?);
+    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(TrainingTrigger(Trigger::new(
         cfg, configs, queue, state,
@@ -317,17 +310,9 @@ impl Handler for TrainingTrigger {
             .await
     }
     fn health_check(&self) -> HealthCheckResult {
-        let mut h = HealthCheckResult::running("deciding");
-        for (k, v) in self
-            .0
+        self.0
             .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            h = h.detail(k.clone(), v);
-        }
-        h
+            .details(HealthCheckResult::running("deciding"))
     }
 }
 
