@@ -6,21 +6,31 @@
 use ringrift_store::{ConfigKey, paths};
 use std::path::{Path, PathBuf};
 
-/// The newest `n` trained models of `config`, newest first.
-pub fn recent_models(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
-    let dir = paths::models_dir(home).join(config.to_string());
-    let mut v: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
+/// The newest `n` files in `dir` (by modification time) whose name starts with `prefix`
+/// and ends with `suffix`, newest first; a missing folder has none.
+pub fn newest_files(dir: &Path, prefix: &str, suffix: &str, n: usize) -> Vec<PathBuf> {
+    let mut v: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with("gen") && n.ends_with(".rrm")
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(prefix) && name.ends_with(suffix)
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
     v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
     v.into_iter().take(n).map(|x| x.1).collect()
+}
+
+/// The newest `n` trained models of `config`, newest first.
+pub fn recent_models(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
+    newest_files(
+        &paths::models_dir(home).join(config.to_string()),
+        "gen",
+        ".rrm",
+        n,
+    )
 }
 
 /// `models/canonical_<config>.rrm`.

@@ -47,19 +47,12 @@ impl Default for DistillConfig {
 
 /// The newest `n` NPZ files of `config` under `data/training`, newest first.
 pub fn newest_npz(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
-    let prefix = format!("{config}_");
-    let mut v: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(paths::training_dir(home))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name().to_string_lossy().starts_with(&prefix)
-                && e.file_name().to_string_lossy().ends_with(".npz")
-        })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    v.sort_by(|a, b| b.0.cmp(&a.0));
-    v.into_iter().take(n).map(|x| x.1).collect()
+    ringrift_pipeline::models::newest_files(
+        &paths::training_dir(home),
+        &format!("{config}_"),
+        ".npz",
+        n,
+    )
 }
 
 pub struct Distiller {
