@@ -134,15 +134,24 @@ impl Geometry {
         (self.players() + 1).pow(self.k as u32)
     }
 
-    /// Pattern index of every window of `cells` seen by `perspective`: the cell at
-    /// position `i` adds `(players + 1)^i · code`, code 0 for empty, 1 for the
-    /// perspective's stone, 2.. for the following seats.
+    /// Entries of a positional n-tuple table: one [`Self::pattern_count`] block per
+    /// window, so the same pattern may be worth more in the centre than on the edge.
+    pub fn lut_len(&self) -> usize {
+        self.windows.len() * self.pattern_count()
+    }
+
+    /// Table index of every window of `cells` seen by `perspective`: window `w`'s block
+    /// starts at `w · pattern_count`, and the cell at position `i` adds
+    /// `(players + 1)^i · code`, code 0 for empty, 1 for the perspective's stone, 2.. for
+    /// the following seats.
     pub fn patterns(&self, cells: &[i8], perspective: u8) -> Vec<u32> {
         let n = self.players() as u32;
+        let block = self.pattern_count() as u32;
         self.windows
             .iter()
-            .map(|w| {
-                let mut idx = 0u32;
+            .enumerate()
+            .map(|(wi, w)| {
+                let mut idx = wi as u32 * block;
                 let mut mult = 1u32;
                 for &c in w {
                     let v = cells[usize::from(c)];

@@ -22,9 +22,11 @@ pub const MAGIC: &[u8; 8] = b"RRMODEL\0";
 pub const FORMAT_VERSION: u32 = 1;
 /// Stones → ReLU layer → policy and value heads.
 pub const ARCH: &str = "mlp-relu-v1";
-/// [`ARCH`] plus an n-tuple term: a learned value per window pattern, summed over the
-/// board's windows and added to the value head's pre-activation.
-pub const ARCH_NTUPLE: &str = "mlp-ntuple-v1";
+/// [`ARCH`] plus a positional n-tuple term: a learned value per (window, pattern),
+/// summed over the board's windows and added to the value head's pre-activation.
+/// (`mlp-ntuple-v1` shared one table across windows; it learned too little to beat the
+/// heuristic and is no longer read.)
+pub const ARCH_NTUPLE: &str = "mlp-ntuple-v2";
 
 /// Metadata stored in front of the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,7 +92,7 @@ impl Model {
 
     /// Adds a zero n-tuple table (architecture [`ARCH_NTUPLE`]).
     pub fn with_ntuple(mut self) -> Model {
-        let n = crate::game::Geometry::new(self.config_key).pattern_count();
+        let n = crate::game::Geometry::new(self.config_key).lut_len();
         self.lut = vec![0.0; n];
         self
     }
@@ -309,7 +311,7 @@ impl Model {
         }
         let (p, c, h) = (header.planes, header.cells, header.hidden);
         let lut_len = if header.arch == ARCH_NTUPLE {
-            crate::game::Geometry::new(header.config_key).pattern_count()
+            crate::game::Geometry::new(header.config_key).lut_len()
         } else {
             0
         };

@@ -373,10 +373,14 @@ impl ModelPlayer {
             return -1.0;
         }
         let me = s.to_move;
-        if depth == 0 {
+        // A forced block costs no depth (like a check extension in chess): lines of
+        // single threats are followed to a quiet position before the value head scores it.
+        let forced = theirs.first();
+        if depth == 0 && forced.is_none() {
             return self.leaf_value(me);
         }
-        let moves = match theirs.first() {
+        let next_depth = if forced.is_some() { depth } else { depth - 1 };
+        let moves = match forced {
             Some(block) => vec![block],
             None => self.candidates(s),
         };
@@ -394,7 +398,7 @@ impl ModelPlayer {
                 s.new_wins_through(c, me, |x| new_theirs.insert(x));
                 -self.negamax2(
                     s,
-                    depth - 1,
+                    next_depth,
                     -beta,
                     -alpha,
                     theirs.without(c as u16),
@@ -600,6 +604,25 @@ mod tests {
         let mut p = ModelPlayer::new("m", m, SearchConfig::greedy(2));
         let a = p.analyse(&s);
         assert!(a.scores.iter().all(|&v| v == -1.0), "{a:?}");
+    }
+
+    #[test]
+    fn forced_blocks_cost_no_depth() {
+        // square8, cell = 8y + x. P0 (to move) has (0,0),(1,0) and two far stones; P1 has
+        // (3,1),(3,2) and (2,1),(1,2). P0 (2,0) threatens (3,0), but P1's forced block
+        // there makes two threats of its own ((3,3) and (0,3)): the threat loses. At
+        // depth 1 that is seen only because the block costs no depth.
+        let key = "square8_2p".parse().expect("key");
+        let geo = Geometry::new(key);
+        let s = State::replay(geo, &[0, 11, 1, 19, 63, 10, 47, 17]).expect("replay");
+        assert_eq!(s.to_move, 0);
+        let m = Arc::new(Model::null(key, 64));
+        let mut p = ModelPlayer::new("m", m, SearchConfig::greedy(1));
+        let a = p.analyse(&s);
+        let score = |c: u16| a.scores[a.moves.iter().position(|&m| m == c).expect("legal")];
+        assert_eq!(score(2), -1.0, "{a:?}");
+        // A quiet move leaves nothing forced: the null model scores it 0.
+        assert_eq!(score(45), 0.0, "{a:?}");
     }
 
     #[test]

@@ -698,13 +698,18 @@ mod tests {
             l.value_se + l.policy_ce
         };
         let eps = 1e-3f32;
-        // lut[0]: all-empty windows; lut[27]: own stone at position 3 (cells 0..=3).
+        // One all-empty window's entry, and window 0's (own stone at position 3, cells
+        // 0..=3): 27 in its block.
+        let block = geo.pattern_count();
+        let empty = (1..geo.windows.len())
+            .find(|&w| geo.windows[w].iter().all(|&c| ![3, 10, 20].contains(&c)))
+            .expect("an empty window");
         let checks: [(&str, usize); 6] = [
             ("w1t", 3 * 6 + 2),
             ("wp", 5 * 6 + 1),
             ("wv", 4),
             ("bp", 6),
-            ("lut", 0),
+            ("lut", empty * block),
             ("lut", 27),
         ];
         for (name, i) in checks {
