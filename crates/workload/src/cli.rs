@@ -178,6 +178,10 @@ pub struct EvaluateCmd {
     /// Promote the model if it passes the gate.
     #[arg(long)]
     pub promote: bool,
+    /// Stop playing random or heuristic once the upper 95% bound against it is below
+    /// its gate (--gate-random, --gate-heuristic): the model cannot pass any more.
+    #[arg(long)]
+    pub early_reject: bool,
     #[arg(long, default_value_t = 0.85)]
     pub gate_random: f64,
     #[arg(long, default_value_t = 0.60)]
@@ -268,6 +272,11 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             ("train", serde_json::to_value(train(&t).context("train")?)?)
         }
         Command::Evaluate(a) => {
+            let gate = Gate {
+                min_lower_vs_random: a.gate_random,
+                min_lower_vs_heuristic: a.gate_heuristic,
+                min_vs_canonical: a.gate_canonical,
+            };
             let mut r = evaluate(&EvaluateArgs {
                 home: c.home.clone(),
                 config: a.config,
@@ -283,14 +292,10 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 record_elo: !a.no_elo,
                 source_node: node,
                 quiet: c.quiet,
+                early_reject: a.early_reject.then(|| gate.clone()),
             })
             .context("evaluate")?;
             if a.promote {
-                let gate = Gate {
-                    min_lower_vs_random: a.gate_random,
-                    min_lower_vs_heuristic: a.gate_heuristic,
-                    min_vs_canonical: a.gate_canonical,
-                };
                 r.promotion = Some(promote_if_passed(&c.home, &r, &gate).context("promote")?);
             }
             ("evaluate", serde_json::to_value(r)?)

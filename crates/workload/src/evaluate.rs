@@ -52,7 +52,15 @@ pub struct EvaluateArgs {
     pub record_elo: bool,
     pub source_node: String,
     pub quiet: bool,
+    /// Stop playing an opponent once the upper 95 % bound of the model's score against
+    /// it is below this gate's bound for it (random, heuristic): the model can no longer
+    /// pass, so the remaining games would only cost time. Passing is only ever decided
+    /// on the full count, so stopping early never lets a lucky streak through.
+    pub early_reject: Option<promote::Gate>,
 }
+
+/// Games against an opponent before early rejection may stop it.
+pub const EARLY_REJECT_MIN_GAMES: u64 = 50;
 
 /// The score of the model against one opponent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +77,9 @@ pub struct OpponentResult {
     /// Per seat of the model: `[games, score]` (seat 0 moves first).
     #[serde(default)]
     pub by_seat: Vec<[f64; 2]>,
+    /// Fewer games than scheduled were played: the upper bound fell below the gate.
+    #[serde(default)]
+    pub stopped_early: bool,
 }
 
 impl OpponentResult {
@@ -83,6 +94,7 @@ impl OpponentResult {
             lower95: 0.0,
             upper95: 1.0,
             by_seat: Vec::new(),
+            stopped_early: false,
         }
     }
 
@@ -132,6 +144,52 @@ enum Opp {
     Canonical,
 }
 
+impl Opp {
+    const ALL: [Opp; 3] = [Opp::Random, Opp::Heuristic, Opp::Canonical];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The lower bound this opponent must clear under `gate`, if it is bounded.
+    fn bar(self, gate: &promote::Gate) -> Option<f64> {
+        match self {
+            Opp::Random => Some(gate.min_lower_vs_random),
+            Opp::Heuristic => Some(gate.min_lower_vs_heuristic),
+            Opp::Canonical => None,
+        }
+    }
+}
+
+/// Running scores per opponent, for early rejection.
+#[derive(Default)]
+struct Tally {
+    /// `(games, score)` per [`Opp::index`].
+    score: std::sync::Mutex<[(u64, f64); 3]>,
+    stopped: [std::sync::atomic::AtomicBool; 3],
+    skipped: AtomicUsize,
+}
+
+impl Tally {
+    fn stopped(&self, o: Opp) -> bool {
+        self.stopped[o.index()].load(Ordering::Relaxed)
+    }
+
+    /// Adds a game; stops `o` when it can no longer clear its bar.
+    fn add(&self, o: Opp, score: f64, gate: Option<&promote::Gate>) {
+        let Some(bar) = gate.and_then(|g| o.bar(g)) else {
+            return;
+        };
+        let mut t = self.score.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, s) = &mut t[o.index()];
+        *n += 1;
+        *s += score;
+        if *n >= EARLY_REJECT_MIN_GAMES && wilson(*s, *n, Z95).1 < bar {
+            self.stopped[o.index()].store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Plays the gauntlet and records it.
 pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let started = Instant::now();
@@ -171,6 +229,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         .map(|c| c.name.clone())
         .unwrap_or_default();
     let next = AtomicUsize::new(0);
+    let tally = Tally::default();
     let progress =
         std::sync::Mutex::new(Progress::new("evaluate", schedule.len() as u64, args.quiet));
     let threads = args.threads.clamp(1, schedule.len().max(1));
@@ -179,8 +238,8 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
             .map(|t| {
                 let (geo, model, canonical_model) =
                     (geo.clone(), model.clone(), canonical_model.clone());
-                let (schedule, next, progress, name, canonical_name) =
-                    (&schedule, &next, &progress, &name, &canonical_name);
+                let (schedule, next, progress, name, canonical_name, tally) =
+                    (&schedule, &next, &progress, &name, &canonical_name, &tally);
                 scope.spawn(move || {
                     let mut rng = Rng::new(args.seed ^ ((t as u64 + 1) * 0xA24B_AED4_963E_E407));
                     let mut me =
@@ -196,6 +255,11 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&opp) = schedule.get(i) else { break };
+                        if tally.stopped(opp) {
+                            tally.skipped.fetch_add(1, Ordering::Relaxed);
+                            progress.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
+                            continue;
+                        }
                         let others: Vec<Box<dyn Player>> = (1..geo.players())
                             .filter_map(|_| -> Option<Box<dyn Player>> {
                                 match opp {
@@ -213,6 +277,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                         let score =
                             play_one(&geo, &mut me, others, i, args.opening_plies, &mut rng);
                         out.push((opp, i % geo.players(), score));
+                        tally.add(opp, score, args.early_reject.as_ref());
                         progress.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
                     }
                     out
@@ -229,9 +294,10 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         .unwrap_or_else(|p| p.into_inner())
         .finish();
     let games: Vec<(Opp, usize, f64)> = per_thread.into_iter().flatten().collect();
-    if games.len() != schedule.len() {
+    let skipped = tally.skipped.load(Ordering::Relaxed);
+    if games.len() + skipped != schedule.len() {
         return Err(WorkloadError::Invalid(format!(
-            "gauntlet played {} of {} games (a worker thread failed)",
+            "gauntlet played {} of {} games, {skipped} skipped (a worker thread failed)",
             games.len(),
             schedule.len()
         )));
@@ -242,11 +308,12 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         Opp::Canonical => canonical_name.clone(),
     };
     let mut results: Vec<OpponentResult> = Vec::new();
-    for o in [Opp::Random, Opp::Heuristic, Opp::Canonical] {
+    for o in Opp::ALL {
         let mut r = OpponentResult::new(&opp_name(o));
         for (_, seat, s) in games.iter().filter(|(g, _, _)| *g == o) {
             r.add(*seat, *s);
         }
+        r.stopped_early = tally.stopped(o);
         if r.games > 0 {
             results.push(r);
         }
@@ -333,5 +400,53 @@ mod tests {
         assert_eq!((lo, hi), (0.0, 1.0));
         let (lo, _) = wilson(20.0, 20, Z95);
         assert!((lo - 0.8389).abs() < 1e-3, "{lo}");
+    }
+
+    /// The untrained model cannot reach 0.99 against the heuristic: with early
+    /// rejection the gauntlet stops that opponent once its upper bound falls below the
+    /// bar; without it every scheduled game is played.
+    #[test]
+    fn early_reject_stops_an_opponent_that_cannot_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let path = dir.path().join("null.rrm");
+        Model::null(key, Geometry::new(key).cells())
+            .save(&path)
+            .expect("save");
+        let gate = promote::Gate {
+            min_lower_vs_random: 0.0,
+            min_lower_vs_heuristic: 0.99,
+            min_vs_canonical: 0.5,
+        };
+        let run = |early_reject| {
+            evaluate(&EvaluateArgs {
+                home: dir.path().to_path_buf(),
+                config: key,
+                model: path.clone(),
+                name: None,
+                games_vs_random: 20,
+                games_vs_heuristic: 400,
+                games_vs_canonical: 0,
+                depth: 1,
+                opening_plies: 2,
+                threads: 2,
+                seed: 3,
+                record_elo: false,
+                source_node: "test".into(),
+                quiet: true,
+                early_reject,
+            })
+            .expect("evaluate")
+        };
+        let stopped = run(Some(gate));
+        let h = stopped.against("heuristic").expect("heuristic");
+        assert!(h.stopped_early, "{h:?}");
+        assert!(h.upper95 < 0.99, "{h:?}");
+        assert!((EARLY_REJECT_MIN_GAMES..400).contains(&h.games), "{h:?}");
+        let r = stopped.against("random").expect("random");
+        assert_eq!((r.games, r.stopped_early), (20, false), "{r:?}");
+        let full = run(None);
+        let h = full.against("heuristic").expect("heuristic");
+        assert_eq!((h.games, h.stopped_early), (400, false), "{h:?}");
     }
 }

@@ -5,11 +5,13 @@
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
+use ringrift_pipeline::gate::PromotionConfig;
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
+use ringrift_workload::promote::Gate;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,10 @@ pub struct EvalConfig {
     pub games_canonical: u32,
     /// Search depth of the model in the gauntlet (as it plays when deployed).
     pub depth: u32,
+    /// Stop the games against random or heuristic once the model's upper 95 % bound
+    /// against it is below the promotion gate (`[unified_promotion]`): it cannot pass, so
+    /// a weak model costs a few dozen games instead of the full count.
+    pub early_reject: bool,
     pub timeout_s: f64,
     pub cycle_interval_s: f64,
 }
@@ -35,9 +41,12 @@ impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
             games_random: 100,
-            games_heuristic: 200,
+            // Enough that a model whose true score is 0.63 clears the seed's 0.60 lower
+            // bound (at 1000 games the 95 % half-width is about 0.03).
+            games_heuristic: 1000,
             games_canonical: 50,
             depth: 3,
+            early_reject: true,
             timeout_s: 3600.0,
             cycle_interval_s: 60.0,
         }
@@ -46,6 +55,8 @@ impl Default for EvalConfig {
 
 pub struct Evaluator {
     pub cfg: EvalConfig,
+    /// The promotion gate, for early rejection.
+    pub gate: Gate,
     pub jobs: Arc<dyn Jobs>,
     pub state: StateStore,
     status: StatusLine,
@@ -68,9 +79,10 @@ fn opponent(v: &serde_json::Value) -> wire::OpponentResult {
 }
 
 impl Evaluator {
-    pub fn new(cfg: EvalConfig, jobs: Arc<dyn Jobs>, state: StateStore) -> Self {
+    pub fn new(cfg: EvalConfig, gate: Gate, jobs: Arc<dyn Jobs>, state: StateStore) -> Self {
         Evaluator {
             cfg,
+            gate,
             jobs,
             state,
             status: StatusLine::new("idle"),
@@ -106,7 +118,7 @@ impl Evaluator {
             return Ok(());
         }
         self.status.set(format!("evaluating {}", t.model_path));
-        let req = JobRequest::new(
+        let mut req = JobRequest::new(
             JobKind::Evaluate,
             format!("evaluate:{config}"),
             Duration::from_secs_f64(self.cfg.timeout_s),
@@ -118,7 +130,18 @@ impl Evaluator {
         .arg("--games-heuristic")
         .arg(self.cfg.games_heuristic.to_string())
         .arg("--games-canonical")
-        .arg(self.cfg.games_canonical.to_string());
+        .arg(self.cfg.games_canonical.to_string())
+        .arg("--depth")
+        .arg(self.cfg.depth.to_string());
+        if self.cfg.early_reject {
+            req = req.args([
+                "--early-reject".to_owned(),
+                "--gate-random".to_owned(),
+                self.gate.min_lower_vs_random.to_string(),
+                "--gate-heuristic".to_owned(),
+                self.gate.min_lower_vs_heuristic.to_string(),
+            ]);
+        }
         let r = self.jobs.run(req).await?;
         let results: Vec<wire::OpponentResult> = r["results"]
             .as_array()
@@ -173,9 +196,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "evaluation timeouts must be > 0"
     );
+    let gate = PromotionConfig::load(ctx)?.gate();
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(Evaluation(Evaluator::new(cfg, jobs, state))))
+    Ok(Arc::new(Evaluation(Evaluator::new(cfg, gate, jobs, state))))
 }
 
 #[async_trait::async_trait]
@@ -230,16 +254,25 @@ mod tests {
         let j = jobs();
         let e = Evaluator::new(
             EvalConfig::default(),
+            Gate::default(),
             j.clone(),
             StateStore::open(dir.path(), "evaluation").unwrap(),
         );
         let rec = Recorder::default();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
+        let calls = j.calls();
         assert_eq!(
-            j.calls().len(),
+            calls.len(),
             1,
             "a redelivered event does not rerun the gauntlet"
+        );
+        let args = calls[0].extra.join(" ");
+        assert!(
+            args.contains("--games-heuristic 1000")
+                && args.contains("--depth 3")
+                && args.contains("--early-reject --gate-random 0.85 --gate-heuristic 0.6"),
+            "{args}"
         );
         let evs = rec.events();
         assert_eq!(evs.len(), 1);
@@ -256,6 +289,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = Evaluator::new(
             EvalConfig::default(),
+            Gate::default(),
             jobs(),
             StateStore::open(dir.path(), "evaluation").unwrap(),
         );

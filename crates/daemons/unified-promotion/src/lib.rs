@@ -8,6 +8,7 @@
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
+use ringrift_pipeline::gate::PromotionConfig;
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
@@ -22,28 +23,6 @@ pub const INFO: DaemonInfo = DaemonInfo {
     name: "unified_promotion",
     about: "Promote models that pass the gate",
 };
-
-/// `[unified_promotion]` in ringrift.toml.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PromotionConfig {
-    pub min_lower_vs_random: f64,
-    pub min_lower_vs_heuristic: f64,
-    pub min_vs_canonical: f64,
-    pub cycle_interval_s: f64,
-}
-
-impl Default for PromotionConfig {
-    fn default() -> Self {
-        let g = Gate::default();
-        PromotionConfig {
-            min_lower_vs_random: g.min_lower_vs_random,
-            min_lower_vs_heuristic: g.min_lower_vs_heuristic,
-            min_vs_canonical: g.min_vs_canonical,
-            cycle_interval_s: 60.0,
-        }
-    }
-}
 
 /// A persisted decision.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -175,26 +154,8 @@ impl Promoter {
 pub struct UnifiedPromotion(pub Promoter, f64);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
-    let c: PromotionConfig = ctx.settings.section("unified_promotion")?;
-    for (k, v) in [
-        ("min_lower_vs_random", c.min_lower_vs_random),
-        ("min_lower_vs_heuristic", c.min_lower_vs_heuristic),
-        ("min_vs_canonical", c.min_vs_canonical),
-    ] {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&v),
-            "unified_promotion.{k} = {v}: must be within 0..=1"
-        );
-    }
-    anyhow::ensure!(
-        c.cycle_interval_s > 0.0,
-        "unified_promotion.cycle_interval_s must be > 0"
-    );
-    let gate = Gate {
-        min_lower_vs_random: c.min_lower_vs_random,
-        min_lower_vs_heuristic: c.min_lower_vs_heuristic,
-        min_vs_canonical: c.min_vs_canonical,
-    };
+    let c = PromotionConfig::load(ctx)?;
+    let gate = c.gate();
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(UnifiedPromotion(
         Promoter::new(gate, ctx.home.clone(), state),
