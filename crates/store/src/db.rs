@@ -20,11 +20,32 @@ pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, StoreError> 
     }
     let mut conn = Connection::open(path).ctx(path)?;
     conn.busy_timeout(BUSY_TIMEOUT).ctx(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL").ctx(path)?;
+    retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).ctx(path)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .ctx(path)?;
     migrate(&mut conn, path, migrations)?;
     Ok(conn)
+}
+
+/// Runs `f` again while it fails with SQLITE_BUSY, until [`BUSY_TIMEOUT`]. Switching a
+/// fresh file to WAL needs an exclusive lock, and when two connections try at once
+/// SQLite reports BUSY at once instead of calling the busy handler (it would deadlock),
+/// so jobs started together on a new home need this.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// One connection shared by every clone of a store, plus its path for error messages.
@@ -95,6 +116,32 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Jobs started together (two selfplay slots on a fresh home) open the same new
+    /// file at once; every one of them must get a WAL database with its schema.
+    #[test]
+    fn concurrent_first_opens_all_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = ["CREATE TABLE a(x INTEGER);", "CREATE TABLE b(y INTEGER);"];
+        for round in 0..50 {
+            let path = dir.path().join(format!("r{round}.db"));
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            open(&path, &m).map(|_| ())
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    let r = h.join().expect("thread");
+                    assert!(r.is_ok(), "round {round}: {r:?}");
+                }
+            });
+        }
+    }
 
     #[test]
     fn migrations_apply_once_and_in_order() {
