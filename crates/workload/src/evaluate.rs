@@ -161,31 +161,32 @@ impl Opp {
     }
 }
 
-/// Running scores per opponent, for early rejection.
-#[derive(Default)]
+/// The running result per opponent ([`Opp::index`]), kept as games finish: it becomes
+/// the report, and under a gate it marks an opponent the model can no longer pass.
 struct Tally {
-    /// `(games, score)` per [`Opp::index`].
-    score: std::sync::Mutex<[(u64, f64); 3]>,
-    stopped: [std::sync::atomic::AtomicBool; 3],
+    results: std::sync::Mutex<[OpponentResult; 3]>,
     skipped: AtomicUsize,
 }
 
 impl Tally {
-    fn stopped(&self, o: Opp) -> bool {
-        self.stopped[o.index()].load(Ordering::Relaxed)
+    fn results(&self) -> std::sync::MutexGuard<'_, [OpponentResult; 3]> {
+        self.results.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a game; stops `o` when it can no longer clear its bar.
-    fn add(&self, o: Opp, score: f64, gate: Option<&promote::Gate>) {
-        let Some(bar) = gate.and_then(|g| o.bar(g)) else {
-            return;
-        };
-        let mut t = self.score.lock().unwrap_or_else(|p| p.into_inner());
-        let (n, s) = &mut t[o.index()];
-        *n += 1;
-        *s += score;
-        if *n >= EARLY_REJECT_MIN_GAMES && wilson(*s, *n, Z95).1 < bar {
-            self.stopped[o.index()].store(true, Ordering::Relaxed);
+    fn stopped(&self, o: Opp) -> bool {
+        self.results()[o.index()].stopped_early
+    }
+
+    /// Adds a game; stops `o` when it can no longer clear its bar under `gate`.
+    fn add(&self, o: Opp, seat: usize, score: f64, gate: Option<&promote::Gate>) {
+        let mut t = self.results();
+        let r = &mut t[o.index()];
+        r.add(seat, score);
+        if let Some(bar) = gate.and_then(|g| o.bar(g))
+            && r.games >= EARLY_REJECT_MIN_GAMES
+            && r.upper95 < bar
+        {
+            r.stopped_early = true;
         }
     }
 }
@@ -228,12 +229,20 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         .as_ref()
         .map(|c| c.name.clone())
         .unwrap_or_default();
+    let opp_name = |o: Opp| match o {
+        Opp::Random => ringrift_store::elo::RANDOM_ID.to_string(),
+        Opp::Heuristic => ringrift_store::elo::HEURISTIC_ID.to_string(),
+        Opp::Canonical => canonical_name.clone(),
+    };
     let next = AtomicUsize::new(0);
-    let tally = Tally::default();
+    let tally = Tally {
+        results: std::sync::Mutex::new(Opp::ALL.map(|o| OpponentResult::new(&opp_name(o)))),
+        skipped: AtomicUsize::new(0),
+    };
     let progress =
         std::sync::Mutex::new(Progress::new("evaluate", schedule.len() as u64, args.quiet));
     let threads = args.threads.clamp(1, schedule.len().max(1));
-    let per_thread: Vec<Vec<(Opp, usize, f64)>> = std::thread::scope(|scope| {
+    let per_thread: Vec<Vec<(Opp, f64)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (geo, model, canonical_model) =
@@ -276,8 +285,8 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                         }
                         let score =
                             play_one(&geo, &mut me, others, i, args.opening_plies, &mut rng);
-                        out.push((opp, i % geo.players(), score));
-                        tally.add(opp, score, args.early_reject.as_ref());
+                        out.push((opp, score));
+                        tally.add(opp, i % geo.players(), score, args.early_reject.as_ref());
                         progress.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
                     }
                     out
@@ -293,7 +302,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .finish();
-    let games: Vec<(Opp, usize, f64)> = per_thread.into_iter().flatten().collect();
+    let games: Vec<(Opp, f64)> = per_thread.into_iter().flatten().collect();
     let skipped = tally.skipped.load(Ordering::Relaxed);
     if games.len() + skipped != schedule.len() {
         return Err(WorkloadError::Invalid(format!(
@@ -302,29 +311,20 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
             schedule.len()
         )));
     }
-    let opp_name = |o: Opp| match o {
-        Opp::Random => ringrift_store::elo::RANDOM_ID.to_string(),
-        Opp::Heuristic => ringrift_store::elo::HEURISTIC_ID.to_string(),
-        Opp::Canonical => canonical_name.clone(),
-    };
-    let mut results: Vec<OpponentResult> = Vec::new();
-    for o in Opp::ALL {
-        let mut r = OpponentResult::new(&opp_name(o));
-        for (_, seat, s) in games.iter().filter(|(g, _, _)| *g == o) {
-            r.add(*seat, *s);
-        }
-        r.stopped_early = tally.stopped(o);
-        if r.games > 0 {
-            results.push(r);
-        }
-    }
+    let results: Vec<OpponentResult> = tally
+        .results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .filter(|r| r.games > 0)
+        .collect();
     let mut elo = None;
     if args.record_elo {
         let store = EloStore::open(&paths::elo_db(&args.home))?;
         let now = ringrift_store::now_ms();
         let matches: Vec<MatchResult> = games
             .iter()
-            .map(|&(o, _, s)| MatchResult {
+            .map(|&(o, s)| MatchResult {
                 match_id: uuid::Uuid::new_v4().to_string(),
                 config_key: args.config,
                 participant_a: name.clone(),
