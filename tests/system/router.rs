@@ -28,14 +28,18 @@ fn work_id(ev: &wire::Event) -> String {
     }
 }
 
-fn durable(name: &str, from: u64) -> wire::SubscribeRequest {
-    // Only WORK_QUEUED: daemons started by a test publish heartbeats too.
-    wire::SubscribeRequest {
+/// Subscribes durable consumer `name` from `from`, to WORK_QUEUED only (daemons started
+/// by a test publish heartbeats too).
+async fn subscribe_durable(c: &mut Client, name: &str, from: u64) -> tonic::Streaming<wire::Event> {
+    c.subscribe(wire::SubscribeRequest {
         consumer: name.into(),
         types: vec![EventType::WorkQueued as i32],
         prefixes: vec![],
         start: Some(Start::FromSeq(from)),
-    }
+    })
+    .await
+    .expect("subscribe")
+    .into_inner()
 }
 
 async fn client(addr: &str) -> Client {
@@ -96,11 +100,7 @@ async fn ten_thousand_events_from_four_publishers_arrive_in_publisher_order() {
         }));
     }
     let mut c = client(&addr).await;
-    let mut s = c
-        .subscribe(durable("order-check", 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = subscribe_durable(&mut c, "order-check", 1).await;
     let mut last: HashMap<String, i64> = HashMap::new();
     let mut n = 0;
     while n < 10_000 {
@@ -181,11 +181,7 @@ async fn sigkill_of_router_loses_no_acked_event() {
     let want = acked.lock().unwrap().clone();
     let mut c = client(&addr).await;
     let head = stats(&mut c).await.head_seq;
-    let mut s = c
-        .subscribe(durable("after-crash", 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = subscribe_durable(&mut c, "after-crash", 1).await;
     let mut got = HashSet::new();
     loop {
         let ev = next(&mut s).await;
@@ -212,11 +208,7 @@ async fn durable_consumer_resumes_exactly_after_its_last_ack() {
         .await
         .unwrap();
     {
-        let mut s = c
-            .subscribe(durable("resumer", 1))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut s = subscribe_durable(&mut c, "resumer", 1).await;
         for k in 0..40 {
             let ev = next(&mut s).await;
             assert_eq!(work_id(&ev), format!("a-{k}"));
@@ -237,11 +229,7 @@ async fn durable_consumer_resumes_exactly_after_its_last_ack() {
     c.publish_batch(wire::PublishBatchRequest { events })
         .await
         .unwrap();
-    let mut s = c
-        .subscribe(durable("resumer", 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = subscribe_durable(&mut c, "resumer", 1).await;
     for k in 40..120 {
         let ev = next(&mut s).await;
         assert_eq!(
@@ -296,7 +284,7 @@ async fn nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it() {
     let home = Home::new();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
-    let mut s = c.subscribe(durable("flaky", 1)).await.unwrap().into_inner();
+    let mut s = subscribe_durable(&mut c, "flaky", 1).await;
     let seq = c.publish(work("poison")).await.unwrap().into_inner().seq;
     for attempt in 1..=5u32 {
         let ev = next(&mut s).await;
@@ -374,11 +362,7 @@ async fn dlq_retry_gives_up_after_max_retries_and_keeps_the_letter() {
     let (_router, addr) =
         home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=1"]);
     let mut c = client(&addr).await;
-    let mut s = c
-        .subscribe(durable("always-fails", 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = subscribe_durable(&mut c, "always-fails", 1).await;
     let seq = c.publish(work("never")).await.unwrap().into_inner().seq;
     let _retry = home.spawn(
         "ringrift-dlq-retry",
@@ -432,16 +416,8 @@ async fn stalled_consumer_slows_neither_publishers_nor_other_consumers() {
     };
     let baseline = publish_all(c.clone(), "base").await;
     // The stalled consumer subscribes and never reads its stream.
-    let _stalled = c
-        .subscribe(durable("stalled", 1))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut live = c
-        .subscribe(durable("live", (N + 1) as u64))
-        .await
-        .unwrap()
-        .into_inner();
+    let _stalled = subscribe_durable(&mut c, "stalled", 1).await;
+    let mut live = subscribe_durable(&mut c, "live", (N + 1) as u64).await;
     let reader = tokio::spawn(async move {
         let t = Instant::now();
         for _ in 0..N {
@@ -677,11 +653,7 @@ async fn next_ack(
 async fn assert_stored(addr: &str, acked: &[(String, u64)]) {
     let mut c = client(addr).await;
     let head = stats(&mut c).await.head_seq;
-    let mut s = c
-        .subscribe(durable("verify", 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = subscribe_durable(&mut c, "verify", 1).await;
     let mut got: HashMap<String, u64> = HashMap::new();
     while got.len() < head as usize {
         let ev = next(&mut s).await;
@@ -809,11 +781,7 @@ async fn publish_stream_rejects_an_invalid_event_alone_and_stays_open() {
         (4, 4),
         "only the valid events are stored"
     );
-    let mut s = c
-        .subscribe(durable("neighbours", 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = subscribe_durable(&mut c, "neighbours", 1).await;
     for k in 0..4 {
         assert_eq!(work_id(&next(&mut s).await), format!("g-{k}"));
     }
