@@ -52,6 +52,7 @@ async fn collect(addr: &str, want: usize) -> HashMap<String, usize> {
         types: vec![],
         prefixes: vec![],
         start: Some(Start::FromSeq(1)),
+        ..Default::default()
     };
     let mut s = c.subscribe(req).await.unwrap().into_inner();
     let mut seen = HashMap::new();

@@ -36,6 +36,7 @@ async fn subscribe_durable(c: &mut Client, name: &str, from: u64) -> tonic::Stre
         types: vec![EventType::WorkQueued as i32],
         prefixes: vec![],
         start: Some(Start::FromSeq(from)),
+        ..Default::default()
     })
     .await
     .expect("subscribe")
@@ -116,6 +117,7 @@ async fn ten_thousand_events_from_four_publishers_arrive_in_publisher_order() {
                 consumer: "order-check".into(),
                 seq: ev.seq,
                 cumulative: true,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -216,6 +218,7 @@ async fn durable_consumer_resumes_exactly_after_its_last_ack() {
                 consumer: "resumer".into(),
                 seq: ev.seq,
                 cumulative: false,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -308,6 +311,7 @@ async fn nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it() {
         consumer: "flaky".into(),
         seq: ev.seq,
         cumulative: false,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -348,6 +352,7 @@ async fn nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it() {
         consumer: "flaky".into(),
         seq,
         cumulative: false,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -503,6 +503,7 @@ async fn router_read(
                 consumer: name.clone(),
                 seq: ev.seq,
                 cumulative: true,
+                ..Default::default()
             };
             acking = Some(tokio::spawn(async move { c.ack(req).await.map(|_| ()) }));
         }

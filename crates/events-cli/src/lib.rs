@@ -187,6 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 types,
                 prefixes: prefix,
                 start: Some(start),
+                ..Default::default()
             };
             let mut stream = client
                 .subscribe(req)
@@ -202,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             consumer: name.clone(),
                             seq: ev.seq,
                             cumulative: true,
+                            ..Default::default()
                         })
                         .await
                         .context("ack")?;

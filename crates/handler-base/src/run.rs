@@ -434,6 +434,7 @@ async fn event_loop(h: Arc<dyn Handler>, ctx: Context, types: Vec<EventType>) {
         types: types.iter().map(|t| *t as i32).collect(),
         prefixes: Vec::new(),
         start: None,
+        ..Default::default()
     };
     let mut sub = Subscription::new(ctx.client.clone(), req);
     let mut dedup = Dedup::new(Duration::from_secs(300), 100_000);

@@ -572,6 +572,7 @@ fn on_router_ready(sh: &Arc<Shared>) {
             types: vec![wire::EventType::DaemonHeartbeat as i32],
             prefixes: vec![],
             start: Some(wire::subscribe_request::Start::Latest(true)),
+            ..Default::default()
         };
         let mut sub = router_client::Subscription::new(client, req);
         while let Ok(ev) = sub.next().await {

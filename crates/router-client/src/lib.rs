@@ -304,6 +304,7 @@ impl Subscription {
             consumer: self.request.consumer.clone(),
             seq,
             cumulative,
+            ..Default::default()
         };
         Ok(self.client.ack(req).await?.into_inner().ack_floor)
     }
