@@ -29,13 +29,15 @@ fn work_id(ev: &wire::Event) -> String {
 }
 
 /// Subscribes durable consumer `name` from `from`, to WORK_QUEUED only (daemons started
-/// by a test publish heartbeats too).
+/// by a test publish heartbeats too), with no practical limit on unacked deliveries
+/// (tests of that limit build their own request).
 async fn subscribe_durable(c: &mut Client, name: &str, from: u64) -> tonic::Streaming<wire::Event> {
     c.subscribe(wire::SubscribeRequest {
         consumer: name.into(),
         types: vec![EventType::WorkQueued as i32],
         prefixes: vec![],
         start: Some(Start::FromSeq(from)),
+        max_ack_pending: u32::MAX,
         ..Default::default()
     })
     .await

@@ -128,6 +128,7 @@ catalogue! {
     DaemonHeartbeat: DaemonHeartbeat,
     PipelineStageStalled: PipelineStageStalled,
     QueueAlert: QueueAlert,
+    EventsExpired: EventsExpired,
 }
 
 /// The catalogue name of a type, e.g. `NEW_GAMES_AVAILABLE`.

@@ -7,12 +7,12 @@
 
 use crate::RouterConfig;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, Stored, router_now_ms};
+use crate::store::{AckRecord, Store, StoreError, Stored, router_now_ms};
 use prost::Message;
 use ringrift_proto::{Event, wire};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::Status;
 
@@ -22,26 +22,51 @@ pub const DL_RETRYING: i32 = 2;
 pub const DL_GIVEN_UP: i32 = 3;
 pub const DL_DELIVERED: i32 = 4;
 
+/// A deadline far enough away to mean "not waiting for an ack right now".
+fn never() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
 #[derive(Default)]
 struct CState {
     floor: u64,
     cursor: u64,
-    pending: BTreeSet<u64>,
+    /// Delivered and not yet acked: seq -> ack deadline. Seqs waiting in `redeliver`
+    /// or `dying` stay here (they hold the floor) with no deadline.
+    pending: BTreeMap<u64, Instant>,
+    /// Acked above the floor (persisted in the `acks` table).
     done: BTreeSet<u64>,
+    /// Failed deliveries so far (nacks, ack-wait expiries, disconnects while holding).
     failures: HashMap<u64, u32>,
     redeliver: BTreeSet<u64>,
+    /// Reached `max_deliver`; their dead letter is being written.
+    dying: BTreeSet<u64>,
     /// Dead letters queued for redelivery: seq -> letter id.
     dlq_redeliver: BTreeMap<u64, u64>,
-    /// Dead letters sent and not yet acked/nacked: seq -> letter id.
-    dlq_pending: HashMap<u64, u64>,
+    /// Dead letters sent and not yet acked/nacked: seq -> (letter id, ack deadline).
+    dlq_pending: HashMap<u64, (u64, Instant)>,
     generation: u64,
     connected: bool,
+    ack_wait: Duration,
+    max_ack_pending: usize,
+    /// The filter of the newest session (None until one subscribed since start-up):
+    /// retention counts only matching events as lost to this consumer.
+    filter: Option<Filter>,
+}
+
+/// One failed delivery of a seq, as decided under the consumer's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// Counted; will be delivered again.
+    Retry(u64, u32),
+    /// Counted and at `max_deliver`: to the dead-letter queue.
+    Dead(u64, u32),
 }
 
 impl CState {
     /// Moves the floor up to just below the oldest pending event; returns it if it moved.
     fn advance_floor(&mut self) -> Option<u64> {
-        let candidate = match self.pending.first() {
+        let candidate = match self.pending.keys().next() {
             Some(p) => p - 1,
             None => self.cursor,
         };
@@ -53,6 +78,78 @@ impl CState {
         self.done = keep;
         self.failures.retain(|s, _| *s > candidate);
         Some(candidate)
+    }
+
+    /// Counts a failed delivery of a pending `seq`. With `requeue` it is delivered again
+    /// from `redeliver`; without, it leaves `pending` (the next session's scan resends
+    /// it). `None` when `seq` is not awaiting an ack (acked meanwhile, or already queued
+    /// for redelivery or for the dead-letter queue).
+    fn fail(&mut self, seq: u64, max_deliver: u32, requeue: bool) -> Option<Failed> {
+        if !self.pending.contains_key(&seq)
+            || self.redeliver.contains(&seq)
+            || self.dying.contains(&seq)
+        {
+            return None;
+        }
+        let n = self.failures.entry(seq).or_insert(0);
+        *n += 1;
+        let n = *n;
+        if n >= max_deliver {
+            self.dying.insert(seq);
+            self.pending.insert(seq, never());
+            return Some(Failed::Dead(seq, n));
+        }
+        if requeue {
+            self.redeliver.insert(seq);
+            self.pending.insert(seq, never());
+        } else {
+            self.pending.remove(&seq);
+        }
+        Some(Failed::Retry(seq, n))
+    }
+
+    /// Every pending seq whose ack deadline passed, and the dead letters likewise.
+    fn expired(&self, now: Instant) -> (Vec<u64>, Vec<u64>) {
+        let seqs = self
+            .pending
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        let letters = self
+            .dlq_pending
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        (seqs, letters)
+    }
+
+    /// The earliest ack deadline, if anything waits for an ack.
+    fn next_deadline(&self) -> Option<Instant> {
+        let a = self.pending.values().min().copied();
+        let b = self.dlq_pending.values().map(|(_, d)| *d).min();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Ends a session: what it held unacked counts as a failed delivery.
+    fn disconnect(&mut self, max_deliver: u32) -> (Vec<Failed>, Vec<u64>) {
+        let held: Vec<u64> = self.pending.keys().copied().collect();
+        let failed = held
+            .into_iter()
+            .filter_map(|s| self.fail(s, max_deliver, false))
+            .collect();
+        // Waiting for redelivery: the next session's scan sends them again.
+        for s in std::mem::take(&mut self.redeliver) {
+            self.pending.remove(&s);
+        }
+        // Sent dead letters go back to DEAD (dlq_retry retries them with backoff);
+        // queued ones stay queued for the next session.
+        let letters = self.dlq_pending.drain().map(|(_, (id, _))| id).collect();
+        (failed, letters)
     }
 }
 
@@ -128,6 +225,8 @@ impl Broker {
             let st = CState {
                 floor,
                 cursor: floor,
+                ack_wait: Duration::from_secs_f64(cfg.ack_wait_s),
+                max_ack_pending: cfg.max_ack_pending,
                 ..Default::default()
             };
             consumers.insert(
@@ -138,6 +237,14 @@ impl Broker {
                     notify: Notify::new(),
                 }),
             );
+        }
+        for (name, seq) in loaded.acks {
+            if let Some(c) = consumers.get(&name) {
+                let mut st = c.lock();
+                if seq > st.floor {
+                    st.done.insert(seq);
+                }
+            }
         }
         for (name, seq, count) in loaded.failures {
             if let Some(c) = consumers.get(&name) {
@@ -250,7 +357,10 @@ impl Broker {
         req: wire::SubscribeRequest,
         filter: Filter,
     ) -> Result<mpsc::Receiver<Result<wire::Event, Status>>, Status> {
+        let durable = !req.consumer.is_empty();
         let start = match req.start {
+            // A new durable consumer starts at the head unless it asks for history.
+            None if durable => self.head(),
             None => 0,
             Some(wire::subscribe_request::Start::FromSeq(s)) => s.saturating_sub(1),
             Some(wire::subscribe_request::Start::Latest(_)) => self.head(),
@@ -264,48 +374,84 @@ impl Broker {
         };
         let (tx, rx) = mpsc::channel(self.cfg.consumer_buffer.max(1));
         let me = self.clone();
-        if req.consumer.is_empty() {
+        if !durable {
             tokio::spawn(async move { me.ephemeral_session(start, filter, tx).await });
             return Ok(rx);
         }
-        let (consumer, generation_id) = {
+        let ack_wait = match req.ack_wait_ms {
+            0 => Duration::from_secs_f64(self.cfg.ack_wait_s),
+            ms => Duration::from_millis(ms.into()),
+        };
+        let max_ack_pending = match req.max_ack_pending {
+            0 => self.cfg.max_ack_pending,
+            n => n as usize,
+        };
+        let (consumer, generation_id, created, failed, letters) = {
             let mut map = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut created = false;
             let c = map
                 .entry(req.consumer.clone())
                 .or_insert_with(|| {
-                    let st = CState {
-                        floor: start,
-                        cursor: start,
-                        ..Default::default()
-                    };
-                    self.store.save_floor(&req.consumer, start);
+                    created = true;
                     Arc::new(Consumer {
                         name: req.consumer.clone(),
-                        state: Mutex::new(st),
+                        state: Mutex::new(CState {
+                            floor: start,
+                            cursor: start,
+                            ..Default::default()
+                        }),
                         notify: Notify::new(),
                     })
                 })
                 .clone();
-            let generation_id = {
+            let (generation_id, failed, letters) = {
                 let mut st = c.lock();
                 st.generation += 1;
-                st.pending.clear();
-                st.redeliver.clear();
+                // The previous session (if its end was not seen yet) held these.
+                let (failed, letters) = st.disconnect(self.cfg.max_deliver);
                 st.cursor = st.floor;
-                let back: Vec<(u64, u64)> = st.dlq_pending.drain().collect();
-                st.dlq_redeliver.extend(back);
                 st.connected = true;
-                st.generation
+                st.ack_wait = ack_wait;
+                st.max_ack_pending = max_ack_pending.max(1);
+                st.filter = Some(filter.clone());
+                (st.generation, failed, letters)
             };
-            (c, generation_id)
+            (c, generation_id, created, failed, letters)
         };
+        if created {
+            let rec = AckRecord {
+                consumer: req.consumer.clone(),
+                floor: start,
+                above: Vec::new(),
+            };
+            self.store
+                .save_acks(rec)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        self.settle(&consumer, failed, letters, "consumer reconnected while holding it")
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         consumer.notify.notify_waiters();
         tokio::spawn(async move {
             me.durable_session(&consumer, generation_id, filter, &tx)
                 .await;
-            let mut st = consumer.lock();
-            if st.generation == generation_id {
-                st.connected = false;
+            let ended = {
+                let mut st = consumer.lock();
+                if st.generation == generation_id {
+                    st.connected = false;
+                    Some(st.disconnect(me.cfg.max_deliver))
+                } else {
+                    None
+                }
+            };
+            if let Some((failed, letters)) = ended {
+                if let Err(e) = me
+                    .settle(&consumer, failed, letters, "consumer disconnected while holding it")
+                    .await
+                {
+                    tracing::error!(consumer = %consumer.name, error = %e, "could not record failed deliveries");
+                }
             }
         });
         Ok(rx)
@@ -355,39 +501,77 @@ impl Broker {
         enum Work {
             Dead(u64, u64),
             Again(u64),
-            Scan(u64),
+            Scan(u64, usize),
+            /// `max_ack_pending` reached: wait for an ack or a deadline.
+            Full,
         }
+        let mut next_check = Instant::now();
         loop {
             let notified = c.notify.notified();
-            let work = {
+            let now = Instant::now();
+            if now >= next_check {
+                let (failed, letters) = {
+                    let mut st = c.lock();
+                    if st.generation != generation_id {
+                        return;
+                    }
+                    next_check = now + (st.ack_wait / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    let (seqs, dead) = st.expired(now);
+                    let max = self.cfg.max_deliver;
+                    let failed: Vec<Failed> =
+                        seqs.into_iter().filter_map(|s| st.fail(s, max, true)).collect();
+                    let letters: Vec<u64> = dead
+                        .into_iter()
+                        .filter_map(|s| st.dlq_pending.remove(&s).map(|(id, _)| id))
+                        .collect();
+                    (failed, letters)
+                };
+                if !failed.is_empty() || !letters.is_empty() {
+                    self.metrics.ack_wait_expired.inc_by((failed.len() + letters.len()) as u64);
+                    if let Err(e) = self.settle(c, failed, letters, "ack wait expired").await {
+                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let (work, deadline) = {
                 let mut st = c.lock();
                 if st.generation != generation_id {
                     return;
                 }
-                if let Some((seq, id)) = st.dlq_redeliver.pop_first() {
-                    st.dlq_pending.insert(seq, id);
+                let deadline = now + st.ack_wait;
+                let work = if let Some((seq, id)) = st.dlq_redeliver.pop_first() {
+                    st.dlq_pending.insert(seq, (id, deadline));
                     Work::Dead(seq, id)
                 } else if let Some(seq) = st.redeliver.pop_first() {
+                    st.pending.insert(seq, deadline);
                     Work::Again(seq)
+                } else if st.pending.len() >= st.max_ack_pending {
+                    Work::Full
                 } else {
-                    Work::Scan(st.cursor)
+                    Work::Scan(st.cursor, st.max_ack_pending - st.pending.len())
+                };
+                (work, st.next_deadline())
+            };
+            let wake = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
                 }
             };
             match work {
-                Work::Dead(seq, id) => {
-                    let ev = self.dead_letter_event(id).await;
-                    match ev {
-                        Some(ev) => {
-                            if tx.send(Ok(ev)).await.is_err() {
-                                return;
-                            }
-                            self.metrics.delivered.inc();
+                Work::Dead(seq, id) => match self.dead_letter_event(id).await {
+                    Some(ev) => {
+                        if tx.send(Ok(ev)).await.is_err() {
+                            return;
                         }
-                        None => {
-                            c.lock().dlq_pending.remove(&seq);
-                        }
+                        self.metrics.delivered.inc();
                     }
-                }
+                    None => {
+                        c.lock().dlq_pending.remove(&seq);
+                    }
+                },
                 Work::Again(seq) => match self.fetch(seq).await {
                     Ok(Some(ev)) => {
                         if tx.send(Ok((*ev).clone())).await.is_err() {
@@ -397,10 +581,15 @@ impl Broker {
                     }
                     Ok(None) => {
                         // Retention removed it: nothing left to deliver.
-                        let mut st = c.lock();
-                        st.pending.remove(&seq);
-                        if let Some(f) = st.advance_floor() {
-                            self.store.save_floor(&c.name, f);
+                        let moved = {
+                            let mut st = c.lock();
+                            st.pending.remove(&seq);
+                            st.advance_floor()
+                        };
+                        if let Some(f) = moved {
+                            if self.store.save_floor(&c.name, f).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Err(e) => {
@@ -408,8 +597,16 @@ impl Broker {
                         return;
                     }
                 },
-                Work::Scan(cursor) => {
-                    let (evs, scanned) = match self.read_after(cursor, &filter, 256).await {
+                Work::Full => {
+                    tokio::select! {
+                        _ = notified => {},
+                        _ = wake => {},
+                        _ = tx.closed() => return,
+                        _ = self.closing.cancelled() => return,
+                    }
+                }
+                Work::Scan(cursor, room) => {
+                    let (evs, scanned) = match self.read_after(cursor, &filter, room.min(256)).await {
                         Ok(r) => r,
                         Err(e) => {
                             let _ = tx.send(Err(Status::internal(e.to_string()))).await;
@@ -420,39 +617,141 @@ impl Broker {
                         tokio::select! {
                             r = head_rx.changed() => if r.is_err() { return },
                             _ = notified => {},
+                            _ = wake => {},
                             _ = tx.closed() => return,
                             _ = self.closing.cancelled() => return,
                         }
                         continue;
                     }
+                    let mut last = cursor;
+                    let mut full = false;
                     for ev in evs {
                         {
                             let mut st = c.lock();
                             if st.generation != generation_id {
                                 return;
                             }
-                            if st.done.contains(&ev.seq) || ev.seq <= st.floor {
+                            if st.done.contains(&ev.seq)
+                                || ev.seq <= st.floor
+                                || st.pending.contains_key(&ev.seq)
+                            {
+                                last = ev.seq;
                                 continue;
                             }
-                            st.pending.insert(ev.seq);
+                            if st.pending.len() >= st.max_ack_pending {
+                                full = true;
+                                break;
+                            }
+                            let deadline = Instant::now() + st.ack_wait;
+                            st.pending.insert(ev.seq, deadline);
                             st.cursor = st.cursor.max(ev.seq);
                         }
+                        last = ev.seq;
                         if tx.send(Ok((*ev).clone())).await.is_err() {
                             return;
                         }
                         self.metrics.delivered.inc();
                     }
-                    let mut st = c.lock();
-                    if st.generation != generation_id {
-                        return;
+                    if !full {
+                        last = last.max(scanned);
                     }
-                    st.cursor = st.cursor.max(scanned);
-                    if let Some(f) = st.advance_floor() {
-                        self.store.save_floor(&c.name, f);
+                    let moved = {
+                        let mut st = c.lock();
+                        if st.generation != generation_id {
+                            return;
+                        }
+                        st.cursor = st.cursor.max(last);
+                        st.advance_floor()
+                    };
+                    if let Some(f) = moved {
+                        if self.store.save_floor(&c.name, f).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// Records failed deliveries decided under the lock: counts persisted, dead ones
+    /// moved to the dead-letter queue (the floor then passes them), sent dead letters
+    /// returned to DEAD.
+    async fn settle(
+        &self,
+        c: &Consumer,
+        failed: Vec<Failed>,
+        letters: Vec<u64>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        if failed.is_empty() && letters.is_empty() {
+            return Ok(());
+        }
+        let mut dead = Vec::new();
+        let mut counts = Vec::new();
+        for f in &failed {
+            match *f {
+                Failed::Retry(seq, n) => counts.push((seq, n)),
+                Failed::Dead(seq, n) => {
+                    let (kind, data) = match self.fetch(seq).await? {
+                        Some(e) => {
+                            let mut copy = (*e).clone();
+                            copy.seq = 0;
+                            (e.r#type, copy.encode_to_vec())
+                        }
+                        None => (0, Vec::new()),
+                    };
+                    dead.push((seq, n, kind, data));
+                }
+            }
+        }
+        let name = c.name.clone();
+        let why = reason.to_owned();
+        let now = router_now_ms();
+        let dead_seqs: Vec<(u64, u32)> = dead.iter().map(|(s, n, _, _)| (*s, *n)).collect();
+        self.store
+            .exec(move |tx| {
+                let mut up = tx.prepare_cached("INSERT INTO failures (consumer, seq, count) VALUES (?1, ?2, ?3) ON CONFLICT(consumer, seq) DO UPDATE SET count = excluded.count")?;
+                for (seq, n) in &counts {
+                    up.execute(rusqlite::params![name, *seq as i64, n])?;
+                }
+                for (seq, n, kind, data) in &dead {
+                    tx.execute("DELETE FROM failures WHERE consumer = ?1 AND seq = ?2", rusqlite::params![name, *seq as i64])?;
+                    tx.execute(
+                        "INSERT INTO dead_letters (consumer, seq, type, reason, failures, dead_ms, state, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        rusqlite::params![name, *seq as i64, kind, why, n, now, DL_DEAD, data],
+                    )?;
+                }
+                for id in &letters {
+                    tx.execute(
+                        "UPDATE dead_letters SET state = ?1, reason = ?2 WHERE id = ?3 AND state = ?4",
+                        rusqlite::params![DL_DEAD, why, *id as i64, DL_RETRYING],
+                    )?;
+                }
+                Ok(0)
+            })
+            .await?;
+        if dead_seqs.is_empty() {
+            c.notify.notify_waiters();
+            return Ok(());
+        }
+        self.metrics.dead_lettered.inc_by(dead_seqs.len() as u64);
+        let moved = {
+            let mut st = c.lock();
+            for (seq, n) in &dead_seqs {
+                tracing::warn!(consumer = %c.name, seq, deliveries = n, reason, "event dead-lettered");
+                st.dying.remove(seq);
+                st.pending.remove(seq);
+                st.redeliver.remove(seq);
+                st.failures.remove(seq);
+                st.done.insert(*seq);
+            }
+            st.advance_floor()
+        };
+        if let Some(f) = moved {
+            self.store.save_floor(&c.name, f).await?;
+        }
+        c.notify.notify_waiters();
+        Ok(())
     }
 
     async fn dead_letter_event(&self, id: u64) -> Option<wire::Event> {
@@ -477,46 +776,84 @@ impl Broker {
         }
     }
 
-    pub fn ack(&self, consumer: &str, seq: u64, cumulative: bool) -> Result<u64, Status> {
+    /// Acks `seq` (or every delivered seq up to it); returns the floor once the ack is
+    /// committed, so a router restart never redelivers an acked event. `in_progress`
+    /// only restarts the seq's ack-wait timer.
+    pub async fn ack(
+        &self,
+        consumer: &str,
+        seq: u64,
+        cumulative: bool,
+        in_progress: bool,
+    ) -> Result<u64, Status> {
         let c = self
             .consumer(consumer)
             .ok_or_else(|| Status::not_found(format!("no consumer named {consumer:?}")))?;
-        let (floor, moved, letter) = {
+        if in_progress {
             let mut st = c.lock();
-            let letter = st.dlq_pending.remove(&seq);
+            let wait = st.ack_wait;
+            let waiting = st.redeliver.contains(&seq) || st.dying.contains(&seq);
+            if let Some(d) = st.pending.get_mut(&seq) {
+                if !waiting {
+                    *d = Instant::now() + wait;
+                }
+            } else if let Some((_, d)) = st.dlq_pending.get_mut(&seq) {
+                *d = Instant::now() + wait;
+            } else {
+                return Err(Status::failed_precondition(format!(
+                    "seq {seq} is not awaiting an ack from consumer {consumer:?}"
+                )));
+            }
+            return Ok(st.floor);
+        }
+        let (rec, letter) = {
+            let mut st = c.lock();
+            let letter = st.dlq_pending.remove(&seq).map(|(id, _)| id);
+            let mut newly = Vec::new();
             if cumulative {
-                let acked: Vec<u64> = st.pending.range(..=seq).copied().collect();
+                let acked: Vec<u64> = st
+                    .pending
+                    .range(..=seq)
+                    .map(|(s, _)| *s)
+                    .filter(|s| !st.dying.contains(s))
+                    .collect();
                 for s in acked {
                     st.pending.remove(&s);
                     st.redeliver.remove(&s);
                     st.done.insert(s);
+                    newly.push(s);
                 }
-            } else if st.pending.remove(&seq) {
+            } else if !st.dying.contains(&seq) && st.pending.remove(&seq).is_some() {
                 st.redeliver.remove(&seq);
                 st.done.insert(seq);
+                newly.push(seq);
             }
-            let moved = st.advance_floor();
-            (st.floor, moved, letter)
+            st.advance_floor();
+            let floor = st.floor;
+            let rec = AckRecord {
+                consumer: c.name.clone(),
+                floor,
+                above: newly.into_iter().filter(|s| *s > floor).collect(),
+            };
+            (rec, letter)
         };
-        if let Some(f) = moved {
-            self.store.save_floor(&c.name, f);
-        }
+        c.notify.notify_waiters();
+        let floor = rec.floor;
+        self.store
+            .save_acks(rec)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         if let Some(id) = letter {
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                let r = store
-                    .exec(move |tx| {
-                        tx.execute(
-                            "UPDATE dead_letters SET state = ?1 WHERE id = ?2",
-                            [DL_DELIVERED as i64, id as i64],
-                        )
-                        .map(|n| n as i64)
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, letter = id, "mark dead letter delivered");
-                }
-            });
+            self.store
+                .exec(move |tx| {
+                    tx.execute(
+                        "UPDATE dead_letters SET state = ?1 WHERE id = ?2",
+                        [DL_DELIVERED as i64, id as i64],
+                    )
+                    .map(|n| n as i64)
+                })
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
         }
         Ok(floor)
     }
@@ -530,109 +867,39 @@ impl Broker {
         let c = self
             .consumer(consumer)
             .ok_or_else(|| Status::not_found(format!("no consumer named {consumer:?}")))?;
-        enum Next {
-            BackToDlq(u64),
-            Retry(u32),
-            Dead(u32),
-        }
-        let next = {
+        let reason = reason.chars().take(2000).collect::<String>();
+        let (failed, letters) = {
             let mut st = c.lock();
-            if let Some(id) = st.dlq_pending.remove(&seq) {
-                Next::BackToDlq(id)
-            } else if !st.pending.contains(&seq) {
-                return Err(Status::failed_precondition(format!(
-                    "seq {seq} is not awaiting an ack from consumer {consumer:?}"
-                )));
+            if let Some((id, _)) = st.dlq_pending.remove(&seq) {
+                (None, vec![id])
             } else {
-                let n = st.failures.entry(seq).or_insert(0);
-                *n += 1;
-                let n = *n;
-                if n >= self.cfg.max_deliver {
-                    Next::Dead(n)
-                } else {
-                    st.redeliver.insert(seq);
-                    Next::Retry(n)
+                match st.fail(seq, self.cfg.max_deliver, true) {
+                    Some(f) => (Some(f), Vec::new()),
+                    None => {
+                        return Err(Status::failed_precondition(format!(
+                            "seq {seq} is not awaiting an ack from consumer {consumer:?}"
+                        )));
+                    }
                 }
             }
         };
-        let name = c.name.clone();
-        let reason = reason.chars().take(2000).collect::<String>();
-        let map_err = |e: StoreError| Status::internal(e.to_string());
-        match next {
-            Next::BackToDlq(id) => {
-                self.store
-                    .exec(move |tx| {
-                        tx.execute(
-                            "UPDATE dead_letters SET state = ?1, reason = ?2 WHERE id = ?3",
-                            rusqlite::params![DL_DEAD, reason, id as i64],
-                        )
-                        .map(|n| n as i64)
-                    })
-                    .await
-                    .map_err(map_err)?;
-                Ok(wire::NackResponse {
-                    failures: 0,
-                    dead_lettered: true,
-                })
-            }
-            Next::Retry(n) => {
-                self.store
-                    .exec(move |tx| {
-                        tx.execute(
-                            "INSERT INTO failures (consumer, seq, count) VALUES (?1, ?2, ?3) ON CONFLICT(consumer, seq) DO UPDATE SET count = excluded.count",
-                            rusqlite::params![name, seq as i64, n],
-                        )
-                        .map(|n| n as i64)
-                    })
-                    .await
-                    .map_err(map_err)?;
-                c.notify.notify_waiters();
-                Ok(wire::NackResponse {
-                    failures: n,
-                    dead_lettered: false,
-                })
-            }
-            Next::Dead(n) => {
-                let ev = self.fetch(seq).await.map_err(map_err)?;
-                let (kind, data) = match &ev {
-                    Some(e) => {
-                        let mut copy = (**e).clone();
-                        copy.seq = 0;
-                        (e.r#type, copy.encode_to_vec())
-                    }
-                    None => (0, Vec::new()),
-                };
-                let now = router_now_ms();
-                self.store
-                    .exec(move |tx| {
-                        tx.execute("DELETE FROM failures WHERE consumer = ?1 AND seq = ?2", rusqlite::params![name, seq as i64])?;
-                        tx.execute(
-                            "INSERT INTO dead_letters (consumer, seq, type, reason, failures, dead_ms, state, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                            rusqlite::params![name, seq as i64, kind, reason, n, now, DL_DEAD, data],
-                        )?;
-                        Ok(tx.last_insert_rowid())
-                    })
-                    .await
-                    .map_err(map_err)?;
-                self.metrics.dead_lettered.inc();
-                let moved = {
-                    let mut st = c.lock();
-                    st.pending.remove(&seq);
-                    st.redeliver.remove(&seq);
-                    st.failures.remove(&seq);
-                    st.done.insert(seq);
-                    st.advance_floor()
-                };
-                if let Some(f) = moved {
-                    self.store.save_floor(&c.name, f);
-                }
-                tracing::warn!(consumer = %c.name, seq, failures = n, "event dead-lettered");
-                Ok(wire::NackResponse {
-                    failures: n,
-                    dead_lettered: true,
-                })
-            }
-        }
+        self.settle(&c, failed.into_iter().collect(), letters, &reason)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(match failed {
+            Some(Failed::Retry(_, n)) => wire::NackResponse {
+                failures: n,
+                dead_lettered: false,
+            },
+            Some(Failed::Dead(_, n)) => wire::NackResponse {
+                failures: n,
+                dead_lettered: true,
+            },
+            None => wire::NackResponse {
+                failures: 0,
+                dead_lettered: true,
+            },
+        })
     }
 
     pub async fn list_dead_letters(
@@ -774,27 +1041,153 @@ impl Broker {
             .unwrap_or(0)
     }
 
-    /// Deletes events past the retention limits; returns how many went.
+    /// Deletes events past the retention limits, oldest first, in chunks of
+    /// `retention_chunk` rows, each its own transaction (publishes commit in between);
+    /// returns how many went. Events a durable consumer had not acked are counted per
+    /// consumer (metric, warning, EVENTS_EXPIRED).
     pub async fn enforce_retention(&self) -> Result<u64, StoreError> {
+        use rusqlite::OptionalExtension;
         let cfg = self.cfg.clone();
-        let cutoff = router_now_ms() - (cfg.retention_max_age_s as i64).saturating_mul(1000);
         let head = self.head();
-        let n = self
+        let cutoff = router_now_ms() - (cfg.retention_max_age_s as i64).saturating_mul(1000);
+        let (first, by_age) = self
             .store
-            .exec(move |tx| {
-                let mut n = tx.execute("DELETE FROM events WHERE stored_ms < ?1 AND seq < ?2", rusqlite::params![cutoff, head as i64])?;
-                let keep_from = head.saturating_sub(cfg.retention_max_events) as i64;
-                n += tx.execute("DELETE FROM events WHERE seq <= ?1", [keep_from])?;
-                let bytes: i64 = tx.query_row("SELECT COALESCE(SUM(length(data)) + COUNT(*) * 64, 0) FROM events", [], |r| r.get(0))?;
-                if bytes as u64 > cfg.retention_max_bytes {
-                    // Drop the oldest tenth above the limit; the next pass continues if needed.
-                    let count: i64 = tx.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
-                    n += tx.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?1)", [(count / 10).max(1)])?;
-                }
-                Ok(n as i64)
+            .read(move |c| {
+                let first: Option<i64> = c.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+                let by_age: Option<i64> = c
+                    .query_row(
+                        "SELECT seq FROM events WHERE stored_ms < ?1 ORDER BY stored_ms DESC, seq DESC LIMIT 1",
+                        [cutoff],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok((first.unwrap_or(0) as u64, by_age.unwrap_or(0) as u64))
             })
             .await?;
-        Ok(n as u64)
+        if first == 0 {
+            return Ok(0);
+        }
+        // The age limit keeps the newest event, as `last_seq` bookkeeping expects.
+        let by_age = by_age.min(head.saturating_sub(1));
+        let by_count = head.saturating_sub(cfg.retention_max_events);
+        let by_bytes = self.bytes_cut(first, cfg.retention_max_bytes).await?;
+        let upto = by_age.max(by_count).max(by_bytes).min(head);
+        let reason = if upto == by_age {
+            "age"
+        } else if upto == by_count {
+            "count"
+        } else {
+            "bytes"
+        };
+        let chunk = cfg.retention_chunk.max(1) as u64;
+        let mut lost: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        let mut removed = 0u64;
+        let mut lo = first;
+        while lo <= upto {
+            let hi = upto.min(lo + chunk - 1);
+            let rows: Vec<(u64, i32, u64)> = self
+                .store
+                .exec_with(move |tx| {
+                    let mut st = tx.prepare_cached(
+                        "DELETE FROM events WHERE seq BETWEEN ?1 AND ?2 RETURNING seq, type, length(data)",
+                    )?;
+                    let rows = st.query_map([lo as i64, hi as i64], |r| {
+                        Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get::<_, i64>(2)? as u64 + 64))
+                    })?;
+                    rows.collect()
+                })
+                .await?;
+            let bytes: u64 = rows.iter().map(|r| r.2).sum();
+            let h = self.store.health();
+            let _ = h.bytes.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |b| Some(b.saturating_sub(bytes)),
+            );
+            removed += rows.len() as u64;
+            self.metrics.retention_removed.inc_by(rows.len() as u64);
+            self.count_unacked(&rows, &mut lost);
+            {
+                let mut c = self.cache.write().unwrap_or_else(|p| p.into_inner());
+                while c.front().is_some_and(|e| e.seq <= hi) {
+                    c.pop_front();
+                }
+            }
+            lo = hi + 1;
+        }
+        for (consumer, (count, first_seq, last_seq)) in lost {
+            tracing::warn!(%consumer, count, first_seq, last_seq, reason, "retention removed events this consumer had not acked");
+            self.metrics
+                .expired_unacked
+                .get_or_create(&vec![("consumer".to_owned(), consumer.clone())])
+                .inc_by(count);
+            let mut ev = Event::new(wire::event::Payload::EventsExpired(wire::EventsExpired {
+                consumer: consumer.clone(),
+                count,
+                first_seq,
+                last_seq,
+                reason: reason.into(),
+            }));
+            ev.id = format!("expired:{consumer}:{first_seq}:{last_seq}");
+            ev.source = "event_router".into();
+            self.publish(vec![ev]).await?;
+        }
+        Ok(removed)
+    }
+
+    /// The seq up to which the oldest events must go for the log to fit `max_bytes`
+    /// (0 when it fits), from the running byte total and a walk over the oldest rows.
+    async fn bytes_cut(&self, first: u64, max_bytes: u64) -> Result<u64, StoreError> {
+        let total = self
+            .store
+            .health()
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if total <= max_bytes {
+            return Ok(0);
+        }
+        let excess = total - max_bytes;
+        self.store
+            .read(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT seq, length(data) + 64 FROM events WHERE seq >= ?1 ORDER BY seq",
+                )?;
+                let mut rows = st.query([first as i64])?;
+                let (mut sum, mut last) = (0u64, 0u64);
+                while let Some(r) = rows.next()? {
+                    last = r.get::<_, i64>(0)? as u64;
+                    sum += r.get::<_, i64>(1)? as u64;
+                    if sum >= excess {
+                        break;
+                    }
+                }
+                Ok(last)
+            })
+            .await
+    }
+
+    /// Adds removed events no durable consumer acked yet to `lost`
+    /// (consumer -> (count, first seq, last seq)).
+    fn count_unacked(&self, rows: &[(u64, i32, u64)], lost: &mut BTreeMap<String, (u64, u64, u64)>) {
+        let consumers: Vec<Arc<Consumer>> = self
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for c in consumers {
+            let st = c.lock();
+            for &(seq, kind, _) in rows {
+                let wanted = st.filter.as_ref().is_none_or(|f| matches(f, kind));
+                if seq > st.floor && !st.done.contains(&seq) && wanted {
+                    let e = lost.entry(c.name.clone()).or_insert((0, seq, seq));
+                    e.0 += 1;
+                    e.1 = e.1.min(seq);
+                    e.2 = e.2.max(seq);
+                }
+            }
+        }
     }
 }
 

@@ -47,11 +47,17 @@ pub struct RouterConfig {
     pub listen: String,
     pub durability: Durability,
     pub max_deliver: u32,
+    /// Default ack wait of a durable consumer (a subscription may set its own).
+    pub ack_wait_s: f64,
+    /// Default most unacked deliveries per durable consumer.
+    pub max_ack_pending: usize,
     pub dedup_window_s: u64,
     pub retention_max_age_s: u64,
     pub retention_max_events: u64,
     pub retention_max_bytes: u64,
     pub retention_interval_s: f64,
+    /// Rows deleted per retention transaction (publishes commit between chunks).
+    pub retention_chunk: usize,
     /// Recent events kept in memory for subscribers that are caught up.
     pub cache_events: usize,
     /// Events buffered per subscriber before its session waits.
@@ -64,11 +70,14 @@ impl Default for RouterConfig {
             listen: "127.0.0.1:8780".into(),
             durability: Durability::Fsync,
             max_deliver: 5,
+            ack_wait_s: 30.0,
+            max_ack_pending: 1000,
             dedup_window_s: 300,
             retention_max_age_s: 7 * 24 * 3600,
             retention_max_events: 10_000_000,
             retention_max_bytes: 4 << 30,
             retention_interval_s: RETENTION_TICK.as_secs_f64(),
+            retention_chunk: 1000,
             cache_events: 100_000,
             consumer_buffer: 256,
         }
@@ -85,6 +94,12 @@ impl RouterConfig {
         };
         if self.max_deliver == 0 {
             return bad("max_deliver must be at least 1".into());
+        }
+        if !(self.ack_wait_s > 0.0 && self.ack_wait_s.is_finite()) {
+            return bad(format!("ack_wait_s = {}: must be > 0", self.ack_wait_s));
+        }
+        if self.max_ack_pending == 0 {
+            return bad("max_ack_pending must be at least 1".into());
         }
         if !(self.retention_interval_s > 0.0) {
             return bad("retention_interval_s must be > 0".into());

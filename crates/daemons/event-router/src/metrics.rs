@@ -13,6 +13,9 @@ pub struct Metrics {
     pub duplicates: Counter,
     pub delivered: Counter,
     pub dead_lettered: Counter,
+    pub ack_wait_expired: Counter,
+    pub expired_unacked: Family<Vec<(String, String)>, Counter>,
+    pub retention_removed: Counter,
     pub rejected: Counter,
     pub consumer_lag: Family<Vec<(String, String)>, Gauge>,
     pub head: Gauge,
@@ -27,6 +30,9 @@ impl Default for Metrics {
             duplicates: Counter::default(),
             delivered: Counter::default(),
             dead_lettered: Counter::default(),
+            ack_wait_expired: Counter::default(),
+            expired_unacked: Family::default(),
+            retention_removed: Counter::default(),
             rejected: Counter::default(),
             consumer_lag: Family::default(),
             head: Gauge::default(),
@@ -51,6 +57,21 @@ impl Default for Metrics {
             "events_dead_lettered",
             "Events moved to the dead-letter queue",
             m.dead_lettered.clone(),
+        );
+        r.register(
+            "ack_wait_expired",
+            "Deliveries neither acked nor nacked within the consumer's ack wait",
+            m.ack_wait_expired.clone(),
+        );
+        r.register(
+            "events_expired_unacked",
+            "Events removed by retention before this durable consumer acked them",
+            m.expired_unacked.clone(),
+        );
+        r.register(
+            "events_retention_removed",
+            "Events removed by retention",
+            m.retention_removed.clone(),
         );
         r.register(
             "events_rejected",

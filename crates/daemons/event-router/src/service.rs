@@ -254,7 +254,10 @@ impl wire::event_router_server::EventRouter for RouterService {
         req: Request<wire::AckRequest>,
     ) -> Result<Response<wire::AckResponse>, Status> {
         let r = req.into_inner();
-        let floor = self.broker.ack(&r.consumer, r.seq, r.cumulative)?;
+        let floor = self
+            .broker
+            .ack(&r.consumer, r.seq, r.cumulative, r.in_progress)
+            .await?;
         Ok(Response::new(wire::AckResponse { ack_floor: floor }))
     }
 

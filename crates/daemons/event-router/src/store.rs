@@ -12,9 +12,10 @@ use ringrift_proto::{Event, wire};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,8 +58,18 @@ pub type OnCommit = Box<dyn Fn(Vec<Arc<wire::Event>>) + Send>;
 
 enum WriteOp {
     Publish(Vec<Event>, oneshot::Sender<Result<Vec<Stored>, StoreError>>),
-    SaveFloor(String, u64),
+    /// A consumer's ack floor and the seqs it acked above it; the reply (if any) comes
+    /// after the commit that holds them.
+    Acks(AckRecord, Option<oneshot::Sender<Result<i64, StoreError>>>),
     Exec(ExecFn, Option<oneshot::Sender<Result<i64, StoreError>>>),
+}
+
+/// What a consumer has acked: everything up to `floor`, and `above` (seqs > floor).
+#[derive(Debug, Clone, Default)]
+pub struct AckRecord {
+    pub consumer: String,
+    pub floor: u64,
+    pub above: Vec<u64>,
 }
 
 const SCHEMA: &str = "
@@ -97,6 +108,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_consumer ON dead_letters(consumer, seq);
+CREATE TABLE IF NOT EXISTS acks (
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (consumer, seq)
+) WITHOUT ROWID;
 ";
 
 /// Handle to the log; cheap to clone.
@@ -105,6 +121,21 @@ pub struct Store {
     path: PathBuf,
     writer: mpsc::Sender<WriteOp>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Closed (sender dropped) when the writer thread ends, by return or panic.
+    writer_alive: watch::Receiver<()>,
+    health: Arc<WriterHealth>,
+}
+
+/// What the writer thread reports about itself, read by health checks and metrics.
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    /// Commits that failed since the last one that succeeded.
+    pub failed_in_row: AtomicU64,
+    /// Bytes of stored events (encoded length + 64 per row), kept by the writer and by
+    /// retention, so no pass has to SUM the table.
+    pub bytes: AtomicU64,
+    /// The `PRAGMA synchronous` value the writer's connection runs with (2 = FULL).
+    pub synchronous: AtomicU64,
 }
 
 fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
@@ -129,6 +160,8 @@ pub struct Loaded {
     pub head: u64,
     pub first: u64,
     pub consumers: Vec<(String, u64)>,
+    /// (consumer, seq) acked above the consumer's floor.
+    pub acks: Vec<(String, u64)>,
     pub failures: Vec<(String, u64, u32)>,
     /// (consumer, seq, dead-letter id, state) of letters not yet delivered or purged.
     pub letters: Vec<(String, u64, u64, i32)>,
@@ -163,11 +196,35 @@ impl Store {
             .map_err(err)?
             .unwrap_or(0) as u64;
         let next = meta_seq.max(loaded.head) + 1;
+        let health = Arc::new(WriterHealth::default());
+        let bytes: i64 = conn
+            .query_row(
+                "SELECT COALESCE(SUM(length(data)) + COUNT(*) * 64, 0) FROM events",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        health.bytes.store(bytes as u64, Ordering::Relaxed);
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(err)?;
+        health.synchronous.store(sync as u64, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(65_536);
+        let (alive_tx, alive_rx) = watch::channel(());
         let wpath = path.clone();
+        let w = Writer {
+            conn,
+            path: wpath,
+            next,
+            meta_seq,
+            dedup,
+            on_commit,
+            health: health.clone(),
+            _alive: alive_tx,
+        };
         std::thread::Builder::new()
             .name("event-log-writer".into())
-            .spawn(move || writer_loop(conn, wpath, rx, next, meta_seq, dedup, on_commit))
+            .spawn(move || w.run(rx))
             .map_err(|e| StoreError::Commit(format!("spawn writer: {e}")))?;
         let mut loaded = loaded;
         loaded.head = next - 1;
@@ -176,6 +233,8 @@ impl Store {
                 path,
                 writer: tx,
                 readers: Arc::new(Mutex::new(Vec::new())),
+                writer_alive: alive_rx,
+                health,
             },
             loaded,
         ))
@@ -191,11 +250,63 @@ impl Store {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Records a consumer's ack floor (committed with the next group, not awaited).
-    pub fn save_floor(&self, consumer: &str, floor: u64) {
-        let _ = self
-            .writer
-            .try_send(WriteOp::SaveFloor(consumer.to_owned(), floor));
+    /// Records a consumer's ack floor and acks above it, and waits for the commit.
+    pub async fn save_acks(&self, rec: AckRecord) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Acks(rec, Some(tx)))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?.map(|_| ())
+    }
+
+    /// Queues a consumer's new ack floor for the next commit without waiting for it
+    /// (it waits for room in the writer's queue: a floor update is never dropped). Used
+    /// where losing the update to a crash only means scanning again.
+    pub async fn save_floor(&self, consumer: &str, floor: u64) -> Result<(), StoreError> {
+        let rec = AckRecord {
+            consumer: consumer.to_owned(),
+            floor,
+            above: Vec::new(),
+        };
+        self.writer
+            .send(WriteOp::Acks(rec, None))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Resolves when the writer thread has ended (it returned or panicked).
+    pub async fn writer_stopped(&self) {
+        let mut rx = self.writer_alive.clone();
+        while rx.changed().await.is_ok() {}
+    }
+
+    /// Whether the writer thread runs and its last commit succeeded.
+    pub fn writer_ok(&self) -> bool {
+        self.writer_alive.has_changed().is_ok()
+            && self.health.failed_in_row.load(Ordering::Relaxed) == 0
+    }
+
+    pub fn health(&self) -> &WriterHealth {
+        &self.health
+    }
+
+    /// Runs a write in the writer's next transaction and returns what it computed,
+    /// once committed.
+    pub async fn exec_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let slot = Arc::new(Mutex::new(None));
+        let put = slot.clone();
+        self.exec(move |tx| {
+            let v = f(tx)?;
+            *put.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+            Ok(0)
+        })
+        .await?;
+        let v = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        v.ok_or_else(|| StoreError::Commit("write produced no result".into()))
     }
 
     /// Runs a write in the writer's next transaction and waits for its commit.
@@ -306,6 +417,10 @@ fn load(c: &Connection, cache: usize) -> rusqlite::Result<Loaded> {
     l.consumers = st
         .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
         .collect::<Result<_, _>>()?;
+    let mut st = c.prepare("SELECT consumer, seq FROM acks")?;
+    l.acks = st
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+        .collect::<Result<_, _>>()?;
     let mut st = c.prepare("SELECT consumer, seq, count FROM failures")?;
     l.failures = st
         .query_map([], |r| {
@@ -392,148 +507,186 @@ pub fn router_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn writer_loop(
-    mut conn: Connection,
+/// The writer thread's state; the only owner of the sequence and the dedup index.
+struct Writer {
+    conn: Connection,
     path: PathBuf,
-    mut rx: mpsc::Receiver<WriteOp>,
-    mut next: u64,
-    mut meta_seq: u64,
-    mut dedup: Dedup,
+    next: u64,
+    meta_seq: u64,
+    dedup: Dedup,
     on_commit: OnCommit,
-) {
-    let mut ops = Vec::new();
-    let mut buf = Vec::with_capacity(1024);
-    while let Some(op) = rx.blocking_recv() {
-        ops.push(op);
-        while ops.len() < 4096 {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
+    health: Arc<WriterHealth>,
+    /// Dropped when the thread ends, which tells `Store::writer_stopped`.
+    _alive: watch::Sender<()>,
+}
+
+/// What one group transaction produced, answered only after its commit.
+#[derive(Default)]
+struct Group {
+    added: usize,
+    deletes_possible: bool,
+    bytes: u64,
+    new_events: Vec<Arc<wire::Event>>,
+    replies_pub: Vec<(oneshot::Sender<Result<Vec<Stored>, StoreError>>, Vec<Stored>)>,
+    replies_exec: Vec<(
+        Option<oneshot::Sender<Result<i64, StoreError>>>,
+        Result<i64, StoreError>,
+    )>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
+        let mut ops = Vec::new();
+        let mut buf = Vec::with_capacity(1024);
+        while let Some(op) = rx.blocking_recv() {
+            ops.push(op);
+            while ops.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
             }
-        }
-        let now = router_now_ms();
-        dedup.expire(now);
-        let (start_next, start_meta) = (next, meta_seq);
-        let mut added = 0usize;
-        let mut deletes_possible = false;
-        let mut new_events: Vec<Arc<wire::Event>> = Vec::new();
-        let mut replies_pub: Vec<(
-            oneshot::Sender<Result<Vec<Stored>, StoreError>>,
-            Vec<Stored>,
-        )> = Vec::new();
-        let mut replies_exec: Vec<(
-            Option<oneshot::Sender<Result<i64, StoreError>>>,
-            Result<i64, StoreError>,
-        )> = Vec::new();
-        let result: rusqlite::Result<()> = (|| {
-            let tx = conn.transaction()?;
-            {
-                let mut ins = tx.prepare_cached("INSERT INTO events (seq, id, type, stored_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-                let mut floors: HashMap<String, u64> = HashMap::new();
-                for op in ops.drain(..) {
-                    match op {
-                        WriteOp::Publish(events, reply) => {
-                            let mut out = Vec::with_capacity(events.len());
-                            for ev in events {
-                                let seq = next;
-                                let key: Arc<str> = ev.id.as_str().into();
-                                match dedup.ids.entry(key) {
-                                    std::collections::hash_map::Entry::Occupied(e) => {
-                                        out.push(Stored {
-                                            seq: *e.get(),
-                                            id: ev.id,
-                                            duplicate: true,
-                                        });
-                                        continue;
-                                    }
-                                    std::collections::hash_map::Entry::Vacant(e) => {
-                                        dedup.order.push_back((now, e.key().clone()));
-                                        e.insert(seq);
-                                        added += 1;
-                                    }
-                                }
-                                next += 1;
-                                let mut w = wire::Event::from(ev);
-                                if w.time_unix_ms == 0 {
-                                    w.time_unix_ms = now;
-                                }
-                                w.seq = 0;
-                                buf.clear();
-                                w.encode(&mut buf).map_err(|e| {
-                                    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-                                })?;
-                                ins.execute(params![seq as i64, w.id, w.r#type, now, &buf[..]])?;
-                                out.push(Stored {
-                                    seq,
-                                    id: w.id.clone(),
-                                    duplicate: false,
-                                });
-                                w.seq = seq;
-                                new_events.push(Arc::new(w));
-                            }
-                            replies_pub.push((reply, out));
-                        }
-                        WriteOp::SaveFloor(name, floor) => {
-                            let e = floors.entry(name).or_insert(floor);
-                            *e = (*e).max(floor);
-                        }
-                        WriteOp::Exec(f, reply) => {
-                            // Retention deletes events through here.
-                            deletes_possible = true;
-                            let r = f(&tx).map_err(|source| StoreError::Sqlite {
-                                path: path.clone(),
-                                source,
-                            });
-                            replies_exec.push((reply, r));
+            let now = router_now_ms();
+            self.dedup.expire(now);
+            let (start_next, start_meta) = (self.next, self.meta_seq);
+            let mut g = Group::default();
+            let result = self.apply(&mut ops, &mut g, &mut buf, now);
+            match result {
+                Ok(()) => {
+                    self.health.failed_in_row.store(0, Ordering::Relaxed);
+                    self.health.bytes.fetch_add(g.bytes, Ordering::Relaxed);
+                    if !g.new_events.is_empty() {
+                        (self.on_commit)(g.new_events);
+                    }
+                    for (reply, out) in g.replies_pub {
+                        let _ = reply.send(Ok(out));
+                    }
+                    for (reply, r) in g.replies_exec {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(r);
                         }
                     }
                 }
-                let mut up = tx.prepare_cached(
-                    "INSERT INTO consumers (name, ack_floor, updated_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(name) DO UPDATE SET ack_floor = MAX(ack_floor, excluded.ack_floor), updated_ms = excluded.updated_ms",
-                )?;
-                for (name, floor) in floors {
-                    up.execute(params![name, floor as i64, now])?;
-                }
-                // `last_seq` keeps seqs from being reused once retention has deleted the newest
-                // events (start-up takes the larger of it and MAX(seq)); so it is written, last
-                // in the transaction, only when this transaction may have deleted events.
-                if deletes_possible && next - 1 > meta_seq {
-                    let mut m = tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?;
-                    m.execute([(next - 1) as i64])?;
-                    meta_seq = next - 1;
-                }
-            }
-            tx.commit()
-        })();
-        match result {
-            Ok(()) => {
-                if !new_events.is_empty() {
-                    on_commit(new_events);
-                }
-                for (reply, out) in replies_pub {
-                    let _ = reply.send(Ok(out));
-                }
-                for (reply, r) in replies_exec {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(r);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, path = %path.display(), "event log commit failed; publishes in this batch are not acked");
-                (next, meta_seq) = (start_next, start_meta);
-                dedup.forget_last(added);
-                for (reply, _) in replies_pub {
-                    let _ = reply.send(Err(StoreError::Commit(e.to_string())));
-                }
-                for (reply, _) in replies_exec {
-                    if let Some(reply) = reply {
+                Err(e) => {
+                    let n = self.health.failed_in_row.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::error!(error = %e, path = %self.path.display(), failed_in_row = n, "event log commit failed; publishes in this batch are not acked");
+                    ops.clear();
+                    (self.next, self.meta_seq) = (start_next, start_meta);
+                    self.dedup.forget_last(g.added);
+                    for (reply, _) in g.replies_pub {
                         let _ = reply.send(Err(StoreError::Commit(e.to_string())));
                     }
+                    for (reply, _) in g.replies_exec {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(StoreError::Commit(e.to_string())));
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Applies `ops` in one transaction and commits it.
+    fn apply(
+        &mut self,
+        ops: &mut Vec<WriteOp>,
+        g: &mut Group,
+        buf: &mut Vec<u8>,
+        now: i64,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO events (seq, id, type, stored_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut floors: HashMap<String, u64> = HashMap::new();
+            let mut above: Vec<(String, u64)> = Vec::new();
+            for op in ops.drain(..) {
+                match op {
+                    WriteOp::Publish(events, reply) => {
+                        let mut out = Vec::with_capacity(events.len());
+                        for ev in events {
+                            let seq = self.next;
+                            let key: Arc<str> = ev.id.as_str().into();
+                            match self.dedup.ids.entry(key) {
+                                std::collections::hash_map::Entry::Occupied(e) => {
+                                    out.push(Stored {
+                                        seq: *e.get(),
+                                        id: ev.id,
+                                        duplicate: true,
+                                    });
+                                    continue;
+                                }
+                                std::collections::hash_map::Entry::Vacant(e) => {
+                                    self.dedup.order.push_back((now, e.key().clone()));
+                                    e.insert(seq);
+                                    g.added += 1;
+                                }
+                            }
+                            self.next += 1;
+                            let mut w = wire::Event::from(ev);
+                            if w.time_unix_ms == 0 {
+                                w.time_unix_ms = now;
+                            }
+                            w.seq = 0;
+                            buf.clear();
+                            w.encode(buf).map_err(|e| {
+                                rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+                            })?;
+                            ins.execute(params![seq as i64, w.id, w.r#type, now, &buf[..]])?;
+                            g.bytes += buf.len() as u64 + 64;
+                            out.push(Stored {
+                                seq,
+                                id: w.id.clone(),
+                                duplicate: false,
+                            });
+                            w.seq = seq;
+                            g.new_events.push(Arc::new(w));
+                        }
+                        g.replies_pub.push((reply, out));
+                    }
+                    WriteOp::Acks(rec, reply) => {
+                        let e = floors.entry(rec.consumer.clone()).or_insert(rec.floor);
+                        *e = (*e).max(rec.floor);
+                        above.extend(rec.above.into_iter().map(|s| (rec.consumer.clone(), s)));
+                        g.replies_exec.push((reply, Ok(0)));
+                    }
+                    WriteOp::Exec(f, reply) => {
+                        // Retention deletes events through here.
+                        g.deletes_possible = true;
+                        let r = f(&tx).map_err(|source| StoreError::Sqlite {
+                            path: self.path.clone(),
+                            source,
+                        });
+                        g.replies_exec.push((reply, r));
+                    }
+                }
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO consumers (name, ack_floor, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET ack_floor = MAX(ack_floor, excluded.ack_floor), updated_ms = excluded.updated_ms",
+            )?;
+            let mut add = tx.prepare_cached(
+                "INSERT OR IGNORE INTO acks (consumer, seq) SELECT ?1, ?2 WHERE ?2 > (SELECT ack_floor FROM consumers WHERE name = ?1)",
+            )?;
+            let mut below = tx.prepare_cached("DELETE FROM acks WHERE consumer = ?1 AND seq <= ?2")?;
+            for (name, floor) in &floors {
+                up.execute(params![name, *floor as i64, now])?;
+                below.execute(params![name, *floor as i64])?;
+            }
+            for (name, seq) in &above {
+                add.execute(params![name, *seq as i64])?;
+            }
+            // `last_seq` keeps seqs from being reused once retention has deleted the newest
+            // events (start-up takes the larger of it and MAX(seq)); so it is written, last
+            // in the transaction, only when this transaction may have deleted events.
+            if g.deletes_possible && self.next - 1 > self.meta_seq {
+                let mut m = tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?;
+                m.execute([(self.next - 1) as i64])?;
+                self.meta_seq = self.next - 1;
+            }
+        }
+        tx.commit()
     }
 }
 
