@@ -9,6 +9,8 @@ use tonic::Code;
 
 type Client = router_client::Client;
 
+mod delivery;
+
 fn work(id: &str) -> wire::Event {
     wire::Event {
         r#type: EventType::WorkQueued as i32,

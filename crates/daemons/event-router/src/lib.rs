@@ -289,7 +289,8 @@ fn spawn_retention(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     tokio::spawn(async move {
-        let mut t = tokio::time::interval(every);
+        // The first pass one interval after start, not in the start-up path.
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

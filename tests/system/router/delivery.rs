@@ -1,0 +1,276 @@
+//! Delivery accounting of durable consumers: ack wait, max ack pending, every delivery
+//! counted (expiry, disconnect), acks above the floor surviving a router crash, where a
+//! new consumer starts, and retention that reports what it removed unacked.
+
+use super::{client, next, stats, work, work_id};
+use ringrift_proto::wire::{self, EventType, subscribe_request::Start};
+use ringrift_system_tests::{Home, wait_for_async};
+use std::time::Duration;
+
+type Client = router_client::Client;
+
+fn request(name: &str, ack_wait_ms: u32, max_ack_pending: u32) -> wire::SubscribeRequest {
+    wire::SubscribeRequest {
+        consumer: name.into(),
+        types: vec![EventType::WorkQueued as i32],
+        start: Some(Start::FromSeq(1)),
+        ack_wait_ms,
+        max_ack_pending,
+        ..Default::default()
+    }
+}
+
+async fn open(c: &mut Client, req: wire::SubscribeRequest) -> tonic::Streaming<wire::Event> {
+    c.subscribe(req).await.expect("subscribe").into_inner()
+}
+
+/// The next event if one arrives within `d` (used to show that none does).
+async fn within(s: &mut tonic::Streaming<wire::Event>, d: Duration) -> Option<wire::Event> {
+    tokio::time::timeout(d, s.message())
+        .await
+        .ok()
+        .map(|r| r.expect("stream ok").expect("stream open"))
+}
+
+async fn ack(c: &mut Client, consumer: &str, seq: u64, in_progress: bool) {
+    c.ack(wire::AckRequest {
+        consumer: consumer.into(),
+        seq,
+        in_progress,
+        ..Default::default()
+    })
+    .await
+    .expect("ack");
+}
+
+async fn letters(c: &mut Client) -> Vec<wire::DeadLetter> {
+    c.list_dead_letters(wire::ListDeadLettersRequest::default())
+        .await
+        .expect("list dead letters")
+        .into_inner()
+        .letters
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max_deliver() {
+    let home = Home::new();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=3"]);
+    let mut c = client(&addr).await;
+    let seq = c.publish(work("silent")).await.unwrap().into_inner().seq;
+    let mut s = open(&mut c, request("silent", 200, 10)).await;
+    // Neither acked nor nacked: delivered again after each ack wait, three in all.
+    for n in 1..=3 {
+        let ev = next(&mut s).await;
+        assert_eq!((ev.seq, work_id(&ev).as_str()), (seq, "silent"), "delivery {n}");
+    }
+    let l = wait_for_async("the dead letter", Duration::from_secs(10), || {
+        let mut c = c.clone();
+        async move { letters(&mut c).await.into_iter().next() }
+    })
+    .await;
+    assert_eq!((l.seq, l.failures, l.consumer.as_str()), (seq, 3, "silent"));
+    assert!(l.reason.contains("ack wait"), "{}", l.reason);
+    assert!(within(&mut s, Duration::from_millis(600)).await.is_none(), "no fourth delivery");
+    // The consumer moved on.
+    let after = c.publish(work("after")).await.unwrap().into_inner().seq;
+    assert_eq!(next(&mut s).await.seq, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_progress_acks_keep_a_long_handling_from_being_redelivered() {
+    let home = Home::new();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = client(&addr).await;
+    let seq = c.publish(work("long")).await.unwrap().into_inner().seq;
+    let mut s = open(&mut c, request("long", 300, 10)).await;
+    assert_eq!(next(&mut s).await.seq, seq);
+    // Working for 4 ack waits, reporting progress every 100 ms.
+    for _ in 0..12 {
+        ack(&mut c, "long", seq, true).await;
+        assert!(
+            within(&mut s, Duration::from_millis(100)).await.is_none(),
+            "redelivered while in progress"
+        );
+    }
+    ack(&mut c, "long", seq, false).await;
+    let st = stats(&mut c).await;
+    let me = st.consumers.iter().find(|x| x.name == "long").unwrap();
+    assert_eq!((me.pending, me.ack_floor), (0, seq));
+    assert!(letters(&mut c).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_dies_holding_an_event_uses_up_deliveries_across_router_restarts() {
+    let home = Home::new();
+    let (mut router, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=3"]);
+    let mut c = client(&addr).await;
+    let seq = c.publish(work("poison")).await.unwrap().into_inner().seq;
+    // Two "crashes": take the event, then drop the stream without ack or nack.
+    for n in 1..=2 {
+        let mut s = open(&mut c, request("crashy", 60_000, 10)).await;
+        assert_eq!(next(&mut s).await.seq, seq, "delivery {n}");
+        drop(s);
+        wait_for_async("the disconnect to be seen", Duration::from_secs(10), || {
+            let mut c = c.clone();
+            async move {
+                let st = stats(&mut c).await;
+                st.consumers
+                    .iter()
+                    .any(|x| x.name == "crashy" && !x.connected)
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+    // The count is persisted: a router restart does not reset it.
+    router.kill9();
+    let (_router2, addr) = home.start_router(&addr, &["--set", "event_router.max_deliver=3"]);
+    let mut c = client(&addr).await;
+    let mut s = open(&mut c, request("crashy", 60_000, 10)).await;
+    assert_eq!(next(&mut s).await.seq, seq, "delivery 3");
+    drop(s);
+    let l = wait_for_async("the dead letter", Duration::from_secs(10), || {
+        let mut c = c.clone();
+        async move { letters(&mut c).await.into_iter().next() }
+    })
+    .await;
+    assert_eq!((l.seq, l.failures), (seq, 3));
+    let after = c.publish(work("after")).await.unwrap().into_inner().seq;
+    let mut s = open(&mut c, request("crashy", 60_000, 10)).await;
+    assert_eq!(next(&mut s).await.seq, after, "the poison event is not delivered again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_ack_pending_holds_back_new_events_until_acks_arrive() {
+    let home = Home::new();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = client(&addr).await;
+    for i in 0..20 {
+        c.publish(work(&format!("w{i}"))).await.unwrap();
+    }
+    let mut s = open(&mut c, request("bounded", 60_000, 5)).await;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(next(&mut s).await.seq);
+    }
+    assert!(within(&mut s, Duration::from_millis(500)).await.is_none(), "a sixth event while 5 are unacked");
+    assert_eq!(stats(&mut c).await.consumers[0].pending, 5);
+    ack(&mut c, "bounded", got[0], false).await;
+    assert_eq!(next(&mut s).await.seq, got[4] + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_above_the_floor_survive_a_router_sigkill() {
+    let home = Home::new();
+    let (mut router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = client(&addr).await;
+    for i in 0..4 {
+        c.publish(work(&format!("w{i}"))).await.unwrap();
+    }
+    let mut s = open(&mut c, request("gappy", 60_000, 10)).await;
+    let seqs: Vec<u64> = [next(&mut s).await, next(&mut s).await, next(&mut s).await, next(&mut s).await]
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    // Ack all but the first: the floor stays below it, the rest are acked above it.
+    for &q in &seqs[1..] {
+        ack(&mut c, "gappy", q, false).await;
+    }
+    router.kill9();
+    let (_router2, addr) = home.start_router(&addr, &[]);
+    let mut c = client(&addr).await;
+    let mut s = open(&mut c, request("gappy", 60_000, 10)).await;
+    assert_eq!(next(&mut s).await.seq, seqs[0]);
+    assert!(
+        within(&mut s, Duration::from_millis(500)).await.is_none(),
+        "an event acked before the crash was delivered again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_durable_consumer_without_a_start_begins_at_the_head() {
+    let home = Home::new();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = client(&addr).await;
+    for i in 0..3 {
+        c.publish(work(&format!("old{i}"))).await.unwrap();
+    }
+    let mut req = request("fresh", 0, 0);
+    req.start = None;
+    let mut s = open(&mut c, req.clone()).await;
+    let new = c.publish(work("new")).await.unwrap().into_inner().seq;
+    let ev = next(&mut s).await;
+    assert_eq!((ev.seq, work_id(&ev).as_str()), (new, "new"), "history was replayed");
+    // Asking for history still works.
+    let mut req = request("historian", 0, 0);
+    req.start = Some(Start::FromSeq(1));
+    let mut s = open(&mut c, req).await;
+    assert_eq!(work_id(&next(&mut s).await), "old0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_reports_events_removed_before_a_consumer_acked_them() {
+    let home = Home::new();
+    let (mut router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = client(&addr).await;
+    // A consumer that takes the first event, acks it, and goes away.
+    let mut s = open(&mut c, request("laggard", 60_000, 100)).await;
+    let first = c.publish(work("w0")).await.unwrap().into_inner().seq;
+    assert_eq!(next(&mut s).await.seq, first);
+    ack(&mut c, "laggard", first, false).await;
+    drop(s);
+    for i in 1..10 {
+        c.publish(work(&format!("w{i}"))).await.unwrap();
+    }
+    router.term(Duration::from_secs(10));
+    // Restarted with a 3-event limit: the first pass (one interval after start) removes
+    // w0..w6, of which the laggard acked only w0.
+    let (_router, addr) = home.start_router(
+        &addr,
+        &[
+            "--set",
+            "event_router.retention_max_events=3",
+            "--set",
+            "event_router.retention_interval_s=1",
+            "--set",
+            "event_router.retention_chunk=2",
+        ],
+    );
+    let mut c = client(&addr).await;
+    let mut watch = open(
+        &mut c,
+        wire::SubscribeRequest {
+            types: vec![EventType::EventsExpired as i32],
+            start: Some(Start::Latest(true)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ev = next(&mut watch).await;
+    let Some(wire::event::Payload::EventsExpired(x)) = ev.payload else {
+        panic!("not an EVENTS_EXPIRED payload: {ev:?}");
+    };
+    assert_eq!(
+        (x.consumer.as_str(), x.count, x.first_seq, x.last_seq, x.reason.as_str()),
+        ("laggard", 6, first + 1, first + 6, "count")
+    );
+    let text = get_metrics(&addr).await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ringrift_router_events_expired_unacked_total{consumer=\"laggard\"}"))
+        .unwrap_or_else(|| panic!("no expired counter for the laggard in\n{text}"));
+    let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+    assert!(n >= 6.0, "{line}");
+}
+
+/// GET /metrics from the router's port.
+async fn get_metrics(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    sock.read_to_string(&mut out).await.expect("read");
+    out
+}
