@@ -274,3 +274,42 @@ async fn get_metrics(addr: &str) -> String {
     sock.read_to_string(&mut out).await.expect("read");
     out
 }
+
+#[test]
+fn a_dead_log_writer_ends_the_router_with_a_failure() {
+    let home = Home::new();
+    // The writer thread panics right after its third commit.
+    let (mut router, addr) = home.start_router(
+        "127.0.0.1:0",
+        &["--set", "failpoints=event_log_after_commit=2*off->panic"],
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut c = client(&addr).await;
+        for i in 0..5 {
+            // The third publish's ack is lost with the writer; later ones fail.
+            if c.publish(work(&format!("w{i}"))).await.is_err() {
+                break;
+            }
+        }
+    });
+    let st = ringrift_system_tests::wait_for("the router to exit", Duration::from_secs(20), || {
+        router.try_exit()
+    });
+    assert!(!st.success(), "router exited {st}");
+    assert_ne!(st.code(), Some(64), "a dead writer is not a configuration error");
+    assert!(home.log("ringrift-event-router").contains("writer thread stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_written_with_synchronous_full_by_default_and_normal_when_relaxed() {
+    for (extra, want) in [(&[][..], 2), (&["--set", "event_router.durability=relaxed"][..], 1)] {
+        let home = Home::new();
+        let (_router, addr) = home.start_router("127.0.0.1:0", extra);
+        let text = get_metrics(&addr).await;
+        assert!(
+            text.lines().any(|l| l == format!("ringrift_router_sqlite_synchronous {want}")),
+            "{extra:?}: want synchronous {want} in\n{text}"
+        );
+    }
+}

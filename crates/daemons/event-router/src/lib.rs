@@ -125,6 +125,7 @@ pub fn serve(ctx: ServiceContext) -> Pin<Box<dyn Future<Output = anyhow::Result<
 async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let cfg: RouterConfig = ctx.settings.section("event_router")?;
     cfg.validate()?;
+    failpoints(ctx.settings.string("failpoints"))?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
@@ -183,6 +184,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     })
     .max_decoding_message_size(8 << 20);
     let mb = broker.clone();
+    let hb = broker.clone();
     let http = axum::Router::new()
         .route(
             "/metrics",
@@ -190,6 +192,8 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
                 let b = mb.clone();
                 async move {
                     b.metrics.head.set(b.head() as i64);
+                    let sync = b.store.health().synchronous.load(std::sync::atomic::Ordering::Relaxed);
+                    b.metrics.synchronous.set(sync as i64);
                     for c in b.consumer_stats() {
                         b.metrics
                             .consumer_lag
@@ -203,7 +207,22 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
                 }
             }),
         )
-        .route("/health", axum::routing::get(|| async { "ok\n" }));
+        .route(
+            "/health",
+            axum::routing::get(move || {
+                let ok = hb.store.writer_ok();
+                async move {
+                    if ok {
+                        (axum::http::StatusCode::OK, "ok\n")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "event log writer is failing\n",
+                        )
+                    }
+                }
+            }),
+        );
     let routes = tonic::service::Routes::new(svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1a);
@@ -226,8 +245,14 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
             },
         );
     tokio::pin!(server);
+    let store = broker.store.clone();
     tokio::select! {
         r = &mut server => r?,
+        _ = store.writer_stopped() => {
+            // Nothing can be made durable any more: exit non-zero so the launcher or
+            // systemd restarts the router (which reopens the log).
+            anyhow::bail!("event log writer thread stopped; exiting so the router is restarted");
+        }
         _ = async { ctx.shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(3)).await } => {
             tracing::warn!("clients still connected 3 s after SIGTERM; closing anyway");
         }
@@ -254,10 +279,24 @@ fn spawn_heartbeat(
             }
             let consumers = broker.consumer_stats();
             let max_lag = consumers.iter().map(|c| c.lag).max().unwrap_or(0);
+            let ok = broker.store.writer_ok();
+            let failed = broker
+                .store
+                .health()
+                .failed_in_row
+                .load(std::sync::atomic::Ordering::Relaxed);
             let health = wire::HealthCheckResult {
-                healthy: true,
-                status: wire::HealthStatus::Running as i32,
-                message: format!("head {} with {} consumers", broker.head(), consumers.len()),
+                healthy: ok,
+                status: if ok {
+                    wire::HealthStatus::Running
+                } else {
+                    wire::HealthStatus::Error
+                } as i32,
+                message: if ok {
+                    format!("head {} with {} consumers", broker.head(), consumers.len())
+                } else {
+                    format!("event log commits failing ({failed} in a row)")
+                },
                 details: [
                     ("head_seq".to_owned(), broker.head().to_string()),
                     ("max_consumer_lag".to_owned(), max_lag.to_string()),
@@ -303,4 +342,27 @@ fn spawn_retention(
             }
         }
     });
+}
+
+/// Debug builds only: the fail points of setting `failpoints` (`--set failpoints=...` or
+/// `RINGRIFT_FAILPOINTS`; `name=actions;...` in the `fail` crate's syntax), so system
+/// tests can make the writer thread die.
+fn failpoints(spec: Option<String>) -> Result<(), ConfigError> {
+    let Some(spec) = spec else {
+        return Ok(());
+    };
+    let bad = |error: String| ConfigError::Section {
+        section: "failpoints".into(),
+        error,
+    };
+    if !cfg!(debug_assertions) {
+        return Err(bad("fail points exist only in debug builds".into()));
+    }
+    for item in spec.split(';').filter(|s| !s.trim().is_empty()) {
+        let (name, actions) = item
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{item:?} is not name=actions")))?;
+        fail::cfg(name.trim(), actions.trim()).map_err(|e| bad(format!("{name}: {e}")))?;
+    }
+    Ok(())
 }

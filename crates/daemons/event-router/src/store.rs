@@ -553,6 +553,8 @@ impl Writer {
             let result = self.apply(&mut ops, &mut g, &mut buf, now);
             match result {
                 Ok(()) => {
+                    // Tests make the writer die here (debug builds, RINGRIFT_FAILPOINTS).
+                    fail::fail_point!("event_log_after_commit");
                     self.health.failed_in_row.store(0, Ordering::Relaxed);
                     self.health.bytes.fetch_add(g.bytes, Ordering::Relaxed);
                     if !g.new_events.is_empty() {
