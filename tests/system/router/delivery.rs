@@ -313,3 +313,71 @@ async fn the_log_is_written_with_synchronous_full_by_default_and_normal_when_rel
         );
     }
 }
+
+/// The router's counter `ringrift_router_<name>` from /metrics.
+async fn counter(addr: &str, name: &str) -> f64 {
+    let text = get_metrics(addr).await;
+    let want = format!("ringrift_router_{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(want.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_stay_fast_while_retention_removes_a_million_events() {
+    use prost::Message;
+    const OLD: i64 = 1_000_000;
+    let home = Home::new();
+    // Let the router create its schema, then fill the log with a million expired events.
+    let (mut router, _) = home.start_router("127.0.0.1:0", &[]);
+    router.term(Duration::from_secs(10));
+    let mut data = Vec::new();
+    let mut ev = work("old");
+    ev.id = "old".into();
+    ev.encode(&mut data).expect("encode");
+    {
+        let mut db = rusqlite::Connection::open(home.path().join("events/events.db")).expect("open log");
+        let tx = db.transaction().expect("tx");
+        {
+            let mut ins = tx
+                .prepare("INSERT INTO events (seq, id, type, stored_ms, data) VALUES (?1, ?2, ?3, 1000, ?4)")
+                .expect("prepare");
+            for seq in 1..=OLD {
+                ins.execute(rusqlite::params![seq, format!("old-{seq}"), EventType::WorkQueued as i32, data])
+                    .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    let (_router, addr) = home.start_router(
+        "127.0.0.1:0",
+        &["--set", "event_router.retention_max_age_s=3600", "--set", "event_router.retention_interval_s=1"],
+    );
+    let mut c = client(&addr).await;
+    let mut lat = Vec::new();
+    let mut during = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let mut i = 0u64;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "retention did not finish in 300 s");
+        let removed = if i % 50 == 0 { Some(counter(&addr, "events_retention_removed_total").await) } else { None };
+        if removed == Some(OLD as f64) {
+            break;
+        }
+        let t = std::time::Instant::now();
+        c.publish(work(&format!("new{i}"))).await.expect("publish");
+        let d = t.elapsed();
+        if removed.is_some_and(|r| r > 0.0) || during > 0 {
+            during += 1;
+            lat.push(d);
+        }
+        i += 1;
+    }
+    lat.sort();
+    assert!(lat.len() >= 200, "only {} publishes measured during the pass", lat.len());
+    let p99 = lat[lat.len() * 99 / 100];
+    let p50 = lat[lat.len() / 2];
+    eprintln!("publish latency during retention of {OLD} events: {} publishes, p50 {p50:?}, p99 {p99:?}", lat.len());
+    assert!(p99 < Duration::from_millis(20), "p99 {p99:?} (p50 {p50:?}) over {} publishes", lat.len());
+}

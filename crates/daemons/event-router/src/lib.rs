@@ -77,7 +77,7 @@ impl Default for RouterConfig {
             retention_max_events: 10_000_000,
             retention_max_bytes: 4 << 30,
             retention_interval_s: RETENTION_TICK.as_secs_f64(),
-            retention_chunk: 1000,
+            retention_chunk: 256,
             cache_events: 100_000,
             consumer_buffer: 256,
         }
