@@ -80,6 +80,47 @@ pub struct Args {
     /// Deadline of each phase, seconds.
     #[arg(long, default_value_t = 300)]
     pub phase_timeout_s: u64,
+    /// Directory for the disk line: `--n-sync` records of `--size` bytes appended to
+    /// one file with an fdatasync after each (use the fsync router's log directory).
+    #[arg(long)]
+    pub disk_dir: Option<std::path::PathBuf>,
+}
+
+/// The disk's own ceiling for one-at-a-time durable appends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Disk {
+    pub rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Appends `n` records of `size` bytes to a new file in `dir`, fdatasync after each.
+pub fn disk_line(dir: &std::path::Path, n: usize, size: usize) -> anyhow::Result<Disk> {
+    use std::io::Write;
+    let path = dir.join(format!("bench-disk-{}.log", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let rec = vec![0x5au8; size];
+    let mut lat = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        f.write_all(&rec)?;
+        f.sync_data()?;
+        lat.push(t.elapsed());
+    }
+    let total = t0.elapsed();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    lat.sort();
+    Ok(Disk {
+        rate: rate(n, total),
+        p50_us: percentile_us(&lat, 0.5),
+        p99_us: percentile_us(&lat, 0.99),
+    })
 }
 
 /// One round's figures for one side.
@@ -147,7 +188,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or(0)
     );
     let (mut fsync, mut relaxed, mut nats) = (Vec::new(), Vec::new(), Vec::new());
+    let mut disk = Vec::new();
     for round in 0..args.rounds {
+        if let Some(dir) = &args.disk_dir {
+            eprintln!("round {}: disk (append + fdatasync) in {}", round + 1, dir.display());
+            let (dir, n, size) = (dir.clone(), args.n_sync, args.size);
+            disk.push(tokio::task::spawn_blocking(move || disk_line(&dir, n, size)).await??);
+        }
         // Alternate the order so neither side always runs on a warmer (or fuller) disk.
         let mut order: Vec<usize> = vec![0, 1, 2];
         if round % 2 == 1 {
@@ -189,6 +236,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "{}",
         render(&args, &median(&fsync), &median(&relaxed), &median(&nats))
     );
+    if !disk.is_empty() {
+        let med = |get: fn(&Disk) -> f64| {
+            let mut v: Vec<f64> = disk.iter().map(get).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let d = Disk {
+            rate: med(|d| d.rate),
+            p50_us: med(|d| d.p50_us),
+            p99_us: med(|d| d.p99_us),
+        };
+        print!("{}", render_disk(&d, &median(&fsync)));
+    }
     Ok(())
 }
 
@@ -838,6 +898,22 @@ pub fn render(
             cell(nats, r),
             ratio(fsync, r),
             ratio(relaxed, r)
+        ));
+    }
+    s
+}
+
+/// The disk line beside ours: the fsync ceiling of one-at-a-time durable publishes.
+pub fn render_disk(d: &Disk, fsync: &Option<Figures>) -> String {
+    let mut s = format!(
+        "\ndisk: append one record + fdatasync per record, same directory as the fsync router's log:\n  {:.0} records/s, p50 {:.0} us, p99 {:.0} us\n",
+        d.rate, d.p50_us, d.p99_us
+    );
+    if let Some(f) = fsync {
+        s.push_str(&format!(
+            "  ours fsync / disk: line 1 (unary) {:.2}, line 1s (PublishStream) {:.2}  (target >= 0.9)\n",
+            f.sync_rate / d.rate,
+            f.stream_sync_rate / d.rate
         ));
     }
     s
