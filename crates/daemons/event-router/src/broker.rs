@@ -535,7 +535,7 @@ impl Broker {
                     continue;
                 }
             }
-            let (work, deadline) = {
+            let work = {
                 let mut st = c.lock();
                 if st.generation != generation_id {
                     return;
@@ -552,9 +552,11 @@ impl Broker {
                 } else {
                     Work::Scan(st.cursor, st.max_ack_pending - st.pending.len())
                 };
-                (work, st.next_deadline())
+                work
             };
+            // Only computed when the session is about to wait (it scans `pending`).
             let wake = async {
+                let deadline = c.lock().next_deadline();
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
                     None => std::future::pending().await,
