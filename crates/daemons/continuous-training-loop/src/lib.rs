@@ -245,7 +245,7 @@ pub struct TrainingLoop(pub Trainer);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: LoopConfig = ctx.settings.section("continuous_training_loop")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "continuous_training_loop: lease_s >= 1, timeouts > 0"
     );

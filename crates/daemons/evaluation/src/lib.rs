@@ -188,11 +188,11 @@ pub struct Evaluation(pub Evaluator);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: EvalConfig = ctx.settings.section("evaluation")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.games_random > 0 && cfg.games_heuristic > 0,
         "evaluation needs games against random and heuristic"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "evaluation timeouts must be > 0"
     );
@@ -209,6 +209,11 @@ impl Handler for Evaluation {
     }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::TrainingCompleted]
+    }
+    /// TRAINING_COMPLETED is its only trigger (no cycle fallback): one published before
+    /// its first subscribe must still be evaluated.
+    fn replay_history(&self) -> bool {
+        true
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         Ok(())

@@ -249,11 +249,11 @@ pub struct JobScheduler(pub Arc<Scheduler>);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: SchedConfig = ctx.settings.section("job_scheduler")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "job_scheduler: lease_s >= 1 and timeouts > 0"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.threads_per_job >= 1 && cfg.default_games >= 1,
         "job_scheduler: threads_per_job and default_games must be >= 1"
     );
