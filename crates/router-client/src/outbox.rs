@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use tokio::sync::oneshot;
 
+const SCHEMA: &str = "CREATE TABLE outbox (id INTEGER PRIMARY KEY, event BLOB NOT NULL)";
+
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 /// An event read back from the outbox, with its row id.
@@ -53,6 +55,8 @@ impl Outbox {
     /// An outbox in memory (lost with the process).
     pub fn memory(bound: usize) -> Result<Outbox, ClientError> {
         let c = Connection::open_in_memory().map_err(|e| outbox_err("open memory outbox", e))?;
+        c.execute_batch(SCHEMA)
+            .map_err(|e| outbox_err("create outbox table", e))?;
         Self::start(c, bound)
     }
 
@@ -68,27 +72,14 @@ impl Outbox {
 
     /// An outbox in the SQLite file `path` (created with its folder). Blocking: call it
     /// off the async runtime.
+    /// WAL with `synchronous = NORMAL` (`ringrift_store::db::open`): a commit survives
+    /// the process being killed (not a power cut) without an fsync per publish.
     pub fn open(path: &Path, bound: usize) -> Result<Outbox, ClientError> {
-        let what = format!("open outbox {}", path.display());
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(|e| outbox_err(&what, e))?;
-        }
-        let c = Connection::open(path).map_err(|e| outbox_err(&what, e))?;
-        c.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| outbox_err(&what, e))?;
-        // WAL + NORMAL: a commit survives the process being killed (not a power cut),
-        // without an fsync per publish.
-        c.pragma_update(None, "journal_mode", "WAL")
-            .and_then(|_| c.pragma_update(None, "synchronous", "NORMAL"))
-            .map_err(|e| outbox_err(&what, e))?;
+        let c = ringrift_store::db::open(path, &[SCHEMA]).map_err(|e| outbox_err("open", e))?;
         Self::start(c, bound)
     }
 
     fn start(c: Connection, bound: usize) -> Result<Outbox, ClientError> {
-        c.execute_batch(
-            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, event BLOB NOT NULL)",
-        )
-        .map_err(|e| outbox_err("create outbox table", e))?;
         let n: i64 = c
             .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
             .map_err(|e| outbox_err("count outbox", e))?;
