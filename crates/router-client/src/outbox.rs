@@ -328,3 +328,48 @@ impl Worker {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str) -> wire::Event {
+        wire::Event {
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn store(o: &Outbox, id: &str) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        o.append(ev(id), Some(tx), None)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    async fn ids(o: &Outbox, max_bytes: usize) -> Vec<String> {
+        let rows = o.load(10, max_bytes).await.unwrap();
+        rows.into_iter().map(|r| r.event.id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_file_outbox_keeps_events_in_order_across_a_reopen_and_refuses_past_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/outbox/d.db");
+        let o = Outbox::open(&path, 3).unwrap();
+        for id in ["a", "b", "c"] {
+            store(&o, id).await.unwrap();
+        }
+        assert!(matches!(store(&o, "d").await, Err(ClientError::BufferFull(3))));
+        drop(o);
+
+        let o = Outbox::open(&path, 3).unwrap();
+        assert_eq!(o.len(), 3, "accepted events survive");
+        assert_eq!(ids(&o, 1 << 20).await, ["a", "b", "c"]);
+        assert_eq!(ids(&o, 1).await, ["a"], "the byte cap still sends one");
+        let first = o.load(1, 1 << 20).await.unwrap().remove(0);
+        o.done(vec![(first.id, Ok(PublishAck::default()))]);
+        assert_eq!(ids(&o, 1 << 20).await, ["b", "c"], "acked events are gone");
+        assert_eq!(o.len(), 2);
+        store(&o, "d").await.unwrap();
+    }
+}
