@@ -37,7 +37,12 @@ fn external(id: &str) -> wire::Event {
 }
 
 async fn consumer(c: &Client, name: &str) -> Option<wire::ConsumerStats> {
-    let s = c.clone().stats(wire::StatsRequest {}).await.ok()?.into_inner();
+    let s = c
+        .clone()
+        .stats(wire::StatsRequest {})
+        .await
+        .ok()?
+        .into_inner();
     s.consumers.into_iter().find(|x| x.name == name)
 }
 
@@ -71,7 +76,12 @@ async fn a_failed_handler_runs_again_and_a_hopeless_event_is_dead_lettered_then_
     .await;
     assert_eq!(handles(&home, "flaky"), 3, "two failures and one success");
 
-    let poison = c.publish(external("poison")).await.unwrap().into_inner().seq;
+    let poison = c
+        .publish(external("poison"))
+        .await
+        .unwrap()
+        .into_inner()
+        .seq;
     let letter = wait_for_async("poison dead-lettered", Duration::from_secs(20), || {
         let mut c = c.clone();
         async move {
@@ -87,9 +97,11 @@ async fn a_failed_handler_runs_again_and_a_hopeless_event_is_dead_lettered_then_
     c.retry_dead_letter(wire::RetryDeadLetterRequest { id: letter.id })
         .await
         .unwrap();
-    wait_for("the retried letter handled again", Duration::from_secs(20), || {
-        (handles(&home, "poison") >= 4).then_some(())
-    });
+    wait_for(
+        "the retried letter handled again",
+        Duration::from_secs(20),
+        || (handles(&home, "poison") >= 4).then_some(()),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,16 +181,22 @@ async fn twenty_thousand_events_survive_a_router_outage_and_a_sigkill_of_the_pub
     let down = Instant::now();
     let cfg = format!("publish_burst = {N}\ncycle_interval_s = 0.05");
     let mut d = test_daemon(&home, &addr, &cfg, &[]);
-    let at_kill = wait_for("part of the burst accepted", Duration::from_secs(60), || {
-        let n = burst_count(&home);
-        (n >= 2_000).then_some(n)
-    });
+    let at_kill = wait_for(
+        "part of the burst accepted",
+        Duration::from_secs(60),
+        || {
+            let n = burst_count(&home);
+            (n >= 2_000).then_some(n)
+        },
+    );
     d.kill9();
     assert!(at_kill < N, "killed mid-burst ({at_kill} accepted)");
     let _d = test_daemon(&home, &addr, &cfg, &[]);
-    wait_for("the rest of the burst accepted", Duration::from_secs(120), || {
-        (burst_count(&home) == N).then_some(())
-    });
+    wait_for(
+        "the rest of the burst accepted",
+        Duration::from_secs(120),
+        || (burst_count(&home) == N).then_some(()),
+    );
     if let Some(rest) = OUTAGE.checked_sub(down.elapsed()) {
         // The scenario (an outage of OUTAGE), not synchronisation.
         std::thread::sleep(rest);

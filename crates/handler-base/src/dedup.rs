@@ -76,7 +76,10 @@ mod tests {
         let mut d = Dedup::new(Duration::from_secs(300), 100);
         let t0 = Instant::now();
         assert!(!d.seen("failed", t0));
-        assert!(!d.seen("failed", t0), "only a recorded (handled) id is a duplicate");
+        assert!(
+            !d.seen("failed", t0),
+            "only a recorded (handled) id is a duplicate"
+        );
     }
 
     #[test]

@@ -81,7 +81,11 @@ mod tests {
         let cycle = l.register("cycle");
         let _events = l.register("event");
         let now = Instant::now();
-        assert_eq!(l.stalled(now + Duration::from_secs(3600)), None, "idle loops progress");
+        assert_eq!(
+            l.stalled(now + Duration::from_secs(3600)),
+            None,
+            "idle loops progress"
+        );
         let busy = cycle.busy();
         assert_eq!(l.stalled(now + Duration::from_secs(30)), None);
         let why = l.stalled(now + Duration::from_secs(61)).expect("stalled");

@@ -40,6 +40,13 @@ pub trait Handler: Send + Sync + 'static {
     fn replay_history(&self) -> bool {
         false
     }
+    /// How long one `run_cycle` or `handle_event` call may take while healthy, e.g. the
+    /// timeout of the job it runs. A call busy for longer than `stuck_after_s` (default
+    /// the largest of 3 × cycle interval, 10 min and twice this) counts as stuck: no
+    /// watchdog ping, heartbeat not healthy.
+    fn longest_call(&self) -> Duration {
+        Duration::ZERO
+    }
     async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
         Ok(())
     }
@@ -217,7 +224,9 @@ fn spawn_watchdog(shutdown: CancellationToken, live: Option<Arc<Liveness>>) {
                 _ = t.tick() => {}
             }
             match live.as_ref().and_then(|l| l.stalled(Instant::now())) {
-                None => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                None => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
                 Some(why) => tracing::warn!("not pinging the watchdog: {why}"),
             }
         }
@@ -316,7 +325,7 @@ struct Lifecycle {
 }
 
 impl Lifecycle {
-    fn load(s: &Settings, name: &str, default_interval: Duration) -> Result<Lifecycle, ConfigError> {
+    fn load(s: &Settings, name: &str, h: &dyn Handler) -> Result<Lifecycle, ConfigError> {
         let secs = |key: &str, v: f64| -> Result<Duration, ConfigError> {
             ensure_config!(
                 v.is_finite() && v > 0.0 && v < 1e9,
@@ -326,9 +335,12 @@ impl Lifecycle {
         };
         let interval = match s.get::<f64>(&format!("{name}.cycle_interval_s"))? {
             Some(v) => secs(&format!("{name}.cycle_interval_s"), v)?,
-            None => default_interval,
+            None => h.cycle_interval(),
         };
-        let ack_wait = secs("ack_wait_s", s.lifecycle(name, "ack_wait_s")?.unwrap_or(30.0))?;
+        let ack_wait = secs(
+            "ack_wait_s",
+            s.lifecycle(name, "ack_wait_s")?.unwrap_or(30.0),
+        )?;
         ensure_config!(
             ack_wait.as_millis() <= u128::from(u32::MAX),
             "ack_wait_s = {}: too long",
@@ -344,11 +356,15 @@ impl Lifecycle {
         };
         let stuck_after = match s.lifecycle::<f64>(name, "stuck_after_s")? {
             Some(v) => secs("stuck_after_s", v)?,
-            None => (interval * 3).max(Duration::from_secs(600)),
+            None => (interval * 3)
+                .max(Duration::from_secs(600))
+                .max(h.longest_call().saturating_mul(2)),
         };
         let heartbeat = secs(
             "heartbeat_interval_s",
-            s.get::<f64>("heartbeat_interval_s")?.unwrap_or(10.0).max(0.05),
+            s.get::<f64>("heartbeat_interval_s")?
+                .unwrap_or(10.0)
+                .max(0.05),
         )?;
         Ok(Lifecycle {
             interval,
@@ -411,7 +427,7 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         Ok(h) => h,
         Err(e) => return start_failed(&e, "cannot build the daemon"),
     };
-    let life = match Lifecycle::load(&ctx.settings, info.name, handler.cycle_interval()) {
+    let life = match Lifecycle::load(&ctx.settings, info.name, handler.as_ref()) {
         Ok(l) => Arc::new(l),
         Err(e) => return start_failed(&e.into(), "bad configuration"),
     };
@@ -655,5 +671,61 @@ async fn heartbeat_loop(
         // Heartbeats are state, not history: a newer one replaces one not sent yet.
         ctx.publisher
             .publish_latest(Event::new(wire::event::Payload::DaemonHeartbeat(hb)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Jobs(Duration);
+
+    #[async_trait::async_trait]
+    impl Handler for Jobs {
+        fn cycle_interval(&self) -> Duration {
+            Duration::from_secs(60)
+        }
+        fn longest_call(&self) -> Duration {
+            self.0
+        }
+        async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn load(toml: &str, longest: Duration) -> Result<Lifecycle, ConfigError> {
+        Lifecycle::load(&Settings::from_toml(toml).unwrap(), "d", &Jobs(longest))
+    }
+
+    #[test]
+    fn lifecycle_defaults_overrides_and_bad_values() {
+        let l = load("", Duration::ZERO).unwrap();
+        assert_eq!(
+            (l.ack_wait, l.max_ack_pending, l.stuck_after),
+            (Duration::from_secs(30), 64, Duration::from_secs(600))
+        );
+        let l = load(
+            "ack_wait_s = 5\n[d]\nack_wait_s = 90\nmax_ack_pending = 8",
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.ack_wait, l.max_ack_pending),
+            (Duration::from_secs(90), 8)
+        );
+        let l = load("", Duration::from_secs(3600)).unwrap();
+        assert_eq!(
+            l.stuck_after,
+            Duration::from_secs(7200),
+            "a job may run to its timeout"
+        );
+        for bad in [
+            "ack_wait_s = 0",
+            "max_ack_pending = 0",
+            "[d]\nstuck_after_s = -1",
+            "ack_wait_s = \"x\"",
+        ] {
+            assert!(load(bad, Duration::ZERO).is_err(), "{bad}");
+        }
     }
 }

@@ -43,10 +43,9 @@ pub fn configs(ctx: &Context) -> anyhow::Result<Vec<ConfigKey>> {
     };
     raw.iter()
         .map(|k| {
-            k.parse::<ConfigKey>()
-                .map_err(|e| {
-                    handler_base::ConfigError::Invalid(format!("config key {k:?}: {e}")).into()
-                })
+            k.parse::<ConfigKey>().map_err(|e| {
+                handler_base::ConfigError::Invalid(format!("config key {k:?}: {e}")).into()
+            })
         })
         .collect()
 }

@@ -298,7 +298,9 @@ impl Worker {
                 .prepare_cached("SELECT id, event FROM outbox ORDER BY id LIMIT ?1")
                 .map_err(|e| outbox_err("read outbox", e))?;
             let limit = i64::try_from(max_count.max(1)).unwrap_or(i64::MAX);
-            let mut rows = st.query([limit]).map_err(|e| outbox_err("read outbox", e))?;
+            let mut rows = st
+                .query([limit])
+                .map_err(|e| outbox_err("read outbox", e))?;
             while let Some(r) = rows.next().map_err(|e| outbox_err("read outbox", e))? {
                 let id: i64 = r.get(0).map_err(|e| outbox_err("read outbox", e))?;
                 let blob: Vec<u8> = r.get(1).map_err(|e| outbox_err("read outbox", e))?;
@@ -359,7 +361,10 @@ mod tests {
         for id in ["a", "b", "c"] {
             store(&o, id).await.unwrap();
         }
-        assert!(matches!(store(&o, "d").await, Err(ClientError::BufferFull(3))));
+        assert!(matches!(
+            store(&o, "d").await,
+            Err(ClientError::BufferFull(3))
+        ));
         drop(o);
 
         let o = Outbox::open(&path, 3).unwrap();

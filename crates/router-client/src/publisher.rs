@@ -149,11 +149,7 @@ impl Publisher {
     /// and never waits in the outbox. Never fails, never blocks.
     pub fn publish_latest(&self, event: Event) {
         let w = self.prepare(event);
-        *self
-            .shared
-            .latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(w);
+        *self.shared.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
         self.shared.wake.notify_one();
     }
 
@@ -189,12 +185,7 @@ fn split_helps(c: Code) -> bool {
     )
 }
 
-async fn send_loop(
-    mut client: Client,
-    outbox: Outbox,
-    shared: Arc<Shared>,
-    alive: Weak<Alive>,
-) {
+async fn send_loop(mut client: Client, outbox: Outbox, shared: Arc<Shared>, alive: Weak<Alive>) {
     let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_secs(5));
     loop {
         let latest = shared.take_latest();
@@ -265,7 +256,10 @@ fn refused(ev: &wire::Event, e: &ClientError) {
 async fn send(
     client: &mut Client,
     events: &[wire::Event],
-) -> (Vec<Option<Result<PublishAck, ClientError>>>, Option<tonic::Status>) {
+) -> (
+    Vec<Option<Result<PublishAck, ClientError>>>,
+    Option<tonic::Status>,
+) {
     let mut results: Vec<Option<Result<PublishAck, ClientError>>> =
         (0..events.len()).map(|_| None).collect();
     let mut todo = vec![(0, events.len())];

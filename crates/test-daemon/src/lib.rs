@@ -174,7 +174,10 @@ impl Handler for TestDaemon {
 
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
         self.record_line("handle", &ev.id);
-        assert!(self.cfg.panic_in != "event", "panic_in = event: handler panics");
+        assert!(
+            self.cfg.panic_in != "event",
+            "panic_in = event: handler panics"
+        );
         if self.cfg.handle_s > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(self.cfg.handle_s)).await;
         }
@@ -204,7 +207,10 @@ impl Handler for TestDaemon {
     }
 
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        assert!(self.cfg.panic_in != "cycle", "panic_in = cycle: cycle panics");
+        assert!(
+            self.cfg.panic_in != "cycle",
+            "panic_in = cycle: cycle panics"
+        );
         if self.cfg.publish_burst > 0 && !self.burst_done.load(Ordering::Acquire) {
             self.burst(ctx).await?;
             self.burst_done.store(true, Ordering::Release);

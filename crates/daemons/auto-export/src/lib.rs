@@ -219,6 +219,10 @@ impl Handler for AutoExport {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::NewGamesAvailable, EventType::SelfplayCompleted]
     }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
+    }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         self.0.check_all(&ctx.publisher).await
     }

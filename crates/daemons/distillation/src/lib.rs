@@ -211,6 +211,10 @@ impl Handler for Distillation {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::ModelPromoted]
     }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
+    }
     /// MODEL_PROMOTED is its only trigger (no cycle fallback): a promotion before its
     /// first subscribe must still be distilled.
     fn replay_history(&self) -> bool {

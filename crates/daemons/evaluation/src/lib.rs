@@ -210,6 +210,10 @@ impl Handler for Evaluation {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::TrainingCompleted]
     }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
+    }
     /// TRAINING_COMPLETED is its only trigger (no cycle fallback): one published before
     /// its first subscribe must still be evaluated.
     fn replay_history(&self) -> bool {

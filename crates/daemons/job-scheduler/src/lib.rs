@@ -277,6 +277,10 @@ impl Handler for JobScheduler {
     fn subscriptions(&self) -> Vec<ringrift_proto::EventType> {
         vec![ringrift_proto::EventType::WorkQueued]
     }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
+    }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         self.0.fill(Arc::new(ctx.publisher.clone())).await?;
         Ok(())

@@ -138,12 +138,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     let configs = ringrift_pipeline::configs(ctx)?;
     for k in cfg.priorities.keys() {
-        k.parse::<ConfigKey>()
-            .map_err(|e| {
-                handler_base::ConfigError::Invalid(format!(
-                    "selfplay_coordinator.priorities: {k:?}: {e}"
-                ))
-            })?;
+        k.parse::<ConfigKey>().map_err(|e| {
+            handler_base::ConfigError::Invalid(format!(
+                "selfplay_coordinator.priorities: {k:?}: {e}"
+            ))
+        })?;
     }
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
