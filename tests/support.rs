@@ -60,6 +60,35 @@ pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// Every event in the router's log at `addr`, from seq 1 to the head at the call (fewer
+/// if the router stops answering for 10 s; none if it does not answer at all).
+pub async fn router_log(addr: &str) -> Vec<ringrift_proto::wire::Event> {
+    use ringrift_proto::wire::{self, subscribe_request::Start};
+    let Ok(mut c) = router_client::connect(addr.trim()).await else {
+        return Vec::new();
+    };
+    let Ok(head) = c.stats(wire::StatsRequest {}).await else {
+        return Vec::new();
+    };
+    let head = head.into_inner().head_seq;
+    let req = wire::SubscribeRequest {
+        start: Some(Start::FromSeq(1)),
+        ..Default::default()
+    };
+    let Ok(s) = c.subscribe(req).await else {
+        return Vec::new();
+    };
+    let mut s = s.into_inner();
+    let mut out = Vec::new();
+    while out.last().is_none_or(|e: &wire::Event| e.seq < head) {
+        match tokio::time::timeout(Duration::from_secs(10), s.message()).await {
+            Ok(Ok(Some(ev))) => out.push(ev),
+            _ => break,
+        }
+    }
+    out
+}
+
 /// A child process killed (SIGKILL) when dropped.
 pub struct Proc {
     pub name: String,

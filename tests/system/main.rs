@@ -3,7 +3,9 @@
 
 mod cli;
 mod launcher;
+mod lifecycle;
 mod poller;
+mod publisher;
 mod python;
 mod router;
 mod tidy;

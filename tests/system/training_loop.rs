@@ -3,8 +3,8 @@
 //! MODEL_PROMOTED or PROMOTION_REJECTED, with no manual step; and the same run surviving
 //! a SIGKILL of each loop daemon in turn without duplicate training or a lost stage.
 
-use ringrift_proto::wire::{self, event::Payload, subscribe_request::Start};
-use ringrift_system_tests::{Home, Proc, bin, wait_for};
+use ringrift_proto::wire::{self, event::Payload};
+use ringrift_system_tests::{Home, Proc, bin, router_log, wait_for};
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -98,26 +98,7 @@ fn status(home: &Home) -> serde_json::Value {
 /// Every event in the router's log, read from seq 1 (only events, no files).
 async fn all_events(home: &Home) -> Vec<wire::Event> {
     let addr = std::fs::read_to_string(home.path().join("run/event_router.addr")).unwrap();
-    let mut c = router_client::connect(addr.trim()).await.unwrap();
-    let head = c
-        .stats(wire::StatsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .head_seq;
-    let req = wire::SubscribeRequest {
-        start: Some(Start::FromSeq(1)),
-        ..Default::default()
-    };
-    let mut s = c.subscribe(req).await.unwrap().into_inner();
-    let mut out = Vec::new();
-    while out.last().is_none_or(|e: &wire::Event| e.seq < head) {
-        match tokio::time::timeout(Duration::from_secs(10), s.message()).await {
-            Ok(Ok(Some(ev))) => out.push(ev),
-            _ => break,
-        }
-    }
-    out
+    router_log(&addr).await
 }
 
 fn decided(events: &[wire::Event]) -> bool {

@@ -1,4 +1,4 @@
-//! Hash-based event dedup with a TTL, so handlers see each event once per window.
+//! Hash-based event dedup with a TTL, so handlers see each handled event once per window.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -22,8 +22,21 @@ impl Dedup {
         }
     }
 
-    /// True if `id` is new (and remembers it); false if seen within the TTL.
-    pub fn first_time(&mut self, id: &str, now: Instant) -> bool {
+    /// True if `id` was recorded within the TTL.
+    pub fn seen(&mut self, id: &str, now: Instant) -> bool {
+        self.expire(now);
+        self.seen.contains_key(id)
+    }
+
+    /// Remembers `id` as handled (call it only after the handler succeeded, so a failed
+    /// event is handled again when redelivered).
+    pub fn record(&mut self, id: &str, now: Instant) {
+        self.expire(now);
+        self.seen.insert(id.to_owned(), now);
+        self.order.push_back((now, id.to_owned()));
+    }
+
+    fn expire(&mut self, now: Instant) {
         while let Some((t, old)) = self.order.front() {
             if now.duration_since(*t) < self.ttl && self.order.len() < self.max {
                 break;
@@ -33,12 +46,6 @@ impl Dedup {
             }
             self.order.pop_front();
         }
-        if self.seen.contains_key(id) {
-            return false;
-        }
-        self.seen.insert(id.to_owned(), now);
-        self.order.push_back((now, id.to_owned()));
-        true
     }
 
     pub fn len(&self) -> usize {
@@ -58,9 +65,21 @@ mod tests {
     fn duplicate_within_ttl_is_caught_and_forgotten_after() {
         let mut d = Dedup::new(Duration::from_secs(300), 100);
         let t0 = Instant::now();
-        assert!(d.first_time("a", t0));
-        assert!(!d.first_time("a", t0 + Duration::from_secs(299)));
-        assert!(d.first_time("a", t0 + Duration::from_secs(301)));
+        assert!(!d.seen("a", t0));
+        d.record("a", t0);
+        assert!(d.seen("a", t0 + Duration::from_secs(299)));
+        assert!(!d.seen("a", t0 + Duration::from_secs(301)));
+    }
+
+    #[test]
+    fn an_id_checked_but_not_recorded_is_not_a_duplicate() {
+        let mut d = Dedup::new(Duration::from_secs(300), 100);
+        let t0 = Instant::now();
+        assert!(!d.seen("failed", t0));
+        assert!(
+            !d.seen("failed", t0),
+            "only a recorded (handled) id is a duplicate"
+        );
     }
 
     #[test]
@@ -68,7 +87,8 @@ mod tests {
         let mut d = Dedup::new(Duration::from_secs(300), 3);
         let t0 = Instant::now();
         for id in ["a", "b", "c", "d", "e"] {
-            assert!(d.first_time(id, t0));
+            assert!(!d.seen(id, t0));
+            d.record(id, t0);
         }
         assert!(d.len() <= 3, "{}", d.len());
     }

@@ -2,11 +2,13 @@
 //!
 //! A daemon crate implements [`Handler`] and its `main.rs` calls [`daemon_main`] with a
 //! factory. This crate then: parses the common flags ([`cli::CommonArgs`]), loads layered
-//! config ([`settings::Settings`]; a bad one exits 64), sets up tracing, connects to the
-//! router (reconnecting, buffering publishes), runs `on_start`, the periodic
-//! `run_cycle`, the subscribed event handlers (deduplicated, acked or nacked), the
-//! heartbeat, readiness (`sd_notify` READY and WATCHDOG) and a graceful stop on
-//! SIGTERM/SIGINT. Servers that are not cycle handlers (the router itself) use the same
+//! config ([`settings::Settings`]; a bad one exits 64, any other start failure 1), sets
+//! up tracing, connects to the router (reconnecting; publishes wait in an outbox file
+//! under `run/outbox/`), runs `on_start`, the periodic `run_cycle`, the subscribed event
+//! handlers (deduplicated after success, acked or nacked, kept alive with in-progress
+//! acks), the heartbeat, readiness (`sd_notify` READY and WATCHDOG while every loop
+//! progresses) and a graceful stop on SIGTERM/SIGINT. A loop that dies ends the process
+//! with exit 1. Servers that are not cycle handlers (the router itself) use the same
 //! start-up through [`service_main`].
 //!
 //! The entry points take `Arc<dyn Handler>` / function pointers, never generics, so the
@@ -16,6 +18,7 @@ pub mod cli;
 mod dedup;
 mod errors;
 mod health;
+mod liveness;
 pub mod metrics;
 mod run;
 pub mod settings;
@@ -31,6 +34,22 @@ pub use settings::{ConfigError, Settings};
 
 /// Exit code for bad configuration or usage (EX_USAGE): supervisors must not restart.
 pub const EXIT_CONFIG: u8 = 64;
+
+/// Like `anyhow::ensure!`, but the error is a [`ConfigError`], so the daemon exits 64:
+/// `ensure_config!(cfg.threshold > 0, "auto_export.threshold must be > 0")`.
+#[macro_export]
+macro_rules! ensure_config {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err($crate::ConfigError::Invalid(format!($($msg)+)).into());
+        }
+    };
+}
+
+/// True when `e` is, or wraps, a [`ConfigError`]: the one start failure that exits 64.
+pub fn is_config_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some())
+}
 
 /// Writes `run/<name>.addr` under `home` atomically, so readers never see half an address.
 pub fn write_addr_file(

@@ -1,9 +1,13 @@
 //! The process lifecycle: start-up sequence, the cycle/event/heartbeat tasks, and stop.
 
-use crate::{CommonArgs, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, Settings, settings};
+use crate::liveness::{Liveness, Pulse};
+use crate::{
+    CommonArgs, ConfigError, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus,
+    Settings, ensure_config, is_config_error, settings,
+};
 use clap::{CommandFactory, FromArgMatches};
 use ringrift_proto::{Event, EventType, wire};
-use router_client::{Client, Publisher, Subscription};
+use router_client::{Client, ClientError, Publisher, Subscription};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -30,12 +34,27 @@ pub trait Handler: Send + Sync + 'static {
     fn subscriptions(&self) -> Vec<EventType> {
         Vec::new()
     }
+    /// Whether the consumer's first subscribe (no position at the router yet) reads the
+    /// whole retained history (`from_seq = 1`) instead of starting at the head. Later
+    /// starts always resume after the last ack.
+    fn replay_history(&self) -> bool {
+        false
+    }
+    /// How long one `run_cycle` or `handle_event` call may take while healthy, e.g. the
+    /// timeout of the job it runs. A call busy for longer than `stuck_after_s` (default
+    /// the largest of 3 × cycle interval, 10 min and twice this) counts as stuck: no
+    /// watchdog ping, heartbeat not healthy.
+    fn longest_call(&self) -> Duration {
+        Duration::ZERO
+    }
     async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
         Ok(())
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()>;
     /// Reacts to one subscribed event. `Err` nacks it (redelivered, dead-lettered after
-    /// the router's limit). Events are deduplicated by id before they get here.
+    /// the router's limit). An event already handled with `Ok` (same id, within 5 min) is
+    /// acked without getting here. While this runs, in-progress acks keep the router
+    /// from delivering it again.
     async fn handle_event(&self, _ctx: &Context, _event: &Event) -> anyhow::Result<()> {
         Ok(())
     }
@@ -63,11 +82,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// Queues an event for the router (buffered through outages).
-    pub fn publish(&self, event: Event) {
-        if let Err(e) = self.publisher.publish(event) {
-            self.errors.record("publish event", &e);
-        }
+    /// Puts an event in the daemon's outbox (a file: it survives router outages and
+    /// restarts of this daemon); returns once it is stored. `BufferFull` when the outbox
+    /// is at its bound (`publish_buffer`, default 100 000).
+    pub async fn publish(&self, event: Event) -> Result<(), ClientError> {
+        self.publisher.publish_stored(event).await
     }
 
     /// `daemon@node`.
@@ -76,7 +95,9 @@ impl Context {
     }
 }
 
-/// Builds a daemon's handler from its context; an `Err` is a configuration error (exit 64).
+/// Builds a daemon's handler from its context. An `Err` that is (or wraps) a
+/// [`ConfigError`] exits 64 (not restarted); any other, e.g. a store that cannot be
+/// opened, exits 1 (restarted with backoff).
 pub type Factory = fn(&Context) -> anyhow::Result<Arc<dyn Handler>>;
 
 /// What a non-handler service (the router) gets.
@@ -188,8 +209,9 @@ fn notify_ready() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }
 
-/// Pings the systemd watchdog at half its interval while the runtime is alive.
-fn spawn_watchdog(shutdown: CancellationToken) {
+/// Pings the systemd watchdog at half its interval while every loop progresses (a
+/// service without loops: while the runtime is alive).
+fn spawn_watchdog(shutdown: CancellationToken, live: Option<Arc<Liveness>>) {
     let Some(usec) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -199,7 +221,13 @@ fn spawn_watchdog(shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = t.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                _ = t.tick() => {}
+            }
+            match live.as_ref().and_then(|l| l.stalled(Instant::now())) {
+                None => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                Some(why) => tracing::warn!("not pinging the watchdog: {why}"),
             }
         }
     });
@@ -246,17 +274,10 @@ pub fn service_main(info: DaemonInfo, body: ServiceFn) -> ExitCode {
     };
     rt.block_on(async move {
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        spawn_watchdog(shutdown.clone());
+        spawn_watchdog(shutdown.clone(), None);
         match body(ctx).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "{} failed", info.name);
-                if e.downcast_ref::<crate::ConfigError>().is_some() {
-                    ExitCode::from(EXIT_CONFIG)
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
+            Err(e) => start_failed(&e, &format!("{} failed", info.name)),
         }
     })
 }
@@ -284,6 +305,77 @@ pub fn daemon_main(info: DaemonInfo, factory: Factory) -> ExitCode {
     rt.block_on(run_daemon(info, factory, b, router_addr))
 }
 
+/// Exit code for a failed start: 64 for (a chain holding) a [`ConfigError`], else 1.
+fn start_failed(e: &anyhow::Error, what: &str) -> ExitCode {
+    tracing::error!(error = format!("{e:#}"), "{what}");
+    if is_config_error(e) {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The lifecycle settings of one daemon, validated.
+struct Lifecycle {
+    interval: Duration,
+    ack_wait: Duration,
+    max_ack_pending: u32,
+    stuck_after: Duration,
+    heartbeat: Duration,
+}
+
+impl Lifecycle {
+    fn load(s: &Settings, name: &str, h: &dyn Handler) -> Result<Lifecycle, ConfigError> {
+        let secs = |key: &str, v: f64| -> Result<Duration, ConfigError> {
+            ensure_config!(
+                v.is_finite() && v > 0.0 && v < 1e9,
+                "{key} = {v}: must be a positive number of seconds"
+            );
+            Ok(Duration::from_secs_f64(v))
+        };
+        let interval = match s.get::<f64>(&format!("{name}.cycle_interval_s"))? {
+            Some(v) => secs(&format!("{name}.cycle_interval_s"), v)?,
+            None => h.cycle_interval(),
+        };
+        let ack_wait = secs(
+            "ack_wait_s",
+            s.lifecycle(name, "ack_wait_s")?.unwrap_or(30.0),
+        )?;
+        ensure_config!(
+            ack_wait.as_millis() <= u128::from(u32::MAX),
+            "ack_wait_s = {}: too long",
+            ack_wait.as_secs_f64()
+        );
+        let pending: i64 = s.lifecycle(name, "max_ack_pending")?.unwrap_or(64);
+        let max_ack_pending = u32::try_from(pending).ok().filter(|p| *p > 0);
+        let Some(max_ack_pending) = max_ack_pending else {
+            return Err(ConfigError::Invalid(format!(
+                "max_ack_pending = {pending}: must be 1..={}",
+                u32::MAX
+            )));
+        };
+        let stuck_after = match s.lifecycle::<f64>(name, "stuck_after_s")? {
+            Some(v) => secs("stuck_after_s", v)?,
+            None => (interval * 3)
+                .max(Duration::from_secs(600))
+                .max(h.longest_call().saturating_mul(2)),
+        };
+        let heartbeat = secs(
+            "heartbeat_interval_s",
+            s.get::<f64>("heartbeat_interval_s")?
+                .unwrap_or(10.0)
+                .max(0.05),
+        )?;
+        Ok(Lifecycle {
+            interval,
+            ack_wait,
+            max_ack_pending,
+            stuck_after,
+            heartbeat,
+        })
+    }
+}
+
 async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: String) -> ExitCode {
     let client = match router_client::connect_lazy(&router_addr) {
         Ok(c) => c,
@@ -293,13 +385,20 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         }
     };
     let source = format!("{}@{}", info.name, b.node);
-    let capacity = b
-        .settings
-        .get::<usize>("publish_buffer")
-        .ok()
-        .flatten()
-        .unwrap_or(10_000);
-    let publisher = Publisher::spawn(client.clone(), source, capacity);
+    let bound = match b.settings.get::<usize>("publish_buffer") {
+        Ok(None) => 100_000,
+        Ok(Some(n)) if n > 0 => n,
+        Ok(Some(_)) => {
+            let e = ConfigError::Invalid("publish_buffer must be > 0".into());
+            return start_failed(&e.into(), "bad configuration");
+        }
+        Err(e) => return start_failed(&e.into(), "bad configuration"),
+    };
+    let outbox = b.home.join("run/outbox").join(format!("{}.db", info.name));
+    let publisher = match Publisher::open(client.clone(), source, &outbox, bound).await {
+        Ok(p) => p,
+        Err(e) => return start_failed(&e.into(), "cannot open the publish outbox"),
+    };
     let configs = b
         .args
         .configs
@@ -326,29 +425,14 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
     };
     let handler = match factory(&ctx) {
         Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "bad configuration");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return start_failed(&e, "cannot build the daemon"),
     };
-    let interval = match ctx
-        .settings
-        .get::<f64>(&format!("{}.cycle_interval_s", info.name))
-    {
-        Ok(Some(s)) if s > 0.0 => Duration::from_secs_f64(s),
-        Ok(Some(s)) => {
-            tracing::error!("{}.cycle_interval_s = {s}: must be > 0", info.name);
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        Ok(None) => handler.cycle_interval(),
-        Err(e) => {
-            tracing::error!(error = %e, "bad configuration");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let life = match Lifecycle::load(&ctx.settings, info.name, handler.as_ref()) {
+        Ok(l) => Arc::new(l),
+        Err(e) => return start_failed(&e.into(), "bad configuration"),
     };
     if let Err(e) = handler.on_start(&ctx).await {
-        tracing::error!(error = format!("{e:#}"), "on_start failed");
-        return ExitCode::FAILURE;
+        return start_failed(&e, "on_start failed");
     }
     if ctx.once {
         let r = handler.run_cycle(&ctx).await;
@@ -363,30 +447,54 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         };
     }
     let started = Instant::now();
+    let live = Arc::new(Liveness::new(life.stuck_after));
     tokio::spawn(wait_for_signal(ctx.shutdown.clone()));
-    spawn_watchdog(ctx.shutdown.clone());
+    spawn_watchdog(ctx.shutdown.clone(), Some(live.clone()));
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(cycle_loop(handler.clone(), ctx.clone(), interval));
+    tasks.spawn(cycle_loop(
+        handler.clone(),
+        ctx.clone(),
+        life.interval,
+        live.register("cycle"),
+    ));
     let subs = handler.subscriptions();
     if !subs.is_empty() {
-        tasks.spawn(event_loop(handler.clone(), ctx.clone(), subs));
+        tasks.spawn(event_loop(
+            handler.clone(),
+            ctx.clone(),
+            subs,
+            life.clone(),
+            live.register("event"),
+        ));
     }
-    let hb = ctx
-        .settings
-        .get::<f64>("heartbeat_interval_s")
-        .ok()
-        .flatten()
-        .unwrap_or(10.0)
-        .max(0.05);
     tasks.spawn(heartbeat_loop(
         handler.clone(),
         ctx.clone(),
-        Duration::from_secs_f64(hb),
+        life.heartbeat,
         started,
+        live.clone(),
     ));
     notify_ready();
-    tracing::info!(router = %ctx.router_addr, home = %ctx.home.display(), interval_s = interval.as_secs_f64(), "{} started", info.name);
-    ctx.shutdown.cancelled().await;
+    tracing::info!(router = %ctx.router_addr, home = %ctx.home.display(), interval_s = life.interval.as_secs_f64(), "{} started", info.name);
+    // Every task runs until shutdown: one that ends before it (returned or panicked)
+    // leaves the daemon half alive, so the whole process ends and is restarted.
+    let died = tokio::select! {
+        _ = ctx.shutdown.cancelled() => None,
+        Some(r) = tasks.join_next() => (!ctx.shutdown.is_cancelled()).then_some(r),
+    };
+    let code = match died {
+        None => ExitCode::SUCCESS,
+        Some(r) => {
+            let why = match r {
+                Ok(()) => "returned".to_owned(),
+                Err(e) if e.is_panic() => format!("panicked: {}", panic_message(e.into_panic())),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!("a daemon task {why}; exiting so the daemon is restarted");
+            ctx.shutdown.cancel();
+            ExitCode::FAILURE
+        }
+    };
     let grace = Duration::from_secs_f64(
         ctx.settings
             .get::<f64>("stop_grace_s")
@@ -402,7 +510,14 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
     if tokio::time::timeout(grace, stop).await.is_err() {
         tracing::warn!("stop took longer than {grace:?}; exiting anyway");
     }
-    ExitCode::SUCCESS
+    code
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Waits (bounded) until buffered events reached the router.
@@ -413,7 +528,7 @@ async fn flush(p: &Publisher, limit: Duration) {
     }
 }
 
-async fn cycle_loop(h: Arc<dyn Handler>, ctx: Context, interval: Duration) {
+async fn cycle_loop(h: Arc<dyn Handler>, ctx: Context, interval: Duration, pulse: Arc<Pulse>) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -421,6 +536,7 @@ async fn cycle_loop(h: Arc<dyn Handler>, ctx: Context, interval: Duration) {
             _ = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let _busy = pulse.busy();
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             r = h.run_cycle(&ctx) => if let Err(e) = r { ctx.errors.record("cycle failed", &format!("{e:#}")) },
@@ -428,13 +544,22 @@ async fn cycle_loop(h: Arc<dyn Handler>, ctx: Context, interval: Duration) {
     }
 }
 
-async fn event_loop(h: Arc<dyn Handler>, ctx: Context, types: Vec<EventType>) {
+async fn event_loop(
+    h: Arc<dyn Handler>,
+    ctx: Context,
+    types: Vec<EventType>,
+    life: Arc<Lifecycle>,
+    pulse: Arc<Pulse>,
+) {
     let req = wire::SubscribeRequest {
         consumer: ctx.name.to_owned(),
         types: types.iter().map(|t| *t as i32).collect(),
         prefixes: Vec::new(),
-        start: None,
-        ..Default::default()
+        start: h
+            .replay_history()
+            .then_some(wire::subscribe_request::Start::FromSeq(1)),
+        ack_wait_ms: u32::try_from(life.ack_wait.as_millis()).unwrap_or(u32::MAX),
+        max_ack_pending: life.max_ack_pending,
     };
     let mut sub = Subscription::new(ctx.client.clone(), req);
     let mut dedup = Dedup::new(Duration::from_secs(300), 100_000);
@@ -451,10 +576,15 @@ async fn event_loop(h: Arc<dyn Handler>, ctx: Context, types: Vec<EventType>) {
                 continue;
             }
         };
-        let outcome = if dedup.first_time(&ev.id, Instant::now()) {
-            h.handle_event(&ctx, &ev).await
-        } else {
+        let _busy = pulse.busy();
+        let outcome = if dedup.seen(&ev.id, Instant::now()) {
             Ok(())
+        } else {
+            let r = handle_in_progress(h.as_ref(), &ctx, &ev, &mut sub, life.ack_wait / 3).await;
+            if r.is_ok() {
+                dedup.record(&ev.id, Instant::now());
+            }
+            r
         };
         let r = match outcome {
             Ok(()) => sub.ack(ev.seq, false).await.map(|_| ()),
@@ -473,6 +603,32 @@ async fn event_loop(h: Arc<dyn Handler>, ctx: Context, types: Vec<EventType>) {
     }
 }
 
+/// Runs the handler on `ev`, telling the router every `every` that the work goes on, so
+/// a job longer than the ack wait is not delivered again meanwhile.
+async fn handle_in_progress(
+    h: &dyn Handler,
+    ctx: &Context,
+    ev: &Event,
+    sub: &mut Subscription,
+    every: Duration,
+) -> anyhow::Result<()> {
+    let handling = h.handle_event(ctx, ev);
+    tokio::pin!(handling);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            r = &mut handling => return r,
+            _ = tick.tick() => {
+                match tokio::time::timeout(every, sub.progress(ev.seq)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, seq = ev.seq, "in-progress ack failed"),
+                    Err(_) => tracing::warn!(seq = ev.seq, "in-progress ack timed out"),
+                }
+            }
+        }
+    }
+}
+
 /// The handler's health, with the newest error added to the details.
 pub fn health_of(h: &dyn Handler, errors: &ErrorLog) -> HealthCheckResult {
     let mut r = h.health_check();
@@ -485,14 +641,26 @@ pub fn health_of(h: &dyn Handler, errors: &ErrorLog) -> HealthCheckResult {
     r
 }
 
-async fn heartbeat_loop(h: Arc<dyn Handler>, ctx: Context, every: Duration, started: Instant) {
+async fn heartbeat_loop(
+    h: Arc<dyn Handler>,
+    ctx: Context,
+    every: Duration,
+    started: Instant,
+    live: Arc<Liveness>,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let health = health_of(h.as_ref(), &ctx.errors);
+        let mut health = health_of(h.as_ref(), &ctx.errors);
+        if let Some(why) = live.stalled(Instant::now()) {
+            health.healthy = false;
+            health.status = HealthStatus::Error;
+            health.details.insert("stalled".into(), why.clone());
+            health.message = why;
+        }
         let hb = wire::DaemonHeartbeat {
             daemon: ctx.name.to_owned(),
             pid: std::process::id(),
@@ -500,10 +668,64 @@ async fn heartbeat_loop(h: Arc<dyn Handler>, ctx: Context, every: Duration, star
             uptime_s: started.elapsed().as_secs_f64(),
             health: Some(health.into()),
         };
-        // Heartbeats are state, not history: a newer one supersedes a lost one, so drop
-        // rather than queue them behind a full buffer.
-        let _ = ctx
-            .publisher
-            .publish(Event::new(wire::event::Payload::DaemonHeartbeat(hb)));
+        // Heartbeats are state, not history: a newer one replaces one not sent yet.
+        ctx.publisher
+            .publish_latest(Event::new(wire::event::Payload::DaemonHeartbeat(hb)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Jobs(Duration);
+
+    #[async_trait::async_trait]
+    impl Handler for Jobs {
+        fn cycle_interval(&self) -> Duration {
+            Duration::from_secs(60)
+        }
+        fn longest_call(&self) -> Duration {
+            self.0
+        }
+        async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn load(toml: &str, longest: Duration) -> Result<Lifecycle, ConfigError> {
+        Lifecycle::load(&Settings::from_toml(toml).unwrap(), "d", &Jobs(longest))
+    }
+
+    #[test]
+    fn lifecycle_defaults_overrides_and_bad_values() {
+        let l = load("", Duration::ZERO).unwrap();
+        assert_eq!(
+            (l.ack_wait, l.max_ack_pending, l.stuck_after),
+            (Duration::from_secs(30), 64, Duration::from_secs(600))
+        );
+        let l = load(
+            "ack_wait_s = 5\n[d]\nack_wait_s = 90\nmax_ack_pending = 8",
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.ack_wait, l.max_ack_pending),
+            (Duration::from_secs(90), 8)
+        );
+        let l = load("", Duration::from_secs(3600)).unwrap();
+        assert_eq!(
+            l.stuck_after,
+            Duration::from_secs(7200),
+            "a job may run to its timeout"
+        );
+        for bad in [
+            "ack_wait_s = 0",
+            "max_ack_pending = 0",
+            "[d]\nstuck_after_s = -1",
+            "ack_wait_s = \"x\"",
+        ] {
+            assert!(load(bad, Duration::ZERO).is_err(), "{bad}");
+        }
     }
 }

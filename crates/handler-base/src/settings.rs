@@ -17,7 +17,14 @@ pub enum ConfigError {
     Section { section: String, error: String },
     #[error("{0}")]
     Usage(String),
+    /// A value that parses but is out of range (see [`crate::ensure_config`]).
+    #[error("{0}")]
+    Invalid(String),
 }
+
+/// Keys of a daemon's section that handler-base reads itself (see
+/// [`Settings::lifecycle`]); [`Settings::section`] hides them from the daemon's struct.
+pub const LIFECYCLE_KEYS: &[&str] = &["ack_wait_s", "max_ack_pending", "stuck_after_s"];
 
 /// The merged configuration of one daemon process.
 #[derive(Debug, Clone)]
@@ -131,10 +138,31 @@ impl Settings {
                 section: name.to_owned(),
                 error: e.to_string(),
             }),
-            Ok(v) => v.try_deserialize().map_err(|e| ConfigError::Section {
-                section: name.to_owned(),
-                error: e.to_string(),
-            }),
+            Ok(v) => {
+                let v = match v.clone().into_table() {
+                    Ok(mut t) => {
+                        t.retain(|k, _| !LIFECYCLE_KEYS.contains(&k.as_str()));
+                        config::Value::new(None, t)
+                    }
+                    Err(_) => v,
+                };
+                v.try_deserialize().map_err(|e| ConfigError::Section {
+                    section: name.to_owned(),
+                    error: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// A lifecycle setting of daemon `name`: `<name>.<key>`, else the top-level `<key>`.
+    pub fn lifecycle<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.get(&format!("{name}.{key}"))? {
+            Some(v) => Ok(Some(v)),
+            None => self.get(key),
         }
     }
 
@@ -254,6 +282,18 @@ mod tests {
             .section::<Sec>("s")
             .unwrap_err();
         assert!(err.to_string().contains("threshhold"), "{err}");
+    }
+
+    #[test]
+    fn lifecycle_keys_are_per_daemon_or_top_level_and_hidden_from_sections() {
+        let st = Settings::from_toml(
+            "ack_wait_s = 30.0\n[s]\nthreshold = 1\nack_wait_s = 90.0\nmax_ack_pending = 8\n",
+        )
+        .unwrap();
+        assert_eq!(st.section::<Sec>("s").unwrap().threshold, 1);
+        assert_eq!(st.lifecycle::<f64>("s", "ack_wait_s").unwrap(), Some(90.0));
+        assert_eq!(st.lifecycle::<f64>("t", "ack_wait_s").unwrap(), Some(30.0));
+        assert_eq!(st.lifecycle::<u32>("t", "max_ack_pending").unwrap(), None);
     }
 
     #[test]

@@ -35,12 +35,12 @@ impl PromotionConfig {
             ("min_lower_vs_heuristic", c.min_lower_vs_heuristic),
             ("min_vs_canonical", c.min_vs_canonical),
         ] {
-            anyhow::ensure!(
+            handler_base::ensure_config!(
                 (0.0..=1.0).contains(&v),
                 "unified_promotion.{k} = {v}: must be within 0..=1"
             );
         }
-        anyhow::ensure!(
+        handler_base::ensure_config!(
             c.cycle_interval_s > 0.0,
             "unified_promotion.cycle_interval_s must be > 0"
         );

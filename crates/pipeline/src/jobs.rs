@@ -169,16 +169,15 @@ impl RunnerJobs {
             (JobKind::Distill, &t.distill),
             (JobKind::Tournament, &t.tournament),
         ] {
-            let tpl = CommandTemplate::parse(s)
-                .map_err(|e| anyhow::anyhow!("jobs.{}: {e}", k.as_str()))?;
+            let bad = |e| handler_base::ConfigError::Invalid(format!("jobs.{}: {e}", k.as_str()));
+            let tpl = CommandTemplate::parse(s).map_err(bad)?;
             // Render once with every placeholder the daemons supply, so a typo or an
             // unmatched brace fails at start-up, not at the first job.
             let probe: BTreeMap<String, String> = PLACEHOLDERS
                 .iter()
                 .map(|p| ((*p).to_owned(), "x".to_owned()))
                 .collect();
-            tpl.render(&probe)
-                .map_err(|e| anyhow::anyhow!("jobs.{}: {e}", k.as_str()))?;
+            tpl.render(&probe).map_err(bad)?;
             templates.insert(k, tpl);
         }
         let bin = match &t.bin {

@@ -43,8 +43,9 @@ pub fn configs(ctx: &Context) -> anyhow::Result<Vec<ConfigKey>> {
     };
     raw.iter()
         .map(|k| {
-            k.parse::<ConfigKey>()
-                .map_err(|e| anyhow::anyhow!("config key {k:?}: {e}"))
+            k.parse::<ConfigKey>().map_err(|e| {
+                handler_base::ConfigError::Invalid(format!("config key {k:?}: {e}")).into()
+            })
         })
         .collect()
 }

@@ -1,19 +1,24 @@
 //! Client side of the event router, shared by every daemon, the CLI and the launcher.
 //!
 //! [`Publisher`] never loses an accepted event to a router outage: events wait in a
-//! bounded in-memory buffer and are retried with backoff (1 ms → 5 s) until the router
-//! acks them. Each event gets a UUID before its first attempt, so a retry after a lost
-//! ack is recognised by the router's dedup window instead of being stored twice.
+//! bounded outbox (a SQLite file for daemons, so they also survive a crash; memory for
+//! tools) and are retried with backoff (1 ms → 5 s) until the router acks them; a full
+//! outbox refuses (`BufferFull`) instead of dropping. Each event gets a UUID before its
+//! first attempt, so a retry after a lost ack is recognised by the router's dedup window
+//! instead of being stored twice. Heartbeats use a latest-only slot.
 //! [`Subscription`] reconnects with the same backoff and, for a named consumer, resumes
 //! after the last ack (the router keeps the position).
 
 use ringrift_proto::wire::{self, event_router_client::EventRouterClient};
 use ringrift_proto::{Event, EventError};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+mod outbox;
+mod publisher;
+
+pub use publisher::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, Publisher};
 pub use ringrift_proto::wire::PublishAck;
 
 /// A tonic client for `ringrift.v1.EventRouter`.
@@ -25,8 +30,10 @@ pub enum ClientError {
     BadAddress { addr: String, reason: String },
     #[error("router rejected the event: {0}")]
     Rejected(String),
-    #[error("publish buffer is full ({0} events waiting for the router)")]
+    #[error("publish outbox is full ({0} events waiting for the router)")]
     BufferFull(usize),
+    #[error("publish outbox: {0}")]
+    Outbox(String),
     #[error("publisher has stopped")]
     Closed,
     #[error("router call failed: {0}")]
@@ -101,146 +108,12 @@ fn retriable(s: &Status) -> bool {
     )
 }
 
-struct Pending {
-    event: wire::Event,
-    reply: Option<oneshot::Sender<Result<PublishAck, ClientError>>>,
-}
-
-/// A buffering, retrying publisher. Cloning shares the buffer.
-#[derive(Clone)]
-pub struct Publisher {
-    tx: mpsc::Sender<Pending>,
-    capacity: usize,
-    source: String,
-}
-
-impl Publisher {
-    /// Starts the background sender. `source` ("daemon@node") is stamped on events that
-    /// have none; `capacity` bounds the events held while the router is away.
-    pub fn spawn(client: Client, source: impl Into<String>, capacity: usize) -> Publisher {
-        let (tx, rx) = mpsc::channel(capacity);
-        tokio::spawn(send_loop(client, rx));
-        Publisher {
-            tx,
-            capacity,
-            source: source.into(),
-        }
-    }
-
-    fn prepare(&self, event: Event) -> wire::Event {
-        let mut w = wire::Event::from(event);
-        if w.id.is_empty() {
-            w.id = uuid::Uuid::new_v4().to_string();
-        }
-        if w.source.is_empty() {
-            w.source.clone_from(&self.source);
-        }
-        if w.time_unix_ms == 0 {
-            w.time_unix_ms = now_ms();
-        }
-        w
-    }
-
-    /// Queues an event without waiting; it is delivered once the router is reachable.
-    pub fn publish(&self, event: Event) -> Result<(), ClientError> {
-        let p = Pending {
-            event: self.prepare(event),
-            reply: None,
-        };
-        self.tx.try_send(p).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ClientError::BufferFull(self.capacity),
-            mpsc::error::TrySendError::Closed(_) => ClientError::Closed,
-        })
-    }
-
-    /// Queues an event and waits until the router has made it durable.
-    pub async fn publish_acked(&self, event: Event) -> Result<PublishAck, ClientError> {
-        let (reply, rx) = oneshot::channel();
-        let p = Pending {
-            event: self.prepare(event),
-            reply: Some(reply),
-        };
-        self.tx.send(p).await.map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
-    }
-
-    /// Events waiting for the router right now.
-    pub fn buffered(&self) -> usize {
-        self.capacity - self.tx.capacity()
-    }
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-async fn send_loop(mut client: Client, mut rx: mpsc::Receiver<Pending>) {
-    let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_secs(5));
-    let mut batch: Vec<Pending> = Vec::new();
-    loop {
-        if batch.is_empty() {
-            match rx.recv().await {
-                Some(p) => batch.push(p),
-                None => return,
-            }
-        }
-        while batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        let events: Vec<wire::Event> = batch.iter().map(|p| p.event.clone()).collect();
-        match client
-            .publish_batch(wire::PublishBatchRequest { events })
-            .await
-        {
-            Ok(resp) => {
-                backoff.reset();
-                let acks = resp.into_inner().acks;
-                for (p, ack) in batch.drain(..).zip(acks) {
-                    if let Some(r) = p.reply {
-                        let _ = r.send(Ok(ack));
-                    }
-                }
-            }
-            Err(s) if !retriable(&s) => {
-                // One bad event must not sink its neighbours: retry them one by one.
-                for p in batch.drain(..) {
-                    let r = publish_one_retrying(&mut client, &p.event, &mut backoff).await;
-                    if let Err(e) = &r {
-                        tracing::error!(event_id = %p.event.id, error = %e, "router rejected event; dropped");
-                    }
-                    if let Some(reply) = p.reply {
-                        let _ = reply.send(r);
-                    }
-                }
-            }
-            Err(s) => {
-                let d = backoff.step();
-                tracing::debug!(error = %s, delay_ms = d.as_millis() as u64, buffered = batch.len(), "router unavailable; retrying");
-                tokio::time::sleep(d).await;
-            }
-        }
-    }
-}
-
-async fn publish_one_retrying(
-    client: &mut Client,
-    ev: &wire::Event,
-    backoff: &mut Backoff,
-) -> Result<PublishAck, ClientError> {
-    loop {
-        match client.publish(ev.clone()).await {
-            Ok(a) => return Ok(a.into_inner()),
-            Err(s) if !retriable(&s) => return Err(ClientError::Rejected(s.message().to_owned())),
-            Err(_) => tokio::time::sleep(backoff.step()).await,
-        }
-    }
 }
 
 /// A subscription that survives router restarts. For a durable consumer, events not
@@ -307,6 +180,19 @@ impl Subscription {
             ..Default::default()
         };
         Ok(self.client.ack(req).await?.into_inner().ack_floor)
+    }
+
+    /// Tells the router the consumer is still working on `seq` (not an ack): its
+    /// ack-wait timer restarts, so a long job is not delivered again meanwhile.
+    pub async fn progress(&mut self, seq: u64) -> Result<(), ClientError> {
+        let req = wire::AckRequest {
+            consumer: self.request.consumer.clone(),
+            seq,
+            in_progress: true,
+            ..Default::default()
+        };
+        self.client.ack(req).await?;
+        Ok(())
     }
 
     /// Reports a failed handling; after the router's limit the event is dead-lettered.

@@ -1,12 +1,25 @@
-//! A test daemon on handler-base, for launcher tests and benchmarks. It appends its
-//! lifecycle to `$RINGRIFT_HOME/test_daemon.log` (`<event> <instance> <pid> <unix_ms>`)
-//! and crashes on command: after `crash_after_s`, or when `run/<instance>.crash` appears
-//! (the file is removed first), exiting with `exit_code`.
+//! A test daemon on handler-base, for launcher, handler-base and publisher tests and
+//! benchmarks. It appends its lifecycle to `$RINGRIFT_HOME/test_daemon.log`
+//! (`<event> <instance> <pid> <unix_ms> [<event id>]`) and misbehaves on command:
+//! * crashes after `crash_after_s`, or when `run/<instance>.crash` appears (the file is
+//!   removed first), exiting with `exit_code`;
+//! * subscribes to `subscribe` (type names), records each handling attempt (`handle`),
+//!   fails the first `fail_first` attempts of every event and every attempt of the ids in
+//!   `always_fail`, takes `handle_s` seconds per attempt;
+//! * panics in its cycle or handler (`panic_in = "cycle" | "event"`);
+//! * publishes `publish_burst` EXTERNAL events `burst:<i>` once, through `Context::publish`;
+//!   the count accepted so far is kept in `run/<instance>.burst`, so a restarted daemon
+//!   continues where the killed one stopped (events accepted before the kill must come
+//!   from the outbox).
 
-use handler_base::{Context, DaemonInfo, Handler};
+use handler_base::{Context, DaemonInfo, Handler, ensure_config};
+use ringrift_proto::{Event, EventType, wire};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -22,6 +35,13 @@ pub struct TestConfig {
     pub crash_after_s: Option<f64>,
     pub exit_code: i32,
     pub cycle_interval_s: f64,
+    pub subscribe: Vec<String>,
+    pub replay_history: bool,
+    pub fail_first: u32,
+    pub always_fail: Vec<String>,
+    pub handle_s: f64,
+    pub panic_in: String,
+    pub publish_burst: u64,
 }
 
 impl Default for TestConfig {
@@ -31,6 +51,13 @@ impl Default for TestConfig {
             crash_after_s: None,
             exit_code: 1,
             cycle_interval_s: 0.05,
+            subscribe: Vec::new(),
+            replay_history: false,
+            fail_first: 0,
+            always_fail: Vec::new(),
+            handle_s: 0.0,
+            panic_in: String::new(),
+            publish_burst: 0,
         }
     }
 }
@@ -39,30 +66,59 @@ pub struct TestDaemon {
     cfg: TestConfig,
     record: PathBuf,
     crash_file: PathBuf,
+    burst_file: PathBuf,
     started: Instant,
+    types: Vec<EventType>,
+    attempts: Mutex<HashMap<String, u32>>,
+    burst_done: AtomicBool,
 }
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TestConfig = ctx.settings.section("test_daemon")?;
-    anyhow::ensure!(
-        cfg.cycle_interval_s > 0.0,
-        "test_daemon.cycle_interval_s must be > 0"
+    ensure_config!(
+        cfg.cycle_interval_s > 0.0 && cfg.handle_s >= 0.0,
+        "test_daemon.cycle_interval_s must be > 0 and handle_s >= 0"
     );
+    ensure_config!(
+        ["", "cycle", "event"].contains(&cfg.panic_in.as_str()),
+        "test_daemon.panic_in = {:?}: one of \"\", \"cycle\", \"event\"",
+        cfg.panic_in
+    );
+    let mut types = Vec::new();
+    for t in &cfg.subscribe {
+        let Some(kind) = EventType::from_str_name(t) else {
+            return Err(handler_base::ConfigError::Invalid(format!(
+                "test_daemon.subscribe: unknown event type {t:?}"
+            ))
+            .into());
+        };
+        types.push(kind);
+    }
+    let run = ctx.home.join("run");
     Ok(Arc::new(TestDaemon {
         record: ctx.home.join("test_daemon.log"),
-        crash_file: ctx.home.join("run").join(format!("{}.crash", cfg.instance)),
+        crash_file: run.join(format!("{}.crash", cfg.instance)),
+        burst_file: run.join(format!("{}.burst", cfg.instance)),
         cfg,
         started: Instant::now(),
+        types,
+        attempts: Mutex::new(HashMap::new()),
+        burst_done: AtomicBool::new(false),
     }))
 }
 
 impl TestDaemon {
     fn record(&self, what: &str) {
+        self.record_line(what, "");
+    }
+
+    fn record_line(&self, what: &str, extra: &str) {
         let line = format!(
-            "{what} {} {} {}\n",
+            "{what} {} {} {}{}{extra}\n",
             self.cfg.instance,
             std::process::id(),
-            router_client::now_ms()
+            router_client::now_ms(),
+            if extra.is_empty() { "" } else { " " },
         );
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
@@ -81,6 +137,25 @@ impl TestDaemon {
         );
         std::process::exit(self.cfg.exit_code)
     }
+
+    /// Publishes the rest of the burst: from the count in the burst file to the end.
+    async fn burst(&self, ctx: &Context) -> anyhow::Result<()> {
+        let done = |n: u64| std::fs::write(&self.burst_file, n.to_string());
+        let start: u64 = std::fs::read_to_string(&self.burst_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        for i in start..self.cfg.publish_burst {
+            let ev = Event::new(wire::event::Payload::Json(format!("{{\"i\": {i}}}")))
+                .with_id(format!("burst:{i}"));
+            ctx.publish(ev).await?;
+            if (i + 1) % 250 == 0 {
+                done(i + 1)?;
+            }
+        }
+        done(self.cfg.publish_burst)?;
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -89,12 +164,58 @@ impl Handler for TestDaemon {
         Duration::from_secs_f64(self.cfg.cycle_interval_s)
     }
 
+    fn subscriptions(&self) -> Vec<EventType> {
+        self.types.clone()
+    }
+
+    fn replay_history(&self) -> bool {
+        self.cfg.replay_history
+    }
+
+    async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
+        self.record_line("handle", &ev.id);
+        assert!(
+            self.cfg.panic_in != "event",
+            "panic_in = event: handler panics"
+        );
+        if self.cfg.handle_s > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(self.cfg.handle_s)).await;
+        }
+        let attempt = {
+            let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+            let n = a.entry(ev.id.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        anyhow::ensure!(
+            !self.cfg.always_fail.contains(&ev.id),
+            "{} always fails",
+            ev.id
+        );
+        anyhow::ensure!(
+            attempt > self.cfg.fail_first,
+            "attempt {attempt} of {} fails (fail_first = {})",
+            ev.id,
+            self.cfg.fail_first
+        );
+        Ok(())
+    }
+
     async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
         self.record("start");
         Ok(())
     }
 
-    async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        assert!(
+            self.cfg.panic_in != "cycle",
+            "panic_in = cycle: cycle panics"
+        );
+        if self.cfg.publish_burst > 0 && !self.burst_done.load(Ordering::Acquire) {
+            self.burst(ctx).await?;
+            self.burst_done.store(true, Ordering::Release);
+            self.record("burst_done");
+        }
         if self
             .cfg
             .crash_after_s

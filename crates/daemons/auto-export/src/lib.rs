@@ -192,8 +192,8 @@ pub struct AutoExport(pub Exporter);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: ExportConfig = ctx.settings.section("auto_export")?;
-    anyhow::ensure!(cfg.threshold > 0, "auto_export.threshold must be > 0");
-    anyhow::ensure!(
+    handler_base::ensure_config!(cfg.threshold > 0, "auto_export.threshold must be > 0");
+    handler_base::ensure_config!(
         cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "auto_export timeouts must be > 0"
     );
@@ -218,6 +218,10 @@ impl Handler for AutoExport {
     }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::NewGamesAvailable, EventType::SelfplayCompleted]
+    }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         self.0.check_all(&ctx.publisher).await

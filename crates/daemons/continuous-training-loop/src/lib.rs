@@ -245,7 +245,7 @@ pub struct TrainingLoop(pub Trainer);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: LoopConfig = ctx.settings.section("continuous_training_loop")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "continuous_training_loop: lease_s >= 1, timeouts > 0"
     );
@@ -270,6 +270,10 @@ impl Handler for TrainingLoop {
     /// WORK_QUEUED wakes the loop at once; the cycle is the fallback poll.
     fn subscriptions(&self) -> Vec<ringrift_proto::EventType> {
         vec![ringrift_proto::EventType::WorkQueued]
+    }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         while self.0.step(&ctx.publisher).await? {}

@@ -176,11 +176,11 @@ pub struct Poller {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PollerConfig = ctx.settings.section("cross_process_poller")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.batch > 0 && cfg.batch <= 10_000,
         "cross_process_poller.batch must be 1..=10000"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.cycle_interval_s > 0.0,
         "cross_process_poller.cycle_interval_s must be > 0"
     );

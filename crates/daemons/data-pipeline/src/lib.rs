@@ -312,13 +312,13 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         Stage::Evaluate,
         Stage::Promote,
     ] {
-        anyhow::ensure!(
+        handler_base::ensure_config!(
             cfg.timeout_ms(s) > 0,
             "data_pipeline.{}_timeout_s must be > 0",
             s.as_str()
         );
     }
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.cycle_interval_s > 0.0,
         "data_pipeline.cycle_interval_s must be > 0"
     );
@@ -348,6 +348,11 @@ impl Handler for DataPipeline {
             PipelinePaused,
             PipelineResumed,
         ]
+    }
+    /// Its stage machine is built from the loop's events alone: a first start must see
+    /// the stages that already happened.
+    fn replay_history(&self) -> bool {
+        true
     }
     async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
         self.0.restore().await

@@ -185,11 +185,11 @@ pub struct Distillation(pub Distiller);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: DistillConfig = ctx.settings.section("distillation")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.hidden > 0 && cfg.npz_window > 0 && cfg.games_random > 0 && cfg.games_heuristic > 0,
         "distillation: hidden, npz_window and game counts must be > 0"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "distillation timeouts must be > 0"
     );
@@ -210,6 +210,15 @@ impl Handler for Distillation {
     }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::ModelPromoted]
+    }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
+    }
+    /// MODEL_PROMOTED is its only trigger (no cycle fallback): a promotion before its
+    /// first subscribe must still be distilled.
+    fn replay_history(&self) -> bool {
+        true
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         Ok(())

@@ -71,15 +71,15 @@ impl Policy {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
+        handler_base::ensure_config!(
             self.base_delay_s > 0.0,
             "dlq_retry.base_delay_s must be > 0"
         );
-        anyhow::ensure!(
+        handler_base::ensure_config!(
             self.max_delay_s >= self.base_delay_s,
             "dlq_retry.max_delay_s must be >= base_delay_s"
         );
-        anyhow::ensure!(
+        handler_base::ensure_config!(
             self.cycle_interval_s > 0.0,
             "dlq_retry.cycle_interval_s must be > 0"
         );

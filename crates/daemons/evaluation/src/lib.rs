@@ -188,11 +188,11 @@ pub struct Evaluation(pub Evaluator);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: EvalConfig = ctx.settings.section("evaluation")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.games_random > 0 && cfg.games_heuristic > 0,
         "evaluation needs games against random and heuristic"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "evaluation timeouts must be > 0"
     );
@@ -209,6 +209,15 @@ impl Handler for Evaluation {
     }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::TrainingCompleted]
+    }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
+    }
+    /// TRAINING_COMPLETED is its only trigger (no cycle fallback): one published before
+    /// its first subscribe must still be evaluated.
+    fn replay_history(&self) -> bool {
+        true
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         Ok(())

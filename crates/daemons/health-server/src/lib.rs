@@ -74,12 +74,12 @@ pub struct HealthServer {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: HealthConfig = ctx.settings.section("health_server")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.listen.parse::<std::net::SocketAddr>().is_ok(),
         "health_server.listen {:?} is not host:port",
         cfg.listen
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.stale_after_s > 0.0,
         "health_server.stale_after_s must be > 0"
     );

@@ -264,11 +264,11 @@ pub struct IdleResource(pub Idle);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: IdleConfig = ctx.settings.section("idle_resource")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         (0.0..=100.0).contains(&cfg.idle_below_percent),
         "idle_resource.idle_below_percent must be within 0..=100"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.games_per_item > 0 && cfg.max_open_per_config > 0 && cfg.cycle_interval_s > 0.0,
         "idle_resource: games_per_item, max_open_per_config, cycle_interval_s must be > 0"
     );

@@ -249,11 +249,11 @@ pub struct JobScheduler(pub Arc<Scheduler>);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: SchedConfig = ctx.settings.section("job_scheduler")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "job_scheduler: lease_s >= 1 and timeouts > 0"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.threads_per_job >= 1 && cfg.default_games >= 1,
         "job_scheduler: threads_per_job and default_games must be >= 1"
     );
@@ -276,6 +276,10 @@ impl Handler for JobScheduler {
     /// WORK_QUEUED wakes the scheduler at once; the cycle is the fallback poll.
     fn subscriptions(&self) -> Vec<ringrift_proto::EventType> {
         vec![ringrift_proto::EventType::WorkQueued]
+    }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         self.0.fill(Arc::new(ctx.publisher.clone())).await?;

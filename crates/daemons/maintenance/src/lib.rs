@@ -226,15 +226,15 @@ pub struct Maintenance {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: MaintConfig = ctx.settings.section("maintenance")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.cycle_interval_s > 0.0,
         "maintenance.cycle_interval_s must be > 0"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         (0.0..=1.0).contains(&cfg.vacuum_free_ratio),
         "maintenance.vacuum_free_ratio must be within 0..=1"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.log_max_age_days > 0.0 && cfg.tmp_max_age_h > 0.0,
         "maintenance ages must be > 0"
     );

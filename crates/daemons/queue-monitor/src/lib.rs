@@ -157,7 +157,7 @@ pub struct QueueMonitor(pub Monitor);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: MonitorConfig = ctx.settings.section("queue_monitor")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.max_depth > 0 && cfg.starvation_s > 0.0 && cfg.cycle_interval_s > 0.0,
         "queue_monitor: max_depth, starvation_s, cycle_interval_s must be > 0"
     );

@@ -55,19 +55,19 @@ impl Default for PopConfig {
 
 impl PopConfig {
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
+        handler_base::ensure_config!(
             self.high_watermark >= self.low_watermark && self.high_watermark > 0,
             "queue_populator: high_watermark must be >= low_watermark and > 0"
         );
         let sum = self.selfplay_share + self.training_share + self.tournament_share;
-        anyhow::ensure!(
+        handler_base::ensure_config!(
             (sum - 1.0).abs() < 1e-6
                 && self.selfplay_share >= 0.0
                 && self.training_share >= 0.0
                 && self.tournament_share >= 0.0,
             "queue_populator shares must be >= 0 and sum to 1 (they sum to {sum})"
         );
-        anyhow::ensure!(
+        handler_base::ensure_config!(
             self.games_per_item > 0 && self.max_open_per_config > 0 && self.cycle_interval_s > 0.0,
             "queue_populator: games_per_item, max_open_per_config, cycle_interval_s must be > 0"
         );
@@ -218,6 +218,11 @@ impl Handler for QueuePopulator {
             EventType::PipelineResumed,
             EventType::CurriculumUpdated,
         ]
+    }
+    /// Pause and curriculum are state carried by events: a first start must know the
+    /// current ones, not wait for the next change.
+    fn replay_history(&self) -> bool {
+        true
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         self.0.top_up().await.map(|_| ())

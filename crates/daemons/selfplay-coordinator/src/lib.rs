@@ -132,14 +132,17 @@ pub struct SelfplayCoordinator(pub Coordinator);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: CoordConfig = ctx.settings.section("selfplay_coordinator")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.max_open_per_config > 0 && cfg.games_per_item > 0 && cfg.cycle_interval_s > 0.0,
         "selfplay_coordinator: max_open_per_config, games_per_item, cycle_interval_s must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
     for k in cfg.priorities.keys() {
-        k.parse::<ConfigKey>()
-            .map_err(|e| anyhow::anyhow!("selfplay_coordinator.priorities: {k:?}: {e}"))?;
+        k.parse::<ConfigKey>().map_err(|e| {
+            handler_base::ConfigError::Invalid(format!(
+                "selfplay_coordinator.priorities: {k:?}: {e}"
+            ))
+        })?;
     }
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
@@ -159,6 +162,11 @@ impl Handler for SelfplayCoordinator {
             EventType::PipelinePaused,
             EventType::PipelineResumed,
         ]
+    }
+    /// Pause and curriculum are state carried by events: a first start must know the
+    /// current ones, not wait for the next change.
+    fn replay_history(&self) -> bool {
+        true
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         self.0.allocate().await.map(|_| ())

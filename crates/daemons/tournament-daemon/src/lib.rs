@@ -201,11 +201,11 @@ pub struct TournamentDaemon(pub Ladder);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TournamentConfig = ctx.settings.section("tournament_daemon")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.recent >= 1 && cfg.games_per_pair >= 1,
         "tournament_daemon: recent and games_per_pair must be >= 1"
     );
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.cycle_interval_s > 0.0 && cfg.timeout_s > 0.0 && cfg.lease_s >= 1.0,
         "tournament_daemon: intervals must be > 0"
     );
@@ -231,6 +231,10 @@ impl Handler for TournamentDaemon {
     }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::TrainingCompleted]
+    }
+    /// One call runs a job, bounded by its timeout.
+    fn longest_call(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         self.0.cycle(&ctx.publisher).await

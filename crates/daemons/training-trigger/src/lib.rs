@@ -275,11 +275,11 @@ pub struct TrainingTrigger(pub Trigger);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TriggerConfig = ctx.settings.section("training_trigger")?;
-    anyhow::ensure!(
+    handler_base::ensure_config!(
         cfg.cooldown_s >= 0.0 && cfg.cycle_interval_s > 0.0,
         "training_trigger intervals must be >= 0"
     );
-    anyhow::ensure!(cfg.window >= 1, "training_trigger.window must be >= 1");
+    handler_base::ensure_config!(cfg.window >= 1, "training_trigger.window must be >= 1");
     let configs = ringrift_pipeline::configs(ctx)?;
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
@@ -300,6 +300,11 @@ impl Handler for TrainingTrigger {
             EventType::TrainingCompleted,
             EventType::TrainingFailed,
         ]
+    }
+    /// It learns of exported data only from NPZ_EXPORT_COMPLETED (its cycle re-decides on
+    /// what it learnt): exports before its first subscribe must count.
+    fn replay_history(&self) -> bool {
+        true
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         self.0.cycle(&ctx.publisher, ringrift_store::now_ms()).await

@@ -171,6 +171,11 @@ impl Handler for UnifiedPromotion {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::EvaluationCompleted]
     }
+    /// EVALUATION_COMPLETED is its only trigger (no cycle fallback): one published before
+    /// its first subscribe must still be decided.
+    fn replay_history(&self) -> bool {
+        true
+    }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         Ok(())
     }

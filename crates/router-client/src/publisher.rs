@@ -1,0 +1,297 @@
+//! [`Publisher`]: accepted events wait in an outbox (a SQLite file for daemons, memory
+//! for tools) until the router acked them; state events such as heartbeats use a
+//! latest-only slot instead. One background task sends batches capped by count and by
+//! encoded bytes, halving a batch the router refuses as too large.
+
+use crate::outbox::Outbox;
+use crate::{Backoff, Client, ClientError, PublishAck, now_ms};
+use ringrift_proto::{Event, wire};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+use tonic::Code;
+
+/// Most events in one `PublishBatch`.
+pub const MAX_BATCH_EVENTS: usize = 256;
+/// Most encoded bytes in one `PublishBatch`: half the router's 8 MiB decode limit.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+struct Shared {
+    latest: Mutex<Option<wire::Event>>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn take_latest(&self) -> Option<wire::Event> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+    /// Puts an unsent state event back unless a newer one took its place.
+    fn restore_latest(&self, ev: wire::Event) {
+        let mut g = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(ev);
+        }
+    }
+}
+
+/// Wakes the send loop when the last `Publisher` handle goes, so it can finish.
+struct Alive(Arc<Shared>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.wake.notify_one();
+    }
+}
+
+/// A buffering, retrying publisher. Cloning shares the outbox.
+#[derive(Clone)]
+pub struct Publisher {
+    outbox: Outbox,
+    shared: Arc<Shared>,
+    _alive: Arc<Alive>,
+    source: String,
+}
+
+impl Publisher {
+    /// A publisher with an in-memory outbox of `capacity` events (lost with the process).
+    /// `source` ("daemon@node") is stamped on events that have none.
+    pub fn spawn(client: Client, source: impl Into<String>, capacity: usize) -> Publisher {
+        let outbox = Outbox::memory(capacity).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "no outbox: every publish will fail");
+            Outbox::closed(capacity)
+        });
+        Self::start(client, source.into(), outbox)
+    }
+
+    /// A publisher whose outbox is the SQLite file `path`: events accepted before a
+    /// crash are sent after the next start. At most `capacity` events wait.
+    pub async fn open(
+        client: Client,
+        source: impl Into<String>,
+        path: &Path,
+        capacity: usize,
+    ) -> Result<Publisher, ClientError> {
+        let path = path.to_owned();
+        let outbox = tokio::task::spawn_blocking(move || Outbox::open(&path, capacity))
+            .await
+            .map_err(|e| ClientError::Outbox(format!("open outbox: {e}")))??;
+        Ok(Self::start(client, source.into(), outbox))
+    }
+
+    fn start(client: Client, source: String, outbox: Outbox) -> Publisher {
+        let shared = Arc::new(Shared {
+            latest: Mutex::new(None),
+            wake: Notify::new(),
+        });
+        let alive = Arc::new(Alive(shared.clone()));
+        tokio::spawn(send_loop(
+            client,
+            outbox.clone(),
+            shared.clone(),
+            Arc::downgrade(&alive),
+        ));
+        Publisher {
+            outbox,
+            shared,
+            _alive: alive,
+            source,
+        }
+    }
+
+    fn prepare(&self, event: Event) -> wire::Event {
+        let mut w = wire::Event::from(event);
+        if w.id.is_empty() {
+            w.id = uuid::Uuid::new_v4().to_string();
+        }
+        if w.source.is_empty() {
+            w.source.clone_from(&self.source);
+        }
+        if w.time_unix_ms == 0 {
+            w.time_unix_ms = now_ms();
+        }
+        w
+    }
+
+    fn append(
+        &self,
+        event: Event,
+        stored: Option<oneshot::Sender<Result<(), ClientError>>>,
+        acked: Option<oneshot::Sender<Result<PublishAck, ClientError>>>,
+    ) -> Result<(), ClientError> {
+        self.outbox.append(self.prepare(event), stored, acked)?;
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Accepts an event without waiting (it is in the outbox within milliseconds);
+    /// `BufferFull` when `capacity` events already wait for the router.
+    pub fn publish(&self, event: Event) -> Result<(), ClientError> {
+        self.append(event, None, None)
+    }
+
+    /// Accepts an event and waits until the outbox holds it (for a file outbox: until
+    /// it survives a crash of this process).
+    pub async fn publish_stored(&self, event: Event) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.append(event, Some(tx), None)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Queues an event and waits until the router has made it durable.
+    pub async fn publish_acked(&self, event: Event) -> Result<PublishAck, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.append(event, None, Some(tx))?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Publishes a state event (a heartbeat) latest-only: it replaces one not sent yet
+    /// and never waits in the outbox. Never fails, never blocks.
+    pub fn publish_latest(&self, event: Event) {
+        let w = self.prepare(event);
+        *self.shared.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        self.shared.wake.notify_one();
+    }
+
+    /// Events waiting for the router right now.
+    pub fn buffered(&self) -> usize {
+        let latest = self
+            .shared
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        self.outbox.len() + usize::from(latest)
+    }
+}
+
+fn retriable(c: Code) -> bool {
+    !matches!(
+        c,
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::OutOfRange
+            | Code::ResourceExhausted
+    )
+}
+
+/// Codes a smaller batch may not get: too large, or one bad event among good ones.
+fn split_helps(c: Code) -> bool {
+    matches!(
+        c,
+        Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted
+    )
+}
+
+async fn send_loop(mut client: Client, outbox: Outbox, shared: Arc<Shared>, alive: Weak<Alive>) {
+    let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_secs(5));
+    loop {
+        let latest = shared.take_latest();
+        let reserve = latest.as_ref().map_or(0, prost::Message::encoded_len);
+        let rows = match outbox
+            .load(
+                MAX_BATCH_EVENTS - usize::from(latest.is_some()),
+                MAX_BATCH_BYTES.saturating_sub(reserve),
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(ClientError::Closed) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox unreadable; retrying");
+                if let Some(l) = latest {
+                    shared.restore_latest(l);
+                }
+                tokio::time::sleep(backoff.step()).await;
+                continue;
+            }
+        };
+        if rows.is_empty() && latest.is_none() {
+            if alive.upgrade().is_none() {
+                return;
+            }
+            shared.wake.notified().await;
+            continue;
+        }
+        let mut events: Vec<wire::Event> = latest.iter().cloned().collect();
+        events.extend(rows.iter().map(|r| r.event.clone()));
+        let (results, unavailable) = send(&mut client, &events).await;
+        let mut results = results.into_iter().zip(&events);
+        if let Some(l) = latest {
+            match results.next() {
+                Some((Some(Err(e)), ev)) => refused(ev, &e),
+                Some((Some(Ok(_)), _)) => {}
+                _ => shared.restore_latest(l),
+            }
+        }
+        let mut done = Vec::new();
+        for (row, (r, ev)) in rows.iter().zip(results) {
+            if let Some(r) = r {
+                if let Err(e) = &r {
+                    refused(ev, e);
+                }
+                done.push((row.id, r));
+            }
+        }
+        outbox.done(done);
+        if let Some(s) = unavailable {
+            let d = backoff.step();
+            tracing::debug!(error = %s, delay_ms = d.as_millis() as u64, "router unavailable; retrying");
+            tokio::time::sleep(d).await;
+        } else {
+            backoff.reset();
+        }
+    }
+}
+
+fn refused(ev: &wire::Event, e: &ClientError) {
+    tracing::error!(event_id = %ev.id, error = %e, "router refused event; dropped");
+}
+
+/// Publishes `events`, splitting a batch the router refuses as too large or invalid until
+/// each refusal names one event. Returns each event's answer (`None`: not answered, the
+/// router became unavailable, reported as the second value).
+async fn send(
+    client: &mut Client,
+    events: &[wire::Event],
+) -> (
+    Vec<Option<Result<PublishAck, ClientError>>>,
+    Option<tonic::Status>,
+) {
+    let mut results: Vec<Option<Result<PublishAck, ClientError>>> =
+        (0..events.len()).map(|_| None).collect();
+    let mut todo = vec![(0, events.len())];
+    while let Some((a, b)) = todo.pop() {
+        let req = wire::PublishBatchRequest {
+            events: events[a..b].to_vec(),
+        };
+        match client.publish_batch(req).await {
+            Ok(resp) => {
+                let mut acks = resp.into_inner().acks.into_iter();
+                for slot in &mut results[a..b] {
+                    *slot = Some(acks.next().ok_or_else(|| {
+                        ClientError::Rejected("router sent fewer acks than events".into())
+                    }));
+                }
+            }
+            Err(s) if split_helps(s.code()) && b - a > 1 => {
+                let m = a + (b - a) / 2;
+                todo.push((m, b));
+                todo.push((a, m));
+            }
+            Err(s) if !retriable(s.code()) => {
+                for (slot, ev) in results[a..b].iter_mut().zip(&events[a..b]) {
+                    *slot = Some(Err(ClientError::Rejected(format!(
+                        "event {}: {}",
+                        ev.id,
+                        s.message()
+                    ))));
+                }
+            }
+            Err(s) => return (results, Some(s)),
+        }
+    }
+    (results, None)
+}

@@ -1,0 +1,222 @@
+//! handler-base through real binaries: a failed handler runs again and a hopeless event is
+//! dead-lettered and retried; a panicking loop ends the process with exit 1; exit 64 only
+//! for bad configuration; publishes survive a router outage and a SIGKILL of the daemon.
+
+use ringrift_proto::wire::{self, event::Payload};
+use ringrift_system_tests::{Home, Proc, router_log, wait_for, wait_for_async};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+type Client = router_client::Client;
+
+/// Starts the test daemon against `router` with `[test_daemon]` set to `toml`.
+fn test_daemon(home: &Home, router: &str, toml: &str, extra: &[&str]) -> Proc {
+    let cfg = home.path().join("test_daemon.toml");
+    std::fs::write(&cfg, format!("[test_daemon]\n{toml}\n")).unwrap();
+    let mut args = vec!["--router", router, "--config", cfg.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    home.spawn("ringrift-test-daemon", &args)
+}
+
+/// Handling attempts of event `id` recorded by the test daemon.
+fn handles(home: &Home, id: &str) -> usize {
+    std::fs::read_to_string(home.path().join("test_daemon.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("handle ") && l.ends_with(&format!(" {id}")))
+        .count()
+}
+
+fn external(id: &str) -> wire::Event {
+    wire::Event {
+        id: id.into(),
+        r#type: wire::EventType::External as i32,
+        payload: Some(Payload::Json("{}".into())),
+        ..Default::default()
+    }
+}
+
+async fn consumer(c: &Client, name: &str) -> Option<wire::ConsumerStats> {
+    let s = c
+        .clone()
+        .stats(wire::StatsRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    s.consumers.into_iter().find(|x| x.name == name)
+}
+
+fn wait_exit(home: &Home, p: &mut Proc, limit: Duration) -> Option<i32> {
+    let st = wait_for(&format!("{} to exit", p.name), limit, || p.try_exit());
+    eprintln!("{} exited with {st}; log:\n{}", p.name, home.log(&p.name));
+    st.code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_handler_runs_again_and_a_hopeless_event_is_dead_lettered_then_retried() {
+    let home = Home::new();
+    let (_r, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=3"]);
+    let _d = test_daemon(
+        &home,
+        &addr,
+        "subscribe = [\"EXTERNAL\"]\nreplay_history = true\nfail_first = 2\nalways_fail = [\"poison\"]",
+        &[],
+    );
+    let mut c = router_client::connect(&addr).await.unwrap();
+    let flaky = c.publish(external("flaky")).await.unwrap().into_inner().seq;
+    // Fails twice, succeeds the third time, and is then acked.
+    wait_for_async("flaky handled and acked", Duration::from_secs(20), || {
+        let c = c.clone();
+        let home = &home;
+        async move {
+            let s = consumer(&c, "test_daemon").await?;
+            (handles(home, "flaky") >= 3 && s.ack_floor >= flaky).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(handles(&home, "flaky"), 3, "two failures and one success");
+
+    let poison = c
+        .publish(external("poison"))
+        .await
+        .unwrap()
+        .into_inner()
+        .seq;
+    let letter = wait_for_async("poison dead-lettered", Duration::from_secs(20), || {
+        let mut c = c.clone();
+        async move {
+            let req = wire::ListDeadLettersRequest::default();
+            let ls = c.list_dead_letters(req).await.ok()?.into_inner().letters;
+            ls.into_iter()
+                .find(|l| l.seq == poison && l.consumer == "test_daemon")
+        }
+    })
+    .await;
+    assert_eq!(letter.failures, 3, "{letter:?}");
+    assert_eq!(handles(&home, "poison"), 3, "handled once per delivery");
+    c.retry_dead_letter(wire::RetryDeadLetterRequest { id: letter.id })
+        .await
+        .unwrap();
+    wait_for(
+        "the retried letter handled again",
+        Duration::from_secs(20),
+        || (handles(&home, "poison") >= 4).then_some(()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_cycle_or_a_handler_ends_the_daemon_with_exit_1() {
+    let home = Home::new();
+    let mut d = test_daemon(&home, "127.0.0.1:1", "panic_in = \"cycle\"", &[]);
+    assert_eq!(wait_exit(&home, &mut d, Duration::from_secs(20)), Some(1));
+
+    let home = Home::new();
+    let (_r, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut d = test_daemon(
+        &home,
+        &addr,
+        "subscribe = [\"EXTERNAL\"]\nreplay_history = true\npanic_in = \"event\"",
+        &[],
+    );
+    let mut c = router_client::connect(&addr).await.unwrap();
+    c.publish(external("boom")).await.unwrap();
+    assert_eq!(wait_exit(&home, &mut d, Duration::from_secs(20)), Some(1));
+    assert_eq!(handles(&home, "boom"), 1);
+}
+
+#[test]
+fn exit_64_is_bad_configuration_and_an_unusable_home_is_exit_1() {
+    let exit = |home: &Home, bin: &str, args: &[&str]| {
+        let mut all = vec!["--router", "127.0.0.1:1"];
+        all.extend_from_slice(args);
+        let mut p = home.spawn(bin, &all);
+        wait_exit(home, &mut p, Duration::from_secs(20))
+    };
+    // `data` is a file: the work queue cannot be opened. An I/O failure, restartable.
+    let home = Home::new();
+    std::fs::write(home.path().join("data"), "not a folder").unwrap();
+    assert_eq!(exit(&home, "ringrift-queue-monitor", &[]), Some(1));
+    // Bad values: the daemon's own range check, a lifecycle setting, a wrong type.
+    for set in [
+        "queue_monitor.max_depth=0",
+        "max_ack_pending=0",
+        "queue_monitor.ack_wait_s=-1",
+        "queue_monitor.max_depth=lots",
+    ] {
+        let home = Home::new();
+        assert_eq!(
+            exit(&home, "ringrift-queue-monitor", &["--set", set]),
+            Some(64),
+            "--set {set}"
+        );
+    }
+}
+
+/// Distinct `burst:` ids in the router's log.
+async fn burst_ids(addr: &str) -> HashSet<String> {
+    router_log(addr)
+        .await
+        .into_iter()
+        .filter(|e| e.id.starts_with("burst:"))
+        .map(|e| e.id)
+        .collect()
+}
+
+fn burst_count(home: &Home) -> u64 {
+    std::fs::read_to_string(home.path().join("run/test.burst"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_events_survive_a_router_outage_and_a_sigkill_of_the_publisher() {
+    const N: u64 = 20_000;
+    // The router is away at least this long (the whole burst, the kill and the restart
+    // happen inside it).
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let home = Home::new();
+    let (mut router, addr) = home.start_router("127.0.0.1:0", &[]);
+    router.kill9();
+    let down = Instant::now();
+    let cfg = format!("publish_burst = {N}\ncycle_interval_s = 0.05");
+    let mut d = test_daemon(&home, &addr, &cfg, &[]);
+    let at_kill = wait_for(
+        "part of the burst accepted",
+        Duration::from_secs(60),
+        || {
+            let n = burst_count(&home);
+            (n >= 2_000).then_some(n)
+        },
+    );
+    d.kill9();
+    assert!(at_kill < N, "killed mid-burst ({at_kill} accepted)");
+    let _d = test_daemon(&home, &addr, &cfg, &[]);
+    wait_for(
+        "the rest of the burst accepted",
+        Duration::from_secs(120),
+        || (burst_count(&home) == N).then_some(()),
+    );
+    if let Some(rest) = OUTAGE.checked_sub(down.elapsed()) {
+        // The scenario (an outage of OUTAGE), not synchronisation.
+        std::thread::sleep(rest);
+    }
+    eprintln!(
+        "router down for {:.1} s; {at_kill} events accepted by the killed daemon",
+        down.elapsed().as_secs_f64()
+    );
+    let (_router, addr) = home.start_router(&addr, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = burst_ids(&addr).await.len() as u64;
+        if got == N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {N} burst events reached the router; logs in {}",
+            home.path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
