@@ -184,20 +184,44 @@ impl Home {
     }
 }
 
-/// Lints Prometheus text with `promtool check metrics`; skips (with a message) without it.
+/// Whether a test may use an outside tool: `present` as probed by the caller. Without the
+/// tool a test skips visibly, except under `CI=true`, where a missing tool fails the test
+/// (a suite that skips its checks must not pass by accident; `scripts/test` installs them).
+pub fn require_tool(tool: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    assert!(
+        !ci,
+        "{tool} is required under CI=true but is not installed (scripts/test installs it)"
+    );
+    eprintln!("SKIP: {tool} not installed (scripts/test installs it; under CI=true this fails)");
+    false
+}
+
+/// Whether `program args...` runs and exits 0.
+pub fn command_works(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Lints Prometheus text with `promtool check metrics` (see [`require_tool`]).
 pub fn promtool_check(metrics: &str) {
-    let Ok(mut child) = Command::new("promtool")
+    if !require_tool("promtool", command_works("promtool", &["--version"])) {
+        return;
+    }
+    let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-    else {
-        eprintln!(
-            "SKIP promtool check: promtool not installed (scripts/test installs the Debian package prometheus)"
-        );
-        return;
-    };
+        .expect("spawn promtool");
     use std::io::Write;
     child
         .stdin

@@ -615,6 +615,22 @@ async fn metrics_endpoint_counts_events() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_durability_runs_the_writer_with_synchronous_full() {
+    let home = Home::new();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let body = http_get(&addr, "/metrics").await;
+    // 2 = FULL: the writer fsyncs each commit before its acks go out.
+    assert!(body.contains("ringrift_router_synchronous 2\n"), "{body}");
+    let relaxed_home = Home::new();
+    let (_relaxed, addr) = relaxed_home.start_router(
+        "127.0.0.1:0",
+        &["--set", "event_router.durability=relaxed"],
+    );
+    let body = http_get(&addr, "/metrics").await;
+    assert!(body.contains("ringrift_router_synchronous 1\n"), "{body}");
+}
+
 /// Minimal HTTP/1.1 GET over a TCP socket (no client crate needed for one call).
 pub async fn http_get(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -129,6 +129,12 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     };
     let metrics = metrics::Metrics::default();
     let broker = Broker::new(cfg.clone(), store, loaded, cache, head_tx, metrics);
+    // Read back what the writer connection really runs with (it is per connection).
+    let synchronous = broker
+        .store
+        .exec(|tx| tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)))
+        .await?;
+    broker.metrics.synchronous.set(synchronous);
     if ctx.once {
         let n = broker.enforce_retention().await?;
         tracing::info!(
@@ -195,7 +201,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let app = routes.into_axum_router().merge(http);
 
     handler_base::write_addr_file(&ctx.home, "event_router", &addr.to_string())?;
-    tracing::info!(%addr, log = %dir.display(), head = broker.head(), durability = ?cfg.durability, "event router listening");
+    tracing::info!(%addr, log = %dir.display(), head = broker.head(), durability = ?cfg.durability, synchronous, "event router listening");
     ctx.ready();
     let shutdown = ctx.shutdown.clone();
     let closing = broker.closing.clone();

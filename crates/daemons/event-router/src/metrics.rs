@@ -16,6 +16,8 @@ pub struct Metrics {
     pub rejected: Counter,
     pub consumer_lag: Family<Vec<(String, String)>, Gauge>,
     pub head: Gauge,
+    /// The writer connection's effective `PRAGMA synchronous` (2 = FULL, 1 = NORMAL).
+    pub synchronous: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -30,6 +32,7 @@ impl Default for Metrics {
             rejected: Counter::default(),
             consumer_lag: Family::default(),
             head: Gauge::default(),
+            synchronous: Gauge::default(),
             registry: Arc::new(Registry::default()),
         };
         r.register(
@@ -66,6 +69,11 @@ impl Default for Metrics {
             "head_seq",
             "Sequence number of the newest event",
             m.head.clone(),
+        );
+        r.register(
+            "synchronous",
+            "PRAGMA synchronous of the log's writer connection (2 = FULL: fsync before each ack)",
+            m.synchronous.clone(),
         );
         Metrics {
             registry: Arc::new(r),
