@@ -26,6 +26,7 @@ fn status_of(name: &str, e: &Entry) -> wire::DaemonStatus {
             .unwrap_or(0.0),
         last_exit: e.last_exit.clone(),
         health: e.health.clone(),
+        note: e.note.clone(),
     }
 }
 
@@ -115,7 +116,7 @@ pub fn status_json(s: &wire::StatusResponse) -> serde_json::Value {
             });
             serde_json::json!({
                 "name": d.name, "pid": d.pid, "state": state_name(d.state), "restarts": d.restarts,
-                "uptime_s": d.uptime_s, "last_exit": d.last_exit, "health": health,
+                "uptime_s": d.uptime_s, "last_exit": d.last_exit, "note": d.note, "health": health,
             })
         })
         .collect();
@@ -131,6 +132,7 @@ pub fn state_name(s: i32) -> &'static str {
         Ok(wire::DaemonState::Failed) => "FAILED",
         Ok(wire::DaemonState::Stopping) => "STOPPING",
         Ok(wire::DaemonState::StoppedState) => "STOPPED",
+        Ok(wire::DaemonState::Blocked) => "BLOCKED",
         _ => "?",
     }
 }
@@ -202,7 +204,7 @@ pub fn table(s: &wire::StatusResponse) -> String {
                     .unwrap_or("?"),
                 h.message.as_str(),
             ),
-            None => ("-", ""),
+            None => ("-", d.note.as_str()),
         };
         let pid = if d.pid == 0 {
             "-".to_owned()

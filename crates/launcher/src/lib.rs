@@ -236,7 +236,12 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    supervise_all(args, cfg, home, plan).await
+    let node = settings.string("node").unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    });
+    supervise_all(args, cfg, home, node, plan).await
 }
 
 /// Which daemons run, in dependency order, with their binaries and arguments.
@@ -362,6 +367,7 @@ async fn supervise_all(
     args: cli::Args,
     cfg: LauncherConfig,
     home: PathBuf,
+    node: String,
     plan: Vec<Planned>,
 ) -> anyhow::Result<ExitCode> {
     if plan.is_empty() {
@@ -388,6 +394,7 @@ async fn supervise_all(
     });
     let (sh, mut rxs) = supervise::shared(
         profile.clone(),
+        node,
         home.clone(),
         cfg,
         args.configs.clone(),
