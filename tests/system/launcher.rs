@@ -465,11 +465,15 @@ fn a_daemon_that_stops_heartbeating_is_killed_and_restarted() {
         ],
     );
     // Heartbeats flow: the launcher shows the daemon's health.
-    let d = wait_for("hung READY with a heartbeat", Duration::from_secs(30), || {
-        let s = status(&home);
-        let d = daemon(&s, "hung").clone();
-        (d["state"] == "READY" && !d["health"].is_null()).then_some(d)
-    });
+    let d = wait_for(
+        "hung READY with a heartbeat",
+        Duration::from_secs(30),
+        || {
+            let s = status(&home);
+            let d = daemon(&s, "hung").clone();
+            (d["state"] == "READY" && !d["health"].is_null()).then_some(d)
+        },
+    );
     let pid = d["pid"].as_u64().unwrap() as u32;
     // Alive but frozen: no heartbeat, no exit.
     nix::sys::signal::kill(
@@ -578,12 +582,16 @@ fn router_restarts_do_not_leak_connections_of_the_launcher() {
     let launcher_pid = l.pid() as u32;
     let mut pid = 0u64;
     for round in 0..4 {
-        let d = wait_for("router READY with a heartbeat", Duration::from_secs(30), || {
-            let s = status(&home);
-            let d = daemon(&s, "event_router").clone();
-            (d["state"] == "READY" && !d["health"].is_null() && d["pid"].as_u64() != Some(pid))
-                .then_some(d)
-        });
+        let d = wait_for(
+            "router READY with a heartbeat",
+            Duration::from_secs(30),
+            || {
+                let s = status(&home);
+                let d = daemon(&s, "event_router").clone();
+                (d["state"] == "READY" && !d["health"].is_null() && d["pid"].as_u64() != Some(pid))
+                    .then_some(d)
+            },
+        );
         pid = d["pid"].as_u64().unwrap();
         if round < 3 {
             nix::sys::signal::kill(
@@ -593,7 +601,12 @@ fn router_restarts_do_not_leak_connections_of_the_launcher() {
             .unwrap();
         }
     }
-    let port: u16 = router_addr_of(&home).rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = router_addr_of(&home)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     // Watch for longer than a subscription's longest reconnect backoff (5 s): a leaked
     // subscription would have reconnected by then.
     let until = std::time::Instant::now() + Duration::from_secs(6);

@@ -2,6 +2,7 @@
 //! Build the binaries first: `cargo build --workspace --bins`.
 
 mod cli;
+mod dlq;
 mod launcher;
 mod poller;
 mod python;

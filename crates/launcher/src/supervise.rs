@@ -195,7 +195,12 @@ impl Shared {
     /// than `limit` while the feed is alive: heartbeats of others arrived after its
     /// deadline (for the router itself, whose heartbeat is the feed, the clock counts).
     /// `None` without evidence either way (no router yet, router down).
-    fn heartbeat_overdue(&self, name: &str, ready_at: Instant, limit: Duration) -> Option<Duration> {
+    fn heartbeat_overdue(
+        &self,
+        name: &str,
+        ready_at: Instant,
+        limit: Duration,
+    ) -> Option<Duration> {
         let (since, last_any) = {
             let f = self.feed.lock().unwrap_or_else(|p| p.into_inner());
             (f.router_ready_at?, f.last_any)
@@ -252,7 +257,10 @@ impl Shared {
     /// the heartbeat subscription; after a router restart at the same address the
     /// existing publisher and subscription reconnect by themselves and `None` is returned.
     pub fn router_ready(&self, addr: String) -> Option<router_client::Client> {
-        self.feed.lock().unwrap_or_else(|p| p.into_inner()).router_ready_at = Some(Instant::now());
+        self.feed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .router_ready_at = Some(Instant::now());
         *self.router_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.clone());
         let mut s = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if s.publisher.is_some() && s.addr.as_deref() == Some(addr.as_str()) {
@@ -278,7 +286,10 @@ impl Shared {
     }
 
     fn set_heartbeat_task(&self, task: tokio::task::AbortHandle) {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).heartbeats = Some(task);
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .heartbeats = Some(task);
     }
 }
 
@@ -393,7 +404,11 @@ pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Cont
             }
         }
     }
-    if sh.entries().get(&name).is_some_and(|e| e.state == DaemonState::Blocked) {
+    if sh
+        .entries()
+        .get(&name)
+        .is_some_and(|e| e.state == DaemonState::Blocked)
+    {
         tracing::info!(daemon = %name, "dependencies ready again; no longer blocked");
         sh.update(&name, |e| {
             e.state = DaemonState::Pending;

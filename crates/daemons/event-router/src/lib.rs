@@ -56,6 +56,9 @@ pub struct RouterConfig {
     pub cache_events: usize,
     /// Events buffered per subscriber before its session waits.
     pub consumer_buffer: usize,
+    /// A dead letter RETRYING this long without being sent (its consumer never came
+    /// back) returns to DEAD.
+    pub dlq_retrying_timeout_s: f64,
 }
 
 impl Default for RouterConfig {
@@ -71,6 +74,7 @@ impl Default for RouterConfig {
             retention_interval_s: RETENTION_TICK.as_secs_f64(),
             cache_events: 100_000,
             consumer_buffer: 256,
+            dlq_retrying_timeout_s: 900.0,
         }
     }
 }
@@ -88,6 +92,9 @@ impl RouterConfig {
         }
         if !(self.retention_interval_s > 0.0) {
             return bad("retention_interval_s must be > 0".into());
+        }
+        if !(self.dlq_retrying_timeout_s > 0.0) {
+            return bad("dlq_retrying_timeout_s must be > 0".into());
         }
         if self.cache_events == 0 {
             return bad("cache_events must be at least 1".into());
@@ -147,6 +154,11 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     spawn_retention(
         broker.clone(),
         Duration::from_secs_f64(cfg.retention_interval_s),
+        ctx.shutdown.clone(),
+    );
+    spawn_retrying_expiry(
+        broker.clone(),
+        Duration::from_secs_f64(cfg.dlq_retrying_timeout_s),
         ctx.shutdown.clone(),
     );
     let hb = ctx
@@ -269,6 +281,34 @@ fn spawn_heartbeat(
             ev.time_unix_ms = router_now_ms();
             if let Err(e) = broker.publish(vec![ev]).await {
                 tracing::warn!(error = %e, "router heartbeat not stored");
+            }
+        }
+    });
+}
+
+/// Returns RETRYING dead letters whose consumer never came back to DEAD (see
+/// `Broker::expire_retrying`), checking a few times per timeout.
+fn spawn_retrying_expiry(
+    broker: Arc<Broker>,
+    timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let every = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = t.tick() => {}
+            }
+            match broker.expire_retrying(timeout).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    letters = n,
+                    timeout_s = timeout.as_secs_f64(),
+                    "dead letters RETRYING without their consumer went back to DEAD"
+                ),
+                Err(e) => tracing::error!(error = %e, "expiring RETRYING dead letters failed"),
             }
         }
     });
