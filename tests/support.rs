@@ -237,3 +237,28 @@ pub fn promtool_check(metrics: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One HTTP/1.1 GET over a fresh TCP connection, with `authorization: Bearer <token>` when
+/// given: `(status, body)`, or `None` when nothing answers.
+pub async fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}

@@ -137,11 +137,12 @@ pub fn state_name(s: i32) -> &'static str {
     }
 }
 
-/// Serves the control API on `listener` until `shutdown`.
+/// Serves the control API on `listener` until `shutdown` (behind `token`, if any).
 pub async fn serve(
     sh: Arc<Shared>,
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
+    token: Option<handler_base::auth::Token>,
 ) -> anyhow::Result<()> {
     let hs = sh.clone();
     let http = axum::Router::new().route(
@@ -154,6 +155,7 @@ pub async fn serve(
     let app = tonic::service::Routes::new(SupervisorServer::new(Api(sh)))
         .into_axum_router()
         .merge(http);
+    let app = handler_base::auth::protect(app, token);
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
@@ -165,11 +167,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// A control API client (sending the token, if any).
+pub type Client = SupervisorClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        router_client::Bearer,
+    >,
+>;
+
 /// Connects to a running launcher or says clearly that none runs there.
-pub async fn connect(addr: &str) -> anyhow::Result<SupervisorClient<tonic::transport::Channel>> {
+pub async fn connect(addr: &str, bearer: router_client::Bearer) -> anyhow::Result<Client> {
     let ep = router_client::endpoint(addr)?;
     match ep.connect().await {
-        Ok(ch) => Ok(SupervisorClient::new(ch)),
+        Ok(ch) => Ok(SupervisorClient::with_interceptor(ch, bearer)),
         Err(_) => anyhow::bail!(
             "no launcher is running (nothing answers on {addr}; start one with `ringrift-launcher --profile standard`)"
         ),

@@ -114,6 +114,8 @@ pub struct Shared {
     pub profile: String,
     /// This machine's node name, as daemons put it in their heartbeats.
     pub node: String,
+    /// The shared token: sent to the router, handed to children as `RINGRIFT_TOKEN`.
+    token: Option<handler_base::auth::Token>,
     pub home: PathBuf,
     pub cfg: LauncherConfig,
     pub configs: Option<String>,
@@ -266,7 +268,8 @@ impl Shared {
         if s.publisher.is_some() && s.addr.as_deref() == Some(addr.as_str()) {
             return None;
         }
-        let client = match router_client::connect_lazy(&addr) {
+        let bearer = handler_base::auth::Token::bearer(self.token.as_ref());
+        let client = match router_client::connect_lazy_with(&addr, bearer) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot use the router's address");
@@ -314,6 +317,7 @@ fn lifecycle(
 pub fn shared(
     profile: String,
     node: String,
+    token: Option<handler_base::auth::Token>,
     home: PathBuf,
     cfg: LauncherConfig,
     configs: Option<String>,
@@ -346,6 +350,7 @@ pub fn shared(
     let sh = Shared {
         profile,
         node,
+        token,
         home,
         cfg,
         configs,
@@ -610,6 +615,7 @@ async fn run_once(
         .envs(p.env.iter().cloned())
         .env("NOTIFY_SOCKET", &sock_path)
         .env("RINGRIFT_HOME", &sh.home)
+        .envs(sh.token.iter().map(|t| ("RINGRIFT_TOKEN", t.secret())))
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
         .stdin(std::process::Stdio::null())

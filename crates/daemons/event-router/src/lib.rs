@@ -117,6 +117,8 @@ pub fn serve(ctx: ServiceContext) -> Pin<Box<dyn Future<Output = anyhow::Result<
 async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let cfg: RouterConfig = ctx.settings.section("event_router")?;
     cfg.validate()?;
+    let token = handler_base::auth::load(&ctx.settings)?;
+    handler_base::auth::check_listen("event_router.listen", &cfg.listen, token.as_ref())?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
@@ -210,10 +212,10 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let routes = tonic::service::Routes::new(svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1a);
-    let app = routes.into_axum_router().merge(http);
+    let app = handler_base::auth::protect(routes.into_axum_router().merge(http), token.clone());
 
     handler_base::write_addr_file(&ctx.home, "event_router", &addr.to_string())?;
-    tracing::info!(%addr, log = %dir.display(), head = broker.head(), durability = ?cfg.durability, synchronous, "event router listening");
+    tracing::info!(%addr, log = %dir.display(), head = broker.head(), durability = ?cfg.durability, synchronous, auth = token.is_some(), "event router listening");
     ctx.ready();
     let shutdown = ctx.shutdown.clone();
     let closing = broker.closing.clone();
