@@ -54,6 +54,18 @@ async fn letter_state(c: &mut Client, id: u64) -> Option<wire::DeadLetterState> 
         .and_then(|l| wire::DeadLetterState::try_from(l.state).ok())
 }
 
+async fn wait_letter_state(c: &Client, id: u64, want: wire::DeadLetterState) {
+    wait_for_async(
+        &format!("letter {id} {want:?}"),
+        Duration::from_secs(10),
+        || {
+            let mut c = c.clone();
+            async move { (letter_state(&mut c, id).await == Some(want)).then_some(()) }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_retry_goes_on_past_a_letter_whose_retry_fails() {
     let home = Home::new();
@@ -98,14 +110,7 @@ async fn dlq_retry_goes_on_past_a_letter_whose_retry_fails() {
     })
     .await
     .unwrap();
-    wait_for_async("letter DELIVERED", Duration::from_secs(10), || {
-        let mut c = c.clone();
-        async move {
-            (letter_state(&mut c, good).await == Some(wire::DeadLetterState::Delivered))
-                .then_some(())
-        }
-    })
-    .await;
+    wait_letter_state(&c, good, wire::DeadLetterState::Delivered).await;
     let ghost = letters(&mut c)
         .await
         .into_iter()
@@ -138,13 +143,7 @@ async fn a_retrying_letter_whose_consumer_never_returns_goes_back_to_dead() {
         r.letter.unwrap().state,
         wire::DeadLetterState::Retrying as i32
     );
-    wait_for_async("letter back to DEAD", Duration::from_secs(10), || {
-        let mut c = c.clone();
-        async move {
-            (letter_state(&mut c, id).await == Some(wire::DeadLetterState::Dead)).then_some(())
-        }
-    })
-    .await;
+    wait_letter_state(&c, id, wire::DeadLetterState::Dead).await;
     // Once the consumer is back, the next retry delivers it.
     let mut s = subscribe_durable(&mut c, "gone", 1).await;
     c.retry_dead_letter(wire::RetryDeadLetterRequest { id })

@@ -347,23 +347,6 @@ fn unimplemented_daemons_are_refused_clearly() {
     assert_eq!(out.status.code(), Some(64));
 }
 
-async fn http_status(addr: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies() {
     let home = Home::new();
@@ -386,7 +369,7 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
     let addr = home.wait_addr("health_server", &mut l);
     // Poll /ready: whenever it says 200, the launcher must show both daemons READY.
     ringrift_system_tests::wait_for_async("/ready 200", Duration::from_secs(30), || async {
-        let (code, _) = http_status(&addr, "/ready").await?;
+        let (code, _) = ringrift_system_tests::http_get_with(&addr, "/ready", None).await?;
         (code == 200).then_some(())
     })
     .await;
@@ -404,25 +387,29 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
         "/ready 503 naming event_router",
         Duration::from_secs(10),
         || async {
-            let (code, body) = http_status(&addr, "/ready").await?;
+            let (code, body) = ringrift_system_tests::http_get_with(&addr, "/ready", None).await?;
             (code == 503 && body.contains("event_router")).then_some(body)
         },
     )
     .await;
     ringrift_system_tests::wait_for_async("/ready 200 again", Duration::from_secs(30), || async {
-        let (code, _) = http_status(&addr, "/ready").await?;
+        let (code, _) = ringrift_system_tests::http_get_with(&addr, "/ready", None).await?;
         (code == 200).then_some(())
     })
     .await;
     assert_eq!(daemon(&status(&home), "event_router")["restarts"], 1);
-    let (code, metrics) = http_status(&addr, "/metrics").await.unwrap();
+    let (code, metrics) = ringrift_system_tests::http_get_with(&addr, "/metrics", None)
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     assert!(
         metrics.contains("ringrift_daemon_up{daemon=\"health_server\"} 1"),
         "{metrics}"
     );
     ringrift_system_tests::promtool_check(&metrics);
-    let (code, st) = http_status(&addr, "/status").await.unwrap();
+    let (code, st) = ringrift_system_tests::http_get_with(&addr, "/status", None)
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     assert!(
         serde_json::from_str::<serde_json::Value>(&st).unwrap()["daemons"]["health_server"]["up"]

@@ -296,13 +296,9 @@ fn spawn_retrying_expiry(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let every = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
-    tokio::spawn(async move {
-        let mut t = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = t.tick() => {}
-            }
+    spawn_every(every, shutdown, move || {
+        let broker = broker.clone();
+        async move {
             match broker.expire_retrying(timeout).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(
@@ -321,6 +317,24 @@ fn spawn_retention(
     every: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    spawn_every(every, shutdown, move || {
+        let broker = broker.clone();
+        async move {
+            match broker.enforce_retention().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "retention removed old events"),
+                Err(e) => tracing::error!(error = %e, "retention pass failed"),
+            }
+        }
+    });
+}
+
+/// Runs `job` every `every` (the first run at once) until `shutdown`.
+fn spawn_every<F, Fut>(every: Duration, shutdown: tokio_util::sync::CancellationToken, mut job: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let mut t = tokio::time::interval(every);
         loop {
@@ -328,11 +342,7 @@ fn spawn_retention(
                 _ = shutdown.cancelled() => return,
                 _ = t.tick() => {}
             }
-            match broker.enforce_retention().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "retention removed old events"),
-                Err(e) => tracing::error!(error = %e, "retention pass failed"),
-            }
+            job().await;
         }
     });
 }
