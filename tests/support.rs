@@ -213,20 +213,44 @@ impl Home {
     }
 }
 
-/// Lints Prometheus text with `promtool check metrics`; skips (with a message) without it.
+/// Whether a test may use an outside tool: `present` as probed by the caller. Without the
+/// tool a test skips visibly, except under `CI=true`, where a missing tool fails the test
+/// (a suite that skips its checks must not pass by accident; `scripts/test` installs them).
+pub fn require_tool(tool: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    assert!(
+        !ci,
+        "{tool} is required under CI=true but is not installed (scripts/test installs it)"
+    );
+    eprintln!("SKIP: {tool} not installed (scripts/test installs it; under CI=true this fails)");
+    false
+}
+
+/// Whether `program args...` runs and exits 0.
+pub fn command_works(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Lints Prometheus text with `promtool check metrics` (see [`require_tool`]).
 pub fn promtool_check(metrics: &str) {
-    let Ok(mut child) = Command::new("promtool")
+    if !require_tool("promtool", command_works("promtool", &["--version"])) {
+        return;
+    }
+    let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-    else {
-        eprintln!(
-            "SKIP promtool check: promtool not installed (scripts/test installs the Debian package prometheus)"
-        );
-        return;
-    };
+        .expect("spawn promtool");
     use std::io::Write;
     child
         .stdin
@@ -241,4 +265,29 @@ pub fn promtool_check(metrics: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One HTTP/1.1 GET over a fresh TCP connection, with `authorization: Bearer <token>` when
+/// given: `(status, body)`, or `None` when nothing answers.
+pub async fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
 }

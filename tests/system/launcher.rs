@@ -347,23 +347,6 @@ fn unimplemented_daemons_are_refused_clearly() {
     assert_eq!(out.status.code(), Some(64));
 }
 
-async fn http_status(addr: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies() {
     let home = Home::new();
@@ -386,7 +369,7 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
     let addr = home.wait_addr("health_server", &mut l);
     // Poll /ready: whenever it says 200, the launcher must show both daemons READY.
     ringrift_system_tests::wait_for_async("/ready 200", Duration::from_secs(30), || async {
-        let (code, _) = http_status(&addr, "/ready").await?;
+        let (code, _) = ringrift_system_tests::http_get_with(&addr, "/ready", None).await?;
         (code == 200).then_some(())
     })
     .await;
@@ -404,28 +387,231 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
         "/ready 503 naming event_router",
         Duration::from_secs(10),
         || async {
-            let (code, body) = http_status(&addr, "/ready").await?;
+            let (code, body) = ringrift_system_tests::http_get_with(&addr, "/ready", None).await?;
             (code == 503 && body.contains("event_router")).then_some(body)
         },
     )
     .await;
     ringrift_system_tests::wait_for_async("/ready 200 again", Duration::from_secs(30), || async {
-        let (code, _) = http_status(&addr, "/ready").await?;
+        let (code, _) = ringrift_system_tests::http_get_with(&addr, "/ready", None).await?;
         (code == 200).then_some(())
     })
     .await;
     assert_eq!(daemon(&status(&home), "event_router")["restarts"], 1);
-    let (code, metrics) = http_status(&addr, "/metrics").await.unwrap();
+    let (code, metrics) = ringrift_system_tests::http_get_with(&addr, "/metrics", None)
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     assert!(
         metrics.contains("ringrift_daemon_up{daemon=\"health_server\"} 1"),
         "{metrics}"
     );
     ringrift_system_tests::promtool_check(&metrics);
-    let (code, st) = http_status(&addr, "/status").await.unwrap();
+    let (code, st) = ringrift_system_tests::http_get_with(&addr, "/status", None)
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     assert!(
         serde_json::from_str::<serde_json::Value>(&st).unwrap()["daemons"]["health_server"]["up"]
             == true
     );
+}
+
+/// A registry with the real router and one test daemon that talks to it (heartbeats reach
+/// the launcher through the router).
+fn routed_registry(name: &str, health_check_interval_s: f64) -> String {
+    format!(
+        "[[daemon]]\nname = \"event_router\"\ncategory = \"event\"\nimplemented = true\n\n[[daemon]]\nname = \"{name}\"\ncategory = \"test\"\nbinary = \"ringrift-test-daemon\"\nimplemented = true\nhealth_check_interval_s = {health_check_interval_s}\nargs = [\"--set\", \"test_daemon.instance={name}\"]\n\n"
+    )
+}
+
+/// A home whose daemons heartbeat every 0.1 s and whose router listens on port 0.
+fn fast_heartbeat_home() -> Home {
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("ringrift.toml"),
+        "heartbeat_interval_s = 0.1\n[event_router]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    home
+}
+
+#[test]
+fn a_daemon_that_stops_heartbeating_is_killed_and_restarted() {
+    let home = fast_heartbeat_home();
+    let _l = start_launcher(
+        &home,
+        &routed_registry("hung", 0.5),
+        &[
+            "--daemon",
+            "hung",
+            "--set",
+            "launcher.stop_grace_s=0.5",
+            "--set",
+            "launcher.backoff_base_s=0.1",
+        ],
+    );
+    // Heartbeats flow: the launcher shows the daemon's health.
+    let d = wait_for(
+        "hung READY with a heartbeat",
+        Duration::from_secs(30),
+        || {
+            let s = status(&home);
+            let d = daemon(&s, "hung").clone();
+            (d["state"] == "READY" && !d["health"].is_null()).then_some(d)
+        },
+    );
+    let pid = d["pid"].as_u64().unwrap() as u32;
+    // Alive but frozen: no heartbeat, no exit.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let d = wait_for("hung restarted", Duration::from_secs(20), || {
+        let s = status(&home);
+        let d = daemon(&s, "hung").clone();
+        (d["state"] == "READY" && d["pid"].as_u64() != Some(pid as u64)).then_some(d)
+    });
+    assert_eq!(d["restarts"], 1, "counts as a crash restart: {d}");
+    assert!(
+        d["last_exit"].as_str().unwrap().contains("no heartbeat"),
+        "{d}"
+    );
+    wait_for("frozen process killed", Duration::from_secs(5), || {
+        (!alive(pid)).then_some(())
+    });
+    let s = status(&home);
+    assert_eq!(
+        daemon(&s, "event_router")["restarts"],
+        0,
+        "only the hung one: {s}"
+    );
+}
+
+#[test]
+fn a_dependent_of_a_failed_daemon_is_reported_blocked() {
+    let home = Home::new();
+    // `base` fails before it is ever ready: /bin/false, no restarts allowed.
+    let reg = "[[daemon]]\nname = \"base\"\ncategory = \"test\"\nbinary = \"/bin/false\"\nstandalone = true\nimplemented = true\nmax_restarts = 0\n\n".to_owned()
+        + &test_daemon("top", &["base"], &[])
+        + &test_daemon("roof", &["top"], &[]);
+    let _l = start_launcher(&home, &reg, &["--daemon", "roof"]);
+    wait_state(&home, "base", "FAILED", Duration::from_secs(20));
+    let top = wait_state(&home, "top", "BLOCKED", Duration::from_secs(10));
+    assert_eq!(top["note"], "dependency base failed", "{top}");
+    let roof = wait_state(&home, "roof", "BLOCKED", Duration::from_secs(10));
+    assert_eq!(roof["note"], "dependency top is blocked", "{roof}");
+    let table = String::from_utf8(launcher_cmd(&home, &["--status"]).stdout).unwrap();
+    assert!(
+        table.contains("BLOCKED") && table.contains("dependency base failed"),
+        "{table}"
+    );
+    wait_for("log line", Duration::from_secs(5), || {
+        home.log("ringrift-launcher")
+            .contains("BLOCKED: dependency base failed")
+            .then_some(())
+    });
+}
+
+/// ESTABLISHED TCP connections of process `pid` to local `port`.
+fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    l.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ["tcp", "tcp6"]
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 9
+                && f[3] == "01"
+                && inodes.contains(f[9])
+                && f[2]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
+#[test]
+fn router_restarts_do_not_leak_connections_of_the_launcher() {
+    let home = fast_heartbeat_home();
+    let l = start_launcher(
+        &home,
+        &routed_registry("client", 30.0),
+        &[
+            "--daemon",
+            "event_router",
+            "--set",
+            "launcher.backoff_base_s=0.1",
+        ],
+    );
+    let launcher_pid = l.pid() as u32;
+    let mut pid = 0u64;
+    for round in 0..4 {
+        let d = wait_for(
+            "router READY with a heartbeat",
+            Duration::from_secs(30),
+            || {
+                let s = status(&home);
+                let d = daemon(&s, "event_router").clone();
+                (d["state"] == "READY" && !d["health"].is_null() && d["pid"].as_u64() != Some(pid))
+                    .then_some(d)
+            },
+        );
+        pid = d["pid"].as_u64().unwrap();
+        if round < 3 {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        }
+    }
+    let port: u16 = router_addr_of(&home)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Watch for longer than a subscription's longest reconnect backoff (5 s): a leaked
+    // subscription would have reconnected by then.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let mut most = 0;
+    while std::time::Instant::now() < until {
+        most = most.max(connections_to(launcher_pid, port));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        (1..=1).contains(&connections_to(launcher_pid, port)) && most <= 1,
+        "launcher holds {} connections to the router (at most {most}) after 3 router restarts",
+        connections_to(launcher_pid, port)
+    );
+}
+
+fn router_addr_of(home: &Home) -> String {
+    std::fs::read_to_string(home.path().join("run/event_router.addr"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }

@@ -1,7 +1,9 @@
 //! System tests: each starts real binaries in a temp home on port 0.
 //! Build the binaries first: `cargo build --workspace --bins`.
 
+mod auth;
 mod cli;
+mod dlq;
 mod launcher;
 mod lifecycle;
 mod poller;

@@ -188,3 +188,88 @@ async fn invalid_rows_are_marked_with_their_error_and_not_published() {
         vec![("ok".to_owned(), 1)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_larger_in_total_than_the_routers_request_limit_are_published_in_byte_sized_batches() {
+    let home = Home::new();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let db = db_path(&home);
+    // 200 rows of ~50 KB: 10 MB in the default batch of 500 rows, over the router's 8 MiB.
+    let mut c = ringrift_cross_process_poller::open_db(&db).unwrap();
+    let tx = c.transaction().unwrap();
+    let payload = format!("{{\"blob\": \"{}\"}}", "x".repeat(50_000));
+    for _ in 0..200 {
+        tx.execute(
+            "INSERT INTO events (event_type, payload) VALUES ('EXTERNAL', ?1)",
+            [&payload],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let _poller = home.spawn(
+        "ringrift-cross-process-poller",
+        &[
+            "--router",
+            &addr,
+            "--set",
+            "cross_process_poller.cycle_interval_s=0.05",
+        ],
+    );
+    ringrift_system_tests::wait_for("all rows bridged", Duration::from_secs(60), || {
+        (unpublished(&db) == 0).then_some(())
+    });
+    let seqs: i64 = c
+        .query_row("SELECT COUNT(DISTINCT router_seq) FROM events", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(seqs, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn death_between_ack_and_mark_is_reconciled_after_the_dedup_window() {
+    let home = Home::new();
+    let (_router, addr) =
+        home.start_router("127.0.0.1:0", &["--set", "event_router.dedup_window_s=1"]);
+    let db = db_path(&home);
+    drop(ringrift_cross_process_poller::open_db(&db).unwrap());
+    insert_rows(&db, 0, 10);
+    let mut first = home.spawn(
+        "ringrift-cross-process-poller",
+        &[
+            "--router",
+            &addr,
+            "--set",
+            "cross_process_poller.cycle_interval_s=0.05",
+            "--set",
+            "cross_process_poller.crash_after_publish=true",
+        ],
+    );
+    let st = ringrift_system_tests::wait_for(
+        "poller died after the ack",
+        Duration::from_secs(20),
+        || first.try_exit(),
+    );
+    assert_eq!(
+        st.code(),
+        Some(1),
+        "{}",
+        home.log("ringrift-cross-process-poller")
+    );
+    assert_eq!(collect(&addr, 10).await.len(), 10, "acked by the router");
+    assert_eq!(unpublished(&db), 10, "not marked");
+    // Past the router's dedup window: a plain republish would now be stored again.
+    let died = std::time::Instant::now();
+    ringrift_system_tests::wait_for("dedup window over", Duration::from_secs(10), || {
+        (died.elapsed() > Duration::from_millis(2500)).then_some(())
+    });
+    let _second = start_poller(&home, &addr);
+    ringrift_system_tests::wait_for("rows marked", Duration::from_secs(20), || {
+        (unpublished(&db) == 0).then_some(())
+    });
+    let seen = collect(&addr, 10).await;
+    assert!(
+        seen.len() == 10 && seen.values().all(|&n| n == 1),
+        "{seen:?}"
+    );
+}

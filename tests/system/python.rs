@@ -1,24 +1,14 @@
 //! A real non-Rust client: Python grpcio stubs generated from `proto/` subscribe to the
 //! live stream and publish an event.
 
-use ringrift_system_tests::Home;
+use ringrift_system_tests::{Home, command_works, require_tool};
 use std::path::PathBuf;
 use std::process::Command;
 
-fn python_has_grpc() -> bool {
-    Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools.protoc"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 #[test]
 fn python_grpcio_client_subscribes_and_publishes() {
-    if !python_has_grpc() {
-        eprintln!(
-            "SKIP python_grpcio_client_subscribes_and_publishes: python3 grpcio/grpcio-tools not installed (scripts/test installs them)"
-        );
+    let present = command_works("python3", &["-c", "import grpc, grpc_tools.protoc"]);
+    if !require_tool("python3 grpcio/grpcio-tools", present) {
         return;
     }
     let home = Home::new();

@@ -11,7 +11,7 @@ type Client = router_client::Client;
 
 mod delivery;
 
-fn work(id: &str) -> wire::Event {
+pub(crate) fn work(id: &str) -> wire::Event {
     wire::Event {
         r#type: EventType::WorkQueued as i32,
         payload: Some(Payload::WorkQueued(wire::WorkItem {
@@ -23,7 +23,7 @@ fn work(id: &str) -> wire::Event {
     }
 }
 
-fn work_id(ev: &wire::Event) -> String {
+pub(crate) fn work_id(ev: &wire::Event) -> String {
     match &ev.payload {
         Some(Payload::WorkQueued(w)) => w.work_id.clone(),
         other => panic!("unexpected payload {other:?}"),
@@ -33,7 +33,11 @@ fn work_id(ev: &wire::Event) -> String {
 /// Subscribes durable consumer `name` from `from`, to WORK_QUEUED only (daemons started
 /// by a test publish heartbeats too), with no practical limit on unacked deliveries
 /// (tests of that limit build their own request).
-async fn subscribe_durable(c: &mut Client, name: &str, from: u64) -> tonic::Streaming<wire::Event> {
+pub(crate) async fn subscribe_durable(
+    c: &mut Client,
+    name: &str,
+    from: u64,
+) -> tonic::Streaming<wire::Event> {
     c.subscribe(wire::SubscribeRequest {
         consumer: name.into(),
         types: vec![EventType::WorkQueued as i32],
@@ -47,11 +51,11 @@ async fn subscribe_durable(c: &mut Client, name: &str, from: u64) -> tonic::Stre
     .into_inner()
 }
 
-async fn client(addr: &str) -> Client {
+pub(crate) async fn client(addr: &str) -> Client {
     router_client::connect(addr).await.expect("connect router")
 }
 
-async fn next(s: &mut tonic::Streaming<wire::Event>) -> wire::Event {
+pub(crate) async fn next(s: &mut tonic::Streaming<wire::Event>) -> wire::Event {
     tokio::time::timeout(Duration::from_secs(20), s.message())
         .await
         .expect("event within 20 s")
@@ -617,6 +621,20 @@ async fn metrics_endpoint_counts_events() {
         body.contains("ringrift_router_events_duplicate_total 1"),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_durability_runs_the_writer_with_synchronous_full() {
+    let home = Home::new();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let body = http_get(&addr, "/metrics").await;
+    // 2 = FULL: the writer fsyncs each commit before its acks go out.
+    assert!(body.contains("ringrift_router_synchronous 2\n"), "{body}");
+    let relaxed_home = Home::new();
+    let (_relaxed, addr) =
+        relaxed_home.start_router("127.0.0.1:0", &["--set", "event_router.durability=relaxed"]);
+    let body = http_get(&addr, "/metrics").await;
+    assert!(body.contains("ringrift_router_synchronous 1\n"), "{body}");
 }
 
 /// Minimal HTTP/1.1 GET over a TCP socket (no client crate needed for one call).

@@ -188,12 +188,8 @@ fn committed_systemd_units_match_the_generator() {
 
 #[test]
 fn systemd_analyze_verifies_units_of_implemented_daemons_and_targets() {
-    if std::process::Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP systemd-analyze verify: systemd-analyze not installed");
+    let present = ringrift_system_tests::command_works("systemd-analyze", &["--version"]);
+    if !ringrift_system_tests::require_tool("systemd-analyze", present) {
         return;
     }
     let reg = ringrift_registry::Registry::builtin();

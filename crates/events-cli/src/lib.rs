@@ -133,7 +133,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .router
         .or_else(|| handler_base::read_addr_file(&home, "event_router"))
         .unwrap_or_else(|| "127.0.0.1:8780".into());
-    let mut client = router_client::connect(&addr)
+    // The token: `auth.token` of the home's settings, else RINGRIFT_TOKEN.
+    let settings = handler_base::Settings::load(&handler_base::settings::Sources::standard(
+        &home,
+        None,
+        Vec::new(),
+    ))?;
+    let token = handler_base::auth::load(&settings)?;
+    let bearer = handler_base::auth::Token::bearer(token.as_ref());
+    let mut client = router_client::connect_with(&addr, bearer)
         .await
         .with_context(|| format!("connect to router at {addr}"))?;
     match cli.cmd {

@@ -14,6 +14,7 @@
 //! The entry points take `Arc<dyn Handler>` / function pointers, never generics, so the
 //! runtime is compiled once for all fifty daemons.
 
+pub mod auth;
 pub mod cli;
 mod dedup;
 mod errors;

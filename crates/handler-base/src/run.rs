@@ -377,7 +377,14 @@ impl Lifecycle {
 }
 
 async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: String) -> ExitCode {
-    let client = match router_client::connect_lazy(&router_addr) {
+    let bearer = match crate::auth::load(&b.settings) {
+        Ok(t) => crate::auth::Token::bearer(t.as_ref()),
+        Err(e) => {
+            eprintln!("ringrift-{}: {e}", info.name.replace('_', "-"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let client = match router_client::connect_lazy_with(&router_addr, bearer) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ringrift-{}: {e}", info.name.replace('_', "-"));

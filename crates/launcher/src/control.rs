@@ -26,6 +26,7 @@ fn status_of(name: &str, e: &Entry) -> wire::DaemonStatus {
             .unwrap_or(0.0),
         last_exit: e.last_exit.clone(),
         health: e.health.clone(),
+        note: e.note.clone(),
     }
 }
 
@@ -115,7 +116,7 @@ pub fn status_json(s: &wire::StatusResponse) -> serde_json::Value {
             });
             serde_json::json!({
                 "name": d.name, "pid": d.pid, "state": state_name(d.state), "restarts": d.restarts,
-                "uptime_s": d.uptime_s, "last_exit": d.last_exit, "health": health,
+                "uptime_s": d.uptime_s, "last_exit": d.last_exit, "note": d.note, "health": health,
             })
         })
         .collect();
@@ -131,15 +132,17 @@ pub fn state_name(s: i32) -> &'static str {
         Ok(wire::DaemonState::Failed) => "FAILED",
         Ok(wire::DaemonState::Stopping) => "STOPPING",
         Ok(wire::DaemonState::StoppedState) => "STOPPED",
+        Ok(wire::DaemonState::Blocked) => "BLOCKED",
         _ => "?",
     }
 }
 
-/// Serves the control API on `listener` until `shutdown`.
+/// Serves the control API on `listener` until `shutdown` (behind `token`, if any).
 pub async fn serve(
     sh: Arc<Shared>,
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
+    token: Option<handler_base::auth::Token>,
 ) -> anyhow::Result<()> {
     let hs = sh.clone();
     let http = axum::Router::new().route(
@@ -152,6 +155,7 @@ pub async fn serve(
     let app = tonic::service::Routes::new(SupervisorServer::new(Api(sh)))
         .into_axum_router()
         .merge(http);
+    let app = handler_base::auth::protect(app, token);
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
@@ -163,11 +167,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// A control API client (sending the token, if any).
+pub type Client = SupervisorClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        router_client::Bearer,
+    >,
+>;
+
 /// Connects to a running launcher or says clearly that none runs there.
-pub async fn connect(addr: &str) -> anyhow::Result<SupervisorClient<tonic::transport::Channel>> {
+pub async fn connect(addr: &str, bearer: router_client::Bearer) -> anyhow::Result<Client> {
     let ep = router_client::endpoint(addr)?;
     match ep.connect().await {
-        Ok(ch) => Ok(SupervisorClient::new(ch)),
+        Ok(ch) => Ok(SupervisorClient::with_interceptor(ch, bearer)),
         Err(_) => anyhow::bail!(
             "no launcher is running (nothing answers on {addr}; start one with `ringrift-launcher --profile standard`)"
         ),
@@ -202,7 +214,7 @@ pub fn table(s: &wire::StatusResponse) -> String {
                     .unwrap_or("?"),
                 h.message.as_str(),
             ),
-            None => ("-", ""),
+            None => ("-", d.note.as_str()),
         };
         let pid = if d.pid == 0 {
             "-".to_owned()

@@ -95,6 +95,8 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     if let Some(c) = &args.control {
         cfg.control = c.clone();
     }
+    let token = handler_base::auth::load(&settings).map_err(|e| usage(e.to_string()))?;
+    let bearer = handler_base::auth::Token::bearer(token.as_ref());
     let registry = match &args.registry {
         Some(p) => Registry::from_toml(
             &std::fs::read_to_string(p)
@@ -113,7 +115,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     if let Some(cmd) = &args.cmd {
         return match cmd {
             cli::Cmd::Stop { name } | cli::Cmd::Restart { name } => {
-                let mut c = control::connect(&control_addr()).await?;
+                let mut c = control::connect(&control_addr(), bearer.clone()).await?;
                 let req = ringrift_proto::wire::DaemonRequest { name: name.clone() };
                 let r = if matches!(cmd, cli::Cmd::Stop { .. }) {
                     c.stop(req).await
@@ -145,7 +147,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
         };
     }
     if args.status || args.watch {
-        let mut c = control::connect(&control_addr()).await?;
+        let mut c = control::connect(&control_addr(), bearer.clone()).await?;
         if args.status {
             let s = c
                 .status(ringrift_proto::wire::StatusRequest {})
@@ -236,7 +238,12 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    supervise_all(args, cfg, home, plan).await
+    let node = settings.string("node").unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    });
+    supervise_all(args, cfg, home, node, token, plan).await
 }
 
 /// Which daemons run, in dependency order, with their binaries and arguments.
@@ -362,11 +369,15 @@ async fn supervise_all(
     args: cli::Args,
     cfg: LauncherConfig,
     home: PathBuf,
+    node: String,
+    token: Option<handler_base::auth::Token>,
     plan: Vec<Planned>,
 ) -> anyhow::Result<ExitCode> {
     if plan.is_empty() {
         bail!(usage("nothing to run"));
     }
+    handler_base::auth::check_listen("launcher.control", &cfg.control, token.as_ref())
+        .map_err(|e| usage(e.to_string()))?;
     std::fs::create_dir_all(home.join("run"))
         .with_context(|| format!("create {}", home.display()))?;
     let listener = tokio::net::TcpListener::bind(&cfg.control)
@@ -388,13 +399,20 @@ async fn supervise_all(
     });
     let (sh, mut rxs) = supervise::shared(
         profile.clone(),
+        node,
+        token.clone(),
         home.clone(),
         cfg,
         args.configs.clone(),
         &plan,
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(control::serve(sh.clone(), listener, shutdown.clone()));
+    let server = tokio::spawn(control::serve(
+        sh.clone(),
+        listener,
+        shutdown.clone(),
+        token,
+    ));
     tracing::info!(control = %addr, %profile, daemons = plan.len(), home = %home.display(), "launcher started");
     let mut tasks = tokio::task::JoinSet::new();
     for p in &plan {

@@ -1,9 +1,18 @@
 //! Child output capture: every line goes to the launcher's stdout prefixed with the
 //! daemon's name, and to `$RINGRIFT_HOME/logs/<daemon>.log`, rotated by size.
+//!
+//! Output is read as bytes, not text: invalid UTF-8 is replaced (lossy), never the end of
+//! the copy, and a line longer than [`MAX_LINE`] is cut there with [`CUT_MARKER`] (the
+//! rest of it is dropped) so a child cannot make the launcher buffer without bound.
 
 use std::path::PathBuf;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
+
+/// Longest line kept, in bytes.
+pub const MAX_LINE: usize = 16 << 10;
+/// Appended to a line cut at [`MAX_LINE`].
+pub const CUT_MARKER: &str = " [line cut at 16 KiB]";
 
 pub struct LogSink {
     name: String,
@@ -24,12 +33,48 @@ impl LogSink {
         }
     }
 
-    /// Copies lines from a child pipe until it closes.
+    /// Copies lines from a child pipe until it closes (or fails to read).
     pub async fn pump(&self, pipe: impl AsyncRead + Unpin) {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            self.line(&line).await;
+        let mut r = BufReader::new(pipe);
+        let mut line: Vec<u8> = Vec::new();
+        let mut cut = false;
+        loop {
+            let buf = match r.fill_buf().await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(daemon = %self.name, error = %e, "reading daemon output failed");
+                    break;
+                }
+            };
+            if buf.is_empty() {
+                if !line.is_empty() || cut {
+                    self.bytes(&line, cut).await;
+                }
+                return;
+            }
+            let newline = buf.iter().position(|&b| b == b'\n');
+            let chunk = &buf[..newline.unwrap_or(buf.len())];
+            let room = MAX_LINE.saturating_sub(line.len());
+            cut |= chunk.len() > room;
+            line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let used = newline.map_or(buf.len(), |i| i + 1);
+            r.consume(used);
+            if newline.is_some() {
+                self.bytes(&line, cut).await;
+                line.clear();
+                cut = false;
+            }
         }
+    }
+
+    /// One raw line (without its newline): lossy UTF-8, marked when it was cut.
+    async fn bytes(&self, raw: &[u8], cut: bool) {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let mut text = String::from_utf8_lossy(raw).into_owned();
+        if cut {
+            text.push_str(CUT_MARKER);
+        }
+        self.line(&text).await;
     }
 
     pub async fn line(&self, line: &str) {
@@ -99,6 +144,25 @@ mod tests {
         assert!(!dir.join("d.log.3").exists());
         let last = std::fs::read_to_string(dir.join("d.log")).unwrap();
         assert!(last.contains("line number 0029"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_and_long_lines_do_not_stop_the_copy() {
+        let dir = tempfile_dir();
+        let sink = LogSink::new(dir.clone(), "u", 1 << 30, 1);
+        let mut input: Vec<u8> = b"first\nbad \xff\xfe bytes\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE + 5000));
+        input.extend_from_slice(b"\nafter the long one\nno newline at the end");
+        sink.pump(input.as_slice()).await;
+        let text = std::fs::read_to_string(dir.join("u.log")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert_eq!(lines[0], "first");
+        assert_eq!(lines[1], "bad \u{fffd}\u{fffd} bytes");
+        assert_eq!(lines[2], format!("{}{CUT_MARKER}", "x".repeat(MAX_LINE)));
+        assert_eq!(lines[3], "after the long one");
+        assert_eq!(lines[4], "no newline at the end");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -2,6 +2,12 @@
 //! signal, wait for readiness (sd_notify READY=1 on a per-child notify socket), restart
 //! after crashes with exponential backoff, give up after `max_restarts`, never restart
 //! exit 64, and stop in reverse dependency order on shutdown.
+//!
+//! Liveness beyond "the process exists": a ready daemon whose DAEMON_HEARTBEAT (seen
+//! through the launcher's one subscription to the router) is older than
+//! 3 × `health_check_interval_s` while other heartbeats keep arriving is hung; it gets
+//! SIGTERM, SIGKILL after the grace, and counts as a crash (systemd's WatchdogSec).
+//! A daemon whose dependency is FAILED waits as BLOCKED, saying which one.
 
 use crate::logs::LogSink;
 use ringrift_proto::Event;
@@ -97,11 +103,19 @@ pub struct Entry {
     pub since: Option<Instant>,
     pub last_exit: String,
     pub health: Option<wire::HealthCheckResult>,
+    /// When the launcher last saw a heartbeat of the current process.
+    pub last_heartbeat: Option<Instant>,
+    /// Why the daemon is in its state, when that needs saying (BLOCKED, hung).
+    pub note: String,
 }
 
 /// State shared by the supervisors, the control API and the shutdown sequence.
 pub struct Shared {
     pub profile: String,
+    /// This machine's node name, as daemons put it in their heartbeats.
+    pub node: String,
+    /// The shared token: sent to the router, handed to children as `RINGRIFT_TOKEN`.
+    token: Option<handler_base::auth::Token>,
     pub home: PathBuf,
     pub cfg: LauncherConfig,
     pub configs: Option<String>,
@@ -111,12 +125,27 @@ pub struct Shared {
     pub version: watch::Sender<u64>,
     events: Mutex<EventSink>,
     router_addr: Mutex<Option<String>>,
+    feed: Mutex<Feed>,
 }
 
+/// The launcher's one connection to the router: a publisher for lifecycle events and the
+/// heartbeat subscription, made once and reused across router restarts (the router keeps
+/// its address); replaced, never duplicated, only if the address changes.
 #[derive(Default)]
 struct EventSink {
     publisher: Option<router_client::Publisher>,
     pending: Vec<Event>,
+    addr: Option<String>,
+    heartbeats: Option<tokio::task::AbortHandle>,
+}
+
+/// What the heartbeat watchdog knows about the heartbeat feed itself.
+#[derive(Default)]
+struct Feed {
+    /// The router last became ready (heartbeats before this prove nothing).
+    router_ready_at: Option<Instant>,
+    /// The newest heartbeat of any daemon: the feed works.
+    last_any: Option<Instant>,
 }
 
 impl Shared {
@@ -137,18 +166,63 @@ impl Shared {
         self.version.send_modify(|v| *v += 1);
     }
 
-    /// Applies a heartbeat's health to the daemon it names (if that pid is current).
+    /// Applies a heartbeat's health to the daemon it comes from: the one it names if that
+    /// pid is current, else (a binary run under another registry name) this node's child
+    /// with that pid.
     pub fn heartbeat(&self, hb: &wire::DaemonHeartbeat) {
-        let matches = self
+        let now = Instant::now();
+        self.feed.lock().unwrap_or_else(|p| p.into_inner()).last_any = Some(now);
+        let target = {
+            let g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if g.get(&hb.daemon).is_some_and(|e| e.pid == hb.pid) {
+                Some(hb.daemon.clone())
+            } else if hb.pid != 0 && hb.node == self.node {
+                g.iter()
+                    .find(|(_, e)| e.pid == hb.pid)
+                    .map(|(n, _)| n.clone())
+            } else {
+                None
+            }
+        };
+        if let Some(name) = target {
+            let h = hb.health.clone();
+            self.update(&name, |e| {
+                e.health = h;
+                e.last_heartbeat = Some(now);
+            });
+        }
+    }
+
+    /// How long `name` (ready since `ready_at`) has gone without a heartbeat, if longer
+    /// than `limit` while the feed is alive: heartbeats of others arrived after its
+    /// deadline (for the router itself, whose heartbeat is the feed, the clock counts).
+    /// `None` without evidence either way (no router yet, router down).
+    fn heartbeat_overdue(
+        &self,
+        name: &str,
+        ready_at: Instant,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let (since, last_any) = {
+            let f = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+            (f.router_ready_at?, f.last_any)
+        };
+        let own = self
             .entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&hb.daemon)
-            .is_some_and(|e| e.pid == hb.pid);
-        if matches {
-            let h = hb.health.clone();
-            self.update(&hb.daemon, |e| e.health = h);
-        }
+            .get(name)?
+            .last_heartbeat
+            .unwrap_or(ready_at)
+            .max(ready_at)
+            .max(since);
+        let evidence = if name == "event_router" {
+            Instant::now()
+        } else {
+            last_any?
+        };
+        let gap = evidence.saturating_duration_since(own);
+        (gap > limit).then_some(gap)
     }
 
     pub async fn control(&self, name: &str, c: Control) -> Result<(), String> {
@@ -180,19 +254,45 @@ impl Shared {
         }
     }
 
-    /// Called once the router is ready: connects the publisher and flushes held events.
+    /// Called each time the router is ready. The first time (or when the address
+    /// changed) connects the publisher, flushes held events and returns the client for
+    /// the heartbeat subscription; after a router restart at the same address the
+    /// existing publisher and subscription reconnect by themselves and `None` is returned.
     pub fn router_ready(&self, addr: String) -> Option<router_client::Client> {
-        let client = router_client::connect_lazy(&addr).ok()?;
-        let p = router_client::Publisher::spawn(client.clone(), "launcher@local", 10_000);
-        {
-            let mut s = self.events.lock().unwrap_or_else(|p| p.into_inner());
-            for ev in s.pending.drain(..) {
-                let _ = p.publish(ev);
-            }
-            s.publisher = Some(p);
+        self.feed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .router_ready_at = Some(Instant::now());
+        *self.router_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.clone());
+        let mut s = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if s.publisher.is_some() && s.addr.as_deref() == Some(addr.as_str()) {
+            return None;
         }
-        *self.router_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+        let bearer = handler_base::auth::Token::bearer(self.token.as_ref());
+        let client = match router_client::connect_lazy_with(&addr, bearer) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the router's address");
+                return None;
+            }
+        };
+        if let Some(old) = s.heartbeats.take() {
+            old.abort();
+        }
+        let p = router_client::Publisher::spawn(client.clone(), "launcher@local", 10_000);
+        for ev in s.pending.drain(..) {
+            let _ = p.publish(ev);
+        }
+        s.publisher = Some(p);
+        s.addr = Some(addr);
         Some(client)
+    }
+
+    fn set_heartbeat_task(&self, task: tokio::task::AbortHandle) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .heartbeats = Some(task);
     }
 }
 
@@ -216,6 +316,8 @@ fn lifecycle(
 /// Builds the shared state and the per-daemon control receivers.
 pub fn shared(
     profile: String,
+    node: String,
+    token: Option<handler_base::auth::Token>,
     home: PathBuf,
     cfg: LauncherConfig,
     configs: Option<String>,
@@ -236,6 +338,8 @@ pub fn shared(
                 since: None,
                 last_exit: String::new(),
                 health: None,
+                last_heartbeat: None,
+                note: String::new(),
             },
         );
         ready.insert(n.clone(), watch::channel(false).0);
@@ -245,6 +349,8 @@ pub fn shared(
     }
     let sh = Shared {
         profile,
+        node,
+        token,
         home,
         cfg,
         configs,
@@ -254,6 +360,7 @@ pub fn shared(
         version: watch::channel(0).0,
         events: Mutex::new(EventSink::default()),
         router_addr: Mutex::new(None),
+        feed: Mutex::new(Feed::default()),
     };
     (Arc::new(sh), rxs)
 }
@@ -281,7 +388,8 @@ enum Outcome {
 /// Supervises one daemon until shutdown.
 pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Control>) {
     let name = p.spec.name.clone();
-    // Dependencies first: wait until each is ready.
+    // Dependencies first: wait until each is ready; BLOCKED while one is FAILED.
+    let mut versions = sh.version.subscribe();
     for d in &p.deps {
         let Some(tx) = sh.ready.get(d) else { continue };
         let mut rx = tx.subscribe();
@@ -289,14 +397,28 @@ pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Cont
             if *rx.borrow_and_update() {
                 break;
             }
+            versions.borrow_and_update();
+            block_on_failed_dependency(&sh, &name, d);
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
+                r = versions.changed() => if r.is_err() { return },
                 c = ctl.recv() => match c {
                     Some(Control::Shutdown) | None => { sh.update(&name, |e| e.state = DaemonState::StoppedState); return }
                     _ => {}
                 },
             }
         }
+    }
+    if sh
+        .entries()
+        .get(&name)
+        .is_some_and(|e| e.state == DaemonState::Blocked)
+    {
+        tracing::info!(daemon = %name, "dependencies ready again; no longer blocked");
+        sh.update(&name, |e| {
+            e.state = DaemonState::Pending;
+            e.note.clear();
+        });
     }
     let log = Arc::new(LogSink::new(
         sh.home.join("logs"),
@@ -413,6 +535,35 @@ pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Cont
     }
 }
 
+/// Marks `name` BLOCKED (once, with a log line) while its dependency `dep` is FAILED or
+/// itself BLOCKED, and back to PENDING when that is no longer so.
+fn block_on_failed_dependency(sh: &Shared, name: &str, dep: &str) {
+    let entries = sh.entries();
+    let dep_state = entries.get(dep).map(|e| e.state);
+    let mine = entries.get(name).map(|e| (e.state, e.note.clone()));
+    let note = match dep_state {
+        Some(DaemonState::Failed) => format!("dependency {dep} failed"),
+        Some(DaemonState::Blocked) => format!("dependency {dep} is blocked"),
+        _ => {
+            if mine.is_some_and(|(s, _)| s == DaemonState::Blocked) {
+                sh.update(name, |e| {
+                    e.state = DaemonState::Pending;
+                    e.note.clear();
+                });
+            }
+            return;
+        }
+    };
+    if mine.is_some_and(|(s, n)| s == DaemonState::Blocked && n == note) {
+        return;
+    }
+    tracing::error!(daemon = %name, dependency = %dep, "BLOCKED: {note}; waits until it is restarted and ready");
+    sh.update(name, |e| {
+        e.state = DaemonState::Blocked;
+        e.note = note;
+    });
+}
+
 /// True on Restart, false on Shutdown.
 async fn wait_for_restart(ctl: &mut mpsc::Receiver<Control>) -> bool {
     loop {
@@ -464,6 +615,7 @@ async fn run_once(
         .envs(p.env.iter().cloned())
         .env("NOTIFY_SOCKET", &sock_path)
         .env("RINGRIFT_HOME", &sh.home)
+        .envs(sh.token.iter().map(|t| ("RINGRIFT_TOKEN", t.secret())))
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
         .stdin(std::process::Stdio::null())
@@ -497,6 +649,8 @@ async fn run_once(
         e.pid = pid;
         e.since = Some(started);
         e.health = None;
+        e.last_heartbeat = None;
+        e.note.clear();
     });
     tracing::info!(daemon = %name, pid, restarts, "started");
     sh.publish(lifecycle(
@@ -511,6 +665,11 @@ async fn run_once(
     tokio::pin!(ready_deadline);
     let mut ready_at: Option<Instant> = None;
     let mut buf = [0u8; 4096];
+    // The heartbeat watchdog: 3 × health_check_interval without one means hung.
+    let hb_limit = (p.spec.health_check_interval_s > 0.0)
+        .then(|| Duration::from_secs_f64(3.0 * p.spec.health_check_interval_s));
+    let mut watchdog = tokio::time::interval(Duration::from_millis(250));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             st = child.wait() => {
@@ -531,6 +690,16 @@ async fn run_once(
                         sh.update(name, |e| { e.state = DaemonState::Ready; e.since = Some(Instant::now()); });
                         if let Some(tx) = sh.ready.get(name) { tx.send_replace(true); }
                     }
+                }
+            }
+            _ = watchdog.tick(), if ready_at.is_some() && hb_limit.is_some() => {
+                let (Some(r), Some(limit)) = (ready_at, hb_limit) else { continue };
+                if let Some(gap) = sh.heartbeat_overdue(name, r, limit) {
+                    let why = format!("no heartbeat for {:.1}s", gap.as_secs_f64());
+                    tracing::error!(daemon = %name, pid, limit_s = limit.as_secs_f64(), "{why} (limit 3 × health_check_interval); hung, restarting it");
+                    sh.update(name, |e| { e.state = DaemonState::Stopping; e.note = format!("{why}: hung, killed"); });
+                    terminate(&mut child, pid, Duration::from_secs_f64(sh.cfg.stop_grace_s)).await;
+                    return Outcome::Exited { status: None, why, ready_for: ready_at.map(|t| t.elapsed()) };
                 }
             }
             _ = &mut ready_deadline, if ready_at.is_none() => {
@@ -565,8 +734,9 @@ fn on_router_ready(sh: &Arc<Shared>) {
     let Some(client) = sh.router_ready(addr) else {
         return;
     };
-    let sh = sh.clone();
-    tokio::spawn(async move {
+    let sh2 = sh.clone();
+    let task = tokio::spawn(async move {
+        let sh = sh2;
         let req = wire::SubscribeRequest {
             consumer: String::new(),
             types: vec![wire::EventType::DaemonHeartbeat as i32],
@@ -581,6 +751,7 @@ fn on_router_ready(sh: &Arc<Shared>) {
             }
         }
     });
+    sh.set_heartbeat_task(task.abort_handle());
 }
 
 /// The child's sd_notify socket: `run/notify/<name>-<n>.sock`, or under the temp dir
@@ -664,7 +835,10 @@ pub async fn shutdown(sh: &Arc<Shared>, plan: &[Planned]) {
                 e.get(n).is_none_or(|x| {
                     matches!(
                         x.state,
-                        DaemonState::StoppedState | DaemonState::Failed | DaemonState::Pending
+                        DaemonState::StoppedState
+                            | DaemonState::Failed
+                            | DaemonState::Pending
+                            | DaemonState::Blocked
                     )
                 })
             }) {

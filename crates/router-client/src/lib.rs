@@ -7,11 +7,14 @@
 //! first attempt, so a retry after a lost ack is recognised by the router's dedup window
 //! instead of being stored twice. Heartbeats use a latest-only slot.
 //! [`Subscription`] reconnects with the same backoff and, for a named consumer, resumes
-//! after the last ack (the router keeps the position).
+//! after the last ack (the router keeps the position). [`Bearer`] adds the shared token
+//! (`authorization: Bearer …`) to every call when one is configured.
 
 use ringrift_proto::wire::{self, event_router_client::EventRouterClient};
 use ringrift_proto::{Event, EventError};
 use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -21,8 +24,54 @@ mod publisher;
 pub use publisher::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, Publisher};
 pub use ringrift_proto::wire::PublishAck;
 
-/// A tonic client for `ringrift.v1.EventRouter`.
-pub type Client = EventRouterClient<Channel>;
+/// A tonic client for `ringrift.v1.EventRouter` (sending the token when one is set).
+pub type Client = EventRouterClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set; the token
+/// never shows in `Debug` output.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer(***)"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl Bearer {
+    /// No token: calls go out without `authorization`.
+    pub fn none() -> Bearer {
+        Bearer(None)
+    }
+
+    /// `Some(token)` (visible ASCII) sends it; `None` or an empty token sends nothing.
+    pub fn new(token: Option<&str>) -> Result<Bearer, ClientError> {
+        match token.filter(|t| !t.is_empty()) {
+            None => Ok(Bearer(None)),
+            Some(t) => MetadataValue::try_from(format!("Bearer {t}"))
+                .map(|v| Bearer(Some(v)))
+                .map_err(|_| ClientError::BadToken),
+        }
+    }
+
+    /// The token of `RINGRIFT_TOKEN`, if set (the default of [`connect`] and [`connect_lazy`]).
+    pub fn from_env() -> Bearer {
+        Bearer::new(std::env::var("RINGRIFT_TOKEN").ok().as_deref()).unwrap_or_default()
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -40,6 +89,8 @@ pub enum ClientError {
     Rpc(#[from] Status),
     #[error("router sent an invalid event: {0}")]
     BadEvent(#[from] EventError),
+    #[error("the auth token must be visible ASCII (no spaces or control characters)")]
+    BadToken,
 }
 
 /// Turns `host:port` or a URL into an endpoint (no connection is made).
@@ -57,18 +108,32 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
         })
 }
 
-/// A client that connects on first use and reconnects by itself after failures.
+/// A client that connects on first use and reconnects by itself after failures
+/// (token from `RINGRIFT_TOKEN`, if set).
 pub fn connect_lazy(addr: &str) -> Result<Client, ClientError> {
-    Ok(EventRouterClient::new(endpoint(addr)?.connect_lazy()))
+    connect_lazy_with(addr, Bearer::from_env())
 }
 
-/// A client connected now (fails fast if nothing listens).
+/// [`connect_lazy`] with an explicit token.
+pub fn connect_lazy_with(addr: &str, bearer: Bearer) -> Result<Client, ClientError> {
+    Ok(EventRouterClient::with_interceptor(
+        endpoint(addr)?.connect_lazy(),
+        bearer,
+    ))
+}
+
+/// A client connected now (fails fast if nothing listens; token from `RINGRIFT_TOKEN`).
 pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+    connect_with(addr, Bearer::from_env()).await
+}
+
+/// [`connect`] with an explicit token.
+pub async fn connect_with(addr: &str, bearer: Bearer) -> Result<Client, ClientError> {
     let ch = endpoint(addr)?
         .connect()
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
-    Ok(EventRouterClient::new(ch))
+    Ok(EventRouterClient::with_interceptor(ch, bearer))
 }
 
 /// Exponential backoff from `start` doubling to `max`.

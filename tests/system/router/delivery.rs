@@ -2,7 +2,7 @@
 //! counted (expiry, disconnect), acks above the floor surviving a router crash, where a
 //! new consumer starts, and retention that reports what it removed unacked.
 
-use super::{client, next, stats, work, work_id};
+use super::{client, http_get, next, stats, work, work_id};
 use ringrift_proto::wire::{self, EventType, subscribe_request::Start};
 use ringrift_system_tests::{Home, wait_for_async};
 use std::time::Duration;
@@ -254,7 +254,7 @@ async fn retention_reports_events_removed_before_a_consumer_acked_them() {
         (x.consumer.as_str(), x.count, x.first_seq, x.last_seq, x.reason.as_str()),
         ("laggard", 6, first + 1, first + 6, "count")
     );
-    let text = get_metrics(&addr).await;
+    let text = http_get(&addr, "/metrics").await;
     let line = text
         .lines()
         .find(|l| l.starts_with("ringrift_router_events_expired_unacked_total{consumer=\"laggard\"}"))
@@ -263,17 +263,6 @@ async fn retention_reports_events_removed_before_a_consumer_acked_them() {
     assert!(n >= 6.0, "{line}");
 }
 
-/// GET /metrics from the router's port.
-async fn get_metrics(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    sock.read_to_string(&mut out).await.expect("read");
-    out
-}
 
 #[test]
 fn a_dead_log_writer_ends_the_router_with_a_failure() {
@@ -301,22 +290,9 @@ fn a_dead_log_writer_ends_the_router_with_a_failure() {
     assert!(home.log("ringrift-event-router").contains("writer thread stopped"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_log_is_written_with_synchronous_full_by_default_and_normal_when_relaxed() {
-    for (extra, want) in [(&[][..], 2), (&["--set", "event_router.durability=relaxed"][..], 1)] {
-        let home = Home::new();
-        let (_router, addr) = home.start_router("127.0.0.1:0", extra);
-        let text = get_metrics(&addr).await;
-        assert!(
-            text.lines().any(|l| l == format!("ringrift_router_sqlite_synchronous {want}")),
-            "{extra:?}: want synchronous {want} in\n{text}"
-        );
-    }
-}
-
 /// The router's counter `ringrift_router_<name>` from /metrics.
 async fn counter(addr: &str, name: &str) -> f64 {
-    let text = get_metrics(addr).await;
+    let text = http_get(addr, "/metrics").await;
     let want = format!("ringrift_router_{name} ");
     text.lines()
         .find_map(|l| l.strip_prefix(want.as_str()))

@@ -3,7 +3,11 @@
 //! the router as GIVEN_UP so an operator can still inspect it (`ringrift-events dlq list --all`).
 //!
 //! The backoff state (retries, last retry time) lives in the router's dead-letter table,
-//! so a restart of this daemon neither forgets nor repeats a retry.
+//! so a restart of this daemon neither forgets nor repeats a retry. One letter's failed
+//! call (its consumer is gone, the letter changed state meanwhile) is logged and counted
+//! and the pass goes on with the others; the letter is tried again next pass. A letter
+//! stuck in RETRYING because its consumer never reconnected is returned to DEAD by the
+//! router after `event_router.dlq_retrying_timeout_s`, and then retried here again.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::wire;
@@ -92,6 +96,8 @@ struct Tally {
     dead: usize,
     retried: u64,
     given_up: u64,
+    failed_calls: u64,
+    last_failure: String,
     next_due_ms: Option<i64>,
 }
 
@@ -127,6 +133,7 @@ impl Handler for DlqRetry {
             .letters;
         let now = router_client::now_ms();
         let (mut retried, mut given_up, mut next_due) = (0u64, 0u64, None::<i64>);
+        let mut failures: Vec<String> = Vec::new();
         let dead: Vec<_> = letters
             .into_iter()
             .filter(|l| l.state == wire::DeadLetterState::Dead as i32)
@@ -134,21 +141,37 @@ impl Handler for DlqRetry {
         for l in &dead {
             match self.policy.decide(l, now) {
                 Action::Retry => {
-                    client
+                    match client
                         .retry_dead_letter(wire::RetryDeadLetterRequest { id: l.id })
-                        .await?;
-                    tracing::info!(letter = l.id, consumer = %l.consumer, seq = l.seq, retry = l.retries + 1, "redelivering dead letter");
-                    retried += 1;
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(letter = l.id, consumer = %l.consumer, seq = l.seq, retry = l.retries + 1, "redelivering dead letter");
+                            retried += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(letter = l.id, consumer = %l.consumer, seq = l.seq, error = %e.message(), "retry of dead letter failed; next pass tries again");
+                            failures.push(format!("retry letter {}: {}", l.id, e.message()));
+                        }
+                    }
                 }
                 Action::GiveUp => {
-                    client
+                    match client
                         .resolve_dead_letter(wire::ResolveDeadLetterRequest {
                             id: l.id,
                             state: wire::DeadLetterState::GivenUp as i32,
                         })
-                        .await?;
-                    tracing::warn!(letter = l.id, consumer = %l.consumer, seq = l.seq, retries = l.retries, reason = %l.reason, "giving up on dead letter; kept for inspection");
-                    given_up += 1;
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::warn!(letter = l.id, consumer = %l.consumer, seq = l.seq, retries = l.retries, reason = %l.reason, "giving up on dead letter; kept for inspection");
+                            given_up += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(letter = l.id, consumer = %l.consumer, seq = l.seq, error = %e.message(), "giving up on dead letter failed; next pass tries again");
+                            failures.push(format!("give up letter {}: {}", l.id, e.message()));
+                        }
+                    }
                 }
                 Action::Wait(due) => next_due = Some(next_due.map_or(due, |d: i64| d.min(due))),
             }
@@ -157,6 +180,10 @@ impl Handler for DlqRetry {
         t.dead = dead.len();
         t.retried += retried;
         t.given_up += given_up;
+        t.failed_calls += failures.len() as u64;
+        if let Some(last) = failures.last() {
+            t.last_failure.clone_from(last);
+        }
         t.next_due_ms = next_due;
         Ok(())
     }
@@ -171,6 +198,8 @@ impl Handler for DlqRetry {
         h.detail("dead", t.dead)
             .detail("retried_total", t.retried)
             .detail("given_up_total", t.given_up)
+            .detail("failed_calls_total", t.failed_calls)
+            .detail("last_failed_call", &t.last_failure)
             .detail("next_due_unix_ms", t.next_due_ms.unwrap_or(0))
     }
 }

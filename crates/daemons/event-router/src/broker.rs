@@ -1000,6 +1000,55 @@ impl Broker {
             .ok_or_else(|| Status::not_found(format!("no dead letter {id}")))
     }
 
+    /// Letters RETRYING for longer than `timeout` without being sent (their consumer
+    /// never reconnected) go back to DEAD, so dlq_retry can try them again later; letters
+    /// sent and awaiting their ack are left alone. Returns how many went back.
+    pub async fn expire_retrying(&self, timeout: Duration) -> Result<u64, StoreError> {
+        let cutoff = router_now_ms().saturating_sub(timeout.as_millis() as i64);
+        let stale: Vec<(u64, String, u64)> = self
+            .store
+            .read(move |c| {
+                let mut st = c.prepare(
+                    "SELECT id, consumer, seq FROM dead_letters WHERE state = ?1 AND last_retry_ms < ?2",
+                )?;
+                let rows = st.query_map(rusqlite::params![DL_RETRYING, cutoff], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get::<_, i64>(2)? as u64))
+                })?;
+                rows.collect()
+            })
+            .await?;
+        let mut ids = Vec::new();
+        for (id, consumer, seq) in stale {
+            if let Some(c) = self.consumer(&consumer) {
+                let mut st = c.lock();
+                if st.dlq_pending.get(&seq).map(|(l, _)| *l) == Some(id) {
+                    continue;
+                }
+                if st.dlq_redeliver.get(&seq) == Some(&id) {
+                    st.dlq_redeliver.remove(&seq);
+                }
+            }
+            ids.push(id);
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let n = self
+            .store
+            .exec(move |tx| {
+                let mut n = 0;
+                for id in ids {
+                    n += tx.execute(
+                        "UPDATE dead_letters SET state = ?1 WHERE id = ?2 AND state = ?3",
+                        rusqlite::params![DL_DEAD, id as i64, DL_RETRYING],
+                    )?;
+                }
+                Ok(n as i64)
+            })
+            .await?;
+        Ok(n as u64)
+    }
+
     pub async fn purge_dead_letters(&self, consumer: String) -> Result<u64, StoreError> {
         let n = self
             .store

@@ -62,6 +62,9 @@ pub struct RouterConfig {
     pub cache_events: usize,
     /// Events buffered per subscriber before its session waits.
     pub consumer_buffer: usize,
+    /// A dead letter RETRYING this long without being sent (its consumer never came
+    /// back) returns to DEAD.
+    pub dlq_retrying_timeout_s: f64,
 }
 
 impl Default for RouterConfig {
@@ -80,6 +83,7 @@ impl Default for RouterConfig {
             retention_chunk: 256,
             cache_events: 100_000,
             consumer_buffer: 256,
+            dlq_retrying_timeout_s: 900.0,
         }
     }
 }
@@ -104,6 +108,9 @@ impl RouterConfig {
         if !(self.retention_interval_s > 0.0) {
             return bad("retention_interval_s must be > 0".into());
         }
+        if !(self.dlq_retrying_timeout_s > 0.0) {
+            return bad("dlq_retrying_timeout_s must be > 0".into());
+        }
         if self.cache_events == 0 {
             return bad("cache_events must be at least 1".into());
         }
@@ -126,6 +133,8 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let cfg: RouterConfig = ctx.settings.section("event_router")?;
     cfg.validate()?;
     failpoints(ctx.settings.string("failpoints"))?;
+    let token = handler_base::auth::load(&ctx.settings)?;
+    handler_base::auth::check_listen("event_router.listen", &cfg.listen, token.as_ref())?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
@@ -145,6 +154,12 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     };
     let metrics = metrics::Metrics::default();
     let broker = Broker::new(cfg.clone(), store, loaded, cache, head_tx, metrics);
+    // Read back what the writer connection really runs with (it is per connection).
+    let synchronous = broker
+        .store
+        .exec(|tx| tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)))
+        .await?;
+    broker.metrics.synchronous.set(synchronous);
     if ctx.once {
         let n = broker.enforce_retention().await?;
         tracing::info!(
@@ -157,6 +172,11 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     spawn_retention(
         broker.clone(),
         Duration::from_secs_f64(cfg.retention_interval_s),
+        ctx.shutdown.clone(),
+    );
+    spawn_retrying_expiry(
+        broker.clone(),
+        Duration::from_secs_f64(cfg.dlq_retrying_timeout_s),
         ctx.shutdown.clone(),
     );
     let hb = ctx
@@ -226,10 +246,10 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let routes = tonic::service::Routes::new(svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1a);
-    let app = routes.into_axum_router().merge(http);
+    let app = handler_base::auth::protect(routes.into_axum_router().merge(http), token.clone());
 
     handler_base::write_addr_file(&ctx.home, "event_router", &addr.to_string())?;
-    tracing::info!(%addr, log = %dir.display(), head = broker.head(), durability = ?cfg.durability, "event router listening");
+    tracing::info!(%addr, log = %dir.display(), head = broker.head(), durability = ?cfg.durability, synchronous, auth = token.is_some(), "event router listening");
     ctx.ready();
     let shutdown = ctx.shutdown.clone();
     let closing = broker.closing.clone();
@@ -322,19 +342,38 @@ fn spawn_heartbeat(
     });
 }
 
+/// Returns RETRYING dead letters whose consumer never came back to DEAD (see
+/// `Broker::expire_retrying`), checking a few times per timeout.
+fn spawn_retrying_expiry(
+    broker: Arc<Broker>,
+    timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let every = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+    spawn_every(every, shutdown, move || {
+        let broker = broker.clone();
+        async move {
+            match broker.expire_retrying(timeout).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    letters = n,
+                    timeout_s = timeout.as_secs_f64(),
+                    "dead letters RETRYING without their consumer went back to DEAD"
+                ),
+                Err(e) => tracing::error!(error = %e, "expiring RETRYING dead letters failed"),
+            }
+        }
+    });
+}
+
 fn spawn_retention(
     broker: Arc<Broker>,
     every: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    tokio::spawn(async move {
-        // The first pass one interval after start, not in the start-up path.
-        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = t.tick() => {}
-            }
+    spawn_every(every, shutdown, move || {
+        let broker = broker.clone();
+        async move {
             match broker.enforce_retention().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "retention removed old events"),
@@ -365,4 +404,22 @@ fn failpoints(spec: Option<String>) -> Result<(), ConfigError> {
         fail::cfg(name.trim(), actions.trim()).map_err(|e| bad(format!("{name}: {e}")))?;
     }
     Ok(())
+}
+
+/// Runs `job` every `every` (the first run one interval after the start, not in the start-up path) until `shutdown`.
+fn spawn_every<F, Fut>(every: Duration, shutdown: tokio_util::sync::CancellationToken, mut job: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = t.tick() => {}
+            }
+            job().await;
+        }
+    });
 }

@@ -19,7 +19,7 @@ pub struct Metrics {
     pub rejected: Counter,
     pub consumer_lag: Family<Vec<(String, String)>, Gauge>,
     pub head: Gauge,
-    /// The writer connection's `PRAGMA synchronous` (2 = FULL, 1 = NORMAL).
+    /// The writer connection's effective `PRAGMA synchronous` (2 = FULL, 1 = NORMAL).
     pub synchronous: Gauge,
     registry: Arc<Registry>,
 }
@@ -92,7 +92,7 @@ impl Default for Metrics {
             m.head.clone(),
         );
         r.register(
-            "sqlite_synchronous",
+            "synchronous",
             "PRAGMA synchronous of the log's writer connection (2 = FULL: fsync before each ack)",
             m.synchronous.clone(),
         );

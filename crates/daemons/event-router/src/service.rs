@@ -317,6 +317,45 @@ impl wire::event_router_server::EventRouter for RouterService {
         Ok(Response::new(wire::PurgeDeadLettersResponse { purged }))
     }
 
+    async fn lookup(
+        &self,
+        req: Request<wire::LookupRequest>,
+    ) -> Result<Response<wire::LookupResponse>, Status> {
+        let r = req.into_inner();
+        if r.ids.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "lookup of {} ids is larger than {MAX_BATCH}",
+                r.ids.len()
+            )));
+        }
+        let since = r.since_unix_ms;
+        let seqs = self
+            .broker
+            .store
+            .read(move |c| {
+                let mut found = std::collections::HashMap::new();
+                for chunk in r.ids.chunks(500) {
+                    let marks = vec!["?"; chunk.len()].join(",");
+                    let mut st = c.prepare(&format!(
+                        "SELECT id, seq FROM events WHERE stored_ms >= ? AND id IN ({marks})"
+                    ))?;
+                    let params = std::iter::once(&since as &dyn rusqlite::ToSql)
+                        .chain(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
+                    let rows = st.query_map(rusqlite::params_from_iter(params), |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+                    })?;
+                    for row in rows {
+                        let (id, seq) = row?;
+                        found.insert(id, seq);
+                    }
+                }
+                Ok(found)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(wire::LookupResponse { seqs }))
+    }
+
     async fn stats(
         &self,
         _req: Request<wire::StatsRequest>,

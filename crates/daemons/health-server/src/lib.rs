@@ -68,6 +68,7 @@ struct State {
 
 pub struct HealthServer {
     cfg: HealthConfig,
+    token: Option<handler_base::auth::Token>,
     expect: Vec<String>,
     state: Arc<Mutex<State>>,
 }
@@ -79,6 +80,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "health_server.listen {:?} is not host:port",
         cfg.listen
     );
+    let token = handler_base::auth::load(&ctx.settings)?;
+    handler_base::auth::check_listen("health_server.listen", &cfg.listen, token.as_ref())?;
     handler_base::ensure_config!(
         cfg.stale_after_s > 0.0,
         "health_server.stale_after_s must be > 0"
@@ -91,6 +94,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         .collect();
     Ok(Arc::new(HealthServer {
         cfg,
+        token,
         expect,
         state: Arc::new(Mutex::new(State::default())),
     }))
@@ -298,6 +302,7 @@ impl Handler for HealthServer {
                     async move { axum::Json(body) }
                 }),
             );
+        let app = handler_base::auth::protect(app, self.token.clone());
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
             let r = axum::serve(listener, app)

@@ -1,0 +1,170 @@
+//! The shared-token authentication of every listener (router, launcher control API,
+//! health server): loading the token, refusing a non-loopback listener without one, the
+//! server-side check for axum and tonic routes alike, and the client-side header.
+//!
+//! The token comes from `auth.token` in the settings, else the `RINGRIFT_TOKEN`
+//! environment variable. With a token, every gRPC call and HTTP route except `/health`
+//! and `/ready` needs `authorization: Bearer <token>` (compared in constant time);
+//! without one, HTTP answers 401 and gRPC UNAUTHENTICATED. The token is never logged:
+//! [`Token`]'s `Debug` hides it.
+
+use crate::ConfigError;
+use crate::settings::Settings;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Paths served without a token (liveness and readiness probes).
+pub const OPEN_PATHS: [&str; 2] = ["/health", "/ready"];
+
+/// The shared secret of a deployment.
+#[derive(Clone)]
+pub struct Token(Arc<str>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+impl Token {
+    /// A token of visible ASCII characters (it travels in an HTTP header).
+    pub fn new(s: &str) -> Result<Token, ConfigError> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::Usage(
+                "auth.token must be non-empty visible ASCII (no spaces)".into(),
+            ));
+        }
+        Ok(Token(s.into()))
+    }
+
+    /// Whether an `authorization` header value carries this token.
+    pub fn accepts(&self, header: Option<&[u8]>) -> bool {
+        header
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .is_some_and(|got| bool::from(got.ct_eq(self.0.as_bytes())))
+    }
+
+    /// The secret itself, for handing it to child processes (`RINGRIFT_TOKEN`); never
+    /// log it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// The client-side header for router and launcher clients.
+    pub fn bearer(token: Option<&Token>) -> router_client::Bearer {
+        router_client::Bearer::new(token.map(|t| &*t.0)).unwrap_or_default()
+    }
+}
+
+/// `auth.token`, else `RINGRIFT_TOKEN`; `None` when neither is set (or both are empty).
+pub fn load(settings: &Settings) -> Result<Option<Token>, ConfigError> {
+    let from_settings = settings.string("auth.token").filter(|s| !s.is_empty());
+    let raw = from_settings.or_else(|| {
+        std::env::var("RINGRIFT_TOKEN")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    raw.as_deref().map(Token::new).transpose()
+}
+
+/// A listener that is not loopback-only needs a token: configuration error otherwise.
+/// `what` names the setting (e.g. `event_router.listen`).
+pub fn check_listen(what: &str, listen: &str, token: Option<&Token>) -> Result<(), ConfigError> {
+    let loopback = match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => listen
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host == "localhost"),
+    };
+    if loopback || token.is_some() {
+        return Ok(());
+    }
+    Err(ConfigError::Usage(format!(
+        "{what} = {listen:?} is not loopback: set [auth] token (or RINGRIFT_TOKEN) so only holders of the token are served"
+    )))
+}
+
+/// Puts every route of `app` except [`OPEN_PATHS`] behind the token (nothing changes
+/// without one). Works for tonic services merged into the router too: they get a gRPC
+/// UNAUTHENTICATED answer instead of a 401.
+pub fn protect(app: axum::Router, token: Option<Token>) -> axum::Router {
+    match token {
+        None => app,
+        Some(t) => app.layer(axum::middleware::from_fn_with_state(t, check)),
+    }
+}
+
+async fn check(
+    axum::extract::State(token): axum::extract::State<Token>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    let header_value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if OPEN_PATHS.contains(&req.uri().path()) || token.accepts(header_value) {
+        return next.run(req).await;
+    }
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        // A trailers-only gRPC answer: status 16 = UNAUTHENTICATED.
+        let mut r = axum::response::Response::new(axum::body::Body::empty());
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from_static("16"));
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static("missing or wrong bearer token"),
+        );
+        return r;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "missing or wrong bearer token\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_only_the_exact_bearer_token() {
+        let t = Token::new("s3cret").unwrap();
+        assert!(t.accepts(Some(b"Bearer s3cret")));
+        for bad in [
+            &b"Bearer s3cre"[..],
+            b"Bearer s3cret2",
+            b"bearer s3cret",
+            b"s3cret",
+            b"",
+        ] {
+            assert!(!t.accepts(Some(bad)), "{bad:?}");
+        }
+        assert!(!t.accepts(None));
+        assert_eq!(format!("{t:?}"), "Token(***)");
+        assert!(Token::new("has space").is_err() && Token::new("").is_err());
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_a_token() {
+        let t = Token::new("x").unwrap();
+        assert!(check_listen("l", "127.0.0.1:0", None).is_ok());
+        assert!(check_listen("l", "[::1]:80", None).is_ok());
+        assert!(check_listen("l", "localhost:80", None).is_ok());
+        assert!(check_listen("l", "0.0.0.0:80", None).is_err());
+        assert!(check_listen("l", "10.1.2.3:80", None).is_err());
+        assert!(check_listen("l", "0.0.0.0:80", Some(&t)).is_ok());
+    }
+}

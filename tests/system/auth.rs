@@ -1,0 +1,207 @@
+//! The shared token: every listener (router gRPC and /metrics, launcher control API,
+//! health server) refuses calls without it, serves them with it, keeps /health and
+//! /ready open, refuses a non-loopback listener without one, and never shows it.
+
+use ringrift_proto::wire::{self, supervisor_client::SupervisorClient};
+use ringrift_system_tests::{Home, http_get_with, wait_for, wait_for_async};
+use router_client::Bearer;
+use std::time::Duration;
+use tonic::Code;
+
+const TOKEN: &str = "tok-3f9a1c77e2b54d0a";
+
+fn home_with_token(extra: &str) -> Home {
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("ringrift.toml"),
+        format!("[auth]\ntoken = \"{TOKEN}\"\n{extra}"),
+    )
+    .unwrap();
+    home
+}
+
+fn bearer(t: Option<&str>) -> Bearer {
+    Bearer::new(t).unwrap()
+}
+
+/// No token and a wrong one are refused alike; the right one is served.
+async fn router_codes(addr: &str) -> Vec<Result<(), Code>> {
+    let mut out = Vec::new();
+    for t in [None, Some("wrong"), Some(TOKEN)] {
+        let mut c = router_client::connect_with(addr, bearer(t)).await.unwrap();
+        out.push(
+            c.stats(wire::StatsRequest {})
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code()),
+        );
+    }
+    out
+}
+
+/// HTTP status of `path` without a token, with a wrong one and with the right one.
+async fn http_codes(addr: &str, path: &str) -> Vec<u16> {
+    let mut out = Vec::new();
+    for t in [None, Some("wrong"), Some(TOKEN)] {
+        out.push(http_get_with(addr, path, t).await.unwrap().0);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_needs_the_token_except_for_health() {
+    let home = home_with_token("");
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let refused = Err(Code::Unauthenticated);
+    assert_eq!(router_codes(&addr).await, vec![refused, refused, Ok(())]);
+    assert_eq!(http_codes(&addr, "/metrics").await, vec![401, 401, 200]);
+    assert_eq!(http_codes(&addr, "/health").await, vec![200, 200, 200]);
+}
+
+#[test]
+fn a_non_loopback_listener_without_a_token_is_a_config_error() {
+    let home = Home::new();
+    let mut p = home.spawn(
+        "ringrift-event-router",
+        &["--set", "event_router.listen=0.0.0.0:0"],
+    );
+    let st = wait_for("router exit", Duration::from_secs(20), || p.try_exit());
+    assert_eq!(st.code(), Some(64), "{}", home.log("ringrift-event-router"));
+    assert!(home.log("ringrift-event-router").contains("auth"));
+    let mut h = home.spawn(
+        "ringrift-health-server",
+        &[
+            "--router",
+            "127.0.0.1:1",
+            "--set",
+            "health_server.listen=0.0.0.0:0",
+        ],
+    );
+    let st = wait_for("health server exit", Duration::from_secs(20), || {
+        h.try_exit()
+    });
+    assert_eq!(st.code(), Some(64));
+    // With a token the same listener is allowed.
+    let home = home_with_token("");
+    let (_router, addr) = home.start_router("0.0.0.0:0", &[]);
+    assert!(addr.starts_with("0.0.0.0:"), "{addr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launcher_and_health_server_need_the_token_and_never_show_it() {
+    let home = home_with_token(
+        "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n",
+    );
+    let mut l = home.spawn(
+        "ringrift-launcher",
+        &[
+            "--profile",
+            "minimal",
+            "--skip-unimplemented",
+            "--control",
+            "127.0.0.1:0",
+        ],
+    );
+    let control = home.wait_addr("launcher", &mut l);
+    let health = home.wait_addr("health_server", &mut l);
+    // /ready turns 200 only when the health server's own calls to the router (with the
+    // token it read from the same settings) succeed.
+    wait_for_async("/ready 200", Duration::from_secs(30), || async {
+        let (code, _) = http_get_with(&health, "/ready", None).await?;
+        (code == 200).then_some(())
+    })
+    .await;
+    assert_eq!(http_codes(&health, "/status").await, vec![401, 401, 200]);
+    assert_eq!(http_codes(&health, "/metrics").await, vec![401, 401, 200]);
+    assert_eq!(http_codes(&health, "/health").await, vec![200, 200, 200]);
+    assert_eq!(http_codes(&control, "/health").await, vec![200, 200, 200]);
+    let mut codes = Vec::new();
+    for t in [None, Some("wrong"), Some(TOKEN)] {
+        let ch = router_client::endpoint(&control)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = SupervisorClient::with_interceptor(ch, bearer(t));
+        codes.push(
+            c.status(wire::StatusRequest {})
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code()),
+        );
+    }
+    assert_eq!(
+        codes,
+        vec![
+            Err(Code::Unauthenticated),
+            Err(Code::Unauthenticated),
+            Ok(())
+        ]
+    );
+    // `--status` from a second process reads the token from the same settings.
+    let out = std::process::Command::new(ringrift_system_tests::bin("ringrift-launcher"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["--status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    let router_addr = std::fs::read_to_string(home.path().join("run/event_router.addr")).unwrap();
+    assert_eq!(router_codes(router_addr.trim()).await[2], Ok(()));
+    // The token shows nowhere: not in /status, --status, logs, nor the event log.
+    let (_, health_status) = http_get_with(&health, "/status", Some(TOKEN))
+        .await
+        .unwrap();
+    let (_, launcher_health) = http_get_with(&control, "/health", None).await.unwrap();
+    let mut c = router_client::connect_with(router_addr.trim(), bearer(Some(TOKEN)))
+        .await
+        .unwrap();
+    let mut events = c
+        .subscribe(wire::SubscribeRequest {
+            start: Some(wire::subscribe_request::Start::FromSeq(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let head = c
+        .stats(wire::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .head_seq;
+    let mut seen = String::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .unwrap()
+    {
+        seen.push_str(&format!("{ev:?}\n"));
+        if ev.seq >= head {
+            break;
+        }
+    }
+    assert!(seen.contains("DaemonHeartbeat"), "events were read");
+    l.term(Duration::from_secs(30));
+    let mut logs = home.log("ringrift-launcher");
+    for e in std::fs::read_dir(home.path().join("logs"))
+        .unwrap()
+        .flatten()
+    {
+        logs.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+    }
+    assert!(logs.contains("health server listening"), "logs were read");
+    for (what, text) in [
+        ("health /status", &health_status),
+        ("launcher /health", &launcher_health),
+        ("--status", &status),
+        ("logs", &logs),
+        ("events", &seen),
+    ] {
+        assert!(!text.contains(TOKEN), "the token shows in {what}");
+    }
+}
