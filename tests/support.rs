@@ -156,6 +156,11 @@ impl Home {
 
     /// Starts `binary` with `--home` and `args`; stderr goes to `test-logs/<name>.log`.
     pub fn spawn(&self, binary: &str, args: &[&str]) -> Proc {
+        self.spawn_env(binary, args, &[])
+    }
+
+    /// [`Home::spawn`] with extra environment variables.
+    pub fn spawn_env(&self, binary: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -167,6 +172,7 @@ impl Home {
             .args(args)
             .env_remove("RINGRIFT_HOME")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -270,6 +276,13 @@ pub fn promtool_check(metrics: &str) {
 /// One HTTP/1.1 GET over a fresh TCP connection, with `authorization: Bearer <token>` when
 /// given: `(status, body)`, or `None` when nothing answers.
 pub async fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    tokio::time::timeout(Duration::from_secs(10), http_get_inner(addr, path, token))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn http_get_inner(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let auth = token

@@ -206,14 +206,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mut disk, mut disk_pre) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {
         if let Some(dir) = &args.disk_dir {
-            eprintln!("round {}: disk (write + fdatasync) in {}", round + 1, dir.display());
+            eprintln!(
+                "round {}: disk (write + fdatasync) in {}",
+                round + 1,
+                dir.display()
+            );
             let (dir, n, size) = (dir.clone(), args.n_sync, args.size);
-            disk.push(tokio::task::spawn_blocking({
-                let dir = dir.clone();
-                move || disk_line(&dir, n, size, false)
-            })
-            .await??);
-            disk_pre.push(tokio::task::spawn_blocking(move || disk_line(&dir, n, size, true)).await??);
+            disk.push(
+                tokio::task::spawn_blocking({
+                    let dir = dir.clone();
+                    move || disk_line(&dir, n, size, false)
+                })
+                .await??,
+            );
+            disk_pre
+                .push(tokio::task::spawn_blocking(move || disk_line(&dir, n, size, true)).await??);
         }
         // Alternate the order so neither side always runs on a warmer (or fuller) disk.
         let mut order: Vec<usize> = vec![0, 1, 2];
@@ -269,7 +276,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 p99_us: m(|d| d.p99_us),
             }
         };
-        print!("{}", render_disk(&med(&disk), &med(&disk_pre), &median(&fsync)));
+        print!(
+            "{}",
+            render_disk(&med(&disk), &med(&disk_pre), &median(&fsync))
+        );
     }
     Ok(())
 }
@@ -927,8 +937,13 @@ pub fn render(
 
 /// The disk lines beside ours: the fsync ceiling of one-at-a-time durable publishes.
 pub fn render_disk(append: &Disk, pre: &Disk, fsync: &Option<Figures>) -> String {
-    let mut s = String::from("\ndisk, same directory as the fsync router's log, one record + fdatasync at a time:\n");
-    for (what, d) in [("append (file grows)", append), ("overwrite in a preallocated file", pre)] {
+    let mut s = String::from(
+        "\ndisk, same directory as the fsync router's log, one record + fdatasync at a time:\n",
+    );
+    for (what, d) in [
+        ("append (file grows)", append),
+        ("overwrite in a preallocated file", pre),
+    ] {
         s.push_str(&format!(
             "  {what}: {:.0} records/s, p50 {:.0} us, p99 {:.0} us\n",
             d.rate, d.p50_us, d.p99_us

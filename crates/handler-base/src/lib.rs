@@ -29,7 +29,8 @@ pub use dedup::Dedup;
 pub use errors::ErrorLog;
 pub use health::{HealthCheckResult, HealthStatus};
 pub use run::{
-    Context, DaemonInfo, Factory, Handler, ServiceContext, ServiceFn, daemon_main, service_main,
+    Context, DaemonInfo, Factory, Handler, Probe, ServiceContext, ServiceFn, daemon_main,
+    service_main,
 };
 pub use settings::{ConfigError, Settings};
 

@@ -109,12 +109,22 @@ pub struct ServiceContext {
     pub settings: Settings,
     pub shutdown: CancellationToken,
     pub once: bool,
+    probe: Arc<std::sync::OnceLock<Probe>>,
 }
+
+/// A service's own progress check: `Err(why)` stops the watchdog pings.
+pub type Probe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 impl ServiceContext {
     /// Tells the launcher / systemd that the service is ready.
     pub fn ready(&self) {
         notify_ready();
+    }
+
+    /// Makes the systemd watchdog ping depend on `probe` (e.g. the router's log writer
+    /// still commits); only the first call counts.
+    pub fn set_probe(&self, probe: Probe) {
+        let _ = self.probe.set(probe);
     }
 }
 
@@ -211,7 +221,11 @@ fn notify_ready() {
 
 /// Pings the systemd watchdog at half its interval while every loop progresses (a
 /// service without loops: while the runtime is alive).
-fn spawn_watchdog(shutdown: CancellationToken, live: Option<Arc<Liveness>>) {
+fn spawn_watchdog(
+    shutdown: CancellationToken,
+    live: Option<Arc<Liveness>>,
+    probe: Option<Arc<std::sync::OnceLock<Probe>>>,
+) {
     let Some(usec) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -223,7 +237,11 @@ fn spawn_watchdog(shutdown: CancellationToken, live: Option<Arc<Liveness>>) {
                 _ = shutdown.cancelled() => return,
                 _ = t.tick() => {}
             }
-            match live.as_ref().and_then(|l| l.stalled(Instant::now())) {
+            let stalled = live
+                .as_ref()
+                .and_then(|l| l.stalled(Instant::now()))
+                .or_else(|| probe.as_ref()?.get().and_then(|p| p().err()));
+            match stalled {
                 None => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
@@ -271,10 +289,12 @@ pub fn service_main(info: DaemonInfo, body: ServiceFn) -> ExitCode {
         settings: b.settings,
         shutdown: shutdown.clone(),
         once: b.args.once,
+        probe: Arc::default(),
     };
+    let probe = ctx.probe.clone();
     rt.block_on(async move {
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        spawn_watchdog(shutdown.clone(), None);
+        spawn_watchdog(shutdown.clone(), None, Some(probe));
         match body(ctx).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => start_failed(&e, &format!("{} failed", info.name)),
@@ -456,7 +476,7 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
     let started = Instant::now();
     let live = Arc::new(Liveness::new(life.stuck_after));
     tokio::spawn(wait_for_signal(ctx.shutdown.clone()));
-    spawn_watchdog(ctx.shutdown.clone(), Some(live.clone()));
+    spawn_watchdog(ctx.shutdown.clone(), Some(live.clone()), None);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(cycle_loop(
         handler.clone(),

@@ -54,14 +54,19 @@ async fn letters(c: &mut Client) -> Vec<wire::DeadLetter> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max_deliver() {
     let home = Home::new();
-    let (_router, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=3"]);
+    let (_router, addr) =
+        home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=3"]);
     let mut c = client(&addr).await;
     let seq = c.publish(work("silent")).await.unwrap().into_inner().seq;
     let mut s = open(&mut c, request("silent", 200, 10)).await;
     // Neither acked nor nacked: delivered again after each ack wait, three in all.
     for n in 1..=3 {
         let ev = next(&mut s).await;
-        assert_eq!((ev.seq, work_id(&ev).as_str()), (seq, "silent"), "delivery {n}");
+        assert_eq!(
+            (ev.seq, work_id(&ev).as_str()),
+            (seq, "silent"),
+            "delivery {n}"
+        );
     }
     let l = wait_for_async("the dead letter", Duration::from_secs(10), || {
         let mut c = c.clone();
@@ -70,7 +75,10 @@ async fn unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max
     .await;
     assert_eq!((l.seq, l.failures, l.consumer.as_str()), (seq, 3, "silent"));
     assert!(l.reason.contains("ack wait"), "{}", l.reason);
-    assert!(within(&mut s, Duration::from_millis(600)).await.is_none(), "no fourth delivery");
+    assert!(
+        within(&mut s, Duration::from_millis(600)).await.is_none(),
+        "no fourth delivery"
+    );
     // The consumer moved on.
     let after = c.publish(work("after")).await.unwrap().into_inner().seq;
     assert_eq!(next(&mut s).await.seq, after);
@@ -102,7 +110,8 @@ async fn in_progress_acks_keep_a_long_handling_from_being_redelivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_dies_holding_an_event_uses_up_deliveries_across_router_restarts() {
     let home = Home::new();
-    let (mut router, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=3"]);
+    let (mut router, addr) =
+        home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=3"]);
     let mut c = client(&addr).await;
     let seq = c.publish(work("poison")).await.unwrap().into_inner().seq;
     // Two "crashes": take the event, then drop the stream without ack or nack.
@@ -137,7 +146,11 @@ async fn a_consumer_that_dies_holding_an_event_uses_up_deliveries_across_router_
     assert_eq!((l.seq, l.failures), (seq, 3));
     let after = c.publish(work("after")).await.unwrap().into_inner().seq;
     let mut s = open(&mut c, request("crashy", 60_000, 10)).await;
-    assert_eq!(next(&mut s).await.seq, after, "the poison event is not delivered again");
+    assert_eq!(
+        next(&mut s).await.seq,
+        after,
+        "the poison event is not delivered again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +166,10 @@ async fn max_ack_pending_holds_back_new_events_until_acks_arrive() {
     for _ in 0..5 {
         got.push(next(&mut s).await.seq);
     }
-    assert!(within(&mut s, Duration::from_millis(500)).await.is_none(), "a sixth event while 5 are unacked");
+    assert!(
+        within(&mut s, Duration::from_millis(500)).await.is_none(),
+        "a sixth event while 5 are unacked"
+    );
     assert_eq!(stats(&mut c).await.consumers[0].pending, 5);
     ack(&mut c, "bounded", got[0], false).await;
     assert_eq!(next(&mut s).await.seq, got[4] + 1);
@@ -168,10 +184,15 @@ async fn acks_above_the_floor_survive_a_router_sigkill() {
         c.publish(work(&format!("w{i}"))).await.unwrap();
     }
     let mut s = open(&mut c, request("gappy", 60_000, 10)).await;
-    let seqs: Vec<u64> = [next(&mut s).await, next(&mut s).await, next(&mut s).await, next(&mut s).await]
-        .iter()
-        .map(|e| e.seq)
-        .collect();
+    let seqs: Vec<u64> = [
+        next(&mut s).await,
+        next(&mut s).await,
+        next(&mut s).await,
+        next(&mut s).await,
+    ]
+    .iter()
+    .map(|e| e.seq)
+    .collect();
     // Ack all but the first: the floor stays below it, the rest are acked above it.
     for &q in &seqs[1..] {
         ack(&mut c, "gappy", q, false).await;
@@ -200,7 +221,11 @@ async fn a_new_durable_consumer_without_a_start_begins_at_the_head() {
     let mut s = open(&mut c, req.clone()).await;
     let new = c.publish(work("new")).await.unwrap().into_inner().seq;
     let ev = next(&mut s).await;
-    assert_eq!((ev.seq, work_id(&ev).as_str()), (new, "new"), "history was replayed");
+    assert_eq!(
+        (ev.seq, work_id(&ev).as_str()),
+        (new, "new"),
+        "history was replayed"
+    );
     // Asking for history still works.
     let mut req = request("historian", 0, 0);
     req.start = Some(Start::FromSeq(1));
@@ -251,18 +276,29 @@ async fn retention_reports_events_removed_before_a_consumer_acked_them() {
         panic!("not an EVENTS_EXPIRED payload: {ev:?}");
     };
     assert_eq!(
-        (x.consumer.as_str(), x.count, x.first_seq, x.last_seq, x.reason.as_str()),
+        (
+            x.consumer.as_str(),
+            x.count,
+            x.first_seq,
+            x.last_seq,
+            x.reason.as_str()
+        ),
         ("laggard", 6, first + 1, first + 6, "count")
     );
     let text = http_get(&addr, "/metrics").await;
     let line = text
         .lines()
-        .find(|l| l.starts_with("ringrift_router_events_expired_unacked_total{consumer=\"laggard\"}"))
+        .find(|l| {
+            l.starts_with("ringrift_router_events_expired_unacked_total{consumer=\"laggard\"}")
+        })
         .unwrap_or_else(|| panic!("no expired counter for the laggard in\n{text}"));
-    let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+    let n: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
     assert!(n >= 6.0, "{line}");
 }
-
 
 #[test]
 fn a_dead_log_writer_ends_the_router_with_a_failure() {
@@ -286,8 +322,15 @@ fn a_dead_log_writer_ends_the_router_with_a_failure() {
         router.try_exit()
     });
     assert!(!st.success(), "router exited {st}");
-    assert_ne!(st.code(), Some(64), "a dead writer is not a configuration error");
-    assert!(home.log("ringrift-event-router").contains("writer thread stopped"));
+    assert_ne!(
+        st.code(),
+        Some(64),
+        "a dead writer is not a configuration error"
+    );
+    assert!(
+        home.log("ringrift-event-router")
+            .contains("writer thread stopped")
+    );
 }
 
 /// The router's counter `ringrift_router_<name>` from /metrics.
@@ -313,22 +356,33 @@ async fn publishes_stay_fast_while_retention_removes_a_million_events() {
     ev.id = "old".into();
     ev.encode(&mut data).expect("encode");
     {
-        let mut db = rusqlite::Connection::open(home.path().join("events/events.db")).expect("open log");
+        let mut db =
+            rusqlite::Connection::open(home.path().join("events/events.db")).expect("open log");
         let tx = db.transaction().expect("tx");
         {
             let mut ins = tx
                 .prepare("INSERT INTO events (seq, id, type, stored_ms, data) VALUES (?1, ?2, ?3, 1000, ?4)")
                 .expect("prepare");
             for seq in 1..=OLD {
-                ins.execute(rusqlite::params![seq, format!("old-{seq}"), EventType::WorkQueued as i32, data])
-                    .expect("insert");
+                ins.execute(rusqlite::params![
+                    seq,
+                    format!("old-{seq}"),
+                    EventType::WorkQueued as i32,
+                    data
+                ])
+                .expect("insert");
             }
         }
         tx.commit().expect("commit");
     }
     let (_router, addr) = home.start_router(
         "127.0.0.1:0",
-        &["--set", "event_router.retention_max_age_s=3600", "--set", "event_router.retention_interval_s=1"],
+        &[
+            "--set",
+            "event_router.retention_max_age_s=3600",
+            "--set",
+            "event_router.retention_interval_s=1",
+        ],
     );
     let mut c = client(&addr).await;
     let mut lat = Vec::new();
@@ -336,8 +390,15 @@ async fn publishes_stay_fast_while_retention_removes_a_million_events() {
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     let mut i = 0u64;
     loop {
-        assert!(std::time::Instant::now() < deadline, "retention did not finish in 300 s");
-        let removed = if i % 50 == 0 { Some(counter(&addr, "events_retention_removed_total").await) } else { None };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not finish in 300 s"
+        );
+        let removed = if i % 50 == 0 {
+            Some(counter(&addr, "events_retention_removed_total").await)
+        } else {
+            None
+        };
         if removed == Some(OLD as f64) {
             break;
         }
@@ -351,9 +412,106 @@ async fn publishes_stay_fast_while_retention_removes_a_million_events() {
         i += 1;
     }
     lat.sort();
-    assert!(lat.len() >= 200, "only {} publishes measured during the pass", lat.len());
+    assert!(
+        lat.len() >= 200,
+        "only {} publishes measured during the pass",
+        lat.len()
+    );
     let p99 = lat[lat.len() * 99 / 100];
     let p50 = lat[lat.len() / 2];
-    eprintln!("publish latency during retention of {OLD} events: {} publishes, p50 {p50:?}, p99 {p99:?}", lat.len());
-    assert!(p99 < Duration::from_millis(20), "p99 {p99:?} (p50 {p50:?}) over {} publishes", lat.len());
+    eprintln!(
+        "publish latency during retention of {OLD} events: {} publishes, p50 {p50:?}, p99 {p99:?}",
+        lat.len()
+    );
+    assert!(
+        p99 < Duration::from_millis(20),
+        "p99 {p99:?} (p50 {p50:?}) over {} publishes",
+        lat.len()
+    );
+}
+
+/// Watchdog messages ("WATCHDOG=1") received on `sock` within `d` (queued ones included).
+fn watchdog_pings(sock: &std::os::unix::net::UnixDatagram, d: Duration) -> usize {
+    let end = std::time::Instant::now() + d;
+    let mut n = 0;
+    let mut buf = [0u8; 512];
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("timeout");
+        match sock.recv(&mut buf) {
+            Ok(k) => {
+                n += String::from_utf8_lossy(&buf[..k])
+                    .lines()
+                    .filter(|l| *l == "WATCHDOG=1")
+                    .count()
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_log_writer_stops_the_watchdog_and_fails_health() {
+    let home = Home::new();
+    let sock_path = home.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    // The first publishing transaction hangs for 4 s; a writer busy for over 0.5 s counts as stuck.
+    let mut router = home.spawn_env(
+        "ringrift-event-router",
+        &[
+            "--set",
+            "event_router.listen=127.0.0.1:0",
+            "--set",
+            "heartbeat_interval_s=3600",
+            "--set",
+            "event_router.writer_stuck_s=0.5",
+            "--set",
+            "failpoints=event_log_publish_commit=1*sleep(4000)",
+        ],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().expect("utf-8 path")),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let addr = home.wait_addr("event_router", &mut router);
+    assert!(
+        watchdog_pings(&sock, Duration::from_millis(500)) >= 2,
+        "no watchdog pings while healthy"
+    );
+    let mut c = client(&addr).await;
+    let publish =
+        tokio::spawn(async move { c.publish(work("slow")).await.map(|r| r.into_inner().seq) });
+    // Stuck from 0.5 s into the 4 s transaction: health fails and the pings stop.
+    let why = wait_for_async("/health to fail", Duration::from_secs(3), || {
+        let addr = addr.clone();
+        async move {
+            let (code, body) = ringrift_system_tests::http_get_with(&addr, "/health", None).await?;
+            (code == 503).then_some(body)
+        }
+    })
+    .await;
+    assert!(why.contains("stuck"), "{why}");
+    let sock = tokio::task::spawn_blocking(move || {
+        // Pings sent before the writer counted as stuck may still be queued (one
+        // watchdog period included): drop them, then count.
+        watchdog_pings(&sock, Duration::from_millis(150));
+        let n = watchdog_pings(&sock, Duration::from_millis(1000));
+        (n, sock)
+    });
+    let (stuck_pings, sock) = sock.await.expect("join");
+    assert_eq!(stuck_pings, 0, "watchdog pinged while the writer was stuck");
+    // The transaction finishes: the publish is acked and the pings resume.
+    let seq = tokio::time::timeout(Duration::from_secs(10), publish)
+        .await
+        .expect("publish within 10 s")
+        .expect("join")
+        .expect("publish acked");
+    assert_eq!(seq, 1);
+    let resumed =
+        tokio::task::spawn_blocking(move || watchdog_pings(&sock, Duration::from_millis(600)));
+    assert!(
+        resumed.await.expect("join") >= 2,
+        "watchdog pings did not resume"
+    );
 }

@@ -429,9 +429,14 @@ impl Broker {
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?;
         }
-        self.settle(&consumer, failed, letters, "consumer reconnected while holding it")
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.settle(
+            &consumer,
+            failed,
+            letters,
+            "consumer reconnected while holding it",
+        )
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
         consumer.notify.notify_waiters();
         tokio::spawn(async move {
             me.durable_session(&consumer, generation_id, filter, &tx)
@@ -447,7 +452,12 @@ impl Broker {
             };
             if let Some((failed, letters)) = ended {
                 if let Err(e) = me
-                    .settle(&consumer, failed, letters, "consumer disconnected while holding it")
+                    .settle(
+                        &consumer,
+                        failed,
+                        letters,
+                        "consumer disconnected while holding it",
+                    )
                     .await
                 {
                     tracing::error!(consumer = %consumer.name, error = %e, "could not record failed deliveries");
@@ -515,11 +525,14 @@ impl Broker {
                     if st.generation != generation_id {
                         return;
                     }
-                    next_check = now + (st.ack_wait / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    next_check = now
+                        + (st.ack_wait / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
                     let (seqs, dead) = st.expired(now);
                     let max = self.cfg.max_deliver;
-                    let failed: Vec<Failed> =
-                        seqs.into_iter().filter_map(|s| st.fail(s, max, true)).collect();
+                    let failed: Vec<Failed> = seqs
+                        .into_iter()
+                        .filter_map(|s| st.fail(s, max, true))
+                        .collect();
                     let letters: Vec<u64> = dead
                         .into_iter()
                         .filter_map(|s| st.dlq_pending.remove(&s).map(|(id, _)| id))
@@ -527,7 +540,9 @@ impl Broker {
                     (failed, letters)
                 };
                 if !failed.is_empty() || !letters.is_empty() {
-                    self.metrics.ack_wait_expired.inc_by((failed.len() + letters.len()) as u64);
+                    self.metrics
+                        .ack_wait_expired
+                        .inc_by((failed.len() + letters.len()) as u64);
                     if let Err(e) = self.settle(c, failed, letters, "ack wait expired").await {
                         let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
                         return;
@@ -608,7 +623,8 @@ impl Broker {
                     }
                 }
                 Work::Scan(cursor, room) => {
-                    let (evs, scanned) = match self.read_after(cursor, &filter, room.min(256)).await {
+                    let (evs, scanned) = match self.read_after(cursor, &filter, room.min(256)).await
+                    {
                         Ok(r) => r,
                         Err(e) => {
                             let _ = tx.send(Err(Status::internal(e.to_string()))).await;
@@ -1219,7 +1235,11 @@ impl Broker {
 
     /// Adds removed events no durable consumer acked yet to `lost`
     /// (consumer -> (count, first seq, last seq)).
-    fn count_unacked(&self, rows: &[(u64, i32, u64)], lost: &mut BTreeMap<String, (u64, u64, u64)>) {
+    fn count_unacked(
+        &self,
+        rows: &[(u64, i32, u64)],
+        lost: &mut BTreeMap<String, (u64, u64, u64)>,
+    ) {
         let consumers: Vec<Arc<Consumer>> = self
             .consumers
             .lock()

@@ -56,6 +56,9 @@ pub struct RouterConfig {
     pub retention_max_events: u64,
     pub retention_max_bytes: u64,
     pub retention_interval_s: f64,
+    /// A writer busy with one transaction longer than this is reported stuck (health,
+    /// heartbeat, no systemd watchdog ping).
+    pub writer_stuck_s: f64,
     /// Rows deleted per retention transaction (publishes commit between chunks).
     pub retention_chunk: usize,
     /// Recent events kept in memory for subscribers that are caught up.
@@ -81,6 +84,7 @@ impl Default for RouterConfig {
             retention_max_bytes: 4 << 30,
             retention_interval_s: RETENTION_TICK.as_secs_f64(),
             retention_chunk: 256,
+            writer_stuck_s: 30.0,
             cache_events: 100_000,
             consumer_buffer: 256,
             dlq_retrying_timeout_s: 900.0,
@@ -101,6 +105,12 @@ impl RouterConfig {
         }
         if !(self.ack_wait_s > 0.0 && self.ack_wait_s.is_finite()) {
             return bad(format!("ack_wait_s = {}: must be > 0", self.ack_wait_s));
+        }
+        if !(self.writer_stuck_s > 0.0 && self.writer_stuck_s.is_finite()) {
+            return bad(format!(
+                "writer_stuck_s = {}: must be > 0",
+                self.writer_stuck_s
+            ));
         }
         if self.max_ack_pending == 0 {
             return bad("max_ack_pending must be at least 1".into());
@@ -153,6 +163,10 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || Store::open(&d, durability, w, c, hook)).await??
     };
     let metrics = metrics::Metrics::default();
+    store.health().stuck_after_ms.store(
+        (cfg.writer_stuck_s * 1000.0) as i64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let broker = Broker::new(cfg.clone(), store, loaded, cache, head_tx, metrics);
     // Read back what the writer connection really runs with (it is per connection).
     let synchronous = broker
@@ -212,7 +226,11 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
                 let b = mb.clone();
                 async move {
                     b.metrics.head.set(b.head() as i64);
-                    let sync = b.store.health().synchronous.load(std::sync::atomic::Ordering::Relaxed);
+                    let sync = b
+                        .store
+                        .health()
+                        .synchronous
+                        .load(std::sync::atomic::Ordering::Relaxed);
                     b.metrics.synchronous.set(sync as i64);
                     for c in b.consumer_stats() {
                         b.metrics
@@ -230,15 +248,14 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         .route(
             "/health",
             axum::routing::get(move || {
-                let ok = hb.store.writer_ok();
+                let check = hb.store.writer_check();
                 async move {
-                    if ok {
-                        (axum::http::StatusCode::OK, "ok\n")
-                    } else {
-                        (
+                    match check {
+                        Ok(()) => (axum::http::StatusCode::OK, "ok\n".to_owned()),
+                        Err(why) => (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "event log writer is failing\n",
-                        )
+                            format!("{why}\n"),
+                        ),
                     }
                 }
             }),
@@ -248,6 +265,8 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         .add_service(reflection_v1a);
     let app = handler_base::auth::protect(routes.into_axum_router().merge(http), token.clone());
 
+    let probe_store = broker.store.clone();
+    ctx.set_probe(Arc::new(move || probe_store.writer_check()));
     handler_base::write_addr_file(&ctx.home, "event_router", &addr.to_string())?;
     tracing::info!(%addr, log = %dir.display(), head = broker.head(), durability = ?cfg.durability, synchronous, auth = token.is_some(), "event router listening");
     ctx.ready();
@@ -299,23 +318,17 @@ fn spawn_heartbeat(
             }
             let consumers = broker.consumer_stats();
             let max_lag = consumers.iter().map(|c| c.lag).max().unwrap_or(0);
-            let ok = broker.store.writer_ok();
-            let failed = broker
-                .store
-                .health()
-                .failed_in_row
-                .load(std::sync::atomic::Ordering::Relaxed);
+            let check = broker.store.writer_check();
             let health = wire::HealthCheckResult {
-                healthy: ok,
-                status: if ok {
+                healthy: check.is_ok(),
+                status: if check.is_ok() {
                     wire::HealthStatus::Running
                 } else {
                     wire::HealthStatus::Error
                 } as i32,
-                message: if ok {
-                    format!("head {} with {} consumers", broker.head(), consumers.len())
-                } else {
-                    format!("event log commits failing ({failed} in a row)")
+                message: match check {
+                    Ok(()) => format!("head {} with {} consumers", broker.head(), consumers.len()),
+                    Err(why) => why,
                 },
                 details: [
                     ("head_seq".to_owned(), broker.head().to_string()),

@@ -12,7 +12,7 @@ use ringrift_proto::{Event, wire};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -136,6 +136,10 @@ pub struct WriterHealth {
     pub bytes: AtomicU64,
     /// The `PRAGMA synchronous` value the writer's connection runs with (2 = FULL).
     pub synchronous: AtomicU64,
+    /// When the transaction in progress started (Unix ms), 0 while the writer waits.
+    pub busy_since_ms: AtomicI64,
+    /// A writer busy with one transaction for longer than this (ms) is taken for hung.
+    pub stuck_after_ms: AtomicI64,
 }
 
 fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
@@ -281,10 +285,29 @@ impl Store {
         while rx.changed().await.is_ok() {}
     }
 
-    /// Whether the writer thread runs and its last commit succeeded.
+    /// Whether the writer thread runs, is not stuck in one transaction and its last
+    /// commit succeeded; `Err` says which not.
+    pub fn writer_check(&self) -> Result<(), String> {
+        if self.writer_alive.has_changed().is_err() {
+            return Err("event log writer thread has stopped".into());
+        }
+        let failed = self.health.failed_in_row.load(Ordering::Relaxed);
+        if failed > 0 {
+            return Err(format!("event log commits failing ({failed} in a row)"));
+        }
+        let since = self.health.busy_since_ms.load(Ordering::Relaxed);
+        let limit = self.health.stuck_after_ms.load(Ordering::Relaxed);
+        if since > 0 && router_now_ms() - since > limit {
+            return Err(format!(
+                "event log writer stuck in one transaction for {} s",
+                (router_now_ms() - since) / 1000
+            ));
+        }
+        Ok(())
+    }
+
     pub fn writer_ok(&self) -> bool {
-        self.writer_alive.has_changed().is_ok()
-            && self.health.failed_in_row.load(Ordering::Relaxed) == 0
+        self.writer_check().is_ok()
     }
 
     pub fn health(&self) -> &WriterHealth {
@@ -527,7 +550,10 @@ struct Group {
     deletes_possible: bool,
     bytes: u64,
     new_events: Vec<Arc<wire::Event>>,
-    replies_pub: Vec<(oneshot::Sender<Result<Vec<Stored>, StoreError>>, Vec<Stored>)>,
+    replies_pub: Vec<(
+        oneshot::Sender<Result<Vec<Stored>, StoreError>>,
+        Vec<Stored>,
+    )>,
     replies_exec: Vec<(
         Option<oneshot::Sender<Result<i64, StoreError>>>,
         Result<i64, StoreError>,
@@ -547,10 +573,16 @@ impl Writer {
                 }
             }
             let now = router_now_ms();
+            self.health.busy_since_ms.store(now, Ordering::Relaxed);
             self.dedup.expire(now);
             let (start_next, start_meta) = (self.next, self.meta_seq);
             let mut g = Group::default();
             let result = self.apply(&mut ops, &mut g, &mut buf, now);
+            if !g.replies_pub.is_empty() {
+                // Tests make a publishing transaction hang here (debug builds, `failpoints`).
+                fail::fail_point!("event_log_publish_commit");
+            }
+            self.health.busy_since_ms.store(0, Ordering::Relaxed);
             match result {
                 Ok(()) => {
                     // Tests make the writer die here (debug builds, RINGRIFT_FAILPOINTS).
@@ -671,7 +703,8 @@ impl Writer {
             let mut add = tx.prepare_cached(
                 "INSERT OR IGNORE INTO acks (consumer, seq) SELECT ?1, ?2 WHERE ?2 > (SELECT ack_floor FROM consumers WHERE name = ?1)",
             )?;
-            let mut below = tx.prepare_cached("DELETE FROM acks WHERE consumer = ?1 AND seq <= ?2")?;
+            let mut below =
+                tx.prepare_cached("DELETE FROM acks WHERE consumer = ?1 AND seq <= ?2")?;
             for (name, floor) in &floors {
                 up.execute(params![name, *floor as i64, now])?;
                 below.execute(params![name, *floor as i64])?;
