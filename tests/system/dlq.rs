@@ -12,12 +12,7 @@ type Client = router_client::Client;
 /// Publishes `id` and has durable consumer `consumer` nack it once (the router runs with
 /// `max_deliver=1`), so it is dead-lettered; returns the consumer's open stream.
 async fn dead_letter(c: &mut Client, consumer: &str, id: &str) -> tonic::Streaming<wire::Event> {
-    let head = c
-        .stats(wire::StatsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .head_seq;
+    let head = crate::router::stats(c).await.head_seq;
     let mut s = subscribe_durable(c, consumer, head + 1).await;
     c.publish(work(id)).await.unwrap();
     let ev = next(&mut s).await;

@@ -41,12 +41,7 @@ fn db_path(home: &Home) -> std::path::PathBuf {
 
 async fn collect(addr: &str, want: usize) -> HashMap<String, usize> {
     let mut c = router_client::connect(addr).await.unwrap();
-    let head = c
-        .stats(wire::StatsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .head_seq;
+    let head = crate::router::stats(&mut c).await.head_seq;
     let req = wire::SubscribeRequest {
         consumer: String::new(),
         types: vec![],

@@ -63,7 +63,7 @@ pub(crate) async fn next(s: &mut tonic::Streaming<wire::Event>) -> wire::Event {
         .expect("stream open")
 }
 
-async fn stats(c: &mut Client) -> wire::StatsResponse {
+pub(crate) async fn stats(c: &mut Client) -> wire::StatsResponse {
     c.stats(wire::StatsRequest {})
         .await
         .expect("stats")
