@@ -138,9 +138,54 @@ pub fn disk_line(
     })
 }
 
+/// Our event log alone, in this process and without gRPC: `n` events of `size` bytes
+/// published one at a time through `Store::publish` (SQLite WAL, `synchronous=FULL`, one
+/// commit and fsync per event) into a fresh log under `dir`. Set beside the disk line it
+/// says how much of the gap to the disk is storage and how much is the transport.
+pub async fn store_line(
+    dir: &std::path::Path,
+    tag: &str,
+    n: usize,
+    size: usize,
+) -> anyhow::Result<Disk> {
+    use ringrift_event_router::store::{Durability, Store};
+    let dir = dir.join(format!("bench-store-{tag}"));
+    let (store, _) = Store::open(
+        &dir,
+        Durability::Fsync,
+        Duration::from_secs(300),
+        16,
+        Box::new(|_| {}),
+    )
+    .with_context(|| format!("open event log in {}", dir.display()))?;
+    let mut events = Vec::with_capacity(n);
+    for i in 0..n {
+        events.push(ringrift_proto::Event::try_from(make_event(tag, i, size))?);
+    }
+    let mut lat = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for ev in events {
+        let t = Instant::now();
+        store.publish(vec![ev]).await?;
+        lat.push(t.elapsed());
+    }
+    let total = t0.elapsed();
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    lat.sort();
+    Ok(Disk {
+        rate: rate(n, total),
+        p50_us: percentile_us(&lat, 0.5),
+        p99_us: percentile_us(&lat, 0.99),
+    })
+}
+
 /// One round's figures for one side.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Figures {
+    /// One round trip that stores nothing (ours: unary `Stats`; NATS: PING/PONG flush).
+    pub floor_p50_us: f64,
+    pub floor_p99_us: f64,
     pub sync_rate: f64,
     pub sync_p50_us: f64,
     pub sync_p99_us: f64,
@@ -203,7 +248,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or(0)
     );
     let (mut fsync, mut relaxed, mut nats) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut disk, mut disk_pre) = (Vec::new(), Vec::new());
+    let (mut disk, mut disk_pre, mut store) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
         if let Some(dir) = &args.disk_dir {
             eprintln!(
@@ -219,8 +264,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 })
                 .await??,
             );
-            disk_pre
-                .push(tokio::task::spawn_blocking(move || disk_line(&dir, n, size, true)).await??);
+            disk_pre.push(
+                tokio::task::spawn_blocking({
+                    let dir = dir.clone();
+                    move || disk_line(&dir, n, size, true)
+                })
+                .await??,
+            );
+            eprintln!("round {}: our event log alone, in process", round + 1);
+            store.push(store_line(&dir, &format!("{run_tag}r{round}"), n, size).await?);
         }
         // Alternate the order so neither side always runs on a warmer (or fuller) disk.
         let mut order: Vec<usize> = vec![0, 1, 2];
@@ -278,7 +330,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         };
         print!(
             "{}",
-            render_disk(&med(&disk), &med(&disk_pre), &median(&fsync))
+            render_disk(&med(&disk), &med(&disk_pre), &med(&store), &median(&fsync))
         );
     }
     Ok(())
@@ -334,6 +386,21 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
         .await
         .with_context(|| format!("connect to router {addr}"))?;
     let mut f = Figures::default();
+
+    // (0) the transport alone: a unary call that touches no storage
+    phase(args, "ours: round trip", async {
+        let mut c = client.clone();
+        let mut lat = Vec::with_capacity(args.n_sync);
+        for _ in 0..args.n_sync {
+            let t = Instant::now();
+            c.stats(wire::StatsRequest::default()).await?;
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        (f.floor_p50_us, f.floor_p99_us) = (percentile_us(&lat, 0.50), percentile_us(&lat, 0.99));
+        Ok(())
+    })
+    .await?;
 
     // (1) one at a time
     let events: Vec<_> = (0..args.n_sync)
@@ -629,6 +696,22 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
     };
     let mut f = Figures::default();
 
+    // (0) a round trip to the server that stores nothing: JetStream account info
+    phase(args, "NATS: round trip", async {
+        let mut lat = Vec::with_capacity(args.n_sync);
+        for _ in 0..args.n_sync {
+            let t = Instant::now();
+            js.query_account()
+                .await
+                .map_err(|e| anyhow!("account info: {e}"))?;
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        (f.floor_p50_us, f.floor_p99_us) = (percentile_us(&lat, 0.50), percentile_us(&lat, 0.99));
+        Ok(())
+    })
+    .await?;
+
     // (1) one at a time
     let subject = format!("bench.{tag}.sync");
     let msgs = payloads("s", args.n_sync);
@@ -791,6 +874,8 @@ pub fn median(rounds: &[Figures]) -> Option<Figures> {
         }
     };
     Some(Figures {
+        floor_p50_us: med(|f| f.floor_p50_us),
+        floor_p99_us: med(|f| f.floor_p99_us),
         sync_rate: med(|f| f.sync_rate),
         sync_p50_us: med(|f| f.sync_p50_us),
         sync_p99_us: med(|f| f.sync_p99_us),
@@ -819,6 +904,16 @@ pub fn render(
         latency: bool,
     }
     let rows = [
+        Row {
+            name: "0. round trip storing nothing (Stats / JS INFO), p50 us".into(),
+            get: |f| f.floor_p50_us,
+            latency: true,
+        },
+        Row {
+            name: "   p99 us (ratio NATS/ours)".into(),
+            get: |f| f.floor_p99_us,
+            latency: true,
+        },
         Row {
             name: "1. one-at-a-time publish: ours unary Publish, msgs/s".into(),
             get: |f| f.sync_rate,
@@ -936,7 +1031,7 @@ pub fn render(
 }
 
 /// The disk lines beside ours: the fsync ceiling of one-at-a-time durable publishes.
-pub fn render_disk(append: &Disk, pre: &Disk, fsync: &Option<Figures>) -> String {
+pub fn render_disk(append: &Disk, pre: &Disk, store: &Disk, fsync: &Option<Figures>) -> String {
     let mut s = String::from(
         "\ndisk, same directory as the fsync router's log, one record + fdatasync at a time:\n",
     );
@@ -955,6 +1050,23 @@ pub fn render_disk(append: &Disk, pre: &Disk, fsync: &Option<Figures>) -> String
                 f.stream_sync_rate / d.rate
             ));
         }
+    }
+    s.push_str(&format!(
+        "our event log alone (in process, no gRPC; SQLite WAL FULL, a commit + fsync per event):\n  {:.0} events/s, p50 {:.0} us, p99 {:.0} us; / disk append: rate {:.2}, p50 {:.2} (an append-only segment log's best is 1.00)\n",
+        store.rate,
+        store.p50_us,
+        store.p99_us,
+        store.rate / append.rate,
+        append.p50_us / store.p50_us
+    ));
+    if let Some(f) = fsync {
+        s.push_str(&format!(
+            "  line 1 p50 {:.0} us = log alone {:.0} + transport and hand-offs {:.0} (line 0, a gRPC round trip storing nothing: {:.0})\n",
+            f.sync_p50_us,
+            store.p50_us,
+            f.sync_p50_us - store.p50_us,
+            f.floor_p50_us
+        ));
     }
     s
 }
