@@ -6,7 +6,15 @@
 //! (PID, process-group id, process start time), so a runner that restarts finds the jobs
 //! its predecessor left running: [`JobRunner::start`] returns
 //! [`Started::AlreadyRunning`] instead of launching a duplicate, and
-//! [`JobRunner::recover`] adopts or reaps them. A job reports success by exiting 0 and
+//! [`JobRunner::recover`] adopts or reaps them. A job that finished while no runner
+//! watched it is not run again: the next `start` of the same key and spec gets its
+//! outcome ([`Started::Finished`]), once.
+//!
+//! Nothing escapes tracking: the row is written before the process is spawned (the child
+//! carries its job id in `RINGRIFT_JOB_ID`, so a runner killed between the two finds it
+//! in `/proc`); the job's deadline is also enforced without the runner, by coreutils
+//! `timeout` wrapped around the command; and a process group is signalled only while
+//! its leader is still the process the row names (a recycled id is left alone). A job reports success by exiting 0 and
 //! writing a JSON object to its result file (placeholder `{result}`); a missing or
 //! malformed result file fails the job with an error naming the file and the problem.
 //!
@@ -144,23 +152,33 @@ pub struct JobHandle {
     pub deadline_ms: i64,
     pub log_path: PathBuf,
     pub result_path: Option<PathBuf>,
+    /// The runner process that started it.
+    pub runner_pid: i32,
 }
 
 /// Result of [`JobRunner::start`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Started {
     Started(JobHandle),
     /// A job with this key is already running (possibly started by an earlier runner).
     AlreadyRunning(JobHandle),
+    /// The same job (key and spec) succeeded while no runner watched it and nobody has
+    /// had its outcome yet: here it is, instead of running the job again.
+    Finished(JobOutcome),
 }
 
 impl Started {
-    pub fn handle(&self) -> &JobHandle {
+    /// The running job to poll or wait on (`None` for [`Started::Finished`]).
+    pub fn handle(&self) -> Option<&JobHandle> {
         match self {
-            Started::Started(h) | Started::AlreadyRunning(h) => h,
+            Started::Started(h) | Started::AlreadyRunning(h) => Some(h),
+            Started::Finished(_) => None,
         }
     }
 }
+
+/// The environment variable that carries a job's id into its processes.
+pub const ENV_JOB_ID: &str = "RINGRIFT_JOB_ID";
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,7 +218,8 @@ pub enum Recovered {
     Finished(JobOutcome),
 }
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE jobs (
         job_id TEXT PRIMARY KEY NOT NULL,
         job_key TEXT NOT NULL,
         kind TEXT NOT NULL,
@@ -219,13 +238,25 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
         error TEXT,
         result TEXT
     );
-    CREATE UNIQUE INDEX jobs_one_running_per_key ON jobs(job_key) WHERE status = 'running';"];
+    CREATE UNIQUE INDEX jobs_one_running_per_key ON jobs(job_key) WHERE status = 'running';",
+    // spec: what the job does (kind, template, vars but the result/log paths), to hand a
+    // finished job's outcome to the next identical start; delivered: whether a caller
+    // has had the outcome; runner_start: the runner's start time (its PID may be reused).
+    "ALTER TABLE jobs ADD COLUMN spec TEXT;
+     ALTER TABLE jobs ADD COLUMN delivered INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE jobs ADD COLUMN runner_start INTEGER;",
+];
 
 /// Runs and tracks jobs. Cheap to clone; clones share the table and child handles.
 #[derive(Clone)]
 pub struct JobRunner {
     db: ringrift_store::db::SharedDb,
     children: Arc<Mutex<HashMap<String, Child>>>,
+    /// Held from a job's row insert to its spawn, so starts in this process do not
+    /// interleave.
+    starting: Arc<Mutex<()>>,
+    /// coreutils `timeout`, which enforces a job's deadline while no runner runs.
+    timeout_bin: Option<PathBuf>,
     grace: Duration,
     poll_interval: Duration,
 }
@@ -267,9 +298,16 @@ impl JobRunner {
         Ok(JobRunner {
             db: ringrift_store::db::SharedDb::open(db_path, MIGRATIONS)?,
             children: Arc::new(Mutex::new(HashMap::new())),
+            starting: Arc::new(Mutex::new(())),
+            timeout_bin: find_in_path("timeout"),
             grace: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
         })
+    }
+
+    /// Whether deadlines are enforced while no runner runs (coreutils `timeout` found).
+    pub fn has_deadline_guard(&self) -> bool {
+        self.timeout_bin.is_some()
     }
 
     /// Time between SIGTERM and SIGKILL when stopping a group.
@@ -282,43 +320,133 @@ impl JobRunner {
         self.db.path()
     }
 
-    /// Starts a job unless one with the same key is running (then returns that one).
+    /// Starts a job unless one with the same key is running (then returns that one) or
+    /// the same job finished unwatched and its outcome was never handed out (then
+    /// returns that outcome).
     pub fn start(&self, spec: &JobSpec) -> Result<Started, JobError> {
+        let _one = lock(&self.starting);
         let path = self.db_path().to_path_buf();
-        let mut conn = self.db.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .db(&path)?;
-        if let Some(h) = running_row(&tx, &path, &spec.job_key)? {
-            let ours = lock(&self.children).contains_key(&h.job_id);
-            if ours || group_alive(&h) {
-                return Ok(Started::AlreadyRunning(h));
-            }
-            // Ended while nobody watched: reap it, then start afresh.
-            let outcome = adopted_outcome(&h);
-            finish_row(&tx, &path, &outcome)?;
-        }
-
+        let fingerprint = spec_fingerprint(spec);
         let mut vars = spec.vars.clone();
         if let Some(r) = &spec.result_path {
             vars.insert("result".into(), r.display().to_string());
         }
         vars.insert("log".into(), spec.log_path.display().to_string());
-        let argv = spec.template.render(&vars)?;
-        if let Some(r) = &spec.result_path {
-            // A stale result from an earlier run must never be read as this job's.
-            match std::fs::remove_file(r) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(JobError::Io {
-                        action: "remove stale result file",
-                        path: r.clone(),
-                        source: e,
-                    });
+        let mut argv = spec.template.render(&vars)?;
+        if let Some(t) = &self.timeout_bin {
+            // The deadline guard: fires only if no runner stopped the job first.
+            let guard = spec.timeout + self.grace + Duration::from_secs(2);
+            let mut wrapped = vec![
+                t.display().to_string(),
+                format!("--kill-after={}s", self.grace.as_secs().max(1)),
+                format!("{}s", guard.as_secs().max(1)),
+            ];
+            wrapped.append(&mut argv);
+            argv = wrapped;
+        }
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        let deadline_ms = ringrift_store::now_ms().saturating_add(ms(spec.timeout));
+        {
+            let mut conn = self.db.lock();
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .db(&path)?;
+            if let Some(h) = running_row(&tx, &path, &spec.job_key)? {
+                match self.check(&tx, &path, h)? {
+                    Check::Running(h) => return Ok(Started::AlreadyRunning(h)),
+                    // Ended while nobody watched: reap it (its outcome stays undelivered).
+                    Check::Ended(o) => finish_row(&tx, &path, &o, false)?,
                 }
             }
+            if let Some(o) = undelivered(&tx, &path, &spec.job_key, &fingerprint)? {
+                mark_delivered(&tx, &path, &o.job_id)?;
+                tx.commit().db(&path)?;
+                return Ok(Started::Finished(o));
+            }
+            if let Some(r) = &spec.result_path {
+                // A stale result from an earlier run must never be read as this job's.
+                match std::fs::remove_file(r) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(JobError::Io {
+                            action: "remove stale result file",
+                            path: r.clone(),
+                            source: e,
+                        });
+                    }
+                }
+            }
+            // Recorded before it exists: a runner killed before the spawn's pid is
+            // written leaves a row that `check` resolves through `/proc`.
+            tx.execute(
+                "INSERT INTO jobs (job_id, job_key, kind, argv, pid, pgid, proc_start, runner_pid,
+                    runner_start, started_at, deadline_at, status, log_path, result_path, spec,
+                    delivered)
+                 VALUES (?1, ?2, ?3, ?4, 0, 0, NULL, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, 0)",
+                params![
+                    job_id,
+                    spec.job_key,
+                    spec.kind,
+                    serde_json::to_string(&argv).unwrap_or_default(),
+                    me,
+                    procfs::stat(me).and_then(|s| i64::try_from(s.start_time).ok()),
+                    ringrift_store::now_ms(),
+                    deadline_ms,
+                    spec.log_path.display().to_string(),
+                    spec.result_path.as_ref().map(|p| p.display().to_string()),
+                    fingerprint,
+                ],
+            )
+            .db(&path)?;
+            tx.commit().db(&path)?;
         }
+        let mut handle = JobHandle {
+            job_id,
+            job_key: spec.job_key.clone(),
+            pid: 0,
+            pgid: 0,
+            proc_start: None,
+            deadline_ms,
+            log_path: spec.log_path.clone(),
+            result_path: spec.result_path.clone(),
+            runner_pid: me,
+        };
+        let child = match self.spawn(spec, &argv, &handle.job_id) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut o = base_outcome(&handle, JobStatus::Failed);
+                o.error = Some(e.to_string());
+                finish_row(&self.db.lock(), &path, &o, true)?;
+                return Err(e);
+            }
+        };
+        handle.pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        handle.pgid = handle.pid;
+        handle.proc_start = procfs::stat(handle.pid).map(|s| s.start_time);
+        let recorded = self.db.lock().execute(
+            "UPDATE jobs SET pid = ?1, pgid = ?2, proc_start = ?3 WHERE job_id = ?4",
+            params![
+                handle.pid,
+                handle.pgid,
+                handle.proc_start.and_then(|s| i64::try_from(s).ok()),
+                handle.job_id
+            ],
+        );
+        let mut children = lock(&self.children);
+        if let Err(e) = recorded {
+            // Not recorded means not tracked: do not leave it running.
+            let _ = killpg(Pid::from_raw(handle.pgid), Signal::SIGKILL);
+            let mut child = child;
+            let _ = child.wait();
+            return Err(JobError::Db { path, source: e });
+        }
+        children.insert(handle.job_id.clone(), child);
+        Ok(Started::Started(handle))
+    }
+
+    fn spawn(&self, spec: &JobSpec, argv: &[String], job_id: &str) -> Result<Child, JobError> {
         if let Some(dir) = spec.log_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| JobError::Io {
                 action: "create log directory",
@@ -340,81 +468,103 @@ impl JobRunner {
             path: spec.log_path.clone(),
             source: e,
         })?;
-
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log_err);
+            .stderr(log_err)
+            .env(ENV_JOB_ID, job_id);
         if let Some(dir) = &spec.workdir {
             cmd.current_dir(dir);
         }
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().map_err(|source| JobError::Spawn {
+        cmd.spawn().map_err(|source| JobError::Spawn {
             job_key: spec.job_key.clone(),
             source,
-        })?;
-        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
-        let handle = JobHandle {
-            job_id: uuid::Uuid::new_v4().to_string(),
-            job_key: spec.job_key.clone(),
-            pid,
-            pgid: pid,
-            proc_start: procfs::stat(pid).map(|s| s.start_time),
-            deadline_ms: ringrift_store::now_ms().saturating_add(ms(spec.timeout)),
-            log_path: spec.log_path.clone(),
-            result_path: spec.result_path.clone(),
-        };
-        let argv_json = serde_json::to_string(&argv).unwrap_or_default();
-        let insert = tx.execute(
-            "INSERT INTO jobs (job_id, job_key, kind, argv, pid, pgid, proc_start, runner_pid,
-                started_at, deadline_at, status, log_path, result_path)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'running', ?11, ?12)",
-            params![
-                handle.job_id,
-                handle.job_key,
-                spec.kind,
-                argv_json,
-                handle.pid,
-                handle.pgid,
-                handle.proc_start.and_then(|s| i64::try_from(s).ok()),
-                std::process::id(),
-                ringrift_store::now_ms(),
-                handle.deadline_ms,
-                handle.log_path.display().to_string(),
-                handle.result_path.as_ref().map(|p| p.display().to_string()),
-            ],
-        );
-        let committed = insert.and_then(|_| tx.commit());
-        let mut children = lock(&self.children);
-        if let Err(e) = committed {
-            // Not recorded means not tracked: do not leave it running.
-            let _ = killpg(Pid::from_raw(handle.pgid), Signal::SIGKILL);
-            let mut child = child;
-            let _ = child.wait();
-            return Err(JobError::Db { path, source: e });
+        })
+    }
+
+    /// Whether a job recorded as running still runs; resolves a row written before its
+    /// spawn (pid 0) through the job id in the processes' environment.
+    fn check(&self, conn: &Connection, path: &Path, h: JobHandle) -> Result<Check, JobError> {
+        if lock(&self.children).contains_key(&h.job_id) {
+            return Ok(Check::Running(h));
         }
-        children.insert(handle.job_id.clone(), child);
-        Ok(Started::Started(handle))
+        if h.pid != 0 {
+            return Ok(if group_alive(&h) {
+                Check::Running(h)
+            } else {
+                Check::Ended(adopted_outcome(&h))
+            });
+        }
+        if let Some((pid, st)) = procfs::find_env(ENV_JOB_ID, &h.job_id) {
+            let h = JobHandle {
+                pid,
+                pgid: st.pgrp,
+                proc_start: Some(st.start_time),
+                ..h
+            };
+            conn.execute(
+                "UPDATE jobs SET pid = ?1, pgid = ?2, proc_start = ?3 WHERE job_id = ?4",
+                params![h.pid, h.pgid, i64::try_from(st.start_time).ok(), h.job_id],
+            )
+            .db(path)?;
+            return Ok(Check::Running(h));
+        }
+        if self.runner_alive(conn, path, &h)? {
+            // Its runner is between the row and the spawn.
+            return Ok(Check::Running(h));
+        }
+        let mut o = adopted_outcome(&h);
+        if o.status == JobStatus::Failed && o.result.is_none() {
+            o.error = Some(format!(
+                "its runner (pid {}) died while starting it and no process of the job was found",
+                h.runner_pid
+            ));
+        }
+        Ok(Check::Ended(o))
+    }
+
+    fn runner_alive(
+        &self,
+        conn: &Connection,
+        path: &Path,
+        h: &JobHandle,
+    ) -> Result<bool, JobError> {
+        let start: Option<i64> = conn
+            .query_row(
+                "SELECT runner_start FROM jobs WHERE job_id = ?1",
+                [&h.job_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .db(path)?
+            .flatten();
+        Ok(procfs::is_alive(
+            h.runner_pid,
+            start.and_then(|s| u64::try_from(s).ok()),
+        ))
     }
 
     /// Jobs recorded as running (by this or an earlier runner): adopts the live ones and
     /// reaps the dead ones (reading their result files).
     pub fn recover(&self) -> Result<Vec<Recovered>, JobError> {
         let path = self.db_path().to_path_buf();
+        let _one = lock(&self.starting);
         let conn = self.db.lock();
         let handles = running_rows(&conn, &path)?;
         let mut out = Vec::new();
         for h in handles {
-            if lock(&self.children).contains_key(&h.job_id) || group_alive(&h) {
-                out.push(Recovered::Running(h));
-            } else {
-                let outcome = adopted_outcome(&h);
-                finish_row(&conn, &path, &outcome)?;
-                out.push(Recovered::Finished(outcome));
+            match self.check(&conn, &path, h)? {
+                Check::Running(h) => out.push(Recovered::Running(h)),
+                Check::Ended(outcome) => {
+                    // Reported here, but still handed to the next identical `start`.
+                    finish_row(&conn, &path, &outcome, false)?;
+                    out.push(Recovered::Finished(outcome));
+                }
             }
         }
         Ok(out)
@@ -423,8 +573,35 @@ impl JobRunner {
     /// Checks a job once: `None` while it runs (killing it if past its deadline).
     pub fn poll(&self, h: &JobHandle) -> Result<Option<JobOutcome>, JobError> {
         if let Some(done) = self.recorded_outcome(&h.job_id)? {
+            mark_delivered(&self.db.lock(), self.db_path(), &done.job_id)?;
             return Ok(Some(done));
         }
+        let fresh;
+        let h = if h.pid == 0 {
+            // Recorded before its spawn (by another runner): look again.
+            let _one = lock(&self.starting);
+            let conn = self.db.lock();
+            let row = conn
+                .query_row(
+                    &format!("SELECT {HANDLE_COLUMNS} FROM jobs WHERE job_id = ?1"),
+                    [&h.job_id],
+                    handle_from_row,
+                )
+                .db(self.db_path())?;
+            match self.check(&conn, self.db_path(), row)? {
+                Check::Running(r) if r.pid == 0 => return Ok(None),
+                Check::Running(r) => {
+                    fresh = r;
+                    &fresh
+                }
+                Check::Ended(o) => {
+                    finish_row(&conn, self.db_path(), &o, true)?;
+                    return Ok(Some(o));
+                }
+            }
+        } else {
+            h
+        };
         let exited = {
             let mut children = lock(&self.children);
             match children.get_mut(&h.job_id) {
@@ -449,7 +626,7 @@ impl JobRunner {
         let outcome = match exited {
             Some(Some(status)) => {
                 // The leader is gone; leftovers in its group must not outlive the job.
-                let _ = killpg(Pid::from_raw(h.pgid), Signal::SIGKILL);
+                let _ = signal_group(h, Signal::SIGKILL);
                 Some(own_outcome(h, status))
             }
             Some(None) => Some(adopted_outcome(h)),
@@ -467,7 +644,7 @@ impl JobRunner {
         };
         if let Some(o) = &outcome {
             let conn = self.db.lock();
-            finish_row(&conn, self.db_path(), o)?;
+            finish_row(&conn, self.db_path(), o, true)?;
         }
         Ok(outcome)
     }
@@ -483,21 +660,26 @@ impl JobRunner {
     }
 
     /// Starts (or joins the already-running job with the same key) and waits.
+    /// A job that finished unwatched with the same spec is not run again: its outcome
+    /// is returned.
     pub fn run(&self, spec: &JobSpec) -> Result<JobOutcome, JobError> {
-        let started = self.start(spec)?;
-        self.wait(started.handle())
+        match self.start(spec)? {
+            Started::Finished(o) => Ok(o),
+            Started::Started(h) | Started::AlreadyRunning(h) => self.wait(&h),
+        }
     }
 
     /// Kills the job's whole process group and records it as cancelled.
     pub fn cancel(&self, h: &JobHandle) -> Result<JobOutcome, JobError> {
         if let Some(done) = self.recorded_outcome(&h.job_id)? {
+            mark_delivered(&self.db.lock(), self.db_path(), &done.job_id)?;
             return Ok(done);
         }
         self.stop_group(h)?;
         let mut o = base_outcome(h, JobStatus::Cancelled);
         o.error = Some(format!("cancelled; process group {} killed", h.pgid));
         let conn = self.db.lock();
-        finish_row(&conn, self.db_path(), &o)?;
+        finish_row(&conn, self.db_path(), &o, true)?;
         Ok(o)
     }
 
@@ -509,8 +691,10 @@ impl JobRunner {
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<JobOutcome, JobError> {
         let this = self.clone();
-        let started = blocking(move || this.start(&spec)).await?;
-        let handle = started.handle().clone();
+        let handle = match blocking(move || this.start(&spec)).await? {
+            Started::Finished(o) => return Ok(o),
+            Started::Started(h) | Started::AlreadyRunning(h) => h,
+        };
         loop {
             let (this, h) = (self.clone(), handle.clone());
             if let Some(o) = blocking(move || this.poll(&h)).await? {
@@ -528,13 +712,13 @@ impl JobRunner {
 
     /// SIGTERM the group, wait up to the grace period for it to empty, then SIGKILL.
     fn stop_group(&self, h: &JobHandle) -> Result<(), JobError> {
-        signal_group(h.pgid, Signal::SIGTERM)?;
+        signal_group(h, Signal::SIGTERM)?;
         let deadline = Instant::now() + self.grace;
         while Instant::now() < deadline && !self.group_gone(h) {
             std::thread::sleep(Duration::from_millis(20));
         }
         if !self.group_gone(h) {
-            signal_group(h.pgid, Signal::SIGKILL)?;
+            signal_group(h, Signal::SIGKILL)?;
         }
         let child = lock(&self.children).remove(&h.job_id);
         if let Some(mut child) = child {
@@ -548,7 +732,7 @@ impl JobRunner {
         if let Some(child) = lock(&self.children).get_mut(&h.job_id) {
             let _ = child.try_wait();
         }
-        procfs::group_members(h.pgid).is_empty()
+        !group_is_ours(h) || procfs::group_members(h.pgid).is_empty()
     }
 
     fn recorded_outcome(&self, job_id: &str) -> Result<Option<JobOutcome>, JobError> {
@@ -601,17 +785,108 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| JobError::Join(e.to_string()))?
 }
 
-fn signal_group(pgid: i32, sig: Signal) -> Result<(), JobError> {
-    match killpg(Pid::from_raw(pgid), sig) {
+/// Signals the job's process group, unless its id now belongs to someone else.
+fn signal_group(h: &JobHandle, sig: Signal) -> Result<(), JobError> {
+    if h.pgid <= 0 || !group_is_ours(h) {
+        return Ok(());
+    }
+    match killpg(Pid::from_raw(h.pgid), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(source) => Err(JobError::Signal { pgid, source }),
+        Err(source) => Err(JobError::Signal {
+            pgid: h.pgid,
+            source,
+        }),
+    }
+}
+
+/// Whether process group `h.pgid` is still the job's. Linux does not hand out an id
+/// still in use as a group id, so the group is ours unless a process of that id leads
+/// a group now and is not the leader the row names (the group died and the id was
+/// recycled).
+fn group_is_ours(h: &JobHandle) -> bool {
+    match procfs::stat(h.pgid) {
+        Some(s) if s.pgrp == h.pgid && h.pgid == h.pid => {
+            h.proc_start.is_none_or(|t| t == s.start_time)
+        }
+        _ => true,
     }
 }
 
 /// Whether anything of a (possibly adopted) job still runs. The leader's start time
 /// guards against a reused PID; grandchildren keep the group alive after the leader.
 fn group_alive(h: &JobHandle) -> bool {
-    procfs::is_alive(h.pid, h.proc_start) || !procfs::group_members(h.pgid).is_empty()
+    procfs::is_alive(h.pid, h.proc_start)
+        || (group_is_ours(h) && !procfs::group_members(h.pgid).is_empty())
+}
+
+/// What `check` found of a job recorded as running.
+enum Check {
+    Running(JobHandle),
+    Ended(JobOutcome),
+}
+
+/// What a job does, for recognising the same job again: kind, command template and
+/// placeholder values except the per-run result and log paths.
+fn spec_fingerprint(spec: &JobSpec) -> String {
+    let vars: BTreeMap<&str, &str> = spec
+        .vars
+        .iter()
+        .filter(|(k, _)| k.as_str() != "result" && k.as_str() != "log")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    serde_json::json!({
+        "kind": spec.kind,
+        "argv": spec.template.argv(),
+        "vars": vars,
+        "workdir": spec.workdir,
+        "env": spec.env,
+    })
+    .to_string()
+}
+
+/// The newest succeeded, never handed out outcome of the same job.
+fn undelivered(
+    conn: &Connection,
+    path: &Path,
+    job_key: &str,
+    spec: &str,
+) -> Result<Option<JobOutcome>, JobError> {
+    conn.query_row(
+        "SELECT job_id, exit_code, result, error, log_path FROM jobs
+         WHERE job_key = ?1 AND spec = ?2 AND delivered = 0 AND status = 'succeeded'
+         ORDER BY finished_at DESC LIMIT 1",
+        params![job_key, spec],
+        |r| {
+            Ok(JobOutcome {
+                job_id: r.get(0)?,
+                job_key: job_key.to_owned(),
+                status: JobStatus::Succeeded,
+                exit_code: r.get(1)?,
+                result: r
+                    .get::<_, Option<String>>(2)?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+                error: r.get(3)?,
+                log_path: PathBuf::from(r.get::<_, String>(4)?),
+            })
+        },
+    )
+    .optional()
+    .db(path)
+}
+
+fn mark_delivered(conn: &Connection, path: &Path, job_id: &str) -> Result<(), JobError> {
+    conn.execute("UPDATE jobs SET delivered = 1 WHERE job_id = ?1", [job_id])
+        .db(path)?;
+    Ok(())
+}
+
+/// The first executable `name` on `PATH`.
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
 }
 
 fn base_outcome(h: &JobHandle, status: JobStatus) -> JobOutcome {
@@ -630,6 +905,14 @@ fn base_outcome(h: &JobHandle, status: JobStatus) -> JobOutcome {
 fn own_outcome(h: &JobHandle, status: std::process::ExitStatus) -> JobOutcome {
     let mut o = base_outcome(h, JobStatus::Failed);
     o.exit_code = status.code();
+    if status.code() == Some(124) && ringrift_store::now_ms() >= h.deadline_ms {
+        o.status = JobStatus::TimedOut;
+        o.error = Some(format!(
+            "timed out; killed by its deadline guard (log: {})",
+            h.log_path.display()
+        ));
+        return o;
+    }
     if !status.success() {
         o.error = Some(match status.code() {
             Some(c) => format!("exited with code {c} (log: {})", h.log_path.display()),
@@ -666,12 +949,26 @@ fn adopted_outcome(h: &JobHandle) -> JobOutcome {
         },
         None => o.error = Some("ended while the runner was down; exit status unknown".into()),
     }
+    if o.status == JobStatus::Failed && ringrift_store::now_ms() >= h.deadline_ms {
+        o.status = JobStatus::TimedOut;
+        o.error = Some(format!(
+            "deadline passed while no runner watched; its deadline guard stopped it (log: {})",
+            h.log_path.display()
+        ));
+    }
     o
 }
 
-fn finish_row(conn: &Connection, path: &Path, o: &JobOutcome) -> Result<(), JobError> {
+/// Records how a job ended; `delivered`: the outcome goes to a caller now.
+fn finish_row(
+    conn: &Connection,
+    path: &Path,
+    o: &JobOutcome,
+    delivered: bool,
+) -> Result<(), JobError> {
     conn.execute(
-        "UPDATE jobs SET status = ?1, finished_at = ?2, exit_code = ?3, error = ?4, result = ?5
+        "UPDATE jobs SET status = ?1, finished_at = ?2, exit_code = ?3, error = ?4, result = ?5,
+             delivered = ?7
          WHERE job_id = ?6 AND status = 'running'",
         params![
             o.status.as_str(),
@@ -679,7 +976,8 @@ fn finish_row(conn: &Connection, path: &Path, o: &JobOutcome) -> Result<(), JobE
             o.exit_code,
             o.error,
             o.result.as_ref().map(|r| r.to_string()),
-            o.job_id
+            o.job_id,
+            delivered
         ],
     )
     .db(path)?;
@@ -687,7 +985,7 @@ fn finish_row(conn: &Connection, path: &Path, o: &JobOutcome) -> Result<(), JobE
 }
 
 const HANDLE_COLUMNS: &str =
-    "job_id, job_key, pid, pgid, proc_start, deadline_at, log_path, result_path";
+    "job_id, job_key, pid, pgid, proc_start, deadline_at, log_path, result_path, runner_pid";
 
 fn handle_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobHandle> {
     Ok(JobHandle {
@@ -701,6 +999,7 @@ fn handle_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobHandle> {
         deadline_ms: r.get(5)?,
         log_path: PathBuf::from(r.get::<_, String>(6)?),
         result_path: r.get::<_, Option<String>>(7)?.map(PathBuf::from),
+        runner_pid: r.get(8)?,
     })
 }
 

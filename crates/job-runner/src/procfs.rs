@@ -54,6 +54,25 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The process group leader whose environment holds `key=value` (a job's id; its
+/// children inherit it, the leader is the one leading its own group), or, failing that,
+/// the oldest such process. Only this user's processes are readable, which is enough for
+/// the jobs this user started.
+pub fn find_env(key: &str, value: &str) -> Option<(i32, ProcStat)> {
+    let needle = format!("{key}={value}");
+    let entries = std::fs::read_dir(Path::new("/proc")).ok()?;
+    let mut found: Vec<(i32, ProcStat)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .filter_map(|pid| Some((pid, stat(pid).filter(ProcStat::is_running)?)))
+        .collect();
+    found.sort_by_key(|(pid, s)| (s.pgrp != *pid, s.start_time));
+    found.into_iter().next()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

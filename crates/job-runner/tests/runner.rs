@@ -1,8 +1,14 @@
 //! Job runner tests against real `sh` processes: timeouts kill whole groups, a restarted
-//! runner adopts instead of duplicating, bad result files fail clearly.
+//! runner adopts instead of duplicating, a job finished while no runner watched is not
+//! run again, rows written before the spawn are found, deadlines hold without a runner,
+//! recycled group ids are left alone, bad result files fail clearly.
 
-use job_runner::{CommandTemplate, JobRunner, JobSpec, JobStatus, Recovered, Started, is_alive};
+use job_runner::{
+    CommandTemplate, ENV_JOB_ID, JobHandle, JobRunner, JobSpec, JobStatus, Recovered, Started,
+    is_alive,
+};
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -67,7 +73,7 @@ fn timeout_kills_the_whole_group_including_grandchildren() {
     let script = "sh -c 'trap \"\" TERM; sleep 300' & echo $! > {dir}/gc.pid; sleep 300";
     let s = spec(dir.path(), "slow", script, Duration::from_secs(1));
     let started = runner.start(&s).expect("start");
-    let h = started.handle().clone();
+    let h = started.handle().expect("running").clone();
     let gc_file = dir.path().join("gc.pid");
     assert!(
         eventually(Duration::from_secs(10), || read_pid(&gc_file).is_some()),
@@ -128,7 +134,9 @@ fn restarted_runner_adopts_instead_of_duplicating() {
     let again = b.start(&s).expect("start");
     assert!(matches!(again, Started::Started(_)));
     assert_eq!(
-        b.cancel(again.handle()).expect("cancel").status,
+        b.cancel(again.handle().expect("running"))
+            .expect("cancel")
+            .status,
         JobStatus::Cancelled
     );
 }
@@ -233,4 +241,232 @@ fn bad_template_is_an_error_not_a_job() {
     );
     let err = runner.start(&s).expect_err("unknown placeholder");
     assert!(err.to_string().contains("{nonexistent}"), "{err}");
+}
+
+#[test]
+fn a_job_that_finished_unwatched_is_not_run_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("jobs.db");
+    let script = "echo run >> {dir}/runs; echo '{{\"games\": 7}}' > {result}";
+    let s = spec(
+        dir.path(),
+        "evaluate:hex8_2p",
+        script,
+        Duration::from_secs(60),
+    );
+    {
+        let a = JobRunner::open(&db).expect("runner a");
+        assert!(matches!(a.start(&s).expect("start"), Started::Started(_)));
+        // Runner A dies before it sees the job end.
+    }
+    let runs = dir.path().join("runs");
+    let result = s.result_path.clone().expect("result path");
+    assert!(
+        eventually(Duration::from_secs(10), || result.exists()
+            && std::fs::read_to_string(&runs)
+                .is_ok_and(|r| r.lines().count() == 1)),
+        "the job never finished"
+    );
+    let b = JobRunner::open(&db).expect("runner b");
+    // The restarted daemon asks for the same job: it gets the outcome, not a second run.
+    match b.start(&s).expect("start again") {
+        Started::Finished(o) => {
+            assert_eq!(o.status, JobStatus::Succeeded, "{o:?}");
+            assert_eq!(o.result, Some(serde_json::json!({"games": 7})));
+        }
+        other => panic!("the finished job was not handed back: {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(&runs)
+            .expect("runs")
+            .lines()
+            .count(),
+        1
+    );
+    // The outcome is handed out once; the next identical request runs the job.
+    let o = b.run(&s).expect("run");
+    assert_eq!(o.status, JobStatus::Succeeded);
+    assert_eq!(
+        std::fs::read_to_string(&runs)
+            .expect("runs")
+            .lines()
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_different_job_under_the_same_key_still_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("jobs.db");
+    let mut s = spec(
+        dir.path(),
+        "train:hex8_2p",
+        "echo {data} >> {dir}/runs; echo '{{}}' > {result}",
+        Duration::from_secs(60),
+    );
+    s.vars.insert("data".into(), "a.npz".into());
+    {
+        let a = JobRunner::open(&db).expect("runner a");
+        a.start(&s).expect("start");
+    }
+    let runs = dir.path().join("runs");
+    assert!(eventually(Duration::from_secs(10), || {
+        s.result_path.as_ref().is_some_and(|r| r.exists())
+    }));
+    s.vars.insert("data".into(), "b.npz".into());
+    let b = JobRunner::open(&db).expect("runner b");
+    let o = b.run(&s).expect("run");
+    assert_eq!(o.status, JobStatus::Succeeded, "{o:?}");
+    assert_eq!(
+        std::fs::read_to_string(&runs).expect("runs"),
+        "a.npz\nb.npz\n"
+    );
+}
+
+/// A row as a runner killed between its insert and its spawn's pid update leaves it.
+fn insert_starting_row(db: &Path, job_id: &str, dir: &Path) {
+    let dead = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let dead_pid = dead.id();
+    let _ = dead.wait_with_output();
+    let c = rusqlite::Connection::open(db).expect("open db");
+    c.execute(
+        "INSERT INTO jobs (job_id, job_key, kind, argv, pid, pgid, proc_start, runner_pid,
+            runner_start, started_at, deadline_at, status, log_path, result_path, spec, delivered)
+         VALUES (?1, 'selfplay:x', 'test', '[]', 0, 0, NULL, ?2, 1, 0, ?3, 'running', ?4, NULL,
+            '', 0)",
+        rusqlite::params![
+            job_id,
+            dead_pid,
+            i64::MAX / 2,
+            dir.join("x.log").display().to_string()
+        ],
+    )
+    .expect("insert row");
+}
+
+#[test]
+fn a_row_written_before_its_spawn_is_resolved_through_the_job_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("jobs.db");
+    let runner = JobRunner::open(&db).expect("open");
+    insert_starting_row(&db, "spawned", dir.path());
+    // The spawn happened before the runner died: the process carries the job id.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .env(ENV_JOB_ID, "spawned")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = i32::try_from(child.id()).expect("pid");
+    let found = runner.recover().expect("recover");
+    let h = match found.as_slice() {
+        [Recovered::Running(h)] => h.clone(),
+        other => panic!("the spawned job was not found: {other:?}"),
+    };
+    assert_eq!((h.pid, h.pgid), (pid, pid));
+    assert_eq!(
+        runner.cancel(&h).expect("cancel").status,
+        JobStatus::Cancelled
+    );
+    let _ = child.wait();
+
+    // The runner died before the spawn: nothing runs, the row is closed with the reason.
+    insert_starting_row(&db, "never", dir.path());
+    let found = runner.recover().expect("recover");
+    match found.as_slice() {
+        [Recovered::Finished(o)] => {
+            assert_eq!(o.status, JobStatus::Failed);
+            let e = o.error.clone().unwrap_or_default();
+            assert!(e.contains("died while starting"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_deadline_holds_while_no_runner_watches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("jobs.db");
+    let s = spec(
+        dir.path(),
+        "train:slow",
+        "sleep 60 & echo $! > {dir}/grandchild; wait",
+        Duration::from_secs(1),
+    );
+    let h = {
+        let a = JobRunner::open(&db)
+            .expect("runner a")
+            .with_grace(Duration::from_secs(1));
+        assert!(
+            a.has_deadline_guard(),
+            "coreutils timeout not found on PATH"
+        );
+        match a.start(&s).expect("start") {
+            Started::Started(h) => h,
+            other => panic!("{other:?}"),
+        }
+        // Runner A dies; nobody polls the deadline.
+    };
+    let grandchild = dir.path().join("grandchild");
+    assert!(eventually(Duration::from_secs(5), || read_pid(&grandchild).is_some()));
+    let g = read_pid(&grandchild).expect("grandchild pid");
+    assert!(
+        eventually(Duration::from_secs(20), || !is_alive(g, None)
+            && !is_alive(h.pid, h.proc_start)),
+        "the job outlived its deadline with no runner"
+    );
+    let b = JobRunner::open(&db).expect("runner b");
+    match b.recover().expect("recover").as_slice() {
+        [Recovered::Finished(o)] => assert_eq!(o.status, JobStatus::TimedOut, "{o:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_recycled_group_id_is_never_signalled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runner = JobRunner::open(&dir.path().join("jobs.db")).expect("open");
+    let s = spec(
+        dir.path(),
+        "selfplay:gone",
+        "echo '{{}}' > {result}",
+        Duration::from_secs(30),
+    );
+    let o = runner.run(&s).expect("run");
+    assert_eq!(o.status, JobStatus::Succeeded);
+    // Someone else's process now leads a group whose id the job's row names.
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .expect("spawn sleep");
+    let pid = i32::try_from(other.id()).expect("pid");
+    let stale = JobHandle {
+        job_id: o.job_id.clone(),
+        job_key: o.job_key.clone(),
+        pid,
+        pgid: pid,
+        proc_start: Some(1),
+        deadline_ms: 0,
+        log_path: s.log_path.clone(),
+        result_path: None,
+        runner_pid: 0,
+    };
+    // The row is finished; but force the kill path: a handle whose row says running.
+    let c = rusqlite::Connection::open(dir.path().join("jobs.db")).expect("db");
+    c.execute(
+        "UPDATE jobs SET status = 'running', pid = ?1, pgid = ?1, proc_start = 1 WHERE job_id = ?2",
+        rusqlite::params![pid, o.job_id],
+    )
+    .expect("update");
+    runner.cancel(&stale).expect("cancel");
+    assert!(
+        is_alive(pid, None),
+        "the runner killed a process group that is not the job's"
+    );
+    let _ = other.kill();
+    let _ = other.wait();
 }

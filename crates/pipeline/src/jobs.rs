@@ -249,11 +249,18 @@ impl Jobs for RunnerJobs {
             for d in [spec.log_path.parent(), spec.result_path.as_deref().and_then(Path::parent)].into_iter().flatten() {
                 std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
             }
-            let started = runner.start(&spec).map_err(|e| e.to_string())?;
-            if let Started::AlreadyRunning(h) = &started {
-                tracing::info!(job = %h.job_id, key = %h.job_key, pid = h.pid, "adopting the job already running for this key");
-            }
-            runner.wait(started.handle()).map_err(|e| e.to_string())
+            let h = match runner.start(&spec).map_err(|e| e.to_string())? {
+                Started::Started(h) => h,
+                Started::AlreadyRunning(h) => {
+                    tracing::info!(job = %h.job_id, key = %h.job_key, pid = h.pid, "adopting the job already running for this key");
+                    h
+                }
+                Started::Finished(o) => {
+                    tracing::info!(job = %o.job_id, key = %o.job_key, "the same job finished while this daemon was down; using its result");
+                    return Ok(o);
+                }
+            };
+            runner.wait(&h).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| fail(e.to_string()))?

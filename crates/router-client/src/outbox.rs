@@ -26,7 +26,7 @@ pub(crate) struct Row {
 
 enum Cmd {
     Append {
-        event: wire::Event,
+        event: Box<wire::Event>,
         stored: Option<Reply<()>>,
         acked: Option<Reply<PublishAck>>,
     },
@@ -119,7 +119,7 @@ impl Outbox {
         self.reserve()?;
         self.tx
             .send(Cmd::Append {
-                event,
+                event: Box::new(event),
                 stored,
                 acked,
             })
