@@ -6,7 +6,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -23,7 +22,14 @@ pub enum StateError {
     },
     #[error("pipeline state task: {0}")]
     Join(String),
+    #[error(transparent)]
+    Open(#[from] ringrift_store::StoreError),
 }
+
+/// `IF NOT EXISTS`: files made before the schema was versioned already hold the table.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS state (daemon TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, updated_ms INTEGER NOT NULL, PRIMARY KEY (daemon, key))",
+];
 
 /// Cheap to clone; all SQLite work runs in `spawn_blocking`.
 #[derive(Clone)]
@@ -40,18 +46,9 @@ impl StateStore {
     }
 
     pub fn open_at(path: &Path, daemon: &str) -> Result<StateStore, StateError> {
-        let err = |source| StateError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(d) = path.parent() {
-            let _ = std::fs::create_dir_all(d);
-        }
-        let c = Connection::open(path).map_err(err)?;
-        c.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        c.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        c.execute_batch("CREATE TABLE IF NOT EXISTS state (daemon TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, updated_ms INTEGER NOT NULL, PRIMARY KEY (daemon, key))")
-            .map_err(err)?;
+        // The shared opener: retries the WAL switch that racing first opens of a fresh
+        // file get BUSY for, and versions the schema.
+        let c = ringrift_store::db::open(path, MIGRATIONS)?;
         Ok(StateStore {
             path: path.to_owned(),
             conn: Arc::new(Mutex::new(c)),
@@ -147,6 +144,36 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// About ten daemons open the state file at once on a fresh home; every open must
+    /// succeed (switching a new file to WAL races, and SQLite answers BUSY at once).
+    #[test]
+    fn concurrent_first_opens_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..200 {
+            let home = dir.path().join(format!("r{round}"));
+            let barrier = std::sync::Barrier::new(10);
+            std::thread::scope(|s| {
+                let opens: Vec<_> = (0..10)
+                    .map(|i| {
+                        let (home, barrier) = (&home, &barrier);
+                        s.spawn(move || {
+                            barrier.wait();
+                            StateStore::open(home, &format!("d{i}")).map(|_| ())
+                        })
+                    })
+                    .collect();
+                for o in opens {
+                    let r = o.join().unwrap();
+                    assert!(
+                        r.is_ok(),
+                        "round {round}: {r:?}",
+                        r = r.err().map(|e| e.to_string())
+                    );
+                }
+            });
+        }
+    }
 
     #[tokio::test]
     async fn values_survive_reopen_and_are_per_daemon() {
