@@ -1,7 +1,8 @@
 //! `data_pipeline`: the per-config stage machine selfplay → sync → export → train →
 //! evaluate → promote, driven by the loop's events and persisted, so a restart resumes
-//! the right stage. A stage that sees no progress event within its timeout is reported
-//! (PIPELINE_STAGE_STALLED, health DEGRADED) instead of waited on forever.
+//! the right stage. Stages move in order, one step at a time, and only a stage's own
+//! events count as its progress ([`effect`]); a stage that sees none within its timeout
+//! is reported (PIPELINE_STAGE_STALLED, health DEGRADED) instead of waited on forever.
 //! PIPELINE_PAUSED / PIPELINE_RESUMED pause and resume stall detection.
 //!
 //! Its registry dependencies are the daemons that execute the stages
@@ -108,25 +109,36 @@ impl ConfigStage {
     }
 }
 
-/// The stage an event moves a config to (`None`: progress within the current stage).
-pub fn transition(cur: Stage, p: &wire::event::Payload) -> Option<Stage> {
+/// What an event means to a config whose current stage is `cur`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// The stage's own work ended: move to the next stage in the order.
+    Advance(Stage),
+    /// The stage's own work goes on (counts against a stall, no move).
+    Progress,
+    /// Another stage's event (e.g. new games while training, an export mid-evaluation):
+    /// neither progress nor a move, so it cannot hide a hung stage.
+    Ignore,
+}
+
+/// Stages follow their order, selfplay → export → train → evaluate → promote →
+/// selfplay, one step at a time, and only the current stage's events count.
+pub fn effect(cur: Stage, p: &wire::event::Payload) -> Effect {
     use wire::event::Payload::*;
-    let next = match p {
-        SelfplayCompleted(_) | NewGamesAvailable(_) | DataSyncCompleted(_) => {
-            if cur == Stage::Selfplay {
-                Stage::Export
-            } else {
-                return None;
-            }
+    match (cur, p) {
+        (Stage::Selfplay, SelfplayCompleted(_) | NewGamesAvailable(_) | DataSyncCompleted(_)) => {
+            Effect::Advance(Stage::Export)
         }
-        NpzExportCompleted(_) => Stage::Train,
-        TrainingStarted(_) | TrainingFailed(_) => Stage::Train,
-        TrainingCompleted(_) => Stage::Evaluate,
-        EvaluationCompleted(_) => Stage::Promote,
-        ModelPromoted(_) | PromotionRejected(_) => Stage::Selfplay,
-        _ => return None,
-    };
-    (next != cur).then_some(next)
+        (Stage::Selfplay, DataSyncStarted(_) | DataSyncFailed(_)) => Effect::Progress,
+        (Stage::Export, NpzExportCompleted(_)) => Effect::Advance(Stage::Train),
+        (Stage::Train, TrainingStarted(_) | TrainingFailed(_)) => Effect::Progress,
+        (Stage::Train, TrainingCompleted(_)) => Effect::Advance(Stage::Evaluate),
+        (Stage::Evaluate, EvaluationCompleted(_)) => Effect::Advance(Stage::Promote),
+        (Stage::Promote, ModelPromoted(_) | PromotionRejected(_)) => {
+            Effect::Advance(Stage::Selfplay)
+        }
+        _ => Effect::Ignore,
+    }
 }
 
 pub struct Pipeline {
@@ -208,6 +220,11 @@ impl Pipeline {
             return Ok(());
         }
         let mut st = self.load(&config.to_string(), now).await?;
+        let effect = effect(st.stage, &ev.payload);
+        if effect == Effect::Ignore {
+            tracing::debug!(%config, stage = st.stage.as_str(), event = ringrift_proto::type_name(ev.kind), "not this stage's event; ignored");
+            return Ok(());
+        }
         st.last_progress_ms = now;
         st.last_event = ringrift_proto::type_name(ev.kind).to_owned();
         st.stalled_reported_for = None;
@@ -217,7 +234,7 @@ impl Pipeline {
         if matches!(ev.payload, wire::event::Payload::ModelPromoted(_)) {
             st.promoted += 1;
         }
-        if let Some(next) = transition(st.stage, &ev.payload) {
+        if let Effect::Advance(next) = effect {
             tracing::info!(%config, from = st.stage.as_str(), to = next.as_str(), event = %st.last_event, "stage change");
             st.stage = next;
             st.since_ms = now;
@@ -439,14 +456,56 @@ mod tests {
         );
     }
 
+    /// Drives a fresh pipeline to the train stage at `now`.
+    async fn to_train(p: &Pipeline, now: i64) {
+        p.on_event(&ev(Payload::NewGamesAvailable(Default::default())), now)
+            .await
+            .unwrap();
+        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), now)
+            .await
+            .unwrap();
+        assert_eq!(stage(p).await, Stage::Train);
+    }
+
+    #[tokio::test]
+    async fn other_stages_events_neither_hide_a_stall_nor_move_the_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let rec = Recorder::default();
+        to_train(&p, 1_000).await;
+        // Selfplay keeps announcing games while the trainer hangs.
+        for t in (2_000..=12_000).step_by(2_000) {
+            p.on_event(&ev(Payload::NewGamesAvailable(Default::default())), t)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            p.check_stalls(&rec, 12_000).await.unwrap(),
+            vec![("hex8_2p".parse().unwrap(), Stage::Train)],
+            "new games are not training progress"
+        );
+        // Evaluating: a later export does not send the config back to train.
+        p.on_event(&ev(Payload::TrainingCompleted(Default::default())), 13_000)
+            .await
+            .unwrap();
+        assert_eq!(stage(&p).await, Stage::Evaluate);
+        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 14_000)
+            .await
+            .unwrap();
+        assert_eq!(stage(&p).await, Stage::Evaluate);
+        // Out of order: a promotion while evaluating does not skip ahead either.
+        p.on_event(&ev(Payload::ModelPromoted(Default::default())), 15_000)
+            .await
+            .unwrap();
+        assert_eq!(stage(&p).await, Stage::Evaluate);
+    }
+
     #[tokio::test]
     async fn a_stall_is_reported_once_and_cleared_by_progress() {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
         let rec = Recorder::default();
-        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 1_000)
-            .await
-            .unwrap();
+        to_train(&p, 1_000).await;
         assert!(p.check_stalls(&rec, 10_000).await.unwrap().is_empty());
         assert_eq!(
             p.check_stalls(&rec, 12_000).await.unwrap(),
@@ -472,9 +531,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
         let rec = Recorder::default();
-        p.on_event(&ev(Payload::NpzExportCompleted(Default::default())), 1_000)
-            .await
-            .unwrap();
+        to_train(&p, 1_000).await;
         p.on_event(
             &Event::new(Payload::PipelinePaused(wire::PipelineControl {
                 reason: "maintenance".into(),
