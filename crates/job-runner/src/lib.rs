@@ -320,6 +320,43 @@ impl JobRunner {
         self.db.path()
     }
 
+    /// Retention: deletes rows of jobs that finished before `before_ms` and whose
+    /// outcome a caller has had, with their result files. Returns how many rows went.
+    pub fn purge_finished(&self, before_ms: i64) -> Result<usize, JobError> {
+        let path = self.db_path().to_path_buf();
+        let conn = self.db.lock();
+        let files: Vec<Option<String>> = {
+            let mut st = conn
+                .prepare(
+                    "SELECT result_path FROM jobs
+                     WHERE status != 'running' AND delivered = 1 AND finished_at < ?1",
+                )
+                .db(&path)?;
+            st.query_map([before_ms], |r| r.get(0))
+                .db(&path)?
+                .collect::<Result<_, _>>()
+                .db(&path)?
+        };
+        for f in files.into_iter().flatten() {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(JobError::Io {
+                        action: "remove job result",
+                        path: PathBuf::from(f),
+                        source: e,
+                    });
+                }
+            }
+        }
+        conn.execute(
+            "DELETE FROM jobs WHERE status != 'running' AND delivered = 1 AND finished_at < ?1",
+            [before_ms],
+        )
+        .db(&path)
+    }
+
     /// Starts a job unless one with the same key is running (then returns that one) or
     /// the same job finished unwatched and its outcome was never handed out (then
     /// returns that outcome).

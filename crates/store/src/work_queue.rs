@@ -281,6 +281,17 @@ impl SqliteWorkQueue {
         self.db.lock()
     }
 
+    /// Deletes completed items last updated before `before_ms` (retention); pending,
+    /// claimed and failed items are kept. Returns how many went.
+    pub fn purge_completed(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM work_items WHERE status = 'completed' AND updated_at < ?1",
+                [before_ms],
+            )
+            .ctx(self.path())
+    }
+
     fn item_from_row(&self, r: &Row<'_>) -> Result<WorkItem, StoreError> {
         let path = self.path();
         let get = |e: rusqlite::Error| StoreError::Sqlite {

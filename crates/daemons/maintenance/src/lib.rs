@@ -8,10 +8,16 @@
 //!   router's busy log, which its own retention keeps in check).
 //! * Temp: files under `tmp/` older than `tmp_max_age_h`, and leftover atomic-write temp
 //!   files (`.*.tmp*`, `*.tmp`) under `data/` and `models/` older than an hour.
+//! * Retention ([`retention`]): NPZ exports, trained generations, canonical backups,
+//!   finished jobs and completed queue rows past their limits; never the canonical
+//!   model, its newest backup or data not yet trained on.
 //!
 //! All file and SQLite work runs in `spawn_blocking`.
 
+pub mod retention;
+
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -30,6 +36,16 @@ pub struct MaintConfig {
     pub vacuum_free_ratio: f64,
     pub tmp_max_age_h: f64,
     pub cycle_interval_s: f64,
+    /// Exports kept per config, newest first (older ones go once trained on).
+    pub npz_keep: usize,
+    /// Trained generations kept per config (`models/<config>/gen*.rrm`).
+    pub models_keep: usize,
+    /// Canonical backups kept per config (at least 1).
+    pub backups_keep: usize,
+    /// Finished jobs (rows and result files) older than this go.
+    pub job_results_max_age_days: f64,
+    /// Completed work-queue rows older than this go.
+    pub queue_done_max_age_h: f64,
 }
 
 impl Default for MaintConfig {
@@ -40,6 +56,11 @@ impl Default for MaintConfig {
             vacuum_free_ratio: 0.25,
             tmp_max_age_h: 24.0,
             cycle_interval_s: 3600.0,
+            npz_keep: 20,
+            models_keep: 10,
+            backups_keep: 5,
+            job_results_max_age_days: 7.0,
+            queue_done_max_age_h: 72.0,
         }
     }
 }
@@ -53,6 +74,11 @@ pub struct Report {
     pub dbs_vacuumed: u64,
     pub db_bytes_freed: u64,
     pub tmp_removed: u64,
+    pub npz_removed: u64,
+    pub models_removed: u64,
+    pub backups_removed: u64,
+    pub job_rows_removed: u64,
+    pub queue_rows_removed: u64,
     pub errors: Vec<String>,
 }
 
@@ -86,16 +112,42 @@ fn is_rotated_log(p: &Path) -> bool {
         .is_some_and(|(_, suffix)| suffix.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// One pass over `home` at time `now`.
-pub fn run_pass(home: &Path, cfg: &MaintConfig, now: SystemTime) -> Report {
+/// One pass over `home` at time `now`; `trained`: the training loop's watermark per
+/// config (exports up to it were trained on).
+pub fn run_pass(
+    home: &Path,
+    cfg: &MaintConfig,
+    now: SystemTime,
+    trained: &HashMap<String, i64>,
+) -> Report {
     let mut r = Report::default();
     prune_logs(home, cfg, now, &mut r);
+    retention::prune_npz(home, cfg, trained, &mut r);
+    retention::prune_generations(home, cfg, &mut r);
+    retention::prune_backups(home, cfg, &mut r);
+    retention::prune_rows(home, cfg, now, &mut r);
     sqlite(home, cfg, &mut r);
     clean_tmp(home, cfg, now, &mut r);
     r
 }
 
-fn remove(
+/// The training loop's trained watermark per config, from its persisted state.
+pub async fn trained_watermarks(home: &Path) -> anyhow::Result<HashMap<String, i64>> {
+    let state = ringrift_pipeline::state::StateStore::open(home, "continuous_training_loop")?;
+    let mut out = HashMap::new();
+    for (config, v) in state.all::<serde_json::Value>().await? {
+        let wm = v
+            .get("watermark")
+            .and_then(serde_json::Value::as_i64)
+            .ok_or_else(|| {
+                anyhow::anyhow!("training state of {config} has no integer `watermark`")
+            })?;
+        out.insert(config, wm);
+    }
+    Ok(out)
+}
+
+pub(crate) fn remove(
     p: &Path,
     size: u64,
     count: &mut u64,
@@ -235,8 +287,15 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "maintenance.vacuum_free_ratio must be within 0..=1"
     );
     handler_base::ensure_config!(
-        cfg.log_max_age_days > 0.0 && cfg.tmp_max_age_h > 0.0,
-        "maintenance ages must be > 0"
+        cfg.log_max_age_days > 0.0
+            && cfg.tmp_max_age_h > 0.0
+            && cfg.job_results_max_age_days > 0.0
+            && cfg.queue_done_max_age_h > 0.0,
+        "maintenance ages (log_max_age_days, tmp_max_age_h, job_results_max_age_days, queue_done_max_age_h) must be > 0"
+    );
+    handler_base::ensure_config!(
+        cfg.npz_keep >= 1 && cfg.models_keep >= 1 && cfg.backups_keep >= 1,
+        "maintenance.npz_keep, models_keep and backups_keep must be at least 1"
     );
     Ok(Arc::new(Maintenance {
         cfg,
@@ -252,8 +311,17 @@ impl Handler for Maintenance {
 
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         let (home, cfg) = (ctx.home.clone(), self.cfg.clone());
+        // Unknown watermarks keep every export: never delete data not yet trained on.
+        let trained = match trained_watermarks(&home).await {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.errors.record("maintenance", &format!("{e:#}"));
+                HashMap::new()
+            }
+        };
         let r =
-            tokio::task::spawn_blocking(move || run_pass(&home, &cfg, SystemTime::now())).await?;
+            tokio::task::spawn_blocking(move || run_pass(&home, &cfg, SystemTime::now(), &trained))
+                .await?;
         tracing::info!(
             logs_removed = r.logs_removed,
             log_bytes_freed = r.log_bytes_freed,
@@ -261,6 +329,11 @@ impl Handler for Maintenance {
             dbs_vacuumed = r.dbs_vacuumed,
             db_bytes_freed = r.db_bytes_freed,
             tmp_removed = r.tmp_removed,
+            npz_removed = r.npz_removed,
+            models_removed = r.models_removed,
+            backups_removed = r.backups_removed,
+            job_rows_removed = r.job_rows_removed,
+            queue_rows_removed = r.queue_rows_removed,
             errors = r.errors.len(),
             "maintenance pass done"
         );
@@ -284,6 +357,11 @@ impl Handler for Maintenance {
                     .detail("dbs_vacuumed", r.dbs_vacuumed)
                     .detail("tmp_removed", r.tmp_removed)
                     .detail("db_bytes_freed", r.db_bytes_freed)
+                    .detail("npz_removed", r.npz_removed)
+                    .detail("models_removed", r.models_removed)
+                    .detail("backups_removed", r.backups_removed)
+                    .detail("job_rows_removed", r.job_rows_removed)
+                    .detail("queue_rows_removed", r.queue_rows_removed)
             }
         }
     }
@@ -308,7 +386,12 @@ mod tests {
         touch(&logs.join("a.log"), 10, 100 * 86400);
         touch(&logs.join("a.log.1"), 10, 20 * 86400);
         touch(&logs.join("a.log.2"), 10, 86400);
-        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        let r = run_pass(
+            h.path(),
+            &MaintConfig::default(),
+            SystemTime::now(),
+            &HashMap::new(),
+        );
         assert_eq!(r.logs_removed, 1);
         assert!(
             logs.join("a.log").exists()
@@ -328,7 +411,7 @@ mod tests {
             logs_max_bytes: 2000,
             ..Default::default()
         };
-        let r = run_pass(h.path(), &cfg, SystemTime::now());
+        let r = run_pass(h.path(), &cfg, SystemTime::now(), &HashMap::new());
         assert_eq!(r.logs_removed, 1);
         assert!(!logs.join("b.log.3").exists() && logs.join("b.log.1").exists());
     }
@@ -347,10 +430,20 @@ mod tests {
         }
         c.execute("DELETE FROM t", []).unwrap();
         drop(c);
-        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        let r = run_pass(
+            h.path(),
+            &MaintConfig::default(),
+            SystemTime::now(),
+            &HashMap::new(),
+        );
         assert_eq!((r.dbs_checkpointed, r.dbs_vacuumed), (1, 1), "{r:?}");
         assert!(r.db_bytes_freed > 500_000, "{r:?}");
-        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        let r = run_pass(
+            h.path(),
+            &MaintConfig::default(),
+            SystemTime::now(),
+            &HashMap::new(),
+        );
         assert_eq!(r.dbs_vacuumed, 0, "nothing left to vacuum");
     }
 
@@ -361,7 +454,12 @@ mod tests {
         touch(&h.path().join("tmp/new"), 1, 10);
         touch(&h.path().join("data/training/.x.npz.tmp123"), 1, 7200);
         touch(&h.path().join("data/training/.y.npz.tmp9"), 1, 10);
-        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        let r = run_pass(
+            h.path(),
+            &MaintConfig::default(),
+            SystemTime::now(),
+            &HashMap::new(),
+        );
         assert_eq!(r.tmp_removed, 2);
         assert!(
             h.path().join("tmp/new").exists()
@@ -373,8 +471,182 @@ mod tests {
     fn a_corrupt_database_is_reported_not_fatal() {
         let h = tempfile::tempdir().unwrap();
         touch(&h.path().join("data/bad.db"), 4096, 10);
-        let r = run_pass(h.path(), &MaintConfig::default(), SystemTime::now());
+        let r = run_pass(
+            h.path(),
+            &MaintConfig::default(),
+            SystemTime::now(),
+            &HashMap::new(),
+        );
         assert_eq!(r.errors.len(), 1, "{r:?}");
         assert!(r.errors[0].contains("bad.db"));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_anything_not_yet_trained_on() {
+        let h = tempfile::tempdir().unwrap();
+        let home = h.path();
+        // Exports after 0, 10, ..., 50; trained up to 30: after0/after10/after20 are
+        // consumed (their successors start at or below 30), after30 is not.
+        for w in [0, 10, 20, 30, 40, 50] {
+            touch(
+                &home.join(format!("data/training/hex8_2p_after{w}.npz")),
+                10,
+                100,
+            );
+        }
+        // Another config without a known watermark keeps everything.
+        for w in [0, 10, 20] {
+            touch(
+                &home.join(format!("data/training/square8_2p_after{w}.npz")),
+                10,
+                100,
+            );
+        }
+        for g in 1..=5u64 {
+            touch(
+                &home.join(format!("models/hex8_2p/gen{g:04}_w{g}.rrm")),
+                10,
+                1000 - g * 10,
+            );
+        }
+        touch(&home.join("models/canonical_hex8_2p.rrm"), 10, 5000);
+        for stamp in [100, 200, 300] {
+            touch(
+                &home.join(format!("models/backup/canonical_hex8_2p.{stamp}.rrm")),
+                10,
+                100,
+            );
+            touch(
+                &home.join(format!("models/backup/canonical_hex8_2p.{stamp}.json")),
+                1,
+                100,
+            );
+        }
+        let cfg = MaintConfig {
+            npz_keep: 2,
+            models_keep: 2,
+            backups_keep: 1,
+            ..Default::default()
+        };
+        let trained = HashMap::from([("hex8_2p".to_owned(), 30)]);
+        let r = run_pass(home, &cfg, SystemTime::now(), &trained);
+        let npz = |c: &str, w: i64| {
+            home.join(format!("data/training/{c}_after{w}.npz"))
+                .exists()
+        };
+        assert_eq!(
+            [0, 10, 20, 30, 40, 50].map(|w| npz("hex8_2p", w)),
+            [false, false, false, true, true, true],
+            "{r:?}"
+        );
+        assert!([0, 10, 20].iter().all(|&w| npz("square8_2p", w)));
+        let gens: Vec<bool> = (1..=5u64)
+            .map(|g| {
+                home.join(format!("models/hex8_2p/gen{g:04}_w{g}.rrm"))
+                    .exists()
+            })
+            .collect();
+        assert_eq!(gens, [false, false, false, true, true]);
+        assert!(home.join("models/canonical_hex8_2p.rrm").exists());
+        assert!(
+            home.join("models/backup/canonical_hex8_2p.300.rrm")
+                .exists()
+        );
+        assert!(
+            home.join("models/backup/canonical_hex8_2p.300.json")
+                .exists()
+        );
+        assert!(
+            !home
+                .join("models/backup/canonical_hex8_2p.200.rrm")
+                .exists()
+        );
+        assert!(
+            !home
+                .join("models/backup/canonical_hex8_2p.100.json")
+                .exists()
+        );
+        assert_eq!(
+            (r.npz_removed, r.models_removed, r.backups_removed),
+            (3, 3, 2)
+        );
+    }
+
+    #[test]
+    fn old_completed_queue_rows_and_delivered_jobs_go() {
+        use ringrift_store::work_queue::{NewWork, SqliteWorkQueue, WorkKind, WorkQueue};
+        let h = tempfile::tempdir().unwrap();
+        let q = SqliteWorkQueue::open(&ringrift_store::paths::work_queue_db(h.path())).unwrap();
+        let a = q
+            .enqueue(&NewWork::new(
+                WorkKind::Selfplay,
+                None,
+                0,
+                serde_json::json!({}),
+            ))
+            .unwrap();
+        let b = q
+            .enqueue(&NewWork::new(
+                WorkKind::Selfplay,
+                None,
+                0,
+                serde_json::json!({}),
+            ))
+            .unwrap();
+        let done = q
+            .claim("w", &[WorkKind::Selfplay], Duration::from_secs(60))
+            .unwrap()
+            .unwrap()
+            .item_id;
+        let open = if done == a { b } else { a };
+        assert!(q.complete(&done, "w", &serde_json::json!({})).unwrap());
+        let jobs = job_runner::JobRunner::open(&h.path().join("data/jobs.db")).unwrap();
+        std::fs::create_dir_all(h.path().join("run/jobs")).unwrap();
+        let spec = job_runner::JobSpec {
+            job_key: "k".into(),
+            kind: "test".into(),
+            template: job_runner::CommandTemplate::new(vec![
+                "sh".into(),
+                "-c".into(),
+                "echo '{{}}' > {result}".into(),
+            ])
+            .unwrap(),
+            vars: Default::default(),
+            timeout: Duration::from_secs(30),
+            log_path: h.path().join("logs/jobs/k.log"),
+            result_path: Some(h.path().join("run/jobs/k.json")),
+            workdir: None,
+            env: vec![],
+        };
+        assert_eq!(
+            jobs.run(&spec).unwrap().status,
+            job_runner::JobStatus::Succeeded
+        );
+        // A pass now keeps everything; a pass 4 days on removes the completed row; 8
+        // days on, the finished job and its result file too.
+        let day = Duration::from_secs(86400);
+        let r = run_pass(
+            h.path(),
+            &MaintConfig::default(),
+            SystemTime::now(),
+            &HashMap::new(),
+        );
+        assert_eq!((r.queue_rows_removed, r.job_rows_removed), (0, 0), "{r:?}");
+        let r = run_pass(
+            h.path(),
+            &MaintConfig::default(),
+            SystemTime::now() + 4 * day,
+            &HashMap::new(),
+        );
+        assert_eq!((r.queue_rows_removed, r.job_rows_removed), (1, 0), "{r:?}");
+        assert!(q.get(&done).unwrap().is_none() && q.get(&open).unwrap().is_some());
+        let r = run_pass(
+            h.path(),
+            &MaintConfig::default(),
+            SystemTime::now() + 8 * day,
+            &HashMap::new(),
+        );
+        assert_eq!(r.job_rows_removed, 1, "{r:?}");
+        assert!(!h.path().join("run/jobs/k.json").exists());
     }
 }
