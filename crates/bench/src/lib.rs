@@ -130,12 +130,19 @@ pub fn disk_line(
     let total = t0.elapsed();
     drop(f);
     let _ = std::fs::remove_file(&path);
-    lat.sort();
-    Ok(Disk {
-        rate: rate(n, total),
-        p50_us: percentile_us(&lat, 0.5),
-        p99_us: percentile_us(&lat, 0.99),
-    })
+    Ok(Disk::of(lat, total))
+}
+
+impl Disk {
+    /// Rate and percentiles of one-at-a-time writes that took `lat` each, `total` in all.
+    fn of(mut lat: Vec<Duration>, total: Duration) -> Disk {
+        lat.sort();
+        Disk {
+            rate: rate(lat.len(), total),
+            p50_us: percentile_us(&lat, 0.5),
+            p99_us: percentile_us(&lat, 0.99),
+        }
+    }
 }
 
 /// Our event log alone, in this process and without gRPC: `n` events of `size` bytes
@@ -172,12 +179,7 @@ pub async fn store_line(
     let total = t0.elapsed();
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
-    lat.sort();
-    Ok(Disk {
-        rate: rate(n, total),
-        p50_us: percentile_us(&lat, 0.5),
-        p99_us: percentile_us(&lat, 0.99),
-    })
+    Ok(Disk::of(lat, total))
 }
 
 /// One round's figures for one side.
