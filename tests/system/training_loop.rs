@@ -5,7 +5,7 @@
 
 use ringrift_proto::wire::{self, event::Payload};
 use ringrift_system_tests::{Home, Proc, bin, router_log, wait_for};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,47 @@ fn assert_no_duplicate_training(events: &[wire::Event]) {
     }
 }
 
+/// Trainings per data watermark from the job runner's own records (which the router's
+/// dedup cannot hide): no watermark is trained by two jobs that succeeded (or run).
+/// Returns how many training jobs succeeded.
+fn assert_no_duplicate_training_jobs(home: &std::path::Path) -> usize {
+    let db = home.join("data/jobs.db");
+    let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    let mut st = c
+        .prepare("SELECT argv, status FROM jobs WHERE kind = 'train' AND status IN ('succeeded', 'running')")
+        .expect("query jobs");
+    let rows: Vec<(String, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("jobs")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let mut per_watermark: HashMap<String, usize> = HashMap::new();
+    let mut succeeded = 0;
+    for (argv, status) in &rows {
+        let argv: Vec<String> = serde_json::from_str(argv).expect("argv is a JSON list");
+        // The output model is named gen<G>_w<watermark>.rrm.
+        let wm = argv
+            .iter()
+            .find_map(|a| {
+                let name = a.rsplit('/').next()?;
+                let (_, w) = name.strip_suffix(".rrm")?.rsplit_once("_w")?;
+                w.parse::<i64>().ok().map(|w| w.to_string())
+            })
+            .unwrap_or_else(|| {
+                panic!("training job without a gen*_w<watermark>.rrm output: {argv:?}")
+            });
+        *per_watermark.entry(wm).or_default() += 1;
+        succeeded += usize::from(status == "succeeded");
+    }
+    let twice: Vec<_> = per_watermark.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "data watermarks trained by more than one job: {twice:?}"
+    );
+    succeeded
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_runs_from_games_to_a_promotion_decision_by_events_alone() {
     let home = loop_home();
@@ -188,6 +229,10 @@ async fn the_loop_runs_from_games_to_a_promotion_decision_by_events_alone() {
         }
     }
     assert_no_duplicate_training(&events);
+    assert!(
+        assert_no_duplicate_training_jobs(home.path()) >= 1,
+        "a decision without a succeeded training job"
+    );
     // The stage machine is visible in --status.
     let s = status(&home);
     let dp = s["daemons"]
@@ -309,6 +354,10 @@ async fn killing_each_loop_daemon_in_turn_loses_no_stage_and_trains_nothing_twic
         home.path().display()
     );
     assert_no_duplicate_training(&events);
+    assert!(
+        assert_no_duplicate_training_jobs(home.path()) >= 1,
+        "a decision without a succeeded training job"
+    );
     // Every training that started completed or failed visibly: no lost stage.
     let started: HashSet<String> = events
         .iter()
