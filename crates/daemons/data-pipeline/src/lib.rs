@@ -15,7 +15,6 @@ use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "data_pipeline",
@@ -53,7 +52,6 @@ pub struct PipelineConfig {
     pub train_timeout_s: f64,
     pub evaluate_timeout_s: f64,
     pub promote_timeout_s: f64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for PipelineConfig {
@@ -64,7 +62,6 @@ impl Default for PipelineConfig {
             train_timeout_s: 7200.0,
             evaluate_timeout_s: 3600.0,
             promote_timeout_s: 600.0,
-            cycle_interval_s: 30.0,
         }
     }
 }
@@ -318,10 +315,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             s.as_str()
         );
     }
-    handler_base::ensure_config!(
-        cfg.cycle_interval_s > 0.0,
-        "data_pipeline.cycle_interval_s must be > 0"
-    );
     let configs = ringrift_pipeline::configs(ctx)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(DataPipeline(Pipeline::new(cfg, configs, state))))
@@ -329,9 +322,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for DataPipeline {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
     fn subscriptions(&self) -> Vec<EventType> {
         use EventType::*;
         vec![

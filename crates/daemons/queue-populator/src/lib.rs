@@ -17,7 +17,6 @@ use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "queue_populator",
@@ -35,7 +34,6 @@ pub struct PopConfig {
     pub tournament_share: f64,
     pub games_per_item: u64,
     pub max_open_per_config: u64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for PopConfig {
@@ -48,7 +46,6 @@ impl Default for PopConfig {
             tournament_share: 0.1,
             games_per_item: 200,
             max_open_per_config: 6,
-            cycle_interval_s: 10.0,
         }
     }
 }
@@ -68,8 +65,8 @@ impl PopConfig {
             "queue_populator shares must be >= 0 and sum to 1 (they sum to {sum})"
         );
         handler_base::ensure_config!(
-            self.games_per_item > 0 && self.max_open_per_config > 0 && self.cycle_interval_s > 0.0,
-            "queue_populator: games_per_item, max_open_per_config, cycle_interval_s must be > 0"
+            self.games_per_item > 0 && self.max_open_per_config > 0,
+            "queue_populator: games_per_item, max_open_per_config must be > 0"
         );
         Ok(())
     }
@@ -209,9 +206,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for QueuePopulator {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![
             EventType::PipelinePaused,

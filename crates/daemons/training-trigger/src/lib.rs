@@ -16,7 +16,6 @@ use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "training_trigger",
@@ -33,7 +32,6 @@ pub struct TriggerConfig {
     pub priority: i64,
     /// How many of the newest NPZ exports a training reads (newest first).
     pub window: usize,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for TriggerConfig {
@@ -44,7 +42,6 @@ impl Default for TriggerConfig {
             min_quality: 0.0,
             priority: 10,
             window: 16,
-            cycle_interval_s: 30.0,
         }
     }
 }
@@ -276,7 +273,7 @@ pub struct TrainingTrigger(pub Trigger);
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TriggerConfig = ctx.settings.section("training_trigger")?;
     handler_base::ensure_config!(
-        cfg.cooldown_s >= 0.0 && cfg.cycle_interval_s > 0.0,
+        cfg.cooldown_s >= 0.0,
         "training_trigger intervals must be >= 0"
     );
     handler_base::ensure_config!(cfg.window >= 1, "training_trigger.window must be >= 1");
@@ -290,9 +287,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for TrainingTrigger {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![
             EventType::NpzExportCompleted,
