@@ -13,7 +13,11 @@ type Client = router_client::Client;
 /// every 50 ms unless `toml` says otherwise).
 fn test_daemon(home: &Home, router: &str, toml: &str, extra: &[&str]) -> Proc {
     let cfg = home.path().join("test_daemon.toml");
-    let cycle = if toml.contains("cycle_interval_s") { "" } else { "cycle_interval_s = 0.05\n" };
+    let cycle = if toml.contains("cycle_interval_s") {
+        ""
+    } else {
+        "cycle_interval_s = 0.05\n"
+    };
     std::fs::write(&cfg, format!("[test_daemon]\n{cycle}{toml}\n")).unwrap();
     let mut args = vec!["--router", router, "--config", cfg.to_str().unwrap()];
     args.extend_from_slice(extra);

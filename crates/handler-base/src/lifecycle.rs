@@ -62,7 +62,12 @@ fn lookup<T: DeserializeOwned>(
     Ok(s.get::<T>(key)?.map(|v| (key.to_owned(), v)))
 }
 
-fn seconds(s: &Settings, name: &str, key: &str, top: bool) -> Result<Option<Duration>, ConfigError> {
+fn seconds(
+    s: &Settings,
+    name: &str,
+    key: &str,
+    top: bool,
+) -> Result<Option<Duration>, ConfigError> {
     let Some((k, v)) = lookup::<f64>(s, name, key, top)? else {
         return Ok(None);
     };
@@ -74,17 +79,13 @@ fn seconds(s: &Settings, name: &str, key: &str, top: bool) -> Result<Option<Dura
     Ok(Some(Duration::from_secs_f64(v)))
 }
 
-fn count(
-    s: &Settings,
-    name: &str,
-    key: &str,
-    max: i64,
-    default: i64,
-) -> Result<i64, ConfigError> {
+fn count(s: &Settings, name: &str, key: &str, max: i64, default: i64) -> Result<i64, ConfigError> {
     match lookup::<i64>(s, name, key, true)? {
         None => Ok(default),
         Some((_, v)) if (1..=max).contains(&v) => Ok(v),
-        Some((k, v)) => Err(ConfigError::Invalid(format!("{k} = {v}: must be 1..={max}"))),
+        Some((k, v)) => Err(ConfigError::Invalid(format!(
+            "{k} = {v}: must be 1..={max}"
+        ))),
     }
 }
 
@@ -142,7 +143,12 @@ mod tests {
     fn defaults_per_daemon_and_top_level() {
         let l = load("").unwrap();
         assert_eq!(
-            (l.cycle_interval, l.ack_wait, l.max_ack_pending, l.worker_threads),
+            (
+                l.cycle_interval,
+                l.ack_wait,
+                l.max_ack_pending,
+                l.worker_threads
+            ),
             (Duration::from_secs(60), Duration::from_secs(30), 64, 2)
         );
         assert_eq!(l.stuck_after(Duration::ZERO), Duration::from_secs(600));
@@ -171,7 +177,11 @@ mod tests {
     #[test]
     fn bad_values_name_key_and_value() {
         for (bad, key, value) in [
-            ("[d]\ncycle_interval_s = \"abc\"", "d.cycle_interval_s", "abc"),
+            (
+                "[d]\ncycle_interval_s = \"abc\"",
+                "d.cycle_interval_s",
+                "abc",
+            ),
             ("[d]\ncycle_interval_s = 0", "d.cycle_interval_s", "0"),
             ("[d]\ncycle_interval_s = -3", "d.cycle_interval_s", "-3"),
             ("ack_wait_s = 0", "ack_wait_s", "0"),
@@ -194,7 +204,10 @@ mod tests {
         let defaults = registry_defaults("training_trigger");
         assert_eq!(
             defaults,
-            vec![("training_trigger.cycle_interval_s".to_owned(), "60".to_owned())]
+            vec![(
+                "training_trigger.cycle_interval_s".to_owned(),
+                "60".to_owned()
+            )]
         );
         let dir = tempfile::tempdir().unwrap();
         let src = crate::settings::Sources {

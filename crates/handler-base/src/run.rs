@@ -4,8 +4,8 @@ use crate::lifecycle::{LifecycleConfig, registry_defaults};
 use crate::liveness::{Liveness, Pulse};
 use crate::publish::{Publish, Recorded};
 use crate::{
-    CommonArgs, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus,
-    Settings, is_config_error, settings,
+    CommonArgs, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus, Settings,
+    is_config_error, settings,
 };
 use clap::{CommandFactory, FromArgMatches};
 use ringrift_proto::{Event, EventType, wire};

@@ -33,7 +33,10 @@ impl InProcess {
             if task.is_finished() {
                 anyhow::bail!("in-process router ended before listening: {:?}", task.await);
             }
-            anyhow::ensure!(Instant::now() < deadline, "in-process router did not listen in 10 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "in-process router did not listen in 10 s"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -68,7 +71,12 @@ mod tests {
         };
         let ack = c.publish(ev).await.unwrap().into_inner();
         assert!(ack.seq >= 1 && !ack.duplicate);
-        let head = c.stats(wire::StatsRequest {}).await.unwrap().into_inner().head_seq;
+        let head = c
+            .stats(wire::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .head_seq;
         assert_eq!(head, ack.seq);
     }
 }
