@@ -298,8 +298,6 @@ impl Pipeline {
     }
 }
 
-pub struct DataPipeline(pub Pipeline);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PipelineConfig = ctx.settings.section("data_pipeline")?;
     for s in [
@@ -317,11 +315,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     }
     let configs = ringrift_pipeline::configs(ctx)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(DataPipeline(Pipeline::new(cfg, configs, state))))
+    Ok(Arc::new(Pipeline::new(cfg, configs, state)))
 }
 
 #[async_trait::async_trait]
-impl Handler for DataPipeline {
+impl Handler for Pipeline {
     fn subscriptions(&self) -> Vec<EventType> {
         use EventType::*;
         vec![
@@ -345,19 +343,18 @@ impl Handler for DataPipeline {
         true
     }
     async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
-        self.0.restore().await
+        self.restore().await
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0
-            .check_stalls(&ctx.publisher, ringrift_store::now_ms())
+        self.check_stalls(&ctx.publisher, ringrift_store::now_ms())
             .await
             .map(|_| ())
     }
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_event(ev, ringrift_store::now_ms()).await
+        self.on_event(ev, ringrift_store::now_ms()).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        self.0.health(ringrift_store::now_ms())
+        self.health(ringrift_store::now_ms())
     }
 }
 

@@ -257,8 +257,6 @@ impl Idle {
     }
 }
 
-pub struct IdleResource(pub Idle);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: IdleConfig = ctx.settings.section("idle_resource")?;
     handler_base::ensure_config!(
@@ -271,7 +269,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     let configs = ringrift_pipeline::configs(ctx)?;
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
-    Ok(Arc::new(IdleResource(Idle::new(
+    Ok(Arc::new(Idle::new(
         cfg,
         configs,
         ctx.node.clone(),
@@ -279,16 +277,16 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         Arc::new(AutoProbe {
             cpu: CpuStat::default(),
         }),
-    ))))
+    )))
 }
 
 #[async_trait::async_trait]
-impl Handler for IdleResource {
+impl Handler for Idle {
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0.check(&ctx.publisher).await.map(|_| ())
+        self.check(&ctx.publisher).await.map(|_| ())
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get())
+        HealthCheckResult::running(self.status.get())
     }
 }
 

@@ -150,8 +150,6 @@ impl Monitor {
     }
 }
 
-pub struct QueueMonitor(pub Monitor);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: MonitorConfig = ctx.settings.section("queue_monitor")?;
     handler_base::ensure_config!(
@@ -159,19 +157,18 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "queue_monitor: max_depth, starvation_s must be > 0"
     );
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
-    Ok(Arc::new(QueueMonitor(Monitor::new(cfg, queue))))
+    Ok(Arc::new(Monitor::new(cfg, queue)))
 }
 
 #[async_trait::async_trait]
-impl Handler for QueueMonitor {
+impl Handler for Monitor {
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0
-            .check(&ctx.publisher, ringrift_store::now_ms())
+        self.check(&ctx.publisher, ringrift_store::now_ms())
             .await
             .map(|_| ())
     }
     fn health_check(&self) -> HealthCheckResult {
-        self.0.health()
+        self.health()
     }
 }
 

@@ -187,25 +187,23 @@ impl Populator {
     }
 }
 
-pub struct QueuePopulator(pub Populator);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PopConfig = ctx.settings.section("queue_populator")?;
     cfg.validate()?;
     let configs = ringrift_pipeline::configs(ctx)?;
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(QueuePopulator(Populator {
+    Ok(Arc::new(Populator {
         cfg,
         configs,
         queue,
         state,
         status: StatusLine::new("starting"),
-    })))
+    }))
 }
 
 #[async_trait::async_trait]
-impl Handler for QueuePopulator {
+impl Handler for Populator {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![
             EventType::PipelinePaused,
@@ -219,13 +217,13 @@ impl Handler for QueuePopulator {
         true
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
-        self.0.top_up().await.map(|_| ())
+        self.top_up().await.map(|_| ())
     }
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_event(ev).await
+        self.on_event(ev).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get())
+        HealthCheckResult::running(self.status.get())
     }
 }
 

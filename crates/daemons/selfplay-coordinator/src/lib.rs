@@ -125,8 +125,6 @@ impl Coordinator {
     }
 }
 
-pub struct SelfplayCoordinator(pub Coordinator);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: CoordConfig = ctx.settings.section("selfplay_coordinator")?;
     handler_base::ensure_config!(
@@ -143,13 +141,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     }
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(SelfplayCoordinator(Coordinator::new(
-        cfg, configs, queue, state,
-    ))))
+    Ok(Arc::new(Coordinator::new(cfg, configs, queue, state)))
 }
 
 #[async_trait::async_trait]
-impl Handler for SelfplayCoordinator {
+impl Handler for Coordinator {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![
             EventType::CurriculumUpdated,
@@ -163,13 +159,13 @@ impl Handler for SelfplayCoordinator {
         true
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
-        self.0.allocate().await.map(|_| ())
+        self.allocate().await.map(|_| ())
     }
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_event(ev).await
+        self.on_event(ev).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get())
+        HealthCheckResult::running(self.status.get())
     }
 }
 

@@ -268,8 +268,6 @@ impl Trigger {
     }
 }
 
-pub struct TrainingTrigger(pub Trigger);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TriggerConfig = ctx.settings.section("training_trigger")?;
     handler_base::ensure_config!(
@@ -280,13 +278,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let configs = ringrift_pipeline::configs(ctx)?;
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(TrainingTrigger(Trigger::new(
-        cfg, configs, queue, state,
-    ))))
+    Ok(Arc::new(Trigger::new(cfg, configs, queue, state)))
 }
 
 #[async_trait::async_trait]
-impl Handler for TrainingTrigger {
+impl Handler for Trigger {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![
             EventType::NpzExportCompleted,
@@ -301,17 +297,14 @@ impl Handler for TrainingTrigger {
         true
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0.cycle(&ctx.publisher, ringrift_store::now_ms()).await
+        self.cycle(&ctx.publisher, ringrift_store::now_ms()).await
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0
-            .on_event(ev, &ctx.publisher, ringrift_store::now_ms())
+        self.on_event(ev, &ctx.publisher, ringrift_store::now_ms())
             .await
     }
     fn health_check(&self) -> HealthCheckResult {
-        self.0
-            .status
-            .details(HealthCheckResult::running("deciding"))
+        self.status.details(HealthCheckResult::running("deciding"))
     }
 }
 
