@@ -368,3 +368,6 @@ mod tests {
         assert!(r.errors[0].contains("bad.db"));
     }
 }
+
+#[cfg(test)]
+mod in_process;

@@ -175,6 +175,7 @@ impl Handler for Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use ringrift_pipeline::emit::Recorder;
     use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkKind};
@@ -261,3 +262,6 @@ mod tests {
         assert_eq!(rec.events().len(), 2);
     }
 }
+
+#[cfg(test)]
+mod in_process;

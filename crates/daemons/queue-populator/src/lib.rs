@@ -313,3 +313,6 @@ mod tests {
         assert_eq!(p.top_up().await.unwrap(), 0, "above the low watermark now");
     }
 }
+
+#[cfg(test)]
+mod in_process;

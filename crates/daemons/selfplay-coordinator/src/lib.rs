@@ -244,3 +244,6 @@ mod tests {
         assert_eq!(c.allocate().await.unwrap().len(), 6);
     }
 }
+
+#[cfg(test)]
+mod in_process;

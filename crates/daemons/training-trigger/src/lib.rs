@@ -310,3 +310,6 @@ impl Handler for Trigger {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod in_process;
