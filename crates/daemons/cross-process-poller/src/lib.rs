@@ -541,3 +541,6 @@ mod tests {
         assert!(claimed_rows(&c, 10).unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod in_process;

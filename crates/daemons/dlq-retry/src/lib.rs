@@ -241,3 +241,6 @@ mod tests {
         assert_eq!(p.decide(&letter(4, 0, 0), i64::MAX / 2), Action::Retry);
     }
 }
+
+#[cfg(test)]
+mod in_process;
