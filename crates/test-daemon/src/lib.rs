@@ -73,10 +73,7 @@ pub struct TestDaemon {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TestConfig = ctx.settings.section("test_daemon")?;
-    ensure_config!(
-        cfg.handle_s >= 0.0,
-        "test_daemon.handle_s must be >= 0"
-    );
+    ensure_config!(cfg.handle_s >= 0.0, "test_daemon.handle_s must be >= 0");
     ensure_config!(
         ["", "cycle", "event"].contains(&cfg.panic_in.as_str()),
         "test_daemon.panic_in = {:?}: one of \"\", \"cycle\", \"event\"",

@@ -8,8 +8,12 @@ use ringrift_event_router::in_process::InProcess;
 async fn build_and_retry_a_dead_letter() {
     let home = tempfile::tempdir().unwrap();
     let router = InProcess::start(home.path()).await.unwrap();
-    let (ctx, _published) =
-        Context::for_test(INFO.name, home.path(), "[dlq_retry]\nbase_delay_s = 0.001\n").unwrap();
+    let (ctx, _published) = Context::for_test(
+        INFO.name,
+        home.path(),
+        "[dlq_retry]\nbase_delay_s = 0.001\n",
+    )
+    .unwrap();
     let ctx = ctx.with_router(&router.addr).unwrap();
     let h = build(&ctx).unwrap();
     let mut c = ctx.client.clone();
@@ -46,5 +50,9 @@ async fn build_and_retry_a_dead_letter() {
     assert!(dead, "the event became a dead letter");
     h.run_cycle(&ctx).await.unwrap();
     let health = h.health_check();
-    assert_eq!(health.details.get("retried_total").map(String::as_str), Some("1"), "{health:?}");
+    assert_eq!(
+        health.details.get("retried_total").map(String::as_str),
+        Some("1"),
+        "{health:?}"
+    );
 }

@@ -458,3 +458,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod in_process;

@@ -175,10 +175,10 @@ impl Handler for Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use ringrift_pipeline::emit::Recorder;
     use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkKind};
+    use std::time::Duration;
 
     #[test]
     fn overflow_and_starvation_are_named() {

@@ -7,9 +7,17 @@ use ringrift_proto::wire::event::Payload;
 #[tokio::test]
 async fn build_handle_export_and_queue_training() {
     let home = tempfile::tempdir().unwrap();
-    let (ctx, published) =
-        Context::for_test(INFO.name, home.path(), "[training_trigger]\ncooldown_s = 0\n").unwrap();
-    assert_eq!(ctx.lifecycle.cycle_interval, std::time::Duration::from_secs(60), "registry default");
+    let (ctx, published) = Context::for_test(
+        INFO.name,
+        home.path(),
+        "[training_trigger]\ncooldown_s = 0\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ctx.lifecycle.cycle_interval,
+        std::time::Duration::from_secs(60),
+        "registry default"
+    );
     let h = build(&ctx).unwrap();
     h.on_start(&ctx).await.unwrap();
     let p = wire::NpzExportCompleted {
@@ -29,5 +37,9 @@ async fn build_handle_export_and_queue_training() {
         .collect();
     assert_eq!(queued.len(), 1, "{:?}", published.payloads());
     h.run_cycle(&ctx).await.unwrap();
-    assert_eq!(published.events().len(), 1, "in flight: nothing queued twice");
+    assert_eq!(
+        published.events().len(),
+        1,
+        "in flight: nothing queued twice"
+    );
 }

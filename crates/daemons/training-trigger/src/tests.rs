@@ -1,9 +1,9 @@
 //! training_trigger: pure decisions, then the daemon core with an in-file work queue.
 
 use super::*;
-use std::time::Duration;
 use ringrift_pipeline::emit::Recorder;
 use ringrift_store::work_queue::SqliteWorkQueue;
+use std::time::Duration;
 
 fn npz(wm: i64, rows: u64) -> Npz {
     Npz {
