@@ -13,6 +13,8 @@ fn test_daemon(name: &str, deps: &[&str], extra: &[&str]) -> String {
         "127.0.0.1:1".to_owned(),
         "--set".to_owned(),
         format!("test_daemon.instance={name}"),
+        "--set".to_owned(),
+        "test_daemon.cycle_interval_s=0.05".to_owned(),
     ];
     for e in extra {
         args.push("--set".into());
@@ -421,7 +423,7 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
 /// the launcher through the router).
 fn routed_registry(name: &str, health_check_interval_s: f64) -> String {
     format!(
-        "[[daemon]]\nname = \"event_router\"\ncategory = \"event\"\nimplemented = true\n\n[[daemon]]\nname = \"{name}\"\ncategory = \"test\"\nbinary = \"ringrift-test-daemon\"\nimplemented = true\nhealth_check_interval_s = {health_check_interval_s}\nargs = [\"--set\", \"test_daemon.instance={name}\"]\n\n"
+        "[[daemon]]\nname = \"event_router\"\ncategory = \"event\"\nimplemented = true\n\n[[daemon]]\nname = \"{name}\"\ncategory = \"test\"\nbinary = \"ringrift-test-daemon\"\nimplemented = true\nhealth_check_interval_s = {health_check_interval_s}\nargs = [\"--set\", \"test_daemon.instance={name}\", \"--set\", \"test_daemon.cycle_interval_s=0.05\"]\n\n"
     )
 }
 

@@ -9,10 +9,16 @@ use std::time::{Duration, Instant};
 
 type Client = router_client::Client;
 
-/// Starts the test daemon against `router` with `[test_daemon]` set to `toml`.
+/// Starts the test daemon against `router` with `[test_daemon]` set to `toml` (a cycle
+/// every 50 ms unless `toml` says otherwise).
 fn test_daemon(home: &Home, router: &str, toml: &str, extra: &[&str]) -> Proc {
     let cfg = home.path().join("test_daemon.toml");
-    std::fs::write(&cfg, format!("[test_daemon]\n{toml}\n")).unwrap();
+    let cycle = if toml.contains("cycle_interval_s") {
+        ""
+    } else {
+        "cycle_interval_s = 0.05\n"
+    };
+    std::fs::write(&cfg, format!("[test_daemon]\n{cycle}{toml}\n")).unwrap();
     let mut args = vec!["--router", router, "--config", cfg.to_str().unwrap()];
     args.extend_from_slice(extra);
     home.spawn("ringrift-test-daemon", &args)

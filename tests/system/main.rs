@@ -6,6 +6,7 @@ mod cli;
 mod dlq;
 mod launcher;
 mod lifecycle;
+mod lifecycle_config;
 mod poller;
 mod publisher;
 mod python;

@@ -20,6 +20,8 @@ const LOOP_DAEMONS: &[&str] = &[
     "data_pipeline",
 ];
 
+/// The loop daemons run at their registry intervals (what the launcher passed before
+/// a user's `ringrift.toml` could set them; faster ones flood 2 cores with trainings).
 fn loop_home() -> Home {
     let home = Home::new();
     std::fs::write(
@@ -29,18 +31,13 @@ fn loop_home() -> Home {
 listen = "127.0.0.1:0"
 [auto_export]
 threshold = 30
-cycle_interval_s = 1
 [queue_populator]
 games_per_item = 15
-cycle_interval_s = 0.5
 [job_scheduler]
-cycle_interval_s = 0.5
 lease_s = 20
 [training_trigger]
 cooldown_s = 0
-cycle_interval_s = 0.5
 [continuous_training_loop]
-cycle_interval_s = 0.5
 lease_s = 20
 train_args = ["--epochs", "2"]
 [evaluation]
@@ -48,7 +45,6 @@ games_random = 12
 games_heuristic = 12
 games_canonical = 6
 [data_pipeline]
-cycle_interval_s = 1
 "#,
     )
     .unwrap();

@@ -3,7 +3,8 @@
 //! A daemon crate implements [`Handler`] and its `main.rs` calls [`daemon_main`] with a
 //! factory. This crate then: parses the common flags ([`cli::CommonArgs`]), loads layered
 //! config ([`settings::Settings`]; a bad one exits 64, any other start failure 1), sets
-//! up tracing, connects to the router (reconnecting; publishes wait in an outbox file
+//! up tracing, validates the lifecycle settings ([`LifecycleConfig`], registry defaults
+//! at the bottom layer), connects to the router (reconnecting; publishes wait in an outbox file
 //! under `run/outbox/`), runs `on_start`, the periodic `run_cycle`, the subscribed event
 //! handlers (deduplicated after success, acked or nacked, kept alive with in-progress
 //! acks), the heartbeat, readiness (`sd_notify` READY and WATCHDOG while every loop
@@ -19,8 +20,10 @@ pub mod cli;
 mod dedup;
 mod errors;
 mod health;
+pub mod lifecycle;
 mod liveness;
 pub mod metrics;
+mod publish;
 mod run;
 pub mod settings;
 
@@ -28,6 +31,8 @@ pub use cli::CommonArgs;
 pub use dedup::Dedup;
 pub use errors::ErrorLog;
 pub use health::{HealthCheckResult, HealthStatus};
+pub use lifecycle::LifecycleConfig;
+pub use publish::{Publish, Recorded};
 pub use run::{
     Context, DaemonInfo, Factory, Handler, Probe, ServiceContext, ServiceFn, daemon_main,
     service_main,

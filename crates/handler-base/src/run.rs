@@ -1,15 +1,17 @@
 //! The process lifecycle: start-up sequence, the cycle/event/heartbeat tasks, and stop.
 
+use crate::lifecycle::{LifecycleConfig, registry_defaults};
 use crate::liveness::{Liveness, Pulse};
+use crate::publish::{Publish, Recorded};
 use crate::{
-    CommonArgs, ConfigError, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus,
-    Settings, ensure_config, is_config_error, settings,
+    CommonArgs, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus, Settings,
+    is_config_error, settings,
 };
 use clap::{CommandFactory, FromArgMatches};
 use ringrift_proto::{Event, EventType, wire};
 use router_client::{Client, ClientError, Publisher, Subscription};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,8 +30,6 @@ pub struct DaemonInfo {
 /// The periodic work and event reactions of one daemon.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync + 'static {
-    /// Time between `run_cycle` calls (config `<name>.cycle_interval_s` overrides it).
-    fn cycle_interval(&self) -> Duration;
     /// Event types this daemon reacts to (durable consumer named after the daemon).
     fn subscriptions(&self) -> Vec<EventType> {
         Vec::new()
@@ -43,7 +43,8 @@ pub trait Handler: Send + Sync + 'static {
     /// How long one `run_cycle` or `handle_event` call may take while healthy, e.g. the
     /// timeout of the job it runs. A call busy for longer than `stuck_after_s` (default
     /// the largest of 3 × cycle interval, 10 min and twice this) counts as stuck: no
-    /// watchdog ping, heartbeat not healthy.
+    /// watchdog ping, heartbeat not healthy. (The cycle interval itself is
+    /// `<name>.cycle_interval_s`, see [`LifecycleConfig`].)
     fn longest_call(&self) -> Duration {
         Duration::ZERO
     }
@@ -71,9 +72,13 @@ pub struct Context {
     pub node: String,
     pub home: PathBuf,
     pub settings: Settings,
+    /// The validated lifecycle settings (cycle interval, ack wait, ...).
+    pub lifecycle: LifecycleConfig,
     pub router_addr: String,
+    /// For router calls beyond publishing (stats, dead letters, lookups).
     pub client: Client,
-    pub publisher: Publisher,
+    /// The outbox publisher in a daemon, a [`Recorded`] list in [`Context::for_test`].
+    pub publisher: Arc<dyn Publish>,
     pub errors: ErrorLog,
     pub shutdown: CancellationToken,
     /// `--configs`, validated by the daemon that uses it.
@@ -93,6 +98,50 @@ impl Context {
     pub fn source(&self) -> String {
         format!("{}@{}", self.name, self.node)
     }
+
+    /// A context for in-process tests of a daemon's `build` and `Handler`: home `home`,
+    /// settings from `toml` over the daemon's registry defaults, lifecycle validated as
+    /// at start, and a publisher that records (the returned handle reads it). The router
+    /// client is lazy and points at 127.0.0.1:1 (nothing); [`Context::with_router`]
+    /// points it at a router, e.g. one started in process by the router's tests harness.
+    /// Needs a tokio runtime (the lazy client spawns its worker).
+    pub fn for_test(
+        name: &'static str,
+        home: &Path,
+        toml: &str,
+    ) -> anyhow::Result<(Context, Recorded)> {
+        let settings = Settings::load(&settings::Sources {
+            home: home.to_owned(),
+            defaults: registry_defaults(name),
+            extra_toml: Some(toml.to_owned()),
+            ..Default::default()
+        })?;
+        let lifecycle = LifecycleConfig::load(&settings, name)?;
+        let recorded = Recorded::default();
+        let router_addr = "127.0.0.1:1".to_owned();
+        let ctx = Context {
+            name,
+            node: "test".into(),
+            home: home.to_owned(),
+            settings,
+            lifecycle,
+            client: router_client::connect_lazy(&router_addr)?,
+            router_addr,
+            publisher: Arc::new(recorded.clone()),
+            errors: ErrorLog::new(50),
+            shutdown: CancellationToken::new(),
+            configs: Vec::new(),
+            once: false,
+        };
+        Ok((ctx, recorded))
+    }
+
+    /// This context with its router client connected to `addr` (tests).
+    pub fn with_router(mut self, addr: &str) -> Result<Context, ClientError> {
+        self.client = router_client::connect_lazy(addr)?;
+        self.router_addr = addr.to_owned();
+        Ok(self)
+    }
 }
 
 /// Builds a daemon's handler from its context. An `Err` that is (or wraps) a
@@ -107,6 +156,7 @@ pub struct ServiceContext {
     pub node: String,
     pub home: PathBuf,
     pub settings: Settings,
+    pub lifecycle: LifecycleConfig,
     pub shutdown: CancellationToken,
     pub once: bool,
     probe: Arc<std::sync::OnceLock<Probe>>,
@@ -126,6 +176,26 @@ impl ServiceContext {
     pub fn set_probe(&self, probe: Probe) {
         let _ = self.probe.set(probe);
     }
+
+    /// A service context for in-process tests: home `home`, settings from `toml`.
+    pub fn for_test(
+        name: &'static str,
+        home: &Path,
+        toml: &str,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<ServiceContext> {
+        let settings = Settings::from_toml(toml)?;
+        Ok(ServiceContext {
+            name,
+            node: "test".into(),
+            home: home.to_owned(),
+            lifecycle: LifecycleConfig::load(&settings, name)?,
+            settings,
+            shutdown,
+            once: false,
+            probe: Arc::default(),
+        })
+    }
 }
 
 /// A service body: runs until `ctx.shutdown` fires. `Err` from before readiness exits 1.
@@ -135,6 +205,7 @@ struct Boot {
     args: CommonArgs,
     home: PathBuf,
     settings: Settings,
+    lifecycle: LifecycleConfig,
     node: String,
 }
 
@@ -160,12 +231,12 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
         ExitCode::from(EXIT_CONFIG)
     };
     let overrides = args.overrides().map_err(fail)?;
-    let settings = Settings::load(&settings::Sources::standard(
-        &home,
-        args.config.clone(),
-        overrides,
-    ))
+    let settings = Settings::load(
+        &settings::Sources::standard(&home, args.config.clone(), overrides)
+            .with_defaults(registry_defaults(info.name)),
+    )
     .map_err(|e| fail(e.to_string()))?;
+    let lifecycle = LifecycleConfig::load(&settings, info.name).map_err(|e| fail(e.to_string()))?;
     init_tracing(&settings);
     std::fs::create_dir_all(&home)
         .map_err(|e| fail(format!("create home {}: {e}", home.display())))?;
@@ -174,6 +245,7 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
         args,
         home,
         settings,
+        lifecycle,
         node,
     })
 }
@@ -202,15 +274,9 @@ fn init_tracing(settings: &Settings) {
     };
 }
 
-fn runtime(settings: &Settings) -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = settings
-        .get::<usize>("worker_threads")
-        .ok()
-        .flatten()
-        .unwrap_or(2)
-        .max(1);
+fn runtime(life: &LifecycleConfig) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(life.worker_threads)
         .enable_all()
         .build()
 }
@@ -274,7 +340,7 @@ pub fn service_main(info: DaemonInfo, body: ServiceFn) -> ExitCode {
         Ok(b) => b,
         Err(code) => return code,
     };
-    let rt = match runtime(&b.settings) {
+    let rt = match runtime(&b.lifecycle) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("start runtime: {e}");
@@ -287,6 +353,7 @@ pub fn service_main(info: DaemonInfo, body: ServiceFn) -> ExitCode {
         node: b.node,
         home: b.home,
         settings: b.settings,
+        lifecycle: b.lifecycle,
         shutdown: shutdown.clone(),
         once: b.args.once,
         probe: Arc::default(),
@@ -315,7 +382,7 @@ pub fn daemon_main(info: DaemonInfo, factory: Factory) -> ExitCode {
         .or_else(|| b.settings.string("router"))
         .or_else(|| crate::read_addr_file(&b.home, "event_router"))
         .unwrap_or_else(|| "127.0.0.1:8780".into());
-    let rt = match runtime(&b.settings) {
+    let rt = match runtime(&b.lifecycle) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("start runtime: {e}");
@@ -335,67 +402,6 @@ fn start_failed(e: &anyhow::Error, what: &str) -> ExitCode {
     }
 }
 
-/// The lifecycle settings of one daemon, validated.
-struct Lifecycle {
-    interval: Duration,
-    ack_wait: Duration,
-    max_ack_pending: u32,
-    stuck_after: Duration,
-    heartbeat: Duration,
-}
-
-impl Lifecycle {
-    fn load(s: &Settings, name: &str, h: &dyn Handler) -> Result<Lifecycle, ConfigError> {
-        let secs = |key: &str, v: f64| -> Result<Duration, ConfigError> {
-            ensure_config!(
-                v.is_finite() && v > 0.0 && v < 1e9,
-                "{key} = {v}: must be a positive number of seconds"
-            );
-            Ok(Duration::from_secs_f64(v))
-        };
-        let interval = match s.get::<f64>(&format!("{name}.cycle_interval_s"))? {
-            Some(v) => secs(&format!("{name}.cycle_interval_s"), v)?,
-            None => h.cycle_interval(),
-        };
-        let ack_wait = secs(
-            "ack_wait_s",
-            s.lifecycle(name, "ack_wait_s")?.unwrap_or(30.0),
-        )?;
-        ensure_config!(
-            ack_wait.as_millis() <= u128::from(u32::MAX),
-            "ack_wait_s = {}: too long",
-            ack_wait.as_secs_f64()
-        );
-        let pending: i64 = s.lifecycle(name, "max_ack_pending")?.unwrap_or(64);
-        let max_ack_pending = u32::try_from(pending).ok().filter(|p| *p > 0);
-        let Some(max_ack_pending) = max_ack_pending else {
-            return Err(ConfigError::Invalid(format!(
-                "max_ack_pending = {pending}: must be 1..={}",
-                u32::MAX
-            )));
-        };
-        let stuck_after = match s.lifecycle::<f64>(name, "stuck_after_s")? {
-            Some(v) => secs("stuck_after_s", v)?,
-            None => (interval * 3)
-                .max(Duration::from_secs(600))
-                .max(h.longest_call().saturating_mul(2)),
-        };
-        let heartbeat = secs(
-            "heartbeat_interval_s",
-            s.get::<f64>("heartbeat_interval_s")?
-                .unwrap_or(10.0)
-                .max(0.05),
-        )?;
-        Ok(Lifecycle {
-            interval,
-            ack_wait,
-            max_ack_pending,
-            stuck_after,
-            heartbeat,
-        })
-    }
-}
-
 async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: String) -> ExitCode {
     let bearer = match crate::auth::load(&b.settings) {
         Ok(t) => crate::auth::Token::bearer(t.as_ref()),
@@ -412,16 +418,8 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         }
     };
     let source = format!("{}@{}", info.name, b.node);
-    let bound = match b.settings.get::<usize>("publish_buffer") {
-        Ok(None) => 100_000,
-        Ok(Some(n)) if n > 0 => n,
-        Ok(Some(_)) => {
-            let e = ConfigError::Invalid("publish_buffer must be > 0".into());
-            return start_failed(&e.into(), "bad configuration");
-        }
-        Err(e) => return start_failed(&e.into(), "bad configuration"),
-    };
     let outbox = b.home.join("run/outbox").join(format!("{}.db", info.name));
+    let bound = b.lifecycle.publish_buffer;
     let publisher = match Publisher::open(client.clone(), source, &outbox, bound).await {
         Ok(p) => p,
         Err(e) => return start_failed(&e.into(), "cannot open the publish outbox"),
@@ -442,9 +440,10 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         node: b.node,
         home: b.home,
         settings: b.settings,
+        lifecycle: b.lifecycle,
         router_addr,
         client,
-        publisher,
+        publisher: Arc::new(publisher),
         errors: ErrorLog::new(50),
         shutdown: CancellationToken::new(),
         configs,
@@ -454,16 +453,13 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         Ok(h) => h,
         Err(e) => return start_failed(&e, "cannot build the daemon"),
     };
-    let life = match Lifecycle::load(&ctx.settings, info.name, handler.as_ref()) {
-        Ok(l) => Arc::new(l),
-        Err(e) => return start_failed(&e.into(), "bad configuration"),
-    };
+    let life = ctx.lifecycle.clone();
     if let Err(e) = handler.on_start(&ctx).await {
         return start_failed(&e, "on_start failed");
     }
     if ctx.once {
         let r = handler.run_cycle(&ctx).await;
-        flush(&ctx.publisher, Duration::from_secs(10)).await;
+        flush(ctx.publisher.as_ref(), Duration::from_secs(10)).await;
         handler.on_stop(&ctx).await;
         return match r {
             Ok(()) => ExitCode::SUCCESS,
@@ -474,14 +470,14 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         };
     }
     let started = Instant::now();
-    let live = Arc::new(Liveness::new(life.stuck_after));
+    let live = Arc::new(Liveness::new(life.stuck_after(handler.longest_call())));
     tokio::spawn(wait_for_signal(ctx.shutdown.clone()));
     spawn_watchdog(ctx.shutdown.clone(), Some(live.clone()), None);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(cycle_loop(
         handler.clone(),
         ctx.clone(),
-        life.interval,
+        life.cycle_interval,
         live.register("cycle"),
     ));
     let subs = handler.subscriptions();
@@ -490,19 +486,19 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
             handler.clone(),
             ctx.clone(),
             subs,
-            life.clone(),
+            Arc::new(life.clone()),
             live.register("event"),
         ));
     }
     tasks.spawn(heartbeat_loop(
         handler.clone(),
         ctx.clone(),
-        life.heartbeat,
+        life.heartbeat_interval,
         started,
         live.clone(),
     ));
     notify_ready();
-    tracing::info!(router = %ctx.router_addr, home = %ctx.home.display(), interval_s = life.interval.as_secs_f64(), "{} started", info.name);
+    tracing::info!(router = %ctx.router_addr, home = %ctx.home.display(), interval_s = life.cycle_interval.as_secs_f64(), lifecycle = ?life, "{} started", info.name);
     // Every task runs until shutdown: one that ends before it (returned or panicked)
     // leaves the daemon half alive, so the whole process ends and is restarted.
     let died = tokio::select! {
@@ -522,17 +518,11 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
             ExitCode::FAILURE
         }
     };
-    let grace = Duration::from_secs_f64(
-        ctx.settings
-            .get::<f64>("stop_grace_s")
-            .ok()
-            .flatten()
-            .unwrap_or(10.0),
-    );
+    let grace = life.stop_grace;
     let stop = async {
         while tasks.join_next().await.is_some() {}
         handler.on_stop(&ctx).await;
-        flush(&ctx.publisher, Duration::from_secs(2)).await;
+        flush(ctx.publisher.as_ref(), Duration::from_secs(2)).await;
     };
     if tokio::time::timeout(grace, stop).await.is_err() {
         tracing::warn!("stop took longer than {grace:?}; exiting anyway");
@@ -548,7 +538,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Waits (bounded) until buffered events reached the router.
-async fn flush(p: &Publisher, limit: Duration) {
+async fn flush(p: &dyn Publish, limit: Duration) {
     let deadline = Instant::now() + limit;
     while p.buffered() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -575,7 +565,7 @@ async fn event_loop(
     h: Arc<dyn Handler>,
     ctx: Context,
     types: Vec<EventType>,
-    life: Arc<Lifecycle>,
+    life: Arc<LifecycleConfig>,
     pulse: Arc<Pulse>,
 ) {
     let req = wire::SubscribeRequest {
@@ -698,61 +688,5 @@ async fn heartbeat_loop(
         // Heartbeats are state, not history: a newer one replaces one not sent yet.
         ctx.publisher
             .publish_latest(Event::new(wire::event::Payload::DaemonHeartbeat(hb)));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Jobs(Duration);
-
-    #[async_trait::async_trait]
-    impl Handler for Jobs {
-        fn cycle_interval(&self) -> Duration {
-            Duration::from_secs(60)
-        }
-        fn longest_call(&self) -> Duration {
-            self.0
-        }
-        async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn load(toml: &str, longest: Duration) -> Result<Lifecycle, ConfigError> {
-        Lifecycle::load(&Settings::from_toml(toml).unwrap(), "d", &Jobs(longest))
-    }
-
-    #[test]
-    fn lifecycle_defaults_overrides_and_bad_values() {
-        let l = load("", Duration::ZERO).unwrap();
-        assert_eq!(
-            (l.ack_wait, l.max_ack_pending, l.stuck_after),
-            (Duration::from_secs(30), 64, Duration::from_secs(600))
-        );
-        let l = load(
-            "ack_wait_s = 5\n[d]\nack_wait_s = 90\nmax_ack_pending = 8",
-            Duration::ZERO,
-        )
-        .unwrap();
-        assert_eq!(
-            (l.ack_wait, l.max_ack_pending),
-            (Duration::from_secs(90), 8)
-        );
-        let l = load("", Duration::from_secs(3600)).unwrap();
-        assert_eq!(
-            l.stuck_after,
-            Duration::from_secs(7200),
-            "a job may run to its timeout"
-        );
-        for bad in [
-            "ack_wait_s = 0",
-            "max_ack_pending = 0",
-            "[d]\nstuck_after_s = -1",
-            "ack_wait_s = \"x\"",
-        ] {
-            assert!(load(bad, Duration::ZERO).is_err(), "{bad}");
-        }
     }
 }

@@ -1,4 +1,4 @@
-//! Layered configuration: built-in defaults < /etc/ringrift/ringrift.toml <
+//! Layered configuration: defaults (the registry's, see [`crate::lifecycle`]) < /etc/ringrift/ringrift.toml <
 //! $RINGRIFT_HOME/ringrift.toml < `--config FILE` < RINGRIFT_* env < `--set` flags.
 //!
 //! Env keys use `__` between section and key: `RINGRIFT_AUTO_EXPORT__THRESHOLD=100` is
@@ -23,8 +23,17 @@ pub enum ConfigError {
 }
 
 /// Keys of a daemon's section that handler-base reads itself (see
-/// [`Settings::lifecycle`]); [`Settings::section`] hides them from the daemon's struct.
-pub const LIFECYCLE_KEYS: &[&str] = &["ack_wait_s", "max_ack_pending", "stuck_after_s"];
+/// [`crate::LifecycleConfig`]); [`Settings::section`] hides them from the daemon's struct.
+pub const LIFECYCLE_KEYS: &[&str] = &[
+    "cycle_interval_s",
+    "worker_threads",
+    "publish_buffer",
+    "heartbeat_interval_s",
+    "stop_grace_s",
+    "ack_wait_s",
+    "max_ack_pending",
+    "stuck_after_s",
+];
 
 /// The merged configuration of one daemon process.
 #[derive(Debug, Clone)]
@@ -36,9 +45,13 @@ pub struct Settings {
 /// Where the layers come from.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
+    /// The bottom layer, below every file: `(key, value)` (registry defaults).
+    pub defaults: Vec<(String, String)>,
     pub system_file: Option<PathBuf>,
     pub home: PathBuf,
     pub extra_file: Option<PathBuf>,
+    /// TOML text in the place of `--config` (in-process tests).
+    pub extra_toml: Option<String>,
     pub env: HashMap<String, String>,
     pub overrides: Vec<(String, String)>,
 }
@@ -58,7 +71,15 @@ impl Sources {
                 .filter(|(k, _)| k.starts_with("RINGRIFT_"))
                 .collect(),
             overrides,
+            defaults: Vec::new(),
+            extra_toml: None,
         }
+    }
+
+    /// Adds bottom-layer defaults.
+    pub fn with_defaults(mut self, defaults: Vec<(String, String)>) -> Self {
+        self.defaults = defaults;
+        self
     }
 }
 
@@ -66,6 +87,11 @@ impl Settings {
     pub fn load(src: &Sources) -> Result<Settings, ConfigError> {
         let mut b = config::Config::builder();
         let mut files = Vec::new();
+        for (k, v) in &src.defaults {
+            b = b
+                .set_default(k.as_str(), parse_scalar(v))
+                .map_err(|e| ConfigError::Load(format!("default {k}: {e}")))?;
+        }
         if let Some(f) = &src.system_file {
             b = b.add_source(
                 config::File::from(f.as_path())
@@ -94,6 +120,9 @@ impl Settings {
                     .required(true),
             );
             files.push(f.clone());
+        }
+        if let Some(t) = &src.extra_toml {
+            b = b.add_source(config::File::from_str(t, config::FileFormat::Toml));
         }
         let env: HashMap<String, String> = src
             .env
@@ -151,18 +180,6 @@ impl Settings {
                     error: e.to_string(),
                 })
             }
-        }
-    }
-
-    /// A lifecycle setting of daemon `name`: `<name>.<key>`, else the top-level `<key>`.
-    pub fn lifecycle<T: DeserializeOwned>(
-        &self,
-        name: &str,
-        key: &str,
-    ) -> Result<Option<T>, ConfigError> {
-        match self.get(&format!("{name}.{key}"))? {
-            Some(v) => Ok(Some(v)),
-            None => self.get(key),
         }
     }
 
@@ -285,15 +302,12 @@ mod tests {
     }
 
     #[test]
-    fn lifecycle_keys_are_per_daemon_or_top_level_and_hidden_from_sections() {
+    fn lifecycle_keys_are_hidden_from_sections() {
         let st = Settings::from_toml(
-            "ack_wait_s = 30.0\n[s]\nthreshold = 1\nack_wait_s = 90.0\nmax_ack_pending = 8\n",
+            "ack_wait_s = 30.0\n[s]\nthreshold = 1\nack_wait_s = 90.0\nmax_ack_pending = 8\ncycle_interval_s = 2\n",
         )
         .unwrap();
         assert_eq!(st.section::<Sec>("s").unwrap().threshold, 1);
-        assert_eq!(st.lifecycle::<f64>("s", "ack_wait_s").unwrap(), Some(90.0));
-        assert_eq!(st.lifecycle::<f64>("t", "ack_wait_s").unwrap(), Some(30.0));
-        assert_eq!(st.lifecycle::<u32>("t", "max_ack_pending").unwrap(), None);
     }
 
     #[test]

@@ -321,19 +321,10 @@ fn plan(
             continue;
         }
         let binary = find_binary(&spec.binary()).ok_or_else(|| anyhow::anyhow!("binary {} for daemon {n} not found beside the launcher or on PATH (build with `cargo build --workspace --bins`)", spec.binary()))?;
+        // Lifecycle settings (the cycle interval) are not passed: the daemon binary reads
+        // its registry default itself, below the user's files, as under systemd.
         let mut args_v = spec.args.clone();
         let mut env = Vec::new();
-        let cycle = overrides
-            .get(n)
-            .and_then(|o| o.cycle_interval_s)
-            .or(spec.cycle_interval_s);
-        if let (Some(c), false) = (
-            cycle,
-            spec.standalone || n == "event_router" || spec.cycle_interval_s.is_none(),
-        ) {
-            args_v.push("--set".into());
-            args_v.push(format!("{n}.cycle_interval_s={c}"));
-        }
         if let Some(o) = overrides.get(n) {
             args_v.extend(o.args.iter().cloned());
             env.extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -374,6 +374,47 @@ fn describe(st: &ExitStatus) -> (String, i32) {
     }
 }
 
+/// What the launcher does after a daemon exited.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterExit {
+    /// Start it again after `delay`; `restarts` counts this restart.
+    Restart { delay: Duration, restarts: u32 },
+    /// FAILED (DAEMON_FAILED is published; only an explicit restart starts it again).
+    Fail { reason: String, restarts: u32 },
+}
+
+/// The restart decision, pure: exit 64 (bad configuration) is never restarted, nor a
+/// daemon with `auto_restart` off; one with `max_restarts` restarts behind it FAILs;
+/// otherwise it restarts after `cfg.backoff(restarts)` (1, 2, 4, 8, 16 s). A daemon
+/// that was ready for `reset_after_s` before it exited starts counting from zero.
+/// `code` is the exit code, 128 + signal for a signal.
+pub fn after_exit(
+    cfg: &LauncherConfig,
+    spec: &DaemonSpec,
+    code: i32,
+    restarts: u32,
+    ready_for: Option<Duration>,
+) -> AfterExit {
+    let restarts = if ready_for.is_some_and(|d| d.as_secs_f64() >= cfg.reset_after_s) {
+        0
+    } else {
+        restarts
+    };
+    let fail = |reason: String| AfterExit::Fail { reason, restarts };
+    if code == i32::from(handler_base::EXIT_CONFIG) {
+        fail("bad configuration (exit 64 is never restarted)".into())
+    } else if !spec.auto_restart {
+        fail("auto_restart is off".into())
+    } else if restarts >= spec.max_restarts {
+        fail(format!("gave up after {restarts} restarts"))
+    } else {
+        AfterExit::Restart {
+            delay: cfg.backoff(restarts),
+            restarts: restarts + 1,
+        }
+    }
+}
+
 enum Outcome {
     Exited {
         status: Option<ExitStatus>,
@@ -466,63 +507,58 @@ pub async fn supervise(sh: Arc<Shared>, p: Planned, mut ctl: mpsc::Receiver<Cont
             } => (status, why, ready_for),
         };
         let code = status.as_ref().map(|s| describe(s).1).unwrap_or(-1);
-        if ready_for.is_some_and(|d| d.as_secs_f64() >= sh.cfg.reset_after_s) {
-            restarts = 0;
-        }
-        let fail = |reason: String| {
-            tracing::error!(daemon = %name, %reason, "daemon FAILED; not restarting");
-            sh.update(&name, |e| {
-                e.state = DaemonState::Failed;
-                e.pid = 0;
-                e.last_exit = why.clone();
-            });
-            sh.publish(lifecycle(
-                wire::event::Payload::DaemonFailed,
-                &name,
-                0,
-                code,
-                restarts,
-                &reason,
-            ));
-        };
-        if code == i32::from(handler_base::EXIT_CONFIG) {
-            fail(format!(
-                "{why}: bad configuration (exit 64 is never restarted)"
-            ));
-        } else if !p.spec.auto_restart {
-            fail(format!("{why}: auto_restart is off"));
-        } else if restarts >= p.spec.max_restarts {
-            fail(format!("{why}: gave up after {restarts} restarts"));
-        } else {
-            let delay = sh.cfg.backoff(restarts);
-            restarts += 1;
-            tracing::warn!(daemon = %name, %why, restart = restarts, delay_s = delay.as_secs_f64(), "daemon exited; restarting after backoff");
-            sh.update(&name, |e| {
-                e.state = DaemonState::Backoff;
-                e.pid = 0;
-                e.restarts = restarts;
-                e.last_exit = why.clone();
-            });
-            sh.publish(lifecycle(
-                wire::event::Payload::DaemonStopped,
-                &name,
-                0,
-                code,
-                restarts,
-                &format!("crashed ({why}); restart in {:.1}s", delay.as_secs_f64()),
-            ));
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => continue,
-                c = ctl.recv() => match c {
-                    Some(Control::Restart) => { restarts = 0; sh.update(&name, |e| e.restarts = 0); continue }
-                    Some(Control::Stop) => {
-                        sh.update(&name, |e| e.state = DaemonState::StoppedState);
-                        if !wait_for_restart(&mut ctl).await { return }
-                        restarts = 0;
-                        continue;
-                    }
-                    Some(Control::Shutdown) | None => { sh.update(&name, |e| e.state = DaemonState::StoppedState); return }
-                },
+        let decision = after_exit(&sh.cfg, &p.spec, code, restarts, ready_for);
+        match decision {
+            AfterExit::Fail {
+                reason,
+                restarts: r,
+            } => {
+                let reason = format!("{why}: {reason}");
+                tracing::error!(daemon = %name, %reason, "daemon FAILED; not restarting");
+                sh.update(&name, |e| {
+                    e.state = DaemonState::Failed;
+                    e.pid = 0;
+                    e.last_exit = why.clone();
+                });
+                sh.publish(lifecycle(
+                    wire::event::Payload::DaemonFailed,
+                    &name,
+                    0,
+                    code,
+                    r,
+                    &reason,
+                ));
+            }
+            AfterExit::Restart { delay, restarts: r } => {
+                restarts = r;
+                tracing::warn!(daemon = %name, %why, restart = restarts, delay_s = delay.as_secs_f64(), "daemon exited; restarting after backoff");
+                sh.update(&name, |e| {
+                    e.state = DaemonState::Backoff;
+                    e.pid = 0;
+                    e.restarts = restarts;
+                    e.last_exit = why.clone();
+                });
+                sh.publish(lifecycle(
+                    wire::event::Payload::DaemonStopped,
+                    &name,
+                    0,
+                    code,
+                    restarts,
+                    &format!("crashed ({why}); restart in {:.1}s", delay.as_secs_f64()),
+                ));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    c = ctl.recv() => match c {
+                        Some(Control::Restart) => { restarts = 0; sh.update(&name, |e| e.restarts = 0); continue }
+                        Some(Control::Stop) => {
+                            sh.update(&name, |e| e.state = DaemonState::StoppedState);
+                            if !wait_for_restart(&mut ctl).await { return }
+                            restarts = 0;
+                            continue;
+                        }
+                        Some(Control::Shutdown) | None => { sh.update(&name, |e| e.state = DaemonState::StoppedState); return }
+                    },
+                }
             }
         }
         // FAILED: wait for an explicit restart.
@@ -849,5 +885,86 @@ pub async fn shutdown(sh: &Arc<Shared>, plan: &[Planned]) {
             }
         }
         tracing::info!(level, daemons = ?names, "stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(auto_restart: bool, max_restarts: u32) -> DaemonSpec {
+        let toml = format!(
+            "[[daemon]]\nname = \"d\"\ncategory = \"test\"\nauto_restart = {auto_restart}\nmax_restarts = {max_restarts}\n"
+        );
+        let reg = ringrift_registry::Registry::from_toml(&toml).expect("registry");
+        reg.get("d").expect("d").clone()
+    }
+
+    #[test]
+    fn restart_decision_table() {
+        let cfg = LauncherConfig::default();
+        let s = Duration::from_secs;
+        let restart = |secs: u64, restarts: u32| AfterExit::Restart {
+            delay: s(secs),
+            restarts,
+        };
+        let fail = |reason: &str, restarts: u32| AfterExit::Fail {
+            reason: reason.into(),
+            restarts,
+        };
+        // (exit code, auto_restart, max_restarts, restarts so far, ready for) -> decision
+        let table: Vec<(i32, bool, u32, u32, Option<Duration>, AfterExit)> = vec![
+            (1, true, 5, 0, None, restart(1, 1)),
+            (1, true, 5, 1, None, restart(2, 2)),
+            (1, true, 5, 2, None, restart(4, 3)),
+            (1, true, 5, 3, None, restart(8, 4)),
+            (1, true, 5, 4, None, restart(16, 5)),
+            (1, true, 9, 7, None, restart(16, 8)),
+            (137, true, 5, 0, None, restart(1, 1)),
+            (0, true, 5, 0, None, restart(1, 1)),
+            (1, true, 5, 5, None, fail("gave up after 5 restarts", 5)),
+            (
+                1,
+                true,
+                5,
+                5,
+                Some(s(299)),
+                fail("gave up after 5 restarts", 5),
+            ),
+            (1, true, 5, 5, Some(s(300)), restart(1, 1)),
+            (1, true, 0, 0, None, fail("gave up after 0 restarts", 0)),
+            (
+                64,
+                true,
+                5,
+                0,
+                None,
+                fail("bad configuration (exit 64 is never restarted)", 0),
+            ),
+            (
+                64,
+                true,
+                5,
+                3,
+                Some(s(600)),
+                fail("bad configuration (exit 64 is never restarted)", 0),
+            ),
+            (1, false, 5, 0, None, fail("auto_restart is off", 0)),
+            (
+                64,
+                false,
+                5,
+                0,
+                None,
+                fail("bad configuration (exit 64 is never restarted)", 0),
+            ),
+        ];
+        for (code, auto, max, restarts, ready_for, want) in table {
+            let got = after_exit(&cfg, &spec(auto, max), code, restarts, ready_for);
+            assert_eq!(
+                got, want,
+                "exit {code}, auto_restart {auto}, max {max}, restarts {restarts}, ready {ready_for:?}"
+            );
+        }
     }
 }

@@ -10,8 +10,9 @@ pub trait Emit: Send + Sync {
     async fn emit(&self, ev: Event) -> anyhow::Result<()>;
 }
 
+/// A daemon's `Context::publisher`.
 #[async_trait::async_trait]
-impl Emit for router_client::Publisher {
+impl Emit for std::sync::Arc<dyn handler_base::Publish> {
     async fn emit(&self, ev: Event) -> anyhow::Result<()> {
         self.publish_acked(ev).await?;
         Ok(())

@@ -11,7 +11,6 @@ pub struct PromotionConfig {
     pub min_lower_vs_random: f64,
     pub min_lower_vs_heuristic: f64,
     pub min_vs_canonical: f64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for PromotionConfig {
@@ -21,7 +20,6 @@ impl Default for PromotionConfig {
             min_lower_vs_random: g.min_lower_vs_random,
             min_lower_vs_heuristic: g.min_lower_vs_heuristic,
             min_vs_canonical: g.min_vs_canonical,
-            cycle_interval_s: 60.0,
         }
     }
 }
@@ -40,10 +38,6 @@ impl PromotionConfig {
                 "unified_promotion.{k} = {v}: must be within 0..=1"
             );
         }
-        handler_base::ensure_config!(
-            c.cycle_interval_s > 0.0,
-            "unified_promotion.cycle_interval_s must be > 0"
-        );
         Ok(c)
     }
 

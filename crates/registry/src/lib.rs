@@ -56,6 +56,8 @@ pub struct DaemonSpec {
     pub max_restarts: u32,
     #[serde(default = "thirty")]
     pub health_check_interval_s: f64,
+    /// The default cycle interval: the bottom config layer of the daemon's
+    /// `<name>.cycle_interval_s`, read by handler-base from the embedded registry.
     #[serde(default)]
     pub cycle_interval_s: Option<f64>,
     /// Deprecated name: resolves to this daemon with a warning.

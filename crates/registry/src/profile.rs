@@ -6,11 +6,12 @@ use crate::{Registry, RegistryError};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Per-daemon settings a profile may change.
+/// Per-daemon settings a profile may change. Lifecycle settings (the cycle interval) are
+/// not among them: a daemon reads those from its config, so the launcher and a systemd
+/// unit run it alike.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Override {
-    pub cycle_interval_s: Option<f64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -133,9 +134,6 @@ fn load(
     for (d, o) in f.daemon {
         if registry.get(&d).is_none() {
             return Err(err(format!("override for unknown daemon {d:?}")));
-        }
-        if o.cycle_interval_s.is_some_and(|s| s <= 0.0) {
-            return Err(err(format!("daemon.{d}.cycle_interval_s must be > 0")));
         }
         overrides.insert(d, o);
     }

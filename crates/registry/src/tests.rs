@@ -164,3 +164,18 @@ fn profile_with_unknown_daemon_is_an_error() {
     assert!(err.to_string().contains("no_such_daemon"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_implemented_cycle_daemon_has_its_default_interval_here() {
+    for s in Registry::builtin().daemons().filter(|s| s.implemented) {
+        if s.name == "event_router" {
+            assert_eq!(s.cycle_interval_s, None, "the router has no cycle");
+            continue;
+        }
+        assert!(
+            s.cycle_interval_s.is_some_and(|c| c > 0.0),
+            "{}: cycle_interval_s must be set (> 0): it is the daemon's one default",
+            s.name
+        );
+    }
+}

@@ -34,7 +34,6 @@ pub struct TestConfig {
     pub instance: String,
     pub crash_after_s: Option<f64>,
     pub exit_code: i32,
-    pub cycle_interval_s: f64,
     pub subscribe: Vec<String>,
     pub replay_history: bool,
     pub fail_first: u32,
@@ -50,7 +49,6 @@ impl Default for TestConfig {
             instance: "test".into(),
             crash_after_s: None,
             exit_code: 1,
-            cycle_interval_s: 0.05,
             subscribe: Vec::new(),
             replay_history: false,
             fail_first: 0,
@@ -75,10 +73,7 @@ pub struct TestDaemon {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TestConfig = ctx.settings.section("test_daemon")?;
-    ensure_config!(
-        cfg.cycle_interval_s > 0.0 && cfg.handle_s >= 0.0,
-        "test_daemon.cycle_interval_s must be > 0 and handle_s >= 0"
-    );
+    ensure_config!(cfg.handle_s >= 0.0, "test_daemon.handle_s must be >= 0");
     ensure_config!(
         ["", "cycle", "event"].contains(&cfg.panic_in.as_str()),
         "test_daemon.panic_in = {:?}: one of \"\", \"cycle\", \"event\"",
@@ -160,10 +155,6 @@ impl TestDaemon {
 
 #[async_trait::async_trait]
 impl Handler for TestDaemon {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.cfg.cycle_interval_s)
-    }
-
     fn subscriptions(&self) -> Vec<EventType> {
         self.types.clone()
     }

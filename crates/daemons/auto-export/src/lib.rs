@@ -29,7 +29,6 @@ pub const INFO: DaemonInfo = DaemonInfo {
 pub struct ExportConfig {
     pub threshold: u64,
     pub timeout_s: f64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for ExportConfig {
@@ -37,7 +36,6 @@ impl Default for ExportConfig {
         ExportConfig {
             threshold: 500,
             timeout_s: 1800.0,
-            cycle_interval_s: 60.0,
         }
     }
 }
@@ -194,7 +192,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: ExportConfig = ctx.settings.section("auto_export")?;
     handler_base::ensure_config!(cfg.threshold > 0, "auto_export.threshold must be > 0");
     handler_base::ensure_config!(
-        cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        cfg.timeout_s > 0.0,
         "auto_export timeouts must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
@@ -213,9 +211,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for AutoExport {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::NewGamesAvailable, EventType::SelfplayCompleted]
     }

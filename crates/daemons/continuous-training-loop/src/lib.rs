@@ -31,7 +31,6 @@ pub const INFO: DaemonInfo = DaemonInfo {
 pub struct LoopConfig {
     pub lease_s: f64,
     pub timeout_s: f64,
-    pub cycle_interval_s: f64,
     /// Extra arguments for the train job (e.g. `["--epochs", "8"]`).
     pub train_args: Vec<String>,
 }
@@ -41,7 +40,6 @@ impl Default for LoopConfig {
         LoopConfig {
             lease_s: 300.0,
             timeout_s: 3600.0,
-            cycle_interval_s: 2.0,
             train_args: Vec::new(),
         }
     }
@@ -246,7 +244,7 @@ pub struct TrainingLoop(pub Trainer);
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: LoopConfig = ctx.settings.section("continuous_training_loop")?;
     handler_base::ensure_config!(
-        cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0,
         "continuous_training_loop: lease_s >= 1, timeouts > 0"
     );
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
@@ -264,9 +262,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for TrainingLoop {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
     /// WORK_QUEUED wakes the loop at once; the cycle is the fallback poll.
     fn subscriptions(&self) -> Vec<ringrift_proto::EventType> {
         vec![ringrift_proto::EventType::WorkQueued]

@@ -72,7 +72,6 @@ pub struct PollerConfig {
     pub batch: usize,
     /// Encoded bytes per publish call.
     pub max_batch_bytes: usize,
-    pub cycle_interval_s: f64,
     /// Testing only: exit right after the router acked a batch, before marking it (the
     /// crash the claim reconciliation exists for).
     pub crash_after_publish: bool,
@@ -84,7 +83,6 @@ impl Default for PollerConfig {
             db: PathBuf::from("data/cross_process_events.db"),
             batch: 500,
             max_batch_bytes: 4 << 20,
-            cycle_interval_s: 1.0,
             crash_after_publish: false,
         }
     }
@@ -246,10 +244,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.max_batch_bytes >= 64 << 10,
         "cross_process_poller.max_batch_bytes must be at least 65536 (one event's limit)"
     );
-    handler_base::ensure_config!(
-        cfg.cycle_interval_s > 0.0,
-        "cross_process_poller.cycle_interval_s must be > 0"
-    );
     let path = if cfg.db.is_absolute() {
         cfg.db.clone()
     } else {
@@ -287,10 +281,6 @@ impl Poller {
 
 #[async_trait::async_trait]
 impl Handler for Poller {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.cfg.cycle_interval_s)
-    }
-
     async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
         self.with_db(|_| Ok(())).await?;
         tracing::info!(db = %self.path.display(), "watching cross-process events table");
@@ -551,3 +541,6 @@ mod tests {
         assert!(claimed_rows(&c, 10).unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod in_process;

@@ -16,7 +16,6 @@ use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "data_pipeline",
@@ -54,7 +53,6 @@ pub struct PipelineConfig {
     pub train_timeout_s: f64,
     pub evaluate_timeout_s: f64,
     pub promote_timeout_s: f64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for PipelineConfig {
@@ -65,7 +63,6 @@ impl Default for PipelineConfig {
             train_timeout_s: 7200.0,
             evaluate_timeout_s: 3600.0,
             promote_timeout_s: 600.0,
-            cycle_interval_s: 30.0,
         }
     }
 }
@@ -318,8 +315,6 @@ impl Pipeline {
     }
 }
 
-pub struct DataPipeline(pub Pipeline);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PipelineConfig = ctx.settings.section("data_pipeline")?;
     for s in [
@@ -335,20 +330,13 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             s.as_str()
         );
     }
-    handler_base::ensure_config!(
-        cfg.cycle_interval_s > 0.0,
-        "data_pipeline.cycle_interval_s must be > 0"
-    );
     let configs = ringrift_pipeline::configs(ctx)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(DataPipeline(Pipeline::new(cfg, configs, state))))
+    Ok(Arc::new(Pipeline::new(cfg, configs, state)))
 }
 
 #[async_trait::async_trait]
-impl Handler for DataPipeline {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
+impl Handler for Pipeline {
     fn subscriptions(&self) -> Vec<EventType> {
         use EventType::*;
         vec![
@@ -372,19 +360,18 @@ impl Handler for DataPipeline {
         true
     }
     async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
-        self.0.restore().await
+        self.restore().await
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0
-            .check_stalls(&ctx.publisher, ringrift_store::now_ms())
+        self.check_stalls(&ctx.publisher, ringrift_store::now_ms())
             .await
             .map(|_| ())
     }
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_event(ev, ringrift_store::now_ms()).await
+        self.on_event(ev, ringrift_store::now_ms()).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        self.0.health(ringrift_store::now_ms())
+        self.health(ringrift_store::now_ms())
     }
 }
 
@@ -553,3 +540,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod in_process;

@@ -29,7 +29,6 @@ pub struct DistillConfig {
     pub games_random: u32,
     pub games_heuristic: u32,
     pub timeout_s: f64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for DistillConfig {
@@ -40,7 +39,6 @@ impl Default for DistillConfig {
             games_random: 100,
             games_heuristic: 100,
             timeout_s: 3600.0,
-            cycle_interval_s: 300.0,
         }
     }
 }
@@ -190,7 +188,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "distillation: hidden, npz_window and game counts must be > 0"
     );
     handler_base::ensure_config!(
-        cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        cfg.timeout_s > 0.0,
         "distillation timeouts must be > 0"
     );
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
@@ -205,9 +203,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for Distillation {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::ModelPromoted]
     }

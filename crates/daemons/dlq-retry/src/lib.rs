@@ -13,7 +13,6 @@ use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::wire;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "dlq_retry",
@@ -27,7 +26,6 @@ pub struct Policy {
     pub base_delay_s: f64,
     pub max_delay_s: f64,
     pub max_retries: u32,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for Policy {
@@ -36,7 +34,6 @@ impl Default for Policy {
             base_delay_s: 60.0,
             max_delay_s: 3600.0,
             max_retries: 5,
-            cycle_interval_s: 10.0,
         }
     }
 }
@@ -83,10 +80,6 @@ impl Policy {
             self.max_delay_s >= self.base_delay_s,
             "dlq_retry.max_delay_s must be >= base_delay_s"
         );
-        handler_base::ensure_config!(
-            self.cycle_interval_s > 0.0,
-            "dlq_retry.cycle_interval_s must be > 0"
-        );
         Ok(())
     }
 }
@@ -117,10 +110,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for DlqRetry {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.policy.cycle_interval_s)
-    }
-
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         let mut client = ctx.client.clone();
         let letters = client
@@ -252,3 +241,6 @@ mod tests {
         assert_eq!(p.decide(&letter(4, 0, 0), i64::MAX / 2), Action::Retry);
     }
 }
+
+#[cfg(test)]
+mod in_process;

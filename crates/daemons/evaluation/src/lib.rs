@@ -34,7 +34,6 @@ pub struct EvalConfig {
     /// a weak model costs a few dozen games instead of the full count.
     pub early_reject: bool,
     pub timeout_s: f64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for EvalConfig {
@@ -48,7 +47,6 @@ impl Default for EvalConfig {
             depth: 3,
             early_reject: true,
             timeout_s: 3600.0,
-            cycle_interval_s: 60.0,
         }
     }
 }
@@ -193,7 +191,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "evaluation needs games against random and heuristic"
     );
     handler_base::ensure_config!(
-        cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        cfg.timeout_s > 0.0,
         "evaluation timeouts must be > 0"
     );
     let gate = PromotionConfig::load(ctx)?.gate();
@@ -204,9 +202,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for Evaluation {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::TrainingCompleted]
     }

@@ -19,6 +19,7 @@
 //! from the in-memory cache or the log; publishers and other consumers never wait.
 
 mod broker;
+pub mod in_process;
 pub mod metrics;
 mod service;
 pub mod store;
@@ -193,17 +194,10 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         Duration::from_secs_f64(cfg.dlq_retrying_timeout_s),
         ctx.shutdown.clone(),
     );
-    let hb = ctx
-        .settings
-        .get::<f64>("heartbeat_interval_s")
-        .ok()
-        .flatten()
-        .unwrap_or(10.0)
-        .max(0.05);
     spawn_heartbeat(
         broker.clone(),
         ctx.node.clone(),
-        Duration::from_secs_f64(hb),
+        ctx.lifecycle.heartbeat_interval,
         ctx.shutdown.clone(),
     );
 

@@ -32,7 +32,6 @@ pub struct HealthConfig {
     pub expect: String,
     /// A heartbeat older than this counts as missing.
     pub stale_after_s: f64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for HealthConfig {
@@ -41,7 +40,6 @@ impl Default for HealthConfig {
             listen: "127.0.0.1:8765".into(),
             expect: String::new(),
             stale_after_s: 35.0,
-            cycle_interval_s: 5.0,
         }
     }
 }
@@ -257,10 +255,6 @@ fn status_json(st: &State, expect: &[String], stale_ms: i64, now: i64) -> serde_
 
 #[async_trait::async_trait]
 impl Handler for HealthServer {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.cfg.cycle_interval_s)
-    }
-
     fn subscriptions(&self) -> Vec<EventType> {
         vec![
             EventType::DaemonHeartbeat,
@@ -464,3 +458,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod in_process;

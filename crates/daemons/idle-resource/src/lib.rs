@@ -11,7 +11,6 @@ use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "idle_resource",
@@ -143,7 +142,6 @@ pub struct IdleConfig {
     pub idle_below_percent: f64,
     pub games_per_item: u64,
     pub max_open_per_config: u64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for IdleConfig {
@@ -152,7 +150,6 @@ impl Default for IdleConfig {
             idle_below_percent: 10.0,
             games_per_item: 200,
             max_open_per_config: 6,
-            cycle_interval_s: 60.0,
         }
     }
 }
@@ -260,8 +257,6 @@ impl Idle {
     }
 }
 
-pub struct IdleResource(pub Idle);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: IdleConfig = ctx.settings.section("idle_resource")?;
     handler_base::ensure_config!(
@@ -269,12 +264,12 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "idle_resource.idle_below_percent must be within 0..=100"
     );
     handler_base::ensure_config!(
-        cfg.games_per_item > 0 && cfg.max_open_per_config > 0 && cfg.cycle_interval_s > 0.0,
-        "idle_resource: games_per_item, max_open_per_config, cycle_interval_s must be > 0"
+        cfg.games_per_item > 0 && cfg.max_open_per_config > 0,
+        "idle_resource: games_per_item, max_open_per_config must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
-    Ok(Arc::new(IdleResource(Idle::new(
+    Ok(Arc::new(Idle::new(
         cfg,
         configs,
         ctx.node.clone(),
@@ -282,19 +277,16 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         Arc::new(AutoProbe {
             cpu: CpuStat::default(),
         }),
-    ))))
+    )))
 }
 
 #[async_trait::async_trait]
-impl Handler for IdleResource {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
+impl Handler for Idle {
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0.check(&ctx.publisher).await.map(|_| ())
+        self.check(&ctx.publisher).await.map(|_| ())
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get())
+        HealthCheckResult::running(self.status.get())
     }
 }
 
@@ -396,3 +388,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod in_process;

@@ -34,7 +34,6 @@ pub struct SchedConfig {
     pub default_games: u64,
     pub lease_s: f64,
     pub timeout_s: f64,
-    pub cycle_interval_s: f64,
     /// Extra arguments for selfplay jobs (e.g. `["--depth", "1"]`).
     pub selfplay_args: Vec<String>,
 }
@@ -47,7 +46,6 @@ impl Default for SchedConfig {
             default_games: 200,
             lease_s: 300.0,
             timeout_s: 3600.0,
-            cycle_interval_s: 1.0,
             selfplay_args: Vec::new(),
         }
     }
@@ -250,7 +248,7 @@ pub struct JobScheduler(pub Arc<Scheduler>);
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: SchedConfig = ctx.settings.section("job_scheduler")?;
     handler_base::ensure_config!(
-        cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0 && cfg.cycle_interval_s > 0.0,
+        cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0,
         "job_scheduler: lease_s >= 1 and timeouts > 0"
     );
     handler_base::ensure_config!(
@@ -270,9 +268,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for JobScheduler {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
     /// WORK_QUEUED wakes the scheduler at once; the cycle is the fallback poll.
     fn subscriptions(&self) -> Vec<ringrift_proto::EventType> {
         vec![ringrift_proto::EventType::WorkQueued]

@@ -35,7 +35,6 @@ pub struct MaintConfig {
     pub logs_max_bytes: u64,
     pub vacuum_free_ratio: f64,
     pub tmp_max_age_h: f64,
-    pub cycle_interval_s: f64,
     /// Exports kept per config, newest first (older ones go once trained on).
     pub npz_keep: usize,
     /// Trained generations kept per config (`models/<config>/gen*.rrm`).
@@ -55,7 +54,6 @@ impl Default for MaintConfig {
             logs_max_bytes: 2 << 30,
             vacuum_free_ratio: 0.25,
             tmp_max_age_h: 24.0,
-            cycle_interval_s: 3600.0,
             npz_keep: 20,
             models_keep: 10,
             backups_keep: 5,
@@ -279,10 +277,6 @@ pub struct Maintenance {
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: MaintConfig = ctx.settings.section("maintenance")?;
     handler_base::ensure_config!(
-        cfg.cycle_interval_s > 0.0,
-        "maintenance.cycle_interval_s must be > 0"
-    );
-    handler_base::ensure_config!(
         (0.0..=1.0).contains(&cfg.vacuum_free_ratio),
         "maintenance.vacuum_free_ratio must be within 0..=1"
     );
@@ -305,10 +299,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for Maintenance {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.cfg.cycle_interval_s)
-    }
-
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
         let (home, cfg) = (ctx.home.clone(), self.cfg.clone());
         // Unknown watermarks keep every export: never delete data not yet trained on.
@@ -650,3 +640,6 @@ mod tests {
         assert!(!h.path().join("run/jobs/k.json").exists());
     }
 }
+
+#[cfg(test)]
+mod in_process;

@@ -8,7 +8,6 @@ use ringrift_pipeline::emit::{Emit, event};
 use ringrift_proto::wire;
 use ringrift_store::work_queue::{QueueDepth, WorkQueue};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "queue_monitor",
@@ -21,7 +20,6 @@ pub const INFO: DaemonInfo = DaemonInfo {
 pub struct MonitorConfig {
     pub max_depth: u64,
     pub starvation_s: f64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for MonitorConfig {
@@ -29,7 +27,6 @@ impl Default for MonitorConfig {
         MonitorConfig {
             max_depth: 500,
             starvation_s: 1800.0,
-            cycle_interval_s: 30.0,
         }
     }
 }
@@ -153,31 +150,25 @@ impl Monitor {
     }
 }
 
-pub struct QueueMonitor(pub Monitor);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: MonitorConfig = ctx.settings.section("queue_monitor")?;
     handler_base::ensure_config!(
-        cfg.max_depth > 0 && cfg.starvation_s > 0.0 && cfg.cycle_interval_s > 0.0,
-        "queue_monitor: max_depth, starvation_s, cycle_interval_s must be > 0"
+        cfg.max_depth > 0 && cfg.starvation_s > 0.0,
+        "queue_monitor: max_depth, starvation_s must be > 0"
     );
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
-    Ok(Arc::new(QueueMonitor(Monitor::new(cfg, queue))))
+    Ok(Arc::new(Monitor::new(cfg, queue)))
 }
 
 #[async_trait::async_trait]
-impl Handler for QueueMonitor {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
+impl Handler for Monitor {
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0
-            .check(&ctx.publisher, ringrift_store::now_ms())
+        self.check(&ctx.publisher, ringrift_store::now_ms())
             .await
             .map(|_| ())
     }
     fn health_check(&self) -> HealthCheckResult {
-        self.0.health()
+        self.health()
     }
 }
 
@@ -187,6 +178,7 @@ mod tests {
     use ringrift_pipeline::emit::Recorder;
     use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkKind};
+    use std::time::Duration;
 
     #[test]
     fn overflow_and_starvation_are_named() {
@@ -270,3 +262,6 @@ mod tests {
         assert_eq!(rec.events().len(), 2);
     }
 }
+
+#[cfg(test)]
+mod in_process;

@@ -17,7 +17,6 @@ use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "queue_populator",
@@ -35,7 +34,6 @@ pub struct PopConfig {
     pub tournament_share: f64,
     pub games_per_item: u64,
     pub max_open_per_config: u64,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for PopConfig {
@@ -48,7 +46,6 @@ impl Default for PopConfig {
             tournament_share: 0.1,
             games_per_item: 200,
             max_open_per_config: 6,
-            cycle_interval_s: 10.0,
         }
     }
 }
@@ -68,8 +65,8 @@ impl PopConfig {
             "queue_populator shares must be >= 0 and sum to 1 (they sum to {sum})"
         );
         handler_base::ensure_config!(
-            self.games_per_item > 0 && self.max_open_per_config > 0 && self.cycle_interval_s > 0.0,
-            "queue_populator: games_per_item, max_open_per_config, cycle_interval_s must be > 0"
+            self.games_per_item > 0 && self.max_open_per_config > 0,
+            "queue_populator: games_per_item, max_open_per_config must be > 0"
         );
         Ok(())
     }
@@ -190,28 +187,23 @@ impl Populator {
     }
 }
 
-pub struct QueuePopulator(pub Populator);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PopConfig = ctx.settings.section("queue_populator")?;
     cfg.validate()?;
     let configs = ringrift_pipeline::configs(ctx)?;
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(QueuePopulator(Populator {
+    Ok(Arc::new(Populator {
         cfg,
         configs,
         queue,
         state,
         status: StatusLine::new("starting"),
-    })))
+    }))
 }
 
 #[async_trait::async_trait]
-impl Handler for QueuePopulator {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
+impl Handler for Populator {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![
             EventType::PipelinePaused,
@@ -225,13 +217,13 @@ impl Handler for QueuePopulator {
         true
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
-        self.0.top_up().await.map(|_| ())
+        self.top_up().await.map(|_| ())
     }
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_event(ev).await
+        self.on_event(ev).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get())
+        HealthCheckResult::running(self.status.get())
     }
 }
 
@@ -321,3 +313,6 @@ mod tests {
         assert_eq!(p.top_up().await.unwrap(), 0, "above the low watermark now");
     }
 }
+
+#[cfg(test)]
+mod in_process;

@@ -13,7 +13,6 @@ use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "selfplay_coordinator",
@@ -29,7 +28,6 @@ pub struct CoordConfig {
     pub games_per_item: u64,
     /// Work-item priority per config key (default 5).
     pub priorities: BTreeMap<String, i64>,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for CoordConfig {
@@ -39,7 +37,6 @@ impl Default for CoordConfig {
             max_open_per_config: 4,
             games_per_item: 200,
             priorities: BTreeMap::new(),
-            cycle_interval_s: 15.0,
         }
     }
 }
@@ -128,13 +125,11 @@ impl Coordinator {
     }
 }
 
-pub struct SelfplayCoordinator(pub Coordinator);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: CoordConfig = ctx.settings.section("selfplay_coordinator")?;
     handler_base::ensure_config!(
-        cfg.max_open_per_config > 0 && cfg.games_per_item > 0 && cfg.cycle_interval_s > 0.0,
-        "selfplay_coordinator: max_open_per_config, games_per_item, cycle_interval_s must be > 0"
+        cfg.max_open_per_config > 0 && cfg.games_per_item > 0,
+        "selfplay_coordinator: max_open_per_config, games_per_item must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
     for k in cfg.priorities.keys() {
@@ -146,16 +141,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     }
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(SelfplayCoordinator(Coordinator::new(
-        cfg, configs, queue, state,
-    ))))
+    Ok(Arc::new(Coordinator::new(cfg, configs, queue, state)))
 }
 
 #[async_trait::async_trait]
-impl Handler for SelfplayCoordinator {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
+impl Handler for Coordinator {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![
             EventType::CurriculumUpdated,
@@ -169,13 +159,13 @@ impl Handler for SelfplayCoordinator {
         true
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
-        self.0.allocate().await.map(|_| ())
+        self.allocate().await.map(|_| ())
     }
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_event(ev).await
+        self.on_event(ev).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get())
+        HealthCheckResult::running(self.status.get())
     }
 }
 
@@ -254,3 +244,6 @@ mod tests {
         assert_eq!(c.allocate().await.unwrap().len(), 6);
     }
 }
+
+#[cfg(test)]
+mod in_process;

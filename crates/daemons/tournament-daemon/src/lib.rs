@@ -29,7 +29,6 @@ pub struct TournamentConfig {
     pub recent: usize,
     pub games_per_pair: u32,
     /// Seconds between ladder rounds (the cycle).
-    pub cycle_interval_s: f64,
     pub timeout_s: f64,
     pub lease_s: f64,
 }
@@ -39,7 +38,6 @@ impl Default for TournamentConfig {
         TournamentConfig {
             recent: 4,
             games_per_pair: 20,
-            cycle_interval_s: 600.0,
             timeout_s: 3600.0,
             lease_s: 600.0,
         }
@@ -206,7 +204,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "tournament_daemon: recent and games_per_pair must be >= 1"
     );
     handler_base::ensure_config!(
-        cfg.cycle_interval_s > 0.0 && cfg.timeout_s > 0.0 && cfg.lease_s >= 1.0,
+        cfg.timeout_s > 0.0 && cfg.lease_s >= 1.0,
         "tournament_daemon: intervals must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
@@ -226,9 +224,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for TournamentDaemon {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::TrainingCompleted]
     }

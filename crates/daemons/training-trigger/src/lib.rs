@@ -16,7 +16,6 @@ use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "training_trigger",
@@ -33,7 +32,6 @@ pub struct TriggerConfig {
     pub priority: i64,
     /// How many of the newest NPZ exports a training reads (newest first).
     pub window: usize,
-    pub cycle_interval_s: f64,
 }
 
 impl Default for TriggerConfig {
@@ -44,7 +42,6 @@ impl Default for TriggerConfig {
             min_quality: 0.0,
             priority: 10,
             window: 16,
-            cycle_interval_s: 30.0,
         }
     }
 }
@@ -271,28 +268,21 @@ impl Trigger {
     }
 }
 
-pub struct TrainingTrigger(pub Trigger);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TriggerConfig = ctx.settings.section("training_trigger")?;
     handler_base::ensure_config!(
-        cfg.cooldown_s >= 0.0 && cfg.cycle_interval_s > 0.0,
+        cfg.cooldown_s >= 0.0,
         "training_trigger intervals must be >= 0"
     );
     handler_base::ensure_config!(cfg.window >= 1, "training_trigger.window must be >= 1");
     let configs = ringrift_pipeline::configs(ctx)?;
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(TrainingTrigger(Trigger::new(
-        cfg, configs, queue, state,
-    ))))
+    Ok(Arc::new(Trigger::new(cfg, configs, queue, state)))
 }
 
 #[async_trait::async_trait]
-impl Handler for TrainingTrigger {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.0.cfg.cycle_interval_s)
-    }
+impl Handler for Trigger {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![
             EventType::NpzExportCompleted,
@@ -307,19 +297,19 @@ impl Handler for TrainingTrigger {
         true
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0.cycle(&ctx.publisher, ringrift_store::now_ms()).await
+        self.cycle(&ctx.publisher, ringrift_store::now_ms()).await
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0
-            .on_event(ev, &ctx.publisher, ringrift_store::now_ms())
+        self.on_event(ev, &ctx.publisher, ringrift_store::now_ms())
             .await
     }
     fn health_check(&self) -> HealthCheckResult {
-        self.0
-            .status
-            .details(HealthCheckResult::running("deciding"))
+        self.status.details(HealthCheckResult::running("deciding"))
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod in_process;

@@ -3,6 +3,7 @@
 use super::*;
 use ringrift_pipeline::emit::Recorder;
 use ringrift_store::work_queue::SqliteWorkQueue;
+use std::time::Duration;
 
 fn npz(wm: i64, rows: u64) -> Npz {
     Npz {

@@ -17,7 +17,6 @@ use ringrift_workload::evaluate::EvaluateReport;
 use ringrift_workload::promote::{Gate, check_gate, promote};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "unified_promotion",
@@ -151,7 +150,7 @@ impl Promoter {
     }
 }
 
-pub struct UnifiedPromotion(pub Promoter, f64);
+pub struct UnifiedPromotion(pub Promoter);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let c = PromotionConfig::load(ctx)?;
@@ -159,15 +158,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(UnifiedPromotion(
         Promoter::new(gate, ctx.home.clone(), state),
-        c.cycle_interval_s,
     )))
 }
 
 #[async_trait::async_trait]
 impl Handler for UnifiedPromotion {
-    fn cycle_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.1)
-    }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::EvaluationCompleted]
     }

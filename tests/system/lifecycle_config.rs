@@ -1,0 +1,152 @@
+//! Lifecycle settings have one source: the registry's default at the bottom layer, which
+//! `ringrift.toml` overrides alike under the launcher and under systemd (the daemon run
+//! exactly as its generated unit's ExecStart runs it); a bad value exits 64 naming the key.
+
+use ringrift_system_tests::{Home, Proc, bin_dir, wait_for};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The `interval_s` of the daemon's "<name> started" log line in `log`, once it is there.
+fn started_interval(log: &std::path::Path, name: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("{name} started")))?;
+    let json = &line[line.find('{')?..];
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v["interval_s"].as_f64()
+}
+
+/// Runs `ringrift-<daemon>` the way `systemd/ringrift-<daemon>.service` does (ExecStart
+/// and Environment=), with the unit's bindir and state directory mapped to the built
+/// binaries and `home`; stderr to `home/unit.log`.
+fn run_as_unit(home: &Home, unit: &str) -> Proc {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("systemd").join(unit)).unwrap();
+    let map = |s: &str| {
+        s.replace("/usr/local/bin", bin_dir().to_str().unwrap())
+            .replace("/var/lib/ringrift", home.path().to_str().unwrap())
+    };
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let argv: Vec<String> = exec.split_whitespace().map(map).collect();
+    let env: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), map(v)))
+        .collect();
+    assert!(
+        env.iter().any(|(k, _)| k == "RINGRIFT_HOME"),
+        "{unit} sets RINGRIFT_HOME"
+    );
+    let log = std::fs::File::create(home.path().join("unit.log")).unwrap();
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .envs(env)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proc {
+        name: unit.to_owned(),
+        child,
+    }
+}
+
+const UNIT: &str = "ringrift-training-trigger.service";
+
+#[test]
+fn ringrift_toml_sets_the_cycle_interval_under_the_launcher_and_under_systemd() {
+    let toml = "heartbeat_interval_s = 60\n[event_router]\nlisten = \"127.0.0.1:0\"\n[training_trigger]\ncycle_interval_s = 7\n";
+
+    // Under the launcher: it passes no interval, so the user's file wins.
+    let home = Home::new();
+    std::fs::write(home.path().join("ringrift.toml"), toml).unwrap();
+    let mut l = home.spawn(
+        "ringrift-launcher",
+        &["--daemon", "training_trigger", "--control", "127.0.0.1:0"],
+    );
+    let log = home.path().join("logs/training_trigger.log");
+    let got = wait_for(
+        "training_trigger started under the launcher",
+        Duration::from_secs(30),
+        || started_interval(&log, "training_trigger"),
+    );
+    assert_eq!(
+        got,
+        7.0,
+        "launcher: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    l.term(Duration::from_secs(30));
+
+    // As the unit runs it: the same file, the same interval.
+    let home = Home::new();
+    std::fs::write(home.path().join("ringrift.toml"), toml).unwrap();
+    let (_router, _) = home.start_router("127.0.0.1:0", &[]);
+    let _d = run_as_unit(&home, UNIT);
+    let log = home.path().join("unit.log");
+    let got = wait_for(
+        "training_trigger started as its unit",
+        Duration::from_secs(30),
+        || started_interval(&log, "training_trigger"),
+    );
+    assert_eq!(
+        got,
+        7.0,
+        "unit: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // Without the file's value the unit gets the registry's default, as the launcher does.
+    let home = Home::new();
+    let (_router, _) = home.start_router("127.0.0.1:0", &[]);
+    let _d = run_as_unit(&home, UNIT);
+    let log = home.path().join("unit.log");
+    let got = wait_for(
+        "training_trigger started with defaults",
+        Duration::from_secs(30),
+        || started_interval(&log, "training_trigger"),
+    );
+    let registry = ringrift_registry::Registry::builtin();
+    assert_eq!(
+        Some(got),
+        registry.get("training_trigger").unwrap().cycle_interval_s
+    );
+}
+
+#[test]
+fn a_bad_lifecycle_value_exits_64_naming_key_and_value() {
+    for (line, value) in [
+        ("[training_trigger]\ncycle_interval_s = \"abc\"", "abc"),
+        ("[training_trigger]\ncycle_interval_s = 0", "0"),
+        ("[training_trigger]\ncycle_interval_s = -2", "-2"),
+        ("worker_threads = 0", "0"),
+        ("[training_trigger]\nstop_grace_s = \"soon\"", "soon"),
+    ] {
+        let home = Home::new();
+        std::fs::write(home.path().join("ringrift.toml"), line).unwrap();
+        let mut d = home.spawn("ringrift-training-trigger", &["--router", "127.0.0.1:1"]);
+        let st = wait_for("exit on bad config", Duration::from_secs(20), || {
+            d.try_exit()
+        });
+        let log = home.log("ringrift-training-trigger");
+        assert_eq!(st.code(), Some(64), "{line}: {log}");
+        let last = line
+            .lines()
+            .last()
+            .and_then(|l| l.split(" = ").next())
+            .unwrap();
+        let key = match line.strip_prefix("[training_trigger]") {
+            Some(_) => format!("training_trigger.{last}"),
+            None => last.to_owned(),
+        };
+        assert!(log.contains(&key) && log.contains(value), "{line}: {log}");
+    }
+}
