@@ -1,4 +1,5 @@
-//! A bounded, timestamped log of recent errors that surfaces in health details.
+//! A bounded, timestamped log of recent errors that surfaces in health details, and the
+//! streak of failed handlings and cycles that turns a daemon's health DEGRADED.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,8 @@ use std::sync::{Arc, Mutex};
 pub struct ErrorLog {
     inner: Arc<Mutex<(VecDeque<(i64, String)>, u64)>>,
     cap: usize,
+    /// Handlings and cycles failed in a row, and the newest of those errors.
+    streak: Arc<Mutex<(u32, String)>>,
 }
 
 impl ErrorLog {
@@ -15,7 +18,32 @@ impl ErrorLog {
         ErrorLog {
             inner: Arc::new(Mutex::new((VecDeque::new(), 0))),
             cap,
+            streak: Arc::new(Mutex::new((0, String::new()))),
         }
+    }
+
+    /// A handling or cycle (the daemon's work, usually a job) failed: recorded, and
+    /// counted in the streak.
+    pub fn work_failed(&self, what: &str, err: &dyn std::fmt::Display) {
+        self.record(what, err);
+        let mut s = self.streak.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = s.0.saturating_add(1);
+        s.1 = format!("{what}: {err}");
+    }
+
+    /// A handling or cycle succeeded: the streak ends.
+    pub fn work_succeeded(&self) {
+        let mut s = self.streak.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = 0;
+        s.1.clear();
+    }
+
+    /// Handlings and cycles failed in a row, with the newest error.
+    pub fn failing(&self) -> (u32, String) {
+        self.streak
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records an error (with the time) and logs it: this is where errors are handled.
@@ -55,5 +83,16 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].1, "step: 4");
         assert_eq!(log.total(), 5);
+    }
+
+    #[test]
+    fn a_success_ends_the_failure_streak() {
+        let log = ErrorLog::new(4);
+        log.work_failed("job", &"boom 1");
+        log.record("subscription", &"not work");
+        log.work_failed("job", &"boom 2");
+        assert_eq!(log.failing(), (2, "job: boom 2".to_owned()));
+        log.work_succeeded();
+        assert_eq!(log.failing().0, 0);
     }
 }

@@ -34,6 +34,9 @@ pub struct LifecycleConfig {
     pub max_ack_pending: u32,
     /// `stuck_after_s`; `None`: derived, see [`LifecycleConfig::stuck_after`].
     pub stuck_after: Option<Duration>,
+    /// `degraded_after_failures` (3): this many failed handlings or cycles in a row
+    /// turn the daemon's health DEGRADED, with the newest error as the reason.
+    pub degraded_after_failures: u32,
 }
 
 /// The registry defaults of daemon `name`, as `(key, value)` pairs for the bottom layer.
@@ -104,6 +107,7 @@ impl LifecycleConfig {
         let workers = count(s, name, "worker_threads", 1024, 2)?;
         let buffer = count(s, name, "publish_buffer", i64::from(u32::MAX), 100_000)?;
         let pending = count(s, name, "max_ack_pending", i64::from(u32::MAX), 64)?;
+        let degraded = count(s, name, "degraded_after_failures", 1_000_000, 3)?;
         Ok(LifecycleConfig {
             cycle_interval: seconds(s, name, "cycle_interval_s", false)?
                 .unwrap_or(secs(FALLBACK_CYCLE_INTERVAL_S)),
@@ -116,6 +120,7 @@ impl LifecycleConfig {
             ack_wait,
             max_ack_pending: u32::try_from(pending).unwrap_or(64),
             stuck_after: seconds(s, name, "stuck_after_s", true)?,
+            degraded_after_failures: u32::try_from(degraded).unwrap_or(3),
         })
     }
 
@@ -191,6 +196,11 @@ mod tests {
             ("worker_threads = 0", "worker_threads", "0"),
             ("worker_threads = \"many\"", "worker_threads", "many"),
             ("publish_buffer = -5", "publish_buffer", "-5"),
+            (
+                "degraded_after_failures = 0",
+                "degraded_after_failures",
+                "0",
+            ),
             ("heartbeat_interval_s = 0", "heartbeat_interval_s", "0"),
             ("[d]\nstop_grace_s = \"soon\"", "d.stop_grace_s", "soon"),
         ] {

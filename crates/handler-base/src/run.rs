@@ -556,7 +556,10 @@ async fn cycle_loop(h: Arc<dyn Handler>, ctx: Context, interval: Duration, pulse
         let _busy = pulse.busy();
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            r = h.run_cycle(&ctx) => if let Err(e) = r { ctx.errors.record("cycle failed", &format!("{e:#}")) },
+            r = h.run_cycle(&ctx) => match r {
+                Ok(()) => ctx.errors.work_succeeded(),
+                Err(e) => ctx.errors.work_failed("cycle failed", &format!("{e:#}")),
+            },
         }
     }
 }
@@ -604,9 +607,12 @@ async fn event_loop(
             r
         };
         let r = match outcome {
-            Ok(()) => sub.ack(ev.seq, false).await.map(|_| ()),
+            Ok(()) => {
+                ctx.errors.work_succeeded();
+                sub.ack(ev.seq, false).await.map(|_| ())
+            }
             Err(e) => {
-                ctx.errors.record(
+                ctx.errors.work_failed(
                     &format!("handle {} #{}", ringrift_proto::type_name(ev.kind), ev.seq),
                     &format!("{e:#}"),
                 );
@@ -646,9 +652,19 @@ async fn handle_in_progress(
     }
 }
 
-/// The handler's health, with the newest error added to the details.
-pub fn health_of(h: &dyn Handler, errors: &ErrorLog) -> HealthCheckResult {
+/// The handler's health, with the newest error added to the details; DEGRADED (with
+/// the newest error as the reason) once `degraded_after` handlings or cycles in a row
+/// failed, whatever the handler itself says.
+pub fn health_of(h: &dyn Handler, errors: &ErrorLog, degraded_after: u32) -> HealthCheckResult {
     let mut r = h.health_check();
+    let (failed, why) = errors.failing();
+    if failed >= degraded_after && r.status == HealthStatus::Running {
+        r.status = HealthStatus::Degraded;
+        r.message = format!("last {failed} handlings/cycles failed; newest: {why}");
+    }
+    if failed > 0 {
+        r.details.insert("failed_in_row".into(), failed.to_string());
+    }
     if let Some((t, msg)) = errors.recent().into_iter().next() {
         r.details.insert("last_error".into(), msg);
         r.details.insert("last_error_unix_ms".into(), t.to_string());
@@ -671,7 +687,11 @@ async fn heartbeat_loop(
             _ = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let mut health = health_of(h.as_ref(), &ctx.errors);
+        let mut health = health_of(
+            h.as_ref(),
+            &ctx.errors,
+            ctx.lifecycle.degraded_after_failures,
+        );
         if let Some(why) = live.stalled(Instant::now()) {
             health.healthy = false;
             health.status = HealthStatus::Error;
@@ -688,5 +708,44 @@ async fn heartbeat_loop(
         // Heartbeats are state, not history: a newer one replaces one not sent yet.
         ctx.publisher
             .publish_latest(Event::new(wire::event::Payload::DaemonHeartbeat(hb)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fine;
+
+    #[async_trait::async_trait]
+    impl Handler for Fine {
+        async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failed_work_in_a_row_turns_health_degraded_with_the_reason() {
+        let errors = ErrorLog::new(8);
+        errors.work_failed(
+            "handle TRAINING_COMPLETED #4",
+            &"evaluate job exited with code 2",
+        );
+        errors.work_failed(
+            "handle TRAINING_COMPLETED #4",
+            &"evaluate job exited with code 2",
+        );
+        assert_eq!(health_of(&Fine, &errors, 3).status, HealthStatus::Running);
+        errors.work_failed("cycle failed", &"selfplay job timed out");
+        let h = health_of(&Fine, &errors, 3);
+        assert_eq!(h.status, HealthStatus::Degraded);
+        assert!(
+            h.message.contains("selfplay job timed out"),
+            "{}",
+            h.message
+        );
+        assert_eq!(h.details["failed_in_row"], "3");
+        errors.work_succeeded();
+        assert_eq!(health_of(&Fine, &errors, 3).status, HealthStatus::Running);
     }
 }

@@ -191,10 +191,7 @@ pub struct AutoExport(pub Exporter);
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: ExportConfig = ctx.settings.section("auto_export")?;
     handler_base::ensure_config!(cfg.threshold > 0, "auto_export.threshold must be > 0");
-    handler_base::ensure_config!(
-        cfg.timeout_s > 0.0,
-        "auto_export timeouts must be > 0"
-    );
+    handler_base::ensure_config!(cfg.timeout_s > 0.0, "auto_export timeouts must be > 0");
     let configs = ringrift_pipeline::configs(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;

@@ -187,10 +187,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.hidden > 0 && cfg.npz_window > 0 && cfg.games_random > 0 && cfg.games_heuristic > 0,
         "distillation: hidden, npz_window and game counts must be > 0"
     );
-    handler_base::ensure_config!(
-        cfg.timeout_s > 0.0,
-        "distillation timeouts must be > 0"
-    );
+    handler_base::ensure_config!(cfg.timeout_s > 0.0, "distillation timeouts must be > 0");
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(Distillation(Distiller::new(

@@ -190,10 +190,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.games_random > 0 && cfg.games_heuristic > 0,
         "evaluation needs games against random and heuristic"
     );
-    handler_base::ensure_config!(
-        cfg.timeout_s > 0.0,
-        "evaluation timeouts must be > 0"
-    );
+    handler_base::ensure_config!(cfg.timeout_s > 0.0, "evaluation timeouts must be > 0");
     let gate = PromotionConfig::load(ctx)?.gate();
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;

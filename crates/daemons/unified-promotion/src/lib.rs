@@ -156,9 +156,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let c = PromotionConfig::load(ctx)?;
     let gate = c.gate();
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(UnifiedPromotion(
-        Promoter::new(gate, ctx.home.clone(), state),
-    )))
+    Ok(Arc::new(UnifiedPromotion(Promoter::new(
+        gate,
+        ctx.home.clone(),
+        state,
+    ))))
 }
 
 #[async_trait::async_trait]
