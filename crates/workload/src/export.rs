@@ -10,9 +10,9 @@ use crate::game::{Geometry, State};
 use crate::progress::Progress;
 use crate::selfplay::POLICY_TOP_K;
 use npyz::WriterBuilder;
+pub use ringrift_contracts::ExportReport;
 use ringrift_store::games::GameStore;
 use ringrift_store::{ConfigKey, paths};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,20 +28,6 @@ pub struct ExportArgs {
     /// Output; default `data/training/{config}.npz`.
     pub output: Option<PathBuf>,
     pub quiet: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportReport {
-    pub config_key: ConfigKey,
-    pub games: usize,
-    pub rows: usize,
-    pub output: PathBuf,
-    pub sha256: String,
-    pub bytes: u64,
-    /// Watermark to pass as `--since` next time.
-    pub max_seq: i64,
-    pub elapsed_s: f64,
-    pub rows_per_s: f64,
 }
 
 /// Training rows in memory.

@@ -6,78 +6,12 @@
 //! `models/ringrift_best_{config}` symlink at it by an atomic rename.
 
 use crate::WorkloadError;
-use crate::evaluate::EvaluateReport;
 use crate::model::Model;
+pub use ringrift_contracts::{EvaluateReport, Gate, GateDecision, PromotionReport, check_gate};
 use ringrift_store::manifest::{atomic_copy, atomic_symlink, atomic_write};
 use ringrift_store::{ConfigKey, paths};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// Promotion thresholds. Defaults are the seed's: lower 95 % bound of the win rate
-/// ≥ 0.85 vs random and ≥ 0.60 vs heuristic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Gate {
-    pub min_lower_vs_random: f64,
-    pub min_lower_vs_heuristic: f64,
-    /// Minimum point win rate against the current canonical model, when one was played
-    /// (a candidate must not be worse than what it replaces).
-    pub min_vs_canonical: f64,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Gate {
-            min_lower_vs_random: 0.85,
-            min_lower_vs_heuristic: 0.60,
-            min_vs_canonical: 0.5,
-        }
-    }
-}
-
-/// The gate's verdict, with a reason per failed condition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GateDecision {
-    pub passed: bool,
-    pub reasons: Vec<String>,
-}
-
-/// Checks an evaluation against the gate. A missing opponent fails its condition.
-pub fn check_gate(report: &EvaluateReport, gate: &Gate) -> GateDecision {
-    let mut reasons = Vec::new();
-    let mut bound = |opponent: &str, min: f64| match report.against(opponent) {
-        None => reasons.push(format!("no games against {opponent}")),
-        Some(r) if r.lower95 < min => reasons.push(format!(
-            "vs {opponent}: lower 95% bound {:.3} < {min:.2} (win rate {:.3} over {} games)",
-            r.lower95, r.win_rate, r.games
-        )),
-        Some(_) => {}
-    };
-    bound(ringrift_store::elo::RANDOM_ID, gate.min_lower_vs_random);
-    bound(
-        ringrift_store::elo::HEURISTIC_ID,
-        gate.min_lower_vs_heuristic,
-    );
-    let anchors = [
-        ringrift_store::elo::RANDOM_ID,
-        ringrift_store::elo::HEURISTIC_ID,
-    ];
-    for r in report
-        .results
-        .iter()
-        .filter(|r| !anchors.contains(&r.opponent.as_str()))
-    {
-        if r.win_rate < gate.min_vs_canonical {
-            reasons.push(format!(
-                "vs canonical {}: win rate {:.3} < {:.2}",
-                r.opponent, r.win_rate, gate.min_vs_canonical
-            ));
-        }
-    }
-    GateDecision {
-        passed: reasons.is_empty(),
-        reasons,
-    }
-}
 
 /// The canonical model of a config as recorded in its sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,23 +56,13 @@ pub fn canonical(home: &Path, config: ConfigKey) -> Result<Option<Canonical>, Wo
     Ok(Some(c))
 }
 
-/// What a promotion did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PromotionReport {
-    pub promoted: bool,
-    pub decision: GateDecision,
-    pub canonical: Option<PathBuf>,
-    pub backup: Option<PathBuf>,
-    pub link: Option<PathBuf>,
-}
-
 /// Applies the gate and, if it passes, promotes `report.model`.
 pub fn promote_if_passed(
     home: &Path,
     report: &EvaluateReport,
     gate: &Gate,
 ) -> Result<PromotionReport, WorkloadError> {
-    let decision = check_gate(report, gate);
+    let decision = check_gate(report.results.iter().map(|r| r.score()), gate);
     if !decision.passed {
         return Ok(PromotionReport {
             promoted: false,
