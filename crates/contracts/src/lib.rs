@@ -9,6 +9,7 @@
 //! `docs/jobs.md`.
 
 pub mod config_key;
+pub mod example;
 pub mod gate;
 pub mod payload;
 pub mod report;

@@ -4,6 +4,8 @@
 //! SHA-256s already evaluated are persisted, and the event id is `eval:<sha>`.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::{EvaluateReport, Gate};
+use ringrift_pipeline::convert;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::gate::PromotionConfig;
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
@@ -11,8 +13,6 @@ use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
-use ringrift_contracts::{EvaluateReport, Gate};
-use ringrift_pipeline::convert;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -206,9 +206,9 @@ impl Handler for Evaluation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringrift_pipeline::emit::Recorder;
     use ringrift_contracts::OpponentResult;
     use ringrift_contracts::wire::report_json;
+    use ringrift_pipeline::emit::Recorder;
     use ringrift_pipeline::jobs::FakeJobs;
 
     fn trained(sha: &str) -> Event {
