@@ -72,19 +72,31 @@ pub fn promote_if_passed(
             link: None,
         });
     }
-    let mut r = promote(home, report)?;
+    let mut r = promote(
+        home,
+        report.config_key,
+        &report.model,
+        &report.model_name,
+        Some(report),
+    )?;
     r.decision = decision;
     Ok(r)
 }
 
-/// Promotes unconditionally (callers check the gate): backup, atomic copy, sidecar,
-/// atomic symlink.
-pub fn promote(home: &Path, report: &EvaluateReport) -> Result<PromotionReport, WorkloadError> {
-    let config = report.config_key;
-    let (_, header) = Model::load(&report.model)?;
+/// Promotes `model` (named `name`) to the canonical model of `config` unconditionally
+/// (callers check the gate): backup, atomic copy, sidecar (with the `evaluation` that
+/// earned it, when the caller has the whole report), atomic symlink.
+pub fn promote(
+    home: &Path,
+    config: ConfigKey,
+    model: &Path,
+    name: &str,
+    evaluation: Option<&EvaluateReport>,
+) -> Result<PromotionReport, WorkloadError> {
+    let (_, header) = Model::load(model)?;
     if header.config_key != config {
         return Err(WorkloadError::BadModel {
-            path: report.model.clone(),
+            path: model.to_path_buf(),
             reason: format!(
                 "model is for {}, promoting into {config}",
                 header.config_key
@@ -107,17 +119,17 @@ pub fn promote(home: &Path, report: &EvaluateReport) -> Result<PromotionReport, 
         }
         backup = Some(b);
     }
-    let file_sha256 = atomic_copy(&report.model, &target)?;
+    let file_sha256 = atomic_copy(model, &target)?;
     // Re-read what landed: a promotion never leaves an unreadable canonical model.
     let (_, landed) = Model::load(&target)?;
     let c = Canonical {
-        name: report.model_name.clone(),
+        name: name.to_owned(),
         path: target.clone(),
         sha256: landed.payload_sha256,
         file_sha256,
         generation: landed.generation,
         promoted_at: ringrift_store::now_ms(),
-        evaluation: Some(report.clone()),
+        evaluation: evaluation.cloned(),
     };
     let json = serde_json::to_vec_pretty(&c).map_err(|e| WorkloadError::Invalid(e.to_string()))?;
     atomic_write(&sidecar, &json)?;
