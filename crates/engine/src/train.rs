@@ -7,7 +7,7 @@
 //! out to report validation losses.
 
 use crate::WorkloadError;
-use crate::export::Dataset;
+use crate::dataset::Dataset;
 use crate::game::Geometry;
 use crate::model::Model;
 use crate::progress::Progress;
