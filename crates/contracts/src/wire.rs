@@ -212,4 +212,39 @@ mod tests {
         assert!(msg.contains("training work item i1"), "{msg}");
         assert!(msg.contains("missing field `watermark`"), "{msg}");
     }
+
+    /// Every result example of `docs/jobs.md` parses as the report of its `job`, and
+    /// every report type has one.
+    #[test]
+    fn the_examples_in_docs_jobs_md_fit_the_contract() {
+        use crate::report::{EvaluateReport, SelfplayReport, TournamentReport};
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/jobs.md");
+        let doc = std::fs::read_to_string(path).expect("docs/jobs.md");
+        let mut seen = Vec::new();
+        for block in doc.split("```json").skip(1) {
+            let json = block.split("```").next().expect("closed block");
+            let v: Value = serde_json::from_str(json).expect("valid JSON");
+            let kind: JobKind = serde_json::from_value(v["job"].clone()).expect("job");
+            let r = match kind {
+                JobKind::Selfplay => parse_report::<SelfplayReport>(kind, v).map(|_| ()),
+                JobKind::Export => parse_report::<ExportReport>(kind, v).map(|_| ()),
+                JobKind::Train | JobKind::Distill => {
+                    parse_report::<TrainReport>(kind, v).map(|_| ())
+                }
+                JobKind::Evaluate => parse_report::<EvaluateReport>(kind, v).map(|_| ()),
+                JobKind::Tournament => parse_report::<TournamentReport>(kind, v).map(|_| ()),
+            };
+            r.unwrap_or_else(|e| panic!("docs/jobs.md example: {e}"));
+            seen.push(kind);
+        }
+        for k in [
+            JobKind::Selfplay,
+            JobKind::Export,
+            JobKind::Train,
+            JobKind::Evaluate,
+            JobKind::Tournament,
+        ] {
+            assert!(seen.contains(&k), "docs/jobs.md has no {k} example");
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! one), log file, JSON result file.
 //!
 //! On a GPU cluster the templates point at the Python/PyTorch scripts; they must accept
-//! the same placeholders and write the same result JSON.
+//! the same placeholders and write the same result JSON: `docs/jobs.md` documents it, and
+//! [`Jobs::run`](trait.Jobs.html#method.run) reads it as the typed report of the kind.
 
 use job_runner::{CommandTemplate, JobRunner, JobSpec, Started};
 use ringrift_contracts::report::Report;
