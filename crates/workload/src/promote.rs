@@ -23,7 +23,10 @@ pub struct Canonical {
     pub file_sha256: String,
     pub generation: u32,
     pub promoted_at: i64,
-    pub evaluation: Option<EvaluateReport>,
+    /// The evaluation that earned the promotion, as written then (a record for people:
+    /// sidecars of older homes hold reports of older shapes, so it is not read back as
+    /// a typed report).
+    pub evaluation: Option<serde_json::Value>,
 }
 
 pub fn canonical_path(home: &Path, config: ConfigKey) -> PathBuf {
@@ -129,7 +132,10 @@ pub fn promote(
         file_sha256,
         generation: landed.generation,
         promoted_at: ringrift_store::now_ms(),
-        evaluation: evaluation.cloned(),
+        evaluation: evaluation
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| WorkloadError::Invalid(e.to_string()))?,
     };
     let json = serde_json::to_vec_pretty(&c).map_err(|e| WorkloadError::Invalid(e.to_string()))?;
     atomic_write(&sidecar, &json)?;
@@ -149,4 +155,33 @@ pub fn promote(
         backup,
         link: Some(link),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// unified_promotion used to write an evaluation without `by_seat` and
+    /// `stopped_early`; such a sidecar still names the canonical model.
+    #[test]
+    fn a_sidecar_with_an_older_evaluation_still_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        std::fs::create_dir_all(paths::models_dir(dir.path())).expect("models dir");
+        std::fs::write(canonical_path(dir.path(), key), b"model").expect("model");
+        let sidecar = serde_json::json!({
+            "name": "gen1", "path": "/m/canonical_hex8_2p.rrm", "sha256": "ab",
+            "file_sha256": "cd", "generation": 1, "promoted_at": 5,
+            "evaluation": {"config_key": "hex8_2p", "results": [{"opponent": "random", "games": 10}]},
+        });
+        std::fs::write(
+            sidecar_path(dir.path(), key),
+            serde_json::to_vec(&sidecar).expect("json"),
+        )
+        .expect("sidecar");
+        let c = canonical(dir.path(), key)
+            .expect("readable")
+            .expect("present");
+        assert_eq!((c.name.as_str(), c.sha256.as_str()), ("gen1", "ab"));
+    }
 }
