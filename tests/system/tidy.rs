@@ -217,3 +217,60 @@ fn systemd_analyze_verifies_units_of_implemented_daemons_and_targets() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Offsets in `text` where a JSON value is read by key and converted by hand
+/// (`r["rows"].as_u64()`, also across a line break) or a work-item payload is indexed.
+fn keyed_json_reads(text: &str) -> Vec<usize> {
+    const CASTS: [&str; 7] = [
+        ".as_f64()",
+        ".as_u64()",
+        ".as_i64()",
+        ".as_str()",
+        ".as_bool()",
+        ".as_array()",
+        ".as_object()",
+    ];
+    let mut out: Vec<usize> = text
+        .match_indices("\"]")
+        .filter(|(i, _)| {
+            let after = text[i + 2..].trim_start();
+            CASTS.iter().any(|c| after.starts_with(c))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    out.extend(text.match_indices(".payload[").map(|(i, _)| i));
+    out
+}
+
+#[test]
+fn job_results_and_payloads_are_read_only_through_the_contracts() {
+    // The detector itself: both forms are caught, typed reads are not.
+    assert_eq!(
+        keyed_json_reads("let n = r[\"rows\"]\n    .as_u64();").len(),
+        1
+    );
+    assert_eq!(keyed_json_reads("item.payload[\"games\"]").len(), 1);
+    assert!(keyed_json_reads("let n = report.rows; let s = k.as_str();").is_empty());
+    // Job results and payloads are read in crates (daemons, pipeline, workload); the one
+    // conversion module is `ringrift_contracts::wire`. System tests read launcher and
+    // health JSON, which are not job contracts.
+    let wire = root().join("crates/contracts/src/wire.rs");
+    let mut rs = Vec::new();
+    files(&root().join("crates"), ".rs", &mut rs);
+    let bad: Vec<String> = rs
+        .into_iter()
+        .filter(|p| *p != wire)
+        .flat_map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            keyed_json_reads(&text)
+                .into_iter()
+                .map(|i| format!("{}:{}", p.display(), text[..i].lines().count()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "job results and work-item payloads are read through ringrift_contracts::wire, \
+         not by key: {bad:#?}"
+    );
+}

@@ -2,36 +2,25 @@
 //! decide and by evaluation to stop a gauntlet early once a model can no longer pass.
 
 use handler_base::Context;
-use ringrift_workload::promote::Gate;
+use ringrift_contracts::Gate;
 
-/// `[unified_promotion]` in ringrift.toml.
-#[derive(Debug, Clone, serde::Deserialize)]
+/// `[unified_promotion]` in ringrift.toml: the [`Gate`]'s thresholds, flattened.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PromotionConfig {
-    pub min_lower_vs_random: f64,
-    pub min_lower_vs_heuristic: f64,
-    pub min_vs_canonical: f64,
-}
-
-impl Default for PromotionConfig {
-    fn default() -> Self {
-        let g = Gate::default();
-        PromotionConfig {
-            min_lower_vs_random: g.min_lower_vs_random,
-            min_lower_vs_heuristic: g.min_lower_vs_heuristic,
-            min_vs_canonical: g.min_vs_canonical,
-        }
-    }
+    #[serde(flatten)]
+    pub gate: Gate,
 }
 
 impl PromotionConfig {
     /// Reads and checks the section.
     pub fn load(ctx: &Context) -> anyhow::Result<Self> {
         let c: PromotionConfig = ctx.settings.section("unified_promotion")?;
+        let g = &c.gate;
         for (k, v) in [
-            ("min_lower_vs_random", c.min_lower_vs_random),
-            ("min_lower_vs_heuristic", c.min_lower_vs_heuristic),
-            ("min_vs_canonical", c.min_vs_canonical),
+            ("min_lower_vs_random", g.min_lower_vs_random),
+            ("min_lower_vs_heuristic", g.min_lower_vs_heuristic),
+            ("min_vs_canonical", g.min_vs_canonical),
         ] {
             handler_base::ensure_config!(
                 (0.0..=1.0).contains(&v),
@@ -40,12 +29,24 @@ impl PromotionConfig {
         }
         Ok(c)
     }
+}
 
-    pub fn gate(&self) -> Gate {
-        Gate {
-            min_lower_vs_random: self.min_lower_vs_random,
-            min_lower_vs_heuristic: self.min_lower_vs_heuristic,
-            min_vs_canonical: self.min_vs_canonical,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_reads_the_gate_flattened_and_refuses_unknown_keys() {
+        let c: PromotionConfig =
+            serde_json::from_str(r#"{"min_lower_vs_heuristic": 0.7}"#).unwrap();
+        assert_eq!(c.gate.min_lower_vs_heuristic, 0.7);
+        assert_eq!(
+            c.gate.min_lower_vs_random,
+            Gate::default().min_lower_vs_random
+        );
+        let err = serde_json::from_str::<PromotionConfig>(r#"{"min_lower_vs_heuristc": 0.7}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("min_lower_vs_heuristc"), "{err}");
     }
 }

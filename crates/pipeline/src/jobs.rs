@@ -6,40 +6,18 @@
 //! one), log file, JSON result file.
 //!
 //! On a GPU cluster the templates point at the Python/PyTorch scripts; they must accept
-//! the same placeholders and write the same result JSON.
+//! the same placeholders and write the same result JSON: `docs/jobs.md` documents it, and
+//! [`Jobs::run`](trait.Jobs.html#method.run) reads it as the typed report of the kind.
 
 use job_runner::{CommandTemplate, JobRunner, JobSpec, Started};
+use ringrift_contracts::report::Report;
+use ringrift_contracts::wire::{self, ContractError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The kinds of job the loop runs.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Selfplay,
-    Export,
-    Train,
-    Evaluate,
-    Distill,
-    Tournament,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Selfplay => "selfplay",
-            JobKind::Export => "export",
-            JobKind::Train => "train",
-            JobKind::Evaluate => "evaluate",
-            JobKind::Distill => "distill",
-            JobKind::Tournament => "tournament",
-        }
-    }
-}
+pub use ringrift_contracts::JobKind;
 
 /// One job to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,12 +66,33 @@ pub enum JobFailure {
     },
     #[error("job {0}: bad template: {1}")]
     Template(String, String),
+    /// The job succeeded but its result does not fit the report contract.
+    #[error("job {key}: {source}")]
+    Contract {
+        key: String,
+        #[source]
+        source: ContractError,
+    },
 }
 
-/// Runs jobs; `Ok` is the job's JSON result document.
+/// Runs jobs. Implementations return the raw result document; callers use
+/// [`Jobs::run`](trait.Jobs.html#method.run) on `dyn Jobs`, which checks it against the
+/// report contract of the job kind.
 #[async_trait::async_trait]
 pub trait Jobs: Send + Sync {
-    async fn run(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure>;
+    /// Runs the job; `Ok` is its JSON result document, not yet checked.
+    async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure>;
+}
+
+impl dyn Jobs {
+    /// Runs the job and reads its result as the report `R` (the wire conversion of
+    /// [`ringrift_contracts::wire`]): a missing or mistyped field is a
+    /// [`JobFailure::Contract`] naming the field.
+    pub async fn run<R: Report>(&self, req: JobRequest) -> Result<R, JobFailure> {
+        let (kind, key) = (req.kind, req.key.clone());
+        let result = self.run_json(req).await?;
+        wire::parse_report(kind, result).map_err(|source| JobFailure::Contract { key, source })
+    }
 }
 
 /// `[jobs]` in ringrift.toml: one command template per kind.
@@ -206,7 +205,7 @@ impl RunnerJobs {
 
 #[async_trait::async_trait]
 impl Jobs for RunnerJobs {
-    async fn run(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
+    async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
         let kind = req.kind.as_str();
         let fail = |m: String| JobFailure::Failed {
             kind,
@@ -291,7 +290,7 @@ impl FakeJobs {
 
 #[async_trait::async_trait]
 impl Jobs for FakeJobs {
-    async fn run(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
+    async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
         self.calls
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -308,23 +307,54 @@ impl Jobs for FakeJobs {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn runner_jobs_render_the_template_and_read_the_result() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A result file as an external trainer would write it: the export report contract,
+    /// `rows` left out when `rows` is false.
+    fn export_script(rows: bool) -> String {
+        let rows = if rows { "\"rows\": 30, " } else { "" };
+        format!(
+            "printf '{{\"job\": \"export\", \"version\": 1, \"config_key\": \"%s\", \"games\": 3, {rows}\"output\": \"/d/x.npz\", \"sha256\": \"ab\", \"bytes\": 100, \"max_seq\": 7, \"elapsed_s\": 0.5, \"rows_per_s\": 60.0}}' \"$2\" > \"$1\""
+        )
+    }
+
+    fn export_jobs(dir: &Path) -> RunnerJobs {
         let t = JobTemplates {
             export: "sh -c {script} x {result} {config_key}".into(),
             ..Default::default()
         };
-        let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
+        RunnerJobs::new(dir, &t).unwrap()
+    }
+
+    #[tokio::test]
+    async fn runner_jobs_render_the_template_and_read_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = export_jobs(dir.path());
         let req = JobRequest::new(JobKind::Export, "export:hex8_2p", Duration::from_secs(30))
             .var("config_key", "hex8_2p")
-            .var(
-                "script",
-                "printf '{\"rows\": 3, \"cfg\": \"%s\"}' \"$2\" > \"$1\"",
-            );
-        let v = jobs.run(req).await.unwrap();
-        assert_eq!(v["rows"], 3);
-        assert_eq!(v["cfg"], "hex8_2p");
+            .var("script", export_script(true));
+        let jobs: &dyn Jobs = &jobs;
+        let r: ringrift_contracts::ExportReport = jobs.run(req).await.unwrap();
+        assert_eq!(r.rows, 30);
+        assert_eq!(r.config_key.to_string(), "hex8_2p");
+        assert_eq!(r.max_seq, 7);
+    }
+
+    #[tokio::test]
+    async fn a_job_result_missing_a_field_fails_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = export_jobs(dir.path());
+        let req = JobRequest::new(JobKind::Export, "export:hex8_2p", Duration::from_secs(30))
+            .var("config_key", "hex8_2p")
+            .var("script", export_script(false));
+        let jobs: &dyn Jobs = &jobs;
+        let err = jobs
+            .run::<ringrift_contracts::ExportReport>(req)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JobFailure::Contract { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("export:hex8_2p"), "{msg}");
+        assert!(msg.contains("export job result"), "{msg}");
+        assert!(msg.contains("missing field `rows`"), "{msg}");
     }
 
     #[tokio::test]
@@ -337,7 +367,7 @@ mod tests {
         let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
         let req = JobRequest::new(JobKind::Train, "train:hex8_2p", Duration::from_secs(30))
             .var("script", "exit 3");
-        let err = jobs.run(req).await.unwrap_err().to_string();
+        let err = jobs.run_json(req).await.unwrap_err().to_string();
         assert!(err.contains("train:hex8_2p"), "{err}");
     }
 

@@ -6,6 +6,7 @@
 
 pub mod alloc;
 pub mod claim;
+pub mod convert;
 pub mod emit;
 pub mod gate;
 pub mod jobs;

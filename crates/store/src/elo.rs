@@ -14,8 +14,7 @@ use std::sync::MutexGuard;
 
 pub const K_FACTOR: f64 = 32.0;
 pub const START_RATING: f64 = 1500.0;
-pub const RANDOM_ID: &str = "random";
-pub const HEURISTIC_ID: &str = "heuristic";
+pub use ringrift_contracts::report::{HEURISTIC_ID, RANDOM_ID};
 pub const RANDOM_RATING: f64 = 400.0;
 pub const HEURISTIC_RATING: f64 = 1200.0;
 
@@ -244,12 +243,13 @@ impl EloStore {
         for row in rows {
             let (match_id, config, participant_a, participant_b, score_a, played_at, source_node) =
                 row.ctx(path)?;
-            let config_key = config
-                .parse()
-                .map_err(|e: StoreError| StoreError::Corrupt {
-                    path: path.to_path_buf(),
-                    reason: format!("match {match_id}: {e}"),
-                })?;
+            let config_key =
+                config
+                    .parse()
+                    .map_err(|e: crate::InvalidConfigKey| StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        reason: format!("match {match_id}: {e}"),
+                    })?;
             out.push(MatchResult {
                 match_id,
                 config_key,

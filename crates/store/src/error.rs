@@ -2,6 +2,12 @@
 
 use std::path::PathBuf;
 
+impl From<ringrift_contracts::config_key::InvalidConfigKey> for StoreError {
+    fn from(e: ringrift_contracts::config_key::InvalidConfigKey) -> Self {
+        StoreError::InvalidConfigKey(e.0)
+    }
+}
+
 /// Errors of every store. Callers tell apart bad input (`InvalidConfigKey`, `Corrupt`,
 /// `NotFound`) from environment failures (`Sqlite`, `Io`).
 #[derive(Debug, thiserror::Error)]

@@ -231,7 +231,7 @@ impl GameStore {
             };
             let config_key: ConfigKey = config
                 .parse()
-                .map_err(|e: StoreError| corrupt(e.to_string()))?;
+                .map_err(|e: crate::InvalidConfigKey| corrupt(e.to_string()))?;
             let players: Vec<String> =
                 serde_json::from_str(&players).map_err(|e| corrupt(format!("players: {e}")))?;
             let moves: Vec<u16> =
@@ -305,7 +305,7 @@ impl GameStore {
             .ok_or_else(|| StoreError::Invalid(format!("non-UTF-8 path {}", source.display())))?;
         conn.execute("ATTACH DATABASE ?1 AS src", [source_str])
             .ctx(source)?;
-        let result = (|| {
+        let result = (|| -> Result<usize, StoreError> {
             let tx = conn.transaction().ctx(path)?;
             // A source still on schema v1 has no policy column.
             let has_policy: bool = tx

@@ -5,7 +5,6 @@
 //! `Clone + Send + Sync` so async callers use [`OffRuntime::off_runtime`] or the thin
 //! `*_async` wrappers, which run the work in `tokio::task::spawn_blocking`.
 
-pub mod config_key;
 pub mod db;
 pub mod elo;
 pub mod error;
@@ -14,8 +13,8 @@ pub mod manifest;
 pub mod paths;
 pub mod work_queue;
 
-pub use config_key::{Board, ConfigKey};
 pub use error::StoreError;
+pub use ringrift_contracts::config_key::{self, Board, ConfigKey, InvalidConfigKey};
 
 use std::future::Future;
 

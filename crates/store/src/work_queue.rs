@@ -316,7 +316,7 @@ impl SqliteWorkQueue {
             config_key: config
                 .map(|c| c.parse())
                 .transpose()
-                .map_err(|e: StoreError| corrupt(e.to_string()))?,
+                .map_err(|e: crate::InvalidConfigKey| corrupt(e.to_string()))?,
             priority: r.get(3).map_err(get)?,
             payload: serde_json::from_str(&payload)
                 .map_err(|e| corrupt(format!("payload: {e}")))?,

@@ -10,6 +10,8 @@ use crate::selfplay::{SelfplayArgs, selfplay};
 use crate::train::{TrainArgs, distill, train};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ringrift_contracts::JobKind;
+use ringrift_contracts::wire::report_json;
 use ringrift_store::ConfigKey;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -208,17 +210,12 @@ pub struct DistillCmd {
     pub lr: f32,
 }
 
-fn write_result(path: &Path, job: &str, report: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut value = serde_json::to_value(report).context("serialise report")?;
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("job".into(), serde_json::Value::from(job));
-    }
-    let bytes = serde_json::to_vec_pretty(&value).context("serialise report")?;
+fn write_result(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).context("serialise report")?;
     ringrift_store::manifest::atomic_write(path, &bytes)
         .with_context(|| format!("write result file {}", path.display()))
 }
 
-/// Runs a parsed command; returns the job name and its report as JSON.
 pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
     let c = &cli.common;
     let seed = c.seed.unwrap_or_else(Rng::seed_from_entropy);
@@ -242,7 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 quiet: c.quiet,
             })
             .context("selfplay")?;
-            ("selfplay", serde_json::to_value(r)?)
+            (JobKind::Selfplay, report_json(JobKind::Selfplay, &r)?)
         }
         Command::Export(a) => {
             let r = export(&ExportArgs {
@@ -255,7 +252,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 quiet: c.quiet,
             })
             .context("export")?;
-            ("export", serde_json::to_value(r)?)
+            (JobKind::Export, report_json(JobKind::Export, &r)?)
         }
         Command::Train(a) => {
             let mut t = TrainArgs::new(a.config, a.data, a.output);
@@ -269,7 +266,10 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             t.ntuple = !a.no_ntuple;
             t.seed = seed;
             t.quiet = c.quiet;
-            ("train", serde_json::to_value(train(&t).context("train")?)?)
+            (
+                JobKind::Train,
+                report_json(JobKind::Train, &train(&t).context("train")?)?,
+            )
         }
         Command::Evaluate(a) => {
             let gate = Gate {
@@ -298,7 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             if a.promote {
                 r.promotion = Some(promote_if_passed(&c.home, &r, &gate).context("promote")?);
             }
-            ("evaluate", serde_json::to_value(r)?)
+            (JobKind::Evaluate, report_json(JobKind::Evaluate, &r)?)
         }
         Command::Tournament(a) => {
             let t = crate::tournament::TournamentArgs {
@@ -312,8 +312,11 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 source_node: node.clone(),
             };
             (
-                "tournament",
-                serde_json::to_value(crate::tournament::tournament(&t).context("tournament")?)?,
+                JobKind::Tournament,
+                report_json(
+                    JobKind::Tournament,
+                    &crate::tournament::tournament(&t).context("tournament")?,
+                )?,
             )
         }
         Command::Distill(a) => {
@@ -324,15 +327,18 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             t.seed = seed;
             t.quiet = c.quiet;
             (
-                "distill",
-                serde_json::to_value(distill(&a.teacher, &t).context("distill")?)?,
+                JobKind::Distill,
+                report_json(
+                    JobKind::Distill,
+                    &distill(&a.teacher, &t).context("distill")?,
+                )?,
             )
         }
     };
     if let Some(path) = &c.result {
-        write_result(path, job, &value)?;
+        write_result(path, &value)?;
     }
-    Ok((job.to_string(), value))
+    Ok((job.as_str().to_owned(), value))
 }
 
 /// Entry point of the binary: parse, run, print the report, map errors to exit codes

@@ -8,9 +8,9 @@ use crate::players::{HeuristicPlayer, ModelPlayer, Player, RandomPlayer, SearchC
 use crate::progress::Progress;
 use crate::promote;
 use crate::rng::Rng;
+pub use ringrift_contracts::{EvaluateReport, Gate, OpponentResult};
 use ringrift_store::elo::{EloStore, MatchResult};
 use ringrift_store::{ConfigKey, paths};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,85 +56,44 @@ pub struct EvaluateArgs {
     /// it is below this gate's bound for it (random, heuristic): the model can no longer
     /// pass, so the remaining games would only cost time. Passing is only ever decided
     /// on the full count, so stopping early never lets a lucky streak through.
-    pub early_reject: Option<promote::Gate>,
+    pub early_reject: Option<Gate>,
 }
 
 /// Games against an opponent before early rejection may stop it.
 pub const EARLY_REJECT_MIN_GAMES: u64 = 50;
 
-/// The score of the model against one opponent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OpponentResult {
-    pub opponent: String,
-    pub games: u64,
-    pub wins: u64,
-    pub draws: u64,
-    pub losses: u64,
-    /// (wins + draws / 2) / games.
-    pub win_rate: f64,
-    pub lower95: f64,
-    pub upper95: f64,
-    /// Per seat of the model: `[games, score]` (seat 0 moves first).
-    #[serde(default)]
-    pub by_seat: Vec<[f64; 2]>,
-    /// Fewer games than scheduled were played: the upper bound fell below the gate.
-    #[serde(default)]
-    pub stopped_early: bool,
-}
-
-impl OpponentResult {
-    fn new(opponent: &str) -> Self {
-        OpponentResult {
-            opponent: opponent.to_string(),
-            games: 0,
-            wins: 0,
-            draws: 0,
-            losses: 0,
-            win_rate: 0.0,
-            lower95: 0.0,
-            upper95: 1.0,
-            by_seat: Vec::new(),
-            stopped_early: false,
-        }
-    }
-
-    fn add(&mut self, seat: usize, score: f64) {
-        if self.by_seat.len() <= seat {
-            self.by_seat.resize(seat + 1, [0.0, 0.0]);
-        }
-        self.by_seat[seat][0] += 1.0;
-        self.by_seat[seat][1] += score;
-        self.games += 1;
-        match score {
-            s if s >= 1.0 => self.wins += 1,
-            s if s <= 0.0 => self.losses += 1,
-            _ => self.draws += 1,
-        }
-        let successes = self.wins as f64 + self.draws as f64 / 2.0;
-        self.win_rate = successes / self.games as f64;
-        (self.lower95, self.upper95) = wilson(successes, self.games, Z95);
+/// A result against `opponent` before any game.
+fn new_result(opponent: &str) -> OpponentResult {
+    OpponentResult {
+        opponent: opponent.to_string(),
+        games: 0,
+        wins: 0,
+        draws: 0,
+        losses: 0,
+        win_rate: 0.0,
+        lower95: 0.0,
+        upper95: 1.0,
+        by_seat: Vec::new(),
+        stopped_early: false,
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvaluateReport {
-    pub config_key: ConfigKey,
-    pub model: PathBuf,
-    pub model_name: String,
-    pub model_sha256: String,
-    pub generation: u32,
-    pub results: Vec<OpponentResult>,
-    /// The model's Elo in this config after the gauntlet (None if not recorded).
-    pub elo: Option<f64>,
-    pub elapsed_s: f64,
-    pub games_per_s: f64,
-    pub promotion: Option<promote::PromotionReport>,
-}
-
-impl EvaluateReport {
-    pub fn against(&self, opponent: &str) -> Option<&OpponentResult> {
-        self.results.iter().find(|r| r.opponent == opponent)
+/// Adds one game in which the model sat in `seat` and scored `score`.
+fn add_game(r: &mut OpponentResult, seat: usize, score: f64) {
+    if r.by_seat.len() <= seat {
+        r.by_seat.resize(seat + 1, [0.0, 0.0]);
     }
+    r.by_seat[seat][0] += 1.0;
+    r.by_seat[seat][1] += score;
+    r.games += 1;
+    match score {
+        s if s >= 1.0 => r.wins += 1,
+        s if s <= 0.0 => r.losses += 1,
+        _ => r.draws += 1,
+    }
+    let successes = r.wins as f64 + r.draws as f64 / 2.0;
+    r.win_rate = successes / r.games as f64;
+    (r.lower95, r.upper95) = wilson(successes, r.games, Z95);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +111,7 @@ impl Opp {
     }
 
     /// The lower bound this opponent must clear under `gate`, if it is bounded.
-    fn bar(self, gate: &promote::Gate) -> Option<f64> {
+    fn bar(self, gate: &Gate) -> Option<f64> {
         match self {
             Opp::Random => Some(gate.min_lower_vs_random),
             Opp::Heuristic => Some(gate.min_lower_vs_heuristic),
@@ -178,10 +137,10 @@ impl Tally {
     }
 
     /// Adds a game; stops `o` when it can no longer clear its bar under `gate`.
-    fn add(&self, o: Opp, seat: usize, score: f64, gate: Option<&promote::Gate>) {
+    fn add(&self, o: Opp, seat: usize, score: f64, gate: Option<&Gate>) {
         let mut t = self.results();
         let r = &mut t[o.index()];
-        r.add(seat, score);
+        add_game(r, seat, score);
         if let Some(bar) = gate.and_then(|g| o.bar(g))
             && r.games >= EARLY_REJECT_MIN_GAMES
             && r.upper95 < bar
@@ -236,7 +195,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     };
     let next = AtomicUsize::new(0);
     let tally = Tally {
-        results: std::sync::Mutex::new(Opp::ALL.map(|o| OpponentResult::new(&opp_name(o)))),
+        results: std::sync::Mutex::new(Opp::ALL.map(|o| new_result(&opp_name(o)))),
         skipped: AtomicUsize::new(0),
     };
     let progress =
@@ -413,7 +372,7 @@ mod tests {
         Model::null(key, Geometry::new(key).cells())
             .save(&path)
             .expect("save");
-        let gate = promote::Gate {
+        let gate = Gate {
             min_lower_vs_random: 0.0,
             min_lower_vs_heuristic: 0.99,
             min_vs_canonical: 0.5,

@@ -12,52 +12,11 @@
 pub mod cli;
 pub mod evaluate;
 pub mod export;
-pub mod game;
-pub mod model;
-pub mod players;
-pub mod progress;
 pub mod promote;
-pub mod rng;
 pub mod selfplay;
 pub mod tournament;
-pub mod train;
 
-use ringrift_store::StoreError;
-use std::path::PathBuf;
-
-/// Errors of the workload library.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkloadError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("bad model file {path}: {reason}")]
-    BadModel { path: PathBuf, reason: String },
-    #[error("bad training data {path}: {reason}")]
-    BadData { path: PathBuf, reason: String },
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl WorkloadError {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        WorkloadError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
-    }
-}
+pub use ringrift_engine::{WorkloadError, dataset, game, model, players, progress, rng, train};
 
 /// This machine's name for `source_node` fields.
 pub fn node_name() -> String {

@@ -6,78 +6,12 @@
 //! `models/ringrift_best_{config}` symlink at it by an atomic rename.
 
 use crate::WorkloadError;
-use crate::evaluate::EvaluateReport;
 use crate::model::Model;
+pub use ringrift_contracts::{EvaluateReport, Gate, GateDecision, PromotionReport, check_gate};
 use ringrift_store::manifest::{atomic_copy, atomic_symlink, atomic_write};
 use ringrift_store::{ConfigKey, paths};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// Promotion thresholds. Defaults are the seed's: lower 95 % bound of the win rate
-/// ≥ 0.85 vs random and ≥ 0.60 vs heuristic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Gate {
-    pub min_lower_vs_random: f64,
-    pub min_lower_vs_heuristic: f64,
-    /// Minimum point win rate against the current canonical model, when one was played
-    /// (a candidate must not be worse than what it replaces).
-    pub min_vs_canonical: f64,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Gate {
-            min_lower_vs_random: 0.85,
-            min_lower_vs_heuristic: 0.60,
-            min_vs_canonical: 0.5,
-        }
-    }
-}
-
-/// The gate's verdict, with a reason per failed condition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GateDecision {
-    pub passed: bool,
-    pub reasons: Vec<String>,
-}
-
-/// Checks an evaluation against the gate. A missing opponent fails its condition.
-pub fn check_gate(report: &EvaluateReport, gate: &Gate) -> GateDecision {
-    let mut reasons = Vec::new();
-    let mut bound = |opponent: &str, min: f64| match report.against(opponent) {
-        None => reasons.push(format!("no games against {opponent}")),
-        Some(r) if r.lower95 < min => reasons.push(format!(
-            "vs {opponent}: lower 95% bound {:.3} < {min:.2} (win rate {:.3} over {} games)",
-            r.lower95, r.win_rate, r.games
-        )),
-        Some(_) => {}
-    };
-    bound(ringrift_store::elo::RANDOM_ID, gate.min_lower_vs_random);
-    bound(
-        ringrift_store::elo::HEURISTIC_ID,
-        gate.min_lower_vs_heuristic,
-    );
-    let anchors = [
-        ringrift_store::elo::RANDOM_ID,
-        ringrift_store::elo::HEURISTIC_ID,
-    ];
-    for r in report
-        .results
-        .iter()
-        .filter(|r| !anchors.contains(&r.opponent.as_str()))
-    {
-        if r.win_rate < gate.min_vs_canonical {
-            reasons.push(format!(
-                "vs canonical {}: win rate {:.3} < {:.2}",
-                r.opponent, r.win_rate, gate.min_vs_canonical
-            ));
-        }
-    }
-    GateDecision {
-        passed: reasons.is_empty(),
-        reasons,
-    }
-}
 
 /// The canonical model of a config as recorded in its sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,7 +23,10 @@ pub struct Canonical {
     pub file_sha256: String,
     pub generation: u32,
     pub promoted_at: i64,
-    pub evaluation: Option<EvaluateReport>,
+    /// The evaluation that earned the promotion, as written then (a record for people:
+    /// sidecars of older homes hold reports of older shapes, so it is not read back as
+    /// a typed report).
+    pub evaluation: Option<serde_json::Value>,
 }
 
 pub fn canonical_path(home: &Path, config: ConfigKey) -> PathBuf {
@@ -122,23 +59,13 @@ pub fn canonical(home: &Path, config: ConfigKey) -> Result<Option<Canonical>, Wo
     Ok(Some(c))
 }
 
-/// What a promotion did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PromotionReport {
-    pub promoted: bool,
-    pub decision: GateDecision,
-    pub canonical: Option<PathBuf>,
-    pub backup: Option<PathBuf>,
-    pub link: Option<PathBuf>,
-}
-
 /// Applies the gate and, if it passes, promotes `report.model`.
 pub fn promote_if_passed(
     home: &Path,
     report: &EvaluateReport,
     gate: &Gate,
 ) -> Result<PromotionReport, WorkloadError> {
-    let decision = check_gate(report, gate);
+    let decision = check_gate(report.results.iter().map(|r| r.score()), gate);
     if !decision.passed {
         return Ok(PromotionReport {
             promoted: false,
@@ -148,19 +75,31 @@ pub fn promote_if_passed(
             link: None,
         });
     }
-    let mut r = promote(home, report)?;
+    let mut r = promote(
+        home,
+        report.config_key,
+        &report.model,
+        &report.model_name,
+        Some(report),
+    )?;
     r.decision = decision;
     Ok(r)
 }
 
-/// Promotes unconditionally (callers check the gate): backup, atomic copy, sidecar,
-/// atomic symlink.
-pub fn promote(home: &Path, report: &EvaluateReport) -> Result<PromotionReport, WorkloadError> {
-    let config = report.config_key;
-    let (_, header) = Model::load(&report.model)?;
+/// Promotes `model` (named `name`) to the canonical model of `config` unconditionally
+/// (callers check the gate): backup, atomic copy, sidecar (with the `evaluation` that
+/// earned it, when the caller has the whole report), atomic symlink.
+pub fn promote(
+    home: &Path,
+    config: ConfigKey,
+    model: &Path,
+    name: &str,
+    evaluation: Option<&EvaluateReport>,
+) -> Result<PromotionReport, WorkloadError> {
+    let (_, header) = Model::load(model)?;
     if header.config_key != config {
         return Err(WorkloadError::BadModel {
-            path: report.model.clone(),
+            path: model.to_path_buf(),
             reason: format!(
                 "model is for {}, promoting into {config}",
                 header.config_key
@@ -183,17 +122,20 @@ pub fn promote(home: &Path, report: &EvaluateReport) -> Result<PromotionReport, 
         }
         backup = Some(b);
     }
-    let file_sha256 = atomic_copy(&report.model, &target)?;
+    let file_sha256 = atomic_copy(model, &target)?;
     // Re-read what landed: a promotion never leaves an unreadable canonical model.
     let (_, landed) = Model::load(&target)?;
     let c = Canonical {
-        name: report.model_name.clone(),
+        name: name.to_owned(),
         path: target.clone(),
         sha256: landed.payload_sha256,
         file_sha256,
         generation: landed.generation,
         promoted_at: ringrift_store::now_ms(),
-        evaluation: Some(report.clone()),
+        evaluation: evaluation
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| WorkloadError::Invalid(e.to_string()))?,
     };
     let json = serde_json::to_vec_pretty(&c).map_err(|e| WorkloadError::Invalid(e.to_string()))?;
     atomic_write(&sidecar, &json)?;
@@ -213,4 +155,33 @@ pub fn promote(home: &Path, report: &EvaluateReport) -> Result<PromotionReport, 
         backup,
         link: Some(link),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// unified_promotion used to write an evaluation without `by_seat` and
+    /// `stopped_early`; such a sidecar still names the canonical model.
+    #[test]
+    fn a_sidecar_with_an_older_evaluation_still_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        std::fs::create_dir_all(paths::models_dir(dir.path())).expect("models dir");
+        std::fs::write(canonical_path(dir.path(), key), b"model").expect("model");
+        let sidecar = serde_json::json!({
+            "name": "gen1", "path": "/m/canonical_hex8_2p.rrm", "sha256": "ab",
+            "file_sha256": "cd", "generation": 1, "promoted_at": 5,
+            "evaluation": {"config_key": "hex8_2p", "results": [{"opponent": "random", "games": 10}]},
+        });
+        std::fs::write(
+            sidecar_path(dir.path(), key),
+            serde_json::to_vec(&sidecar).expect("json"),
+        )
+        .expect("sidecar");
+        let c = canonical(dir.path(), key)
+            .expect("readable")
+            .expect("present");
+        assert_eq!((c.name.as_str(), c.sha256.as_str()), ("gen1", "ab"));
+    }
 }

@@ -7,9 +7,9 @@ use crate::model::Model;
 use crate::players::{HeuristicPlayer, ModelPlayer, Player, SearchConfig};
 use crate::progress::Progress;
 use crate::rng::Rng;
+pub use ringrift_contracts::SelfplayReport;
 use ringrift_store::games::{GameRecord, GameStore};
 use ringrift_store::{ConfigKey, paths};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,26 +35,6 @@ pub struct SelfplayArgs {
     /// Fraction of games in which one random seat is the heuristic (sparring games).
     pub sparring_fraction: f64,
     pub quiet: bool,
-}
-
-/// What a selfplay job did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SelfplayReport {
-    pub config_key: ConfigKey,
-    pub games: usize,
-    pub moves: u64,
-    pub wins_by_seat: Vec<u64>,
-    pub draws: u64,
-    pub mean_length: f64,
-    pub elapsed_s: f64,
-    pub games_per_s: f64,
-    pub moves_per_s: f64,
-    pub threads: usize,
-    pub db: PathBuf,
-    pub model: Option<String>,
-    pub model_sha256: Option<String>,
-    /// Ingest watermark after this job's games (pass to `export --since` later).
-    pub max_seq: i64,
 }
 
 /// Loads `path` as a model for `config`, or the null model.

@@ -7,9 +7,9 @@ use crate::game::Geometry;
 use crate::model::Model;
 use crate::players::{ModelPlayer, Player, SearchConfig};
 use crate::rng::Rng;
+pub use ringrift_contracts::{PairResult, Standing, TournamentReport};
 use ringrift_store::elo::{EloStore, MatchResult};
 use ringrift_store::{ConfigKey, paths};
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,32 +24,6 @@ pub struct TournamentArgs {
     pub opening_plies: usize,
     pub seed: u64,
     pub source_node: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PairResult {
-    pub a: String,
-    pub b: String,
-    pub games: usize,
-    /// Points of `a` (1 per win, ½ per draw).
-    pub score_a: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Standing {
-    pub name: String,
-    pub model: PathBuf,
-    pub elo: f64,
-    pub games: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TournamentReport {
-    pub config_key: ConfigKey,
-    pub pairs: Vec<PairResult>,
-    pub standings: Vec<Standing>,
-    pub matches: usize,
-    pub elapsed_s: f64,
 }
 
 pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadError> {

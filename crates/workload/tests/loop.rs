@@ -3,6 +3,8 @@
 //! temp home.
 
 use job_runner::{CommandTemplate, JobRunner, JobSpec, JobStatus};
+use ringrift_contracts::wire::parse_report;
+use ringrift_contracts::{EvaluateReport, ExportReport, JobKind, TrainReport};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -93,7 +95,9 @@ fn reduced_loop_promotes_and_improves_bookkeeping() {
         &["export", "--config", "hex8_2p", "--output", &s(&npz)],
     );
     assert_eq!(ex["games"], 40);
-    let since = ex["max_seq"].as_i64().expect("watermark");
+    let since = parse_report::<ExportReport>(JobKind::Export, ex.clone())
+        .expect("export report")
+        .max_seq;
     assert_eq!(since, 40);
 
     let gen1 = home.join("models/hex8_2p_gen1.rrm");
@@ -114,8 +118,9 @@ fn reduced_loop_promotes_and_improves_bookkeeping() {
             "2",
         ],
     );
-    assert_eq!(tr["generation"], 1);
-    assert!(tr["samples"].as_u64().expect("samples") > 100);
+    let tr = parse_report::<TrainReport>(JobKind::Train, tr).expect("train report");
+    assert_eq!(tr.generation, 1);
+    assert!(tr.samples > 100);
 
     // 30 straight wins vs random give a Wilson lower bound of 0.886 ≥ 0.85. The heuristic
     // gate is set to 0 here: this test checks the mechanics, the demo measures strength.
@@ -139,12 +144,13 @@ fn reduced_loop_promotes_and_improves_bookkeeping() {
             "0",
         ],
     );
-    let vs_random = &ev["results"][0];
-    assert_eq!(vs_random["opponent"], "random");
-    let lower = vs_random["lower95"].as_f64().expect("bound");
-    assert!(lower >= 0.85, "gen1 vs random lower bound {lower}: {ev}");
-    assert_eq!(ev["promotion"]["promoted"], true, "{ev}");
-    let elo1 = ev["elo"].as_f64().expect("elo recorded");
+    let ev = parse_report::<EvaluateReport>(JobKind::Evaluate, ev).expect("evaluate report");
+    let vs_random = &ev.results[0];
+    assert_eq!(vs_random.opponent, "random");
+    let lower = vs_random.lower95;
+    assert!(lower >= 0.85, "gen1 vs random lower bound {lower}: {ev:?}");
+    assert!(ev.promotion.as_ref().is_some_and(|p| p.promoted), "{ev:?}");
+    let elo1 = ev.elo.expect("elo recorded");
     let canonical = home.join("models/canonical_hex8_2p.rrm");
     let link = home.join("models/ringrift_best_hex8_2p");
     assert_eq!(
@@ -236,21 +242,16 @@ fn reduced_loop_promotes_and_improves_bookkeeping() {
             "0",
         ],
     );
-    let opponents: Vec<&str> = ev2["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .filter_map(|r| r["opponent"].as_str())
-        .collect();
+    let ev2 = parse_report::<EvaluateReport>(JobKind::Evaluate, ev2).expect("evaluate report");
+    let opponents: Vec<&str> = ev2.results.iter().map(|r| r.opponent.as_str()).collect();
     assert_eq!(opponents, ["random", "heuristic", "hex8_2p_gen1"]);
-    assert_eq!(ev2["promotion"]["promoted"], true, "{ev2}");
+    let promotion = ev2.promotion.as_ref().expect("promotion");
+    assert!(promotion.promoted, "{ev2:?}");
     assert!(
-        ev2["promotion"]["backup"]
-            .as_str()
-            .is_some_and(|b| Path::new(b).exists()),
+        promotion.backup.as_ref().is_some_and(|b| b.exists()),
         "backup missing"
     );
-    assert!(ev2["elo"].as_f64().is_some() && elo1 > 0.0);
+    assert!(ev2.elo.is_some() && elo1 > 0.0);
 
     // Distil the promoted model into a smaller one.
     let small = home.join("models/hex8_2p_small.rrm");

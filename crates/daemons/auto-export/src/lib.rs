@@ -8,6 +8,7 @@
 //! that is not newer than what it already queued.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::ExportReport;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
@@ -145,13 +146,8 @@ impl Exporter {
         .var("config_key", config)
         .var("since", st.watermark)
         .var("output", output.display());
-        let r = self.jobs.run(req).await?;
-        let rows = r["rows"].as_u64().unwrap_or(0);
-        let games = r["games"].as_u64().unwrap_or(0);
-        let max_seq = r["max_seq"]
-            .as_i64()
-            .ok_or_else(|| anyhow::anyhow!("export result has no max_seq: {r}"))?;
-        let path = r["output"].as_str().map(PathBuf::from).unwrap_or(output);
+        let r: ExportReport = self.jobs.run(req).await?;
+        let (rows, games, max_seq, path) = (r.rows as u64, r.games as u64, r.max_seq, r.output);
         if rows == 0 || max_seq <= st.watermark {
             self.note(
                 config,

@@ -1,6 +1,7 @@
 //! auto_export decisions with fake jobs and a fake game count.
 
 use super::*;
+use ringrift_contracts::wire::report_json;
 use ringrift_pipeline::emit::Recorder;
 use ringrift_pipeline::jobs::FakeJobs;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -24,9 +25,18 @@ fn setup(dir: &std::path::Path, max_seq: i64) -> (Exporter, Arc<FakeJobs>, Arc<F
         std::fs::write(&out, b"npz bytes").unwrap();
         let max = g2.0.load(Ordering::SeqCst);
         let since: i64 = req.vars["since"].parse().unwrap();
-        Ok(
-            serde_json::json!({"rows": (max - since) * 10, "games": max - since, "max_seq": max, "output": out}),
-        )
+        let r = ExportReport {
+            config_key: req.vars["config_key"].parse().unwrap(),
+            games: (max - since) as usize,
+            rows: (max - since) as usize * 10,
+            output: out.into(),
+            sha256: "s".into(),
+            bytes: 9,
+            max_seq: max,
+            elapsed_s: 0.1,
+            rows_per_s: 1.0,
+        };
+        report_json(req.kind, &r).map_err(|e| e.to_string())
     });
     let cfg = ExportConfig {
         threshold: 100,

@@ -8,6 +8,9 @@
 //! the items it still holds (`held_by`) instead of waiting for their leases to expire.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::TrainReport;
+use ringrift_contracts::payload::TrainingItem;
+use ringrift_contracts::wire::parse_payload;
 use ringrift_pipeline::claim;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
@@ -121,7 +124,10 @@ impl Trainer {
             let p = wire::TrainingFailed {
                 run_id: item.item_id.clone(),
                 error: e.clone(),
-                npz_path: item.payload["npz_path"].as_str().unwrap_or("").into(),
+                // A payload that does not parse is itself the failure (named in `error`).
+                npz_path: parse_payload::<TrainingItem>(&item.item_id, &item.payload)
+                    .map(|p| p.npz_path)
+                    .unwrap_or_default(),
             };
             emit.emit(event(
                 wire::event::Payload::TrainingFailed(p),
@@ -139,14 +145,8 @@ impl Trainer {
             .config_key
             .ok_or_else(|| anyhow::anyhow!("training item {} has no config key", item.item_id))?;
         let key = config.to_string();
-        let npz = item.payload["npz_path"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("training item {} has no npz_path", item.item_id))?
-            .to_owned();
-        let watermark = item.payload["watermark"]
-            .as_i64()
-            .ok_or_else(|| anyhow::anyhow!("training item {} has no watermark", item.item_id))?;
-        let npz_sha = item.payload["npz_sha256"].as_str().unwrap_or("").to_owned();
+        let p: TrainingItem = parse_payload(&item.item_id, &item.payload)?;
+        let (npz, watermark, npz_sha) = (p.npz_path.clone(), p.watermark, p.npz_sha256.clone());
         let mut st: Trained = self.state.get(&key).await?.unwrap_or_default();
         if watermark <= st.watermark {
             tracing::warn!(%config, item = %item.item_id, watermark, trained = st.watermark, "data already trained on; completing the item without training");
@@ -161,7 +161,7 @@ impl Trainer {
             run_id: item.item_id.clone(),
             npz_path: npz.clone(),
             npz_sha256: npz_sha.clone(),
-            samples: item.payload["rows"].as_u64().unwrap_or(0),
+            samples: p.rows,
         };
         emit.emit(event(
             wire::event::Payload::TrainingStarted(started),
@@ -183,13 +183,7 @@ impl Trainer {
         .arg("--generation")
         .arg(generation.to_string());
         // Older exports of the window, after the newest one given as {data}.
-        for extra in item.payload["npz_paths"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .filter(|p| *p != npz)
-        {
+        for extra in p.npz_paths.iter().filter(|p| **p != npz) {
             if std::path::Path::new(extra).exists() {
                 req = req.arg("--data").arg(extra);
             }
@@ -206,19 +200,16 @@ impl Trainer {
             req = req.arg(a.clone());
         }
         let t0 = std::time::Instant::now();
-        let r = self.jobs.run(req).await?;
-        let model = r["output"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| output.display().to_string());
+        let r: TrainReport = self.jobs.run(req).await?;
+        let model = r.output.display().to_string();
         let done = wire::TrainingCompleted {
             run_id: item.item_id.clone(),
             model_path: model.clone(),
-            model_sha256: r["sha256"].as_str().unwrap_or("").into(),
+            model_sha256: r.sha256.clone(),
             npz_sha256: npz_sha,
-            samples: r["samples"].as_u64().unwrap_or(0),
-            policy_loss: r["val_policy_ce"].as_f64().unwrap_or(0.0),
-            value_loss: r["val_value_mse"].as_f64().unwrap_or(0.0),
+            samples: r.samples as u64,
+            policy_loss: r.val_policy_ce,
+            value_loss: r.val_value_mse,
             generation,
             duration_s: t0.elapsed().as_secs_f64(),
         };
@@ -235,7 +226,7 @@ impl Trainer {
         tracing::info!(%config, generation, model = %model, "TRAINING_COMPLETED");
         self.status
             .set(format!("trained {config} generation {generation}"));
-        Ok(r)
+        Ok(serde_json::to_value(&r)?)
     }
 }
 

@@ -1,6 +1,7 @@
 //! continuous_training_loop with a fake train job and a file work queue.
 
 use super::*;
+use ringrift_contracts::wire::{payload_json, report_json};
 use ringrift_pipeline::emit::Recorder;
 use ringrift_pipeline::jobs::FakeJobs;
 use ringrift_store::work_queue::SqliteWorkQueue;
@@ -22,14 +23,38 @@ fn setup(dir: &std::path::Path, jobs: Arc<FakeJobs>) -> Trainer {
 
 fn ok_jobs() -> Arc<FakeJobs> {
     FakeJobs::new(|r| {
-        Ok(
-            serde_json::json!({"output": r.vars["output"], "sha256": "m", "samples": 10, "val_policy_ce": 1.0, "val_value_mse": 0.5}),
-        )
+        let report = TrainReport {
+            config_key: r.vars["config_key"].parse().unwrap(),
+            samples: 10,
+            train_rows: 9,
+            val_rows: 1,
+            epochs: 1,
+            hidden: 8,
+            params: 100,
+            generation: 1,
+            train_loss: 1.5,
+            val_value_mse: 0.5,
+            val_policy_ce: 1.0,
+            val_policy_top1: 0.3,
+            val_value_mse_baseline: 0.6,
+            elapsed_s: 0.1,
+            samples_per_s: 100.0,
+            output: r.vars["output"].clone().into(),
+            sha256: "m".into(),
+        };
+        report_json(r.kind, &report).map_err(|e| e.to_string())
     })
 }
 
 fn queue_training(t: &Trainer, wm: i64) -> String {
-    let p = serde_json::json!({"npz_path": format!("/d/{wm}.npz"), "npz_sha256": "n", "rows": 10, "watermark": wm});
+    let p = payload_json(&TrainingItem {
+        npz_path: format!("/d/{wm}.npz"),
+        npz_paths: vec![format!("/d/{wm}.npz")],
+        npz_sha256: "n".into(),
+        rows: 10,
+        watermark: wm,
+    })
+    .unwrap();
     t.queue
         .enqueue(&NewWork::new(
             WorkKind::Training,

@@ -5,6 +5,7 @@
 //! no EVALUATION_COMPLETED. One distillation per promoted model (persisted by SHA-256).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::{EvaluateReport, TrainReport};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
@@ -116,11 +117,8 @@ impl Distiller {
         for d in &data[1..] {
             req = req.arg("--data").arg(d.display().to_string());
         }
-        let trained = self.jobs.run(req).await?;
-        let student = trained["output"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| output.display().to_string());
+        let trained: TrainReport = self.jobs.run(req).await?;
+        let student = trained.output.display().to_string();
         let name = format!("distilled_{tag}");
         let req = JobRequest::new(
             JobKind::Evaluate,
@@ -139,22 +137,21 @@ impl Distiller {
             "--games-canonical",
             "0",
         ]);
-        let report = self.jobs.run(req).await?;
-        let summary: Vec<String> = report["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let report: EvaluateReport = self.jobs.run(req).await?;
+        let summary: Vec<String> = report
+            .results
+            .iter()
             .map(|r| {
                 format!(
                     "{} {:.3} [{:.3}, {:.3}]",
-                    r["opponent"].as_str().unwrap_or("?"),
-                    r["win_rate"].as_f64().unwrap_or(0.0),
-                    r["lower95"].as_f64().unwrap_or(0.0),
-                    r["upper95"].as_f64().unwrap_or(0.0)
+                    r.opponent, r.win_rate, r.lower95, r.upper95
                 )
             })
             .collect();
-        let elo = report["elo"].as_f64().unwrap_or(0.0);
+        // Elo is absent only when the job was told not to record it.
+        let elo = report
+            .elo
+            .ok_or_else(|| anyhow::anyhow!("the gauntlet of {name} recorded no Elo"))?;
         let p = wire::EloUpdated {
             participant: name.clone(),
             elo,
@@ -226,6 +223,8 @@ impl Handler for Distillation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringrift_contracts::example;
+    use ringrift_contracts::wire::report_json;
     use ringrift_pipeline::emit::Recorder;
     use ringrift_pipeline::jobs::FakeJobs;
 
@@ -249,10 +248,19 @@ mod tests {
         }
         std::fs::write(training.join("square8_2p_after0.npz"), b"x").unwrap();
         let jobs = FakeJobs::new(|r| match r.kind {
-            JobKind::Distill => Ok(serde_json::json!({"output": r.vars["output"]})),
-            _ => Ok(
-                serde_json::json!({"elo": 1480.0, "results": [{"opponent": "random", "win_rate": 0.9, "lower95": 0.83, "upper95": 0.95}]}),
-            ),
+            JobKind::Distill => {
+                let t = example::train(r.vars["config_key"].parse().unwrap(), &r.vars["output"]);
+                report_json(r.kind, &t).map_err(|e| e.to_string())
+            }
+            _ => {
+                let e = example::evaluate(
+                    r.vars["config_key"].parse().unwrap(),
+                    &r.vars["model"],
+                    vec![example::opponent("random", 100, 90, 0.83, 0.95)],
+                    Some(1480.0),
+                );
+                report_json(r.kind, &e).map_err(|e| e.to_string())
+            }
         });
         let d = Distiller::new(
             DistillConfig::default(),

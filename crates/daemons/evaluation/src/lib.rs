@@ -4,6 +4,8 @@
 //! SHA-256s already evaluated are persisted, and the event id is `eval:<sha>`.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::{EvaluateReport, Gate};
+use ringrift_pipeline::convert;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::gate::PromotionConfig;
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
@@ -11,7 +13,6 @@ use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
-use ringrift_workload::promote::Gate;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,22 +59,6 @@ pub struct Evaluator {
     pub jobs: Arc<dyn Jobs>,
     pub state: StateStore,
     status: StatusLine,
-}
-
-/// The wire form of one opponent's result in the job's report.
-fn opponent(v: &serde_json::Value) -> wire::OpponentResult {
-    let n = |k: &str| v[k].as_u64().unwrap_or(0) as u32;
-    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
-    wire::OpponentResult {
-        opponent: v["opponent"].as_str().unwrap_or("").into(),
-        games: n("games"),
-        wins: n("wins"),
-        draws: n("draws"),
-        losses: n("losses"),
-        win_rate: f("win_rate"),
-        lower_95: f("lower95"),
-        upper_95: f("upper95"),
-    }
 }
 
 impl Evaluator {
@@ -140,16 +125,11 @@ impl Evaluator {
                 self.gate.min_lower_vs_heuristic.to_string(),
             ]);
         }
-        let r = self.jobs.run(req).await?;
-        let results: Vec<wire::OpponentResult> = r["results"]
-            .as_array()
-            .map(|a| a.iter().map(opponent).collect())
-            .unwrap_or_default();
-        let sha = r["model_sha256"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| t.model_sha256.clone());
-        let summary: Vec<String> = results
+        let r: EvaluateReport = self.jobs.run(req).await?;
+        let p = convert::evaluation_completed(&r, &t.model_path, &t.run_id);
+        let sha = p.model_sha256.clone();
+        let summary: Vec<String> = p
+            .results
             .iter()
             .map(|o| {
                 format!(
@@ -158,13 +138,6 @@ impl Evaluator {
                 )
             })
             .collect();
-        let p = wire::EvaluationCompleted {
-            model_path: t.model_path.clone(),
-            model_sha256: sha.clone(),
-            results,
-            elo: r["elo"].as_f64().unwrap_or(0.0),
-            run_id: t.run_id.clone(),
-        };
         emit.emit(event(
             wire::event::Payload::EvaluationCompleted(p),
             format!("eval:{sha}"),
@@ -191,7 +164,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "evaluation needs games against random and heuristic"
     );
     handler_base::ensure_config!(cfg.timeout_s > 0.0, "evaluation timeouts must be > 0");
-    let gate = PromotionConfig::load(ctx)?.gate();
+    let gate = PromotionConfig::load(ctx)?.gate;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(Evaluation(Evaluator::new(cfg, gate, jobs, state))))
@@ -225,6 +198,8 @@ impl Handler for Evaluation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringrift_contracts::OpponentResult;
+    use ringrift_contracts::wire::report_json;
     use ringrift_pipeline::emit::Recorder;
     use ringrift_pipeline::jobs::FakeJobs;
 
@@ -239,13 +214,39 @@ mod tests {
         Event::new(wire::event::Payload::TrainingCompleted(t)).with_config("hex8_2p")
     }
 
+    fn result(opponent: &str, wins: u64, lower95: f64, upper95: f64) -> OpponentResult {
+        OpponentResult {
+            opponent: opponent.into(),
+            games: 100,
+            wins,
+            draws: 0,
+            losses: 100 - wins,
+            win_rate: wins as f64 / 100.0,
+            lower95,
+            upper95,
+            by_seat: vec![[50.0, wins as f64 / 2.0], [50.0, wins as f64 / 2.0]],
+            stopped_early: false,
+        }
+    }
+
     fn jobs() -> Arc<FakeJobs> {
-        FakeJobs::new(|_| {
-            Ok(
-                serde_json::json!({"model_sha256": "abc", "elo": 1612.5, "results": [
-                {"opponent": "random", "games": 100, "wins": 97, "draws": 0, "losses": 3, "win_rate": 0.97, "lower95": 0.915, "upper95": 0.99},
-                {"opponent": "heuristic", "games": 100, "wins": 40, "draws": 0, "losses": 60, "win_rate": 0.4, "lower95": 0.31, "upper95": 0.5}]}),
-            )
+        FakeJobs::new(|req| {
+            let r = EvaluateReport {
+                config_key: req.vars["config_key"].parse().unwrap(),
+                model: req.vars["model"].clone().into(),
+                model_name: "g1".into(),
+                model_sha256: "abc".into(),
+                generation: 1,
+                results: vec![
+                    result("random", 97, 0.915, 0.99),
+                    result("heuristic", 40, 0.31, 0.5),
+                ],
+                elo: Some(1612.5),
+                elapsed_s: 1.0,
+                games_per_s: 200.0,
+                promotion: None,
+            };
+            report_json(req.kind, &r).map_err(|e| e.to_string())
         })
     }
 

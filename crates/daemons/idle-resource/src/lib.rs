@@ -4,6 +4,8 @@
 //! item per idle slot not already covered by a pending item, within the per-config caps.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::payload::SelfplayItem;
+use ringrift_contracts::wire::payload_json;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::wire;
@@ -223,7 +225,10 @@ impl Idle {
                         WorkKind::Selfplay,
                         Some(c),
                         3,
-                        serde_json::json!({"games": games, "reason": "idle resource"}),
+                        payload_json(&SelfplayItem {
+                            games: Some(games),
+                            reason: Some("idle resource".into()),
+                        })?,
                     ))?;
                 }
                 Ok(())

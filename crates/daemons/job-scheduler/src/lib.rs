@@ -8,6 +8,9 @@
 //! still running under the item's key instead of starting a second one).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::SelfplayReport;
+use ringrift_contracts::payload::SelfplayItem;
+use ringrift_contracts::wire::parse_payload;
 use ringrift_pipeline::claim;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
@@ -186,9 +189,8 @@ impl Scheduler {
         let config: ConfigKey = item
             .config_key
             .ok_or_else(|| anyhow::anyhow!("selfplay item {} has no config key", item.item_id))?;
-        let games = item.payload["games"]
-            .as_u64()
-            .unwrap_or(self.cfg.default_games);
+        let p: SelfplayItem = parse_payload(&item.item_id, &item.payload)?;
+        let games = p.games.unwrap_or(self.cfg.default_games);
         let mut req = JobRequest::new(
             JobKind::Selfplay,
             format!("selfplay:{}", item.item_id),
@@ -209,16 +211,16 @@ impl Scheduler {
         for a in &self.cfg.selfplay_args {
             req = req.arg(a.clone());
         }
-        let r = self.jobs.run(req).await?;
+        let r: SelfplayReport = self.jobs.run(req).await?;
         let key = config.to_string();
-        let played = r["games"].as_u64().unwrap_or(0);
-        let db = r["db"].as_str().unwrap_or("").to_owned();
+        let played = r.games as u64;
+        let db = r.db.display().to_string();
         let sp = wire::SelfplayCompleted {
             games: played,
-            moves: r["moves"].as_u64().unwrap_or(0),
-            model: r["model"].as_str().unwrap_or("").into(),
+            moves: r.moves,
+            model: r.model.clone().unwrap_or_default(),
             db_path: db.clone(),
-            duration_s: r["elapsed_s"].as_f64().unwrap_or(0.0),
+            duration_s: r.elapsed_s,
         };
         emit.emit(event(
             wire::event::Payload::SelfplayCompleted(sp),
@@ -228,7 +230,7 @@ impl Scheduler {
         .await?;
         let ng = wire::NewGamesAvailable {
             new_games: played,
-            total_games: r["max_seq"].as_u64().unwrap_or(0),
+            total_games: r.max_seq.max(0) as u64,
             db_path: db,
             node: self.worker.clone(),
         };
@@ -239,7 +241,7 @@ impl Scheduler {
         ))
         .await?;
         tracing::info!(%config, games = played, item = %item.item_id, "selfplay done");
-        Ok(r)
+        Ok(serde_json::to_value(&r)?)
     }
 }
 
@@ -299,6 +301,7 @@ impl Handler for JobScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringrift_contracts::wire::{payload_json, report_json};
     use ringrift_pipeline::emit::Recorder;
     use ringrift_pipeline::jobs::FakeJobs;
     use ringrift_store::work_queue::SqliteWorkQueue;
@@ -319,6 +322,27 @@ mod tests {
         )
     }
 
+    /// A selfplay report of `games` games.
+    fn reply(req: &JobRequest, games: usize) -> Result<serde_json::Value, String> {
+        let r = SelfplayReport {
+            config_key: req.vars["config_key"].parse().unwrap(),
+            games,
+            moves: 100,
+            wins_by_seat: vec![games as u64, 0],
+            draws: 0,
+            mean_length: 20.0,
+            elapsed_s: 0.1,
+            games_per_s: 10.0,
+            moves_per_s: 1000.0,
+            threads: 1,
+            db: "/g.db".into(),
+            model: None,
+            model_sha256: None,
+            max_seq: 5,
+        };
+        report_json(req.kind, &r).map_err(|e| e.to_string())
+    }
+
     fn add(s: &Scheduler, n: usize) -> Vec<String> {
         (0..n)
             .map(|_| {
@@ -327,7 +351,11 @@ mod tests {
                         WorkKind::Selfplay,
                         Some("hex8_2p".parse().unwrap()),
                         1,
-                        serde_json::json!({"games": 5}),
+                        payload_json(&SelfplayItem {
+                            games: Some(5),
+                            reason: None,
+                        })
+                        .unwrap(),
                     ))
                     .unwrap()
             })
@@ -337,11 +365,7 @@ mod tests {
     #[tokio::test]
     async fn runs_no_more_jobs_than_slots_and_reports_games() {
         let dir = tempfile::tempdir().unwrap();
-        let jobs = FakeJobs::new(|r| {
-            Ok(
-                serde_json::json!({"games": r.vars["games"].parse::<u64>().unwrap(), "moves": 100, "db": "/g.db", "max_seq": 5}),
-            )
-        });
+        let jobs = FakeJobs::new(|r| reply(r, r.vars["games"].parse().unwrap()));
         let s = setup(dir.path(), 2, jobs.clone());
         let ids = add(&s, 3);
         let rec: Arc<Recorder> = Arc::new(Recorder::default());
@@ -390,7 +414,7 @@ mod tests {
     #[tokio::test]
     async fn items_of_a_dead_worker_are_requeued_and_run() {
         let dir = tempfile::tempdir().unwrap();
-        let jobs = FakeJobs::new(|_| Ok(serde_json::json!({"games": 1})));
+        let jobs = FakeJobs::new(|r| reply(r, 1));
         let clock = Arc::new(ManualClock(1_000_000.into()));
         let queue: Arc<dyn WorkQueue> = Arc::new(
             SqliteWorkQueue::with_clock(&dir.path().join("wq.db"), clock.clone()).unwrap(),
@@ -429,7 +453,7 @@ mod tests {
     #[tokio::test]
     async fn a_restarted_scheduler_resumes_items_it_held() {
         let dir = tempfile::tempdir().unwrap();
-        let jobs = FakeJobs::new(|_| Ok(serde_json::json!({"games": 1})));
+        let jobs = FakeJobs::new(|r| reply(r, 1));
         let s = setup(dir.path(), 1, jobs.clone());
         let id = add(&s, 1).remove(0);
         s.queue

@@ -9,6 +9,8 @@
 //! populating until PIPELINE_RESUMED; both are persisted.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::payload::{SelfplayItem, TournamentItem};
+use ringrift_contracts::wire::payload_json;
 use ringrift_pipeline::alloc::SupplyState;
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
@@ -161,9 +163,12 @@ impl Populator {
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 for (kind, config) in adds {
                     let payload = if kind == WorkKind::Selfplay {
-                        serde_json::json!({"games": games})
+                        payload_json(&SelfplayItem {
+                            games: Some(games),
+                            reason: None,
+                        })?
                     } else {
-                        serde_json::json!({})
+                        payload_json(&TournamentItem {})?
                     };
                     q.enqueue(&NewWork::new(
                         kind,

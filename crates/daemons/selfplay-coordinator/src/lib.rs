@@ -5,6 +5,8 @@
 //! and the pause survive restarts.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::payload::SelfplayItem;
+use ringrift_contracts::wire::payload_json;
 use ringrift_pipeline::alloc::SupplyState;
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
@@ -113,7 +115,10 @@ impl Coordinator {
                     WorkKind::Selfplay,
                     Some(c),
                     p,
-                    serde_json::json!({"games": games}),
+                    payload_json(&SelfplayItem {
+                        games: Some(games),
+                        reason: None,
+                    })?,
                 ))?;
             }
             Ok(())

@@ -5,6 +5,9 @@
 //! A TRAINING_COMPLETED is answered once (persisted by model SHA-256).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::TournamentReport;
+use ringrift_contracts::payload::TournamentItem;
+use ringrift_contracts::wire::parse_payload;
 use ringrift_pipeline::claim;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
@@ -114,16 +117,15 @@ impl Ladder {
         for m in &models {
             req = req.arg("--model").arg(m.display().to_string());
         }
-        let r = self.jobs.run(req).await?;
+        let r: TournamentReport = self.jobs.run(req).await?;
         let mut line = Vec::new();
-        for s in r["standings"].as_array().into_iter().flatten() {
-            let name = s["name"].as_str().unwrap_or("?").to_owned();
-            let elo = s["elo"].as_f64().unwrap_or(0.0);
+        for s in &r.standings {
+            let (name, elo) = (&s.name, s.elo);
             let p = wire::EloUpdated {
                 participant: name.clone(),
                 elo,
                 previous_elo: 0.0,
-                games: s["games"].as_u64().unwrap_or(0) as u32,
+                games: u32::try_from(s.games).unwrap_or(u32::MAX),
             };
             emit.emit(event(
                 wire::event::Payload::EloUpdated(p),
@@ -133,11 +135,7 @@ impl Ladder {
             .await?;
             line.push(format!("{name} {elo:.0}"));
         }
-        let msg = format!(
-            "{config}: {} matches; {}",
-            r["matches"].as_u64().unwrap_or(0),
-            line.join(", ")
-        );
+        let msg = format!("{config}: {} matches; {}", r.matches, line.join(", "));
         tracing::info!("tournament: {msg}");
         self.status.set(msg);
         Ok(models.len())
@@ -176,6 +174,8 @@ impl Ladder {
             };
             let lease = Duration::from_secs_f64(self.cfg.lease_s);
             claim::run_leased(&self.queue, &self.worker, &item, lease, async {
+                parse_payload::<TournamentItem>(&item.item_id, &item.payload)
+                    .map_err(|e| e.to_string())?;
                 let mut played = 0;
                 for c in targets {
                     played += self
@@ -245,6 +245,8 @@ impl Handler for TournamentDaemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringrift_contracts::example;
+    use ringrift_contracts::wire::{payload_json, report_json};
     use ringrift_pipeline::emit::Recorder;
     use ringrift_pipeline::jobs::FakeJobs;
     use ringrift_store::paths;
@@ -271,8 +273,14 @@ mod tests {
     fn fake() -> Arc<FakeJobs> {
         FakeJobs::new(|r| {
             let n = r.extra.iter().filter(|a| *a == "--model").count();
-            let standings: Vec<_> = (0..n).map(|i| serde_json::json!({"name": format!("m{i}"), "elo": 1500.0 + i as f64, "games": 20})).collect();
-            Ok(serde_json::json!({"matches": n * (n - 1) / 2 * 20, "standings": standings}))
+            let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+            let standings: Vec<(&str, f64)> = names
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.as_str(), 1500.0 + i as f64))
+                .collect();
+            let t = example::tournament(r.vars["config_key"].parse().unwrap(), &standings);
+            report_json(r.kind, &t).map_err(|e| e.to_string())
         })
     }
 
@@ -340,7 +348,7 @@ mod tests {
                 WorkKind::Tournament,
                 None,
                 1,
-                serde_json::json!({}),
+                payload_json(&TournamentItem {}).unwrap(),
             ))
             .unwrap();
         l.cycle(&rec).await.unwrap();

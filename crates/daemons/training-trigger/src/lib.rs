@@ -9,6 +9,8 @@
 //! lost TRAINING_COMPLETED cannot stall the config.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::payload::TrainingItem;
+use ringrift_contracts::wire::payload_json;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusMap;
@@ -231,8 +233,13 @@ impl Trigger {
                         item.item_id.clone()
                     }
                     None => {
-                        let paths: Vec<&str> = st.recent.iter().map(|r| r.path.as_str()).collect();
-                        let payload = serde_json::json!({"npz_path": npz.path, "npz_paths": paths, "npz_sha256": npz.sha256, "rows": npz.rows, "watermark": npz.watermark});
+                        let payload = payload_json(&TrainingItem {
+                            npz_path: npz.path.clone(),
+                            npz_paths: st.recent.iter().map(|r| r.path.clone()).collect(),
+                            npz_sha256: npz.sha256.clone(),
+                            rows: npz.rows,
+                            watermark: npz.watermark,
+                        })?;
                         let work = NewWork::new(
                             WorkKind::Training,
                             Some(config),

@@ -129,5 +129,7 @@ async fn finished_item_frees_the_config_even_without_the_event() {
     t.cycle(&rec, 3).await.unwrap();
     let open = t.queue.open_items(WorkKind::Training, None).unwrap();
     assert_eq!(open.len(), 1);
-    assert_eq!(open[0].payload["watermark"], 70);
+    let p: ringrift_contracts::payload::TrainingItem =
+        ringrift_contracts::wire::parse_payload(&open[0].item_id, &open[0].payload).unwrap();
+    assert_eq!(p.watermark, 70);
 }

@@ -7,14 +7,15 @@
 //! Decisions are persisted by model SHA-256: a redelivered evaluation decides nothing twice.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::{Gate, check_gate};
+use ringrift_pipeline::convert;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::gate::PromotionConfig;
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
-use ringrift_workload::evaluate::EvaluateReport;
-use ringrift_workload::promote::{Gate, check_gate, promote};
+use ringrift_workload::promote::promote;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -38,26 +39,15 @@ pub struct Promoter {
     status: StatusLine,
 }
 
-/// The evaluation report the event describes (the gate and promotion work on it).
-pub fn report_of(ev: &Event, e: &wire::EvaluationCompleted) -> anyhow::Result<EvaluateReport> {
-    let config: ConfigKey = ev.config_key.parse().map_err(|err| {
+/// The config key of an EVALUATION_COMPLETED event.
+fn config_of(ev: &Event) -> anyhow::Result<ConfigKey> {
+    ev.config_key.parse().map_err(|err| {
         anyhow::anyhow!(
             "EVALUATION_COMPLETED #{} has config key {:?}: {err}",
             ev.seq,
             ev.config_key
         )
-    })?;
-    let results: Vec<serde_json::Value> = e
-        .results
-        .iter()
-        .map(|r| serde_json::json!({"opponent": r.opponent, "games": r.games, "wins": r.wins, "draws": r.draws, "losses": r.losses, "win_rate": r.win_rate, "lower95": r.lower_95, "upper95": r.upper_95}))
-        .collect();
-    let v = serde_json::json!({
-        "config_key": config.to_string(), "model": e.model_path, "model_name": e.model_path, "model_sha256": e.model_sha256,
-        "generation": 0, "results": results, "elo": e.elo, "elapsed_s": 0.0, "games_per_s": 0.0, "promotion": null,
-    });
-    serde_json::from_value(v)
-        .map_err(|err| anyhow::anyhow!("EVALUATION_COMPLETED #{}: {err}", ev.seq))
+    })
 }
 
 impl Promoter {
@@ -86,17 +76,21 @@ impl Promoter {
             tracing::info!(model = %e.model_path, promoted = d.promoted, "already decided; not deciding again");
             return Ok(());
         }
-        let report = report_of(ev, e)?;
-        let decision = check_gate(&report, &self.gate);
+        let config = config_of(ev)?;
+        let decision = check_gate(e.results.iter().map(convert::score_of_wire), &self.gate);
         let sha = e.model_sha256.clone();
         let (promoted, reason) = if decision.passed {
-            let (home, r) = (self.home.clone(), report.clone());
-            let previous = ringrift_workload::promote::canonical(&self.home, report.config_key)
+            let (home, model) = (self.home.clone(), PathBuf::from(&e.model_path));
+            let previous = ringrift_workload::promote::canonical(&self.home, config)
                 .ok()
                 .flatten()
                 .map(|c| c.sha256)
                 .unwrap_or_default();
-            let pr = tokio::task::spawn_blocking(move || promote(&home, &r)).await??;
+            let pr = tokio::task::spawn_blocking(move || {
+                let name = model.display().to_string();
+                promote(&home, config, &model, &name, None)
+            })
+            .await??;
             let canonical = pr
                 .canonical
                 .map(|p| p.display().to_string())
@@ -154,7 +148,7 @@ pub struct UnifiedPromotion(pub Promoter);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let c = PromotionConfig::load(ctx)?;
-    let gate = c.gate();
+    let gate = c.gate;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(UnifiedPromotion(Promoter::new(
         gate,
@@ -269,20 +263,9 @@ mod tests {
     }
 
     #[test]
-    fn report_of_keeps_bounds_and_rejects_bad_config() {
-        let ev = evaluation(0.9, 0.7);
-        let wire::event::Payload::EvaluationCompleted(e) = &ev.payload else {
-            panic!()
-        };
-        let r = report_of(&ev, e).unwrap();
-        assert_eq!(r.against("random").unwrap().lower95, 0.9);
-        let mut bad = ev.clone();
+    fn a_bad_config_key_is_an_error_naming_it() {
+        let mut bad = evaluation(0.9, 0.7);
         bad.config_key = "go19_2p".into();
-        assert!(
-            report_of(&bad, e)
-                .unwrap_err()
-                .to_string()
-                .contains("go19_2p")
-        );
+        assert!(config_of(&bad).unwrap_err().to_string().contains("go19_2p"));
     }
 }

@@ -7,13 +7,13 @@
 //! out to report validation losses.
 
 use crate::WorkloadError;
-use crate::export::Dataset;
+use crate::dataset::Dataset;
 use crate::game::Geometry;
 use crate::model::Model;
 use crate::progress::Progress;
 use crate::rng::Rng;
+pub use ringrift_contracts::TrainReport;
 use ringrift_store::ConfigKey;
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -57,28 +57,6 @@ impl TrainArgs {
             quiet: true,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainReport {
-    pub config_key: ConfigKey,
-    pub samples: usize,
-    pub train_rows: usize,
-    pub val_rows: usize,
-    pub epochs: usize,
-    pub hidden: usize,
-    pub params: usize,
-    pub generation: u32,
-    pub train_loss: f64,
-    pub val_value_mse: f64,
-    pub val_policy_ce: f64,
-    pub val_policy_top1: f64,
-    /// Value MSE of always predicting 0 on the validation rows, for comparison.
-    pub val_value_mse_baseline: f64,
-    pub elapsed_s: f64,
-    pub samples_per_s: f64,
-    pub output: PathBuf,
-    pub sha256: String,
 }
 
 /// One training row in sparse form.

@@ -1,8 +1,12 @@
 //! Config keys `{board}_{n}p`: the 12 board/player-count combinations, parsed in one place.
 
-use crate::StoreError;
 use std::fmt;
 use std::str::FromStr;
+
+/// A string that is not one of the 12 config keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config key {0:?}: expected {{square8,square19,hex8,hexagonal}}_{{2,3,4}}p")]
+pub struct InvalidConfigKey(pub String);
 
 /// A board kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,15 +44,11 @@ pub struct ConfigKey {
 
 impl ConfigKey {
     /// Builds a key; `players` must be 2, 3 or 4.
-    pub fn new(board: Board, players: u8) -> Result<Self, StoreError> {
+    pub fn new(board: Board, players: u8) -> Result<Self, InvalidConfigKey> {
         if (2..=4).contains(&players) {
             Ok(ConfigKey { board, players })
         } else {
-            Err(StoreError::InvalidConfigKey(format!(
-                "{}_{}p",
-                board.as_str(),
-                players
-            )))
+            Err(InvalidConfigKey(format!("{}_{}p", board.as_str(), players)))
         }
     }
 
@@ -76,10 +76,10 @@ impl fmt::Display for ConfigKey {
 }
 
 impl FromStr for ConfigKey {
-    type Err = StoreError;
+    type Err = InvalidConfigKey;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || StoreError::InvalidConfigKey(s.to_string());
+        let bad = || InvalidConfigKey(s.to_string());
         let (board, rest) = s.rsplit_once('_').ok_or_else(bad)?;
         let board = Board::ALL
             .into_iter()
