@@ -74,6 +74,21 @@ pub struct ExportState {
     pub exports: u64,
     pub last_npz: String,
     pub last_sha256: String,
+    /// An export written and about to be announced: saved before its event, so a
+    /// restart announces this same file again (same event id) instead of exporting
+    /// over it with more games.
+    #[serde(default)]
+    pub pending: Option<Announce>,
+}
+
+/// What NPZ_EXPORT_COMPLETED says of one export.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Announce {
+    pub path: String,
+    pub sha256: String,
+    pub rows: u64,
+    pub games: u64,
+    pub max_seq: i64,
 }
 
 pub struct Exporter {
@@ -124,6 +139,10 @@ impl Exporter {
     async fn check(&self, config: ConfigKey, emit: &dyn Emit) -> anyhow::Result<()> {
         let key = config.to_string();
         let mut st: ExportState = self.state.get(&key).await?.unwrap_or_default();
+        if let Some(a) = st.pending.clone() {
+            tracing::info!(%config, npz = %a.path, "announcing the export written before a restart");
+            return self.announce(config, &mut st, a, emit).await;
+        }
         let (n, _) = self.games.since(config, st.watermark).await?;
         if n < self.cfg.threshold {
             self.note(
@@ -158,26 +177,49 @@ impl Exporter {
         let p2 = path.clone();
         let (sha, _) =
             tokio::task::spawn_blocking(move || ringrift_store::manifest::hash_file(&p2)).await??;
-        let payload = wire::NpzExportCompleted {
+        let a = Announce {
             path: path.display().to_string(),
+            sha256: sha,
             rows,
-            sha256: sha.clone(),
             games,
-            watermark: max_seq,
+            max_seq,
+        };
+        st.pending = Some(a.clone());
+        self.state.put(&key, &st).await?;
+        self.announce(config, &mut st, a, emit).await
+    }
+
+    /// Publishes NPZ_EXPORT_COMPLETED for `a` (its id follows from the data, so a repeat
+    /// is deduplicated), then moves the watermark past it.
+    async fn announce(
+        &self,
+        config: ConfigKey,
+        st: &mut ExportState,
+        a: Announce,
+        emit: &dyn Emit,
+    ) -> anyhow::Result<()> {
+        let key = config.to_string();
+        let payload = wire::NpzExportCompleted {
+            path: a.path.clone(),
+            rows: a.rows,
+            sha256: a.sha256.clone(),
+            games: a.games,
+            watermark: a.max_seq,
         };
         emit.emit(event(
             wire::event::Payload::NpzExportCompleted(payload),
-            format!("npz:{config}:{max_seq}"),
+            format!("npz:{config}:{}", a.max_seq),
             &key,
         ))
         .await?;
-        st.watermark = max_seq;
+        st.watermark = a.max_seq;
         st.exports += 1;
-        st.last_npz = path.display().to_string();
-        st.last_sha256 = sha;
-        self.state.put(&key, &st).await?;
-        tracing::info!(%config, rows, games, watermark = max_seq, npz = %st.last_npz, "NPZ_EXPORT_COMPLETED");
-        self.note(config, format!("exported {rows} rows up to {max_seq}"));
+        st.last_npz = a.path;
+        st.last_sha256 = a.sha256;
+        st.pending = None;
+        self.state.put(&key, st).await?;
+        tracing::info!(%config, rows = a.rows, games = a.games, watermark = a.max_seq, npz = %st.last_npz, "NPZ_EXPORT_COMPLETED");
+        self.note(config, format!("exported {} rows up to {}", a.rows, a.max_seq));
         Ok(())
     }
 }

@@ -127,3 +127,42 @@ async fn a_failed_export_does_not_move_the_watermark() {
     assert_eq!(e.state.get::<ExportState>("hex8_2p").await.unwrap(), None);
     assert!(rec.events().is_empty());
 }
+
+/// The router is down when the export is announced (the daemon then dies).
+struct Down;
+
+#[async_trait::async_trait]
+impl Emit for Down {
+    async fn emit(&self, _ev: ringrift_proto::Event) -> anyhow::Result<()> {
+        anyhow::bail!("router unreachable")
+    }
+}
+
+#[tokio::test]
+async fn an_export_written_before_a_crash_is_announced_not_exported_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, jobs, games) = setup(dir.path(), 150);
+    assert!(e.check_all(&Down).await.is_err());
+    let npz = dir.path().join("data/training/hex8_2p_after0.npz");
+    let written = std::fs::read(&npz).unwrap();
+    // More games arrive while the daemon is down; the restarted daemon must announce
+    // the file it wrote, not export the same name again with more games.
+    games.0.store(200, Ordering::SeqCst);
+    let (e2, jobs2, games2) = setup(dir.path(), 200);
+    let rec = Recorder::default();
+    e2.check_all(&rec).await.unwrap();
+    assert_eq!(jobs.calls().len() + jobs2.calls().len(), 1, "exported once");
+    assert_eq!(std::fs::read(&npz).unwrap(), written, "the announced file is unchanged");
+    let evs = rec.events();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].id, "npz:hex8_2p:150");
+    let wire::event::Payload::NpzExportCompleted(p) = &evs[0].payload else {
+        panic!()
+    };
+    let (sha, _) = ringrift_store::manifest::hash_file(&npz).unwrap();
+    assert_eq!((p.watermark, &p.sha256), (150, &sha));
+    // The next export starts after what was announced.
+    games2.0.store(300, Ordering::SeqCst);
+    e2.check_all(&rec).await.unwrap();
+    assert_eq!(jobs2.calls()[0].vars["since"], "150");
+}

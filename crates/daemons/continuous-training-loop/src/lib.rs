@@ -154,6 +154,17 @@ impl Trainer {
                 .set(format!("skipped stale item {}", item.item_id));
             return Ok(serde_json::json!({"skipped": "data not newer than the last training"}));
         }
+        // The file must be the one that was announced: an export rewritten since (or a
+        // damaged copy) is refused, never trained on.
+        let (path, expected) = (npz.clone(), npz_sha.clone());
+        let (actual, _) = tokio::task::spawn_blocking(move || {
+            ringrift_store::manifest::hash_file(std::path::Path::new(&path))
+        })
+        .await??;
+        anyhow::ensure!(
+            actual == expected,
+            "NPZ {npz} has SHA-256 {actual}, but its NPZ_EXPORT_COMPLETED said {expected}; refusing to train on it"
+        );
         let generation = st.generation + 1;
         self.status
             .set(format!("training {config} generation {generation}"));

@@ -46,11 +46,18 @@ fn ok_jobs() -> Arc<FakeJobs> {
     })
 }
 
-fn queue_training(t: &Trainer, wm: i64) -> String {
+/// Queues a training item for a real export file under the home (its SHA-256 as
+/// announced, unless `sha` overrides it).
+fn queue_training_with(t: &Trainer, wm: i64, sha: Option<&str>) -> String {
+    let npz = t.home.join(format!("data/training/hex8_2p_after{wm}.npz"));
+    std::fs::create_dir_all(npz.parent().unwrap()).unwrap();
+    std::fs::write(&npz, format!("npz {wm}")).unwrap();
+    let (real, _) = ringrift_store::manifest::hash_file(&npz).unwrap();
+    let npz = npz.display().to_string();
     let p = payload_json(&TrainingItem {
-        npz_path: format!("/d/{wm}.npz"),
-        npz_paths: vec![format!("/d/{wm}.npz")],
-        npz_sha256: "n".into(),
+        npz_path: npz.clone(),
+        npz_paths: vec![npz],
+        npz_sha256: sha.map_or(real, str::to_owned),
         rows: 10,
         watermark: wm,
     })
@@ -63,6 +70,27 @@ fn queue_training(t: &Trainer, wm: i64) -> String {
             p,
         ))
         .unwrap()
+}
+
+fn queue_training(t: &Trainer, wm: i64) -> String {
+    queue_training_with(t, wm, None)
+}
+
+#[tokio::test]
+async fn an_export_whose_sha_differs_from_its_announcement_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = ok_jobs();
+    let t = setup(dir.path(), jobs.clone());
+    let id = queue_training_with(&t, 100, Some("0000"));
+    let rec = Recorder::default();
+    assert!(t.step(&rec).await.unwrap());
+    assert!(jobs.calls().is_empty(), "no training on a file that is not the announced one");
+    let failed = rec.payloads().into_iter().find_map(|p| match p {
+        Payload::TrainingFailed(f) => Some(f),
+        _ => None,
+    });
+    let f = failed.expect("TRAINING_FAILED");
+    assert!(f.error.contains("SHA-256") && f.run_id == id, "{f:?}");
 }
 
 #[tokio::test]
