@@ -268,6 +268,34 @@ impl Jobs for RunnerJobs {
     }
 }
 
+/// A `[jobs]` entry for in-process daemon tests: `kind` runs a shell script under
+/// `home` that copies `result` (a report, e.g. from `ringrift_contracts::wire::report_json`)
+/// to `{result}` and, for the kinds with an `{output}`, writes a byte there; the real
+/// job runner runs it. Returns the TOML line for the `[jobs]` table.
+pub fn scripted_job(
+    home: &Path,
+    kind: JobKind,
+    result: &serde_json::Value,
+) -> std::io::Result<String> {
+    let dir = home.join("test-jobs");
+    std::fs::create_dir_all(&dir)?;
+    let json = dir.join(format!("{}.json", kind.as_str()));
+    std::fs::write(&json, result.to_string())?;
+    let output = matches!(kind, JobKind::Export | JobKind::Train | JobKind::Distill);
+    let mut script = format!("cp '{}' \"$1\"\n", json.display());
+    if output {
+        script.push_str("mkdir -p \"$(dirname \"$2\")\" && printf x > \"$2\"\n");
+    }
+    let sh = dir.join(format!("{}.sh", kind.as_str()));
+    std::fs::write(&sh, script)?;
+    Ok(format!(
+        "{} = \"sh {} {{result}}{}\"\n",
+        kind.as_str(),
+        sh.display(),
+        if output { " {output}" } else { "" }
+    ))
+}
+
 /// A scripted [`Jobs`] for tests: records requests, answers from a closure.
 pub struct FakeJobs {
     pub calls: std::sync::Mutex<Vec<JobRequest>>,

@@ -224,8 +224,6 @@ impl Exporter {
     }
 }
 
-pub struct AutoExport(pub Exporter);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: ExportConfig = ctx.settings.section("auto_export")?;
     handler_base::ensure_config!(cfg.threshold > 0, "auto_export.threshold must be > 0");
@@ -234,38 +232,40 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     let games = Arc::new(StoreGames(ctx.home.clone()));
-    Ok(Arc::new(AutoExport(Exporter::new(
+    Ok(Arc::new(Exporter::new(
         cfg,
         configs,
         ctx.home.clone(),
         jobs,
         games,
         state,
-    ))))
+    )))
 }
 
 #[async_trait::async_trait]
-impl Handler for AutoExport {
+impl Handler for Exporter {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::NewGamesAvailable, EventType::SelfplayCompleted]
     }
     /// One call runs a job, bounded by its timeout.
     fn longest_call(&self) -> std::time::Duration {
-        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
+        std::time::Duration::from_secs_f64(self.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0.check_all(&ctx.publisher).await
+        self.check_all(&ctx.publisher).await
     }
     async fn handle_event(&self, ctx: &Context, _ev: &ringrift_proto::Event) -> anyhow::Result<()> {
-        self.0.check_all(&ctx.publisher).await
+        self.check_all(&ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        self.0.status.details(HealthCheckResult::running(format!(
+        self.status.details(HealthCheckResult::running(format!(
             "threshold {} games",
-            self.0.cfg.threshold
+            self.cfg.threshold
         )))
     }
 }
 
+#[cfg(test)]
+mod in_process;
 #[cfg(test)]
 mod tests;
