@@ -299,6 +299,8 @@ impl Handler for JobScheduler {
 }
 
 #[cfg(test)]
+mod in_process;
+#[cfg(test)]
 mod tests {
     use super::*;
     use ringrift_contracts::wire::{payload_json, report_json};
