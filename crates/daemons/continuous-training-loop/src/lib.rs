@@ -241,8 +241,6 @@ impl Trainer {
     }
 }
 
-pub struct TrainingLoop(pub Trainer);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: LoopConfig = ctx.settings.section("continuous_training_loop")?;
     handler_base::ensure_config!(
@@ -252,28 +250,28 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(TrainingLoop(Trainer::new(
+    Ok(Arc::new(Trainer::new(
         cfg,
         ctx.source(),
         ctx.home.clone(),
         queue,
         jobs,
         state,
-    ))))
+    )))
 }
 
 #[async_trait::async_trait]
-impl Handler for TrainingLoop {
+impl Handler for Trainer {
     /// WORK_QUEUED wakes the loop at once; the cycle is the fallback poll.
     fn subscriptions(&self) -> Vec<ringrift_proto::EventType> {
         vec![ringrift_proto::EventType::WorkQueued]
     }
     /// One call runs a job, bounded by its timeout.
     fn longest_call(&self) -> std::time::Duration {
-        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
+        std::time::Duration::from_secs_f64(self.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        while self.0.step(&ctx.publisher).await? {}
+        while self.step(&ctx.publisher).await? {}
         Ok(())
     }
     async fn handle_event(&self, ctx: &Context, ev: &ringrift_proto::Event) -> anyhow::Result<()> {
@@ -285,9 +283,11 @@ impl Handler for TrainingLoop {
         }
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get())
+        HealthCheckResult::running(self.status.get())
     }
 }
 
+#[cfg(test)]
+mod in_process;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,79 @@
+//! In process through `Context::for_test`: `build` with a scripted train job run by the
+//! real job runner, WORK_QUEUED handled: the queued training item is trained on and
+//! TRAINING_STARTED / TRAINING_COMPLETED are published with the export's SHA-256.
+
+use super::*;
+use ringrift_contracts::wire::{payload_json, report_json};
+use ringrift_store::work_queue::{NewWork, WorkStatus};
+
+#[tokio::test]
+async fn build_and_train_a_queued_item() {
+    let home = tempfile::tempdir().unwrap();
+    let npz = paths::training_dir(home.path()).join("hex8_2p_after0.npz");
+    std::fs::create_dir_all(npz.parent().unwrap()).unwrap();
+    std::fs::write(&npz, b"rows").unwrap();
+    let (sha, _) = ringrift_store::manifest::hash_file(&npz).unwrap();
+    let output = paths::models_dir(home.path()).join("hex8_2p/gen0001_w7.rrm");
+    let report = TrainReport {
+        config_key: "hex8_2p".parse().unwrap(),
+        samples: 10,
+        train_rows: 9,
+        val_rows: 1,
+        epochs: 1,
+        hidden: 8,
+        params: 100,
+        generation: 1,
+        train_loss: 1.0,
+        val_value_mse: 0.4,
+        val_policy_ce: 1.2,
+        val_policy_top1: 0.3,
+        val_value_mse_baseline: 0.5,
+        elapsed_s: 0.1,
+        samples_per_s: 100.0,
+        output: output.clone(),
+        sha256: "m".into(),
+    };
+    let jobs = ringrift_pipeline::jobs::scripted_job(
+        home.path(),
+        JobKind::Train,
+        &report_json(JobKind::Train, &report).unwrap(),
+    )
+    .unwrap();
+    let (ctx, published) =
+        Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
+    let h = build(&ctx).unwrap();
+    let queue = ringrift_pipeline::open_queue(home.path()).unwrap();
+    let item = TrainingItem {
+        npz_path: npz.display().to_string(),
+        npz_paths: vec![npz.display().to_string()],
+        npz_sha256: sha.clone(),
+        rows: 10,
+        watermark: 7,
+    };
+    let id = queue
+        .enqueue(&NewWork::new(
+            WorkKind::Training,
+            Some("hex8_2p".parse().unwrap()),
+            1,
+            payload_json(&item).unwrap(),
+        ))
+        .unwrap();
+    let ev = ringrift_proto::Event::new(wire::event::Payload::WorkQueued(wire::WorkItem {
+        work_id: id.clone(),
+        kind: "training".into(),
+        ..Default::default()
+    }));
+    h.handle_event(&ctx, &ev).await.unwrap();
+    assert_eq!(
+        queue.get(&id).unwrap().map(|i| i.status),
+        Some(WorkStatus::Completed)
+    );
+    assert!(output.exists(), "the job wrote its model");
+    let p = published.payloads();
+    assert!(
+        matches!(&p[..], [wire::event::Payload::TrainingStarted(s), wire::event::Payload::TrainingCompleted(c)]
+            if s.run_id == id && c.run_id == id && c.npz_sha256 == sha && c.generation == 1),
+        "{p:?}"
+    );
+    assert!(h.health_check().message.contains("generation 1"));
+}
