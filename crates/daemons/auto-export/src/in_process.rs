@@ -67,8 +67,18 @@ async fn build_and_export_on_new_games() {
         .collect();
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(
-        (done[0].path.as_str(), done[0].watermark, done[0].rows, &done[0].sha256),
+        (
+            done[0].path.as_str(),
+            done[0].watermark,
+            done[0].rows,
+            &done[0].sha256
+        ),
         (output.to_str().unwrap(), 3, 30, &sha)
     );
-    assert!(h.health_check().details.values().any(|v| v.contains("exported 30 rows")));
+    assert!(
+        h.health_check()
+            .details
+            .values()
+            .any(|v| v.contains("exported 30 rows"))
+    );
 }

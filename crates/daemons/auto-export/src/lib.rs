@@ -219,7 +219,10 @@ impl Exporter {
         st.pending = None;
         self.state.put(&key, st).await?;
         tracing::info!(%config, rows = a.rows, games = a.games, watermark = a.max_seq, npz = %st.last_npz, "NPZ_EXPORT_COMPLETED");
-        self.note(config, format!("exported {} rows up to {}", a.rows, a.max_seq));
+        self.note(
+            config,
+            format!("exported {} rows up to {}", a.rows, a.max_seq),
+        );
         Ok(())
     }
 }

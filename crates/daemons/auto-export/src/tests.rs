@@ -152,7 +152,11 @@ async fn an_export_written_before_a_crash_is_announced_not_exported_over() {
     let rec = Recorder::default();
     e2.check_all(&rec).await.unwrap();
     assert_eq!(jobs.calls().len() + jobs2.calls().len(), 1, "exported once");
-    assert_eq!(std::fs::read(&npz).unwrap(), written, "the announced file is unchanged");
+    assert_eq!(
+        std::fs::read(&npz).unwrap(),
+        written,
+        "the announced file is unchanged"
+    );
     let evs = rec.events();
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].id, "npz:hex8_2p:150");

@@ -84,7 +84,10 @@ async fn an_export_whose_sha_differs_from_its_announcement_is_refused() {
     let id = queue_training_with(&t, 100, Some("0000"));
     let rec = Recorder::default();
     assert!(t.step(&rec).await.unwrap());
-    assert!(jobs.calls().is_empty(), "no training on a file that is not the announced one");
+    assert!(
+        jobs.calls().is_empty(),
+        "no training on a file that is not the announced one"
+    );
     let failed = rec.payloads().into_iter().find_map(|p| match p {
         Payload::TrainingFailed(f) => Some(f),
         _ => None,

@@ -176,8 +176,6 @@ impl Distiller {
     }
 }
 
-pub struct Distillation(pub Distiller);
-
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: DistillConfig = ctx.settings.section("distillation")?;
     handler_base::ensure_config!(
@@ -187,22 +185,17 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     handler_base::ensure_config!(cfg.timeout_s > 0.0, "distillation timeouts must be > 0");
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(Distillation(Distiller::new(
-        cfg,
-        ctx.home.clone(),
-        jobs,
-        state,
-    ))))
+    Ok(Arc::new(Distiller::new(cfg, ctx.home.clone(), jobs, state)))
 }
 
 #[async_trait::async_trait]
-impl Handler for Distillation {
+impl Handler for Distiller {
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::ModelPromoted]
     }
     /// One call runs a job, bounded by its timeout.
     fn longest_call(&self) -> std::time::Duration {
-        std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
+        std::time::Duration::from_secs_f64(self.cfg.timeout_s)
     }
     /// MODEL_PROMOTED is its only trigger (no cycle fallback): a promotion before its
     /// first subscribe must still be distilled.
@@ -213,13 +206,15 @@ impl Handler for Distillation {
         Ok(())
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_promoted(ev, &ctx.publisher).await
+        self.on_promoted(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get())
+        HealthCheckResult::running(self.status.get())
     }
 }
 
+#[cfg(test)]
+mod in_process;
 #[cfg(test)]
 mod tests {
     use super::*;
