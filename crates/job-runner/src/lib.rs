@@ -14,7 +14,12 @@
 //! carries its job id in `RINGRIFT_JOB_ID`, so a runner killed between the two finds it
 //! in `/proc`); the job's deadline is also enforced without the runner, by coreutils
 //! `timeout` wrapped around the command; and a process group is signalled only while
-//! its leader is still the process the row names (a recycled id is left alone). A job reports success by exiting 0 and
+//! its leader is still the process the row names (a recycled id is left alone).
+//!
+//! Device slots: a job may need a slot of a kind (`cpu`, `gpu`) out of the node's
+//! capacity. The running rows of the table (shared by every daemon of the home) are the
+//! slot holders, so slots are counted node-wide without a second table; a GPU job gets
+//! its device as `{gpu}` and in `CUDA_VISIBLE_DEVICES`. A job reports success by exiting 0 and
 //! writing a JSON object to its result file (placeholder `{result}`); a missing or
 //! malformed result file fails the job with an error naming the file and the problem.
 //!
@@ -84,6 +89,44 @@ pub enum JobError {
     },
     #[error("blocking task failed: {0}")]
     Join(String),
+    #[error("no free {kind} slot of {capacity}{}", pin.map(|p| format!(" (device {p} wanted)")).unwrap_or_default())]
+    NoSlot {
+        kind: SlotKind,
+        capacity: u32,
+        pin: Option<u32>,
+    },
+}
+
+/// The kind of device slot a job needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotKind {
+    Cpu,
+    Gpu,
+}
+
+impl SlotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotKind::Cpu => "cpu",
+            SlotKind::Gpu => "gpu",
+        }
+    }
+}
+
+impl std::fmt::Display for SlotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A slot a job needs: one of `capacity` slots of `kind` on this node, or exactly
+/// device `pin` when given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotSpec {
+    pub kind: SlotKind,
+    pub capacity: u32,
+    pub pin: Option<u32>,
 }
 
 trait DbContext<T> {
@@ -116,6 +159,8 @@ pub struct JobSpec {
     pub result_path: Option<PathBuf>,
     pub workdir: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// The device slot it needs; `None`: runs outside slot accounting.
+    pub slot: Option<SlotSpec>,
 }
 
 /// Final or current state of a job.
@@ -245,6 +290,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE jobs ADD COLUMN spec TEXT;
      ALTER TABLE jobs ADD COLUMN delivered INTEGER NOT NULL DEFAULT 1;
      ALTER TABLE jobs ADD COLUMN runner_start INTEGER;",
+    // The device slot a running job holds (the running rows are the slot holders).
+    "ALTER TABLE jobs ADD COLUMN slot_kind TEXT;
+     ALTER TABLE jobs ADD COLUMN slot_idx INTEGER;",
 ];
 
 /// Runs and tracks jobs. Cheap to clone; clones share the table and child handles.
@@ -364,26 +412,11 @@ impl JobRunner {
         let _one = lock(&self.starting);
         let path = self.db_path().to_path_buf();
         let fingerprint = spec_fingerprint(spec);
-        let mut vars = spec.vars.clone();
-        if let Some(r) = &spec.result_path {
-            vars.insert("result".into(), r.display().to_string());
-        }
-        vars.insert("log".into(), spec.log_path.display().to_string());
-        let mut argv = spec.template.render(&vars)?;
-        if let Some(t) = &self.timeout_bin {
-            // The deadline guard: fires only if no runner stopped the job first.
-            let guard = spec.timeout + self.grace + Duration::from_secs(2);
-            let mut wrapped = vec![
-                t.display().to_string(),
-                format!("--kill-after={}s", self.grace.as_secs().max(1)),
-                format!("{}s", guard.as_secs().max(1)),
-            ];
-            wrapped.append(&mut argv);
-            argv = wrapped;
-        }
         let job_id = uuid::Uuid::new_v4().to_string();
         let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
         let deadline_ms = ringrift_store::now_ms().saturating_add(ms(spec.timeout));
+        let mut argv: Vec<String>;
+        let held: Option<(SlotKind, u32)>;
         {
             let mut conn = self.db.lock();
             let tx = conn
@@ -401,6 +434,31 @@ impl JobRunner {
                 tx.commit().db(&path)?;
                 return Ok(Started::Finished(o));
             }
+            let slot = match spec.slot {
+                Some(want) => Some((want.kind, self.free_slot(&tx, &path, want)?)),
+                None => None,
+            };
+            let mut vars = spec.vars.clone();
+            if let Some(r) = &spec.result_path {
+                vars.insert("result".into(), r.display().to_string());
+            }
+            vars.insert("log".into(), spec.log_path.display().to_string());
+            if let Some((SlotKind::Gpu, idx)) = slot {
+                vars.insert("gpu".into(), idx.to_string());
+            }
+            argv = spec.template.render(&vars)?;
+            if let Some(t) = &self.timeout_bin {
+                // The deadline guard: fires only if no runner stopped the job first.
+                let guard = spec.timeout + self.grace + Duration::from_secs(2);
+                let mut wrapped = vec![
+                    t.display().to_string(),
+                    format!("--kill-after={}s", self.grace.as_secs().max(1)),
+                    format!("{}s", guard.as_secs().max(1)),
+                ];
+                wrapped.append(&mut argv);
+                argv = wrapped;
+            }
+            held = slot;
             if let Some(r) = &spec.result_path {
                 // A stale result from an earlier run must never be read as this job's.
                 match std::fs::remove_file(r) {
@@ -420,8 +478,9 @@ impl JobRunner {
             tx.execute(
                 "INSERT INTO jobs (job_id, job_key, kind, argv, pid, pgid, proc_start, runner_pid,
                     runner_start, started_at, deadline_at, status, log_path, result_path, spec,
-                    delivered)
-                 VALUES (?1, ?2, ?3, ?4, 0, 0, NULL, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, 0)",
+                    delivered, slot_kind, slot_idx)
+                 VALUES (?1, ?2, ?3, ?4, 0, 0, NULL, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, 0,
+                    ?12, ?13)",
                 params![
                     job_id,
                     spec.job_key,
@@ -434,6 +493,8 @@ impl JobRunner {
                     spec.log_path.display().to_string(),
                     spec.result_path.as_ref().map(|p| p.display().to_string()),
                     fingerprint,
+                    held.map(|(k, _)| k.as_str()),
+                    held.map(|(_, i)| i),
                 ],
             )
             .db(&path)?;
@@ -450,7 +511,11 @@ impl JobRunner {
             result_path: spec.result_path.clone(),
             runner_pid: me,
         };
-        let child = match self.spawn(spec, &argv, &handle.job_id) {
+        let mut env = spec.env.clone();
+        if let Some((SlotKind::Gpu, idx)) = held {
+            env.push(("CUDA_VISIBLE_DEVICES".into(), idx.to_string()));
+        }
+        let child = match self.spawn(spec, &argv, &env, &handle.job_id) {
             Ok(c) => c,
             Err(e) => {
                 let mut o = base_outcome(&handle, JobStatus::Failed);
@@ -483,7 +548,50 @@ impl JobRunner {
         Ok(Started::Started(handle))
     }
 
-    fn spawn(&self, spec: &JobSpec, argv: &[String], job_id: &str) -> Result<Child, JobError> {
+    /// A free slot for `want` (the pinned device, else the lowest free index), counting
+    /// every running job of the home; holders whose job ended unwatched are reaped first.
+    fn free_slot(&self, conn: &Connection, path: &Path, want: SlotSpec) -> Result<u32, JobError> {
+        let holders: Vec<(JobHandle, u32)> = {
+            let mut st = conn
+                .prepare(&format!(
+                    "SELECT {HANDLE_COLUMNS}, slot_idx FROM jobs
+                     WHERE status = 'running' AND slot_kind = ?1"
+                ))
+                .db(path)?;
+            st.query_map([want.kind.as_str()], |r| {
+                Ok((handle_from_row(r)?, r.get(9)?))
+            })
+            .db(path)?
+            .collect::<Result<_, _>>()
+            .db(path)?
+        };
+        let mut used = std::collections::BTreeSet::new();
+        for (h, idx) in holders {
+            match self.check(conn, path, h)? {
+                Check::Running(_) => {
+                    used.insert(idx);
+                }
+                Check::Ended(o) => finish_row(conn, path, &o, false)?,
+            }
+        }
+        let free = match want.pin {
+            Some(p) => (p < want.capacity && !used.contains(&p)).then_some(p),
+            None => (0..want.capacity).find(|i| !used.contains(i)),
+        };
+        free.ok_or(JobError::NoSlot {
+            kind: want.kind,
+            capacity: want.capacity,
+            pin: want.pin,
+        })
+    }
+
+    fn spawn(
+        &self,
+        spec: &JobSpec,
+        argv: &[String],
+        env: &[(String, String)],
+        job_id: &str,
+    ) -> Result<Child, JobError> {
         if let Some(dir) = spec.log_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| JobError::Io {
                 action: "create log directory",
@@ -515,7 +623,7 @@ impl JobRunner {
         if let Some(dir) = &spec.workdir {
             cmd.current_dir(dir);
         }
-        for (k, v) in &spec.env {
+        for (k, v) in env {
             cmd.env(k, v);
         }
         cmd.spawn().map_err(|source| JobError::Spawn {

@@ -38,6 +38,7 @@ fn spec(dir: &Path, key: &str, script: &str, timeout: Duration) -> JobSpec {
         result_path: Some(dir.join(format!("{key}.result.json"))),
         workdir: None,
         env: vec![],
+        slot: None,
     }
 }
 
@@ -469,4 +470,64 @@ fn a_recycled_group_id_is_never_signalled() {
     );
     let _ = other.kill();
     let _ = other.wait();
+}
+
+#[test]
+fn gpu_slots_are_counted_node_wide_and_give_each_job_its_device() {
+    use job_runner::{JobError, SlotKind, SlotSpec};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("jobs.db");
+    // Two runners on one home, as two daemons of one node.
+    let (a, b) = (
+        JobRunner::open(&db).expect("a"),
+        JobRunner::open(&db).expect("b"),
+    );
+    let gpu = |pin| SlotSpec {
+        kind: SlotKind::Gpu,
+        capacity: 2,
+        pin,
+    };
+    let job = |key: &str, pin| {
+        let mut s = spec(
+            dir.path(),
+            key,
+            "echo \"{{\\\"gpu\\\": \\\"{gpu}\\\", \\\"cuda\\\": \\\"$CUDA_VISIBLE_DEVICES\\\"}}\" > {result}; \
+             while [ ! -f {dir}/go ]; do sleep 0.05; done",
+            Duration::from_secs(60),
+        );
+        s.slot = Some(gpu(pin));
+        s
+    };
+    let h1 = match a.start(&job("train:a", None)).expect("first") {
+        Started::Started(h) => h,
+        other => panic!("{other:?}"),
+    };
+    let h2 = match b.start(&job("evaluate:b", None)).expect("second") {
+        Started::Started(h) => h,
+        other => panic!("{other:?}"),
+    };
+    match a.start(&job("train:c", None)) {
+        Err(JobError::NoSlot {
+            kind: SlotKind::Gpu,
+            capacity: 2,
+            ..
+        }) => {}
+        other => panic!("a third GPU job on a 2-GPU node: {other:?}"),
+    }
+    std::fs::write(dir.path().join("go"), b"").expect("release");
+    let (o1, o2) = (a.wait(&h1).expect("wait 1"), b.wait(&h2).expect("wait 2"));
+    let device = |o: &job_runner::JobOutcome| {
+        let r = o.result.clone().expect("result");
+        assert_eq!(
+            r["gpu"], r["cuda"],
+            "{{gpu}} and CUDA_VISIBLE_DEVICES agree: {r}"
+        );
+        r["gpu"].as_str().expect("gpu").to_owned()
+    };
+    let mut got = [device(&o1), device(&o2)];
+    got.sort();
+    assert_eq!(got, ["0".to_owned(), "1".to_owned()]);
+    // Freed: a job pinned to device 1 now runs there.
+    let o = a.run(&job("selfplay:pinned", Some(1))).expect("pinned");
+    assert_eq!(device(&o), "1");
 }

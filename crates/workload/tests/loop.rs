@@ -80,6 +80,7 @@ fn reduced_loop_promotes_and_improves_bookkeeping() {
             result_path: Some(home.join("run/selfplay.result.json")),
             workdir: None,
             env: vec![],
+            slot: None,
         })
         .expect("run selfplay job");
     assert_eq!(outcome.status, JobStatus::Succeeded, "{outcome:?}");

@@ -607,6 +607,7 @@ mod tests {
             result_path: Some(h.path().join("run/jobs/k.json")),
             workdir: None,
             env: vec![],
+            slot: None,
         };
         assert_eq!(
             jobs.run(&spec).unwrap().status,
