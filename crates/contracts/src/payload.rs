@@ -20,6 +20,16 @@ pub struct SelfplayItem {
     /// Why the item was queued (for operators).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The device to play on (`gpu<N>`), when the item was queued for an idle one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+impl SelfplayItem {
+    /// The GPU index of `device` (`gpu<N>`), if it names one.
+    pub fn gpu(&self) -> Option<u32> {
+        self.device.as_deref()?.strip_prefix("gpu")?.parse().ok()
+    }
 }
 
 impl Payload for SelfplayItem {

@@ -9,7 +9,7 @@
 //! the same placeholders and write the same result JSON: `docs/jobs.md` documents it, and
 //! [`Jobs::run`](trait.Jobs.html#method.run) reads it as the typed report of the kind.
 
-use job_runner::{CommandTemplate, JobRunner, JobSpec, Started};
+use job_runner::{CommandTemplate, JobError, JobRunner, JobSpec, SlotKind, SlotSpec, Started};
 use ringrift_contracts::report::Report;
 use ringrift_contracts::wire::{self, ContractError};
 use std::collections::BTreeMap;
@@ -30,6 +30,8 @@ pub struct JobRequest {
     /// Extra arguments appended after the rendered template (optional flags).
     pub extra: Vec<String>,
     pub timeout: Duration,
+    /// Run on this device (of the kind's slot), e.g. the idle GPU a work item names.
+    pub pin: Option<u32>,
 }
 
 impl JobRequest {
@@ -40,7 +42,12 @@ impl JobRequest {
             vars: BTreeMap::new(),
             extra: Vec::new(),
             timeout,
+            pin: None,
         }
+    }
+    pub fn pin(mut self, device: Option<u32>) -> Self {
+        self.pin = device;
+        self
     }
     pub fn var(mut self, k: &str, v: impl ToString) -> Self {
         self.vars.insert(k.to_owned(), v.to_string());
@@ -107,6 +114,39 @@ pub struct JobTemplates {
     pub tournament: String,
     /// Where `{bin}` points; default: the directory of the running daemon.
     pub bin: Option<PathBuf>,
+    /// `[jobs.slots]`: the device slot each kind takes (`cpu` or `gpu`).
+    pub slots: JobSlots,
+    /// CPU slots of this node (default: its cores).
+    pub cpu_slots: Option<u32>,
+    /// GPU slots of this node (default: the GPUs `nvidia-smi` lists).
+    pub gpu_slots: Option<u32>,
+}
+
+/// `[jobs.slots]`: the slot kind of each job kind. The embedded workload runs on CPUs;
+/// on a GPU node, e.g. `train = "gpu"` (the job then gets `{gpu}` and
+/// `CUDA_VISIBLE_DEVICES`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobSlots {
+    pub selfplay: SlotKind,
+    pub export: SlotKind,
+    pub train: SlotKind,
+    pub evaluate: SlotKind,
+    pub distill: SlotKind,
+    pub tournament: SlotKind,
+}
+
+impl Default for JobSlots {
+    fn default() -> Self {
+        JobSlots {
+            selfplay: SlotKind::Cpu,
+            export: SlotKind::Cpu,
+            train: SlotKind::Cpu,
+            evaluate: SlotKind::Cpu,
+            distill: SlotKind::Cpu,
+            tournament: SlotKind::Cpu,
+        }
+    }
 }
 
 impl Default for JobTemplates {
@@ -126,6 +166,9 @@ impl Default for JobTemplates {
                 "{j} tournament --config {{config_key}} --games-per-pair {{games}}"
             ),
             bin: None,
+            slots: JobSlots::default(),
+            cpu_slots: None,
+            gpu_slots: None,
         }
     }
 }
@@ -144,6 +187,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "model",
     "teacher",
     "script",
+    "gpu",
 ];
 
 /// Jobs run by the job runner from templates.
@@ -151,6 +195,9 @@ pub const PLACEHOLDERS: &[&str] = &[
 pub struct RunnerJobs {
     runner: JobRunner,
     templates: Arc<BTreeMap<JobKind, CommandTemplate>>,
+    /// The slot kind each job kind takes, and the node's slots of each kind.
+    slot_of: Arc<BTreeMap<JobKind, SlotKind>>,
+    capacity: Arc<BTreeMap<SlotKind, u32>>,
     home: PathBuf,
     bin: PathBuf,
 }
@@ -160,15 +207,53 @@ impl RunnerJobs {
     /// `data/jobs.db` under `home`.
     pub fn new(home: &Path, t: &JobTemplates) -> anyhow::Result<RunnerJobs> {
         let mut templates = BTreeMap::new();
-        for (k, s) in [
-            (JobKind::Selfplay, &t.selfplay),
-            (JobKind::Export, &t.export),
-            (JobKind::Train, &t.train),
-            (JobKind::Evaluate, &t.evaluate),
-            (JobKind::Distill, &t.distill),
-            (JobKind::Tournament, &t.tournament),
+        let mut slot_of = BTreeMap::new();
+        let cpus = t.cpu_slots.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(1))
+                .unwrap_or(1)
+        });
+        let sl = &t.slots;
+        let declared_gpu = [
+            sl.selfplay,
+            sl.export,
+            sl.train,
+            sl.evaluate,
+            sl.distill,
+            sl.tournament,
+        ]
+        .contains(&SlotKind::Gpu);
+        // Probe only when a kind runs on GPUs and the count is not configured.
+        let gpus = match t.gpu_slots {
+            Some(n) => n,
+            None if declared_gpu => crate::devices::NvidiaSmi::count(),
+            None => 0,
+        };
+        for (k, s, slot) in [
+            (JobKind::Selfplay, &t.selfplay, sl.selfplay),
+            (JobKind::Export, &t.export, sl.export),
+            (JobKind::Train, &t.train, sl.train),
+            (JobKind::Evaluate, &t.evaluate, sl.evaluate),
+            (JobKind::Distill, &t.distill, sl.distill),
+            (JobKind::Tournament, &t.tournament, sl.tournament),
         ] {
             let bad = |e| handler_base::ConfigError::Invalid(format!("jobs.{}: {e}", k.as_str()));
+            let invalid =
+                |m: String| handler_base::ConfigError::Invalid(format!("jobs.{}: {m}", k.as_str()));
+            if slot == SlotKind::Gpu && gpus == 0 {
+                return Err(invalid(
+                    "jobs.slots says gpu, but this node has no GPU (nvidia-smi lists none; set jobs.gpu_slots)".into(),
+                )
+                .into());
+            }
+            if s.contains("{gpu}") && slot != SlotKind::Gpu {
+                return Err(invalid(format!(
+                    "uses {{gpu}}, but jobs.slots.{} is cpu",
+                    k.as_str()
+                ))
+                .into());
+            }
+            slot_of.insert(k, slot);
             let tpl = CommandTemplate::parse(s).map_err(bad)?;
             // Render once with every placeholder the daemons supply, so a typo or an
             // unmatched brace fails at start-up, not at the first job.
@@ -188,12 +273,26 @@ impl RunnerJobs {
         };
         std::fs::create_dir_all(home.join("data"))?;
         let runner = JobRunner::open(&home.join("data/jobs.db"))?;
+        if cpus == 0 {
+            return Err(handler_base::ConfigError::Invalid(
+                "jobs.cpu_slots must be at least 1".into(),
+            )
+            .into());
+        }
         Ok(RunnerJobs {
             runner,
             templates: Arc::new(templates),
+            slot_of: Arc::new(slot_of),
+            capacity: Arc::new([(SlotKind::Cpu, cpus), (SlotKind::Gpu, gpus)].into()),
             home: home.to_owned(),
             bin,
         })
+    }
+
+    /// The slot kind `kind` takes and how many of them this node has.
+    pub fn slots_for(&self, kind: JobKind) -> (SlotKind, u32) {
+        let k = self.slot_of.get(&kind).copied().unwrap_or(SlotKind::Cpu);
+        (k, self.capacity.get(&k).copied().unwrap_or(0))
     }
 
     /// From the `[jobs]` section of the daemon's settings.
@@ -242,13 +341,38 @@ impl Jobs for RunnerJobs {
             ),
             workdir: None,
             env: Vec::new(),
+            slot: Some({
+                let (kind, capacity) = self.slots_for(req.kind);
+                SlotSpec {
+                    kind,
+                    capacity,
+                    // A device pin names a GPU; CPU slots are interchangeable.
+                    pin: req.pin.filter(|_| kind == SlotKind::Gpu),
+                }
+            }),
         };
         let runner = self.runner.clone();
         let outcome = tokio::task::spawn_blocking(move || -> Result<job_runner::JobOutcome, String> {
             for d in [spec.log_path.parent(), spec.result_path.as_deref().and_then(Path::parent)].into_iter().flatten() {
                 std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
             }
-            let h = match runner.start(&spec).map_err(|e| e.to_string())? {
+            // Every slot of the kind busy (other daemons' jobs too): wait for one, at most
+            // as long as the job itself may run.
+            let deadline = std::time::Instant::now() + spec.timeout;
+            let mut waited = false;
+            let started = loop {
+                match runner.start(&spec) {
+                    Err(e @ JobError::NoSlot { .. }) if std::time::Instant::now() < deadline => {
+                        if !waited {
+                            tracing::info!(key = %spec.job_key, "{e}; waiting for one");
+                            waited = true;
+                        }
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    r => break r,
+                }
+            };
+            let h = match started.map_err(|e| e.to_string())? {
                 Started::Started(h) => h,
                 Started::AlreadyRunning(h) => {
                     tracing::info!(job = %h.job_id, key = %h.job_key, pid = h.pid, "adopting the job already running for this key");
@@ -397,6 +521,82 @@ mod tests {
             .var("script", "exit 3");
         let err = jobs.run_json(req).await.unwrap_err().to_string();
         assert!(err.contains("train:hex8_2p"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_gpu_kind_gets_its_device_and_waits_for_a_free_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = JobTemplates {
+            selfplay: "sh -c {script} x {result} {gpu}".into(),
+            slots: JobSlots {
+                selfplay: SlotKind::Gpu,
+                ..Default::default()
+            },
+            gpu_slots: Some(1),
+            ..Default::default()
+        };
+        let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
+        assert_eq!(jobs.slots_for(JobKind::Selfplay), (SlotKind::Gpu, 1));
+        // Each job records when it held the GPU; one GPU means no overlap.
+        let script = "s=$(date +%s%N); sleep 0.3; \
+                      printf '{\"gpu\": \"%s\", \"cuda\": \"%s\", \"from\": %s, \"to\": %s}' \
+                      \"$2\" \"$CUDA_VISIBLE_DEVICES\" \"$s\" \"$(date +%s%N)\" > \"$1\"";
+        let req = |key: &str| {
+            JobRequest::new(JobKind::Selfplay, key, Duration::from_secs(30))
+                .var("script", script)
+                .pin(Some(0))
+        };
+        let (a, b) = tokio::join!(
+            jobs.run_json(req("selfplay:a")),
+            jobs.run_json(req("selfplay:b"))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        for r in [&a, &b] {
+            assert_eq!(
+                (r["gpu"].as_str(), r["cuda"].as_str()),
+                (Some("0"), Some("0")),
+                "{r}"
+            );
+        }
+        let span = |r: &serde_json::Value| (r["from"].as_u64().unwrap(), r["to"].as_u64().unwrap());
+        let ((a0, a1), (b0, b1)) = (span(&a), span(&b));
+        assert!(
+            a1 <= b0 || b1 <= a0,
+            "both held the one GPU at once: {a} {b}"
+        );
+    }
+
+    #[test]
+    fn gpu_slots_need_gpus_and_gpu_placeholders_need_gpu_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_gpus = JobTemplates {
+            slots: JobSlots {
+                train: SlotKind::Gpu,
+                ..Default::default()
+            },
+            gpu_slots: Some(0),
+            ..Default::default()
+        };
+        let err = RunnerJobs::new(dir.path(), &no_gpus)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("jobs.train") && err.contains("no GPU"),
+            "{err}"
+        );
+        let cpu_kind = JobTemplates {
+            evaluate: "run --device {gpu}".into(),
+            ..Default::default()
+        };
+        let err = RunnerJobs::new(dir.path(), &cpu_kind)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("jobs.evaluate") && err.contains("{gpu}"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! `idle_resource` (also serves the `utilization_optimizer` alias): finds accelerators
 //! below 10 % utilisation — GPUs through `nvidia-smi` when present, otherwise CPU cores
 //! from `/proc/stat`, behind one [`Probe`] trait — and queues selfplay for them, one
-//! item per idle slot not already covered by a pending item, within the per-config caps.
+//! item per idle slot not already covered by a pending item, within the per-config caps;
+//! an item for an idle GPU is pinned to it (`device = "gpu<N>"`), so the job scheduler
+//! runs it on that device.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::payload::SelfplayItem;
-use ringrift_contracts::wire::payload_json;
+use ringrift_contracts::wire::{parse_payload, payload_json};
+pub use ringrift_pipeline::devices::{NvidiaSmi, Slot};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::wire;
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 pub const INFO: DaemonInfo = DaemonInfo {
@@ -19,59 +22,9 @@ pub const INFO: DaemonInfo = DaemonInfo {
     about: "Queue selfplay for idle GPUs or CPU cores",
 };
 
-/// One schedulable unit and how busy it is (percent).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Slot {
-    pub id: String,
-    pub kind: &'static str,
-    pub utilization: f64,
-}
-
 /// Reads utilisation; blocking, called off the runtime.
 pub trait Probe: Send + Sync {
     fn sample(&self) -> anyhow::Result<Vec<Slot>>;
-}
-
-/// GPUs via `nvidia-smi`.
-pub struct NvidiaSmi;
-
-impl NvidiaSmi {
-    pub fn parse(text: &str) -> anyhow::Result<Vec<Slot>> {
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let (idx, util) = l.split_once(',').ok_or_else(|| {
-                    anyhow::anyhow!("nvidia-smi line {l:?}: expected 'index, utilization'")
-                })?;
-                let u: f64 = util
-                    .trim()
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("nvidia-smi utilization {util:?}: {e}"))?;
-                Ok(Slot {
-                    id: format!("gpu{}", idx.trim()),
-                    kind: "gpu",
-                    utilization: u,
-                })
-            })
-            .collect()
-    }
-}
-
-impl Probe for NvidiaSmi {
-    fn sample(&self) -> anyhow::Result<Vec<Slot>> {
-        let out = std::process::Command::new("nvidia-smi")
-            .args([
-                "--query-gpu=index,utilization.gpu",
-                "--format=csv,noheader,nounits",
-            ])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "nvidia-smi failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Self::parse(&String::from_utf8_lossy(&out.stdout))
-    }
 }
 
 /// CPU cores via `/proc/stat` deltas between samples (the first sample sees none).
@@ -130,7 +83,7 @@ pub struct AutoProbe {
 
 impl Probe for AutoProbe {
     fn sample(&self) -> anyhow::Result<Vec<Slot>> {
-        match NvidiaSmi.sample() {
+        match NvidiaSmi::sample() {
             Ok(g) if !g.is_empty() => Ok(g),
             _ => self.cpu.sample(),
         }
@@ -192,23 +145,34 @@ impl Idle {
             .filter(|s| s.utilization < self.cfg.idle_below_percent)
             .collect();
         let (q, configs) = (self.queue.clone(), self.configs.clone());
-        let (pending, mut open) = tokio::task::spawn_blocking(
-            move || -> anyhow::Result<(u64, BTreeMap<ConfigKey, u64>)> {
-                let mut pending = 0;
+        // Pending items pinned to a device cover that device; unpinned ones cover any.
+        let (pinned, unpinned, mut open) = tokio::task::spawn_blocking(
+            move || -> anyhow::Result<(BTreeSet<String>, u64, BTreeMap<ConfigKey, u64>)> {
+                let (mut pinned, mut unpinned) = (BTreeSet::new(), 0);
                 let mut open = BTreeMap::new();
                 for c in configs {
                     let items = q.open_items(WorkKind::Selfplay, Some(c))?;
-                    pending += items
-                        .iter()
-                        .filter(|i| i.status == WorkStatus::Pending)
-                        .count() as u64;
+                    for i in items.iter().filter(|i| i.status == WorkStatus::Pending) {
+                        match parse_payload::<SelfplayItem>(&i.item_id, &i.payload)?.device {
+                            Some(d) => {
+                                pinned.insert(d);
+                            }
+                            None => unpinned += 1,
+                        }
+                    }
                     open.insert(c, items.len() as u64);
                 }
-                Ok((pending, open))
+                Ok((pinned, unpinned, open))
             },
         )
         .await??;
-        let want = (idle.len() as u64).saturating_sub(pending);
+        let uncovered: Vec<&Slot> = idle
+            .iter()
+            .copied()
+            .filter(|s| !pinned.contains(&s.id))
+            .collect();
+        let pending = pinned.len() as u64 + unpinned;
+        let want = (uncovered.len() as u64).saturating_sub(unpinned);
         let picks = ringrift_pipeline::alloc::pick_configs(
             &self.configs,
             &BTreeMap::new(),
@@ -216,11 +180,17 @@ impl Idle {
             self.cfg.max_open_per_config,
             want,
         );
+        // Each item goes to one idle device; a GPU item is pinned to the GPU found idle.
+        let devices: Vec<Option<String>> = uncovered
+            .iter()
+            .skip(unpinned as usize)
+            .map(|s| s.gpu_index().map(|_| s.id.clone()))
+            .collect();
         let n = picks.len();
         if n > 0 {
             let (q, games) = (self.queue.clone(), self.cfg.games_per_item);
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                for c in picks {
+                for (c, device) in picks.into_iter().zip(devices) {
                     q.enqueue(&NewWork::new(
                         WorkKind::Selfplay,
                         Some(c),
@@ -228,6 +198,7 @@ impl Idle {
                         payload_json(&SelfplayItem {
                             games: Some(games),
                             reason: Some("idle resource".into()),
+                            device,
                         })?,
                     ))?;
                 }
@@ -380,7 +351,7 @@ mod tests {
             IdleConfig::default(),
             vec!["hex8_2p".parse().unwrap()],
             "n1".into(),
-            queue,
+            queue.clone(),
             Arc::new(Fixed(vec![2.0; 8])),
         );
         assert_eq!(
@@ -391,6 +362,21 @@ mod tests {
         assert!(
             matches!(&rec.payloads()[0], wire::event::Payload::IdleResourceDetected(p) if p.slots == 2)
         );
+        // Every item is pinned to an idle GPU, each GPU once; the busy gpu2 of the
+        // first probe got none.
+        let mut devices: Vec<String> = queue
+            .open_items(WorkKind::Selfplay, None)
+            .unwrap()
+            .iter()
+            .map(|i| {
+                parse_payload::<SelfplayItem>(&i.item_id, &i.payload)
+                    .unwrap()
+                    .device
+                    .expect("pinned")
+            })
+            .collect();
+        devices.sort();
+        assert_eq!(devices, ["gpu0", "gpu1", "gpu2", "gpu3", "gpu4", "gpu5"]);
     }
 }
 

@@ -38,6 +38,7 @@ async fn build_and_run_a_queued_selfplay_item() {
     let payload = payload_json(&SelfplayItem {
         games: Some(4),
         reason: None,
+        device: None,
     })
     .unwrap();
     let id = queue

@@ -31,7 +31,8 @@ pub const INFO: DaemonInfo = DaemonInfo {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedConfig {
-    /// Jobs at once; 0 = one per CPU core.
+    /// Jobs at once; 0 = one per slot of the kind selfplay takes (`[jobs.slots]`: CPU
+    /// cores, or the node's GPUs).
     pub slots: usize,
     pub threads_per_job: usize,
     pub default_games: u64,
@@ -198,6 +199,7 @@ impl Scheduler {
         )
         .var("config_key", config)
         .var("games", games)
+        .pin(p.gpu())
         .arg("--threads")
         .arg(self.cfg.threads_per_job.to_string());
         // Play with the current model (canonical, else the newest generation).
@@ -259,6 +261,13 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
+    let mut cfg = cfg;
+    if cfg.slots == 0 {
+        // One selfplay job per slot of the kind its template declares (GPUs or cores).
+        let (kind, n) = jobs.slots_for(JobKind::Selfplay);
+        tracing::info!(slots = n, %kind, "selfplay slots");
+        cfg.slots = usize::try_from(n).unwrap_or(1).max(1);
+    }
     Ok(Arc::new(JobScheduler(Scheduler::new(
         cfg,
         ctx.source(),
@@ -356,6 +365,7 @@ mod tests {
                         payload_json(&SelfplayItem {
                             games: Some(5),
                             reason: None,
+                            device: None,
                         })
                         .unwrap(),
                     ))

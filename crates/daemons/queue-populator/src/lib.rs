@@ -166,6 +166,7 @@ impl Populator {
                         payload_json(&SelfplayItem {
                             games: Some(games),
                             reason: None,
+                            device: None,
                         })?
                     } else {
                         payload_json(&TournamentItem {})?

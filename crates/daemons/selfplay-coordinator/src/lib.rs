@@ -118,6 +118,7 @@ impl Coordinator {
                     payload_json(&SelfplayItem {
                         games: Some(games),
                         reason: None,
+                        device: None,
                     })?,
                 ))?;
             }
