@@ -1,5 +1,7 @@
 //! Gauntlet: a model plays random, heuristic and the current canonical model; every game
-//! is a match in the Elo store; win rates come with Wilson 95 % bounds.
+//! is a match in the Elo store (models under their payload SHA-256, match ids
+//! `<job id>/<game index>` so a replayed job counts nothing twice); win rates come with
+//! Wilson 95 % bounds.
 
 use crate::WorkloadError;
 use crate::game::{Geometry, State};
@@ -38,8 +40,12 @@ pub struct EvaluateArgs {
     pub home: PathBuf,
     pub config: ConfigKey,
     pub model: PathBuf,
-    /// Elo participant name; default the model file's stem.
+    /// The model's label (its Elo participant id is its payload SHA-256); default the
+    /// model file's stem.
     pub name: Option<String>,
+    /// The job's id: match ids are `<job_id>/<game index>`, so running the same job
+    /// again records no game twice.
+    pub job_id: String,
     pub games_vs_random: usize,
     pub games_vs_heuristic: usize,
     /// Games against the canonical model, if there is one (0 = skip).
@@ -115,7 +121,7 @@ impl Opp {
         match self {
             Opp::Random => Some(gate.min_lower_vs_random),
             Opp::Heuristic => Some(gate.min_lower_vs_heuristic),
-            Opp::Canonical => None,
+            Opp::Canonical => Some(gate.min_lower_vs_canonical),
         }
     }
 }
@@ -172,8 +178,9 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
             .to_string()
     });
     let model = Arc::new(model);
-    let canonical = promote::canonical(&args.home, args.config)?
-        .filter(|c| c.sha256 != header.payload_sha256 && c.name != name);
+    let canonical = promote::canonical(&args.home, args.config)?;
+    let canonical_sha256 = canonical.as_ref().map(|c| c.sha256.clone());
+    let canonical = canonical.filter(|c| c.sha256 != header.payload_sha256);
     let mut schedule: Vec<Opp> = Vec::new();
     schedule.extend(std::iter::repeat_n(Opp::Random, args.games_vs_random));
     schedule.extend(std::iter::repeat_n(Opp::Heuristic, args.games_vs_heuristic));
@@ -201,7 +208,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let progress =
         std::sync::Mutex::new(Progress::new("evaluate", schedule.len() as u64, args.quiet));
     let threads = args.threads.clamp(1, schedule.len().max(1));
-    let per_thread: Vec<Vec<(Opp, f64)>> = std::thread::scope(|scope| {
+    let per_thread: Vec<Vec<(usize, Opp, f64)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (geo, model, canonical_model) =
@@ -244,7 +251,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                         }
                         let score =
                             play_one(&geo, &mut me, others, i, args.opening_plies, &mut rng);
-                        out.push((opp, score));
+                        out.push((i, opp, score));
                         tally.add(opp, i % geo.players(), score, args.early_reject.as_ref());
                         progress.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
                     }
@@ -261,7 +268,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .finish();
-    let games: Vec<(Opp, f64)> = per_thread.into_iter().flatten().collect();
+    let games: Vec<(usize, Opp, f64)> = per_thread.into_iter().flatten().collect();
     let skipped = tally.skipped.load(Ordering::Relaxed);
     if games.len() + skipped != schedule.len() {
         return Err(WorkloadError::Invalid(format!(
@@ -281,20 +288,28 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     if args.record_elo {
         let store = EloStore::open(&paths::elo_db(&args.home))?;
         let now = ringrift_store::now_ms();
+        let me = &header.payload_sha256;
+        let participant = |o: Opp| match (o, &canonical) {
+            (Opp::Canonical, Some(c)) => c.sha256.clone(),
+            _ => opp_name(o),
+        };
         let matches: Vec<MatchResult> = games
             .iter()
-            .map(|&(o, s)| MatchResult {
-                match_id: uuid::Uuid::new_v4().to_string(),
+            .map(|&(i, o, s)| MatchResult {
+                match_id: format!("{}/{i}", args.job_id),
                 config_key: args.config,
-                participant_a: name.clone(),
-                participant_b: opp_name(o),
+                participant_a: me.clone(),
+                participant_b: participant(o),
                 score_a: s,
                 played_at: now,
                 source_node: args.source_node.clone(),
             })
             .collect();
+        let mut labels = vec![(me.clone(), name.clone())];
+        labels.extend(canonical.iter().map(|c| (c.sha256.clone(), c.name.clone())));
+        store.set_labels(&labels)?;
         store.record_matches(&matches)?;
-        elo = Some(store.rating(&name, args.config)?.rating);
+        elo = Some(store.rating(me, args.config)?.rating);
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok(EvaluateReport {
@@ -303,6 +318,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         model_name: name,
         model_sha256: header.payload_sha256,
         generation: header.generation,
+        canonical_sha256,
         results,
         elo,
         elapsed_s: elapsed,
@@ -375,7 +391,7 @@ mod tests {
         let gate = Gate {
             min_lower_vs_random: 0.0,
             min_lower_vs_heuristic: 0.99,
-            min_vs_canonical: 0.5,
+            min_lower_vs_canonical: 0.5,
         };
         let run = |early_reject| {
             evaluate(&EvaluateArgs {
@@ -383,6 +399,7 @@ mod tests {
                 config: key,
                 model: path.clone(),
                 name: None,
+                job_id: "j".into(),
                 games_vs_random: 20,
                 games_vs_heuristic: 400,
                 games_vs_canonical: 0,
