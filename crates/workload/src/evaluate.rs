@@ -377,6 +377,104 @@ mod tests {
         assert!((lo - 0.8389).abs() < 1e-3, "{lo}");
     }
 
+    fn args(home: &Path, model: &Path, job_id: &str) -> EvaluateArgs {
+        EvaluateArgs {
+            home: home.to_path_buf(),
+            config: "hex8_2p".parse().expect("key"),
+            model: model.to_path_buf(),
+            name: None,
+            job_id: job_id.into(),
+            games_vs_random: 6,
+            games_vs_heuristic: 6,
+            games_vs_canonical: 6,
+            depth: 1,
+            opening_plies: 2,
+            threads: 2,
+            seed: 3,
+            record_elo: true,
+            source_node: "test".into(),
+            quiet: true,
+            early_reject: None,
+        }
+    }
+
+    fn random_model(dir: &Path, name: &str, seed: u64) -> (PathBuf, String) {
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let path = dir.join(format!("{name}.rrm"));
+        let h = Model::new_random(key, Geometry::new(key).cells(), 8, seed)
+            .save(&path)
+            .expect("save");
+        (path, h.payload_sha256)
+    }
+
+    /// A gauntlet job run again under the same job id (a rerun after a crash) records
+    /// no game twice: match ids are `<job id>/<game index>` and the store ignores known
+    /// ids, so the Elo is unchanged the second time. Another job's games do count.
+    #[test]
+    fn a_replayed_job_leaves_elo_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (m, sha) = random_model(dir.path(), "m", 1);
+        let first = evaluate(&args(dir.path(), &m, "job-1")).expect("first");
+        let store = EloStore::open(&paths::elo_db(dir.path())).expect("elo");
+        assert_eq!(store.match_count().expect("count"), 12);
+        let again = evaluate(&args(dir.path(), &m, "job-1")).expect("replay");
+        assert_eq!(
+            store.match_count().expect("count"),
+            12,
+            "replay recorded games"
+        );
+        assert_eq!(again.elo, first.elo);
+        let r = store
+            .rating(&sha, "hex8_2p".parse().expect("key"))
+            .expect("r");
+        assert_eq!((r.games, r.label.as_deref()), (12, Some("m")));
+        evaluate(&args(dir.path(), &m, "job-2")).expect("another job");
+        assert_eq!(store.match_count().expect("count"), 24);
+    }
+
+    /// A model has one Elo identity, its payload SHA-256, whatever file it is read from
+    /// and whatever it is called: promoted to `canonical_hex8_2p.rrm`, met as the
+    /// canonical opponent and played in a tournament under both files, it is one
+    /// participant whose games add up.
+    #[test]
+    fn a_model_is_one_participant_under_every_file_and_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path();
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let (g1, sha1) = random_model(home, "hex8_2p_gen1", 1);
+        let (g2, sha2) = random_model(home, "hex8_2p_gen2", 2);
+        let r1 = evaluate(&args(home, &g1, "e1")).expect("gen1");
+        assert_eq!(r1.canonical_sha256, None);
+        promote::promote(home, key, &g1, "hex8_2p_gen1", &sha1, None, None).expect("promote");
+        let r2 = evaluate(&args(home, &g2, "e2")).expect("gen2");
+        assert_eq!(r2.canonical_sha256.as_deref(), Some(sha1.as_str()));
+        let canon = promote::canonical_path(home, key);
+        let t = crate::tournament::tournament(&crate::tournament::TournamentArgs {
+            home: home.to_path_buf(),
+            config: key,
+            models: vec![g1.clone(), g2.clone(), canon],
+            games_per_pair: 4,
+            depth: 1,
+            opening_plies: 2,
+            seed: 5,
+            source_node: "test".into(),
+            job_id: "t1".into(),
+        })
+        .expect("tournament");
+        let ids: Vec<&str> = t.standings.iter().map(|s| s.sha256.as_str()).collect();
+        assert_eq!(ids.len(), 2, "the canonical copy of gen1 is gen1: {ids:?}");
+        assert!(ids.contains(&sha1.as_str()) && ids.contains(&sha2.as_str()));
+        let store = EloStore::open(&paths::elo_db(home)).expect("elo");
+        let gen1 = store.rating(&sha1, key).expect("gen1");
+        // Its own gauntlet (12), as gen2's canonical opponent (6), the tournament (4).
+        assert_eq!(
+            (gen1.games, gen1.label.as_deref()),
+            (12 + 6 + 4, Some("hex8_2p_gen1"))
+        );
+        let board = store.leaderboard(key).expect("board");
+        assert_eq!(board.len(), 4, "random, heuristic, gen1, gen2: {board:?}");
+    }
+
     /// The untrained model cannot reach 0.99 against the heuristic: with early
     /// rejection the gauntlet stops that opponent once its upper bound falls below the
     /// bar; without it every scheduled game is played.
