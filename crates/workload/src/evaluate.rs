@@ -216,7 +216,8 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                 let (schedule, next, progress, name, canonical_name, tally) =
                     (&schedule, &next, &progress, &name, &canonical_name, &tally);
                 scope.spawn(move || {
-                    let mut rng = Rng::new(args.seed ^ ((t as u64 + 1) * 0xA24B_AED4_963E_E407));
+                    let mut rng =
+                        Rng::new(args.seed ^ (t as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
                     let mut me =
                         ModelPlayer::new(name.clone(), model, SearchConfig::greedy(args.depth));
                     let canon = canonical_model.map(|m| {
