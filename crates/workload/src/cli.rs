@@ -186,8 +186,8 @@ pub struct EvaluateCmd {
     /// Promote the model if it passes the gate.
     #[arg(long)]
     pub promote: bool,
-    /// Stop playing random or heuristic once the upper 95% bound against it is below
-    /// its gate (--gate-random, --gate-heuristic): the model cannot pass any more.
+    /// Stop playing an opponent once the upper 95% bound against it is below its gate
+    /// (--gate-random, --gate-heuristic, --gate-canonical): the model cannot pass any more.
     #[arg(long)]
     pub early_reject: bool,
     #[arg(long, default_value_t = 0.85)]

@@ -59,7 +59,7 @@ pub struct EvaluateArgs {
     pub source_node: String,
     pub quiet: bool,
     /// Stop playing an opponent once the upper 95 % bound of the model's score against
-    /// it is below this gate's bound for it (random, heuristic): the model can no longer
+    /// it is below this gate's bound for it (random, heuristic, canonical): the model can no longer
     /// pass, so the remaining games would only cost time. Passing is only ever decided
     /// on the full count, so stopping early never lets a lucky streak through.
     pub early_reject: Option<Gate>,

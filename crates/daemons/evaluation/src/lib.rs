@@ -44,7 +44,10 @@ impl Default for EvalConfig {
             // Enough that a model whose true score is 0.63 clears the seed's 0.60 lower
             // bound (at 1000 games the 95 % half-width is about 0.03).
             games_heuristic: 1000,
-            games_canonical: 50,
+            // With the gate's Wilson lower bound ≥ 0.5 against the canonical model, 200
+            // games let a candidate scoring ~0.57 show it is better; early rejection
+            // stops a worse one after 50.
+            games_canonical: 200,
             depth: 3,
             early_reject: true,
             timeout_s: 3600.0,
