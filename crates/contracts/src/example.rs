@@ -67,6 +67,7 @@ pub fn evaluate(
         model,
         model_sha256: "9f2c".into(),
         generation: 1,
+        canonical_sha256: None,
         results,
         elo,
         elapsed_s: 12.0,
@@ -85,6 +86,7 @@ pub fn tournament(config_key: ConfigKey, standings: &[(&str, f64)]) -> Tournamen
             .iter()
             .map(|(name, elo)| Standing {
                 name: (*name).to_owned(),
+                sha256: format!("sha-of-{name}"),
                 model: PathBuf::from(format!("models/{name}.rrm")),
                 elo: *elo,
                 games: 20 * (n as u64).saturating_sub(1),

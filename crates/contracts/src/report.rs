@@ -170,11 +170,20 @@ pub struct PromotionReport {
 pub struct EvaluateReport {
     pub config_key: ConfigKey,
     pub model: PathBuf,
+    /// A label for people; the model's identity (and its Elo participant id) is
+    /// `model_sha256`.
     pub model_name: String,
+    /// SHA-256 of the model's payload (the weights, as the `.rrm` header records it):
+    /// what promotion verifies the file against.
     pub model_sha256: String,
     pub generation: u32,
+    /// Payload SHA-256 of the canonical model when the gauntlet ran (null: there was
+    /// none). Promotion refuses a candidate compared with a canonical model that has
+    /// changed since.
+    pub canonical_sha256: Option<String>,
     pub results: Vec<OpponentResult>,
-    /// The model's Elo in this config after the gauntlet (None if not recorded).
+    /// The model's Elo in this config after the gauntlet (None if not recorded), kept
+    /// under `model_sha256`.
     pub elo: Option<f64>,
     pub elapsed_s: f64,
     pub games_per_s: f64,
@@ -207,7 +216,10 @@ pub struct PairResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Standing {
+    /// A label for people (the file stem).
     pub name: String,
+    /// Payload SHA-256 of the model: its Elo participant id.
+    pub sha256: String,
     pub model: PathBuf,
     pub elo: f64,
     pub games: u64,

@@ -253,6 +253,12 @@ impl Model {
     /// Reads and verifies a model file.
     pub fn load(path: &Path) -> Result<(Model, ModelHeader), WorkloadError> {
         let bytes = std::fs::read(path).map_err(|e| WorkloadError::io("read model", path, e))?;
+        Model::from_bytes(path, &bytes)
+    }
+
+    /// Verifies and decodes the bytes of a model file (`path` names it in errors), so a
+    /// caller that checks a model and then writes it elsewhere reads the file once.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Model, ModelHeader), WorkloadError> {
         let bad = |reason: String| WorkloadError::BadModel {
             path: path.to_path_buf(),
             reason,

@@ -48,5 +48,6 @@ pub fn evaluation_completed(
         results: r.results.iter().map(opponent_to_wire).collect(),
         elo: r.elo.unwrap_or(0.0),
         run_id: run_id.to_owned(),
+        canonical_sha256: r.canonical_sha256.clone().unwrap_or_default(),
     }
 }

@@ -20,7 +20,7 @@ impl PromotionConfig {
         for (k, v) in [
             ("min_lower_vs_random", g.min_lower_vs_random),
             ("min_lower_vs_heuristic", g.min_lower_vs_heuristic),
-            ("min_vs_canonical", g.min_vs_canonical),
+            ("min_lower_vs_canonical", g.min_lower_vs_canonical),
         ] {
             handler_base::ensure_config!(
                 (0.0..=1.0).contains(&v),

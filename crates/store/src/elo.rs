@@ -3,7 +3,13 @@
 //! K = 32, new participants start at 1500, `random` is pinned at 400 and `heuristic` at
 //! 1200 (pinned ratings never move; they anchor the scale). Recording a match is
 //! idempotent on its `match_id`, which is also what makes merging another node's
-//! database safe to repeat.
+//! database safe to repeat: jobs derive match ids from their job id and game index, so a
+//! replayed job records nothing twice.
+//!
+//! A model participates under one identity, the SHA-256 of its payload (the weights as
+//! the `.rrm` header records them), whatever file it is read from; `label` (schema v2)
+//! is a name for people (the file stem). Participants of databases written before v2
+//! keep their ids, labelled with them.
 
 use crate::error::SqlContext;
 use crate::{ConfigKey, OffRuntime, StoreError, db};
@@ -18,7 +24,8 @@ pub use ringrift_contracts::report::{HEURISTIC_ID, RANDOM_ID};
 pub const RANDOM_RATING: f64 = 400.0;
 pub const HEURISTIC_RATING: f64 = 1200.0;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE participants (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE participants (
         participant_id TEXT PRIMARY KEY NOT NULL,
         kind TEXT NOT NULL,
         pinned_rating REAL,
@@ -46,7 +53,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE participants (
         rating_a_after REAL NOT NULL,
         rating_b_after REAL NOT NULL
     );
-    CREATE INDEX match_history_config ON match_history(config_key, played_at);"];
+    CREATE INDEX match_history_config ON match_history(config_key, played_at);",
+    "ALTER TABLE participants ADD COLUMN label TEXT;
+    UPDATE participants SET label = participant_id;",
+];
 
 /// The pinned rating of a built-in anchor participant, if it is one.
 pub fn pinned_rating(participant: &str) -> Option<f64> {
@@ -94,6 +104,8 @@ pub struct MatchResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rating {
     pub participant_id: String,
+    /// The participant's name for people, if one was given.
+    pub label: Option<String>,
     pub config_key: ConfigKey,
     pub rating: f64,
     pub games: u64,
@@ -161,6 +173,18 @@ impl EloStore {
         Ok(n)
     }
 
+    /// Names participants for people: `(participant id, label)`; a later label replaces
+    /// an earlier one.
+    pub fn set_labels(&self, labels: &[(String, String)]) -> Result<(), StoreError> {
+        let path = self.path();
+        let mut conn = self.conn();
+        let tx = conn.transaction().ctx(path)?;
+        for (id, label) in labels {
+            label_in(&tx, path, id, label, true)?;
+        }
+        tx.commit().ctx(path)
+    }
+
     /// The rating of a participant in a config: the pinned value for anchors, the start
     /// rating for one never seen.
     pub fn rating(&self, participant: &str, config: ConfigKey) -> Result<Rating, StoreError> {
@@ -174,14 +198,16 @@ impl EloStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT participant_id, rating, games, wins, losses, draws FROM elo_ratings
-                 WHERE config_key = ?1 ORDER BY rating DESC, participant_id",
+                "SELECT e.participant_id, e.rating, e.games, e.wins, e.losses, e.draws, p.label
+                 FROM elo_ratings e LEFT JOIN participants p USING (participant_id)
+                 WHERE e.config_key = ?1 ORDER BY e.rating DESC, e.participant_id",
             )
             .ctx(path)?;
         let rows = stmt
             .query_map([config.to_string()], |r| {
                 Ok(Rating {
                     participant_id: r.get(0)?,
+                    label: r.get(6)?,
                     config_key: config,
                     rating: r.get(1)?,
                     games: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
@@ -203,7 +229,8 @@ impl EloStore {
     }
 
     /// Merges another node's Elo database: every match not yet known here is recorded
-    /// (in the order it was played), updating local ratings. Idempotent.
+    /// (in the order it was played), updating local ratings; its labels name
+    /// participants that have none here. Idempotent.
     pub fn merge_from(&self, source: &Path) -> Result<usize, StoreError> {
         if !source.exists() {
             return Err(StoreError::NotFound(format!(
@@ -213,8 +240,29 @@ impl EloStore {
         }
         let src = EloStore::open(source)?;
         let matches = src.all_matches()?;
+        let labels = src.labels()?;
         drop(src);
-        self.record_matches(&matches)
+        let n = self.record_matches(&matches)?;
+        let path = self.path();
+        let mut conn = self.conn();
+        let tx = conn.transaction().ctx(path)?;
+        for (id, label) in &labels {
+            label_in(&tx, path, id, label, false)?;
+        }
+        tx.commit().ctx(path)?;
+        Ok(n)
+    }
+
+    fn labels(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let path = self.path();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT participant_id, label FROM participants WHERE label IS NOT NULL")
+            .ctx(path)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx(path)?;
+        rows.collect::<Result<Vec<_>, _>>().ctx(path)
     }
 
     fn all_matches(&self) -> Result<Vec<MatchResult>, StoreError> {
@@ -281,6 +329,36 @@ impl EloStore {
     }
 }
 
+/// Labels `id` (creating the participant); `replace` overwrites an existing label.
+fn label_in(
+    tx: &Transaction<'_>,
+    path: &Path,
+    id: &str,
+    label: &str,
+    replace: bool,
+) -> Result<(), StoreError> {
+    let kind = if pinned_rating(id).is_some() {
+        "baseline"
+    } else {
+        "model"
+    };
+    let on_conflict = if replace {
+        "label = excluded.label"
+    } else {
+        "label = COALESCE(participants.label, excluded.label)"
+    };
+    tx.execute(
+        &format!(
+            "INSERT INTO participants (participant_id, kind, pinned_rating, created_at, label)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (participant_id) DO UPDATE SET {on_conflict}"
+        ),
+        params![id, kind, pinned_rating(id), crate::now_ms(), label],
+    )
+    .ctx(path)?;
+    Ok(())
+}
+
 fn rating_in(
     conn: &Connection,
     path: &Path,
@@ -305,9 +383,19 @@ fn rating_in(
         .optional()
         .ctx(path)?;
     let (rating, games, wins, losses, draws) = row.unwrap_or((START_RATING, 0, 0, 0, 0));
+    let label = conn
+        .query_row(
+            "SELECT label FROM participants WHERE participant_id = ?1",
+            [participant],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()
+        .ctx(path)?
+        .flatten();
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(Rating {
         participant_id: participant.to_string(),
+        label,
         config_key: config,
         rating: pinned_rating(participant).unwrap_or(rating),
         games: n(games),

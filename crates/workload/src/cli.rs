@@ -46,6 +46,11 @@ pub struct Common {
     /// Worker threads for selfplay and evaluation.
     #[arg(long, global = true, default_value_t = 1)]
     pub threads: usize,
+    /// This job's id (the job runner sets RINGRIFT_JOB_ID): Elo match ids are
+    /// `<job id>/<game index>`, so a replayed job records no game twice. Default: a fresh
+    /// UUID, i.e. every run by hand is a new job.
+    #[arg(long, global = true, env = "RINGRIFT_JOB_ID")]
+    pub job_id: Option<String>,
 }
 
 fn default_home() -> PathBuf {
@@ -161,7 +166,8 @@ pub struct EvaluateCmd {
     pub config: ConfigKey,
     #[arg(long)]
     pub model: PathBuf,
-    /// Elo participant name (default: the model file's stem).
+    /// The model's label in the Elo store, whose id is its payload SHA-256 (default: the
+    /// model file's stem).
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long, default_value_t = 100)]
@@ -180,14 +186,15 @@ pub struct EvaluateCmd {
     /// Promote the model if it passes the gate.
     #[arg(long)]
     pub promote: bool,
-    /// Stop playing random or heuristic once the upper 95% bound against it is below
-    /// its gate (--gate-random, --gate-heuristic): the model cannot pass any more.
+    /// Stop playing an opponent once the upper 95% bound against it is below its gate
+    /// (--gate-random, --gate-heuristic, --gate-canonical): the model cannot pass any more.
     #[arg(long)]
     pub early_reject: bool,
     #[arg(long, default_value_t = 0.85)]
     pub gate_random: f64,
     #[arg(long, default_value_t = 0.60)]
     pub gate_heuristic: f64,
+    /// Minimum Wilson lower 95% bound of the score against the canonical model.
     #[arg(long, default_value_t = 0.5)]
     pub gate_canonical: f64,
 }
@@ -220,6 +227,10 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
     let c = &cli.common;
     let seed = c.seed.unwrap_or_else(Rng::seed_from_entropy);
     let node = crate::node_name();
+    let job_id = c
+        .job_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let (job, value) = match cli.command {
         Command::Selfplay(a) => {
             let mut search = SearchConfig::selfplay(a.depth);
@@ -275,13 +286,14 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             let gate = Gate {
                 min_lower_vs_random: a.gate_random,
                 min_lower_vs_heuristic: a.gate_heuristic,
-                min_vs_canonical: a.gate_canonical,
+                min_lower_vs_canonical: a.gate_canonical,
             };
             let mut r = evaluate(&EvaluateArgs {
                 home: c.home.clone(),
                 config: a.config,
                 model: a.model,
                 name: a.name,
+                job_id: job_id.clone(),
                 games_vs_random: a.games_random,
                 games_vs_heuristic: a.games_heuristic,
                 games_vs_canonical: a.games_canonical,
@@ -310,6 +322,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 opening_plies: a.opening_plies,
                 seed,
                 source_node: node.clone(),
+                job_id: job_id.clone(),
             };
             (
                 JobKind::Tournament,

@@ -1,5 +1,7 @@
 //! Gauntlet: a model plays random, heuristic and the current canonical model; every game
-//! is a match in the Elo store; win rates come with Wilson 95 % bounds.
+//! is a match in the Elo store (models under their payload SHA-256, match ids
+//! `<job id>/<game index>` so a replayed job counts nothing twice); win rates come with
+//! Wilson 95 % bounds.
 
 use crate::WorkloadError;
 use crate::game::{Geometry, State};
@@ -38,8 +40,12 @@ pub struct EvaluateArgs {
     pub home: PathBuf,
     pub config: ConfigKey,
     pub model: PathBuf,
-    /// Elo participant name; default the model file's stem.
+    /// The model's label (its Elo participant id is its payload SHA-256); default the
+    /// model file's stem.
     pub name: Option<String>,
+    /// The job's id: match ids are `<job_id>/<game index>`, so running the same job
+    /// again records no game twice.
+    pub job_id: String,
     pub games_vs_random: usize,
     pub games_vs_heuristic: usize,
     /// Games against the canonical model, if there is one (0 = skip).
@@ -53,7 +59,7 @@ pub struct EvaluateArgs {
     pub source_node: String,
     pub quiet: bool,
     /// Stop playing an opponent once the upper 95 % bound of the model's score against
-    /// it is below this gate's bound for it (random, heuristic): the model can no longer
+    /// it is below this gate's bound for it (random, heuristic, canonical): the model can no longer
     /// pass, so the remaining games would only cost time. Passing is only ever decided
     /// on the full count, so stopping early never lets a lucky streak through.
     pub early_reject: Option<Gate>,
@@ -115,7 +121,7 @@ impl Opp {
         match self {
             Opp::Random => Some(gate.min_lower_vs_random),
             Opp::Heuristic => Some(gate.min_lower_vs_heuristic),
-            Opp::Canonical => None,
+            Opp::Canonical => Some(gate.min_lower_vs_canonical),
         }
     }
 }
@@ -172,8 +178,9 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
             .to_string()
     });
     let model = Arc::new(model);
-    let canonical = promote::canonical(&args.home, args.config)?
-        .filter(|c| c.sha256 != header.payload_sha256 && c.name != name);
+    let canonical = promote::canonical(&args.home, args.config)?;
+    let canonical_sha256 = canonical.as_ref().map(|c| c.sha256.clone());
+    let canonical = canonical.filter(|c| c.sha256 != header.payload_sha256);
     let mut schedule: Vec<Opp> = Vec::new();
     schedule.extend(std::iter::repeat_n(Opp::Random, args.games_vs_random));
     schedule.extend(std::iter::repeat_n(Opp::Heuristic, args.games_vs_heuristic));
@@ -201,7 +208,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let progress =
         std::sync::Mutex::new(Progress::new("evaluate", schedule.len() as u64, args.quiet));
     let threads = args.threads.clamp(1, schedule.len().max(1));
-    let per_thread: Vec<Vec<(Opp, f64)>> = std::thread::scope(|scope| {
+    let per_thread: Vec<Vec<(usize, Opp, f64)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (geo, model, canonical_model) =
@@ -209,7 +216,8 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                 let (schedule, next, progress, name, canonical_name, tally) =
                     (&schedule, &next, &progress, &name, &canonical_name, &tally);
                 scope.spawn(move || {
-                    let mut rng = Rng::new(args.seed ^ ((t as u64 + 1) * 0xA24B_AED4_963E_E407));
+                    let mut rng =
+                        Rng::new(args.seed ^ (t as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
                     let mut me =
                         ModelPlayer::new(name.clone(), model, SearchConfig::greedy(args.depth));
                     let canon = canonical_model.map(|m| {
@@ -244,7 +252,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                         }
                         let score =
                             play_one(&geo, &mut me, others, i, args.opening_plies, &mut rng);
-                        out.push((opp, score));
+                        out.push((i, opp, score));
                         tally.add(opp, i % geo.players(), score, args.early_reject.as_ref());
                         progress.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
                     }
@@ -261,7 +269,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .finish();
-    let games: Vec<(Opp, f64)> = per_thread.into_iter().flatten().collect();
+    let games: Vec<(usize, Opp, f64)> = per_thread.into_iter().flatten().collect();
     let skipped = tally.skipped.load(Ordering::Relaxed);
     if games.len() + skipped != schedule.len() {
         return Err(WorkloadError::Invalid(format!(
@@ -281,20 +289,28 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     if args.record_elo {
         let store = EloStore::open(&paths::elo_db(&args.home))?;
         let now = ringrift_store::now_ms();
+        let me = &header.payload_sha256;
+        let participant = |o: Opp| match (o, &canonical) {
+            (Opp::Canonical, Some(c)) => c.sha256.clone(),
+            _ => opp_name(o),
+        };
         let matches: Vec<MatchResult> = games
             .iter()
-            .map(|&(o, s)| MatchResult {
-                match_id: uuid::Uuid::new_v4().to_string(),
+            .map(|&(i, o, s)| MatchResult {
+                match_id: format!("{}/{i}", args.job_id),
                 config_key: args.config,
-                participant_a: name.clone(),
-                participant_b: opp_name(o),
+                participant_a: me.clone(),
+                participant_b: participant(o),
                 score_a: s,
                 played_at: now,
                 source_node: args.source_node.clone(),
             })
             .collect();
+        let mut labels = vec![(me.clone(), name.clone())];
+        labels.extend(canonical.iter().map(|c| (c.sha256.clone(), c.name.clone())));
+        store.set_labels(&labels)?;
         store.record_matches(&matches)?;
-        elo = Some(store.rating(&name, args.config)?.rating);
+        elo = Some(store.rating(me, args.config)?.rating);
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok(EvaluateReport {
@@ -303,6 +319,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         model_name: name,
         model_sha256: header.payload_sha256,
         generation: header.generation,
+        canonical_sha256,
         results,
         elo,
         elapsed_s: elapsed,
@@ -361,6 +378,104 @@ mod tests {
         assert!((lo - 0.8389).abs() < 1e-3, "{lo}");
     }
 
+    fn args(home: &Path, model: &Path, job_id: &str) -> EvaluateArgs {
+        EvaluateArgs {
+            home: home.to_path_buf(),
+            config: "hex8_2p".parse().expect("key"),
+            model: model.to_path_buf(),
+            name: None,
+            job_id: job_id.into(),
+            games_vs_random: 6,
+            games_vs_heuristic: 6,
+            games_vs_canonical: 6,
+            depth: 1,
+            opening_plies: 2,
+            threads: 2,
+            seed: 3,
+            record_elo: true,
+            source_node: "test".into(),
+            quiet: true,
+            early_reject: None,
+        }
+    }
+
+    fn random_model(dir: &Path, name: &str, seed: u64) -> (PathBuf, String) {
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let path = dir.join(format!("{name}.rrm"));
+        let h = Model::new_random(key, Geometry::new(key).cells(), 8, seed)
+            .save(&path)
+            .expect("save");
+        (path, h.payload_sha256)
+    }
+
+    /// A gauntlet job run again under the same job id (a rerun after a crash) records
+    /// no game twice: match ids are `<job id>/<game index>` and the store ignores known
+    /// ids, so the Elo is unchanged the second time. Another job's games do count.
+    #[test]
+    fn a_replayed_job_leaves_elo_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (m, sha) = random_model(dir.path(), "m", 1);
+        let first = evaluate(&args(dir.path(), &m, "job-1")).expect("first");
+        let store = EloStore::open(&paths::elo_db(dir.path())).expect("elo");
+        assert_eq!(store.match_count().expect("count"), 12);
+        let again = evaluate(&args(dir.path(), &m, "job-1")).expect("replay");
+        assert_eq!(
+            store.match_count().expect("count"),
+            12,
+            "replay recorded games"
+        );
+        assert_eq!(again.elo, first.elo);
+        let r = store
+            .rating(&sha, "hex8_2p".parse().expect("key"))
+            .expect("r");
+        assert_eq!((r.games, r.label.as_deref()), (12, Some("m")));
+        evaluate(&args(dir.path(), &m, "job-2")).expect("another job");
+        assert_eq!(store.match_count().expect("count"), 24);
+    }
+
+    /// A model has one Elo identity, its payload SHA-256, whatever file it is read from
+    /// and whatever it is called: promoted to `canonical_hex8_2p.rrm`, met as the
+    /// canonical opponent and played in a tournament under both files, it is one
+    /// participant whose games add up.
+    #[test]
+    fn a_model_is_one_participant_under_every_file_and_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path();
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let (g1, sha1) = random_model(home, "hex8_2p_gen1", 1);
+        let (g2, sha2) = random_model(home, "hex8_2p_gen2", 2);
+        let r1 = evaluate(&args(home, &g1, "e1")).expect("gen1");
+        assert_eq!(r1.canonical_sha256, None);
+        promote::promote(home, key, &g1, "hex8_2p_gen1", &sha1, None, None).expect("promote");
+        let r2 = evaluate(&args(home, &g2, "e2")).expect("gen2");
+        assert_eq!(r2.canonical_sha256.as_deref(), Some(sha1.as_str()));
+        let canon = promote::canonical_path(home, key);
+        let t = crate::tournament::tournament(&crate::tournament::TournamentArgs {
+            home: home.to_path_buf(),
+            config: key,
+            models: vec![g1.clone(), g2.clone(), canon],
+            games_per_pair: 4,
+            depth: 1,
+            opening_plies: 2,
+            seed: 5,
+            source_node: "test".into(),
+            job_id: "t1".into(),
+        })
+        .expect("tournament");
+        let ids: Vec<&str> = t.standings.iter().map(|s| s.sha256.as_str()).collect();
+        assert_eq!(ids.len(), 2, "the canonical copy of gen1 is gen1: {ids:?}");
+        assert!(ids.contains(&sha1.as_str()) && ids.contains(&sha2.as_str()));
+        let store = EloStore::open(&paths::elo_db(home)).expect("elo");
+        let gen1 = store.rating(&sha1, key).expect("gen1");
+        // Its own gauntlet (12), as gen2's canonical opponent (6), the tournament (4).
+        assert_eq!(
+            (gen1.games, gen1.label.as_deref()),
+            (12 + 6 + 4, Some("hex8_2p_gen1"))
+        );
+        let board = store.leaderboard(key).expect("board");
+        assert_eq!(board.len(), 4, "random, heuristic, gen1, gen2: {board:?}");
+    }
+
     /// The untrained model cannot reach 0.99 against the heuristic: with early
     /// rejection the gauntlet stops that opponent once its upper bound falls below the
     /// bar; without it every scheduled game is played.
@@ -375,7 +490,7 @@ mod tests {
         let gate = Gate {
             min_lower_vs_random: 0.0,
             min_lower_vs_heuristic: 0.99,
-            min_vs_canonical: 0.5,
+            min_lower_vs_canonical: 0.5,
         };
         let run = |early_reject| {
             evaluate(&EvaluateArgs {
@@ -383,6 +498,7 @@ mod tests {
                 config: key,
                 model: path.clone(),
                 name: None,
+                job_id: "j".into(),
                 games_vs_random: 20,
                 games_vs_heuristic: 400,
                 games_vs_canonical: 0,

@@ -1,5 +1,10 @@
 //! Promotion: the gate on gauntlet results, and the atomic swap of the canonical model.
 //!
+//! A promotion verifies what it promotes: the candidate's payload SHA-256 must be the one
+//! evaluated (the bytes checked are the bytes written), and the canonical model must still
+//! be the one the candidate was compared with ([`WorkloadError::ModelChanged`],
+//! [`WorkloadError::CanonicalChanged`]).
+//!
 //! Promoting backs up the current `models/canonical_{config}.rrm` (and its `.json`
 //! sidecar) under `models/backup/`, copies the candidate over it atomically, writes the
 //! sidecar (name, hashes, the evaluation that earned it) and points the
@@ -80,23 +85,44 @@ pub fn promote_if_passed(
         report.config_key,
         &report.model,
         &report.model_name,
+        &report.model_sha256,
+        report.canonical_sha256.as_deref(),
         Some(report),
     )?;
     r.decision = decision;
     Ok(r)
 }
 
-/// Promotes `model` (named `name`) to the canonical model of `config` unconditionally
-/// (callers check the gate): backup, atomic copy, sidecar (with the `evaluation` that
-/// earned it, when the caller has the whole report), atomic symlink.
+/// Promotes `model` (labelled `name`) to the canonical model of `config` (callers check
+/// the gate) if its payload SHA-256 is `model_sha256` and the canonical model is still
+/// the one of payload SHA-256 `canonical_sha256` (`None`: there was none): backup, atomic
+/// write of the bytes verified, sidecar (with the `evaluation` that earned it, when the
+/// caller has the whole report), atomic symlink.
 pub fn promote(
     home: &Path,
     config: ConfigKey,
     model: &Path,
     name: &str,
+    model_sha256: &str,
+    canonical_sha256: Option<&str>,
     evaluation: Option<&EvaluateReport>,
 ) -> Result<PromotionReport, WorkloadError> {
-    let (_, header) = Model::load(model)?;
+    let bytes = std::fs::read(model).map_err(|e| WorkloadError::io("read model", model, e))?;
+    let (_, header) = Model::from_bytes(model, &bytes)?;
+    if header.payload_sha256 != model_sha256 {
+        return Err(WorkloadError::ModelChanged {
+            path: model.to_path_buf(),
+            found: header.payload_sha256,
+            evaluated: model_sha256.to_owned(),
+        });
+    }
+    let current = canonical(home, config)?.map(|c| c.sha256);
+    if current.as_deref() != canonical_sha256 {
+        return Err(WorkloadError::CanonicalChanged {
+            found: current,
+            evaluated: canonical_sha256.map(str::to_owned),
+        });
+    }
     if header.config_key != config {
         return Err(WorkloadError::BadModel {
             path: model.to_path_buf(),
@@ -122,7 +148,8 @@ pub fn promote(
         }
         backup = Some(b);
     }
-    let file_sha256 = atomic_copy(model, &target)?;
+    atomic_write(&target, &bytes)?;
+    let file_sha256 = ringrift_store::manifest::sha256_hex(&bytes);
     // Re-read what landed: a promotion never leaves an unreadable canonical model.
     let (_, landed) = Model::load(&target)?;
     let c = Canonical {

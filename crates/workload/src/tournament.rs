@@ -1,5 +1,7 @@
 //! Round-robin tournament among models of one config: every pair plays `games_per_pair`
-//! games with alternating seats; every game is a match in the Elo store.
+//! games with alternating seats; every game is a match in the Elo store, models under
+//! their payload SHA-256 (files with the same weights are one participant), match ids
+//! `<job id>/<game index>`.
 
 use crate::WorkloadError;
 use crate::evaluate::play_one;
@@ -24,20 +26,19 @@ pub struct TournamentArgs {
     pub opening_plies: usize,
     pub seed: u64,
     pub source_node: String,
+    /// Match ids are `<job_id>/<game index>`: the same job run again records nothing twice.
+    pub job_id: String,
 }
 
 pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadError> {
     let started = Instant::now();
-    if args.models.len() < 2 {
-        return Err(WorkloadError::Invalid(format!(
-            "a tournament needs at least 2 models, got {}",
-            args.models.len()
-        )));
-    }
     let geo = Geometry::new(args.config);
-    let mut players = Vec::new();
+    let mut players: Vec<(String, String, PathBuf, ModelPlayer)> = Vec::new();
     for path in &args.models {
-        let (model, _) = Model::load(path)?;
+        let (model, header) = Model::load(path)?;
+        if players.iter().any(|p| p.1 == header.payload_sha256) {
+            continue;
+        }
         if model.config_key != args.config {
             return Err(WorkloadError::BadModel {
                 path: path.clone(),
@@ -54,6 +55,7 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
             .to_string();
         players.push((
             name,
+            header.payload_sha256,
             path.clone(),
             ModelPlayer::new(
                 path.display().to_string(),
@@ -61,6 +63,13 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
                 SearchConfig::greedy(args.depth),
             ),
         ));
+    }
+    if players.len() < 2 {
+        return Err(WorkloadError::Invalid(format!(
+            "a tournament needs at least 2 distinct models, got {} ({} files)",
+            players.len(),
+            args.models.len()
+        )));
     }
     let mut rng = Rng::new(args.seed);
     let mut pairs = Vec::new();
@@ -70,17 +79,17 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
         for j in (i + 1)..players.len() {
             let mut score = 0.0;
             for g in 0..args.games_per_pair {
-                let mut me = players[i].2.clone();
+                let mut me = players[i].3.clone();
                 let others: Vec<Box<dyn Player>> = (1..geo.players())
-                    .map(|_| Box::new(players[j].2.clone()) as Box<dyn Player>)
+                    .map(|_| Box::new(players[j].3.clone()) as Box<dyn Player>)
                     .collect();
                 let s = play_one(&geo, &mut me, others, g, args.opening_plies, &mut rng);
                 score += s;
                 matches.push(MatchResult {
-                    match_id: uuid::Uuid::new_v4().to_string(),
+                    match_id: format!("{}/{}", args.job_id, matches.len()),
                     config_key: args.config,
-                    participant_a: players[i].0.clone(),
-                    participant_b: players[j].0.clone(),
+                    participant_a: players[i].1.clone(),
+                    participant_b: players[j].1.clone(),
                     score_a: s,
                     played_at: now,
                     source_node: args.source_node.clone(),
@@ -95,12 +104,18 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
         }
     }
     let store = EloStore::open(&paths::elo_db(&args.home))?;
+    let labels: Vec<(String, String)> = players
+        .iter()
+        .map(|(name, sha, ..)| (sha.clone(), name.clone()))
+        .collect();
+    store.set_labels(&labels)?;
     store.record_matches(&matches)?;
     let mut standings = Vec::new();
-    for (name, path, _) in &players {
-        let r = store.rating(name, args.config)?;
+    for (name, sha, path, _) in &players {
+        let r = store.rating(sha, args.config)?;
         standings.push(Standing {
             name: name.clone(),
+            sha256: sha.clone(),
             model: path.clone(),
             elo: r.rating,
             games: r.games,

@@ -44,7 +44,10 @@ impl Default for EvalConfig {
             // Enough that a model whose true score is 0.63 clears the seed's 0.60 lower
             // bound (at 1000 games the 95 % half-width is about 0.03).
             games_heuristic: 1000,
-            games_canonical: 50,
+            // With the gate's Wilson lower bound ≥ 0.5 against the canonical model, 200
+            // games let a candidate scoring ~0.57 show it is better; early rejection
+            // stops a worse one after 50.
+            games_canonical: 200,
             depth: 3,
             early_reject: true,
             timeout_s: 3600.0,
@@ -76,38 +79,63 @@ impl Evaluator {
         let wire::event::Payload::TrainingCompleted(t) = &ev.payload else {
             return Ok(());
         };
+        let id = if t.model_sha256.is_empty() {
+            t.model_path.clone()
+        } else {
+            t.model_sha256.clone()
+        };
+        self.gauntlet(ev, &t.model_path, &t.run_id, &id, emit).await
+    }
+
+    /// PROMOTION_REJECTED with `reevaluate`: the canonical model changed after the
+    /// candidate's gauntlet, so it plays again (once per new canonical model).
+    pub async fn on_rejected(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
+        let wire::event::Payload::PromotionRejected(r) = &ev.payload else {
+            return Ok(());
+        };
+        if !r.reevaluate {
+            return Ok(());
+        }
+        let id = format!("{}:{}", r.model_sha256, r.canonical_sha256);
+        self.gauntlet(ev, &r.model_path, &r.run_id, &id, emit).await
+    }
+
+    /// Runs the gauntlet of `model_path` once per `id` (persisted as `evaluated:<id>`)
+    /// and publishes EVALUATION_COMPLETED `eval:<id>`.
+    async fn gauntlet(
+        &self,
+        ev: &Event,
+        model_path: &str,
+        run_id: &str,
+        id: &str,
+        emit: &dyn Emit,
+    ) -> anyhow::Result<()> {
         let config: ConfigKey = ev.config_key.parse().map_err(|e| {
             anyhow::anyhow!(
-                "TRAINING_COMPLETED #{} has config key {:?}: {e}",
+                "{} #{} has config key {:?}: {e}",
+                ringrift_proto::type_name(ev.kind),
                 ev.seq,
                 ev.config_key
             )
         })?;
-        let done_key = format!(
-            "evaluated:{}",
-            if t.model_sha256.is_empty() {
-                &t.model_path
-            } else {
-                &t.model_sha256
-            }
-        );
+        let done_key = format!("evaluated:{id}");
         if self
             .state
             .get::<serde_json::Value>(&done_key)
             .await?
             .is_some()
         {
-            tracing::info!(model = %t.model_path, "already evaluated; not repeating the gauntlet");
+            tracing::info!(model = %model_path, "already evaluated; not repeating the gauntlet");
             return Ok(());
         }
-        self.status.set(format!("evaluating {}", t.model_path));
+        self.status.set(format!("evaluating {model_path}"));
         let mut req = JobRequest::new(
             JobKind::Evaluate,
             format!("evaluate:{config}"),
             Duration::from_secs_f64(self.cfg.timeout_s),
         )
         .var("config_key", config)
-        .var("model", &t.model_path)
+        .var("model", model_path)
         .arg("--games-random")
         .arg(self.cfg.games_random.to_string())
         .arg("--games-heuristic")
@@ -123,11 +151,12 @@ impl Evaluator {
                 self.gate.min_lower_vs_random.to_string(),
                 "--gate-heuristic".to_owned(),
                 self.gate.min_lower_vs_heuristic.to_string(),
+                "--gate-canonical".to_owned(),
+                self.gate.min_lower_vs_canonical.to_string(),
             ]);
         }
         let r: EvaluateReport = self.jobs.run(req).await?;
-        let p = convert::evaluation_completed(&r, &t.model_path, &t.run_id);
-        let sha = p.model_sha256.clone();
+        let p = convert::evaluation_completed(&r, model_path, run_id);
         let summary: Vec<String> = p
             .results
             .iter()
@@ -140,17 +169,14 @@ impl Evaluator {
             .collect();
         emit.emit(event(
             wire::event::Payload::EvaluationCompleted(p),
-            format!("eval:{sha}"),
+            format!("eval:{id}"),
             &ev.config_key,
         ))
         .await?;
         self.state.put(&done_key, &r).await?;
-        tracing::info!(%config, model = %t.model_path, results = %summary.join(", "), "EVALUATION_COMPLETED");
-        self.status.set(format!(
-            "evaluated {}: {}",
-            t.model_path,
-            summary.join(", ")
-        ));
+        tracing::info!(%config, model = %model_path, results = %summary.join(", "), "EVALUATION_COMPLETED");
+        self.status
+            .set(format!("evaluated {model_path}: {}", summary.join(", ")));
         Ok(())
     }
 }
@@ -173,14 +199,14 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 #[async_trait::async_trait]
 impl Handler for Evaluation {
     fn subscriptions(&self) -> Vec<EventType> {
-        vec![EventType::TrainingCompleted]
+        vec![EventType::TrainingCompleted, EventType::PromotionRejected]
     }
     /// One call runs a job, bounded by its timeout.
     fn longest_call(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
     }
-    /// TRAINING_COMPLETED is its only trigger (no cycle fallback): one published before
-    /// its first subscribe must still be evaluated.
+    /// Events are its only trigger (no cycle fallback): one published before its first
+    /// subscribe must still be evaluated.
     fn replay_history(&self) -> bool {
         true
     }
@@ -188,7 +214,10 @@ impl Handler for Evaluation {
         Ok(())
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_trained(ev, &ctx.publisher).await
+        match ev.kind {
+            EventType::PromotionRejected => self.0.on_rejected(ev, &ctx.publisher).await,
+            _ => self.0.on_trained(ev, &ctx.publisher).await,
+        }
     }
     fn health_check(&self) -> HealthCheckResult {
         HealthCheckResult::running(self.0.status.get())
@@ -237,6 +266,7 @@ mod tests {
                 model_name: "g1".into(),
                 model_sha256: "abc".into(),
                 generation: 1,
+                canonical_sha256: None,
                 results: vec![
                     result("random", 97, 0.915, 0.99),
                     result("heuristic", 40, 0.31, 0.5),
@@ -284,6 +314,44 @@ mod tests {
         };
         assert_eq!(p.results.len(), 2);
         assert!((p.results[0].lower_95 - 0.915).abs() < 1e-9 && p.elo > 1600.0);
+    }
+
+    /// unified_promotion refused the candidate because the canonical model changed after
+    /// its gauntlet: it plays again, once, and the new EVALUATION_COMPLETED is an event
+    /// of its own (not deduplicated against the first).
+    #[tokio::test]
+    async fn a_rejection_asking_for_reevaluation_replays_the_gauntlet_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = jobs();
+        let e = Evaluator::new(
+            EvalConfig::default(),
+            Gate::default(),
+            j.clone(),
+            StateStore::open(dir.path(), "evaluation").unwrap(),
+        );
+        let rec = Recorder::default();
+        e.on_trained(&trained("abc"), &rec).await.unwrap();
+        let rejected = |reevaluate| {
+            let r = wire::PromotionRejected {
+                model_path: "/m/g1.rrm".into(),
+                reason: "canonical changed since evaluation".into(),
+                model_sha256: "abc".into(),
+                canonical_sha256: "c2".into(),
+                reevaluate,
+                run_id: "w1".into(),
+            };
+            Event::new(wire::event::Payload::PromotionRejected(r)).with_config("hex8_2p")
+        };
+        e.on_rejected(&rejected(false), &rec).await.unwrap();
+        assert_eq!(j.calls().len(), 1, "a plain rejection evaluates nothing");
+        e.on_rejected(&rejected(true), &rec).await.unwrap();
+        e.on_rejected(&rejected(true), &rec).await.unwrap();
+        let calls = j.calls();
+        assert_eq!(calls.len(), 2, "one re-evaluation");
+        assert_eq!(calls[1].vars["model"], "/m/g1.rrm");
+        assert!(calls[1].extra.join(" ").contains("--gate-canonical 0.5"));
+        let ids: Vec<_> = rec.events().iter().map(|e| e.id.clone()).collect();
+        assert_eq!(ids, ["eval:abc", "eval:abc:c2"]);
     }
 
     #[tokio::test]

@@ -1,10 +1,15 @@
 //! `unified_promotion` (legacy alias `auto_promotion`): on EVALUATION_COMPLETED applies
 //! the promotion gate (lower 95 % bound of the win rate ≥ 0.85 vs random and ≥ 0.60 vs
-//! heuristic, point win rate ≥ 0.5 vs the current canonical; configurable) and either
-//! promotes atomically (backup of the current canonical, atomic copy to
+//! heuristic, and ≥ 0.5 vs the current canonical; configurable) and either promotes
+//! atomically (backup of the current canonical, atomic write of the verified bytes to
 //! `models/canonical_<config>.rrm`, atomic `ringrift_best_<config>` symlink) and
 //! publishes MODEL_PROMOTED, or publishes PROMOTION_REJECTED with every failed reason.
-//! Decisions are persisted by model SHA-256: a redelivered evaluation decides nothing twice.
+//! It promotes only what was evaluated: a file whose payload SHA-256 is not the event's
+//! is rejected, and so is a candidate compared with a canonical model that has been
+//! replaced since ("canonical changed since evaluation"; the rejection asks the
+//! evaluation daemon to play it again against the new canonical, `reevaluate`).
+//! Decisions are persisted by model SHA-256 and the canonical it was compared with: a
+//! redelivered evaluation decides nothing twice.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::{Gate, check_gate};
@@ -15,6 +20,7 @@ use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
+use ringrift_workload::WorkloadError;
 use ringrift_workload::promote::promote;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,14 +70,19 @@ impl Promoter {
         let wire::event::Payload::EvaluationCompleted(e) = &ev.payload else {
             return Ok(());
         };
-        let key = format!(
-            "decided:{}",
-            if e.model_sha256.is_empty() {
-                &e.model_path
-            } else {
-                &e.model_sha256
-            }
-        );
+        let id = if e.model_sha256.is_empty() {
+            &e.model_path
+        } else {
+            &e.model_sha256
+        };
+        // An evaluation against a canonical model is its own decision: a re-evaluation
+        // after the canonical changed is decided again.
+        let id = if e.canonical_sha256.is_empty() {
+            id.clone()
+        } else {
+            format!("{id}:{}", e.canonical_sha256)
+        };
+        let key = format!("decided:{id}");
         if let Some(d) = self.state.get::<Decided>(&key).await? {
             tracing::info!(model = %e.model_path, promoted = d.promoted, "already decided; not deciding again");
             return Ok(());
@@ -79,51 +90,80 @@ impl Promoter {
         let config = config_of(ev)?;
         let decision = check_gate(e.results.iter().map(convert::score_of_wire), &self.gate);
         let sha = e.model_sha256.clone();
-        let (promoted, reason) = if decision.passed {
+        let evaluated_canonical =
+            (!e.canonical_sha256.is_empty()).then(|| e.canonical_sha256.clone());
+        let outcome = if decision.passed {
             let (home, model) = (self.home.clone(), PathBuf::from(&e.model_path));
-            let previous = ringrift_workload::promote::canonical(&self.home, config)
-                .ok()
-                .flatten()
-                .map(|c| c.sha256)
-                .unwrap_or_default();
-            let pr = tokio::task::spawn_blocking(move || {
-                let name = model.display().to_string();
-                promote(&home, config, &model, &name, None)
+            let expected = (sha.clone(), evaluated_canonical.clone());
+            tokio::task::spawn_blocking(move || {
+                let name = model
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                promote(
+                    &home,
+                    config,
+                    &model,
+                    &name,
+                    &expected.0,
+                    expected.1.as_deref(),
+                    None,
+                )
             })
-            .await??;
-            let canonical = pr
-                .canonical
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            let p = wire::ModelPromoted {
-                model_path: e.model_path.clone(),
-                canonical_path: canonical.clone(),
-                model_sha256: sha.clone(),
-                previous_sha256: previous,
-                elo: e.elo,
-            };
-            emit.emit(event(
-                wire::event::Payload::ModelPromoted(p),
-                format!("promoted:{sha}"),
-                &ev.config_key,
-            ))
-            .await?;
-            tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, "MODEL_PROMOTED: gate passed");
-            (true, "gate passed".to_owned())
+            .await?
         } else {
-            let reason = decision.reasons.join("; ");
-            let p = wire::PromotionRejected {
-                model_path: e.model_path.clone(),
-                reason: reason.clone(),
-            };
-            emit.emit(event(
-                wire::event::Payload::PromotionRejected(p),
-                format!("rejected:{sha}"),
-                &ev.config_key,
-            ))
-            .await?;
-            tracing::info!(config = %ev.config_key, model = %e.model_path, %reason, "PROMOTION_REJECTED");
-            (false, reason)
+            Err(WorkloadError::Invalid(decision.reasons.join("; ")))
+        };
+        let (promoted, reason) = match outcome {
+            Ok(pr) => {
+                let canonical = pr
+                    .canonical
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                let p = wire::ModelPromoted {
+                    model_path: e.model_path.clone(),
+                    canonical_path: canonical.clone(),
+                    model_sha256: sha.clone(),
+                    previous_sha256: e.canonical_sha256.clone(),
+                    elo: e.elo,
+                };
+                emit.emit(event(
+                    wire::event::Payload::ModelPromoted(p),
+                    format!("promoted:{sha}"),
+                    &ev.config_key,
+                ))
+                .await?;
+                tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, "MODEL_PROMOTED: gate passed");
+                (true, "gate passed".to_owned())
+            }
+            Err(err) => {
+                let (reevaluate, canonical_now) = match &err {
+                    WorkloadError::Invalid(_) | WorkloadError::ModelChanged { .. } => {
+                        (false, e.canonical_sha256.clone())
+                    }
+                    WorkloadError::CanonicalChanged { found, .. } => {
+                        (true, found.clone().unwrap_or_default())
+                    }
+                    _ => return Err(err.into()),
+                };
+                let reason = err.to_string();
+                let p = wire::PromotionRejected {
+                    model_path: e.model_path.clone(),
+                    reason: reason.clone(),
+                    model_sha256: sha.clone(),
+                    canonical_sha256: canonical_now,
+                    reevaluate,
+                    run_id: e.run_id.clone(),
+                };
+                emit.emit(event(
+                    wire::event::Payload::PromotionRejected(p),
+                    format!("rejected:{id}"),
+                    &ev.config_key,
+                ))
+                .await?;
+                tracing::info!(config = %ev.config_key, model = %e.model_path, %reason, reevaluate, "PROMOTION_REJECTED");
+                (false, reason)
+            }
         };
         self.status.set(format!(
             "{}: {}",
@@ -177,8 +217,10 @@ impl Handler for UnifiedPromotion {
         HealthCheckResult::running(self.0.status.get()).detail(
             "gate",
             format!(
-                "random ≥ {:.2}, heuristic ≥ {:.2} (lower 95%)",
-                self.0.gate.min_lower_vs_random, self.0.gate.min_lower_vs_heuristic
+                "random ≥ {:.2}, heuristic ≥ {:.2}, canonical ≥ {:.2} (lower 95%)",
+                self.0.gate.min_lower_vs_random,
+                self.0.gate.min_lower_vs_heuristic,
+                self.0.gate.min_lower_vs_canonical
             ),
         )
     }
@@ -205,6 +247,7 @@ mod tests {
             results: vec![r("random", lower_random), r("heuristic", lower_heuristic)],
             elo: 1500.0,
             run_id: "w".into(),
+            ..Default::default()
         };
         Event::new(wire::event::Payload::EvaluationCompleted(e)).with_config("hex8_2p")
     }
@@ -260,6 +303,121 @@ mod tests {
                 .is_none(),
             "retried on redelivery"
         );
+    }
+
+    /// A model file of `seed`'s random weights in `dir`; returns its path and payload SHA-256.
+    fn model(dir: &std::path::Path, name: &str, seed: u64) -> (PathBuf, String) {
+        use ringrift_workload::{game::Geometry, model::Model};
+        let key: ConfigKey = "hex8_2p".parse().unwrap();
+        let path = dir.join(format!("{name}.rrm"));
+        let h = Model::new_random(key, Geometry::new(key).cells(), 8, seed)
+            .save(&path)
+            .unwrap();
+        (path, h.payload_sha256)
+    }
+
+    fn passing(path: &std::path::Path, sha: &str, canonical_sha: &str) -> Event {
+        let mut ev = evaluation(0.95, 0.70);
+        let wire::event::Payload::EvaluationCompleted(e) = &mut ev.payload else {
+            unreachable!()
+        };
+        e.model_path = path.display().to_string();
+        e.model_sha256 = sha.into();
+        e.canonical_sha256 = canonical_sha.into();
+        ev
+    }
+
+    fn promoter(dir: &std::path::Path) -> Promoter {
+        Promoter::new(
+            Gate::default(),
+            dir.to_owned(),
+            StateStore::open(dir, "unified_promotion").unwrap(),
+        )
+    }
+
+    fn canonical_sha(dir: &std::path::Path) -> Option<String> {
+        let key: ConfigKey = "hex8_2p".parse().unwrap();
+        ringrift_workload::promote::canonical(dir, key)
+            .unwrap()
+            .map(|c| c.sha256)
+    }
+
+    /// The file at the event's path is not the model that was evaluated (overwritten
+    /// since): it is rejected, not promoted.
+    #[tokio::test]
+    async fn a_file_that_is_not_the_evaluated_model_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = model(dir.path(), "a", 1);
+        let (_, sha_b) = model(dir.path(), "b", 2);
+        let rec = Recorder::default();
+        promoter(dir.path())
+            .on_evaluation(&passing(&a, &sha_b, ""), &rec)
+            .await
+            .unwrap();
+        let evs = rec.events();
+        let wire::event::Payload::PromotionRejected(r) = &evs[0].payload else {
+            panic!("{:?}", evs[0])
+        };
+        assert!(
+            r.reason.contains(&format!("but {sha_b} was evaluated")),
+            "{}",
+            r.reason
+        );
+        assert!(!r.reevaluate);
+        assert_eq!(canonical_sha(dir.path()), None, "nothing promoted");
+    }
+
+    /// Evaluated against canonical A, promoted A → B in the meantime: the candidate is
+    /// rejected with "canonical changed since evaluation" and a re-evaluation request
+    /// naming B; evaluated against B, it is promoted, B being the previous canonical.
+    #[tokio::test]
+    async fn a_canonical_changed_since_evaluation_is_refused_and_reevaluated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, sha_a) = model(dir.path(), "a", 1);
+        let (b, sha_b) = model(dir.path(), "b", 2);
+        let (c, sha_c) = model(dir.path(), "c", 3);
+        let p = promoter(dir.path());
+        let rec = Recorder::default();
+        p.on_evaluation(&passing(&a, &sha_a, ""), &rec)
+            .await
+            .unwrap();
+        p.on_evaluation(&passing(&b, &sha_b, &sha_a), &rec)
+            .await
+            .unwrap();
+        assert_eq!(canonical_sha(dir.path()), Some(sha_b.clone()));
+        // c was evaluated while a was canonical.
+        p.on_evaluation(&passing(&c, &sha_c, &sha_a), &rec)
+            .await
+            .unwrap();
+        assert_eq!(
+            canonical_sha(dir.path()),
+            Some(sha_b.clone()),
+            "c not promoted"
+        );
+        let evs = rec.events();
+        let wire::event::Payload::PromotionRejected(r) = &evs[2].payload else {
+            panic!("{:?}", evs[2])
+        };
+        assert!(
+            r.reason.contains("canonical changed since evaluation"),
+            "{}",
+            r.reason
+        );
+        assert!(r.reevaluate);
+        assert_eq!(
+            (r.model_sha256.as_str(), r.canonical_sha256.as_str()),
+            (sha_c.as_str(), sha_b.as_str())
+        );
+        // The re-evaluation against b is a new decision.
+        p.on_evaluation(&passing(&c, &sha_c, &sha_b), &rec)
+            .await
+            .unwrap();
+        assert_eq!(canonical_sha(dir.path()), Some(sha_c.clone()));
+        let evs = rec.events();
+        let wire::event::Payload::ModelPromoted(m) = &evs[3].payload else {
+            panic!("{:?}", evs[3])
+        };
+        assert_eq!(m.previous_sha256, sha_b);
     }
 
     #[test]

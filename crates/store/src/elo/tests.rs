@@ -103,3 +103,61 @@ fn merge_is_idempotent_and_adds_only_new_matches() {
     let board = b.leaderboard(key()).expect("board");
     assert_eq!(board.len(), 2);
 }
+
+/// A database written by schema v1 (participants keyed by whatever name the caller
+/// used, no labels) opens under v2: its ratings stand and each old participant is
+/// labelled with its id; new participants get their own labels.
+#[test]
+fn a_v1_database_migrates_and_labels_name_participants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("unified_elo.db");
+    {
+        let v1 = crate::db::open(&path, &MIGRATIONS[..1]).expect("v1");
+        let ts = "INSERT INTO participants VALUES ('models/gen1.rrm', 'model', NULL, 1);
+             INSERT INTO elo_ratings VALUES ('models/gen1.rrm', 'square8_2p', 1530, 3, 2, 1, 0, 1);";
+        v1.execute_batch(ts).expect("v1 rows");
+    }
+    let elo = EloStore::open(&path).expect("open v2");
+    let old = elo.rating("models/gen1.rrm", key()).expect("old");
+    assert_eq!(
+        (old.rating, old.games, old.label.as_deref()),
+        (1530.0, 3, Some("models/gen1.rrm"))
+    );
+    elo.record_match(&m("m1", "ab12", "cd34", 1.0))
+        .expect("record");
+    elo.set_labels(&[("ab12".into(), "gen2".into())])
+        .expect("label");
+    let board = elo.leaderboard(key()).expect("board");
+    let labels: Vec<_> = board
+        .iter()
+        .map(|r| (r.participant_id.as_str(), r.label.as_deref()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("models/gen1.rrm", Some("models/gen1.rrm")),
+            ("ab12", Some("gen2")),
+            ("cd34", None)
+        ]
+    );
+    // Merging carries labels to participants that have none, never over one.
+    let other = EloStore::open(&dir.path().join("other.db")).expect("other");
+    other
+        .record_match(&m("m1", "ab12", "cd34", 1.0))
+        .expect("record");
+    other
+        .set_labels(&[
+            ("ab12".into(), "renamed".into()),
+            ("cd34".into(), "gen3".into()),
+        ])
+        .expect("labels");
+    elo.merge_from(&dir.path().join("other.db")).expect("merge");
+    assert_eq!(
+        elo.rating("ab12", key()).expect("a").label.as_deref(),
+        Some("gen2")
+    );
+    assert_eq!(
+        elo.rating("cd34", key()).expect("c").label.as_deref(),
+        Some("gen3")
+    );
+}
