@@ -159,7 +159,9 @@ impl Node {
                 .trim_matches(|c| c == '[' || c == ']')
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        if loopback {
+        if self.address == "localhost" {
+            format!("127.0.0.1:{}", self.ports.p2p)
+        } else if loopback {
             self.p2p_addr()
         } else {
             format!("0.0.0.0:{}", self.ports.p2p)

@@ -2,11 +2,12 @@
 //! by heartbeat ([`membership`]: alive → suspect → dead, one timeout table), the node's
 //! resources ([`resources`]: CPU, memory, disk, the one GPU probe) and the node view that
 //! `p2p_backend` serves and `cluster_monitor` aggregates ([`view`], wire conversions at
-//! the edge).
+//! the edge), and the peer API client ([`client`]).
 //!
 //! Policy-free: no daemon, no I/O beyond reading the config file and `/proc`; the
 //! daemons decide what to do with a transition.
 
+pub mod client;
 pub mod config;
 pub mod membership;
 pub mod resources;
