@@ -201,6 +201,8 @@ pub fn sample(home: &Path, gpu: &dyn Probe) -> Resources {
         (r.memory_total_bytes, r.memory_available_bytes) = (total, avail);
     }
     let disk_path = if home.exists() { home } else { Path::new("/") };
+    // The statvfs field types differ between platforms (u32 on some).
+    #[allow(clippy::unnecessary_cast)]
     if let Ok(st) = nix::sys::statvfs::statvfs(disk_path) {
         let frag = st.fragment_size() as u64;
         r.disk_free_bytes = st.blocks_available() as u64 * frag;
