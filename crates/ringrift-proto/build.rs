@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ringrift/v1/events.proto",
         "ringrift/v1/router.proto",
         "ringrift/v1/supervisor.proto",
+        "ringrift/v1/p2p.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -90,7 +90,7 @@ fn a_non_loopback_listener_without_a_token_is_a_config_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     let home = home_with_token(
-        "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n",
+        "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n[p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n",
     );
     let mut l = home.spawn(
         "ringrift-launcher",

@@ -354,7 +354,7 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
     let home = Home::new();
     std::fs::write(
         home.path().join("ringrift.toml"),
-        "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\nstale_after_s = 3\n",
+        "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\nstale_after_s = 3\n[p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n",
     )
     .unwrap();
     let mut l = home.spawn(

@@ -694,6 +694,14 @@ impl JobRunner {
         ))
     }
 
+    /// Jobs recorded as running, oldest first, read-only (no adoption, no reaping): what a
+    /// status page shows.
+    pub fn running(&self) -> Result<Vec<JobHandle>, JobError> {
+        let path = self.db_path().to_path_buf();
+        let conn = self.db.lock();
+        running_rows(&conn, &path)
+    }
+
     /// Jobs recorded as running (by this or an earlier runner): adopts the live ones and
     /// reaps the dead ones (reading their result files).
     pub fn recover(&self) -> Result<Vec<Recovered>, JobError> {

@@ -226,7 +226,7 @@ impl RunnerJobs {
         // Probe only when a kind runs on GPUs and the count is not configured.
         let gpus = match t.gpu_slots {
             Some(n) => n,
-            None if declared_gpu => crate::devices::NvidiaSmi::count(),
+            None if declared_gpu => ringrift_cluster::resources::NvidiaSmi::count(),
             None => 0,
         };
         for (k, s, slot) in [

@@ -7,7 +7,6 @@
 pub mod alloc;
 pub mod claim;
 pub mod convert;
-pub mod devices;
 pub mod emit;
 pub mod gate;
 pub mod jobs;

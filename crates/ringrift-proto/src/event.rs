@@ -129,6 +129,8 @@ catalogue! {
     PipelineStageStalled: PipelineStageStalled,
     QueueAlert: QueueAlert,
     EventsExpired: EventsExpired,
+    HostJoined: HostMembership,
+    HostLeft: HostMembership,
 }
 
 /// The catalogue name of a type, e.g. `NEW_GAMES_AVAILABLE`.

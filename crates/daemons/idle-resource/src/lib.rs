@@ -8,87 +8,21 @@
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::payload::SelfplayItem;
 use ringrift_contracts::wire::{parse_payload, payload_json};
-pub use ringrift_pipeline::devices::{NvidiaSmi, Slot};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::wire;
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "idle_resource",
     about: "Queue selfplay for idle GPUs or CPU cores",
 };
 
-/// Reads utilisation; blocking, called off the runtime.
-pub trait Probe: Send + Sync {
-    fn sample(&self) -> anyhow::Result<Vec<Slot>>;
-}
-
-/// CPU cores via `/proc/stat` deltas between samples (the first sample sees none).
-#[derive(Default)]
-pub struct CpuStat {
-    prev: Mutex<BTreeMap<String, (u64, u64)>>,
-}
-
-impl CpuStat {
-    /// Per-core (busy, total) jiffies.
-    pub fn parse(text: &str) -> BTreeMap<String, (u64, u64)> {
-        text.lines()
-            .filter(|l| {
-                l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(|b| b.is_ascii_digit())
-            })
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let name = f.next()?.to_owned();
-                let v: Vec<u64> = f.filter_map(|x| x.parse().ok()).collect();
-                let total: u64 = v.iter().sum();
-                let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-                Some((name, (total - idle, total)))
-            })
-            .collect()
-    }
-
-    pub fn utilization(&self, now: BTreeMap<String, (u64, u64)>) -> Vec<Slot> {
-        let mut prev = self.prev.lock().unwrap_or_else(|p| p.into_inner());
-        let out = now
-            .iter()
-            .filter_map(|(k, (b, t))| {
-                let (pb, pt) = prev.get(k)?;
-                let dt = t.saturating_sub(*pt);
-                (dt > 0).then(|| Slot {
-                    id: k.clone(),
-                    kind: "cpu",
-                    utilization: 100.0 * b.saturating_sub(*pb) as f64 / dt as f64,
-                })
-            })
-            .collect();
-        *prev = now;
-        out
-    }
-}
-
-impl Probe for CpuStat {
-    fn sample(&self) -> anyhow::Result<Vec<Slot>> {
-        Ok(self.utilization(Self::parse(&std::fs::read_to_string("/proc/stat")?)))
-    }
-}
-
-/// GPUs when `nvidia-smi` answers, CPU cores otherwise.
-pub struct AutoProbe {
-    cpu: CpuStat,
-}
-
-impl Probe for AutoProbe {
-    fn sample(&self) -> anyhow::Result<Vec<Slot>> {
-        match NvidiaSmi::sample() {
-            Ok(g) if !g.is_empty() => Ok(g),
-            _ => self.cpu.sample(),
-        }
-    }
-}
+// The utilisation probes live in the cluster library (shared with p2p_backend).
+pub use ringrift_cluster::resources::{AutoProbe, CpuStat, NvidiaSmi, Probe, ProbeError, Slot};
 
 /// `[idle_resource]` in ringrift.toml.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -250,9 +184,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         configs,
         ctx.node.clone(),
         queue,
-        Arc::new(AutoProbe {
-            cpu: CpuStat::default(),
-        }),
+        Arc::new(AutoProbe::default()),
     )))
 }
 
@@ -274,7 +206,7 @@ mod tests {
 
     struct Fixed(Vec<f64>);
     impl Probe for Fixed {
-        fn sample(&self) -> anyhow::Result<Vec<Slot>> {
+        fn sample(&self) -> Result<Vec<Slot>, ProbeError> {
             Ok(self
                 .0
                 .iter()

@@ -1,0 +1,532 @@
+//! `p2p_backend`: the node's peer API on 127.0.0.1:8770 (gRPC `ringrift.v1.P2p` and JSON
+//! `GET /status` on one port, `run/p2p_backend.addr`), behind the shared token.
+//!
+//! Every `membership.heartbeat_interval_s` it calls `Heartbeat` on each peer of
+//! `cluster.toml`; an answer, or a heartbeat a peer sends us, counts as hearing from it.
+//! The membership state machine of `ringrift-cluster` turns silence into suspect (90 s)
+//! and dead (180 s), and each transition into one event on the router: HOST_JOINED,
+//! NODE_UNHEALTHY, NODE_RECOVERED, HOST_LEFT. `NodeInfo` / `/status` tell who this node
+//! is (name, roles, version), its resources (CPU, load, memory, disk of the home, GPUs),
+//! the daemons its launcher runs (`run/launcher.addr`), its running jobs
+//! (`data/jobs.db`), its work-queue depth, the leader (static: the coordinator) and its
+//! view of every member.
+
+use handler_base::auth::Token;
+use handler_base::{ConfigError, Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_cluster::client::PeerClient;
+use ringrift_cluster::view::{DaemonView, JobView, MemberView, NodeInfo, QueueView};
+use ringrift_cluster::{Change, ClusterConfig, MemberState, Membership, resources};
+use ringrift_proto::wire::{self, p2p_server::P2pServer};
+use ringrift_proto::{Event, wire::event::Payload};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "p2p_backend",
+    about: "The node's peer API: membership by heartbeat, leader view, node status",
+};
+
+/// `[p2p_backend]` in ringrift.toml. Timeouts, peers and ports are cluster.toml's.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Bind address; default this node's p2p port from cluster.toml (127.0.0.1:8770
+    /// without one). Port 0 picks one (tests).
+    pub listen: Option<String>,
+}
+
+/// A client of the peer API at `addr` with the token.
+pub fn peer_client(addr: &str, token: Option<&Token>) -> anyhow::Result<PeerClient> {
+    Ok(ringrift_cluster::client::peer_client(
+        addr,
+        Token::bearer(token),
+    )?)
+}
+
+struct Shared {
+    cluster: ClusterConfig,
+    started_unix_ms: i64,
+    membership: Mutex<Membership>,
+    token: Option<Token>,
+}
+
+impl Shared {
+    fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
+        self.membership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct P2pBackend {
+    listen: String,
+    shared: Arc<Shared>,
+    heartbeats: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: P2pConfig = ctx.settings.section("p2p_backend")?;
+    let cluster = ClusterConfig::load(&ctx.home, &ctx.node)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let token = handler_base::auth::load(&ctx.settings)?;
+    handler_base::ensure_config!(
+        !cluster.require_token || token.is_some(),
+        "{} says [auth] require_token = true: set [auth] token in ringrift.toml or RINGRIFT_TOKEN",
+        cluster.source()
+    );
+    let listen = cfg
+        .listen
+        .unwrap_or_else(|| cluster.this_node().p2p_listen());
+    handler_base::ensure_config!(
+        listen.parse::<std::net::SocketAddr>().is_ok(),
+        "p2p_backend.listen = {listen:?} is not host:port"
+    );
+    handler_base::auth::check_listen("p2p_backend.listen", &listen, token.as_ref())?;
+    let membership = Membership::new(
+        cluster.peers().map(|n| n.name.clone()),
+        cluster.timeouts,
+        Instant::now(),
+    );
+    Ok(Arc::new(P2pBackend {
+        listen,
+        shared: Arc::new(Shared {
+            cluster,
+            started_unix_ms: router_client::now_ms(),
+            membership: Mutex::new(membership),
+            token,
+        }),
+        heartbeats: Mutex::new(None),
+    }))
+}
+
+/// Why a change happened, for the event and the log.
+fn reason(
+    change: Change,
+    silent: Option<Duration>,
+    cluster: &ClusterConfig,
+    restart: bool,
+) -> String {
+    let t = cluster.timeouts;
+    let silent = silent.map(|d| format!("{:.1}s", d.as_secs_f64()));
+    match (change, restart) {
+        (Change::Joined, true) => "restarted (new incarnation)".into(),
+        (Change::Left, true) => "restarted: the previous incarnation is gone".into(),
+        (Change::Joined, false) => "heartbeat received".into(),
+        (Change::Recovered, _) => "heartbeat received again".into(),
+        (Change::Unhealthy, _) => format!(
+            "no heartbeat for {} (suspect after {}s)",
+            silent.unwrap_or_else(|| "ever".into()),
+            t.suspect_after.as_secs_f64()
+        ),
+        (Change::Left, false) => match silent {
+            Some(s) => format!(
+                "no heartbeat for {s} (dead after {}s)",
+                t.dead_after.as_secs_f64()
+            ),
+            None => format!(
+                "never heard from within {}s (dead timeout)",
+                t.dead_after.as_secs_f64()
+            ),
+        },
+    }
+}
+
+/// The event of one membership change of `peer`, with an id unique to the transition.
+pub fn change_event(
+    cluster: &ClusterConfig,
+    peer: &str,
+    change: Change,
+    why: String,
+    incarnation: i64,
+    now_ms: i64,
+) -> Event {
+    let node = cluster.node(peer);
+    let membership = || wire::HostMembership {
+        node: peer.to_owned(),
+        address: node.map(|n| n.p2p_addr()).unwrap_or_default(),
+        roles: node.map(|n| n.role_names()).unwrap_or_default(),
+        observer: cluster.this.clone(),
+        reason: why.clone(),
+        started_unix_ms: incarnation,
+    };
+    let status = || wire::NodeStatus {
+        node: peer.to_owned(),
+        reason: why.clone(),
+    };
+    let payload = match change {
+        Change::Joined => Payload::HostJoined(membership()),
+        Change::Left => Payload::HostLeft(membership()),
+        Change::Unhealthy => Payload::NodeUnhealthy(status()),
+        Change::Recovered => Payload::NodeRecovered(status()),
+    };
+    let mut ev = Event::new(payload).with_id(format!(
+        "p2p:{}:{peer}:{}:{now_ms}",
+        cluster.this,
+        change.name()
+    ));
+    ev.time_unix_ms = now_ms;
+    ev
+}
+
+async fn announce(ctx: &Context, sh: &Shared, peer: &str, changes: Vec<Change>, now: Instant) {
+    let restart = changes.len() > 1;
+    for change in changes {
+        let (silent, incarnation) = {
+            let m = sh.membership();
+            (
+                m.silent_for(peer, now),
+                m.get(peer).map(|x| x.incarnation).unwrap_or(0),
+            )
+        };
+        let why = reason(change, silent, &sh.cluster, restart);
+        tracing::info!(peer, change = change.name(), reason = %why, "membership change");
+        let mut ev = change_event(
+            &sh.cluster,
+            peer,
+            change,
+            why,
+            incarnation,
+            router_client::now_ms(),
+        );
+        ev.source = ctx.source();
+        if let Err(e) = ctx.publish(ev).await {
+            ctx.errors
+                .record(&format!("publishing {} of {peer}", change.name()), &e);
+        }
+    }
+}
+
+/// One round: heartbeat every peer (concurrently, each bounded by the RPC timeout), then
+/// apply the timeouts.
+async fn heartbeat_round(ctx: &Context, sh: &Arc<Shared>, peers: &[(String, PeerClient)]) {
+    let req = wire::PeerHeartbeat {
+        node: sh.cluster.this.clone(),
+        started_unix_ms: sh.started_unix_ms,
+        time_unix_ms: router_client::now_ms(),
+    };
+    let limit = sh.cluster.timeouts.rpc_timeout;
+    let mut set = tokio::task::JoinSet::new();
+    for (name, client) in peers {
+        let (name, mut client, req) = (name.clone(), client.clone(), req.clone());
+        set.spawn(async move {
+            let r = tokio::time::timeout(limit, client.heartbeat(req)).await;
+            (name, r)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        let Ok((name, r)) = joined else { continue };
+        match r {
+            Ok(Ok(ack)) => {
+                let ack = ack.into_inner();
+                if ack.node != name {
+                    ctx.errors.record(
+                        &format!("heartbeat to {name}"),
+                        &format!(
+                            "answered as {:?}: check its `node` setting and cluster.toml",
+                            ack.node
+                        ),
+                    );
+                    continue;
+                }
+                let now = Instant::now();
+                let changes = sh.membership().heard_from(&name, ack.started_unix_ms, now);
+                announce(ctx, sh, &name, changes, now).await;
+            }
+            Ok(Err(e)) => tracing::debug!(peer = %name, error = %e.message(), "heartbeat failed"),
+            Err(_) => tracing::debug!(peer = %name, "heartbeat timed out"),
+        }
+    }
+    let now = Instant::now();
+    let ticked = sh.membership().tick(now);
+    for (peer, change) in ticked {
+        announce(ctx, sh, &peer, vec![change], now).await;
+    }
+}
+
+async fn heartbeat_loop(ctx: Context, sh: Arc<Shared>) {
+    let mut peers = Vec::new();
+    for n in sh.cluster.peers() {
+        match peer_client(&n.p2p_addr(), sh.token.as_ref()) {
+            Ok(c) => peers.push((n.name.clone(), c)),
+            Err(e) => ctx.errors.record(&format!("peer {}", n.name), &e),
+        }
+    }
+    let mut iv = tokio::time::interval(sh.cluster.timeouts.heartbeat_interval);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = iv.tick() => {}
+        }
+        heartbeat_round(&ctx, &sh, &peers).await;
+    }
+}
+
+/// What the launcher of this home says (its control API), or why there is nothing.
+async fn launcher_daemons(ctx: &Context, token: Option<&Token>) -> (Vec<DaemonView>, String) {
+    let home = ctx.home.clone();
+    let addr = tokio::task::spawn_blocking(move || handler_base::read_addr_file(&home, "launcher"))
+        .await
+        .ok()
+        .flatten();
+    let Some(addr) = addr else {
+        return (Vec::new(), "no launcher (run/launcher.addr absent)".into());
+    };
+    let call = async {
+        let ch = router_client::endpoint(&addr)?.connect().await?;
+        let mut c =
+            wire::supervisor_client::SupervisorClient::with_interceptor(ch, Token::bearer(token));
+        anyhow::Ok(c.status(wire::StatusRequest {}).await?.into_inner())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), call).await {
+        Ok(Ok(s)) => (
+            s.daemons.iter().map(DaemonView::from_supervisor).collect(),
+            String::new(),
+        ),
+        Ok(Err(e)) => (Vec::new(), format!("launcher at {addr}: {e}")),
+        Err(_) => (
+            Vec::new(),
+            format!("launcher at {addr}: no answer within 2 s"),
+        ),
+    }
+}
+
+/// Resources, running jobs and queue depth of `home` (blocking: /proc, SQLite, nvidia-smi).
+fn local_facts(
+    home: &std::path::Path,
+) -> (
+    resources::Resources,
+    Vec<JobView>,
+    String,
+    Option<QueueView>,
+) {
+    use ringrift_store::work_queue::WorkQueue;
+    let res = resources::sample(home, &resources::NvidiaSmi);
+    let jobs_db = home.join("data/jobs.db");
+    let (jobs, jobs_note) = if jobs_db.exists() {
+        match job_runner::JobRunner::open(&jobs_db).and_then(|r| r.running()) {
+            Ok(js) => (
+                js.into_iter()
+                    .map(|j| JobView {
+                        job_id: j.job_id,
+                        job_key: j.job_key,
+                        pid: j.pid,
+                        deadline_unix_ms: j.deadline_ms,
+                    })
+                    .collect(),
+                String::new(),
+            ),
+            Err(e) => (Vec::new(), format!("{}: {e}", jobs_db.display())),
+        }
+    } else {
+        (Vec::new(), "no data/jobs.db".into())
+    };
+    let qdb = ringrift_store::paths::work_queue_db(home);
+    let queue = qdb
+        .exists()
+        .then(|| ringrift_store::work_queue::SqliteWorkQueue::open(&qdb).and_then(|q| q.depth()))
+        .and_then(|r| r.ok())
+        .map(|d| QueueView {
+            pending: d.pending,
+            claimed: d.claimed,
+            completed: d.completed,
+            failed: d.failed,
+        });
+    (res, jobs, jobs_note, queue)
+}
+
+async fn node_info(ctx: &Context, sh: &Shared) -> anyhow::Result<NodeInfo> {
+    let home = ctx.home.clone();
+    let facts = tokio::task::spawn_blocking(move || local_facts(&home));
+    let (daemons, daemons_note) = launcher_daemons(ctx, sh.token.as_ref()).await;
+    let (resources, jobs, jobs_note, queue) = facts.await?;
+    let c = &sh.cluster;
+    let me = c.this_node();
+    let now = Instant::now();
+    let mut members = vec![MemberView {
+        node: me.name.clone(),
+        address: me.p2p_addr(),
+        roles: me.role_names(),
+        state: MemberState::Alive,
+        last_seen_s_ago: Some(0.0),
+        started_unix_ms: sh.started_unix_ms,
+    }];
+    {
+        let m = sh.membership();
+        for n in c.peers() {
+            let Some(x) = m.get(&n.name) else { continue };
+            members.push(MemberView {
+                node: n.name.clone(),
+                address: n.p2p_addr(),
+                roles: n.role_names(),
+                state: x.state,
+                last_seen_s_ago: m.silent_for(&n.name, now).map(|d| d.as_secs_f64()),
+                started_unix_ms: x.incarnation,
+            });
+        }
+    }
+    Ok(NodeInfo {
+        node: me.name.clone(),
+        roles: me.role_names(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_unix_ms: sh.started_unix_ms,
+        resources,
+        daemons,
+        daemons_note,
+        jobs,
+        jobs_note,
+        queue,
+        leader: c
+            .static_leader()
+            .map(|n| n.name.clone())
+            .unwrap_or_default(),
+        leader_mode: c.leader.name().into(),
+        members,
+    })
+}
+
+struct Api {
+    ctx: Context,
+    sh: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl wire::p2p_server::P2p for Api {
+    async fn heartbeat(
+        &self,
+        r: Request<wire::PeerHeartbeat>,
+    ) -> Result<Response<wire::PeerHeartbeatAck>, Status> {
+        let h = r.into_inner();
+        if self.sh.cluster.node(&h.node).is_none() || h.node == self.sh.cluster.this {
+            return Err(Status::failed_precondition(format!(
+                "PeerHeartbeat.node {:?} is not a peer in this node's cluster config ({})",
+                h.node,
+                self.sh.cluster.source()
+            )));
+        }
+        let now = Instant::now();
+        let changes = self
+            .sh
+            .membership()
+            .heard_from(&h.node, h.started_unix_ms, now);
+        announce(&self.ctx, &self.sh, &h.node, changes, now).await;
+        Ok(Response::new(wire::PeerHeartbeatAck {
+            node: self.sh.cluster.this.clone(),
+            started_unix_ms: self.sh.started_unix_ms,
+        }))
+    }
+
+    async fn node_info(
+        &self,
+        _r: Request<wire::NodeInfoRequest>,
+    ) -> Result<Response<wire::NodeInfo>, Status> {
+        let n = node_info(&self.ctx, &self.sh)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(wire::NodeInfo::from(&n)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for P2pBackend {
+    async fn on_start(&self, ctx: &Context) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(&self.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("bind p2p_backend.listen {}: {e}", self.listen))?;
+        let addr = listener.local_addr()?;
+        let (c2, s2) = (ctx.clone(), self.shared.clone());
+        let http = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "ok\n" }))
+            .route(
+                "/status",
+                axum::routing::get(move || {
+                    let (ctx, sh) = (c2.clone(), s2.clone());
+                    async move {
+                        match node_info(&ctx, &sh).await {
+                            Ok(n) => Ok(axum::Json(n)),
+                            Err(e) => {
+                                Err((axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+                            }
+                        }
+                    }
+                }),
+            );
+        let api = Api {
+            ctx: ctx.clone(),
+            sh: self.shared.clone(),
+        };
+        let app = tonic::service::Routes::new(P2pServer::new(api))
+            .into_axum_router()
+            .merge(http);
+        let app = handler_base::auth::protect(app, self.shared.token.clone());
+        let shutdown = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .accept_http1(true)
+                .add_routes(tonic::service::Routes::from(app))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async move { shutdown.cancelled().await },
+                )
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "p2p server failed");
+            }
+        });
+        let loop_task = tokio::spawn(heartbeat_loop(ctx.clone(), self.shared.clone()));
+        *self.heartbeats.lock().unwrap_or_else(|p| p.into_inner()) = Some(loop_task);
+        handler_base::write_addr_file(&ctx.home, "p2p_backend", &addr.to_string())?;
+        let c = &self.shared.cluster;
+        tracing::info!(
+            %addr,
+            node = %c.this,
+            peers = c.peers().count(),
+            cluster = %c.source(),
+            "p2p backend listening"
+        );
+        Ok(())
+    }
+
+    /// The membership runs on its own heartbeat interval; the cycle only logs a summary.
+    async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
+        let m = self.shared.membership();
+        let states: Vec<String> = m
+            .members()
+            .map(|(n, x)| format!("{n}={:?}", x.state))
+            .collect();
+        tracing::debug!(members = %states.join(" "), "membership");
+        Ok(())
+    }
+
+    fn health_check(&self) -> HealthCheckResult {
+        let loop_ended = self
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|h| h.is_finished());
+        if loop_ended {
+            return HealthCheckResult::error("the heartbeat loop ended");
+        }
+        let m = self.shared.membership();
+        let alive = m
+            .members()
+            .filter(|(_, x)| x.state == MemberState::Alive)
+            .count();
+        let mut h = HealthCheckResult::running(format!(
+            "{alive} of {} peers alive; leader {}",
+            m.members().count(),
+            self.shared
+                .cluster
+                .static_leader()
+                .map(|n| n.name.as_str())
+                .unwrap_or("(etcd)")
+        ));
+        for (n, x) in m.members() {
+            h = h.detail(format!("peer.{n}"), format!("{:?}", x.state).to_lowercase());
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,288 @@
+//! Three nodes on loopback, each its own home, router and p2p_backend (the coordinator
+//! also a cluster_monitor), one cluster.toml naming all three. The coordinator's cluster
+//! view lists all three alive; a node killed with SIGKILL is announced NODE_UNHEALTHY
+//! within the dead timeout and HOST_LEFT right after it, and the view turns DEGRADED;
+//! restarted, it is announced HOST_JOINED and the view is whole again.
+//!
+//! The p2p ports are picked free by the test (bind port 0, release) and written into
+//! cluster.toml before any node starts: peers need each other's addresses up front, and a
+//! restarted node must come back on the address the others know.
+
+use ringrift_proto::wire::{self, event::Payload};
+use ringrift_system_tests::{Home, Proc, http_get_with, router_log, wait_for_async};
+use std::time::{Duration, Instant};
+
+const NODES: [(&str, &str); 3] = [
+    ("n1", "coordinator"),
+    ("n2", "training"),
+    ("n3", "selfplay"),
+];
+/// The shortened timeouts of the test (the defaults are 90 s and 180 s).
+const SUSPECT_S: f64 = 1.5;
+const DEAD_S: f64 = 3.0;
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn cluster_toml(ports: &[u16]) -> String {
+    let mut s = format!(
+        "[cluster]\nname = \"loopback\"\n\n[membership]\nheartbeat_interval_s = 0.2\nsuspect_after_s = {SUSPECT_S}\ndead_after_s = {DEAD_S}\n\n[leader]\nmode = \"static\"\n\n[events]\nbackend = \"sqlite\"\n"
+    );
+    for ((name, role), port) in NODES.iter().zip(ports) {
+        s += &format!(
+            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = {port} }}\n"
+        );
+    }
+    s
+}
+
+struct Node {
+    home: Home,
+    router: Option<Proc>,
+    router_addr: String,
+    p2p: Option<Proc>,
+}
+
+impl Node {
+    fn new(name: &str, cluster: &str) -> Node {
+        let home = Home::new();
+        std::fs::write(
+            home.path().join("ringrift.toml"),
+            format!(
+                "node = \"{name}\"\nheartbeat_interval_s = 0.5\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.3\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(home.path().join("cluster.toml"), cluster).unwrap();
+        Node {
+            home,
+            router: None,
+            router_addr: String::new(),
+            p2p: None,
+        }
+    }
+
+    /// Router, then p2p_backend (which reads the router's address from `run/`).
+    fn start(&mut self) {
+        let (r, addr) = self.home.start_router("127.0.0.1:0", &[]);
+        self.router = Some(r);
+        self.router_addr = addr;
+        let _ = std::fs::remove_file(self.home.path().join("run/p2p_backend.addr"));
+        let mut p = self.home.spawn("ringrift-p2p-backend", &[]);
+        self.home.wait_addr("p2p_backend", &mut p);
+        self.p2p = Some(p);
+    }
+
+    fn kill9(&mut self) {
+        for p in [self.p2p.take(), self.router.take()].into_iter().flatten() {
+            let mut p = p;
+            p.kill9();
+        }
+    }
+}
+
+/// The cluster monitor's `/status` JSON.
+async fn monitor_status(addr: &str) -> Option<serde_json::Value> {
+    let (code, body) = http_get_with(addr, "/status", None).await?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+fn node_states(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["view"]["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap_or("").to_owned(),
+                        n["state"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Membership events in the router log at `addr` about `node`, after seq `after`:
+/// (seq, type name, time_unix_ms).
+async fn membership_events(addr: &str, node: &str, after: u64) -> Vec<(u64, &'static str, i64)> {
+    router_log(addr)
+        .await
+        .into_iter()
+        .filter(|e| e.seq > after)
+        .filter_map(|e| {
+            let (kind, who) = match &e.payload {
+                Some(Payload::HostJoined(m)) => ("HOST_JOINED", m.node.as_str()),
+                Some(Payload::HostLeft(m)) => ("HOST_LEFT", m.node.as_str()),
+                Some(Payload::NodeUnhealthy(s)) => ("NODE_UNHEALTHY", s.node.as_str()),
+                Some(Payload::NodeRecovered(s)) => ("NODE_RECOVERED", s.node.as_str()),
+                _ => return None,
+            };
+            (who == node).then_some((e.seq, kind, e.time_unix_ms))
+        })
+        .collect()
+}
+
+async fn head_seq(addr: &str) -> u64 {
+    let mut c = router_client::connect(addr).await.unwrap();
+    c.stats(wire::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .head_seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_view_kill_one_left_restart_joined() {
+    let ports: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
+    let cluster = cluster_toml(&ports);
+    let mut nodes: Vec<Node> = NODES.iter().map(|(n, _)| Node::new(n, &cluster)).collect();
+    for n in &mut nodes {
+        n.start();
+    }
+    let coord = &nodes[0];
+    let mut monitor = coord.home.spawn("ringrift-cluster-monitor", &[]);
+    let monitor_addr = coord.home.wait_addr("cluster_monitor", &mut monitor);
+
+    // The coordinator's view lists all three, alive, with their resources.
+    let all_alive: Vec<(String, String)> = NODES
+        .iter()
+        .map(|(n, _)| (n.to_string(), "alive".to_string()))
+        .collect();
+    let status = wait_for_async(
+        "a view of three alive nodes",
+        Duration::from_secs(30),
+        || async {
+            let s = monitor_status(&monitor_addr).await?;
+            (node_states(&s) == all_alive && s["view"]["nodes"][2]["info"].is_object()).then_some(s)
+        },
+    )
+    .await;
+    let view = &status["view"];
+    assert_eq!(view["leader"], "n1", "{status}");
+    assert_eq!(view["leader_mode"], "static");
+    assert_eq!(view["observer"], "n1");
+    assert_eq!(status["health"]["status"], "RUNNING", "{status}");
+    for (i, (name, role)) in NODES.iter().enumerate() {
+        let n = &view["nodes"][i];
+        assert_eq!(n["roles"][0], *role, "{n}");
+        assert_eq!(n["address"], format!("127.0.0.1:{}", ports[i]));
+        assert_eq!(n["info"]["node"], *name);
+        assert!(
+            n["info"]["resources"]["cpu_count"].as_u64().unwrap_or(0) >= 1,
+            "{n}"
+        );
+        assert!(
+            n["info"]["resources"]["disk_total_bytes"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+            "{n}"
+        );
+    }
+    assert_eq!(view["totals"]["alive"], 3);
+    // Each node announced the others' arrival on its own router.
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, (other, _)) in NODES.iter().enumerate() {
+            if i != j {
+                let evs = wait_for_async(
+                    "HOST_JOINED on every node",
+                    Duration::from_secs(20),
+                    || async {
+                        let e = membership_events(&n.router_addr, other, 0).await;
+                        e.iter().any(|x| x.1 == "HOST_JOINED").then_some(e)
+                    },
+                )
+                .await;
+                assert!(!evs.is_empty());
+            }
+        }
+    }
+
+    // kill -9 n3's router and p2p_backend.
+    let coord_router = nodes[0].router_addr.clone();
+    let before = head_seq(&coord_router).await;
+    let killed_at = Instant::now();
+    let killed_ms = router_client::now_ms();
+    nodes[2].kill9();
+    let evs = wait_for_async(
+        "NODE_UNHEALTHY then HOST_LEFT of n3 on the coordinator",
+        Duration::from_secs(30),
+        || async {
+            let e = membership_events(&coord_router, "n3", before).await;
+            e.iter().any(|x| x.1 == "HOST_LEFT").then_some(e)
+        },
+    )
+    .await;
+    let left_after = killed_at.elapsed();
+    let kinds: Vec<&str> = evs.iter().map(|e| e.1).collect();
+    assert_eq!(
+        kinds,
+        ["NODE_UNHEALTHY", "HOST_LEFT"],
+        "once per transition: {evs:?}"
+    );
+    let unhealthy_after_ms = evs[0].2 - killed_ms;
+    let left_after_ms = evs[1].2 - killed_ms;
+    eprintln!(
+        "MEASURED: n3 killed -> NODE_UNHEALTHY after {unhealthy_after_ms} ms, HOST_LEFT after {left_after_ms} ms (seen by the test after {left_after:?}); suspect {SUSPECT_S}s, dead {DEAD_S}s"
+    );
+    assert!(
+        unhealthy_after_ms < (DEAD_S * 1000.0) as i64,
+        "NODE_UNHEALTHY within the dead timeout: {unhealthy_after_ms} ms"
+    );
+    assert!(
+        unhealthy_after_ms >= ((SUSPECT_S - 0.5) * 1000.0) as i64,
+        "not before the suspect timeout: {unhealthy_after_ms} ms"
+    );
+    assert!(
+        left_after_ms >= ((DEAD_S - 0.5) * 1000.0) as i64
+            && left_after_ms < ((DEAD_S + 2.0) * 1000.0) as i64,
+        "HOST_LEFT at the dead timeout (plus a heartbeat round): {left_after_ms} ms"
+    );
+    // The view turns DEGRADED naming n3.
+    let s = wait_for_async(
+        "DEGRADED view with n3 dead",
+        Duration::from_secs(10),
+        || async {
+            let s = monitor_status(&monitor_addr).await?;
+            (s["health"]["status"] == "DEGRADED").then_some(s)
+        },
+    )
+    .await;
+    assert!(
+        s["health"]["message"].as_str().unwrap_or("").contains("n3"),
+        "{s}"
+    );
+    assert_eq!(
+        node_states(&s),
+        [("n1", "alive"), ("n2", "alive"), ("n3", "dead")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+
+    // Restart n3: HOST_JOINED on the coordinator, the view whole again.
+    let before = head_seq(&coord_router).await;
+    nodes[2].start();
+    wait_for_async(
+        "HOST_JOINED of n3 after its restart",
+        Duration::from_secs(30),
+        || async {
+            let e = membership_events(&coord_router, "n3", before).await;
+            e.iter().any(|x| x.1 == "HOST_JOINED").then_some(())
+        },
+    )
+    .await;
+    wait_for_async("view whole again", Duration::from_secs(20), || async {
+        let s = monitor_status(&monitor_addr).await?;
+        (node_states(&s) == all_alive && s["health"]["status"] == "RUNNING").then_some(())
+    })
+    .await;
+    // Exactly one HOST_JOINED for the one rejoin.
+    let after = membership_events(&coord_router, "n3", before).await;
+    assert_eq!(
+        after.iter().filter(|e| e.1 == "HOST_JOINED").count(),
+        1,
+        "{after:?}"
+    );
+}
