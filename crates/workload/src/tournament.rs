@@ -32,6 +32,14 @@ pub struct TournamentArgs {
 
 pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadError> {
     let started = Instant::now();
+    if args.models.len() < 2 {
+        return Err(WorkloadError::Invalid(format!(
+            "a tournament needs at least 2 models, got {}",
+            args.models.len()
+        )));
+    }
+    // Files of one payload (the canonical model and the generation it was copied from)
+    // are one participant; with a single one left there is nothing to play.
     let geo = Geometry::new(args.config);
     let mut players: Vec<(String, String, PathBuf, ModelPlayer)> = Vec::new();
     for path in &args.models {
@@ -63,13 +71,6 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
                 SearchConfig::greedy(args.depth),
             ),
         ));
-    }
-    if players.len() < 2 {
-        return Err(WorkloadError::Invalid(format!(
-            "a tournament needs at least 2 distinct models, got {} ({} files)",
-            players.len(),
-            args.models.len()
-        )));
     }
     let mut rng = Rng::new(args.seed);
     let mut pairs = Vec::new();

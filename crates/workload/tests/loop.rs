@@ -438,7 +438,10 @@ fn a_gauntlet_replayed_under_its_job_id_records_no_game_twice() {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
-        v["elo"].as_f64().expect("elo")
+        parse_report::<EvaluateReport>(JobKind::Evaluate, v)
+            .expect("evaluate report")
+            .elo
+            .expect("elo")
     };
     let store =
         ringrift_store::elo::EloStore::open(&home.join("data/unified_elo.db")).expect("elo");

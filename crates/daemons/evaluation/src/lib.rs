@@ -1,7 +1,12 @@
 //! `evaluation`: on TRAINING_COMPLETED, runs the gauntlet job (vs random, heuristic and
 //! the current canonical model; Elo recorded by the job) and publishes
-//! EVALUATION_COMPLETED with win rates and 95 % bounds. A model is evaluated once: the
-//! SHA-256s already evaluated are persisted, and the event id is `eval:<sha>`.
+//! EVALUATION_COMPLETED with win rates, 95 % bounds and the canonical model it was
+//! compared with. A model is evaluated once: the SHA-256s already evaluated are
+//! persisted, and the event id is `eval:<sha>`. A PROMOTION_REJECTED with `reevaluate`
+//! (the canonical model changed between evaluation and promotion) plays the gauntlet
+//! again, once per (model, new canonical): `eval:<sha>:<canonical sha>`. The job gets
+//! `--job-id evaluate:<sha>[:<canonical sha>]`, so its Elo match ids are the same in
+//! every attempt and a gauntlet rerun after a crash counts no game twice.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::{EvaluateReport, Gate};
@@ -143,7 +148,12 @@ impl Evaluator {
         .arg("--games-canonical")
         .arg(self.cfg.games_canonical.to_string())
         .arg("--depth")
-        .arg(self.cfg.depth.to_string());
+        .arg(self.cfg.depth.to_string())
+        // Elo match ids are `<job id>/<game index>`. The runner's RINGRIFT_JOB_ID is new
+        // for every start, so a gauntlet rerun after a crash would count its games
+        // again; the id of the evaluation is the same for every attempt.
+        .arg("--job-id")
+        .arg(format!("evaluate:{id}"));
         if self.cfg.early_reject {
             req = req.args([
                 "--early-reject".to_owned(),
@@ -302,7 +312,7 @@ mod tests {
         let args = calls[0].extra.join(" ");
         assert!(
             args.contains("--games-heuristic 1000")
-                && args.contains("--depth 3")
+                && args.contains("--depth 3 --job-id evaluate:abc")
                 && args.contains("--early-reject --gate-random 0.85 --gate-heuristic 0.6"),
             "{args}"
         );
@@ -349,7 +359,11 @@ mod tests {
         let calls = j.calls();
         assert_eq!(calls.len(), 2, "one re-evaluation");
         assert_eq!(calls[1].vars["model"], "/m/g1.rrm");
-        assert!(calls[1].extra.join(" ").contains("--gate-canonical 0.5"));
+        let args = calls[1].extra.join(" ");
+        assert!(
+            args.contains("--gate-canonical 0.5") && args.contains("--job-id evaluate:abc:c2"),
+            "{args}"
+        );
         let ids: Vec<_> = rec.events().iter().map(|e| e.id.clone()).collect();
         assert_eq!(ids, ["eval:abc", "eval:abc:c2"]);
     }

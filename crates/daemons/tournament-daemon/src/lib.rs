@@ -113,7 +113,11 @@ impl Ladder {
             Duration::from_secs_f64(self.cfg.timeout_s),
         )
         .var("config_key", config)
-        .var("games", self.cfg.games_per_pair);
+        .var("games", self.cfg.games_per_pair)
+        // Elo match ids are `<job id>/<game index>`: one id per round's cause (model,
+        // work item, stamp), so a round rerun after a crash counts no game twice.
+        .arg("--job-id")
+        .arg(format!("tournament:{config}:{tag}"));
         for m in &models {
             req = req.arg("--model").arg(m.display().to_string());
         }
@@ -323,6 +327,12 @@ mod tests {
                 .extra
                 .iter()
                 .any(|a| a.ends_with("canonical_hex8_2p.rrm"))
+        );
+        assert!(
+            jobs.calls()[0]
+                .extra
+                .join(" ")
+                .starts_with("--job-id tournament:hex8_2p:t --model")
         );
     }
 
