@@ -235,6 +235,8 @@ impl Handler for Evaluation {
 }
 
 #[cfg(test)]
+mod in_process;
+#[cfg(test)]
 mod tests {
     use super::*;
     use ringrift_contracts::OpponentResult;
