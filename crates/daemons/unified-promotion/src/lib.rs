@@ -227,6 +227,8 @@ impl Handler for UnifiedPromotion {
 }
 
 #[cfg(test)]
+mod in_process;
+#[cfg(test)]
 mod tests {
     use super::*;
     use ringrift_pipeline::emit::Recorder;
