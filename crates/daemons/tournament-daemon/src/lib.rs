@@ -247,6 +247,8 @@ impl Handler for TournamentDaemon {
 }
 
 #[cfg(test)]
+mod in_process;
+#[cfg(test)]
 mod tests {
     use super::*;
     use ringrift_contracts::example;
