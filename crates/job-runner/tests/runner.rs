@@ -516,13 +516,16 @@ fn gpu_slots_are_counted_node_wide_and_give_each_job_its_device() {
     }
     std::fs::write(dir.path().join("go"), b"").expect("release");
     let (o1, o2) = (a.wait(&h1).expect("wait 1"), b.wait(&h2).expect("wait 2"));
+    /// What each test job wrote: `{gpu}` and `CUDA_VISIBLE_DEVICES`.
+    #[derive(serde::Deserialize)]
+    struct Device {
+        gpu: String,
+        cuda: String,
+    }
     let device = |o: &job_runner::JobOutcome| {
-        let r = o.result.clone().expect("result");
-        assert_eq!(
-            r["gpu"], r["cuda"],
-            "{{gpu}} and CUDA_VISIBLE_DEVICES agree: {r}"
-        );
-        r["gpu"].as_str().expect("gpu").to_owned()
+        let d: Device = serde_json::from_value(o.result.clone().expect("result")).expect("device");
+        assert_eq!(d.gpu, d.cuda, "{{gpu}} and CUDA_VISIBLE_DEVICES agree");
+        d.gpu
     };
     let mut got = [device(&o1), device(&o2)];
     got.sort();

@@ -550,19 +550,22 @@ mod tests {
             jobs.run_json(req("selfplay:a")),
             jobs.run_json(req("selfplay:b"))
         );
-        let (a, b) = (a.unwrap(), b.unwrap());
-        for r in [&a, &b] {
-            assert_eq!(
-                (r["gpu"].as_str(), r["cuda"].as_str()),
-                (Some("0"), Some("0")),
-                "{r}"
-            );
+        /// What each test job wrote: its device and when it held it.
+        #[derive(Debug, serde::Deserialize)]
+        struct Held {
+            gpu: String,
+            cuda: String,
+            from: u64,
+            to: u64,
         }
-        let span = |r: &serde_json::Value| (r["from"].as_u64().unwrap(), r["to"].as_u64().unwrap());
-        let ((a0, a1), (b0, b1)) = (span(&a), span(&b));
+        let held = |v: serde_json::Value| serde_json::from_value::<Held>(v).unwrap();
+        let (a, b) = (held(a.unwrap()), held(b.unwrap()));
+        for r in [&a, &b] {
+            assert_eq!((r.gpu.as_str(), r.cuda.as_str()), ("0", "0"), "{r:?}");
+        }
         assert!(
-            a1 <= b0 || b1 <= a0,
-            "both held the one GPU at once: {a} {b}"
+            a.to <= b.from || b.to <= a.from,
+            "both held the one GPU at once: {a:?} {b:?}"
         );
     }
 
