@@ -60,6 +60,48 @@ pub fn pick_configs(
     out
 }
 
+/// The selfplay suppliers' shared pause contract, for their in-process tests: the daemon
+/// `name` built by `build` in `home` queues no selfplay while PIPELINE_PAUSED holds
+/// (its health says paused) and queues again after PIPELINE_RESUMED.
+pub async fn check_pause_and_resume(
+    name: &'static str,
+    build: handler_base::Factory,
+    home: &std::path::Path,
+) -> anyhow::Result<()> {
+    use ringrift_proto::wire::{self, PipelineControl};
+    let (ctx, _published) = handler_base::Context::for_test(name, home, "")?;
+    let h = build(&ctx)?;
+    let queue = crate::open_queue(home)?;
+    h.handle_event(
+        &ctx,
+        &Event::new(Payload::PipelinePaused(PipelineControl {
+            reason: "disk".into(),
+        })),
+    )
+    .await?;
+    h.run_cycle(&ctx).await?;
+    anyhow::ensure!(
+        queue.depth()?.pending == 0,
+        "{name} queued selfplay while paused"
+    );
+    let health = h.health_check();
+    anyhow::ensure!(
+        health.message.contains("paused"),
+        "{name} health while paused: {health:?}"
+    );
+    h.handle_event(
+        &ctx,
+        &Event::new(Payload::PipelineResumed(wire::PipelineControl::default())),
+    )
+    .await?;
+    h.run_cycle(&ctx).await?;
+    anyhow::ensure!(
+        queue.depth()?.pending > 0,
+        "{name} queued nothing after the resume"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
