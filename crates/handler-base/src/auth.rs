@@ -94,6 +94,31 @@ pub fn protect(app: axum::Router, token: Option<Token>) -> axum::Router {
     }
 }
 
+/// Serves a daemon's HTTP `app` behind [`protect`] on `listener` until the daemon stops
+/// (a server failure is logged as `name`'s), and writes `run/<name>.addr`.
+pub fn serve_http(
+    ctx: &crate::Context,
+    name: &str,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    token: Option<Token>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let addr = listener.local_addr()?;
+    let app = protect(app, token);
+    let shutdown = ctx.shutdown.clone();
+    let what = name.to_owned();
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "{what} HTTP server failed");
+        }
+    });
+    crate::write_addr_file(&ctx.home, name, &addr.to_string())?;
+    Ok(addr)
+}
+
 async fn check(
     axum::extract::State(token): axum::extract::State<Token>,
     req: axum::extract::Request,

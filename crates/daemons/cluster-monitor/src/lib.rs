@@ -276,7 +276,6 @@ impl Handler for ClusterMonitor {
         let listener = tokio::net::TcpListener::bind(&self.cfg.listen)
             .await
             .map_err(|e| anyhow::anyhow!("bind cluster_monitor.listen {}: {e}", self.cfg.listen))?;
-        let addr = listener.local_addr()?;
         let st = self.state.clone();
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok\n" }))
@@ -291,17 +290,13 @@ impl Handler for ClusterMonitor {
                     async move { axum::Json(body) }
                 }),
             );
-        let app = handler_base::auth::protect(app, self.token.clone());
-        let shutdown = ctx.shutdown.clone();
-        tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "cluster monitor HTTP server failed");
-            }
-        });
-        handler_base::write_addr_file(&ctx.home, "cluster_monitor", &addr.to_string())?;
+        let addr = handler_base::auth::serve_http(
+            ctx,
+            "cluster_monitor",
+            listener,
+            app,
+            self.token.clone(),
+        )?;
         tracing::info!(%addr, cluster = %self.cluster.source(), "cluster monitor listening");
         // A first view now; a failure shows in health (the cycle retries).
         let _ = self.run_cycle(ctx).await;

@@ -268,7 +268,6 @@ impl Handler for HealthServer {
         let listener = tokio::net::TcpListener::bind(&self.cfg.listen)
             .await
             .map_err(|e| anyhow::anyhow!("bind {}: {e}", self.cfg.listen))?;
-        let addr = listener.local_addr()?;
         let stale_ms = (self.cfg.stale_after_s * 1000.0) as i64;
         let (s1, s2, s3) = (self.state.clone(), self.state.clone(), self.state.clone());
         let (e1, e2) = (self.expect.clone(), self.expect.clone());
@@ -296,17 +295,13 @@ impl Handler for HealthServer {
                     async move { axum::Json(body) }
                 }),
             );
-        let app = handler_base::auth::protect(app, self.token.clone());
-        let shutdown = ctx.shutdown.clone();
-        tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "health HTTP server failed");
-            }
-        });
-        handler_base::write_addr_file(&ctx.home, "health_server", &addr.to_string())?;
+        let addr = handler_base::auth::serve_http(
+            ctx,
+            "health_server",
+            listener,
+            app,
+            self.token.clone(),
+        )?;
         tracing::info!(%addr, expect = ?self.expect, "health server listening");
         self.run_cycle(ctx).await
     }
