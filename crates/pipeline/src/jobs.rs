@@ -393,14 +393,11 @@ impl Jobs for RunnerJobs {
 }
 
 /// A `[jobs]` entry for in-process daemon tests: `kind` runs a shell script under
-/// `home` that copies `result` (a report, e.g. from `ringrift_contracts::wire::report_json`)
-/// to `{result}` and, for the kinds with an `{output}`, writes a byte there; the real
-/// job runner runs it. Returns the TOML line for the `[jobs]` table.
-pub fn scripted_job(
-    home: &Path,
-    kind: JobKind,
-    result: &serde_json::Value,
-) -> std::io::Result<String> {
+/// `home` that writes `report` (in its result envelope) to `{result}` and, for the kinds
+/// with an `{output}`, a byte to `{output}`; the real job runner runs it. Returns the TOML
+/// line for the `[jobs]` table.
+pub fn scripted_job<R: Report>(home: &Path, kind: JobKind, report: &R) -> std::io::Result<String> {
+    let result = wire::report_json(kind, report).map_err(std::io::Error::other)?;
     let dir = home.join("test-jobs");
     std::fs::create_dir_all(&dir)?;
     let json = dir.join(format!("{}.json", kind.as_str()));

@@ -3,7 +3,7 @@
 //! TRAINING_STARTED / TRAINING_COMPLETED are published with the export's SHA-256.
 
 use super::*;
-use ringrift_contracts::wire::{payload_json, report_json};
+use ringrift_contracts::wire::payload_json;
 use ringrift_store::work_queue::{NewWork, WorkStatus};
 
 #[tokio::test]
@@ -14,31 +14,8 @@ async fn build_and_train_a_queued_item() {
     std::fs::write(&npz, b"rows").unwrap();
     let (sha, _) = ringrift_store::manifest::hash_file(&npz).unwrap();
     let output = paths::models_dir(home.path()).join("hex8_2p/gen0001_w7.rrm");
-    let report = TrainReport {
-        config_key: "hex8_2p".parse().unwrap(),
-        samples: 10,
-        train_rows: 9,
-        val_rows: 1,
-        epochs: 1,
-        hidden: 8,
-        params: 100,
-        generation: 1,
-        train_loss: 1.0,
-        val_value_mse: 0.4,
-        val_policy_ce: 1.2,
-        val_policy_top1: 0.3,
-        val_value_mse_baseline: 0.5,
-        elapsed_s: 0.1,
-        samples_per_s: 100.0,
-        output: output.clone(),
-        sha256: "m".into(),
-    };
-    let jobs = ringrift_pipeline::jobs::scripted_job(
-        home.path(),
-        JobKind::Train,
-        &report_json(JobKind::Train, &report).unwrap(),
-    )
-    .unwrap();
+    let report = ringrift_contracts::example::train("hex8_2p".parse().unwrap(), &output);
+    let jobs = ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Train, &report).unwrap();
     let (ctx, published) =
         Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
     let h = build(&ctx).unwrap();

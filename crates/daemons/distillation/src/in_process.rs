@@ -4,7 +4,6 @@
 
 use super::*;
 use ringrift_contracts::example;
-use ringrift_contracts::wire::report_json;
 
 #[tokio::test]
 async fn build_and_distil_a_promoted_model() {
@@ -14,7 +13,7 @@ async fn build_and_distil_a_promoted_model() {
     std::fs::create_dir_all(npz.parent().unwrap()).unwrap();
     std::fs::write(&npz, b"rows").unwrap();
     let student = paths::models_dir(home.path()).join("hex8_2p/distilled_abcdef012345.rrm");
-    let distill = report_json(JobKind::Distill, &example::train(config, &student)).unwrap();
+    let distill = example::train(config, &student);
     let gauntlet = example::evaluate(
         config,
         &student,
@@ -24,10 +23,9 @@ async fn build_and_distil_a_promoted_model() {
         ],
         Some(1560.0),
     );
-    let evaluate = report_json(JobKind::Evaluate, &gauntlet).unwrap();
     let jobs = [
         ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Distill, &distill).unwrap(),
-        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Evaluate, &evaluate).unwrap(),
+        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Evaluate, &gauntlet).unwrap(),
     ]
     .concat();
     let (ctx, published) =

@@ -4,7 +4,6 @@
 
 use super::*;
 use ringrift_contracts::example;
-use ringrift_contracts::wire::report_json;
 
 #[tokio::test]
 async fn build_and_evaluate_a_trained_model() {
@@ -20,12 +19,8 @@ async fn build_and_evaluate_a_trained_model() {
         Some(1580.0),
     );
     report.model_sha256 = "abc123".into();
-    let jobs = ringrift_pipeline::jobs::scripted_job(
-        home.path(),
-        JobKind::Evaluate,
-        &report_json(JobKind::Evaluate, &report).unwrap(),
-    )
-    .unwrap();
+    let jobs =
+        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Evaluate, &report).unwrap();
     let (ctx, published) =
         Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
     let h = build(&ctx).unwrap();

@@ -3,7 +3,7 @@
 //! completed, and SELFPLAY_COMPLETED / NEW_GAMES_AVAILABLE are published.
 
 use super::*;
-use ringrift_contracts::wire::{payload_json, report_json};
+use ringrift_contracts::wire::payload_json;
 use ringrift_store::work_queue::{NewWork, WorkStatus};
 
 #[tokio::test]
@@ -25,12 +25,8 @@ async fn build_and_run_a_queued_selfplay_item() {
         model_sha256: None,
         max_seq: 4,
     };
-    let jobs = ringrift_pipeline::jobs::scripted_job(
-        home.path(),
-        JobKind::Selfplay,
-        &report_json(JobKind::Selfplay, &report).unwrap(),
-    )
-    .unwrap();
+    let jobs =
+        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Selfplay, &report).unwrap();
     let (ctx, published) =
         Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
     let h = build(&ctx).unwrap();

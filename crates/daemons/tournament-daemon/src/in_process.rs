@@ -4,7 +4,6 @@
 
 use super::*;
 use ringrift_contracts::example;
-use ringrift_contracts::wire::report_json;
 use ringrift_store::paths;
 
 #[tokio::test]
@@ -19,12 +18,8 @@ async fn build_and_play_a_round_after_training() {
         "hex8_2p".parse().unwrap(),
         &[("gen0001_w1", 1490.0), ("gen0002_w2", 1510.0)],
     );
-    let jobs = ringrift_pipeline::jobs::scripted_job(
-        home.path(),
-        JobKind::Tournament,
-        &report_json(JobKind::Tournament, &report).unwrap(),
-    )
-    .unwrap();
+    let jobs =
+        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Tournament, &report).unwrap();
     let (ctx, published) =
         Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
     let h = build(&ctx).unwrap();
