@@ -51,8 +51,8 @@ pub fn prune_npz(home: &Path, cfg: &MaintConfig, trained: &HashMap<String, i64>,
     }
 }
 
-/// Files in `dir` matching `keep(name)`, grouped by the key it returns, newest first
-/// (by the number it returns, then modification time).
+/// Files in `dir` for which `key(name)` returns `(group, number)`, grouped, newest first
+/// (by that number, then modification time).
 fn grouped(
     dir: &Path,
     key: impl Fn(&str) -> Option<(String, i64)>,
@@ -84,11 +84,10 @@ pub fn prune_generations(home: &Path, cfg: &MaintConfig, r: &mut Report) {
         if !dir.is_dir() || dir.file_name().is_some_and(|n| n == "backup") {
             continue;
         }
-        let gens = grouped(&dir, |n| {
-            (n.starts_with("gen") && n.ends_with(".rrm")).then(|| (String::new(), 0))
-        });
-        for (p, len) in gens.into_values().flatten().skip(cfg.models_keep) {
-            remove(&p, len, &mut r.models_removed, None, &mut r.errors);
+        // The same newest-first order the loop picks its recent models by.
+        let gens = ringrift_pipeline::models::newest_files(&dir, "gen", ".rrm", usize::MAX);
+        for p in gens.into_iter().skip(cfg.models_keep) {
+            remove(&p, 0, &mut r.models_removed, None, &mut r.errors);
         }
     }
 }
@@ -106,9 +105,10 @@ pub fn prune_backups(home: &Path, cfg: &MaintConfig, r: &mut Report) {
         for (p, len) in files.into_iter().skip(cfg.backups_keep.max(1)) {
             let sidecar = p.with_extension("json");
             remove(&p, len, &mut r.backups_removed, None, &mut r.errors);
-            if sidecar.exists() {
-                let mut n = 0;
-                remove(&sidecar, 0, &mut n, None, &mut r.errors);
+            match std::fs::remove_file(&sidecar) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => r.errors.push(format!("remove {}: {e}", sidecar.display())),
             }
         }
     }
