@@ -292,16 +292,21 @@ mod tests {
         })
     }
 
+    /// An evaluator with the default config and gate on `jobs`, its state under `dir`.
+    fn evaluator(dir: &std::path::Path, jobs: Arc<FakeJobs>) -> Evaluator {
+        Evaluator::new(
+            EvalConfig::default(),
+            Gate::default(),
+            jobs,
+            StateStore::open(dir, "evaluation").unwrap(),
+        )
+    }
+
     #[tokio::test]
     async fn gauntlet_result_becomes_evaluation_completed_once() {
         let dir = tempfile::tempdir().unwrap();
         let j = jobs();
-        let e = Evaluator::new(
-            EvalConfig::default(),
-            Gate::default(),
-            j.clone(),
-            StateStore::open(dir.path(), "evaluation").unwrap(),
-        );
+        let e = evaluator(dir.path(), j.clone());
         let rec = Recorder::default();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
@@ -335,12 +340,7 @@ mod tests {
     async fn a_rejection_asking_for_reevaluation_replays_the_gauntlet_once() {
         let dir = tempfile::tempdir().unwrap();
         let j = jobs();
-        let e = Evaluator::new(
-            EvalConfig::default(),
-            Gate::default(),
-            j.clone(),
-            StateStore::open(dir.path(), "evaluation").unwrap(),
-        );
+        let e = evaluator(dir.path(), j.clone());
         let rec = Recorder::default();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
         let rejected = |reevaluate| {
