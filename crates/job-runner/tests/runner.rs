@@ -255,19 +255,24 @@ fn a_job_that_finished_unwatched_is_not_run_again() {
         script,
         Duration::from_secs(60),
     );
-    {
+    let first = {
         let a = JobRunner::open(&db).expect("runner a");
-        assert!(matches!(a.start(&s).expect("start"), Started::Started(_)));
+        match a.start(&s).expect("start") {
+            Started::Started(h) => h,
+            other => panic!("expected a fresh start: {other:?}"),
+        }
         // Runner A dies before it sees the job end.
-    }
+    };
     let runs = dir.path().join("runs");
     let result = s.result_path.clone().expect("result path");
+    // Finished means the process is gone, not only that the result file appeared (the
+    // shell still exits after writing it).
     assert!(
         eventually(Duration::from_secs(10), || result.exists()
-            && std::fs::read_to_string(&runs)
-                .is_ok_and(|r| r.lines().count() == 1)),
+            && !is_alive(first.pid, first.proc_start)),
         "the job never finished"
     );
+    assert_eq!(std::fs::read_to_string(&runs).expect("runs").lines().count(), 1);
     let b = JobRunner::open(&db).expect("runner b");
     // The restarted daemon asks for the same job: it gets the outcome, not a second run.
     match b.start(&s).expect("start again") {
