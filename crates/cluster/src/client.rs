@@ -1,7 +1,10 @@
-//! The peer API client (`ringrift.v1.P2p`) that p2p_backend and cluster_monitor use,
-//! with the shared token's bearer header.
+//! The peer API client (`ringrift.v1.P2p`) that p2p_backend and the cluster and health
+//! monitors use, with the shared token's bearer header, and [`node_info`]: one bounded
+//! `NodeInfo` call validated into the domain view.
 
-use ringrift_proto::wire::p2p_client::P2pClient;
+use crate::view::{NodeInfo, ViewError};
+use ringrift_proto::wire::{self, p2p_client::P2pClient};
+use std::time::Duration;
 
 /// A peer API client that sends the token.
 pub type PeerClient = P2pClient<
@@ -21,4 +24,46 @@ pub fn peer_client(
         router_client::endpoint(addr)?.connect_lazy(),
         bearer,
     ))
+}
+
+/// Why a peer's `NodeInfo` could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("{addr}: {source}")]
+    Address {
+        addr: String,
+        source: router_client::ClientError,
+    },
+    #[error("{addr}: no answer within {limit:?}")]
+    Timeout { addr: String, limit: Duration },
+    #[error("{addr}: {}", .status.message())]
+    Rpc { addr: String, status: tonic::Status },
+    #[error("{addr}: {source}")]
+    Invalid { addr: String, source: ViewError },
+}
+
+/// Asks the peer API at `addr` who it is, within `limit`.
+pub async fn node_info(
+    addr: &str,
+    bearer: router_client::Bearer,
+    limit: Duration,
+) -> Result<NodeInfo, PeerError> {
+    let mut c = peer_client(addr, bearer).map_err(|source| PeerError::Address {
+        addr: addr.to_owned(),
+        source,
+    })?;
+    let r = tokio::time::timeout(limit, c.node_info(wire::NodeInfoRequest {}))
+        .await
+        .map_err(|_| PeerError::Timeout {
+            addr: addr.to_owned(),
+            limit,
+        })?
+        .map_err(|status| PeerError::Rpc {
+            addr: addr.to_owned(),
+            status,
+        })?;
+    NodeInfo::try_from(r.into_inner()).map_err(|source| PeerError::Invalid {
+        addr: addr.to_owned(),
+        source,
+    })
 }

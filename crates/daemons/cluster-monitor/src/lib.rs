@@ -13,7 +13,6 @@ use handler_base::auth::Token;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::view::{NodeInfo, QueueView};
 use ringrift_cluster::{ClusterConfig, MemberState};
-use ringrift_proto::wire;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,12 +118,7 @@ fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 async fn fetch(addr: &str, token: Option<&Token>, limit: Duration) -> anyhow::Result<NodeInfo> {
-    let mut c = ringrift_cluster::client::peer_client(addr, Token::bearer(token))?;
-    let r = tokio::time::timeout(limit, c.node_info(wire::NodeInfoRequest {}))
-        .await
-        .map_err(|_| anyhow::anyhow!("{addr}: no answer within {limit:?}"))?
-        .map_err(|e| anyhow::anyhow!("{addr}: {}", e.message()))?;
-    Ok(NodeInfo::try_from(r.into_inner())?)
+    Ok(ringrift_cluster::client::node_info(addr, Token::bearer(token), limit).await?)
 }
 
 /// Builds the view from the local node's answer and the peers' answers (pure).
