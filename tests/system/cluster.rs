@@ -2,7 +2,10 @@
 //! also a cluster_monitor), one cluster.toml naming all three. The coordinator's cluster
 //! view lists all three alive; a node killed with SIGKILL is announced NODE_UNHEALTHY
 //! within the dead timeout and HOST_LEFT right after it, and the view turns DEGRADED;
-//! restarted, it is announced HOST_JOINED and the view is whole again.
+//! restarted, it is announced HOST_JOINED and the view is whole again. n2 also runs the
+//! node and system health monitors: while all is well they publish nothing; with the
+//! coordinator killed, n2's system_health_monitor publishes one PIPELINE_PAUSED naming
+//! it, and one PIPELINE_RESUMED once it is back.
 //!
 //! The p2p ports are picked free by the test (bind port 0, release) and written into
 //! cluster.toml before any node starts: peers need each other's addresses up front, and a
@@ -51,7 +54,8 @@ impl Node {
         std::fs::write(
             home.path().join("ringrift.toml"),
             format!(
-                "node = \"{name}\"\nheartbeat_interval_s = 0.5\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.3\n"
+                "node = \"{name}\"\nheartbeat_interval_s = 0.5\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.3\n\
+                 [node_health_monitor]\ncycle_interval_s = 0.3\n[system_health_monitor]\ncycle_interval_s = 0.3\n"
             ),
         )
         .unwrap();
@@ -285,4 +289,57 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
         1,
         "{after:?}"
     );
+
+    // Kill the coordinator: n2's system_health_monitor pauses n2's pipeline, once.
+    let n2_router = nodes[1].router_addr.clone();
+    let mut n2_health = nodes[1].home.spawn("ringrift-node-health-monitor", &[]);
+    let mut n2_system = nodes[1].home.spawn("ringrift-system-health-monitor", &[]);
+    // Healthy cluster: the node monitor's first samples raise nothing.
+    wait_for_async("n2's health monitors running", Duration::from_secs(20), || async {
+        let log = router_log(&n2_router).await;
+        let started = |d: &str| {
+            log.iter().any(|e| e.source == format!("{d}@n2"))
+        };
+        (started("node_health_monitor") && started("system_health_monitor")).then_some(())
+    })
+    .await;
+    nodes[0].kill9();
+    let paused = wait_for_async(
+        "PIPELINE_PAUSED on n2 after the coordinator died",
+        Duration::from_secs(30),
+        || async { pipeline_controls(&n2_router).await.first().cloned() },
+    )
+    .await;
+    assert!(paused.contains("coordinator n1 lost"), "{paused}");
+    nodes[0].start();
+    wait_for_async(
+        "PIPELINE_RESUMED on n2 after the coordinator is back",
+        Duration::from_secs(30),
+        || async { (pipeline_controls(&n2_router).await.len() >= 2).then_some(()) },
+    )
+    .await;
+    let controls = pipeline_controls(&n2_router).await;
+    assert_eq!(controls[1..], ["resumed".to_string()], "{controls:?}");
+    let alerts: Vec<_> = router_log(&n2_router)
+        .await
+        .into_iter()
+        .filter(|e| e.source == "node_health_monitor@n2")
+        .filter(|e| matches!(e.payload, Some(Payload::NodeUnhealthy(_))))
+        .collect();
+    assert!(alerts.is_empty(), "n2 itself stayed healthy: {alerts:?}");
+    n2_health.kill9();
+    n2_system.kill9();
+}
+
+/// PIPELINE_PAUSED (its reason) and PIPELINE_RESUMED ("resumed") in the log at `addr`.
+async fn pipeline_controls(addr: &str) -> Vec<String> {
+    router_log(addr)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.payload {
+            Some(Payload::PipelinePaused(p)) => Some(p.reason),
+            Some(Payload::PipelineResumed(_)) => Some("resumed".into()),
+            _ => None,
+        })
+        .collect()
 }
