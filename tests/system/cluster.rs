@@ -187,6 +187,18 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
         );
     }
     assert_eq!(view["totals"]["alive"], 3);
+    // `ringrift-launcher --status --cluster` on the coordinator asks every node itself.
+    let (ok, table) = cluster_status(&nodes[0]);
+    assert!(ok, "{table}");
+    for (name, role) in NODES {
+        assert!(
+            table.lines().any(|l| l.starts_with(&format!("{name} "))
+                && l.contains(role)
+                && l.contains(" up ")),
+            "{name} up in:\n{table}"
+        );
+    }
+    assert!(table.contains("leader n1 (static)"), "{table}");
     // Each node announced the others' arrival on its own router.
     for (i, n) in nodes.iter().enumerate() {
         for (j, (other, _)) in NODES.iter().enumerate() {
@@ -264,6 +276,14 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
         [("n1", "alive"), ("n2", "alive"), ("n3", "dead")]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
+    let (ok, table) = cluster_status(&nodes[0]);
+    assert!(!ok, "exit 1 while a node is down:\n{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("n3 ") && l.contains("DOWN")),
+        "{table}"
+    );
 
     // Restart n3: HOST_JOINED on the coordinator, the view whole again.
     let before = head_seq(&coord_router).await;
@@ -295,13 +315,15 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
     let mut n2_health = nodes[1].home.spawn("ringrift-node-health-monitor", &[]);
     let mut n2_system = nodes[1].home.spawn("ringrift-system-health-monitor", &[]);
     // Healthy cluster: the node monitor's first samples raise nothing.
-    wait_for_async("n2's health monitors running", Duration::from_secs(20), || async {
-        let log = router_log(&n2_router).await;
-        let started = |d: &str| {
-            log.iter().any(|e| e.source == format!("{d}@n2"))
-        };
-        (started("node_health_monitor") && started("system_health_monitor")).then_some(())
-    })
+    wait_for_async(
+        "n2's health monitors running",
+        Duration::from_secs(20),
+        || async {
+            let log = router_log(&n2_router).await;
+            let started = |d: &str| log.iter().any(|e| e.source == format!("{d}@n2"));
+            (started("node_health_monitor") && started("system_health_monitor")).then_some(())
+        },
+    )
     .await;
     nodes[0].kill9();
     let paused = wait_for_async(
@@ -329,6 +351,20 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
     assert!(alerts.is_empty(), "n2 itself stayed healthy: {alerts:?}");
     n2_health.kill9();
     n2_system.kill9();
+}
+
+/// `ringrift-launcher --status --cluster` in `node`'s home: (exit 0, stdout).
+fn cluster_status(node: &Node) -> (bool, String) {
+    let out = std::process::Command::new(ringrift_system_tests::bin("ringrift-launcher"))
+        .args(["--status", "--cluster", "--home"])
+        .arg(node.home.path())
+        .env_remove("RINGRIFT_HOME")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// PIPELINE_PAUSED (its reason) and PIPELINE_RESUMED ("resumed") in the log at `addr`.

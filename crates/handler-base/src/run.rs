@@ -240,7 +240,7 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
     init_tracing(&settings);
     std::fs::create_dir_all(&home)
         .map_err(|e| fail(format!("create home {}: {e}", home.display())))?;
-    let node = settings.string("node").unwrap_or_else(hostname);
+    let node = settings.node_name();
     Ok(Boot {
         args,
         home,
@@ -248,12 +248,6 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
         lifecycle,
         node,
     })
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
 }
 
 fn init_tracing(settings: &Settings) {

@@ -188,6 +188,15 @@ impl Settings {
         self.cfg.get_string(key).ok()
     }
 
+    /// This node's name: the `node` setting, else the hostname (as in cluster.toml).
+    pub fn node_name(&self) -> String {
+        self.string("node").unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into())
+        })
+    }
+
     /// One value of any type; `None` when absent, an error when present but wrong.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ConfigError> {
         match self.cfg.get::<T>(key) {

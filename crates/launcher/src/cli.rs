@@ -35,6 +35,9 @@ pub struct Args {
     /// Ask the running launcher for its daemons and print a table.
     #[arg(long)]
     pub status: bool,
+    /// With --status: every node of cluster.toml, asked through its peer API.
+    #[arg(long, requires = "status")]
+    pub cluster: bool,
     /// Like --status, redrawn on every change.
     #[arg(long)]
     pub watch: bool,

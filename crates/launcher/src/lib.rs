@@ -2,11 +2,13 @@
 //! `--category`, `--all`), pulls in dependencies, starts daemons as child processes in
 //! dependency order (independent ones in parallel), supervises them (`supervise.rs`),
 //! serves the control API (`control.rs`), and stops them in reverse dependency order.
-//! Also `--list`, `--validate`, `--status`, `--watch`, `stop`, `restart` and the systemd
+//! Also `--list`, `--validate`, `--status` (`--cluster`: every node, `cluster_status.rs`),
+//! `--watch`, `stop`, `restart` and the systemd
 //! generator (`systemd.rs`).
 
 mod child;
 pub mod cli;
+mod cluster_status;
 pub mod control;
 mod logs;
 pub mod supervise;
@@ -145,6 +147,26 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         };
+    }
+    if args.cluster {
+        let node = settings.node_name();
+        let cluster = ringrift_cluster::ClusterConfig::load(&home, &node)
+            .map_err(|e| usage(e.to_string()))?;
+        let rows = cluster_status::collect(&cluster, bearer.clone()).await;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"cluster": cluster.name, "config": cluster.source(), "nodes": rows})
+            );
+        } else {
+            print!("{}", cluster_status::table(&cluster, &rows));
+        }
+        let all = rows.iter().all(|r| r.info.is_some());
+        return Ok(if all {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     if args.status || args.watch {
         let mut c = control::connect(&control_addr(), bearer.clone()).await?;
