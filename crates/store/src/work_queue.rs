@@ -28,7 +28,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(3600);
 /// Default number of attempts before an item is given up.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE work_items (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE work_items (
         item_id TEXT PRIMARY KEY NOT NULL,
         kind TEXT NOT NULL,
         config_key TEXT,
@@ -51,7 +52,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE work_items (
         token INTEGER NOT NULL,
         refused INTEGER NOT NULL DEFAULT 0,
         last_refused INTEGER
-    );"];
+    );",
+];
 
 /// The fence of leader-only writers ([`WorkQueue::enqueue_fenced`]).
 const LEADER_FENCE: &str = "leader";
@@ -431,21 +433,21 @@ impl SqliteWorkQueue {
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.clock.now_ms();
         conn.execute(
-                "INSERT INTO work_items (item_id, kind, config_key, priority, payload, status,
+            "INSERT INTO work_items (item_id, kind, config_key, priority, payload, status,
                     attempts, max_attempts, created_at, updated_at, fence_token)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, ?7, ?8)",
-                params![
-                    id,
-                    work.kind.as_str(),
-                    work.config_key.map(|k| k.to_string()),
-                    work.priority,
-                    work.payload.to_string(),
-                    work.max_attempts,
-                    now,
-                    fence_token
-                ],
-            )
-            .ctx(self.path())?;
+            params![
+                id,
+                work.kind.as_str(),
+                work.config_key.map(|k| k.to_string()),
+                work.priority,
+                work.payload.to_string(),
+                work.max_attempts,
+                now,
+                fence_token
+            ],
+        )
+        .ctx(self.path())?;
         Ok(id)
     }
 

@@ -202,7 +202,11 @@ fn fenced_enqueue_refuses_a_stale_token_and_accepts_equal_or_higher() {
         "{err:?}"
     );
     assert!(err.to_string().contains("fencing token 5 refused"), "{err}");
-    assert_eq!(q.depth().expect("depth").pending, 3, "the refused item is not stored");
+    assert_eq!(
+        q.depth().expect("depth").pending,
+        3,
+        "the refused item is not stored"
+    );
     assert_eq!(
         q.fence().expect("fence"),
         Some(FenceState {
