@@ -9,7 +9,9 @@
 //!
 //! Skips without `etcd` (Debian `etcd-server`; scripts/test installs it), fails under CI.
 
-use ringrift_system_tests::{Home, Proc, command_works, http_get_with, require_tool, wait_for_async};
+use ringrift_system_tests::{
+    Home, Proc, command_works, http_get_with, require_tool, wait_for_async,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,7 +44,10 @@ fn start_etcd(root: &Path) -> (Vec<Proc>, Vec<String>) {
                 &format!("--listen-client-urls=http://127.0.0.1:{}", clients[i]),
                 &format!("--advertise-client-urls=http://127.0.0.1:{}", clients[i]),
                 &format!("--listen-peer-urls=http://127.0.0.1:{}", peers[i]),
-                &format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", peers[i]),
+                &format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                    peers[i]
+                ),
                 &format!("--initial-cluster={}", initial.join(",")),
                 "--initial-cluster-state=new",
                 "--initial-cluster-token=ringrift-test",
@@ -199,13 +204,17 @@ async fn etcd_leader_killed_is_replaced_within_two_ttls_and_its_token_is_refused
     let (_etcd, endpoints) = start_etcd(root.path());
     for e in &endpoints {
         let addr = e.trim_start_matches("http://").to_owned();
-        wait_for_async(&format!("etcd {e} healthy"), Duration::from_secs(30), || {
-            let addr = addr.clone();
-            async move {
-                let (code, body) = http_get_with(&addr, "/health", None).await?;
-                (code == 200 && body.contains("true")).then_some(())
-            }
-        })
+        wait_for_async(
+            &format!("etcd {e} healthy"),
+            Duration::from_secs(30),
+            || {
+                let addr = addr.clone();
+                async move {
+                    let (code, body) = http_get_with(&addr, "/health", None).await?;
+                    (code == 200 && body.contains("true")).then_some(())
+                }
+            },
+        )
         .await;
     }
 
@@ -213,7 +222,10 @@ async fn etcd_leader_killed_is_replaced_within_two_ttls_and_its_token_is_refused
     std::fs::File::create(&queue).unwrap();
     let ports: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
     let cluster = cluster_toml(&ports, &endpoints);
-    let mut nodes: Vec<Node> = NODES.iter().map(|n| Node::new(n, &cluster, &queue)).collect();
+    let mut nodes: Vec<Node> = NODES
+        .iter()
+        .map(|n| Node::new(n, &cluster, &queue))
+        .collect();
     for n in &mut nodes {
         n.start();
     }
@@ -229,7 +241,10 @@ async fn etcd_leader_killed_is_replaced_within_two_ttls_and_its_token_is_refused
     })
     .await;
     let t1 = items[0].1.expect("a fenced item");
-    assert!(items.iter().all(|r| r.1 == Some(t1)), "one leader, one token: {items:?}");
+    assert!(
+        items.iter().all(|r| r.1 == Some(t1)),
+        "one leader, one token: {items:?}"
+    );
 
     // Kill -9 the leader node; another holds the lease within 2 TTLs.
     let li = NODES.iter().position(|n| *n == first).unwrap();
@@ -254,16 +269,15 @@ async fn etcd_leader_killed_is_replaced_within_two_ttls_and_its_token_is_refused
     // The new leader does not requeue what the old one queued: the 7 open items are above
     // the low watermark. Work them off (counting runs); it refills with a higher token.
     let mut runs = BTreeMap::new();
-    let t2 = wait_for_async("the new leader to populate", Duration::from_secs(30), || {
-        while run_one(&queue, &mut runs).is_some() {}
-        let q = queue.clone();
-        async move {
-            rows(&q)
-                .iter()
-                .filter_map(|r| r.1)
-                .find(|t| *t != t1)
-        }
-    })
+    let t2 = wait_for_async(
+        "the new leader to populate",
+        Duration::from_secs(30),
+        || {
+            while run_one(&queue, &mut runs).is_some() {}
+            let q = queue.clone();
+            async move { rows(&q).iter().filter_map(|r| r.1).find(|t| *t != t1) }
+        },
+    )
     .await;
     assert!(t2 > t1, "the new token {t2} must be higher than {t1}");
 
@@ -271,9 +285,11 @@ async fn etcd_leader_killed_is_replaced_within_two_ttls_and_its_token_is_refused
     let before_restart: BTreeSet<String> = rows(&queue).into_iter().map(|r| r.0).collect();
     nodes[li].start();
     let back = &nodes[li];
-    wait_for_async("the restarted node to see the leader", Duration::from_secs(30), || async {
-        (back.leader().await? == second).then_some(())
-    })
+    wait_for_async(
+        "the restarted node to see the leader",
+        Duration::from_secs(30),
+        || async { (back.leader().await? == second).then_some(()) },
+    )
     .await;
     // Keep working for a while (several populator cycles of every node) and refill.
     let until = Instant::now() + Duration::from_secs(3);

@@ -13,6 +13,7 @@
 //! so a deposed leader's items are refused by the queue (`fence_refused` in health).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_cluster::Leadership;
 use ringrift_contracts::payload::{SelfplayItem, TournamentItem};
 use ringrift_contracts::wire::payload_json;
 use ringrift_pipeline::alloc::SupplyState;
@@ -20,7 +21,6 @@ use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType};
 use ringrift_store::ConfigKey;
-use ringrift_cluster::Leadership;
 use ringrift_store::StoreError;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue};
 use std::collections::BTreeMap;
@@ -143,7 +143,8 @@ impl Populator {
             return Ok(0);
         }
         let Some(leader) = self.leadership.mine().await? else {
-            self.status.set("not the leader: nothing to populate".to_owned());
+            self.status
+                .set("not the leader: nothing to populate".to_owned());
             return Ok(0);
         };
         let (q, configs) = (self.queue.clone(), self.configs.clone());
@@ -316,12 +317,23 @@ mod tests {
         let err = zombie.top_up().await.expect_err("stale token");
         assert!(err.to_string().contains("fencing token 7 refused"), "{err}");
         assert_eq!(
-            zombie.health_check().details.get("fence_refused").map(String::as_str),
+            zombie
+                .health_check()
+                .details
+                .get("fence_refused")
+                .map(String::as_str),
             Some("1")
         );
-        assert_eq!(sq.depth().unwrap().pending, 1, "nothing added by the deposed leader");
+        assert_eq!(
+            sq.depth().unwrap().pending,
+            1,
+            "nothing added by the deposed leader"
+        );
         let current = populator(Leadership::fixed("me", Some(leader(9))));
-        assert!(current.top_up().await.unwrap() > 0, "the current leader populates");
+        assert!(
+            current.top_up().await.unwrap() > 0,
+            "the current leader populates"
+        );
     }
 
     #[test]
