@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod dlq;
 mod launcher;
+mod leader;
 mod lifecycle;
 mod lifecycle_config;
 mod poller;

@@ -17,6 +17,7 @@
 //!
 //! [leader]
 //! mode = "static"           # the coordinator; or "etcd" with endpoints = ["http://..:2379"]
+//! # ttl_s = 10              # etcd only: the lease TTL (a dead leader is replaced within it)
 //!
 //! [events]
 //! backend = "sqlite"        # or "jetstream" with servers = ["nats://..:4222"]
@@ -38,13 +39,16 @@
 //! exclude_from_sync = true
 //! ```
 //!
-//! Every error names the file, the key and the value ([`ClusterError`]). Leader election
-//! (etcd) and the JetStream backend are parsed and validated only; nothing runs them yet.
+//! Every error names the file, the key and the value ([`ClusterError`]). The etcd leader
+//! mode runs in [`crate::leader`]; the JetStream backend is parsed and validated only.
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The etcd lease TTL when `[leader] ttl_s` is not set.
+pub const DEFAULT_LEASE_TTL_S: u32 = 10;
 
 /// The system-wide location, used when the home has no `cluster.toml`.
 pub const SYSTEM_FILE: &str = "/etc/ringrift/cluster.toml";
@@ -203,8 +207,9 @@ impl Default for Timeouts {
 pub enum LeaderMode {
     /// The one node with the coordinator role.
     Static,
-    /// An etcd lease (validated only; not run yet).
-    Etcd { endpoints: Vec<String> },
+    /// The coordinator that holds the etcd lease on [`crate::leader::LEADER_KEY`]
+    /// ([`crate::leader`]); `ttl_s` is the lease TTL in whole seconds (default 10).
+    Etcd { endpoints: Vec<String>, ttl_s: u32 },
 }
 
 impl LeaderMode {
@@ -281,6 +286,7 @@ struct RawMembership {
 struct RawLeader {
     mode: Option<String>,
     endpoints: Option<Vec<String>>,
+    ttl_s: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -530,6 +536,9 @@ impl ClusterConfig {
                 if let Some(e) = &raw.leader.endpoints {
                     return Err(bad("leader.endpoints", e, "only with mode = \"etcd\""));
                 }
+                if let Some(t) = &raw.leader.ttl_s {
+                    return Err(bad("leader.ttl_s", t, "only with mode = \"etcd\""));
+                }
                 if coordinators.len() != 1 {
                     return Err(bad(
                         "node[*].roles",
@@ -564,7 +573,20 @@ impl ClusterConfig {
                         "no node has the coordinator role: etcd elects among coordinators",
                     ));
                 }
-                LeaderMode::Etcd { endpoints }
+                let ttl_s = match raw.leader.ttl_s {
+                    None => DEFAULT_LEASE_TTL_S,
+                    Some(t) => u32::try_from(t)
+                        .ok()
+                        .filter(|t| (1..=3600).contains(t))
+                        .ok_or_else(|| {
+                            bad(
+                                "leader.ttl_s",
+                                &t,
+                                "must be a whole number of seconds from 1 to 3600 (etcd lease TTLs are whole seconds)",
+                            )
+                        })?,
+                };
+                LeaderMode::Etcd { endpoints, ttl_s }
             }
             other => {
                 return Err(bad(
@@ -654,7 +676,7 @@ impl ClusterConfig {
     }
 
     /// The leader as configuration alone decides it: the coordinator under `static`;
-    /// `None` under `etcd` (the lease decides; not run yet).
+    /// `None` under `etcd` (the lease decides: [`crate::leader`]).
     pub fn static_leader(&self) -> Option<&Node> {
         match self.leader {
             LeaderMode::Static => self

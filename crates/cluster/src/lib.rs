@@ -2,13 +2,17 @@
 //! by heartbeat ([`membership`]: alive → suspect → dead, one timeout table), the node's
 //! resources ([`resources`]: CPU, memory, disk, the one GPU probe) and the node view that
 //! `p2p_backend` serves and `cluster_monitor` aggregates ([`view`], wire conversions at
-//! the edge), and the peer API client ([`client`]).
+//! the edge), the peer API client ([`client`]) and the leadership ([`leader`]: the static
+//! coordinator or an etcd lease whose key revision is the fencing token; etcd's generated
+//! API in [`etcd`]).
 //!
-//! Policy-free: no daemon, no I/O beyond reading the config file and `/proc`; the
+//! Policy-free: no daemon, no I/O beyond reading the config file, `/proc` and etcd; the
 //! daemons decide what to do with a transition.
 
 pub mod client;
 pub mod config;
+pub mod etcd;
+pub mod leader;
 pub mod membership;
 pub mod resources;
 pub mod view;
@@ -16,4 +20,5 @@ pub mod view;
 pub use config::{
     ClusterConfig, ClusterError, EventBackend, LeaderMode, Node, Ports, Role, Timeouts,
 };
+pub use leader::{Campaign, Leader, LeaderError, Leadership};
 pub use membership::{Change, MemberState, Membership};

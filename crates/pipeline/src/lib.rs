@@ -1,7 +1,8 @@
 //! Shared pieces of the training-loop daemons (auto_export, training_trigger,
 //! continuous_training_loop, evaluation, unified_promotion, ...): running workload jobs
 //! through command templates ([`jobs`]), persisted decision state ([`state`]), leased
-//! work-queue claims ([`claim`]) and which config keys a daemon works on ([`configs`]).
+//! work-queue claims ([`claim`]), which config keys a daemon works on ([`configs`]) and
+//! the leadership of leader-only duties ([`leadership`]).
 //! Policy stays in the daemon crates.
 
 pub mod alloc;
@@ -16,6 +17,17 @@ pub mod status;
 
 use handler_base::Context;
 use ringrift_store::ConfigKey;
+
+/// The leadership of this node's cluster (`ringrift_cluster::leader`): leader-only
+/// duties (queue population, promotion, tournaments) run only while
+/// [`Leadership::mine`](ringrift_cluster::Leadership::mine) says so and carry its token.
+/// A bad cluster.toml is a config error (exit 64).
+pub fn leadership(ctx: &handler_base::Context) -> anyhow::Result<ringrift_cluster::Leadership> {
+    let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
+        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+    Ok(ringrift_cluster::Leadership::new(&cluster)
+        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?)
+}
 
 /// Opens the node's work queue (`data/work_queue.db`), creating `data/` if needed.
 pub fn open_queue(

@@ -41,6 +41,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("blocking task failed: {0}")]
     Join(String),
+    /// A leader-only write carried a fencing token lower than one the store has already
+    /// accepted: the writer was deposed (see `ringrift_cluster::leader`).
+    #[error("fencing token {token} refused: a newer leader (token {seen}) has written here")]
+    Fenced { token: u64, seen: u64 },
 }
 
 impl StoreError {

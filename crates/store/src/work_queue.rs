@@ -6,10 +6,16 @@
 //! pending. Failures retry until `max_attempts`, then the item is `failed`.
 //! [`WorkQueue`] is the backend trait (a NATS JetStream work-queue stream with ack-wait
 //! is the planned second backend); [`SqliteWorkQueue`] is the embedded default.
+//!
+//! Leader-only producers enqueue with [`WorkQueue::enqueue_fenced`] and their fencing
+//! token (`ringrift_cluster::leader`): the queue remembers the highest token it accepted
+//! (table `fence`, in the same transaction as the insert) and refuses a lower one with
+//! [`StoreError::Fenced`], counting the refusal, so a deposed leader that still believes
+//! it leads cannot add work.
 
 use crate::error::SqlContext;
 use crate::{ConfigKey, OffRuntime, StoreError, db};
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
@@ -22,7 +28,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(3600);
 /// Default number of attempts before an item is given up.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE work_items (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE work_items (
         item_id TEXT PRIMARY KEY NOT NULL,
         kind TEXT NOT NULL,
         config_key TEXT,
@@ -38,7 +45,27 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE work_items (
         last_error TEXT,
         result TEXT
     );
-    CREATE INDEX work_items_pending ON work_items(status, priority DESC, created_at);"];
+    CREATE INDEX work_items_pending ON work_items(status, priority DESC, created_at);",
+    "ALTER TABLE work_items ADD COLUMN fence_token INTEGER;
+    CREATE TABLE fence (
+        name TEXT PRIMARY KEY NOT NULL,
+        token INTEGER NOT NULL,
+        refused INTEGER NOT NULL DEFAULT 0,
+        last_refused INTEGER
+    );",
+];
+
+/// The fence of leader-only writers ([`WorkQueue::enqueue_fenced`]).
+const LEADER_FENCE: &str = "leader";
+
+/// The state of the leader fence: the highest token accepted and how many writes with a
+/// lower one were refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceState {
+    pub token: u64,
+    pub refused: u64,
+    pub last_refused: Option<u64>,
+}
 
 /// What kind of work an item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -200,6 +227,15 @@ impl Clock for SystemClock {
 pub trait WorkQueue: Send + Sync {
     /// Adds an item; returns its id.
     fn enqueue(&self, work: &NewWork) -> Result<String, StoreError>;
+    /// Adds an item on behalf of the leader holding fencing `token`; refused with
+    /// [`StoreError::Fenced`] (and counted) when a higher token was accepted before.
+    /// Equal or higher tokens are accepted and the highest is remembered.
+    fn enqueue_fenced(&self, work: &NewWork, token: u64) -> Result<String, StoreError> {
+        let _ = (work, token);
+        Err(StoreError::Invalid(
+            "this work-queue backend has no fenced enqueue".into(),
+        ))
+    }
     /// Atomically claims the best pending item (highest priority, then oldest) of one of
     /// `kinds` (any kind when empty) for `worker`, leased for `lease`.
     fn claim(
@@ -382,6 +418,58 @@ impl SqliteWorkQueue {
         self.off_runtime(|q| q.depth()).await
     }
 
+    /// Inserts one pending item (the body of both enqueues).
+    fn insert_in(
+        &self,
+        conn: &Connection,
+        work: &NewWork,
+        fence_token: Option<i64>,
+    ) -> Result<String, StoreError> {
+        if work.max_attempts == 0 {
+            return Err(StoreError::Invalid(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.clock.now_ms();
+        conn.execute(
+            "INSERT INTO work_items (item_id, kind, config_key, priority, payload, status,
+                    attempts, max_attempts, created_at, updated_at, fence_token)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, ?7, ?8)",
+            params![
+                id,
+                work.kind.as_str(),
+                work.config_key.map(|k| k.to_string()),
+                work.priority,
+                work.payload.to_string(),
+                work.max_attempts,
+                now,
+                fence_token
+            ],
+        )
+        .ctx(self.path())?;
+        Ok(id)
+    }
+
+    /// The leader fence: the highest token accepted and the refusals (`None` before any
+    /// fenced enqueue).
+    pub fn fence(&self) -> Result<Option<FenceState>, StoreError> {
+        let row: Option<(i64, i64, Option<i64>)> = self
+            .conn()
+            .query_row(
+                "SELECT token, refused, last_refused FROM fence WHERE name = ?1",
+                [LEADER_FENCE],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .ctx(self.path())?;
+        Ok(row.map(|(t, r, l)| FenceState {
+            token: u64::try_from(t).unwrap_or(0),
+            refused: u64::try_from(r).unwrap_or(0),
+            last_refused: l.and_then(|l| u64::try_from(l).ok()),
+        }))
+    }
+
     /// Expired claims go back to pending, or to failed when out of attempts.
     fn requeue_expired_in(&self, conn: &Connection, now: i64) -> Result<usize, StoreError> {
         conn.execute(
@@ -397,31 +485,47 @@ impl SqliteWorkQueue {
 }
 
 impl WorkQueue for SqliteWorkQueue {
-    fn enqueue(&self, work: &NewWork) -> Result<String, StoreError> {
-        if work.max_attempts == 0 {
-            return Err(StoreError::Invalid(
-                "max_attempts must be at least 1".into(),
-            ));
-        }
-        let id = uuid::Uuid::new_v4().to_string();
-        let now = self.clock.now_ms();
-        self.conn()
-            .execute(
-                "INSERT INTO work_items (item_id, kind, config_key, priority, payload, status,
-                    attempts, max_attempts, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, ?7)",
-                params![
-                    id,
-                    work.kind.as_str(),
-                    work.config_key.map(|k| k.to_string()),
-                    work.priority,
-                    work.payload.to_string(),
-                    work.max_attempts,
-                    now
-                ],
+    fn enqueue_fenced(&self, work: &NewWork, token: u64) -> Result<String, StoreError> {
+        let wire_token = i64::try_from(token)
+            .map_err(|_| StoreError::Invalid(format!("fencing token {token} out of range")))?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx(self.path())?;
+        let seen: Option<i64> = tx
+            .query_row(
+                "SELECT token FROM fence WHERE name = ?1",
+                [LEADER_FENCE],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(self.path())?;
+        if let Some(seen) = seen.filter(|s| *s > wire_token) {
+            tx.execute(
+                "UPDATE fence SET refused = refused + 1, last_refused = ?2 WHERE name = ?1",
+                params![LEADER_FENCE, wire_token],
             )
             .ctx(self.path())?;
+            tx.commit().ctx(self.path())?;
+            return Err(StoreError::Fenced {
+                token,
+                seen: u64::try_from(seen).unwrap_or(0),
+            });
+        }
+        tx.execute(
+            "INSERT INTO fence (name, token) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET token = excluded.token",
+            params![LEADER_FENCE, wire_token],
+        )
+        .ctx(self.path())?;
+        let id = self.insert_in(&tx, work, Some(wire_token))?;
+        tx.commit().ctx(self.path())?;
         Ok(id)
+    }
+
+    fn enqueue(&self, work: &NewWork) -> Result<String, StoreError> {
+        let conn = self.conn();
+        self.insert_in(&conn, work, None)
     }
 
     fn claim(

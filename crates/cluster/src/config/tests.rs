@@ -101,7 +101,8 @@ fn etcd_and_jetstream_are_parsed_and_validated() {
     assert_eq!(
         c.leader,
         LeaderMode::Etcd {
-            endpoints: vec!["http://10.0.0.1:2379".into(), "https://e2:2379".into()]
+            endpoints: vec!["http://10.0.0.1:2379".into(), "https://e2:2379".into()],
+            ttl_s: crate::config::DEFAULT_LEASE_TTL_S,
         }
     );
     assert_eq!(c.static_leader(), None, "the lease decides under etcd");
@@ -202,6 +203,19 @@ fn each_bad_input_names_file_key_and_value() {
             ),
             "leader.endpoints",
             "[\"http://e:2379\"]",
+        ),
+        (
+            edit(
+                "mode = \"static\"",
+                "mode = \"etcd\"\nendpoints = [\"http://e:2379\"]\nttl_s = 0",
+            ),
+            "leader.ttl_s",
+            "0",
+        ),
+        (
+            edit("mode = \"static\"", "mode = \"static\"\nttl_s = 3"),
+            "leader.ttl_s",
+            "3",
         ),
         (
             edit("backend = \"sqlite\"", "backend = \"kafka\""),
@@ -318,4 +332,21 @@ fn no_file_is_a_one_node_cluster_and_the_home_file_wins() {
         ClusterConfig::load(dir.path(), "coord").unwrap().name,
         "home"
     );
+}
+
+#[test]
+fn etcd_lease_ttl_is_read_from_the_leader_table() {
+    let c = parse(&edit(
+        "[leader]\nmode = \"static\"",
+        "[leader]\nmode = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nttl_s = 3",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.leader,
+        LeaderMode::Etcd {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            ttl_s: 3
+        }
+    );
+    assert_eq!(c.leader.name(), "etcd");
 }

@@ -8,14 +8,21 @@
 //! NODE_UNHEALTHY, NODE_RECOVERED, HOST_LEFT. `NodeInfo` / `/status` tell who this node
 //! is (name, roles, version), its resources (CPU, load, memory, disk of the home, GPUs),
 //! the daemons its launcher runs (`run/launcher.addr`), its running jobs
-//! (`data/jobs.db`), its work-queue depth, the leader (static: the coordinator) and its
-//! view of every member.
+//! (`data/jobs.db`), its work-queue depth, the leader and its view of every member.
+//!
+//! Leadership: static, the coordinator of cluster.toml. Under `[leader] mode = "etcd"` a
+//! coordinator campaigns for the lease (`ringrift_cluster::leader::Campaign`, one round
+//! every TTL/4; the lease is revoked on a clean stop), any other node watches the key on
+//! the same period; each change of leader or token is one LEADER_CHANGED (`leader`,
+//! `previous`, `term` = the new fencing token; id `leader:<observer>:<node>:<token>`).
 
 use handler_base::auth::Token;
 use handler_base::{ConfigError, Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::client::PeerClient;
 use ringrift_cluster::view::{DaemonView, JobView, MemberView, NodeInfo, QueueView};
-use ringrift_cluster::{Change, ClusterConfig, MemberState, Membership, resources};
+use ringrift_cluster::{
+    Campaign, Change, ClusterConfig, Leader, Leadership, MemberState, Membership, resources,
+};
 use ringrift_proto::wire::{self, p2p_server::P2pServer};
 use ringrift_proto::{Event, wire::event::Payload};
 use std::sync::{Arc, Mutex};
@@ -49,11 +56,21 @@ struct Shared {
     started_unix_ms: i64,
     membership: Mutex<Membership>,
     token: Option<Token>,
+    leadership: Leadership,
+    /// The leader as last seen (static: the coordinator from the start).
+    leader: Mutex<Option<Leader>>,
 }
 
 impl Shared {
     fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
         self.membership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn leader(&self) -> Option<Leader> {
+        self.leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -61,6 +78,7 @@ pub struct P2pBackend {
     listen: String,
     shared: Arc<Shared>,
     heartbeats: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    leader_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
@@ -81,6 +99,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "p2p_backend.listen = {listen:?} is not host:port"
     );
     handler_base::auth::check_listen("p2p_backend.listen", &listen, token.as_ref())?;
+    let leadership = Leadership::new(&cluster).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let leader = cluster.static_leader().map(|n| Leader {
+        node: n.name.clone(),
+        token: ringrift_cluster::leader::STATIC_TOKEN,
+    });
     let membership = Membership::new(
         cluster.peers().map(|n| n.name.clone()),
         cluster.timeouts,
@@ -93,8 +116,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             started_unix_ms: router_client::now_ms(),
             membership: Mutex::new(membership),
             token,
+            leadership,
+            leader: Mutex::new(leader),
         }),
         heartbeats: Mutex::new(None),
+        leader_task: Mutex::new(None),
     }))
 }
 
@@ -261,6 +287,70 @@ async fn heartbeat_loop(ctx: Context, sh: Arc<Shared>) {
     }
 }
 
+/// The LEADER_CHANGED event of one change seen by `observer`.
+pub fn leader_event(observer: &str, previous: Option<&Leader>, now: Option<&Leader>) -> Event {
+    let (node, token) = now.map(|l| (l.node.clone(), l.token)).unwrap_or_default();
+    Event::new(Payload::LeaderChanged(wire::LeaderChanged {
+        leader: node.clone(),
+        previous: previous.map(|l| l.node.clone()).unwrap_or_default(),
+        term: token,
+    }))
+    .with_id(format!("leader:{observer}:{node}:{token}"))
+}
+
+/// Under etcd: campaign (a coordinator) or watch (any other node) every TTL/4 and
+/// publish each change. Ends at shutdown, revoking the lease it held.
+async fn leader_loop(ctx: Context, sh: Arc<Shared>) {
+    let mut campaign = Campaign::new(&sh.leadership, &sh.cluster);
+    let period = match &sh.cluster.leader {
+        ringrift_cluster::LeaderMode::Etcd { ttl_s, .. } => {
+            Duration::from_secs_f64(f64::from(*ttl_s) / 4.0).max(Duration::from_millis(100))
+        }
+        ringrift_cluster::LeaderMode::Static => return,
+    };
+    let mut iv = tokio::time::interval(period);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = iv.tick() => {}
+        }
+        let seen = match campaign.as_mut() {
+            Some(c) => c.round().await,
+            None => sh.leadership.current().await,
+        };
+        let seen = match seen {
+            Ok(l) => l,
+            Err(e) => {
+                ctx.errors.record("leader election", &e);
+                continue;
+            }
+        };
+        let previous = sh.leader();
+        if previous == seen {
+            continue;
+        }
+        tracing::info!(
+            leader = seen.as_ref().map(|l| l.node.as_str()).unwrap_or("(none)"),
+            token = seen.as_ref().map(|l| l.token).unwrap_or(0),
+            previous = previous
+                .as_ref()
+                .map(|l| l.node.as_str())
+                .unwrap_or("(none)"),
+            "leader changed"
+        );
+        *sh.leader.lock().unwrap_or_else(|p| p.into_inner()) = seen.clone();
+        let mut ev = leader_event(&sh.cluster.this, previous.as_ref(), seen.as_ref());
+        ev.source = ctx.source();
+        if let Err(e) = ctx.publish(ev).await {
+            ctx.errors.record("publishing LEADER_CHANGED", &e);
+        }
+    }
+    if let Some(c) = campaign.as_mut() {
+        c.resign().await;
+    }
+}
+
 /// What the launcher of this home says (its control API), or why there is nothing.
 async fn launcher_daemons(ctx: &Context, token: Option<&Token>) -> (Vec<DaemonView>, String) {
     let home = ctx.home.clone();
@@ -375,10 +465,7 @@ async fn node_info(ctx: &Context, sh: &Shared) -> anyhow::Result<NodeInfo> {
         jobs,
         jobs_note,
         queue,
-        leader: c
-            .static_leader()
-            .map(|n| n.name.clone())
-            .unwrap_or_default(),
+        leader: sh.leader().map(|l| l.node).unwrap_or_default(),
         leader_mode: c.leader.name().into(),
         members,
     })
@@ -473,6 +560,8 @@ impl Handler for P2pBackend {
             }
         });
         let loop_task = tokio::spawn(heartbeat_loop(ctx.clone(), self.shared.clone()));
+        let leader_task = tokio::spawn(leader_loop(ctx.clone(), self.shared.clone()));
+        *self.leader_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(leader_task);
         *self.heartbeats.lock().unwrap_or_else(|p| p.into_inner()) = Some(loop_task);
         handler_base::write_addr_file(&ctx.home, "p2p_backend", &addr.to_string())?;
         let c = &self.shared.cluster;
@@ -487,6 +576,18 @@ impl Handler for P2pBackend {
     }
 
     /// The membership runs on its own heartbeat interval; the cycle only logs a summary.
+    async fn on_stop(&self, _ctx: &Context) {
+        // The leader loop revokes the lease once shutdown is signalled; wait for it (bounded).
+        let task = self
+            .leader_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
+    }
+
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         let m = self.shared.membership();
         let states: Vec<String> = m
@@ -512,15 +613,16 @@ impl Handler for P2pBackend {
             .members()
             .filter(|(_, x)| x.state == MemberState::Alive)
             .count();
+        let leader = self.shared.leader();
         let mut h = HealthCheckResult::running(format!(
-            "{alive} of {} peers alive; leader {}",
+            "{alive} of {} peers alive; leader {} ({})",
             m.members().count(),
-            self.shared
-                .cluster
-                .static_leader()
-                .map(|n| n.name.as_str())
-                .unwrap_or("(etcd)")
+            leader.as_ref().map(|l| l.node.as_str()).unwrap_or("(none)"),
+            self.shared.leadership.mode()
         ));
+        if let Some(l) = &leader {
+            h = h.detail("leader", &l.node).detail("leader_token", l.token);
+        }
         for (n, x) in m.members() {
             h = h.detail(format!("peer.{n}"), format!("{:?}", x.state).to_lowercase());
         }

@@ -7,8 +7,13 @@
 //! spread over the configs by curriculum weight (CURRICULUM_UPDATED) and capped per
 //! config (`max_open_per_config`), so selfplay can never run away. PIPELINE_PAUSED stops
 //! populating until PIPELINE_RESUMED; both are persisted.
+//!
+//! A leader-only duty: it populates only while this node leads (`[leader]` of
+//! cluster.toml; static: the coordinator) and enqueues with the leader's fencing token,
+//! so a deposed leader's items are refused by the queue (`fence_refused` in health).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_cluster::Leadership;
 use ringrift_contracts::payload::{SelfplayItem, TournamentItem};
 use ringrift_contracts::wire::payload_json;
 use ringrift_pipeline::alloc::SupplyState;
@@ -16,6 +21,7 @@ use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType};
 use ringrift_store::ConfigKey;
+use ringrift_store::StoreError;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -114,7 +120,10 @@ pub struct Populator {
     pub configs: Vec<ConfigKey>,
     pub queue: Arc<dyn WorkQueue>,
     pub state: StateStore,
+    pub leadership: Leadership,
     status: StatusLine,
+    /// Enqueues the queue refused because a newer leader had written.
+    fence_refused: std::sync::atomic::AtomicU64,
 }
 
 impl Populator {
@@ -133,6 +142,11 @@ impl Populator {
             self.status.set(format!("paused: {why}"));
             return Ok(0);
         }
+        let Some(leader) = self.leadership.mine().await? else {
+            self.status
+                .set("not the leader: nothing to populate".to_owned());
+            return Ok(0);
+        };
         let (q, configs) = (self.queue.clone(), self.configs.clone());
         let (total, per_config, tournament) = tokio::task::spawn_blocking(
             move || -> anyhow::Result<(u64, BTreeMap<ConfigKey, u64>, u64)> {
@@ -159,8 +173,8 @@ impl Populator {
         );
         let n = adds.len();
         if n > 0 {
-            let (q, games) = (self.queue.clone(), self.cfg.games_per_item);
-            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let (q, games, token) = (self.queue.clone(), self.cfg.games_per_item, leader.token);
+            let added = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 for (kind, config) in adds {
                     let payload = if kind == WorkKind::Selfplay {
                         payload_json(&SelfplayItem {
@@ -171,17 +185,29 @@ impl Populator {
                     } else {
                         payload_json(&TournamentItem {})?
                     };
-                    q.enqueue(&NewWork::new(
-                        kind,
-                        config,
-                        if kind == WorkKind::Selfplay { 5 } else { 1 },
-                        payload,
-                    ))?;
+                    q.enqueue_fenced(
+                        &NewWork::new(
+                            kind,
+                            config,
+                            if kind == WorkKind::Selfplay { 5 } else { 1 },
+                            payload,
+                        ),
+                        token,
+                    )?;
                 }
                 Ok(())
             })
-            .await??;
-            tracing::info!(added = n, open_before = total, "queue topped up");
+            .await?;
+            if let Err(e) = added {
+                if let Some(StoreError::Fenced { .. }) = e.downcast_ref::<StoreError>() {
+                    self.fence_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(token, error = %e, "deposed: the queue refused our fencing token");
+                    self.status.set(format!("deposed: {e}"));
+                }
+                return Err(e);
+            }
+            tracing::info!(added = n, open_before = total, token, "queue topped up");
         }
         self.status.set(format!(
             "{} open items (low {}, high {}); added {n}",
@@ -199,12 +225,15 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let configs = ringrift_pipeline::configs(ctx)?;
     let queue = ringrift_pipeline::open_queue(&ctx.home)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
+    let leadership = ringrift_pipeline::leadership(ctx)?;
     Ok(Arc::new(Populator {
         cfg,
         configs,
         queue,
         state,
+        leadership,
         status: StatusLine::new("starting"),
+        fence_refused: Default::default(),
     }))
 }
 
@@ -229,7 +258,11 @@ impl Handler for Populator {
         self.on_event(ev).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.status.get())
+        HealthCheckResult::running(self.status.get()).detail(
+            "fence_refused",
+            self.fence_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
 
@@ -241,6 +274,66 @@ mod tests {
 
     fn cfgs() -> Vec<ConfigKey> {
         vec!["hex8_2p".parse().unwrap(), "square8_2p".parse().unwrap()]
+    }
+
+    fn leader(token: u64) -> ringrift_cluster::Leader {
+        ringrift_cluster::Leader {
+            node: "me".into(),
+            token,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_leader_populates_and_a_deposed_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sq = SqliteWorkQueue::open(&dir.path().join("wq.db")).unwrap();
+        let queue: Arc<dyn WorkQueue> = Arc::new(sq.clone());
+        let populator = |leadership: Leadership| Populator {
+            cfg: PopConfig::default(),
+            configs: cfgs(),
+            queue: queue.clone(),
+            state: StateStore::open(dir.path(), "queue_populator").unwrap(),
+            leadership,
+            status: StatusLine::new(""),
+            fence_refused: Default::default(),
+        };
+        let follower = populator(Leadership::fixed(
+            "me",
+            Some(ringrift_cluster::Leader {
+                node: "other".into(),
+                token: 3,
+            }),
+        ));
+        assert_eq!(follower.top_up().await.unwrap(), 0, "not the leader");
+        assert_eq!(sq.depth().unwrap().pending, 0);
+        // A newer leader has written to the queue; then this node believes it leads
+        // with an older token (a deposed leader that has not noticed yet).
+        sq.enqueue_fenced(
+            &NewWork::new(WorkKind::Tournament, None, 1, serde_json::json!({})),
+            9,
+        )
+        .unwrap();
+        let zombie = populator(Leadership::fixed("me", Some(leader(7))));
+        let err = zombie.top_up().await.expect_err("stale token");
+        assert!(err.to_string().contains("fencing token 7 refused"), "{err}");
+        assert_eq!(
+            zombie
+                .health_check()
+                .details
+                .get("fence_refused")
+                .map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            sq.depth().unwrap().pending,
+            1,
+            "nothing added by the deposed leader"
+        );
+        let current = populator(Leadership::fixed("me", Some(leader(9))));
+        assert!(
+            current.top_up().await.unwrap() > 0,
+            "the current leader populates"
+        );
     }
 
     #[test]
@@ -300,7 +393,9 @@ mod tests {
             configs: cfgs(),
             queue,
             state: StateStore::open(dir.path(), "queue_populator").unwrap(),
+            leadership: Leadership::fixed("me", Some(leader(7))),
             status: StatusLine::new(""),
+            fence_refused: Default::default(),
         };
         p.on_event(&Event::new(wire::event::Payload::PipelinePaused(
             wire::PipelineControl {

@@ -182,3 +182,39 @@ async fn async_wrappers_work() {
     );
     assert_eq!(q.depth_async().await.expect("depth").completed, 1);
 }
+
+#[test]
+fn fenced_enqueue_refuses_a_stale_token_and_accepts_equal_or_higher() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = SqliteWorkQueue::open(&dir.path().join("wq.db")).expect("open");
+    assert_eq!(q.fence().expect("fence"), None, "no fenced write yet");
+    q.enqueue_fenced(&work(WorkKind::Selfplay, 1), 5)
+        .expect("first leader");
+    q.enqueue_fenced(&work(WorkKind::Selfplay, 1), 5)
+        .expect("the same leader again");
+    q.enqueue_fenced(&work(WorkKind::Selfplay, 1), 9)
+        .expect("a newer leader");
+    let err = q
+        .enqueue_fenced(&work(WorkKind::Selfplay, 1), 5)
+        .expect_err("the deposed leader");
+    assert!(
+        matches!(err, StoreError::Fenced { token: 5, seen: 9 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("fencing token 5 refused"), "{err}");
+    assert_eq!(
+        q.depth().expect("depth").pending,
+        3,
+        "the refused item is not stored"
+    );
+    assert_eq!(
+        q.fence().expect("fence"),
+        Some(FenceState {
+            token: 9,
+            refused: 1,
+            last_refused: Some(5)
+        })
+    );
+    q.enqueue(&work(WorkKind::Selfplay, 1))
+        .expect("unfenced producers are not affected");
+}

@@ -1,0 +1,433 @@
+//! Leadership: who runs the leader-only duties (queue population, promotion, tournaments)
+//! and the fencing token their writes carry.
+//!
+//! `[leader] mode = "static"`: the one coordinator of cluster.toml, token
+//! [`STATIC_TOKEN`] forever. `mode = "etcd"`: etcd elects, nothing here does. Each
+//! coordinator's `p2p_backend` runs a [`Campaign`]: it holds a lease with the configured
+//! TTL (kept alive every TTL/4) and, in one Txn, creates [`LEADER_KEY`] bound to that
+//! lease if the key is absent (`create_revision == 0`), else reads it. The node named in
+//! the key leads while the key exists; the key's `create_revision` is the fencing token:
+//! it grows with every new holder, since a key can only be created again after the old
+//! one is gone (its lease expired or was revoked). A dead leader's lease expires within
+//! one TTL and the next campaign round (TTL/4 later at most) of another node takes over.
+//!
+//! Every daemon reads the same truth through [`Leadership`]: [`Leadership::mine`] before a
+//! leader-only duty (a linearizable read of the key), then the duty's writes carry the
+//! token, and the resource refuses a stale one (the work queue's `enqueue_fenced`), or
+//! [`Leadership::confirm`] compares the key's create_revision with the token in an etcd
+//! Txn right before a side effect that has no fence of its own.
+
+use crate::config::{ClusterConfig, LeaderMode, Role};
+use crate::etcd::etcdserverpb::{
+    self as pb, compare, kv_client::KvClient, lease_client::LeaseClient, request_op,
+};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// The key the elected node's name is written under.
+pub const LEADER_KEY: &str = "/ringrift/leader";
+/// The token of the static leader (it never changes hands).
+pub const STATIC_TOKEN: u64 = 1;
+
+/// The leader and its fencing token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Leader {
+    pub node: String,
+    pub token: u64,
+}
+
+/// Why the leadership could not be read or campaigned for.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum LeaderError {
+    #[error("etcd {endpoints}: {message}")]
+    Etcd { endpoints: String, message: String },
+    #[error("etcd {endpoints}: no answer within {secs:.1} s")]
+    Timeout { endpoints: String, secs: f64 },
+    #[error("leader.endpoints = {endpoint:?}: {message}")]
+    Endpoint { endpoint: String, message: String },
+}
+
+/// The etcd side: clients over all endpoints and the limits.
+#[derive(Clone)]
+struct Etcd {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+    endpoints: String,
+    rpc_timeout: Duration,
+    ttl_s: u32,
+}
+
+impl Etcd {
+    fn connect(
+        endpoints: &[String],
+        rpc_timeout: Duration,
+        ttl_s: u32,
+    ) -> Result<Etcd, LeaderError> {
+        let mut eps = Vec::new();
+        for e in endpoints {
+            let ep = Endpoint::from_shared(e.clone())
+                .map_err(|err| LeaderError::Endpoint {
+                    endpoint: e.clone(),
+                    message: err.to_string(),
+                })?
+                .connect_timeout(rpc_timeout)
+                .tcp_nodelay(true);
+            eps.push(ep);
+        }
+        let channel = Channel::balance_list(eps.into_iter());
+        Ok(Etcd {
+            kv: KvClient::new(channel.clone()),
+            lease: LeaseClient::new(channel),
+            endpoints: endpoints.join(","),
+            rpc_timeout,
+            ttl_s,
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, LeaderError> {
+        match tokio::time::timeout(self.rpc_timeout, f).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(LeaderError::Etcd {
+                endpoints: self.endpoints.clone(),
+                message: format!("{:?}: {}", s.code(), s.message()),
+            }),
+            Err(_) => Err(LeaderError::Timeout {
+                endpoints: self.endpoints.clone(),
+                secs: self.rpc_timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    fn leader_of(kv: &crate::etcd::mvccpb::KeyValue) -> Option<Leader> {
+        let node = String::from_utf8(kv.value.clone()).ok()?;
+        let token = u64::try_from(kv.create_revision).ok()?;
+        Some(Leader { node, token })
+    }
+
+    /// The key as etcd has it now (a linearizable read).
+    async fn read(&self) -> Result<Option<Leader>, LeaderError> {
+        let mut kv = self.kv.clone();
+        let r = self
+            .call(kv.range(pb::RangeRequest {
+                key: LEADER_KEY.into(),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(r.kvs.first().and_then(Etcd::leader_of))
+    }
+}
+
+/// What every daemon asks: who leads, with which token, and is it this node.
+#[derive(Clone)]
+pub struct Leadership {
+    this: String,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Static(Option<Leader>),
+    Etcd(Box<Etcd>),
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("this", &self.this)
+            .field("mode", &self.mode())
+            .finish()
+    }
+}
+
+impl Leadership {
+    /// The leadership `cluster` configures, seen from its node. Under etcd the clients
+    /// connect lazily (call within a tokio runtime).
+    pub fn new(cluster: &ClusterConfig) -> Result<Leadership, LeaderError> {
+        let kind = match &cluster.leader {
+            LeaderMode::Static => Kind::Static(cluster.static_leader().map(|n| Leader {
+                node: n.name.clone(),
+                token: STATIC_TOKEN,
+            })),
+            LeaderMode::Etcd { endpoints, ttl_s } => Kind::Etcd(Box::new(Etcd::connect(
+                endpoints,
+                cluster.timeouts.rpc_timeout,
+                *ttl_s,
+            )?)),
+        };
+        Ok(Leadership {
+            this: cluster.this.clone(),
+            kind,
+        })
+    }
+
+    /// A fixed leader (tests, tools).
+    pub fn fixed(this: &str, leader: Option<Leader>) -> Leadership {
+        Leadership {
+            this: this.to_owned(),
+            kind: Kind::Static(leader),
+        }
+    }
+
+    pub fn mode(&self) -> &'static str {
+        match self.kind {
+            Kind::Static(_) => "static",
+            Kind::Etcd(_) => "etcd",
+        }
+    }
+
+    /// This node's name.
+    pub fn this(&self) -> &str {
+        &self.this
+    }
+
+    /// The leader now (`None` under etcd while nobody holds the lease).
+    pub async fn current(&self) -> Result<Option<Leader>, LeaderError> {
+        match &self.kind {
+            Kind::Static(l) => Ok(l.clone()),
+            Kind::Etcd(e) => e.read().await,
+        }
+    }
+
+    /// The leadership with its token if this node holds it now, else `None`.
+    pub async fn mine(&self) -> Result<Option<Leader>, LeaderError> {
+        Ok(self.current().await?.filter(|l| l.node == self.this))
+    }
+
+    /// Whether this node still leads under `token`: an etcd Txn comparing the key's
+    /// create_revision with the token and its value with this node (static: the token is
+    /// the static one and this node the coordinator). Call right before a side effect
+    /// whose resource has no fence of its own.
+    pub async fn confirm(&self, token: u64) -> Result<bool, LeaderError> {
+        match &self.kind {
+            Kind::Static(l) => Ok(l
+                .as_ref()
+                .is_some_and(|l| l.node == self.this && l.token == token)),
+            Kind::Etcd(e) => {
+                let Ok(rev) = i64::try_from(token) else {
+                    return Ok(false);
+                };
+                let mut kv = e.kv.clone();
+                let r = e
+                    .call(kv.txn(pb::TxnRequest {
+                        compare: vec![
+                            pb::Compare {
+                                result: compare::CompareResult::Equal as i32,
+                                target: compare::CompareTarget::Create as i32,
+                                key: LEADER_KEY.into(),
+                                target_union: Some(compare::TargetUnion::CreateRevision(rev)),
+                                ..Default::default()
+                            },
+                            pb::Compare {
+                                result: compare::CompareResult::Equal as i32,
+                                target: compare::CompareTarget::Value as i32,
+                                key: LEADER_KEY.into(),
+                                target_union: Some(compare::TargetUnion::Value(
+                                    self.this.clone().into_bytes(),
+                                )),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }))
+                    .await?;
+                Ok(r.succeeded)
+            }
+        }
+    }
+}
+
+/// One coordinator's campaign for the etcd lease (run by its `p2p_backend`).
+pub struct Campaign {
+    etcd: Etcd,
+    node: String,
+    lease: Option<i64>,
+}
+
+impl Campaign {
+    /// The campaign of this node: `None` under static leadership, or when this node is
+    /// not a coordinator (only coordinators stand).
+    pub fn new(leadership: &Leadership, cluster: &ClusterConfig) -> Option<Campaign> {
+        let Kind::Etcd(etcd) = &leadership.kind else {
+            return None;
+        };
+        let stands = cluster.this_node().roles.contains(&Role::Coordinator);
+        stands.then(|| Campaign {
+            etcd: (**etcd).clone(),
+            node: leadership.this.clone(),
+            lease: None,
+        })
+    }
+
+    /// How often [`Campaign::round`] should run: a quarter of the TTL (keepalives well
+    /// inside it, and a vacant key is taken within TTL/4).
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(f64::from(self.etcd.ttl_s) / 4.0).max(Duration::from_millis(100))
+    }
+
+    /// The lease this campaign holds, if any.
+    pub fn lease(&self) -> Option<i64> {
+        self.lease
+    }
+
+    /// One round: keep the lease alive (a new one if it expired), take the key if it is
+    /// vacant, and return who leads now.
+    pub async fn round(&mut self) -> Result<Option<Leader>, LeaderError> {
+        if let Some(id) = self.lease {
+            let mut lc = self.etcd.lease.clone();
+            let req = pb::LeaseKeepAliveRequest { id };
+            let mut stream = self
+                .etcd
+                .call(lc.lease_keep_alive(tokio_stream::once(req)))
+                .await?;
+            let alive = match tokio::time::timeout(self.etcd.rpc_timeout, stream.message()).await {
+                Ok(Ok(Some(r))) => r.ttl > 0,
+                Ok(Ok(None)) => false,
+                Ok(Err(s)) => {
+                    return Err(LeaderError::Etcd {
+                        endpoints: self.etcd.endpoints.clone(),
+                        message: format!("keepalive: {}", s.message()),
+                    });
+                }
+                Err(_) => {
+                    return Err(LeaderError::Timeout {
+                        endpoints: self.etcd.endpoints.clone(),
+                        secs: self.etcd.rpc_timeout.as_secs_f64(),
+                    });
+                }
+            };
+            if !alive {
+                tracing::warn!(lease = id, "etcd lease expired; granting a new one");
+                self.lease = None;
+            }
+        }
+        let lease = match self.lease {
+            Some(id) => id,
+            None => {
+                let mut lc = self.etcd.lease.clone();
+                let r = self
+                    .etcd
+                    .call(lc.lease_grant(pb::LeaseGrantRequest {
+                        ttl: i64::from(self.etcd.ttl_s),
+                        id: 0,
+                    }))
+                    .await?;
+                if !r.error.is_empty() {
+                    return Err(LeaderError::Etcd {
+                        endpoints: self.etcd.endpoints.clone(),
+                        message: format!("lease grant: {}", r.error),
+                    });
+                }
+                self.lease = Some(r.id);
+                r.id
+            }
+        };
+        let mut kv = self.etcd.kv.clone();
+        let r = self
+            .etcd
+            .call(kv.txn(pb::TxnRequest {
+                compare: vec![pb::Compare {
+                    result: compare::CompareResult::Equal as i32,
+                    target: compare::CompareTarget::Create as i32,
+                    key: LEADER_KEY.into(),
+                    target_union: Some(compare::TargetUnion::CreateRevision(0)),
+                    ..Default::default()
+                }],
+                success: vec![pb::RequestOp {
+                    request: Some(request_op::Request::RequestPut(pb::PutRequest {
+                        key: LEADER_KEY.into(),
+                        value: self.node.clone().into_bytes(),
+                        lease,
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![pb::RequestOp {
+                    request: Some(request_op::Request::RequestRange(pb::RangeRequest {
+                        key: LEADER_KEY.into(),
+                        ..Default::default()
+                    })),
+                }],
+            }))
+            .await?;
+        if r.succeeded {
+            // A created key's create_revision is the revision of the Txn that created it.
+            let rev = r.header.map(|h| h.revision).unwrap_or(0);
+            return Ok(u64::try_from(rev).ok().map(|token| Leader {
+                node: self.node.clone(),
+                token,
+            }));
+        }
+        let kv = r.responses.into_iter().find_map(|op| match op.response {
+            Some(pb::response_op::Response::ResponseRange(rr)) => rr.kvs.into_iter().next(),
+            _ => None,
+        });
+        Ok(kv.as_ref().and_then(Etcd::leader_of))
+    }
+
+    /// Gives the lease back (on a clean stop), so another node takes over at once
+    /// instead of after the TTL.
+    pub async fn resign(&mut self) {
+        if let Some(id) = self.lease.take() {
+            let mut lc = self.etcd.lease.clone();
+            if let Err(e) = self
+                .etcd
+                .call(lc.lease_revoke(pb::LeaseRevokeRequest { id }))
+                .await
+            {
+                tracing::warn!(error = %e, "revoking the etcd lease");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(mode: &str) -> ClusterConfig {
+        let text = format!(
+            "[leader]\n{mode}\n[[node]]\nname = \"a\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = 9001 }}\n[[node]]\nname = \"b\"\nroles = [\"selfplay\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = 9002 }}\n"
+        );
+        ClusterConfig::parse(&text, std::path::Path::new("cluster.toml"), "b").expect("parse")
+    }
+
+    #[tokio::test]
+    async fn static_leader_is_the_coordinator_with_a_constant_token() {
+        let l = Leadership::new(&cluster("mode = \"static\"")).expect("leadership");
+        assert_eq!(l.mode(), "static");
+        assert_eq!(
+            l.current().await.expect("current"),
+            Some(Leader {
+                node: "a".into(),
+                token: STATIC_TOKEN
+            })
+        );
+        assert_eq!(
+            l.mine().await.expect("mine"),
+            None,
+            "b is not the coordinator"
+        );
+        assert!(!l.confirm(STATIC_TOKEN).await.expect("confirm"));
+        let a = Leadership::fixed(
+            "a",
+            Some(Leader {
+                node: "a".into(),
+                token: STATIC_TOKEN,
+            }),
+        );
+        assert!(a.confirm(STATIC_TOKEN).await.expect("confirm"));
+        assert!(!a.confirm(STATIC_TOKEN + 1).await.expect("confirm"));
+    }
+
+    #[tokio::test]
+    async fn only_coordinators_campaign_and_an_unreachable_etcd_is_an_error() {
+        let c = cluster("mode = \"etcd\"\nendpoints = [\"http://127.0.0.1:1\"]\nttl_s = 2");
+        let l = Leadership::new(&c).expect("leadership");
+        assert_eq!(l.mode(), "etcd");
+        assert!(Campaign::new(&l, &c).is_none(), "b is not a coordinator");
+        let err = l.current().await.expect_err("nothing listens on port 1");
+        assert!(err.to_string().contains("etcd http://127.0.0.1:1"), "{err}");
+    }
+}
