@@ -304,3 +304,47 @@ async fn http_get_inner(addr: &str, path: &str, token: Option<&str>) -> Option<(
         .unwrap_or_default();
     Some((code, body))
 }
+
+/// The path of `nats-server` (Debian puts it in /usr/sbin, often not on a user's PATH).
+pub fn nats_server_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// A port free now on loopback (bind 0, release).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A one-server JetStream (`nats-server -js`) on a free loopback port, its store under
+/// `dir`; `None` (skipped, or failing under CI=true) without nats-server. Killed on drop.
+pub fn start_nats(dir: &Path) -> Option<(Proc, String)> {
+    let exe = nats_server_path();
+    if !require_tool("nats-server", exe.is_some()) {
+        return None;
+    }
+    let port = free_port();
+    let store = dir.join(format!("nats-{port}"));
+    std::fs::create_dir_all(&store).expect("nats store dir");
+    let log = std::fs::File::create(dir.join(format!("nats-{port}.log"))).expect("nats log");
+    let child = Command::new(exe?)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&store)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn nats-server");
+    let proc_ = Proc {
+        name: "nats-server".into(),
+        child,
+    };
+    wait_for("nats-server to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    Some((proc_, format!("nats://127.0.0.1:{port}")))
+}

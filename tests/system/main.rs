@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod dlq;
+mod jetstream_queue;
 mod launcher;
 mod leader;
 mod lifecycle;

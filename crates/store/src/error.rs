@@ -45,6 +45,12 @@ pub enum StoreError {
     /// accepted: the writer was deposed (see `ringrift_cluster::leader`).
     #[error("fencing token {token} refused: a newer leader (token {seen}) has written here")]
     Fenced { token: u64, seen: u64 },
+    /// A store on another engine (e.g. the JetStream work queue) failed.
+    #[error("{backend}: {reason}")]
+    Backend {
+        backend: &'static str,
+        reason: String,
+    },
 }
 
 impl StoreError {
