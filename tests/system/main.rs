@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod cluster;
+mod cluster_queue;
 mod dlq;
 mod jetstream_queue;
 mod launcher;

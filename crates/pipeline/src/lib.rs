@@ -41,6 +41,28 @@ pub fn open_queue(
     ))
 }
 
+/// The node's work queue as cluster.toml says: the shared JetStream queue (one stream
+/// and bucket for the cluster, replicated on up to three of its servers) when `[events]
+/// backend = "jetstream"`, else this node's SQLite file ([`open_queue`]).
+pub fn open_node_queue(
+    ctx: &Context,
+) -> anyhow::Result<std::sync::Arc<dyn ringrift_store::work_queue::WorkQueue>> {
+    let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
+        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+    match &cluster.events {
+        ringrift_cluster::EventBackend::Sqlite => open_queue(&ctx.home),
+        ringrift_cluster::EventBackend::Jetstream { servers, .. } => {
+            let opts = ringrift_nats::work_queue::QueueOptions {
+                replicas: servers.len().clamp(1, 3),
+                ..Default::default()
+            };
+            Ok(std::sync::Arc::new(
+                ringrift_nats::JetStreamWorkQueue::open(servers, &ctx.source(), opts)?,
+            ))
+        }
+    }
+}
+
 /// The config keys this daemon works on: `--configs`, else `pipeline.configs`
 /// (comma-separated), else `hex8_2p`. An invalid key is a configuration error.
 pub fn configs(ctx: &Context) -> anyhow::Result<Vec<ConfigKey>> {

@@ -247,7 +247,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0,
         "continuous_training_loop: lease_s >= 1, timeouts > 0"
     );
-    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
+    let queue = ringrift_pipeline::open_node_queue(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(Trainer::new(

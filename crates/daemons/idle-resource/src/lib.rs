@@ -178,7 +178,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "idle_resource: games_per_item, max_open_per_config must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
-    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
+    let queue = ringrift_pipeline::open_node_queue(ctx)?;
     Ok(Arc::new(Idle::new(
         cfg,
         configs,

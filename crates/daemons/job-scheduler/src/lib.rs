@@ -259,7 +259,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.threads_per_job >= 1 && cfg.default_games >= 1,
         "job_scheduler: threads_per_job and default_games must be >= 1"
     );
-    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
+    let queue = ringrift_pipeline::open_node_queue(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let mut cfg = cfg;
     if cfg.slots == 0 {

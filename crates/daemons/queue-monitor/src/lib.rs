@@ -156,7 +156,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.max_depth > 0 && cfg.starvation_s > 0.0,
         "queue_monitor: max_depth, starvation_s must be > 0"
     );
-    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
+    let queue = ringrift_pipeline::open_node_queue(ctx)?;
     Ok(Arc::new(Monitor::new(cfg, queue)))
 }
 

@@ -223,7 +223,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PopConfig = ctx.settings.section("queue_populator")?;
     cfg.validate()?;
     let configs = ringrift_pipeline::configs(ctx)?;
-    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
+    let queue = ringrift_pipeline::open_node_queue(ctx)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     let leadership = ringrift_pipeline::leadership(ctx)?;
     Ok(Arc::new(Populator {

@@ -145,7 +145,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             ))
         })?;
     }
-    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
+    let queue = ringrift_pipeline::open_node_queue(ctx)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(Coordinator::new(cfg, configs, queue, state)))
 }

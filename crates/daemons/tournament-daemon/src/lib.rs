@@ -212,7 +212,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "tournament_daemon: intervals must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
-    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
+    let queue = ringrift_pipeline::open_node_queue(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(TournamentDaemon(Ladder::new(

@@ -283,7 +283,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     handler_base::ensure_config!(cfg.window >= 1, "training_trigger.window must be >= 1");
     let configs = ringrift_pipeline::configs(ctx)?;
-    let queue = ringrift_pipeline::open_queue(&ctx.home)?;
+    let queue = ringrift_pipeline::open_node_queue(ctx)?;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     Ok(Arc::new(Trigger::new(cfg, configs, queue, state)))
 }

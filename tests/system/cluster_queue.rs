@@ -1,0 +1,116 @@
+//! The shared work queue across nodes: a nats-server with JetStream and three nodes on
+//! loopback (each its own home and launcher; cluster.toml says `[events] backend =
+//! "jetstream"`). Only the coordinator n1 runs queue_populator; n2 and n3 run only
+//! job_scheduler. Selfplay queued on n1 is claimed and run by the workers on n2 and n3
+//! (SELFPLAY_COMPLETED on their routers), and the shared queue counts the items done.
+
+use ringrift_nats::work_queue::{JetStreamWorkQueue, QueueOptions};
+use ringrift_proto::wire::event::Payload;
+use ringrift_store::work_queue::WorkQueue;
+use ringrift_system_tests::{Home, Proc, free_port, router_log, start_nats, wait_for_async};
+use std::time::Duration;
+
+fn node_home(name: &str, cluster: &str, daemons: &[&str]) -> Home {
+    let home = Home::new();
+    std::fs::write(home.path().join("cluster.toml"), cluster).unwrap();
+    std::fs::write(
+        home.path().join("ringrift.toml"),
+        format!(
+            "node = \"{name}\"\nheartbeat_interval_s = 0.5\n[event_router]\nlisten = \"127.0.0.1:0\"\n\
+             [queue_populator]\ncycle_interval_s = 0.5\ngames_per_item = 4\nlow_watermark = 4\nhigh_watermark = 6\n\
+             [job_scheduler]\ncycle_interval_s = 0.3\nslots = 1\nlease_s = 20\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(home.path().join("profiles")).unwrap();
+    let list: Vec<String> = daemons.iter().map(|d| format!("{d:?}")).collect();
+    std::fs::write(
+        home.path().join("profiles/node.toml"),
+        format!(
+            "description = \"queue test node\"\ndaemons = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    home
+}
+
+fn launch(home: &Home) -> (Proc, String) {
+    let mut l = home.spawn(
+        "ringrift-launcher",
+        &[
+            "--profile",
+            "node",
+            "--configs",
+            "hex8_2p",
+            "--control",
+            "127.0.0.1:0",
+        ],
+    );
+    home.wait_addr("launcher", &mut l);
+    let router = home.wait_addr("event_router", &mut l);
+    (l, router)
+}
+
+/// Nodes that published SELFPLAY_COMPLETED on the router at `addr`.
+async fn selfplay_done_by(addr: &str) -> Vec<String> {
+    router_log(addr)
+        .await
+        .into_iter()
+        .filter(|e| matches!(e.payload, Some(Payload::SelfplayCompleted(_))))
+        .map(|e| e.source)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selfplay_queued_on_the_coordinator_runs_on_two_other_nodes() {
+    let root = Home::new();
+    let Some((_nats, url)) = start_nats(root.path()) else {
+        return;
+    };
+    let mut cluster = format!(
+        "[cluster]\nname = \"queue\"\n[leader]\nmode = \"static\"\n[events]\nbackend = \"jetstream\"\nservers = [\"{url}\"]\n"
+    );
+    for (name, role) in [
+        ("n1", "coordinator"),
+        ("n2", "selfplay"),
+        ("n3", "selfplay"),
+    ] {
+        cluster += &format!(
+            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = {} }}\n",
+            free_port()
+        );
+    }
+    let homes = [
+        node_home("n1", &cluster, &["event_router", "queue_populator"]),
+        node_home("n2", &cluster, &["event_router", "job_scheduler"]),
+        node_home("n3", &cluster, &["event_router", "job_scheduler"]),
+    ];
+    let running: Vec<(Proc, String)> = homes.iter().map(launch).collect();
+    for (i, worker) in ["n2", "n3"].into_iter().enumerate() {
+        let addr = running[i + 1].1.clone();
+        let by = wait_for_async(
+            &format!("a selfplay job run on {worker}"),
+            Duration::from_secs(120),
+            || async {
+                let by = selfplay_done_by(&addr).await;
+                (!by.is_empty()).then_some(by)
+            },
+        )
+        .await;
+        assert!(
+            by.iter().all(|s| s == &format!("job_scheduler@{worker}")),
+            "{by:?}"
+        );
+    }
+    assert!(
+        selfplay_done_by(&running[0].1).await.is_empty(),
+        "the coordinator runs no selfplay itself"
+    );
+    let q = JetStreamWorkQueue::open(&[url], "test", QueueOptions::default()).unwrap();
+    let d = tokio::task::spawn_blocking(move || q.depth())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(d.completed >= 2, "{d:?}");
+}
