@@ -12,7 +12,7 @@
 //! restarted node must come back on the address the others know.
 
 use ringrift_proto::wire::{self, event::Payload};
-use ringrift_system_tests::{Home, Proc, http_get_with, router_log, wait_for_async};
+use ringrift_system_tests::{Home, Proc, free_port, http_get_with, router_log, wait_for_async};
 use std::time::{Duration, Instant};
 
 const NODES: [(&str, &str); 3] = [
@@ -23,11 +23,6 @@ const NODES: [(&str, &str); 3] = [
 /// The shortened timeouts of the test (the defaults are 90 s and 180 s).
 const SUSPECT_S: f64 = 1.5;
 const DEAD_S: f64 = 3.0;
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 fn cluster_toml(ports: &[u16]) -> String {
     let mut s = format!(

@@ -10,7 +10,7 @@
 //! Skips without `etcd` (Debian `etcd-server`; scripts/test installs it), fails under CI.
 
 use ringrift_system_tests::{
-    Home, Proc, command_works, http_get_with, require_tool, wait_for_async,
+    Home, Proc, command_works, free_port, http_get_with, require_tool, wait_for_async,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,11 +19,6 @@ use std::time::{Duration, Instant};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const TTL_S: u64 = 2;
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Three etcd members on loopback, each with its own data dir under `root`.
 fn start_etcd(root: &Path) -> (Vec<Proc>, Vec<String>) {
