@@ -26,13 +26,23 @@ pub async fn connect(servers: &[String], name: &str) -> Result<async_nats::Clien
         return Err(NatsError::NoServers);
     }
     let joined = servers.join(",");
+    let addrs = servers
+        .iter()
+        .map(|s| {
+            s.parse::<async_nats::ServerAddr>()
+                .map_err(|e| NatsError::Connect {
+                    servers: s.clone(),
+                    reason: format!("not a NATS server address: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(joined.as_str())
+        .connect(addrs)
         .await
         .map_err(|e| NatsError::Connect {
-            servers: joined.clone(),
+            servers: joined,
             reason: e.to_string(),
         })
 }

@@ -36,6 +36,8 @@ use std::time::Duration;
 pub const STREAM: &str = "RINGRIFT_WORK";
 pub const BUCKET: &str = "ringrift_work";
 const FENCE_KEY: &str = "fence";
+/// How long `open` waits for a JetStream cluster that is still starting.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
 /// Messages looked at per claim before giving up for this call.
 const CLAIM_SCAN: usize = 32;
 
@@ -148,20 +150,34 @@ fn block<T: Send + 'static>(
 }
 
 impl JetStreamWorkQueue {
-    /// Connects to `servers` and makes (or opens) the stream and the bucket.
-    pub fn open(
-        servers: &[String],
-        client_name: &str,
-        opts: QueueOptions,
-    ) -> Result<Self, StoreError> {
-        let rt = own_runtime()?;
+    /// Connects to `servers` and makes (or opens) the stream and the bucket. A cluster
+    /// still electing its JetStream leader is waited for up to `STARTUP_WAIT`.
+    pub fn open(servers: &[String], client_name: &str, opts: QueueOptions) -> Result<Self, StoreError> {
+        let rt = OwnRuntime(Some(own_runtime()?));
         let (servers, name) = (servers.to_vec(), client_name.to_owned());
-        let inner = block(&rt, async move {
-            let client = crate::connect(&servers, &name).await.map_err(backend)?;
-            Inner::setup(client, opts).await
-        })?;
+        let setup = async move {
+            let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+            let mut pause = Duration::from_millis(250);
+            loop {
+                let tried = async {
+                    let client = crate::connect(&servers, &name).await.map_err(backend)?;
+                    Inner::setup(client, opts.clone()).await
+                }
+                .await;
+                match tried {
+                    Ok(inner) => return Ok(inner),
+                    Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                        tracing::warn!(error = %e, "JetStream work queue not ready; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(4));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let inner = block(rt.0.as_ref().ok_or_else(|| backend("closed"))?, setup)?;
         Ok(JetStreamWorkQueue {
-            rt: OwnRuntime(Some(rt)),
+            rt,
             inner: Arc::new(inner),
         })
     }
