@@ -161,12 +161,31 @@ impl Home {
 
     /// [`Home::spawn`] with extra environment variables.
     pub fn spawn_env(&self, binary: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        self.spawn_wrapped(&[], binary, args, env)
+    }
+
+    /// [`Home::spawn_env`] run through `wrapper` (e.g. `ip netns exec <ns>`).
+    pub fn spawn_wrapped(
+        &self,
+        wrapper: &[&str],
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path().join("test-logs").join(format!("{binary}.log")))
             .expect("log file");
-        let child = Command::new(bin(binary))
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin(binary));
+                c
+            }
+            None => Command::new(bin(binary)),
+        };
+        let child = cmd
             .arg("--home")
             .arg(self.path())
             .args(args)

@@ -152,7 +152,11 @@ fn block<T: Send + 'static>(
 impl JetStreamWorkQueue {
     /// Connects to `servers` and makes (or opens) the stream and the bucket. A cluster
     /// still electing its JetStream leader is waited for up to `STARTUP_WAIT`.
-    pub fn open(servers: &[String], client_name: &str, opts: QueueOptions) -> Result<Self, StoreError> {
+    pub fn open(
+        servers: &[String],
+        client_name: &str,
+        opts: QueueOptions,
+    ) -> Result<Self, StoreError> {
         let rt = OwnRuntime(Some(own_runtime()?));
         let (servers, name) = (servers.to_vec(), client_name.to_owned());
         let setup = async move {

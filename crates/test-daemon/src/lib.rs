@@ -11,6 +11,9 @@
 //!   the count accepted so far is kept in `run/<instance>.burst`, so a restarted daemon
 //!   continues where the killed one stopped (events accepted before the kill must come
 //!   from the outbox).
+//! * publishes `publish_per_cycle` EXTERNAL events `tick:<instance>:<n>` every cycle, the
+//!   count accepted into the outbox kept in `run/<instance>.ticks` (a steady publisher for
+//!   partition tests).
 
 use handler_base::{Context, DaemonInfo, Handler, ensure_config};
 use ringrift_proto::{Event, EventType, wire};
@@ -41,6 +44,7 @@ pub struct TestConfig {
     pub handle_s: f64,
     pub panic_in: String,
     pub publish_burst: u64,
+    pub publish_per_cycle: u64,
 }
 
 impl Default for TestConfig {
@@ -56,6 +60,7 @@ impl Default for TestConfig {
             handle_s: 0.0,
             panic_in: String::new(),
             publish_burst: 0,
+            publish_per_cycle: 0,
         }
     }
 }
@@ -133,6 +138,22 @@ impl TestDaemon {
         std::process::exit(self.cfg.exit_code)
     }
 
+    /// Publishes `publish_per_cycle` more ticks, counting them in the ticks file.
+    async fn ticks(&self, ctx: &Context) -> anyhow::Result<()> {
+        let file = self.burst_file.with_extension("ticks");
+        let start: u64 = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        for n in start..start + self.cfg.publish_per_cycle {
+            let ev = Event::new(wire::event::Payload::Json(format!("{{\"n\": {n}}}")))
+                .with_id(format!("tick:{}:{n}", self.cfg.instance));
+            ctx.publish(ev).await?;
+            std::fs::write(&file, (n + 1).to_string())?;
+        }
+        Ok(())
+    }
+
     /// Publishes the rest of the burst: from the count in the burst file to the end.
     async fn burst(&self, ctx: &Context) -> anyhow::Result<()> {
         let done = |n: u64| std::fs::write(&self.burst_file, n.to_string());
@@ -206,6 +227,9 @@ impl Handler for TestDaemon {
             self.burst(ctx).await?;
             self.burst_done.store(true, Ordering::Release);
             self.record("burst_done");
+        }
+        if self.cfg.publish_per_cycle > 0 {
+            self.ticks(ctx).await?;
         }
         if self
             .cfg
