@@ -1,8 +1,8 @@
-//! Three nodes on loopback, each its own home, router and p2p_backend (the coordinator
-//! also a cluster_monitor), one cluster.toml naming all three. The coordinator's cluster
-//! view lists all three alive; a node killed with SIGKILL is announced NODE_UNHEALTHY
-//! within the dead timeout and HOST_LEFT right after it, and the view turns DEGRADED;
-//! restarted, it is announced HOST_JOINED and the view is whole again. n2 also runs the
+//! Three nodes on loopback, each its own home and launcher running a router and
+//! p2p_backend (the coordinator also a cluster_monitor), one cluster.toml naming all
+//! three. The coordinator's cluster view lists all three alive; a node whose launcher is
+//! killed with SIGKILL (its daemons die with it) is announced NODE_UNHEALTHY within the
+//! dead timeout and HOST_LEFT right after it, and the view turns DEGRADED; restarted, it is announced HOST_JOINED and the view is whole again. n2 also runs the
 //! node and system health monitors: while all is well they publish nothing; with the
 //! coordinator killed, n2's system_health_monitor publishes one PIPELINE_PAUSED naming
 //! it, and one PIPELINE_RESUMED once it is back.
@@ -38,9 +38,9 @@ fn cluster_toml(ports: &[u16]) -> String {
 
 struct Node {
     home: Home,
-    router: Option<Proc>,
+    /// The node's launcher running its router and p2p_backend.
+    launcher: Option<Proc>,
     router_addr: String,
-    p2p: Option<Proc>,
 }
 
 impl Node {
@@ -49,35 +49,44 @@ impl Node {
         std::fs::write(
             home.path().join("ringrift.toml"),
             format!(
-                "node = \"{name}\"\nheartbeat_interval_s = 0.5\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.3\n\
+                "node = \"{name}\"\nheartbeat_interval_s = 0.5\n[event_router]\nlisten = \"127.0.0.1:0\"\n\
+                 [cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.3\n\
                  [node_health_monitor]\ncycle_interval_s = 0.3\n[system_health_monitor]\ncycle_interval_s = 0.3\n"
             ),
         )
         .unwrap();
         std::fs::write(home.path().join("cluster.toml"), cluster).unwrap();
+        std::fs::create_dir_all(home.path().join("profiles")).unwrap();
+        std::fs::write(
+            home.path().join("profiles/node.toml"),
+            "description = \"cluster test node\"\ndaemons = [\"event_router\", \"p2p_backend\"]\n",
+        )
+        .unwrap();
         Node {
             home,
-            router: None,
+            launcher: None,
             router_addr: String::new(),
-            p2p: None,
         }
     }
 
-    /// Router, then p2p_backend (which reads the router's address from `run/`).
+    /// The node's launcher with its router and p2p_backend, both up.
     fn start(&mut self) {
-        let (r, addr) = self.home.start_router("127.0.0.1:0", &[]);
-        self.router = Some(r);
-        self.router_addr = addr;
-        let _ = std::fs::remove_file(self.home.path().join("run/p2p_backend.addr"));
-        let mut p = self.home.spawn("ringrift-p2p-backend", &[]);
-        self.home.wait_addr("p2p_backend", &mut p);
-        self.p2p = Some(p);
+        for f in ["event_router", "p2p_backend", "launcher"] {
+            let _ = std::fs::remove_file(self.home.path().join(format!("run/{f}.addr")));
+        }
+        let mut l = self.home.spawn(
+            "ringrift-launcher",
+            &["--profile", "node", "--control", "127.0.0.1:0"],
+        );
+        self.router_addr = self.home.wait_addr("event_router", &mut l);
+        self.home.wait_addr("p2p_backend", &mut l);
+        self.launcher = Some(l);
     }
 
+    /// kill -9 of the launcher: its daemons die with it (parent-death signal).
     fn kill9(&mut self) {
-        for p in [self.p2p.take(), self.router.take()].into_iter().flatten() {
-            let mut p = p;
-            p.kill9();
+        if let Some(mut l) = self.launcher.take() {
+            l.kill9();
         }
     }
 }
@@ -212,7 +221,7 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
         }
     }
 
-    // kill -9 n3's router and p2p_backend.
+    // kill -9 n3's launcher.
     let coord_router = nodes[0].router_addr.clone();
     let before = head_seq(&coord_router).await;
     let killed_at = Instant::now();
