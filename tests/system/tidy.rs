@@ -63,6 +63,27 @@ fn every_manifest_inherits_workspace_lints_and_version() {
     );
 }
 
+/// No empty test binaries or doc-test runs (docs/style.md, "Test targets").
+#[test]
+fn no_empty_test_targets() {
+    let bad: Vec<_> = all("Cargo.toml")
+        .into_iter()
+        .filter(|p| p.parent() != Some(root().as_path()))
+        .filter(|p| {
+            let s = std::fs::read_to_string(p).unwrap_or_default();
+            let dir = p.parent().unwrap_or(Path::new("."));
+            let lib = dir.join("src/lib.rs").exists() || s.contains("[lib]");
+            let bins = s.matches("[[bin]]").count();
+            (lib && !s.contains("doctest = false"))
+                || s.matches("\ntest = false").count() < bins
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "set [lib] doctest = false and test = false on every [[bin]]: {bad:#?}"
+    );
+}
+
 #[test]
 fn no_should_panic_tests() {
     let needle = ["#[should", "_panic"].concat();
