@@ -10,10 +10,18 @@
 //! evaluation daemon to play it again against the new canonical, `reevaluate`).
 //! Decisions are persisted by model SHA-256 and the canonical it was compared with: a
 //! redelivered evaluation decides nothing twice.
+//!
+//! A leader-only duty: it decides only while this node leads and confirms the leader's
+//! token right before the canonical write; a refused token skips the promotion (warning,
+//! `fence_refused` in health) and leaves the evaluation undecided. An evaluation that
+//! arrives while this node does not lead is nacked on a node-local event log and ignored
+//! on a shared one ([`ringrift_pipeline::duty`]).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_cluster::Leader;
 use ringrift_contracts::{Gate, check_gate};
 use ringrift_pipeline::convert;
+use ringrift_pipeline::duty::LeaderDuty;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::gate::PromotionConfig;
 use ringrift_pipeline::state::StateStore;
@@ -42,6 +50,7 @@ pub struct Promoter {
     pub gate: Gate,
     pub home: PathBuf,
     pub state: StateStore,
+    pub duty: LeaderDuty,
     status: StatusLine,
 }
 
@@ -57,11 +66,12 @@ fn config_of(ev: &Event) -> anyhow::Result<ConfigKey> {
 }
 
 impl Promoter {
-    pub fn new(gate: Gate, home: PathBuf, state: StateStore) -> Self {
+    pub fn new(gate: Gate, home: PathBuf, state: StateStore, duty: LeaderDuty) -> Self {
         Promoter {
             gate,
             home,
             state,
+            duty,
             status: StatusLine::new("waiting for evaluations"),
         }
     }
@@ -87,12 +97,37 @@ impl Promoter {
             tracing::info!(model = %e.model_path, promoted = d.promoted, "already decided; not deciding again");
             return Ok(());
         }
+        let what = format!("EVALUATION_COMPLETED #{} ({})", ev.seq, e.model_path);
+        let Some(leader) = self.duty.for_event(&what).await? else {
+            return Ok(());
+        };
+        self.decide(ev, e, &key, &id, &leader, emit).await
+    }
+
+    /// Decides an evaluation as `leader` (read when the event arrived).
+    async fn decide(
+        &self,
+        ev: &Event,
+        e: &wire::EvaluationCompleted,
+        key: &str,
+        id: &str,
+        leader: &Leader,
+        emit: &dyn Emit,
+    ) -> anyhow::Result<()> {
         let config = config_of(ev)?;
         let decision = check_gate(e.results.iter().map(convert::score_of_wire), &self.gate);
         let sha = e.model_sha256.clone();
         let evaluated_canonical =
             (!e.canonical_sha256.is_empty()).then(|| e.canonical_sha256.clone());
         let outcome = if decision.passed {
+            let what = format!("promote {} into canonical_{config}", e.model_path);
+            if !self.duty.confirm(leader, &what).await? {
+                self.status.set(format!(
+                    "deposed (token {} refused): {} not promoted",
+                    leader.token, e.model_path
+                ));
+                return self.duty.not_leading(&what).map(|_| ());
+            }
             let (home, model) = (self.home.clone(), PathBuf::from(&e.model_path));
             let expected = (sha.clone(), evaluated_canonical.clone());
             tokio::task::spawn_blocking(move || {
@@ -172,7 +207,7 @@ impl Promoter {
         ));
         self.state
             .put(
-                &key,
+                key,
                 &Decided {
                     promoted,
                     reason,
@@ -190,10 +225,12 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let c = PromotionConfig::load(ctx)?;
     let gate = c.gate;
     let state = StateStore::open(&ctx.home, INFO.name)?;
+    let duty = LeaderDuty::from_ctx(ctx)?;
     Ok(Arc::new(UnifiedPromotion(Promoter::new(
         gate,
         ctx.home.clone(),
         state,
+        duty,
     ))))
 }
 
@@ -214,15 +251,17 @@ impl Handler for UnifiedPromotion {
         self.0.on_evaluation(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get()).detail(
-            "gate",
-            format!(
-                "random ≥ {:.2}, heuristic ≥ {:.2}, canonical ≥ {:.2} (lower 95%)",
-                self.0.gate.min_lower_vs_random,
-                self.0.gate.min_lower_vs_heuristic,
-                self.0.gate.min_lower_vs_canonical
-            ),
-        )
+        HealthCheckResult::running(self.0.status.get())
+            .detail(
+                "gate",
+                format!(
+                    "random ≥ {:.2}, heuristic ≥ {:.2}, canonical ≥ {:.2} (lower 95%)",
+                    self.0.gate.min_lower_vs_random,
+                    self.0.gate.min_lower_vs_heuristic,
+                    self.0.gate.min_lower_vs_canonical
+                ),
+            )
+            .detail("fence_refused", self.0.duty.refused())
     }
 }
 
@@ -231,6 +270,8 @@ mod in_process;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringrift_cluster::Leadership;
+    use ringrift_pipeline::duty::Follower;
     use ringrift_pipeline::emit::Recorder;
 
     fn evaluation(lower_random: f64, lower_heuristic: f64) -> Event {
@@ -257,11 +298,7 @@ mod tests {
     #[tokio::test]
     async fn failing_gate_is_rejected_with_every_reason_once() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Promoter::new(
-            Gate::default(),
-            dir.path().to_owned(),
-            StateStore::open(dir.path(), "unified_promotion").unwrap(),
-        );
+        let p = promoter(dir.path());
         let rec = Recorder::default();
         p.on_evaluation(&evaluation(0.80, 0.30), &rec)
             .await
@@ -284,11 +321,7 @@ mod tests {
     #[tokio::test]
     async fn passing_gate_with_a_missing_model_fails_loudly_and_decides_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Promoter::new(
-            Gate::default(),
-            dir.path().to_owned(),
-            StateStore::open(dir.path(), "unified_promotion").unwrap(),
-        );
+        let p = promoter(dir.path());
         let rec = Recorder::default();
         assert!(
             p.on_evaluation(&evaluation(0.95, 0.70), &rec)
@@ -330,10 +363,20 @@ mod tests {
     }
 
     fn promoter(dir: &std::path::Path) -> Promoter {
+        promoter_as(dir, "me", Follower::Nack)
+    }
+
+    /// A promoter of node `this` on a cluster led by "me" with token 7.
+    fn promoter_as(dir: &std::path::Path, this: &str, follower: Follower) -> Promoter {
+        let me = Leader {
+            node: "me".into(),
+            token: 7,
+        };
         Promoter::new(
             Gate::default(),
             dir.to_owned(),
             StateStore::open(dir, "unified_promotion").unwrap(),
+            LeaderDuty::new(Leadership::fixed(this, Some(me)), follower),
         )
     }
 
@@ -420,6 +463,70 @@ mod tests {
             panic!("{:?}", evs[3])
         };
         assert_eq!(m.previous_sha256, sha_b);
+    }
+
+    /// A follower on a node-local event log nacks a passing evaluation (nothing promoted,
+    /// nothing decided, so the redelivery is decided); on a shared log it acks and
+    /// ignores it (the leader's copy decides). Once this node leads, the redelivered
+    /// evaluation is promoted.
+    #[tokio::test]
+    async fn a_follower_nacks_or_ignores_and_the_leader_promotes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, sha_a) = model(dir.path(), "a", 1);
+        let ev = passing(&a, &sha_a, "");
+        let rec = Recorder::default();
+        let err = promoter_as(dir.path(), "other", Follower::Nack)
+            .on_evaluation(&ev, &rec)
+            .await
+            .expect_err("nacked for redelivery");
+        assert!(err.to_string().contains("does not lead"), "{err}");
+        promoter_as(dir.path(), "other", Follower::Ignore)
+            .on_evaluation(&ev, &rec)
+            .await
+            .expect("acked and ignored");
+        assert!(rec.events().is_empty(), "{:?}", rec.events());
+        assert_eq!(
+            canonical_sha(dir.path()),
+            None,
+            "a follower promotes nothing"
+        );
+        promoter(dir.path()).on_evaluation(&ev, &rec).await.unwrap();
+        assert_eq!(canonical_sha(dir.path()), Some(sha_a));
+        assert!(matches!(
+            &rec.events()[..],
+            [e] if matches!(e.payload, wire::event::Payload::ModelPromoted(_))
+        ));
+    }
+
+    /// A deposed leader (its token from when the evaluation arrived is no longer the
+    /// leader's) writes no canonical model, counts the refusal and leaves the evaluation
+    /// undecided.
+    #[tokio::test]
+    async fn a_refused_token_promotes_nothing_and_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, sha_a) = model(dir.path(), "a", 1);
+        let ev = passing(&a, &sha_a, "");
+        let wire::event::Payload::EvaluationCompleted(e) = &ev.payload else {
+            unreachable!()
+        };
+        let p = promoter(dir.path());
+        let stale = Leader {
+            node: "me".into(),
+            token: 6,
+        };
+        let rec = Recorder::default();
+        let err = p
+            .decide(&ev, e, "decided:x", "x", &stale, &rec)
+            .await
+            .expect_err("nacked");
+        assert!(err.to_string().contains("does not lead"), "{err}");
+        assert_eq!(canonical_sha(dir.path()), None, "nothing promoted");
+        assert!(rec.events().is_empty());
+        assert!(p.state.get::<Decided>("decided:x").await.unwrap().is_none());
+        assert_eq!(
+            UnifiedPromotion(p).health_check().details["fence_refused"],
+            "1"
+        );
     }
 
     #[test]
