@@ -27,9 +27,8 @@ use ringrift_pipeline::gate::PromotionConfig;
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
-use ringrift_store::ConfigKey;
-use ringrift_workload::WorkloadError;
-use ringrift_workload::promote::promote;
+use ringrift_store::models::promote;
+use ringrift_store::{ConfigKey, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -119,7 +118,8 @@ impl Promoter {
         let sha = e.model_sha256.clone();
         let evaluated_canonical =
             (!e.canonical_sha256.is_empty()).then(|| e.canonical_sha256.clone());
-        let outcome = if decision.passed {
+        // Rejected: the reason, whether to play it again, the canonical it was against.
+        let rejected = if decision.passed {
             let what = format!("promote {} into canonical_{config}", e.model_path);
             if !self.duty.confirm(leader, &what).await? {
                 self.status.set(format!(
@@ -130,7 +130,7 @@ impl Promoter {
             }
             let (home, model) = (self.home.clone(), PathBuf::from(&e.model_path));
             let expected = (sha.clone(), evaluated_canonical.clone());
-            tokio::task::spawn_blocking(move || {
+            let outcome = tokio::task::spawn_blocking(move || {
                 let name = model
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
@@ -145,43 +145,53 @@ impl Promoter {
                     None,
                 )
             })
-            .await?
-        } else {
-            Err(WorkloadError::Invalid(decision.reasons.join("; ")))
-        };
-        let (promoted, reason) = match outcome {
-            Ok(pr) => {
-                let canonical = pr
-                    .canonical
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                let p = wire::ModelPromoted {
-                    model_path: e.model_path.clone(),
-                    canonical_path: canonical.clone(),
-                    model_sha256: sha.clone(),
-                    previous_sha256: e.canonical_sha256.clone(),
-                    elo: e.elo,
-                };
-                emit.emit(event(
-                    wire::event::Payload::ModelPromoted(p),
-                    format!("promoted:{sha}"),
-                    &ev.config_key,
-                ))
-                .await?;
-                tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, "MODEL_PROMOTED: gate passed");
-                (true, "gate passed".to_owned())
+            .await?;
+            match outcome {
+                Ok(pr) => {
+                    let canonical = pr
+                        .canonical
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    let p = wire::ModelPromoted {
+                        model_path: e.model_path.clone(),
+                        canonical_path: canonical.clone(),
+                        model_sha256: sha.clone(),
+                        previous_sha256: e.canonical_sha256.clone(),
+                        elo: e.elo,
+                    };
+                    emit.emit(event(
+                        wire::event::Payload::ModelPromoted(p),
+                        format!("promoted:{sha}"),
+                        &ev.config_key,
+                    ))
+                    .await?;
+                    tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, "MODEL_PROMOTED: gate passed");
+                    None
+                }
+                Err(err @ StoreError::ModelChanged { .. }) => {
+                    Some((err.to_string(), false, e.canonical_sha256.clone()))
+                }
+                Err(StoreError::CanonicalChanged { found, evaluated }) => {
+                    let reason = StoreError::CanonicalChanged {
+                        found: found.clone(),
+                        evaluated,
+                    }
+                    .to_string();
+                    Some((reason, true, found.unwrap_or_default()))
+                }
+                Err(err) => return Err(err.into()),
             }
-            Err(err) => {
-                let (reevaluate, canonical_now) = match &err {
-                    WorkloadError::Invalid(_) | WorkloadError::ModelChanged { .. } => {
-                        (false, e.canonical_sha256.clone())
-                    }
-                    WorkloadError::CanonicalChanged { found, .. } => {
-                        (true, found.clone().unwrap_or_default())
-                    }
-                    _ => return Err(err.into()),
-                };
-                let reason = err.to_string();
+        } else {
+            Some((
+                decision.reasons.join("; "),
+                false,
+                e.canonical_sha256.clone(),
+            ))
+        };
+        let promoted = rejected.is_none();
+        let reason = match rejected {
+            None => "gate passed".to_owned(),
+            Some((reason, reevaluate, canonical_now)) => {
                 let p = wire::PromotionRejected {
                     model_path: e.model_path.clone(),
                     reason: reason.clone(),
@@ -197,7 +207,7 @@ impl Promoter {
                 ))
                 .await?;
                 tracing::info!(config = %ev.config_key, model = %e.model_path, %reason, reevaluate, "PROMOTION_REJECTED");
-                (false, reason)
+                reason
             }
         };
         self.status.set(format!(
@@ -340,14 +350,29 @@ mod tests {
         );
     }
 
-    /// A model file of `seed`'s random weights in `dir`; returns its path and payload SHA-256.
+    /// A model file in `dir` whose payload is `seed`'s bytes (written through the
+    /// store's `.rrm` encoder; promotion never decodes the weights); returns its path
+    /// and payload SHA-256.
     fn model(dir: &std::path::Path, name: &str, seed: u64) -> (PathBuf, String) {
-        use ringrift_workload::{game::Geometry, model::Model};
-        let key: ConfigKey = "hex8_2p".parse().unwrap();
+        use ringrift_store::models::{ModelHeader, encode};
+        let header = ModelHeader {
+            format_version: 0,
+            arch: "mlp-relu-v1".into(),
+            config_key: "hex8_2p".parse().unwrap(),
+            planes: 2,
+            cells: 64,
+            hidden: 8,
+            generation: 1,
+            parent_sha256: None,
+            trained_samples: 0,
+            created_at: 0,
+            payload_sha256: String::new(),
+            payload_len: 0,
+            lut_len: 0,
+        };
+        let (h, bytes) = encode(header, &seed.to_le_bytes()).unwrap();
         let path = dir.join(format!("{name}.rrm"));
-        let h = Model::new_random(key, Geometry::new(key).cells(), 8, seed)
-            .save(&path)
-            .unwrap();
+        std::fs::write(&path, bytes).unwrap();
         (path, h.payload_sha256)
     }
 
@@ -382,7 +407,7 @@ mod tests {
 
     fn canonical_sha(dir: &std::path::Path) -> Option<String> {
         let key: ConfigKey = "hex8_2p".parse().unwrap();
-        ringrift_workload::promote::canonical(dir, key)
+        ringrift_store::models::canonical(dir, key)
             .unwrap()
             .map(|c| c.sha256)
     }
