@@ -33,23 +33,6 @@ pub enum WorkloadError {
     BadData { path: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
-    /// Promotion found a model file whose payload is not the one evaluated.
-    #[error("model file {path} has payload SHA-256 {found}, but {evaluated} was evaluated")]
-    ModelChanged {
-        path: PathBuf,
-        found: String,
-        evaluated: String,
-    },
-    /// Promotion found a canonical model other than the one the candidate was compared with.
-    #[error(
-        "canonical changed since evaluation: the candidate was compared with {}, the canonical model is now {}",
-        evaluated.as_deref().unwrap_or("none"),
-        found.as_deref().unwrap_or("none")
-    )]
-    CanonicalChanged {
-        found: Option<String>,
-        evaluated: Option<String>,
-    },
 }
 
 impl WorkloadError {

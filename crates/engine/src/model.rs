@@ -6,20 +6,18 @@
 //! Inputs are sparse, so the hidden pre-activation is a sum of weight rows, one per
 //! stone; search keeps it up to date incrementally as stones are placed and removed.
 //!
-//! File layout (`.rrm`): magic `RRMODEL\0`, u32 LE format version, u32 LE header length,
-//! the header as JSON ([`ModelHeader`], which carries the SHA-256 and length of the
-//! payload), then the payload: every parameter as f32 LE. Loading checks all of it and
-//! names what is wrong.
+//! File (`.rrm`): the format up to the payload is `ringrift_store::models` ([`MAGIC`],
+//! [`FORMAT_VERSION`], [`ModelHeader`], checked by `read_header`, written by `encode`);
+//! the payload is every parameter as f32 LE. Loading checks all of it and names what is
+//! wrong.
 
 use crate::WorkloadError;
 use crate::rng::Rng;
 use ringrift_store::ConfigKey;
-use ringrift_store::manifest::{atomic_write, sha256_hex};
-use serde::{Deserialize, Serialize};
+use ringrift_store::StoreError;
+use ringrift_store::manifest::atomic_write;
+pub use ringrift_store::models::{FORMAT_VERSION, MAGIC, ModelHeader};
 use std::path::Path;
-
-pub const MAGIC: &[u8; 8] = b"RRMODEL\0";
-pub const FORMAT_VERSION: u32 = 1;
 /// Stones → ReLU layer → policy and value heads.
 pub const ARCH: &str = "mlp-relu-v1";
 /// [`ARCH`] plus a positional n-tuple term: a learned value per (window, pattern),
@@ -27,26 +25,6 @@ pub const ARCH: &str = "mlp-relu-v1";
 /// (`mlp-ntuple-v1` shared one table across windows; it learned too little to beat the
 /// heuristic and is no longer read.)
 pub const ARCH_NTUPLE: &str = "mlp-ntuple-v2";
-
-/// Metadata stored in front of the weights.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelHeader {
-    pub format_version: u32,
-    pub arch: String,
-    pub config_key: ConfigKey,
-    pub planes: usize,
-    pub cells: usize,
-    pub hidden: usize,
-    pub generation: u32,
-    pub parent_sha256: Option<String>,
-    pub trained_samples: u64,
-    pub created_at: i64,
-    pub payload_sha256: String,
-    pub payload_len: u64,
-    /// Entries of the n-tuple table (0 for [`ARCH`]).
-    #[serde(default)]
-    pub lut_len: u64,
-}
 
 /// Network weights. `w1t[(feature * hidden) + h]`, `wp[(cell * hidden) + h]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,18 +212,12 @@ impl Model {
             parent_sha256: self.parent_sha256.clone(),
             trained_samples: self.trained_samples,
             created_at: ringrift_store::now_ms(),
-            payload_sha256: sha256_hex(&payload),
-            payload_len: payload.len() as u64,
+            // Set by `encode` from the payload.
+            payload_sha256: String::new(),
+            payload_len: 0,
             lut_len: self.lut.len() as u64,
         };
-        let json =
-            serde_json::to_vec(&header).map_err(|e| WorkloadError::Invalid(e.to_string()))?;
-        let mut bytes = Vec::with_capacity(16 + json.len() + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&json);
-        bytes.extend_from_slice(&payload);
+        let (header, bytes) = ringrift_store::models::encode(header, &payload)?;
         atomic_write(path, &bytes)?;
         Ok(header)
     }
@@ -263,43 +235,15 @@ impl Model {
             path: path.to_path_buf(),
             reason,
         };
-        if bytes.len() < 16 || &bytes[..8] != MAGIC {
-            return Err(bad("not a RingRift model file (bad magic)".into()));
-        }
-        let word = |at: usize| {
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        let version = word(8);
-        if version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "format version {version}, this build reads {FORMAT_VERSION}"
-            )));
-        }
-        let hlen = word(12) as usize;
-        let body = bytes
-            .get(16..16 + hlen)
-            .ok_or_else(|| bad("header runs past end of file".into()))?;
-        let header: ModelHeader =
-            serde_json::from_slice(body).map_err(|e| bad(format!("header is not valid: {e}")))?;
+        let (header, payload) =
+            ringrift_store::models::read_header(path, bytes).map_err(|e| match e {
+                StoreError::BadModel { path, reason } => WorkloadError::BadModel { path, reason },
+                other => other.into(),
+            })?;
         if header.arch != ARCH && header.arch != ARCH_NTUPLE {
             return Err(bad(format!(
                 "architecture {:?}, this build knows {ARCH:?} and {ARCH_NTUPLE:?}",
                 header.arch
-            )));
-        }
-        let payload = &bytes[16 + hlen..];
-        if payload.len() as u64 != header.payload_len {
-            return Err(bad(format!(
-                "payload is {} bytes, header says {} (truncated?)",
-                payload.len(),
-                header.payload_len
-            )));
-        }
-        let sha = sha256_hex(payload);
-        if sha != header.payload_sha256 {
-            return Err(bad(format!(
-                "payload sha256 {sha} does not match header {}",
-                header.payload_sha256
             )));
         }
         if header.planes != usize::from(header.config_key.players()) || header.hidden == 0 {
@@ -397,6 +341,21 @@ mod tests {
         assert_eq!(back, m);
         assert_eq!(h, h2);
         assert_eq!(h.payload_sha256.len(), 64);
+    }
+
+    /// One definition of the format: the header the engine wrote is the one the store's
+    /// header-only reader (used by promotion) reads.
+    #[test]
+    fn the_store_reads_the_header_the_engine_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("m.rrm");
+        let mut m = Model::new_random(key(), 64, 8, 5).with_ntuple();
+        m.generation = 3;
+        let written = m.save(&p).expect("save");
+        let read = ringrift_store::models::read_header_file(&p).expect("header");
+        assert_eq!(read, written);
+        assert_eq!(read, Model::load(&p).expect("load").1);
+        assert_eq!((read.generation, read.lut_len > 0), (3, true));
     }
 
     #[test]

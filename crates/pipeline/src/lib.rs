@@ -2,12 +2,13 @@
 //! continuous_training_loop, evaluation, unified_promotion, ...): running workload jobs
 //! through command templates ([`jobs`]), persisted decision state ([`state`]), leased
 //! work-queue claims ([`claim`]), which config keys a daemon works on ([`configs`]) and
-//! the leadership of leader-only duties ([`leadership`]).
+//! the leadership of leader-only duties ([`leadership`], [`duty`]).
 //! Policy stays in the daemon crates.
 
 pub mod alloc;
 pub mod claim;
 pub mod convert;
+pub mod duty;
 pub mod emit;
 pub mod gate;
 pub mod jobs;

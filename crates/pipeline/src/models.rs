@@ -33,9 +33,9 @@ pub fn recent_models(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
     )
 }
 
-/// `models/canonical_<config>.rrm`.
+/// `models/canonical_<config>.rrm` (`ringrift_store::models` owns the folder's layout).
 pub fn canonical(home: &Path, config: ConfigKey) -> PathBuf {
-    paths::models_dir(home).join(format!("canonical_{config}.rrm"))
+    ringrift_store::models::canonical_path(home, config)
 }
 
 /// The canonical model if there is one, else the newest trained generation.

@@ -45,6 +45,26 @@ pub enum StoreError {
     /// accepted: the writer was deposed (see `ringrift_cluster::leader`).
     #[error("fencing token {token} refused: a newer leader (token {seen}) has written here")]
     Fenced { token: u64, seen: u64 },
+    /// A model file that is not a valid `.rrm` file (see `models`).
+    #[error("bad model file {path}: {reason}")]
+    BadModel { path: PathBuf, reason: String },
+    /// Promotion found a model file whose payload is not the one evaluated.
+    #[error("model file {path} has payload SHA-256 {found}, but {evaluated} was evaluated")]
+    ModelChanged {
+        path: PathBuf,
+        found: String,
+        evaluated: String,
+    },
+    /// Promotion found a canonical model other than the one the candidate was compared with.
+    #[error(
+        "canonical changed since evaluation: the candidate was compared with {}, the canonical model is now {}",
+        evaluated.as_deref().unwrap_or("none"),
+        found.as_deref().unwrap_or("none")
+    )]
+    CanonicalChanged {
+        found: Option<String>,
+        evaluated: Option<String>,
+    },
     /// A store on another engine (e.g. the JetStream work queue) failed.
     #[error("{backend}: {reason}")]
     Backend {

@@ -10,6 +10,7 @@ pub mod elo;
 pub mod error;
 pub mod games;
 pub mod manifest;
+pub mod models;
 pub mod paths;
 pub mod work_queue;
 

@@ -3,12 +3,20 @@
 //! on tournament work items from the queue, and on a periodic ladder. The tournament job
 //! records every game in the Elo store; the daemon publishes ELO_UPDATED per participant.
 //! A TRAINING_COMPLETED is answered once (persisted by model SHA-256).
+//!
+//! A leader-only duty: tournaments are claimed and played only while this node leads,
+//! and the leader's token is confirmed right before each tournament job; a refused token
+//! skips it (warning, `fence_refused` in health). A TRAINING_COMPLETED that arrives while
+//! this node does not lead is nacked on a node-local event log and ignored on a shared
+//! one ([`ringrift_pipeline::duty`]).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_cluster::Leader;
 use ringrift_contracts::TournamentReport;
 use ringrift_contracts::payload::TournamentItem;
 use ringrift_contracts::wire::parse_payload;
 use ringrift_pipeline::claim;
+use ringrift_pipeline::duty::LeaderDuty;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
@@ -65,6 +73,7 @@ pub struct Ladder {
     pub jobs: Arc<dyn Jobs>,
     pub queue: Arc<dyn WorkQueue>,
     pub state: StateStore,
+    pub duty: LeaderDuty,
     status: StatusLine,
     busy: tokio::sync::Mutex<()>,
 }
@@ -78,6 +87,7 @@ impl Ladder {
         jobs: Arc<dyn Jobs>,
         queue: Arc<dyn WorkQueue>,
         state: StateStore,
+        duty: LeaderDuty,
     ) -> Self {
         Ladder {
             cfg,
@@ -87,25 +97,28 @@ impl Ladder {
             jobs,
             queue,
             state,
+            duty,
             status: StatusLine::new("no tournament yet"),
             busy: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Runs one round-robin for `config`; returns how many participants played.
+    /// Runs one round-robin for `config` as `leader`; returns how many participants
+    /// played, `None` when the leader's token was refused right before the job.
     pub async fn round(
         &self,
         config: ConfigKey,
         emit: &dyn Emit,
         tag: &str,
-    ) -> anyhow::Result<usize> {
+        leader: &Leader,
+    ) -> anyhow::Result<Option<usize>> {
         let _one = self.busy.lock().await;
         let (home, n) = (self.home.clone(), self.cfg.recent);
         let models = tokio::task::spawn_blocking(move || participants(&home, config, n)).await?;
         if models.len() < 2 {
             self.status
                 .set(format!("{config}: {} model(s), need 2", models.len()));
-            return Ok(0);
+            return Ok(Some(0));
         }
         let mut req = JobRequest::new(
             JobKind::Tournament,
@@ -120,6 +133,17 @@ impl Ladder {
         .arg(format!("tournament:{config}:{tag}"));
         for m in &models {
             req = req.arg("--model").arg(m.display().to_string());
+        }
+        if !self
+            .duty
+            .confirm(leader, &format!("tournament {config} ({tag})"))
+            .await?
+        {
+            self.status.set(format!(
+                "{config}: deposed (token {} refused), no tournament",
+                leader.token
+            ));
+            return Ok(None);
         }
         let r: TournamentReport = self.jobs.run(req).await?;
         let mut line = Vec::new();
@@ -142,7 +166,7 @@ impl Ladder {
         let msg = format!("{config}: {} matches; {}", r.matches, line.join(", "));
         tracing::info!("tournament: {msg}");
         self.status.set(msg);
-        Ok(models.len())
+        Ok(Some(models.len()))
     }
 
     pub async fn on_trained(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
@@ -156,13 +180,27 @@ impl Ladder {
         if self.state.get::<u64>(&key).await?.is_some() {
             return Ok(());
         }
-        self.round(config, emit, &t.model_sha256).await?;
+        let what = format!("TRAINING_COMPLETED #{} ({config})", ev.seq);
+        let Some(leader) = self.duty.for_event(&what).await? else {
+            return Ok(());
+        };
+        if self
+            .round(config, emit, &t.model_sha256, &leader)
+            .await?
+            .is_none()
+        {
+            return self.duty.not_leading(&what).map(|_| ());
+        }
         self.state.put(&key, &1u64).await?;
         Ok(())
     }
 
-    /// The periodic ladder, plus tournament items from the work queue.
+    /// The periodic ladder, plus tournament items from the work queue (leader only).
     pub async fn cycle(&self, emit: &dyn Emit) -> anyhow::Result<()> {
+        let Some(leader) = self.duty.mine().await? else {
+            self.status.set("not the leader: no tournaments".to_owned());
+            return Ok(());
+        };
         let stamp = ringrift_store::now_ms().to_string();
         while let Some(item) = claim::claim(
             &self.queue,
@@ -183,9 +221,10 @@ impl Ladder {
                 let mut played = 0;
                 for c in targets {
                     played += self
-                        .round(c, emit, &item.item_id)
+                        .round(c, emit, &item.item_id, &leader)
                         .await
-                        .map_err(|e| format!("{e:#}"))?;
+                        .map_err(|e| format!("{e:#}"))?
+                        .ok_or_else(|| format!("leadership token {} refused", leader.token))?;
                 }
                 Ok(serde_json::json!({"participants": played}))
             })
@@ -193,7 +232,9 @@ impl Ladder {
             .map_err(|e| anyhow::anyhow!(e))?;
         }
         for &c in &self.configs {
-            self.round(c, emit, &stamp).await?;
+            if self.round(c, emit, &stamp, &leader).await?.is_none() {
+                break;
+            }
         }
         Ok(())
     }
@@ -215,6 +256,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let queue = ringrift_pipeline::open_node_queue(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
+    let duty = LeaderDuty::from_ctx(ctx)?;
     Ok(Arc::new(TournamentDaemon(Ladder::new(
         cfg,
         configs,
@@ -223,6 +265,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         jobs,
         queue,
         state,
+        duty,
     ))))
 }
 
@@ -243,6 +286,7 @@ impl Handler for TournamentDaemon {
     }
     fn health_check(&self) -> HealthCheckResult {
         HealthCheckResult::running(self.0.status.get())
+            .detail("fence_refused", self.0.duty.refused())
     }
 }
 
@@ -251,15 +295,29 @@ mod in_process;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringrift_cluster::Leadership;
     use ringrift_contracts::example;
     use ringrift_contracts::wire::{payload_json, report_json};
+    use ringrift_pipeline::duty::Follower;
     use ringrift_pipeline::emit::Recorder;
     use ringrift_pipeline::jobs::FakeJobs;
     use ringrift_store::paths;
     use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkStatus};
 
+    /// The leader of the test cluster: node "me", token 7.
+    fn me() -> Leader {
+        Leader {
+            node: "me".into(),
+            token: 7,
+        }
+    }
+
     fn ladder(dir: &Path, jobs: Arc<FakeJobs>) -> Ladder {
+        ladder_as(dir, jobs, "me", Follower::Nack)
+    }
+
+    fn ladder_as(dir: &Path, jobs: Arc<FakeJobs>, this: &str, follower: Follower) -> Ladder {
         let queue: Arc<dyn WorkQueue> =
             Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
         Ladder::new(
@@ -273,6 +331,7 @@ mod tests {
             jobs,
             queue,
             StateStore::open(dir, "tournament_daemon").unwrap(),
+            LeaderDuty::new(Leadership::fixed(this, Some(me())), follower),
         )
     }
 
@@ -304,10 +363,10 @@ mod tests {
         let rec = Recorder::default();
         model(dir.path(), "gen0001_w1.rrm");
         assert_eq!(
-            l.round("hex8_2p".parse().unwrap(), &rec, "t")
+            l.round("hex8_2p".parse().unwrap(), &rec, "t", &me())
                 .await
                 .unwrap(),
-            0
+            Some(0)
         );
         model(dir.path(), "gen0002_w2.rrm");
         model(dir.path(), "gen0003_w3.rrm");
@@ -317,10 +376,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            l.round("hex8_2p".parse().unwrap(), &rec, "t")
+            l.round("hex8_2p".parse().unwrap(), &rec, "t", &me())
                 .await
                 .unwrap(),
-            3,
+            Some(3),
             "2 recent + canonical"
         );
         assert_eq!(rec.events().len(), 3, "one ELO_UPDATED per participant");
@@ -373,5 +432,87 @@ mod tests {
             3,
             "the queued round and the ladder round"
         );
+    }
+
+    fn trained(sha: &str) -> Event {
+        let t = wire::TrainingCompleted {
+            model_sha256: sha.into(),
+            ..Default::default()
+        };
+        Event::new(wire::event::Payload::TrainingCompleted(t)).with_config("hex8_2p")
+    }
+
+    fn tournament_item(l: &Ladder) -> String {
+        l.queue
+            .enqueue(&NewWork::new(
+                WorkKind::Tournament,
+                None,
+                1,
+                payload_json(&TournamentItem {}).unwrap(),
+            ))
+            .unwrap()
+    }
+
+    /// A node that does not lead plays nothing: its TRAINING_COMPLETED is nacked on a
+    /// node-local event log (and not recorded, so the redelivery plays), acked and
+    /// ignored on a shared one; its cycle leaves tournament items in the queue.
+    #[tokio::test]
+    async fn a_follower_plays_no_tournament() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = fake();
+        model(dir.path(), "gen0001_w1.rrm");
+        model(dir.path(), "gen0002_w2.rrm");
+        let rec = Recorder::default();
+        let nacking = ladder_as(dir.path(), jobs.clone(), "other", Follower::Nack);
+        let err = nacking
+            .on_trained(&trained("s2"), &rec)
+            .await
+            .expect_err("nacked");
+        assert!(err.to_string().contains("does not lead"), "{err}");
+        ladder_as(dir.path(), jobs.clone(), "other", Follower::Ignore)
+            .on_trained(&trained("s2"), &rec)
+            .await
+            .expect("acked and ignored");
+        let id = tournament_item(&nacking);
+        nacking.cycle(&rec).await.unwrap();
+        assert_eq!(
+            nacking.queue.get(&id).unwrap().unwrap().status,
+            WorkStatus::Pending,
+            "left for the leader"
+        );
+        assert!(jobs.calls().is_empty(), "no tournament job ran");
+        assert!(rec.events().is_empty());
+        // The redelivery, once this node leads, plays.
+        ladder(dir.path(), jobs.clone())
+            .on_trained(&trained("s2"), &rec)
+            .await
+            .unwrap();
+        assert_eq!(jobs.calls().len(), 1);
+    }
+
+    /// A deposed leader (its token no longer the leader's) runs no tournament job and
+    /// counts the refusal; a TRAINING_COMPLETED is not recorded as answered.
+    #[tokio::test]
+    async fn a_refused_token_runs_no_tournament_and_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = fake();
+        model(dir.path(), "gen0001_w1.rrm");
+        model(dir.path(), "gen0002_w2.rrm");
+        let l = ladder(dir.path(), jobs.clone());
+        let stale = Leader {
+            node: "me".into(),
+            token: 6,
+        };
+        let rec = Recorder::default();
+        assert_eq!(
+            l.round("hex8_2p".parse().unwrap(), &rec, "t", &stale)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(jobs.calls().is_empty());
+        assert!(rec.events().is_empty());
+        let d = TournamentDaemon(l);
+        assert_eq!(d.health_check().details["fence_refused"], "1");
     }
 }

@@ -10,18 +10,25 @@
 //! evaluation daemon to play it again against the new canonical, `reevaluate`).
 //! Decisions are persisted by model SHA-256 and the canonical it was compared with: a
 //! redelivered evaluation decides nothing twice.
+//!
+//! A leader-only duty: it decides only while this node leads and confirms the leader's
+//! token right before the canonical write; a refused token skips the promotion (warning,
+//! `fence_refused` in health) and leaves the evaluation undecided. An evaluation that
+//! arrives while this node does not lead is nacked on a node-local event log and ignored
+//! on a shared one ([`ringrift_pipeline::duty`]).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_cluster::Leader;
 use ringrift_contracts::{Gate, check_gate};
 use ringrift_pipeline::convert;
+use ringrift_pipeline::duty::LeaderDuty;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::gate::PromotionConfig;
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
-use ringrift_store::ConfigKey;
-use ringrift_workload::WorkloadError;
-use ringrift_workload::promote::promote;
+use ringrift_store::models::promote;
+use ringrift_store::{ConfigKey, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -42,6 +49,7 @@ pub struct Promoter {
     pub gate: Gate,
     pub home: PathBuf,
     pub state: StateStore,
+    pub duty: LeaderDuty,
     status: StatusLine,
 }
 
@@ -57,11 +65,12 @@ fn config_of(ev: &Event) -> anyhow::Result<ConfigKey> {
 }
 
 impl Promoter {
-    pub fn new(gate: Gate, home: PathBuf, state: StateStore) -> Self {
+    pub fn new(gate: Gate, home: PathBuf, state: StateStore, duty: LeaderDuty) -> Self {
         Promoter {
             gate,
             home,
             state,
+            duty,
             status: StatusLine::new("waiting for evaluations"),
         }
     }
@@ -87,15 +96,41 @@ impl Promoter {
             tracing::info!(model = %e.model_path, promoted = d.promoted, "already decided; not deciding again");
             return Ok(());
         }
+        let what = format!("EVALUATION_COMPLETED #{} ({})", ev.seq, e.model_path);
+        let Some(leader) = self.duty.for_event(&what).await? else {
+            return Ok(());
+        };
+        self.decide(ev, e, &key, &id, &leader, emit).await
+    }
+
+    /// Decides an evaluation as `leader` (read when the event arrived).
+    async fn decide(
+        &self,
+        ev: &Event,
+        e: &wire::EvaluationCompleted,
+        key: &str,
+        id: &str,
+        leader: &Leader,
+        emit: &dyn Emit,
+    ) -> anyhow::Result<()> {
         let config = config_of(ev)?;
         let decision = check_gate(e.results.iter().map(convert::score_of_wire), &self.gate);
         let sha = e.model_sha256.clone();
         let evaluated_canonical =
             (!e.canonical_sha256.is_empty()).then(|| e.canonical_sha256.clone());
-        let outcome = if decision.passed {
+        // Rejected: the reason, whether to play it again, the canonical it was against.
+        let rejected = if decision.passed {
+            let what = format!("promote {} into canonical_{config}", e.model_path);
+            if !self.duty.confirm(leader, &what).await? {
+                self.status.set(format!(
+                    "deposed (token {} refused): {} not promoted",
+                    leader.token, e.model_path
+                ));
+                return self.duty.not_leading(&what).map(|_| ());
+            }
             let (home, model) = (self.home.clone(), PathBuf::from(&e.model_path));
             let expected = (sha.clone(), evaluated_canonical.clone());
-            tokio::task::spawn_blocking(move || {
+            let outcome = tokio::task::spawn_blocking(move || {
                 let name = model
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
@@ -110,43 +145,53 @@ impl Promoter {
                     None,
                 )
             })
-            .await?
-        } else {
-            Err(WorkloadError::Invalid(decision.reasons.join("; ")))
-        };
-        let (promoted, reason) = match outcome {
-            Ok(pr) => {
-                let canonical = pr
-                    .canonical
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                let p = wire::ModelPromoted {
-                    model_path: e.model_path.clone(),
-                    canonical_path: canonical.clone(),
-                    model_sha256: sha.clone(),
-                    previous_sha256: e.canonical_sha256.clone(),
-                    elo: e.elo,
-                };
-                emit.emit(event(
-                    wire::event::Payload::ModelPromoted(p),
-                    format!("promoted:{sha}"),
-                    &ev.config_key,
-                ))
-                .await?;
-                tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, "MODEL_PROMOTED: gate passed");
-                (true, "gate passed".to_owned())
+            .await?;
+            match outcome {
+                Ok(pr) => {
+                    let canonical = pr
+                        .canonical
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    let p = wire::ModelPromoted {
+                        model_path: e.model_path.clone(),
+                        canonical_path: canonical.clone(),
+                        model_sha256: sha.clone(),
+                        previous_sha256: e.canonical_sha256.clone(),
+                        elo: e.elo,
+                    };
+                    emit.emit(event(
+                        wire::event::Payload::ModelPromoted(p),
+                        format!("promoted:{sha}"),
+                        &ev.config_key,
+                    ))
+                    .await?;
+                    tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, "MODEL_PROMOTED: gate passed");
+                    None
+                }
+                Err(err @ StoreError::ModelChanged { .. }) => {
+                    Some((err.to_string(), false, e.canonical_sha256.clone()))
+                }
+                Err(StoreError::CanonicalChanged { found, evaluated }) => {
+                    let reason = StoreError::CanonicalChanged {
+                        found: found.clone(),
+                        evaluated,
+                    }
+                    .to_string();
+                    Some((reason, true, found.unwrap_or_default()))
+                }
+                Err(err) => return Err(err.into()),
             }
-            Err(err) => {
-                let (reevaluate, canonical_now) = match &err {
-                    WorkloadError::Invalid(_) | WorkloadError::ModelChanged { .. } => {
-                        (false, e.canonical_sha256.clone())
-                    }
-                    WorkloadError::CanonicalChanged { found, .. } => {
-                        (true, found.clone().unwrap_or_default())
-                    }
-                    _ => return Err(err.into()),
-                };
-                let reason = err.to_string();
+        } else {
+            Some((
+                decision.reasons.join("; "),
+                false,
+                e.canonical_sha256.clone(),
+            ))
+        };
+        let promoted = rejected.is_none();
+        let reason = match rejected {
+            None => "gate passed".to_owned(),
+            Some((reason, reevaluate, canonical_now)) => {
                 let p = wire::PromotionRejected {
                     model_path: e.model_path.clone(),
                     reason: reason.clone(),
@@ -162,7 +207,7 @@ impl Promoter {
                 ))
                 .await?;
                 tracing::info!(config = %ev.config_key, model = %e.model_path, %reason, reevaluate, "PROMOTION_REJECTED");
-                (false, reason)
+                reason
             }
         };
         self.status.set(format!(
@@ -172,7 +217,7 @@ impl Promoter {
         ));
         self.state
             .put(
-                &key,
+                key,
                 &Decided {
                     promoted,
                     reason,
@@ -190,10 +235,12 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let c = PromotionConfig::load(ctx)?;
     let gate = c.gate;
     let state = StateStore::open(&ctx.home, INFO.name)?;
+    let duty = LeaderDuty::from_ctx(ctx)?;
     Ok(Arc::new(UnifiedPromotion(Promoter::new(
         gate,
         ctx.home.clone(),
         state,
+        duty,
     ))))
 }
 
@@ -214,15 +261,17 @@ impl Handler for UnifiedPromotion {
         self.0.on_evaluation(ev, &ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running(self.0.status.get()).detail(
-            "gate",
-            format!(
-                "random ≥ {:.2}, heuristic ≥ {:.2}, canonical ≥ {:.2} (lower 95%)",
-                self.0.gate.min_lower_vs_random,
-                self.0.gate.min_lower_vs_heuristic,
-                self.0.gate.min_lower_vs_canonical
-            ),
-        )
+        HealthCheckResult::running(self.0.status.get())
+            .detail(
+                "gate",
+                format!(
+                    "random ≥ {:.2}, heuristic ≥ {:.2}, canonical ≥ {:.2} (lower 95%)",
+                    self.0.gate.min_lower_vs_random,
+                    self.0.gate.min_lower_vs_heuristic,
+                    self.0.gate.min_lower_vs_canonical
+                ),
+            )
+            .detail("fence_refused", self.0.duty.refused())
     }
 }
 
@@ -231,6 +280,8 @@ mod in_process;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringrift_cluster::Leadership;
+    use ringrift_pipeline::duty::Follower;
     use ringrift_pipeline::emit::Recorder;
 
     fn evaluation(lower_random: f64, lower_heuristic: f64) -> Event {
@@ -257,11 +308,7 @@ mod tests {
     #[tokio::test]
     async fn failing_gate_is_rejected_with_every_reason_once() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Promoter::new(
-            Gate::default(),
-            dir.path().to_owned(),
-            StateStore::open(dir.path(), "unified_promotion").unwrap(),
-        );
+        let p = promoter(dir.path());
         let rec = Recorder::default();
         p.on_evaluation(&evaluation(0.80, 0.30), &rec)
             .await
@@ -284,11 +331,7 @@ mod tests {
     #[tokio::test]
     async fn passing_gate_with_a_missing_model_fails_loudly_and_decides_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Promoter::new(
-            Gate::default(),
-            dir.path().to_owned(),
-            StateStore::open(dir.path(), "unified_promotion").unwrap(),
-        );
+        let p = promoter(dir.path());
         let rec = Recorder::default();
         assert!(
             p.on_evaluation(&evaluation(0.95, 0.70), &rec)
@@ -307,14 +350,29 @@ mod tests {
         );
     }
 
-    /// A model file of `seed`'s random weights in `dir`; returns its path and payload SHA-256.
+    /// A model file in `dir` whose payload is `seed`'s bytes (written through the
+    /// store's `.rrm` encoder; promotion never decodes the weights); returns its path
+    /// and payload SHA-256.
     fn model(dir: &std::path::Path, name: &str, seed: u64) -> (PathBuf, String) {
-        use ringrift_workload::{game::Geometry, model::Model};
-        let key: ConfigKey = "hex8_2p".parse().unwrap();
+        use ringrift_store::models::{ModelHeader, encode};
+        let header = ModelHeader {
+            format_version: 0,
+            arch: "mlp-relu-v1".into(),
+            config_key: "hex8_2p".parse().unwrap(),
+            planes: 2,
+            cells: 64,
+            hidden: 8,
+            generation: 1,
+            parent_sha256: None,
+            trained_samples: 0,
+            created_at: 0,
+            payload_sha256: String::new(),
+            payload_len: 0,
+            lut_len: 0,
+        };
+        let (h, bytes) = encode(header, &seed.to_le_bytes()).unwrap();
         let path = dir.join(format!("{name}.rrm"));
-        let h = Model::new_random(key, Geometry::new(key).cells(), 8, seed)
-            .save(&path)
-            .unwrap();
+        std::fs::write(&path, bytes).unwrap();
         (path, h.payload_sha256)
     }
 
@@ -330,16 +388,26 @@ mod tests {
     }
 
     fn promoter(dir: &std::path::Path) -> Promoter {
+        promoter_as(dir, "me", Follower::Nack)
+    }
+
+    /// A promoter of node `this` on a cluster led by "me" with token 7.
+    fn promoter_as(dir: &std::path::Path, this: &str, follower: Follower) -> Promoter {
+        let me = Leader {
+            node: "me".into(),
+            token: 7,
+        };
         Promoter::new(
             Gate::default(),
             dir.to_owned(),
             StateStore::open(dir, "unified_promotion").unwrap(),
+            LeaderDuty::new(Leadership::fixed(this, Some(me)), follower),
         )
     }
 
     fn canonical_sha(dir: &std::path::Path) -> Option<String> {
         let key: ConfigKey = "hex8_2p".parse().unwrap();
-        ringrift_workload::promote::canonical(dir, key)
+        ringrift_store::models::canonical(dir, key)
             .unwrap()
             .map(|c| c.sha256)
     }
@@ -420,6 +488,70 @@ mod tests {
             panic!("{:?}", evs[3])
         };
         assert_eq!(m.previous_sha256, sha_b);
+    }
+
+    /// A follower on a node-local event log nacks a passing evaluation (nothing promoted,
+    /// nothing decided, so the redelivery is decided); on a shared log it acks and
+    /// ignores it (the leader's copy decides). Once this node leads, the redelivered
+    /// evaluation is promoted.
+    #[tokio::test]
+    async fn a_follower_nacks_or_ignores_and_the_leader_promotes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, sha_a) = model(dir.path(), "a", 1);
+        let ev = passing(&a, &sha_a, "");
+        let rec = Recorder::default();
+        let err = promoter_as(dir.path(), "other", Follower::Nack)
+            .on_evaluation(&ev, &rec)
+            .await
+            .expect_err("nacked for redelivery");
+        assert!(err.to_string().contains("does not lead"), "{err}");
+        promoter_as(dir.path(), "other", Follower::Ignore)
+            .on_evaluation(&ev, &rec)
+            .await
+            .expect("acked and ignored");
+        assert!(rec.events().is_empty(), "{:?}", rec.events());
+        assert_eq!(
+            canonical_sha(dir.path()),
+            None,
+            "a follower promotes nothing"
+        );
+        promoter(dir.path()).on_evaluation(&ev, &rec).await.unwrap();
+        assert_eq!(canonical_sha(dir.path()), Some(sha_a));
+        assert!(matches!(
+            &rec.events()[..],
+            [e] if matches!(e.payload, wire::event::Payload::ModelPromoted(_))
+        ));
+    }
+
+    /// A deposed leader (its token from when the evaluation arrived is no longer the
+    /// leader's) writes no canonical model, counts the refusal and leaves the evaluation
+    /// undecided.
+    #[tokio::test]
+    async fn a_refused_token_promotes_nothing_and_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, sha_a) = model(dir.path(), "a", 1);
+        let ev = passing(&a, &sha_a, "");
+        let wire::event::Payload::EvaluationCompleted(e) = &ev.payload else {
+            unreachable!()
+        };
+        let p = promoter(dir.path());
+        let stale = Leader {
+            node: "me".into(),
+            token: 6,
+        };
+        let rec = Recorder::default();
+        let err = p
+            .decide(&ev, e, "decided:x", "x", &stale, &rec)
+            .await
+            .expect_err("nacked");
+        assert!(err.to_string().contains("does not lead"), "{err}");
+        assert_eq!(canonical_sha(dir.path()), None, "nothing promoted");
+        assert!(rec.events().is_empty());
+        assert!(p.state.get::<Decided>("decided:x").await.unwrap().is_none());
+        assert_eq!(
+            UnifiedPromotion(p).health_check().details["fence_refused"],
+            "1"
+        );
     }
 
     #[test]
