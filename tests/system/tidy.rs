@@ -74,8 +74,7 @@ fn no_empty_test_targets() {
             let dir = p.parent().unwrap_or(Path::new("."));
             let lib = dir.join("src/lib.rs").exists() || s.contains("[lib]");
             let bins = s.matches("[[bin]]").count();
-            (lib && !s.contains("doctest = false"))
-                || s.matches("\ntest = false").count() < bins
+            (lib && !s.contains("doctest = false")) || s.matches("\ntest = false").count() < bins
         })
         .collect();
     assert!(

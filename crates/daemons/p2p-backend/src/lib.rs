@@ -59,6 +59,9 @@ struct Shared {
     leadership: Leadership,
     /// The leader as last seen (static: the coordinator from the start).
     leader: Mutex<Option<Leader>>,
+    /// The cluster's shared work queue (JetStream), once opened in the background; on
+    /// SQLite the node's `data/work_queue.db` is read instead.
+    shared_queue: std::sync::OnceLock<Arc<dyn ringrift_store::work_queue::WorkQueue>>,
 }
 
 impl Shared {
@@ -118,6 +121,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             token,
             leadership,
             leader: Mutex::new(leader),
+            shared_queue: std::sync::OnceLock::new(),
         }),
         heartbeats: Mutex::new(None),
         leader_task: Mutex::new(None),
@@ -383,6 +387,7 @@ async fn launcher_daemons(ctx: &Context, token: Option<&Token>) -> (Vec<DaemonVi
 /// Resources, running jobs and queue depth of `home` (blocking: /proc, SQLite, nvidia-smi).
 fn local_facts(
     home: &std::path::Path,
+    shared_queue: Option<Arc<dyn ringrift_store::work_queue::WorkQueue>>,
 ) -> (
     resources::Resources,
     Vec<JobView>,
@@ -411,22 +416,25 @@ fn local_facts(
         (Vec::new(), "no data/jobs.db".into())
     };
     let qdb = ringrift_store::paths::work_queue_db(home);
-    let queue = qdb
-        .exists()
-        .then(|| ringrift_store::work_queue::SqliteWorkQueue::open(&qdb).and_then(|q| q.depth()))
-        .and_then(|r| r.ok())
-        .map(|d| QueueView {
-            pending: d.pending,
-            claimed: d.claimed,
-            completed: d.completed,
-            failed: d.failed,
-        });
+    let queue = match shared_queue {
+        Some(q) => Some(q.depth()),
+        None => qdb.exists().then(|| {
+            ringrift_store::work_queue::SqliteWorkQueue::open(&qdb).and_then(|q| q.depth())
+        }),
+    };
+    let queue = queue.and_then(|r| r.ok()).map(|d| QueueView {
+        pending: d.pending,
+        claimed: d.claimed,
+        completed: d.completed,
+        failed: d.failed,
+    });
     (res, jobs, jobs_note, queue)
 }
 
 async fn node_info(ctx: &Context, sh: &Shared) -> anyhow::Result<NodeInfo> {
     let home = ctx.home.clone();
-    let facts = tokio::task::spawn_blocking(move || local_facts(&home));
+    let q = sh.shared_queue.get().cloned();
+    let facts = tokio::task::spawn_blocking(move || local_facts(&home, q));
     let (daemons, daemons_note) = launcher_daemons(ctx, sh.token.as_ref()).await;
     let (resources, jobs, jobs_note, queue) = facts.await?;
     let c = &sh.cluster;
@@ -559,6 +567,27 @@ impl Handler for P2pBackend {
                 tracing::error!(error = %e, "p2p server failed");
             }
         });
+        if let ringrift_cluster::EventBackend::Jetstream { servers, .. } =
+            &self.shared.cluster.events
+        {
+            // The shared queue's depth for NodeInfo, opened off the start path: the peer
+            // API must answer while NATS is still coming up.
+            let (servers, sh, name) = (servers.clone(), self.shared.clone(), ctx.source());
+            tokio::task::spawn_blocking(move || {
+                let opts = ringrift_nats::work_queue::QueueOptions {
+                    replicas: servers.len().clamp(1, 3),
+                    ..Default::default()
+                };
+                match ringrift_nats::JetStreamWorkQueue::open(&servers, &name, opts) {
+                    Ok(q) => {
+                        let _ = sh.shared_queue.set(Arc::new(q));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shared work queue not opened; NodeInfo shows no queue depth")
+                    }
+                }
+            });
+        }
         let loop_task = tokio::spawn(heartbeat_loop(ctx.clone(), self.shared.clone()));
         let leader_task = tokio::spawn(leader_loop(ctx.clone(), self.shared.clone()));
         *self.leader_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(leader_task);
