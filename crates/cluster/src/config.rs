@@ -19,7 +19,8 @@
 //! mode = "static"           # the coordinator; or "etcd" with endpoints = ["http://..:2379"]
 //!
 //! [events]
-//! backend = "sqlite"        # or "jetstream" with servers = ["nats://..:4222"]
+//! backend = "sqlite"        # or "jetstream" with servers = ["nats://..:4222", ...]
+//! # replicas = 3            # jetstream only: stream replicas (default 3, 1 with one server)
 //!
 //! [auth]
 //! require_token = true      # the token itself stays in ringrift.toml [auth] / RINGRIFT_TOKEN
@@ -39,7 +40,7 @@
 //! ```
 //!
 //! Every error names the file, the key and the value ([`ClusterError`]). Leader election
-//! (etcd) and the JetStream backend are parsed and validated only; nothing runs them yet.
+//! (etcd) is parsed and validated only; the event router runs the JetStream backend.
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -222,8 +223,11 @@ impl LeaderMode {
 pub enum EventBackend {
     /// Each node's router keeps its own SQLite log (the single-node default).
     Sqlite,
-    /// A NATS JetStream cluster (validated only; not run yet).
-    Jetstream { servers: Vec<String> },
+    /// A NATS JetStream cluster: the router's log is a stream replicated `replicas` times.
+    Jetstream {
+        servers: Vec<String>,
+        replicas: usize,
+    },
 }
 
 /// The validated cluster.
@@ -288,6 +292,7 @@ struct RawLeader {
 struct RawEvents {
     backend: Option<String>,
     servers: Option<Vec<String>>,
+    replicas: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -583,6 +588,13 @@ impl ClusterConfig {
                         "only with backend = \"jetstream\"",
                     ));
                 }
+                if let Some(r) = &raw.events.replicas {
+                    return Err(bad(
+                        "events.replicas",
+                        r,
+                        "only with backend = \"jetstream\"",
+                    ));
+                }
                 EventBackend::Sqlite
             }
             "jetstream" => {
@@ -603,7 +615,16 @@ impl ClusterConfig {
                         ));
                     }
                 }
-                EventBackend::Jetstream { servers }
+                let default = if servers.len() == 1 { 1 } else { 3 };
+                let replicas = raw.events.replicas.unwrap_or(default);
+                if !(1..=5).contains(&replicas) {
+                    return Err(bad(
+                        "events.replicas",
+                        &replicas,
+                        "JetStream streams have 1 to 5 replicas",
+                    ));
+                }
+                EventBackend::Jetstream { servers, replicas }
             }
             other => {
                 return Err(bad(
