@@ -304,3 +304,111 @@ async fn http_get_inner(addr: &str, path: &str, token: Option<&str>) -> Option<(
         .unwrap_or_default();
     Some((code, body))
 }
+
+/// `nats-server` processes with JetStream on free loopback ports, in one temp dir: one
+/// server, or a cluster of several (routes between all, JetStream R-ready), for the
+/// router's JetStream backend. Killed when dropped.
+pub struct Nats {
+    /// Client URLs (`nats://127.0.0.1:<port>`), one per server.
+    pub servers: Vec<String>,
+    procs: Vec<Option<Proc>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl Nats {
+    /// Starts `n` servers (a cluster when `n > 1`) and waits (bounded) until each accepts
+    /// clients; `None` when nats-server is missing and the test may skip
+    /// ([`require_tool`]). The JetStream cluster elects its leaders after that: the router
+    /// retries creating its streams until they are.
+    pub fn start(n: usize) -> Option<Nats> {
+        if !require_tool("nats-server", command_works("nats-server", &["--version"])) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("ringrift-nats-")
+            .tempdir()
+            .expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, c)| format!("nats-route://127.0.0.1:{c}"))
+            .collect();
+        let mut nats = Nats {
+            servers: ports
+                .iter()
+                .map(|(p, _)| format!("nats://127.0.0.1:{p}"))
+                .collect(),
+            procs: Vec::new(),
+            dir,
+        };
+        for i in 0..n {
+            let (port, cport) = ports[i];
+            let sd = nats.dir.path().join(format!("n{i}"));
+            let mut cmd = Command::new("nats-server");
+            cmd.args(["-js", "-a", "127.0.0.1", "-n", &format!("n{i}")])
+                .args(["-p", &port.to_string(), "-sd"])
+                .arg(&sd)
+                .arg("-l")
+                .arg(nats.dir.path().join(format!("n{i}.log")));
+            if n > 1 {
+                cmd.args(["--cluster_name", "ringrift-test"])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{cport}")])
+                    .args(["--routes", &routes.join(",")]);
+            }
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn nats-server");
+            nats.procs.push(Some(Proc {
+                name: format!("nats-server n{i}"),
+                child,
+            }));
+        }
+        for (i, (port, _)) in ports.iter().enumerate() {
+            wait_for(
+                &format!("nats-server n{i} on port {port}"),
+                Duration::from_secs(20),
+                || std::net::TcpStream::connect(("127.0.0.1", *port)).ok(),
+            );
+        }
+        Some(nats)
+    }
+
+    /// SIGKILLs server `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut p) = self.procs[i].take() {
+            p.kill9();
+        }
+    }
+
+    /// cluster.toml for a home whose node `node` uses these servers as its event log.
+    pub fn cluster_toml(&self, node: &str) -> String {
+        let servers: Vec<String> = self.servers.iter().map(|s| format!("{s:?}")).collect();
+        format!(
+            "[cluster]\nname = \"jetstream-test\"\n\n[events]\nbackend = \"jetstream\"\nservers = [{}]\n\n[[node]]\nname = \"{node}\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n",
+            servers.join(", ")
+        )
+    }
+
+    /// Makes `home`'s router use these servers: its cluster.toml and its node name.
+    pub fn configure(&self, home: &Home) {
+        let node = "js-node";
+        std::fs::write(home.path().join("cluster.toml"), self.cluster_toml(node))
+            .expect("cluster.toml");
+        std::fs::write(
+            home.path().join("ringrift.toml"),
+            format!("node = \"{node}\"\n"),
+        )
+        .expect("ringrift.toml");
+    }
+}

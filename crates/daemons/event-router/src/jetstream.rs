@@ -391,14 +391,13 @@ impl JetStreamBroker {
         }
     }
 
-    async fn durable_session(
-        self: Arc<Self>,
-        req: wire::SubscribeRequest,
-        filter: Filter,
-        tx: mpsc::Sender<Result<wire::Event, Status>>,
-    ) -> Result<(), Status> {
-        let name = req.consumer.clone();
-        let tok = token(&name);
+    /// Creates (or opens) the durable pull consumer of a subscription.
+    async fn open_durable(
+        &self,
+        req: &wire::SubscribeRequest,
+    ) -> Result<consumer::PullConsumer, Status> {
+        let name = &req.consumer;
+        let tok = token(name);
         let deliver_policy = start_policy(req.start.as_ref(), consumer::DeliverPolicy::New)?;
         let ack_wait = match req.ack_wait_ms {
             0 => Duration::from_secs_f64(self.cfg.ack_wait_s),
@@ -408,8 +407,7 @@ impl JetStreamBroker {
             0 => self.cfg.max_ack_pending as i64,
             n => i64::from(n),
         };
-        let c: consumer::PullConsumer = self
-            .events
+        self.events
             .get_or_create_consumer(
                 &tok,
                 consumer::pull::Config {
@@ -424,8 +422,17 @@ impl JetStreamBroker {
                 },
             )
             .await
-            .map_err(|e| unavailable("consumer", e))?;
-        let mut messages = c.messages().await.map_err(|e| unavailable("pull", e))?;
+            .map_err(|e| unavailable("consumer", e))
+    }
+
+    async fn durable_session(
+        self: Arc<Self>,
+        name: String,
+        c: consumer::PullConsumer,
+        filter: Filter,
+        tx: mpsc::Sender<Result<wire::Event, Status>>,
+    ) -> Result<(), Status> {
+        let tok = token(&name);
         let mut letters = self
             .client
             .subscribe(format!("ringrift.dlq.{tok}.*"))
@@ -443,64 +450,116 @@ impl JetStreamBroker {
                 }
             }
             loop {
-                tokio::select! {
-                    _ = me.closing.cancelled() => return Ok(()),
-                    _ = tx.closed() => return Ok(()),
-                    m = letters.next() => {
-                        let Some(m) = m else { return Err(unavailable("dlq watch", "ended")) };
-                        if let Some(l) = Letter::parse(m.headers.as_ref(), m.payload.clone(), 0) {
-                            if l.wire.id != 0 && l.wire.state == DL_RETRYING
-                                && !me.send_letter(&name, l, session, &tx).await
-                            {
-                                return Ok(());
+                // Pull only what the subscriber's buffer can take, so nothing sits in a
+                // client-side buffer when the session ends (it would hold a delivery).
+                let want = tx.capacity().clamp(1, 256);
+                let mut batch = c
+                    .batch()
+                    .max_messages(want)
+                    .expires(Duration::from_secs(1))
+                    .messages()
+                    .await
+                    .map_err(|e| unavailable("pull", e))?;
+                let mut gone = false;
+                loop {
+                    let msg = tokio::select! {
+                        _ = me.closing.cancelled(), if !gone => { gone = true; continue }
+                        _ = tx.closed(), if !gone => { gone = true; continue }
+                        m = letters.next(), if !gone => {
+                            let Some(m) = m else { return Err(unavailable("dlq watch", "ended")) };
+                            if let Some(l) = Letter::parse(m.headers.as_ref(), m.payload.clone(), 0) {
+                                if l.wire.id != 0 && l.wire.state == DL_RETRYING
+                                    && !me.send_letter(&name, l, session, &tx).await
+                                {
+                                    gone = true;
+                                }
                             }
+                            continue;
                         }
-                    }
-                    m = messages.next() => {
-                        let msg = match m {
+                        m = batch.next() => match m {
                             Some(Ok(msg)) => msg,
                             Some(Err(e)) => {
-                                tracing::debug!(consumer = %name, error = %e, "pull stream hiccup");
-                                continue;
+                                tracing::debug!(consumer = %name, error = %e, "pull hiccup");
+                                break;
                             }
-                            None => return Err(unavailable("pull", "ended")),
-                        };
-                        let (seq, delivered) = match msg.info() {
-                            Ok(i) => (i.stream_sequence, u32::try_from(i.delivered).unwrap_or(u32::MAX)),
-                            Err(e) => {
-                                tracing::warn!(consumer = %name, error = %e, "message without JetStream info");
-                                continue;
-                            }
-                        };
-                        let ev = match wire::Event::decode(msg.payload.as_ref()) {
-                            Ok(mut ev) => { ev.seq = seq; ev }
-                            Err(e) => {
-                                // Not ours (someone published raw bytes): never deliverable.
-                                tracing::warn!(seq, error = %e, "undecodable message in the events stream");
-                                me.dead_letter(&name, &msg, delivered, &format!("undecodable: {e}")).await?;
-                                continue;
-                            }
-                        };
-                        if !matches(&filter, ev.r#type) {
-                            msg.ack().await.map_err(|e| unavailable("ack", e))?;
-                            continue;
-                        }
-                        if delivered > me.cfg.max_deliver {
-                            me.dead_letter(&name, &msg, delivered - 1, "ack wait expired or the consumer ended holding it").await?;
-                            continue;
-                        }
-                        me.held().entry(name.clone()).or_default().insert(seq, Pending { held: Held::Msg(msg), session });
-                        me.metrics.delivered.inc();
-                        if tx.send(Ok(ev)).await.is_err() {
-                            return Ok(());
-                        }
+                            None => break,
+                        },
+                    };
+                    if gone {
+                        // The rest of the batch was pulled for nobody: hand it back.
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        continue;
                     }
+                    if !me.deliver(&name, msg, session, &filter, &tx).await? {
+                        gone = true;
+                    }
+                }
+                if gone {
+                    return Ok(());
                 }
             }
         };
         let r: Result<(), Status> = run.await;
         self.end_session(&name, session).await;
         r
+    }
+
+    /// Hands one pulled message to a session (or dead-letters it past `max_deliver`, or
+    /// acks it when the subscription's filter skips it); false when the subscriber is gone.
+    async fn deliver(
+        &self,
+        name: &str,
+        msg: jetstream::Message,
+        session: u64,
+        filter: &Filter,
+        tx: &mpsc::Sender<Result<wire::Event, Status>>,
+    ) -> Result<bool, Status> {
+        let (seq, delivered) = match msg.info() {
+            Ok(i) => (
+                i.stream_sequence,
+                u32::try_from(i.delivered).unwrap_or(u32::MAX),
+            ),
+            Err(e) => {
+                tracing::warn!(consumer = %name, error = %e, "message without JetStream info");
+                return Ok(true);
+            }
+        };
+        let ev = match wire::Event::decode(msg.payload.as_ref()) {
+            Ok(mut ev) => {
+                ev.seq = seq;
+                ev
+            }
+            Err(e) => {
+                // Not ours (someone published raw bytes): never deliverable.
+                tracing::warn!(seq, error = %e, "undecodable message in the events stream");
+                self.dead_letter(name, &msg, delivered, &format!("undecodable: {e}"))
+                    .await?;
+                return Ok(true);
+            }
+        };
+        if !matches(filter, ev.r#type) {
+            msg.ack().await.map_err(|e| unavailable("ack", e))?;
+            return Ok(true);
+        }
+        if delivered > self.cfg.max_deliver {
+            self.dead_letter(
+                name,
+                &msg,
+                delivered - 1,
+                "ack wait expired or the consumer ended holding it",
+            )
+            .await?;
+            return Ok(true);
+        }
+        self.held().entry(name.to_owned()).or_default().insert(
+            seq,
+            Pending {
+                held: Held::Msg(msg),
+                session,
+            },
+        );
+        self.metrics.delivered.inc();
+        Ok(tx.send(Ok(ev)).await.is_ok())
     }
 
     /// Hands a RETRYING letter to a session; false when the subscriber is gone.
@@ -533,22 +592,28 @@ impl JetStreamBroker {
         tx.send(Ok(ev)).await.is_ok()
     }
 
-    async fn ephemeral_session(
-        self: Arc<Self>,
-        req: wire::SubscribeRequest,
-        filter: Filter,
-        tx: mpsc::Sender<Result<wire::Event, Status>>,
-    ) -> Result<(), Status> {
+    /// Creates the ordered consumer of an ephemeral subscription.
+    async fn open_ephemeral(
+        &self,
+        req: &wire::SubscribeRequest,
+    ) -> Result<consumer::Consumer<consumer::pull::OrderedConfig>, Status> {
         let deliver_policy = start_policy(req.start.as_ref(), consumer::DeliverPolicy::All)?;
-        let c = self
-            .events
+        self.events
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: EVENTS_SUBJECTS.into(),
                 deliver_policy,
                 ..Default::default()
             })
             .await
-            .map_err(|e| unavailable("consumer", e))?;
+            .map_err(|e| unavailable("consumer", e))
+    }
+
+    async fn ephemeral_session(
+        self: Arc<Self>,
+        c: consumer::Consumer<consumer::pull::OrderedConfig>,
+        filter: Filter,
+        tx: mpsc::Sender<Result<wire::Event, Status>>,
+    ) -> Result<(), Status> {
         let mut messages = c.messages().await.map_err(|e| unavailable("pull", e))?;
         loop {
             let m = tokio::select! {
@@ -688,13 +753,16 @@ impl Backend for JetStreamBroker {
         let (tx, rx) = mpsc::channel(self.cfg.consumer_buffer.max(1));
         let name = req.consumer.clone();
         let err_tx = tx.clone();
+        // The consumer exists when Subscribe returns, so a publish right after is seen.
+        let session = if name.is_empty() {
+            let c = self.open_ephemeral(&req).await?;
+            futures_util::future::Either::Left(self.ephemeral_session(c, filter, tx))
+        } else {
+            let c = self.open_durable(&req).await?;
+            futures_util::future::Either::Right(self.durable_session(name.clone(), c, filter, tx))
+        };
         tokio::spawn(async move {
-            let r = if name.is_empty() {
-                self.ephemeral_session(req, filter, tx).await
-            } else {
-                self.durable_session(req, filter, tx).await
-            };
-            if let Err(status) = r {
+            if let Err(status) = session.await {
                 tracing::warn!(consumer = %name, error = %status, "delivery session ended");
                 let _ = err_tx.send(Err(status)).await;
             }
