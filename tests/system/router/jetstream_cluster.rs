@@ -38,7 +38,7 @@ async fn consume(
             consumer: name.clone(),
             types: vec![EventType::WorkQueued as i32],
             start: Some(Start::FromSeq(1)),
-            ack_wait_ms: 2000,
+            ack_wait_ms: 10_000,
             max_ack_pending: 10_000,
             ..Default::default()
         };
@@ -60,7 +60,7 @@ async fn consume(
                         .or_default()
                         .insert(ev.seq);
                     unacked = Some(ev.seq);
-                    ev.seq % 50 == 0
+                    ev.seq % 20 == 0
                 }
                 Err(_) => true, // idle: ack what we have
                 _ => break,     // the router went away: fail over
@@ -201,16 +201,39 @@ async fn jetstream_cluster_loses_and_duplicates_nothing_when_a_server_and_a_rout
     let want = acked.lock().unwrap().clone();
     assert_eq!(want.len(), EVENTS, "every event was acked in the end");
     assert!(at_kill < EVENTS, "the kills happened during the load");
+    let deadline = Instant::now() + Duration::from_secs(60);
     for (i, got) in received.iter().enumerate() {
-        wait_for_async(
-            &format!("durable-node{i} to receive all {EVENTS} acked events"),
-            Duration::from_secs(60),
-            || async {
+        loop {
+            let missing: Vec<String> = {
                 let g = got.lock().unwrap();
-                want.iter().all(|id| g.contains_key(id)).then_some(())
-            },
-        )
-        .await;
+                want.iter()
+                    .filter(|id| !g.contains_key(*id))
+                    .cloned()
+                    .collect()
+            };
+            if missing.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let c = router_client::connect(&addrs[0]).await;
+                let letters = match c {
+                    Ok(mut c) => c
+                        .list_dead_letters(wire::ListDeadLettersRequest::default())
+                        .await
+                        .map(|r| r.into_inner().letters.len())
+                        .unwrap_or(0),
+                    Err(_) => 0,
+                };
+                eprintln!("dead letters: {letters}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "durable-node{i} misses {} acked events after 60 s, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for c in consumers {

@@ -92,6 +92,14 @@ struct Pending {
     session: u64,
 }
 
+/// A running durable session: `stop` ends it, `done` is cancelled once it released
+/// what it held.
+struct Live {
+    id: u64,
+    stop: tokio_util::sync::CancellationToken,
+    done: tokio_util::sync::CancellationToken,
+}
+
 /// A dead letter as stored in `RINGRIFT_DLQ`.
 #[derive(Clone, Debug)]
 struct Letter {
@@ -174,6 +182,11 @@ pub struct JetStreamBroker {
     /// consumer name -> stream seq -> what this router delivered and awaits.
     held: Mutex<HashMap<String, HashMap<u64, Pending>>>,
     sessions: std::sync::atomic::AtomicU64,
+    /// consumer name -> its live session on this router (a new one replaces it).
+    live: Mutex<HashMap<String, Live>>,
+    /// Held while a publish call sends its messages, so the seqs of concurrent calls
+    /// (a PublishStream's pipelined batches) follow the order the events came in.
+    send_lock: tokio::sync::Mutex<()>,
     metrics: Metrics,
     closing: tokio_util::sync::CancellationToken,
 }
@@ -243,6 +256,8 @@ impl JetStreamBroker {
             dlq,
             held: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+            send_lock: tokio::sync::Mutex::new(()),
             metrics: Metrics::default(),
             closing: tokio_util::sync::CancellationToken::new(),
         }))
@@ -250,6 +265,10 @@ impl JetStreamBroker {
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Pending>>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn take(&self, consumer: &str, seq: u64) -> Result<Pending, Status> {
@@ -366,19 +385,33 @@ impl JetStreamBroker {
             let Some(m) = held.get_mut(consumer) else {
                 return;
             };
-            let seqs: Vec<u64> = m
+            let mut seqs: Vec<u64> = m
                 .iter()
                 .filter(|(_, p)| p.session == session)
                 .map(|(s, _)| *s)
                 .collect();
+            // Naked in seq order, they are redelivered in seq order.
+            seqs.sort_unstable();
             seqs.into_iter().filter_map(|s| m.remove(&s)).collect()
         };
         for p in mine {
             let r = match p.held {
-                Held::Msg(m) => m
-                    .ack_with(AckKind::Nak(None))
-                    .await
-                    .map_err(|e| e.to_string()),
+                Held::Msg(m) => {
+                    let delivered = m
+                        .info()
+                        .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
+                        .unwrap_or(0);
+                    if delivered >= self.cfg.max_deliver {
+                        let why = "the consumer ended holding it";
+                        self.dead_letter(consumer, &m, delivered, why)
+                            .await
+                            .map_err(|e| e.to_string())
+                    } else {
+                        m.ack_with(AckKind::Nak(None))
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                }
                 Held::Letter(l) => self
                     .set_letter_state(l, DL_DEAD)
                     .await
@@ -441,6 +474,24 @@ impl JetStreamBroker {
         let session = self
             .sessions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (stop, done) = (
+            tokio_util::sync::CancellationToken::new(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let previous = self.live().insert(
+            name.clone(),
+            Live {
+                id: session,
+                stop: stop.clone(),
+                done: done.clone(),
+            },
+        );
+        if let Some(p) = previous {
+            // The newest session replaces an older one, which first hands back what it
+            // holds (so redeliveries come before newer events, in order).
+            p.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), p.done.cancelled()).await;
+        }
         let me = self.clone();
         let run = async {
             // Letters a retry queued while no session of this consumer ran.
@@ -464,6 +515,7 @@ impl JetStreamBroker {
                 loop {
                     let msg = tokio::select! {
                         _ = me.closing.cancelled(), if !gone => { gone = true; continue }
+                        _ = stop.cancelled(), if !gone => { gone = true; continue }
                         _ = tx.closed(), if !gone => { gone = true; continue }
                         m = letters.next(), if !gone => {
                             let Some(m) = m else { return Err(unavailable("dlq watch", "ended")) };
@@ -476,18 +528,29 @@ impl JetStreamBroker {
                             }
                             continue;
                         }
-                        m = batch.next() => match m {
-                            Some(Ok(msg)) => msg,
-                            Some(Err(e)) => {
+                        // A pull answered by a server that died never ends by itself.
+                        m = tokio::time::timeout(Duration::from_secs(3), batch.next()) => match m {
+                            Err(_) => break,
+                            Ok(Some(Ok(msg))) => msg,
+                            Ok(Some(Err(e))) => {
                                 tracing::debug!(consumer = %name, error = %e, "pull hiccup");
                                 break;
                             }
-                            None => break,
+                            Ok(None) => break,
                         },
                     };
                     if gone {
-                        // The rest of the batch was pulled for nobody: hand it back.
-                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        // Pulled for nobody: held until the batch ended, then handed back
+                        // with the rest (naked now, the open pull would take it again).
+                        if let Ok(seq) = msg.info().map(|i| i.stream_sequence) {
+                            me.held().entry(name.clone()).or_default().insert(
+                                seq,
+                                Pending {
+                                    held: Held::Msg(msg),
+                                    session,
+                                },
+                            );
+                        }
                         continue;
                     }
                     if !me.deliver(&name, msg, session, &filter, &tx).await? {
@@ -501,6 +564,13 @@ impl JetStreamBroker {
         };
         let r: Result<(), Status> = run.await;
         self.end_session(&name, session).await;
+        {
+            let mut live = self.live();
+            if live.get(&name).is_some_and(|l| l.id == session) {
+                live.remove(&name);
+            }
+        }
+        done.cancel();
         r
     }
 
@@ -716,6 +786,7 @@ impl Backend for JetStreamBroker {
     async fn publish(&self, events: Vec<Event>) -> Result<Vec<Stored>, Status> {
         // Send them all, then collect the acks in order (pipelined, one round trip).
         let mut futures = Vec::with_capacity(events.len());
+        let order = self.send_lock.lock().await;
         for ev in events {
             let w = wire::Event::from(ev);
             let id = w.id.clone();
@@ -728,6 +799,7 @@ impl Backend for JetStreamBroker {
                 .map_err(|e| unavailable("publish", e))?;
             futures.push((id, f));
         }
+        drop(order);
         let mut out = Vec::with_capacity(futures.len());
         for (id, f) in futures {
             let ack = f.await.map_err(|e| unavailable("publish", e))?;
@@ -953,14 +1025,14 @@ impl Backend for JetStreamBroker {
         let head = info.state.last_sequence;
         let mut consumers = Vec::new();
         let mut list = self.events.consumers();
-        let local: std::collections::HashSet<String> = self.held().keys().cloned().collect();
+        let local: std::collections::HashSet<String> = self.live().keys().cloned().collect();
         while let Some(c) = list.next().await {
             let c = c.map_err(|e| unavailable("consumers", e))?;
             let Some(name) = untoken(&c.name) else {
                 continue;
             };
             consumers.push(wire::ConsumerStats {
-                connected: c.num_waiting > 0 || local.contains(&name),
+                connected: local.contains(&name),
                 name,
                 ack_floor: c.ack_floor.stream_sequence,
                 lag: head.saturating_sub(c.ack_floor.stream_sequence),
