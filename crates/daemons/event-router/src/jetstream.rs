@@ -881,9 +881,21 @@ impl Backend for JetStreamBroker {
         } else {
             vec![self.take(consumer, seq)?]
         };
-        for p in taken {
+        // A cumulative ack pipelines its acks and waits for the server's reply to the
+        // last one: one connection's acks are applied in order, so that reply means all
+        // of them are recorded.
+        let mut taken = taken;
+        taken.sort_by_key(|p| match &p.held {
+            Held::Msg(m) => m.info().map(|i| i.stream_sequence).unwrap_or(0),
+            Held::Letter(l) => l.wire.seq,
+        });
+        let last_msg = taken.iter().rposition(|p| matches!(p.held, Held::Msg(_)));
+        for (i, p) in taken.into_iter().enumerate() {
             match p.held {
-                Held::Msg(m) => m.double_ack().await.map_err(|e| unavailable("ack", e))?,
+                Held::Msg(m) if Some(i) == last_msg => {
+                    m.double_ack().await.map_err(|e| unavailable("ack", e))?
+                }
+                Held::Msg(m) => m.ack().await.map_err(|e| unavailable("ack", e))?,
                 Held::Letter(l) => {
                     self.set_letter_state(l, DL_DELIVERED).await?;
                 }
