@@ -207,6 +207,9 @@ impl JetStreamBroker {
         let client = async_nats::ConnectOptions::new()
             .name("ringrift-event-router")
             .retry_on_initial_connect()
+            // The first server is preferred (list this node's own nats-server first);
+            // the others are fallbacks, tried in order.
+            .retain_servers_order()
             .connection_timeout(Duration::from_secs(5))
             .connect(addrs)
             .await?;
