@@ -624,6 +624,35 @@ async fn malformed_events_are_rejected_clearly_and_nothing_is_stored(log: Log) {
     assert_eq!((st.head_seq, st.published), (0, 0), "nothing stored");
 }
 
+#[test]
+fn a_bad_event_backend_in_cluster_toml_exits_64_naming_the_key() {
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("cluster.toml"),
+        "[events]\nbackend = \"jetstream\"\nservers = [\"nats://127.0.0.1:4222\"]\nreplicas = 7\n\n[[node]]\nname = \"n\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    let mut p = home.spawn(
+        "ringrift-event-router",
+        &[
+            "--set",
+            "node=n",
+            "--set",
+            "event_router.listen=127.0.0.1:0",
+        ],
+    );
+    let st = ringrift_system_tests::wait_for("the router to exit", Duration::from_secs(20), || {
+        p.try_exit()
+    });
+    assert_eq!(st.code(), Some(64), "{}", home.log("ringrift-event-router"));
+    assert!(
+        home.log("ringrift-event-router")
+            .contains("events.replicas"),
+        "{}",
+        home.log("ringrift-event-router")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_event_router_service() {
     use tonic_reflection::pb::v1::{

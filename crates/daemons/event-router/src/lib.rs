@@ -17,6 +17,11 @@
 //! **Slow consumers.** Each subscriber has its own task and a bounded buffer
 //! (`consumer_buffer`, 256). A slow one only stalls its own task, which later reads back
 //! from the in-memory cache or the log; publishers and other consumers never wait.
+//!
+//! **Backends.** The above describes the SQLite log (the default). With `[events] backend =
+//! "jetstream"` in cluster.toml the same service runs on a NATS JetStream stream shared by
+//! every node's router ([`jetstream`]); both implement [`backend::Backend`], and
+//! `docs/router.md` lists where JetStream's semantics differ.
 
 pub mod backend;
 mod broker;
