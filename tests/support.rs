@@ -349,8 +349,7 @@ impl Nats {
             procs: Vec::new(),
             dir,
         };
-        for i in 0..n {
-            let (port, cport) = ports[i];
+        for (i, &(port, cport)) in ports.iter().enumerate() {
             let sd = nats.dir.path().join(format!("n{i}"));
             let mut cmd = Command::new("nats-server");
             cmd.args(["-js", "-a", "127.0.0.1", "-n", &format!("n{i}")])

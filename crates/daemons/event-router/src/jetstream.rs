@@ -82,7 +82,7 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
 
 /// One delivery this router handed out and awaits an ack or nack for.
 enum Held {
-    Msg(jetstream::Message),
+    Msg(Box<jetstream::Message>),
     Letter(Letter),
 }
 
@@ -522,12 +522,12 @@ impl JetStreamBroker {
                         _ = tx.closed(), if !gone => { gone = true; continue }
                         m = letters.next(), if !gone => {
                             let Some(m) = m else { return Err(unavailable("dlq watch", "ended")) };
-                            if let Some(l) = Letter::parse(m.headers.as_ref(), m.payload.clone(), 0) {
-                                if l.wire.id != 0 && l.wire.state == DL_RETRYING
-                                    && !me.send_letter(&name, l, session, &tx).await
-                                {
-                                    gone = true;
-                                }
+                            if let Some(l) = Letter::parse(m.headers.as_ref(), m.payload.clone(), 0)
+                                && l.wire.id != 0
+                                && l.wire.state == DL_RETRYING
+                                && !me.send_letter(&name, l, session, &tx).await
+                            {
+                                gone = true;
                             }
                             continue;
                         }
@@ -549,7 +549,7 @@ impl JetStreamBroker {
                             me.held().entry(name.clone()).or_default().insert(
                                 seq,
                                 Pending {
-                                    held: Held::Msg(msg),
+                                    held: Held::Msg(Box::new(msg)),
                                     session,
                                 },
                             );
@@ -627,7 +627,7 @@ impl JetStreamBroker {
         self.held().entry(name.to_owned()).or_default().insert(
             seq,
             Pending {
-                held: Held::Msg(msg),
+                held: Held::Msg(Box::new(msg)),
                 session,
             },
         );
