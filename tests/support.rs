@@ -390,9 +390,13 @@ impl Nats {
         }
     }
 
-    /// cluster.toml for a home whose node `node` uses these servers as its event log.
-    pub fn cluster_toml(&self, node: &str) -> String {
-        let servers: Vec<String> = self.servers.iter().map(|s| format!("{s:?}")).collect();
+    /// cluster.toml for a home whose node `node` uses these servers as its event log,
+    /// server `own` first (the one its router prefers, as a node's own nats-server).
+    pub fn cluster_toml(&self, node: &str, own: usize) -> String {
+        let n = self.servers.len();
+        let servers: Vec<String> = (0..n)
+            .map(|k| format!("{:?}", self.servers[(own + k) % n]))
+            .collect();
         format!(
             "[cluster]\nname = \"jetstream-test\"\n\n[events]\nbackend = \"jetstream\"\nservers = [{}]\n\n[[node]]\nname = \"{node}\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n",
             servers.join(", ")
@@ -402,7 +406,7 @@ impl Nats {
     /// Makes `home`'s router use these servers: its cluster.toml and its node name.
     pub fn configure(&self, home: &Home) {
         let node = "js-node";
-        std::fs::write(home.path().join("cluster.toml"), self.cluster_toml(node))
+        std::fs::write(home.path().join("cluster.toml"), self.cluster_toml(node, 0))
             .expect("cluster.toml");
         std::fs::write(
             home.path().join("ringrift.toml"),

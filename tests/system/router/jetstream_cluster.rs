@@ -1,5 +1,5 @@
 //! The JetStream acceptance test: three nats-servers in one JetStream cluster (R3 stream)
-//! and a router per node; 20,000 events published through the routers while one
+//! and a router per node, each preferring its own node's server; 20,000 events published through the routers while one
 //! nats-server and one router are SIGKILLed. Every acked event reaches every node's
 //! durable consumer, and no event id is stored twice (one seq per id).
 
@@ -148,7 +148,11 @@ async fn jetstream_cluster_loses_and_duplicates_nothing_when_a_server_and_a_rout
     let mut addrs = Vec::new();
     for (i, home) in homes.iter().enumerate() {
         let node = format!("node{i}");
-        std::fs::write(home.path().join("cluster.toml"), nats.cluster_toml(&node)).unwrap();
+        std::fs::write(
+            home.path().join("cluster.toml"),
+            nats.cluster_toml(&node, i),
+        )
+        .unwrap();
         std::fs::write(
             home.path().join("ringrift.toml"),
             format!("node = \"{node}\"\n"),
@@ -190,6 +194,7 @@ async fn jetstream_cluster_loses_and_duplicates_nothing_when_a_server_and_a_rout
         || async { (acked.lock().unwrap().len() >= 5_000).then_some(()) },
     )
     .await;
+    // Router 2's own server (it must fail over) and router 1 itself.
     nats.kill9(2);
     if let Some(mut r) = routers[1].take() {
         r.kill9();
