@@ -272,13 +272,7 @@ fn a_job_that_finished_unwatched_is_not_run_again() {
             && !is_alive(first.pid, first.proc_start)),
         "the job never finished"
     );
-    assert_eq!(
-        std::fs::read_to_string(&runs)
-            .expect("runs")
-            .lines()
-            .count(),
-        1
-    );
+    assert_eq!(std::fs::read_to_string(&runs).expect("runs").lines().count(), 1);
     let b = JobRunner::open(&db).expect("runner b");
     // The restarted daemon asks for the same job: it gets the outcome, not a second run.
     match b.start(&s).expect("start again") {
