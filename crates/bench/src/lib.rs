@@ -18,6 +18,12 @@
 //! 5. fan-out: `--fanout` durable consumers, each on its own connection, read the same
 //!    stored messages concurrently; total msgs/s = consumers × n / wall time.
 //!
+//! `--router-jetstream` adds a column for our router on the JetStream backend and a
+//! summary of its one-at-a-time latency against direct NATS publishing to a stream of the
+//! same config (`--nats-replicas`, dedup window, `Nats-Msg-Id` on every message) and
+//! against our SQLite router (`scripts/bench/router --backend jetstream`). Its line 0 is
+//! not a bare round trip: `Stats` asks JetStream for stream and consumer info.
+//!
 //! Timers include consumer creation on both sides (ours: in `Subscribe`; NATS: the
 //! create-consumer request). Every phase has a deadline, so the run always ends.
 //! Our router fsyncs each commit unless started with `event_router.durability=relaxed`;
