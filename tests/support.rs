@@ -324,46 +324,113 @@ async fn http_get_inner(addr: &str, path: &str, token: Option<&str>) -> Option<(
     Some((code, body))
 }
 
-/// The path of `nats-server` (Debian puts it in /usr/sbin, often not on a user's PATH).
-pub fn nats_server_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
+/// `nats-server` processes with JetStream on free loopback ports, in one temp dir: one
+/// server, or a cluster of several (routes between all, JetStream R-ready), for the
+/// router's JetStream backend. Killed when dropped.
+pub struct Nats {
+    /// Client URLs (`nats://127.0.0.1:<port>`), one per server.
+    pub servers: Vec<String>,
+    procs: Vec<Option<Proc>>,
+    pub dir: tempfile::TempDir,
 }
 
-/// A port free now on loopback (bind 0, release).
+/// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
-/// A one-server JetStream (`nats-server -js`) on a free loopback port, its store under
-/// `dir`; `None` (skipped, or failing under CI=true) without nats-server. Killed on drop.
-pub fn start_nats(dir: &Path) -> Option<(Proc, String)> {
-    let exe = nats_server_path();
-    if !require_tool("nats-server", exe.is_some()) {
-        return None;
+impl Nats {
+    /// Starts `n` servers (a cluster when `n > 1`) and waits (bounded) until each accepts
+    /// clients; `None` when nats-server is missing and the test may skip
+    /// ([`require_tool`]). The JetStream cluster elects its leaders after that: the router
+    /// retries creating its streams until they are.
+    pub fn start(n: usize) -> Option<Nats> {
+        if !require_tool("nats-server", command_works("nats-server", &["--version"])) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("ringrift-nats-")
+            .tempdir()
+            .expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, c)| format!("nats-route://127.0.0.1:{c}"))
+            .collect();
+        let mut nats = Nats {
+            servers: ports
+                .iter()
+                .map(|(p, _)| format!("nats://127.0.0.1:{p}"))
+                .collect(),
+            procs: Vec::new(),
+            dir,
+        };
+        for (i, &(port, cport)) in ports.iter().enumerate() {
+            let sd = nats.dir.path().join(format!("n{i}"));
+            let mut cmd = Command::new("nats-server");
+            cmd.args(["-js", "-a", "127.0.0.1", "-n", &format!("n{i}")])
+                .args(["-p", &port.to_string(), "-sd"])
+                .arg(&sd)
+                .arg("-l")
+                .arg(nats.dir.path().join(format!("n{i}.log")));
+            if n > 1 {
+                cmd.args(["--cluster_name", "ringrift-test"])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{cport}")])
+                    .args(["--routes", &routes.join(",")]);
+            }
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn nats-server");
+            nats.procs.push(Some(Proc {
+                name: format!("nats-server n{i}"),
+                child,
+            }));
+        }
+        for (i, (port, _)) in ports.iter().enumerate() {
+            wait_for(
+                &format!("nats-server n{i} on port {port}"),
+                Duration::from_secs(20),
+                || std::net::TcpStream::connect(("127.0.0.1", *port)).ok(),
+            );
+        }
+        Some(nats)
     }
-    let port = free_port();
-    let store = dir.join(format!("nats-{port}"));
-    std::fs::create_dir_all(&store).expect("nats store dir");
-    let log = std::fs::File::create(dir.join(format!("nats-{port}.log"))).expect("nats log");
-    let child = Command::new(exe?)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(&store)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn nats-server");
-    let proc_ = Proc {
-        name: "nats-server".into(),
-        child,
-    };
-    wait_for("nats-server to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    Some((proc_, format!("nats://127.0.0.1:{port}")))
+
+    /// SIGKILLs server `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut p) = self.procs[i].take() {
+            p.kill9();
+        }
+    }
+
+    /// cluster.toml for a home whose node `node` uses these servers as its event log,
+    /// server `own` first (the one its router prefers, as a node's own nats-server).
+    pub fn cluster_toml(&self, node: &str, own: usize) -> String {
+        let n = self.servers.len();
+        let servers: Vec<String> = (0..n)
+            .map(|k| format!("{:?}", self.servers[(own + k) % n]))
+            .collect();
+        format!(
+            "[cluster]\nname = \"jetstream-test\"\n\n[events]\nbackend = \"jetstream\"\nservers = [{}]\n\n[[node]]\nname = \"{node}\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n",
+            servers.join(", ")
+        )
+    }
+
+    /// Makes `home`'s router use these servers: its cluster.toml and its node name.
+    pub fn configure(&self, home: &Home) {
+        let node = "js-node";
+        std::fs::write(home.path().join("cluster.toml"), self.cluster_toml(node, 0))
+            .expect("cluster.toml");
+        std::fs::write(
+            home.path().join("ringrift.toml"),
+            format!("node = \"{node}\"\n"),
+        )
+        .expect("ringrift.toml");
+    }
 }

@@ -7,7 +7,7 @@
 use ringrift_nats::work_queue::{JetStreamWorkQueue, QueueOptions};
 use ringrift_store::StoreError;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
-use ringrift_system_tests::{Home, start_nats, wait_for};
+use ringrift_system_tests::{Nats, wait_for};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -24,10 +24,10 @@ fn work(kind: WorkKind, max_attempts: u32) -> NewWork {
 
 #[test]
 fn two_nodes_share_the_queue_and_each_item_runs_once() {
-    let home = Home::new();
-    let Some((_nats, url)) = start_nats(home.path()) else {
+    let Some(nats) = Nats::start(1) else {
         return;
     };
+    let url = nats.servers[0].clone();
     let coordinator = queue(&url, "coordinator");
     let ids: BTreeSet<String> = (0..20)
         .map(|_| {
@@ -80,10 +80,10 @@ fn two_nodes_share_the_queue_and_each_item_runs_once() {
 
 #[test]
 fn a_dead_workers_item_is_redelivered_after_its_lease() {
-    let home = Home::new();
-    let Some((_nats, url)) = start_nats(home.path()) else {
+    let Some(nats) = Nats::start(1) else {
         return;
     };
+    let url = nats.servers[0].clone();
     let q = queue(&url, "coordinator");
     let id = q.enqueue(&work(WorkKind::Training, 3)).expect("enqueue");
     let lease = Duration::from_secs(1);
@@ -127,10 +127,10 @@ fn a_dead_workers_item_is_redelivered_after_its_lease() {
 
 #[test]
 fn failures_count_attempts_and_stale_fencing_tokens_are_refused() {
-    let home = Home::new();
-    let Some((_nats, url)) = start_nats(home.path()) else {
+    let Some(nats) = Nats::start(1) else {
         return;
     };
+    let url = nats.servers[0].clone();
     let q = queue(&url, "coordinator");
     let id = q.enqueue(&work(WorkKind::Export, 2)).expect("enqueue");
     for attempt in 1..=2 {

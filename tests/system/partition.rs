@@ -8,7 +8,7 @@
 
 use ringrift_proto::wire::{self, subscribe_request::Start};
 use ringrift_system_tests::{
-    Home, Proc, command_works, nats_server_path, require_tool, wait_for, wait_for_async,
+    Home, Proc, command_works, require_tool, wait_for, wait_for_async,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ async fn a_node_cut_off_for_60s_while_publishing_loses_nothing() {
         eprintln!("SKIP: the partition test needs root and `ip netns` (network namespaces)");
         return;
     }
-    if !require_tool("nats-server", nats_server_path().is_some())
+    if !require_tool("nats-server", command_works("nats-server", &["--version"]))
         || !require_tool("etcd", command_works("etcd", &["--version"]))
     {
         return;

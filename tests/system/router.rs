@@ -2,7 +2,7 @@
 //! consumer resume, dedup, dead letters, slow consumers, malformed input, reflection.
 
 use ringrift_proto::wire::{self, EventType, event::Payload, subscribe_request::Start};
-use ringrift_system_tests::{Home, wait_for_async};
+use ringrift_system_tests::{Home, Nats, wait_for_async};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -10,6 +10,64 @@ use tonic::Code;
 type Client = router_client::Client;
 
 mod delivery;
+mod jetstream_cluster;
+
+/// The event log a test's router runs on: the same tests run on both backends.
+pub(crate) enum Log {
+    Sqlite,
+    /// A one-node nats-server with JetStream, alive as long as the test.
+    Jetstream(Nats),
+}
+
+impl Log {
+    /// A JetStream log, or `None` when nats-server is missing (the test then skips;
+    /// under CI=true it fails, see `require_tool`).
+    pub(crate) fn jetstream() -> Option<Log> {
+        Nats::start(1).map(Log::Jetstream)
+    }
+
+    /// A temp home whose router uses this log.
+    pub(crate) fn home(&self) -> Home {
+        let home = Home::new();
+        if let Log::Jetstream(nats) = self {
+            nats.configure(&home);
+        }
+        home
+    }
+}
+
+/// For each `name`, a module `name` with tests `sqlite` and `jetstream` running
+/// `async fn name(log: Log)` against that backend.
+macro_rules! on_both_logs {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Log::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn jetstream() {
+                if let Some(log) = super::Log::jetstream() {
+                    super::$name(log).await;
+                }
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_logs;
+
+on_both_logs!(
+    ten_thousand_events_from_four_publishers_arrive_in_publisher_order,
+    sigkill_of_router_loses_no_acked_event,
+    durable_consumer_resumes_exactly_after_its_last_ack,
+    duplicate_publish_within_window_is_acked_not_stored,
+    dedup_window_survives_router_restart,
+    nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it,
+    dlq_retry_gives_up_after_max_retries_and_keeps_the_letter,
+    malformed_events_are_rejected_clearly_and_nothing_is_stored,
+    publish_stream_acks_every_event_in_order_and_only_once_durable
+);
 
 pub(crate) fn work(id: &str) -> wire::Event {
     wire::Event {
@@ -90,9 +148,8 @@ async fn wait_for_letter(c: &Client, state: wire::DeadLetterState) -> wire::Dead
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_events_from_four_publishers_arrive_in_publisher_order() {
-    let home = Home::new();
+async fn ten_thousand_events_from_four_publishers_arrive_in_publisher_order(log: Log) {
+    let home = log.home();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut pubs = Vec::new();
     for p in 0..4 {
@@ -145,9 +202,8 @@ async fn ten_thousand_events_from_four_publishers_arrive_in_publisher_order() {
     assert_eq!(cs.ack_floor, 10_000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_of_router_loses_no_acked_event() {
-    let home = Home::new();
+async fn sigkill_of_router_loses_no_acked_event(log: Log) {
+    let home = log.home();
     let (mut router, addr) = home.start_router("127.0.0.1:0", &[]);
     let acked = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -208,9 +264,8 @@ async fn sigkill_of_router_loses_no_acked_event() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn durable_consumer_resumes_exactly_after_its_last_ack() {
-    let home = Home::new();
+async fn durable_consumer_resumes_exactly_after_its_last_ack(log: Log) {
+    let home = log.home();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let events = (0..100).map(|k| work(&format!("a-{k}"))).collect();
@@ -257,9 +312,8 @@ async fn durable_consumer_resumes_exactly_after_its_last_ack() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_publish_within_window_is_acked_not_stored() {
-    let home = Home::new();
+async fn duplicate_publish_within_window_is_acked_not_stored(log: Log) {
+    let home = log.home();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let mut ev = work("dup");
@@ -276,9 +330,8 @@ async fn duplicate_publish_within_window_is_acked_not_stored() {
     assert_eq!((st.head_seq, st.published, st.duplicates), (2, 2, 2));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dedup_window_survives_router_restart() {
-    let home = Home::new();
+async fn dedup_window_survives_router_restart(log: Log) {
+    let home = log.home();
     let (mut router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let mut ev = work("x");
@@ -290,9 +343,8 @@ async fn dedup_window_survives_router_restart() {
     assert!(c.publish(ev).await.unwrap().into_inner().duplicate);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it() {
-    let home = Home::new();
+async fn nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it(log: Log) {
+    let home = log.home();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let mut s = subscribe_durable(&mut c, "flaky", 1).await;
@@ -369,9 +421,8 @@ async fn nacked_five_times_goes_to_dlq_and_dlq_retry_redelivers_it() {
     assert!(retry.try_exit().is_none(), "dlq_retry still running");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dlq_retry_gives_up_after_max_retries_and_keeps_the_letter() {
-    let home = Home::new();
+async fn dlq_retry_gives_up_after_max_retries_and_keeps_the_letter(log: Log) {
+    let home = log.home();
     let (_router, addr) =
         home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=1"]);
     let mut c = client(&addr).await;
@@ -460,9 +511,8 @@ async fn stalled_consumer_slows_neither_publishers_nor_other_consumers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_events_are_rejected_clearly_and_nothing_is_stored() {
-    let home = Home::new();
+async fn malformed_events_are_rejected_clearly_and_nothing_is_stored(log: Log) {
+    let home = log.home();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let cases: Vec<(&str, wire::Event, &str)> = vec![
@@ -572,6 +622,35 @@ async fn malformed_events_are_rejected_clearly_and_nothing_is_stored() {
     assert_eq!(bad_sub.code(), Code::InvalidArgument);
     let st = stats(&mut c).await;
     assert_eq!((st.head_seq, st.published), (0, 0), "nothing stored");
+}
+
+#[test]
+fn a_bad_event_backend_in_cluster_toml_exits_64_naming_the_key() {
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("cluster.toml"),
+        "[events]\nbackend = \"jetstream\"\nservers = [\"nats://127.0.0.1:4222\"]\nreplicas = 7\n\n[[node]]\nname = \"n\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    let mut p = home.spawn(
+        "ringrift-event-router",
+        &[
+            "--set",
+            "node=n",
+            "--set",
+            "event_router.listen=127.0.0.1:0",
+        ],
+    );
+    let st = ringrift_system_tests::wait_for("the router to exit", Duration::from_secs(20), || {
+        p.try_exit()
+    });
+    assert_eq!(st.code(), Some(64), "{}", home.log("ringrift-event-router"));
+    assert!(
+        home.log("ringrift-event-router")
+            .contains("events.replicas"),
+        "{}",
+        home.log("ringrift-event-router")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -698,9 +777,8 @@ async fn assert_stored(addr: &str, acked: &[(String, u64)]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_stream_acks_every_event_in_order_and_only_once_durable() {
-    let home = Home::new();
+async fn publish_stream_acks_every_event_in_order_and_only_once_durable(log: Log) {
+    let home = log.home();
     let (mut router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let mut acked: Vec<(String, u64)> = Vec::new();

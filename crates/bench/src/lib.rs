@@ -18,6 +18,12 @@
 //! 5. fan-out: `--fanout` durable consumers, each on its own connection, read the same
 //!    stored messages concurrently; total msgs/s = consumers × n / wall time.
 //!
+//! `--router-jetstream` adds a column for our router on the JetStream backend and a
+//! summary of its one-at-a-time latency against direct NATS publishing to a stream of the
+//! same config (`--nats-replicas`, dedup window, `Nats-Msg-Id` on every message) and
+//! against our SQLite router (`scripts/bench/router --backend jetstream`). Its line 0 is
+//! not a bare round trip: `Stats` asks JetStream for stream and consumer info.
+//!
 //! Timers include consumer creation on both sides (ours: in `Subscribe`; NATS: the
 //! create-consumer request). Every phase has a deadline, so the run always ends.
 //! Our router fsyncs each commit unless started with `event_router.durability=relaxed`;
@@ -47,9 +53,15 @@ pub struct Args {
     /// Router started with `event_router.durability=relaxed`, host:port.
     #[arg(long)]
     pub router_relaxed: Option<String>,
+    /// Router on the JetStream backend (`[events] backend = "jetstream"`), host:port.
+    #[arg(long)]
+    pub router_jetstream: Option<String>,
     /// nats-server with JetStream, host:port.
     #[arg(long)]
     pub nats: Option<String>,
+    /// Replicas of the NATS side's stream (3 on a 3-node cluster, like the router's).
+    #[arg(long, default_value_t = 1)]
+    pub nats_replicas: usize,
     /// Messages per pipelined/batched publish phase, read and fan-out phase.
     #[arg(long, default_value_t = 50_000)]
     pub n: usize,
@@ -225,9 +237,14 @@ pub fn main() -> std::process::ExitCode {
 
 /// Runs every configured side `rounds` times and prints the table.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if args.router.is_none() && args.router_relaxed.is_none() && args.nats.is_none() {
+    let ours = [
+        ("ours fsync", &args.router, "f"),
+        ("ours relaxed", &args.router_relaxed, "x"),
+        ("ours on JS", &args.router_jetstream, "j"),
+    ];
+    if ours.iter().all(|(_, a, _)| a.is_none()) && args.nats.is_none() {
         return Err(anyhow!(
-            "nothing to benchmark: give --router, --router-relaxed and/or --nats"
+            "nothing to benchmark: give --router, --router-relaxed, --router-jetstream and/or --nats"
         ));
     }
     if args.n == 0
@@ -249,7 +266,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .map(|d| d.as_millis())
             .unwrap_or(0)
     );
-    let (mut fsync, mut relaxed, mut nats) = (Vec::new(), Vec::new(), Vec::new());
+    let mut figures: Vec<Vec<Figures>> = vec![Vec::new(); ours.len()];
+    let mut nats = Vec::new();
     let (mut disk, mut disk_pre, mut store) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
         if let Some(dir) = &args.disk_dir {
@@ -277,46 +295,40 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             store.push(store_line(&dir, &format!("{run_tag}r{round}"), n, size).await?);
         }
         // Alternate the order so neither side always runs on a warmer (or fuller) disk.
-        let mut order: Vec<usize> = vec![0, 1, 2];
+        let mut order: Vec<usize> = (0..=ours.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
         for side in order {
             let tag = format!("{run_tag}r{round}");
-            match side {
-                0 => {
-                    if let Some(addr) = &args.router {
-                        eprintln!("round {}: ours (fsync) at {addr}", round + 1);
-                        fsync.push(
-                            bench_router(&args, addr, &format!("{tag}f"))
-                                .await
-                                .context("ours (fsync)")?,
-                        );
-                    }
-                }
-                1 => {
-                    if let Some(addr) = &args.router_relaxed {
-                        eprintln!("round {}: ours (relaxed) at {addr}", round + 1);
-                        relaxed.push(
-                            bench_router(&args, addr, &format!("{tag}x"))
-                                .await
-                                .context("ours (relaxed)")?,
-                        );
-                    }
-                }
-                _ => {
-                    if let Some(addr) = &args.nats {
-                        eprintln!("round {}: NATS JetStream at {addr}", round + 1);
-                        nats.push(bench_nats(&args, addr, &tag).await.context("NATS")?);
-                    }
-                }
+            if let Some((label, Some(addr), suffix)) = ours.get(side) {
+                eprintln!("round {}: {label} at {addr}", round + 1);
+                figures[side].push(
+                    bench_router(&args, addr, &format!("{tag}{suffix}"))
+                        .await
+                        .with_context(|| label.to_string())?,
+                );
+            } else if side == ours.len()
+                && let Some(addr) = &args.nats
+            {
+                eprintln!("round {}: NATS JetStream at {addr}", round + 1);
+                nats.push(bench_nats(&args, addr, &tag).await.context("NATS")?);
             }
         }
     }
-    print!(
-        "{}",
-        render(&args, &median(&fsync), &median(&relaxed), &median(&nats))
-    );
+    let columns: Vec<(&str, Option<Figures>)> = ours
+        .iter()
+        .zip(&figures)
+        .filter(|((_, addr, _), _)| addr.is_some())
+        .map(|((label, _, _), f)| (*label, median(f)))
+        .collect();
+    let nats = median(&nats);
+    print!("{}", render(&args, &columns, &nats));
+    let fsync = median(&figures[0]);
+    let js = median(&figures[2]);
+    if let Some(js) = &js {
+        print!("{}", render_jetstream(js, &nats, &fsync));
+    }
     if !disk.is_empty() {
         let med = |rounds: &[Disk]| {
             let m = |get: fn(&Disk) -> f64| {
@@ -332,7 +344,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         };
         print!(
             "{}",
-            render_disk(&med(&disk), &med(&disk_pre), &med(&store), &median(&fsync))
+            render_disk(&med(&disk), &med(&disk_pre), &med(&store), &fsync)
         );
     }
     Ok(())
@@ -688,13 +700,22 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
             name: "BENCH".into(),
             subjects: vec!["bench.>".into()],
             storage: js_stream::StorageType::File,
+            num_replicas: args.nats_replicas,
+            // As the router's stream: dedup by Nats-Msg-Id over its dedup window.
+            duplicate_window: Duration::from_secs(300),
             ..Default::default()
         })
         .await
         .map_err(|e| anyhow!("create stream BENCH: {e}"))?;
-    let payloads = |kind: &str, n: usize| -> Vec<Vec<u8>> {
+    // Each message carries its event id as Nats-Msg-Id, as the router's publishes do.
+    let payloads = |kind: &str, n: usize| -> Vec<(async_nats::HeaderMap, Vec<u8>)> {
         (0..n)
-            .map(|i| make_event(&format!("{tag}{kind}"), i, args.size).encode_to_vec())
+            .map(|i| {
+                let ev = make_event(&format!("{tag}{kind}"), i, args.size);
+                let mut h = async_nats::HeaderMap::new();
+                h.insert(async_nats::header::NATS_MESSAGE_ID, ev.id.as_str());
+                (h, ev.encode_to_vec())
+            })
             .collect()
     };
     let mut f = Figures::default();
@@ -724,7 +745,7 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
         let t0 = Instant::now();
         for m in msgs {
             let t = Instant::now();
-            js.publish(subject.clone(), m.into())
+            js.publish_with_headers(subject.clone(), m.0, m.1.into())
                 .await
                 .map_err(|e| anyhow!("publish: {e}"))?
                 .await
@@ -758,7 +779,7 @@ async fn bench_nats(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figure
                 a.await.map_err(|e| anyhow!("publish ack: {e}"))?;
             }
             acks.push_back(
-                js.publish(subject.clone(), m.into())
+                js.publish_with_headers(subject.clone(), m.0, m.1.into())
                     .await
                     .map_err(|e| anyhow!("publish: {e}"))?,
             );
@@ -896,12 +917,7 @@ pub fn median(rounds: &[Figures]) -> Option<Figures> {
 
 /// The printed table. Ratios are "> 1.0 = ours better": ours/NATS for rates,
 /// NATS/ours for latencies.
-pub fn render(
-    args: &Args,
-    fsync: &Option<Figures>,
-    relaxed: &Option<Figures>,
-    nats: &Option<Figures>,
-) -> String {
+pub fn render(args: &Args, ours: &[(&str, Option<Figures>)], nats: &Option<Figures>) -> String {
     struct Row {
         name: String,
         get: fn(&Figures) -> f64,
@@ -1011,24 +1027,61 @@ pub fn render(
     ));
     s.push_str("durability: ours fsync = SQLite WAL synchronous=FULL, fsync before each ack (group commit);\n");
     s.push_str("            ours relaxed = synchronous=NORMAL, no fsync before the ack;\n");
-    s.push_str("            NATS 2.9 = ack after the page-cache write, periodic fsync (not before the ack).\n");
+    s.push_str("            ours on JS = the router on JetStream (ack after the stream's ack, R as configured);\n");
+    s.push_str(&format!("            NATS 2.9 = ack after the page-cache write, periodic fsync (not before the ack); stream R{}.\n", args.nats_replicas));
     s.push_str(&format!("reads: ours = named consumer, cumulative Ack every {e}; NATS = durable pull consumer, AckPolicy::All, ack every {e}th + last.\n", e = args.ack_every));
     s.push_str("NATS publishes one way only: its line 1s repeats line 1, its lines 2s and 2b repeat line 2.\n\n");
-    let head = format!(
-        "{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n",
-        "metric", "ours fsync", "ours relaxed", "NATS", "fsync/NATS", "relaxed/NATS"
-    );
+    let mut head = format!("{:<w$} | {:>9}", "metric", "NATS");
+    for (label, _) in ours {
+        head.push_str(&format!(
+            " | {label:>12} | {:>14}",
+            format!("{}/NATS", label.trim_start_matches("ours "))
+        ));
+    }
+    head.push('\n');
     s.push_str(&head);
     s.push_str(&format!("{}\n", "-".repeat(head.len() - 1)));
     for r in &rows {
+        s.push_str(&format!("{:<w$} | {:>9}", r.name, cell(nats, r)));
+        for (_, f) in ours {
+            s.push_str(&format!(" | {:>12} | {:>14}", cell(f, r), ratio(f, r)));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The JetStream backend's summary: the overhead of our API over direct NATS publishing
+/// on the same cluster (one-at-a-time p50 latency, target <= 1.3x) and the comparison
+/// with the SQLite backend.
+pub fn render_jetstream(js: &Figures, nats: &Option<Figures>, sqlite: &Option<Figures>) -> String {
+    let mut s = String::from("
+JetStream backend, one-at-a-time publish (unary Publish; ratios ours/other, latency: < 1 = ours faster):\n");
+    s.push_str(&format!(
+        "  ours on JetStream: p50 {:.0} us, p99 {:.0} us, {:.0} msgs/s\n",
+        js.sync_p50_us, js.sync_p99_us, js.sync_rate
+    ));
+    if let Some(n) = nats {
         s.push_str(&format!(
-            "{:<w$} | {:>11} | {:>12} | {:>9} | {:>13} | {:>14}\n",
-            r.name,
-            cell(fsync, r),
-            cell(relaxed, r),
-            cell(nats, r),
-            ratio(fsync, r),
-            ratio(relaxed, r)
+            "  direct NATS:       p50 {:.0} us, p99 {:.0} us, {:.0} msgs/s\n",
+            n.sync_p50_us, n.sync_p99_us, n.sync_rate
+        ));
+        s.push_str(&format!(
+            "  latency ratio ours-on-JetStream / direct NATS (p50): {:.2}x (target <= 1.3x); rate ratio {:.2}\n",
+            js.sync_p50_us / n.sync_p50_us,
+            js.sync_rate / n.sync_rate
+        ));
+    }
+    if let Some(q) = sqlite {
+        s.push_str(&format!(
+            "  ours on SQLite (fsync): p50 {:.0} us, p99 {:.0} us, {:.0} msgs/s\n",
+            q.sync_p50_us, q.sync_p99_us, q.sync_rate
+        ));
+        s.push_str(&format!(
+            "  latency ratio ours-on-JetStream / ours-on-SQLite (p50): {:.2}x; rate ratio {:.2}; batched rate ratio {:.2}\n",
+            js.sync_p50_us / q.sync_p50_us,
+            js.sync_rate / q.sync_rate,
+            js.batch_rate / q.batch_rate
         ));
     }
     s

@@ -20,7 +20,8 @@
 //! # ttl_s = 10              # etcd only: the lease TTL (a dead leader is replaced within it)
 //!
 //! [events]
-//! backend = "sqlite"        # or "jetstream" with servers = ["nats://..:4222"]
+//! backend = "sqlite"        # or "jetstream" with servers = ["nats://..:4222", ...]
+//! # replicas = 3            # jetstream only: stream replicas (default 3, 1 with one server)
 //!
 //! [auth]
 //! require_token = true      # the token itself stays in ringrift.toml [auth] / RINGRIFT_TOKEN
@@ -40,7 +41,8 @@
 //! ```
 //!
 //! Every error names the file, the key and the value ([`ClusterError`]). The etcd leader
-//! mode runs in [`crate::leader`]; the JetStream backend is parsed and validated only.
+//! mode runs in [`crate::leader`]; the JetStream backend runs in the event router and
+//! the work queue (`ringrift-nats`).
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -227,8 +229,11 @@ impl LeaderMode {
 pub enum EventBackend {
     /// Each node's router keeps its own SQLite log (the single-node default).
     Sqlite,
-    /// A NATS JetStream cluster (validated only; not run yet).
-    Jetstream { servers: Vec<String> },
+    /// A NATS JetStream cluster: the router's log is a stream replicated `replicas` times.
+    Jetstream {
+        servers: Vec<String>,
+        replicas: usize,
+    },
 }
 
 /// The validated cluster.
@@ -294,6 +299,7 @@ struct RawLeader {
 struct RawEvents {
     backend: Option<String>,
     servers: Option<Vec<String>>,
+    replicas: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -605,6 +611,13 @@ impl ClusterConfig {
                         "only with backend = \"jetstream\"",
                     ));
                 }
+                if let Some(r) = &raw.events.replicas {
+                    return Err(bad(
+                        "events.replicas",
+                        r,
+                        "only with backend = \"jetstream\"",
+                    ));
+                }
                 EventBackend::Sqlite
             }
             "jetstream" => {
@@ -625,7 +638,16 @@ impl ClusterConfig {
                         ));
                     }
                 }
-                EventBackend::Jetstream { servers }
+                let default = if servers.len() == 1 { 1 } else { 3 };
+                let replicas = raw.events.replicas.unwrap_or(default);
+                if !(1..=5).contains(&replicas) {
+                    return Err(bad(
+                        "events.replicas",
+                        &replicas,
+                        "JetStream streams have 1 to 5 replicas",
+                    ));
+                }
+                EventBackend::Jetstream { servers, replicas }
             }
             other => {
                 return Err(bad(

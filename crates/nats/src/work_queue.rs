@@ -150,6 +150,24 @@ fn block<T: Send + 'static>(
 }
 
 impl JetStreamWorkQueue {
+    /// The cluster's shared queue when cluster.toml runs it on JetStream (`[events]
+    /// backend = "jetstream"`: its servers, its replicas); `None` on SQLite.
+    pub fn for_cluster(
+        cluster: &ringrift_cluster::ClusterConfig,
+        client_name: &str,
+    ) -> Option<Result<Self, StoreError>> {
+        match &cluster.events {
+            ringrift_cluster::EventBackend::Sqlite => None,
+            ringrift_cluster::EventBackend::Jetstream { servers, replicas } => {
+                let opts = QueueOptions {
+                    replicas: *replicas,
+                    ..QueueOptions::default()
+                };
+                Some(Self::open(servers, client_name, opts))
+            }
+        }
+    }
+
     /// Connects to `servers` and makes (or opens) the stream and the bucket. A cluster
     /// still electing its JetStream leader is waited for up to `STARTUP_WAIT`.
     pub fn open(

@@ -43,24 +43,16 @@ pub fn open_queue(
 }
 
 /// The node's work queue as cluster.toml says: the shared JetStream queue (one stream
-/// and bucket for the cluster, replicated on up to three of its servers) when `[events]
-/// backend = "jetstream"`, else this node's SQLite file ([`open_queue`]).
+/// and bucket for the cluster, `[events] replicas` copies) when `[events] backend =
+/// "jetstream"`, else this node's SQLite file ([`open_queue`]).
 pub fn open_node_queue(
     ctx: &Context,
 ) -> anyhow::Result<std::sync::Arc<dyn ringrift_store::work_queue::WorkQueue>> {
     let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
         .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
-    match &cluster.events {
-        ringrift_cluster::EventBackend::Sqlite => open_queue(&ctx.home),
-        ringrift_cluster::EventBackend::Jetstream { servers, .. } => {
-            let opts = ringrift_nats::work_queue::QueueOptions {
-                replicas: servers.len().clamp(1, 3),
-                ..Default::default()
-            };
-            Ok(std::sync::Arc::new(
-                ringrift_nats::JetStreamWorkQueue::open(servers, &ctx.source(), opts)?,
-            ))
-        }
+    match ringrift_nats::JetStreamWorkQueue::for_cluster(&cluster, &ctx.source()) {
+        None => open_queue(&ctx.home),
+        Some(q) => Ok(std::sync::Arc::new(q?)),
     }
 }
 

@@ -2,7 +2,7 @@
 //! counted (expiry, disconnect), acks above the floor surviving a router crash, where a
 //! new consumer starts, and retention that reports what it removed unacked.
 
-use super::{client, http_get, next, stats, work, work_id};
+use super::{Log, client, http_get, next, stats, work, work_id};
 use ringrift_proto::wire::{self, EventType, subscribe_request::Start};
 use ringrift_system_tests::{Home, wait_for_async};
 use std::time::Duration;
@@ -51,9 +51,8 @@ async fn letters(c: &mut Client) -> Vec<wire::DeadLetter> {
         .letters
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max_deliver() {
-    let home = Home::new();
+async fn unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max_deliver(log: Log) {
+    let home = log.home();
     let (_router, addr) =
         home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=3"]);
     let mut c = client(&addr).await;
@@ -84,9 +83,8 @@ async fn unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max
     assert_eq!(next(&mut s).await.seq, after);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_progress_acks_keep_a_long_handling_from_being_redelivered() {
-    let home = Home::new();
+async fn in_progress_acks_keep_a_long_handling_from_being_redelivered(log: Log) {
+    let home = log.home();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     let seq = c.publish(work("long")).await.unwrap().into_inner().seq;
@@ -107,9 +105,8 @@ async fn in_progress_acks_keep_a_long_handling_from_being_redelivered() {
     assert!(letters(&mut c).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_that_dies_holding_an_event_uses_up_deliveries_across_router_restarts() {
-    let home = Home::new();
+async fn a_consumer_that_dies_holding_an_event_uses_up_deliveries_across_router_restarts(log: Log) {
+    let home = log.home();
     let (mut router, addr) =
         home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=3"]);
     let mut c = client(&addr).await;
@@ -153,9 +150,8 @@ async fn a_consumer_that_dies_holding_an_event_uses_up_deliveries_across_router_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_ack_pending_holds_back_new_events_until_acks_arrive() {
-    let home = Home::new();
+async fn max_ack_pending_holds_back_new_events_until_acks_arrive(log: Log) {
+    let home = log.home();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     for i in 0..20 {
@@ -208,9 +204,8 @@ async fn acks_above_the_floor_survive_a_router_sigkill() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_durable_consumer_without_a_start_begins_at_the_head() {
-    let home = Home::new();
+async fn a_new_durable_consumer_without_a_start_begins_at_the_head(log: Log) {
+    let home = log.home();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let mut c = client(&addr).await;
     for i in 0..3 {
@@ -515,3 +510,11 @@ async fn a_stuck_log_writer_stops_the_watchdog_and_fails_health() {
         "watchdog pings did not resume"
     );
 }
+
+super::on_both_logs!(
+    unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max_deliver,
+    in_progress_acks_keep_a_long_handling_from_being_redelivered,
+    a_consumer_that_dies_holding_an_event_uses_up_deliveries_across_router_restarts,
+    max_ack_pending_holds_back_new_events_until_acks_arrive,
+    a_new_durable_consumer_without_a_start_begins_at_the_head
+);

@@ -109,7 +109,8 @@ fn etcd_and_jetstream_are_parsed_and_validated() {
     assert_eq!(
         c.events,
         EventBackend::Jetstream {
-            servers: vec!["nats://10.0.0.1:4222".into()]
+            servers: vec!["nats://10.0.0.1:4222".into()],
+            replicas: 1
         }
     );
 }
@@ -234,6 +235,14 @@ fn each_bad_input_names_file_key_and_value() {
             ),
             "events.servers",
             "\"http://n:4222\"",
+        ),
+        (
+            edit(
+                "backend = \"sqlite\"",
+                "backend = \"jetstream\"\nservers = [\"nats://n:4222\"]\nreplicas = 7",
+            ),
+            "events.replicas",
+            "7",
         ),
         (
             edit("require_token = true", "token = \"s3cret\""),

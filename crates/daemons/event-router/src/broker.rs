@@ -1322,3 +1322,119 @@ fn all_types() -> impl Iterator<Item = wire::EventType> {
 }
 
 pub const RETENTION_TICK: Duration = Duration::from_secs(60);
+
+fn unavailable(e: StoreError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn internal(e: StoreError) -> Status {
+    Status::internal(e.to_string())
+}
+
+#[tonic::async_trait]
+impl crate::backend::Backend for Broker {
+    async fn publish(&self, events: Vec<Event>) -> Result<Vec<Stored>, Status> {
+        Broker::publish(self, events).await.map_err(unavailable)
+    }
+
+    async fn subscribe(
+        self: Arc<Self>,
+        req: wire::SubscribeRequest,
+        filter: Filter,
+    ) -> Result<crate::backend::Deliveries, Status> {
+        Broker::subscribe(&self, req, filter).await
+    }
+
+    async fn ack(
+        &self,
+        consumer: &str,
+        seq: u64,
+        cumulative: bool,
+        in_progress: bool,
+    ) -> Result<u64, Status> {
+        Broker::ack(self, consumer, seq, cumulative, in_progress).await
+    }
+
+    async fn nack(
+        &self,
+        consumer: &str,
+        seq: u64,
+        reason: &str,
+    ) -> Result<wire::NackResponse, Status> {
+        Broker::nack(self, consumer, seq, reason).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        consumer: String,
+        include_resolved: bool,
+    ) -> Result<Vec<wire::DeadLetter>, Status> {
+        Broker::list_dead_letters(self, consumer, include_resolved)
+            .await
+            .map_err(internal)
+    }
+
+    async fn retry_dead_letter(&self, id: u64) -> Result<wire::DeadLetter, Status> {
+        Broker::retry_dead_letter(self, id).await
+    }
+
+    async fn resolve_dead_letter(&self, id: u64, state: i32) -> Result<wire::DeadLetter, Status> {
+        Broker::resolve_dead_letter(self, id, state).await
+    }
+
+    async fn purge_dead_letters(&self, consumer: String) -> Result<u64, Status> {
+        Broker::purge_dead_letters(self, consumer)
+            .await
+            .map_err(internal)
+    }
+
+    async fn lookup(&self, ids: Vec<String>, since: i64) -> Result<HashMap<String, u64>, Status> {
+        self.store
+            .read(move |c| {
+                let mut found = HashMap::new();
+                for chunk in ids.chunks(500) {
+                    let marks = vec!["?"; chunk.len()].join(",");
+                    let mut st = c.prepare(&format!(
+                        "SELECT id, seq FROM events WHERE stored_ms >= ? AND id IN ({marks})"
+                    ))?;
+                    let params = std::iter::once(&since as &dyn rusqlite::ToSql)
+                        .chain(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
+                    let rows = st.query_map(rusqlite::params_from_iter(params), |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+                    })?;
+                    for row in rows {
+                        let (id, seq) = row?;
+                        found.insert(id, seq);
+                    }
+                }
+                Ok(found)
+            })
+            .await
+            .map_err(internal)
+    }
+
+    async fn stats(&self) -> Result<wire::StatsResponse, Status> {
+        let m = &self.metrics;
+        Ok(wire::StatsResponse {
+            head_seq: self.head(),
+            first_seq: self.first_cached(),
+            published: m.published.get(),
+            duplicates: m.duplicates.get(),
+            delivered: m.delivered.get(),
+            dead_lettered: m.dead_lettered.get(),
+            consumers: self.consumer_stats(),
+        })
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.store.writer_check()
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn closing(&self) -> &tokio_util::sync::CancellationToken {
+        &self.closing
+    }
+}

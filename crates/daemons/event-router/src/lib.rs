@@ -17,13 +17,21 @@
 //! **Slow consumers.** Each subscriber has its own task and a bounded buffer
 //! (`consumer_buffer`, 256). A slow one only stalls its own task, which later reads back
 //! from the in-memory cache or the log; publishers and other consumers never wait.
+//!
+//! **Backends.** The above describes the SQLite log (the default). With `[events] backend =
+//! "jetstream"` in cluster.toml the same service runs on a NATS JetStream stream shared by
+//! every node's router ([`jetstream`]); both implement [`backend::Backend`], and
+//! `docs/router.md` lists where JetStream's semantics differ.
 
+pub mod backend;
 mod broker;
 pub mod in_process;
+pub mod jetstream;
 pub mod metrics;
 mod service;
 pub mod store;
 
+use backend::Backend;
 use broker::{Broker, RETENTION_TICK};
 use handler_base::{ConfigError, DaemonInfo, ServiceContext};
 use ringrift_proto::wire::event_router_server::EventRouterServer;
@@ -146,10 +154,32 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     failpoints(ctx.settings.string("failpoints"))?;
     let token = handler_base::auth::load(&ctx.settings)?;
     handler_base::auth::check_listen("event_router.listen", &cfg.listen, token.as_ref())?;
+    let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
-    let addr = listener.local_addr()?;
+    match cluster.events {
+        ringrift_cluster::EventBackend::Sqlite => run_sqlite(ctx, cfg, listener, token).await,
+        ringrift_cluster::EventBackend::Jetstream { servers, replicas } => {
+            let js = jetstream::JetStreamBroker::connect(cfg, &servers, replicas).await?;
+            if ctx.once {
+                tracing::info!("JetStream applies retention itself; nothing to do (--once)");
+                return Ok(());
+            }
+            let what = format!("JetStream {} (R{replicas})", servers.join(","));
+            let stopped = Box::pin(std::future::pending());
+            serve_backend(ctx, listener, token, js, what, Arc::new(|| {}), stopped).await
+        }
+    }
+}
+
+async fn run_sqlite(
+    ctx: ServiceContext,
+    cfg: RouterConfig,
+    listener: tokio::net::TcpListener,
+    token: Option<handler_base::auth::Token>,
+) -> anyhow::Result<()> {
     let cache = Arc::new(RwLock::new(VecDeque::new()));
     let (head_tx, _) = watch::channel(0u64);
     let hook = broker::commit_hook(cache.clone(), head_tx.clone(), cfg.cache_events);
@@ -194,8 +224,40 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         Duration::from_secs_f64(cfg.dlq_retrying_timeout_s),
         ctx.shutdown.clone(),
     );
+    let mb = broker.clone();
+    let on_scrape = Arc::new(move || {
+        let sync = mb
+            .store
+            .health()
+            .synchronous
+            .load(std::sync::atomic::Ordering::Relaxed);
+        mb.metrics.synchronous.set(sync as i64);
+    });
+    let store = broker.store.clone();
+    let stopped = Box::pin(async move { store.writer_stopped().await });
+    let what = format!(
+        "SQLite {} ({:?}, synchronous {synchronous})",
+        dir.display(),
+        cfg.durability
+    );
+    serve_backend(ctx, listener, token, broker, what, on_scrape, stopped).await
+}
+
+/// Serves the gRPC service, `/metrics` and `/health` over `backend` until shutdown, or
+/// until `stopped` (the backend can no longer store anything: exit 1 so the router is
+/// restarted). `on_scrape` refreshes backend-specific gauges before `/metrics` renders.
+async fn serve_backend(
+    ctx: ServiceContext,
+    listener: tokio::net::TcpListener,
+    token: Option<handler_base::auth::Token>,
+    backend: Arc<dyn Backend>,
+    what: String,
+    on_scrape: Arc<dyn Fn() + Send + Sync>,
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
     spawn_heartbeat(
-        broker.clone(),
+        backend.clone(),
         ctx.node.clone(),
         ctx.lifecycle.heartbeat_interval,
         ctx.shutdown.clone(),
@@ -208,33 +270,30 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(ringrift_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let svc = EventRouterServer::new(service::RouterService {
-        broker: broker.clone(),
+        broker: backend.clone(),
     })
     .max_decoding_message_size(8 << 20);
-    let mb = broker.clone();
-    let hb = broker.clone();
+    let mb = backend.clone();
+    let hb = backend.clone();
     let http = axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let b = mb.clone();
+                let (b, on_scrape) = (mb.clone(), on_scrape.clone());
                 async move {
-                    b.metrics.head.set(b.head() as i64);
-                    let sync = b
-                        .store
-                        .health()
-                        .synchronous
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    b.metrics.synchronous.set(sync as i64);
-                    for c in b.consumer_stats() {
-                        b.metrics
-                            .consumer_lag
-                            .get_or_create(&vec![("consumer".to_owned(), c.name)])
-                            .set(c.lag as i64);
+                    on_scrape();
+                    if let Ok(s) = b.stats().await {
+                        b.metrics().head.set(s.head_seq as i64);
+                        for c in s.consumers {
+                            b.metrics()
+                                .consumer_lag
+                                .get_or_create(&vec![("consumer".to_owned(), c.name)])
+                                .set(c.lag as i64);
+                        }
                     }
                     (
                         [("content-type", handler_base::metrics::TEXT_CONTENT_TYPE)],
-                        b.metrics.render(),
+                        b.metrics().render(),
                     )
                 }
             }),
@@ -242,7 +301,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         .route(
             "/health",
             axum::routing::get(move || {
-                let check = hb.store.writer_check();
+                let check = hb.health();
                 async move {
                     match check {
                         Ok(()) => (axum::http::StatusCode::OK, "ok\n".to_owned()),
@@ -259,13 +318,14 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         .add_service(reflection_v1a);
     let app = handler_base::auth::protect(routes.into_axum_router().merge(http), token.clone());
 
-    let probe_store = broker.store.clone();
-    ctx.set_probe(Arc::new(move || probe_store.writer_check()));
+    let probe = backend.clone();
+    ctx.set_probe(Arc::new(move || probe.health()));
     handler_base::write_addr_file(&ctx.home, "event_router", &addr.to_string())?;
-    tracing::info!(%addr, log = %dir.display(), head = broker.head(), durability = ?cfg.durability, synchronous, auth = token.is_some(), "event router listening");
+    let head = backend.stats().await.map(|s| s.head_seq).unwrap_or(0);
+    tracing::info!(%addr, log = %what, head, auth = token.is_some(), "event router listening");
     ctx.ready();
     let shutdown = ctx.shutdown.clone();
-    let closing = broker.closing.clone();
+    let closing = backend.closing().clone();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
@@ -278,10 +338,9 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
             },
         );
     tokio::pin!(server);
-    let store = broker.store.clone();
     tokio::select! {
         r = &mut server => r?,
-        _ = store.writer_stopped() => {
+        _ = stopped => {
             // Nothing can be made durable any more: exit non-zero so the launcher or
             // systemd restarts the router (which reopens the log).
             anyhow::bail!("event log writer thread stopped; exiting so the router is restarted");
@@ -296,7 +355,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
 
 /// The router's own DAEMON_HEARTBEAT, written straight into its log.
 fn spawn_heartbeat(
-    broker: Arc<Broker>,
+    broker: Arc<dyn Backend>,
     node: String,
     every: Duration,
     shutdown: tokio_util::sync::CancellationToken,
@@ -310,9 +369,15 @@ fn spawn_heartbeat(
                 _ = shutdown.cancelled() => return,
                 _ = t.tick() => {}
             }
-            let consumers = broker.consumer_stats();
+            let (head, consumers) = match broker.stats().await {
+                Ok(s) => (s.head_seq, s.consumers),
+                Err(e) => (0, {
+                    tracing::warn!(error = %e, "router stats for the heartbeat failed");
+                    Vec::new()
+                }),
+            };
             let max_lag = consumers.iter().map(|c| c.lag).max().unwrap_or(0);
-            let check = broker.store.writer_check();
+            let check = broker.health();
             let health = wire::HealthCheckResult {
                 healthy: check.is_ok(),
                 status: if check.is_ok() {
@@ -321,11 +386,11 @@ fn spawn_heartbeat(
                     wire::HealthStatus::Error
                 } as i32,
                 message: match check {
-                    Ok(()) => format!("head {} with {} consumers", broker.head(), consumers.len()),
+                    Ok(()) => format!("head {head} with {} consumers", consumers.len()),
                     Err(why) => why,
                 },
                 details: [
-                    ("head_seq".to_owned(), broker.head().to_string()),
+                    ("head_seq".to_owned(), head.to_string()),
                     ("max_consumer_lag".to_owned(), max_lag.to_string()),
                 ]
                 .into_iter()

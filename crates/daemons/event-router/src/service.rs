@@ -1,6 +1,7 @@
 //! The tonic `EventRouter` service: validates at the edge, then hands to the broker.
 
-use crate::broker::{Broker, build_filter};
+use crate::backend::Backend;
+use crate::broker::build_filter;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use ringrift_proto::{Event, wire};
@@ -12,7 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct RouterService {
-    pub broker: Arc<Broker>,
+    pub broker: Arc<dyn Backend>,
 }
 
 /// Most events one batch may carry.
@@ -27,7 +28,7 @@ pub const STREAM_IN_FLIGHT: usize = 4096;
 impl RouterService {
     fn validate(&self, w: wire::Event) -> Result<Event, Status> {
         Event::try_from(w).map_err(|e| {
-            self.broker.metrics.rejected.inc();
+            self.broker.metrics().rejected.inc();
             Status::invalid_argument(e.to_string())
         })
     }
@@ -47,7 +48,7 @@ type AckBatch = Pin<Box<dyn Future<Output = Result<Vec<wire::PublishAck>, Status
 
 /// Validates one batch read from a PublishStream and hands the valid events to the log;
 /// the future resolves to one ack per event (rejections in place) after the commit.
-fn stream_batch(broker: &Arc<Broker>, events: Vec<wire::Event>) -> AckBatch {
+fn stream_batch(broker: &Arc<dyn Backend>, events: Vec<wire::Event>) -> AckBatch {
     let mut valid = Vec::with_capacity(events.len());
     // One slot per event: None = stored (ack comes from the log), Some = rejected.
     let mut slots: Vec<Option<wire::PublishAck>> = Vec::with_capacity(events.len());
@@ -59,7 +60,7 @@ fn stream_batch(broker: &Arc<Broker>, events: Vec<wire::Event>) -> AckBatch {
                 slots.push(None);
             }
             Err(e) => {
-                broker.metrics.rejected.inc();
+                broker.metrics().rejected.inc();
                 slots.push(Some(wire::PublishAck {
                     seq: 0,
                     duplicate: false,
@@ -75,10 +76,7 @@ fn stream_batch(broker: &Arc<Broker>, events: Vec<wire::Event>) -> AckBatch {
     }
     let broker = broker.clone();
     Box::pin(async move {
-        let stored = broker
-            .publish(valid)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let stored = broker.publish(valid).await?;
         let mut stored = stored.into_iter();
         let mut acks = Vec::with_capacity(slots.len());
         for slot in slots {
@@ -96,7 +94,7 @@ fn stream_batch(broker: &Arc<Broker>, events: Vec<wire::Event>) -> AckBatch {
 /// Drives one PublishStream: reads events while earlier batches commit, keeps their
 /// commits in an ordered queue and sends the acks in the order the events came.
 async fn run_publish_stream(
-    broker: Arc<Broker>,
+    broker: Arc<dyn Backend>,
     mut input: Streaming<wire::Event>,
     out: mpsc::Sender<Result<Vec<wire::PublishAck>, Status>>,
 ) {
@@ -120,7 +118,7 @@ async fn run_publish_stream(
                     return;
                 }
             },
-            _ = broker.closing.cancelled(), if reading => {
+            _ = broker.closing().cancelled(), if reading => {
                 reading = false;
                 stop = Some(Status::unavailable("router is shutting down; resend the events that were not acked"));
             }
@@ -168,11 +166,7 @@ impl wire::event_router_server::EventRouter for RouterService {
         req: Request<wire::Event>,
     ) -> Result<Response<wire::PublishAck>, Status> {
         let ev = self.validate(req.into_inner())?;
-        let mut stored = self
-            .broker
-            .publish(vec![ev])
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut stored = self.broker.publish(vec![ev]).await?;
         let s = stored
             .pop()
             .ok_or_else(|| Status::internal("store returned no ack"))?;
@@ -185,7 +179,7 @@ impl wire::event_router_server::EventRouter for RouterService {
     ) -> Result<Response<wire::PublishBatchResponse>, Status> {
         let events = req.into_inner().events;
         if events.len() > MAX_BATCH {
-            self.broker.metrics.rejected.inc();
+            self.broker.metrics().rejected.inc();
             return Err(Status::invalid_argument(format!(
                 "batch of {} events is larger than {MAX_BATCH}",
                 events.len()
@@ -198,11 +192,7 @@ impl wire::event_router_server::EventRouter for RouterService {
                 .map_err(|s| Status::invalid_argument(format!("event {i}: {}", s.message())))?;
             valid.push(ev);
         }
-        let stored = self
-            .broker
-            .publish(valid)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let stored = self.broker.publish(valid).await?;
         Ok(Response::new(wire::PublishBatchResponse {
             acks: stored.into_iter().map(ack).collect(),
         }))
@@ -243,7 +233,7 @@ impl wire::event_router_server::EventRouter for RouterService {
             ));
         }
         let filter = build_filter(&req.types, &req.prefixes)?;
-        let rx = self.broker.subscribe(req, filter).await?;
+        let rx = self.broker.clone().subscribe(req, filter).await?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -279,8 +269,7 @@ impl wire::event_router_server::EventRouter for RouterService {
         let letters = self
             .broker
             .list_dead_letters(r.consumer, r.include_resolved)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         Ok(Response::new(wire::ListDeadLettersResponse { letters }))
     }
 
@@ -312,8 +301,7 @@ impl wire::event_router_server::EventRouter for RouterService {
         let purged = self
             .broker
             .purge_dead_letters(req.into_inner().consumer)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         Ok(Response::new(wire::PurgeDeadLettersResponse { purged }))
     }
 
@@ -328,31 +316,7 @@ impl wire::event_router_server::EventRouter for RouterService {
                 r.ids.len()
             )));
         }
-        let since = r.since_unix_ms;
-        let seqs = self
-            .broker
-            .store
-            .read(move |c| {
-                let mut found = std::collections::HashMap::new();
-                for chunk in r.ids.chunks(500) {
-                    let marks = vec!["?"; chunk.len()].join(",");
-                    let mut st = c.prepare(&format!(
-                        "SELECT id, seq FROM events WHERE stored_ms >= ? AND id IN ({marks})"
-                    ))?;
-                    let params = std::iter::once(&since as &dyn rusqlite::ToSql)
-                        .chain(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
-                    let rows = st.query_map(rusqlite::params_from_iter(params), |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
-                    })?;
-                    for row in rows {
-                        let (id, seq) = row?;
-                        found.insert(id, seq);
-                    }
-                }
-                Ok(found)
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let seqs = self.broker.lookup(r.ids, r.since_unix_ms).await?;
         Ok(Response::new(wire::LookupResponse { seqs }))
     }
 
@@ -360,15 +324,6 @@ impl wire::event_router_server::EventRouter for RouterService {
         &self,
         _req: Request<wire::StatsRequest>,
     ) -> Result<Response<wire::StatsResponse>, Status> {
-        let m = &self.broker.metrics;
-        Ok(Response::new(wire::StatsResponse {
-            head_seq: self.broker.head(),
-            first_seq: self.broker.first_cached(),
-            published: m.published.get(),
-            duplicates: m.duplicates.get(),
-            delivered: m.delivered.get(),
-            dead_lettered: m.dead_lettered.get(),
-            consumers: self.broker.consumer_stats(),
-        }))
+        Ok(Response::new(self.broker.stats().await?))
     }
 }

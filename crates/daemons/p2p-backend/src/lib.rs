@@ -567,26 +567,22 @@ impl Handler for P2pBackend {
                 tracing::error!(error = %e, "p2p server failed");
             }
         });
-        if let ringrift_cluster::EventBackend::Jetstream { servers, .. } =
-            &self.shared.cluster.events
         {
-            // The shared queue's depth for NodeInfo, opened off the start path: the peer
-            // API must answer while NATS is still coming up.
-            let (servers, sh, name) = (servers.clone(), self.shared.clone(), ctx.source());
-            tokio::task::spawn_blocking(move || {
-                let opts = ringrift_nats::work_queue::QueueOptions {
-                    replicas: servers.len().clamp(1, 3),
-                    ..Default::default()
-                };
-                match ringrift_nats::JetStreamWorkQueue::open(&servers, &name, opts) {
-                    Ok(q) => {
+            // The shared queue's depth for NodeInfo (JetStream only), opened off the start
+            // path: the peer API must answer while NATS is still coming up.
+            let (sh, name) = (self.shared.clone(), ctx.source());
+            tokio::task::spawn_blocking(
+                move || match ringrift_nats::JetStreamWorkQueue::for_cluster(&sh.cluster, &name) {
+                    Some(Ok(q)) => {
                         let _ = sh.shared_queue.set(Arc::new(q));
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "shared work queue not opened; NodeInfo shows no queue depth")
-                    }
-                }
-            });
+                    Some(Err(e)) => tracing::warn!(
+                        error = %e,
+                        "shared work queue not opened; NodeInfo shows no queue depth"
+                    ),
+                    None => {}
+                },
+            );
         }
         let loop_task = tokio::spawn(heartbeat_loop(ctx.clone(), self.shared.clone()));
         let leader_task = tokio::spawn(leader_loop(ctx.clone(), self.shared.clone()));
