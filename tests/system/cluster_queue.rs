@@ -8,7 +8,7 @@
 use ringrift_nats::work_queue::{JetStreamWorkQueue, QueueOptions};
 use ringrift_proto::wire::event::Payload;
 use ringrift_store::work_queue::WorkQueue;
-use ringrift_system_tests::{Home, Nats, Proc, free_port, router_log, wait_for_async};
+use ringrift_system_tests::{Home, Nats, Proc, free_port, router_log};
 use std::time::Duration;
 
 fn node_home(name: &str, cluster: &str, daemons: &[&str]) -> Home {
@@ -90,21 +90,26 @@ async fn selfplay_queued_on_the_coordinator_runs_on_two_other_nodes() {
     let running: Vec<(Proc, String)> = homes.iter().map(launch).collect();
     // The routers share the JetStream event stream: the coordinator's router sees every
     // node's SELFPLAY_COMPLETED, named by its source.
-    let by = wait_for_async(
-        "selfplay jobs run on n2 and n3",
-        Duration::from_secs(120),
-        || async {
-            let by = selfplay_done_by(&running[0].1).await;
-            let on = |n: &str| by.iter().any(|s| s == &format!("job_scheduler@{n}"));
-            (on("n2") && on("n3")).then_some(by)
-        },
-    )
-    .await;
-    assert!(
-        by.iter()
-            .all(|s| s == "job_scheduler@n2" || s == "job_scheduler@n3"),
-        "only the workers run selfplay: {by:?}"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let by = selfplay_done_by(&running[0].1).await;
+        let on = |n: &str| by.iter().any(|s| s == &format!("job_scheduler@{n}"));
+        if on("n2") && on("n3") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let tail = |h: &Home| {
+                let log = h.log("ringrift-launcher");
+                log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+            };
+            panic!(
+                "no selfplay on both n2 and n3 within 120 s: {by:?}\n\
+                 n2 launcher log (last lines, newest first):\n{}",
+                tail(&homes[1])
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let q = JetStreamWorkQueue::open(&[url], "test", QueueOptions::default()).unwrap();
     let d = tokio::task::spawn_blocking(move || q.depth())
         .await
