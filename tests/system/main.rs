@@ -11,6 +11,7 @@ mod launcher;
 mod leader;
 mod lifecycle;
 mod lifecycle_config;
+mod partition;
 mod poller;
 mod publisher;
 mod python;
