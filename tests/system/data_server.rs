@@ -89,7 +89,13 @@ async fn concurrent_ranges_on_a_large_file_keep_memory_bounded() {
     let addr = home.wait_addr("data_server", &mut p);
     let pid = p.pid();
 
-    assert_eq!(http_get_with(&addr, "/files/data/big.bin", None).await.unwrap().0, 401);
+    assert_eq!(
+        http_get_with(&addr, "/files/data/big.bin", None)
+            .await
+            .unwrap()
+            .0,
+        401
+    );
     assert_eq!(http_get_with(&addr, "/health", None).await.unwrap().0, 200);
     // Warm up: the first request hashes the file (once), then measure the baseline.
     let t = Instant::now();

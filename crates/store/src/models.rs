@@ -133,7 +133,10 @@ pub fn read_header<'a>(
 /// [`MAX_HEADER_LEN`] bytes of header) without the payload, so a large model's header
 /// is read without loading the model. Unlike [`read_header`] the payload is not checked:
 /// for listings (a file server's manifest), never for using the model.
-pub fn read_header_prefix(path: &Path, r: &mut impl std::io::Read) -> Result<ModelHeader, StoreError> {
+pub fn read_header_prefix(
+    path: &Path,
+    r: &mut impl std::io::Read,
+) -> Result<ModelHeader, StoreError> {
     let mut bytes = vec![0u8; 16];
     r.read_exact(&mut bytes)
         .map_err(|e| StoreError::io("read model header", path, e))?;

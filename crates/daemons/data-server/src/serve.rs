@@ -185,9 +185,9 @@ fn matches(value: Option<&HeaderValue>, etag: &str) -> bool {
     let Some(v) = value.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    v.split(',').map(str::trim).any(|t| {
-        t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
-    })
+    v.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
 pub async fn file_route(
@@ -213,8 +213,7 @@ pub async fn file_route(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .filter(|_| {
-            headers.get(header::IF_RANGE).is_none()
-                || matches(headers.get(header::IF_RANGE), &etag)
+            headers.get(header::IF_RANGE).is_none() || matches(headers.get(header::IF_RANGE), &etag)
         });
     let (status, start, len) = match range {
         None => (StatusCode::OK, 0, size),
@@ -248,13 +247,10 @@ pub async fn file_route(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "bytes {start}-{}/{size}",
-            start + len - 1
-        )) {
-            h.insert(header::CONTENT_RANGE, v);
-        }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
     }
     resp
 }

@@ -103,12 +103,18 @@ impl Snapshots {
         let previous = held.as_ref().map(|s| (s.state, s.path.clone()));
         let (file, snap, stale) = tokio::task::spawn_blocking(move || {
             let state = state_of(&db);
-            if let Some((st, path)) = &previous {
-                if *st == state {
-                    if let Ok(f) = File::open(path) {
-                        return Ok((f, Snap { state, path: path.clone() }, None));
-                    }
-                }
+            if let Some((st, path)) = &previous
+                && *st == state
+                && let Ok(f) = File::open(path)
+            {
+                return Ok((
+                    f,
+                    Snap {
+                        state,
+                        path: path.clone(),
+                    },
+                    None,
+                ));
             }
             let name = db.file_name().and_then(|n| n.to_str()).unwrap_or("db");
             let path = dir.join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));

@@ -111,14 +111,21 @@ async fn traversal_absolute_encoded_and_escaping_links_are_refused_without_conte
         let a = get(&s.addr, path, &[]).await;
         assert_eq!(a.code, want, "{path}: {}", String::from_utf8_lossy(&a.body));
         let body = String::from_utf8_lossy(&a.body);
-        assert!(!body.contains(SECRET) && !body.contains("root:"), "{path} leaked: {body}");
+        assert!(
+            !body.contains(SECRET) && !body.contains("root:"),
+            "{path} leaked: {body}"
+        );
     }
     let a = get(&s.addr, "/files/data/inner", &[]).await;
     assert_eq!((a.code, a.body.as_slice()), (200, &b"fine"[..]));
     let a = get(&s.addr, "/manifest?root=data", &[]).await;
     let doc: serve::ManifestDoc = serde_json::from_slice(&a.body).expect("manifest json");
     let names: Vec<&str> = doc.files.keys().map(String::as_str).collect();
-    assert_eq!(names, ["inner", "ok.bin"], "links out of the root are not offered");
+    assert_eq!(
+        names,
+        ["inner", "ok.bin"],
+        "links out of the root are not offered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +170,10 @@ async fn single_ranges_answer_206_or_416_with_the_right_bytes() {
         let a = get(&s.addr, "/files/data/r.bin", &[("Range", range)]).await;
         assert_eq!(a.code, 206, "{range}");
         assert_eq!(a.body, &content[from..=to], "{range}");
-        assert_eq!(a.headers["content-range"], format!("bytes {from}-{to}/1000"));
+        assert_eq!(
+            a.headers["content-range"],
+            format!("bytes {from}-{to}/1000")
+        );
         assert_eq!(a.headers["content-length"], (to - from + 1).to_string());
     }
     for range in ["bytes=1000-", "bytes=5000-6000", "bytes=20-10"] {
@@ -195,7 +205,10 @@ async fn etag_is_the_sha256_hashed_once_per_version_and_304_when_unchanged() {
     let a = get(&s.addr, "/files/data/e.bin", &[("Range", "bytes=0-0")]).await;
     assert_eq!(a.headers["etag"], etag);
     let h = s.handler.health_check();
-    assert_eq!(h.details["files_hashed"], "1", "one hash for three requests");
+    assert_eq!(
+        h.details["files_hashed"], "1",
+        "one hash for three requests"
+    );
     // A new version (atomic write: new inode) gets a new ETag; the old one no longer matches.
     let v2 = pattern(300_001);
     ringrift_store::manifest::atomic_write(&path, &v2).expect("rewrite");
@@ -261,8 +274,11 @@ async fn a_game_db_being_written_is_served_as_a_valid_snapshot() {
     let db = dir.join("hex8_2p.db");
     let c = game_db(&db);
     for i in 0..200 {
-        c.execute("INSERT INTO games VALUES (?1, zeroblob(2000))", [format!("seed-{i}")])
-            .expect("insert");
+        c.execute(
+            "INSERT INTO games VALUES (?1, zeroblob(2000))",
+            [format!("seed-{i}")],
+        )
+        .expect("insert");
     }
     drop(c);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -274,8 +290,11 @@ async fn a_game_db_being_written_is_served_as_a_valid_snapshot() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let tx = c.transaction().expect("tx");
                 for _ in 0..20 {
-                    tx.execute("INSERT INTO games VALUES (?1, zeroblob(2000))", [format!("w-{n}")])
-                        .expect("insert");
+                    tx.execute(
+                        "INSERT INTO games VALUES (?1, zeroblob(2000))",
+                        [format!("w-{n}")],
+                    )
+                    .expect("insert");
                     n += 1;
                 }
                 tx.commit().expect("commit");
@@ -289,21 +308,37 @@ async fn a_game_db_being_written_is_served_as_a_valid_snapshot() {
     for i in 0..5 {
         let a = get(&s.addr, "/files/data/games/hex8_2p.db", &[]).await;
         assert_eq!(a.code, 200);
-        assert_eq!(a.headers["etag"], quoted_sha(&a.body), "the ETag is of the bytes served");
+        assert_eq!(
+            a.headers["etag"],
+            quoted_sha(&a.body),
+            "the ETag is of the bytes served"
+        );
         let copy = out.path().join(format!("copy{i}.db"));
         std::fs::write(&copy, &a.body).expect("write copy");
         let c = rusqlite::Connection::open(&copy).expect("open copy");
-        let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
-        let rows: i64 = c.query_row("SELECT count(*) FROM games", [], |r| r.get(0)).expect("count");
-        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("mode");
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        let rows: i64 = c
+            .query_row("SELECT count(*) FROM games", [], |r| r.get(0))
+            .expect("count");
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("mode");
         assert_eq!((ok.as_str(), mode.as_str()), ("ok", "delete"));
-        assert!(rows >= 200 && rows % 20 == 0, "whole transactions only: {rows}");
+        assert!(
+            rows >= 200 && rows % 20 == 0,
+            "whole transactions only: {rows}"
+        );
         seen.push(rows);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.join().expect("writer");
-    assert!(written > 0 && seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(
+        written > 0 && seen.windows(2).all(|w| w[0] <= w[1]),
+        "{seen:?}"
+    );
     for side in ["-wal", "-shm"] {
         let a = get(&s.addr, &format!("/files/data/games/hex8_2p.db{side}"), &[]).await;
         assert_eq!(a.code, 400, "{side}");
@@ -312,7 +347,10 @@ async fn a_game_db_being_written_is_served_as_a_valid_snapshot() {
     let m = get(&s.addr, "/manifest?root=data", &[]).await;
     let doc: serve::ManifestDoc = serde_json::from_slice(&m.body).expect("json");
     let a = get(&s.addr, "/files/data/games/hex8_2p.db", &[]).await;
-    assert_eq!(quoted_sha(&a.body), format!("\"{}\"", doc.files["games/hex8_2p.db"].sha256));
+    assert_eq!(
+        quoted_sha(&a.body),
+        format!("\"{}\"", doc.files["games/hex8_2p.db"].sha256)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,10 +372,22 @@ async fn bandwidth_is_limited_per_peer() {
 async fn bad_settings_are_config_errors_naming_the_key() {
     let home = tempfile::tempdir().expect("tempdir");
     for (toml, key) in [
-        ("[data_server]\nlisten = \"nowhere\"\n", "data_server.listen"),
-        ("[data_server]\nbandwidth_bytes_per_s = 5000000000\n", "data_server.bandwidth_bytes_per_s"),
-        ("[data_server]\nhash_cache_entries = 0\n", "data_server.hash_cache_entries"),
-        ("[data_server]\nlisten = \"0.0.0.0:0\"\n", "data_server.listen"),
+        (
+            "[data_server]\nlisten = \"nowhere\"\n",
+            "data_server.listen",
+        ),
+        (
+            "[data_server]\nbandwidth_bytes_per_s = 5000000000\n",
+            "data_server.bandwidth_bytes_per_s",
+        ),
+        (
+            "[data_server]\nhash_cache_entries = 0\n",
+            "data_server.hash_cache_entries",
+        ),
+        (
+            "[data_server]\nlisten = \"0.0.0.0:0\"\n",
+            "data_server.listen",
+        ),
     ] {
         let (ctx, _) = Context::for_test("data_server", home.path(), toml).expect("context");
         let Err(e) = build(&ctx) else {
