@@ -145,7 +145,7 @@ pub fn read_header_prefix(
         bytes.resize(16 + hlen, 0);
         r.read_exact(&mut bytes[16..])
             .map_err(|e| StoreError::io("read model header", path, e))?;
-    } else if hlen > MAX_HEADER_LEN {
+    } else if &bytes[..8] == MAGIC {
         return Err(StoreError::BadModel {
             path: path.to_path_buf(),
             reason: format!("header of {hlen} bytes (at most {MAX_HEADER_LEN})"),
