@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod cluster_queue;
+mod data_server;
 mod dlq;
 mod jetstream_queue;
 mod launcher;

@@ -51,11 +51,18 @@ pub enum Mismatch {
 /// SHA-256 (lower-case hex) and size of a file, streamed.
 pub fn hash_file(path: &Path) -> Result<(String, u64), StoreError> {
     let mut f = File::open(path).map_err(|e| StoreError::io("open for hashing", path, e))?;
+    hash_reader(path, &mut f)
+}
+
+/// SHA-256 (lower-case hex) and length of everything `r` yields, streamed in 64 KiB
+/// reads (`path` names the source in errors): for callers that already hold the open
+/// file, e.g. a server hashing exactly the inode it serves.
+pub fn hash_reader(path: &Path, r: &mut impl Read) -> Result<(String, u64), StoreError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
     loop {
-        let n = f
+        let n = r
             .read(&mut buf)
             .map_err(|e| StoreError::io("read for hashing", path, e))?;
         if n == 0 {

@@ -69,12 +69,13 @@ pub fn encode(
     Ok((header, bytes))
 }
 
-/// Checks the bytes of a model file (`path` names it in errors) up to the payload: magic,
-/// version, header, payload length and SHA-256. Returns the header and the payload.
-pub fn read_header<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-) -> Result<(ModelHeader, &'a [u8]), StoreError> {
+/// Largest header [`read_header_prefix`] accepts (a header is a few hundred bytes).
+pub const MAX_HEADER_LEN: usize = 1 << 20;
+
+/// Magic, version and the header of a model file's first bytes; returns the header and
+/// where the payload starts. The one parser of the prefix, shared by [`read_header`] and
+/// [`read_header_prefix`].
+fn parse_prefix(path: &Path, bytes: &[u8]) -> Result<(ModelHeader, usize), StoreError> {
     let bad = |reason: String| StoreError::BadModel {
         path: path.to_path_buf(),
         reason,
@@ -96,7 +97,21 @@ pub fn read_header<'a>(
         .ok_or_else(|| bad("header runs past end of file".into()))?;
     let header: ModelHeader =
         serde_json::from_slice(body).map_err(|e| bad(format!("header is not valid: {e}")))?;
-    let payload = &bytes[16 + hlen..];
+    Ok((header, 16 + hlen))
+}
+
+/// Checks the bytes of a model file (`path` names it in errors) up to the payload: magic,
+/// version, header, payload length and SHA-256. Returns the header and the payload.
+pub fn read_header<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(ModelHeader, &'a [u8]), StoreError> {
+    let (header, at) = parse_prefix(path, bytes)?;
+    let bad = |reason: String| StoreError::BadModel {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let payload = &bytes[at..];
     if payload.len() as u64 != header.payload_len {
         return Err(bad(format!(
             "payload is {} bytes, header says {} (truncated?)",
@@ -112,6 +127,31 @@ pub fn read_header<'a>(
         )));
     }
     Ok((header, payload))
+}
+
+/// Reads only the prefix of a model file from `r` (magic, version, header; at most
+/// [`MAX_HEADER_LEN`] bytes of header) without the payload, so a large model's header
+/// is read without loading the model. Unlike [`read_header`] the payload is not checked:
+/// for listings (a file server's manifest), never for using the model.
+pub fn read_header_prefix(
+    path: &Path,
+    r: &mut impl std::io::Read,
+) -> Result<ModelHeader, StoreError> {
+    let mut bytes = vec![0u8; 16];
+    r.read_exact(&mut bytes)
+        .map_err(|e| StoreError::io("read model header", path, e))?;
+    let hlen = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
+    if &bytes[..8] == MAGIC && hlen <= MAX_HEADER_LEN {
+        bytes.resize(16 + hlen, 0);
+        r.read_exact(&mut bytes[16..])
+            .map_err(|e| StoreError::io("read model header", path, e))?;
+    } else if &bytes[..8] == MAGIC {
+        return Err(StoreError::BadModel {
+            path: path.to_path_buf(),
+            reason: format!("header of {hlen} bytes (at most {MAX_HEADER_LEN})"),
+        });
+    }
+    Ok(parse_prefix(path, &bytes)?.0)
 }
 
 /// Reads a model file and checks it as [`read_header`] does.
@@ -285,5 +325,33 @@ mod tests {
             .expect("readable")
             .expect("present");
         assert_eq!((c.name.as_str(), c.sha256.as_str()), ("gen1", "ab"));
+    }
+
+    /// The prefix reader sees the header of a valid file without its payload, and names
+    /// what is wrong with a file that is not a model.
+    #[test]
+    fn the_header_prefix_reads_without_the_payload() {
+        let header = ModelHeader {
+            format_version: 0,
+            arch: "mlp-relu-v1".into(),
+            config_key: "hex8_2p".parse().expect("key"),
+            planes: 1,
+            cells: 2,
+            hidden: 3,
+            generation: 7,
+            parent_sha256: None,
+            trained_samples: 0,
+            created_at: 0,
+            payload_sha256: String::new(),
+            payload_len: 0,
+            lut_len: 0,
+        };
+        let (written, bytes) = encode(header, &[9u8; 1000]).expect("encode");
+        let p = Path::new("m.rrm");
+        let got = read_header_prefix(p, &mut &bytes[..]).expect("prefix");
+        assert_eq!(got, written);
+        assert_eq!(read_header(p, &bytes).expect("full").0, written);
+        let err = read_header_prefix(p, &mut &b"not a model file at all"[..]).expect_err("bad");
+        assert!(err.to_string().contains("bad magic"), "{err}");
     }
 }

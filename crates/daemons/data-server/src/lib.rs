@@ -1,0 +1,161 @@
+//! `data_server`: serves `$RINGRIFT_HOME/data` and `$RINGRIFT_HOME/models` over HTTP on
+//! 127.0.0.1:8766 (`run/data_server.addr`) to the node's peers.
+//!
+//! Routes: `GET /health` (open), `GET /manifest?root=data|models` (JSON: per path
+//! relative to the root its SHA-256, size, mtime and, for `.rrm` models, generation;
+//! its `files` read as `ringrift_store::manifest::Manifest`), `GET /files/{root}/{*path}`
+//! (the file, streamed; one `Range` → 206 or 416; `ETag` = quoted SHA-256;
+//! `If-None-Match` → 304). Everything but `/health` needs the bearer token when one is
+//! set (handler-base's `protect`); a non-loopback `listen` needs one.
+//!
+//! Safety: [`jail`] (no path outside the root, by lexical check, canonicalisation and a
+//! kernel-checked open), [`snapshot`] (a database under `data/` is served as a
+//! consistent copy, never its live file or side files), [`digest`] (hashes computed once
+//! per file version, off the runtime), [`serve`] (bounded memory per response, the
+//! per-peer `governor` bandwidth limit).
+//!
+//! `[data_server]`: `listen` ("127.0.0.1:8766"), `bandwidth_bytes_per_s` (0 = unlimited;
+//! per remote IP), `hash_cache_entries` (10 000). Bad values exit 64 naming the key.
+
+pub mod digest;
+pub mod jail;
+pub mod serve;
+pub mod snapshot;
+
+use handler_base::auth::Token;
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use serve::Files;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "data_server",
+    about: "HTTP file server of data/ and models/: manifests, ranges, SHA-256, auth",
+};
+
+/// `[data_server]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataServerConfig {
+    pub listen: String,
+    /// Per remote IP, bytes per second; 0 = unlimited.
+    pub bandwidth_bytes_per_s: u64,
+    /// Files whose SHA-256 is remembered (by inode, size and mtime).
+    pub hash_cache_entries: usize,
+}
+
+impl Default for DataServerConfig {
+    fn default() -> Self {
+        DataServerConfig {
+            listen: "127.0.0.1:8766".into(),
+            bandwidth_bytes_per_s: 0,
+            hash_cache_entries: 10_000,
+        }
+    }
+}
+
+pub struct DataServer {
+    cfg: DataServerConfig,
+    token: Option<Token>,
+    files: Arc<Files>,
+}
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: DataServerConfig = ctx.settings.section("data_server")?;
+    handler_base::ensure_config!(
+        cfg.listen.parse::<SocketAddr>().is_ok(),
+        "data_server.listen = {:?} is not host:port",
+        cfg.listen
+    );
+    let rate = u32::try_from(cfg.bandwidth_bytes_per_s).map_err(|_| {
+        handler_base::ConfigError::Invalid(format!(
+            "data_server.bandwidth_bytes_per_s = {} is over {} (0 = unlimited)",
+            cfg.bandwidth_bytes_per_s,
+            u32::MAX
+        ))
+    })?;
+    handler_base::ensure_config!(
+        cfg.hash_cache_entries >= 1,
+        "data_server.hash_cache_entries = {} must be at least 1",
+        cfg.hash_cache_entries
+    );
+    let token = handler_base::auth::load(&ctx.settings)?;
+    handler_base::auth::check_listen("data_server.listen", &cfg.listen, token.as_ref())?;
+    let open = |name: &'static str, dir: std::path::PathBuf| {
+        jail::Root::open(name, &dir)
+            .map_err(|e| anyhow::anyhow!("data_server root {}: {e}", dir.display()))
+    };
+    let files = Files {
+        data: open("data", ctx.home.join("data"))?,
+        models: open("models", ringrift_store::paths::models_dir(&ctx.home))?,
+        digests: digest::DigestCache::new(cfg.hash_cache_entries),
+        snapshots: snapshot::Snapshots::new(
+            ringrift_store::paths::run_dir(&ctx.home)
+                .join("data_server")
+                .join("snapshots"),
+        )
+        .map_err(|e| anyhow::anyhow!("data_server snapshot directory: {e}"))?,
+        limiter: serve::limiter(rate),
+    };
+    Ok(Arc::new(DataServer {
+        cfg,
+        token,
+        files: Arc::new(files),
+    }))
+}
+
+/// The routes, before `protect` (tests and `on_start` share it).
+pub fn app(files: Arc<Files>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/manifest", get(serve::manifest_route))
+        .route("/files/{root}/{*path}", get(serve::file_route))
+        .with_state(files)
+}
+
+#[async_trait::async_trait]
+impl Handler for DataServer {
+    async fn on_start(&self, ctx: &Context) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(&self.cfg.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("bind data_server.listen {}: {e}", self.cfg.listen))?;
+        let addr = listener.local_addr()?;
+        // handler-base's `serve_http` without connect info; the bandwidth limit is per
+        // remote IP, so this server is started here, behind the same `protect`.
+        let app = handler_base::auth::protect(app(self.files.clone()), self.token.clone());
+        let shutdown = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            let r = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "data_server HTTP server failed");
+            }
+        });
+        handler_base::write_addr_file(&ctx.home, "data_server", &addr.to_string())?;
+        tracing::info!(%addr, bandwidth_bytes_per_s = self.cfg.bandwidth_bytes_per_s, "data server listening");
+        Ok(())
+    }
+
+    async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
+        if let Some(l) = &self.files.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        Ok(())
+    }
+
+    fn health_check(&self) -> HealthCheckResult {
+        HealthCheckResult::running("serving data/ and models/")
+            .detail("files_hashed", self.files.digests.computed())
+            .detail("hash_cache_entries", self.files.digests.len())
+            .detail("snapshotted_databases", self.files.snapshots.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;

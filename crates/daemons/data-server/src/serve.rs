@@ -1,0 +1,288 @@
+//! The HTTP side: `GET /manifest?root=data|models`, `GET /files/{root}/{*path}` (single
+//! `Range`, `ETag`, `If-None-Match`, `If-Range`) and the streaming body with the
+//! per-peer bandwidth limit.
+//!
+//! A file is opened once ([`crate::jail`]); a database under `data/` is replaced by its
+//! snapshot ([`crate::snapshot`]); the ETag is the quoted SHA-256 of what is served
+//! ([`crate::digest`]); the body is read from that same handle in 64 KiB `pread`s on the
+//! blocking pool, one chunk in flight per response, so memory per request is bounded
+//! whatever the file's size. With a bandwidth limit each chunk first takes its bytes
+//! from the peer's `governor` bucket (keyed by remote IP, burst one second's worth or
+//! one chunk, whichever is larger).
+
+use crate::digest::{Digest, DigestCache};
+use crate::jail::{Refusal, Root};
+use crate::snapshot::{Snapshots, is_database};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Bytes read and sent per step of a response body.
+pub const CHUNK: usize = 64 * 1024;
+
+pub type Limiter = DefaultKeyedRateLimiter<IpAddr>;
+
+/// Everything a request needs; shared by all connections.
+pub struct Files {
+    pub data: Root,
+    pub models: Root,
+    pub digests: DigestCache,
+    pub snapshots: Snapshots,
+    pub limiter: Option<Arc<Limiter>>,
+}
+
+/// A keyed limiter of `bytes_per_s` (0 = none).
+pub fn limiter(bytes_per_s: u32) -> Option<Arc<Limiter>> {
+    let rate = NonZeroU32::new(bytes_per_s)?;
+    let burst = NonZeroU32::new(bytes_per_s.max(CHUNK as u32))?;
+    Some(Arc::new(RateLimiter::keyed(
+        Quota::per_second(rate).allow_burst(burst),
+    )))
+}
+
+/// One manifest line: store's `FileEntry` fields plus the model generation, so a
+/// client deserialises `files` straight into `ringrift_store::manifest::Manifest`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestEntry {
+    pub sha256: String,
+    pub size: u64,
+    pub mtime_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+}
+
+/// `GET /manifest?root=...` answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestDoc {
+    pub root: String,
+    pub files: BTreeMap<String, ManifestEntry>,
+}
+
+fn refuse(r: &Refusal) -> Response {
+    let code = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if code == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::warn!(error = %r, "file not served");
+    } else {
+        tracing::debug!(refusal = %r, "request refused");
+    }
+    (code, format!("{r}\n")).into_response()
+}
+
+impl Files {
+    fn root(&self, name: &str) -> Option<&Root> {
+        match name {
+            "data" => Some(&self.data),
+            "models" => Some(&self.models),
+            _ => None,
+        }
+    }
+
+    /// Opens what is served for `rel` under `root` (a snapshot for a database) and its
+    /// digest.
+    async fn resolve(
+        self: &Arc<Self>,
+        root: &'static str,
+        rel: String,
+    ) -> Result<(Arc<File>, Digest), Refusal> {
+        let me = self.clone();
+        let rel2 = rel.clone();
+        let (file, canonical) = tokio::task::spawn_blocking(move || {
+            let r = me.root(root).ok_or(Refusal::NotFound)?;
+            r.open_file(&rel2)
+        })
+        .await
+        .map_err(|e| Refusal::Io(format!("open task: {e}")))??;
+        let (file, path): (File, PathBuf) = if root == "data" && is_database(&rel) {
+            drop(file);
+            self.snapshots.open(canonical).await?
+        } else {
+            (file, canonical)
+        };
+        let file = Arc::new(file);
+        let model = root == "models" && rel.ends_with(".rrm");
+        let mut digest = self.digests.get(file.clone(), path, model).await?;
+        if root == "data" && is_database(&rel) {
+            // The source's change time, not the copy's (informational; the hash decides).
+            if let Ok(m) = std::fs::metadata(self.data.path.join(&rel)) {
+                use std::os::unix::fs::MetadataExt;
+                digest.mtime_ms = m.mtime() * 1000 + m.mtime_nsec() / 1_000_000;
+            }
+        }
+        Ok((file, digest))
+    }
+
+    pub async fn manifest(self: &Arc<Self>, root: &'static str) -> Result<ManifestDoc, Refusal> {
+        let me = self.clone();
+        let names = tokio::task::spawn_blocking(move || {
+            me.root(root)
+                .ok_or(Refusal::NotFound)?
+                .list()
+                .map_err(|e| Refusal::Io(e.to_string()))
+        })
+        .await
+        .map_err(|e| Refusal::Io(format!("list task: {e}")))??;
+        let mut files = BTreeMap::new();
+        for rel in names {
+            match self.resolve(root, rel.clone()).await {
+                Ok((_, d)) => {
+                    files.insert(
+                        rel,
+                        ManifestEntry {
+                            sha256: d.sha256,
+                            size: d.size,
+                            mtime_ms: d.mtime_ms,
+                            generation: d.generation,
+                        },
+                    );
+                }
+                // Gone since the listing, or a link out of the root: not offered.
+                Err(Refusal::NotFound | Refusal::Outside | Refusal::BadPath(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ManifestDoc {
+            root: root.to_owned(),
+            files,
+        })
+    }
+}
+
+fn static_root(name: &str) -> Option<&'static str> {
+    match name {
+        "data" => Some("data"),
+        "models" => Some("models"),
+        _ => None,
+    }
+}
+
+pub async fn manifest_route(State(files): State<Arc<Files>>, uri: Uri) -> Response {
+    let root = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("root="))
+        .and_then(static_root);
+    let Some(root) = root else {
+        return (StatusCode::BAD_REQUEST, "root=data or root=models\n").into_response();
+    };
+    match files.manifest(root).await {
+        Ok(doc) => axum::Json(doc).into_response(),
+        Err(e) => refuse(&e),
+    }
+}
+
+/// Whether an `If-None-Match` / `If-Range` value names `etag` (`*` matches any).
+fn matches(value: Option<&HeaderValue>, etag: &str) -> bool {
+    let Some(v) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    v.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+pub async fn file_route(
+    State(files): State<Arc<Files>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath((root, rel)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(root) = static_root(&root) else {
+        return refuse(&Refusal::NotFound);
+    };
+    let (file, digest) = match files.resolve(root, rel).await {
+        Ok(x) => x,
+        Err(e) => return refuse(&e),
+    };
+    let etag = format!("\"{}\"", digest.sha256);
+    let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
+    if matches(headers.get(header::IF_NONE_MATCH), &etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response();
+    }
+    let size = digest.size;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| {
+            headers.get(header::IF_RANGE).is_none() || matches(headers.get(header::IF_RANGE), &etag)
+        });
+    let (status, start, len) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(r) => match http_range_header::parse_range_header(r).and_then(|p| p.validate(size)) {
+            Ok(v) if v.len() == 1 => {
+                let (a, b) = (*v[0].start(), *v[0].end());
+                (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
+            }
+            // Several ranges: answered whole (RFC 9110 lets a server ignore Range).
+            Ok(_) => (StatusCode::OK, 0, size),
+            Err(_) => {
+                return (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [
+                        (header::CONTENT_RANGE, format!("bytes */{size}")),
+                        (header::ETAG, etag.clone()),
+                    ],
+                )
+                    .into_response();
+            }
+        },
+    };
+    let limit = files.limiter.clone().map(|l| (l, peer.ip()));
+    let mut resp = Response::new(body(file, start, len, limit));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, etag_value);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    resp
+}
+
+/// `len` bytes of `file` from `start`, one [`CHUNK`] read at a time, each after the
+/// peer's bandwidth bucket allows it. A short read (the file shrank) ends the body with
+/// an error, so the client sees fewer bytes than `Content-Length`, never wrong ones.
+fn body(file: Arc<File>, start: u64, len: u64, limit: Option<(Arc<Limiter>, IpAddr)>) -> Body {
+    let state = (file, start, len, limit);
+    let stream = futures_util::stream::try_unfold(state, |(file, pos, left, limit)| async move {
+        if left == 0 {
+            return Ok::<_, std::io::Error>(None);
+        }
+        let n = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+        if let Some((l, ip)) = &limit {
+            let cells = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))
+                .ok_or_else(|| std::io::Error::other("empty chunk"))?;
+            l.until_key_n_ready(ip, cells)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        let f = file.clone();
+        let buf = tokio::task::spawn_blocking(move || {
+            let mut b = vec![0u8; n];
+            f.read_exact_at(&mut b, pos).map(|()| b)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(Some((
+            Bytes::from(buf),
+            (file, pos + n as u64, left - n as u64, limit),
+        )))
+    });
+    Body::from_stream(stream)
+}

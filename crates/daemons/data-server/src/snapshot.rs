@@ -1,0 +1,146 @@
+//! Consistent snapshots of the SQLite databases under `data/` (game DBs first of all):
+//! a client never gets a file that a writer is half-way through, nor a main file whose
+//! newest pages still sit in its `-wal`.
+//!
+//! A snapshot is `VACUUM INTO` a private file under `run/data_server/snapshots/` from a
+//! read-only connection: one read transaction, so it is the database as of one commit,
+//! whatever other connections write meanwhile (WAL readers do not block writers). The
+//! copy is then switched to `journal_mode=DELETE`, so the served file is one
+//! self-contained SQLite file. A snapshot is reused while the database and its `-wal`
+//! keep their size and mtime (stated before the copy, so a write during the copy makes
+//! the next request copy again); a newer snapshot unlinks the older one, whose open
+//! handles keep streaming it. One copy per database at a time (a lock per database).
+
+use crate::jail::Refusal;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Size and mtime (ns) of the database and of its `-wal` (zeros when absent).
+type SourceState = [(u64, i128); 2];
+
+struct Snap {
+    state: SourceState,
+    path: PathBuf,
+}
+
+pub struct Snapshots {
+    dir: PathBuf,
+    slots: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<Option<Snap>>>>>,
+}
+
+fn state_of(db: &Path) -> SourceState {
+    let one = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| {
+                (
+                    m.len(),
+                    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                )
+            })
+            .unwrap_or((0, 0))
+    };
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    [one(db), one(Path::new(&wal))]
+}
+
+/// Whether a file under `data/` is served as a snapshot.
+pub fn is_database(rel: &str) -> bool {
+    rel.ends_with(".db")
+}
+
+fn copy(src: &Path, dst: &Path) -> Result<(), Refusal> {
+    use rusqlite::OpenFlags;
+    let err = |what: &str, e: rusqlite::Error| {
+        Refusal::Io(format!("snapshot of {}: {what}: {e}", src.display()))
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        src,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| err("open", e))?;
+    conn.busy_timeout(ringrift_store::db::BUSY_TIMEOUT)
+        .map_err(|e| err("busy_timeout", e))?;
+    let target = dst
+        .to_str()
+        .ok_or_else(|| Refusal::Io(format!("{} is not UTF-8", dst.display())))?;
+    conn.execute("VACUUM INTO ?1", [target])
+        .map_err(|e| err("VACUUM INTO", e))?;
+    drop(conn);
+    let out = rusqlite::Connection::open(dst).map_err(|e| err("open copy", e))?;
+    out.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0))
+        .map_err(|e| err("journal_mode of copy", e))?;
+    Ok(())
+}
+
+impl Snapshots {
+    /// Snapshots live in `dir`, emptied here (they are caches, remade on demand).
+    pub fn new(dir: PathBuf) -> std::io::Result<Snapshots> {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(Snapshots {
+            dir,
+            slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// An open snapshot of the database at canonical path `db`, and the snapshot's path.
+    pub async fn open(&self, db: PathBuf) -> Result<(File, PathBuf), Refusal> {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(db.clone())
+            .or_default()
+            .clone();
+        let mut held = slot.lock().await;
+        let dir = self.dir.clone();
+        let previous = held.as_ref().map(|s| (s.state, s.path.clone()));
+        let (file, snap, stale) = tokio::task::spawn_blocking(move || {
+            let state = state_of(&db);
+            if let Some((st, path)) = &previous
+                && *st == state
+                && let Ok(f) = File::open(path)
+            {
+                return Ok((
+                    f,
+                    Snap {
+                        state,
+                        path: path.clone(),
+                    },
+                    None,
+                ));
+            }
+            let name = db.file_name().and_then(|n| n.to_str()).unwrap_or("db");
+            let path = dir.join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
+            if let Err(e) = copy(&db, &path) {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            let f = File::open(&path).map_err(|e| Refusal::Io(e.to_string()))?;
+            Ok((f, Snap { state, path }, previous.map(|p| p.1)))
+        })
+        .await
+        .map_err(|e| Refusal::Io(format!("snapshot task: {e}")))??;
+        if let Some(old) = stale {
+            let _ = std::fs::remove_file(old);
+        }
+        let path = snap.path.clone();
+        *held = Some(snap);
+        Ok((file, path))
+    }
+
+    /// How many databases have a snapshot (a health detail).
+    pub fn len(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
