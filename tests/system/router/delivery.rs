@@ -418,9 +418,14 @@ async fn publishes_stay_fast_while_retention_removes_a_million_events() {
         "publish latency during retention of {OLD} events: {} publishes, p50 {p50:?}, p99 {p99:?}",
         lat.len()
     );
+    // Removing the million rows in one transaction holds the writer for seconds; in
+    // 256-row transactions a publish waits at most one small batch. The bounds leave room
+    // for a loaded 2-core CI machine (quiet: p99 ~15 ms; under a parallel suite up to
+    // ~25 ms seen) and still fail on a pass that holds the writer for long.
+    let max = lat[lat.len() - 1];
     assert!(
-        p99 < Duration::from_millis(20),
-        "p99 {p99:?} (p50 {p50:?}) over {} publishes",
+        p99 < Duration::from_millis(60) && max < Duration::from_secs(1),
+        "p99 {p99:?} (p50 {p50:?}, max {max:?}) over {} publishes",
         lat.len()
     );
 }
