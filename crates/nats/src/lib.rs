@@ -18,10 +18,24 @@ pub enum NatsError {
     JetStream { what: String, reason: String },
 }
 
-/// Connects to any of `servers` (`nats://host:port`; the client fails over between them
-/// and reconnects by itself after a first connection). `name` shows in the server's
-/// connection list.
-pub async fn connect(servers: &[String], name: &str) -> Result<async_nats::Client, NatsError> {
+/// How [`connect`] treats the first connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstConnect {
+    /// Fail now when no server answers (the caller retries with its own deadline).
+    FailFast,
+    /// Return at once and keep trying in the background (calls fail until connected).
+    Background,
+}
+
+/// Connects to `servers` (`nats://host:port`): the first is preferred (list this node's
+/// own nats-server first), the others are fallbacks in order; after a first connection
+/// the client reconnects by itself. `name` shows in the server's connection list. A
+/// server address that does not parse is an error naming it.
+pub async fn connect(
+    servers: &[String],
+    name: &str,
+    first: FirstConnect,
+) -> Result<async_nats::Client, NatsError> {
     if servers.is_empty() {
         return Err(NatsError::NoServers);
     }
@@ -36,13 +50,15 @@ pub async fn connect(servers: &[String], name: &str) -> Result<async_nats::Clien
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    async_nats::ConnectOptions::new()
+    let mut opts = async_nats::ConnectOptions::new()
         .name(name)
-        .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(addrs)
-        .await
-        .map_err(|e| NatsError::Connect {
-            servers: joined,
-            reason: e.to_string(),
-        })
+        .retain_servers_order()
+        .connection_timeout(std::time::Duration::from_secs(5));
+    if first == FirstConnect::Background {
+        opts = opts.retry_on_initial_connect();
+    }
+    opts.connect(addrs).await.map_err(|e| NatsError::Connect {
+        servers: joined,
+        reason: e.to_string(),
+    })
 }

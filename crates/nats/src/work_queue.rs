@@ -182,7 +182,9 @@ impl JetStreamWorkQueue {
             let mut pause = Duration::from_millis(250);
             loop {
                 let tried = async {
-                    let client = crate::connect(&servers, &name).await.map_err(backend)?;
+                    let client = crate::connect(&servers, &name, crate::FirstConnect::FailFast)
+                        .await
+                        .map_err(backend)?;
                     Inner::setup(client, opts.clone()).await
                 }
                 .await;

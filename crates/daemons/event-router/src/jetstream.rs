@@ -199,20 +199,13 @@ impl JetStreamBroker {
         servers: &[String],
         replicas: usize,
     ) -> anyhow::Result<Arc<JetStreamBroker>> {
-        let addrs = servers
-            .iter()
-            .map(|s| s.parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("events.servers: {e}"))?;
-        let client = async_nats::ConnectOptions::new()
-            .name("ringrift-event-router")
-            .retry_on_initial_connect()
-            // The first server is preferred (list this node's own nats-server first);
-            // the others are fallbacks, tried in order.
-            .retain_servers_order()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(addrs)
-            .await?;
+        let client = ringrift_nats::connect(
+            servers,
+            "ringrift-event-router",
+            ringrift_nats::FirstConnect::Background,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("events.servers: {e}"))?;
         let js = jetstream::new(client.clone());
         let events_cfg = stream::Config {
             name: EVENTS_STREAM.into(),
