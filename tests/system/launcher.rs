@@ -79,7 +79,12 @@ fn daemon<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("{name} not in {s}"))
 }
 
-pub(crate) fn wait_state(home: &Home, name: &str, state: &str, limit: Duration) -> serde_json::Value {
+pub(crate) fn wait_state(
+    home: &Home,
+    name: &str,
+    state: &str,
+    limit: Duration,
+) -> serde_json::Value {
     wait_for(&format!("{name} {state}"), limit, || {
         let s = status(home);
         (daemon(&s, name)["state"] == state).then(|| daemon(&s, name).clone())

@@ -7,9 +7,7 @@
 //! coordinator n1 has every tick n3 accepted, exactly once.
 
 use ringrift_proto::wire::{self, subscribe_request::Start};
-use ringrift_system_tests::{
-    Home, Proc, command_works, require_tool, wait_for, wait_for_async,
-};
+use ringrift_system_tests::{Home, Proc, command_works, require_tool, wait_for, wait_for_async};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
