@@ -1,13 +1,14 @@
-//! The launcher's acceptance tests: restart backoff, FAILED after max restarts, exit 64,
-//! counter reset, no orphans on SIGKILL, ordered SIGTERM, status/stop/restart from a
-//! second process, validation, and /ready of the minimal profile.
+//! The launcher's acceptance tests: exit 64, counter reset, no orphans on SIGKILL,
+//! ordered SIGTERM, status/stop/restart from a second process, validation, and /ready of
+//! the minimal profile. (Restart backoff and FAILED after max restarts are in
+//! `a_long/launcher_backoff.rs`, which sorts first.)
 
 use ringrift_system_tests::{Home, Proc, bin, wait_for};
 use std::process::Command;
 use std::time::Duration;
 
 /// A registry entry for a standalone test daemon.
-fn test_daemon(name: &str, deps: &[&str], extra: &[&str]) -> String {
+pub(crate) fn test_daemon(name: &str, deps: &[&str], extra: &[&str]) -> String {
     let mut args = vec![
         "--router".to_owned(),
         "127.0.0.1:1".to_owned(),
@@ -34,7 +35,7 @@ fn test_daemon(name: &str, deps: &[&str], extra: &[&str]) -> String {
     )
 }
 
-fn start_launcher(home: &Home, registry: &str, args: &[&str]) -> Proc {
+pub(crate) fn start_launcher(home: &Home, registry: &str, args: &[&str]) -> Proc {
     let reg = home.path().join("registry.toml");
     std::fs::write(&reg, registry).unwrap();
     let mut all = vec![
@@ -78,7 +79,12 @@ fn daemon<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("{name} not in {s}"))
 }
 
-fn wait_state(home: &Home, name: &str, state: &str, limit: Duration) -> serde_json::Value {
+pub(crate) fn wait_state(
+    home: &Home,
+    name: &str,
+    state: &str,
+    limit: Duration,
+) -> serde_json::Value {
     wait_for(&format!("{name} {state}"), limit, || {
         let s = status(home);
         (daemon(&s, name)["state"] == state).then(|| daemon(&s, name).clone())
@@ -86,7 +92,7 @@ fn wait_state(home: &Home, name: &str, state: &str, limit: Duration) -> serde_js
 }
 
 /// (event, instance, pid, unix_ms) lines of the test daemons.
-fn records(home: &Home) -> Vec<(String, String, u32, i64)> {
+pub(crate) fn records(home: &Home) -> Vec<(String, String, u32, i64)> {
     std::fs::read_to_string(home.path().join("test_daemon.log"))
         .unwrap_or_default()
         .lines()
@@ -111,27 +117,6 @@ fn alive(pid: u32) -> bool {
             .trim_start()
             .starts_with('Z'),
         Err(_) => false,
-    }
-}
-
-#[test]
-fn crashing_daemon_backs_off_1_2_4_8_16_s_then_fails() {
-    let home = Home::new();
-    let reg = test_daemon("crasher", &[], &["test_daemon.crash_after_s=0.1"]);
-    let _l = start_launcher(&home, &reg, &["--daemon", "crasher"]);
-    let d = wait_state(&home, "crasher", "FAILED", Duration::from_secs(60));
-    assert_eq!(d["restarts"], 5);
-    let r = records(&home);
-    let starts: Vec<i64> = r.iter().filter(|x| x.0 == "start").map(|x| x.3).collect();
-    let exits: Vec<i64> = r.iter().filter(|x| x.0 == "exit").map(|x| x.3).collect();
-    assert_eq!((starts.len(), exits.len()), (6, 6), "{r:?}");
-    for (i, want) in [1.0, 2.0, 4.0, 8.0, 16.0].iter().enumerate() {
-        let gap = (starts[i + 1] - exits[i]) as f64 / 1000.0;
-        assert!(
-            gap >= want - 0.05 && gap <= want + 0.75,
-            "restart {} came {gap:.3}s after the crash, want ≈{want}s",
-            i + 1
-        );
     }
 }
 

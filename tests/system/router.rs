@@ -10,7 +10,6 @@ use tonic::Code;
 type Client = router_client::Client;
 
 mod delivery;
-mod jetstream_cluster;
 
 /// The event log a test's router runs on: the same tests run on both backends.
 pub(crate) enum Log {

@@ -149,14 +149,14 @@ impl TestDaemon {
             let ev = Event::new(wire::event::Payload::Json(format!("{{\"n\": {n}}}")))
                 .with_id(format!("tick:{}:{n}", self.cfg.instance));
             ctx.publish(ev).await?;
-            std::fs::write(&file, (n + 1).to_string())?;
+            write_count(&file, n + 1)?;
         }
         Ok(())
     }
 
     /// Publishes the rest of the burst: from the count in the burst file to the end.
     async fn burst(&self, ctx: &Context) -> anyhow::Result<()> {
-        let done = |n: u64| std::fs::write(&self.burst_file, n.to_string());
+        let done = |n: u64| write_count(&self.burst_file, n);
         let start: u64 = std::fs::read_to_string(&self.burst_file)
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -247,4 +247,13 @@ impl Handler for TestDaemon {
     async fn on_stop(&self, _ctx: &Context) {
         self.record("stop");
     }
+}
+
+/// Writes a count file atomically (a temp file renamed over it): tests poll these files,
+/// and `std::fs::write` truncates first, so a reader could see an empty file and read 0.
+fn write_count(file: &std::path::Path, n: u64) -> std::io::Result<()> {
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, n.to_string())?;
+    std::fs::rename(&tmp, file)
 }

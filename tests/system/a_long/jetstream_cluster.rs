@@ -3,7 +3,7 @@
 //! nats-server and one router are SIGKILLed. Every acked event reaches every node's
 //! durable consumer, and no event id is stored twice (one seq per id).
 
-use super::{work, work_id};
+use crate::router::{work, work_id};
 use ringrift_proto::wire::{self, EventType, subscribe_request::Start};
 use ringrift_system_tests::{Home, Nats, wait_for_async};
 use std::collections::{HashMap, HashSet};
