@@ -1,6 +1,7 @@
 //! The peer API client (`ringrift.v1.P2p`) that p2p_backend and the cluster and health
-//! monitors use, with the shared token's bearer header, and [`node_info`]: one bounded
-//! `NodeInfo` call validated into the domain view.
+//! monitors use, with the shared token's bearer header, [`node_info`]: one bounded
+//! `NodeInfo` call validated into the domain view, and [`local_node_info`]: the same
+//! asked of this node's own p2p_backend.
 
 use crate::view::{NodeInfo, ViewError};
 use ringrift_proto::wire::{self, p2p_client::P2pClient};
@@ -40,6 +41,8 @@ pub enum PeerError {
     Rpc { addr: String, status: tonic::Status },
     #[error("{addr}: {source}")]
     Invalid { addr: String, source: ViewError },
+    #[error("no p2p_backend on this node (run/p2p_backend.addr absent)")]
+    NotRunning,
 }
 
 /// Asks the peer API at `addr` who it is, within `limit`.
@@ -66,4 +69,20 @@ pub async fn node_info(
         addr: addr.to_owned(),
         source,
     })
+}
+
+/// Asks this node's own peer API, found at `run/p2p_backend.addr` under `home` (read off
+/// the async runtime), within `limit`.
+pub async fn local_node_info(
+    home: &std::path::Path,
+    bearer: router_client::Bearer,
+    limit: Duration,
+) -> Result<NodeInfo, PeerError> {
+    let h = home.to_owned();
+    let addr = tokio::task::spawn_blocking(move || handler_base::read_addr_file(&h, "p2p_backend"))
+        .await
+        .ok()
+        .flatten()
+        .ok_or(PeerError::NotRunning)?;
+    node_info(&addr, bearer, limit).await
 }

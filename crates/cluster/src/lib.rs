@@ -6,7 +6,8 @@
 //! coordinator or an etcd lease whose key revision is the fencing token; etcd's generated
 //! API in [`etcd`]).
 //!
-//! Policy-free: no daemon, no I/O beyond reading the config file, `/proc` and etcd; the
+//! Policy-free: no daemon, no I/O beyond reading the config file, `/proc`, etcd and the
+//! peer APIs (this node's found through `run/p2p_backend.addr`); the
 //! daemons decide what to do with a transition.
 
 pub mod client;

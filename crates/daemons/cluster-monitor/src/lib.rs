@@ -11,10 +11,10 @@
 
 use handler_base::auth::Token;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_cluster::client::{local_node_info, node_info};
 use ringrift_cluster::view::{NodeInfo, QueueView};
 use ringrift_cluster::{ClusterConfig, MemberState};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "cluster_monitor",
@@ -115,10 +115,6 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn fetch(addr: &str, token: Option<&Token>, limit: Duration) -> anyhow::Result<NodeInfo> {
-    Ok(ringrift_cluster::client::node_info(addr, Token::bearer(token), limit).await?)
 }
 
 /// Builds the view from the local node's answer and the peers' answers (pure).
@@ -228,27 +224,21 @@ pub fn health_of(view: Option<&ClusterView>, error: &str) -> HealthCheckResult {
 
 impl ClusterMonitor {
     async fn refresh(&self, ctx: &Context) -> anyhow::Result<()> {
-        let home = ctx.home.clone();
-        let addr =
-            tokio::task::spawn_blocking(move || handler_base::read_addr_file(&home, "p2p_backend"))
-                .await?
-                .ok_or_else(|| {
-                    anyhow::anyhow!("no p2p_backend on this node (run/p2p_backend.addr absent)")
-                })?;
         let limit = self.cluster.timeouts.rpc_timeout;
-        let local = fetch(&addr, self.token.as_ref(), limit)
+        let local = local_node_info(&ctx.home, Token::bearer(self.token.as_ref()), limit)
             .await
-            .map_err(|e| anyhow::anyhow!("local p2p_backend: {e:#}"))?;
+            .map_err(|e| anyhow::anyhow!("local p2p_backend: {e}"))?;
         let mut set = tokio::task::JoinSet::new();
         for m in &local.members {
             if m.node == local.node || m.state == MemberState::Dead {
                 continue;
             }
-            let (name, addr, token) = (m.node.clone(), m.address.clone(), self.token.clone());
+            let (name, addr) = (m.node.clone(), m.address.clone());
+            let bearer = Token::bearer(self.token.as_ref());
             set.spawn(async move {
-                let r = fetch(&addr, token.as_ref(), limit)
+                let r = node_info(&addr, bearer, limit)
                     .await
-                    .map_err(|e| format!("{e:#}"));
+                    .map_err(|e| e.to_string());
                 (name, r)
             });
         }

@@ -439,14 +439,8 @@ impl Sampler for LiveSampler {
 
 impl LiveSampler {
     async fn peers(&self, home: &Path) -> Result<Vec<String>, String> {
-        let h = home.to_owned();
-        let addr =
-            tokio::task::spawn_blocking(move || handler_base::read_addr_file(&h, "p2p_backend"))
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("not running (run/p2p_backend.addr absent)")?;
-        let info = ringrift_cluster::client::node_info(
-            &addr,
+        let info = ringrift_cluster::client::local_node_info(
+            home,
             Token::bearer(self.token.as_ref()),
             self.limit,
         )

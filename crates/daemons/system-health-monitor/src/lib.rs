@@ -213,14 +213,8 @@ impl MembershipSource for LiveMembers {
                 states: [(me, MemberState::Alive)].into(),
             });
         }
-        let home = ctx.home.clone();
-        let addr =
-            tokio::task::spawn_blocking(move || handler_base::read_addr_file(&home, "p2p_backend"))
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("no p2p_backend on this node (run/p2p_backend.addr absent)")?;
-        let info = ringrift_cluster::client::node_info(
-            &addr,
+        let info = ringrift_cluster::client::local_node_info(
+            &ctx.home,
             Token::bearer(self.token.as_ref()),
             self.limit,
         )
