@@ -53,6 +53,22 @@ impl Default for SystemConfig {
     }
 }
 
+impl SystemConfig {
+    fn validate(&self) -> Result<(), handler_base::ConfigError> {
+        handler_base::ensure_config!(
+            (0.0..=1.0).contains(&self.pause_below_score),
+            "system_health_monitor.pause_below_score = {} must be within 0..=1",
+            self.pause_below_score
+        );
+        handler_base::ensure_config!(
+            self.rpc_timeout_s.is_finite() && self.rpc_timeout_s > 0.0,
+            "system_health_monitor.rpc_timeout_s = {} must be > 0",
+            self.rpc_timeout_s
+        );
+        Ok(())
+    }
+}
+
 /// Who is in the cluster now and who leads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Members {
@@ -257,7 +273,9 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cluster = ClusterConfig::load(&ctx.home, &ctx.node)
         .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
     let token = handler_base::auth::load(&ctx.settings)?;
-    let limit = Duration::from_secs_f64(cfg.rpc_timeout_s.clamp(0.001, 3600.0));
+    // Validated before use: `from_secs_f64` panics on a negative or NaN value.
+    cfg.validate()?;
+    let limit = Duration::from_secs_f64(cfg.rpc_timeout_s);
     build_with(
         ctx,
         cfg,
@@ -275,16 +293,7 @@ pub fn build_with(
     cfg: SystemConfig,
     source: Arc<dyn MembershipSource>,
 ) -> anyhow::Result<Arc<dyn Handler>> {
-    handler_base::ensure_config!(
-        (0.0..=1.0).contains(&cfg.pause_below_score),
-        "system_health_monitor.pause_below_score = {} must be within 0..=1",
-        cfg.pause_below_score
-    );
-    handler_base::ensure_config!(
-        cfg.rpc_timeout_s.is_finite() && cfg.rpc_timeout_s > 0.0,
-        "system_health_monitor.rpc_timeout_s = {} must be > 0",
-        cfg.rpc_timeout_s
-    );
+    cfg.validate()?;
     Ok(Arc::new(SystemHealthMonitor {
         cfg,
         source,

@@ -233,4 +233,13 @@ async fn alerts_arrive_as_events_and_bad_config_is_refused() {
     .unwrap();
     let err = build(&ctx).err().expect("score above 1").to_string();
     assert!(err.contains("pause_below_score = 2"), "{err}");
+    // Refused with a message, not a panic in Duration::from_secs_f64.
+    let (ctx, _) = Context::for_test(
+        INFO.name,
+        home.path(),
+        "[system_health_monitor]\nrpc_timeout_s = nan\n",
+    )
+    .unwrap();
+    let err = build(&ctx).err().expect("NaN timeout").to_string();
+    assert!(err.contains("rpc_timeout_s = NaN"), "{err}");
 }
