@@ -63,6 +63,20 @@ fn subject(kind: WorkKind) -> String {
     format!("ringrift.work.{}", kind.as_str())
 }
 
+/// Counts a failed attempt: back to pending, or `failed` once `max_attempts` are used;
+/// the claim is released.
+fn failed_attempt(item: &mut WorkItem, error: String) {
+    item.attempts += 1;
+    item.last_error = Some(error);
+    item.claimed_by = None;
+    item.lease_expires_at = None;
+    item.status = if item.attempts >= item.max_attempts {
+        WorkStatus::Failed
+    } else {
+        WorkStatus::Pending
+    };
+}
+
 /// One item's state in the bucket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
@@ -460,12 +474,8 @@ impl Inner {
                     return Ok(None);
                 }
                 // The holder's lease ran out: that attempt failed.
-                r.item.attempts += 1;
-                r.item.last_error = Some("lease expired".into());
-                if r.item.attempts >= r.item.max_attempts {
-                    r.item.status = WorkStatus::Failed;
-                    r.item.claimed_by = None;
-                    r.item.lease_expires_at = None;
+                failed_attempt(&mut r.item, "lease expired".into());
+                if r.item.status == WorkStatus::Failed {
                     r.updated_ms = now;
                     if self.swap(&r, rev).await? {
                         ack(jetstream::AckKind::Term).await?;
@@ -556,7 +566,8 @@ impl Inner {
         Ok(true)
     }
 
-    async fn all(&self) -> Result<Vec<Record>, StoreError> {
+    /// Every item with its revision, oldest first.
+    async fn all_with_revisions(&self) -> Result<Vec<(Record, u64)>, StoreError> {
         let mut keys = self.kv.keys().await.map_err(backend)?;
         let mut out = Vec::new();
         while let Some(k) = keys.next().await {
@@ -564,12 +575,21 @@ impl Inner {
             if k == FENCE_KEY {
                 continue;
             }
-            if let Some((r, _)) = self.record(&k).await? {
+            if let Some(r) = self.record(&k).await? {
                 out.push(r);
             }
         }
-        out.sort_by_key(|r| (r.created_ms, r.item.item_id.clone()));
+        out.sort_by_key(|(r, _)| (r.created_ms, r.item.item_id.clone()));
         Ok(out)
+    }
+
+    async fn all(&self) -> Result<Vec<Record>, StoreError> {
+        Ok(self
+            .all_with_revisions()
+            .await?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect())
     }
 
     /// Expired leases back to pending (or failed); records a crash left unpublished
@@ -577,23 +597,13 @@ impl Inner {
     async fn requeue_expired(&self) -> Result<usize, StoreError> {
         let now = now_ms();
         let mut n = 0;
-        for r in self.all().await? {
-            let id = r.item.item_id.clone();
-            let Some((mut cur, rev)) = self.record(&id).await? else {
-                continue;
-            };
+        // Each write is a compare-and-set on the revision read here, so a record that
+        // changed since is left to whoever changed it.
+        for (mut cur, rev) in self.all_with_revisions().await? {
             if cur.item.status == WorkStatus::Claimed
                 && cur.item.lease_expires_at.unwrap_or(0) <= now
             {
-                cur.item.attempts += 1;
-                cur.item.status = if cur.item.attempts >= cur.item.max_attempts {
-                    WorkStatus::Failed
-                } else {
-                    WorkStatus::Pending
-                };
-                cur.item.claimed_by = None;
-                cur.item.lease_expires_at = None;
-                cur.item.last_error = Some("lease expired".into());
+                failed_attempt(&mut cur.item, "lease expired".into());
                 cur.updated_ms = now;
                 if self.swap(&cur, rev).await? {
                     n += 1;
@@ -657,18 +667,8 @@ impl WorkQueue for JetStreamWorkQueue {
     fn fail(&self, item_id: &str, worker: &str, error: &str) -> Result<bool, StoreError> {
         let (id, w, e) = (item_id.to_owned(), worker.to_owned(), error.to_owned());
         self.run(|i| async move {
-            i.finish(id, w, move |r| {
-                r.item.attempts += 1;
-                r.item.last_error = Some(e);
-                r.item.claimed_by = None;
-                r.item.lease_expires_at = None;
-                r.item.status = if r.item.attempts >= r.item.max_attempts {
-                    WorkStatus::Failed
-                } else {
-                    WorkStatus::Pending
-                };
-            })
-            .await
+            i.finish(id, w, move |r| failed_attempt(&mut r.item, e))
+                .await
         })
     }
 
