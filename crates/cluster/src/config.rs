@@ -147,31 +147,50 @@ pub struct Node {
 }
 
 impl Node {
-    /// `address:p2p`, the peer API (IPv6 literals bracketed).
-    pub fn p2p_addr(&self) -> String {
+    /// `address:port` (IPv6 literals bracketed).
+    pub fn addr(&self, port: u16) -> String {
         if self.address.contains(':') && !self.address.starts_with('[') {
-            format!("[{}]:{}", self.address, self.ports.p2p)
+            format!("[{}]:{}", self.address, port)
         } else {
-            format!("{}:{}", self.address, self.ports.p2p)
+            format!("{}:{}", self.address, port)
         }
     }
 
-    /// Where this node's p2p_backend listens by default: its own address when that is
-    /// loopback, else every interface on the p2p port (which then needs the token).
-    pub fn p2p_listen(&self) -> String {
-        let loopback = self.address == "localhost"
-            || self
-                .address
-                .trim_matches(|c| c == '[' || c == ']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+    /// Where a listener of this node on `port` binds by default: its own address when
+    /// that is loopback, else every interface (which then needs the token).
+    pub fn listen(&self, port: u16) -> String {
+        let loopback = self
+            .address
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
         if self.address == "localhost" {
-            format!("127.0.0.1:{}", self.ports.p2p)
+            format!("127.0.0.1:{port}")
         } else if loopback {
-            self.p2p_addr()
+            self.addr(port)
         } else {
-            format!("0.0.0.0:{}", self.ports.p2p)
+            format!("0.0.0.0:{port}")
         }
+    }
+
+    /// `address:p2p`, the peer API.
+    pub fn p2p_addr(&self) -> String {
+        self.addr(self.ports.p2p)
+    }
+
+    /// Where this node's p2p_backend listens by default (see [`Node::listen`]).
+    pub fn p2p_listen(&self) -> String {
+        self.listen(self.ports.p2p)
+    }
+
+    /// `http://address:data`, this node's data_server as its peers reach it.
+    pub fn data_url(&self) -> String {
+        format!("http://{}", self.addr(self.ports.data))
+    }
+
+    /// Where this node's data_server listens by default (see [`Node::listen`]).
+    pub fn data_listen(&self) -> String {
+        self.listen(self.ports.data)
     }
 
     pub fn role_names(&self) -> Vec<String> {

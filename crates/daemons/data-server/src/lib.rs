@@ -14,7 +14,7 @@
 //! per file version, off the runtime), [`serve`] (bounded memory per response, the
 //! per-peer `governor` bandwidth limit).
 //!
-//! `[data_server]`: `listen` ("127.0.0.1:8766"), `bandwidth_bytes_per_s` (0 = unlimited;
+//! `[data_server]`: `listen` (default: this node's `ports.data` in cluster.toml, 127.0.0.1:8766 on one node), `bandwidth_bytes_per_s` (0 = unlimited;
 //! per remote IP), `hash_cache_entries` (10 000). Bad values exit 64 naming the key.
 
 pub mod digest;
@@ -37,7 +37,8 @@ pub const INFO: DaemonInfo = DaemonInfo {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataServerConfig {
-    pub listen: String,
+    /// Default: this node's `ports.data` in cluster.toml (127.0.0.1:8766 on one node).
+    pub listen: Option<String>,
     /// Per remote IP, bytes per second; 0 = unlimited.
     pub bandwidth_bytes_per_s: u64,
     /// Files whose SHA-256 is remembered (by inode, size and mtime).
@@ -47,7 +48,7 @@ pub struct DataServerConfig {
 impl Default for DataServerConfig {
     fn default() -> Self {
         DataServerConfig {
-            listen: "127.0.0.1:8766".into(),
+            listen: None,
             bandwidth_bytes_per_s: 0,
             hash_cache_entries: 10_000,
         }
@@ -56,16 +57,23 @@ impl Default for DataServerConfig {
 
 pub struct DataServer {
     cfg: DataServerConfig,
+    listen: String,
     token: Option<Token>,
     files: Arc<Files>,
 }
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: DataServerConfig = ctx.settings.section("data_server")?;
+    let listen = match &cfg.listen {
+        Some(l) => l.clone(),
+        None => ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
+            .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?
+            .this_node()
+            .data_listen(),
+    };
     handler_base::ensure_config!(
-        cfg.listen.parse::<SocketAddr>().is_ok(),
-        "data_server.listen = {:?} is not host:port",
-        cfg.listen
+        listen.parse::<SocketAddr>().is_ok(),
+        "data_server.listen = {listen:?} is not host:port"
     );
     let rate = u32::try_from(cfg.bandwidth_bytes_per_s).map_err(|_| {
         handler_base::ConfigError::Invalid(format!(
@@ -80,7 +88,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.hash_cache_entries
     );
     let token = handler_base::auth::load(&ctx.settings)?;
-    handler_base::auth::check_listen("data_server.listen", &cfg.listen, token.as_ref())?;
+    handler_base::auth::check_listen("data_server.listen", &listen, token.as_ref())?;
     let open = |name: &'static str, dir: std::path::PathBuf| {
         jail::Root::open(name, &dir)
             .map_err(|e| anyhow::anyhow!("data_server root {}: {e}", dir.display()))
@@ -99,6 +107,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     };
     Ok(Arc::new(DataServer {
         cfg,
+        listen,
         token,
         files: Arc::new(files),
     }))
@@ -117,9 +126,9 @@ pub fn app(files: Arc<Files>) -> axum::Router {
 #[async_trait::async_trait]
 impl Handler for DataServer {
     async fn on_start(&self, ctx: &Context) -> anyhow::Result<()> {
-        let listener = tokio::net::TcpListener::bind(&self.cfg.listen)
+        let listener = tokio::net::TcpListener::bind(&self.listen)
             .await
-            .map_err(|e| anyhow::anyhow!("bind data_server.listen {}: {e}", self.cfg.listen))?;
+            .map_err(|e| anyhow::anyhow!("bind data_server.listen {}: {e}", self.listen))?;
         let addr = listener.local_addr()?;
         // handler-base's `serve_http` without connect info; the bandwidth limit is per
         // remote IP, so this server is started here, behind the same `protect`.

@@ -1,0 +1,1 @@
+//! Games moved between nodes as batches of records, merged by `game_id`.

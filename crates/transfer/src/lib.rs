@@ -1,0 +1,64 @@
+//! The transfer engine under every sync, distribution and replication daemon.
+//!
+//! * [`peers`]: who the other nodes are (cluster.toml) and an HTTP client of their
+//!   `data_server` that sends the cluster token;
+//! * [`files`]: files (models, NPZ, databases) planned from a peer's manifest, fetched
+//!   with HTTP ranges and resumed after a crash, SHA-256-verified, installed by atomic
+//!   rename, quarantined on mismatch, under per-host concurrency and bandwidth limits;
+//! * [`games`]: games moved as batches of records (pushed to or pulled from a peer's
+//!   `data_server`), merged by `game_id`, with per-peer watermarks so each game crosses
+//!   each link once.
+
+pub mod files;
+pub mod games;
+pub mod peers;
+
+pub use peers::{DataClient, Peer};
+
+/// Why a transfer failed. Every variant names the peer or file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("{url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: bad answer: {why}")]
+    BadAnswer { url: String, why: String },
+    /// The bytes did not match the SHA-256 (or size) they were announced with; the file
+    /// is in quarantine at `quarantined`.
+    #[error("{what}: {why} (quarantined at {})", quarantined.display())]
+    Corrupt {
+        what: String,
+        why: String,
+        quarantined: std::path::PathBuf,
+    },
+    #[error(transparent)]
+    Store(#[from] ringrift_store::StoreError),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl TransferError {
+    pub(crate) fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        TransferError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
