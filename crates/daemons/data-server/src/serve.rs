@@ -49,23 +49,8 @@ pub fn limiter(bytes_per_s: u32) -> Option<Arc<Limiter>> {
     )))
 }
 
-/// One manifest line: store's `FileEntry` fields plus the model generation, so a
-/// client deserialises `files` straight into `ringrift_store::manifest::Manifest`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ManifestEntry {
-    pub sha256: String,
-    pub size: u64,
-    pub mtime_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation: Option<u32>,
-}
-
-/// `GET /manifest?root=...` answer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ManifestDoc {
-    pub root: String,
-    pub files: BTreeMap<String, ManifestEntry>,
-}
+/// The manifest types are the transfer engine's (its client reads what this serves).
+pub use ringrift_transfer::files::{ManifestDoc, ManifestEntry};
 
 fn refuse(r: &Refusal) -> Response {
     let code = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
