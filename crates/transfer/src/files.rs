@@ -190,9 +190,9 @@ impl Engine {
             ))
         })?;
         let burst = rate.max(PIECE as u32);
-        let bandwidth = NonZeroU32::new(rate).zip(NonZeroU32::new(burst)).map(|(r, b)| {
-            Arc::new(RateLimiter::direct(Quota::per_second(r).allow_burst(b)))
-        });
+        let bandwidth = NonZeroU32::new(rate)
+            .zip(NonZeroU32::new(burst))
+            .map(|(r, b)| Arc::new(RateLimiter::direct(Quota::per_second(r).allow_burst(b))));
         Ok(Engine {
             client,
             quarantine,
@@ -272,8 +272,13 @@ impl Engine {
             }
             let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
             let writer = tokio::task::spawn_blocking(move || {
-                write_part(&mut file, if start == 0 { Sha256::new() } else { hasher }, start, rx)
-                    .map(|(h, n)| (file, h, n))
+                write_part(
+                    &mut file,
+                    if start == 0 { Sha256::new() } else { hasher },
+                    start,
+                    rx,
+                )
+                .map(|(h, n)| (file, h, n))
             });
             let mut resp = resp;
             let mut failed = None;
@@ -282,7 +287,10 @@ impl Engine {
                     Ok(Some(c)) => c,
                     Ok(None) => break,
                     Err(e) => {
-                        failed = Some(TransferError::Http { url: url.clone(), source: e });
+                        failed = Some(TransferError::Http {
+                            url: url.clone(),
+                            source: e,
+                        });
                         break;
                     }
                 };
@@ -328,10 +336,8 @@ impl Engine {
             };
             drop(file);
             let (part2, q, why2) = (part.clone(), self.quarantine.clone(), why.clone());
-            let quarantined = blocking(move || {
-                ringrift_store::manifest::quarantine(&part2, &q, &why2)
-            })
-            .await??;
+            let quarantined =
+                blocking(move || ringrift_store::manifest::quarantine(&part2, &q, &why2)).await??;
             return Err(TransferError::Corrupt {
                 what,
                 why,
@@ -342,7 +348,11 @@ impl Engine {
         blocking(move || install(file, &part2, &dest2)).await??;
         Ok(Fetched {
             downloaded,
-            resumed_from: if downloaded < total { total - downloaded } else { 0 },
+            resumed_from: if downloaded < total {
+                total - downloaded
+            } else {
+                0
+            },
         })
     }
 
@@ -442,8 +452,12 @@ struct IndexEntry {
 fn stat_key(path: &Path) -> Option<(u64, i128)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    m.is_file()
-        .then(|| (m.len(), i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())))
+    m.is_file().then(|| {
+        (
+            m.len(),
+            i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        )
+    })
 }
 
 impl LocalIndex {
@@ -610,7 +624,11 @@ fn install(file: File, part: &Path, dest: &Path) -> Result<(), TransferError> {
 
 /// The start of a `Content-Range: bytes a-b/n` header.
 fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
-    let v = resp.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
     v.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
 }
 

@@ -9,11 +9,15 @@
 //!   `data_server`), merged by `game_id`, with per-peer watermarks so each game crosses
 //!   each link once.
 
+pub mod cli;
+pub mod events;
 pub mod files;
 pub mod games;
 pub mod peers;
+pub mod setup;
 
-pub use peers::{DataClient, Peer};
+pub use peers::{DataClient, Peer, node_of};
+pub use setup::{Setup, TransferSettings};
 
 /// Why a transfer failed. Every variant names the peer or file concerned.
 #[derive(Debug, thiserror::Error)]

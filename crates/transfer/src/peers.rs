@@ -144,3 +144,24 @@ pub async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response, 
         body: body.chars().take(300).collect(),
     })
 }
+
+/// The node of an event source `daemon@node` (`None` without `@`).
+pub fn node_of(source: &str) -> Option<&str> {
+    source
+        .rsplit_once('@')
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_of_reads_the_part_after_the_last_at() {
+        assert_eq!(node_of("unified_promotion@n1"), Some("n1"));
+        assert_eq!(node_of("x@y@gpu-2"), Some("gpu-2"));
+        assert_eq!(node_of("nobody"), None);
+        assert_eq!(node_of("d@"), None);
+    }
+}

@@ -122,7 +122,9 @@ fn engine(dir: &Path, limits: Limits) -> Engine {
 }
 
 fn data(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn wanted(path: &str, b: &[u8]) -> Wanted {
@@ -148,7 +150,10 @@ fn quarantined(dir: &Path) -> usize {
 async fn fetch_installs_a_verified_file_and_leaves_no_partial() {
     let fake = Arc::new(Fake::default());
     let b = data(1_000_000, 1);
-    fake.files.lock().unwrap().insert("a/b.bin".into(), b.clone());
+    fake.files
+        .lock()
+        .unwrap()
+        .insert("a/b.bin".into(), b.clone());
     let peer = serve(fake).await;
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), Limits::default());
@@ -174,7 +179,10 @@ async fn a_cut_transfer_resumes_from_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), Limits::default());
     let dest = dir.path().join("x.bin");
-    let err = e.fetch(&peer, &wanted("x.bin", &b), &dest).await.unwrap_err();
+    let err = e
+        .fetch(&peer, &wanted("x.bin", &b), &dest)
+        .await
+        .unwrap_err();
     assert!(matches!(err, TransferError::Http { .. }), "{err}");
     assert!(!dest.exists(), "nothing installed from a cut transfer");
     fake.cut_after.store(u64::MAX, Ordering::SeqCst);
@@ -194,7 +202,10 @@ async fn a_flipped_byte_on_the_wire_is_quarantined_never_installed() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), Limits::default());
     let dest = dir.path().join("m.bin");
-    let err = e.fetch(&peer, &wanted("m.bin", &b), &dest).await.unwrap_err();
+    let err = e
+        .fetch(&peer, &wanted("m.bin", &b), &dest)
+        .await
+        .unwrap_err();
     assert!(matches!(err, TransferError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("sha256"), "{err}");
     assert!(!dest.exists());
@@ -225,7 +236,10 @@ async fn a_truncated_or_rotten_source_is_detected_and_quarantined() {
         .fetch(&peer, &wanted("t.bin", &b), &dir.path().join("t.bin"))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("300000 bytes, expected 400000"), "{err}");
+    assert!(
+        err.to_string().contains("300000 bytes, expected 400000"),
+        "{err}"
+    );
     let err = e
         .fetch(&peer, &wanted("r.bin", &b), &dir.path().join("r.bin"))
         .await
@@ -244,32 +258,56 @@ async fn mirror_fetches_what_differs_and_a_second_pass_reads_nothing() {
             .unwrap()
             .insert(format!("d/f{i}.bin"), data(10_000 + i, i as u8));
     }
-    fake.files.lock().unwrap().insert("skip.db".into(), data(10, 0));
+    fake.files
+        .lock()
+        .unwrap()
+        .insert("skip.db".into(), data(10, 0));
     let peer = serve(fake.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("mirror");
     // One file already there with the right content: not fetched.
     std::fs::create_dir_all(local.join("d")).unwrap();
     std::fs::write(local.join("d/f3.bin"), data(10_003, 3)).unwrap();
-    let e = engine(dir.path(), Limits { per_host: 3, bytes_per_s: 0 });
+    let e = engine(
+        dir.path(),
+        Limits {
+            per_host: 3,
+            bytes_per_s: 0,
+        },
+    );
     let mut idx = LocalIndex::default();
     let select = |p: &str| p.ends_with(".bin");
-    let r = e.mirror(&peer, Root::Data, &select, &local, &mut idx).await.unwrap();
+    let r = e
+        .mirror(&peer, Root::Data, &select, &local, &mut idx)
+        .await
+        .unwrap();
     assert_eq!((r.listed, r.fetched, r.failed.len()), (20, 19, 0), "{r:?}");
     assert_eq!(fake.requests.load(Ordering::SeqCst), 19);
     for i in 0..20 {
-        assert_eq!(std::fs::read(local.join(format!("d/f{i}.bin"))).unwrap(), data(10_000 + i, i as u8));
+        assert_eq!(
+            std::fs::read(local.join(format!("d/f{i}.bin"))).unwrap(),
+            data(10_000 + i, i as u8)
+        );
     }
     assert!(!local.join("skip.db").exists());
     let path = dir.path().join("index.json");
     idx.save(&path).unwrap();
     let mut idx = LocalIndex::load(&path).unwrap();
     assert_eq!(idx.len(), 20);
-    let r = e.mirror(&peer, Root::Data, &select, &local, &mut idx).await.unwrap();
+    let r = e
+        .mirror(&peer, Root::Data, &select, &local, &mut idx)
+        .await
+        .unwrap();
     assert_eq!((r.fetched, fake.requests.load(Ordering::SeqCst)), (0, 19));
     // A changed source file is fetched again.
-    fake.files.lock().unwrap().insert("d/f5.bin".into(), data(777, 9));
-    let r = e.mirror(&peer, Root::Data, &select, &local, &mut idx).await.unwrap();
+    fake.files
+        .lock()
+        .unwrap()
+        .insert("d/f5.bin".into(), data(777, 9));
+    let r = e
+        .mirror(&peer, Root::Data, &select, &local, &mut idx)
+        .await
+        .unwrap();
     assert_eq!(r.fetched, 1);
     assert_eq!(std::fs::read(local.join("d/f5.bin")).unwrap(), data(777, 9));
 }
@@ -277,7 +315,10 @@ async fn mirror_fetches_what_differs_and_a_second_pass_reads_nothing() {
 #[tokio::test]
 async fn a_manifest_naming_a_path_outside_the_root_is_refused() {
     let fake = Arc::new(Fake::default());
-    fake.files.lock().unwrap().insert("../evil".into(), data(5, 0));
+    fake.files
+        .lock()
+        .unwrap()
+        .insert("../evil".into(), data(5, 0));
     let peer = serve(fake).await;
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), Limits::default());
@@ -293,13 +334,38 @@ async fn a_manifest_naming_a_path_outside_the_root_is_refused() {
 async fn the_bandwidth_limit_holds() {
     let fake = Arc::new(Fake::default());
     let b = data(1_500_000, 5);
-    fake.files.lock().unwrap().insert("bw.bin".into(), b.clone());
+    fake.files
+        .lock()
+        .unwrap()
+        .insert("bw.bin".into(), b.clone());
     let peer = serve(fake).await;
     let dir = tempfile::tempdir().unwrap();
-    let e = engine(dir.path(), Limits { per_host: 1, bytes_per_s: 1_000_000 });
+    let e = engine(
+        dir.path(),
+        Limits {
+            per_host: 1,
+            bytes_per_s: 1_000_000,
+        },
+    );
     let t0 = Instant::now();
-    e.fetch(&peer, &wanted("bw.bin", &b), &dir.path().join("bw.bin")).await.unwrap();
+    e.fetch(&peer, &wanted("bw.bin", &b), &dir.path().join("bw.bin"))
+        .await
+        .unwrap();
     // 1 MB of burst, then 0.5 MB at 1 MB/s: at least ~0.5 s.
-    assert!(t0.elapsed() >= Duration::from_millis(400), "{:?}", t0.elapsed());
-    assert!(Engine::new(e.client().clone(), dir.path().into(), Limits { per_host: 0, bytes_per_s: 0 }).is_err());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        Engine::new(
+            e.client().clone(),
+            dir.path().into(),
+            Limits {
+                per_host: 0,
+                bytes_per_s: 0
+            }
+        )
+        .is_err()
+    );
 }

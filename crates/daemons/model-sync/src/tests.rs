@@ -1,0 +1,224 @@
+//! In-process tests: a real data_server in one temp home serves the promoting node's
+//! models; model_sync in another home follows it.
+
+use super::*;
+use ringrift_store::models::ModelHeader;
+use std::path::Path;
+
+const KEY: &str = "hex8_2p";
+
+fn config() -> ConfigKey {
+    KEY.parse().unwrap()
+}
+
+/// Writes a model of `generation` and promotes it in `home`; returns its payload sha.
+fn promote_in(home: &Path, generation: u32, fill: u8) -> String {
+    let header = ModelHeader {
+        format_version: 0,
+        arch: "mlp-relu-v1".into(),
+        config_key: config(),
+        planes: 1,
+        cells: 2,
+        hidden: 3,
+        generation,
+        parent_sha256: None,
+        trained_samples: 0,
+        created_at: 0,
+        payload_sha256: String::new(),
+        payload_len: 0,
+        lut_len: 0,
+    };
+    let (h, bytes) = models::encode(header, &vec![fill; 200_000]).unwrap();
+    let dir = ringrift_store::paths::models_dir(home);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("gen{generation}.rrm"));
+    std::fs::write(&p, bytes).unwrap();
+    let current = models::canonical(home, config()).unwrap().map(|c| c.sha256);
+    models::promote(
+        home,
+        config(),
+        &p,
+        "g",
+        &h.payload_sha256,
+        current.as_deref(),
+        None,
+    )
+    .unwrap();
+    h.payload_sha256
+}
+
+/// A data_server serving `home` on port 0; returns its address.
+async fn serve(home: &Path) -> (Context, Arc<dyn Handler>, String) {
+    let (ctx, _) = Context::for_test(
+        "data_server",
+        home,
+        "[data_server]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let h = ringrift_data_server::build(&ctx).unwrap();
+    h.on_start(&ctx).await.unwrap();
+    let addr = handler_base::read_addr_file(home, "data_server").unwrap();
+    (ctx, h, addr)
+}
+
+struct Pair {
+    a: tempfile::TempDir,
+    b: tempfile::TempDir,
+    ctx: Context,
+    rec: handler_base::Recorded,
+    sync: Arc<dyn Handler>,
+    _server: (Context, Arc<dyn Handler>),
+}
+
+async fn pair() -> Pair {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let (sctx, sh, addr) = serve(a.path()).await;
+    let port = addr.rsplit(':').next().unwrap();
+    std::fs::write(
+        b.path().join("cluster.toml"),
+        format!(
+            "[[node]]\nname = \"test\"\nroles = [\"selfplay\"]\naddress = \"127.0.0.1\"\n\
+             [[node]]\nname = \"a\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = 1, data = {port} }}\n"
+        ),
+    )
+    .unwrap();
+    let (ctx, rec) = Context::for_test("model_sync", b.path(), "").unwrap();
+    let sync = build(&ctx).unwrap();
+    Pair {
+        a,
+        b,
+        ctx,
+        rec,
+        sync,
+        _server: (sctx, sh),
+    }
+}
+
+fn promoted(sha: &str) -> Event {
+    let mut ev = Event::new(Payload::ModelPromoted(wire::ModelPromoted {
+        model_path: "/elsewhere/gen.rrm".into(),
+        canonical_path: "/elsewhere/canonical_hex8_2p.rrm".into(),
+        model_sha256: sha.into(),
+        ..Default::default()
+    }))
+    .with_config(KEY);
+    ev.source = "unified_promotion@a".into();
+    ev
+}
+
+#[tokio::test]
+async fn a_promotion_elsewhere_is_installed_here_verified_with_its_link() {
+    let p = pair().await;
+    let sha = promote_in(p.a.path(), 1, 7);
+    p.sync.handle_event(&p.ctx, &promoted(&sha)).await.unwrap();
+    let c = models::canonical(p.b.path(), config())
+        .unwrap()
+        .expect("installed");
+    assert_eq!(c.sha256, sha);
+    let link = std::fs::read_link(models::best_link(p.b.path(), config())).unwrap();
+    assert_eq!(link, Path::new("canonical_hex8_2p.rrm"));
+    let kinds: Vec<_> = p.rec.events().iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventType::DataSyncStarted,
+            EventType::DataSyncCompleted,
+            EventType::ModelDistributed
+        ]
+    );
+    // The same event again (a redelivery) changes nothing.
+    p.sync.handle_event(&p.ctx, &promoted(&sha)).await.unwrap();
+    assert_eq!(p.rec.events().len(), 3);
+    // Our own promotions are not fetched from anyone.
+    let mut own = promoted("ff");
+    own.source = "unified_promotion@test".into();
+    p.sync.handle_event(&p.ctx, &own).await.unwrap();
+    assert_eq!(p.rec.events().len(), 3);
+}
+
+#[tokio::test]
+async fn the_cycle_catches_up_to_a_newer_generation() {
+    let p = pair().await;
+    promote_in(p.a.path(), 1, 1);
+    p.sync.run_cycle(&p.ctx).await.unwrap();
+    assert_eq!(
+        models::canonical(p.b.path(), config())
+            .unwrap()
+            .unwrap()
+            .generation,
+        1
+    );
+    let sha2 = promote_in(p.a.path(), 2, 2);
+    p.sync.run_cycle(&p.ctx).await.unwrap();
+    let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
+    assert_eq!((c.generation, c.sha256.as_str()), (2, sha2.as_str()));
+    // The replaced model is backed up, not lost.
+    let backups = std::fs::read_dir(ringrift_store::paths::models_dir(p.b.path()).join("backup"))
+        .unwrap()
+        .count();
+    assert!(backups >= 1);
+}
+
+#[tokio::test]
+async fn a_byte_flipped_on_the_sources_disk_is_quarantined_never_installed() {
+    let p = pair().await;
+    let sha1 = promote_in(p.a.path(), 1, 1);
+    p.sync.handle_event(&p.ctx, &promoted(&sha1)).await.unwrap();
+    let sha2 = promote_in(p.a.path(), 2, 2);
+    // Let the server hash the good file, then rot one byte in place (same size and
+    // mtime, so its cached hash, and the manifest, still name the good content).
+    let client =
+        ringrift_transfer::DataClient::new(None, std::time::Duration::from_secs(5)).unwrap();
+    let peer = p.sync_peer();
+    manifest(&client, &peer, Root::Models).await.unwrap();
+    let f = models::canonical_path(p.a.path(), config());
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&f).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0x01;
+    let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &bytes[last..last + 1], last as u64).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    let err = p
+        .sync
+        .handle_event(&p.ctx, &promoted(&sha2))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("quarantined"), "{err:#}");
+    let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
+    assert_eq!(c.sha256, sha1, "the old canonical model stays");
+    let q = ringrift_store::paths::quarantine_dir(p.b.path()).join("model_sync");
+    assert!(std::fs::read_dir(q).unwrap().count() >= 1);
+    assert!(
+        p.rec
+            .events()
+            .iter()
+            .any(|e| e.kind == EventType::DataSyncFailed)
+    );
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (toml, key) in [
+        ("[model_sync]\nper_host = 0\n", "model_sync.per_host"),
+        ("[model_sync]\ntimeout_s = -1\n", "model_sync.timeout_s"),
+        ("[model_sync]\nbogus = 1\n", "bogus"),
+    ] {
+        let r = Context::for_test("model_sync", dir.path(), toml)
+            .and_then(|(ctx, _)| build(&ctx).map(|_| ()));
+        let err = r.expect_err(toml);
+        assert!(format!("{err:#}").contains(key), "{toml}: {err:#}");
+    }
+}
+
+impl Pair {
+    /// The promoting node as a peer (what model_sync reads from cluster.toml).
+    fn sync_peer(&self) -> Peer {
+        let cluster =
+            ringrift_transfer::Setup::new(&self.ctx, "model_sync", Default::default()).unwrap();
+        cluster.peer("a").unwrap()
+    }
+}
