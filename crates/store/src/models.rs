@@ -160,6 +160,34 @@ pub fn read_header_file(path: &Path) -> Result<ModelHeader, StoreError> {
     Ok(read_header(path, &bytes)?.0)
 }
 
+/// A model file of `config` and `generation` whose payload is `payload` (for tests of
+/// the daemons that move, check and promote models without the engine): its header and
+/// bytes.
+pub fn example(
+    config: ConfigKey,
+    generation: u32,
+    payload: &[u8],
+) -> Result<(ModelHeader, Vec<u8>), StoreError> {
+    encode(
+        ModelHeader {
+            format_version: FORMAT_VERSION,
+            arch: "example".into(),
+            config_key: config,
+            planes: 1,
+            cells: 1,
+            hidden: 1,
+            generation,
+            parent_sha256: None,
+            trained_samples: 0,
+            created_at: 0,
+            payload_sha256: String::new(),
+            payload_len: 0,
+            lut_len: 0,
+        },
+        payload,
+    )
+}
+
 /// The canonical model of a config as recorded in its sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Canonical {

@@ -20,7 +20,7 @@ struct Args {
     /// `data` or `models`.
     #[arg(long, default_value = "data", value_parser = ["data", "models"])]
     root: String,
-    /// Only paths starting with this.
+    /// Only the files under this directory of the root.
     #[arg(long, default_value = "")]
     prefix: String,
     /// Destination directory.
@@ -83,18 +83,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let index_path = args.to.join(".ringrift-fetch-index.json");
     let mut index = LocalIndex::load(&index_path)?;
     std::fs::create_dir_all(&args.to)?;
-    let doc = crate::files::manifest(engine.client(), &peer, root).await?;
-    bar.set_length(
-        doc.files
-            .iter()
-            .filter(|(p, _)| p.starts_with(&args.prefix))
-            .map(|(_, e)| e.size)
-            .sum(),
-    );
-    let prefix = args.prefix.clone();
-    let select = move |p: &str| p.starts_with(&prefix);
+    if !args.quiet {
+        let doc = crate::files::manifest_under(engine.client(), &peer, root, &args.prefix).await?;
+        bar.set_length(doc.files.values().map(|e| e.size).sum());
+    }
     let report = engine
-        .mirror(&peer, root, &select, &args.to, &mut index)
+        .mirror(&peer, root, &args.prefix, &|_| true, &args.to, &mut index)
         .await?;
     bar.finish_and_clear();
     index.save(&index_path)?;

@@ -96,6 +96,16 @@ impl DigestCache {
         self.len() == 0
     }
 
+    /// The digest of the file of `meta` if it is known for this version (no waiting,
+    /// no hashing): the manifest's fast path.
+    pub fn cached(&self, meta: &std::fs::Metadata) -> Option<Digest> {
+        let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(meta.dev(), meta.ino()))
+            .filter(|s| s.size == meta.len() && s.mtime_ns == mtime_ns)
+            .and_then(|s| s.cell.get().cloned())
+    }
+
     /// The digest of `file` (opened from `path`); `model` reads the `.rrm` generation too.
     pub async fn get(
         &self,

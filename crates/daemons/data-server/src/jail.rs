@@ -146,12 +146,28 @@ impl Root {
     /// Every file a client may ask for, relative to the root, sorted: regular files and
     /// symlinks (resolved and checked when opened), walking real directories only (no
     /// loops through linked ones), hidden names and SQLite side files left out. Blocking.
-    pub fn list(&self) -> std::io::Result<Vec<String>> {
+    /// The files under the directory `prefix` (relative, checked; empty: the whole
+    /// root), as paths relative to the root, sorted. A missing directory lists nothing.
+    pub fn list_under(&self, prefix: &str) -> Result<Vec<String>, Refusal> {
+        let prefix = prefix.trim_end_matches('/');
+        let (start, rel_prefix) = if prefix.is_empty() {
+            (self.path.clone(), String::new())
+        } else {
+            check_relative(prefix)?;
+            (self.path.join(prefix), format!("{prefix}/"))
+        };
+        // A prefix that is (or passes through) a symlink is not followed.
+        if std::fs::symlink_metadata(&start)
+            .map(|m| !m.is_dir())
+            .unwrap_or(true)
+        {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
-        let mut stack = vec![(self.path.clone(), String::new(), 0usize)];
+        let mut stack = vec![(start, rel_prefix, 0usize)];
         while let Some((dir, prefix, depth)) = stack.pop() {
-            for entry in std::fs::read_dir(&dir)? {
-                let entry = entry?;
+            for entry in std::fs::read_dir(&dir).map_err(|e| Refusal::io(&e))? {
+                let entry = entry.map_err(|e| Refusal::io(&e))?;
                 let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                     continue;
                 };
@@ -159,7 +175,7 @@ impl Root {
                 if check_relative(&rel).is_err() {
                     continue;
                 }
-                let kind = entry.file_type()?;
+                let kind = entry.file_type().map_err(|e| Refusal::io(&e))?;
                 if kind.is_dir() && depth < 16 {
                     stack.push((entry.path(), format!("{rel}/"), depth + 1));
                 } else if kind.is_file() || kind.is_symlink() {

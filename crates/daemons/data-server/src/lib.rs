@@ -15,7 +15,7 @@
 //! per-peer `governor` bandwidth limit).
 //!
 //! `[data_server]`: `listen` (default: this node's `ports.data` in cluster.toml, 127.0.0.1:8766 on one node), `bandwidth_bytes_per_s` (0 = unlimited;
-//! per remote IP), `hash_cache_entries` (10 000). Bad values exit 64 naming the key.
+//! per remote IP), `hash_cache_entries` (200 000). Bad values exit 64 naming the key.
 
 pub mod digest;
 pub mod jail;
@@ -50,7 +50,7 @@ impl Default for DataServerConfig {
         DataServerConfig {
             listen: None,
             bandwidth_bytes_per_s: 0,
-            hash_cache_entries: 10_000,
+            hash_cache_entries: 200_000,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::jail::{Refusal, Root};
 use crate::snapshot::{Snapshots, is_database};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::BTreeMap;
@@ -105,29 +105,46 @@ impl Files {
         Ok((file, digest))
     }
 
-    pub async fn manifest(self: &Arc<Self>, root: &'static str) -> Result<ManifestDoc, Refusal> {
+    /// The manifest of `root` (of the directory `prefix` in it; empty: all). One
+    /// blocking pass lists, opens (through the jail) and stats every file and takes the
+    /// digests the cache knows; only new versions of files and databases are resolved
+    /// one by one (hashed, snapshotted).
+    pub async fn manifest(
+        self: &Arc<Self>,
+        root: &'static str,
+        prefix: String,
+    ) -> Result<ManifestDoc, Refusal> {
         let me = self.clone();
-        let names = tokio::task::spawn_blocking(move || {
-            me.root(root)
-                .ok_or(Refusal::NotFound)?
-                .list()
-                .map_err(|e| Refusal::Io(e.to_string()))
+        let (mut files, slow) = tokio::task::spawn_blocking(move || {
+            let r = me.root(root).ok_or(Refusal::NotFound)?;
+            let names = r.list_under(&prefix)?;
+            let mut files = BTreeMap::new();
+            let mut slow = Vec::new();
+            for rel in names {
+                if root == "data" && is_database(&rel) {
+                    slow.push(rel);
+                    continue;
+                }
+                let hit = r
+                    .open_file(&rel)
+                    .ok()
+                    .and_then(|(f, _)| f.metadata().ok())
+                    .and_then(|m| me.digests.cached(&m));
+                match hit {
+                    Some(d) => {
+                        files.insert(rel, entry(d));
+                    }
+                    None => slow.push(rel),
+                }
+            }
+            Ok::<_, Refusal>((files, slow))
         })
         .await
         .map_err(|e| Refusal::Io(format!("list task: {e}")))??;
-        let mut files = BTreeMap::new();
-        for rel in names {
+        for rel in slow {
             match self.resolve(root, rel.clone()).await {
                 Ok((_, d)) => {
-                    files.insert(
-                        rel,
-                        ManifestEntry {
-                            sha256: d.sha256,
-                            size: d.size,
-                            mtime_ms: d.mtime_ms,
-                            generation: d.generation,
-                        },
-                    );
+                    files.insert(rel, entry(d));
                 }
                 // Gone since the listing, or a link out of the root: not offered.
                 Err(Refusal::NotFound | Refusal::Outside | Refusal::BadPath(_)) => {}
@@ -141,6 +158,15 @@ impl Files {
     }
 }
 
+fn entry(d: Digest) -> ManifestEntry {
+    ManifestEntry {
+        sha256: d.sha256,
+        size: d.size,
+        mtime_ms: d.mtime_ms,
+        generation: d.generation,
+    }
+}
+
 fn static_root(name: &str) -> Option<&'static str> {
     match name {
         "data" => Some("data"),
@@ -149,17 +175,35 @@ fn static_root(name: &str) -> Option<&'static str> {
     }
 }
 
-pub async fn manifest_route(State(files): State<Arc<Files>>, uri: Uri) -> Response {
-    let root = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("root="))
-        .and_then(static_root);
-    let Some(root) = root else {
+/// `GET /manifest` parameters.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestQuery {
+    /// `data` or `models`.
+    root: String,
+    /// Only the files under this directory of the root.
+    #[serde(default)]
+    prefix: String,
+}
+
+pub async fn manifest_route(
+    State(files): State<Arc<Files>>,
+    q: Result<axum::extract::Query<ManifestQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("{e} (root=data|models[&prefix=dir])\n"),
+            )
+                .into_response();
+        }
+    };
+    let Some(root) = static_root(&q.root) else {
         return (StatusCode::BAD_REQUEST, "root=data or root=models\n").into_response();
     };
-    match files.manifest(root).await {
+    match files.manifest(root, q.prefix).await {
         Ok(doc) => axum::Json(doc).into_response(),
         Err(e) => refuse(&e),
     }

@@ -223,22 +223,9 @@ async fn manifests_read_as_store_manifests_with_model_generations() {
     let h = s.home.path();
     std::fs::create_dir_all(h.join("data/training")).expect("dir");
     std::fs::write(h.join("data/training/hex8_2p.npz"), pattern(5000)).expect("npz");
-    let header = ringrift_store::models::ModelHeader {
-        format_version: 0,
-        arch: "mlp-relu-v1".into(),
-        config_key: "hex8_2p".parse().expect("key"),
-        planes: 1,
-        cells: 1,
-        hidden: 1,
-        generation: 12,
-        parent_sha256: None,
-        trained_samples: 0,
-        created_at: 0,
-        payload_sha256: String::new(),
-        payload_len: 0,
-        lut_len: 0,
-    };
-    let (_, model) = ringrift_store::models::encode(header, &pattern(4096)).expect("encode");
+    let (_, model) =
+        ringrift_store::models::example("hex8_2p".parse().expect("key"), 12, &pattern(4096))
+            .expect("model");
     std::fs::write(h.join("models/gen12.rrm"), &model).expect("model");
     std::os::unix::fs::symlink("gen12.rrm", h.join("models/ringrift_best_hex8_2p")).expect("link");
     let a = get(&s.addr, "/manifest?root=models", &[]).await;
@@ -256,6 +243,39 @@ async fn manifests_read_as_store_manifests_with_model_generations() {
     assert!(m.files.contains_key("training/hex8_2p.npz"));
     assert_eq!(get(&s.addr, "/manifest?root=etc", &[]).await.code, 400);
     assert_eq!(get(&s.addr, "/manifest", &[]).await.code, 400);
+}
+
+/// `prefix` limits a manifest to one directory (a sync of models or NPZ files does not
+/// make the server stat, hash or snapshot everything else); a bad one is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_prefix_lists_one_directory_and_bad_ones_are_refused() {
+    let s = start(LOCAL).await;
+    let h = s.home.path();
+    std::fs::create_dir_all(h.join("data/training")).expect("dir");
+    std::fs::create_dir_all(h.join("data/other")).expect("dir");
+    std::fs::write(h.join("data/training/a.npz"), pattern(10)).expect("npz");
+    std::fs::write(h.join("data/other/b.bin"), pattern(10)).expect("bin");
+    let a = get(&s.addr, "/manifest?root=data&prefix=training", &[]).await;
+    assert_eq!(a.code, 200);
+    let doc: serve::ManifestDoc = serde_json::from_slice(&a.body).expect("json");
+    assert_eq!(doc.files.keys().collect::<Vec<_>>(), vec!["training/a.npz"]);
+    let a = get(&s.addr, "/manifest?root=data&prefix=nothing-here", &[]).await;
+    assert_eq!(
+        (a.code, a.body.as_slice()),
+        (200, &br#"{"root":"data","files":{}}"#[..])
+    );
+    for bad in [
+        "prefix=..%2F..",
+        "prefix=%2Fetc",
+        "prefix=.hidden",
+        "bogus=1",
+        "",
+    ] {
+        let a = get(&s.addr, &format!("/manifest?root=data&{bad}"), &[]).await;
+        let want = if bad.is_empty() { 200 } else { 400 };
+        assert_eq!(a.code, want, "{bad}: {}", String::from_utf8_lossy(&a.body));
+    }
+    assert_eq!(get(&s.addr, "/manifest?prefix=x", &[]).await.code, 400);
 }
 
 fn game_db(path: &std::path::Path) -> rusqlite::Connection {

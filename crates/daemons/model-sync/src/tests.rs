@@ -2,7 +2,6 @@
 //! models; model_sync in another home follows it.
 
 use super::*;
-use ringrift_store::models::ModelHeader;
 use std::path::Path;
 
 const KEY: &str = "hex8_2p";
@@ -13,22 +12,7 @@ fn config() -> ConfigKey {
 
 /// Writes a model of `generation` and promotes it in `home`; returns its payload sha.
 fn promote_in(home: &Path, generation: u32, fill: u8) -> String {
-    let header = ModelHeader {
-        format_version: 0,
-        arch: "mlp-relu-v1".into(),
-        config_key: config(),
-        planes: 1,
-        cells: 2,
-        hidden: 3,
-        generation,
-        parent_sha256: None,
-        trained_samples: 0,
-        created_at: 0,
-        payload_sha256: String::new(),
-        payload_len: 0,
-        lut_len: 0,
-    };
-    let (h, bytes) = models::encode(header, &vec![fill; 200_000]).unwrap();
+    let (h, bytes) = models::example(config(), generation, &vec![fill; 200_000]).unwrap();
     let dir = ringrift_store::paths::models_dir(home);
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(format!("gen{generation}.rrm"));

@@ -354,23 +354,9 @@ mod tests {
     /// store's `.rrm` encoder; promotion never decodes the weights); returns its path
     /// and payload SHA-256.
     fn model(dir: &std::path::Path, name: &str, seed: u64) -> (PathBuf, String) {
-        use ringrift_store::models::{ModelHeader, encode};
-        let header = ModelHeader {
-            format_version: 0,
-            arch: "mlp-relu-v1".into(),
-            config_key: "hex8_2p".parse().unwrap(),
-            planes: 2,
-            cells: 64,
-            hidden: 8,
-            generation: 1,
-            parent_sha256: None,
-            trained_samples: 0,
-            created_at: 0,
-            payload_sha256: String::new(),
-            payload_len: 0,
-            lut_len: 0,
-        };
-        let (h, bytes) = encode(header, &seed.to_le_bytes()).unwrap();
+        let (h, bytes) =
+            ringrift_store::models::example("hex8_2p".parse().unwrap(), 1, &seed.to_le_bytes())
+                .unwrap();
         let path = dir.join(format!("{name}.rrm"));
         std::fs::write(&path, bytes).unwrap();
         (path, h.payload_sha256)

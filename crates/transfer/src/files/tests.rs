@@ -278,7 +278,7 @@ async fn mirror_fetches_what_differs_and_a_second_pass_reads_nothing() {
     let mut idx = LocalIndex::default();
     let select = |p: &str| p.ends_with(".bin");
     let r = e
-        .mirror(&peer, Root::Data, &select, &local, &mut idx)
+        .mirror(&peer, Root::Data, "", &select, &local, &mut idx)
         .await
         .unwrap();
     assert_eq!((r.listed, r.fetched, r.failed.len()), (20, 19, 0), "{r:?}");
@@ -295,7 +295,7 @@ async fn mirror_fetches_what_differs_and_a_second_pass_reads_nothing() {
     let mut idx = LocalIndex::load(&path).unwrap();
     assert_eq!(idx.len(), 20);
     let r = e
-        .mirror(&peer, Root::Data, &select, &local, &mut idx)
+        .mirror(&peer, Root::Data, "", &select, &local, &mut idx)
         .await
         .unwrap();
     assert_eq!((r.fetched, fake.requests.load(Ordering::SeqCst)), (0, 19));
@@ -305,7 +305,7 @@ async fn mirror_fetches_what_differs_and_a_second_pass_reads_nothing() {
         .unwrap()
         .insert("d/f5.bin".into(), data(777, 9));
     let r = e
-        .mirror(&peer, Root::Data, &select, &local, &mut idx)
+        .mirror(&peer, Root::Data, "", &select, &local, &mut idx)
         .await
         .unwrap();
     assert_eq!(r.fetched, 1);

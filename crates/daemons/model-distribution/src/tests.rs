@@ -1,0 +1,166 @@
+//! In-process tests: this node promotes; a peer's real data_server (another temp home)
+//! shows whether the peer holds the model yet.
+
+use super::*;
+use std::path::Path;
+
+const KEY: &str = "hex8_2p";
+
+fn config() -> ConfigKey {
+    KEY.parse().unwrap()
+}
+
+fn promote_in(home: &Path, generation: u32) -> String {
+    let (h, bytes) = models::example(config(), generation, &[generation as u8; 5000]).unwrap();
+    let dir = ringrift_store::paths::models_dir(home);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("gen{generation}.rrm"));
+    std::fs::write(&p, bytes).unwrap();
+    let current = models::canonical(home, config()).unwrap().map(|c| c.sha256);
+    models::promote(
+        home,
+        config(),
+        &p,
+        "g",
+        &h.payload_sha256,
+        current.as_deref(),
+        None,
+    )
+    .unwrap();
+    h.payload_sha256
+}
+
+struct Setup2 {
+    here: tempfile::TempDir,
+    peer: tempfile::TempDir,
+    _server: (Context, Arc<dyn Handler>),
+}
+
+async fn two_nodes() -> Setup2 {
+    let here = tempfile::tempdir().unwrap();
+    let peer = tempfile::tempdir().unwrap();
+    let (sctx, _) = Context::for_test(
+        "data_server",
+        peer.path(),
+        "[data_server]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let server = ringrift_data_server::build(&sctx).unwrap();
+    server.on_start(&sctx).await.unwrap();
+    let addr = handler_base::read_addr_file(peer.path(), "data_server").unwrap();
+    let port = addr.rsplit(':').next().unwrap();
+    std::fs::write(
+        here.path().join("cluster.toml"),
+        format!(
+            "[[node]]\nname = \"test\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n\
+             [[node]]\nname = \"b\"\nroles = [\"selfplay\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = 1, data = {port} }}\n"
+        ),
+    )
+    .unwrap();
+    Setup2 {
+        here,
+        peer,
+        _server: (sctx, server),
+    }
+}
+
+fn promoted(sha: &str, node: &str) -> Event {
+    let mut ev = Event::new(Payload::ModelPromoted(wire::ModelPromoted {
+        model_sha256: sha.into(),
+        ..Default::default()
+    }))
+    .with_config(KEY);
+    ev.source = format!("unified_promotion@{node}");
+    ev
+}
+
+#[tokio::test]
+async fn distributed_is_announced_once_every_node_holds_the_file() {
+    let s = two_nodes().await;
+    let (ctx, rec) = Context::for_test("model_distribution", s.here.path(), "").unwrap();
+    let d = build(&ctx).unwrap();
+    let sha = promote_in(s.here.path(), 3);
+    // Promotions made elsewhere are not this daemon's.
+    d.handle_event(&ctx, &promoted(&sha, "b")).await.unwrap();
+    d.run_cycle(&ctx).await.unwrap();
+    assert!(rec.events().is_empty());
+    d.handle_event(&ctx, &promoted(&sha, "test")).await.unwrap();
+    d.run_cycle(&ctx).await.unwrap();
+    assert!(rec.events().is_empty(), "the peer does not have it yet");
+    // A restart goes on tracking it.
+    let d = build(&ctx).unwrap();
+    assert_eq!(
+        d.health_check().details.get("pending").map(String::as_str),
+        Some("1")
+    );
+    // The peer gets the very file (as its model_sync would install it).
+    let models_b = ringrift_store::paths::models_dir(s.peer.path());
+    std::fs::create_dir_all(&models_b).unwrap();
+    std::fs::copy(
+        models::canonical_path(s.here.path(), config()),
+        models_b.join("canonical_hex8_2p.rrm"),
+    )
+    .unwrap();
+    d.run_cycle(&ctx).await.unwrap();
+    let evs = rec.events();
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    let Payload::ModelDistributed(m) = &evs[0].payload else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(m.model_sha256, sha);
+    assert_eq!(m.nodes, vec!["b".to_owned(), "test".to_owned()]);
+    d.run_cycle(&ctx).await.unwrap();
+    assert_eq!(rec.events().len(), 1, "announced once");
+}
+
+#[tokio::test]
+async fn a_node_still_without_the_model_after_the_deadline_is_reported_once() {
+    let s = two_nodes().await;
+    let (ctx, rec) = Context::for_test(
+        "model_distribution",
+        s.here.path(),
+        "[model_distribution]\ndeadline_s = 0.001\n",
+    )
+    .unwrap();
+    let d = build(&ctx).unwrap();
+    let sha = promote_in(s.here.path(), 1);
+    d.handle_event(&ctx, &promoted(&sha, "test")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while rec.events().is_empty() && std::time::Instant::now() < deadline {
+        d.run_cycle(&ctx).await.unwrap();
+    }
+    d.run_cycle(&ctx).await.unwrap();
+    let evs = rec.events();
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    let Payload::DataSyncFailed(f) = &evs[0].payload else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(
+        (f.source_node.as_str(), f.target_node.as_str()),
+        ("test", "b")
+    );
+    assert!(f.error.contains("not on b"), "{}", f.error);
+    let h = d.health_check();
+    assert!(h.message.contains("hex8_2p@b"), "{}", h.message);
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (toml, key) in [
+        (
+            "[model_distribution]\ndeadline_s = 0\n",
+            "model_distribution.deadline_s",
+        ),
+        (
+            "[model_distribution]\ntimeout_s = nan\n",
+            "model_distribution.timeout_s",
+        ),
+        ("[model_distribution]\nother = 1\n", "other"),
+    ] {
+        let r = Context::for_test("model_distribution", dir.path(), toml)
+            .and_then(|(ctx, _)| build(&ctx).map(|_| ()));
+        let err = r.expect_err(toml);
+        assert!(format!("{err:#}").contains(key), "{toml}: {err:#}");
+    }
+}
