@@ -146,7 +146,11 @@ impl Trainer {
             .ok_or_else(|| anyhow::anyhow!("training item {} has no config key", item.item_id))?;
         let key = config.to_string();
         let p: TrainingItem = parse_payload(&item.item_id, &item.payload)?;
-        let (npz, watermark, npz_sha) = (p.npz_path.clone(), p.watermark, p.npz_sha256.clone());
+        let (npz, watermark, npz_sha) = (
+            local_npz(&self.home, &p.npz_path),
+            p.watermark,
+            p.npz_sha256.clone(),
+        );
         let mut st: Trained = self.state.get(&key).await?.unwrap_or_default();
         if watermark <= st.watermark {
             tracing::warn!(%config, item = %item.item_id, watermark, trained = st.watermark, "data already trained on; completing the item without training");
@@ -194,8 +198,13 @@ impl Trainer {
         .arg("--generation")
         .arg(generation.to_string());
         // Older exports of the window, after the newest one given as {data}.
-        for extra in p.npz_paths.iter().filter(|p| **p != npz) {
-            if std::path::Path::new(extra).exists() {
+        for extra in p
+            .npz_paths
+            .iter()
+            .map(|p| local_npz(&self.home, p))
+            .filter(|p| *p != npz)
+        {
+            if std::path::Path::new(&extra).exists() {
                 req = req.arg("--data").arg(extra);
             }
         }
@@ -284,6 +293,21 @@ impl Handler for Trainer {
     }
     fn health_check(&self) -> HealthCheckResult {
         HealthCheckResult::running(self.status.get())
+    }
+}
+
+/// Where an announced NPZ is on this node: its path when that exists here (exported on
+/// this node), else the file of that name in this home's `data/training/` (exported on
+/// another node and brought here, verified, by `npz_distribution`). The SHA-256 check
+/// that follows decides whether it is the announced file.
+fn local_npz(home: &std::path::Path, announced: &str) -> String {
+    let p = std::path::Path::new(announced);
+    if p.exists() {
+        return announced.to_owned();
+    }
+    match p.file_name() {
+        Some(name) => paths::training_dir(home).join(name).display().to_string(),
+        None => announced.to_owned(),
     }
 }
 
