@@ -77,7 +77,7 @@ pub async fn manifest(
     manifest_under(client, peer, root, "").await
 }
 
-/// [`manifest`] of the directory `prefix` of `root` only (empty: all of it).
+/// [`manifest`] of the directory (or the one file) `prefix` of `root` only (empty: all).
 pub async fn manifest_under(
     client: &DataClient,
     peer: &Peer,

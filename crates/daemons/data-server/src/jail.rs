@@ -147,7 +147,8 @@ impl Root {
     /// symlinks (resolved and checked when opened), walking real directories only (no
     /// loops through linked ones), hidden names and SQLite side files left out. Blocking.
     /// The files under the directory `prefix` (relative, checked; empty: the whole
-    /// root), as paths relative to the root, sorted. A missing directory lists nothing.
+    /// root), as paths relative to the root, sorted; a `prefix` naming a file lists
+    /// that file. A missing one lists nothing.
     pub fn list_under(&self, prefix: &str) -> Result<Vec<String>, Refusal> {
         let prefix = prefix.trim_end_matches('/');
         let (start, rel_prefix) = if prefix.is_empty() {
@@ -156,12 +157,12 @@ impl Root {
             check_relative(prefix)?;
             (self.path.join(prefix), format!("{prefix}/"))
         };
-        // A prefix that is (or passes through) a symlink is not followed.
-        if std::fs::symlink_metadata(&start)
-            .map(|m| !m.is_dir())
-            .unwrap_or(true)
-        {
-            return Ok(Vec::new());
+        // A prefix naming one file lists it alone; one that is (or passes through) a
+        // symlink is not followed (the open of each file is jailed anyway).
+        match std::fs::symlink_metadata(&start) {
+            Ok(m) if m.is_file() => return Ok(vec![prefix.to_owned()]),
+            Ok(m) if m.is_dir() => {}
+            _ => return Ok(Vec::new()),
         }
         let mut out = Vec::new();
         let mut stack = vec![(start, rel_prefix, 0usize)];

@@ -259,6 +259,9 @@ async fn a_manifest_prefix_lists_one_directory_and_bad_ones_are_refused() {
     assert_eq!(a.code, 200);
     let doc: serve::ManifestDoc = serde_json::from_slice(&a.body).expect("json");
     assert_eq!(doc.files.keys().collect::<Vec<_>>(), vec!["training/a.npz"]);
+    let a = get(&s.addr, "/manifest?root=data&prefix=other/b.bin", &[]).await;
+    let doc: serve::ManifestDoc = serde_json::from_slice(&a.body).expect("json");
+    assert_eq!(doc.files.keys().collect::<Vec<_>>(), vec!["other/b.bin"]);
     let a = get(&s.addr, "/manifest?root=data&prefix=nothing-here", &[]).await;
     assert_eq!(
         (a.code, a.body.as_slice()),
