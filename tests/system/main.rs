@@ -21,3 +21,4 @@ mod publisher;
 mod python;
 mod router;
 mod tidy;
+mod transfer;
