@@ -101,7 +101,10 @@ impl GameRecord {
             );
         }
         if !self.quality_score.is_finite() {
-            return bad("quality_score", format!("{} is not finite", self.quality_score));
+            return bad(
+                "quality_score",
+                format!("{} is not finite", self.quality_score),
+            );
         }
         if self.source_node.is_empty() || self.source_node.len() > 128 {
             return bad("source_node", "must be 1-128 characters".into());

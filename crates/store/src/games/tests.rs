@@ -168,7 +168,11 @@ fn page_filters_and_continues_from_next_after() {
     for i in 0..10i64 {
         let mut g = game(&format!("g{i}"), i * MS_PER_HOUR / 2);
         g.quality_score = i as f64 / 10.0;
-        g.source_node = if i % 2 == 0 { "even".into() } else { "odd".into() };
+        g.source_node = if i % 2 == 0 {
+            "even".into()
+        } else {
+            "odd".into()
+        };
         games.push(g);
     }
     store.insert_games(&games).expect("insert");
@@ -188,7 +192,10 @@ fn page_filters_and_continues_from_next_after() {
     }
     assert_eq!(seen.len(), 10);
     let empty = store.page(10, 4, &GameFilter::default()).expect("page");
-    assert_eq!((empty.games.len(), empty.more, empty.next_after), (0, false, 10));
+    assert_eq!(
+        (empty.games.len(), empty.more, empty.next_after),
+        (0, false, 10)
+    );
     // A watermark above the store (a recreated store) is reported through max_seq.
     let reset = store.page(50, 4, &GameFilter::default()).expect("page");
     assert_eq!((reset.next_after, reset.max_seq), (50, 10));
@@ -237,23 +244,50 @@ fn page_filters_and_continues_from_next_after() {
 fn validate_names_the_bad_field_and_json_refuses_unknown_fields() {
     assert!(game("ok", 1).validate().is_ok());
     let mut g = game("", 1);
-    assert!(g.validate().unwrap_err().to_string().contains("game_id"));
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("game_id")
+    );
     g = game("w", 1);
     g.winner = Some(2);
-    assert!(g.validate().unwrap_err().to_string().contains("winner"));
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("winner")
+    );
     g = game("p", 1);
     g.players.push("c".into());
-    assert!(g.validate().unwrap_err().to_string().contains("players"));
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("players")
+    );
     g = game("q", 1);
     g.quality_score = f64::NAN;
-    assert!(g.validate().unwrap_err().to_string().contains("quality_score"));
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("quality_score")
+    );
     g = game("pol", 1);
     g.moves.push(7);
-    assert!(g.validate().unwrap_err().to_string().contains("policy"));
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("policy")
+    );
 
     let mut v = serde_json::to_value(game("j", 1)).expect("json");
     assert!(serde_json::from_value::<GameRecord>(v.clone()).is_ok());
     v["extra"] = serde_json::json!(1);
-    let e = serde_json::from_value::<GameRecord>(v).unwrap_err().to_string();
+    let e = serde_json::from_value::<GameRecord>(v)
+        .expect_err("refused")
+        .to_string();
     assert!(e.contains("extra"), "{e}");
 }
