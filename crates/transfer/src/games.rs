@@ -867,6 +867,24 @@ pub struct GossipView {
     pub nodes: BTreeMap<String, NodeView>,
 }
 
+/// Asks `peer` for its `data/` and `models/` manifests and its game summary: the view of
+/// it as of now (`seen_ms` = now).
+pub async fn node_view(client: &DataClient, peer: &Peer) -> Result<NodeView, TransferError> {
+    use ringrift_store::manifest::Manifest;
+    let data: Manifest = client.get_json(peer, "/manifest?root=data").await?;
+    let models: Manifest = client.get_json(peer, "/manifest?root=models").await?;
+    let games = summary(client, peer).await?;
+    Ok(NodeView {
+        seen_ms: Some(ringrift_store::now_ms()),
+        error: None,
+        data_files: data.files.len() as u64,
+        data_bytes: data.files.values().map(|f| f.size).sum(),
+        model_files: models.files.len() as u64,
+        model_bytes: models.files.values().map(|f| f.size).sum(),
+        batches: games.batches,
+    })
+}
+
 impl GossipView {
     pub fn path(home: &Path) -> PathBuf {
         home.join("data").join("gossip").join("view.json")
