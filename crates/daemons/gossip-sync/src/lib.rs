@@ -1,5 +1,5 @@
 //! `gossip_sync`: data discovery. Every cycle (60 s) it asks every node of cluster.toml,
-//! this one included (its own data_server, at `run/data_server.addr` when that exists),
+//! this one included when its data_server runs (`run/data_server.addr`),
 //! for `GET /manifest?root=data`, `GET /manifest?root=models` and `GET /games/summary`,
 //! all at once, and writes the cluster's data view to `data/gossip/view.json` atomically
 //! (`ringrift_transfer::games::GossipView`: per node when last seen, the last error,
@@ -74,8 +74,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 }
 
 impl GossipSync {
-    /// Every node to ask: this one (its data server as this home announces it) and the
-    /// peers.
+    /// Every node to ask: this one when its data server runs (`run/data_server.addr`;
+    /// a profile without data_server has nothing to serve) and the peers.
     async fn nodes(&self) -> Vec<Peer> {
         let home = self.home.clone();
         let own =
@@ -83,11 +83,10 @@ impl GossipSync {
                 .await
                 .ok()
                 .flatten();
-        let this = self.cluster.this_node();
-        let url = own
-            .map(|a| format!("http://{a}"))
-            .unwrap_or_else(|| this.data_url());
-        let mut out = vec![Peer::at(&self.node, &url)];
+        let mut out: Vec<Peer> = own
+            .map(|a| Peer::at(&self.node, &format!("http://{a}")))
+            .into_iter()
+            .collect();
         out.extend(ringrift_transfer::peers::peers(&self.cluster));
         out
     }
@@ -121,7 +120,11 @@ impl GossipSync {
         };
         let home = self.home.clone();
         tokio::task::spawn_blocking(move || view.save(&home)).await??;
-        anyhow::ensure!(ok > 0, "no node answered (of {})", nodes.len());
+        anyhow::ensure!(
+            nodes.is_empty() || ok > 0,
+            "no node answered (of {})",
+            nodes.len()
+        );
         Ok((ok, nodes.len()))
     }
 }

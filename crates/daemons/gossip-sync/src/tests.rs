@@ -160,6 +160,11 @@ async fn no_answer_fails_the_round_and_bad_settings_are_config_errors() {
     )
     .expect("cluster");
     let (h, ctx, _) = daemon(home.path(), "a", "[gossip_sync]\ntimeout_s = 1\n");
+    // One node, no data server of its own: nothing to ask, not a failure.
+    h.run_cycle(&ctx).await.expect("nothing to ask");
+    // A data server that has gone (a stale address file): asked, no answer, failed.
+    std::fs::create_dir_all(home.path().join("run")).expect("run");
+    std::fs::write(home.path().join("run/data_server.addr"), "127.0.0.1:1\n").expect("addr");
     let e = h.run_cycle(&ctx).await.expect_err("nobody answered");
     assert!(e.to_string().contains("no node answered"), "{e}");
     assert!(
