@@ -10,7 +10,7 @@
 //! naming `<daemon>.<key>`.
 
 use crate::games::{
-    self, GameFilter, Link, MAX_PAGE, PullOutcome, PushOutcome, SyncEvents, Watermarks,
+    self, GameFilter, Link, MAX_PAGE, Pacer, PullOutcome, PushOutcome, SyncEvents, Watermarks,
 };
 use crate::{DataClient, Peer, TransferError};
 use handler_base::{ConfigError, Context, HealthCheckResult};
@@ -72,6 +72,7 @@ pub struct GameSync {
     pub batch: usize,
     configs: Vec<ConfigKey>,
     stats: Mutex<BTreeMap<String, PeerStats>>,
+    pacer: Option<Pacer>,
 }
 
 impl GameSync {
@@ -105,7 +106,14 @@ impl GameSync {
             batch: s.batch,
             configs,
             stats: Mutex::new(BTreeMap::new()),
+            pacer: None,
         })
+    }
+
+    /// Limits this daemon's pushes to `bytes_per_s` in all (0 = unlimited).
+    pub fn with_bandwidth(mut self, bytes_per_s: u64) -> GameSync {
+        self.pacer = Pacer::new(bytes_per_s);
+        self
     }
 
     /// Every other node.
@@ -153,6 +161,7 @@ impl GameSync {
             limit: self.batch,
             filter,
             events: Some(&self.events),
+            pacer: self.pacer.as_ref(),
         }
     }
 

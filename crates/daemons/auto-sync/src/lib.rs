@@ -11,7 +11,9 @@
 //! resumes. An `exclude_from_sync` node may run it: it pushes, it never receives.
 //!
 //! `[auto_sync]`: `fanout` (2, at least 1), `exclude_coordinator` (true), `batch` (500
-//! games per request, 1-2000), `timeout_s` (30). A bad value exits 64 naming the key.
+//! games per request, 1-2000), `timeout_s` (30), `bandwidth_bytes_per_s` (0 = unlimited:
+//! all pushes of this daemon together, paced per request). A bad value exits 64 naming
+//! the key.
 //! Health: per peer the last success, games sent and the last error; DEGRADED when
 //! every chosen target failed three cycles in a row (handler-base's error count).
 
@@ -39,6 +41,8 @@ pub struct AutoSyncConfig {
     pub exclude_coordinator: bool,
     pub batch: usize,
     pub timeout_s: f64,
+    /// Bytes per second of all pushes together; 0 = unlimited.
+    pub bandwidth_bytes_per_s: u64,
 }
 
 impl Default for AutoSyncConfig {
@@ -48,6 +52,7 @@ impl Default for AutoSyncConfig {
             exclude_coordinator: true,
             batch: 500,
             timeout_s: 30.0,
+            bandwidth_bytes_per_s: 0,
         }
     }
 }
@@ -70,7 +75,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.fanout
     );
     let s = SyncSettings::check("auto_sync", cfg.timeout_s, cfg.batch)?;
-    let sync = GameSync::from_context(ctx, s)?;
+    let sync = GameSync::from_context(ctx, s)?.with_bandwidth(cfg.bandwidth_bytes_per_s);
     Ok(Arc::new(AutoSync {
         cfg,
         sync,
