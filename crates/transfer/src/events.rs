@@ -26,7 +26,8 @@ impl Transfer {
             target_node: self.target_node.clone(),
             files,
             bytes,
-            error: error.to_owned(),
+            // Bounded: an event carries metadata (the router's limit is 64 KiB).
+            error: error.chars().take(1000).collect(),
             duration_s: took.as_secs_f64(),
         }
     }
