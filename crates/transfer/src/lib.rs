@@ -7,11 +7,14 @@
 //!   rename, quarantined on mismatch, under per-host concurrency and bandwidth limits;
 //! * [`games`]: games moved as batches of records (pushed to or pulled from a peer's
 //!   `data_server`), merged by `game_id`, with per-peer watermarks so each game crosses
-//!   each link once.
+//!   each link once;
+//! * [`replication`]: copies of game batches across nodes, the repair plan and its
+//!   hourly limit (pure code, injected clock).
 
 pub mod files;
 pub mod games;
 pub mod peers;
+pub mod replication;
 
 pub use peers::{DataClient, Peer};
 
