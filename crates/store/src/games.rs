@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
 /// One finished game. `winner` is the seat index (0-based) or `None` for a draw;
 /// `moves` are cell indices in play order; `players` names who sat in each seat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GameRecord {
     pub game_id: String,
     pub config_key: ConfigKey,
@@ -51,10 +52,116 @@ impl GameRecord {
     pub fn length(&self) -> usize {
         self.moves.len()
     }
+
+    /// Checks a record received from outside (another node) before it is stored: an id
+    /// of 1-128 printable ASCII characters, one player name per seat of its config, the
+    /// winner a seat, at most [`MAX_MOVES`] moves, a policy entry per move, a finite
+    /// quality score, a source node. The error names the game and the field.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bad = |field: &str, why: String| {
+            Err(StoreError::Invalid(format!(
+                "game {:?}: {field}: {why}",
+                self.game_id.chars().take(64).collect::<String>()
+            )))
+        };
+        if self.game_id.is_empty()
+            || self.game_id.len() > 128
+            || !self.game_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return bad("game_id", "must be 1-128 printable ASCII characters".into());
+        }
+        let seats = usize::from(self.config_key.players());
+        if self.players.len() != seats {
+            return bad(
+                "players",
+                format!(
+                    "{} names but config {} has {seats} seats",
+                    self.players.len(),
+                    self.config_key
+                ),
+            );
+        }
+        if let Some(w) = self.winner
+            && usize::from(w) >= seats
+        {
+            return bad("winner", format!("seat {w} of {seats}"));
+        }
+        if self.moves.len() > MAX_MOVES {
+            return bad(
+                "moves",
+                format!("{} moves (at most {MAX_MOVES})", self.moves.len()),
+            );
+        }
+        if let Some(p) = &self.policy
+            && p.len() != self.moves.len()
+        {
+            return bad(
+                "policy",
+                format!("{} entries for {} moves", p.len(), self.moves.len()),
+            );
+        }
+        if !self.quality_score.is_finite() {
+            return bad(
+                "quality_score",
+                format!("{} is not finite", self.quality_score),
+            );
+        }
+        if self.source_node.is_empty() || self.source_node.len() > 128 {
+            return bad("source_node", "must be 1-128 characters".into());
+        }
+        Ok(())
+    }
+
+    /// The hour the game was made in (`created_at` ms / 3 600 000, rounded down): with
+    /// config and source node it names the game's batch.
+    pub fn hour(&self) -> i64 {
+        self.created_at.div_euclid(MS_PER_HOUR)
+    }
 }
 
-/// A game read back with its local ingest sequence (the watermark unit).
+/// Most moves a received game may have.
+pub const MAX_MOVES: usize = 100_000;
+
+/// Milliseconds per hour: a batch is the games of one config made on one node in one hour.
+pub const MS_PER_HOUR: i64 = 3_600_000;
+
+/// Which games a [`GameStore::page`] returns (all fields optional; all must hold).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GameFilter {
+    /// Only games with `quality_score` strictly above this.
+    pub min_quality: Option<f64>,
+    /// Only games made on this node.
+    pub source_node: Option<String>,
+    /// Only games made in this hour (`created_at` ms / 3 600 000).
+    pub hour: Option<i64>,
+}
+
+/// One page of games after a watermark, read in one snapshot.
 #[derive(Debug, Clone, PartialEq)]
+pub struct GamePage {
+    pub games: Vec<StoredGame>,
+    /// The watermark to ask from next: the last game returned when `more`, else the
+    /// highest sequence of the store when it was read (never below the `after` asked).
+    pub next_after: i64,
+    /// Whether games matching the filter may follow `next_after`.
+    pub more: bool,
+    /// The highest sequence of the store (lower than a caller's watermark: the store was
+    /// recreated and the caller should start again from 0).
+    pub max_seq: i64,
+}
+
+/// The number of games of one (source node, hour) batch in a store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchCount {
+    pub source_node: String,
+    pub hour: i64,
+    pub count: u64,
+}
+
+/// A game read back with its local ingest sequence (the watermark unit). Also the
+/// element of a `GET /games` answer of the data server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoredGame {
     pub seq: i64,
     pub game: GameRecord,
@@ -185,86 +292,62 @@ impl GameStore {
 
     /// Games ingested after `watermark`, in ingest order, at most `limit`.
     pub fn games_since(&self, watermark: i64, limit: usize) -> Result<Vec<StoredGame>, StoreError> {
+        let conn = self.conn();
+        read_games(&conn, self.path(), watermark, limit, &GameFilter::default())
+    }
+
+    /// At most `limit` games after `after` that pass `filter`, in ingest order, with the
+    /// watermark to continue from; read in one transaction, so a game committed while
+    /// this runs is either in the page or after `next_after`.
+    pub fn page(
+        &self,
+        after: i64,
+        limit: usize,
+        filter: &GameFilter,
+    ) -> Result<GamePage, StoreError> {
+        let path = self.path();
+        let mut conn = self.conn();
+        let tx = conn.transaction().ctx(path)?;
+        let games = read_games(&tx, path, after, limit, filter)?;
+        let max_seq: Option<i64> = tx
+            .query_row("SELECT MAX(rowid) FROM games", [], |r| r.get(0))
+            .ctx(path)?;
+        let max_seq = max_seq.unwrap_or(0);
+        tx.commit().ctx(path)?;
+        let more = limit > 0 && games.len() >= limit;
+        let next_after = match games.last() {
+            Some(g) if more => g.seq,
+            _ => max_seq.max(after),
+        };
+        Ok(GamePage {
+            games,
+            next_after,
+            more,
+            max_seq,
+        })
+    }
+
+    /// The number of games per (source node, hour) batch, sorted.
+    pub fn batch_counts(&self) -> Result<Vec<BatchCount>, StoreError> {
         let path = self.path();
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT rowid, game_id, config_key, players, winner, moves, source_node,
-                        quality_score, created_at, policy
-                 FROM games WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                "SELECT source_node, (created_at - ((created_at % ?1) + ?1) % ?1) / ?1 AS hour,
+                        COUNT(*)
+                 FROM games GROUP BY source_node, hour ORDER BY source_node, hour",
             )
             .ctx(path)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![watermark, limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, f64>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, Option<String>>(9)?,
-                ))
+            .query_map([MS_PER_HOUR], |r| {
+                Ok(BatchCount {
+                    source_node: r.get(0)?,
+                    hour: r.get(1)?,
+                    count: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                })
             })
             .ctx(path)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (
-                seq,
-                game_id,
-                config,
-                players,
-                winner,
-                moves,
-                source_node,
-                quality_score,
-                created_at,
-                policy,
-            ) = row.ctx(path)?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!("game {game_id}: {reason}"),
-            };
-            let config_key: ConfigKey = config
-                .parse()
-                .map_err(|e: crate::InvalidConfigKey| corrupt(e.to_string()))?;
-            let players: Vec<String> =
-                serde_json::from_str(&players).map_err(|e| corrupt(format!("players: {e}")))?;
-            let moves: Vec<u16> =
-                serde_json::from_str(&moves).map_err(|e| corrupt(format!("moves: {e}")))?;
-            let policy: Option<Vec<Vec<(u16, f32)>>> = policy
-                .map(|p| serde_json::from_str(&p))
-                .transpose()
-                .map_err(|e| corrupt(format!("policy: {e}")))?;
-            let winner = match winner {
-                None => None,
-                Some(w) => Some(
-                    u8::try_from(w)
-                        .ok()
-                        .filter(|&w| w < config_key.players())
-                        .ok_or_else(|| corrupt(format!("winner seat {w} out of range")))?,
-                ),
-            };
-            out.push(StoredGame {
-                seq,
-                game: GameRecord {
-                    game_id,
-                    config_key,
-                    players,
-                    winner,
-                    moves,
-                    source_node,
-                    quality_score,
-                    created_at,
-                    policy,
-                },
-            });
-        }
-        Ok(out)
+        rows.map(|r| r.ctx(path)).collect()
     }
 
     pub fn get(&self, game_id: &str) -> Result<Option<GameRecord>, StoreError> {
@@ -363,6 +446,110 @@ impl GameStore {
     pub async fn merge_from_async(&self, source: PathBuf) -> Result<usize, StoreError> {
         self.off_runtime(move |s| s.merge_from(&source)).await
     }
+}
+
+/// Reads at most `limit` games after `watermark` that pass `filter` (one statement).
+fn read_games(
+    conn: &Connection,
+    path: &Path,
+    watermark: i64,
+    limit: usize,
+    filter: &GameFilter,
+) -> Result<Vec<StoredGame>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT rowid, game_id, config_key, players, winner, moves, source_node,
+                    quality_score, created_at, policy
+             FROM games
+             WHERE rowid > ?1
+               AND (?3 IS NULL OR quality_score > ?3)
+               AND (?4 IS NULL OR source_node = ?4)
+               AND (?5 IS NULL OR (created_at >= ?5 AND created_at < ?5 + ?6))
+             ORDER BY rowid LIMIT ?2",
+        )
+        .ctx(path)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let hour_start = filter.hour.map(|h| h.saturating_mul(MS_PER_HOUR));
+    let rows = stmt
+        .query_map(
+            params![
+                watermark,
+                limit,
+                filter.min_quality,
+                filter.source_node,
+                hour_start,
+                MS_PER_HOUR
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, f64>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                ))
+            },
+        )
+        .ctx(path)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (
+            seq,
+            game_id,
+            config,
+            players,
+            winner,
+            moves,
+            source_node,
+            quality_score,
+            created_at,
+            policy,
+        ) = row.ctx(path)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("game {game_id}: {reason}"),
+        };
+        let config_key: ConfigKey = config
+            .parse()
+            .map_err(|e: crate::InvalidConfigKey| corrupt(e.to_string()))?;
+        let players: Vec<String> =
+            serde_json::from_str(&players).map_err(|e| corrupt(format!("players: {e}")))?;
+        let moves: Vec<u16> =
+            serde_json::from_str(&moves).map_err(|e| corrupt(format!("moves: {e}")))?;
+        let policy: Option<Vec<Vec<(u16, f32)>>> = policy
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| corrupt(format!("policy: {e}")))?;
+        let winner = match winner {
+            None => None,
+            Some(w) => Some(
+                u8::try_from(w)
+                    .ok()
+                    .filter(|&w| w < config_key.players())
+                    .ok_or_else(|| corrupt(format!("winner seat {w} out of range")))?,
+            ),
+        };
+        out.push(StoredGame {
+            seq,
+            game: GameRecord {
+                game_id,
+                config_key,
+                players,
+                winner,
+                moves,
+                source_node,
+                quality_score,
+                created_at,
+                policy,
+            },
+        });
+    }
+    Ok(out)
 }
 
 pub mod foreign;

@@ -5,7 +5,9 @@
 //! relative to the root its SHA-256, size, mtime and, for `.rrm` models, generation;
 //! its `files` read as `ringrift_store::manifest::Manifest`), `GET /files/{root}/{*path}`
 //! (the file, streamed; one `Range` → 206 or 416; `ETag` = quoted SHA-256;
-//! `If-None-Match` → 304). Everything but `/health` needs the bearer token when one is
+//! `If-None-Match` → 304), and the game routes of [`games`] (`GET /games`,
+//! `GET /games/summary`, `POST /games`: game records with a SHA-256 header, merged by
+//! `game_id`). Everything but `/health` needs the bearer token when one is
 //! set (handler-base's `protect`); a non-loopback `listen` needs one.
 //!
 //! Safety: [`jail`] (no path outside the root, by lexical check, canonicalisation and a
@@ -18,6 +20,7 @@
 //! per remote IP), `hash_cache_entries` (10 000). Bad values exit 64 naming the key.
 
 pub mod digest;
+pub mod games;
 pub mod jail;
 pub mod serve;
 pub mod snapshot;
@@ -60,17 +63,18 @@ pub struct DataServer {
     listen: String,
     token: Option<Token>,
     files: Arc<Files>,
+    games: Arc<games::Games>,
 }
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: DataServerConfig = ctx.settings.section("data_server")?;
+    let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
+        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
     let listen = match &cfg.listen {
         Some(l) => l.clone(),
-        None => ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-            .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?
-            .this_node()
-            .data_listen(),
+        None => cluster.this_node().data_listen(),
     };
+    let exclude_from_sync = cluster.node(&ctx.node).is_some_and(|n| n.exclude_from_sync);
     handler_base::ensure_config!(
         listen.parse::<SocketAddr>().is_ok(),
         "data_server.listen = {listen:?} is not host:port"
@@ -110,17 +114,23 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         listen,
         token,
         files: Arc::new(files),
+        games: Arc::new(games::Games::new(
+            ctx.home.clone(),
+            ctx.node.clone(),
+            exclude_from_sync,
+        )),
     }))
 }
 
 /// The routes, before `protect` (tests and `on_start` share it).
-pub fn app(files: Arc<Files>) -> axum::Router {
+pub fn app(files: Arc<Files>, games: Arc<games::Games>) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/manifest", get(serve::manifest_route))
         .route("/files/{root}/{*path}", get(serve::file_route))
         .with_state(files)
+        .merge(games::routes(games))
 }
 
 #[async_trait::async_trait]
@@ -132,7 +142,10 @@ impl Handler for DataServer {
         let addr = listener.local_addr()?;
         // handler-base's `serve_http` without connect info; the bandwidth limit is per
         // remote IP, so this server is started here, behind the same `protect`.
-        let app = handler_base::auth::protect(app(self.files.clone()), self.token.clone());
+        let app = handler_base::auth::protect(
+            app(self.files.clone(), self.games.clone()),
+            self.token.clone(),
+        );
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
             let r = axum::serve(
@@ -159,12 +172,38 @@ impl Handler for DataServer {
     }
 
     fn health_check(&self) -> HealthCheckResult {
-        HealthCheckResult::running("serving data/ and models/")
+        HealthCheckResult::running("serving data/, models/ and games")
             .detail("files_hashed", self.files.digests.computed())
             .detail("hash_cache_entries", self.files.digests.len())
             .detail("snapshotted_databases", self.files.snapshots.len())
+            .detail("exclude_from_sync", self.games.exclude_from_sync)
     }
 }
 
+/// A data server started in process on 127.0.0.1:0 over `home`, for the tests of the
+/// sync daemons (their peer): `(handler, context, url)`. Stops with
+/// `context.shutdown.cancel()`. `node` names it (its summary's `node`); `toml` is
+/// settings over the defaults (e.g. `[auth] token`).
+pub async fn start_in_process(
+    home: &std::path::Path,
+    node: &str,
+    toml: &str,
+) -> anyhow::Result<(Arc<dyn Handler>, Context, String)> {
+    let (mut ctx, _) = Context::for_test(
+        "data_server",
+        home,
+        &format!("[data_server]\nlisten = \"127.0.0.1:0\"\n{toml}"),
+    )?;
+    ctx.node = node.to_owned();
+    let handler = build(&ctx)?;
+    let _ = std::fs::remove_file(home.join("run/data_server.addr"));
+    handler.on_start(&ctx).await?;
+    let addr = handler_base::read_addr_file(home, "data_server")
+        .ok_or_else(|| anyhow::anyhow!("data_server wrote no run/data_server.addr"))?;
+    Ok((handler, ctx, format!("http://{addr}")))
+}
+
+#[cfg(test)]
+mod games_tests;
 #[cfg(test)]
 mod tests;

@@ -159,3 +159,135 @@ fn merges_from_a_v1_source_without_policy() {
     let g = dst.get("old1").expect("get").expect("merged");
     assert_eq!((g.winner, g.policy, g.moves), (None, None, vec![1, 2]));
 }
+
+#[test]
+fn page_filters_and_continues_from_next_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
+    let mut games = Vec::new();
+    for i in 0..10i64 {
+        let mut g = game(&format!("g{i}"), i * MS_PER_HOUR / 2);
+        g.quality_score = i as f64 / 10.0;
+        g.source_node = if i % 2 == 0 {
+            "even".into()
+        } else {
+            "odd".into()
+        };
+        games.push(g);
+    }
+    store.insert_games(&games).expect("insert");
+
+    // Unfiltered, pages of 4: 4 + 4 + 2, then nothing.
+    let mut after = 0;
+    let mut seen = Vec::new();
+    loop {
+        let p = store.page(after, 4, &GameFilter::default()).expect("page");
+        seen.extend(p.games.iter().map(|g| g.game.game_id.clone()));
+        assert!(p.next_after >= after);
+        after = p.next_after;
+        if !p.more {
+            assert_eq!((p.next_after, p.max_seq), (10, 10));
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 10);
+    let empty = store.page(10, 4, &GameFilter::default()).expect("page");
+    assert_eq!(
+        (empty.games.len(), empty.more, empty.next_after),
+        (0, false, 10)
+    );
+    // A watermark above the store (a recreated store) is reported through max_seq.
+    let reset = store.page(50, 4, &GameFilter::default()).expect("page");
+    assert_eq!((reset.next_after, reset.max_seq), (50, 10));
+
+    let f = GameFilter {
+        min_quality: Some(0.5),
+        source_node: Some("even".into()),
+        hour: None,
+    };
+    let p = store.page(0, 100, &f).expect("page");
+    let ids: Vec<_> = p.games.iter().map(|g| g.game.game_id.as_str()).collect();
+    assert_eq!(ids, ["g6", "g8"]);
+    assert!(!p.more);
+
+    // Hour 1 = created_at in [1 h, 2 h): g2 and g3.
+    let f = GameFilter {
+        hour: Some(1),
+        ..GameFilter::default()
+    };
+    let ids: Vec<_> = store
+        .page(0, 100, &f)
+        .expect("page")
+        .games
+        .into_iter()
+        .map(|g| g.game.game_id)
+        .collect();
+    assert_eq!(ids, ["g2", "g3"]);
+
+    let counts = store.batch_counts().expect("counts");
+    let total: u64 = counts.iter().map(|c| c.count).sum();
+    assert_eq!(total, 10);
+    assert!(counts.contains(&BatchCount {
+        source_node: "even".into(),
+        hour: 1,
+        count: 1
+    }));
+    assert!(counts.contains(&BatchCount {
+        source_node: "odd".into(),
+        hour: 1,
+        count: 1
+    }));
+    assert_eq!(game("x", -1).hour(), -1);
+}
+
+#[test]
+fn validate_names_the_bad_field_and_json_refuses_unknown_fields() {
+    assert!(game("ok", 1).validate().is_ok());
+    let mut g = game("", 1);
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("game_id")
+    );
+    g = game("w", 1);
+    g.winner = Some(2);
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("winner")
+    );
+    g = game("p", 1);
+    g.players.push("c".into());
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("players")
+    );
+    g = game("q", 1);
+    g.quality_score = f64::NAN;
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("quality_score")
+    );
+    g = game("pol", 1);
+    g.moves.push(7);
+    assert!(
+        g.validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("policy")
+    );
+
+    let mut v = serde_json::to_value(game("j", 1)).expect("json");
+    assert!(serde_json::from_value::<GameRecord>(v.clone()).is_ok());
+    v["extra"] = serde_json::json!(1);
+    let e = serde_json::from_value::<GameRecord>(v)
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("extra"), "{e}");
+}
