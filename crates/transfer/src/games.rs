@@ -829,7 +829,7 @@ impl SyncEvents {
         config: ConfigKey,
         source: &str,
         target: &str,
-        error: &dyn std::fmt::Display,
+        error: &(dyn std::fmt::Display + Sync),
         since: Instant,
     ) {
         use ringrift_proto::wire::event::Payload;

@@ -15,7 +15,10 @@
 //! that answered, are not excluded from sync and are not the source, durable nodes
 //! before ephemeral ones, least loaded first. [`RateWindow`] bounds repairs per sliding
 //! hour; [`execute`] runs a plan with at most `max_concurrent` repairs in flight within
-//! the window.
+//! the window. [`net`] gathers the counts from every node's `data_server` and copies a
+//! batch between two of them.
+
+pub mod net;
 
 use ringrift_store::ConfigKey;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
