@@ -239,10 +239,10 @@ pub fn run(
                 mtime_ms: m.source[0].mtime_ns / 1_000_000,
             });
     }
-    if out.files > 0 || !manifest_path.exists() {
-        if let Err(e) = manifest.save(&manifest_path) {
-            out.errors.push(format!("{MANIFEST}: {e}"));
-        }
+    if (out.files > 0 || !manifest_path.exists())
+        && let Err(e) = manifest.save(&manifest_path)
+    {
+        out.errors.push(format!("{MANIFEST}: {e}"));
     }
     out
 }

@@ -69,7 +69,7 @@ pub fn check(
     if require_mount {
         let info = mountinfo()
             .map_err(|e| format!("cannot read /proc/self/mountinfo to check that {shown} is mounted: {e}; nothing mirrored"))?;
-        if !mount_points(&info).iter().any(|m| *m == canonical) {
+        if !mount_points(&info).contains(&canonical) {
             return Err(format!(
                 "external drive path {shown} is not a mount point (drive not mounted?; set external_drive_sync.require_mount = false to mirror into a plain directory); nothing mirrored"
             ));
