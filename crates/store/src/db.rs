@@ -84,6 +84,29 @@ impl SharedDb {
     }
 }
 
+/// Writes a consistent copy of the SQLite database `src` to `dst` (which must not exist):
+/// `VACUUM INTO` from a read-only connection, i.e. the database as of one commit whatever
+/// other connections write meanwhile, including pages still in its `-wal`; the copy is
+/// then switched to `journal_mode=DELETE`, so it is one self-contained file. Blocking.
+pub fn snapshot(src: &Path, dst: &Path) -> Result<(), StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        src,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ctx(src)?;
+    conn.busy_timeout(BUSY_TIMEOUT).ctx(src)?;
+    let target = dst
+        .to_str()
+        .ok_or_else(|| StoreError::Invalid(format!("{} is not UTF-8", dst.display())))?;
+    conn.execute("VACUUM INTO ?1", [target]).ctx(src)?;
+    drop(conn);
+    let out = Connection::open(dst).ctx(dst)?;
+    out.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0))
+        .ctx(dst)?;
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<(), StoreError> {
     let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
     loop {

@@ -375,6 +375,16 @@ impl GameStore {
     /// transaction, so a writer appending to it concurrently is seen as a consistent
     /// snapshot (its later rows arrive on the next merge). Returns how many were new.
     pub fn merge_from(&self, source: &Path) -> Result<usize, StoreError> {
+        self.merge_where(source, None)
+    }
+
+    /// [`GameStore::merge_from`] restricted to the games of `config` (a file holding
+    /// games of several configs, e.g. an orphan, is merged into each config's store).
+    pub fn merge_config_from(&self, source: &Path, config: ConfigKey) -> Result<usize, StoreError> {
+        self.merge_where(source, Some(config))
+    }
+
+    fn merge_where(&self, source: &Path, config: Option<ConfigKey>) -> Result<usize, StoreError> {
         if !source.exists() {
             return Err(StoreError::NotFound(format!(
                 "source game store {}",
@@ -399,18 +409,23 @@ impl GameStore {
                 )
                 .ctx(source)?;
             let policy = if has_policy { "policy" } else { "NULL" };
-            let n = tx
-                .execute(
-                    &format!(
-                        "INSERT OR IGNORE INTO main.games (game_id, config_key, num_players, players,
-                            winner, moves, length, source_node, quality_score, created_at, policy)
-                         SELECT game_id, config_key, num_players, players, winner, moves, length,
-                            source_node, quality_score, created_at, {policy}
-                         FROM src.games ORDER BY rowid"
-                    ),
-                    [],
-                )
-                .ctx(source)?;
+            let filter = if config.is_some() {
+                "WHERE config_key = ?1"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "INSERT OR IGNORE INTO main.games (game_id, config_key, num_players, players,
+                    winner, moves, length, source_node, quality_score, created_at, policy)
+                 SELECT game_id, config_key, num_players, players, winner, moves, length,
+                    source_node, quality_score, created_at, {policy}
+                 FROM src.games {filter} ORDER BY rowid"
+            );
+            let n = match config {
+                Some(c) => tx.execute(&sql, [c.to_string()]),
+                None => tx.execute(&sql, []),
+            }
+            .ctx(source)?;
             tx.commit().ctx(path)?;
             Ok(n)
         })();
@@ -536,6 +551,8 @@ fn read_games(
     }
     Ok(out)
 }
+
+pub mod foreign;
 
 #[cfg(test)]
 mod tests;

@@ -235,6 +235,66 @@ pub fn atomic_copy(src: &Path, dst: &Path) -> Result<String, StoreError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Copies `src` to `dst` the way a backup must: the bytes go to a temp file next to
+/// `dst` while their SHA-256 is computed from the stream read, the temp file is fsynced,
+/// read back and hashed again, and only a copy whose hash equals the source's is renamed
+/// over `dst` (then the directory is fsynced). A mismatch leaves `dst` untouched and is
+/// [`StoreError::Corrupt`]. Returns the SHA-256 and size.
+pub fn copy_verified(src: &Path, dst: &Path) -> Result<(String, u64), StoreError> {
+    let mut input = File::open(src).map_err(|e| StoreError::io("open for copy", src, e))?;
+    let dir = parent_of(dst)?;
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
+    let name = dst
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| StoreError::Invalid(format!("{} has no file name", dst.display())))?;
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result = (|| {
+        let mut out =
+            File::create(&tmp).map_err(|e| StoreError::io("create temp file", &tmp, e))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut size = 0u64;
+        loop {
+            let n = input
+                .read(&mut buf)
+                .map_err(|e| StoreError::io("read for copy", src, e))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .map_err(|e| StoreError::io("write temp file", &tmp, e))?;
+        }
+        out.sync_all()
+            .map_err(|e| StoreError::io("fsync", &tmp, e))?;
+        drop(out);
+        let source = hex::encode(hasher.finalize());
+        let (copy, copy_size) = hash_file(&tmp)?;
+        if copy != source || copy_size != size {
+            return Err(StoreError::Corrupt {
+                path: tmp.clone(),
+                reason: format!(
+                    "copy of {} reads back as sha256 {copy} ({copy_size} bytes), source was {source} ({size} bytes)",
+                    src.display()
+                ),
+            });
+        }
+        std::fs::rename(&tmp, dst).map_err(|e| StoreError::io("rename into place", dst, e))?;
+        fsync_dir(dir)?;
+        Ok((source, size))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Points symlink `link` at `target` atomically (new link under a temp name, renamed over).
 pub fn atomic_symlink(target: &Path, link: &Path) -> Result<(), StoreError> {
     let dir = parent_of(link)?;

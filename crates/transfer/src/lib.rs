@@ -9,13 +9,16 @@
 //!   `data_server`), merged by `game_id`, with per-peer watermarks so each game crosses
 //!   each link once;
 //! * [`sync`]: what every game-sync daemon shares (cluster, client, its watermark file,
-//!   DATA_SYNC_* reporting, per-peer statistics).
+//!   DATA_SYNC_* reporting, per-peer statistics);
+//! * [`replication`]: copies of game batches across nodes, the repair plan and its
+//!   hourly limit (pure code, injected clock).
 
 pub mod cli;
 pub mod events;
 pub mod files;
 pub mod games;
 pub mod peers;
+pub mod replication;
 pub mod setup;
 pub mod sync;
 

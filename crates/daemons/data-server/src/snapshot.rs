@@ -53,27 +53,8 @@ pub fn is_database(rel: &str) -> bool {
 }
 
 fn copy(src: &Path, dst: &Path) -> Result<(), Refusal> {
-    use rusqlite::OpenFlags;
-    let err = |what: &str, e: rusqlite::Error| {
-        Refusal::Io(format!("snapshot of {}: {what}: {e}", src.display()))
-    };
-    let conn = rusqlite::Connection::open_with_flags(
-        src,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| err("open", e))?;
-    conn.busy_timeout(ringrift_store::db::BUSY_TIMEOUT)
-        .map_err(|e| err("busy_timeout", e))?;
-    let target = dst
-        .to_str()
-        .ok_or_else(|| Refusal::Io(format!("{} is not UTF-8", dst.display())))?;
-    conn.execute("VACUUM INTO ?1", [target])
-        .map_err(|e| err("VACUUM INTO", e))?;
-    drop(conn);
-    let out = rusqlite::Connection::open(dst).map_err(|e| err("open copy", e))?;
-    out.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0))
-        .map_err(|e| err("journal_mode of copy", e))?;
-    Ok(())
+    ringrift_store::db::snapshot(src, dst)
+        .map_err(|e| Refusal::Io(format!("snapshot of {}: {e}", src.display())))
 }
 
 impl Snapshots {

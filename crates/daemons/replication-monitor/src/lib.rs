@@ -1,0 +1,244 @@
+//! `replication_monitor`: counts the copies of every game batch across the cluster,
+//! every 60 s by default.
+//!
+//! Each cycle asks every node of cluster.toml (this one included, through its
+//! `data_server`) for its batch counts (`GET /games/summary`) and classifies the batches
+//! (`ringrift_transfer::replication::classify`: zero-copy, single-copy,
+//! under-replicated against `target_copies`, at most nodes − 1). REPLICATION_ALERT
+//! {zero_copy, single_copy, under_replicated} is published when any count is non-zero or
+//! the counts changed since the last alert (so the return to all-zero is published once).
+//! Emergency sync (`emergency_sync`, on by default): a zero-copy batch whose source node
+//! is ephemeral is copied at once to one durable node (not ephemeral, not excluded from
+//! sync), at most `max_concurrent` at once and `emergency_max_per_hour` per sliding
+//! hour, each copy reported as DATA_SYNC_*. Health: the three counts, and DEGRADED while
+//! a node does not answer. Systematic repair is `replication_repair`'s.
+//!
+//! `[replication_monitor]`: `target_copies` (2), `emergency_sync` (true),
+//! `emergency_max_per_hour` (500), `max_concurrent` (3), `timeout_s` (30).
+
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_proto::{Event, wire};
+use ringrift_transfer::DataClient;
+use ringrift_transfer::games::SyncEvents;
+use ringrift_transfer::replication::{self, Counts, Level, RateWindow, net};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "replication_monitor",
+    about: "Zero-, single-copy and under-replicated game batches; emergency sync",
+};
+
+/// `[replication_monitor]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    pub target_copies: usize,
+    pub emergency_sync: bool,
+    pub emergency_max_per_hour: usize,
+    pub max_concurrent: usize,
+    pub timeout_s: f64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            target_copies: 2,
+            emergency_sync: true,
+            emergency_max_per_hour: 500,
+            max_concurrent: 3,
+            timeout_s: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Status {
+    cycles: u64,
+    counts: Counts,
+    batches: usize,
+    /// The counts of the last alert (all zero before any).
+    alerted: Counts,
+    emergency_total: u64,
+    emergency_failed: u64,
+    unreachable: Vec<String>,
+    last_error: Option<String>,
+}
+
+pub struct ReplicationMonitor {
+    cfg: MonitorConfig,
+    members: Vec<net::Member>,
+    client: DataClient,
+    window: Mutex<RateWindow>,
+    status: Mutex<Status>,
+}
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: MonitorConfig = ctx.settings.section("replication_monitor")?;
+    handler_base::ensure_config!(
+        cfg.target_copies >= 1,
+        "replication_monitor.target_copies = {} must be at least 1",
+        cfg.target_copies
+    );
+    handler_base::ensure_config!(
+        cfg.emergency_max_per_hour >= 1,
+        "replication_monitor.emergency_max_per_hour = {} must be at least 1",
+        cfg.emergency_max_per_hour
+    );
+    handler_base::ensure_config!(
+        (1..=64).contains(&cfg.max_concurrent),
+        "replication_monitor.max_concurrent = {} must be 1..=64",
+        cfg.max_concurrent
+    );
+    handler_base::ensure_config!(
+        cfg.timeout_s.is_finite() && cfg.timeout_s > 0.0 && cfg.timeout_s <= 3600.0,
+        "replication_monitor.timeout_s = {} must be in (0, 3600]",
+        cfg.timeout_s
+    );
+    let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
+        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+    let token = handler_base::auth::load(&ctx.settings)?;
+    let client = DataClient::new(
+        token.as_ref().map(|t| t.secret()),
+        Duration::from_secs_f64(cfg.timeout_s),
+    )?;
+    Ok(Arc::new(ReplicationMonitor {
+        window: Mutex::new(RateWindow::new(
+            cfg.emergency_max_per_hour,
+            Duration::from_secs(3600),
+        )),
+        cfg,
+        members: net::members(&cluster),
+        client,
+        status: Mutex::new(Status::default()),
+    }))
+}
+
+#[async_trait::async_trait]
+impl Handler for ReplicationMonitor {
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        let (holdings, unreachable) = net::gather(&self.client, &self.members).await;
+        let nodes: Vec<replication::NodeInfo> =
+            self.members.iter().map(|m| m.info.clone()).collect();
+        let statuses = replication::classify(&holdings, nodes.len(), self.cfg.target_copies);
+        let counts = replication::counts(&statuses);
+        let alerted = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .alerted;
+        if counts.any() || counts != alerted {
+            ctx.publish(Event::new(wire::event::Payload::ReplicationAlert(
+                wire::ReplicationAlert {
+                    zero_copy: counts.zero_copy,
+                    single_copy: counts.single_copy,
+                    under_replicated: counts.under_replicated,
+                },
+            )))
+            .await?;
+            if counts != alerted {
+                tracing::warn!(
+                    zero_copy = counts.zero_copy,
+                    single_copy = counts.single_copy,
+                    under_replicated = counts.under_replicated,
+                    "REPLICATION_ALERT"
+                );
+            }
+        }
+        let mut done = replication::Executed::default();
+        if self.cfg.emergency_sync {
+            let ephemeral: BTreeSet<&str> = nodes
+                .iter()
+                .filter(|n| n.ephemeral)
+                .map(|n| n.name.as_str())
+                .collect();
+            let durable = |name: &str| {
+                nodes
+                    .iter()
+                    .any(|n| n.name == name && !n.ephemeral && !n.exclude_from_sync)
+            };
+            let mut seen = BTreeSet::new();
+            let urgent: Vec<_> = replication::plan(&statuses, &holdings, &nodes, |s| {
+                s.level == Some(Level::ZeroCopy) && ephemeral.contains(s.batch.source_node.as_str())
+            })
+            .into_iter()
+            .filter(|r| durable(&r.to) && seen.insert(r.batch.clone()))
+            .collect();
+            if !urgent.is_empty() {
+                let events = SyncEvents::new(ctx);
+                done = replication::execute(
+                    urgent,
+                    &self.window,
+                    &Instant::now,
+                    self.cfg.max_concurrent,
+                    |r| {
+                        let (client, members, events) = (&self.client, &self.members, &events);
+                        async move {
+                            net::run_repair(client, members, events, &r)
+                                .await
+                                .map(|_| ())
+                        }
+                    },
+                )
+                .await;
+                tracing::info!(
+                    copied = done.repaired,
+                    failed = done.failed,
+                    deferred = done.deferred,
+                    "emergency sync of zero-copy batches from ephemeral nodes"
+                );
+                for e in &done.errors {
+                    tracing::warn!(error = %e, "emergency sync failed");
+                }
+            }
+        }
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.cycles += 1;
+        st.counts = counts;
+        st.batches = statuses.len();
+        st.alerted = counts;
+        st.emergency_total += done.repaired;
+        st.emergency_failed += done.failed;
+        st.unreachable = unreachable
+            .iter()
+            .map(|(n, e)| format!("{n}: {e}"))
+            .collect();
+        st.last_error = done.errors.first().cloned();
+        Ok(())
+    }
+
+    fn health_check(&self) -> HealthCheckResult {
+        let st = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let msg = format!(
+            "{} batches: {} zero-copy, {} single-copy, {} under-replicated",
+            st.batches, st.counts.zero_copy, st.counts.single_copy, st.counts.under_replicated
+        );
+        let h = if st.unreachable.is_empty() {
+            HealthCheckResult::running(msg)
+        } else {
+            HealthCheckResult::degraded(format!(
+                "{msg}; not answering: {}",
+                st.unreachable.join("; ")
+            ))
+        }
+        .detail("cycles", st.cycles)
+        .detail("batches", st.batches)
+        .detail("zero_copy", st.counts.zero_copy)
+        .detail("single_copy", st.counts.single_copy)
+        .detail("under_replicated", st.counts.under_replicated)
+        .detail("emergency_copies", st.emergency_total)
+        .detail("emergency_failed", st.emergency_failed);
+        match st.last_error {
+            Some(e) => h.detail("last_error", e),
+            None => h,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! `replication_repair`: brings every game batch to `target_copies` copies, every 60 s by
+//! default.
+//!
+//! Each cycle asks every node of cluster.toml (this one included, through its
+//! `data_server`) for its batch counts (`GET /games/summary`), classifies the batches and
+//! plans the repairs (`ringrift_transfer::replication`: zero-copy before single-copy
+//! before under-replicated, oldest hour first; a repair copies a batch from a node holding
+//! all of it to a node that answered, is not excluded from sync and is not the batch's
+//! source). At most `max_per_hour` repairs start in any sliding hour (the rest wait for a
+//! later cycle) and `max_concurrent` run at once; each copy publishes DATA_SYNC_*, and a
+//! cycle with work publishes REPAIR_COMPLETED {repaired, failed}. The hourly window is in
+//! memory: a restart starts a new one.
+//!
+//! `[replication_repair]`: `target_copies` (2; at most nodes − 1), `max_per_hour` (500),
+//! `max_concurrent` (3), `timeout_s` (30, per HTTP read).
+
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_proto::{Event, wire};
+use ringrift_transfer::DataClient;
+use ringrift_transfer::games::SyncEvents;
+use ringrift_transfer::replication::{self, RateWindow, net};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const INFO: DaemonInfo = DaemonInfo {
+    name: "replication_repair",
+    about: "Repair zero > single > under-replicated game batches, 500/h, 3 at once",
+};
+
+/// `[replication_repair]` in ringrift.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepairConfig {
+    pub target_copies: usize,
+    pub max_per_hour: usize,
+    pub max_concurrent: usize,
+    pub timeout_s: f64,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        RepairConfig {
+            target_copies: 2,
+            max_per_hour: 500,
+            max_concurrent: 3,
+            timeout_s: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Status {
+    cycles: u64,
+    counts: replication::Counts,
+    planned: usize,
+    deferred: u64,
+    repaired_total: u64,
+    failed_total: u64,
+    unreachable: Vec<String>,
+    last_error: Option<String>,
+}
+
+pub struct ReplicationRepair {
+    cfg: RepairConfig,
+    members: Vec<net::Member>,
+    client: DataClient,
+    window: Mutex<RateWindow>,
+    clock: fn() -> Instant,
+    status: Mutex<Status>,
+}
+
+pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
+    let cfg: RepairConfig = ctx.settings.section("replication_repair")?;
+    handler_base::ensure_config!(
+        cfg.target_copies >= 1,
+        "replication_repair.target_copies = {} must be at least 1",
+        cfg.target_copies
+    );
+    handler_base::ensure_config!(
+        cfg.max_per_hour >= 1,
+        "replication_repair.max_per_hour = {} must be at least 1",
+        cfg.max_per_hour
+    );
+    handler_base::ensure_config!(
+        (1..=64).contains(&cfg.max_concurrent),
+        "replication_repair.max_concurrent = {} must be 1..=64",
+        cfg.max_concurrent
+    );
+    handler_base::ensure_config!(
+        cfg.timeout_s.is_finite() && cfg.timeout_s > 0.0 && cfg.timeout_s <= 3600.0,
+        "replication_repair.timeout_s = {} must be in (0, 3600]",
+        cfg.timeout_s
+    );
+    let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
+        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+    let token = handler_base::auth::load(&ctx.settings)?;
+    let client = DataClient::new(
+        token.as_ref().map(|t| t.secret()),
+        Duration::from_secs_f64(cfg.timeout_s),
+    )?;
+    Ok(Arc::new(ReplicationRepair {
+        window: Mutex::new(RateWindow::new(cfg.max_per_hour, Duration::from_secs(3600))),
+        cfg,
+        members: net::members(&cluster),
+        client,
+        clock: Instant::now,
+        status: Mutex::new(Status::default()),
+    }))
+}
+
+#[async_trait::async_trait]
+impl Handler for ReplicationRepair {
+    async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        let (holdings, unreachable) = net::gather(&self.client, &self.members).await;
+        let nodes: Vec<replication::NodeInfo> =
+            self.members.iter().map(|m| m.info.clone()).collect();
+        let statuses = replication::classify(&holdings, nodes.len(), self.cfg.target_copies);
+        let counts = replication::counts(&statuses);
+        let plan = replication::plan(&statuses, &holdings, &nodes, |_| true);
+        let planned = plan.len();
+        let events = SyncEvents::new(ctx);
+        let clock = self.clock;
+        let done = replication::execute(
+            plan,
+            &self.window,
+            &move || clock(),
+            self.cfg.max_concurrent,
+            |r| {
+                let (client, members, events) = (&self.client, &self.members, &events);
+                async move {
+                    net::run_repair(client, members, events, &r)
+                        .await
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        for e in &done.errors {
+            tracing::warn!(error = %e, "repair failed");
+        }
+        if done.repaired + done.failed > 0 {
+            tracing::info!(
+                repaired = done.repaired,
+                failed = done.failed,
+                deferred = done.deferred,
+                "replication repairs"
+            );
+            ctx.publish(Event::new(wire::event::Payload::RepairCompleted(
+                wire::RepairCompleted {
+                    repaired: done.repaired,
+                    failed: done.failed,
+                },
+            )))
+            .await?;
+        }
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.cycles += 1;
+        st.counts = counts;
+        st.planned = planned;
+        st.deferred = done.deferred;
+        st.repaired_total += done.repaired;
+        st.failed_total += done.failed;
+        st.unreachable = unreachable
+            .iter()
+            .map(|(n, e)| format!("{n}: {e}"))
+            .collect();
+        st.last_error = done.errors.first().cloned();
+        Ok(())
+    }
+
+    fn health_check(&self) -> HealthCheckResult {
+        let st = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let used = self
+            .window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .used((self.clock)());
+        let msg = format!(
+            "{} zero-copy, {} single-copy, {} under-replicated batches; {} repaired, {} failed",
+            st.counts.zero_copy,
+            st.counts.single_copy,
+            st.counts.under_replicated,
+            st.repaired_total,
+            st.failed_total
+        );
+        let h = if st.unreachable.is_empty() {
+            HealthCheckResult::running(msg)
+        } else {
+            HealthCheckResult::degraded(format!(
+                "{msg}; not answering: {}",
+                st.unreachable.join("; ")
+            ))
+        }
+        .detail("cycles", st.cycles)
+        .detail("zero_copy", st.counts.zero_copy)
+        .detail("single_copy", st.counts.single_copy)
+        .detail("under_replicated", st.counts.under_replicated)
+        .detail("planned", st.planned)
+        .detail("deferred", st.deferred)
+        .detail("repairs_in_last_hour", used)
+        .detail("repaired_total", st.repaired_total)
+        .detail("failed_total", st.failed_total);
+        match st.last_error {
+            Some(e) => h.detail("last_error", e),
+            None => h,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

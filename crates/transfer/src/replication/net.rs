@@ -1,0 +1,136 @@
+//! The network side of replication: every node's batch counts (`GET /games/summary` of
+//! its `data_server`, this node's included) and copying one batch from a holder to
+//! another node (`GET /games` filtered by source node and hour, `POST /games`), with
+//! DATA_SYNC_* for each copy.
+
+use super::{BatchKey, Holdings, NodeInfo, Repair};
+use crate::games::{self, GameFilter, MAX_PAGE, SyncEvents};
+use crate::{DataClient, Peer, TransferError};
+use ringrift_cluster::ClusterConfig;
+use std::time::Instant;
+
+/// A node of the cluster: what replication needs to know and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub info: NodeInfo,
+    pub peer: Peer,
+}
+
+/// Every node of `cluster`, this one included (reached through its own data server).
+pub fn members(cluster: &ClusterConfig) -> Vec<Member> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| Member {
+            info: NodeInfo {
+                name: n.name.clone(),
+                ephemeral: n.ephemeral,
+                exclude_from_sync: n.exclude_from_sync,
+            },
+            peer: Peer {
+                name: n.name.clone(),
+                url: n.data_url(),
+                roles: n.roles.iter().copied().collect(),
+                ephemeral: n.ephemeral,
+                exclude_from_sync: n.exclude_from_sync,
+            },
+        })
+        .collect()
+}
+
+/// Asks every member for its batch counts, concurrently. Returns the holdings of the
+/// members that answered and, per member that did not, the error.
+pub async fn gather(client: &DataClient, members: &[Member]) -> (Holdings, Vec<(String, String)>) {
+    let answers = futures_util::future::join_all(
+        members
+            .iter()
+            .map(|m| async move { (m, games::summary(client, &m.peer).await) }),
+    )
+    .await;
+    let mut h = Holdings::default();
+    let mut errors = Vec::new();
+    for (m, r) in answers {
+        match r {
+            Ok(s) => {
+                h.answered(&m.info.name);
+                for b in s.batches {
+                    h.add(
+                        &m.info.name,
+                        BatchKey {
+                            config: b.config,
+                            source_node: b.source_node,
+                            hour: b.hour,
+                        },
+                        b.count,
+                    );
+                }
+            }
+            Err(e) => errors.push((m.info.name.clone(), e.to_string())),
+        }
+    }
+    (h, errors)
+}
+
+/// Copies the games of `batch` from `from` to `to`, page by page (merged there by
+/// `game_id`). Returns the games sent and how many were new to `to`.
+pub async fn copy_batch(
+    client: &DataClient,
+    from: &Peer,
+    to: &Peer,
+    batch: &BatchKey,
+) -> Result<(u64, u64, u64), TransferError> {
+    let filter = GameFilter {
+        min_quality: None,
+        source_node: Some(batch.source_node.clone()),
+        hour: Some(batch.hour),
+    };
+    let (mut after, mut sent, mut new, mut bytes) = (0i64, 0u64, 0u64, 0u64);
+    loop {
+        let (page, _) = games::fetch(client, from, batch.config, after, MAX_PAGE, &filter).await?;
+        let records: Vec<_> = page.games.into_iter().map(|g| g.game).collect();
+        if !records.is_empty() {
+            let (ack, n) = games::push(client, to, &records).await?;
+            sent += ack.received;
+            new += ack.new;
+            bytes += n;
+        }
+        if !page.more || page.next_after <= after {
+            break;
+        }
+        after = page.next_after;
+    }
+    Ok((sent, new, bytes))
+}
+
+/// Runs one repair between members (by name), reporting it as DATA_SYNC_*.
+pub async fn run_repair(
+    client: &DataClient,
+    members: &[Member],
+    events: &SyncEvents,
+    r: &Repair,
+) -> Result<u64, TransferError> {
+    let find = |name: &str| {
+        members
+            .iter()
+            .find(|m| m.info.name == name)
+            .map(|m| m.peer.clone())
+            .ok_or_else(|| TransferError::Invalid(format!("{name} is not in cluster.toml")))
+    };
+    let (from, to) = (find(&r.from)?, find(&r.to)?);
+    let since = Instant::now();
+    events.started(r.batch.config, &r.from, &r.to).await;
+    match copy_batch(client, &from, &to, &r.batch).await {
+        Ok((sent, new, bytes)) => {
+            events
+                .completed(r.batch.config, &r.from, &r.to, sent, bytes, since)
+                .await;
+            Ok(new)
+        }
+        Err(e) => {
+            events
+                .failed(r.batch.config, &r.from, &r.to, &e, since)
+                .await;
+            Err(e)
+        }
+    }
+}
