@@ -480,6 +480,38 @@ pub struct Link<'a> {
     pub filter: &'a GameFilter,
     /// DATA_SYNC_* of the run; `None` reports nothing.
     pub events: Option<&'a SyncEvents>,
+    /// Bandwidth limit of pushes; `None` = unlimited.
+    pub pacer: Option<&'a Pacer>,
+}
+
+/// A bandwidth limit for requests: each request of `n` bytes starts no earlier than the
+/// previous ones' bytes allow at `bytes_per_s` (one request may be larger than a
+/// second's worth; the next then waits longer). Shared by every link of a daemon.
+#[derive(Debug)]
+pub struct Pacer {
+    bytes_per_s: f64,
+    next_free: tokio::sync::Mutex<Instant>,
+}
+
+impl Pacer {
+    /// `None` for 0 (unlimited).
+    pub fn new(bytes_per_s: u64) -> Option<Pacer> {
+        (bytes_per_s > 0).then(|| Pacer {
+            bytes_per_s: bytes_per_s as f64,
+            next_free: tokio::sync::Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Waits until `n` more bytes may go.
+    pub async fn take(&self, n: u64) {
+        let start = {
+            let mut next = self.next_free.lock().await;
+            let start = (*next).max(Instant::now());
+            *next = start + std::time::Duration::from_secs_f64(n as f64 / self.bytes_per_s);
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
+    }
 }
 
 /// Opens the local store of `config` if it exists (a read never creates one).
@@ -627,6 +659,9 @@ async fn push_inner(
             }
         }
         let bytes = body.len() as u64;
+        if let Some(p) = link.pacer {
+            p.take(bytes).await;
+        }
         let ack = push_bytes(link.client, link.peer, body).await?;
         if ack.received != sent as u64 {
             return Err(TransferError::BadAnswer {
@@ -865,6 +900,24 @@ pub struct GossipView {
     /// When the view was written (ms since the epoch).
     pub updated_ms: i64,
     pub nodes: BTreeMap<String, NodeView>,
+}
+
+/// Asks `peer` for its `data/` and `models/` manifests and its game summary: the view of
+/// it as of now (`seen_ms` = now).
+pub async fn node_view(client: &DataClient, peer: &Peer) -> Result<NodeView, TransferError> {
+    use ringrift_store::manifest::Manifest;
+    let data: Manifest = client.get_json(peer, "/manifest?root=data").await?;
+    let models: Manifest = client.get_json(peer, "/manifest?root=models").await?;
+    let games = summary(client, peer).await?;
+    Ok(NodeView {
+        seen_ms: Some(ringrift_store::now_ms()),
+        error: None,
+        data_files: data.files.len() as u64,
+        data_bytes: data.files.values().map(|f| f.size).sum(),
+        model_files: models.files.len() as u64,
+        model_bytes: models.files.values().map(|f| f.size).sum(),
+        batches: games.batches,
+    })
 }
 
 impl GossipView {

@@ -8,6 +8,8 @@
 //! * [`games`]: games moved as batches of records (pushed to or pulled from a peer's
 //!   `data_server`), merged by `game_id`, with per-peer watermarks so each game crosses
 //!   each link once;
+//! * [`sync`]: what every game-sync daemon shares (cluster, client, its watermark file,
+//!   DATA_SYNC_* reporting, per-peer statistics);
 //! * [`replication`]: copies of game batches across nodes, the repair plan and its
 //!   hourly limit (pure code, injected clock).
 
@@ -15,6 +17,7 @@ pub mod files;
 pub mod games;
 pub mod peers;
 pub mod replication;
+pub mod sync;
 
 pub use peers::{DataClient, Peer};
 
@@ -54,6 +57,15 @@ pub enum TransferError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// Bad settings or cluster.toml (a daemon exits 64).
+    #[error("{0}")]
+    Config(#[source] handler_base::ConfigError),
+}
+
+impl From<handler_base::ConfigError> for TransferError {
+    fn from(e: handler_base::ConfigError) -> Self {
+        TransferError::Config(e)
+    }
 }
 
 impl TransferError {

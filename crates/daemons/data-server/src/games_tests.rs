@@ -356,6 +356,7 @@ async fn push_new_and_pull_new_carry_each_game_once_and_resume_after_a_restart()
             limit: 8,
             filter,
             events: Some(events),
+            pacer: None,
         }
     }
     macro_rules! link {

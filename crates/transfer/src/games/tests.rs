@@ -95,3 +95,17 @@ fn the_gossip_view_round_trips_and_counts_copies() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pacer_spreads_requests_at_the_rate() {
+    assert!(Pacer::new(0).is_none(), "0 = unlimited");
+    let p = Pacer::new(1_000_000).expect("pacer");
+    let t0 = Instant::now();
+    // 3 × 0.4 MB at 1 MB/s: the third may start at 0.8 s, not before.
+    for _ in 0..3 {
+        p.take(400_000).await;
+    }
+    let e = t0.elapsed().as_secs_f64();
+    assert!(e >= 0.79, "{e}");
+    assert!(e < 5.0, "{e}");
+}

@@ -1,0 +1,185 @@
+//! In-process tests: a round asks this node's own data server and every peer, writes
+//! `data/gossip/view.json` that `GossipView::load` reads, keeps a silent node's last
+//! figures with its error, drops nodes gone from cluster.toml; config errors.
+
+use super::*;
+use ringrift_store::ConfigKey;
+use ringrift_store::games::{GameRecord, GameStore};
+
+fn key() -> ConfigKey {
+    "square8_2p".parse().expect("key")
+}
+
+fn game(id: &str, node: &str) -> GameRecord {
+    GameRecord {
+        game_id: id.to_owned(),
+        config_key: key(),
+        players: vec!["a".into(), "b".into()],
+        winner: None,
+        moves: vec![0, 9, 18],
+        source_node: node.to_owned(),
+        quality_score: 0.5,
+        created_at: 1_700_000_000_000,
+        policy: None,
+    }
+}
+
+fn store(home: &std::path::Path) -> GameStore {
+    let p = ringrift_store::paths::game_db(home, key());
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+    GameStore::open(&p).expect("store")
+}
+
+#[allow(dead_code)]
+fn ids(home: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = store(home)
+        .games_since(0, 10_000)
+        .expect("read")
+        .into_iter()
+        .map(|g| g.game.game_id)
+        .collect();
+    v.sort();
+    v
+}
+
+/// A cluster.toml: (name, roles, data port, exclude_from_sync).
+fn cluster(nodes: &[(&str, &str, u16, bool)]) -> String {
+    let mut s = String::new();
+    for (i, (name, roles, data, excl)) in nodes.iter().enumerate() {
+        s.push_str(&format!(
+            "[[node]]\nname = \"{name}\"\nroles = [{roles}]\naddress = \"127.0.0.1\"\n\
+             ports = {{ p2p = {}, data = {data} }}\nexclude_from_sync = {excl}\n\n",
+            17100 + i
+        ));
+    }
+    s
+}
+
+struct Server {
+    home: tempfile::TempDir,
+    ctx: Context,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.ctx.shutdown.cancel();
+    }
+}
+
+async fn server(name: &str) -> Server {
+    let home = tempfile::tempdir().expect("home");
+    let (_, ctx, url) = ringrift_data_server::start_in_process(home.path(), name, "")
+        .await
+        .expect("data server");
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    Server { home, ctx, port }
+}
+
+fn daemon(
+    home: &std::path::Path,
+    node: &str,
+    toml: &str,
+) -> (Arc<dyn Handler>, Context, handler_base::Recorded) {
+    let (mut ctx, rec) = Context::for_test("gossip_sync", home, toml).expect("ctx");
+    ctx.node = node.to_owned();
+    let h = build(&ctx).expect("build");
+    (h, ctx, rec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_writes_the_view_of_every_node_and_keeps_the_last_figures_of_a_silent_one() {
+    let a = server("a").await;
+    let b = server("b").await;
+    store(a.home.path())
+        .insert_games(&[game("a1", "a")])
+        .expect("a");
+    store(b.home.path())
+        .insert_games(&[game("a1", "a"), game("b1", "b"), game("b2", "b")])
+        .expect("b");
+    std::fs::create_dir_all(b.home.path().join("models")).expect("models");
+    std::fs::write(b.home.path().join("models/notes.txt"), b"12345").expect("model file");
+    std::fs::write(
+        a.home.path().join("cluster.toml"),
+        cluster(&[
+            ("a", "\"coordinator\"", a.port, false),
+            ("b", "\"selfplay\"", b.port, false),
+            ("dead", "\"selfplay\"", 1, false),
+        ]),
+    )
+    .expect("cluster");
+    let (h, ctx, _) = daemon(a.home.path(), "a", "[gossip_sync]\ntimeout_s = 2\n");
+    h.run_cycle(&ctx).await.expect("round");
+
+    let v = GossipView::load(a.home.path()).expect("view");
+    assert_eq!(v.nodes.len(), 3);
+    let (va, vb, vd) = (&v.nodes["a"], &v.nodes["b"], &v.nodes["dead"]);
+    assert!(va.seen_ms.is_some() && vb.seen_ms.is_some() && vd.seen_ms.is_none());
+    assert!(vd.error.is_some());
+    assert_eq!(vb.model_files, 1);
+    assert_eq!(vb.model_bytes, 5);
+    assert!(vb.data_files >= 1 && vb.data_bytes > 0);
+    assert_eq!(vb.batches.iter().map(|x| x.count).sum::<u64>(), 3);
+    // Batch (square8_2p, a, hour): on both nodes.
+    let copies = v.replication();
+    let hour = 1_700_000_000_000i64 / 3_600_000;
+    assert_eq!(copies[&(key(), "a".to_string(), hour)], (2, 1));
+    assert_eq!(copies[&(key(), "b".to_string(), hour)], (1, 2));
+    assert!(h.health_check().message.starts_with("2 of 3"));
+
+    // b goes silent: its figures stay, with the error; dead leaves cluster.toml.
+    let seen_b = vb.seen_ms;
+    drop(b);
+    std::fs::write(
+        a.home.path().join("cluster.toml"),
+        cluster(&[
+            ("a", "\"coordinator\"", a.port, false),
+            ("b", "\"selfplay\"", 1, false),
+        ]),
+    )
+    .expect("cluster");
+    let (h, ctx, _) = daemon(a.home.path(), "a", "[gossip_sync]\ntimeout_s = 2\n");
+    h.run_cycle(&ctx).await.expect("round");
+    let v = GossipView::load(a.home.path()).expect("view");
+    assert_eq!(v.nodes.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(v.nodes["b"].seen_ms, seen_b);
+    assert_eq!(v.nodes["b"].batches.len(), 2);
+    assert!(v.nodes["b"].error.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_fails_the_round_and_bad_settings_are_config_errors() {
+    let home = tempfile::tempdir().expect("home");
+    std::fs::write(
+        home.path().join("cluster.toml"),
+        cluster(&[("a", "\"coordinator\"", 1, false)]),
+    )
+    .expect("cluster");
+    let (h, ctx, _) = daemon(home.path(), "a", "[gossip_sync]\ntimeout_s = 1\n");
+    // One node, no data server of its own: nothing to ask, not a failure.
+    h.run_cycle(&ctx).await.expect("nothing to ask");
+    // A data server that has gone (a stale address file): asked, no answer, failed.
+    std::fs::create_dir_all(home.path().join("run")).expect("run");
+    std::fs::write(home.path().join("run/data_server.addr"), "127.0.0.1:1\n").expect("addr");
+    let e = h.run_cycle(&ctx).await.expect_err("nobody answered");
+    assert!(e.to_string().contains("no node answered"), "{e}");
+    assert!(
+        GossipView::path(home.path()).exists(),
+        "the errors are written too"
+    );
+
+    for (toml, key) in [
+        ("[gossip_sync]\ntimeout_s = 0\n", "gossip_sync.timeout_s"),
+        ("[gossip_sync]\ninterval = 1\n", "interval"),
+    ] {
+        let home = tempfile::tempdir().expect("home");
+        let (ctx, _) = Context::for_test("gossip_sync", home.path(), toml).expect("ctx");
+        let e = build(&ctx).err().expect("refused");
+        assert!(handler_base::is_config_error(&e), "{toml}: {e:#}");
+        assert!(format!("{e:#}").contains(key), "{toml}: {e:#}");
+    }
+}
