@@ -141,8 +141,15 @@ impl Files {
         })
         .await
         .map_err(|e| Refusal::Io(format!("list task: {e}")))??;
-        for rel in slow {
-            match self.resolve(root, rel.clone()).await {
+        // New versions are hashed (or snapshotted) a few at a time on the blocking pool.
+        use futures_util::StreamExt;
+        let mut resolved = futures_util::stream::iter(slow.into_iter().map(|rel| async move {
+            let r = self.resolve(root, rel.clone()).await;
+            (rel, r)
+        }))
+        .buffer_unordered(4);
+        while let Some((rel, r)) = resolved.next().await {
+            match r {
                 Ok((_, d)) => {
                     files.insert(rel, entry(d));
                 }
