@@ -166,3 +166,88 @@ async fn ephemeral_sync_loses_nothing_older_than_its_interval_on_kill_9_and_push
         spot.log("ringrift-ephemeral-sync")
     );
 }
+
+/// Three nodes on loopback, each with its data server, router and auto_sync (and
+/// cluster_data_sync on C): games made on A and B reach every node exactly once, also
+/// those that C missed while its data server was down (its pull catches them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_end_with_every_game_once() {
+    let names = ["a", "b", "c"];
+    let ports: Vec<u16> = names
+        .iter()
+        .map(|_| ringrift_system_tests::free_port())
+        .collect();
+    let mut cluster = String::new();
+    for (i, n) in names.iter().enumerate() {
+        cluster.push_str(&format!(
+            "[[node]]\nname = \"{n}\"\nroles = [\"{}\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = {}, data = {} }}\n\n",
+            if i == 0 { "coordinator\", \"training" } else { "selfplay" },
+            17410 + i,
+            ports[i]
+        ));
+    }
+    let homes: Vec<Home> = names.iter().map(|_| Home::new()).collect();
+    let mut procs = Vec::new();
+    let mut data_servers = Vec::new();
+    for (home, n) in homes.iter().zip(names) {
+        std::fs::write(home.path().join("cluster.toml"), &cluster).unwrap();
+        std::fs::write(
+            home.path().join("ringrift.toml"),
+            format!(
+                "node = \"{n}\"\n[auto_sync]\ncycle_interval_s = 0.5\ntimeout_s = 5\n\
+                 [cluster_data_sync]\ncycle_interval_s = 0.5\ntimeout_s = 5\n"
+            ),
+        )
+        .unwrap();
+        let (router, raddr) = home.start_router("127.0.0.1:0", &[]);
+        procs.push(router);
+        let mut ds = home.spawn("ringrift-data-server", &["--router", &raddr]);
+        home.wait_addr("data_server", &mut ds);
+        data_servers.push(Some(ds));
+        procs.push(home.spawn("ringrift-auto-sync", &["--router", &raddr]));
+        if n == "c" {
+            procs.push(home.spawn("ringrift-cluster-data-sync", &["--router", &raddr]));
+        }
+    }
+    let made_on = |home: &Home, node: &str, range: std::ops::Range<u64>| {
+        let games: Vec<GameRecord> = range
+            .map(|i| GameRecord {
+                game_id: format!("{node}-{i}"),
+                source_node: node.into(),
+                ..game(i)
+            })
+            .collect();
+        store(home).insert_games(&games).unwrap();
+    };
+    made_on(&homes[0], "a", 0..40);
+    made_on(&homes[1], "b", 0..25);
+    let everywhere = |want: usize| {
+        wait_for(
+            &format!("{want} games on every node"),
+            Duration::from_secs(60),
+            || homes.iter().all(|h| games(h).len() == want).then_some(()),
+        )
+    };
+    everywhere(65);
+
+    // C's data server goes down: pushes to C fail; A makes more; C comes back and has
+    // them through the pushes' retries or its own pull.
+    if let Some(mut ds) = data_servers[2].take() {
+        ds.kill9();
+    }
+    made_on(&homes[0], "a", 40..60);
+    wait_for("b has a's new games", Duration::from_secs(60), || {
+        (games(&homes[1]).len() == 85).then_some(())
+    });
+    let _ = std::fs::remove_file(homes[2].path().join("run/data_server.addr"));
+    let mut ds = homes[2].spawn("ringrift-data-server", &[]);
+    homes[2].wait_addr("data_server", &mut ds);
+    everywhere(85);
+    for h in &homes {
+        let mut ids: Vec<String> = games(h).into_iter().map(|g| g.0).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "a game twice");
+    }
+}
