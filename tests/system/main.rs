@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod data_server;
 mod dlq;
+mod game_sync;
 mod jetstream_queue;
 mod launcher;
 mod leader;
