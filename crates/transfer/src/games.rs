@@ -529,31 +529,6 @@ async fn existing_store(home: &Path, config: ConfigKey) -> Result<Option<GameSto
     .map_err(|e| StoreError::Join(e.to_string()))?
 }
 
-/// Local games of `config` not yet pushed to `peer` (after its push watermark), and
-/// the `created_at` (ms) of the first of them.
-pub async fn pending(
-    home: &Path,
-    config: ConfigKey,
-    watermarks: &Watermarks,
-    peer: &str,
-) -> Result<(u64, Option<i64>), StoreError> {
-    let Some(store) = existing_store(home, config).await? else {
-        return Ok((0, None));
-    };
-    let peer = peer.to_owned();
-    let w = watermarks
-        .off_runtime(move |w| w.get(&peer, config, Direction::Push))
-        .await?;
-    store
-        .off_runtime(move |s| {
-            let w = if s.max_seq()? < w { 0 } else { w };
-            let n = s.count_since(w)?;
-            let first = s.games_since(w, 1)?.first().map(|g| g.game.created_at);
-            Ok((n, first))
-        })
-        .await
-}
-
 /// Pushes this node's games of `config` after the link's push watermark to the peer,
 /// in requests of at most `limit` games (halved while a body is over
 /// [`MAX_PUSH_BYTES`]), advancing the watermark after each acknowledged request, until
@@ -792,6 +767,15 @@ async fn pull_inner(
             let new = s.insert_games_async(records).await?;
             out.received += n;
             out.new += new as u64;
+        }
+        if page.more && page.next_after <= after {
+            return Err(TransferError::BadAnswer {
+                url: format!("{}/games", link.peer.url),
+                why: format!(
+                    "more games announced but next_after {} does not move past {after}",
+                    page.next_after
+                ),
+            });
         }
         if page.next_after != after {
             set_mark(link, Direction::Pull, page.next_after).await?;
