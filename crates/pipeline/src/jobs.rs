@@ -200,6 +200,9 @@ pub struct RunnerJobs {
     capacity: Arc<BTreeMap<SlotKind, u32>>,
     home: PathBuf,
     bin: PathBuf,
+    /// This node's name, given to every job as `RINGRIFT_NODE` (the embedded workload
+    /// records it as the games' `source_node`).
+    node: Option<String>,
 }
 
 impl RunnerJobs {
@@ -286,6 +289,7 @@ impl RunnerJobs {
             capacity: Arc::new([(SlotKind::Cpu, cpus), (SlotKind::Gpu, gpus)].into()),
             home: home.to_owned(),
             bin,
+            node: None,
         })
     }
 
@@ -298,7 +302,9 @@ impl RunnerJobs {
     /// From the `[jobs]` section of the daemon's settings.
     pub fn from_ctx(ctx: &handler_base::Context) -> anyhow::Result<RunnerJobs> {
         let t: JobTemplates = ctx.settings.section("jobs")?;
-        RunnerJobs::new(&ctx.home, &t)
+        let mut jobs = RunnerJobs::new(&ctx.home, &t)?;
+        jobs.node = Some(ctx.node.clone());
+        Ok(jobs)
     }
 }
 
@@ -340,7 +346,11 @@ impl Jobs for RunnerJobs {
                     .join(format!("{safe_key}-{stamp}.json")),
             ),
             workdir: None,
-            env: Vec::new(),
+            env: self
+                .node
+                .iter()
+                .map(|n| ("RINGRIFT_NODE".to_owned(), n.clone()))
+                .collect(),
             slot: Some({
                 let (kind, capacity) = self.slots_for(req.kind);
                 SlotSpec {

@@ -18,8 +18,14 @@ pub mod tournament;
 
 pub use ringrift_engine::{WorkloadError, dataset, game, model, players, progress, rng, train};
 
-/// This machine's name for `source_node` fields.
+/// This node's name for `source_node` fields: `RINGRIFT_NODE` (the daemons that run jobs
+/// set it to the node's name in cluster.toml), else the hostname.
 pub fn node_name() -> String {
+    if let Ok(n) = std::env::var("RINGRIFT_NODE")
+        && !n.trim().is_empty()
+    {
+        return n.trim().to_owned();
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())

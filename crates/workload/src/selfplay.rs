@@ -138,13 +138,16 @@ pub fn selfplay(args: &SelfplayArgs) -> Result<SelfplayReport, WorkloadError> {
     }
     let geo = Geometry::new(args.config);
     let (model, sha) = load_model(args.model.as_deref(), args.config)?;
-    let name = match &args.model {
-        Some(p) => p
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("model")
-            .to_string(),
-        None => "null".to_string(),
+    // Each game records which model played it: the file's stem and the first 16 hex
+    // digits of its payload SHA-256 (the cluster checks a promoted model reached a node
+    // by the games played there).
+    let name = match (&args.model, &sha) {
+        (Some(p), Some(sha)) => format!(
+            "{}@{}",
+            p.file_stem().and_then(|s| s.to_str()).unwrap_or("model"),
+            &sha[..16.min(sha.len())]
+        ),
+        _ => "null".to_string(),
     };
     let db_path = args
         .db
