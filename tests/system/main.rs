@@ -9,6 +9,7 @@ mod a_long;
 mod auth;
 mod cli;
 mod cluster;
+mod data_plane;
 mod data_server;
 mod dlq;
 mod game_sync;
