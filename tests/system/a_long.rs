@@ -3,6 +3,7 @@
 //! test thread around them instead of these forming the tail of the run.
 
 mod cluster_queue;
+mod cross_node_loop;
 mod jetstream_cluster;
 mod launcher_backoff;
 mod partition;
