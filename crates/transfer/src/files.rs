@@ -301,7 +301,7 @@ impl Engine {
             {
                 tracing::debug!(file = %what, etag = ?etag, "the peer serves another version than its manifest named; verifying what arrives");
             }
-            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+            let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
             let writer = tokio::task::spawn_blocking(move || {
                 write_part(
                     &mut file,
@@ -325,7 +325,10 @@ impl Engine {
                         break;
                     }
                 };
-                for piece in chunk.chunks(PIECE) {
+                // Pieces are slices of the received buffer (no copy).
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    let piece = rest.split_to(rest.len().min(PIECE));
                     if let Some(l) = &self.bandwidth {
                         let n = NonZeroU32::new(piece.len().min(self.burst as usize) as u32);
                         if let Some(n) = n {
@@ -341,7 +344,7 @@ impl Engine {
                             bytes: piece.len() as u64,
                         });
                     }
-                    if tx.send(piece.to_vec()).await.is_err() {
+                    if tx.send(piece).await.is_err() {
                         break;
                     }
                 }
@@ -637,7 +640,7 @@ fn write_part(
     f: &mut File,
     mut hasher: Sha256,
     start: u64,
-    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
 ) -> std::io::Result<(Sha256, u64)> {
     if start == 0 {
         f.set_len(0)?;
