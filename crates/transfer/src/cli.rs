@@ -91,7 +91,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .mirror(&peer, root, &args.prefix, &|_| true, &args.to, &mut index)
         .await?;
     bar.finish_and_clear();
-    index.save(&index_path)?;
+    if index.is_dirty() {
+        index.save(&index_path)?;
+    }
     let secs = report.duration.as_secs_f64();
     println!(
         "{} files listed, {} fetched, {} bytes in {:.3} s ({:.1} MB/s), {} failed",

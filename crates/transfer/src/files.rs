@@ -489,6 +489,9 @@ pub struct MirrorReport {
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LocalIndex {
     files: BTreeMap<String, IndexEntry>,
+    /// Changed since loaded (a no-op sync writes nothing).
+    #[serde(skip)]
+    dirty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -540,6 +543,7 @@ impl LocalIndex {
             return Some(e.sha256.clone());
         }
         let (sha256, _) = ringrift_store::manifest::hash_file(&path).ok()?;
+        self.dirty = true;
         self.files.insert(
             rel.to_owned(),
             IndexEntry {
@@ -555,6 +559,7 @@ impl LocalIndex {
     /// installed and verified).
     pub fn record(&mut self, root: &Path, rel: &str, sha256: &str) {
         if let Some((size, mtime_ns)) = stat_key(&root.join(rel)) {
+            self.dirty = true;
             self.files.insert(
                 rel.to_owned(),
                 IndexEntry {
@@ -568,6 +573,11 @@ impl LocalIndex {
 
     pub fn len(&self) -> usize {
         self.files.len()
+    }
+
+    /// Whether anything was recorded since it was loaded.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
     pub fn is_empty(&self) -> bool {

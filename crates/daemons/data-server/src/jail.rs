@@ -143,13 +143,14 @@ impl Root {
         Ok((file, canonical))
     }
 
-    /// Every file a client may ask for, relative to the root, sorted: regular files and
+    /// Every file a client may ask for under the directory `prefix` (relative,
+    /// checked; empty: the whole root), relative to the root, sorted: regular files and
     /// symlinks (resolved and checked when opened), walking real directories only (no
-    /// loops through linked ones), hidden names and SQLite side files left out. Blocking.
-    /// The files under the directory `prefix` (relative, checked; empty: the whole
-    /// root), as paths relative to the root, sorted; a `prefix` naming a file lists
-    /// that file. A missing one lists nothing.
-    pub fn list_under(&self, prefix: &str) -> Result<Vec<String>, Refusal> {
+    /// loops through linked ones), hidden names and SQLite side files left out; a
+    /// `prefix` naming a file lists that file, a missing one nothing. Each regular file
+    /// found by the walk comes with its `lstat` (from the directory, no open): the
+    /// manifest's fast path. Blocking.
+    pub fn list_under(&self, prefix: &str) -> Result<Vec<Listed>, Refusal> {
         let prefix = prefix.trim_end_matches('/');
         let (start, rel_prefix) = if prefix.is_empty() {
             (self.path.clone(), String::new())
@@ -160,9 +161,19 @@ impl Root {
         // A prefix naming one file lists it alone; one that is (or passes through) a
         // symlink is not followed (the open of each file is jailed anyway).
         match std::fs::symlink_metadata(&start) {
-            Ok(m) if m.is_file() => return Ok(vec![prefix.to_owned()]),
+            Ok(m) if m.is_file() => {
+                return Ok(vec![Listed {
+                    rel: prefix.to_owned(),
+                    meta: None,
+                }]);
+            }
             Ok(m) if m.is_dir() => {}
             _ => return Ok(Vec::new()),
+        }
+        // The walk starts inside the root (an intermediate link could lead out).
+        let canonical = start.canonicalize().map_err(|e| Refusal::io(&e))?;
+        if !canonical.starts_with(&self.path) {
+            return Err(Refusal::Outside);
         }
         let mut out = Vec::new();
         let mut stack = vec![(start, rel_prefix, 0usize)];
@@ -179,12 +190,24 @@ impl Root {
                 let kind = entry.file_type().map_err(|e| Refusal::io(&e))?;
                 if kind.is_dir() && depth < 16 {
                     stack.push((entry.path(), format!("{rel}/"), depth + 1));
-                } else if kind.is_file() || kind.is_symlink() {
-                    out.push(rel);
+                } else if kind.is_file() {
+                    let meta = entry.metadata().ok();
+                    out.push(Listed { rel, meta });
+                } else if kind.is_symlink() {
+                    out.push(Listed { rel, meta: None });
                 }
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.rel.cmp(&b.rel));
         Ok(out)
     }
+}
+
+/// One file of [`Root::list_under`].
+#[derive(Debug)]
+pub struct Listed {
+    pub rel: String,
+    /// The `lstat` of a regular file met by the walk; `None` for links (and a prefix
+    /// naming one file), which go through [`Root::open_file`].
+    pub meta: Option<std::fs::Metadata>,
 }

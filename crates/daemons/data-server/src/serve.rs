@@ -106,8 +106,7 @@ impl Files {
     }
 
     /// The manifest of `root` (of the directory `prefix` in it; empty: all). One
-    /// blocking pass lists, opens (through the jail) and stats every file and takes the
-    /// digests the cache knows; only new versions of files and databases are resolved
+    /// blocking pass lists and stats every file and takes the digests the cache knows; only new versions of files and databases are resolved
     /// one by one (hashed, snapshotted).
     pub async fn manifest(
         self: &Arc<Self>,
@@ -120,16 +119,19 @@ impl Files {
             let names = r.list_under(&prefix)?;
             let mut files = BTreeMap::new();
             let mut slow = Vec::new();
-            for rel in names {
+            for crate::jail::Listed { rel, meta } in names {
                 if root == "data" && is_database(&rel) {
                     slow.push(rel);
                     continue;
                 }
-                let hit = r
-                    .open_file(&rel)
-                    .ok()
-                    .and_then(|(f, _)| f.metadata().ok())
-                    .and_then(|m| me.digests.cached(&m));
+                // A regular file met by the walk inside the root: its lstat is enough to
+                // find a known digest; anything else is opened through the jail.
+                let meta = meta.or_else(|| {
+                    r.open_file(&rel)
+                        .ok()
+                        .and_then(|(f, _)| f.metadata().ok())
+                });
+                let hit = meta.and_then(|m| me.digests.cached(&m));
                 match hit {
                     Some(d) => {
                         files.insert(rel, entry(d));
