@@ -3,91 +3,15 @@
 //! coordinator never chosen, the event trigger, and gossip forwarding A → B → C.
 
 use super::*;
+use ringrift_data_server::testing::{self, Daemon, cluster, game, ids, server, store};
 use ringrift_store::ConfigKey;
-use ringrift_store::games::{GameRecord, GameStore};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
-fn game(id: &str, node: &str) -> GameRecord {
-    GameRecord {
-        game_id: id.to_owned(),
-        config_key: key(),
-        players: vec!["a".into(), "b".into()],
-        winner: None,
-        moves: vec![0, 9, 18],
-        source_node: node.to_owned(),
-        quality_score: 0.5,
-        created_at: 1_700_000_000_000,
-        policy: None,
-    }
-}
-
-fn store(home: &std::path::Path) -> GameStore {
-    let p = ringrift_store::paths::game_db(home, key());
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
-    GameStore::open(&p).expect("store")
-}
-
-fn ids(home: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = store(home)
-        .games_since(0, 10_000)
-        .expect("read")
-        .into_iter()
-        .map(|g| g.game.game_id)
-        .collect();
-    v.sort();
-    v
-}
-
-/// A cluster.toml: (name, roles, data port, exclude_from_sync).
-fn cluster(nodes: &[(&str, &str, u16, bool)]) -> String {
-    let mut s = String::new();
-    for (i, (name, roles, data, excl)) in nodes.iter().enumerate() {
-        s.push_str(&format!(
-            "[[node]]\nname = \"{name}\"\nroles = [{roles}]\naddress = \"127.0.0.1\"\n\
-             ports = {{ p2p = {}, data = {data} }}\nexclude_from_sync = {excl}\n\n",
-            17100 + i
-        ));
-    }
-    s
-}
-
-struct Server {
-    home: tempfile::TempDir,
-    ctx: Context,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
-    }
-}
-
-async fn server(name: &str) -> Server {
-    let home = tempfile::tempdir().expect("home");
-    let (_, ctx, url) = ringrift_data_server::start_in_process(home.path(), name, "")
-        .await
-        .expect("data server");
-    let port = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    Server { home, ctx, port }
-}
-
-fn daemon(
-    home: &std::path::Path,
-    node: &str,
-    toml: &str,
-) -> (Arc<dyn Handler>, Context, handler_base::Recorded) {
-    let (mut ctx, rec) = Context::for_test("auto_sync", home, toml).expect("ctx");
-    ctx.node = node.to_owned();
-    let h = build(&ctx).expect("build");
-    (h, ctx, rec)
+fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
+    testing::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,10 +31,10 @@ async fn a_cycle_pushes_to_the_fanout_once_and_never_to_excluded_or_pure_coordin
         ]),
     )
     .expect("cluster");
-    store(a.path())
+    store(a.path(), key())
         .insert_games(
             &(0..40)
-                .map(|i| game(&format!("g{i:02}"), "a"))
+                .map(|i| game(&format!("g{i:02}"), "a", key()))
                 .collect::<Vec<_>>(),
         )
         .expect("insert");
@@ -118,8 +42,8 @@ async fn a_cycle_pushes_to_the_fanout_once_and_never_to_excluded_or_pure_coordin
 
     h.run_cycle(&ctx).await.expect("cycle");
     let want: Vec<String> = (0..40).map(|i| format!("g{i:02}")).collect();
-    assert_eq!(ids(b.home.path()), want);
-    assert_eq!(ids(c.home.path()), want);
+    assert_eq!(ids(b.home.path(), key()), want);
+    assert_eq!(ids(c.home.path(), key()), want);
     assert!(!ringrift_store::paths::game_db(x.home.path(), key()).exists());
     assert!(!ringrift_store::paths::game_db(coord.home.path(), key()).exists());
     let completed = rec
@@ -142,7 +66,7 @@ async fn a_cycle_pushes_to_the_fanout_once_and_never_to_excluded_or_pure_coordin
         })
         .collect();
     assert_eq!(stats, [1, 1]);
-    assert_eq!(store(b.home.path()).count().expect("count"), 40);
+    assert_eq!(store(b.home.path(), key()).count().expect("count"), 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,8 +83,8 @@ async fn fanout_one_alternates_and_the_event_from_this_node_pushes_at_once() {
     )
     .expect("cluster");
     let (h, ctx, _) = daemon(a.path(), "a", "[auto_sync]\nfanout = 1\n");
-    store(a.path())
-        .insert_games(&[game("e1", "a")])
+    store(a.path(), key())
+        .insert_games(&[game("e1", "a", key())])
         .expect("insert");
 
     let ev = |node: &str| {
@@ -182,10 +106,10 @@ async fn fanout_one_alternates_and_the_event_from_this_node_pushes_at_once() {
     h.handle_event(&ctx, &ev("job_scheduler@a"))
         .await
         .expect("event");
-    assert_eq!(ids(b.home.path()), ["e1"]);
+    assert_eq!(ids(b.home.path(), key()), ["e1"]);
     assert!(!ringrift_store::paths::game_db(c.home.path(), key()).exists());
     h.run_cycle(&ctx).await.expect("cycle");
-    assert_eq!(ids(c.home.path()), ["e1"]);
+    assert_eq!(ids(c.home.path(), key()), ["e1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,21 +134,21 @@ async fn games_received_are_forwarded_gossip_style_exactly_once() {
         ]),
     )
     .expect("cluster b");
-    store(a.path())
-        .insert_games(&[game("a1", "a"), game("a2", "a")])
+    store(a.path(), key())
+        .insert_games(&[game("a1", "a", key()), game("a2", "a", key())])
         .expect("insert a");
-    store(b.home.path())
-        .insert_games(&[game("b1", "b")])
+    store(b.home.path(), key())
+        .insert_games(&[game("b1", "b", key())])
         .expect("insert b");
     let (ha, ctx_a, _) = daemon(a.path(), "a", "");
     let (hb, ctx_b, _) = daemon(b.home.path(), "b", "");
     ha.run_cycle(&ctx_a).await.expect("a cycle");
     hb.run_cycle(&ctx_b).await.expect("b cycle");
-    assert_eq!(ids(c.home.path()), ["a1", "a2", "b1"]);
+    assert_eq!(ids(c.home.path(), key()), ["a1", "a2", "b1"]);
     // Again: nothing doubles (game_id is the key; watermarks skip what went).
     ha.run_cycle(&ctx_a).await.expect("a cycle");
     hb.run_cycle(&ctx_b).await.expect("b cycle");
-    assert_eq!(store(c.home.path()).count().expect("count"), 3);
+    assert_eq!(store(c.home.path(), key()).count().expect("count"), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,8 +175,8 @@ async fn bad_settings_are_config_errors_naming_the_key_and_a_dead_target_fails_t
         ]),
     )
     .expect("cluster");
-    store(a.path())
-        .insert_games(&[game("d1", "a")])
+    store(a.path(), key())
+        .insert_games(&[game("d1", "a", key())])
         .expect("insert");
     let (h, ctx, rec) = daemon(a.path(), "a", "[auto_sync]\ntimeout_s = 2\n");
     let e = h.run_cycle(&ctx).await.expect_err("dead target");

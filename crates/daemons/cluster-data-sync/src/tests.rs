@@ -3,106 +3,30 @@
 //! nothing and says so, one dead peer does not fail the cycle, config errors.
 
 use super::*;
+use ringrift_data_server::testing::{self, Daemon, cluster, game, ids, server, store};
 use ringrift_proto::EventType;
 use ringrift_store::ConfigKey;
-use ringrift_store::games::{GameRecord, GameStore};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
-fn game(id: &str, node: &str) -> GameRecord {
-    GameRecord {
-        game_id: id.to_owned(),
-        config_key: key(),
-        players: vec!["a".into(), "b".into()],
-        winner: None,
-        moves: vec![0, 9, 18],
-        source_node: node.to_owned(),
-        quality_score: 0.5,
-        created_at: 1_700_000_000_000,
-        policy: None,
-    }
-}
-
-fn store(home: &std::path::Path) -> GameStore {
-    let p = ringrift_store::paths::game_db(home, key());
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
-    GameStore::open(&p).expect("store")
-}
-
-fn ids(home: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = store(home)
-        .games_since(0, 10_000)
-        .expect("read")
-        .into_iter()
-        .map(|g| g.game.game_id)
-        .collect();
-    v.sort();
-    v
-}
-
-/// A cluster.toml: (name, roles, data port, exclude_from_sync).
-fn cluster(nodes: &[(&str, &str, u16, bool)]) -> String {
-    let mut s = String::new();
-    for (i, (name, roles, data, excl)) in nodes.iter().enumerate() {
-        s.push_str(&format!(
-            "[[node]]\nname = \"{name}\"\nroles = [{roles}]\naddress = \"127.0.0.1\"\n\
-             ports = {{ p2p = {}, data = {data} }}\nexclude_from_sync = {excl}\n\n",
-            17100 + i
-        ));
-    }
-    s
-}
-
-struct Server {
-    home: tempfile::TempDir,
-    ctx: Context,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
-    }
-}
-
-async fn server(name: &str) -> Server {
-    let home = tempfile::tempdir().expect("home");
-    let (_, ctx, url) = ringrift_data_server::start_in_process(home.path(), name, "")
-        .await
-        .expect("data server");
-    let port = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    Server { home, ctx, port }
-}
-
-fn daemon(
-    home: &std::path::Path,
-    node: &str,
-    toml: &str,
-) -> (Arc<dyn Handler>, Context, handler_base::Recorded) {
-    let (mut ctx, rec) = Context::for_test("cluster_data_sync", home, toml).expect("ctx");
-    ctx.node = node.to_owned();
-    let h = build(&ctx).expect("build");
-    (h, ctx, rec)
+fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
+    testing::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_pulls_every_peer_once_and_resumes_after_a_restart() {
     let (b, c) = (server("b").await, server("c").await);
-    store(b.home.path())
+    store(b.home.path(), key())
         .insert_games(
             &(0..12)
-                .map(|i| game(&format!("b{i:02}"), "b"))
+                .map(|i| game(&format!("b{i:02}"), "b", key()))
                 .collect::<Vec<_>>(),
         )
         .expect("b");
-    store(c.home.path())
-        .insert_games(&[game("c1", "c"), game("b00", "b")])
+    store(c.home.path(), key())
+        .insert_games(&[game("c1", "c", key()), game("b00", "b", key())])
         .expect("c");
     let a = tempfile::tempdir().expect("a");
     std::fs::write(
@@ -122,7 +46,11 @@ async fn a_cycle_pulls_every_peer_once_and_resumes_after_a_restart() {
         .expect("one dead peer does not fail the cycle");
     let mut want: Vec<String> = (0..12).map(|i| format!("b{i:02}")).collect();
     want.push("c1".into());
-    assert_eq!(ids(a.path()), want, "an excluded node is still a source");
+    assert_eq!(
+        ids(a.path(), key()),
+        want,
+        "an excluded node is still a source"
+    );
     assert!(h.health_check().details["peer.dead"].contains("last error"));
     assert!(
         rec.events()
@@ -133,22 +61,22 @@ async fn a_cycle_pulls_every_peer_once_and_resumes_after_a_restart() {
     // A restart: nothing again; then only the new game.
     drop(h);
     let (h, ctx, _) = daemon(a.path(), "a", toml);
-    store(b.home.path())
-        .insert_games(&[game("b99", "b")])
+    store(b.home.path(), key())
+        .insert_games(&[game("b99", "b", key())])
         .expect("b");
     h.run_cycle(&ctx).await.expect("cycle");
     let d = h.health_check().details;
     assert!(d["peer.b"].ends_with("received 1"), "{d:?}");
-    assert_eq!(store(a.path()).count().expect("count"), 14);
+    assert_eq!(store(a.path(), key()).count().expect("count"), 14);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_store_recreated_below_the_watermark_is_read_again() {
     let b = server("b").await;
-    store(b.home.path())
+    store(b.home.path(), key())
         .insert_games(
             &(0..5)
-                .map(|i| game(&format!("old{i}"), "b"))
+                .map(|i| game(&format!("old{i}"), "b", key()))
                 .collect::<Vec<_>>(),
         )
         .expect("b");
@@ -163,13 +91,13 @@ async fn a_peer_store_recreated_below_the_watermark_is_read_again() {
     .expect("cluster");
     let (h, ctx, _) = daemon(a.path(), "a", "");
     h.run_cycle(&ctx).await.expect("cycle");
-    assert_eq!(store(a.path()).count().expect("a"), 5);
+    assert_eq!(store(a.path(), key()).count().expect("a"), 5);
     // b loses its store (the data server caches the open store, so restart it over the
     // same home with a new file), then makes 2 games: seq 1..2 < the watermark 5.
     drop(b);
     let bhome = tempfile::tempdir().expect("b home");
-    store(bhome.path())
-        .insert_games(&[game("new1", "b"), game("new2", "b")])
+    store(bhome.path(), key())
+        .insert_games(&[game("new1", "b", key()), game("new2", "b", key())])
         .expect("b new");
     let (_, bctx, url) = ringrift_data_server::start_in_process(bhome.path(), "b", "")
         .await
@@ -190,15 +118,15 @@ async fn a_peer_store_recreated_below_the_watermark_is_read_again() {
     .expect("cluster");
     let (h, ctx, _) = daemon(a.path(), "a", "");
     h.run_cycle(&ctx).await.expect("cycle");
-    assert_eq!(store(a.path()).count().expect("a"), 7);
+    assert_eq!(store(a.path(), key()).count().expect("a"), 7);
     bctx.shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_excluded_node_pulls_nothing_and_says_so() {
     let b = server("b").await;
-    store(b.home.path())
-        .insert_games(&[game("b1", "b")])
+    store(b.home.path(), key())
+        .insert_games(&[game("b1", "b", key())])
         .expect("b");
     let a = tempfile::tempdir().expect("a");
     std::fs::write(

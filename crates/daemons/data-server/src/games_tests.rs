@@ -3,15 +3,14 @@
 //! and `push_new` / `pull_new` with watermarks between two homes.
 
 use super::*;
+use crate::testing::{self, HOUR, server, store};
 use ringrift_store::ConfigKey;
-use ringrift_store::games::{GameFilter, GameRecord, GameStore};
+use ringrift_store::games::{GameFilter, GameRecord};
 use ringrift_transfer::games::{
     self, Direction, GamesPage, Link, SHA256_HEADER, SyncEvents, Watermarks,
 };
 use ringrift_transfer::{DataClient, Peer, TransferError};
 use std::time::Duration;
-
-const HOUR: i64 = 3_600_000;
 
 fn key() -> ConfigKey {
     "hex8_2p".parse().expect("key")
@@ -19,50 +18,14 @@ fn key() -> ConfigKey {
 
 fn game(id: &str, node: &str, created_at: i64, quality: f64) -> GameRecord {
     GameRecord {
-        game_id: id.to_owned(),
-        config_key: key(),
-        players: vec!["a".into(), "b".into()],
-        winner: Some(0),
-        moves: vec![1, 2, 3],
-        source_node: node.to_owned(),
-        quality_score: quality,
         created_at,
-        policy: None,
+        quality_score: quality,
+        ..testing::game(id, node, key())
     }
-}
-
-fn local_store(home: &std::path::Path) -> GameStore {
-    let p = ringrift_store::paths::game_db(home, key());
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
-    GameStore::open(&p).expect("store")
 }
 
 fn client(token: Option<&str>) -> DataClient {
     DataClient::new(token, Duration::from_secs(10)).expect("client")
-}
-
-struct Node {
-    home: tempfile::TempDir,
-    ctx: Context,
-    peer: Peer,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
-    }
-}
-
-async fn node(name: &str, toml: &str) -> Node {
-    let home = tempfile::tempdir().expect("home");
-    let (_, ctx, url) = start_in_process(home.path(), name, toml)
-        .await
-        .expect("start");
-    Node {
-        home,
-        ctx,
-        peer: Peer::at(name, &url),
-    }
 }
 
 async fn raw_post(url: &str, body: Vec<u8>, sha: Option<&str>) -> (u16, String) {
@@ -85,8 +48,8 @@ async fn raw_get(url: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_carry_their_sha256_and_follow_the_watermark() {
-    let n = node("b", "").await;
-    let store = local_store(n.home.path());
+    let n = server("b").await;
+    let store = store(n.home.path(), key());
     let gs: Vec<_> = (0..25)
         .map(|i| {
             game(
@@ -101,12 +64,9 @@ async fn pages_carry_their_sha256_and_follow_the_watermark() {
     let c = client(None);
 
     // Raw answer: the header is the SHA-256 of the body.
-    let r = reqwest::get(format!(
-        "{}/games?config=hex8_2p&after=0&limit=10",
-        n.peer.url
-    ))
-    .await
-    .expect("get");
+    let r = reqwest::get(format!("{}/games?config=hex8_2p&after=0&limit=10", n.url))
+        .await
+        .expect("get");
     assert_eq!(r.status().as_u16(), 200);
     let sha = r.headers()[SHA256_HEADER]
         .to_str()
@@ -125,7 +85,7 @@ async fn pages_carry_their_sha256_and_follow_the_watermark() {
     let mut after = 0;
     let mut ids = Vec::new();
     loop {
-        let (p, bytes) = games::fetch(&c, &n.peer, key(), after, 7, &GameFilter::default())
+        let (p, bytes) = games::fetch(&c, &n.peer(), key(), after, 7, &GameFilter::default())
             .await
             .expect("fetch");
         assert!(bytes > 0);
@@ -144,7 +104,7 @@ async fn pages_carry_their_sha256_and_follow_the_watermark() {
         hour: Some(1),
         min_quality: None,
     };
-    let (p, _) = games::fetch(&c, &n.peer, key(), 0, 100, &f)
+    let (p, _) = games::fetch(&c, &n.peer(), key(), 0, 100, &f)
         .await
         .expect("fetch");
     let ids: Vec<_> = p.games.iter().map(|g| g.game.game_id.as_str()).collect();
@@ -153,7 +113,7 @@ async fn pages_carry_their_sha256_and_follow_the_watermark() {
         min_quality: Some(0.9),
         ..GameFilter::default()
     };
-    let (p, _) = games::fetch(&c, &n.peer, key(), 0, 100, &f)
+    let (p, _) = games::fetch(&c, &n.peer(), key(), 0, 100, &f)
         .await
         .expect("fetch");
     assert!(p.games.iter().all(|g| g.game.quality_score > 0.9));
@@ -162,7 +122,7 @@ async fn pages_carry_their_sha256_and_follow_the_watermark() {
     // A config with no store: an empty page, no file created.
     let (p, _) = games::fetch(
         &c,
-        &n.peer,
+        &n.peer(),
         "square8_4p".parse().expect("k"),
         0,
         10,
@@ -176,7 +136,7 @@ async fn pages_carry_their_sha256_and_follow_the_watermark() {
     );
 
     // The summary: per (config, source node, hour).
-    let s = games::summary(&c, &n.peer).await.expect("summary");
+    let s = games::summary(&c, &n.peer()).await.expect("summary");
     assert_eq!(s.node, "b");
     assert_eq!(s.batches.iter().map(|b| b.count).sum::<u64>(), 25);
     let b = s
@@ -189,7 +149,7 @@ async fn pages_carry_their_sha256_and_follow_the_watermark() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_parameters_are_400_naming_the_parameter() {
-    let n = node("b", "").await;
+    let n = server("b").await;
     let cases = [
         ("", "config"),
         ("config=hex9_2p", "config"),
@@ -203,30 +163,30 @@ async fn bad_parameters_are_400_naming_the_parameter() {
         ("config=hex8_2p&config=hex8_3p", "config"),
     ];
     for (q, name) in cases {
-        let (code, body) = raw_get(&format!("{}/games?{q}", n.peer.url)).await;
+        let (code, body) = raw_get(&format!("{}/games?{q}", n.url)).await;
         assert_eq!(code, 400, "{q}: {body}");
         assert!(body.contains(name), "{q}: {body}");
     }
     // A limit over the cap is capped, not refused.
-    let (code, _) = raw_get(&format!("{}/games?config=hex8_2p&limit=999999", n.peer.url)).await;
+    let (code, _) = raw_get(&format!("{}/games?config=hex8_2p&limit=999999", n.url)).await;
     assert_eq!(code, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_are_checked_whole_before_anything_is_stored() {
-    let n = node("b", "").await;
+    let n = server("b").await;
     let c = client(None);
     let gs = vec![game("p1", "a", 0, 0.5), game("p2", "a", 1, 0.5)];
 
     let body = games::push_body(&gs).expect("body");
     // Wrong hash, missing hash: refused, nothing stored.
-    let (code, text) = raw_post(&n.peer.url, body.clone(), Some(&"0".repeat(64))).await;
+    let (code, text) = raw_post(&n.url, body.clone(), Some(&"0".repeat(64))).await;
     assert_eq!(
         (code, text.contains("sha256 mismatch")),
         (400, true),
         "{text}"
     );
-    let (code, text) = raw_post(&n.peer.url, body.clone(), None).await;
+    let (code, text) = raw_post(&n.url, body.clone(), None).await;
     assert_eq!(code, 400, "{text}");
     assert!(!ringrift_store::paths::game_db(n.home.path(), key()).exists());
 
@@ -238,28 +198,28 @@ async fn pushes_are_checked_whole_before_anything_is_stored() {
     });
     let body = games::push_body(&bad).expect("body");
     let sha = games::sha256_hex(&body);
-    let (code, text) = raw_post(&n.peer.url, body, Some(&sha)).await;
+    let (code, text) = raw_post(&n.url, body, Some(&sha)).await;
     assert_eq!(code, 400);
     assert!(text.contains("winner") && text.contains("p3"), "{text}");
     // An unknown field is refused too.
     let body = br#"{"games":[],"extra":1}"#.to_vec();
     let sha = games::sha256_hex(&body);
-    let (code, text) = raw_post(&n.peer.url, body, Some(&sha)).await;
+    let (code, text) = raw_post(&n.url, body, Some(&sha)).await;
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("extra"), "{text}");
 
     // The good push: stored once, a second one is all known.
-    let (ack, bytes) = games::push(&c, &n.peer, &gs).await.expect("push");
+    let (ack, bytes) = games::push(&c, &n.peer(), &gs).await.expect("push");
     assert_eq!((ack.received, ack.new), (2, 2));
     assert!(bytes > 0);
-    let (ack, _) = games::push(&c, &n.peer, &gs).await.expect("push again");
+    let (ack, _) = games::push(&c, &n.peer(), &gs).await.expect("push again");
     assert_eq!((ack.received, ack.new), (2, 0));
-    assert_eq!(local_store(n.home.path()).count().expect("count"), 2);
+    assert_eq!(store(n.home.path(), key()).count().expect("count"), 2);
 
     // Over the body limit: 413.
     let big = vec![b' '; games::MAX_PUSH_BYTES + 1];
     let sha = games::sha256_hex(&big);
-    let (code, _) = raw_post(&n.peer.url, big, Some(&sha)).await;
+    let (code, _) = raw_post(&n.url, big, Some(&sha)).await;
     assert_eq!(code, 413);
 }
 
@@ -324,9 +284,10 @@ async fn an_excluded_node_refuses_pushes_and_the_token_is_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_new_and_pull_new_carry_each_game_once_and_resume_after_a_restart() {
     let a = tempfile::tempdir().expect("home a");
-    let b = node("b", "").await;
+    let b = server("b").await;
+    let b_peer = b.peer();
     let c = client(None);
-    let store_a = local_store(a.path());
+    let store_a = store(a.path(), key());
     store_a
         .insert_games(
             &(0..30)
@@ -361,13 +322,13 @@ async fn push_new_and_pull_new_carry_each_game_once_and_resume_after_a_restart()
     }
     macro_rules! link {
         ($wm:expr) => {
-            mk(a.path(), &c, &b.peer, $wm, &filter, &events)
+            mk(a.path(), &c, &b_peer, $wm, &filter, &events)
         };
     }
     let out = games::push_new(link!(&wm)).await.expect("push");
     assert_eq!((out.sent, out.new, out.watermark), (30, 30, 30));
     assert!(out.bytes > 0);
-    assert_eq!(local_store(b.home.path()).count().expect("count"), 30);
+    assert_eq!(store(b.home.path(), key()).count().expect("count"), 30);
     // Started then completed, naming both nodes, with the game count.
     let kinds: Vec<_> = rec.events().iter().map(|e| e.kind).collect();
     use ringrift_proto::EventType as T;
@@ -399,7 +360,7 @@ async fn push_new_and_pull_new_carry_each_game_once_and_resume_after_a_restart()
     assert_eq!((out.sent, out.new), (1, 1));
 
     // Pull the other way: b's own games land on a once.
-    local_store(b.home.path())
+    store(b.home.path(), key())
         .insert_games(&[game("b0", "b", 0, 0.5), game("b1", "b", 1, 0.5)])
         .expect("insert b");
     let out = games::pull_new(link!(&wm)).await.expect("pull");

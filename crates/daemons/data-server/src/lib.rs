@@ -24,6 +24,7 @@ pub mod games;
 pub mod jail;
 pub mod serve;
 pub mod snapshot;
+pub mod testing;
 
 use handler_base::auth::Token;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};

@@ -4,80 +4,15 @@
 //! unsynced count, and the config errors.
 
 use super::*;
+use ringrift_data_server::testing::{self, Daemon, cluster, game, server, store};
 use ringrift_store::ConfigKey;
-use ringrift_store::games::{GameRecord, GameStore};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
-fn game(id: &str, node: &str) -> GameRecord {
-    GameRecord {
-        game_id: id.to_owned(),
-        config_key: key(),
-        players: vec!["a".into(), "b".into()],
-        winner: None,
-        moves: vec![0, 9, 18],
-        source_node: node.to_owned(),
-        quality_score: 0.5,
-        created_at: 1_700_000_000_000,
-        policy: None,
-    }
-}
-
-fn store(home: &std::path::Path) -> GameStore {
-    let p = ringrift_store::paths::game_db(home, key());
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
-    GameStore::open(&p).expect("store")
-}
-
-/// A cluster.toml: (name, roles, data port, exclude_from_sync).
-fn cluster(nodes: &[(&str, &str, u16, bool)]) -> String {
-    let mut s = String::new();
-    for (i, (name, roles, data, excl)) in nodes.iter().enumerate() {
-        s.push_str(&format!(
-            "[[node]]\nname = \"{name}\"\nroles = [{roles}]\naddress = \"127.0.0.1\"\n\
-             ports = {{ p2p = {}, data = {data} }}\nexclude_from_sync = {excl}\n\n",
-            17100 + i
-        ));
-    }
-    s
-}
-
-struct Server {
-    home: tempfile::TempDir,
-    ctx: Context,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
-    }
-}
-
-async fn server(name: &str) -> Server {
-    let home = tempfile::tempdir().expect("home");
-    let (_, ctx, url) = ringrift_data_server::start_in_process(home.path(), name, "")
-        .await
-        .expect("data server");
-    let port = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    Server { home, ctx, port }
-}
-
-fn daemon(
-    home: &std::path::Path,
-    node: &str,
-    toml: &str,
-) -> (Arc<dyn Handler>, Context, handler_base::Recorded) {
-    let (mut ctx, rec) = Context::for_test("ephemeral_sync", home, toml).expect("ctx");
-    ctx.node = node.to_owned();
-    let h = build(&ctx).expect("build");
-    (h, ctx, rec)
+fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
+    testing::daemon(INFO.name, build, home, node, toml)
 }
 
 fn spot_cluster(b: u16, c: u16) -> String {
@@ -108,10 +43,10 @@ async fn games_reach_the_first_durable_node_that_answers_and_a_restart_resumes()
         spot_cluster(b.port, c.port),
     )
     .expect("cluster");
-    store(spot.path())
+    store(spot.path(), key())
         .insert_games(
             &(0..10)
-                .map(|i| game(&format!("s{i}"), "spot"))
+                .map(|i| game(&format!("s{i}"), "spot", key()))
                 .collect::<Vec<_>>(),
         )
         .expect("insert");
@@ -124,16 +59,16 @@ async fn games_reach_the_first_durable_node_that_answers_and_a_restart_resumes()
     );
     // "dead" refuses connections: b takes the games; c is not needed (min_acks = 1).
     h.run_cycle(&ctx).await.expect("cycle");
-    assert_eq!(store(b.home.path()).count().expect("b"), 10);
+    assert_eq!(store(b.home.path(), key()).count().expect("b"), 10);
     assert!(!ringrift_store::paths::game_db(c.home.path(), key()).exists());
     assert_eq!(unsynced(&h), "0");
 
     // New games, then the process dies (kill -9: no on_stop). The next instance pushes
     // exactly the 5 no durable node acknowledged.
-    store(spot.path())
+    store(spot.path(), key())
         .insert_games(
             &(10..15)
-                .map(|i| game(&format!("s{i}"), "spot"))
+                .map(|i| game(&format!("s{i}"), "spot", key()))
                 .collect::<Vec<_>>(),
         )
         .expect("insert");
@@ -145,7 +80,7 @@ async fn games_reach_the_first_durable_node_that_answers_and_a_restart_resumes()
         "{:?}",
         h.health_check().details
     );
-    assert_eq!(store(b.home.path()).count().expect("b"), 15);
+    assert_eq!(store(b.home.path(), key()).count().expect("b"), 15);
     assert_eq!(unsynced(&h), "0");
 }
 
@@ -162,11 +97,11 @@ async fn the_final_push_on_stop_and_the_unsynced_count_when_no_durable_node_answ
     )
     .expect("cluster");
     let (h, ctx, _) = daemon(spot.path(), "spot", "");
-    store(spot.path())
-        .insert_games(&[game("f1", "spot"), game("f2", "spot")])
+    store(spot.path(), key())
+        .insert_games(&[game("f1", "spot", key()), game("f2", "spot", key())])
         .expect("insert");
     h.on_stop(&ctx).await;
-    assert_eq!(store(b.home.path()).count().expect("b"), 2);
+    assert_eq!(store(b.home.path(), key()).count().expect("b"), 2);
 
     // Only a dead durable node: the run fails and health counts what is at risk.
     let lonely = tempfile::tempdir().expect("lonely");
@@ -178,8 +113,12 @@ async fn the_final_push_on_stop_and_the_unsynced_count_when_no_durable_node_answ
         ]),
     )
     .expect("cluster");
-    store(lonely.path())
-        .insert_games(&[game("l1", "spot"), game("l2", "spot"), game("l3", "spot")])
+    store(lonely.path(), key())
+        .insert_games(&[
+            game("l1", "spot", key()),
+            game("l2", "spot", key()),
+            game("l3", "spot", key()),
+        ])
         .expect("insert");
     let (h, ctx, _) = daemon(lonely.path(), "spot", "[ephemeral_sync]\ntimeout_s = 2\n");
     let e = h.run_cycle(&ctx).await.expect_err("nobody acknowledged");

@@ -3,103 +3,30 @@
 //! figures with its error, drops nodes gone from cluster.toml; config errors.
 
 use super::*;
+use ringrift_data_server::testing::{self, Daemon, cluster, game, server, store};
 use ringrift_store::ConfigKey;
-use ringrift_store::games::{GameRecord, GameStore};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
-fn game(id: &str, node: &str) -> GameRecord {
-    GameRecord {
-        game_id: id.to_owned(),
-        config_key: key(),
-        players: vec!["a".into(), "b".into()],
-        winner: None,
-        moves: vec![0, 9, 18],
-        source_node: node.to_owned(),
-        quality_score: 0.5,
-        created_at: 1_700_000_000_000,
-        policy: None,
-    }
-}
-
-fn store(home: &std::path::Path) -> GameStore {
-    let p = ringrift_store::paths::game_db(home, key());
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
-    GameStore::open(&p).expect("store")
-}
-
-#[allow(dead_code)]
-fn ids(home: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = store(home)
-        .games_since(0, 10_000)
-        .expect("read")
-        .into_iter()
-        .map(|g| g.game.game_id)
-        .collect();
-    v.sort();
-    v
-}
-
-/// A cluster.toml: (name, roles, data port, exclude_from_sync).
-fn cluster(nodes: &[(&str, &str, u16, bool)]) -> String {
-    let mut s = String::new();
-    for (i, (name, roles, data, excl)) in nodes.iter().enumerate() {
-        s.push_str(&format!(
-            "[[node]]\nname = \"{name}\"\nroles = [{roles}]\naddress = \"127.0.0.1\"\n\
-             ports = {{ p2p = {}, data = {data} }}\nexclude_from_sync = {excl}\n\n",
-            17100 + i
-        ));
-    }
-    s
-}
-
-struct Server {
-    home: tempfile::TempDir,
-    ctx: Context,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
-    }
-}
-
-async fn server(name: &str) -> Server {
-    let home = tempfile::tempdir().expect("home");
-    let (_, ctx, url) = ringrift_data_server::start_in_process(home.path(), name, "")
-        .await
-        .expect("data server");
-    let port = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    Server { home, ctx, port }
-}
-
-fn daemon(
-    home: &std::path::Path,
-    node: &str,
-    toml: &str,
-) -> (Arc<dyn Handler>, Context, handler_base::Recorded) {
-    let (mut ctx, rec) = Context::for_test("gossip_sync", home, toml).expect("ctx");
-    ctx.node = node.to_owned();
-    let h = build(&ctx).expect("build");
-    (h, ctx, rec)
+fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
+    testing::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_writes_the_view_of_every_node_and_keeps_the_last_figures_of_a_silent_one() {
     let a = server("a").await;
     let b = server("b").await;
-    store(a.home.path())
-        .insert_games(&[game("a1", "a")])
+    store(a.home.path(), key())
+        .insert_games(&[game("a1", "a", key())])
         .expect("a");
-    store(b.home.path())
-        .insert_games(&[game("a1", "a"), game("b1", "b"), game("b2", "b")])
+    store(b.home.path(), key())
+        .insert_games(&[
+            game("a1", "a", key()),
+            game("b1", "b", key()),
+            game("b2", "b", key()),
+        ])
         .expect("b");
     std::fs::create_dir_all(b.home.path().join("models")).expect("models");
     std::fs::write(b.home.path().join("models/notes.txt"), b"12345").expect("model file");

@@ -3,8 +3,9 @@
 //! game goes alone), the event trigger, config errors.
 
 use super::*;
+use ringrift_data_server::testing::{self, Daemon, cluster, ids, server, store};
 use ringrift_store::ConfigKey;
-use ringrift_store::games::{GameRecord, GameStore};
+use ringrift_store::games::GameRecord;
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
@@ -12,82 +13,13 @@ fn key() -> ConfigKey {
 
 fn game(id: &str, node: &str, quality: f64) -> GameRecord {
     GameRecord {
-        game_id: id.to_owned(),
-        config_key: key(),
-        players: vec!["a".into(), "b".into()],
-        winner: None,
-        moves: vec![0, 9, 18],
-        source_node: node.to_owned(),
         quality_score: quality,
-        created_at: 1_700_000_000_000,
-        policy: None,
+        ..testing::game(id, node, key())
     }
 }
 
-fn store(home: &std::path::Path) -> GameStore {
-    let p = ringrift_store::paths::game_db(home, key());
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
-    GameStore::open(&p).expect("store")
-}
-
-fn ids(home: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = store(home)
-        .games_since(0, 10_000)
-        .expect("read")
-        .into_iter()
-        .map(|g| g.game.game_id)
-        .collect();
-    v.sort();
-    v
-}
-
-/// A cluster.toml: (name, roles, data port, exclude_from_sync).
-fn cluster(nodes: &[(&str, &str, u16, bool)]) -> String {
-    let mut s = String::new();
-    for (i, (name, roles, data, excl)) in nodes.iter().enumerate() {
-        s.push_str(&format!(
-            "[[node]]\nname = \"{name}\"\nroles = [{roles}]\naddress = \"127.0.0.1\"\n\
-             ports = {{ p2p = {}, data = {data} }}\nexclude_from_sync = {excl}\n\n",
-            17100 + i
-        ));
-    }
-    s
-}
-
-struct Server {
-    home: tempfile::TempDir,
-    ctx: Context,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
-    }
-}
-
-async fn server(name: &str) -> Server {
-    let home = tempfile::tempdir().expect("home");
-    let (_, ctx, url) = ringrift_data_server::start_in_process(home.path(), name, "")
-        .await
-        .expect("data server");
-    let port = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    Server { home, ctx, port }
-}
-
-fn daemon(
-    home: &std::path::Path,
-    node: &str,
-    toml: &str,
-) -> (Arc<dyn Handler>, Context, handler_base::Recorded) {
-    let (mut ctx, rec) = Context::for_test("high_quality_sync", home, toml).expect("ctx");
-    ctx.node = node.to_owned();
-    let h = build(&ctx).expect("build");
-    (h, ctx, rec)
+fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
+    testing::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +36,7 @@ async fn only_good_games_move_training_targets_first_on_their_own_watermark() {
         ]),
     )
     .expect("cluster");
-    store(a.path())
+    store(a.path(), key())
         .insert_games(&[
             game("lo1", "a", 0.1),
             game("hi1", "a", 0.9),
@@ -116,13 +48,13 @@ async fn only_good_games_move_training_targets_first_on_their_own_watermark() {
     let (h, ctx, _) = daemon(a.path(), "a", "[high_quality_sync]\nbatch = 1\n");
     assert_eq!(h.health_check().details["targets"], "t,s");
     h.run_cycle(&ctx).await.expect("cycle");
-    assert_eq!(ids(t.home.path()), ["hi1", "hi2"]);
-    assert_eq!(ids(s.home.path()), ["hi1", "hi2"]);
+    assert_eq!(ids(t.home.path(), key()), ["hi1", "hi2"]);
+    assert_eq!(ids(s.home.path(), key()), ["hi1", "hi2"]);
     assert!(!ringrift_store::paths::game_db(x.home.path(), key()).exists());
 
     // Own watermark: nothing again; a new good game goes alone, a bad one never.
     h.run_cycle(&ctx).await.expect("cycle");
-    store(a.path())
+    store(a.path(), key())
         .insert_games(&[game("lo3", "a", 0.2), game("hi3", "a", 0.8)])
         .expect("insert");
     let ev = Event::new(Payload::NewGamesAvailable(
@@ -134,7 +66,7 @@ async fn only_good_games_move_training_targets_first_on_their_own_watermark() {
         },
     ));
     h.handle_event(&ctx, &ev).await.expect("event");
-    assert_eq!(ids(t.home.path()), ["hi1", "hi2", "hi3"]);
+    assert_eq!(ids(t.home.path(), key()), ["hi1", "hi2", "hi3"]);
     assert_eq!(h.health_check().details["games_sent"], "6");
 }
 
@@ -151,7 +83,7 @@ async fn training_only_and_bad_settings() {
         ]),
     )
     .expect("cluster");
-    store(a.path())
+    store(a.path(), key())
         .insert_games(&[game("hi", "a", 0.99)])
         .expect("insert");
     let (h, ctx, _) = daemon(
@@ -160,7 +92,7 @@ async fn training_only_and_bad_settings() {
         "[high_quality_sync]\nall_targets = false\nmin_quality = 0.5\n",
     );
     h.run_cycle(&ctx).await.expect("cycle");
-    assert_eq!(ids(t.home.path()), ["hi"]);
+    assert_eq!(ids(t.home.path(), key()), ["hi"]);
     assert!(!ringrift_store::paths::game_db(s.home.path(), key()).exists());
 
     for (toml, key) in [

@@ -4,10 +4,9 @@
 //! once.
 
 use super::*;
+use ringrift_data_server::testing::{self, HOUR, ephemeral_and_two_durable, store};
 use ringrift_store::ConfigKey;
-use ringrift_store::games::{GameRecord, GameStore};
-
-const HOUR: i64 = 3_600_000;
+use ringrift_store::games::GameRecord;
 
 fn key() -> ConfigKey {
     "hex8_2p".parse().unwrap()
@@ -15,59 +14,9 @@ fn key() -> ConfigKey {
 
 fn game(id: &str, node: &str, created_at: i64) -> GameRecord {
     GameRecord {
-        game_id: id.into(),
-        config_key: key(),
-        players: vec!["a".into(), "b".into()],
-        winner: Some(0),
-        moves: vec![1, 2, 3],
-        source_node: node.into(),
-        quality_score: 0.5,
         created_at,
-        policy: None,
+        ..testing::game(id, node, key())
     }
-}
-
-fn store(home: &std::path::Path) -> GameStore {
-    GameStore::open(&ringrift_store::paths::game_db(home, key())).unwrap()
-}
-
-struct Cluster {
-    homes: Vec<tempfile::TempDir>,
-    servers: Vec<Context>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &self.servers {
-            c.shutdown.cancel();
-        }
-    }
-}
-
-/// Nodes `a` (ephemeral), `b`, `c`, each with a data server; cluster.toml in `a`'s home.
-async fn cluster() -> Cluster {
-    let mut homes = Vec::new();
-    let mut servers = Vec::new();
-    let mut nodes = String::new();
-    for (i, (name, ephemeral)) in [("a", true), ("b", false), ("c", false)]
-        .into_iter()
-        .enumerate()
-    {
-        let home = tempfile::tempdir().unwrap();
-        let (_, ctx, url) = ringrift_data_server::start_in_process(home.path(), name, "")
-            .await
-            .unwrap();
-        let port = url.rsplit(':').next().unwrap().to_owned();
-        nodes.push_str(&format!(
-            "[[node]]\nname = \"{name}\"\nroles = [{}]\naddress = \"127.0.0.1\"\nports = {{ data = {port}, p2p = {} }}\nephemeral = {ephemeral}\n\n",
-            if i == 1 { "\"coordinator\"" } else { "\"selfplay\"" },
-            19100 + i
-        ));
-        homes.push(home);
-        servers.push(ctx);
-    }
-    std::fs::write(homes[0].path().join("cluster.toml"), nodes).unwrap();
-    Cluster { homes, servers }
 }
 
 fn alerts(rec: &handler_base::Recorded) -> Vec<(u64, u64, u64)> {
@@ -84,25 +33,23 @@ fn alerts(rec: &handler_base::Recorded) -> Vec<(u64, u64, u64)> {
 
 #[tokio::test]
 async fn alerts_and_emergency_sync_of_an_ephemeral_zero_copy_batch() {
-    let c = cluster().await;
-    let (a, b, cc) = (c.homes[0].path(), c.homes[1].path(), c.homes[2].path());
+    let c = ephemeral_and_two_durable().await;
+    let (a, b, cc) = (c[0].home.path(), c[1].home.path(), c[2].home.path());
     let eph: Vec<_> = (0..20)
         .map(|i| game(&format!("e{i}"), "a", 5 * HOUR + i))
         .collect();
-    store(a).insert_games(&eph).unwrap();
+    store(a, key()).insert_games(&eph).unwrap();
     let old = [game("o1", "b", HOUR), game("o2", "b", HOUR + 1)];
-    store(b).insert_games(&old).unwrap();
-    store(cc).insert_games(&old).unwrap();
+    store(b, key()).insert_games(&old).unwrap();
+    store(cc, key()).insert_games(&old).unwrap();
 
-    let (mut ctx, rec) = Context::for_test(INFO.name, a, "").unwrap();
-    ctx.node = "a".into();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, rec) = testing::daemon(INFO.name, build, a, "a", "");
     d.run_cycle(&ctx).await.unwrap();
     assert_eq!(alerts(&rec), vec![(1, 1, 0)]);
     // Emergency: the ephemeral batch went to exactly one durable node (b: least loaded,
     // then name order), at once.
-    assert_eq!(store(b).count().unwrap(), 22);
-    assert_eq!(store(cc).count().unwrap(), 2);
+    assert_eq!(store(b, key()).count().unwrap(), 22);
+    assert_eq!(store(cc, key()).count().unwrap(), 2);
     let h = d.health_check();
     assert_eq!(h.details["emergency_copies"], "1");
     assert_eq!(h.details["zero_copy"], "1");
@@ -118,8 +65,8 @@ async fn alerts_and_emergency_sync_of_an_ephemeral_zero_copy_batch() {
     assert_eq!(d.health_check().details["emergency_copies"], "1");
 
     // Fully replicated: one all-zero alert, then silence.
-    store(cc).insert_games(&eph).unwrap();
-    store(a).insert_games(&old).unwrap();
+    store(cc, key()).insert_games(&eph).unwrap();
+    store(a, key()).insert_games(&old).unwrap();
     d.run_cycle(&ctx).await.unwrap();
     assert_eq!(alerts(&rec).last(), Some(&(0, 0, 0)));
     d.run_cycle(&ctx).await.unwrap();

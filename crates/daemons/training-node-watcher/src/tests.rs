@@ -4,95 +4,15 @@
 //! are ignored, config errors.
 
 use super::*;
+use ringrift_data_server::testing::{self, Daemon, cluster, game, ids, server, store};
 use ringrift_store::ConfigKey;
-use ringrift_store::games::{GameRecord, GameStore};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
-fn game_of(config: ConfigKey, id: &str, node: &str) -> GameRecord {
-    GameRecord {
-        game_id: id.to_owned(),
-        config_key: config,
-        players: vec!["a".into(), "b".into()],
-        winner: None,
-        moves: vec![0, 9, 18],
-        source_node: node.to_owned(),
-        quality_score: 0.5,
-        created_at: 1_700_000_000_000,
-        policy: None,
-    }
-}
-
-fn store(home: &std::path::Path) -> GameStore {
-    store_of(home, key())
-}
-
-fn store_of(home: &std::path::Path, config: ConfigKey) -> GameStore {
-    let p = ringrift_store::paths::game_db(home, config);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
-    GameStore::open(&p).expect("store")
-}
-
-fn ids(home: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = store(home)
-        .games_since(0, 10_000)
-        .expect("read")
-        .into_iter()
-        .map(|g| g.game.game_id)
-        .collect();
-    v.sort();
-    v
-}
-
-/// A cluster.toml: (name, roles, data port, exclude_from_sync).
-fn cluster(nodes: &[(&str, &str, u16, bool)]) -> String {
-    let mut s = String::new();
-    for (i, (name, roles, data, excl)) in nodes.iter().enumerate() {
-        s.push_str(&format!(
-            "[[node]]\nname = \"{name}\"\nroles = [{roles}]\naddress = \"127.0.0.1\"\n\
-             ports = {{ p2p = {}, data = {data} }}\nexclude_from_sync = {excl}\n\n",
-            17100 + i
-        ));
-    }
-    s
-}
-
-struct Server {
-    home: tempfile::TempDir,
-    ctx: Context,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
-    }
-}
-
-async fn server(name: &str) -> Server {
-    let home = tempfile::tempdir().expect("home");
-    let (_, ctx, url) = ringrift_data_server::start_in_process(home.path(), name, "")
-        .await
-        .expect("data server");
-    let port = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    Server { home, ctx, port }
-}
-
-fn daemon(
-    home: &std::path::Path,
-    node: &str,
-    toml: &str,
-) -> (Arc<dyn Handler>, Context, handler_base::Recorded) {
-    let (mut ctx, rec) = Context::for_test("training_node_watcher", home, toml).expect("ctx");
-    ctx.node = node.to_owned();
-    let h = build(&ctx).expect("build");
-    (h, ctx, rec)
+fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
+    testing::daemon(INFO.name, build, home, node, toml)
 }
 
 fn other() -> ConfigKey {
@@ -126,11 +46,11 @@ async fn training_started_elsewhere_pulls_that_configs_games_there_first() {
         ]),
     )
     .expect("cluster");
-    store(a.path())
-        .insert_games(&[game_of(key(), "k1", "a"), game_of(key(), "k2", "a")])
+    store(a.path(), key())
+        .insert_games(&[game("k1", "a", key()), game("k2", "a", key())])
         .expect("insert");
-    store_of(a.path(), other())
-        .insert_games(&[game_of(other(), "o1", "a")])
+    store(a.path(), other())
+        .insert_games(&[game("o1", "a", other())])
         .expect("insert other");
     let (h, ctx, _) = daemon(
         a.path(),
@@ -160,28 +80,28 @@ async fn training_started_elsewhere_pulls_that_configs_games_there_first() {
     )
     .await
     .expect("started");
-    assert_eq!(ids(t.home.path()), ["k1", "k2"]);
+    assert_eq!(ids(t.home.path(), key()), ["k1", "k2"]);
     assert!(!ringrift_store::paths::game_db(t.home.path(), other()).exists());
     assert!(!ringrift_store::paths::game_db(s.home.path(), key()).exists());
     assert_eq!(h.health_check().details["watched"], "t:square8_2p(event)");
 
     // Each cycle keeps it fed; COMPLETED ends the watch.
-    store(a.path())
-        .insert_games(&[game_of(key(), "k3", "a")])
+    store(a.path(), key())
+        .insert_games(&[game("k3", "a", key())])
         .expect("insert");
     h.run_cycle(&ctx).await.expect("cycle");
-    assert_eq!(ids(t.home.path()), ["k1", "k2", "k3"]);
+    assert_eq!(ids(t.home.path(), key()), ["k1", "k2", "k3"]);
     h.handle_event(
         &ctx,
         &training("completed", "continuous_training_loop@t", key()),
     )
     .await
     .expect("completed");
-    store(a.path())
-        .insert_games(&[game_of(key(), "k4", "a")])
+    store(a.path(), key())
+        .insert_games(&[game("k4", "a", key())])
         .expect("insert");
     h.run_cycle(&ctx).await.expect("cycle");
-    assert_eq!(ids(t.home.path()), ["k1", "k2", "k3"]);
+    assert_eq!(ids(t.home.path(), key()), ["k1", "k2", "k3"]);
     assert_eq!(h.health_check().message, "no node is training");
 }
 
