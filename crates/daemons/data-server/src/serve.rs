@@ -126,11 +126,8 @@ impl Files {
                 }
                 // A regular file met by the walk inside the root: its lstat is enough to
                 // find a known digest; anything else is opened through the jail.
-                let meta = meta.or_else(|| {
-                    r.open_file(&rel)
-                        .ok()
-                        .and_then(|(f, _)| f.metadata().ok())
-                });
+                let meta =
+                    meta.or_else(|| r.open_file(&rel).ok().and_then(|(f, _)| f.metadata().ok()));
                 let hit = meta.and_then(|m| me.digests.cached(&m));
                 match hit {
                     Some(d) => {
