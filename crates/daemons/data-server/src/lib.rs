@@ -150,7 +150,7 @@ impl Handler for DataServer {
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
             let r = axum::serve(
-                listener,
+                handler_base::auth::nodelay(listener),
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
