@@ -434,3 +434,11 @@ impl Nats {
         .expect("ringrift.toml");
     }
 }
+
+/// Serialises the system tests that each keep both cores busy for minutes (whole
+/// training loops, three nodes training, a JetStream cluster under load): run side by
+/// side they starve one another past their deadlines. Hold the guard for the test.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}

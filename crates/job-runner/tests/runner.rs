@@ -373,6 +373,17 @@ fn a_row_written_before_its_spawn_is_resolved_through_the_job_id() {
         .spawn()
         .expect("spawn sleep");
     let pid = i32::try_from(child.id()).expect("pid");
+    // `spawn` returns after fork; the job id is in the process's environment once it
+    // has exec'd (under load that can be later): wait for that, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let needle = format!("{ENV_JOB_ID}=spawned");
+    while !std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|e| e.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+        .unwrap_or(false)
+    {
+        assert!(std::time::Instant::now() < deadline, "sleep never exec'd");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let found = runner.recover().expect("recover");
     let h = match found.as_slice() {
         [Recovered::Running(h)] => h.clone(),

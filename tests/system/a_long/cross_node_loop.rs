@@ -96,6 +96,7 @@ fn kind(e: &wire::Event) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selfplay_on_workers_training_and_promotion_on_the_coordinator() {
+    let _heavy = ringrift_system_tests::heavy();
     let Some(nats) = Nats::start(1) else {
         return;
     };

@@ -140,6 +140,7 @@ async fn publish(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_cluster_loses_and_duplicates_nothing_when_a_server_and_a_router_die() {
+    let _heavy = ringrift_system_tests::heavy();
     let Some(mut nats) = Nats::start(3) else {
         return;
     };

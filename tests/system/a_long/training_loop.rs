@@ -183,6 +183,7 @@ fn assert_no_duplicate_training_jobs(home: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_runs_from_games_to_a_promotion_decision_by_events_alone() {
+    let _heavy = ringrift_system_tests::heavy();
     let home = loop_home();
     let _l = start(&home);
     let t0 = Instant::now();
@@ -251,6 +252,7 @@ type Trigger = fn(&Payload) -> bool;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_each_loop_daemon_in_turn_loses_no_stage_and_trains_nothing_twice() {
+    let _heavy = ringrift_system_tests::heavy();
     let home = loop_home();
     let _l = start(&home);
     let t0 = Instant::now();
