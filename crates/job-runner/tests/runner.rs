@@ -318,13 +318,17 @@ fn a_different_job_under_the_same_key_still_runs() {
         Duration::from_secs(60),
     );
     s.vars.insert("data".into(), "a.npz".into());
-    {
+    let first = {
         let a = JobRunner::open(&db).expect("runner a");
-        a.start(&s).expect("start");
-    }
+        match a.start(&s).expect("start") {
+            Started::Started(h) => h,
+            other => panic!("expected a fresh start: {other:?}"),
+        }
+    };
     let runs = dir.path().join("runs");
+    // Finished means the process is gone, not only that the result file appeared.
     assert!(eventually(Duration::from_secs(10), || {
-        s.result_path.as_ref().is_some_and(|r| r.exists())
+        s.result_path.as_ref().is_some_and(|r| r.exists()) && !is_alive(first.pid, first.proc_start)
     }));
     s.vars.insert("data".into(), "b.npz".into());
     let b = JobRunner::open(&db).expect("runner b");
