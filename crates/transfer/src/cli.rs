@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, env = "RINGRIFT_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Downloads in flight.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
     parallel: u64,
     /// Bytes per second over all downloads; 0 = unlimited.
     #[arg(long, default_value_t = 0)]
