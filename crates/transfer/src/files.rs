@@ -186,6 +186,10 @@ pub struct Engine {
     progress: Option<ProgressFn>,
 }
 
+/// Files up to this size are received whole and written in one step (no partial file
+/// to resume, one blocking call instead of three).
+pub const SMALL_FILE: u64 = 256 * 1024;
+
 /// The largest piece handed to the writer thread at once.
 const PIECE: usize = 256 * 1024;
 
@@ -268,9 +272,12 @@ impl Engine {
             .await
             .map_err(|_| TransferError::Invalid("engine closed".into()))?;
         let part = part_path(dest, &w.sha256)?;
+        let what = format!("{}:{}/{}", peer.name, w.root.as_str(), w.path);
+        if w.size <= SMALL_FILE {
+            return self.fetch_small(peer, w, dest, part, durable, what).await;
+        }
         let (part2, size) = (part.clone(), w.size);
         let (mut file, hasher, have) = blocking(move || open_part(&part2, size)).await??;
-        let what = format!("{}:{}/{}", peer.name, w.root.as_str(), w.path);
         let mut downloaded = 0;
         let (hasher, total) = if have == w.size {
             (hasher, have)
@@ -387,6 +394,96 @@ impl Engine {
             } else {
                 0
             },
+        })
+    }
+
+    /// A file of at most [`SMALL_FILE`] bytes: received whole into memory (never more
+    /// than its announced size + 1 byte), then checked, written and renamed in one
+    /// blocking step. Not resumed (there is little to resume); a cut leaves nothing.
+    async fn fetch_small(
+        &self,
+        peer: &Peer,
+        w: &Wanted,
+        dest: &Path,
+        part: PathBuf,
+        durable: bool,
+        what: String,
+    ) -> Result<Fetched, TransferError> {
+        let rb = self.client.request(
+            reqwest::Method::GET,
+            peer,
+            &format!("/files/{}/{}", w.root.as_str(), encode_path(&w.path)),
+        );
+        let mut resp = self.client.send(rb).await?;
+        let url = resp.url().to_string();
+        let limit = usize::try_from(w.size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let mut body = Vec::with_capacity(limit.min(SMALL_FILE as usize + 1));
+        while let Some(chunk) = resp.chunk().await.map_err(|e| TransferError::Http {
+            url: url.clone(),
+            source: e,
+        })? {
+            if let Some(l) = &self.bandwidth {
+                let mut left = chunk.len();
+                while left > 0 {
+                    let n = left.min(self.burst as usize);
+                    if let Some(n) = NonZeroU32::new(n as u32) {
+                        let _ = l.until_n_ready(n).await;
+                    }
+                    left -= n;
+                }
+            }
+            if let Some(p) = &self.progress {
+                p(&Progress {
+                    peer: &peer.name,
+                    path: &w.path,
+                    bytes: chunk.len() as u64,
+                });
+            }
+            let room = limit - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= limit {
+                break;
+            }
+        }
+        let (expected, size, q) = (w.sha256.clone(), w.size, self.quarantine.clone());
+        let dest = dest.to_owned();
+        let n = body.len() as u64;
+        blocking(move || {
+            let sha = hex::encode(Sha256::digest(&body));
+            let write = |path: &Path| -> Result<File, TransferError> {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| TransferError::io("create directory", dir, e))?;
+                }
+                let mut f = File::create(path)
+                    .map_err(|e| TransferError::io("create partial file", path, e))?;
+                f.write_all(&body)
+                    .map_err(|e| TransferError::io("write", path, e))?;
+                Ok(f)
+            };
+            let f = write(&part)?;
+            if n != size || sha != expected {
+                drop(f);
+                let why = if n != size {
+                    format!("{n} bytes, expected {size}")
+                } else {
+                    format!("sha256 {sha}, expected {expected}")
+                };
+                let quarantined = ringrift_store::manifest::quarantine(&part, &q, &why)?;
+                return Err(TransferError::Corrupt {
+                    what,
+                    why,
+                    quarantined,
+                });
+            }
+            install(f, &part, &dest, durable)
+        })
+        .await??;
+        Ok(Fetched {
+            downloaded: n,
+            resumed_from: 0,
         })
     }
 

@@ -29,6 +29,12 @@ use std::sync::Arc;
 /// Bytes read and sent per step of a response body.
 pub const CHUNK: usize = 64 * 1024;
 
+/// The step of an unlimited response of at least [`BIG_BODY`] bytes: a quarter of the
+/// blocking-pool round trips per byte for whole large files (models, NPZ), while
+/// ranges and small files keep [`CHUNK`] (memory under many concurrent requests).
+pub const BIG_CHUNK: usize = 256 * 1024;
+pub const BIG_BODY: u64 = 4 << 20;
+
 pub type Limiter = DefaultKeyedRateLimiter<IpAddr>;
 
 /// Everything a request needs; shared by all connections.
@@ -290,34 +296,41 @@ pub async fn file_route(
     resp
 }
 
-/// `len` bytes of `file` from `start`, one [`CHUNK`] read at a time, each after the
-/// peer's bandwidth bucket allows it. A short read (the file shrank) ends the body with
+/// `len` bytes of `file` from `start`, one [`CHUNK`] read at a time ([`BIG_CHUNK`] for a
+/// large body without a bandwidth limit), each after the peer's bandwidth bucket
+/// allows it. A short read (the file shrank) ends the body with
 /// an error, so the client sees fewer bytes than `Content-Length`, never wrong ones.
 fn body(file: Arc<File>, start: u64, len: u64, limit: Option<(Arc<Limiter>, IpAddr)>) -> Body {
+    let step = if limit.is_none() && len >= BIG_BODY {
+        BIG_CHUNK
+    } else {
+        CHUNK
+    };
     let state = (file, start, len, limit);
-    let stream = futures_util::stream::try_unfold(state, |(file, pos, left, limit)| async move {
-        if left == 0 {
-            return Ok::<_, std::io::Error>(None);
-        }
-        let n = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
-        if let Some((l, ip)) = &limit {
-            let cells = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))
-                .ok_or_else(|| std::io::Error::other("empty chunk"))?;
-            l.until_key_n_ready(ip, cells)
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-        }
-        let f = file.clone();
-        let buf = tokio::task::spawn_blocking(move || {
-            let mut b = vec![0u8; n];
-            f.read_exact_at(&mut b, pos).map(|()| b)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        Ok(Some((
-            Bytes::from(buf),
-            (file, pos + n as u64, left - n as u64, limit),
-        )))
-    });
+    let stream =
+        futures_util::stream::try_unfold(state, move |(file, pos, left, limit)| async move {
+            if left == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            let n = usize::try_from(left).map_or(step, |l| l.min(step));
+            if let Some((l, ip)) = &limit {
+                let cells = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))
+                    .ok_or_else(|| std::io::Error::other("empty chunk"))?;
+                l.until_key_n_ready(ip, cells)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+            }
+            let f = file.clone();
+            let buf = tokio::task::spawn_blocking(move || {
+                let mut b = vec![0u8; n];
+                f.read_exact_at(&mut b, pos).map(|()| b)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(Some((
+                Bytes::from(buf),
+                (file, pos + n as u64, left - n as u64, limit),
+            )))
+        });
     Body::from_stream(stream)
 }

@@ -369,3 +369,43 @@ async fn the_bandwidth_limit_holds() {
         .is_err()
     );
 }
+
+/// Small files take the whole-body path: a flipped byte, a truncated or an overlong
+/// source are quarantined there too, and nothing is installed.
+#[tokio::test]
+async fn small_files_are_verified_and_quarantined_the_same_way() {
+    let fake = Arc::new(Fake::default());
+    let b = data(10_000, 6);
+    for name in ["ok.bin", "flip.bin", "short.bin", "long.bin"] {
+        fake.files.lock().unwrap().insert(name.into(), b.clone());
+    }
+    fake.served
+        .lock()
+        .unwrap()
+        .insert("short.bin".into(), b[..9_000].to_vec());
+    let mut long = b.clone();
+    long.extend_from_slice(&[0u8; 100]);
+    fake.served.lock().unwrap().insert("long.bin".into(), long);
+    let mut flip = b.clone();
+    flip[77] ^= 4;
+    fake.served.lock().unwrap().insert("flip.bin".into(), flip);
+    let peer = serve(fake).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Limits::default());
+    e.fetch(&peer, &wanted("ok.bin", &b), &dir.path().join("ok.bin"))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(dir.path().join("ok.bin")).unwrap(), b);
+    for name in ["flip.bin", "short.bin", "long.bin"] {
+        let err = e
+            .fetch(&peer, &wanted(name, &b), &dir.path().join(name))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TransferError::Corrupt { .. }),
+            "{name}: {err}"
+        );
+        assert!(!dir.path().join(name).exists(), "{name} installed");
+    }
+    assert_eq!(quarantined(dir.path()), 3);
+}
