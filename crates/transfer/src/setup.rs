@@ -47,25 +47,7 @@ impl Setup {
                 t.per_host
             )));
         }
-        if !(t.timeout_s.is_finite() && t.timeout_s > 0.0 && t.timeout_s <= 3600.0) {
-            return Err(bad(format!(
-                "{section}.timeout_s = {} must be a number of seconds in (0, 3600]",
-                t.timeout_s
-            )));
-        }
-        let cluster = ClusterConfig::load(&ctx.home, &ctx.node).map_err(|e| bad(e.to_string()))?;
-        let token = handler_base::auth::load(&ctx.settings)?;
-        if cluster.require_token && token.is_none() {
-            return Err(bad(format!(
-                "{} says [auth] require_token = true: set [auth] token in ringrift.toml or RINGRIFT_TOKEN",
-                cluster.source()
-            )));
-        }
-        let client = DataClient::new(
-            token.as_ref().map(|t| t.secret()),
-            Duration::from_secs_f64(t.timeout_s),
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        let (cluster, client) = connect(ctx, section, t.timeout_s)?;
         let limits = Limits {
             per_host: t.per_host,
             bytes_per_s: t.bandwidth_bytes_per_s,
@@ -84,5 +66,68 @@ impl Setup {
     /// The other node named `name`.
     pub fn peer(&self, name: &str) -> Option<Peer> {
         self.peers().into_iter().find(|p| p.name == name)
+    }
+}
+
+/// What every daemon that talks to peers' data servers needs: `<section>.timeout_s`
+/// checked (a number of seconds in (0, 3600]), this node's cluster.toml, the token
+/// (required when cluster.toml says so) and a client that sends it. Errors name the key
+/// or the file.
+pub fn connect(
+    ctx: &Context,
+    section: &str,
+    timeout_s: f64,
+) -> Result<(ClusterConfig, DataClient), ConfigError> {
+    let bad = |m: String| ConfigError::Invalid(m);
+    if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s <= 3600.0) {
+        return Err(bad(format!(
+            "{section}.timeout_s = {timeout_s} must be a number of seconds in (0, 3600]"
+        )));
+    }
+    let cluster = ClusterConfig::load(&ctx.home, &ctx.node).map_err(|e| bad(e.to_string()))?;
+    let token = handler_base::auth::load(&ctx.settings)?;
+    if cluster.require_token && token.is_none() {
+        return Err(bad(format!(
+            "{} says [auth] require_token = true: set [auth] token in ringrift.toml or RINGRIFT_TOKEN",
+            cluster.source()
+        )));
+    }
+    let client = DataClient::new(
+        token.as_ref().map(|t| t.secret()),
+        Duration::from_secs_f64(timeout_s),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    Ok((cluster, client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every daemon that talks to data servers refuses to start without the token a
+    /// cluster requires, and names a bad timeout (it used to be checked in five places,
+    /// the token in two of them).
+    #[tokio::test]
+    async fn connect_requires_the_clusters_token_and_a_sane_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cluster.toml"),
+            "[auth]\nrequire_token = true\n[[node]]\nname = \"test\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n",
+        )
+        .unwrap();
+        let (ctx, _) = Context::for_test("gossip_sync", dir.path(), "").unwrap();
+        let err = connect(&ctx, "gossip_sync", 30.0).unwrap_err();
+        assert!(err.to_string().contains("require_token"), "{err}");
+        let (ctx, _) = Context::for_test(
+            "gossip_sync",
+            dir.path(),
+            "[auth]\ntoken = \"t0k3n-for-tests\"\n",
+        )
+        .unwrap();
+        assert!(connect(&ctx, "gossip_sync", 30.0).is_ok());
+        for bad in [0.0, -1.0, f64::NAN, 1e9] {
+            let err = connect(&ctx, "gossip_sync", bad).unwrap_err();
+            assert!(err.to_string().contains("gossip_sync.timeout_s"), "{err}");
+        }
     }
 }

@@ -80,10 +80,7 @@ impl GameSync {
     /// opens `run/sync/<ctx.name>.db`. The configs synced are `--configs` when given,
     /// else all twelve.
     pub fn from_context(ctx: &Context, s: SyncSettings) -> Result<GameSync, TransferError> {
-        let cluster = ClusterConfig::load(&ctx.home, &ctx.node)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let token = handler_base::auth::load(&ctx.settings)?;
-        let client = DataClient::new(token.as_ref().map(|t| t.secret()), s.timeout)?;
+        let (cluster, client) = crate::setup::connect(ctx, ctx.name, s.timeout.as_secs_f64())?;
         let watermarks = Watermarks::for_daemon(&ctx.home, ctx.name)?;
         let configs = if ctx.configs.is_empty() {
             ConfigKey::all()

@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "cache_coordination",
@@ -120,18 +119,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "cache_coordination.budget_bytes = {} must be at least 1",
         cfg.budget_bytes
     );
-    handler_base::ensure_config!(
-        cfg.timeout_s.is_finite() && cfg.timeout_s > 0.0 && cfg.timeout_s <= 3600.0,
-        "cache_coordination.timeout_s = {} must be in (0, 3600]",
-        cfg.timeout_s
-    );
-    let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
-    let token = handler_base::auth::load(&ctx.settings)?;
-    let client = DataClient::new(
-        token.as_ref().map(|t| t.secret()),
-        Duration::from_secs_f64(cfg.timeout_s),
-    )?;
+    let (cluster, client) =
+        ringrift_transfer::setup::connect(ctx, "cache_coordination", cfg.timeout_s)?;
     Ok(Arc::new(CacheCoordination {
         cfg,
         models: paths::models_dir(&ctx.home),

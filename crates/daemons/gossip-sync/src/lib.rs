@@ -11,13 +11,12 @@
 //! `[gossip_sync]`: `timeout_s` (10, per request). A bad value exits 64 naming the key.
 //! Health: nodes answering of all; a cycle fails (DEGRADED after three) when none did.
 
-use handler_base::{ConfigError, Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::ClusterConfig;
 use ringrift_transfer::games::{self, GossipView};
 use ringrift_transfer::{DataClient, Peer};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "gossip_sync",
@@ -47,18 +46,7 @@ pub struct GossipSync {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: GossipSyncConfig = ctx.settings.section("gossip_sync")?;
-    handler_base::ensure_config!(
-        cfg.timeout_s.is_finite() && cfg.timeout_s > 0.0 && cfg.timeout_s <= 600.0,
-        "gossip_sync.timeout_s = {} must be a number of seconds in (0, 600]",
-        cfg.timeout_s
-    );
-    let cluster = ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    let token = handler_base::auth::load(&ctx.settings)?;
-    let client = DataClient::new(
-        token.as_ref().map(|t| t.secret()),
-        Duration::from_secs_f64(cfg.timeout_s),
-    )?;
+    let (cluster, client) = ringrift_transfer::setup::connect(ctx, "gossip_sync", cfg.timeout_s)?;
     // The last view, so "last seen" survives a restart; an unreadable one starts afresh.
     let view = GossipView::load(&ctx.home).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "gossip view unreadable; starting a new one");

@@ -86,18 +86,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "replication_repair.max_concurrent = {} must be 1..=64",
         cfg.max_concurrent
     );
-    handler_base::ensure_config!(
-        cfg.timeout_s.is_finite() && cfg.timeout_s > 0.0 && cfg.timeout_s <= 3600.0,
-        "replication_repair.timeout_s = {} must be in (0, 3600]",
-        cfg.timeout_s
-    );
-    let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
-    let token = handler_base::auth::load(&ctx.settings)?;
-    let client = DataClient::new(
-        token.as_ref().map(|t| t.secret()),
-        Duration::from_secs_f64(cfg.timeout_s),
-    )?;
+    let (cluster, client) =
+        ringrift_transfer::setup::connect(ctx, "replication_repair", cfg.timeout_s)?;
     Ok(Arc::new(ReplicationRepair {
         window: Mutex::new(RateWindow::new(cfg.max_per_hour, Duration::from_secs(3600))),
         cfg,
