@@ -99,7 +99,9 @@ impl Files {
             (file, canonical)
         };
         let file = Arc::new(file);
-        let model = root == "models" && rel.ends_with(".rrm");
+        // Any file under models/ (a `ringrift_best_*` link too: it shares the digest of
+        // the inode it points at, whichever name is resolved first) gets its header read.
+        let model = root == "models";
         let mut digest = self.digests.get(file.clone(), path, model).await?;
         if root == "data" && is_database(&rel) {
             // The source's change time, not the copy's (informational; the hash decides).

@@ -234,6 +234,9 @@ async fn manifests_read_as_store_manifests_with_model_generations() {
     assert_eq!(doc.files["gen12.rrm"].generation, Some(12));
     assert_eq!(doc.files["gen12.rrm"].size, model.len() as u64);
     assert!(doc.files.contains_key("ringrift_best_hex8_2p"));
+    // The link and the file share one digest (one inode), whichever name is resolved
+    // first: both carry the generation (the link once hid it from the file's entry).
+    assert_eq!(doc.files["ringrift_best_hex8_2p"].generation, Some(12));
     // The same JSON is a store manifest, so clients verify downloads with the store.
     let m: ringrift_store::manifest::Manifest =
         serde_json::from_slice(&a.body).expect("store manifest");
