@@ -2,7 +2,7 @@
 //! that sends the cluster token and bounds every request in time.
 
 use crate::TransferError;
-use ringrift_cluster::{ClusterConfig, Role};
+use ringrift_cluster::{ClusterConfig, Node, Role};
 use std::time::Duration;
 
 /// A node whose `data_server` can be asked for files and games.
@@ -34,18 +34,22 @@ impl Peer {
     }
 }
 
-/// Every node of `cluster` but this one, in cluster.toml order.
-pub fn peers(cluster: &ClusterConfig) -> Vec<Peer> {
-    cluster
-        .peers()
-        .map(|n| Peer {
+impl From<&Node> for Peer {
+    /// A node of cluster.toml as a peer: its data server at `address:ports.data`.
+    fn from(n: &Node) -> Peer {
+        Peer {
             name: n.name.clone(),
             url: n.data_url(),
             roles: n.roles.iter().copied().collect(),
             ephemeral: n.ephemeral,
             exclude_from_sync: n.exclude_from_sync,
-        })
-        .collect()
+        }
+    }
+}
+
+/// Every node of `cluster` but this one, in cluster.toml order.
+pub fn peers(cluster: &ClusterConfig) -> Vec<Peer> {
+    cluster.peers().map(Peer::from).collect()
 }
 
 /// The peers data may be sent to: not excluded from sync.

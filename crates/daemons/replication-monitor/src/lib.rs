@@ -108,11 +108,13 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 #[async_trait::async_trait]
 impl Handler for ReplicationMonitor {
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        let (holdings, unreachable) = net::gather(&self.client, &self.members).await;
-        let nodes: Vec<replication::NodeInfo> =
-            self.members.iter().map(|m| m.info.clone()).collect();
-        let statuses = replication::classify(&holdings, nodes.len(), self.cfg.target_copies);
-        let counts = replication::counts(&statuses);
+        let net::Survey {
+            holdings,
+            unreachable,
+            nodes,
+            statuses,
+            counts,
+        } = net::survey(&self.client, &self.members, self.cfg.target_copies).await;
         let alerted = self
             .status
             .lock()
@@ -157,19 +159,14 @@ impl Handler for ReplicationMonitor {
             .collect();
             if !urgent.is_empty() {
                 let events = SyncEvents::new(ctx);
-                done = replication::execute(
+                done = net::repair_all(
+                    &self.client,
+                    &self.members,
+                    &events,
                     urgent,
                     &self.window,
                     &Instant::now,
                     self.cfg.max_concurrent,
-                    |r| {
-                        let (client, members, events) = (&self.client, &self.members, &events);
-                        async move {
-                            net::run_repair(client, members, events, &r)
-                                .await
-                                .map(|_| ())
-                        }
-                    },
                 )
                 .await;
                 tracing::info!(

@@ -3,7 +3,7 @@
 //! another node (`GET /games` filtered by source node and hour, `POST /games`), with
 //! DATA_SYNC_* for each copy.
 
-use super::{BatchKey, Holdings, NodeInfo, Repair};
+use super::{BatchKey, BatchStatus, Counts, Executed, Holdings, NodeInfo, RateWindow, Repair};
 use crate::games::{self, GameFilter, MAX_PAGE, SyncEvents};
 use crate::{DataClient, Peer, TransferError};
 use ringrift_cluster::ClusterConfig;
@@ -27,13 +27,7 @@ pub fn members(cluster: &ClusterConfig) -> Vec<Member> {
                 ephemeral: n.ephemeral,
                 exclude_from_sync: n.exclude_from_sync,
             },
-            peer: Peer {
-                name: n.name.clone(),
-                url: n.data_url(),
-                roles: n.roles.iter().copied().collect(),
-                ephemeral: n.ephemeral,
-                exclude_from_sync: n.exclude_from_sync,
-            },
+            peer: Peer::from(n),
         })
         .collect()
 }
@@ -133,4 +127,47 @@ pub async fn run_repair(
             Err(e)
         }
     }
+}
+
+/// One look at the cluster's game batches: who answered, who holds what, and each
+/// batch's copies against `target_copies`.
+pub struct Survey {
+    pub holdings: Holdings,
+    /// Per member that did not answer, the error.
+    pub unreachable: Vec<(String, String)>,
+    pub nodes: Vec<NodeInfo>,
+    pub statuses: Vec<BatchStatus>,
+    pub counts: Counts,
+}
+
+/// [`gather`]s every member's counts and classifies the batches.
+pub async fn survey(client: &DataClient, members: &[Member], target_copies: usize) -> Survey {
+    let (holdings, unreachable) = gather(client, members).await;
+    let nodes: Vec<NodeInfo> = members.iter().map(|m| m.info.clone()).collect();
+    let statuses = super::classify(&holdings, nodes.len(), target_copies);
+    let counts = super::counts(&statuses);
+    Survey {
+        holdings,
+        unreachable,
+        nodes,
+        statuses,
+        counts,
+    }
+}
+
+/// [`super::execute`]s `plan` with [`run_repair`] between members: within `window` at
+/// `clock()`, at most `max_concurrent` at once, each reported as DATA_SYNC_*.
+pub async fn repair_all(
+    client: &DataClient,
+    members: &[Member],
+    events: &SyncEvents,
+    plan: Vec<Repair>,
+    window: &std::sync::Mutex<RateWindow>,
+    clock: &(dyn Fn() -> Instant + Sync),
+    max_concurrent: usize,
+) -> Executed {
+    super::execute(plan, window, clock, max_concurrent, |r| async move {
+        run_repair(client, members, events, &r).await.map(|_| ())
+    })
+    .await
 }
