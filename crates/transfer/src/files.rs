@@ -389,11 +389,7 @@ impl Engine {
         blocking(move || install(file, &part2, &dest2, durable)).await??;
         Ok(Fetched {
             downloaded,
-            resumed_from: if downloaded < total {
-                total - downloaded
-            } else {
-                0
-            },
+            resumed_from: total.saturating_sub(downloaded),
         })
     }
 

@@ -19,7 +19,7 @@ use ringrift_proto::Event;
 use ringrift_proto::wire::{self, EventType, event::Payload};
 use ringrift_store::{ConfigKey, models};
 use ringrift_transfer::events::Transfer;
-use ringrift_transfer::files::{Root, Wanted, manifest};
+use ringrift_transfer::files::{ManifestEntry, Root, Wanted, manifest};
 use ringrift_transfer::{Peer, Setup, TransferSettings, node_of};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -79,8 +79,8 @@ impl ModelSync {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Makes our canonical model of `config` the one `peer` has, if its payload is
-    /// `expect` (any when `None`) and, for a catch-up (`min_generation`), newer than ours.
+    /// Makes our canonical model of `config` the one `peer` has (its manifest read now),
+    /// if its payload is `expect` (any when `None`).
     pub async fn follow(
         &self,
         ctx: &Context,
@@ -92,6 +92,18 @@ impl ModelSync {
         let Some(entry) = doc.files.get(&file_name(config)).cloned() else {
             return Ok(Outcome::NotThere);
         };
+        self.install(ctx, peer, config, entry, expect).await
+    }
+
+    /// Installs `peer`'s canonical model of `config`, whose manifest line is `entry`.
+    async fn install(
+        &self,
+        ctx: &Context,
+        peer: &Peer,
+        config: ConfigKey,
+        entry: ManifestEntry,
+        expect: Option<&str>,
+    ) -> anyhow::Result<Outcome> {
         let home = ctx.home.clone();
         let local = tokio::task::spawn_blocking(move || models::canonical(&home, config)).await??;
         if local
@@ -184,31 +196,33 @@ impl ModelSync {
     /// than ours, follow the peer with the highest.
     async fn catch_up(&self, ctx: &Context) -> anyhow::Result<()> {
         let peers = self.setup.peers();
-        let mut best: std::collections::BTreeMap<ConfigKey, (u32, Peer)> = Default::default();
+        // The manifest lines read here are the ones installed from: one request per peer.
+        let mut best: std::collections::BTreeMap<ConfigKey, (u32, Peer, ManifestEntry)> =
+            Default::default();
         let mut errors = Vec::new();
         for peer in &peers {
             match manifest(self.setup.engine.client(), peer, Root::Models).await {
                 Ok(doc) => {
                     for config in ConfigKey::all() {
-                        if let Some(g) =
-                            doc.files.get(&file_name(config)).and_then(|e| e.generation)
-                            && best.get(&config).is_none_or(|(b, _)| g > *b)
+                        if let Some(e) = doc.files.get(&file_name(config))
+                            && let Some(g) = e.generation
+                            && best.get(&config).is_none_or(|(b, _, _)| g > *b)
                         {
-                            best.insert(config, (g, peer.clone()));
+                            best.insert(config, (g, peer.clone(), e.clone()));
                         }
                     }
                 }
                 Err(e) => errors.push(format!("{}: {e}", peer.name)),
             }
         }
-        for (config, (generation, peer)) in best {
+        for (config, (generation, peer, entry)) in best {
             let home = ctx.home.clone();
             let ours =
                 tokio::task::spawn_blocking(move || models::canonical(&home, config)).await??;
             if ours.is_some_and(|c| c.generation >= generation) {
                 continue;
             }
-            if let Err(e) = self.follow(ctx, &peer, config, None).await {
+            if let Err(e) = self.install(ctx, &peer, config, entry, None).await {
                 errors.push(format!("{config} from {}: {e:#}", peer.name));
             }
         }
