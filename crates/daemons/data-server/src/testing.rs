@@ -1,7 +1,8 @@
-//! Fixtures for in-process tests of the daemons that talk to data servers (the sync and
-//! replication daemons, and this crate's own game-route tests): game records, a home's
-//! game store, cluster.toml text, data servers started in process in temp homes (stopped
-//! when dropped), and a daemon built from `Context::for_test` as a given node.
+//! Fixtures for in-process tests of the daemons that talk to data servers (the sync,
+//! replication and model/NPZ/Elo daemons, and this crate's own game-route tests): game
+//! records, a home's game store, a promoted example model, cluster.toml text, data
+//! servers started in process in temp homes (stopped when dropped), and a daemon built
+//! from `Context::for_test` as a given node.
 
 use crate::start_in_process;
 use handler_base::{Context, Handler, Recorded};
@@ -62,6 +63,39 @@ pub fn cluster(nodes: &[(&str, &str, u16, bool)]) -> String {
         ));
     }
     s
+}
+
+/// Promotes an example model of `config` and `generation` (payload `payload_len` bytes of
+/// `fill`, written as `models/gen{generation}.rrm`) to the canonical model of `home`,
+/// over whatever was canonical; returns its payload SHA-256.
+pub fn promote_example(
+    home: &Path,
+    config: ConfigKey,
+    generation: u32,
+    fill: u8,
+    payload_len: usize,
+) -> String {
+    use ringrift_store::models;
+    let (h, bytes) =
+        models::example(config, generation, &vec![fill; payload_len]).expect("example model");
+    let dir = ringrift_store::paths::models_dir(home);
+    std::fs::create_dir_all(&dir).expect("models dir");
+    let p = dir.join(format!("gen{generation}.rrm"));
+    std::fs::write(&p, bytes).expect("model file");
+    let current = models::canonical(home, config)
+        .expect("canonical")
+        .map(|c| c.sha256);
+    models::promote(
+        home,
+        config,
+        &p,
+        "g",
+        &h.payload_sha256,
+        current.as_deref(),
+        None,
+    )
+    .expect("promote");
+    h.payload_sha256
 }
 
 /// A data server started in process in its own temp home; stops when dropped.

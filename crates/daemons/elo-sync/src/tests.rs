@@ -2,43 +2,18 @@
 //! elo_sync following the other; their match histories converge.
 
 use super::*;
+use ringrift_data_server::testing;
 use ringrift_store::elo::MatchResult;
 use std::path::Path;
 
-struct Node {
-    home: tempfile::TempDir,
-    port: String,
-    _server: (Context, Arc<dyn Handler>),
-}
-
-async fn node() -> Node {
-    let home = tempfile::tempdir().unwrap();
-    let (sctx, _) = Context::for_test(
-        "data_server",
-        home.path(),
-        "[data_server]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let server = ringrift_data_server::build(&sctx).unwrap();
-    server.on_start(&sctx).await.unwrap();
-    let addr = handler_base::read_addr_file(home.path(), "data_server").unwrap();
-    let port = addr.rsplit(':').next().unwrap().to_owned();
-    Node {
-        home,
-        port,
-        _server: (sctx, server),
-    }
-}
-
-/// `home` sees the node `other_name` at `other`'s port.
-fn cluster(home: &Path, me: &str, other_name: &str, other: &Node) {
+/// `home` sees itself as `test` (coordinator) and `other` as a selfplay node.
+fn cluster(home: &Path, other: &testing::Server) {
     std::fs::write(
         home.join("cluster.toml"),
-        format!(
-            "[[node]]\nname = \"{me}\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = 2 }}\n\
-             [[node]]\nname = \"{other_name}\"\nroles = [\"selfplay\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = 1, data = {} }}\n",
-            other.port
-        ),
+        testing::cluster(&[
+            ("test", "\"coordinator\"", 1, false),
+            (&other.name, "\"selfplay\"", other.port, false),
+        ]),
     )
     .unwrap();
 }
@@ -68,9 +43,9 @@ fn count(home: &Path) -> u64 {
 
 #[tokio::test]
 async fn match_histories_converge_and_merging_again_changes_nothing() {
-    let (x, y) = (node().await, node().await);
-    cluster(x.home.path(), "test", "y", &y);
-    cluster(y.home.path(), "test", "x", &x);
+    let (x, y) = (testing::server("x").await, testing::server("y").await);
+    cluster(x.home.path(), &y);
+    cluster(y.home.path(), &x);
     play(x.home.path(), "x", 0..3);
     play(y.home.path(), "y", 0..2);
     let (cx, rx) = Context::for_test("elo_sync", x.home.path(), "").unwrap();

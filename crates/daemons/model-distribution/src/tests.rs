@@ -2,6 +2,7 @@
 //! shows whether the peer holds the model yet.
 
 use super::*;
+use ringrift_data_server::testing;
 use std::path::Path;
 
 const KEY: &str = "hex8_2p";
@@ -11,57 +12,27 @@ fn config() -> ConfigKey {
 }
 
 fn promote_in(home: &Path, generation: u32) -> String {
-    let (h, bytes) = models::example(config(), generation, &[generation as u8; 5000]).unwrap();
-    let dir = ringrift_store::paths::models_dir(home);
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("gen{generation}.rrm"));
-    std::fs::write(&p, bytes).unwrap();
-    let current = models::canonical(home, config()).unwrap().map(|c| c.sha256);
-    models::promote(
-        home,
-        config(),
-        &p,
-        "g",
-        &h.payload_sha256,
-        current.as_deref(),
-        None,
-    )
-    .unwrap();
-    h.payload_sha256
+    testing::promote_example(home, config(), generation, generation as u8, 5000)
 }
 
 struct Setup2 {
     here: tempfile::TempDir,
-    peer: tempfile::TempDir,
-    _server: (Context, Arc<dyn Handler>),
+    /// The peer `b`, with its data server.
+    peer: testing::Server,
 }
 
 async fn two_nodes() -> Setup2 {
     let here = tempfile::tempdir().unwrap();
-    let peer = tempfile::tempdir().unwrap();
-    let (sctx, _) = Context::for_test(
-        "data_server",
-        peer.path(),
-        "[data_server]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let server = ringrift_data_server::build(&sctx).unwrap();
-    server.on_start(&sctx).await.unwrap();
-    let addr = handler_base::read_addr_file(peer.path(), "data_server").unwrap();
-    let port = addr.rsplit(':').next().unwrap();
+    let peer = testing::server("b").await;
     std::fs::write(
         here.path().join("cluster.toml"),
-        format!(
-            "[[node]]\nname = \"test\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n\
-             [[node]]\nname = \"b\"\nroles = [\"selfplay\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = 1, data = {port} }}\n"
-        ),
+        testing::cluster(&[
+            ("test", "\"coordinator\"", 1, false),
+            ("b", "\"selfplay\"", peer.port, false),
+        ]),
     )
     .unwrap();
-    Setup2 {
-        here,
-        peer,
-        _server: (sctx, server),
-    }
+    Setup2 { here, peer }
 }
 
 fn promoted(sha: &str, node: &str) -> Event {
@@ -94,7 +65,7 @@ async fn distributed_is_announced_once_every_node_holds_the_file() {
         Some("1")
     );
     // The peer gets the very file (as its model_sync would install it).
-    let models_b = ringrift_store::paths::models_dir(s.peer.path());
+    let models_b = ringrift_store::paths::models_dir(s.peer.home.path());
     std::fs::create_dir_all(&models_b).unwrap();
     std::fs::copy(
         models::canonical_path(s.here.path(), config()),

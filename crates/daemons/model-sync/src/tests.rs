@@ -2,6 +2,7 @@
 //! models; model_sync in another home follows it.
 
 use super::*;
+use ringrift_data_server::testing;
 use std::path::Path;
 
 const KEY: &str = "hex8_2p";
@@ -10,61 +11,29 @@ fn config() -> ConfigKey {
     KEY.parse().unwrap()
 }
 
-/// Writes a model of `generation` and promotes it in `home`; returns its payload sha.
+/// Promotes a model of `generation` (200 kB of `fill`) in `home`; returns its payload sha.
 fn promote_in(home: &Path, generation: u32, fill: u8) -> String {
-    let (h, bytes) = models::example(config(), generation, &vec![fill; 200_000]).unwrap();
-    let dir = ringrift_store::paths::models_dir(home);
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("gen{generation}.rrm"));
-    std::fs::write(&p, bytes).unwrap();
-    let current = models::canonical(home, config()).unwrap().map(|c| c.sha256);
-    models::promote(
-        home,
-        config(),
-        &p,
-        "g",
-        &h.payload_sha256,
-        current.as_deref(),
-        None,
-    )
-    .unwrap();
-    h.payload_sha256
-}
-
-/// A data_server serving `home` on port 0; returns its address.
-async fn serve(home: &Path) -> (Context, Arc<dyn Handler>, String) {
-    let (ctx, _) = Context::for_test(
-        "data_server",
-        home,
-        "[data_server]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let h = ringrift_data_server::build(&ctx).unwrap();
-    h.on_start(&ctx).await.unwrap();
-    let addr = handler_base::read_addr_file(home, "data_server").unwrap();
-    (ctx, h, addr)
+    testing::promote_example(home, config(), generation, fill, 200_000)
 }
 
 struct Pair {
-    a: tempfile::TempDir,
+    /// The promoting node `a`, with its data server.
+    a: testing::Server,
     b: tempfile::TempDir,
     ctx: Context,
     rec: handler_base::Recorded,
     sync: Arc<dyn Handler>,
-    _server: (Context, Arc<dyn Handler>),
 }
 
 async fn pair() -> Pair {
-    let a = tempfile::tempdir().unwrap();
+    let a = testing::server("a").await;
     let b = tempfile::tempdir().unwrap();
-    let (sctx, sh, addr) = serve(a.path()).await;
-    let port = addr.rsplit(':').next().unwrap();
     std::fs::write(
         b.path().join("cluster.toml"),
-        format!(
-            "[[node]]\nname = \"test\"\nroles = [\"selfplay\"]\naddress = \"127.0.0.1\"\n\
-             [[node]]\nname = \"a\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = 1, data = {port} }}\n"
-        ),
+        testing::cluster(&[
+            ("test", "\"selfplay\"", 1, false),
+            ("a", "\"coordinator\"", a.port, false),
+        ]),
     )
     .unwrap();
     let (ctx, rec) = Context::for_test("model_sync", b.path(), "").unwrap();
@@ -75,7 +44,6 @@ async fn pair() -> Pair {
         ctx,
         rec,
         sync,
-        _server: (sctx, sh),
     }
 }
 
@@ -94,7 +62,7 @@ fn promoted(sha: &str) -> Event {
 #[tokio::test]
 async fn a_promotion_elsewhere_is_installed_here_verified_with_its_link() {
     let p = pair().await;
-    let sha = promote_in(p.a.path(), 1, 7);
+    let sha = promote_in(p.a.home.path(), 1, 7);
     p.sync.handle_event(&p.ctx, &promoted(&sha)).await.unwrap();
     let c = models::canonical(p.b.path(), config())
         .unwrap()
@@ -124,7 +92,7 @@ async fn a_promotion_elsewhere_is_installed_here_verified_with_its_link() {
 #[tokio::test]
 async fn the_cycle_catches_up_to_a_newer_generation() {
     let p = pair().await;
-    promote_in(p.a.path(), 1, 1);
+    promote_in(p.a.home.path(), 1, 1);
     p.sync.run_cycle(&p.ctx).await.unwrap();
     assert_eq!(
         models::canonical(p.b.path(), config())
@@ -133,7 +101,7 @@ async fn the_cycle_catches_up_to_a_newer_generation() {
             .generation,
         1
     );
-    let sha2 = promote_in(p.a.path(), 2, 2);
+    let sha2 = promote_in(p.a.home.path(), 2, 2);
     p.sync.run_cycle(&p.ctx).await.unwrap();
     let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
     assert_eq!((c.generation, c.sha256.as_str()), (2, sha2.as_str()));
@@ -147,16 +115,16 @@ async fn the_cycle_catches_up_to_a_newer_generation() {
 #[tokio::test]
 async fn a_byte_flipped_on_the_sources_disk_is_quarantined_never_installed() {
     let p = pair().await;
-    let sha1 = promote_in(p.a.path(), 1, 1);
+    let sha1 = promote_in(p.a.home.path(), 1, 1);
     p.sync.handle_event(&p.ctx, &promoted(&sha1)).await.unwrap();
-    let sha2 = promote_in(p.a.path(), 2, 2);
+    let sha2 = promote_in(p.a.home.path(), 2, 2);
     // Let the server hash the good file, then rot one byte in place (same size and
     // mtime, so its cached hash, and the manifest, still name the good content).
     let client =
         ringrift_transfer::DataClient::new(None, std::time::Duration::from_secs(5)).unwrap();
-    let peer = p.sync_peer();
+    let peer = p.a.peer();
     manifest(&client, &peer, Root::Models).await.unwrap();
-    let f = models::canonical_path(p.a.path(), config());
+    let f = models::canonical_path(p.a.home.path(), config());
     let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
     let mut bytes = std::fs::read(&f).unwrap();
     let last = bytes.len() - 10;
@@ -195,14 +163,5 @@ async fn bad_settings_are_refused_naming_the_key() {
             .and_then(|(ctx, _)| build(&ctx).map(|_| ()));
         let err = r.expect_err(toml);
         assert!(format!("{err:#}").contains(key), "{toml}: {err:#}");
-    }
-}
-
-impl Pair {
-    /// The promoting node as a peer (what model_sync reads from cluster.toml).
-    fn sync_peer(&self) -> Peer {
-        let cluster =
-            ringrift_transfer::Setup::new(&self.ctx, "model_sync", Default::default()).unwrap();
-        cluster.peer("a").unwrap()
     }
 }

@@ -2,40 +2,28 @@
 //! node in another.
 
 use super::*;
+use ringrift_data_server::testing;
 use std::path::Path;
 
 struct Two {
-    exporter: tempfile::TempDir,
+    /// The exporting node `c`, with its data server.
+    exporter: testing::Server,
     here: tempfile::TempDir,
-    _server: (Context, Arc<dyn Handler>),
 }
 
 async fn two(role_here: &str) -> Two {
-    let exporter = tempfile::tempdir().unwrap();
+    let exporter = testing::server("c").await;
     let here = tempfile::tempdir().unwrap();
-    let (sctx, _) = Context::for_test(
-        "data_server",
-        exporter.path(),
-        "[data_server]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let server = ringrift_data_server::build(&sctx).unwrap();
-    server.on_start(&sctx).await.unwrap();
-    let addr = handler_base::read_addr_file(exporter.path(), "data_server").unwrap();
-    let port = addr.rsplit(':').next().unwrap();
+    let roles = format!("{role_here:?}");
     std::fs::write(
         here.path().join("cluster.toml"),
-        format!(
-            "[[node]]\nname = \"test\"\nroles = [\"{role_here}\"]\naddress = \"127.0.0.1\"\n\
-             [[node]]\nname = \"c\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\nports = {{ p2p = 1, data = {port} }}\n"
-        ),
+        testing::cluster(&[
+            ("test", &roles, 1, false),
+            ("c", "\"coordinator\"", exporter.port, false),
+        ]),
     )
     .unwrap();
-    Two {
-        exporter,
-        here,
-        _server: (sctx, server),
-    }
+    Two { exporter, here }
 }
 
 fn export(home: &Path, name: &str, bytes: &[u8]) -> Event {
@@ -59,7 +47,11 @@ fn export(home: &Path, name: &str, bytes: &[u8]) -> Event {
 #[tokio::test]
 async fn a_training_node_receives_the_announced_file_verified() {
     let t = two("training").await;
-    let ev = export(t.exporter.path(), "hex8_2p_after7.npz", &[7u8; 300_000]);
+    let ev = export(
+        t.exporter.home.path(),
+        "hex8_2p_after7.npz",
+        &[7u8; 300_000],
+    );
     let (ctx, rec) = Context::for_test("npz_distribution", t.here.path(), "").unwrap();
     let d = build(&ctx).unwrap();
     d.handle_event(&ctx, &ev).await.unwrap();
@@ -82,9 +74,9 @@ async fn a_training_node_receives_the_announced_file_verified() {
 #[tokio::test]
 async fn a_file_that_differs_from_its_announcement_is_never_installed() {
     let t = two("training").await;
-    let ev = export(t.exporter.path(), "x.npz", &[1u8; 50_000]);
+    let ev = export(t.exporter.home.path(), "x.npz", &[1u8; 50_000]);
     // Replaced since the export with other content: a newer export, not fetched.
-    export(t.exporter.path(), "x.npz", &[2u8; 50_000]);
+    export(t.exporter.home.path(), "x.npz", &[2u8; 50_000]);
     let (ctx, rec) = Context::for_test("npz_distribution", t.here.path(), "").unwrap();
     let d = build(&ctx).unwrap();
     d.handle_event(&ctx, &ev).await.unwrap();
@@ -99,7 +91,7 @@ async fn a_file_that_differs_from_its_announcement_is_never_installed() {
 #[tokio::test]
 async fn other_roles_do_not_receive_and_bad_roles_are_refused() {
     let t = two("selfplay").await;
-    let ev = export(t.exporter.path(), "y.npz", &[3u8; 1000]);
+    let ev = export(t.exporter.home.path(), "y.npz", &[3u8; 1000]);
     let (ctx, rec) = Context::for_test("npz_distribution", t.here.path(), "").unwrap();
     let d = build(&ctx).unwrap();
     d.handle_event(&ctx, &ev).await.unwrap();
