@@ -203,6 +203,40 @@ impl Home {
         }
     }
 
+    /// Writes `profiles/<name>.toml` listing `daemons` (a profile of this home only).
+    pub fn write_profile(&self, name: &str, daemons: &[&str]) {
+        let dir = self.path().join("profiles");
+        std::fs::create_dir_all(&dir).expect("profiles dir");
+        let list: Vec<String> = daemons.iter().map(|d| format!("{d:?}")).collect();
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "description = \"test profile {name}\"\ndaemons = [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .expect("profile");
+    }
+
+    /// The launcher on profile `name` for config hex8_2p (control on port 0), once it
+    /// and its event router are up; returns it with the router's address.
+    pub fn launch_profile(&self, name: &str) -> (Proc, String) {
+        let mut l = self.spawn(
+            "ringrift-launcher",
+            &[
+                "--profile",
+                name,
+                "--configs",
+                "hex8_2p",
+                "--control",
+                "127.0.0.1:0",
+            ],
+        );
+        self.wait_addr("launcher", &mut l);
+        let router = self.wait_addr("event_router", &mut l);
+        (l, router)
+    }
+
     /// Removes `run/<name>.addr`, then waits for the daemon to write it.
     pub fn wait_addr(&self, name: &str, proc_: &mut Proc) -> String {
         wait_for(&format!("run/{name}.addr"), Duration::from_secs(20), || {

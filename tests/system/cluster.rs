@@ -56,12 +56,7 @@ impl Node {
         )
         .unwrap();
         std::fs::write(home.path().join("cluster.toml"), cluster).unwrap();
-        std::fs::create_dir_all(home.path().join("profiles")).unwrap();
-        std::fs::write(
-            home.path().join("profiles/node.toml"),
-            "description = \"cluster test node\"\ndaemons = [\"event_router\", \"p2p_backend\"]\n",
-        )
-        .unwrap();
+        home.write_profile("node", &["event_router", "p2p_backend"]);
         Node {
             home,
             launcher: None,

@@ -38,13 +38,16 @@ fn start(name: &str, cluster: &str) -> Node {
     )
     .unwrap();
     std::fs::write(home.path().join("cluster.toml"), cluster).unwrap();
-    std::fs::create_dir_all(home.path().join("profiles")).unwrap();
-    std::fs::write(
-        home.path().join("profiles/node.toml"),
-        "description = \"data plane node\"\n\
-         daemons = [\"event_router\", \"data_server\", \"auto_sync\", \"model_sync\", \"elo_sync\"]\n",
-    )
-    .unwrap();
+    home.write_profile(
+        "node",
+        &[
+            "event_router",
+            "data_server",
+            "auto_sync",
+            "model_sync",
+            "elo_sync",
+        ],
+    );
     let mut l = home.spawn(
         "ringrift-launcher",
         &["--profile", "node", "--control", "127.0.0.1:0"],

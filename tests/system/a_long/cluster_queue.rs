@@ -23,34 +23,8 @@ fn node_home(name: &str, cluster: &str, daemons: &[&str]) -> Home {
         ),
     )
     .unwrap();
-    std::fs::create_dir_all(home.path().join("profiles")).unwrap();
-    let list: Vec<String> = daemons.iter().map(|d| format!("{d:?}")).collect();
-    std::fs::write(
-        home.path().join("profiles/node.toml"),
-        format!(
-            "description = \"queue test node\"\ndaemons = [{}]\n",
-            list.join(", ")
-        ),
-    )
-    .unwrap();
+    home.write_profile("node", daemons);
     home
-}
-
-fn launch(home: &Home) -> (Proc, String) {
-    let mut l = home.spawn(
-        "ringrift-launcher",
-        &[
-            "--profile",
-            "node",
-            "--configs",
-            "hex8_2p",
-            "--control",
-            "127.0.0.1:0",
-        ],
-    );
-    home.wait_addr("launcher", &mut l);
-    let router = home.wait_addr("event_router", &mut l);
-    (l, router)
 }
 
 /// Nodes that published SELFPLAY_COMPLETED on the router at `addr`.
@@ -87,7 +61,7 @@ async fn selfplay_queued_on_the_coordinator_runs_on_two_other_nodes() {
         node_home("n2", &cluster, &["event_router", "job_scheduler"]),
         node_home("n3", &cluster, &["event_router", "job_scheduler"]),
     ];
-    let running: Vec<(Proc, String)> = homes.iter().map(launch).collect();
+    let running: Vec<(Proc, String)> = homes.iter().map(|h| h.launch_profile("node")).collect();
     // The routers share the JetStream event stream: the coordinator's router sees every
     // node's SELFPLAY_COMPLETED, named by its source.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);

@@ -52,34 +52,8 @@ games_canonical = 6
         ),
     )
     .unwrap();
-    std::fs::create_dir_all(home.path().join("profiles")).unwrap();
-    let list: Vec<String> = daemons.iter().map(|d| format!("{d:?}")).collect();
-    std::fs::write(
-        home.path().join("profiles/node.toml"),
-        format!(
-            "description = \"loop node\"\ndaemons = [{}]\n",
-            list.join(", ")
-        ),
-    )
-    .unwrap();
+    home.write_profile("node", daemons);
     home
-}
-
-fn launch(home: &Home) -> (Proc, String) {
-    let mut l = home.spawn(
-        "ringrift-launcher",
-        &[
-            "--profile",
-            "node",
-            "--configs",
-            "hex8_2p",
-            "--control",
-            "127.0.0.1:0",
-        ],
-    );
-    home.wait_addr("launcher", &mut l);
-    let router = home.wait_addr("event_router", &mut l);
-    (l, router)
 }
 
 fn kind(e: &wire::Event) -> &'static str {
@@ -137,7 +111,7 @@ async fn selfplay_on_workers_training_and_promotion_on_the_coordinator() {
         node_home("n2", &cluster, &worker),
         node_home("n3", &cluster, &worker),
     ];
-    let running: Vec<(Proc, String)> = homes.iter().map(launch).collect();
+    let running: Vec<(Proc, String)> = homes.iter().map(|h| h.launch_profile("node")).collect();
 
     let deadline = Instant::now() + Duration::from_secs(420);
     let events = loop {

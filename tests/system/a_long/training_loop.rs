@@ -48,37 +48,15 @@ games_canonical = 6
 "#,
     )
     .unwrap();
-    std::fs::create_dir_all(home.path().join("profiles")).unwrap();
-    let list: Vec<String> = std::iter::once("event_router")
+    let daemons: Vec<&str> = std::iter::once("event_router")
         .chain(LOOP_DAEMONS.iter().copied())
-        .map(|d| format!("{d:?}"))
         .collect();
-    std::fs::write(
-        home.path().join("profiles/looptest.toml"),
-        format!(
-            "description = \"loop test\"\ndaemons = [{}]\n",
-            list.join(", ")
-        ),
-    )
-    .unwrap();
+    home.write_profile("looptest", &daemons);
     home
 }
 
 fn start(home: &Home) -> Proc {
-    let mut l = home.spawn(
-        "ringrift-launcher",
-        &[
-            "--profile",
-            "looptest",
-            "--configs",
-            "hex8_2p",
-            "--control",
-            "127.0.0.1:0",
-        ],
-    );
-    home.wait_addr("launcher", &mut l);
-    home.wait_addr("event_router", &mut l);
-    l
+    home.launch_profile("looptest").0
 }
 
 fn status(home: &Home) -> serde_json::Value {
