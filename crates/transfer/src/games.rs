@@ -228,16 +228,7 @@ pub async fn push_bytes(
         .header(SHA256_HEADER, sha)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
-    let resp = client.send(rb).await?;
-    let url = resp.url().to_string();
-    let bytes = resp.bytes().await.map_err(|e| TransferError::Http {
-        url: url.clone(),
-        source: e,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| TransferError::BadAnswer {
-        url,
-        why: e.to_string(),
-    })
+    client.send_json(rb).await
 }
 
 /// `POST /games` of `games` to `peer` (one request; the peer stores them by

@@ -119,9 +119,16 @@ impl DataClient {
         peer: &Peer,
         path_and_query: &str,
     ) -> Result<T, TransferError> {
-        let resp = self
-            .send(self.request(reqwest::Method::GET, peer, path_and_query))
-            .await?;
+        self.send_json(self.request(reqwest::Method::GET, peer, path_and_query))
+            .await
+    }
+
+    /// Sends `rb` and decodes its (successful) JSON answer as `T`.
+    pub async fn send_json<T: serde::de::DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<T, TransferError> {
+        let resp = self.send(rb).await?;
         let url = resp.url().to_string();
         let bytes = resp.bytes().await.map_err(|e| TransferError::Http {
             url: url.clone(),
