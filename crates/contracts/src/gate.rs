@@ -3,40 +3,143 @@
 //! evaluation daemon (early rejection) and unified_promotion (the decision).
 
 use crate::report::{HEURISTIC_ID, OpponentResult, RANDOM_ID};
+pub use crate::sprt::{Sprt, SprtState, Verdict, per_seat_bar};
 use serde::{Deserialize, Serialize};
 
-/// Promotion thresholds, each on the Wilson lower 95 % bound of the candidate's score
-/// (wins + draws/2 over games). Defaults are the seed's: ≥ 0.85 vs random and ≥ 0.60 vs
-/// heuristic; and ≥ 0.5 vs the current canonical model, i.e. the candidate must be
-/// better than what it replaces with 95 % confidence, not merely score half a small
-/// sample.
+/// How the candidate must show it is better than the canonical model it would replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanonicalTest {
+    /// Sequential test ([`Sprt`]): games stop once it decides; it must accept H1.
+    #[default]
+    Sprt,
+    /// The Wilson lower 95 % bound of a fixed number of games must reach
+    /// `min_lower_vs_canonical`.
+    Wilson,
+}
+
+impl std::str::FromStr for CanonicalTest {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sprt" => Ok(CanonicalTest::Sprt),
+            "wilson" => Ok(CanonicalTest::Wilson),
+            _ => Err(format!("unknown canonical test {s:?} (sprt or wilson)")),
+        }
+    }
+}
+
+impl std::fmt::Display for CanonicalTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CanonicalTest::Sprt => "sprt",
+            CanonicalTest::Wilson => "wilson",
+        })
+    }
+}
+
+/// Promotion thresholds. Random and heuristic are floors on the Wilson lower 95 % bound
+/// of the candidate's score (wins + draws/2 over games); defaults are the seed's: ≥ 0.85
+/// vs random and ≥ 0.60 vs heuristic. Against the current canonical model the candidate
+/// must pass an SPRT (elo0 0, elo1 35, α = β = 0.05) by default, or, with
+/// `canonical_test = "wilson"`, reach a Wilson lower bound of 0.5 (better than what it
+/// replaces with 95 % confidence). Bars are written for two players; a 3- or 4-player
+/// config moves each to the same Elo margin over a seat's even share
+/// ([`per_seat_bar`]), so a random seat's 1/3 or 1/4 is what 0.5 is in two-player games.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Gate {
     pub min_lower_vs_random: f64,
     pub min_lower_vs_heuristic: f64,
-    /// Minimum Wilson lower 95 % bound against the current canonical model, when one
-    /// was played (0.5: significantly better than it; lower values trade confidence for
-    /// fewer games, 0 disables the check).
+    /// Minimum Wilson lower 95 % bound against the current canonical model under
+    /// `canonical_test = "wilson"` (0.5: significantly better than it; 0 disables).
     pub min_lower_vs_canonical: f64,
+    pub canonical_test: CanonicalTest,
+    pub sprt_elo0: f64,
+    pub sprt_elo1: f64,
+    pub sprt_alpha: f64,
+    pub sprt_beta: f64,
 }
 
 impl Default for Gate {
     fn default() -> Self {
+        let t = Sprt::default();
         Gate {
             min_lower_vs_random: 0.85,
             min_lower_vs_heuristic: 0.60,
             min_lower_vs_canonical: 0.5,
+            canonical_test: CanonicalTest::Sprt,
+            sprt_elo0: t.elo0,
+            sprt_elo1: t.elo1,
+            sprt_alpha: t.alpha,
+            sprt_beta: t.beta,
         }
     }
 }
 
-/// The gate's verdict, with a reason per failed condition.
+impl Gate {
+    /// The sequential test against the canonical model.
+    pub fn sprt(&self) -> Sprt {
+        Sprt {
+            elo0: self.sprt_elo0,
+            elo1: self.sprt_elo1,
+            alpha: self.sprt_alpha,
+            beta: self.sprt_beta,
+        }
+    }
+
+    /// Checks every setting; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (k, v) in [
+            ("min_lower_vs_random", self.min_lower_vs_random),
+            ("min_lower_vs_heuristic", self.min_lower_vs_heuristic),
+            ("min_lower_vs_canonical", self.min_lower_vs_canonical),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{k} = {v}: must be within 0..=1"));
+            }
+        }
+        self.sprt().validate()
+    }
+
+    /// One line for status pages.
+    pub fn summary(&self) -> String {
+        let canonical = match self.canonical_test {
+            CanonicalTest::Sprt => format!(
+                "canonical by SPRT (elo0 {}, elo1 {}, alpha {}, beta {})",
+                self.sprt_elo0, self.sprt_elo1, self.sprt_alpha, self.sprt_beta
+            ),
+            CanonicalTest::Wilson => format!("canonical ≥ {:.2}", self.min_lower_vs_canonical),
+        };
+        format!(
+            "random ≥ {:.2}, heuristic ≥ {:.2} (lower 95%, per seat); {canonical}",
+            self.min_lower_vs_random, self.min_lower_vs_heuristic
+        )
+    }
+
+    /// The Wilson bar against `opponent` in a `players` game (random, heuristic, or any
+    /// other name: a canonical model, bounded only under the Wilson test).
+    pub fn bar(&self, opponent: &str, players: u8) -> Option<f64> {
+        let bar_2p = match opponent {
+            RANDOM_ID => self.min_lower_vs_random,
+            HEURISTIC_ID => self.min_lower_vs_heuristic,
+            _ if self.canonical_test == CanonicalTest::Wilson => self.min_lower_vs_canonical,
+            _ => return None,
+        };
+        Some(per_seat_bar(bar_2p, players))
+    }
+}
+
+/// The gate's verdict, with a reason per failed condition, and the SPRT against the
+/// canonical model when one was played.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateDecision {
     pub passed: bool,
     pub reasons: Vec<String>,
+    #[serde(default)]
+    pub sprt: Option<SprtState>,
 }
 
 /// What the gate reads of a result against one opponent.
@@ -44,6 +147,9 @@ pub struct GateDecision {
 pub struct Score<'a> {
     pub opponent: &'a str,
     pub games: u64,
+    pub wins: u64,
+    pub draws: u64,
+    pub losses: u64,
     pub win_rate: f64,
     pub lower95: f64,
 }
@@ -53,43 +159,67 @@ impl OpponentResult {
         Score {
             opponent: &self.opponent,
             games: self.games,
+            wins: self.wins,
+            draws: self.draws,
+            losses: self.losses,
             win_rate: self.win_rate,
             lower95: self.lower95,
         }
     }
 }
 
-/// Checks gauntlet results against the gate. A missing anchor opponent (random,
-/// heuristic) fails its condition; any other opponent is a canonical model and is held to
-/// `min_lower_vs_canonical`.
-pub fn check_gate<'a>(results: impl IntoIterator<Item = Score<'a>>, gate: &Gate) -> GateDecision {
+/// Checks gauntlet results of a `players` game against the gate. A missing anchor
+/// opponent (random, heuristic) fails its condition; any other opponent is a canonical
+/// model, held to the SPRT (recomputed here from the game counts, so the decision never
+/// rests on a job's claim) or to the Wilson bar.
+pub fn check_gate<'a>(
+    results: impl IntoIterator<Item = Score<'a>>,
+    gate: &Gate,
+    players: u8,
+) -> GateDecision {
     let results: Vec<Score<'a>> = results.into_iter().collect();
     let mut reasons = Vec::new();
-    let mut bound = |opponent: &str, min: f64| match results.iter().find(|r| r.opponent == opponent)
-    {
-        None => reasons.push(format!("no games against {opponent}")),
-        Some(r) if r.lower95 < min => reasons.push(format!(
-            "vs {opponent}: lower 95% bound {:.3} < {min:.2} (win rate {:.3} over {} games)",
-            r.lower95, r.win_rate, r.games
-        )),
-        Some(_) => {}
-    };
-    bound(RANDOM_ID, gate.min_lower_vs_random);
-    bound(HEURISTIC_ID, gate.min_lower_vs_heuristic);
-    for r in results
-        .iter()
-        .filter(|r| ![RANDOM_ID, HEURISTIC_ID].contains(&r.opponent))
-    {
-        if r.lower95 < gate.min_lower_vs_canonical {
-            reasons.push(format!(
-                "vs canonical {}: lower 95% bound {:.3} < {:.2} (win rate {:.3} over {} games)",
-                r.opponent, r.lower95, gate.min_lower_vs_canonical, r.win_rate, r.games
-            ));
+    let mut sprt = None;
+    for anchor in [RANDOM_ID, HEURISTIC_ID] {
+        if !results.iter().any(|r| r.opponent == anchor) {
+            reasons.push(format!("no games against {anchor}"));
+        }
+    }
+    for r in &results {
+        let is_anchor = [RANDOM_ID, HEURISTIC_ID].contains(&r.opponent);
+        let what = if is_anchor {
+            format!("vs {}", r.opponent)
+        } else {
+            format!("vs canonical {}", r.opponent)
+        };
+        match gate.bar(r.opponent, players) {
+            Some(min) if r.lower95 < min => reasons.push(format!(
+                "{what}: lower 95% bound {:.3} < {min:.2} (win rate {:.3} over {} games)",
+                r.lower95, r.win_rate, r.games
+            )),
+            Some(_) => {}
+            None => {
+                let t = gate.sprt();
+                let st = t.state(r.wins, r.draws, r.losses, players);
+                if st.verdict != Verdict::Accepted {
+                    reasons.push(format!(
+                        "{what}: SPRT (elo0 {}, elo1 {}) {} with LLR {:.2} after {} games (accept at {:.2})",
+                        t.elo0,
+                        t.elo1,
+                        if st.verdict == Verdict::Rejected { "rejected" } else { "undecided" },
+                        st.llr,
+                        st.games,
+                        st.upper
+                    ));
+                }
+                sprt = Some(st);
+            }
         }
     }
     GateDecision {
         passed: reasons.is_empty(),
         reasons,
+        sprt,
     }
 }
 
@@ -106,13 +236,20 @@ mod tests {
         ]
     }
 
+    fn wilson() -> Gate {
+        Gate {
+            canonical_test: CanonicalTest::Wilson,
+            ..Gate::default()
+        }
+    }
+
     /// 28 of 50 against the canonical model is a point score of 0.56 but a Wilson lower
     /// bound of 0.42: no evidence the candidate is better, so it is not promoted.
     #[test]
     fn the_canonical_is_beaten_on_a_lower_bound_not_a_point_score() {
         let mut results = anchors();
         results.push(opponent("gen1", 50, 28, 0.423, 0.69));
-        let d = check_gate(results.iter().map(|r| r.score()), &Gate::default());
+        let d = check_gate(results.iter().map(|r| r.score()), &wilson(), 2);
         assert!(!d.passed, "{d:?}");
         assert!(
             d.reasons[0].contains("vs canonical gen1: lower 95% bound 0.423 < 0.50"),
@@ -120,14 +257,57 @@ mod tests {
         );
         let mut results = anchors();
         results.push(opponent("gen1", 200, 130, 0.581, 0.71));
-        let d = check_gate(results.iter().map(|r| r.score()), &Gate::default());
+        let d = check_gate(results.iter().map(|r| r.score()), &wilson(), 2);
         assert!(d.passed, "{d:?}");
         let lenient = Gate {
             min_lower_vs_canonical: 0.4,
-            ..Gate::default()
+            ..wilson()
         };
         let mut results = anchors();
         results.push(opponent("gen1", 50, 28, 0.423, 0.69));
-        assert!(check_gate(results.iter().map(|r| r.score()), &lenient).passed);
+        assert!(check_gate(results.iter().map(|r| r.score()), &lenient, 2).passed);
+    }
+
+    /// Under the default SPRT the decision comes from the game counts: 130 of 200 is
+    /// accepted (LLR above 2.94), 28 of 50 is undecided and 40 of 100 rejected, each
+    /// recorded with its LLR and game count.
+    #[test]
+    fn the_sprt_decides_from_the_counts_and_is_recorded() {
+        let gate = Gate::default();
+        let decide = |games, wins| {
+            let mut results = anchors();
+            results.push(opponent("gen1", games, wins, 0.0, 1.0));
+            check_gate(results.iter().map(|r| r.score()), &gate, 2)
+        };
+        let d = decide(200, 130);
+        assert!(d.passed, "{d:?}");
+        let st = d.sprt.expect("recorded");
+        assert_eq!((st.games, st.verdict), (200, Verdict::Accepted));
+        assert!(st.llr >= st.upper, "{st:?}");
+        let d = decide(50, 28);
+        assert!(!d.passed && d.reasons[0].contains("undecided"), "{d:?}");
+        assert_eq!(d.sprt.map(|s| s.games), Some(50));
+        let d = decide(100, 35);
+        assert!(!d.passed && d.reasons[0].contains("rejected with LLR"), "{d:?}");
+        // No canonical model yet: only the floors, no test.
+        let d = check_gate(anchors().iter().map(|r| r.score()), &gate, 2);
+        assert!(d.passed && d.sprt.is_none(), "{d:?}");
+    }
+
+    /// A 4-player config moves the bars to a seat's share: 0.60 against the heuristic
+    /// becomes 1/3, so a lower bound of 0.40 that fails two-player passes four-player.
+    #[test]
+    fn multi_player_bars_are_per_seat() {
+        let results = [
+            opponent(RANDOM_ID, 100, 80, 0.71, 0.87),
+            opponent(HEURISTIC_ID, 100, 48, 0.40, 0.58),
+        ];
+        let two = check_gate(results.iter().map(|r| r.score()), &Gate::default(), 2);
+        assert!(!two.passed, "{two:?}");
+        assert_eq!(two.reasons.len(), 2, "{two:?}");
+        let four = check_gate(results.iter().map(|r| r.score()), &Gate::default(), 4);
+        assert!(four.passed, "{four:?}");
+        assert!((Gate::default().bar(HEURISTIC_ID, 4).unwrap() - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(Gate::default().bar("gen3", 4), None, "the SPRT decides, not a bar");
     }
 }

@@ -13,10 +13,12 @@ pub mod example;
 pub mod gate;
 pub mod payload;
 pub mod report;
+pub mod sprt;
 pub mod wire;
 
 pub use config_key::{Board, ConfigKey, InvalidConfigKey};
-pub use gate::{Gate, GateDecision, check_gate};
+pub use gate::{CanonicalTest, Gate, GateDecision, check_gate};
+pub use sprt::{Sprt, SprtState, Verdict};
 pub use report::{
     EvaluateReport, ExportReport, JobKind, OpponentResult, PairResult, PromotionReport,
     SelfplayReport, Standing, TournamentReport, TrainReport,

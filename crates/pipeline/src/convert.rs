@@ -30,6 +30,9 @@ pub fn score_of_wire(r: &wire::OpponentResult) -> Score<'_> {
     Score {
         opponent: &r.opponent,
         games: u64::from(r.games),
+        wins: u64::from(r.wins),
+        draws: u64::from(r.draws),
+        losses: u64::from(r.losses),
         win_rate: r.win_rate,
         lower95: r.lower_95,
     }

@@ -16,16 +16,8 @@ impl PromotionConfig {
     /// Reads and checks the section.
     pub fn load(ctx: &Context) -> anyhow::Result<Self> {
         let c: PromotionConfig = ctx.settings.section("unified_promotion")?;
-        let g = &c.gate;
-        for (k, v) in [
-            ("min_lower_vs_random", g.min_lower_vs_random),
-            ("min_lower_vs_heuristic", g.min_lower_vs_heuristic),
-            ("min_lower_vs_canonical", g.min_lower_vs_canonical),
-        ] {
-            handler_base::ensure_config!(
-                (0.0..=1.0).contains(&v),
-                "unified_promotion.{k} = {v}: must be within 0..=1"
-            );
+        if let Err(e) = c.gate.validate() {
+            return Err(handler_base::ConfigError::Invalid(format!("unified_promotion.{e}")).into());
         }
         Ok(c)
     }

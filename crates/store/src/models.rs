@@ -320,6 +320,7 @@ pub fn promote(
         decision: GateDecision {
             passed: true,
             reasons: Vec::new(),
+            sprt: None,
         },
         canonical: Some(target),
         backup,

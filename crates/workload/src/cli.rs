@@ -10,7 +10,7 @@ use crate::selfplay::{SelfplayArgs, selfplay};
 use crate::train::{TrainArgs, distill, train};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ringrift_contracts::JobKind;
+use ringrift_contracts::{CanonicalTest, JobKind};
 use ringrift_contracts::wire::report_json;
 use ringrift_store::ConfigKey;
 use std::path::{Path, PathBuf};
@@ -194,9 +194,22 @@ pub struct EvaluateCmd {
     pub gate_random: f64,
     #[arg(long, default_value_t = 0.60)]
     pub gate_heuristic: f64,
-    /// Minimum Wilson lower 95% bound of the score against the canonical model.
+    /// Minimum Wilson lower 95% bound of the score against the canonical model (with
+    /// --canonical-test wilson).
     #[arg(long, default_value_t = 0.5)]
     pub gate_canonical: f64,
+    /// How the model must beat the canonical one: `sprt` (games stop when the test
+    /// decides; --games-canonical is the cap) or `wilson` (--gate-canonical).
+    #[arg(long, default_value = "sprt")]
+    pub canonical_test: CanonicalTest,
+    #[arg(long, default_value_t = 0.0)]
+    pub sprt_elo0: f64,
+    #[arg(long, default_value_t = 35.0)]
+    pub sprt_elo1: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub sprt_alpha: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub sprt_beta: f64,
 }
 
 #[derive(Debug, Args)]
@@ -287,7 +300,14 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 min_lower_vs_random: a.gate_random,
                 min_lower_vs_heuristic: a.gate_heuristic,
                 min_lower_vs_canonical: a.gate_canonical,
+                canonical_test: a.canonical_test,
+                sprt_elo0: a.sprt_elo0,
+                sprt_elo1: a.sprt_elo1,
+                sprt_alpha: a.sprt_alpha,
+                sprt_beta: a.sprt_beta,
             };
+            gate.validate()
+                .map_err(|e| anyhow::anyhow!("evaluate: bad gate: {e}"))?;
             let mut r = evaluate(&EvaluateArgs {
                 home: c.home.clone(),
                 config: a.config,
@@ -304,7 +324,8 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 record_elo: !a.no_elo,
                 source_node: node,
                 quiet: c.quiet,
-                early_reject: a.early_reject.then(|| gate.clone()),
+                gate: gate.clone(),
+                early_reject: a.early_reject,
             })
             .context("evaluate")?;
             if a.promote {

@@ -10,7 +10,7 @@ use crate::players::{HeuristicPlayer, ModelPlayer, Player, RandomPlayer, SearchC
 use crate::progress::Progress;
 use crate::promote;
 use crate::rng::Rng;
-pub use ringrift_contracts::{EvaluateReport, Gate, OpponentResult};
+pub use ringrift_contracts::{EvaluateReport, Gate, OpponentResult, Verdict};
 use ringrift_store::elo::{EloStore, MatchResult};
 use ringrift_store::{ConfigKey, paths};
 use std::path::{Path, PathBuf};
@@ -58,11 +58,15 @@ pub struct EvaluateArgs {
     pub record_elo: bool,
     pub source_node: String,
     pub quiet: bool,
+    /// The promotion gate. Against the canonical model under its SPRT the games stop as
+    /// soon as the test decides (that is the test); games still in flight then are not
+    /// counted, so the result is the sequence the test decided on.
+    pub gate: Gate,
     /// Stop playing an opponent once the upper 95 % bound of the model's score against
-    /// it is below this gate's bound for it (random, heuristic, canonical): the model can no longer
-    /// pass, so the remaining games would only cost time. Passing is only ever decided
-    /// on the full count, so stopping early never lets a lucky streak through.
-    pub early_reject: Option<Gate>,
+    /// it is below the gate's Wilson bar for it: the model can no longer pass, so the
+    /// remaining games would only cost time. Passing is only ever decided on the full
+    /// count, so stopping early never lets a lucky streak through.
+    pub early_reject: bool,
 }
 
 /// Games against an opponent before early rejection may stop it.
@@ -115,15 +119,6 @@ impl Opp {
     fn index(self) -> usize {
         self as usize
     }
-
-    /// The lower bound this opponent must clear under `gate`, if it is bounded.
-    fn bar(self, gate: &Gate) -> Option<f64> {
-        match self {
-            Opp::Random => Some(gate.min_lower_vs_random),
-            Opp::Heuristic => Some(gate.min_lower_vs_heuristic),
-            Opp::Canonical => Some(gate.min_lower_vs_canonical),
-        }
-    }
 }
 
 /// The running result per opponent ([`Opp::index`]), kept as games finish: it becomes
@@ -142,17 +137,27 @@ impl Tally {
         self.results()[o.index()].stopped_early
     }
 
-    /// Adds a game; stops `o` when it can no longer clear its bar under `gate`.
-    fn add(&self, o: Opp, seat: usize, score: f64, gate: Option<&Gate>) {
+    /// Adds a game unless `o` has stopped (false: not counted); stops `o` when its SPRT
+    /// decides, or under early rejection when it can no longer clear its Wilson bar.
+    fn add(&self, o: Opp, seat: usize, score: f64, args: &EvaluateArgs) -> bool {
+        let players = args.config.players();
         let mut t = self.results();
         let r = &mut t[o.index()];
-        add_game(r, seat, score);
-        if let Some(bar) = gate.and_then(|g| o.bar(g))
-            && r.games >= EARLY_REJECT_MIN_GAMES
-            && r.upper95 < bar
-        {
-            r.stopped_early = true;
+        if r.stopped_early {
+            return false;
         }
+        add_game(r, seat, score);
+        let stop = match args.gate.bar(&r.opponent, players) {
+            Some(bar) => {
+                args.early_reject && r.games >= EARLY_REJECT_MIN_GAMES && r.upper95 < bar
+            }
+            None => {
+                let st = args.gate.sprt().state(r.wins, r.draws, r.losses, players);
+                st.verdict != Verdict::Continue
+            }
+        };
+        r.stopped_early |= stop;
+        true
     }
 }
 
@@ -252,8 +257,11 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                         }
                         let score =
                             play_one(&geo, &mut me, others, i, args.opening_plies, &mut rng);
-                        out.push((i, opp, score));
-                        tally.add(opp, i % geo.players(), score, args.early_reject.as_ref());
+                        if tally.add(opp, i % geo.players(), score, args) {
+                            out.push((i, opp, score));
+                        } else {
+                            tally.skipped.fetch_add(1, Ordering::Relaxed);
+                        }
                         progress.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
                     }
                     out
@@ -395,7 +403,8 @@ mod tests {
             record_elo: true,
             source_node: "test".into(),
             quiet: true,
-            early_reject: None,
+            gate: Gate::default(),
+            early_reject: false,
         }
     }
 
@@ -490,9 +499,9 @@ mod tests {
         let gate = Gate {
             min_lower_vs_random: 0.0,
             min_lower_vs_heuristic: 0.99,
-            min_lower_vs_canonical: 0.5,
+            ..Gate::default()
         };
-        let run = |early_reject| {
+        let run = |early_reject: bool| {
             evaluate(&EvaluateArgs {
                 home: dir.path().to_path_buf(),
                 config: key,
@@ -509,19 +518,61 @@ mod tests {
                 record_elo: false,
                 source_node: "test".into(),
                 quiet: true,
+                gate: gate.clone(),
                 early_reject,
             })
             .expect("evaluate")
         };
-        let stopped = run(Some(gate));
+        let stopped = run(true);
         let h = stopped.against("heuristic").expect("heuristic");
         assert!(h.stopped_early, "{h:?}");
         assert!(h.upper95 < 0.99, "{h:?}");
         assert!((EARLY_REJECT_MIN_GAMES..400).contains(&h.games), "{h:?}");
         let r = stopped.against("random").expect("random");
         assert_eq!((r.games, r.stopped_early), (20, false), "{r:?}");
-        let full = run(None);
+        let full = run(false);
         let h = full.against("heuristic").expect("heuristic");
         assert_eq!((h.games, h.stopped_early), (400, false), "{h:?}");
+    }
+
+    /// Against the canonical model the SPRT stops the games as soon as it decides, and a
+    /// game that finishes after that (in flight on another thread) is not counted, so the
+    /// recorded counts are the sequence the test decided on.
+    #[test]
+    fn the_sprt_stops_canonical_games_when_it_decides() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = args(dir.path(), Path::new("m.rrm"), "j");
+        let tally = Tally {
+            results: std::sync::Mutex::new(Opp::ALL.map(|o| {
+                new_result(match o {
+                    Opp::Random => "random",
+                    Opp::Heuristic => "heuristic",
+                    Opp::Canonical => "gen1",
+                })
+            })),
+            skipped: AtomicUsize::new(0),
+        };
+        let mut counted = 0;
+        while !tally.stopped(Opp::Canonical) {
+            // Two wins for every loss: a clearly stronger candidate.
+            let score = if counted % 3 == 2 { 0.0 } else { 1.0 };
+            assert!(tally.add(Opp::Canonical, counted % 2, score, &a));
+            counted += 1;
+            assert!(counted < 1000, "the test never decided");
+        }
+        assert!(!tally.add(Opp::Canonical, 0, 0.0, &a), "a late game counted");
+        let r = tally.results()[Opp::Canonical.index()].clone();
+        assert_eq!(r.games, counted as u64);
+        let st = a.gate.sprt().state(r.wins, r.draws, r.losses, 2);
+        assert_eq!(st.verdict, Verdict::Accepted, "{st:?}");
+        // One game fewer had not decided yet.
+        let before = a.gate.sprt().state(r.wins - 1, r.draws, r.losses, 2);
+        assert_eq!(before.verdict, Verdict::Continue, "{before:?}");
+        // Random and heuristic are bounded by bars, not the test: never stopped without
+        // early rejection.
+        for _ in 0..200 {
+            assert!(tally.add(Opp::Heuristic, 0, 0.0, &a));
+        }
+        assert!(!tally.stopped(Opp::Heuristic));
     }
 }

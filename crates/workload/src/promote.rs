@@ -13,7 +13,11 @@ pub fn promote_if_passed(
     report: &EvaluateReport,
     gate: &Gate,
 ) -> Result<PromotionReport, WorkloadError> {
-    let decision = check_gate(report.results.iter().map(|r| r.score()), gate);
+    let decision = check_gate(
+        report.results.iter().map(|r| r.score()),
+        gate,
+        report.config_key.players(),
+    );
     if !decision.passed {
         return Ok(PromotionReport {
             promoted: false,

@@ -159,7 +159,7 @@ async fn lru_eviction_view_and_invalidation_on_promotion() {
         canonical_path: m.join("canonical_hex8_2p.rrm").display().to_string(),
         model_sha256: "x".into(),
         previous_sha256: "y".into(),
-        elo: 0.0,
+        ..Default::default()
     }))
     .with_config("hex8_2p");
     d.handle_event(&ctx, &ev).await.unwrap();

@@ -43,6 +43,9 @@ pub struct Decided {
     pub promoted: bool,
     pub reason: String,
     pub at_ms: i64,
+    /// The SPRT against the canonical model, when one was played.
+    #[serde(default)]
+    pub sprt: Option<ringrift_contracts::SprtState>,
 }
 
 pub struct Promoter {
@@ -114,7 +117,15 @@ impl Promoter {
         emit: &dyn Emit,
     ) -> anyhow::Result<()> {
         let config = config_of(ev)?;
-        let decision = check_gate(e.results.iter().map(convert::score_of_wire), &self.gate);
+        let decision = check_gate(
+            e.results.iter().map(convert::score_of_wire),
+            &self.gate,
+            config.players(),
+        );
+        let (sprt_llr, sprt_games) = decision
+            .sprt
+            .map(|s| (s.llr, u32::try_from(s.games).unwrap_or(u32::MAX)))
+            .unwrap_or_default();
         let sha = e.model_sha256.clone();
         let evaluated_canonical =
             (!e.canonical_sha256.is_empty()).then(|| e.canonical_sha256.clone());
@@ -158,6 +169,8 @@ impl Promoter {
                         model_sha256: sha.clone(),
                         previous_sha256: e.canonical_sha256.clone(),
                         elo: e.elo,
+                        sprt_llr,
+                        sprt_games,
                     };
                     emit.emit(event(
                         wire::event::Payload::ModelPromoted(p),
@@ -199,6 +212,8 @@ impl Promoter {
                     canonical_sha256: canonical_now,
                     reevaluate,
                     run_id: e.run_id.clone(),
+                    sprt_llr,
+                    sprt_games,
                 };
                 emit.emit(event(
                     wire::event::Payload::PromotionRejected(p),
@@ -222,6 +237,7 @@ impl Promoter {
                     promoted,
                     reason,
                     at_ms: ringrift_store::now_ms(),
+                    sprt: decision.sprt,
                 },
             )
             .await?;
@@ -262,15 +278,7 @@ impl Handler for UnifiedPromotion {
     }
     fn health_check(&self) -> HealthCheckResult {
         HealthCheckResult::running(self.0.status.get())
-            .detail(
-                "gate",
-                format!(
-                    "random ≥ {:.2}, heuristic ≥ {:.2}, canonical ≥ {:.2} (lower 95%)",
-                    self.0.gate.min_lower_vs_random,
-                    self.0.gate.min_lower_vs_heuristic,
-                    self.0.gate.min_lower_vs_canonical
-                ),
-            )
+            .detail("gate", self.0.gate.summary())
             .detail("fence_refused", self.0.duty.refused())
     }
 }
