@@ -3,7 +3,10 @@
 //! Arrays (N = positions, P = seats = planes, C = cells, K = policy entries per row):
 //! `features` f32 [N, P, C] (plane 0 = player to move's stones, then the following seats),
 //! `values` f32 [N] (final outcome for the player to move: 1 win, 0 draw, -1 loss),
-//! `policy_indices` i32 [N, K] (cells, -1 = padding), `policy_values` f32 [N, K].
+//! `policy_indices` i32 [N, K] (cells, -1 = padding), `policy_values` f32 [N, K],
+//! `games` i32 [N] (which game of the file the row comes from, 0-based; training holds
+//! out whole games for validation, so the positions of one game never sit on both sides.
+//! Optional on read: without it every row counts as its own game).
 
 use crate::WorkloadError;
 use crate::game::State;
@@ -20,9 +23,18 @@ pub struct Dataset {
     pub values: Vec<f32>,
     pub policy_indices: Vec<i32>,
     pub policy_values: Vec<f32>,
+    /// Per row: the game it comes from, 0-based within the dataset.
+    pub games: Vec<u32>,
+    /// The game the next pushed rows belong to ([`Dataset::start_game`]).
+    pub current_game: u32,
 }
 
 impl Dataset {
+    /// Rows pushed from now on belong to a new game.
+    pub fn start_game(&mut self) {
+        self.current_game = self.games.last().map_or(0, |g| g + 1);
+    }
+
     pub fn rows(&self) -> usize {
         self.values.len()
     }
@@ -41,6 +53,7 @@ impl Dataset {
             }
         }
         self.values.push(outcome);
+        self.games.push(self.current_game);
         for i in 0..self.k {
             match policy.get(i) {
                 Some(&(c, p)) => {
@@ -71,6 +84,9 @@ impl Dataset {
         self.values.extend(other.values);
         self.policy_indices.extend(other.policy_indices);
         self.policy_values.extend(other.policy_values);
+        let offset = self.games.last().map_or(0, |g| g + 1);
+        self.games.extend(other.games.iter().map(|g| g + offset));
+        self.current_game = self.games.last().map_or(0, |g| g + 1);
         Ok(())
     }
 
@@ -114,6 +130,15 @@ impl Dataset {
                     .shape(&[n, k])
                     .begin_nd()?;
                 w.extend(self.policy_values.iter().copied())?;
+                w.finish()?;
+            }
+            {
+                let mut w = npz
+                    .array::<i32>("games", Default::default())?
+                    .default_dtype()
+                    .shape(&[n])
+                    .begin_nd()?;
+                w.extend(self.games.iter().map(|&g| g as i32))?;
                 w.finish()?;
             }
             npz.zip_writer().finish().map_err(std::io::Error::other)?;
@@ -170,6 +195,22 @@ impl Dataset {
         if values.iter().any(|v| !(-1.0..=1.0).contains(v)) {
             return Err(bad("values outside [-1, 1]".into()));
         }
+        let has_games = npz
+            .by_name("games")
+            .map_err(|e| bad(format!("array games: {e}")))?
+            .is_some();
+        let games: Vec<u32> = if has_games {
+            let (gs, games) = array::<i32>(&mut npz, "games", &bad)?;
+            if gs != [n] {
+                return Err(bad(format!("games must be [N] = [{n}], found {gs:?}")));
+            }
+            if let Some(g) = games.iter().find(|&&g| g < 0) {
+                return Err(bad(format!("game index {g} is negative")));
+            }
+            games.into_iter().map(|g| g as u32).collect()
+        } else {
+            (0..n as u32).collect()
+        };
         Ok(Dataset {
             planes: p as usize,
             cells: c as usize,
@@ -178,6 +219,8 @@ impl Dataset {
             values,
             policy_indices,
             policy_values,
+            current_game: games.last().map_or(0, |g| g + 1),
+            games,
         })
     }
 }

@@ -3,8 +3,9 @@
 //! Plain minibatch Adam on `value_weight · (v − z)² + cross-entropy(policy target,
 //! softmax over empty cells)`. Inputs are sparse (one active feature per stone), so a
 //! step costs about `stones · hidden + cells · hidden`. Each epoch applies a random board
-//! symmetry to every row (the game is invariant under them), and 10 % of the rows are held
-//! out to report validation losses.
+//! symmetry to every row (the game is invariant under them), and whole games holding about
+//! 10 % of the rows are held out to report validation losses (positions of one game are
+//! near-duplicates, so a split by position would score the model on what it trained on).
 
 use crate::WorkloadError;
 use crate::dataset::Dataset;
@@ -97,6 +98,42 @@ fn rows_of(ds: &Dataset) -> Vec<Row> {
             }
         })
         .collect()
+}
+
+/// Holds out whole games, in random order, until about a tenth of the rows (none below 20
+/// rows); returns `(validation, training)`. `games[i]` is row `i`'s game.
+fn split_by_game(rows: Vec<Row>, games: &[u32], rng: &mut Rng) -> (Vec<Row>, Vec<Row>) {
+    let own: Vec<u32>;
+    let games = if games.len() == rows.len() {
+        games
+    } else {
+        own = (0..rows.len() as u32).collect();
+        &own
+    };
+    let want = if rows.len() >= 20 { rows.len() / 10 } else { 0 };
+    let mut ids: Vec<u32> = games.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    rng.shuffle(&mut ids);
+    let mut held = std::collections::HashSet::new();
+    let mut count = std::collections::HashMap::<u32, usize>::new();
+    games.iter().for_each(|&g| *count.entry(g).or_default() += 1);
+    let mut n = 0;
+    for g in ids {
+        if n >= want {
+            break;
+        }
+        n += count[&g];
+        held.insert(g);
+    }
+    let (val, train): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .zip(games)
+        .partition(|(_, g)| held.contains(*g));
+    (
+        val.into_iter().map(|(r, _)| r).collect(),
+        train.into_iter().map(|(r, _)| r).collect(),
+    )
 }
 
 /// Gradients / Adam moments, laid out like the model.
@@ -374,11 +411,9 @@ pub fn fit(
     progress: &mut Progress,
 ) -> Result<(Model, FitStats), WorkloadError> {
     let geo = Geometry::new(args.config);
-    let mut rows = rows_of(ds);
     let mut rng = Rng::new(args.seed);
-    rng.shuffle(&mut rows);
-    let val_n = if rows.len() >= 20 { rows.len() / 10 } else { 0 };
-    let (val, train) = rows.split_at(val_n);
+    let (val, train) = split_by_game(rows_of(ds), &ds.games, &mut rng);
+    let (val, train) = (&val[..], &train[..]);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut s = Scratch::new(&model);
     let mut grad = Params::zeros_like(&model);
@@ -491,11 +526,7 @@ fn starting_model(
             let generation = m.generation + 1;
             Ok((m, generation, Some(h.payload_sha256)))
         }
-        None => Ok((
-            Model::new_random(args.config, cells, args.hidden, args.seed),
-            1,
-            None,
-        )),
+        None => Ok((fresh_model(args, cells), 1, None)),
     }
 }
 
@@ -632,7 +663,24 @@ pub fn distill(
             ds.policy_values[r * k + j] = val;
         }
     }
-    let student = fresh_model(args, c);
+    // The student keeps the teacher's kind of value term and must come out smaller (a
+    // student as large as its teacher is only a worse copy).
+    let student = fresh_model(
+        &TrainArgs {
+            ntuple: !teacher.lut.is_empty(),
+            ..args.clone()
+        },
+        c,
+    );
+    if student.param_count() >= teacher.param_count() {
+        return Err(WorkloadError::Invalid(format!(
+            "a student of --hidden {} has {} parameters, not fewer than its teacher's {} (hidden {}): choose a smaller --hidden",
+            args.hidden,
+            student.param_count(),
+            teacher.param_count(),
+            teacher.hidden
+        )));
+    }
     let mut progress = Progress::new("distill", (ds.rows() * args.epochs) as u64, args.quiet);
     let (student, stats) = fit(student, &ds, args, &mut progress)?;
     progress.finish();
@@ -719,5 +767,96 @@ mod tests {
                 "{name}[{i}]: numeric {numeric} analytic {analytic}"
             );
         }
+    }
+
+    /// A small dataset of `games` selfplay games of the untrained model, written as an
+    /// NPZ in `dir`.
+    fn selfplay_npz(dir: &std::path::Path, key: ConfigKey, games: usize) -> PathBuf {
+        use crate::game::State;
+        use crate::players::{Player, RandomPlayer};
+        let geo = Geometry::new(key);
+        let mut ds = Dataset {
+            planes: geo.players(),
+            cells: geo.cells(),
+            k: 4,
+            ..Dataset::default()
+        };
+        let mut rng = Rng::new(9);
+        for _ in 0..games {
+            ds.start_game();
+            let mut s = State::new(geo.clone());
+            while !s.done {
+                let c = RandomPlayer.choose(&s, &mut rng);
+                ds.push_position(&s, 0.0, &[(c as u16, 1.0)]);
+                s.play(c).expect("legal");
+            }
+        }
+        let path = dir.join("d.npz");
+        ds.write_npz(&path).expect("write");
+        path
+    }
+
+    /// Validation holds out whole games: no game has rows on both sides, and the held
+    /// out part is about a tenth of the rows. The game ids survive the NPZ round trip.
+    #[test]
+    fn validation_holds_out_whole_games() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let ds = Dataset::read_npz(&selfplay_npz(dir.path(), key, 40)).expect("read");
+        assert_eq!(ds.games.len(), ds.rows());
+        assert_eq!(ds.games.iter().max(), Some(&39));
+        let tagged: Vec<Row> = rows_of(&ds)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                r.value = i as f32;
+                r
+            })
+            .collect();
+        let (val, train) = split_by_game(tagged, &ds.games, &mut Rng::new(4));
+        let game_of = |r: &Row| ds.games[r.value as usize];
+        let held: std::collections::HashSet<u32> = val.iter().map(game_of).collect();
+        assert!(!held.is_empty());
+        assert!(train.iter().all(|r| !held.contains(&game_of(r))), "a game on both sides");
+        assert_eq!(val.len() + train.len(), ds.rows());
+        let share = val.len() as f64 / ds.rows() as f64;
+        assert!((0.09..0.2).contains(&share), "held out {share}");
+    }
+
+    /// Training from scratch builds the n-tuple network (every generation of the loop
+    /// was the plain MLP before), and `ntuple: false` the plain one; a distilled student
+    /// must be smaller than its teacher.
+    #[test]
+    fn fresh_networks_get_the_ntuple_and_students_are_smaller() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let data = selfplay_npz(dir.path(), key, 10);
+        let mut args = TrainArgs::new(key, vec![data.clone()], dir.path().join("t.rrm"));
+        args.epochs = 1;
+        train(&args).expect("train");
+        let (m, _) = Model::load(&args.output).expect("load");
+        assert_eq!(m.arch(), crate::model::ARCH_NTUPLE);
+        let plain = TrainArgs {
+            ntuple: false,
+            output: dir.path().join("p.rrm"),
+            ..args.clone()
+        };
+        train(&plain).expect("train plain");
+        assert_eq!(Model::load(&plain.output).expect("load").0.arch(), crate::model::ARCH);
+        let student = TrainArgs {
+            hidden: 16,
+            output: dir.path().join("s.rrm"),
+            ..args.clone()
+        };
+        let r = distill(&args.output, &student).expect("distill");
+        assert!(r.params < m.param_count(), "{} vs {}", r.params, m.param_count());
+        let same = TrainArgs {
+            hidden: 64,
+            output: dir.path().join("s2.rrm"),
+            ..args.clone()
+        };
+        let err = distill(&args.output, &same).expect_err("as large as the teacher");
+        assert!(err.to_string().contains("not fewer than its teacher"), "{err}");
+        assert!(!same.output.exists());
     }
 }

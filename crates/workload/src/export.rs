@@ -47,6 +47,7 @@ pub fn dataset_from_games(
             )));
         }
         let mut s = State::new(geo.clone());
+        ds.start_game();
         for (ply, &m) in g.moves.iter().enumerate() {
             let outcome = match g.winner {
                 Some(w) if w == s.to_move => 1.0,

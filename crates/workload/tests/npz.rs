@@ -52,8 +52,8 @@ fn numpy_loads_exported_npz() {
         r#"
 import numpy as np, sys
 d = np.load(sys.argv[1])
-assert sorted(d.files) == ["features", "policy_indices", "policy_values", "values"], d.files
-f, v, pi, pv = d["features"], d["values"], d["policy_indices"], d["policy_values"]
+assert sorted(d.files) == ["features", "games", "policy_indices", "policy_values", "values"], d.files
+f, v, pi, pv, g = d["features"], d["values"], d["policy_indices"], d["policy_values"], d["games"]
 n = {rows}
 assert f.shape == (n, 2, 64) and f.dtype == np.float32, (f.shape, f.dtype)
 assert v.shape == (n,) and v.dtype == np.float32, (v.shape, v.dtype)
@@ -65,8 +65,13 @@ assert ((pi >= -1) & (pi < 64)).all()
 s = pv.sum(axis=1)
 assert (s > 0.0).all() and (s <= 1.0 + 1e-4).all(), s
 assert (np.diff(pv, axis=1) <= 1e-7).all(), "policy entries are sorted, most probable first"
-# Row 0 of every game is the empty board; stones grow by one per row within a game.
+# Row 0 of every game is the empty board; stones grow by one per row within a game,
+# and the game index counts games from 0 in order.
 assert f[0].sum() == 0
+assert g.shape == (n,) and g.dtype == np.int32, (g.shape, g.dtype)
+assert g[0] == 0 and (np.diff(g) >= 0).all() and (np.diff(g) <= 1).all()
+starts = np.flatnonzero(np.diff(g)) + 1
+assert all(f[i].sum() == 0 for i in starts), "a game starts on an empty board"
 print("ok", n)
 "#,
         rows = ex.rows
