@@ -224,7 +224,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
             .map(|p| p.to_string())
             .collect();
         match plan(&args, &registry, &home, &settings) {
-            Ok((plan, warnings)) => {
+            Ok((plan, warnings, _)) => {
                 for w in &warnings {
                     println!("warning: {w}");
                 }
@@ -256,7 +256,11 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     }
-    let (plan, warnings) = plan(&args, &registry, &home, &settings)?;
+    let (plan, warnings, profile_configs) = plan(&args, &registry, &home, &settings)?;
+    let mut args = args;
+    if args.configs.is_none() && !profile_configs.is_empty() {
+        args.configs = Some(profile_configs.join(","));
+    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -268,16 +272,18 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     supervise_all(args, cfg, home, node, token, plan).await
 }
 
-/// Which daemons run, in dependency order, with their binaries and arguments.
+/// Which daemons run, in dependency order, with their binaries and arguments; warnings;
+/// and the profile's config keys (empty: none named).
 fn plan(
     args: &cli::Args,
     reg: &Registry,
     home: &Path,
     settings: &Settings,
-) -> anyhow::Result<(Vec<Planned>, Vec<String>)> {
+) -> anyhow::Result<(Vec<Planned>, Vec<String>, Vec<String>)> {
     let mut names: Vec<String> = args.daemons.clone();
     let mut overrides = std::collections::BTreeMap::new();
     let mut profile_name = None;
+    let mut profile_configs = Vec::new();
     if let Some(cat) = &args.category {
         let found: Vec<String> = reg
             .daemons()
@@ -301,6 +307,7 @@ fn plan(
         let p = load_profile(&name, Some(&dir), reg).map_err(|e| usage(e.to_string()))?;
         names.extend(p.daemons);
         overrides = p.overrides;
+        profile_configs = p.configs;
         profile_name = Some(name);
     }
     let (order, mut warnings) = reg.closure(&names).map_err(|e| usage(e.to_string()))?;
@@ -375,7 +382,7 @@ fn plan(
         p.args
             .push(format!("health_server.expect={}", expect.join(",")));
     }
-    Ok((out, warnings))
+    Ok((out, warnings, profile_configs))
 }
 
 async fn supervise_all(

@@ -27,6 +27,10 @@ struct ProfileFile {
     daemons: Vec<String>,
     #[serde(default)]
     daemon: BTreeMap<String, Override>,
+    /// The config keys the loop works on when the launcher is given no `--configs`
+    /// (inherited from an include when not set).
+    #[serde(default)]
+    configs: Vec<String>,
 }
 
 /// A loaded profile: includes expanded, names as written (aliases resolved later).
@@ -36,6 +40,9 @@ pub struct Profile {
     pub description: String,
     pub daemons: Vec<String>,
     pub overrides: BTreeMap<String, Override>,
+    /// Config keys for the daemons when the launcher has no `--configs` (empty: the
+    /// daemons' own default).
+    pub configs: Vec<String>,
 }
 
 const BUILTIN: &[(&str, &str)] = &[
@@ -114,8 +121,12 @@ fn load(
     let f: ProfileFile = toml::from_str(&text_of(name, dir)?).map_err(|e| err(e.to_string()))?;
     let mut daemons: Vec<String> = Vec::new();
     let mut overrides = BTreeMap::new();
+    let mut configs = f.configs.clone();
     for inc in &f.include {
         let p = load(inc, dir, registry, depth + 1)?;
+        if f.configs.is_empty() && configs.is_empty() {
+            configs = p.configs.clone();
+        }
         for d in p.daemons {
             if !daemons.contains(&d) {
                 daemons.push(d);
@@ -142,5 +153,6 @@ fn load(
         description: f.description,
         daemons,
         overrides,
+        configs,
     })
 }

@@ -151,6 +151,37 @@ fn standard_includes_minimal_and_full_is_every_real_daemon() {
     assert_eq!(got, want);
 }
 
+/// The standard profile runs the loop on three configs, one of them multi-player; a
+/// profile that includes it and names none inherits them, one that names its own keeps
+/// those.
+#[test]
+fn profiles_carry_their_configs_through_includes() {
+    let r = Registry::builtin();
+    let standard = load_profile("standard", None, &r).unwrap();
+    assert_eq!(standard.configs, ["hex8_2p", "square8_2p", "hex8_3p"]);
+    assert!(load_profile("minimal", None, &r).unwrap().configs.is_empty());
+    let dir = tempfile_dir("configs");
+    std::fs::write(
+        dir.join("mine.toml"),
+        "description = \"x\"\ninclude = [\"standard\"]\ndaemons = []\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("own.toml"),
+        "description = \"x\"\ninclude = [\"standard\"]\ndaemons = []\nconfigs = [\"square19_2p\"]\n",
+    )
+    .unwrap();
+    assert_eq!(load_profile("mine", Some(&dir), &r).unwrap().configs, standard.configs);
+    assert_eq!(load_profile("own", Some(&dir), &r).unwrap().configs, ["square19_2p"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringrift-profile-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[test]
 fn profile_with_unknown_daemon_is_an_error() {
     let dir = std::env::temp_dir().join(format!("ringrift-profile-test-{}", std::process::id()));

@@ -6,6 +6,11 @@
 //! database safe to repeat: jobs derive match ids from their job id and game index, so a
 //! replayed job records nothing twice.
 //!
+//! A game of 3 or 4 players is recorded as one seat against the field (the other seats,
+//! copies of one opponent): the seat's expected score is its even share 1/n moved by the
+//! rating difference ([`expected_score`]), so equal players drift nowhere and a rating
+//! gap means the same odds in every config.
+//!
 //! A model participates under one identity, the SHA-256 of its payload (the weights as
 //! the `.rrm` header records them), whatever file it is read from; `label` (schema v2)
 //! is a name for people (the file stem). Participants of databases written before v2
@@ -67,21 +72,23 @@ pub fn pinned_rating(participant: &str) -> Option<f64> {
     }
 }
 
-/// Expected score of A against B.
-pub fn expected_score(rating_a: f64, rating_b: f64) -> f64 {
-    1.0 / (1.0 + 10f64.powf((rating_b - rating_a) / 400.0))
+/// Expected score of A (one seat) against B (every other seat) in a `players` game: the
+/// logistic curve for two players, the even share 1/n at equal ratings otherwise.
+pub fn expected_score(rating_a: f64, rating_b: f64, players: u8) -> f64 {
+    ringrift_contracts::sprt::expected_score(rating_a - rating_b, players)
 }
 
-/// New ratings after one game where A scored `score_a` (1 win, 0.5 draw, 0 loss).
-/// A pinned side keeps its rating.
+/// New ratings after one game of `players` where A scored `score_a` (1 win, 0.5 draw, 0
+/// loss). A pinned side keeps its rating.
 pub fn update(
     rating_a: f64,
     rating_b: f64,
     score_a: f64,
+    players: u8,
     pinned_a: bool,
     pinned_b: bool,
 ) -> (f64, f64) {
-    let ea = expected_score(rating_a, rating_b);
+    let ea = expected_score(rating_a, rating_b, players);
     let delta = K_FACTOR * (score_a - ea);
     let a = if pinned_a { rating_a } else { rating_a + delta };
     let b = if pinned_b { rating_b } else { rating_b - delta };
@@ -436,6 +443,7 @@ fn record_in(tx: &Transaction<'_>, path: &Path, m: &MatchResult) -> Result<bool,
         ra.rating,
         rb.rating,
         m.score_a,
+        m.config_key.players(),
         pinned_rating(&m.participant_a).is_some(),
         pinned_rating(&m.participant_b).is_some(),
     );

@@ -59,7 +59,7 @@ fn anchors_are_pinned() {
     elo.record_match(&m("m2", HEURISTIC_ID, "model", 1.0))
         .expect("record");
     let r2 = elo.rating("model", key()).expect("rating").rating;
-    let expected = r - 32.0 * expected_score(r, 1200.0);
+    let expected = r - 32.0 * expected_score(r, 1200.0, 2);
     assert!(close(r2, expected), "{r2} vs {expected}");
     assert!((r2 - 1472.888).abs() < 1e-2, "{r2}");
     assert!(close(
@@ -160,4 +160,19 @@ fn a_v1_database_migrates_and_labels_name_participants() {
         elo.rating("cd34", key()).expect("c").label.as_deref(),
         Some("gen3")
     );
+}
+
+/// Three players: equal ratings expect a third, so a win moves A by K·2/3 and a loss by
+/// K·1/3, and winning a third of the games keeps both where they are.
+#[test]
+fn multi_player_games_expect_a_seats_share() {
+    assert!((expected_score(1500.0, 1500.0, 3) - 1.0 / 3.0).abs() < 1e-12);
+    assert!((expected_score(1500.0, 1500.0, 2) - 0.5).abs() < 1e-12);
+    let (a, b) = update(1500.0, 1500.0, 1.0, 3, false, false);
+    assert!((a - (1500.0 + 32.0 * 2.0 / 3.0)).abs() < 1e-9 && (a - 1500.0 + b - 1500.0).abs() < 1e-9);
+    let (mut ra, mut rb) = (1500.0, 1500.0);
+    for g in 0..300 {
+        (ra, rb) = update(ra, rb, if g % 3 == 0 { 1.0 } else { 0.0 }, 3, false, false);
+    }
+    assert!((ra - 1500.0).abs() < 25.0 && (rb - 1500.0).abs() < 25.0, "{ra} {rb}");
 }
