@@ -178,7 +178,7 @@ impl Promoter {
                         &ev.config_key,
                     ))
                     .await?;
-                    tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, "MODEL_PROMOTED: gate passed");
+                    tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, sprt_llr, sprt_games, "MODEL_PROMOTED: gate passed");
                     None
                 }
                 Err(err @ StoreError::ModelChanged { .. }) => {
