@@ -102,7 +102,7 @@ pub struct SelfplayCmd {
     #[arg(long, default_value_t = 2)]
     pub depth: u32,
     /// Plies played uniformly at random at the start of each game (default per config:
-    /// one per seat, two on boards of more than 100 cells).
+    /// one per seat, two on boards of more than 100 cells, plus one).
     #[arg(long)]
     pub random_plies: Option<usize>,
     /// Sampling temperature at the first ply after the random ones (default 0.5)...
