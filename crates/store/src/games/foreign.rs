@@ -308,6 +308,24 @@ mod tests {
         assert!(
             matches!(inspect(&rows).expect("inspect"), Inspection::Rejected(r) if r.contains("\"bad\""))
         );
+
+        // Search values must be one number per move.
+        let values = dir.path().join("values.db");
+        let s = GameStore::open(&values).expect("open");
+        s.insert_games(&[game("ok", "hex8_2p")]).expect("insert");
+        drop(s);
+        let c = Connection::open(&values).expect("open");
+        c.execute(
+            "INSERT INTO games (game_id, config_key, num_players, players, winner, moves, length,
+                source_node, quality_score, created_at, search_values) VALUES ('sv', 'hex8_2p', 2,
+                '[\"a\",\"b\"]', 0, '[1,2]', 2, 'n', 0.1, 1, '[0.5,\"x\"]')",
+            [],
+        )
+        .expect("insert bad values");
+        drop(c);
+        assert!(
+            matches!(inspect(&values).expect("inspect"), Inspection::Rejected(r) if r.contains("\"sv\""))
+        );
     }
 
     #[test]
