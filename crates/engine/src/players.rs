@@ -314,7 +314,10 @@ impl Analysis {
 
     /// The searched value of the position for the player to move: its best move's score.
     pub fn value(&self) -> f32 {
-        self.scores.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+        self.scores
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max)
     }
 }
 
@@ -893,10 +896,7 @@ mod tests {
         let key: ringrift_store::ConfigKey = key.parse().expect("key");
         let geo = Geometry::new(key);
         let m = Arc::new(Model::null(key, geo.cells()));
-        (
-            ModelPlayer::new("m", m, SearchConfig::greedy(depth)),
-            geo,
-        )
+        (ModelPlayer::new("m", m, SearchConfig::greedy(depth)), geo)
     }
 
     fn score_of(a: &Analysis, c: u16) -> f32 {
@@ -916,7 +916,10 @@ mod tests {
             let a = p.analyse(&s);
             assert_eq!(score_of(&a, 27), 0.0, "depth {depth}: {a:?}");
             assert!(
-                a.moves.iter().zip(&a.scores).all(|(&m, &v)| m == 27 || v == -1.0),
+                a.moves
+                    .iter()
+                    .zip(&a.scores)
+                    .all(|(&m, &v)| m == 27 || v == -1.0),
                 "depth {depth}: every other move lets seat 1 win: {a:?}"
             );
             assert_eq!(p.choose(&s, &mut Rng::new(1)), 27);
@@ -927,8 +930,8 @@ mod tests {
     fn four_players_block_the_next_seat_too() {
         // Seat 1 has 24, 25, 26 (wins at 27); seats 0, 2, 3 scattered; seat 0 to move.
         let (mut p, geo) = null_player("square8_4p", 2);
-        let s = State::replay(geo, &[7, 24, 63, 5, 47, 25, 61, 13, 21, 26, 45, 39])
-            .expect("replay");
+        let s =
+            State::replay(geo, &[7, 24, 63, 5, 47, 25, 61, 13, 21, 26, 45, 39]).expect("replay");
         assert_eq!(s.to_move, 0);
         assert_eq!(p.choose(&s, &mut Rng::new(1)), 27);
     }
@@ -982,7 +985,11 @@ mod tests {
         let mut after = s.clone();
         after.play(usize::from(a.moves[0])).expect("legal");
         let want = m.evaluate(&geo, &after.cells, s.to_move);
-        assert!((a.scores[0] - want).abs() < 1e-4, "{} vs {want}", a.scores[0]);
+        assert!(
+            (a.scores[0] - want).abs() < 1e-4,
+            "{} vs {want}",
+            a.scores[0]
+        );
         // One empty cell left and no line possible through it: a draw, scored 0.
         let n = geo.cells();
         let mut moves: Vec<u16> = Vec::new();

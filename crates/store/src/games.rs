@@ -120,7 +120,10 @@ impl GameRecord {
                 .enumerate()
                 .find(|(_, x)| !(-1.0..=1.0).contains(*x))
             {
-                return bad("search_values", format!("ply {ply}: {x} is outside [-1, 1]"));
+                return bad(
+                    "search_values",
+                    format!("ply {ply}: {x} is outside [-1, 1]"),
+                );
             }
         }
         if !self.quality_score.is_finite() {

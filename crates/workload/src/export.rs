@@ -68,10 +68,9 @@ pub fn dataset_from_games(
                 None => 0.0,
             };
             let target = match g.search_values.as_ref().and_then(|v| v.get(ply)) {
-                Some(&v) if v.is_finite() => {
-                    (value_blend * v.clamp(-1.0, 1.0) + (1.0 - value_blend) * outcome)
-                        .clamp(-1.0, 1.0)
-                }
+                Some(&v) if v.is_finite() => (value_blend * v.clamp(-1.0, 1.0)
+                    + (1.0 - value_blend) * outcome)
+                    .clamp(-1.0, 1.0),
                 _ => outcome,
             };
             let played = [(m, 1.0f32)];
@@ -181,8 +180,8 @@ mod tests {
         let config = "hex8_2p".parse().expect("key");
         let sv = vec![0.2, -0.4, 0.0, 0.6, -1.0, 1.0, 1.0];
         let outcome = [1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0];
-        let only_outcome = dataset_from_games(config, &[won_game(Some(sv.clone()))], 0.0)
-            .expect("rows");
+        let only_outcome =
+            dataset_from_games(config, &[won_game(Some(sv.clone()))], 0.0).expect("rows");
         assert_eq!(only_outcome.values, outcome);
         let half = dataset_from_games(config, &[won_game(Some(sv.clone()))], 0.5).expect("rows");
         let want: Vec<f32> = sv

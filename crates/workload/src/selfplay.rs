@@ -296,7 +296,11 @@ mod tests {
         cfg.temperature_plies = 0;
         let mut fixed = cfg.clone();
         fixed.random_plies = 0;
-        assert_eq!(openings(fixed), 1, "greedy play from the empty board repeats");
+        assert_eq!(
+            openings(fixed),
+            1,
+            "greedy play from the empty board repeats"
+        );
         assert!(openings(cfg) >= 15, "random plies give distinct openings");
     }
 }

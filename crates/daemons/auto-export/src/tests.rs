@@ -189,5 +189,8 @@ async fn value_blend_is_passed_to_the_export_job_and_checked() {
     let (ctx, _) = Context::for_test(INFO.name, home.path(), toml).unwrap();
     let err = build(&ctx).err().expect("refused");
     assert!(handler_base::is_config_error(&err), "{err:#}");
-    assert!(format!("{err:#}").contains("auto_export.value_blend"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("auto_export.value_blend"),
+        "{err:#}"
+    );
 }

@@ -177,7 +177,10 @@ fn a_v2_store_upgrades_and_v2_sources_merge_without_search_values() {
     let dst = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
     assert_eq!(dst.merge_from(&old_path).expect("merge"), 1);
     let g = dst.get("v2").expect("get").expect("merged");
-    assert_eq!((g.search_values, g.policy.map(|p| p.len())), (None, Some(2)));
+    assert_eq!(
+        (g.search_values, g.policy.map(|p| p.len())),
+        (None, Some(2))
+    );
     // The v2 file itself opens as a store (migrated to v3) and keeps its game.
     let upgraded = GameStore::open(&old_path).expect("upgrade");
     upgraded.insert_games(&[game("new", 1)]).expect("insert");
@@ -196,7 +199,10 @@ fn search_values_are_validated_and_optional_in_json() {
     let mut g = game("sv", 1);
     g.search_values = Some(vec![0.0, 0.5]);
     let e = g.validate().expect_err("short").to_string();
-    assert!(e.contains("search_values") && e.contains("2 entries for 3 moves"), "{e}");
+    assert!(
+        e.contains("search_values") && e.contains("2 entries for 3 moves"),
+        "{e}"
+    );
     g.search_values = Some(vec![0.0, 1.5, 0.0]);
     let e = g.validate().expect_err("range").to_string();
     assert!(e.contains("search_values") && e.contains("ply 1"), "{e}");
