@@ -26,6 +26,7 @@ fn game(i: u64) -> GameRecord {
         quality_score: 0.5,
         created_at: ringrift_store::now_ms(),
         policy: None,
+        search_values: None,
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Arrays (N = positions, P = seats = planes, C = cells, K = policy entries per row):
 //! `features` f32 [N, P, C] (plane 0 = player to move's stones, then the following seats),
-//! `values` f32 [N] (final outcome for the player to move: 1 win, 0 draw, -1 loss),
+//! `values` f32 [N] (value target for the player to move in [-1, 1]: the final outcome,
+//! 1 win, 0 draw, -1 loss, blended with the search's value by export's `--value-blend`),
 //! `policy_indices` i32 [N, K] (cells, -1 = padding), `policy_values` f32 [N, K],
 //! `games` i32 [N] (which game of the file the row comes from, 0-based; training holds
 //! out whole games for validation, so the positions of one game never sit on both sides.
@@ -39,7 +40,7 @@ impl Dataset {
         self.values.len()
     }
 
-    /// Appends the row of position `s`: its `outcome` for the player to move and the
+    /// Appends the row of position `s`: its value target for the player to move and the
     /// search `policy` (cell, probability).
     pub fn push_position(&mut self, s: &State, outcome: f32, policy: &[(u16, f32)]) {
         let n = s.players();

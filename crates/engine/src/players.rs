@@ -1,4 +1,33 @@
 //! Players: uniform random, the hand-written heuristic, and the model with search.
+//!
+//! Search. Two players: alpha-beta negamax with exact threat bookkeeping (`negamax2`).
+//! Three or four players: **max-n** (`maxn`): every seat picks the move best for itself,
+//! a leaf is scored by the value head from every seat's perspective (the player keeps one
+//! accumulator per perspective seat anyway), and wins, forced blocks and full boards are
+//! exact as in the two-player search (each seat's immediate winning cells are kept
+//! incrementally). Why max-n and not paranoid (the root maximises, all others minimise
+//! the root): in k-in-a-row the seats that are not to move have every reason to block
+//! whoever is about to win, and paranoid assumes they never will. When the seat after
+//! next has a double threat, paranoid scores every root move as lost (the middle seat is
+//! assumed to let it win) and cannot tell the two blocks from the rest; max-n sees that a
+//! block of one cell makes the middle seat block the other. Paranoid also feeds
+//! pessimistic values into the value targets (issue 15). The price is weaker pruning
+//! (max-n prunes only when the mover reaches the +1 bound), which matters little at the
+//! depths the loop searches (2). The old code flipped the sign every ply as if two players,
+//! which made the seat after next an ally: at depth 3 it preferred moves that let that
+//! seat win.
+//!
+//! Move ordering and root windows. The root's moves are searched in the order of the
+//! model's policy head, each with the window `(best − margin, +∞)` where `margin` is
+//! [`SCORE_MARGIN`] temperatures (of the sampling or the policy target, whichever is
+//! larger), so a move that cannot come within `margin` of the best fails low early: its
+//! score is then an upper bound, and its weight in the softmax is below `e^-8` of the
+//! best's either way. Inner two-player nodes order their moves by the policy head too
+//! (from the mover's perspective) where two or more plies remain below them (at the
+//! last ply the head costs about as much as the ten leaves it saves), and every node
+//! tries its ply's killer move (the last reply that caused a cutoff there) first, which
+//! makes those fail-lows come at the first reply. A model whose policy head is all zero
+//! (the null model) skips the head.
 
 use crate::game::State;
 use crate::model::Model;
@@ -94,22 +123,34 @@ impl Player for HeuristicPlayer {
     }
 }
 
+/// Root moves scoring more than this many temperatures below the best are only bounded.
+pub const SCORE_MARGIN: f64 = 8.0;
+
 /// How the model player searches and explores.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchConfig {
     /// Plies searched (1 = one-ply lookahead, 2 = also every reply). Leaves are scored
     /// by the value head; wins and full boards are exact.
     pub depth: u32,
-    /// Plies from the start during which moves are sampled (exploration); later moves
-    /// take the best score.
-    pub explore_plies: usize,
-    /// Softmax temperature over move scores when sampling.
+    /// Plies from the start played uniformly at random among the candidates (opening
+    /// diversity; they are still searched for the training targets).
+    pub random_plies: usize,
+    /// Softmax temperature over move scores at the first ply after the random ones; it
+    /// decays geometrically to `temperature_end` over `temperature_plies` plies, after
+    /// which moves take the best score.
     pub temperature: f64,
+    pub temperature_end: f64,
+    pub temperature_plies: usize,
     /// Dirichlet noise mixed into the sampling distribution (AlphaZero style).
     pub dirichlet_alpha: f64,
     pub noise_fraction: f64,
     /// Temperature of the policy target written for training.
     pub target_temperature: f64,
+    /// Order moves by the model's policy head (a no-op for a policy head of zeros).
+    pub policy_ordering: bool,
+    /// Score every root move exactly (full window) instead of bounding the ones more
+    /// than [`SCORE_MARGIN`] temperatures below the best (for measurements).
+    pub exact_scores: bool,
 }
 
 impl SearchConfig {
@@ -117,24 +158,83 @@ impl SearchConfig {
     pub fn greedy(depth: u32) -> Self {
         SearchConfig {
             depth,
-            explore_plies: 0,
+            random_plies: 0,
             temperature: 0.05,
+            temperature_end: 0.05,
+            temperature_plies: 0,
             dirichlet_alpha: 0.3,
             noise_fraction: 0.0,
             target_temperature: 0.05,
+            policy_ordering: true,
+            exact_scores: false,
         }
     }
 
-    /// Selfplay defaults: sample the opening with noise.
-    pub fn selfplay(depth: u32) -> Self {
+    /// Selfplay defaults for `config`: one random stone per seat (two on boards of more
+    /// than 100 cells, where one stone is a smaller part of the board) plus one, then a
+    /// temperature of 0.5 decaying to 0.05 over 3 moves per seat, with 25 % noise. The
+    /// extra random ply hands the first deliberate move to the second seat, which
+    /// offsets the first player's advantage: measured on hex8_2p with a generation-4
+    /// model over 400 games, the first seat won 78 % with the old fixed exploration
+    /// (10 plies at 0.05), 72 % with 2 random plies and 54 % with 3 (issue 15). The
+    /// 3- and 4-player counts follow the same rule unmeasured.
+    pub fn selfplay(depth: u32, config: ringrift_store::ConfigKey) -> Self {
+        let seats = usize::from(config.players());
+        let per_seat = if crate::game::Geometry::new(config).cells() > 100 {
+            2
+        } else {
+            1
+        };
         SearchConfig {
             depth,
-            explore_plies: 10,
-            temperature: 0.05,
+            random_plies: seats * per_seat + 1,
+            temperature: 0.5,
+            temperature_end: 0.05,
+            temperature_plies: 3 * seats,
             dirichlet_alpha: 0.3,
             noise_fraction: 0.25,
             target_temperature: 0.05,
+            policy_ordering: true,
+            exact_scores: false,
         }
+    }
+
+    /// The sampling temperature at `ply`: `None` for a random ply or a greedy one
+    /// (`Some(0.0)`: take the best).
+    pub fn temperature_at(&self, ply: usize) -> Option<f64> {
+        if ply < self.random_plies {
+            return None;
+        }
+        let k = ply - self.random_plies;
+        if k >= self.temperature_plies {
+            return Some(0.0);
+        }
+        let (t0, t1) = (self.temperature.max(1e-6), self.temperature_end.max(1e-6));
+        Some(t0 * (t1 / t0).powf(k as f64 / self.temperature_plies as f64))
+    }
+
+    /// Checks ranges; the error names the setting.
+    pub fn validate(&self) -> Result<(), crate::WorkloadError> {
+        let bad = |what: String| Err(crate::WorkloadError::Invalid(what));
+        if self.depth == 0 {
+            return bad("--depth must be at least 1".into());
+        }
+        for (name, t) in [
+            ("--temperature", self.temperature),
+            ("--temperature-end", self.temperature_end),
+            ("target temperature", self.target_temperature),
+        ] {
+            if !(t.is_finite() && t > 0.0) {
+                return bad(format!("{name} must be a positive number, not {t}"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.noise_fraction) {
+            return bad(format!(
+                "--noise must be between 0 and 1, not {}",
+                self.noise_fraction
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -193,7 +293,8 @@ impl CellSet {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
     pub moves: Vec<u16>,
-    /// Value of each move for the player to move, in [-1, 1].
+    /// Value of each move for the player to move, in [-1, 1]. Exact for moves within
+    /// [`SCORE_MARGIN`] temperatures of the best; an upper bound below that.
     pub scores: Vec<f32>,
 }
 
@@ -201,11 +302,7 @@ impl Analysis {
     /// Softmax of scores at `temperature`.
     pub fn distribution(&self, temperature: f64) -> Vec<f64> {
         let t = temperature.max(1e-6);
-        let max = self
-            .scores
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max) as f64;
+        let max = self.value() as f64;
         let w: Vec<f64> = self
             .scores
             .iter()
@@ -214,10 +311,31 @@ impl Analysis {
         let sum: f64 = w.iter().sum();
         w.into_iter().map(|x| x / sum).collect()
     }
+
+    /// The searched value of the position for the player to move: its best move's score.
+    pub fn value(&self) -> f32 {
+        self.scores
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max)
+    }
 }
 
-/// The model with a small alpha-beta search (negamax; for 3–4 players every other seat
-/// is treated as one opponent, the "paranoid" simplification).
+/// Values of a position for every seat (`[seat]`; seats past the game's count unused).
+type Values = [f32; 4];
+
+/// The exact values of a win of `seat`: +1 for it, −1 for everyone else.
+fn win_for(seat: u8) -> Values {
+    let mut v = [-1.0; 4];
+    v[usize::from(seat)] = 1.0;
+    v
+}
+
+/// Each seat's immediate winning cells.
+type Threats = [CellSet; 4];
+
+/// The model with a small search: alpha-beta negamax for two players, max-n for three
+/// and four (see the module doc).
 #[derive(Debug, Clone)]
 pub struct ModelPlayer {
     name: String,
@@ -233,6 +351,13 @@ pub struct ModelPlayer {
     pattern_pow: Vec<u32>,
     /// Restrict moves to cells next to a stone (large boards only).
     near_only: bool,
+    /// Whether the policy head says anything (not all zero); else no ordering.
+    has_policy: bool,
+    /// Per ply from the start of the game, the last move that caused a cutoff there
+    /// (the killer heuristic: a reply that refuted one move often refutes its siblings).
+    killers: Vec<u16>,
+    /// Positions visited (moves made) by searches so far, for measurements.
+    pub nodes: u64,
 }
 
 impl ModelPlayer {
@@ -240,6 +365,7 @@ impl ModelPlayer {
         let accs = vec![vec![0.0; model.hidden]; model.planes];
         let near_only = model.cells > 100;
         let lut_sums = vec![0.0; model.planes];
+        let has_policy = model.wp.iter().chain(&model.bp).any(|&w| w != 0.0);
         ModelPlayer {
             name: name.into(),
             model,
@@ -249,6 +375,9 @@ impl ModelPlayer {
             lut_sums,
             pattern_pow: Vec::new(),
             near_only,
+            has_policy,
+            killers: Vec::new(),
+            nodes: 0,
         }
     }
 
@@ -274,6 +403,7 @@ impl ModelPlayer {
     }
 
     fn make(&mut self, s: &mut State, c: usize) {
+        self.nodes += 1;
         let p = s.to_move;
         for q in 0..self.accs.len() {
             let f = self.model.feature(p, q as u8, c);
@@ -301,6 +431,15 @@ impl ModelPlayer {
         self.model.value(&self.accs[me], self.lut_sums[me])
     }
 
+    /// Leaf values for every seat.
+    fn leaf_values(&self, players: u8) -> Values {
+        let mut v = [0.0; 4];
+        for q in 0..players {
+            v[usize::from(q)] = self.leaf_value(q);
+        }
+        v
+    }
+
     fn candidates(&self, s: &State) -> Vec<u16> {
         let all = s.legal_moves();
         if !self.near_only || s.moves.is_empty() {
@@ -321,35 +460,90 @@ impl ModelPlayer {
         if near.is_empty() { all } else { near }
     }
 
-    /// Value of `s` for its player to move, searching `depth` more plies.
-    fn negamax(&mut self, s: &mut State, depth: u32, mut alpha: f32, beta: f32) -> f32 {
+    /// Orders `moves` of the position at `ply`, `depth` plies above the leaves: by the
+    /// policy head's logits for `me` (best first) where the subtrees are deep enough to
+    /// pay for the head (`depth` ≥ 2: the head costs about as much as ten leaves), then
+    /// the killer of the ply first. Keeps the board order when ordering is off.
+    fn order(&self, moves: &mut [u16], me: u8, ply: usize, depth: u32) {
+        if !self.config.policy_ordering || moves.len() < 2 {
+            return;
+        }
+        if depth >= 2 {
+            self.order_by_policy(moves, me);
+        }
+        if let Some(&k) = self.killers.get(ply)
+            && let Some(i) = moves.iter().position(|&m| m == k)
+        {
+            moves[..=i].rotate_right(1);
+        }
+    }
+
+    /// Sorts `moves` by the policy head's logits for `me` (best first), unless the head
+    /// is all zero.
+    fn order_by_policy(&self, moves: &mut [u16], me: u8) {
+        if !self.has_policy {
+            return;
+        }
+        let mut logits = Vec::with_capacity(moves.len());
+        self.model
+            .policy_logits(&self.accs[usize::from(me)], moves, &mut logits);
+        let mut keyed: Vec<(f32, u16)> = logits.into_iter().zip(moves.iter().copied()).collect();
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (m, (_, c)) in moves.iter_mut().zip(keyed) {
+            *m = c;
+        }
+    }
+
+    /// Max-n for three or four players: the values of `s` for every seat, searching
+    /// `depth` more plies. `threats` are every seat's immediate winning cells. The seat
+    /// to move wins if it can; if the next seat has two winning cells it wins; if it has
+    /// one, blocking it is the only move worth searching (it costs no depth). A move
+    /// that reaches the mover's +1 bound ends the node.
+    fn maxn(&mut self, s: &mut State, depth: u32, threats: &Threats) -> Values {
         let me = s.to_move;
-        if depth == 0 {
-            return self.leaf_value(me);
+        if !threats[usize::from(me)].is_empty() {
+            return win_for(me);
         }
-        let moves = self.candidates(s);
-        if moves.iter().any(|&c| s.wins_at(usize::from(c), me)) {
-            return 1.0;
+        let next = s.next_player(me);
+        let theirs = threats[usize::from(next)];
+        if theirs.len() >= 2 {
+            return win_for(next);
         }
-        if moves.is_empty() {
-            return 0.0;
+        let forced = theirs.first();
+        if depth == 0 && forced.is_none() {
+            return self.leaf_values(s.players());
         }
-        let mut best = f32::NEG_INFINITY;
+        let next_depth = if forced.is_some() { depth } else { depth - 1 };
+        let moves = match forced {
+            Some(block) => vec![block],
+            None => self.candidates(s),
+        };
+        let mut best: Option<Values> = None;
         for c in moves {
-            self.make(s, usize::from(c));
-            let v = if s.done {
-                0.0
-            } else {
-                -self.negamax(s, depth - 1, -beta, -alpha)
-            };
-            self.unmake(s);
-            best = best.max(v);
-            alpha = alpha.max(v);
-            if alpha >= beta {
+            let v = self.maxn_child(s, usize::from(c), next_depth, threats);
+            if best.is_none_or(|b| v[usize::from(me)] > b[usize::from(me)]) {
+                best = Some(v);
+            }
+            if v[usize::from(me)] >= 1.0 {
                 break;
             }
         }
-        best
+        best.unwrap_or([0.0; 4])
+    }
+
+    /// Plays `c`, searches the position after it with [`Self::maxn`], takes it back.
+    fn maxn_child(&mut self, s: &mut State, c: usize, depth: u32, threats: &Threats) -> Values {
+        let me = s.to_move;
+        self.make(s, c);
+        let v = if s.done {
+            s.winner.map_or([0.0; 4], win_for)
+        } else {
+            let mut after = threats.map(|t| t.without(c as u16));
+            s.new_wins_through(c, me, |x| after[usize::from(me)].insert(x));
+            self.maxn(s, depth, &after)
+        };
+        self.unmake(s);
+        v
     }
 
     /// Two-player negamax with threat bookkeeping: `mine` and `theirs` are the cells
@@ -382,7 +576,11 @@ impl ModelPlayer {
         let next_depth = if forced.is_some() { depth } else { depth - 1 };
         let moves = match forced {
             Some(block) => vec![block],
-            None => self.candidates(s),
+            None => {
+                let mut m = self.candidates(s);
+                self.order(&mut m, me, s.moves.len(), depth);
+                m
+            }
         };
         if moves.is_empty() {
             return 0.0;
@@ -409,13 +607,36 @@ impl ModelPlayer {
             best = best.max(v);
             alpha = alpha.max(v);
             if alpha >= beta {
+                if forced.is_none() {
+                    let ply = s.moves.len();
+                    if self.killers.len() <= ply {
+                        self.killers.resize(ply + 1, u16::MAX);
+                    }
+                    self.killers[ply] = c as u16;
+                }
                 break;
             }
         }
         best
     }
 
-    /// Scores every candidate root move with an exact (full-window) search.
+    /// How far below the best a root move's score must be exact at `ply`: the larger of
+    /// the sampling and the target temperature, times [`SCORE_MARGIN`]; infinite with
+    /// `exact_scores`.
+    fn margin(&self, ply: usize) -> f32 {
+        if self.config.exact_scores {
+            return f32::INFINITY;
+        }
+        let t = self
+            .config
+            .temperature_at(ply)
+            .unwrap_or(0.0)
+            .max(self.config.target_temperature);
+        (SCORE_MARGIN * t) as f32
+    }
+
+    /// Scores every candidate root move: the best and every move within the margin
+    /// exactly, the others as an upper bound (see the module doc).
     pub fn analyse(&mut self, state: &State) -> Analysis {
         let mut s = state.clone();
         for q in 0..self.accs.len() {
@@ -436,11 +657,18 @@ impl ModelPlayer {
                 .collect();
         }
         let me = s.to_move;
-        let moves = self.candidates(&s);
+        let mut moves = self.candidates(&s);
+        if self.config.policy_ordering {
+            self.order_by_policy(&mut moves, me);
+        }
+        self.killers.clear();
         let mut scores = Vec::with_capacity(moves.len());
+        let depth = self.config.depth.max(1) - 1;
         if s.players() == 2 {
+            let margin = self.margin(s.moves.len());
             let mine = CellSet::from_cells(&s.winning_cells(me));
             let theirs = CellSet::from_cells(&s.winning_cells(s.next_player(me)));
+            let mut best = f32::NEG_INFINITY;
             for &c in &moves {
                 let v = if mine.contains(c) {
                     1.0
@@ -452,11 +680,13 @@ impl ModelPlayer {
                     } else {
                         let mut next_theirs = mine.without(c as u16);
                         s.new_wins_through(c, me, |x| next_theirs.insert(x));
+                        // Fail-soft: below `alpha` the score is an upper bound.
+                        let alpha = (best - margin).max(-1.5);
                         -self.negamax2(
                             &mut s,
-                            self.config.depth - 1,
+                            depth,
                             -1.5,
-                            1.5,
+                            -alpha,
                             theirs.without(c as u16),
                             next_theirs,
                         )
@@ -464,43 +694,46 @@ impl ModelPlayer {
                     self.unmake(&mut s);
                     v
                 };
+                best = best.max(v);
                 scores.push(v);
             }
             return Analysis { moves, scores };
         }
+        let mut threats = Threats::default();
+        for p in 0..s.players() {
+            threats[usize::from(p)] = CellSet::from_cells(&s.winning_cells(p));
+        }
         for &c in &moves {
-            let c = usize::from(c);
-            let v = if s.wins_at(c, me) {
+            let v = if threats[usize::from(me)].contains(c) {
                 1.0
             } else {
-                self.make(&mut s, c);
-                let v = if s.done {
-                    0.0
-                } else {
-                    -self.negamax(&mut s, self.config.depth - 1, -1.5, 1.5)
-                };
-                self.unmake(&mut s);
-                v
+                self.maxn_child(&mut s, usize::from(c), depth, &threats)[usize::from(me)]
             };
             scores.push(v);
         }
         Analysis { moves, scores }
     }
 
-    /// Picks from an analysis: sampled with noise while exploring, else the best.
+    /// Picks from an analysis at `ply`: uniformly among the candidates during the random
+    /// plies, sampled at the scheduled temperature with noise during the exploring
+    /// ones, else the best (random among ties).
     pub fn pick(&self, a: &Analysis, ply: usize, rng: &mut Rng) -> usize {
-        if ply < self.config.explore_plies {
-            let mut p = a.distribution(self.config.temperature);
-            if self.config.noise_fraction > 0.0 {
-                let noise = rng.dirichlet(self.config.dirichlet_alpha, p.len());
-                let f = self.config.noise_fraction;
-                for (x, n) in p.iter_mut().zip(noise) {
-                    *x = (1.0 - f) * *x + f * n;
+        match self.config.temperature_at(ply) {
+            None => return usize::from(a.moves[rng.below(a.moves.len())]),
+            Some(t) if t > 0.0 => {
+                let mut p = a.distribution(t);
+                if self.config.noise_fraction > 0.0 {
+                    let noise = rng.dirichlet(self.config.dirichlet_alpha, p.len());
+                    let f = self.config.noise_fraction;
+                    for (x, n) in p.iter_mut().zip(noise) {
+                        *x = (1.0 - f) * *x + f * n;
+                    }
                 }
+                return usize::from(a.moves[rng.weighted(&p)]);
             }
-            return usize::from(a.moves[rng.weighted(&p)]);
+            Some(_) => {}
         }
-        let best = a.scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let best = a.value();
         let ties: Vec<u16> = a
             .moves
             .iter()
@@ -657,5 +890,245 @@ mod tests {
         let mut p = ModelPlayer::new("m", Arc::new(Model::null(key, 64)), SearchConfig::greedy(2));
         let r = score_vs(&mut p, &mut RandomPlayer, "hex8_2p", 20);
         assert!(r > 0.6, "{r}");
+    }
+
+    fn null_player(key: &str, depth: u32) -> (ModelPlayer, Arc<Geometry>) {
+        let key: ringrift_store::ConfigKey = key.parse().expect("key");
+        let geo = Geometry::new(key);
+        let m = Arc::new(Model::null(key, geo.cells()));
+        (ModelPlayer::new("m", m, SearchConfig::greedy(depth)), geo)
+    }
+
+    fn score_of(a: &Analysis, c: u16) -> f32 {
+        a.scores[a.moves.iter().position(|&m| m == c).expect("legal")]
+    }
+
+    #[test]
+    fn three_players_block_the_next_seat_when_they_cannot_win() {
+        // square8, cell = 8y + x. Seat 1 has 24, 25, 26 and wins at 27; seats 0 and 2
+        // are scattered; seat 0 to move. (The sign-flip search at depth 1 scored every
+        // move 0 with the null model: it looked at no reply.)
+        let (mut p, geo) = null_player("square8_3p", 1);
+        let s = State::replay(geo.clone(), &[7, 24, 63, 47, 25, 61, 21, 26, 45]).expect("replay");
+        assert_eq!(s.to_move, 0);
+        for depth in [1, 2] {
+            p.config.depth = depth;
+            let a = p.analyse(&s);
+            assert_eq!(score_of(&a, 27), 0.0, "depth {depth}: {a:?}");
+            assert!(
+                a.moves
+                    .iter()
+                    .zip(&a.scores)
+                    .all(|(&m, &v)| m == 27 || v == -1.0),
+                "depth {depth}: every other move lets seat 1 win: {a:?}"
+            );
+            assert_eq!(p.choose(&s, &mut Rng::new(1)), 27);
+        }
+    }
+
+    #[test]
+    fn four_players_block_the_next_seat_too() {
+        // Seat 1 has 24, 25, 26 (wins at 27); seats 0, 2, 3 scattered; seat 0 to move.
+        let (mut p, geo) = null_player("square8_4p", 2);
+        let s =
+            State::replay(geo, &[7, 24, 63, 5, 47, 25, 61, 13, 21, 26, 45, 39]).expect("replay");
+        assert_eq!(s.to_move, 0);
+        assert_eq!(p.choose(&s, &mut Rng::new(1)), 27);
+    }
+
+    #[test]
+    fn three_players_take_their_own_win_before_blocking() {
+        // As above, but seat 0 has 0, 1, 2 and wins at 3 (seat 1 still threatens 27).
+        let (mut p, geo) = null_player("square8_3p", 2);
+        let s = State::replay(geo, &[0, 24, 63, 1, 25, 61, 2, 26, 45]).expect("replay");
+        assert_eq!(s.to_move, 0);
+        let a = p.analyse(&s);
+        assert_eq!(score_of(&a, 3), 1.0, "{a:?}");
+        assert_eq!(a.value(), 1.0);
+        assert_eq!(p.choose(&s, &mut Rng::new(1)), 3);
+    }
+
+    #[test]
+    fn three_players_block_a_double_threat_of_the_seat_after_next() {
+        // Seat 2 has 41, 42, 43 (row 5), winning at 40 and at 44; seats 0 and 1 have
+        // nothing; seat 0 to move. Seat 1 alone can block only one cell, so seat 0 must
+        // block the other: then seat 1 (maximising its own value) blocks the second.
+        // The sign-flip search treated seat 2 as seat 0's ally: at depth 3 it scored
+        // every move that leaves the double threat +1 (seat 2 wins, "good" for seat 0)
+        // and the blocks 0, so it picked a move that loses. Paranoid would score every
+        // move −1 (it assumes seat 1 never blocks) and could not tell the blocks apart.
+        let (mut p, geo) = null_player("square8_3p", 2);
+        let s = State::replay(geo, &[0, 7, 41, 56, 22, 42, 58, 4, 43]).expect("replay");
+        assert_eq!(s.to_move, 0);
+        assert_eq!(s.winning_cells(2), vec![40, 44]);
+        for depth in [1, 2, 3] {
+            p.config.depth = depth;
+            let a = p.analyse(&s);
+            for (&m, &v) in a.moves.iter().zip(&a.scores) {
+                let want = if m == 40 || m == 44 { 0.0 } else { -1.0 };
+                assert_eq!(v, want, "depth {depth} move {m}: {a:?}");
+            }
+            let c = p.choose(&s, &mut Rng::new(depth.into()));
+            assert!(c == 40 || c == 44, "depth {depth}: {c}");
+        }
+    }
+
+    #[test]
+    fn three_player_leaves_see_every_seat_and_full_boards_are_draws() {
+        // A random model's leaf: each seat's value head, from its own perspective.
+        let key: ringrift_store::ConfigKey = "hexagonal_3p".parse().expect("key");
+        let geo = Geometry::new(key);
+        let m = Arc::new(Model::new_random(key, geo.cells(), 8, 7));
+        let mut p = ModelPlayer::new("m", m.clone(), SearchConfig::greedy(1));
+        let s = State::replay(geo.clone(), &[30, 31, 20]).expect("replay");
+        let a = p.analyse(&s);
+        let mut after = s.clone();
+        after.play(usize::from(a.moves[0])).expect("legal");
+        let want = m.evaluate(&geo, &after.cells, s.to_move);
+        assert!(
+            (a.scores[0] - want).abs() < 1e-4,
+            "{} vs {want}",
+            a.scores[0]
+        );
+        // One empty cell left and no line possible through it: a draw, scored 0.
+        let n = geo.cells();
+        let mut moves: Vec<u16> = Vec::new();
+        let mut rng = Rng::new(9);
+        let mut t = State::new(geo.clone());
+        while t.moves.len() < n - 1 && !t.done {
+            let legal: Vec<u16> = t
+                .legal_moves()
+                .into_iter()
+                .filter(|&c| !t.wins_at(usize::from(c), t.to_move))
+                .collect();
+            let Some(&c) = legal.get(rng.below(legal.len().max(1))) else {
+                break;
+            };
+            t.play(usize::from(c)).expect("legal");
+            moves.push(c);
+        }
+        if t.moves.len() == n - 1 && !t.done && t.winning_cells(t.to_move).is_empty() {
+            let a = p.analyse(&t);
+            assert_eq!(a.scores, vec![0.0], "{a:?}");
+        }
+    }
+
+    #[test]
+    fn temperature_schedule_decays_then_turns_greedy() {
+        let c = SearchConfig::selfplay(2, "hex8_2p".parse().expect("key"));
+        assert_eq!(c.random_plies, 3);
+        assert_eq!(c.temperature_at(0), None);
+        assert_eq!(c.temperature_at(2), None);
+        assert_eq!(c.temperature_at(3), Some(0.5));
+        let mid = c.temperature_at(6).expect("sampled");
+        assert!(mid < 0.5 && mid > 0.05, "{mid}");
+        assert_eq!(c.temperature_at(3 + 6), Some(0.0));
+        let big = SearchConfig::selfplay(2, "square19_4p".parse().expect("key"));
+        assert_eq!((big.random_plies, big.temperature_plies), (9, 12));
+        let mut bad = c.clone();
+        bad.temperature = -1.0;
+        let e = bad.validate().expect_err("negative").to_string();
+        assert!(e.contains("--temperature"), "{e}");
+    }
+
+    /// A random model with a policy head and an n-tuple term, and positions from random
+    /// games of `key`.
+    fn policy_model_and_positions(key: &str, n: usize) -> (Arc<Model>, Vec<State>) {
+        let key: ringrift_store::ConfigKey = key.parse().expect("key");
+        let geo = Geometry::new(key);
+        let mut m = Model::new_random(key, geo.cells(), 16, 5).with_ntuple();
+        let mut rng = Rng::new(8);
+        m.lut
+            .iter_mut()
+            .for_each(|x| *x = (rng.normal() * 0.1) as f32);
+        m.wp.iter_mut().for_each(|x| *x *= 10.0);
+        let mut out = Vec::new();
+        while out.len() < n {
+            let mut s = State::new(geo.clone());
+            let plies = 4 + rng.below(12);
+            while !s.done && s.moves.len() < plies {
+                let c = HeuristicPlayer.choose(&s, &mut rng);
+                s.play(c).expect("legal");
+            }
+            if !s.done {
+                out.push(s);
+            }
+        }
+        (Arc::new(m), out)
+    }
+
+    #[test]
+    fn ordering_and_root_windows_keep_the_best_exact() {
+        let (m, positions) = policy_model_and_positions("hex8_2p", 12);
+        let mut exact = SearchConfig::greedy(3);
+        exact.exact_scores = true;
+        exact.policy_ordering = false;
+        let mut full = ModelPlayer::new("e", m.clone(), exact);
+        let mut fast = ModelPlayer::new("f", m, SearchConfig::greedy(3));
+        // Accumulators are updated incrementally in a different order per search, so
+        // equal scores agree to float rounding (~1e-4), not bit for bit.
+        for s in &positions {
+            let e = full.analyse(s);
+            let f = fast.analyse(s);
+            assert!((e.value() - f.value()).abs() < 1e-3, "{e:?} {f:?}");
+            let margin = fast.margin(s.moves.len());
+            for (&c, &v) in f.moves.iter().zip(&f.scores) {
+                let want = score_of(&e, c);
+                if want >= e.value() - margin + 1e-3 {
+                    assert!((v - want).abs() < 1e-3, "move {c}: {v} vs {want}");
+                } else {
+                    assert!(v >= want - 1e-3, "move {c}: bound {v} below {want}");
+                }
+            }
+        }
+        assert!(
+            fast.nodes * 2 < full.nodes,
+            "nodes with ordering and windows {} vs exact {}",
+            fast.nodes,
+            full.nodes
+        );
+    }
+
+    /// Nodes and time per move at depth 2 and 3 on 40 positions, old (every root move
+    /// exact, board order) against new; `RINGRIFT_BENCH_MODEL` names a model file
+    /// (default: a random one). `cargo test --release -p ringrift-engine -- --ignored
+    /// --nocapture search_cost`.
+    #[test]
+    #[ignore]
+    fn search_cost() {
+        let (random, positions) = policy_model_and_positions("hex8_2p", 40);
+        let m = match std::env::var_os("RINGRIFT_BENCH_MODEL") {
+            Some(p) => Arc::new(Model::load(std::path::Path::new(&p)).expect("model").0),
+            None => random,
+        };
+        for depth in [2, 3] {
+            for (label, exact, ordering) in [
+                ("old: exact, board order", true, false),
+                ("windows, board order", false, false),
+                ("windows, policy order", false, true),
+            ] {
+                let mut c = SearchConfig::greedy(depth);
+                c.exact_scores = exact;
+                c.policy_ordering = ordering;
+                // Nodes are deterministic; time is the best of 5 runs (a shared machine).
+                let mut nodes = 0;
+                let mut best = f64::INFINITY;
+                for _ in 0..5 {
+                    let mut p = ModelPlayer::new("m", m.clone(), c.clone());
+                    let t = std::time::Instant::now();
+                    for s in &positions {
+                        p.analyse(s);
+                    }
+                    best = best.min(t.elapsed().as_secs_f64());
+                    nodes = p.nodes;
+                }
+                let n = positions.len() as f64;
+                println!(
+                    "depth {depth} {label:>24}: {:>9.0} nodes/move {:>8.3} ms/move",
+                    nodes as f64 / n,
+                    best * 1e3 / n
+                );
+            }
+        }
     }
 }

@@ -27,6 +27,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX games_config ON games(config_key);",
     // v2: the search's move distribution per ply (training policy targets).
     "ALTER TABLE games ADD COLUMN policy TEXT;",
+    // v3: the search's root value per ply (training value targets).
+    "ALTER TABLE games ADD COLUMN search_values TEXT;",
 ];
 
 /// One finished game. `winner` is the seat index (0-based) or `None` for a draw;
@@ -46,6 +48,11 @@ pub struct GameRecord {
     /// `None` when the producer recorded none (export then uses the move played).
     #[serde(default)]
     pub policy: Option<Vec<Vec<(u16, f32)>>>,
+    /// Per ply, the search's value of the position for the seat to move, in [-1, 1];
+    /// `None` when the producer recorded none (export then uses the outcome alone).
+    /// Left out of the JSON when `None`, so a record without it reads as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_values: Option<Vec<f32>>,
 }
 
 impl GameRecord {
@@ -55,7 +62,8 @@ impl GameRecord {
 
     /// Checks a record received from outside (another node) before it is stored: an id
     /// of 1-128 printable ASCII characters, one player name per seat of its config, the
-    /// winner a seat, at most [`MAX_MOVES`] moves, a policy entry per move, a finite
+    /// winner a seat, at most [`MAX_MOVES`] moves, a policy entry and a search value in
+    /// [-1, 1] per move (when present), a finite
     /// quality score, a source node. The error names the game and the field.
     pub fn validate(&self) -> Result<(), StoreError> {
         let bad = |field: &str, why: String| {
@@ -99,6 +107,24 @@ impl GameRecord {
                 "policy",
                 format!("{} entries for {} moves", p.len(), self.moves.len()),
             );
+        }
+        if let Some(v) = &self.search_values {
+            if v.len() != self.moves.len() {
+                return bad(
+                    "search_values",
+                    format!("{} entries for {} moves", v.len(), self.moves.len()),
+                );
+            }
+            if let Some((ply, x)) = v
+                .iter()
+                .enumerate()
+                .find(|(_, x)| !(-1.0..=1.0).contains(*x))
+            {
+                return bad(
+                    "search_values",
+                    format!("ply {ply}: {x} is outside [-1, 1]"),
+                );
+            }
         }
         if !self.quality_score.is_finite() {
             return bad(
@@ -209,8 +235,8 @@ impl GameStore {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO games (game_id, config_key, num_players, players, winner,
-                        moves, length, source_node, quality_score, created_at, policy)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        moves, length, source_node, quality_score, created_at, policy, search_values)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .ctx(path)?;
             for g in games {
@@ -237,8 +263,24 @@ impl GameStore {
                         p.len()
                     )));
                 }
+                if let Some(v) = &g.search_values
+                    && v.len() != g.moves.len()
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "game {} has {} moves but {} search values",
+                        g.game_id,
+                        g.moves.len(),
+                        v.len()
+                    )));
+                }
                 let policy = g
                     .policy
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let search_values = g
+                    .search_values
                     .as_ref()
                     .map(serde_json::to_string)
                     .transpose()
@@ -255,7 +297,8 @@ impl GameStore {
                         g.source_node,
                         g.quality_score,
                         g.created_at,
-                        policy
+                        policy,
+                        search_values
                     ])
                     .ctx(path)?;
             }
@@ -400,15 +443,20 @@ impl GameStore {
             .ctx(source)?;
         let result = (|| -> Result<usize, StoreError> {
             let tx = conn.transaction().ctx(path)?;
-            // A source still on schema v1 has no policy column.
-            let has_policy: bool = tx
-                .query_row(
-                    "SELECT COUNT(*) > 0 FROM pragma_table_info('games', 'src') WHERE name = 'policy'",
-                    [],
-                    |r| r.get(0),
-                )
-                .ctx(source)?;
-            let policy = if has_policy { "policy" } else { "NULL" };
+            // A source on an older schema lacks the later columns (v1: policy, v2:
+            // search_values); they merge as NULL.
+            let column_or_null = |name: &'static str| -> Result<&'static str, StoreError> {
+                let has: bool = tx
+                    .query_row(
+                        "SELECT COUNT(*) > 0 FROM pragma_table_info('games', 'src') WHERE name = ?1",
+                        [name],
+                        |r| r.get(0),
+                    )
+                    .ctx(source)?;
+                Ok(if has { name } else { "NULL" })
+            };
+            let policy = column_or_null("policy")?;
+            let search_values = column_or_null("search_values")?;
             let filter = if config.is_some() {
                 "WHERE config_key = ?1"
             } else {
@@ -416,9 +464,10 @@ impl GameStore {
             };
             let sql = format!(
                 "INSERT OR IGNORE INTO main.games (game_id, config_key, num_players, players,
-                    winner, moves, length, source_node, quality_score, created_at, policy)
+                    winner, moves, length, source_node, quality_score, created_at, policy,
+                    search_values)
                  SELECT game_id, config_key, num_players, players, winner, moves, length,
-                    source_node, quality_score, created_at, {policy}
+                    source_node, quality_score, created_at, {policy}, {search_values}
                  FROM src.games {filter} ORDER BY rowid"
             );
             let n = match config {
@@ -459,7 +508,7 @@ fn read_games(
     let mut stmt = conn
         .prepare_cached(
             "SELECT rowid, game_id, config_key, players, winner, moves, source_node,
-                    quality_score, created_at, policy
+                    quality_score, created_at, policy, search_values
              FROM games
              WHERE rowid > ?1
                AND (?3 IS NULL OR quality_score > ?3)
@@ -492,6 +541,7 @@ fn read_games(
                     r.get::<_, f64>(7)?,
                     r.get::<_, i64>(8)?,
                     r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
                 ))
             },
         )
@@ -509,6 +559,7 @@ fn read_games(
             quality_score,
             created_at,
             policy,
+            search_values,
         ) = row.ctx(path)?;
         let corrupt = |reason: String| StoreError::Corrupt {
             path: path.to_path_buf(),
@@ -525,6 +576,10 @@ fn read_games(
             .map(|p| serde_json::from_str(&p))
             .transpose()
             .map_err(|e| corrupt(format!("policy: {e}")))?;
+        let search_values: Option<Vec<f32>> = search_values
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| corrupt(format!("search_values: {e}")))?;
         let winner = match winner {
             None => None,
             Some(w) => Some(
@@ -546,6 +601,7 @@ fn read_games(
                 quality_score,
                 created_at,
                 policy,
+                search_values,
             },
         });
     }

@@ -101,9 +101,20 @@ pub struct SelfplayCmd {
     pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 2)]
     pub depth: u32,
-    /// Plies sampled with temperature and Dirichlet noise at the start of each game.
-    #[arg(long, default_value_t = 10)]
-    pub explore_plies: usize,
+    /// Plies played uniformly at random at the start of each game (default per config:
+    /// one per seat, two on boards of more than 100 cells, plus one).
+    #[arg(long)]
+    pub random_plies: Option<usize>,
+    /// Sampling temperature at the first ply after the random ones (default 0.5)...
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// ...decaying geometrically to this (default 0.05)...
+    #[arg(long)]
+    pub temperature_end: Option<f64>,
+    /// ...over this many plies (default 3 per seat); later plies take the best move.
+    #[arg(long)]
+    pub temperature_plies: Option<usize>,
+    /// Dirichlet noise mixed into the sampled plies' distribution, 0..1.
     #[arg(long, default_value_t = 0.25)]
     pub noise: f64,
     /// Fraction of games where one seat is the heuristic (sparring), 0..1.
@@ -128,6 +139,10 @@ pub struct ExportCmd {
     /// Output NPZ (default data/training/{config}.npz).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Weight of the stored search value in the value target (the rest is the final
+    /// outcome), 0..1; games without search values use the outcome.
+    #[arg(long, default_value_t = crate::export::DEFAULT_VALUE_BLEND)]
+    pub value_blend: f32,
 }
 
 #[derive(Debug, Args)]
@@ -246,8 +261,11 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let (job, value) = match cli.command {
         Command::Selfplay(a) => {
-            let mut search = SearchConfig::selfplay(a.depth);
-            search.explore_plies = a.explore_plies;
+            let mut search = SearchConfig::selfplay(a.depth, a.config);
+            search.random_plies = a.random_plies.unwrap_or(search.random_plies);
+            search.temperature = a.temperature.unwrap_or(search.temperature);
+            search.temperature_end = a.temperature_end.unwrap_or(search.temperature_end);
+            search.temperature_plies = a.temperature_plies.unwrap_or(search.temperature_plies);
             search.noise_fraction = a.noise;
             let r = selfplay(&SelfplayArgs {
                 home: c.home.clone(),
@@ -273,6 +291,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 max_games: a.max_games,
                 db: a.db,
                 output: a.output,
+                value_blend: a.value_blend,
                 quiet: c.quiet,
             })
             .context("export")?;

@@ -1,5 +1,7 @@
 //! Selfplay: the current model (with search and exploration noise) plays itself; every
-//! finished game goes into the config's game store with its per-ply move distribution.
+//! finished game goes into the config's game store with, per ply, the search's move
+//! distribution (softmax of the root scores at `target_temperature`: the policy target)
+//! and its root value for the seat to move (blended into the value target by export).
 
 use crate::WorkloadError;
 use crate::game::{Geometry, State};
@@ -75,9 +77,11 @@ pub fn play_selfplay_game(
 ) -> GameRecord {
     let mut s = State::new(geo.clone());
     let mut policy = Vec::new();
+    let mut values = Vec::new();
     let mut confidence = 0.0;
     while !s.done {
         let a = player.analyse(&s);
+        values.push(a.value().clamp(-1.0, 1.0));
         let target = a.distribution(player.config.target_temperature);
         let c = if sparring_seat == Some(s.to_move) {
             HeuristicPlayer.choose(&s, rng)
@@ -116,6 +120,7 @@ pub fn play_selfplay_game(
         source_node: source_node.to_string(),
         created_at: ringrift_store::now_ms(),
         policy: Some(policy),
+        search_values: Some(values),
     }
 }
 
@@ -133,9 +138,7 @@ pub fn selfplay(args: &SelfplayArgs) -> Result<SelfplayReport, WorkloadError> {
             "--sparring must be between 0 and 1".into(),
         ));
     }
-    if args.search.depth == 0 {
-        return Err(WorkloadError::Invalid("--depth must be at least 1".into()));
-    }
+    args.search.validate()?;
     let geo = Geometry::new(args.config);
     let (model, sha) = load_model(args.model.as_deref(), args.config)?;
     // Each game records which model played it: the file's stem and the first 16 hex
@@ -237,4 +240,67 @@ pub fn selfplay(args: &SelfplayArgs) -> Result<SelfplayReport, WorkloadError> {
         model_sha256: sha,
         max_seq: store.max_seq()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn games_record_the_search_value_and_distribution_per_ply() {
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let geo = Geometry::new(key);
+        let m = Arc::new(Model::null(key, geo.cells()));
+        let mut p = ModelPlayer::new("m", m, SearchConfig::selfplay(2, key));
+        let mut rng = Rng::new(3);
+        for _ in 0..5 {
+            let g = play_selfplay_game(&geo, &mut p, &mut rng, "n", None);
+            g.validate().expect("valid record");
+            let values = g.search_values.as_ref().expect("values");
+            let policy = g.policy.as_ref().expect("policy");
+            assert_eq!((values.len(), policy.len()), (g.moves.len(), g.moves.len()));
+            if g.winner.is_some() {
+                // The winner saw its winning cell: the last ply's search value is +1,
+                // and the target puts (almost) all of its mass on winning cells.
+                assert_eq!(values.last(), Some(&1.0), "{values:?}");
+            }
+            // Replayed, each ply's value is the analysis' best score.
+            let mut s = State::new(geo.clone());
+            for (ply, &c) in g.moves.iter().enumerate() {
+                let a = p.analyse(&s);
+                assert_eq!(a.value(), values[ply], "ply {ply}");
+                s.play(usize::from(c)).expect("legal");
+            }
+        }
+    }
+
+    #[test]
+    fn random_opening_plies_make_openings_differ_under_a_deterministic_search() {
+        // A random network (no ties between scores) with a greedy search repeats its
+        // game; the random plies still make openings differ.
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let geo = Geometry::new(key);
+        let m = Arc::new(Model::new_random(key, geo.cells(), 8, 1));
+        let mut cfg = SearchConfig::selfplay(1, key);
+        let openings = |cfg: SearchConfig| {
+            let mut p = ModelPlayer::new("m", m.clone(), cfg);
+            let mut rng = Rng::new(5);
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..20 {
+                let g = play_selfplay_game(&geo, &mut p, &mut rng, "n", None);
+                seen.insert(g.moves[..4.min(g.moves.len())].to_vec());
+            }
+            seen.len()
+        };
+        cfg.noise_fraction = 0.0;
+        cfg.temperature_plies = 0;
+        let mut fixed = cfg.clone();
+        fixed.random_plies = 0;
+        assert_eq!(
+            openings(fixed),
+            1,
+            "greedy play from the empty board repeats"
+        );
+        assert!(openings(cfg) >= 15, "random plies give distinct openings");
+    }
 }

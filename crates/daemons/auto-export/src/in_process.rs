@@ -20,6 +20,7 @@ async fn build_and_export_on_new_games() {
             quality_score: 1.0,
             created_at: 0,
             policy: None,
+            search_values: None,
         })
         .collect();
     GameStore::open(&paths::game_db(home.path(), config))

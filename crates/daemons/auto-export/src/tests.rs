@@ -170,3 +170,27 @@ async fn an_export_written_before_a_crash_is_announced_not_exported_over() {
     e2.check_all(&rec).await.unwrap();
     assert_eq!(jobs2.calls()[0].vars["since"], "150");
 }
+
+#[tokio::test]
+async fn value_blend_is_passed_to_the_export_job_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut e, jobs, _) = setup(dir.path(), 150);
+    e.check_all(&Recorder::default()).await.unwrap();
+    assert!(jobs.calls()[0].extra.is_empty(), "unset: the job's default");
+    let dir = tempfile::tempdir().unwrap();
+    let (e2, jobs, _) = setup(dir.path(), 150);
+    e = e2;
+    e.cfg.value_blend = Some(0.25);
+    e.check_all(&Recorder::default()).await.unwrap();
+    assert_eq!(jobs.calls()[0].extra, ["--value-blend", "0.25"]);
+
+    let home = tempfile::tempdir().unwrap();
+    let toml = "[auto_export]\nvalue_blend = 1.5\n";
+    let (ctx, _) = Context::for_test(INFO.name, home.path(), toml).unwrap();
+    let err = build(&ctx).err().expect("refused");
+    assert!(handler_base::is_config_error(&err), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("auto_export.value_blend"),
+        "{err:#}"
+    );
+}

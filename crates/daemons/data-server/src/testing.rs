@@ -29,6 +29,7 @@ pub fn game(id: &str, node: &str, config: ConfigKey) -> GameRecord {
         quality_score: 0.5,
         created_at: 1_700_000_000_000,
         policy: None,
+        search_values: None,
     }
 }
 

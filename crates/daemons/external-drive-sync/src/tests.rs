@@ -20,6 +20,7 @@ fn game(id: &str) -> GameRecord {
         quality_score: 0.5,
         created_at: 1,
         policy: None,
+        search_values: None,
     }
 }
 

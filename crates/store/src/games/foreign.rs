@@ -34,7 +34,8 @@ impl Inspection {
     }
 }
 
-/// Columns a game database's `games` table must have (`policy` is optional: schema v1).
+/// Columns a game database's `games` table must have (`policy` and `search_values` are
+/// optional: schemas v1 and v2).
 pub const REQUIRED_COLUMNS: &[&str] = &[
     "game_id",
     "config_key",
@@ -154,6 +155,15 @@ fn inspect_conn(conn: &Connection) -> rusqlite::Result<Inspection> {
     } else {
         "1"
     };
+    let values_ok = if columns.iter().any(|c| c == "search_values") {
+        "(search_values IS NULL OR (json_valid(search_values)
+            AND json_type(search_values) = 'array'
+            AND json_array_length(search_values) = json_array_length(moves)
+            AND NOT EXISTS (SELECT 1 FROM json_each(search_values)
+                WHERE type NOT IN ('integer', 'real'))))"
+    } else {
+        "1"
+    };
     let bad: Option<String> = conn
         .query_row(
             &format!(
@@ -174,6 +184,7 @@ fn inspect_conn(conn: &Connection) -> rusqlite::Result<Inspection> {
                     AND (winner IS NULL OR (typeof(winner) = 'integer'
                         AND winner >= 0 AND winner < num_players))
                     AND {policy_ok}
+                    AND {values_ok}
                  ) LIMIT 1"
             ),
             [],
@@ -183,7 +194,7 @@ fn inspect_conn(conn: &Connection) -> rusqlite::Result<Inspection> {
         .map(|id| id.unwrap_or_default());
     if let Some(id) = bad {
         return Ok(Inspection::Rejected(format!(
-            "game {id:?} is not a valid game record (players, moves, winner, policy or types)"
+            "game {id:?} is not a valid game record (players, moves, winner, policy, search values or types)"
         )));
     }
     let mut per_config = BTreeMap::new();
@@ -229,6 +240,7 @@ mod tests {
             quality_score: 0.5,
             created_at: 1,
             policy: None,
+            search_values: None,
         }
     }
 
@@ -295,6 +307,24 @@ mod tests {
         drop(c);
         assert!(
             matches!(inspect(&rows).expect("inspect"), Inspection::Rejected(r) if r.contains("\"bad\""))
+        );
+
+        // Search values must be one number per move.
+        let values = dir.path().join("values.db");
+        let s = GameStore::open(&values).expect("open");
+        s.insert_games(&[game("ok", "hex8_2p")]).expect("insert");
+        drop(s);
+        let c = Connection::open(&values).expect("open");
+        c.execute(
+            "INSERT INTO games (game_id, config_key, num_players, players, winner, moves, length,
+                source_node, quality_score, created_at, search_values) VALUES ('sv', 'hex8_2p', 2,
+                '[\"a\",\"b\"]', 0, '[1,2]', 2, 'n', 0.1, 1, '[0.5,\"x\"]')",
+            [],
+        )
+        .expect("insert bad values");
+        drop(c);
+        assert!(
+            matches!(inspect(&values).expect("inspect"), Inspection::Rejected(r) if r.contains("\"sv\""))
         );
     }
 

@@ -18,6 +18,7 @@ fn game(id: &str, created_at: i64) -> GameRecord {
             vec![(4, 1.0)],
             vec![(5, 1.0)],
         ]),
+        search_values: Some(vec![0.25, -0.5, 1.0]),
     }
 }
 
@@ -158,6 +159,66 @@ fn merges_from_a_v1_source_without_policy() {
     assert_eq!(dst.merge_from(&src_path).expect("merge"), 1);
     let g = dst.get("old1").expect("get").expect("merged");
     assert_eq!((g.winner, g.policy, g.moves), (None, None, vec![1, 2]));
+}
+
+#[test]
+fn a_v2_store_upgrades_and_v2_sources_merge_without_search_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old_path = dir.path().join("hex8_2p_v2.db");
+    {
+        let old = crate::db::open(&old_path, &MIGRATIONS[..2]).expect("v2 store");
+        old.execute(
+            "INSERT INTO games VALUES ('v2', 'hex8_2p', 2, '[\"a\",\"b\"]', 0, '[1,2]', 2, 'n', 0.1, 5,
+                '[[[1,1.0]],[[2,1.0]]]')",
+            [],
+        )
+        .expect("insert v2 row");
+    }
+    let dst = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
+    assert_eq!(dst.merge_from(&old_path).expect("merge"), 1);
+    let g = dst.get("v2").expect("get").expect("merged");
+    assert_eq!(
+        (g.search_values, g.policy.map(|p| p.len())),
+        (None, Some(2))
+    );
+    // The v2 file itself opens as a store (migrated to v3) and keeps its game.
+    let upgraded = GameStore::open(&old_path).expect("upgrade");
+    upgraded.insert_games(&[game("new", 1)]).expect("insert");
+    let back = upgraded.games_since(0, 10).expect("read");
+    assert_eq!(back.len(), 2);
+    assert_eq!(back[0].game.search_values, None);
+    assert_eq!(back[1].game, game("new", 1));
+    // Merging a v3 source carries the values.
+    let dst2 = GameStore::open(&dir.path().join("hex8_2p_b.db")).expect("open");
+    dst2.merge_from(&old_path).expect("merge v3");
+    assert_eq!(dst2.get("new").expect("get"), Some(game("new", 1)));
+}
+
+#[test]
+fn search_values_are_validated_and_optional_in_json() {
+    let mut g = game("sv", 1);
+    g.search_values = Some(vec![0.0, 0.5]);
+    let e = g.validate().expect_err("short").to_string();
+    assert!(
+        e.contains("search_values") && e.contains("2 entries for 3 moves"),
+        "{e}"
+    );
+    g.search_values = Some(vec![0.0, 1.5, 0.0]);
+    let e = g.validate().expect_err("range").to_string();
+    assert!(e.contains("search_values") && e.contains("ply 1"), "{e}");
+    g.search_values = Some(vec![0.0, f32::NAN, 0.0]);
+    assert!(g.validate().is_err());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
+    g.search_values = Some(vec![0.0]);
+    let e = store.insert_games(&[g]).expect_err("refused").to_string();
+    assert!(e.contains("search values"), "{e}");
+    // A record without values (an older producer) has no key in its JSON and reads back.
+    let mut old = game("old", 1);
+    old.search_values = None;
+    let v = serde_json::to_value(&old).expect("json");
+    assert!(v.get("search_values").is_none(), "{v}");
+    assert_eq!(serde_json::from_value::<GameRecord>(v).expect("parse"), old);
 }
 
 #[test]
