@@ -112,6 +112,12 @@ pub enum JobFailure {
 pub trait Jobs: Send + Sync {
     /// Runs the job; `Ok` is its JSON result document, not yet checked.
     async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure>;
+
+    /// The format the `train` template writes (`[jobs] model_format`): the extension of
+    /// a train job's `{output}`.
+    fn model_format(&self) -> ModelFormat {
+        ModelFormat::Rrm
+    }
 }
 
 impl dyn Jobs {
@@ -188,7 +194,8 @@ impl Default for JobTemplates {
             ),
             train: format!(
                 "{j} train --config {{config_key}} --data {{data}} --output {{output}} \
-                 --init {{init}} --generation {{generation}} --epochs {{epochs}}"
+                 --init {{init}} --generation {{generation}} --epochs {{epochs}} \
+                 --format {{model_format}}"
             ),
             evaluate: format!(
                 "{j} --job-id {{job_id}} evaluate --config {{config_key}} --model {{model}} \
@@ -262,6 +269,7 @@ pub struct RunnerJobs {
     capacity: Arc<BTreeMap<SlotKind, u32>>,
     home: PathBuf,
     bin: PathBuf,
+    model_format: ModelFormat,
     /// This node's name, given to every job as `RINGRIFT_NODE` (the embedded workload
     /// records it as the games' `source_node`).
     node: Option<String>,
@@ -358,6 +366,7 @@ impl RunnerJobs {
             capacity: Arc::new([(SlotKind::Cpu, cpus), (SlotKind::Gpu, gpus)].into()),
             home: home.to_owned(),
             bin,
+            model_format: t.model_format,
             node: None,
         })
     }
@@ -379,6 +388,10 @@ impl RunnerJobs {
 
 #[async_trait::async_trait]
 impl Jobs for RunnerJobs {
+    fn model_format(&self) -> ModelFormat {
+        self.model_format
+    }
+
     async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
         let kind = req.kind.as_str();
         let fail = |m: String| JobFailure::Failed {
@@ -493,6 +506,29 @@ pub fn scripted_job<R: Report>(home: &Path, kind: JobKind, report: &R) -> std::i
         sh.display(),
         if output { " {output}" } else { "" }
     ))
+}
+
+/// The argv the default template of `req.kind` gives for `req` (home `/home`, bin `/bin`,
+/// result `/result.json`, log `/job.log`): what `ringrift-job` would be started with, for
+/// daemon tests that check the arguments they cause.
+pub fn default_argv(req: &JobRequest) -> Result<Vec<String>, String> {
+    let t = JobTemplates::default();
+    let line = match req.kind {
+        JobKind::Selfplay => &t.selfplay,
+        JobKind::Export => &t.export,
+        JobKind::Train => &t.train,
+        JobKind::Evaluate => &t.evaluate,
+        JobKind::Distill => &t.distill,
+        JobKind::Tournament => &t.tournament,
+    };
+    let mut vars = req.vars.clone();
+    for (k, v) in [("home", "/home"), ("bin", "/bin"), ("result", "/result.json"), ("log", "/job.log")] {
+        vars.insert(k.into(), v.into());
+    }
+    CommandTemplate::parse(line)
+        .and_then(|t| t.expand_lists(&req.lists))
+        .and_then(|t| t.render(&vars))
+        .map_err(|e| format!("{}: {e}", req.key))
 }
 
 /// A scripted [`Jobs`] for tests: records requests, answers from a closure.
@@ -688,5 +724,91 @@ mod tests {
         };
         let err = RunnerJobs::new(dir.path(), &t).err().unwrap().to_string();
         assert!(err.contains("jobs.train"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_a_configuration_error_naming_template_and_placeholder() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = JobTemplates {
+            train: "python3 train.py --data {data} --epoch {epoch}".into(),
+            ..Default::default()
+        };
+        let err = RunnerJobs::new(dir.path(), &t).err().unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains("jobs.train") && msg.contains("{epoch}"), "{msg}");
+        assert!(
+            err.downcast_ref::<handler_base::ConfigError>().is_some(),
+            "exit 64: {err:?}"
+        );
+        // A placeholder of another kind is unknown here too.
+        let t = JobTemplates {
+            export: "x --teacher {teacher}".into(),
+            ..Default::default()
+        };
+        let msg = RunnerJobs::new(dir.path(), &t).err().unwrap().to_string();
+        assert!(msg.contains("jobs.export") && msg.contains("{teacher}"), "{msg}");
+    }
+
+    /// The defaults use every value the daemons supply and nothing else, so a complete
+    /// request renders and `ringrift-job` gets all it needs.
+    #[test]
+    fn the_default_templates_use_exactly_the_placeholders_of_their_kind() {
+        let t = JobTemplates::default();
+        for (kind, line) in [
+            (JobKind::Selfplay, &t.selfplay),
+            (JobKind::Export, &t.export),
+            (JobKind::Train, &t.train),
+            (JobKind::Evaluate, &t.evaluate),
+            (JobKind::Distill, &t.distill),
+            (JobKind::Tournament, &t.tournament),
+        ] {
+            let mut used = CommandTemplate::parse(line).unwrap().placeholders().unwrap();
+            used.retain(|p| !COMMON_PLACEHOLDERS.contains(&p.as_str()));
+            used.sort();
+            let mut want: Vec<String> = placeholders(kind).iter().map(|p| (*p).to_owned()).collect();
+            want.sort();
+            assert_eq!(used, want, "{}", kind.as_str());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quoted_argument_with_a_placeholder_is_one_argument_and_lists_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        // The job writes its argv, one element per line, as the result's `argv` field.
+        let t = JobTemplates {
+            train: r#"sh -c {script} {result} "--name={config_key} with space" --data {data} --init {init}"#.into(),
+            ..Default::default()
+        };
+        let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
+        let req = JobRequest::new(JobKind::Train, "train:hex8_2p", Duration::from_secs(30))
+            .var("config_key", "hex8_2p; rm -rf /")
+            .list("data", ["/d/a b.npz", "/d/c.npz"])
+            .opt("init", None::<String>)
+            .var(
+                "script",
+                r#"printf '%s\n' "$@" | python3 -c 'import json,sys; print(json.dumps({"argv": sys.stdin.read().splitlines()}))' > "$0""#,
+            );
+        let v = jobs.run_json(req).await.unwrap();
+        assert_eq!(
+            v["argv"],
+            serde_json::json!([
+                "--name=hex8_2p; rm -rf / with space",
+                "--data",
+                "/d/a b.npz",
+                "/d/c.npz",
+                "--init",
+                ""
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn fake_jobs_refuse_a_request_missing_a_placeholder_of_its_kind() {
+        let jobs = FakeJobs::new(|_| Ok(serde_json::json!({})));
+        let req = JobRequest::new(JobKind::Export, "export:x", Duration::from_secs(1))
+            .var("config_key", "hex8_2p")
+            .var("since", 0);
+        let err = jobs.run_json(req).await.unwrap_err().to_string();
+        assert!(err.contains("{output}"), "{err}");
     }
 }

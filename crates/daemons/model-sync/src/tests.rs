@@ -124,7 +124,7 @@ async fn a_byte_flipped_on_the_sources_disk_is_quarantined_never_installed() {
         ringrift_transfer::DataClient::new(None, std::time::Duration::from_secs(5)).unwrap();
     let peer = p.a.peer();
     manifest(&client, &peer, Root::Models).await.unwrap();
-    let f = models::canonical_path(p.a.home.path(), config());
+    let f = models::canonical_path(p.a.home.path(), config(), models::ModelFormat::Rrm);
     let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
     let mut bytes = std::fs::read(&f).unwrap();
     let last = bytes.len() - 10;
