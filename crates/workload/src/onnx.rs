@@ -65,13 +65,16 @@ impl OnnxModel {
             .input_outlets()
             .map_err(|e| tract("inputs", e))?
             .to_vec();
-        let labels = |m: &InferenceModel, outlets: &[OutletId]| -> Vec<String> {
-            outlets
-                .iter()
-                .map(|o| m.outlet_label(*o).unwrap_or("?").to_owned())
-                .collect()
+        // An input is named by its node, an output by its outlet label.
+        let name = |m: &InferenceModel, o: OutletId| -> String {
+            m.outlet_label(o)
+                .unwrap_or(m.node(o.node).name.as_str())
+                .to_owned()
         };
-        if inputs.len() != 1 || model.outlet_label(inputs[0]) != Some(INPUT) {
+        let labels = |m: &InferenceModel, outlets: &[OutletId]| -> Vec<String> {
+            outlets.iter().map(|o| name(m, *o)).collect()
+        };
+        if inputs.len() != 1 || name(&model, inputs[0]) != INPUT {
             return Err(bad(format!(
                 "inputs {:?}, the contract is one input {INPUT:?} [N, {}]",
                 labels(&model, &inputs),
@@ -85,7 +88,7 @@ impl OnnxModel {
         let value = outputs
             .iter()
             .copied()
-            .find(|o| model.outlet_label(*o) == Some(VALUE))
+            .find(|o| name(&model, *o) == VALUE)
             .ok_or_else(|| {
                 bad(format!(
                     "no output {VALUE:?} (outputs {:?})",
