@@ -53,6 +53,13 @@ pub struct Common {
     pub job_id: Option<String>,
 }
 
+/// A path that may be empty (a template's way to say "none"; clap's path parser refuses
+/// an empty value).
+fn maybe_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
+}
+
 fn default_home() -> PathBuf {
     std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".local/state/ringrift"))
@@ -97,7 +104,7 @@ pub struct SelfplayCmd {
     #[arg(long, default_value_t = 100)]
     pub games: usize,
     /// Model file (default, or empty: the null model, which plays search tactics only).
-    #[arg(long)]
+    #[arg(long, value_parser = maybe_path())]
     pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 2)]
     pub depth: u32,
@@ -138,7 +145,7 @@ pub struct TrainCmd {
     #[arg(long = "data", required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
     /// Fine-tune from this model instead of a fresh network (empty: a fresh one).
-    #[arg(long)]
+    #[arg(long, value_parser = maybe_path())]
     pub init: Option<PathBuf>,
     /// The model format to write: only `rrm` (an `onnx` train format is an external
     /// trainer's, `examples/python-trainer`).
