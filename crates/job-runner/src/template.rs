@@ -27,7 +27,9 @@ impl CommandTemplate {
     /// `--name '{config_key} run'` is one element.
     pub fn parse(line: &str) -> Result<Self, JobError> {
         let argv = shlex::split(line).ok_or_else(|| {
-            JobError::Template(format!("unbalanced quote or trailing backslash in {line:?}"))
+            JobError::Template(format!(
+                "unbalanced quote or trailing backslash in {line:?}"
+            ))
         })?;
         Self::new(argv)
     }
@@ -76,7 +78,9 @@ impl CommandTemplate {
                 [name] => {
                     for item in &lists[*name] {
                         let literal = item.replace('{', "{{").replace('}', "}}");
-                        argv.push(scan(a, true, &mut |n| (n == *name).then(|| literal.clone()))?);
+                        argv.push(scan(a, true, &mut |n| {
+                            (n == *name).then(|| literal.clone())
+                        })?);
                     }
                 }
                 _ => {
@@ -246,19 +250,32 @@ mod tests {
     fn a_list_repeats_the_argument_that_uses_it() {
         let t = CommandTemplate::parse("x --data {data} --m={data} {{lit}} --c {config_key}")
             .expect("parse");
-        let lists: BTreeMap<String, Vec<String>> =
-            [("data".to_owned(), vec!["a.npz".to_owned(), "b{x}.npz".to_owned()])].into();
+        let lists: BTreeMap<String, Vec<String>> = [(
+            "data".to_owned(),
+            vec!["a.npz".to_owned(), "b{x}.npz".to_owned()],
+        )]
+        .into();
         let expanded = t.expand_lists(&lists).expect("expand");
         assert_eq!(
             expanded.render(&vars()).expect("render"),
             [
-                "x", "--data", "a.npz", "b{x}.npz", "--m=a.npz", "--m=b{x}.npz", "{lit}", "--c",
+                "x",
+                "--data",
+                "a.npz",
+                "b{x}.npz",
+                "--m=a.npz",
+                "--m=b{x}.npz",
+                "{lit}",
+                "--c",
                 "hex8_2p"
             ]
         );
         let empty: BTreeMap<String, Vec<String>> = [("data".to_owned(), vec![])].into();
         assert_eq!(
-            t.expand_lists(&empty).expect("empty").render(&vars()).expect("render"),
+            t.expand_lists(&empty)
+                .expect("empty")
+                .render(&vars())
+                .expect("render"),
             ["x", "--data", "{lit}", "--c", "hex8_2p"]
         );
         let two: BTreeMap<String, Vec<String>> = [

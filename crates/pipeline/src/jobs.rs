@@ -522,7 +522,12 @@ pub fn default_argv(req: &JobRequest) -> Result<Vec<String>, String> {
         JobKind::Tournament => &t.tournament,
     };
     let mut vars = req.vars.clone();
-    for (k, v) in [("home", "/home"), ("bin", "/bin"), ("result", "/result.json"), ("log", "/job.log")] {
+    for (k, v) in [
+        ("home", "/home"),
+        ("bin", "/bin"),
+        ("result", "/result.json"),
+        ("log", "/job.log"),
+    ] {
         vars.insert(k.into(), v.into());
     }
     CommandTemplate::parse(line)
@@ -735,7 +740,10 @@ mod tests {
         };
         let err = RunnerJobs::new(dir.path(), &t).err().unwrap();
         let msg = err.to_string();
-        assert!(msg.contains("jobs.train") && msg.contains("{epoch}"), "{msg}");
+        assert!(
+            msg.contains("jobs.train") && msg.contains("{epoch}"),
+            "{msg}"
+        );
         assert!(
             err.downcast_ref::<handler_base::ConfigError>().is_some(),
             "exit 64: {err:?}"
@@ -746,7 +754,10 @@ mod tests {
             ..Default::default()
         };
         let msg = RunnerJobs::new(dir.path(), &t).err().unwrap().to_string();
-        assert!(msg.contains("jobs.export") && msg.contains("{teacher}"), "{msg}");
+        assert!(
+            msg.contains("jobs.export") && msg.contains("{teacher}"),
+            "{msg}"
+        );
     }
 
     /// The defaults use every value the daemons supply and nothing else, so a complete
@@ -762,10 +773,14 @@ mod tests {
             (JobKind::Distill, &t.distill),
             (JobKind::Tournament, &t.tournament),
         ] {
-            let mut used = CommandTemplate::parse(line).unwrap().placeholders().unwrap();
+            let mut used = CommandTemplate::parse(line)
+                .unwrap()
+                .placeholders()
+                .unwrap();
             used.retain(|p| !COMMON_PLACEHOLDERS.contains(&p.as_str()));
             used.sort();
-            let mut want: Vec<String> = placeholders(kind).iter().map(|p| (*p).to_owned()).collect();
+            let mut want: Vec<String> =
+                placeholders(kind).iter().map(|p| (*p).to_owned()).collect();
             want.sort();
             assert_eq!(used, want, "{}", kind.as_str());
         }

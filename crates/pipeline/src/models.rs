@@ -66,7 +66,10 @@ mod tests {
         assert_eq!(current_model(dir.path(), k), Some(d.join("gen0002_w2.rrm")));
         assert_eq!(recent_models(dir.path(), k, 5).len(), 2);
         std::fs::write(d.join("gen0003_w3.onnx"), b"3").unwrap();
-        assert_eq!(current_model(dir.path(), k), Some(d.join("gen0003_w3.onnx")));
+        assert_eq!(
+            current_model(dir.path(), k),
+            Some(d.join("gen0003_w3.onnx"))
+        );
         let c = paths::models_dir(dir.path()).join("canonical_hex8_2p.onnx");
         std::fs::write(&c, b"c").unwrap();
         assert_eq!(canonical(dir.path(), k), Some(c.clone()));

@@ -519,8 +519,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let key: ConfigKey = "hex8_2p".parse().expect("key");
         std::fs::create_dir_all(paths::models_dir(dir.path())).expect("models dir");
-        std::fs::write(canonical_path(dir.path(), key, ModelFormat::Rrm), b"model")
-            .expect("model");
+        std::fs::write(canonical_path(dir.path(), key, ModelFormat::Rrm), b"model").expect("model");
         let sidecar = serde_json::json!({
             "name": "gen1", "path": "/m/canonical_hex8_2p.rrm", "sha256": "ab",
             "file_sha256": "cd", "generation": 1, "promoted_at": 5,
@@ -590,10 +589,16 @@ mod tests {
         assert_eq!(info.payload_sha256, sha256_hex(&bytes));
         let err = identify(p, &onnx_bytes(&[])).expect_err("no config");
         let msg = err.to_string();
-        assert!(msg.contains("/m/gen1.onnx") && msg.contains(ONNX_CONFIG_KEY), "{msg}");
+        assert!(
+            msg.contains("/m/gen1.onnx") && msg.contains(ONNX_CONFIG_KEY),
+            "{msg}"
+        );
         let err = identify(p, b"\xff\xff not protobuf").expect_err("junk");
         let msg = err.to_string();
-        assert!(msg.contains("/m/gen1.onnx") && msg.contains("not an ONNX model"), "{msg}");
+        assert!(
+            msg.contains("/m/gen1.onnx") && msg.contains("not an ONNX model"),
+            "{msg}"
+        );
         let err = identify(Path::new("/m/gen1.pt"), &bytes).expect_err("extension");
         assert!(err.to_string().contains("gen1.pt"), "{err}");
     }
@@ -609,14 +614,25 @@ mod tests {
         std::fs::create_dir_all(&m).expect("models dir");
         let (h, rrm) = example(key, 1, b"weights").expect("example");
         std::fs::write(m.join("gen1.rrm"), &rrm).expect("rrm");
-        promote(home, key, &m.join("gen1.rrm"), "gen1", &h.payload_sha256, None, None)
-            .expect("first promotion");
+        promote(
+            home,
+            key,
+            &m.join("gen1.rrm"),
+            "gen1",
+            &h.payload_sha256,
+            None,
+            None,
+        )
+        .expect("first promotion");
         let onnx = onnx_bytes(&[(ONNX_CONFIG_KEY, "hex8_2p"), (ONNX_GENERATION, "2")]);
         std::fs::write(m.join("gen2.onnx"), &onnx).expect("onnx");
         let sha = sha256_hex(&onnx);
         let stale = promote(home, key, &m.join("gen2.onnx"), "gen2", &sha, None, None)
             .expect_err("the canonical model changed since");
-        assert!(matches!(stale, StoreError::CanonicalChanged { .. }), "{stale}");
+        assert!(
+            matches!(stale, StoreError::CanonicalChanged { .. }),
+            "{stale}"
+        );
         let r = promote(
             home,
             key,
@@ -627,9 +643,16 @@ mod tests {
             None,
         )
         .expect("second promotion");
-        assert_eq!(r.canonical.as_deref(), Some(m.join("canonical_hex8_2p.onnx").as_path()));
+        assert_eq!(
+            r.canonical.as_deref(),
+            Some(m.join("canonical_hex8_2p.onnx").as_path())
+        );
         assert!(!canonical_path(home, key, ModelFormat::Rrm).exists());
-        assert!(r.backup.as_ref().is_some_and(|b| b.extension() == Some("rrm".as_ref())));
+        assert!(
+            r.backup
+                .as_ref()
+                .is_some_and(|b| b.extension() == Some("rrm".as_ref()))
+        );
         let c = canonical(home, key).expect("read").expect("present");
         assert_eq!((c.sha256.as_str(), c.generation), (sha.as_str(), 2));
         assert_eq!(c.path, m.join("canonical_hex8_2p.onnx"));

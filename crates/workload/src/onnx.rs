@@ -103,7 +103,12 @@ impl OnnxModel {
             .with_input_fact(0, f32::fact(dims!(n, planes * cells)).into())
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map_err(|e| tract(&format!("input {INPUT:?} as f32 [N, {}]", planes * cells), e))?;
+            .map_err(|e| {
+                tract(
+                    &format!("input {INPUT:?} as f32 [N, {}]", planes * cells),
+                    e,
+                )
+            })?;
         let model = OnnxModel {
             plan,
             path: path.to_path_buf(),

@@ -51,12 +51,7 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
             .and_then(|s| s.to_str())
             .unwrap_or("model")
             .to_string();
-        players.push((
-            name,
-            header.payload_sha256,
-            path.clone(),
-            model,
-        ));
+        players.push((name, header.payload_sha256, path.clone(), model));
     }
     let mut rng = Rng::new(args.seed);
     let mut pairs = Vec::new();

@@ -268,7 +268,10 @@ fn the_example_trainer_writes_a_model_tract_reads_as_onnx_does() {
     assert_eq!(r.sha256, m.info.payload_sha256);
     assert_eq!(r.generation, m.info.generation);
     let (b, n) = boards(12);
-    assert_close(&m.values(&b, n).expect("values"), &reference_values(&model, &b, n));
+    assert_close(
+        &m.values(&b, n).expect("values"),
+        &reference_values(&model, &b, n),
+    );
     let fixed = OnnxModel::load(&fixture()).expect("fixture");
     assert_close(
         &fixed.values(&b, n).expect("values"),

@@ -70,14 +70,21 @@ train = "python3 '{}' --config {{config_key}} --data {{data}} --output {{output}
     let evaluated = evaluated.expect("an evaluation before the decision");
     assert!(onnx(&evaluated.model_path), "{evaluated:?}");
     assert!(
-        evaluated.results.iter().any(|r| r.opponent == "heuristic" && r.games > 0),
+        evaluated
+            .results
+            .iter()
+            .any(|r| r.opponent == "heuristic" && r.games > 0),
         "the ONNX model played the gauntlet: {evaluated:?}"
     );
     // The decision names the ONNX model, promoted or rejected with its reasons.
     let decision = events
         .iter()
         .find_map(|e| match &e.payload {
-            Some(Payload::ModelPromoted(p)) => Some((p.model_path.clone(), p.model_sha256.clone(), p.canonical_path.clone())),
+            Some(Payload::ModelPromoted(p)) => Some((
+                p.model_path.clone(),
+                p.model_sha256.clone(),
+                p.canonical_path.clone(),
+            )),
             Some(Payload::PromotionRejected(r)) => {
                 assert!(!r.reason.is_empty(), "a rejection says why");
                 Some((r.model_path.clone(), r.model_sha256.clone(), String::new()))
@@ -89,7 +96,10 @@ train = "python3 '{}' --config {{config_key}} --data {{data}} --output {{output}
     assert!(onnx(&decision.0), "{decision:?}");
     assert_eq!(decision.1, evaluated.model_sha256);
     if !decision.2.is_empty() {
-        assert!(decision.2.ends_with("canonical_hex8_2p.onnx"), "{decision:?}");
+        assert!(
+            decision.2.ends_with("canonical_hex8_2p.onnx"),
+            "{decision:?}"
+        );
     }
     // The identity is the SHA-256 of the ONNX file the trainer wrote.
     let bytes = std::fs::read(&decision.0).expect("the trained model");

@@ -20,10 +20,10 @@
 
 pub mod cache;
 
-use ringrift_store::models::ModelFormat;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::manifest::{self, FileEntry, Manifest};
+use ringrift_store::models::ModelFormat;
 use ringrift_store::paths;
 use ringrift_transfer::{DataClient, Peer};
 use serde::{Deserialize, Serialize};

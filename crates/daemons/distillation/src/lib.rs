@@ -274,7 +274,9 @@ mod tests {
         let argv = ringrift_pipeline::jobs::default_argv(&calls[0]).unwrap();
         let at = argv.iter().position(|a| a == "--data").unwrap();
         assert_eq!(argv[at + 1..at + 4], calls[0].lists["data"][..]);
-        let args = ringrift_pipeline::jobs::default_argv(&calls[1]).unwrap().join(" ");
+        let args = ringrift_pipeline::jobs::default_argv(&calls[1])
+            .unwrap()
+            .join(" ");
         assert!(args.contains("--games-canonical 0"), "{args}");
         assert!(
             matches!(&rec.payloads()[0], wire::event::Payload::EloUpdated(e) if e.participant == "distilled_abcdef012345" && e.elo == 1480.0)

@@ -208,10 +208,8 @@ impl ModelSync {
     async fn catch_up(&self, ctx: &Context) -> anyhow::Result<()> {
         let peers = self.setup.peers();
         // The manifest lines read here are the ones installed from: one request per peer.
-        let mut best: std::collections::BTreeMap<
-            ConfigKey,
-            (u32, Peer, String, ManifestEntry),
-        > = Default::default();
+        let mut best: std::collections::BTreeMap<ConfigKey, (u32, Peer, String, ManifestEntry)> =
+            Default::default();
         let mut errors = Vec::new();
         for peer in &peers {
             match manifest(self.setup.engine.client(), peer, Root::Models).await {
