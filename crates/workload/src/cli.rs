@@ -60,6 +60,20 @@ fn maybe_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
     clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
+/// Refuses an ONNX model where `ringrift-job` needs our weights (`train --init`,
+/// `distill --teacher`), naming the file.
+fn rrm_only(what: &str, path: &Path) -> anyhow::Result<()> {
+    if ringrift_store::models::ModelFormat::of(path)
+        == Some(ringrift_store::models::ModelFormat::Onnx)
+    {
+        anyhow::bail!(
+            "{what} {}: an ONNX model; ringrift-job trains and distils from .rrm models only (an external trainer's template can start from it)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn default_home() -> PathBuf {
     std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".local/state/ringrift"))
@@ -286,6 +300,9 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             }
             let mut t = TrainArgs::new(a.config, a.data, a.output);
             t.init = a.init.filter(|m| !m.as_os_str().is_empty());
+            if let Some(init) = &t.init {
+                rrm_only("train --init", init)?;
+            }
             t.hidden = a.hidden;
             t.epochs = a.epochs;
             t.batch = a.batch;
@@ -351,6 +368,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             )
         }
         Command::Distill(a) => {
+            rrm_only("distill --teacher", &a.teacher)?;
             let mut t = TrainArgs::new(a.config, a.data, a.output);
             t.hidden = a.hidden;
             t.epochs = a.epochs;
