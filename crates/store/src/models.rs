@@ -340,6 +340,26 @@ pub fn example(
     )
 }
 
+/// ONNX bytes of `config` and `generation` with only the fields daemons read (`ir_version`,
+/// the `ringrift.*` metadata) and `pad` bytes of padding metadata: for tests of the
+/// daemons that move and promote models (not loadable by an ONNX runtime; no graph).
+pub fn example_onnx(config: ConfigKey, generation: u32, pad: usize) -> Vec<u8> {
+    prost::Message::encode_to_vec(&OnnxMetadata {
+        ir_version: 8,
+        metadata_props: [
+            (ONNX_CONFIG_KEY, config.to_string()),
+            (ONNX_GENERATION, generation.to_string()),
+            ("pad", "x".repeat(pad)),
+        ]
+        .into_iter()
+        .map(|(k, value)| OnnxEntry {
+            key: k.into(),
+            value,
+        })
+        .collect(),
+    })
+}
+
 /// The canonical model of a config as recorded in its sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Canonical {
