@@ -14,6 +14,7 @@ mod data_server;
 mod dlq;
 mod game_sync;
 mod jetstream_queue;
+mod job_templates;
 mod launcher;
 mod leader;
 mod lifecycle;

@@ -14,6 +14,21 @@ use crate::game::State;
 use npyz::WriterBuilder;
 use std::path::Path;
 
+/// Writes the `features` row of position `s` (planes × cells, zeroed by the caller): a
+/// 1 for each stone on the plane of its owner counted from the player to move. The one
+/// encoding of the NPZ and of an ONNX model's `board` input.
+pub fn encode_features(s: &State, out: &mut [f32]) {
+    let n = s.players();
+    let me = s.to_move;
+    let cells = s.cells.len();
+    for (c, &v) in s.cells.iter().enumerate() {
+        if v >= 0 {
+            let plane = usize::from((v as u8 + n - me) % n);
+            out[plane * cells + c] = 1.0;
+        }
+    }
+}
+
 /// Training rows in memory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dataset {
@@ -43,16 +58,9 @@ impl Dataset {
     /// Appends the row of position `s`: its value target for the player to move and the
     /// search `policy` (cell, probability).
     pub fn push_position(&mut self, s: &State, outcome: f32, policy: &[(u16, f32)]) {
-        let n = s.players();
-        let me = s.to_move;
         let base = self.features.len();
         self.features.resize(base + self.planes * self.cells, 0.0);
-        for (c, &v) in s.cells.iter().enumerate() {
-            if v >= 0 {
-                let plane = usize::from((v as u8 + n - me) % n);
-                self.features[base + plane * self.cells + c] = 1.0;
-            }
-        }
+        encode_features(s, &mut self.features[base..]);
         self.values.push(outcome);
         self.games.push(self.current_game);
         for i in 0..self.k {

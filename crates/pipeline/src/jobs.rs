@@ -5,9 +5,11 @@
 //! restarts (a restarted daemon adopts its running job instead of starting a second
 //! one), log file, JSON result file.
 //!
-//! On a GPU cluster the templates point at the Python/PyTorch scripts; they must accept
-//! the same placeholders and write the same result JSON: `docs/jobs.md` documents it, and
-//! [`Jobs::run`](trait.Jobs.html#method.run) reads it as the typed report of the kind.
+//! The template owns every argument: a daemon only supplies named values
+//! ([`placeholders`] lists them per kind), the template decides which it passes and how.
+//! Another trainer (the Python example in `examples/python-trainer/`) is a template that
+//! accepts the values it needs and writes the same result JSON: `docs/jobs.md` documents
+//! both, and [`Jobs::run`](trait.Jobs.html#method.run) reads it as the typed report.
 
 use job_runner::{CommandTemplate, JobError, JobRunner, JobSpec, SlotKind, SlotSpec, Started};
 use ringrift_contracts::report::Report;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ringrift_contracts::JobKind;
+pub use ringrift_store::models::ModelFormat;
 
 /// One job to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,10 +28,11 @@ pub struct JobRequest {
     pub kind: JobKind,
     /// At most one job per key runs at a time, across daemon restarts (e.g. `train:hex8_2p`).
     pub key: String,
-    /// Template placeholders (`config_key`, `games`, `output`, ...).
+    /// Template placeholders (`config_key`, `games`, `output`, ...): [`placeholders`] of
+    /// the kind, each substituted as one argument.
     pub vars: BTreeMap<String, String>,
-    /// Extra arguments appended after the rendered template (optional flags).
-    pub extra: Vec<String>,
+    /// List placeholders (`data`, `models`): an argument using one is repeated per item.
+    pub lists: BTreeMap<String, Vec<String>>,
     pub timeout: Duration,
     /// Run on this device (of the kind's slot), e.g. the idle GPU a work item names.
     pub pin: Option<u32>,
@@ -40,7 +44,7 @@ impl JobRequest {
             kind,
             key: key.into(),
             vars: BTreeMap::new(),
-            extra: Vec::new(),
+            lists: BTreeMap::new(),
             timeout,
             pin: None,
         }
@@ -53,13 +57,32 @@ impl JobRequest {
         self.vars.insert(k.to_owned(), v.to_string());
         self
     }
-    pub fn arg(mut self, a: impl Into<String>) -> Self {
-        self.extra.push(a.into());
+    /// An optional value: absent is the empty string (the template decides what an
+    /// empty argument means; `ringrift-job` reads an empty path as "none").
+    pub fn opt(self, k: &str, v: Option<impl ToString>) -> Self {
+        let v = v.map(|v| v.to_string()).unwrap_or_default();
+        self.var(k, v)
+    }
+    pub fn list<S: ToString>(mut self, k: &str, items: impl IntoIterator<Item = S>) -> Self {
+        let items = items.into_iter().map(|i| i.to_string()).collect();
+        self.lists.insert(k.to_owned(), items);
         self
     }
-    pub fn args<S: Into<String>>(mut self, a: impl IntoIterator<Item = S>) -> Self {
-        self.extra.extend(a.into_iter().map(Into::into));
-        self
+
+    /// Whether the request supplies every placeholder of its kind (the daemons' side of
+    /// the template contract; [`FakeJobs`] checks it on every call, so a daemon test
+    /// fails when a daemon forgets one). `Err` names the first missing one.
+    pub fn check_complete(&self) -> Result<(), String> {
+        for p in placeholders(self.kind) {
+            if !self.vars.contains_key(*p) && !self.lists.contains_key(*p) {
+                return Err(format!(
+                    "{} request {} lacks the placeholder {{{p}}}",
+                    self.kind.as_str(),
+                    self.key
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -89,6 +112,12 @@ pub enum JobFailure {
 pub trait Jobs: Send + Sync {
     /// Runs the job; `Ok` is its JSON result document, not yet checked.
     async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure>;
+
+    /// The format the `train` template writes (`[jobs] model_format`): the extension of
+    /// a train job's `{output}`.
+    fn model_format(&self) -> ModelFormat {
+        ModelFormat::Rrm
+    }
 }
 
 impl dyn Jobs {
@@ -114,6 +143,9 @@ pub struct JobTemplates {
     pub tournament: String,
     /// Where `{bin}` points; default: the directory of the running daemon.
     pub bin: Option<PathBuf>,
+    /// The model file format the `train` template writes (`rrm` or `onnx`): the
+    /// extension of its `{output}`, and `{model_format}`.
+    pub model_format: ModelFormat,
     /// `[jobs.slots]`: the device slot each kind takes (`cpu` or `gpu`).
     pub slots: JobSlots,
     /// CPU slots of this node (default: its cores).
@@ -153,19 +185,38 @@ impl Default for JobTemplates {
     fn default() -> Self {
         let j = "{bin}/ringrift-job --home {home} --quiet --result {result}";
         JobTemplates {
-            selfplay: format!("{j} selfplay --config {{config_key}} --games {{games}}"),
-            export: format!(
-                "{j} export --config {{config_key}} --since {{since}} --output {{output}}"
+            selfplay: format!(
+                "{j} --threads {{threads}} selfplay --config {{config_key}} --games {{games}} \
+                 --depth {{depth}} --model {{model}}"
             ),
-            train: format!("{j} train --config {{config_key}} --data {{data}} --output {{output}}"),
-            evaluate: format!("{j} evaluate --config {{config_key}} --model {{model}}"),
+            export: format!(
+                "{j} export --config {{config_key}} --since {{since}} --output {{output}} \
+                 --value-blend {{value_blend}}"
+            ),
+            train: format!(
+                "{j} train --config {{config_key}} --data {{data}} --output {{output}} \
+                 --init {{init}} --generation {{generation}} --epochs {{epochs}} \
+                 --format {{model_format}}"
+            ),
+            evaluate: format!(
+                "{j} --job-id {{job_id}} evaluate --config {{config_key}} --model {{model}} \
+                 --name {{name}} --games-random {{games_random}} \
+                 --games-heuristic {{games_heuristic}} --games-canonical {{games_canonical}} \
+                 --depth {{depth}} --early-reject {{early_reject}} --gate-random {{gate_random}} \
+                 --gate-heuristic {{gate_heuristic}} --gate-canonical {{gate_canonical}} \
+                 --canonical-test {{canonical_test}} --sprt-elo0 {{sprt_elo0}} \
+                 --sprt-elo1 {{sprt_elo1}} --sprt-alpha {{sprt_alpha}} --sprt-beta {{sprt_beta}}"
+            ),
             distill: format!(
-                "{j} distill --config {{config_key}} --teacher {{teacher}} --data {{data}} --output {{output}}"
+                "{j} distill --config {{config_key}} --teacher {{teacher}} --data {{data}} \
+                 --output {{output}} --hidden {{hidden}}"
             ),
             tournament: format!(
-                "{j} tournament --config {{config_key}} --games-per-pair {{games}}"
+                "{j} --job-id {{job_id}} tournament --config {{config_key}} \
+                 --games-per-pair {{games}} --model {{models}}"
             ),
             bin: None,
+            model_format: ModelFormat::Rrm,
             slots: JobSlots::default(),
             cpu_slots: None,
             gpu_slots: None,
@@ -173,22 +224,48 @@ impl Default for JobTemplates {
     }
 }
 
-/// Placeholders a template may use.
-pub const PLACEHOLDERS: &[&str] = &[
-    "home",
-    "bin",
-    "result",
-    "log",
-    "config_key",
-    "games",
-    "since",
-    "output",
-    "data",
-    "model",
-    "teacher",
-    "script",
-    "gpu",
-];
+/// Placeholders every template may use: `home`, `bin` (from `[jobs]`), `result` and
+/// `log` (the job's files), `gpu` (its device, `gpu` slots only) and `script` (tests).
+pub const COMMON_PLACEHOLDERS: &[&str] = &["home", "bin", "result", "log", "gpu", "script"];
+
+/// Placeholders the daemons supply for a job of `kind` (besides [`COMMON_PLACEHOLDERS`]);
+/// `docs/jobs.md` says what each means. Lists: `data` and `models`.
+pub fn placeholders(kind: JobKind) -> &'static [&'static str] {
+    match kind {
+        JobKind::Selfplay => &["config_key", "games", "threads", "depth", "model"],
+        JobKind::Export => &["config_key", "since", "output", "value_blend"],
+        JobKind::Train => &[
+            "config_key",
+            "data",
+            "output",
+            "init",
+            "generation",
+            "epochs",
+            "model_format",
+        ],
+        JobKind::Evaluate => &[
+            "config_key",
+            "model",
+            "name",
+            "games_random",
+            "games_heuristic",
+            "games_canonical",
+            "depth",
+            "job_id",
+            "early_reject",
+            "gate_random",
+            "gate_heuristic",
+            "gate_canonical",
+            "canonical_test",
+            "sprt_elo0",
+            "sprt_elo1",
+            "sprt_alpha",
+            "sprt_beta",
+        ],
+        JobKind::Distill => &["config_key", "teacher", "data", "output", "hidden"],
+        JobKind::Tournament => &["config_key", "games", "job_id", "models"],
+    }
+}
 
 /// Jobs run by the job runner from templates.
 #[derive(Clone)]
@@ -200,6 +277,7 @@ pub struct RunnerJobs {
     capacity: Arc<BTreeMap<SlotKind, u32>>,
     home: PathBuf,
     bin: PathBuf,
+    model_format: ModelFormat,
     /// This node's name, given to every job as `RINGRIFT_NODE` (the embedded workload
     /// records it as the games' `source_node`).
     node: Option<String>,
@@ -258,13 +336,20 @@ impl RunnerJobs {
             }
             slot_of.insert(k, slot);
             let tpl = CommandTemplate::parse(s).map_err(bad)?;
-            // Render once with every placeholder the daemons supply, so a typo or an
-            // unmatched brace fails at start-up, not at the first job.
-            let probe: BTreeMap<String, String> = PLACEHOLDERS
-                .iter()
-                .map(|p| ((*p).to_owned(), "x".to_owned()))
-                .collect();
-            tpl.render(&probe).map_err(bad)?;
+            // Every placeholder must be one the daemons supply for this kind, so a typo
+            // or an unmatched brace fails at start-up, not at the first job.
+            let known = || COMMON_PLACEHOLDERS.iter().chain(placeholders(k));
+            for p in tpl.placeholders().map_err(bad)? {
+                if !known().any(|q| *q == p) {
+                    let known: Vec<&str> = known().copied().collect();
+                    return Err(invalid(format!(
+                        "unknown placeholder {{{p}}} (known for {}: {})",
+                        k.as_str(),
+                        known.join(", ")
+                    ))
+                    .into());
+                }
+            }
             templates.insert(k, tpl);
         }
         let bin = match &t.bin {
@@ -289,6 +374,7 @@ impl RunnerJobs {
             capacity: Arc::new([(SlotKind::Cpu, cpus), (SlotKind::Gpu, gpus)].into()),
             home: home.to_owned(),
             bin,
+            model_format: t.model_format,
             node: None,
         })
     }
@@ -310,6 +396,10 @@ impl RunnerJobs {
 
 #[async_trait::async_trait]
 impl Jobs for RunnerJobs {
+    fn model_format(&self) -> ModelFormat {
+        self.model_format
+    }
+
     async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
         let kind = req.kind.as_str();
         let fail = |m: String| JobFailure::Failed {
@@ -321,9 +411,8 @@ impl Jobs for RunnerJobs {
             .templates
             .get(&req.kind)
             .ok_or_else(|| JobFailure::Template(req.key.clone(), "no template".into()))?;
-        let mut argv = template.argv().to_vec();
-        argv.extend(req.extra.iter().cloned());
-        let template = CommandTemplate::new(argv)
+        let template = template
+            .expand_lists(&req.lists)
             .map_err(|e| JobFailure::Template(req.key.clone(), e.to_string()))?;
         let mut vars = req.vars.clone();
         vars.insert("home".into(), self.home.display().to_string());
@@ -427,6 +516,34 @@ pub fn scripted_job<R: Report>(home: &Path, kind: JobKind, report: &R) -> std::i
     ))
 }
 
+/// The argv the default template of `req.kind` gives for `req` (home `/home`, bin `/bin`,
+/// result `/result.json`, log `/job.log`): what `ringrift-job` would be started with, for
+/// daemon tests that check the arguments they cause.
+pub fn default_argv(req: &JobRequest) -> Result<Vec<String>, String> {
+    let t = JobTemplates::default();
+    let line = match req.kind {
+        JobKind::Selfplay => &t.selfplay,
+        JobKind::Export => &t.export,
+        JobKind::Train => &t.train,
+        JobKind::Evaluate => &t.evaluate,
+        JobKind::Distill => &t.distill,
+        JobKind::Tournament => &t.tournament,
+    };
+    let mut vars = req.vars.clone();
+    for (k, v) in [
+        ("home", "/home"),
+        ("bin", "/bin"),
+        ("result", "/result.json"),
+        ("log", "/job.log"),
+    ] {
+        vars.insert(k.into(), v.into());
+    }
+    CommandTemplate::parse(line)
+        .and_then(|t| t.expand_lists(&req.lists))
+        .and_then(|t| t.render(&vars))
+        .map_err(|e| format!("{}: {e}", req.key))
+}
+
 /// A scripted [`Jobs`] for tests: records requests, answers from a closure.
 pub struct FakeJobs {
     pub calls: std::sync::Mutex<Vec<JobRequest>>,
@@ -454,6 +571,8 @@ impl Jobs for FakeJobs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(req.clone());
+        req.check_complete()
+            .map_err(|m| JobFailure::Template(req.key.clone(), m))?;
         (self.answer)(&req).map_err(|m| JobFailure::Failed {
             kind: req.kind.as_str(),
             key: req.key.clone(),
@@ -618,5 +737,101 @@ mod tests {
         };
         let err = RunnerJobs::new(dir.path(), &t).err().unwrap().to_string();
         assert!(err.contains("jobs.train"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_a_configuration_error_naming_template_and_placeholder() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = JobTemplates {
+            train: "python3 train.py --data {data} --epoch {epoch}".into(),
+            ..Default::default()
+        };
+        let err = RunnerJobs::new(dir.path(), &t).err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("jobs.train") && msg.contains("{epoch}"),
+            "{msg}"
+        );
+        assert!(
+            err.downcast_ref::<handler_base::ConfigError>().is_some(),
+            "exit 64: {err:?}"
+        );
+        // A placeholder of another kind is unknown here too.
+        let t = JobTemplates {
+            export: "x --teacher {teacher}".into(),
+            ..Default::default()
+        };
+        let msg = RunnerJobs::new(dir.path(), &t).err().unwrap().to_string();
+        assert!(
+            msg.contains("jobs.export") && msg.contains("{teacher}"),
+            "{msg}"
+        );
+    }
+
+    /// The defaults use every value the daemons supply and nothing else, so a complete
+    /// request renders and `ringrift-job` gets all it needs.
+    #[test]
+    fn the_default_templates_use_exactly_the_placeholders_of_their_kind() {
+        let t = JobTemplates::default();
+        for (kind, line) in [
+            (JobKind::Selfplay, &t.selfplay),
+            (JobKind::Export, &t.export),
+            (JobKind::Train, &t.train),
+            (JobKind::Evaluate, &t.evaluate),
+            (JobKind::Distill, &t.distill),
+            (JobKind::Tournament, &t.tournament),
+        ] {
+            let mut used = CommandTemplate::parse(line)
+                .unwrap()
+                .placeholders()
+                .unwrap();
+            used.retain(|p| !COMMON_PLACEHOLDERS.contains(&p.as_str()));
+            used.sort();
+            let mut want: Vec<String> =
+                placeholders(kind).iter().map(|p| (*p).to_owned()).collect();
+            want.sort();
+            assert_eq!(used, want, "{}", kind.as_str());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quoted_argument_with_a_placeholder_is_one_argument_and_lists_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        // The job writes its argv, one element per line, as the result's `argv` field.
+        let t = JobTemplates {
+            train: r#"sh -c {script} {result} "--name={config_key} with space" --data {data} --init {init}"#.into(),
+            ..Default::default()
+        };
+        let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
+        let req = JobRequest::new(JobKind::Train, "train:hex8_2p", Duration::from_secs(30))
+            .var("config_key", "hex8_2p; rm -rf /")
+            .list("data", ["/d/a b.npz", "/d/c.npz"])
+            .opt("init", None::<String>)
+            .var(
+                "script",
+                r#"printf '%s\n' "$@" | python3 -c 'import json,sys; print(json.dumps({"argv": sys.stdin.read().splitlines()}))' > "$0""#,
+            );
+        let v = jobs.run_json(req).await.unwrap();
+        assert_eq!(
+            v["argv"],
+            serde_json::json!([
+                "--name=hex8_2p; rm -rf / with space",
+                "--data",
+                "/d/a b.npz",
+                "/d/c.npz",
+                "--init",
+                ""
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn fake_jobs_refuse_a_request_missing_a_placeholder_of_its_kind() {
+        let jobs = FakeJobs::new(|_| Ok(serde_json::json!({})));
+        let req = JobRequest::new(JobKind::Export, "export:x", Duration::from_secs(1))
+            .var("config_key", "hex8_2p")
+            .var("since", 0);
+        let err = jobs.run_json(req).await.unwrap_err().to_string();
+        assert!(err.contains("{output}"), "{err}");
     }
 }

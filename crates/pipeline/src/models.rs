@@ -1,5 +1,5 @@
 //! Which model files the loop works with: the newest trained generations of a config
-//! (`models/<config>/gen*.rrm`) and the "current" model — the canonical one once a
+//! (`models/<config>/gen*.rrm` or `gen*.onnx`) and the "current" model — the canonical one once a
 //! model was promoted, else the newest trained generation — which selfplay plays with
 //! and training starts from, so the loop improves before its first promotion too.
 
@@ -7,15 +7,15 @@ use ringrift_store::{ConfigKey, paths};
 use std::path::{Path, PathBuf};
 
 /// The newest `n` files in `dir` (by modification time) whose name starts with `prefix`
-/// and ends with `suffix`, newest first; a missing folder has none.
-pub fn newest_files(dir: &Path, prefix: &str, suffix: &str, n: usize) -> Vec<PathBuf> {
+/// and ends with one of `suffixes`, newest first; a missing folder has none.
+pub fn newest_files(dir: &Path, prefix: &str, suffixes: &[&str], n: usize) -> Vec<PathBuf> {
     let mut v: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(prefix) && name.ends_with(suffix)
+            name.starts_with(prefix) && suffixes.iter().any(|s| name.ends_with(s))
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
@@ -23,28 +23,25 @@ pub fn newest_files(dir: &Path, prefix: &str, suffix: &str, n: usize) -> Vec<Pat
     v.into_iter().take(n).map(|x| x.1).collect()
 }
 
-/// The newest `n` trained models of `config`, newest first.
+/// The newest `n` trained models of `config` (either format), newest first.
 pub fn recent_models(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
     newest_files(
         &paths::models_dir(home).join(config.to_string()),
         "gen",
-        ".rrm",
+        &[".rrm", ".onnx"],
         n,
     )
 }
 
-/// `models/canonical_<config>.rrm` (`ringrift_store::models` owns the folder's layout).
-pub fn canonical(home: &Path, config: ConfigKey) -> PathBuf {
-    ringrift_store::models::canonical_path(home, config)
+/// `models/canonical_<config>.<ext>` if there is one (`ringrift_store::models` owns the
+/// folder's layout).
+pub fn canonical(home: &Path, config: ConfigKey) -> Option<PathBuf> {
+    ringrift_store::models::canonical_file(home, config)
 }
 
 /// The canonical model if there is one, else the newest trained generation.
 pub fn current_model(home: &Path, config: ConfigKey) -> Option<PathBuf> {
-    let c = canonical(home, config);
-    if c.exists() {
-        return Some(c);
-    }
-    recent_models(home, config, 1).into_iter().next()
+    canonical(home, config).or_else(|| recent_models(home, config, 1).into_iter().next())
 }
 
 #[cfg(test)]
@@ -68,7 +65,14 @@ mod tests {
             .unwrap();
         assert_eq!(current_model(dir.path(), k), Some(d.join("gen0002_w2.rrm")));
         assert_eq!(recent_models(dir.path(), k, 5).len(), 2);
-        std::fs::write(canonical(dir.path(), k), b"c").unwrap();
-        assert_eq!(current_model(dir.path(), k), Some(canonical(dir.path(), k)));
+        std::fs::write(d.join("gen0003_w3.onnx"), b"3").unwrap();
+        assert_eq!(
+            current_model(dir.path(), k),
+            Some(d.join("gen0003_w3.onnx"))
+        );
+        let c = paths::models_dir(dir.path()).join("canonical_hex8_2p.onnx");
+        std::fs::write(&c, b"c").unwrap();
+        assert_eq!(canonical(dir.path(), k), Some(c.clone()));
+        assert_eq!(current_model(dir.path(), k), Some(c));
     }
 }

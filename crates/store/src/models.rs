@@ -1,6 +1,12 @@
-//! The `models/` folder of a home: the `.rrm` model file's format up to its payload
-//! (what daemons need without the engine) and the canonical model of a config with its
-//! verified, atomic promotion.
+//! The `models/` folder of a home: the model file formats up to what daemons need
+//! without the engine (identity, config, generation) and the canonical model of a config
+//! with its verified, atomic promotion.
+//!
+//! Two formats ([`ModelFormat`], told apart by extension): our `.rrm`, and ONNX (`.onnx`,
+//! from an external trainer; contract in `docs/jobs.md`: the metadata property
+//! `ringrift.config_key` is required, `ringrift.generation` optional). A model's identity
+//! (`payload_sha256`) is the SHA-256 of the `.rrm` payload, or of the whole `.onnx` file.
+//! [`identify`] reads either; inference is the workload's (`ringrift-job`), never here.
 //!
 //! File layout (`.rrm`): magic `RRMODEL\0`, u32 LE format version, u32 LE header length,
 //! the header as JSON ([`ModelHeader`], which carries the SHA-256 and length of the
@@ -13,8 +19,9 @@
 //! evaluated (the bytes checked are the bytes written), and the canonical model must still
 //! be the one the candidate was compared with ([`StoreError::ModelChanged`],
 //! [`StoreError::CanonicalChanged`]). It backs up the current
-//! `models/canonical_{config}.rrm` (and its `.json` sidecar) under `models/backup/`,
-//! copies the candidate over it atomically, writes the sidecar (name, hashes, the
+//! `models/canonical_{config}.{ext}` (and its `.json` sidecar) under `models/backup/`,
+//! copies the candidate to `canonical_{config}.{its ext}` atomically (then removes a
+//! canonical file of the other format), writes the sidecar (name, hashes, the
 //! evaluation that earned it) and points the `models/ringrift_best_{config}` symlink at
 //! it by an atomic rename. The gate is the caller's (`ringrift_contracts::check_gate`).
 
@@ -26,6 +33,151 @@ use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"RRMODEL\0";
 pub const FORMAT_VERSION: u32 = 1;
+
+/// A model file format, named by the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// Ours: header + f32 weights (`ringrift_engine::model`).
+    #[default]
+    Rrm,
+    /// ONNX, from an external trainer; evaluated through `tract` by `ringrift-job`.
+    Onnx,
+}
+
+impl ModelFormat {
+    pub const ALL: [ModelFormat; 2] = [ModelFormat::Rrm, ModelFormat::Onnx];
+
+    /// The extension without the dot.
+    pub fn ext(self) -> &'static str {
+        match self {
+            ModelFormat::Rrm => "rrm",
+            ModelFormat::Onnx => "onnx",
+        }
+    }
+
+    /// The format of a file name or path by its extension, if it is a model file.
+    pub fn of(path: impl AsRef<Path>) -> Option<ModelFormat> {
+        let ext = path.as_ref().extension()?.to_str()?;
+        ModelFormat::ALL.into_iter().find(|f| f.ext() == ext)
+    }
+
+    /// `path`'s format, or an error naming the file.
+    pub fn of_file(path: &Path) -> Result<ModelFormat, StoreError> {
+        ModelFormat::of(path).ok_or_else(|| StoreError::BadModel {
+            path: path.to_path_buf(),
+            reason: "not a model file name (extension .rrm or .onnx)".into(),
+        })
+    }
+}
+
+impl std::fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.ext())
+    }
+}
+
+/// What daemons need to know of a model file of either format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub format: ModelFormat,
+    pub config_key: ConfigKey,
+    pub generation: u32,
+    /// The model's identity: the `.rrm` payload's SHA-256, the `.onnx` file's.
+    pub payload_sha256: String,
+}
+
+/// ONNX metadata property keys of the model contract.
+pub const ONNX_CONFIG_KEY: &str = "ringrift.config_key";
+pub const ONNX_GENERATION: &str = "ringrift.generation";
+
+/// The part of ONNX's `ModelProto` daemons read: `metadata_props` (field 14); every other
+/// field is skipped by the decoder.
+#[derive(Clone, PartialEq, prost::Message)]
+struct OnnxMetadata {
+    #[prost(message, repeated, tag = "14")]
+    metadata_props: Vec<OnnxEntry>,
+    /// `ir_version` (field 1): every ONNX file sets it, so junk that happens to decode
+    /// is still told apart.
+    #[prost(int64, tag = "1")]
+    ir_version: i64,
+}
+
+/// ONNX `StringStringEntryProto`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct OnnxEntry {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+/// The metadata properties of ONNX model bytes (`path` names the file in errors).
+pub fn onnx_metadata(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    let bad = |reason: String| StoreError::BadModel {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let m = <OnnxMetadata as prost::Message>::decode(bytes)
+        .map_err(|e| bad(format!("not an ONNX model (protobuf: {e})")))?;
+    if m.ir_version <= 0 {
+        return Err(bad("not an ONNX model (no ir_version)".into()));
+    }
+    Ok(m.metadata_props
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect())
+}
+
+/// Identifies model bytes of either format, by `path`'s extension, and checks them as
+/// far as daemons can: the `.rrm` header and payload hash ([`read_header`]); the ONNX
+/// protobuf and its `ringrift.*` metadata.
+pub fn identify(path: &Path, bytes: &[u8]) -> Result<ModelInfo, StoreError> {
+    match ModelFormat::of_file(path)? {
+        ModelFormat::Rrm => {
+            let (h, _) = read_header(path, bytes)?;
+            Ok(ModelInfo {
+                format: ModelFormat::Rrm,
+                config_key: h.config_key,
+                generation: h.generation,
+                payload_sha256: h.payload_sha256,
+            })
+        }
+        ModelFormat::Onnx => {
+            let bad = |reason: String| StoreError::BadModel {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let meta = onnx_metadata(path, bytes)?;
+            let config_key = meta
+                .get(ONNX_CONFIG_KEY)
+                .ok_or_else(|| bad(format!("ONNX metadata lacks {ONNX_CONFIG_KEY}")))?
+                .parse::<ConfigKey>()
+                .map_err(|e| bad(format!("ONNX metadata {ONNX_CONFIG_KEY}: {e}")))?;
+            let generation = match meta.get(ONNX_GENERATION) {
+                None => 0,
+                Some(g) => g
+                    .parse()
+                    .map_err(|e| bad(format!("ONNX metadata {ONNX_GENERATION} {g:?}: {e}")))?,
+            };
+            Ok(ModelInfo {
+                format: ModelFormat::Onnx,
+                config_key,
+                generation,
+                payload_sha256: sha256_hex(bytes),
+            })
+        }
+    }
+}
+
+/// Reads a model file of either format and identifies it ([`identify`]).
+pub fn identify_file(path: &Path) -> Result<ModelInfo, StoreError> {
+    let bytes = std::fs::read(path).map_err(|e| StoreError::io("read model", path, e))?;
+    identify(path, &bytes)
+}
 
 /// Metadata stored in front of the payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +340,26 @@ pub fn example(
     )
 }
 
+/// ONNX bytes of `config` and `generation` with only the fields daemons read (`ir_version`,
+/// the `ringrift.*` metadata) and `pad` bytes of padding metadata: for tests of the
+/// daemons that move and promote models (not loadable by an ONNX runtime; no graph).
+pub fn example_onnx(config: ConfigKey, generation: u32, pad: usize) -> Vec<u8> {
+    prost::Message::encode_to_vec(&OnnxMetadata {
+        ir_version: 8,
+        metadata_props: [
+            (ONNX_CONFIG_KEY, config.to_string()),
+            (ONNX_GENERATION, generation.to_string()),
+            ("pad", "x".repeat(pad)),
+        ]
+        .into_iter()
+        .map(|(k, value)| OnnxEntry {
+            key: k.into(),
+            value,
+        })
+        .collect(),
+    })
+}
+
 /// The canonical model of a config as recorded in its sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Canonical {
@@ -204,9 +376,30 @@ pub struct Canonical {
     pub evaluation: Option<serde_json::Value>,
 }
 
-/// `models/canonical_<config>.rrm`.
-pub fn canonical_path(home: &Path, config: ConfigKey) -> PathBuf {
-    paths::models_dir(home).join(format!("canonical_{config}.rrm"))
+/// `models/canonical_<config>.<ext>`, where the canonical model of `format` lives.
+pub fn canonical_path(home: &Path, config: ConfigKey, format: ModelFormat) -> PathBuf {
+    paths::models_dir(home).join(format!("canonical_{config}.{}", format.ext()))
+}
+
+/// The canonical model file of `config` that exists, of either format. Both exist only
+/// for a moment of a promotion that changes the format (or after a crash in it): then
+/// the one the sidecar names.
+pub fn canonical_file(home: &Path, config: ConfigKey) -> Option<PathBuf> {
+    let found: Vec<PathBuf> = ModelFormat::ALL
+        .into_iter()
+        .map(|f| canonical_path(home, config, f))
+        .filter(|p| p.exists())
+        .collect();
+    if found.len() > 1 {
+        let named = std::fs::read(sidecar_path(home, config))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Canonical>(&b).ok())
+            .and_then(|c| c.path.file_name().map(|n| n.to_owned()));
+        if let Some(p) = found.iter().find(|p| p.file_name() == named.as_deref()) {
+            return Some(p.clone());
+        }
+    }
+    found.into_iter().next()
 }
 
 fn sidecar_path(home: &Path, config: ConfigKey) -> PathBuf {
@@ -220,17 +413,18 @@ pub fn best_link(home: &Path, config: ConfigKey) -> PathBuf {
 
 /// The current canonical model, if any (sidecar must be readable and match the file).
 pub fn canonical(home: &Path, config: ConfigKey) -> Result<Option<Canonical>, StoreError> {
-    let model = canonical_path(home, config);
-    let sidecar = sidecar_path(home, config);
-    if !model.exists() {
+    let Some(model) = canonical_file(home, config) else {
         return Ok(None);
-    }
+    };
+    let sidecar = sidecar_path(home, config);
     let bytes = std::fs::read(&sidecar)
         .map_err(|e| StoreError::io("read canonical sidecar", &sidecar, e))?;
-    let c: Canonical = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+    let mut c: Canonical = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
         path: sidecar.clone(),
         reason: format!("canonical sidecar is not valid: {e}"),
     })?;
+    // The file of this home (a sidecar copied from a peer names the peer's path).
+    c.path = model;
     Ok(Some(c))
 }
 
@@ -238,8 +432,9 @@ pub fn canonical(home: &Path, config: ConfigKey) -> Result<Option<Canonical>, St
 /// the gate) if its payload SHA-256 is `model_sha256` and the canonical model is still
 /// the one of payload SHA-256 `canonical_sha256` (`None`: there was none): backup, atomic
 /// write of the bytes verified, sidecar (with the `evaluation` that earned it, when the
-/// caller has the whole report), atomic symlink. The payload itself is not decoded: the
-/// evaluation loaded these very bytes (same SHA-256) with the engine.
+/// caller has the whole report), atomic symlink, then removal of a canonical file of the
+/// other format. The weights are not decoded: the evaluation loaded these very bytes
+/// (same SHA-256) with the engine or the ONNX runtime.
 pub fn promote(
     home: &Path,
     config: ConfigKey,
@@ -250,7 +445,7 @@ pub fn promote(
     evaluation: Option<&EvaluateReport>,
 ) -> Result<PromotionReport, StoreError> {
     let bytes = std::fs::read(model).map_err(|e| StoreError::io("read model", model, e))?;
-    let (header, _) = read_header(model, &bytes)?;
+    let header = identify(model, &bytes)?;
     if header.payload_sha256 != model_sha256 {
         return Err(StoreError::ModelChanged {
             path: model.to_path_buf(),
@@ -274,14 +469,16 @@ pub fn promote(
             ),
         });
     }
-    let target = canonical_path(home, config);
+    let target = canonical_path(home, config, header.format);
     let sidecar = sidecar_path(home, config);
     let mut backup = None;
-    if target.exists() {
+    let previous = canonical_file(home, config);
+    if let Some(prev) = &previous {
         let dir = paths::models_dir(home).join("backup");
         let stamp = crate::now_ms();
-        let b = dir.join(format!("canonical_{config}.{stamp}.rrm"));
-        atomic_copy(&target, &b)?;
+        let ext = ModelFormat::of(prev).unwrap_or_default().ext();
+        let b = dir.join(format!("canonical_{config}.{stamp}.{ext}"));
+        atomic_copy(prev, &b)?;
         if sidecar.exists() {
             atomic_copy(
                 &sidecar,
@@ -293,7 +490,7 @@ pub fn promote(
     atomic_write(&target, &bytes)?;
     let file_sha256 = sha256_hex(&bytes);
     // Re-read what landed: a promotion never leaves an unreadable canonical model.
-    let landed = read_header_file(&target)?;
+    let landed = identify_file(&target)?;
     let c = Canonical {
         name: name.to_owned(),
         path: target.clone(),
@@ -315,6 +512,10 @@ pub fn promote(
         .map(PathBuf::from)
         .unwrap_or_else(|| target.clone());
     atomic_symlink(&rel, &link)?;
+    if let Some(prev) = previous.filter(|p| *p != target) {
+        std::fs::remove_file(&prev)
+            .map_err(|e| StoreError::io("remove the replaced canonical model", &prev, e))?;
+    }
     Ok(PromotionReport {
         promoted: true,
         decision: GateDecision {
@@ -339,7 +540,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let key: ConfigKey = "hex8_2p".parse().expect("key");
         std::fs::create_dir_all(paths::models_dir(dir.path())).expect("models dir");
-        std::fs::write(canonical_path(dir.path(), key), b"model").expect("model");
+        std::fs::write(canonical_path(dir.path(), key, ModelFormat::Rrm), b"model").expect("model");
         let sidecar = serde_json::json!({
             "name": "gen1", "path": "/m/canonical_hex8_2p.rrm", "sha256": "ab",
             "file_sha256": "cd", "generation": 1, "promoted_at": 5,
@@ -382,5 +583,101 @@ mod tests {
         assert_eq!(read_header(p, &bytes).expect("full").0, written);
         let err = read_header_prefix(p, &mut &b"not a model file at all"[..]).expect_err("bad");
         assert!(err.to_string().contains("bad magic"), "{err}");
+    }
+
+    /// ONNX bytes with only the fields daemons read (`ir_version`, `metadata_props`).
+    fn onnx_bytes(meta: &[(&str, &str)]) -> Vec<u8> {
+        prost::Message::encode_to_vec(&OnnxMetadata {
+            ir_version: 8,
+            metadata_props: meta
+                .iter()
+                .map(|(k, v)| OnnxEntry {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn an_onnx_model_is_identified_by_its_metadata_and_file_hash() {
+        let p = Path::new("/m/gen1.onnx");
+        let bytes = onnx_bytes(&[(ONNX_CONFIG_KEY, "hex8_2p"), (ONNX_GENERATION, "4")]);
+        let info = identify(p, &bytes).expect("identify");
+        assert_eq!(info.format, ModelFormat::Onnx);
+        assert_eq!(info.config_key.to_string(), "hex8_2p");
+        assert_eq!(info.generation, 4);
+        assert_eq!(info.payload_sha256, sha256_hex(&bytes));
+        let err = identify(p, &onnx_bytes(&[])).expect_err("no config");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/m/gen1.onnx") && msg.contains(ONNX_CONFIG_KEY),
+            "{msg}"
+        );
+        let err = identify(p, b"\xff\xff not protobuf").expect_err("junk");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/m/gen1.onnx") && msg.contains("not an ONNX model"),
+            "{msg}"
+        );
+        let err = identify(Path::new("/m/gen1.pt"), &bytes).expect_err("extension");
+        assert!(err.to_string().contains("gen1.pt"), "{err}");
+    }
+
+    /// A promotion that changes the format replaces the canonical file of the other
+    /// format: one canonical model, backed up, the link naming the new file.
+    #[test]
+    fn promoting_an_onnx_model_over_an_rrm_one_leaves_one_canonical_model() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path();
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let m = paths::models_dir(home);
+        std::fs::create_dir_all(&m).expect("models dir");
+        let (h, rrm) = example(key, 1, b"weights").expect("example");
+        std::fs::write(m.join("gen1.rrm"), &rrm).expect("rrm");
+        promote(
+            home,
+            key,
+            &m.join("gen1.rrm"),
+            "gen1",
+            &h.payload_sha256,
+            None,
+            None,
+        )
+        .expect("first promotion");
+        let onnx = onnx_bytes(&[(ONNX_CONFIG_KEY, "hex8_2p"), (ONNX_GENERATION, "2")]);
+        std::fs::write(m.join("gen2.onnx"), &onnx).expect("onnx");
+        let sha = sha256_hex(&onnx);
+        let stale = promote(home, key, &m.join("gen2.onnx"), "gen2", &sha, None, None)
+            .expect_err("the canonical model changed since");
+        assert!(
+            matches!(stale, StoreError::CanonicalChanged { .. }),
+            "{stale}"
+        );
+        let r = promote(
+            home,
+            key,
+            &m.join("gen2.onnx"),
+            "gen2",
+            &sha,
+            Some(&h.payload_sha256),
+            None,
+        )
+        .expect("second promotion");
+        assert_eq!(
+            r.canonical.as_deref(),
+            Some(m.join("canonical_hex8_2p.onnx").as_path())
+        );
+        assert!(!canonical_path(home, key, ModelFormat::Rrm).exists());
+        assert!(
+            r.backup
+                .as_ref()
+                .is_some_and(|b| b.extension() == Some("rrm".as_ref()))
+        );
+        let c = canonical(home, key).expect("read").expect("present");
+        assert_eq!((c.sha256.as_str(), c.generation), (sha.as_str(), 2));
+        assert_eq!(c.path, m.join("canonical_hex8_2p.onnx"));
+        let link = std::fs::read_link(best_link(home, key)).expect("link");
+        assert_eq!(link, Path::new("canonical_hex8_2p.onnx"));
     }
 }

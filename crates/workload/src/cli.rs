@@ -53,6 +53,27 @@ pub struct Common {
     pub job_id: Option<String>,
 }
 
+/// A path that may be empty (a template's way to say "none"; clap's path parser refuses
+/// an empty value).
+fn maybe_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
+}
+
+/// Refuses an ONNX model where `ringrift-job` needs our weights (`train --init`,
+/// `distill --teacher`), naming the file.
+fn rrm_only(what: &str, path: &Path) -> anyhow::Result<()> {
+    if ringrift_store::models::ModelFormat::of(path)
+        == Some(ringrift_store::models::ModelFormat::Onnx)
+    {
+        anyhow::bail!(
+            "{what} {}: an ONNX model; ringrift-job trains and distils from .rrm models only (an external trainer's template can start from it)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn default_home() -> PathBuf {
     std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".local/state/ringrift"))
@@ -79,8 +100,8 @@ pub enum Command {
 pub struct TournamentCmd {
     #[arg(long)]
     pub config: ConfigKey,
-    /// A model file (repeat for each participant; at least 2).
-    #[arg(long = "model", required = true)]
+    /// Model files (`--model a b` or repeated; at least 2).
+    #[arg(long = "model", required = true, num_args = 1..)]
     pub models: Vec<PathBuf>,
     #[arg(long, default_value_t = 20)]
     pub games_per_pair: usize,
@@ -96,8 +117,8 @@ pub struct SelfplayCmd {
     pub config: ConfigKey,
     #[arg(long, default_value_t = 100)]
     pub games: usize,
-    /// Model file (default: the null model, which plays search tactics only).
-    #[arg(long)]
+    /// Model file (default, or empty: the null model, which plays search tactics only).
+    #[arg(long, value_parser = maybe_path())]
     pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 2)]
     pub depth: u32,
@@ -149,12 +170,16 @@ pub struct ExportCmd {
 pub struct TrainCmd {
     #[arg(long)]
     pub config: ConfigKey,
-    /// NPZ files (repeatable).
-    #[arg(long = "data", required = true)]
+    /// NPZ files (`--data a b` or repeated).
+    #[arg(long = "data", required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
-    /// Fine-tune from this model instead of a fresh network.
-    #[arg(long)]
+    /// Fine-tune from this model instead of a fresh network (empty: a fresh one).
+    #[arg(long, value_parser = maybe_path())]
     pub init: Option<PathBuf>,
+    /// The model format to write: only `rrm` (an `onnx` train format is an external
+    /// trainer's, `examples/python-trainer`).
+    #[arg(long, default_value = "rrm")]
+    pub format: String,
     #[arg(long)]
     pub output: PathBuf,
     #[arg(long, default_value_t = 64)]
@@ -203,7 +228,8 @@ pub struct EvaluateCmd {
     pub promote: bool,
     /// Stop playing an opponent once the upper 95% bound against it is below its gate
     /// (--gate-random, --gate-heuristic, --gate-canonical): the model cannot pass any more.
-    #[arg(long)]
+    /// `--early-reject` alone or `--early-reject true|false`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub early_reject: bool,
     #[arg(long, default_value_t = 0.85)]
     pub gate_random: f64,
@@ -233,7 +259,7 @@ pub struct DistillCmd {
     pub config: ConfigKey,
     #[arg(long)]
     pub teacher: PathBuf,
-    #[arg(long = "data", required = true)]
+    #[arg(long = "data", required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
     #[arg(long)]
     pub output: PathBuf,
@@ -271,7 +297,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 home: c.home.clone(),
                 config: a.config,
                 games: a.games,
-                model: a.model,
+                model: a.model.filter(|m| !m.as_os_str().is_empty()),
                 search,
                 seed,
                 threads: c.threads,
@@ -298,8 +324,17 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             (JobKind::Export, report_json(JobKind::Export, &r)?)
         }
         Command::Train(a) => {
+            if a.format != "rrm" {
+                anyhow::bail!(
+                    "train --format {:?}: ringrift-job writes rrm models; another format is an external trainer's ([jobs] train, see examples/python-trainer)",
+                    a.format
+                );
+            }
             let mut t = TrainArgs::new(a.config, a.data, a.output);
-            t.init = a.init;
+            t.init = a.init.filter(|m| !m.as_os_str().is_empty());
+            if let Some(init) = &t.init {
+                rrm_only("train --init", init)?;
+            }
             t.hidden = a.hidden;
             t.epochs = a.epochs;
             t.batch = a.batch;
@@ -373,6 +408,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             )
         }
         Command::Distill(a) => {
+            rrm_only("distill --teacher", &a.teacher)?;
             let mut t = TrainArgs::new(a.config, a.data, a.output);
             t.hidden = a.hidden;
             t.epochs = a.epochs;

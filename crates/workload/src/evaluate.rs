@@ -5,8 +5,8 @@
 
 use crate::WorkloadError;
 use crate::game::{Geometry, State};
-use crate::model::Model;
-use crate::players::{HeuristicPlayer, ModelPlayer, Player, RandomPlayer, SearchConfig, play_game};
+use crate::model_file::AnyModel;
+use crate::players::{HeuristicPlayer, Player, RandomPlayer, play_game};
 use crate::progress::Progress;
 use crate::promote;
 use crate::rng::Rng;
@@ -164,16 +164,7 @@ impl Tally {
 /// Plays the gauntlet and records it.
 pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let started = Instant::now();
-    let (model, header) = Model::load(&args.model)?;
-    if model.config_key != args.config {
-        return Err(WorkloadError::BadModel {
-            path: args.model.clone(),
-            reason: format!(
-                "model is for {}, evaluating {}",
-                model.config_key, args.config
-            ),
-        });
-    }
+    let (model, header) = AnyModel::load(&args.model, args.config)?;
     let geo = Geometry::new(args.config);
     let name = args.name.clone().unwrap_or_else(|| {
         args.model
@@ -182,7 +173,6 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
             .unwrap_or("model")
             .to_string()
     });
-    let model = Arc::new(model);
     let canonical = promote::canonical(&args.home, args.config)?;
     let canonical_sha256 = canonical.as_ref().map(|c| c.sha256.clone());
     let canonical = canonical.filter(|c| c.sha256 != header.payload_sha256);
@@ -192,7 +182,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let canonical_model = match &canonical {
         Some(c) if args.games_vs_canonical > 0 => {
             schedule.extend(std::iter::repeat_n(Opp::Canonical, args.games_vs_canonical));
-            Some(Arc::new(Model::load(&c.path)?.0))
+            Some(AnyModel::load(&c.path, args.config)?.0)
         }
         _ => None,
     };
@@ -223,15 +213,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                 scope.spawn(move || {
                     let mut rng =
                         Rng::new(args.seed ^ (t as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
-                    let mut me =
-                        ModelPlayer::new(name.clone(), model, SearchConfig::greedy(args.depth));
-                    let canon = canonical_model.map(|m| {
-                        ModelPlayer::new(
-                            canonical_name.clone(),
-                            m,
-                            SearchConfig::greedy(args.depth),
-                        )
-                    });
+                    let mut me = model.player(name, args.depth);
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -246,9 +228,9 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                                 match opp {
                                     Opp::Random => Some(Box::new(RandomPlayer)),
                                     Opp::Heuristic => Some(Box::new(HeuristicPlayer)),
-                                    Opp::Canonical => canon
+                                    Opp::Canonical => canonical_model
                                         .as_ref()
-                                        .map(|c| Box::new(c.clone()) as Box<dyn Player>),
+                                        .map(|c| c.player(canonical_name, args.depth)),
                                 }
                             })
                             .collect();
@@ -256,7 +238,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                             break;
                         }
                         let score =
-                            play_one(&geo, &mut me, others, i, args.opening_plies, &mut rng);
+                            play_one(&geo, me.as_mut(), others, i, args.opening_plies, &mut rng);
                         if tally.add(opp, i % geo.players(), score, args) {
                             out.push((i, opp, score));
                         } else {
@@ -277,6 +259,10 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .finish();
+    model.failure()?;
+    if let Some(c) = &canonical_model {
+        c.failure()?;
+    }
     let games: Vec<(usize, Opp, f64)> = per_thread.into_iter().flatten().collect();
     let skipped = tally.skipped.load(Ordering::Relaxed);
     if games.len() + skipped != schedule.len() {
@@ -340,7 +326,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
 /// order); returns the model's score (1, ½, 0).
 pub(crate) fn play_one(
     geo: &Arc<Geometry>,
-    me: &mut ModelPlayer,
+    me: &mut dyn Player,
     mut others: Vec<Box<dyn Player>>,
     index: usize,
     opening_plies: usize,
@@ -365,7 +351,7 @@ pub(crate) fn play_one(
     f64::from(end.outcome_for(seat as u8) + 1.0) / 2.0
 }
 
-/// Model file name for a generation: `{config}_gen{N}.rrm` under `models/`.
+/// Model file name for a generation of our format: `{config}_gen{N}.rrm` under `models/`.
 pub fn generation_path(home: &Path, config: ConfigKey, generation: u32) -> PathBuf {
     paths::models_dir(home).join(format!("{config}_gen{generation}.rrm"))
 }
@@ -373,6 +359,7 @@ pub fn generation_path(home: &Path, config: ConfigKey, generation: u32) -> PathB
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Model;
 
     #[test]
     fn wilson_matches_hand_computed() {
@@ -458,7 +445,7 @@ mod tests {
         promote::promote(home, key, &g1, "hex8_2p_gen1", &sha1, None, None).expect("promote");
         let r2 = evaluate(&args(home, &g2, "e2")).expect("gen2");
         assert_eq!(r2.canonical_sha256.as_deref(), Some(sha1.as_str()));
-        let canon = promote::canonical_path(home, key);
+        let canon = promote::canonical_path(home, key, ringrift_store::models::ModelFormat::Rrm);
         let t = crate::tournament::tournament(&crate::tournament::TournamentArgs {
             home: home.to_path_buf(),
             config: key,

@@ -12,6 +12,8 @@
 pub mod cli;
 pub mod evaluate;
 pub mod export;
+pub mod model_file;
+pub mod onnx;
 pub mod promote;
 pub mod selfplay;
 pub mod tournament;

@@ -6,14 +6,13 @@
 use crate::WorkloadError;
 use crate::evaluate::play_one;
 use crate::game::Geometry;
-use crate::model::Model;
-use crate::players::{ModelPlayer, Player, SearchConfig};
+use crate::model_file::AnyModel;
+use crate::players::Player;
 use crate::rng::Rng;
 pub use ringrift_contracts::{PairResult, Standing, TournamentReport};
 use ringrift_store::elo::{EloStore, MatchResult};
 use ringrift_store::{ConfigKey, paths};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -41,36 +40,18 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
     // Files of one payload (the canonical model and the generation it was copied from)
     // are one participant; with a single one left there is nothing to play.
     let geo = Geometry::new(args.config);
-    let mut players: Vec<(String, String, PathBuf, ModelPlayer)> = Vec::new();
+    let mut players: Vec<(String, String, PathBuf, AnyModel)> = Vec::new();
     for path in &args.models {
-        let (model, header) = Model::load(path)?;
+        let (model, header) = AnyModel::load(path, args.config)?;
         if players.iter().any(|p| p.1 == header.payload_sha256) {
             continue;
-        }
-        if model.config_key != args.config {
-            return Err(WorkloadError::BadModel {
-                path: path.clone(),
-                reason: format!(
-                    "model is for {}, tournament is {}",
-                    model.config_key, args.config
-                ),
-            });
         }
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("model")
             .to_string();
-        players.push((
-            name,
-            header.payload_sha256,
-            path.clone(),
-            ModelPlayer::new(
-                path.display().to_string(),
-                Arc::new(model),
-                SearchConfig::greedy(args.depth),
-            ),
-        ));
+        players.push((name, header.payload_sha256, path.clone(), model));
     }
     let mut rng = Rng::new(args.seed);
     let mut pairs = Vec::new();
@@ -80,11 +61,12 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
         for j in (i + 1)..players.len() {
             let mut score = 0.0;
             for g in 0..args.games_per_pair {
-                let mut me = players[i].3.clone();
+                let label = |p: &(String, String, PathBuf, AnyModel)| p.2.display().to_string();
+                let mut me = players[i].3.player(&label(&players[i]), args.depth);
                 let others: Vec<Box<dyn Player>> = (1..geo.players())
-                    .map(|_| Box::new(players[j].3.clone()) as Box<dyn Player>)
+                    .map(|_| players[j].3.player(&label(&players[j]), args.depth))
                     .collect();
-                let s = play_one(&geo, &mut me, others, g, args.opening_plies, &mut rng);
+                let s = play_one(&geo, me.as_mut(), others, g, args.opening_plies, &mut rng);
                 score += s;
                 matches.push(MatchResult {
                     match_id: format!("{}/{}", args.job_id, matches.len()),
@@ -103,6 +85,9 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
                 score_a: score,
             });
         }
+    }
+    for p in &players {
+        p.3.failure()?;
     }
     let store = EloStore::open(&paths::elo_db(&args.home))?;
     let labels: Vec<(String, String)> = players

@@ -32,7 +32,7 @@ high_watermark = 4
 cycle_interval_s = 0.5
 slots = 1
 lease_s = 30
-selfplay_args = ["--depth", "1"]
+depth = 1
 [auto_sync]
 cycle_interval_s = 1
 [model_sync]
@@ -43,7 +43,7 @@ threshold = 30
 cooldown_s = 0
 [continuous_training_loop]
 lease_s = 30
-train_args = ["--epochs", "2"]
+epochs = 2
 [evaluation]
 games_random = 12
 games_heuristic = 12

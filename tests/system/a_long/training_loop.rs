@@ -23,10 +23,16 @@ const LOOP_DAEMONS: &[&str] = &[
 /// The loop daemons run at their registry intervals (what the launcher passed before
 /// a user's `ringrift.toml` could set them; faster ones flood 2 cores with trainings).
 fn loop_home() -> Home {
+    loop_home_with("")
+}
+
+/// [`loop_home`] with `extra` TOML appended to its `ringrift.toml` (e.g. a `[jobs]` table).
+pub(super) fn loop_home_with(extra: &str) -> Home {
     let home = Home::new();
     std::fs::write(
         home.path().join("ringrift.toml"),
-        r#"heartbeat_interval_s = 1.0
+        format!(
+            r#"heartbeat_interval_s = 1.0
 [event_router]
 listen = "127.0.0.1:0"
 [auto_export]
@@ -39,13 +45,14 @@ lease_s = 20
 cooldown_s = 0
 [continuous_training_loop]
 lease_s = 20
-train_args = ["--epochs", "2"]
+epochs = 2
 [evaluation]
 games_random = 12
 games_heuristic = 12
 games_canonical = 6
 [data_pipeline]
-"#,
+{extra}"#
+        ),
     )
     .unwrap();
     let daemons: Vec<&str> = std::iter::once("event_router")
@@ -55,7 +62,7 @@ games_canonical = 6
     home
 }
 
-fn start(home: &Home) -> Proc {
+pub(super) fn start(home: &Home) -> Proc {
     home.launch_profile("looptest").0
 }
 
@@ -70,12 +77,12 @@ fn status(home: &Home) -> serde_json::Value {
 }
 
 /// Every event in the router's log, read from seq 1 (only events, no files).
-async fn all_events(home: &Home) -> Vec<wire::Event> {
+pub(super) async fn all_events(home: &Home) -> Vec<wire::Event> {
     let addr = std::fs::read_to_string(home.path().join("run/event_router.addr")).unwrap();
     router_log(&addr).await
 }
 
-fn decided(events: &[wire::Event]) -> bool {
+pub(super) fn decided(events: &[wire::Event]) -> bool {
     events.iter().any(|e| {
         matches!(
             e.payload,
@@ -84,7 +91,7 @@ fn decided(events: &[wire::Event]) -> bool {
     })
 }
 
-fn counts(events: &[wire::Event]) -> BTreeMap<String, usize> {
+pub(super) fn counts(events: &[wire::Event]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for e in events {
         *m.entry(
@@ -99,7 +106,7 @@ fn counts(events: &[wire::Event]) -> BTreeMap<String, usize> {
 
 /// Each piece of data is trained on once: no two TRAINING_COMPLETED for one NPZ, no two
 /// trainings started for one work item.
-fn assert_no_duplicate_training(events: &[wire::Event]) {
+pub(super) fn assert_no_duplicate_training(events: &[wire::Event]) {
     let mut npz = HashSet::new();
     let mut runs = HashSet::new();
     for e in events {
@@ -121,7 +128,7 @@ fn assert_no_duplicate_training(events: &[wire::Event]) {
 /// Trainings per data watermark from the job runner's own records (which the router's
 /// dedup cannot hide): no watermark is trained by two jobs that succeeded (or run).
 /// Returns how many training jobs succeeded.
-fn assert_no_duplicate_training_jobs(home: &std::path::Path) -> usize {
+pub(super) fn assert_no_duplicate_training_jobs(home: &std::path::Path) -> usize {
     let db = home.join("data/jobs.db");
     let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
@@ -142,7 +149,10 @@ fn assert_no_duplicate_training_jobs(home: &std::path::Path) -> usize {
             .iter()
             .find_map(|a| {
                 let name = a.rsplit('/').next()?;
-                let (_, w) = name.strip_suffix(".rrm")?.rsplit_once("_w")?;
+                let stem = name
+                    .strip_suffix(".rrm")
+                    .or_else(|| name.strip_suffix(".onnx"))?;
+                let (_, w) = stem.rsplit_once("_w")?;
                 w.parse::<i64>().ok().map(|w| w.to_string())
             })
             .unwrap_or_else(|| {

@@ -30,9 +30,9 @@ pub const INFO: DaemonInfo = DaemonInfo {
 pub struct ExportConfig {
     pub threshold: u64,
     pub timeout_s: f64,
-    /// Weight of the search value in the exported value target (`--value-blend` of the
-    /// export job), 0..=1; unset = the job's default (0.5 for the embedded workload).
-    pub value_blend: Option<f64>,
+    /// Weight of the search value in the exported value target (`{value_blend}` of the
+    /// export template), 0..=1; the rest is the final outcome.
+    pub value_blend: f64,
 }
 
 impl Default for ExportConfig {
@@ -40,7 +40,7 @@ impl Default for ExportConfig {
         ExportConfig {
             threshold: 500,
             timeout_s: 1800.0,
-            value_blend: None,
+            value_blend: 0.5,
         }
     }
 }
@@ -168,11 +168,8 @@ impl Exporter {
         )
         .var("config_key", config)
         .var("since", st.watermark)
-        .var("output", output.display());
-        let req = match self.cfg.value_blend {
-            Some(b) => req.arg("--value-blend").arg(b.to_string()),
-            None => req,
-        };
+        .var("output", output.display())
+        .var("value_blend", self.cfg.value_blend);
         let r: ExportReport = self.jobs.run(req).await?;
         let (rows, games, max_seq, path) = (r.rows as u64, r.games as u64, r.max_seq, r.output);
         if rows == 0 || max_seq <= st.watermark {
@@ -239,12 +236,11 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: ExportConfig = ctx.settings.section("auto_export")?;
     handler_base::ensure_config!(cfg.threshold > 0, "auto_export.threshold must be > 0");
     handler_base::ensure_config!(cfg.timeout_s > 0.0, "auto_export timeouts must be > 0");
-    if let Some(b) = cfg.value_blend {
-        handler_base::ensure_config!(
-            (0.0..=1.0).contains(&b),
-            "auto_export.value_blend must be between 0 and 1, not {b}"
-        );
-    }
+    handler_base::ensure_config!(
+        (0.0..=1.0).contains(&cfg.value_blend),
+        "auto_export.value_blend must be between 0 and 1, not {}",
+        cfg.value_blend
+    );
     let configs = ringrift_pipeline::configs(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;

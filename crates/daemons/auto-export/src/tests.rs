@@ -176,13 +176,13 @@ async fn value_blend_is_passed_to_the_export_job_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let (mut e, jobs, _) = setup(dir.path(), 150);
     e.check_all(&Recorder::default()).await.unwrap();
-    assert!(jobs.calls()[0].extra.is_empty(), "unset: the job's default");
+    assert_eq!(jobs.calls()[0].vars["value_blend"], "0.5", "the default");
     let dir = tempfile::tempdir().unwrap();
     let (e2, jobs, _) = setup(dir.path(), 150);
     e = e2;
-    e.cfg.value_blend = Some(0.25);
+    e.cfg.value_blend = 0.25;
     e.check_all(&Recorder::default()).await.unwrap();
-    assert_eq!(jobs.calls()[0].extra, ["--value-blend", "0.25"]);
+    assert_eq!(jobs.calls()[0].vars["value_blend"], "0.25");
 
     let home = tempfile::tempdir().unwrap();
     let toml = "[auto_export]\nvalue_blend = 1.5\n";

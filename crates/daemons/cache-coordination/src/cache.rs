@@ -1,12 +1,12 @@
-//! The local model cache: the `.rrm` files under `models/`, which of them must stay, and
+//! The local model cache: the model files (`.rrm`, `.onnx`) under `models/`, which of them must stay, and
 //! which go when the folder is over its budget (least recently used first) or when a
 //! promotion superseded them. Listing and deleting are blocking (run off the runtime);
 //! choosing is pure.
 //!
-//! Layout (`ringrift_store::models`, the training loop): `models/canonical_{config}.rrm`
+//! Layout (`ringrift_store::models`, the training loop): `models/canonical_{config}.{rrm,onnx}`
 //! (+ `.json`), the `models/ringrift_best_{config}` links, candidates
-//! `models/{config}/gen*.rrm`, canonical backups `models/backup/canonical_{config}.{ms}.rrm`
-//! (+ `.json`). Protected, never deleted here: every `canonical_*.rrm` at the top, the
+//! `models/{config}/gen*.{rrm,onnx}`, canonical backups `models/backup/canonical_{config}.{ms}.{ext}`
+//! (+ `.json`). Protected, never deleted here: every `canonical_*` model at the top, the
 //! target of every `ringrift_best_*` link, the newest `keep_newest` files of each
 //! candidate folder and the newest backup of each config (the previous canonical).
 
@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// One `.rrm` file under `models/`.
+/// One model file under `models/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalModel {
     /// Relative to `models/`, `/`-separated.
@@ -26,7 +26,7 @@ pub struct LocalModel {
     pub used_ms: i64,
 }
 
-/// Every `.rrm` file under `models/` (hidden and temp names skipped).
+/// Every model file (`.rrm`, `.onnx`) under `models/` (hidden and temp names skipped).
 pub fn list(models: &Path) -> Vec<LocalModel> {
     let mut out = Vec::new();
     let mut dirs = vec![models.to_path_buf()];
@@ -46,7 +46,7 @@ pub fn list(models: &Path) -> Vec<LocalModel> {
                 dirs.push(path);
                 continue;
             }
-            if !ft.is_file() || !name.ends_with(".rrm") {
+            if !ft.is_file() || ringrift_store::models::ModelFormat::of(name).is_none() {
                 continue;
             }
             let Ok(m) = e.metadata() else { continue };
@@ -70,11 +70,12 @@ pub fn list(models: &Path) -> Vec<LocalModel> {
     out
 }
 
-/// `backup/canonical_{config}.{ms}.rrm` → (config, ms).
+/// `backup/canonical_{config}.{ms}.{rrm|onnx}` → (config, ms).
 fn backup_of(rel: &str) -> Option<(&str, i64)> {
-    let rest = rel
-        .strip_prefix("backup/canonical_")?
-        .strip_suffix(".rrm")?;
+    let rest = rel.strip_prefix("backup/canonical_")?;
+    let rest = rest
+        .strip_suffix(".rrm")
+        .or_else(|| rest.strip_suffix(".onnx"))?;
     let (config, stamp) = rest.rsplit_once('.')?;
     Some((config, stamp.parse().ok()?))
 }

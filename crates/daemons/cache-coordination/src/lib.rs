@@ -1,7 +1,7 @@
 //! `cache_coordination`: which node caches which model, and this node's model cache
 //! kept within a budget; every 300 s by default and on MODEL_PROMOTED.
 //!
-//! Each cycle: local LRU eviction first ([`cache`]: while the `.rrm` files under
+//! Each cycle: local LRU eviction first ([`cache`]: while the model files under
 //! `models/` exceed `budget_bytes`, the least recently used unprotected one is deleted;
 //! canonical models, `ringrift_best_*` link targets, the newest `keep_newest` candidates
 //! of each folder and the newest backup of each config are never deleted), then the view:
@@ -23,6 +23,7 @@ pub mod cache;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::manifest::{self, FileEntry, Manifest};
+use ringrift_store::models::ModelFormat;
 use ringrift_store::paths;
 use ringrift_transfer::{DataClient, Peer};
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ pub const INFO: DaemonInfo = DaemonInfo {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Bytes of `.rrm` files `models/` may hold.
+    /// Bytes of model files `models/` may hold.
     pub budget_bytes: u64,
     /// Newest candidates per folder never evicted.
     pub keep_newest: usize,
@@ -269,13 +270,13 @@ impl CacheCoordination {
                     bytes: m
                         .files
                         .iter()
-                        .filter(|(rel, _)| rel.ends_with(".rrm"))
+                        .filter(|(rel, _)| ModelFormat::of(rel).is_some())
                         .map(|(_, e)| e.size)
                         .sum(),
                     models: m
                         .files
                         .into_iter()
-                        .filter(|(rel, _)| rel.ends_with(".rrm"))
+                        .filter(|(rel, _)| ModelFormat::of(rel).is_some())
                         .collect(),
                 },
                 Err(e) => NodeCache {
@@ -351,7 +352,7 @@ impl Handler for CacheCoordination {
             return Ok(());
         };
         let config = if event.config_key.is_empty() {
-            // `.../canonical_<config>.rrm`
+            // `.../canonical_<config>.<ext>`
             std::path::Path::new(&p.canonical_path)
                 .file_stem()
                 .and_then(|s| s.to_str())

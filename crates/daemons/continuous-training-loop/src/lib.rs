@@ -34,8 +34,8 @@ pub const INFO: DaemonInfo = DaemonInfo {
 pub struct LoopConfig {
     pub lease_s: f64,
     pub timeout_s: f64,
-    /// Extra arguments for the train job (e.g. `["--epochs", "8"]`).
-    pub train_args: Vec<String>,
+    /// Training epochs (`{epochs}` of the train template).
+    pub epochs: u32,
 }
 
 impl Default for LoopConfig {
@@ -43,7 +43,7 @@ impl Default for LoopConfig {
         LoopConfig {
             lease_s: 300.0,
             timeout_s: 3600.0,
-            train_args: Vec::new(),
+            epochs: 6,
         }
     }
 }
@@ -186,39 +186,36 @@ impl Trainer {
         .await?;
         let output = paths::models_dir(&self.home)
             .join(key.as_str())
-            .join(format!("gen{generation:04}_w{watermark}.rrm"));
+            .join(format!(
+                "gen{generation:04}_w{watermark}.{}",
+                self.jobs.model_format().ext()
+            ));
         let mut req = JobRequest::new(
             JobKind::Train,
             format!("train:{config}"),
             Duration::from_secs_f64(self.cfg.timeout_s),
         )
         .var("config_key", config)
-        .var("data", &npz)
         .var("output", output.display())
-        .arg("--generation")
-        .arg(generation.to_string());
-        // Older exports of the window, after the newest one given as {data}.
-        for extra in p
-            .npz_paths
-            .iter()
-            .map(|p| local_npz(&self.home, p))
-            .filter(|p| *p != npz)
-        {
-            if std::path::Path::new(&extra).exists() {
-                req = req.arg("--data").arg(extra);
-            }
-        }
-        // Continue from the current model (canonical, else the newest generation).
+        .var("generation", generation)
+        .var("epochs", self.cfg.epochs)
+        .var("model_format", self.jobs.model_format());
+        // {data}: the newest export, then the older ones of the window still here.
+        let mut data = vec![npz.clone()];
+        data.extend(
+            p.npz_paths
+                .iter()
+                .map(|p| local_npz(&self.home, p))
+                .filter(|p| *p != npz && std::path::Path::new(p).exists()),
+        );
+        req = req.list("data", data);
+        // Continue from the current model (canonical, else the newest generation; "" =
+        // a fresh network).
         let (home, c) = (self.home.clone(), config);
-        if let Some(init) =
+        let init =
             tokio::task::spawn_blocking(move || ringrift_pipeline::models::current_model(&home, c))
-                .await?
-        {
-            req = req.arg("--init").arg(init.display().to_string());
-        }
-        for a in &self.cfg.train_args {
-            req = req.arg(a.clone());
-        }
+                .await?;
+        req = req.opt("init", init.map(|m| m.display().to_string()));
         let t0 = std::time::Instant::now();
         let r: TrainReport = self.jobs.run(req).await?;
         let model = r.output.display().to_string();

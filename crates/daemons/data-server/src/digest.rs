@@ -1,4 +1,4 @@
-//! The SHA-256 (and, for `.rrm` models, the generation) of each served file, computed
+//! The SHA-256 (and, for models, the generation) of each served file, computed
 //! once per version of the file, off the async runtime.
 //!
 //! Keyed by the opened inode (device, inode number) and checked against its size and
@@ -56,7 +56,23 @@ fn compute(file: &File, path: &std::path::Path, model: bool) -> Result<Digest, R
     let meta = file.metadata().map_err(|e| Refusal::Io(e.to_string()))?;
     let (sha256, size) = ringrift_store::manifest::hash_reader(path, &mut ReadAt(file, 0))
         .map_err(|e| Refusal::Io(e.to_string()))?;
-    let generation = if model {
+    let generation = if !model {
+        None
+    } else if ringrift_store::models::ModelFormat::of(path)
+        == Some(ringrift_store::models::ModelFormat::Onnx)
+    {
+        // ONNX keeps its generation in the metadata: the whole protobuf is decoded.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut ReadAt(file, 0), &mut bytes)
+            .map_err(|e| Refusal::Io(e.to_string()))?;
+        match ringrift_store::models::identify(path, &bytes) {
+            Ok(i) => Some(i.generation),
+            Err(e) => {
+                tracing::debug!(error = %e, "no ONNX model metadata");
+                None
+            }
+        }
+    } else {
         match ringrift_store::models::read_header_prefix(path, &mut ReadAt(file, 0)) {
             Ok(h) => Some(h.generation),
             Err(e) => {
@@ -64,8 +80,6 @@ fn compute(file: &File, path: &std::path::Path, model: bool) -> Result<Digest, R
                 None
             }
         }
-    } else {
-        None
     };
     Ok(Digest {
         sha256,
@@ -106,7 +120,7 @@ impl DigestCache {
             .and_then(|s| s.cell.get().cloned())
     }
 
-    /// The digest of `file` (opened from `path`); `model` reads the `.rrm` generation too.
+    /// The digest of `file` (opened from `path`); `model` reads the model's generation too.
     pub async fn get(
         &self,
         file: Arc<File>,

@@ -49,7 +49,7 @@ pub fn newest_npz(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
     ringrift_pipeline::models::newest_files(
         &paths::training_dir(home),
         &format!("{config}_"),
-        ".npz",
+        &[".npz"],
         n,
     )
 }
@@ -90,9 +90,9 @@ impl Distiller {
         }
         let (home, w) = (self.home.clone(), self.cfg.npz_window);
         let data = tokio::task::spawn_blocking(move || newest_npz(&home, config, w)).await?;
-        let Some(first) = data.first() else {
+        if data.is_empty() {
             anyhow::bail!("no NPZ exports of {config} to distil on");
-        };
+        }
         let teacher = if m.canonical_path.is_empty() {
             &m.model_path
         } else {
@@ -103,20 +103,16 @@ impl Distiller {
             .join(config.to_string())
             .join(format!("distilled_{tag}.rrm"));
         self.status.set(format!("distilling {teacher}"));
-        let mut req = JobRequest::new(
+        let req = JobRequest::new(
             JobKind::Distill,
             format!("distill:{config}"),
             Duration::from_secs_f64(self.cfg.timeout_s),
         )
         .var("config_key", config)
         .var("teacher", teacher)
-        .var("data", first.display())
+        .list("data", data.iter().map(|d| d.display()))
         .var("output", output.display())
-        .arg("--hidden")
-        .arg(self.cfg.hidden.to_string());
-        for d in &data[1..] {
-            req = req.arg("--data").arg(d.display().to_string());
-        }
+        .var("hidden", self.cfg.hidden);
         let trained: TrainReport = self.jobs.run(req).await?;
         let student = trained.output.display().to_string();
         let name = format!("distilled_{tag}");
@@ -127,16 +123,24 @@ impl Distiller {
         )
         .var("config_key", config)
         .var("model", &student)
-        .args([
-            "--name",
-            &name,
-            "--games-random",
-            &self.cfg.games_random.to_string(),
-            "--games-heuristic",
-            &self.cfg.games_heuristic.to_string(),
-            "--games-canonical",
-            "0",
-        ]);
+        .var("name", &name)
+        .var("games_random", self.cfg.games_random)
+        .var("games_heuristic", self.cfg.games_heuristic)
+        .var("games_canonical", 0)
+        .var("depth", 2)
+        // One id per student: a rerun records none of its games twice.
+        .var("job_id", format!("evaluate-distilled:{config}:{tag}"))
+        .var("early_reject", false);
+        // A student is measured, never promoted: every bar at 0.
+        let req = ringrift_pipeline::gate::gate_vars(
+            req,
+            &ringrift_contracts::Gate {
+                min_lower_vs_random: 0.0,
+                min_lower_vs_heuristic: 0.0,
+                min_lower_vs_canonical: 0.0,
+                ..Default::default()
+            },
+        );
         let report: EvaluateReport = self.jobs.run(req).await?;
         let summary: Vec<String> = report
             .results
@@ -273,12 +277,14 @@ mod tests {
             "once per promoted model"
         );
         assert_eq!(calls[0].vars["teacher"], "/m/canonical_hex8_2p.rrm");
-        assert_eq!(
-            calls[0].extra.iter().filter(|a| *a == "--data").count(),
-            2,
-            "three hex8 exports: one in the template, two extra"
-        );
-        assert!(calls[1].extra.contains(&"--games-canonical".to_owned()));
+        assert_eq!(calls[0].lists["data"].len(), 3, "three hex8 exports");
+        let argv = ringrift_pipeline::jobs::default_argv(&calls[0]).unwrap();
+        let at = argv.iter().position(|a| a == "--data").unwrap();
+        assert_eq!(argv[at + 1..at + 4], calls[0].lists["data"][..]);
+        let args = ringrift_pipeline::jobs::default_argv(&calls[1])
+            .unwrap()
+            .join(" ");
+        assert!(args.contains("--games-canonical 0"), "{args}");
         assert!(
             matches!(&rec.payloads()[0], wire::event::Payload::EloUpdated(e) if e.participant == "distilled_abcdef012345" && e.elo == 1480.0)
         );

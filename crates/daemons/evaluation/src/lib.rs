@@ -135,50 +135,32 @@ impl Evaluator {
             return Ok(());
         }
         self.status.set(format!("evaluating {model_path}"));
-        let mut req = JobRequest::new(
+        let req = JobRequest::new(
             JobKind::Evaluate,
             format!("evaluate:{config}"),
             Duration::from_secs_f64(self.cfg.timeout_s),
         )
         .var("config_key", config)
         .var("model", model_path)
-        .arg("--games-random")
-        .arg(self.cfg.games_random.to_string())
-        .arg("--games-heuristic")
-        .arg(self.cfg.games_heuristic.to_string())
-        .arg("--games-canonical")
-        .arg(self.cfg.games_canonical.to_string())
-        .arg("--depth")
-        .arg(self.cfg.depth.to_string())
+        .var(
+            "name",
+            std::path::Path::new(model_path)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into()),
+        )
+        .var("games_random", self.cfg.games_random)
+        .var("games_heuristic", self.cfg.games_heuristic)
+        .var("games_canonical", self.cfg.games_canonical)
+        .var("depth", self.cfg.depth)
         // Elo match ids are `<job id>/<game index>`. The runner's RINGRIFT_JOB_ID is new
         // for every start, so a gauntlet rerun after a crash would count its games
         // again; the id of the evaluation is the same for every attempt.
-        .arg("--job-id")
-        .arg(format!("evaluate:{id}"));
+        .var("job_id", format!("evaluate:{id}"))
+        .var("early_reject", self.cfg.early_reject);
         // The gate goes with every gauntlet: the SPRT against the canonical model stops
         // its games when it decides, and early rejection uses the Wilson bars.
-        let g = &self.gate;
-        req = req.args([
-            "--gate-random".to_owned(),
-            g.min_lower_vs_random.to_string(),
-            "--gate-heuristic".to_owned(),
-            g.min_lower_vs_heuristic.to_string(),
-            "--gate-canonical".to_owned(),
-            g.min_lower_vs_canonical.to_string(),
-            "--canonical-test".to_owned(),
-            g.canonical_test.to_string(),
-            "--sprt-elo0".to_owned(),
-            g.sprt_elo0.to_string(),
-            "--sprt-elo1".to_owned(),
-            g.sprt_elo1.to_string(),
-            "--sprt-alpha".to_owned(),
-            g.sprt_alpha.to_string(),
-            "--sprt-beta".to_owned(),
-            g.sprt_beta.to_string(),
-        ]);
-        if self.cfg.early_reject {
-            req = req.arg("--early-reject");
-        }
+        let req = ringrift_pipeline::gate::gate_vars(req, &self.gate);
         let r: EvaluateReport = self.jobs.run(req).await?;
         let p = convert::evaluation_completed(&r, model_path, run_id);
         let summary: Vec<String> = p
@@ -330,13 +312,15 @@ mod tests {
             1,
             "a redelivered event does not rerun the gauntlet"
         );
-        let args = calls[0].extra.join(" ");
+        let args = ringrift_pipeline::jobs::default_argv(&calls[0])
+            .unwrap()
+            .join(" ");
         assert!(
             args.contains("--games-heuristic 1000")
-                && args.contains("--depth 3 --job-id evaluate:abc")
-                && args.contains("--gate-random 0.85 --gate-heuristic 0.6")
-                && args.contains("--canonical-test sprt --sprt-elo0 0 --sprt-elo1 35")
-                && args.ends_with("--early-reject"),
+                && args.contains("--job-id evaluate:abc evaluate")
+                && args.contains("--depth 3")
+                && args.contains("--early-reject true --gate-random 0.85 --gate-heuristic 0.6")
+                && args.contains("--canonical-test sprt --sprt-elo0 0 --sprt-elo1 35"),
             "{args}"
         );
         let evs = rec.events();
@@ -378,7 +362,9 @@ mod tests {
         let calls = j.calls();
         assert_eq!(calls.len(), 2, "one re-evaluation");
         assert_eq!(calls[1].vars["model"], "/m/g1.rrm");
-        let args = calls[1].extra.join(" ");
+        let args = ringrift_pipeline::jobs::default_argv(&calls[1])
+            .unwrap()
+            .join(" ");
         assert!(
             args.contains("--gate-canonical 0.5") && args.contains("--job-id evaluate:abc:c2"),
             "{args}"

@@ -38,8 +38,8 @@ pub struct SchedConfig {
     pub default_games: u64,
     pub lease_s: f64,
     pub timeout_s: f64,
-    /// Extra arguments for selfplay jobs (e.g. `["--depth", "1"]`).
-    pub selfplay_args: Vec<String>,
+    /// Search depth of selfplay (`{depth}` of the selfplay template).
+    pub depth: u32,
 }
 
 impl Default for SchedConfig {
@@ -50,7 +50,7 @@ impl Default for SchedConfig {
             default_games: 200,
             lease_s: 300.0,
             timeout_s: 3600.0,
-            selfplay_args: Vec::new(),
+            depth: 2,
         }
     }
 }
@@ -200,19 +200,14 @@ impl Scheduler {
         .var("config_key", config)
         .var("games", games)
         .pin(p.gpu())
-        .arg("--threads")
-        .arg(self.cfg.threads_per_job.to_string());
-        // Play with the current model (canonical, else the newest generation).
+        .var("threads", self.cfg.threads_per_job)
+        .var("depth", self.cfg.depth);
+        // Play with the current model (canonical, else the newest generation; "" = none).
         let (home, c) = (self.home.clone(), config);
-        if let Some(model) =
+        let model =
             tokio::task::spawn_blocking(move || ringrift_pipeline::models::current_model(&home, c))
-                .await?
-        {
-            req = req.arg("--model").arg(model.display().to_string());
-        }
-        for a in &self.cfg.selfplay_args {
-            req = req.arg(a.clone());
-        }
+                .await?;
+        req = req.opt("model", model.map(|m| m.display().to_string()));
         let r: SelfplayReport = self.jobs.run(req).await?;
         let key = config.to_string();
         let played = r.games as u64;

@@ -85,19 +85,23 @@ pub fn prune_generations(home: &Path, cfg: &MaintConfig, r: &mut Report) {
             continue;
         }
         // The same newest-first order the loop picks its recent models by.
-        let gens = ringrift_pipeline::models::newest_files(&dir, "gen", ".rrm", usize::MAX);
+        let gens =
+            ringrift_pipeline::models::newest_files(&dir, "gen", &[".rrm", ".onnx"], usize::MAX);
         for p in gens.into_iter().skip(cfg.models_keep) {
             remove(&p, 0, &mut r.models_removed, None, &mut r.errors);
         }
     }
 }
 
-/// Canonical backups `models/backup/canonical_<config>.<stamp>.{rrm,json}` beyond the
+/// Canonical backups `models/backup/canonical_<config>.<stamp>.{rrm|onnx,json}` beyond the
 /// newest `backups_keep` of each config (the sidecar goes with its model).
 pub fn prune_backups(home: &Path, cfg: &MaintConfig, r: &mut Report) {
     let dir = home.join("models/backup");
     let backups = grouped(&dir, |n| {
-        let rest = n.strip_prefix("canonical_")?.strip_suffix(".rrm")?;
+        let rest = n.strip_prefix("canonical_")?;
+        let rest = rest
+            .strip_suffix(".rrm")
+            .or_else(|| rest.strip_suffix(".onnx"))?;
         let (config, stamp) = rest.rsplit_once('.')?;
         Some((config.to_owned(), stamp.parse().ok()?))
     });

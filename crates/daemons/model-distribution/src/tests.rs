@@ -68,7 +68,7 @@ async fn distributed_is_announced_once_every_node_holds_the_file() {
     let models_b = ringrift_store::paths::models_dir(s.peer.home.path());
     std::fs::create_dir_all(&models_b).unwrap();
     std::fs::copy(
-        models::canonical_path(s.here.path(), config()),
+        models::canonical_path(s.here.path(), config(), models::ModelFormat::Rrm),
         models_b.join("canonical_hex8_2p.rrm"),
     )
     .unwrap();

@@ -2,7 +2,7 @@
 //! promotions made anywhere in the cluster.
 //!
 //! On MODEL_PROMOTED from another node it fetches that node's
-//! `models/canonical_{config}.rrm` through the transfer engine (file SHA-256 from the
+//! `models/canonical_{config}.{rrm,onnx}` through the transfer engine (file SHA-256 from the
 //! peer's manifest, verified; resumable; quarantined on mismatch), checks the model
 //! header's payload SHA-256 is the one the event promoted, and installs it with
 //! `ringrift_store::models::promote` (backup of the old one, atomic swap, sidecar,
@@ -19,7 +19,7 @@ use ringrift_proto::Event;
 use ringrift_proto::wire::{self, EventType, event::Payload};
 use ringrift_store::{ConfigKey, models};
 use ringrift_transfer::events::Transfer;
-use ringrift_transfer::files::{ManifestEntry, Root, Wanted, manifest};
+use ringrift_transfer::files::{ManifestDoc, ManifestEntry, Root, Wanted, manifest};
 use ringrift_transfer::{Peer, Setup, TransferSettings, node_of};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -70,8 +70,13 @@ pub enum Outcome {
     NotThere,
 }
 
-fn file_name(config: ConfigKey) -> String {
-    format!("canonical_{config}.rrm")
+/// The manifest line of `config`'s canonical model in a peer's manifest, of either
+/// format, with its name.
+fn canonical_entry(doc: &ManifestDoc, config: ConfigKey) -> Option<(String, ManifestEntry)> {
+    models::ModelFormat::ALL.into_iter().find_map(|f| {
+        let name = format!("canonical_{config}.{}", f.ext());
+        doc.files.get(&name).map(|e| (name, e.clone()))
+    })
 }
 
 impl ModelSync {
@@ -89,18 +94,20 @@ impl ModelSync {
         expect: Option<&str>,
     ) -> anyhow::Result<Outcome> {
         let doc = manifest(self.setup.engine.client(), peer, Root::Models).await?;
-        let Some(entry) = doc.files.get(&file_name(config)).cloned() else {
+        let Some((name, entry)) = canonical_entry(&doc, config) else {
             return Ok(Outcome::NotThere);
         };
-        self.install(ctx, peer, config, entry, expect).await
+        self.install(ctx, peer, config, name, entry, expect).await
     }
 
-    /// Installs `peer`'s canonical model of `config`, whose manifest line is `entry`.
+    /// Installs `peer`'s canonical model of `config`, the file `name` (of either format)
+    /// whose manifest line is `entry`.
     async fn install(
         &self,
         ctx: &Context,
         peer: &Peer,
         config: ConfigKey,
+        name: String,
         entry: ManifestEntry,
         expect: Option<&str>,
     ) -> anyhow::Result<Outcome> {
@@ -118,10 +125,14 @@ impl ModelSync {
         ctx.publish(transfer.started(&key)).await?;
         let incoming = ringrift_store::paths::models_dir(&ctx.home)
             .join(".incoming")
-            .join(format!("canonical_{config}.{}.rrm", &entry.sha256[..16]));
+            .join(format!(
+                "canonical_{config}.{}.{}",
+                &entry.sha256[..16],
+                models::ModelFormat::of(&name).unwrap_or_default().ext()
+            ));
         let wanted = Wanted {
             root: Root::Models,
-            path: file_name(config),
+            path: name,
             sha256: entry.sha256.clone(),
             size: entry.size,
         };
@@ -136,7 +147,7 @@ impl ModelSync {
             let previous = local.map(|c| c.sha256);
             let installed =
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Option<String>> {
-                    let header = models::read_header_file(&inc)?;
+                    let header = models::identify_file(&inc)?;
                     let outcome = if expect.as_ref().is_some_and(|e| *e != header.payload_sha256) {
                         None
                     } else {
@@ -162,7 +173,7 @@ impl ModelSync {
             Ok((Some(sha), bytes)) => {
                 ctx.publish(transfer.completed(&key, 1, bytes, t0.elapsed()))
                     .await?;
-                let canonical = models::canonical_path(&ctx.home, config);
+                let canonical = models::canonical_file(&ctx.home, config).unwrap_or_default();
                 let ev = Event::new(Payload::ModelDistributed(wire::ModelDistributed {
                     model_path: canonical.display().to_string(),
                     model_sha256: sha.clone(),
@@ -197,32 +208,32 @@ impl ModelSync {
     async fn catch_up(&self, ctx: &Context) -> anyhow::Result<()> {
         let peers = self.setup.peers();
         // The manifest lines read here are the ones installed from: one request per peer.
-        let mut best: std::collections::BTreeMap<ConfigKey, (u32, Peer, ManifestEntry)> =
+        let mut best: std::collections::BTreeMap<ConfigKey, (u32, Peer, String, ManifestEntry)> =
             Default::default();
         let mut errors = Vec::new();
         for peer in &peers {
             match manifest(self.setup.engine.client(), peer, Root::Models).await {
                 Ok(doc) => {
                     for config in ConfigKey::all() {
-                        if let Some(e) = doc.files.get(&file_name(config))
+                        if let Some((name, e)) = canonical_entry(&doc, config)
                             && let Some(g) = e.generation
-                            && best.get(&config).is_none_or(|(b, _, _)| g > *b)
+                            && best.get(&config).is_none_or(|(b, _, _, _)| g > *b)
                         {
-                            best.insert(config, (g, peer.clone(), e.clone()));
+                            best.insert(config, (g, peer.clone(), name, e));
                         }
                     }
                 }
                 Err(e) => errors.push(format!("{}: {e}", peer.name)),
             }
         }
-        for (config, (generation, peer, entry)) in best {
+        for (config, (generation, peer, name, entry)) in best {
             let home = ctx.home.clone();
             let ours =
                 tokio::task::spawn_blocking(move || models::canonical(&home, config)).await??;
             if ours.is_some_and(|c| c.generation >= generation) {
                 continue;
             }
-            if let Err(e) = self.install(ctx, &peer, config, entry, None).await {
+            if let Err(e) = self.install(ctx, &peer, config, name, entry, None).await {
                 errors.push(format!("{config} from {}: {e:#}", peer.name));
             }
         }

@@ -27,6 +27,25 @@ struct Pair {
 
 async fn pair() -> Pair {
     let a = testing::server("a").await;
+    let (b, ctx, rec, sync) = follower(&a);
+    Pair {
+        a,
+        b,
+        ctx,
+        rec,
+        sync,
+    }
+}
+
+/// A home whose model_sync follows the data server `a`.
+fn follower(
+    a: &testing::Server,
+) -> (
+    tempfile::TempDir,
+    Context,
+    handler_base::Recorded,
+    Arc<dyn Handler>,
+) {
     let b = tempfile::tempdir().unwrap();
     std::fs::write(
         b.path().join("cluster.toml"),
@@ -38,13 +57,7 @@ async fn pair() -> Pair {
     .unwrap();
     let (ctx, rec) = Context::for_test("model_sync", b.path(), "").unwrap();
     let sync = build(&ctx).unwrap();
-    Pair {
-        a,
-        b,
-        ctx,
-        rec,
-        sync,
-    }
+    (b, ctx, rec, sync)
 }
 
 fn promoted(sha: &str) -> Event {
@@ -112,6 +125,45 @@ async fn the_cycle_catches_up_to_a_newer_generation() {
     assert!(backups >= 1);
 }
 
+/// A promotion that changes the format (an external trainer's ONNX model after ours) is
+/// followed, by event and by catch-up: one canonical model here, the `.onnx` one.
+#[tokio::test]
+async fn an_onnx_canonical_model_is_followed_and_replaces_the_rrm_one() {
+    let p = pair().await;
+    promote_in(p.a.home.path(), 1, 1);
+    p.sync.run_cycle(&p.ctx).await.unwrap();
+    let a_models = ringrift_store::paths::models_dir(p.a.home.path());
+    let onnx = a_models.join("gen2.onnx");
+    std::fs::write(&onnx, models::example_onnx(config(), 2, 100_000)).unwrap();
+    let sha2 = models::identify_file(&onnx).unwrap().payload_sha256;
+    let c1 = models::canonical(p.a.home.path(), config())
+        .unwrap()
+        .unwrap();
+    models::promote(
+        p.a.home.path(),
+        config(),
+        &onnx,
+        "gen2",
+        &sha2,
+        Some(&c1.sha256),
+        None,
+    )
+    .unwrap();
+    p.sync.handle_event(&p.ctx, &promoted(&sha2)).await.unwrap();
+    let here = ringrift_store::paths::models_dir(p.b.path());
+    let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
+    assert_eq!((c.generation, c.sha256.as_str()), (2, sha2.as_str()));
+    assert_eq!(c.path, here.join("canonical_hex8_2p.onnx"));
+    assert!(!here.join("canonical_hex8_2p.rrm").exists());
+    let link = std::fs::read_link(models::best_link(p.b.path(), config())).unwrap();
+    assert_eq!(link, Path::new("canonical_hex8_2p.onnx"));
+    // A node that missed the event catches up by the ONNX model's generation.
+    let (late, late_ctx, _, late_sync) = follower(&p.a);
+    late_sync.run_cycle(&late_ctx).await.unwrap();
+    let c = models::canonical(late.path(), config()).unwrap().unwrap();
+    assert_eq!((c.generation, c.sha256.as_str()), (2, sha2.as_str()));
+}
+
 #[tokio::test]
 async fn a_byte_flipped_on_the_sources_disk_is_quarantined_never_installed() {
     let p = pair().await;
@@ -124,7 +176,7 @@ async fn a_byte_flipped_on_the_sources_disk_is_quarantined_never_installed() {
         ringrift_transfer::DataClient::new(None, std::time::Duration::from_secs(5)).unwrap();
     let peer = p.a.peer();
     manifest(&client, &peer, Root::Models).await.unwrap();
-    let f = models::canonical_path(p.a.home.path(), config());
+    let f = models::canonical_path(p.a.home.path(), config(), models::ModelFormat::Rrm);
     let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
     let mut bytes = std::fs::read(&f).unwrap();
     let last = bytes.len() - 10;

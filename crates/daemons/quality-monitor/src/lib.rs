@@ -1,8 +1,9 @@
 //! `quality_monitor`: how healthy selfplay is, per config, over the latest `window` games
 //! of `data/games/{config}.db`: mean game length, the first seat's share of wins, draws,
-//! opening diversity (distinct sequences of the first `opening_plies` moves per game)
-//! and policy agreement (share of plies whose played move is the top of the recorded
-//! search distribution). A collapsing selfplay — one seat winning most games, every game
+//! opening diversity (distinct sequences of the first `opening_plies` moves per game),
+//! policy agreement (share of plies whose played move is the top of the recorded search
+//! distribution) and value agreement (share of plies of decided games whose recorded
+//! root search value has the sign of the final outcome for the seat to move). A collapsing selfplay — one seat winning most games, every game
 //! opening the same way — is what stalls a learning loop, so it is what this watches:
 //! health is DEGRADED while the first seat's share is above `max_first_player_share`
 //! (two-player; moved to a seat's share for 3–4 players) or diversity is below
@@ -85,6 +86,9 @@ pub struct Figures {
     /// Plies whose move was the top of the recorded distribution, over plies with one
     /// (None: no game recorded a distribution).
     pub policy_agreement: Option<f64>,
+    /// Plies whose search value's sign is the outcome's, over plies of decided games
+    /// with a nonzero value (None: no such ply).
+    pub value_agreement: Option<f64>,
     /// 0..1: the mean of seat balance (1 when the first seat wins its even share, 0 when
     /// it wins every game) and opening diversity.
     pub quality_score: f64,
@@ -119,6 +123,17 @@ pub fn figures(games: &[GameRecord], players: u8, opening_plies: usize) -> Figur
             }
         }
     }
+    let (mut right, mut valued) = (0usize, 0usize);
+    for g in games {
+        let (Some(w), Some(values)) = (g.winner, &g.search_values) else {
+            continue;
+        };
+        for (ply, &v) in values.iter().enumerate().filter(|(_, v)| **v != 0.0) {
+            let mover_won = ply % usize::from(players.max(2)) == usize::from(w);
+            valued += 1;
+            right += usize::from((v > 0.0) == mover_won);
+        }
+    }
     let balance = (1.0 - (first_player_share - even).abs() / (1.0 - even)).clamp(0.0, 1.0);
     let opening_diversity = openings.len() as f64 / n as f64;
     Figures {
@@ -128,6 +143,7 @@ pub fn figures(games: &[GameRecord], players: u8, opening_plies: usize) -> Figur
         draw_share: (n - decided.len()) as f64 / n as f64,
         opening_diversity,
         policy_agreement: (plies > 0).then(|| agree as f64 / plies as f64),
+        value_agreement: (valued > 0).then(|| right as f64 / valued as f64),
         quality_score: (balance + opening_diversity) / 2.0,
     }
 }
@@ -222,7 +238,7 @@ impl Monitor {
                 quality_score: f.quality_score,
                 avg_game_length: f.mean_length,
                 policy_accuracy: f.policy_agreement.unwrap_or(0.0),
-                value_accuracy: 0.0,
+                value_accuracy: f.value_agreement.unwrap_or(0.0),
             };
             emit.emit(event(
                 wire::event::Payload::QualityScoreUpdated(p),

@@ -13,6 +13,12 @@ fn game(id: usize, winner: Option<u8>, moves: Vec<u16>, players: usize) -> GameR
         players: (0..players).map(|s| format!("p{s}")).collect(),
         winner,
         policy: Some(moves.iter().map(|&m| vec![(m, 0.7), (63, 0.3)]).collect()),
+        // The seat that wins always thinks it is winning, the others losing.
+        search_values: winner.map(|w| {
+            (0..moves.len())
+                .map(|ply| if ply % players == usize::from(w) { 0.5 } else { -0.5 })
+                .collect()
+        }),
         moves,
         source_node: "n1".into(),
         quality_score: 0.5,
@@ -47,6 +53,7 @@ fn figures_of_a_collapsed_and_a_healthy_window() {
     assert_eq!(f.first_player_share, 1.0);
     assert_eq!(f.opening_diversity, 0.01);
     assert_eq!(f.policy_agreement, Some(1.0));
+    assert_eq!(f.value_agreement, Some(1.0));
     assert!(f.quality_score < 0.01, "{f:?}");
     let p = problems(&cfg, &f, 2);
     assert_eq!(p.len(), 2, "{p:?}");
@@ -111,6 +118,7 @@ async fn in_process_a_cycle_reports_new_games_once_and_health_names_a_collapse()
     assert_eq!(updates.len(), 1, "{updates:?}");
     assert_eq!(updates[0].avg_game_length, 7.0);
     assert_eq!(updates[0].policy_accuracy, 1.0);
+    assert_eq!(updates[0].value_accuracy, 1.0);
     let health = h.health_check();
     assert!(
         matches!(health.status, handler_base::HealthStatus::Degraded),

@@ -58,10 +58,7 @@ impl Default for TournamentConfig {
 /// The newest `n` trained models of `config` plus the canonical model, if present.
 pub fn participants(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
     let mut out = ringrift_pipeline::models::recent_models(home, config, n);
-    let canonical = ringrift_pipeline::models::canonical(home, config);
-    if canonical.exists() {
-        out.push(canonical);
-    }
+    out.extend(ringrift_pipeline::models::canonical(home, config));
     out
 }
 
@@ -120,7 +117,7 @@ impl Ladder {
                 .set(format!("{config}: {} model(s), need 2", models.len()));
             return Ok(Some(0));
         }
-        let mut req = JobRequest::new(
+        let req = JobRequest::new(
             JobKind::Tournament,
             format!("tournament:{config}"),
             Duration::from_secs_f64(self.cfg.timeout_s),
@@ -129,11 +126,8 @@ impl Ladder {
         .var("games", self.cfg.games_per_pair)
         // Elo match ids are `<job id>/<game index>`: one id per round's cause (model,
         // work item, stamp), so a round rerun after a crash counts no game twice.
-        .arg("--job-id")
-        .arg(format!("tournament:{config}:{tag}"));
-        for m in &models {
-            req = req.arg("--model").arg(m.display().to_string());
-        }
+        .var("job_id", format!("tournament:{config}:{tag}"))
+        .list("models", models.iter().map(|m| m.display()));
         if !self
             .duty
             .confirm(leader, &format!("tournament {config} ({tag})"))
@@ -337,7 +331,7 @@ mod tests {
 
     fn fake() -> Arc<FakeJobs> {
         FakeJobs::new(|r| {
-            let n = r.extra.iter().filter(|a| *a == "--model").count();
+            let n = r.lists["models"].len();
             let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
             let standings: Vec<(&str, f64)> = names
                 .iter()
@@ -383,17 +377,13 @@ mod tests {
             "2 recent + canonical"
         );
         assert_eq!(rec.events().len(), 3, "one ELO_UPDATED per participant");
+        let argv = ringrift_pipeline::jobs::default_argv(&jobs.calls()[0]).unwrap();
+        assert!(argv.iter().any(|a| a.ends_with("canonical_hex8_2p.rrm")));
+        let args = argv.join(" ");
         assert!(
-            jobs.calls()[0]
-                .extra
-                .iter()
-                .any(|a| a.ends_with("canonical_hex8_2p.rrm"))
-        );
-        assert!(
-            jobs.calls()[0]
-                .extra
-                .join(" ")
-                .starts_with("--job-id tournament:hex8_2p:t --model")
+            args.contains("--job-id tournament:hex8_2p:t tournament")
+                && args.contains("--games-per-pair 20 --model /"),
+            "{args}"
         );
     }
 
