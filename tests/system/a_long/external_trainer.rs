@@ -6,13 +6,12 @@
 //! a failure under `CI=true`.
 
 use super::training_loop::{
-    all_events, assert_no_duplicate_training, assert_no_duplicate_training_jobs, counts, decided,
-    loop_home_with, start,
+    assert_no_duplicate_training, assert_no_duplicate_training_jobs, loop_home_with, start,
+    wait_decided,
 };
 use ringrift_proto::wire::event::Payload;
 use ringrift_system_tests::{command_works, require_tool};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_onnx_model_from_the_python_trainer_is_evaluated_and_decided_on() {
@@ -35,22 +34,7 @@ train = "python3 '{}' --config {{config_key}} --data {{data}} --output {{output}
         script.display()
     ));
     let _l = start(&home);
-    let t0 = Instant::now();
-    let mut events = Vec::new();
-    while t0.elapsed() < Duration::from_secs(240) {
-        events = all_events(&home).await;
-        if decided(&events) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let c = counts(&events);
-    eprintln!("decision after {:?}; events: {c:?}", t0.elapsed());
-    assert!(
-        decided(&events),
-        "no promotion decision within 240 s; events so far: {c:?}\nlogs in {}",
-        home.path().display()
-    );
+    let events = wait_decided(&home).await;
     let onnx = |p: &str| p.ends_with(".onnx");
     let trained: Vec<&str> = events
         .iter()

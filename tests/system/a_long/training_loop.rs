@@ -169,15 +169,12 @@ pub(super) fn assert_no_duplicate_training_jobs(home: &std::path::Path) -> usize
     succeeded
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_loop_runs_from_games_to_a_promotion_decision_by_events_alone() {
-    let _heavy = ringrift_system_tests::heavy();
-    let home = loop_home();
-    let _l = start(&home);
+/// Every event once the loop in `home` has decided on a model (polled, at most 240 s).
+pub(super) async fn wait_decided(home: &Home) -> Vec<wire::Event> {
     let t0 = Instant::now();
     let mut events = Vec::new();
     while t0.elapsed() < Duration::from_secs(240) {
-        events = all_events(&home).await;
+        events = all_events(home).await;
         if decided(&events) {
             break;
         }
@@ -190,6 +187,15 @@ async fn the_loop_runs_from_games_to_a_promotion_decision_by_events_alone() {
         "no promotion decision within 240 s; events so far: {c:?}\nlogs in {}",
         home.path().display()
     );
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_runs_from_games_to_a_promotion_decision_by_events_alone() {
+    let _heavy = ringrift_system_tests::heavy();
+    let home = loop_home();
+    let _l = start(&home);
+    let events = wait_decided(&home).await;
     // The chain, in causal order.
     let first = |f: &dyn Fn(&Payload) -> bool| {
         events

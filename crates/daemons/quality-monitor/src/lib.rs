@@ -11,6 +11,7 @@
 //! QUALITY_SCORE_UPDATED (training_trigger reads its score against `min_quality`).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use ringrift_contracts::sprt::per_seat_bar;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_proto::wire;
 use ringrift_store::games::{GameRecord, GameStore};
@@ -154,7 +155,7 @@ pub fn problems(cfg: &QualityConfig, f: &Figures, players: u8) -> Vec<String> {
     if f.games < cfg.min_games {
         return out;
     }
-    let bar = per_seat(cfg.max_first_player_share, players);
+    let bar = per_seat_bar(cfg.max_first_player_share, players);
     if f.first_player_share > bar {
         out.push(format!(
             "first seat wins {:.2} of decided games > {bar:.2}",
@@ -168,16 +169,6 @@ pub fn problems(cfg: &QualityConfig, f: &Figures, players: u8) -> Vec<String> {
         ));
     }
     out
-}
-
-/// A two-player share bar at the same odds over a seat's even share.
-fn per_seat(bar_2p: f64, players: u8) -> f64 {
-    if players <= 2 || bar_2p <= 0.0 || bar_2p >= 1.0 {
-        return bar_2p;
-    }
-    let odds = bar_2p / (1.0 - bar_2p);
-    let b = 1.0 / f64::from(players);
-    b * odds / (b * odds + 1.0 - b)
 }
 
 #[derive(Debug, Clone, Default)]

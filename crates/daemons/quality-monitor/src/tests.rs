@@ -90,7 +90,7 @@ fn the_first_seat_bar_is_per_seat() {
     assert!(problems(&QualityConfig::default(), &f, 3).is_empty());
     let f = figures(&collapsed(90), 3, 2);
     assert!(!problems(&QualityConfig::default(), &f, 3).is_empty());
-    assert!((per_seat(0.75, 3) - 0.6).abs() < 1e-9);
+    assert!((per_seat_bar(0.75, 3) - 0.6).abs() < 1e-9);
 }
 
 #[tokio::test]
