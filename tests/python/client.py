@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import threading
+import time
 
 from grpc_tools import protoc
 import grpc
@@ -30,7 +31,7 @@ def main():
     ch = grpc.insecure_channel(a.router)
     stub = router_pb2_grpc.EventRouterStub(ch)
     req = router_pb2.SubscribeRequest(types=[events_pb2.TRAINING_COMPLETED], latest=True)
-    stream = stub.Subscribe(req, timeout=30)
+    stream = stub.Subscribe(req, timeout=120)
     got = []
     done = threading.Event()
 
@@ -50,8 +51,10 @@ def main():
         training_completed=events_pb2.TrainingCompleted(model_path="/m/typed.bin", samples=42),
     )
     as_json = events_pb2.Event(type=events_pb2.TRAINING_COMPLETED, source="client.py@test", json='{"model_path": "/m/json.bin"}')
-    # The subscription may still be starting: publish until it sees the events (bounded).
-    for _ in range(50):
+    # The subscription may still be starting: publish until it sees the events (bounded
+    # by a deadline, generous because the whole suite shares 2 cores: 10 s ran out once).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         stub.Publish(typed, timeout=10)
         stub.Publish(as_json, timeout=10)
         if done.wait(0.2):
