@@ -288,7 +288,10 @@ mod tests {
         assert!(!d.passed && d.reasons[0].contains("undecided"), "{d:?}");
         assert_eq!(d.sprt.map(|s| s.games), Some(50));
         let d = decide(100, 35);
-        assert!(!d.passed && d.reasons[0].contains("rejected with LLR"), "{d:?}");
+        assert!(
+            !d.passed && d.reasons[0].contains("rejected with LLR"),
+            "{d:?}"
+        );
         // No canonical model yet: only the floors, no test.
         let d = check_gate(anchors().iter().map(|r| r.score()), &gate, 2);
         assert!(d.passed && d.sprt.is_none(), "{d:?}");
@@ -308,6 +311,10 @@ mod tests {
         let four = check_gate(results.iter().map(|r| r.score()), &Gate::default(), 4);
         assert!(four.passed, "{four:?}");
         assert!((Gate::default().bar(HEURISTIC_ID, 4).unwrap() - 1.0 / 3.0).abs() < 1e-9);
-        assert_eq!(Gate::default().bar("gen3", 4), None, "the SPRT decides, not a bar");
+        assert_eq!(
+            Gate::default().bar("gen3", 4),
+            None,
+            "the SPRT decides, not a bar"
+        );
     }
 }

@@ -18,9 +18,9 @@ pub mod wire;
 
 pub use config_key::{Board, ConfigKey, InvalidConfigKey};
 pub use gate::{CanonicalTest, Gate, GateDecision, check_gate};
-pub use sprt::{Sprt, SprtState, Verdict};
 pub use report::{
     EvaluateReport, ExportReport, JobKind, OpponentResult, PairResult, PromotionReport,
     SelfplayReport, Standing, TournamentReport, TrainReport,
 };
+pub use sprt::{Sprt, SprtState, Verdict};
 pub use wire::ContractError;

@@ -156,7 +156,11 @@ mod tests {
     fn run(t: &Sprt, p: f64, players: u8, cap: u64, rng: &mut Rng) -> (bool, u64) {
         let (mut w, mut l) = (0, 0);
         for g in 1..=cap {
-            if rng.unit() < p { w += 1 } else { l += 1 }
+            if rng.unit() < p {
+                w += 1
+            } else {
+                l += 1
+            }
             match t.state(w, 0, l, players).verdict {
                 Verdict::Accepted => return (true, g),
                 Verdict::Rejected => return (false, g),
@@ -198,7 +202,12 @@ mod tests {
         assert_eq!(t.state(200, 0, 0, 2).verdict, Verdict::Accepted);
         assert_eq!(t.state(0, 0, 200, 2).verdict, Verdict::Rejected);
         assert!(Sprt { elo1: 0.0, ..t }.validate().is_err());
-        assert!(Sprt { alpha: 0.5, ..t }.validate().unwrap_err().contains("sprt_alpha"));
+        assert!(
+            Sprt { alpha: 0.5, ..t }
+                .validate()
+                .unwrap_err()
+                .contains("sprt_alpha")
+        );
     }
 
     /// The false-promotion rate measured on a candidate of known strength: equal to the
@@ -215,12 +224,16 @@ mod tests {
                 .filter(|_| run(&t, p, players, 5000, &mut rng).0)
                 .count();
             let rate = passed as f64 / trials as f64;
-            eprintln!("MEASURED: {players}p candidate {elo} Elo: false promotions {passed}/{trials}");
+            eprintln!(
+                "MEASURED: {players}p candidate {elo} Elo: false promotions {passed}/{trials}"
+            );
             assert!(rate <= max_rate, "{players}p at {elo} Elo: {rate}");
         }
         // And it finds a real improvement: a candidate 70 Elo stronger passes ≥ 95 %.
         let p = expected_score(70.0, 2);
-        let passed = (0..trials).filter(|_| run(&t, p, 2, 5000, &mut rng).0).count();
+        let passed = (0..trials)
+            .filter(|_| run(&t, p, 2, 5000, &mut rng).0)
+            .count();
         assert!(passed as f64 / trials as f64 >= 0.95, "{passed}/{trials}");
     }
 }

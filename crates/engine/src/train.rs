@@ -117,7 +117,9 @@ fn split_by_game(rows: Vec<Row>, games: &[u32], rng: &mut Rng) -> (Vec<Row>, Vec
     rng.shuffle(&mut ids);
     let mut held = std::collections::HashSet::new();
     let mut count = std::collections::HashMap::<u32, usize>::new();
-    games.iter().for_each(|&g| *count.entry(g).or_default() += 1);
+    games
+        .iter()
+        .for_each(|&g| *count.entry(g).or_default() += 1);
     let mut n = 0;
     for g in ids {
         if n >= want {
@@ -817,7 +819,10 @@ mod tests {
         let game_of = |r: &Row| ds.games[r.value as usize];
         let held: std::collections::HashSet<u32> = val.iter().map(game_of).collect();
         assert!(!held.is_empty());
-        assert!(train.iter().all(|r| !held.contains(&game_of(r))), "a game on both sides");
+        assert!(
+            train.iter().all(|r| !held.contains(&game_of(r))),
+            "a game on both sides"
+        );
         assert_eq!(val.len() + train.len(), ds.rows());
         let share = val.len() as f64 / ds.rows() as f64;
         assert!((0.09..0.2).contains(&share), "held out {share}");
@@ -842,21 +847,32 @@ mod tests {
             ..args.clone()
         };
         train(&plain).expect("train plain");
-        assert_eq!(Model::load(&plain.output).expect("load").0.arch(), crate::model::ARCH);
+        assert_eq!(
+            Model::load(&plain.output).expect("load").0.arch(),
+            crate::model::ARCH
+        );
         let student = TrainArgs {
             hidden: 16,
             output: dir.path().join("s.rrm"),
             ..args.clone()
         };
         let r = distill(&args.output, &student).expect("distill");
-        assert!(r.params < m.param_count(), "{} vs {}", r.params, m.param_count());
+        assert!(
+            r.params < m.param_count(),
+            "{} vs {}",
+            r.params,
+            m.param_count()
+        );
         let same = TrainArgs {
             hidden: 64,
             output: dir.path().join("s2.rrm"),
             ..args.clone()
         };
         let err = distill(&args.output, &same).expect_err("as large as the teacher");
-        assert!(err.to_string().contains("not fewer than its teacher"), "{err}");
+        assert!(
+            err.to_string().contains("not fewer than its teacher"),
+            "{err}"
+        );
         assert!(!same.output.exists());
     }
 }

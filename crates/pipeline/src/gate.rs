@@ -31,7 +31,9 @@ impl PromotionConfig {
     pub fn load(ctx: &Context) -> anyhow::Result<Self> {
         let c: PromotionConfig = ctx.settings.section("unified_promotion")?;
         if let Err(e) = c.gate.validate() {
-            return Err(handler_base::ConfigError::Invalid(format!("unified_promotion.{e}")).into());
+            return Err(
+                handler_base::ConfigError::Invalid(format!("unified_promotion.{e}")).into(),
+            );
         }
         Ok(c)
     }

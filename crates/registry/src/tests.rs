@@ -159,7 +159,12 @@ fn profiles_carry_their_configs_through_includes() {
     let r = Registry::builtin();
     let standard = load_profile("standard", None, &r).unwrap();
     assert_eq!(standard.configs, ["hex8_2p", "square8_2p", "hex8_3p"]);
-    assert!(load_profile("minimal", None, &r).unwrap().configs.is_empty());
+    assert!(
+        load_profile("minimal", None, &r)
+            .unwrap()
+            .configs
+            .is_empty()
+    );
     let dir = tempfile_dir("configs");
     std::fs::write(
         dir.join("mine.toml"),
@@ -171,8 +176,14 @@ fn profiles_carry_their_configs_through_includes() {
         "description = \"x\"\ninclude = [\"standard\"]\ndaemons = []\nconfigs = [\"square19_2p\"]\n",
     )
     .unwrap();
-    assert_eq!(load_profile("mine", Some(&dir), &r).unwrap().configs, standard.configs);
-    assert_eq!(load_profile("own", Some(&dir), &r).unwrap().configs, ["square19_2p"]);
+    assert_eq!(
+        load_profile("mine", Some(&dir), &r).unwrap().configs,
+        standard.configs
+    );
+    assert_eq!(
+        load_profile("own", Some(&dir), &r).unwrap().configs,
+        ["square19_2p"]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

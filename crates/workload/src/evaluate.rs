@@ -148,9 +148,7 @@ impl Tally {
         }
         add_game(r, seat, score);
         let stop = match args.gate.bar(&r.opponent, players) {
-            Some(bar) => {
-                args.early_reject && r.games >= EARLY_REJECT_MIN_GAMES && r.upper95 < bar
-            }
+            Some(bar) => args.early_reject && r.games >= EARLY_REJECT_MIN_GAMES && r.upper95 < bar,
             None => {
                 let st = args.gate.sprt().state(r.wins, r.draws, r.losses, players);
                 st.verdict != Verdict::Continue
@@ -547,7 +545,10 @@ mod tests {
             counted += 1;
             assert!(counted < 1000, "the test never decided");
         }
-        assert!(!tally.add(Opp::Canonical, 0, 0.0, &a), "a late game counted");
+        assert!(
+            !tally.add(Opp::Canonical, 0, 0.0, &a),
+            "a late game counted"
+        );
         let r = tally.results()[Opp::Canonical.index()].clone();
         assert_eq!(r.games, counted as u64);
         let st = a.gate.sprt().state(r.wins, r.draws, r.losses, 2);

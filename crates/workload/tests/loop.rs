@@ -212,7 +212,10 @@ fn reduced_loop_promotes_and_improves_bookkeeping() {
     );
     let promotion = ev.promotion.as_ref().expect("promotion decided");
     assert!(promotion.promoted, "{ev:?}");
-    let sprt = promotion.decision.sprt.expect("the SPRT is in the decision");
+    let sprt = promotion
+        .decision
+        .sprt
+        .expect("the SPRT is in the decision");
     assert_eq!(
         (sprt.verdict, sprt.games),
         (ringrift_contracts::Verdict::Accepted, vs_untrained.games),

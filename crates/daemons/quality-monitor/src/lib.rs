@@ -217,8 +217,14 @@ impl Monitor {
                 Ok(Some((max, games)))
             })
             .await??;
-            let Some((max_seq, games)) = read else { continue };
-            if self.seen().get(&config).is_some_and(|s| s.max_seq >= max_seq) {
+            let Some((max_seq, games)) = read else {
+                continue;
+            };
+            if self
+                .seen()
+                .get(&config)
+                .is_some_and(|s| s.max_seq >= max_seq)
+            {
                 continue;
             }
             let records: Vec<GameRecord> = games.into_iter().map(|g| g.game).collect();
@@ -289,7 +295,10 @@ impl Monitor {
             HealthCheckResult::degraded(format!("{}; {summary}", problems.join("; ")))
         };
         for (c, s) in &seen {
-            h = h.detail(&format!("{c}.quality"), format!("{:.3}", s.figures.quality_score));
+            h = h.detail(
+                &format!("{c}.quality"),
+                format!("{:.3}", s.figures.quality_score),
+            );
         }
         h
     }

@@ -1,4 +1,7 @@
 //! `ringrift-quality-monitor` binary.
 fn main() -> std::process::ExitCode {
-    handler_base::daemon_main(ringrift_quality_monitor::INFO, ringrift_quality_monitor::build)
+    handler_base::daemon_main(
+        ringrift_quality_monitor::INFO,
+        ringrift_quality_monitor::build,
+    )
 }

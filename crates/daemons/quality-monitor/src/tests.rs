@@ -16,7 +16,13 @@ fn game(id: usize, winner: Option<u8>, moves: Vec<u16>, players: usize) -> GameR
         // The seat that wins always thinks it is winning, the others losing.
         search_values: winner.map(|w| {
             (0..moves.len())
-                .map(|ply| if ply % players == usize::from(w) { 0.5 } else { -0.5 })
+                .map(|ply| {
+                    if ply % players == usize::from(w) {
+                        0.5
+                    } else {
+                        -0.5
+                    }
+                })
                 .collect()
         }),
         moves,
@@ -96,8 +102,8 @@ fn the_first_seat_bar_is_per_seat() {
 #[tokio::test]
 async fn in_process_a_cycle_reports_new_games_once_and_health_names_a_collapse() {
     let home = tempfile::tempdir().expect("tempdir");
-    let (ctx, published) = Context::for_test(INFO.name, home.path(), "[quality_monitor]\n")
-        .expect("context");
+    let (ctx, published) =
+        Context::for_test(INFO.name, home.path(), "[quality_monitor]\n").expect("context");
     let h = build(&ctx).expect("build");
     h.run_cycle(&ctx).await.expect("cycle without games");
     assert!(published.events().is_empty(), "no game store yet");
@@ -124,7 +130,10 @@ async fn in_process_a_cycle_reports_new_games_once_and_health_names_a_collapse()
         matches!(health.status, handler_base::HealthStatus::Degraded),
         "{health:?}"
     );
-    assert!(health.message.contains("hex8_2p: first seat wins"), "{health:?}");
+    assert!(
+        health.message.contains("hex8_2p: first seat wins"),
+        "{health:?}"
+    );
 
     h.run_cycle(&ctx).await.expect("cycle");
     assert_eq!(published.events().len(), 1, "no new games, no new report");

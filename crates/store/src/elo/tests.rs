@@ -169,10 +169,15 @@ fn multi_player_games_expect_a_seats_share() {
     assert!((expected_score(1500.0, 1500.0, 3) - 1.0 / 3.0).abs() < 1e-12);
     assert!((expected_score(1500.0, 1500.0, 2) - 0.5).abs() < 1e-12);
     let (a, b) = update(1500.0, 1500.0, 1.0, 3, false, false);
-    assert!((a - (1500.0 + 32.0 * 2.0 / 3.0)).abs() < 1e-9 && (a - 1500.0 + b - 1500.0).abs() < 1e-9);
+    assert!(
+        (a - (1500.0 + 32.0 * 2.0 / 3.0)).abs() < 1e-9 && (a - 1500.0 + b - 1500.0).abs() < 1e-9
+    );
     let (mut ra, mut rb) = (1500.0, 1500.0);
     for g in 0..300 {
         (ra, rb) = update(ra, rb, if g % 3 == 0 { 1.0 } else { 0.0 }, 3, false, false);
     }
-    assert!((ra - 1500.0).abs() < 25.0 && (rb - 1500.0).abs() < 25.0, "{ra} {rb}");
+    assert!(
+        (ra - 1500.0).abs() < 25.0 && (rb - 1500.0).abs() < 25.0,
+        "{ra} {rb}"
+    );
 }
