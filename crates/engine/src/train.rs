@@ -111,15 +111,14 @@ fn split_by_game(rows: Vec<Row>, games: &[u32], rng: &mut Rng) -> (Vec<Row>, Vec
         &own
     };
     let want = if rows.len() >= 20 { rows.len() / 10 } else { 0 };
-    let mut ids: Vec<u32> = games.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    rng.shuffle(&mut ids);
-    let mut held = std::collections::HashSet::new();
-    let mut count = std::collections::HashMap::<u32, usize>::new();
+    let mut count = std::collections::BTreeMap::<u32, usize>::new();
     games
         .iter()
         .for_each(|&g| *count.entry(g).or_default() += 1);
+    // The distinct games in ascending order, then shuffled.
+    let mut ids: Vec<u32> = count.keys().copied().collect();
+    rng.shuffle(&mut ids);
+    let mut held = std::collections::HashSet::new();
     let mut n = 0;
     for g in ids {
         if n >= want {
