@@ -296,7 +296,7 @@ impl Monitor {
         };
         for (c, s) in &seen {
             h = h.detail(
-                &format!("{c}.quality"),
+                format!("{c}.quality"),
                 format!("{:.3}", s.figures.quality_score),
             );
         }
