@@ -402,6 +402,15 @@ pub fn canonical_file(home: &Path, config: ConfigKey) -> Option<PathBuf> {
     found.into_iter().next()
 }
 
+/// A canonical backup's file name as [`promote`] writes it under `models/backup/`,
+/// `canonical_{config}.{stamp}.{rrm|onnx}` → (config, stamp in ms).
+pub fn backup_of(name: &str) -> Option<(&str, i64)> {
+    ModelFormat::of(name)?;
+    let (rest, _ext) = name.strip_prefix("canonical_")?.rsplit_once('.')?;
+    let (config, stamp) = rest.rsplit_once('.')?;
+    Some((config, stamp.parse().ok()?))
+}
+
 fn sidecar_path(home: &Path, config: ConfigKey) -> PathBuf {
     paths::models_dir(home).join(format!("canonical_{config}.json"))
 }

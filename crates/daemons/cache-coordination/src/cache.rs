@@ -72,12 +72,7 @@ pub fn list(models: &Path) -> Vec<LocalModel> {
 
 /// `backup/canonical_{config}.{ms}.{rrm|onnx}` → (config, ms).
 fn backup_of(rel: &str) -> Option<(&str, i64)> {
-    let rest = rel.strip_prefix("backup/canonical_")?;
-    let rest = rest
-        .strip_suffix(".rrm")
-        .or_else(|| rest.strip_suffix(".onnx"))?;
-    let (config, stamp) = rest.rsplit_once('.')?;
-    Some((config, stamp.parse().ok()?))
+    ringrift_store::models::backup_of(rel.strip_prefix("backup/")?)
 }
 
 /// The candidate folder of `rel` (`{config}/gen*.rrm` → `{config}`), if it is one.

@@ -98,12 +98,8 @@ pub fn prune_generations(home: &Path, cfg: &MaintConfig, r: &mut Report) {
 pub fn prune_backups(home: &Path, cfg: &MaintConfig, r: &mut Report) {
     let dir = home.join("models/backup");
     let backups = grouped(&dir, |n| {
-        let rest = n.strip_prefix("canonical_")?;
-        let rest = rest
-            .strip_suffix(".rrm")
-            .or_else(|| rest.strip_suffix(".onnx"))?;
-        let (config, stamp) = rest.rsplit_once('.')?;
-        Some((config.to_owned(), stamp.parse().ok()?))
+        let (config, stamp) = ringrift_store::models::backup_of(n)?;
+        Some((config.to_owned(), stamp))
     });
     for files in backups.into_values() {
         for (p, len) in files.into_iter().skip(cfg.backups_keep.max(1)) {
