@@ -168,6 +168,20 @@ pub struct JobSlots {
     pub tournament: SlotKind,
 }
 
+impl JobSlots {
+    /// The slot a job of `kind` takes.
+    pub fn slot(&self, kind: JobKind) -> SlotKind {
+        match kind {
+            JobKind::Selfplay => self.selfplay,
+            JobKind::Export => self.export,
+            JobKind::Train => self.train,
+            JobKind::Evaluate => self.evaluate,
+            JobKind::Distill => self.distill,
+            JobKind::Tournament => self.tournament,
+        }
+    }
+}
+
 impl Default for JobSlots {
     fn default() -> Self {
         JobSlots {
@@ -220,6 +234,20 @@ impl Default for JobTemplates {
             slots: JobSlots::default(),
             cpu_slots: None,
             gpu_slots: None,
+        }
+    }
+}
+
+impl JobTemplates {
+    /// The command line of `kind`.
+    pub fn template(&self, kind: JobKind) -> &str {
+        match kind {
+            JobKind::Selfplay => &self.selfplay,
+            JobKind::Export => &self.export,
+            JobKind::Train => &self.train,
+            JobKind::Evaluate => &self.evaluate,
+            JobKind::Distill => &self.distill,
+            JobKind::Tournament => &self.tournament,
         }
     }
 }
@@ -295,29 +323,15 @@ impl RunnerJobs {
                 .unwrap_or(1)
         });
         let sl = &t.slots;
-        let declared_gpu = [
-            sl.selfplay,
-            sl.export,
-            sl.train,
-            sl.evaluate,
-            sl.distill,
-            sl.tournament,
-        ]
-        .contains(&SlotKind::Gpu);
+        let declared_gpu = JobKind::ALL.iter().any(|&k| sl.slot(k) == SlotKind::Gpu);
         // Probe only when a kind runs on GPUs and the count is not configured.
         let gpus = match t.gpu_slots {
             Some(n) => n,
             None if declared_gpu => ringrift_cluster::resources::NvidiaSmi::count(),
             None => 0,
         };
-        for (k, s, slot) in [
-            (JobKind::Selfplay, &t.selfplay, sl.selfplay),
-            (JobKind::Export, &t.export, sl.export),
-            (JobKind::Train, &t.train, sl.train),
-            (JobKind::Evaluate, &t.evaluate, sl.evaluate),
-            (JobKind::Distill, &t.distill, sl.distill),
-            (JobKind::Tournament, &t.tournament, sl.tournament),
-        ] {
+        for k in JobKind::ALL {
+            let (s, slot) = (t.template(k), sl.slot(k));
             let bad = |e| handler_base::ConfigError::Invalid(format!("jobs.{}: {e}", k.as_str()));
             let invalid =
                 |m: String| handler_base::ConfigError::Invalid(format!("jobs.{}: {m}", k.as_str()));
@@ -521,14 +535,7 @@ pub fn scripted_job<R: Report>(home: &Path, kind: JobKind, report: &R) -> std::i
 /// daemon tests that check the arguments they cause.
 pub fn default_argv(req: &JobRequest) -> Result<Vec<String>, String> {
     let t = JobTemplates::default();
-    let line = match req.kind {
-        JobKind::Selfplay => &t.selfplay,
-        JobKind::Export => &t.export,
-        JobKind::Train => &t.train,
-        JobKind::Evaluate => &t.evaluate,
-        JobKind::Distill => &t.distill,
-        JobKind::Tournament => &t.tournament,
-    };
+    let line = t.template(req.kind);
     let mut vars = req.vars.clone();
     for (k, v) in [
         ("home", "/home"),
@@ -773,14 +780,8 @@ mod tests {
     #[test]
     fn the_default_templates_use_exactly_the_placeholders_of_their_kind() {
         let t = JobTemplates::default();
-        for (kind, line) in [
-            (JobKind::Selfplay, &t.selfplay),
-            (JobKind::Export, &t.export),
-            (JobKind::Train, &t.train),
-            (JobKind::Evaluate, &t.evaluate),
-            (JobKind::Distill, &t.distill),
-            (JobKind::Tournament, &t.tournament),
-        ] {
+        for kind in JobKind::ALL {
+            let line = t.template(kind);
             let mut used = CommandTemplate::parse(line)
                 .unwrap()
                 .placeholders()
