@@ -23,14 +23,15 @@ pub fn newest_files(dir: &Path, prefix: &str, suffixes: &[&str], n: usize) -> Ve
     v.into_iter().take(n).map(|x| x.1).collect()
 }
 
+/// The newest `n` trained generations in a config's model folder `dir`
+/// (`gen*.rrm`, `gen*.onnx`), newest first.
+pub fn newest_generations(dir: &Path, n: usize) -> Vec<PathBuf> {
+    newest_files(dir, "gen", &[".rrm", ".onnx"], n)
+}
+
 /// The newest `n` trained models of `config` (either format), newest first.
 pub fn recent_models(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
-    newest_files(
-        &paths::models_dir(home).join(config.to_string()),
-        "gen",
-        &[".rrm", ".onnx"],
-        n,
-    )
+    newest_generations(&paths::models_dir(home).join(config.to_string()), n)
 }
 
 /// `models/canonical_<config>.<ext>` if there is one (`ringrift_store::models` owns the
