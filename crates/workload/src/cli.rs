@@ -60,18 +60,14 @@ fn maybe_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
     clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
-/// Refuses an ONNX model where `ringrift-job` needs our weights (`train --init`,
-/// `distill --teacher`), naming the file.
-fn rrm_only(what: &str, path: &Path) -> anyhow::Result<()> {
-    if ringrift_store::models::ModelFormat::of(path)
-        == Some(ringrift_store::models::ModelFormat::Onnx)
-    {
-        anyhow::bail!(
-            "{what} {}: an ONNX model; ringrift-job trains and distils from .rrm models only (an external trainer's template can start from it)",
-            path.display()
-        );
-    }
-    Ok(())
+/// Refuses an ONNX model for `what` (`train --init`, `distill --teacher`).
+fn rrm_only(what: &str, path: &Path) -> Result<(), crate::WorkloadError> {
+    crate::model_file::rrm_only(
+        path,
+        &format!(
+            "{what}: an ONNX model; ringrift-job trains and distils from .rrm models only (an external trainer's template can start from it)"
+        ),
+    )
 }
 
 fn default_home() -> PathBuf {

@@ -12,6 +12,18 @@ use ringrift_store::models::{ModelFormat, ModelInfo};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Refuses an ONNX model where `ringrift-job` needs our weights (selfplay, `train
+/// --init`, `distill --teacher`): the error names the file and says why (`reason`).
+pub fn rrm_only(path: &Path, reason: &str) -> Result<(), WorkloadError> {
+    if ModelFormat::of(path) == Some(ModelFormat::Onnx) {
+        return Err(WorkloadError::BadModel {
+            path: path.to_path_buf(),
+            reason: reason.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// A loaded model of either format.
 #[derive(Debug, Clone)]
 pub enum AnyModel {

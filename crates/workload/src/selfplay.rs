@@ -48,14 +48,10 @@ pub fn load_model(
     match path {
         None => Ok((Arc::new(Model::null(config, cells)), None)),
         Some(p) => {
-            if ringrift_store::models::ModelFormat::of(p)
-                == Some(ringrift_store::models::ModelFormat::Onnx)
-            {
-                return Err(WorkloadError::BadModel {
-                    path: p.to_path_buf(),
-                    reason: "ringrift-job plays selfplay with .rrm models only; an ONNX model is evaluated, gated and promoted, and its selfplay is the external trainer's ([jobs] selfplay)".into(),
-                });
-            }
+            crate::model_file::rrm_only(
+                p,
+                "ringrift-job plays selfplay with .rrm models only; an ONNX model is evaluated, gated and promoted, and its selfplay is the external trainer's ([jobs] selfplay)",
+            )?;
             let (m, h) = Model::load(p)?;
             if m.config_key != config || m.cells != cells {
                 return Err(WorkloadError::BadModel {
