@@ -443,12 +443,7 @@ impl Broker {
                 .await;
             let ended = {
                 let mut st = consumer.lock();
-                if st.generation == generation_id {
-                    st.connected = false;
-                    Some(st.disconnect(me.cfg.max_deliver))
-                } else {
-                    None
-                }
+                (st.generation == generation_id).then(|| st.disconnect(me.cfg.max_deliver))
             };
             if let Some((failed, letters)) = ended {
                 if let Err(e) = me
@@ -461,6 +456,12 @@ impl Broker {
                     .await
                 {
                     tracing::error!(consumer = %consumer.name, error = %e, "could not record failed deliveries");
+                }
+                // Shown as disconnected only once the failed deliveries are on disk: a
+                // kill -9 right after a status that says so loses no count.
+                let mut st = consumer.lock();
+                if st.generation == generation_id {
+                    st.connected = false;
                 }
             }
         });
