@@ -103,8 +103,10 @@ pub struct TournamentCmd {
     pub games_per_pair: usize,
     #[arg(long, default_value_t = 2)]
     pub depth: u32,
-    #[arg(long, default_value_t = 2)]
-    pub opening_plies: usize,
+    /// Random plies opening every game [default: the config's selfplay opening: one
+    /// per seat plus one, two per seat on boards over 100 cells]
+    #[arg(long)]
+    pub opening_plies: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -214,8 +216,10 @@ pub struct EvaluateCmd {
     pub games_canonical: usize,
     #[arg(long, default_value_t = 2)]
     pub depth: u32,
-    #[arg(long, default_value_t = 2)]
-    pub opening_plies: usize,
+    /// Random plies opening every game [default: the config's selfplay opening: one
+    /// per seat plus one, two per seat on boards over 100 cells]
+    #[arg(long)]
+    pub opening_plies: Option<usize>,
     /// Do not record the games in the Elo store.
     #[arg(long)]
     pub no_elo: bool,
@@ -368,7 +372,9 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 games_vs_heuristic: a.games_heuristic,
                 games_vs_canonical: a.games_canonical,
                 depth: a.depth,
-                opening_plies: a.opening_plies,
+                opening_plies: a
+                    .opening_plies
+                    .unwrap_or_else(|| crate::players::opening_plies(a.config)),
                 threads: c.threads,
                 seed,
                 record_elo: !a.no_elo,
@@ -390,7 +396,9 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 models: a.models,
                 games_per_pair: a.games_per_pair,
                 depth: a.depth,
-                opening_plies: a.opening_plies,
+                opening_plies: a
+                    .opening_plies
+                    .unwrap_or_else(|| crate::players::opening_plies(a.config)),
                 seed,
                 source_node: node.clone(),
                 job_id: job_id.clone(),

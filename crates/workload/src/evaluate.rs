@@ -51,7 +51,8 @@ pub struct EvaluateArgs {
     /// Games against the canonical model, if there is one (0 = skip).
     pub games_vs_canonical: usize,
     pub depth: u32,
-    /// Random plies at the start of every game, so games differ (both sides alike).
+    /// Random plies at the start of every game, so games differ (both sides alike); each
+    /// opening is played once per seat of the model (see [`Openings`]).
     pub opening_plies: usize,
     pub threads: usize,
     pub seed: u64,
@@ -193,6 +194,10 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         Opp::Heuristic => ringrift_store::elo::HEURISTIC_ID.to_string(),
         Opp::Canonical => canonical_name.clone(),
     };
+    let openings = Openings {
+        plies: args.opening_plies,
+        seed: args.seed,
+    };
     let next = AtomicUsize::new(0);
     let tally = Tally {
         results: std::sync::Mutex::new(Opp::ALL.map(|o| new_result(&opp_name(o)))),
@@ -235,8 +240,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                         if others.len() + 1 != geo.players() {
                             break;
                         }
-                        let score =
-                            play_one(&geo, me.as_mut(), others, i, args.opening_plies, &mut rng);
+                        let score = play_one(&geo, me.as_mut(), others, i, openings, &mut rng);
                         if tally.add(opp, i % geo.players(), score, args) {
                             out.push((i, opp, score));
                         } else {
@@ -320,26 +324,44 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     })
 }
 
+/// Random opening plies and the seed they are drawn from: every seating of one opening
+/// is played, so the seat's advantage in an opening cancels within its group of games.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Openings {
+    pub plies: usize,
+    pub seed: u64,
+}
+
+impl Openings {
+    /// The position after the random plies of game `index`: games `g·players` to
+    /// `g·players + players − 1` (one per seat of the model) share it.
+    pub(crate) fn position(&self, geo: &Arc<Geometry>, index: usize) -> State {
+        let group = (index / geo.players()) as u64;
+        let mut rng = Rng::new(self.seed ^ (group + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut s = State::new(geo.clone());
+        for _ in 0..self.plies {
+            if s.done {
+                break;
+            }
+            let moves = s.legal_moves();
+            s.play_unchecked(usize::from(moves[rng.below(moves.len())]));
+        }
+        s
+    }
+}
+
 /// One game with the model in seat `index % players` and `others` in the other seats (in
-/// order); returns the model's score (1, ½, 0).
+/// order), from the opening of game `index`; returns the model's score (1, ½, 0).
 pub(crate) fn play_one(
     geo: &Arc<Geometry>,
     me: &mut dyn Player,
     mut others: Vec<Box<dyn Player>>,
     index: usize,
-    opening_plies: usize,
+    openings: Openings,
     rng: &mut Rng,
 ) -> f64 {
-    let n = geo.players();
-    let seat = index % n;
-    let mut s = State::new(geo.clone());
-    for _ in 0..opening_plies {
-        if s.done {
-            break;
-        }
-        let moves = s.legal_moves();
-        s.play_unchecked(usize::from(moves[rng.below(moves.len())]));
-    }
+    let seat = index % geo.players();
+    let s = openings.position(geo, index);
     let mut seats: Vec<&mut dyn Player> = others
         .iter_mut()
         .map(|p| p.as_mut() as &mut dyn Player)
@@ -358,6 +380,21 @@ pub fn generation_path(home: &Path, config: ConfigKey, generation: u32) -> PathB
 mod tests {
     use super::*;
     use crate::model::Model;
+
+    #[test]
+    fn every_seating_of_an_opening_is_played() {
+        for (key, n) in [("hex8_2p", 2), ("hex8_3p", 3)] {
+            let geo = Arc::new(Geometry::new(key.parse().expect("key")));
+            let o = Openings { plies: 3, seed: 9 };
+            let first = o.position(&geo, 0);
+            assert_eq!(first.moves.len(), 3);
+            for i in 1..n {
+                assert_eq!(o.position(&geo, i).moves, first.moves, "{key} game {i}");
+            }
+            let next: Vec<_> = (1..6).map(|g| o.position(&geo, g * n).moves).collect();
+            assert!(next.iter().all(|m| *m != first.moves), "{key}: {next:?}");
+        }
+    }
 
     #[test]
     fn wilson_matches_hand_computed() {

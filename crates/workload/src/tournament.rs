@@ -4,7 +4,7 @@
 //! `<job id>/<game index>`.
 
 use crate::WorkloadError;
-use crate::evaluate::play_one;
+use crate::evaluate::{Openings, play_one};
 use crate::game::Geometry;
 use crate::model_file::AnyModel;
 use crate::players::Player;
@@ -54,6 +54,10 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
         players.push((name, header.payload_sha256, path.clone(), model));
     }
     let mut rng = Rng::new(args.seed);
+    let openings = Openings {
+        plies: args.opening_plies,
+        seed: args.seed,
+    };
     let mut pairs = Vec::new();
     let mut matches = Vec::new();
     let now = ringrift_store::now_ms();
@@ -66,7 +70,7 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
                 let others: Vec<Box<dyn Player>> = (1..geo.players())
                     .map(|_| players[j].3.player(&label(&players[j]), args.depth))
                     .collect();
-                let s = play_one(&geo, me.as_mut(), others, g, args.opening_plies, &mut rng);
+                let s = play_one(&geo, me.as_mut(), others, g, openings, &mut rng);
                 score += s;
                 matches.push(MatchResult {
                     match_id: format!("{}/{}", args.job_id, matches.len()),
