@@ -47,6 +47,7 @@ pub fn opponent(
         upper95,
         by_seat: Vec::new(),
         stopped_early: false,
+        groups: Vec::new(),
     }
 }
 

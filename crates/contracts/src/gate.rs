@@ -152,6 +152,8 @@ pub struct Score<'a> {
     pub losses: u64,
     pub win_rate: f64,
     pub lower95: f64,
+    /// See [`OpponentResult::groups`].
+    pub groups: &'a [u64],
 }
 
 impl OpponentResult {
@@ -164,6 +166,7 @@ impl OpponentResult {
             losses: self.losses,
             win_rate: self.win_rate,
             lower95: self.lower95,
+            groups: &self.groups,
         }
     }
 }
@@ -200,12 +203,24 @@ pub fn check_gate<'a>(
             Some(_) => {}
             None => {
                 let t = gate.sprt();
-                let st = t.state(r.wins, r.draws, r.losses, players);
+                let st = if r.groups.is_empty() {
+                    t.state(r.wins, r.draws, r.losses, players)
+                } else if let Some(st) = t.state_groups(r.groups, players) {
+                    st
+                } else {
+                    reasons.push(format!(
+                        "{what}: {} opening-group counts, a {players}-player game has {}",
+                        r.groups.len(),
+                        2 * usize::from(players) + 1
+                    ));
+                    continue;
+                };
                 if st.verdict != Verdict::Accepted {
                     reasons.push(format!(
-                        "{what}: SPRT (elo0 {}, elo1 {}) {} with LLR {:.2} after {} games (accept at {:.2})",
+                        "{what}: SPRT (elo0 {}, elo1 {}{}) {} with LLR {:.2} after {} games (accept at {:.2})",
                         t.elo0,
                         t.elo1,
+                        if r.groups.is_empty() { "" } else { ", by opening groups" },
                         if st.verdict == Verdict::Rejected { "rejected" } else { "undecided" },
                         st.llr,
                         st.games,
@@ -241,6 +256,40 @@ mod tests {
             canonical_test: CanonicalTest::Wilson,
             ..Gate::default()
         }
+    }
+
+    /// With opening groups the SPRT runs on them: 200 pairs scoring 0.55 per game decide where
+    /// the same 400 games as single games (LLR 2.00) do not; a count of the wrong length
+    /// is refused by name.
+    #[test]
+    fn the_sprt_runs_on_opening_groups_when_the_result_has_them() {
+        let mut canonical = opponent("gen1", 400, 220, 0.5, 0.6);
+        let single = {
+            let mut r = anchors();
+            r.push(canonical.clone());
+            check_gate(r.iter().map(|r| r.score()), &Gate::default(), 2)
+        };
+        assert!(!single.passed, "{single:?}");
+        assert!(
+            single.reasons[0].contains("undecided with LLR 2.00"),
+            "{single:?}"
+        );
+        canonical.groups = vec![20, 0, 140, 0, 40];
+        let mut results = anchors();
+        results.push(canonical.clone());
+        let d = check_gate(results.iter().map(|r| r.score()), &Gate::default(), 2);
+        assert!(d.passed, "{d:?}");
+        let st = d.sprt.expect("sprt");
+        assert_eq!((st.games, st.verdict), (400, Verdict::Accepted));
+        canonical.groups = vec![1, 2, 3];
+        let mut results = anchors();
+        results.push(canonical);
+        let d = check_gate(results.iter().map(|r| r.score()), &Gate::default(), 2);
+        assert!(!d.passed);
+        assert!(
+            d.reasons[0].contains("3 opening-group counts, a 2-player game has 5"),
+            "{d:?}"
+        );
     }
 
     /// 28 of 50 against the canonical model is a point score of 0.56 but a Wilson lower

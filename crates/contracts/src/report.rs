@@ -151,6 +151,12 @@ pub struct OpponentResult {
     pub by_seat: Vec<[f64; 2]>,
     /// Fewer games than scheduled were played: the upper bound fell below the gate.
     pub stopped_early: bool,
+    /// Opening groups (one random opening played once in each seat) by the model's
+    /// score in the group in half-points: `groups[k]` groups scored `k / 2`; `2 · players
+    /// + 1` counts, empty when the games were not played in groups. The SPRT against
+    /// the canonical model is tested on these ([`crate::sprt::Sprt::llr_groups`]).
+    #[serde(default)]
+    pub groups: Vec<u64>,
 }
 
 /// What a promotion did.

@@ -6,9 +6,10 @@
 //! strength a seat expects `1/players` (each seat is equally likely to win), so an Elo
 //! difference is applied to those odds: a player `elo` stronger than each of the others
 //! expects `q / (q + 1 − b)` with `b = 1/players` and `q = b · 10^(elo/400)`, which for
-//! two players is the usual logistic curve. Each game is treated as a Bernoulli trial
-//! with a draw counted half a win and half a loss, so the log-likelihood ratio is exact
-//! (no variance estimate) and defined from the first game.
+//! two players is the usual logistic curve. Games played as opening groups (every
+//! seating of one random opening) are tested per group ([`Sprt::llr_groups`]); single
+//! games as Bernoulli trials with a draw counted half a win and half a loss
+//! ([`Sprt::llr`]: exact, no variance estimate, defined from the first game).
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,9 @@ pub fn per_seat_bar(bar_2p: f64, players: u8) -> f64 {
     let b = 1.0 / f64::from(players);
     b * odds / (b * odds + 1.0 - b)
 }
+
+/// Weight, in groups, of the variance of independent games in [`Sprt::llr_groups`].
+pub const GROUP_PRIOR: f64 = 10.0;
 
 /// The test's hypotheses and error rates.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -118,6 +122,64 @@ impl Sprt {
     /// The test after these games.
     pub fn state(&self, wins: u64, draws: u64, losses: u64, players: u8) -> SprtState {
         let llr = self.llr(wins, draws, losses, players);
+        self.decide(llr, wins + draws + losses)
+    }
+
+    /// Log-likelihood ratio of H1 against H0 after these opening groups: `groups[k]`
+    /// groups (one opening played once in each seat, `players` games) in which the
+    /// candidate scored `k` half-points; `None` unless `groups` has `2·players + 1`
+    /// entries.
+    ///
+    /// Why groups. The seat decides most games here (between close models on hex8_2p
+    /// the first real mover wins about 80 % of them), so per game the outcome is nearly a
+    /// coin the opening tosses, and a test that treats games as independent needs
+    /// several times the games a difference in strength alone would. Within a group the
+    /// seat's advantage cancels; what varies from group to group is the strength. This is
+    /// fishtest's pentanomial test (for two players) in its normal approximation: with
+    /// `x` a group's mean score per game, `μ` and `σ²` their mean and variance over `N`
+    /// groups, `LLR = N · (s1 − s0) · (2μ − s0 − s1) / (2σ²)`. `σ²` is shrunk towards the
+    /// variance of independent games (`s(1 − s) / players`) with the weight of
+    /// [`GROUP_PRIOR`] groups, so a handful of identical groups cannot decide the test
+    /// on a variance of zero.
+    pub fn llr_groups(&self, groups: &[u64], players: u8) -> Option<f64> {
+        let n = usize::from(players.max(2));
+        if groups.len() != 2 * n + 1 {
+            return None;
+        }
+        let count: u64 = groups.iter().sum();
+        if count == 0 {
+            return Some(0.0);
+        }
+        let s0 = expected_score(self.elo0, players);
+        let s1 = expected_score(self.elo1, players);
+        let x = |k: usize| k as f64 / (2 * n) as f64;
+        let total = count as f64;
+        let mean = groups
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| c as f64 * x(k))
+            .sum::<f64>()
+            / total;
+        let spread: f64 = groups
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| c as f64 * (x(k) - mean).powi(2))
+            .sum();
+        let s = (s0 + s1) / 2.0;
+        let prior = s * (1.0 - s) / n as f64;
+        let var = (spread + GROUP_PRIOR * prior) / (total + GROUP_PRIOR);
+        Some(total * (s1 - s0) * (2.0 * mean - s0 - s1) / (2.0 * var))
+    }
+
+    /// The test after these opening groups (see [`Sprt::llr_groups`]); `None` for a
+    /// malformed count.
+    pub fn state_groups(&self, groups: &[u64], players: u8) -> Option<SprtState> {
+        let llr = self.llr_groups(groups, players)?;
+        let games = groups.iter().sum::<u64>() * u64::from(players.max(2));
+        Some(self.decide(llr, games))
+    }
+
+    fn decide(&self, llr: f64, games: u64) -> SprtState {
         let (lower, upper) = self.bounds();
         let verdict = if llr >= upper {
             Verdict::Accepted
@@ -130,7 +192,7 @@ impl Sprt {
             llr,
             lower,
             upper,
-            games: wins + draws + losses,
+            games,
             verdict,
         }
     }
@@ -208,6 +270,110 @@ mod tests {
                 .unwrap_err()
                 .contains("sprt_alpha")
         );
+    }
+
+    /// A group test on `cap_groups` pairs a 2-player candidate of true score `p` plays
+    /// where the seat decides most games: as the first mover it wins `0.3 + p`, as the
+    /// second `p − 0.3` (about what close models do on hex8_2p). Whether the group test
+    /// accepted, after how many games, and after how many the per-game test on the same
+    /// games decided (the cap when it did not).
+    fn run_pairs(t: &Sprt, p: f64, cap_groups: u64, rng: &mut Rng) -> (bool, u64, u64) {
+        let mut groups = [0u64; 5];
+        let (mut w, mut l) = (0, 0);
+        let (mut by_groups, mut per_game) = (None, None);
+        for g in 1..=cap_groups {
+            let mut k = 0;
+            for win in [0.3 + p, p - 0.3] {
+                if rng.unit() < win {
+                    k += 2;
+                    w += 1;
+                } else {
+                    l += 1;
+                }
+                if per_game.is_none() && t.state(w, 0, l, 2).verdict != Verdict::Continue {
+                    per_game = Some(w + l);
+                }
+            }
+            groups[k] += 1;
+            let st = t.state_groups(&groups, 2).expect("five counts");
+            if by_groups.is_none() && st.verdict != Verdict::Continue {
+                by_groups = Some((st.verdict == Verdict::Accepted, g * 2));
+            }
+            if by_groups.is_some() && per_game.is_some() {
+                break;
+            }
+        }
+        let (accepted, games) = by_groups.unwrap_or((false, cap_groups * 2));
+        (accepted, games, per_game.unwrap_or(cap_groups * 2))
+    }
+
+    #[test]
+    fn groups_llr_by_hand() {
+        let t = Sprt::default();
+        assert_eq!(t.llr_groups(&[1, 2, 3], 2), None);
+        assert_eq!(t.llr_groups(&[0; 5], 2), Some(0.0));
+        assert_eq!(t.llr_groups(&[0; 7], 3), Some(0.0));
+        // 200 pairs measured between two generations on hex8_2p (3 random plies): mean
+        // 0.509, spread 11.17; shrunk variance (11.17 + 10 · s(1 − s)/2) / 210.
+        let g = [21, 0, 153, 3, 23];
+        let (s0, s1) = (0.5, expected_score(35.0, 2));
+        let s = (s0 + s1) / 2.0;
+        let var = (11.172_187_5 + 10.0 * s * (1.0 - s) / 2.0) / 210.0;
+        let by_hand = 200.0 * (s1 - s0) * (2.0 * 0.50875 - s0 - s1) / (2.0 * var);
+        let llr = t.llr_groups(&g, 2).expect("five");
+        assert!((llr - by_hand).abs() < 1e-6, "{llr} vs {by_hand}");
+        let st = t.state_groups(&g, 2).expect("five");
+        assert_eq!((st.games, st.verdict), (400, Verdict::Continue));
+        // A group score is symmetric: the mirrored counts give the mirrored evidence
+        // about the midpoint (s0 + s1) / 2.
+        let mirror = [23, 3, 153, 0, 21];
+        let t0 = Sprt {
+            elo0: -35.0,
+            elo1: 35.0,
+            ..t
+        };
+        let (a, b) = (
+            t0.llr_groups(&g, 2).expect("5"),
+            t0.llr_groups(&mirror, 2).expect("5"),
+        );
+        assert!((a + b).abs() < 1e-9, "{a} {b}");
+        // Identical groups do not decide on a variance of zero: 3 won pairs are not enough.
+        assert_eq!(
+            t.state_groups(&[0, 0, 0, 0, 3], 2).expect("5").verdict,
+            Verdict::Continue
+        );
+    }
+
+    /// Where the seat decides most games: the group test keeps its false-promotion rate
+    /// within α for an equal candidate, accepts a +70 Elo one nearly always, and decides
+    /// in fewer games than the per-game test does on the same games. 1 000 simulated
+    /// tests each, capped at 200 pairs (the gate's 400 games).
+    #[test]
+    fn opening_groups_keep_alpha_and_decide_sooner_where_the_seat_decides() {
+        let t = Sprt::default();
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let trials = 1000;
+        let mut summary = Vec::new();
+        for elo in [0.0, 35.0, 70.0] {
+            let p = expected_score(elo, 2);
+            let (mut passed, mut games, mut per_game) = (0, 0, 0);
+            for _ in 0..trials {
+                let (ok, n, m) = run_pairs(&t, p, 200, &mut rng);
+                passed += usize::from(ok);
+                games += n;
+                per_game += m;
+            }
+            let (mean, mean_per_game) = (games / trials, per_game / trials);
+            eprintln!(
+                "MEASURED: candidate +{elo} Elo: accepted {passed}/{trials}; mean games {mean} by groups, {mean_per_game} per game"
+            );
+            summary.push((passed as f64 / trials as f64, mean, mean_per_game));
+        }
+        assert!(summary[0].0 <= 0.05, "false promotions {:?}", summary[0]);
+        assert!(summary[2].0 >= 0.95, "+70 Elo accepted {:?}", summary[2]);
+        for (_, groups, per_game) in &summary {
+            assert!(groups < per_game, "{summary:?}");
+        }
     }
 
     /// The false-promotion rate measured on a candidate of known strength: equal to the

@@ -22,6 +22,7 @@ pub fn opponent_to_wire(r: &OpponentResult) -> wire::OpponentResult {
         win_rate: r.win_rate,
         lower_95: r.lower95,
         upper_95: r.upper95,
+        groups: r.groups.clone(),
     }
 }
 
@@ -35,6 +36,7 @@ pub fn score_of_wire(r: &wire::OpponentResult) -> Score<'_> {
         losses: u64::from(r.losses),
         win_rate: r.win_rate,
         lower95: r.lower_95,
+        groups: &r.groups,
     }
 }
 

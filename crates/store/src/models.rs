@@ -344,19 +344,24 @@ pub fn example(
 /// the `ringrift.*` metadata) and `pad` bytes of padding metadata: for tests of the
 /// daemons that move and promote models (not loadable by an ONNX runtime; no graph).
 pub fn example_onnx(config: ConfigKey, generation: u32, pad: usize) -> Vec<u8> {
+    onnx_with_metadata(&[
+        (ONNX_CONFIG_KEY, &config.to_string()),
+        (ONNX_GENERATION, &generation.to_string()),
+        ("pad", &"x".repeat(pad)),
+    ])
+}
+
+/// ONNX bytes with only `ir_version` and `meta` as `metadata_props`.
+fn onnx_with_metadata(meta: &[(&str, &str)]) -> Vec<u8> {
     prost::Message::encode_to_vec(&OnnxMetadata {
         ir_version: 8,
-        metadata_props: [
-            (ONNX_CONFIG_KEY, config.to_string()),
-            (ONNX_GENERATION, generation.to_string()),
-            ("pad", "x".repeat(pad)),
-        ]
-        .into_iter()
-        .map(|(k, value)| OnnxEntry {
-            key: k.into(),
-            value,
-        })
-        .collect(),
+        metadata_props: meta
+            .iter()
+            .map(|(k, v)| OnnxEntry {
+                key: (*k).into(),
+                value: (*v).into(),
+            })
+            .collect(),
     })
 }
 
@@ -594,30 +599,16 @@ mod tests {
         assert!(err.to_string().contains("bad magic"), "{err}");
     }
 
-    /// ONNX bytes with only the fields daemons read (`ir_version`, `metadata_props`).
-    fn onnx_bytes(meta: &[(&str, &str)]) -> Vec<u8> {
-        prost::Message::encode_to_vec(&OnnxMetadata {
-            ir_version: 8,
-            metadata_props: meta
-                .iter()
-                .map(|(k, v)| OnnxEntry {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-        })
-    }
-
     #[test]
     fn an_onnx_model_is_identified_by_its_metadata_and_file_hash() {
         let p = Path::new("/m/gen1.onnx");
-        let bytes = onnx_bytes(&[(ONNX_CONFIG_KEY, "hex8_2p"), (ONNX_GENERATION, "4")]);
+        let bytes = onnx_with_metadata(&[(ONNX_CONFIG_KEY, "hex8_2p"), (ONNX_GENERATION, "4")]);
         let info = identify(p, &bytes).expect("identify");
         assert_eq!(info.format, ModelFormat::Onnx);
         assert_eq!(info.config_key.to_string(), "hex8_2p");
         assert_eq!(info.generation, 4);
         assert_eq!(info.payload_sha256, sha256_hex(&bytes));
-        let err = identify(p, &onnx_bytes(&[])).expect_err("no config");
+        let err = identify(p, &onnx_with_metadata(&[])).expect_err("no config");
         let msg = err.to_string();
         assert!(
             msg.contains("/m/gen1.onnx") && msg.contains(ONNX_CONFIG_KEY),
@@ -654,7 +645,7 @@ mod tests {
             None,
         )
         .expect("first promotion");
-        let onnx = onnx_bytes(&[(ONNX_CONFIG_KEY, "hex8_2p"), (ONNX_GENERATION, "2")]);
+        let onnx = onnx_with_metadata(&[(ONNX_CONFIG_KEY, "hex8_2p"), (ONNX_GENERATION, "2")]);
         std::fs::write(m.join("gen2.onnx"), &onnx).expect("onnx");
         let sha = sha256_hex(&onnx);
         let stale = promote(home, key, &m.join("gen2.onnx"), "gen2", &sha, None, None)

@@ -13,6 +13,7 @@ use crate::rng::Rng;
 pub use ringrift_contracts::{EvaluateReport, Gate, OpponentResult, Verdict};
 use ringrift_store::elo::{EloStore, MatchResult};
 use ringrift_store::{ConfigKey, paths};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,8 +61,9 @@ pub struct EvaluateArgs {
     pub source_node: String,
     pub quiet: bool,
     /// The promotion gate. Against the canonical model under its SPRT the games stop as
-    /// soon as the test decides (that is the test); games still in flight then are not
-    /// counted, so the result is the sequence the test decided on.
+    /// soon as the test, on complete opening groups, decides (that is the test); games
+    /// still in flight then are not counted, so `groups` is the sequence the test decided
+    /// on (a game whose group was incomplete then is in the counts, not in `groups`).
     pub gate: Gate,
     /// Stop playing an opponent once the upper 95 % bound of the model's score against
     /// it is below the gate's Wilson bar for it: the model can no longer pass, so the
@@ -86,6 +88,7 @@ fn new_result(opponent: &str) -> OpponentResult {
         upper95: 1.0,
         by_seat: Vec::new(),
         stopped_early: false,
+        groups: Vec::new(),
     }
 }
 
@@ -125,34 +128,65 @@ impl Opp {
 /// The running result per opponent ([`Opp::index`]), kept as games finish: it becomes
 /// the report, and under a gate it marks an opponent the model can no longer pass.
 struct Tally {
-    results: std::sync::Mutex<[OpponentResult; 3]>,
+    results: std::sync::Mutex<([OpponentResult; 3], Partial)>,
     skipped: AtomicUsize,
 }
 
+/// Opening groups with games still to finish: `(opponent, group) → (games, half-points)`.
+type Partial = HashMap<(usize, usize), (usize, usize)>;
+
 impl Tally {
-    fn results(&self) -> std::sync::MutexGuard<'_, [OpponentResult; 3]> {
+    fn new(results: [OpponentResult; 3], players: u8) -> Tally {
+        let results = results.map(|mut r| {
+            r.groups = vec![0; 2 * usize::from(players) + 1];
+            r
+        });
+        Tally {
+            results: std::sync::Mutex::new((results, HashMap::new())),
+            skipped: AtomicUsize::new(0),
+        }
+    }
+
+    fn results(&self) -> std::sync::MutexGuard<'_, ([OpponentResult; 3], Partial)> {
         self.results.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn stopped(&self, o: Opp) -> bool {
-        self.results()[o.index()].stopped_early
+        self.results().0[o.index()].stopped_early
     }
 
-    /// Adds a game unless `o` has stopped (false: not counted); stops `o` when its SPRT
-    /// decides, or under early rejection when it can no longer clear its Wilson bar.
-    fn add(&self, o: Opp, seat: usize, score: f64, args: &EvaluateArgs) -> bool {
-        let players = args.config.players();
-        let mut t = self.results();
+    /// Adds game `index` unless `o` has stopped (false: not counted), and its opening
+    /// group once every seat of it has been played; stops `o` when its SPRT (on the
+    /// complete groups) decides, or under early rejection when it can no longer clear
+    /// its Wilson bar.
+    fn add(&self, o: Opp, index: usize, score: f64, args: &EvaluateArgs) -> bool {
+        let players = usize::from(args.config.players());
+        let mut guard = self.results();
+        let (t, partial) = &mut *guard;
         let r = &mut t[o.index()];
         if r.stopped_early {
             return false;
         }
-        add_game(r, seat, score);
-        let stop = match args.gate.bar(&r.opponent, players) {
+        add_game(r, index % players, score);
+        let group = partial.entry((o.index(), index / players)).or_default();
+        group.0 += 1;
+        group.1 += (score * 2.0).round() as usize;
+        let mut grouped = false;
+        if group.0 == players {
+            let k = group.1.min(2 * players);
+            partial.remove(&(o.index(), index / players));
+            r.groups[k] += 1;
+            grouped = true;
+        }
+        let stop = match args.gate.bar(&r.opponent, args.config.players()) {
             Some(bar) => args.early_reject && r.games >= EARLY_REJECT_MIN_GAMES && r.upper95 < bar,
             None => {
-                let st = args.gate.sprt().state(r.wins, r.draws, r.losses, players);
-                st.verdict != Verdict::Continue
+                grouped
+                    && args
+                        .gate
+                        .sprt()
+                        .state_groups(&r.groups, args.config.players())
+                        .is_some_and(|st| st.verdict != Verdict::Continue)
             }
         };
         r.stopped_early |= stop;
@@ -199,10 +233,10 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         seed: args.seed,
     };
     let next = AtomicUsize::new(0);
-    let tally = Tally {
-        results: std::sync::Mutex::new(Opp::ALL.map(|o| new_result(&opp_name(o)))),
-        skipped: AtomicUsize::new(0),
-    };
+    let tally = Tally::new(
+        Opp::ALL.map(|o| new_result(&opp_name(o))),
+        args.config.players(),
+    );
     let progress =
         std::sync::Mutex::new(Progress::new("evaluate", schedule.len() as u64, args.quiet));
     let threads = args.threads.clamp(1, schedule.len().max(1));
@@ -241,7 +275,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                             break;
                         }
                         let score = play_one(&geo, me.as_mut(), others, i, openings, &mut rng);
-                        if tally.add(opp, i % geo.players(), score, args) {
+                        if tally.add(opp, i, score, args) {
                             out.push((i, opp, score));
                         } else {
                             tally.skipped.fetch_add(1, Ordering::Relaxed);
@@ -278,6 +312,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         .results
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
+        .0
         .into_iter()
         .filter(|r| r.games > 0)
         .collect();
@@ -557,41 +592,51 @@ mod tests {
         assert_eq!((h.games, h.stopped_early), (400, false), "{h:?}");
     }
 
-    /// Against the canonical model the SPRT stops the games as soon as it decides, and a
-    /// game that finishes after that (in flight on another thread) is not counted, so the
-    /// recorded counts are the sequence the test decided on.
+    /// Against the canonical model the SPRT, tested on complete opening pairs, stops the
+    /// games as soon as it decides, and a game that finishes after that (in flight on
+    /// another thread) is not counted, so the recorded counts are the sequence the test
+    /// decided on.
     #[test]
     fn the_sprt_stops_canonical_games_when_it_decides() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = args(dir.path(), Path::new("m.rrm"), "j");
-        let tally = Tally {
-            results: std::sync::Mutex::new(Opp::ALL.map(|o| {
+        let tally = Tally::new(
+            Opp::ALL.map(|o| {
                 new_result(match o {
                     Opp::Random => "random",
                     Opp::Heuristic => "heuristic",
                     Opp::Canonical => "gen1",
                 })
-            })),
-            skipped: AtomicUsize::new(0),
-        };
+            }),
+            2,
+        );
         let mut counted = 0;
         while !tally.stopped(Opp::Canonical) {
-            // Two wins for every loss: a clearly stronger candidate.
-            let score = if counted % 3 == 2 { 0.0 } else { 1.0 };
-            assert!(tally.add(Opp::Canonical, counted % 2, score, &a));
+            // Pairs won 2–0 twice for every 1–1: a clearly stronger candidate.
+            let score = if counted % 2 == 1 && (counted / 2) % 3 == 2 {
+                0.0
+            } else {
+                1.0
+            };
+            assert!(tally.add(Opp::Canonical, counted, score, &a));
             counted += 1;
             assert!(counted < 1000, "the test never decided");
         }
+        assert_eq!(counted % 2, 0, "the test decides on complete pairs only");
         assert!(
-            !tally.add(Opp::Canonical, 0, 0.0, &a),
+            !tally.add(Opp::Canonical, counted, 0.0, &a),
             "a late game counted"
         );
-        let r = tally.results()[Opp::Canonical.index()].clone();
+        let r = tally.results().0[Opp::Canonical.index()].clone();
         assert_eq!(r.games, counted as u64);
-        let st = a.gate.sprt().state(r.wins, r.draws, r.losses, 2);
+        assert_eq!(r.groups.iter().sum::<u64>(), counted as u64 / 2);
+        let st = a.gate.sprt().state_groups(&r.groups, 2).expect("5 counts");
         assert_eq!(st.verdict, Verdict::Accepted, "{st:?}");
-        // One game fewer had not decided yet.
-        let before = a.gate.sprt().state(r.wins - 1, r.draws, r.losses, 2);
+        // One pair fewer had not decided yet.
+        let last = if (counted / 2 - 1) % 3 == 2 { 2 } else { 4 };
+        let mut before = r.groups.clone();
+        before[last] -= 1;
+        let before = a.gate.sprt().state_groups(&before, 2).expect("5 counts");
         assert_eq!(before.verdict, Verdict::Continue, "{before:?}");
         // Random and heuristic are bounded by bars, not the test: never stopped without
         // early rejection.

@@ -1,52 +1,17 @@
 //! An exported NPZ loads in numpy with the documented shapes and dtypes.
 //! Skipped, visibly, when numpy is not installed; under `CI=true` a missing numpy fails.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
 fn numpy_loads_exported_npz() {
-    let has_numpy = Command::new("python3")
-        .args(["-c", "import numpy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_numpy {
-        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-        assert!(
-            !ci,
-            "numpy is required under CI=true (scripts/test installs it)"
-        );
-        eprintln!("SKIP: numpy not installed (numpy_loads_exported_npz)");
+    if !common::require_python("numpy", "numpy_loads_exported_npz") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().to_path_buf();
-    let config = "hex8_2p".parse().expect("key");
-    let sp = ringrift_workload::selfplay::selfplay(&ringrift_workload::selfplay::SelfplayArgs {
-        home: home.clone(),
-        config,
-        games: 12,
-        model: None,
-        search: ringrift_workload::players::SearchConfig::selfplay(1, config),
-        seed: 4,
-        threads: 1,
-        db: None,
-        source_node: "test".into(),
-        sparring_fraction: 0.0,
-        quiet: true,
-    })
-    .expect("selfplay");
-    let out = home.join("data/training/hex8_2p.npz");
-    let ex = ringrift_workload::export::export(&ringrift_workload::export::ExportArgs {
-        home: home.clone(),
-        config,
-        since: 0,
-        max_games: None,
-        db: None,
-        output: Some(out.clone()),
-        value_blend: ringrift_workload::export::DEFAULT_VALUE_BLEND,
-        quiet: true,
-    })
-    .expect("export");
+    let (sp, ex, out) = common::games_exported(dir.path(), 12);
     assert_eq!(ex.games, 12);
     assert_eq!(ex.rows as u64, sp.moves);
     let script = format!(

@@ -4,6 +4,8 @@
 //! the example trainer writes now gives the same values in tract as in ONNX's reference
 //! evaluator (skipped visibly without them; under `CI=true` that fails).
 
+mod common;
+
 use ringrift_workload::game::{Geometry, State};
 use ringrift_workload::model_file::AnyModel;
 use ringrift_workload::onnx::OnnxModel;
@@ -136,27 +138,6 @@ fn a_bad_onnx_file_is_an_error_naming_the_file() {
     );
 }
 
-fn python_has(modules: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Skips visibly without the modules; fails under `CI=true`.
-fn require_python(modules: &str, test: &str) -> bool {
-    if python_has(modules) {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-    assert!(
-        !ci,
-        "python3 with {modules} is required under CI=true (scripts/test installs them)"
-    );
-    eprintln!("SKIP: python3 with {modules} not installed ({test})");
-    false
-}
-
 /// The values ONNX's reference evaluator gives for `boards` (`n` rows) with `model`.
 fn reference_values(model: &Path, boards: &[f32], n: usize) -> Vec<f32> {
     let script = r#"
@@ -199,7 +180,7 @@ fn assert_close(a: &[f32], b: &[f32]) {
 /// the new model over the fixture.
 #[test]
 fn the_example_trainer_writes_a_model_tract_reads_as_onnx_does() {
-    if !require_python(
+    if !common::require_python(
         "numpy, onnx",
         "the_example_trainer_writes_a_model_tract_reads_as_onnx_does",
     ) {
@@ -207,33 +188,7 @@ fn the_example_trainer_writes_a_model_tract_reads_as_onnx_does() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().to_path_buf();
-    let config = "hex8_2p".parse().expect("key");
-    ringrift_workload::selfplay::selfplay(&ringrift_workload::selfplay::SelfplayArgs {
-        home: home.clone(),
-        config,
-        games: 8,
-        model: None,
-        search: ringrift_workload::players::SearchConfig::selfplay(1, config),
-        seed: 4,
-        threads: 1,
-        db: None,
-        source_node: "test".into(),
-        sparring_fraction: 0.0,
-        quiet: true,
-    })
-    .expect("selfplay");
-    let npz = home.join("data/training/hex8_2p.npz");
-    ringrift_workload::export::export(&ringrift_workload::export::ExportArgs {
-        home: home.clone(),
-        config,
-        since: 0,
-        max_games: None,
-        db: None,
-        output: Some(npz.clone()),
-        value_blend: 0.5,
-        quiet: true,
-    })
-    .expect("export");
+    let (_, _, npz) = common::games_exported(&home, 8);
     let model = home.join("models/hex8_2p/gen0001_w8.onnx");
     let result = home.join("result.json");
     let out = Command::new("python3")

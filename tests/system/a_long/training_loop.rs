@@ -148,11 +148,9 @@ pub(super) fn assert_no_duplicate_training_jobs(home: &std::path::Path) -> usize
         let wm = argv
             .iter()
             .find_map(|a| {
-                let name = a.rsplit('/').next()?;
-                let stem = name
-                    .strip_suffix(".rrm")
-                    .or_else(|| name.strip_suffix(".onnx"))?;
-                let (_, w) = stem.rsplit_once("_w")?;
+                let path = std::path::Path::new(a);
+                ringrift_store::models::ModelFormat::of(path)?;
+                let (_, w) = path.file_stem()?.to_str()?.rsplit_once("_w")?;
                 w.parse::<i64>().ok().map(|w| w.to_string())
             })
             .unwrap_or_else(|| {

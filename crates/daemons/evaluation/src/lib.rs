@@ -263,6 +263,7 @@ mod tests {
             upper95,
             by_seat: vec![[50.0, wins as f64 / 2.0], [50.0, wins as f64 / 2.0]],
             stopped_early: false,
+            groups: Vec::new(),
         }
     }
 

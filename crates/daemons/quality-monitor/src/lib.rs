@@ -3,8 +3,9 @@
 //! opening diversity (distinct sequences of the first `opening_plies` moves per game),
 //! policy agreement (share of plies whose played move is the top of the recorded search
 //! distribution) and value agreement (share of plies of decided games whose recorded
-//! root search value has the sign of the final outcome for the seat to move). A collapsing selfplay — one seat winning most games, every game
-//! opening the same way — is what stalls a learning loop, so it is what this watches:
+//! root search value has the sign of the final outcome for the seat to move). A
+//! collapsing selfplay (one seat winning most games, every game opening the same way)
+//! is what stalls a learning loop, so it is what this watches:
 //! health is DEGRADED while the first seat's share is above `max_first_player_share`
 //! (two-player; moved to a seat's share for 3–4 players) or diversity is below
 //! `min_opening_diversity`. Each cycle whose window holds new games publishes
