@@ -237,9 +237,13 @@ impl Home {
         (l, router)
     }
 
-    /// Removes `run/<name>.addr`, then waits for the daemon to write it.
+    /// Waits for the daemon to write `run/<name>.addr`. The deadline is generous (60 s):
+    /// under the whole suite's load on 2 cores a launcher restarted after a kill -9 once
+    /// took more than 20 s to bring its p2p_backend up; a timeout shows the log.
     pub fn wait_addr(&self, name: &str, proc_: &mut Proc) -> String {
-        wait_for(&format!("run/{name}.addr"), Duration::from_secs(20), || {
+        let path = self.path().join("run").join(format!("{name}.addr"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
             if let Some(st) = proc_.try_exit() {
                 panic!(
                     "{} exited early with {st}; log: {}",
@@ -247,11 +251,21 @@ impl Home {
                     self.log(&proc_.name)
                 );
             }
-            std::fs::read_to_string(self.path().join("run").join(format!("{name}.addr")))
+            if let Some(a) = std::fs::read_to_string(&path)
                 .ok()
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
-        })
+            {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 60 s waiting for run/{name}.addr; log of {}: {}",
+                proc_.name,
+                self.log(&proc_.name)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Starts the router on `listen` (e.g. `127.0.0.1:0`) and returns it with its address.
