@@ -300,6 +300,44 @@ impl State {
             .collect()
     }
 
+    /// A cell where `p` would make two or more winning cells at once (an open three, or
+    /// two crossing lines of `k − 1`), so that one stone of the next player cannot block
+    /// both; `None` if there is none. A new winning cell `e` for a stone at `c` means a
+    /// window holding `k − 2` of `p`'s stones, `c` and `e`, and nothing else; so the
+    /// windows with exactly two empty cells and no other owner pair up the candidates.
+    pub fn double_threat_cell(&self, p: u8) -> Option<u16> {
+        let k = self.geo.k;
+        // (cell, the winning cell a stone there would make); a handful at most in play.
+        let mut pairs = [(0u16, 0u16); 64];
+        let mut n = 0;
+        for w in &self.geo.windows {
+            let (mut own, mut empty, mut ne) = (0, [0u16; 2], 0);
+            for &c in w {
+                match self.cells[usize::from(c)] {
+                    -1 if ne < 2 => {
+                        empty[ne] = c;
+                        ne += 1;
+                    }
+                    v if v == p as i8 => own += 1,
+                    _ => break,
+                }
+            }
+            if ne != 2 || own + 2 != k {
+                continue;
+            }
+            for (a, b) in [(empty[0], empty[1]), (empty[1], empty[0])] {
+                if pairs[..n].iter().any(|&(x, y)| x == a && y != b) {
+                    return Some(a);
+                }
+                if n < pairs.len() {
+                    pairs[n] = (a, b);
+                    n += 1;
+                }
+            }
+        }
+        None
+    }
+
     /// After `p` has a stone at `c`: the empty cells that became winning for `p` through
     /// it. A new winning cell must extend a run of `p`'s stones through `c`, so only the
     /// first empty cell past the run on each side of each axis can qualify.
@@ -462,6 +500,43 @@ mod tests {
                 assert_eq!(after, s.winning_cells(p));
             }
         }
+    }
+
+    #[test]
+    fn double_threat_cells_match_a_full_scan() {
+        let mut rng = crate::rng::Rng::new(9);
+        let mut found = 0;
+        for key in ["square8_2p", "hex8_2p", "hexagonal_2p"] {
+            let g = Geometry::new(key.parse().expect("key"));
+            for _ in 0..100 {
+                let mut s = State::new(g.clone());
+                while !s.done {
+                    let p = s.to_move;
+                    if s.winning_cells(p).is_empty() {
+                        // Cells where a stone of p makes two or more winning cells.
+                        let doubles: Vec<u16> = s
+                            .legal_moves()
+                            .into_iter()
+                            .filter(|&c| {
+                                let mut t = s.clone();
+                                t.cells[usize::from(c)] = p as i8;
+                                t.winning_cells(p).len() >= 2
+                            })
+                            .collect();
+                        match s.double_threat_cell(p) {
+                            Some(c) => {
+                                assert!(doubles.contains(&c), "{key} {:?}: {c}", s.moves);
+                                found += 1;
+                            }
+                            None => assert!(doubles.is_empty(), "{key} {:?}", s.moves),
+                        }
+                    }
+                    let moves = s.legal_moves();
+                    s.play_unchecked(usize::from(moves[rng.below(moves.len())]));
+                }
+            }
+        }
+        assert!(found > 100, "the scan found only {found} double threats");
     }
 
     #[test]

@@ -17,6 +17,15 @@
 //! which made the seat after next an ally: at depth 3 it preferred moves that let that
 //! seat win.
 //!
+//! Proven results and quiescence (two players). A win found `d` plies below the root
+//! scores `1 − d · PLY_STEP` (a loss the negative), so the search takes the fastest win and
+//! plays a lost position out with its slowest loss, and leaf values are clamped below
+//! every proven result. A leaf whose mover can make a double threat (two winning cells
+//! at once, which one stone cannot block) is a proven win rather than a value-head guess.
+//! Against the heuristic on hex8_2p at depth 3 (2,000 paired games, the same openings),
+//! one model scored 0.735 before both, 0.768 with proven-result distances and 0.793 with
+//! the leaf check too; 2,000 games took 1.4 times as long.
+//!
 //! Move ordering and root windows. The root's moves are searched in the order of the
 //! model's policy head, each with the window `(best − margin, +∞)` where `margin` is
 //! [`SCORE_MARGIN`] temperatures (of the sampling or the policy target, whichever is
@@ -144,6 +153,15 @@ pub fn opening_plies(config: ringrift_store::ConfigKey) -> usize {
 
 /// Root moves scoring more than this many temperatures below the best are only bounded.
 pub const SCORE_MARGIN: f64 = 8.0;
+
+/// A proven win `d` plies below the root scores `1 − d · PLY_STEP` (a loss the negative),
+/// so the two-player search takes the fastest win and, when every move loses against best
+/// play, the move that loses slowest: the opponent must then still find the win, where a
+/// flat −1 made every losing move equal and the player gave up with a random stone.
+pub const PLY_STEP: f32 = 5e-4;
+
+/// Leaf values are clamped to this, below a proven result up to 20 plies deep.
+pub const LEAF_MAX: f32 = 0.985;
 
 /// How the model player searches and explores.
 #[derive(Debug, Clone, PartialEq)]
@@ -366,6 +384,8 @@ pub struct ModelPlayer {
     killers: Vec<u16>,
     /// Positions visited (moves made) by searches so far, for measurements.
     pub nodes: u64,
+    /// Moves on the board when the current search began (for [`proven`]).
+    root_ply: usize,
 }
 
 impl ModelPlayer {
@@ -386,6 +406,7 @@ impl ModelPlayer {
             has_policy,
             killers: Vec::new(),
             nodes: 0,
+            root_ply: 0,
         }
     }
 
@@ -433,10 +454,19 @@ impl ModelPlayer {
         }
     }
 
-    /// Leaf value for the player to move.
+    /// Leaf value for the player to move, kept below every proven result ([`LEAF_MAX`]).
     fn leaf_value(&self, me: u8) -> f32 {
         let me = usize::from(me);
-        self.model.value(&self.accs[me], self.lut_sums[me])
+        self.model
+            .value(&self.accs[me], self.lut_sums[me])
+            .clamp(-LEAF_MAX, LEAF_MAX)
+    }
+
+    /// A proven win (`won`) or loss for the player to move in `s`, scored by its distance
+    /// from the search's root (see [`PLY_STEP`]).
+    fn proven(&self, s: &State, won: bool) -> f32 {
+        let v = 1.0 - PLY_STEP * (s.moves.len() - self.root_ply) as f32;
+        if won { v } else { -v }
     }
 
     /// Leaf values for every seat.
@@ -569,16 +599,21 @@ impl ModelPlayer {
         theirs: CellSet,
     ) -> f32 {
         if !mine.is_empty() {
-            return 1.0;
+            return self.proven(s, true);
         }
         if theirs.len() >= 2 {
-            return -1.0;
+            return self.proven(s, false);
         }
         let me = s.to_move;
         // A forced block costs no depth (like a check extension in chess): lines of
         // single threats are followed to a quiet position before the value head scores it.
         let forced = theirs.first();
         if depth == 0 && forced.is_none() {
+            // Quiescence: a double threat of the mover is a win two plies on (its reply
+            // to whichever cell is blocked), seen here rather than two plies deeper.
+            if s.double_threat_cell(me).is_some() {
+                return self.proven(s, true) - 2.0 * PLY_STEP;
+            }
             return self.leaf_value(me);
         }
         let next_depth = if forced.is_some() { depth } else { depth - 1 };
@@ -670,6 +705,7 @@ impl ModelPlayer {
             self.order_by_policy(&mut moves, me);
         }
         self.killers.clear();
+        self.root_ply = s.moves.len();
         let mut scores = Vec::with_capacity(moves.len());
         let depth = self.config.depth.max(1) - 1;
         if s.players() == 2 {
@@ -844,7 +880,25 @@ mod tests {
         let m = Arc::new(Model::null(key, 64));
         let mut p = ModelPlayer::new("m", m, SearchConfig::greedy(2));
         let a = p.analyse(&s);
-        assert!(a.scores.iter().all(|&v| v == -1.0), "{a:?}");
+        assert!(a.scores.iter().all(|&v| v < -LEAF_MAX), "{a:?}");
+    }
+
+    #[test]
+    fn a_lost_position_is_played_out_with_the_slowest_loss() {
+        // square8, cell = 8y + x. P0 threatens (3,0) and has an open two on row 2, so P1
+        // (to move) loses whatever it plays: at once unless it blocks (3,0), and two plies
+        // later if it does (P0 makes an open three). The block must still be the move.
+        let key = "square8_2p".parse().expect("key");
+        let geo = Geometry::new(key);
+        let s = State::replay(geo, &[0, 40, 1, 42, 2, 44, 18, 46, 19]).expect("replay");
+        let m = Arc::new(Model::null(key, 64));
+        let mut p = ModelPlayer::new("m", m, SearchConfig::greedy(2));
+        let a = p.analyse(&s);
+        assert!(a.scores.iter().all(|&v| v < -LEAF_MAX), "all lose: {a:?}");
+        assert_eq!(score_of(&a, 3), a.value(), "{a:?}");
+        let ties = a.scores.iter().filter(|&&v| v == a.value()).count();
+        assert_eq!(ties, 1, "only the block loses slowest: {a:?}");
+        assert_eq!(p.choose(&s, &mut Rng::new(1)), 3);
     }
 
     #[test]
@@ -861,9 +915,28 @@ mod tests {
         let mut p = ModelPlayer::new("m", m, SearchConfig::greedy(1));
         let a = p.analyse(&s);
         let score = |c: u16| a.scores[a.moves.iter().position(|&m| m == c).expect("legal")];
-        assert_eq!(score(2), -1.0, "{a:?}");
-        // A quiet move leaves nothing forced: the null model scores it 0.
-        assert_eq!(score(45), 0.0, "{a:?}");
+        assert!(score(2) < -LEAF_MAX, "{a:?}");
+        // A quiet move leaves P1 a double threat at (3,0) ((3,0) and (0,3) win), which the
+        // leaf's quiescence check sees.
+        assert!(score(45) < -LEAF_MAX, "{a:?}");
+    }
+
+    #[test]
+    fn leaves_see_a_double_threat_the_mover_can_make() {
+        // square8, cell = 8y + x. P0 has an open two on row 2 (18, 19). At depth 1, P1
+        // must take 17 or 20: anything else lets P0 make an open three, a win three plies
+        // past the root that only the leaf's check can see.
+        let key = "square8_2p".parse().expect("key");
+        let s = State::replay(Geometry::new(key), &[18, 40, 19]).expect("replay");
+        let mut p = ModelPlayer::new("m", Arc::new(Model::null(key, 64)), SearchConfig::greedy(1));
+        let a = p.analyse(&s);
+        for (&m, &v) in a.moves.iter().zip(&a.scores) {
+            if m == 17 || m == 20 {
+                assert_eq!(v, 0.0, "{m}: {a:?}");
+            } else {
+                assert!(v < -LEAF_MAX, "{m}: {a:?}");
+            }
+        }
     }
 
     #[test]
