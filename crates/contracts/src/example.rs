@@ -91,6 +91,7 @@ pub fn tournament(config_key: ConfigKey, standings: &[(&str, f64)]) -> Tournamen
                 model: PathBuf::from(format!("models/{name}.rrm")),
                 elo: *elo,
                 games: 20 * (n as u64).saturating_sub(1),
+                store_elo: None,
             })
             .collect(),
         matches: n * n.saturating_sub(1) / 2 * 20,

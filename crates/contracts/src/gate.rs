@@ -211,7 +211,7 @@ pub fn check_gate<'a>(
                     reasons.push(format!(
                         "{what}: {} opening-group counts, a {players}-player game has {}",
                         r.groups.len(),
-                        2 * usize::from(players) + 1
+                        crate::sprt::group_counts(players)
                     ));
                     continue;
                 };

@@ -227,8 +227,15 @@ pub struct Standing {
     /// Payload SHA-256 of the model: its Elo participant id.
     pub sha256: String,
     pub model: PathBuf,
+    /// The tournament's rating: the maximum-likelihood fit to its pair scores (mean
+    /// 1500), which does not depend on the order the games were played in.
     pub elo: f64,
     pub games: u64,
+    /// The Elo store's running rating after the tournament's games (K = 32 updates in
+    /// recording order, over every game the store has of this model); absent from
+    /// reports that do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_elo: Option<f64>,
 }
 
 /// `tournament`: a round robin of models.

@@ -36,6 +36,12 @@ pub fn per_seat_bar(bar_2p: f64, players: u8) -> f64 {
 /// Weight, in groups, of the variance of independent games in [`Sprt::llr_groups`].
 pub const GROUP_PRIOR: f64 = 10.0;
 
+/// How many counts an opening-group tally has for a game of `players`: a group is one
+/// game per seat, so the candidate scores 0 to `2 · players` half-points in it.
+pub fn group_counts(players: u8) -> usize {
+    2 * usize::from(players.max(2)) + 1
+}
+
 /// The test's hypotheses and error rates.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,8 +133,8 @@ impl Sprt {
 
     /// Log-likelihood ratio of H1 against H0 after these opening groups: `groups[k]`
     /// groups (one opening played once in each seat, `players` games) in which the
-    /// candidate scored `k` half-points; `None` unless `groups` has `2·players + 1`
-    /// entries.
+    /// candidate scored `k` half-points; `None` unless `groups` has
+    /// [`group_counts`] entries.
     ///
     /// Why groups. The seat decides most games here (between close models on hex8_2p
     /// the first real mover wins about 80 % of them), so per game the outcome is nearly a
@@ -143,7 +149,7 @@ impl Sprt {
     /// on a variance of zero.
     pub fn llr_groups(&self, groups: &[u64], players: u8) -> Option<f64> {
         let n = usize::from(players.max(2));
-        if groups.len() != 2 * n + 1 {
+        if groups.len() != group_counts(players) {
             return None;
         }
         let count: u64 = groups.iter().sum();

@@ -78,6 +78,50 @@ pub fn expected_score(rating_a: f64, rating_b: f64, players: u8) -> f64 {
     ringrift_contracts::sprt::expected_score(rating_a - rating_b, players)
 }
 
+/// `a` scored `score_a` points (1 per win, ½ per draw) over `games` games against `b`
+/// (every other seat); `a` and `b` index the participants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairScore {
+    pub a: usize,
+    pub b: usize,
+    pub score_a: f64,
+    pub games: f64,
+}
+
+/// Maximum-likelihood ratings of `n` participants from their pair scores in a game of
+/// `players` (mean [`START_RATING`]). The model is [`expected_score`]'s: with
+/// `g = 10^(rating / 400)`, one seat of `a` against `players − 1` seats of `b` scores
+/// `g_a / (g_a + (players − 1) g_b)`, a Bradley–Terry (for more seats, Luce) model,
+/// fitted by its minorise–maximise iteration. Unlike the store's running K = 32 updates
+/// the result does not depend on the order the games were played in. A participant
+/// with no points is held at a thousandth of one, so it gets a low finite rating; one
+/// in no pair keeps the mean.
+pub fn fit_ratings(n: usize, pairs: &[PairScore], players: u8) -> Vec<f64> {
+    let copies = f64::from(players.max(2) - 1);
+    let mut points = vec![0.0; n];
+    for p in pairs {
+        points[p.a] += p.score_a;
+        points[p.b] += p.games - p.score_a;
+    }
+    let mut g = vec![1.0f64; n];
+    for _ in 0..2000 {
+        let mut denom = vec![0.0; n];
+        for p in pairs {
+            let d = g[p.a] + copies * g[p.b];
+            denom[p.a] += p.games / d;
+            denom[p.b] += p.games * copies / d;
+        }
+        for i in 0..n {
+            if denom[i] > 0.0 {
+                g[i] = f64::max(points[i], 1e-3) / denom[i];
+            }
+        }
+        let mean = g.iter().map(|x| x.ln()).sum::<f64>() / n.max(1) as f64;
+        g.iter_mut().for_each(|x| *x /= mean.exp());
+    }
+    g.iter().map(|x| START_RATING + 400.0 * x.log10()).collect()
+}
+
 /// New ratings after one game of `players` where A scored `score_a` (1 win, 0.5 draw, 0
 /// loss). A pinned side keeps its rating.
 pub fn update(

@@ -138,7 +138,7 @@ type Partial = HashMap<(usize, usize), (usize, usize)>;
 impl Tally {
     fn new(results: [OpponentResult; 3], players: u8) -> Tally {
         let results = results.map(|mut r| {
-            r.groups = vec![0; 2 * usize::from(players) + 1];
+            r.groups = vec![0; ringrift_contracts::sprt::group_counts(players)];
             r
         });
         Tally {

@@ -1,7 +1,10 @@
 //! Round-robin tournament among models of one config: every pair plays `games_per_pair`
 //! games with alternating seats; every game is a match in the Elo store, models under
 //! their payload SHA-256 (files with the same weights are one participant), match ids
-//! `<job id>/<game index>`.
+//! `<job id>/<game index>`. The standings are the maximum-likelihood fit to this
+//! tournament's pair scores (`elo::fit_ratings`), with the store's running rating beside
+//! them: the store's K = 32 updates depend on the order games were recorded in, and in
+//! one round robin ranked a model below two models it had beaten.
 
 use crate::WorkloadError;
 use crate::evaluate::{Openings, play_one};
@@ -10,7 +13,7 @@ use crate::model_file::AnyModel;
 use crate::players::Player;
 use crate::rng::Rng;
 pub use ringrift_contracts::{PairResult, Standing, TournamentReport};
-use ringrift_store::elo::{EloStore, MatchResult};
+use ringrift_store::elo::{EloStore, MatchResult, PairScore, fit_ratings};
 use ringrift_store::{ConfigKey, paths};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -59,6 +62,7 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
         seed: args.seed,
     };
     let mut pairs = Vec::new();
+    let mut fit_pairs = Vec::new();
     let mut matches = Vec::new();
     let now = ringrift_store::now_ms();
     for i in 0..players.len() {
@@ -82,6 +86,12 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
                     source_node: args.source_node.clone(),
                 });
             }
+            fit_pairs.push(PairScore {
+                a: i,
+                b: j,
+                score_a: score,
+                games: args.games_per_pair as f64,
+            });
             pairs.push(PairResult {
                 a: players[i].0.clone(),
                 b: players[j].0.clone(),
@@ -100,15 +110,17 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
         .collect();
     store.set_labels(&labels)?;
     store.record_matches(&matches)?;
+    let fitted = fit_ratings(players.len(), &fit_pairs, args.config.players());
     let mut standings = Vec::new();
-    for (name, sha, path, _) in &players {
+    for ((name, sha, path, _), elo) in players.iter().zip(fitted) {
         let r = store.rating(sha, args.config)?;
         standings.push(Standing {
             name: name.clone(),
             sha256: sha.clone(),
             model: path.clone(),
-            elo: r.rating,
+            elo,
             games: r.games,
+            store_elo: Some(r.rating),
         });
     }
     standings.sort_by(|a, b| b.elo.total_cmp(&a.elo));

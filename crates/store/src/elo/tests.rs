@@ -181,3 +181,56 @@ fn multi_player_games_expect_a_seats_share() {
         "{ra} {rb}"
     );
 }
+
+fn pair(a: usize, b: usize, score_a: f64, games: f64) -> PairScore {
+    PairScore {
+        a,
+        b,
+        score_a,
+        games,
+    }
+}
+
+#[test]
+fn fitted_ratings_reproduce_the_pair_scores_whatever_the_order() {
+    // Three models, 0 < 1 < 2: the fit's expected points match what each one scored.
+    let pairs = [
+        pair(0, 1, 180.0, 400.0),
+        pair(1, 2, 190.0, 400.0),
+        pair(0, 2, 150.0, 400.0),
+    ];
+    let r = fit_ratings(3, &pairs, 2);
+    assert!(r[0] < r[1] && r[1] < r[2], "{r:?}");
+    assert!(
+        (r.iter().sum::<f64>() / 3.0 - START_RATING).abs() < 1e-6,
+        "{r:?}"
+    );
+    for i in 0..3 {
+        let (mut want, mut got) = (0.0, 0.0);
+        for p in &pairs {
+            let e = expected_score(r[p.a], r[p.b], 2) * p.games;
+            if p.a == i {
+                (want, got) = (want + p.score_a, got + e);
+            } else if p.b == i {
+                (want, got) = (want + p.games - p.score_a, got + p.games - e);
+            }
+        }
+        assert!((want - got).abs() < 1e-3, "{i}: {want} vs {got} ({r:?})");
+    }
+    let mut reversed = pairs;
+    reversed.reverse();
+    let r2 = fit_ratings(3, &reversed, 2);
+    assert!(r.iter().zip(&r2).all(|(x, y)| (x - y).abs() < 1e-6));
+}
+
+#[test]
+fn fitted_ratings_of_three_seats_use_the_even_share() {
+    // One seat of 0 against two of 1 scoring a third of the points: equal strength.
+    let r = fit_ratings(2, &[pair(0, 1, 100.0, 300.0)], 3);
+    assert!((r[0] - r[1]).abs() < 1e-6, "{r:?}");
+    let r = fit_ratings(2, &[pair(0, 1, 150.0, 300.0)], 3);
+    assert!((expected_score(r[0], r[1], 3) - 0.5).abs() < 1e-6, "{r:?}");
+    // A shutout is a large but finite gap.
+    let r = fit_ratings(2, &[pair(0, 1, 0.0, 10.0)], 2);
+    assert!(r[0].is_finite() && r[1] - r[0] > 400.0, "{r:?}");
+}
