@@ -27,16 +27,21 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Polls `f` every 10 ms until it returns `Some` or `limit` passes.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_until(limit, f).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Polls `f` every 10 ms until it returns a value; `None` once `limit` has passed (for
+/// callers whose timeout message needs more than [`wait_for`]'s).
+pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -242,8 +247,8 @@ impl Home {
     /// took more than 20 s to bring its p2p_backend up; a timeout shows the log.
     pub fn wait_addr(&self, name: &str, proc_: &mut Proc) -> String {
         let path = self.path().join("run").join(format!("{name}.addr"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let limit = Duration::from_secs(60);
+        let addr = poll_until(limit, || {
             if let Some(st) = proc_.try_exit() {
                 panic!(
                     "{} exited early with {st}; log: {}",
@@ -251,21 +256,18 @@ impl Home {
                     self.log(&proc_.name)
                 );
             }
-            if let Some(a) = std::fs::read_to_string(&path)
+            std::fs::read_to_string(&path)
                 .ok()
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
-            {
-                return a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after 60 s waiting for run/{name}.addr; log of {}: {}",
+        });
+        addr.unwrap_or_else(|| {
+            panic!(
+                "timed out after {limit:?} waiting for run/{name}.addr; log of {}: {}",
                 proc_.name,
                 self.log(&proc_.name)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            )
+        })
     }
 
     /// Starts the router on `listen` (e.g. `127.0.0.1:0`) and returns it with its address.

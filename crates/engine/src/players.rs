@@ -384,7 +384,7 @@ pub struct ModelPlayer {
     killers: Vec<u16>,
     /// Positions visited (moves made) by searches so far, for measurements.
     pub nodes: u64,
-    /// Moves on the board when the current search began (for [`proven`]).
+    /// Moves on the board when the current search began (for [`Self::proven`]).
     root_ply: usize,
 }
 
