@@ -239,6 +239,25 @@ pub struct State {
     pub done: bool,
 }
 
+/// A window holding `k − 2` of one player's stones and two empty cells: a stone at
+/// `play` makes `win` a winning cell.
+#[derive(Debug, Clone, Copy)]
+struct Threat {
+    play: u16,
+    win: u16,
+    window: u32,
+}
+
+/// A cell that plays two threats with different winning cells: a double threat.
+fn double_threat(threats: &[Threat]) -> Option<u16> {
+    threats.iter().enumerate().find_map(|(i, a)| {
+        threats[..i]
+            .iter()
+            .any(|b| b.play == a.play && b.win != a.win)
+            .then_some(a.play)
+    })
+}
+
 impl State {
     pub fn new(geo: Arc<Geometry>) -> Self {
         let cells = vec![-1; geo.cells()];
@@ -304,35 +323,91 @@ impl State {
     /// two crossing lines of `k − 1`), so that one stone of the next player cannot block
     /// both; `None` if there is none. A new winning cell `e` for a stone at `c` means a
     /// window holding `k − 2` of `p`'s stones, `c` and `e`, and nothing else; so the
-    /// windows with exactly two empty cells and no other owner pair up the candidates.
+    /// windows with exactly two empty cells and no other owner ([`Threat`]s) pair up the
+    /// candidates.
     pub fn double_threat_cell(&self, p: u8) -> Option<u16> {
+        let mut threats = Vec::new();
+        self.threats_in(p, 0..self.geo.windows.len() as u32, &mut threats);
+        double_threat(&threats)
+    }
+
+    /// Appends `p`'s [`Threat`]s among `windows`.
+    fn threats_in(&self, p: u8, windows: impl Iterator<Item = u32>, out: &mut Vec<Threat>) {
         let k = self.geo.k;
-        // (cell, the winning cell a stone there would make); a handful at most in play.
-        let mut pairs = [(0u16, 0u16); 64];
-        let mut n = 0;
-        for w in &self.geo.windows {
+        'windows: for wi in windows {
             let (mut own, mut empty, mut ne) = (0, [0u16; 2], 0);
-            for &c in w {
+            for &c in &self.geo.windows[wi as usize] {
                 match self.cells[usize::from(c)] {
                     -1 if ne < 2 => {
                         empty[ne] = c;
                         ne += 1;
                     }
                     v if v == p as i8 => own += 1,
-                    _ => break,
+                    _ => continue 'windows,
                 }
             }
-            if ne != 2 || own + 2 != k {
-                continue;
+            if ne == 2 && own + 2 == k {
+                out.push(Threat {
+                    play: empty[0],
+                    win: empty[1],
+                    window: wi,
+                });
+                out.push(Threat {
+                    play: empty[1],
+                    win: empty[0],
+                    window: wi,
+                });
             }
-            for (a, b) in [(empty[0], empty[1]), (empty[1], empty[0])] {
-                if pairs[..n].iter().any(|&(x, y)| x == a && y != b) {
-                    return Some(a);
-                }
-                if n < pairs.len() {
-                    pairs[n] = (a, b);
-                    n += 1;
-                }
+        }
+    }
+
+    /// Plies to a win that `p`, to move, forces by continuous threats: stones that each
+    /// make one winning cell, which the opponent must block, until one makes two
+    /// ([`Self::double_threat_cell`], 2 plies). At most `limit` single threats are
+    /// chained (each 2 plies); a line where a forced block makes a winning cell for the
+    /// opponent is given up. Needs a position where neither side has a winning cell (a
+    /// quiet leaf); `self` is restored. Every line it reports is a forced win; a `None`
+    /// proves nothing.
+    pub fn threat_win(&mut self, p: u8, limit: u32) -> Option<u32> {
+        let mut threats = Vec::new();
+        self.threats_in(p, 0..self.geo.windows.len() as u32, &mut threats);
+        self.threat_sequence(p, &threats, limit)
+    }
+
+    fn threat_sequence(&mut self, p: u8, threats: &[Threat], limit: u32) -> Option<u32> {
+        if double_threat(threats).is_some() {
+            return Some(2);
+        }
+        if limit == 0 {
+            return None;
+        }
+        let opponent = self.next_player(p);
+        for t in threats {
+            // `p` plays `t.play`, whose only winning cell is `t.win`; the opponent blocks.
+            self.play_unchecked(usize::from(t.play));
+            self.play_unchecked(usize::from(t.win));
+            let mut found = None;
+            let mut counter = false;
+            self.new_wins_through(usize::from(t.win), opponent, |_| counter = true);
+            if !self.done && !counter {
+                let geo = self.geo.clone();
+                let touched = |u: &Threat| {
+                    let w = &geo.windows[u.window as usize];
+                    w.contains(&t.play) || w.contains(&t.win)
+                };
+                let mut next: Vec<Threat> =
+                    threats.iter().filter(|u| !touched(u)).copied().collect();
+                self.threats_in(
+                    p,
+                    geo.cell_windows[usize::from(t.play)].iter().copied(),
+                    &mut next,
+                );
+                found = self.threat_sequence(p, &next, limit - 1).map(|d| d + 2);
+            }
+            self.undo();
+            self.undo();
+            if found.is_some() {
+                return found;
             }
         }
         None
@@ -537,6 +612,69 @@ mod tests {
             }
         }
         assert!(found > 100, "the scan found only {found} double threats");
+    }
+
+    /// Every move of `p` that makes a winning cell, every forced block: the threat
+    /// sequences [`State::threat_win`] looks for, found without its threat lists.
+    fn threat_win_by_scan(s: &mut State, p: u8, limit: u32) -> bool {
+        let q = s.next_player(p);
+        for m in s.legal_moves() {
+            s.play_unchecked(usize::from(m));
+            let wins = s.winning_cells(p);
+            let won = wins.len() >= 2
+                || (wins.len() == 1 && limit > 0 && {
+                    s.play_unchecked(usize::from(wins[0]));
+                    let w = !s.done
+                        && s.winning_cells(q).is_empty()
+                        && threat_win_by_scan(s, p, limit - 1);
+                    s.undo();
+                    w
+                });
+            s.undo();
+            if won {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn threat_sequences_match_a_full_scan() {
+        let mut rng = crate::rng::Rng::new(11);
+        let (mut quiet, mut chains) = (0, 0);
+        for key in ["square8_2p", "hex8_2p"] {
+            let g = Geometry::new(key.parse().expect("key"));
+            for _ in 0..40 {
+                let mut s = State::new(g.clone());
+                while !s.done {
+                    let p = s.to_move;
+                    let q = s.next_player(p);
+                    if s.winning_cells(p).is_empty() && s.winning_cells(q).is_empty() {
+                        quiet += 1;
+                        let before = s.cells.clone();
+                        let double = s.threat_win(p, 0).is_some();
+                        let chain = s.threat_win(p, 2);
+                        assert_eq!(s.cells, before, "{key} {:?}: not restored", s.moves);
+                        assert_eq!(double, s.double_threat_cell(p).is_some());
+                        assert_eq!(
+                            chain.is_some(),
+                            threat_win_by_scan(&mut s, p, 2),
+                            "{key} {:?}",
+                            s.moves
+                        );
+                        if chain.is_some_and(|d| d > 2) {
+                            chains += 1;
+                        }
+                    }
+                    let moves = s.legal_moves();
+                    s.play_unchecked(usize::from(moves[rng.below(moves.len())]));
+                }
+            }
+        }
+        assert!(
+            quiet > 500 && chains > 20,
+            "{quiet} quiet positions, {chains} chains"
+        );
     }
 
     #[test]

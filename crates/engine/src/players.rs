@@ -160,6 +160,9 @@ pub const SCORE_MARGIN: f64 = 8.0;
 /// flat −1 made every losing move equal and the player gave up with a random stone.
 pub const PLY_STEP: f32 = 5e-4;
 
+/// Single threats chained at a quiet leaf (see [`SearchConfig::threat_limit`]).
+pub const THREAT_LIMIT: u32 = 3;
+
 /// Leaf values are clamped to this, below a proven result up to 20 plies deep.
 pub const LEAF_MAX: f32 = 0.985;
 
@@ -188,6 +191,9 @@ pub struct SearchConfig {
     /// Score every root move exactly (full window) instead of bounding the ones more
     /// than [`SCORE_MARGIN`] temperatures below the best (for measurements).
     pub exact_scores: bool,
+    /// Single threats a quiet leaf may chain into a double threat before the value head
+    /// scores it ([`State::threat_win`]; 0 = the double threat alone).
+    pub threat_limit: u32,
 }
 
 impl SearchConfig {
@@ -204,6 +210,7 @@ impl SearchConfig {
             target_temperature: 0.05,
             policy_ordering: true,
             exact_scores: false,
+            threat_limit: THREAT_LIMIT,
         }
     }
 
@@ -222,6 +229,7 @@ impl SearchConfig {
             target_temperature: 0.05,
             policy_ordering: true,
             exact_scores: false,
+            threat_limit: THREAT_LIMIT,
         }
     }
 
@@ -609,10 +617,10 @@ impl ModelPlayer {
         // single threats are followed to a quiet position before the value head scores it.
         let forced = theirs.first();
         if depth == 0 && forced.is_none() {
-            // Quiescence: a double threat of the mover is a win two plies on (its reply
-            // to whichever cell is blocked), seen here rather than two plies deeper.
-            if s.double_threat_cell(me).is_some() {
-                return self.proven(s, true) - 2.0 * PLY_STEP;
+            // Quiescence: a double threat of the mover, or a chain of single threats
+            // that ends in one, is a win that the value head would have to guess.
+            if let Some(plies) = s.threat_win(me, self.config.threat_limit) {
+                return self.proven(s, true) - plies as f32 * PLY_STEP;
             }
             return self.leaf_value(me);
         }
