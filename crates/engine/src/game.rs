@@ -369,13 +369,31 @@ impl State {
     /// quiet leaf); `self` is restored. Every line it reports is a forced win; a `None`
     /// proves nothing.
     pub fn threat_win(&mut self, p: u8, limit: u32) -> Option<u32> {
-        let mut threats = Vec::new();
-        self.threats_in(p, 0..self.geo.windows.len() as u32, &mut threats);
-        self.threat_sequence(p, &threats, limit)
+        self.threat_line(p, limit, &mut Vec::new())
     }
 
-    fn threat_sequence(&mut self, p: u8, threats: &[Threat], limit: u32) -> Option<u32> {
-        if double_threat(threats).is_some() {
+    /// [`Self::threat_win`] for `p` whether or not `p` is to move (as if it were), and
+    /// the cells of the line it found appended to `line`: every threat and its block, the
+    /// double threat and its two winning cells (where a defender has to play).
+    pub fn threat_line(&mut self, p: u8, limit: u32, line: &mut Vec<u16>) -> Option<u32> {
+        let mut threats = Vec::new();
+        self.threats_in(p, 0..self.geo.windows.len() as u32, &mut threats);
+        let to_move = std::mem::replace(&mut self.to_move, p);
+        let found = self.threat_sequence(p, &threats, limit, line);
+        self.to_move = to_move;
+        found
+    }
+
+    fn threat_sequence(
+        &mut self,
+        p: u8,
+        threats: &[Threat],
+        limit: u32,
+        line: &mut Vec<u16>,
+    ) -> Option<u32> {
+        if let Some(c) = double_threat(threats) {
+            line.push(c);
+            line.extend(threats.iter().filter(|t| t.play == c).map(|t| t.win));
             return Some(2);
         }
         if limit == 0 {
@@ -402,11 +420,14 @@ impl State {
                     geo.cell_windows[usize::from(t.play)].iter().copied(),
                     &mut next,
                 );
-                found = self.threat_sequence(p, &next, limit - 1).map(|d| d + 2);
+                found = self
+                    .threat_sequence(p, &next, limit - 1, line)
+                    .map(|d| d + 2);
             }
             self.undo();
             self.undo();
             if found.is_some() {
+                line.extend([t.play, t.win]);
                 return found;
             }
         }

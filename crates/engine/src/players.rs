@@ -20,11 +20,31 @@
 //! Proven results and quiescence (two players). A win found `d` plies below the root
 //! scores `1 − d · PLY_STEP` (a loss the negative), so the search takes the fastest win and
 //! plays a lost position out with its slowest loss, and leaf values are clamped below
-//! every proven result. A leaf whose mover can make a double threat (two winning cells
-//! at once, which one stone cannot block) is a proven win rather than a value-head guess.
-//! Against the heuristic on hex8_2p at depth 3 (2,000 paired games, the same openings),
-//! one model scored 0.735 before both, 0.768 with proven-result distances and 0.793 with
-//! the leaf check too; 2,000 games took 1.4 times as long.
+//! every proven result. A quiet leaf (no winning cell for either side) whose mover can
+//! force a double threat (two winning cells at once, which one stone cannot block) is a
+//! proven win rather than a value-head guess: either at once, or through a chain of up to
+//! [`THREAT_LIMIT`] single threats, each of which the opponent must block
+//! ([`State::threat_win`]; a line where a block makes a threat of the opponent's is given
+//! up, so every win it reports is forced). Against the heuristic on hex8_2p at depth 3
+//! (2,000 paired games, the same openings), one model scored 0.735 before any of this,
+//! 0.768 with proven-result distances and 0.793 with the double-threat check too; 2,000
+//! games took 1.4 times as long. Chaining threats, the null model (1,000 games, the same
+//! openings each time) scored 0.46 with the double threat alone, 0.56 with a chain of 1,
+//! 0.57 with 2, 0.60 with 3, 0.62 with 5 and 0.58 with 8, at 16, 22, 24, 27, 33 and 60 s.
+//!
+//! Defence at the leaves. A quiet leaf where the mover has no such win but the opponent,
+//! were it to move, would have one is not quiet for the mover: the value head would
+//! score a position that the opponent wins by force. There the mover gets one more ply
+//! (`defence`), limited to the cells of the opponent's line (its threats, their blocks,
+//! the double threat and its winning cells), each reply scored as a leaf of the
+//! opponent's (with its own threat check, and no second defence below). If none of them
+//! stops the line the leaf counts as lost: another cell may defend (a counter-threat
+//! elsewhere), so this is a judgement, not a proof. A model of the 30-minute run (gen 6)
+//! scored 0.7925 without it and 0.8190 with it (1,000 games, 20 s and 29 s); gen 1
+//! 0.784 and 0.801 (2,000 games, 50 s and 85 s); the null model 0.60 and 0.72. Falling
+//! back to the value head where no listed cell defends scored 0.799 for gen 6: the line
+//! that cannot be stopped there mostly cannot be stopped at all. A full-width depth-4
+//! search scored 0.818 for gen 6 at 157 s.
 //!
 //! Move ordering and root windows. The root's moves are searched in the order of the
 //! model's policy head, each with the window `(best − margin, +∞)` where `margin` is
@@ -194,6 +214,9 @@ pub struct SearchConfig {
     /// Single threats a quiet leaf may chain into a double threat before the value head
     /// scores it ([`State::threat_win`]; 0 = the double threat alone).
     pub threat_limit: u32,
+    /// At a quiet leaf where the opponent could force a double threat, search the
+    /// mover's replies on that line one more ply (see the module doc).
+    pub defend: bool,
 }
 
 impl SearchConfig {
@@ -211,6 +234,7 @@ impl SearchConfig {
             policy_ordering: true,
             exact_scores: false,
             threat_limit: THREAT_LIMIT,
+            defend: true,
         }
     }
 
@@ -230,6 +254,7 @@ impl SearchConfig {
             policy_ordering: true,
             exact_scores: false,
             threat_limit: THREAT_LIMIT,
+            defend: true,
         }
     }
 
@@ -394,6 +419,8 @@ pub struct ModelPlayer {
     pub nodes: u64,
     /// Moves on the board when the current search began (for [`Self::proven`]).
     root_ply: usize,
+    /// Inside a defensive extension ([`Self::defence`]): no second one below it.
+    defending: bool,
 }
 
 impl ModelPlayer {
@@ -415,6 +442,7 @@ impl ModelPlayer {
             killers: Vec::new(),
             nodes: 0,
             root_ply: 0,
+            defending: false,
         }
     }
 
@@ -616,26 +644,31 @@ impl ModelPlayer {
         // A forced block costs no depth (like a check extension in chess): lines of
         // single threats are followed to a quiet position before the value head scores it.
         let forced = theirs.first();
-        if depth == 0 && forced.is_none() {
+        let mut defence = false;
+        let (moves, next_depth) = if let Some(block) = forced {
+            (vec![block], depth)
+        } else if depth > 0 {
+            let mut m = self.candidates(s);
+            self.order(&mut m, me, s.moves.len(), depth);
+            (m, depth - 1)
+        } else {
             // Quiescence: a double threat of the mover, or a chain of single threats
             // that ends in one, is a win that the value head would have to guess.
             if let Some(plies) = s.threat_win(me, self.config.threat_limit) {
                 return self.proven(s, true) - plies as f32 * PLY_STEP;
             }
-            return self.leaf_value(me);
-        }
-        let next_depth = if forced.is_some() { depth } else { depth - 1 };
-        let moves = match forced {
-            Some(block) => vec![block],
-            None => {
-                let mut m = self.candidates(s);
-                self.order(&mut m, me, s.moves.len(), depth);
-                m
+            match self.defence(s, me) {
+                Some(m) => {
+                    defence = true;
+                    (m, 0)
+                }
+                None => return self.leaf_value(me),
             }
         };
         if moves.is_empty() {
             return 0.0;
         }
+        self.defending |= defence;
         let mut best = f32::NEG_INFINITY;
         for c in moves {
             let c = usize::from(c);
@@ -668,7 +701,24 @@ impl ModelPlayer {
                 break;
             }
         }
+        if defence {
+            self.defending = false;
+        }
         best
+    }
+
+    /// At a quiet leaf of `me` where the opponent, were it to move, could force a double
+    /// threat ([`State::threat_line`]): the cells of that line, where `me` may defend, for
+    /// one more ply of search (once per line of play).
+    fn defence(&mut self, s: &mut State, me: u8) -> Option<Vec<u16>> {
+        if !self.config.defend || self.defending {
+            return None;
+        }
+        let mut line = Vec::new();
+        s.threat_line(s.next_player(me), self.config.threat_limit, &mut line)?;
+        line.sort_unstable();
+        line.dedup();
+        Some(line)
     }
 
     /// How far below the best a root move's score must be exact at `ply`: the larger of
@@ -945,6 +995,39 @@ mod tests {
                 assert!(v < -LEAF_MAX, "{m}: {a:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_quiet_leaf_under_a_forced_attack_is_defended_or_lost() {
+        // square8, cell = 8y + x; P0's stones sit in the corners. P1 has an open two on
+        // row 3 (26, 27): to move, it would make an open three. At P0's quiet leaf the
+        // null model's value is 0 whatever P1 threatens; the defensive ply finds a block
+        // (not lost) with one open two, and none that saves P0 with a second (row 6).
+        let key = "square8_2p".parse().expect("key");
+        let geo = Geometry::new(key);
+        let leaf = |moves: &[u16], defend: bool| {
+            let mut s = State::replay(geo.clone(), moves).expect("replay");
+            let mut c = SearchConfig::greedy(1);
+            c.defend = defend;
+            let mut p = ModelPlayer::new("m", Arc::new(Model::null(key, 64)), c);
+            p.analyse(&s);
+            p.root_ply = s.moves.len();
+            p.nodes = 0;
+            let none = CellSet::default();
+            let v = p.negamax2(&mut s, 0, -1.5, 1.5, none, none);
+            (v, p.nodes)
+        };
+        let one_front = [0, 26, 7, 27];
+        let two_fronts = [0, 26, 7, 27, 56, 50, 63, 51];
+        assert_eq!(leaf(&one_front, false), (0.0, 0));
+        assert_eq!(leaf(&two_fronts, false), (0.0, 0));
+        let (v, nodes) = leaf(&one_front, true);
+        assert!(
+            v > -LEAF_MAX && nodes > 0,
+            "one open two: {v} after {nodes} nodes"
+        );
+        let (v, _) = leaf(&two_fronts, true);
+        assert!(v < -LEAF_MAX, "two open twos: {v}");
     }
 
     #[test]
