@@ -248,7 +248,11 @@ struct Threat {
     window: u32,
 }
 
-/// A cell that plays two threats with different winning cells: a double threat.
+/// A cell that plays two threats with different winning cells: a double threat (an open
+/// three, or two crossing lines of `k − 1`), which one stone of the next player cannot
+/// block. A new winning cell `e` for a stone at `c` means a window holding `k − 2` of the
+/// player's stones, `c` and `e`, and nothing else, so the player's threats pair up every
+/// candidate.
 fn double_threat(threats: &[Threat]) -> Option<u16> {
     threats.iter().enumerate().find_map(|(i, a)| {
         threats[..i]
@@ -319,18 +323,6 @@ impl State {
             .collect()
     }
 
-    /// A cell where `p` would make two or more winning cells at once (an open three, or
-    /// two crossing lines of `k − 1`), so that one stone of the next player cannot block
-    /// both; `None` if there is none. A new winning cell `e` for a stone at `c` means a
-    /// window holding `k − 2` of `p`'s stones, `c` and `e`, and nothing else; so the
-    /// windows with exactly two empty cells and no other owner ([`Threat`]s) pair up the
-    /// candidates.
-    pub fn double_threat_cell(&self, p: u8) -> Option<u16> {
-        let mut threats = Vec::new();
-        self.threats_in(p, 0..self.geo.windows.len() as u32, &mut threats);
-        double_threat(&threats)
-    }
-
     /// Appends `p`'s [`Threat`]s among `windows`.
     fn threats_in(&self, p: u8, windows: impl Iterator<Item = u32>, out: &mut Vec<Threat>) {
         let k = self.geo.k;
@@ -363,7 +355,7 @@ impl State {
 
     /// Plies to a win that `p`, to move, forces by continuous threats: stones that each
     /// make one winning cell, which the opponent must block, until one makes two
-    /// ([`Self::double_threat_cell`], 2 plies). At most `limit` single threats are
+    /// (a double threat, 2 plies). At most `limit` single threats are
     /// chained (each 2 plies); a line where a forced block makes a winning cell for the
     /// opponent is given up. Needs a position where neither side has a winning cell (a
     /// quiet leaf); `self` is restored. Every line it reports is a forced win; a `None`
@@ -408,16 +400,15 @@ impl State {
             let mut counter = false;
             self.new_wins_through(usize::from(t.win), opponent, |_| counter = true);
             if !self.done && !counter {
-                let geo = self.geo.clone();
                 let touched = |u: &Threat| {
-                    let w = &geo.windows[u.window as usize];
+                    let w = &self.geo.windows[u.window as usize];
                     w.contains(&t.play) || w.contains(&t.win)
                 };
                 let mut next: Vec<Threat> =
                     threats.iter().filter(|u| !touched(u)).copied().collect();
                 self.threats_in(
                     p,
-                    geo.cell_windows[usize::from(t.play)].iter().copied(),
+                    self.geo.cell_windows[usize::from(t.play)].iter().copied(),
                     &mut next,
                 );
                 found = self
@@ -619,7 +610,8 @@ mod tests {
                                 t.winning_cells(p).len() >= 2
                             })
                             .collect();
-                        match s.double_threat_cell(p) {
+                        let mut line = Vec::new();
+                        match s.threat_line(p, 0, &mut line).map(|_| line[0]) {
                             Some(c) => {
                                 assert!(doubles.contains(&c), "{key} {:?}: {c}", s.moves);
                                 found += 1;
@@ -676,7 +668,12 @@ mod tests {
                         let double = s.threat_win(p, 0).is_some();
                         let chain = s.threat_win(p, 2);
                         assert_eq!(s.cells, before, "{key} {:?}: not restored", s.moves);
-                        assert_eq!(double, s.double_threat_cell(p).is_some());
+                        assert_eq!(
+                            double,
+                            threat_win_by_scan(&mut s, p, 0),
+                            "{key} {:?}",
+                            s.moves
+                        );
                         assert_eq!(
                             chain.is_some(),
                             threat_win_by_scan(&mut s, p, 2),
