@@ -369,15 +369,66 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
+    /// Holds every fake job until opened, and records how many ran at once.
+    #[derive(Default)]
+    struct Gate {
+        state: std::sync::Mutex<(bool, usize, usize)>, // (open, running, most running)
+        changed: std::sync::Condvar,
+    }
+    impl Gate {
+        fn pass(&self) {
+            let mut g = self.state.lock().unwrap();
+            g.1 += 1;
+            g.2 = g.2.max(g.1);
+            self.changed.notify_all();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !g.0 && std::time::Instant::now() < deadline {
+                g = self.changed.wait_timeout(g, Duration::from_secs(1)).unwrap().0;
+            }
+            assert!(g.0, "the test never opened the gate");
+            g.1 -= 1;
+        }
+        fn await_running(&self, n: usize) {
+            let mut g = self.state.lock().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while g.1 < n && std::time::Instant::now() < deadline {
+                g = self.changed.wait_timeout(g, Duration::from_secs(1)).unwrap().0;
+            }
+            assert_eq!(g.1, n, "jobs running");
+        }
+        fn open(&self) {
+            self.state.lock().unwrap().0 = true;
+            self.changed.notify_all();
+        }
+        fn most(&self) -> usize {
+            self.state.lock().unwrap().2
+        }
+    }
+
+    // Fake jobs block their worker thread while held, so the runtime needs threads to spare.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn runs_no_more_jobs_than_slots_and_reports_games() {
         let dir = tempfile::tempdir().unwrap();
-        let jobs = FakeJobs::new(|r| reply(r, r.vars["games"].parse().unwrap()));
+        let gate = Arc::new(Gate::default());
+        let held = gate.clone();
+        let jobs = FakeJobs::new(move |r| {
+            held.pass();
+            reply(r, r.vars["games"].parse().unwrap())
+        });
         let s = setup(dir.path(), 2, jobs.clone());
         let ids = add(&s, 3);
         let rec: Arc<Recorder> = Arc::new(Recorder::default());
         let tasks = s.fill(rec.clone()).await.unwrap();
         assert_eq!(tasks.len(), 2, "two slots");
+        let g = gate.clone();
+        tokio::task::spawn_blocking(move || g.await_running(2))
+            .await
+            .unwrap();
+        assert!(
+            s.fill(rec.clone()).await.unwrap().is_empty(),
+            "no slot is free while two jobs run"
+        );
+        gate.open();
         for t in tasks {
             t.await.unwrap();
         }
@@ -404,6 +455,7 @@ mod tests {
             })
             .sum();
         assert_eq!(games, 15);
+        assert_eq!(gate.most(), 2, "jobs running at once");
         assert!(
             jobs.calls()
                 .iter()
