@@ -381,19 +381,23 @@ mod tests {
             g.1 += 1;
             g.2 = g.2.max(g.1);
             self.changed.notify_all();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while !g.0 && std::time::Instant::now() < deadline {
-                g = self.changed.wait_timeout(g, Duration::from_secs(1)).unwrap().0;
-            }
+            let wait = Duration::from_secs(30);
+            g = self
+                .changed
+                .wait_timeout_while(g, wait, |g| !g.0)
+                .unwrap()
+                .0;
             assert!(g.0, "the test never opened the gate");
             g.1 -= 1;
         }
         fn await_running(&self, n: usize) {
             let mut g = self.state.lock().unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while g.1 < n && std::time::Instant::now() < deadline {
-                g = self.changed.wait_timeout(g, Duration::from_secs(1)).unwrap().0;
-            }
+            let wait = Duration::from_secs(30);
+            g = self
+                .changed
+                .wait_timeout_while(g, wait, |g| g.1 < n)
+                .unwrap()
+                .0;
             assert_eq!(g.1, n, "jobs running");
         }
         fn open(&self) {
