@@ -31,19 +31,28 @@ def main():
     ch = grpc.insecure_channel(a.router)
     stub = router_pb2_grpc.EventRouterStub(ch)
     req = router_pb2.SubscribeRequest(types=[events_pb2.TRAINING_COMPLETED], latest=True)
-    stream = stub.Subscribe(req, timeout=120)
     got = []
+    errors = []
     done = threading.Event()
 
-    def read():
-        for ev in stream:
-            got.append(ev)
-            if len(got) == 2:
-                done.set()
-                return
+    def read(stream):
+        try:
+            for ev in stream:
+                got.append(ev)
+                if len(got) == 2:
+                    done.set()
+                    return
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                errors.append(f"{e.code()}: {e.details()}")
 
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
+    def subscribe():
+        stream = stub.Subscribe(req, timeout=120, wait_for_ready=True)
+        t = threading.Thread(target=read, args=(stream,), daemon=True)
+        t.start()
+        return stream, t
+
+    stream, reader = subscribe()
     typed = events_pb2.Event(
         type=events_pb2.TRAINING_COMPLETED,
         source="client.py@test",
@@ -53,14 +62,21 @@ def main():
     as_json = events_pb2.Event(type=events_pb2.TRAINING_COMPLETED, source="client.py@test", json='{"model_path": "/m/json.bin"}')
     # The subscription may still be starting: publish until it sees the events (bounded
     # by a deadline, generous because the whole suite shares 2 cores: 10 s ran out once).
+    # A stream that ends with an error is reported and opened again.
     deadline = time.monotonic() + 60
+    published = 0
     while time.monotonic() < deadline:
         stub.Publish(typed, timeout=10)
         stub.Publish(as_json, timeout=10)
+        published += 1
         if done.wait(0.2):
             break
+        if not reader.is_alive() and not done.is_set():
+            got.clear()
+            stream, reader = subscribe()
     if not done.is_set():
-        sys.exit("did not receive the published events")
+        sys.exit(f"did not receive the published events: {published} pairs published, "
+                 f"{len(got)} received, stream errors {errors}")
     paths = sorted(e.training_completed.model_path for e in got)
     assert paths == ["/m/json.bin", "/m/typed.bin"], paths
     assert got[0].training_completed.samples in (0, 42)
