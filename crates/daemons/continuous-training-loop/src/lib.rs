@@ -54,6 +54,18 @@ pub struct Trained {
     pub watermark: i64,
     pub generation: u32,
     pub last_model: String,
+    /// The training under way, saved before its job starts.
+    #[serde(default)]
+    pub started: Option<Started>,
+}
+
+/// A training's item and the model it continues from. A restart resumes the same job
+/// (the job runner matches key and spec) instead of choosing the newest model again,
+/// which may be the one the first attempt's job wrote after its daemon died.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Started {
+    pub item_id: String,
+    pub init: Option<String>,
 }
 
 pub struct Trainer {
@@ -210,12 +222,25 @@ impl Trainer {
         );
         req = req.list("data", data);
         // Continue from the current model (canonical, else the newest generation; "" =
-        // a fresh network).
-        let (home, c) = (self.home.clone(), config);
-        let init =
-            tokio::task::spawn_blocking(move || ringrift_pipeline::models::current_model(&home, c))
-                .await?;
-        req = req.opt("init", init.map(|m| m.display().to_string()));
+        // a fresh network), the same one as the attempt this may resume.
+        let init = match st.started.as_ref() {
+            Some(s) if s.item_id == item.item_id => s.init.clone(),
+            _ => {
+                let (home, c) = (self.home.clone(), config);
+                let init = tokio::task::spawn_blocking(move || {
+                    ringrift_pipeline::models::current_model(&home, c)
+                })
+                .await?
+                .map(|m| m.display().to_string());
+                st.started = Some(Started {
+                    item_id: item.item_id.clone(),
+                    init: init.clone(),
+                });
+                self.state.put(&key, &st).await?;
+                init
+            }
+        };
+        req = req.opt("init", init);
         let t0 = std::time::Instant::now();
         let r: TrainReport = self.jobs.run(req).await?;
         let model = r.output.display().to_string();
@@ -239,6 +264,7 @@ impl Trainer {
         st.watermark = watermark;
         st.generation = generation;
         st.last_model = model.clone();
+        st.started = None;
         self.state.put(&key, &st).await?;
         tracing::info!(%config, generation, model = %model, "TRAINING_COMPLETED");
         self.status

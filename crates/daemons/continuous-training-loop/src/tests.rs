@@ -153,6 +153,48 @@ async fn a_restarted_loop_resumes_the_item_it_held() {
 }
 
 #[tokio::test]
+async fn a_resumed_item_continues_from_the_model_its_first_attempt_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = ok_jobs();
+    let t = setup(dir.path(), jobs.clone());
+    let models = paths::models_dir(dir.path()).join("hex8_2p");
+    std::fs::create_dir_all(&models).unwrap();
+    let first = models.join("gen0001_w50.rrm");
+    std::fs::write(&first, b"1").unwrap();
+    queue_training(&t, 100);
+    t.queue
+        .claim("ctl@test", &[WorkKind::Training], Duration::from_secs(3600))
+        .unwrap()
+        .unwrap();
+    // The previous process chose gen 1, started the job and died; the job went on and
+    // wrote gen 2, which is now the newest model.
+    let held = t.queue.held_by("ctl@test").unwrap();
+    let mut st = Trained {
+        generation: 1,
+        ..Trained::default()
+    };
+    st.started = Some(Started {
+        item_id: held[0].item_id.clone(),
+        init: Some(first.display().to_string()),
+    });
+    t.state.put("hex8_2p", &st).await.unwrap();
+    std::fs::write(models.join("gen0002_w100.rrm"), b"2").unwrap();
+    let t2 = setup(dir.path(), jobs.clone());
+    assert!(t2.step(&Recorder::default()).await.unwrap());
+    assert_eq!(
+        jobs.calls()[0].vars["init"],
+        first.display().to_string(),
+        "the resumed job is the one the first attempt started"
+    );
+    let st: Trained = t2.state.get("hex8_2p").await.unwrap().unwrap();
+    assert_eq!((st.generation, st.started), (2, None));
+    // A new item chooses afresh: the newest generation.
+    queue_training(&t2, 200);
+    assert!(t2.step(&Recorder::default()).await.unwrap());
+    assert!(jobs.calls()[1].vars["init"].ends_with("gen0002_w100.rrm"));
+}
+
+#[tokio::test]
 async fn a_failed_job_publishes_training_failed_and_returns_the_item() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = FakeJobs::new(|_| Err("out of memory".into()));
