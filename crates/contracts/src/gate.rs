@@ -216,7 +216,8 @@ pub fn check_gate<'a>(
                     continue;
                 };
                 if st.verdict != Verdict::Accepted {
-                    reasons.push(format!(
+                    // First: the floors of a candidate the SPRT rejected may be unplayed.
+                    reasons.insert(0, format!(
                         "{what}: SPRT (elo0 {}, elo1 {}{}) {} with LLR {:.2} after {} games (accept at {:.2})",
                         t.elo0,
                         t.elo1,
@@ -340,6 +341,15 @@ mod tests {
         assert!(
             !d.passed && d.reasons[0].contains("rejected with LLR"),
             "{d:?}"
+        );
+        // Rejected by the SPRT before its floors were played: the test is the first
+        // reason, the missing floors follow.
+        let only = [opponent("gen1", 100, 35, 0.0, 1.0)];
+        let d = check_gate(only.iter().map(|r| r.score()), &gate, 2);
+        assert!(d.reasons[0].contains("rejected with LLR"), "{d:?}");
+        assert_eq!(
+            d.reasons[1..],
+            ["no games against random", "no games against heuristic"]
         );
         // No canonical model yet: only the floors, no test.
         let d = check_gate(anchors().iter().map(|r| r.score()), &gate, 2);

@@ -66,9 +66,10 @@ pub struct EvaluateArgs {
     /// on (a game whose group was incomplete then is in the counts, not in `groups`).
     pub gate: Gate,
     /// Stop playing an opponent once the upper 95 % bound of the model's score against
-    /// it is below the gate's Wilson bar for it: the model can no longer pass, so the
-    /// remaining games would only cost time. Passing is only ever decided on the full
-    /// count, so stopping early never lets a lucky streak through.
+    /// it is below the gate's Wilson bar for it, and random and heuristic once the SPRT
+    /// against the canonical model (played first) rejects: the model can no longer pass,
+    /// so the remaining games would only cost time. Passing is only ever decided on the
+    /// full count, so stopping early never lets a lucky streak through.
     pub early_reject: bool,
 }
 
@@ -178,18 +179,29 @@ impl Tally {
             r.groups[k] += 1;
             grouped = true;
         }
+        let mut verdict = Verdict::Continue;
         let stop = match args.gate.bar(&r.opponent, args.config.players()) {
             Some(bar) => args.early_reject && r.games >= EARLY_REJECT_MIN_GAMES && r.upper95 < bar,
             None => {
-                grouped
-                    && args
+                if grouped
+                    && let Some(st) = args
                         .gate
                         .sprt()
                         .state_groups(&r.groups, args.config.players())
-                        .is_some_and(|st| st.verdict != Verdict::Continue)
+                {
+                    verdict = st.verdict;
+                }
+                verdict != Verdict::Continue
             }
         };
         r.stopped_early |= stop;
+        if verdict == Verdict::Rejected && args.early_reject {
+            // Beaten by the canonical model, the candidate cannot be promoted: its floor
+            // games would only cost time.
+            for o in [Opp::Random, Opp::Heuristic] {
+                t[o.index()].stopped_early = true;
+            }
+        }
         true
     }
 }
@@ -209,9 +221,9 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let canonical = promote::canonical(&args.home, args.config)?;
     let canonical_sha256 = canonical.as_ref().map(|c| c.sha256.clone());
     let canonical = canonical.filter(|c| c.sha256 != header.payload_sha256);
+    // The canonical model first: under early rejection a candidate its SPRT rejects
+    // plays no floor games.
     let mut schedule: Vec<Opp> = Vec::new();
-    schedule.extend(std::iter::repeat_n(Opp::Random, args.games_vs_random));
-    schedule.extend(std::iter::repeat_n(Opp::Heuristic, args.games_vs_heuristic));
     let canonical_model = match &canonical {
         Some(c) if args.games_vs_canonical > 0 => {
             schedule.extend(std::iter::repeat_n(Opp::Canonical, args.games_vs_canonical));
@@ -219,6 +231,8 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         }
         _ => None,
     };
+    schedule.extend(std::iter::repeat_n(Opp::Random, args.games_vs_random));
+    schedule.extend(std::iter::repeat_n(Opp::Heuristic, args.games_vs_heuristic));
     let canonical_name = canonical
         .as_ref()
         .map(|c| c.name.clone())
@@ -644,5 +658,33 @@ mod tests {
             assert!(tally.add(Opp::Heuristic, 0, 0.0, &a));
         }
         assert!(!tally.stopped(Opp::Heuristic));
+    }
+
+    /// Under early rejection, a candidate the SPRT rejects against the canonical model
+    /// plays no more floor games; without it, or when the SPRT accepts, they go on.
+    #[test]
+    fn a_candidate_the_sprt_rejects_plays_no_floor_games() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (early_reject, score) in [(true, 0.0), (false, 0.0), (true, 1.0)] {
+            let a = EvaluateArgs {
+                early_reject,
+                ..args(dir.path(), Path::new("m.rrm"), "j")
+            };
+            let tally = Tally::new(
+                Opp::ALL.map(|o| new_result(["random", "heuristic", "gen1"][o.index()])),
+                2,
+            );
+            let mut counted = 0;
+            while !tally.stopped(Opp::Canonical) {
+                assert!(tally.add(Opp::Canonical, counted, score, &a));
+                counted += 1;
+                assert!(counted < 1000, "the test never decided");
+            }
+            let floors_stopped = early_reject && score == 0.0;
+            for o in [Opp::Random, Opp::Heuristic] {
+                assert_eq!(tally.stopped(o), floors_stopped, "{early_reject} {score}");
+                assert_eq!(tally.add(o, 0, 1.0, &a), !floors_stopped);
+            }
+        }
     }
 }
