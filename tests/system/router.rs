@@ -127,11 +127,13 @@ pub(crate) async fn stats(c: &mut Client) -> wire::StatsResponse {
         .into_inner()
 }
 
-/// Polls (with a deadline) until a dead letter reaches `state`.
+/// Polls (with a deadline) until a dead letter reaches `state`. Alone this takes under
+/// a second; the JetStream variant once ran out of 10 s in a full CI run (cause not
+/// found), so the bound is 30 s.
 async fn wait_for_letter(c: &Client, state: wire::DeadLetterState) -> wire::DeadLetter {
     wait_for_async(
         &format!("a dead letter in state {}", state.as_str_name()),
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
             let mut c = c.clone();
             async move {
