@@ -372,40 +372,46 @@ mod tests {
     /// Holds every fake job until opened, and records how many ran at once.
     #[derive(Default)]
     struct Gate {
-        state: std::sync::Mutex<(bool, usize, usize)>, // (open, running, most running)
+        state: std::sync::Mutex<Held>,
         changed: std::sync::Condvar,
+    }
+    #[derive(Default)]
+    struct Held {
+        open: bool,
+        running: usize,
+        most: usize,
     }
     impl Gate {
         fn pass(&self) {
             let mut g = self.state.lock().unwrap();
-            g.1 += 1;
-            g.2 = g.2.max(g.1);
+            g.running += 1;
+            g.most = g.most.max(g.running);
             self.changed.notify_all();
             let wait = Duration::from_secs(30);
             g = self
                 .changed
-                .wait_timeout_while(g, wait, |g| !g.0)
+                .wait_timeout_while(g, wait, |g| !g.open)
                 .unwrap()
                 .0;
-            assert!(g.0, "the test never opened the gate");
-            g.1 -= 1;
+            assert!(g.open, "the test never opened the gate");
+            g.running -= 1;
         }
         fn await_running(&self, n: usize) {
-            let mut g = self.state.lock().unwrap();
+            let g = self.state.lock().unwrap();
             let wait = Duration::from_secs(30);
-            g = self
+            let g = self
                 .changed
-                .wait_timeout_while(g, wait, |g| g.1 < n)
+                .wait_timeout_while(g, wait, |g| g.running < n)
                 .unwrap()
                 .0;
-            assert_eq!(g.1, n, "jobs running");
+            assert_eq!(g.running, n, "jobs running");
         }
         fn open(&self) {
-            self.state.lock().unwrap().0 = true;
+            self.state.lock().unwrap().open = true;
             self.changed.notify_all();
         }
         fn most(&self) -> usize {
-            self.state.lock().unwrap().2
+            self.state.lock().unwrap().most
         }
     }
 
