@@ -114,6 +114,19 @@ impl StateStore {
         .await
     }
 
+    /// Removes `key` (committed before this returns; no error if it was absent).
+    pub async fn delete(&self, key: &str) -> Result<(), StateError> {
+        let (d, k) = (self.daemon.clone(), key.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM state WHERE daemon = ?1 AND key = ?2",
+                params![d, k],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     /// Every (key, value) of this daemon.
     pub async fn all<T: DeserializeOwned + Send + 'static>(
         &self,

@@ -5,7 +5,11 @@
 //!
 //! Crashed workers: every cycle returns items with expired leases to the queue, and a
 //! restarted scheduler resumes the items it still holds (the job runner adopts a job
-//! still running under the item's key instead of starting a second one).
+//! still running under the item's key instead of starting a second one). The model an
+//! item plays with is chosen once and saved before its job starts, so a resumed item asks
+//! for the same job even if a promotion came in between: the job runner then hands over
+//! the outcome of a job that finished while no scheduler watched, instead of playing the
+//! item's games again with the new model.
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::SelfplayReport;
@@ -14,6 +18,7 @@ use ringrift_contracts::wire::parse_payload;
 use ringrift_pipeline::claim;
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_pipeline::state::StateStore;
 use ringrift_proto::wire;
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{WorkItem, WorkKind, WorkQueue};
@@ -62,6 +67,8 @@ pub struct Scheduler {
     pub home: PathBuf,
     pub queue: Arc<dyn WorkQueue>,
     pub jobs: Arc<dyn Jobs>,
+    /// The model each held item plays with (`model:<item id>`), until the item is done.
+    pub state: StateStore,
     running: Mutex<HashSet<String>>,
     /// Serialises `fill` (cycle and events both call it) so slots are never overbooked.
     filling: tokio::sync::Mutex<()>,
@@ -76,6 +83,7 @@ impl Scheduler {
         home: PathBuf,
         queue: Arc<dyn WorkQueue>,
         jobs: Arc<dyn Jobs>,
+        state: StateStore,
     ) -> Arc<Self> {
         let slots = if cfg.slots == 0 {
             std::thread::available_parallelism()
@@ -91,6 +99,7 @@ impl Scheduler {
             home,
             queue,
             jobs,
+            state,
             running: Mutex::new(HashSet::new()),
             filling: tokio::sync::Mutex::new(()),
             done: 0.into(),
@@ -171,6 +180,7 @@ impl Scheduler {
                 .map_err(|e| format!("{e:#}"))
         })
         .await?;
+        self.state.delete(&model_key(&item.item_id)).await?;
         match outcome {
             Ok(_) => self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             Err(e) => {
@@ -202,12 +212,7 @@ impl Scheduler {
         .pin(p.gpu())
         .var("threads", self.cfg.threads_per_job)
         .var("depth", self.cfg.depth);
-        // Play with the current model (canonical, else the newest generation; "" = none).
-        let (home, c) = (self.home.clone(), config);
-        let model =
-            tokio::task::spawn_blocking(move || ringrift_pipeline::models::current_model(&home, c))
-                .await?;
-        req = req.opt("model", model.map(|m| m.display().to_string()));
+        req = req.opt("model", self.model_for(&item.item_id, config).await?);
         let r: SelfplayReport = self.jobs.run(req).await?;
         let key = config.to_string();
         let played = r.games as u64;
@@ -240,6 +245,28 @@ impl Scheduler {
         tracing::info!(%config, games = played, item = %item.item_id, "selfplay done");
         Ok(serde_json::to_value(&r)?)
     }
+
+    /// The model `item` plays with: the one saved when the item first ran, else the
+    /// current model (canonical, else the newest generation; `None` = the null model),
+    /// saved now.
+    pub async fn model_for(&self, item: &str, config: ConfigKey) -> anyhow::Result<Option<String>> {
+        let key = model_key(item);
+        if let Some(chosen) = self.state.get::<Option<String>>(&key).await? {
+            return Ok(chosen);
+        }
+        let home = self.home.clone();
+        let model = tokio::task::spawn_blocking(move || {
+            ringrift_pipeline::models::current_model(&home, config)
+        })
+        .await?
+        .map(|m| m.display().to_string());
+        self.state.put(&key, &model).await?;
+        Ok(model)
+    }
+}
+
+fn model_key(item: &str) -> String {
+    format!("model:{item}")
 }
 
 pub struct JobScheduler(pub Arc<Scheduler>);
@@ -269,6 +296,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         ctx.home.clone(),
         queue,
         jobs,
+        StateStore::open(&ctx.home, INFO.name)?,
     ))))
 }
 
@@ -325,6 +353,7 @@ mod tests {
             dir.to_owned(),
             queue,
             jobs,
+            StateStore::open(dir, INFO.name).unwrap(),
         )
     }
 
@@ -497,6 +526,7 @@ mod tests {
             dir.path().to_owned(),
             queue,
             jobs,
+            StateStore::open(dir.path(), INFO.name).unwrap(),
         );
         let id = add(&s, 1).remove(0);
         s.queue
@@ -541,6 +571,56 @@ mod tests {
             jobs.calls()[0].key,
             format!("selfplay:{id}"),
             "same job key: a running job would be adopted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resumed_item_plays_with_the_model_its_first_attempt_chose() {
+        let dir = tempfile::tempdir().unwrap();
+        let k: ConfigKey = "hex8_2p".parse().unwrap();
+        let models = ringrift_store::paths::models_dir(dir.path()).join("hex8_2p");
+        std::fs::create_dir_all(&models).unwrap();
+        let first = models.join("gen0001_w1.rrm");
+        std::fs::write(&first, b"1").unwrap();
+        let jobs = FakeJobs::new(|r| reply(r, 1));
+        let s = setup(dir.path(), 1, jobs.clone());
+        let id = add(&s, 1).remove(0);
+        // The first attempt chooses (and saves) its model; then the scheduler dies.
+        let chosen = s.model_for(&id, k).await.unwrap();
+        assert_eq!(chosen, Some(first.display().to_string()));
+        s.queue
+            .claim("js@test", &[WorkKind::Selfplay], Duration::from_secs(3600))
+            .unwrap()
+            .unwrap();
+        // A promotion lands meanwhile.
+        let promoted = ringrift_store::models::canonical_path(
+            dir.path(),
+            k,
+            ringrift_store::models::ModelFormat::Rrm,
+        );
+        std::fs::write(&promoted, b"2").unwrap();
+        let s2 = setup(dir.path(), 1, jobs.clone());
+        for t in s2.fill(Arc::new(Recorder::default())).await.unwrap() {
+            t.await.unwrap();
+        }
+        let call = jobs.calls().remove(0);
+        assert_eq!(
+            call.vars.get("model"),
+            chosen.as_ref(),
+            "the resumed item must ask for the job its first attempt started"
+        );
+        // Done: the saved choice is gone, and the next item plays the promoted model.
+        assert_eq!(
+            s2.state
+                .get::<Option<String>>(&model_key(&id))
+                .await
+                .unwrap(),
+            None
+        );
+        let next = add(&s2, 1).remove(0);
+        assert_eq!(
+            s2.model_for(&next, k).await.unwrap(),
+            Some(promoted.display().to_string())
         );
     }
 }
