@@ -145,6 +145,33 @@ impl Default for Home {
     }
 }
 
+/// A failing test shows the end of every log of its home (the temp home itself is
+/// removed), so a failure seen once in a loaded CI run names its cause.
+impl Drop for Home {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(dir) = std::fs::read_dir(self.path().join("test-logs")) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!("---- last {} lines of {} ----", tail.len(), log.display());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// Lines of each log a failing test prints.
+const LOG_TAIL: usize = 60;
+
 impl Home {
     pub fn new() -> Home {
         let dir = tempfile::Builder::new()
