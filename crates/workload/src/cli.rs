@@ -220,6 +220,10 @@ pub struct EvaluateCmd {
     /// per seat plus one, two per seat on boards over 100 cells]
     #[arg(long)]
     pub opening_plies: Option<usize>,
+    /// Plies after the opening that both players sample at selfplay's temperature
+    /// schedule (for measurements between copies of one model; 0 = best moves).
+    #[arg(long, default_value_t = 0)]
+    pub explore_plies: usize,
     /// Do not record the games in the Elo store.
     #[arg(long)]
     pub no_elo: bool,
@@ -375,6 +379,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 opening_plies: a
                     .opening_plies
                     .unwrap_or_else(|| crate::players::opening_plies(a.config)),
+                explore_plies: a.explore_plies,
                 threads: c.threads,
                 seed,
                 record_elo: !a.no_elo,

@@ -6,7 +6,7 @@
 use crate::WorkloadError;
 use crate::game::{Geometry, State};
 use crate::model_file::AnyModel;
-use crate::players::{HeuristicPlayer, Player, RandomPlayer, play_game};
+use crate::players::{HeuristicPlayer, Player, RandomPlayer, SearchConfig, play_game};
 use crate::progress::Progress;
 use crate::promote;
 use crate::rng::Rng;
@@ -55,6 +55,11 @@ pub struct EvaluateArgs {
     /// Random plies at the start of every game, so games differ (both sides alike); each
     /// opening is played once per seat of the model (see [`Openings`]).
     pub opening_plies: usize,
+    /// Plies after the opening that every player (the model and each opponent model)
+    /// samples at selfplay's temperature schedule instead of taking its best move: for
+    /// measurements where two copies of one model must not play the same game in both
+    /// seatings of an opening (`scripts/bench/false-promotion`). 0 = best moves.
+    pub explore_plies: usize,
     pub threads: usize,
     pub seed: u64,
     pub record_elo: bool,
@@ -71,6 +76,24 @@ pub struct EvaluateArgs {
     /// so the remaining games would only cost time. Passing is only ever decided on the
     /// full count, so stopping early never lets a lucky streak through.
     pub early_reject: bool,
+}
+
+impl EvaluateArgs {
+    /// How the model players search: greedy at `depth`, sampling during the
+    /// `explore_plies` after the opening.
+    pub fn search(&self) -> SearchConfig {
+        let mut s = SearchConfig::greedy(self.depth);
+        if self.explore_plies > 0 {
+            let sp = SearchConfig::selfplay(self.depth, self.config);
+            // The schedule starts after the opening (the opening's plies are not the
+            // players' to choose).
+            s.random_plies = self.opening_plies;
+            s.temperature = sp.temperature;
+            s.temperature_end = sp.temperature_end;
+            s.temperature_plies = self.explore_plies;
+        }
+        s
+    }
 }
 
 /// Games against an opponent before early rejection may stop it.
@@ -264,7 +287,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                 scope.spawn(move || {
                     let mut rng =
                         Rng::new(args.seed ^ (t as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
-                    let mut me = model.player(name, args.depth);
+                    let mut me = model.player(name, args.search());
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -281,7 +304,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                                     Opp::Heuristic => Some(Box::new(HeuristicPlayer)),
                                     Opp::Canonical => canonical_model
                                         .as_ref()
-                                        .map(|c| c.player(canonical_name, args.depth)),
+                                        .map(|c| c.player(canonical_name, args.search())),
                                 }
                             })
                             .collect();
@@ -469,6 +492,7 @@ mod tests {
             games_vs_canonical: 6,
             depth: 1,
             opening_plies: 2,
+            explore_plies: 0,
             threads: 2,
             seed: 3,
             record_elo: true,
@@ -556,6 +580,55 @@ mod tests {
         assert_eq!(board.len(), 4, "random, heuristic, gen1, gen2: {board:?}");
     }
 
+    /// Two copies of one model (same weights, another file and name) play the same
+    /// game in both seatings of an opening, so every pair splits and a test on them
+    /// measures nothing; with `explore_plies` both sample after the opening, and some
+    /// pairs are won or lost outright, as between equal but different players.
+    #[test]
+    fn exploring_copies_of_one_model_stop_splitting_every_pair() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path();
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let (m, sha) = random_model(home, "base", 7);
+        promote::promote(home, key, &m, "base", &sha, None, None).expect("promote");
+        // The same weights but one bias moved by the smallest f32: a new payload SHA-256,
+        // the same moves.
+        let mut twin = Model::new_random(key, Geometry::new(key).cells(), 8, 7);
+        twin.b1[0] += f32::MIN_POSITIVE;
+        let copy = home.join("copy.rrm");
+        twin.save(&copy).expect("save");
+        let groups = |explore_plies: usize| {
+            let a = EvaluateArgs {
+                games_vs_random: 0,
+                games_vs_heuristic: 0,
+                games_vs_canonical: 60,
+                depth: 2,
+                explore_plies,
+                record_elo: false,
+                gate: Gate {
+                    canonical_test: ringrift_contracts::CanonicalTest::Wilson,
+                    ..Gate::default()
+                },
+                ..args(home, &copy, &format!("x{explore_plies}"))
+            };
+            let r = evaluate(&a).expect("evaluate");
+            let canonical = r.results.iter().find(|o| o.games > 0);
+            canonical
+                .unwrap_or_else(|| panic!("no canonical games: {r:?}"))
+                .groups
+                .clone()
+        };
+        let greedy = groups(0);
+        assert_eq!(greedy.iter().sum::<u64>(), 30, "{greedy:?}");
+        assert_eq!(greedy[2], 30, "greedy copies split every pair: {greedy:?}");
+        let exploring = groups(6);
+        assert_eq!(exploring.iter().sum::<u64>(), 30, "{exploring:?}");
+        assert!(
+            exploring[2] < 30,
+            "exploring copies split every pair: {exploring:?}"
+        );
+    }
+
     /// The untrained model cannot reach 0.99 against the heuristic: with early
     /// rejection the gauntlet stops that opponent once its upper bound falls below the
     /// bar; without it every scheduled game is played.
@@ -584,6 +657,7 @@ mod tests {
                 games_vs_canonical: 0,
                 depth: 1,
                 opening_plies: 2,
+                explore_plies: 0,
                 threads: 2,
                 seed: 3,
                 record_elo: false,

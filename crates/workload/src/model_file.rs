@@ -61,15 +61,11 @@ impl AnyModel {
         Ok((model, info))
     }
 
-    /// A player over this model: the engine's search at `depth` for `.rrm`, the one-ply
+    /// A player over this model: the engine's `search` for `.rrm`, the one-ply
     /// [`OnnxPlayer`] for ONNX.
-    pub fn player(&self, name: &str, depth: u32) -> Box<dyn Player> {
+    pub fn player(&self, name: &str, search: SearchConfig) -> Box<dyn Player> {
         match self {
-            AnyModel::Rrm(m) => Box::new(ModelPlayer::new(
-                name.to_owned(),
-                m.clone(),
-                SearchConfig::greedy(depth),
-            )),
+            AnyModel::Rrm(m) => Box::new(ModelPlayer::new(name.to_owned(), m.clone(), search)),
             AnyModel::Onnx(m) => Box::new(OnnxPlayer::new(name, m.clone())),
         }
     }

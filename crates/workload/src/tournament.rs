@@ -10,7 +10,7 @@ use crate::WorkloadError;
 use crate::evaluate::{Openings, play_one};
 use crate::game::Geometry;
 use crate::model_file::AnyModel;
-use crate::players::Player;
+use crate::players::{Player, SearchConfig};
 use crate::rng::Rng;
 pub use ringrift_contracts::{PairResult, Standing, TournamentReport};
 use ringrift_store::elo::{EloStore, MatchResult, PairScore, fit_ratings};
@@ -70,9 +70,15 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
             let mut score = 0.0;
             for g in 0..args.games_per_pair {
                 let label = |p: &(String, String, PathBuf, AnyModel)| p.2.display().to_string();
-                let mut me = players[i].3.player(&label(&players[i]), args.depth);
+                let mut me = players[i]
+                    .3
+                    .player(&label(&players[i]), SearchConfig::greedy(args.depth));
                 let others: Vec<Box<dyn Player>> = (1..geo.players())
-                    .map(|_| players[j].3.player(&label(&players[j]), args.depth))
+                    .map(|_| {
+                        players[j]
+                            .3
+                            .player(&label(&players[j]), SearchConfig::greedy(args.depth))
+                    })
                     .collect();
                 let s = play_one(&geo, me.as_mut(), others, g, openings, &mut rng);
                 score += s;

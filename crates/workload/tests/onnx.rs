@@ -62,7 +62,7 @@ fn the_checked_in_tiny_model_loads_plays_is_evaluated_and_promoted() {
     let (model, info) = AnyModel::load(&fixture(), key).expect("any");
     let geo = Geometry::new(key);
     let mut rng = Rng::new(3);
-    let mut me = model.player("tiny", 1);
+    let mut me = model.player("tiny", ringrift_workload::players::SearchConfig::greedy(1));
     let mut other = RandomPlayer;
     let seats: &mut [&mut dyn Player] = &mut [me.as_mut(), &mut other];
     let end = play_game(State::new(geo), seats, &mut rng);
@@ -86,6 +86,7 @@ fn the_checked_in_tiny_model_loads_plays_is_evaluated_and_promoted() {
         games_vs_canonical: 4,
         depth: 1,
         opening_plies: 2,
+        explore_plies: 0,
         threads: 2,
         seed: 9,
         record_elo: true,
