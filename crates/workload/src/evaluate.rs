@@ -604,6 +604,8 @@ mod tests {
                 games_vs_canonical: 60,
                 depth: 2,
                 explore_plies,
+                // One thread: the same games every run (ties are broken at random).
+                threads: 1,
                 record_elo: false,
                 gate: Gate {
                     canonical_test: ringrift_contracts::CanonicalTest::Wilson,
@@ -620,12 +622,17 @@ mod tests {
         };
         let greedy = groups(0);
         assert_eq!(greedy.iter().sum::<u64>(), 30, "{greedy:?}");
-        assert_eq!(greedy[2], 30, "greedy copies split every pair: {greedy:?}");
+        // Only a random tie-break can tell two greedy copies apart.
+        assert!(
+            greedy[2] >= 28,
+            "greedy copies split (nearly) every pair: {greedy:?}"
+        );
         let exploring = groups(6);
         assert_eq!(exploring.iter().sum::<u64>(), 30, "{exploring:?}");
+        // Sampling, the pairs vary as between different players of equal strength.
         assert!(
-            exploring[2] < 30,
-            "exploring copies split every pair: {exploring:?}"
+            exploring[2] <= 24,
+            "exploring copies still split nearly every pair: {exploring:?}"
         );
     }
 
