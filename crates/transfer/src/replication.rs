@@ -107,6 +107,15 @@ impl Counts {
     }
 }
 
+/// Whether `batch` is judged at `now_ms`: its hour ended at least `settle_ms` ago. The
+/// running hour's batch grows with every game its node plays, so its copies elsewhere
+/// always lag behind it (the sync daemons' work, not a replication fault); counted, it
+/// would keep every alert non-zero and be copied again every cycle.
+pub fn settled(batch: &BatchKey, now_ms: i64, settle_ms: i64) -> bool {
+    let end = (batch.hour + 1).saturating_mul(ringrift_store::games::MS_PER_HOUR);
+    end.saturating_add(settle_ms) <= now_ms
+}
+
 /// Classifies every batch any answering node holds. `nodes`: how many nodes the cluster
 /// has (answering or not), which caps the target at `nodes - 1`.
 pub fn classify(holdings: &Holdings, nodes: usize, target_copies: usize) -> Vec<BatchStatus> {

@@ -13,8 +13,15 @@
 //! hour, each copy reported as DATA_SYNC_*. Health: the three counts, and DEGRADED while
 //! a node does not answer. Systematic repair is `replication_repair`'s.
 //!
+//! Only settled batches count: a batch's hour must have ended `settle_s` ago. The
+//! running hour's batch grows with every game, so its copies always lag behind it; counted,
+//! it kept every alert non-zero and was emergency-copied again every cycle. Copying it as
+//! it grows is `auto_sync`'s and `ephemeral_sync`'s work; health reports it as
+//! `open_batches`.
+//!
 //! `[replication_monitor]`: `target_copies` (2), `emergency_sync` (true),
-//! `emergency_max_per_hour` (500), `max_concurrent` (3), `timeout_s` (30).
+//! `emergency_max_per_hour` (500), `max_concurrent` (3), `timeout_s` (30), `settle_s`
+//! (600).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, wire};
@@ -39,6 +46,9 @@ pub struct MonitorConfig {
     pub emergency_max_per_hour: usize,
     pub max_concurrent: usize,
     pub timeout_s: f64,
+    /// A batch is judged once its hour ended this long ago (the running hour's batch
+    /// always lags on other nodes: the sync daemons copy it).
+    pub settle_s: f64,
 }
 
 impl Default for MonitorConfig {
@@ -49,6 +59,7 @@ impl Default for MonitorConfig {
             emergency_max_per_hour: 500,
             max_concurrent: 3,
             timeout_s: 30.0,
+            settle_s: 600.0,
         }
     }
 }
@@ -56,6 +67,8 @@ impl Default for MonitorConfig {
 #[derive(Debug, Default, Clone)]
 struct Status {
     cycles: u64,
+    /// Batches not judged yet (hour running or not settled).
+    open: usize,
     counts: Counts,
     batches: usize,
     /// The counts of the last alert (all zero before any).
@@ -76,6 +89,11 @@ pub struct ReplicationMonitor {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: MonitorConfig = ctx.settings.section("replication_monitor")?;
+    handler_base::ensure_config!(
+        cfg.settle_s.is_finite() && cfg.settle_s >= 0.0,
+        "replication_monitor.settle_s = {} must be a number of seconds >= 0",
+        cfg.settle_s
+    );
     handler_base::ensure_config!(
         cfg.target_copies >= 1,
         "replication_monitor.target_copies = {} must be at least 1",
@@ -114,7 +132,14 @@ impl Handler for ReplicationMonitor {
             nodes,
             statuses,
             counts,
-        } = net::survey(&self.client, &self.members, self.cfg.target_copies).await;
+            open,
+        } = net::survey(
+            &self.client,
+            &self.members,
+            self.cfg.target_copies,
+            Duration::from_secs_f64(self.cfg.settle_s),
+        )
+        .await;
         let alerted = self
             .status
             .lock()
@@ -183,6 +208,7 @@ impl Handler for ReplicationMonitor {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         st.cycles += 1;
         st.counts = counts;
+        st.open = open;
         st.batches = statuses.len();
         st.alerted = counts;
         st.emergency_total += done.repaired;
@@ -214,6 +240,7 @@ impl Handler for ReplicationMonitor {
             ))
         }
         .detail("cycles", st.cycles)
+        .detail("open_batches", st.open)
         .detail("batches", st.batches)
         .detail("zero_copy", st.counts.zero_copy)
         .detail("single_copy", st.counts.single_copy)

@@ -91,3 +91,28 @@ async fn bad_settings_are_config_errors() {
         assert!(err.to_string().contains("replication_monitor."), "{err:#}");
     }
 }
+
+/// The running hour's batch is not judged: it grows with every game, so its copies
+/// always lag; it is reported as open, neither alerted nor emergency-copied. An old
+/// zero-copy batch next to it is.
+#[tokio::test]
+async fn the_running_hour_is_open_not_alerted() {
+    let c = ephemeral_and_two_durable().await;
+    let (a, b) = (c[0].home.path(), c[1].home.path());
+    let now = ringrift_store::now_ms();
+    let running: Vec<_> = (0..5)
+        .map(|i| game(&format!("r{i}"), "a", now - i))
+        .collect();
+    store(a, key()).insert_games(&running).unwrap();
+    store(a, key())
+        .insert_games(&[game("old", "a", HOUR)])
+        .unwrap();
+    let (d, ctx, rec) = testing::daemon(INFO.name, build, a, "a", "");
+    d.run_cycle(&ctx).await.unwrap();
+    assert_eq!(alerts(&rec), vec![(1, 0, 0)], "only the old batch counts");
+    let h = d.health_check();
+    assert_eq!(h.details["open_batches"], "1");
+    assert_eq!(h.details["batches"], "1");
+    // The emergency copy took the old batch only.
+    assert_eq!(store(b, key()).count().unwrap(), 1);
+}

@@ -11,8 +11,12 @@
 //! cycle with work publishes REPAIR_COMPLETED {repaired, failed}. The hourly window is in
 //! memory: a restart starts a new one.
 //!
+//! Only settled batches are judged: a batch's hour must have ended `settle_s` ago. The
+//! running hour's batch grows with every game, so its copies always lag behind it; the
+//! sync daemons copy it, and repair takes it up once it has settled.
+//!
 //! `[replication_repair]`: `target_copies` (2; at most nodes − 1), `max_per_hour` (500),
-//! `max_concurrent` (3), `timeout_s` (30, per HTTP read).
+//! `max_concurrent` (3), `timeout_s` (30, per HTTP read), `settle_s` (600).
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, wire};
@@ -35,6 +39,9 @@ pub struct RepairConfig {
     pub max_per_hour: usize,
     pub max_concurrent: usize,
     pub timeout_s: f64,
+    /// A batch is judged once its hour ended this long ago (the running hour's batch
+    /// always lags on other nodes: the sync daemons copy it).
+    pub settle_s: f64,
 }
 
 impl Default for RepairConfig {
@@ -44,6 +51,7 @@ impl Default for RepairConfig {
             max_per_hour: 500,
             max_concurrent: 3,
             timeout_s: 30.0,
+            settle_s: 600.0,
         }
     }
 }
@@ -51,6 +59,8 @@ impl Default for RepairConfig {
 #[derive(Debug, Default, Clone)]
 struct Status {
     cycles: u64,
+    /// Batches not judged yet (hour running or not settled).
+    open: usize,
     counts: replication::Counts,
     planned: usize,
     deferred: u64,
@@ -71,6 +81,11 @@ pub struct ReplicationRepair {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: RepairConfig = ctx.settings.section("replication_repair")?;
+    handler_base::ensure_config!(
+        cfg.settle_s.is_finite() && cfg.settle_s >= 0.0,
+        "replication_repair.settle_s = {} must be a number of seconds >= 0",
+        cfg.settle_s
+    );
     handler_base::ensure_config!(
         cfg.target_copies >= 1,
         "replication_repair.target_copies = {} must be at least 1",
@@ -107,7 +122,14 @@ impl Handler for ReplicationRepair {
             nodes,
             statuses,
             counts,
-        } = net::survey(&self.client, &self.members, self.cfg.target_copies).await;
+            open,
+        } = net::survey(
+            &self.client,
+            &self.members,
+            self.cfg.target_copies,
+            Duration::from_secs_f64(self.cfg.settle_s),
+        )
+        .await;
         let plan = replication::plan(&statuses, &holdings, &nodes, |_| true);
         let planned = plan.len();
         let events = SyncEvents::new(ctx);
@@ -143,6 +165,7 @@ impl Handler for ReplicationRepair {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         st.cycles += 1;
         st.counts = counts;
+        st.open = open;
         st.planned = planned;
         st.deferred = done.deferred;
         st.repaired_total += done.repaired;
@@ -183,6 +206,7 @@ impl Handler for ReplicationRepair {
             ))
         }
         .detail("cycles", st.cycles)
+        .detail("open_batches", st.open)
         .detail("zero_copy", st.counts.zero_copy)
         .detail("single_copy", st.counts.single_copy)
         .detail("under_replicated", st.counts.under_replicated)

@@ -7,7 +7,7 @@ use super::{BatchKey, BatchStatus, Counts, Executed, Holdings, NodeInfo, RateWin
 use crate::games::{self, GameFilter, MAX_PAGE, SyncEvents};
 use crate::{DataClient, Peer, TransferError};
 use ringrift_cluster::ClusterConfig;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A node of the cluster: what replication needs to know and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,26 +130,42 @@ pub async fn run_repair(
 }
 
 /// One look at the cluster's game batches: who answered, who holds what, and each
-/// batch's copies against `target_copies`.
+/// settled batch's copies against `target_copies`.
 pub struct Survey {
     pub holdings: Holdings,
     /// Per member that did not answer, the error.
     pub unreachable: Vec<(String, String)>,
     pub nodes: Vec<NodeInfo>,
+    /// The settled batches ([`super::settled`]) only.
     pub statuses: Vec<BatchStatus>,
     pub counts: Counts,
+    /// Batches not judged yet: their hour is running or ended less than `settle` ago.
+    pub open: usize,
 }
 
-/// [`gather`]s every member's counts and classifies the batches.
-pub async fn survey(client: &DataClient, members: &[Member], target_copies: usize) -> Survey {
+/// [`gather`]s every member's counts and classifies the batches whose hour ended at
+/// least `settle` ago.
+pub async fn survey(
+    client: &DataClient,
+    members: &[Member],
+    target_copies: usize,
+    settle: Duration,
+) -> Survey {
     let (holdings, unreachable) = gather(client, members).await;
     let nodes: Vec<NodeInfo> = members.iter().map(|m| m.info.clone()).collect();
-    let statuses = super::classify(&holdings, nodes.len(), target_copies);
+    let mut statuses = super::classify(&holdings, nodes.len(), target_copies);
+    let (now, settle_ms) = (
+        ringrift_store::now_ms(),
+        i64::try_from(settle.as_millis()).unwrap_or(i64::MAX),
+    );
+    let all = statuses.len();
+    statuses.retain(|s| super::settled(&s.batch, now, settle_ms));
     let counts = super::counts(&statuses);
     Survey {
         holdings,
         unreachable,
         nodes,
+        open: all - statuses.len(),
         statuses,
         counts,
     }

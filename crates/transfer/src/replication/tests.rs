@@ -276,3 +276,15 @@ async fn failures_are_counted_and_use_their_slot() {
     let e = cycle(&sim, &nodes, &window, &clock).await;
     assert_eq!((e.repaired, e.failed, e.deferred), (0, 0, 1));
 }
+
+#[test]
+fn a_batch_is_settled_once_its_hour_ended_settle_ago() {
+    let batch = |hour| key("a", hour);
+    let h = ringrift_store::games::MS_PER_HOUR;
+    // Hour 2 ends at 3h.
+    assert!(!settled(&batch(2), 3 * h - 1, 0), "running hour");
+    assert!(settled(&batch(2), 3 * h, 0));
+    assert!(!settled(&batch(2), 3 * h + 599_999, 600_000));
+    assert!(settled(&batch(2), 3 * h + 600_000, 600_000));
+    assert!(settled(&batch(1), 3 * h, 600_000));
+}
