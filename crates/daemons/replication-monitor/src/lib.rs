@@ -25,7 +25,6 @@
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, wire};
-use ringrift_transfer::DataClient;
 use ringrift_transfer::games::SyncEvents;
 use ringrift_transfer::replication::{self, Counts, Level, RateWindow, net};
 use std::collections::BTreeSet;
@@ -81,8 +80,7 @@ struct Status {
 
 pub struct ReplicationMonitor {
     cfg: MonitorConfig,
-    members: Vec<net::Member>,
-    client: DataClient,
+    net: net::Replication,
     window: Mutex<RateWindow>,
     status: Mutex<Status>,
 }
@@ -111,14 +109,19 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     let (cluster, client) =
         ringrift_transfer::setup::connect(ctx, "replication_monitor", cfg.timeout_s)?;
+    let net = net::Replication {
+        client,
+        members: net::members(&cluster),
+        target_copies: cfg.target_copies,
+        settle: Duration::from_secs_f64(cfg.settle_s),
+    };
     Ok(Arc::new(ReplicationMonitor {
         window: Mutex::new(RateWindow::new(
             cfg.emergency_max_per_hour,
             Duration::from_secs(3600),
         )),
         cfg,
-        members: net::members(&cluster),
-        client,
+        net,
         status: Mutex::new(Status::default()),
     }))
 }
@@ -133,13 +136,7 @@ impl Handler for ReplicationMonitor {
             statuses,
             counts,
             open,
-        } = net::survey(
-            &self.client,
-            &self.members,
-            self.cfg.target_copies,
-            Duration::from_secs_f64(self.cfg.settle_s),
-        )
-        .await;
+        } = self.net.survey().await;
         let alerted = self
             .status
             .lock()
@@ -184,16 +181,16 @@ impl Handler for ReplicationMonitor {
             .collect();
             if !urgent.is_empty() {
                 let events = SyncEvents::new(ctx);
-                done = net::repair_all(
-                    &self.client,
-                    &self.members,
-                    &events,
-                    urgent,
-                    &self.window,
-                    &Instant::now,
-                    self.cfg.max_concurrent,
-                )
-                .await;
+                done = self
+                    .net
+                    .repair_all(
+                        &events,
+                        urgent,
+                        &self.window,
+                        &Instant::now,
+                        self.cfg.max_concurrent,
+                    )
+                    .await;
                 tracing::info!(
                     copied = done.repaired,
                     failed = done.failed,

@@ -20,7 +20,6 @@
 
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, wire};
-use ringrift_transfer::DataClient;
 use ringrift_transfer::games::SyncEvents;
 use ringrift_transfer::replication::{self, RateWindow, net};
 use std::sync::{Arc, Mutex};
@@ -72,8 +71,7 @@ struct Status {
 
 pub struct ReplicationRepair {
     cfg: RepairConfig,
-    members: Vec<net::Member>,
-    client: DataClient,
+    net: net::Replication,
     window: Mutex<RateWindow>,
     clock: fn() -> Instant,
     status: Mutex<Status>,
@@ -103,11 +101,16 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     let (cluster, client) =
         ringrift_transfer::setup::connect(ctx, "replication_repair", cfg.timeout_s)?;
+    let net = net::Replication {
+        client,
+        members: net::members(&cluster),
+        target_copies: cfg.target_copies,
+        settle: Duration::from_secs_f64(cfg.settle_s),
+    };
     Ok(Arc::new(ReplicationRepair {
         window: Mutex::new(RateWindow::new(cfg.max_per_hour, Duration::from_secs(3600))),
         cfg,
-        members: net::members(&cluster),
-        client,
+        net,
         clock: Instant::now,
         status: Mutex::new(Status::default()),
     }))
@@ -123,27 +126,21 @@ impl Handler for ReplicationRepair {
             statuses,
             counts,
             open,
-        } = net::survey(
-            &self.client,
-            &self.members,
-            self.cfg.target_copies,
-            Duration::from_secs_f64(self.cfg.settle_s),
-        )
-        .await;
+        } = self.net.survey().await;
         let plan = replication::plan(&statuses, &holdings, &nodes, |_| true);
         let planned = plan.len();
         let events = SyncEvents::new(ctx);
         let clock = self.clock;
-        let done = net::repair_all(
-            &self.client,
-            &self.members,
-            &events,
-            plan,
-            &self.window,
-            &move || clock(),
-            self.cfg.max_concurrent,
-        )
-        .await;
+        let done = self
+            .net
+            .repair_all(
+                &events,
+                plan,
+                &self.window,
+                &move || clock(),
+                self.cfg.max_concurrent,
+            )
+            .await;
         for e in &done.errors {
             tracing::warn!(error = %e, "repair failed");
         }

@@ -143,47 +143,54 @@ pub struct Survey {
     pub open: usize,
 }
 
-/// [`gather`]s every member's counts and classifies the batches whose hour ended at
-/// least `settle` ago.
-pub async fn survey(
-    client: &DataClient,
-    members: &[Member],
-    target_copies: usize,
-    settle: Duration,
-) -> Survey {
-    let (holdings, unreachable) = gather(client, members).await;
-    let nodes: Vec<NodeInfo> = members.iter().map(|m| m.info.clone()).collect();
-    let mut statuses = super::classify(&holdings, nodes.len(), target_copies);
-    let (now, settle_ms) = (
-        ringrift_store::now_ms(),
-        i64::try_from(settle.as_millis()).unwrap_or(i64::MAX),
-    );
-    let all = statuses.len();
-    statuses.retain(|s| super::settled(&s.batch, now, settle_ms));
-    let counts = super::counts(&statuses);
-    Survey {
-        holdings,
-        unreachable,
-        nodes,
-        open: all - statuses.len(),
-        statuses,
-        counts,
-    }
+/// The cluster as a replication daemon sees it: every member through one client, and
+/// each settled batch judged against `target_copies`.
+pub struct Replication {
+    pub client: DataClient,
+    pub members: Vec<Member>,
+    pub target_copies: usize,
+    /// A batch is judged once its hour ended this long ago ([`super::settled`]).
+    pub settle: Duration,
 }
 
-/// [`super::execute`]s `plan` with [`run_repair`] between members: within `window` at
-/// `clock()`, at most `max_concurrent` at once, each reported as DATA_SYNC_*.
-pub async fn repair_all(
-    client: &DataClient,
-    members: &[Member],
-    events: &SyncEvents,
-    plan: Vec<Repair>,
-    window: &std::sync::Mutex<RateWindow>,
-    clock: &(dyn Fn() -> Instant + Sync),
-    max_concurrent: usize,
-) -> Executed {
-    super::execute(plan, window, clock, max_concurrent, |r| async move {
-        run_repair(client, members, events, &r).await.map(|_| ())
-    })
-    .await
+impl Replication {
+    /// [`gather`]s every member's counts and classifies the settled batches.
+    pub async fn survey(&self) -> Survey {
+        let (holdings, unreachable) = gather(&self.client, &self.members).await;
+        let nodes: Vec<NodeInfo> = self.members.iter().map(|m| m.info.clone()).collect();
+        let mut statuses = super::classify(&holdings, nodes.len(), self.target_copies);
+        let (now, settle_ms) = (
+            ringrift_store::now_ms(),
+            i64::try_from(self.settle.as_millis()).unwrap_or(i64::MAX),
+        );
+        let all = statuses.len();
+        statuses.retain(|s| super::settled(&s.batch, now, settle_ms));
+        let counts = super::counts(&statuses);
+        Survey {
+            holdings,
+            unreachable,
+            nodes,
+            open: all - statuses.len(),
+            statuses,
+            counts,
+        }
+    }
+
+    /// [`super::execute`]s `plan` with [`run_repair`] between members: within `window` at
+    /// `clock()`, at most `max_concurrent` at once, each reported as DATA_SYNC_*.
+    pub async fn repair_all(
+        &self,
+        events: &SyncEvents,
+        plan: Vec<Repair>,
+        window: &std::sync::Mutex<RateWindow>,
+        clock: &(dyn Fn() -> Instant + Sync),
+        max_concurrent: usize,
+    ) -> Executed {
+        super::execute(plan, window, clock, max_concurrent, |r| async move {
+            run_repair(&self.client, &self.members, events, &r)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
 }
