@@ -269,6 +269,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         plies: args.opening_plies,
         seed: args.seed,
     };
+    let search = args.search();
     let next = AtomicUsize::new(0);
     let tally = Tally::new(
         Opp::ALL.map(|o| new_result(&opp_name(o))),
@@ -282,12 +283,19 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
             .map(|t| {
                 let (geo, model, canonical_model) =
                     (geo.clone(), model.clone(), canonical_model.clone());
-                let (schedule, next, progress, name, canonical_name, tally) =
-                    (&schedule, &next, &progress, &name, &canonical_name, &tally);
+                let (schedule, next, progress, name, canonical_name, tally, search) = (
+                    &schedule,
+                    &next,
+                    &progress,
+                    &name,
+                    &canonical_name,
+                    &tally,
+                    &search,
+                );
                 scope.spawn(move || {
                     let mut rng =
                         Rng::new(args.seed ^ (t as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
-                    let mut me = model.player(name, args.search());
+                    let mut me = model.player(name, search.clone());
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -304,7 +312,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                                     Opp::Heuristic => Some(Box::new(HeuristicPlayer)),
                                     Opp::Canonical => canonical_model
                                         .as_ref()
-                                        .map(|c| c.player(canonical_name, args.search())),
+                                        .map(|c| c.player(canonical_name, search.clone())),
                                 }
                             })
                             .collect();

@@ -61,6 +61,7 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
         plies: args.opening_plies,
         seed: args.seed,
     };
+    let search = SearchConfig::greedy(args.depth);
     let mut pairs = Vec::new();
     let mut fit_pairs = Vec::new();
     let mut matches = Vec::new();
@@ -70,15 +71,9 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
             let mut score = 0.0;
             for g in 0..args.games_per_pair {
                 let label = |p: &(String, String, PathBuf, AnyModel)| p.2.display().to_string();
-                let mut me = players[i]
-                    .3
-                    .player(&label(&players[i]), SearchConfig::greedy(args.depth));
+                let mut me = players[i].3.player(&label(&players[i]), search.clone());
                 let others: Vec<Box<dyn Player>> = (1..geo.players())
-                    .map(|_| {
-                        players[j]
-                            .3
-                            .player(&label(&players[j]), SearchConfig::greedy(args.depth))
-                    })
+                    .map(|_| players[j].3.player(&label(&players[j]), search.clone()))
                     .collect();
                 let s = play_one(&geo, me.as_mut(), others, g, openings, &mut rng);
                 score += s;
