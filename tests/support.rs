@@ -486,6 +486,14 @@ impl Nats {
         }
     }
 
+    /// Sends `sig` to server `i` (SIGSTOP freezes it: connections stay open, nothing is
+    /// answered; SIGCONT thaws it).
+    pub fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
+        if let Some(p) = &self.procs[i] {
+            p.signal(sig);
+        }
+    }
+
     /// cluster.toml for a home whose node `node` uses these servers as its event log,
     /// server `own` first (the one its router prefers, as a node's own nats-server).
     pub fn cluster_toml(&self, node: &str, own: usize) -> String {

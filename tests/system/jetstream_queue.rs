@@ -2,7 +2,7 @@
 //! nats-server: two "nodes" (two queue clients) claim concurrently and every item runs
 //! once; a worker that dies holding an item loses it to another after its lease and
 //! cannot complete it; failures count attempts up to `failed`; a stale fencing token is
-//! refused.
+//! refused; a server that stops answering makes a claim fail within a bound, not hang.
 
 use ringrift_nats::work_queue::{JetStreamWorkQueue, QueueOptions};
 use ringrift_store::StoreError;
@@ -160,4 +160,31 @@ fn failures_count_attempts_and_stale_fencing_tokens_are_refused() {
         q.open_items(WorkKind::Selfplay, None).expect("open").len(),
         3
     );
+}
+
+#[test]
+fn a_claim_against_a_frozen_server_ends_within_a_bound() {
+    let Some(nats) = Nats::start(1) else {
+        return;
+    };
+    let url = nats.servers[0].clone();
+    let q = queue(&url, "w1");
+    // One round trip first, so the claim below needs only its fetch.
+    let id = q.enqueue(&work(WorkKind::Selfplay, 3)).expect("enqueue");
+    let item = q
+        .claim("w1", &[WorkKind::Selfplay], Duration::from_secs(30))
+        .expect("claim")
+        .expect("item");
+    assert_eq!(item.item_id, id);
+    nats.signal(0, nix::sys::signal::Signal::SIGSTOP);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = q.claim("w1", &[WorkKind::Selfplay], Duration::from_secs(30));
+        let _ = tx.send(out.map(|i| i.map(|i| i.item_id)));
+    });
+    let out = rx.recv_timeout(Duration::from_secs(30));
+    nats.signal(0, nix::sys::signal::Signal::SIGCONT);
+    let out = out.expect("the claim ended while the server was frozen");
+    // Nothing was claimable; either answer is honest, a hang is not.
+    assert!(matches!(out, Ok(None) | Err(_)), "{out:?}");
 }

@@ -40,6 +40,14 @@ const FENCE_KEY: &str = "fence";
 const STARTUP_WAIT: Duration = Duration::from_secs(30);
 /// Messages looked at per claim before giving up for this call.
 const CLAIM_SCAN: usize = 32;
+/// How long one fetch waits for the server's answer (a message or "no messages", which
+/// comes at once). The client sets no timer of its own on a fetch without `expires`, so
+/// an answer that never arrives would block the claim for good; `expires` would instead
+/// make the server hold an empty fetch open while other messages await their acks.
+const FETCH_ANSWER: Duration = Duration::from_secs(5);
+/// The most any one queue call may take; past it the call fails with an error naming
+/// the limit instead of blocking its caller's thread for good.
+const CALL_LIMIT: Duration = Duration::from_secs(90);
 
 fn backend(reason: impl std::fmt::Display) -> StoreError {
     StoreError::Backend {
@@ -150,14 +158,22 @@ fn own_runtime() -> Result<tokio::runtime::Runtime, StoreError> {
         .map_err(|e| backend(format!("runtime: {e}")))
 }
 
-/// Runs `f` on `rt` and waits for it from this thread.
+/// Runs `f` on `rt` and waits for it from this thread, at most `CALL_LIMIT`.
 fn block<T: Send + 'static>(
     rt: &tokio::runtime::Runtime,
     f: impl Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> Result<T, StoreError> {
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
-        let _ = tx.send(f.await);
+        let out = tokio::time::timeout(CALL_LIMIT, f)
+            .await
+            .unwrap_or_else(|_| {
+                Err(backend(format!(
+                    "no answer from JetStream within {} s",
+                    CALL_LIMIT.as_secs()
+                )))
+            });
+        let _ = tx.send(out);
     });
     rx.recv()
         .map_err(|_| backend("the queue's runtime stopped"))?
@@ -428,7 +444,17 @@ impl Inner {
                     .messages()
                     .await
                     .map_err(|e| backend(format!("fetch {}: {e}", kind.as_str())))?;
-                let Some(msg) = batch.next().await else { break };
+                let Ok(next) = tokio::time::timeout(FETCH_ANSWER, batch.next()).await else {
+                    // A message the server sent after this gives up comes back after its
+                    // ack wait (the lease); the item's state is untouched.
+                    tracing::warn!(
+                        kind = kind.as_str(),
+                        "no answer to a work fetch within {} s",
+                        FETCH_ANSWER.as_secs()
+                    );
+                    break;
+                };
+                let Some(msg) = next else { break };
                 let msg = msg.map_err(|e| backend(format!("fetch {}: {e}", kind.as_str())))?;
                 scanned += 1;
                 if let Some(item) = self.take(&worker, lease, msg).await? {
