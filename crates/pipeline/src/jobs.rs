@@ -216,7 +216,8 @@ impl Default for JobTemplates {
                 "{j} --job-id {{job_id}} evaluate --config {{config_key}} --model {{model}} \
                  --name {{name}} --games-random {{games_random}} \
                  --games-heuristic {{games_heuristic}} --games-canonical {{games_canonical}} \
-                 --depth {{depth}} --early-reject {{early_reject}} --gate-random {{gate_random}} \
+                 --depth {{depth}} --canonical-depth {{canonical_depth}} \
+                 --early-reject {{early_reject}} --gate-random {{gate_random}} \
                  --gate-heuristic {{gate_heuristic}} --gate-canonical {{gate_canonical}} \
                  --canonical-test {{canonical_test}} --sprt-elo0 {{sprt_elo0}} \
                  --sprt-elo1 {{sprt_elo1}} --sprt-alpha {{sprt_alpha}} --sprt-beta {{sprt_beta}}"
@@ -279,6 +280,7 @@ pub fn placeholders(kind: JobKind) -> &'static [&'static str] {
             "games_heuristic",
             "games_canonical",
             "depth",
+            "canonical_depth",
             "job_id",
             "early_reject",
             "gate_random",

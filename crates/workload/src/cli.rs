@@ -216,6 +216,10 @@ pub struct EvaluateCmd {
     pub games_canonical: usize,
     #[arg(long, default_value_t = 2)]
     pub depth: u32,
+    /// Search depth of both models in the games against the canonical model [default:
+    /// --depth]
+    #[arg(long)]
+    pub canonical_depth: Option<u32>,
     /// Random plies opening every game [default: the config's selfplay opening: one
     /// per seat plus one, two per seat on boards over 100 cells]
     #[arg(long)]
@@ -376,6 +380,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 games_vs_heuristic: a.games_heuristic,
                 games_vs_canonical: a.games_canonical,
                 depth: a.depth,
+                canonical_depth: a.canonical_depth.unwrap_or(a.depth),
                 opening_plies: a
                     .opening_plies
                     .unwrap_or_else(|| crate::players::opening_plies(a.config)),

@@ -52,6 +52,11 @@ pub struct EvaluateArgs {
     /// Games against the canonical model, if there is one (0 = skip).
     pub games_vs_canonical: usize,
     pub depth: u32,
+    /// Search depth of both models in the games against the canonical model. One ply is
+    /// each network's own judgement, which is what training changes; at the deployed
+    /// depth the search's tactics decide most openings alike and hide it (ARCHITECTURE.md,
+    /// "what limits learning here").
+    pub canonical_depth: u32,
     /// Random plies at the start of every game, so games differ (both sides alike); each
     /// opening is played once per seat of the model (see [`Openings`]).
     pub opening_plies: usize,
@@ -79,12 +84,12 @@ pub struct EvaluateArgs {
 }
 
 impl EvaluateArgs {
-    /// How the model players search: greedy at `depth`, sampling during the
+    /// How the model players search at `depth`: greedy, sampling during the
     /// `explore_plies` after the opening.
-    pub fn search(&self) -> SearchConfig {
-        let mut s = SearchConfig::greedy(self.depth);
+    pub fn search(&self, depth: u32) -> SearchConfig {
+        let mut s = SearchConfig::greedy(depth);
         if self.explore_plies > 0 {
-            let sp = SearchConfig::selfplay(self.depth, self.config);
+            let sp = SearchConfig::selfplay(depth, self.config);
             // The schedule starts after the opening (the opening's plies are not the
             // players' to choose).
             s.random_plies = self.opening_plies;
@@ -269,7 +274,8 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         plies: args.opening_plies,
         seed: args.seed,
     };
-    let search = args.search();
+    let search = args.search(args.depth);
+    let canonical_search = args.search(args.canonical_depth);
     let next = AtomicUsize::new(0);
     let tally = Tally::new(
         Opp::ALL.map(|o| new_result(&opp_name(o))),
@@ -283,19 +289,14 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
             .map(|t| {
                 let (geo, model, canonical_model) =
                     (geo.clone(), model.clone(), canonical_model.clone());
-                let (schedule, next, progress, name, canonical_name, tally, search) = (
-                    &schedule,
-                    &next,
-                    &progress,
-                    &name,
-                    &canonical_name,
-                    &tally,
-                    &search,
-                );
+                let (schedule, next, progress, name, canonical_name, tally) =
+                    (&schedule, &next, &progress, &name, &canonical_name, &tally);
+                let (search, canonical_search) = (&search, &canonical_search);
                 scope.spawn(move || {
                     let mut rng =
                         Rng::new(args.seed ^ (t as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
                     let mut me = model.player(name, search.clone());
+                    let mut me_vs_canonical = model.player(name, canonical_search.clone());
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -310,16 +311,21 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
                                 match opp {
                                     Opp::Random => Some(Box::new(RandomPlayer)),
                                     Opp::Heuristic => Some(Box::new(HeuristicPlayer)),
-                                    Opp::Canonical => canonical_model
-                                        .as_ref()
-                                        .map(|c| c.player(canonical_name, search.clone())),
+                                    Opp::Canonical => canonical_model.as_ref().map(|c| {
+                                        c.player(canonical_name, canonical_search.clone())
+                                    }),
                                 }
                             })
                             .collect();
                         if others.len() + 1 != geo.players() {
                             break;
                         }
-                        let score = play_one(&geo, me.as_mut(), others, i, openings, &mut rng);
+                        let player = if opp == Opp::Canonical {
+                            me_vs_canonical.as_mut()
+                        } else {
+                            me.as_mut()
+                        };
+                        let score = play_one(&geo, player, others, i, openings, &mut rng);
                         if tally.add(opp, i, score, args) {
                             out.push((i, opp, score));
                         } else {
@@ -370,8 +376,11 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
             (Opp::Canonical, Some(c)) => c.sha256.clone(),
             _ => opp_name(o),
         };
+        // The Elo store rates players at the deployed depth: games against the canonical
+        // model at another depth measure something else and stay out of it.
         let matches: Vec<MatchResult> = games
             .iter()
+            .filter(|&&(_, o, _)| o != Opp::Canonical || args.canonical_depth == args.depth)
             .map(|&(i, o, s)| MatchResult {
                 match_id: format!("{}/{i}", args.job_id),
                 config_key: args.config,
@@ -499,6 +508,7 @@ mod tests {
             games_vs_heuristic: 6,
             games_vs_canonical: 6,
             depth: 1,
+            canonical_depth: 1,
             opening_plies: 2,
             explore_plies: 0,
             threads: 2,
@@ -611,6 +621,7 @@ mod tests {
                 games_vs_heuristic: 0,
                 games_vs_canonical: 60,
                 depth: 2,
+                canonical_depth: 2,
                 explore_plies,
                 // One thread: the same games every run (ties are broken at random).
                 threads: 1,
@@ -671,6 +682,7 @@ mod tests {
                 games_vs_heuristic: 400,
                 games_vs_canonical: 0,
                 depth: 1,
+                canonical_depth: 1,
                 opening_plies: 2,
                 explore_plies: 0,
                 threads: 2,

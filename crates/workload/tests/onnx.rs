@@ -85,6 +85,7 @@ fn the_checked_in_tiny_model_loads_plays_is_evaluated_and_promoted() {
         games_vs_heuristic: 4,
         games_vs_canonical: 4,
         depth: 1,
+        canonical_depth: 1,
         opening_plies: 2,
         explore_plies: 0,
         threads: 2,

@@ -128,6 +128,7 @@ impl Distiller {
         .var("games_heuristic", self.cfg.games_heuristic)
         .var("games_canonical", 0)
         .var("depth", 2)
+        .var("canonical_depth", 2)
         // One id per student: a rerun records none of its games twice.
         .var("job_id", format!("evaluate-distilled:{config}:{tag}"))
         .var("early_reject", false);
