@@ -598,6 +598,58 @@ mod tests {
         assert_eq!(board.len(), 4, "random, heuristic, gen1, gen2: {board:?}");
     }
 
+    /// The games against the canonical model are played at `canonical_depth` whatever
+    /// the depth of the floor games, and stay out of the Elo store (which rates players
+    /// at the deployed depth) when the two depths differ.
+    #[test]
+    fn games_against_the_canonical_model_are_played_at_its_depth() {
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let run = |depth: u32, canonical_depth: u32| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let home = dir.path();
+            let (c, sha) = random_model(home, "canon", 5);
+            promote::promote(home, key, &c, "canon", &sha, None, None).expect("promote");
+            let (m, _) = random_model(home, "cand", 6);
+            let a = EvaluateArgs {
+                games_vs_random: 2,
+                games_vs_heuristic: 2,
+                games_vs_canonical: 20,
+                depth,
+                canonical_depth,
+                // One thread: the same games every run (ties are broken at random).
+                threads: 1,
+                gate: Gate {
+                    canonical_test: ringrift_contracts::CanonicalTest::Wilson,
+                    ..Gate::default()
+                },
+                ..args(home, &m, "j")
+            };
+            let r = evaluate(&a).expect("evaluate");
+            let o = r
+                .results
+                .iter()
+                .find(|o| o.opponent == "canon")
+                .unwrap_or_else(|| panic!("no canonical games: {r:?}"));
+            let store = EloStore::open(&paths::elo_db(home)).expect("elo");
+            let rated = store.rating(&sha, key).expect("rating").games;
+            ((o.wins, o.draws, o.losses, o.groups.clone()), rated)
+        };
+        let (shallow, rated_shallow) = run(1, 1);
+        let (mixed, rated_mixed) = run(3, 1);
+        let (deep, _) = run(3, 3);
+        assert_eq!(shallow.0 + shallow.1 + shallow.2, 20, "{shallow:?}");
+        assert_eq!(
+            mixed, shallow,
+            "canonical games at depth 1 whatever the floor depth"
+        );
+        assert_ne!(deep, shallow, "depth 3 plays other games than depth 1");
+        assert_eq!(
+            rated_shallow, 20,
+            "same depth: the canonical games are rated"
+        );
+        assert_eq!(rated_mixed, 0, "another depth: not rated");
+    }
+
     /// Two copies of one model (same weights, another file and name) play the same
     /// game in both seatings of an opening, so every pair splits and a test on them
     /// measures nothing; with `explore_plies` both sample after the opening, and some
