@@ -48,6 +48,7 @@ pub fn opponent(
         by_seat: Vec::new(),
         stopped_early: false,
         groups: Vec::new(),
+        depth: 0,
     }
 }
 

@@ -154,6 +154,8 @@ pub struct Score<'a> {
     pub lower95: f64,
     /// See [`OpponentResult::groups`].
     pub groups: &'a [u64],
+    /// See [`OpponentResult::depth`].
+    pub depth: u32,
 }
 
 impl OpponentResult {
@@ -167,6 +169,7 @@ impl OpponentResult {
             win_rate: self.win_rate,
             lower95: self.lower95,
             groups: &self.groups,
+            depth: self.depth,
         }
     }
 }
@@ -190,10 +193,10 @@ pub fn check_gate<'a>(
     }
     for r in &results {
         let is_anchor = [RANDOM_ID, HEURISTIC_ID].contains(&r.opponent);
-        let what = if is_anchor {
-            format!("vs {}", r.opponent)
-        } else {
-            format!("vs canonical {}", r.opponent)
+        let what = match (is_anchor, r.depth) {
+            (true, _) => format!("vs {}", r.opponent),
+            (false, 0) => format!("vs canonical {}", r.opponent),
+            (false, d) => format!("vs canonical {} at depth {d}", r.opponent),
         };
         match gate.bar(r.opponent, players) {
             Some(min) if r.lower95 < min => reasons.push(format!(
@@ -343,10 +346,18 @@ mod tests {
             "{d:?}"
         );
         // Rejected by the SPRT before its floors were played: the test is the first
-        // reason, the missing floors follow.
-        let only = [opponent("gen1", 100, 35, 0.0, 1.0)];
+        // reason, the missing floors follow. The reason names the depth the games were
+        // played at, when the job reported it.
+        let only = [OpponentResult {
+            depth: 1,
+            ..opponent("gen1", 100, 35, 0.0, 1.0)
+        }];
         let d = check_gate(only.iter().map(|r| r.score()), &gate, 2);
         assert!(d.reasons[0].contains("rejected with LLR"), "{d:?}");
+        assert!(
+            d.reasons[0].starts_with("vs canonical gen1 at depth 1: SPRT"),
+            "{d:?}"
+        );
         assert_eq!(
             d.reasons[1..],
             ["no games against random", "no games against heuristic"]

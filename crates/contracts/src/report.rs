@@ -157,6 +157,10 @@ pub struct OpponentResult {
     /// the canonical model is tested on these ([`crate::sprt::Sprt::llr_groups`]).
     #[serde(default)]
     pub groups: Vec<u64>,
+    /// Search depth of the model (and of a model opponent) in these games; 0: not
+    /// reported. Against the canonical model it is `[evaluation] canonical_depth`.
+    #[serde(default)]
+    pub depth: u32,
 }
 
 /// What a promotion did.

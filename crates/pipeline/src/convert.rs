@@ -23,6 +23,7 @@ pub fn opponent_to_wire(r: &OpponentResult) -> wire::OpponentResult {
         lower_95: r.lower95,
         upper_95: r.upper95,
         groups: r.groups.clone(),
+        depth: r.depth,
     }
 }
 
@@ -37,6 +38,7 @@ pub fn score_of_wire(r: &wire::OpponentResult) -> Score<'_> {
         win_rate: r.win_rate,
         lower95: r.lower_95,
         groups: &r.groups,
+        depth: r.depth,
     }
 }
 

@@ -105,7 +105,7 @@ impl EvaluateArgs {
 pub const EARLY_REJECT_MIN_GAMES: u64 = 50;
 
 /// A result against `opponent` before any game.
-fn new_result(opponent: &str) -> OpponentResult {
+fn new_result(opponent: &str, depth: u32) -> OpponentResult {
     OpponentResult {
         opponent: opponent.to_string(),
         games: 0,
@@ -118,6 +118,7 @@ fn new_result(opponent: &str) -> OpponentResult {
         by_seat: Vec::new(),
         stopped_early: false,
         groups: Vec::new(),
+        depth,
     }
 }
 
@@ -278,7 +279,13 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let canonical_search = args.search(args.canonical_depth);
     let next = AtomicUsize::new(0);
     let tally = Tally::new(
-        Opp::ALL.map(|o| new_result(&opp_name(o))),
+        Opp::ALL.map(|o| {
+            let depth = match o {
+                Opp::Canonical => args.canonical_depth,
+                _ => args.depth,
+            };
+            new_result(&opp_name(o), depth)
+        }),
         args.config.players(),
     );
     let progress =
@@ -769,11 +776,14 @@ mod tests {
         let a = args(dir.path(), Path::new("m.rrm"), "j");
         let tally = Tally::new(
             Opp::ALL.map(|o| {
-                new_result(match o {
-                    Opp::Random => "random",
-                    Opp::Heuristic => "heuristic",
-                    Opp::Canonical => "gen1",
-                })
+                new_result(
+                    match o {
+                        Opp::Random => "random",
+                        Opp::Heuristic => "heuristic",
+                        Opp::Canonical => "gen1",
+                    },
+                    1,
+                )
             }),
             2,
         );
@@ -824,7 +834,7 @@ mod tests {
                 ..args(dir.path(), Path::new("m.rrm"), "j")
             };
             let tally = Tally::new(
-                Opp::ALL.map(|o| new_result(["random", "heuristic", "gen1"][o.index()])),
+                Opp::ALL.map(|o| new_result(["random", "heuristic", "gen1"][o.index()], 1)),
                 2,
             );
             let mut counted = 0;

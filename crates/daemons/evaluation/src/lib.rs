@@ -279,6 +279,7 @@ mod tests {
             by_seat: vec![[50.0, wins as f64 / 2.0], [50.0, wins as f64 / 2.0]],
             stopped_early: false,
             groups: Vec::new(),
+            depth: 0,
         }
     }
 
