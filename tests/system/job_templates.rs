@@ -86,6 +86,7 @@ async fn every_default_template_runs_ringrift_job_to_its_report() {
             .var("games_heuristic", 2)
             .var("games_canonical", 0)
             .var("depth", 1)
+            .var("canonical_depth", 1)
             .var("job_id", "evaluate:abc")
             .var("early_reject", true)
             .var("gate_random", 0.85)
