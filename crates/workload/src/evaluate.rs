@@ -99,6 +99,14 @@ impl EvaluateArgs {
         }
         s
     }
+
+    /// The search depth of the games against `o`.
+    fn depth_against(&self, o: Opp) -> u32 {
+        match o {
+            Opp::Canonical => self.canonical_depth,
+            Opp::Random | Opp::Heuristic => self.depth,
+        }
+    }
 }
 
 /// Games against an opponent before early rejection may stop it.
@@ -279,13 +287,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
     let canonical_search = args.search(args.canonical_depth);
     let next = AtomicUsize::new(0);
     let tally = Tally::new(
-        Opp::ALL.map(|o| {
-            let depth = match o {
-                Opp::Canonical => args.canonical_depth,
-                _ => args.depth,
-            };
-            new_result(&opp_name(o), depth)
-        }),
+        Opp::ALL.map(|o| new_result(&opp_name(o), args.depth_against(o))),
         args.config.players(),
     );
     let progress =
@@ -387,7 +389,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<EvaluateReport, WorkloadError> {
         // model at another depth measure something else and stay out of it.
         let matches: Vec<MatchResult> = games
             .iter()
-            .filter(|&&(_, o, _)| o != Opp::Canonical || args.canonical_depth == args.depth)
+            .filter(|&&(_, o, _)| args.depth_against(o) == args.depth)
             .map(|&(i, o, s)| MatchResult {
                 match_id: format!("{}/{i}", args.job_id),
                 config_key: args.config,
