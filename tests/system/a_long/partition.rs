@@ -7,7 +7,7 @@
 //! coordinator n1 has every tick n3 accepted, exactly once.
 
 use ringrift_proto::wire::{self, subscribe_request::Start};
-use ringrift_system_tests::{Home, Proc, command_works, require_tool, wait_for, wait_for_async};
+use ringrift_system_tests::{Home, Proc, command_works, require_tool, router_log_with, wait_for};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +62,18 @@ fn node_home(dir: &Path, k: u32, token: &str) -> Home {
     )
     .expect("ringrift.toml");
     home
+}
+
+/// The ids of every event in the stream, read through the router at `addr`.
+async fn stream_ids(
+    addr: &str,
+    bearer: router_client::Bearer,
+) -> std::collections::HashSet<String> {
+    router_log_with(addr, bearer)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
 }
 
 fn ticks(home: &Home) -> u64 {
@@ -178,17 +190,49 @@ async fn a_node_cut_off_for_60s_while_publishing_loses_nothing() {
     let healed_at = Instant::now();
     // Everything n3 accepted up to now must arrive at n1.
     let accepted = ticks(&homes[2]);
-    let all = wait_for_async(
-        "every tick n3 accepted, on n1",
-        Duration::from_secs(180),
-        || async {
-            let s = seen.lock().unwrap();
-            (0..accepted)
-                .all(|n| s.contains_key(&format!("tick:p3:{n}")))
-                .then_some(s.clone())
-        },
-    )
-    .await;
+    let deadline = healed_at + Duration::from_secs(180);
+    let missing = |s: &BTreeMap<String, u32>| -> Vec<u64> {
+        (0..accepted)
+            .filter(|n| !s.contains_key(&format!("tick:p3:{n}")))
+            .collect()
+    };
+    let all = loop {
+        let s = seen.lock().unwrap().clone();
+        let gone = missing(&s);
+        if gone.is_empty() {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            // Where are they: in the stream (the consumer stalled) or not (never published)?
+            let bearer = router_client::Bearer::new(Some(&token)).expect("token");
+            let log = stream_ids(&routers[0], bearer).await;
+            let in_stream = gone
+                .iter()
+                .filter(|n| log.contains(&format!("tick:p3:{n}")))
+                .count();
+            // The servers' view of routes and leaders, for the cause.
+            let servers: String = (1..=3)
+                .map(|k| {
+                    let text = std::fs::read_to_string(dir.join(format!("logs/nats{k}.log")))
+                        .unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+                    format!("\n---- last lines of nats{k}.log ----\n{tail}")
+                })
+                .collect();
+            panic!(
+                "180 s after healing n1's consumer still misses {} of the {accepted} ticks n3 \
+                 accepted (first {:?}, last {:?}); {in_stream} of them are in the stream \
+                 (read through n1's router, {} events); n3 counts {} ticks now{servers}",
+                gone.len(),
+                &gone[..gone.len().min(5)],
+                &gone[gone.len().saturating_sub(5)..],
+                log.len(),
+                ticks(&homes[2]),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let caught_up = healed_at.elapsed();
     consumer.abort();
     let raw_twice = all.values().filter(|&&c| c > 1).count();
