@@ -42,7 +42,7 @@ impl std::fmt::Display for CanonicalTest {
 /// Promotion thresholds. Random and heuristic are floors on the Wilson lower 95 % bound
 /// of the candidate's score (wins + draws/2 over games); defaults are the seed's: ≥ 0.85
 /// vs random and ≥ 0.60 vs heuristic. Against the current canonical model the candidate
-/// must pass an SPRT (elo0 0, elo1 35, α = β = 0.05) by default, or, with
+/// must pass an SPRT (elo0 0, elo1 15, α = β = 0.05, [`Sprt::default`]) by default, or, with
 /// `canonical_test = "wilson"`, reach a Wilson lower bound of 0.5 (better than what it
 /// replaces with 95 % confidence). Bars are written for two players; a 3- or 4-player
 /// config moves each to the same Elo margin over a seat's even share
@@ -263,15 +263,19 @@ mod tests {
     }
 
     /// With opening groups the SPRT runs on them: 200 pairs scoring 0.55 per game decide where
-    /// the same 400 games as single games (LLR 2.00) do not; a count of the wrong length
-    /// is refused by name.
+    /// the same 400 games as single games (LLR 2.00 at elo1 35) do not; a count of the
+    /// wrong length is refused by name.
     #[test]
     fn the_sprt_runs_on_opening_groups_when_the_result_has_them() {
+        let gate = Gate {
+            sprt_elo1: 35.0,
+            ..Gate::default()
+        };
         let mut canonical = opponent("gen1", 400, 220, 0.5, 0.6);
         let single = {
             let mut r = anchors();
             r.push(canonical.clone());
-            check_gate(r.iter().map(|r| r.score()), &Gate::default(), 2)
+            check_gate(r.iter().map(|r| r.score()), &gate, 2)
         };
         assert!(!single.passed, "{single:?}");
         assert!(
@@ -281,14 +285,14 @@ mod tests {
         canonical.groups = vec![20, 0, 140, 0, 40];
         let mut results = anchors();
         results.push(canonical.clone());
-        let d = check_gate(results.iter().map(|r| r.score()), &Gate::default(), 2);
+        let d = check_gate(results.iter().map(|r| r.score()), &gate, 2);
         assert!(d.passed, "{d:?}");
         let st = d.sprt.expect("sprt");
         assert_eq!((st.games, st.verdict), (400, Verdict::Accepted));
         canonical.groups = vec![1, 2, 3];
         let mut results = anchors();
         results.push(canonical);
-        let d = check_gate(results.iter().map(|r| r.score()), &Gate::default(), 2);
+        let d = check_gate(results.iter().map(|r| r.score()), &gate, 2);
         assert!(!d.passed);
         assert!(
             d.reasons[0].contains("3 opening-group counts, a 2-player game has 5"),
@@ -321,8 +325,8 @@ mod tests {
         assert!(check_gate(results.iter().map(|r| r.score()), &lenient, 2).passed);
     }
 
-    /// Under the default SPRT the decision comes from the game counts: 130 of 200 is
-    /// accepted (LLR above 2.94), 28 of 50 is undecided and 40 of 100 rejected, each
+    /// Under the default SPRT the decision comes from the game counts: 260 of 400 is
+    /// accepted (LLR above 2.94), 28 of 50 is undecided and 60 of 200 rejected, each
     /// recorded with its LLR and game count.
     #[test]
     fn the_sprt_decides_from_the_counts_and_is_recorded() {
@@ -332,15 +336,15 @@ mod tests {
             results.push(opponent("gen1", games, wins, 0.0, 1.0));
             check_gate(results.iter().map(|r| r.score()), &gate, 2)
         };
-        let d = decide(200, 130);
+        let d = decide(400, 260);
         assert!(d.passed, "{d:?}");
         let st = d.sprt.expect("recorded");
-        assert_eq!((st.games, st.verdict), (200, Verdict::Accepted));
+        assert_eq!((st.games, st.verdict), (400, Verdict::Accepted));
         assert!(st.llr >= st.upper, "{st:?}");
         let d = decide(50, 28);
         assert!(!d.passed && d.reasons[0].contains("undecided"), "{d:?}");
         assert_eq!(d.sprt.map(|s| s.games), Some(50));
-        let d = decide(100, 35);
+        let d = decide(200, 60);
         assert!(
             !d.passed && d.reasons[0].contains("rejected with LLR"),
             "{d:?}"
@@ -350,7 +354,7 @@ mod tests {
         // played at, when the job reported it.
         let only = [OpponentResult {
             depth: 1,
-            ..opponent("gen1", 100, 35, 0.0, 1.0)
+            ..opponent("gen1", 200, 60, 0.0, 1.0)
         }];
         let d = check_gate(only.iter().map(|r| r.score()), &gate, 2);
         assert!(d.reasons[0].contains("rejected with LLR"), "{d:?}");

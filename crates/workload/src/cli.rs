@@ -253,7 +253,7 @@ pub struct EvaluateCmd {
     pub canonical_test: CanonicalTest,
     #[arg(long, default_value_t = 0.0)]
     pub sprt_elo0: f64,
-    #[arg(long, default_value_t = 35.0)]
+    #[arg(long, default_value_t = ringrift_contracts::Sprt::default().elo1)]
     pub sprt_elo1: f64,
     #[arg(long, default_value_t = 0.05)]
     pub sprt_alpha: f64,

@@ -167,9 +167,9 @@ fn reduced_loop_promotes_and_improves_bookkeeping() {
     assert_eq!(ev0["promotion"]["promoted"], true, "{ev0}");
 
     // Gen 1 must beat the untrained network, with the same search, under the real
-    // vs-canonical gate: the SPRT (elo0 0, elo1 35, α = β = 0.05) must accept within the
-    // cap of 200 games (measured: accepted after 52 at a score of ~0.8; an
-    // undertrained model, 40 games and 2 epochs, scores ~0.49 and is rejected). The real random gate (0.85) holds too, over 200 games: at 30 a single
+    // vs-canonical gate: the default SPRT (elo0 0, elo1 15, α = β = 0.05) must accept
+    // within the cap of 200 games (the model scores ~0.8; an undertrained model, 40
+    // games and 2 epochs, scores ~0.49 and is not accepted). The real random gate (0.85) holds too, over 200 games: at 30 a single
     // loss (lower bound 0.833) failed it. The heuristic gate is 0: at
     // this size (depth 1, 200 games, a debug build) the model scores ~0.03 against the
     // heuristic; `scripts/loop-demo` measures that gate at full size.

@@ -56,13 +56,12 @@ impl Default for EvalConfig {
             // Enough that a model whose true score is 0.63 clears the seed's 0.60 lower
             // bound (at 1000 games the 95 % half-width is about 0.03).
             games_heuristic: 1000,
-            // The cap of the SPRT against the canonical model (elo0 0, elo1 35, as Leela
-            // Zero). Simulated per game, 2,000 tests each: at a cap of 400 an equal
-            // candidate is accepted in 2.3 % of tests, one 20 Elo stronger in 17 %, 35
-            // stronger in 44 %, 70 stronger in 97 %; at 1,000 in 3.7 %, 41 %, 85 % and
-            // 100 % (undecided at the cap counts as a rejection). Games at
-            // `canonical_depth` 1 cost about a millisecond, so the larger cap is cheap.
-            games_canonical: 1000,
+            // The cap of the SPRT against the canonical model (elo0 0, elo1 15).
+            // Simulated per game: at a cap of 10,000 an equal candidate is accepted in
+            // 5.2 % of tests, one 5 Elo stronger in 27 %, 10 in 69 %, 15 in 96 %, after
+            // 3,000 to 4,000 games (undecided at the cap counts as a rejection). Games at
+            // `canonical_depth` 1 cost about a millisecond, so the cap is cheap.
+            games_canonical: 10000,
             depth: 3,
             canonical_depth: 1,
             early_reject: true,
@@ -337,7 +336,7 @@ mod tests {
                 && args.contains("--job-id evaluate:abc evaluate")
                 && args.contains("--depth 3")
                 && args.contains("--early-reject true --gate-random 0.85 --gate-heuristic 0.6")
-                && args.contains("--canonical-test sprt --sprt-elo0 0 --sprt-elo1 35"),
+                && args.contains("--canonical-test sprt --sprt-elo0 0 --sprt-elo1 15"),
             "{args}"
         );
         let evs = rec.events();
