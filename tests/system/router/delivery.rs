@@ -518,10 +518,49 @@ async fn a_stuck_log_writer_stops_the_watchdog_and_fails_health() {
     );
 }
 
+/// A cumulative ack covers what the subscriber has read, never a redelivery still in its
+/// stream: 1 and 2 delivered, 1 nacked and delivered again after 2; acking 2
+/// cumulatively leaves that second delivery of 1 awaiting its own ack, so a subscriber
+/// that stops before handling it gets 1 once more from its next session.
+async fn a_cumulative_ack_does_not_cover_a_redelivery_sent_after_it(log: Log) {
+    let home = log.home();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = client(&addr).await;
+    let one = c.publish(work("one")).await.unwrap().into_inner().seq;
+    let two = c.publish(work("two")).await.unwrap().into_inner().seq;
+    let mut s = open(&mut c, request("cumul", 60_000, 10)).await;
+    assert_eq!((next(&mut s).await.seq, next(&mut s).await.seq), (one, two));
+    c.nack(wire::NackRequest {
+        consumer: "cumul".into(),
+        seq: one,
+        reason: "try again".into(),
+    })
+    .await
+    .expect("nack");
+    assert_eq!(next(&mut s).await.seq, one, "redelivered after the nack");
+    c.ack(wire::AckRequest {
+        consumer: "cumul".into(),
+        seq: two,
+        cumulative: true,
+        ..Default::default()
+    })
+    .await
+    .expect("cumulative ack");
+    drop(s);
+    let mut s = open(&mut c, request("cumul", 60_000, 10)).await;
+    let again = next(&mut s).await;
+    assert_eq!(
+        (again.seq, work_id(&again).as_str()),
+        (one, "one"),
+        "the redelivery sent after 2 was acked by the cumulative ack of 2"
+    );
+}
+
 super::on_both_logs!(
     unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max_deliver,
     in_progress_acks_keep_a_long_handling_from_being_redelivered,
     a_consumer_that_dies_holding_an_event_uses_up_deliveries_across_router_restarts,
     max_ack_pending_holds_back_new_events_until_acks_arrive,
-    a_new_durable_consumer_without_a_start_begins_at_the_head
+    a_new_durable_consumer_without_a_start_begins_at_the_head,
+    a_cumulative_ack_does_not_cover_a_redelivery_sent_after_it
 );

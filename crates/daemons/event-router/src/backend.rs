@@ -27,8 +27,9 @@ pub trait Backend: Send + Sync + 'static {
         req: wire::SubscribeRequest,
         filter: Filter,
     ) -> Result<Deliveries, Status>;
-    /// Acks `seq` (all delivered up to it when `cumulative`; `in_progress` only extends
-    /// the ack wait); returns the consumer's ack floor.
+    /// Acks `seq` (with `cumulative`, also the lower seqs its session delivered before
+    /// it, never a redelivery sent after it; `in_progress` only extends the ack wait);
+    /// returns the consumer's ack floor.
     async fn ack(
         &self,
         consumer: &str,

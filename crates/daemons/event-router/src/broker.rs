@@ -46,6 +46,11 @@ struct CState {
     /// Dead letters sent and not yet acked/nacked: seq -> (letter id, ack deadline).
     dlq_pending: HashMap<u64, (u64, Instant)>,
     generation: u64,
+    /// Deliveries handed out so far, and for each seq its latest (session generation,
+    /// delivery number): a cumulative ack covers only what the acked event's session
+    /// delivered no later than it.
+    deliveries: u64,
+    sent: HashMap<u64, (u64, u64)>,
     connected: bool,
     ack_wait: Duration,
     max_ack_pending: usize,
@@ -77,7 +82,15 @@ impl CState {
         let keep = self.done.split_off(&(candidate + 1));
         self.done = keep;
         self.failures.retain(|s, _| *s > candidate);
+        self.sent.retain(|s, _| *s > candidate);
         Some(candidate)
+    }
+
+    /// Notes that `seq` was handed to the current session.
+    fn note_sent(&mut self, seq: u64) {
+        self.deliveries += 1;
+        let at = (self.generation, self.deliveries);
+        self.sent.insert(seq, at);
     }
 
     /// Counts a failed delivery of a pending `seq`. With `requeue` it is delivered again
@@ -559,9 +572,11 @@ impl Broker {
                 let deadline = now + st.ack_wait;
                 let work = if let Some((seq, id)) = st.dlq_redeliver.pop_first() {
                     st.dlq_pending.insert(seq, (id, deadline));
+                    st.note_sent(seq);
                     Work::Dead(seq, id)
                 } else if let Some(seq) = st.redeliver.pop_first() {
                     st.pending.insert(seq, deadline);
+                    st.note_sent(seq);
                     Work::Again(seq)
                 } else if st.pending.len() >= st.max_ack_pending {
                     Work::Full
@@ -663,6 +678,7 @@ impl Broker {
                             }
                             let deadline = Instant::now() + st.ack_wait;
                             st.pending.insert(ev.seq, deadline);
+                            st.note_sent(ev.seq);
                             st.cursor = st.cursor.max(ev.seq);
                         }
                         last = ev.seq;
@@ -830,20 +846,30 @@ impl Broker {
             let letter = st.dlq_pending.remove(&seq).map(|(id, _)| id);
             let mut newly = Vec::new();
             if cumulative {
+                // What the subscriber has read when it acks `seq`: the pending events up
+                // to `seq` its session delivered no later than `seq` (one queued for
+                // redelivery, or delivered again after it and maybe still unread in the
+                // stream, is not covered).
+                let last = st.sent.get(&seq).copied();
                 let acked: Vec<u64> = st
                     .pending
                     .range(..=seq)
                     .map(|(s, _)| *s)
-                    .filter(|s| !st.dying.contains(s))
+                    .filter(|s| !st.dying.contains(s) && !st.redeliver.contains(s))
+                    .filter(|s| match (st.sent.get(s), last) {
+                        (Some(&(g, n)), Some((last_g, last_n))) => g == last_g && n <= last_n,
+                        _ => false,
+                    })
                     .collect();
                 for s in acked {
                     st.pending.remove(&s);
-                    st.redeliver.remove(&s);
+                    st.sent.remove(&s);
                     st.done.insert(s);
                     newly.push(s);
                 }
             } else if !st.dying.contains(&seq) && st.pending.remove(&seq).is_some() {
                 st.redeliver.remove(&seq);
+                st.sent.remove(&seq);
                 st.done.insert(seq);
                 newly.push(seq);
             }

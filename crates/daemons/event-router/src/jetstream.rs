@@ -90,6 +90,9 @@ struct Pending {
     held: Held,
     /// The session that delivered it (its end naks what it still holds).
     session: u64,
+    /// When it was handed to the session, in this router's delivery order: a cumulative
+    /// ack covers only what its session delivered no later than the acked event.
+    order: u64,
 }
 
 /// A running durable session: `stop` ends it, `done` is cancelled once it released
@@ -182,6 +185,8 @@ pub struct JetStreamBroker {
     /// consumer name -> stream seq -> what this router delivered and awaits.
     held: Mutex<HashMap<String, HashMap<u64, Pending>>>,
     sessions: std::sync::atomic::AtomicU64,
+    /// Deliveries handed out so far ([`Pending::order`]).
+    deliveries: std::sync::atomic::AtomicU64,
     /// consumer name -> its live session on this router (a new one replaces it).
     live: Mutex<HashMap<String, Live>>,
     /// Held while a publish call sends its messages, so the seqs of concurrent calls
@@ -252,6 +257,7 @@ impl JetStreamBroker {
             dlq,
             held: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicU64::new(0),
+            deliveries: std::sync::atomic::AtomicU64::new(0),
             live: Mutex::new(HashMap::new()),
             send_lock: tokio::sync::Mutex::new(()),
             metrics: Metrics::default(),
@@ -261,6 +267,21 @@ impl JetStreamBroker {
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Pending>>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a delivery `session` of `consumer` awaits an ack for.
+    fn hold(&self, consumer: &str, seq: u64, held: Held, session: u64) {
+        let order = self
+            .deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.held().entry(consumer.to_owned()).or_default().insert(
+            seq,
+            Pending {
+                held,
+                session,
+                order,
+            },
+        );
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
@@ -539,13 +560,7 @@ impl JetStreamBroker {
                         // Pulled for nobody: held until the batch ended, then handed back
                         // with the rest (naked now, the open pull would take it again).
                         if let Ok(seq) = msg.info().map(|i| i.stream_sequence) {
-                            me.held().entry(name.clone()).or_default().insert(
-                                seq,
-                                Pending {
-                                    held: Held::Msg(Box::new(msg)),
-                                    session,
-                                },
-                            );
+                            me.hold(&name, seq, Held::Msg(Box::new(msg)), session);
                         }
                         continue;
                     }
@@ -617,13 +632,7 @@ impl JetStreamBroker {
             .await?;
             return Ok(true);
         }
-        self.held().entry(name.to_owned()).or_default().insert(
-            seq,
-            Pending {
-                held: Held::Msg(Box::new(msg)),
-                session,
-            },
-        );
+        self.hold(name, seq, Held::Msg(Box::new(msg)), session);
         self.metrics.delivered.inc();
         Ok(tx.send(Ok(ev)).await.is_ok())
     }
@@ -646,11 +655,15 @@ impl JetStreamBroker {
             if m.contains_key(&l.wire.seq) {
                 return true;
             }
+            let order = self
+                .deliveries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             m.insert(
                 l.wire.seq,
                 Pending {
                     held: Held::Letter(l),
                     session,
+                    order,
                 },
             );
         }
@@ -870,9 +883,19 @@ impl Backend for JetStreamBroker {
             return Ok(seq);
         }
         let taken: Vec<Pending> = if cumulative {
+            // What the subscriber has read when it acks `seq`: the events up to `seq` its
+            // session delivered no later than `seq` (a redelivery of an older seq sent
+            // after it may still sit unread in the stream, and is not covered).
             let mut held = self.held();
             let m = held.entry(consumer.to_owned()).or_default();
-            let seqs: Vec<u64> = m.keys().copied().filter(|s| *s <= seq).collect();
+            let Some((session, order)) = m.get(&seq).map(|p| (p.session, p.order)) else {
+                return Ok(seq);
+            };
+            let seqs: Vec<u64> = m
+                .iter()
+                .filter(|(s, p)| **s <= seq && p.session == session && p.order <= order)
+                .map(|(s, _)| *s)
+                .collect();
             seqs.into_iter().filter_map(|s| m.remove(&s)).collect()
         } else {
             vec![self.take(consumer, seq)?]
