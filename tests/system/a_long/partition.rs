@@ -64,18 +64,6 @@ fn node_home(dir: &Path, k: u32, token: &str) -> Home {
     home
 }
 
-/// The ids of every event in the stream, read through the router at `addr`.
-async fn stream_ids(
-    addr: &str,
-    bearer: router_client::Bearer,
-) -> std::collections::HashSet<String> {
-    router_log_with(addr, bearer)
-        .await
-        .into_iter()
-        .map(|e| e.id)
-        .collect()
-}
-
 fn ticks(home: &Home) -> u64 {
     std::fs::read_to_string(home.path().join("run/p3.ticks"))
         .ok()
@@ -191,21 +179,25 @@ async fn a_node_cut_off_for_60s_while_publishing_loses_nothing() {
     // Everything n3 accepted up to now must arrive at n1.
     let accepted = ticks(&homes[2]);
     let deadline = healed_at + Duration::from_secs(180);
-    let missing = |s: &BTreeMap<String, u32>| -> Vec<u64> {
-        (0..accepted)
-            .filter(|n| !s.contains_key(&format!("tick:p3:{n}")))
-            .collect()
-    };
     let all = loop {
-        let s = seen.lock().unwrap().clone();
-        let gone = missing(&s);
-        if gone.is_empty() {
-            break s;
-        }
+        let gone: Vec<u64> = {
+            let s = seen.lock().unwrap();
+            let gone: Vec<u64> = (0..accepted)
+                .filter(|n| !s.contains_key(&format!("tick:p3:{n}")))
+                .collect();
+            if gone.is_empty() {
+                break s.clone();
+            }
+            gone
+        };
         if Instant::now() >= deadline {
             // Where are they: in the stream (the consumer stalled) or not (never published)?
             let bearer = router_client::Bearer::new(Some(&token)).expect("token");
-            let log = stream_ids(&routers[0], bearer).await;
+            let log: std::collections::HashSet<String> = router_log_with(&routers[0], bearer)
+                .await
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
             let in_stream = gone
                 .iter()
                 .filter(|n| log.contains(&format!("tick:p3:{n}")))

@@ -269,11 +269,15 @@ impl JetStreamBroker {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The next [`Pending::order`].
+    fn next_order(&self) -> u64 {
+        self.deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records a delivery `session` of `consumer` awaits an ack for.
     fn hold(&self, consumer: &str, seq: u64, held: Held, session: u64) {
-        let order = self
-            .deliveries
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let order = self.next_order();
         self.held().entry(consumer.to_owned()).or_default().insert(
             seq,
             Pending {
@@ -655,9 +659,7 @@ impl JetStreamBroker {
             if m.contains_key(&l.wire.seq) {
                 return true;
             }
-            let order = self
-                .deliveries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let order = self.next_order();
             m.insert(
                 l.wire.seq,
                 Pending {
