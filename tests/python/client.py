@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 
 from grpc_tools import protoc
 import grpc
@@ -65,7 +66,12 @@ def main():
     # A stream that ends with an error is reported and opened again.
     deadline = time.monotonic() + 60
     published = 0
+    # Each round gets its own ids: the router drops as a duplicate an event whose id
+    # (empty: a hash of type and payload) it stored in the last 5 minutes, so resending
+    # the same two events would deliver only those of the first round, one of which a
+    # subscription still starting can miss.
     while time.monotonic() < deadline:
+        typed.id, as_json.id = f"client.py-typed-{uuid.uuid4()}", f"client.py-json-{uuid.uuid4()}"
         stub.Publish(typed, timeout=10)
         stub.Publish(as_json, timeout=10)
         published += 1
