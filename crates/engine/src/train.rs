@@ -437,7 +437,6 @@ pub fn fit(
     let batch = args.batch.max(1);
     let mut last_loss = 0.0;
     let steps_total = (args.epochs * train.len().div_ceil(batch)).max(1) as f32;
-    let mut step = 0usize;
     for epoch in 0..args.epochs {
         rng.shuffle(&mut order);
         let mut epoch_loss = 0.0;
@@ -460,8 +459,8 @@ pub fn fit(
                 );
                 epoch_loss += f64::from(args.value_weight) * l.value_se + l.policy_ce;
             }
-            adam.lr = cosine_lr(args.lr, step as f32 / steps_total);
-            step += 1;
+            // `adam.t`: the steps taken so far.
+            adam.lr = cosine_lr(args.lr, adam.t as f32 / steps_total);
             adam.step(&mut model, &grad, 1.0 / chunk.len() as f32);
             progress.inc(chunk.len() as u64);
         }
