@@ -94,13 +94,7 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     );
     let mut l = home.spawn(
         "ringrift-launcher",
-        &[
-            "--profile",
-            "minimal",
-            "--skip-unimplemented",
-            "--control",
-            "127.0.0.1:0",
-        ],
+        &["--profile", "minimal", "--control", "127.0.0.1:0"],
     );
     let control = home.wait_addr("launcher", &mut l);
     let health = home.wait_addr("health_server", &mut l);

@@ -89,6 +89,7 @@ async fn every_default_template_runs_ringrift_job_to_its_report() {
             .var("canonical_depth", 1)
             .var("job_id", "evaluate:abc")
             .var("early_reject", true)
+            .var("early_accept", true)
             .var("gate_random", 0.85)
             .var("gate_heuristic", 0.6)
             .var("gate_canonical", 0.5)

@@ -156,3 +156,101 @@ fn exit_64_is_bad_configuration_and_an_unusable_home_is_exit_1() {
         );
     }
 }
+
+/// `(what, unix_ms)` of every record line of the test daemon about event `id`.
+fn records_of(home: &Home, id: &str) -> Vec<(String, i64)> {
+    std::fs::read_to_string(home.path().join("test_daemon.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.ends_with(&format!(" {id}")))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.first()?.to_string(), f.get(3)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Events queued behind a handler that takes 3 × ack_wait per event are kept alive by
+/// in-progress acks while they wait: all 20 are handled once each, none is redelivered or
+/// dead-lettered (the router starts each event's ack-wait clock when it sends it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_behind_a_long_handler_are_handled_not_dead_lettered() {
+    let home = Home::new();
+    let (_r, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=2"]);
+    let mut c = router_client::connect(&addr).await.unwrap();
+    let mut last = 0;
+    for i in 0..20 {
+        last = c
+            .publish(external(&format!("q{i}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .seq;
+    }
+    let _d = test_daemon(
+        &home,
+        &addr,
+        "subscribe = [\"EXTERNAL\"]\nreplay_history = true\nack_wait_s = 0.5\nhandle_s = 1.5",
+        &[],
+    );
+    wait_for_async("all 20 handled and acked", Duration::from_secs(90), || {
+        let c = c.clone();
+        async move {
+            let s = consumer(&c, "test_daemon").await?;
+            (s.ack_floor >= last).then_some(())
+        }
+    })
+    .await;
+    for i in 0..20 {
+        assert_eq!(handles(&home, &format!("q{i}")), 1, "q{i} handled once");
+    }
+    let letters = c
+        .list_dead_letters(wire::ListDeadLettersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .letters;
+    assert!(letters.is_empty(), "dead-lettered: {letters:?}");
+}
+
+/// With lanes, events of different config keys are handled side by side and events of
+/// one key one after the other, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_different_lanes_are_handled_side_by_side() {
+    let home = Home::new();
+    let (_r, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = router_client::connect(&addr).await.unwrap();
+    for (id, key) in [("a", "hex8_2p"), ("b", "square8_2p"), ("c", "hex8_2p")] {
+        let mut ev = external(id);
+        ev.config_key = key.into();
+        c.publish(ev).await.unwrap();
+    }
+    let _d = test_daemon(
+        &home,
+        &addr,
+        "subscribe = [\"EXTERNAL\"]\nreplay_history = true\nhandle_s = 2\nlanes = true\nconcurrent = 2",
+        &[],
+    );
+    let at = |id: &str, what: &str| {
+        records_of(&home, id)
+            .into_iter()
+            .find(|(w, _)| w == what)
+            .map(|(_, t)| t)
+    };
+    wait_for("a, b and c handled", Duration::from_secs(60), || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|id| at(id, "handled").is_some())
+            .then_some(())
+    });
+    let (a0, a1) = (at("a", "handle").unwrap(), at("a", "handled").unwrap());
+    let (b0, c0) = (at("b", "handle").unwrap(), at("c", "handle").unwrap());
+    assert!(
+        b0 < a1,
+        "b (another lane) started while a ran: a {a0}..{a1}, b {b0}"
+    );
+    assert!(
+        c0 >= a1,
+        "c (a's lane) waited for a: a ended {a1}, c started {c0}"
+    );
+}

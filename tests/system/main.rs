@@ -20,6 +20,7 @@ mod leader;
 mod lifecycle;
 mod lifecycle_config;
 mod poller;
+mod profiles;
 mod publisher;
 mod python;
 mod router;

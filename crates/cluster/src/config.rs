@@ -728,6 +728,51 @@ impl ClusterConfig {
         }
     }
 
+    /// Why this cluster's loop cannot work on its event backend, if it cannot: with
+    /// `[events] backend = "sqlite"` each node's router keeps its own log and no event
+    /// crosses nodes, so an EVALUATION_COMPLETED of a training node (the `training` role
+    /// runs evaluation) reaches the leader's unified_promotion only when that node is the
+    /// one node that can lead (the only coordinator). Refused at start (exit 64) by the
+    /// launcher and the event router rather than promoting nothing in silence.
+    pub fn events_cannot_reach_leader(&self) -> Option<ClusterError> {
+        if self.events != EventBackend::Sqlite || self.nodes.len() < 2 {
+            return None;
+        }
+        let coordinators: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.roles.contains(&Role::Coordinator))
+            .map(|n| n.name.as_str())
+            .collect();
+        let sole_leader = match coordinators.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        let split: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.roles.contains(&Role::Training) && Some(n.name.as_str()) != sole_leader)
+            .map(|n| n.name.as_str())
+            .collect();
+        if split.is_empty() {
+            return None;
+        }
+        Some(ClusterError::Invalid {
+            file: self.file.clone().unwrap_or_default(),
+            key: "events.backend".into(),
+            value: "\"sqlite\"".into(),
+            reason: format!(
+                "node(s) {} evaluate (role training) but promotion is decided on the leader ({}); with the SQLite backend events do not cross nodes, so no evaluation would reach it. Use backend = \"jetstream\", or give the training role only to the one coordinator",
+                split.join(", "),
+                if coordinators.is_empty() {
+                    "none".to_owned()
+                } else {
+                    coordinators.join(" or ")
+                }
+            ),
+        })
+    }
+
     /// Where the config came from, for logs and status.
     pub fn source(&self) -> String {
         self.file

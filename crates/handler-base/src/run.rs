@@ -48,14 +48,25 @@ pub trait Handler: Send + Sync + 'static {
     fn longest_call(&self) -> Duration {
         Duration::ZERO
     }
+    /// The lane of an event: events of different lanes may be handled at the same time
+    /// (at most [`Handler::max_concurrent`] at once), events of one lane one at a time in
+    /// the order they arrived. Default: one lane. Lanes should be few (e.g. one per
+    /// config key): each has a task for the daemon's lifetime.
+    fn lane(&self, _event: &Event) -> String {
+        String::new()
+    }
+    /// How many events (of different lanes) may be handled at once. Default 1.
+    fn max_concurrent(&self) -> usize {
+        1
+    }
     async fn on_start(&self, _ctx: &Context) -> anyhow::Result<()> {
         Ok(())
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()>;
     /// Reacts to one subscribed event. `Err` nacks it (redelivered, dead-lettered after
     /// the router's limit). An event already handled with `Ok` (same id, within 5 min) is
-    /// acked without getting here. While this runs, in-progress acks keep the router
-    /// from delivering it again.
+    /// acked without getting here. While this runs (and while the event waits for its
+    /// lane), in-progress acks keep the router from delivering it again.
     async fn handle_event(&self, _ctx: &Context, _event: &Event) -> anyhow::Result<()> {
         Ok(())
     }
@@ -481,7 +492,7 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
             ctx.clone(),
             subs,
             Arc::new(life.clone()),
-            live.register("event"),
+            live.clone(),
         ));
     }
     tasks.spawn(heartbeat_loop(
@@ -558,12 +569,36 @@ async fn cycle_loop(h: Arc<dyn Handler>, ctx: Context, interval: Duration, pulse
     }
 }
 
+/// What the lanes of one event loop share.
+struct Lanes {
+    /// Ids handled with `Ok` within the window.
+    dedup: std::sync::Mutex<Dedup>,
+    /// Events received and not yet acked or nacked: waiting for their lane or being
+    /// handled. The router's ack-wait clock of each is kept from running out by
+    /// in-progress acks ([`progress_loop`]), so an event queued behind a long handler is
+    /// not redelivered or dead-lettered for the wait.
+    held: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// At most `max_concurrent` handler calls at once.
+    permits: tokio::sync::Semaphore,
+}
+
+impl Lanes {
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn dedup(&self) -> std::sync::MutexGuard<'_, Dedup> {
+        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reads the subscription and hands each event to its lane ([`Handler::lane`]); each lane
+/// handles its events in order, lanes run side by side up to [`Handler::max_concurrent`].
 async fn event_loop(
     h: Arc<dyn Handler>,
     ctx: Context,
     types: Vec<EventType>,
     life: Arc<LifecycleConfig>,
-    pulse: Arc<Pulse>,
+    live: Arc<Liveness>,
 ) {
     let req = wire::SubscribeRequest {
         consumer: ctx.name.to_owned(),
@@ -576,10 +611,24 @@ async fn event_loop(
         max_ack_pending: life.max_ack_pending,
     };
     let mut sub = Subscription::new(ctx.client.clone(), req);
-    let mut dedup = Dedup::new(Duration::from_secs(300), 100_000);
+    let acker = sub.acker();
+    let shared = Arc::new(Lanes {
+        dedup: std::sync::Mutex::new(Dedup::new(Duration::from_secs(300), 100_000)),
+        held: Default::default(),
+        permits: tokio::sync::Semaphore::new(h.max_concurrent().max(1)),
+    });
+    let mut lanes: std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Event>> =
+        Default::default();
+    let mut workers = tokio::task::JoinSet::new();
+    workers.spawn(progress_loop(
+        acker.clone(),
+        shared.clone(),
+        life.ack_wait / 3,
+        ctx.shutdown.clone(),
+    ));
     loop {
         let ev = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => break,
             ev = sub.next() => ev,
         };
         let ev = match ev {
@@ -590,27 +639,73 @@ async fn event_loop(
                 continue;
             }
         };
+        shared.held().insert(ev.seq);
+        let tx = lanes.entry(h.lane(&ev)).or_insert_with(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            workers.spawn(lane_worker(
+                h.clone(),
+                ctx.clone(),
+                rx,
+                acker.clone(),
+                shared.clone(),
+                live.register("event"),
+            ));
+            tx
+        });
+        // A worker ends only at shutdown, so the send cannot fail before it.
+        let _ = tx.send(ev);
+    }
+    // Each worker finishes the event in hand (bounded by the stop grace) and stops; the
+    // events still queued stay unacked and come again after the restart.
+    drop(lanes);
+    while workers.join_next().await.is_some() {}
+}
+
+/// Handles one lane's events in order: dedup, the handler, then ack or nack.
+async fn lane_worker(
+    h: Arc<dyn Handler>,
+    ctx: Context,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    acker: router_client::Acker,
+    shared: Arc<Lanes>,
+    pulse: Arc<Pulse>,
+) {
+    loop {
+        let ev = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return,
+            ev = rx.recv() => match ev {
+                Some(ev) => ev,
+                None => return,
+            },
+        };
+        let _permit = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return,
+            p = shared.permits.acquire() => p,
+        };
         let _busy = pulse.busy();
-        let outcome = if dedup.seen(&ev.id, Instant::now()) {
+        let outcome = if shared.dedup().seen(&ev.id, Instant::now()) {
             Ok(())
         } else {
-            let r = handle_in_progress(h.as_ref(), &ctx, &ev, &mut sub, life.ack_wait / 3).await;
+            let r = h.handle_event(&ctx, &ev).await;
             if r.is_ok() {
-                dedup.record(&ev.id, Instant::now());
+                shared.dedup().record(&ev.id, Instant::now());
             }
             r
         };
+        shared.held().remove(&ev.seq);
         let r = match outcome {
             Ok(()) => {
                 ctx.errors.work_succeeded();
-                sub.ack(ev.seq, false).await.map(|_| ())
+                acker.ack(ev.seq, false).await.map(|_| ())
             }
             Err(e) => {
                 ctx.errors.work_failed(
                     &format!("handle {} #{}", ringrift_proto::type_name(ev.kind), ev.seq),
                     &format!("{e:#}"),
                 );
-                sub.nack(ev.seq, &format!("{e:#}")).await.map(|_| ())
+                acker.nack(ev.seq, &format!("{e:#}")).await.map(|_| ())
             }
         };
         if let Err(e) = r {
@@ -620,27 +715,28 @@ async fn event_loop(
     }
 }
 
-/// Runs the handler on `ev`, telling the router every `every` that the work goes on, so
-/// a job longer than the ack wait is not delivered again meanwhile.
-async fn handle_in_progress(
-    h: &dyn Handler,
-    ctx: &Context,
-    ev: &Event,
-    sub: &mut Subscription,
+/// Every `every`, tells the router that each held event (queued for its lane or being
+/// handled) is still being worked on, so its ack-wait clock does not run out meanwhile.
+async fn progress_loop(
+    acker: router_client::Acker,
+    shared: Arc<Lanes>,
     every: Duration,
-) -> anyhow::Result<()> {
-    let handling = h.handle_event(ctx, ev);
-    tokio::pin!(handling);
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
-            r = &mut handling => return r,
-            _ = tick.tick() => {
-                match tokio::time::timeout(every, sub.progress(ev.seq)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, seq = ev.seq, "in-progress ack failed"),
-                    Err(_) => tracing::warn!(seq = ev.seq, "in-progress ack timed out"),
-                }
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let held: Vec<u64> = shared.held().iter().copied().collect();
+        for seq in held {
+            match tokio::time::timeout(every, acker.progress(seq)).await {
+                Ok(Ok(())) => {}
+                // Acked or nacked meanwhile, or the stream reconnected: nothing lost (the
+                // router redelivers what it no longer holds for us).
+                Ok(Err(e)) => tracing::debug!(error = %e, seq, "in-progress ack failed"),
+                Err(_) => tracing::warn!(seq, "in-progress ack timed out"),
             }
         }
     }

@@ -23,8 +23,13 @@ pub struct Args {
     /// Config keys passed to the daemons, e.g. hex8_2p,square8_2p.
     #[arg(long, value_name = "KEYS")]
     pub configs: Option<String>,
-    /// Skip daemons that are registered but not implemented yet (default: refuse).
+    /// Refuse to start when a member of the profile (or category, or --all) is
+    /// registered but not implemented yet. Without it such members are skipped with one
+    /// warning line; a daemon named with --daemon is always refused.
     #[arg(long)]
+    pub strict: bool,
+    /// The default now (kept so older scripts and units keep working).
+    #[arg(long, hide = true, conflicts_with = "strict")]
     pub skip_unimplemented: bool,
     /// List the registry and exit.
     #[arg(long)]

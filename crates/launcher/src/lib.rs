@@ -264,11 +264,14 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    let node = settings.string("node").unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into())
-    });
+    let node = settings.node_name();
+    // A cluster whose loop cannot work on its event backend is refused here, before any
+    // daemon starts, not discovered as a loop that never promotes.
+    let cluster =
+        ringrift_cluster::ClusterConfig::load(&home, &node).map_err(|e| usage(e.to_string()))?;
+    if let Some(e) = cluster.events_cannot_reach_leader() {
+        bail!(usage(e.to_string()));
+    }
     supervise_all(args, cfg, home, node, token, plan).await
 }
 
@@ -311,16 +314,33 @@ fn plan(
         profile_name = Some(name);
     }
     let (order, mut warnings) = reg.closure(&names).map_err(|e| usage(e.to_string()))?;
+    // A daemon asked for by name that is not implemented is refused; members of a
+    // profile, category or --all that are not are skipped (one warning line) unless
+    // --strict, so every shipped profile starts as it is.
     let unimplemented: Vec<&str> = order
         .iter()
         .filter(|n| reg.get(n).is_some_and(|s| !s.implemented))
         .map(|s| s.as_str())
         .collect();
+    let asked: Vec<&str> = args
+        .daemons
+        .iter()
+        .filter_map(|d| reg.resolve(d).ok())
+        .map(|(s, _)| s.name.as_str())
+        .filter(|n| unimplemented.contains(n))
+        .collect();
+    if !asked.is_empty() {
+        bail!(usage(format!(
+            "{} daemon(s) asked for with --daemon are registered but not implemented yet: {}. See `ringrift-launcher --list`.",
+            asked.len(),
+            asked.join(", ")
+        )));
+    }
     let mut skipped: Vec<String> = Vec::new();
     if !unimplemented.is_empty() {
-        if !args.skip_unimplemented {
+        if args.strict {
             bail!(usage(format!(
-                "{} daemon(s) of this selection are registered but not implemented yet: {}. Run with --skip-unimplemented to start the rest, or see `ringrift-launcher --list`.",
+                "--strict: {} daemon(s) of this selection are registered but not implemented yet: {}. Run without --strict to start the rest, or see `ringrift-launcher --list`.",
                 unimplemented.len(),
                 unimplemented.join(", ")
             )));
@@ -328,6 +348,7 @@ fn plan(
         skipped.extend(unimplemented.iter().map(|s| s.to_string()));
     }
     let mut out: Vec<Planned> = Vec::new();
+    let mut blocked: Vec<String> = Vec::new();
     for n in &order {
         let spec = reg
             .get(n)
@@ -343,9 +364,7 @@ fn plan(
             continue;
         }
         if let Some(d) = deps.iter().find(|d| skipped.contains(d)) {
-            warnings.push(format!(
-                "skipping {n}: its dependency {d} is not implemented"
-            ));
+            blocked.push(format!("{n} (needs {d})"));
             skipped.push(n.clone());
             continue;
         }
@@ -366,10 +385,15 @@ fn plan(
             deps,
         });
     }
-    if !skipped.is_empty() {
+    if !unimplemented.is_empty() {
+        let also = if blocked.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped with them: {}", blocked.join(", "))
+        };
         warnings.push(format!(
-            "not implemented yet, skipped: {}",
-            skipped.join(", ")
+            "not implemented yet, skipped: {}{also} (--strict refuses instead; `ringrift-launcher --list`)",
+            unimplemented.join(", ")
         ));
     }
     if let Some(p) = profile_name {

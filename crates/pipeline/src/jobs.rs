@@ -217,7 +217,7 @@ impl Default for JobTemplates {
                  --name {{name}} --games-random {{games_random}} \
                  --games-heuristic {{games_heuristic}} --games-canonical {{games_canonical}} \
                  --depth {{depth}} --canonical-depth {{canonical_depth}} \
-                 --early-reject {{early_reject}} --gate-random {{gate_random}} \
+                 --early-reject {{early_reject}} --early-accept {{early_accept}} --gate-random {{gate_random}} \
                  --gate-heuristic {{gate_heuristic}} --gate-canonical {{gate_canonical}} \
                  --canonical-test {{canonical_test}} --sprt-elo0 {{sprt_elo0}} \
                  --sprt-elo1 {{sprt_elo1}} --sprt-alpha {{sprt_alpha}} --sprt-beta {{sprt_beta}}"
@@ -283,6 +283,7 @@ pub fn placeholders(kind: JobKind) -> &'static [&'static str] {
             "canonical_depth",
             "job_id",
             "early_reject",
+            "early_accept",
             "gate_random",
             "gate_heuristic",
             "gate_canonical",

@@ -151,6 +151,41 @@ fn standard_includes_minimal_and_full_is_every_real_daemon() {
     assert_eq!(got, want);
 }
 
+/// The node profiles form a cluster as shipped: every node answers the peer API
+/// (p2p_backend, or the coordinator marks it dead), nodes that play selfplay run the job
+/// scheduler that runs it, and a spot node does not pull in the training loop.
+#[test]
+fn node_profiles_form_a_cluster_as_shipped() {
+    let r = Registry::builtin();
+    let closure = |name: &str| {
+        let p = load_profile(name, None, &r).unwrap();
+        r.closure(&p.daemons).unwrap().0
+    };
+    for node in ["coordinator", "training", "selfplay", "ephemeral"] {
+        let c = closure(node);
+        assert!(c.iter().any(|d| d == "p2p_backend"), "{node}: {c:?}");
+    }
+    for node in ["coordinator", "selfplay", "ephemeral"] {
+        let c = closure(node);
+        assert!(c.iter().any(|d| d == "job_scheduler"), "{node}: {c:?}");
+    }
+    let spot = closure("ephemeral");
+    for loop_daemon in [
+        "continuous_training_loop",
+        "training_trigger",
+        "auto_export",
+        "evaluation",
+        "unified_promotion",
+        "data_pipeline",
+    ] {
+        assert!(
+            !spot.iter().any(|d| d == loop_daemon),
+            "ephemeral runs {loop_daemon}: {spot:?}"
+        );
+    }
+    assert!(spot.iter().any(|d| d == "ephemeral_sync"), "{spot:?}");
+}
+
 /// The standard profile runs the loop on three configs, one of them multi-player; a
 /// profile that includes it and names none inherits them, one that names its own keeps
 /// those.

@@ -236,41 +236,74 @@ impl Subscription {
         }
     }
 
+    /// Acks, nacks and in-progress acks for this subscription's consumer, usable beside
+    /// [`Subscription::next`] from other tasks (e.g. handlers running concurrently).
+    pub fn acker(&self) -> Acker {
+        Acker {
+            client: self.client.clone(),
+            consumer: self.request.consumer.clone(),
+        }
+    }
+
     /// Acks one event (or every delivered event up to `seq` when `cumulative`).
     pub async fn ack(&mut self, seq: u64, cumulative: bool) -> Result<u64, ClientError> {
-        let req = wire::AckRequest {
-            consumer: self.request.consumer.clone(),
-            seq,
-            cumulative,
-            ..Default::default()
-        };
-        Ok(self.client.ack(req).await?.into_inner().ack_floor)
+        self.acker().ack(seq, cumulative).await
     }
 
-    /// Tells the router the consumer is still working on `seq` (not an ack): its
-    /// ack-wait timer restarts, so a long job is not delivered again meanwhile.
+    /// See [`Acker::progress`].
     pub async fn progress(&mut self, seq: u64) -> Result<(), ClientError> {
-        let req = wire::AckRequest {
-            consumer: self.request.consumer.clone(),
-            seq,
-            in_progress: true,
-            ..Default::default()
-        };
-        self.client.ack(req).await?;
-        Ok(())
+        self.acker().progress(seq).await
     }
 
-    /// Reports a failed handling; after the router's limit the event is dead-lettered.
+    /// See [`Acker::nack`].
     pub async fn nack(
         &mut self,
         seq: u64,
         reason: &str,
     ) -> Result<wire::NackResponse, ClientError> {
+        self.acker().nack(seq, reason).await
+    }
+}
+
+/// The acknowledging half of a [`Subscription`]: cheap to clone, one per task.
+#[derive(Clone)]
+pub struct Acker {
+    client: Client,
+    consumer: String,
+}
+
+impl Acker {
+    /// Acks one event (or every delivered event up to `seq` when `cumulative`).
+    pub async fn ack(&self, seq: u64, cumulative: bool) -> Result<u64, ClientError> {
+        let req = wire::AckRequest {
+            consumer: self.consumer.clone(),
+            seq,
+            cumulative,
+            ..Default::default()
+        };
+        Ok(self.client.clone().ack(req).await?.into_inner().ack_floor)
+    }
+
+    /// Tells the router the consumer is still working on `seq` (not an ack): its
+    /// ack-wait timer restarts, so a long job is not delivered again meanwhile.
+    pub async fn progress(&self, seq: u64) -> Result<(), ClientError> {
+        let req = wire::AckRequest {
+            consumer: self.consumer.clone(),
+            seq,
+            in_progress: true,
+            ..Default::default()
+        };
+        self.client.clone().ack(req).await?;
+        Ok(())
+    }
+
+    /// Reports a failed handling; after the router's limit the event is dead-lettered.
+    pub async fn nack(&self, seq: u64, reason: &str) -> Result<wire::NackResponse, ClientError> {
         let req = wire::NackRequest {
-            consumer: self.request.consumer.clone(),
+            consumer: self.consumer.clone(),
             seq,
             reason: reason.to_owned(),
         };
-        Ok(self.client.nack(req).await?.into_inner())
+        Ok(self.client.clone().nack(req).await?.into_inner())
     }
 }

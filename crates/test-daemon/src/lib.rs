@@ -5,7 +5,9 @@
 //!   removed first), exiting with `exit_code`;
 //! * subscribes to `subscribe` (type names), records each handling attempt (`handle`),
 //!   fails the first `fail_first` attempts of every event and every attempt of the ids in
-//!   `always_fail`, takes `handle_s` seconds per attempt;
+//!   `always_fail`, takes `handle_s` seconds per attempt (recording `handled` when the
+//!   wait is over); with `lanes` events of different config keys are handled side by
+//!   side, up to `concurrent` at once;
 //! * panics in its cycle or handler (`panic_in = "cycle" | "event"`);
 //! * publishes `publish_burst` EXTERNAL events `burst:<i>` once, through `Context::publish`;
 //!   the count accepted so far is kept in `run/<instance>.burst`, so a restarted daemon
@@ -45,6 +47,8 @@ pub struct TestConfig {
     pub panic_in: String,
     pub publish_burst: u64,
     pub publish_per_cycle: u64,
+    pub lanes: bool,
+    pub concurrent: usize,
 }
 
 impl Default for TestConfig {
@@ -61,6 +65,8 @@ impl Default for TestConfig {
             panic_in: String::new(),
             publish_burst: 0,
             publish_per_cycle: 0,
+            lanes: false,
+            concurrent: 1,
         }
     }
 }
@@ -79,6 +85,7 @@ pub struct TestDaemon {
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TestConfig = ctx.settings.section("test_daemon")?;
     ensure_config!(cfg.handle_s >= 0.0, "test_daemon.handle_s must be >= 0");
+    ensure_config!(cfg.concurrent >= 1, "test_daemon.concurrent must be >= 1");
     ensure_config!(
         ["", "cycle", "event"].contains(&cfg.panic_in.as_str()),
         "test_daemon.panic_in = {:?}: one of \"\", \"cycle\", \"event\"",
@@ -184,6 +191,18 @@ impl Handler for TestDaemon {
         self.cfg.replay_history
     }
 
+    fn lane(&self, ev: &Event) -> String {
+        if self.cfg.lanes {
+            ev.config_key.clone()
+        } else {
+            String::new()
+        }
+    }
+
+    fn max_concurrent(&self) -> usize {
+        self.cfg.concurrent
+    }
+
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
         self.record_line("handle", &ev.id);
         assert!(
@@ -192,6 +211,7 @@ impl Handler for TestDaemon {
         );
         if self.cfg.handle_s > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(self.cfg.handle_s)).await;
+            self.record_line("handled", &ev.id);
         }
         let attempt = {
             let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());

@@ -239,6 +239,11 @@ pub struct EvaluateCmd {
     /// `--early-reject` alone or `--early-reject true|false`.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub early_reject: bool,
+    /// Stop playing random or heuristic at a look (every 100 games) where the model's
+    /// lower bound at z 3.09 already clears its gate: the rest would only confirm a pass.
+    /// `--early-accept` alone or `--early-accept true|false`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
+    pub early_accept: bool,
     #[arg(long, default_value_t = 0.85)]
     pub gate_random: f64,
     #[arg(long, default_value_t = 0.60)]
@@ -392,6 +397,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 quiet: c.quiet,
                 gate: gate.clone(),
                 early_reject: a.early_reject,
+                early_accept: a.early_accept,
             })
             .context("evaluate")?;
             if a.promote {

@@ -95,6 +95,7 @@ fn the_checked_in_tiny_model_loads_plays_is_evaluated_and_promoted() {
         quiet: true,
         gate: Default::default(),
         early_reject: false,
+        early_accept: false,
     })
     .expect("evaluate the ONNX model");
     assert_eq!(r.model_sha256, info.payload_sha256);

@@ -359,3 +359,38 @@ fn etcd_lease_ttl_is_read_from_the_leader_table() {
     );
     assert_eq!(c.leader.name(), "etcd");
 }
+
+/// With SQLite events a training node other than the one coordinator evaluates where the
+/// leader never hears of it: refused with the nodes named. The same cluster on JetStream,
+/// or with the training role only on the coordinator, or one node, is fine.
+#[test]
+fn sqlite_events_with_evaluation_off_the_leader_are_refused() {
+    let c = parse(GOOD).unwrap();
+    let e = c
+        .events_cannot_reach_leader()
+        .expect("gpu-1 evaluates off the leader");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("events.backend")
+            && msg.contains("gpu-1")
+            && msg.contains("coord")
+            && msg.contains("jetstream"),
+        "{msg}"
+    );
+    let js = edit(
+        "backend = \"sqlite\"",
+        "backend = \"jetstream\"\nservers = [\"nats://10.0.0.1:4222\"]",
+    );
+    assert_eq!(parse(&js).unwrap().events_cannot_reach_leader(), None);
+    let only_coord_trains = edit("roles = [\"training\"]", "roles = [\"selfplay\"]");
+    assert_eq!(
+        parse(&only_coord_trains)
+            .unwrap()
+            .events_cannot_reach_leader(),
+        None
+    );
+    assert_eq!(
+        ClusterConfig::single_node("x").events_cannot_reach_leader(),
+        None
+    );
+}

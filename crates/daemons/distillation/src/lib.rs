@@ -131,7 +131,8 @@ impl Distiller {
         .var("canonical_depth", 2)
         // One id per student: a rerun records none of its games twice.
         .var("job_id", format!("evaluate-distilled:{config}:{tag}"))
-        .var("early_reject", false);
+        .var("early_reject", false)
+        .var("early_accept", false);
         // A student is measured, never promoted: every bar at 0.
         let req = ringrift_pipeline::gate::gate_vars(
             req,

@@ -46,7 +46,16 @@ pub struct EvalConfig {
     /// against it is below the promotion gate (`[unified_promotion]`): it cannot pass, so
     /// a weak model costs a few dozen games instead of the full count.
     pub early_reject: bool,
+    /// Stop the games against random or heuristic at a look (every 100 games) where the
+    /// model's lower bound at z 3.09 already clears the gate: a model well above the
+    /// floors costs 100 games per floor instead of the full count
+    /// (`ringrift_workload::evaluate::EARLY_ACCEPT_Z` says what it risks).
+    pub early_accept: bool,
     pub timeout_s: f64,
+    /// Gauntlets of different configs that run at once (one at a time per config), so a
+    /// long 3-player gauntlet does not hold the 2-player configs' candidates back. Each
+    /// takes a job slot of the node like any job.
+    pub concurrent: usize,
 }
 
 impl Default for EvalConfig {
@@ -65,7 +74,9 @@ impl Default for EvalConfig {
             depth: 3,
             canonical_depth: 1,
             early_reject: true,
+            early_accept: true,
             timeout_s: 3600.0,
+            concurrent: 3,
         }
     }
 }
@@ -167,7 +178,8 @@ impl Evaluator {
         // for every start, so a gauntlet rerun after a crash would count its games
         // again; the id of the evaluation is the same for every attempt.
         .var("job_id", format!("evaluate:{id}"))
-        .var("early_reject", self.cfg.early_reject);
+        .var("early_reject", self.cfg.early_reject)
+        .var("early_accept", self.cfg.early_accept);
         // The gate goes with every gauntlet: the SPRT against the canonical model stops
         // its games when it decides, and early rejection uses the Wilson bars.
         let req = ringrift_pipeline::gate::gate_vars(req, &self.gate);
@@ -207,6 +219,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     handler_base::ensure_config!(cfg.timeout_s > 0.0, "evaluation timeouts must be > 0");
     handler_base::ensure_config!(
+        (1..=64).contains(&cfg.concurrent),
+        "evaluation.concurrent must be 1 to 64 (gauntlets of different configs at once)"
+    );
+    handler_base::ensure_config!(
         cfg.depth >= 1 && cfg.canonical_depth >= 1,
         "evaluation depth and canonical_depth must be at least 1"
     );
@@ -229,6 +245,13 @@ impl Handler for Evaluation {
     /// subscribe must still be evaluated.
     fn replay_history(&self) -> bool {
         true
+    }
+    /// One gauntlet at a time per config; configs side by side.
+    fn lane(&self, ev: &Event) -> String {
+        ev.config_key.clone()
+    }
+    fn max_concurrent(&self) -> usize {
+        self.0.cfg.concurrent
     }
     async fn run_cycle(&self, _ctx: &Context) -> anyhow::Result<()> {
         Ok(())
@@ -335,7 +358,7 @@ mod tests {
             args.contains("--games-heuristic 1000")
                 && args.contains("--job-id evaluate:abc evaluate")
                 && args.contains("--depth 3")
-                && args.contains("--early-reject true --gate-random 0.85 --gate-heuristic 0.6")
+                && args.contains("--early-reject true --early-accept true --gate-random 0.85 --gate-heuristic 0.6")
                 && args.contains("--canonical-test sprt --sprt-elo0 0 --sprt-elo1 15"),
             "{args}"
         );
