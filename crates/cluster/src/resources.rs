@@ -237,14 +237,22 @@ impl NvidiaSmi {
         let now = Instant::now();
         let running = f
             .running
-            .map(|s| format!("a probe started {:.1} s ago is still running", (now - s).as_secs_f64()))
+            .map(|s| {
+                format!(
+                    "a probe started {:.1} s ago is still running",
+                    (now - s).as_secs_f64()
+                )
+            })
             .unwrap_or_else(|| "no probe running".into());
         match &f.last {
             Some(o) => {
                 let age = now.saturating_duration_since(o.at);
                 GpuReading {
                     result: o.result.clone().map_err(|e| {
-                        perr(format!("{e} (result of {:.1} s ago; {running})", age.as_secs_f64()))
+                        perr(format!(
+                            "{e} (result of {:.1} s ago; {running})",
+                            age.as_secs_f64()
+                        ))
                     }),
                     age,
                 }
@@ -309,7 +317,10 @@ impl Inner {
         if let Err(e) = spawned {
             kill_group(pgid);
             f.running = None;
-            self.record(f, Err(perr(format!("{cmd}: no thread to supervise it: {e}"))));
+            self.record(
+                f,
+                Err(perr(format!("{cmd}: no thread to supervise it: {e}"))),
+            );
         }
     }
 
@@ -328,13 +339,17 @@ impl Inner {
             kill_group(pgid);
             let mut f = self.lock();
             f.running = None;
-            self.record(&mut f, Err(perr(format!("{cmd}: no thread to wait for it: {e}"))));
+            self.record(
+                &mut f,
+                Err(perr(format!("{cmd}: no thread to wait for it: {e}"))),
+            );
             return;
         }
         let (result, timed_out) = match rx.recv_timeout(self.timeout) {
-            Ok(Ok(out)) if out.status.success() => {
-                (NvidiaSmi::parse(&String::from_utf8_lossy(&out.stdout)), false)
-            }
+            Ok(Ok(out)) if out.status.success() => (
+                NvidiaSmi::parse(&String::from_utf8_lossy(&out.stdout)),
+                false,
+            ),
             Ok(Ok(out)) => (
                 Err(perr(format!(
                     "{cmd} failed ({}): {}",
@@ -648,7 +663,9 @@ mod tests {
             let t0 = Instant::now();
             std::thread::spawn(move || (gpu.sample(), t0.elapsed()))
         };
-        let pid = poll(20, "the fake nvidia-smi runs", || pids(dir.path()).first().copied());
+        let pid = poll(20, "the fake nvidia-smi runs", || {
+            pids(dir.path()).first().copied()
+        });
         // A second caller while the first probe runs: it shares that probe.
         let t1 = Instant::now();
         let second = gpu.sample();
@@ -720,12 +737,17 @@ mod tests {
         let gpu = probe(fake(dir.path(), "echo '0, 5'\necho '1, 87'"), 30.0);
         let g = gpu.sample().unwrap();
         assert_eq!(
-            g.iter().map(|s| (s.id.as_str(), s.utilization)).collect::<Vec<_>>(),
+            g.iter()
+                .map(|s| (s.id.as_str(), s.utilization))
+                .collect::<Vec<_>>(),
             [("gpu0", 5.0), ("gpu1", 87.0)]
         );
         assert_eq!(gpu.count(), 2);
         let r = sample(dir.path(), &gpu);
-        assert_eq!(r.gpus, [("gpu0".to_owned(), 5.0), ("gpu1".to_owned(), 87.0)]);
+        assert_eq!(
+            r.gpus,
+            [("gpu0".to_owned(), 5.0), ("gpu1".to_owned(), 87.0)]
+        );
         assert_eq!(gpu.spawned(), 3);
         // Every process was reaped.
         poll(20, "the probes' processes are gone", || {
