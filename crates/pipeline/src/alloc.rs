@@ -2,24 +2,52 @@
 //! open (pending + claimed) items, so selfplay cannot run away. Shared by
 //! queue_populator, selfplay_coordinator and idle_resource.
 
+use crate::pause::Pauses;
 use ringrift_proto::{Event, wire::event::Payload};
 use ringrift_store::ConfigKey;
 use std::collections::BTreeMap;
 
-/// What selfplay suppliers remember across restarts: a pause (PIPELINE_PAUSED until
-/// PIPELINE_RESUMED) and the curriculum weights (CURRICULUM_UPDATED).
+/// What selfplay suppliers remember across restarts: the pauses (per source,
+/// [`Pauses`]) and the curriculum weights (CURRICULUM_UPDATED).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "StoredSupply")]
 pub struct SupplyState {
-    pub paused: Option<String>,
+    pub pauses: Pauses,
     pub weights: BTreeMap<String, f64>,
 }
 
+/// [`SupplyState`] as stored, also in its older form (one `paused` reason).
+#[derive(serde::Deserialize)]
+struct StoredSupply {
+    #[serde(default)]
+    paused: Option<String>,
+    #[serde(default)]
+    pauses: Option<Pauses>,
+    #[serde(default)]
+    weights: BTreeMap<String, f64>,
+}
+
+impl From<StoredSupply> for SupplyState {
+    fn from(s: StoredSupply) -> SupplyState {
+        SupplyState {
+            pauses: s.pauses.unwrap_or_else(|| Pauses::from_legacy(s.paused)),
+            weights: s.weights,
+        }
+    }
+}
+
 impl SupplyState {
+    /// Why selfplay is paused (every source holding a pause), `None` when it may run.
+    pub fn paused(&self) -> Option<String> {
+        self.pauses.reason()
+    }
+
     /// Applies a pause, resume or curriculum event; false for any other event.
     pub fn apply(&mut self, ev: &Event) -> bool {
         match &ev.payload {
-            Payload::PipelinePaused(p) => self.paused = Some(p.reason.clone()),
-            Payload::PipelineResumed(_) => self.paused = None,
+            Payload::PipelinePaused(_) | Payload::PipelineResumed(_) => {
+                self.pauses.apply(ev);
+            }
             Payload::CurriculumUpdated(c) => {
                 self.weights = c.weights.iter().map(|(k, v)| (k.clone(), *v)).collect();
                 tracing::info!(weights = ?self.weights, reason = %c.reason, "curriculum weights updated");
@@ -108,6 +136,18 @@ mod tests {
 
     fn k(s: &str) -> ConfigKey {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn supply_state_reads_the_older_single_pause() {
+        let old: SupplyState =
+            serde_json::from_str(r#"{"paused":"disk","weights":{"hex8_2p":2.0}}"#).unwrap();
+        assert_eq!(old.paused().as_deref(), Some("disk"));
+        assert_eq!(old.weights.get("hex8_2p"), Some(&2.0));
+        let new: SupplyState = serde_json::from_str(&serde_json::to_string(&old).unwrap()).unwrap();
+        assert_eq!(new, old);
+        let none: SupplyState = serde_json::from_str(r#"{"paused":null,"weights":{}}"#).unwrap();
+        assert_eq!(none.paused(), None);
     }
 
     #[test]

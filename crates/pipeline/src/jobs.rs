@@ -318,6 +318,16 @@ impl RunnerJobs {
     /// Parses the templates (a bad one is a configuration error) and opens the PID table
     /// `data/jobs.db` under `home`.
     pub fn new(home: &Path, t: &JobTemplates) -> anyhow::Result<RunnerJobs> {
+        RunnerJobs::with_gpu(home, t, &ringrift_cluster::resources::NvidiaSmi::default())
+    }
+
+    /// [`RunnerJobs::new`] counting GPUs (when `jobs.gpu_slots` is not set and a kind runs
+    /// on GPUs) with `gpu`, the process's bounded probe.
+    pub fn with_gpu(
+        home: &Path,
+        t: &JobTemplates,
+        gpu: &ringrift_cluster::resources::NvidiaSmi,
+    ) -> anyhow::Result<RunnerJobs> {
         let mut templates = BTreeMap::new();
         let mut slot_of = BTreeMap::new();
         let cpus = t.cpu_slots.unwrap_or_else(|| {
@@ -330,7 +340,7 @@ impl RunnerJobs {
         // Probe only when a kind runs on GPUs and the count is not configured.
         let gpus = match t.gpu_slots {
             Some(n) => n,
-            None if declared_gpu => ringrift_cluster::resources::NvidiaSmi::count(),
+            None if declared_gpu => gpu.count(),
             None => 0,
         };
         for k in JobKind::ALL {
@@ -405,7 +415,8 @@ impl RunnerJobs {
     /// From the `[jobs]` section of the daemon's settings.
     pub fn from_ctx(ctx: &handler_base::Context) -> anyhow::Result<RunnerJobs> {
         let t: JobTemplates = ctx.settings.section("jobs")?;
-        let mut jobs = RunnerJobs::new(&ctx.home, &t)?;
+        let gpu = ringrift_cluster::resources::NvidiaSmi::from_settings(&ctx.settings)?;
+        let mut jobs = RunnerJobs::with_gpu(&ctx.home, &t, &gpu)?;
         jobs.node = Some(ctx.node.clone());
         Ok(jobs)
     }

@@ -2,7 +2,8 @@
 //! continuous_training_loop, evaluation, unified_promotion, ...): running workload jobs
 //! through command templates ([`jobs`]), persisted decision state ([`state`]), leased
 //! work-queue claims ([`claim`]), which config keys a daemon works on ([`configs`]) and
-//! the leadership of leader-only duties ([`leadership`], [`duty`]).
+//! the leadership of leader-only duties ([`leadership`], [`duty`]), the pause held per
+//! source ([`pause`]).
 //! Policy stays in the daemon crates.
 
 pub mod alloc;
@@ -13,6 +14,7 @@ pub mod emit;
 pub mod gate;
 pub mod jobs;
 pub mod models;
+pub mod pause;
 pub mod state;
 pub mod status;
 

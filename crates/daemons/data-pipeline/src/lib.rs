@@ -142,7 +142,8 @@ pub struct Pipeline {
     pub cfg: PipelineConfig,
     pub configs: Vec<ConfigKey>,
     pub state: StateStore,
-    paused: Mutex<Option<String>>,
+    /// The pauses in force, per source (`_pauses`; `_paused` in older state).
+    paused: Mutex<ringrift_pipeline::pause::Pauses>,
     view: Mutex<BTreeMap<String, ConfigStage>>,
     lock: tokio::sync::Mutex<()>,
 }
@@ -153,7 +154,7 @@ impl Pipeline {
             cfg,
             configs,
             state,
-            paused: Mutex::new(None),
+            paused: Mutex::new(Default::default()),
             view: Mutex::new(BTreeMap::new()),
             lock: tokio::sync::Mutex::new(()),
         }
@@ -177,9 +178,13 @@ impl Pipeline {
     }
 
     pub async fn restore(&self) -> anyhow::Result<()> {
-        if let Some(p) = self.state.get::<Option<String>>("_paused").await? {
-            *self.paused.lock().unwrap_or_else(|x| x.into_inner()) = p;
-        }
+        let pauses = match self.state.get("_pauses").await? {
+            Some(p) => p,
+            None => ringrift_pipeline::pause::Pauses::from_legacy(
+                self.state.get::<Option<String>>("_paused").await?.flatten(),
+            ),
+        };
+        *self.paused.lock().unwrap_or_else(|x| x.into_inner()) = pauses;
         let now = ringrift_store::now_ms();
         for c in &self.configs {
             let st = self.load(&c.to_string(), now).await?;
@@ -194,19 +199,32 @@ impl Pipeline {
     pub async fn on_event(&self, ev: &Event, now: i64) -> anyhow::Result<()> {
         let _g = self.lock.lock().await;
         match &ev.payload {
-            wire::event::Payload::PipelinePaused(p) => {
-                *self.paused.lock().unwrap_or_else(|x| x.into_inner()) = Some(p.reason.clone());
-                return Ok(self.state.put("_paused", &Some(p.reason.clone())).await?);
+            wire::event::Payload::PipelinePaused(_) => {
+                let pauses = {
+                    let mut p = self.paused.lock().unwrap_or_else(|x| x.into_inner());
+                    p.apply(ev);
+                    p.clone()
+                };
+                return Ok(self.state.put("_pauses", &pauses).await?);
             }
             wire::event::Payload::PipelineResumed(_) => {
-                *self.paused.lock().unwrap_or_else(|x| x.into_inner()) = None;
+                let (pauses, resumed) = {
+                    let mut p = self.paused.lock().unwrap_or_else(|x| x.into_inner());
+                    let was = p.is_paused();
+                    p.apply(ev);
+                    (p.clone(), was && !p.is_paused())
+                };
+                // Still paused by another source, or it was not paused: nothing resumes.
+                if !resumed {
+                    return Ok(self.state.put("_pauses", &pauses).await?);
+                }
                 // Time spent paused is not a stall.
                 for c in &self.configs {
                     let mut st = self.load(&c.to_string(), now).await?;
                     st.last_progress_ms = now;
                     self.save(&c.to_string(), &st).await?;
                 }
-                return Ok(self.state.put("_paused", &None::<String>).await?);
+                return Ok(self.state.put("_pauses", &pauses).await?);
             }
             _ => {}
         }
@@ -250,7 +268,7 @@ impl Pipeline {
             .paused
             .lock()
             .unwrap_or_else(|x| x.into_inner())
-            .is_some()
+            .is_paused()
         {
             return Ok(Vec::new());
         }
@@ -302,7 +320,7 @@ impl Pipeline {
             .paused
             .lock()
             .unwrap_or_else(|x| x.into_inner())
-            .clone()
+            .reason()
         {
             Some(why) => HealthCheckResult::degraded(format!("paused ({why}); {msg}")),
             None if stalled => HealthCheckResult::degraded(msg),

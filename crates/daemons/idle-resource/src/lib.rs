@@ -184,7 +184,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         configs,
         ctx.node.clone(),
         queue,
-        Arc::new(AutoProbe::default()),
+        Arc::new(AutoProbe::new(NvidiaSmi::from_settings(&ctx.settings)?)),
     )))
 }
 

@@ -403,13 +403,16 @@ pub struct LiveSampler {
     cluster: ClusterConfig,
     token: Option<Token>,
     limit: Duration,
+    /// This process's GPU probe (`[gpu]`: bounded, single-flight).
+    gpu: NvidiaSmi,
 }
 
 #[async_trait::async_trait]
 impl Sampler for LiveSampler {
     async fn sample(&self, ctx: &Context) -> Sample {
         let home: PathBuf = ctx.home.clone();
-        let resources = tokio::task::spawn_blocking(move || resources::sample(&home, &NvidiaSmi))
+        let gpu = self.gpu.clone();
+        let resources = tokio::task::spawn_blocking(move || resources::sample(&home, &gpu))
             .await
             .unwrap_or_default();
         let mut client = ctx.client.clone();
@@ -476,6 +479,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: HealthConfig = ctx.settings.section("node_health_monitor")?;
     cfg.validate()?;
     let limit = Duration::from_secs_f64(cfg.rpc_timeout_s);
+    let gpu = NvidiaSmi::from_settings(&ctx.settings)?;
     build_with(
         ctx,
         cfg,
@@ -483,6 +487,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             cluster,
             token,
             limit,
+            gpu,
         }),
     )
 }

@@ -62,7 +62,13 @@ struct Shared {
     /// The cluster's shared work queue (JetStream), once opened in the background; on
     /// SQLite the node's `data/work_queue.db` is read instead.
     shared_queue: std::sync::OnceLock<Arc<dyn ringrift_store::work_queue::WorkQueue>>,
+    /// This process's GPU probe (`[gpu]`), waited for at most [`GPU_WAIT`] per NodeInfo.
+    gpu: resources::NvidiaSmi,
 }
+
+/// How long NodeInfo waits for the GPU probe before it answers with the last result and
+/// its age: a hung driver must not make the node look down to the peers asking.
+const GPU_WAIT: Duration = Duration::from_secs(2);
 
 impl Shared {
     fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
@@ -102,6 +108,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "p2p_backend.listen = {listen:?} is not host:port"
     );
     handler_base::auth::check_listen("p2p_backend.listen", &listen, token.as_ref())?;
+    let gpu = resources::NvidiaSmi::from_settings(&ctx.settings)?;
+    let gpu = gpu.waiting_at_most(GPU_WAIT.min(gpu.timeout()));
     let leadership = Leadership::new(&cluster).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let leader = cluster.static_leader().map(|n| Leader {
         node: n.name.clone(),
@@ -122,6 +130,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             leadership,
             leader: Mutex::new(leader),
             shared_queue: std::sync::OnceLock::new(),
+            gpu,
         }),
         heartbeats: Mutex::new(None),
         leader_task: Mutex::new(None),
@@ -388,6 +397,7 @@ async fn launcher_daemons(ctx: &Context, token: Option<&Token>) -> (Vec<DaemonVi
 fn local_facts(
     home: &std::path::Path,
     shared_queue: Option<Arc<dyn ringrift_store::work_queue::WorkQueue>>,
+    gpu: &resources::NvidiaSmi,
 ) -> (
     resources::Resources,
     Vec<JobView>,
@@ -395,7 +405,7 @@ fn local_facts(
     Option<QueueView>,
 ) {
     use ringrift_store::work_queue::WorkQueue;
-    let res = resources::sample(home, &resources::NvidiaSmi);
+    let res = resources::sample(home, gpu);
     let jobs_db = home.join("data/jobs.db");
     let (jobs, jobs_note) = if jobs_db.exists() {
         match job_runner::JobRunner::open(&jobs_db).and_then(|r| r.running()) {
@@ -434,7 +444,8 @@ fn local_facts(
 async fn node_info(ctx: &Context, sh: &Shared) -> anyhow::Result<NodeInfo> {
     let home = ctx.home.clone();
     let q = sh.shared_queue.get().cloned();
-    let facts = tokio::task::spawn_blocking(move || local_facts(&home, q));
+    let gpu = sh.gpu.clone();
+    let facts = tokio::task::spawn_blocking(move || local_facts(&home, q, &gpu));
     let (daemons, daemons_note) = launcher_daemons(ctx, sh.token.as_ref()).await;
     let (resources, jobs, jobs_note, queue) = facts.await?;
     let c = &sh.cluster;

@@ -138,7 +138,7 @@ impl Populator {
     /// Tops the queue up; returns how many items were added.
     pub async fn top_up(&self) -> anyhow::Result<usize> {
         let st: SupplyState = self.state.get("state").await?.unwrap_or_default();
-        if let Some(why) = &st.paused {
+        if let Some(why) = st.paused() {
             self.status.set(format!("paused: {why}"));
             return Ok(0);
         }

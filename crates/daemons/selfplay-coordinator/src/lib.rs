@@ -81,7 +81,7 @@ impl Coordinator {
 
     pub async fn allocate(&self) -> anyhow::Result<Vec<ConfigKey>> {
         let st: SupplyState = self.state.get("state").await?.unwrap_or_default();
-        if let Some(why) = &st.paused {
+        if let Some(why) = st.paused() {
             self.status.set(format!("paused: {why}"));
             return Ok(Vec::new());
         }
