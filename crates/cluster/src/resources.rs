@@ -213,10 +213,11 @@ impl NvidiaSmi {
         let asked = Instant::now();
         let until = asked + max_wait;
         let mut f = self.inner.lock();
-        if f.running.is_none() {
-            self.inner.start(&mut f, asked);
-        }
         loop {
+            // A stuck probe reaped while we waited: start the fresh one this call asked for.
+            if f.running.is_none() && f.last.as_ref().is_none_or(|o| o.at < asked) {
+                self.inner.start(&mut f, Instant::now());
+            }
             if let Some(o) = f.last.as_ref().filter(|o| o.at >= asked) {
                 return GpuReading {
                     result: o.result.clone(),
@@ -374,14 +375,23 @@ impl Inner {
                 (Err(perr(format!("{cmd}: its waiting thread ended"))), false)
             }
         };
-        self.record(&mut self.lock(), result);
+        {
+            // The result and the end of the flight under one lock: a caller that comes
+            // between them would otherwise see a probe in flight, start none, and wait
+            // its whole `max_wait` for a result that never comes.
+            let mut f = self.lock();
+            if !timed_out {
+                f.running = None;
+            }
+            self.record(&mut f, result);
+        }
         if timed_out {
             // Until the killed process is reaped (never, if it is stuck in the driver),
             // the probe stays in flight and no second one starts.
             let _ = rx.recv();
+            self.lock().running = None;
+            self.changed.notify_all();
         }
-        self.lock().running = None;
-        self.changed.notify_all();
     }
 }
 
