@@ -4,6 +4,7 @@
 
 mod cluster_queue;
 mod cross_node_loop;
+mod delivery_scope;
 mod external_trainer;
 mod jetstream_cluster;
 mod launcher_backoff;

@@ -25,6 +25,7 @@ mod liveness;
 pub mod metrics;
 mod publish;
 mod run;
+pub mod scope;
 pub mod settings;
 
 pub use cli::CommonArgs;

@@ -37,6 +37,9 @@ pub struct LifecycleConfig {
     /// `degraded_after_failures` (3): this many failed handlings or cycles in a row
     /// turn the daemon's health DEGRADED, with the newest error as the reason.
     pub degraded_after_failures: u32,
+    /// Delivery scope: the registry entry's (`<name>.scope` only for a daemon the
+    /// registry does not know); names the durable consumer, see [`crate::scope`].
+    pub scope: crate::scope::Scope,
 }
 
 /// The registry defaults of daemon `name`, as `(key, value)` pairs for the bottom layer.
@@ -121,6 +124,7 @@ impl LifecycleConfig {
             max_ack_pending: u32::try_from(pending).unwrap_or(64),
             stuck_after: seconds(s, name, "stuck_after_s", true)?,
             degraded_after_failures: u32::try_from(degraded).unwrap_or(3),
+            scope: crate::scope::scope_of(s, name)?,
         })
     }
 

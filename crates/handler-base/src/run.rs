@@ -30,7 +30,8 @@ pub struct DaemonInfo {
 /// The periodic work and event reactions of one daemon.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync + 'static {
-    /// Event types this daemon reacts to (durable consumer named after the daemon).
+    /// Event types this daemon reacts to (durable consumer named by the daemon's scope:
+    /// [`crate::scope`]).
     fn subscriptions(&self) -> Vec<EventType> {
         Vec::new()
     }
@@ -39,6 +40,13 @@ pub trait Handler: Send + Sync + 'static {
     /// starts always resume after the last ack.
     fn replay_history(&self) -> bool {
         false
+    }
+    /// While the returned gate holds `false`, this copy pulls no events (no session
+    /// open; they wait at the consumer for the copy that pulls): a cluster-scoped leader
+    /// duty hands over "this node leads". `None` (default): always pull. See
+    /// [`crate::scope`].
+    fn pull_gate(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
     }
     /// How long one `run_cycle` or `handle_event` call may take while healthy, e.g. the
     /// timeout of the job it runs. A call busy for longer than `stuck_after_s` (default
@@ -601,7 +609,7 @@ async fn event_loop(
     live: Arc<Liveness>,
 ) {
     let req = wire::SubscribeRequest {
-        consumer: ctx.name.to_owned(),
+        consumer: crate::scope::consumer(&ctx),
         types: types.iter().map(|t| *t as i32).collect(),
         prefixes: Vec::new(),
         start: h
@@ -610,7 +618,7 @@ async fn event_loop(
         ack_wait_ms: u32::try_from(life.ack_wait.as_millis()).unwrap_or(u32::MAX),
         max_ack_pending: life.max_ack_pending,
     };
-    let mut sub = Subscription::new(ctx.client.clone(), req);
+    let mut sub = crate::scope::subscription(h.as_ref(), &ctx, req).await;
     let acker = sub.acker();
     let shared = Arc::new(Lanes {
         dedup: std::sync::Mutex::new(Dedup::new(Duration::from_secs(300), 100_000)),

@@ -33,6 +33,7 @@ pub const LIFECYCLE_KEYS: &[&str] = &[
     "ack_wait_s",
     "max_ack_pending",
     "stuck_after_s",
+    "scope",
 ];
 
 /// The merged configuration of one daemon process.

@@ -279,7 +279,10 @@ impl Shared {
         if let Some(old) = s.heartbeats.take() {
             old.abort();
         }
-        let p = router_client::Publisher::spawn(client.clone(), "launcher@local", 10_000);
+        // `launcher@<node>`: the health server of each node counts only its own node's
+        // lifecycle events (on a shared log it receives every node's).
+        let source = format!("launcher@{}", self.node);
+        let p = router_client::Publisher::spawn(client.clone(), source, 10_000);
         for ev in s.pending.drain(..) {
             let _ = p.publish(ev);
         }

@@ -1,51 +1,39 @@
 //! Leader-only duties (promotion, tournaments): act only while this node leads, confirm
-//! the token right before each side effect, and decide what becomes of an event that
-//! arrives while this node does not lead.
+//! the token right before each side effect, pull events only while leading, and give
+//! back an event that arrives while this node does not lead.
 //!
-//! Such an event is never dropped where it is the only copy. With node-local SQLite event
-//! logs (`[events] backend = "sqlite"`) the leader's router never sees this node's events,
-//! so acknowledging one here would lose it: it is nacked, stays in this node's log, is
-//! redelivered (then dead-lettered and retried by `dlq_retry`) and is handled once this
-//! node leads. With one shared JetStream stream every node's durable consumer holds its
-//! own copy and the leader's copy of the daemon handles it: the others acknowledge and
-//! ignore theirs (a nack would only redeliver to the same follower and dead-letter every
-//! event on every follower).
+//! These daemons are cluster-scoped (registry `scope = "cluster"`): one durable consumer
+//! `<daemon>` serves every copy. [`LeaderDuty::pull_gate`] keeps it closed on a follower,
+//! so only the leader's copy pulls; the others open no session and take nothing. An event
+//! that still reaches a non-leader (the gate lags a leadership change by up to
+//! [`GATE_POLL`], or the token is refused at the side effect) is nacked, never acked: on
+//! a shared JetStream log it returns to the consumer for the leader's copy; on a
+//! node-local SQLite log it stays in this node's log. Why not per-node consumers whose
+//! followers ack and ignore their copy (the design before scopes): an event delivered to
+//! a node while it was not yet the leader (a failover) was then dropped by every node.
+//! Why not followers that pull and nack: every nack counts toward the router's
+//! `max_deliver`, so with k pullers an event is dead-lettered with probability about
+//! ((k-1)/k)^max_deliver.
 
-use ringrift_cluster::{EventBackend, Leader, Leadership};
+use ringrift_cluster::{Leader, Leadership};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// What a leader-only daemon does with an event that arrives while it does not lead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Follower {
-    /// Node-local event log: nack it, so this node's router keeps and redelivers it.
-    Nack,
-    /// Shared event log: the leader's consumer has its own copy; ack and ignore this one.
-    Ignore,
-}
-
-impl Follower {
-    /// The policy of an event backend.
-    pub fn of(backend: &EventBackend) -> Follower {
-        match backend {
-            EventBackend::Sqlite => Follower::Nack,
-            EventBackend::Jetstream { .. } => Follower::Ignore,
-        }
-    }
-}
+/// How often the pull gate reads the leadership again (etcd: one linearizable read; a
+/// static leadership is read once).
+pub const GATE_POLL: Duration = Duration::from_secs(1);
 
 /// The leadership of a leader-only daemon and its counts.
 pub struct LeaderDuty {
     pub leadership: Leadership,
-    pub follower: Follower,
     /// Side effects skipped because [`Leadership::confirm`] refused the token.
     refused: AtomicU64,
 }
 
 impl LeaderDuty {
-    pub fn new(leadership: Leadership, follower: Follower) -> LeaderDuty {
+    pub fn new(leadership: Leadership) -> LeaderDuty {
         LeaderDuty {
             leadership,
-            follower,
             refused: AtomicU64::new(0),
         }
     }
@@ -56,7 +44,7 @@ impl LeaderDuty {
             .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
         let leadership = Leadership::new(&cluster)
             .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
-        Ok(LeaderDuty::new(leadership, Follower::of(&cluster.events)))
+        Ok(LeaderDuty::new(leadership))
     }
 
     /// The leadership if this node leads now.
@@ -64,27 +52,52 @@ impl LeaderDuty {
         Ok(self.leadership.mine().await?)
     }
 
-    /// For an event: `Ok(Some(leader))` to act on it, `Ok(None)` to ack and ignore it
-    /// (shared log), `Err` to nack it (node-local log). `what` names the event in logs.
-    pub async fn for_event(&self, what: &str) -> anyhow::Result<Option<Leader>> {
+    /// For an event: `Ok(Some(leader))` to act on it, `Err` to nack it (this node does
+    /// not lead: the event goes back for the leader). `what` names the event in logs.
+    pub async fn for_event(&self, what: &str) -> anyhow::Result<Leader> {
         match self.mine().await? {
-            Some(l) => Ok(Some(l)),
-            None => self.not_leading(what),
+            Some(l) => Ok(l),
+            None => Err(self.not_leading(what)),
         }
     }
 
-    /// The answer to an event this node cannot act on (not the leader, or deposed).
-    pub fn not_leading(&self, what: &str) -> anyhow::Result<Option<Leader>> {
-        match self.follower {
-            Follower::Ignore => {
-                tracing::info!(%what, "not the leader: the leader's copy handles it");
-                Ok(None)
+    /// The error for an event this node cannot act on (not the leader, or deposed): the
+    /// handler returns it, so the event is nacked and goes back for the leader.
+    pub fn not_leading(&self, what: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{what}: this node ({}) does not lead; nacked for the leader",
+            self.leadership.this()
+        )
+    }
+
+    /// A gate that is open while this node leads, read every [`GATE_POLL`] (under a
+    /// static leadership once) until every receiver is gone; a failed read keeps the
+    /// last state. For [`handler_base::Handler::pull_gate`]. Call within a tokio runtime.
+    pub fn pull_gate(&self) -> tokio::sync::watch::Receiver<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let leadership = self.leadership.clone();
+        tokio::spawn(async move {
+            loop {
+                match leadership.mine().await {
+                    Ok(l) => {
+                        let leads = l.is_some();
+                        tx.send_if_modified(|open| std::mem::replace(open, leads) != leads);
+                        if leadership.mode() == "static" {
+                            // Never changes: the receivers keep the value.
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "leadership unknown; the pull gate stays as it is")
+                    }
+                }
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(GATE_POLL) => {}
+                }
             }
-            Follower::Nack => anyhow::bail!(
-                "{what}: this node ({}) does not lead; left in its event log for redelivery",
-                self.leadership.this()
-            ),
-        }
+        });
+        rx
     }
 
     /// Whether this node still leads under `leader`'s token, asked right before a side
@@ -116,27 +129,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_follower_nacks_on_a_local_log_and_ignores_on_a_shared_one() {
-        let follower = |f| LeaderDuty::new(Leadership::fixed("me", leader("other", 3)), f);
-        let err = follower(Follower::Nack)
+    async fn a_follower_nacks_and_its_gate_stays_closed() {
+        let follower = LeaderDuty::new(Leadership::fixed("me", leader("other", 3)));
+        let err = follower
             .for_event("EVALUATION_COMPLETED #4")
             .await
             .expect_err("nacked");
         assert!(err.to_string().contains("does not lead"), "{err}");
+        let mut gate = follower.pull_gate();
+        // The first read decides; a static leadership is never read again.
+        let _ = gate.changed().await;
+        assert!(!*gate.borrow(), "a follower does not pull");
+        let me = LeaderDuty::new(Leadership::fixed("me", leader("me", 3)));
         assert_eq!(
-            follower(Follower::Ignore)
-                .for_event("EVALUATION_COMPLETED #4")
-                .await
-                .expect("acked"),
-            None
+            me.for_event("x").await.expect("leads"),
+            leader("me", 3).expect("some")
         );
-        let me = LeaderDuty::new(Leadership::fixed("me", leader("me", 3)), Follower::Nack);
-        assert_eq!(me.for_event("x").await.expect("leads"), leader("me", 3));
+        let mut gate = me.pull_gate();
+        tokio::time::timeout(Duration::from_secs(10), gate.wait_for(|open| *open))
+            .await
+            .expect("the leader's gate opens")
+            .ok();
     }
 
     #[tokio::test]
     async fn a_stale_token_is_refused_and_counted() {
-        let d = LeaderDuty::new(Leadership::fixed("me", leader("me", 9)), Follower::Nack);
+        let d = LeaderDuty::new(Leadership::fixed("me", leader("me", 9)));
         let stale = Leader {
             node: "me".into(),
             token: 7,

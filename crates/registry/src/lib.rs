@@ -25,6 +25,29 @@ pub enum RegistryError {
     Profile { name: String, error: String },
 }
 
+/// Who receives a daemon's events when copies of it run on several nodes of one event
+/// log (JetStream): the name of the durable consumer each copy reads through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Each node's copy has its own durable consumer `<daemon>@<node>` and sees every
+    /// event: the daemon acts on this node's files or state (sync, monitors, local
+    /// caches, the state a future leader needs).
+    Node,
+    /// One durable consumer `<daemon>` serves the cluster: each event reaches one copy.
+    /// For a leader duty only the leader's copy pulls (see handler-base's `pull_gate`).
+    Cluster,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Node => "node",
+            Scope::Cluster => "cluster",
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -72,6 +95,10 @@ pub struct DaemonSpec {
     /// True: does not need the event router (test daemons, benches).
     #[serde(default)]
     pub standalone: bool,
+    /// Delivery scope of the daemon's events; required on every daemon (not on an
+    /// alias, which has its target's): [`Registry::validate`] reports a missing one.
+    #[serde(default)]
+    pub scope: Option<Scope>,
 }
 
 impl DaemonSpec {
@@ -115,10 +142,27 @@ struct RegistryFile {
 /// Something `validate` found wrong.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Problem {
-    UnknownDependency { daemon: String, dep: String },
-    BadAlias { daemon: String, target: String },
+    UnknownDependency {
+        daemon: String,
+        dep: String,
+    },
+    BadAlias {
+        daemon: String,
+        target: String,
+    },
     Cycle(Vec<String>),
-    MissingBinary { daemon: String, binary: String },
+    MissingBinary {
+        daemon: String,
+        binary: String,
+    },
+    /// A daemon without `scope`: which consumer its copies share must be decided.
+    MissingScope {
+        daemon: String,
+    },
+    /// An alias with its own `scope` (it has its target's).
+    AliasScope {
+        daemon: String,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -135,6 +179,13 @@ impl std::fmt::Display for Problem {
                 f,
                 "{daemon}: binary {binary} not found beside the launcher or on PATH"
             ),
+            Problem::MissingScope { daemon } => write!(
+                f,
+                "{daemon}: no scope (scope = \"node\": a consumer per node, or \"cluster\": one for the cluster)"
+            ),
+            Problem::AliasScope { daemon } => {
+                write!(f, "{daemon}: an alias has its target's scope, not its own")
+            }
         }
     }
 }
@@ -278,7 +329,13 @@ impl Registry {
         Ok((order, warnings))
     }
 
-    /// Checks aliases, dependencies, cycles and (for implemented daemons) binaries.
+    /// The delivery scope of daemon `name` (aliases followed); `None` for a name the
+    /// registry does not know or an entry without a scope (a [`Problem::MissingScope`]).
+    pub fn scope_of(&self, name: &str) -> Option<Scope> {
+        self.resolve(name).ok().and_then(|(s, _)| s.scope)
+    }
+
+    /// Checks aliases, dependencies, cycles, scopes and (for implemented daemons) binaries.
     pub fn validate(&self, has_binary: &dyn Fn(&str) -> bool) -> Vec<Problem> {
         let mut out = Vec::new();
         for s in &self.specs {
@@ -289,7 +346,17 @@ impl Registry {
                         target: t.clone(),
                     });
                 }
+                if s.scope.is_some() {
+                    out.push(Problem::AliasScope {
+                        daemon: s.name.clone(),
+                    });
+                }
                 continue;
+            }
+            if s.scope.is_none() {
+                out.push(Problem::MissingScope {
+                    daemon: s.name.clone(),
+                });
             }
             for d in s.deps() {
                 if self.resolve(&d).is_err() {

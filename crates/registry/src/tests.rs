@@ -256,3 +256,49 @@ fn every_implemented_cycle_daemon_has_its_default_interval_here() {
         );
     }
 }
+
+#[test]
+fn every_daemon_declares_its_scope_and_aliases_take_their_targets() {
+    let r = Registry::builtin();
+    for s in r.daemons() {
+        assert!(s.scope.is_some(), "{}: no scope", s.name);
+    }
+    for (name, scope) in [
+        ("model_sync", Scope::Node),
+        ("npz_distribution", Scope::Node),
+        ("queue_populator", Scope::Node),
+        ("health_server", Scope::Node),
+        ("unified_promotion", Scope::Cluster),
+        ("tournament_daemon", Scope::Cluster),
+        // Aliases resolve to their target's scope.
+        ("auto_promotion", Scope::Cluster),
+        ("sync_coordinator", Scope::Node),
+    ] {
+        assert_eq!(r.scope_of(name), Some(scope), "{name}");
+    }
+    assert_eq!(r.scope_of("test_daemon"), None, "not registered");
+}
+
+#[test]
+fn a_missing_unknown_or_alias_scope_is_caught() {
+    let missing = "[[daemon]]\nname = \"a\"\ncategory = \"t\"\nstandalone = true\n";
+    let r = Registry::from_toml(missing).unwrap();
+    assert_eq!(
+        r.validate(&|_| true),
+        vec![Problem::MissingScope { daemon: "a".into() }]
+    );
+    assert!(
+        r.validate(&|_| true)[0].to_string().contains("no scope"),
+        "{}",
+        r.validate(&|_| true)[0]
+    );
+    let alias = "[[daemon]]\nname = \"a\"\ncategory = \"t\"\nstandalone = true\nscope = \"node\"\n\
+                 [[daemon]]\nname = \"b\"\ncategory = \"t\"\nalias_of = \"a\"\nscope = \"cluster\"\n";
+    assert_eq!(
+        Registry::from_toml(alias).unwrap().validate(&|_| true),
+        vec![Problem::AliasScope { daemon: "b".into() }]
+    );
+    let unknown = "[[daemon]]\nname = \"a\"\ncategory = \"t\"\nscope = \"global\"\n";
+    let e = Registry::from_toml(unknown).unwrap_err().to_string();
+    assert!(e.contains("global") && e.contains("cluster"), "{e}");
+}

@@ -188,6 +188,8 @@ pub struct Subscription {
     request: wire::SubscribeRequest,
     stream: Option<tonic::Streaming<wire::Event>>,
     backoff: Backoff,
+    /// See [`Subscription::gated`].
+    gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Subscription {
@@ -197,6 +199,32 @@ impl Subscription {
             request,
             stream: None,
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            gate: None,
+        }
+    }
+
+    /// This subscription pulls only while `gate` holds `true`. While it holds `false` no
+    /// session is open, so the consumer's events wait for another subscriber of it (the
+    /// leader's copy of a leader-only daemon), and [`Subscription::next`] waits; a change
+    /// to `false` closes the open session (events it delivered and nobody acked go back
+    /// to the consumer). A gate whose sender is gone keeps its last value.
+    pub fn gated(mut self, gate: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Waits while the gate is closed (no session open meanwhile).
+    async fn wait_open(&mut self) {
+        let Some(g) = self.gate.as_mut() else {
+            return;
+        };
+        if *g.borrow_and_update() {
+            return;
+        }
+        self.stream = None;
+        if g.wait_for(|open| *open).await.is_err() {
+            // The sender is gone and left the gate closed: it never opens again.
+            std::future::pending::<()>().await;
         }
     }
 
@@ -204,6 +232,7 @@ impl Subscription {
     /// subscription request is returned as an error.
     pub async fn next(&mut self) -> Result<Event, ClientError> {
         loop {
+            self.wait_open().await;
             if self.stream.is_none() {
                 match self.client.subscribe(self.request.clone()).await {
                     Ok(s) => self.stream = Some(s.into_inner()),
@@ -218,7 +247,22 @@ impl Subscription {
             let Some(stream) = self.stream.as_mut() else {
                 continue;
             };
-            match stream.message().await {
+            // `None`: the gate closed (or its sender is gone: `gone`) while waiting.
+            let (message, gone) = match self.gate.as_mut() {
+                None => (Some(stream.message().await), false),
+                Some(g) => tokio::select! {
+                    m = stream.message() => (Some(m), false),
+                    closed = g.wait_for(|open| !*open) => (None, closed.is_err()),
+                },
+            };
+            let Some(message) = message else {
+                if gone {
+                    // The sender is gone with the gate open: it stays open.
+                    self.gate = None;
+                }
+                continue;
+            };
+            match message {
                 Ok(Some(ev)) => {
                     self.backoff.reset();
                     // After a reconnect, a non-durable subscriber continues after what it saw.

@@ -1,5 +1,6 @@
 //! In process through `Context::for_test`: `build`, `on_start` (listens on port 0), a
-//! DAEMON_HEARTBEAT handled shows in `/status`.
+//! DAEMON_HEARTBEAT handled shows in `/status`; another node's heartbeat or lifecycle event
+//! of a daemon of the same name does not.
 
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,15 +16,28 @@ async fn build_handle_a_heartbeat_and_serve_it() {
     .unwrap();
     let h = build(&ctx).unwrap();
     h.on_start(&ctx).await.unwrap();
-    let hb = wire::DaemonHeartbeat {
-        daemon: "probe_daemon".into(),
-        pid: 42,
-        node: "n".into(),
-        uptime_s: 1.0,
-        health: Some(handler_base::HealthCheckResult::running("ok").into()),
+    let hb = |node: &str, pid: u32| {
+        Event::new(wire::event::Payload::DaemonHeartbeat(
+            wire::DaemonHeartbeat {
+                daemon: "probe_daemon".into(),
+                pid,
+                node: node.into(),
+                uptime_s: 1.0,
+                health: Some(handler_base::HealthCheckResult::running("ok").into()),
+            },
+        ))
     };
-    let ev = Event::new(wire::event::Payload::DaemonHeartbeat(hb));
-    h.handle_event(&ctx, &ev).await.unwrap();
+    // `Context::for_test` runs on node "test".
+    h.handle_event(&ctx, &hb("test", 42)).await.unwrap();
+    h.handle_event(&ctx, &hb("elsewhere", 99)).await.unwrap();
+    let mut stopped = Event::new(wire::event::Payload::DaemonStopped(wire::DaemonLifecycle {
+        daemon: "probe_daemon".into(),
+        pid: 99,
+        reason: "stopped".into(),
+        ..Default::default()
+    }));
+    stopped.source = "launcher@elsewhere".into();
+    h.handle_event(&ctx, &stopped).await.unwrap();
     let addr = handler_base::read_addr_file(home.path(), "health_server").unwrap();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
@@ -32,5 +46,10 @@ async fn build_handle_a_heartbeat_and_serve_it() {
     let mut body = String::new();
     s.read_to_string(&mut body).await.unwrap();
     assert!(body.contains("probe_daemon"), "{body}");
+    assert!(
+        body.contains("\"pid\":42") && !body.contains("\"pid\":99"),
+        "{body}"
+    );
+    assert!(body.contains("\"up\":true"), "another node's stop: {body}");
     ctx.shutdown.cancel();
 }

@@ -2,6 +2,10 @@
 //!
 //! It aggregates DAEMON_HEARTBEAT and DAEMON_STARTED/STOPPED/FAILED events from the
 //! router, so it sees daemons run by the launcher and by systemd alike.
+//! On a shared event log (JetStream) every node's heartbeats and lifecycle events reach
+//! it (its consumer is node-scoped, `health_server@<node>`); it keeps only those of its
+//! own node (the heartbeat's `node`, the lifecycle event's source `launcher@<node>`), so
+//! a daemon's copy on another node never stands in for this node's one.
 //! `/health` is liveness; `/ready` is 200 only when the router answers and every expected
 //! daemon (`health_server.expect`, set by the launcher) has a fresh, healthy heartbeat,
 //! else 503 listing the ones that are not; `/metrics` is Prometheus text; `/status` JSON.
@@ -328,9 +332,16 @@ impl Handler for HealthServer {
         Ok(())
     }
 
-    async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
+    async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
         use wire::event::Payload;
         let mut st = self.lock();
+        let from_here = match &ev.payload {
+            Payload::DaemonHeartbeat(hb) => hb.node == ctx.node,
+            _ => ev.source.rsplit_once('@').map(|(_, n)| n) == Some(ctx.node.as_str()),
+        };
+        if !from_here {
+            return Ok(());
+        }
         match &ev.payload {
             Payload::DaemonHeartbeat(hb) => {
                 let health = hb

@@ -175,15 +175,13 @@ impl Ladder {
             return Ok(());
         }
         let what = format!("TRAINING_COMPLETED #{} ({config})", ev.seq);
-        let Some(leader) = self.duty.for_event(&what).await? else {
-            return Ok(());
-        };
+        let leader = self.duty.for_event(&what).await?;
         if self
             .round(config, emit, &t.model_sha256, &leader)
             .await?
             .is_none()
         {
-            return self.duty.not_leading(&what).map(|_| ());
+            return Err(self.duty.not_leading(&what));
         }
         self.state.put(&key, &1u64).await?;
         Ok(())
@@ -265,6 +263,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for TournamentDaemon {
+    /// A leader duty on one consumer for the cluster: only the leader's copy pulls.
+    fn pull_gate(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.0.duty.pull_gate())
+    }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::TrainingCompleted]
     }
@@ -292,7 +294,6 @@ mod tests {
     use ringrift_cluster::Leadership;
     use ringrift_contracts::example;
     use ringrift_contracts::wire::{payload_json, report_json};
-    use ringrift_pipeline::duty::Follower;
     use ringrift_pipeline::emit::Recorder;
     use ringrift_pipeline::jobs::FakeJobs;
     use ringrift_store::paths;
@@ -308,10 +309,10 @@ mod tests {
     }
 
     fn ladder(dir: &Path, jobs: Arc<FakeJobs>) -> Ladder {
-        ladder_as(dir, jobs, "me", Follower::Nack)
+        ladder_as(dir, jobs, "me")
     }
 
-    fn ladder_as(dir: &Path, jobs: Arc<FakeJobs>, this: &str, follower: Follower) -> Ladder {
+    fn ladder_as(dir: &Path, jobs: Arc<FakeJobs>, this: &str) -> Ladder {
         let queue: Arc<dyn WorkQueue> =
             Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
         Ladder::new(
@@ -325,7 +326,7 @@ mod tests {
             jobs,
             queue,
             StateStore::open(dir, "tournament_daemon").unwrap(),
-            LeaderDuty::new(Leadership::fixed(this, Some(me())), follower),
+            LeaderDuty::new(Leadership::fixed(this, Some(me()))),
         )
     }
 
@@ -443,9 +444,9 @@ mod tests {
             .unwrap()
     }
 
-    /// A node that does not lead plays nothing: its TRAINING_COMPLETED is nacked on a
-    /// node-local event log (and not recorded, so the redelivery plays), acked and
-    /// ignored on a shared one; its cycle leaves tournament items in the queue.
+    /// A node that does not lead plays nothing: a TRAINING_COMPLETED that reaches it is
+    /// nacked (and not recorded, so the redelivery plays), never acked; its cycle leaves
+    /// tournament items in the queue.
     #[tokio::test]
     async fn a_follower_plays_no_tournament() {
         let dir = tempfile::tempdir().unwrap();
@@ -453,16 +454,12 @@ mod tests {
         model(dir.path(), "gen0001_w1.rrm");
         model(dir.path(), "gen0002_w2.rrm");
         let rec = Recorder::default();
-        let nacking = ladder_as(dir.path(), jobs.clone(), "other", Follower::Nack);
+        let nacking = ladder_as(dir.path(), jobs.clone(), "other");
         let err = nacking
             .on_trained(&trained("s2"), &rec)
             .await
             .expect_err("nacked");
         assert!(err.to_string().contains("does not lead"), "{err}");
-        ladder_as(dir.path(), jobs.clone(), "other", Follower::Ignore)
-            .on_trained(&trained("s2"), &rec)
-            .await
-            .expect("acked and ignored");
         let id = tournament_item(&nacking);
         nacking.cycle(&rec).await.unwrap();
         assert_eq!(

@@ -100,9 +100,7 @@ impl Promoter {
             return Ok(());
         }
         let what = format!("EVALUATION_COMPLETED #{} ({})", ev.seq, e.model_path);
-        let Some(leader) = self.duty.for_event(&what).await? else {
-            return Ok(());
-        };
+        let leader = self.duty.for_event(&what).await?;
         self.decide(ev, e, &key, &id, &leader, emit).await
     }
 
@@ -137,7 +135,7 @@ impl Promoter {
                     "deposed (token {} refused): {} not promoted",
                     leader.token, e.model_path
                 ));
-                return self.duty.not_leading(&what).map(|_| ());
+                return Err(self.duty.not_leading(&what));
             }
             let (home, model) = (self.home.clone(), PathBuf::from(&e.model_path));
             let expected = (sha.clone(), evaluated_canonical.clone());
@@ -262,6 +260,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 
 #[async_trait::async_trait]
 impl Handler for UnifiedPromotion {
+    /// A leader duty on one consumer for the cluster: only the leader's copy pulls.
+    fn pull_gate(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.0.duty.pull_gate())
+    }
     fn subscriptions(&self) -> Vec<EventType> {
         vec![EventType::EvaluationCompleted]
     }
@@ -289,7 +291,6 @@ mod in_process;
 mod tests {
     use super::*;
     use ringrift_cluster::Leadership;
-    use ringrift_pipeline::duty::Follower;
     use ringrift_pipeline::emit::Recorder;
 
     fn evaluation(lower_random: f64, lower_heuristic: f64) -> Event {
@@ -382,11 +383,11 @@ mod tests {
     }
 
     fn promoter(dir: &std::path::Path) -> Promoter {
-        promoter_as(dir, "me", Follower::Nack)
+        promoter_as(dir, "me")
     }
 
     /// A promoter of node `this` on a cluster led by "me" with token 7.
-    fn promoter_as(dir: &std::path::Path, this: &str, follower: Follower) -> Promoter {
+    fn promoter_as(dir: &std::path::Path, this: &str) -> Promoter {
         let me = Leader {
             node: "me".into(),
             token: 7,
@@ -395,7 +396,7 @@ mod tests {
             Gate::default(),
             dir.to_owned(),
             StateStore::open(dir, "unified_promotion").unwrap(),
-            LeaderDuty::new(Leadership::fixed(this, Some(me)), follower),
+            LeaderDuty::new(Leadership::fixed(this, Some(me))),
         )
     }
 
@@ -484,25 +485,20 @@ mod tests {
         assert_eq!(m.previous_sha256, sha_b);
     }
 
-    /// A follower on a node-local event log nacks a passing evaluation (nothing promoted,
-    /// nothing decided, so the redelivery is decided); on a shared log it acks and
-    /// ignores it (the leader's copy decides). Once this node leads, the redelivered
-    /// evaluation is promoted.
+    /// A follower nacks a passing evaluation that reaches it (nothing promoted, nothing
+    /// decided, so the redelivery is decided), never acks it. Once this node leads, the
+    /// redelivered evaluation is promoted.
     #[tokio::test]
-    async fn a_follower_nacks_or_ignores_and_the_leader_promotes() {
+    async fn a_follower_nacks_and_the_leader_promotes() {
         let dir = tempfile::tempdir().unwrap();
         let (a, sha_a) = model(dir.path(), "a", 1);
         let ev = passing(&a, &sha_a, "");
         let rec = Recorder::default();
-        let err = promoter_as(dir.path(), "other", Follower::Nack)
+        let err = promoter_as(dir.path(), "other")
             .on_evaluation(&ev, &rec)
             .await
             .expect_err("nacked for redelivery");
         assert!(err.to_string().contains("does not lead"), "{err}");
-        promoter_as(dir.path(), "other", Follower::Ignore)
-            .on_evaluation(&ev, &rec)
-            .await
-            .expect("acked and ignored");
         assert!(rec.events().is_empty(), "{:?}", rec.events());
         assert_eq!(
             canonical_sha(dir.path()),
