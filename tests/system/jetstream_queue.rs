@@ -3,16 +3,82 @@
 //! once; a worker that dies holding an item loses it to another after its lease and
 //! cannot complete it; failures count attempts up to `failed`; a stale fencing token is
 //! refused; a server that stops answering makes a claim fail within a bound, not hang.
+//! Scale: finished items leave after the bounded retention while open ones stay; `depth`
+//! reads no item record (the JetStream API requests it makes are watched on the server);
+//! a lease is the server's (its ack wait), and a redelivery to the worker holding the
+//! item is not a failed attempt.
 
+use futures_util::StreamExt;
 use ringrift_nats::work_queue::{JetStreamWorkQueue, QueueOptions};
 use ringrift_store::StoreError;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
-use ringrift_system_tests::{Nats, wait_for};
+use ringrift_system_tests::{Nats, free_port, wait_for};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn queue(url: &str, name: &str) -> JetStreamWorkQueue {
     JetStreamWorkQueue::open(&[url.to_owned()], name, QueueOptions::default()).expect("open")
+}
+
+fn depth(q: &JetStreamWorkQueue) -> (u64, u64, u64, u64) {
+    let d = q.depth().expect("depth");
+    (d.pending, d.claimed, d.completed, d.failed)
+}
+
+/// A plain NATS client that sees every JetStream API request other clients make (a core
+/// subscription on `$JS.API.>`), to count what a queue call asks the server for.
+struct ApiSpy {
+    rt: tokio::runtime::Runtime,
+    client: async_nats::Client,
+    sub: async_nats::Subscriber,
+}
+
+impl ApiSpy {
+    fn start(url: &str) -> ApiSpy {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (client, sub) = rt.block_on(async {
+            let client = async_nats::connect(url).await.expect("spy connects");
+            let sub = client.subscribe("$JS.API.>").await.expect("subscribe");
+            client.flush().await.expect("flush");
+            (client, sub)
+        });
+        ApiSpy { rt, client, sub }
+    }
+
+    /// The API subjects requested while `f` ran (requests made before are drained first).
+    fn during<T>(&mut self, f: impl FnOnce() -> T) -> (T, Vec<String>) {
+        self.drain();
+        let out = f();
+        (out, self.drain())
+    }
+
+    /// Everything seen so far, up to a marker request sent now: the server delivers in the
+    /// order it handled them, and every request of a finished call came before the marker.
+    fn drain(&mut self) -> Vec<String> {
+        let marker = format!("$JS.API.SPY.{}", free_port());
+        let (client, sub) = (&self.client, &mut self.sub);
+        self.rt.block_on(async {
+            client
+                .publish(marker.clone(), "".into())
+                .await
+                .expect("marker");
+            client.flush().await.expect("flush");
+            let mut seen = Vec::new();
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                    .await
+                    .expect("the marker comes back")
+                    .expect("subscription open");
+                if m.subject.as_str() == marker {
+                    return seen;
+                }
+                seen.push(m.subject.to_string());
+            }
+        })
+    }
 }
 
 fn work(kind: WorkKind, max_attempts: u32) -> NewWork {
@@ -187,4 +253,211 @@ fn a_claim_against_a_frozen_server_ends_within_a_bound() {
     let out = out.expect("the claim ended while the server was frozen");
     // Nothing was claimable; either answer is honest, a hang is not.
     assert!(matches!(out, Ok(None) | Err(_)), "{out:?}");
+}
+
+/// Finished items leave after the bounded retention (the server's max age, no scan of
+/// ours) while an open item older than that stays. Before: the one bucket's 7-day max age
+/// applied to every item, so with a short retention a pending item vanished too.
+#[test]
+fn finished_items_are_purged_after_the_retention_and_open_ones_stay() {
+    let Some(nats) = Nats::start(1) else {
+        return;
+    };
+    let url = nats.servers[0].clone();
+    let keep = Duration::from_secs(2);
+    let open = |name: &str| {
+        JetStreamWorkQueue::open(
+            &[url.clone()],
+            name,
+            QueueOptions {
+                retention: keep,
+                ..QueueOptions::default()
+            },
+        )
+        .expect("open")
+    };
+    let q = open("coordinator");
+    let waiting = q.enqueue(&work(WorkKind::Tournament, 3)).expect("enqueue");
+    let done = q.enqueue(&work(WorkKind::Selfplay, 3)).expect("enqueue");
+    let broken = q.enqueue(&work(WorkKind::Export, 1)).expect("enqueue");
+    let lease = Duration::from_secs(30);
+    let item = q.claim("w", &[WorkKind::Selfplay], lease).expect("claim");
+    assert_eq!(item.map(|i| i.item_id), Some(done.clone()));
+    assert!(
+        q.complete(&done, "w", &serde_json::json!({"games": 10}))
+            .expect("complete")
+    );
+    let item = q.claim("w", &[WorkKind::Export], lease).expect("claim");
+    assert_eq!(item.map(|i| i.item_id), Some(broken.clone()));
+    assert!(q.fail(&broken, "w", "boom").expect("fail"));
+    assert_eq!(depth(&q), (1, 0, 1, 1));
+    assert_eq!(
+        q.get(&done).expect("get").map(|i| i.status),
+        Some(WorkStatus::Completed)
+    );
+    // Reopening with the same retention changes nothing; the server removes them.
+    let again = open("coordinator-2");
+    wait_for("finished items removed", Duration::from_secs(60), || {
+        (depth(&again) == (1, 0, 0, 0)).then_some(())
+    });
+    assert_eq!(q.get(&done).expect("get"), None);
+    assert_eq!(q.get(&broken).expect("get"), None);
+    let item = q.get(&waiting).expect("get").expect("the open item stays");
+    assert_eq!(item.status, WorkStatus::Pending);
+    assert_eq!(
+        q.open_items(WorkKind::Tournament, None)
+            .expect("open")
+            .len(),
+        1
+    );
+    let item = q
+        .claim("w", &[WorkKind::Tournament], lease)
+        .expect("claim")
+        .expect("the open item is still claimable");
+    assert_eq!(item.item_id, waiting);
+}
+
+/// `depth` is answered from stream info: with 60 finished items it makes a handful of
+/// API requests and reads no record (no message get, no consumer to scan a bucket), and
+/// stays right across claim, complete, fail and a lease that expires. Before: it read
+/// every key of the bucket, finished or not (one consumer and one get per item).
+#[test]
+fn depth_reads_no_record_and_stays_right_through_the_lifecycle() {
+    let Some(nats) = Nats::start(1) else {
+        return;
+    };
+    let url = nats.servers[0].clone();
+    let q = queue(&url, "coordinator");
+    let lease = Duration::from_secs(30);
+    for _ in 0..60 {
+        q.enqueue(&work(WorkKind::Selfplay, 3)).expect("enqueue");
+        let item = q
+            .claim("w", &[WorkKind::Selfplay], lease)
+            .expect("claim")
+            .expect("item");
+        assert!(
+            q.complete(&item.item_id, "w", &serde_json::json!({}))
+                .expect("complete")
+        );
+    }
+    let mut spy = ApiSpy::start(&url);
+    let (d, asked) = spy.during(|| depth(&q));
+    assert_eq!(d, (0, 0, 60, 0));
+    let reads: Vec<&String> = asked
+        .iter()
+        .filter(|s| {
+            s.contains(".MSG.GET.") || s.contains("DIRECT.GET") || s.contains("CONSUMER.CREATE")
+        })
+        .collect();
+    assert!(reads.is_empty(), "depth read records: {reads:?}");
+    assert!(
+        asked.len() <= 8,
+        "depth asked {} times: {asked:?}",
+        asked.len()
+    );
+
+    // The counts through each transition.
+    let a = q.enqueue(&work(WorkKind::Training, 3)).expect("enqueue");
+    let b = q.enqueue(&work(WorkKind::Training, 1)).expect("enqueue");
+    let c = q.enqueue(&work(WorkKind::Training, 3)).expect("enqueue");
+    assert_eq!(depth(&q), (3, 0, 60, 0));
+    let short = Duration::from_secs(1);
+    let claim = |w: &str| {
+        q.claim(w, &[WorkKind::Training], short)
+            .expect("claim")
+            .expect("item")
+    };
+    assert_eq!(claim("w1").item_id, a);
+    assert_eq!(depth(&q), (2, 1, 60, 0));
+    assert!(
+        q.complete(&a, "w1", &serde_json::json!({}))
+            .expect("complete")
+    );
+    assert_eq!(depth(&q), (2, 0, 61, 0));
+    assert_eq!(claim("w1").item_id, b);
+    assert!(q.fail(&b, "w1", "out of attempts").expect("fail"));
+    assert_eq!(depth(&q), (1, 0, 61, 1));
+    assert_eq!(claim("w1").item_id, c);
+    assert_eq!(depth(&q), (0, 1, 61, 1));
+    // w1 stops renewing: after the server's ack wait w2 gets it, still one claimed.
+    let item = wait_for("c redelivered to w2", Duration::from_secs(30), || {
+        q.claim("w2", &[WorkKind::Training], short).expect("claim")
+    });
+    assert_eq!((item.item_id.as_str(), item.attempts), (c.as_str(), 1));
+    assert_eq!(depth(&q), (0, 1, 61, 1));
+    assert!(q.fail(&c, "w2", "retry").expect("fail"));
+    assert_eq!(depth(&q), (1, 0, 61, 1));
+}
+
+/// A lease is judged by the server: an item whose holder stopped renewing is delivered
+/// to another worker once the consumer's ack wait has passed, whatever lease the holder's
+/// own clock wrote down; and an item delivered again to the worker holding it is not a
+/// failed attempt. Before: a redelivery to the same worker counted an attempt, and a
+/// taker compared the holder's wall-clock lease with its own clock (nacking until then).
+#[test]
+fn leases_are_the_servers_and_a_redelivery_to_the_holder_is_no_attempt() {
+    let Some(nats) = Nats::start(1) else {
+        return;
+    };
+    let url = nats.servers[0].clone();
+    let q = queue(&url, "coordinator");
+    let ack_wait = Duration::from_secs(1);
+    let id = q.enqueue(&work(WorkKind::Evaluation, 3)).expect("enqueue");
+    let w1 = queue(&url, "w1");
+    // The first claim of a kind sets the consumer's ack wait: 1 s.
+    let item = w1
+        .claim("w1", &[WorkKind::Evaluation], ack_wait)
+        .expect("claim")
+        .expect("item");
+    assert_eq!((item.item_id.as_str(), item.attempts), (id.as_str(), 0));
+    // w1 misses its heartbeats; the server delivers it again, to w1 itself.
+    let again = wait_for("redelivery to w1", Duration::from_secs(30), || {
+        w1.claim("w1", &[WorkKind::Evaluation], ack_wait)
+            .expect("claim")
+    });
+    assert_eq!(again.item_id, id);
+    assert_eq!(
+        again.attempts, 0,
+        "a redelivery to the holder is not a failed attempt"
+    );
+    assert_eq!(again.claimed_by.as_deref(), Some("w1"));
+    assert!(w1.heartbeat(&id, "w1", ack_wait).expect("heartbeat"));
+
+    // w1 claims another item with a lease of an hour by its own clock, then dies. The
+    // server's ack wait (1 s) is the lease: w2 gets it without waiting for w1's clock.
+    assert!(
+        w1.complete(&id, "w1", &serde_json::json!({}))
+            .expect("complete")
+    );
+    let id2 = q.enqueue(&work(WorkKind::Evaluation, 3)).expect("enqueue");
+    let item = w1
+        .claim("w1", &[WorkKind::Evaluation], Duration::from_secs(3600))
+        .expect("claim")
+        .expect("item");
+    assert_eq!(item.item_id, id2);
+    drop(w1);
+    let w2 = queue(&url, "w2");
+    let item = wait_for("redelivery to w2", Duration::from_secs(30), || {
+        w2.claim("w2", &[WorkKind::Evaluation], ack_wait)
+            .expect("claim")
+    });
+    assert_eq!(item.item_id, id2);
+    assert_eq!(item.attempts, 1, "the lost lease counts once");
+    assert_eq!(item.claimed_by.as_deref(), Some("w2"));
+    let late = queue(&url, "w1");
+    assert!(
+        !late
+            .heartbeat(&id2, "w1", ack_wait)
+            .expect("late heartbeat")
+    );
+    assert!(
+        !late
+            .complete(&id2, "w1", &serde_json::json!({}))
+            .expect("late complete")
+    );
+    assert!(
+        w2.complete(&id2, "w2", &serde_json::json!({}))
+            .expect("complete")
+    );
+    assert_eq!(depth(&q), (0, 0, 2, 0));
 }

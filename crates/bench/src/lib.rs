@@ -29,6 +29,8 @@
 //! Our router fsyncs each commit unless started with `event_router.durability=relaxed`;
 //! NATS 2.9 acks after writing to the page cache (fsync is periodic).
 
+pub mod work_queue;
+
 use anyhow::{Context as _, anyhow};
 use async_nats::jetstream::{self, consumer::pull, stream as js_stream};
 use clap::Parser;

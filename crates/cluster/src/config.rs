@@ -22,6 +22,7 @@
 //! [events]
 //! backend = "sqlite"        # or "jetstream" with servers = ["nats://..:4222", ...]
 //! # replicas = 3            # jetstream only: stream replicas (default 3, 1 with one server)
+//! # queue_done_retention_s = 3600  # jetstream only: how long the work queue keeps finished items
 //!
 //! [auth]
 //! require_token = true      # the token itself stays in ringrift.toml [auth] / RINGRIFT_TOKEN
@@ -51,6 +52,8 @@ use std::time::Duration;
 
 /// The etcd lease TTL when `[leader] ttl_s` is not set.
 pub const DEFAULT_LEASE_TTL_S: u32 = 10;
+/// Default of `[events] queue_done_retention_s`: finished work items are kept an hour.
+pub const DEFAULT_QUEUE_DONE_RETENTION_S: u64 = 3600;
 
 /// The system-wide location, used when the home has no `cluster.toml`.
 pub const SYSTEM_FILE: &str = "/etc/ringrift/cluster.toml";
@@ -252,6 +255,9 @@ pub enum EventBackend {
     Jetstream {
         servers: Vec<String>,
         replicas: usize,
+        /// How long the shared work queue keeps completed and failed items (the server
+        /// removes them after that; default 1 h).
+        queue_done_retention: std::time::Duration,
     },
 }
 
@@ -319,6 +325,7 @@ struct RawEvents {
     backend: Option<String>,
     servers: Option<Vec<String>>,
     replicas: Option<usize>,
+    queue_done_retention_s: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -637,6 +644,13 @@ impl ClusterConfig {
                         "only with backend = \"jetstream\"",
                     ));
                 }
+                if let Some(r) = &raw.events.queue_done_retention_s {
+                    return Err(bad(
+                        "events.queue_done_retention_s",
+                        r,
+                        "only with backend = \"jetstream\" (the SQLite queue's is maintenance's queue_done_max_age_h)",
+                    ));
+                }
                 EventBackend::Sqlite
             }
             "jetstream" => {
@@ -666,7 +680,22 @@ impl ClusterConfig {
                         "JetStream streams have 1 to 5 replicas",
                     ));
                 }
-                EventBackend::Jetstream { servers, replicas }
+                let keep = raw
+                    .events
+                    .queue_done_retention_s
+                    .unwrap_or(DEFAULT_QUEUE_DONE_RETENTION_S);
+                if keep == 0 {
+                    return Err(bad(
+                        "events.queue_done_retention_s",
+                        &keep,
+                        "finished work items are kept at least 1 s",
+                    ));
+                }
+                EventBackend::Jetstream {
+                    servers,
+                    replicas,
+                    queue_done_retention: std::time::Duration::from_secs(keep),
+                }
             }
             other => {
                 return Err(bad(

@@ -1,23 +1,40 @@
 //! The shared work queue on JetStream, behind the same `WorkQueue` trait as the SQLite
 //! queue, so selfplay queued on the coordinator is claimed by workers on other nodes.
 //!
-//! * A stream `RINGRIFT_WORK` with work-queue retention (a message leaves once acked),
-//!   subjects `ringrift.work.<kind>`, one message per item (`Nats-Msg-Id` = item id). A
-//!   durable pull consumer per kind claims; its ack wait is the lease (the lease of the
-//!   first claim of that kind), a heartbeat is an in-progress ack, and a worker that dies
-//!   holding an item simply stops acking: JetStream delivers the message again.
-//! * A key-value bucket `ringrift_work` holds each item's state (the `WorkItem`), written
-//!   only by compare-and-set on its revision, so of two claimers of a redelivered message
-//!   one wins, and a worker whose lease was taken over cannot complete the item. `get`,
-//!   `open_items`, `depth`, `held_by` and `oldest_pending_ms` read it. The key `fence`
-//!   holds the highest leader fencing token seen ([`WorkQueue::enqueue_fenced`]).
-//! * Attempts are counted in the item state, not by JetStream's delivery count: a message
-//!   delivered while another worker's lease is still valid is a duplicate and is nacked
-//!   until that lease ends.
+//! Layout (every bucket is a KV-shaped stream with one message per key):
+//! * Stream `RINGRIFT_WORK` (work-queue retention), subjects `ringrift.work.<kind>`, one
+//!   message per open item (`Nats-Msg-Id` = item id). A durable pull consumer per kind
+//!   claims; its ack wait is the lease (the lease of the first claim of that kind), a
+//!   heartbeat is an in-progress ack. **The server judges leases**: a message it delivers
+//!   again is a lease it saw expire, never a comparison of two nodes' wall clocks.
+//! * Bucket `ringrift_work_open`: the record of each open (pending or claimed) item.
+//! * Bucket `ringrift_work_claims`: who holds an item (worker, the ack subject of the
+//!   delivery it holds, the stream sequence of that message). Created by the claim (of two
+//!   claimers one create wins), changed only by compare-and-set on its revision, so a
+//!   worker whose lease was taken over cannot complete the item.
+//! * Buckets `ringrift_work_completed` / `ringrift_work_failed`: finished items, kept for
+//!   `QueueOptions::retention` (default 1 h) and then removed by the server (the
+//!   streams' max age: no scan of ours). `ringrift_work_fence`: the leader fence.
 //!
-//! Differences from SQLite, documented in docs/cluster.md: within a kind the order is
-//! FIFO (priority is kept and shown but does not reorder); the bucket keeps entries for
-//! `retention` (default 7 days), finished or not.
+//! Counts come from stream info (messages per bucket: keys are removed by deleting their
+//! message, so there are no tombstones): `depth` is four small requests whatever the
+//! history. Reads that decide ownership (claim, heartbeat, complete, fail, held_by) go to
+//! the stream leader (the buckets have `allow_direct` off, so a key's get is the
+//! leader's `STREAM.MSG.GET`), never a replica that may lag.
+//!
+//! Finishing is a short sequence of steps made safe by its first one: the holder marks its
+//! claim `finishing` (compare-and-set, the decision), then writes the finished record,
+//! deletes the open record and the claim and acks. A crash between steps leaves the
+//! message unacked; whoever it is delivered to next finds the `finishing` claim and ends
+//! the sequence. An item is therefore counted twice (open and finished) only for the few
+//! milliseconds of a finish.
+//!
+//! Attempts are counted in the open record: a redelivery to another worker counts the
+//! lost lease as a failed attempt; a redelivery to the same worker does not (it just holds
+//! the item again). Differences from SQLite, documented in docs/cluster.md: within a kind
+//! the order is FIFO (priority is kept and shown but does not reorder); an expired lease
+//! shows as claimed until the server delivers the item again (`requeue_expired` has no
+//! lease to judge: it republishes items a crashed enqueuer left unpublished).
 //!
 //! The trait is blocking (callers run it in `spawn_blocking`); the queue owns a small
 //! runtime and each call waits for its future on a channel, so it also works when called
@@ -31,10 +48,19 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const STREAM: &str = "RINGRIFT_WORK";
-pub const BUCKET: &str = "ringrift_work";
+/// Records of open (pending or claimed) items.
+pub const OPEN_BUCKET: &str = "ringrift_work_open";
+/// Who holds a claimed item.
+pub const CLAIMS_BUCKET: &str = "ringrift_work_claims";
+/// Completed items, kept for `retention`.
+pub const COMPLETED_BUCKET: &str = "ringrift_work_completed";
+/// Failed items, kept for `retention`.
+pub const FAILED_BUCKET: &str = "ringrift_work_failed";
+/// The leader fence (key `fence`).
+pub const FENCE_BUCKET: &str = "ringrift_work_fence";
 const FENCE_KEY: &str = "fence";
 /// How long `open` waits for a JetStream cluster that is still starting.
 const STARTUP_WAIT: Duration = Duration::from_secs(30);
@@ -48,6 +74,12 @@ const FETCH_ANSWER: Duration = Duration::from_secs(5);
 /// The most any one queue call may take; past it the call fails with an error naming
 /// the limit instead of blocking its caller's thread for good.
 const CALL_LIMIT: Duration = Duration::from_secs(90);
+/// How often at most `requeue_expired` looks for records a crashed enqueuer left
+/// unpublished (a read of the open bucket), and how old such a record must be.
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+const UNPUBLISHED_AFTER_MS: i64 = 60_000;
+/// Compare-and-set retries before a write gives up.
+const CAS_TRIES: usize = 16;
 
 fn backend(reason: impl std::fmt::Display) -> StoreError {
     StoreError::Backend {
@@ -71,59 +103,99 @@ fn subject(kind: WorkKind) -> String {
     format!("ringrift.work.{}", kind.as_str())
 }
 
-/// Counts a failed attempt: back to pending, or `failed` once `max_attempts` are used;
-/// the claim is released.
-fn failed_attempt(item: &mut WorkItem, error: String) {
-    item.attempts += 1;
-    item.last_error = Some(error);
-    item.claimed_by = None;
-    item.lease_expires_at = None;
-    item.status = if item.attempts >= item.max_attempts {
-        WorkStatus::Failed
-    } else {
-        WorkStatus::Pending
-    };
-}
-
-/// One item's state in the bucket.
+/// An item's record, as stored in the open bucket and, once finished, in the completed
+/// or failed bucket. Public so that tools (the bench) can write finished records in bulk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    item: WorkItem,
-    created_ms: i64,
-    updated_ms: i64,
+pub struct StoredItem {
+    /// Status is `pending` while open (claims live in their own bucket), the final status
+    /// once finished.
+    pub item: WorkItem,
+    pub created_ms: i64,
+    pub updated_ms: i64,
     /// What the worker reported when it completed the item.
     #[serde(default)]
-    result: Option<serde_json::Value>,
+    pub result: Option<serde_json::Value>,
     /// False between the record's creation and its message's publication: a record left
     /// unpublished by a crash is published by `requeue_expired`.
-    published: bool,
+    #[serde(default)]
+    pub published: bool,
 }
 
-/// How the stream and bucket are made.
+/// How a holder ends its claim (written into the claim first, then carried out).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum Finish {
+    Completed {
+        result: serde_json::Value,
+    },
+    /// Out of attempts.
+    Failed {
+        error: String,
+        attempts: u32,
+    },
+    /// A failed attempt with attempts left: back to pending.
+    Retry {
+        error: String,
+        attempts: u32,
+    },
+}
+
+/// Who holds an item, in the claims bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Claim {
+    worker: String,
+    /// The ack subject of the delivery the holder holds (any process of the holder can
+    /// send its in-progress acks and its final ack).
+    reply: String,
+    /// The stream sequence of the item's message; another message of the same item is a
+    /// duplicate.
+    msg_seq: u64,
+    /// Shown as the item's `lease_expires_at`; the server's ack wait is what is enforced.
+    lease_until_ms: i64,
+    #[serde(default)]
+    finishing: Option<Finish>,
+}
+
+/// How the streams and buckets are made.
 #[derive(Debug, Clone)]
 pub struct QueueOptions {
-    /// Copies of the stream and bucket (3 in a 3-node JetStream cluster).
+    /// Copies of the streams and buckets (3 in a 3-node JetStream cluster).
     pub replicas: usize,
-    /// How long the bucket keeps an entry.
+    /// How long completed and failed items are kept before the server removes them.
     pub retention: Duration,
 }
+
+/// Default of [`QueueOptions::retention`].
+pub const DEFAULT_DONE_RETENTION: Duration = Duration::from_secs(3600);
 
 impl Default for QueueOptions {
     fn default() -> Self {
         QueueOptions {
             replicas: 1,
-            retention: Duration::from_secs(7 * 24 * 3600),
+            retention: DEFAULT_DONE_RETENTION,
         }
     }
 }
 
+/// One KV-shaped stream: its key-value handle (gets go to the leader) and its stream
+/// handle (counts, deletes by sequence, scans).
+struct Bucket {
+    name: &'static str,
+    kv: kv::Store,
+    stream: stream::Stream,
+}
+
 struct Inner {
     js: jetstream::Context,
-    stream: stream::Stream,
-    kv: kv::Store,
+    client: async_nats::Client,
+    work: stream::Stream,
+    open: Bucket,
+    claims: Bucket,
+    completed: Bucket,
+    failed: Bucket,
+    fence: Bucket,
     consumers: tokio::sync::Mutex<HashMap<WorkKind, PullConsumer>>,
-    /// Messages of the items this process holds (for progress acks and the final ack).
-    held: Mutex<HashMap<String, jetstream::Message>>,
+    last_sweep: Mutex<Option<Instant>>,
 }
 
 /// Shuts its runtime down without blocking when dropped (it may be dropped on a runtime).
@@ -181,30 +253,41 @@ fn block<T: Send + 'static>(
 
 impl JetStreamWorkQueue {
     /// The cluster's shared queue when cluster.toml runs it on JetStream (`[events]
-    /// backend = "jetstream"`: its servers, its replicas); `None` on SQLite.
+    /// backend = "jetstream"`: its servers, its replicas, `queue_done_retention_s`);
+    /// `None` on SQLite.
     pub fn for_cluster(
         cluster: &ringrift_cluster::ClusterConfig,
         client_name: &str,
     ) -> Option<Result<Self, StoreError>> {
         match &cluster.events {
             ringrift_cluster::EventBackend::Sqlite => None,
-            ringrift_cluster::EventBackend::Jetstream { servers, replicas } => {
+            ringrift_cluster::EventBackend::Jetstream {
+                servers,
+                replicas,
+                queue_done_retention,
+            } => {
                 let opts = QueueOptions {
                     replicas: *replicas,
-                    ..QueueOptions::default()
+                    retention: *queue_done_retention,
                 };
                 Some(Self::open(servers, client_name, opts))
             }
         }
     }
 
-    /// Connects to `servers` and makes (or opens) the stream and the bucket. A cluster
+    /// Connects to `servers` and makes (or opens) the stream and the buckets. A cluster
     /// still electing its JetStream leader is waited for up to `STARTUP_WAIT`.
     pub fn open(
         servers: &[String],
         client_name: &str,
         opts: QueueOptions,
     ) -> Result<Self, StoreError> {
+        if opts.retention < Duration::from_secs(1) {
+            return Err(StoreError::Invalid(format!(
+                "retention of finished items {:?} is under a second",
+                opts.retention
+            )));
+        }
         let rt = OwnRuntime(Some(own_runtime()?));
         let (servers, name) = (servers.to_vec(), client_name.to_owned());
         let setup = async move {
@@ -245,10 +328,68 @@ impl JetStreamWorkQueue {
     }
 }
 
+/// Makes (or opens) a KV-shaped stream: one message per key, gets from the leader
+/// (`allow_direct` off), deletes allowed (a removed key leaves no tombstone, so the
+/// stream's message count is the number of keys), `max_age` zero for no expiry.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &'static str,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<Bucket, StoreError> {
+    let two_min = Duration::from_secs(120);
+    let cfg = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        duplicate_window: if max_age.is_zero() {
+            two_min
+        } else {
+            max_age.min(two_min)
+        },
+        num_replicas: replicas,
+        allow_rollup: true,
+        deny_delete: false,
+        allow_direct: false,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    // Made directly, as `create_key_value` would (it first asks for account limits in a
+    // shape a 2.9 server does not answer).
+    let stream = js
+        .get_or_create_stream(cfg.clone())
+        .await
+        .map_err(|e| backend(format!("bucket {name}: {e}")))?;
+    let have = &stream.cached_info().config;
+    let stream = if have.max_age != cfg.max_age || have.allow_direct {
+        // A changed retention (cluster.toml) or an older layout: the server applies it.
+        js.update_stream(cfg)
+            .await
+            .map_err(|e| backend(format!("bucket {name}: update: {e}")))?;
+        js.get_stream(format!("KV_{name}"))
+            .await
+            .map_err(|e| backend(format!("bucket {name}: {e}")))?
+    } else {
+        stream
+    };
+    let kv = js
+        .get_key_value(name)
+        .await
+        .map_err(|e| backend(format!("bucket {name}: {e}")))?;
+    Ok(Bucket { name, kv, stream })
+}
+
+/// The reply to `STREAM.MSG.DELETE`.
+#[derive(Deserialize)]
+struct DeleteReply {
+    success: bool,
+}
+
 impl Inner {
     async fn setup(client: async_nats::Client, opts: QueueOptions) -> Result<Inner, StoreError> {
-        let js = jetstream::new(client);
-        let stream = js
+        let js = jetstream::new(client.clone());
+        let work = js
             .get_or_create_stream(stream::Config {
                 name: STREAM.into(),
                 subjects: vec!["ringrift.work.>".into()],
@@ -259,62 +400,198 @@ impl Inner {
             })
             .await
             .map_err(|e| backend(format!("stream {STREAM}: {e}")))?;
-        // The bucket's stream made here, as `create_key_value` would (it first asks for
-        // account limits in a shape a 2.9 server does not answer).
-        js.get_or_create_stream(stream::Config {
-            name: format!("KV_{BUCKET}"),
-            subjects: vec![format!("$KV.{BUCKET}.>")],
-            max_messages_per_subject: 1,
-            max_age: opts.retention,
-            num_replicas: opts.replicas,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| backend(format!("bucket {BUCKET}: {e}")))?;
-        let kv = js
-            .get_key_value(BUCKET)
-            .await
-            .map_err(|e| backend(format!("bucket {BUCKET}: {e}")))?;
+        let r = opts.replicas;
+        let keep = opts.retention;
         Ok(Inner {
+            open: bucket(&js, OPEN_BUCKET, r, Duration::ZERO).await?,
+            claims: bucket(&js, CLAIMS_BUCKET, r, Duration::ZERO).await?,
+            completed: bucket(&js, COMPLETED_BUCKET, r, keep).await?,
+            failed: bucket(&js, FAILED_BUCKET, r, keep).await?,
+            fence: bucket(&js, FENCE_BUCKET, r, Duration::ZERO).await?,
             js,
-            stream,
-            kv,
+            client,
+            work,
             consumers: tokio::sync::Mutex::new(HashMap::new()),
-            held: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(None),
         })
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, jetstream::Message>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn record(&self, id: &str) -> Result<Option<(Record, u64)>, StoreError> {
-        let Some(e) = self.kv.entry(id).await.map_err(backend)? else {
+    /// `key`'s value and revision, read from the bucket's stream leader.
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        b: &Bucket,
+        key: &str,
+    ) -> Result<Option<(T, u64)>, StoreError> {
+        let Some(e) =
+            b.kv.entry(key)
+                .await
+                .map_err(|e| backend(format!("{} {key}: {e}", b.name)))?
+        else {
             return Ok(None);
         };
         if e.operation != kv::Operation::Put {
             return Ok(None);
         }
-        let r: Record = serde_json::from_slice(&e.value)
-            .map_err(|err| backend(format!("item {id}: stored state does not parse: {err}")))?;
-        Ok(Some((r, e.revision)))
+        let v = serde_json::from_slice(&e.value).map_err(|err| {
+            backend(format!(
+                "{} {key}: stored state does not parse: {err}",
+                b.name
+            ))
+        })?;
+        Ok(Some((v, e.revision)))
     }
 
-    /// Writes `r` if the item is still at `revision`; false if it changed meanwhile.
-    async fn swap(&self, r: &Record, revision: u64) -> Result<bool, StoreError> {
-        let body = serde_json::to_vec(r).map_err(backend)?;
-        match self.kv.update(&r.item.item_id, body.into(), revision).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(backend(format!("update {}: {e}", r.item.item_id))),
+    /// Writes `v` under `key` if it is still at `revision`; false if it changed meanwhile.
+    async fn swap<T: Serialize>(
+        &self,
+        b: &Bucket,
+        key: &str,
+        v: &T,
+        revision: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let body = serde_json::to_vec(v).map_err(backend)?;
+        match b.kv.update(key, body.into(), revision).await {
+            Ok(rev) => Ok(Some(rev)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(backend(format!("{} {key}: update: {e}", b.name))),
         }
     }
 
-    async fn publish(&self, r: &Record) -> Result<(), StoreError> {
+    /// Creates `key`; `None` if it exists already.
+    async fn create<T: Serialize>(
+        &self,
+        b: &Bucket,
+        key: &str,
+        v: &T,
+    ) -> Result<Option<u64>, StoreError> {
+        let body = serde_json::to_vec(v).map_err(backend)?;
+        match b.kv.create(key, body.into()).await {
+            Ok(rev) => Ok(Some(rev)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(backend(format!("{} {key}: create: {e}", b.name))),
+        }
+    }
+
+    /// Removes the message `seq` of `b` (a key at that revision); false if it is gone
+    /// already (removed by someone else, or replaced by a newer revision).
+    async fn remove(&self, b: &Bucket, seq: u64) -> Result<bool, StoreError> {
+        let subject = format!("STREAM.MSG.DELETE.KV_{}", b.name);
+        let body = serde_json::json!({ "seq": seq, "no_erase": true });
+        let reply: jetstream::response::Response<DeleteReply> = self
+            .js
+            .request(subject, &body)
+            .await
+            .map_err(|e| backend(format!("{}: delete {seq}: {e}", b.name)))?;
+        match reply {
+            jetstream::response::Response::Ok(r) => Ok(r.success),
+            jetstream::response::Response::Err { error }
+                if error.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND =>
+            {
+                Ok(false)
+            }
+            jetstream::response::Response::Err { error } => {
+                Err(backend(format!("{}: delete {seq}: {error}", b.name)))
+            }
+        }
+    }
+
+    /// Removes `key` whatever its revision (a record nobody else may change any more).
+    async fn remove_key(&self, b: &Bucket, key: &str) -> Result<(), StoreError> {
+        for _ in 0..CAS_TRIES {
+            let Some((_, rev)) = self.read::<serde_json::Value>(b, key).await? else {
+                return Ok(());
+            };
+            if self.remove(b, rev).await? {
+                return Ok(());
+            }
+        }
+        Err(backend(format!("{} {key}: delete: keeps changing", b.name)))
+    }
+
+    /// Every key's latest value in `b` (an ordered consumer over the bucket). Used for the
+    /// open and claims buckets only: their size is the work in flight, not the history.
+    async fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        b: &Bucket,
+    ) -> Result<Vec<(String, T, u64)>, StoreError> {
+        let prefix = format!("$KV.{}.", b.name);
+        let consumer = b
+            .stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                filter_subject: format!("{prefix}>"),
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| backend(format!("{}: scan: {e}", b.name)))?;
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| backend(format!("{}: scan: {e}", b.name)))?;
+        loop {
+            let next = tokio::time::timeout(FETCH_ANSWER, msgs.next())
+                .await
+                .map_err(|_| backend(format!("{}: scan: no answer", b.name)))?;
+            let Some(m) = next else { break };
+            let m = m.map_err(|e| backend(format!("{}: scan: {e}", b.name)))?;
+            let info = m
+                .info()
+                .map_err(|e| backend(format!("{}: scan: {e}", b.name)))?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            let key = m.subject.as_str().strip_prefix(&prefix).unwrap_or_default();
+            let deleted = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some();
+            if !key.is_empty() && key != FENCE_KEY && !deleted {
+                let v = serde_json::from_slice(&m.payload).map_err(|err| {
+                    backend(format!(
+                        "{} {key}: stored state does not parse: {err}",
+                        b.name
+                    ))
+                })?;
+                out.push((key.to_owned(), v, seq));
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Messages in `b` (its number of keys), from stream info: no record is read.
+    async fn count(b: &Bucket) -> Result<u64, StoreError> {
+        Ok(b.stream
+            .get_info()
+            .await
+            .map_err(|e| backend(format!("{}: info: {e}", b.name)))?
+            .state
+            .messages)
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, StoreError> {
+        let (open, claimed, completed, failed) = tokio::try_join!(
+            Self::count(&self.open),
+            Self::count(&self.claims),
+            Self::count(&self.completed),
+            Self::count(&self.failed),
+        )?;
+        Ok(QueueDepth {
+            pending: open.saturating_sub(claimed),
+            claimed: claimed.min(open),
+            completed,
+            failed,
+        })
+    }
+
+    async fn publish(&self, r: &StoredItem) -> Result<(), StoreError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", r.item.item_id.as_str());
         self.js
@@ -334,7 +611,7 @@ impl Inner {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
-        let mut r = Record {
+        let mut r = StoredItem {
             item: WorkItem {
                 item_id: id.clone(),
                 kind: work.kind,
@@ -353,27 +630,30 @@ impl Inner {
             result: None,
             published: false,
         };
-        let body = serde_json::to_vec(&r).map_err(backend)?;
         let rev = self
-            .kv
-            .create(&id, body.into())
-            .await
-            .map_err(|e| backend(format!("create {id}: {e}")))?;
+            .create(&self.open, &id, &r)
+            .await?
+            .ok_or_else(|| backend(format!("item id {id} exists already")))?;
         if let Err(e) = self.publish(&r).await {
             // Leave nothing half-made: no record without a message.
-            let _ = self.kv.purge(&id).await;
+            let _ = self.remove(&self.open, rev).await;
             return Err(e);
         }
         r.published = true;
         // A claim may already have moved it on; then it is published anyway.
-        let _ = self.swap(&r, rev).await?;
+        let _ = self.swap(&self.open, &id, &r, rev).await?;
         Ok(id)
     }
 
     /// Raises the fence to `token` (compare-and-set), refusing a lower one.
     async fn fence(&self, token: u64) -> Result<(), StoreError> {
-        for _ in 0..16 {
-            let entry = self.kv.entry(FENCE_KEY).await.map_err(backend)?;
+        for _ in 0..CAS_TRIES {
+            let entry = self
+                .fence
+                .kv
+                .entry(FENCE_KEY)
+                .await
+                .map_err(|e| backend(format!("fence: {e}")))?;
             let (seen, rev) = match &entry {
                 Some(e) if e.operation == kv::Operation::Put => (
                     std::str::from_utf8(&e.value)
@@ -389,8 +669,13 @@ impl Inner {
             }
             let body = token.to_string();
             let ok = match rev {
-                Some(rev) => self.kv.update(FENCE_KEY, body.into(), rev).await.is_ok(),
-                None => self.kv.create(FENCE_KEY, body.into()).await.is_ok(),
+                Some(rev) => self
+                    .fence
+                    .kv
+                    .update(FENCE_KEY, body.into(), rev)
+                    .await
+                    .is_ok(),
+                None => self.fence.kv.create(FENCE_KEY, body.into()).await.is_ok(),
             };
             if ok {
                 return Ok(());
@@ -406,7 +691,7 @@ impl Inner {
         }
         let name = format!("work_{}", kind.as_str());
         let c: PullConsumer = self
-            .stream
+            .work
             .get_or_create_consumer(
                 &name,
                 jetstream::consumer::pull::Config {
@@ -465,77 +750,186 @@ impl Inner {
         Ok(None)
     }
 
+    /// Sends `kind` on an ack subject (of any delivery, from any process).
+    async fn ack(&self, reply: &str, kind: jetstream::AckKind) -> Result<(), StoreError> {
+        self.client
+            .publish(reply.to_owned(), kind.into())
+            .await
+            .map_err(|e| backend(format!("ack: {e}")))
+    }
+
     /// Decides one delivered message: claims its item for `worker`, or settles a message
-    /// that no longer stands for claimable work.
+    /// that no longer stands for claimable work. The server delivered it, so any lease on
+    /// it has expired by the server's clock (or the holder released it).
     async fn take(
         &self,
         worker: &str,
         lease: Duration,
         msg: jetstream::Message,
     ) -> Result<Option<WorkItem>, StoreError> {
+        use jetstream::AckKind::{Nak, Term};
         let id = String::from_utf8_lossy(&msg.payload).into_owned();
-        let (m, i) = (&msg, &id);
-        let ack = |kind| async move {
-            m.ack_with(kind)
-                .await
-                .map_err(|e| backend(format!("ack {i}: {e}")))
-        };
-        let Some((mut r, rev)) = self.record(&id).await? else {
-            // Its record is gone (retention or a failed enqueue): nothing to run.
-            ack(jetstream::AckKind::Term).await?;
+        let seq = msg
+            .info()
+            .map_err(|e| backend(format!("message of {id}: {e}")))?
+            .stream_sequence;
+        let reply = msg
+            .reply
+            .as_ref()
+            .map(|r| r.to_string())
+            .ok_or_else(|| backend(format!("message of {id} has no ack subject")))?;
+        let Some((mut rec, rec_rev)) = self.read::<StoredItem>(&self.open, &id).await? else {
+            // Finished (or a failed enqueue): end a finish a crash interrupted, drop it.
+            if let Some((c, crev)) = self.read::<Claim>(&self.claims, &id).await? {
+                if c.finishing.is_some() {
+                    self.settle(&id, &c, crev).await?;
+                } else {
+                    self.remove(&self.claims, crev).await?;
+                }
+            }
+            self.ack(&reply, Term).await?;
             return Ok(None);
         };
         let now = now_ms();
-        match r.item.status {
-            WorkStatus::Completed | WorkStatus::Failed => {
-                ack(jetstream::AckKind::Term).await?;
-                return Ok(None);
-            }
-            WorkStatus::Claimed => {
-                let until = r.item.lease_expires_at.unwrap_or(0);
-                if until > now && r.item.claimed_by.as_deref() != Some(worker) {
-                    // A duplicate while another worker's lease holds: ask again after it.
-                    let wait = Duration::from_millis((until - now) as u64 + 100);
-                    ack(jetstream::AckKind::Nak(Some(wait))).await?;
+        let mine = |reply: String| Claim {
+            worker: worker.to_owned(),
+            reply,
+            msg_seq: seq,
+            lease_until_ms: now.saturating_add(ms(lease)),
+            finishing: None,
+        };
+        let claim = match self.read::<Claim>(&self.claims, &id).await? {
+            None => {
+                let c = mine(reply.clone());
+                if self.create(&self.claims, &id, &c).await?.is_none() {
+                    // Claimed meanwhile; the message is settled when it comes back.
+                    self.ack(&reply, Nak(None)).await?;
                     return Ok(None);
                 }
-                // The holder's lease ran out: that attempt failed.
-                failed_attempt(&mut r.item, "lease expired".into());
-                if r.item.status == WorkStatus::Failed {
-                    r.updated_ms = now;
-                    if self.swap(&r, rev).await? {
-                        ack(jetstream::AckKind::Term).await?;
+                c
+            }
+            Some((c, _)) if c.msg_seq != seq => {
+                // A second message of one item (republished after a crash): a duplicate.
+                self.ack(&reply, Term).await?;
+                return Ok(None);
+            }
+            Some((c, crev)) if c.finishing.is_some() => {
+                let done = !matches!(c.finishing, Some(Finish::Retry { .. }));
+                self.settle(&id, &c, crev).await?;
+                self.ack(&reply, if done { Term } else { Nak(None) })
+                    .await?;
+                return Ok(None);
+            }
+            Some((c, crev)) if c.worker == worker => {
+                // Delivered again to the worker holding it: not a failed attempt.
+                let c = mine(reply.clone());
+                if self.swap(&self.claims, &id, &c, crev).await?.is_none() {
+                    self.ack(&reply, Nak(None)).await?;
+                    return Ok(None);
+                }
+                c
+            }
+            Some((c, crev)) => {
+                // The holder's lease expired on the server: that attempt failed.
+                let attempts = rec.item.attempts + 1;
+                let error = format!("lease expired (held by {})", c.worker);
+                if attempts >= rec.item.max_attempts {
+                    let mut end = mine(reply.clone());
+                    end.finishing = Some(Finish::Failed { error, attempts });
+                    if let Some(rev) = self.swap(&self.claims, &id, &end, crev).await? {
+                        self.settle(&id, &end, rev).await?;
+                        self.ack(&reply, Term).await?;
                     } else {
-                        ack(jetstream::AckKind::Nak(None)).await?;
+                        self.ack(&reply, Nak(None)).await?;
                     }
                     return Ok(None);
                 }
+                let c = mine(reply.clone());
+                if self.swap(&self.claims, &id, &c, crev).await?.is_none() {
+                    self.ack(&reply, Nak(None)).await?;
+                    return Ok(None);
+                }
+                rec = self
+                    .count_attempt(&id, attempts, &error)
+                    .await?
+                    .unwrap_or(rec);
+                c
             }
-            WorkStatus::Pending => {}
+        };
+        if !rec.published {
+            rec.published = true;
+            let _ = self.swap(&self.open, &id, &rec, rec_rev).await?;
         }
-        r.item.status = WorkStatus::Claimed;
-        r.item.claimed_by = Some(worker.to_owned());
-        r.item.lease_expires_at = Some(now + ms(lease));
-        r.updated_ms = now;
-        r.published = true;
-        if !self.swap(&r, rev).await? {
-            // Someone else moved it first; the message comes back if it still matters.
-            ack(jetstream::AckKind::Nak(None)).await?;
-            return Ok(None);
-        }
-        self.held().insert(id, msg);
-        Ok(Some(r.item))
+        Ok(Some(view(rec, Some(&claim))))
     }
 
-    /// The item if `worker` holds it now, with its revision.
-    async fn held_record(
+    /// Raises the item's attempts to `attempts` with `error` (idempotent: a record already
+    /// there is left alone). The new record, or `None` if the item is gone.
+    async fn count_attempt(
         &self,
         id: &str,
-        worker: &str,
-    ) -> Result<Option<(Record, u64)>, StoreError> {
-        Ok(self.record(id).await?.filter(|(r, _)| {
-            r.item.status == WorkStatus::Claimed && r.item.claimed_by.as_deref() == Some(worker)
-        }))
+        attempts: u32,
+        error: &str,
+    ) -> Result<Option<StoredItem>, StoreError> {
+        for _ in 0..CAS_TRIES {
+            let Some((mut r, rev)) = self.read::<StoredItem>(&self.open, id).await? else {
+                return Ok(None);
+            };
+            if r.item.attempts >= attempts {
+                return Ok(Some(r));
+            }
+            r.item.attempts = attempts;
+            r.item.last_error = Some(error.to_owned());
+            r.updated_ms = now_ms();
+            if self.swap(&self.open, id, &r, rev).await?.is_some() {
+                return Ok(Some(r));
+            }
+        }
+        Err(backend(format!("item {id}: attempts keep changing")))
+    }
+
+    /// Carries out a claim's `finishing` (any process may, any number of times): the
+    /// finished record written and the open one removed, or the attempt counted; then the
+    /// claim removed. The message's ack is the caller's.
+    async fn settle(&self, id: &str, c: &Claim, claim_rev: u64) -> Result<(), StoreError> {
+        match &c.finishing {
+            None => return Err(backend(format!("item {id}: settle without an outcome"))),
+            Some(Finish::Retry { error, attempts }) => {
+                self.count_attempt(id, *attempts, error).await?;
+            }
+            Some(fin) => {
+                if let Some((mut r, _)) = self.read::<StoredItem>(&self.open, id).await? {
+                    r.updated_ms = now_ms();
+                    r.item.claimed_by = None;
+                    r.item.lease_expires_at = None;
+                    let to = if let Finish::Failed { error, attempts } = fin {
+                        r.item.status = WorkStatus::Failed;
+                        r.item.attempts = r.item.attempts.max(*attempts);
+                        r.item.last_error = Some(error.clone());
+                        &self.failed
+                    } else {
+                        r.item.status = WorkStatus::Completed;
+                        if let Finish::Completed { result } = fin {
+                            r.result = Some(result.clone());
+                        }
+                        &self.completed
+                    };
+                    // Written by the first settler; a second finds it there.
+                    let _ = self.create(to, id, &r).await?;
+                    self.remove_key(&self.open, id).await?;
+                }
+            }
+        }
+        self.remove(&self.claims, claim_rev).await?;
+        Ok(())
+    }
+
+    /// The claim of `id` if `worker` holds it and is not finishing it, from the leader.
+    async fn held_claim(&self, id: &str, worker: &str) -> Result<Option<(Claim, u64)>, StoreError> {
+        Ok(self
+            .read::<Claim>(&self.claims, id)
+            .await?
+            .filter(|(c, _)| c.worker == worker && c.finishing.is_none()))
     }
 
     async fn heartbeat(
@@ -544,104 +938,162 @@ impl Inner {
         worker: String,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let Some((mut r, rev)) = self.held_record(&id, &worker).await? else {
+        let Some((mut c, rev)) = self.held_claim(&id, &worker).await? else {
             return Ok(false);
         };
-        r.item.lease_expires_at = Some(now_ms() + ms(lease));
-        r.updated_ms = now_ms();
-        if !self.swap(&r, rev).await? {
+        c.lease_until_ms = now_ms().saturating_add(ms(lease));
+        if self.swap(&self.claims, &id, &c, rev).await?.is_none() {
             return Ok(false);
         }
-        let msg = self.held().get(&id).cloned();
-        if let Some(m) = msg {
-            m.ack_with(jetstream::AckKind::Progress)
-                .await
-                .map_err(|e| backend(format!("progress {id}: {e}")))?;
-        }
+        // The server's lease: the in-progress ack restarts the message's ack wait.
+        self.ack(&c.reply, jetstream::AckKind::Progress).await?;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| backend(format!("progress {id}: {e}")))?;
         Ok(true)
     }
 
-    /// Moves a held item to `status` (completed or back to pending / failed).
+    /// Ends a held item with `outcome(attempts of the record)`; false if `worker` does not
+    /// hold it.
     async fn finish(
         &self,
         id: String,
         worker: String,
-        apply: impl FnOnce(&mut Record),
+        outcome: impl FnOnce(&StoredItem) -> Finish,
     ) -> Result<bool, StoreError> {
-        let Some((mut r, rev)) = self.held_record(&id, &worker).await? else {
+        let Some((mut c, rev)) = self.held_claim(&id, &worker).await? else {
             return Ok(false);
         };
-        apply(&mut r);
-        r.updated_ms = now_ms();
-        if !self.swap(&r, rev).await? {
+        let Some((r, _)) = self.read::<StoredItem>(&self.open, &id).await? else {
             return Ok(false);
-        }
-        let msg = self.held().remove(&id);
-        if let Some(m) = msg {
-            let kind = if r.item.status == WorkStatus::Pending {
-                jetstream::AckKind::Nak(None)
-            } else {
-                jetstream::AckKind::Ack
-            };
-            // Acked or not, the record decides; an unacked message returns and is settled
-            // by the next claim.
-            if let Err(e) = m.ack_with(kind).await {
-                tracing::warn!(item = %id, error = %e, "work message not acked; it will be settled on redelivery");
-            }
+        };
+        let fin = outcome(&r);
+        let ack = match fin {
+            Finish::Retry { .. } => jetstream::AckKind::Nak(None),
+            _ => jetstream::AckKind::Ack,
+        };
+        c.finishing = Some(fin);
+        // The decision: from here on the outcome is this worker's, whoever carries it out.
+        let Some(rev) = self.swap(&self.claims, &id, &c, rev).await? else {
+            return Ok(false);
+        };
+        self.settle(&id, &c, rev).await?;
+        // Acked or not, the buckets decide; an unacked message returns and is settled by
+        // the next claim.
+        if let Err(e) = self.ack(&c.reply, ack).await {
+            tracing::warn!(item = %id, error = %e, "work message not acked; it will be settled on redelivery");
         }
         Ok(true)
     }
 
-    /// Every item with its revision, oldest first.
-    async fn all_with_revisions(&self) -> Result<Vec<(Record, u64)>, StoreError> {
-        let mut keys = self.kv.keys().await.map_err(backend)?;
-        let mut out = Vec::new();
-        while let Some(k) = keys.next().await {
-            let k = k.map_err(backend)?;
-            if k == FENCE_KEY {
-                continue;
-            }
-            if let Some(r) = self.record(&k).await? {
-                out.push(r);
+    /// An item by id: open (with its claim) or finished.
+    async fn get(&self, id: &str) -> Result<Option<WorkItem>, StoreError> {
+        if let Some((r, _)) = self.read::<StoredItem>(&self.open, id).await? {
+            let c = self.read::<Claim>(&self.claims, id).await?.map(|(c, _)| c);
+            return Ok(Some(view(r, c.as_ref())));
+        }
+        for b in [&self.completed, &self.failed] {
+            if let Some((r, _)) = self.read::<StoredItem>(b, id).await? {
+                return Ok(Some(r.item));
             }
         }
-        out.sort_by_key(|(r, _)| (r.created_ms, r.item.item_id.clone()));
+        Ok(None)
+    }
+
+    /// Open items as the trait shows them (a scan of the open and claims buckets: the
+    /// work in flight, never the finished history), oldest first.
+    async fn open_views(&self) -> Result<Vec<(StoredItem, Option<Claim>)>, StoreError> {
+        let (open, claims) = tokio::try_join!(
+            self.scan::<StoredItem>(&self.open),
+            self.scan::<Claim>(&self.claims)
+        )?;
+        let mut claims: HashMap<String, Claim> =
+            claims.into_iter().map(|(k, c, _)| (k, c)).collect();
+        let mut out: Vec<_> = open
+            .into_iter()
+            .map(|(k, r, _)| (r, claims.remove(&k)))
+            .collect();
+        out.sort_by(|a, b| {
+            (a.0.created_ms, &a.0.item.item_id).cmp(&(b.0.created_ms, &b.0.item.item_id))
+        });
         Ok(out)
     }
 
-    async fn all(&self) -> Result<Vec<Record>, StoreError> {
-        Ok(self
-            .all_with_revisions()
-            .await?
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect())
-    }
-
-    /// Expired leases back to pending (or failed); records a crash left unpublished
-    /// published.
-    async fn requeue_expired(&self) -> Result<usize, StoreError> {
-        let now = now_ms();
-        let mut n = 0;
-        // Each write is a compare-and-set on the revision read here, so a record that
-        // changed since is left to whoever changed it.
-        for (mut cur, rev) in self.all_with_revisions().await? {
-            if cur.item.status == WorkStatus::Claimed
-                && cur.item.lease_expires_at.unwrap_or(0) <= now
-            {
-                failed_attempt(&mut cur.item, "lease expired".into());
-                cur.updated_ms = now;
-                if self.swap(&cur, rev).await? {
-                    n += 1;
-                }
-            } else if cur.item.status == WorkStatus::Pending && !cur.published {
-                self.publish(&cur).await?;
-                cur.published = true;
-                let _ = self.swap(&cur, rev).await?;
+    async fn held_by(&self, worker: String) -> Result<Vec<WorkItem>, StoreError> {
+        let mut out = Vec::new();
+        for (id, c, _) in self.scan::<Claim>(&self.claims).await? {
+            if c.worker != worker || c.finishing.is_some() {
+                continue;
+            }
+            // The scan may come from a replica; whether it is still held is the leader's.
+            let Some((c, _)) = self.held_claim(&id, &worker).await? else {
+                continue;
+            };
+            if let Some((r, _)) = self.read::<StoredItem>(&self.open, &id).await? {
+                out.push((r.created_ms, view(r, Some(&c))));
             }
         }
-        Ok(n)
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out.into_iter().map(|(_, i)| i).collect())
     }
+
+    /// Republishes records a crash left between their creation and their message (a scan
+    /// of the open bucket, at most every `SWEEP_EVERY`). Leases need nothing here: the
+    /// server delivers an item again when its lease ends. Returns how many were published.
+    async fn requeue_expired(&self) -> Result<usize, StoreError> {
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+                return Ok(0);
+            }
+            *last = Some(Instant::now());
+        }
+        let now = now_ms();
+        let mut n = 0;
+        for (id, mut r, rev) in self.scan::<StoredItem>(&self.open).await? {
+            if r.published || now - r.created_ms < UNPUBLISHED_AFTER_MS {
+                continue;
+            }
+            self.publish(&r).await?;
+            r.published = true;
+            let _ = self.swap(&self.open, &id, &r, rev).await?;
+            n += 1;
+        }
+        if n > 0 {
+            tracing::warn!(
+                items = n,
+                "published work items a crashed enqueue left behind"
+            );
+        }
+        Ok(0)
+    }
+}
+
+/// An open item as the trait shows it: its record with its claim.
+fn view(r: StoredItem, c: Option<&Claim>) -> WorkItem {
+    let mut item = r.item;
+    match c {
+        None => {}
+        Some(c) => match &c.finishing {
+            None => {
+                item.status = WorkStatus::Claimed;
+                item.claimed_by = Some(c.worker.clone());
+                item.lease_expires_at = Some(c.lease_until_ms);
+            }
+            Some(Finish::Completed { .. }) => item.status = WorkStatus::Completed,
+            Some(Finish::Failed { error, attempts }) => {
+                item.status = WorkStatus::Failed;
+                item.attempts = item.attempts.max(*attempts);
+                item.last_error = Some(error.clone());
+            }
+            Some(Finish::Retry { error, attempts }) => {
+                item.attempts = item.attempts.max(*attempts);
+                item.last_error = Some(error.clone());
+            }
+        },
+    }
+    item
 }
 
 impl WorkQueue for JetStreamWorkQueue {
@@ -680,21 +1132,21 @@ impl WorkQueue for JetStreamWorkQueue {
         result: &serde_json::Value,
     ) -> Result<bool, StoreError> {
         let (id, w, result) = (item_id.to_owned(), worker.to_owned(), result.clone());
-        self.run(|i| async move {
-            i.finish(id, w, |r| {
-                r.item.status = WorkStatus::Completed;
-                r.item.lease_expires_at = None;
-                r.result = Some(result);
-            })
-            .await
-        })
+        self.run(|i| async move { i.finish(id, w, |_| Finish::Completed { result }).await })
     }
 
     fn fail(&self, item_id: &str, worker: &str, error: &str) -> Result<bool, StoreError> {
-        let (id, w, e) = (item_id.to_owned(), worker.to_owned(), error.to_owned());
+        let (id, w, error) = (item_id.to_owned(), worker.to_owned(), error.to_owned());
         self.run(|i| async move {
-            i.finish(id, w, move |r| failed_attempt(&mut r.item, e))
-                .await
+            i.finish(id, w, move |r| {
+                let attempts = r.item.attempts + 1;
+                if attempts >= r.item.max_attempts {
+                    Finish::Failed { error, attempts }
+                } else {
+                    Finish::Retry { error, attempts }
+                }
+            })
+            .await
         })
     }
 
@@ -703,37 +1155,17 @@ impl WorkQueue for JetStreamWorkQueue {
     }
 
     fn depth(&self) -> Result<QueueDepth, StoreError> {
-        self.run(|i| async move {
-            let mut d = QueueDepth::default();
-            for r in i.all().await? {
-                match r.item.status {
-                    WorkStatus::Pending => d.pending += 1,
-                    WorkStatus::Claimed => d.claimed += 1,
-                    WorkStatus::Completed => d.completed += 1,
-                    WorkStatus::Failed => d.failed += 1,
-                }
-            }
-            Ok(d)
-        })
+        self.run(|i| async move { i.depth().await })
     }
 
     fn get(&self, item_id: &str) -> Result<Option<WorkItem>, StoreError> {
         let id = item_id.to_owned();
-        self.run(|i| async move { Ok(i.record(&id).await?.map(|(r, _)| r.item)) })
+        self.run(|i| async move { i.get(&id).await })
     }
 
     fn held_by(&self, worker: &str) -> Result<Vec<WorkItem>, StoreError> {
         let w = worker.to_owned();
-        self.run(|i| async move {
-            Ok(i.all()
-                .await?
-                .into_iter()
-                .filter(|r| {
-                    r.item.status == WorkStatus::Claimed && r.item.claimed_by.as_deref() == Some(&w)
-                })
-                .map(|r| r.item)
-                .collect())
-        })
+        self.run(|i| async move { i.held_by(w).await })
     }
 
     fn open_items(
@@ -742,26 +1174,28 @@ impl WorkQueue for JetStreamWorkQueue {
         config: Option<ringrift_store::ConfigKey>,
     ) -> Result<Vec<WorkItem>, StoreError> {
         self.run(move |i| async move {
-            Ok(i.all()
+            Ok(i.open_views()
                 .await?
                 .into_iter()
-                .filter(|r| {
-                    r.item.kind == kind
-                        && matches!(r.item.status, WorkStatus::Pending | WorkStatus::Claimed)
-                        && config.is_none_or(|c| r.item.config_key == Some(c))
+                .filter(|(r, _)| {
+                    r.item.kind == kind && config.is_none_or(|c| r.item.config_key == Some(c))
                 })
-                .map(|r| r.item)
+                .map(|(r, c)| view(r, c.as_ref()))
+                .filter(|i| matches!(i.status, WorkStatus::Pending | WorkStatus::Claimed))
                 .collect())
         })
     }
 
     fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
         self.run(|i| async move {
-            Ok(i.all()
+            Ok(i.open_views()
                 .await?
                 .into_iter()
-                .filter(|r| r.item.status == WorkStatus::Pending)
-                .map(|r| r.created_ms)
+                .filter(|(_, c)| {
+                    c.as_ref()
+                        .is_none_or(|c| matches!(c.finishing, Some(Finish::Retry { .. })))
+                })
+                .map(|(r, _)| r.created_ms)
                 .min())
         })
     }

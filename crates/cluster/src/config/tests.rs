@@ -110,7 +110,8 @@ fn etcd_and_jetstream_are_parsed_and_validated() {
         c.events,
         EventBackend::Jetstream {
             servers: vec!["nats://10.0.0.1:4222".into()],
-            replicas: 1
+            replicas: 1,
+            queue_done_retention: std::time::Duration::from_secs(3600),
         }
     );
 }
@@ -243,6 +244,22 @@ fn each_bad_input_names_file_key_and_value() {
             ),
             "events.replicas",
             "7",
+        ),
+        (
+            edit(
+                "backend = \"sqlite\"",
+                "backend = \"jetstream\"\nservers = [\"nats://n:4222\"]\nqueue_done_retention_s = 0",
+            ),
+            "events.queue_done_retention_s",
+            "0",
+        ),
+        (
+            edit(
+                "backend = \"sqlite\"",
+                "backend = \"sqlite\"\nqueue_done_retention_s = 60",
+            ),
+            "events.queue_done_retention_s",
+            "60",
         ),
         (
             edit("require_token = true", "token = \"s3cret\""),

@@ -164,7 +164,9 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
     match cluster.events {
         ringrift_cluster::EventBackend::Sqlite => run_sqlite(ctx, cfg, listener, token).await,
-        ringrift_cluster::EventBackend::Jetstream { servers, replicas } => {
+        ringrift_cluster::EventBackend::Jetstream {
+            servers, replicas, ..
+        } => {
             let js = jetstream::JetStreamBroker::connect(cfg, &servers, replicas).await?;
             if ctx.once {
                 tracing::info!("JetStream applies retention itself; nothing to do (--once)");

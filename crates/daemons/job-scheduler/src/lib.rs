@@ -152,6 +152,18 @@ impl Scheduler {
                 )
                 .await?
                 {
+                    // Delivered again to this worker while a slot runs it (its heartbeats
+                    // came late): the queue counts no attempt and the running task keeps
+                    // it; a second run would do the work twice.
+                    Some(i)
+                        if self
+                            .running
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains(&i.item_id) =>
+                    {
+                        continue;
+                    }
                     Some(i) => i,
                     None => break,
                 },
