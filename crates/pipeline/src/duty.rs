@@ -1,6 +1,7 @@
 //! Leader-only duties (promotion, tournaments): act only while this node leads, confirm
-//! the token right before each side effect, and decide what becomes of an event that
-//! arrives while this node does not lead.
+//! the token right before each side effect, pass it to the write (whose store refuses a
+//! stale one), watch it while a long job runs ([`LeaderDuty::until_lost`]), and decide
+//! what becomes of an event that arrives while this node does not lead.
 //!
 //! Such an event is never dropped where it is the only copy. With node-local SQLite event
 //! logs (`[events] backend = "sqlite"`) the leader's router never sees this node's events,
@@ -13,6 +14,11 @@
 
 use ringrift_cluster::{EventBackend, Leader, Leadership};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How many watch intervals without an answer from the leadership (etcd unreachable)
+/// [`LeaderDuty::until_lost`] tolerates before it takes the leadership as lost.
+pub const UNANSWERED_POLLS: u32 = 3;
 
 /// What a leader-only daemon does with an event that arrives while it does not lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +102,52 @@ impl LeaderDuty {
         self.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(token = leader.token, %what, "leadership not confirmed: skipped");
         Ok(false)
+    }
+
+    /// A write its resource refused for a stale token (the store's fence, e.g.
+    /// `StoreError::Fenced`, which names both tokens): logged as a warning and counted
+    /// with the refusals of [`LeaderDuty::confirm`].
+    pub fn refused_by_store(&self, what: &str, err: &dyn std::fmt::Display) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%what, error = %err, "the store refused the leader's token: not written");
+    }
+
+    /// Resolves once this node no longer leads under `leader`'s token: asks
+    /// [`Leadership::confirm`] every `every` (the first time at once), and returns why.
+    /// An unanswered question (etcd unreachable) is logged and asked again; after
+    /// [`UNANSWERED_POLLS`] intervals without a confirmation the leadership counts as
+    /// lost, since a leader that cannot reach etcd may have lost its lease. Run beside a
+    /// long leader-only job and cancel the job when it resolves; each loss is counted.
+    pub async fn until_lost(&self, leader: &Leader, every: Duration) -> String {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut confirmed = Instant::now();
+        let why = loop {
+            tick.tick().await;
+            match self.leadership.confirm(leader.token).await {
+                Ok(true) => confirmed = Instant::now(),
+                Ok(false) => {
+                    break format!(
+                        "this node ({}) no longer leads under token {}",
+                        self.leadership.this(),
+                        leader.token
+                    );
+                }
+                Err(e) if confirmed.elapsed() >= every * UNANSWERED_POLLS => {
+                    break format!(
+                        "leadership under token {} unconfirmed for {:.1} s: {e}",
+                        leader.token,
+                        confirmed.elapsed().as_secs_f64()
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(token = leader.token, error = %e, "leadership not answered; asking again");
+                }
+            }
+        };
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(token = leader.token, %why, "leadership lost while a leader-only job ran");
+        why
     }
 
     /// Side effects skipped because the token was refused (health `fence_refused`).

@@ -10,6 +10,10 @@
 //! Another trainer (the Python example in `examples/python-trainer/`) is a template that
 //! accepts the values it needs and writes the same result JSON: `docs/jobs.md` documents
 //! both, and [`Jobs::run`](trait.Jobs.html#method.run) reads it as the typed report.
+//!
+//! A job can be cancelled while it runs ([`Jobs::run_json_until`]; a leader-only daemon
+//! cancels its job when it stops leading): the job runner kills its process group and
+//! the run ends with [`JobFailure::Cancelled`].
 
 use job_runner::{CommandTemplate, JobError, JobRunner, JobSpec, SlotKind, SlotSpec, Started};
 use ringrift_contracts::report::Report;
@@ -20,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ringrift_contracts::JobKind;
+pub use tokio_util::sync::CancellationToken;
 pub use ringrift_store::models::ModelFormat;
 
 /// One job to run.
@@ -96,6 +101,13 @@ pub enum JobFailure {
     },
     #[error("job {0}: bad template: {1}")]
     Template(String, String),
+    /// Cancelled by its caller ([`Jobs::run_json_until`]); its process group was killed.
+    #[error("{kind} job {key}: cancelled ({message})")]
+    Cancelled {
+        kind: &'static str,
+        key: String,
+        message: String,
+    },
     /// The job succeeded but its result does not fit the report contract.
     #[error("job {key}: {source}")]
     Contract {
@@ -113,6 +125,25 @@ pub trait Jobs: Send + Sync {
     /// Runs the job; `Ok` is its JSON result document, not yet checked.
     async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure>;
 
+    /// Runs the job until it ends or `cancel` fires, which stops it (its process group
+    /// killed) and ends the run with [`JobFailure::Cancelled`]. The default, for jobs
+    /// without a process, stops waiting for it.
+    async fn run_json_until(
+        &self,
+        req: JobRequest,
+        cancel: CancellationToken,
+    ) -> Result<serde_json::Value, JobFailure> {
+        let (kind, key) = (req.kind.as_str(), req.key.clone());
+        tokio::select! {
+            r = self.run_json(req) => r,
+            _ = cancel.cancelled() => Err(JobFailure::Cancelled {
+                kind,
+                key,
+                message: "stopped waiting for it".into(),
+            }),
+        }
+    }
+
     /// The format the `train` template writes (`[jobs] model_format`): the extension of
     /// a train job's `{output}`.
     fn model_format(&self) -> ModelFormat {
@@ -127,6 +158,17 @@ impl dyn Jobs {
     pub async fn run<R: Report>(&self, req: JobRequest) -> Result<R, JobFailure> {
         let (kind, key) = (req.kind, req.key.clone());
         let result = self.run_json(req).await?;
+        wire::parse_report(kind, result).map_err(|source| JobFailure::Contract { key, source })
+    }
+
+    /// [`run`](#method.run) until `cancel` fires ([`Jobs::run_json_until`]).
+    pub async fn run_until<R: Report>(
+        &self,
+        req: JobRequest,
+        cancel: CancellationToken,
+    ) -> Result<R, JobFailure> {
+        let (kind, key) = (req.kind, req.key.clone());
+        let result = self.run_json_until(req, cancel).await?;
         wire::parse_report(kind, result).map_err(|source| JobFailure::Contract { key, source })
     }
 }
@@ -227,8 +269,8 @@ impl Default for JobTemplates {
                  --output {{output}} --hidden {{hidden}}"
             ),
             tournament: format!(
-                "{j} --job-id {{job_id}} tournament --config {{config_key}} \
-                 --games-per-pair {{games}} --model {{models}}"
+                "{j} --job-id {{job_id}} --fence-token {{fence_token}} tournament \
+                 --config {{config_key}} --games-per-pair {{games}} --model {{models}}"
             ),
             bin: None,
             model_format: ModelFormat::Rrm,
@@ -293,7 +335,7 @@ pub fn placeholders(kind: JobKind) -> &'static [&'static str] {
             "sprt_beta",
         ],
         JobKind::Distill => &["config_key", "teacher", "data", "output", "hidden"],
-        JobKind::Tournament => &["config_key", "games", "job_id", "models"],
+        JobKind::Tournament => &["config_key", "games", "job_id", "fence_token", "models"],
     }
 }
 
@@ -417,6 +459,14 @@ impl Jobs for RunnerJobs {
     }
 
     async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
+        self.run_json_until(req, CancellationToken::new()).await
+    }
+
+    async fn run_json_until(
+        &self,
+        req: JobRequest,
+        cancel: CancellationToken,
+    ) -> Result<serde_json::Value, JobFailure> {
         let kind = req.kind.as_str();
         let fail = |m: String| JobFailure::Failed {
             kind,
@@ -467,15 +517,21 @@ impl Jobs for RunnerJobs {
             }),
         };
         let runner = self.runner.clone();
-        let outcome = tokio::task::spawn_blocking(move || -> Result<job_runner::JobOutcome, String> {
+        // The handle of the started job, for a cancel that comes while it runs.
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let stop = cancel.clone();
+        let task = tokio::task::spawn_blocking(move || -> Result<job_runner::JobOutcome, String> {
             for d in [spec.log_path.parent(), spec.result_path.as_deref().and_then(Path::parent)].into_iter().flatten() {
                 std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
             }
             // Every slot of the kind busy (other daemons' jobs too): wait for one, at most
-            // as long as the job itself may run.
+            // as long as the job itself may run (or until cancelled).
             let deadline = std::time::Instant::now() + spec.timeout;
             let mut waited = false;
             let started = loop {
+                if stop.is_cancelled() {
+                    return Err("cancelled before it started".into());
+                }
                 match runner.start(&spec) {
                     Err(e @ JobError::NoSlot { .. }) if std::time::Instant::now() < deadline => {
                         if !waited {
@@ -498,11 +554,43 @@ impl Jobs for RunnerJobs {
                     return Ok(o);
                 }
             };
+            let _ = started_tx.send(h.clone());
             runner.wait(&h).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(fail)?;
+        });
+        tokio::pin!(task);
+        let joined = tokio::select! {
+            r = &mut task => r,
+            _ = cancel.cancelled() => {
+                // Kill the group once the job has started (no handle: it ended or never
+                // started); the waiting thread then sees it end.
+                if let Ok(h) = started_rx.await {
+                    let runner = self.runner.clone();
+                    let killed = tokio::task::spawn_blocking(move || runner.cancel(&h)).await;
+                    match killed {
+                        Ok(Ok(o)) => tracing::info!(job = %o.job_id, key = %o.job_key, "job cancelled"),
+                        Ok(Err(e)) => tracing::warn!(key = %req.key, error = %e, "cancelling the job"),
+                        Err(e) => tracing::warn!(key = %req.key, error = %e, "cancelling the job"),
+                    }
+                }
+                let outcome = task.await.map_err(|e| fail(e.to_string()))?;
+                return match outcome {
+                    Ok(o) if o.status == job_runner::JobStatus::Succeeded => {
+                        o.into_result().map_err(|e| fail(e.to_string()))
+                    }
+                    Ok(o) => Err(JobFailure::Cancelled {
+                        kind,
+                        key: req.key.clone(),
+                        message: o.error.unwrap_or_else(|| format!("{:?}", o.status)),
+                    }),
+                    Err(message) => Err(JobFailure::Cancelled {
+                        kind,
+                        key: req.key.clone(),
+                        message,
+                    }),
+                };
+            }
+        };
+        let outcome = joined.map_err(|e| fail(e.to_string()))?.map_err(fail)?;
         outcome.into_result().map_err(|e| fail(e.to_string()))
     }
 }

@@ -94,6 +94,7 @@ pub fn promote_example(
         &h.payload_sha256,
         current.as_deref(),
         None,
+        models::Fence::Leader(1),
     )
     .expect("promote");
     h.payload_sha256

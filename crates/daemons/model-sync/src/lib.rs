@@ -159,6 +159,8 @@ impl ModelSync {
                             &header.payload_sha256,
                             previous.as_deref(),
                             None,
+                            // A copy of a promotion fenced on the node that made it.
+                            models::Fence::Replica,
                         )?;
                         Some(header.payload_sha256)
                     };

@@ -147,6 +147,7 @@ async fn an_onnx_canonical_model_is_followed_and_replaces_the_rrm_one() {
         &sha2,
         Some(&c1.sha256),
         None,
+        models::Fence::Leader(1),
     )
     .unwrap();
     p.sync.handle_event(&p.ctx, &promoted(&sha2)).await.unwrap();
