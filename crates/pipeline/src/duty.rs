@@ -201,4 +201,41 @@ mod tests {
                 .expect("answer")
         );
     }
+    /// The watch resolves once another node leads, and once etcd has not answered for
+    /// [`UNANSWERED_POLLS`] intervals; each loss is counted.
+    #[tokio::test]
+    async fn the_watch_resolves_when_leadership_is_lost_or_unanswered() {
+        let (l, switch) = Leadership::manual("me", leader("me", 9));
+        let d = LeaderDuty::new(l, Follower::Nack);
+        let me = leader("me", 9).expect("some");
+        assert!(d.confirm(&me, "job").await.expect("answer"));
+        switch.set(leader("other", 10));
+        let why = tokio::time::timeout(
+            Duration::from_secs(30),
+            d.until_lost(&me, Duration::from_millis(20)),
+        )
+        .await
+        .expect("resolved");
+        assert!(why.contains("no longer leads under token 9"), "{why}");
+        assert_eq!(d.refused(), 1);
+
+        let text = "[leader]\nmode = \"etcd\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                    [[node]]\nname = \"me\"\nroles = [\"coordinator\"]\n\
+                    address = \"127.0.0.1\"\nports = { p2p = 9001 }\n";
+        let cluster = ringrift_cluster::ClusterConfig::parse(
+            text,
+            std::path::Path::new("cluster.toml"),
+            "me",
+        )
+        .expect("cluster");
+        let silent = LeaderDuty::new(Leadership::new(&cluster).expect("etcd"), Follower::Nack);
+        let why = tokio::time::timeout(
+            Duration::from_secs(60),
+            silent.until_lost(&me, Duration::from_millis(20)),
+        )
+        .await
+        .expect("resolved");
+        assert!(why.contains("unconfirmed"), "{why}");
+        assert_eq!(silent.refused(), 1);
+    }
 }

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ringrift_contracts::JobKind;
-pub use tokio_util::sync::CancellationToken;
 pub use ringrift_store::models::ModelFormat;
+pub use tokio_util::sync::CancellationToken;
 
 /// One job to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -520,43 +520,54 @@ impl Jobs for RunnerJobs {
         // The handle of the started job, for a cancel that comes while it runs.
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let stop = cancel.clone();
-        let task = tokio::task::spawn_blocking(move || -> Result<job_runner::JobOutcome, String> {
-            for d in [spec.log_path.parent(), spec.result_path.as_deref().and_then(Path::parent)].into_iter().flatten() {
-                std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
-            }
-            // Every slot of the kind busy (other daemons' jobs too): wait for one, at most
-            // as long as the job itself may run (or until cancelled).
-            let deadline = std::time::Instant::now() + spec.timeout;
-            let mut waited = false;
-            let started = loop {
-                if stop.is_cancelled() {
-                    return Err("cancelled before it started".into());
+        let task = tokio::task::spawn_blocking(
+            move || -> Result<job_runner::JobOutcome, String> {
+                for d in [
+                    spec.log_path.parent(),
+                    spec.result_path.as_deref().and_then(Path::parent),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    std::fs::create_dir_all(d)
+                        .map_err(|e| format!("create {}: {e}", d.display()))?;
                 }
-                match runner.start(&spec) {
-                    Err(e @ JobError::NoSlot { .. }) if std::time::Instant::now() < deadline => {
-                        if !waited {
-                            tracing::info!(key = %spec.job_key, "{e}; waiting for one");
-                            waited = true;
-                        }
-                        std::thread::sleep(Duration::from_millis(250));
+                // Every slot of the kind busy (other daemons' jobs too): wait for one, at most
+                // as long as the job itself may run (or until cancelled).
+                let deadline = std::time::Instant::now() + spec.timeout;
+                let mut waited = false;
+                let started = loop {
+                    if stop.is_cancelled() {
+                        return Err("cancelled before it started".into());
                     }
-                    r => break r,
-                }
-            };
-            let h = match started.map_err(|e| e.to_string())? {
-                Started::Started(h) => h,
-                Started::AlreadyRunning(h) => {
-                    tracing::info!(job = %h.job_id, key = %h.job_key, pid = h.pid, "adopting the job already running for this key");
-                    h
-                }
-                Started::Finished(o) => {
-                    tracing::info!(job = %o.job_id, key = %o.job_key, "the same job finished while this daemon was down; using its result");
-                    return Ok(o);
-                }
-            };
-            let _ = started_tx.send(h.clone());
-            runner.wait(&h).map_err(|e| e.to_string())
-        });
+                    match runner.start(&spec) {
+                        Err(e @ JobError::NoSlot { .. })
+                            if std::time::Instant::now() < deadline =>
+                        {
+                            if !waited {
+                                tracing::info!(key = %spec.job_key, "{e}; waiting for one");
+                                waited = true;
+                            }
+                            std::thread::sleep(Duration::from_millis(250));
+                        }
+                        r => break r,
+                    }
+                };
+                let h = match started.map_err(|e| e.to_string())? {
+                    Started::Started(h) => h,
+                    Started::AlreadyRunning(h) => {
+                        tracing::info!(job = %h.job_id, key = %h.job_key, pid = h.pid, "adopting the job already running for this key");
+                        h
+                    }
+                    Started::Finished(o) => {
+                        tracing::info!(job = %o.job_id, key = %o.job_key, "the same job finished while this daemon was down; using its result");
+                        return Ok(o);
+                    }
+                };
+                let _ = started_tx.send(h.clone());
+                runner.wait(&h).map_err(|e| e.to_string())
+            },
+        );
         tokio::pin!(task);
         let joined = tokio::select! {
             r = &mut task => r,

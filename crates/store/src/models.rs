@@ -547,6 +547,16 @@ pub fn promote(
     fence: Fence,
 ) -> Result<PromotionReport, StoreError> {
     let _lock = lock_canonical(home, config)?;
+    // The fence first: a deposed leader learns nothing else and changes nothing.
+    let recorded = read_sidecar(home, config)?;
+    let seen = recorded.as_ref().map_or(0, |c| c.fence_token);
+    let fence_token = match fence {
+        Fence::Leader(token) if token < seen => {
+            return Err(StoreError::Fenced { token, seen });
+        }
+        Fence::Leader(token) => token,
+        Fence::Replica => seen,
+    };
     let bytes = std::fs::read(model).map_err(|e| StoreError::io("read model", model, e))?;
     let header = identify(model, &bytes)?;
     if header.payload_sha256 != model_sha256 {
@@ -572,15 +582,6 @@ pub fn promote(
             ),
         });
     }
-    let recorded = read_sidecar(home, config)?;
-    let seen = recorded.as_ref().map_or(0, |c| c.fence_token);
-    let fence_token = match fence {
-        Fence::Leader(token) if token < seen => {
-            return Err(StoreError::Fenced { token, seen });
-        }
-        Fence::Leader(token) => token,
-        Fence::Replica => seen,
-    };
     // Raise the fence before touching the model: a crash mid-swap leaves it raised.
     if let Some(mut c) = recorded.filter(|_| fence_token > seen) {
         c.fence_token = fence_token;
@@ -816,8 +817,17 @@ mod tests {
         promote(home, key, &a, "a", &sha_a, None, None, Fence::Leader(8)).expect("token 8");
         assert_eq!(fence_token(home, key).expect("fence"), 8);
         let sidecar_before = std::fs::read(sidecar_path(home, key)).expect("sidecar");
-        let err = promote(home, key, &b, "b", &sha_b, Some(&sha_a), None, Fence::Leader(7))
-            .expect_err("token 7 is stale");
+        let err = promote(
+            home,
+            key,
+            &b,
+            "b",
+            &sha_b,
+            Some(&sha_a),
+            None,
+            Fence::Leader(7),
+        )
+        .expect_err("token 7 is stale");
         assert!(
             matches!(err, StoreError::Fenced { token: 7, seen: 8 }),
             "{err:?}"
@@ -837,14 +847,41 @@ mod tests {
             !m.join("backup").exists(),
             "a refused swap backs nothing up"
         );
-        promote(home, key, &b, "b", &sha_b, Some(&sha_a), None, Fence::Leader(8))
-            .expect("the same leader again");
-        promote(home, key, &c, "c", &sha_c, Some(&sha_b), None, Fence::Replica)
-            .expect("a replica");
+        promote(
+            home,
+            key,
+            &b,
+            "b",
+            &sha_b,
+            Some(&sha_a),
+            None,
+            Fence::Leader(8),
+        )
+        .expect("the same leader again");
+        promote(
+            home,
+            key,
+            &c,
+            "c",
+            &sha_c,
+            Some(&sha_b),
+            None,
+            Fence::Replica,
+        )
+        .expect("a replica");
         let now = canonical(home, key).expect("read").expect("present");
         assert_eq!((now.sha256.as_str(), now.fence_token), (sha_c.as_str(), 8));
-        promote(home, key, &a, "a", &sha_a, Some(&sha_c), None, Fence::Leader(9))
-            .expect("a newer leader");
+        promote(
+            home,
+            key,
+            &a,
+            "a",
+            &sha_a,
+            Some(&sha_c),
+            None,
+            Fence::Leader(9),
+        )
+        .expect("a newer leader");
         assert_eq!(fence_token(home, key).expect("fence"), 9);
     }
 }

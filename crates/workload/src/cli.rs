@@ -401,12 +401,15 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             })
             .context("evaluate")?;
             if a.promote {
-                r.promotion = Some(promote_if_passed(
-                    &c.home,
-                    &r,
-                    &gate,
-                    crate::promote::Fence::Leader(c.fence_token),
-                ).context("promote")?);
+                r.promotion = Some(
+                    promote_if_passed(
+                        &c.home,
+                        &r,
+                        &gate,
+                        crate::promote::Fence::Leader(c.fence_token),
+                    )
+                    .context("promote")?,
+                );
             }
             (JobKind::Evaluate, report_json(JobKind::Evaluate, &r)?)
         }

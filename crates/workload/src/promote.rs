@@ -4,9 +4,7 @@
 
 use crate::WorkloadError;
 pub use ringrift_contracts::{EvaluateReport, Gate, GateDecision, PromotionReport, check_gate};
-pub use ringrift_store::models::{
-    Canonical, Fence, best_link, canonical, canonical_path, promote,
-};
+pub use ringrift_store::models::{Canonical, Fence, best_link, canonical, canonical_path, promote};
 use std::path::Path;
 
 /// Applies the gate and, if it passes, promotes `report.model` as `fence` (a stale

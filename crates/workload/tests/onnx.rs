@@ -111,7 +111,8 @@ fn the_checked_in_tiny_model_loads_plays_is_evaluated_and_promoted() {
         &r,
         &open,
         ringrift_workload::promote::Fence::Leader(1),
-    ).expect("promote");
+    )
+    .expect("promote");
     assert!(p.promoted, "{p:?}");
     let canonical = home.join("models/canonical_hex8_2p.onnx");
     assert_eq!(p.canonical.as_deref(), Some(canonical.as_path()));

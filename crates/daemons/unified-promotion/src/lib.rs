@@ -191,7 +191,8 @@ impl Promoter {
                     // Deposed between the confirmation and the swap: a newer leader has
                     // written the canonical model; nothing was changed.
                     self.duty.refused_by_store(&what, &err);
-                    self.status.set(format!("deposed ({err}): {} not promoted", e.model_path));
+                    self.status
+                        .set(format!("deposed ({err}): {} not promoted", e.model_path));
                     return self.duty.not_leading(&format!("{what}: {err}")).map(|_| ());
                 }
                 Err(err @ StoreError::ModelChanged { .. }) => {
@@ -590,11 +591,18 @@ mod tests {
             msg.contains("token 7") && msg.contains("token 8"),
             "the error names both tokens: {msg}"
         );
-        assert_eq!(canonical_sha(dir.path()), Some(sha_a), "canonical unchanged");
+        assert_eq!(
+            canonical_sha(dir.path()),
+            Some(sha_a),
+            "canonical unchanged"
+        );
         assert!(rec.events().is_empty(), "{:?}", rec.events());
         assert!(
             p.state
-                .get::<Decided>(&format!("decided:{sha_b}:{}", canonical_sha(dir.path()).unwrap()))
+                .get::<Decided>(&format!(
+                    "decided:{sha_b}:{}",
+                    canonical_sha(dir.path()).unwrap()
+                ))
                 .await
                 .unwrap()
                 .is_none(),
