@@ -743,6 +743,55 @@ mod tests {
         assert!(msg.contains("missing field `rows`"), "{msg}");
     }
 
+    /// Cancelling a running job kills its process (a `sleep 600`) and ends the run with
+    /// `Cancelled`, long before the job would have ended.
+    #[tokio::test]
+    async fn a_cancelled_job_is_killed_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = JobTemplates {
+            train: "sh -c {script}".into(),
+            ..Default::default()
+        };
+        let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "echo $$ > {0}.tmp && mv {0}.tmp {0}; exec sleep 600",
+            pid_file.display()
+        );
+        let req = JobRequest::new(JobKind::Train, "train:hex8_2p", Duration::from_secs(900))
+            .var("script", script);
+        let cancel = CancellationToken::new();
+        let kill = async {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let pid = loop {
+                if let Ok(p) = std::fs::read_to_string(&pid_file) {
+                    break p.trim().to_owned();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the job never started"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            cancel.cancel();
+            pid
+        };
+        let (ran, pid) = tokio::join!(
+            tokio::time::timeout(
+                Duration::from_secs(120),
+                jobs.run_json_until(req, cancel.clone())
+            ),
+            kill
+        );
+        let err = ran.expect("ended once cancelled").unwrap_err();
+        assert!(matches!(err, JobFailure::Cancelled { .. }), "{err:?}");
+        assert!(err.to_string().contains("train:hex8_2p"), "{err}");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} killed"
+        );
+    }
+
     #[tokio::test]
     async fn a_failing_job_names_its_key() {
         let dir = tempfile::tempdir().unwrap();
