@@ -565,9 +565,10 @@ mod tests {
             }));
             seen
         };
+        let leader = me();
         let round = tokio::time::timeout(
             Duration::from_secs(120),
-            l.round("hex8_2p".parse().unwrap(), &rec, "t", &me()),
+            l.round("hex8_2p".parse().unwrap(), &rec, "t", &leader),
         );
         let (played, seen) = tokio::join!(round, depose);
         let played = played.expect("the round ends when leadership is lost, not after the job");
