@@ -535,6 +535,9 @@ mod tests {
             TournamentConfig {
                 recent: 2,
                 leader_poll_s: 0.1,
+                // Without the watch the job would end only at this deadline (the
+                // runtime waits for it), and the test fails at its own 60 s first.
+                timeout_s: 90.0,
                 ..Default::default()
             },
             vec!["hex8_2p".parse().unwrap()],
@@ -567,7 +570,7 @@ mod tests {
         };
         let leader = me();
         let round = tokio::time::timeout(
-            Duration::from_secs(120),
+            Duration::from_secs(60),
             l.round("hex8_2p".parse().unwrap(), &rec, "t", &leader),
         );
         let (played, seen) = tokio::join!(round, depose);
