@@ -13,9 +13,15 @@
 //!
 //! Every daemon reads the same truth through [`Leadership`]: [`Leadership::mine`] before a
 //! leader-only duty (a linearizable read of the key), then the duty's writes carry the
-//! token, and the resource refuses a stale one (the work queue's `enqueue_fenced`), or
+//! token, and the resource refuses a stale one (the work queue's `enqueue_fenced`, the
+//! canonical model's swap, the Elo store's `record_matches_fenced`);
 //! [`Leadership::confirm`] compares the key's create_revision with the token in an etcd
-//! Txn right before a side effect that has no fence of its own.
+//! Txn right before a side effect and, every few seconds, while a long job runs.
+//!
+//! The static token is compared like any other: one leader ever, so it always passes on
+//! a home that only ran static leadership; a store that has seen an etcd leader's token
+//! refuses it (going back to static while that leader may still run is the split brain
+//! the fence exists for; the operator clears the fences, `docs/cluster.md`).
 
 use crate::config::{ClusterConfig, LeaderMode, Role};
 use crate::etcd::etcdserverpb::{
