@@ -884,4 +884,62 @@ mod tests {
         .expect("a newer leader");
         assert_eq!(fence_token(home, key).expect("fence"), 9);
     }
+    /// Writers racing to replace the same canonical model (each compared with none, each
+    /// with its own token) do not interleave: under the lock exactly one swaps, every
+    /// other sees the canonical model it wrote (changed since) or its higher token, and
+    /// the sidecar names the winner with the winner's token.
+    #[test]
+    fn racing_promotions_swap_one_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path();
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let m = paths::models_dir(home);
+        std::fs::create_dir_all(&m).expect("models dir");
+        let n: u8 = 8;
+        let candidates: Vec<(PathBuf, String)> = (1..=n)
+            .map(|i| {
+                let (h, bytes) = example(key, u32::from(i), &[i; 100_000]).expect("example");
+                let p = m.join(format!("gen{i}.rrm"));
+                std::fs::write(&p, &bytes).expect("model");
+                (p, h.payload_sha256)
+            })
+            .collect();
+        let start = std::sync::Barrier::new(usize::from(n));
+        let results: Vec<(u64, String, Result<PromotionReport, StoreError>)> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = candidates
+                    .iter()
+                    .zip(1u64..)
+                    .map(|((p, sha), token)| {
+                        let start = &start;
+                        s.spawn(move || {
+                            start.wait();
+                            let r =
+                                promote(home, key, p, "c", sha, None, None, Fence::Leader(token));
+                            (token, sha.clone(), r)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread"))
+                    .collect()
+            });
+        let won: Vec<_> = results.iter().filter(|(_, _, r)| r.is_ok()).collect();
+        assert_eq!(won.len(), 1, "exactly one swap: {results:?}");
+        for (_, _, r) in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(
+                        e,
+                        StoreError::CanonicalChanged { .. } | StoreError::Fenced { .. }
+                    ),
+                    "{e:?}"
+                );
+            }
+        }
+        let (token, sha, _) = won[0];
+        let c = canonical(home, key).expect("read").expect("present");
+        assert_eq!((c.sha256.as_str(), c.fence_token), (sha.as_str(), *token));
+    }
 }
