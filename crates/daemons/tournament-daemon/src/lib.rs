@@ -505,8 +505,9 @@ mod tests {
     }
 
     /// Leadership lost while a tournament job runs: the job (a real process under the
-    /// job runner that would sleep ten minutes) is killed as soon as the watch sees the
-    /// loss, nothing is published and the loss is counted. The job got the token.
+    /// job runner that would sleep until its 90 s deadline) is killed as soon as the
+    /// watch sees the loss, nothing is published and the loss is counted. The job got
+    /// the token.
     #[tokio::test]
     async fn a_tournament_job_is_cancelled_when_leadership_is_lost() {
         let dir = tempfile::tempdir().unwrap();
