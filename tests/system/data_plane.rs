@@ -197,6 +197,7 @@ fn three_nodes_share_games_once_models_by_hash_and_elo_history() {
         &header.payload_sha256,
         None,
         None,
+        models::Fence::Leader(1),
     )
     .unwrap();
     let file_sha = models::canonical(home(0), key())

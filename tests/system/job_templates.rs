@@ -121,6 +121,7 @@ async fn every_default_template_runs_ringrift_job_to_its_report() {
         req(JobKind::Tournament, "tournament:a")
             .var("games", 2)
             .var("job_id", "tournament:hex8_2p:t")
+            .var("fence_token", 3)
             .list(
                 "models",
                 [gen1.display(), gen2.display(), student.display()],
@@ -128,6 +129,12 @@ async fn every_default_template_runs_ringrift_job_to_its_report() {
     )
     .await;
     assert_eq!(to.standings.len(), 3);
+    let elo = ringrift_store::elo::EloStore::open(&ringrift_store::paths::elo_db(h)).unwrap();
+    assert_eq!(
+        elo.fence_token().unwrap(),
+        Some(3),
+        "the tournament recorded its matches with the leader's token"
+    );
     let sp2: SelfplayReport = run(
         jobs,
         selfplay("selfplay:b", Some(gen2.display().to_string())),

@@ -13,9 +13,15 @@
 //!
 //! Every daemon reads the same truth through [`Leadership`]: [`Leadership::mine`] before a
 //! leader-only duty (a linearizable read of the key), then the duty's writes carry the
-//! token, and the resource refuses a stale one (the work queue's `enqueue_fenced`), or
+//! token, and the resource refuses a stale one (the work queue's `enqueue_fenced`, the
+//! canonical model's swap, the Elo store's `record_matches_fenced`);
 //! [`Leadership::confirm`] compares the key's create_revision with the token in an etcd
-//! Txn right before a side effect that has no fence of its own.
+//! Txn right before a side effect and, every few seconds, while a long job runs.
+//!
+//! The static token is compared like any other: one leader ever, so it always passes on
+//! a home that only ran static leadership; a store that has seen an etcd leader's token
+//! refuses it (going back to static while that leader may still run is the split brain
+//! the fence exists for; the operator clears the fences, `docs/cluster.md`).
 
 use crate::config::{ClusterConfig, LeaderMode, Role};
 use crate::etcd::etcdserverpb::{
@@ -130,7 +136,20 @@ pub struct Leadership {
 #[derive(Clone)]
 enum Kind {
     Static(Option<Leader>),
+    /// Set by hand through a [`ManualLeader`] (tests of leadership that changes).
+    Manual(std::sync::Arc<std::sync::Mutex<Option<Leader>>>),
     Etcd(Box<Etcd>),
+}
+
+/// The switch of a [`Leadership::manual`]: who leads from now on.
+#[derive(Clone)]
+pub struct ManualLeader(std::sync::Arc<std::sync::Mutex<Option<Leader>>>);
+
+impl ManualLeader {
+    /// Makes `leader` the leader (`None`: nobody leads).
+    pub fn set(&self, leader: Option<Leader>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = leader;
+    }
 }
 
 impl std::fmt::Debug for Leadership {
@@ -171,10 +190,31 @@ impl Leadership {
         }
     }
 
+    /// A leader changed by hand through the returned [`ManualLeader`] (tests of a
+    /// leader deposed while it works); answers like a fixed one otherwise.
+    pub fn manual(this: &str, leader: Option<Leader>) -> (Leadership, ManualLeader) {
+        let cell = std::sync::Arc::new(std::sync::Mutex::new(leader));
+        let l = Leadership {
+            this: this.to_owned(),
+            kind: Kind::Manual(cell.clone()),
+        };
+        (l, ManualLeader(cell))
+    }
+
     pub fn mode(&self) -> &'static str {
         match self.kind {
             Kind::Static(_) => "static",
+            Kind::Manual(_) => "manual",
             Kind::Etcd(_) => "etcd",
+        }
+    }
+
+    /// The leader of a static or manual leadership.
+    fn local(&self) -> Option<Option<Leader>> {
+        match &self.kind {
+            Kind::Static(l) => Some(l.clone()),
+            Kind::Manual(cell) => Some(cell.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            Kind::Etcd(_) => None,
         }
     }
 
@@ -186,8 +226,8 @@ impl Leadership {
     /// The leader now (`None` under etcd while nobody holds the lease).
     pub async fn current(&self) -> Result<Option<Leader>, LeaderError> {
         match &self.kind {
-            Kind::Static(l) => Ok(l.clone()),
             Kind::Etcd(e) => e.read().await,
+            _ => Ok(self.local().flatten()),
         }
     }
 
@@ -202,8 +242,9 @@ impl Leadership {
     /// whose resource has no fence of its own.
     pub async fn confirm(&self, token: u64) -> Result<bool, LeaderError> {
         match &self.kind {
-            Kind::Static(l) => Ok(l
-                .as_ref()
+            Kind::Static(_) | Kind::Manual(_) => Ok(self
+                .local()
+                .flatten()
                 .is_some_and(|l| l.node == self.this && l.token == token)),
             Kind::Etcd(e) => {
                 let Ok(rev) = i64::try_from(token) else {

@@ -21,5 +21,5 @@ pub mod view;
 pub use config::{
     ClusterConfig, ClusterError, EventBackend, LeaderMode, Node, Ports, Role, Timeouts,
 };
-pub use leader::{Campaign, Leader, LeaderError, Leadership};
+pub use leader::{Campaign, Leader, LeaderError, Leadership, ManualLeader};
 pub use membership::{Change, MemberState, Membership};

@@ -9,7 +9,7 @@ use crate::{
 };
 use clap::{CommandFactory, FromArgMatches};
 use ringrift_proto::{Event, EventType, wire};
-use router_client::{Client, ClientError, Publisher, Subscription};
+use router_client::{Client, ClientError, Publisher};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

@@ -1,6 +1,7 @@
 //! Leader-only duties (promotion, tournaments): act only while this node leads, confirm
-//! the token right before each side effect, pull events only while leading, and give
-//! back an event that arrives while this node does not lead.
+//! the token right before each side effect, pass it to the write (whose store refuses a
+//! stale one), watch it while a long job runs ([`LeaderDuty::until_lost`]), pull events
+//! only while leading, and give back an event that arrives while this node does not lead.
 //!
 //! These daemons are cluster-scoped (registry `scope = "cluster"`): one durable consumer
 //! `<daemon>` serves every copy. [`LeaderDuty::pull_gate`] keeps it closed on a follower,
@@ -17,7 +18,11 @@
 
 use ringrift_cluster::{Leader, Leadership};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How many watch intervals without an answer from the leadership (etcd unreachable)
+/// [`LeaderDuty::until_lost`] tolerates before it takes the leadership as lost.
+pub const UNANSWERED_POLLS: u32 = 3;
 
 /// How often the pull gate reads the leadership again (etcd: one linearizable read; a
 /// static leadership is read once).
@@ -111,6 +116,52 @@ impl LeaderDuty {
         Ok(false)
     }
 
+    /// A write its resource refused for a stale token (the store's fence, e.g.
+    /// `StoreError::Fenced`, which names both tokens): logged as a warning and counted
+    /// with the refusals of [`LeaderDuty::confirm`].
+    pub fn refused_by_store(&self, what: &str, err: &dyn std::fmt::Display) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%what, error = %err, "the store refused the leader's token: not written");
+    }
+
+    /// Resolves once this node no longer leads under `leader`'s token: asks
+    /// [`Leadership::confirm`] every `every` (the first time at once), and returns why.
+    /// An unanswered question (etcd unreachable) is logged and asked again; after
+    /// [`UNANSWERED_POLLS`] intervals without a confirmation the leadership counts as
+    /// lost, since a leader that cannot reach etcd may have lost its lease. Run beside a
+    /// long leader-only job and cancel the job when it resolves; each loss is counted.
+    pub async fn until_lost(&self, leader: &Leader, every: Duration) -> String {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut confirmed = Instant::now();
+        let why = loop {
+            tick.tick().await;
+            match self.leadership.confirm(leader.token).await {
+                Ok(true) => confirmed = Instant::now(),
+                Ok(false) => {
+                    break format!(
+                        "this node ({}) no longer leads under token {}",
+                        self.leadership.this(),
+                        leader.token
+                    );
+                }
+                Err(e) if confirmed.elapsed() >= every * UNANSWERED_POLLS => {
+                    break format!(
+                        "leadership under token {} unconfirmed for {:.1} s: {e}",
+                        leader.token,
+                        confirmed.elapsed().as_secs_f64()
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(token = leader.token, error = %e, "leadership not answered; asking again");
+                }
+            }
+        };
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(token = leader.token, %why, "leadership lost while a leader-only job ran");
+        why
+    }
+
     /// Side effects skipped because the token was refused (health `fence_refused`).
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
@@ -166,5 +217,42 @@ mod tests {
                 .await
                 .expect("answer")
         );
+    }
+    /// The watch resolves once another node leads, and once etcd has not answered for
+    /// [`UNANSWERED_POLLS`] intervals; each loss is counted.
+    #[tokio::test]
+    async fn the_watch_resolves_when_leadership_is_lost_or_unanswered() {
+        let (l, switch) = Leadership::manual("me", leader("me", 9));
+        let d = LeaderDuty::new(l);
+        let me = leader("me", 9).expect("some");
+        assert!(d.confirm(&me, "job").await.expect("answer"));
+        switch.set(leader("other", 10));
+        let why = tokio::time::timeout(
+            Duration::from_secs(30),
+            d.until_lost(&me, Duration::from_millis(20)),
+        )
+        .await
+        .expect("resolved");
+        assert!(why.contains("no longer leads under token 9"), "{why}");
+        assert_eq!(d.refused(), 1);
+
+        let text = "[leader]\nmode = \"etcd\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                    [[node]]\nname = \"me\"\nroles = [\"coordinator\"]\n\
+                    address = \"127.0.0.1\"\nports = { p2p = 9001 }\n";
+        let cluster = ringrift_cluster::ClusterConfig::parse(
+            text,
+            std::path::Path::new("cluster.toml"),
+            "me",
+        )
+        .expect("cluster");
+        let silent = LeaderDuty::new(Leadership::new(&cluster).expect("etcd"));
+        let why = tokio::time::timeout(
+            Duration::from_secs(60),
+            silent.until_lost(&me, Duration::from_millis(20)),
+        )
+        .await
+        .expect("resolved");
+        assert!(why.contains("unconfirmed"), "{why}");
+        assert_eq!(silent.refused(), 1);
     }
 }

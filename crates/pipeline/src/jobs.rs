@@ -10,6 +10,10 @@
 //! Another trainer (the Python example in `examples/python-trainer/`) is a template that
 //! accepts the values it needs and writes the same result JSON: `docs/jobs.md` documents
 //! both, and [`Jobs::run`](trait.Jobs.html#method.run) reads it as the typed report.
+//!
+//! A job can be cancelled while it runs ([`Jobs::run_json_until`]; a leader-only daemon
+//! cancels its job when it stops leading): the job runner kills its process group and
+//! the run ends with [`JobFailure::Cancelled`].
 
 use job_runner::{CommandTemplate, JobError, JobRunner, JobSpec, SlotKind, SlotSpec, Started};
 use ringrift_contracts::report::Report;
@@ -21,6 +25,7 @@ use std::time::Duration;
 
 pub use ringrift_contracts::JobKind;
 pub use ringrift_store::models::ModelFormat;
+pub use tokio_util::sync::CancellationToken;
 
 /// One job to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +101,13 @@ pub enum JobFailure {
     },
     #[error("job {0}: bad template: {1}")]
     Template(String, String),
+    /// Cancelled by its caller ([`Jobs::run_json_until`]); its process group was killed.
+    #[error("{kind} job {key}: cancelled ({message})")]
+    Cancelled {
+        kind: &'static str,
+        key: String,
+        message: String,
+    },
     /// The job succeeded but its result does not fit the report contract.
     #[error("job {key}: {source}")]
     Contract {
@@ -113,6 +125,25 @@ pub trait Jobs: Send + Sync {
     /// Runs the job; `Ok` is its JSON result document, not yet checked.
     async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure>;
 
+    /// Runs the job until it ends or `cancel` fires, which stops it (its process group
+    /// killed) and ends the run with [`JobFailure::Cancelled`]. The default, for jobs
+    /// without a process, stops waiting for it.
+    async fn run_json_until(
+        &self,
+        req: JobRequest,
+        cancel: CancellationToken,
+    ) -> Result<serde_json::Value, JobFailure> {
+        let (kind, key) = (req.kind.as_str(), req.key.clone());
+        tokio::select! {
+            r = self.run_json(req) => r,
+            _ = cancel.cancelled() => Err(JobFailure::Cancelled {
+                kind,
+                key,
+                message: "stopped waiting for it".into(),
+            }),
+        }
+    }
+
     /// The format the `train` template writes (`[jobs] model_format`): the extension of
     /// a train job's `{output}`.
     fn model_format(&self) -> ModelFormat {
@@ -127,6 +158,17 @@ impl dyn Jobs {
     pub async fn run<R: Report>(&self, req: JobRequest) -> Result<R, JobFailure> {
         let (kind, key) = (req.kind, req.key.clone());
         let result = self.run_json(req).await?;
+        wire::parse_report(kind, result).map_err(|source| JobFailure::Contract { key, source })
+    }
+
+    /// [`run`](#method.run) until `cancel` fires ([`Jobs::run_json_until`]).
+    pub async fn run_until<R: Report>(
+        &self,
+        req: JobRequest,
+        cancel: CancellationToken,
+    ) -> Result<R, JobFailure> {
+        let (kind, key) = (req.kind, req.key.clone());
+        let result = self.run_json_until(req, cancel).await?;
         wire::parse_report(kind, result).map_err(|source| JobFailure::Contract { key, source })
     }
 }
@@ -227,8 +269,8 @@ impl Default for JobTemplates {
                  --output {{output}} --hidden {{hidden}}"
             ),
             tournament: format!(
-                "{j} --job-id {{job_id}} tournament --config {{config_key}} \
-                 --games-per-pair {{games}} --model {{models}}"
+                "{j} --job-id {{job_id}} --fence-token {{fence_token}} tournament \
+                 --config {{config_key}} --games-per-pair {{games}} --model {{models}}"
             ),
             bin: None,
             model_format: ModelFormat::Rrm,
@@ -294,7 +336,7 @@ pub fn placeholders(kind: JobKind) -> &'static [&'static str] {
             "sprt_beta",
         ],
         JobKind::Distill => &["config_key", "teacher", "data", "output", "hidden"],
-        JobKind::Tournament => &["config_key", "games", "job_id", "models"],
+        JobKind::Tournament => &["config_key", "games", "job_id", "fence_token", "models"],
     }
 }
 
@@ -429,6 +471,14 @@ impl Jobs for RunnerJobs {
     }
 
     async fn run_json(&self, req: JobRequest) -> Result<serde_json::Value, JobFailure> {
+        self.run_json_until(req, CancellationToken::new()).await
+    }
+
+    async fn run_json_until(
+        &self,
+        req: JobRequest,
+        cancel: CancellationToken,
+    ) -> Result<serde_json::Value, JobFailure> {
         let kind = req.kind.as_str();
         let fail = |m: String| JobFailure::Failed {
             kind,
@@ -479,42 +529,91 @@ impl Jobs for RunnerJobs {
             }),
         };
         let runner = self.runner.clone();
-        let outcome = tokio::task::spawn_blocking(move || -> Result<job_runner::JobOutcome, String> {
-            for d in [spec.log_path.parent(), spec.result_path.as_deref().and_then(Path::parent)].into_iter().flatten() {
-                std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
-            }
-            // Every slot of the kind busy (other daemons' jobs too): wait for one, at most
-            // as long as the job itself may run.
-            let deadline = std::time::Instant::now() + spec.timeout;
-            let mut waited = false;
-            let started = loop {
-                match runner.start(&spec) {
-                    Err(e @ JobError::NoSlot { .. }) if std::time::Instant::now() < deadline => {
-                        if !waited {
-                            tracing::info!(key = %spec.job_key, "{e}; waiting for one");
-                            waited = true;
-                        }
-                        std::thread::sleep(Duration::from_millis(250));
+        // The handle of the started job, for a cancel that comes while it runs.
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let stop = cancel.clone();
+        let task = tokio::task::spawn_blocking(
+            move || -> Result<job_runner::JobOutcome, String> {
+                for d in [
+                    spec.log_path.parent(),
+                    spec.result_path.as_deref().and_then(Path::parent),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    std::fs::create_dir_all(d)
+                        .map_err(|e| format!("create {}: {e}", d.display()))?;
+                }
+                // Every slot of the kind busy (other daemons' jobs too): wait for one, at most
+                // as long as the job itself may run (or until cancelled).
+                let deadline = std::time::Instant::now() + spec.timeout;
+                let mut waited = false;
+                let started = loop {
+                    if stop.is_cancelled() {
+                        return Err("cancelled before it started".into());
                     }
-                    r => break r,
+                    match runner.start(&spec) {
+                        Err(e @ JobError::NoSlot { .. })
+                            if std::time::Instant::now() < deadline =>
+                        {
+                            if !waited {
+                                tracing::info!(key = %spec.job_key, "{e}; waiting for one");
+                                waited = true;
+                            }
+                            std::thread::sleep(Duration::from_millis(250));
+                        }
+                        r => break r,
+                    }
+                };
+                let h = match started.map_err(|e| e.to_string())? {
+                    Started::Started(h) => h,
+                    Started::AlreadyRunning(h) => {
+                        tracing::info!(job = %h.job_id, key = %h.job_key, pid = h.pid, "adopting the job already running for this key");
+                        h
+                    }
+                    Started::Finished(o) => {
+                        tracing::info!(job = %o.job_id, key = %o.job_key, "the same job finished while this daemon was down; using its result");
+                        return Ok(o);
+                    }
+                };
+                let _ = started_tx.send(h.clone());
+                runner.wait(&h).map_err(|e| e.to_string())
+            },
+        );
+        tokio::pin!(task);
+        let joined = tokio::select! {
+            r = &mut task => r,
+            _ = cancel.cancelled() => {
+                // Kill the group once the job has started (no handle: it ended or never
+                // started); the waiting thread then sees it end.
+                if let Ok(h) = started_rx.await {
+                    let runner = self.runner.clone();
+                    let killed = tokio::task::spawn_blocking(move || runner.cancel(&h)).await;
+                    match killed {
+                        Ok(Ok(o)) => tracing::info!(job = %o.job_id, key = %o.job_key, "job cancelled"),
+                        Ok(Err(e)) => tracing::warn!(key = %req.key, error = %e, "cancelling the job"),
+                        Err(e) => tracing::warn!(key = %req.key, error = %e, "cancelling the job"),
+                    }
                 }
-            };
-            let h = match started.map_err(|e| e.to_string())? {
-                Started::Started(h) => h,
-                Started::AlreadyRunning(h) => {
-                    tracing::info!(job = %h.job_id, key = %h.job_key, pid = h.pid, "adopting the job already running for this key");
-                    h
-                }
-                Started::Finished(o) => {
-                    tracing::info!(job = %o.job_id, key = %o.job_key, "the same job finished while this daemon was down; using its result");
-                    return Ok(o);
-                }
-            };
-            runner.wait(&h).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(fail)?;
+                let outcome = task.await.map_err(|e| fail(e.to_string()))?;
+                return match outcome {
+                    Ok(o) if o.status == job_runner::JobStatus::Succeeded => {
+                        o.into_result().map_err(|e| fail(e.to_string()))
+                    }
+                    Ok(o) => Err(JobFailure::Cancelled {
+                        kind,
+                        key: req.key.clone(),
+                        message: o.error.unwrap_or_else(|| format!("{:?}", o.status)),
+                    }),
+                    Err(message) => Err(JobFailure::Cancelled {
+                        kind,
+                        key: req.key.clone(),
+                        message,
+                    }),
+                };
+            }
+        };
+        let outcome = joined.map_err(|e| fail(e.to_string()))?.map_err(fail)?;
         outcome.into_result().map_err(|e| fail(e.to_string()))
     }
 }
@@ -654,6 +753,55 @@ mod tests {
         assert!(msg.contains("export:hex8_2p"), "{msg}");
         assert!(msg.contains("export job result"), "{msg}");
         assert!(msg.contains("missing field `rows`"), "{msg}");
+    }
+
+    /// Cancelling a running job kills its process (a `sleep 600`) and ends the run with
+    /// `Cancelled`, long before the job would have ended.
+    #[tokio::test]
+    async fn a_cancelled_job_is_killed_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = JobTemplates {
+            train: "sh -c {script}".into(),
+            ..Default::default()
+        };
+        let jobs = RunnerJobs::new(dir.path(), &t).unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "echo $$ > {0}.tmp && mv {0}.tmp {0}; exec sleep 600",
+            pid_file.display()
+        );
+        let req = JobRequest::new(JobKind::Train, "train:hex8_2p", Duration::from_secs(900))
+            .var("script", script);
+        let cancel = CancellationToken::new();
+        let kill = async {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let pid = loop {
+                if let Ok(p) = std::fs::read_to_string(&pid_file) {
+                    break p.trim().to_owned();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the job never started"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            cancel.cancel();
+            pid
+        };
+        let (ran, pid) = tokio::join!(
+            tokio::time::timeout(
+                Duration::from_secs(120),
+                jobs.run_json_until(req, cancel.clone())
+            ),
+            kill
+        );
+        let err = ran.expect("ended once cancelled").unwrap_err();
+        assert!(matches!(err, JobFailure::Cancelled { .. }), "{err:?}");
+        assert!(err.to_string().contains("train:hex8_2p"), "{err}");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} killed"
+        );
     }
 
     #[tokio::test]

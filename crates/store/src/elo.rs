@@ -15,6 +15,11 @@
 //! the `.rrm` header records them), whatever file it is read from; `label` (schema v2)
 //! is a name for people (the file stem). Participants of databases written before v2
 //! keep their ids, labelled with them.
+//!
+//! A leader-only writer (the tournament job) records with its fencing token
+//! ([`EloStore::record_matches_fenced`], schema v3 table `fence`): a token lower than the
+//! highest accepted is refused with [`StoreError::Fenced`] in the same transaction as the
+//! matches, so a deposed leader's tournament records nothing.
 
 use crate::error::SqlContext;
 use crate::{ConfigKey, OffRuntime, StoreError, db};
@@ -61,7 +66,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX match_history_config ON match_history(config_key, played_at);",
     "ALTER TABLE participants ADD COLUMN label TEXT;
     UPDATE participants SET label = participant_id;",
+    "CREATE TABLE fence (
+        name TEXT PRIMARY KEY NOT NULL,
+        token INTEGER NOT NULL
+    );",
 ];
+
+/// The fence of leader-only writers ([`EloStore::record_matches_fenced`]).
+const LEADER_FENCE: &str = "leader";
 
 /// The pinned rating of a built-in anchor participant, if it is one.
 pub fn pinned_rating(participant: &str) -> Option<f64> {
@@ -222,6 +234,64 @@ impl EloStore {
         }
         tx.commit().ctx(path)?;
         Ok(n)
+    }
+
+    /// Records many matches in one transaction as the leader holding fencing `token`;
+    /// returns how many were new. [`StoreError::Fenced`] (nothing recorded) when a
+    /// higher token was accepted before; otherwise the token is the highest accepted.
+    pub fn record_matches_fenced(
+        &self,
+        ms: &[MatchResult],
+        token: u64,
+    ) -> Result<usize, StoreError> {
+        let path = self.path();
+        let wire = i64::try_from(token)
+            .map_err(|_| StoreError::Invalid(format!("fencing token {token} is out of range")))?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx(path)?;
+        let seen: Option<i64> = tx
+            .query_row(
+                "SELECT token FROM fence WHERE name = ?1",
+                [LEADER_FENCE],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(path)?;
+        if let Some(seen) = seen.filter(|&seen| seen > wire) {
+            return Err(StoreError::Fenced {
+                token,
+                seen: u64::try_from(seen).unwrap_or(0),
+            });
+        }
+        tx.execute(
+            "INSERT INTO fence (name, token) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET token = excluded.token",
+            params![LEADER_FENCE, wire],
+        )
+        .ctx(path)?;
+        let mut n = 0;
+        for m in ms {
+            n += usize::from(record_in(&tx, path, m)?);
+        }
+        tx.commit().ctx(path)?;
+        Ok(n)
+    }
+
+    /// The highest fencing token accepted ([`EloStore::record_matches_fenced`]), if any.
+    pub fn fence_token(&self) -> Result<Option<u64>, StoreError> {
+        let path = self.path();
+        let token: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT token FROM fence WHERE name = ?1",
+                [LEADER_FENCE],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(path)?;
+        Ok(token.and_then(|t| u64::try_from(t).ok()))
     }
 
     /// Names participants for people: `(participant id, label)`; a later label replaces

@@ -24,6 +24,16 @@
 //! canonical file of the other format), writes the sidecar (name, hashes, the
 //! evaluation that earned it) and points the `models/ringrift_best_{config}` symlink at
 //! it by an atomic rename. The gate is the caller's (`ringrift_contracts::check_gate`).
+//!
+//! The swap is fenced ([`Fence`]): a leader's promotion carries its fencing token
+//! (`ringrift_cluster::leader`), and the sidecar records the highest token that has
+//! written the canonical model of its config (`fence_token`). A token lower than that is
+//! refused with [`StoreError::Fenced`] naming both, and nothing changes: a leader deposed
+//! between its last check of the leadership and the swap cannot replace the canonical
+//! model a newer leader wrote. The check, the raise and the swap run under one exclusive
+//! `flock` of `models/.canonical_{config}.lock` (hidden: never served, never a model), so
+//! two writers cannot interleave; a higher token is written to the sidecar before the
+//! model file is touched, so a crash in the middle of a swap never lowers the fence.
 
 use crate::manifest::{atomic_copy, atomic_symlink, atomic_write, sha256_hex};
 use crate::{ConfigKey, StoreError, paths};
@@ -379,6 +389,22 @@ pub struct Canonical {
     /// sidecars of older homes hold reports of older shapes, so it is not read back as
     /// a typed report).
     pub evaluation: Option<serde_json::Value>,
+    /// The highest fencing token that has written this config's canonical model (0 in a
+    /// sidecar written before fencing, or by replicas only).
+    #[serde(default)]
+    pub fence_token: u64,
+}
+
+/// Who swaps the canonical model, for its fence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// The leader holding this fencing token (under static leadership the constant
+    /// `ringrift_cluster::leader::STATIC_TOKEN`): refused when a higher token has
+    /// written here; raises the recorded token otherwise.
+    Leader(u64),
+    /// A copy of a canonical model promoted (and fenced) on another node, installed by
+    /// `model_sync`: checks no token and keeps the recorded one.
+    Replica,
 }
 
 /// `models/canonical_<config>.<ext>`, where the canonical model of `format` lives.
@@ -420,6 +446,62 @@ fn sidecar_path(home: &Path, config: ConfigKey) -> PathBuf {
     paths::models_dir(home).join(format!("canonical_{config}.json"))
 }
 
+/// `models/.canonical_<config>.lock`, the `flock` every swap of the canonical model holds.
+fn lock_path(home: &Path, config: ConfigKey) -> PathBuf {
+    paths::models_dir(home).join(format!(".canonical_{config}.lock"))
+}
+
+/// Holds the exclusive lock of `config`'s canonical model until dropped (blocking).
+fn lock_canonical(
+    home: &Path,
+    config: ConfigKey,
+) -> Result<nix::fcntl::Flock<std::fs::File>, StoreError> {
+    let path = lock_path(home, config);
+    let dir = paths::models_dir(home);
+    std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io("open the canonical lock", &path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+        StoreError::io(
+            "lock the canonical model",
+            &path,
+            std::io::Error::from(errno),
+        )
+    })
+}
+
+/// The sidecar as written, if there is one (a corrupt one is an error: promoting over
+/// it would lose its fence).
+fn read_sidecar(home: &Path, config: ConfigKey) -> Result<Option<Canonical>, StoreError> {
+    let sidecar = sidecar_path(home, config);
+    let bytes = match std::fs::read(&sidecar) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("read canonical sidecar", &sidecar, e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            path: sidecar.clone(),
+            reason: format!("canonical sidecar is not valid: {e}"),
+        })
+}
+
+fn write_sidecar(home: &Path, config: ConfigKey, c: &Canonical) -> Result<(), StoreError> {
+    let json = serde_json::to_vec_pretty(c)
+        .map_err(|e| StoreError::Invalid(format!("canonical sidecar: {e}")))?;
+    atomic_write(&sidecar_path(home, config), &json)
+}
+
+/// The highest fencing token recorded for `config`'s canonical model (0: none).
+pub fn fence_token(home: &Path, config: ConfigKey) -> Result<u64, StoreError> {
+    Ok(read_sidecar(home, config)?.map_or(0, |c| c.fence_token))
+}
+
 /// `models/ringrift_best_<config>`, the symlink to the canonical model.
 pub fn best_link(home: &Path, config: ConfigKey) -> PathBuf {
     paths::models_dir(home).join(format!("ringrift_best_{config}"))
@@ -449,6 +531,11 @@ pub fn canonical(home: &Path, config: ConfigKey) -> Result<Option<Canonical>, St
 /// caller has the whole report), atomic symlink, then removal of a canonical file of the
 /// other format. The weights are not decoded: the evaluation loaded these very bytes
 /// (same SHA-256) with the engine or the ONNX runtime.
+///
+/// `fence` is who writes: a [`Fence::Leader`] token lower than the recorded one is
+/// [`StoreError::Fenced`] and changes nothing. Every check and the swap hold the
+/// config's lock (blocking: async callers use `spawn_blocking`).
+#[allow(clippy::too_many_arguments)]
 pub fn promote(
     home: &Path,
     config: ConfigKey,
@@ -457,7 +544,19 @@ pub fn promote(
     model_sha256: &str,
     canonical_sha256: Option<&str>,
     evaluation: Option<&EvaluateReport>,
+    fence: Fence,
 ) -> Result<PromotionReport, StoreError> {
+    let _lock = lock_canonical(home, config)?;
+    // The fence first: a deposed leader learns nothing else and changes nothing.
+    let recorded = read_sidecar(home, config)?;
+    let seen = recorded.as_ref().map_or(0, |c| c.fence_token);
+    let fence_token = match fence {
+        Fence::Leader(token) if token < seen => {
+            return Err(StoreError::Fenced { token, seen });
+        }
+        Fence::Leader(token) => token,
+        Fence::Replica => seen,
+    };
     let bytes = std::fs::read(model).map_err(|e| StoreError::io("read model", model, e))?;
     let header = identify(model, &bytes)?;
     if header.payload_sha256 != model_sha256 {
@@ -482,6 +581,11 @@ pub fn promote(
                 header.config_key
             ),
         });
+    }
+    // Raise the fence before touching the model: a crash mid-swap leaves it raised.
+    if let Some(mut c) = recorded.filter(|_| fence_token > seen) {
+        c.fence_token = fence_token;
+        write_sidecar(home, config, &c)?;
     }
     let target = canonical_path(home, config, header.format);
     let sidecar = sidecar_path(home, config);
@@ -516,10 +620,9 @@ pub fn promote(
             .map(serde_json::to_value)
             .transpose()
             .map_err(|e| StoreError::Invalid(format!("evaluation report: {e}")))?,
+        fence_token,
     };
-    let json = serde_json::to_vec_pretty(&c)
-        .map_err(|e| StoreError::Invalid(format!("canonical sidecar: {e}")))?;
-    atomic_write(&sidecar, &json)?;
+    write_sidecar(home, config, &c)?;
     let link = best_link(home, config);
     let rel = target
         .file_name()
@@ -643,13 +746,23 @@ mod tests {
             &h.payload_sha256,
             None,
             None,
+            Fence::Leader(1),
         )
         .expect("first promotion");
         let onnx = onnx_with_metadata(&[(ONNX_CONFIG_KEY, "hex8_2p"), (ONNX_GENERATION, "2")]);
         std::fs::write(m.join("gen2.onnx"), &onnx).expect("onnx");
         let sha = sha256_hex(&onnx);
-        let stale = promote(home, key, &m.join("gen2.onnx"), "gen2", &sha, None, None)
-            .expect_err("the canonical model changed since");
+        let stale = promote(
+            home,
+            key,
+            &m.join("gen2.onnx"),
+            "gen2",
+            &sha,
+            None,
+            None,
+            Fence::Leader(1),
+        )
+        .expect_err("the canonical model changed since");
         assert!(
             matches!(stale, StoreError::CanonicalChanged { .. }),
             "{stale}"
@@ -662,6 +775,7 @@ mod tests {
             &sha,
             Some(&h.payload_sha256),
             None,
+            Fence::Leader(1),
         )
         .expect("second promotion");
         assert_eq!(
@@ -679,5 +793,153 @@ mod tests {
         assert_eq!(c.path, m.join("canonical_hex8_2p.onnx"));
         let link = std::fs::read_link(best_link(home, key)).expect("link");
         assert_eq!(link, Path::new("canonical_hex8_2p.onnx"));
+    }
+    /// A leader deposed by a newer one (token 8 has written the canonical model) swaps
+    /// nothing with its token 7: the error names both tokens, and the canonical model,
+    /// its sidecar and link stay the newer leader's. Equal and higher tokens pass; a
+    /// replica keeps the recorded token.
+    #[test]
+    fn a_swap_with_a_stale_token_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path();
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let m = paths::models_dir(home);
+        std::fs::create_dir_all(&m).expect("models dir");
+        let write = |generation: u32, fill: &[u8]| {
+            let (h, bytes) = example(key, generation, fill).expect("example");
+            let p = m.join(format!("gen{generation}.rrm"));
+            std::fs::write(&p, &bytes).expect("model");
+            (p, h.payload_sha256)
+        };
+        let (a, sha_a) = write(1, b"a");
+        let (b, sha_b) = write(2, b"b");
+        let (c, sha_c) = write(3, b"c");
+        promote(home, key, &a, "a", &sha_a, None, None, Fence::Leader(8)).expect("token 8");
+        assert_eq!(fence_token(home, key).expect("fence"), 8);
+        let sidecar_before = std::fs::read(sidecar_path(home, key)).expect("sidecar");
+        let err = promote(
+            home,
+            key,
+            &b,
+            "b",
+            &sha_b,
+            Some(&sha_a),
+            None,
+            Fence::Leader(7),
+        )
+        .expect_err("token 7 is stale");
+        assert!(
+            matches!(err, StoreError::Fenced { token: 7, seen: 8 }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("token 7") && msg.contains("token 8"), "{msg}");
+        let now = canonical(home, key).expect("read").expect("present");
+        assert_eq!((now.sha256.as_str(), now.fence_token), (sha_a.as_str(), 8));
+        assert_eq!(
+            std::fs::read(sidecar_path(home, key)).expect("sidecar"),
+            sidecar_before,
+            "the sidecar is untouched"
+        );
+        let landed = identify_file(&canonical_path(home, key, ModelFormat::Rrm)).expect("model");
+        assert_eq!(landed.payload_sha256, sha_a, "the model file is untouched");
+        assert!(
+            !m.join("backup").exists(),
+            "a refused swap backs nothing up"
+        );
+        promote(
+            home,
+            key,
+            &b,
+            "b",
+            &sha_b,
+            Some(&sha_a),
+            None,
+            Fence::Leader(8),
+        )
+        .expect("the same leader again");
+        promote(
+            home,
+            key,
+            &c,
+            "c",
+            &sha_c,
+            Some(&sha_b),
+            None,
+            Fence::Replica,
+        )
+        .expect("a replica");
+        let now = canonical(home, key).expect("read").expect("present");
+        assert_eq!((now.sha256.as_str(), now.fence_token), (sha_c.as_str(), 8));
+        promote(
+            home,
+            key,
+            &a,
+            "a",
+            &sha_a,
+            Some(&sha_c),
+            None,
+            Fence::Leader(9),
+        )
+        .expect("a newer leader");
+        assert_eq!(fence_token(home, key).expect("fence"), 9);
+    }
+    /// Writers racing to replace the same canonical model (each compared with none, each
+    /// with its own token) do not interleave: under the lock exactly one swaps, every
+    /// other sees the canonical model it wrote (changed since) or its higher token, and
+    /// the sidecar names the winner with the winner's token.
+    #[test]
+    fn racing_promotions_swap_one_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path();
+        let key: ConfigKey = "hex8_2p".parse().expect("key");
+        let m = paths::models_dir(home);
+        std::fs::create_dir_all(&m).expect("models dir");
+        let n: u8 = 8;
+        let candidates: Vec<(PathBuf, String)> = (1..=n)
+            .map(|i| {
+                let (h, bytes) = example(key, u32::from(i), &[i; 100_000]).expect("example");
+                let p = m.join(format!("gen{i}.rrm"));
+                std::fs::write(&p, &bytes).expect("model");
+                (p, h.payload_sha256)
+            })
+            .collect();
+        let start = std::sync::Barrier::new(usize::from(n));
+        let results: Vec<(u64, String, Result<PromotionReport, StoreError>)> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = candidates
+                    .iter()
+                    .zip(1u64..)
+                    .map(|((p, sha), token)| {
+                        let start = &start;
+                        s.spawn(move || {
+                            start.wait();
+                            let r =
+                                promote(home, key, p, "c", sha, None, None, Fence::Leader(token));
+                            (token, sha.clone(), r)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread"))
+                    .collect()
+            });
+        let won: Vec<_> = results.iter().filter(|(_, _, r)| r.is_ok()).collect();
+        assert_eq!(won.len(), 1, "exactly one swap: {results:?}");
+        for (_, _, r) in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(
+                        e,
+                        StoreError::CanonicalChanged { .. } | StoreError::Fenced { .. }
+                    ),
+                    "{e:?}"
+                );
+            }
+        }
+        let (token, sha, _) = won[0];
+        let c = canonical(home, key).expect("read").expect("present");
+        assert_eq!((c.sha256.as_str(), c.fence_token), (sha.as_str(), *token));
     }
 }

@@ -51,6 +51,12 @@ pub struct Common {
     /// UUID, i.e. every run by hand is a new job.
     #[arg(long, global = true, env = "RINGRIFT_JOB_ID")]
     pub job_id: Option<String>,
+    /// The leader's fencing token for the leader-only writes: the canonical model swap
+    /// of `evaluate --promote` and the Elo records of `tournament`. A token lower than
+    /// one the store has accepted is refused and nothing is written. Default 1, the
+    /// static leader's token.
+    #[arg(long, global = true, env = "RINGRIFT_FENCE_TOKEN", default_value_t = 1)]
+    pub fence_token: u64,
 }
 
 /// A path that may be empty (a template's way to say "none"; clap's path parser refuses
@@ -401,7 +407,15 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
             })
             .context("evaluate")?;
             if a.promote {
-                r.promotion = Some(promote_if_passed(&c.home, &r, &gate).context("promote")?);
+                r.promotion = Some(
+                    promote_if_passed(
+                        &c.home,
+                        &r,
+                        &gate,
+                        crate::promote::Fence::Leader(c.fence_token),
+                    )
+                    .context("promote")?,
+                );
             }
             (JobKind::Evaluate, report_json(JobKind::Evaluate, &r)?)
         }
@@ -418,6 +432,7 @@ pub fn run(cli: Cli) -> anyhow::Result<(String, serde_json::Value)> {
                 seed,
                 source_node: node.clone(),
                 job_id: job_id.clone(),
+                fence_token: c.fence_token,
             };
             (
                 JobKind::Tournament,

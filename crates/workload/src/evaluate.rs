@@ -618,7 +618,17 @@ mod tests {
         let (g2, sha2) = random_model(home, "hex8_2p_gen2", 2);
         let r1 = evaluate(&args(home, &g1, "e1")).expect("gen1");
         assert_eq!(r1.canonical_sha256, None);
-        promote::promote(home, key, &g1, "hex8_2p_gen1", &sha1, None, None).expect("promote");
+        promote::promote(
+            home,
+            key,
+            &g1,
+            "hex8_2p_gen1",
+            &sha1,
+            None,
+            None,
+            promote::Fence::Leader(1),
+        )
+        .expect("promote");
         let r2 = evaluate(&args(home, &g2, "e2")).expect("gen2");
         assert_eq!(r2.canonical_sha256.as_deref(), Some(sha1.as_str()));
         let canon = promote::canonical_path(home, key, ringrift_store::models::ModelFormat::Rrm);
@@ -632,6 +642,7 @@ mod tests {
             seed: 5,
             source_node: "test".into(),
             job_id: "t1".into(),
+            fence_token: 1,
         })
         .expect("tournament");
         let ids: Vec<&str> = t.standings.iter().map(|s| s.sha256.as_str()).collect();
@@ -658,7 +669,17 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let home = dir.path();
             let (c, sha) = random_model(home, "canon", 5);
-            promote::promote(home, key, &c, "canon", &sha, None, None).expect("promote");
+            promote::promote(
+                home,
+                key,
+                &c,
+                "canon",
+                &sha,
+                None,
+                None,
+                promote::Fence::Leader(1),
+            )
+            .expect("promote");
             let (m, _) = random_model(home, "cand", 6);
             let a = EvaluateArgs {
                 games_vs_random: 2,
@@ -710,7 +731,17 @@ mod tests {
         let home = dir.path();
         let key: ConfigKey = "hex8_2p".parse().expect("key");
         let (m, sha) = random_model(home, "base", 7);
-        promote::promote(home, key, &m, "base", &sha, None, None).expect("promote");
+        promote::promote(
+            home,
+            key,
+            &m,
+            "base",
+            &sha,
+            None,
+            None,
+            promote::Fence::Leader(1),
+        )
+        .expect("promote");
         // The same weights but one bias moved by the smallest f32: a new payload SHA-256,
         // the same moves.
         let mut twin = Model::new_random(key, Geometry::new(key).cells(), 8, 7);

@@ -4,14 +4,16 @@
 
 use crate::WorkloadError;
 pub use ringrift_contracts::{EvaluateReport, Gate, GateDecision, PromotionReport, check_gate};
-pub use ringrift_store::models::{Canonical, best_link, canonical, canonical_path, promote};
+pub use ringrift_store::models::{Canonical, Fence, best_link, canonical, canonical_path, promote};
 use std::path::Path;
 
-/// Applies the gate and, if it passes, promotes `report.model`.
+/// Applies the gate and, if it passes, promotes `report.model` as `fence` (a stale
+/// leader token is `StoreError::Fenced`, nothing promoted).
 pub fn promote_if_passed(
     home: &Path,
     report: &EvaluateReport,
     gate: &Gate,
+    fence: Fence,
 ) -> Result<PromotionReport, WorkloadError> {
     let decision = check_gate(
         report.results.iter().map(|r| r.score()),
@@ -35,6 +37,7 @@ pub fn promote_if_passed(
         &report.model_sha256,
         report.canonical_sha256.as_deref(),
         Some(report),
+        fence,
     )?;
     r.decision = decision;
     Ok(r)

@@ -30,6 +30,8 @@ pub struct TournamentArgs {
     pub source_node: String,
     /// Match ids are `<job_id>/<game index>`: the same job run again records nothing twice.
     pub job_id: String,
+    /// The leader's fencing token: the Elo store refuses the matches of a deposed leader.
+    pub fence_token: u64,
 }
 
 pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadError> {
@@ -109,8 +111,9 @@ pub fn tournament(args: &TournamentArgs) -> Result<TournamentReport, WorkloadErr
         .iter()
         .map(|(name, sha, ..)| (sha.clone(), name.clone()))
         .collect();
+    // The fenced write first: a deposed leader's tournament writes nothing at all.
+    store.record_matches_fenced(&matches, args.fence_token)?;
     store.set_labels(&labels)?;
-    store.record_matches(&matches)?;
     let fitted = fit_ratings(players.len(), &fit_pairs, args.config.players());
     let mut standings = Vec::new();
     for ((name, sha, path, _), elo) in players.iter().zip(fitted) {

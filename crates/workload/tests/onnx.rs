@@ -107,7 +107,13 @@ fn the_checked_in_tiny_model_loads_plays_is_evaluated_and_promoted() {
         min_lower_vs_canonical: 0.0,
         ..Default::default()
     };
-    let p = ringrift_workload::promote::promote_if_passed(home, &r, &open).expect("promote");
+    let p = ringrift_workload::promote::promote_if_passed(
+        home,
+        &r,
+        &open,
+        ringrift_workload::promote::Fence::Leader(1),
+    )
+    .expect("promote");
     assert!(p.promoted, "{p:?}");
     let canonical = home.join("models/canonical_hex8_2p.onnx");
     assert_eq!(p.canonical.as_deref(), Some(canonical.as_path()));

@@ -76,6 +76,19 @@ pub fn promote_example(
     fill: u8,
     payload_len: usize,
 ) -> String {
+    promote_example_as(home, config, generation, fill, payload_len, 1)
+}
+
+/// [`promote_example`] by the leader holding fencing `token`; panics if the store
+/// refuses it.
+pub fn promote_example_as(
+    home: &Path,
+    config: ConfigKey,
+    generation: u32,
+    fill: u8,
+    payload_len: usize,
+    token: u64,
+) -> String {
     use ringrift_store::models;
     let (h, bytes) =
         models::example(config, generation, &vec![fill; payload_len]).expect("example model");
@@ -94,6 +107,7 @@ pub fn promote_example(
         &h.payload_sha256,
         current.as_deref(),
         None,
+        models::Fence::Leader(token),
     )
     .expect("promote");
     h.payload_sha256

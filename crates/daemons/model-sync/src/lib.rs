@@ -11,6 +11,16 @@
 //! higher generation than ours (or we have none) is the source. The download lands in
 //! `models/.incoming/` (hidden: never served, never taken for a model).
 //!
+//! The copy carries the fence of the promotion it copies: the peer's sidecar
+//! (`canonical_{config}.json`, small, fetched first) names the payload and the leader's
+//! fencing token that wrote it, and the install is `Fence::Leader(that token)`. So a
+//! promotion by a deposed leader (a token lower than the one this home has seen) is
+//! refused before its model is downloaded (`fenced` in health, the event acked: it will
+//! never fit), and a newer leader's token reaches every home, the deposed leader's too,
+//! whose own stale swap its store then refuses. A peer sidecar without a token (0:
+//! written before fencing) installs as `Fence::Replica`; one naming another payload (the
+//! manifest read in the middle of a promotion) installs nothing until the next try.
+//!
 //! `[model_sync]`: `per_host` (2), `bandwidth_bytes_per_s` (0 = unlimited),
 //! `timeout_s` (30). Bad values exit 64 naming the key.
 
@@ -46,6 +56,8 @@ pub struct ModelSync {
 struct Status {
     installed: u64,
     failed: u64,
+    /// Copies refused for a stale fencing token.
+    fenced: u64,
     last: String,
 }
 
@@ -68,14 +80,38 @@ pub enum Outcome {
     /// The peer's canonical model is no longer the one asked for (a later promotion
     /// will bring the newer one), or it has none.
     NotThere,
+    /// The peer's canonical model was written with fencing token `token`, lower than
+    /// the `seen` this home's canonical model has: a deposed leader's; not installed.
+    Fenced { token: u64, seen: u64 },
 }
 
-/// The manifest line of `config`'s canonical model in a peer's manifest, of either
-/// format, with its name.
-fn canonical_entry(doc: &ManifestDoc, config: ConfigKey) -> Option<(String, ManifestEntry)> {
+/// What an install did with the downloaded file.
+enum Installed {
+    Yes(String),
+    /// Not the payload asked for, or its sidecar named another one.
+    No,
+    /// The store refused the copy's token (token, highest seen).
+    Fenced(u64, u64),
+}
+
+/// A peer's canonical model of a config as its manifest lists it: the model file (of
+/// either format) and its sidecar.
+#[derive(Debug, Clone)]
+struct Source {
+    name: String,
+    entry: ManifestEntry,
+    sidecar: Option<ManifestEntry>,
+}
+
+/// The manifest lines of `config`'s canonical model in a peer's manifest.
+fn canonical_entry(doc: &ManifestDoc, config: ConfigKey) -> Option<Source> {
     models::ModelFormat::ALL.into_iter().find_map(|f| {
         let name = format!("canonical_{config}.{}", f.ext());
-        doc.files.get(&name).map(|e| (name, e.clone()))
+        doc.files.get(&name).map(|e| Source {
+            name: name.clone(),
+            entry: e.clone(),
+            sidecar: doc.files.get(&format!("canonical_{config}.json")).cloned(),
+        })
     })
 }
 
@@ -94,30 +130,92 @@ impl ModelSync {
         expect: Option<&str>,
     ) -> anyhow::Result<Outcome> {
         let doc = manifest(self.setup.engine.client(), peer, Root::Models).await?;
-        let Some((name, entry)) = canonical_entry(&doc, config) else {
+        let Some(source) = canonical_entry(&doc, config) else {
             return Ok(Outcome::NotThere);
         };
-        self.install(ctx, peer, config, name, entry, expect).await
+        self.install(ctx, peer, config, source, expect).await
     }
 
-    /// Installs `peer`'s canonical model of `config`, the file `name` (of either format)
-    /// whose manifest line is `entry`.
+    /// The payload SHA-256 and fencing token `peer`'s sidecar of `config` records.
+    async fn source_fence(
+        &self,
+        ctx: &Context,
+        peer: &Peer,
+        config: ConfigKey,
+        sidecar: &ManifestEntry,
+    ) -> anyhow::Result<(String, u64)> {
+        let incoming = ringrift_store::paths::models_dir(&ctx.home)
+            .join(".incoming")
+            .join(format!(
+                "canonical_{config}.{}.json",
+                &sidecar.sha256[..16.min(sidecar.sha256.len())]
+            ));
+        let wanted = Wanted {
+            root: Root::Models,
+            path: format!("canonical_{config}.json"),
+            sha256: sidecar.sha256.clone(),
+            size: sidecar.size,
+        };
+        self.setup.engine.fetch(peer, &wanted, &incoming).await?;
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&incoming);
+            let _ = std::fs::remove_file(&incoming);
+            bytes
+        })
+        .await??;
+        let c: models::Canonical = serde_json::from_slice(&read).map_err(|e| {
+            anyhow::anyhow!(
+                "{}'s canonical_{config}.json is not a sidecar: {e}",
+                peer.name
+            )
+        })?;
+        Ok((c.sha256, c.fence_token))
+    }
+
+    fn refused(&self, config: ConfigKey, peer: &Peer, token: u64, seen: u64) -> Outcome {
+        tracing::warn!(%config, peer = %peer.name, token, seen, "the peer's canonical model was written with a stale fencing token (a deposed leader's): not installed");
+        self.note(|s| s.fenced += 1);
+        Outcome::Fenced { token, seen }
+    }
+
+    /// Installs `peer`'s canonical model of `config` (`source`: its manifest lines).
     async fn install(
         &self,
         ctx: &Context,
         peer: &Peer,
         config: ConfigKey,
-        name: String,
-        entry: ManifestEntry,
+        source: Source,
         expect: Option<&str>,
     ) -> anyhow::Result<Outcome> {
+        let Source {
+            name,
+            entry,
+            sidecar,
+        } = source;
         let home = ctx.home.clone();
-        let local = tokio::task::spawn_blocking(move || models::canonical(&home, config)).await??;
+        let (local, seen) = tokio::task::spawn_blocking(move || {
+            anyhow::Ok((
+                models::canonical(&home, config)?,
+                models::fence_token(&home, config)?,
+            ))
+        })
+        .await??;
         if local
             .as_ref()
             .is_some_and(|c| c.file_sha256 == entry.sha256)
         {
             return Ok(Outcome::Current);
+        }
+        // The fence of the promotion copied, before its model is downloaded.
+        let source_fence = match &sidecar {
+            Some(s) => Some(self.source_fence(ctx, peer, config, s).await?),
+            None => None,
+        };
+        if let Some((_, token)) = source_fence
+            && token > 0
+            && token < seen
+        {
+            return Ok(self.refused(config, peer, token, seen));
         }
         let transfer = Transfer::new(&peer.name, &ctx.node);
         let key = config.to_string();
@@ -145,32 +243,52 @@ impl ModelSync {
             );
             let expect = expect.map(str::to_owned);
             let previous = local.map(|c| c.sha256);
-            let installed =
-                tokio::task::spawn_blocking(move || -> anyhow::Result<Option<String>> {
-                    let header = models::identify_file(&inc)?;
-                    let outcome = if expect.as_ref().is_some_and(|e| *e != header.payload_sha256) {
-                        None
-                    } else {
-                        models::promote(
+            let source_fence = source_fence.clone();
+            let installed = tokio::task::spawn_blocking(move || -> anyhow::Result<Installed> {
+                let header = models::identify_file(&inc)?;
+                let sha = header.payload_sha256;
+                let fence = match source_fence {
+                    // The sidecar names another payload: the manifest was read in
+                    // the middle of a promotion; the next try reads both anew.
+                    Some((named, _)) if named != sha => None,
+                    Some((_, token)) if token > 0 => Some(models::Fence::Leader(token)),
+                    _ => Some(models::Fence::Replica),
+                };
+                let outcome = match fence {
+                    Some(fence) if expect.as_ref().is_none_or(|e| *e == sha) => {
+                        match models::promote(
                             &home,
                             config,
                             &inc,
                             &name,
-                            &header.payload_sha256,
+                            &sha,
                             previous.as_deref(),
                             None,
-                        )?;
-                        Some(header.payload_sha256)
-                    };
-                    let _ = std::fs::remove_file(&inc);
-                    Ok(outcome)
-                })
-                .await??;
+                            fence,
+                        ) {
+                            Ok(_) => Installed::Yes(sha),
+                            Err(ringrift_store::StoreError::Fenced { token, seen }) => {
+                                Installed::Fenced(token, seen)
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    _ => Installed::No,
+                };
+                let _ = std::fs::remove_file(&inc);
+                Ok(outcome)
+            })
+            .await??;
             anyhow::Ok((installed, fetched.downloaded))
         }
         .await;
         match result {
-            Ok((Some(sha), bytes)) => {
+            Ok((Installed::Fenced(token, seen), bytes)) => {
+                ctx.publish(transfer.completed(&key, 0, bytes, t0.elapsed()))
+                    .await?;
+                Ok(self.refused(config, peer, token, seen))
+            }
+            Ok((Installed::Yes(sha), bytes)) => {
                 ctx.publish(transfer.completed(&key, 1, bytes, t0.elapsed()))
                     .await?;
                 let canonical = models::canonical_file(&ctx.home, config).unwrap_or_default();
@@ -189,7 +307,7 @@ impl ModelSync {
                 });
                 Ok(Outcome::Installed(sha))
             }
-            Ok((None, bytes)) => {
+            Ok((Installed::No, bytes)) => {
                 ctx.publish(transfer.completed(&key, 0, bytes, t0.elapsed()))
                     .await?;
                 Ok(Outcome::NotThere)
@@ -208,32 +326,32 @@ impl ModelSync {
     async fn catch_up(&self, ctx: &Context) -> anyhow::Result<()> {
         let peers = self.setup.peers();
         // The manifest lines read here are the ones installed from: one request per peer.
-        let mut best: std::collections::BTreeMap<ConfigKey, (u32, Peer, String, ManifestEntry)> =
+        let mut best: std::collections::BTreeMap<ConfigKey, (u32, Peer, Source)> =
             Default::default();
         let mut errors = Vec::new();
         for peer in &peers {
             match manifest(self.setup.engine.client(), peer, Root::Models).await {
                 Ok(doc) => {
                     for config in ConfigKey::all() {
-                        if let Some((name, e)) = canonical_entry(&doc, config)
-                            && let Some(g) = e.generation
-                            && best.get(&config).is_none_or(|(b, _, _, _)| g > *b)
+                        if let Some(source) = canonical_entry(&doc, config)
+                            && let Some(g) = source.entry.generation
+                            && best.get(&config).is_none_or(|(b, _, _)| g > *b)
                         {
-                            best.insert(config, (g, peer.clone(), name, e));
+                            best.insert(config, (g, peer.clone(), source));
                         }
                     }
                 }
                 Err(e) => errors.push(format!("{}: {e}", peer.name)),
             }
         }
-        for (config, (generation, peer, name, entry)) in best {
+        for (config, (generation, peer, source)) in best {
             let home = ctx.home.clone();
             let ours =
                 tokio::task::spawn_blocking(move || models::canonical(&home, config)).await??;
             if ours.is_some_and(|c| c.generation >= generation) {
                 continue;
             }
-            if let Err(e) = self.install(ctx, &peer, config, name, entry, None).await {
+            if let Err(e) = self.install(ctx, &peer, config, source, None).await {
                 errors.push(format!("{config} from {}: {e:#}", peer.name));
             }
         }
@@ -294,6 +412,7 @@ impl Handler for ModelSync {
         })
         .detail("installed", s.installed)
         .detail("failed", s.failed)
+        .detail("fenced", s.fenced)
         .detail("peers", self.setup.peers().len())
     }
 }

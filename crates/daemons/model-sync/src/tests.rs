@@ -147,6 +147,7 @@ async fn an_onnx_canonical_model_is_followed_and_replaces_the_rrm_one() {
         &sha2,
         Some(&c1.sha256),
         None,
+        models::Fence::Leader(1),
     )
     .unwrap();
     p.sync.handle_event(&p.ctx, &promoted(&sha2)).await.unwrap();
@@ -216,4 +217,57 @@ async fn bad_settings_are_refused_naming_the_key() {
         let err = r.expect_err(toml);
         assert!(format!("{err:#}").contains(key), "{toml}: {err:#}");
     }
+}
+
+/// Node a promoted with token 7 after this home's canonical model was written by a newer
+/// leader (token 8): the copy is refused before its model is downloaded, by event and by
+/// catch-up, the event is acked, and health counts it. A promotion with token 9 is
+/// installed and brings its token here, so a stale swap here is refused afterwards.
+#[tokio::test]
+async fn a_deposed_leaders_promotion_is_not_copied_and_a_newer_token_travels() {
+    let p = pair().await;
+    let ours = testing::promote_example_as(p.b.path(), config(), 1, 1, 200_000, 8);
+    let stale = testing::promote_example_as(p.a.home.path(), config(), 2, 2, 200_000, 7);
+    p.sync
+        .handle_event(&p.ctx, &promoted(&stale))
+        .await
+        .expect("acked: a stale promotion never fits");
+    p.sync.run_cycle(&p.ctx).await.expect("catch-up");
+    let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
+    assert_eq!((c.sha256.as_str(), c.fence_token), (ours.as_str(), 8));
+    assert!(
+        p.rec.events().is_empty(),
+        "nothing downloaded: {:?}",
+        p.rec.events()
+    );
+    assert_eq!(p.sync.health_check().details["fenced"], "2");
+
+    let newer = testing::promote_example_as(p.a.home.path(), config(), 3, 3, 200_000, 9);
+    p.sync
+        .handle_event(&p.ctx, &promoted(&newer))
+        .await
+        .unwrap();
+    let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
+    assert_eq!((c.sha256.as_str(), c.fence_token), (newer.as_str(), 9));
+    let (h, bytes) = models::example(config(), 4, b"stale").unwrap();
+    let m = ringrift_store::paths::models_dir(p.b.path()).join("gen4.rrm");
+    std::fs::write(&m, bytes).unwrap();
+    let err = models::promote(
+        p.b.path(),
+        config(),
+        &m,
+        "gen4",
+        &h.payload_sha256,
+        Some(&newer),
+        None,
+        models::Fence::Leader(8),
+    )
+    .expect_err("token 8 is stale here now");
+    assert!(
+        matches!(
+            err,
+            ringrift_store::StoreError::Fenced { token: 8, seen: 9 }
+        ),
+        "{err:?}"
+    );
 }

@@ -6,7 +6,11 @@
 //!
 //! A leader-only duty: tournaments are claimed and played only while this node leads,
 //! and the leader's token is confirmed right before each tournament job; a refused token
-//! skips it (warning, `fence_refused` in health). A TRAINING_COMPLETED that arrives while
+//! skips it (warning, `fence_refused` in health). The job carries the token
+//! (`{fence_token}`; the Elo store refuses the records of a deposed leader), and while it
+//! runs the daemon asks every `leader_poll_s` whether this node still leads under it: the
+//! moment it does not, the job's process group is killed, nothing is published and the
+//! round counts as refused. A TRAINING_COMPLETED that arrives while
 //! this node does not lead is nacked on a node-local event log and ignored on a shared
 //! one ([`ringrift_pipeline::duty`]).
 
@@ -18,7 +22,7 @@ use ringrift_contracts::wire::parse_payload;
 use ringrift_pipeline::claim;
 use ringrift_pipeline::duty::LeaderDuty;
 use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_pipeline::jobs::{CancellationToken, JobKind, JobRequest, Jobs, RunnerJobs};
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
@@ -42,6 +46,8 @@ pub struct TournamentConfig {
     /// Seconds between ladder rounds (the cycle).
     pub timeout_s: f64,
     pub lease_s: f64,
+    /// Seconds between the checks of the leadership while a tournament job runs.
+    pub leader_poll_s: f64,
 }
 
 impl Default for TournamentConfig {
@@ -51,6 +57,7 @@ impl Default for TournamentConfig {
             games_per_pair: 20,
             timeout_s: 3600.0,
             lease_s: 600.0,
+            leader_poll_s: 5.0,
         }
     }
 }
@@ -127,6 +134,7 @@ impl Ladder {
         // Elo match ids are `<job id>/<game index>`: one id per round's cause (model,
         // work item, stamp), so a round rerun after a crash counts no game twice.
         .var("job_id", format!("tournament:{config}:{tag}"))
+        .var("fence_token", leader.token)
         .list("models", models.iter().map(|m| m.display()));
         if !self
             .duty
@@ -139,7 +147,23 @@ impl Ladder {
             ));
             return Ok(None);
         }
-        let r: TournamentReport = self.jobs.run(req).await?;
+        // The job runs only while this node leads under the token: cancelled (its process
+        // group killed) as soon as it does not.
+        let cancel = CancellationToken::new();
+        let run = self.jobs.run_until::<TournamentReport>(req, cancel.clone());
+        tokio::pin!(run);
+        let poll = Duration::from_secs_f64(self.cfg.leader_poll_s);
+        let r = tokio::select! {
+            r = &mut run => r?,
+            why = self.duty.until_lost(leader, poll) => {
+                cancel.cancel();
+                if let Err(e) = run.await {
+                    tracing::info!(error = %e, "tournament job stopped");
+                }
+                self.status.set(format!("{config}: tournament cancelled: {why}"));
+                return Ok(None);
+            }
+        };
         let mut line = Vec::new();
         for s in &r.standings {
             let (name, elo) = (&s.name, s.elo);
@@ -241,7 +265,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "tournament_daemon: recent and games_per_pair must be >= 1"
     );
     handler_base::ensure_config!(
-        cfg.timeout_s > 0.0 && cfg.lease_s >= 1.0,
+        cfg.timeout_s > 0.0 && cfg.lease_s >= 1.0 && cfg.leader_poll_s > 0.0,
         "tournament_daemon: intervals must be > 0"
     );
     let configs = ringrift_pipeline::configs(ctx)?;
@@ -382,7 +406,7 @@ mod tests {
         assert!(argv.iter().any(|a| a.ends_with("canonical_hex8_2p.rrm")));
         let args = argv.join(" ");
         assert!(
-            args.contains("--job-id tournament:hex8_2p:t tournament")
+            args.contains("--job-id tournament:hex8_2p:t --fence-token 7 tournament")
                 && args.contains("--games-per-pair 20 --model /"),
             "{args}"
         );
@@ -475,6 +499,92 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(jobs.calls().len(), 1);
+    }
+
+    /// Leadership lost while a tournament job runs: the job (a real process under the
+    /// job runner that would sleep until its 90 s deadline) is killed as soon as the
+    /// watch sees the loss, nothing is published and the loss is counted. The job got
+    /// the token.
+    #[tokio::test]
+    async fn a_tournament_job_is_cancelled_when_leadership_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        model(home, "gen0001_w1.rrm");
+        model(home, "gen0002_w2.rrm");
+        let started = home.join("started");
+        let script = home.join("job.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "printf '%s %s' \"$$\" \"$2\" > {0}.tmp && mv {0}.tmp {0}\nexec sleep 600\n",
+                started.display()
+            ),
+        )
+        .unwrap();
+        let templates = ringrift_pipeline::jobs::JobTemplates {
+            tournament: format!("sh {} {{result}} {{fence_token}}", script.display()),
+            ..Default::default()
+        };
+        let jobs = Arc::new(RunnerJobs::new(home, &templates).unwrap());
+        let (leadership, switch) = Leadership::manual("me", Some(me()));
+        let queue: Arc<dyn WorkQueue> =
+            Arc::new(SqliteWorkQueue::open(&home.join("wq.db")).unwrap());
+        let l = Ladder::new(
+            TournamentConfig {
+                recent: 2,
+                leader_poll_s: 0.1,
+                // Without the watch the job would end only at this deadline (the
+                // runtime waits for it), and the test fails at its own 60 s first.
+                timeout_s: 90.0,
+                ..Default::default()
+            },
+            vec!["hex8_2p".parse().unwrap()],
+            home.to_owned(),
+            "td@test".into(),
+            jobs,
+            queue,
+            StateStore::open(home, "tournament_daemon").unwrap(),
+            LeaderDuty::new(leadership),
+        );
+        let rec = Recorder::default();
+        // Once the job runs, another node takes over with token 8.
+        let depose = async {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let seen = loop {
+                if let Ok(s) = std::fs::read_to_string(&started) {
+                    break s;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the job never started"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            switch.set(Some(Leader {
+                node: "other".into(),
+                token: 8,
+            }));
+            seen
+        };
+        let leader = me();
+        let round = tokio::time::timeout(
+            Duration::from_secs(60),
+            l.round("hex8_2p".parse().unwrap(), &rec, "t", &leader),
+        );
+        let (played, seen) = tokio::join!(round, depose);
+        let played = played.expect("the round ends when leadership is lost, not after the job");
+        assert_eq!(played.unwrap(), None, "the round counts as refused");
+        let (pid, token) = seen.split_once(' ').unwrap();
+        assert_eq!(token, "7", "the job got the leader's token");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the job's process {pid} was killed"
+        );
+        assert!(rec.events().is_empty(), "{:?}", rec.events());
+        assert_eq!(
+            TournamentDaemon(l).health_check().details["fence_refused"],
+            "1"
+        );
     }
 
     /// A deposed leader (its token no longer the leader's) runs no tournament job and

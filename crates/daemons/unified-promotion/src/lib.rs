@@ -11,9 +11,13 @@
 //! Decisions are persisted by model SHA-256 and the canonical it was compared with: a
 //! redelivered evaluation decides nothing twice.
 //!
-//! A leader-only duty: it decides only while this node leads and confirms the leader's
-//! token right before the canonical write; a refused token skips the promotion (warning,
-//! `fence_refused` in health) and leaves the evaluation undecided. An evaluation that
+//! A leader-only duty: it decides only while this node leads, confirms the leader's
+//! token right before the canonical write, and the write itself carries the token: the
+//! model store swaps the canonical model only if no higher token has written it
+//! (`ringrift_store::models::Fence`), so a leader deposed between its confirmation and
+//! the swap changes nothing. A token refused by either skips the promotion (a warning
+//! naming the tokens, `fence_refused` in health) and leaves the evaluation undecided. An
+//! evaluation that
 //! arrives while this node does not lead is nacked on a node-local event log and ignored
 //! on a shared one ([`ringrift_pipeline::duty`]).
 
@@ -27,7 +31,7 @@ use ringrift_pipeline::gate::PromotionConfig;
 use ringrift_pipeline::state::StateStore;
 use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
-use ringrift_store::models::promote;
+use ringrift_store::models::{Fence, promote};
 use ringrift_store::{ConfigKey, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -139,6 +143,7 @@ impl Promoter {
             }
             let (home, model) = (self.home.clone(), PathBuf::from(&e.model_path));
             let expected = (sha.clone(), evaluated_canonical.clone());
+            let fence = Fence::Leader(leader.token);
             let outcome = tokio::task::spawn_blocking(move || {
                 let name = model
                     .file_stem()
@@ -152,6 +157,7 @@ impl Promoter {
                     &expected.0,
                     expected.1.as_deref(),
                     None,
+                    fence,
                 )
             })
             .await?;
@@ -178,6 +184,14 @@ impl Promoter {
                     .await?;
                     tracing::info!(config = %ev.config_key, model = %e.model_path, canonical = %canonical, sprt_llr, sprt_games, "MODEL_PROMOTED: gate passed");
                     None
+                }
+                Err(err @ StoreError::Fenced { .. }) => {
+                    // Deposed between the confirmation and the swap: a newer leader has
+                    // written the canonical model; nothing was changed.
+                    self.duty.refused_by_store(&what, &err);
+                    self.status
+                        .set(format!("deposed ({err}): {} not promoted", e.model_path));
+                    return Err(self.duty.not_leading(&format!("{what}: {err}")));
                 }
                 Err(err @ StoreError::ModelChanged { .. }) => {
                     Some((err.to_string(), false, e.canonical_sha256.clone()))
@@ -538,6 +552,58 @@ mod tests {
         assert_eq!(canonical_sha(dir.path()), None, "nothing promoted");
         assert!(rec.events().is_empty());
         assert!(p.state.get::<Decided>("decided:x").await.unwrap().is_none());
+        assert_eq!(
+            UnifiedPromotion(p).health_check().details["fence_refused"],
+            "1"
+        );
+    }
+
+    /// Node "me" passed its confirmation with token 7 (its leadership still says so),
+    /// but another node has since led with token 8 and written the canonical model a
+    /// (the candidate b was evaluated against a, so the SHA check passes): the swap is
+    /// refused by the store, the canonical model stays a, the refusal names both tokens
+    /// and is counted, nothing is published and the evaluation stays undecided.
+    #[tokio::test]
+    async fn a_deposed_leader_does_not_change_the_canonical_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, sha_a) = model(dir.path(), "a", 1);
+        let (b, sha_b) = model(dir.path(), "b", 2);
+        let key: ConfigKey = "hex8_2p".parse().unwrap();
+        let (home, a2, sha) = (dir.path().to_owned(), a.clone(), sha_a.clone());
+        tokio::task::spawn_blocking(move || {
+            promote(&home, key, &a2, "a", &sha, None, None, Fence::Leader(8))
+        })
+        .await
+        .unwrap()
+        .expect("the newer leader promotes a");
+        let p = promoter(dir.path());
+        let rec = Recorder::default();
+        let err = p
+            .on_evaluation(&passing(&b, &sha_b, &sha_a), &rec)
+            .await
+            .expect_err("nacked: refused by the store");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("token 7") && msg.contains("token 8"),
+            "the error names both tokens: {msg}"
+        );
+        assert_eq!(
+            canonical_sha(dir.path()),
+            Some(sha_a),
+            "canonical unchanged"
+        );
+        assert!(rec.events().is_empty(), "{:?}", rec.events());
+        assert!(
+            p.state
+                .get::<Decided>(&format!(
+                    "decided:{sha_b}:{}",
+                    canonical_sha(dir.path()).unwrap()
+                ))
+                .await
+                .unwrap()
+                .is_none(),
+            "undecided"
+        );
         assert_eq!(
             UnifiedPromotion(p).health_check().details["fence_refused"],
             "1"

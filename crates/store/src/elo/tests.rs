@@ -83,6 +83,33 @@ fn recording_is_idempotent_and_validated() {
     assert_eq!(elo.match_count().expect("count"), 1);
 }
 
+/// A deposed leader's tournament (token 4 after token 5 recorded) records nothing; the
+/// error names both tokens.
+#[test]
+fn matches_with_a_stale_token_are_refused_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elo = EloStore::open(&dir.path().join("unified_elo.db")).expect("open");
+    assert_eq!(elo.fence_token().expect("fence"), None);
+    let n = elo
+        .record_matches_fenced(&[m("t5/0", "a", "b", 1.0)], 5)
+        .expect("token 5");
+    assert_eq!((n, elo.fence_token().expect("fence")), (1, Some(5)));
+    let err = elo
+        .record_matches_fenced(&[m("t4/0", "a", "b", 0.0), m("t4/1", "b", "a", 1.0)], 4)
+        .expect_err("token 4 is stale");
+    assert!(
+        matches!(err, StoreError::Fenced { token: 4, seen: 5 }),
+        "{err:?}"
+    );
+    assert_eq!(elo.match_count().expect("count"), 1, "nothing recorded");
+    assert!(close(elo.rating("a", key()).expect("a").rating, 1516.0));
+    elo.record_matches_fenced(&[m("t5/1", "a", "b", 0.5)], 5)
+        .expect("the same leader again");
+    elo.record_matches_fenced(&[m("t6/0", "a", "b", 0.5)], 6)
+        .expect("a newer leader");
+    assert_eq!(elo.fence_token().expect("fence"), Some(6));
+}
+
 #[test]
 fn merge_is_idempotent_and_adds_only_new_matches() {
     let dir = tempfile::tempdir().expect("tempdir");
