@@ -638,6 +638,12 @@ async fn event_loop(
         let ev = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             ev = sub.next() => ev,
+            // A worker ends before shutdown only by a panic in the handler: this loop
+            // ends the same way, so the process exits and is restarted.
+            Some(done) = workers.join_next() => match done {
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                _ => return,
+            },
         };
         let ev = match ev {
             Ok(ev) => ev,

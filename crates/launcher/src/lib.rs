@@ -266,11 +266,17 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     }
     let node = settings.node_name();
     // A cluster whose loop cannot work on its event backend is refused here, before any
-    // daemon starts, not discovered as a loop that never promotes.
-    let cluster =
-        ringrift_cluster::ClusterConfig::load(&home, &node).map_err(|e| usage(e.to_string()))?;
-    if let Some(e) = cluster.events_cannot_reach_leader() {
-        bail!(usage(e.to_string()));
+    // daemon starts, not discovered as a loop that never promotes (the two daemons it
+    // breaks refuse it too, under systemd).
+    if plan
+        .iter()
+        .any(|p| ["evaluation", "unified_promotion"].contains(&p.spec.name.as_str()))
+    {
+        let cluster = ringrift_cluster::ClusterConfig::load(&home, &node)
+            .map_err(|e| usage(e.to_string()))?;
+        if let Some(e) = cluster.events_cannot_reach_leader() {
+            bail!(usage(e.to_string()));
+        }
     }
     supervise_all(args, cfg, home, node, token, plan).await
 }

@@ -156,9 +156,6 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     handler_base::auth::check_listen("event_router.listen", &cfg.listen, token.as_ref())?;
     let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    if let Some(e) = cluster.events_cannot_reach_leader() {
-        return Err(ConfigError::Invalid(e.to_string()).into());
-    }
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
