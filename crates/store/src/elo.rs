@@ -73,7 +73,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The fence of leader-only writers ([`EloStore::record_matches_fenced`]).
-const LEADER_FENCE: &str = "leader";
+use crate::fence::LEADER_FENCE;
 
 /// The pinned rating of a built-in anchor participant, if it is one.
 pub fn pinned_rating(participant: &str) -> Option<f64> {
@@ -245,32 +245,13 @@ impl EloStore {
         token: u64,
     ) -> Result<usize, StoreError> {
         let path = self.path();
-        let wire = i64::try_from(token)
-            .map_err(|_| StoreError::Invalid(format!("fencing token {token} is out of range")))?;
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .ctx(path)?;
-        let seen: Option<i64> = tx
-            .query_row(
-                "SELECT token FROM fence WHERE name = ?1",
-                [LEADER_FENCE],
-                |r| r.get(0),
-            )
-            .optional()
-            .ctx(path)?;
-        if let Some(seen) = seen.filter(|&seen| seen > wire) {
-            return Err(StoreError::Fenced {
-                token,
-                seen: u64::try_from(seen).unwrap_or(0),
-            });
+        if let Err(seen) = crate::fence::raise(&tx, path, token)? {
+            return Err(StoreError::Fenced { token, seen });
         }
-        tx.execute(
-            "INSERT INTO fence (name, token) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET token = excluded.token",
-            params![LEADER_FENCE, wire],
-        )
-        .ctx(path)?;
         let mut n = 0;
         for m in ms {
             n += usize::from(record_in(&tx, path, m)?);

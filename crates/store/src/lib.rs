@@ -8,6 +8,7 @@
 pub mod db;
 pub mod elo;
 pub mod error;
+mod fence;
 pub mod games;
 pub mod manifest;
 pub mod models;
