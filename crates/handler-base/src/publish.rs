@@ -1,6 +1,8 @@
 //! The publishing seam of [`crate::Context`]: the router's outbox [`Publisher`] in a
-//! daemon, a [`Recorded`] list in in-process tests (`Context::for_test`).
+//! daemon, a [`Recorded`] list in in-process tests (`Context::for_test`), and what the
+//! publisher's state does to the daemon's health.
 
+use crate::health::{HealthCheckResult, HealthStatus};
 use ringrift_proto::{Event, wire::event::Payload};
 use router_client::{ClientError, Publisher};
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,31 @@ pub trait Publish: Send + Sync {
     fn publish_latest(&self, event: Event);
     /// Events not yet acked by the router.
     fn buffered(&self) -> usize;
+    /// Why the router refuses this daemon's publishes (its token), while it does.
+    fn refused(&self) -> Option<String> {
+        None
+    }
+    /// Events the router refused as malformed, kept in the outbox's rejected table.
+    fn rejected(&self) -> u64 {
+        0
+    }
+}
+
+/// A daemon whose publishes the router refuses is DEGRADED with the reason (its events
+/// wait in the outbox); the count of events kept as rejected is a detail.
+pub(crate) fn publisher_health(h: &mut HealthCheckResult, p: &dyn Publish) {
+    if let Some(why) = p.refused() {
+        if h.status == HealthStatus::Running {
+            h.status = HealthStatus::Degraded;
+            h.message = format!("{why}; {} events wait in the outbox", p.buffered());
+        }
+        h.details.insert("publish_refused".into(), why);
+    }
+    let rejected = p.rejected();
+    if rejected > 0 {
+        h.details
+            .insert("outbox_rejected".into(), rejected.to_string());
+    }
 }
 
 #[async_trait::async_trait]
@@ -31,6 +58,12 @@ impl Publish for Publisher {
     }
     fn buffered(&self) -> usize {
         Publisher::buffered(self)
+    }
+    fn refused(&self) -> Option<String> {
+        Publisher::refused(self)
+    }
+    fn rejected(&self) -> u64 {
+        Publisher::rejected(self)
     }
 }
 
