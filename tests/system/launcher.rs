@@ -1,6 +1,7 @@
 //! The launcher's acceptance tests: exit 64, counter reset, no orphans on SIGKILL,
-//! ordered SIGTERM, status/stop/restart from a second process, validation, and /ready of
-//! the minimal profile. (Restart backoff and FAILED after max restarts are in
+//! ordered SIGTERM, status/stop/restart from a second process, validation, /ready of
+//! the minimal profile, hung and stuck daemons restarted, and a router that refuses the
+//! launcher's token left alone. (Restart backoff and FAILED after max restarts are in
 //! `a_long/launcher_backoff.rs`, which sorts first.)
 
 use ringrift_system_tests::{Home, Proc, bin, wait_for};

@@ -165,7 +165,7 @@ async fn a_daemon_with_a_wrong_token_sends_its_outbox_once_restarted_with_the_ri
     // Restarted with the right token (ringrift.toml's): the outbox file holds all N.
     let _d = spawn(None);
     let got = wait_for_async("every event at the router", Duration::from_secs(60), || {
-        let addr = addr.clone();
+        let (addr, burst_ids, bearer) = (addr.clone(), &burst_ids, &bearer);
         async move {
             let ids = burst_ids(router_log_with(&addr, bearer()).await);
             (ids.len() as u64 == N).then_some(ids)

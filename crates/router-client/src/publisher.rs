@@ -264,7 +264,9 @@ async fn send_loop(mut client: Client, outbox: Outbox, shared: Arc<Shared>, aliv
         let mut results = results.into_iter().zip(&events);
         if let Some(l) = latest {
             match results.next() {
-                Some((Some(Err(e)), ev)) => refused(ev, &e),
+                Some((Some(Err(e)), ev)) => {
+                    tracing::error!(event_id = %ev.id, error = %e, "router refused a state event as malformed; dropped (the next one replaces it)");
+                }
                 Some((Some(Ok(_)), _)) => {}
                 _ => shared.restore_latest(l),
             }
