@@ -101,3 +101,50 @@ impl Publish for Recorded {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publisher the router refuses, holding `buffered` events.
+    struct Refused(usize);
+
+    #[async_trait::async_trait]
+    impl Publish for Refused {
+        async fn publish_stored(&self, _event: Event) -> Result<(), ClientError> {
+            Ok(())
+        }
+        async fn publish_acked(&self, _event: Event) -> Result<(), ClientError> {
+            Ok(())
+        }
+        fn publish_latest(&self, _event: Event) {}
+        fn buffered(&self) -> usize {
+            self.0
+        }
+        fn refused(&self) -> Option<String> {
+            Some("router refuses publishes (Unauthenticated): wrong token".into())
+        }
+        fn rejected(&self) -> u64 {
+            2
+        }
+    }
+
+    #[test]
+    fn a_refused_publisher_turns_a_running_daemon_degraded_with_the_reason() {
+        let mut h = HealthCheckResult::running("ok");
+        publisher_health(&mut h, &Refused(300));
+        assert_eq!(h.status, HealthStatus::Degraded);
+        assert!(h.message.contains("wrong token"), "{}", h.message);
+        assert!(h.message.contains("300 events"), "{}", h.message);
+        assert_eq!(h.details["outbox_rejected"], "2");
+        // Worse states stay as they are; the reason is still a detail.
+        let mut e = HealthCheckResult::error("writer stuck");
+        publisher_health(&mut e, &Refused(1));
+        assert_eq!(e.status, HealthStatus::Error);
+        assert!(e.details["publish_refused"].contains("wrong token"));
+        // A publisher the router accepts changes nothing.
+        let mut fine = HealthCheckResult::running("ok");
+        publisher_health(&mut fine, &Recorded::default());
+        assert_eq!(fine, HealthCheckResult::running("ok"));
+    }
+}
