@@ -137,7 +137,11 @@ async fn a_daemon_with_a_wrong_token_sends_its_outbox_once_restarted_with_the_ri
     let mut d = spawn(Some("the-previous-token"));
     let burst_file = home.path().join("run/wrong-token.burst");
     wait_for("the burst accepted", Duration::from_secs(60), || {
-        let n: u64 = std::fs::read_to_string(&burst_file).ok()?.trim().parse().ok()?;
+        let n: u64 = std::fs::read_to_string(&burst_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         (n == N).then_some(())
     });
     wait_for("the refusal logged", Duration::from_secs(60), || {
@@ -149,7 +153,10 @@ async fn a_daemon_with_a_wrong_token_sends_its_outbox_once_restarted_with_the_ri
     assert!(st.success(), "{st}");
     let log = home.log("ringrift-test-daemon");
     let lines = log.lines().filter(|l| l.contains("refuse")).count();
-    assert_eq!(lines, 1, "one line for the refusal, not one per event:\n{log}");
+    assert_eq!(
+        lines, 1,
+        "one line for the refusal, not one per event:\n{log}"
+    );
     let bearer = || router_client::Bearer::new(Some(TOKEN)).unwrap();
     let burst_ids = |events: Vec<wire::Event>| -> HashSet<String> {
         events

@@ -47,7 +47,10 @@ impl Shared {
                 waiting,
                 "the router refuses this publisher; events stay in the outbox and are retried with backoff"
             ),
-            None => tracing::info!(waiting, "the router accepts this publisher again; sending the outbox"),
+            None => tracing::info!(
+                waiting,
+                "the router accepts this publisher again; sending the outbox"
+            ),
         }
         *g = why;
     }

@@ -595,7 +595,11 @@ async fn a_late_ack_moves_the_floor_only_past_acked_events(log: Log, cumulative:
             .acks;
         seqs.extend(acks.into_iter().map(|a| a.seq));
     }
-    let name = if cumulative { "late-cumul" } else { "late-single" };
+    let name = if cumulative {
+        "late-cumul"
+    } else {
+        "late-single"
+    };
     let mut s = open(&mut c, request(name, 60_000, N as u32)).await;
     let mut read = Vec::new();
     for _ in 0..100 {
