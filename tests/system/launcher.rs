@@ -1,6 +1,7 @@
 //! The launcher's acceptance tests: exit 64, counter reset, no orphans on SIGKILL,
-//! ordered SIGTERM, status/stop/restart from a second process, validation, and /ready of
-//! the minimal profile. (Restart backoff and FAILED after max restarts are in
+//! ordered SIGTERM, status/stop/restart from a second process, validation, /ready of
+//! the minimal profile, hung and stuck daemons restarted, and a router that refuses the
+//! launcher's token left alone. (Restart backoff and FAILED after max restarts are in
 //! `a_long/launcher_backoff.rs`, which sorts first.)
 
 use ringrift_system_tests::{Home, Proc, bin, wait_for};
@@ -619,4 +620,96 @@ fn router_addr_of(home: &Home) -> String {
         .unwrap()
         .trim()
         .to_owned()
+}
+
+/// Under the launcher, a daemon whose heartbeat says a loop is stuck in one handler call
+/// (past its `stuck_after_s`) is restarted, as systemd does through WatchdogSec (issue 28,
+/// point 3). Its heartbeat keeps flowing, so heartbeat age alone never caught it.
+#[test]
+fn a_daemon_stuck_in_a_handler_call_is_restarted() {
+    let home = fast_heartbeat_home();
+    let reg = "[[daemon]]\nname = \"event_router\"\ncategory = \"event\"\nimplemented = true\n\n\
+        [[daemon]]\nname = \"stuck\"\ncategory = \"test\"\nbinary = \"ringrift-test-daemon\"\n\
+        implemented = true\nhealth_check_interval_s = 30\nargs = [\"--set\", \
+        \"test_daemon.instance=stuck\", \"--set\", \"test_daemon.cycle_interval_s=0.05\", \
+        \"--set\", \"test_daemon.stuck_after_s=1\"]\n\n";
+    let _l = start_launcher(
+        &home,
+        reg,
+        &[
+            "--daemon",
+            "stuck",
+            "--set",
+            "launcher.stop_grace_s=0.5",
+            "--set",
+            "launcher.backoff_base_s=0.1",
+        ],
+    );
+    let d = wait_for(
+        "stuck READY with a heartbeat",
+        Duration::from_secs(30),
+        || {
+            let s = status(&home);
+            let d = daemon(&s, "stuck").clone();
+            (d["state"] == "READY" && !d["health"].is_null()).then_some(d)
+        },
+    );
+    let pid = d["pid"].as_u64().unwrap();
+    std::fs::write(home.path().join("run/stuck.hang"), "").unwrap();
+    let d = wait_for("stuck restarted", Duration::from_secs(60), || {
+        let s = status(&home);
+        let d = daemon(&s, "stuck").clone();
+        (d["state"] == "READY" && d["pid"].as_u64() != Some(pid)).then_some(d)
+    });
+    assert_eq!(d["restarts"], 1, "counts as a crash restart: {d}");
+    let last = d["last_exit"].as_str().unwrap();
+    assert!(last.contains("stuck") && last.contains("cycle loop"), "{d}");
+    assert!(
+        records(&home)
+            .iter()
+            .any(|(what, _, p, _)| what == "hang" && u64::from(*p) == pid),
+        "the first process hung"
+    );
+}
+
+/// A router that refuses the launcher's token (issue 28, point 1): the heartbeat feed
+/// retries instead of ending, and the router, whose heartbeats the launcher cannot see,
+/// is not killed as hung (before: every 3 × health_check_interval, until FAILED).
+#[test]
+fn a_router_that_refuses_the_launcher_is_not_killed_as_hung() {
+    let home = fast_heartbeat_home();
+    let reg = "[[daemon]]\nname = \"event_router\"\ncategory = \"event\"\nimplemented = true\n\
+        health_check_interval_s = 0.5\nargs = [\"--set\", \"auth.token=only-the-router-has-it\"]\n\n";
+    let _l = start_launcher(
+        &home,
+        reg,
+        &[
+            "--daemon",
+            "event_router",
+            "--set",
+            "launcher.stop_grace_s=0.5",
+            "--set",
+            "launcher.backoff_base_s=0.1",
+        ],
+    );
+    let d = wait_state(&home, "event_router", "READY", Duration::from_secs(30));
+    let pid = d["pid"].as_u64().unwrap();
+    // The hung limit is 1.5 s; watch for several times that (as the connection test
+    // watches past the reconnect backoff): the router must stay the same process.
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < until {
+        let s = status(&home);
+        let d = daemon(&s, "event_router");
+        assert!(
+            d["pid"].as_u64() == Some(pid) && d["restarts"] == 0,
+            "the router was killed: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = home.log("ringrift-launcher");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("refuses the launcher's heartbeat feed"))
+        .count();
+    assert_eq!(lines, 1, "logged once while it retries:\n{log}");
 }

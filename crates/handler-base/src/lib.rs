@@ -40,6 +40,11 @@ pub use run::{
 };
 pub use settings::{ConfigError, Settings};
 
+/// The heartbeat health detail present while a loop is stuck in one handler call longer
+/// than `stuck_after_s` (its value says which loop and for how long); the launcher
+/// restarts a daemon whose heartbeat carries it, as systemd does through WatchdogSec.
+pub const STALLED: &str = "stalled";
+
 /// Exit code for bad configuration or usage (EX_USAGE): supervisors must not restart.
 pub const EXIT_CONFIG: u8 = 64;
 

@@ -796,10 +796,11 @@ async fn heartbeat_loop(
             &ctx.errors,
             ctx.lifecycle.degraded_after_failures,
         );
+        crate::publish::publisher_health(&mut health, ctx.publisher.as_ref());
         if let Some(why) = live.stalled(Instant::now()) {
             health.healthy = false;
             health.status = HealthStatus::Error;
-            health.details.insert("stalled".into(), why.clone());
+            health.details.insert(crate::STALLED.into(), why.clone());
             health.message = why;
         }
         let hb = wire::DaemonHeartbeat {

@@ -7,6 +7,11 @@
 //! through the launcher's one subscription to the router) is older than
 //! 3 × `health_check_interval_s` while other heartbeats keep arriving is hung; it gets
 //! SIGTERM, SIGKILL after the grace, and counts as a crash (systemd's WatchdogSec).
+//! So is one whose heartbeat says a loop is stuck in one handler call (the `stalled`
+//! detail, set past the daemon's `stuck_after_s`): its heartbeat still flows, but under
+//! systemd its watchdog would no longer be pinged. While the router refuses the
+//! launcher's token the heartbeat feed retries with backoff and proves nothing, so no
+//! daemon counts as hung for want of heartbeats meanwhile.
 //! A daemon whose dependency is FAILED waits as BLOCKED, saying which one.
 
 use crate::logs::LogSink;
@@ -142,10 +147,14 @@ struct EventSink {
 /// What the heartbeat watchdog knows about the heartbeat feed itself.
 #[derive(Default)]
 struct Feed {
-    /// The router last became ready (heartbeats before this prove nothing).
+    /// The router last became ready, or the feed came back after a refusal (heartbeats
+    /// before this prove nothing).
     router_ready_at: Option<Instant>,
     /// The newest heartbeat of any daemon: the feed works.
     last_any: Option<Instant>,
+    /// Why the router refuses the feed's subscription (the launcher's token), while it
+    /// does: no heartbeat can arrive, which says nothing about the daemons.
+    refused: Option<String>,
 }
 
 impl Shared {
@@ -171,7 +180,14 @@ impl Shared {
     /// with that pid.
     pub fn heartbeat(&self, hb: &wire::DaemonHeartbeat) {
         let now = Instant::now();
-        self.feed.lock().unwrap_or_else(|p| p.into_inner()).last_any = Some(now);
+        {
+            let mut f = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+            if f.refused.take().is_some() {
+                tracing::info!("the router accepts the launcher's heartbeat feed again");
+                f.router_ready_at = Some(now);
+            }
+            f.last_any = Some(now);
+        }
         let target = {
             let g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             if g.get(&hb.daemon).is_some_and(|e| e.pid == hb.pid) {
@@ -205,6 +221,9 @@ impl Shared {
     ) -> Option<Duration> {
         let (since, last_any) = {
             let f = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+            if f.refused.is_some() {
+                return None;
+            }
             (f.router_ready_at?, f.last_any)
         };
         let own = self
@@ -223,6 +242,27 @@ impl Shared {
         };
         let gap = evidence.saturating_duration_since(own);
         (gap > limit).then_some(gap)
+    }
+
+    /// Records that the router refused the heartbeat feed's subscription (logged once
+    /// per distinct reason); cleared by the next heartbeat.
+    fn feed_refused(&self, why: String) {
+        let mut f = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+        if f.refused.as_deref() != Some(why.as_str()) {
+            tracing::error!(reason = %why, "the router refuses the launcher's heartbeat feed; retrying with backoff, and no daemon counts as hung for want of heartbeats meanwhile");
+            f.refused = Some(why);
+        }
+    }
+
+    /// Why `name`'s newest heartbeat says it is stuck in one handler call, if it does.
+    fn stuck(&self, name: &str) -> Option<String> {
+        let g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(name)?
+            .health
+            .as_ref()?
+            .details
+            .get(handler_base::STALLED)
+            .cloned()
     }
 
     pub async fn control(&self, name: &str, c: Control) -> Result<(), String> {
@@ -731,15 +771,22 @@ async fn run_once(
                     }
                 }
             }
-            _ = watchdog.tick(), if ready_at.is_some() && hb_limit.is_some() => {
-                let (Some(r), Some(limit)) = (ready_at, hb_limit) else { continue };
-                if let Some(gap) = sh.heartbeat_overdue(name, r, limit) {
+            _ = watchdog.tick(), if ready_at.is_some() => {
+                let Some(r) = ready_at else { continue };
+                let why = if let Some(stuck) = sh.stuck(name) {
+                    let why = format!("stuck: {stuck}");
+                    tracing::error!(daemon = %name, pid, "{why}; restarting it (systemd's WatchdogSec would)");
+                    why
+                } else if let Some((gap, limit)) = hb_limit.and_then(|l| Some((sh.heartbeat_overdue(name, r, l)?, l))) {
                     let why = format!("no heartbeat for {:.1}s", gap.as_secs_f64());
                     tracing::error!(daemon = %name, pid, limit_s = limit.as_secs_f64(), "{why} (limit 3 × health_check_interval); hung, restarting it");
-                    sh.update(name, |e| { e.state = DaemonState::Stopping; e.note = format!("{why}: hung, killed"); });
-                    terminate(&mut child, pid, Duration::from_secs_f64(sh.cfg.stop_grace_s)).await;
-                    return Outcome::Exited { status: None, why, ready_for: ready_at.map(|t| t.elapsed()) };
-                }
+                    why
+                } else {
+                    continue;
+                };
+                sh.update(name, |e| { e.state = DaemonState::Stopping; e.note = format!("{why}: hung, killed"); });
+                terminate(&mut child, pid, Duration::from_secs_f64(sh.cfg.stop_grace_s)).await;
+                return Outcome::Exited { status: None, why, ready_for: ready_at.map(|t| t.elapsed()) };
             }
             _ = &mut ready_deadline, if ready_at.is_none() => {
                 let why = format!("not ready within {:.0}s", sh.cfg.ready_timeout_s);
@@ -783,11 +830,28 @@ fn on_router_ready(sh: &Arc<Shared>) {
             start: Some(wire::subscribe_request::Start::Latest(true)),
             ..Default::default()
         };
-        let mut sub = router_client::Subscription::new(client, req);
-        while let Ok(ev) = sub.next().await {
-            if let wire::event::Payload::DaemonHeartbeat(hb) = &ev.payload {
-                sh.heartbeat(hb);
+        // A refused subscription (the router wants another token) is retried with
+        // backoff for as long as the launcher runs: the feed never ends by itself.
+        let mut backoff =
+            router_client::Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
+        loop {
+            let mut sub = router_client::Subscription::new(client.clone(), req.clone());
+            loop {
+                match sub.next().await {
+                    Ok(ev) => {
+                        backoff.reset();
+                        if let wire::event::Payload::DaemonHeartbeat(hb) = &ev.payload {
+                            sh.heartbeat(hb);
+                        }
+                    }
+                    Err(router_client::ClientError::Rpc(s)) => {
+                        sh.feed_refused(format!("{:?}: {}", s.code(), s.message()));
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat feed: skipped an event"),
+                }
             }
+            tokio::time::sleep(backoff.step()).await;
         }
     });
     sh.set_heartbeat_task(task.abort_handle());

@@ -2,7 +2,9 @@
 //!
 //! [`Publisher`] never loses an accepted event to a router outage: events wait in a
 //! bounded outbox (a SQLite file for daemons, so they also survive a crash; memory for
-//! tools) and are retried with backoff (1 ms → 5 s) until the router acks them; a full
+//! tools) and are retried with backoff (1 ms → 5 s) until the router acks them, also
+//! while the router refuses the sender's token ([`Publisher::refused`] says so); only an
+//! event the router judges malformed leaves the outbox, into its rejected table; a full
 //! outbox refuses (`BufferFull`) instead of dropping. Each event gets a UUID before its
 //! first attempt, so a retry after a lost ack is recognised by the router's dedup window
 //! instead of being stored twice. Heartbeats use a latest-only slot.

@@ -1,7 +1,9 @@
 //! The publisher's outbox: accepted events wait in a SQLite table (a file under the
 //! daemon's home, or memory) until the router acked them. One dedicated thread owns the
 //! connection, so no SQLite call ever runs on a tokio worker; consecutive appends share a
-//! transaction (group commit).
+//! transaction (group commit). An event the router refused as malformed (or one that no
+//! longer decodes) moves to the `rejected` table with the reason, in the transaction that
+//! takes it out of `outbox`: nothing accepted is ever deleted unsent.
 
 use crate::{ClientError, PublishAck};
 use prost::Message;
@@ -10,11 +12,15 @@ use rusqlite::Connection;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use tokio::sync::oneshot;
 
 const SCHEMA: &str = "CREATE TABLE outbox (id INTEGER PRIMARY KEY, event BLOB NOT NULL)";
+/// Schema v2: the local dead letters. `event` is the stored bytes as they were (an
+/// encoded `wire::Event`), `reason` the router's answer, `rejected_ms` Unix ms.
+const REJECTED: &str = "CREATE TABLE rejected (id INTEGER PRIMARY KEY, event BLOB NOT NULL, \
+    reason TEXT NOT NULL, rejected_ms INTEGER NOT NULL)";
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
@@ -35,7 +41,8 @@ enum Cmd {
         max_bytes: usize,
         reply: Reply<Vec<Row>>,
     },
-    /// The router answered for these rows: delete them and tell whoever waits.
+    /// The router answered for these rows: delete them (a refused one moves to
+    /// `rejected`) and tell whoever waits.
     Done(Vec<(i64, Result<PublishAck, ClientError>)>),
 }
 
@@ -44,6 +51,8 @@ enum Cmd {
 pub(crate) struct Outbox {
     tx: std_mpsc::Sender<Cmd>,
     queued: Arc<AtomicUsize>,
+    /// Rows in the `rejected` table.
+    rejected: Arc<AtomicU64>,
     bound: usize,
 }
 
@@ -56,6 +65,7 @@ impl Outbox {
     pub fn memory(bound: usize) -> Result<Outbox, ClientError> {
         let c = Connection::open_in_memory().map_err(|e| outbox_err("open memory outbox", e))?;
         c.execute_batch(SCHEMA)
+            .and_then(|_| c.execute_batch(REJECTED))
             .map_err(|e| outbox_err("create outbox table", e))?;
         Self::start(c, bound)
     }
@@ -66,6 +76,7 @@ impl Outbox {
         Outbox {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
+            rejected: Arc::new(AtomicU64::new(0)),
             bound,
         }
     }
@@ -75,7 +86,8 @@ impl Outbox {
     /// WAL with `synchronous = NORMAL` (`ringrift_store::db::open`): a commit survives
     /// the process being killed (not a power cut) without an fsync per publish.
     pub fn open(path: &Path, bound: usize) -> Result<Outbox, ClientError> {
-        let c = ringrift_store::db::open(path, &[SCHEMA]).map_err(|e| outbox_err("open", e))?;
+        let c = ringrift_store::db::open(path, &[SCHEMA, REJECTED])
+            .map_err(|e| outbox_err("open", e))?;
         Self::start(c, bound)
     }
 
@@ -83,14 +95,29 @@ impl Outbox {
         let n: i64 = c
             .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
             .map_err(|e| outbox_err("count outbox", e))?;
+        let r: i64 = c
+            .query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))
+            .map_err(|e| outbox_err("count rejected events", e))?;
         let queued = Arc::new(AtomicUsize::new(usize::try_from(n).unwrap_or(0)));
+        let rejected = Arc::new(AtomicU64::new(u64::try_from(r).unwrap_or(0)));
         let (tx, rx) = std_mpsc::channel();
         let q = queued.clone();
+        let rj = rejected.clone();
         std::thread::Builder::new()
             .name("outbox".into())
-            .spawn(move || Worker::new(c, q).run(rx))
+            .spawn(move || Worker::new(c, q, rj).run(rx))
             .map_err(|e| outbox_err("start outbox thread", e))?;
-        Ok(Outbox { tx, queued, bound })
+        Ok(Outbox {
+            tx,
+            queued,
+            rejected,
+            bound,
+        })
+    }
+
+    /// Events the router refused as malformed, kept in the `rejected` table.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Acquire)
     }
 
     /// Events accepted and not yet acked by the router.
@@ -152,6 +179,7 @@ impl Outbox {
 struct Worker {
     c: Connection,
     queued: Arc<AtomicUsize>,
+    rejected: Arc<AtomicU64>,
     /// `publish_acked` callers by row id.
     waiters: HashMap<i64, Reply<PublishAck>>,
     /// The open transaction: its appended rows and their `stored` replies.
@@ -159,10 +187,11 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(c: Connection, queued: Arc<AtomicUsize>) -> Worker {
+    fn new(c: Connection, queued: Arc<AtomicUsize>, rejected: Arc<AtomicU64>) -> Worker {
         Worker {
             c,
             queued,
+            rejected,
             waiters: HashMap::new(),
             in_tx: None,
         }
@@ -238,16 +267,37 @@ impl Worker {
                 let _ = reply.send(self.load(max_count, max_bytes));
             }
             Cmd::Done(rows) => {
+                let now = crate::now_ms();
+                // In a savepoint: a failure takes back this command's moves only, never
+                // the appends sharing the open transaction.
                 let r = self.begin().and_then(|_| {
+                    self.c.execute_batch("SAVEPOINT done")?;
+                    let mut keep = self.c.prepare_cached(
+                        "INSERT INTO rejected (event, reason, rejected_ms) \
+                         SELECT event, ?2, ?3 FROM outbox WHERE id = ?1",
+                    )?;
                     let mut del = self.c.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-                    let mut n = 0;
-                    for (id, _) in &rows {
+                    let (mut n, mut kept) = (0, 0u64);
+                    for (id, result) in &rows {
+                        if let Err(e) = result {
+                            kept += keep.execute(rusqlite::params![id, e.to_string(), now])? as u64;
+                        }
                         n += del.execute([id])?;
                     }
-                    Ok(n)
+                    Ok((n, kept))
                 });
+                let r = match r {
+                    Ok(v) => self.c.execute_batch("RELEASE done").map(|_| v),
+                    Err(e) => {
+                        let _ = self.c.execute_batch("ROLLBACK TO done; RELEASE done");
+                        Err(e)
+                    }
+                };
                 match r {
-                    Ok(n) => self.release(n),
+                    Ok((n, kept)) => {
+                        self.release(n);
+                        self.rejected.fetch_add(kept, Ordering::AcqRel);
+                    }
                     // The rows stay and are sent again; the router's dedup absorbs that.
                     Err(e) => tracing::error!(error = %e, "outbox: delete of sent events failed"),
                 }
@@ -320,7 +370,7 @@ impl Worker {
             let rows = corrupt
                 .into_iter()
                 .map(|(id, e)| {
-                    tracing::error!(row = id, error = %e, "outbox: undecodable event dropped");
+                    tracing::error!(row = id, error = %e, "outbox: undecodable event moved to the rejected table");
                     (id, Err(outbox_err("decode stored event", e)))
                 })
                 .collect();
@@ -376,5 +426,37 @@ mod tests {
         assert_eq!(ids(&o, 1 << 20).await, ["b", "c"], "acked events are gone");
         assert_eq!(o.len(), 2);
         store(&o, "d").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_event_refused_as_malformed_moves_to_the_rejected_table_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/outbox/d.db");
+        let o = Outbox::open(&path, 10).unwrap();
+        for id in ["good", "bad"] {
+            store(&o, id).await.unwrap();
+        }
+        let rows = o.load(10, 1 << 20).await.unwrap();
+        o.done(vec![
+            (rows[0].id, Ok(PublishAck::default())),
+            (
+                rows[1].id,
+                Err(ClientError::Rejected("event bad: no payload".into())),
+            ),
+        ]);
+        assert!(ids(&o, 1 << 20).await.is_empty(), "both left the outbox");
+        assert_eq!((o.len(), o.rejected()), (0, 1));
+        drop(o);
+        let o = Outbox::open(&path, 10).unwrap();
+        assert_eq!(o.rejected(), 1, "counted again after a reopen");
+        drop(o);
+        let c = Connection::open(&path).unwrap();
+        let (blob, reason): (Vec<u8>, String) = c
+            .query_row("SELECT event, reason FROM rejected", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(wire::Event::decode(blob.as_slice()).unwrap().id, "bad");
+        assert!(reason.contains("no payload"), "{reason}");
     }
 }

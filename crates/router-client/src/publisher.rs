@@ -1,7 +1,14 @@
 //! [`Publisher`]: accepted events wait in an outbox (a SQLite file for daemons, memory
 //! for tools) until the router acked them; state events such as heartbeats use a
 //! latest-only slot instead. One background task sends batches capped by count and by
-//! encoded bytes, halving a batch the router refuses as too large.
+//! encoded bytes, halving a batch the router refuses as too large or invalid.
+//!
+//! Nothing leaves the outbox unsent but an event the router judges malformed
+//! (INVALID_ARGUMENT, or OUT_OF_RANGE / RESOURCE_EXHAUSTED for that event alone), and
+//! that one goes to the outbox's `rejected` table with the reason. A refusal of the
+//! sender (UNAUTHENTICATED, PERMISSION_DENIED: a wrong or missing token;
+//! FAILED_PRECONDITION) is configuration, not the events' fault: they stay, the loop
+//! backs off and [`Publisher::refused`] says why until a send succeeds again.
 
 use crate::outbox::Outbox;
 use crate::{Backoff, Client, ClientError, PublishAck, now_ms};
@@ -20,12 +27,34 @@ pub const MAX_BATCH_BYTES: usize = 4 << 20;
 struct Shared {
     latest: Mutex<Option<wire::Event>>,
     wake: Notify,
+    /// Why the router refuses this sender right now (None: it does not).
+    refused: Mutex<Option<String>>,
 }
 
 impl Shared {
     fn take_latest(&self) -> Option<wire::Event> {
         self.latest.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
+    /// Records whether the router refuses this sender; logs each change once.
+    fn set_refused(&self, why: Option<String>, waiting: usize) {
+        let mut g = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if *g == why {
+            return;
+        }
+        match &why {
+            Some(w) => tracing::error!(
+                reason = %w,
+                waiting,
+                "the router refuses this publisher; events stay in the outbox and are retried with backoff"
+            ),
+            None => tracing::info!(
+                waiting,
+                "the router accepts this publisher again; sending the outbox"
+            ),
+        }
+        *g = why;
+    }
+
     /// Puts an unsent state event back unless a newer one took its place.
     fn restore_latest(&self, ev: wire::Event) {
         let mut g = self.latest.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,6 +112,7 @@ impl Publisher {
         let shared = Arc::new(Shared {
             latest: Mutex::new(None),
             wake: Notify::new(),
+            refused: Mutex::new(None),
         });
         let alive = Arc::new(Alive(shared.clone()));
         tokio::spawn(send_loop(
@@ -153,6 +183,23 @@ impl Publisher {
         self.shared.wake.notify_one();
     }
 
+    /// Why the router refuses this publisher (a wrong or missing token, missing rights),
+    /// while it does: its events wait in the outbox meanwhile. `None` once a send
+    /// succeeds (or before anything was refused).
+    pub fn refused(&self) -> Option<String> {
+        self.shared
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Events the router refused as malformed, kept in the outbox's `rejected` table
+    /// (for a file outbox, since it was created).
+    pub fn rejected(&self) -> u64 {
+        self.outbox.rejected()
+    }
+
     /// Events waiting for the router right now.
     pub fn buffered(&self) -> usize {
         let latest = self
@@ -165,23 +212,22 @@ impl Publisher {
     }
 }
 
-fn retriable(c: Code) -> bool {
-    !matches!(
-        c,
-        Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::OutOfRange
-            | Code::ResourceExhausted
-    )
-}
-
-/// Codes a smaller batch may not get: too large, or one bad event among good ones.
+/// Codes a smaller batch may not get: too large, or one bad event among good ones. On a
+/// batch of one event they judge that event malformed: it leaves the outbox (to its
+/// `rejected` table). Every other refusal keeps the events and is retried.
 fn split_helps(c: Code) -> bool {
     matches!(
         c,
         Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted
+    )
+}
+
+/// Codes that refuse the sender rather than an event: a wrong or missing token, missing
+/// rights, a router not ready for it. Reported by [`Publisher::refused`].
+fn refuses_sender(c: Code) -> bool {
+    matches!(
+        c,
+        Code::Unauthenticated | Code::PermissionDenied | Code::FailedPrecondition
     )
 }
 
@@ -221,7 +267,9 @@ async fn send_loop(mut client: Client, outbox: Outbox, shared: Arc<Shared>, aliv
         let mut results = results.into_iter().zip(&events);
         if let Some(l) = latest {
             match results.next() {
-                Some((Some(Err(e)), ev)) => refused(ev, &e),
+                Some((Some(Err(e)), ev)) => {
+                    tracing::error!(event_id = %ev.id, error = %e, "router refused a state event as malformed; dropped (the next one replaces it)");
+                }
                 Some((Some(Ok(_)), _)) => {}
                 _ => shared.restore_latest(l),
             }
@@ -237,22 +285,27 @@ async fn send_loop(mut client: Client, outbox: Outbox, shared: Arc<Shared>, aliv
         }
         outbox.done(done);
         if let Some(s) = unavailable {
+            if refuses_sender(s.code()) {
+                let why = format!("router refuses publishes ({:?}): {}", s.code(), s.message());
+                shared.set_refused(Some(why), outbox.len());
+            }
             let d = backoff.step();
-            tracing::debug!(error = %s, delay_ms = d.as_millis() as u64, "router unavailable; retrying");
+            tracing::debug!(error = %s, delay_ms = d.as_millis() as u64, "router unavailable or refusing; retrying");
             tokio::time::sleep(d).await;
         } else {
+            shared.set_refused(None, outbox.len());
             backoff.reset();
         }
     }
 }
 
 fn refused(ev: &wire::Event, e: &ClientError) {
-    tracing::error!(event_id = %ev.id, error = %e, "router refused event; dropped");
+    tracing::error!(event_id = %ev.id, error = %e, "router refused the event as malformed; kept in the outbox's rejected table");
 }
 
 /// Publishes `events`, splitting a batch the router refuses as too large or invalid until
-/// each refusal names one event. Returns each event's answer (`None`: not answered, the
-/// router became unavailable, reported as the second value).
+/// each refusal names one event. Returns each event's answer (`None`: not answered: the
+/// router is unavailable or refuses the sender, reported as the second value).
 async fn send(
     client: &mut Client,
     events: &[wire::Event],
@@ -281,14 +334,13 @@ async fn send(
                 todo.push((m, b));
                 todo.push((a, m));
             }
-            Err(s) if !retriable(s.code()) => {
-                for (slot, ev) in results[a..b].iter_mut().zip(&events[a..b]) {
-                    *slot = Some(Err(ClientError::Rejected(format!(
-                        "event {}: {}",
-                        ev.id,
-                        s.message()
-                    ))));
-                }
+            Err(s) if split_helps(s.code()) => {
+                results[a] = Some(Err(ClientError::Rejected(format!(
+                    "event {}: {:?}: {}",
+                    events[a].id,
+                    s.code(),
+                    s.message()
+                ))));
             }
             Err(s) => return (results, Some(s)),
         }

@@ -9,6 +9,9 @@
 //!   wait is over); with `lanes` events of different config keys are handled side by
 //!   side, up to `concurrent` at once;
 //! * panics in its cycle or handler (`panic_in = "cycle" | "event"`);
+//! * hangs in its cycle call, never to return, when `run/<instance>.hang` appears (the
+//!   file is removed first, so the next process does not hang; records `hang`): a loop
+//!   stuck in a handler call while the heartbeat keeps flowing;
 //! * publishes `publish_burst` EXTERNAL events `burst:<i>` once, through `Context::publish`;
 //!   the count accepted so far is kept in `run/<instance>.burst`, so a restarted daemon
 //!   continues where the killed one stopped (events accepted before the kill must come
@@ -75,6 +78,7 @@ pub struct TestDaemon {
     cfg: TestConfig,
     record: PathBuf,
     crash_file: PathBuf,
+    hang_file: PathBuf,
     burst_file: PathBuf,
     started: Instant,
     types: Vec<EventType>,
@@ -105,6 +109,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     Ok(Arc::new(TestDaemon {
         record: ctx.home.join("test_daemon.log"),
         crash_file: run.join(format!("{}.crash", cfg.instance)),
+        hang_file: run.join(format!("{}.hang", cfg.instance)),
         burst_file: run.join(format!("{}.burst", cfg.instance)),
         cfg,
         started: Instant::now(),
@@ -243,6 +248,10 @@ impl Handler for TestDaemon {
             self.cfg.panic_in != "cycle",
             "panic_in = cycle: cycle panics"
         );
+        if std::fs::remove_file(&self.hang_file).is_ok() {
+            self.record("hang");
+            std::future::pending::<()>().await;
+        }
         if self.cfg.publish_burst > 0 && !self.burst_done.load(Ordering::Acquire) {
             self.burst(ctx).await?;
             self.burst_done.store(true, Ordering::Release);

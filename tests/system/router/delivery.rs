@@ -1,6 +1,7 @@
 //! Delivery accounting of durable consumers: ack wait, max ack pending, every delivery
 //! counted (expiry, disconnect), acks above the floor surviving a router crash, where a
-//! new consumer starts, and retention that reports what it removed unacked.
+//! new consumer starts, retention that reports what it removed unacked, and a late ack
+//! of an ended session that moves the floor only past what was acked.
 
 use super::{Log, client, http_get, next, stats, work, work_id};
 use ringrift_proto::wire::{self, EventType, subscribe_request::Start};
@@ -556,7 +557,104 @@ async fn a_cumulative_ack_does_not_cover_a_redelivery_sent_after_it(log: Log) {
     );
 }
 
+/// Waits (bounded) until the router shows durable consumer `name` without a session.
+async fn wait_disconnected(c: &Client, name: &str) {
+    wait_for_async("the disconnect to be seen", Duration::from_secs(30), || {
+        let mut c = c.clone();
+        async move {
+            let st = stats(&mut c).await;
+            st.consumers
+                .iter()
+                .any(|x| x.name == name && !x.connected)
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// A late ack (issue 28, point 0): a consumer is sent up to 1,000 events, reads 100, its
+/// stream ends, then it acks the 50th. The floor may pass only what was acked: the next
+/// session gets every event after the 50th (the first 50 too, unless the late ack
+/// counted). Before the fix the SQLite log moved the floor to the highest seq the ended
+/// session was sent, and events 51..1,000 never reached the consumer again.
+async fn a_late_ack_moves_the_floor_only_past_acked_events(log: Log, cumulative: bool) {
+    const N: usize = 1_000;
+    let home = log.home();
+    let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
+    let mut c = client(&addr).await;
+    let mut seqs = Vec::with_capacity(N);
+    for chunk in 0..N / 100 {
+        let events = (0..100)
+            .map(|k| work(&format!("late-{}", chunk * 100 + k)))
+            .collect();
+        let acks = c
+            .publish_batch(wire::PublishBatchRequest { events })
+            .await
+            .expect("publish")
+            .into_inner()
+            .acks;
+        seqs.extend(acks.into_iter().map(|a| a.seq));
+    }
+    let name = if cumulative {
+        "late-cumul"
+    } else {
+        "late-single"
+    };
+    let mut s = open(&mut c, request(name, 60_000, N as u32)).await;
+    let mut read = Vec::new();
+    for _ in 0..100 {
+        read.push(next(&mut s).await.seq);
+    }
+    assert_eq!(read, seqs[..100], "delivered in order");
+    drop(s);
+    wait_disconnected(&c, name).await;
+    let fiftieth = read[49];
+    // The session that was sent it has ended: the router may take the ack or refuse it
+    // (JetStream refuses a single one it no longer holds); it must not ack more.
+    let late = c
+        .ack(wire::AckRequest {
+            consumer: name.into(),
+            seq: fiftieth,
+            cumulative,
+            ..Default::default()
+        })
+        .await;
+    let st = stats(&mut c).await;
+    let me = st.consumers.iter().find(|x| x.name == name).unwrap();
+    assert!(
+        me.ack_floor <= fiftieth,
+        "the late ack of {fiftieth} ({late:?}) moved the floor to {}: events after it were never acked",
+        me.ack_floor
+    );
+    let mut s = open(&mut c, request(name, 60_000, N as u32)).await;
+    let mut missing: std::collections::BTreeSet<u64> =
+        seqs.iter().copied().filter(|s| *s > fiftieth).collect();
+    while let Some(&first) = missing.first() {
+        let ev = tokio::time::timeout(Duration::from_secs(20), s.message())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} events after the late ack never came back (from seq {first})",
+                    missing.len()
+                )
+            })
+            .expect("stream ok")
+            .expect("stream open");
+        missing.remove(&ev.seq);
+    }
+}
+
+async fn a_late_cumulative_ack_moves_the_floor_only_past_acked_events(log: Log) {
+    a_late_ack_moves_the_floor_only_past_acked_events(log, true).await;
+}
+
+async fn a_late_single_ack_moves_the_floor_only_past_acked_events(log: Log) {
+    a_late_ack_moves_the_floor_only_past_acked_events(log, false).await;
+}
+
 super::on_both_logs!(
+    a_late_cumulative_ack_moves_the_floor_only_past_acked_events,
+    a_late_single_ack_moves_the_floor_only_past_acked_events,
     unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max_deliver,
     in_progress_acks_keep_a_long_handling_from_being_redelivered,
     a_consumer_that_dies_holding_an_event_uses_up_deliveries_across_router_restarts,

@@ -152,12 +152,19 @@ impl CState {
     fn disconnect(&mut self, max_deliver: u32) -> (Vec<Failed>, Vec<u64>) {
         let held: Vec<u64> = self.pending.keys().copied().collect();
         let failed = held
-            .into_iter()
-            .filter_map(|s| self.fail(s, max_deliver, false))
+            .iter()
+            .filter_map(|&s| self.fail(s, max_deliver, false))
             .collect();
         // Waiting for redelivery: the next session's scan sends them again.
         for s in std::mem::take(&mut self.redeliver) {
             self.pending.remove(&s);
+        }
+        // What left `pending` unacked no longer holds the floor, so the cursor goes back
+        // below the oldest of it: the floor may pass only acked (or unwanted) seqs, and
+        // an ack arriving before the next session (a late ack of the ended one) must not
+        // move it to the highest seq that session was sent.
+        if let Some(&oldest) = held.iter().find(|s| !self.pending.contains_key(s)) {
+            self.cursor = self.cursor.min(oldest - 1).max(self.floor);
         }
         // Sent dead letters go back to DEAD (dlq_retry retries them with backoff);
         // queued ones stay queued for the next session.
