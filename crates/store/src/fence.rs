@@ -19,7 +19,11 @@ pub(crate) fn wire(token: u64) -> Result<i64, StoreError> {
 
 /// Raises the fence to `token` within `tx`; `Err` with the higher token it holds (nothing
 /// written) when a newer leader wrote before.
-pub(crate) fn raise(tx: &Transaction<'_>, path: &Path, token: u64) -> Result<Result<(), u64>, StoreError> {
+pub(crate) fn raise(
+    tx: &Transaction<'_>,
+    path: &Path,
+    token: u64,
+) -> Result<Result<(), u64>, StoreError> {
     let wire_token = wire(token)?;
     let seen: Option<i64> = tx
         .query_row(

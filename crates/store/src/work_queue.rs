@@ -231,6 +231,261 @@ pub trait WorkQueue: Send + Sync {
     /// [`StoreError::Fenced`] (and counted) when a higher token was accepted before.
     /// Equal or higher tokens are accepted and the highest is remembered.
     fn enqueue_fenced(&self, work: &NewWork, token: u64) -> Result<String, StoreError> {
+        let _ = (work, token);
+        Err(StoreError::Invalid(
+            "this work-queue backend has no fenced enqueue".into(),
+        ))
+    }
+    /// Atomically claims the best pending item (highest priority, then oldest) of one of
+    /// `kinds` (any kind when empty) for `worker`, leased for `lease`.
+    fn claim(
+        &self,
+        worker: &str,
+        kinds: &[WorkKind],
+        lease: Duration,
+    ) -> Result<Option<WorkItem>, StoreError>;
+    /// Extends the lease of an item `worker` holds. `false` if it no longer holds it.
+    fn heartbeat(&self, item_id: &str, worker: &str, lease: Duration) -> Result<bool, StoreError>;
+    /// Marks a held item done. `false` if `worker` no longer holds it.
+    fn complete(
+        &self,
+        item_id: &str,
+        worker: &str,
+        result: &serde_json::Value,
+    ) -> Result<bool, StoreError>;
+    /// Records a failed attempt: back to pending, or `failed` after `max_attempts`.
+    fn fail(&self, item_id: &str, worker: &str, error: &str) -> Result<bool, StoreError>;
+    /// Returns items with expired leases to pending (counting the attempt); returns how many.
+    fn requeue_expired(&self) -> Result<usize, StoreError>;
+    fn depth(&self) -> Result<QueueDepth, StoreError>;
+    fn get(&self, item_id: &str) -> Result<Option<WorkItem>, StoreError>;
+    /// Items `worker` holds now (a restarted worker resumes them instead of waiting for
+    /// their leases to expire).
+    fn held_by(&self, worker: &str) -> Result<Vec<WorkItem>, StoreError>;
+    /// Pending and claimed items of `kind` (and `config`, when given), oldest first.
+    fn open_items(
+        &self,
+        kind: WorkKind,
+        config: Option<ConfigKey>,
+    ) -> Result<Vec<WorkItem>, StoreError>;
+    /// Creation time (Unix ms) of the oldest pending item, if any.
+    fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError>;
+}
+
+/// The SQLite work queue. Cheap to clone; clones share one connection. Several
+/// processes (or several `SqliteWorkQueue`s) may open the same file.
+#[derive(Clone)]
+pub struct SqliteWorkQueue {
+    db: db::SharedDb,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for SqliteWorkQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteWorkQueue")
+            .field("path", &self.db.path())
+            .finish()
+    }
+}
+
+impl OffRuntime for SqliteWorkQueue {}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+const ITEM_COLUMNS: &str = "item_id, kind, config_key, priority, payload, status, attempts, \
+     max_attempts, claimed_by, lease_expires_at, last_error";
+
+impl SqliteWorkQueue {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::with_clock(path, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        Ok(SqliteWorkQueue {
+            db: db::SharedDb::open(path, MIGRATIONS)?,
+            clock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.db.path()
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock()
+    }
+
+    /// Deletes completed items last updated before `before_ms` (retention); pending,
+    /// claimed and failed items are kept. Returns how many went.
+    pub fn purge_completed(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM work_items WHERE status = 'completed' AND updated_at < ?1",
+                [before_ms],
+            )
+            .ctx(self.path())
+    }
+
+    fn item_from_row(&self, r: &Row<'_>) -> Result<WorkItem, StoreError> {
+        let path = self.path();
+        let get = |e: rusqlite::Error| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let item_id: String = r.get(0).map_err(get)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("work item {item_id}: {reason}"),
+        };
+        let kind: String = r.get(1).map_err(get)?;
+        let config: Option<String> = r.get(2).map_err(get)?;
+        let payload: String = r.get(4).map_err(get)?;
+        let status: String = r.get(5).map_err(get)?;
+        let attempts: i64 = r.get(6).map_err(get)?;
+        let max_attempts: i64 = r.get(7).map_err(get)?;
+        Ok(WorkItem {
+            kind: kind
+                .parse()
+                .map_err(|e: StoreError| corrupt(e.to_string()))?,
+            config_key: config
+                .map(|c| c.parse())
+                .transpose()
+                .map_err(|e: crate::InvalidConfigKey| corrupt(e.to_string()))?,
+            priority: r.get(3).map_err(get)?,
+            payload: serde_json::from_str(&payload)
+                .map_err(|e| corrupt(format!("payload: {e}")))?,
+            status: status
+                .parse()
+                .map_err(|e: StoreError| corrupt(e.to_string()))?,
+            attempts: u32::try_from(attempts)
+                .map_err(|_| corrupt(format!("attempts {attempts}")))?,
+            max_attempts: u32::try_from(max_attempts)
+                .map_err(|_| corrupt(format!("max_attempts {max_attempts}")))?,
+            claimed_by: r.get(8).map_err(get)?,
+            lease_expires_at: r.get(9).map_err(get)?,
+            last_error: r.get(10).map_err(get)?,
+            item_id,
+        })
+    }
+
+    pub async fn enqueue_async(&self, work: NewWork) -> Result<String, StoreError> {
+        self.off_runtime(move |q| q.enqueue(&work)).await
+    }
+
+    pub async fn claim_async(
+        &self,
+        worker: String,
+        kinds: Vec<WorkKind>,
+        lease: Duration,
+    ) -> Result<Option<WorkItem>, StoreError> {
+        self.off_runtime(move |q| q.claim(&worker, &kinds, lease))
+            .await
+    }
+
+    pub async fn heartbeat_async(
+        &self,
+        item_id: String,
+        worker: String,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        self.off_runtime(move |q| q.heartbeat(&item_id, &worker, lease))
+            .await
+    }
+
+    pub async fn complete_async(
+        &self,
+        item_id: String,
+        worker: String,
+        result: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.off_runtime(move |q| q.complete(&item_id, &worker, &result))
+            .await
+    }
+
+    pub async fn fail_async(
+        &self,
+        item_id: String,
+        worker: String,
+        error: String,
+    ) -> Result<bool, StoreError> {
+        self.off_runtime(move |q| q.fail(&item_id, &worker, &error))
+            .await
+    }
+
+    pub async fn depth_async(&self) -> Result<QueueDepth, StoreError> {
+        self.off_runtime(|q| q.depth()).await
+    }
+
+    /// Inserts one pending item (the body of both enqueues).
+    fn insert_in(
+        &self,
+        conn: &Connection,
+        work: &NewWork,
+        fence_token: Option<i64>,
+    ) -> Result<String, StoreError> {
+        if work.max_attempts == 0 {
+            return Err(StoreError::Invalid(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.clock.now_ms();
+        conn.execute(
+            "INSERT INTO work_items (item_id, kind, config_key, priority, payload, status,
+                    attempts, max_attempts, created_at, updated_at, fence_token)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, ?7, ?8)",
+            params![
+                id,
+                work.kind.as_str(),
+                work.config_key.map(|k| k.to_string()),
+                work.priority,
+                work.payload.to_string(),
+                work.max_attempts,
+                now,
+                fence_token
+            ],
+        )
+        .ctx(self.path())?;
+        Ok(id)
+    }
+
+    /// The leader fence: the highest token accepted and the refusals (`None` before any
+    /// fenced enqueue).
+    pub fn fence(&self) -> Result<Option<FenceState>, StoreError> {
+        let row: Option<(i64, i64, Option<i64>)> = self
+            .conn()
+            .query_row(
+                "SELECT token, refused, last_refused FROM fence WHERE name = ?1",
+                [LEADER_FENCE],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .ctx(self.path())?;
+        Ok(row.map(|(t, r, l)| FenceState {
+            token: u64::try_from(t).unwrap_or(0),
+            refused: u64::try_from(r).unwrap_or(0),
+            last_refused: l.and_then(|l| u64::try_from(l).ok()),
+        }))
+    }
+
+    /// Expired claims go back to pending, or to failed when out of attempts.
+    fn requeue_expired_in(&self, conn: &Connection, now: i64) -> Result<usize, StoreError> {
+        conn.execute(
+            "UPDATE work_items SET
+                status = CASE WHEN attempts + 1 >= max_attempts THEN 'failed' ELSE 'pending' END,
+                attempts = attempts + 1, claimed_by = NULL, lease_expires_at = NULL,
+                last_error = 'lease expired', updated_at = ?1
+             WHERE status = 'claimed' AND lease_expires_at <= ?1",
+            [now],
+        )
+        .ctx(self.path())
+    }
+}
+
+impl WorkQueue for SqliteWorkQueue {
+    fn enqueue_fenced(&self, work: &NewWork, token: u64) -> Result<String, StoreError> {
         let wire_token = crate::fence::wire(token)?;
         let mut conn = self.conn();
         let tx = conn
