@@ -116,6 +116,8 @@ pub struct Shared {
     pub node: String,
     /// The shared token: sent to the router, handed to children as `RINGRIFT_TOKEN`.
     token: Option<handler_base::auth::Token>,
+    /// The launcher's client credentials (the token and `[tls]`), for the router.
+    bearer: router_client::Bearer,
     pub home: PathBuf,
     pub cfg: LauncherConfig,
     pub configs: Option<String>,
@@ -268,7 +270,7 @@ impl Shared {
         if s.publisher.is_some() && s.addr.as_deref() == Some(addr.as_str()) {
             return None;
         }
-        let bearer = handler_base::auth::Token::bearer(self.token.as_ref());
+        let bearer = self.bearer.clone();
         let client = match router_client::connect_lazy_with(&addr, bearer) {
             Ok(c) => c,
             Err(e) => {
@@ -321,6 +323,7 @@ pub fn shared(
     profile: String,
     node: String,
     token: Option<handler_base::auth::Token>,
+    bearer: router_client::Bearer,
     home: PathBuf,
     cfg: LauncherConfig,
     configs: Option<String>,
@@ -354,6 +357,7 @@ pub fn shared(
         profile,
         node,
         token,
+        bearer,
         home,
         cfg,
         configs,
