@@ -615,7 +615,7 @@ mod tests {
         )
         .err()
         .expect("https without a CA");
-        assert!(e.to_string().contains("leader.ca"), "{e}");
+        assert!(e.to_string().contains("[leader] ca"), "{e}");
         // With one: the first bytes on the wire are a TLS handshake record (0x16), not
         // the HTTP/2 preface of a plaintext call ("PRI * HTTP/2.0").
         let dir = tempfile::tempdir().expect("tempdir");
