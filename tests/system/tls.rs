@@ -234,10 +234,18 @@ async fn nats_with_an_authorization_block_and_tls_refuses_clients_without_them()
     })
     .await
     .expect("connect with credentials and CA");
-    async_nats::jetstream::new(client)
-        .query_account()
+    // A round trip through the server: subscribe, publish, receive.
+    use futures_util::StreamExt;
+    let mut sub = client.subscribe("tls.test").await.expect("subscribe");
+    client
+        .publish("tls.test", "hello".into())
         .await
-        .expect("JetStream account info");
+        .expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(20), sub.next())
+        .await
+        .expect("a message within 20 s")
+        .expect("the subscription is open");
+    assert_eq!(&got.payload[..], b"hello");
 }
 
 /// Enables etcd's auth: role and user `root` (password `pw`), then auth on.
