@@ -121,7 +121,8 @@ impl Bearer {
 
     /// `host:port` or a URL as an endpoint with these credentials' transport (no
     /// connection is made): without a scheme, `https` when a CA is configured, else
-    /// `http`; `https://` (or `grpcs://`) without a CA is an error, never plaintext;
+    /// `http`; the unspecified address (a listener bound to all, `0.0.0.0`/`[::]`) is
+    /// this machine's loopback; `https://` (or `grpcs://`) without a CA is an error, never plaintext;
     /// `http://` to another machine while a token is set is refused unless
     /// `allow_plaintext`.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, ClientError> {
@@ -139,6 +140,15 @@ impl Bearer {
                     reason: format!("unknown scheme {other:?} (http or https)"),
                 });
             }
+        };
+        // A listener's own address file may say 0.0.0.0 / [::] (bound to every address):
+        // that connects to this machine, and is verified as its loopback address.
+        let rest = match rest.strip_prefix("0.0.0.0:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => match rest.strip_prefix("[::]:") {
+                Some(port) => format!("[::1]:{port}"),
+                None => rest.to_owned(),
+            },
         };
         let url = format!("{}://{rest}", if secure { "https" } else { "http" });
         let bad = |e: tonic::transport::Error| ClientError::BadAddress {
@@ -475,6 +485,10 @@ mod transport_tests {
         let open = t.clone().with_tls(None, true);
         assert!(open.endpoint("10.0.0.7:8780").is_ok());
         assert!(!format!("{t:?}").contains("s3cret"));
+        let ep = t.endpoint("0.0.0.0:8780").unwrap();
+        assert_eq!(ep.uri().host(), Some("127.0.0.1"));
+        let ep = t.endpoint("http://[::]:8780").unwrap();
+        assert_eq!(ep.uri().host(), Some("[::1]"));
     }
 
     #[test]
