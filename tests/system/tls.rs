@@ -382,3 +382,44 @@ async fn etcd_with_auth_and_tls_serves_only_the_configured_user_over_tls() {
             .is_err()
     );
 }
+
+/// A whole node under TLS: every daemon's clients (router, peer API, launcher control)
+/// verify against the CA. `/ready` of the health server turns 200 only when its own calls
+/// to the router succeed; `--status` from a second process uses the control API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_under_tls_runs_with_every_client_verifying() {
+    use ringrift_transfer::DataClient;
+    let Some(tls) = TlsFiles::make() else {
+        return;
+    };
+    let home = home_with(&format!(
+        "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n[p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n{}",
+        tls.toml()
+    ));
+    let mut l = home.spawn(
+        "ringrift-launcher",
+        &["--profile", "minimal", "--control", "127.0.0.1:0"],
+    );
+    let health = home.wait_addr("health_server", &mut l);
+    let ca = ClientTls::from_ca_file(&tls.ca).unwrap();
+    let https = DataClient::with_tls(None, Duration::from_secs(10), Some(&ca), false).unwrap();
+    let url = format!("https://{health}/ready");
+    wait_for_async("/ready 200 over https", Duration::from_secs(60), || async {
+        let r = https.http().get(&url).send().await.ok()?;
+        (r.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    let out = Command::new(ringrift_system_tests::bin("ringrift-launcher"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["--status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("health_server"));
+    l.term(Duration::from_secs(30));
+}
