@@ -453,8 +453,10 @@ async fn supervise_all(
     let (sh, mut rxs) = supervise::shared(
         profile.clone(),
         node,
-        token.clone(),
-        tls.bearer(token.as_ref()),
+        supervise::Credentials {
+            token: token.clone(),
+            bearer: tls.bearer(token.as_ref()),
+        },
         home.clone(),
         cfg,
         args.configs.clone(),

@@ -318,12 +318,18 @@ fn lifecycle(
     }))
 }
 
+/// The launcher's secrets: the token (handed to children) and its client credentials
+/// (the token and `[tls]`, for the router).
+pub struct Credentials {
+    pub token: Option<handler_base::auth::Token>,
+    pub bearer: router_client::Bearer,
+}
+
 /// Builds the shared state and the per-daemon control receivers.
 pub fn shared(
     profile: String,
     node: String,
-    token: Option<handler_base::auth::Token>,
-    bearer: router_client::Bearer,
+    creds: Credentials,
     home: PathBuf,
     cfg: LauncherConfig,
     configs: Option<String>,
@@ -356,8 +362,8 @@ pub fn shared(
     let sh = Shared {
         profile,
         node,
-        token,
-        bearer,
+        token: creds.token,
+        bearer: creds.bearer,
         home,
         cfg,
         configs,
