@@ -146,6 +146,18 @@ impl Etcd {
                 .map_err(|err| bad(err.to_string()))?
                 .connect_timeout(rpc_timeout)
                 .tcp_nodelay(true);
+            if auth.user.is_some()
+                && ep.uri().scheme_str() == Some("http")
+                && !ep
+                    .uri()
+                    .host()
+                    .is_some_and(router_client::tls::is_local_host)
+            {
+                tracing::warn!(
+                    endpoint = %e,
+                    "leader.password goes to another machine in clear: use https:// endpoints with leader.ca"
+                );
+            }
             if ep.uri().scheme_str() == Some("https") {
                 let Some(tls) = &tls else {
                     return Err(bad(

@@ -20,6 +20,16 @@ pub enum NatsError {
     JetStream { what: String, reason: String },
 }
 
+/// Whether `server` is a `nats://` address of another machine (a password sent there
+/// crosses the network in clear).
+fn in_clear(server: &str) -> bool {
+    let Some(rest) = server.strip_prefix("nats://") else {
+        return false;
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    !router_client::tls::is_local_host(host)
+}
+
 /// How [`connect`] treats the first connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstConnect {
@@ -63,6 +73,12 @@ pub async fn connect(
     }
     if let Some((user, password)) = &auth.user {
         opts = opts.user_and_password(user.clone(), password.expose().to_owned());
+        if auth.tls_ca.is_none() && servers.iter().any(|s| in_clear(s)) {
+            tracing::warn!(
+                servers = %joined,
+                "events.password goes to another machine in clear: set events.tls_ca (and serve TLS)"
+            );
+        }
     }
     if let Some(ca) = &auth.tls_ca {
         // Read off the runtime: a small file, but the rule holds.
