@@ -535,3 +535,111 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// A test CA and a server certificate it signed for `127.0.0.1` and `localhost` (PEM
+/// files, made with the `openssl` CLI), for listeners that serve TLS.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    /// A fresh CA and server certificate; `None` when openssl is missing and the test
+    /// may skip ([`require_tool`]).
+    pub fn make() -> Option<TlsFiles> {
+        if !require_tool("openssl", command_works("openssl", &["version"])) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("ringrift-tls-")
+            .tempdir()
+            .expect("tempdir");
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(
+            p("ca.cnf"),
+            "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = v3_ca\n[dn]\nCN = ringrift-test-ca\n[v3_ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n",
+        )
+        .expect("ca.cnf");
+        std::fs::write(
+            p("ext.cnf"),
+            "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("ext.cnf");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(dir.path())
+                .args(args)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-config", "ca.cnf",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req", "-new"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "2",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        Some(TlsFiles {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
+            _dir: dir,
+        })
+    }
+
+    /// The `[tls]` table of ringrift.toml that serves with these files.
+    pub fn toml(&self) -> String {
+        format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n",
+            self.cert.display().to_string(),
+            self.key.display().to_string(),
+            self.ca.display().to_string()
+        )
+    }
+}

@@ -25,4 +25,5 @@ mod publisher;
 mod python;
 mod router;
 mod tidy;
+mod tls;
 mod transfer;

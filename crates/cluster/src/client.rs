@@ -22,7 +22,7 @@ pub fn peer_client(
     bearer: router_client::Bearer,
 ) -> Result<PeerClient, router_client::ClientError> {
     Ok(P2pClient::with_interceptor(
-        router_client::endpoint(addr)?.connect_lazy(),
+        bearer.endpoint(addr)?.connect_lazy(),
         bearer,
     ))
 }

@@ -18,11 +18,15 @@
 //! [leader]
 //! mode = "static"           # the coordinator; or "etcd" with endpoints = ["http://..:2379"]
 //! # ttl_s = 10              # etcd only: the lease TTL (a dead leader is replaced within it)
+//! # user = "ringrift"; password = "..."   # etcd only: etcd auth (both or neither)
+//! # ca = "/etc/ringrift/etcd-ca.pem"      # etcd only: needed by https:// endpoints
 //!
 //! [events]
 //! backend = "sqlite"        # or "jetstream" with servers = ["nats://..:4222", ...]
 //! # replicas = 3            # jetstream only: stream replicas (default 3, 1 with one server)
 //! # queue_done_retention_s = 3600  # jetstream only: how long the work queue keeps finished items
+//! # user = "ringrift"; password = "..."   # jetstream only: NATS user (both or neither)
+//! # tls_ca = "/etc/ringrift/nats-ca.pem"  # jetstream only: TLS to NATS (tls:// servers)
 //!
 //! [auth]
 //! require_token = true      # the token itself stays in ringrift.toml [auth] / RINGRIFT_TOKEN
@@ -57,6 +61,58 @@ pub const DEFAULT_QUEUE_DONE_RETENTION_S: u64 = 3600;
 
 /// The system-wide location, used when the home has no `cluster.toml`.
 pub const SYSTEM_FILE: &str = "/etc/ringrift/cluster.toml";
+
+/// A password from the config: never shown by `Debug`, `Display` or serialisation
+/// (`/status`, events, logs); [`Secret::expose`] hands it to the client that needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the client that sends it; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// How the NATS servers are spoken to (`[events]` with backend `jetstream`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct NatsAuth {
+    /// `user` and `password`: a NATS user of the servers' authorization block.
+    pub user: Option<(String, Secret)>,
+    /// `tls_ca`: TLS is required and the servers are verified against this CA (PEM).
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// How etcd is spoken to (`[leader]` with mode `etcd`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct EtcdAuth {
+    /// `user` and `password`: an etcd user (etcd's auth enabled).
+    pub user: Option<(String, Secret)>,
+    /// `ca`: the CA (PEM) https:// endpoints are verified against; required by them.
+    pub ca: Option<PathBuf>,
+}
 
 /// Why a cluster config was refused. Daemons wrap it in handler-base's `ConfigError`
 /// (exit 64).
@@ -233,7 +289,11 @@ pub enum LeaderMode {
     Static,
     /// The coordinator that holds the etcd lease on [`crate::leader::LEADER_KEY`]
     /// ([`crate::leader`]); `ttl_s` is the lease TTL in whole seconds (default 10).
-    Etcd { endpoints: Vec<String>, ttl_s: u32 },
+    Etcd {
+        endpoints: Vec<String>,
+        ttl_s: u32,
+        auth: EtcdAuth,
+    },
 }
 
 impl LeaderMode {
@@ -258,6 +318,8 @@ pub enum EventBackend {
         /// How long the shared work queue keeps completed and failed items (the server
         /// removes them after that; default 1 h).
         queue_done_retention: std::time::Duration,
+        /// Credentials and TLS of the connection.
+        auth: NatsAuth,
     },
 }
 
@@ -317,6 +379,9 @@ struct RawLeader {
     mode: Option<String>,
     endpoints: Option<Vec<String>>,
     ttl_s: Option<i64>,
+    user: Option<String>,
+    password: Option<String>,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -326,6 +391,9 @@ struct RawEvents {
     servers: Option<Vec<String>>,
     replicas: Option<usize>,
     queue_done_retention_s: Option<u64>,
+    user: Option<String>,
+    password: Option<String>,
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -571,6 +639,12 @@ impl ClusterConfig {
                 if let Some(t) = &raw.leader.ttl_s {
                     return Err(bad("leader.ttl_s", t, "only with mode = \"etcd\""));
                 }
+                if raw.leader.user.is_some() || raw.leader.password.is_some() {
+                    return Err(bad("leader.user", &"***", "only with mode = \"etcd\""));
+                }
+                if let Some(c) = &raw.leader.ca {
+                    return Err(bad("leader.ca", c, "only with mode = \"etcd\""));
+                }
                 if coordinators.len() != 1 {
                     return Err(bad(
                         "node[*].roles",
@@ -618,7 +692,25 @@ impl ClusterConfig {
                             )
                         })?,
                 };
-                LeaderMode::Etcd { endpoints, ttl_s }
+                let user = credentials(&bad, "leader", raw.leader.user, raw.leader.password)?;
+                if raw.leader.ca.is_none()
+                    && let Some(e) = endpoints.iter().find(|e| e.starts_with("https://"))
+                {
+                    return Err(bad(
+                        "leader.ca",
+                        e,
+                        "an https:// endpoint needs [leader] ca (the PEM CA its certificate is verified against)",
+                    ));
+                }
+                let auth = EtcdAuth {
+                    user,
+                    ca: raw.leader.ca,
+                };
+                LeaderMode::Etcd {
+                    endpoints,
+                    ttl_s,
+                    auth,
+                }
             }
             other => {
                 return Err(bad(
@@ -650,6 +742,16 @@ impl ClusterConfig {
                         r,
                         "only with backend = \"jetstream\" (the SQLite queue's is maintenance's queue_done_max_age_h)",
                     ));
+                }
+                if raw.events.user.is_some() || raw.events.password.is_some() {
+                    return Err(bad(
+                        "events.user",
+                        &"***",
+                        "only with backend = \"jetstream\"",
+                    ));
+                }
+                if let Some(f) = &raw.events.tls_ca {
+                    return Err(bad("events.tls_ca", f, "only with backend = \"jetstream\""));
                 }
                 EventBackend::Sqlite
             }
@@ -691,10 +793,15 @@ impl ClusterConfig {
                         "finished work items are kept at least 1 s",
                     ));
                 }
+                let user = credentials(&bad, "events", raw.events.user, raw.events.password)?;
                 EventBackend::Jetstream {
                     servers,
                     replicas,
                     queue_done_retention: std::time::Duration::from_secs(keep),
+                    auth: NatsAuth {
+                        user,
+                        tls_ca: raw.events.tls_ca,
+                    },
                 }
             }
             other => {
@@ -841,6 +948,34 @@ fn valid_host(s: &str) -> bool {
 }
 
 /// `scheme://host:port` with one of `schemes`.
+/// `<section>.user` and `<section>.password`: both or neither; neither empty.
+fn credentials(
+    bad: &dyn Fn(&str, &dyn std::fmt::Debug, &str) -> ClusterError,
+    section: &str,
+    user: Option<String>,
+    password: Option<String>,
+) -> Result<Option<(String, Secret)>, ClusterError> {
+    match (user, password) {
+        (None, None) => Ok(None),
+        (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Ok(Some((u, Secret(p)))),
+        (Some(u), None) => Err(bad(
+            &format!("{section}.password"),
+            &u,
+            "a user needs its password (both or neither)",
+        )),
+        (None, Some(_)) => Err(bad(
+            &format!("{section}.user"),
+            &"***",
+            "a password needs its user (both or neither)",
+        )),
+        (Some(u), Some(_)) => Err(bad(
+            &format!("{section}.user"),
+            &u,
+            "user and password must not be empty",
+        )),
+    }
+}
+
 fn valid_url(s: &str, schemes: &[&str]) -> bool {
     let Some((scheme, rest)) = s.split_once("://") else {
         return false;

@@ -18,16 +18,24 @@
 //! [`Leadership::confirm`] compares the key's create_revision with the token in an etcd
 //! Txn right before a side effect and, every few seconds, while a long job runs.
 //!
+//! etcd is spoken to as `[leader]` says: https endpoints over TLS verified against
+//! `[leader] ca` (never plaintext), and with `user`/`password` every call carries the
+//! auth token of an `Authenticate` (fetched again when etcd says it expired).
+//!
 //! The static token is compared like any other: one leader ever, so it always passes on
 //! a home that only ran static leadership; a store that has seen an etcd leader's token
 //! refuses it (going back to static while that leader may still run is the split brain
 //! the fence exists for; the operator clears the fences, `docs/cluster.md`).
 
-use crate::config::{ClusterConfig, LeaderMode, Role};
+use crate::config::{ClusterConfig, EtcdAuth, LeaderMode, Role, Secret};
 use crate::etcd::etcdserverpb::{
-    self as pb, compare, kv_client::KvClient, lease_client::LeaseClient, request_op,
+    self as pb, auth_client::AuthClient, compare, kv_client::KvClient, lease_client::LeaseClient,
+    request_op,
 };
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// The key the elected node's name is written under.
@@ -51,55 +59,193 @@ pub enum LeaderError {
     Timeout { endpoints: String, secs: f64 },
     #[error("leader.endpoints = {endpoint:?}: {message}")]
     Endpoint { endpoint: String, message: String },
+    #[error("leader.ca = {path:?}: {message}")]
+    Ca {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
+
+/// Adds etcd's auth token (`token` metadata) to every call once one is had.
+#[derive(Clone, Default)]
+struct EtcdToken(Arc<RwLock<Option<MetadataValue<Ascii>>>>);
+
+impl EtcdToken {
+    fn get(&self) -> Option<MetadataValue<Ascii>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, v: Option<MetadataValue<Ascii>>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+}
+
+impl tonic::service::Interceptor for EtcdToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = self.get() {
+            req.metadata_mut().insert("token", v);
+        }
+        Ok(req)
+    }
+}
+
+/// The etcd user of `[leader] user`/`password`.
+#[derive(Clone)]
+struct Login {
+    auth: AuthClient<Channel>,
+    user: String,
+    password: Secret,
+}
+
+type Authed = InterceptedService<Channel, EtcdToken>;
 
 /// The etcd side: clients over all endpoints and the limits.
 #[derive(Clone)]
 struct Etcd {
-    kv: KvClient<Channel>,
-    lease: LeaseClient<Channel>,
+    kv: KvClient<Authed>,
+    lease: LeaseClient<Authed>,
+    token: EtcdToken,
+    login: Option<Login>,
     endpoints: String,
     rpc_timeout: Duration,
     ttl_s: u32,
 }
 
 impl Etcd {
+    /// Clients over `endpoints` (connecting lazily): an https endpoint over TLS
+    /// verified against `auth.ca` (reads the file; no CA is an error, never
+    /// plaintext), with `auth.user` every call authenticated.
     fn connect(
         endpoints: &[String],
+        auth: &EtcdAuth,
         rpc_timeout: Duration,
         ttl_s: u32,
     ) -> Result<Etcd, LeaderError> {
+        let tls = match &auth.ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| LeaderError::Ca {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                Some(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                        // etcd speaks only gRPC (HTTP/2); older etcd may not say so in ALPN.
+                        .assume_http2(true),
+                )
+            }
+            None => None,
+        };
         let mut eps = Vec::new();
         for e in endpoints {
-            let ep = Endpoint::from_shared(e.clone())
-                .map_err(|err| LeaderError::Endpoint {
-                    endpoint: e.clone(),
-                    message: err.to_string(),
-                })?
+            let bad = |message: String| LeaderError::Endpoint {
+                endpoint: e.clone(),
+                message,
+            };
+            let mut ep = Endpoint::from_shared(e.clone())
+                .map_err(|err| bad(err.to_string()))?
                 .connect_timeout(rpc_timeout)
                 .tcp_nodelay(true);
+            if auth.user.is_some()
+                && ep.uri().scheme_str() == Some("http")
+                && !ep
+                    .uri()
+                    .host()
+                    .is_some_and(router_client::tls::is_local_host)
+            {
+                tracing::warn!(
+                    endpoint = %e,
+                    "leader.password goes to another machine in clear: use https:// endpoints with leader.ca"
+                );
+            }
+            if ep.uri().scheme_str() == Some("https") {
+                let Some(tls) = &tls else {
+                    return Err(bad(
+                        "an https endpoint needs [leader] ca (it is never spoken to in plaintext)"
+                            .into(),
+                    ));
+                };
+                ep = ep
+                    .tls_config(tls.clone())
+                    .map_err(|err| bad(err.to_string()))?;
+            }
             eps.push(ep);
         }
         let channel = Channel::balance_list(eps.into_iter());
+        let token = EtcdToken::default();
         Ok(Etcd {
-            kv: KvClient::new(channel.clone()),
-            lease: LeaseClient::new(channel),
+            kv: KvClient::with_interceptor(channel.clone(), token.clone()),
+            lease: LeaseClient::with_interceptor(channel.clone(), token.clone()),
+            token,
+            login: auth.user.as_ref().map(|(user, password)| Login {
+                auth: AuthClient::new(channel),
+                user: user.clone(),
+                password: password.clone(),
+            }),
             endpoints: endpoints.join(","),
             rpc_timeout,
             ttl_s,
         })
     }
 
+    /// With a user and no auth token yet: `Authenticate` and keep the token.
+    async fn log_in(&self) -> Result<(), LeaderError> {
+        let Some(login) = &self.login else {
+            return Ok(());
+        };
+        if self.token.get().is_some() {
+            return Ok(());
+        }
+        let mut auth = login.auth.clone();
+        let req = pb::AuthenticateRequest {
+            name: login.user.clone(),
+            password: login.password.expose().to_owned(),
+        };
+        let r = match tokio::time::timeout(self.rpc_timeout, auth.authenticate(req)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) => {
+                return Err(LeaderError::Etcd {
+                    endpoints: self.endpoints.clone(),
+                    message: format!("authenticate as {:?}: {}", login.user, s.message()),
+                });
+            }
+            Err(_) => {
+                return Err(LeaderError::Timeout {
+                    endpoints: self.endpoints.clone(),
+                    secs: self.rpc_timeout.as_secs_f64(),
+                });
+            }
+        };
+        let v = MetadataValue::try_from(r.token).map_err(|_| LeaderError::Etcd {
+            endpoints: self.endpoints.clone(),
+            message: "etcd's auth token is not ASCII".into(),
+        })?;
+        self.token.set(Some(v));
+        Ok(())
+    }
+
     async fn call<T>(
         &self,
         f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, LeaderError> {
+        // The call's interceptor runs when `f` is first polled: after the login.
+        self.log_in().await?;
         match tokio::time::timeout(self.rpc_timeout, f).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(LeaderError::Etcd {
-                endpoints: self.endpoints.clone(),
-                message: format!("{:?}: {}", s.code(), s.message()),
-            }),
+            Ok(Err(s)) => {
+                if self.login.is_some()
+                    && (s.code() == tonic::Code::Unauthenticated
+                        || s.message().contains("invalid auth token"))
+                {
+                    // Expired (etcd's simple tokens live minutes): the next call logs
+                    // in again.
+                    self.token.set(None);
+                }
+                Err(LeaderError::Etcd {
+                    endpoints: self.endpoints.clone(),
+                    message: format!("{:?}: {}", s.code(), s.message()),
+                })
+            }
             Err(_) => Err(LeaderError::Timeout {
                 endpoints: self.endpoints.clone(),
                 secs: self.rpc_timeout.as_secs_f64(),
@@ -170,8 +316,13 @@ impl Leadership {
                 node: n.name.clone(),
                 token: STATIC_TOKEN,
             })),
-            LeaderMode::Etcd { endpoints, ttl_s } => Kind::Etcd(Box::new(Etcd::connect(
+            LeaderMode::Etcd {
                 endpoints,
+                ttl_s,
+                auth,
+            } => Kind::Etcd(Box::new(Etcd::connect(
+                endpoints,
+                auth,
                 cluster.timeouts.rpc_timeout,
                 *ttl_s,
             )?)),
@@ -460,6 +611,51 @@ mod tests {
         );
         assert!(a.confirm(STATIC_TOKEN).await.expect("confirm"));
         assert!(!a.confirm(STATIC_TOKEN + 1).await.expect("confirm"));
+    }
+
+    /// A CA certificate, only parsed (never used to verify: no handshake completes).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBeTCCASCgAwIBAgIUdq0mE800xPdZn+zCFc8n+JKESugwCgYIKoZIzj0EAwIw\nGzEZMBcGA1UEAwwQcmluZ3JpZnQtdGVzdC1jYTAeFw0yNjEyMDcxNTM5MjJaFw0y\nNjEyMDkxNTM5MjJaMBsxGTAXBgNVBAMMEHJpbmdyaWZ0LXRlc3QtY2EwWTATBgcq\nhkjOPQIBBggqhkjOPQMBBwNCAAQ7Acy5TrRvimB7vSirtMXKVAkGkZ5aOnDXLcGt\nHEOYKA4c1/E5KvYnbX4rTP9W79C+hfM8bmmz1gfrcTQZ0CBQo0IwQDAPBgNVHRMB\nAf8EBTADAQH/MA4GA1UdDwEB/wQEAwIBBjAdBgNVHQ4EFgQUUbE/EPVuTlnj19Ac\n39FJmo0FlEwwCgYIKoZIzj0EAwIDRwAwRAIgL3guWCFJDulb0skNJAaaD1n2n3fq\n0FQEdjdCY1BS+QUCIA/HvF8jdZXSxhLISlOum5iRfCOD3lLAxOGboeIZDhdJ\n-----END CERTIFICATE-----\n";
+
+    #[tokio::test]
+    async fn an_https_endpoint_is_never_spoken_to_in_plaintext() {
+        // Without a CA: an error, not a plaintext client.
+        let e = Etcd::connect(
+            &["https://127.0.0.1:1".into()],
+            &EtcdAuth::default(),
+            Duration::from_secs(1),
+            2,
+        )
+        .err()
+        .expect("https without a CA");
+        assert!(e.to_string().contains("[leader] ca"), "{e}");
+        // With one: the first bytes on the wire are a TLS handshake record (0x16), not
+        // the HTTP/2 preface of a plaintext call ("PRI * HTTP/2.0").
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, TEST_CA).expect("ca");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let first = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut s, _) = listener.accept().await.ok()?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.ok()?;
+            Some(b[0])
+        });
+        let c = cluster(&format!(
+            "mode = \"etcd\"\nendpoints = [\"https://127.0.0.1:{port}\"]\nca = {:?}\nttl_s = 2",
+            ca.display().to_string()
+        ));
+        let l = Leadership::new(&c).expect("leadership");
+        assert!(l.current().await.is_err(), "no etcd answered");
+        let b = tokio::time::timeout(Duration::from_secs(10), first)
+            .await
+            .expect("a connection came")
+            .expect("task");
+        assert_eq!(b, Some(0x16), "the client spoke plaintext");
+        assert!(!format!("{l:?}").contains("ca.pem"));
     }
 
     #[tokio::test]

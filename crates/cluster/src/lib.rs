@@ -19,7 +19,8 @@ pub mod resources;
 pub mod view;
 
 pub use config::{
-    ClusterConfig, ClusterError, EventBackend, LeaderMode, Node, Ports, Role, Timeouts,
+    ClusterConfig, ClusterError, EtcdAuth, EventBackend, LeaderMode, NatsAuth, Node, Ports, Role,
+    Secret, Timeouts,
 };
 pub use leader::{Campaign, Leader, LeaderError, Leadership, ManualLeader};
 pub use membership::{Change, MemberState, Membership};

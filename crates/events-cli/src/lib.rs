@@ -140,7 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Vec::new(),
     ))?;
     let token = handler_base::auth::load(&settings)?;
-    let bearer = handler_base::auth::Token::bearer(token.as_ref());
+    let bearer = handler_base::tls::Tls::load(&settings)?.bearer(token.as_ref());
     let mut client = router_client::connect_with(&addr, bearer)
         .await
         .with_context(|| format!("connect to router at {addr}"))?;

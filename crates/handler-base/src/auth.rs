@@ -1,6 +1,9 @@
 //! The shared-token authentication of every listener (router, launcher control API,
 //! health server): loading the token, refusing a non-loopback listener without one, the
 //! server-side check for axum and tonic routes alike, and the client-side header.
+//! With a token, a non-loopback listener also needs TLS (`[tls] cert`/`key`, see
+//! [`crate::tls`]) unless `[tls] allow_plaintext = true`: the token would cross the
+//! network in clear.
 //!
 //! The token comes from `auth.token` in the settings, else the `RINGRIFT_TOKEN`
 //! environment variable. With a token, every gRPC call and HTTP route except `/health`
@@ -67,20 +70,34 @@ pub fn load(settings: &Settings) -> Result<Option<Token>, ConfigError> {
     raw.as_deref().map(Token::new).transpose()
 }
 
-/// A listener that is not loopback-only needs a token: configuration error otherwise.
-/// `what` names the setting (e.g. `event_router.listen`).
-pub fn check_listen(what: &str, listen: &str, token: Option<&Token>) -> Result<(), ConfigError> {
+/// A listener that is not loopback-only needs a token, and then TLS (the token would
+/// otherwise cross the network in clear) unless `tls.allow_plaintext`: configuration
+/// error otherwise. `what` names the setting (e.g. `event_router.listen`).
+pub fn check_listen(
+    what: &str,
+    listen: &str,
+    token: Option<&Token>,
+    tls: &crate::tls::Tls,
+) -> Result<(), ConfigError> {
     let loopback = match listen.parse::<std::net::SocketAddr>() {
         Ok(a) => a.ip().is_loopback(),
         Err(_) => listen
             .rsplit_once(':')
             .is_some_and(|(host, _)| host == "localhost"),
     };
-    if loopback || token.is_some() {
+    if loopback {
+        return Ok(());
+    }
+    if token.is_none() {
+        return Err(ConfigError::Usage(format!(
+            "{what} = {listen:?} is not loopback: set [auth] token (or RINGRIFT_TOKEN) so only holders of the token are served"
+        )));
+    }
+    if tls.serves_tls() || tls.allow_plaintext() {
         return Ok(());
     }
     Err(ConfigError::Usage(format!(
-        "{what} = {listen:?} is not loopback: set [auth] token (or RINGRIFT_TOKEN) so only holders of the token are served"
+        "{what} = {listen:?} is not loopback: set [tls] cert and [tls] key (and ca) so the token does not cross the network in clear, or [tls] allow_plaintext = true"
     )))
 }
 
@@ -94,21 +111,24 @@ pub fn protect(app: axum::Router, token: Option<Token>) -> axum::Router {
     }
 }
 
-/// Serves a daemon's HTTP `app` behind [`protect`] on `listener` until the daemon stops
-/// (a server failure is logged as `name`'s), and writes `run/<name>.addr`.
+/// Serves a daemon's HTTP `app` behind [`protect`] on `listener` (TLS when `tls` has a
+/// certificate) until the daemon stops (a server failure is logged as `name`'s), and
+/// writes `run/<name>.addr`.
 pub fn serve_http(
     ctx: &crate::Context,
     name: &str,
     listener: tokio::net::TcpListener,
     app: axum::Router,
     token: Option<Token>,
+    tls: &crate::tls::Tls,
 ) -> std::io::Result<std::net::SocketAddr> {
-    let addr = listener.local_addr()?;
+    let incoming = tls.incoming(listener)?;
+    let addr = incoming.local();
     let app = protect(app, token);
     let shutdown = ctx.shutdown.clone();
     let what = name.to_owned();
     tokio::spawn(async move {
-        let r = axum::serve(nodelay(listener), app)
+        let r = axum::serve(incoming, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(e) = r {
@@ -163,6 +183,7 @@ async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::Tls;
 
     #[test]
     fn accepts_only_the_exact_bearer_token() {
@@ -185,28 +206,33 @@ mod tests {
     #[test]
     fn non_loopback_listen_needs_a_token() {
         let t = Token::new("x").unwrap();
-        assert!(check_listen("l", "127.0.0.1:0", None).is_ok());
-        assert!(check_listen("l", "[::1]:80", None).is_ok());
-        assert!(check_listen("l", "localhost:80", None).is_ok());
-        assert!(check_listen("l", "0.0.0.0:80", None).is_err());
-        assert!(check_listen("l", "10.1.2.3:80", None).is_err());
-        assert!(check_listen("l", "0.0.0.0:80", Some(&t)).is_ok());
+        let open = open_tls();
+        assert!(check_listen("l", "127.0.0.1:0", None, &Tls::none()).is_ok());
+        assert!(check_listen("l", "[::1]:80", None, &Tls::none()).is_ok());
+        assert!(check_listen("l", "localhost:80", None, &Tls::none()).is_ok());
+        assert!(check_listen("l", "127.0.0.1:0", Some(&t), &Tls::none()).is_ok());
+        assert!(check_listen("l", "0.0.0.0:80", None, &open).is_err());
+        assert!(check_listen("l", "10.1.2.3:80", None, &open).is_err());
+        assert!(check_listen("l", "0.0.0.0:80", Some(&t), &open).is_ok());
     }
-}
 
-/// A listener that sets TCP_NODELAY on every accepted connection (see [`nodelay`]).
-pub type NodelayListener =
-    axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
-
-/// `listener` with TCP_NODELAY on every accepted connection: a response's headers and
-/// its (small) body go out at once instead of waiting out Nagle against the client's
-/// delayed ACK (~40 ms per small response on a keep-alive connection).
-pub fn nodelay(listener: tokio::net::TcpListener) -> NodelayListener {
-    use axum::serve::ListenerExt;
-    fn set(tcp: &mut tokio::net::TcpStream) {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
+    fn open_tls() -> Tls {
+        let s = crate::Settings::from_toml("[tls]\nallow_plaintext = true\n").unwrap();
+        Tls::load(&s).unwrap()
     }
-    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
+
+    #[test]
+    fn non_loopback_listen_with_a_token_needs_tls_or_allow_plaintext() {
+        let t = Token::new("x").unwrap();
+        let e = check_listen("event_router.listen", "0.0.0.0:80", Some(&t), &Tls::none())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("event_router.listen") && e.contains("[tls] cert"),
+            "{e}"
+        );
+        assert!(e.contains("allow_plaintext"), "{e}");
+        assert!(check_listen("l", "10.1.2.3:80", Some(&t), &Tls::none()).is_err());
+        assert!(check_listen("l", "10.1.2.3:80", Some(&t), &open_tls()).is_ok());
+    }
 }

@@ -27,6 +27,7 @@ mod publish;
 mod run;
 pub mod scope;
 pub mod settings;
+pub mod tls;
 
 pub use cli::CommonArgs;
 pub use dedup::Dedup;

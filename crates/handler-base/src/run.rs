@@ -416,8 +416,10 @@ fn start_failed(e: &anyhow::Error, what: &str) -> ExitCode {
 }
 
 async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: String) -> ExitCode {
-    let bearer = match crate::auth::load(&b.settings) {
-        Ok(t) => crate::auth::Token::bearer(t.as_ref()),
+    let creds = crate::auth::load(&b.settings)
+        .and_then(|t| crate::tls::Tls::load(&b.settings).map(|tls| tls.bearer(t.as_ref())));
+    let bearer = match creds {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("ringrift-{}: {e}", info.name.replace('_', "-"));
             return ExitCode::from(EXIT_CONFIG);

@@ -140,7 +140,7 @@ pub fn state_name(s: i32) -> &'static str {
 /// Serves the control API on `listener` until `shutdown` (behind `token`, if any).
 pub async fn serve(
     sh: Arc<Shared>,
-    listener: tokio::net::TcpListener,
+    listener: handler_base::tls::Incoming,
     shutdown: tokio_util::sync::CancellationToken,
     token: Option<handler_base::auth::Token>,
 ) -> anyhow::Result<()> {
@@ -159,10 +159,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move { shutdown.cancelled().await },
-        )
+        .serve_with_incoming_shutdown(listener, async move { shutdown.cancelled().await })
         .await?;
     Ok(())
 }
@@ -177,7 +174,7 @@ pub type Client = SupervisorClient<
 
 /// Connects to a running launcher or says clearly that none runs there.
 pub async fn connect(addr: &str, bearer: router_client::Bearer) -> anyhow::Result<Client> {
-    let ep = router_client::endpoint(addr)?;
+    let ep = bearer.endpoint(addr)?;
     match ep.connect().await {
         Ok(ch) => Ok(SupervisorClient::with_interceptor(ch, bearer)),
         Err(_) => anyhow::bail!(

@@ -98,7 +98,8 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
         cfg.control = c.clone();
     }
     let token = handler_base::auth::load(&settings).map_err(|e| usage(e.to_string()))?;
-    let bearer = handler_base::auth::Token::bearer(token.as_ref());
+    let tls = handler_base::tls::Tls::load(&settings).map_err(|e| usage(e.to_string()))?;
+    let bearer = tls.bearer(token.as_ref());
     let registry = match &args.registry {
         Some(p) => Registry::from_toml(
             &std::fs::read_to_string(p)
@@ -278,7 +279,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
             bail!(usage(e.to_string()));
         }
     }
-    supervise_all(args, cfg, home, node, token, plan).await
+    supervise_all(args, cfg, home, node, token, tls, plan).await
 }
 
 /// Which daemons run, in dependency order, with their binaries and arguments; warnings;
@@ -421,12 +422,13 @@ async fn supervise_all(
     home: PathBuf,
     node: String,
     token: Option<handler_base::auth::Token>,
+    tls: handler_base::tls::Tls,
     plan: Vec<Planned>,
 ) -> anyhow::Result<ExitCode> {
     if plan.is_empty() {
         bail!(usage("nothing to run"));
     }
-    handler_base::auth::check_listen("launcher.control", &cfg.control, token.as_ref())
+    handler_base::auth::check_listen("launcher.control", &cfg.control, token.as_ref(), &tls)
         .map_err(|e| usage(e.to_string()))?;
     std::fs::create_dir_all(home.join("run"))
         .with_context(|| format!("create {}", home.display()))?;
@@ -438,7 +440,8 @@ async fn supervise_all(
                 cfg.control
             )
         })?;
-    let addr = listener.local_addr()?;
+    let listener = tls.incoming(listener)?;
+    let addr = listener.local();
     handler_base::write_addr_file(&home, "launcher", &addr.to_string())?;
     let profile = args.profile.clone().unwrap_or_else(|| {
         if args.daemons.is_empty() && args.category.is_none() && !args.all {
@@ -450,7 +453,10 @@ async fn supervise_all(
     let (sh, mut rxs) = supervise::shared(
         profile.clone(),
         node,
-        token.clone(),
+        supervise::Credentials {
+            token: token.clone(),
+            bearer: tls.bearer(token.as_ref()),
+        },
         home.clone(),
         cfg,
         args.configs.clone(),

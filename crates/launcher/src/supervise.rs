@@ -121,6 +121,8 @@ pub struct Shared {
     pub node: String,
     /// The shared token: sent to the router, handed to children as `RINGRIFT_TOKEN`.
     token: Option<handler_base::auth::Token>,
+    /// The launcher's client credentials (the token and `[tls]`), for the router.
+    bearer: router_client::Bearer,
     pub home: PathBuf,
     pub cfg: LauncherConfig,
     pub configs: Option<String>,
@@ -308,7 +310,7 @@ impl Shared {
         if s.publisher.is_some() && s.addr.as_deref() == Some(addr.as_str()) {
             return None;
         }
-        let bearer = handler_base::auth::Token::bearer(self.token.as_ref());
+        let bearer = self.bearer.clone();
         let client = match router_client::connect_lazy_with(&addr, bearer) {
             Ok(c) => c,
             Err(e) => {
@@ -356,11 +358,18 @@ fn lifecycle(
     }))
 }
 
+/// The launcher's secrets: the token (handed to children) and its client credentials
+/// (the token and `[tls]`, for the router).
+pub struct Credentials {
+    pub token: Option<handler_base::auth::Token>,
+    pub bearer: router_client::Bearer,
+}
+
 /// Builds the shared state and the per-daemon control receivers.
 pub fn shared(
     profile: String,
     node: String,
-    token: Option<handler_base::auth::Token>,
+    creds: Credentials,
     home: PathBuf,
     cfg: LauncherConfig,
     configs: Option<String>,
@@ -393,7 +402,8 @@ pub fn shared(
     let sh = Shared {
         profile,
         node,
-        token,
+        token: creds.token,
+        bearer: creds.bearer,
         home,
         cfg,
         configs,

@@ -1,7 +1,9 @@
 //! NATS JetStream as the cluster's shared engine (cluster.toml `[events] backend =
 //! "jetstream"`): connecting to the servers ([`connect`]) and the work queue behind
 //! `ringrift_store::work_queue::WorkQueue` ([`work_queue`]). Replication, leases and
-//! redelivery are JetStream's; nothing here votes or replicates by itself.
+//! redelivery are JetStream's; nothing here votes or replicates by itself. The
+//! connection carries cluster.toml's `[events] user`/`password` and, with `tls_ca`,
+//! requires TLS verified against that CA (the password never shows in errors).
 
 pub mod work_queue;
 
@@ -18,6 +20,16 @@ pub enum NatsError {
     JetStream { what: String, reason: String },
 }
 
+/// Whether `server` is a `nats://` address of another machine (a password sent there
+/// crosses the network in clear).
+fn in_clear(server: &str) -> bool {
+    let Some(rest) = server.strip_prefix("nats://") else {
+        return false;
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    !router_client::tls::is_local_host(host)
+}
+
 /// How [`connect`] treats the first connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstConnect {
@@ -27,12 +39,14 @@ pub enum FirstConnect {
     Background,
 }
 
-/// Connects to `servers` (`nats://host:port`): the first is preferred (list this node's
-/// own nats-server first), the others are fallbacks in order; after a first connection
-/// the client reconnects by itself. `name` shows in the server's connection list. A
-/// server address that does not parse is an error naming it.
+/// Connects to `servers` (`nats://host:port` or `tls://host:port`) as `auth` says: the
+/// first is preferred (list this node's own nats-server first), the others are
+/// fallbacks in order; after a first connection the client reconnects by itself.
+/// `name` shows in the server's connection list. A server address that does not parse
+/// is an error naming it.
 pub async fn connect(
     servers: &[String],
+    auth: &ringrift_cluster::NatsAuth,
     name: &str,
     first: FirstConnect,
 ) -> Result<async_nats::Client, NatsError> {
@@ -56,6 +70,36 @@ pub async fn connect(
         .connection_timeout(std::time::Duration::from_secs(5));
     if first == FirstConnect::Background {
         opts = opts.retry_on_initial_connect();
+    }
+    if let Some((user, password)) = &auth.user {
+        opts = opts.user_and_password(user.clone(), password.expose().to_owned());
+        if auth.tls_ca.is_none() && servers.iter().any(|s| in_clear(s)) {
+            tracing::warn!(
+                servers = %joined,
+                "events.password goes to another machine in clear: set events.tls_ca (and serve TLS)"
+            );
+        }
+    }
+    if let Some(ca) = &auth.tls_ca {
+        // Read off the runtime: a small file, but the rule holds.
+        let path = ca.clone();
+        let tls =
+            tokio::task::spawn_blocking(move || router_client::tls::ClientTls::from_ca_file(&path))
+                .await
+                .map_err(|e| NatsError::Connect {
+                    servers: joined.clone(),
+                    reason: e.to_string(),
+                })?
+                .map_err(|mut e| {
+                    e.key = "events.tls_ca";
+                    NatsError::Connect {
+                        servers: joined.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+        opts = opts
+            .tls_client_config((*tls.rustls()).clone())
+            .require_tls(true);
     }
     opts.connect(addrs).await.map_err(|e| NatsError::Connect {
         servers: joined,

@@ -163,6 +163,8 @@ pub struct QueueOptions {
     pub replicas: usize,
     /// How long completed and failed items are kept before the server removes them.
     pub retention: Duration,
+    /// Credentials and TLS of the connection (cluster.toml `[events]`).
+    pub auth: ringrift_cluster::NatsAuth,
 }
 
 /// Default of [`QueueOptions::retention`].
@@ -173,6 +175,7 @@ impl Default for QueueOptions {
         QueueOptions {
             replicas: 1,
             retention: DEFAULT_DONE_RETENTION,
+            auth: ringrift_cluster::NatsAuth::default(),
         }
     }
 }
@@ -265,10 +268,12 @@ impl JetStreamWorkQueue {
                 servers,
                 replicas,
                 queue_done_retention,
+                auth,
             } => {
                 let opts = QueueOptions {
                     replicas: *replicas,
                     retention: *queue_done_retention,
+                    auth: auth.clone(),
                 };
                 Some(Self::open(servers, client_name, opts))
             }
@@ -290,14 +295,16 @@ impl JetStreamWorkQueue {
         }
         let rt = OwnRuntime(Some(own_runtime()?));
         let (servers, name) = (servers.to_vec(), client_name.to_owned());
+        let auth = opts.auth.clone();
         let setup = async move {
             let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
             let mut pause = Duration::from_millis(250);
             loop {
                 let tried = async {
-                    let client = crate::connect(&servers, &name, crate::FirstConnect::FailFast)
-                        .await
-                        .map_err(backend)?;
+                    let client =
+                        crate::connect(&servers, &auth, &name, crate::FirstConnect::FailFast)
+                            .await
+                            .map_err(backend)?;
                     Inner::setup(client, opts.clone()).await
                 }
                 .await;

@@ -10,7 +10,10 @@
 //! instead of being stored twice. Heartbeats use a latest-only slot.
 //! [`Subscription`] reconnects with the same backoff and, for a named consumer, resumes
 //! after the last ack (the router keeps the position). [`Bearer`] adds the shared token
-//! (`authorization: Bearer …`) to every call when one is configured.
+//! (`authorization: Bearer …`) to every call when one is configured, and carries the
+//! client TLS ([`tls::ClientTls`]): with a CA, addresses without a scheme are spoken to
+//! over TLS (`https`), and the token is never sent in clear to a host that is not this
+//! machine unless `allow_plaintext` ([`Bearer::endpoint`]).
 
 use ringrift_proto::wire::{self, event_router_client::EventRouterClient};
 use ringrift_proto::{Event, EventError};
@@ -22,6 +25,7 @@ use tonic::{Code, Status};
 
 mod outbox;
 mod publisher;
+pub mod tls;
 
 pub use publisher::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, Publisher};
 pub use ringrift_proto::wire::PublishAck;
@@ -29,33 +33,45 @@ pub use ringrift_proto::wire::PublishAck;
 /// A tonic client for `ringrift.v1.EventRouter` (sending the token when one is set).
 pub type Client = EventRouterClient<InterceptedService<Channel, Bearer>>;
 
-/// Adds `authorization: Bearer <token>` to every call when a token is set; the token
-/// never shows in `Debug` output.
+/// A client's credentials: adds `authorization: Bearer <token>` to every call when a
+/// token is set, and the TLS of its connections ([`Bearer::endpoint`]); the token never
+/// shows in `Debug` output.
 #[derive(Clone, Default)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
+pub struct Bearer {
+    token: Option<MetadataValue<Ascii>>,
+    tls: Option<tls::ClientTls>,
+    allow_plaintext: bool,
+}
 
 impl std::fmt::Debug for Bearer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Bearer(***)"
+        f.write_str(if self.token.is_some() {
+            "Bearer(***"
         } else {
-            "Bearer(none)"
-        })
+            "Bearer(none"
+        })?;
+        if self.tls.is_some() {
+            f.write_str(", tls")?;
+        }
+        f.write_str(")")
     }
 }
 
 impl Bearer {
     /// No token: calls go out without `authorization`.
     pub fn none() -> Bearer {
-        Bearer(None)
+        Bearer::default()
     }
 
     /// `Some(token)` (visible ASCII) sends it; `None` or an empty token sends nothing.
     pub fn new(token: Option<&str>) -> Result<Bearer, ClientError> {
         match token.filter(|t| !t.is_empty()) {
-            None => Ok(Bearer(None)),
+            None => Ok(Bearer::default()),
             Some(t) => MetadataValue::try_from(format!("Bearer {t}"))
-                .map(|v| Bearer(Some(v)))
+                .map(|v| Bearer {
+                    token: Some(v),
+                    ..Bearer::default()
+                })
                 .map_err(|_| ClientError::BadToken),
         }
     }
@@ -64,11 +80,103 @@ impl Bearer {
     pub fn from_env() -> Bearer {
         Bearer::new(std::env::var("RINGRIFT_TOKEN").ok().as_deref()).unwrap_or_default()
     }
+
+    /// These credentials with the client TLS `tls` (`None`: plaintext only) and whether
+    /// the token may cross the network in clear (`[tls] allow_plaintext`).
+    pub fn with_tls(mut self, tls: Option<tls::ClientTls>, allow_plaintext: bool) -> Bearer {
+        self.tls = tls;
+        self.allow_plaintext = allow_plaintext;
+        self
+    }
+
+    /// The client TLS, when a CA is configured.
+    pub fn tls(&self) -> Option<&tls::ClientTls> {
+        self.tls.as_ref()
+    }
+
+    /// Whether a token is sent.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether the token may go to `url` (`http://` or `https://` with a host): always
+    /// over https, and over http only to this machine or with `allow_plaintext`.
+    pub fn check_plaintext(&self, url: &str) -> Result<(), ClientError> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Ok(());
+        };
+        if !scheme.eq_ignore_ascii_case("http") || self.token.is_none() || self.allow_plaintext {
+            return Ok(());
+        }
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = match authority.rsplit_once(':') {
+            Some((h, port)) if !port.contains(']') => h,
+            _ => authority,
+        };
+        if tls::is_local_host(host) {
+            return Ok(());
+        }
+        Err(ClientError::PlaintextToken {
+            addr: url.to_owned(),
+        })
+    }
+
+    /// `host:port` or a URL as an endpoint with these credentials' transport (no
+    /// connection is made): without a scheme, `https` when a CA is configured, else
+    /// `http`; the unspecified address (a listener bound to all, `0.0.0.0`/`[::]`) is
+    /// this machine's loopback; `https://` (or `grpcs://`) without a CA is an error, never plaintext;
+    /// `http://` to another machine while a token is set is refused unless
+    /// `allow_plaintext`.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, ClientError> {
+        let (scheme, rest) = match addr.split_once("://") {
+            Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
+            None => (None, addr),
+        };
+        let secure = match scheme.as_deref() {
+            None => self.tls.is_some(),
+            Some("http") => false,
+            Some("https" | "grpcs") => true,
+            Some(other) => {
+                return Err(ClientError::BadAddress {
+                    addr: addr.to_owned(),
+                    reason: format!("unknown scheme {other:?} (http or https)"),
+                });
+            }
+        };
+        // A listener's own address file may say 0.0.0.0 / [::] (bound to every address):
+        // that connects to this machine, and is verified as its loopback address.
+        let rest = match rest.strip_prefix("0.0.0.0:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => match rest.strip_prefix("[::]:") {
+                Some(port) => format!("[::1]:{port}"),
+                None => rest.to_owned(),
+            },
+        };
+        let url = format!("{}://{rest}", if secure { "https" } else { "http" });
+        let bad = |e: tonic::transport::Error| ClientError::BadAddress {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        };
+        let ep = Endpoint::from_shared(url.clone())
+            .map_err(bad)?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        if secure {
+            let Some(tls) = &self.tls else {
+                return Err(ClientError::NoCa {
+                    addr: addr.to_owned(),
+                });
+            };
+            return ep.tls_config(tls.tonic()).map_err(bad);
+        }
+        self.check_plaintext(&url)?;
+        Ok(ep)
+    }
 }
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(v) = &self.0 {
+        if let Some(v) = &self.token {
             req.metadata_mut().insert("authorization", v.clone());
         }
         Ok(req)
@@ -93,21 +201,18 @@ pub enum ClientError {
     BadEvent(#[from] EventError),
     #[error("the auth token must be visible ASCII (no spaces or control characters)")]
     BadToken,
+    #[error(
+        "{addr}: the token is not sent in clear to another machine: set [tls] ca (and serve TLS), or [tls] allow_plaintext = true"
+    )]
+    PlaintextToken { addr: String },
+    #[error("{addr}: TLS needs a CA to verify the server: set [tls] ca")]
+    NoCa { addr: String },
 }
 
-/// Turns `host:port` or a URL into an endpoint (no connection is made).
+/// Turns `host:port` or a URL into an endpoint without credentials (no connection is
+/// made; see [`Bearer::endpoint`]).
 pub fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    Endpoint::from_shared(url)
-        .map(|e| e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true))
-        .map_err(|e| ClientError::BadAddress {
-            addr: addr.to_owned(),
-            reason: e.to_string(),
-        })
+    Bearer::none().endpoint(addr)
 }
 
 /// A client that connects on first use and reconnects by itself after failures
@@ -119,7 +224,7 @@ pub fn connect_lazy(addr: &str) -> Result<Client, ClientError> {
 /// [`connect_lazy`] with an explicit token.
 pub fn connect_lazy_with(addr: &str, bearer: Bearer) -> Result<Client, ClientError> {
     Ok(EventRouterClient::with_interceptor(
-        endpoint(addr)?.connect_lazy(),
+        bearer.endpoint(addr)?.connect_lazy(),
         bearer,
     ))
 }
@@ -131,7 +236,8 @@ pub async fn connect(addr: &str) -> Result<Client, ClientError> {
 
 /// [`connect`] with an explicit token.
 pub async fn connect_with(addr: &str, bearer: Bearer) -> Result<Client, ClientError> {
-    let ch = endpoint(addr)?
+    let ch = bearer
+        .endpoint(addr)?
         .connect()
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -351,5 +457,51 @@ impl Acker {
             reason: reason.to_owned(),
         };
         Ok(self.client.clone().nack(req).await?.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_goes_in_clear_to_another_machine() {
+        let t = Bearer::new(Some("s3cret")).unwrap();
+        for remote in [
+            "10.0.0.7:8780",
+            "http://10.0.0.7:8780",
+            "http://example.org",
+        ] {
+            let e = t.endpoint(remote).unwrap_err();
+            assert!(
+                matches!(e, ClientError::PlaintextToken { .. }),
+                "{remote}: {e}"
+            );
+            assert!(e.to_string().contains("allow_plaintext"), "{e}");
+        }
+        for local in ["127.0.0.1:8780", "localhost:1", "[::1]:8780", "0.0.0.0:5"] {
+            assert!(t.endpoint(local).is_ok(), "{local}");
+        }
+        // without a token, or with allow_plaintext, nothing is refused
+        assert!(Bearer::none().endpoint("10.0.0.7:8780").is_ok());
+        let open = t.clone().with_tls(None, true);
+        assert!(open.endpoint("10.0.0.7:8780").is_ok());
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let ep = t.endpoint("0.0.0.0:8780").unwrap();
+        assert_eq!(ep.uri().host(), Some("127.0.0.1"));
+        let ep = t.endpoint("http://[::]:8780").unwrap();
+        assert_eq!(ep.uri().host(), Some("[::1]"));
+    }
+
+    #[test]
+    fn https_without_a_ca_is_an_error_not_plaintext() {
+        for addr in ["https://10.0.0.7:2379", "grpcs://127.0.0.1:1"] {
+            let e = Bearer::none().endpoint(addr).unwrap_err();
+            assert!(matches!(e, ClientError::NoCa { .. }), "{addr}: {e}");
+        }
+        assert!(matches!(
+            Bearer::none().endpoint("ftp://x:1"),
+            Err(ClientError::BadAddress { .. })
+        ));
     }
 }

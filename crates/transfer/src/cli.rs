@@ -29,6 +29,13 @@ struct Args {
     /// The cluster token (else RINGRIFT_TOKEN).
     #[arg(long, env = "RINGRIFT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The CA (PEM) the data_server's certificate is verified against: the server is
+    /// spoken to over https only (ringrift.toml `[tls] ca`).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Send the token over plain http to another machine (`[tls] allow_plaintext`).
+    #[arg(long)]
+    allow_plaintext: bool,
     /// Downloads in flight.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
     parallel: u64,
@@ -64,7 +71,24 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Root::Data
     };
-    let client = DataClient::new(args.token.as_deref(), Duration::from_secs(30))?;
+    let ca = args
+        .ca
+        .as_deref()
+        .map(router_client::tls::ClientTls::from_ca_file)
+        .transpose()?;
+    let client = DataClient::with_tls(
+        args.token.as_deref(),
+        Duration::from_secs(30),
+        ca.as_ref(),
+        args.allow_plaintext,
+    )?;
+    let peer = Peer::at("source", &args.from);
+    if client.refused_peer(std::slice::from_ref(&peer)).is_some() {
+        anyhow::bail!(
+            "{}: the token is not sent over plain http to another machine: give --ca (the server serves TLS) or --allow-plaintext",
+            args.from
+        );
+    }
     let limits = Limits {
         per_host: usize::try_from(args.parallel)?,
         bytes_per_s: args.bandwidth,
@@ -79,7 +103,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let b2 = bar.clone();
     let engine = Engine::new(client, args.to.join(".quarantine"), limits)?
         .with_progress(move |p| b2.inc(p.bytes));
-    let peer = Peer::at("source", &args.from);
     let index_path = args.to.join(".ringrift-fetch-index.json");
     let mut index = LocalIndex::load(&index_path)?;
     std::fs::create_dir_all(&args.to)?;

@@ -92,11 +92,20 @@ pub fn connect(
             cluster.source()
         )));
     }
-    let client = DataClient::new(
+    let tls = handler_base::tls::Tls::load(&ctx.settings)?;
+    let client = DataClient::with_tls(
         token.as_ref().map(|t| t.secret()),
         Duration::from_secs_f64(timeout_s),
+        tls.client(),
+        tls.allow_plaintext(),
     )
     .map_err(|e| bad(e.to_string()))?;
+    if let Some(p) = client.refused_peer(&peers::peers(&cluster)) {
+        return Err(ConfigError::Usage(format!(
+            "peer {} at {}: the token is not sent in clear to another machine: set [tls] ca (the peers serve TLS with [tls] cert and key), or [tls] allow_plaintext = true",
+            p.name, p.url
+        )));
+    }
     Ok((cluster, client))
 }
 

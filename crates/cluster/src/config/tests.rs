@@ -91,11 +91,11 @@ fn a_good_file_parses_completely() {
 fn etcd_and_jetstream_are_parsed_and_validated() {
     let text = edit(
         "[leader]\nmode = \"static\"",
-        "[leader]\nmode = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\", \"https://e2:2379\"]",
+        "[leader]\nmode = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\", \"https://e2:2379\"]\nca = \"/etc/ringrift/etcd-ca.pem\"\nuser = \"root\"\npassword = \"etcd-pw-77\"",
     )
     .replace(
         "backend = \"sqlite\"",
-        "backend = \"jetstream\"\nservers = [\"nats://10.0.0.1:4222\"]",
+        "backend = \"jetstream\"\nservers = [\"nats://10.0.0.1:4222\"]\nuser = \"rr\"\npassword = \"nats-pw-42\"\ntls_ca = \"/etc/ringrift/nats-ca.pem\"",
     );
     let c = parse(&text).unwrap();
     assert_eq!(
@@ -103,6 +103,10 @@ fn etcd_and_jetstream_are_parsed_and_validated() {
         LeaderMode::Etcd {
             endpoints: vec!["http://10.0.0.1:2379".into(), "https://e2:2379".into()],
             ttl_s: crate::config::DEFAULT_LEASE_TTL_S,
+            auth: crate::config::EtcdAuth {
+                user: Some(("root".into(), crate::config::Secret::new("etcd-pw-77"))),
+                ca: Some("/etc/ringrift/etcd-ca.pem".into()),
+            },
         }
     );
     assert_eq!(c.static_leader(), None, "the lease decides under etcd");
@@ -112,8 +116,44 @@ fn etcd_and_jetstream_are_parsed_and_validated() {
             servers: vec!["nats://10.0.0.1:4222".into()],
             replicas: 1,
             queue_done_retention: std::time::Duration::from_secs(3600),
+            auth: crate::config::NatsAuth {
+                user: Some(("rr".into(), crate::config::Secret::new("nats-pw-42"))),
+                tls_ca: Some("/etc/ringrift/nats-ca.pem".into()),
+            },
         }
     );
+    // The passwords never show: not in Debug, not in the JSON of /status.
+    let shown = format!("{c:?} {:#?} {}", c, serde_json::to_string(&c).unwrap());
+    assert!(
+        !shown.contains("etcd-pw-77") && !shown.contains("nats-pw-42"),
+        "{shown}"
+    );
+    assert!(shown.contains("root") && shown.contains("***"), "{shown}");
+}
+
+#[test]
+fn an_https_etcd_endpoint_needs_a_ca_and_credentials_come_in_pairs() {
+    let with = |leader: &str| {
+        parse(&edit(
+            "[leader]\nmode = \"static\"",
+            &format!("[leader]\nmode = \"etcd\"\n{leader}"),
+        ))
+    };
+    let e = with("endpoints = [\"https://10.0.0.1:2379\"]")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("leader.ca") && e.contains("https://10.0.0.1:2379"),
+        "{e}"
+    );
+    let e = with("endpoints = [\"http://10.0.0.1:2379\"]\nuser = \"root\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("leader.password"), "{e}");
+    let e = with("endpoints = [\"http://10.0.0.1:2379\"]\npassword = \"hunter22\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("leader.user") && !e.contains("hunter22"), "{e}");
 }
 
 /// Each bad input and the (key, value) its error must name.
@@ -371,7 +411,8 @@ fn etcd_lease_ttl_is_read_from_the_leader_table() {
         c.leader,
         LeaderMode::Etcd {
             endpoints: vec!["http://127.0.0.1:2379".into()],
-            ttl_s: 3
+            ttl_s: 3,
+            auth: Default::default(),
         }
     );
     assert_eq!(c.leader.name(), "etcd");

@@ -91,6 +91,7 @@ pub struct ClusterMonitor {
     cfg: MonitorConfig,
     cluster: ClusterConfig,
     token: Option<Token>,
+    tls: handler_base::tls::Tls,
     state: Arc<Mutex<State>>,
 }
 
@@ -104,11 +105,13 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cluster = ClusterConfig::load(&ctx.home, &ctx.node)
         .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
     let token = handler_base::auth::load(&ctx.settings)?;
-    handler_base::auth::check_listen("cluster_monitor.listen", &cfg.listen, token.as_ref())?;
+    let tls = handler_base::tls::Tls::load(&ctx.settings)?;
+    handler_base::auth::check_listen("cluster_monitor.listen", &cfg.listen, token.as_ref(), &tls)?;
     Ok(Arc::new(ClusterMonitor {
         cfg,
         cluster,
         token,
+        tls,
         state: Arc::new(Mutex::new(State::default())),
     }))
 }
@@ -225,7 +228,7 @@ pub fn health_of(view: Option<&ClusterView>, error: &str) -> HealthCheckResult {
 impl ClusterMonitor {
     async fn refresh(&self, ctx: &Context) -> anyhow::Result<()> {
         let limit = self.cluster.timeouts.rpc_timeout;
-        let local = local_node_info(&ctx.home, Token::bearer(self.token.as_ref()), limit)
+        let local = local_node_info(&ctx.home, self.tls.bearer(self.token.as_ref()), limit)
             .await
             .map_err(|e| anyhow::anyhow!("local p2p_backend: {e}"))?;
         let mut set = tokio::task::JoinSet::new();
@@ -234,7 +237,7 @@ impl ClusterMonitor {
                 continue;
             }
             let (name, addr) = (m.node.clone(), m.address.clone());
-            let bearer = Token::bearer(self.token.as_ref());
+            let bearer = self.tls.bearer(self.token.as_ref());
             set.spawn(async move {
                 let r = node_info(&addr, bearer, limit)
                     .await
@@ -280,6 +283,7 @@ impl Handler for ClusterMonitor {
             listener,
             app,
             self.token.clone(),
+            &self.tls,
         )?;
         tracing::info!(%addr, cluster = %self.cluster.source(), "cluster monitor listening");
         // A first view now; a failure shows in health (the cycle retries).

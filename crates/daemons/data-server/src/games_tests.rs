@@ -29,7 +29,8 @@ fn client(token: Option<&str>) -> DataClient {
 }
 
 async fn raw_post(url: &str, body: Vec<u8>, sha: Option<&str>) -> (u16, String) {
-    let mut rb = reqwest::Client::new()
+    let mut rb = client(None)
+        .http()
         .post(format!("{url}/games"))
         .header("content-type", "application/json");
     if let Some(s) = sha {
@@ -41,7 +42,7 @@ async fn raw_post(url: &str, body: Vec<u8>, sha: Option<&str>) -> (u16, String) 
 }
 
 async fn raw_get(url: &str) -> (u16, String) {
-    let r = reqwest::get(url).await.expect("get");
+    let r = client(None).http().get(url).send().await.expect("get");
     let code = r.status().as_u16();
     (code, r.text().await.unwrap_or_default())
 }
@@ -64,7 +65,10 @@ async fn pages_carry_their_sha256_and_follow_the_watermark() {
     let c = client(None);
 
     // Raw answer: the header is the SHA-256 of the body.
-    let r = reqwest::get(format!("{}/games?config=hex8_2p&after=0&limit=10", n.url))
+    let r = c
+        .http()
+        .get(format!("{}/games?config=hex8_2p&after=0&limit=10", n.url))
+        .send()
         .await
         .expect("get");
     assert_eq!(r.status().as_u16(), 200);

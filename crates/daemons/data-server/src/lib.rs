@@ -63,6 +63,7 @@ pub struct DataServer {
     cfg: DataServerConfig,
     listen: String,
     token: Option<Token>,
+    tls: handler_base::tls::Tls,
     files: Arc<Files>,
     games: Arc<games::Games>,
 }
@@ -93,7 +94,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.hash_cache_entries
     );
     let token = handler_base::auth::load(&ctx.settings)?;
-    handler_base::auth::check_listen("data_server.listen", &listen, token.as_ref())?;
+    let tls = handler_base::tls::Tls::load(&ctx.settings)?;
+    handler_base::auth::check_listen("data_server.listen", &listen, token.as_ref(), &tls)?;
     let open = |name: &'static str, dir: std::path::PathBuf| {
         jail::Root::open(name, &dir)
             .map_err(|e| anyhow::anyhow!("data_server root {}: {e}", dir.display()))
@@ -114,6 +116,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg,
         listen,
         token,
+        tls,
         files: Arc::new(files),
         games: Arc::new(games::Games::new(
             ctx.home.clone(),
@@ -140,7 +143,8 @@ impl Handler for DataServer {
         let listener = tokio::net::TcpListener::bind(&self.listen)
             .await
             .map_err(|e| anyhow::anyhow!("bind data_server.listen {}: {e}", self.listen))?;
-        let addr = listener.local_addr()?;
+        let listener = self.tls.incoming(listener)?;
+        let addr = listener.local();
         // handler-base's `serve_http` without connect info; the bandwidth limit is per
         // remote IP, so this server is started here, behind the same `protect`.
         let app = handler_base::auth::protect(
@@ -150,8 +154,8 @@ impl Handler for DataServer {
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
             let r = axum::serve(
-                handler_base::auth::nodelay(listener),
-                app.into_make_service_with_connect_info::<SocketAddr>(),
+                listener,
+                app.into_make_service_with_connect_info::<handler_base::tls::Remote>(),
             )
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -235,7 +235,7 @@ fn matches(value: Option<&HeaderValue>, etag: &str) -> bool {
 
 pub async fn file_route(
     State(files): State<Arc<Files>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(handler_base::tls::Remote(peer)): ConnectInfo<handler_base::tls::Remote>,
     UrlPath((root, rel)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> Response {

@@ -202,10 +202,12 @@ impl JetStreamBroker {
     pub async fn connect(
         cfg: RouterConfig,
         servers: &[String],
+        auth: &ringrift_cluster::NatsAuth,
         replicas: usize,
     ) -> anyhow::Result<Arc<JetStreamBroker>> {
         let client = ringrift_nats::connect(
             servers,
+            auth,
             "ringrift-event-router",
             ringrift_nats::FirstConnect::Background,
         )

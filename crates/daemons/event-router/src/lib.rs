@@ -153,18 +153,23 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     cfg.validate()?;
     failpoints(ctx.settings.string("failpoints"))?;
     let token = handler_base::auth::load(&ctx.settings)?;
-    handler_base::auth::check_listen("event_router.listen", &cfg.listen, token.as_ref())?;
+    let tls = handler_base::tls::Tls::load(&ctx.settings)?;
+    handler_base::auth::check_listen("event_router.listen", &cfg.listen, token.as_ref(), &tls)?;
     let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
+    let listener = tls.incoming(listener)?;
     match cluster.events {
         ringrift_cluster::EventBackend::Sqlite => run_sqlite(ctx, cfg, listener, token).await,
         ringrift_cluster::EventBackend::Jetstream {
-            servers, replicas, ..
+            servers,
+            replicas,
+            auth,
+            ..
         } => {
-            let js = jetstream::JetStreamBroker::connect(cfg, &servers, replicas).await?;
+            let js = jetstream::JetStreamBroker::connect(cfg, &servers, &auth, replicas).await?;
             if ctx.once {
                 tracing::info!("JetStream applies retention itself; nothing to do (--once)");
                 return Ok(());
@@ -179,7 +184,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
 async fn run_sqlite(
     ctx: ServiceContext,
     cfg: RouterConfig,
-    listener: tokio::net::TcpListener,
+    listener: handler_base::tls::Incoming,
     token: Option<handler_base::auth::Token>,
 ) -> anyhow::Result<()> {
     let cache = Arc::new(RwLock::new(VecDeque::new()));
@@ -250,14 +255,14 @@ async fn run_sqlite(
 /// restarted). `on_scrape` refreshes backend-specific gauges before `/metrics` renders.
 async fn serve_backend(
     ctx: ServiceContext,
-    listener: tokio::net::TcpListener,
+    listener: handler_base::tls::Incoming,
     token: Option<handler_base::auth::Token>,
     backend: Arc<dyn Backend>,
     what: String,
     on_scrape: Arc<dyn Fn() + Send + Sync>,
     stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
+    let addr = listener.local();
     spawn_heartbeat(
         backend.clone(),
         ctx.node.clone(),
@@ -331,14 +336,11 @@ async fn serve_backend(
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                shutdown.cancelled().await;
-                // End the subscription streams so the graceful shutdown can finish.
-                closing.cancel();
-            },
-        );
+        .serve_with_incoming_shutdown(listener, async move {
+            shutdown.cancelled().await;
+            // End the subscription streams so the graceful shutdown can finish.
+            closing.cancel();
+        });
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r?,

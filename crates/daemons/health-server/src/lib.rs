@@ -71,6 +71,7 @@ struct State {
 pub struct HealthServer {
     cfg: HealthConfig,
     token: Option<handler_base::auth::Token>,
+    tls: handler_base::tls::Tls,
     expect: Vec<String>,
     state: Arc<Mutex<State>>,
 }
@@ -83,7 +84,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.listen
     );
     let token = handler_base::auth::load(&ctx.settings)?;
-    handler_base::auth::check_listen("health_server.listen", &cfg.listen, token.as_ref())?;
+    let tls = handler_base::tls::Tls::load(&ctx.settings)?;
+    handler_base::auth::check_listen("health_server.listen", &cfg.listen, token.as_ref(), &tls)?;
     handler_base::ensure_config!(
         cfg.stale_after_s > 0.0,
         "health_server.stale_after_s must be > 0"
@@ -97,6 +99,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     Ok(Arc::new(HealthServer {
         cfg,
         token,
+        tls,
         expect,
         state: Arc::new(Mutex::new(State::default())),
     }))
@@ -305,6 +308,7 @@ impl Handler for HealthServer {
             listener,
             app,
             self.token.clone(),
+            &self.tls,
         )?;
         tracing::info!(%addr, expect = ?self.expect, "health server listening");
         self.run_cycle(ctx).await

@@ -13,7 +13,6 @@
 //! levels persist (`pipeline_state.db`), so a restart neither repeats an alert nor
 //! forgets to clear one.
 
-use handler_base::auth::Token;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::resources::{self, NvidiaSmi, Resources};
 use ringrift_cluster::{ClusterConfig, MemberState};
@@ -401,7 +400,8 @@ pub trait Sampler: Send + Sync {
 /// This machine, the local router and the local peer API.
 pub struct LiveSampler {
     cluster: ClusterConfig,
-    token: Option<Token>,
+    /// Our clients' credentials: the token and `[tls]`.
+    bearer: router_client::Bearer,
     limit: Duration,
     /// This process's GPU probe (`[gpu]`: bounded, single-flight).
     gpu: NvidiaSmi,
@@ -442,13 +442,9 @@ impl Sampler for LiveSampler {
 
 impl LiveSampler {
     async fn peers(&self, home: &Path) -> Result<Vec<String>, String> {
-        let info = ringrift_cluster::client::local_node_info(
-            home,
-            Token::bearer(self.token.as_ref()),
-            self.limit,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let info = ringrift_cluster::client::local_node_info(home, self.bearer.clone(), self.limit)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(info
             .members
             .iter()
@@ -485,7 +481,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg,
         Arc::new(LiveSampler {
             cluster,
-            token,
+            bearer: handler_base::tls::Tls::load(&ctx.settings)?.bearer(token.as_ref()),
             limit,
             gpu,
         }),

@@ -43,12 +43,9 @@ pub struct P2pConfig {
     pub listen: Option<String>,
 }
 
-/// A client of the peer API at `addr` with the token.
-pub fn peer_client(addr: &str, token: Option<&Token>) -> anyhow::Result<PeerClient> {
-    Ok(ringrift_cluster::client::peer_client(
-        addr,
-        Token::bearer(token),
-    )?)
+/// A client of the peer API at `addr` with the credentials (token and `[tls]`).
+pub fn peer_client(addr: &str, bearer: router_client::Bearer) -> anyhow::Result<PeerClient> {
+    Ok(ringrift_cluster::client::peer_client(addr, bearer)?)
 }
 
 struct Shared {
@@ -56,6 +53,9 @@ struct Shared {
     started_unix_ms: i64,
     membership: Mutex<Membership>,
     token: Option<Token>,
+    /// Our clients' credentials: the token and `[tls]`.
+    bearer: router_client::Bearer,
+    tls: handler_base::tls::Tls,
     leadership: Leadership,
     /// The leader as last seen (static: the coordinator from the start).
     leader: Mutex<Option<Leader>>,
@@ -107,7 +107,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         listen.parse::<std::net::SocketAddr>().is_ok(),
         "p2p_backend.listen = {listen:?} is not host:port"
     );
-    handler_base::auth::check_listen("p2p_backend.listen", &listen, token.as_ref())?;
+    let tls = handler_base::tls::Tls::load(&ctx.settings)?;
+    handler_base::auth::check_listen("p2p_backend.listen", &listen, token.as_ref(), &tls)?;
     let gpu = resources::NvidiaSmi::from_settings(&ctx.settings)?;
     let gpu = gpu.waiting_at_most(GPU_WAIT.min(gpu.timeout()));
     let leadership = Leadership::new(&cluster).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -126,7 +127,9 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             cluster,
             started_unix_ms: router_client::now_ms(),
             membership: Mutex::new(membership),
+            bearer: tls.bearer(token.as_ref()),
             token,
+            tls,
             leadership,
             leader: Mutex::new(leader),
             shared_queue: std::sync::OnceLock::new(),
@@ -284,7 +287,7 @@ async fn heartbeat_round(ctx: &Context, sh: &Arc<Shared>, peers: &[(String, Peer
 async fn heartbeat_loop(ctx: Context, sh: Arc<Shared>) {
     let mut peers = Vec::new();
     for n in sh.cluster.peers() {
-        match peer_client(&n.p2p_addr(), sh.token.as_ref()) {
+        match peer_client(&n.p2p_addr(), sh.bearer.clone()) {
             Ok(c) => peers.push((n.name.clone(), c)),
             Err(e) => ctx.errors.record(&format!("peer {}", n.name), &e),
         }
@@ -365,7 +368,10 @@ async fn leader_loop(ctx: Context, sh: Arc<Shared>) {
 }
 
 /// What the launcher of this home says (its control API), or why there is nothing.
-async fn launcher_daemons(ctx: &Context, token: Option<&Token>) -> (Vec<DaemonView>, String) {
+async fn launcher_daemons(
+    ctx: &Context,
+    bearer: &router_client::Bearer,
+) -> (Vec<DaemonView>, String) {
     let home = ctx.home.clone();
     let addr = tokio::task::spawn_blocking(move || handler_base::read_addr_file(&home, "launcher"))
         .await
@@ -375,9 +381,8 @@ async fn launcher_daemons(ctx: &Context, token: Option<&Token>) -> (Vec<DaemonVi
         return (Vec::new(), "no launcher (run/launcher.addr absent)".into());
     };
     let call = async {
-        let ch = router_client::endpoint(&addr)?.connect().await?;
-        let mut c =
-            wire::supervisor_client::SupervisorClient::with_interceptor(ch, Token::bearer(token));
+        let ch = bearer.endpoint(&addr)?.connect().await?;
+        let mut c = wire::supervisor_client::SupervisorClient::with_interceptor(ch, bearer.clone());
         anyhow::Ok(c.status(wire::StatusRequest {}).await?.into_inner())
     };
     match tokio::time::timeout(Duration::from_secs(2), call).await {
@@ -446,7 +451,7 @@ async fn node_info(ctx: &Context, sh: &Shared) -> anyhow::Result<NodeInfo> {
     let q = sh.shared_queue.get().cloned();
     let gpu = sh.gpu.clone();
     let facts = tokio::task::spawn_blocking(move || local_facts(&home, q, &gpu));
-    let (daemons, daemons_note) = launcher_daemons(ctx, sh.token.as_ref()).await;
+    let (daemons, daemons_note) = launcher_daemons(ctx, &sh.bearer).await;
     let (resources, jobs, jobs_note, queue) = facts.await?;
     let c = &sh.cluster;
     let me = c.this_node();
@@ -538,7 +543,8 @@ impl Handler for P2pBackend {
         let listener = tokio::net::TcpListener::bind(&self.listen)
             .await
             .map_err(|e| anyhow::anyhow!("bind p2p_backend.listen {}: {e}", self.listen))?;
-        let addr = listener.local_addr()?;
+        let listener = self.shared.tls.incoming(listener)?;
+        let addr = listener.local();
         let (c2, s2) = (ctx.clone(), self.shared.clone());
         let http = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok\n" }))
@@ -569,10 +575,7 @@ impl Handler for P2pBackend {
             let r = tonic::transport::Server::builder()
                 .accept_http1(true)
                 .add_routes(tonic::service::Routes::from(app))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async move { shutdown.cancelled().await },
-                )
+                .serve_with_incoming_shutdown(listener, async move { shutdown.cancelled().await })
                 .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "p2p server failed");

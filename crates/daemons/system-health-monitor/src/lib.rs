@@ -22,7 +22,6 @@
 //! (`pipeline_state.db`). Without a membership view (peer API down) it decides nothing
 //! about the coordinator and reports DEGRADED.
 
-use handler_base::auth::Token;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::{ClusterConfig, MemberState};
 use ringrift_pipeline::state::StateStore;
@@ -297,7 +296,8 @@ pub trait MembershipSource: Send + Sync {
 /// cluster.toml alone for one node; the local peer API otherwise.
 pub struct LiveMembers {
     cluster: ClusterConfig,
-    token: Option<Token>,
+    /// Our clients' credentials: the token and `[tls]`.
+    bearer: router_client::Bearer,
     limit: Duration,
 }
 
@@ -320,13 +320,10 @@ impl MembershipSource for LiveMembers {
                 ephemeral,
             });
         }
-        let info = ringrift_cluster::client::local_node_info(
-            &ctx.home,
-            Token::bearer(self.token.as_ref()),
-            self.limit,
-        )
-        .await
-        .map_err(|e| format!("local p2p_backend: {e}"))?;
+        let info =
+            ringrift_cluster::client::local_node_info(&ctx.home, self.bearer.clone(), self.limit)
+                .await
+                .map_err(|e| format!("local p2p_backend: {e}"))?;
         let mut states: BTreeMap<String, MemberState> = info
             .members
             .iter()
@@ -434,7 +431,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg,
         Arc::new(LiveMembers {
             cluster,
-            token,
+            bearer: handler_base::tls::Tls::load(&ctx.settings)?.bearer(token.as_ref()),
             limit,
         }),
     )

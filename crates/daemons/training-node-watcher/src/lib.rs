@@ -80,7 +80,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let sync = GameSync::from_context(ctx, s)?;
     let token = handler_base::auth::load(&ctx.settings)?;
     Ok(Arc::new(Watcher {
-        bearer: handler_base::auth::Token::bearer(token.as_ref()),
+        bearer: handler_base::tls::Tls::load(&ctx.settings)?.bearer(token.as_ref()),
         cfg,
         sync,
         watched: Mutex::new(BTreeMap::new()),
