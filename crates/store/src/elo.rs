@@ -73,7 +73,6 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The fence of leader-only writers ([`EloStore::record_matches_fenced`]).
-use crate::fence::LEADER_FENCE;
 
 /// The pinned rating of a built-in anchor participant, if it is one.
 pub fn pinned_rating(participant: &str) -> Option<f64> {
@@ -262,17 +261,7 @@ impl EloStore {
 
     /// The highest fencing token accepted ([`EloStore::record_matches_fenced`]), if any.
     pub fn fence_token(&self) -> Result<Option<u64>, StoreError> {
-        let path = self.path();
-        let token: Option<i64> = self
-            .conn()
-            .query_row(
-                "SELECT token FROM fence WHERE name = ?1",
-                [LEADER_FENCE],
-                |r| r.get(0),
-            )
-            .optional()
-            .ctx(path)?;
-        Ok(token.and_then(|t| u64::try_from(t).ok()))
+        crate::fence::read(&self.conn(), self.path())
     }
 
     /// Names participants for people: `(participant id, label)`; a later label replaces

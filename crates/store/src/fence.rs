@@ -24,18 +24,10 @@ pub(crate) fn raise(
     path: &Path,
     token: u64,
 ) -> Result<Result<(), u64>, StoreError> {
-    let wire_token = wire(token)?;
-    let seen: Option<i64> = tx
-        .query_row(
-            "SELECT token FROM fence WHERE name = ?1",
-            [LEADER_FENCE],
-            |r| r.get(0),
-        )
-        .optional()
-        .ctx(path)?;
-    if let Some(seen) = seen.filter(|&seen| seen > wire_token) {
-        return Ok(Err(u64::try_from(seen).unwrap_or(0)));
+    if let Some(seen) = read(tx, path)?.filter(|&seen| seen > token) {
+        return Ok(Err(seen));
     }
+    let wire_token = wire(token)?;
     tx.execute(
         "INSERT INTO fence (name, token) VALUES (?1, ?2)
          ON CONFLICT(name) DO UPDATE SET token = excluded.token",
@@ -43,4 +35,17 @@ pub(crate) fn raise(
     )
     .ctx(path)?;
     Ok(Ok(()))
+}
+
+/// The highest token the fence holds (`None` before any fenced write).
+pub(crate) fn read(conn: &rusqlite::Connection, path: &Path) -> Result<Option<u64>, StoreError> {
+    let token: Option<i64> = conn
+        .query_row(
+            "SELECT token FROM fence WHERE name = ?1",
+            [LEADER_FENCE],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(path)?;
+    Ok(token.and_then(|t| u64::try_from(t).ok()))
 }

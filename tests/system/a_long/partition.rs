@@ -56,6 +56,7 @@ fn node_home(dir: &Path, k: u32, token: &str) -> Home {
         home.path().join("ringrift.toml"),
         format!(
             "node = \"n{k}\"\nheartbeat_interval_s = 3600\n[auth]\ntoken = \"{token}\"\n\
+             [tls]\nallow_plaintext = true\n\
              [event_router]\nlisten = \"10.77.0.1{k}:0\"\n\
              [test_daemon]\ninstance = \"p{k}\"\npublish_per_cycle = 5\ncycle_interval_s = 0.1\n"
         ),
@@ -128,7 +129,10 @@ async fn a_node_cut_off_for_60s_while_publishing_loses_nothing() {
     let consumer = {
         let (addr, seen, token) = (routers[0].clone(), seen.clone(), token.clone());
         tokio::spawn(async move {
-            let bearer = router_client::Bearer::new(Some(&token)).expect("token");
+            let bearer = router_client::Bearer::new(Some(&token))
+                .expect("token")
+                // The namespaces' 10.77.x addresses have no certificates.
+                .with_tls(None, true);
             loop {
                 let Ok(client) = router_client::connect_with(&addr, bearer.clone()).await else {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -192,7 +196,10 @@ async fn a_node_cut_off_for_60s_while_publishing_loses_nothing() {
         };
         if Instant::now() >= deadline {
             // Where are they: in the stream (the consumer stalled) or not (never published)?
-            let bearer = router_client::Bearer::new(Some(&token)).expect("token");
+            let bearer = router_client::Bearer::new(Some(&token))
+                .expect("token")
+                // The namespaces' 10.77.x addresses have no certificates.
+                .with_tls(None, true);
             let log: std::collections::HashSet<String> = router_log_with(&routers[0], bearer)
                 .await
                 .into_iter()

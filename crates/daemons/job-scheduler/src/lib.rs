@@ -111,6 +111,14 @@ impl Scheduler {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Whether a slot of this scheduler runs the item now.
+    fn runs(&self, item_id: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(item_id)
+    }
+
     /// Requeues expired leases, then fills free slots; returns the spawned tasks.
     pub async fn fill(
         self: &Arc<Self>,
@@ -134,15 +142,7 @@ impl Scheduler {
             .collect();
         while self.running() < self.slots {
             let item = match resume.pop() {
-                Some(i)
-                    if self
-                        .running
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains(&i.item_id) =>
-                {
-                    continue;
-                }
+                Some(i) if self.runs(&i.item_id) => continue,
                 Some(i) => i,
                 None => match claim::claim(
                     &self.queue,
@@ -155,15 +155,7 @@ impl Scheduler {
                     // Delivered again to this worker while a slot runs it (its heartbeats
                     // came late): the queue counts no attempt and the running task keeps
                     // it; a second run would do the work twice.
-                    Some(i)
-                        if self
-                            .running
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .contains(&i.item_id) =>
-                    {
-                        continue;
-                    }
+                    Some(i) if self.runs(&i.item_id) => continue,
                     Some(i) => i,
                     None => break,
                 },
