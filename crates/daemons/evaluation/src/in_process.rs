@@ -46,3 +46,19 @@ async fn build_and_evaluate_a_trained_model() {
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0].model_sha256, "abc123");
 }
+
+/// `games_canonical = 0` would promote every candidate that clears the floors: a config
+/// error naming the key, not a silently disabled SPRT.
+#[tokio::test]
+async fn no_games_against_the_canonical_model_is_a_config_error() {
+    let home = tempfile::tempdir().unwrap();
+    let (ctx, _) = Context::for_test(
+        INFO.name,
+        home.path(),
+        "[evaluation]\ngames_canonical = 0\n",
+    )
+    .unwrap();
+    let err = build(&ctx).err().expect("refused");
+    assert!(handler_base::is_config_error(&err), "{err:#}");
+    assert!(format!("{err:#}").contains("games_canonical"), "{err:#}");
+}

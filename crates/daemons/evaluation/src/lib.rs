@@ -217,6 +217,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.games_random > 0 && cfg.games_heuristic > 0,
         "evaluation needs games against random and heuristic"
     );
+    handler_base::ensure_config!(
+        cfg.games_canonical > 0,
+        "evaluation.games_canonical = 0 would skip the test against the canonical model, so every candidate that clears the floors would be promoted; it is the SPRT's cap (default 10000) and cannot be 0"
+    );
     handler_base::ensure_config!(cfg.timeout_s > 0.0, "evaluation timeouts must be > 0");
     handler_base::ensure_config!(
         (1..=64).contains(&cfg.concurrent),
