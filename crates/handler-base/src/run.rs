@@ -641,10 +641,12 @@ async fn event_loop(
             _ = ctx.shutdown.cancelled() => break,
             ev = sub.next() => ev,
             // A worker ends before shutdown only by a panic in the handler: this loop
-            // ends the same way, so the process exits and is restarted.
+            // ends the same way, so the process exits and is restarted. One that ended
+            // because shutdown began goes the graceful way below, so the others finish
+            // the event in hand instead of being dropped with this loop.
             Some(done) = workers.join_next() => match done {
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                _ => return,
+                _ => break,
             },
         };
         let ev = match ev {
