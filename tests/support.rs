@@ -243,6 +243,17 @@ impl Home {
         }
     }
 
+    /// A home whose `ringrift.toml` holds `[auth] token = token`, then `extra`.
+    pub fn with_token(token: &str, extra: &str) -> Home {
+        let home = Home::new();
+        std::fs::write(
+            home.path().join("ringrift.toml"),
+            format!("[auth]\ntoken = \"{token}\"\n{extra}"),
+        )
+        .expect("ringrift.toml");
+        home
+    }
+
     /// Writes `profiles/<name>.toml` listing `daemons` (a profile of this home only).
     pub fn write_profile(&self, name: &str, daemons: &[&str]) {
         let dir = self.path().join("profiles");

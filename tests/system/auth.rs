@@ -10,16 +10,6 @@ use tonic::Code;
 
 const TOKEN: &str = "tok-3f9a1c77e2b54d0a";
 
-fn home_with_token(extra: &str) -> Home {
-    let home = Home::new();
-    std::fs::write(
-        home.path().join("ringrift.toml"),
-        format!("[auth]\ntoken = \"{TOKEN}\"\n{extra}"),
-    )
-    .unwrap();
-    home
-}
-
 fn bearer(t: Option<&str>) -> Bearer {
     Bearer::new(t).unwrap()
 }
@@ -50,7 +40,7 @@ async fn http_codes(addr: &str, path: &str) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_needs_the_token_except_for_health() {
-    let home = home_with_token("");
+    let home = Home::with_token(TOKEN, "");
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let refused = Err(Code::Unauthenticated);
     assert_eq!(router_codes(&addr).await, vec![refused, refused, Ok(())]);
@@ -83,14 +73,15 @@ fn a_non_loopback_listener_without_a_token_is_a_config_error() {
     assert_eq!(st.code(), Some(64));
     // With a token (and the token allowed in clear: see tls.rs for TLS) the same
     // listener is allowed.
-    let home = home_with_token("[tls]\nallow_plaintext = true\n");
+    let home = Home::with_token(TOKEN, "[tls]\nallow_plaintext = true\n");
     let (_router, addr) = home.start_router("0.0.0.0:0", &[]);
     assert!(addr.starts_with("0.0.0.0:"), "{addr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launcher_and_health_server_need_the_token_and_never_show_it() {
-    let home = home_with_token(
+    let home = Home::with_token(
+        TOKEN,
         "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n[p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n",
     );
     let mut l = home.spawn(

@@ -12,16 +12,6 @@ use std::time::Duration;
 
 const TOKEN: &str = "tok-publisher-7d1e";
 
-fn home_with_token() -> Home {
-    let home = Home::new();
-    std::fs::write(
-        home.path().join("ringrift.toml"),
-        format!("[auth]\ntoken = \"{TOKEN}\"\n"),
-    )
-    .unwrap();
-    home
-}
-
 fn padded(id: &str, bytes: usize) -> Event {
     Event::new(Payload::Json(format!(
         "{{\"pad\": \"{}\"}}",
@@ -83,7 +73,7 @@ async fn events_near_64_kib_reach_the_router_in_batches_under_its_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_with_a_wrong_token_keeps_its_events_and_says_why() {
     const N: usize = 50;
-    let home = home_with_token();
+    let home = Home::with_token(TOKEN, "");
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let bearer = router_client::Bearer::new(Some("not-the-token")).unwrap();
     let p = router_client::Publisher::spawn(
@@ -110,7 +100,7 @@ async fn a_publisher_with_a_wrong_token_keeps_its_events_and_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_with_a_wrong_token_sends_its_outbox_once_restarted_with_the_right_one() {
     const N: u64 = 300;
-    let home = home_with_token();
+    let home = Home::with_token(TOKEN, "");
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     let burst = format!("test_daemon.publish_burst={N}");
     let args = |token: Option<&'static str>| {

@@ -19,16 +19,6 @@ use std::time::Duration;
 
 const TOKEN: &str = "tok-5b1e0c9d7a42";
 
-fn home_with(extra: &str) -> Home {
-    let home = Home::new();
-    std::fs::write(
-        home.path().join("ringrift.toml"),
-        format!("[auth]\ntoken = \"{TOKEN}\"\n{extra}"),
-    )
-    .unwrap();
-    home
-}
-
 fn with_ca(tls: &TlsFiles, token: Option<&str>) -> Bearer {
     Bearer::new(token)
         .unwrap()
@@ -56,7 +46,7 @@ async fn a_router_with_tls_serves_clients_with_the_ca_and_refuses_plaintext() {
     let Some(tls) = TlsFiles::make() else {
         return;
     };
-    let home = home_with(&tls.toml());
+    let home = Home::with_token(TOKEN, &tls.toml());
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
     assert_eq!(stats(&addr, with_ca(&tls, Some(TOKEN))).await, Ok(()));
     let wrong = stats(&addr, with_ca(&tls, Some("wrong")))
@@ -79,7 +69,7 @@ async fn a_router_with_tls_serves_clients_with_the_ca_and_refuses_plaintext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_loopback_listener_with_a_token_needs_tls_or_allow_plaintext() {
     // A token and no TLS: configuration error naming the keys.
-    let home = home_with("");
+    let home = Home::with_token(TOKEN, "");
     let mut p = home.spawn(
         "ringrift-event-router",
         &["--set", "event_router.listen=0.0.0.0:0"],
@@ -93,14 +83,14 @@ async fn a_non_loopback_listener_with_a_token_needs_tls_or_allow_plaintext() {
     );
     assert!(!log.contains(TOKEN), "{log}");
     // The deliberate choice to send it in clear is allowed.
-    let open = home_with("[tls]\nallow_plaintext = true\n");
+    let open = Home::with_token(TOKEN, "[tls]\nallow_plaintext = true\n");
     let (_r1, addr) = open.start_router("0.0.0.0:0", &[]);
     assert!(addr.starts_with("0.0.0.0:"), "{addr}");
     // With TLS the listener starts and serves a client with the CA.
     let Some(tls) = TlsFiles::make() else {
         return;
     };
-    let secure = home_with(&tls.toml());
+    let secure = Home::with_token(TOKEN, &tls.toml());
     let (_r2, addr) = secure.start_router("0.0.0.0:0", &[]);
     assert!(addr.starts_with("0.0.0.0:"), "{addr}");
     // Its address file says 0.0.0.0: clients reach it as 127.0.0.1 (the certificate's).
@@ -113,7 +103,7 @@ async fn a_data_server_with_tls_answers_https_only() {
     let Some(tls) = TlsFiles::make() else {
         return;
     };
-    let home = home_with(&tls.toml());
+    let home = Home::with_token(TOKEN, &tls.toml());
     for d in ["data", "models"] {
         std::fs::create_dir_all(home.path().join(d)).unwrap();
     }
@@ -392,10 +382,13 @@ async fn a_node_under_tls_runs_with_every_client_verifying() {
     let Some(tls) = TlsFiles::make() else {
         return;
     };
-    let home = home_with(&format!(
-        "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n[p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n{}",
-        tls.toml()
-    ));
+    let home = Home::with_token(
+        TOKEN,
+        &format!(
+            "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n[p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n{}",
+            tls.toml()
+        ),
+    );
     let mut l = home.spawn(
         "ringrift-launcher",
         &["--profile", "minimal", "--control", "127.0.0.1:0"],
