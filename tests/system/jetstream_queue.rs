@@ -6,7 +6,9 @@
 //! Scale: finished items leave after the bounded retention while open ones stay; `depth`
 //! reads no item record (the JetStream API requests it makes are watched on the server);
 //! a lease is the server's (its ack wait), and a redelivery to the worker holding the
-//! item is not a failed attempt.
+//! item is not a failed attempt. Fencing: a leader deposed between its fence check and
+//! its enqueue is refused (the check and the commit are one compare-and-set), and the
+//! fence never expires whatever the retention.
 
 use futures_util::StreamExt;
 use ringrift_nats::work_queue::{JetStreamWorkQueue, QueueOptions};
@@ -460,4 +462,150 @@ fn leases_are_the_servers_and_a_redelivery_to_the_holder_is_no_attempt() {
             .expect("complete")
     );
     assert_eq!(depth(&q), (0, 0, 2, 0));
+}
+
+/// Two leaders interleave a fenced enqueue: the old one (token 1) passes its fence check,
+/// the new one (token 2) enqueues (raising the fence), then the old one's enqueue goes
+/// on. Its commit is a compare-and-set of the fence key on the revision its check read,
+/// so it fails, the check is made again and the stale token is refused (`Fenced`, its
+/// record removed): only the new leader's item is there and claimable. Before: the fence
+/// was raised and the item enqueued in two separate steps, and the deposed leader's item
+/// went through.
+#[test]
+fn a_leader_deposed_between_its_fence_check_and_its_enqueue_is_refused() {
+    let Some(nats) = Nats::start(1) else {
+        return;
+    };
+    let url = nats.servers[0].clone();
+    let (n1, n2) = (queue(&url, "n1"), queue(&url, "n2"));
+    let before = n1
+        .enqueue_fenced(&work(WorkKind::Selfplay, 1), 1)
+        .expect("n1 leads with token 1");
+    let late = n1
+        .prepare_fenced(&work(WorkKind::Selfplay, 1), 1)
+        .expect("token 1 is still the highest: the check passes");
+    let late_id = late.item_id().to_owned();
+    let theirs = n2
+        .enqueue_fenced(&work(WorkKind::Selfplay, 1), 2)
+        .expect("n2 leads with token 2");
+    match n1.commit_fenced(late) {
+        Err(StoreError::Fenced { token: 1, seen: 2 }) => {}
+        other => panic!("the deposed leader's enqueue must be refused: {other:?}"),
+    }
+    assert_eq!(n1.get(&late_id).expect("get"), None, "no record left");
+    let open: BTreeSet<String> = n2
+        .open_items(WorkKind::Selfplay, None)
+        .expect("open")
+        .into_iter()
+        .map(|i| i.item_id)
+        .collect();
+    assert_eq!(open, BTreeSet::from([before.clone(), theirs.clone()]));
+    assert_eq!(depth(&n2), (2, 0, 0, 0));
+    let mut claimed = BTreeSet::new();
+    while let Some(item) = n2
+        .claim("w", &[WorkKind::Selfplay], Duration::from_secs(30))
+        .expect("claim")
+    {
+        assert!(claimed.len() < 2, "more items than enqueued: {claimed:?}");
+        claimed.insert(item.item_id);
+    }
+    assert_eq!(claimed, BTreeSet::from([before, theirs]));
+    // Refused at the check as well, once the higher token is there.
+    match n1.enqueue_fenced(&work(WorkKind::Selfplay, 1), 1) {
+        Err(StoreError::Fenced { token: 1, seen: 2 }) => {}
+        other => panic!("token 1 after 2 must be refused: {other:?}"),
+    }
+    // Two enqueues of the same leader interleaved both commit (the second retries its
+    // compare-and-set on the revision the first wrote).
+    let a = n2
+        .prepare_fenced(&work(WorkKind::Export, 1), 2)
+        .expect("prepare a");
+    let b = n2
+        .prepare_fenced(&work(WorkKind::Export, 1), 2)
+        .expect("prepare b");
+    let b = n2.commit_fenced(b).expect("commit b");
+    let a = n2.commit_fenced(a).expect("commit a, after b");
+    let open: BTreeSet<String> = n2
+        .open_items(WorkKind::Export, None)
+        .expect("open")
+        .into_iter()
+        .map(|i| i.item_id)
+        .collect();
+    assert_eq!(open, BTreeSet::from([a, b]));
+}
+
+/// The fence bucket has no max age whatever the finished-item retention (here 1 s), and
+/// an older fence bucket made with one (the 7-day layout) is changed to none on open, so
+/// the highest token is never forgotten; the fenced token survives the retention.
+#[test]
+fn the_fence_never_expires_whatever_the_retention() {
+    let Some(nats) = Nats::start(1) else {
+        return;
+    };
+    let url = nats.servers[0].clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let js = rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.expect("connect"));
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: format!("KV_{}", ringrift_nats::work_queue::FENCE_BUCKET),
+            subjects: vec![format!("$KV.{}.>", ringrift_nats::work_queue::FENCE_BUCKET)],
+            max_messages_per_subject: 1,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            allow_rollup: true,
+            ..Default::default()
+        })
+        .await
+        .expect("an old fence bucket with a max age");
+        js
+    });
+    let keep = Duration::from_secs(1);
+    let q = JetStreamWorkQueue::open(
+        &[url.clone()],
+        "coordinator",
+        QueueOptions {
+            retention: keep,
+            ..QueueOptions::default()
+        },
+    )
+    .expect("open");
+    let max_age = |bucket: &str| {
+        rt.block_on(async {
+            js.get_stream(format!("KV_{bucket}"))
+                .await
+                .expect("stream")
+                .info()
+                .await
+                .expect("info")
+                .config
+                .max_age
+        })
+    };
+    use ringrift_nats::work_queue::{
+        CLAIMS_BUCKET, COMPLETED_BUCKET, FAILED_BUCKET, FENCE_BUCKET, OPEN_BUCKET,
+    };
+    assert_eq!(max_age(FENCE_BUCKET), Duration::ZERO, "the fence never expires");
+    assert_eq!(max_age(OPEN_BUCKET), Duration::ZERO);
+    assert_eq!(max_age(CLAIMS_BUCKET), Duration::ZERO);
+    assert_eq!(max_age(COMPLETED_BUCKET), keep);
+    assert_eq!(max_age(FAILED_BUCKET), keep);
+    let id = q
+        .enqueue_fenced(&work(WorkKind::Selfplay, 1), 7)
+        .expect("token 7");
+    let item = q
+        .claim("w", &[WorkKind::Selfplay], Duration::from_secs(30))
+        .expect("claim")
+        .expect("item");
+    assert_eq!(item.item_id, id);
+    assert!(q.complete(&id, "w", &serde_json::json!({})).expect("complete"));
+    // Past the retention the finished item is gone; the fence still holds token 7.
+    wait_for("the finished item removed", Duration::from_secs(60), || {
+        (depth(&q).2 == 0).then_some(())
+    });
+    match q.enqueue_fenced(&work(WorkKind::Selfplay, 1), 6) {
+        Err(StoreError::Fenced { token: 6, seen: 7 }) => {}
+        other => panic!("token 6 after 7 must be refused after the retention: {other:?}"),
+    }
 }

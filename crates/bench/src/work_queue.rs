@@ -118,6 +118,7 @@ fn finished(i: u64) -> StoredItem {
         updated_ms: 0,
         result: Some(serde_json::json!({"games": 10})),
         published: true,
+        fence_token: None,
     }
 }
 

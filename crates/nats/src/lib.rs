@@ -106,3 +106,68 @@ pub async fn connect(
         reason: e.to_string(),
     })
 }
+
+/// Makes (or opens) a KV-shaped stream `KV_<name>`: one message per key, gets from the
+/// stream leader (`allow_direct` off, so a lagging replica never answers), deletes
+/// allowed (a removed key leaves no tombstone, so the stream's message count is the
+/// number of keys), `max_age` zero for no expiry. An existing stream with another max
+/// age or direct gets on is changed to this layout. Made directly, as
+/// `create_key_value` would (it first asks for account limits in a shape a 2.9 server
+/// does not answer). The work queue's buckets and the router's delivery counts use it.
+pub async fn kv_bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    replicas: usize,
+    max_age: std::time::Duration,
+) -> Result<
+    (
+        async_nats::jetstream::kv::Store,
+        async_nats::jetstream::stream::Stream,
+    ),
+    NatsError,
+> {
+    use async_nats::jetstream::stream;
+    let fail = |reason: String| NatsError::JetStream {
+        what: format!("bucket {name}"),
+        reason,
+    };
+    let two_min = std::time::Duration::from_secs(120);
+    let cfg = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        duplicate_window: if max_age.is_zero() {
+            two_min
+        } else {
+            max_age.min(two_min)
+        },
+        num_replicas: replicas,
+        allow_rollup: true,
+        deny_delete: false,
+        allow_direct: false,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let stream = js
+        .get_or_create_stream(cfg.clone())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let have = &stream.cached_info().config;
+    let stream = if have.max_age != cfg.max_age || have.allow_direct {
+        // A changed retention (cluster.toml) or an older layout: the server applies it.
+        js.update_stream(cfg)
+            .await
+            .map_err(|e| fail(format!("update: {e}")))?;
+        js.get_stream(format!("KV_{name}"))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+    } else {
+        stream
+    };
+    let kv = js
+        .get_key_value(name)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok((kv, stream))
+}

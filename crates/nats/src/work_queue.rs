@@ -14,7 +14,14 @@
 //!   worker whose lease was taken over cannot complete the item.
 //! * Buckets `ringrift_work_completed` / `ringrift_work_failed`: finished items, kept for
 //!   `QueueOptions::retention` (default 1 h) and then removed by the server (the
-//!   streams' max age: no scan of ours). `ringrift_work_fence`: the leader fence.
+//!   streams' max age: no scan of ours).
+//! * Bucket `ringrift_work_fence` (no max age, whatever the retention: the fence never
+//!   expires): key `fence`, the highest leader fencing token a fenced enqueue carried.
+//!   A fenced enqueue writes its item's record unpublished, then commits by one
+//!   compare-and-set of the fence key on the revision its check read: the check and the
+//!   commit are one step, so a leader deposed between them (a higher token written
+//!   meanwhile) is refused with `StoreError::Fenced` and its record removed. Only a
+//!   committed item is published (claimable).
 //!
 //! Counts come from stream info (messages per bucket: keys are removed by deleting their
 //! message, so there are no tombstones): `depth` is four small requests whatever the
@@ -119,6 +126,12 @@ pub struct StoredItem {
     /// unpublished by a crash is published by `requeue_expired`.
     #[serde(default)]
     pub published: bool,
+    /// The fencing token of a fenced enqueue (`None` for a plain one). A record carrying
+    /// one is published only once its commit, the compare-and-set of the fence key, is
+    /// done; `requeue_expired` removes an unpublished one whose token a newer leader's
+    /// has passed instead of publishing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_token: Option<u64>,
 }
 
 /// How a holder ends its claim (written into the claim first, then carried out).
@@ -326,6 +339,25 @@ impl JetStreamWorkQueue {
         })
     }
 
+    /// The first half of [`WorkQueue::enqueue_fenced`]: refuses `token` if the fence holds
+    /// a higher one ([`StoreError::Fenced`]) and writes the item unpublished. Public so
+    /// that a test can interleave another leader between the halves.
+    pub fn prepare_fenced(
+        &self,
+        work: &NewWork,
+        token: u64,
+    ) -> Result<PreparedEnqueue, StoreError> {
+        let work = work.clone();
+        self.run(|i| async move { i.prepare_fenced(work, token).await })
+    }
+
+    /// The second half: commits the prepared item by a compare-and-set of the fence key
+    /// (its check and its write in one step), then publishes it. [`StoreError::Fenced`],
+    /// and the item removed, if a higher token reached the fence since the check.
+    pub fn commit_fenced(&self, prepared: PreparedEnqueue) -> Result<String, StoreError> {
+        self.run(|i| async move { i.commit_fenced(prepared).await })
+    }
+
     fn run<T: Send + 'static, F>(&self, f: impl FnOnce(Arc<Inner>) -> F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
@@ -335,55 +367,16 @@ impl JetStreamWorkQueue {
     }
 }
 
-/// Makes (or opens) a KV-shaped stream: one message per key, gets from the leader
-/// (`allow_direct` off), deletes allowed (a removed key leaves no tombstone, so the
-/// stream's message count is the number of keys), `max_age` zero for no expiry.
+/// Makes (or opens) one of the queue's buckets ([`crate::kv_bucket`]).
 async fn bucket(
     js: &jetstream::Context,
     name: &'static str,
     replicas: usize,
     max_age: Duration,
 ) -> Result<Bucket, StoreError> {
-    let two_min = Duration::from_secs(120);
-    let cfg = stream::Config {
-        name: format!("KV_{name}"),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_age,
-        duplicate_window: if max_age.is_zero() {
-            two_min
-        } else {
-            max_age.min(two_min)
-        },
-        num_replicas: replicas,
-        allow_rollup: true,
-        deny_delete: false,
-        allow_direct: false,
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    };
-    // Made directly, as `create_key_value` would (it first asks for account limits in a
-    // shape a 2.9 server does not answer).
-    let stream = js
-        .get_or_create_stream(cfg.clone())
+    let (kv, stream) = crate::kv_bucket(js, name, replicas, max_age)
         .await
-        .map_err(|e| backend(format!("bucket {name}: {e}")))?;
-    let have = &stream.cached_info().config;
-    let stream = if have.max_age != cfg.max_age || have.allow_direct {
-        // A changed retention (cluster.toml) or an older layout: the server applies it.
-        js.update_stream(cfg)
-            .await
-            .map_err(|e| backend(format!("bucket {name}: update: {e}")))?;
-        js.get_stream(format!("KV_{name}"))
-            .await
-            .map_err(|e| backend(format!("bucket {name}: {e}")))?
-    } else {
-        stream
-    };
-    let kv = js
-        .get_key_value(name)
-        .await
-        .map_err(|e| backend(format!("bucket {name}: {e}")))?;
+        .map_err(backend)?;
     Ok(Bucket { name, kv, stream })
 }
 
@@ -391,6 +384,75 @@ async fn bucket(
 #[derive(Deserialize)]
 struct DeleteReply {
     success: bool,
+}
+
+/// The fence key's value: the highest token a fenced enqueue carried and the item whose
+/// commit wrote it. An older layout stored the bare token, which still parses.
+#[derive(Debug, Serialize, Deserialize)]
+struct FenceValue {
+    token: u64,
+    #[serde(default)]
+    item: Option<String>,
+}
+
+impl FenceValue {
+    fn parse(raw: &[u8]) -> Result<FenceValue, StoreError> {
+        let text = std::str::from_utf8(raw).map_err(|_| backend("fence value is not UTF-8"))?;
+        if let Ok(token) = text.trim().parse::<u64>() {
+            return Ok(FenceValue { token, item: None });
+        }
+        serde_json::from_str(text)
+            .map_err(|e| backend(format!("fence value {text:?} does not parse: {e}")))
+    }
+}
+
+/// A fenced enqueue between its check and its commit
+/// ([`JetStreamWorkQueue::prepare_fenced`], [`JetStreamWorkQueue::commit_fenced`]): the
+/// item's record is written but unpublished, so nothing can claim it. Dropped without a
+/// commit, the record is removed by `requeue_expired` after a minute.
+#[derive(Debug)]
+pub struct PreparedEnqueue {
+    record: StoredItem,
+    record_rev: u64,
+    /// The fence key's revision the check read (`None`: no fence yet).
+    fence_rev: Option<u64>,
+}
+
+impl PreparedEnqueue {
+    /// The id the item will have once committed.
+    pub fn item_id(&self) -> &str {
+        &self.record.item.item_id
+    }
+}
+
+/// A new item's record (pending, unpublished), `fence_token` for a fenced enqueue.
+fn new_record(work: NewWork, fence_token: Option<u64>) -> Result<StoredItem, StoreError> {
+    if work.max_attempts == 0 {
+        return Err(StoreError::Invalid(
+            "max_attempts must be at least 1".into(),
+        ));
+    }
+    let now = now_ms();
+    Ok(StoredItem {
+        item: WorkItem {
+            item_id: uuid::Uuid::new_v4().to_string(),
+            kind: work.kind,
+            config_key: work.config_key,
+            priority: work.priority,
+            payload: work.payload,
+            status: WorkStatus::Pending,
+            attempts: 0,
+            max_attempts: work.max_attempts,
+            claimed_by: None,
+            lease_expires_at: None,
+            last_error: None,
+        },
+        created_ms: now,
+        updated_ms: now,
+        result: None,
+        published: false,
+        fence_token,
+    })
 }
 
 impl Inner {
@@ -611,38 +673,24 @@ impl Inner {
     }
 
     async fn enqueue(&self, work: NewWork) -> Result<String, StoreError> {
-        if work.max_attempts == 0 {
-            return Err(StoreError::Invalid(
-                "max_attempts must be at least 1".into(),
-            ));
-        }
-        let id = uuid::Uuid::new_v4().to_string();
-        let now = now_ms();
-        let mut r = StoredItem {
-            item: WorkItem {
-                item_id: id.clone(),
-                kind: work.kind,
-                config_key: work.config_key,
-                priority: work.priority,
-                payload: work.payload,
-                status: WorkStatus::Pending,
-                attempts: 0,
-                max_attempts: work.max_attempts,
-                claimed_by: None,
-                lease_expires_at: None,
-                last_error: None,
-            },
-            created_ms: now,
-            updated_ms: now,
-            result: None,
-            published: false,
-        };
-        let rev = self
-            .create(&self.open, &id, &r)
+        let r = new_record(work, None)?;
+        let rev = self.create_record(&r).await?;
+        self.publish_record(r, rev).await
+    }
+
+    /// Writes a new item's record, unpublished (nothing can claim it yet).
+    async fn create_record(&self, r: &StoredItem) -> Result<u64, StoreError> {
+        let id = &r.item.item_id;
+        self.create(&self.open, id, r)
             .await?
-            .ok_or_else(|| backend(format!("item id {id} exists already")))?;
+            .ok_or_else(|| backend(format!("item id {id} exists already")))
+    }
+
+    /// Publishes the item's message (it is claimable from here on) and marks its record
+    /// published; a failed publish removes the record, so nothing is left half-made.
+    async fn publish_record(&self, mut r: StoredItem, rev: u64) -> Result<String, StoreError> {
+        let id = r.item.item_id.clone();
         if let Err(e) = self.publish(&r).await {
-            // Leave nothing half-made: no record without a message.
             let _ = self.remove(&self.open, rev).await;
             return Err(e);
         }
@@ -652,42 +700,87 @@ impl Inner {
         Ok(id)
     }
 
-    /// Raises the fence to `token` (compare-and-set), refusing a lower one.
-    async fn fence(&self, token: u64) -> Result<(), StoreError> {
-        for _ in 0..CAS_TRIES {
-            let entry = self
-                .fence
-                .kv
-                .entry(FENCE_KEY)
-                .await
-                .map_err(|e| backend(format!("fence: {e}")))?;
-            let (seen, rev) = match &entry {
-                Some(e) if e.operation == kv::Operation::Put => (
-                    std::str::from_utf8(&e.value)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok())
-                        .ok_or_else(|| backend("fence value does not parse"))?,
-                    Some(e.revision),
-                ),
-                _ => (0, None),
-            };
-            if token < seen {
-                return Err(StoreError::Fenced { token, seen });
+    /// The fence's token and the revision of its key, from the stream leader (`None`
+    /// before the first fenced enqueue).
+    async fn read_fence(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let entry = self
+            .fence
+            .kv
+            .entry(FENCE_KEY)
+            .await
+            .map_err(|e| backend(format!("fence: {e}")))?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                Ok(Some((FenceValue::parse(&e.value)?.token, e.revision)))
             }
-            let body = token.to_string();
-            let ok = match rev {
-                Some(rev) => self
-                    .fence
-                    .kv
-                    .update(FENCE_KEY, body.into(), rev)
-                    .await
-                    .is_ok(),
-                None => self.fence.kv.create(FENCE_KEY, body.into()).await.is_ok(),
+            _ => Ok(None),
+        }
+    }
+
+    /// The first half of a fenced enqueue: refuses a token below the fence's, and writes
+    /// the item's record unpublished (nothing can claim it before the commit).
+    async fn prepare_fenced(
+        &self,
+        work: NewWork,
+        token: u64,
+    ) -> Result<PreparedEnqueue, StoreError> {
+        let fence = self.read_fence().await?;
+        if let Some((seen, _)) = fence.filter(|&(seen, _)| token < seen) {
+            return Err(StoreError::Fenced { token, seen });
+        }
+        let record = new_record(work, Some(token))?;
+        let record_rev = self.create_record(&record).await?;
+        Ok(PreparedEnqueue {
+            record,
+            record_rev,
+            fence_rev: fence.map(|(_, rev)| rev),
+        })
+    }
+
+    /// The second half, the commit: one compare-and-set of the fence key on the revision
+    /// the check read, writing `token` and the item's id. It fails if anyone wrote the
+    /// fence since (a newer leader raising it, or another fenced enqueue), so the check
+    /// and the commit are one atomic step: a token passed between them is refused, never
+    /// let through. After a failed compare-and-set the check is made again: a higher
+    /// token refuses the item (its record removed), otherwise the commit is retried on
+    /// the new revision. Only a committed item is published.
+    async fn commit_fenced(&self, p: PreparedEnqueue) -> Result<String, StoreError> {
+        let token = p
+            .record
+            .fence_token
+            .ok_or_else(|| backend("commit of an item without a fencing token"))?;
+        let id = p.record.item.item_id.clone();
+        let body = serde_json::to_vec(&FenceValue {
+            token,
+            item: Some(id.clone()),
+        })
+        .map_err(backend)?;
+        let mut fence_rev = p.fence_rev;
+        for _ in 0..CAS_TRIES {
+            let committed = match fence_rev {
+                Some(rev) => match self.fence.kv.update(FENCE_KEY, body.clone().into(), rev).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+                    Err(e) => return Err(backend(format!("fence: commit of {id}: {e}"))),
+                },
+                None => match self.fence.kv.create(FENCE_KEY, body.clone().into()).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(backend(format!("fence: commit of {id}: {e}"))),
+                },
             };
-            if ok {
-                return Ok(());
+            if committed {
+                return self.publish_record(p.record, p.record_rev).await;
+            }
+            match self.read_fence().await? {
+                Some((seen, _)) if token < seen => {
+                    self.remove_key(&self.open, &id).await?;
+                    return Err(StoreError::Fenced { token, seen });
+                }
+                now => fence_rev = now.map(|(_, rev)| rev),
             }
         }
+        self.remove_key(&self.open, &id).await?;
         Err(backend("fence: too many concurrent writers"))
     }
 
@@ -1062,6 +1155,14 @@ impl Inner {
             if r.published || now - r.created_ms < UNPUBLISHED_AFTER_MS {
                 continue;
             }
+            if let Some(token) = r.fence_token {
+                // A fenced enqueue that never returned (crashed, refused, or prepared and
+                // dropped): whether it committed is not known, and a newer leader may
+                // have raised the fence since, so it is dropped, never published late.
+                tracing::warn!(item = %id, token, "removed a fenced work item its enqueue left uncommitted");
+                self.remove(&self.open, rev).await?;
+                continue;
+            }
             self.publish(&r).await?;
             r.published = true;
             let _ = self.swap(&self.open, &id, &r, rev).await?;
@@ -1073,7 +1174,7 @@ impl Inner {
                 "published work items a crashed enqueue left behind"
             );
         }
-        Ok(0)
+        Ok(n)
     }
 }
 
@@ -1112,8 +1213,8 @@ impl WorkQueue for JetStreamWorkQueue {
     fn enqueue_fenced(&self, work: &NewWork, token: u64) -> Result<String, StoreError> {
         let work = work.clone();
         self.run(|i| async move {
-            i.fence(token).await?;
-            i.enqueue(work).await
+            let p = i.prepare_fenced(work, token).await?;
+            i.commit_fenced(p).await
         })
     }
 
