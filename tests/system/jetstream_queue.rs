@@ -464,6 +464,15 @@ fn leases_are_the_servers_and_a_redelivery_to_the_holder_is_no_attempt() {
     assert_eq!(depth(&q), (0, 0, 2, 0));
 }
 
+/// The ids of the open items of `kind`.
+fn open_ids(q: &JetStreamWorkQueue, kind: WorkKind) -> BTreeSet<String> {
+    q.open_items(kind, None)
+        .expect("open")
+        .into_iter()
+        .map(|i| i.item_id)
+        .collect()
+}
+
 /// Two leaders interleave a fenced enqueue: the old one (token 1) passes its fence check,
 /// the new one (token 2) enqueues (raising the fence), then the old one's enqueue goes
 /// on. Its commit is a compare-and-set of the fence key on the revision its check read,
@@ -493,12 +502,7 @@ fn a_leader_deposed_between_its_fence_check_and_its_enqueue_is_refused() {
         other => panic!("the deposed leader's enqueue must be refused: {other:?}"),
     }
     assert_eq!(n1.get(&late_id).expect("get"), None, "no record left");
-    let open: BTreeSet<String> = n2
-        .open_items(WorkKind::Selfplay, None)
-        .expect("open")
-        .into_iter()
-        .map(|i| i.item_id)
-        .collect();
+    let open = open_ids(&n2, WorkKind::Selfplay);
     assert_eq!(open, BTreeSet::from([before.clone(), theirs.clone()]));
     assert_eq!(depth(&n2), (2, 0, 0, 0));
     let mut claimed = BTreeSet::new();
@@ -525,12 +529,7 @@ fn a_leader_deposed_between_its_fence_check_and_its_enqueue_is_refused() {
         .expect("prepare b");
     let b = n2.commit_fenced(b).expect("commit b");
     let a = n2.commit_fenced(a).expect("commit a, after b");
-    let open: BTreeSet<String> = n2
-        .open_items(WorkKind::Export, None)
-        .expect("open")
-        .into_iter()
-        .map(|i| i.item_id)
-        .collect();
+    let open = open_ids(&n2, WorkKind::Export);
     assert_eq!(open, BTreeSet::from([a, b]));
 }
 

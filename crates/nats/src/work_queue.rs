@@ -750,25 +750,17 @@ impl Inner {
             .fence_token
             .ok_or_else(|| backend("commit of an item without a fencing token"))?;
         let id = p.record.item.item_id.clone();
-        let body = serde_json::to_vec(&FenceValue {
+        let value = FenceValue {
             token,
             item: Some(id.clone()),
-        })
-        .map_err(backend)?;
+        };
         let mut fence_rev = p.fence_rev;
         for _ in 0..CAS_TRIES {
             let committed = match fence_rev {
-                Some(rev) => match self.fence.kv.update(FENCE_KEY, body.clone().into(), rev).await {
-                    Ok(_) => true,
-                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
-                    Err(e) => return Err(backend(format!("fence: commit of {id}: {e}"))),
-                },
-                None => match self.fence.kv.create(FENCE_KEY, body.clone().into()).await {
-                    Ok(_) => true,
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
-                    Err(e) => return Err(backend(format!("fence: commit of {id}: {e}"))),
-                },
-            };
+                Some(rev) => self.swap(&self.fence, FENCE_KEY, &value, rev).await?,
+                None => self.create(&self.fence, FENCE_KEY, &value).await?,
+            }
+            .is_some();
             if committed {
                 return self.publish_record(p.record, p.record_rev).await;
             }
