@@ -1,8 +1,11 @@
 //! handler-base through real binaries: a failed handler runs again and a hopeless event is
 //! dead-lettered and retried; a panicking loop ends the process with exit 1; exit 64 only
-//! for bad configuration. (Publishes surviving a router outage: `a_long/router_outage.rs`.)
+//! for bad configuration; events queued behind a long handler, or queued when the daemon
+//! is restarted, are handled and never dead-lettered (both logs). (Publishes surviving a
+//! router outage: `a_long/router_outage.rs`.)
 
 use ringrift_proto::wire::{self, event::Payload};
+use crate::router::Log;
 use ringrift_system_tests::{Home, Proc, wait_for, wait_for_async};
 use std::time::Duration;
 
@@ -172,28 +175,39 @@ fn records_of(home: &Home, id: &str) -> Vec<(String, i64)> {
 
 /// Events queued behind a handler that takes 3 × ack_wait per event are kept alive by
 /// in-progress acks while they wait: all 20 are handled once each, none is redelivered or
-/// dead-lettered (the router starts each event's ack-wait clock when it sends it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_queued_behind_a_long_handler_are_handled_not_dead_lettered() {
-    let home = Home::new();
+/// dead-lettered (the router starts each event's ack-wait clock when it sends it). On
+/// both logs.
+async fn events_queued_behind_a_long_handler_are_handled_not_dead_lettered(log: Log) {
+    let home = log.home();
     let (_r, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=2"]);
-    let mut c = router_client::connect(&addr).await.unwrap();
-    let mut last = 0;
-    for i in 0..20 {
-        last = c
-            .publish(external(&format!("q{i}")))
-            .await
-            .unwrap()
-            .into_inner()
-            .seq;
-    }
+    let c = router_client::connect(&addr).await.unwrap();
+    let last = publish_20(&c, "q").await;
     let _d = test_daemon(
         &home,
         &addr,
         "subscribe = [\"EXTERNAL\"]\nreplay_history = true\nack_wait_s = 0.5\nhandle_s = 1.5",
         &[],
     );
-    wait_for_async("all 20 handled and acked", Duration::from_secs(90), || {
+    wait_acked(&c, last).await;
+    for i in 0..20 {
+        assert_eq!(handles(&home, &format!("q{i}")), 1, "q{i} handled once");
+    }
+    assert_eq!(dead_letters(&c).await, Vec::new(), "nothing dead-lettered");
+}
+
+/// Publishes EXTERNAL events `<prefix>0` .. `<prefix>19`; the last one's seq.
+async fn publish_20(c: &Client, prefix: &str) -> u64 {
+    let mut last = 0;
+    for i in 0..20 {
+        let ev = external(&format!("{prefix}{i}"));
+        last = c.clone().publish(ev).await.unwrap().into_inner().seq;
+    }
+    last
+}
+
+/// Waits until the test daemon's consumer acked up to `last`.
+async fn wait_acked(c: &Client, last: u64) {
+    wait_for_async("all 20 handled and acked", Duration::from_secs(120), || {
         let c = c.clone();
         async move {
             let s = consumer(&c, "test_daemon").await?;
@@ -201,17 +215,60 @@ async fn events_queued_behind_a_long_handler_are_handled_not_dead_lettered() {
         }
     })
     .await;
-    for i in 0..20 {
-        assert_eq!(handles(&home, &format!("q{i}")), 1, "q{i} handled once");
-    }
-    let letters = c
+}
+
+async fn dead_letters(c: &Client) -> Vec<wire::DeadLetter> {
+    c.clone()
         .list_dead_letters(wire::ListDeadLettersRequest::default())
         .await
         .unwrap()
         .into_inner()
-        .letters;
-    assert!(letters.is_empty(), "dead-lettered: {letters:?}");
+        .letters
 }
+
+/// A daemon stopped (SIGTERM, as the launcher and systemd do) with events queued behind
+/// the one in its handler, 4 times with `max_deliver` 2: the event in hand is finished
+/// and acked each time, the queued ones were never started, so their deliveries do not
+/// count; none is dead-lettered and all 20 are handled once. Before: every stop charged
+/// each queued event a failed delivery, and the second dead-lettered them unhandled.
+/// On both logs.
+async fn a_daemon_restarted_more_than_max_deliver_times_dead_letters_no_queued_event(log: Log) {
+    let home = log.home();
+    let (_r, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=2"]);
+    let c = router_client::connect(&addr).await.unwrap();
+    let last = publish_20(&c, "r").await;
+    let cfg = "subscribe = [\"EXTERNAL\"]\nreplay_history = true\nhandle_s = 0.5";
+    let started = |home: &Home| {
+        (0..20)
+            .filter(|i| handles(home, &format!("r{i}")) > 0)
+            .count()
+    };
+    for round in 1..=4 {
+        let before = started(&home);
+        let mut d = test_daemon(&home, &addr, cfg, &[]);
+        // Stopped while it handles an event with the rest queued behind it.
+        wait_for(
+            &format!("round {round}: a new event in the handler"),
+            Duration::from_secs(60),
+            || (started(&home) > before).then_some(()),
+        );
+        let st = d.term(Duration::from_secs(60));
+        assert!(st.success(), "round {round}: clean stop: {st}");
+        assert_eq!(dead_letters(&c).await, Vec::new(), "after stop {round}");
+    }
+    assert!(started(&home) < 20, "some events were still queued at the last stop");
+    let _d = test_daemon(&home, &addr, cfg, &[]);
+    wait_acked(&c, last).await;
+    for i in 0..20 {
+        assert_eq!(handles(&home, &format!("r{i}")), 1, "r{i} handled once");
+    }
+    assert_eq!(dead_letters(&c).await, Vec::new(), "nothing dead-lettered");
+}
+
+crate::router::on_both_logs!(
+    events_queued_behind_a_long_handler_are_handled_not_dead_lettered,
+    a_daemon_restarted_more_than_max_deliver_times_dead_letters_no_queued_event
+);
 
 /// With lanes, events of different config keys are handled side by side and events of
 /// one key one after the other, in order.

@@ -583,17 +583,18 @@ async fn cycle_loop(h: Arc<dyn Handler>, ctx: Context, interval: Duration, pulse
 struct Lanes {
     /// Ids handled with `Ok` within the window.
     dedup: std::sync::Mutex<Dedup>,
-    /// Events received and not yet acked or nacked: waiting for their lane or being
-    /// handled. The router's ack-wait clock of each is kept from running out by
-    /// in-progress acks ([`progress_loop`]), so an event queued behind a long handler is
-    /// not redelivered or dead-lettered for the wait.
-    held: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// Events received and not yet acked or nacked, each with whether its handler has
+    /// started (else it waits for its lane). The router's ack-wait clock of each is kept
+    /// from running out by in-progress acks ([`progress_loop`]), so an event queued behind
+    /// a long handler is not redelivered or dead-lettered for the wait; queued ones are
+    /// reported as queued, so a restart with them queued is no failed delivery of theirs.
+    held: std::sync::Mutex<std::collections::BTreeMap<u64, bool>>,
     /// At most `max_concurrent` handler calls at once.
     permits: tokio::sync::Semaphore,
 }
 
 impl Lanes {
-    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, bool>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
     fn dedup(&self) -> std::sync::MutexGuard<'_, Dedup> {
@@ -657,7 +658,7 @@ async fn event_loop(
                 continue;
             }
         };
-        shared.held().insert(ev.seq);
+        shared.held().insert(ev.seq, false);
         let tx = lanes.entry(h.lane(&ev)).or_insert_with(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             workers.spawn(lane_worker(
@@ -706,6 +707,15 @@ async fn lane_worker(
         let outcome = if shared.dedup().seen(&ev.id, Instant::now()) {
             Ok(())
         } else {
+            // Marked started at the router before the handler runs: if the process dies
+            // in the handler, that delivery counts (a poison event is dead-lettered);
+            // events still queued do not.
+            shared.held().insert(ev.seq, true);
+            match tokio::time::timeout(Duration::from_secs(5), acker.progress(ev.seq)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, seq = ev.seq, "start not reported"),
+                Err(_) => tracing::warn!(seq = ev.seq, "start not reported within 5 s"),
+            }
             let r = h.handle_event(&ctx, &ev).await;
             if r.is_ok() {
                 shared.dedup().record(&ev.id, Instant::now());
@@ -733,8 +743,9 @@ async fn lane_worker(
     }
 }
 
-/// Every `every`, tells the router that each held event (queued for its lane or being
-/// handled) is still being worked on, so its ack-wait clock does not run out meanwhile.
+/// Every `every`, tells the router that each held event is still here, being handled or
+/// queued for its lane (reported as queued: not started), so its ack-wait clock does not
+/// run out meanwhile.
 async fn progress_loop(
     acker: router_client::Acker,
     shared: Arc<Lanes>,
@@ -747,9 +758,18 @@ async fn progress_loop(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let held: Vec<u64> = shared.held().iter().copied().collect();
-        for seq in held {
-            match tokio::time::timeout(every, acker.progress(seq)).await {
+        let held: Vec<(u64, bool)> = shared.held().iter().map(|(s, b)| (*s, *b)).collect();
+        for (seq, started) in held {
+            // Started stays started at the router: a queued report that crosses the
+            // handler's start report does not undo it.
+            let report = async {
+                if started {
+                    acker.progress(seq).await
+                } else {
+                    acker.progress_queued(seq).await
+                }
+            };
+            match tokio::time::timeout(every, report).await {
                 Ok(Ok(())) => {}
                 // Acked or nacked meanwhile, or the stream reconnected: nothing lost (the
                 // router redelivers what it no longer holds for us).

@@ -436,13 +436,26 @@ impl Acker {
         Ok(self.client.clone().ack(req).await?.into_inner().ack_floor)
     }
 
-    /// Tells the router the consumer is still working on `seq` (not an ack): its
-    /// ack-wait timer restarts, so a long job is not delivered again meanwhile.
+    /// Tells the router the consumer is working on `seq` (not an ack): its ack-wait timer
+    /// restarts, so a long job is not delivered again meanwhile, and the delivery is
+    /// marked started (if the session ends holding it, that is a failed delivery).
     pub async fn progress(&self, seq: u64) -> Result<(), ClientError> {
+        self.progress_req(seq, false).await
+    }
+
+    /// Tells the router `seq` is still queued here, not started: its ack-wait timer
+    /// restarts, and if the session ends (a restart) before it is started, that delivery
+    /// does not count as a failed one.
+    pub async fn progress_queued(&self, seq: u64) -> Result<(), ClientError> {
+        self.progress_req(seq, true).await
+    }
+
+    async fn progress_req(&self, seq: u64, queued: bool) -> Result<(), ClientError> {
         let req = wire::AckRequest {
             consumer: self.consumer.clone(),
             seq,
             in_progress: true,
+            queued,
             ..Default::default()
         };
         self.client.clone().ack(req).await?;

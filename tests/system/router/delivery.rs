@@ -1,5 +1,6 @@
-//! Delivery accounting of durable consumers: ack wait, max ack pending, every delivery
-//! counted (expiry, disconnect), acks above the floor surviving a router crash, where a
+//! Delivery accounting of durable consumers: ack wait, max ack pending, every failed
+//! delivery counted (expiry, disconnect holding a started event; not one never started,
+//! nor a router stop), acks above the floor surviving a router crash, where a
 //! new consumer starts, retention that reports what it removed unacked, and a late ack
 //! of an ended session that moves the floor only past what was acked.
 
@@ -652,7 +653,74 @@ async fn a_late_single_ack_moves_the_floor_only_past_acked_events(log: Log) {
     a_late_ack_moves_the_floor_only_past_acked_events(log, false).await;
 }
 
+/// Progress on `seq`: `queued` (still waiting at the consumer) or started.
+async fn progress(c: &mut Client, consumer: &str, seq: u64, queued: bool) {
+    c.ack(wire::AckRequest {
+        consumer: consumer.into(),
+        seq,
+        in_progress: true,
+        queued,
+        ..Default::default()
+    })
+    .await
+    .expect("progress");
+}
+
+/// A session that ends holding events counts a failed delivery only for those the
+/// consumer started (an in-progress ack without `queued`): with `max_deliver` 2, two
+/// sessions that each hold a (started), b (reported queued) and c (never reported)
+/// dead-letter a alone. A router stopped gracefully (twice) while the consumer works on
+/// b counts nothing either: b is delivered again, not dead-lettered. Before: every
+/// session end and every router stop counted a failure for each held event, so a, b and
+/// c were all dead-lettered after the second session.
+async fn only_started_deliveries_count_when_a_session_ends(log: Log) {
+    let home = log.home();
+    let args = ["--set", "event_router.max_deliver=2"];
+    let (mut router, addr) = home.start_router("127.0.0.1:0", &args);
+    let mut c = client(&addr).await;
+    let mut seqs = Vec::new();
+    for id in ["a", "b", "c"] {
+        seqs.push(c.publish(work(id)).await.unwrap().into_inner().seq);
+    }
+    for round in 1..=2 {
+        let mut s = open(&mut c, request("lanes", 60_000, 10)).await;
+        for (id, seq) in ["a", "b", "c"].iter().zip(&seqs) {
+            let ev = next(&mut s).await;
+            assert_eq!((work_id(&ev), ev.seq), (id.to_string(), *seq), "round {round}");
+        }
+        progress(&mut c, "lanes", seqs[0], false).await;
+        progress(&mut c, "lanes", seqs[1], true).await;
+        drop(s);
+        wait_disconnected(&c, "lanes").await;
+    }
+    let dead: Vec<(u64, u32)> = letters(&mut c)
+        .await
+        .iter()
+        .map(|l| (l.seq, l.failures))
+        .collect();
+    assert_eq!(dead, vec![(seqs[0], 2)], "only the started event");
+    for stop in 1..=2 {
+        let mut s = open(&mut c, request("lanes", 60_000, 10)).await;
+        let ev = next(&mut s).await;
+        assert_eq!(ev.seq, seqs[1], "b again after router stop {}", stop - 1);
+        progress(&mut c, "lanes", ev.seq, false).await;
+        let st = router.term(Duration::from_secs(60));
+        assert!(st.success(), "graceful router stop {stop}: {st}");
+        drop(s);
+        (router, _) = home.start_router(&addr, &args);
+        c = client(&addr).await;
+    }
+    let mut s = open(&mut c, request("lanes", 60_000, 10)).await;
+    let ev = next(&mut s).await;
+    assert_eq!(ev.seq, seqs[1], "b is not dead-lettered by router stops");
+    ack(&mut c, "lanes", ev.seq, false).await;
+    assert_eq!(next(&mut s).await.seq, seqs[2]);
+    ack(&mut c, "lanes", seqs[2], false).await;
+    assert_eq!(letters(&mut c).await.len(), 1, "still only a dead-lettered");
+}
+
 super::on_both_logs!(
+    only_started_deliveries_count_when_a_session_ends,
     a_late_cumulative_ack_moves_the_floor_only_past_acked_events,
     a_late_single_ack_moves_the_floor_only_past_acked_events,
     unacked_delivery_is_redelivered_after_ack_wait_and_dead_lettered_at_max_deliver,

@@ -11,6 +11,32 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+/// What an `Ack` request asks of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOp {
+    /// Acks `seq`; `cumulative`: also the lower seqs its session delivered before it,
+    /// never a redelivery sent after it.
+    Ack { cumulative: bool },
+    /// Not an ack: the consumer still holds `seq`, whose ack wait restarts. `started`:
+    /// it is working on it, so a session that ends holding it counts a failed delivery;
+    /// otherwise it is still queued at the consumer, and a session that ends holding it
+    /// (a daemon restart, a router stop) counts nothing. Started stays started for the
+    /// session.
+    Progress { started: bool },
+}
+
+impl AckOp {
+    pub fn of(r: &wire::AckRequest) -> AckOp {
+        if r.in_progress {
+            AckOp::Progress { started: !r.queued }
+        } else {
+            AckOp::Ack {
+                cumulative: r.cumulative,
+            }
+        }
+    }
+}
+
 /// The receiving end of one delivery session.
 pub type Deliveries = mpsc::Receiver<Result<wire::Event, Status>>;
 
@@ -27,16 +53,9 @@ pub trait Backend: Send + Sync + 'static {
         req: wire::SubscribeRequest,
         filter: Filter,
     ) -> Result<Deliveries, Status>;
-    /// Acks `seq` (with `cumulative`, also the lower seqs its session delivered before
-    /// it, never a redelivery sent after it; `in_progress` only extends the ack wait);
-    /// returns the consumer's ack floor.
-    async fn ack(
-        &self,
-        consumer: &str,
-        seq: u64,
-        cumulative: bool,
-        in_progress: bool,
-    ) -> Result<u64, Status>;
+    /// Acks `seq`, or reports progress on it ([`AckOp`]); returns the consumer's ack
+    /// floor.
+    async fn ack(&self, consumer: &str, seq: u64, op: AckOp) -> Result<u64, Status>;
     async fn nack(
         &self,
         consumer: &str,

@@ -51,6 +51,13 @@ struct CState {
     /// delivered no later than it.
     deliveries: u64,
     sent: HashMap<u64, (u64, u64)>,
+    /// Pending seqs of the current session the consumer marked started (an in-progress
+    /// ack without `queued`): only these count as failed deliveries when the session ends
+    /// holding them; one never started was still queued at the consumer.
+    started: HashSet<u64>,
+    /// The current session marked at least one delivery started. One that never does is
+    /// read as an in-order reader: its oldest held delivery is the one it was on.
+    marks_started: bool,
     connected: bool,
     ack_wait: Duration,
     max_ack_pending: usize,
@@ -83,6 +90,7 @@ impl CState {
         self.done = keep;
         self.failures.retain(|s, _| *s > candidate);
         self.sent.retain(|s, _| *s > candidate);
+        self.started.retain(|s| *s > candidate);
         Some(candidate)
     }
 
@@ -107,6 +115,8 @@ impl CState {
         let n = self.failures.entry(seq).or_insert(0);
         *n += 1;
         let n = *n;
+        // A delivery again, if any, is a new one: not started until marked.
+        self.started.remove(&seq);
         if n >= max_deliver {
             self.dying.insert(seq);
             self.pending.insert(seq, never());
@@ -148,13 +158,31 @@ impl CState {
         }
     }
 
-    /// Ends a session: what it held unacked counts as a failed delivery.
-    fn disconnect(&mut self, max_deliver: u32) -> (Vec<Failed>, Vec<u64>) {
+    /// Ends a session: what it held unacked and had started counts as a failed delivery
+    /// (with `charge`; a router that stops charges nothing). A delivery never started (the
+    /// consumer stopped with it queued) goes back uncounted: a daemon restarted N times
+    /// with events queued dead-letters none of them. A session that marked nothing
+    /// started counts its oldest held delivery (an in-order reader was on it), so a
+    /// consumer that crashes on an event without reporting progress still uses up its
+    /// deliveries.
+    fn disconnect(&mut self, max_deliver: u32, charge: bool) -> (Vec<Failed>, Vec<u64>) {
         let held: Vec<u64> = self.pending.keys().copied().collect();
-        let failed = held
-            .iter()
-            .filter_map(|&s| self.fail(s, max_deliver, false))
-            .collect();
+        let awaiting = |st: &CState, s: &u64| {
+            !st.redeliver.contains(s) && !st.dying.contains(s) && st.pending.contains_key(s)
+        };
+        let oldest = held.iter().copied().find(|s| awaiting(self, s));
+        let mut failed = Vec::new();
+        for &s in &held {
+            let started = self.started.contains(&s) || (!self.marks_started && Some(s) == oldest);
+            if charge && started {
+                failed.extend(self.fail(s, max_deliver, false));
+            } else if awaiting(self, &s) {
+                // Not a failed delivery: the next session's scan sends it again.
+                self.pending.remove(&s);
+            }
+        }
+        self.started.clear();
+        self.marks_started = false;
         // Waiting for redelivery: the next session's scan sends them again.
         for s in std::mem::take(&mut self.redeliver) {
             self.pending.remove(&s);
@@ -428,7 +456,7 @@ impl Broker {
                 let mut st = c.lock();
                 st.generation += 1;
                 // The previous session (if its end was not seen yet) held these.
-                let (failed, letters) = st.disconnect(self.cfg.max_deliver);
+                let (failed, letters) = st.disconnect(self.cfg.max_deliver, true);
                 st.cursor = st.floor;
                 st.connected = true;
                 st.ack_wait = ack_wait;
@@ -461,9 +489,12 @@ impl Broker {
         tokio::spawn(async move {
             me.durable_session(&consumer, generation_id, filter, &tx)
                 .await;
+            // A router that stops ends every session: that is no failed delivery.
+            let charge = !me.closing.is_cancelled();
             let ended = {
                 let mut st = consumer.lock();
-                (st.generation == generation_id).then(|| st.disconnect(me.cfg.max_deliver))
+                (st.generation == generation_id)
+                    .then(|| st.disconnect(me.cfg.max_deliver, charge))
             };
             if let Some((failed, letters)) = ended {
                 if let Err(e) = me
@@ -819,25 +850,32 @@ impl Broker {
     }
 
     /// Acks `seq` (or every delivered seq up to it); returns the floor once the ack is
-    /// committed, so a router restart never redelivers an acked event. `in_progress`
-    /// only restarts the seq's ack-wait timer.
+    /// committed, so a router restart never redelivers an acked event. Progress only
+    /// restarts the seq's ack-wait timer and, when `started`, marks it started.
     pub async fn ack(
         &self,
         consumer: &str,
         seq: u64,
-        cumulative: bool,
-        in_progress: bool,
+        op: crate::backend::AckOp,
     ) -> Result<u64, Status> {
         let c = self
             .consumer(consumer)
             .ok_or_else(|| Status::not_found(format!("no consumer named {consumer:?}")))?;
-        if in_progress {
+        let cumulative = match op {
+            crate::backend::AckOp::Ack { cumulative } => cumulative,
+            crate::backend::AckOp::Progress { .. } => false,
+        };
+        if let crate::backend::AckOp::Progress { started } = op {
             let mut st = c.lock();
             let wait = st.ack_wait;
             let waiting = st.redeliver.contains(&seq) || st.dying.contains(&seq);
             if let Some(d) = st.pending.get_mut(&seq) {
                 if !waiting {
                     *d = Instant::now() + wait;
+                    if started {
+                        st.started.insert(seq);
+                        st.marks_started = true;
+                    }
                 }
             } else if let Some((_, d)) = st.dlq_pending.get_mut(&seq) {
                 *d = Instant::now() + wait;
@@ -871,12 +909,14 @@ impl Broker {
                 for s in acked {
                     st.pending.remove(&s);
                     st.sent.remove(&s);
+                    st.started.remove(&s);
                     st.done.insert(s);
                     newly.push(s);
                 }
             } else if !st.dying.contains(&seq) && st.pending.remove(&seq).is_some() {
                 st.redeliver.remove(&seq);
                 st.sent.remove(&seq);
+                st.started.remove(&seq);
                 st.done.insert(seq);
                 newly.push(seq);
             }
@@ -1383,10 +1423,9 @@ impl crate::backend::Backend for Broker {
         &self,
         consumer: &str,
         seq: u64,
-        cumulative: bool,
-        in_progress: bool,
+        op: crate::backend::AckOp,
     ) -> Result<u64, Status> {
-        Broker::ack(self, consumer, seq, cumulative, in_progress).await
+        Broker::ack(self, consumer, seq, op).await
     }
 
     async fn nack(

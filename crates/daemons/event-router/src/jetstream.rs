@@ -9,10 +9,16 @@
 //!   original's seq and `duplicate`; seq = stream sequence; retention = the stream's
 //!   max age / messages / bytes.
 //! * a durable consumer: a durable pull consumer (name escaped by [`token`]) with explicit
-//!   acks, `ack_wait`, `max_ack_pending` and `max_deliver + 1`: the delivery past
-//!   `max_deliver` is never handed out but dead-lettered and terminated (`AckKind::Term`),
-//!   so nacks, ack-wait expiries and sessions that ended holding an event all count, as in
-//!   the SQLite log. A session that ends naks what it holds.
+//!   acks, `ack_wait`, `max_ack_pending` and no delivery cap of the server's: this router
+//!   counts the failures, the server's delivery count less the deliveries that did not
+//!   count, and a delivery past `max_deliver` failures is never handed out but
+//!   dead-lettered and terminated (`AckKind::Term`). Nacks, ack-wait expiries and
+//!   sessions that ended holding a started event count, as in the SQLite log; a session
+//!   that ends holding an event the consumer never started (still queued at it), or
+//!   that ends because the router stops, counts nothing: bucket `ringrift_router_uncounted`
+//!   (key `<consumer token>.<seq>`) keeps how many deliveries of it did not count, so
+//!   the count survives router restarts and is shared by every router of the cluster.
+//!   A session that ends naks what it holds.
 //! * dead letters: stream `RINGRIFT_DLQ`, one subject per letter
 //!   (`ringrift.dlq.<consumer token>.<seq>`, one message kept per subject); a state change
 //!   rewrites the record. The letter id is the stream sequence of its first record.
@@ -20,7 +26,7 @@
 //!   subjects, plus a scan when a session starts) and delivered from the letter's copy.
 
 use crate::RouterConfig;
-use crate::backend::{Backend, Deliveries};
+use crate::backend::{AckOp, Backend, Deliveries};
 use crate::broker::{DL_DEAD, DL_DELIVERED, DL_GIVEN_UP, DL_RETRYING, Filter, state_name};
 use crate::metrics::Metrics;
 use crate::store::{Stored, router_now_ms};
@@ -37,6 +43,11 @@ use tonic::Status;
 
 pub const EVENTS_STREAM: &str = "RINGRIFT_EVENTS";
 pub const DLQ_STREAM: &str = "RINGRIFT_DLQ";
+/// Deliveries that did not count as failures, per consumer and seq.
+pub const UNCOUNTED_BUCKET: &str = "ringrift_router_uncounted";
+/// How long an uncounted-deliveries key outlives its last change (an event acked or
+/// dead-lettered removes it; this bounds what a lost removal leaves).
+const UNCOUNTED_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 const EVENTS_SUBJECTS: &str = "ringrift.events.>";
 
 /// The subject of an event type.
@@ -93,6 +104,8 @@ struct Pending {
     /// When it was handed to the session, in this router's delivery order: a cumulative
     /// ack covers only what its session delivered no later than the acked event.
     order: u64,
+    /// The consumer marked it started (an in-progress ack without `queued`).
+    started: bool,
 }
 
 /// A running durable session: `stop` ends it, `done` is cancelled once it released
@@ -182,6 +195,11 @@ pub struct JetStreamBroker {
     js: jetstream::Context,
     events: stream::Stream,
     dlq: stream::Stream,
+    /// [`UNCOUNTED_BUCKET`].
+    uncounted: jetstream::kv::Store,
+    /// Sessions that marked at least one delivery started; one that never does is read as
+    /// an in-order reader, whose oldest held delivery is the one it was on.
+    marking: Mutex<std::collections::HashSet<u64>>,
     /// consumer name -> stream seq -> what this router delivered and awaits.
     held: Mutex<HashMap<String, HashMap<u64, Pending>>>,
     sessions: std::sync::atomic::AtomicU64,
@@ -235,11 +253,14 @@ impl JetStreamBroker {
             ..Default::default()
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (events, dlq) = loop {
+        let (events, dlq, uncounted) = loop {
             let r = async {
                 let e = js.get_or_create_stream(events_cfg.clone()).await?;
                 let d = js.get_or_create_stream(dlq_cfg.clone()).await?;
-                Ok::<_, async_nats::Error>((e, d))
+                let (u, _) =
+                    ringrift_nats::kv_bucket(&js, UNCOUNTED_BUCKET, replicas, UNCOUNTED_MAX_AGE)
+                        .await?;
+                Ok::<_, async_nats::Error>((e, d, u))
             }
             .await;
             match r {
@@ -257,6 +278,8 @@ impl JetStreamBroker {
             js,
             events,
             dlq,
+            uncounted,
+            marking: Mutex::new(std::collections::HashSet::new()),
             held: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicU64::new(0),
             deliveries: std::sync::atomic::AtomicU64::new(0),
@@ -286,8 +309,85 @@ impl JetStreamBroker {
                 held,
                 session,
                 order,
+                started: false,
             },
         );
+    }
+
+    fn marking(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.marking.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn uncounted_key(consumer: &str, seq: u64) -> String {
+        format!("{}.{seq}", token(consumer))
+    }
+
+    /// How many deliveries of `seq` to `consumer` did not count as failures, and the
+    /// key's revision (from the stream leader).
+    async fn uncounted(&self, consumer: &str, seq: u64) -> Result<(u32, Option<u64>), Status> {
+        let key = Self::uncounted_key(consumer, seq);
+        match self
+            .uncounted
+            .entry(&key)
+            .await
+            .map_err(|e| unavailable("uncounted deliveries", e))?
+        {
+            Some(e) if e.operation == jetstream::kv::Operation::Put => {
+                let n = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .ok_or_else(|| {
+                        Status::internal(format!("{UNCOUNTED_BUCKET} {key}: not a count"))
+                    })?;
+                Ok((n, Some(e.revision)))
+            }
+            _ => Ok((0, None)),
+        }
+    }
+
+    /// Notes one more delivery of `seq` to `consumer` that does not count as a failure.
+    async fn add_uncounted(&self, consumer: &str, seq: u64) -> Result<(), Status> {
+        let key = Self::uncounted_key(consumer, seq);
+        for _ in 0..16 {
+            let (n, rev) = self.uncounted(consumer, seq).await?;
+            let body: bytes::Bytes = (n + 1).to_string().into();
+            let done = match rev {
+                Some(rev) => self.uncounted.update(&key, body, rev).await.is_ok(),
+                None => self.uncounted.create(&key, body).await.is_ok(),
+            };
+            if done {
+                return Ok(());
+            }
+        }
+        Err(Status::unavailable(format!(
+            "{UNCOUNTED_BUCKET} {key}: keeps changing"
+        )))
+    }
+
+    /// Forgets the uncounted deliveries of a seq that left the consumer (acked or
+    /// dead-lettered); only a redelivered message can have any.
+    async fn forget_uncounted(&self, consumer: &str, m: &jetstream::Message) {
+        let Ok(info) = m.info() else { return };
+        if info.delivered <= 1 {
+            return;
+        }
+        let key = Self::uncounted_key(consumer, info.stream_sequence);
+        if let Err(e) = self.uncounted.purge(&key).await {
+            tracing::debug!(consumer, key, error = %e, "uncounted deliveries not removed");
+        }
+    }
+
+    /// The failed deliveries of a held message, its delivery included: the server's
+    /// delivery count less those that did not count. The bucket is read only when the
+    /// count could reach `max_deliver`.
+    async fn failures(&self, consumer: &str, m: &jetstream::Message) -> Result<u32, Status> {
+        let info = m.info().map_err(|e| Status::internal(e.to_string()))?;
+        let delivered = u32::try_from(info.delivered).unwrap_or(u32::MAX);
+        if delivered < self.cfg.max_deliver {
+            return Ok(delivered);
+        }
+        let (uncounted, _) = self.uncounted(consumer, info.stream_sequence).await?;
+        Ok(delivered.saturating_sub(uncounted))
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
@@ -357,6 +457,7 @@ impl JetStreamBroker {
         msg.double_ack_with(AckKind::Term)
             .await
             .map_err(|e| unavailable("terminate", e))?;
+        self.forget_uncounted(consumer, msg).await;
         self.metrics.dead_lettered.inc();
         tracing::warn!(consumer, seq, failures, reason, "event dead-lettered");
         Ok(())
@@ -400,9 +501,13 @@ impl JetStreamBroker {
         Ok(l.wire)
     }
 
-    /// Naks (a failed delivery) what session `session` of `consumer` still holds; letters
-    /// go back to DEAD.
+    /// Naks what session `session` of `consumer` still holds: a failed delivery if the
+    /// consumer had started it (a session that marked nothing started: its oldest held
+    /// event), otherwise (still queued at the consumer, or the router is stopping) one
+    /// that does not count. Letters go back to DEAD.
     async fn end_session(&self, consumer: &str, session: u64) {
+        let marked = self.marking().remove(&session);
+        let charge = !self.closing.is_cancelled();
         let mine: Vec<Pending> = {
             let mut held = self.held();
             let Some(m) = held.get_mut(consumer) else {
@@ -417,22 +522,37 @@ impl JetStreamBroker {
             seqs.sort_unstable();
             seqs.into_iter().filter_map(|s| m.remove(&s)).collect()
         };
-        for p in mine {
+        let oldest = mine
+            .iter()
+            .position(|p| matches!(p.held, Held::Msg(_)));
+        for (i, p) in mine.into_iter().enumerate() {
+            let started = p.started || (!marked && Some(i) == oldest);
             let r = match p.held {
+                Held::Msg(m) if charge && started => {
+                    match self.failures(consumer, &m).await {
+                        Ok(n) if n >= self.cfg.max_deliver => {
+                            let why = "the consumer ended holding it";
+                            self.dead_letter(consumer, &m, n, why)
+                                .await
+                                .map_err(|e| e.to_string())
+                        }
+                        Ok(_) => m
+                            .ack_with(AckKind::Nak(None))
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
                 Held::Msg(m) => {
-                    let delivered = m
-                        .info()
-                        .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
-                        .unwrap_or(0);
-                    if delivered >= self.cfg.max_deliver {
-                        let why = "the consumer ended holding it";
-                        self.dead_letter(consumer, &m, delivered, why)
+                    let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    match self.add_uncounted(consumer, seq).await {
+                        Ok(()) => m
+                            .ack_with(AckKind::Nak(None))
                             .await
-                            .map_err(|e| e.to_string())
-                    } else {
-                        m.ack_with(AckKind::Nak(None))
-                            .await
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| e.to_string()),
+                        // Not noted: left to its ack wait, which counts it (a failed
+                        // delivery too many, never a lost event).
+                        Err(e) => Err(e.to_string()),
                     }
                 }
                 Held::Letter(l) => self
@@ -463,22 +583,35 @@ impl JetStreamBroker {
             0 => self.cfg.max_ack_pending as i64,
             n => i64::from(n),
         };
-        self.events
-            .get_or_create_consumer(
-                &tok,
-                consumer::pull::Config {
-                    durable_name: Some(tok.clone()),
-                    description: Some(format!("ringrift consumer {name:?}")),
-                    deliver_policy,
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait,
-                    max_deliver: i64::from(self.cfg.max_deliver) + 1,
-                    max_ack_pending,
-                    ..Default::default()
-                },
-            )
+        let cfg = consumer::pull::Config {
+            durable_name: Some(tok.clone()),
+            description: Some(format!("ringrift consumer {name:?}")),
+            deliver_policy,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait,
+            // No cap of the server's: this router counts failures (deliveries that did
+            // not count are not failures) and dead-letters past `max_deliver`.
+            max_deliver: -1,
+            max_ack_pending,
+            ..Default::default()
+        };
+        let c: consumer::PullConsumer = self
+            .events
+            .get_or_create_consumer(&tok, cfg.clone())
             .await
-            .map_err(|e| unavailable("consumer", e))
+            .map_err(|e| unavailable("consumer", e))?;
+        if c.cached_info().config.max_deliver == -1 {
+            return Ok(c);
+        }
+        // Made by an older router with the server's cap (`max_deliver + 1`): lifted, or
+        // an event some of whose deliveries did not count would stop being delivered.
+        match self.events.create_consumer(cfg).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                tracing::warn!(consumer = %name, error = %e, "could not lift the server's delivery cap of an older consumer");
+                Ok(c)
+            }
+        }
     }
 
     async fn durable_session(
@@ -629,14 +762,19 @@ impl JetStreamBroker {
             return Ok(true);
         }
         if delivered > self.cfg.max_deliver {
-            self.dead_letter(
-                name,
-                &msg,
-                delivered - 1,
-                "ack wait expired or the consumer ended holding it",
-            )
-            .await?;
-            return Ok(true);
+            // The deliveries before this one, less those that did not count.
+            let (uncounted, _) = self.uncounted(name, seq).await?;
+            let failures = (delivered - 1).saturating_sub(uncounted);
+            if failures >= self.cfg.max_deliver {
+                self.dead_letter(
+                    name,
+                    &msg,
+                    failures,
+                    "ack wait expired or the consumer ended holding it",
+                )
+                .await?;
+                return Ok(true);
+            }
         }
         self.hold(name, seq, Held::Msg(Box::new(msg)), session);
         self.metrics.delivered.inc();
@@ -668,6 +806,7 @@ impl JetStreamBroker {
                     held: Held::Letter(l),
                     session,
                     order,
+                    started: false,
                 },
             );
         }
@@ -855,21 +994,22 @@ impl Backend for JetStreamBroker {
         Ok(rx)
     }
 
-    async fn ack(
-        &self,
-        consumer: &str,
-        seq: u64,
-        cumulative: bool,
-        in_progress: bool,
-    ) -> Result<u64, Status> {
-        if in_progress {
+    async fn ack(&self, consumer: &str, seq: u64, op: AckOp) -> Result<u64, Status> {
+        let cumulative = match op {
+            AckOp::Ack { cumulative } => cumulative,
+            AckOp::Progress { .. } => false,
+        };
+        if let AckOp::Progress { started } = op {
             let msg = {
-                let held = self.held();
-                match held
-                    .get(consumer)
-                    .and_then(|m| m.get(&seq))
-                    .map(|p| &p.held)
-                {
+                let mut held = self.held();
+                let p = held.get_mut(consumer).and_then(|m| m.get_mut(&seq));
+                if started && let Some(p) = p.as_ref() {
+                    self.marking().insert(p.session);
+                }
+                match p.map(|p| {
+                    p.started |= started;
+                    &p.held
+                }) {
                     Some(Held::Msg(m)) => Some(m.clone()),
                     Some(Held::Letter(_)) => None,
                     None => {
@@ -916,9 +1056,13 @@ impl Backend for JetStreamBroker {
         for (i, p) in taken.into_iter().enumerate() {
             match p.held {
                 Held::Msg(m) if Some(i) == last_msg => {
-                    m.double_ack().await.map_err(|e| unavailable("ack", e))?
+                    m.double_ack().await.map_err(|e| unavailable("ack", e))?;
+                    self.forget_uncounted(consumer, &m).await;
                 }
-                Held::Msg(m) => m.ack().await.map_err(|e| unavailable("ack", e))?,
+                Held::Msg(m) => {
+                    m.ack().await.map_err(|e| unavailable("ack", e))?;
+                    self.forget_uncounted(consumer, &m).await;
+                }
                 Held::Letter(l) => {
                     self.set_letter_state(l, DL_DELIVERED).await?;
                 }
@@ -943,14 +1087,11 @@ impl Backend for JetStreamBroker {
                 })
             }
             Held::Msg(m) => {
-                let delivered = m
-                    .info()
-                    .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
-                    .unwrap_or(0);
-                if delivered >= self.cfg.max_deliver {
-                    self.dead_letter(consumer, &m, delivered, reason).await?;
+                let failures = self.failures(consumer, &m).await?;
+                if failures >= self.cfg.max_deliver {
+                    self.dead_letter(consumer, &m, failures, reason).await?;
                     Ok(wire::NackResponse {
-                        failures: delivered,
+                        failures,
                         dead_lettered: true,
                     })
                 } else {
@@ -958,7 +1099,7 @@ impl Backend for JetStreamBroker {
                         .await
                         .map_err(|e| unavailable("nak", e))?;
                     Ok(wire::NackResponse {
-                        failures: delivered,
+                        failures,
                         dead_lettered: false,
                     })
                 }

@@ -246,7 +246,7 @@ impl wire::event_router_server::EventRouter for RouterService {
         let r = req.into_inner();
         let floor = self
             .broker
-            .ack(&r.consumer, r.seq, r.cumulative, r.in_progress)
+            .ack(&r.consumer, r.seq, crate::backend::AckOp::of(&r))
             .await?;
         Ok(Response::new(wire::AckResponse { ack_floor: floor }))
     }
