@@ -378,12 +378,12 @@ impl JetStreamBroker {
     }
 
     /// The failed deliveries of a held message, its delivery included: the server's
-    /// delivery count less those that did not count. The bucket is read only when the
-    /// count could reach `max_deliver`.
+    /// delivery count less those that did not count (the bucket is read only for a
+    /// message delivered before).
     async fn failures(&self, consumer: &str, m: &jetstream::Message) -> Result<u32, Status> {
         let info = m.info().map_err(|e| Status::internal(e.to_string()))?;
         let delivered = u32::try_from(info.delivered).unwrap_or(u32::MAX);
-        if delivered < self.cfg.max_deliver {
+        if delivered <= 1 {
             return Ok(delivered);
         }
         let (uncounted, _) = self.uncounted(consumer, info.stream_sequence).await?;

@@ -11,7 +11,10 @@
 //! **Delivery.** A named consumer gets every matching event after its ack floor, in seq
 //! order, at least once; after a reconnect (of it or of the router) delivery resumes
 //! after the floor. A nacked event is redelivered first; after `max_deliver` (5) failures
-//! it goes to the dead-letter queue and the consumer moves on. An unnamed subscriber is
+//! it goes to the dead-letter queue and the consumer moves on. A failure is a nack, an
+//! expired ack wait, or a session that ended holding an event the consumer had started;
+//! an event still queued at a consumer that stopped, or held when the router stops, is
+//! delivered again without a failure counted. An unnamed subscriber is
 //! ephemeral: no acks, no resume.
 //!
 //! **Slow consumers.** Each subscriber has its own task and a bounded buffer
