@@ -713,3 +713,85 @@ fn a_router_that_refuses_the_launcher_is_not_killed_as_hung() {
         .count();
     assert_eq!(lines, 1, "logged once while it retries:\n{log}");
 }
+
+/// A daemon whose subscription the router refuses (issue 28, point 4; here an invalid
+/// consumer: its node-scoped name is longer than the router's 200 characters, while its
+/// publishes, heartbeats included, are accepted) is not left running deaf: it retries,
+/// reports DEGRADED naming the router's reason, and exits 1 after
+/// `subscribe_refused_exit_s`, so the launcher restarts it (and would show it FAILED past
+/// `max_restarts`). Before: RUNNING and healthy, subscribing again every second forever.
+#[test]
+fn a_daemon_whose_subscription_is_refused_degrades_then_exits() {
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("ringrift.toml"),
+        "heartbeat_interval_s = 0.1\n[event_router]\nlisten = \"127.0.0.1:0\"\n\
+         [test_daemon]\nsubscribe = [\"EXTERNAL\"]\nscope = \"node\"\n\
+         subscribe_refused_exit_s = 3\n",
+    )
+    .unwrap();
+    let node = "n".repeat(250);
+    // Registered as `test_daemon`, the name its heartbeats carry (their node is not this
+    // machine's, so the launcher matches them by name and pid).
+    let reg = format!(
+        "[[daemon]]\nname = \"event_router\"\ncategory = \"event\"\nimplemented = true\n\n\
+        [[daemon]]\nname = \"test_daemon\"\ncategory = \"test\"\nbinary = \"ringrift-test-daemon\"\n\
+        implemented = true\nhealth_check_interval_s = 30\nargs = [\"--set\", \
+        \"test_daemon.instance=refused\", \"--set\", \"test_daemon.cycle_interval_s=0.05\", \
+        \"--set\", \"node={node}\"]\n\n"
+    );
+    let _l = start_launcher(
+        &home,
+        &reg,
+        &[
+            "--daemon",
+            "test_daemon",
+            "--set",
+            "launcher.stop_grace_s=0.5",
+            "--set",
+            "launcher.backoff_base_s=0.1",
+        ],
+    );
+    let d = wait_for(
+        "test_daemon DEGRADED with the router's reason",
+        Duration::from_secs(30),
+        || {
+            let s = status(&home);
+            let d = daemon(&s, "test_daemon").clone();
+            (d["state"] == "READY" && d["health"]["status"] == "DEGRADED").then_some(d)
+        },
+    );
+    let pid = d["pid"].as_u64().unwrap();
+    let why = d["health"]["details"]["subscribe_refused"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("InvalidArgument") && why.contains("consumer name"),
+        "{d}"
+    );
+    assert!(
+        d["health"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refuses the event subscription"),
+        "{d}"
+    );
+    let d = wait_for(
+        "test_daemon exited and restarted",
+        Duration::from_secs(30),
+        || {
+            let s = status(&home);
+            let d = daemon(&s, "test_daemon").clone();
+            (d["restarts"].as_u64() >= Some(1) && d["pid"].as_u64() != Some(pid)).then_some(d)
+        },
+    );
+    assert_eq!(
+        d["last_exit"], "exit 1",
+        "exits 1 (a crash, restarted), not 64: {d}"
+    );
+    let log = std::fs::read_to_string(home.path().join("logs/test_daemon.log")).unwrap();
+    assert!(
+        log.contains("subscribe_refused_exit_s = 3"),
+        "the exit says why:\n{log}"
+    );
+}

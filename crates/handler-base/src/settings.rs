@@ -33,6 +33,8 @@ pub const LIFECYCLE_KEYS: &[&str] = &[
     "ack_wait_s",
     "max_ack_pending",
     "stuck_after_s",
+    "degraded_after_failures",
+    "subscribe_refused_exit_s",
     "scope",
 ];
 
