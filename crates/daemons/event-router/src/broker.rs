@@ -717,8 +717,38 @@ impl Broker {
 
     /// Records failed deliveries decided under the lock: counts persisted, dead ones
     /// moved to the dead-letter queue (the floor then passes them), sent dead letters
-    /// returned to DEAD.
+    /// returned to DEAD. If the dead letters cannot be written (a full disk), their seqs
+    /// wait again with an ack deadline (`ack_wait`, at least 1 s), at which the next
+    /// failure decides again, so the write is retried and the floor is not held for
+    /// good (before, they stayed `dying`, holding the floor until the router restarted).
     async fn settle(
+        &self,
+        c: &Consumer,
+        failed: Vec<Failed>,
+        letters: Vec<u64>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let dying: Vec<u64> = failed
+            .iter()
+            .filter_map(|f| match f {
+                Failed::Dead(seq, _) => Some(*seq),
+                Failed::Retry(..) => None,
+            })
+            .collect();
+        let r = self.settle_once(c, failed, letters, reason).await;
+        if r.is_err() && !dying.is_empty() {
+            let mut st = c.lock();
+            let retry = Instant::now() + st.ack_wait.max(Duration::from_secs(1));
+            for seq in dying {
+                if st.dying.remove(&seq) {
+                    st.pending.insert(seq, retry);
+                }
+            }
+        }
+        r
+    }
+
+    async fn settle_once(
         &self,
         c: &Consumer,
         failed: Vec<Failed>,
