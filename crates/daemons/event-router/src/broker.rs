@@ -7,10 +7,11 @@
 
 use crate::RouterConfig;
 use crate::metrics::Metrics;
+use crate::recent::Recent;
 use crate::store::{AckRecord, Store, StoreError, Stored, router_now_ms};
 use prost::Message;
 use ringrift_proto::{Event, wire};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
@@ -195,7 +196,7 @@ fn matches(f: &Filter, t: i32) -> bool {
 pub struct Broker {
     pub cfg: RouterConfig,
     pub store: Store,
-    cache: Arc<RwLock<VecDeque<Arc<wire::Event>>>>,
+    cache: Arc<RwLock<Recent>>,
     head: watch::Sender<u64>,
     consumers: Mutex<HashMap<String, Arc<Consumer>>>,
     pub metrics: Metrics,
@@ -204,20 +205,13 @@ pub struct Broker {
 }
 
 /// The commit hook the store calls: append to the cache, then publish the new head.
-pub fn commit_hook(
-    cache: Arc<RwLock<VecDeque<Arc<wire::Event>>>>,
-    head: watch::Sender<u64>,
-    cap: usize,
-) -> crate::store::OnCommit {
+pub fn commit_hook(cache: Arc<RwLock<Recent>>, head: watch::Sender<u64>) -> crate::store::OnCommit {
     Box::new(move |events| {
         let last = events.last().map(|e| e.seq);
-        {
-            let mut c = cache.write().unwrap_or_else(|p| p.into_inner());
-            c.extend(events);
-            while c.len() > cap {
-                c.pop_front();
-            }
-        }
+        cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(events);
         if let Some(last) = last {
             head.send_replace(last);
         }
@@ -229,7 +223,7 @@ impl Broker {
         cfg: RouterConfig,
         store: Store,
         loaded: crate::store::Loaded,
-        cache: Arc<RwLock<VecDeque<Arc<wire::Event>>>>,
+        cache: Arc<RwLock<Recent>>,
         head: watch::Sender<u64>,
         metrics: Metrics,
     ) -> Arc<Broker> {
