@@ -4,8 +4,7 @@ use crate::lifecycle::{LifecycleConfig, registry_defaults};
 use crate::liveness::{Liveness, Pulse};
 use crate::publish::{Publish, Recorded};
 use crate::{
-    CommonArgs, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus, Settings,
-    is_config_error, settings,
+    CommonArgs, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus, Settings, settings,
 };
 use clap::{CommandFactory, FromArgMatches};
 use ringrift_proto::{Event, EventType, wire};
@@ -257,8 +256,14 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
     .map_err(|e| fail(e.to_string()))?;
     let lifecycle = LifecycleConfig::load(&settings, info.name).map_err(|e| fail(e.to_string()))?;
     init_tracing(&settings);
-    std::fs::create_dir_all(&home)
-        .map_err(|e| fail(format!("create home {}: {e}", home.display())))?;
+    std::fs::create_dir_all(&home).map_err(|e| {
+        eprintln!(
+            "ringrift-{}: cannot create the home directory {}: {e}",
+            info.name.replace('_', "-"),
+            home.display()
+        );
+        ExitCode::from(crate::EXIT_IO)
+    })?;
     let node = settings.node_name();
     Ok(Boot {
         args,
@@ -405,14 +410,11 @@ pub fn daemon_main(info: DaemonInfo, factory: Factory) -> ExitCode {
     rt.block_on(run_daemon(info, factory, b, router_addr))
 }
 
-/// Exit code for a failed start: 64 for (a chain holding) a [`ConfigError`], else 1.
+/// Exit code for a failed start: see [`crate::start_exit_code`] (64 configuration, 74
+/// I/O, else 1).
 fn start_failed(e: &anyhow::Error, what: &str) -> ExitCode {
     tracing::error!(error = format!("{e:#}"), "{what}");
-    if is_config_error(e) {
-        ExitCode::from(EXIT_CONFIG)
-    } else {
-        ExitCode::FAILURE
-    }
+    ExitCode::from(crate::start_exit_code(e))
 }
 
 async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: String) -> ExitCode {

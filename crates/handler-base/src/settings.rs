@@ -20,6 +20,11 @@ pub enum ConfigError {
     /// A value that parses but is out of range (see [`crate::ensure_config`]).
     #[error("{0}")]
     Invalid(String),
+    /// Configuration that could not be read or a directory that could not be made (a
+    /// disk or permission failure, not bad configuration): exit 74 (EX_IOERR), which a
+    /// supervisor restarts, never 64. `what` says what failed, e.g. `read /x/cluster.toml`.
+    #[error("{what}: {error}")]
+    Io { what: String, error: String },
 }
 
 /// Keys of a daemon's section that handler-base reads itself (see

@@ -49,11 +49,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringrift-launcher: {e:#}");
-            if e.downcast_ref::<handler_base::ConfigError>().is_some() {
-                ExitCode::from(handler_base::EXIT_CONFIG)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(handler_base::start_exit_code(&e))
         }
     }
 }
@@ -152,7 +148,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     if args.cluster {
         let node = settings.node_name();
         let cluster = ringrift_cluster::ClusterConfig::load(&home, &node)
-            .map_err(|e| usage(e.to_string()))?;
+            .map_err(handler_base::ConfigError::from)?;
         let rows = cluster_status::collect(&cluster, bearer.clone()).await;
         if args.json {
             println!(
@@ -274,7 +270,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
         .any(|p| ["evaluation", "unified_promotion"].contains(&p.spec.name.as_str()))
     {
         let cluster = ringrift_cluster::ClusterConfig::load(&home, &node)
-            .map_err(|e| usage(e.to_string()))?;
+            .map_err(handler_base::ConfigError::from)?;
         if let Some(e) = cluster.events_cannot_reach_leader() {
             bail!(usage(e.to_string()));
         }
@@ -430,8 +426,10 @@ async fn supervise_all(
     }
     handler_base::auth::check_listen("launcher.control", &cfg.control, token.as_ref(), &tls)
         .map_err(|e| usage(e.to_string()))?;
-    std::fs::create_dir_all(home.join("run"))
-        .with_context(|| format!("create {}", home.display()))?;
+    std::fs::create_dir_all(home.join("run")).map_err(|e| handler_base::ConfigError::Io {
+        what: format!("create {}", home.join("run").display()),
+        error: e.to_string(),
+    })?;
     let listener = tokio::net::TcpListener::bind(&cfg.control)
         .await
         .map_err(|e| {

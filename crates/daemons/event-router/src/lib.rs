@@ -174,7 +174,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let tls = handler_base::tls::Tls::load(&ctx.settings)?;
     handler_base::auth::check_listen("event_router.listen", &cfg.listen, token.as_ref(), &tls)?;
     let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        .map_err(handler_base::ConfigError::from)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
