@@ -209,3 +209,50 @@ fn a_home_or_cluster_toml_that_cannot_be_read_exits_74() {
     );
 }
 
+/// `inf`, NaN or an overflowing number in any duration setting exits 64 naming the key
+/// (issue 28, point 5): one check in `Settings::section` covers every daemon's settings
+/// struct. Before, several passed their own checks (`> 0` holds for `inf`) and panicked
+/// later in `Duration::from_secs_f64`, a crash the supervisor restarted forever.
+#[test]
+fn a_non_finite_duration_setting_exits_64_naming_the_key() {
+    for (binary, toml, key) in [
+        (
+            "ringrift-replication-monitor",
+            "[replication_monitor]\nsettle_s = 1e300",
+            "replication_monitor.settle_s",
+        ),
+        (
+            "ringrift-maintenance",
+            "[maintenance]\nlog_max_age_days = inf",
+            "maintenance.log_max_age_days",
+        ),
+        (
+            "ringrift-event-router",
+            "[event_router]\nlisten = \"127.0.0.1:0\"\nretention_interval_s = inf",
+            "event_router.retention_interval_s",
+        ),
+        (
+            "ringrift-tournament-daemon",
+            "[tournament_daemon]\nleader_poll_s = nan",
+            "tournament_daemon.leader_poll_s",
+        ),
+        (
+            "ringrift-evaluation",
+            "[evaluation]\ntimeout_s = inf",
+            "evaluation.timeout_s",
+        ),
+    ] {
+        let home = Home::new();
+        std::fs::write(home.path().join("ringrift.toml"), toml).unwrap();
+        let mut d = home.spawn(binary, &["--router", "127.0.0.1:1"]);
+        let st = wait_for("exit on a bad duration", Duration::from_secs(20), || {
+            d.try_exit()
+        });
+        let log = home.log(binary);
+        assert_eq!(st.code(), Some(64), "{toml}: {log}");
+        assert!(
+            log.contains(key) && !log.contains("panicked"),
+            "{toml}: {log}"
+        );
+    }
+}

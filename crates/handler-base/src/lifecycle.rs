@@ -82,12 +82,13 @@ fn seconds(
     let Some((k, v)) = lookup::<f64>(s, name, key, top)? else {
         return Ok(None);
     };
-    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+    let d = crate::settings::duration(&k, v)?;
+    if d.is_zero() {
         return Err(ConfigError::Invalid(format!(
             "{k} = {v}: must be a positive number of seconds"
         )));
     }
-    Ok(Some(Duration::from_secs_f64(v)))
+    Ok(Some(d))
 }
 
 fn count(s: &Settings, name: &str, key: &str, max: i64, default: i64) -> Result<i64, ConfigError> {
