@@ -795,3 +795,39 @@ fn a_daemon_whose_subscription_is_refused_degrades_then_exits() {
         "the exit says why:\n{log}"
     );
 }
+
+/// `heartbeat_interval_s` at or past the launcher's stale-heartbeat bound (3 ×
+/// `health_check_interval_s`, 90 s by default) is refused before anything starts, exit 64
+/// naming both numbers (issue 28, point 5); before, the launcher ran the daemons and
+/// killed each as hung at every bound.
+#[test]
+fn a_heartbeat_interval_past_the_stale_bound_is_refused() {
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("ringrift.toml"),
+        "heartbeat_interval_s = 95\n[event_router]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let reg = home.path().join("registry.toml");
+    std::fs::write(&reg, routed_registry("slow", 30.0)).unwrap();
+    let mut l = home.spawn(
+        "ringrift-launcher",
+        &[
+            "--registry",
+            reg.to_str().unwrap(),
+            "--control",
+            "127.0.0.1:0",
+            "--daemon",
+            "slow",
+        ],
+    );
+    let st = wait_for("the launcher exits", Duration::from_secs(20), || {
+        l.try_exit()
+    });
+    let log = home.log("ringrift-launcher");
+    assert_eq!(st.code(), Some(64), "{log}");
+    assert!(
+        log.contains("heartbeat_interval_s = 95") && log.contains("bound of 90 s"),
+        "{log}"
+    );
+}

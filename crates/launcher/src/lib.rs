@@ -261,6 +261,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
+    check_heartbeats(&plan, &settings)?;
     let node = settings.node_name();
     // A cluster whose loop cannot work on its event backend is refused here, before any
     // daemon starts, not discovered as a loop that never promotes (the two daemons it
@@ -276,6 +277,29 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
         }
     }
     supervise_all(args, cfg, home, node, token, tls, plan).await
+}
+
+/// A daemon whose heartbeat interval is not below the launcher's stale-heartbeat bound
+/// (3 × its registry `health_check_interval_s`, 90 s by default) would be killed as hung
+/// again and again: refused before anything starts, naming both numbers (exit 64).
+fn check_heartbeats(plan: &[Planned], settings: &Settings) -> anyhow::Result<()> {
+    for p in plan {
+        let hci = p.spec.health_check_interval_s;
+        if !(hci > 0.0) {
+            continue;
+        }
+        let every = handler_base::lifecycle::heartbeat_interval(settings, &p.spec.name)
+            .map_err(|e| usage(e.to_string()))?
+            .as_secs_f64();
+        let bound = 3.0 * hci;
+        if every >= bound {
+            bail!(usage(format!(
+                "{}: heartbeat_interval_s = {every} is not below the launcher's stale-heartbeat bound of {bound} s (3 × health_check_interval_s = {hci} of its registry entry): the launcher would kill it as hung; lower heartbeat_interval_s",
+                p.spec.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Which daemons run, in dependency order, with their binaries and arguments; warnings;
