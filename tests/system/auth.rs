@@ -101,6 +101,18 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     assert_eq!(http_codes(&health, "/metrics").await, vec![401, 401, 200]);
     assert_eq!(http_codes(&health, "/health").await, vec![200, 200, 200]);
     assert_eq!(http_codes(&control, "/health").await, vec![200, 200, 200]);
+    // The open /health is a status code and a word; the table is /status, behind the
+    // token (issue 28, point 5: /health served the table with error text to anyone).
+    let (_, open) = http_get_with(&control, "/health", None).await.unwrap();
+    assert_eq!(open.trim(), "ok", "{open}");
+    assert_eq!(http_codes(&control, "/status").await, vec![401, 401, 200]);
+    let (_, table) = http_get_with(&control, "/status", Some(TOKEN))
+        .await
+        .unwrap();
+    assert!(
+        table.contains("\"daemons\"") && table.contains("health_server"),
+        "{table}"
+    );
     let mut codes = Vec::new();
     for t in [None, Some("wrong"), Some(TOKEN)] {
         let ch = router_client::endpoint(&control)
@@ -143,7 +155,9 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     let (_, health_status) = http_get_with(&health, "/status", Some(TOKEN))
         .await
         .unwrap();
-    let (_, launcher_health) = http_get_with(&control, "/health", None).await.unwrap();
+    let (_, launcher_health) = http_get_with(&control, "/status", Some(TOKEN))
+        .await
+        .unwrap();
     let mut c = router_client::connect_with(router_addr.trim(), bearer(Some(TOKEN)))
         .await
         .unwrap();
@@ -183,7 +197,7 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     assert!(logs.contains("health server listening"), "logs were read");
     for (what, text) in [
         ("health /status", &health_status),
-        ("launcher /health", &launcher_health),
+        ("launcher /status", &launcher_health),
         ("--status", &status),
         ("logs", &logs),
         ("events", &seen),
