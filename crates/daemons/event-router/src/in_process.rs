@@ -53,16 +53,23 @@ mod tests {
     use super::*;
     use ringrift_proto::wire;
 
-    #[tokio::test]
-    async fn serves_publish_and_stats_in_process() {
-        let home = tempfile::tempdir().unwrap();
-        let r = InProcess::start(home.path()).await.unwrap();
+    /// A plain gRPC client of the in-process router `r`.
+    async fn client(
+        r: &InProcess,
+    ) -> wire::event_router_client::EventRouterClient<tonic::transport::Channel> {
         let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", r.addr))
             .unwrap()
             .connect()
             .await
             .unwrap();
-        let mut c = wire::event_router_client::EventRouterClient::new(ch);
+        wire::event_router_client::EventRouterClient::new(ch)
+    }
+
+    #[tokio::test]
+    async fn serves_publish_and_stats_in_process() {
+        let home = tempfile::tempdir().unwrap();
+        let r = InProcess::start(home.path()).await.unwrap();
+        let mut c = client(&r).await;
         let ev = wire::Event {
             id: "in-process-1".into(),
             r#type: wire::EventType::External as i32,
@@ -88,12 +95,7 @@ mod tests {
     async fn a_failed_dead_letter_write_is_retried_and_frees_the_floor() {
         let home = tempfile::tempdir().unwrap();
         let r = InProcess::start(home.path()).await.unwrap();
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", r.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut c = wire::event_router_client::EventRouterClient::new(ch);
+        let mut c = client(&r).await;
         for id in ["poison", "fine"] {
             c.publish(wire::Event {
                 id: id.into(),
