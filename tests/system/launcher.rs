@@ -831,3 +831,71 @@ fn a_heartbeat_interval_past_the_stale_bound_is_refused() {
         "{log}"
     );
 }
+
+/// A closed stdout does not stop the launcher's log pump (issue 28, point 5): the
+/// console write fails (EPIPE) off the runtime, and the daemon's lines keep reaching its
+/// log file. Before, `println!` in the pump panicked on the first line, the pump task
+/// ended and the child's output was no longer read.
+#[test]
+fn a_closed_stdout_does_not_stop_the_log_pump() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Stdio;
+    let home = Home::new();
+    let script = home.path().join("talker.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ni=0\nwhile :; do echo \"tick $i\"; i=$((i+1)); sleep 0.01; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let reg = home.path().join("registry.toml");
+    std::fs::write(
+        &reg,
+        format!(
+            "[[daemon]]\nname = \"talker\"\ncategory = \"test\"\nbinary = \"{}\"\nstandalone = true\nimplemented = true\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let stderr =
+        std::fs::File::create(home.path().join("test-logs/ringrift-launcher.log")).unwrap();
+    let child = Command::new(bin("ringrift-launcher"))
+        .arg("--home")
+        .arg(home.path())
+        .arg("--registry")
+        .arg(&reg)
+        .args(["--control", "127.0.0.1:0", "--daemon", "talker"])
+        .env_remove("RINGRIFT_HOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    /// Kills the launcher (and so its children) however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut l = Kill(child);
+    // The read end closed: every write to the launcher's stdout fails.
+    drop(l.0.stdout.take());
+    let log = home.path().join("logs/talker.log");
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    wait_for("talker's lines logged", Duration::from_secs(30), || {
+        (lines() >= 50).then_some(())
+    });
+    let first = lines();
+    wait_for("the pump goes on", Duration::from_secs(30), || {
+        (lines() >= first + 100).then_some(())
+    });
+    assert!(l.0.try_wait().unwrap().is_none(), "the launcher runs on");
+    let err = home.log("ringrift-launcher");
+    assert!(!err.contains("panicked"), "{err}");
+}
