@@ -1,5 +1,5 @@
 //! The shared token: every listener (router gRPC and /metrics, launcher control API,
-//! health server) refuses calls without it, serves them with it, keeps /health and
+//! health server, cluster monitor, peer API) refuses calls without it, serves them with it, keeps /health and
 //! /ready open, refuses a non-loopback listener without one, and never shows it.
 
 use ringrift_proto::wire::{self, supervisor_client::SupervisorClient};
@@ -50,27 +50,45 @@ async fn the_router_needs_the_token_except_for_health() {
 
 #[test]
 fn a_non_loopback_listener_without_a_token_is_a_config_error() {
+    // Every one of the six listeners (issue 28, point 5: the test covered two).
     let home = Home::new();
-    let mut p = home.spawn(
-        "ringrift-event-router",
-        &["--set", "event_router.listen=0.0.0.0:0"],
-    );
-    let st = wait_for("router exit", Duration::from_secs(20), || p.try_exit());
-    assert_eq!(st.code(), Some(64), "{}", home.log("ringrift-event-router"));
-    assert!(home.log("ringrift-event-router").contains("auth"));
-    let mut h = home.spawn(
-        "ringrift-health-server",
-        &[
-            "--router",
-            "127.0.0.1:1",
-            "--set",
-            "health_server.listen=0.0.0.0:0",
-        ],
-    );
-    let st = wait_for("health server exit", Duration::from_secs(20), || {
-        h.try_exit()
-    });
-    assert_eq!(st.code(), Some(64));
+    let reg = home.path().join("registry.toml");
+    std::fs::write(
+        &reg,
+        "[[daemon]]\nname = \"t\"\ncategory = \"test\"\nbinary = \"ringrift-test-daemon\"\nstandalone = true\nimplemented = true\n",
+    )
+    .unwrap();
+    let reg = reg.to_str().unwrap().to_owned();
+    for (binary, key, args) in [
+        ("ringrift-event-router", "event_router.listen", vec![]),
+        ("ringrift-health-server", "health_server.listen", vec![]),
+        ("ringrift-cluster-monitor", "cluster_monitor.listen", vec![]),
+        ("ringrift-data-server", "data_server.listen", vec![]),
+        ("ringrift-p2p-backend", "p2p_backend.listen", vec![]),
+        (
+            "ringrift-launcher",
+            "launcher.control",
+            vec!["--registry", reg.as_str(), "--daemon", "t"],
+        ),
+    ] {
+        let home = Home::new();
+        let set = format!("{key}=0.0.0.0:0");
+        let mut all = vec!["--set", set.as_str()];
+        if binary != "ringrift-launcher" {
+            all.extend(["--router", "127.0.0.1:1"]);
+        }
+        all.extend(args);
+        let mut p = home.spawn(binary, &all);
+        let st = wait_for(&format!("{binary} exits"), Duration::from_secs(20), || {
+            p.try_exit()
+        });
+        let log = home.log(binary);
+        assert_eq!(st.code(), Some(64), "{binary}: {log}");
+        assert!(
+            log.contains(key) && log.contains("token"),
+            "{binary}: {log}"
+        );
+    }
     // With a token (and the token allowed in clear: see tls.rs for TLS) the same
     // listener is allowed.
     let home = Home::with_token(TOKEN, "[tls]\nallow_plaintext = true\n");
@@ -101,6 +119,48 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     assert_eq!(http_codes(&health, "/metrics").await, vec![401, 401, 200]);
     assert_eq!(http_codes(&health, "/health").await, vec![200, 200, 200]);
     assert_eq!(http_codes(&control, "/health").await, vec![200, 200, 200]);
+    // The open /health is a status code and a word; the table is /status, behind the
+    // token (issue 28, point 5: /health served the table with error text to anyone).
+    let (_, open) = http_get_with(&control, "/health", None).await.unwrap();
+    assert_eq!(open.trim(), "ok", "{open}");
+    assert_eq!(http_codes(&control, "/status").await, vec![401, 401, 200]);
+    let (_, table) = http_get_with(&control, "/status", Some(TOKEN))
+        .await
+        .unwrap();
+    assert!(
+        table.contains("\"daemons\"") && table.contains("health_server"),
+        "{table}"
+    );
+    // The cluster monitor and the peer API (issue 28, point 5: untested until now).
+    let monitor = home.wait_addr("cluster_monitor", &mut l);
+    let p2p = home.wait_addr("p2p_backend", &mut l);
+    assert_eq!(http_codes(&monitor, "/status").await, vec![401, 401, 200]);
+    assert_eq!(http_codes(&monitor, "/health").await, vec![200, 200, 200]);
+    assert_eq!(http_codes(&p2p, "/health").await, vec![200, 200, 200]);
+    let p2p_status = http_codes(&p2p, "/status").await;
+    assert_eq!(p2p_status[..2], [401, 401], "{p2p_status:?}");
+    assert_ne!(p2p_status[2], 401, "{p2p_status:?}");
+    let mut peer = Vec::new();
+    for t in [None, Some("wrong"), Some(TOKEN)] {
+        let ch = router_client::endpoint(&p2p)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = wire::p2p_client::P2pClient::with_interceptor(ch, bearer(t));
+        peer.push(
+            c.node_info(wire::NodeInfoRequest {})
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code()),
+        );
+    }
+    assert_eq!(
+        peer[..2],
+        [Err(Code::Unauthenticated), Err(Code::Unauthenticated)],
+        "{peer:?}"
+    );
+    assert_ne!(peer[2], Err(Code::Unauthenticated), "{peer:?}");
     let mut codes = Vec::new();
     for t in [None, Some("wrong"), Some(TOKEN)] {
         let ch = router_client::endpoint(&control)
@@ -143,7 +203,9 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     let (_, health_status) = http_get_with(&health, "/status", Some(TOKEN))
         .await
         .unwrap();
-    let (_, launcher_health) = http_get_with(&control, "/health", None).await.unwrap();
+    let (_, launcher_health) = http_get_with(&control, "/status", Some(TOKEN))
+        .await
+        .unwrap();
     let mut c = router_client::connect_with(router_addr.trim(), bearer(Some(TOKEN)))
         .await
         .unwrap();
@@ -183,7 +245,7 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     assert!(logs.contains("health server listening"), "logs were read");
     for (what, text) in [
         ("health /status", &health_status),
-        ("launcher /health", &launcher_health),
+        ("launcher /status", &launcher_health),
         ("--status", &status),
         ("logs", &logs),
         ("events", &seen),

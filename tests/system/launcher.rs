@@ -713,3 +713,189 @@ fn a_router_that_refuses_the_launcher_is_not_killed_as_hung() {
         .count();
     assert_eq!(lines, 1, "logged once while it retries:\n{log}");
 }
+
+/// A daemon whose subscription the router refuses (issue 28, point 4; here an invalid
+/// consumer: its node-scoped name is longer than the router's 200 characters, while its
+/// publishes, heartbeats included, are accepted) is not left running deaf: it retries,
+/// reports DEGRADED naming the router's reason, and exits 1 after
+/// `subscribe_refused_exit_s`, so the launcher restarts it (and would show it FAILED past
+/// `max_restarts`). Before: RUNNING and healthy, subscribing again every second forever.
+#[test]
+fn a_daemon_whose_subscription_is_refused_degrades_then_exits() {
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("ringrift.toml"),
+        "heartbeat_interval_s = 0.1\n[event_router]\nlisten = \"127.0.0.1:0\"\n\
+         [test_daemon]\nsubscribe = [\"EXTERNAL\"]\nscope = \"node\"\n\
+         subscribe_refused_exit_s = 3\n",
+    )
+    .unwrap();
+    let node = "n".repeat(250);
+    // Registered as `test_daemon`, the name its heartbeats carry (their node is not this
+    // machine's, so the launcher matches them by name and pid).
+    let reg = format!(
+        "[[daemon]]\nname = \"event_router\"\ncategory = \"event\"\nimplemented = true\n\n\
+        [[daemon]]\nname = \"test_daemon\"\ncategory = \"test\"\nbinary = \"ringrift-test-daemon\"\n\
+        implemented = true\nhealth_check_interval_s = 30\nargs = [\"--set\", \
+        \"test_daemon.instance=refused\", \"--set\", \"test_daemon.cycle_interval_s=0.05\", \
+        \"--set\", \"node={node}\"]\n\n"
+    );
+    let _l = start_launcher(
+        &home,
+        &reg,
+        &[
+            "--daemon",
+            "test_daemon",
+            "--set",
+            "launcher.stop_grace_s=0.5",
+            "--set",
+            "launcher.backoff_base_s=0.1",
+        ],
+    );
+    let d = wait_for(
+        "test_daemon DEGRADED with the router's reason",
+        Duration::from_secs(30),
+        || {
+            let s = status(&home);
+            let d = daemon(&s, "test_daemon").clone();
+            (d["state"] == "READY" && d["health"]["status"] == "DEGRADED").then_some(d)
+        },
+    );
+    let pid = d["pid"].as_u64().unwrap();
+    let why = d["health"]["details"]["subscribe_refused"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("InvalidArgument") && why.contains("consumer name"),
+        "{d}"
+    );
+    assert!(
+        d["health"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refuses the event subscription"),
+        "{d}"
+    );
+    let d = wait_for(
+        "test_daemon exited and restarted",
+        Duration::from_secs(30),
+        || {
+            let s = status(&home);
+            let d = daemon(&s, "test_daemon").clone();
+            (d["restarts"].as_u64() >= Some(1) && d["pid"].as_u64() != Some(pid)).then_some(d)
+        },
+    );
+    assert_eq!(
+        d["last_exit"], "exit 1",
+        "exits 1 (a crash, restarted), not 64: {d}"
+    );
+    let log = std::fs::read_to_string(home.path().join("logs/test_daemon.log")).unwrap();
+    assert!(
+        log.contains("subscribe_refused_exit_s = 3"),
+        "the exit says why:\n{log}"
+    );
+}
+
+/// `heartbeat_interval_s` at or past the launcher's stale-heartbeat bound (3 ×
+/// `health_check_interval_s`, 90 s by default) is refused before anything starts, exit 64
+/// naming both numbers (issue 28, point 5); before, the launcher ran the daemons and
+/// killed each as hung at every bound.
+#[test]
+fn a_heartbeat_interval_past_the_stale_bound_is_refused() {
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("ringrift.toml"),
+        "heartbeat_interval_s = 95\n[event_router]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let reg = home.path().join("registry.toml");
+    std::fs::write(&reg, routed_registry("slow", 30.0)).unwrap();
+    let mut l = home.spawn(
+        "ringrift-launcher",
+        &[
+            "--registry",
+            reg.to_str().unwrap(),
+            "--control",
+            "127.0.0.1:0",
+            "--daemon",
+            "slow",
+        ],
+    );
+    let st = wait_for("the launcher exits", Duration::from_secs(20), || {
+        l.try_exit()
+    });
+    let log = home.log("ringrift-launcher");
+    assert_eq!(st.code(), Some(64), "{log}");
+    assert!(
+        log.contains("heartbeat_interval_s = 95") && log.contains("bound of 90 s"),
+        "{log}"
+    );
+}
+
+/// A closed stdout does not stop the launcher's log pump (issue 28, point 5): the
+/// console write fails (EPIPE) off the runtime, and the daemon's lines keep reaching its
+/// log file. Before, `println!` in the pump panicked on the first line, the pump task
+/// ended and the child's output was no longer read.
+#[test]
+fn a_closed_stdout_does_not_stop_the_log_pump() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Stdio;
+    let home = Home::new();
+    let script = home.path().join("talker.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ni=0\nwhile :; do echo \"tick $i\"; i=$((i+1)); sleep 0.01; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let reg = home.path().join("registry.toml");
+    std::fs::write(
+        &reg,
+        format!(
+            "[[daemon]]\nname = \"talker\"\ncategory = \"test\"\nbinary = \"{}\"\nstandalone = true\nimplemented = true\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let stderr =
+        std::fs::File::create(home.path().join("test-logs/ringrift-launcher.log")).unwrap();
+    let child = Command::new(bin("ringrift-launcher"))
+        .arg("--home")
+        .arg(home.path())
+        .arg("--registry")
+        .arg(&reg)
+        .args(["--control", "127.0.0.1:0", "--daemon", "talker"])
+        .env_remove("RINGRIFT_HOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    /// Kills the launcher (and so its children) however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut l = Kill(child);
+    // The read end closed: every write to the launcher's stdout fails.
+    drop(l.0.stdout.take());
+    let log = home.path().join("logs/talker.log");
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    wait_for("talker's lines logged", Duration::from_secs(30), || {
+        (lines() >= 50).then_some(())
+    });
+    let first = lines();
+    wait_for("the pump goes on", Duration::from_secs(30), || {
+        (lines() >= first + 100).then_some(())
+    });
+    assert!(l.0.try_wait().unwrap().is_none(), "the launcher runs on");
+    let err = home.log("ringrift-launcher");
+    assert!(!err.contains("panicked"), "{err}");
+}

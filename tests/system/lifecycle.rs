@@ -102,13 +102,41 @@ async fn a_failed_handler_runs_again_and_a_hopeless_event_is_dead_lettered_then_
     .await;
     assert_eq!(letter.failures, 3, "{letter:?}");
     assert_eq!(handles(&home, "poison"), 3, "handled once per delivery");
-    c.retry_dead_letter(wire::RetryDeadLetterRequest { id: letter.id })
-        .await
-        .unwrap();
-    wait_for(
-        "the retried letter handled again",
-        Duration::from_secs(20),
-        || (handles(&home, "poison") >= 4).then_some(()),
+    // The dlq_retry daemon retries it with backoff (0.2 s · 2^n here) until it gives up
+    // after its 5 retries; each retry is one more handling that fails.
+    let _retry = home.spawn(
+        "ringrift-dlq-retry",
+        &[
+            "--router",
+            &addr,
+            "--set",
+            "dlq_retry.cycle_interval_s=0.2",
+            "--set",
+            "dlq_retry.base_delay_s=0.2",
+        ],
+    );
+    let given_up = wait_for_async(
+        "dlq_retry retried the letter 5 times, then gave up",
+        Duration::from_secs(60),
+        || {
+            let mut c = c.clone();
+            async move {
+                let req = wire::ListDeadLettersRequest {
+                    include_resolved: true,
+                    ..Default::default()
+                };
+                let ls = c.list_dead_letters(req).await.ok()?.into_inner().letters;
+                ls.into_iter()
+                    .find(|l| l.id == letter.id && l.state == wire::DeadLetterState::GivenUp as i32)
+            }
+        },
+    )
+    .await;
+    assert_eq!(given_up.retries, 5, "{given_up:?}");
+    assert_eq!(
+        handles(&home, "poison"),
+        3 + 5,
+        "handled once per retry of dlq_retry"
     );
 }
 

@@ -1,8 +1,10 @@
 //! Lifecycle settings have one source: the registry's default at the bottom layer, which
 //! `ringrift.toml` overrides alike under the launcher and under systemd (the daemon run
-//! exactly as its generated unit's ExecStart runs it); a bad value exits 64 naming the key.
+//! exactly as its generated unit's ExecStart runs it); a bad value exits 64 naming the key,
+//! and I/O at start (a home that cannot be created, a cluster.toml that cannot be read)
+//! exits 74 naming what failed.
 
-use ringrift_system_tests::{Home, Proc, bin_dir, wait_for};
+use ringrift_system_tests::{Home, Proc, bin, bin_dir, wait_for};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -148,5 +150,109 @@ fn a_bad_lifecycle_value_exits_64_naming_key_and_value() {
             None => last.to_owned(),
         };
         assert!(log.contains(&key) && log.contains(value), "{line}: {log}");
+    }
+}
+
+/// I/O is not configuration (issue 28, point 5): a home directory that cannot be created
+/// and a cluster.toml that cannot be read exit 74 (EX_IOERR: a supervisor restarts it)
+/// naming what failed; before, both exited 64 (never restarted).
+#[test]
+fn a_home_or_cluster_toml_that_cannot_be_read_exits_74() {
+    use std::io::Read;
+    let home = Home::new();
+    let file = home.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let bad_home = file.join("home");
+    let mut c = Command::new(bin("ringrift-training-trigger"))
+        .arg("--home")
+        .arg(&bad_home)
+        .args(["--router", "127.0.0.1:1"])
+        .env_remove("RINGRIFT_HOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = wait_for(
+        "exit on a home it cannot create",
+        Duration::from_secs(20),
+        || c.try_wait().unwrap(),
+    );
+    let mut err = String::new();
+    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(st.code(), Some(74), "{err}");
+    assert!(
+        err.contains("cannot create the home directory")
+            && err.contains(bad_home.to_str().unwrap()),
+        "{err}"
+    );
+
+    // cluster.toml exists but cannot be read (a directory).
+    let home = Home::new();
+    std::fs::create_dir(home.path().join("cluster.toml")).unwrap();
+    std::fs::write(
+        home.path().join("ringrift.toml"),
+        "[event_router]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut d = home.spawn("ringrift-event-router", &[]);
+    let st = wait_for(
+        "exit on an unreadable cluster.toml",
+        Duration::from_secs(20),
+        || d.try_exit(),
+    );
+    let log = home.log("ringrift-event-router");
+    assert_eq!(st.code(), Some(74), "{log}");
+    assert!(
+        log.contains("read ") && log.contains("cluster.toml"),
+        "{log}"
+    );
+}
+
+/// `inf`, NaN or an overflowing number in any duration setting exits 64 naming the key
+/// (issue 28, point 5): one check in `Settings::section` covers every daemon's settings
+/// struct. Before, several passed their own checks (`> 0` holds for `inf`) and panicked
+/// later in `Duration::from_secs_f64`, a crash the supervisor restarted forever.
+#[test]
+fn a_non_finite_duration_setting_exits_64_naming_the_key() {
+    for (binary, toml, key) in [
+        (
+            "ringrift-replication-monitor",
+            "[replication_monitor]\nsettle_s = 1e300",
+            "replication_monitor.settle_s",
+        ),
+        (
+            "ringrift-maintenance",
+            "[maintenance]\nlog_max_age_days = inf",
+            "maintenance.log_max_age_days",
+        ),
+        (
+            "ringrift-event-router",
+            "[event_router]\nlisten = \"127.0.0.1:0\"\nretention_interval_s = inf",
+            "event_router.retention_interval_s",
+        ),
+        (
+            "ringrift-tournament-daemon",
+            "[tournament_daemon]\nleader_poll_s = nan",
+            "tournament_daemon.leader_poll_s",
+        ),
+        (
+            "ringrift-evaluation",
+            "[evaluation]\ntimeout_s = inf",
+            "evaluation.timeout_s",
+        ),
+    ] {
+        let home = Home::new();
+        std::fs::write(home.path().join("ringrift.toml"), toml).unwrap();
+        let mut d = home.spawn(binary, &["--router", "127.0.0.1:1"]);
+        let st = wait_for("exit on a bad duration", Duration::from_secs(20), || {
+            d.try_exit()
+        });
+        let log = home.log(binary);
+        assert_eq!(st.code(), Some(64), "{toml}: {log}");
+        assert!(
+            log.contains(key) && !log.contains("panicked"),
+            "{toml}: {log}"
+        );
     }
 }

@@ -132,6 +132,21 @@ pub enum ClusterError {
     },
 }
 
+/// As a start failure of a daemon: a cluster.toml that cannot be read is I/O
+/// ([`handler_base::ConfigError::Io`], exit 74, restarted), one that is wrong is
+/// configuration (exit 64). Every caller converts through here.
+impl From<ClusterError> for handler_base::ConfigError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Read { file, error } => handler_base::ConfigError::Io {
+                what: format!("read {}", file.display()),
+                error,
+            },
+            other => handler_base::ConfigError::Invalid(other.to_string()),
+        }
+    }
+}
+
 /// What a node is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

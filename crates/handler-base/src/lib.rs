@@ -49,6 +49,10 @@ pub const STALLED: &str = "stalled";
 /// Exit code for bad configuration or usage (EX_USAGE): supervisors must not restart.
 pub const EXIT_CONFIG: u8 = 64;
 
+/// Exit code for an I/O failure at start (EX_IOERR: a home that cannot be created, a
+/// config file that cannot be read; [`ConfigError::Io`]): restarted like a crash.
+pub const EXIT_IO: u8 = 74;
+
 /// Like `anyhow::ensure!`, but the error is a [`ConfigError`], so the daemon exits 64:
 /// `ensure_config!(cfg.threshold > 0, "auto_export.threshold must be > 0")`.
 #[macro_export]
@@ -60,9 +64,33 @@ macro_rules! ensure_config {
     };
 }
 
-/// True when `e` is, or wraps, a [`ConfigError`]: the one start failure that exits 64.
+/// True when `e` is, or wraps, a [`ConfigError`] other than [`ConfigError::Io`]: the one
+/// start failure that exits 64.
 pub fn is_config_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some())
+    e.chain().any(|c| {
+        c.downcast_ref::<ConfigError>()
+            .is_some_and(|c| !matches!(c, ConfigError::Io { .. }))
+    })
+}
+
+/// True when `e` is, or wraps, a [`ConfigError::Io`]: a start failure that exits 74.
+pub fn is_io_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ConfigError>()
+            .is_some_and(|c| matches!(c, ConfigError::Io { .. }))
+    })
+}
+
+/// The exit code of a failed start: 64 for (a chain holding) a configuration error, 74
+/// for an I/O one ([`ConfigError::Io`]), else 1.
+pub fn start_exit_code(e: &anyhow::Error) -> u8 {
+    if is_config_error(e) {
+        EXIT_CONFIG
+    } else if is_io_error(e) {
+        EXIT_IO
+    } else {
+        1
+    }
 }
 
 /// Writes `run/<name>.addr` under `home` atomically, so readers never see half an address.

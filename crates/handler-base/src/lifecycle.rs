@@ -37,6 +37,11 @@ pub struct LifecycleConfig {
     /// `degraded_after_failures` (3): this many failed handlings or cycles in a row
     /// turn the daemon's health DEGRADED, with the newest error as the reason.
     pub degraded_after_failures: u32,
+    /// `subscribe_refused_exit_s` (300): how long the router may refuse the daemon's
+    /// subscription (a wrong token, an invalid consumer) before the daemon exits 1, so
+    /// its supervisor restarts it or, past `max_restarts`, shows it FAILED. Meanwhile it
+    /// retries with backoff and reports DEGRADED with the router's reason.
+    pub subscribe_refused_exit: Duration,
     /// Delivery scope: the registry entry's (`<name>.scope` only for a daemon the
     /// registry does not know); names the durable consumer, see [`crate::scope`].
     pub scope: crate::scope::Scope,
@@ -77,12 +82,13 @@ fn seconds(
     let Some((k, v)) = lookup::<f64>(s, name, key, top)? else {
         return Ok(None);
     };
-    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+    let d = crate::settings::duration(&k, v)?;
+    if d.is_zero() {
         return Err(ConfigError::Invalid(format!(
             "{k} = {v}: must be a positive number of seconds"
         )));
     }
-    Ok(Some(Duration::from_secs_f64(v)))
+    Ok(Some(d))
 }
 
 fn count(s: &Settings, name: &str, key: &str, max: i64, default: i64) -> Result<i64, ConfigError> {
@@ -93,6 +99,15 @@ fn count(s: &Settings, name: &str, key: &str, max: i64, default: i64) -> Result<
             "{k} = {v}: must be 1..={max}"
         ))),
     }
+}
+
+/// `heartbeat_interval_s` of daemon `name` (default 10 s, at least 50 ms), as
+/// [`LifecycleConfig::load`] reads it: for a supervisor that checks it against its own
+/// bounds without loading the rest.
+pub fn heartbeat_interval(s: &Settings, name: &str) -> Result<Duration, ConfigError> {
+    Ok(seconds(s, name, "heartbeat_interval_s", true)?
+        .unwrap_or(Duration::from_secs(10))
+        .max(Duration::from_millis(50)))
 }
 
 impl LifecycleConfig {
@@ -116,14 +131,14 @@ impl LifecycleConfig {
                 .unwrap_or(secs(FALLBACK_CYCLE_INTERVAL_S)),
             worker_threads: usize::try_from(workers).unwrap_or(2),
             publish_buffer: usize::try_from(buffer).unwrap_or(100_000),
-            heartbeat_interval: seconds(s, name, "heartbeat_interval_s", true)?
-                .unwrap_or(secs(10.0))
-                .max(Duration::from_millis(50)),
+            heartbeat_interval: heartbeat_interval(s, name)?,
             stop_grace: seconds(s, name, "stop_grace_s", true)?.unwrap_or(secs(10.0)),
             ack_wait,
             max_ack_pending: u32::try_from(pending).unwrap_or(64),
             stuck_after: seconds(s, name, "stuck_after_s", true)?,
             degraded_after_failures: u32::try_from(degraded).unwrap_or(3),
+            subscribe_refused_exit: seconds(s, name, "subscribe_refused_exit_s", true)?
+                .unwrap_or(secs(300.0)),
             scope: crate::scope::scope_of(s, name)?,
         })
     }
@@ -160,6 +175,7 @@ mod tests {
             ),
             (Duration::from_secs(60), Duration::from_secs(30), 64, 2)
         );
+        assert_eq!(l.subscribe_refused_exit, Duration::from_secs(300));
         assert_eq!(l.stuck_after(Duration::ZERO), Duration::from_secs(600));
         assert_eq!(
             l.stuck_after(Duration::from_secs(3600)),
@@ -206,6 +222,11 @@ mod tests {
                 "0",
             ),
             ("heartbeat_interval_s = 0", "heartbeat_interval_s", "0"),
+            (
+                "[d]\nsubscribe_refused_exit_s = -2",
+                "d.subscribe_refused_exit_s",
+                "-2",
+            ),
             ("[d]\nstop_grace_s = \"soon\"", "d.stop_grace_s", "soon"),
         ] {
             let e = load(bad).expect_err(bad).to_string();

@@ -4,8 +4,7 @@ use crate::lifecycle::{LifecycleConfig, registry_defaults};
 use crate::liveness::{Liveness, Pulse};
 use crate::publish::{Publish, Recorded};
 use crate::{
-    CommonArgs, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus, Settings,
-    is_config_error, settings,
+    CommonArgs, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus, Settings, settings,
 };
 use clap::{CommandFactory, FromArgMatches};
 use ringrift_proto::{Event, EventType, wire};
@@ -257,8 +256,14 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
     .map_err(|e| fail(e.to_string()))?;
     let lifecycle = LifecycleConfig::load(&settings, info.name).map_err(|e| fail(e.to_string()))?;
     init_tracing(&settings);
-    std::fs::create_dir_all(&home)
-        .map_err(|e| fail(format!("create home {}: {e}", home.display())))?;
+    std::fs::create_dir_all(&home).map_err(|e| {
+        eprintln!(
+            "ringrift-{}: cannot create the home directory {}: {e}",
+            info.name.replace('_', "-"),
+            home.display()
+        );
+        ExitCode::from(crate::EXIT_IO)
+    })?;
     let node = settings.node_name();
     Ok(Boot {
         args,
@@ -405,14 +410,11 @@ pub fn daemon_main(info: DaemonInfo, factory: Factory) -> ExitCode {
     rt.block_on(run_daemon(info, factory, b, router_addr))
 }
 
-/// Exit code for a failed start: 64 for (a chain holding) a [`ConfigError`], else 1.
+/// Exit code for a failed start: see [`crate::start_exit_code`] (64 configuration, 74
+/// I/O, else 1).
 fn start_failed(e: &anyhow::Error, what: &str) -> ExitCode {
     tracing::error!(error = format!("{e:#}"), "{what}");
-    if is_config_error(e) {
-        ExitCode::from(EXIT_CONFIG)
-    } else {
-        ExitCode::FAILURE
-    }
+    ExitCode::from(crate::start_exit_code(e))
 }
 
 async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: String) -> ExitCode {
@@ -496,6 +498,7 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         live.register("cycle"),
     ));
     let subs = handler.subscriptions();
+    let refusal = router_client::Refusal::default();
     if !subs.is_empty() {
         tasks.spawn(event_loop(
             handler.clone(),
@@ -503,6 +506,7 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
             subs,
             Arc::new(life.clone()),
             live.clone(),
+            refusal.clone(),
         ));
     }
     tasks.spawn(heartbeat_loop(
@@ -511,6 +515,7 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         life.heartbeat_interval,
         started,
         live.clone(),
+        refusal,
     ));
     notify_ready();
     tracing::info!(router = %ctx.router_addr, home = %ctx.home.display(), interval_s = life.cycle_interval.as_secs_f64(), lifecycle = ?life, "{} started", info.name);
@@ -604,12 +609,16 @@ impl Lanes {
 
 /// Reads the subscription and hands each event to its lane ([`Handler::lane`]); each lane
 /// handles its events in order, lanes run side by side up to [`Handler::max_concurrent`].
+/// While the router refuses the subscription (`refusal`, which the heartbeat reports as
+/// DEGRADED) it retries with backoff (1 s doubling to 30 s); after
+/// `subscribe_refused_exit_s` of refusals it ends, and with it the process (exit 1).
 async fn event_loop(
     h: Arc<dyn Handler>,
     ctx: Context,
     types: Vec<EventType>,
     life: Arc<LifecycleConfig>,
     live: Arc<Liveness>,
+    refusal: router_client::Refusal,
 ) {
     let req = wire::SubscribeRequest {
         consumer: crate::scope::consumer(&ctx),
@@ -621,7 +630,18 @@ async fn event_loop(
         ack_wait_ms: u32::try_from(life.ack_wait.as_millis()).unwrap_or(u32::MAX),
         max_ack_pending: life.max_ack_pending,
     };
-    let mut sub = crate::scope::subscription(h.as_ref(), &ctx, req).await;
+    let mut sub = match crate::scope::subscription(h.as_ref(), &ctx, req, &refusal).await {
+        Ok(sub) => sub,
+        Err(why) => {
+            tracing::error!(
+                "{why}; exiting so the supervisor restarts the daemon or shows it failed"
+            );
+            return;
+        }
+    };
+    let mut refused_backoff =
+        router_client::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut gave_up = false;
     let acker = sub.acker();
     let shared = Arc::new(Lanes {
         dedup: std::sync::Mutex::new(Dedup::new(Duration::from_secs(300), 100_000)),
@@ -654,10 +674,30 @@ async fn event_loop(
             Ok(ev) => ev,
             Err(e) => {
                 ctx.errors.record("subscription", &e);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                let wait = match refusal.get() {
+                    None => Duration::from_secs(1),
+                    Some((lasted, _)) => {
+                        if let Some(why) = crate::scope::refused_too_long(&ctx, &refusal) {
+                            tracing::error!(
+                                "{why}; exiting so the supervisor restarts the daemon or shows it failed"
+                            );
+                            gave_up = true;
+                            break;
+                        }
+                        // Wake at the bound at the latest, to exit on time.
+                        refused_backoff
+                            .step()
+                            .min(life.subscribe_refused_exit.saturating_sub(lasted))
+                    }
+                };
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
                 continue;
             }
         };
+        refused_backoff.reset();
         shared.held().insert(ev.seq, false);
         let tx = lanes.entry(h.lane(&ev)).or_insert_with(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -677,7 +717,11 @@ async fn event_loop(
     // Each worker finishes the event in hand (bounded by the stop grace) and stops; the
     // events still queued stay unacked and come again after the restart.
     drop(lanes);
-    while workers.join_next().await.is_some() {}
+    // Giving up is not shutdown: the progress loop (runs until shutdown) is the one task
+    // left to wait for once the lane workers are done; then this loop ends, and with it
+    // the process (exit 1).
+    let keep = usize::from(gave_up);
+    while workers.len() > keep && workers.join_next().await.is_some() {}
 }
 
 /// Handles one lane's events in order: dedup, the handler, then ack or nack.
@@ -802,12 +846,30 @@ pub fn health_of(h: &dyn Handler, errors: &ErrorLog, degraded_after: u32) -> Hea
     r
 }
 
+/// A daemon whose subscription the router refuses is DEGRADED with the router's reason
+/// (detail `subscribe_refused`) and says when it gives up; worse states stay.
+fn refusal_health(h: &mut HealthCheckResult, r: &router_client::Refusal, exit_after: Duration) {
+    let Some((lasted, why)) = r.get() else {
+        return;
+    };
+    if matches!(h.status, HealthStatus::Running | HealthStatus::Starting) {
+        h.status = HealthStatus::Degraded;
+        h.message = format!(
+            "the router refuses the event subscription for {:.0} s ({why}); exits after {:.0} s of it",
+            lasted.as_secs_f64(),
+            exit_after.as_secs_f64()
+        );
+    }
+    h.details.insert("subscribe_refused".into(), why);
+}
+
 async fn heartbeat_loop(
     h: Arc<dyn Handler>,
     ctx: Context,
     every: Duration,
     started: Instant,
     live: Arc<Liveness>,
+    refusal: router_client::Refusal,
 ) {
     let mut tick = tokio::time::interval(every);
     loop {
@@ -821,6 +883,7 @@ async fn heartbeat_loop(
             ctx.lifecycle.degraded_after_failures,
         );
         crate::publish::publisher_health(&mut health, ctx.publisher.as_ref());
+        refusal_health(&mut health, &refusal, ctx.lifecycle.subscribe_refused_exit);
         if let Some(why) = live.stalled(Instant::now()) {
             health.healthy = false;
             health.status = HealthStatus::Error;
@@ -876,5 +939,27 @@ mod tests {
         assert_eq!(h.details["failed_in_row"], "3");
         errors.work_succeeded();
         assert_eq!(health_of(&Fine, &errors, 3).status, HealthStatus::Running);
+    }
+
+    #[test]
+    fn a_refused_subscription_turns_health_degraded_with_the_reason() {
+        let r = router_client::Refusal::default();
+        let mut h = HealthCheckResult::running("ok");
+        refusal_health(&mut h, &r, Duration::from_secs(300));
+        assert_eq!(h, HealthCheckResult::running("ok"), "no refusal, no change");
+        r.set("InvalidArgument: consumer name must be at most 200 printable characters");
+        refusal_health(&mut h, &r, Duration::from_secs(300));
+        assert_eq!(h.status, HealthStatus::Degraded);
+        assert!(
+            h.message.contains("at most 200") && h.message.contains("300 s"),
+            "{}",
+            h.message
+        );
+        assert!(h.details["subscribe_refused"].contains("InvalidArgument"));
+        let mut e = HealthCheckResult::error("stalled");
+        refusal_health(&mut e, &r, Duration::from_secs(300));
+        assert_eq!(e.status, HealthStatus::Error, "worse states stay");
+        r.clear();
+        assert!(r.get().is_none());
     }
 }

@@ -19,7 +19,7 @@
 
 use crate::{ConfigError, Context, Handler, Settings};
 use ringrift_proto::wire::{self, subscribe_request::Start};
-use router_client::{Backoff, Subscription};
+use router_client::{Backoff, Refusal, Subscription};
 use std::time::Duration;
 
 pub use ringrift_registry::Scope;
@@ -74,12 +74,15 @@ pub fn inherit(stats: &wire::StatsResponse, consumer: &str, predecessor: &str) -
 /// The subscription of the event loop for `req` (its consumer named by [`consumer`]):
 /// a node-scoped consumer new at the router inherits its predecessor's position
 /// ([`inherit`]; asked once, retried with backoff until the router answers or the daemon
-/// stops), and the handler's [`Handler::pull_gate`], if any, gates the pulling.
+/// stops), and the handler's [`Handler::pull_gate`], if any, gates the pulling. The
+/// router's refusals (of that question, then of the subscribe calls) are reported in
+/// `refusal`; `Err(why)` once they have lasted `subscribe_refused_exit_s`.
 pub(crate) async fn subscription(
     h: &dyn Handler,
     ctx: &Context,
     mut req: wire::SubscribeRequest,
-) -> Subscription {
+    refusal: &Refusal,
+) -> Result<Subscription, String> {
     if ctx.lifecycle.scope == Scope::Node {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         let mut client = ctx.client.clone();
@@ -90,11 +93,27 @@ pub(crate) async fn subscription(
             };
             match stats {
                 Ok(s) => {
+                    refusal.clear();
                     if let Some(start) = inherit(s.get_ref(), &req.consumer, ctx.name) {
                         tracing::info!(consumer = %req.consumer, predecessor = ctx.name, ?start, "new node-scoped consumer starts where its predecessor stands");
                         req.start = Some(start);
                     }
                     break;
+                }
+                Err(e) if !router_client::retriable(&e) => {
+                    refusal.set(format!(
+                        "router stats (consumer position): {:?}: {}",
+                        e.code(),
+                        e.message()
+                    ));
+                    if let Some(why) = refused_too_long(ctx, refusal) {
+                        return Err(why);
+                    }
+                    ctx.errors.record("router stats (consumer position)", &e);
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff.step()) => {}
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "router stats (consumer position) failed; retrying");
@@ -106,11 +125,27 @@ pub(crate) async fn subscription(
             }
         }
     }
-    let sub = Subscription::new(ctx.client.clone(), req);
-    match h.pull_gate() {
+    let sub = Subscription::new(ctx.client.clone(), req).reporting(refusal.clone());
+    Ok(match h.pull_gate() {
         Some(gate) => sub.gated(gate),
         None => sub,
-    }
+    })
+}
+
+/// `Some(why)` once the router's refusals recorded in `refusal` have lasted
+/// `subscribe_refused_exit_s`: the daemon should exit so its supervisor acts.
+pub(crate) fn refused_too_long(ctx: &Context, refusal: &Refusal) -> Option<String> {
+    let (lasted, why) = refusal.get()?;
+    let bound = ctx.lifecycle.subscribe_refused_exit;
+    (lasted >= bound).then(|| {
+        format!(
+            "the router has refused the subscription of consumer {:?} for {:.1} s \
+             (subscribe_refused_exit_s = {}): {why}",
+            consumer(ctx),
+            lasted.as_secs_f64(),
+            bound.as_secs_f64()
+        )
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -20,6 +21,11 @@ pub enum ConfigError {
     /// A value that parses but is out of range (see [`crate::ensure_config`]).
     #[error("{0}")]
     Invalid(String),
+    /// Configuration that could not be read or a directory that could not be made (a
+    /// disk or permission failure, not bad configuration): exit 74 (EX_IOERR), which a
+    /// supervisor restarts, never 64. `what` says what failed, e.g. `read /x/cluster.toml`.
+    #[error("{what}: {error}")]
+    Io { what: String, error: String },
 }
 
 /// Keys of a daemon's section that handler-base reads itself (see
@@ -33,6 +39,8 @@ pub const LIFECYCLE_KEYS: &[&str] = &[
     "ack_wait_s",
     "max_ack_pending",
     "stuck_after_s",
+    "degraded_after_failures",
+    "subscribe_refused_exit_s",
     "scope",
 ];
 
@@ -172,6 +180,7 @@ impl Settings {
                 let v = match v.clone().into_table() {
                     Ok(mut t) => {
                         t.retain(|k, _| !LIFECYCLE_KEYS.contains(&k.as_str()));
+                        check_durations(name, &t)?;
                         config::Value::new(None, t)
                     }
                     Err(_) => v,
@@ -213,6 +222,74 @@ impl Settings {
     }
 }
 
+/// The unit of a duration key, by its suffix (`_s`, `_ms`, `_h`, `_days`; a rate
+/// `…_per_s` is not a duration): seconds per unit.
+fn duration_unit(key: &str) -> Option<f64> {
+    if key.ends_with("_per_s") {
+        return None;
+    }
+    [
+        ("_ms", 0.001),
+        ("_s", 1.0),
+        ("_h", 3600.0),
+        ("_days", 86400.0),
+    ]
+    .into_iter()
+    .find(|(suffix, _)| key.ends_with(suffix))
+    .map(|(_, unit)| unit)
+}
+
+/// The longest duration any setting may hold (about 31 years): beyond it a conversion
+/// to `Duration` overflows (and panics in `Duration::from_secs_f64`).
+pub const MAX_DURATION_S: f64 = 1e9;
+
+/// The one check of a duration setting: `value` (in the unit of `key`'s suffix, see
+/// [`check_durations`]; seconds when it has none) must be a finite number >= 0 of at
+/// most [`MAX_DURATION_S`] seconds. `inf`, NaN, a negative value or an overflowing one is
+/// a [`ConfigError`] naming key and value (exit 64), never a panic in `from_secs_f64`.
+pub fn duration(key: &str, value: f64) -> Result<Duration, ConfigError> {
+    let unit = duration_unit(key).unwrap_or(1.0);
+    let secs = value * unit;
+    if !(value.is_finite() && value >= 0.0 && secs <= MAX_DURATION_S) {
+        return Err(ConfigError::Invalid(format!(
+            "{key} = {value}: must be a finite number >= 0 of at most {MAX_DURATION_S} seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Every duration setting in section `section` (keys ending in `_s`, `_ms`, `_h`,
+/// `_days`, in nested tables too) passes [`duration`]: run by [`Settings::section`], so
+/// every daemon's settings struct is checked before it is built, in one place.
+fn check_durations(
+    section: &str,
+    t: &config::Map<String, config::Value>,
+) -> Result<(), ConfigError> {
+    for (k, v) in t {
+        let key = format!("{section}.{k}");
+        match &v.kind {
+            config::ValueKind::Table(inner) => check_durations(&key, inner)?,
+            config::ValueKind::Float(f) if duration_unit(k).is_some() => {
+                duration(&key, *f)?;
+            }
+            config::ValueKind::I64(i) if duration_unit(k).is_some() => {
+                duration(&key, *i as f64)?;
+            }
+            config::ValueKind::U64(u) if duration_unit(k).is_some() => {
+                duration(&key, *u as f64)?;
+            }
+            // A quoted number deserializes into an f64 field just the same.
+            config::ValueKind::String(text) if duration_unit(k).is_some() => {
+                if let Ok(f) = text.trim().parse::<f64>() {
+                    duration(&key, f)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn parse_scalar(v: &str) -> config::Value {
     if let Ok(i) = v.parse::<i64>() {
         return i.into();
@@ -243,6 +320,44 @@ pub fn resolve_home(flag: Option<&Path>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_duration_setting_is_finite_non_negative_and_bounded() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default)]
+        #[allow(dead_code)]
+        struct D {
+            timeout_s: f64,
+            max_age_days: f64,
+            bandwidth_bytes_per_s: f64,
+        }
+        for (toml, key) in [
+            ("[d]\ntimeout_s = inf", "d.timeout_s"),
+            ("[d]\ntimeout_s = nan", "d.timeout_s"),
+            ("[d]\ntimeout_s = -inf", "d.timeout_s"),
+            ("[d]\ntimeout_s = -1", "d.timeout_s"),
+            ("[d]\ntimeout_s = 1e300", "d.timeout_s"),
+            ("[d]\ntimeout_s = \"inf\"", "d.timeout_s"),
+            ("[d]\nmax_age_days = 1e15", "d.max_age_days"),
+            ("[d.sub]\nwait_ms = nan", "d.sub.wait_ms"),
+        ] {
+            let e = Settings::from_toml(toml)
+                .unwrap()
+                .section::<D>("d")
+                .expect_err(toml)
+                .to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        let ok = Settings::from_toml(
+            "[d]\ntimeout_s = 0.5\nmax_age_days = 30\nbandwidth_bytes_per_s = inf",
+        )
+        .unwrap()
+        .section::<D>("d")
+        .expect("a rate is not a duration");
+        assert_eq!(ok.timeout_s, 0.5);
+        assert_eq!(duration("x_h", 2.0).unwrap(), Duration::from_secs(7200));
+        assert!(duration("x_s", f64::NAN).is_err());
+    }
 
     #[derive(Debug, Default, serde::Deserialize, PartialEq)]
     #[serde(default, deny_unknown_fields)]

@@ -225,6 +225,30 @@ impl Started {
 /// The environment variable that carries a job's id into its processes.
 pub const ENV_JOB_ID: &str = "RINGRIFT_JOB_ID";
 
+/// The cluster token's variable: never inherited by a job (an external trainer has no
+/// business holding the daemons' secret); a job gets it only in its spec's `env` (see
+/// `[jobs] token_for` of the pipeline).
+pub const ENV_TOKEN: &str = "RINGRIFT_TOKEN";
+
+/// The command of a job (output not yet attached): its own process group, no stdin,
+/// `RINGRIFT_JOB_ID`, the spec's working directory and `env`, and without the inherited
+/// [`ENV_TOKEN`] unless `env` sets it.
+fn command(spec: &JobSpec, argv: &[String], env: &[(String, String)], job_id: &str) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .env_remove(ENV_TOKEN)
+        .env(ENV_JOB_ID, job_id);
+    if let Some(dir) = &spec.workdir {
+        cmd.current_dir(dir);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobOutcome {
@@ -613,19 +637,8 @@ impl JobRunner {
             path: spec.log_path.clone(),
             source: e,
         })?;
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .env(ENV_JOB_ID, job_id);
-        if let Some(dir) = &spec.workdir {
-            cmd.current_dir(dir);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = command(spec, argv, env, job_id);
+        cmd.stdout(log).stderr(log_err);
         cmd.spawn().map_err(|source| JobError::Spawn {
             job_key: spec.job_key.clone(),
             source,

@@ -560,3 +560,55 @@ fn gpu_slots_are_counted_node_wide_and_give_each_job_its_device() {
     let o = a.run(&job("selfplay:pinned", Some(1))).expect("pinned");
     assert_eq!(device(&o), "1");
 }
+
+/// A job does not inherit `RINGRIFT_TOKEN` from its runner (issue 28, point 5: external
+/// trainers got the daemons' secret); one whose spec's env sets it (the pipeline's
+/// `[jobs] token_for`) gets that value. The token is put in a child test process's
+/// environment (this process's environment is not changed in place).
+#[test]
+fn a_job_does_not_inherit_the_token() {
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "job_env_under_a_runner_holding_a_token",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("RINGRIFT_TOKEN", "s3cret-token")
+        .output()
+        .expect("run the inner test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by a_job_does_not_inherit_the_token, with RINGRIFT_TOKEN set"]
+fn job_env_under_a_runner_holding_a_token() {
+    assert_eq!(
+        std::env::var("RINGRIFT_TOKEN").as_deref(),
+        Ok("s3cret-token")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runner = JobRunner::open(&dir.path().join("jobs.db")).expect("open");
+    let script = "printf '{{\"token\": \"%s\"}}' \"${{RINGRIFT_TOKEN-unset}}\" > {result}";
+    let o = runner
+        .run(&spec(dir.path(), "plain", script, Duration::from_secs(30)))
+        .expect("run");
+    assert_eq!(
+        o.result,
+        Some(serde_json::json!({"token": "unset"})),
+        "{o:?}"
+    );
+    let mut asked = spec(dir.path(), "asked", script, Duration::from_secs(30));
+    asked.env = vec![("RINGRIFT_TOKEN".into(), "given".into())];
+    let o = runner.run(&asked).expect("run");
+    assert_eq!(
+        o.result,
+        Some(serde_json::json!({"token": "given"})),
+        "{o:?}"
+    );
+}

@@ -1,6 +1,8 @@
-//! The launcher's control API (gRPC `Supervisor` and HTTP `GET /health` on one port,
-//! 127.0.0.1:8790 by default) and the client side used by `--status`, `--watch`,
-//! `stop` and `restart`.
+//! The launcher's control API (gRPC `Supervisor`, HTTP `GET /health` and `GET /status` on
+//! one port, 127.0.0.1:8790 by default) and the client side used by `--status`,
+//! `--watch`, `stop` and `restart`. `/health` is open (no token) and says only whether
+//! every daemon is in order: 200 `ok`, or 503 `failed` while one is FAILED; the status
+//! table (pids, exits, health messages with error text) is `/status`, behind the token.
 
 use crate::supervise::{Control, Entry, Shared};
 use ringrift_proto::wire::{
@@ -100,7 +102,7 @@ impl Supervisor for Api {
     }
 }
 
-/// JSON of the full status, for `GET /health` and `--status --json`.
+/// JSON of the full status, for `GET /status` and `--status --json`.
 pub fn status_json(s: &wire::StatusResponse) -> serde_json::Value {
     let daemons: Vec<_> = s
         .daemons
@@ -137,6 +139,19 @@ pub fn state_name(s: i32) -> &'static str {
     }
 }
 
+/// The open `/health` answer: a status code and one word, nothing from the table.
+fn bare_health(s: &wire::StatusResponse) -> (axum::http::StatusCode, &'static str) {
+    let failed = s
+        .daemons
+        .iter()
+        .any(|d| d.state == wire::DaemonState::Failed as i32);
+    if failed {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "failed")
+    } else {
+        (axum::http::StatusCode::OK, "ok")
+    }
+}
+
 /// Serves the control API on `listener` until `shutdown` (behind `token`, if any).
 pub async fn serve(
     sh: Arc<Shared>,
@@ -144,14 +159,22 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
     token: Option<handler_base::auth::Token>,
 ) -> anyhow::Result<()> {
-    let hs = sh.clone();
-    let http = axum::Router::new().route(
-        "/health",
-        axum::routing::get(move || {
-            let sh = hs.clone();
-            async move { axum::Json(status_json(&snapshot(&sh))) }
-        }),
-    );
+    let (hs, ss) = (sh.clone(), sh.clone());
+    let http = axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(move || {
+                let sh = hs.clone();
+                async move { bare_health(&snapshot(&sh)) }
+            }),
+        )
+        .route(
+            "/status",
+            axum::routing::get(move || {
+                let sh = ss.clone();
+                async move { axum::Json(status_json(&snapshot(&sh))) }
+            }),
+        );
     let app = tonic::service::Routes::new(SupervisorServer::new(Api(sh)))
         .into_axum_router()
         .merge(http);

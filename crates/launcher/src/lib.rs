@@ -49,11 +49,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringrift-launcher: {e:#}");
-            if e.downcast_ref::<handler_base::ConfigError>().is_some() {
-                ExitCode::from(handler_base::EXIT_CONFIG)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(handler_base::start_exit_code(&e))
         }
     }
 }
@@ -152,7 +148,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     if args.cluster {
         let node = settings.node_name();
         let cluster = ringrift_cluster::ClusterConfig::load(&home, &node)
-            .map_err(|e| usage(e.to_string()))?;
+            .map_err(handler_base::ConfigError::from)?;
         let rows = cluster_status::collect(&cluster, bearer.clone()).await;
         if args.json {
             println!(
@@ -265,6 +261,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
+    check_heartbeats(&plan, &settings)?;
     let node = settings.node_name();
     // A cluster whose loop cannot work on its event backend is refused here, before any
     // daemon starts, not discovered as a loop that never promotes (the two daemons it
@@ -274,12 +271,35 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
         .any(|p| ["evaluation", "unified_promotion"].contains(&p.spec.name.as_str()))
     {
         let cluster = ringrift_cluster::ClusterConfig::load(&home, &node)
-            .map_err(|e| usage(e.to_string()))?;
+            .map_err(handler_base::ConfigError::from)?;
         if let Some(e) = cluster.events_cannot_reach_leader() {
             bail!(usage(e.to_string()));
         }
     }
     supervise_all(args, cfg, home, node, token, tls, plan).await
+}
+
+/// A daemon whose heartbeat interval is not below the launcher's stale-heartbeat bound
+/// (3 × its registry `health_check_interval_s`, 90 s by default) would be killed as hung
+/// again and again: refused before anything starts, naming both numbers (exit 64).
+fn check_heartbeats(plan: &[Planned], settings: &Settings) -> anyhow::Result<()> {
+    for p in plan {
+        let hci = p.spec.health_check_interval_s;
+        if !(hci > 0.0) {
+            continue;
+        }
+        let every = handler_base::lifecycle::heartbeat_interval(settings, &p.spec.name)
+            .map_err(|e| usage(e.to_string()))?
+            .as_secs_f64();
+        let bound = 3.0 * hci;
+        if every >= bound {
+            bail!(usage(format!(
+                "{}: heartbeat_interval_s = {every} is not below the launcher's stale-heartbeat bound of {bound} s (3 × health_check_interval_s = {hci} of its registry entry): the launcher would kill it as hung; lower heartbeat_interval_s",
+                p.spec.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Which daemons run, in dependency order, with their binaries and arguments; warnings;
@@ -430,8 +450,10 @@ async fn supervise_all(
     }
     handler_base::auth::check_listen("launcher.control", &cfg.control, token.as_ref(), &tls)
         .map_err(|e| usage(e.to_string()))?;
-    std::fs::create_dir_all(home.join("run"))
-        .with_context(|| format!("create {}", home.display()))?;
+    std::fs::create_dir_all(home.join("run")).map_err(|e| handler_base::ConfigError::Io {
+        what: format!("create {}", home.join("run").display()),
+        error: e.to_string(),
+    })?;
     let listener = tokio::net::TcpListener::bind(&cfg.control)
         .await
         .map_err(|e| {

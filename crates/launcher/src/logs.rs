@@ -4,8 +4,16 @@
 //! Output is read as bytes, not text: invalid UTF-8 is replaced (lossy), never the end of
 //! the copy, and a line longer than [`MAX_LINE`] is cut there with [`CUT_MARKER`] (the
 //! rest of it is dropped) so a child cannot make the launcher buffer without bound.
+//!
+//! The launcher's stdout is written by one dedicated thread ([`Console`]), never on the
+//! async runtime: a slow reader of stdout cannot stall the pumps (and with them the
+//! children, blocked on full pipes, and the control API), and a closed stdout ends the
+//! console output instead of panicking. While the console's queue is full a line goes
+//! to the daemon's log file only (counted in [`Console::dropped`]).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
@@ -14,7 +22,75 @@ pub const MAX_LINE: usize = 16 << 10;
 /// Appended to a line cut at [`MAX_LINE`].
 pub const CUT_MARKER: &str = " [line cut at 16 KiB]";
 
+/// Lines waiting for the console thread at most.
+pub const CONSOLE_QUEUE: usize = 4096;
+
+/// The writer of the launcher's stdout: a dedicated thread fed by a bounded queue.
+#[derive(Clone)]
+pub struct Console {
+    tx: mpsc::SyncSender<String>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Console {
+    /// A console writing to `out` from its own thread; it ends at the first write error
+    /// (a closed stdout), after which lines are discarded.
+    pub fn new(mut out: Box<dyn std::io::Write + Send>) -> Console {
+        let (tx, rx) = mpsc::sync_channel::<String>(CONSOLE_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("launcher-console".into())
+            .spawn(move || {
+                for line in rx {
+                    if out
+                        .write_all(line.as_bytes())
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the console thread; daemon output goes to log files only");
+        }
+        Console {
+            tx,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// The process's stdout console, started on first use.
+    pub fn stdout() -> Console {
+        static STDOUT: OnceLock<Console> = OnceLock::new();
+        STDOUT
+            .get_or_init(|| Console::new(Box::new(std::io::stdout())))
+            .clone()
+    }
+
+    /// Queues `line` (with its newline) without waiting: dropped when the queue is full
+    /// or the console has ended.
+    pub fn print(&self, mut line: String) {
+        line.push('\n');
+        if let Err(mpsc::TrySendError::Full(_)) = self.tx.try_send(line) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "stdout is not keeping up: daemon lines go to their log files only meanwhile"
+                );
+            }
+        }
+    }
+
+    /// Lines not shown because the queue was full.
+    #[cfg(test)]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
 pub struct LogSink {
+    console: Console,
     name: String,
     path: PathBuf,
     max_bytes: u64,
@@ -23,8 +99,21 @@ pub struct LogSink {
 }
 
 impl LogSink {
+    /// A sink that shows lines on the launcher's stdout ([`Console::stdout`]).
     pub fn new(dir: PathBuf, name: &str, max_bytes: u64, keep: u32) -> LogSink {
+        Self::with_console(Console::stdout(), dir, name, max_bytes, keep)
+    }
+
+    /// A sink that shows lines on `console`.
+    pub fn with_console(
+        console: Console,
+        dir: PathBuf,
+        name: &str,
+        max_bytes: u64,
+        keep: u32,
+    ) -> LogSink {
         LogSink {
+            console,
             name: name.to_owned(),
             path: dir.join(format!("{name}.log")),
             max_bytes,
@@ -78,7 +167,7 @@ impl LogSink {
     }
 
     pub async fn line(&self, line: &str) {
-        println!("{:<24} | {line}", self.name);
+        self.console.print(format!("{:<24} | {line}", self.name));
         if let Err(e) = self.append(line).await {
             tracing::warn!(daemon = %self.name, error = %e, "cannot write daemon log");
         }
@@ -164,6 +253,61 @@ mod tests {
         assert_eq!(lines[3], "after the long one");
         assert_eq!(lines[4], "no newline at the end");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A writer that blocks until released (a stdout nobody reads), or fails at once (a
+    /// closed one).
+    struct Stuck(Arc<std::sync::Barrier>);
+    impl std::io::Write for Stuck {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.wait();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    struct Closed;
+    impl std::io::Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A stdout that blocks, or one that is closed, neither stalls nor panics the pump:
+    /// every line still reaches the log file (issue 28, point 5; the pump used
+    /// `println!`, which blocks the runtime thread on a full pipe and panics on a closed one).
+    #[tokio::test]
+    async fn a_stuck_or_closed_stdout_neither_stalls_nor_panics_the_pump() {
+        let release = Arc::new(std::sync::Barrier::new(2));
+        for (name, console) in [
+            ("stuck", Console::new(Box::new(Stuck(release.clone())))),
+            ("closed", Console::new(Box::new(Closed))),
+        ] {
+            let dir = tempfile_dir().join(name);
+            let sink = LogSink::with_console(console.clone(), dir.clone(), name, 1 << 30, 1);
+            let n = CONSOLE_QUEUE + 1000;
+            let input: String = (0..n).map(|i| format!("line {i}\n")).collect();
+            tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                sink.pump(input.as_bytes()),
+            )
+            .await
+            .expect("the pump is not stalled by stdout");
+            let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap();
+            assert_eq!(text.lines().count(), n, "{name}: every line in the file");
+            if name == "stuck" {
+                assert!(
+                    console.dropped() >= 999,
+                    "{name}: {} dropped",
+                    console.dropped()
+                );
+            }
+        }
+        release.wait();
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -46,7 +46,7 @@ impl LeaderDuty {
     /// The duty of this node as cluster.toml configures it (a bad file is exit 64).
     pub fn from_ctx(ctx: &handler_base::Context) -> anyhow::Result<LeaderDuty> {
         let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-            .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+            .map_err(handler_base::ConfigError::from)?;
         let leadership = Leadership::new(&cluster)
             .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
         Ok(LeaderDuty::new(leadership))

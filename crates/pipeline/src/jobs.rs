@@ -194,6 +194,9 @@ pub struct JobTemplates {
     pub cpu_slots: Option<u32>,
     /// GPU slots of this node (default: the GPUs `nvidia-smi` lists).
     pub gpu_slots: Option<u32>,
+    /// The job kinds whose processes get the daemon's token as `RINGRIFT_TOKEN` (e.g. a
+    /// trainer that calls the router). Default none: a job never inherits it.
+    pub token_for: Vec<String>,
 }
 
 /// `[jobs.slots]`: the slot kind of each job kind. The embedded workload runs on CPUs;
@@ -276,6 +279,7 @@ impl Default for JobTemplates {
             model_format: ModelFormat::Rrm,
             slots: JobSlots::default(),
             cpu_slots: None,
+            token_for: Vec::new(),
             gpu_slots: None,
         }
     }
@@ -354,6 +358,9 @@ pub struct RunnerJobs {
     /// This node's name, given to every job as `RINGRIFT_NODE` (the embedded workload
     /// records it as the games' `source_node`).
     node: Option<String>,
+    /// `[jobs] token_for`: the kinds that get the token (`token`) as `RINGRIFT_TOKEN`.
+    token_for: Arc<std::collections::BTreeSet<JobKind>>,
+    token: Option<String>,
 }
 
 impl RunnerJobs {
@@ -428,6 +435,20 @@ impl RunnerJobs {
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| PathBuf::from(".")),
         };
+        let mut token_for = std::collections::BTreeSet::new();
+        for name in &t.token_for {
+            let kind = JobKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == name)
+                .ok_or_else(|| {
+                    let kinds: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+                    handler_base::ConfigError::Invalid(format!(
+                        "jobs.token_for: unknown job kind {name:?} (one of {})",
+                        kinds.join(", ")
+                    ))
+                })?;
+            token_for.insert(kind);
+        }
         std::fs::create_dir_all(home.join("data"))?;
         let runner = JobRunner::open(&home.join("data/jobs.db"))?;
         if cpus == 0 {
@@ -445,6 +466,8 @@ impl RunnerJobs {
             bin,
             model_format: t.model_format,
             node: None,
+            token_for: Arc::new(token_for),
+            token: None,
         })
     }
 
@@ -460,7 +483,25 @@ impl RunnerJobs {
         let gpu = ringrift_cluster::resources::NvidiaSmi::from_settings(&ctx.settings)?;
         let mut jobs = RunnerJobs::with_gpu(&ctx.home, &t, &gpu)?;
         jobs.node = Some(ctx.node.clone());
+        if !jobs.token_for.is_empty() {
+            jobs.token = handler_base::auth::load(&ctx.settings)?.map(|t| t.secret().to_owned());
+        }
         Ok(jobs)
+    }
+
+    /// The environment of a job of `kind`: `RINGRIFT_NODE`, and `RINGRIFT_TOKEN` only for
+    /// a kind in `[jobs] token_for` (the runner never lets a job inherit it).
+    fn job_env(&self, kind: JobKind) -> Vec<(String, String)> {
+        let node = self
+            .node
+            .iter()
+            .map(|n| ("RINGRIFT_NODE".to_owned(), n.clone()));
+        let token = self
+            .token
+            .iter()
+            .filter(|_| self.token_for.contains(&kind))
+            .map(|t| (job_runner::ENV_TOKEN.to_owned(), t.clone()));
+        node.chain(token).collect()
     }
 }
 
@@ -513,11 +554,7 @@ impl Jobs for RunnerJobs {
                     .join(format!("{safe_key}-{stamp}.json")),
             ),
             workdir: None,
-            env: self
-                .node
-                .iter()
-                .map(|n| ("RINGRIFT_NODE".to_owned(), n.clone()))
-                .collect(),
+            env: self.job_env(req.kind),
             slot: Some({
                 let (kind, capacity) = self.slots_for(req.kind);
                 SlotSpec {

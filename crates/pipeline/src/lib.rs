@@ -27,7 +27,7 @@ use ringrift_store::ConfigKey;
 /// A bad cluster.toml is a config error (exit 64).
 pub fn leadership(ctx: &handler_base::Context) -> anyhow::Result<ringrift_cluster::Leadership> {
     let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+        .map_err(handler_base::ConfigError::from)?;
     Ok(ringrift_cluster::Leadership::new(&cluster)
         .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?)
 }
@@ -51,7 +51,7 @@ pub fn open_node_queue(
     ctx: &Context,
 ) -> anyhow::Result<std::sync::Arc<dyn ringrift_store::work_queue::WorkQueue>> {
     let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+        .map_err(handler_base::ConfigError::from)?;
     match ringrift_nats::JetStreamWorkQueue::for_cluster(&cluster, &ctx.source()) {
         None => open_queue(&ctx.home),
         Some(q) => Ok(std::sync::Arc::new(q?)),

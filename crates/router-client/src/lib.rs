@@ -271,7 +271,9 @@ impl Backoff {
     }
 }
 
-fn retriable(s: &Status) -> bool {
+/// Whether a failed call may succeed if simply tried again: not when the router refuses
+/// the request itself (invalid) or the caller (token, precondition).
+pub fn retriable(s: &Status) -> bool {
     !matches!(
         s.code(),
         Code::InvalidArgument
@@ -289,6 +291,35 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Why the router refuses a subscription, and since when (the first refusal of the
+/// current run of them): set by [`Subscription::next`] when the router refuses the
+/// subscribe call, cleared when a subscribe is accepted. Cheap to clone; clones share it,
+/// so a health report reads what the subscription sets ([`Subscription::reporting`]).
+#[derive(Clone, Default, Debug)]
+pub struct Refusal(std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>);
+
+impl Refusal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, String)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The reason and how long the refusals have lasted, while they do.
+    pub fn get(&self) -> Option<(Duration, String)> {
+        self.lock()
+            .as_ref()
+            .map(|(since, why)| (since.elapsed(), why.clone()))
+    }
+    /// Records a refusal: the reason is replaced, the start of the run kept.
+    pub fn set(&self, why: impl Into<String>) {
+        let mut g = self.lock();
+        let since = g.as_ref().map_or_else(std::time::Instant::now, |(s, _)| *s);
+        *g = Some((since, why.into()));
+    }
+    /// The router accepted: the run of refusals is over.
+    pub fn clear(&self) {
+        *self.lock() = None;
+    }
+}
+
 /// A subscription that survives router restarts. For a durable consumer, events not
 /// acked before a reconnect are delivered again (at-least-once).
 pub struct Subscription {
@@ -298,6 +329,8 @@ pub struct Subscription {
     backoff: Backoff,
     /// See [`Subscription::gated`].
     gate: Option<tokio::sync::watch::Receiver<bool>>,
+    /// See [`Subscription::reporting`].
+    refusal: Refusal,
 }
 
 impl Subscription {
@@ -308,7 +341,15 @@ impl Subscription {
             stream: None,
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
             gate: None,
+            refusal: Refusal::default(),
         }
+    }
+
+    /// Reports the router's refusals of this subscription in `refusal` (set while the
+    /// subscribe calls are refused, cleared when one is accepted).
+    pub fn reporting(mut self, refusal: Refusal) -> Self {
+        self.refusal = refusal;
+        self
     }
 
     /// This subscription pulls only while `gate` holds `true`. While it holds `false` no
@@ -336,15 +377,23 @@ impl Subscription {
         }
     }
 
-    /// The next event. Reconnects (with backoff) on any stream failure; only an invalid
-    /// subscription request is returned as an error.
+    /// The next event. Reconnects (with backoff) on any stream failure; only a subscribe
+    /// call the router refuses (an invalid request, a wrong token: not [`retriable`]) is
+    /// returned as an error, and recorded in the [`Refusal`] until one is accepted. The
+    /// caller decides how long to go on trying (each call tries again at once).
     pub async fn next(&mut self) -> Result<Event, ClientError> {
         loop {
             self.wait_open().await;
             if self.stream.is_none() {
                 match self.client.subscribe(self.request.clone()).await {
-                    Ok(s) => self.stream = Some(s.into_inner()),
-                    Err(s) if !retriable(&s) => return Err(s.into()),
+                    Ok(s) => {
+                        self.refusal.clear();
+                        self.stream = Some(s.into_inner());
+                    }
+                    Err(s) if !retriable(&s) => {
+                        self.refusal.set(format!("{:?}: {}", s.code(), s.message()));
+                        return Err(s.into());
+                    }
                     Err(s) => {
                         tracing::debug!(error = %s, "subscribe failed; retrying");
                         tokio::time::sleep(self.backoff.step()).await;

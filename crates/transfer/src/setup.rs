@@ -84,7 +84,7 @@ pub fn connect(
             "{section}.timeout_s = {timeout_s} must be a number of seconds in (0, 3600]"
         )));
     }
-    let cluster = ClusterConfig::load(&ctx.home, &ctx.node).map_err(|e| bad(e.to_string()))?;
+    let cluster = ClusterConfig::load(&ctx.home, &ctx.node)?;
     let token = handler_base::auth::load(&ctx.settings)?;
     if cluster.require_token && token.is_none() {
         return Err(bad(format!(

@@ -102,8 +102,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "cluster_monitor.listen = {:?} is not host:port",
         cfg.listen
     );
-    let cluster = ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+    let cluster =
+        ClusterConfig::load(&ctx.home, &ctx.node).map_err(handler_base::ConfigError::from)?;
     let token = handler_base::auth::load(&ctx.settings)?;
     let tls = handler_base::tls::Tls::load(&ctx.settings)?;
     handler_base::auth::check_listen("cluster_monitor.listen", &cfg.listen, token.as_ref(), &tls)?;

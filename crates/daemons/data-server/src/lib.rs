@@ -71,7 +71,7 @@ pub struct DataServer {
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: DataServerConfig = ctx.settings.section("data_server")?;
     let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+        .map_err(handler_base::ConfigError::from)?;
     let listen = match &cfg.listen {
         Some(l) => l.clone(),
         None => cluster.this_node().data_listen(),

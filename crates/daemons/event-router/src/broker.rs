@@ -7,10 +7,11 @@
 
 use crate::RouterConfig;
 use crate::metrics::Metrics;
+use crate::recent::Recent;
 use crate::store::{AckRecord, Store, StoreError, Stored, router_now_ms};
 use prost::Message;
 use ringrift_proto::{Event, wire};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
@@ -223,7 +224,7 @@ fn matches(f: &Filter, t: i32) -> bool {
 pub struct Broker {
     pub cfg: RouterConfig,
     pub store: Store,
-    cache: Arc<RwLock<VecDeque<Arc<wire::Event>>>>,
+    cache: Arc<RwLock<Recent>>,
     head: watch::Sender<u64>,
     consumers: Mutex<HashMap<String, Arc<Consumer>>>,
     pub metrics: Metrics,
@@ -232,20 +233,13 @@ pub struct Broker {
 }
 
 /// The commit hook the store calls: append to the cache, then publish the new head.
-pub fn commit_hook(
-    cache: Arc<RwLock<VecDeque<Arc<wire::Event>>>>,
-    head: watch::Sender<u64>,
-    cap: usize,
-) -> crate::store::OnCommit {
+pub fn commit_hook(cache: Arc<RwLock<Recent>>, head: watch::Sender<u64>) -> crate::store::OnCommit {
     Box::new(move |events| {
         let last = events.last().map(|e| e.seq);
-        {
-            let mut c = cache.write().unwrap_or_else(|p| p.into_inner());
-            c.extend(events);
-            while c.len() > cap {
-                c.pop_front();
-            }
-        }
+        cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(events);
         if let Some(last) = last {
             head.send_replace(last);
         }
@@ -257,7 +251,7 @@ impl Broker {
         cfg: RouterConfig,
         store: Store,
         loaded: crate::store::Loaded,
-        cache: Arc<RwLock<VecDeque<Arc<wire::Event>>>>,
+        cache: Arc<RwLock<Recent>>,
         head: watch::Sender<u64>,
         metrics: Metrics,
     ) -> Arc<Broker> {
@@ -748,8 +742,38 @@ impl Broker {
 
     /// Records failed deliveries decided under the lock: counts persisted, dead ones
     /// moved to the dead-letter queue (the floor then passes them), sent dead letters
-    /// returned to DEAD.
+    /// returned to DEAD. If the dead letters cannot be written (a full disk), their seqs
+    /// wait again with an ack deadline (`ack_wait`, at least 1 s), at which the next
+    /// failure decides again, so the write is retried and the floor is not held for
+    /// good (before, they stayed `dying`, holding the floor until the router restarted).
     async fn settle(
+        &self,
+        c: &Consumer,
+        failed: Vec<Failed>,
+        letters: Vec<u64>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let dying: Vec<u64> = failed
+            .iter()
+            .filter_map(|f| match f {
+                Failed::Dead(seq, _) => Some(*seq),
+                Failed::Retry(..) => None,
+            })
+            .collect();
+        let r = self.settle_once(c, failed, letters, reason).await;
+        if r.is_err() && !dying.is_empty() {
+            let mut st = c.lock();
+            let retry = Instant::now() + st.ack_wait.max(Duration::from_secs(1));
+            for seq in dying {
+                if st.dying.remove(&seq) {
+                    st.pending.insert(seq, retry);
+                }
+            }
+        }
+        r
+    }
+
+    async fn settle_once(
         &self,
         c: &Consumer,
         failed: Vec<Failed>,

@@ -53,16 +53,23 @@ mod tests {
     use super::*;
     use ringrift_proto::wire;
 
-    #[tokio::test]
-    async fn serves_publish_and_stats_in_process() {
-        let home = tempfile::tempdir().unwrap();
-        let r = InProcess::start(home.path()).await.unwrap();
+    /// A plain gRPC client of the in-process router `r`.
+    async fn client(
+        r: &InProcess,
+    ) -> wire::event_router_client::EventRouterClient<tonic::transport::Channel> {
         let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", r.addr))
             .unwrap()
             .connect()
             .await
             .unwrap();
-        let mut c = wire::event_router_client::EventRouterClient::new(ch);
+        wire::event_router_client::EventRouterClient::new(ch)
+    }
+
+    #[tokio::test]
+    async fn serves_publish_and_stats_in_process() {
+        let home = tempfile::tempdir().unwrap();
+        let r = InProcess::start(home.path()).await.unwrap();
+        let mut c = client(&r).await;
         let ev = wire::Event {
             id: "in-process-1".into(),
             r#type: wire::EventType::External as i32,
@@ -78,5 +85,99 @@ mod tests {
             .into_inner()
             .head_seq;
         assert_eq!(head, ack.seq);
+    }
+
+    /// A dead letter that cannot be written (a trigger on `dead_letters` stands in for a
+    /// full disk) does not hold its consumer's floor for good: once writes work again it
+    /// is written and the floor passes it (issue 28, point 5; before, it stayed `dying`
+    /// and the floor stayed below it until the router restarted).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_dead_letter_write_is_retried_and_frees_the_floor() {
+        let home = tempfile::tempdir().unwrap();
+        let r = InProcess::start(home.path()).await.unwrap();
+        let mut c = client(&r).await;
+        for id in ["poison", "fine"] {
+            c.publish(wire::Event {
+                id: id.into(),
+                r#type: wire::EventType::External as i32,
+                payload: Some(wire::event::Payload::Json("{}".into())),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        let db = rusqlite::Connection::open(home.path().join("events/events.db")).unwrap();
+        db.execute_batch(
+            "CREATE TRIGGER full BEFORE INSERT ON dead_letters BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+        let mut stream = c
+            .subscribe(wire::SubscribeRequest {
+                consumer: "c".into(),
+                types: vec![wire::EventType::External as i32],
+                start: Some(wire::subscribe_request::Start::FromSeq(1)),
+                ack_wait_ms: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let ack = |seq| wire::AckRequest {
+            consumer: "c".into(),
+            seq,
+            ..Default::default()
+        };
+        let nack = |seq| wire::NackRequest {
+            consumer: "c".into(),
+            seq,
+            reason: "poison".into(),
+        };
+        // The poison event is nacked until the router decides to dead-letter it (5).
+        let mut refused = None;
+        for _ in 0..20 {
+            let ev = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("a delivery")
+                .unwrap()
+                .expect("stream open");
+            if ev.id == "fine" {
+                c.ack(ack(ev.seq)).await.unwrap();
+                continue;
+            }
+            if let Err(e) = c.nack(nack(ev.seq)).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        let e = refused.expect("the dead-letter write failed");
+        assert!(e.message().contains("disk full"), "{e}");
+        db.execute_batch("DROP TRIGGER full").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = c.stats(wire::StatsRequest {}).await.unwrap().into_inner();
+            let floor = stats
+                .consumers
+                .iter()
+                .find(|x| x.name == "c")
+                .map(|x| x.ack_floor);
+            let letters = c
+                .list_dead_letters(wire::ListDeadLettersRequest {
+                    consumer: "c".into(),
+                    include_resolved: true,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .letters;
+            if floor == Some(2) && letters.len() == 1 {
+                assert_eq!(letters[0].seq, 1);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "floor {floor:?}, letters {letters:?}: the consumer's floor is held"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

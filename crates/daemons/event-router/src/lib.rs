@@ -31,6 +31,7 @@ mod broker;
 pub mod in_process;
 pub mod jetstream;
 pub mod metrics;
+pub mod recent;
 mod service;
 pub mod store;
 
@@ -38,7 +39,6 @@ use backend::Backend;
 use broker::{Broker, RETENTION_TICK};
 use handler_base::{ConfigError, DaemonInfo, ServiceContext};
 use ringrift_proto::wire::event_router_server::EventRouterServer;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -73,8 +73,12 @@ pub struct RouterConfig {
     pub writer_stuck_s: f64,
     /// Rows deleted per retention transaction (publishes commit between chunks).
     pub retention_chunk: usize,
-    /// Recent events kept in memory for subscribers that are caught up.
+    /// Recent events kept in memory for subscribers that are caught up...
     pub cache_events: usize,
+    /// ...and at most this many bytes of them (256 MiB; events up to 64 KiB each).
+    pub cache_bytes: u64,
+    /// Reader connections of the log (reads at once; more wait for one).
+    pub reader_connections: usize,
     /// Events buffered per subscriber before its session waits.
     pub consumer_buffer: usize,
     /// A dead letter RETRYING this long without being sent (its consumer never came
@@ -98,6 +102,8 @@ impl Default for RouterConfig {
             retention_chunk: 256,
             writer_stuck_s: 30.0,
             cache_events: 100_000,
+            cache_bytes: 256 << 20,
+            reader_connections: store::DEFAULT_READERS,
             consumer_buffer: 256,
             dlq_retrying_timeout_s: 900.0,
         }
@@ -136,6 +142,18 @@ impl RouterConfig {
         if self.cache_events == 0 {
             return bad("cache_events must be at least 1".into());
         }
+        if self.cache_bytes == 0 || usize::try_from(self.cache_bytes).is_err() {
+            return bad(format!(
+                "cache_bytes = {}: must be at least 1 (and fit in memory)",
+                self.cache_bytes
+            ));
+        }
+        if !(1..=256).contains(&self.reader_connections) {
+            return bad(format!(
+                "reader_connections = {}: must be 1..=256",
+                self.reader_connections
+            ));
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(format!(
                 "listen {:?} is not host:port (an IP address and a port)",
@@ -159,7 +177,7 @@ async fn run(ctx: ServiceContext) -> anyhow::Result<()> {
     let tls = handler_base::tls::Tls::load(&ctx.settings)?;
     handler_base::auth::check_listen("event_router.listen", &cfg.listen, token.as_ref(), &tls)?;
     let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        .map_err(handler_base::ConfigError::from)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", cfg.listen))?;
@@ -190,18 +208,22 @@ async fn run_sqlite(
     listener: handler_base::tls::Incoming,
     token: Option<handler_base::auth::Token>,
 ) -> anyhow::Result<()> {
-    let cache = Arc::new(RwLock::new(VecDeque::new()));
+    let bounds = recent::Bounds {
+        events: cfg.cache_events,
+        bytes: usize::try_from(cfg.cache_bytes).unwrap_or(usize::MAX),
+    };
+    let cache = Arc::new(RwLock::new(recent::Recent::new(bounds)));
     let (head_tx, _) = watch::channel(0u64);
-    let hook = broker::commit_hook(cache.clone(), head_tx.clone(), cfg.cache_events);
+    let hook = broker::commit_hook(cache.clone(), head_tx.clone());
     let dir = ctx.home.join("events");
     let (store, loaded) = {
-        let (d, w, c) = (
-            dir.clone(),
-            Duration::from_secs(cfg.dedup_window_s),
-            cfg.cache_events,
-        );
+        let (d, w, c) = (dir.clone(), Duration::from_secs(cfg.dedup_window_s), bounds);
         let durability = cfg.durability;
-        tokio::task::spawn_blocking(move || Store::open(&d, durability, w, c, hook)).await??
+        let readers = cfg.reader_connections;
+        tokio::task::spawn_blocking(move || {
+            Store::open(&d, durability, w, c, hook).map(|(s, l)| (s.with_reader_limit(readers), l))
+        })
+        .await??
     };
     let metrics = metrics::Metrics::default();
     store.health().stuck_after_ms.store(

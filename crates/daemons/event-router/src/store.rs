@@ -121,6 +121,9 @@ pub struct Store {
     path: PathBuf,
     writer: mpsc::Sender<WriteOp>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// At most this many reads at once, so at most this many reader connections (and
+    /// blocking threads) exist: [`Store::with_reader_limit`].
+    reader_slots: Arc<tokio::sync::Semaphore>,
     /// Closed (sender dropped) when the writer thread ends, by return or panic.
     writer_alive: watch::Receiver<()>,
     health: Arc<WriterHealth>,
@@ -172,13 +175,23 @@ pub struct Loaded {
     pub recent: Vec<Arc<wire::Event>>,
 }
 
+/// Reader connections of a store unless [`Store::with_reader_limit`] says otherwise.
+pub const DEFAULT_READERS: usize = 8;
+
 impl Store {
+    /// This store with at most `n` (at least 1) reads at once: more wait for a free
+    /// reader connection instead of opening another one.
+    pub fn with_reader_limit(mut self, n: usize) -> Store {
+        self.reader_slots = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
     /// Opens (creating) `dir/events.db`, loads start-up state and starts the writer thread.
     pub fn open(
         dir: &Path,
         durability: Durability,
         dedup_window: Duration,
-        cache: usize,
+        cache: crate::recent::Bounds,
         on_commit: OnCommit,
     ) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir)
@@ -224,6 +237,7 @@ impl Store {
             dedup,
             on_commit,
             health: health.clone(),
+            carried: Vec::new(),
             _alive: alive_tx,
         };
         std::thread::Builder::new()
@@ -237,6 +251,7 @@ impl Store {
                 path,
                 writer: tx,
                 readers: Arc::new(Mutex::new(Vec::new())),
+                reader_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_READERS)),
                 writer_alive: alive_rx,
                 health,
             },
@@ -352,7 +367,14 @@ impl Store {
     ) -> Result<T, StoreError> {
         let pool = self.readers.clone();
         let path = self.path.clone();
+        let slot = self
+            .reader_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Join("reader slots closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let conn = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let conn = match conn {
                 Some(c) => c,
@@ -426,7 +448,8 @@ fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arc<wire::Event>> {
     Ok(Arc::new(ev))
 }
 
-fn load(c: &Connection, cache: usize) -> rusqlite::Result<Loaded> {
+/// Start-up state; `recent` is the newest events within the cache's `bounds`.
+fn load(c: &Connection, cache: crate::recent::Bounds) -> rusqlite::Result<Loaded> {
     let (first, head): (Option<i64>, Option<i64>) =
         c.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -462,10 +485,21 @@ fn load(c: &Connection, cache: usize) -> rusqlite::Result<Loaded> {
             ))
         })?
         .collect::<Result<_, _>>()?;
-    let mut st = c.prepare("SELECT seq, data FROM (SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?1) ORDER BY seq")?;
-    l.recent = st
-        .query_map([cache as i64], decode_row)?
-        .collect::<Result<_, _>>()?;
+    // Newest first, until either bound is reached: never more than the cache keeps.
+    let mut st = c.prepare("SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?1")?;
+    let mut bytes = 0usize;
+    for e in st.query_map(
+        [i64::try_from(cache.events).unwrap_or(i64::MAX)],
+        decode_row,
+    )? {
+        let e = e?;
+        bytes += crate::recent::size(&e);
+        if bytes > cache.bytes {
+            break;
+        }
+        l.recent.push(e);
+    }
+    l.recent.reverse();
     Ok(l)
 }
 
@@ -539,6 +573,10 @@ struct Writer {
     dedup: Dedup,
     on_commit: OnCommit,
     health: Arc<WriterHealth>,
+    /// Ack records of transactions whose commit failed: written again with the next
+    /// transaction, so a floor update (or an ack above the floor) is never dropped, even
+    /// one queued without a reply (`save_floor`).
+    carried: Vec<AckRecord>,
     /// Dropped when the thread ends, which tells `Store::writer_stopped`.
     _alive: watch::Sender<()>,
 }
@@ -558,6 +596,10 @@ struct Group {
         Option<oneshot::Sender<Result<i64, StoreError>>>,
         Result<i64, StoreError>,
     )>,
+    /// The ack floors and acks above them written by this transaction (carried to the
+    /// next one if its commit fails).
+    floors: HashMap<String, u64>,
+    above: Vec<(String, u64)>,
 }
 
 impl Writer {
@@ -577,6 +619,8 @@ impl Writer {
             self.dedup.expire(now);
             let (start_next, start_meta) = (self.next, self.meta_seq);
             let mut g = Group::default();
+            // Ack records of a failed commit go again with this transaction.
+            ops.extend(self.carried.drain(..).map(|r| WriteOp::Acks(r, None)));
             let result = self.apply(&mut ops, &mut g, &mut buf, now);
             if !g.replies_pub.is_empty() {
                 // Tests make a publishing transaction hang here (debug builds, `failpoints`).
@@ -605,6 +649,19 @@ impl Writer {
                     let n = self.health.failed_in_row.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::error!(error = %e, path = %self.path.display(), failed_in_row = n, "event log commit failed; publishes in this batch are not acked");
                     ops.clear();
+                    // The floors and acks are written again with the next transaction.
+                    let mut above: HashMap<String, Vec<u64>> = HashMap::new();
+                    for (name, seq) in std::mem::take(&mut g.above) {
+                        above.entry(name).or_default().push(seq);
+                    }
+                    for (consumer, floor) in std::mem::take(&mut g.floors) {
+                        let above = above.remove(&consumer).unwrap_or_default();
+                        self.carried.push(AckRecord {
+                            consumer,
+                            floor,
+                            above,
+                        });
+                    }
                     (self.next, self.meta_seq) = (start_next, start_meta);
                     self.dedup.forget_last(g.added);
                     for (reply, _) in g.replies_pub {
@@ -633,8 +690,7 @@ impl Writer {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO events (seq, id, type, stored_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            let mut floors: HashMap<String, u64> = HashMap::new();
-            let mut above: Vec<(String, u64)> = Vec::new();
+            let (floors, above) = (&mut g.floors, &mut g.above);
             for op in ops.drain(..) {
                 match op {
                     WriteOp::Publish(events, reply) => {
@@ -705,11 +761,11 @@ impl Writer {
             )?;
             let mut below =
                 tx.prepare_cached("DELETE FROM acks WHERE consumer = ?1 AND seq <= ?2")?;
-            for (name, floor) in &floors {
+            for (name, floor) in floors.iter() {
                 up.execute(params![name, *floor as i64, now])?;
                 below.execute(params![name, *floor as i64])?;
             }
-            for (name, seq) in &above {
+            for (name, seq) in above.iter() {
                 add.execute(params![name, *seq as i64])?;
             }
             // `last_seq` keeps seqs from being reused once retention has deleted the newest
@@ -745,7 +801,10 @@ mod tests {
             dir,
             Durability::Relaxed,
             Duration::from_secs(300),
-            100,
+            crate::recent::Bounds {
+                events: 100,
+                bytes: usize::MAX,
+            },
             Box::new(|_| {}),
         )
         .expect("open store")
@@ -801,5 +860,86 @@ mod tests {
             "dedup window reloaded from the log"
         );
         assert_eq!((out[1].seq, out[1].duplicate), (5, false));
+    }
+
+    /// A commit that fails (a trigger stands in for a full disk) keeps the ack floors and
+    /// acks of its transaction, also those queued without a reply (`save_floor`), and the
+    /// next commit writes them (issue 28, point 5: they were dropped, so a restart went
+    /// back to an older floor).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_keeps_its_floor_updates_for_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, _) = open_store(dir.path());
+        let sql =
+            |q: &'static str| move |tx: &rusqlite::Transaction<'_>| tx.execute_batch(q).map(|_| 0);
+        s.exec(sql("CREATE TRIGGER full BEFORE INSERT ON consumers BEGIN SELECT RAISE(ABORT, 'disk full'); END;"))
+            .await
+            .expect("create trigger");
+        s.save_floor("quiet", 7).await.expect("queued");
+        // Queued after it, so its commit failed no later than this one.
+        let e = s
+            .save_acks(AckRecord {
+                consumer: "loud".into(),
+                floor: 3,
+                above: vec![5],
+            })
+            .await
+            .expect_err("the commit fails");
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert!(s.writer_check().is_err(), "commits failing");
+        s.exec(sql("DROP TRIGGER full")).await.expect("space again");
+        let rows = s
+            .read(|c| {
+                let mut st = c.prepare("SELECT name, ack_floor FROM consumers ORDER BY name")?;
+                let floors = st
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut st = c.prepare("SELECT consumer, seq FROM acks")?;
+                let acks = st
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((floors, acks))
+            })
+            .await
+            .expect("read");
+        assert_eq!(
+            rows,
+            (
+                vec![("loud".to_owned(), 3), ("quiet".to_owned(), 7)],
+                vec![("loud".to_owned(), 5)]
+            )
+        );
+    }
+
+    /// Reads are bounded: at most `with_reader_limit` run at once, so the pool never holds
+    /// more connections (issue 28, point 5: every concurrent read opened one more).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_are_bounded_by_the_reader_limit() {
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, _) = open_store(dir.path());
+        let s = s.with_reader_limit(2);
+        let active = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let reads = (0..10).map(|_| {
+            let (active, most) = (active.clone(), most.clone());
+            s.read(move |c| {
+                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // A slow query (the work itself, not a synchronisation).
+                std::thread::sleep(Duration::from_millis(100));
+                active.fetch_sub(1, Ordering::SeqCst);
+                c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            })
+        });
+        for r in futures_util::future::join_all(reads).await {
+            assert_eq!(r.expect("read"), 1);
+        }
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
+            "{} reads at once",
+            most.load(Ordering::SeqCst)
+        );
+        assert!(s.readers.lock().unwrap().len() <= 2);
     }
 }

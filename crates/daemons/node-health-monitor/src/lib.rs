@@ -469,8 +469,8 @@ pub struct NodeHealthMonitor {
 const STATE_KEY: &str = "raised";
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
-    let cluster = ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+    let cluster =
+        ClusterConfig::load(&ctx.home, &ctx.node).map_err(handler_base::ConfigError::from)?;
     let token = handler_base::auth::load(&ctx.settings)?;
     let cfg: HealthConfig = ctx.settings.section("node_health_monitor")?;
     cfg.validate()?;

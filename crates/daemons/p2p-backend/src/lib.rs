@@ -92,8 +92,8 @@ pub struct P2pBackend {
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: P2pConfig = ctx.settings.section("p2p_backend")?;
-    let cluster = ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let cluster =
+        ClusterConfig::load(&ctx.home, &ctx.node).map_err(handler_base::ConfigError::from)?;
     let token = handler_base::auth::load(&ctx.settings)?;
     handler_base::ensure_config!(
         !cluster.require_token || token.is_some(),

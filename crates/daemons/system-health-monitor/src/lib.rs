@@ -420,8 +420,8 @@ const STATE_KEY: &str = "alerts";
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: SystemConfig = ctx.settings.section("system_health_monitor")?;
-    let cluster = ClusterConfig::load(&ctx.home, &ctx.node)
-        .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
+    let cluster =
+        ClusterConfig::load(&ctx.home, &ctx.node).map_err(handler_base::ConfigError::from)?;
     let token = handler_base::auth::load(&ctx.settings)?;
     // Validated before use: `from_secs_f64` panics on a negative or NaN value.
     cfg.validate()?;
