@@ -10,4 +10,5 @@ mod jetstream_cluster;
 mod launcher_backoff;
 mod partition;
 mod router_outage;
+mod shipped_cluster;
 mod training_loop;

@@ -149,6 +149,16 @@ pub trait Jobs: Send + Sync {
     fn model_format(&self) -> ModelFormat {
         ModelFormat::Rrm
     }
+
+    /// Stops every job of this home the job table has running with a key starting with
+    /// `key_prefix`, whichever process started it (a run of the daemon before a crash or
+    /// a kill -9 of its launcher included: jobs outlive their daemon, to be adopted):
+    /// for a leader duty's jobs on a node that no longer leads. Returns the keys stopped.
+    /// The default, for jobs without a process, has none.
+    async fn cancel_running(&self, key_prefix: &str) -> Result<Vec<String>, String> {
+        let _ = key_prefix;
+        Ok(Vec::new())
+    }
 }
 
 impl dyn Jobs {
@@ -515,6 +525,25 @@ impl Jobs for RunnerJobs {
         self.run_json_until(req, CancellationToken::new()).await
     }
 
+    async fn cancel_running(&self, key_prefix: &str) -> Result<Vec<String>, String> {
+        let (runner, prefix) = (self.runner.clone(), key_prefix.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut stopped = Vec::new();
+            let running = runner
+                .running()
+                .map_err(|e| format!("running jobs: {e}"))?;
+            for h in running.into_iter().filter(|h| h.job_key.starts_with(&prefix)) {
+                runner
+                    .cancel(&h)
+                    .map_err(|e| format!("cancel job {}: {e}", h.job_key))?;
+                stopped.push(h.job_key);
+            }
+            Ok(stopped)
+        })
+        .await
+        .map_err(|e| format!("cancel task: {e}"))?
+    }
+
     async fn run_json_until(
         &self,
         req: JobRequest,
@@ -704,6 +733,8 @@ pub fn default_argv(req: &JobRequest) -> Result<Vec<String>, String> {
 /// A scripted [`Jobs`] for tests: records requests, answers from a closure.
 pub struct FakeJobs {
     pub calls: std::sync::Mutex<Vec<JobRequest>>,
+    /// The key prefixes of every `cancel_running` call.
+    pub cancels: std::sync::Mutex<Vec<String>>,
     answer: Box<dyn Fn(&JobRequest) -> Result<serde_json::Value, String> + Send + Sync>,
 }
 
@@ -713,6 +744,7 @@ impl FakeJobs {
     ) -> Arc<FakeJobs> {
         Arc::new(FakeJobs {
             calls: std::sync::Mutex::new(Vec::new()),
+            cancels: std::sync::Mutex::new(Vec::new()),
             answer: Box::new(answer),
         })
     }
@@ -735,6 +767,14 @@ impl Jobs for FakeJobs {
             key: req.key.clone(),
             message: m,
         })
+    }
+
+    async fn cancel_running(&self, key_prefix: &str) -> Result<Vec<String>, String> {
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key_prefix.to_owned());
+        Ok(Vec::new())
     }
 }
 
@@ -839,6 +879,55 @@ mod tests {
             !Path::new(&format!("/proc/{pid}")).exists(),
             "process {pid} killed"
         );
+    }
+
+    /// A job left running by an earlier runner (its daemon killed) is stopped by
+    /// `cancel_running` of a new one, matched by key prefix; other keys are left alone.
+    #[tokio::test]
+    async fn cancel_running_stops_a_job_an_earlier_runner_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = JobTemplates {
+            tournament: "sh -c {script}".into(),
+            ..Default::default()
+        };
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "echo $$ > {0}.tmp && mv {0}.tmp {0}; exec sleep 600",
+            pid_file.display()
+        );
+        let req = JobRequest::new(
+            JobKind::Tournament,
+            "tournament:hex8_2p",
+            Duration::from_secs(900),
+        )
+        .var("script", script);
+        let earlier = RunnerJobs::new(dir.path(), &t).unwrap();
+        let run = tokio::spawn(async move { earlier.run_json(req).await });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let pid = loop {
+            if let Ok(p) = std::fs::read_to_string(&pid_file) {
+                break p.trim().to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The earlier daemon is gone; its job runs on.
+        run.abort();
+        let now = RunnerJobs::new(dir.path(), &t).unwrap();
+        assert_eq!(now.cancel_running("export:").await.unwrap(), Vec::<String>::new());
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "other keys left alone");
+        assert_eq!(
+            now.cancel_running("tournament:").await.unwrap(),
+            vec!["tournament:hex8_2p".to_owned()]
+        );
+        let gone = std::time::Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+        {
+            assert!(std::time::Instant::now() < gone, "process {pid} still runs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(now.runner.running().unwrap().is_empty(), "no row left running");
     }
 
     #[tokio::test]

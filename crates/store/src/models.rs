@@ -502,6 +502,43 @@ pub fn fence_token(home: &Path, config: ConfigKey) -> Result<u64, StoreError> {
     Ok(read_sidecar(home, config)?.map_or(0, |c| c.fence_token))
 }
 
+/// Whether the model of payload SHA-256 `payload_sha256` is or was `config`'s canonical
+/// model in this home: the sidecar's, or one of the backed-up sidecars [`promote`] keeps
+/// under `models/backup/` (promotions here and copies installed by model_sync alike).
+/// For a leader handed an evaluation an earlier leader already decided: the decision
+/// record is that node's, the canonical history is everywhere the model went.
+pub fn was_canonical(
+    home: &Path,
+    config: ConfigKey,
+    payload_sha256: &str,
+) -> Result<bool, StoreError> {
+    if read_sidecar(home, config)?.is_some_and(|c| c.sha256 == payload_sha256) {
+        return Ok(true);
+    }
+    let dir = paths::models_dir(home).join("backup");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StoreError::io("read backups", &dir, e)),
+    };
+    let prefix = format!("canonical_{config}.");
+    for entry in entries {
+        let path = entry.map_err(|e| StoreError::io("read backups", &dir, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if !(name.starts_with(&prefix) && name.ends_with(".json")) {
+            continue;
+        }
+        // A backup that cannot be read is not evidence either way: skip it.
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if serde_json::from_slice::<Canonical>(&bytes).is_ok_and(|c| c.sha256 == payload_sha256) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// `models/ringrift_best_<config>`, the symlink to the canonical model.
 pub fn best_link(home: &Path, config: ConfigKey) -> PathBuf {
     paths::models_dir(home).join(format!("ringrift_best_{config}"))

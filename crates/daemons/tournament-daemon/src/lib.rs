@@ -214,7 +214,21 @@ impl Ladder {
     /// The periodic ladder, plus tournament items from the work queue (leader only).
     pub async fn cycle(&self, emit: &dyn Emit) -> anyhow::Result<()> {
         let Some(leader) = self.duty.mine().await? else {
-            self.status.set("not the leader: no tournaments".to_owned());
+            // A tournament this home still runs is a deposed leader's: its daemon was
+            // killed mid-round (a kill -9 of the launcher leaves jobs running, to be
+            // adopted), and nothing else would stop it now. The first cycle runs at start.
+            match self.jobs.cancel_running("tournament:").await {
+                Ok(stopped) if !stopped.is_empty() => {
+                    tracing::warn!(?stopped, "not the leader: stopped tournament jobs left running");
+                    self.status
+                        .set(format!("not the leader: stopped {}", stopped.join(", ")));
+                }
+                Ok(_) => self.status.set("not the leader: no tournaments".to_owned()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "not the leader: could not stop tournament jobs");
+                    self.status.set(format!("not the leader: {e}"));
+                }
+            }
             return Ok(());
         };
         let stamp = ringrift_store::now_ms().to_string();
@@ -410,6 +424,28 @@ mod tests {
                 && args.contains("--games-per-pair 20 --model /"),
             "{args}"
         );
+    }
+
+    /// A follower's cycle stops the tournament jobs its home still runs (a deposed
+    /// leader's, left by a daemon killed mid-round); the leader's does not.
+    #[tokio::test]
+    async fn a_follower_cycle_stops_tournament_jobs_left_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = fake();
+        ladder_as(dir.path(), jobs.clone(), "other")
+            .cycle(&Recorder::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            *jobs.cancels.lock().unwrap(),
+            vec!["tournament:".to_owned()]
+        );
+        let jobs = fake();
+        ladder(dir.path(), jobs.clone())
+            .cycle(&Recorder::default())
+            .await
+            .unwrap();
+        assert!(jobs.cancels.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -105,6 +105,33 @@ impl Promoter {
         }
         let what = format!("EVALUATION_COMPLETED #{} ({})", ev.seq, e.model_path);
         let leader = self.duty.for_event(&what).await?;
+        // Decided by an earlier leader (killed after its swap, before its ack, so the
+        // event came here): the decision record is that node's, but the model is, or
+        // was, canonical here (model_sync installed it). Deciding again would reject it
+        // as "canonical changed" and have it re-evaluated against itself.
+        if !e.model_sha256.is_empty() {
+            let config = config_of(ev)?;
+            let (home, sha) = (self.home.clone(), e.model_sha256.clone());
+            let promoted_before = tokio::task::spawn_blocking(move || {
+                ringrift_store::models::was_canonical(&home, config, &sha)
+            })
+            .await??;
+            if promoted_before {
+                tracing::info!(model = %e.model_path, "already promoted (canonical here now or before); not deciding again");
+                self.state
+                    .put(
+                        &key,
+                        &Decided {
+                            promoted: true,
+                            reason: "already promoted (by an earlier leader)".into(),
+                            at_ms: ringrift_store::now_ms(),
+                            sprt: None,
+                        },
+                    )
+                    .await?;
+                return Ok(());
+            }
+        }
         self.decide(ev, e, &key, &id, &leader, emit).await
     }
 
@@ -419,6 +446,35 @@ mod tests {
         ringrift_store::models::canonical(dir, key)
             .unwrap()
             .map(|c| c.sha256)
+    }
+
+    /// An evaluation an earlier leader decided and swapped in, redelivered to a new
+    /// leader (the old one killed before its ack) whose home has the model from
+    /// model_sync, now or in its backups: recorded as promoted, no second decision (it
+    /// was rejected as "canonical changed" and re-evaluated against itself).
+    #[tokio::test]
+    async fn an_evaluation_promoted_by_an_earlier_leader_is_not_decided_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let key: ConfigKey = "hex8_2p".parse().unwrap();
+        let (x, x_sha) = model(dir.path(), "x", 1);
+        let (y, y_sha) = model(dir.path(), "y", 2);
+        // As model_sync installs the earlier leader's promotions here: x, then y over it.
+        for (m, sha, before) in [(&x, &x_sha, None), (&y, &y_sha, Some(x_sha.as_str()))] {
+            promote(dir.path(), key, m, "m", sha, before, None, Fence::Replica).unwrap();
+        }
+        let p = promoter(dir.path());
+        let rec = Recorder::default();
+        // y is canonical here; x was (a backup).
+        p.on_evaluation(&passing(&y, &y_sha, &x_sha), &rec)
+            .await
+            .unwrap();
+        p.on_evaluation(&passing(&x, &x_sha, ""), &rec).await.unwrap();
+        assert!(rec.events().is_empty(), "{:?}", rec.events());
+        assert_eq!(canonical_sha(dir.path()), Some(y_sha.clone()));
+        for k in [format!("decided:{y_sha}:{x_sha}"), format!("decided:{x_sha}")] {
+            let d = p.state.get::<Decided>(&k).await.unwrap();
+            assert!(d.is_some_and(|d| d.promoted), "{k}");
+        }
     }
 
     /// The file at the event's path is not the model that was evaluated (overwritten
