@@ -27,8 +27,8 @@ const PUBLISHERS: usize = 8;
 const SUBSCRIBERS: [&str; 3] = ["sub_a", "sub_b", "sub_stall"];
 const STALLER: &str = "sub_stall";
 /// The stalling subscriber's ack_wait, and how long its one stalled handling takes.
-const STALL_ACK_WAIT_S: f64 = 2.0;
-const STALL_S: f64 = 7.0;
+const STALL_ACK_WAIT_S: f64 = 4.0;
+const STALL_S: f64 = 12.0;
 /// Real pipeline daemons killed with the rest (they subscribe to no EXTERNAL event).
 const PIPELINE: [&str; 2] = ["data_pipeline", "auto_export"];
 /// How long the old token stays in use after the router has the new one.
@@ -694,9 +694,15 @@ pub(crate) fn run(p: Params) {
         .map(|(n, d)| format!("{n}: {d}"))
         .collect();
     let publisher_starts: u32 = pubs.iter().map(|pb| pb.starts).sum();
+    // Restarts by the launchers (their counters reset after RESET_AFTER_S ready).
+    let launcher_log = home.log("ringrift-launcher");
+    let restarts_total = launcher_log
+        .lines()
+        .filter(|l| l.contains("restarting after backoff"))
+        .count();
     eprintln!(
         "CHAOS REPORT backend={} seed={} events={accepted}/{total} subscribers={} chaos={:.0}s \
-         drained_at={:.0}s kills={:?} (total {}) restarts={restarts:?} publisher_starts={publisher_starts} \
+         drained_at={:.0}s kills={:?} (total {}) restarts={restarts_total} counters_at_end={restarts:?} publisher_starts={publisher_starts} \
          rotation: router at {:.0}s, new token everywhere at {:.0}s \
          delay_ms p50={} p99={} max={} stalls={:?} dlq={} twice_in_one_process={} \
          zombies={zombies_after} launcher_fds before={fds_before} after={fds_after} \
