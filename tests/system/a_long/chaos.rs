@@ -636,19 +636,23 @@ pub(crate) fn run(p: Params) {
         pubs.iter().map(Publisher::outbox_len).collect::<Vec<_>>()
     );
     let mut rec = Records::new(home.path().join("test_daemon.log"));
-    let catch_up_limit = if done.is_some() {
-        drain_limit
-    } else {
-        Duration::from_secs(5)
-    };
-    let caught_up = poll_until(catch_up_limit, || {
+    // The consumers work through the backlog at their own pace (each handles one event at
+    // a time, ~100/s here under load): wait while they make progress, and give up after
+    // STALL_LIMIT without any (or at the cap).
+    const STALL_LIMIT: Duration = Duration::from_secs(120);
+    let cap = Duration::from_secs(3_600);
+    let (mut handled, mut progress_at) = (0usize, Instant::now());
+    let caught_up = poll_until(if done.is_some() { cap } else { Duration::ZERO }, || {
         std::thread::sleep(Duration::from_millis(500));
         rec.refresh();
-        SUBSCRIBERS
-            .iter()
-            .all(|s| rec.missing(s, &ids) == 0)
-            .then_some(())
-    });
+        let now: usize = rec.first.values().map(HashMap::len).sum();
+        if now > handled {
+            (handled, progress_at) = (now, Instant::now());
+        }
+        let all = SUBSCRIBERS.iter().all(|s| rec.missing(s, &ids) == 0);
+        (all || progress_at.elapsed() > STALL_LIMIT).then_some(all)
+    })
+    .filter(|all| *all);
     let drained_at = t0.elapsed();
     let missing: BTreeMap<&str, usize> = SUBSCRIBERS
         .iter()
