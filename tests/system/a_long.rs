@@ -2,12 +2,14 @@
 //! starts tests in name order, so these begin at once and the short tests fill the other
 //! test thread around them instead of these forming the tail of the run.
 
+mod chaos;
 mod cluster_queue;
 mod cross_node_loop;
 mod delivery_scope;
 mod external_trainer;
 mod jetstream_cluster;
 mod launcher_backoff;
+mod launcher_endurance;
 mod partition;
 mod router_outage;
 mod shipped_cluster;

@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod data_plane;
 mod data_server;
+mod disk_full;
 mod dlq;
 mod game_sync;
 mod jetstream_queue;

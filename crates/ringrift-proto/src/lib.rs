@@ -15,6 +15,12 @@ mod event;
 pub use event::{Event, EventError, MAX_EVENT_BYTES, event_id_of, payload_to_json, type_name};
 pub use wire::{EventType, HealthStatus};
 
+/// How a router's RESOURCE_EXHAUSTED message starts when its event log's disk is full:
+/// the router's refusal of every publish until space returns, not a judgement of the
+/// event (a publisher keeps such events and retries; RESOURCE_EXHAUSTED without it is
+/// a message too large).
+pub const STORAGE_FULL: &str = "router storage full";
+
 /// Encoded `FileDescriptorSet` of every ringrift proto file, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ringrift_descriptor.bin"));

@@ -222,13 +222,20 @@ fn split_helps(c: Code) -> bool {
     )
 }
 
-/// Codes that refuse the sender rather than an event: a wrong or missing token, missing
-/// rights, a router not ready for it. Reported by [`Publisher::refused`].
-fn refuses_sender(c: Code) -> bool {
+/// Refusals of the sender rather than of an event: a wrong or missing token, missing
+/// rights, a router not ready for it, a router whose disk is full
+/// ([`ringrift_proto::STORAGE_FULL`]). Reported by [`Publisher::refused`]; the events
+/// stay in the outbox.
+fn refuses_sender(s: &tonic::Status) -> bool {
     matches!(
-        c,
+        s.code(),
         Code::Unauthenticated | Code::PermissionDenied | Code::FailedPrecondition
-    )
+    ) || storage_full(s)
+}
+
+/// The router refuses every publish because its disk is full (not this event's size).
+fn storage_full(s: &tonic::Status) -> bool {
+    s.code() == Code::ResourceExhausted && s.message().starts_with(ringrift_proto::STORAGE_FULL)
 }
 
 async fn send_loop(mut client: Client, outbox: Outbox, shared: Arc<Shared>, alive: Weak<Alive>) {
@@ -285,7 +292,7 @@ async fn send_loop(mut client: Client, outbox: Outbox, shared: Arc<Shared>, aliv
         }
         outbox.done(done);
         if let Some(s) = unavailable {
-            if refuses_sender(s.code()) {
+            if refuses_sender(&s) {
                 let why = format!("router refuses publishes ({:?}): {}", s.code(), s.message());
                 shared.set_refused(Some(why), outbox.len());
             }
@@ -329,6 +336,7 @@ async fn send(
                     }));
                 }
             }
+            Err(s) if storage_full(&s) => return (results, Some(s)),
             Err(s) if split_helps(s.code()) && b - a > 1 => {
                 let m = a + (b - a) / 2;
                 todo.push((m, b));

@@ -18,7 +18,13 @@
 //!   from the outbox).
 //! * publishes `publish_per_cycle` EXTERNAL events `tick:<instance>:<n>` every cycle, the
 //!   count accepted into the outbox kept in `run/<instance>.ticks` (a steady publisher for
-//!   partition tests).
+//!   partition tests), up to `tick_limit` in all when it is not 0 (the chaos suite's
+//!   publishers: a fixed number of events, spread over the run);
+//! * with `record_time`, appends the event's publish time (`time_unix_ms`) to each
+//!   `handle` line, so a test can measure delivery delay;
+//! * stalls one handling for `stall_s` seconds when `run/<instance>.stall` appears (the
+//!   file is removed first; records `stall` and `unstall` with the event id): a handler
+//!   busy past `ack_wait_s` while events queue behind it.
 
 use handler_base::{Context, DaemonInfo, Handler, ensure_config};
 use ringrift_proto::{Event, EventType, wire};
@@ -35,6 +41,34 @@ pub const INFO: DaemonInfo = DaemonInfo {
     about: "Test daemon: records its lifecycle, crashes on command",
 };
 
+/// [`INFO`], named after the file it was run as: through a link named
+/// `ringrift-test-daemon-<x>` (lower case, digits, dashes) it is daemon `test_daemon_<x>`,
+/// with its own outbox, durable consumer and lifecycle keys (`[test_daemon_<x>]`), so
+/// that several run in one home (the chaos suite's subscribers). Its own settings stay in
+/// `[test_daemon]`.
+pub fn info() -> DaemonInfo {
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    let file = std::path::Path::new(&arg0)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or("");
+    match file.strip_prefix("ringrift-test-daemon-") {
+        Some(x)
+            if !x.is_empty()
+                && x
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            let name = format!("test_daemon_{}", x.replace('-', "_"));
+            DaemonInfo {
+                name: Box::leak(name.into_boxed_str()),
+                ..INFO
+            }
+        }
+        _ => INFO,
+    }
+}
+
 /// `[test_daemon]` (usually set per instance with `--set test_daemon.x=...`).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +84,9 @@ pub struct TestConfig {
     pub panic_in: String,
     pub publish_burst: u64,
     pub publish_per_cycle: u64,
+    pub tick_limit: u64,
+    pub record_time: bool,
+    pub stall_s: f64,
     pub lanes: bool,
     pub concurrent: usize,
 }
@@ -68,6 +105,9 @@ impl Default for TestConfig {
             panic_in: String::new(),
             publish_burst: 0,
             publish_per_cycle: 0,
+            tick_limit: 0,
+            record_time: false,
+            stall_s: 0.0,
             lanes: false,
             concurrent: 1,
         }
@@ -79,6 +119,7 @@ pub struct TestDaemon {
     record: PathBuf,
     crash_file: PathBuf,
     hang_file: PathBuf,
+    stall_file: PathBuf,
     burst_file: PathBuf,
     started: Instant,
     types: Vec<EventType>,
@@ -89,6 +130,11 @@ pub struct TestDaemon {
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: TestConfig = ctx.settings.section("test_daemon")?;
     ensure_config!(cfg.handle_s >= 0.0, "test_daemon.handle_s must be >= 0");
+    ensure_config!(
+        cfg.stall_s.is_finite() && cfg.stall_s >= 0.0,
+        "test_daemon.stall_s = {}: must be a finite number >= 0",
+        cfg.stall_s
+    );
     ensure_config!(cfg.concurrent >= 1, "test_daemon.concurrent must be >= 1");
     ensure_config!(
         ["", "cycle", "event"].contains(&cfg.panic_in.as_str()),
@@ -110,6 +156,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         record: ctx.home.join("test_daemon.log"),
         crash_file: run.join(format!("{}.crash", cfg.instance)),
         hang_file: run.join(format!("{}.hang", cfg.instance)),
+        stall_file: run.join(format!("{}.stall", cfg.instance)),
         burst_file: run.join(format!("{}.burst", cfg.instance)),
         cfg,
         started: Instant::now(),
@@ -157,7 +204,11 @@ impl TestDaemon {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        for n in start..start + self.cfg.publish_per_cycle {
+        let mut end = start + self.cfg.publish_per_cycle;
+        if self.cfg.tick_limit > 0 {
+            end = end.min(self.cfg.tick_limit);
+        }
+        for n in start..end {
             let ev = Event::new(wire::event::Payload::Json(format!("{{\"n\": {n}}}")))
                 .with_id(format!("tick:{}:{n}", self.cfg.instance));
             ctx.publish(ev).await?;
@@ -209,7 +260,16 @@ impl Handler for TestDaemon {
     }
 
     async fn handle_event(&self, _ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.record_line("handle", &ev.id);
+        if self.cfg.record_time {
+            self.record_line("handle", &format!("{} {}", ev.id, ev.time_unix_ms));
+        } else {
+            self.record_line("handle", &ev.id);
+        }
+        if self.cfg.stall_s > 0.0 && std::fs::remove_file(&self.stall_file).is_ok() {
+            self.record_line("stall", &ev.id);
+            tokio::time::sleep(Duration::from_secs_f64(self.cfg.stall_s)).await;
+            self.record_line("unstall", &ev.id);
+        }
         assert!(
             self.cfg.panic_in != "event",
             "panic_in = event: handler panics"

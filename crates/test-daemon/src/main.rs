@@ -1,4 +1,4 @@
 //! `ringrift-test-daemon` binary.
 fn main() -> std::process::ExitCode {
-    handler_base::daemon_main(ringrift_test_daemon::INFO, ringrift_test_daemon::build)
+    handler_base::daemon_main(ringrift_test_daemon::info(), ringrift_test_daemon::build)
 }

@@ -1432,7 +1432,14 @@ fn internal(e: StoreError) -> Status {
 #[tonic::async_trait]
 impl crate::backend::Backend for Broker {
     async fn publish(&self, events: Vec<Event>) -> Result<Vec<Stored>, Status> {
-        Broker::publish(self, events).await.map_err(unavailable)
+        Broker::publish(self, events).await.map_err(|e| match e {
+            // The publisher keeps the events and retries (router-client's publisher).
+            StoreError::Full(_) => Status::resource_exhausted(format!(
+                "{}: {e}",
+                ringrift_proto::STORAGE_FULL
+            )),
+            e => unavailable(e),
+        })
     }
 
     async fn subscribe(

@@ -28,6 +28,9 @@ pub enum StoreError {
     WriterGone,
     #[error("event log commit failed: {0}")]
     Commit(String),
+    /// The disk under the log is full (SQLITE_FULL): nothing of the batch was stored.
+    #[error("event log commit failed, the disk is full: {0}")]
+    Full(String),
     #[error("event log task failed: {0}")]
     Join(String),
 }
@@ -664,8 +667,14 @@ impl Writer {
                     }
                     (self.next, self.meta_seq) = (start_next, start_meta);
                     self.dedup.forget_last(g.added);
+                    let full = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
                     for (reply, _) in g.replies_pub {
-                        let _ = reply.send(Err(StoreError::Commit(e.to_string())));
+                        let err = if full {
+                            StoreError::Full(e.to_string())
+                        } else {
+                            StoreError::Commit(e.to_string())
+                        };
+                        let _ = reply.send(Err(err));
                     }
                     for (reply, _) in g.replies_exec {
                         if let Some(reply) = reply {
