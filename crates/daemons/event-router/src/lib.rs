@@ -102,7 +102,7 @@ impl Default for RouterConfig {
 }
 
 impl RouterConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| {
             Err(ConfigError::Section {
                 section: "event_router".into(),
