@@ -23,6 +23,8 @@
 //! every node's router ([`jetstream`]); both implement [`backend::Backend`], and
 //! `docs/router.md` lists where JetStream's semantics differ.
 
+#[cfg(test)]
+mod bad_requests;
 pub mod backend;
 mod broker;
 pub mod in_process;
