@@ -120,3 +120,32 @@ fn daemon_with_bad_config_exits_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// Bad arguments are bad usage for every binary an operator or a unit runs: exit 64
+/// (never restarted) with clap's message naming the argument; `--help` is exit 0.
+#[test]
+fn every_binary_answers_a_bad_argument_with_exit_64_naming_it() {
+    let home = Home::new();
+    let mut bins: Vec<String> = ringrift_registry::Registry::builtin()
+        .daemons()
+        .filter(|s| s.implemented)
+        .map(|s| s.binary())
+        .collect();
+    bins.extend(
+        ["ringrift-launcher", "ringrift-events", "ringrift-fetch", "ringrift-job"].map(String::from),
+    );
+    bins.sort();
+    bins.dedup();
+    for b in &bins {
+        let out = Command::new(bin(b))
+            .env("RINGRIFT_HOME", home.path())
+            .arg("--no-such-flag")
+            .output()
+            .unwrap_or_else(|e| panic!("run {b}: {e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{b} --no-such-flag: {err}");
+        assert!(err.contains("--no-such-flag"), "{b}: {err}");
+        let out = Command::new(bin(b)).arg("--help").output().expect("run --help");
+        assert_eq!(out.status.code(), Some(0), "{b} --help");
+    }
+}

@@ -294,3 +294,42 @@ fn job_results_and_payloads_are_read_only_through_the_contracts() {
          not by key: {bad:#?}"
     );
 }
+
+/// docs/bad-input.md names a test per row (`file::function`): each must exist, and a
+/// row without one must say so ("no test yet").
+#[test]
+fn every_test_named_in_the_bad_input_catalogue_exists() {
+    let root = root();
+    let doc = std::fs::read_to_string(root.join("docs/bad-input.md")).expect("docs/bad-input.md");
+    let mut named = 0;
+    let mut missing = Vec::new();
+    let mut untested = Vec::new();
+    for row in doc.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| Input")) {
+        let refs: Vec<(&str, &str)> = row
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter_map(|r| r.split_once(".rs::"))
+            .collect();
+        if refs.is_empty() && !row.contains("no test yet") {
+            untested.push(row.to_owned());
+        }
+        for (file, function) in refs {
+            named += 1;
+            let path = root.join(format!("{file}.rs"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let defined = [format!("fn {function}("), format!("fn {function}<")]
+                .iter()
+                .any(|d| text.contains(d.as_str()));
+            if !defined {
+                missing.push(format!("{file}.rs::{function}"));
+            }
+        }
+    }
+    assert!(named > 50, "only {named} tests named in docs/bad-input.md");
+    assert!(missing.is_empty(), "tests named in docs/bad-input.md that do not exist: {missing:#?}");
+    assert!(
+        untested.is_empty(),
+        "rows of docs/bad-input.md with neither a test nor \"no test yet\": {untested:#?}"
+    );
+}

@@ -1004,3 +1004,5 @@ fn valid_url(s: &str, schemes: &[&str]) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod fuzz;

@@ -10,6 +10,8 @@
 
 pub mod config_key;
 pub mod example;
+#[cfg(test)]
+mod fuzz;
 pub mod gate;
 pub mod payload;
 pub mod report;

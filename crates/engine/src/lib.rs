@@ -5,6 +5,8 @@
 //! it; daemons never link it.
 
 pub mod dataset;
+#[cfg(test)]
+mod fuzz;
 pub mod game;
 pub mod model;
 pub mod players;

@@ -94,7 +94,10 @@ enum DlqCmd {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match handler_base::cli::parse_args::<Cli>() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

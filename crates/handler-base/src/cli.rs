@@ -1,6 +1,25 @@
-//! The flags every daemon binary accepts.
+//! The flags every daemon binary accepts, and how every RingRift CLI answers bad
+//! arguments: clap's message and exit 64 (bad usage, never restarted), `--help` exit 0.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Prints a clap error and maps it to the exit code: `--help`/`--version` 0, a bad
+/// argument [`crate::EXIT_CONFIG`] (clap's own default, 2, would read as a crash).
+pub fn usage_exit(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(crate::EXIT_CONFIG)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The arguments of a tool (`ringrift-launcher`, `ringrift-events`, `ringrift-fetch`):
+/// parsed, or the exit code of [`usage_exit`].
+pub fn parse_args<T: clap::Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| usage_exit(&e))
+}
 
 #[derive(Debug, Clone, clap::Parser)]
 pub struct CommonArgs {

@@ -19,6 +19,8 @@ pub mod auth;
 pub mod cli;
 mod dedup;
 mod errors;
+#[cfg(test)]
+mod fuzz;
 mod health;
 pub mod lifecycle;
 mod liveness;

@@ -231,18 +231,10 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
     let cmd = CommonArgs::command()
         .name(format!("ringrift-{}", info.name.replace('_', "-")))
         .about(info.about);
-    let matches = cmd.try_get_matches().map_err(|e| {
-        let _ = e.print();
-        if e.use_stderr() {
-            ExitCode::from(EXIT_CONFIG)
-        } else {
-            ExitCode::SUCCESS
-        }
-    })?;
-    let args = CommonArgs::from_arg_matches(&matches).map_err(|e| {
-        let _ = e.print();
-        ExitCode::from(EXIT_CONFIG)
-    })?;
+    let matches = cmd
+        .try_get_matches()
+        .map_err(|e| crate::cli::usage_exit(&e))?;
+    let args = CommonArgs::from_arg_matches(&matches).map_err(|e| crate::cli::usage_exit(&e))?;
     let home = settings::resolve_home(args.home.as_deref());
     let fail = |msg: String| {
         eprintln!("ringrift-{}: {msg}", info.name.replace('_', "-"));

@@ -15,7 +15,6 @@ pub mod supervise;
 pub mod systemd;
 
 use anyhow::{Context as _, bail};
-use clap::Parser;
 use handler_base::settings::{Settings, Sources, resolve_home};
 use ringrift_registry::{Registry, load_profile};
 use std::path::{Path, PathBuf};
@@ -28,7 +27,10 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 pub fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = match handler_base::cli::parse_args::<cli::Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

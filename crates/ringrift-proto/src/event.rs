@@ -243,3 +243,5 @@ impl Event {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod fuzz;

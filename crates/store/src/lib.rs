@@ -9,6 +9,8 @@ pub mod db;
 pub mod elo;
 pub mod error;
 mod fence;
+#[cfg(test)]
+mod fuzz;
 pub mod games;
 pub mod manifest;
 pub mod models;

@@ -259,6 +259,12 @@ fn parse_prefix(path: &Path, bytes: &[u8]) -> Result<(ModelHeader, usize), Store
         .ok_or_else(|| bad("header runs past end of file".into()))?;
     let header: ModelHeader =
         serde_json::from_slice(body).map_err(|e| bad(format!("header is not valid: {e}")))?;
+    if header.format_version != version {
+        return Err(bad(format!(
+            "header says format version {}, the file is version {version}",
+            header.format_version
+        )));
+    }
     Ok((header, 16 + hlen))
 }
 

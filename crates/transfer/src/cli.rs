@@ -48,7 +48,10 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match handler_base::cli::parse_args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -39,9 +39,15 @@ impl Refusal {
         }
     }
 
+    /// What resolving a requested path met: a missing name, a file used as a directory
+    /// (`a.txt/b`) or a link loop is not found; a name too long is a bad path; only
+    /// other failures (permissions, I/O) are the server's (500).
     fn io(e: &std::io::Error) -> Refusal {
-        match e.kind() {
-            std::io::ErrorKind::NotFound => Refusal::NotFound,
+        use nix::errno::Errno;
+        match (e.kind(), e.raw_os_error().map(Errno::from_raw)) {
+            (std::io::ErrorKind::NotFound, _)
+            | (_, Some(Errno::ENOTDIR | Errno::ELOOP | Errno::ENOENT)) => Refusal::NotFound,
+            (_, Some(Errno::ENAMETOOLONG)) => Refusal::BadPath("name too long"),
             _ => Refusal::Io(e.to_string()),
         }
     }

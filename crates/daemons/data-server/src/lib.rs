@@ -209,6 +209,8 @@ pub async fn start_in_process(
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod games_tests;
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,8 @@
 //! every node's router ([`jetstream`]); both implement [`backend::Backend`], and
 //! `docs/router.md` lists where JetStream's semantics differ.
 
+#[cfg(test)]
+mod bad_requests;
 pub mod backend;
 mod broker;
 pub mod in_process;
@@ -111,7 +113,7 @@ impl Default for RouterConfig {
 }
 
 impl RouterConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| {
             Err(ConfigError::Section {
                 section: "event_router".into(),
