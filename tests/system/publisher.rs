@@ -142,7 +142,11 @@ async fn a_daemon_with_a_wrong_token_sends_its_outbox_once_restarted_with_the_ri
     let st = d.term(Duration::from_secs(30));
     assert!(st.success(), "{st}");
     let log = home.log("ringrift-test-daemon");
-    let lines = log.lines().filter(|l| l.contains("refuse")).count();
+    let lines = log
+        .lines()
+        // Error lines about a refusal (the start line's settings name `subscribe_refused_exit`).
+        .filter(|l| l.contains("\"level\":\"ERROR\"") && l.contains("refuse"))
+        .count();
     assert_eq!(
         lines, 1,
         "one line for the refusal, not one per event:\n{log}"
