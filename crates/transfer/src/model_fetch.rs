@@ -2,7 +2,8 @@
 //! `models/.incoming/` (hidden: never served, never taken for a model), its file SHA-256
 //! verified by the engine against the peer's manifest and its header read: what
 //! model_sync (a peer's canonical model) and unified_promotion (a candidate evaluated on
-//! another node) both do before they install a model with `ringrift_store::models`.
+//! another node) both do before they install a model with `ringrift_store::models`;
+//! and the trained generations a peer serves of a config (tournament_daemon plays them).
 
 use crate::files::{Engine, ManifestEntry, Root, Wanted, check_rel, manifest_under};
 use crate::{Peer, TransferError};
@@ -116,6 +117,46 @@ pub async fn fetch_model_at(
     fetch_model(engine, peer, home, &rel, entry).await
 }
 
+/// The generation in a trained model's file name (`gen0003_w12.rrm`: 3; 0 when the name
+/// has none).
+pub fn generation_in_name(name: &str) -> u32 {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    file.strip_prefix("gen")
+        .map(|r| {
+            r.bytes().take_while(u8::is_ascii_digit).fold(0u32, |g, d| {
+                g.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// The trained generations of `config` that `peer` serves (`models/<config>/gen*.{rrm,
+/// onnx}`): each one's path relative to the models root, its manifest line and its
+/// generation (the header's, else the file name's), newest first.
+pub async fn generations(
+    engine: &Engine,
+    peer: &Peer,
+    config: ringrift_store::ConfigKey,
+) -> Result<Vec<(String, ManifestEntry, u32)>, TransferError> {
+    let dir = config.to_string();
+    let doc = manifest_under(engine.client(), peer, Root::Models, &dir).await?;
+    let mut out: Vec<(String, ManifestEntry, u32)> = doc
+        .files
+        .into_iter()
+        .filter(|(rel, _)| {
+            rel.strip_prefix(&format!("{dir}/"))
+                .is_some_and(|f| !f.contains('/') && f.starts_with("gen"))
+                && ModelFormat::of(rel).is_some()
+        })
+        .map(|(rel, e)| {
+            let g = e.generation.unwrap_or_else(|| generation_in_name(&rel));
+            (rel, e, g)
+        })
+        .collect();
+    out.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| b.0.cmp(&a.0)));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +184,18 @@ mod tests {
         ] {
             let err = served_rel(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_generation_is_read_from_a_trained_models_name() {
+        for (name, g) in [
+            ("gen0003_w12.rrm", 3),
+            ("hex8_2p/gen0120_w5.onnx", 120),
+            ("canonical_hex8_2p.rrm", 0),
+            ("gen.rrm", 0),
+        ] {
+            assert_eq!(generation_in_name(name), g, "{name}");
         }
     }
 }
