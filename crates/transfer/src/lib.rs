@@ -5,6 +5,8 @@
 //! * [`files`]: files (models, NPZ, databases) planned from a peer's manifest, fetched
 //!   with HTTP ranges and resumed after a crash, SHA-256-verified, installed by atomic
 //!   rename, quarantined on mismatch, under per-host concurrency and bandwidth limits;
+//! * [`model_fetch`]: a model file of a peer's `models` root fetched into this home's
+//!   `models/.incoming/` and identified (model_sync, unified_promotion);
 //! * [`games`]: games moved as batches of records (pushed to or pulled from a peer's
 //!   `data_server`), merged by `game_id`, with per-peer watermarks so each game crosses
 //!   each link once;
@@ -17,6 +19,7 @@ pub mod cli;
 pub mod events;
 pub mod files;
 pub mod games;
+pub mod model_fetch;
 pub mod peers;
 pub mod replication;
 pub mod setup;

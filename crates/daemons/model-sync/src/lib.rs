@@ -30,6 +30,7 @@ use ringrift_proto::wire::{self, EventType, event::Payload};
 use ringrift_store::{ConfigKey, models};
 use ringrift_transfer::events::Transfer;
 use ringrift_transfer::files::{ManifestDoc, ManifestEntry, Root, Wanted, manifest};
+use ringrift_transfer::model_fetch::{fetch_model, incoming_dir};
 use ringrift_transfer::{Peer, Setup, TransferSettings, node_of};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -144,12 +145,10 @@ impl ModelSync {
         config: ConfigKey,
         sidecar: &ManifestEntry,
     ) -> anyhow::Result<(String, u64)> {
-        let incoming = ringrift_store::paths::models_dir(&ctx.home)
-            .join(".incoming")
-            .join(format!(
-                "canonical_{config}.{}.json",
-                &sidecar.sha256[..16.min(sidecar.sha256.len())]
-            ));
+        let incoming = incoming_dir(&ctx.home).join(format!(
+            "canonical_{config}.{}.json",
+            &sidecar.sha256[..16.min(sidecar.sha256.len())]
+        ));
         let wanted = Wanted {
             root: Root::Models,
             path: format!("canonical_{config}.json"),
@@ -221,32 +220,18 @@ impl ModelSync {
         let key = config.to_string();
         let t0 = Instant::now();
         ctx.publish(transfer.started(&key)).await?;
-        let incoming = ringrift_store::paths::models_dir(&ctx.home)
-            .join(".incoming")
-            .join(format!(
-                "canonical_{config}.{}.{}",
-                &entry.sha256[..16],
-                models::ModelFormat::of(&name).unwrap_or_default().ext()
-            ));
-        let wanted = Wanted {
-            root: Root::Models,
-            path: name,
-            sha256: entry.sha256.clone(),
-            size: entry.size,
-        };
         let result = async {
-            let fetched = self.setup.engine.fetch(peer, &wanted, &incoming).await?;
+            let fetched = fetch_model(&self.setup.engine, peer, &ctx.home, &name, &entry).await?;
             let (home, inc, name) = (
                 ctx.home.clone(),
-                incoming.clone(),
+                fetched.path.clone(),
                 format!("from {}", peer.name),
             );
             let expect = expect.map(str::to_owned);
             let previous = local.map(|c| c.sha256);
             let source_fence = source_fence.clone();
+            let sha = fetched.info.payload_sha256.clone();
             let installed = tokio::task::spawn_blocking(move || -> anyhow::Result<Installed> {
-                let header = models::identify_file(&inc)?;
-                let sha = header.payload_sha256;
                 let fence = match source_fence {
                     // The sidecar names another payload: the manifest was read in
                     // the middle of a promotion; the next try reads both anew.

@@ -4,6 +4,14 @@
 //! records every game in the Elo store; the daemon publishes ELO_UPDATED per participant.
 //! A TRAINING_COMPLETED is answered once (persisted by model SHA-256).
 //!
+//! Trained models live on the training nodes: the recent models are the newest
+//! generations of the config in this home and on every peer's data_server (its
+//! `models/<config>/`), those of peers copied first into
+//! `models/.peers/<node>/<config>/<sha256 prefix>/<file>` (hidden: never served, never
+//! taken for this home's own models; verified by the transfer engine, fetched once,
+//! copies no longer among the recent ones removed). A peer that does not answer is
+//! skipped with a warning.
+//!
 //! A leader-only duty: tournaments are claimed and played only while this node leads,
 //! and the leader's token is confirmed right before each tournament job; a refused token
 //! skips it (warning, `fence_refused` in health). The job carries the token
@@ -28,6 +36,9 @@ use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{WorkKind, WorkQueue};
+use ringrift_transfer::files::{Root, Wanted};
+use ringrift_transfer::model_fetch::{generation_in_name, generations};
+use ringrift_transfer::{Peer, Setup, TransferSettings};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +91,19 @@ pub struct Ladder {
     pub duty: LeaderDuty,
     status: StatusLine,
     busy: tokio::sync::Mutex<()>,
+    /// The peers whose trained models play too (`None`: this home's only).
+    remote: Option<Setup>,
+}
+
+/// Where the copies of peers' trained models are kept: `models/.peers`.
+pub fn peers_dir(home: &Path) -> PathBuf {
+    ringrift_store::paths::models_dir(home).join(".peers")
+}
+
+/// A recent model: this home's file, or one a peer serves.
+enum Pick {
+    Here(PathBuf),
+    Peer(Peer, Wanted),
 }
 
 impl Ladder {
@@ -104,7 +128,82 @@ impl Ladder {
             duty,
             status: StatusLine::new("no tournament yet"),
             busy: tokio::sync::Mutex::new(()),
+            remote: None,
         }
+    }
+
+    /// Plays the peers' trained models too, listed and fetched through `setup`.
+    pub fn with_remote(mut self, setup: Setup) -> Self {
+        self.remote = Some(setup);
+        self
+    }
+
+    /// The newest `recent` trained models of `config` here and on the peers (theirs
+    /// copied here), plus the canonical model.
+    async fn participants(&self, config: ConfigKey) -> anyhow::Result<Vec<PathBuf>> {
+        let (home, n) = (self.home.clone(), self.cfg.recent);
+        let Some(setup) = &self.remote else {
+            return Ok(tokio::task::spawn_blocking(move || participants(&home, config, n)).await?);
+        };
+        let h = home.clone();
+        let local = tokio::task::spawn_blocking(move || {
+            ringrift_pipeline::models::recent_models(&h, config, n)
+        })
+        .await?;
+        let mut pool: Vec<(u32, Pick)> = local
+            .into_iter()
+            .map(|p| {
+                let g = generation_in_name(&p.file_name().unwrap_or_default().to_string_lossy());
+                (g, Pick::Here(p))
+            })
+            .collect();
+        for peer in setup.peers() {
+            match generations(&setup.engine, &peer, config).await {
+                Ok(v) => pool.extend(v.into_iter().take(n).map(|(path, e, g)| {
+                    let w = Wanted {
+                        root: Root::Models,
+                        path,
+                        sha256: e.sha256,
+                        size: e.size,
+                    };
+                    (g, Pick::Peer(peer.clone(), w))
+                })),
+                Err(e) => {
+                    tracing::warn!(peer = %peer.name, %config, error = %e, "tournament: the peer's models are not listed; playing without them");
+                }
+            }
+        }
+        // Newest first; among equal generations this home's first (a stable sort).
+        pool.sort_by(|a, b| b.0.cmp(&a.0));
+        pool.truncate(n);
+        let mut out = Vec::new();
+        let mut keep = Vec::new();
+        for (_, pick) in pool {
+            match pick {
+                Pick::Here(p) => out.push(p),
+                Pick::Peer(peer, w) => {
+                    let file = w.path.rsplit('/').next().unwrap_or(&w.path).to_owned();
+                    let dir = peers_dir(&home)
+                        .join(&peer.name)
+                        .join(config.to_string())
+                        .join(&w.sha256[..16.min(w.sha256.len())]);
+                    let dest = dir.join(file);
+                    keep.push(dir);
+                    let d = dest.clone();
+                    let have = tokio::task::spawn_blocking(move || d.is_file()).await?;
+                    if !have && let Err(e) = setup.engine.fetch(&peer, &w, &dest).await {
+                        tracing::warn!(peer = %peer.name, model = %w.path, error = %e, "tournament: the peer's model was not fetched; playing without it");
+                        continue;
+                    }
+                    out.push(dest);
+                }
+            }
+        }
+        // Copies no longer among the recent ones go.
+        let dir = peers_dir(&home);
+        tokio::task::spawn_blocking(move || prune_copies(&dir, config, &keep)).await?;
+        out.extend(ringrift_pipeline::models::canonical(&home, config));
+        Ok(out)
     }
 
     /// Runs one round-robin for `config` as `leader`; returns how many participants
@@ -117,8 +216,7 @@ impl Ladder {
         leader: &Leader,
     ) -> anyhow::Result<Option<usize>> {
         let _one = self.busy.lock().await;
-        let (home, n) = (self.home.clone(), self.cfg.recent);
-        let models = tokio::task::spawn_blocking(move || participants(&home, config, n)).await?;
+        let models = self.participants(config).await?;
         if models.len() < 2 {
             self.status
                 .set(format!("{config}: {} model(s), need 2", models.len()));
@@ -219,7 +317,10 @@ impl Ladder {
             // adopted), and nothing else would stop it now. The first cycle runs at start.
             match self.jobs.cancel_running("tournament:").await {
                 Ok(stopped) if !stopped.is_empty() => {
-                    tracing::warn!(?stopped, "not the leader: stopped tournament jobs left running");
+                    tracing::warn!(
+                        ?stopped,
+                        "not the leader: stopped tournament jobs left running"
+                    );
                     self.status
                         .set(format!("not the leader: stopped {}", stopped.join(", ")));
                 }
@@ -270,6 +371,30 @@ impl Ladder {
     }
 }
 
+/// Removes the copies of `config`'s peer models under `dir` (`models/.peers`) whose
+/// directory is not in `keep`; what cannot be read or removed is logged and left.
+fn prune_copies(dir: &Path, config: ConfigKey, keep: &[PathBuf]) {
+    let nodes = match std::fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "tournament: copies not pruned");
+            return;
+        }
+    };
+    for node in nodes.flatten() {
+        let cdir = node.path().join(config.to_string());
+        for copy in std::fs::read_dir(&cdir).into_iter().flatten().flatten() {
+            let p = copy.path();
+            if !keep.contains(&p)
+                && let Err(e) = std::fs::remove_dir_all(&p)
+            {
+                tracing::warn!(copy = %p.display(), error = %e, "tournament: old copy not removed");
+            }
+        }
+    }
+}
+
 pub struct TournamentDaemon(pub Ladder);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
@@ -287,16 +412,20 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let state = StateStore::open(&ctx.home, INFO.name)?;
     let duty = LeaderDuty::from_ctx(ctx)?;
-    Ok(Arc::new(TournamentDaemon(Ladder::new(
-        cfg,
-        configs,
-        ctx.home.clone(),
-        ctx.source(),
-        jobs,
-        queue,
-        state,
-        duty,
-    ))))
+    let setup = Setup::new(ctx, INFO.name, TransferSettings::default())?;
+    Ok(Arc::new(TournamentDaemon(
+        Ladder::new(
+            cfg,
+            configs,
+            ctx.home.clone(),
+            ctx.source(),
+            jobs,
+            queue,
+            state,
+            duty,
+        )
+        .with_remote(setup),
+    )))
 }
 
 #[async_trait::async_trait]
@@ -386,6 +515,76 @@ mod tests {
         let d = paths::models_dir(dir).join("hex8_2p");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(name), b"m").unwrap();
+    }
+
+    /// The coordinator trains nothing: its home has only the canonical model, and the
+    /// trained generations are on the training node `train`, served by its data server.
+    /// The round plays the newest two of them (copied under `models/.peers/train/`) and
+    /// the canonical model; a second round downloads nothing again; when `train` has a
+    /// newer generation, the oldest copy is removed.
+    #[tokio::test]
+    async fn the_recent_models_of_a_training_node_play_on_the_coordinator() {
+        use ringrift_data_server::testing;
+        let key: ConfigKey = "hex8_2p".parse().unwrap();
+        let train = testing::server("train").await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cluster.toml"),
+            testing::cluster(&[
+                ("test", "\"coordinator\"", 1, false),
+                ("train", "\"training\"", train.port, false),
+            ]),
+        )
+        .unwrap();
+        let (ctx, _) = Context::for_test(INFO.name, dir.path(), "").unwrap();
+        let setup = Setup::new(&ctx, INFO.name, TransferSettings::default()).unwrap();
+        let jobs = fake();
+        let l = ladder(dir.path(), jobs.clone()).with_remote(setup);
+        let trained = paths::models_dir(train.home.path()).join("hex8_2p");
+        std::fs::create_dir_all(&trained).unwrap();
+        let put = |g: u32| {
+            let (_, bytes) = ringrift_store::models::example(key, g, &[g as u8; 70_000]).unwrap();
+            std::fs::write(trained.join(format!("gen{g:04}_w{g}.rrm")), bytes).unwrap();
+        };
+        put(1);
+        put(2);
+        put(3);
+        std::fs::create_dir_all(paths::models_dir(dir.path())).unwrap();
+        std::fs::write(
+            paths::models_dir(dir.path()).join("canonical_hex8_2p.rrm"),
+            b"c",
+        )
+        .unwrap();
+        let rec = Recorder::default();
+        assert_eq!(l.round(key, &rec, "t1", &me()).await.unwrap(), Some(3));
+        let played = |i: usize| -> Vec<String> {
+            jobs.calls()[i].lists["models"]
+                .iter()
+                .map(|m| m.rsplit('/').next().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            played(0),
+            ["gen0003_w3.rrm", "gen0002_w2.rrm", "canonical_hex8_2p.rrm"]
+        );
+        let copies = peers_dir(dir.path()).join("train").join("hex8_2p");
+        let copy3 = jobs.calls()[0].lists["models"][0].clone();
+        assert!(copy3.starts_with(&copies.display().to_string()), "{copy3}");
+        let mtime = |p: &str| std::fs::metadata(p).unwrap().modified().unwrap();
+        let before = mtime(&copy3);
+        assert_eq!(l.round(key, &rec, "t2", &me()).await.unwrap(), Some(3));
+        assert_eq!(mtime(&copy3), before, "not downloaded again");
+        put(4);
+        assert_eq!(l.round(key, &rec, "t3", &me()).await.unwrap(), Some(3));
+        assert_eq!(
+            played(2),
+            ["gen0004_w4.rrm", "gen0003_w3.rrm", "canonical_hex8_2p.rrm"]
+        );
+        assert_eq!(
+            std::fs::read_dir(&copies).unwrap().count(),
+            2,
+            "the copy of generation 2 removed"
+        );
     }
 
     #[tokio::test]

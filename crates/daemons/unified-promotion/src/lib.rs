@@ -11,6 +11,14 @@
 //! Decisions are persisted by model SHA-256 and the canonical it was compared with: a
 //! redelivered evaluation decides nothing twice.
 //!
+//! The candidate is promoted from a local copy: an evaluation published by another node
+//! (`evaluation@<node>`) whose `model_path` is not a readable file in this home (the
+//! model was trained and evaluated there, under that node's `models/`) is fetched first
+//! from that node's data_server (`ringrift_transfer::model_fetch`: file SHA-256 from its
+//! manifest, verified, into `models/.incoming/`), and that copy is promoted; the payload
+//! SHA-256 check and the fence are the same. A failed fetch nacks the evaluation (it is
+//! retried with backoff), it is not a rejection.
+//!
 //! A leader-only duty: it decides only while this node leads, confirms the leader's
 //! token right before the canonical write, and the write itself carries the token: the
 //! model store swaps the canonical model only if no higher token has written it
@@ -33,8 +41,11 @@ use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::models::{Fence, promote};
 use ringrift_store::{ConfigKey, StoreError};
-use std::path::PathBuf;
+use ringrift_transfer::model_fetch::fetch_model_at;
+use ringrift_transfer::{Setup, TransferSettings, node_of};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "unified_promotion",
@@ -58,6 +69,18 @@ pub struct Promoter {
     pub state: StateStore,
     pub duty: LeaderDuty,
     status: StatusLine,
+    /// This node and its view of the others' data servers (`None`: models are only
+    /// ever read where the event says).
+    remote: Option<(String, Setup)>,
+    /// Candidates fetched from the node that evaluated them.
+    fetched: AtomicU64,
+}
+
+/// The file promotion reads: the event's path, or a copy fetched from another node
+/// (removed once the promotion is done with it).
+struct Candidate {
+    path: PathBuf,
+    fetched: bool,
 }
 
 /// The config key of an EVALUATION_COMPLETED event.
@@ -79,7 +102,67 @@ impl Promoter {
             state,
             duty,
             status: StatusLine::new("waiting for evaluations"),
+            remote: None,
+            fetched: AtomicU64::new(0),
         }
+    }
+
+    /// Fetches candidates evaluated on other nodes through `setup` (this node: `node`).
+    pub fn with_remote(mut self, node: &str, setup: Setup) -> Self {
+        self.remote = Some((node.to_owned(), setup));
+        self
+    }
+
+    /// The file to promote for `e` (published as `source`): its path when it is a
+    /// readable file in this home, or when it comes from this node or no known peer;
+    /// else a copy fetched from the node that published it. A failed fetch is an error
+    /// (the evaluation is nacked and retried).
+    async fn candidate(
+        &self,
+        source: &str,
+        e: &wire::EvaluationCompleted,
+    ) -> anyhow::Result<Candidate> {
+        let path = PathBuf::from(&e.model_path);
+        let (p, home) = (path.clone(), self.home.clone());
+        let (readable, here) = tokio::task::spawn_blocking(move || {
+            let readable = p.is_file();
+            (readable, readable && p.starts_with(&home))
+        })
+        .await?;
+        let local = Candidate {
+            path,
+            fetched: false,
+        };
+        let Some((this, setup)) = &self.remote else {
+            return Ok(local);
+        };
+        let from = match node_of(source) {
+            Some(n) if n != this && !here => n,
+            _ => return Ok(local),
+        };
+        let Some(peer) = setup.peer(from) else {
+            anyhow::ensure!(
+                readable,
+                "the model {} was evaluated on {from}, a node not in cluster.toml, and is not readable here",
+                e.model_path
+            );
+            return Ok(local);
+        };
+        let got = fetch_model_at(&setup.engine, &peer, &self.home, &e.model_path)
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "fetch the evaluated model {} from {from} ({}): {err}",
+                    e.model_path,
+                    peer.url
+                )
+            })?;
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(model = %e.model_path, node = %from, copy = %got.path.display(), bytes = got.downloaded, "evaluated model fetched from the node that evaluated it");
+        Ok(Candidate {
+            path: got.path,
+            fetched: true,
+        })
     }
 
     pub async fn on_evaluation(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
@@ -161,21 +244,20 @@ impl Promoter {
         // Rejected: the reason, whether to play it again, the canonical it was against.
         let rejected = if decision.passed {
             let what = format!("promote {} into canonical_{config}", e.model_path);
+            let candidate = self.candidate(&ev.source, e).await?;
             if !self.duty.confirm(leader, &what).await? {
                 self.status.set(format!(
                     "deposed (token {} refused): {} not promoted",
                     leader.token, e.model_path
                 ));
+                remove_copy(&candidate).await;
                 return Err(self.duty.not_leading(&what));
             }
-            let (home, model) = (self.home.clone(), PathBuf::from(&e.model_path));
+            let home = self.home.clone();
+            let (model, name) = (candidate.path.clone(), stem(&e.model_path));
             let expected = (sha.clone(), evaluated_canonical.clone());
             let fence = Fence::Leader(leader.token);
             let outcome = tokio::task::spawn_blocking(move || {
-                let name = model
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
                 promote(
                     &home,
                     config,
@@ -187,7 +269,9 @@ impl Promoter {
                     fence,
                 )
             })
-            .await?;
+            .await;
+            remove_copy(&candidate).await;
+            let outcome = outcome?;
             match outcome {
                 Ok(pr) => {
                     let canonical = pr
@@ -284,6 +368,23 @@ impl Promoter {
     }
 }
 
+/// The file stem of a model path (the name its promotion records).
+fn stem(path: &str) -> String {
+    Path::new(path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Removes a fetched copy (the promotion copied what it keeps); a path of the event is
+/// left alone.
+async fn remove_copy(c: &Candidate) {
+    if c.fetched {
+        let p = c.path.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(p)).await;
+    }
+}
+
 pub struct UnifiedPromotion(pub Promoter);
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
@@ -291,12 +392,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let gate = c.gate;
     let state = StateStore::open(&ctx.home, INFO.name)?;
     let duty = LeaderDuty::from_ctx(ctx)?;
-    Ok(Arc::new(UnifiedPromotion(Promoter::new(
-        gate,
-        ctx.home.clone(),
-        state,
-        duty,
-    ))))
+    let setup = Setup::new(ctx, INFO.name, TransferSettings::default())?;
+    Ok(Arc::new(UnifiedPromotion(
+        Promoter::new(gate, ctx.home.clone(), state, duty).with_remote(&ctx.node, setup),
+    )))
 }
 
 #[async_trait::async_trait]
@@ -323,6 +422,7 @@ impl Handler for UnifiedPromotion {
         HealthCheckResult::running(self.0.status.get())
             .detail("gate", self.0.gate.summary())
             .detail("fence_refused", self.0.duty.refused())
+            .detail("fetched", self.0.fetched.load(Ordering::Relaxed))
     }
 }
 
@@ -468,10 +568,15 @@ mod tests {
         p.on_evaluation(&passing(&y, &y_sha, &x_sha), &rec)
             .await
             .unwrap();
-        p.on_evaluation(&passing(&x, &x_sha, ""), &rec).await.unwrap();
+        p.on_evaluation(&passing(&x, &x_sha, ""), &rec)
+            .await
+            .unwrap();
         assert!(rec.events().is_empty(), "{:?}", rec.events());
         assert_eq!(canonical_sha(dir.path()), Some(y_sha.clone()));
-        for k in [format!("decided:{y_sha}:{x_sha}"), format!("decided:{x_sha}")] {
+        for k in [
+            format!("decided:{y_sha}:{x_sha}"),
+            format!("decided:{x_sha}"),
+        ] {
             let d = p.state.get::<Decided>(&k).await.unwrap();
             assert!(d.is_some_and(|d| d.promoted), "{k}");
         }
