@@ -85,6 +85,9 @@ async fn a_node_cut_off_for_60s_while_publishing_loses_nothing() {
     {
         return;
     }
+    // Not beside the five-node cluster test: under its load n3's outbox drained at a few
+    // events a second after healing, slower than it publishes (seen in the full suite).
+    let _heavy = ringrift_system_tests::heavy();
     let root = Home::new();
     let dir = root.path().join("cluster");
     let out = Command::new(repo().join("scripts/cluster-up"))
