@@ -43,6 +43,7 @@ async fn every_rpc_answers_a_bad_request_with_a_status_naming_it() {
         seq,
         cumulative: false,
         in_progress,
+        queued: false,
     };
     check("ack, unknown consumer", c.ack(ack("ghost", 1, false)).await.map(drop), Code::NotFound, "ghost");
     let nack = wire::NackRequest { consumer: "ghost".into(), seq: 1, reason: "x".into() };
