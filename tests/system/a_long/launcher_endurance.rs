@@ -36,16 +36,17 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The most fds the launcher held over one second of samples (a child being started or
-/// reaped holds a few for a moment; the most over a window is comparable across it).
+/// The fewest fds the launcher held over one second of samples: a child being started or
+/// reaped holds a few for a moment (a sample's most depends on catching one), while a
+/// leak raises the floor between them, which is what this compares.
 fn fds_over_a_second(pid: u32) -> usize {
     let until = Instant::now() + Duration::from_secs(1);
-    let mut most = 0;
+    let mut fewest = usize::MAX;
     while Instant::now() < until {
-        most = most.max(fd_count(pid));
+        fewest = fewest.min(fd_count(pid));
         std::thread::sleep(Duration::from_millis(10));
     }
-    most
+    fewest
 }
 
 fn starts(home: &Home) -> usize {

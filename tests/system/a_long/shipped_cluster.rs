@@ -900,15 +900,37 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
             .or_default()
             .push(e.source.clone());
     }
-    let swaps: usize = [l1, l2]
-        .iter()
-        .map(|&k| {
-            std::fs::read_to_string(home(k).join("logs/unified_promotion.log"))
-                .unwrap_or_default()
-                .matches("MODEL_PROMOTED: gate passed")
-                .count()
-        })
-        .sum();
+    let swaps_logged = || -> usize {
+        [l1, l2]
+            .iter()
+            .map(|&k| {
+                // The log and its rotations (unified_promotion.log.1, ...).
+                std::fs::read_dir(home(k).join("logs"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|f| f.file_name().to_string_lossy().starts_with("unified_promotion.log"))
+                    .map(|f| {
+                        std::fs::read_to_string(f.path())
+                            .unwrap_or_default()
+                            .matches("MODEL_PROMOTED: gate passed")
+                            .count()
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
+    };
+    // The launcher's log pump writes the daemon's line from its own thread, and rotates
+    // its file: the event can reach our subscriber before the line reaches the file, and
+    // the line can be in a rotated file (a run counted 3 lines for 4 promotions).
+    let swaps = ringrift_system_tests::wait_for(
+        "a logged canonical swap for every MODEL_PROMOTED",
+        Duration::from_secs(20),
+        || {
+            let n = swaps_logged();
+            (n >= seen.promoted().len()).then_some(n)
+        },
+    );
     let distributed: BTreeMap<String, BTreeSet<String>> =
         seen.events()
             .iter()
