@@ -922,13 +922,17 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
     };
     // The launcher's log pump writes the daemon's line from its own thread, and rotates
     // its file: the event can reach our subscriber before the line reaches the file, and
-    // the line can be in a rotated file (a run counted 3 lines for 4 promotions).
+    // the line can be in a rotated file. unified_promotion logs the swap after publishing
+    // MODEL_PROMOTED, so the line of a promotion made just before the kill -9 of its
+    // launcher can be lost with the pump (seen: generation 1 promoted by the leader 1 s
+    // before it was killed, 3 lines for 4 events): at most one line per kill is missing.
+    const KILLS: usize = 1;
     let swaps = ringrift_system_tests::wait_for(
-        "a logged canonical swap for every MODEL_PROMOTED",
+        "a logged canonical swap for every MODEL_PROMOTED (one may die with the killed pump)",
         Duration::from_secs(20),
         || {
             let n = swaps_logged();
-            (n >= seen.promoted().len()).then_some(n)
+            (n + KILLS >= seen.promoted().len()).then_some(n)
         },
     );
     let distributed: BTreeMap<String, BTreeSet<String>> =
@@ -963,7 +967,11 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
     for (sha, by) in &decisions {
         assert_eq!(by.len(), 1, "evaluation {sha} decided {} times: {by:?}", by.len());
     }
-    assert_eq!(swaps, promoted.len(), "canonical swaps logged vs MODEL_PROMOTED");
+    assert!(
+        swaps <= promoted.len() && swaps + KILLS >= promoted.len(),
+        "canonical swaps logged {swaps} vs MODEL_PROMOTED {}",
+        promoted.len()
+    );
 
     // No work item ran twice: a selfplay job's key is its item (`selfplay:<item>`), one
     // succeeded job per key across all homes; training (its job key is per config) is
