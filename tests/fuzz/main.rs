@@ -105,7 +105,9 @@ const LIFECYCLE: &[&str] = &[
 fn section_lines(fields: Vec<String>) -> BoxedStrategy<Vec<(String, String)>> {
     let n = fields.len();
     let key = if n == 0 {
-        (0..LIFECYCLE.len()).prop_map(|i| LIFECYCLE[i].to_owned()).boxed()
+        (0..LIFECYCLE.len())
+            .prop_map(|i| LIFECYCLE[i].to_owned())
+            .boxed()
     } else {
         prop_oneof![
             8 => (0..n).prop_map(move |i| fields[i].clone()),
@@ -130,7 +132,11 @@ fn toml(section: &str, lines: &[(String, String)]) -> String {
 }
 
 /// A start failure must be a configuration error naming what is wrong.
-fn config_error(e: &anyhow::Error, section: &str, lines: &[(String, String)]) -> Result<(), TestCaseError> {
+fn config_error(
+    e: &anyhow::Error,
+    section: &str,
+    lines: &[(String, String)],
+) -> Result<(), TestCaseError> {
     let msg = format!("{e:#}");
     prop_assert!(
         handler_base::is_config_error(e),
@@ -139,7 +145,12 @@ fn config_error(e: &anyhow::Error, section: &str, lines: &[(String, String)]) ->
         msg
     );
     let named = msg.contains(section) || lines.iter().any(|(k, _)| msg.contains(k.as_str()));
-    prop_assert!(named, "[{}] error names neither the section nor a key: {}", section, msg);
+    prop_assert!(
+        named,
+        "[{}] error names neither the section nor a key: {}",
+        section,
+        msg
+    );
     Ok(())
 }
 
@@ -173,7 +184,12 @@ fn fuzz_daemon_settings() {
                 // number out of range is named by file only (the config crate's message,
                 // e.g. "number too large to fit in target type in ringrift.toml").
                 Err(e) => {
-                    prop_assert!(handler_base::is_config_error(&e), "[{}] settings: {:#}", name, e);
+                    prop_assert!(
+                        handler_base::is_config_error(&e),
+                        "[{}] settings: {:#}",
+                        name,
+                        e
+                    );
                     return Ok(());
                 }
             };
@@ -207,24 +223,37 @@ fn fuzz_router_and_launcher_settings() {
             .map(|_| String::new())
             .unwrap_or_else(|e| e.to_string()),
     );
-    assert!(!router.is_empty() && !launcher.is_empty(), "fields found: {router:?} {launcher:?}");
+    assert!(
+        !router.is_empty() && !launcher.is_empty(),
+        "fields found: {router:?} {launcher:?}"
+    );
     let strategy = prop_oneof![
         section_lines(router).prop_map(|l| (true, l)),
         section_lines(launcher).prop_map(|l| (false, l)),
     ];
-    let r = ringrift_fuzz::run(file!(), "router_launcher_settings", strategy, |(is_router, lines)| {
-        let section = if is_router { "event_router" } else { "launcher" };
-        let Ok(s) = handler_base::Settings::from_toml(&toml(section, &lines)) else {
-            return Ok(());
-        };
-        if is_router {
-            if let Ok(c) = s.section::<ringrift_event_router::RouterConfig>(section) {
+    let r = ringrift_fuzz::run(
+        file!(),
+        "router_launcher_settings",
+        strategy,
+        |(is_router, lines)| {
+            let section = if is_router {
+                "event_router"
+            } else {
+                "launcher"
+            };
+            let Ok(s) = handler_base::Settings::from_toml(&toml(section, &lines)) else {
+                return Ok(());
+            };
+            if is_router {
+                if let Ok(c) = s.section::<ringrift_event_router::RouterConfig>(section) {
+                    let _ = c.validate();
+                }
+            } else if let Ok(c) = s.section::<ringrift_launcher::supervise::LauncherConfig>(section)
+            {
                 let _ = c.validate();
             }
-        } else if let Ok(c) = s.section::<ringrift_launcher::supervise::LauncherConfig>(section) {
-            let _ = c.validate();
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     assert_eq!(r, Ok(()));
 }

@@ -132,7 +132,13 @@ fn every_binary_answers_a_bad_argument_with_exit_64_naming_it() {
         .map(|s| s.binary())
         .collect();
     bins.extend(
-        ["ringrift-launcher", "ringrift-events", "ringrift-fetch", "ringrift-job"].map(String::from),
+        [
+            "ringrift-launcher",
+            "ringrift-events",
+            "ringrift-fetch",
+            "ringrift-job",
+        ]
+        .map(String::from),
     );
     bins.sort();
     bins.dedup();
@@ -145,7 +151,10 @@ fn every_binary_answers_a_bad_argument_with_exit_64_naming_it() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{b} --no-such-flag: {err}");
         assert!(err.contains("--no-such-flag"), "{b}: {err}");
-        let out = Command::new(bin(b)).arg("--help").output().expect("run --help");
+        let out = Command::new(bin(b))
+            .arg("--help")
+            .output()
+            .expect("run --help");
         assert_eq!(out.status.code(), Some(0), "{b} --help");
     }
 }

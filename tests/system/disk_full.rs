@@ -71,7 +71,11 @@ fn fill(path: &Path) {
 }
 
 fn padded(id: &str) -> Event {
-    Event::new(Payload::Json(format!("{{\"pad\": \"{}\"}}", "x".repeat(8 << 10)))).with_id(id)
+    Event::new(Payload::Json(format!(
+        "{{\"pad\": \"{}\"}}",
+        "x".repeat(8 << 10)
+    )))
+    .with_id(id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,14 +116,23 @@ async fn a_full_disk_under_the_router_keeps_events_in_the_outbox_until_space_ret
         },
     )
     .await;
-    eprintln!("disk full: the publisher says: {why}; {} events wait", p.buffered());
+    eprintln!(
+        "disk full: the publisher says: {why}; {} events wait",
+        p.buffered()
+    );
     assert!(
         why.contains("ResourceExhausted") && why.contains(ringrift_proto::STORAGE_FULL),
         "{why}"
     );
-    assert!(p.buffered() > 0, "events wait in the outbox while the disk is full");
+    assert!(
+        p.buffered() > 0,
+        "events wait in the outbox while the disk is full"
+    );
     assert_eq!(p.rejected(), 0, "no event left the outbox as malformed");
-    assert!(router.try_exit().is_none(), "the router stays up on a full disk");
+    assert!(
+        router.try_exit().is_none(),
+        "the router stays up on a full disk"
+    );
 
     std::fs::remove_file(&filler).expect("remove filler");
     wait_for_async("the outbox drained", Duration::from_secs(120), || {

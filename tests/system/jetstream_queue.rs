@@ -585,7 +585,11 @@ fn the_fence_never_expires_whatever_the_retention() {
     use ringrift_nats::work_queue::{
         CLAIMS_BUCKET, COMPLETED_BUCKET, FAILED_BUCKET, FENCE_BUCKET, OPEN_BUCKET,
     };
-    assert_eq!(max_age(FENCE_BUCKET), Duration::ZERO, "the fence never expires");
+    assert_eq!(
+        max_age(FENCE_BUCKET),
+        Duration::ZERO,
+        "the fence never expires"
+    );
     assert_eq!(max_age(OPEN_BUCKET), Duration::ZERO);
     assert_eq!(max_age(CLAIMS_BUCKET), Duration::ZERO);
     assert_eq!(max_age(COMPLETED_BUCKET), keep);
@@ -598,7 +602,10 @@ fn the_fence_never_expires_whatever_the_retention() {
         .expect("claim")
         .expect("item");
     assert_eq!(item.item_id, id);
-    assert!(q.complete(&id, "w", &serde_json::json!({})).expect("complete"));
+    assert!(
+        q.complete(&id, "w", &serde_json::json!({}))
+            .expect("complete")
+    );
     // Past the retention the finished item is gone; the fence still holds token 7.
     wait_for("the finished item removed", Duration::from_secs(60), || {
         (depth(&q).2 == 0).then_some(())

@@ -4,8 +4,8 @@
 //! is restarted, are handled and never dead-lettered (both logs). (Publishes surviving a
 //! router outage: `a_long/router_outage.rs`.)
 
-use ringrift_proto::wire::{self, event::Payload};
 use crate::router::Log;
+use ringrift_proto::wire::{self, event::Payload};
 use ringrift_system_tests::{Home, Proc, wait_for, wait_for_async};
 use std::time::Duration;
 
@@ -284,7 +284,10 @@ async fn a_daemon_restarted_more_than_max_deliver_times_dead_letters_no_queued_e
         assert!(st.success(), "round {round}: clean stop: {st}");
         assert_eq!(dead_letters(&c).await, Vec::new(), "after stop {round}");
     }
-    assert!(started(&home) < 20, "some events were still queued at the last stop");
+    assert!(
+        started(&home) < 20,
+        "some events were still queued at the last stop"
+    );
     let _d = test_daemon(&home, &addr, cfg, &[]);
     wait_acked(&c, last).await;
     for i in 0..20 {

@@ -304,7 +304,10 @@ fn every_test_named_in_the_bad_input_catalogue_exists() {
     let mut named = 0;
     let mut missing = Vec::new();
     let mut untested = Vec::new();
-    for row in doc.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| Input")) {
+    for row in doc
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Input"))
+    {
         let refs: Vec<(&str, &str)> = row
             .split('`')
             .skip(1)
@@ -327,7 +330,10 @@ fn every_test_named_in_the_bad_input_catalogue_exists() {
         }
     }
     assert!(named > 50, "only {named} tests named in docs/bad-input.md");
-    assert!(missing.is_empty(), "tests named in docs/bad-input.md that do not exist: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "tests named in docs/bad-input.md that do not exist: {missing:#?}"
+    );
     assert!(
         untested.is_empty(),
         "rows of docs/bad-input.md with neither a test nor \"no test yet\": {untested:#?}"

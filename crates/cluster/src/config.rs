@@ -1003,6 +1003,6 @@ fn valid_url(s: &str, schemes: &[&str]) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod tests;

@@ -52,7 +52,10 @@ fn seeds() -> Vec<Vec<u8>> {
             },
         ),
         report_json(JobKind::Train, &example::train(key(), "/h/models/next.rrm")),
-        report_json(JobKind::Distill, &example::train(key(), "/h/models/small.rrm")),
+        report_json(
+            JobKind::Distill,
+            &example::train(key(), "/h/models/small.rrm"),
+        ),
         report_json(
             JobKind::Evaluate,
             &example::evaluate(
@@ -77,35 +80,48 @@ fn seeds() -> Vec<Vec<u8>> {
 }
 
 /// Reads `doc` as a `kind` report `T`; an accepted report is written and read back equal.
-fn check_report<T: Report + PartialEq + Debug>(kind: JobKind, doc: &Value) -> Result<(), TestCaseError> {
+fn check_report<T: Report + PartialEq + Debug>(
+    kind: JobKind,
+    doc: &Value,
+) -> Result<(), TestCaseError> {
     match parse_report::<T>(kind, doc.clone()) {
         Ok(r) => {
-            let v = report_json(kind, &r).map_err(|e| TestCaseError::fail(format!("write: {e}")))?;
+            let v =
+                report_json(kind, &r).map_err(|e| TestCaseError::fail(format!("write: {e}")))?;
             let back = parse_report::<T>(kind, v)
                 .map_err(|e| TestCaseError::fail(format!("written report refused: {e}")))?;
             prop_assert_eq!(back, r);
         }
-        Err(e) => prop_assert!(e.to_string().starts_with(&format!("{kind} job result")), "{}", e),
+        Err(e) => prop_assert!(
+            e.to_string().starts_with(&format!("{kind} job result")),
+            "{}",
+            e
+        ),
     }
     Ok(())
 }
 
 #[test]
 fn fuzz_job_reports() {
-    let r = ringrift_fuzz::run(file!(), "job_report", ringrift_fuzz::mutated(seeds()), |bytes| {
-        let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
-            return Ok(());
-        };
-        // Every reader against every document: a report of the wrong kind is refused too.
-        for kind in JobKind::ALL {
-            check_report::<SelfplayReport>(kind, &doc)?;
-            check_report::<ExportReport>(kind, &doc)?;
-            check_report::<crate::TrainReport>(kind, &doc)?;
-            check_report::<crate::EvaluateReport>(kind, &doc)?;
-            check_report::<crate::TournamentReport>(kind, &doc)?;
-        }
-        Ok(())
-    });
+    let r = ringrift_fuzz::run(
+        file!(),
+        "job_report",
+        ringrift_fuzz::mutated(seeds()),
+        |bytes| {
+            let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+                return Ok(());
+            };
+            // Every reader against every document: a report of the wrong kind is refused too.
+            for kind in JobKind::ALL {
+                check_report::<SelfplayReport>(kind, &doc)?;
+                check_report::<ExportReport>(kind, &doc)?;
+                check_report::<crate::TrainReport>(kind, &doc)?;
+                check_report::<crate::EvaluateReport>(kind, &doc)?;
+                check_report::<crate::TournamentReport>(kind, &doc)?;
+            }
+            Ok(())
+        },
+    );
     assert_eq!(r, Ok(()));
 }
 
@@ -129,17 +145,22 @@ fn fuzz_work_payloads() {
         r#"{"npz_path": "/d/a.npz", "npz_paths": ["/d/z.npz", "/d/a.npz"], "npz_sha256": "ab", "rows": 3000, "watermark": 77}"#,
         "{}",
     ];
-    let r = ringrift_fuzz::run(file!(), "work_payload", ringrift_fuzz::mutated_text(&seeds), |text| {
-        let Ok(doc) = serde_json::from_str::<Value>(&text) else {
-            return Ok(());
-        };
-        check_payload::<SelfplayItem>(&doc)?;
-        check_payload::<TrainingItem>(&doc)?;
-        check_payload::<TournamentItem>(&doc)?;
-        if let Ok(item) = parse_payload::<SelfplayItem>("42", &doc) {
-            let _ = item.gpu();
-        }
-        Ok(())
-    });
+    let r = ringrift_fuzz::run(
+        file!(),
+        "work_payload",
+        ringrift_fuzz::mutated_text(&seeds),
+        |text| {
+            let Ok(doc) = serde_json::from_str::<Value>(&text) else {
+                return Ok(());
+            };
+            check_payload::<SelfplayItem>(&doc)?;
+            check_payload::<TrainingItem>(&doc)?;
+            check_payload::<TournamentItem>(&doc)?;
+            if let Ok(item) = parse_payload::<SelfplayItem>("42", &doc) {
+                let _ = item.gpu();
+            }
+            Ok(())
+        },
+    );
     assert_eq!(r, Ok(()));
 }

@@ -125,7 +125,10 @@ fn edit() -> impl Strategy<Value = Edit> {
             ]
         )
             .prop_map(|(p, b)| Edit::SetByte(p, b)),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16))
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..16)
+        )
             .prop_map(|(p, v)| Edit::Insert(p, v)),
         (any::<usize>(), 1usize..64).prop_map(|(p, n)| Edit::Remove(p, n)),
         any::<usize>().prop_map(Edit::Truncate),
@@ -183,17 +186,13 @@ fn apply(data: &mut Vec<u8>, e: &Edit) {
 pub fn mutated(seeds: Vec<Vec<u8>>) -> BoxedStrategy<Vec<u8>> {
     assert!(!seeds.is_empty(), "mutated: no seed inputs");
     let n = seeds.len();
-    let seeded = (
-        0..n,
-        proptest::collection::vec(edit(), 0..8),
-    )
-        .prop_map(move |(i, edits)| {
-            let mut d = seeds[i].clone();
-            for e in &edits {
-                apply(&mut d, e);
-            }
-            d
-        });
+    let seeded = (0..n, proptest::collection::vec(edit(), 0..8)).prop_map(move |(i, edits)| {
+        let mut d = seeds[i].clone();
+        for e in &edits {
+            apply(&mut d, e);
+        }
+        d
+    });
     prop_oneof![
         9 => seeded,
         1 => proptest::collection::vec(any::<u8>(), 0..256),

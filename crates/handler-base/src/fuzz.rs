@@ -85,15 +85,18 @@ fn file_text() -> BoxedStrategy<String> {
 /// `RINGRIFT_<SECTION>__<KEY>` or `RINGRIFT_<KEY>` env pairs.
 fn env() -> impl Strategy<Value = Vec<(String, String)>> {
     proptest::collection::vec(
-        (proptest::option::of(0..NAMES.len()), 0..KEYS.len(), raw_value()).prop_map(
-            |(sec, key, v)| {
+        (
+            proptest::option::of(0..NAMES.len()),
+            0..KEYS.len(),
+            raw_value(),
+        )
+            .prop_map(|(sec, key, v)| {
                 let k = match sec {
                     Some(s) => format!("{}__{}", NAMES[s], KEYS[key]),
                     None => KEYS[key].to_owned(),
                 };
                 (format!("RINGRIFT_{}", k.to_uppercase()), v)
-            },
-        ),
+            }),
         0..4,
     )
 }

@@ -529,10 +529,11 @@ impl Jobs for RunnerJobs {
         let (runner, prefix) = (self.runner.clone(), key_prefix.to_owned());
         tokio::task::spawn_blocking(move || {
             let mut stopped = Vec::new();
-            let running = runner
-                .running()
-                .map_err(|e| format!("running jobs: {e}"))?;
-            for h in running.into_iter().filter(|h| h.job_key.starts_with(&prefix)) {
+            let running = runner.running().map_err(|e| format!("running jobs: {e}"))?;
+            for h in running
+                .into_iter()
+                .filter(|h| h.job_key.starts_with(&prefix))
+            {
                 runner
                     .cancel(&h)
                     .map_err(|e| format!("cancel job {}: {e}", h.job_key))?;
@@ -908,14 +909,23 @@ mod tests {
             if let Ok(p) = std::fs::read_to_string(&pid_file) {
                 break p.trim().to_owned();
             }
-            assert!(std::time::Instant::now() < deadline, "the job never started");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the job never started"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         // The earlier daemon is gone; its job runs on.
         run.abort();
         let now = RunnerJobs::new(dir.path(), &t).unwrap();
-        assert_eq!(now.cancel_running("export:").await.unwrap(), Vec::<String>::new());
-        assert!(Path::new(&format!("/proc/{pid}")).exists(), "other keys left alone");
+        assert_eq!(
+            now.cancel_running("export:").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "other keys left alone"
+        );
         assert_eq!(
             now.cancel_running("tournament:").await.unwrap(),
             vec!["tournament:hex8_2p".to_owned()]
@@ -927,7 +937,10 @@ mod tests {
             assert!(std::time::Instant::now() < gone, "process {pid} still runs");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(now.runner.running().unwrap().is_empty(), "no row left running");
+        assert!(
+            now.runner.running().unwrap().is_empty(),
+            "no row left running"
+        );
     }
 
     #[tokio::test]

@@ -12,9 +12,13 @@ use std::path::Path;
 
 fn manifest_seed() -> Vec<u8> {
     let mut m = Manifest::default();
-    for (i, name) in ["training/hex8_2p.npz", "models/canonical_hex8_2p.rrm", "a b/ü.db"]
-        .iter()
-        .enumerate()
+    for (i, name) in [
+        "training/hex8_2p.npz",
+        "models/canonical_hex8_2p.rrm",
+        "a b/ü.db",
+    ]
+    .iter()
+    .enumerate()
     {
         m.files.insert(
             (*name).to_owned(),
@@ -46,9 +50,11 @@ fn fuzz_manifests() {
             std::fs::write(&path, &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
             match Manifest::load(&path) {
                 Ok(m) => {
-                    m.save(&again).map_err(|e| TestCaseError::fail(format!("save: {e}")))?;
-                    let back = Manifest::load(&again)
-                        .map_err(|e| TestCaseError::fail(format!("saved manifest unreadable: {e}")))?;
+                    m.save(&again)
+                        .map_err(|e| TestCaseError::fail(format!("save: {e}")))?;
+                    let back = Manifest::load(&again).map_err(|e| {
+                        TestCaseError::fail(format!("saved manifest unreadable: {e}"))
+                    })?;
                     prop_assert_eq!(back, m);
                 }
                 Err(e) => prop_assert!(names_file(&e, &path), "{}", e),

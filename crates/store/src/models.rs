@@ -529,8 +529,13 @@ pub fn was_canonical(
     };
     let prefix = format!("canonical_{config}.");
     for entry in entries {
-        let path = entry.map_err(|e| StoreError::io("read backups", &dir, e))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let path = entry
+            .map_err(|e| StoreError::io("read backups", &dir, e))?
+            .path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if !(name.starts_with(&prefix) && name.ends_with(".json")) {
             continue;
         }

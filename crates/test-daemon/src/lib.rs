@@ -55,8 +55,7 @@ pub fn info() -> DaemonInfo {
     match file.strip_prefix("ringrift-test-daemon-") {
         Some(x)
             if !x.is_empty()
-                && x
-                    .bytes()
+                && x.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
         {
             let name = format!("test_daemon_{}", x.replace('-', "_"));

@@ -140,27 +140,34 @@ impl Publisher {
         let cfg = self.home.path().join("chaos.toml");
         self.proc_ = Some(self.home.spawn(
             "ringrift-test-daemon",
-            &["--router", router, "--config", cfg.to_str().expect("utf-8 path")],
+            &[
+                "--router",
+                router,
+                "--config",
+                cfg.to_str().expect("utf-8 path"),
+            ],
         ));
         self.starts += 1;
     }
 
     /// Ticks accepted into the outbox so far.
     fn ticks(&self) -> u64 {
-        std::fs::read_to_string(self.home.path().join(format!("run/{}.ticks", self.instance)))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        std::fs::read_to_string(
+            self.home
+                .path()
+                .join(format!("run/{}.ticks", self.instance)),
+        )
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
     }
 
     /// Events still in the outbox (`None` while it cannot be read).
     fn outbox_len(&self) -> Option<u64> {
         let db = self.home.path().join("run/outbox/test_daemon.db");
-        let c = rusqlite::Connection::open_with_flags(
-            &db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .ok()?;
+        let c =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()?;
         c.busy_timeout(Duration::from_secs(2)).ok()?;
         c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))
             .ok()
@@ -454,7 +461,11 @@ fn wait_ready(home: &Home, names: &[String], what: &str) -> BTreeMap<String, ser
 /// The home's settings: `token`, and the router on `port` (fixed: the publishers keep
 /// its address across launcher restarts).
 fn write_home_toml(home: &Home, token: &str, jetstream: bool, port: u16) {
-    let node = if jetstream { "node = \"js-node\"\n" } else { "" };
+    let node = if jetstream {
+        "node = \"js-node\"\n"
+    } else {
+        ""
+    };
     std::fs::write(
         home.path().join("ringrift.toml"),
         format!(
@@ -491,8 +502,11 @@ pub(crate) fn run(p: Params) {
     let port = ringrift_system_tests::free_port();
     write_home_toml(&home, OLD_TOKEN, p.jetstream, port);
     if let Some(n) = &nats {
-        std::fs::write(home.path().join("cluster.toml"), n.cluster_toml("js-node", 0))
-            .expect("cluster.toml");
+        std::fs::write(
+            home.path().join("cluster.toml"),
+            n.cluster_toml("js-node", 0),
+        )
+        .expect("cluster.toml");
     }
     std::fs::write(home.path().join("registry.toml"), registry(&home)).expect("registry");
     let mut names: Vec<String> = vec!["event_router".into()];
@@ -568,7 +582,10 @@ pub(crate) fn run(p: Params) {
                 *kills.entry("event_router (rotation)".into()).or_default() += 1;
             }
             rotated = Some(Instant::now());
-            eprintln!("chaos: {:?} router restarted with the new token", t0.elapsed());
+            eprintln!(
+                "chaos: {:?} router restarted with the new token",
+                t0.elapsed()
+            );
         }
         if let Some(r) = rotated
             && token_everywhere.is_none()
@@ -740,7 +757,9 @@ pub(crate) fn run(p: Params) {
         let reason: String = l.reason.chars().take(60).collect();
         *dlq_summary.entry((l.consumer.clone(), reason)).or_default() += 1;
     }
-    eprintln!("chaos: max delay per subscriber (ms) {per_sub:?}; DLQ by consumer and reason {dlq_summary:?}");
+    eprintln!(
+        "chaos: max delay per subscriber (ms) {per_sub:?}; DLQ by consumer and reason {dlq_summary:?}"
+    );
     if std::env::var_os("RINGRIFT_CHAOS_KEEP").is_some() {
         eprintln!("chaos: keeping the home {}", home.path().display());
         std::mem::forget(home);
@@ -769,7 +788,10 @@ pub(crate) fn run(p: Params) {
         !rec.stalls.is_empty(),
         "one handling stalled past ack_wait (begun; a kill may end it early)"
     );
-    assert!(failed.is_empty(), "FAILED without crashing past max_restarts: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "FAILED without crashing past max_restarts: {failed:?}"
+    );
     assert_eq!(zombies_after, 0, "zombies left");
     assert!(
         fds_after <= fds_before + 4,

@@ -55,8 +55,10 @@ fn starts(home: &Home) -> usize {
 
 fn endurance(cycles: usize) {
     let home = Home::new();
-    let reg = test_daemon("crasher", &[], &["test_daemon.crash_after_s=0.05"])
-        .replace("standalone = true\n", "standalone = true\nmax_restarts = 1000000\n");
+    let reg = test_daemon("crasher", &[], &["test_daemon.crash_after_s=0.05"]).replace(
+        "standalone = true\n",
+        "standalone = true\nmax_restarts = 1000000\n",
+    );
     let l = start_launcher(
         &home,
         &reg,

@@ -244,10 +244,7 @@ fn cluster_status(dir: &Path, ns: &str, k: u32) -> (Duration, Option<serde_json:
         let _ = child.kill();
     }
     let out = child.wait_with_output().expect("status output");
-    (
-        started.elapsed(),
-        serde_json::from_slice(&out.stdout).ok(),
-    )
+    (started.elapsed(), serde_json::from_slice(&out.stdout).ok())
 }
 
 /// Node `name`'s row of a `--status --cluster --json` answer.
@@ -290,7 +287,9 @@ fn processes_of(home: &Path) -> Vec<HomeProcess> {
         };
         // A zombie has an empty command line: it is gone, only not yet reaped.
         if !cmd.is_empty() && (hit(&cmd) || hit(&env)) {
-            let job = env.split(|&c| c == 0).any(|v| v.starts_with(b"RINGRIFT_JOB_ID="));
+            let job = env
+                .split(|&c| c == 0)
+                .any(|v| v.starts_with(b"RINGRIFT_JOB_ID="));
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             out.push((pid, cmd.trim().to_owned(), job));
         }
@@ -305,10 +304,9 @@ fn jobs_of(home: &Path) -> Vec<(String, String, String)> {
         if !db.exists() {
             continue;
         }
-        let Ok(conn) = rusqlite::Connection::open_with_flags(
-            &db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        ) else {
+        let Ok(conn) =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        else {
             continue;
         };
         let Ok(mut st) = conn.prepare("SELECT job_key, kind, status FROM jobs") else {
@@ -370,7 +368,10 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
     let root_user = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
     if !root_user || !command_works("ip", &["netns", "list"]) {
         let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-        assert!(!ci, "the shipped-cluster test needs root and `ip netns` under CI=true");
+        assert!(
+            !ci,
+            "the shipped-cluster test needs root and `ip netns` under CI=true"
+        );
         eprintln!("SKIP: the shipped-cluster test needs root and `ip netns` (network namespaces)");
         return;
     }
@@ -440,7 +441,10 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         seen.leaders().last().cloned()
     })
     .await;
-    eprintln!("MEASURED: leader {leader1} (token {term1}) {:?} after start", started.elapsed());
+    eprintln!(
+        "MEASURED: leader {leader1} (token {term1}) {:?} after start",
+        started.elapsed()
+    );
     let first = wait_until(
         "generation 1 promoted",
         Duration::from_secs(900),
@@ -475,7 +479,9 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
             .any(|j| j.1 == "tournament" && j.2 == "running")
     };
     let waited = Instant::now();
-    let in_tournament = poll_until(Duration::from_secs(20), || tournament_running().then_some(()));
+    let in_tournament = poll_until(Duration::from_secs(20), || {
+        tournament_running().then_some(())
+    });
     eprintln!(
         "MEASURED: kill during a tournament of {leader1}: {} (waited {:?})",
         in_tournament.is_some(),
@@ -574,9 +580,9 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         Duration::from_secs(900),
         &seen,
         || {
-            seen.promoted()
-                .into_iter()
-                .find(|(t, e, _)| *t > killed_at && e.source == format!("unified_promotion@{leader2}"))
+            seen.promoted().into_iter().find(|(t, e, _)| {
+                *t > killed_at && e.source == format!("unified_promotion@{leader2}")
+            })
         },
     )
     .await;
@@ -659,7 +665,9 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
             let (took, st) = cluster_status(&dir, &ns(k), k);
             slowest = slowest.max(took);
             let Some(st) = st else {
-                unanswered.push(format!("n{k}'s --status --cluster printed nothing ({took:?})"));
+                unanswered.push(format!(
+                    "n{k}'s --status --cluster printed nothing ({took:?})"
+                ));
                 continue;
             };
             for &j in &others {
@@ -697,12 +705,14 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         Duration::from_secs(120),
         &seen,
         || {
-            seen.events().into_iter().find_map(|(t, e)| match e.payload {
-                Some(Payload::HostJoined(h)) if t > healed_at && h.node == "n4" => {
-                    Some((t, h.observer))
-                }
-                _ => None,
-            })
+            seen.events()
+                .into_iter()
+                .find_map(|(t, e)| match e.payload {
+                    Some(Payload::HostJoined(h)) if t > healed_at && h.node == "n4" => {
+                        Some((t, h.observer))
+                    }
+                    _ => None,
+                })
         },
     )
     .await;
@@ -722,14 +732,16 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         let monitor = format!("system_health_monitor@n{k}");
         // Rejoined in this node's view: its own p2p_backend's HOST_JOINED.
         let joined_at = poll_until(Duration::from_secs(60), || {
-            seen.events().into_iter().find_map(|(t, e)| match e.payload {
-                Some(Payload::HostJoined(h))
-                    if t > healed_at && h.node == "n4" && h.observer == format!("n{k}") =>
-                {
-                    Some(t)
-                }
-                _ => None,
-            })
+            seen.events()
+                .into_iter()
+                .find_map(|(t, e)| match e.payload {
+                    Some(Payload::HostJoined(h))
+                        if t > healed_at && h.node == "n4" && h.observer == format!("n{k}") =>
+                    {
+                        Some(t)
+                    }
+                    _ => None,
+                })
         })
         .unwrap_or(joined_at);
         let back = poll_until(Duration::from_secs(120), || {
@@ -761,7 +773,11 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         // nodes under 1.00).
         let course: Vec<String> = mine
             .iter()
-            .zip(seen.events().iter().filter(|(t, e)| *t > cut_at && e.source == monitor))
+            .zip(
+                seen.events()
+                    .iter()
+                    .filter(|(t, e)| *t > cut_at && e.source == monitor),
+            )
             .map(|(e, (t, _))| {
                 let low: Vec<String> = match &e.payload {
                     Some(Payload::DaemonHeartbeat(h)) => h
@@ -840,7 +856,10 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
                 .filter(|h| !h.contains("paused"))
         });
         eprintln!("MEASURED: n{k} system_health_monitor after the heal: {health:?}");
-        assert!(health.is_some(), "n{k}'s pipeline still paused after the heal");
+        assert!(
+            health.is_some(),
+            "n{k}'s pipeline still paused after the heal"
+        );
     }
 
     // Every evaluation reached the leader: each decided once (promoted or rejected).
@@ -862,9 +881,8 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         Duration::from_secs(120),
         &seen,
         || {
-            let decided: BTreeMap<String, Vec<String>> = seen.events().iter().fold(
-                BTreeMap::new(),
-                |mut m, (_, e)| {
+            let decided: BTreeMap<String, Vec<String>> =
+                seen.events().iter().fold(BTreeMap::new(), |mut m, (_, e)| {
                     // The decision's key, as unified_promotion keeps it: the model and the
                     // canonical model it was evaluated against (a re-evaluation against a
                     // newer canonical is a decision of its own).
@@ -880,10 +898,11 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
                         }
                         _ => return m,
                     };
-                    m.entry(decided).or_default().push(format!("{} by {}", e.id, e.source));
+                    m.entry(decided)
+                        .or_default()
+                        .push(format!("{} by {}", e.id, e.source));
                     m
-                },
-            );
+                });
             evaluations
                 .iter()
                 .all(|s| decided.contains_key(s))
@@ -909,7 +928,11 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
                     .into_iter()
                     .flatten()
                     .flatten()
-                    .filter(|f| f.file_name().to_string_lossy().starts_with("unified_promotion.log"))
+                    .filter(|f| {
+                        f.file_name()
+                            .to_string_lossy()
+                            .starts_with("unified_promotion.log")
+                    })
                     .map(|f| {
                         std::fs::read_to_string(f.path())
                             .unwrap_or_default()
@@ -936,16 +959,14 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         },
     );
     let distributed: BTreeMap<String, BTreeSet<String>> =
-        seen.events()
-            .iter()
-            .fold(BTreeMap::new(), |mut m, (_, e)| {
-                if let Some(Payload::ModelDistributed(d)) = &e.payload {
-                    m.entry(d.model_sha256.clone())
-                        .or_default()
-                        .extend(d.nodes.iter().cloned());
-                }
-                m
-            });
+        seen.events().iter().fold(BTreeMap::new(), |mut m, (_, e)| {
+            if let Some(Payload::ModelDistributed(d)) = &e.payload {
+                m.entry(d.model_sha256.clone())
+                    .or_default()
+                    .extend(d.nodes.iter().cloned());
+            }
+            m
+        });
     eprintln!(
         "MEASURED: {} evaluations, all decided ({} decisions); promotions per generation \
          {per_generation:?}; {swaps} swaps logged by the coordinators' unified_promotion; \
@@ -956,16 +977,32 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
             .iter()
             .map(|(_, _, p)| (
                 generation_of(p),
-                distributed.get(&p.model_sha256).cloned().unwrap_or_default()
+                distributed
+                    .get(&p.model_sha256)
+                    .cloned()
+                    .unwrap_or_default()
             ))
             .collect::<Vec<_>>()
     );
-    assert!(per_generation.len() >= 2, "fewer than two generations: {per_generation:?}");
+    assert!(
+        per_generation.len() >= 2,
+        "fewer than two generations: {per_generation:?}"
+    );
     for (g, by) in &per_generation {
-        assert_eq!(by.len(), 1, "generation {g} promoted {} times: {by:?}", by.len());
+        assert_eq!(
+            by.len(),
+            1,
+            "generation {g} promoted {} times: {by:?}",
+            by.len()
+        );
     }
     for (sha, by) in &decisions {
-        assert_eq!(by.len(), 1, "evaluation {sha} decided {} times: {by:?}", by.len());
+        assert_eq!(
+            by.len(),
+            1,
+            "evaluation {sha} decided {} times: {by:?}",
+            by.len()
+        );
     }
     assert!(
         swaps <= promoted.len() && swaps + KILLS >= promoted.len(),

@@ -686,7 +686,11 @@ async fn only_started_deliveries_count_when_a_session_ends(log: Log) {
         let mut s = open(&mut c, request("lanes", 60_000, 10)).await;
         for (id, seq) in ["a", "b", "c"].iter().zip(&seqs) {
             let ev = next(&mut s).await;
-            assert_eq!((work_id(&ev), ev.seq), (id.to_string(), *seq), "round {round}");
+            assert_eq!(
+                (work_id(&ev), ev.seq),
+                (id.to_string(), *seq),
+                "round {round}"
+            );
         }
         progress(&mut c, "lanes", seqs[0], false).await;
         progress(&mut c, "lanes", seqs[1], true).await;

@@ -71,22 +71,45 @@ fn fuzz_cluster_toml() {
         file!(),
         "cluster_toml",
         (
-            ringrift_fuzz::mutated_text(&[FULL, ETCD_JETSTREAM, "[[node]]\nname = \"a\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n"]),
-            prop_oneof![Just("coord-1"), Just("spot-7"), Just("n2"), Just("elsewhere")],
+            ringrift_fuzz::mutated_text(&[
+                FULL,
+                ETCD_JETSTREAM,
+                "[[node]]\nname = \"a\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\n",
+            ]),
+            prop_oneof![
+                Just("coord-1"),
+                Just("spot-7"),
+                Just("n2"),
+                Just("elsewhere")
+            ],
         ),
         |(text, this)| {
             match ClusterConfig::parse(&text, file, this) {
                 Ok(c) => {
                     let me = c.this_node();
-                    let _ = (me.p2p_addr(), me.p2p_listen(), me.data_url(), me.data_listen());
+                    let _ = (
+                        me.p2p_addr(),
+                        me.p2p_listen(),
+                        me.data_url(),
+                        me.data_listen(),
+                    );
                     for n in &c.nodes {
                         let _ = (n.addr(1), n.listen(1), n.role_names());
                     }
-                    let _ = (c.peers().count(), c.static_leader(), c.events_cannot_reach_leader(), c.source());
+                    let _ = (
+                        c.peers().count(),
+                        c.static_leader(),
+                        c.events_cannot_reach_leader(),
+                        c.source(),
+                    );
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    prop_assert!(msg.contains("cluster.toml"), "error does not name the file: {}", msg);
+                    prop_assert!(
+                        msg.contains("cluster.toml"),
+                        "error does not name the file: {}",
+                        msg
+                    );
                 }
             }
             Ok(())

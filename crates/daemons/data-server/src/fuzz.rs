@@ -30,13 +30,20 @@ fn populate(h: &Path) {
     std::os::unix::fs::symlink(h.join("outside.txt"), h.join("data/escape")).expect("link");
     std::os::unix::fs::symlink("../outside.txt", h.join("data/escape_rel")).expect("link");
     std::os::unix::fs::symlink(h, h.join("data/sub/up")).expect("dir link");
-    std::os::unix::fs::symlink("canonical_hex8_2p.rrm", h.join("models/ringrift_best_hex8_2p"))
-        .expect("link");
+    std::os::unix::fs::symlink(
+        "canonical_hex8_2p.rrm",
+        h.join("models/ringrift_best_hex8_2p"),
+    )
+    .expect("link");
     let key: ConfigKey = "hex8_2p".parse().expect("key");
     let games: Vec<_> = (0..5)
         .map(|i| ringrift_store::games::GameRecord {
             created_at: 1_700_000_000_000 + i * HOUR,
-            ..game(&format!("00000000-0000-4000-8000-00000000000{i}"), "n1", key)
+            ..game(
+                &format!("00000000-0000-4000-8000-00000000000{i}"),
+                "n1",
+                key,
+            )
         })
         .collect();
     store(h, key).insert_games(&games).expect("games");
@@ -68,7 +75,13 @@ fn server() -> Server {
         .block_on(crate::start_in_process(home.path(), "n1", ""))
         .expect("start");
     let addr = url.trim_start_matches("http://").to_owned();
-    Server { rt, addr, _home: home, _handler: handler, ctx }
+    Server {
+        rt,
+        addr,
+        _home: home,
+        _handler: handler,
+        ctx,
+    }
 }
 
 /// Sends `head` (ended by `Connection: close` and a blank line) and `body`; returns the
@@ -109,9 +122,14 @@ async fn send(addr: &str, head: &[u8], body: &[u8]) -> Result<Option<(u16, Vec<u
 }
 
 fn alive(s: &Server) -> Result<(), TestCaseError> {
-    match s.rt.block_on(send(&s.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n", b"")) {
+    match s
+        .rt
+        .block_on(send(&s.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n", b""))
+    {
         Ok(Some((200, _))) => Ok(()),
-        other => Err(TestCaseError::fail(format!("server stopped answering: {other:?}"))),
+        other => Err(TestCaseError::fail(format!(
+            "server stopped answering: {other:?}"
+        ))),
     }
 }
 
@@ -151,16 +169,31 @@ fn fuzz_http_requests() {
     let r = ringrift_fuzz::run(
         file!(),
         "data_server_request",
-        (prop_oneof![Just("GET"), Just("HEAD"), Just("POST"), Just("PUT")], target, headers),
+        (
+            prop_oneof![Just("GET"), Just("HEAD"), Just("POST"), Just("PUT")],
+            target,
+            headers,
+        ),
         |(method, target, headers)| {
             // Line breaks would start other headers (or a body this request does not
             // send, the server then rightly waiting for it): the framing stays ours.
-            let target: String = target.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+            let target: String = target
+                .chars()
+                .filter(|c| !matches!(c, '\r' | '\n'))
+                .collect();
             let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {}\r\n", s.addr);
             for h in &headers {
                 let h: String = h.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
-                let name = h.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
-                if matches!(name.as_str(), "content-length" | "transfer-encoding" | "expect" | "connection") {
+                let name = h
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                if matches!(
+                    name.as_str(),
+                    "content-length" | "transfer-encoding" | "expect" | "connection"
+                ) {
                     continue;
                 }
                 head.push_str(&h);
@@ -170,7 +203,13 @@ fn fuzz_http_requests() {
                 Err(e) => return Err(TestCaseError::fail(e)),
                 Ok(None) => {}
                 Ok(Some((code, out))) => {
-                    prop_assert!(code < 500, "{} {:?}: {}", code, target, String::from_utf8_lossy(&out));
+                    prop_assert!(
+                        code < 500,
+                        "{} {:?}: {}",
+                        code,
+                        target,
+                        String::from_utf8_lossy(&out)
+                    );
                     let text = String::from_utf8_lossy(&out);
                     prop_assert!(!text.contains(SECRET), "{:?} leaked outside.txt", target);
                 }
@@ -202,7 +241,10 @@ fn fuzz_game_pushes() {
     let r = ringrift_fuzz::run(
         file!(),
         "post_games",
-        (ringrift_fuzz::mutated(push_seeds()), prop::bool::weighted(0.9)),
+        (
+            ringrift_fuzz::mutated(push_seeds()),
+            prop::bool::weighted(0.9),
+        ),
         |(body, right_hash)| {
             let sha = if right_hash {
                 ringrift_transfer::games::sha256_hex(&body)
@@ -215,12 +257,19 @@ fn fuzz_game_pushes() {
                 ringrift_transfer::games::SHA256_HEADER,
                 body.len()
             );
-            let answer = s.rt.block_on(send(&s.addr, head.as_bytes(), &body)).map_err(TestCaseError::fail)?;
+            let answer =
+                s.rt.block_on(send(&s.addr, head.as_bytes(), &body))
+                    .map_err(TestCaseError::fail)?;
             let Some((code, out)) = answer else {
                 return Err(TestCaseError::fail("no answer to a push"));
             };
             let text = String::from_utf8_lossy(&out);
-            prop_assert!(code == 200 || (400..500).contains(&code), "{}: {}", code, text);
+            prop_assert!(
+                code == 200 || (400..500).contains(&code),
+                "{}: {}",
+                code,
+                text
+            );
             if !right_hash {
                 prop_assert!(code == 400 && text.contains("sha256 mismatch"), "{}", text);
             }
@@ -230,8 +279,9 @@ fn fuzz_game_pushes() {
                 struct Count {
                     games: Vec<serde::de::IgnoredAny>,
                 }
-                let push: Count = serde_json::from_slice(&body)
-                    .map_err(|e| TestCaseError::fail(format!("200 for a body that is not a push: {e}")))?;
+                let push: Count = serde_json::from_slice(&body).map_err(|e| {
+                    TestCaseError::fail(format!("200 for a body that is not a push: {e}"))
+                })?;
                 let n = push.games.len();
                 prop_assert!(text.contains(&format!("\"received\":{n}")), "{}", text);
             }

@@ -487,8 +487,7 @@ impl Broker {
             let charge = !me.closing.is_cancelled();
             let ended = {
                 let mut st = consumer.lock();
-                (st.generation == generation_id)
-                    .then(|| st.disconnect(me.cfg.max_deliver, charge))
+                (st.generation == generation_id).then(|| st.disconnect(me.cfg.max_deliver, charge))
             };
             if let Some((failed, letters)) = ended {
                 if let Err(e) = me
@@ -1434,10 +1433,9 @@ impl crate::backend::Backend for Broker {
     async fn publish(&self, events: Vec<Event>) -> Result<Vec<Stored>, Status> {
         Broker::publish(self, events).await.map_err(|e| match e {
             // The publisher keeps the events and retries (router-client's publisher).
-            StoreError::Full(_) => Status::resource_exhausted(format!(
-                "{}: {e}",
-                ringrift_proto::STORAGE_FULL
-            )),
+            StoreError::Full(_) => {
+                Status::resource_exhausted(format!("{}: {e}", ringrift_proto::STORAGE_FULL))
+            }
             e => unavailable(e),
         })
     }

@@ -522,27 +522,23 @@ impl JetStreamBroker {
             seqs.sort_unstable();
             seqs.into_iter().filter_map(|s| m.remove(&s)).collect()
         };
-        let oldest = mine
-            .iter()
-            .position(|p| matches!(p.held, Held::Msg(_)));
+        let oldest = mine.iter().position(|p| matches!(p.held, Held::Msg(_)));
         for (i, p) in mine.into_iter().enumerate() {
             let started = p.started || (!marked && Some(i) == oldest);
             let r = match p.held {
-                Held::Msg(m) if charge && started => {
-                    match self.failures(consumer, &m).await {
-                        Ok(n) if n >= self.cfg.max_deliver => {
-                            let why = "the consumer ended holding it";
-                            self.dead_letter(consumer, &m, n, why)
-                                .await
-                                .map_err(|e| e.to_string())
-                        }
-                        Ok(_) => m
-                            .ack_with(AckKind::Nak(None))
+                Held::Msg(m) if charge && started => match self.failures(consumer, &m).await {
+                    Ok(n) if n >= self.cfg.max_deliver => {
+                        let why = "the consumer ended holding it";
+                        self.dead_letter(consumer, &m, n, why)
                             .await
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
+                            .map_err(|e| e.to_string())
                     }
-                }
+                    Ok(_) => m
+                        .ack_with(AckKind::Nak(None))
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
                 Held::Msg(m) => {
                     let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
                     match self.add_uncounted(consumer, seq).await {

@@ -26,9 +26,9 @@
 //! every node's router ([`jetstream`]); both implement [`backend::Backend`], and
 //! `docs/router.md` lists where JetStream's semantics differ.
 
+pub mod backend;
 #[cfg(test)]
 mod bad_requests;
-pub mod backend;
 mod broker;
 pub mod in_process;
 pub mod jetstream;

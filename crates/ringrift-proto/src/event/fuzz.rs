@@ -4,13 +4,15 @@
 //! round-trips through the wire (and its re-encoding) unchanged.
 
 use super::*;
-use prost::Message;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use prost::Message;
 
 /// Every catalogue type (the proto enum, Unspecified and External included).
 fn all_types() -> Vec<EventType> {
-    (0..1000).filter_map(|i| EventType::try_from(i).ok()).collect()
+    (0..1000)
+        .filter_map(|i| EventType::try_from(i).ok())
+        .collect()
 }
 
 /// Seeds: an event of every type from a JSON `{}` payload (typed after validation), a
@@ -107,24 +109,19 @@ fn fuzz_event_json_payloads() {
         r#"{"daemon": "d", "pid": 1, "uptime_s": 2.5, "health": {"healthy": true, "status": 1, "message": "ok", "details": {"a": "b"}}}"#,
         r#"{"work_id": "w", "kind": "selfplay", "priority": -3, "payload_json": "{\"a\":1}"}"#,
     ]);
-    let r = ringrift_fuzz::run(
-        file!(),
-        "event_json_payload",
-        (0..n, json),
-        |(i, text)| {
-            let w = wire::Event {
-                r#type: types[i] as i32,
-                payload: Some(Payload::Json(text)),
-                ..Default::default()
-            };
-            match Event::try_from(w) {
-                Ok(e) => round_trips(&e),
-                Err(err) => {
-                    prop_assert!(!err.to_string().is_empty());
-                    Ok(())
-                }
+    let r = ringrift_fuzz::run(file!(), "event_json_payload", (0..n, json), |(i, text)| {
+        let w = wire::Event {
+            r#type: types[i] as i32,
+            payload: Some(Payload::Json(text)),
+            ..Default::default()
+        };
+        match Event::try_from(w) {
+            Ok(e) => round_trips(&e),
+            Err(err) => {
+                prop_assert!(!err.to_string().is_empty());
+                Ok(())
             }
-        },
-    );
+        }
+    });
     assert_eq!(r, Ok(()));
 }
