@@ -10,6 +10,7 @@ mod external_trainer;
 mod jetstream_cluster;
 mod launcher_backoff;
 mod launcher_endurance;
+mod netns;
 mod partition;
 mod router_outage;
 mod shipped_cluster;

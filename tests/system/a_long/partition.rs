@@ -6,48 +6,15 @@
 //! a quorum, its outbox keeps the ticks); after healing, a deduplicating consumer on the
 //! coordinator n1 has every tick n3 accepted, exactly once.
 
+use super::netns::{Cluster, env_value, ip, repo};
 use ringrift_proto::wire::{self, subscribe_request::Start};
 use ringrift_system_tests::{Home, Proc, command_works, require_tool, router_log_with, wait_for};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CUT: Duration = Duration::from_secs(60);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs `scripts/cluster-down` when dropped.
-struct Cluster {
-    dir: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/cluster-down"))
-            .arg("--dir")
-            .arg(&self.dir)
-            .output();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let ok = Command::new("ip")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "ip {}", args.join(" "));
-}
-
-fn env_value(dir: &Path, key: &str) -> String {
-    let text = std::fs::read_to_string(dir.join("cluster.env")).expect("cluster.env");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} missing in cluster.env:\n{text}"))
-        .to_owned()
-}
 
 fn node_home(dir: &Path, k: u32, token: &str) -> Home {
     let home = Home::new();

@@ -10,11 +10,12 @@
 //! off for 60 s (every other node answers `--status --cluster` meanwhile) and healed (the
 //! health score back to 1.00 within 2 heartbeats, no pause left, no work item run twice).
 
+use super::netns::{Cluster, env_value, ip, repo};
 use ringrift_proto::wire::{self, event::Payload, subscribe_request::Start};
 use ringrift_store::{ConfigKey, models};
 use ringrift_system_tests::{Home, bin, bin_dir, command_works, poll_until, require_tool};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,53 +69,8 @@ min_lower_vs_canonical = 0.0
 cycle_interval_s = 1
 "#;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn key() -> ConfigKey {
     "hex8_2p".parse().expect("config key")
-}
-
-/// Runs `scripts/cluster-down` when dropped.
-struct Cluster {
-    dir: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for k in 1..=NODES {
-                let log = std::fs::read_to_string(self.dir.join(format!("logs/launcher-n{k}.log")))
-                    .unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                eprintln!(
-                    "---- last lines of launcher-n{k}.log ----\n{}",
-                    lines[lines.len().saturating_sub(30)..].join("\n")
-                );
-            }
-        }
-        let _ = Command::new(repo().join("scripts/cluster-down"))
-            .arg("--dir")
-            .arg(&self.dir)
-            .output();
-    }
-}
-
-fn env_value(dir: &Path, key: &str) -> String {
-    let text = std::fs::read_to_string(dir.join("cluster.env")).expect("cluster.env");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} missing in cluster.env:\n{text}"))
-        .to_owned()
-}
-
-fn ip(args: &[&str]) {
-    let ok = Command::new("ip")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "ip {}", args.join(" "));
 }
 
 /// Every event of the cluster's stream, read by a subscriber outside the cluster (our
