@@ -3,7 +3,8 @@
 
 use ringrift_store::work_queue::{WorkItem, WorkKind, WorkQueue};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Claims one item of `kinds` for `worker` (off the runtime), or `None`.
 pub async fn claim(
@@ -16,40 +17,89 @@ pub async fn claim(
     Ok(tokio::task::spawn_blocking(move || q.claim(&w, &k, lease)).await??)
 }
 
+/// What ended the renewals of a lease before the work did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEnd {
+    /// The queue said another worker holds the item now.
+    Lost,
+    /// No renewal succeeded for two thirds of the lease (a cut link, a queue outage):
+    /// the work is stopped before the queue hands the item to another worker.
+    Unrenewed(Duration),
+}
+
 /// Runs `work` for a claimed item while renewing its lease every third of `lease`;
 /// then completes the item with the result or fails it with the error.
-pub async fn run_leased<F>(
+///
+/// `work` gets a token that fires when the lease is lost or could not be renewed for
+/// two thirds of its length: it must stop (cancel its job), because the item will run
+/// elsewhere. The item is then neither completed nor failed by this worker (it is no
+/// longer this worker's), and the outcome is an error naming why.
+pub async fn run_leased<F, W>(
     queue: &Arc<dyn WorkQueue>,
     worker: &str,
     item: &WorkItem,
     lease: Duration,
-    work: F,
+    work: W,
 ) -> anyhow::Result<Result<serde_json::Value, String>>
 where
+    W: FnOnce(CancellationToken) -> F,
     F: std::future::Future<Output = Result<serde_json::Value, String>>,
 {
+    let stop = CancellationToken::new();
+    let (ended_tx, mut ended_rx) = tokio::sync::watch::channel(None::<LeaseEnd>);
     let keeper = {
-        let (q, id, w) = (queue.clone(), item.item_id.clone(), worker.to_owned());
+        let (q, id, w, stop) = (
+            queue.clone(),
+            item.item_id.clone(),
+            worker.to_owned(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
-            let mut t = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
+            let every = (lease / 3).max(Duration::from_millis(100));
+            let mut t = tokio::time::interval(every);
             t.tick().await;
+            let mut renewed = Instant::now();
             loop {
                 t.tick().await;
                 let (q2, id2, w2) = (q.clone(), id.clone(), w.clone());
-                match tokio::task::spawn_blocking(move || q2.heartbeat(&id2, &w2, lease)).await {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => {
-                        tracing::warn!(item = %id, "lost the lease of a work item");
-                        return;
+                let call = tokio::task::spawn_blocking(move || q2.heartbeat(&id2, &w2, lease));
+                let end = match tokio::time::timeout(every, call).await {
+                    Ok(Ok(Ok(true))) => {
+                        renewed = Instant::now();
+                        None
                     }
-                    Ok(Err(e)) => tracing::warn!(item = %id, error = %e, "lease heartbeat failed"),
-                    Err(_) => return,
+                    Ok(Ok(Ok(false))) => Some(LeaseEnd::Lost),
+                    Ok(Err(_)) => return,
+                    Ok(Ok(Err(e))) => {
+                        tracing::warn!(item = %id, error = %e, "lease heartbeat failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(item = %id, "lease heartbeat unanswered");
+                        None
+                    }
+                };
+                let unrenewed = renewed.elapsed();
+                let end = end.or_else(|| {
+                    (unrenewed >= lease * 2 / 3).then_some(LeaseEnd::Unrenewed(unrenewed))
+                });
+                if let Some(end) = end {
+                    tracing::warn!(item = %id, why = ?end, "stopping the work of a lease this worker no longer holds");
+                    let _ = ended_tx.send(Some(end));
+                    stop.cancel();
+                    return;
                 }
             }
         })
     };
-    let outcome = work.await;
+    let outcome = work(stop.clone()).await;
     keeper.abort();
+    if let Some(end) = ended_rx.borrow_and_update().clone() {
+        return Ok(Err(format!(
+            "work item {} stopped: its lease ended ({end:?}); the queue gives it to another worker",
+            item.item_id
+        )));
+    }
     let (q, id, w) = (queue.clone(), item.item_id.clone(), worker.to_owned());
     let o = outcome.clone();
     tokio::task::spawn_blocking(move || match &o {
@@ -58,4 +108,121 @@ where
     })
     .await??;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringrift_store::StoreError;
+    use ringrift_store::work_queue::{NewWork, QueueDepth, SqliteWorkQueue};
+
+    /// The SQLite queue with lease renewals that fail (a cut link to a shared queue).
+    struct Unreachable(SqliteWorkQueue);
+
+    impl WorkQueue for Unreachable {
+        fn enqueue(&self, w: &NewWork) -> Result<String, StoreError> {
+            self.0.enqueue(w)
+        }
+        fn claim(
+            &self,
+            worker: &str,
+            kinds: &[WorkKind],
+            lease: Duration,
+        ) -> Result<Option<WorkItem>, StoreError> {
+            self.0.claim(worker, kinds, lease)
+        }
+        fn heartbeat(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+            Err(StoreError::Invalid("link cut".into()))
+        }
+        fn complete(&self, i: &str, w: &str, r: &serde_json::Value) -> Result<bool, StoreError> {
+            self.0.complete(i, w, r)
+        }
+        fn fail(&self, i: &str, w: &str, e: &str) -> Result<bool, StoreError> {
+            self.0.fail(i, w, e)
+        }
+        fn requeue_expired(&self) -> Result<usize, StoreError> {
+            self.0.requeue_expired()
+        }
+        fn depth(&self) -> Result<QueueDepth, StoreError> {
+            self.0.depth()
+        }
+        fn get(&self, i: &str) -> Result<Option<WorkItem>, StoreError> {
+            self.0.get(i)
+        }
+        fn held_by(&self, w: &str) -> Result<Vec<WorkItem>, StoreError> {
+            self.0.held_by(w)
+        }
+        fn open_items(
+            &self,
+            k: WorkKind,
+            c: Option<ringrift_store::ConfigKey>,
+        ) -> Result<Vec<WorkItem>, StoreError> {
+            self.0.open_items(k, c)
+        }
+        fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+            self.0.oldest_pending_ms()
+        }
+    }
+
+    async fn one_item(q: &Arc<dyn WorkQueue>, lease: Duration) -> WorkItem {
+        q.enqueue(&NewWork::new(
+            WorkKind::Selfplay,
+            None,
+            0,
+            serde_json::json!({}),
+        ))
+        .unwrap();
+        claim(q, "w1", &[WorkKind::Selfplay], lease)
+            .await
+            .unwrap()
+            .expect("an item")
+    }
+
+    #[tokio::test]
+    async fn work_whose_lease_cannot_be_renewed_is_stopped_before_the_lease_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteWorkQueue::open(&dir.path().join("q.db")).unwrap();
+        let q: Arc<dyn WorkQueue> = Arc::new(Unreachable(sqlite));
+        let lease = Duration::from_millis(1500);
+        let item = one_item(&q, lease).await;
+        let started = Instant::now();
+        let outcome = run_leased(&q, "w1", &item, lease, |stop| async move {
+            // Work far longer than the lease, unless stopped.
+            tokio::select! {
+                _ = stop.cancelled() => Err("cancelled".to_owned()),
+                _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(serde_json::json!({})),
+            }
+        })
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        let err = outcome.expect_err("the work was stopped");
+        assert!(err.contains("lease ended"), "{err}");
+        assert!(took < lease, "stopped after {took:?}, not before the lease ({lease:?})");
+        // Neither completed nor failed by this worker: still claimed, attempts unchanged.
+        let now = q.get(&item.item_id).unwrap().unwrap();
+        assert_eq!((now.attempts, now.claimed_by.as_deref()), (item.attempts, Some("w1")));
+    }
+
+    #[tokio::test]
+    async fn work_with_a_renewed_lease_runs_past_it_and_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let q: Arc<dyn WorkQueue> =
+            Arc::new(SqliteWorkQueue::open(&dir.path().join("q.db")).unwrap());
+        let lease = Duration::from_millis(600);
+        let item = one_item(&q, lease).await;
+        let outcome = run_leased(&q, "w1", &item, lease, |stop| async move {
+            tokio::select! {
+                _ = stop.cancelled() => Err("cancelled".to_owned()),
+                _ = tokio::time::sleep(lease * 3) => Ok(serde_json::json!({"ok": 1})),
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(outcome, Ok(serde_json::json!({"ok": 1})));
+        assert_eq!(
+            q.get(&item.item_id).unwrap().unwrap().status,
+            ringrift_store::work_queue::WorkStatus::Completed
+        );
+    }
 }

@@ -127,8 +127,8 @@ impl Trainer {
                 None => return Ok(false),
             },
         };
-        let outcome = claim::run_leased(&self.queue, &self.worker, &item, self.lease(), async {
-            self.train(&item, emit).await.map_err(|e| format!("{e:#}"))
+        let outcome = claim::run_leased(&self.queue, &self.worker, &item, self.lease(), |stop| async {
+            self.train(&item, emit, stop).await.map_err(|e| format!("{e:#}"))
         })
         .await?;
         if let Err(e) = outcome {
@@ -152,7 +152,12 @@ impl Trainer {
         Ok(true)
     }
 
-    async fn train(&self, item: &WorkItem, emit: &dyn Emit) -> anyhow::Result<serde_json::Value> {
+    async fn train(
+        &self,
+        item: &WorkItem,
+        emit: &dyn Emit,
+        stop: ringrift_pipeline::jobs::CancellationToken,
+    ) -> anyhow::Result<serde_json::Value> {
         let config: ConfigKey = item
             .config_key
             .ok_or_else(|| anyhow::anyhow!("training item {} has no config key", item.item_id))?;
@@ -242,7 +247,7 @@ impl Trainer {
         };
         req = req.opt("init", init);
         let t0 = std::time::Instant::now();
-        let r: TrainReport = self.jobs.run(req).await?;
+        let r: TrainReport = self.jobs.run_until(req, stop).await?;
         let model = r.output.display().to_string();
         let done = wire::TrainingCompleted {
             run_id: item.item_id.clone(),

@@ -178,8 +178,8 @@ impl Scheduler {
 
     async fn run_item(&self, item: WorkItem, emit: &dyn Emit) -> anyhow::Result<()> {
         let lease = Duration::from_secs_f64(self.cfg.lease_s);
-        let outcome = claim::run_leased(&self.queue, &self.worker, &item, lease, async {
-            self.selfplay(&item, emit)
+        let outcome = claim::run_leased(&self.queue, &self.worker, &item, lease, |stop| async {
+            self.selfplay(&item, emit, stop)
                 .await
                 .map_err(|e| format!("{e:#}"))
         })
@@ -200,6 +200,7 @@ impl Scheduler {
         &self,
         item: &WorkItem,
         emit: &dyn Emit,
+        stop: ringrift_pipeline::jobs::CancellationToken,
     ) -> anyhow::Result<serde_json::Value> {
         let config: ConfigKey = item
             .config_key
@@ -217,7 +218,7 @@ impl Scheduler {
         .var("threads", self.cfg.threads_per_job)
         .var("depth", self.cfg.depth);
         req = req.opt("model", self.model_for(&item.item_id, config).await?);
-        let r: SelfplayReport = self.jobs.run(req).await?;
+        let r: SelfplayReport = self.jobs.run_until(req, stop).await?;
         let key = config.to_string();
         let played = r.games as u64;
         let db = r.db.display().to_string();

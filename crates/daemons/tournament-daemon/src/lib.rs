@@ -214,6 +214,7 @@ impl Ladder {
         emit: &dyn Emit,
         tag: &str,
         leader: &Leader,
+        stop: &CancellationToken,
     ) -> anyhow::Result<Option<usize>> {
         let _one = self.busy.lock().await;
         let models = self.participants(config).await?;
@@ -245,9 +246,9 @@ impl Ladder {
             ));
             return Ok(None);
         }
-        // The job runs only while this node leads under the token: cancelled (its process
-        // group killed) as soon as it does not.
-        let cancel = CancellationToken::new();
+        // The job runs only while this node leads under the token (and, for a queue item,
+        // holds its lease): cancelled (its process group killed) as soon as it does not.
+        let cancel = stop.child_token();
         let run = self.jobs.run_until::<TournamentReport>(req, cancel.clone());
         tokio::pin!(run);
         let poll = Duration::from_secs_f64(self.cfg.leader_poll_s);
@@ -299,7 +300,7 @@ impl Ladder {
         let what = format!("TRAINING_COMPLETED #{} ({config})", ev.seq);
         let leader = self.duty.for_event(&what).await?;
         if self
-            .round(config, emit, &t.model_sha256, &leader)
+            .round(config, emit, &t.model_sha256, &leader, &CancellationToken::new())
             .await?
             .is_none()
         {
@@ -346,13 +347,15 @@ impl Ladder {
                 None => self.configs.clone(),
             };
             let lease = Duration::from_secs_f64(self.cfg.lease_s);
-            claim::run_leased(&self.queue, &self.worker, &item, lease, async {
+            let (it, me) = (&item, &leader);
+            claim::run_leased(&self.queue, &self.worker, &item, lease, |stop| async move {
+                let (item, leader) = (it, me);
                 parse_payload::<TournamentItem>(&item.item_id, &item.payload)
                     .map_err(|e| e.to_string())?;
                 let mut played = 0;
                 for c in targets {
                     played += self
-                        .round(c, emit, &item.item_id, &leader)
+                        .round(c, emit, &item.item_id, &leader, &stop)
                         .await
                         .map_err(|e| format!("{e:#}"))?
                         .ok_or_else(|| format!("leadership token {} refused", leader.token))?;
@@ -363,7 +366,11 @@ impl Ladder {
             .map_err(|e| anyhow::anyhow!(e))?;
         }
         for &c in &self.configs {
-            if self.round(c, emit, &stamp, &leader).await?.is_none() {
+            if self
+                .round(c, emit, &stamp, &leader, &CancellationToken::new())
+                .await?
+                .is_none()
+            {
                 break;
             }
         }
@@ -556,7 +563,7 @@ mod tests {
         )
         .unwrap();
         let rec = Recorder::default();
-        assert_eq!(l.round(key, &rec, "t1", &me()).await.unwrap(), Some(3));
+        assert_eq!(l.round(key, &rec, "t1", &me(), &CancellationToken::new()).await.unwrap(), Some(3));
         let played = |i: usize| -> Vec<String> {
             jobs.calls()[i].lists["models"]
                 .iter()
@@ -572,10 +579,10 @@ mod tests {
         assert!(copy3.starts_with(&copies.display().to_string()), "{copy3}");
         let mtime = |p: &str| std::fs::metadata(p).unwrap().modified().unwrap();
         let before = mtime(&copy3);
-        assert_eq!(l.round(key, &rec, "t2", &me()).await.unwrap(), Some(3));
+        assert_eq!(l.round(key, &rec, "t2", &me(), &CancellationToken::new()).await.unwrap(), Some(3));
         assert_eq!(mtime(&copy3), before, "not downloaded again");
         put(4);
-        assert_eq!(l.round(key, &rec, "t3", &me()).await.unwrap(), Some(3));
+        assert_eq!(l.round(key, &rec, "t3", &me(), &CancellationToken::new()).await.unwrap(), Some(3));
         assert_eq!(
             played(2),
             ["gen0004_w4.rrm", "gen0003_w3.rrm", "canonical_hex8_2p.rrm"]
@@ -595,7 +602,7 @@ mod tests {
         let rec = Recorder::default();
         model(dir.path(), "gen0001_w1.rrm");
         assert_eq!(
-            l.round("hex8_2p".parse().unwrap(), &rec, "t", &me())
+            l.round("hex8_2p".parse().unwrap(), &rec, "t", &me(), &CancellationToken::new())
                 .await
                 .unwrap(),
             Some(0)
@@ -608,7 +615,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            l.round("hex8_2p".parse().unwrap(), &rec, "t", &me())
+            l.round("hex8_2p".parse().unwrap(), &rec, "t", &me(), &CancellationToken::new())
                 .await
                 .unwrap(),
             Some(3),
@@ -801,10 +808,10 @@ mod tests {
             }));
             seen
         };
-        let leader = me();
+        let (leader, stop) = (me(), CancellationToken::new());
         let round = tokio::time::timeout(
             Duration::from_secs(60),
-            l.round("hex8_2p".parse().unwrap(), &rec, "t", &leader),
+            l.round("hex8_2p".parse().unwrap(), &rec, "t", &leader, &stop),
         );
         let (played, seen) = tokio::join!(round, depose);
         let played = played.expect("the round ends when leadership is lost, not after the job");
@@ -837,7 +844,7 @@ mod tests {
         };
         let rec = Recorder::default();
         assert_eq!(
-            l.round("hex8_2p".parse().unwrap(), &rec, "t", &stale)
+            l.round("hex8_2p".parse().unwrap(), &rec, "t", &stale, &CancellationToken::new())
                 .await
                 .unwrap(),
             None
