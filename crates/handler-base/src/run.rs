@@ -795,24 +795,31 @@ async fn progress_loop(
             _ = tick.tick() => {}
         }
         let held: Vec<(u64, bool)> = shared.held().iter().map(|(s, b)| (*s, *b)).collect();
+        // All at once, not one round trip after another: with many events held on a
+        // loaded machine, a sequential pass outlasted the ack wait it was renewing.
+        let mut reports = tokio::task::JoinSet::new();
         for (seq, started) in held {
-            // Started stays started at the router: a queued report that crosses the
-            // handler's start report does not undo it.
-            let report = async {
-                if started {
-                    acker.progress(seq).await
-                } else {
-                    acker.progress_queued(seq).await
+            let acker = acker.clone();
+            reports.spawn(async move {
+                // Started stays started at the router: a queued report that crosses the
+                // handler's start report does not undo it.
+                let report = async {
+                    if started {
+                        acker.progress(seq).await
+                    } else {
+                        acker.progress_queued(seq).await
+                    }
+                };
+                match tokio::time::timeout(every, report).await {
+                    Ok(Ok(())) => {}
+                    // Acked or nacked meanwhile, or the stream reconnected: nothing lost
+                    // (the router redelivers what it no longer holds for us).
+                    Ok(Err(e)) => tracing::debug!(error = %e, seq, "in-progress ack failed"),
+                    Err(_) => tracing::warn!(seq, "in-progress ack timed out"),
                 }
-            };
-            match tokio::time::timeout(every, report).await {
-                Ok(Ok(())) => {}
-                // Acked or nacked meanwhile, or the stream reconnected: nothing lost (the
-                // router redelivers what it no longer holds for us).
-                Ok(Err(e)) => tracing::debug!(error = %e, seq, "in-progress ack failed"),
-                Err(_) => tracing::warn!(seq, "in-progress ack timed out"),
-            }
+            });
         }
+        while reports.join_next().await.is_some() {}
     }
 }
 

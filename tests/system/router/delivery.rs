@@ -723,7 +723,51 @@ async fn only_started_deliveries_count_when_a_session_ends(log: Log) {
     assert_eq!(letters(&mut c).await.len(), 1, "still only a dead-lettered");
 }
 
+/// An event the consumer reported queued (an in-progress ack with `queued`) whose ack
+/// wait runs out anyway (the report came late, behind a long handling on a loaded
+/// machine) is sent again, and that expiry is no failed delivery: with `max_deliver` 2,
+/// four such expiries dead-letter nothing, while an unreported one is still charged.
+async fn an_ack_wait_that_runs_out_on_a_queued_event_is_no_failed_delivery(log: Log) {
+    let home = log.home();
+    let (_router, addr) =
+        home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=2"]);
+    let mut c = client(&addr).await;
+    let queued = c.publish(work("queued")).await.unwrap().into_inner().seq;
+    let mut s = open(&mut c, request("behind", 300, 10)).await;
+    for n in 1..=4 {
+        let ev = next(&mut s).await;
+        assert_eq!(ev.seq, queued, "delivery {n}");
+        // Reported queued once, then not renewed: the wait runs out.
+        c.ack(wire::AckRequest {
+            consumer: "behind".into(),
+            seq: queued,
+            in_progress: true,
+            queued: true,
+            ..Default::default()
+        })
+        .await
+        .expect("queued report");
+    }
+    assert_eq!(next(&mut s).await.seq, queued, "delivery 5");
+    ack(&mut c, "behind", queued, false).await;
+    assert!(
+        letters(&mut c).await.is_empty(),
+        "a queued event was dead-lettered for waits it never started"
+    );
+    // Not reported at all: charged as before (two expiries, dead-lettered).
+    let silent = c.publish(work("silent")).await.unwrap().into_inner().seq;
+    assert_eq!(next(&mut s).await.seq, silent);
+    assert_eq!(next(&mut s).await.seq, silent);
+    let l = wait_for_async("the dead letter", Duration::from_secs(30), || {
+        let mut c = c.clone();
+        async move { letters(&mut c).await.into_iter().next() }
+    })
+    .await;
+    assert_eq!((l.seq, l.failures), (silent, 2));
+}
+
 super::on_both_logs!(
+    an_ack_wait_that_runs_out_on_a_queued_event_is_no_failed_delivery,
     only_started_deliveries_count_when_a_session_ends,
     a_late_cumulative_ack_moves_the_floor_only_past_acked_events,
     a_late_single_ack_moves_the_floor_only_past_acked_events,

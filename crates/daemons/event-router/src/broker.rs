@@ -56,6 +56,11 @@ struct CState {
     /// ack without `queued`): only these count as failed deliveries when the session ends
     /// holding them; one never started was still queued at the consumer.
     started: HashSet<u64>,
+    /// Pending seqs of the current session whose newest report said queued (an
+    /// in-progress ack with `queued`, never one without): an ack wait that runs out on
+    /// one of these is no failed delivery (the consumer had not started it), it is only
+    /// sent again.
+    queued: HashSet<u64>,
     /// The current session marked at least one delivery started. One that never does is
     /// read as an in-order reader: its oldest held delivery is the one it was on.
     marks_started: bool,
@@ -92,6 +97,7 @@ impl CState {
         self.failures.retain(|s, _| *s > candidate);
         self.sent.retain(|s, _| *s > candidate);
         self.started.retain(|s| *s > candidate);
+        self.queued.retain(|s| *s > candidate);
         Some(candidate)
     }
 
@@ -118,6 +124,7 @@ impl CState {
         let n = *n;
         // A delivery again, if any, is a new one: not started until marked.
         self.started.remove(&seq);
+        self.queued.remove(&seq);
         if n >= max_deliver {
             self.dying.insert(seq);
             self.pending.insert(seq, never());
@@ -159,6 +166,19 @@ impl CState {
         }
     }
 
+    /// Sends a pending `seq` again without counting a failed delivery.
+    fn requeue_uncounted(&mut self, seq: u64) {
+        if !self.pending.contains_key(&seq)
+            || self.redeliver.contains(&seq)
+            || self.dying.contains(&seq)
+        {
+            return;
+        }
+        self.queued.remove(&seq);
+        self.redeliver.insert(seq);
+        self.pending.insert(seq, never());
+    }
+
     /// Ends a session: what it held unacked and had started counts as a failed delivery
     /// (with `charge`; a router that stops charges nothing). A delivery never started (the
     /// consumer stopped with it queued) goes back uncounted: a daemon restarted N times
@@ -183,6 +203,7 @@ impl CState {
             }
         }
         self.started.clear();
+        self.queued.clear();
         self.marks_started = false;
         // Waiting for redelivery: the next session's scan sends them again.
         for s in std::mem::take(&mut self.redeliver) {
@@ -574,6 +595,13 @@ impl Broker {
                         + (st.ack_wait / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
                     let (seqs, dead) = st.expired(now);
                     let max = self.cfg.max_deliver;
+                    // One the consumer reported queued (not started) is sent again
+                    // uncounted: its wait ran out behind another event's handling.
+                    let (waited, seqs): (Vec<u64>, Vec<u64>) =
+                        seqs.into_iter().partition(|s| st.queued.contains(s));
+                    for s in waited {
+                        st.requeue_uncounted(s);
+                    }
                     let failed: Vec<Failed> = seqs
                         .into_iter()
                         .filter_map(|s| st.fail(s, max, true))
@@ -897,7 +925,10 @@ impl Broker {
                     *d = Instant::now() + wait;
                     if started {
                         st.started.insert(seq);
+                        st.queued.remove(&seq);
                         st.marks_started = true;
+                    } else if !st.started.contains(&seq) {
+                        st.queued.insert(seq);
                     }
                 }
             } else if let Some((_, d)) = st.dlq_pending.get_mut(&seq) {
@@ -933,6 +964,7 @@ impl Broker {
                     st.pending.remove(&s);
                     st.sent.remove(&s);
                     st.started.remove(&s);
+                    st.queued.remove(&s);
                     st.done.insert(s);
                     newly.push(s);
                 }
@@ -940,6 +972,7 @@ impl Broker {
                 st.redeliver.remove(&seq);
                 st.sent.remove(&seq);
                 st.started.remove(&seq);
+                st.queued.remove(&seq);
                 st.done.insert(seq);
                 newly.push(seq);
             }

@@ -106,6 +106,10 @@ struct Pending {
     order: u64,
     /// The consumer marked it started (an in-progress ack without `queued`).
     started: bool,
+    /// The consumer's newest report said it is queued, not started: if the server
+    /// redelivers it (its ack wait ran out behind another event's handling), that
+    /// delivery does not count.
+    queued: bool,
 }
 
 /// A running durable session: `stop` ends it, `done` is cancelled once it released
@@ -310,6 +314,7 @@ impl JetStreamBroker {
                 session,
                 order,
                 started: false,
+                queued: false,
             },
         );
     }
@@ -757,6 +762,16 @@ impl JetStreamBroker {
             msg.ack().await.map_err(|e| unavailable("ack", e))?;
             return Ok(true);
         }
+        // Sent again while held, reported queued: the server's ack wait ran out while
+        // the consumer had not started it; that delivery does not count.
+        let waited = self
+            .held()
+            .get(name)
+            .and_then(|m| m.get(&seq))
+            .is_some_and(|p| p.queued && !p.started);
+        if waited {
+            self.add_uncounted(name, seq).await?;
+        }
         if delivered > self.cfg.max_deliver {
             // The deliveries before this one, less those that did not count.
             let (uncounted, _) = self.uncounted(name, seq).await?;
@@ -803,6 +818,7 @@ impl JetStreamBroker {
                     session,
                     order,
                     started: false,
+                    queued: false,
                 },
             );
         }
@@ -1004,6 +1020,7 @@ impl Backend for JetStreamBroker {
                 }
                 match p.map(|p| {
                     p.started |= started;
+                    p.queued = !p.started;
                     &p.held
                 }) {
                     Some(Held::Msg(m)) => Some(m.clone()),
