@@ -4,7 +4,6 @@
 
 mod chaos;
 mod cluster_queue;
-mod cross_node_loop;
 mod delivery_scope;
 mod external_trainer;
 mod jetstream_cluster;

@@ -256,7 +256,7 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
         );
         ExitCode::from(crate::EXIT_IO)
     })?;
-    let node = settings.node_name();
+    let node = settings.node_name().map_err(|e| fail(e.to_string()))?;
     Ok(Boot {
         args,
         home,

@@ -199,12 +199,25 @@ impl Settings {
     }
 
     /// This node's name: the `node` setting, else the hostname (as in cluster.toml).
-    pub fn node_name(&self) -> String {
-        self.string("node").unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_else(|_| "localhost".into())
-        })
+    /// It names directories (`models/.peers/<node>`), durable consumers
+    /// (`<daemon>@<node>`) and cluster keys, so it must be a plain name
+    /// ([`check_node_name`]); anything else is a configuration error naming it.
+    pub fn node_name(&self) -> Result<String, ConfigError> {
+        match self.string("node") {
+            Some(n) => check_node_name(&n).map(|()| n).map_err(|why| {
+                ConfigError::Invalid(format!("node = {n:?}: {why}"))
+            }),
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| "localhost".into());
+                check_node_name(&host).map(|()| host.clone()).map_err(|why| {
+                    ConfigError::Invalid(format!(
+                        "no `node` setting, and the hostname {host:?} is no node name ({why}); set node = \"...\" in ringrift.toml"
+                    ))
+                })
+            }
+        }
     }
 
     /// One value of any type; `None` when absent, an error when present but wrong.
@@ -220,6 +233,24 @@ impl Settings {
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
+}
+
+/// A node name: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or
+/// `-` (it becomes a directory name, part of a consumer name and of cluster keys).
+pub fn check_node_name(n: &str) -> Result<(), String> {
+    if n.is_empty() || n.len() > 64 {
+        return Err(format!("must be 1 to 64 characters, not {}", n.len()));
+    }
+    if let Some(c) = n
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("{c:?} is not allowed (letters, digits, '.', '_', '-')"));
+    }
+    if n.starts_with(['.', '-']) {
+        return Err("must not start with '.' or '-'".into());
+    }
+    Ok(())
 }
 
 /// The unit of a duration key, by its suffix (`_s`, `_ms`, `_h`, `_days`; a rate
@@ -320,6 +351,20 @@ pub fn resolve_home(flag: Option<&Path>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_name_that_is_no_plain_name_is_refused_naming_it() {
+        for ok in ["n1", "gpu-01.example.com", "node_7", "A"] {
+            let s = Settings::from_toml(&format!("node = {ok:?}")).unwrap();
+            assert_eq!(s.node_name().unwrap(), ok);
+        }
+        let long = "x".repeat(65);
+        for bad in ["", "../etc", "a/b", "a b", ".hidden", "-n", "n\u{e9}", long.as_str()] {
+            let s = Settings::from_toml(&format!("node = {bad:?}")).unwrap();
+            let e = s.node_name().expect_err(bad).to_string();
+            assert!(e.contains("node = "), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn every_duration_setting_is_finite_non_negative_and_bounded() {

@@ -148,7 +148,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
         };
     }
     if args.cluster {
-        let node = settings.node_name();
+        let node = settings.node_name()?;
         let cluster = ringrift_cluster::ClusterConfig::load(&home, &node)
             .map_err(handler_base::ConfigError::from)?;
         let rows = cluster_status::collect(&cluster, bearer.clone()).await;
@@ -264,7 +264,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     check_heartbeats(&plan, &settings)?;
-    let node = settings.node_name();
+    let node = settings.node_name()?;
     // A cluster whose loop cannot work on its event backend is refused here, before any
     // daemon starts, not discovered as a loop that never promotes (the two daemons it
     // breaks refuse it too, under systemd).
