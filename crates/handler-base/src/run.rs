@@ -725,18 +725,22 @@ async fn lane_worker(
     shared: Arc<Lanes>,
     pulse: Arc<Pulse>,
 ) {
+    // Acks in flight (sent while the lane goes on): awaited before the worker ends, so a
+    // stop does not drop the ack of an event it finished (it would be handled again).
+    let mut acks = tokio::task::JoinSet::new();
     loop {
+        while acks.try_join_next().is_some() {}
         let ev = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => break,
             ev = rx.recv() => match ev {
                 Some(ev) => ev,
-                None => return,
+                None => break,
             },
         };
         let _permit = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => break,
             p = shared.permits.acquire() => p,
         };
         let _busy = pulse.busy();
@@ -762,7 +766,17 @@ async fn lane_worker(
         let r = match outcome {
             Ok(()) => {
                 ctx.errors.work_succeeded();
-                acker.ack(ev.seq, false).await.map(|_| ())
+                // The ack goes out while the lane takes its next event: one round trip per
+                // event instead of two (the start report above stays awaited: it is what
+                // charges a poison event). In flight at once: at most the router's
+                // max_ack_pending. Lost with the process, it is a redelivery, as before.
+                let (acker, seq) = (acker.clone(), ev.seq);
+                acks.spawn(async move {
+                    if let Err(e) = acker.ack(seq, false).await {
+                        tracing::warn!(error = %e, seq, "ack failed");
+                    }
+                });
+                Ok(())
             }
             Err(e) => {
                 ctx.errors.work_failed(
@@ -776,6 +790,13 @@ async fn lane_worker(
             // The router will redeliver after the reconnect; dedup only guards handled ones.
             tracing::warn!(error = %e, seq = ev.seq, "ack/nack failed");
         }
+    }
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while acks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(in_flight = acks.len(), "acks not answered within 5 s of the stop; those events come again");
     }
 }
 

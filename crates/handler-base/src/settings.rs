@@ -204,9 +204,10 @@ impl Settings {
     /// ([`check_node_name`]); anything else is a configuration error naming it.
     pub fn node_name(&self) -> Result<String, ConfigError> {
         match self.string("node") {
-            Some(n) => check_node_name(&n).map(|()| n).map_err(|why| {
-                ConfigError::Invalid(format!("node = {n:?}: {why}"))
-            }),
+            Some(n) => match check_node_name(&n) {
+                Ok(()) => Ok(n),
+                Err(why) => Err(ConfigError::Invalid(format!("node = {n:?}: {why}"))),
+            },
             None => {
                 let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .map(|s| s.trim().to_owned())
