@@ -3,16 +3,17 @@
 //! nothing and says so, one dead peer does not fail the cycle, config errors.
 
 use super::*;
-use ringrift_data_server::testing::{self, Daemon, cluster, game, ids, server, store};
 use ringrift_proto::EventType;
 use ringrift_store::ConfigKey;
+use ringrift_test_support::Daemon;
+use ringrift_test_support::data_server::{cluster, game, ids, server, store};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
 fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
-    testing::daemon(INFO.name, build, home, node, toml)
+    ringrift_test_support::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +100,7 @@ async fn a_peer_store_recreated_below_the_watermark_is_read_again() {
     store(bhome.path(), key())
         .insert_games(&[game("new1", "b", key()), game("new2", "b", key())])
         .expect("b new");
-    let (_, bctx, url) = ringrift_data_server::start_in_process(bhome.path(), "b", "")
+    let (_, bctx, url) = ringrift_test_support::data_server::start(bhome.path(), "b", "")
         .await
         .expect("b again");
     let new_port: u16 = url

@@ -3,9 +3,10 @@
 //! game goes alone), the event trigger, config errors.
 
 use super::*;
-use ringrift_data_server::testing::{self, Daemon, cluster, ids, server, store};
 use ringrift_store::ConfigKey;
 use ringrift_store::games::GameRecord;
+use ringrift_test_support::Daemon;
+use ringrift_test_support::data_server::{self as testing, cluster, ids, server, store};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
@@ -19,7 +20,7 @@ fn game(id: &str, node: &str, quality: f64) -> GameRecord {
 }
 
 fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
-    testing::daemon(INFO.name, build, home, node, toml)
+    ringrift_test_support::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
