@@ -9,7 +9,7 @@
 //! * [`data_server`]: data servers started in process (`ringrift_transfer::server`) in
 //!   temp homes, game records, game stores, promoted example models, cluster.toml text;
 //! * [`daemon`]: the in-process prologue of a daemon test (context, node, `build`, what
-//!   it published), and the recorder ([`Recorded`]).
+//!   it published; a refused configuration, [`refused`]), and the recorder ([`Recorded`]).
 
 pub mod daemon;
 pub mod data_server;
@@ -17,7 +17,7 @@ pub mod poll;
 pub mod process;
 pub mod tools;
 
-pub use daemon::{Daemon, Recorded, daemon};
+pub use daemon::{Daemon, Recorded, daemon, refused};
 pub use poll::{poll_until, poll_until_async, wait_for, wait_for_async};
 pub use process::{Home, Proc, bin, bin_dir};
 pub use tools::{command_works, require_python, require_tool};

@@ -162,9 +162,7 @@ async fn bad_settings_are_config_errors_naming_the_key_and_a_dead_target_fails_t
         ("[auto_sync]\nfanout_typo = 1\n", "fanout_typo"),
     ] {
         let home = tempfile::tempdir().expect("home");
-        let (ctx, _) = Context::for_test("auto_sync", home.path(), toml).expect("ctx");
-        let e = build(&ctx).err().expect("refused");
-        assert!(handler_base::is_config_error(&e), "{toml}: {e:#}");
+        let e = ringrift_test_support::refused("auto_sync", build, home.path(), toml);
         assert!(format!("{e:#}").contains(key), "{toml}: {e:#}");
     }
     let a = tempfile::tempdir().expect("a");

@@ -209,10 +209,12 @@ async fn unreachable_peer_is_reported_and_bad_budget_refused() {
     );
     assert!(read_view(h).nodes["gone"].error.is_some());
 
-    let (ctx, _) =
-        Context::for_test(INFO.name, h, "[cache_coordination]\nbudget_bytes = 0\n").unwrap();
-    let err = build(&ctx).err().unwrap();
-    assert!(handler_base::is_config_error(&err), "{err:#}");
+    let err = ringrift_test_support::refused(
+        INFO.name,
+        build,
+        h,
+        "[cache_coordination]\nbudget_bytes = 0\n",
+    );
     assert!(
         err.to_string().contains("cache_coordination.budget_bytes"),
         "{err:#}"

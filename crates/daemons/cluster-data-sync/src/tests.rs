@@ -159,15 +159,11 @@ async fn bad_settings_are_config_errors_naming_the_key() {
         ("[cluster_data_sync]\nfanout = 2\n", "fanout"),
     ] {
         let home = tempfile::tempdir().expect("home");
-        let (ctx, _) = Context::for_test("cluster_data_sync", home.path(), toml).expect("ctx");
-        let e = build(&ctx).err().expect("refused");
-        assert!(handler_base::is_config_error(&e), "{toml}: {e:#}");
+        let e = ringrift_test_support::refused("cluster_data_sync", build, home.path(), toml);
         assert!(format!("{e:#}").contains(key), "{toml}: {e:#}");
     }
     // A broken cluster.toml is a config error too.
     let home = tempfile::tempdir().expect("home");
     std::fs::write(home.path().join("cluster.toml"), "[[node]]\nname = 5\n").expect("bad");
-    let (ctx, _) = Context::for_test("cluster_data_sync", home.path(), "").expect("ctx");
-    let e = build(&ctx).err().expect("refused");
-    assert!(handler_base::is_config_error(&e), "{e:#}");
+    ringrift_test_support::refused("cluster_data_sync", build, home.path(), "");
 }

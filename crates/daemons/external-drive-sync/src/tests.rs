@@ -219,14 +219,12 @@ async fn missing_or_unmounted_target_is_degraded_and_untouched() {
 #[tokio::test]
 async fn relative_path_is_a_config_error() {
     let home = tempfile::tempdir().unwrap();
-    let (ctx, _) = Context::for_test(
+    let err = ringrift_test_support::refused(
         INFO.name,
+        build,
         home.path(),
         "[external_drive_sync]\npath = \"mnt/x\"\n",
-    )
-    .unwrap();
-    let err = build(&ctx).err().unwrap();
-    assert!(handler_base::is_config_error(&err), "{err:#}");
+    );
     assert!(
         err.to_string().contains("external_drive_sync.path"),
         "{err:#}"

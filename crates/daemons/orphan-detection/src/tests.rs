@@ -190,14 +190,12 @@ async fn a_failed_merge_is_retried_without_reporting_again() {
 #[tokio::test]
 async fn bad_settle_is_a_config_error() {
     let home = tempfile::tempdir().unwrap();
-    let (ctx, _) = Context::for_test(
+    let err = ringrift_test_support::refused(
         INFO.name,
+        build,
         home.path(),
         "[orphan_detection]\nsettle_s = -1\n",
-    )
-    .unwrap();
-    let err = build(&ctx).err().unwrap();
-    assert!(handler_base::is_config_error(&err), "{err:#}");
+    );
     assert!(
         err.to_string().contains("orphan_detection.settle_s"),
         "{err:#}"

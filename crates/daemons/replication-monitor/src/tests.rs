@@ -80,14 +80,12 @@ async fn alerts_and_emergency_sync_of_an_ephemeral_zero_copy_batch() {
 async fn bad_settings_are_config_errors() {
     let home = tempfile::tempdir().unwrap();
     for bad in ["target_copies = 0", "max_concurrent = 100", "timeout_s = 0"] {
-        let (ctx, _) = Context::for_test(
+        let err = ringrift_test_support::refused(
             INFO.name,
+            build,
             home.path(),
             &format!("[replication_monitor]\n{bad}\n"),
-        )
-        .unwrap();
-        let err = build(&ctx).err().unwrap();
-        assert!(handler_base::is_config_error(&err), "{bad}: {err:#}");
+        );
         assert!(err.to_string().contains("replication_monitor."), "{err:#}");
     }
 }

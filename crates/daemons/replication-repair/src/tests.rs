@@ -105,14 +105,12 @@ async fn the_hourly_limit_defers_repairs() {
 async fn bad_limits_are_config_errors() {
     let home = tempfile::tempdir().unwrap();
     for bad in ["max_concurrent = 0", "max_per_hour = 0", "timeout_s = -1"] {
-        let (ctx, _) = Context::for_test(
+        let err = ringrift_test_support::refused(
             INFO.name,
+            build,
             home.path(),
             &format!("[replication_repair]\n{bad}\n"),
-        )
-        .unwrap();
-        let err = build(&ctx).err().unwrap();
-        assert!(handler_base::is_config_error(&err), "{bad}: {err:#}");
+        );
         assert!(err.to_string().contains("replication_repair."), "{err:#}");
     }
 }

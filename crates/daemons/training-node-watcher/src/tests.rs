@@ -140,9 +140,7 @@ async fn bad_settings_are_config_errors_naming_the_key() {
         ("[training_node_watcher]\nprobe = true\n", "probe"),
     ] {
         let home = tempfile::tempdir().expect("home");
-        let (ctx, _) = Context::for_test("training_node_watcher", home.path(), toml).expect("ctx");
-        let e = build(&ctx).err().expect("refused");
-        assert!(handler_base::is_config_error(&e), "{toml}: {e:#}");
+        let e = ringrift_test_support::refused("training_node_watcher", build, home.path(), toml);
         assert!(format!("{e:#}").contains(key), "{toml}: {e:#}");
     }
 }
