@@ -339,3 +339,132 @@ fn every_test_named_in_the_bad_input_catalogue_exists() {
         "rows of docs/bad-input.md with neither a test nor \"no test yet\": {untested:#?}"
     );
 }
+
+/// The dependencies a Cargo.toml lists: `(section, package)` for every entry of
+/// `[dependencies]`, `[dev-dependencies]`, `[build-dependencies]` (also under
+/// `[target.'…'.…]` and as `[dependencies.name]` tables), an inline rename resolved
+/// through its `package = "…"`.
+fn manifest_deps(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = h.to_owned();
+            // `[dependencies.name]`: one dependency as a table.
+            for kind in ["dependencies", "dev-dependencies", "build-dependencies"] {
+                if let Some(name) = h.strip_prefix(&format!("{kind}.")) {
+                    out.push((kind.to_owned(), name.to_owned()));
+                }
+            }
+            continue;
+        }
+        let kind = section.rsplit('.').next().unwrap_or("");
+        let in_deps = ["dependencies", "dev-dependencies", "build-dependencies"].contains(&kind);
+        if !in_deps || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let name = key
+            .strip_suffix(".workspace")
+            .unwrap_or(key)
+            .trim_matches('"');
+        let renamed = value
+            .split_once("package =")
+            .and_then(|(_, r)| r.split('"').nth(1))
+            .unwrap_or(name);
+        out.push((kind.to_owned(), renamed.to_owned()));
+    }
+    out
+}
+
+/// Every workspace package below `crates/`: name → manifest text.
+fn workspace_packages() -> std::collections::BTreeMap<String, (PathBuf, String)> {
+    all("Cargo.toml")
+        .into_iter()
+        .filter(|p| p.starts_with(root().join("crates")))
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(&p).ok()?;
+            let name = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = \""))?
+                .trim_end_matches('"')
+                .to_owned();
+            Some((name, (p, text)))
+        })
+        .collect()
+}
+
+/// Issue 29: no daemon crate depends (normal, dev or build) on another daemon crate,
+/// neither directly nor through a library it depends on (`ringrift-test-support`
+/// included): what a daemon's tests need of another daemon lives in a library
+/// (`ringrift_transfer::server` for the data server) or runs as its binary (the router).
+#[test]
+fn no_daemon_crate_depends_on_another_daemon_crate() {
+    let packages = workspace_packages();
+    let daemons = root().join("crates/daemons");
+    let is_daemon = |name: &str| {
+        packages
+            .get(name)
+            .is_some_and(|(p, _)| p.starts_with(&daemons))
+    };
+    let daemon_names: Vec<&String> = packages.keys().filter(|n| is_daemon(n)).collect();
+    assert!(
+        daemon_names.len() > 30,
+        "only {} daemon crates found",
+        daemon_names.len()
+    );
+    let mut bad = Vec::new();
+    for daemon in daemon_names {
+        // Every workspace package this daemon reaches, with the path it took.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = vec![(daemon.clone(), daemon.clone())];
+        while let Some((pkg, path)) = todo.pop() {
+            let Some((_, text)) = packages.get(&pkg) else {
+                continue;
+            };
+            for (kind, dep) in manifest_deps(text) {
+                // Dev-dependencies of the libraries reached are not linked into the daemon.
+                if kind == "dev-dependencies" && &pkg != daemon {
+                    continue;
+                }
+                if !packages.contains_key(&dep) || !seen.insert(dep.clone()) {
+                    continue;
+                }
+                let via = format!("{path} -({kind})-> {dep}");
+                if is_daemon(&dep) {
+                    bad.push(via);
+                } else {
+                    todo.push((dep, via));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "daemon crates depending on other daemon crates (move the shared code to a \
+         library, or start the other daemon's binary): {bad:#?}"
+    );
+}
+
+/// `ringrift-test-support` is test code: a dev-dependency of the crates under `crates/`,
+/// never a normal or build dependency (the system tests' package, test code itself,
+/// re-exports it from its support library).
+#[test]
+fn test_support_is_only_a_dev_dependency() {
+    let bad: Vec<String> = workspace_packages()
+        .into_iter()
+        .flat_map(|(name, (_, text))| {
+            manifest_deps(&text)
+                .into_iter()
+                .filter(|(kind, dep)| dep == "ringrift-test-support" && kind != "dev-dependencies")
+                .map(move |(kind, _)| format!("{name}: [{kind}]"))
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "ringrift-test-support as a non-dev dependency: {bad:#?}"
+    );
+}

@@ -7,22 +7,11 @@ use job_runner::{
     CommandTemplate, ENV_JOB_ID, JobHandle, JobRunner, JobSpec, JobStatus, Recovered, Started,
     is_alive,
 };
+use ringrift_test_support::poll_until;
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// Polls `cond` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
+use std::time::Duration;
 
 fn spec(dir: &Path, key: &str, script: &str, timeout: Duration) -> JobSpec {
     let mut vars = BTreeMap::new();
@@ -77,7 +66,9 @@ fn timeout_kills_the_whole_group_including_grandchildren() {
     let h = started.handle().expect("running").clone();
     let gc_file = dir.path().join("gc.pid");
     assert!(
-        eventually(Duration::from_secs(10), || read_pid(&gc_file).is_some()),
+        poll_until(Duration::from_secs(10), || (read_pid(&gc_file).is_some())
+            .then_some(()))
+        .is_some(),
         "grandchild never started"
     );
     let gc = read_pid(&gc_file).expect("grandchild pid");
@@ -86,11 +77,15 @@ fn timeout_kills_the_whole_group_including_grandchildren() {
     assert_eq!(o.status, JobStatus::TimedOut, "{o:?}");
     assert!(o.error.as_deref().unwrap_or("").contains("timed out"));
     assert!(
-        eventually(Duration::from_secs(5), || !is_alive(gc, None)),
+        poll_until(Duration::from_secs(5), || (!is_alive(gc, None))
+            .then_some(()))
+        .is_some(),
         "grandchild {gc} survived the timeout"
     );
     assert!(
-        eventually(Duration::from_secs(5), || !is_alive(h.pid, None)),
+        poll_until(Duration::from_secs(5), || (!is_alive(h.pid, None))
+            .then_some(()))
+        .is_some(),
         "leader survived"
     );
 }
@@ -212,9 +207,12 @@ async fn async_cancel_kills_group() {
     });
     let gc_file = dir.path().join("gc.pid");
     let found = tokio::task::spawn_blocking(move || {
-        eventually(Duration::from_secs(10), || read_pid(&gc_file).is_some())
-            .then(|| read_pid(&gc_file))
-            .flatten()
+        poll_until(Duration::from_secs(10), || {
+            (read_pid(&gc_file).is_some()).then_some(())
+        })
+        .is_some()
+        .then(|| read_pid(&gc_file))
+        .flatten()
     })
     .await
     .expect("join");
@@ -223,7 +221,10 @@ async fn async_cancel_kills_group() {
     let o = task.await.expect("join").expect("run_async");
     assert_eq!(o.status, JobStatus::Cancelled);
     let dead = tokio::task::spawn_blocking(move || {
-        eventually(Duration::from_secs(5), || !is_alive(gc, None))
+        poll_until(Duration::from_secs(5), || {
+            (!is_alive(gc, None)).then_some(())
+        })
+        .is_some()
     })
     .await
     .expect("join");
@@ -268,8 +269,10 @@ fn a_job_that_finished_unwatched_is_not_run_again() {
     // Finished means the process is gone, not only that the result file appeared (the
     // shell still exits after writing it).
     assert!(
-        eventually(Duration::from_secs(10), || result.exists()
-            && !is_alive(first.pid, first.proc_start)),
+        poll_until(Duration::from_secs(10), || (result.exists()
+            && !is_alive(first.pid, first.proc_start))
+        .then_some(()))
+        .is_some(),
         "the job never finished"
     );
     assert_eq!(
@@ -327,9 +330,14 @@ fn a_different_job_under_the_same_key_still_runs() {
     };
     let runs = dir.path().join("runs");
     // Finished means the process is gone, not only that the result file appeared.
-    assert!(eventually(Duration::from_secs(10), || {
-        s.result_path.as_ref().is_some_and(|r| r.exists()) && !is_alive(first.pid, first.proc_start)
-    }));
+    assert!(
+        poll_until(Duration::from_secs(10), || ({
+            s.result_path.as_ref().is_some_and(|r| r.exists())
+                && !is_alive(first.pid, first.proc_start)
+        })
+        .then_some(()))
+        .is_some()
+    );
     s.vars.insert("data".into(), "b.npz".into());
     let b = JobRunner::open(&db).expect("runner b");
     let o = b.run(&s).expect("run");
@@ -438,11 +446,17 @@ fn the_deadline_holds_while_no_runner_watches() {
         // Runner A dies; nobody polls the deadline.
     };
     let grandchild = dir.path().join("grandchild");
-    assert!(eventually(Duration::from_secs(5), || read_pid(&grandchild).is_some()));
+    assert!(
+        poll_until(Duration::from_secs(5), || (read_pid(&grandchild).is_some())
+            .then_some(()))
+        .is_some()
+    );
     let g = read_pid(&grandchild).expect("grandchild pid");
     assert!(
-        eventually(Duration::from_secs(20), || !is_alive(g, None)
-            && !is_alive(h.pid, h.proc_start)),
+        poll_until(Duration::from_secs(20), || (!is_alive(g, None)
+            && !is_alive(h.pid, h.proc_start))
+        .then_some(()))
+        .is_some(),
         "the job outlived its deadline with no runner"
     );
     let b = JobRunner::open(&db).expect("runner b");

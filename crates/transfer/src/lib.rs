@@ -1,4 +1,5 @@
-//! The transfer engine under every sync, distribution and replication daemon.
+//! The data plane: the transfer engine under every sync, distribution and replication
+//! daemon, and the data server at the other end of it.
 //!
 //! * [`peers`]: who the other nodes are (cluster.toml) and an HTTP client of their
 //!   `data_server` that sends the cluster token;
@@ -13,7 +14,10 @@
 //! * [`sync`]: what every game-sync daemon shares (cluster, client, its watermark file,
 //!   DATA_SYNC_* reporting, per-peer statistics);
 //! * [`replication`]: copies of game batches across nodes, the repair plan and its
-//!   hourly limit (pure code, injected clock).
+//!   hourly limit (pure code, injected clock);
+//! * [`server`]: the other end, the `data_server` daemon's handler (manifests, ranges,
+//!   SHA-256 ETags, database snapshots, game routes, per-peer bandwidth), so tests start
+//!   it in process without depending on the daemon crate.
 
 pub mod cli;
 pub mod events;
@@ -22,6 +26,7 @@ pub mod games;
 pub mod model_fetch;
 pub mod peers;
 pub mod replication;
+pub mod server;
 pub mod setup;
 pub mod sync;
 

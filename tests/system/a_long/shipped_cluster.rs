@@ -13,7 +13,9 @@
 use super::netns::{Cluster, env_value, ip, repo};
 use ringrift_proto::wire::{self, event::Payload, subscribe_request::Start};
 use ringrift_store::{ConfigKey, models};
-use ringrift_system_tests::{Home, bin, bin_dir, command_works, poll_until, require_tool};
+use ringrift_system_tests::{
+    Home, bin, bin_dir, command_works, poll_until, poll_until_async, require_tool,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -141,42 +143,47 @@ impl Seen {
 }
 
 /// Polls (async) until `f` gives a value or `limit` passes; panics naming `what` with the
-/// loop's events so far.
-async fn wait_until<T>(
+/// loop's events so far. `f` runs at most every 100 ms (some run a launcher per call).
+async fn wait_for_loop<T>(
     what: &str,
     limit: Duration,
     seen: &Seen,
     mut f: impl FnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            let loop_events: Vec<String> = seen
-                .events()
-                .iter()
-                .filter_map(|(_, e)| {
-                    let k = match e.payload {
-                        Some(Payload::SelfplayCompleted(_)) => "selfplay",
-                        Some(Payload::NpzExportCompleted(_)) => "export",
-                        Some(Payload::TrainingCompleted(_)) => "trained",
-                        Some(Payload::EvaluationCompleted(_)) => "evaluated",
-                        Some(Payload::ModelPromoted(_)) => "promoted",
-                        Some(Payload::PromotionRejected(_)) => "rejected",
-                        Some(Payload::LeaderChanged(_)) => "leader",
-                        Some(Payload::PipelinePaused(_)) => "paused",
-                        Some(Payload::PipelineResumed(_)) => "resumed",
-                        _ => return None,
-                    };
-                    Some(format!("{k}@{}", e.source))
-                })
-                .collect();
-            panic!("timed out after {limit:?} waiting for {what}; loop events: {loop_events:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut last: Option<Instant> = None;
+    let got = poll_until_async(limit, || {
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
+        let v = if due {
+            last = Some(Instant::now());
+            f()
+        } else {
+            None
+        };
+        async move { v }
+    })
+    .await;
+    got.unwrap_or_else(|| {
+        let loop_events: Vec<String> = seen
+            .events()
+            .iter()
+            .filter_map(|(_, e)| {
+                let k = match e.payload {
+                    Some(Payload::SelfplayCompleted(_)) => "selfplay",
+                    Some(Payload::NpzExportCompleted(_)) => "export",
+                    Some(Payload::TrainingCompleted(_)) => "trained",
+                    Some(Payload::EvaluationCompleted(_)) => "evaluated",
+                    Some(Payload::ModelPromoted(_)) => "promoted",
+                    Some(Payload::PromotionRejected(_)) => "rejected",
+                    Some(Payload::LeaderChanged(_)) => "leader",
+                    Some(Payload::PipelinePaused(_)) => "paused",
+                    Some(Payload::PipelineResumed(_)) => "resumed",
+                    _ => return None,
+                };
+                Some(format!("{k}@{}", e.source))
+            })
+            .collect();
+        panic!("timed out after {limit:?} waiting for {what}; loop events: {loop_events:?}")
+    })
 }
 
 /// `ringrift-launcher --status --cluster --json` run in node `k`'s namespace, bounded:
@@ -393,7 +400,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
     let follower = seen.follow(addr, bearer);
 
     // 1. The loop across the nodes, from events alone: generation 1.
-    let (_, leader1, term1) = wait_until("a leader", Duration::from_secs(120), &seen, || {
+    let (_, leader1, term1) = wait_for_loop("a leader", Duration::from_secs(120), &seen, || {
         seen.leaders().last().cloned()
     })
     .await;
@@ -401,7 +408,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         "MEASURED: leader {leader1} (token {term1}) {:?} after start",
         started.elapsed()
     );
-    let first = wait_until(
+    let first = wait_for_loop(
         "generation 1 promoted",
         Duration::from_secs(900),
         &seen,
@@ -468,7 +475,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         before.len(),
         survivors.len()
     );
-    let (failover_at, _, term2) = wait_until(
+    let (failover_at, _, term2) = wait_for_loop(
         "the other coordinator to lead",
         Duration::from_secs(60),
         &seen,
@@ -494,7 +501,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
     // The old leader back: a follower.
     restart_launcher(&dir, &ns(l1), l1);
     let restarted = Instant::now();
-    wait_until(
+    wait_for_loop(
         "the old leader back, seeing the new one",
         Duration::from_secs(180),
         &seen,
@@ -531,7 +538,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
     );
 
     // Generation 2, by the new leader.
-    let promoted_by_l2 = wait_until(
+    let promoted_by_l2 = wait_for_loop(
         "a promotion by the new leader",
         Duration::from_secs(900),
         &seen,
@@ -549,7 +556,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
     );
     // Installed on every node, the old leader included: its fence is the new token.
     let latest = promoted_by_l2.2.model_sha256.clone();
-    wait_until(
+    wait_for_loop(
         "the new leader's model on every node",
         Duration::from_secs(180),
         &seen,
@@ -656,7 +663,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
     );
 
     // n4 rejoins; the leader's score is back to 1.00 within 2 heartbeats of that.
-    let (joined_at, _) = wait_until(
+    let (joined_at, _) = wait_for_loop(
         "n4 alive again (HOST_JOINED)",
         Duration::from_secs(120),
         &seen,
@@ -782,7 +789,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
             _ => {}
         }
     }
-    let wait_resumed = wait_until(
+    let wait_resumed = wait_for_loop(
         "every pause resumed",
         Duration::from_secs(60),
         &seen,
@@ -832,7 +839,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
             _ => None,
         })
         .collect();
-    let decisions = wait_until(
+    let decisions = wait_for_loop(
         "a decision on every evaluation",
         Duration::from_secs(120),
         &seen,

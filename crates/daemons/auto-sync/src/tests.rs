@@ -3,15 +3,16 @@
 //! coordinator never chosen, the event trigger, and gossip forwarding A → B → C.
 
 use super::*;
-use ringrift_data_server::testing::{self, Daemon, cluster, game, ids, server, store};
 use ringrift_store::ConfigKey;
+use ringrift_test_support::Daemon;
+use ringrift_test_support::data_server::{cluster, game, ids, server, store};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
 fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
-    testing::daemon(INFO.name, build, home, node, toml)
+    ringrift_test_support::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,9 +162,7 @@ async fn bad_settings_are_config_errors_naming_the_key_and_a_dead_target_fails_t
         ("[auto_sync]\nfanout_typo = 1\n", "fanout_typo"),
     ] {
         let home = tempfile::tempdir().expect("home");
-        let (ctx, _) = Context::for_test("auto_sync", home.path(), toml).expect("ctx");
-        let e = build(&ctx).err().expect("refused");
-        assert!(handler_base::is_config_error(&e), "{toml}: {e:#}");
+        let e = ringrift_test_support::refused("auto_sync", build, home.path(), toml);
         assert!(format!("{e:#}").contains(key), "{toml}: {e:#}");
     }
     let a = tempfile::tempdir().expect("a");

@@ -93,9 +93,10 @@ async fn lru_eviction_view_and_invalidation_on_promotion() {
         10,
         10,
     );
-    let (_, peer_ctx, url) = ringrift_data_server::start_in_process(peer_home.path(), "peer", "")
-        .await
-        .unwrap();
+    let (_, peer_ctx, url) =
+        ringrift_test_support::data_server::start(peer_home.path(), "peer", "")
+            .await
+            .unwrap();
     let port = url.rsplit(':').next().unwrap();
     std::fs::write(
         h.join("cluster.toml"),
@@ -106,14 +107,13 @@ async fn lru_eviction_view_and_invalidation_on_promotion() {
     )
     .unwrap();
 
-    let (mut ctx, _) = Context::for_test(
+    let (d, ctx, _) = ringrift_test_support::daemon(
         INFO.name,
+        build,
         h,
+        "here",
         "[cache_coordination]\nbudget_bytes = 700\nkeep_newest = 2\n",
-    )
-    .unwrap();
-    ctx.node = "here".into();
-    let d = build(&ctx).unwrap();
+    );
     d.run_cycle(&ctx).await.unwrap();
 
     // Least recently used first: backup .100 (with its sidecar), gen1, gen2; gen0 was
@@ -193,10 +193,13 @@ async fn unreachable_peer_is_reported_and_bad_budget_refused() {
          [[node]]\nname = \"gone\"\nroles = [\"selfplay\"]\naddress = \"127.0.0.1\"\nports = { data = 1, p2p = 19212 }\n",
     )
     .unwrap();
-    let (mut ctx, _) =
-        Context::for_test(INFO.name, h, "[cache_coordination]\ntimeout_s = 2\n").unwrap();
-    ctx.node = "here".into();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, _) = ringrift_test_support::daemon(
+        INFO.name,
+        build,
+        h,
+        "here",
+        "[cache_coordination]\ntimeout_s = 2\n",
+    );
     d.run_cycle(&ctx).await.unwrap();
     let health = d.health_check();
     assert_eq!(health.status, handler_base::HealthStatus::Degraded);
@@ -206,10 +209,12 @@ async fn unreachable_peer_is_reported_and_bad_budget_refused() {
     );
     assert!(read_view(h).nodes["gone"].error.is_some());
 
-    let (ctx, _) =
-        Context::for_test(INFO.name, h, "[cache_coordination]\nbudget_bytes = 0\n").unwrap();
-    let err = build(&ctx).err().unwrap();
-    assert!(handler_base::is_config_error(&err), "{err:#}");
+    let err = ringrift_test_support::refused(
+        INFO.name,
+        build,
+        h,
+        "[cache_coordination]\nbudget_bytes = 0\n",
+    );
     assert!(
         err.to_string().contains("cache_coordination.budget_bytes"),
         "{err:#}"

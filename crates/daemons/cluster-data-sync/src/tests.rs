@@ -3,16 +3,17 @@
 //! nothing and says so, one dead peer does not fail the cycle, config errors.
 
 use super::*;
-use ringrift_data_server::testing::{self, Daemon, cluster, game, ids, server, store};
 use ringrift_proto::EventType;
 use ringrift_store::ConfigKey;
+use ringrift_test_support::Daemon;
+use ringrift_test_support::data_server::{cluster, game, ids, server, store};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
 fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
-    testing::daemon(INFO.name, build, home, node, toml)
+    ringrift_test_support::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +100,7 @@ async fn a_peer_store_recreated_below_the_watermark_is_read_again() {
     store(bhome.path(), key())
         .insert_games(&[game("new1", "b", key()), game("new2", "b", key())])
         .expect("b new");
-    let (_, bctx, url) = ringrift_data_server::start_in_process(bhome.path(), "b", "")
+    let (_, bctx, url) = ringrift_test_support::data_server::start(bhome.path(), "b", "")
         .await
         .expect("b again");
     let new_port: u16 = url
@@ -158,15 +159,11 @@ async fn bad_settings_are_config_errors_naming_the_key() {
         ("[cluster_data_sync]\nfanout = 2\n", "fanout"),
     ] {
         let home = tempfile::tempdir().expect("home");
-        let (ctx, _) = Context::for_test("cluster_data_sync", home.path(), toml).expect("ctx");
-        let e = build(&ctx).err().expect("refused");
-        assert!(handler_base::is_config_error(&e), "{toml}: {e:#}");
+        let e = ringrift_test_support::refused("cluster_data_sync", build, home.path(), toml);
         assert!(format!("{e:#}").contains(key), "{toml}: {e:#}");
     }
     // A broken cluster.toml is a config error too.
     let home = tempfile::tempdir().expect("home");
     std::fs::write(home.path().join("cluster.toml"), "[[node]]\nname = 5\n").expect("bad");
-    let (ctx, _) = Context::for_test("cluster_data_sync", home.path(), "").expect("ctx");
-    let e = build(&ctx).err().expect("refused");
-    assert!(handler_base::is_config_error(&e), "{e:#}");
+    ringrift_test_support::refused("cluster_data_sync", build, home.path(), "");
 }

@@ -127,13 +127,13 @@ fn view_lists_every_node_sums_answers_and_degrades_on_a_dead_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_p2p_backend_the_view_is_degraded_and_status_says_why() {
     let home = tempfile::tempdir().unwrap();
-    let (ctx, _rec) = Context::for_test(
+    let (m, ctx, _rec) = ringrift_test_support::daemon(
         INFO.name,
+        build,
         home.path(),
+        "test",
         "[cluster_monitor]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let m = build(&ctx).unwrap();
+    );
     m.on_start(&ctx).await.unwrap();
     let h = m.health_check();
     assert_eq!(h.status, handler_base::HealthStatus::Degraded, "{h:?}");

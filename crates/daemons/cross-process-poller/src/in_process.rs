@@ -1,15 +1,15 @@
-//! In process: `build` with `Context::for_test` against the router started in this test
-//! process (loopback port 0); one cycle bridges a row of the events table into the log.
+//! In process: `build` with `Context::for_test` against the real router binary started in a
+//! temp home (loopback port 0; `ringrift_test_support`); one cycle bridges a row of the events table into the log.
 
 use super::*;
-use ringrift_event_router::in_process::InProcess;
+use ringrift_test_support::Home;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_and_bridge_a_row() {
-    let home = tempfile::tempdir().unwrap();
-    let router = InProcess::start(home.path()).await.unwrap();
+    let home = Home::new();
+    let (_router, router_addr) = home.start_router_async(&[]).await;
     let (ctx, _published) = Context::for_test(INFO.name, home.path(), "").unwrap();
-    let ctx = ctx.with_router(&router.addr).unwrap();
+    let ctx = ctx.with_router(&router_addr).unwrap();
     let h = build(&ctx).unwrap();
     h.on_start(&ctx).await.unwrap();
     let db = home.path().join("data/cross_process_events.db");

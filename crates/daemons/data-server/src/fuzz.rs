@@ -5,10 +5,10 @@
 //! carries a byte from outside the served roots, and the server keeps answering; a push
 //! is stored whole (200 with what it counted) or refused whole (4xx).
 
-use crate::testing::{HOUR, game, store};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use ringrift_store::ConfigKey;
+use ringrift_test_support::data_server::{HOUR, game, store};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,7 +72,11 @@ fn server() -> Server {
     let home = tempfile::tempdir().expect("tempdir");
     populate(home.path());
     let (handler, ctx, url) = rt
-        .block_on(crate::start_in_process(home.path(), "n1", ""))
+        .block_on(ringrift_test_support::data_server::start(
+            home.path(),
+            "n1",
+            "",
+        ))
         .expect("start");
     let addr = url.trim_start_matches("http://").to_owned();
     Server {

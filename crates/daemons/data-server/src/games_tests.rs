@@ -2,10 +2,10 @@
 //! SHA-256, filters, summary, pushes (hash, validation, size, excluded node, token),
 //! and `push_new` / `pull_new` with watermarks between two homes.
 
-use super::*;
-use crate::testing::{self, HOUR, server, store};
+use handler_base::Context;
 use ringrift_store::ConfigKey;
 use ringrift_store::games::{GameFilter, GameRecord};
+use ringrift_test_support::data_server::{self as testing, HOUR, server, store};
 use ringrift_transfer::games::{
     self, Direction, GamesPage, Link, SHA256_HEADER, SyncEvents, Watermarks,
 };
@@ -236,7 +236,7 @@ async fn an_excluded_node_refuses_pushes_and_the_token_is_required() {
          [[node]]\nname = \"coord\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.2\"\n",
     )
     .expect("cluster.toml");
-    let (_, ctx, url) = start_in_process(home.path(), "spot", "[auth]\ntoken = \"s3cret\"\n")
+    let (_, ctx, url) = testing::start(home.path(), "spot", "[auth]\ntoken = \"s3cret\"\n")
         .await
         .expect("start");
     let peer = Peer::at("spot", &url);

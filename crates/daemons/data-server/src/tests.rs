@@ -4,7 +4,9 @@
 //! and the configuration errors.
 
 use super::*;
+use handler_base::{Context, Handler};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "TOP-SECRET-OUTSIDE-THE-ROOT";
@@ -18,8 +20,8 @@ struct Server {
 
 async fn start(toml: &str) -> Server {
     let home = tempfile::tempdir().expect("tempdir");
-    let (ctx, _) = Context::for_test("data_server", home.path(), toml).expect("context");
-    let handler = build(&ctx).expect("build");
+    let (handler, ctx, _) =
+        ringrift_test_support::daemon("data_server", build, home.path(), "test", toml);
     let _ = std::fs::remove_file(home.path().join("run/data_server.addr"));
     handler.on_start(&ctx).await.expect("start");
     let addr = handler_base::read_addr_file(home.path(), "data_server").expect("addr file");

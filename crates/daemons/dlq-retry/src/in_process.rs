@@ -1,20 +1,20 @@
-//! In process: `build` with `Context::for_test` against the router started in this test
-//! process (loopback port 0); a real dead letter is retried by one cycle.
+//! In process: `build` with `Context::for_test` against the real router binary started in a
+//! temp home (loopback port 0; `ringrift_test_support`); a real dead letter is retried by one cycle.
 
 use super::*;
-use ringrift_event_router::in_process::InProcess;
+use ringrift_test_support::Home;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_and_retry_a_dead_letter() {
-    let home = tempfile::tempdir().unwrap();
-    let router = InProcess::start(home.path()).await.unwrap();
+    let home = Home::new();
+    let (_router, router_addr) = home.start_router_async(&[]).await;
     let (ctx, _published) = Context::for_test(
         INFO.name,
         home.path(),
         "[dlq_retry]\nbase_delay_s = 0.001\n",
     )
     .unwrap();
-    let ctx = ctx.with_router(&router.addr).unwrap();
+    let ctx = ctx.with_router(&router_addr).unwrap();
     let h = build(&ctx).unwrap();
     let mut c = ctx.client.clone();
     c.publish(wire::Event {

@@ -2,8 +2,8 @@
 //! elo_sync following the other; their match histories converge.
 
 use super::*;
-use ringrift_data_server::testing;
 use ringrift_store::elo::MatchResult;
+use ringrift_test_support::data_server as testing;
 use std::path::Path;
 
 /// `home` sees itself as `test` (coordinator) and `other` as a selfplay node.
@@ -92,9 +92,13 @@ async fn an_unreachable_peer_degrades_health_and_fails_the_cycle() {
          [[node]]\nname = \"gone\"\nroles = [\"selfplay\"]\naddress = \"127.0.0.1\"\nports = { p2p = 1, data = 1 }\n",
     )
     .unwrap();
-    let (ctx, _) =
-        Context::for_test("elo_sync", home.path(), "[elo_sync]\ntimeout_s = 2\n").unwrap();
-    let s = build(&ctx).unwrap();
+    let (s, ctx, _) = ringrift_test_support::daemon(
+        "elo_sync",
+        build,
+        home.path(),
+        "test",
+        "[elo_sync]\ntimeout_s = 2\n",
+    );
     let err = s.run_cycle(&ctx).await.unwrap_err();
     assert!(err.to_string().contains("every peer"), "{err}");
     assert!(s.health_check().message.contains("gone"));

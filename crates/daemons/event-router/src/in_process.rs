@@ -1,7 +1,8 @@
-//! The router inside a test process, for in-process tests of daemons that call the
-//! router beyond publishing (dead letters, stats, lookups) and need no crash: the real
-//! `serve` on a loopback port-0 listener in `home` (durability relaxed), stopped on drop.
-//! Crash durability stays with the subprocess system tests.
+//! The router inside its own test process, for this crate's tests of its gRPC service
+//! (dead letters, stats, refused requests) that need no crash: the real `serve` on a
+//! loopback port-0 listener in `home` (durability relaxed), stopped on drop. Other
+//! crates' tests start the router binary (`ringrift_test_support::Home`): no daemon
+//! crate depends on another. Crash durability stays with the subprocess system tests.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

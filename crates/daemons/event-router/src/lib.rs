@@ -30,7 +30,8 @@ pub mod backend;
 #[cfg(test)]
 mod bad_requests;
 mod broker;
-pub mod in_process;
+#[cfg(test)]
+mod in_process;
 pub mod jetstream;
 pub mod metrics;
 pub mod recent;

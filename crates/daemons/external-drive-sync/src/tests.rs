@@ -72,8 +72,7 @@ async fn mirrors_changed_files_only_verified_with_a_manifest() {
         "[external_drive_sync]\npath = {:?}\nrequire_mount = false\n",
         drive.path().display().to_string()
     );
-    let (ctx, rec) = Context::for_test(INFO.name, h, &toml).unwrap();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, rec) = ringrift_test_support::daemon(INFO.name, build, h, "test", &toml);
     d.run_cycle(&ctx).await.unwrap();
 
     let ev = syncs(&rec);
@@ -175,8 +174,7 @@ async fn missing_or_unmounted_target_is_degraded_and_untouched() {
         "[external_drive_sync]\npath = {:?}\n",
         missing.display().to_string()
     );
-    let (ctx, rec) = Context::for_test(INFO.name, h, &toml).unwrap();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, rec) = ringrift_test_support::daemon(INFO.name, build, h, "test", &toml);
     for _ in 0..3 {
         d.run_cycle(&ctx).await.unwrap();
     }
@@ -213,8 +211,7 @@ async fn missing_or_unmounted_target_is_degraded_and_untouched() {
     assert!(syncs(&rec).is_empty());
 
     // Unset: degraded, nothing to do.
-    let (ctx, _) = Context::for_test(INFO.name, h, "").unwrap();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, _) = ringrift_test_support::daemon(INFO.name, build, h, "test", "");
     d.run_cycle(&ctx).await.unwrap();
     assert_eq!(d.health_check().status, HealthStatus::Degraded);
 }
@@ -222,14 +219,12 @@ async fn missing_or_unmounted_target_is_degraded_and_untouched() {
 #[tokio::test]
 async fn relative_path_is_a_config_error() {
     let home = tempfile::tempdir().unwrap();
-    let (ctx, _) = Context::for_test(
+    let err = ringrift_test_support::refused(
         INFO.name,
+        build,
         home.path(),
         "[external_drive_sync]\npath = \"mnt/x\"\n",
-    )
-    .unwrap();
-    let err = build(&ctx).err().unwrap();
-    assert!(handler_base::is_config_error(&err), "{err:#}");
+    );
     assert!(
         err.to_string().contains("external_drive_sync.path"),
         "{err:#}"

@@ -3,15 +3,16 @@
 //! figures with its error, drops nodes gone from cluster.toml; config errors.
 
 use super::*;
-use ringrift_data_server::testing::{self, Daemon, cluster, game, server, store};
 use ringrift_store::ConfigKey;
+use ringrift_test_support::Daemon;
+use ringrift_test_support::data_server::{cluster, game, server, store};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
 fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
-    testing::daemon(INFO.name, build, home, node, toml)
+    ringrift_test_support::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,9 +105,7 @@ async fn no_answer_fails_the_round_and_bad_settings_are_config_errors() {
         ("[gossip_sync]\ninterval = 1\n", "interval"),
     ] {
         let home = tempfile::tempdir().expect("home");
-        let (ctx, _) = Context::for_test("gossip_sync", home.path(), toml).expect("ctx");
-        let e = build(&ctx).err().expect("refused");
-        assert!(handler_base::is_config_error(&e), "{toml}: {e:#}");
+        let e = ringrift_test_support::refused("gossip_sync", build, home.path(), toml);
         assert!(format!("{e:#}").contains(key), "{toml}: {e:#}");
     }
 }

@@ -8,13 +8,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_handle_a_heartbeat_and_serve_it() {
     let home = tempfile::tempdir().unwrap();
-    let (ctx, _published) = Context::for_test(
+    let (h, ctx, _published) = ringrift_test_support::daemon(
         INFO.name,
+        build,
         home.path(),
+        "test",
         "[health_server]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let h = build(&ctx).unwrap();
+    );
     h.on_start(&ctx).await.unwrap();
     let hb = |node: &str, pid: u32| {
         Event::new(wire::event::Payload::DaemonHeartbeat(

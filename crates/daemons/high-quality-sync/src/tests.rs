@@ -3,9 +3,10 @@
 //! game goes alone), the event trigger, config errors.
 
 use super::*;
-use ringrift_data_server::testing::{self, Daemon, cluster, ids, server, store};
 use ringrift_store::ConfigKey;
 use ringrift_store::games::GameRecord;
+use ringrift_test_support::Daemon;
+use ringrift_test_support::data_server::{self as testing, cluster, ids, server, store};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
@@ -19,7 +20,7 @@ fn game(id: &str, node: &str, quality: f64) -> GameRecord {
 }
 
 fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
-    testing::daemon(INFO.name, build, home, node, toml)
+    ringrift_test_support::daemon(INFO.name, build, home, node, toml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,9 +111,7 @@ async fn training_only_and_bad_settings() {
         ),
     ] {
         let home = tempfile::tempdir().expect("home");
-        let (ctx, _) = Context::for_test("high_quality_sync", home.path(), toml).expect("ctx");
-        let e = build(&ctx).err().expect("refused");
-        assert!(handler_base::is_config_error(&e), "{toml}: {e:#}");
+        let e = ringrift_test_support::refused("high_quality_sync", build, home.path(), toml);
         assert!(format!("{e:#}").contains(key), "{toml}: {e:#}");
     }
 }

@@ -2,7 +2,7 @@
 //! shows whether the peer holds the model yet.
 
 use super::*;
-use ringrift_data_server::testing;
+use ringrift_test_support::data_server as testing;
 use std::path::Path;
 
 const KEY: &str = "hex8_2p";
@@ -48,8 +48,8 @@ fn promoted(sha: &str, node: &str) -> Event {
 #[tokio::test]
 async fn distributed_is_announced_once_every_node_holds_the_file() {
     let s = two_nodes().await;
-    let (ctx, rec) = Context::for_test("model_distribution", s.here.path(), "").unwrap();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, rec) =
+        ringrift_test_support::daemon("model_distribution", build, s.here.path(), "test", "");
     let sha = promote_in(s.here.path(), 3);
     // Promotions made elsewhere are not this daemon's.
     d.handle_event(&ctx, &promoted(&sha, "b")).await.unwrap();
@@ -87,13 +87,13 @@ async fn distributed_is_announced_once_every_node_holds_the_file() {
 #[tokio::test]
 async fn a_node_still_without_the_model_after_the_deadline_is_reported_once() {
     let s = two_nodes().await;
-    let (ctx, rec) = Context::for_test(
+    let (d, ctx, rec) = ringrift_test_support::daemon(
         "model_distribution",
+        build,
         s.here.path(),
+        "test",
         "[model_distribution]\ndeadline_s = 0.001\n",
-    )
-    .unwrap();
-    let d = build(&ctx).unwrap();
+    );
     let sha = promote_in(s.here.path(), 1);
     d.handle_event(&ctx, &promoted(&sha, "test")).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -2,7 +2,7 @@
 //! models; model_sync in another home follows it.
 
 use super::*;
-use ringrift_data_server::testing;
+use ringrift_test_support::data_server as testing;
 use std::path::Path;
 
 const KEY: &str = "hex8_2p";
@@ -55,8 +55,7 @@ fn follower(
         ]),
     )
     .unwrap();
-    let (ctx, rec) = Context::for_test("model_sync", b.path(), "").unwrap();
-    let sync = build(&ctx).unwrap();
+    let (sync, ctx, rec) = ringrift_test_support::daemon("model_sync", build, b.path(), "test", "");
     (b, ctx, rec, sync)
 }
 

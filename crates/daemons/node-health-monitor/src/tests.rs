@@ -172,13 +172,13 @@ async fn full_disk_alerts_once_across_a_restart_and_clears() {
 #[tokio::test]
 async fn the_live_sampler_sees_a_missing_router_and_bad_thresholds_are_refused() {
     let home = tempfile::tempdir().unwrap();
-    let (ctx, _rec) = Context::for_test(
+    let (h, ctx, _rec) = ringrift_test_support::daemon(
         INFO.name,
+        build,
         home.path(),
+        "test",
         "[node_health_monitor]\nrpc_timeout_s = 1\nunhealthy_after = 1\n",
-    )
-    .unwrap();
-    let h = build(&ctx).unwrap();
+    );
     h.run_cycle(&ctx).await.unwrap();
     let health = h.health_check();
     assert_eq!(health.status, HealthStatus::Degraded, "{health:?}");

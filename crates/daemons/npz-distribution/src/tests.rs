@@ -2,7 +2,7 @@
 //! node in another.
 
 use super::*;
-use ringrift_data_server::testing;
+use ringrift_test_support::data_server as testing;
 use std::path::Path;
 
 struct Two {
@@ -52,8 +52,8 @@ async fn a_training_node_receives_the_announced_file_verified() {
         "hex8_2p_after7.npz",
         &[7u8; 300_000],
     );
-    let (ctx, rec) = Context::for_test("npz_distribution", t.here.path(), "").unwrap();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, rec) =
+        ringrift_test_support::daemon("npz_distribution", build, t.here.path(), "test", "");
     d.handle_event(&ctx, &ev).await.unwrap();
     let local = ringrift_store::paths::training_dir(t.here.path()).join("hex8_2p_after7.npz");
     assert_eq!(std::fs::read(&local).unwrap(), vec![7u8; 300_000]);
@@ -77,8 +77,8 @@ async fn a_file_that_differs_from_its_announcement_is_never_installed() {
     let ev = export(t.exporter.home.path(), "x.npz", &[1u8; 50_000]);
     // Replaced since the export with other content: a newer export, not fetched.
     export(t.exporter.home.path(), "x.npz", &[2u8; 50_000]);
-    let (ctx, rec) = Context::for_test("npz_distribution", t.here.path(), "").unwrap();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, rec) =
+        ringrift_test_support::daemon("npz_distribution", build, t.here.path(), "test", "");
     d.handle_event(&ctx, &ev).await.unwrap();
     assert!(
         !ringrift_store::paths::training_dir(t.here.path())
@@ -92,8 +92,8 @@ async fn a_file_that_differs_from_its_announcement_is_never_installed() {
 async fn other_roles_do_not_receive_and_bad_roles_are_refused() {
     let t = two("selfplay").await;
     let ev = export(t.exporter.home.path(), "y.npz", &[3u8; 1000]);
-    let (ctx, rec) = Context::for_test("npz_distribution", t.here.path(), "").unwrap();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, rec) =
+        ringrift_test_support::daemon("npz_distribution", build, t.here.path(), "test", "");
     d.handle_event(&ctx, &ev).await.unwrap();
     assert!(rec.events().is_empty());
     assert!(d.health_check().message.contains("not a receiving node"));

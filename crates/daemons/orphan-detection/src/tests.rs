@@ -97,8 +97,7 @@ async fn merges_valid_orphans_quarantines_corrupt_ones_once() {
     std::fs::write(&hidden, b"partial").unwrap();
     age(&hidden, 600);
 
-    let (ctx, rec) = Context::for_test(INFO.name, h, TOML).unwrap();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, rec) = ringrift_test_support::daemon(INFO.name, build, h, "test", TOML);
     d.run_cycle(&ctx).await.unwrap();
 
     let mut ev = orphan_events(&rec);
@@ -163,8 +162,7 @@ async fn a_failed_merge_is_retried_without_reporting_again() {
     let hex = paths::game_db(h, "hex8_2p".parse().unwrap());
     std::fs::create_dir_all(&hex).unwrap();
 
-    let (ctx, rec) = Context::for_test(INFO.name, h, TOML).unwrap();
-    let d = build(&ctx).unwrap();
+    let (d, ctx, rec) = ringrift_test_support::daemon(INFO.name, build, h, "test", TOML);
     let err = d.run_cycle(&ctx).await.unwrap_err();
     assert!(err.to_string().contains("data/selfplay/y.db"), "{err:#}");
     assert_eq!(orphan_events(&rec).len(), 1);
@@ -192,14 +190,12 @@ async fn a_failed_merge_is_retried_without_reporting_again() {
 #[tokio::test]
 async fn bad_settle_is_a_config_error() {
     let home = tempfile::tempdir().unwrap();
-    let (ctx, _) = Context::for_test(
+    let err = ringrift_test_support::refused(
         INFO.name,
+        build,
         home.path(),
         "[orphan_detection]\nsettle_s = -1\n",
-    )
-    .unwrap();
-    let err = build(&ctx).err().unwrap();
-    assert!(handler_base::is_config_error(&err), "{err:#}");
+    );
     assert!(
         err.to_string().contains("orphan_detection.settle_s"),
         "{err:#}"

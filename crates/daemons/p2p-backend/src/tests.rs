@@ -4,11 +4,7 @@
 
 use super::*;
 use ringrift_proto::EventType;
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use ringrift_test_support::{free_port, poll_until_async};
 
 fn cluster_toml(pa: u16, pb: u16) -> String {
     format!(
@@ -19,9 +15,7 @@ fn cluster_toml(pa: u16, pb: u16) -> String {
 }
 
 async fn start(home: &std::path::Path, node: &str) -> (Context, Recorded, Arc<dyn Handler>) {
-    let (mut ctx, rec) = Context::for_test(INFO.name, home, "").unwrap();
-    ctx.node = node.into();
-    let h = build(&ctx).unwrap();
+    let (h, ctx, rec) = ringrift_test_support::daemon(INFO.name, build, home, node, "");
     h.on_start(&ctx).await.unwrap();
     (ctx, rec, h)
 }
@@ -43,19 +37,15 @@ fn changes(rec: &Recorded) -> Vec<(EventType, String)> {
         .collect()
 }
 
-async fn wait_until(what: &str, rec: &Recorded, n: usize) -> Vec<(EventType, String)> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+/// The changes `rec` holds once there are `n`; panics naming `what` and what there was
+/// after 20 s.
+async fn changes_after(what: &str, rec: &Recorded, n: usize) -> Vec<(EventType, String)> {
+    let got = poll_until_async(Duration::from_secs(20), || {
         let c = changes(rec);
-        if c.len() >= n {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {c:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        async move { (c.len() >= n).then_some(c) }
+    })
+    .await;
+    got.unwrap_or_else(|| panic!("timed out waiting for {what}: {:?}", changes(rec)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +57,7 @@ async fn membership_joined_unhealthy_left_joined_once_each() {
     }
     let (ctx_a, rec_a, a) = start(ha.path(), "test").await;
     let (ctx_b, _rec_b, b) = start(hb.path(), "b").await;
-    let joined = wait_until("HOST_JOINED b", &rec_a, 1).await;
+    let joined = changes_after("HOST_JOINED b", &rec_a, 1).await;
     assert_eq!(joined, vec![(EventType::HostJoined, "b".to_owned())]);
     let ev = &rec_a.events()[0];
     let Payload::HostJoined(m) = &ev.payload else {
@@ -116,7 +106,7 @@ async fn membership_joined_unhealthy_left_joined_once_each() {
     // b stops: suspect, then dead, one event each.
     ctx_b.shutdown.cancel();
     b.on_stop(&ctx_b).await;
-    let c3 = wait_until("NODE_UNHEALTHY and HOST_LEFT of b", &rec_a, 3).await;
+    let c3 = changes_after("NODE_UNHEALTHY and HOST_LEFT of b", &rec_a, 3).await;
     assert_eq!(
         c3[1..],
         [
@@ -130,7 +120,7 @@ async fn membership_joined_unhealthy_left_joined_once_each() {
 
     // b back (same port): joined again.
     let (ctx_b2, _r, _b2) = start(hb.path(), "b").await;
-    let c4 = wait_until("HOST_JOINED b again", &rec_a, 4).await;
+    let c4 = changes_after("HOST_JOINED b again", &rec_a, 4).await;
     assert_eq!(c4[3], (EventType::HostJoined, "b".to_owned()));
     ctx_b2.shutdown.cancel();
     ctx_a.shutdown.cancel();

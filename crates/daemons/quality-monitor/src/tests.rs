@@ -102,9 +102,8 @@ fn the_first_seat_bar_is_per_seat() {
 #[tokio::test]
 async fn in_process_a_cycle_reports_new_games_once_and_health_names_a_collapse() {
     let home = tempfile::tempdir().expect("tempdir");
-    let (ctx, published) =
-        Context::for_test(INFO.name, home.path(), "[quality_monitor]\n").expect("context");
-    let h = build(&ctx).expect("build");
+    let (h, ctx, published) =
+        ringrift_test_support::daemon(INFO.name, build, home.path(), "test", "[quality_monitor]\n");
     h.run_cycle(&ctx).await.expect("cycle without games");
     assert!(published.events().is_empty(), "no game store yet");
 

@@ -4,9 +4,9 @@
 //! once.
 
 use super::*;
-use ringrift_data_server::testing::{self, HOUR, ephemeral_and_two_durable, store};
 use ringrift_store::ConfigKey;
 use ringrift_store::games::GameRecord;
+use ringrift_test_support::data_server::{self as testing, HOUR, ephemeral_and_two_durable, store};
 
 fn key() -> ConfigKey {
     "hex8_2p".parse().unwrap()
@@ -43,7 +43,7 @@ async fn alerts_and_emergency_sync_of_an_ephemeral_zero_copy_batch() {
     store(b, key()).insert_games(&old).unwrap();
     store(cc, key()).insert_games(&old).unwrap();
 
-    let (d, ctx, rec) = testing::daemon(INFO.name, build, a, "a", "");
+    let (d, ctx, rec) = ringrift_test_support::daemon(INFO.name, build, a, "a", "");
     d.run_cycle(&ctx).await.unwrap();
     assert_eq!(alerts(&rec), vec![(1, 1, 0)]);
     // Emergency: the ephemeral batch went to exactly one durable node (b: least loaded,
@@ -80,14 +80,12 @@ async fn alerts_and_emergency_sync_of_an_ephemeral_zero_copy_batch() {
 async fn bad_settings_are_config_errors() {
     let home = tempfile::tempdir().unwrap();
     for bad in ["target_copies = 0", "max_concurrent = 100", "timeout_s = 0"] {
-        let (ctx, _) = Context::for_test(
+        let err = ringrift_test_support::refused(
             INFO.name,
+            build,
             home.path(),
             &format!("[replication_monitor]\n{bad}\n"),
-        )
-        .unwrap();
-        let err = build(&ctx).err().unwrap();
-        assert!(handler_base::is_config_error(&err), "{bad}: {err:#}");
+        );
         assert!(err.to_string().contains("replication_monitor."), "{err:#}");
     }
 }
@@ -107,7 +105,7 @@ async fn the_running_hour_is_open_not_alerted() {
     store(a, key())
         .insert_games(&[game("old", "a", HOUR)])
         .unwrap();
-    let (d, ctx, rec) = testing::daemon(INFO.name, build, a, "a", "");
+    let (d, ctx, rec) = ringrift_test_support::daemon(INFO.name, build, a, "a", "");
     d.run_cycle(&ctx).await.unwrap();
     assert_eq!(alerts(&rec), vec![(1, 0, 0)], "only the old batch counts");
     let h = d.health_check();

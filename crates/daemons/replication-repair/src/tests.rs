@@ -3,9 +3,9 @@
 //! second cycle has nothing to do, and `max_per_hour` defers what is over the limit.
 
 use super::*;
-use ringrift_data_server::testing::{self, HOUR, ephemeral_and_two_durable, store};
 use ringrift_store::ConfigKey;
 use ringrift_store::games::GameRecord;
+use ringrift_test_support::data_server::{self as testing, HOUR, ephemeral_and_two_durable, store};
 
 fn key() -> ConfigKey {
     "hex8_2p".parse().unwrap()
@@ -41,7 +41,7 @@ async fn zero_copy_batch_reaches_the_target_on_durable_nodes() {
         .insert_games(&[game("old", "b", HOUR)])
         .unwrap();
 
-    let (d, ctx, rec) = testing::daemon(INFO.name, build, a, "a", "");
+    let (d, ctx, rec) = ringrift_test_support::daemon(INFO.name, build, a, "a", "");
     d.run_cycle(&ctx).await.unwrap();
 
     assert_eq!(store(c[1].home.path(), key()).count().unwrap(), 31);
@@ -80,7 +80,7 @@ async fn the_hourly_limit_defers_repairs() {
     store(a, key())
         .insert_games(&[game("x", "a", 7 * HOUR), game("y", "a", 8 * HOUR)])
         .unwrap();
-    let (d, ctx, rec) = testing::daemon(
+    let (d, ctx, rec) = ringrift_test_support::daemon(
         INFO.name,
         build,
         a,
@@ -105,14 +105,12 @@ async fn the_hourly_limit_defers_repairs() {
 async fn bad_limits_are_config_errors() {
     let home = tempfile::tempdir().unwrap();
     for bad in ["max_concurrent = 0", "max_per_hour = 0", "timeout_s = -1"] {
-        let (ctx, _) = Context::for_test(
+        let err = ringrift_test_support::refused(
             INFO.name,
+            build,
             home.path(),
             &format!("[replication_repair]\n{bad}\n"),
-        )
-        .unwrap();
-        let err = build(&ctx).err().unwrap();
-        assert!(handler_base::is_config_error(&err), "{bad}: {err:#}");
+        );
         assert!(err.to_string().contains("replication_repair."), "{err:#}");
     }
 }

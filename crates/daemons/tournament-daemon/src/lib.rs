@@ -531,7 +531,7 @@ mod tests {
     /// newer generation, the oldest copy is removed.
     #[tokio::test]
     async fn the_recent_models_of_a_training_node_play_on_the_coordinator() {
-        use ringrift_data_server::testing;
+        use ringrift_test_support::data_server as testing;
         let key: ConfigKey = "hex8_2p".parse().unwrap();
         let train = testing::server("train").await;
         let dir = tempfile::tempdir().unwrap();

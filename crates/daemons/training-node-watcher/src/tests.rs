@@ -4,15 +4,16 @@
 //! are ignored, config errors.
 
 use super::*;
-use ringrift_data_server::testing::{self, Daemon, cluster, game, ids, server, store};
 use ringrift_store::ConfigKey;
+use ringrift_test_support::Daemon;
+use ringrift_test_support::data_server::{cluster, game, ids, server, store};
 
 fn key() -> ConfigKey {
     "square8_2p".parse().expect("key")
 }
 
 fn daemon(home: &std::path::Path, node: &str, toml: &str) -> Daemon {
-    testing::daemon(INFO.name, build, home, node, toml)
+    ringrift_test_support::daemon(INFO.name, build, home, node, toml)
 }
 
 fn other() -> ConfigKey {
@@ -139,9 +140,7 @@ async fn bad_settings_are_config_errors_naming_the_key() {
         ("[training_node_watcher]\nprobe = true\n", "probe"),
     ] {
         let home = tempfile::tempdir().expect("home");
-        let (ctx, _) = Context::for_test("training_node_watcher", home.path(), toml).expect("ctx");
-        let e = build(&ctx).err().expect("refused");
-        assert!(handler_base::is_config_error(&e), "{toml}: {e:#}");
+        let e = ringrift_test_support::refused("training_node_watcher", build, home.path(), toml);
         assert!(format!("{e:#}").contains(key), "{toml}: {e:#}");
     }
 }

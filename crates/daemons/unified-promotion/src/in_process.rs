@@ -82,7 +82,7 @@ async fn a_node_that_does_not_lead_nacks_the_evaluation() {
 /// published), and the redelivery after is promoted.
 #[tokio::test]
 async fn a_model_evaluated_on_another_node_is_fetched_from_it_and_promoted() {
-    use ringrift_data_server::testing;
+    use ringrift_test_support::data_server as testing;
     let config: ConfigKey = "hex8_2p".parse().unwrap();
     let (lead, train) = (
         testing::server("lead").await,
@@ -96,7 +96,8 @@ async fn a_model_evaluated_on_another_node_is_fetched_from_it_and_promoted() {
         ]),
     )
     .unwrap();
-    let (h, ctx, published) = testing::daemon(INFO.name, build, lead.home.path(), "lead", "");
+    let (h, ctx, published) =
+        ringrift_test_support::daemon(INFO.name, build, lead.home.path(), "lead", "");
     let (header, bytes) = ringrift_store::models::example(config, 1, &[7u8; 100_000]).unwrap();
     let r = |o: &str, l: f64| wire::OpponentResult {
         opponent: o.into(),

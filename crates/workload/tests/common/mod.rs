@@ -1,29 +1,11 @@
-//! What the workload's integration tests share: the Python check and a home with
-//! selfplay games exported to an NPZ file.
+//! What the workload's integration tests share: the Python check (`ringrift-test-support`'s)
+//! and a home with selfplay games exported to an NPZ file.
 
 use ringrift_workload::export::ExportReport;
 use ringrift_workload::selfplay::SelfplayReport;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// Whether `python3` can import `modules`; skips visibly without them, fails under
-/// `CI=true` (scripts/test installs them).
-pub fn require_python(modules: &str, test: &str) -> bool {
-    let has = Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if has {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-    assert!(
-        !ci,
-        "python3 with {modules} is required under CI=true (scripts/test installs them)"
-    );
-    eprintln!("SKIP: python3 with {modules} not installed ({test})");
-    false
-}
+pub use ringrift_test_support::require_python;
 
 /// `games` depth-1 selfplay games of hex8_2p in `home`, exported to
 /// `data/training/hex8_2p.npz` with the default value blend.

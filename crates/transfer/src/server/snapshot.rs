@@ -11,7 +11,7 @@
 //! the next request copy again); a newer snapshot unlinks the older one, whose open
 //! handles keep streaming it. One copy per database at a time (a lock per database).
 
-use crate::jail::Refusal;
+use super::jail::Refusal;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;

@@ -17,16 +17,16 @@
 //! (`{config}_*.db`) have their own sequences and are not part of the exchange.
 //! SQLite work runs on the blocking pool.
 
+use crate::games::{
+    BatchSummary, GamesPage, GamesPush, GamesSummary, MAX_PAGE, MAX_PAGE_BYTES, MAX_PUSH_BYTES,
+    PushAck, SHA256_HEADER, percent_decode, sha256_hex,
+};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ringrift_store::games::{GameFilter, GameRecord, GameStore};
 use ringrift_store::{ConfigKey, StoreError, paths};
-use ringrift_transfer::games::{
-    BatchSummary, GamesPage, GamesPush, GamesSummary, MAX_PAGE, MAX_PAGE_BYTES, MAX_PUSH_BYTES,
-    PushAck, SHA256_HEADER, percent_decode, sha256_hex,
-};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -9,7 +9,7 @@
 //! not a second open by path), so the ETag names the bytes served. The map is bounded:
 //! past `max_entries` it is emptied and refills on demand.
 
-use crate::jail::Refusal;
+use super::jail::Refusal;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};

@@ -1,11 +1,10 @@
-//! Fixtures for in-process tests of the daemons that talk to data servers (the sync,
-//! replication and model/NPZ/Elo daemons, and this crate's own game-route tests): game
-//! records, a home's game store, a promoted example model, cluster.toml text, data
-//! servers started in process in temp homes (stopped when dropped), and a daemon built
-//! from `Context::for_test` as a given node.
+//! Data servers in tests: `ringrift_transfer::server` started in process on 127.0.0.1:0
+//! in a home ([`start`]) or in a temp home of its own, stopped when dropped ([`server`]),
+//! and the fixtures of the daemons that talk to data servers (the sync, replication and
+//! model/NPZ/Elo daemons, and the data server's own tests): game records, a home's game
+//! store, a promoted example model, cluster.toml text.
 
-use crate::start_in_process;
-use handler_base::{Context, Handler, Recorded};
+use handler_base::{Context, Handler};
 use ringrift_store::ConfigKey;
 use ringrift_store::games::{GameRecord, GameStore};
 use ringrift_transfer::Peer;
@@ -113,6 +112,29 @@ pub fn promote_example_as(
     h.payload_sha256
 }
 
+/// A data server started in process on 127.0.0.1:0 over `home`: `(handler, context,
+/// url)`. Stops with `context.shutdown.cancel()`. `node` names it (its summary's
+/// `node`); `toml` is settings over the defaults (e.g. `[auth] token`).
+pub async fn start(
+    home: &Path,
+    node: &str,
+    toml: &str,
+) -> anyhow::Result<(Arc<dyn Handler>, Context, String)> {
+    use ringrift_transfer::server::{NAME, build};
+    let (mut ctx, _) = Context::for_test(
+        NAME,
+        home,
+        &format!("[data_server]\nlisten = \"127.0.0.1:0\"\n{toml}"),
+    )?;
+    ctx.node = node.to_owned();
+    let handler = build(&ctx)?;
+    let _ = std::fs::remove_file(home.join(format!("run/{NAME}.addr")));
+    handler.on_start(&ctx).await?;
+    let addr = handler_base::read_addr_file(home, NAME)
+        .ok_or_else(|| anyhow::anyhow!("{NAME} wrote no run/{NAME}.addr"))?;
+    Ok((handler, ctx, format!("http://{addr}")))
+}
+
 /// A data server started in process in its own temp home; stops when dropped.
 pub struct Server {
     pub name: String,
@@ -144,9 +166,7 @@ pub async fn server(name: &str) -> Server {
 /// A data server named `name`; `toml` is settings over the defaults (e.g. `[auth]`).
 pub async fn server_with(name: &str, toml: &str) -> Server {
     let home = tempfile::tempdir().expect("home");
-    let (_, ctx, url) = start_in_process(home.path(), name, toml)
-        .await
-        .expect("data server");
+    let (_, ctx, url) = start(home.path(), name, toml).await.expect("data server");
     let port = url
         .rsplit(':')
         .next()
@@ -173,21 +193,4 @@ pub async fn ephemeral_and_two_durable() -> Vec<Server> {
     .replacen("\n\n", "\nephemeral = true\n\n", 1);
     std::fs::write(s[0].home.path().join("cluster.toml"), toml).expect("cluster.toml");
     s
-}
-
-/// A daemon's handler, its context and what it published.
-pub type Daemon = (Arc<dyn Handler>, Context, Recorded);
-
-/// The daemon `name` built by `build` over `home` as node `node`; `toml` is its settings.
-pub fn daemon(
-    name: &'static str,
-    build: impl Fn(&Context) -> anyhow::Result<Arc<dyn Handler>>,
-    home: &Path,
-    node: &str,
-    toml: &str,
-) -> Daemon {
-    let (mut ctx, rec) = Context::for_test(name, home, toml).expect("ctx");
-    ctx.node = node.to_owned();
-    let h = build(&ctx).expect("build");
-    (h, ctx, rec)
 }

@@ -2,17 +2,17 @@
 //! `Range`, `ETag`, `If-None-Match`, `If-Range`) and the streaming body with the
 //! per-peer bandwidth limit.
 //!
-//! A file is opened once ([`crate::jail`]); a database under `data/` is replaced by its
-//! snapshot ([`crate::snapshot`]); the ETag is the quoted SHA-256 of what is served
-//! ([`crate::digest`]); the body is read from that same handle in 64 KiB `pread`s on the
+//! A file is opened once ([`super::jail`]); a database under `data/` is replaced by its
+//! snapshot ([`super::snapshot`]); the ETag is the quoted SHA-256 of what is served
+//! ([`super::digest`]); the body is read from that same handle in 64 KiB `pread`s on the
 //! blocking pool, one chunk in flight per response, so memory per request is bounded
 //! whatever the file's size. With a bandwidth limit each chunk first takes its bytes
 //! from the peer's `governor` bucket (keyed by remote IP, burst one second's worth or
 //! one chunk, whichever is larger).
 
-use crate::digest::{Digest, DigestCache};
-use crate::jail::{Refusal, Root};
-use crate::snapshot::{Snapshots, is_database};
+use super::digest::{Digest, DigestCache};
+use super::jail::{Refusal, Root};
+use super::snapshot::{Snapshots, is_database};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -56,7 +56,7 @@ pub fn limiter(bytes_per_s: u32) -> Option<Arc<Limiter>> {
 }
 
 /// The manifest types are the transfer engine's (its client reads what this serves).
-pub use ringrift_transfer::files::{ManifestDoc, ManifestEntry};
+pub use crate::files::{ManifestDoc, ManifestEntry};
 
 fn refuse(r: &Refusal) -> Response {
     let code = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -127,7 +127,7 @@ impl Files {
             let names = r.list_under(&prefix)?;
             let mut files = BTreeMap::new();
             let mut slow = Vec::new();
-            for crate::jail::Listed { rel, meta } in names {
+            for super::jail::Listed { rel, meta } in names {
                 if root == "data" && is_database(&rel) {
                     slow.push(rel);
                     continue;
