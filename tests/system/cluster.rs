@@ -11,6 +11,9 @@
 //! cluster.toml before any node starts: peers need each other's addresses up front, and a
 //! restarted node must come back on the address the others know.
 
+use handler_base::HealthStatus;
+use ringrift_cluster::MemberState;
+use ringrift_cluster::view::MonitorStatus;
 use ringrift_proto::wire::{self, event::Payload};
 use ringrift_system_tests::{Home, Proc, free_port, http_get_with, router_log, wait_for_async};
 use std::time::{Duration, Instant};
@@ -93,25 +96,21 @@ impl Node {
     }
 }
 
-/// The cluster monitor's `/status` JSON.
-async fn monitor_status(addr: &str) -> Option<serde_json::Value> {
+/// The cluster monitor's `/status`, read as the typed body (a body that is not a
+/// `MonitorStatus` fails the test naming the field).
+async fn monitor_status(addr: &str) -> Option<MonitorStatus> {
     let (code, body) = http_get_with(addr, "/status", None).await?;
-    (code == 200).then(|| serde_json::from_str(&body).ok())?
+    (code == 200).then(|| {
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/status is not a MonitorStatus: {e}: {body}"))
+    })
 }
 
-fn node_states(status: &serde_json::Value) -> Vec<(String, String)> {
-    status["view"]["nodes"]
-        .as_array()
-        .map(|ns| {
-            ns.iter()
-                .map(|n| {
-                    (
-                        n["name"].as_str().unwrap_or("").to_owned(),
-                        n["state"].as_str().unwrap_or("").to_owned(),
-                    )
-                })
-                .collect()
-        })
+fn node_states(status: &MonitorStatus) -> Vec<(String, MemberState)> {
+    status
+        .view
+        .as_ref()
+        .map(|v| v.nodes.iter().map(|n| (n.name.clone(), n.state)).collect())
         .unwrap_or_default()
 }
 
@@ -157,42 +156,38 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
     let monitor_addr = coord.home.wait_addr("cluster_monitor", &mut monitor);
 
     // The coordinator's view lists all three, alive, with their resources.
-    let all_alive: Vec<(String, String)> = NODES
+    let all_alive: Vec<(String, MemberState)> = NODES
         .iter()
-        .map(|(n, _)| (n.to_string(), "alive".to_string()))
+        .map(|(n, _)| (n.to_string(), MemberState::Alive))
         .collect();
     let status = wait_for_async(
         "a view of three alive nodes",
         Duration::from_secs(30),
         || async {
             let s = monitor_status(&monitor_addr).await?;
-            (node_states(&s) == all_alive && s["view"]["nodes"][2]["info"].is_object()).then_some(s)
+            let third_answered = s
+                .view
+                .as_ref()
+                .is_some_and(|v| v.nodes.get(2).is_some_and(|n| n.info.is_some()));
+            (node_states(&s) == all_alive && third_answered).then_some(s)
         },
     )
     .await;
-    let view = &status["view"];
-    assert_eq!(view["leader"], "n1", "{status}");
-    assert_eq!(view["leader_mode"], "static");
-    assert_eq!(view["observer"], "n1");
-    assert_eq!(status["health"]["status"], "RUNNING", "{status}");
+    let view = status.view.as_ref().expect("a view");
+    assert_eq!(view.leader, "n1", "{status:?}");
+    assert_eq!(view.leader_mode, "static");
+    assert_eq!(view.observer, "n1");
+    assert_eq!(status.health.status, HealthStatus::Running, "{status:?}");
     for (i, (name, role)) in NODES.iter().enumerate() {
-        let n = &view["nodes"][i];
-        assert_eq!(n["roles"][0], *role, "{n}");
-        assert_eq!(n["address"], format!("127.0.0.1:{}", ports[i]));
-        assert_eq!(n["info"]["node"], *name);
-        assert!(
-            n["info"]["resources"]["cpu_count"].as_u64().unwrap_or(0) >= 1,
-            "{n}"
-        );
-        assert!(
-            n["info"]["resources"]["disk_total_bytes"]
-                .as_u64()
-                .unwrap_or(0)
-                > 0,
-            "{n}"
-        );
+        let n = &view.nodes[i];
+        assert_eq!(n.roles.first().map(String::as_str), Some(*role), "{n:?}");
+        assert_eq!(n.address, format!("127.0.0.1:{}", ports[i]));
+        let info = n.info.as_ref().expect("the node answered");
+        assert_eq!(info.node, *name);
+        assert!(info.resources.cpu_count >= 1, "{n:?}");
+        assert!(info.resources.disk_total_bytes > 0, "{n:?}");
     }
-    assert_eq!(view["totals"]["alive"], 3);
+    assert_eq!(view.totals.alive, 3);
     // `ringrift-launcher --status --cluster` on the coordinator asks every node itself.
     let (ok, table) = cluster_status(&nodes[0]);
     assert!(ok, "{table}");
@@ -269,18 +264,19 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
         Duration::from_secs(10),
         || async {
             let s = monitor_status(&monitor_addr).await?;
-            (s["health"]["status"] == "DEGRADED").then_some(s)
+            (s.health.status == HealthStatus::Degraded).then_some(s)
         },
     )
     .await;
-    assert!(
-        s["health"]["message"].as_str().unwrap_or("").contains("n3"),
-        "{s}"
-    );
+    assert!(s.health.message.contains("n3"), "{s:?}");
     assert_eq!(
         node_states(&s),
-        [("n1", "alive"), ("n2", "alive"), ("n3", "dead")]
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        [
+            ("n1", MemberState::Alive),
+            ("n2", MemberState::Alive),
+            ("n3", MemberState::Dead)
+        ]
+        .map(|(a, b)| (a.to_owned(), b))
     );
     let (ok, table) = cluster_status(&nodes[0]);
     assert!(!ok, "exit 1 while a node is down:\n{table}");
@@ -305,7 +301,7 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
     .await;
     wait_for_async("view whole again", Duration::from_secs(20), || async {
         let s = monitor_status(&monitor_addr).await?;
-        (node_states(&s) == all_alive && s["health"]["status"] == "RUNNING").then_some(())
+        (node_states(&s) == all_alive && s.health.status == HealthStatus::Running).then_some(())
     })
     .await;
     // Exactly one HOST_JOINED for the one rejoin.

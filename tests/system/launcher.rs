@@ -4,6 +4,10 @@
 //! launcher's token left alone. (Restart backoff and FAILED after max restarts are in
 //! `a_long/launcher_backoff.rs`, which sorts first.)
 
+use handler_base::HealthStatus;
+use handler_base::status_body::{
+    DaemonState, HealthServerStatus, LauncherDaemon, LauncherStatus, Readiness,
+};
 use ringrift_system_tests::{Home, Proc, bin, wait_for};
 use std::process::Command;
 use std::time::Duration;
@@ -60,35 +64,36 @@ fn launcher_cmd(home: &Home, args: &[&str]) -> std::process::Output {
         .expect("run ringrift-launcher")
 }
 
-/// `--status --json` from a second process.
-fn status(home: &Home) -> serde_json::Value {
+/// `--status --json` from a second process, read as the typed body.
+fn status(home: &Home) -> LauncherStatus {
     let out = launcher_cmd(home, &["--status", "--json"]);
     assert!(
         out.status.success(),
         "--status failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--status --json is not a LauncherStatus: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
-fn daemon<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    s["daemons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {s}"))
+fn daemon<'a>(s: &'a LauncherStatus, name: &str) -> &'a LauncherDaemon {
+    s.daemon(name)
+        .unwrap_or_else(|| panic!("{name} not in {s:?}"))
 }
 
 pub(crate) fn wait_state(
     home: &Home,
     name: &str,
-    state: &str,
+    state: DaemonState,
     limit: Duration,
-) -> serde_json::Value {
+) -> LauncherDaemon {
     wait_for(&format!("{name} {state}"), limit, || {
         let s = status(home);
-        (daemon(&s, name)["state"] == state).then(|| daemon(&s, name).clone())
+        (daemon(&s, name).state == state).then(|| daemon(&s, name).clone())
     })
 }
 
@@ -130,11 +135,13 @@ fn exit_64_is_never_restarted() {
         &["test_daemon.crash_after_s=0.05", "test_daemon.exit_code=64"],
     );
     let _l = start_launcher(&home, &reg, &["--daemon", "misconfigured"]);
-    let d = wait_state(&home, "misconfigured", "FAILED", Duration::from_secs(20));
-    assert_eq!(
-        (d["restarts"].as_u64(), d["last_exit"].as_str()),
-        (Some(0), Some("exit 64"))
+    let d = wait_state(
+        &home,
+        "misconfigured",
+        DaemonState::Failed,
+        Duration::from_secs(20),
     );
+    assert_eq!((d.restarts, d.last_exit.as_str()), (0, "exit 64"));
     assert_eq!(records(&home).iter().filter(|x| x.0 == "start").count(), 1);
 }
 
@@ -184,11 +191,7 @@ fn sigkill_of_the_launcher_leaves_no_child_alive() {
     let mut l = start_launcher(&home, &chain_registry(), &["--daemon", "c"]);
     let pids: Vec<u32> = ["a", "b", "c"]
         .iter()
-        .map(|n| {
-            wait_state(&home, n, "READY", Duration::from_secs(20))["pid"]
-                .as_u64()
-                .unwrap() as u32
-        })
+        .map(|n| wait_state(&home, n, DaemonState::Ready, Duration::from_secs(20)).pid)
         .collect();
     assert!(pids.iter().all(|p| alive(*p)));
     l.kill9();
@@ -207,7 +210,7 @@ fn sigterm_stops_dependents_first_each_with_sigterm() {
     let home = Home::new();
     let mut l = start_launcher(&home, &chain_registry(), &["--daemon", "c"]);
     for n in ["a", "b", "c"] {
-        wait_state(&home, n, "READY", Duration::from_secs(20));
+        wait_state(&home, n, DaemonState::Ready, Duration::from_secs(20));
     }
     let r = records(&home);
     let start = |n: &str| r.iter().find(|x| x.0 == "start" && x.1 == n).unwrap().3;
@@ -234,8 +237,8 @@ fn sigterm_stops_dependents_first_each_with_sigterm() {
 fn status_stop_and_restart_from_a_second_process() {
     let home = Home::new();
     let _l = start_launcher(&home, &chain_registry(), &["--daemon", "c"]);
-    let b = wait_state(&home, "b", "READY", Duration::from_secs(20));
-    let pid = b["pid"].as_u64().unwrap() as u32;
+    let b = wait_state(&home, "b", DaemonState::Ready, Duration::from_secs(20));
+    let pid = b.pid;
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(
         cmdline.contains("ringrift-test-daemon") && cmdline.contains("test_daemon.instance=b"),
@@ -248,18 +251,18 @@ fn status_stop_and_restart_from_a_second_process() {
     );
 
     assert!(launcher_cmd(&home, &["stop", "b"]).status.success());
-    wait_state(&home, "b", "STOPPED", Duration::from_secs(20));
+    wait_state(&home, "b", DaemonState::Stopped, Duration::from_secs(20));
     wait_for("old b gone", Duration::from_secs(5), || {
         (!alive(pid)).then_some(())
     });
     assert_eq!(
-        daemon(&status(&home), "c")["state"],
-        "READY",
+        daemon(&status(&home), "c").state,
+        DaemonState::Ready,
         "stopping a dependency does not cascade"
     );
     assert!(launcher_cmd(&home, &["restart", "b"]).status.success());
-    let b2 = wait_state(&home, "b", "READY", Duration::from_secs(20));
-    assert_ne!(b2["pid"].as_u64().unwrap() as u32, pid);
+    let b2 = wait_state(&home, "b", DaemonState::Ready, Duration::from_secs(20));
+    assert_ne!(b2.pid, pid);
     let out = launcher_cmd(&home, &["stop", "nope"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
@@ -390,15 +393,15 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
     .await;
     assert!(
         ready.is_ok(),
-        "no /ready 200 within 90 s; it last said {:?}; the launcher: {}",
+        "no /ready 200 within 90 s; it last said {:?}; the launcher: {:?}",
         last.lock().unwrap(),
         status(&home)
     );
     let s = status(&home);
     for n in ["event_router", "health_server"] {
-        assert_eq!(daemon(&s, n)["state"], "READY", "{s}");
+        assert_eq!(daemon(&s, n).state, DaemonState::Ready, "{s:?}");
     }
-    let router_pid = daemon(&s, "event_router")["pid"].as_u64().unwrap() as i32;
+    let router_pid = daemon(&s, "event_router").pid as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(router_pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -409,7 +412,8 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
         Duration::from_secs(10),
         || async {
             let (code, body) = ringrift_system_tests::http_get_with(&addr, "/ready", None).await?;
-            (code == 503 && body.contains("event_router")).then_some(body)
+            let r: Readiness = serde_json::from_str(&body).ok()?;
+            (code == 503 && r.not_ready.iter().any(|n| n.daemon == "event_router")).then_some(r)
         },
     )
     .await;
@@ -418,7 +422,7 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
         (code == 200).then_some(())
     })
     .await;
-    assert_eq!(daemon(&status(&home), "event_router")["restarts"], 1);
+    assert_eq!(daemon(&status(&home), "event_router").restarts, 1);
     let (code, metrics) = ringrift_system_tests::http_get_with(&addr, "/metrics", None)
         .await
         .unwrap();
@@ -432,10 +436,9 @@ async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies(
         .await
         .unwrap();
     assert_eq!(code, 200);
-    assert!(
-        serde_json::from_str::<serde_json::Value>(&st).unwrap()["daemons"]["health_server"]["up"]
-            == true
-    );
+    let st: HealthServerStatus =
+        serde_json::from_str(&st).unwrap_or_else(|e| panic!("/status: {e}: {st}"));
+    assert!(st.daemons["health_server"].up, "{st:?}");
 }
 
 /// A registry with the real router and one test daemon that talks to it (heartbeats reach
@@ -479,10 +482,10 @@ fn a_daemon_that_stops_heartbeating_is_killed_and_restarted() {
         || {
             let s = status(&home);
             let d = daemon(&s, "hung").clone();
-            (d["state"] == "READY" && !d["health"].is_null()).then_some(d)
+            (d.state == DaemonState::Ready && d.health.is_some()).then_some(d)
         },
     );
-    let pid = d["pid"].as_u64().unwrap() as u32;
+    let pid = d.pid;
     // Alive but frozen: no heartbeat, no exit.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -492,21 +495,18 @@ fn a_daemon_that_stops_heartbeating_is_killed_and_restarted() {
     let d = wait_for("hung restarted", Duration::from_secs(20), || {
         let s = status(&home);
         let d = daemon(&s, "hung").clone();
-        (d["state"] == "READY" && d["pid"].as_u64() != Some(pid as u64)).then_some(d)
+        (d.state == DaemonState::Ready && d.pid != pid).then_some(d)
     });
-    assert_eq!(d["restarts"], 1, "counts as a crash restart: {d}");
-    assert!(
-        d["last_exit"].as_str().unwrap().contains("no heartbeat"),
-        "{d}"
-    );
+    assert_eq!(d.restarts, 1, "counts as a crash restart: {d:?}");
+    assert!(d.last_exit.contains("no heartbeat"), "{d:?}");
     wait_for("frozen process killed", Duration::from_secs(5), || {
         (!alive(pid)).then_some(())
     });
     let s = status(&home);
     assert_eq!(
-        daemon(&s, "event_router")["restarts"],
+        daemon(&s, "event_router").restarts,
         0,
-        "only the hung one: {s}"
+        "only the hung one: {s:?}"
     );
 }
 
@@ -518,11 +518,11 @@ fn a_dependent_of_a_failed_daemon_is_reported_blocked() {
         + &test_daemon("top", &["base"], &[])
         + &test_daemon("roof", &["top"], &[]);
     let _l = start_launcher(&home, &reg, &["--daemon", "roof"]);
-    wait_state(&home, "base", "FAILED", Duration::from_secs(20));
-    let top = wait_state(&home, "top", "BLOCKED", Duration::from_secs(10));
-    assert_eq!(top["note"], "dependency base failed", "{top}");
-    let roof = wait_state(&home, "roof", "BLOCKED", Duration::from_secs(10));
-    assert_eq!(roof["note"], "dependency top is blocked", "{roof}");
+    wait_state(&home, "base", DaemonState::Failed, Duration::from_secs(20));
+    let top = wait_state(&home, "top", DaemonState::Blocked, Duration::from_secs(10));
+    assert_eq!(top.note, "dependency base failed", "{top:?}");
+    let roof = wait_state(&home, "roof", DaemonState::Blocked, Duration::from_secs(10));
+    assert_eq!(roof.note, "dependency top is blocked", "{roof:?}");
     let table = String::from_utf8(launcher_cmd(&home, &["--status"]).stdout).unwrap();
     assert!(
         table.contains("BLOCKED") && table.contains("dependency base failed"),
@@ -588,7 +588,7 @@ fn router_restarts_do_not_leak_connections_of_the_launcher() {
         ],
     );
     let launcher_pid = l.pid() as u32;
-    let mut pid = 0u64;
+    let mut pid = 0u32;
     for round in 0..4 {
         let d = wait_for(
             "router READY with a heartbeat",
@@ -596,11 +596,10 @@ fn router_restarts_do_not_leak_connections_of_the_launcher() {
             || {
                 let s = status(&home);
                 let d = daemon(&s, "event_router").clone();
-                (d["state"] == "READY" && !d["health"].is_null() && d["pid"].as_u64() != Some(pid))
-                    .then_some(d)
+                (d.state == DaemonState::Ready && d.health.is_some() && d.pid != pid).then_some(d)
             },
         );
-        pid = d["pid"].as_u64().unwrap();
+        pid = d.pid;
         if round < 3 {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
@@ -666,23 +665,26 @@ fn a_daemon_stuck_in_a_handler_call_is_restarted() {
         || {
             let s = status(&home);
             let d = daemon(&s, "stuck").clone();
-            (d["state"] == "READY" && !d["health"].is_null()).then_some(d)
+            (d.state == DaemonState::Ready && d.health.is_some()).then_some(d)
         },
     );
-    let pid = d["pid"].as_u64().unwrap();
+    let pid = d.pid;
     std::fs::write(home.path().join("run/stuck.hang"), "").unwrap();
     let d = wait_for("stuck restarted", Duration::from_secs(60), || {
         let s = status(&home);
         let d = daemon(&s, "stuck").clone();
-        (d["state"] == "READY" && d["pid"].as_u64() != Some(pid)).then_some(d)
+        (d.state == DaemonState::Ready && d.pid != pid).then_some(d)
     });
-    assert_eq!(d["restarts"], 1, "counts as a crash restart: {d}");
-    let last = d["last_exit"].as_str().unwrap();
-    assert!(last.contains("stuck") && last.contains("cycle loop"), "{d}");
+    assert_eq!(d.restarts, 1, "counts as a crash restart: {d:?}");
+    let last = d.last_exit.as_str();
+    assert!(
+        last.contains("stuck") && last.contains("cycle loop"),
+        "{d:?}"
+    );
     assert!(
         records(&home)
             .iter()
-            .any(|(what, _, p, _)| what == "hang" && u64::from(*p) == pid),
+            .any(|(what, _, p, _)| what == "hang" && *p == pid),
         "the first process hung"
     );
 }
@@ -707,8 +709,13 @@ fn a_router_that_refuses_the_launcher_is_not_killed_as_hung() {
             "launcher.backoff_base_s=0.1",
         ],
     );
-    let d = wait_state(&home, "event_router", "READY", Duration::from_secs(30));
-    let pid = d["pid"].as_u64().unwrap();
+    let d = wait_state(
+        &home,
+        "event_router",
+        DaemonState::Ready,
+        Duration::from_secs(30),
+    );
+    let pid = d.pid;
     // The hung limit is 1.5 s; watch for several times that (as the connection test
     // watches past the reconnect backoff): the router must stay the same process.
     let until = std::time::Instant::now() + Duration::from_secs(8);
@@ -716,8 +723,8 @@ fn a_router_that_refuses_the_launcher_is_not_killed_as_hung() {
         let s = status(&home);
         let d = daemon(&s, "event_router");
         assert!(
-            d["pid"].as_u64() == Some(pid) && d["restarts"] == 0,
-            "the router was killed: {d}"
+            d.pid == pid && d.restarts == 0,
+            "the router was killed: {d:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -773,23 +780,27 @@ fn a_daemon_whose_subscription_is_refused_degrades_then_exits() {
         || {
             let s = status(&home);
             let d = daemon(&s, "test_daemon").clone();
-            (d["state"] == "READY" && d["health"]["status"] == "DEGRADED").then_some(d)
+            (d.state == DaemonState::Ready
+                && d.health
+                    .as_ref()
+                    .is_some_and(|h| h.status == HealthStatus::Degraded))
+            .then_some(d)
         },
     );
-    let pid = d["pid"].as_u64().unwrap();
-    let why = d["health"]["details"]["subscribe_refused"]
-        .as_str()
+    let pid = d.pid;
+    let health = d.health.as_ref().expect("DEGRADED health");
+    let why = health
+        .details
+        .get("subscribe_refused")
+        .map(String::as_str)
         .unwrap_or_default();
     assert!(
         why.contains("InvalidArgument") && why.contains("consumer name"),
-        "{d}"
+        "{d:?}"
     );
     assert!(
-        d["health"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("refuses the event subscription"),
-        "{d}"
+        health.message.contains("refuses the event subscription"),
+        "{d:?}"
     );
     let d = wait_for(
         "test_daemon exited and restarted",
@@ -797,12 +808,12 @@ fn a_daemon_whose_subscription_is_refused_degrades_then_exits() {
         || {
             let s = status(&home);
             let d = daemon(&s, "test_daemon").clone();
-            (d["restarts"].as_u64() >= Some(1) && d["pid"].as_u64() != Some(pid)).then_some(d)
+            (d.restarts >= 1 && d.pid != pid).then_some(d)
         },
     );
     assert_eq!(
-        d["last_exit"], "exit 1",
-        "exits 1 (a crash, restarted), not 64: {d}"
+        d.last_exit, "exit 1",
+        "exits 1 (a crash, restarted), not 64: {d:?}"
     );
     let log = std::fs::read_to_string(home.path().join("logs/test_daemon.log")).unwrap();
     assert!(

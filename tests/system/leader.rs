@@ -126,8 +126,12 @@ impl Node {
     /// The leader this node's p2p_backend reports ("" for none; None if it does not answer).
     async fn leader(&self) -> Option<String> {
         let (code, body) = http_get_with(&self.p2p_addr, "/status", None).await?;
-        let v: serde_json::Value = (code == 200).then(|| serde_json::from_str(&body).ok())??;
-        v["leader"].as_str().map(str::to_owned)
+        if code != 200 {
+            return None;
+        }
+        let info: ringrift_cluster::view::NodeInfo = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/status is not a NodeInfo: {e}: {body}"));
+        Some(info.leader)
     }
 }
 

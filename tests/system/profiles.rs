@@ -1,6 +1,7 @@
 //! Every shipped profile starts as an operator starts it: `ringrift-launcher --profile P`
 //! and no other flag, on a fresh home, every planned daemon READY without a restart.
 
+use handler_base::status_body::{DaemonState, LauncherStatus};
 use ringrift_system_tests::Home;
 use std::process::Command;
 use std::time::Duration;
@@ -14,14 +15,23 @@ const SETTINGS: &str = "[launcher]\ncontrol = \"127.0.0.1:0\"\n\
     [p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\n\
     [data_server]\nlisten = \"127.0.0.1:0\"\n[jobs]\nbin = \"/nonexistent/ringrift-test-jobs\"\n";
 
-fn status(home: &Home) -> Option<serde_json::Value> {
+/// `--status --json` as the typed body; `None` while no launcher answers.
+fn status(home: &Home) -> Option<LauncherStatus> {
     let out = Command::new(ringrift_system_tests::bin("ringrift-launcher"))
         .arg("--home")
         .arg(home.path())
         .args(["--status", "--json"])
         .output()
         .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
+    if !out.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--status --json is not a LauncherStatus: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    }))
 }
 
 #[test]
@@ -33,9 +43,9 @@ fn every_shipped_profile_starts_with_no_flag() {
         std::fs::write(home.path().join("ringrift.toml"), SETTINGS).unwrap();
         let mut l = home.spawn("ringrift-launcher", &["--profile", profile]);
         home.wait_addr("launcher", &mut l);
-        let all_ready = |s: &serde_json::Value| {
-            let ds = s["daemons"].as_array()?;
-            (!ds.is_empty() && ds.iter().all(|d| d["state"] == "READY")).then(|| s.clone())
+        let all_ready = |s: &LauncherStatus| {
+            let ds = &s.daemons;
+            (!ds.is_empty() && ds.iter().all(|d| d.state == DaemonState::Ready)).then(|| s.clone())
         };
         let s = ringrift_system_tests::poll_until(Duration::from_secs(120), || {
             if let Some(st) = l.try_exit() {
@@ -48,12 +58,12 @@ fn every_shipped_profile_starts_with_no_flag() {
         })
         .unwrap_or_else(|| {
             panic!(
-                "{profile}: not every daemon READY within 120 s: {}",
-                status(&home).map(|s| s.to_string()).unwrap_or_default()
+                "{profile}: not every daemon READY within 120 s: {:?}",
+                status(&home)
             )
         });
-        for d in s["daemons"].as_array().unwrap() {
-            assert_eq!(d["restarts"], 0, "{profile}: {d}");
+        for d in &s.daemons {
+            assert_eq!(d.restarts, 0, "{profile}: {d:?}");
         }
         let log = home.log("ringrift-launcher");
         let warnings = log
@@ -63,9 +73,6 @@ fn every_shipped_profile_starts_with_no_flag() {
         assert!(warnings <= 1, "{profile}: one warning line at most:\n{log}");
         let st = l.term(Duration::from_secs(60));
         assert!(st.success(), "{profile}: launcher stop: {st}");
-        eprintln!(
-            "{profile}: {} daemons READY",
-            s["daemons"].as_array().unwrap().len()
-        );
+        eprintln!("{profile}: {} daemons READY", s.daemons.len());
     }
 }

@@ -413,6 +413,8 @@ async fn a_node_under_tls_runs_with_every_client_verifying() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("health_server"));
+    let st: handler_base::status_body::LauncherStatus = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--status --json is not a LauncherStatus: {e}"));
+    assert!(st.daemon("health_server").is_some(), "{st:?}");
     l.term(Duration::from_secs(30));
 }

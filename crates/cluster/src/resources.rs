@@ -490,7 +490,8 @@ impl Probe for AutoProbe {
 }
 
 /// A node's resources at one moment.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Resources {
     pub cpu_count: u32,
     pub load_1m: f64,

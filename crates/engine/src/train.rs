@@ -407,7 +407,7 @@ pub fn load_data(config: ConfigKey, files: &[PathBuf]) -> Result<Dataset, Worklo
 /// The learning rate at fraction `t` (0..1) of training: `lr` decayed to 0 along half a
 /// cosine. A constant rate leaves the weights wherever the last minibatches pushed them:
 /// on hex8_2p, candidates trained so scored 0.41–0.46 against their own canonical model
-/// at depth 1, the same data with this schedule 0.48–0.50 (ARCHITECTURE.md).
+/// at depth 1, the same data with this schedule 0.48–0.50 (docs/measurements.md).
 fn cosine_lr(lr: f32, t: f32) -> f32 {
     lr * 0.5 * (1.0 + (std::f32::consts::PI * t.clamp(0.0, 1.0)).cos())
 }

@@ -29,6 +29,7 @@ mod publish;
 mod run;
 pub mod scope;
 pub mod settings;
+pub mod status_body;
 pub mod tls;
 
 pub use cli::CommonArgs;

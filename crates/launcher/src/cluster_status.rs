@@ -4,17 +4,10 @@
 //! answer is listed with the reason; the exit code is 1 when any did not.
 
 use ringrift_cluster::ClusterConfig;
-use ringrift_cluster::view::NodeInfo;
-
-/// One node of cluster.toml and what it said (or why it said nothing).
-#[derive(Debug, serde::Serialize)]
-pub struct Row {
-    pub name: String,
-    pub roles: Vec<String>,
-    pub address: String,
-    pub info: Option<NodeInfo>,
-    pub error: String,
-}
+use ringrift_cluster::view::ClusterStatus;
+/// One node of cluster.toml and what it said (or why it said nothing): the typed row of
+/// `--status --cluster --json`.
+pub use ringrift_cluster::view::NodeRow as Row;
 
 /// Asks every node; rows in cluster.toml order.
 pub async fn collect(cluster: &ClusterConfig, bearer: router_client::Bearer) -> Vec<Row> {
@@ -44,6 +37,15 @@ pub async fn collect(cluster: &ClusterConfig, bearer: router_client::Bearer) -> 
 
 fn gib(b: u64) -> String {
     format!("{:.1}G", b as f64 / (1u64 << 30) as f64)
+}
+
+/// The `--status --cluster --json` body.
+pub fn body(cluster: &ClusterConfig, rows: Vec<Row>) -> ClusterStatus {
+    ClusterStatus {
+        cluster: cluster.name.clone(),
+        config: cluster.source(),
+        nodes: rows,
+    }
 }
 
 /// The human table: one line per node, its daemons indented below it.

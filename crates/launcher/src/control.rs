@@ -5,6 +5,7 @@
 //! table (pids, exits, health messages with error text) is `/status`, behind the token.
 
 use crate::supervise::{Control, Entry, Shared};
+use handler_base::status_body::{DaemonState, LauncherStatus};
 use ringrift_proto::wire::{
     self,
     supervisor_client::SupervisorClient,
@@ -102,41 +103,9 @@ impl Supervisor for Api {
     }
 }
 
-/// JSON of the full status, for `GET /status` and `--status --json`.
-pub fn status_json(s: &wire::StatusResponse) -> serde_json::Value {
-    let daemons: Vec<_> = s
-        .daemons
-        .iter()
-        .map(|d| {
-            let health = d.health.as_ref().map(|h| {
-                serde_json::json!({
-                    "healthy": h.healthy,
-                    "status": wire::HealthStatus::try_from(h.status).map(|s| s.as_str_name()).unwrap_or("?"),
-                    "message": h.message,
-                    "details": h.details,
-                })
-            });
-            serde_json::json!({
-                "name": d.name, "pid": d.pid, "state": state_name(d.state), "restarts": d.restarts,
-                "uptime_s": d.uptime_s, "last_exit": d.last_exit, "note": d.note, "health": health,
-            })
-        })
-        .collect();
-    serde_json::json!({"profile": s.profile, "launcher_pid": s.launcher_pid, "daemons": daemons})
-}
-
-pub fn state_name(s: i32) -> &'static str {
-    match wire::DaemonState::try_from(s) {
-        Ok(wire::DaemonState::Pending) => "PENDING",
-        Ok(wire::DaemonState::StartingUp) => "STARTING",
-        Ok(wire::DaemonState::Ready) => "READY",
-        Ok(wire::DaemonState::Backoff) => "BACKOFF",
-        Ok(wire::DaemonState::Failed) => "FAILED",
-        Ok(wire::DaemonState::Stopping) => "STOPPING",
-        Ok(wire::DaemonState::StoppedState) => "STOPPED",
-        Ok(wire::DaemonState::Blocked) => "BLOCKED",
-        _ => "?",
-    }
+/// The full status as its typed JSON body, for `GET /status` and `--status --json`.
+pub fn status_body(s: &wire::StatusResponse) -> LauncherStatus {
+    LauncherStatus::from(s)
 }
 
 /// The open `/health` answer: a status code and one word, nothing from the table.
@@ -172,7 +141,7 @@ pub async fn serve(
             "/status",
             axum::routing::get(move || {
                 let sh = ss.clone();
-                async move { axum::Json(status_json(&snapshot(&sh))) }
+                async move { axum::Json(status_body(&snapshot(&sh))) }
             }),
         );
     let app = tonic::service::Routes::new(SupervisorServer::new(Api(sh)))
@@ -249,7 +218,7 @@ pub fn table(s: &wire::StatusResponse) -> String {
         out.push_str(&format!(
             "{:<28} {:<9} {:>8} {:>8} {:>8} {:<12} {:<9} {}\n",
             d.name,
-            state_name(d.state),
+            DaemonState::from_wire(d.state).as_str(),
             pid,
             d.restarts,
             fmt_uptime(d.uptime_s),

@@ -152,15 +152,13 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
         let cluster = ringrift_cluster::ClusterConfig::load(&home, &node)
             .map_err(handler_base::ConfigError::from)?;
         let rows = cluster_status::collect(&cluster, bearer.clone()).await;
+        let all = rows.iter().all(|r| r.info.is_some());
         if args.json {
-            println!(
-                "{}",
-                serde_json::json!({"cluster": cluster.name, "config": cluster.source(), "nodes": rows})
-            );
+            let body = cluster_status::body(&cluster, rows);
+            println!("{}", serde_json::to_string(&body)?);
         } else {
             print!("{}", cluster_status::table(&cluster, &rows));
         }
-        let all = rows.iter().all(|r| r.info.is_some());
         return Ok(if all {
             ExitCode::SUCCESS
         } else {
@@ -176,7 +174,7 @@ async fn run(args: cli::Args) -> anyhow::Result<ExitCode> {
                 .map_err(|s| anyhow::anyhow!("status: {}", s.message()))?
                 .into_inner();
             if args.json {
-                println!("{}", control::status_json(&s))
+                println!("{}", serde_json::to_string(&control::status_body(&s))?)
             } else {
                 print!("{}", control::table(&s))
             }

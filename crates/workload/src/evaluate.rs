@@ -54,8 +54,8 @@ pub struct EvaluateArgs {
     pub depth: u32,
     /// Search depth of both models in the games against the canonical model. One ply is
     /// each network's own judgement, which is what training changes; at the deployed
-    /// depth the search's tactics decide most openings alike and hide it (ARCHITECTURE.md,
-    /// "what limits learning here").
+    /// depth the search's tactics decide most openings alike and hide it
+    /// (docs/measurements.md, "What limits learning").
     pub canonical_depth: u32,
     /// Random plies at the start of every game, so games differ (both sides alike); each
     /// opening is played once per seat of the model (see [`Openings`]).

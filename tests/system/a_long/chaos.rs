@@ -13,6 +13,7 @@
 //! events, 5 min) through the ignored `full_*` tests, sized by `RINGRIFT_CHAOS_EVENTS`
 //! and `RINGRIFT_CHAOS_SECS` (and `RINGRIFT_CHAOS_SEED` to repeat a run's kill order).
 
+use handler_base::status_body::{DaemonState, LauncherDaemon, LauncherStatus};
 use ringrift_proto::wire;
 use ringrift_system_tests::{Home, Nats, Proc, bin, poll_until};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -347,37 +348,33 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn launcher_cmd(home: &Home, args: &[&str]) -> Option<serde_json::Value> {
+/// `--status --json` of the running launcher, by daemon name (`None` while it does not
+/// answer, e.g. while it holds the old token; an answer that is not a `LauncherStatus`
+/// fails the test naming the field).
+fn status(home: &Home) -> Option<BTreeMap<String, LauncherDaemon>> {
     let out = Command::new(bin("ringrift-launcher"))
         .arg("--home")
         .arg(home.path())
-        .args(args)
+        .args(["--status", "--json"])
         .output()
         .ok()?;
     if !out.status.success() {
         return None;
     }
-    serde_json::from_slice(&out.stdout).ok()
+    let s: LauncherStatus = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--status --json is not a LauncherStatus: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    Some(s.daemons.into_iter().map(|d| (d.name.clone(), d)).collect())
 }
 
-/// `--status --json` of the running launcher, by daemon name (`None` while it does not
-/// answer, e.g. while it holds the old token).
-fn status(home: &Home) -> Option<BTreeMap<String, serde_json::Value>> {
-    let s = launcher_cmd(home, &["--status", "--json"])?;
-    Some(
-        s["daemons"]
-            .as_array()?
-            .iter()
-            .map(|d| (d["name"].as_str().unwrap_or("?").to_owned(), d.clone()))
-            .collect(),
-    )
-}
-
-fn all_ready(home: &Home, names: &[String]) -> Option<BTreeMap<String, serde_json::Value>> {
+fn all_ready(home: &Home, names: &[String]) -> Option<BTreeMap<String, LauncherDaemon>> {
     let s = status(home)?;
     names
         .iter()
-        .all(|n| s.get(n).is_some_and(|d| d["state"] == "READY"))
+        .all(|n| s.get(n).is_some_and(|d| d.state == DaemonState::Ready))
         .then_some(s)
 }
 
@@ -449,7 +446,7 @@ fn start_launcher(home: &Home, names: &[String]) -> Proc {
     l
 }
 
-fn wait_ready(home: &Home, names: &[String], what: &str) -> BTreeMap<String, serde_json::Value> {
+fn wait_ready(home: &Home, names: &[String], what: &str) -> BTreeMap<String, LauncherDaemon> {
     poll_until(Duration::from_secs(120), || all_ready(home, names)).unwrap_or_else(|| {
         panic!(
             "{what}: not all of {names:?} READY within 120 s: {:?}",
@@ -693,7 +690,7 @@ pub(crate) fn run(p: Params) {
     let final_status = wait_ready(&home, &names, "end");
     let restarts: BTreeMap<String, u64> = final_status
         .iter()
-        .map(|(n, d)| (n.clone(), d["restarts"].as_u64().unwrap_or(0)))
+        .map(|(n, d)| (n.clone(), u64::from(d.restarts)))
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -711,9 +708,9 @@ pub(crate) fn run(p: Params) {
     }
     let failed: Vec<String> = final_status
         .iter()
-        .filter(|(_, d)| d["state"] == "FAILED")
-        .filter(|(_, d)| d["restarts"].as_u64().unwrap_or(0) < u64::from(MAX_RESTARTS))
-        .map(|(n, d)| format!("{n}: {d}"))
+        .filter(|(_, d)| d.state == DaemonState::Failed)
+        .filter(|(_, d)| d.restarts < MAX_RESTARTS)
+        .map(|(n, d)| format!("{n}: {d:?}"))
         .collect();
     let publisher_starts: u32 = pubs.iter().map(|pb| pb.starts).sum();
     // Restarts by the launchers (their counters reset after RESET_AFTER_S ready).

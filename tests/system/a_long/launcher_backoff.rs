@@ -2,6 +2,7 @@
 //! 8 and 16 s, then FAILED (31 s of required waiting; helpers in `launcher.rs`).
 
 use crate::launcher::{records, start_launcher, test_daemon, wait_state};
+use handler_base::status_body::DaemonState;
 use ringrift_system_tests::Home;
 use std::time::Duration;
 
@@ -10,8 +11,13 @@ fn crashing_daemon_backs_off_1_2_4_8_16_s_then_fails() {
     let home = Home::new();
     let reg = test_daemon("crasher", &[], &["test_daemon.crash_after_s=0.1"]);
     let _l = start_launcher(&home, &reg, &["--daemon", "crasher"]);
-    let d = wait_state(&home, "crasher", "FAILED", Duration::from_secs(60));
-    assert_eq!(d["restarts"], 5);
+    let d = wait_state(
+        &home,
+        "crasher",
+        DaemonState::Failed,
+        Duration::from_secs(60),
+    );
+    assert_eq!(d.restarts, 5);
     let r = records(&home);
     let starts: Vec<i64> = r.iter().filter(|x| x.0 == "start").map(|x| x.3).collect();
     let exits: Vec<i64> = r.iter().filter(|x| x.0 == "exit").map(|x| x.3).collect();

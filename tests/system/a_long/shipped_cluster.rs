@@ -11,6 +11,7 @@
 //! health score back to 1.00 within 2 heartbeats, no pause left, no work item run twice).
 
 use super::netns::{Cluster, env_value, ip, repo};
+use ringrift_cluster::view::{ClusterStatus, NodeRow};
 use ringrift_proto::wire::{self, event::Payload, subscribe_request::Start};
 use ringrift_store::{ConfigKey, models};
 use ringrift_system_tests::{
@@ -187,8 +188,9 @@ async fn wait_for_loop<T>(
 }
 
 /// `ringrift-launcher --status --cluster --json` run in node `k`'s namespace, bounded:
-/// (wall time, the JSON when it printed any).
-fn cluster_status(dir: &Path, ns: &str, k: u32) -> (Duration, Option<serde_json::Value>) {
+/// (wall time, the typed body when it printed any; a body that is not a `ClusterStatus`
+/// fails the test naming the field).
+fn cluster_status(dir: &Path, ns: &str, k: u32) -> (Duration, Option<ClusterStatus>) {
     let started = Instant::now();
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -207,24 +209,31 @@ fn cluster_status(dir: &Path, ns: &str, k: u32) -> (Duration, Option<serde_json:
         let _ = child.kill();
     }
     let out = child.wait_with_output().expect("status output");
-    (started.elapsed(), serde_json::from_slice(&out.stdout).ok())
+    let body = (!out.stdout.is_empty()).then(|| {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "--status --cluster --json is not a ClusterStatus: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    });
+    (started.elapsed(), body)
 }
 
 /// Node `name`'s row of a `--status --cluster --json` answer.
-fn row<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    status["nodes"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"] == name)
+fn row<'a>(status: &'a ClusterStatus, name: &str) -> Option<&'a NodeRow> {
+    status.node(name)
 }
 
 /// The health line of `daemon` in node `name`'s row.
-fn daemon_health(status: &serde_json::Value, name: &str, daemon: &str) -> Option<String> {
-    row(status, name)?["info"]["daemons"]
-        .as_array()?
+fn daemon_health(status: &ClusterStatus, name: &str, daemon: &str) -> Option<String> {
+    row(status, name)?
+        .info
+        .as_ref()?
+        .daemons
         .iter()
-        .find(|d| d["name"] == daemon)
-        .and_then(|d| d["health"].as_str().map(str::to_owned))
+        .find(|d| d.name == daemon)
+        .map(|d| d.health.clone())
 }
 
 /// A process of a node's home: pid, command line, whether it is a job (it carries
@@ -508,7 +517,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
         || {
             let (_, st) = cluster_status(&dir, &ns(l1), l1);
             let r = row(st.as_ref()?, &leader1)?;
-            (r["info"]["leader"] == leader2.as_str()).then_some(())
+            (r.info.as_ref()?.leader == leader2).then_some(())
         },
     )
     .await;
@@ -634,10 +643,10 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
                 continue;
             };
             for &j in &others {
-                if row(&st, &format!("n{j}")).is_none_or(|r| r["info"].is_null()) {
+                if row(&st, &format!("n{j}")).is_none_or(|r| r.info.is_none()) {
                     unanswered.push(format!(
                         "n{j} did not answer n{k} ({:?}) at {:?} into the cut",
-                        row(&st, &format!("n{j}")).map(|r| r["error"].clone()),
+                        row(&st, &format!("n{j}")).map(|r| r.error.clone()),
                         cut_at.elapsed()
                     ));
                 }

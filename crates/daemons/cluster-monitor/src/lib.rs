@@ -12,7 +12,7 @@
 use handler_base::auth::Token;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::client::{local_node_info, node_info};
-use ringrift_cluster::view::{NodeInfo, QueueView};
+use ringrift_cluster::view::NodeInfo;
 use ringrift_cluster::{ClusterConfig, MemberState};
 use std::sync::{Arc, Mutex};
 
@@ -36,49 +36,8 @@ impl Default for MonitorConfig {
     }
 }
 
-/// One node in the cluster view.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct NodeEntry {
-    pub name: String,
-    pub roles: Vec<String>,
-    pub address: String,
-    pub ephemeral: bool,
-    pub state: MemberState,
-    pub last_seen_s_ago: Option<f64>,
-    /// What the node said about itself (absent while dead or unreachable).
-    pub info: Option<NodeInfo>,
-    /// Why `info` is absent.
-    pub error: String,
-}
-
-/// Sums over the nodes that answered.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Totals {
-    pub nodes: usize,
-    pub alive: usize,
-    pub suspect: usize,
-    pub dead: usize,
-    pub unknown: usize,
-    pub cpu_count: u64,
-    pub gpus: usize,
-    pub running_jobs: usize,
-    pub disk_free_bytes: u64,
-}
-
-/// The whole cluster at one moment.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ClusterView {
-    pub cluster: String,
-    pub config: String,
-    pub observer: String,
-    pub leader: String,
-    pub leader_mode: String,
-    pub event_backend: String,
-    pub observed_unix_ms: i64,
-    pub queue: Option<QueueView>,
-    pub totals: Totals,
-    pub nodes: Vec<NodeEntry>,
-}
+/// The view and its parts are typed in `ringrift_cluster::view`, shared with readers.
+pub use ringrift_cluster::view::{ClusterView, MonitorStatus, NodeEntry, Totals};
 
 #[derive(Default)]
 struct State {
@@ -271,8 +230,11 @@ impl Handler for ClusterMonitor {
                 axum::routing::get(move || {
                     let body = {
                         let s = lock(&st);
-                        let health = health_of(s.view.as_ref(), &s.error);
-                        serde_json::json!({"health": health, "error": s.error, "view": s.view})
+                        MonitorStatus {
+                            health: health_of(s.view.as_ref(), &s.error),
+                            error: s.error.clone(),
+                            view: s.view.clone(),
+                        }
                     };
                     async move { axum::Json(body) }
                 }),

@@ -3,7 +3,7 @@
 
 use super::*;
 use ringrift_cluster::resources::Resources;
-use ringrift_cluster::view::{JobView, MemberView};
+use ringrift_cluster::view::{JobView, MemberView, QueueView};
 use std::path::Path;
 
 fn cluster() -> ClusterConfig {

@@ -40,7 +40,7 @@ pub struct EvalConfig {
     /// network's own judgement, which is what training changes. At depth 3 on hex8_2p the
     /// search decides 83–88 % of paired openings alike between close models, and a
     /// generation that is 93 Elo stronger than the first at depth 1 is 20 stronger at
-    /// depth 3 (ARCHITECTURE.md, "what limits learning here").
+    /// depth 3 (docs/measurements.md, "What limits learning").
     pub canonical_depth: u32,
     /// Stop the games against random or heuristic once the model's upper 95 % bound
     /// against it is below the promotion gate (`[unified_promotion]`): it cannot pass, so

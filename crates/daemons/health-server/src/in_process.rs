@@ -43,13 +43,15 @@ async fn build_handle_a_heartbeat_and_serve_it() {
     s.write_all(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    assert!(body.contains("probe_daemon"), "{body}");
-    assert!(
-        body.contains("\"pid\":42") && !body.contains("\"pid\":99"),
-        "{body}"
-    );
-    assert!(body.contains("\"up\":true"), "another node's stop: {body}");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    // The reader's view: the typed body, every field named (an unknown or missing one fails).
+    let (_, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    let st: handler_base::status_body::HealthServerStatus =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let d = &st.daemons["probe_daemon"];
+    assert_eq!(d.pid, 42, "{st:?}");
+    assert!(d.up, "another node's stop: {st:?}");
+    assert_eq!(d.node, "test");
     ctx.shutdown.cancel();
 }

@@ -48,18 +48,9 @@ impl Default for HealthConfig {
     }
 }
 
-/// What the health server knows of one daemon.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct DaemonView {
-    pub pid: u32,
-    pub node: String,
-    pub up: bool,
-    pub restarts: u32,
-    pub last_heartbeat_unix_ms: i64,
-    pub uptime_s: f64,
-    pub health: Option<HealthCheckResult>,
-    pub last_event: String,
-}
+/// What the health server knows of one daemon (the typed `/status` entry).
+pub use handler_base::status_body::HeartbeatView as DaemonView;
+use handler_base::status_body::{HealthServerStatus, NotReady, RouterCounters};
 
 #[derive(Default)]
 struct State {
@@ -251,13 +242,25 @@ fn metrics_text(st: &State, now: i64) -> String {
     handler_base::metrics::to_text_format(&out)
 }
 
-fn status_json(st: &State, expect: &[String], stale_ms: i64, now: i64) -> serde_json::Value {
-    let nr: Vec<_> = not_ready(st, expect, stale_ms, now)
+/// The `/status` body (its `readiness()` is the `/ready` body).
+fn status_body(st: &State, expect: &[String], stale_ms: i64, now: i64) -> HealthServerStatus {
+    let not_ready: Vec<_> = not_ready(st, expect, stale_ms, now)
         .into_iter()
-        .map(|(d, r)| serde_json::json!({"daemon": d, "reason": r}))
+        .map(|(daemon, reason)| NotReady { daemon, reason })
         .collect();
-    let router = st.router.as_ref().map(|r| serde_json::json!({"head_seq": r.head_seq, "published": r.published, "delivered": r.delivered, "dead_lettered": r.dead_lettered}));
-    serde_json::json!({"ready": nr.is_empty(), "not_ready": nr, "expect": expect, "daemons": st.daemons, "router": router, "router_error": st.router_error})
+    HealthServerStatus {
+        ready: not_ready.is_empty(),
+        not_ready,
+        expect: expect.to_vec(),
+        daemons: st.daemons.clone(),
+        router: st.router.as_ref().map(|r| RouterCounters {
+            head_seq: r.head_seq,
+            published: r.published,
+            delivered: r.delivered,
+            dead_lettered: r.dead_lettered,
+        }),
+        router_error: st.router_error.clone(),
+    }
 }
 
 #[async_trait::async_trait]
@@ -283,22 +286,32 @@ impl Handler for HealthServer {
             .route(
                 "/ready",
                 axum::routing::get(move || {
-                    let body = status_json(&lock(&s1), &e1, stale_ms, router_client::now_ms());
-                    let code = if body["ready"] == true { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                    async move { (code, axum::Json(serde_json::json!({"ready": body["ready"], "not_ready": body["not_ready"]}))) }
+                    let body =
+                        status_body(&lock(&s1), &e1, stale_ms, router_client::now_ms()).readiness();
+                    let code = if body.ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    async move { (code, axum::Json(body)) }
                 }),
             )
             .route(
                 "/metrics",
                 axum::routing::get(move || {
                     let text = metrics_text(&lock(&s2), router_client::now_ms());
-                    async move { ([("content-type", handler_base::metrics::TEXT_CONTENT_TYPE)], text) }
+                    async move {
+                        (
+                            [("content-type", handler_base::metrics::TEXT_CONTENT_TYPE)],
+                            text,
+                        )
+                    }
                 }),
             )
             .route(
                 "/status",
                 axum::routing::get(move || {
-                    let body = status_json(&lock(&s3), &e2, stale_ms, router_client::now_ms());
+                    let body = status_body(&lock(&s3), &e2, stale_ms, router_client::now_ms());
                     async move { axum::Json(body) }
                 }),
             );
