@@ -32,6 +32,7 @@ mod bad_requests;
 mod broker;
 pub mod in_process;
 pub mod jetstream;
+pub mod log;
 pub mod metrics;
 pub mod recent;
 mod service;
@@ -40,12 +41,13 @@ pub mod store;
 use backend::Backend;
 use broker::{Broker, RETENTION_TICK};
 use handler_base::{ConfigError, DaemonInfo, ServiceContext};
+use log::router_now_ms;
 use ringrift_proto::wire::event_router_server::EventRouterServer;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use store::{Durability, Store, router_now_ms};
+use store::{Durability, Store};
 use tokio::sync::watch;
 
 pub const INFO: DaemonInfo = DaemonInfo {
