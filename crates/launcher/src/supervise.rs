@@ -122,7 +122,7 @@ pub struct Shared {
     /// The shared token: sent to the router, handed to children as `RINGRIFT_TOKEN`.
     token: Option<handler_base::auth::Token>,
     /// The launcher's client credentials (the token and `[tls]`), for the router.
-    bearer: router_client::Bearer,
+    bearer: handler_base::router_client::Bearer,
     pub home: PathBuf,
     pub cfg: LauncherConfig,
     pub configs: Option<String>,
@@ -140,7 +140,7 @@ pub struct Shared {
 /// its address); replaced, never duplicated, only if the address changes.
 #[derive(Default)]
 struct EventSink {
-    publisher: Option<router_client::Publisher>,
+    publisher: Option<handler_base::router_client::Publisher>,
     pending: Vec<Event>,
     addr: Option<String>,
     heartbeats: Option<tokio::task::AbortHandle>,
@@ -300,7 +300,7 @@ impl Shared {
     /// changed) connects the publisher, flushes held events and returns the client for
     /// the heartbeat subscription; after a router restart at the same address the
     /// existing publisher and subscription reconnect by themselves and `None` is returned.
-    pub fn router_ready(&self, addr: String) -> Option<router_client::Client> {
+    pub fn router_ready(&self, addr: String) -> Option<handler_base::router_client::Client> {
         self.feed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -311,7 +311,7 @@ impl Shared {
             return None;
         }
         let bearer = self.bearer.clone();
-        let client = match router_client::connect_lazy_with(&addr, bearer) {
+        let client = match handler_base::router_client::connect_lazy_with(&addr, bearer) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot use the router's address");
@@ -324,7 +324,7 @@ impl Shared {
         // `launcher@<node>`: the health server of each node counts only its own node's
         // lifecycle events (on a shared log it receives every node's).
         let source = format!("launcher@{}", self.node);
-        let p = router_client::Publisher::spawn(client.clone(), source, 10_000);
+        let p = handler_base::router_client::Publisher::spawn(client.clone(), source, 10_000);
         for ev in s.pending.drain(..) {
             let _ = p.publish(ev);
         }
@@ -362,7 +362,7 @@ fn lifecycle(
 /// (the token and `[tls]`, for the router).
 pub struct Credentials {
     pub token: Option<handler_base::auth::Token>,
-    pub bearer: router_client::Bearer,
+    pub bearer: handler_base::router_client::Bearer,
 }
 
 /// Builds the shared state and the per-daemon control receivers.
@@ -842,10 +842,13 @@ fn on_router_ready(sh: &Arc<Shared>) {
         };
         // A refused subscription (the router wants another token) is retried with
         // backoff for as long as the launcher runs: the feed never ends by itself.
-        let mut backoff =
-            router_client::Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
+        let mut backoff = handler_base::router_client::Backoff::new(
+            Duration::from_millis(250),
+            Duration::from_secs(15),
+        );
         loop {
-            let mut sub = router_client::Subscription::new(client.clone(), req.clone());
+            let mut sub =
+                handler_base::router_client::Subscription::new(client.clone(), req.clone());
             loop {
                 match sub.next().await {
                     Ok(ev) => {
@@ -854,7 +857,7 @@ fn on_router_ready(sh: &Arc<Shared>) {
                             sh.heartbeat(hb);
                         }
                     }
-                    Err(router_client::ClientError::Rpc(s)) => {
+                    Err(handler_base::router_client::ClientError::Rpc(s)) => {
                         sh.feed_refused(format!("{:?}: {}", s.code(), s.message()));
                         break;
                     }

@@ -25,28 +25,9 @@ pub enum RegistryError {
     Profile { name: String, error: String },
 }
 
-/// Who receives a daemon's events when copies of it run on several nodes of one event
-/// log (JetStream): the name of the durable consumer each copy reads through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Each node's copy has its own durable consumer `<daemon>@<node>` and sees every
-    /// event: the daemon acts on this node's files or state (sync, monitors, local
-    /// caches, the state a future leader needs).
-    Node,
-    /// One durable consumer `<daemon>` serves the cluster: each event reaches one copy.
-    /// For a leader duty only the leader's copy pulls (see handler-base's `pull_gate`).
-    Cluster,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Node => "node",
-            Scope::Cluster => "cluster",
-        }
-    }
-}
+/// Delivery scope of a daemon (defined with the wire types, declared again by each
+/// daemon's `DaemonInfo`; the tidy test keeps them equal).
+pub use ringrift_proto::Scope;
 
 fn yes() -> bool {
     true
@@ -80,7 +61,8 @@ pub struct DaemonSpec {
     #[serde(default = "thirty")]
     pub health_check_interval_s: f64,
     /// The default cycle interval: the bottom config layer of the daemon's
-    /// `<name>.cycle_interval_s`, read by handler-base from the embedded registry.
+    /// `<name>.cycle_interval_s`. The daemon's crate declares the same value in its
+    /// `DaemonInfo`, which its binary runs with; the tidy test keeps the two equal.
     #[serde(default)]
     pub cycle_interval_s: Option<f64>,
     /// Deprecated name: resolves to this daemon with a warning.

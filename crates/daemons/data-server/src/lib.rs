@@ -27,6 +27,7 @@ pub mod snapshot;
 pub mod testing;
 
 use handler_base::auth::Token;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use serve::Files;
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ use std::sync::Arc;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "data_server",
     about: "HTTP file server of data/ and models/: manifests, ranges, SHA-256, auth",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[data_server]` in ringrift.toml.

@@ -40,6 +40,7 @@ pub mod store;
 
 use backend::Backend;
 use broker::{Broker, RETENTION_TICK};
+use handler_base::scope::Scope;
 use handler_base::{ConfigError, DaemonInfo, ServiceContext};
 use log::router_now_ms;
 use ringrift_proto::wire::event_router_server::EventRouterServer;
@@ -53,6 +54,8 @@ use tokio::sync::watch;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "event_router",
     about: "Durable gRPC event bus (publish, subscribe, ack, dead letters)",
+    cycle_interval_s: None,
+    scope: Some(Scope::Node),
 };
 
 /// `[event_router]` in ringrift.toml.
