@@ -39,6 +39,11 @@ fn thirty() -> f64 {
     30.0
 }
 
+/// The event bus's registry name: every daemon not `standalone` depends on it, and the
+/// launcher gives the others its address, keeps its listen address across its restarts
+/// and reads the heartbeat feed from it. The one place that names it.
+pub const ROUTER: &str = "event_router";
+
 /// One daemon as the registry describes it.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +56,7 @@ pub struct DaemonSpec {
     /// Binary name; default `ringrift-<name with dashes>`.
     #[serde(default)]
     binary: Option<String>,
-    /// Extra dependencies; `event_router` is implicit unless `standalone`.
+    /// Extra dependencies; the router ([`ROUTER`]) is implicit unless `standalone`.
     #[serde(default)]
     pub depends_on: Vec<String>,
     #[serde(default = "yes")]
@@ -77,6 +82,10 @@ pub struct DaemonSpec {
     /// True: does not need the event router (test daemons, benches).
     #[serde(default)]
     pub standalone: bool,
+    /// True: the launcher passes `<name>.expect=<every daemon of the plan>` (the health
+    /// server: the daemons it should see).
+    #[serde(default)]
+    pub expects_plan: bool,
     /// Delivery scope of the daemon's events; required on every daemon (not on an
     /// alias, which has its target's): [`Registry::validate`] reports a missing one.
     #[serde(default)]
@@ -102,13 +111,13 @@ impl DaemonSpec {
     /// All dependencies, the implicit router first.
     pub fn deps(&self) -> Vec<String> {
         let mut v = Vec::new();
-        if !self.standalone && self.name != "event_router" {
-            v.push("event_router".to_owned());
+        if !self.standalone && self.name != ROUTER {
+            v.push(ROUTER.to_owned());
         }
         v.extend(
             self.depends_on
                 .iter()
-                .filter(|d| d.as_str() != "event_router")
+                .filter(|d| d.as_str() != ROUTER)
                 .cloned(),
         );
         v
