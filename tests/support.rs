@@ -14,16 +14,16 @@ use std::time::Duration;
 /// Every event in the router's log at `addr`, from seq 1 to the head at the call (fewer
 /// if the router stops answering for 10 s; none if it does not answer at all).
 pub async fn router_log(addr: &str) -> Vec<ringrift_proto::wire::Event> {
-    router_log_with(addr, router_client::Bearer::from_env()).await
+    router_log_with(addr, handler_base::router_client::Bearer::from_env()).await
 }
 
 /// [`router_log`] of a router that wants `bearer`.
 pub async fn router_log_with(
     addr: &str,
-    bearer: router_client::Bearer,
+    bearer: handler_base::router_client::Bearer,
 ) -> Vec<ringrift_proto::wire::Event> {
     use ringrift_proto::wire::{self, subscribe_request::Start};
-    let Ok(mut c) = router_client::connect_with(addr.trim(), bearer).await else {
+    let Ok(mut c) = handler_base::router_client::connect_with(addr.trim(), bearer).await else {
         return Vec::new();
     };
     let Ok(head) = c.stats(wire::StatsRequest {}).await else {

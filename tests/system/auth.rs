@@ -2,9 +2,9 @@
 //! health server, cluster monitor, peer API) refuses calls without it, serves them with it, keeps /health and
 //! /ready open, refuses a non-loopback listener without one, and never shows it.
 
+use handler_base::router_client::Bearer;
 use ringrift_proto::wire::{self, supervisor_client::SupervisorClient};
 use ringrift_system_tests::{Home, http_get_with, wait_for, wait_for_async};
-use router_client::Bearer;
 use std::time::Duration;
 use tonic::Code;
 
@@ -18,7 +18,9 @@ fn bearer(t: Option<&str>) -> Bearer {
 async fn router_codes(addr: &str) -> Vec<Result<(), Code>> {
     let mut out = Vec::new();
     for t in [None, Some("wrong"), Some(TOKEN)] {
-        let mut c = router_client::connect_with(addr, bearer(t)).await.unwrap();
+        let mut c = handler_base::router_client::connect_with(addr, bearer(t))
+            .await
+            .unwrap();
         out.push(
             c.stats(wire::StatsRequest {})
                 .await
@@ -141,7 +143,7 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     assert_ne!(p2p_status[2], 401, "{p2p_status:?}");
     let mut peer = Vec::new();
     for t in [None, Some("wrong"), Some(TOKEN)] {
-        let ch = router_client::endpoint(&p2p)
+        let ch = handler_base::router_client::endpoint(&p2p)
             .unwrap()
             .connect()
             .await
@@ -162,7 +164,7 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     assert_ne!(peer[2], Err(Code::Unauthenticated), "{peer:?}");
     let mut codes = Vec::new();
     for t in [None, Some("wrong"), Some(TOKEN)] {
-        let ch = router_client::endpoint(&control)
+        let ch = handler_base::router_client::endpoint(&control)
             .unwrap()
             .connect()
             .await
@@ -205,7 +207,7 @@ async fn launcher_and_health_server_need_the_token_and_never_show_it() {
     let (_, launcher_health) = http_get_with(&control, "/status", Some(TOKEN))
         .await
         .unwrap();
-    let mut c = router_client::connect_with(router_addr.trim(), bearer(Some(TOKEN)))
+    let mut c = handler_base::router_client::connect_with(router_addr.trim(), bearer(Some(TOKEN)))
         .await
         .unwrap();
     let mut events = c

@@ -135,7 +135,7 @@ async fn membership_events(addr: &str, node: &str, after: u64) -> Vec<(u64, &'st
 }
 
 async fn head_seq(addr: &str) -> u64 {
-    let mut c = router_client::connect(addr).await.unwrap();
+    let mut c = handler_base::router_client::connect(addr).await.unwrap();
     c.stats(wire::StatsRequest {})
         .await
         .unwrap()
@@ -222,7 +222,7 @@ async fn three_nodes_view_kill_one_left_restart_joined() {
     let coord_router = nodes[0].router_addr.clone();
     let before = head_seq(&coord_router).await;
     let killed_at = Instant::now();
-    let killed_ms = router_client::now_ms();
+    let killed_ms = handler_base::router_client::now_ms();
     nodes[2].kill9();
     let evs = wait_for_async(
         "NODE_UNHEALTHY then HOST_LEFT of n3 on the coordinator",

@@ -86,8 +86,8 @@ async fn a_full_disk_under_the_router_keeps_events_in_the_outbox_until_space_ret
         return;
     };
     let (mut router, addr) = home.start_router("127.0.0.1:0", &[]);
-    let p = router_client::Publisher::spawn(
-        router_client::connect_lazy(&addr).unwrap(),
+    let p = handler_base::router_client::Publisher::spawn(
+        handler_base::router_client::connect_lazy(&addr).unwrap(),
         "disk-full-test@local",
         10_000,
     );

@@ -7,7 +7,7 @@ use ringrift_proto::wire;
 use ringrift_system_tests::{Home, wait_for_async};
 use std::time::Duration;
 
-type Client = router_client::Client;
+type Client = handler_base::router_client::Client;
 
 /// Publishes `id` and has durable consumer `consumer` nack it once (the router runs with
 /// `max_deliver=1`), so it is dead-lettered; returns the consumer's open stream.

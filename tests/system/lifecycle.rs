@@ -9,7 +9,7 @@ use ringrift_proto::wire::{self, event::Payload};
 use ringrift_system_tests::{Home, Proc, wait_for, wait_for_async};
 use std::time::Duration;
 
-type Client = router_client::Client;
+type Client = handler_base::router_client::Client;
 
 /// Starts the test daemon against `router` with `[test_daemon]` set to `toml` (a cycle
 /// every 50 ms unless `toml` says otherwise).
@@ -70,7 +70,7 @@ async fn a_failed_handler_runs_again_and_a_hopeless_event_is_dead_lettered_then_
         "subscribe = [\"EXTERNAL\"]\nreplay_history = true\nfail_first = 2\nalways_fail = [\"poison\"]",
         &[],
     );
-    let mut c = router_client::connect(&addr).await.unwrap();
+    let mut c = handler_base::router_client::connect(&addr).await.unwrap();
     let flaky = c.publish(external("flaky")).await.unwrap().into_inner().seq;
     // Fails twice, succeeds the third time, and is then acked.
     wait_for_async("flaky handled and acked", Duration::from_secs(20), || {
@@ -154,7 +154,7 @@ async fn a_panic_in_the_cycle_or_a_handler_ends_the_daemon_with_exit_1() {
         "subscribe = [\"EXTERNAL\"]\nreplay_history = true\npanic_in = \"event\"",
         &[],
     );
-    let mut c = router_client::connect(&addr).await.unwrap();
+    let mut c = handler_base::router_client::connect(&addr).await.unwrap();
     c.publish(external("boom")).await.unwrap();
     assert_eq!(wait_exit(&home, &mut d, Duration::from_secs(20)), Some(1));
     assert_eq!(handles(&home, "boom"), 1);
@@ -208,7 +208,7 @@ fn records_of(home: &Home, id: &str) -> Vec<(String, i64)> {
 async fn events_queued_behind_a_long_handler_are_handled_not_dead_lettered(log: Log) {
     let home = log.home();
     let (_r, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=2"]);
-    let c = router_client::connect(&addr).await.unwrap();
+    let c = handler_base::router_client::connect(&addr).await.unwrap();
     let last = publish_20(&c, "q").await;
     let _d = test_daemon(
         &home,
@@ -263,7 +263,7 @@ async fn dead_letters(c: &Client) -> Vec<wire::DeadLetter> {
 async fn a_daemon_restarted_more_than_max_deliver_times_dead_letters_no_queued_event(log: Log) {
     let home = log.home();
     let (_r, addr) = home.start_router("127.0.0.1:0", &["--set", "event_router.max_deliver=2"]);
-    let c = router_client::connect(&addr).await.unwrap();
+    let c = handler_base::router_client::connect(&addr).await.unwrap();
     let last = publish_20(&c, "r").await;
     let cfg = "subscribe = [\"EXTERNAL\"]\nreplay_history = true\nhandle_s = 0.5";
     let started = |home: &Home| {
@@ -307,7 +307,7 @@ crate::router::on_both_logs!(
 async fn events_of_different_lanes_are_handled_side_by_side() {
     let home = Home::new();
     let (_r, addr) = home.start_router("127.0.0.1:0", &[]);
-    let mut c = router_client::connect(&addr).await.unwrap();
+    let mut c = handler_base::router_client::connect(&addr).await.unwrap();
     for (id, key) in [("a", "hex8_2p"), ("b", "square8_2p"), ("c", "hex8_2p")] {
         let mut ev = external(id);
         ev.config_key = key.into();

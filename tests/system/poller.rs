@@ -40,7 +40,7 @@ fn db_path(home: &Home) -> std::path::PathBuf {
 }
 
 async fn collect(addr: &str, want: usize) -> HashMap<String, usize> {
-    let mut c = router_client::connect(addr).await.unwrap();
+    let mut c = handler_base::router_client::connect(addr).await.unwrap();
     let head = crate::router::stats(&mut c).await.head_seq;
     let req = wire::SubscribeRequest {
         consumer: String::new(),
@@ -129,7 +129,7 @@ async fn death_between_publish_and_mark_is_deduplicated() {
         .iter()
         .map(|r| wire::Event::from(r.to_event().unwrap()))
         .collect();
-    let mut client = router_client::connect(&addr).await.unwrap();
+    let mut client = handler_base::router_client::connect(&addr).await.unwrap();
     client
         .publish_batch(wire::PublishBatchRequest { events })
         .await

@@ -26,8 +26,8 @@ async fn events_near_64_kib_reach_the_router_in_batches_under_its_limit() {
     let home = Home::new();
     let (mut router, addr) = home.start_router("127.0.0.1:0", &[]);
     router.kill9();
-    let p = router_client::Publisher::spawn(
-        router_client::connect_lazy(&addr).unwrap(),
+    let p = handler_base::router_client::Publisher::spawn(
+        handler_base::router_client::connect_lazy(&addr).unwrap(),
         "publisher-test@local",
         1_000,
     );
@@ -75,9 +75,9 @@ async fn a_publisher_with_a_wrong_token_keeps_its_events_and_says_why() {
     const N: usize = 50;
     let home = Home::with_token(TOKEN, "");
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
-    let bearer = router_client::Bearer::new(Some("not-the-token")).unwrap();
-    let p = router_client::Publisher::spawn(
-        router_client::connect_lazy_with(&addr, bearer).unwrap(),
+    let bearer = handler_base::router_client::Bearer::new(Some("not-the-token")).unwrap();
+    let p = handler_base::router_client::Publisher::spawn(
+        handler_base::router_client::connect_lazy_with(&addr, bearer).unwrap(),
         "publisher-test@local",
         1_000,
     );
@@ -151,7 +151,7 @@ async fn a_daemon_with_a_wrong_token_sends_its_outbox_once_restarted_with_the_ri
         lines, 1,
         "one line for the refusal, not one per event:\n{log}"
     );
-    let bearer = || router_client::Bearer::new(Some(TOKEN)).unwrap();
+    let bearer = || handler_base::router_client::Bearer::new(Some(TOKEN)).unwrap();
     let burst_ids = |events: Vec<wire::Event>| -> HashSet<String> {
         events
             .into_iter()

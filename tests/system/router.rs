@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-type Client = router_client::Client;
+type Client = handler_base::router_client::Client;
 
 mod delivery;
 
@@ -109,7 +109,9 @@ pub(crate) async fn subscribe_durable(
 }
 
 pub(crate) async fn client(addr: &str) -> Client {
-    router_client::connect(addr).await.expect("connect router")
+    handler_base::router_client::connect(addr)
+        .await
+        .expect("connect router")
 }
 
 pub(crate) async fn next(s: &mut tonic::Streaming<wire::Event>) -> wire::Event {
@@ -212,7 +214,7 @@ async fn sigkill_of_router_loses_no_acked_event(log: Log) {
     for p in 0..3 {
         let (acked, stop, addr) = (acked.clone(), stop.clone(), addr.clone());
         tasks.push(tokio::spawn(async move {
-            let mut c = router_client::connect_lazy(&addr).unwrap();
+            let mut c = handler_base::router_client::connect_lazy(&addr).unwrap();
             let mut k = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && k < 20_000 {
                 let id = format!("p{p}-{k}");
@@ -662,7 +664,7 @@ async fn reflection_lists_the_event_router_service() {
     };
     let home = Home::new();
     let (_router, addr) = home.start_router("127.0.0.1:0", &[]);
-    let ch = router_client::endpoint(&addr)
+    let ch = handler_base::router_client::endpoint(&addr)
         .unwrap()
         .connect()
         .await

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod daemon_info;
+mod layers;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")

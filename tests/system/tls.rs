@@ -8,12 +8,12 @@
 //!
 //! Skips without `openssl`, `nats-server` or `etcd` ([`require_tool`]), fails under CI.
 
+use handler_base::router_client::{Bearer, tls::ClientTls};
 use ringrift_proto::wire;
 use ringrift_system_tests::{
     Home, Proc, TlsFiles, command_works, free_port, http_get_with, require_tool, wait_for,
     wait_for_async,
 };
-use router_client::{Bearer, tls::ClientTls};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ fn with_ca(tls: &TlsFiles, token: Option<&str>) -> Bearer {
 /// A `Stats` call: `Ok`, or the error (connection or status) as text.
 async fn stats(addr: &str, b: Bearer) -> Result<(), String> {
     let call = async {
-        let mut c = router_client::connect_with(addr, b)
+        let mut c = handler_base::router_client::connect_with(addr, b)
             .await
             .map_err(|e| e.to_string())?;
         c.stats(wire::StatsRequest {})

@@ -398,7 +398,7 @@ fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
 // ---------------------------------------------------------------- our router
 
 async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figures> {
-    let client = router_client::connect(addr)
+    let client = handler_base::router_client::connect(addr)
         .await
         .with_context(|| format!("connect to router {addr}"))?;
     let mut f = Figures::default();
@@ -552,7 +552,7 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
     f.fanout_rate = phase(args, "ours: fan-out", async {
         let mut clients = Vec::new();
         for _ in 0..args.fanout {
-            clients.push(router_client::connect(addr).await?);
+            clients.push(handler_base::router_client::connect(addr).await?);
         }
         let t0 = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
@@ -573,7 +573,7 @@ async fn bench_router(args: &Args, addr: &str, tag: &str) -> anyhow::Result<Figu
 /// checks every ack (in order, stored, no error). Returns (msgs/s, p50 µs, p99 µs), the
 /// latencies being send-to-ack of each event.
 async fn stream_publish(
-    mut client: router_client::Client,
+    mut client: handler_base::router_client::Client,
     events: Vec<wire::Event>,
     in_flight: usize,
 ) -> anyhow::Result<(f64, f64, f64)> {
@@ -640,7 +640,7 @@ async fn stream_publish(
 
 /// Reads `n` events from seq `from` as durable consumer `name`, acking cumulatively.
 async fn router_read(
-    client: router_client::Client,
+    client: handler_base::router_client::Client,
     name: String,
     from: u64,
     n: usize,

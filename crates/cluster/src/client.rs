@@ -11,7 +11,7 @@ use std::time::Duration;
 pub type PeerClient = P2pClient<
     tonic::service::interceptor::InterceptedService<
         tonic::transport::Channel,
-        router_client::Bearer,
+        handler_base::router_client::Bearer,
     >,
 >;
 
@@ -19,8 +19,8 @@ pub type PeerClient = P2pClient<
 /// reconnects by itself after failures).
 pub fn peer_client(
     addr: &str,
-    bearer: router_client::Bearer,
-) -> Result<PeerClient, router_client::ClientError> {
+    bearer: handler_base::router_client::Bearer,
+) -> Result<PeerClient, handler_base::router_client::ClientError> {
     Ok(P2pClient::with_interceptor(
         bearer.endpoint(addr)?.connect_lazy(),
         bearer,
@@ -33,7 +33,7 @@ pub enum PeerError {
     #[error("{addr}: {source}")]
     Address {
         addr: String,
-        source: router_client::ClientError,
+        source: handler_base::router_client::ClientError,
     },
     #[error("{addr}: no answer within {limit:?}")]
     Timeout { addr: String, limit: Duration },
@@ -48,7 +48,7 @@ pub enum PeerError {
 /// Asks the peer API at `addr` who it is, within `limit`.
 pub async fn node_info(
     addr: &str,
-    bearer: router_client::Bearer,
+    bearer: handler_base::router_client::Bearer,
     limit: Duration,
 ) -> Result<NodeInfo, PeerError> {
     let mut c = peer_client(addr, bearer).map_err(|source| PeerError::Address {
@@ -75,7 +75,7 @@ pub async fn node_info(
 /// the async runtime), within `limit`.
 pub async fn local_node_info(
     home: &std::path::Path,
-    bearer: router_client::Bearer,
+    bearer: handler_base::router_client::Bearer,
     limit: Duration,
 ) -> Result<NodeInfo, PeerError> {
     let h = home.to_owned();

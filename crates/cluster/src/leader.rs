@@ -151,7 +151,7 @@ impl Etcd {
                 && !ep
                     .uri()
                     .host()
-                    .is_some_and(router_client::tls::is_local_host)
+                    .is_some_and(handler_base::router_client::tls::is_local_host)
             {
                 tracing::warn!(
                     endpoint = %e,

@@ -13,6 +13,8 @@ pub mod example;
 #[cfg(test)]
 mod fuzz;
 pub mod gate;
+#[cfg(test)]
+mod gate_tests;
 pub mod payload;
 pub mod report;
 pub mod sprt;

@@ -6,15 +6,13 @@
 //! (`job`, `version`).
 
 use crate::config_key::ConfigKey;
-use crate::gate::GateDecision;
+use crate::gate::{GateDecision, Score};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Elo participant name of the random player.
-pub const RANDOM_ID: &str = "random";
-/// Elo participant name of the heuristic player.
-pub const HEURISTIC_ID: &str = "heuristic";
+/// The anchor opponents' Elo participant names, defined by the gate.
+pub use crate::gate::{HEURISTIC_ID, RANDOM_ID};
 
 /// The kinds of job the loop runs (the `[jobs]` templates, the `job` field of a report).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -161,6 +159,23 @@ pub struct OpponentResult {
     /// reported. Against the canonical model it is `[evaluation] canonical_depth`.
     #[serde(default)]
     pub depth: u32,
+}
+
+impl OpponentResult {
+    /// What the gate reads of this result ([`crate::gate::check_gate`]).
+    pub fn score(&self) -> Score<'_> {
+        Score {
+            opponent: &self.opponent,
+            games: self.games,
+            wins: self.wins,
+            draws: self.draws,
+            losses: self.losses,
+            win_rate: self.win_rate,
+            lower95: self.lower95,
+            groups: &self.groups,
+            depth: self.depth,
+        }
+    }
 }
 
 /// What a promotion did.

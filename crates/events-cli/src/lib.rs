@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     ))?;
     let token = handler_base::auth::load(&settings)?;
     let bearer = handler_base::tls::Tls::load(&settings)?.bearer(token.as_ref());
-    let mut client = router_client::connect_with(&addr, bearer)
+    let mut client = handler_base::router_client::connect_with(&addr, bearer)
         .await
         .with_context(|| format!("connect to router at {addr}"))?;
     match cli.cmd {
@@ -160,7 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 r#type: kind as i32,
                 source,
-                time_unix_ms: router_client::now_ms(),
+                time_unix_ms: handler_base::router_client::now_ms(),
                 config_key,
                 seq: 0,
                 payload: Some(wire::event::Payload::Json(payload)),

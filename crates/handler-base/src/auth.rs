@@ -54,8 +54,8 @@ impl Token {
     }
 
     /// The client-side header for router and launcher clients.
-    pub fn bearer(token: Option<&Token>) -> router_client::Bearer {
-        router_client::Bearer::new(token.map(|t| &*t.0)).unwrap_or_default()
+    pub fn bearer(token: Option<&Token>) -> crate::router_client::Bearer {
+        crate::router_client::Bearer::new(token.map(|t| &*t.0)).unwrap_or_default()
     }
 }
 

@@ -53,7 +53,7 @@ impl ErrorLog {
         if g.0.len() == self.cap {
             g.0.pop_front();
         }
-        g.0.push_back((router_client::now_ms(), format!("{what}: {err}")));
+        g.0.push_back((crate::router_client::now_ms(), format!("{what}: {err}")));
         g.1 += 1;
     }
 

@@ -9,9 +9,16 @@ use crate::settings::{Settings, Sources};
 use proptest::prelude::*;
 use ringrift_fuzz::{mutated_text, raw_value, toml_value};
 
-/// A daemon in the registry (node-scoped, with a default interval) and one it does not
-/// know (its scope is a setting).
-const NAMES: [&str; 2] = ["auto_export", "fuzz_daemon"];
+/// A registered daemon (node-scoped, with a default interval) and one the registry does
+/// not know (its scope is a setting).
+const DAEMONS: [crate::DaemonInfo; 2] = [
+    crate::DaemonInfo {
+        cycle_interval_s: Some(300.0),
+        scope: Some(crate::scope::Scope::Node),
+        ..crate::DaemonInfo::unregistered("auto_export", "")
+    },
+    crate::DaemonInfo::unregistered("fuzz_daemon", ""),
+];
 
 const KEYS: &[&str] = &[
     "cycle_interval_s",
@@ -48,7 +55,7 @@ struct Section {
 fn lines() -> impl Strategy<Value = Vec<(Option<usize>, usize, String)>> {
     proptest::collection::vec(
         (
-            proptest::option::of(0..NAMES.len()),
+            proptest::option::of(0..DAEMONS.len()),
             0..KEYS.len(),
             toml_value(),
         ),
@@ -62,7 +69,10 @@ fn toml_text(lines: &[(Option<usize>, usize, String)]) -> String {
     for (sec, key, value) in lines {
         match sec {
             None => top.push_str(&format!("{} = {value}\n", KEYS[*key])),
-            Some(s) => sections.push_str(&format!("[{}]\n{} = {value}\n", NAMES[*s], KEYS[*key])),
+            Some(s) => sections.push_str(&format!(
+                "[{}]\n{} = {value}\n",
+                DAEMONS[*s].name, KEYS[*key]
+            )),
         }
     }
     top + &sections
@@ -86,13 +96,13 @@ fn file_text() -> BoxedStrategy<String> {
 fn env() -> impl Strategy<Value = Vec<(String, String)>> {
     proptest::collection::vec(
         (
-            proptest::option::of(0..NAMES.len()),
+            proptest::option::of(0..DAEMONS.len()),
             0..KEYS.len(),
             raw_value(),
         )
             .prop_map(|(sec, key, v)| {
                 let k = match sec {
-                    Some(s) => format!("{}__{}", NAMES[s], KEYS[key]),
+                    Some(s) => format!("{}__{}", DAEMONS[s].name, KEYS[key]),
                     None => KEYS[key].to_owned(),
                 };
                 (format!("RINGRIFT_{}", k.to_uppercase()), v)
@@ -104,8 +114,8 @@ fn env() -> impl Strategy<Value = Vec<(String, String)>> {
 /// `--set key=value` pairs, keys dotted (or odd: empty, a lone dot, brackets).
 fn overrides() -> impl Strategy<Value = Vec<(String, String)>> {
     let key = prop_oneof![
-        8 => (proptest::option::of(0..NAMES.len()), 0..KEYS.len()).prop_map(|(sec, key)| match sec {
-            Some(s) => format!("{}.{}", NAMES[s], KEYS[key]),
+        8 => (proptest::option::of(0..DAEMONS.len()), 0..KEYS.len()).prop_map(|(sec, key)| match sec {
+            Some(s) => format!("{}.{}", DAEMONS[s].name, KEYS[key]),
             None => KEYS[key].to_owned(),
         }),
         1 => "[a-z.\\[\\]0-9_]{0,10}",
@@ -119,12 +129,12 @@ fn fuzz_settings_layers() {
     let r = ringrift_fuzz::run(
         file!(),
         "settings_layers",
-        (0..NAMES.len(), file_text(), env(), overrides()),
-        |(name, text, env, overrides)| {
-            let name = NAMES[name];
+        (0..DAEMONS.len(), file_text(), env(), overrides()),
+        |(i, text, env, overrides)| {
+            let info = &DAEMONS[i];
             let src = Sources {
                 home: home.path().to_owned(),
-                defaults: crate::lifecycle::registry_defaults(name),
+                defaults: info.defaults(),
                 extra_toml: Some(text),
                 env: env.into_iter().collect(),
                 overrides,
@@ -133,15 +143,19 @@ fn fuzz_settings_layers() {
             let Ok(s) = Settings::load(&src) else {
                 return Ok(());
             };
-            check(&s, name)
+            check(&s, info)
         },
     );
     assert_eq!(r, Ok(()));
 }
 
 /// Everything handler-base reads from settings: valid or a named error.
-fn check(s: &Settings, name: &str) -> Result<(), proptest::test_runner::TestCaseError> {
-    match LifecycleConfig::load(s, name) {
+fn check(
+    s: &Settings,
+    info: &crate::DaemonInfo,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let name = info.name;
+    match LifecycleConfig::load(s, info) {
         Ok(l) => {
             // What an accepted config is used for must not panic either.
             let _ = l.stuck_after(std::time::Duration::from_secs(3600));
@@ -158,7 +172,7 @@ fn check(s: &Settings, name: &str) -> Result<(), proptest::test_runner::TestCase
         let _ = crate::auth::check_listen("fuzz.listen", &listen, token.as_ref(), tls);
     }
     let _ = s.section::<Section>(name);
-    let _ = crate::scope::scope_of(s, name);
+    let _ = crate::scope::scope_of(s, info);
     Ok(())
 }
 

@@ -3,14 +3,14 @@
 //! A daemon crate implements [`Handler`] and its `main.rs` calls [`daemon_main`] with a
 //! factory. This crate then: parses the common flags ([`cli::CommonArgs`]), loads layered
 //! config ([`settings::Settings`]; a bad one exits 64, any other start failure 1), sets
-//! up tracing, validates the lifecycle settings ([`LifecycleConfig`], registry defaults
-//! at the bottom layer), connects to the router (reconnecting; publishes wait in an outbox file
-//! under `run/outbox/`), runs `on_start`, the periodic `run_cycle`, the subscribed event
-//! handlers (deduplicated after success, acked or nacked, kept alive with in-progress
-//! acks), the heartbeat, readiness (`sd_notify` READY and WATCHDOG while every loop
-//! progresses) and a graceful stop on SIGTERM/SIGINT. A loop that dies ends the process
-//! with exit 1. Servers that are not cycle handlers (the router itself) use the same
-//! start-up through [`service_main`].
+//! up tracing, validates the lifecycle settings ([`LifecycleConfig`], the defaults its
+//! [`DaemonInfo`] declares at the bottom layer), connects to the router (reconnecting;
+//! publishes wait in an outbox file under `run/outbox/`), runs `on_start`, the periodic
+//! `run_cycle`, the subscribed event handlers (deduplicated after success, acked or
+//! nacked, kept alive with in-progress acks), the heartbeat, readiness (`sd_notify`
+//! READY and WATCHDOG while every loop progresses) and a graceful stop on SIGTERM/SIGINT.
+//! A loop that dies ends the process with exit 1. Servers that are not cycle handlers
+//! (the router itself) use the same start-up through [`service_main`].
 //!
 //! The entry points take `Arc<dyn Handler>` / function pointers, never generics, so the
 //! runtime is compiled once for all fifty daemons.
@@ -26,6 +26,7 @@ pub mod lifecycle;
 mod liveness;
 pub mod metrics;
 mod publish;
+pub mod router_client;
 mod run;
 pub mod scope;
 pub mod settings;

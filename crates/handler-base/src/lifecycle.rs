@@ -2,23 +2,24 @@
 //! start: a bad value is a [`ConfigError`] naming the key and the value (exit 64), never
 //! a silent default.
 //!
-//! Layers (lowest first): the daemon's registry entry (the embedded `registry.toml`,
-//! looked up by the daemon's own name, so the launcher and a systemd unit start it with
-//! the same default) < /etc < `$RINGRIFT_HOME/ringrift.toml` < `--config` < `RINGRIFT_*`
+//! Layers (lowest first): the defaults the daemon declares in its [`DaemonInfo`] (equal
+//! to its registry entry's, checked by the tidy test, so the launcher and a systemd unit
+//! start it with the same default) < /etc < `$RINGRIFT_HOME/ringrift.toml` < `--config` < `RINGRIFT_*`
 //! env < `--set`. Every key but `cycle_interval_s` may be set per daemon
 //! (`[<name>] key`) or for all (top-level `key`); the per-daemon value wins.
 
-use crate::{ConfigError, Settings};
+use crate::{ConfigError, DaemonInfo, Settings};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
-/// Cycle interval of a daemon the registry gives none (the test daemon, tools).
+/// Cycle interval of a daemon that declares none (the test daemon, tools).
 pub const FALLBACK_CYCLE_INTERVAL_S: f64 = 60.0;
 
 /// The validated lifecycle settings of one daemon.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LifecycleConfig {
-    /// `<name>.cycle_interval_s`: time between `run_cycle` calls (registry default).
+    /// `<name>.cycle_interval_s`: time between `run_cycle` calls (default: the
+    /// daemon's [`DaemonInfo::cycle_interval_s`]).
     pub cycle_interval: Duration,
     /// `worker_threads` (2): tokio worker threads.
     pub worker_threads: usize,
@@ -42,18 +43,9 @@ pub struct LifecycleConfig {
     /// its supervisor restarts it or, past `max_restarts`, shows it FAILED. Meanwhile it
     /// retries with backoff and reports DEGRADED with the router's reason.
     pub subscribe_refused_exit: Duration,
-    /// Delivery scope: the registry entry's (`<name>.scope` only for a daemon the
-    /// registry does not know); names the durable consumer, see [`crate::scope`].
+    /// Delivery scope: the daemon's declared one (`<name>.scope` only for a daemon
+    /// that declares none); names the durable consumer, see [`crate::scope`].
     pub scope: crate::scope::Scope,
-}
-
-/// The registry defaults of daemon `name`, as `(key, value)` pairs for the bottom layer.
-pub fn registry_defaults(name: &str) -> Vec<(String, String)> {
-    ringrift_registry::Registry::builtin()
-        .get(name)
-        .and_then(|s| s.cycle_interval_s)
-        .map(|c| vec![(format!("{name}.cycle_interval_s"), c.to_string())])
-        .unwrap_or_default()
 }
 
 /// `<name>.<key>`, else `<key>` when `top_level`; with the key that held the value.
@@ -111,8 +103,9 @@ pub fn heartbeat_interval(s: &Settings, name: &str) -> Result<Duration, ConfigEr
 }
 
 impl LifecycleConfig {
-    /// Reads and validates the lifecycle settings of daemon `name`.
-    pub fn load(s: &Settings, name: &str) -> Result<LifecycleConfig, ConfigError> {
+    /// Reads and validates the lifecycle settings of daemon `info`.
+    pub fn load(s: &Settings, info: &DaemonInfo) -> Result<LifecycleConfig, ConfigError> {
+        let name = info.name;
         let secs = Duration::from_secs_f64;
         let ack_wait = seconds(s, name, "ack_wait_s", true)?.unwrap_or(secs(30.0));
         if ack_wait.as_millis() > u128::from(u32::MAX) {
@@ -139,7 +132,7 @@ impl LifecycleConfig {
             degraded_after_failures: u32::try_from(degraded).unwrap_or(3),
             subscribe_refused_exit: seconds(s, name, "subscribe_refused_exit_s", true)?
                 .unwrap_or(secs(300.0)),
-            scope: crate::scope::scope_of(s, name)?,
+            scope: crate::scope::scope_of(s, info)?,
         })
     }
 
@@ -160,7 +153,7 @@ mod tests {
     use super::*;
 
     fn load(toml: &str) -> Result<LifecycleConfig, ConfigError> {
-        LifecycleConfig::load(&Settings::from_toml(toml).unwrap(), "d")
+        LifecycleConfig::load(&Settings::from_toml(toml).unwrap(), &"d".into())
     }
 
     #[test]
@@ -235,13 +228,17 @@ mod tests {
     }
 
     #[test]
-    fn registry_default_is_the_bottom_layer() {
-        let defaults = registry_defaults("training_trigger");
+    fn the_declared_default_is_the_bottom_layer() {
+        const INFO: DaemonInfo = DaemonInfo {
+            cycle_interval_s: Some(45.0),
+            ..DaemonInfo::unregistered("training_trigger", "")
+        };
+        let defaults = INFO.defaults();
         assert_eq!(
             defaults,
             vec![(
                 "training_trigger.cycle_interval_s".to_owned(),
-                "60".to_owned()
+                "45".to_owned()
             )]
         );
         let dir = tempfile::tempdir().unwrap();
@@ -250,15 +247,21 @@ mod tests {
             defaults: defaults.clone(),
             ..Default::default()
         };
-        let l = LifecycleConfig::load(&Settings::load(&src).unwrap(), "training_trigger");
-        assert_eq!(l.unwrap().cycle_interval, Duration::from_secs(60));
+        let l = LifecycleConfig::load(&Settings::load(&src).unwrap(), &INFO);
+        assert_eq!(l.unwrap().cycle_interval, Duration::from_secs(45));
         std::fs::write(
             dir.path().join("ringrift.toml"),
             "[training_trigger]\ncycle_interval_s = 7\n",
         )
         .unwrap();
-        let l = LifecycleConfig::load(&Settings::load(&src).unwrap(), "training_trigger");
+        let l = LifecycleConfig::load(&Settings::load(&src).unwrap(), &INFO);
         assert_eq!(l.unwrap().cycle_interval, Duration::from_secs(7));
-        assert!(registry_defaults("test_daemon").is_empty());
+        let bare = DaemonInfo::from("test_daemon");
+        assert!(bare.defaults().is_empty());
+        let l = LifecycleConfig::load(&Settings::from_toml("").unwrap(), &bare);
+        assert_eq!(
+            l.unwrap().cycle_interval,
+            Duration::from_secs_f64(FALLBACK_CYCLE_INTERVAL_S)
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! publisher's state does to the daemon's health.
 
 use crate::health::{HealthCheckResult, HealthStatus};
+use crate::router_client::{ClientError, Publisher};
 use ringrift_proto::{Event, wire::event::Payload};
-use router_client::{ClientError, Publisher};
 use std::sync::{Arc, Mutex};
 
 /// Where a daemon's events go.

@@ -1,14 +1,14 @@
 //! The process lifecycle: start-up sequence, the cycle/event/heartbeat tasks, and stop.
 
-use crate::lifecycle::{LifecycleConfig, registry_defaults};
+use crate::lifecycle::LifecycleConfig;
 use crate::liveness::{Liveness, Pulse};
 use crate::publish::{Publish, Recorded};
+use crate::router_client::{Client, ClientError, Publisher};
 use crate::{
     CommonArgs, Dedup, EXIT_CONFIG, ErrorLog, HealthCheckResult, HealthStatus, Settings, settings,
 };
 use clap::{CommandFactory, FromArgMatches};
 use ringrift_proto::{Event, EventType, wire};
-use router_client::{Client, ClientError, Publisher};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -17,13 +17,49 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Static facts about a daemon binary.
+/// Static facts about a daemon binary, declared by its crate (`pub const INFO`). The
+/// registry states `cycle_interval_s` and `scope` again for the launcher and systemd;
+/// the tidy test keeps the two equal, so handler-base needs no registry.
 #[derive(Debug, Clone, Copy)]
 pub struct DaemonInfo {
     /// Registry name, e.g. `auto_sync`.
     pub name: &'static str,
     /// One line for `--help`.
     pub about: &'static str,
+    /// The default `<name>.cycle_interval_s` (the bottom settings layer). `None`: no
+    /// cycle of its own (the router) or a daemon the registry does not know; then
+    /// [`crate::lifecycle::FALLBACK_CYCLE_INTERVAL_S`].
+    pub cycle_interval_s: Option<f64>,
+    /// Delivery scope ([`crate::scope`]). `None`: a daemon the registry does not know
+    /// (the test daemon, tools), which reads `<name>.scope` instead, default cluster.
+    pub scope: Option<crate::scope::Scope>,
+}
+
+impl DaemonInfo {
+    /// A daemon the registry does not know: no default interval, scope from settings.
+    pub const fn unregistered(name: &'static str, about: &'static str) -> DaemonInfo {
+        DaemonInfo {
+            name,
+            about,
+            cycle_interval_s: None,
+            scope: None,
+        }
+    }
+
+    /// The bottom settings layer: `(key, value)` pairs of the declared defaults.
+    pub fn defaults(&self) -> Vec<(String, String)> {
+        self.cycle_interval_s
+            .map(|c| vec![(format!("{}.cycle_interval_s", self.name), c.to_string())])
+            .unwrap_or_default()
+    }
+}
+
+/// A bare name is a daemon the registry does not know ([`DaemonInfo::unregistered`]):
+/// for tests and tools that give a name only.
+impl From<&'static str> for DaemonInfo {
+    fn from(name: &'static str) -> DaemonInfo {
+        DaemonInfo::unregistered(name, "")
+    }
 }
 
 /// The periodic work and event reactions of one daemon.
@@ -118,23 +154,26 @@ impl Context {
     }
 
     /// A context for in-process tests of a daemon's `build` and `Handler`: home `home`,
-    /// settings from `toml` over the daemon's registry defaults, lifecycle validated as
+    /// settings from `toml` over the daemon's declared defaults (`info`: its `INFO`, or a
+    /// bare name for a daemon the registry does not know), lifecycle validated as
     /// at start, and a publisher that records (the returned handle reads it). The router
     /// client is lazy and points at 127.0.0.1:1 (nothing); [`Context::with_router`]
     /// points it at a router, e.g. one started in process by the router's tests harness.
     /// Needs a tokio runtime (the lazy client spawns its worker).
     pub fn for_test(
-        name: &'static str,
+        info: impl Into<DaemonInfo>,
         home: &Path,
         toml: &str,
     ) -> anyhow::Result<(Context, Recorded)> {
+        let info = info.into();
+        let name = info.name;
         let settings = Settings::load(&settings::Sources {
             home: home.to_owned(),
-            defaults: registry_defaults(name),
+            defaults: info.defaults(),
             extra_toml: Some(toml.to_owned()),
             ..Default::default()
         })?;
-        let lifecycle = LifecycleConfig::load(&settings, name)?;
+        let lifecycle = LifecycleConfig::load(&settings, &info)?;
         let recorded = Recorded::default();
         let router_addr = "127.0.0.1:1".to_owned();
         let ctx = Context {
@@ -143,7 +182,7 @@ impl Context {
             home: home.to_owned(),
             settings,
             lifecycle,
-            client: router_client::connect_lazy(&router_addr)?,
+            client: crate::router_client::connect_lazy(&router_addr)?,
             router_addr,
             publisher: Arc::new(recorded.clone()),
             errors: ErrorLog::new(50),
@@ -156,7 +195,7 @@ impl Context {
 
     /// This context with its router client connected to `addr` (tests).
     pub fn with_router(mut self, addr: &str) -> Result<Context, ClientError> {
-        self.client = router_client::connect_lazy(addr)?;
+        self.client = crate::router_client::connect_lazy(addr)?;
         self.router_addr = addr.to_owned();
         Ok(self)
     }
@@ -197,17 +236,18 @@ impl ServiceContext {
 
     /// A service context for in-process tests: home `home`, settings from `toml`.
     pub fn for_test(
-        name: &'static str,
+        info: impl Into<DaemonInfo>,
         home: &Path,
         toml: &str,
         shutdown: CancellationToken,
     ) -> anyhow::Result<ServiceContext> {
+        let info = info.into();
         let settings = Settings::from_toml(toml)?;
         Ok(ServiceContext {
-            name,
+            name: info.name,
             node: "test".into(),
             home: home.to_owned(),
-            lifecycle: LifecycleConfig::load(&settings, name)?,
+            lifecycle: LifecycleConfig::load(&settings, &info)?,
             settings,
             shutdown,
             once: false,
@@ -243,10 +283,10 @@ fn boot(info: DaemonInfo) -> Result<Boot, ExitCode> {
     let overrides = args.overrides().map_err(fail)?;
     let settings = Settings::load(
         &settings::Sources::standard(&home, args.config.clone(), overrides)
-            .with_defaults(registry_defaults(info.name)),
+            .with_defaults(info.defaults()),
     )
     .map_err(|e| fail(e.to_string()))?;
-    let lifecycle = LifecycleConfig::load(&settings, info.name).map_err(|e| fail(e.to_string()))?;
+    let lifecycle = LifecycleConfig::load(&settings, &info).map_err(|e| fail(e.to_string()))?;
     init_tracing(&settings);
     std::fs::create_dir_all(&home).map_err(|e| {
         eprintln!(
@@ -419,7 +459,7 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let client = match router_client::connect_lazy_with(&router_addr, bearer) {
+    let client = match crate::router_client::connect_lazy_with(&router_addr, bearer) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ringrift-{}: {e}", info.name.replace('_', "-"));
@@ -490,7 +530,7 @@ async fn run_daemon(info: DaemonInfo, factory: Factory, b: Boot, router_addr: St
         live.register("cycle"),
     ));
     let subs = handler.subscriptions();
-    let refusal = router_client::Refusal::default();
+    let refusal = crate::router_client::Refusal::default();
     if !subs.is_empty() {
         tasks.spawn(event_loop(
             handler.clone(),
@@ -610,7 +650,7 @@ async fn event_loop(
     types: Vec<EventType>,
     life: Arc<LifecycleConfig>,
     live: Arc<Liveness>,
-    refusal: router_client::Refusal,
+    refusal: crate::router_client::Refusal,
 ) {
     let req = wire::SubscribeRequest {
         consumer: crate::scope::consumer(&ctx),
@@ -632,7 +672,7 @@ async fn event_loop(
         }
     };
     let mut refused_backoff =
-        router_client::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        crate::router_client::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut gave_up = false;
     let acker = sub.acker();
     let shared = Arc::new(Lanes {
@@ -721,7 +761,7 @@ async fn lane_worker(
     h: Arc<dyn Handler>,
     ctx: Context,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-    acker: router_client::Acker,
+    acker: crate::router_client::Acker,
     shared: Arc<Lanes>,
     pulse: Arc<Pulse>,
 ) {
@@ -804,7 +844,7 @@ async fn lane_worker(
 /// queued for its lane (reported as queued: not started), so its ack-wait clock does not
 /// run out meanwhile.
 async fn progress_loop(
-    acker: router_client::Acker,
+    acker: crate::router_client::Acker,
     shared: Arc<Lanes>,
     every: Duration,
     shutdown: CancellationToken,
@@ -868,7 +908,11 @@ pub fn health_of(h: &dyn Handler, errors: &ErrorLog, degraded_after: u32) -> Hea
 
 /// A daemon whose subscription the router refuses is DEGRADED with the router's reason
 /// (detail `subscribe_refused`) and says when it gives up; worse states stay.
-fn refusal_health(h: &mut HealthCheckResult, r: &router_client::Refusal, exit_after: Duration) {
+fn refusal_health(
+    h: &mut HealthCheckResult,
+    r: &crate::router_client::Refusal,
+    exit_after: Duration,
+) {
     let Some((lasted, why)) = r.get() else {
         return;
     };
@@ -889,7 +933,7 @@ async fn heartbeat_loop(
     every: Duration,
     started: Instant,
     live: Arc<Liveness>,
-    refusal: router_client::Refusal,
+    refusal: crate::router_client::Refusal,
 ) {
     let mut tick = tokio::time::interval(every);
     loop {
@@ -963,7 +1007,7 @@ mod tests {
 
     #[test]
     fn a_refused_subscription_turns_health_degraded_with_the_reason() {
-        let r = router_client::Refusal::default();
+        let r = crate::router_client::Refusal::default();
         let mut h = HealthCheckResult::running("ok");
         refusal_health(&mut h, &r, Duration::from_secs(300));
         assert_eq!(h, HealthCheckResult::running("ok"), "no refusal, no change");

@@ -1,8 +1,8 @@
 //! Delivery scope: which durable consumer a daemon's copy on this node reads its events
 //! through, and when it pulls.
 //!
-//! The scope is the daemon's registry entry (`scope = "node" | "cluster"`, read from the
-//! embedded registry by the binary itself, like its default cycle interval):
+//! The scope is declared by the daemon's crate in its [`DaemonInfo`] (equal to its
+//! registry entry's `scope = "node" | "cluster"`, checked by the tidy test):
 //! * `node`: consumer `<daemon>@<node>`, so on a shared log (JetStream) every node's copy
 //!   gets every event. On a node-local SQLite log that name is new for a home whose
 //!   router already has the consumer `<daemon>` of an older build: the first subscribe
@@ -13,24 +13,24 @@
 //!   this node leads, so a follower never takes (and acks or burns a delivery of) an event
 //!   the leader must handle.
 //!
-//! A daemon the registry does not know (the test daemon, tools) reads `<daemon>.scope`
-//! instead, default `cluster`: its consumer keeps the bare name it always had (one
-//! process per home). A registered daemon's scope is not a setting.
+//! A daemon that declares no scope (the test daemon, tools: the registry does not know
+//! them) reads `<daemon>.scope` instead, default `cluster`: its consumer keeps the bare
+//! name it always had (one process per home). A declared scope is not a setting.
 
-use crate::{ConfigError, Context, Handler, Settings};
+use crate::router_client::{Backoff, Refusal, Subscription};
+use crate::{ConfigError, Context, DaemonInfo, Handler, Settings};
 use ringrift_proto::wire::{self, subscribe_request::Start};
-use router_client::{Backoff, Refusal, Subscription};
 use std::time::Duration;
 
-pub use ringrift_registry::Scope;
+pub use ringrift_proto::Scope;
 
-/// The delivery scope of daemon `name` (see the module doc).
-pub fn scope_of(settings: &Settings, name: &str) -> Result<Scope, ConfigError> {
-    let key = format!("{name}.scope");
+/// The delivery scope of daemon `info` (see the module doc).
+pub fn scope_of(settings: &Settings, info: &DaemonInfo) -> Result<Scope, ConfigError> {
+    let key = format!("{}.scope", info.name);
     let set = settings.get::<String>(&key)?;
-    match (ringrift_registry::Registry::builtin().scope_of(name), set) {
+    match (info.scope, set) {
         (Some(_), Some(v)) => Err(ConfigError::Invalid(format!(
-            "{key} = {v:?}: the scope of a registered daemon is its registry entry's, not a setting"
+            "{key} = {v:?}: the scope of a registered daemon is its registry entry's (declared in its DaemonInfo), not a setting"
         ))),
         (Some(s), None) => Ok(s),
         (None, None) => Ok(Scope::Cluster),
@@ -100,7 +100,7 @@ pub(crate) async fn subscription(
                     }
                     break;
                 }
-                Err(e) if !router_client::retriable(&e) => {
+                Err(e) if !crate::router_client::retriable(&e) => {
                     refusal.set(format!(
                         "router stats (consumer position): {:?}: {}",
                         e.code(),
@@ -166,30 +166,41 @@ mod tests {
         }
     }
 
+    const MODEL_SYNC: DaemonInfo = DaemonInfo {
+        scope: Some(Scope::Node),
+        ..DaemonInfo::unregistered("model_sync", "")
+    };
+    const PROMOTION: DaemonInfo = DaemonInfo {
+        scope: Some(Scope::Cluster),
+        ..DaemonInfo::unregistered("unified_promotion", "")
+    };
+
     #[test]
-    fn consumer_names_follow_the_registry_scope() {
+    fn consumer_names_follow_the_declared_scope() {
         let s = Settings::from_toml("").unwrap();
-        let name = |d: &str| consumer_name(d, "n2", scope_of(&s, d).unwrap());
-        assert_eq!(name("model_sync"), "model_sync@n2");
-        assert_eq!(name("npz_distribution"), "npz_distribution@n2");
-        assert_eq!(name("queue_populator"), "queue_populator@n2");
-        assert_eq!(name("unified_promotion"), "unified_promotion");
-        assert_eq!(name("tournament_daemon"), "tournament_daemon");
-        assert_eq!(name("test_daemon"), "test_daemon", "unregistered: cluster");
+        let name = |d: DaemonInfo| consumer_name(d.name, "n2", scope_of(&s, &d).unwrap());
+        assert_eq!(name(MODEL_SYNC), "model_sync@n2");
+        assert_eq!(name(PROMOTION), "unified_promotion");
+        assert_eq!(
+            name("test_daemon".into()),
+            "test_daemon",
+            "unregistered: cluster"
+        );
     }
 
     #[test]
     fn only_an_unregistered_daemon_sets_its_scope() {
+        let td = DaemonInfo::from("test_daemon");
         let s = Settings::from_toml("[test_daemon]\nscope = \"node\"\n").unwrap();
-        assert_eq!(scope_of(&s, "test_daemon").unwrap(), Scope::Node);
+        assert_eq!(scope_of(&s, &td).unwrap(), Scope::Node);
         let s = Settings::from_toml("[test_daemon]\nscope = \"everywhere\"\n").unwrap();
-        let e = scope_of(&s, "test_daemon").unwrap_err().to_string();
+        let e = scope_of(&s, &td).unwrap_err().to_string();
         assert!(
             e.contains("test_daemon.scope") && e.contains("everywhere"),
             "{e}"
         );
         let s = Settings::from_toml("[model_sync]\nscope = \"cluster\"\n").unwrap();
-        let e = scope_of(&s, "model_sync").unwrap_err().to_string();
+        let e = scope_of(&s, &MODEL_SYNC).unwrap_err().to_string();
         assert!(
             e.contains("model_sync.scope") && e.contains("registry"),
             "{e}"

@@ -1,5 +1,6 @@
-//! Layered configuration: defaults (the registry's, see [`crate::lifecycle`]) < /etc/ringrift/ringrift.toml <
-//! $RINGRIFT_HOME/ringrift.toml < `--config FILE` < RINGRIFT_* env < `--set` flags.
+//! Layered configuration: defaults (the daemon's declared ones, see [`crate::lifecycle`])
+//! < /etc/ringrift/ringrift.toml < $RINGRIFT_HOME/ringrift.toml < `--config FILE` <
+//! RINGRIFT_* env < `--set` flags.
 //!
 //! Env keys use `__` between section and key: `RINGRIFT_AUTO_EXPORT__THRESHOLD=100` is
 //! `auto_export.threshold`. The environment is passed in as a map so tests never touch
@@ -54,7 +55,7 @@ pub struct Settings {
 /// Where the layers come from.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
-    /// The bottom layer, below every file: `(key, value)` (registry defaults).
+    /// The bottom layer, below every file: `(key, value)` (the daemon's declared defaults).
     pub defaults: Vec<(String, String)>,
     pub system_file: Option<PathBuf>,
     pub home: PathBuf,

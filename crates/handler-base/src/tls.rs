@@ -8,11 +8,11 @@
 //! connection and, with TLS, the handshake in its own task under a deadline (a client
 //! that stalls or speaks plaintext delays nobody else). The result serves axum
 //! (`axum::serve::Listener`) and tonic (`serve_with_incoming`) alike. The rustls configs
-//! themselves are built in `router_client::tls`.
+//! themselves are built in `crate::router_client::tls`.
 
 use crate::ConfigError;
+use crate::router_client::tls::ClientTls;
 use crate::settings::Settings;
-use router_client::tls::ClientTls;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -64,9 +64,11 @@ impl Tls {
         let allow_plaintext = settings
             .get::<bool>("tls.allow_plaintext")?
             .unwrap_or(false);
-        let usage = |e: router_client::tls::TlsError| ConfigError::Usage(e.to_string());
+        let usage = |e: crate::router_client::tls::TlsError| ConfigError::Usage(e.to_string());
         let server = match (&cert, &key) {
-            (Some(c), Some(k)) => Some(router_client::tls::server_config(c, k).map_err(usage)?),
+            (Some(c), Some(k)) => {
+                Some(crate::router_client::tls::server_config(c, k).map_err(usage)?)
+            }
             (None, None) => None,
             (Some(_), None) => {
                 return Err(ConfigError::Usage(
@@ -111,7 +113,7 @@ impl Tls {
     }
 
     /// The credentials of our clients: the token (if any) and this TLS.
-    pub fn bearer(&self, token: Option<&crate::auth::Token>) -> router_client::Bearer {
+    pub fn bearer(&self, token: Option<&crate::auth::Token>) -> crate::router_client::Bearer {
         crate::auth::Token::bearer(token).with_tls(self.client.clone(), self.allow_plaintext)
     }
 

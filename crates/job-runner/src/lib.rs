@@ -368,7 +368,8 @@ impl JobRunner {
     /// Opens (or creates) the job table at `db_path`, e.g. `$RINGRIFT_HOME/run/jobs.db`.
     pub fn open(db_path: &Path) -> Result<Self, JobError> {
         Ok(JobRunner {
-            db: ringrift_store::db::SharedDb::open(db_path, MIGRATIONS)?,
+            db: ringrift_store::db::SharedDb::open(db_path, MIGRATIONS)
+                .map_err(StoreError::from)?,
             children: Arc::new(Mutex::new(HashMap::new())),
             starting: Arc::new(Mutex::new(())),
             timeout_bin: find_in_path("timeout"),

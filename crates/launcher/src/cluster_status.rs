@@ -10,7 +10,10 @@ use ringrift_cluster::view::ClusterStatus;
 pub use ringrift_cluster::view::NodeRow as Row;
 
 /// Asks every node; rows in cluster.toml order.
-pub async fn collect(cluster: &ClusterConfig, bearer: router_client::Bearer) -> Vec<Row> {
+pub async fn collect(
+    cluster: &ClusterConfig,
+    bearer: handler_base::router_client::Bearer,
+) -> Vec<Row> {
     let limit = cluster.timeouts.rpc_timeout;
     let mut set = tokio::task::JoinSet::new();
     for (i, n) in cluster.nodes.iter().enumerate() {
@@ -131,7 +134,7 @@ mod tests {
         let toml = "[membership]\nrpc_timeout_s = 1\n\n[[node]]\nname = \"a\"\nroles = [\"coordinator\"]\naddress = \"127.0.0.1\"\nports = { p2p = 1 }\n";
         let cluster =
             ClusterConfig::parse(toml, std::path::Path::new("cluster.toml"), "a").unwrap();
-        let rows = collect(&cluster, router_client::Bearer::none()).await;
+        let rows = collect(&cluster, handler_base::router_client::Bearer::none()).await;
         assert_eq!(rows.len(), 1);
         assert!(rows[0].info.is_none());
         assert!(rows[0].error.contains("127.0.0.1:1"), "{rows:?}");

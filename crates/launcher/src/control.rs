@@ -160,12 +160,15 @@ pub async fn serve(
 pub type Client = SupervisorClient<
     tonic::service::interceptor::InterceptedService<
         tonic::transport::Channel,
-        router_client::Bearer,
+        handler_base::router_client::Bearer,
     >,
 >;
 
 /// Connects to a running launcher or says clearly that none runs there.
-pub async fn connect(addr: &str, bearer: router_client::Bearer) -> anyhow::Result<Client> {
+pub async fn connect(
+    addr: &str,
+    bearer: handler_base::router_client::Bearer,
+) -> anyhow::Result<Client> {
     let ep = bearer.endpoint(addr)?;
     match ep.connect().await {
         Ok(ch) => Ok(SupervisorClient::with_interceptor(ch, bearer)),

@@ -426,13 +426,7 @@ fn plan(
     if let Some(p) = profile_name {
         tracing::info!(profile = %p, daemons = out.len(), "plan ready");
     }
-    // health_server needs to know which daemons it should see.
-    let expect: Vec<String> = out.iter().map(|p| p.spec.name.clone()).collect();
-    for p in out.iter_mut().filter(|p| p.spec.name == "health_server") {
-        p.args.push("--set".into());
-        p.args
-            .push(format!("health_server.expect={}", expect.join(",")));
-    }
+    supervise::pass_the_plan(&mut out);
     Ok((out, warnings, profile_configs))
 }
 

@@ -17,7 +17,7 @@
 use crate::logs::LogSink;
 use ringrift_proto::Event;
 use ringrift_proto::wire::{self, DaemonState};
-use ringrift_registry::DaemonSpec;
+use ringrift_registry::{DaemonSpec, ROUTER};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -92,6 +92,17 @@ pub struct Planned {
     pub deps: Vec<String>,
 }
 
+/// Tells each daemon that reports on the others (`expects_plan` in the registry: the
+/// health server) which daemons the plan holds: `--set <name>.expect=<a,b,...>`.
+pub fn pass_the_plan(plan: &mut [Planned]) {
+    let expect: Vec<String> = plan.iter().map(|p| p.spec.name.clone()).collect();
+    for p in plan.iter_mut().filter(|p| p.spec.expects_plan) {
+        p.args.push("--set".into());
+        p.args
+            .push(format!("{}.expect={}", p.spec.name, expect.join(",")));
+    }
+}
+
 #[derive(Debug)]
 pub enum Control {
     Stop,
@@ -122,7 +133,7 @@ pub struct Shared {
     /// The shared token: sent to the router, handed to children as `RINGRIFT_TOKEN`.
     token: Option<handler_base::auth::Token>,
     /// The launcher's client credentials (the token and `[tls]`), for the router.
-    bearer: router_client::Bearer,
+    bearer: handler_base::router_client::Bearer,
     pub home: PathBuf,
     pub cfg: LauncherConfig,
     pub configs: Option<String>,
@@ -140,7 +151,7 @@ pub struct Shared {
 /// its address); replaced, never duplicated, only if the address changes.
 #[derive(Default)]
 struct EventSink {
-    publisher: Option<router_client::Publisher>,
+    publisher: Option<handler_base::router_client::Publisher>,
     pending: Vec<Event>,
     addr: Option<String>,
     heartbeats: Option<tokio::task::AbortHandle>,
@@ -237,7 +248,7 @@ impl Shared {
             .unwrap_or(ready_at)
             .max(ready_at)
             .max(since);
-        let evidence = if name == "event_router" {
+        let evidence = if name == ROUTER {
             Instant::now()
         } else {
             last_any?
@@ -300,7 +311,7 @@ impl Shared {
     /// changed) connects the publisher, flushes held events and returns the client for
     /// the heartbeat subscription; after a router restart at the same address the
     /// existing publisher and subscription reconnect by themselves and `None` is returned.
-    pub fn router_ready(&self, addr: String) -> Option<router_client::Client> {
+    pub fn router_ready(&self, addr: String) -> Option<handler_base::router_client::Client> {
         self.feed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -311,7 +322,7 @@ impl Shared {
             return None;
         }
         let bearer = self.bearer.clone();
-        let client = match router_client::connect_lazy_with(&addr, bearer) {
+        let client = match handler_base::router_client::connect_lazy_with(&addr, bearer) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot use the router's address");
@@ -324,7 +335,7 @@ impl Shared {
         // `launcher@<node>`: the health server of each node counts only its own node's
         // lifecycle events (on a shared log it receives every node's).
         let source = format!("launcher@{}", self.node);
-        let p = router_client::Publisher::spawn(client.clone(), source, 10_000);
+        let p = handler_base::router_client::Publisher::spawn(client.clone(), source, 10_000);
         for ev in s.pending.drain(..) {
             let _ = p.publish(ev);
         }
@@ -362,7 +373,7 @@ fn lifecycle(
 /// (the token and `[tls]`, for the router).
 pub struct Credentials {
     pub token: Option<handler_base::auth::Token>,
-    pub bearer: router_client::Bearer,
+    pub bearer: handler_base::router_client::Bearer,
 }
 
 /// Builds the shared state and the per-daemon control receivers.
@@ -687,10 +698,10 @@ async fn run_once(
     let _cleanup = RemoveOnDrop(sock_path.clone());
     let mut cmd = tokio::process::Command::new(&p.binary);
     cmd.arg("--home").arg(&sh.home);
-    match (sh.router_addr(), name == "event_router") {
+    match (sh.router_addr(), name == ROUTER) {
         // A restarted router keeps the address its clients already use.
         (Some(addr), true) => {
-            cmd.arg("--set").arg(format!("event_router.listen={addr}"));
+            cmd.arg("--set").arg(format!("{ROUTER}.listen={addr}"));
         }
         (Some(addr), false) if !p.spec.standalone => {
             cmd.arg("--router").arg(addr);
@@ -773,7 +784,7 @@ async fn run_once(
                     if ready_at.is_none() && msg.lines().any(|l| l.trim() == "READY=1") {
                         ready_at = Some(Instant::now());
                         tracing::info!(daemon = %name, pid, ready_ms = started.elapsed().as_millis() as u64, "ready");
-                        if name == "event_router" {
+                        if name == ROUTER {
                             on_router_ready(sh);
                         }
                         sh.update(name, |e| { e.state = DaemonState::Ready; e.since = Some(Instant::now()); });
@@ -823,8 +834,8 @@ async fn run_once(
 }
 
 fn on_router_ready(sh: &Arc<Shared>) {
-    let Some(addr) = handler_base::read_addr_file(&sh.home, "event_router") else {
-        tracing::error!("router is ready but run/event_router.addr is missing");
+    let Some(addr) = handler_base::read_addr_file(&sh.home, ROUTER) else {
+        tracing::error!("router is ready but run/{ROUTER}.addr is missing");
         return;
     };
     let Some(client) = sh.router_ready(addr) else {
@@ -842,10 +853,13 @@ fn on_router_ready(sh: &Arc<Shared>) {
         };
         // A refused subscription (the router wants another token) is retried with
         // backoff for as long as the launcher runs: the feed never ends by itself.
-        let mut backoff =
-            router_client::Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
+        let mut backoff = handler_base::router_client::Backoff::new(
+            Duration::from_millis(250),
+            Duration::from_secs(15),
+        );
         loop {
-            let mut sub = router_client::Subscription::new(client.clone(), req.clone());
+            let mut sub =
+                handler_base::router_client::Subscription::new(client.clone(), req.clone());
             loop {
                 match sub.next().await {
                     Ok(ev) => {
@@ -854,7 +868,7 @@ fn on_router_ready(sh: &Arc<Shared>) {
                             sh.heartbeat(hb);
                         }
                     }
-                    Err(router_client::ClientError::Rpc(s)) => {
+                    Err(handler_base::router_client::ClientError::Rpc(s)) => {
                         sh.feed_refused(format!("{:?}: {}", s.code(), s.message()));
                         break;
                     }
@@ -975,6 +989,53 @@ mod tests {
         );
         let reg = ringrift_registry::Registry::from_toml(&toml).expect("registry");
         reg.get("d").expect("d").clone()
+    }
+
+    /// The registry's `expects_plan` (not a daemon's name) decides who is told the plan.
+    #[test]
+    fn the_plan_goes_to_the_daemons_that_expect_it() {
+        let reg = ringrift_registry::Registry::from_toml(
+            "[[daemon]]\nname = \"event_router\"\ncategory = \"event\"\n\n\
+             [[daemon]]\nname = \"watcher\"\ncategory = \"health\"\nexpects_plan = true\n\n\
+             [[daemon]]\nname = \"d\"\ncategory = \"test\"\n",
+        )
+        .expect("registry");
+        let mut plan: Vec<Planned> = reg
+            .daemons()
+            .map(|s| Planned {
+                spec: s.clone(),
+                binary: PathBuf::from("/bin/true"),
+                args: Vec::new(),
+                env: Vec::new(),
+                deps: s.deps(),
+            })
+            .collect();
+        pass_the_plan(&mut plan);
+        let args: Vec<(&str, Vec<String>)> = plan
+            .iter()
+            .map(|p| (p.spec.name.as_str(), p.args.clone()))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                ("event_router", vec![]),
+                (
+                    "watcher",
+                    vec![
+                        "--set".into(),
+                        "watcher.expect=event_router,watcher,d".into()
+                    ]
+                ),
+                ("d", vec![]),
+            ]
+        );
+        let builtin = ringrift_registry::Registry::builtin();
+        let expecting: Vec<&str> = builtin
+            .daemons()
+            .filter(|s| s.expects_plan)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(expecting, ["health_server"]);
     }
 
     #[test]

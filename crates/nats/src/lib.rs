@@ -27,7 +27,7 @@ fn in_clear(server: &str) -> bool {
         return false;
     };
     let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
-    !router_client::tls::is_local_host(host)
+    !handler_base::router_client::tls::is_local_host(host)
 }
 
 /// How [`connect`] treats the first connection.
@@ -83,20 +83,21 @@ pub async fn connect(
     if let Some(ca) = &auth.tls_ca {
         // Read off the runtime: a small file, but the rule holds.
         let path = ca.clone();
-        let tls =
-            tokio::task::spawn_blocking(move || router_client::tls::ClientTls::from_ca_file(&path))
-                .await
-                .map_err(|e| NatsError::Connect {
-                    servers: joined.clone(),
-                    reason: e.to_string(),
-                })?
-                .map_err(|mut e| {
-                    e.key = "events.tls_ca";
-                    NatsError::Connect {
-                        servers: joined.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+        let tls = tokio::task::spawn_blocking(move || {
+            handler_base::router_client::tls::ClientTls::from_ca_file(&path)
+        })
+        .await
+        .map_err(|e| NatsError::Connect {
+            servers: joined.clone(),
+            reason: e.to_string(),
+        })?
+        .map_err(|mut e| {
+            e.key = "events.tls_ca";
+            NatsError::Connect {
+                servers: joined.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         opts = opts
             .tls_client_config((*tls.rustls()).clone())
             .require_tls(true);

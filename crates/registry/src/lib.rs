@@ -25,28 +25,9 @@ pub enum RegistryError {
     Profile { name: String, error: String },
 }
 
-/// Who receives a daemon's events when copies of it run on several nodes of one event
-/// log (JetStream): the name of the durable consumer each copy reads through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Each node's copy has its own durable consumer `<daemon>@<node>` and sees every
-    /// event: the daemon acts on this node's files or state (sync, monitors, local
-    /// caches, the state a future leader needs).
-    Node,
-    /// One durable consumer `<daemon>` serves the cluster: each event reaches one copy.
-    /// For a leader duty only the leader's copy pulls (see handler-base's `pull_gate`).
-    Cluster,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Node => "node",
-            Scope::Cluster => "cluster",
-        }
-    }
-}
+/// Delivery scope of a daemon (defined with the wire types, declared again by each
+/// daemon's `DaemonInfo`; the tidy test keeps them equal).
+pub use ringrift_proto::Scope;
 
 fn yes() -> bool {
     true
@@ -57,6 +38,11 @@ fn five() -> u32 {
 fn thirty() -> f64 {
     30.0
 }
+
+/// The event bus's registry name: every daemon not `standalone` depends on it, and the
+/// launcher gives the others its address, keeps its listen address across its restarts
+/// and reads the heartbeat feed from it. The one place that names it.
+pub const ROUTER: &str = "event_router";
 
 /// One daemon as the registry describes it.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -70,7 +56,7 @@ pub struct DaemonSpec {
     /// Binary name; default `ringrift-<name with dashes>`.
     #[serde(default)]
     binary: Option<String>,
-    /// Extra dependencies; `event_router` is implicit unless `standalone`.
+    /// Extra dependencies; the router ([`ROUTER`]) is implicit unless `standalone`.
     #[serde(default)]
     pub depends_on: Vec<String>,
     #[serde(default = "yes")]
@@ -80,7 +66,8 @@ pub struct DaemonSpec {
     #[serde(default = "thirty")]
     pub health_check_interval_s: f64,
     /// The default cycle interval: the bottom config layer of the daemon's
-    /// `<name>.cycle_interval_s`, read by handler-base from the embedded registry.
+    /// `<name>.cycle_interval_s`. The daemon's crate declares the same value in its
+    /// `DaemonInfo`, which its binary runs with; the tidy test keeps the two equal.
     #[serde(default)]
     pub cycle_interval_s: Option<f64>,
     /// Deprecated name: resolves to this daemon with a warning.
@@ -95,6 +82,10 @@ pub struct DaemonSpec {
     /// True: does not need the event router (test daemons, benches).
     #[serde(default)]
     pub standalone: bool,
+    /// True: the launcher passes `<name>.expect=<every daemon of the plan>` (the health
+    /// server: the daemons it should see).
+    #[serde(default)]
+    pub expects_plan: bool,
     /// Delivery scope of the daemon's events; required on every daemon (not on an
     /// alias, which has its target's): [`Registry::validate`] reports a missing one.
     #[serde(default)]
@@ -120,13 +111,13 @@ impl DaemonSpec {
     /// All dependencies, the implicit router first.
     pub fn deps(&self) -> Vec<String> {
         let mut v = Vec::new();
-        if !self.standalone && self.name != "event_router" {
-            v.push("event_router".to_owned());
+        if !self.standalone && self.name != ROUTER {
+            v.push(ROUTER.to_owned());
         }
         v.extend(
             self.depends_on
                 .iter()
-                .filter(|d| d.as_str() != "event_router")
+                .filter(|d| d.as_str() != ROUTER)
                 .cloned(),
         );
         v

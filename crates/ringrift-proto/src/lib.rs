@@ -11,8 +11,10 @@ pub mod wire {
 }
 
 mod event;
+mod scope;
 
 pub use event::{Event, EventError, MAX_EVENT_BYTES, event_id_of, payload_to_json, type_name};
+pub use scope::Scope;
 pub use wire::{EventType, HealthStatus};
 
 /// How a router's RESOURCE_EXHAUSTED message starts when its event log's disk is full:

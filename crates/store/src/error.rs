@@ -8,6 +8,28 @@ impl From<ringrift_contracts::config_key::InvalidConfigKey> for StoreError {
     }
 }
 
+impl From<ringrift_sqlite::SqliteError> for StoreError {
+    fn from(e: ringrift_sqlite::SqliteError) -> Self {
+        use ringrift_sqlite::SqliteError as E;
+        match e {
+            E::Sqlite { path, source } => StoreError::Sqlite { path, source },
+            E::Io {
+                action,
+                path,
+                source,
+            } => StoreError::Io {
+                action,
+                path,
+                source,
+            },
+            E::SchemaTooNew { path, found, known } => {
+                StoreError::SchemaTooNew { path, found, known }
+            }
+            E::NotUtf8 { path } => StoreError::Invalid(format!("{} is not UTF-8", path.display())),
+        }
+    }
+}
+
 /// Errors of every store. Callers tell apart bad input (`InvalidConfigKey`, `Corrupt`,
 /// `NotFound`) from environment failures (`Sqlite`, `Io`).
 #[derive(Debug, thiserror::Error)]

@@ -36,10 +36,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub const INFO: DaemonInfo = DaemonInfo {
-    name: "test_daemon",
-    about: "Test daemon: records its lifecycle, crashes on command",
-};
+/// Not in the registry: no default interval, its scope a setting (`test_daemon.scope`).
+pub const INFO: DaemonInfo = DaemonInfo::unregistered(
+    "test_daemon",
+    "Test daemon: records its lifecycle, crashes on command",
+);
 
 /// [`INFO`], named after the file it was run as: through a link named
 /// `ringrift-test-daemon-<x>` (lower case, digits, dashes) it is daemon `test_daemon_<x>`,
@@ -175,7 +176,7 @@ impl TestDaemon {
             "{what} {} {} {}{}{extra}\n",
             self.cfg.instance,
             std::process::id(),
-            router_client::now_ms(),
+            handler_base::router_client::now_ms(),
             if extra.is_empty() { "" } else { " " },
         );
         if let Ok(mut f) = std::fs::OpenOptions::new()

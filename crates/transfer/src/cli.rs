@@ -77,7 +77,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ca = args
         .ca
         .as_deref()
-        .map(router_client::tls::ClientTls::from_ca_file)
+        .map(handler_base::router_client::tls::ClientTls::from_ca_file)
         .transpose()?;
     let client = DataClient::with_tls(
         args.token.as_deref(),

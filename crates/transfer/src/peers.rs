@@ -96,7 +96,7 @@ impl DataClient {
     pub fn with_tls(
         token: Option<&str>,
         timeout: Duration,
-        tls: Option<&router_client::tls::ClientTls>,
+        tls: Option<&handler_base::router_client::tls::ClientTls>,
         allow_plaintext: bool,
     ) -> Result<DataClient, TransferError> {
         // Our own rustls config in every case: the process has no default crypto
@@ -150,7 +150,9 @@ impl DataClient {
         let Ok(u) = reqwest::Url::parse(url) else {
             return false;
         };
-        u.scheme() == "https" || u.host_str().is_some_and(router_client::tls::is_local_host)
+        u.scheme() == "https"
+            || u.host_str()
+                .is_some_and(handler_base::router_client::tls::is_local_host)
     }
 
     /// The first peer of `peers` the token would not be sent to (plaintext to another

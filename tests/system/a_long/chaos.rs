@@ -473,8 +473,9 @@ fn write_home_toml(home: &Home, token: &str, jetstream: bool, port: u16) {
 }
 
 async fn dead_letters(addr: &str, token: &str) -> Result<Vec<wire::DeadLetter>, String> {
-    let bearer = router_client::Bearer::new(Some(token)).map_err(|e| e.to_string())?;
-    let mut c = router_client::connect_with(addr, bearer)
+    let bearer =
+        handler_base::router_client::Bearer::new(Some(token)).map_err(|e| e.to_string())?;
+    let mut c = handler_base::router_client::connect_with(addr, bearer)
         .await
         .map_err(|e| e.to_string())?;
     let r = c

@@ -84,7 +84,7 @@ fn handled(home: &Home) -> BTreeMap<String, usize> {
 }
 
 async fn stats(addr: &str) -> Option<wire::StatsResponse> {
-    let mut c = router_client::connect(addr).await.ok()?;
+    let mut c = handler_base::router_client::connect(addr).await.ok()?;
     Some(c.stats(wire::StatsRequest {}).await.ok()?.into_inner())
 }
 
@@ -169,7 +169,7 @@ async fn node_scoped_copies_each_get_every_event_and_a_cluster_scoped_one_gets_i
 
     let mut clients = Vec::new();
     for a in &addrs {
-        clients.push(router_client::connect(a).await.unwrap());
+        clients.push(handler_base::router_client::connect(a).await.unwrap());
     }
     for k in 0..EVENTS {
         let ev = wire::Event {

@@ -31,7 +31,7 @@ async fn consume(
     while !stop.load(Ordering::Relaxed) {
         let addr = &routers[(first + attempt) % routers.len()];
         attempt += 1;
-        let Ok(mut c) = router_client::connect(addr).await else {
+        let Ok(mut c) = handler_base::router_client::connect(addr).await else {
             continue;
         };
         let req = wire::SubscribeRequest {
@@ -90,7 +90,7 @@ async fn publish(
     acked: Arc<Mutex<HashSet<String>>>,
 ) {
     let mut r = p;
-    let mut clients: HashMap<usize, router_client::Client> = HashMap::new();
+    let mut clients: HashMap<usize, handler_base::router_client::Client> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     for start in (0..n).step_by(BATCH) {
         let events: Vec<wire::Event> = (start..(start + BATCH).min(n))
@@ -109,7 +109,7 @@ async fn publish(
             let i = r % routers.len();
             let c = match clients.get_mut(&i) {
                 Some(c) => c,
-                None => match router_client::connect_lazy(&routers[i]) {
+                None => match handler_base::router_client::connect_lazy(&routers[i]) {
                     Ok(c) => clients.entry(i).or_insert(c),
                     Err(_) => {
                         r += 1;
@@ -221,7 +221,7 @@ async fn jetstream_cluster_loses_and_duplicates_nothing_when_a_server_and_a_rout
                 break;
             }
             if Instant::now() >= deadline {
-                let c = router_client::connect(&addrs[0]).await;
+                let c = handler_base::router_client::connect(&addrs[0]).await;
                 let letters = match c {
                     Ok(mut c) => c
                         .list_dead_letters(wire::ListDeadLettersRequest::default())

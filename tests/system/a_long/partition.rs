@@ -99,16 +99,18 @@ async fn a_node_cut_off_for_60s_while_publishing_loses_nothing() {
     let consumer = {
         let (addr, seen, token) = (routers[0].clone(), seen.clone(), token.clone());
         tokio::spawn(async move {
-            let bearer = router_client::Bearer::new(Some(&token))
+            let bearer = handler_base::router_client::Bearer::new(Some(&token))
                 .expect("token")
                 // The namespaces' 10.77.x addresses have no certificates.
                 .with_tls(None, true);
             loop {
-                let Ok(client) = router_client::connect_with(&addr, bearer.clone()).await else {
+                let Ok(client) =
+                    handler_base::router_client::connect_with(&addr, bearer.clone()).await
+                else {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
-                let mut sub = router_client::Subscription::new(
+                let mut sub = handler_base::router_client::Subscription::new(
                     client,
                     wire::SubscribeRequest {
                         consumer: "partition_check".into(),
@@ -166,7 +168,7 @@ async fn a_node_cut_off_for_60s_while_publishing_loses_nothing() {
         };
         if Instant::now() >= deadline {
             // Where are they: in the stream (the consumer stalled) or not (never published)?
-            let bearer = router_client::Bearer::new(Some(&token))
+            let bearer = handler_base::router_client::Bearer::new(Some(&token))
                 .expect("token")
                 // The namespaces' 10.77.x addresses have no certificates.
                 .with_tls(None, true);

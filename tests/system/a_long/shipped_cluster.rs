@@ -83,12 +83,18 @@ fn key() -> ConfigKey {
 struct Seen(Arc<Mutex<Vec<(Instant, wire::Event)>>>);
 
 impl Seen {
-    fn follow(&self, addr: String, bearer: router_client::Bearer) -> tokio::task::JoinHandle<()> {
+    fn follow(
+        &self,
+        addr: String,
+        bearer: handler_base::router_client::Bearer,
+    ) -> tokio::task::JoinHandle<()> {
         let seen = self.clone();
         tokio::spawn(async move {
             let mut next = 1u64;
             loop {
-                let Ok(mut c) = router_client::connect_with(&addr, bearer.clone()).await else {
+                let Ok(mut c) =
+                    handler_base::router_client::connect_with(&addr, bearer.clone()).await
+                else {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
@@ -402,7 +408,7 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
     .expect("observer cluster.toml");
     let mut router = observer.spawn_env("ringrift-event-router", &[], &[]);
     let addr = observer.wait_addr("event_router", &mut router);
-    let bearer = router_client::Bearer::new(Some(&token))
+    let bearer = handler_base::router_client::Bearer::new(Some(&token))
         .expect("token")
         .with_tls(None, true);
     let seen = Seen::default();

@@ -9,7 +9,7 @@ use ringrift_proto::wire::{self, EventType, subscribe_request::Start};
 use ringrift_system_tests::{Home, wait_for_async};
 use std::time::Duration;
 
-type Client = router_client::Client;
+type Client = handler_base::router_client::Client;
 
 fn request(name: &str, ack_wait_ms: u32, max_ack_pending: u32) -> wire::SubscribeRequest {
     wire::SubscribeRequest {

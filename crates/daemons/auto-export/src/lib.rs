@@ -7,6 +7,7 @@
 //! (`npz:<config>:<watermark>`) and is deduplicated, and training_trigger refuses data
 //! that is not newer than what it already queued.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::ExportReport;
 use ringrift_pipeline::emit::{Emit, event};
@@ -22,6 +23,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "auto_export",
     about: "Export NPZ when new games reach the threshold",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[auto_export]` in ringrift.toml.

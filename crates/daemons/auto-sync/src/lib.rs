@@ -17,6 +17,7 @@
 //! Health: per peer the last success, games sent and the last error; DEGRADED when
 //! every chosen target failed three cycles in a row (handler-base's error count).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::Role;
 use ringrift_proto::{Event, EventType, wire::event::Payload};
@@ -29,6 +30,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "auto_sync",
     about: "Push this node's new games to a round-robin fanout of sync targets (gossip replication)",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[auto_sync]` in ringrift.toml.

@@ -20,6 +20,7 @@
 
 pub mod cache;
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::manifest::{self, FileEntry, Manifest};
@@ -34,6 +35,8 @@ use std::sync::{Arc, Mutex};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "cache_coordination",
     about: "Model cache across nodes: who holds which model, LRU eviction, invalidation on promotion",
+    cycle_interval_s: Some(300.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[cache_coordination]` in ringrift.toml.

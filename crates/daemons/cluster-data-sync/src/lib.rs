@@ -13,6 +13,7 @@
 //! received and the last error; a cycle fails (DEGRADED after three) only when every
 //! peer failed.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_transfer::sync::{GameSync, SyncSettings};
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "cluster_data_sync",
     about: "Pull every peer's games after the per-peer watermark (catches what pushes missed)",
+    cycle_interval_s: Some(300.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[cluster_data_sync]` in ringrift.toml.

@@ -10,6 +10,7 @@
 //! detail per node.
 
 use handler_base::auth::Token;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::client::{local_node_info, node_info};
 use ringrift_cluster::view::NodeInfo;
@@ -19,6 +20,8 @@ use std::sync::{Arc, Mutex};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "cluster_monitor",
     about: "The cluster view: nodes, roles, jobs, resources, queue depth, leader",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[cluster_monitor]` in ringrift.toml.
@@ -208,7 +211,12 @@ impl ClusterMonitor {
         while let Some(r) = set.join_next().await {
             peers.push(r?);
         }
-        let view = assemble(&self.cluster, local, peers, router_client::now_ms());
+        let view = assemble(
+            &self.cluster,
+            local,
+            peers,
+            handler_base::router_client::now_ms(),
+        );
         let mut st = lock(&self.state);
         st.view = Some(view);
         st.error.clear();

@@ -7,6 +7,7 @@
 //! adopt a job still running from before its crash. A restarted daemon first resumes
 //! the items it still holds (`held_by`) instead of waiting for their leases to expire.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::TrainReport;
 use ringrift_contracts::payload::TrainingItem;
@@ -26,6 +27,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "continuous_training_loop",
     about: "Claim training items and run training jobs",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[continuous_training_loop]` in ringrift.toml.
@@ -127,9 +130,17 @@ impl Trainer {
                 None => return Ok(false),
             },
         };
-        let outcome = claim::run_leased(&self.queue, &self.worker, &item, self.lease(), |stop| async {
-            self.train(&item, emit, stop).await.map_err(|e| format!("{e:#}"))
-        })
+        let outcome = claim::run_leased(
+            &self.queue,
+            &self.worker,
+            &item,
+            self.lease(),
+            |stop| async {
+                self.train(&item, emit, stop)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            },
+        )
         .await?;
         if let Err(e) = outcome {
             let config = item.config_key.map(|c| c.to_string()).unwrap_or_default();

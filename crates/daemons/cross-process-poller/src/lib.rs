@@ -34,6 +34,7 @@
 //! half the router's 8 MiB request limit); a batch the router still refuses as too large
 //! (OUT_OF_RANGE, RESOURCE_EXHAUSTED) is split in halves and retried.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, EventType, wire};
 use rusqlite::{Connection, params};
@@ -44,6 +45,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "cross_process_poller",
     about: "Bridge a SQLite events table written by outside programs into the router",
+    cycle_interval_s: Some(1.0),
+    scope: Some(Scope::Node),
 };
 
 pub const SCHEMA: &str = "
@@ -416,7 +419,7 @@ impl Poller {
 /// router refuses as too large is split in halves. Returns one ack per event and how
 /// many splits were needed.
 async fn publish_sized(
-    mut client: router_client::Client,
+    mut client: handler_base::router_client::Client,
     events: Vec<wire::Event>,
     max_bytes: usize,
 ) -> Result<(Vec<wire::PublishAck>, u64), tonic::Status> {

@@ -9,6 +9,7 @@
 //! (training_trigger → auto_export, continuous_training_loop, job_scheduler), so any
 //! profile running the pipeline runs its stages.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_pipeline::state::StateStore;
@@ -20,6 +21,8 @@ use std::sync::{Arc, Mutex};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "data_pipeline",
     about: "Per-config stage machine with stall detection",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

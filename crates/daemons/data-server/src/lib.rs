@@ -6,6 +6,7 @@
 //! crate names the daemon and holds its tests.
 
 use handler_base::DaemonInfo;
+use handler_base::scope::Scope;
 pub use ringrift_transfer::server::{
     DataServer, DataServerConfig, NAME, app, build, digest, games, jail, serve, snapshot,
 };
@@ -13,6 +14,8 @@ pub use ringrift_transfer::server::{
 pub const INFO: DaemonInfo = DaemonInfo {
     name: NAME,
     about: "HTTP file server of data/ and models/: manifests, ranges, SHA-256, auth",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 #[cfg(test)]

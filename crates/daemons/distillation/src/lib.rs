@@ -4,6 +4,7 @@
 //! publishes ELO_UPDATED for it. The student is never promoted by this daemon: it emits
 //! no EVALUATION_COMPLETED. One distillation per promoted model (persisted by SHA-256).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::{EvaluateReport, TrainReport};
 use ringrift_pipeline::emit::{Emit, event};
@@ -19,6 +20,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "distillation",
     about: "Distil promoted models into smaller ones",
+    cycle_interval_s: Some(300.0),
+    scope: Some(Scope::Cluster),
 };
 
 /// `[distillation]` in ringrift.toml.

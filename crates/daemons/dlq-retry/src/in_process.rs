@@ -31,7 +31,7 @@ async fn build_and_retry_a_dead_letter() {
         start: Some(wire::subscribe_request::Start::FromSeq(1)),
         ..Default::default()
     };
-    let mut sub = router_client::Subscription::new(ctx.client.clone(), req);
+    let mut sub = handler_base::router_client::Subscription::new(ctx.client.clone(), req);
     let mut dead = false;
     for _ in 0..20 {
         let ev = sub.next().await.unwrap();

@@ -9,6 +9,7 @@
 //! stuck in RETRYING because its consumer never reconnected is returned to DEAD by the
 //! router after `event_router.dlq_retrying_timeout_s`, and then retried here again.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::wire;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use std::sync::Mutex;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "dlq_retry",
     about: "Redeliver dead-lettered events with backoff",
+    cycle_interval_s: Some(10.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[dlq_retry]` in ringrift.toml.
@@ -120,7 +123,7 @@ impl Handler for DlqRetry {
             .await?
             .into_inner()
             .letters;
-        let now = router_client::now_ms();
+        let now = handler_base::router_client::now_ms();
         let (mut retried, mut given_up, mut next_due) = (0u64, 0u64, None::<i64>);
         let mut failures: Vec<String> = Vec::new();
         let dead: Vec<_> = letters

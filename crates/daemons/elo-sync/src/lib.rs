@@ -10,6 +10,7 @@
 //!
 //! `[elo_sync]`: `per_host` (2), `bandwidth_bytes_per_s` (0), `timeout_s` (30).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_store::elo::EloStore;
 use ringrift_transfer::events::Transfer;
@@ -23,6 +24,8 @@ use std::time::Instant;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "elo_sync",
     about: "merge Elo ratings and matches across nodes, every 60 s",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[elo_sync]` in ringrift.toml.

@@ -15,6 +15,7 @@
 //! watermark over the durable targets) and the age of the oldest; DEGRADED after three
 //! failed runs (no durable node acknowledged), with per-peer details.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::Role;
 use ringrift_transfer::Peer;
@@ -26,6 +27,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "ephemeral_sync",
     about: "Spot instances: push games to durable nodes every 5 s and on SIGTERM",
+    cycle_interval_s: Some(5.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[ephemeral_sync]` in ringrift.toml.

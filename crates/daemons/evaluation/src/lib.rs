@@ -8,6 +8,7 @@
 //! `--job-id evaluate:<sha>[:<canonical sha>]`, so its Elo match ids are the same in
 //! every attempt and a gauntlet rerun after a crash counts no game twice.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::{EvaluateReport, Gate};
 use ringrift_pipeline::convert;
@@ -24,6 +25,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "evaluation",
     about: "Gauntlet on TRAINING_COMPLETED",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[evaluation]` in ringrift.toml.

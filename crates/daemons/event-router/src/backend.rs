@@ -2,9 +2,8 @@
 //! ([`crate::broker::Broker`]) and by NATS JetStream ([`crate::jetstream::JetStreamBroker`]),
 //! so the gRPC service (`service.rs`) is written once and daemons never know which runs.
 
-use crate::broker::Filter;
+use crate::log::{Filter, Stored};
 use crate::metrics::Metrics;
-use crate::store::Stored;
 use ringrift_proto::{Event, wire};
 use std::collections::HashMap;
 use std::sync::Arc;

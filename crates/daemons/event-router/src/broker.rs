@@ -6,9 +6,13 @@
 //! from the log. Publishers never wait for subscribers.
 
 use crate::RouterConfig;
+use crate::log::{
+    DL_DEAD, DL_DELIVERED, DL_GIVEN_UP, DL_RETRYING, Filter, Stored, matches, router_now_ms,
+    state_name,
+};
 use crate::metrics::Metrics;
 use crate::recent::Recent;
-use crate::store::{AckRecord, Store, StoreError, Stored, router_now_ms};
+use crate::store::{AckRecord, Store, StoreError};
 use prost::Message;
 use ringrift_proto::{Event, wire};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -16,12 +20,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::Status;
-
-/// Dead-letter states, as stored (`wire::DeadLetterState` values).
-pub const DL_DEAD: i32 = 1;
-pub const DL_RETRYING: i32 = 2;
-pub const DL_GIVEN_UP: i32 = 3;
-pub const DL_DELIVERED: i32 = 4;
 
 /// A deadline far enough away to mean "not waiting for an ack right now".
 fn never() -> Instant {
@@ -233,13 +231,6 @@ impl Consumer {
     fn lock(&self) -> std::sync::MutexGuard<'_, CState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Which event types a subscriber wants; `None` = all.
-pub type Filter = Option<Arc<HashSet<i32>>>;
-
-fn matches(f: &Filter, t: i32) -> bool {
-    f.as_ref().is_none_or(|s| s.contains(&t))
 }
 
 pub struct Broker {
@@ -1392,12 +1383,6 @@ impl Broker {
     }
 }
 
-pub fn state_name(s: i32) -> &'static str {
-    wire::DeadLetterState::try_from(s)
-        .map(|s| s.as_str_name())
-        .unwrap_or("UNKNOWN")
-}
-
 fn letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<wire::DeadLetter> {
     Ok(wire::DeadLetter {
         id: r.get::<_, i64>(0)? as u64,
@@ -1411,44 +1396,6 @@ fn letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<wire::DeadLetter> {
         last_retry_unix_ms: r.get(8)?,
         state: r.get(9)?,
     })
-}
-
-/// Builds the type filter of a subscription; prefixes must name at least one type.
-pub fn build_filter(types: &[i32], prefixes: &[String]) -> Result<Filter, Status> {
-    if types.is_empty() && prefixes.is_empty() {
-        return Ok(None);
-    }
-    let mut set = HashSet::new();
-    for &t in types {
-        match wire::EventType::try_from(t) {
-            Ok(wire::EventType::Unspecified) | Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown event type {t} in subscription"
-                )));
-            }
-            Ok(_) => {
-                set.insert(t);
-            }
-        }
-    }
-    for p in prefixes {
-        let before = set.len();
-        for t in all_types() {
-            if t.as_str_name().starts_with(p.as_str()) {
-                set.insert(t as i32);
-            }
-        }
-        if set.len() == before && !all_types().any(|t| t.as_str_name().starts_with(p.as_str())) {
-            return Err(Status::invalid_argument(format!(
-                "prefix {p:?} matches no event type"
-            )));
-        }
-    }
-    Ok(Some(Arc::new(set)))
-}
-
-fn all_types() -> impl Iterator<Item = wire::EventType> {
-    (1..=200).filter_map(|i| wire::EventType::try_from(i).ok())
 }
 
 pub const RETENTION_TICK: Duration = Duration::from_secs(60);

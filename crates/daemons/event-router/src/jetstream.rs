@@ -27,9 +27,11 @@
 
 use crate::RouterConfig;
 use crate::backend::{AckOp, Backend, Deliveries};
-use crate::broker::{DL_DEAD, DL_DELIVERED, DL_GIVEN_UP, DL_RETRYING, Filter, state_name};
+use crate::log::{
+    DL_DEAD, DL_DELIVERED, DL_GIVEN_UP, DL_RETRYING, Filter, Stored, matches, router_now_ms,
+    state_name,
+};
 use crate::metrics::Metrics;
-use crate::store::{Stored, router_now_ms};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures_util::StreamExt;
@@ -875,10 +877,6 @@ impl JetStreamBroker {
             }
         }
     }
-}
-
-fn matches(f: &Filter, t: i32) -> bool {
-    f.as_ref().is_none_or(|s| s.contains(&t))
 }
 
 /// Where a subscription starts, as a JetStream deliver policy.

@@ -33,6 +33,7 @@ mod broker;
 #[cfg(test)]
 mod in_process;
 pub mod jetstream;
+pub mod log;
 pub mod metrics;
 pub mod recent;
 mod service;
@@ -40,18 +41,22 @@ pub mod store;
 
 use backend::Backend;
 use broker::{Broker, RETENTION_TICK};
+use handler_base::scope::Scope;
 use handler_base::{ConfigError, DaemonInfo, ServiceContext};
+use log::router_now_ms;
 use ringrift_proto::wire::event_router_server::EventRouterServer;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use store::{Durability, Store, router_now_ms};
+use store::{Durability, Store};
 use tokio::sync::watch;
 
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "event_router",
     about: "Durable gRPC event bus (publish, subscribe, ack, dead letters)",
+    cycle_interval_s: None,
+    scope: Some(Scope::Node),
 };
 
 /// `[event_router]` in ringrift.toml.

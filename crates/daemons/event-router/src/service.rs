@@ -1,7 +1,7 @@
 //! The tonic `EventRouter` service: validates at the edge, then hands to the broker.
 
 use crate::backend::Backend;
-use crate::broker::build_filter;
+use crate::log::build_filter;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use ringrift_proto::{Event, wire};
@@ -34,7 +34,7 @@ impl RouterService {
     }
 }
 
-fn ack(s: crate::store::Stored) -> wire::PublishAck {
+fn ack(s: crate::log::Stored) -> wire::PublishAck {
     wire::PublishAck {
         seq: s.seq,
         duplicate: s.duplicate,

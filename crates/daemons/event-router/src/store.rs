@@ -7,6 +7,7 @@
 //! fsync. Dedup ids live in the writer (the single owner of the sequence), so two
 //! concurrent publishes of one id can never both be stored.
 
+use crate::log::{Stored, router_now_ms};
 use prost::Message;
 use ringrift_proto::{Event, wire};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -45,14 +46,6 @@ pub enum Durability {
     /// `synchronous=NORMAL`: survives a process crash, may lose the last commits on a
     /// power cut (what NATS JetStream 2.9 does by default).
     Relaxed,
-}
-
-/// What one publish became.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    pub seq: u64,
-    pub id: String,
-    pub duplicate: bool,
 }
 
 type ExecFn = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<i64> + Send>;
@@ -558,13 +551,6 @@ impl Dedup {
             }
         }
     }
-}
-
-pub fn router_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The writer thread's state; the only owner of the sequence and the dedup index.

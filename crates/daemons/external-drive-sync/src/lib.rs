@@ -18,6 +18,7 @@
 pub mod mirror;
 pub mod mount;
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, wire};
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ use std::time::Instant;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "external_drive_sync",
     about: "Mirror data/ and models/ to an external drive, verified",
+    cycle_interval_s: Some(300.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[external_drive_sync]` in ringrift.toml.

@@ -11,6 +11,7 @@
 //! `[gossip_sync]`: `timeout_s` (10, per request). A bad value exits 64 naming the key.
 //! Health: nodes answering of all; a cycle fails (DEGRADED after three) when none did.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::ClusterConfig;
 use ringrift_transfer::games::{self, GossipView};
@@ -21,6 +22,8 @@ use std::sync::{Arc, Mutex};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "gossip_sync",
     about: "Gossip data discovery: every node's manifests and game summary in data/gossip/view.json",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[gossip_sync]` in ringrift.toml.

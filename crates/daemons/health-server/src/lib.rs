@@ -11,6 +11,7 @@
 //! else 503 listing the ones that are not; `/metrics` is Prometheus text; `/status` JSON.
 
 use axum::http::StatusCode;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -25,6 +26,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "health_server",
     about: "HTTP /health /ready /metrics /status for the node's daemons",
+    cycle_interval_s: Some(5.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[health_server]` in ringrift.toml.
@@ -287,7 +290,7 @@ impl Handler for HealthServer {
                 "/ready",
                 axum::routing::get(move || {
                     let body =
-                        status_body(&lock(&s1), &e1, stale_ms, router_client::now_ms()).readiness();
+                        status_body(&lock(&s1), &e1, stale_ms, handler_base::router_client::now_ms()).readiness();
                     let code = if body.ready {
                         StatusCode::OK
                     } else {
@@ -299,7 +302,7 @@ impl Handler for HealthServer {
             .route(
                 "/metrics",
                 axum::routing::get(move || {
-                    let text = metrics_text(&lock(&s2), router_client::now_ms());
+                    let text = metrics_text(&lock(&s2), handler_base::router_client::now_ms());
                     async move {
                         (
                             [("content-type", handler_base::metrics::TEXT_CONTENT_TYPE)],
@@ -311,7 +314,7 @@ impl Handler for HealthServer {
             .route(
                 "/status",
                 axum::routing::get(move || {
-                    let body = status_body(&lock(&s3), &e2, stale_ms, router_client::now_ms());
+                    let body = status_body(&lock(&s3), &e2, stale_ms, handler_base::router_client::now_ms());
                     async move { axum::Json(body) }
                 }),
             );

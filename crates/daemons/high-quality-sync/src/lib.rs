@@ -13,6 +13,7 @@
 //! peer the last success and games sent; a run fails (DEGRADED after three) when every
 //! target failed.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::Role;
 use ringrift_proto::{Event, EventType, wire::event::Payload};
@@ -25,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "high_quality_sync",
     about: "Priority sync of games with quality score above min_quality (0.7), training nodes first",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[high_quality_sync]` in ringrift.toml.

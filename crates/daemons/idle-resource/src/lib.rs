@@ -5,6 +5,7 @@
 //! an item for an idle GPU is pinned to it (`device = "gpu<N>"`), so the job scheduler
 //! runs it on that device.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::payload::SelfplayItem;
 use ringrift_contracts::wire::{parse_payload, payload_json};
@@ -19,6 +20,8 @@ use std::sync::Arc;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "idle_resource",
     about: "Queue selfplay for idle GPUs or CPU cores",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 // The utilisation probes live in the cluster library (shared with p2p_backend).

@@ -11,6 +11,7 @@
 //! the outcome of a job that finished while no scheduler watched, instead of playing the
 //! item's games again with the new model.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::SelfplayReport;
 use ringrift_contracts::payload::SelfplayItem;
@@ -30,6 +31,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "job_scheduler",
     about: "Run queued selfplay jobs within local resource slots",
+    cycle_interval_s: Some(5.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[job_scheduler]` in ringrift.toml.

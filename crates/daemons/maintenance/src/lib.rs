@@ -16,6 +16,7 @@
 
 pub mod retention;
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ use std::time::{Duration, SystemTime};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "maintenance",
     about: "Log pruning, SQLite checkpoint/vacuum, temp cleanup",
+    cycle_interval_s: Some(3600.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[maintenance]` in ringrift.toml.

@@ -13,6 +13,7 @@
 //!
 //! `[model_distribution]`: `deadline_s` (900), `timeout_s` (30, per manifest request).
 
+use handler_base::scope::Scope;
 use handler_base::{ConfigError, Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::Event;
 use ringrift_proto::wire::{self, EventType, event::Payload};
@@ -28,6 +29,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "model_distribution",
     about: "track each promoted model until every node holds it; MODEL_DISTRIBUTED",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[model_distribution]` in ringrift.toml.

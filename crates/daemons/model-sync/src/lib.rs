@@ -24,6 +24,7 @@
 //! `[model_sync]`: `per_host` (2), `bandwidth_bytes_per_s` (0 = unlimited),
 //! `timeout_s` (30). Bad values exit 64 naming the key.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::Event;
 use ringrift_proto::wire::{self, EventType, event::Payload};
@@ -38,6 +39,8 @@ use std::time::Instant;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "model_sync",
     about: "pull promoted models on MODEL_PROMOTED, verified, installed atomically",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[model_sync]` in ringrift.toml.

@@ -13,6 +13,7 @@
 //! levels persist (`pipeline_state.db`), so a restart neither repeats an alert nor
 //! forgets to clear one.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::resources::{self, NvidiaSmi, Resources};
 use ringrift_cluster::{ClusterConfig, MemberState};
@@ -26,6 +27,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "node_health_monitor",
     about: "This node's health: disk, memory, GPUs, router and peer API, debounced alerts",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[node_health_monitor]` in ringrift.toml.
@@ -401,7 +404,7 @@ pub trait Sampler: Send + Sync {
 pub struct LiveSampler {
     cluster: ClusterConfig,
     /// Our clients' credentials: the token and `[tls]`.
-    bearer: router_client::Bearer,
+    bearer: handler_base::router_client::Bearer,
     limit: Duration,
     /// This process's GPU probe (`[gpu]`: bounded, single-flight).
     gpu: NvidiaSmi,

@@ -12,6 +12,7 @@
 //! `[npz_distribution]`: `roles` (["training"]), `per_host` (2),
 //! `bandwidth_bytes_per_s` (0), `timeout_s` (30).
 
+use handler_base::scope::Scope;
 use handler_base::{ConfigError, Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::Role;
 use ringrift_proto::Event;
@@ -25,6 +26,8 @@ use std::time::Instant;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "npz_distribution",
     about: "bring exported NPZ files to the training nodes, verified; NPZ_DISTRIBUTED",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[npz_distribution]` in ringrift.toml.

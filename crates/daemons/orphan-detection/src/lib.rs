@@ -26,6 +26,7 @@
 //!
 //! `[orphan_detection]`: `settle_s` (60; a file written more recently is skipped).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, wire};
 use ringrift_store::games::GameStore;
@@ -40,6 +41,8 @@ use std::time::{Duration, SystemTime};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "orphan_detection",
     about: "Find unregistered game databases under data/: merge or quarantine them",
+    cycle_interval_s: Some(600.0),
+    scope: Some(Scope::Node),
 };
 
 /// Databases of other stores under `data/` (relative to the home): never orphans, never

@@ -17,6 +17,7 @@
 //! `previous`, `term` = the new fencing token; id `leader:<observer>:<node>:<token>`).
 
 use handler_base::auth::Token;
+use handler_base::scope::Scope;
 use handler_base::{ConfigError, Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::client::PeerClient;
 use ringrift_cluster::view::{DaemonView, JobView, MemberView, NodeInfo, QueueView};
@@ -32,6 +33,8 @@ use tonic::{Request, Response, Status};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "p2p_backend",
     about: "The node's peer API: membership by heartbeat, leader view, node status",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[p2p_backend]` in ringrift.toml. Timeouts, peers and ports are cluster.toml's.
@@ -44,7 +47,10 @@ pub struct P2pConfig {
 }
 
 /// A client of the peer API at `addr` with the credentials (token and `[tls]`).
-pub fn peer_client(addr: &str, bearer: router_client::Bearer) -> anyhow::Result<PeerClient> {
+pub fn peer_client(
+    addr: &str,
+    bearer: handler_base::router_client::Bearer,
+) -> anyhow::Result<PeerClient> {
     Ok(ringrift_cluster::client::peer_client(addr, bearer)?)
 }
 
@@ -54,7 +60,7 @@ struct Shared {
     membership: Mutex<Membership>,
     token: Option<Token>,
     /// Our clients' credentials: the token and `[tls]`.
-    bearer: router_client::Bearer,
+    bearer: handler_base::router_client::Bearer,
     tls: handler_base::tls::Tls,
     leadership: Leadership,
     /// The leader as last seen (static: the coordinator from the start).
@@ -125,7 +131,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         listen,
         shared: Arc::new(Shared {
             cluster,
-            started_unix_ms: router_client::now_ms(),
+            started_unix_ms: handler_base::router_client::now_ms(),
             membership: Mutex::new(membership),
             bearer: tls.bearer(token.as_ref()),
             token,
@@ -227,7 +233,7 @@ async fn announce(ctx: &Context, sh: &Shared, peer: &str, changes: Vec<Change>, 
             change,
             why,
             incarnation,
-            router_client::now_ms(),
+            handler_base::router_client::now_ms(),
         );
         ev.source = ctx.source();
         if let Err(e) = ctx.publish(ev).await {
@@ -243,7 +249,7 @@ async fn heartbeat_round(ctx: &Context, sh: &Arc<Shared>, peers: &[(String, Peer
     let req = wire::PeerHeartbeat {
         node: sh.cluster.this.clone(),
         started_unix_ms: sh.started_unix_ms,
-        time_unix_ms: router_client::now_ms(),
+        time_unix_ms: handler_base::router_client::now_ms(),
     };
     let limit = sh.cluster.timeouts.rpc_timeout;
     let mut set = tokio::task::JoinSet::new();
@@ -370,7 +376,7 @@ async fn leader_loop(ctx: Context, sh: Arc<Shared>) {
 /// What the launcher of this home says (its control API), or why there is nothing.
 async fn launcher_daemons(
     ctx: &Context,
-    bearer: &router_client::Bearer,
+    bearer: &handler_base::router_client::Bearer,
 ) -> (Vec<DaemonView>, String) {
     let home = ctx.home.clone();
     let addr = tokio::task::spawn_blocking(move || handler_base::read_addr_file(&home, "launcher"))

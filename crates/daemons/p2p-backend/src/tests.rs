@@ -76,7 +76,7 @@ async fn membership_joined_unhealthy_left_joined_once_each() {
 
     // The status page of a lists both, b alive.
     let addr = handler_base::read_addr_file(ha.path(), "p2p_backend").unwrap();
-    let mut c = peer_client(&addr, router_client::Bearer::none()).unwrap();
+    let mut c = peer_client(&addr, handler_base::router_client::Bearer::none()).unwrap();
     let info = NodeInfo::try_from(
         c.node_info(wire::NodeInfoRequest {})
             .await
@@ -139,7 +139,7 @@ async fn strangers_are_refused_and_bad_cluster_config_exits_64() {
     let h = build(&ctx).unwrap();
     h.on_start(&ctx).await.unwrap();
     let addr = handler_base::read_addr_file(home.path(), "p2p_backend").unwrap();
-    let mut c = peer_client(&addr, router_client::Bearer::none()).unwrap();
+    let mut c = peer_client(&addr, handler_base::router_client::Bearer::none()).unwrap();
     let e = c
         .heartbeat(wire::PeerHeartbeat {
             node: "mallory".into(),

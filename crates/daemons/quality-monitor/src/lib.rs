@@ -11,6 +11,7 @@
 //! `min_opening_diversity`. Each cycle whose window holds new games publishes
 //! QUALITY_SCORE_UPDATED (training_trigger reads its score against `min_quality`).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::sprt::per_seat_bar;
 use ringrift_pipeline::emit::{Emit, event};
@@ -24,6 +25,8 @@ use std::sync::{Arc, Mutex};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "quality_monitor",
     about: "Selfplay quality: game length, first-player share, opening diversity",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[quality_monitor]` in ringrift.toml.

@@ -3,6 +3,7 @@
 //! starves (an item pending longer than `starvation_s`: nobody is consuming). Health is
 //! DEGRADED while a condition holds; an alert is sent once per episode.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_pipeline::emit::{Emit, event};
 use ringrift_proto::wire;
@@ -12,6 +13,8 @@ use std::sync::{Arc, Mutex};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "queue_monitor",
     about: "Work queue depth, overflow and starvation alerts",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[queue_monitor]` in ringrift.toml.

@@ -12,6 +12,7 @@
 //! cluster.toml; static: the coordinator) and enqueues with the leader's fencing token,
 //! so a deposed leader's items are refused by the queue (`fence_refused` in health).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::Leadership;
 use ringrift_contracts::payload::{SelfplayItem, TournamentItem};
@@ -29,6 +30,8 @@ use std::sync::Arc;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "queue_populator",
     about: "Keep the work queue filled with the selfplay/training/tournament mix",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[queue_populator]` in ringrift.toml.

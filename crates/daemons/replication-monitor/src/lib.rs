@@ -23,6 +23,7 @@
 //! `emergency_max_per_hour` (500), `max_concurrent` (3), `timeout_s` (30), `settle_s`
 //! (600).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, wire};
 use ringrift_transfer::games::SyncEvents;
@@ -34,6 +35,8 @@ use std::time::{Duration, Instant};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "replication_monitor",
     about: "Zero-, single-copy and under-replicated game batches; emergency sync",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[replication_monitor]` in ringrift.toml.

@@ -18,6 +18,7 @@
 //! `[replication_repair]`: `target_copies` (2; at most nodes − 1), `max_per_hour` (500),
 //! `max_concurrent` (3), `timeout_s` (30, per HTTP read), `settle_s` (600).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_proto::{Event, wire};
 use ringrift_transfer::games::SyncEvents;
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "replication_repair",
     about: "Repair zero > single > under-replicated game batches, 500/h, 3 at once",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[replication_repair]` in ringrift.toml.

@@ -4,6 +4,7 @@
 //! so selfplay cannot run away. PIPELINE_PAUSED stops it until PIPELINE_RESUMED; weights
 //! and the pause survive restarts.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::payload::SelfplayItem;
 use ringrift_contracts::wire::payload_json;
@@ -19,6 +20,8 @@ use std::sync::Arc;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "selfplay_coordinator",
     about: "Allocate selfplay by priority and curriculum weights",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[selfplay_coordinator]` in ringrift.toml.

@@ -22,6 +22,7 @@
 //! (`pipeline_state.db`). Without a membership view (peer API down) it decides nothing
 //! about the coordinator and reports DEGRADED.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::{ClusterConfig, MemberState};
 use ringrift_pipeline::state::StateStore;
@@ -33,6 +34,8 @@ use std::time::{Duration, Instant};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "system_health_monitor",
     about: "Global health score; pauses the pipeline on coordinator loss or resource limits",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[system_health_monitor]` in ringrift.toml.
@@ -297,7 +300,7 @@ pub trait MembershipSource: Send + Sync {
 pub struct LiveMembers {
     cluster: ClusterConfig,
     /// Our clients' credentials: the token and `[tls]`.
-    bearer: router_client::Bearer,
+    bearer: handler_base::router_client::Bearer,
     limit: Duration,
 }
 

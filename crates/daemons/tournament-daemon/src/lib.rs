@@ -22,6 +22,7 @@
 //! this node does not lead is nacked on a node-local event log and ignored on a shared
 //! one ([`ringrift_pipeline::duty`]).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::Leader;
 use ringrift_contracts::TournamentReport;
@@ -46,6 +47,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "tournament_daemon",
     about: "Round-robin tournaments among recent models",
+    cycle_interval_s: Some(600.0),
+    scope: Some(Scope::Cluster),
 };
 
 /// `[tournament_daemon]` in ringrift.toml.
@@ -300,7 +303,13 @@ impl Ladder {
         let what = format!("TRAINING_COMPLETED #{} ({config})", ev.seq);
         let leader = self.duty.for_event(&what).await?;
         if self
-            .round(config, emit, &t.model_sha256, &leader, &CancellationToken::new())
+            .round(
+                config,
+                emit,
+                &t.model_sha256,
+                &leader,
+                &CancellationToken::new(),
+            )
             .await?
             .is_none()
         {
@@ -563,7 +572,12 @@ mod tests {
         )
         .unwrap();
         let rec = Recorder::default();
-        assert_eq!(l.round(key, &rec, "t1", &me(), &CancellationToken::new()).await.unwrap(), Some(3));
+        assert_eq!(
+            l.round(key, &rec, "t1", &me(), &CancellationToken::new())
+                .await
+                .unwrap(),
+            Some(3)
+        );
         let played = |i: usize| -> Vec<String> {
             jobs.calls()[i].lists["models"]
                 .iter()
@@ -579,10 +593,20 @@ mod tests {
         assert!(copy3.starts_with(&copies.display().to_string()), "{copy3}");
         let mtime = |p: &str| std::fs::metadata(p).unwrap().modified().unwrap();
         let before = mtime(&copy3);
-        assert_eq!(l.round(key, &rec, "t2", &me(), &CancellationToken::new()).await.unwrap(), Some(3));
+        assert_eq!(
+            l.round(key, &rec, "t2", &me(), &CancellationToken::new())
+                .await
+                .unwrap(),
+            Some(3)
+        );
         assert_eq!(mtime(&copy3), before, "not downloaded again");
         put(4);
-        assert_eq!(l.round(key, &rec, "t3", &me(), &CancellationToken::new()).await.unwrap(), Some(3));
+        assert_eq!(
+            l.round(key, &rec, "t3", &me(), &CancellationToken::new())
+                .await
+                .unwrap(),
+            Some(3)
+        );
         assert_eq!(
             played(2),
             ["gen0004_w4.rrm", "gen0003_w3.rrm", "canonical_hex8_2p.rrm"]
@@ -602,9 +626,15 @@ mod tests {
         let rec = Recorder::default();
         model(dir.path(), "gen0001_w1.rrm");
         assert_eq!(
-            l.round("hex8_2p".parse().unwrap(), &rec, "t", &me(), &CancellationToken::new())
-                .await
-                .unwrap(),
+            l.round(
+                "hex8_2p".parse().unwrap(),
+                &rec,
+                "t",
+                &me(),
+                &CancellationToken::new()
+            )
+            .await
+            .unwrap(),
             Some(0)
         );
         model(dir.path(), "gen0002_w2.rrm");
@@ -615,9 +645,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            l.round("hex8_2p".parse().unwrap(), &rec, "t", &me(), &CancellationToken::new())
-                .await
-                .unwrap(),
+            l.round(
+                "hex8_2p".parse().unwrap(),
+                &rec,
+                "t",
+                &me(),
+                &CancellationToken::new()
+            )
+            .await
+            .unwrap(),
             Some(3),
             "2 recent + canonical"
         );
@@ -844,9 +880,15 @@ mod tests {
         };
         let rec = Recorder::default();
         assert_eq!(
-            l.round("hex8_2p".parse().unwrap(), &rec, "t", &stale, &CancellationToken::new())
-                .await
-                .unwrap(),
+            l.round(
+                "hex8_2p".parse().unwrap(),
+                &rec,
+                "t",
+                &stale,
+                &CancellationToken::new()
+            )
+            .await
+            .unwrap(),
             None
         );
         assert!(jobs.calls().is_empty());

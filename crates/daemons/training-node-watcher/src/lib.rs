@@ -13,6 +13,7 @@
 //! `timeout_s` (30). A bad value exits 64 naming the key. Health lists the watched
 //! nodes with their configs and per-peer push results.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::view::JobView;
 use ringrift_proto::{Event, EventType, wire::event::Payload};
@@ -27,6 +28,8 @@ use std::time::Duration;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "training_node_watcher",
     about: "Detect active training and push this node's games of that config to it first",
+    cycle_interval_s: Some(30.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[training_node_watcher]` in ringrift.toml.
@@ -64,7 +67,7 @@ pub struct Watch {
 pub struct Watcher {
     cfg: WatcherConfig,
     sync: GameSync,
-    bearer: router_client::Bearer,
+    bearer: handler_base::router_client::Bearer,
     watched: Mutex<BTreeMap<(String, ConfigKey), Watch>>,
     running: tokio::sync::Mutex<()>,
 }

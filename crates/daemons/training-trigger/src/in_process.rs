@@ -7,16 +7,12 @@ use ringrift_proto::wire::event::Payload;
 #[tokio::test]
 async fn build_handle_export_and_queue_training() {
     let home = tempfile::tempdir().unwrap();
-    let (ctx, published) = Context::for_test(
-        INFO.name,
-        home.path(),
-        "[training_trigger]\ncooldown_s = 0\n",
-    )
-    .unwrap();
+    let (ctx, published) =
+        Context::for_test(INFO, home.path(), "[training_trigger]\ncooldown_s = 0\n").unwrap();
     assert_eq!(
         ctx.lifecycle.cycle_interval,
         std::time::Duration::from_secs(60),
-        "registry default"
+        "the declared default"
     );
     let h = build(&ctx).unwrap();
     h.on_start(&ctx).await.unwrap();

@@ -8,6 +8,7 @@
 //! persisted; the in-flight item is reconciled with the work queue every cycle, so a
 //! lost TRAINING_COMPLETED cannot stall the config.
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::payload::TrainingItem;
 use ringrift_contracts::wire::payload_json;
@@ -22,6 +23,8 @@ use std::sync::Arc;
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "training_trigger",
     about: "Decide when to train: data freshness, quality, cooldown",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Node),
 };
 
 /// `[training_trigger]` in ringrift.toml.

@@ -29,6 +29,7 @@
 //! arrives while this node does not lead is nacked on a node-local event log and ignored
 //! on a shared one ([`ringrift_pipeline::duty`]).
 
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::Leader;
 use ringrift_contracts::{Gate, check_gate};
@@ -50,6 +51,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const INFO: DaemonInfo = DaemonInfo {
     name: "unified_promotion",
     about: "Promote models that pass the gate",
+    cycle_interval_s: Some(60.0),
+    scope: Some(Scope::Cluster),
 };
 
 /// A persisted decision.

@@ -1,4 +1,5 @@
-//! Client side of the event router, shared by every daemon, the CLI and the launcher.
+//! Client side of the event router, shared by every daemon, the CLI and the launcher
+//! (a module of handler-base, so that those link one crate for it).
 //!
 //! [`Publisher`] never loses an accepted event to a router outage: events wait in a
 //! bounded outbox (a SQLite file for daemons, so they also survive a crash; memory for

@@ -10,8 +10,8 @@
 //! FAILED_PRECONDITION) is configuration, not the events' fault: they stay, the loop
 //! backs off and [`Publisher::refused`] says why until a send succeeds again.
 
-use crate::outbox::Outbox;
-use crate::{Backoff, Client, ClientError, PublishAck, now_ms};
+use super::outbox::Outbox;
+use super::{Backoff, Client, ClientError, PublishAck, now_ms};
 use ringrift_proto::{Event, wire};
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};

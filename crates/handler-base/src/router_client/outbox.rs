@@ -5,7 +5,7 @@
 //! longer decodes) moves to the `rejected` table with the reason, in the transaction that
 //! takes it out of `outbox`: nothing accepted is ever deleted unsent.
 
-use crate::{ClientError, PublishAck};
+use super::{ClientError, PublishAck};
 use prost::Message;
 use ringrift_proto::wire;
 use rusqlite::Connection;
@@ -83,11 +83,11 @@ impl Outbox {
 
     /// An outbox in the SQLite file `path` (created with its folder). Blocking: call it
     /// off the async runtime.
-    /// WAL with `synchronous = NORMAL` (`ringrift_store::db::open`): a commit survives
+    /// WAL with `synchronous = NORMAL` (`ringrift_sqlite::open`): a commit survives
     /// the process being killed (not a power cut) without an fsync per publish.
     pub fn open(path: &Path, bound: usize) -> Result<Outbox, ClientError> {
-        let c = ringrift_store::db::open(path, &[SCHEMA, REJECTED])
-            .map_err(|e| outbox_err("open", e))?;
+        let c =
+            ringrift_sqlite::open(path, &[SCHEMA, REJECTED]).map_err(|e| outbox_err("open", e))?;
         Self::start(c, bound)
     }
 
@@ -267,7 +267,7 @@ impl Worker {
                 let _ = reply.send(self.load(max_count, max_bytes));
             }
             Cmd::Done(rows) => {
-                let now = crate::now_ms();
+                let now = super::now_ms();
                 // In a savepoint: a failure takes back this command's moves only, never
                 // the appends sharing the open transaction.
                 let r = self.begin().and_then(|_| {
