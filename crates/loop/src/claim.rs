@@ -198,10 +198,16 @@ mod tests {
         let took = started.elapsed();
         let err = outcome.expect_err("the work was stopped");
         assert!(err.contains("lease ended"), "{err}");
-        assert!(took < lease, "stopped after {took:?}, not before the lease ({lease:?})");
+        assert!(
+            took < lease,
+            "stopped after {took:?}, not before the lease ({lease:?})"
+        );
         // Neither completed nor failed by this worker: still claimed, attempts unchanged.
         let now = q.get(&item.item_id).unwrap().unwrap();
-        assert_eq!((now.attempts, now.claimed_by.as_deref()), (item.attempts, Some("w1")));
+        assert_eq!(
+            (now.attempts, now.claimed_by.as_deref()),
+            (item.attempts, Some("w1"))
+        );
     }
 
     #[tokio::test]
