@@ -6,7 +6,7 @@
 use ringrift_contracts::{
     EvaluateReport, ExportReport, SelfplayReport, TournamentReport, TrainReport,
 };
-use ringrift_pipeline::jobs::{JobKind, JobRequest, JobTemplates, Jobs, RunnerJobs};
+use ringrift_jobs::{JobKind, JobRequest, JobTemplates, Jobs, RunnerJobs};
 use ringrift_system_tests::{Home, bin_dir};
 use std::time::Duration;
 

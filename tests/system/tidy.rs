@@ -471,3 +471,109 @@ fn test_support_is_only_a_dev_dependency() {
         "ringrift-test-support as a non-dev dependency: {bad:#?}"
     );
 }
+
+/// Where `text` (a file of the daemon crate whose registry name is `own`) could reach
+/// another daemon's private state: a `StateStore` opened with anything but the crate's
+/// own `INFO`, or a `DaemonInfo` literal naming another daemon (which could then be
+/// passed to an opener). Each finding is `line: what`.
+fn foreign_state_reads(text: &str, own: &str) -> Vec<String> {
+    let line = |i: usize| text[..i].lines().count().max(1);
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("StateStore::open") {
+        // A call: `StateStore::open(` or `StateStore::open_at(` (not a mention in a doc).
+        let rest = &text[i + "StateStore::open".len()..];
+        let Some(after) = rest.strip_prefix('(').or_else(|| rest.strip_prefix("_at(")) else {
+            continue;
+        };
+        let open = text.len() - after.len();
+        // The argument list up to the matching parenthesis (bounded by the text).
+        let mut depth = 1usize;
+        let mut end = open;
+        for (j, c) in text[open..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                end = open + j;
+                break;
+            }
+        }
+        let args = text[open..end].trim().trim_end_matches(',');
+        let who = args.rsplit(',').next().unwrap_or("").trim();
+        if !matches!(who, "&INFO" | "&crate::INFO" | "&super::INFO") {
+            out.push(format!("{}: StateStore opened for {who:?}", line(i)));
+        }
+    }
+    for (i, _) in text.match_indices("DaemonInfo {") {
+        let body = &text[i..text[i..].find('}').map_or(text.len(), |e| i + e)];
+        if let Some(n) = body.find("name: \"") {
+            let name = body[n + 7..].split('"').next().unwrap_or("");
+            if name != own {
+                out.push(format!("{}: DaemonInfo named {name:?}", line(i)));
+            }
+        }
+    }
+    out
+}
+
+/// Private state stays private (issue 29): a daemon opens only its own rows of the
+/// state store; facts another daemon needs are in `ringrift_ledger::Ledger`.
+#[test]
+fn a_daemon_opens_only_its_own_state() {
+    // The detector itself: a read of another daemon's state is caught in each form.
+    let planted = [
+        "let s = StateStore::open(home, &OTHER)?;",
+        "let s = ringrift_ledger::StateStore::open_at(\n    &p,\n    &x::INFO,\n)?;",
+        "const T: DaemonInfo = DaemonInfo { name: \"continuous_training_loop\", about: \"\" };",
+    ];
+    for p in planted {
+        assert_eq!(foreign_state_reads(p, "maintenance").len(), 1, "{p}");
+    }
+    assert!(
+        foreign_state_reads(
+            "StateStore::open(&ctx.home, &INFO)?; StateStore::open(\n    dir.path(),\n    &crate::INFO,\n)",
+            "maintenance"
+        )
+        .is_empty()
+    );
+    let mut bad = Vec::new();
+    for e in std::fs::read_dir(root().join("crates/daemons"))
+        .unwrap()
+        .flatten()
+    {
+        let own = e.file_name().to_string_lossy().replace('-', "_");
+        let mut rs = Vec::new();
+        files(&e.path(), ".rs", &mut rs);
+        for p in rs {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            bad.extend(
+                foreign_state_reads(&text, &own)
+                    .into_iter()
+                    .map(|f| format!("{}:{f}", p.display())),
+            );
+        }
+    }
+    // Libraries and tests name no daemon's state: the state store of a daemon is opened
+    // only in its own crate, and nothing but the ledger crate opens the file directly.
+    let mut rs = Vec::new();
+    files(&root().join("crates"), ".rs", &mut rs);
+    files(&root().join("tests"), ".rs", &mut rs);
+    let (daemons, ledger) = (root().join("crates/daemons"), root().join("crates/ledger"));
+    let tidy = root().join("tests/system/tidy.rs");
+    for p in rs {
+        if p.starts_with(&daemons) || p.starts_with(&ledger) || p == tidy {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        if text.contains("StateStore::open") {
+            bad.push(format!("{}: opens a daemon's StateStore", p.display()));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "a daemon's state store is opened only with its own INFO (a fact another daemon \
+         needs goes to ringrift_ledger::Ledger): {bad:#?}"
+    );
+}

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod config;
+pub mod duty;
 pub mod etcd;
 pub mod leader;
 pub mod membership;

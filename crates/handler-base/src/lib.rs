@@ -31,6 +31,7 @@ mod run;
 pub mod scope;
 pub mod settings;
 pub mod status_body;
+mod status_line;
 pub mod tls;
 
 pub use cli::CommonArgs;
@@ -38,12 +39,14 @@ pub use dedup::Dedup;
 pub use errors::ErrorLog;
 pub use health::{HealthCheckResult, HealthStatus};
 pub use lifecycle::LifecycleConfig;
-pub use publish::{Publish, Recorded};
+pub use publish::{Publish, Recorded, event};
+pub use router_client::ClientError;
 pub use run::{
     Context, DaemonInfo, Factory, Handler, Probe, ServiceContext, ServiceFn, daemon_main,
     service_main,
 };
 pub use settings::{ConfigError, Settings};
+pub use status_line::{StatusLine, StatusMap};
 
 /// The heartbeat health detail present while a loop is stuck in one handler call longer
 /// than `stuck_after_s` (its value says which loop and for how long); the launcher

@@ -28,6 +28,13 @@ pub trait Publish: Send + Sync {
     }
 }
 
+/// An event with a dedup id and config key, as a daemon decision publishes it:
+/// re-publishing the same decision after a restart is recognised by the router (same
+/// id) instead of stored twice.
+pub fn event(payload: Payload, id: impl Into<String>, config: &str) -> Event {
+    Event::new(payload).with_id(id).with_config(config)
+}
+
 /// A daemon whose publishes the router refuses is DEGRADED with the reason (its events
 /// wait in the outbox); the count of events kept as rejected is a detail.
 pub(crate) fn publisher_health(h: &mut HealthCheckResult, p: &dyn Publish) {

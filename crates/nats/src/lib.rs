@@ -9,6 +9,21 @@ pub mod work_queue;
 
 pub use work_queue::JetStreamWorkQueue;
 
+/// The node's work queue as cluster.toml says: the shared JetStream queue (one stream
+/// and bucket for the cluster, `[events] replicas` copies) when `[events] backend =
+/// "jetstream"`, else this node's SQLite file (`ringrift_store::work_queue::open_home`).
+/// A bad cluster.toml is a config error (exit 64).
+pub fn open_node_queue(
+    ctx: &handler_base::Context,
+) -> anyhow::Result<std::sync::Arc<dyn ringrift_store::work_queue::WorkQueue>> {
+    let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
+        .map_err(handler_base::ConfigError::from)?;
+    match JetStreamWorkQueue::for_cluster(&cluster, &ctx.source()) {
+        None => Ok(ringrift_store::work_queue::open_home(&ctx.home)?),
+        Some(q) => Ok(std::sync::Arc::new(q?)),
+    }
+}
+
 /// Why the JetStream backend could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {

@@ -13,6 +13,7 @@ mod fence;
 mod fuzz;
 pub mod games;
 pub mod manifest;
+pub mod model_files;
 pub mod models;
 pub mod paths;
 pub mod work_queue;

@@ -223,6 +223,13 @@ impl Clock for SystemClock {
     }
 }
 
+/// Opens the node's work queue file of `home` (`data/work_queue.db`, creating `data/`).
+pub fn open_home(home: &Path) -> Result<Arc<dyn WorkQueue>, StoreError> {
+    Ok(Arc::new(SqliteWorkQueue::open(
+        &crate::paths::work_queue_db(home),
+    )?))
+}
+
 /// A shared work queue backend.
 pub trait WorkQueue: Send + Sync {
     /// Adds an item; returns its id.

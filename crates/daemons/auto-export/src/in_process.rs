@@ -39,8 +39,7 @@ async fn build_and_export_on_new_games() {
         elapsed_s: 0.1,
         rows_per_s: 300.0,
     };
-    let jobs =
-        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Export, &report).unwrap();
+    let jobs = ringrift_jobs::scripted_job(home.path(), JobKind::Export, &report).unwrap();
     let toml = format!("[auto_export]\nthreshold = 2\n[jobs]\n{jobs}");
     let (ctx, published) = Context::for_test(INFO.name, home.path(), &toml).unwrap();
     let h = build(&ctx).unwrap();

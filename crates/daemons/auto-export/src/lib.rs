@@ -8,12 +8,12 @@
 //! that is not newer than what it already queued.
 
 use handler_base::scope::Scope;
+use handler_base::StatusMap;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_contracts::ExportReport;
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
-use ringrift_pipeline::state::StateStore;
-use ringrift_pipeline::status::StatusMap;
+use ringrift_jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_ledger::{Export, ExportWriter, Ledger, StateStore};
 use ringrift_proto::{EventType, wire};
 use ringrift_store::{ConfigKey, paths};
 use std::path::PathBuf;
@@ -105,6 +105,8 @@ pub struct Exporter {
     pub jobs: Arc<dyn Jobs>,
     pub games: Arc<dyn Games>,
     pub state: StateStore,
+    /// The exports others read (their watermarks).
+    ledger: ExportWriter,
     status: StatusMap,
     busy: tokio::sync::Mutex<()>,
 }
@@ -117,6 +119,7 @@ impl Exporter {
         jobs: Arc<dyn Jobs>,
         games: Arc<dyn Games>,
         state: StateStore,
+        ledger: ExportWriter,
     ) -> Self {
         Exporter {
             cfg,
@@ -125,6 +128,7 @@ impl Exporter {
             jobs,
             games,
             state,
+            ledger,
             status: StatusMap::default(),
             busy: tokio::sync::Mutex::new(()),
         }
@@ -135,7 +139,7 @@ impl Exporter {
     }
 
     /// Checks every config; exports those past the threshold.
-    pub async fn check_all(&self, emit: &dyn Emit) -> anyhow::Result<()> {
+    pub async fn check_all(&self, emit: &dyn Publish) -> anyhow::Result<()> {
         let _one_at_a_time = self.busy.lock().await;
         for &c in &self.configs {
             self.check(c, emit).await?;
@@ -143,7 +147,7 @@ impl Exporter {
         Ok(())
     }
 
-    async fn check(&self, config: ConfigKey, emit: &dyn Emit) -> anyhow::Result<()> {
+    async fn check(&self, config: ConfigKey, emit: &dyn Publish) -> anyhow::Result<()> {
         let key = config.to_string();
         let mut st: ExportState = self.state.get(&key).await?.unwrap_or_default();
         if let Some(a) = st.pending.clone() {
@@ -204,7 +208,7 @@ impl Exporter {
         config: ConfigKey,
         st: &mut ExportState,
         a: Announce,
-        emit: &dyn Emit,
+        emit: &dyn Publish,
     ) -> anyhow::Result<()> {
         let key = config.to_string();
         let payload = wire::NpzExportCompleted {
@@ -214,7 +218,7 @@ impl Exporter {
             games: a.games,
             watermark: a.max_seq,
         };
-        emit.emit(event(
+        emit.publish_acked(event(
             wire::event::Payload::NpzExportCompleted(payload),
             format!("npz:{config}:{}", a.max_seq),
             &key,
@@ -226,6 +230,16 @@ impl Exporter {
         st.last_sha256 = a.sha256;
         st.pending = None;
         self.state.put(&key, st).await?;
+        self.ledger
+            .record(&Export {
+                config,
+                watermark: a.max_seq,
+                npz: st.last_npz.clone(),
+                sha256: st.last_sha256.clone(),
+                rows: a.rows,
+                at_ms: ringrift_store::now_ms(),
+            })
+            .await?;
         tracing::info!(%config, rows = a.rows, games = a.games, watermark = a.max_seq, npz = %st.last_npz, "NPZ_EXPORT_COMPLETED");
         self.note(
             config,
@@ -244,9 +258,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "auto_export.value_blend must be between 0 and 1, not {}",
         cfg.value_blend
     );
-    let configs = ringrift_pipeline::configs(ctx)?;
+    let configs = ringrift_loop::configs(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
-    let state = StateStore::open(&ctx.home, INFO.name)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
+    let ledger = Ledger::open(&ctx.home)?.exporter(&INFO)?;
     let games = Arc::new(StoreGames(ctx.home.clone()));
     Ok(Arc::new(Exporter::new(
         cfg,
@@ -255,6 +270,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         jobs,
         games,
         state,
+        ledger,
     )))
 }
 
@@ -268,10 +284,10 @@ impl Handler for Exporter {
         std::time::Duration::from_secs_f64(self.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.check_all(&ctx.publisher).await
+        self.check_all(&*ctx.publisher).await
     }
     async fn handle_event(&self, ctx: &Context, _ev: &ringrift_proto::Event) -> anyhow::Result<()> {
-        self.check_all(&ctx.publisher).await
+        self.check_all(&*ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
         self.status.details(HealthCheckResult::running(format!(

@@ -1,9 +1,9 @@
 //! auto_export decisions with fake jobs and a fake game count.
 
 use super::*;
+use handler_base::{ClientError, Recorded};
 use ringrift_contracts::wire::report_json;
-use ringrift_pipeline::emit::Recorder;
-use ringrift_pipeline::jobs::FakeJobs;
+use ringrift_jobs::FakeJobs;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 struct FakeGames(AtomicI64);
@@ -14,6 +14,11 @@ impl Games for FakeGames {
         let max = self.0.load(Ordering::SeqCst);
         Ok(((max - wm).max(0) as u64, max))
     }
+}
+
+/// The ledger's export writer of `dir`.
+fn exporter(dir: &std::path::Path) -> ExportWriter {
+    Ledger::open(dir).unwrap().exporter(&INFO).unwrap()
 }
 
 fn setup(dir: &std::path::Path, max_seq: i64) -> (Exporter, Arc<FakeJobs>, Arc<FakeGames>) {
@@ -42,7 +47,7 @@ fn setup(dir: &std::path::Path, max_seq: i64) -> (Exporter, Arc<FakeJobs>, Arc<F
         threshold: 100,
         ..Default::default()
     };
-    let state = StateStore::open(dir, "auto_export").unwrap();
+    let state = StateStore::open(dir, &INFO).unwrap();
     let e = Exporter::new(
         cfg,
         vec!["hex8_2p".parse().unwrap()],
@@ -50,6 +55,7 @@ fn setup(dir: &std::path::Path, max_seq: i64) -> (Exporter, Arc<FakeJobs>, Arc<F
         jobs.clone(),
         games.clone(),
         state,
+        exporter(dir),
     );
     (e, jobs, games)
 }
@@ -58,7 +64,7 @@ fn setup(dir: &std::path::Path, max_seq: i64) -> (Exporter, Arc<FakeJobs>, Arc<F
 async fn below_threshold_nothing_happens() {
     let dir = tempfile::tempdir().unwrap();
     let (e, jobs, _) = setup(dir.path(), 99);
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     e.check_all(&rec).await.unwrap();
     assert!(jobs.calls().is_empty() && rec.events().is_empty());
 }
@@ -67,7 +73,7 @@ async fn below_threshold_nothing_happens() {
 async fn at_threshold_exports_once_and_advances_the_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let (e, jobs, games) = setup(dir.path(), 150);
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     e.check_all(&rec).await.unwrap();
     e.check_all(&rec).await.unwrap();
     assert_eq!(jobs.calls().len(), 1, "second check sees no new games");
@@ -78,16 +84,24 @@ async fn at_threshold_exports_once_and_advances_the_watermark() {
         panic!()
     };
     assert_eq!((p.rows, p.watermark, p.sha256.len()), (1500, 150, 64));
+    // Others read the export and its watermark in the ledger.
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let ex = ledger.exports().await.unwrap();
+    assert!(
+        matches!(&ex[..], [x] if x.watermark == 150 && x.rows == 1500 && x.sha256 == p.sha256),
+        "{ex:?}"
+    );
     games.0.store(260, Ordering::SeqCst);
     e.check_all(&rec).await.unwrap();
     assert_eq!(jobs.calls()[1].vars["since"], "150");
+    assert_eq!(ledger.exports().await.unwrap()[0].watermark, 260);
 }
 
 #[tokio::test]
 async fn a_restart_before_the_watermark_was_saved_repeats_with_the_same_event_id() {
     let dir = tempfile::tempdir().unwrap();
     let (e, _, _) = setup(dir.path(), 150);
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     e.check_all(&rec).await.unwrap();
     // Simulate a crash after the ack but before the state write: forget the state.
     e.state
@@ -109,7 +123,7 @@ async fn a_failed_export_does_not_move_the_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let games = Arc::new(FakeGames(AtomicI64::new(500)));
     let jobs = FakeJobs::new(|_| Err("disk full".into()));
-    let state = StateStore::open(dir.path(), "auto_export").unwrap();
+    let state = StateStore::open(dir.path(), &INFO).unwrap();
     let e = Exporter::new(
         ExportConfig {
             threshold: 10,
@@ -120,8 +134,9 @@ async fn a_failed_export_does_not_move_the_watermark() {
         jobs,
         games,
         state,
+        exporter(dir.path()),
     );
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     let err = e.check_all(&rec).await.unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");
     assert_eq!(e.state.get::<ExportState>("hex8_2p").await.unwrap(), None);
@@ -132,9 +147,16 @@ async fn a_failed_export_does_not_move_the_watermark() {
 struct Down;
 
 #[async_trait::async_trait]
-impl Emit for Down {
-    async fn emit(&self, _ev: ringrift_proto::Event) -> anyhow::Result<()> {
-        anyhow::bail!("router unreachable")
+impl Publish for Down {
+    async fn publish_stored(&self, _ev: ringrift_proto::Event) -> Result<(), ClientError> {
+        Err(ClientError::Closed)
+    }
+    async fn publish_acked(&self, _ev: ringrift_proto::Event) -> Result<(), ClientError> {
+        Err(ClientError::Closed)
+    }
+    fn publish_latest(&self, _ev: ringrift_proto::Event) {}
+    fn buffered(&self) -> usize {
+        0
     }
 }
 
@@ -149,7 +171,7 @@ async fn an_export_written_before_a_crash_is_announced_not_exported_over() {
     // the file it wrote, not export the same name again with more games.
     games.0.store(200, Ordering::SeqCst);
     let (e2, jobs2, games2) = setup(dir.path(), 200);
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     e2.check_all(&rec).await.unwrap();
     assert_eq!(jobs.calls().len() + jobs2.calls().len(), 1, "exported once");
     assert_eq!(
@@ -175,13 +197,13 @@ async fn an_export_written_before_a_crash_is_announced_not_exported_over() {
 async fn value_blend_is_passed_to_the_export_job_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let (mut e, jobs, _) = setup(dir.path(), 150);
-    e.check_all(&Recorder::default()).await.unwrap();
+    e.check_all(&Recorded::default()).await.unwrap();
     assert_eq!(jobs.calls()[0].vars["value_blend"], "0.5", "the default");
     let dir = tempfile::tempdir().unwrap();
     let (e2, jobs, _) = setup(dir.path(), 150);
     e = e2;
     e.cfg.value_blend = 0.25;
-    e.check_all(&Recorder::default()).await.unwrap();
+    e.check_all(&Recorded::default()).await.unwrap();
     assert_eq!(jobs.calls()[0].vars["value_blend"], "0.25");
 
     let home = tempfile::tempdir().unwrap();

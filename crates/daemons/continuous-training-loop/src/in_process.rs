@@ -15,11 +15,11 @@ async fn build_and_train_a_queued_item() {
     let (sha, _) = ringrift_store::manifest::hash_file(&npz).unwrap();
     let output = paths::models_dir(home.path()).join("hex8_2p/gen0001_w7.rrm");
     let report = ringrift_contracts::example::train("hex8_2p".parse().unwrap(), &output);
-    let jobs = ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Train, &report).unwrap();
+    let jobs = ringrift_jobs::scripted_job(home.path(), JobKind::Train, &report).unwrap();
     let (ctx, published) =
         Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
     let h = build(&ctx).unwrap();
-    let queue = ringrift_pipeline::open_queue(home.path()).unwrap();
+    let queue = ringrift_store::work_queue::open_home(home.path()).unwrap();
     let item = TrainingItem {
         npz_path: npz.display().to_string(),
         npz_paths: vec![npz.display().to_string()],
@@ -53,4 +53,15 @@ async fn build_and_train_a_queued_item() {
         "{p:?}"
     );
     assert!(h.health_check().message.contains("generation 1"));
+    // The checkpoint is in the ledger, where maintenance reads the watermark.
+    let cps = ringrift_ledger::Ledger::open(home.path())
+        .unwrap()
+        .checkpoints()
+        .await
+        .unwrap();
+    assert!(
+        matches!(&cps[..], [c] if c.config.to_string() == "hex8_2p" && c.generation == 1
+            && c.watermark == 7 && c.model == output.display().to_string()),
+        "{cps:?}"
+    );
 }

@@ -8,15 +8,15 @@
 //! the items it still holds (`held_by`) instead of waiting for their leases to expire.
 
 use handler_base::scope::Scope;
+use handler_base::StatusLine;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_contracts::TrainReport;
 use ringrift_contracts::payload::TrainingItem;
 use ringrift_contracts::wire::parse_payload;
-use ringrift_pipeline::claim;
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
-use ringrift_pipeline::state::StateStore;
-use ringrift_pipeline::status::StatusLine;
+use ringrift_jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_ledger::{Checkpoint, Ledger, StateStore, TrainingWriter};
+use ringrift_loop::claim;
 use ringrift_proto::wire;
 use ringrift_store::work_queue::{WorkItem, WorkKind, WorkQueue};
 use ringrift_store::{ConfigKey, paths};
@@ -78,6 +78,8 @@ pub struct Trainer {
     pub queue: Arc<dyn WorkQueue>,
     pub jobs: Arc<dyn Jobs>,
     pub state: StateStore,
+    /// The checkpoints others read (maintenance: the trained watermark).
+    ledger: TrainingWriter,
     status: StatusLine,
     /// One step at a time: the cycle and WORK_QUEUED events both call `step`.
     one: tokio::sync::Mutex<()>,
@@ -91,6 +93,7 @@ impl Trainer {
         queue: Arc<dyn WorkQueue>,
         jobs: Arc<dyn Jobs>,
         state: StateStore,
+        ledger: TrainingWriter,
     ) -> Self {
         Trainer {
             cfg,
@@ -99,6 +102,7 @@ impl Trainer {
             queue,
             jobs,
             state,
+            ledger,
             status: StatusLine::new("idle"),
             one: tokio::sync::Mutex::new(()),
         }
@@ -109,7 +113,7 @@ impl Trainer {
     }
 
     /// Resumes held items, else claims one; trains it. Returns whether it did work.
-    pub async fn step(&self, emit: &dyn Emit) -> anyhow::Result<bool> {
+    pub async fn step(&self, emit: &dyn Publish) -> anyhow::Result<bool> {
         let _one = self.one.lock().await;
         let (q, w) = (self.queue.clone(), self.worker.clone());
         let held = tokio::task::spawn_blocking(move || q.held_by(&w)).await??;
@@ -152,7 +156,7 @@ impl Trainer {
                     .map(|p| p.npz_path)
                     .unwrap_or_default(),
             };
-            emit.emit(event(
+            emit.publish_acked(event(
                 wire::event::Payload::TrainingFailed(p),
                 format!("train-failed:{}:{}", item.item_id, item.attempts),
                 &config,
@@ -166,8 +170,8 @@ impl Trainer {
     async fn train(
         &self,
         item: &WorkItem,
-        emit: &dyn Emit,
-        stop: ringrift_pipeline::jobs::CancellationToken,
+        emit: &dyn Publish,
+        stop: ringrift_jobs::CancellationToken,
     ) -> anyhow::Result<serde_json::Value> {
         let config: ConfigKey = item
             .config_key
@@ -206,7 +210,7 @@ impl Trainer {
             npz_sha256: npz_sha.clone(),
             samples: p.rows,
         };
-        emit.emit(event(
+        emit.publish_acked(event(
             wire::event::Payload::TrainingStarted(started),
             format!("train-start:{}", item.item_id),
             &key,
@@ -244,7 +248,7 @@ impl Trainer {
             _ => {
                 let (home, c) = (self.home.clone(), config);
                 let init = tokio::task::spawn_blocking(move || {
-                    ringrift_pipeline::models::current_model(&home, c)
+                    ringrift_store::model_files::current_model(&home, c)
                 })
                 .await?
                 .map(|m| m.display().to_string());
@@ -271,7 +275,7 @@ impl Trainer {
             generation,
             duration_s: t0.elapsed().as_secs_f64(),
         };
-        emit.emit(event(
+        emit.publish_acked(event(
             wire::event::Payload::TrainingCompleted(done),
             format!("trained:{config}:{watermark}"),
             &key,
@@ -282,6 +286,15 @@ impl Trainer {
         st.last_model = model.clone();
         st.started = None;
         self.state.put(&key, &st).await?;
+        self.ledger
+            .record(&Checkpoint {
+                config,
+                generation,
+                watermark,
+                model: model.clone(),
+                at_ms: ringrift_store::now_ms(),
+            })
+            .await?;
         tracing::info!(%config, generation, model = %model, "TRAINING_COMPLETED");
         self.status
             .set(format!("trained {config} generation {generation}"));
@@ -295,9 +308,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.lease_s >= 1.0 && cfg.timeout_s > 0.0,
         "continuous_training_loop: lease_s >= 1, timeouts > 0"
     );
-    let queue = ringrift_pipeline::open_node_queue(ctx)?;
+    let queue = ringrift_nats::open_node_queue(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
-    let state = StateStore::open(&ctx.home, INFO.name)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
+    let ledger = Ledger::open(&ctx.home)?.trainer(&INFO)?;
     Ok(Arc::new(Trainer::new(
         cfg,
         ctx.source(),
@@ -305,6 +319,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         queue,
         jobs,
         state,
+        ledger,
     )))
 }
 
@@ -319,7 +334,7 @@ impl Handler for Trainer {
         std::time::Duration::from_secs_f64(self.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        while self.step(&ctx.publisher).await? {}
+        while self.step(&*ctx.publisher).await? {}
         Ok(())
     }
     async fn handle_event(&self, ctx: &Context, ev: &ringrift_proto::Event) -> anyhow::Result<()> {

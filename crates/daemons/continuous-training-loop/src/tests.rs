@@ -1,16 +1,17 @@
 //! continuous_training_loop with a fake train job and a file work queue.
 
 use super::*;
+use handler_base::Recorded;
 use ringrift_contracts::wire::{payload_json, report_json};
-use ringrift_pipeline::emit::Recorder;
-use ringrift_pipeline::jobs::FakeJobs;
+use ringrift_jobs::FakeJobs;
 use ringrift_store::work_queue::SqliteWorkQueue;
 use ringrift_store::work_queue::{NewWork, WorkStatus};
 use wire::event::Payload;
 
 fn setup(dir: &std::path::Path, jobs: Arc<FakeJobs>) -> Trainer {
     let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
-    let state = StateStore::open(dir, "continuous_training_loop").unwrap();
+    let state = StateStore::open(dir, &INFO).unwrap();
+    let ledger = Ledger::open(dir).unwrap().trainer(&INFO).unwrap();
     Trainer::new(
         LoopConfig::default(),
         "ctl@test".into(),
@@ -18,6 +19,7 @@ fn setup(dir: &std::path::Path, jobs: Arc<FakeJobs>) -> Trainer {
         queue,
         jobs,
         state,
+        ledger,
     )
 }
 
@@ -82,7 +84,7 @@ async fn an_export_whose_sha_differs_from_its_announcement_is_refused() {
     let jobs = ok_jobs();
     let t = setup(dir.path(), jobs.clone());
     let id = queue_training_with(&t, 100, Some("0000"));
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     assert!(t.step(&rec).await.unwrap());
     assert!(
         jobs.calls().is_empty(),
@@ -102,7 +104,7 @@ async fn trains_a_claimed_item_and_reports_start_and_completion() {
     let jobs = ok_jobs();
     let t = setup(dir.path(), jobs.clone());
     let id = queue_training(&t, 100);
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     assert!(t.step(&rec).await.unwrap());
     assert!(!t.step(&rec).await.unwrap(), "queue empty");
     let p = rec.payloads();
@@ -122,7 +124,7 @@ async fn data_already_trained_on_is_not_trained_again() {
     let t = setup(dir.path(), jobs.clone());
     queue_training(&t, 100);
     queue_training(&t, 100);
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     while t.step(&rec).await.unwrap() {}
     queue_training(&t, 90);
     while t.step(&rec).await.unwrap() {}
@@ -145,7 +147,7 @@ async fn a_restarted_loop_resumes_the_item_it_held() {
         .unwrap()
         .unwrap();
     let t2 = setup(dir.path(), jobs.clone());
-    assert!(t2.step(&Recorder::default()).await.unwrap());
+    assert!(t2.step(&Recorded::default()).await.unwrap());
     assert_eq!(
         t2.queue.get(&id).unwrap().unwrap().status,
         WorkStatus::Completed
@@ -180,7 +182,7 @@ async fn a_resumed_item_continues_from_the_model_its_first_attempt_chose() {
     t.state.put("hex8_2p", &st).await.unwrap();
     std::fs::write(models.join("gen0002_w100.rrm"), b"2").unwrap();
     let t2 = setup(dir.path(), jobs.clone());
-    assert!(t2.step(&Recorder::default()).await.unwrap());
+    assert!(t2.step(&Recorded::default()).await.unwrap());
     assert_eq!(
         jobs.calls()[0].vars["init"],
         first.display().to_string(),
@@ -190,7 +192,7 @@ async fn a_resumed_item_continues_from_the_model_its_first_attempt_chose() {
     assert_eq!((st.generation, st.started), (2, None));
     // A new item chooses afresh: the newest generation.
     queue_training(&t2, 200);
-    assert!(t2.step(&Recorder::default()).await.unwrap());
+    assert!(t2.step(&Recorded::default()).await.unwrap());
     assert!(jobs.calls()[1].vars["init"].ends_with("gen0002_w100.rrm"));
 }
 
@@ -200,7 +202,7 @@ async fn a_failed_job_publishes_training_failed_and_returns_the_item() {
     let jobs = FakeJobs::new(|_| Err("out of memory".into()));
     let t = setup(dir.path(), jobs);
     let id = queue_training(&t, 100);
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     t.step(&rec).await.unwrap();
     assert!(
         rec.payloads()

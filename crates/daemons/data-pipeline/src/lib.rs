@@ -11,8 +11,8 @@
 
 use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::state::StateStore;
+use handler_base::{Publish, event};
+use ringrift_ledger::{Ledger, StageRecord, StageWriter, StateStore};
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use std::collections::BTreeMap;
@@ -145,18 +145,26 @@ pub struct Pipeline {
     pub cfg: PipelineConfig,
     pub configs: Vec<ConfigKey>,
     pub state: StateStore,
+    /// The stage per config, for other readers (the dashboard).
+    ledger: StageWriter,
     /// The pauses in force, per source (`_pauses`; `_paused` in older state).
-    paused: Mutex<ringrift_pipeline::pause::Pauses>,
+    paused: Mutex<ringrift_loop::pause::Pauses>,
     view: Mutex<BTreeMap<String, ConfigStage>>,
     lock: tokio::sync::Mutex<()>,
 }
 
 impl Pipeline {
-    pub fn new(cfg: PipelineConfig, configs: Vec<ConfigKey>, state: StateStore) -> Self {
+    pub fn new(
+        cfg: PipelineConfig,
+        configs: Vec<ConfigKey>,
+        state: StateStore,
+        ledger: StageWriter,
+    ) -> Self {
         Pipeline {
             cfg,
             configs,
             state,
+            ledger,
             paused: Mutex::new(Default::default()),
             view: Mutex::new(BTreeMap::new()),
             lock: tokio::sync::Mutex::new(()),
@@ -173,6 +181,14 @@ impl Pipeline {
 
     async fn save(&self, key: &str, st: &ConfigStage) -> anyhow::Result<()> {
         self.state.put(key, st).await?;
+        self.ledger
+            .record(&StageRecord {
+                config: key.parse()?,
+                stage: st.stage.as_str().to_owned(),
+                generation: st.generation,
+                since_ms: st.since_ms,
+            })
+            .await?;
         self.view
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -183,7 +199,7 @@ impl Pipeline {
     pub async fn restore(&self) -> anyhow::Result<()> {
         let pauses = match self.state.get("_pauses").await? {
             Some(p) => p,
-            None => ringrift_pipeline::pause::Pauses::from_legacy(
+            None => ringrift_loop::pause::Pauses::from_legacy(
                 self.state.get::<Option<String>>("_paused").await?.flatten(),
             ),
         };
@@ -263,7 +279,7 @@ impl Pipeline {
     /// Reports stages without progress past their timeout (once per stall).
     pub async fn check_stalls(
         &self,
-        emit: &dyn Emit,
+        emit: &dyn Publish,
         now: i64,
     ) -> anyhow::Result<Vec<(ConfigKey, Stage)>> {
         let _g = self.lock.lock().await;
@@ -286,7 +302,7 @@ impl Pipeline {
                     stage: st.stage.as_str().into(),
                     stalled_for_s: idle as f64 / 1000.0,
                 };
-                emit.emit(event(
+                emit.publish_acked(event(
                     wire::event::Payload::PipelineStageStalled(p),
                     format!("stall:{c}:{}:{}", st.stage.as_str(), st.last_progress_ms),
                     &c.to_string(),
@@ -351,9 +367,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             s.as_str()
         );
     }
-    let configs = ringrift_pipeline::configs(ctx)?;
-    let state = StateStore::open(&ctx.home, INFO.name)?;
-    Ok(Arc::new(Pipeline::new(cfg, configs, state)))
+    let configs = ringrift_loop::configs(ctx)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
+    let ledger = Ledger::open(&ctx.home)?.stager(&INFO)?;
+    Ok(Arc::new(Pipeline::new(cfg, configs, state, ledger)))
 }
 
 #[async_trait::async_trait]
@@ -384,7 +401,7 @@ impl Handler for Pipeline {
         self.restore().await
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.check_stalls(&ctx.publisher, ringrift_store::now_ms())
+        self.check_stalls(&*ctx.publisher, ringrift_store::now_ms())
             .await
             .map(|_| ())
     }
@@ -399,7 +416,7 @@ impl Handler for Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringrift_pipeline::emit::Recorder;
+    use handler_base::Recorded;
     use wire::event::Payload;
 
     fn ev(p: Payload) -> Event {
@@ -414,7 +431,8 @@ mod tests {
         Pipeline::new(
             cfg,
             vec!["hex8_2p".parse().unwrap()],
-            StateStore::open(dir, "data_pipeline").unwrap(),
+            StateStore::open(dir, &INFO).unwrap(),
+            Ledger::open(dir).unwrap().stager(&INFO).unwrap(),
         )
     }
 
@@ -451,6 +469,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(stage(&p2).await, Stage::Evaluate);
+        // Others read the stage in the ledger.
+        let stages = Ledger::open(dir.path()).unwrap().stages().await.unwrap();
+        assert!(
+            matches!(&stages[..], [s] if s.stage == "evaluate" && s.generation == 3),
+            "{stages:?}"
+        );
         p2.on_event(&ev(Payload::EvaluationCompleted(Default::default())), 4)
             .await
             .unwrap();
@@ -479,7 +503,7 @@ mod tests {
     async fn other_stages_events_neither_hide_a_stall_nor_move_the_stage() {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         to_train(&p, 1_000).await;
         // Selfplay keeps announcing games while the trainer hangs.
         for t in (2_000..=12_000).step_by(2_000) {
@@ -512,7 +536,7 @@ mod tests {
     async fn a_stall_is_reported_once_and_cleared_by_progress() {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         to_train(&p, 1_000).await;
         assert!(p.check_stalls(&rec, 10_000).await.unwrap().is_empty());
         assert_eq!(
@@ -538,7 +562,7 @@ mod tests {
     async fn paused_pipeline_reports_no_stall_and_resumes_fresh() {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         to_train(&p, 1_000).await;
         p.on_event(
             &Event::new(Payload::PipelinePaused(wire::PipelineControl {

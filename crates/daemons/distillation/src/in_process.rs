@@ -24,8 +24,8 @@ async fn build_and_distil_a_promoted_model() {
         Some(1560.0),
     );
     let jobs = [
-        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Distill, &distill).unwrap(),
-        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Evaluate, &gauntlet).unwrap(),
+        ringrift_jobs::scripted_job(home.path(), JobKind::Distill, &distill).unwrap(),
+        ringrift_jobs::scripted_job(home.path(), JobKind::Evaluate, &gauntlet).unwrap(),
     ]
     .concat();
     let (ctx, published) =

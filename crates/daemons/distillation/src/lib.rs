@@ -5,12 +5,12 @@
 //! no EVALUATION_COMPLETED. One distillation per promoted model (persisted by SHA-256).
 
 use handler_base::scope::Scope;
+use handler_base::StatusLine;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_contracts::{EvaluateReport, TrainReport};
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
-use ringrift_pipeline::state::StateStore;
-use ringrift_pipeline::status::StatusLine;
+use ringrift_jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_ledger::StateStore;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::{ConfigKey, paths};
 use std::path::{Path, PathBuf};
@@ -49,7 +49,7 @@ impl Default for DistillConfig {
 
 /// The newest `n` NPZ files of `config` under `data/training`, newest first.
 pub fn newest_npz(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
-    ringrift_pipeline::models::newest_files(
+    ringrift_store::model_files::newest_files(
         &paths::training_dir(home),
         &format!("{config}_"),
         &[".npz"],
@@ -76,7 +76,7 @@ impl Distiller {
         }
     }
 
-    pub async fn on_promoted(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
+    pub async fn on_promoted(&self, ev: &Event, emit: &dyn Publish) -> anyhow::Result<()> {
         let wire::event::Payload::ModelPromoted(m) = &ev.payload else {
             return Ok(());
         };
@@ -137,7 +137,7 @@ impl Distiller {
         .var("early_reject", false)
         .var("early_accept", false);
         // A student is measured, never promoted: every bar at 0.
-        let req = ringrift_pipeline::gate::gate_vars(
+        let req = ringrift_jobs::gate_vars(
             req,
             &ringrift_contracts::Gate {
                 min_lower_vs_random: 0.0,
@@ -167,7 +167,7 @@ impl Distiller {
             previous_elo: 0.0,
             games: (self.cfg.games_random + self.cfg.games_heuristic),
         };
-        emit.emit(event(
+        emit.publish_acked(event(
             wire::event::Payload::EloUpdated(p),
             format!("distilled-elo:{tag}"),
             &ev.config_key,
@@ -193,7 +193,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     handler_base::ensure_config!(cfg.timeout_s > 0.0, "distillation timeouts must be > 0");
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
-    let state = StateStore::open(&ctx.home, INFO.name)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
     Ok(Arc::new(Distiller::new(cfg, ctx.home.clone(), jobs, state)))
 }
 
@@ -215,7 +215,7 @@ impl Handler for Distiller {
         Ok(())
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.on_promoted(ev, &ctx.publisher).await
+        self.on_promoted(ev, &*ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
         HealthCheckResult::running(self.status.get())
@@ -227,10 +227,10 @@ mod in_process;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use handler_base::Recorded;
     use ringrift_contracts::example;
     use ringrift_contracts::wire::report_json;
-    use ringrift_pipeline::emit::Recorder;
-    use ringrift_pipeline::jobs::FakeJobs;
+    use ringrift_jobs::FakeJobs;
 
     fn promoted() -> Event {
         let m = wire::ModelPromoted {
@@ -270,9 +270,9 @@ mod tests {
             DistillConfig::default(),
             dir.path().to_owned(),
             jobs.clone(),
-            StateStore::open(dir.path(), "distillation").unwrap(),
+            StateStore::open(dir.path(), &INFO).unwrap(),
         );
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         d.on_promoted(&promoted(), &rec).await.unwrap();
         d.on_promoted(&promoted(), &rec).await.unwrap();
         let calls = jobs.calls();
@@ -283,12 +283,10 @@ mod tests {
         );
         assert_eq!(calls[0].vars["teacher"], "/m/canonical_hex8_2p.rrm");
         assert_eq!(calls[0].lists["data"].len(), 3, "three hex8 exports");
-        let argv = ringrift_pipeline::jobs::default_argv(&calls[0]).unwrap();
+        let argv = ringrift_jobs::default_argv(&calls[0]).unwrap();
         let at = argv.iter().position(|a| a == "--data").unwrap();
         assert_eq!(argv[at + 1..at + 4], calls[0].lists["data"][..]);
-        let args = ringrift_pipeline::jobs::default_argv(&calls[1])
-            .unwrap()
-            .join(" ");
+        let args = ringrift_jobs::default_argv(&calls[1]).unwrap().join(" ");
         assert!(args.contains("--games-canonical 0"), "{args}");
         assert!(
             matches!(&rec.payloads()[0], wire::event::Payload::EloUpdated(e) if e.participant == "distilled_abcdef012345" && e.elo == 1480.0)
@@ -308,10 +306,10 @@ mod tests {
             DistillConfig::default(),
             dir.path().to_owned(),
             FakeJobs::new(|_| Ok(serde_json::json!({}))),
-            StateStore::open(dir.path(), "distillation").unwrap(),
+            StateStore::open(dir.path(), &INFO).unwrap(),
         );
         assert!(
-            d.on_promoted(&promoted(), &Recorder::default())
+            d.on_promoted(&promoted(), &Recorded::default())
                 .await
                 .unwrap_err()
                 .to_string()

@@ -19,8 +19,7 @@ async fn build_and_evaluate_a_trained_model() {
         Some(1580.0),
     );
     report.model_sha256 = "abc123".into();
-    let jobs =
-        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Evaluate, &report).unwrap();
+    let jobs = ringrift_jobs::scripted_job(home.path(), JobKind::Evaluate, &report).unwrap();
     let (ctx, published) =
         Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
     let h = build(&ctx).unwrap();

@@ -9,14 +9,14 @@
 //! every attempt and a gauntlet rerun after a crash counts no game twice.
 
 use handler_base::scope::Scope;
+use handler_base::StatusLine;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_contracts::{EvaluateReport, Gate};
-use ringrift_pipeline::convert;
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::gate::PromotionConfig;
-use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
-use ringrift_pipeline::state::StateStore;
-use ringrift_pipeline::status::StatusLine;
+use ringrift_jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_ledger::StateStore;
+use ringrift_loop::convert;
+use ringrift_loop::gate::PromotionConfig;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use std::sync::Arc;
@@ -104,7 +104,7 @@ impl Evaluator {
         }
     }
 
-    pub async fn on_trained(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
+    pub async fn on_trained(&self, ev: &Event, emit: &dyn Publish) -> anyhow::Result<()> {
         let wire::event::Payload::TrainingCompleted(t) = &ev.payload else {
             return Ok(());
         };
@@ -118,7 +118,7 @@ impl Evaluator {
 
     /// PROMOTION_REJECTED with `reevaluate`: the canonical model changed after the
     /// candidate's gauntlet, so it plays again (once per new canonical model).
-    pub async fn on_rejected(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
+    pub async fn on_rejected(&self, ev: &Event, emit: &dyn Publish) -> anyhow::Result<()> {
         let wire::event::Payload::PromotionRejected(r) = &ev.payload else {
             return Ok(());
         };
@@ -137,7 +137,7 @@ impl Evaluator {
         model_path: &str,
         run_id: &str,
         id: &str,
-        emit: &dyn Emit,
+        emit: &dyn Publish,
     ) -> anyhow::Result<()> {
         let config: ConfigKey = ev.config_key.parse().map_err(|e| {
             anyhow::anyhow!(
@@ -185,7 +185,7 @@ impl Evaluator {
         .var("early_accept", self.cfg.early_accept);
         // The gate goes with every gauntlet: the SPRT against the canonical model stops
         // its games when it decides, and early rejection uses the Wilson bars.
-        let req = ringrift_pipeline::gate::gate_vars(req, &self.gate);
+        let req = ringrift_jobs::gate_vars(req, &self.gate);
         let r: EvaluateReport = self.jobs.run(req).await?;
         let p = convert::evaluation_completed(&r, model_path, run_id);
         let summary: Vec<String> = p
@@ -198,7 +198,7 @@ impl Evaluator {
                 )
             })
             .collect();
-        emit.emit(event(
+        emit.publish_acked(event(
             wire::event::Payload::EvaluationCompleted(p),
             format!("eval:{id}"),
             &ev.config_key,
@@ -235,7 +235,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     );
     let gate = PromotionConfig::load(ctx)?.gate;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
-    let state = StateStore::open(&ctx.home, INFO.name)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
     Ok(Arc::new(Evaluation(Evaluator::new(cfg, gate, jobs, state))))
 }
 
@@ -265,8 +265,8 @@ impl Handler for Evaluation {
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
         match ev.kind {
-            EventType::PromotionRejected => self.0.on_rejected(ev, &ctx.publisher).await,
-            _ => self.0.on_trained(ev, &ctx.publisher).await,
+            EventType::PromotionRejected => self.0.on_rejected(ev, &*ctx.publisher).await,
+            _ => self.0.on_trained(ev, &*ctx.publisher).await,
         }
     }
     fn health_check(&self) -> HealthCheckResult {
@@ -279,10 +279,10 @@ mod in_process;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use handler_base::Recorded;
     use ringrift_contracts::OpponentResult;
     use ringrift_contracts::wire::report_json;
-    use ringrift_pipeline::emit::Recorder;
-    use ringrift_pipeline::jobs::FakeJobs;
+    use ringrift_jobs::FakeJobs;
 
     fn trained(sha: &str) -> Event {
         let t = wire::TrainingCompleted {
@@ -340,7 +340,7 @@ mod tests {
             EvalConfig::default(),
             Gate::default(),
             jobs,
-            StateStore::open(dir, "evaluation").unwrap(),
+            StateStore::open(dir, &INFO).unwrap(),
         )
     }
 
@@ -349,7 +349,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = jobs();
         let e = evaluator(dir.path(), j.clone());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
         let calls = j.calls();
@@ -358,9 +358,7 @@ mod tests {
             1,
             "a redelivered event does not rerun the gauntlet"
         );
-        let args = ringrift_pipeline::jobs::default_argv(&calls[0])
-            .unwrap()
-            .join(" ");
+        let args = ringrift_jobs::default_argv(&calls[0]).unwrap().join(" ");
         assert!(
             args.contains("--games-heuristic 1000")
                 && args.contains("--job-id evaluate:abc evaluate")
@@ -387,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = jobs();
         let e = evaluator(dir.path(), j.clone());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         e.on_trained(&trained("abc"), &rec).await.unwrap();
         let rejected = |reevaluate| {
             let r = wire::PromotionRejected {
@@ -408,9 +406,7 @@ mod tests {
         let calls = j.calls();
         assert_eq!(calls.len(), 2, "one re-evaluation");
         assert_eq!(calls[1].vars["model"], "/m/g1.rrm");
-        let args = ringrift_pipeline::jobs::default_argv(&calls[1])
-            .unwrap()
-            .join(" ");
+        let args = ringrift_jobs::default_argv(&calls[1]).unwrap().join(" ");
         assert!(
             args.contains("--gate-canonical 0.5") && args.contains("--job-id evaluate:abc:c2"),
             "{args}"
@@ -426,11 +422,11 @@ mod tests {
             EvalConfig::default(),
             Gate::default(),
             jobs(),
-            StateStore::open(dir.path(), "evaluation").unwrap(),
+            StateStore::open(dir.path(), &INFO).unwrap(),
         );
         let mut ev = trained("x");
         ev.config_key = "hex9_9p".into();
-        let err = e.on_trained(&ev, &Recorder::default()).await.unwrap_err();
+        let err = e.on_trained(&ev, &Recorded::default()).await.unwrap_err();
         assert!(err.to_string().contains("hex9_9p"), "{err}");
     }
 }

@@ -8,7 +8,7 @@ async fn build_and_run_a_cycle() {
     let (ctx, published) = Context::for_test(INFO.name, home.path(), "").unwrap();
     let h = build(&ctx).unwrap();
     h.run_cycle(&ctx).await.unwrap();
-    let queue = ringrift_pipeline::open_queue(home.path()).unwrap();
+    let queue = ringrift_store::work_queue::open_home(home.path()).unwrap();
     let d = queue.depth().unwrap();
     // Every detection queues work and is published; no detection does neither.
     assert_eq!(

@@ -6,11 +6,11 @@
 //! runs it on that device.
 
 use handler_base::scope::Scope;
+use handler_base::StatusLine;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_contracts::payload::SelfplayItem;
 use ringrift_contracts::wire::{parse_payload, payload_json};
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::status::StatusLine;
 use ringrift_proto::wire;
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
@@ -74,7 +74,7 @@ impl Idle {
     }
 
     /// One probe; returns how many selfplay items were queued.
-    pub async fn check(&self, emit: &dyn Emit) -> anyhow::Result<usize> {
+    pub async fn check(&self, emit: &dyn Publish) -> anyhow::Result<usize> {
         let probe = self.probe.clone();
         let slots = tokio::task::spawn_blocking(move || probe.sample()).await??;
         let idle: Vec<&Slot> = slots
@@ -110,7 +110,7 @@ impl Idle {
             .collect();
         let pending = pinned.len() as u64 + unpinned;
         let want = (uncovered.len() as u64).saturating_sub(unpinned);
-        let picks = ringrift_pipeline::alloc::pick_configs(
+        let picks = ringrift_loop::alloc::pick_configs(
             &self.configs,
             &BTreeMap::new(),
             &mut open,
@@ -149,7 +149,7 @@ impl Idle {
                 utilization: mean,
                 slots: idle.len() as u32,
             };
-            emit.emit(event(
+            emit.publish_acked(event(
                 wire::event::Payload::IdleResourceDetected(p),
                 format!("idle:{}:{}", self.node, ringrift_store::now_ms()),
                 "",
@@ -180,8 +180,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.games_per_item > 0 && cfg.max_open_per_config > 0,
         "idle_resource: games_per_item, max_open_per_config must be > 0"
     );
-    let configs = ringrift_pipeline::configs(ctx)?;
-    let queue = ringrift_pipeline::open_node_queue(ctx)?;
+    let configs = ringrift_loop::configs(ctx)?;
+    let queue = ringrift_nats::open_node_queue(ctx)?;
     Ok(Arc::new(Idle::new(
         cfg,
         configs,
@@ -194,7 +194,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
 #[async_trait::async_trait]
 impl Handler for Idle {
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.check(&ctx.publisher).await.map(|_| ())
+        self.check(&*ctx.publisher).await.map(|_| ())
     }
     fn health_check(&self) -> HealthCheckResult {
         HealthCheckResult::running(self.status.get())
@@ -204,7 +204,7 @@ impl Handler for Idle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringrift_pipeline::emit::Recorder;
+    use handler_base::Recorded;
     use ringrift_store::work_queue::SqliteWorkQueue;
 
     struct Fixed(Vec<f64>);
@@ -275,7 +275,7 @@ mod tests {
             queue.clone(),
             Arc::new(Fixed(vec![2.0, 5.0, 50.0])),
         );
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         assert_eq!(idle.check(&rec).await.unwrap(), 2, "two GPUs below 10 %");
         assert_eq!(
             idle.check(&rec).await.unwrap(),

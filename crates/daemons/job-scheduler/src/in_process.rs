@@ -25,12 +25,11 @@ async fn build_and_run_a_queued_selfplay_item() {
         model_sha256: None,
         max_seq: 4,
     };
-    let jobs =
-        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Selfplay, &report).unwrap();
+    let jobs = ringrift_jobs::scripted_job(home.path(), JobKind::Selfplay, &report).unwrap();
     let (ctx, published) =
         Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
     let h = build(&ctx).unwrap();
-    let queue = ringrift_pipeline::open_queue(home.path()).unwrap();
+    let queue = ringrift_store::work_queue::open_home(home.path()).unwrap();
     let payload = payload_json(&SelfplayItem {
         games: Some(4),
         reason: None,

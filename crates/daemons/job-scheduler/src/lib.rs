@@ -13,13 +13,13 @@
 
 use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_contracts::SelfplayReport;
 use ringrift_contracts::payload::SelfplayItem;
 use ringrift_contracts::wire::parse_payload;
-use ringrift_pipeline::claim;
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
-use ringrift_pipeline::state::StateStore;
+use ringrift_jobs::{JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_ledger::StateStore;
+use ringrift_loop::claim;
 use ringrift_proto::wire;
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{WorkItem, WorkKind, WorkQueue};
@@ -125,7 +125,7 @@ impl Scheduler {
     /// Requeues expired leases, then fills free slots; returns the spawned tasks.
     pub async fn fill(
         self: &Arc<Self>,
-        emit: Arc<dyn Emit>,
+        emit: Arc<dyn Publish>,
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         let _one = self.filling.lock().await;
         let q = self.queue.clone();
@@ -179,7 +179,7 @@ impl Scheduler {
         Ok(tasks)
     }
 
-    async fn run_item(&self, item: WorkItem, emit: &dyn Emit) -> anyhow::Result<()> {
+    async fn run_item(&self, item: WorkItem, emit: &dyn Publish) -> anyhow::Result<()> {
         let lease = Duration::from_secs_f64(self.cfg.lease_s);
         let outcome = claim::run_leased(&self.queue, &self.worker, &item, lease, |stop| async {
             self.selfplay(&item, emit, stop)
@@ -202,8 +202,8 @@ impl Scheduler {
     async fn selfplay(
         &self,
         item: &WorkItem,
-        emit: &dyn Emit,
-        stop: ringrift_pipeline::jobs::CancellationToken,
+        emit: &dyn Publish,
+        stop: ringrift_jobs::CancellationToken,
     ) -> anyhow::Result<serde_json::Value> {
         let config: ConfigKey = item
             .config_key
@@ -232,7 +232,7 @@ impl Scheduler {
             db_path: db.clone(),
             duration_s: r.elapsed_s,
         };
-        emit.emit(event(
+        emit.publish_acked(event(
             wire::event::Payload::SelfplayCompleted(sp),
             format!("selfplay:{}", item.item_id),
             &key,
@@ -244,7 +244,7 @@ impl Scheduler {
             db_path: db,
             node: self.worker.clone(),
         };
-        emit.emit(event(
+        emit.publish_acked(event(
             wire::event::Payload::NewGamesAvailable(ng),
             format!("games:{}", item.item_id),
             &key,
@@ -264,7 +264,7 @@ impl Scheduler {
         }
         let home = self.home.clone();
         let model = tokio::task::spawn_blocking(move || {
-            ringrift_pipeline::models::current_model(&home, config)
+            ringrift_store::model_files::current_model(&home, config)
         })
         .await?
         .map(|m| m.display().to_string());
@@ -289,7 +289,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.threads_per_job >= 1 && cfg.default_games >= 1,
         "job_scheduler: threads_per_job and default_games must be >= 1"
     );
-    let queue = ringrift_pipeline::open_node_queue(ctx)?;
+    let queue = ringrift_nats::open_node_queue(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
     let mut cfg = cfg;
     if cfg.slots == 0 {
@@ -304,7 +304,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         ctx.home.clone(),
         queue,
         jobs,
-        StateStore::open(&ctx.home, INFO.name)?,
+        StateStore::open(&ctx.home, &INFO)?,
     ))))
 }
 
@@ -319,7 +319,7 @@ impl Handler for JobScheduler {
         std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0.fill(Arc::new(ctx.publisher.clone())).await?;
+        self.0.fill(ctx.publisher.clone()).await?;
         Ok(())
     }
     async fn handle_event(&self, ctx: &Context, ev: &ringrift_proto::Event) -> anyhow::Result<()> {
@@ -343,9 +343,9 @@ mod in_process;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use handler_base::Recorded;
     use ringrift_contracts::wire::{payload_json, report_json};
-    use ringrift_pipeline::emit::Recorder;
-    use ringrift_pipeline::jobs::FakeJobs;
+    use ringrift_jobs::FakeJobs;
     use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkStatus};
 
@@ -361,7 +361,7 @@ mod tests {
             dir.to_owned(),
             queue,
             jobs,
-            StateStore::open(dir, INFO.name).unwrap(),
+            StateStore::open(dir, &INFO).unwrap(),
         )
     }
 
@@ -464,7 +464,7 @@ mod tests {
         });
         let s = setup(dir.path(), 2, jobs.clone());
         let ids = add(&s, 3);
-        let rec: Arc<Recorder> = Arc::new(Recorder::default());
+        let rec: Arc<Recorded> = Arc::new(Recorded::default());
         let tasks = s.fill(rec.clone()).await.unwrap();
         assert_eq!(tasks.len(), 2, "two slots");
         let g = gate.clone();
@@ -534,7 +534,7 @@ mod tests {
             dir.path().to_owned(),
             queue,
             jobs,
-            StateStore::open(dir.path(), INFO.name).unwrap(),
+            StateStore::open(dir.path(), &INFO).unwrap(),
         );
         let id = add(&s, 1).remove(0);
         s.queue
@@ -548,7 +548,7 @@ mod tests {
         clock
             .0
             .fetch_add(61_000, std::sync::atomic::Ordering::SeqCst);
-        for t in s.fill(Arc::new(Recorder::default())).await.unwrap() {
+        for t in s.fill(Arc::new(Recorded::default())).await.unwrap() {
             t.await.unwrap();
         }
         assert_eq!(
@@ -568,7 +568,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let s2 = setup(dir.path(), 1, jobs.clone());
-        for t in s2.fill(Arc::new(Recorder::default())).await.unwrap() {
+        for t in s2.fill(Arc::new(Recorded::default())).await.unwrap() {
             t.await.unwrap();
         }
         assert_eq!(
@@ -608,7 +608,7 @@ mod tests {
         );
         std::fs::write(&promoted, b"2").unwrap();
         let s2 = setup(dir.path(), 1, jobs.clone());
-        for t in s2.fill(Arc::new(Recorder::default())).await.unwrap() {
+        for t in s2.fill(Arc::new(Recorded::default())).await.unwrap() {
             t.await.unwrap();
         }
         let call = jobs.calls().remove(0);

@@ -132,20 +132,18 @@ pub fn run_pass(
     r
 }
 
-/// The training loop's trained watermark per config, from its persisted state.
+/// The training loop's trained watermark per config, from the ledger's training
+/// checkpoints (written by continuous_training_loop, read here).
 pub async fn trained_watermarks(home: &Path) -> anyhow::Result<HashMap<String, i64>> {
-    let state = ringrift_pipeline::state::StateStore::open(home, "continuous_training_loop")?;
-    let mut out = HashMap::new();
-    for (config, v) in state.all::<serde_json::Value>().await? {
-        let wm = v
-            .get("watermark")
-            .and_then(serde_json::Value::as_i64)
-            .ok_or_else(|| {
-                anyhow::anyhow!("training state of {config} has no integer `watermark`")
-            })?;
-        out.insert(config, wm);
-    }
-    Ok(out)
+    let home = home.to_owned();
+    let ledger =
+        tokio::task::spawn_blocking(move || ringrift_ledger::Ledger::open(&home)).await??;
+    Ok(ledger
+        .checkpoints()
+        .await?
+        .into_iter()
+        .map(|c| (c.config.to_string(), c.watermark))
+        .collect())
 }
 
 pub(crate) fn remove(
@@ -370,6 +368,26 @@ mod tests {
         let f = std::fs::File::options().write(true).open(p).unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(age_s))
             .unwrap();
+    }
+
+    /// The watermarks are the training loop's checkpoints in the ledger (the newest per
+    /// config), not its private state.
+    #[tokio::test]
+    async fn trained_watermarks_are_read_from_the_ledger() {
+        let h = tempfile::tempdir().unwrap();
+        assert!(trained_watermarks(h.path()).await.unwrap().is_empty());
+        // Rows as continuous_training_loop writes them (its writer is refused here).
+        drop(ringrift_ledger::Ledger::open(h.path()).unwrap());
+        let db = rusqlite::Connection::open(h.path().join("data/ledger.db")).unwrap();
+        db.execute_batch(
+            "INSERT INTO training VALUES ('hex8_2p', 1, 40, 'a', 1), ('hex8_2p', 2, 90, 'b', 2), ('square8_2p', 1, 5, 'c', 3)",
+        )
+        .unwrap();
+        let wm = trained_watermarks(h.path()).await.unwrap();
+        assert_eq!(
+            wm,
+            HashMap::from([("hex8_2p".to_owned(), 90), ("square8_2p".to_owned(), 5)])
+        );
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub fn prune_generations(home: &Path, cfg: &MaintConfig, r: &mut Report) {
             continue;
         }
         // The same newest-first order the loop picks its recent models by.
-        let gens = ringrift_pipeline::models::newest_generations(&dir, usize::MAX);
+        let gens = ringrift_store::model_files::newest_generations(&dir, usize::MAX);
         for p in gens.into_iter().skip(cfg.models_keep) {
             remove(&p, 0, &mut r.models_removed, None, &mut r.errors);
         }

@@ -17,7 +17,7 @@ use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::resources::{self, NvidiaSmi, Resources};
 use ringrift_cluster::{ClusterConfig, MemberState};
-use ringrift_pipeline::state::StateStore;
+use ringrift_ledger::StateStore;
 use ringrift_proto::{Event, wire, wire::event::Payload};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -505,7 +505,7 @@ pub fn build_with(
             raised: Raised::default(),
             last: BTreeMap::new(),
         }),
-        store: StateStore::open(&ctx.home, INFO.name)?,
+        store: StateStore::open(&ctx.home, &INFO)?,
     }))
 }
 

@@ -52,6 +52,7 @@ pub const KNOWN_STORES: &[&str] = &[
     "data/work_queue.db",
     "data/jobs.db",
     "data/pipeline_state.db",
+    "data/ledger.db",
     "data/cross_process_events.db",
 ];
 

@@ -13,8 +13,8 @@
 
 use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_contracts::sprt::per_seat_bar;
-use ringrift_pipeline::emit::{Emit, event};
 use ringrift_proto::wire;
 use ringrift_store::games::{GameRecord, GameStore};
 use ringrift_store::{ConfigKey, paths};
@@ -206,7 +206,7 @@ impl Monitor {
 
     /// Reads each config's window and publishes the figures of a window with new games;
     /// returns the configs reported.
-    pub async fn check(&self, emit: &dyn Emit) -> anyhow::Result<Vec<ConfigKey>> {
+    pub async fn check(&self, emit: &dyn Publish) -> anyhow::Result<Vec<ConfigKey>> {
         let mut reported = Vec::new();
         for &config in &self.configs {
             let db = paths::game_db(&self.home, config);
@@ -241,7 +241,7 @@ impl Monitor {
                 policy_accuracy: f.policy_agreement.unwrap_or(0.0),
                 value_accuracy: f.value_agreement.unwrap_or(0.0),
             };
-            emit.emit(event(
+            emit.publish_acked(event(
                 wire::event::Payload::QualityScoreUpdated(p),
                 format!("quality:{config}:{max_seq}"),
                 &config.to_string(),
@@ -311,14 +311,14 @@ impl Monitor {
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: QualityConfig = ctx.settings.section("quality_monitor")?;
     cfg.validate()?;
-    let configs = ringrift_pipeline::configs(ctx)?;
+    let configs = ringrift_loop::configs(ctx)?;
     Ok(Arc::new(Monitor::new(cfg, ctx.home.clone(), configs)))
 }
 
 #[async_trait::async_trait]
 impl Handler for Monitor {
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.check(&ctx.publisher).await.map(|_| ())
+        self.check(&*ctx.publisher).await.map(|_| ())
     }
     fn health_check(&self) -> HealthCheckResult {
         self.health()

@@ -12,7 +12,7 @@ async fn build_and_alert_on_overflow() {
     let h = build(&ctx).unwrap();
     h.run_cycle(&ctx).await.unwrap();
     assert!(published.events().is_empty(), "an empty queue is no alert");
-    let queue = ringrift_pipeline::open_queue(home.path()).unwrap();
+    let queue = ringrift_store::work_queue::open_home(home.path()).unwrap();
     for _ in 0..3 {
         let w = NewWork::new(WorkKind::Selfplay, None, 0, serde_json::json!({}));
         queue.enqueue(&w).unwrap();

@@ -5,7 +5,7 @@
 
 use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
-use ringrift_pipeline::emit::{Emit, event};
+use handler_base::{Publish, event};
 use ringrift_proto::wire;
 use ringrift_store::work_queue::{QueueDepth, WorkQueue};
 use std::sync::{Arc, Mutex};
@@ -82,7 +82,11 @@ impl Monitor {
         }
     }
 
-    pub async fn check(&self, emit: &dyn Emit, now_ms: i64) -> anyhow::Result<Vec<&'static str>> {
+    pub async fn check(
+        &self,
+        emit: &dyn Publish,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<&'static str>> {
         let q = self.queue.clone();
         let (depth, oldest) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             Ok((q.depth()?, q.oldest_pending_ms()?))
@@ -109,7 +113,7 @@ impl Monitor {
                 oldest_pending_s: oldest_s.unwrap_or(0.0),
                 message: msg.clone(),
             };
-            emit.emit(event(
+            emit.publish_acked(event(
                 wire::event::Payload::QueueAlert(p),
                 format!("queue-alert:{kind}:{now_ms}"),
                 "",
@@ -159,14 +163,14 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.max_depth > 0 && cfg.starvation_s > 0.0,
         "queue_monitor: max_depth, starvation_s must be > 0"
     );
-    let queue = ringrift_pipeline::open_node_queue(ctx)?;
+    let queue = ringrift_nats::open_node_queue(ctx)?;
     Ok(Arc::new(Monitor::new(cfg, queue)))
 }
 
 #[async_trait::async_trait]
 impl Handler for Monitor {
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.check(&ctx.publisher, ringrift_store::now_ms())
+        self.check(&*ctx.publisher, ringrift_store::now_ms())
             .await
             .map(|_| ())
     }
@@ -178,7 +182,7 @@ impl Handler for Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringrift_pipeline::emit::Recorder;
+    use handler_base::Recorded;
     use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkKind};
     use std::time::Duration;
@@ -236,7 +240,7 @@ mod tests {
             },
             queue.clone(),
         );
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         let now = ringrift_store::now_ms();
         assert_eq!(m.check(&rec, now).await.unwrap(), vec!["overflow"]);
         assert!(

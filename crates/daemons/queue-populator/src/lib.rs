@@ -13,13 +13,13 @@
 //! so a deposed leader's items are refused by the queue (`fence_refused` in health).
 
 use handler_base::scope::Scope;
+use handler_base::StatusLine;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::Leadership;
 use ringrift_contracts::payload::{SelfplayItem, TournamentItem};
 use ringrift_contracts::wire::payload_json;
-use ringrift_pipeline::alloc::SupplyState;
-use ringrift_pipeline::state::StateStore;
-use ringrift_pipeline::status::StatusLine;
+use ringrift_ledger::StateStore;
+use ringrift_loop::alloc::SupplyState;
 use ringrift_proto::{Event, EventType};
 use ringrift_store::ConfigKey;
 use ringrift_store::StoreError;
@@ -101,7 +101,7 @@ pub fn plan(
     let have_selfplay: u64 = open_selfplay.values().sum();
     let mut counts = open_selfplay.clone();
     let add_selfplay = want_selfplay.saturating_sub(have_selfplay).min(room);
-    let mut out: Vec<(WorkKind, Option<ConfigKey>)> = ringrift_pipeline::alloc::pick_configs(
+    let mut out: Vec<(WorkKind, Option<ConfigKey>)> = ringrift_loop::alloc::pick_configs(
         configs,
         weights,
         &mut counts,
@@ -225,10 +225,10 @@ impl Populator {
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let cfg: PopConfig = ctx.settings.section("queue_populator")?;
     cfg.validate()?;
-    let configs = ringrift_pipeline::configs(ctx)?;
-    let queue = ringrift_pipeline::open_node_queue(ctx)?;
-    let state = StateStore::open(&ctx.home, INFO.name)?;
-    let leadership = ringrift_pipeline::leadership(ctx)?;
+    let configs = ringrift_loop::configs(ctx)?;
+    let queue = ringrift_nats::open_node_queue(ctx)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
+    let leadership = ringrift_cluster::duty::leadership(ctx)?;
     Ok(Arc::new(Populator {
         cfg,
         configs,
@@ -295,7 +295,7 @@ mod tests {
             cfg: PopConfig::default(),
             configs: cfgs(),
             queue: queue.clone(),
-            state: StateStore::open(dir.path(), "queue_populator").unwrap(),
+            state: StateStore::open(dir.path(), &INFO).unwrap(),
             leadership,
             status: StatusLine::new(""),
             fence_refused: Default::default(),
@@ -395,7 +395,7 @@ mod tests {
             cfg: PopConfig::default(),
             configs: cfgs(),
             queue,
-            state: StateStore::open(dir.path(), "queue_populator").unwrap(),
+            state: StateStore::open(dir.path(), &INFO).unwrap(),
             leadership: Leadership::fixed("me", Some(leader(7))),
             status: StatusLine::new(""),
             fence_refused: Default::default(),

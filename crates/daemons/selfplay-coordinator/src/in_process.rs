@@ -6,7 +6,7 @@ use super::*;
 #[tokio::test]
 async fn build_pause_and_resume_through_the_handler() {
     let home = tempfile::tempdir().unwrap();
-    ringrift_pipeline::alloc::check_pause_and_resume(INFO.name, build, home.path())
+    ringrift_loop::alloc::check_pause_and_resume(INFO.name, build, home.path())
         .await
         .unwrap();
 }

@@ -5,12 +5,12 @@
 //! and the pause survive restarts.
 
 use handler_base::scope::Scope;
+use handler_base::StatusLine;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::payload::SelfplayItem;
 use ringrift_contracts::wire::payload_json;
-use ringrift_pipeline::alloc::SupplyState;
-use ringrift_pipeline::state::StateStore;
-use ringrift_pipeline::status::StatusLine;
+use ringrift_ledger::StateStore;
+use ringrift_loop::alloc::SupplyState;
 use ringrift_proto::{Event, EventType};
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue};
@@ -98,7 +98,7 @@ impl Coordinator {
             })
             .await??;
         let total: u64 = open.values().sum();
-        let picks = ringrift_pipeline::alloc::pick_configs(
+        let picks = ringrift_loop::alloc::pick_configs(
             &self.configs,
             &st.weights,
             &mut open,
@@ -140,7 +140,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.max_open_per_config > 0 && cfg.games_per_item > 0,
         "selfplay_coordinator: max_open_per_config, games_per_item must be > 0"
     );
-    let configs = ringrift_pipeline::configs(ctx)?;
+    let configs = ringrift_loop::configs(ctx)?;
     for k in cfg.priorities.keys() {
         k.parse::<ConfigKey>().map_err(|e| {
             handler_base::ConfigError::Invalid(format!(
@@ -148,8 +148,8 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             ))
         })?;
     }
-    let queue = ringrift_pipeline::open_node_queue(ctx)?;
-    let state = StateStore::open(&ctx.home, INFO.name)?;
+    let queue = ringrift_nats::open_node_queue(ctx)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
     Ok(Arc::new(Coordinator::new(cfg, configs, queue, state)))
 }
 
@@ -197,7 +197,7 @@ mod tests {
             cfg,
             vec!["hex8_2p".parse().unwrap(), "square8_2p".parse().unwrap()],
             queue,
-            StateStore::open(dir, "selfplay_coordinator").unwrap(),
+            StateStore::open(dir, &INFO).unwrap(),
         )
     }
 

@@ -25,7 +25,7 @@
 use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::{ClusterConfig, MemberState};
-use ringrift_pipeline::state::StateStore;
+use ringrift_ledger::StateStore;
 use ringrift_proto::{Event, EventType, wire, wire::event::Payload};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -450,7 +450,7 @@ pub fn build_with(
     Ok(Arc::new(SystemHealthMonitor {
         cfg,
         source,
-        store: StateStore::open(&ctx.home, INFO.name)?,
+        store: StateStore::open(&ctx.home, &INFO)?,
         state: Mutex::new(State::default()),
         deciding: tokio::sync::Mutex::new(()),
     }))

@@ -19,8 +19,7 @@ async fn build_and_play_a_round_after_training() {
         "hex8_2p".parse().unwrap(),
         &[("gen0001_w1", 1490.0), ("gen0002_w2", 1510.0)],
     );
-    let jobs =
-        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Tournament, &report).unwrap();
+    let jobs = ringrift_jobs::scripted_job(home.path(), JobKind::Tournament, &report).unwrap();
     let (ctx, published) =
         Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
     let h = build(&ctx).unwrap();
@@ -69,8 +68,7 @@ async fn a_node_that_does_not_lead_plays_nothing() {
     )
     .unwrap();
     let report = example::tournament("hex8_2p".parse().unwrap(), &[("gen0001_w1", 1490.0)]);
-    let jobs =
-        ringrift_pipeline::jobs::scripted_job(home.path(), JobKind::Tournament, &report).unwrap();
+    let jobs = ringrift_jobs::scripted_job(home.path(), JobKind::Tournament, &report).unwrap();
     let (ctx, published) =
         Context::for_test(INFO.name, home.path(), &format!("[jobs]\n{jobs}")).unwrap();
     let h = build(&ctx).unwrap();

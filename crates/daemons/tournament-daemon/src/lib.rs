@@ -20,20 +20,20 @@
 //! moment it does not, the job's process group is killed, nothing is published and the
 //! round counts as refused. A TRAINING_COMPLETED that arrives while
 //! this node does not lead is nacked on a node-local event log and ignored on a shared
-//! one ([`ringrift_pipeline::duty`]).
+//! one ([`ringrift_cluster::duty`]).
 
 use handler_base::scope::Scope;
+use handler_base::StatusLine;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_cluster::Leader;
+use ringrift_cluster::duty::LeaderDuty;
 use ringrift_contracts::TournamentReport;
 use ringrift_contracts::payload::TournamentItem;
 use ringrift_contracts::wire::parse_payload;
-use ringrift_pipeline::claim;
-use ringrift_pipeline::duty::LeaderDuty;
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::jobs::{CancellationToken, JobKind, JobRequest, Jobs, RunnerJobs};
-use ringrift_pipeline::state::StateStore;
-use ringrift_pipeline::status::StatusLine;
+use ringrift_jobs::{CancellationToken, JobKind, JobRequest, Jobs, RunnerJobs};
+use ringrift_ledger::StateStore;
+use ringrift_loop::claim;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{WorkKind, WorkQueue};
@@ -78,8 +78,8 @@ impl Default for TournamentConfig {
 
 /// The newest `n` trained models of `config` plus the canonical model, if present.
 pub fn participants(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
-    let mut out = ringrift_pipeline::models::recent_models(home, config, n);
-    out.extend(ringrift_pipeline::models::canonical(home, config));
+    let mut out = ringrift_store::model_files::recent_models(home, config, n);
+    out.extend(ringrift_store::model_files::canonical(home, config));
     out
 }
 
@@ -150,7 +150,7 @@ impl Ladder {
         };
         let h = home.clone();
         let local = tokio::task::spawn_blocking(move || {
-            ringrift_pipeline::models::recent_models(&h, config, n)
+            ringrift_store::model_files::recent_models(&h, config, n)
         })
         .await?;
         let mut pool: Vec<(u32, Pick)> = local
@@ -205,7 +205,7 @@ impl Ladder {
         // Copies no longer among the recent ones go.
         let dir = peers_dir(&home);
         tokio::task::spawn_blocking(move || prune_copies(&dir, config, &keep)).await?;
-        out.extend(ringrift_pipeline::models::canonical(&home, config));
+        out.extend(ringrift_store::model_files::canonical(&home, config));
         Ok(out)
     }
 
@@ -214,7 +214,7 @@ impl Ladder {
     pub async fn round(
         &self,
         config: ConfigKey,
-        emit: &dyn Emit,
+        emit: &dyn Publish,
         tag: &str,
         leader: &Leader,
         stop: &CancellationToken,
@@ -275,7 +275,7 @@ impl Ladder {
                 previous_elo: 0.0,
                 games: u32::try_from(s.games).unwrap_or(u32::MAX),
             };
-            emit.emit(event(
+            emit.publish_acked(event(
                 wire::event::Payload::EloUpdated(p),
                 format!("elo:{config}:{name}:{tag}"),
                 &config.to_string(),
@@ -289,7 +289,7 @@ impl Ladder {
         Ok(Some(models.len()))
     }
 
-    pub async fn on_trained(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
+    pub async fn on_trained(&self, ev: &Event, emit: &dyn Publish) -> anyhow::Result<()> {
         let wire::event::Payload::TrainingCompleted(t) = &ev.payload else {
             return Ok(());
         };
@@ -320,7 +320,7 @@ impl Ladder {
     }
 
     /// The periodic ladder, plus tournament items from the work queue (leader only).
-    pub async fn cycle(&self, emit: &dyn Emit) -> anyhow::Result<()> {
+    pub async fn cycle(&self, emit: &dyn Publish) -> anyhow::Result<()> {
         let Some(leader) = self.duty.mine().await? else {
             // A tournament this home still runs is a deposed leader's: its daemon was
             // killed mid-round (a kill -9 of the launcher leaves jobs running, to be
@@ -423,10 +423,10 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.timeout_s > 0.0 && cfg.lease_s >= 1.0 && cfg.leader_poll_s > 0.0,
         "tournament_daemon: intervals must be > 0"
     );
-    let configs = ringrift_pipeline::configs(ctx)?;
-    let queue = ringrift_pipeline::open_node_queue(ctx)?;
+    let configs = ringrift_loop::configs(ctx)?;
+    let queue = ringrift_nats::open_node_queue(ctx)?;
     let jobs = Arc::new(RunnerJobs::from_ctx(ctx)?);
-    let state = StateStore::open(&ctx.home, INFO.name)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
     let duty = LeaderDuty::from_ctx(ctx)?;
     let setup = Setup::new(ctx, INFO.name, TransferSettings::default())?;
     Ok(Arc::new(TournamentDaemon(
@@ -458,10 +458,10 @@ impl Handler for TournamentDaemon {
         std::time::Duration::from_secs_f64(self.0.cfg.timeout_s)
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.0.cycle(&ctx.publisher).await
+        self.0.cycle(&*ctx.publisher).await
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_trained(ev, &ctx.publisher).await
+        self.0.on_trained(ev, &*ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
         HealthCheckResult::running(self.0.status.get())
@@ -474,11 +474,11 @@ mod in_process;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use handler_base::Recorded;
     use ringrift_cluster::Leadership;
     use ringrift_contracts::example;
     use ringrift_contracts::wire::{payload_json, report_json};
-    use ringrift_pipeline::emit::Recorder;
-    use ringrift_pipeline::jobs::FakeJobs;
+    use ringrift_jobs::FakeJobs;
     use ringrift_store::paths;
     use ringrift_store::work_queue::SqliteWorkQueue;
     use ringrift_store::work_queue::{NewWork, WorkStatus};
@@ -508,7 +508,7 @@ mod tests {
             "td@test".into(),
             jobs,
             queue,
-            StateStore::open(dir, "tournament_daemon").unwrap(),
+            StateStore::open(dir, &INFO).unwrap(),
             LeaderDuty::new(Leadership::fixed(this, Some(me()))),
         )
     }
@@ -571,7 +571,7 @@ mod tests {
             b"c",
         )
         .unwrap();
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         assert_eq!(
             l.round(key, &rec, "t1", &me(), &CancellationToken::new())
                 .await
@@ -623,7 +623,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jobs = fake();
         let l = ladder(dir.path(), jobs.clone());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         model(dir.path(), "gen0001_w1.rrm");
         assert_eq!(
             l.round(
@@ -658,7 +658,7 @@ mod tests {
             "2 recent + canonical"
         );
         assert_eq!(rec.events().len(), 3, "one ELO_UPDATED per participant");
-        let argv = ringrift_pipeline::jobs::default_argv(&jobs.calls()[0]).unwrap();
+        let argv = ringrift_jobs::default_argv(&jobs.calls()[0]).unwrap();
         assert!(argv.iter().any(|a| a.ends_with("canonical_hex8_2p.rrm")));
         let args = argv.join(" ");
         assert!(
@@ -675,7 +675,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jobs = fake();
         ladder_as(dir.path(), jobs.clone(), "other")
-            .cycle(&Recorder::default())
+            .cycle(&Recorded::default())
             .await
             .unwrap();
         assert_eq!(
@@ -684,7 +684,7 @@ mod tests {
         );
         let jobs = fake();
         ladder(dir.path(), jobs.clone())
-            .cycle(&Recorder::default())
+            .cycle(&Recorded::default())
             .await
             .unwrap();
         assert!(jobs.cancels.lock().unwrap().is_empty());
@@ -702,7 +702,7 @@ mod tests {
             ..Default::default()
         };
         let ev = Event::new(wire::event::Payload::TrainingCompleted(t)).with_config("hex8_2p");
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         l.on_trained(&ev, &rec).await.unwrap();
         l.on_trained(&ev, &rec).await.unwrap();
         assert_eq!(jobs.calls().len(), 1);
@@ -755,7 +755,7 @@ mod tests {
         let jobs = fake();
         model(dir.path(), "gen0001_w1.rrm");
         model(dir.path(), "gen0002_w2.rrm");
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         let nacking = ladder_as(dir.path(), jobs.clone(), "other");
         let err = nacking
             .on_trained(&trained("s2"), &rec)
@@ -799,7 +799,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let templates = ringrift_pipeline::jobs::JobTemplates {
+        let templates = ringrift_jobs::JobTemplates {
             tournament: format!("sh {} {{result}} {{fence_token}}", script.display()),
             ..Default::default()
         };
@@ -821,10 +821,10 @@ mod tests {
             "td@test".into(),
             jobs,
             queue,
-            StateStore::open(home, "tournament_daemon").unwrap(),
+            StateStore::open(home, &INFO).unwrap(),
             LeaderDuty::new(leadership),
         );
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         // Once the job runs, another node takes over with token 8.
         let depose = async {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -878,7 +878,7 @@ mod tests {
             node: "me".into(),
             token: 6,
         };
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         assert_eq!(
             l.round(
                 "hex8_2p".parse().unwrap(),

@@ -9,12 +9,12 @@
 //! lost TRAINING_COMPLETED cannot stall the config.
 
 use handler_base::scope::Scope;
+use handler_base::StatusMap;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_contracts::payload::TrainingItem;
 use ringrift_contracts::wire::payload_json;
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::state::StateStore;
-use ringrift_pipeline::status::StatusMap;
+use ringrift_ledger::StateStore;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::ConfigKey;
 use ringrift_store::work_queue::{NewWork, WorkKind, WorkQueue, WorkStatus};
@@ -141,7 +141,12 @@ impl Trigger {
     }
 
     /// Applies an event to the state of its config, then decides for it.
-    pub async fn on_event(&self, ev: &Event, emit: &dyn Emit, now_ms: i64) -> anyhow::Result<()> {
+    pub async fn on_event(
+        &self,
+        ev: &Event,
+        emit: &dyn Publish,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         let Ok(config) = ev.config_key.parse::<ConfigKey>() else {
             tracing::debug!(config = %ev.config_key, "event without a usable config key; ignored");
             return Ok(());
@@ -183,7 +188,7 @@ impl Trigger {
     }
 
     /// Reconciles in-flight items with the queue and decides for every config.
-    pub async fn cycle(&self, emit: &dyn Emit, now_ms: i64) -> anyhow::Result<()> {
+    pub async fn cycle(&self, emit: &dyn Publish, now_ms: i64) -> anyhow::Result<()> {
         let _g = self.lock.lock().await;
         for &config in &self.configs {
             let key = config.to_string();
@@ -211,7 +216,7 @@ impl Trigger {
         &self,
         config: ConfigKey,
         mut st: TriggerState,
-        emit: &dyn Emit,
+        emit: &dyn Publish,
         now_ms: i64,
     ) -> anyhow::Result<()> {
         let key = config.to_string();
@@ -258,7 +263,7 @@ impl Trigger {
                             payload_json: payload.to_string(),
                             ..Default::default()
                         };
-                        emit.emit(event(
+                        emit.publish_acked(event(
                             wire::event::Payload::WorkQueued(item),
                             format!("work:{id}"),
                             &key,
@@ -285,9 +290,9 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         "training_trigger intervals must be >= 0"
     );
     handler_base::ensure_config!(cfg.window >= 1, "training_trigger.window must be >= 1");
-    let configs = ringrift_pipeline::configs(ctx)?;
-    let queue = ringrift_pipeline::open_node_queue(ctx)?;
-    let state = StateStore::open(&ctx.home, INFO.name)?;
+    let configs = ringrift_loop::configs(ctx)?;
+    let queue = ringrift_nats::open_node_queue(ctx)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
     Ok(Arc::new(Trigger::new(cfg, configs, queue, state)))
 }
 
@@ -307,10 +312,10 @@ impl Handler for Trigger {
         true
     }
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
-        self.cycle(&ctx.publisher, ringrift_store::now_ms()).await
+        self.cycle(&*ctx.publisher, ringrift_store::now_ms()).await
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.on_event(ev, &ctx.publisher, ringrift_store::now_ms())
+        self.on_event(ev, &*ctx.publisher, ringrift_store::now_ms())
             .await
     }
     fn health_check(&self) -> HealthCheckResult {

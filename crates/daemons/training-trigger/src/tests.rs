@@ -1,7 +1,7 @@
 //! training_trigger: pure decisions, then the daemon core with an in-file work queue.
 
 use super::*;
-use ringrift_pipeline::emit::Recorder;
+use handler_base::Recorded;
 use ringrift_store::work_queue::SqliteWorkQueue;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ fn decisions_name_their_reason() {
 
 fn trigger(dir: &std::path::Path) -> Trigger {
     let queue: Arc<dyn WorkQueue> = Arc::new(SqliteWorkQueue::open(&dir.join("wq.db")).unwrap());
-    let state = StateStore::open(dir, "training_trigger").unwrap();
+    let state = StateStore::open(dir, &INFO).unwrap();
     Trigger::new(
         TriggerConfig {
             cooldown_s: 0.0,
@@ -70,7 +70,7 @@ fn export_event(wm: i64) -> Event {
 async fn duplicate_export_events_queue_one_training() {
     let dir = tempfile::tempdir().unwrap();
     let t = trigger(dir.path());
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     t.on_event(&export_event(50), &rec, 1).await.unwrap();
     t.on_event(&export_event(50), &rec, 2).await.unwrap();
     t.on_event(&export_event(60), &rec, 3).await.unwrap();
@@ -90,7 +90,7 @@ async fn duplicate_export_events_queue_one_training() {
 async fn restart_after_enqueue_before_save_adopts_the_open_item() {
     let dir = tempfile::tempdir().unwrap();
     let t = trigger(dir.path());
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     t.on_event(&export_event(50), &rec, 1).await.unwrap();
     // A crash that lost the state write: forget in_flight.
     let mut st: TriggerState = t.state.get("hex8_2p").await.unwrap().unwrap();
@@ -110,7 +110,7 @@ async fn restart_after_enqueue_before_save_adopts_the_open_item() {
 async fn finished_item_frees_the_config_even_without_the_event() {
     let dir = tempfile::tempdir().unwrap();
     let t = trigger(dir.path());
-    let rec = Recorder::default();
+    let rec = Recorded::default();
     t.on_event(&export_event(50), &rec, 1).await.unwrap();
     let item = t
         .queue

@@ -27,18 +27,18 @@
 //! naming the tokens, `fence_refused` in health) and leaves the evaluation undecided. An
 //! evaluation that
 //! arrives while this node does not lead is nacked on a node-local event log and ignored
-//! on a shared one ([`ringrift_pipeline::duty`]).
+//! on a shared one ([`ringrift_cluster::duty`]).
 
 use handler_base::scope::Scope;
+use handler_base::StatusLine;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
+use handler_base::{Publish, event};
 use ringrift_cluster::Leader;
+use ringrift_cluster::duty::LeaderDuty;
 use ringrift_contracts::{Gate, check_gate};
-use ringrift_pipeline::convert;
-use ringrift_pipeline::duty::LeaderDuty;
-use ringrift_pipeline::emit::{Emit, event};
-use ringrift_pipeline::gate::PromotionConfig;
-use ringrift_pipeline::state::StateStore;
-use ringrift_pipeline::status::StatusLine;
+use ringrift_ledger::{Ledger, Promotion, PromotionWriter, StateStore};
+use ringrift_loop::convert;
+use ringrift_loop::gate::PromotionConfig;
 use ringrift_proto::{Event, EventType, wire};
 use ringrift_store::models::{Fence, promote};
 use ringrift_store::{ConfigKey, StoreError};
@@ -70,6 +70,8 @@ pub struct Promoter {
     pub gate: Gate,
     pub home: PathBuf,
     pub state: StateStore,
+    /// The decisions others read (the dashboard, recovery).
+    ledger: PromotionWriter,
     pub duty: LeaderDuty,
     status: StatusLine,
     /// This node and its view of the others' data servers (`None`: models are only
@@ -98,11 +100,18 @@ fn config_of(ev: &Event) -> anyhow::Result<ConfigKey> {
 }
 
 impl Promoter {
-    pub fn new(gate: Gate, home: PathBuf, state: StateStore, duty: LeaderDuty) -> Self {
+    pub fn new(
+        gate: Gate,
+        home: PathBuf,
+        state: StateStore,
+        ledger: PromotionWriter,
+        duty: LeaderDuty,
+    ) -> Self {
         Promoter {
             gate,
             home,
             state,
+            ledger,
             duty,
             status: StatusLine::new("waiting for evaluations"),
             remote: None,
@@ -168,7 +177,7 @@ impl Promoter {
         })
     }
 
-    pub async fn on_evaluation(&self, ev: &Event, emit: &dyn Emit) -> anyhow::Result<()> {
+    pub async fn on_evaluation(&self, ev: &Event, emit: &dyn Publish) -> anyhow::Result<()> {
         let wire::event::Payload::EvaluationCompleted(e) = &ev.payload else {
             return Ok(());
         };
@@ -204,17 +213,14 @@ impl Promoter {
             .await??;
             if promoted_before {
                 tracing::info!(model = %e.model_path, "already promoted (canonical here now or before); not deciding again");
-                self.state
-                    .put(
-                        &key,
-                        &Decided {
-                            promoted: true,
-                            reason: "already promoted (by an earlier leader)".into(),
-                            at_ms: ringrift_store::now_ms(),
-                            sprt: None,
-                        },
-                    )
-                    .await?;
+                let d = Decided {
+                    promoted: true,
+                    reason: "already promoted (by an earlier leader)".into(),
+                    at_ms: ringrift_store::now_ms(),
+                    sprt: None,
+                };
+                self.record(config, &id, e, &d).await?;
+                self.state.put(&key, &d).await?;
                 return Ok(());
             }
         }
@@ -229,7 +235,7 @@ impl Promoter {
         key: &str,
         id: &str,
         leader: &Leader,
-        emit: &dyn Emit,
+        emit: &dyn Publish,
     ) -> anyhow::Result<()> {
         let config = config_of(ev)?;
         let decision = check_gate(
@@ -290,7 +296,7 @@ impl Promoter {
                         sprt_llr,
                         sprt_games,
                     };
-                    emit.emit(event(
+                    emit.publish_acked(event(
                         wire::event::Payload::ModelPromoted(p),
                         format!("promoted:{sha}"),
                         &ev.config_key,
@@ -341,7 +347,7 @@ impl Promoter {
                     sprt_llr,
                     sprt_games,
                 };
-                emit.emit(event(
+                emit.publish_acked(event(
                     wire::event::Payload::PromotionRejected(p),
                     format!("rejected:{id}"),
                     &ev.config_key,
@@ -356,16 +362,37 @@ impl Promoter {
             e.model_path,
             if promoted { "promoted" } else { "rejected" }
         ));
-        self.state
-            .put(
-                key,
-                &Decided {
-                    promoted,
-                    reason,
-                    at_ms: ringrift_store::now_ms(),
-                    sprt: decision.sprt,
-                },
-            )
+        let d = Decided {
+            promoted,
+            reason,
+            at_ms: ringrift_store::now_ms(),
+            sprt: decision.sprt,
+        };
+        self.record(config, id, e, &d).await?;
+        self.state.put(key, &d).await?;
+        Ok(())
+    }
+
+    /// Puts the decision `d` on the evaluation `e` (decision id `id`) in the ledger,
+    /// before it is saved as decided, so a crash between the two repeats the (idempotent)
+    /// ledger write rather than skipping it.
+    async fn record(
+        &self,
+        config: ConfigKey,
+        id: &str,
+        e: &wire::EvaluationCompleted,
+        d: &Decided,
+    ) -> anyhow::Result<()> {
+        self.ledger
+            .record(&Promotion {
+                decision: id.to_owned(),
+                config,
+                model: e.model_path.clone(),
+                model_sha256: e.model_sha256.clone(),
+                promoted: d.promoted,
+                reason: d.reason.clone(),
+                at_ms: d.at_ms,
+            })
             .await?;
         Ok(())
     }
@@ -393,11 +420,12 @@ pub struct UnifiedPromotion(pub Promoter);
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
     let c = PromotionConfig::load(ctx)?;
     let gate = c.gate;
-    let state = StateStore::open(&ctx.home, INFO.name)?;
+    let state = StateStore::open(&ctx.home, &INFO)?;
+    let ledger = Ledger::open(&ctx.home)?.promoter(&INFO)?;
     let duty = LeaderDuty::from_ctx(ctx)?;
     let setup = Setup::new(ctx, INFO.name, TransferSettings::default())?;
     Ok(Arc::new(UnifiedPromotion(
-        Promoter::new(gate, ctx.home.clone(), state, duty).with_remote(&ctx.node, setup),
+        Promoter::new(gate, ctx.home.clone(), state, ledger, duty).with_remote(&ctx.node, setup),
     )))
 }
 
@@ -419,7 +447,7 @@ impl Handler for UnifiedPromotion {
         Ok(())
     }
     async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
-        self.0.on_evaluation(ev, &ctx.publisher).await
+        self.0.on_evaluation(ev, &*ctx.publisher).await
     }
     fn health_check(&self) -> HealthCheckResult {
         HealthCheckResult::running(self.0.status.get())
@@ -434,8 +462,8 @@ mod in_process;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use handler_base::Recorded;
     use ringrift_cluster::Leadership;
-    use ringrift_pipeline::emit::Recorder;
 
     fn evaluation(lower_random: f64, lower_heuristic: f64) -> Event {
         let r = |o: &str, l: f64| wire::OpponentResult {
@@ -462,7 +490,7 @@ mod tests {
     async fn failing_gate_is_rejected_with_every_reason_once() {
         let dir = tempfile::tempdir().unwrap();
         let p = promoter(dir.path());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         p.on_evaluation(&evaluation(0.80, 0.30), &rec)
             .await
             .unwrap();
@@ -479,13 +507,24 @@ mod tests {
             "{}",
             r.reason
         );
+        // Others read the decision in the ledger.
+        let key: ConfigKey = "hex8_2p".parse().unwrap();
+        let ds = Ledger::open(dir.path())
+            .unwrap()
+            .promotions(key, 10)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&ds[..], [d] if !d.promoted && d.reason == r.reason),
+            "{ds:?}"
+        );
     }
 
     #[tokio::test]
     async fn passing_gate_with_a_missing_model_fails_loudly_and_decides_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let p = promoter(dir.path());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         assert!(
             p.on_evaluation(&evaluation(0.95, 0.70), &rec)
                 .await
@@ -539,7 +578,8 @@ mod tests {
         Promoter::new(
             Gate::default(),
             dir.to_owned(),
-            StateStore::open(dir, "unified_promotion").unwrap(),
+            StateStore::open(dir, &INFO).unwrap(),
+            Ledger::open(dir).unwrap().promoter(&INFO).unwrap(),
             LeaderDuty::new(Leadership::fixed(this, Some(me))),
         )
     }
@@ -566,7 +606,7 @@ mod tests {
             promote(dir.path(), key, m, "m", sha, before, None, Fence::Replica).unwrap();
         }
         let p = promoter(dir.path());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         // y is canonical here; x was (a backup).
         p.on_evaluation(&passing(&y, &y_sha, &x_sha), &rec)
             .await
@@ -592,7 +632,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, _) = model(dir.path(), "a", 1);
         let (_, sha_b) = model(dir.path(), "b", 2);
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         promoter(dir.path())
             .on_evaluation(&passing(&a, &sha_b, ""), &rec)
             .await
@@ -620,7 +660,7 @@ mod tests {
         let (b, sha_b) = model(dir.path(), "b", 2);
         let (c, sha_c) = model(dir.path(), "c", 3);
         let p = promoter(dir.path());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         p.on_evaluation(&passing(&a, &sha_a, ""), &rec)
             .await
             .unwrap();
@@ -671,7 +711,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, sha_a) = model(dir.path(), "a", 1);
         let ev = passing(&a, &sha_a, "");
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         let err = promoter_as(dir.path(), "other")
             .on_evaluation(&ev, &rec)
             .await
@@ -707,7 +747,7 @@ mod tests {
             node: "me".into(),
             token: 6,
         };
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         let err = p
             .decide(&ev, e, "decided:x", "x", &stale, &rec)
             .await
@@ -741,7 +781,7 @@ mod tests {
         .unwrap()
         .expect("the newer leader promotes a");
         let p = promoter(dir.path());
-        let rec = Recorder::default();
+        let rec = Recorded::default();
         let err = p
             .on_evaluation(&passing(&b, &sha_b, &sha_a), &rec)
             .await

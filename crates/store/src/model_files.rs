@@ -3,7 +3,7 @@
 //! model was promoted, else the newest trained generation — which selfplay plays with
 //! and training starts from, so the loop improves before its first promotion too.
 
-use ringrift_store::{ConfigKey, paths};
+use crate::{ConfigKey, paths};
 use std::path::{Path, PathBuf};
 
 /// The newest `n` files in `dir` (by modification time) whose name starts with `prefix`
@@ -34,10 +34,10 @@ pub fn recent_models(home: &Path, config: ConfigKey, n: usize) -> Vec<PathBuf> {
     newest_generations(&paths::models_dir(home).join(config.to_string()), n)
 }
 
-/// `models/canonical_<config>.<ext>` if there is one (`ringrift_store::models` owns the
+/// `models/canonical_<config>.<ext>` if there is one ([`crate::models`] owns the
 /// folder's layout).
 pub fn canonical(home: &Path, config: ConfigKey) -> Option<PathBuf> {
-    ringrift_store::models::canonical_file(home, config)
+    crate::models::canonical_file(home, config)
 }
 
 /// The canonical model if there is one, else the newest trained generation.

@@ -1,22 +1,9 @@
 //! The promotion gate's settings (`[unified_promotion]`), read by unified_promotion to
-//! decide and by evaluation to stop a gauntlet early once a model can no longer pass.
+//! decide and by evaluation to stop a gauntlet early once a model can no longer pass
+//! (`ringrift_jobs::gate_vars` puts it into an evaluate job).
 
-use crate::jobs::JobRequest;
 use handler_base::Context;
 use ringrift_contracts::Gate;
-
-/// An evaluate job's gate values: the Wilson bars (early rejection) and the SPRT against
-/// the canonical model, which stops those games when it decides.
-pub fn gate_vars(req: JobRequest, g: &Gate) -> JobRequest {
-    req.var("gate_random", g.min_lower_vs_random)
-        .var("gate_heuristic", g.min_lower_vs_heuristic)
-        .var("gate_canonical", g.min_lower_vs_canonical)
-        .var("canonical_test", g.canonical_test)
-        .var("sprt_elo0", g.sprt_elo0)
-        .var("sprt_elo1", g.sprt_elo1)
-        .var("sprt_alpha", g.sprt_alpha)
-        .var("sprt_beta", g.sprt_beta)
-}
 
 /// `[unified_promotion]` in ringrift.toml: the [`Gate`]'s thresholds, flattened.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

@@ -16,7 +16,7 @@
 //! `max_deliver`, so with k pullers an event is dead-lettered with probability about
 //! ((k-1)/k)^max_deliver.
 
-use ringrift_cluster::{Leader, Leadership};
+use crate::{Leader, Leadership};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,15 @@ pub const UNANSWERED_POLLS: u32 = 3;
 /// How often the pull gate reads the leadership again (etcd: one linearizable read; a
 /// static leadership is read once).
 pub const GATE_POLL: Duration = Duration::from_secs(1);
+
+/// The leadership of this node's cluster ([`crate::leader`]): leader-only duties (queue
+/// population, promotion, tournaments) run only while [`Leadership::mine`] says so and
+/// carry its token. A bad cluster.toml is a config error (exit 64).
+pub fn leadership(ctx: &handler_base::Context) -> anyhow::Result<Leadership> {
+    let cluster = crate::ClusterConfig::load(&ctx.home, &ctx.node)
+        .map_err(handler_base::ConfigError::from)?;
+    Ok(Leadership::new(&cluster).map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?)
+}
 
 /// The leadership of a leader-only daemon and its counts.
 pub struct LeaderDuty {
@@ -45,11 +54,7 @@ impl LeaderDuty {
 
     /// The duty of this node as cluster.toml configures it (a bad file is exit 64).
     pub fn from_ctx(ctx: &handler_base::Context) -> anyhow::Result<LeaderDuty> {
-        let cluster = ringrift_cluster::ClusterConfig::load(&ctx.home, &ctx.node)
-            .map_err(handler_base::ConfigError::from)?;
-        let leadership = Leadership::new(&cluster)
-            .map_err(|e| handler_base::ConfigError::Invalid(e.to_string()))?;
-        Ok(LeaderDuty::new(leadership))
+        Ok(LeaderDuty::new(leadership(ctx)?))
     }
 
     /// The leadership if this node leads now.
@@ -239,12 +244,8 @@ mod tests {
         let text = "[leader]\nmode = \"etcd\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
                     [[node]]\nname = \"me\"\nroles = [\"coordinator\"]\n\
                     address = \"127.0.0.1\"\nports = { p2p = 9001 }\n";
-        let cluster = ringrift_cluster::ClusterConfig::parse(
-            text,
-            std::path::Path::new("cluster.toml"),
-            "me",
-        )
-        .expect("cluster");
+        let cluster = crate::ClusterConfig::parse(text, std::path::Path::new("cluster.toml"), "me")
+            .expect("cluster");
         let silent = LeaderDuty::new(Leadership::new(&cluster).expect("etcd"));
         let why = tokio::time::timeout(
             Duration::from_secs(60),

@@ -1,7 +1,11 @@
-//! Persisted decision state of the pipeline daemons: one JSON value per (daemon, key) in
+//! A daemon's private decision state: one JSON value per (daemon, key) in
 //! `$RINGRIFT_HOME/data/pipeline_state.db`, so a restarted daemon resumes its decisions
-//! (watermarks, stages, what it already trained) instead of repeating them.
+//! (watermarks, stages, what it already trained) instead of repeating them. A store is
+//! opened with the daemon's own [`DaemonInfo`] and reaches only that daemon's rows: a fact
+//! another daemon needs goes to the [`crate::Ledger`] (or travels in an event), never
+//! through here (`tests/system/tidy.rs` checks every opening).
 
+use handler_base::DaemonInfo;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};
@@ -40,19 +44,20 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Opens (creating) the state database of `home` for `daemon`.
-    pub fn open(home: &Path, daemon: &str) -> Result<StateStore, StateError> {
-        Self::open_at(&home.join("data/pipeline_state.db"), daemon)
+    /// Opens (creating) the state database of `home` for the daemon `own` (its `INFO`).
+    pub fn open(home: &Path, own: &DaemonInfo) -> Result<StateStore, StateError> {
+        Self::open_at(&home.join("data/pipeline_state.db"), own)
     }
 
-    pub fn open_at(path: &Path, daemon: &str) -> Result<StateStore, StateError> {
+    /// [`StateStore::open`] on a database file at `path`.
+    pub fn open_at(path: &Path, own: &DaemonInfo) -> Result<StateStore, StateError> {
         // The shared opener: retries the WAL switch that racing first opens of a fresh
         // file get BUSY for, and versions the schema.
         let c = ringrift_store::db::open(path, MIGRATIONS)?;
         Ok(StateStore {
             path: path.to_owned(),
             conn: Arc::new(Mutex::new(c)),
-            daemon: daemon.to_owned(),
+            daemon: own.name.to_owned(),
         })
     }
 
@@ -158,6 +163,12 @@ impl StateStore {
 mod tests {
     use super::*;
 
+    /// A daemon of these tests, named `name`.
+    fn info(name: &'static str) -> DaemonInfo {
+        DaemonInfo::unregistered(name, "test")
+    }
+    const NAMES: [&str; 10] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9"];
+
     /// About ten daemons open the state file at once on a fresh home; every open must
     /// succeed (switching a new file to WAL races, and SQLite answers BUSY at once).
     #[test]
@@ -172,7 +183,7 @@ mod tests {
                         let (home, barrier) = (&home, &barrier);
                         s.spawn(move || {
                             barrier.wait();
-                            StateStore::open(home, &format!("d{i}")).map(|_| ())
+                            StateStore::open(home, &info(NAMES[i])).map(|_| ())
                         })
                     })
                     .collect();
@@ -191,11 +202,11 @@ mod tests {
     #[tokio::test]
     async fn values_survive_reopen_and_are_per_daemon() {
         let dir = tempfile::tempdir().unwrap();
-        let a = StateStore::open(dir.path(), "a").unwrap();
+        let a = StateStore::open(dir.path(), &info("a")).unwrap();
         a.put("hex8_2p", &serde_json::json!({"watermark": 7}))
             .await
             .unwrap();
-        let b = StateStore::open(dir.path(), "b").unwrap();
+        let b = StateStore::open(dir.path(), &info("b")).unwrap();
         assert!(
             b.get::<serde_json::Value>("hex8_2p")
                 .await
@@ -203,7 +214,7 @@ mod tests {
                 .is_none()
         );
         drop(a);
-        let a = StateStore::open(dir.path(), "a").unwrap();
+        let a = StateStore::open(dir.path(), &info("a")).unwrap();
         let v: serde_json::Value = a.get("hex8_2p").await.unwrap().unwrap();
         assert_eq!(v["watermark"], 7);
         assert_eq!(a.all::<serde_json::Value>().await.unwrap().len(), 1);
@@ -212,7 +223,7 @@ mod tests {
     #[tokio::test]
     async fn a_value_of_the_wrong_shape_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let a = StateStore::open(dir.path(), "a").unwrap();
+        let a = StateStore::open(dir.path(), &info("a")).unwrap();
         a.put("k", &"text").await.unwrap();
         let err = a.get::<u64>("k").await.unwrap_err();
         assert!(err.to_string().contains("a/k"), "{err}");

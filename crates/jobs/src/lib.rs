@@ -779,6 +779,19 @@ impl Jobs for FakeJobs {
     }
 }
 
+/// An evaluate job's gate values: the Wilson bars (early rejection) and the SPRT against
+/// the canonical model, which stops those games when it decides.
+pub fn gate_vars(req: JobRequest, g: &ringrift_contracts::Gate) -> JobRequest {
+    req.var("gate_random", g.min_lower_vs_random)
+        .var("gate_heuristic", g.min_lower_vs_heuristic)
+        .var("gate_canonical", g.min_lower_vs_canonical)
+        .var("canonical_test", g.canonical_test)
+        .var("sprt_elo0", g.sprt_elo0)
+        .var("sprt_elo1", g.sprt_elo1)
+        .var("sprt_alpha", g.sprt_alpha)
+        .var("sprt_beta", g.sprt_beta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

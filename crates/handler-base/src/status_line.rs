@@ -1,4 +1,5 @@
-//! The one-line "what am I doing" a loop daemon shows in its health message.
+//! The one-line "what am I doing" a daemon shows in its health message ([`StatusLine`]),
+//! or one line per config key as health details ([`StatusMap`]).
 
 use std::sync::Mutex;
 
@@ -33,10 +34,7 @@ impl StatusMap {
     }
 
     /// `h` with one detail per key.
-    pub fn details(
-        &self,
-        mut h: handler_base::HealthCheckResult,
-    ) -> handler_base::HealthCheckResult {
+    pub fn details(&self, mut h: crate::HealthCheckResult) -> crate::HealthCheckResult {
         for (k, v) in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             h = h.detail(k.clone(), v);
         }

@@ -99,7 +99,7 @@ pub async fn check_pause_and_resume(
     use ringrift_proto::wire::{self, PipelineControl};
     let (ctx, _published) = handler_base::Context::for_test(name, home, "")?;
     let h = build(&ctx)?;
-    let queue = crate::open_queue(home)?;
+    let queue = ringrift_store::work_queue::open_home(home)?;
     h.handle_event(
         &ctx,
         &Event::new(Payload::PipelinePaused(PipelineControl {

@@ -56,9 +56,10 @@ where
         );
         tokio::spawn(async move {
             let every = (lease / 3).max(Duration::from_millis(100));
+            // The lease was taken (or last renewed) no later than now.
+            let mut renewed = Instant::now();
             let mut t = tokio::time::interval(every);
             t.tick().await;
-            let mut renewed = Instant::now();
             loop {
                 t.tick().await;
                 let (q2, id2, w2) = (q.clone(), id.clone(), w.clone());
@@ -198,10 +199,16 @@ mod tests {
         let took = started.elapsed();
         let err = outcome.expect_err("the work was stopped");
         assert!(err.contains("lease ended"), "{err}");
-        assert!(took < lease, "stopped after {took:?}, not before the lease ({lease:?})");
+        assert!(
+            took < lease,
+            "stopped after {took:?}, not before the lease ({lease:?})"
+        );
         // Neither completed nor failed by this worker: still claimed, attempts unchanged.
         let now = q.get(&item.item_id).unwrap().unwrap();
-        assert_eq!((now.attempts, now.claimed_by.as_deref()), (item.attempts, Some("w1")));
+        assert_eq!(
+            (now.attempts, now.claimed_by.as_deref()),
+            (item.attempts, Some("w1"))
+        );
     }
 
     #[tokio::test]
