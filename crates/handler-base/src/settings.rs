@@ -237,11 +237,12 @@ impl Settings {
     }
 }
 
-/// A node name: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or
-/// `-` (it becomes a directory name, part of a consumer name and of cluster keys).
+/// A node name: 1 to 253 characters (a DNS name's bound) of `A-Z a-z 0-9 . _ -`, not
+/// starting with `.` or `-` (it becomes a directory name, part of a consumer name and of
+/// cluster keys).
 pub fn check_node_name(n: &str) -> Result<(), String> {
-    if n.is_empty() || n.len() > 64 {
-        return Err(format!("must be 1 to 64 characters, not {}", n.len()));
+    if n.is_empty() || n.len() > 253 {
+        return Err(format!("must be 1 to 253 characters, not {}", n.len()));
     }
     if let Some(c) = n
         .chars()
@@ -360,7 +361,7 @@ mod tests {
             let s = Settings::from_toml(&format!("node = {ok:?}")).unwrap();
             assert_eq!(s.node_name().unwrap(), ok);
         }
-        let long = "x".repeat(65);
+        let long = "x".repeat(254);
         for bad in ["", "../etc", "a/b", "a b", ".hidden", "-n", "n\u{e9}", long.as_str()] {
             let s = Settings::from_toml(&format!("node = {bad:?}")).unwrap();
             let e = s.node_name().expect_err(bad).to_string();

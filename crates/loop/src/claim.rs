@@ -94,21 +94,55 @@ where
         })
     };
     let outcome = work(stop.clone()).await;
+    // Recording the outcome is retried while the lease is still renewed (the keeper runs
+    // on): a queue out of reach when the work ends (a cut link) must not leave a finished
+    // item to expire and run again elsewhere once the link is back.
+    let ended = |rx: &mut tokio::sync::watch::Receiver<Option<LeaseEnd>>| {
+        rx.borrow_and_update().clone()
+    };
+    let mut tries = 0u32;
+    let since = Instant::now();
+    let recorded = loop {
+        if let Some(end) = ended(&mut ended_rx) {
+            break Err(format!(
+                "work item {} stopped: its lease ended ({end:?}); the queue gives it to another worker",
+                item.item_id
+            ));
+        }
+        let (q, id, w) = (queue.clone(), item.item_id.clone(), worker.to_owned());
+        let o = outcome.clone();
+        let r = tokio::task::spawn_blocking(move || match &o {
+            Ok(v) => q.complete(&id, &w, v),
+            Err(e) => q.fail(&id, &w, e),
+        })
+        .await?;
+        match r {
+            Ok(_) => break Ok(()),
+            Err(e) => {
+                tries += 1;
+                if tries == 1 || tries % 30 == 0 {
+                    tracing::warn!(item = %item.item_id, error = %e, tries, "recording a work item's outcome failed; retrying while its lease is renewed");
+                }
+                if since.elapsed() >= lease {
+                    break Err(format!(
+                        "work item {}: its outcome could not be recorded for a whole lease ({e})",
+                        item.item_id
+                    ));
+                }
+                // A second, or until the keeper gives the lease up (2/3 of it unrenewed).
+                if let Ok(Err(_)) =
+                    tokio::time::timeout(Duration::from_secs(1), ended_rx.changed()).await
+                {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    };
     keeper.abort();
-    if let Some(end) = ended_rx.borrow_and_update().clone() {
-        return Ok(Err(format!(
-            "work item {} stopped: its lease ended ({end:?}); the queue gives it to another worker",
-            item.item_id
-        )));
+    match recorded {
+        Ok(()) => Ok(outcome),
+        Err(why) => Ok(Err(why)),
     }
-    let (q, id, w) = (queue.clone(), item.item_id.clone(), worker.to_owned());
-    let o = outcome.clone();
-    tokio::task::spawn_blocking(move || match &o {
-        Ok(v) => q.complete(&id, &w, v),
-        Err(e) => q.fail(&id, &w, e),
-    })
-    .await??;
-    Ok(outcome)
 }
 
 #[cfg(test)]
@@ -117,8 +151,17 @@ mod tests {
     use ringrift_store::StoreError;
     use ringrift_store::work_queue::{NewWork, QueueDepth, SqliteWorkQueue};
 
-    /// The SQLite queue with lease renewals that fail (a cut link to a shared queue).
-    struct Unreachable(SqliteWorkQueue);
+    /// The SQLite queue behind a link that fails: lease renewals fail while `renewals_fail`,
+    /// and the first `complete_failures` completions fail (a cut link to a shared queue).
+    struct Unreachable(
+        SqliteWorkQueue,
+        bool,
+        std::sync::atomic::AtomicU32,
+    );
+
+    fn unreachable(q: SqliteWorkQueue, renewals_fail: bool, complete_failures: u32) -> Unreachable {
+        Unreachable(q, renewals_fail, std::sync::atomic::AtomicU32::new(complete_failures))
+    }
 
     impl WorkQueue for Unreachable {
         fn enqueue(&self, w: &NewWork) -> Result<String, StoreError> {
@@ -132,10 +175,21 @@ mod tests {
         ) -> Result<Option<WorkItem>, StoreError> {
             self.0.claim(worker, kinds, lease)
         }
-        fn heartbeat(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
-            Err(StoreError::Invalid("link cut".into()))
+        fn heartbeat(&self, i: &str, w: &str, lease: Duration) -> Result<bool, StoreError> {
+            if self.1 {
+                return Err(StoreError::Invalid("link cut".into()));
+            }
+            self.0.heartbeat(i, w, lease)
         }
         fn complete(&self, i: &str, w: &str, r: &serde_json::Value) -> Result<bool, StoreError> {
+            use std::sync::atomic::Ordering;
+            if self
+                .2
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(StoreError::Invalid("link cut".into()));
+            }
             self.0.complete(i, w, r)
         }
         fn fail(&self, i: &str, w: &str, e: &str) -> Result<bool, StoreError> {
@@ -183,7 +237,7 @@ mod tests {
     async fn work_whose_lease_cannot_be_renewed_is_stopped_before_the_lease_ends() {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = SqliteWorkQueue::open(&dir.path().join("q.db")).unwrap();
-        let q: Arc<dyn WorkQueue> = Arc::new(Unreachable(sqlite));
+        let q: Arc<dyn WorkQueue> = Arc::new(unreachable(sqlite, true, 0));
         let lease = Duration::from_millis(1500);
         let item = one_item(&q, lease).await;
         let started = Instant::now();
@@ -227,6 +281,26 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(outcome, Ok(serde_json::json!({"ok": 1})));
+        assert_eq!(
+            q.get(&item.item_id).unwrap().unwrap().status,
+            ringrift_store::work_queue::WorkStatus::Completed
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outcome_that_cannot_be_recorded_at_once_is_retried_while_the_lease_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteWorkQueue::open(&dir.path().join("q.db")).unwrap();
+        let q: Arc<dyn WorkQueue> = Arc::new(unreachable(sqlite, false, 2));
+        let lease = Duration::from_secs(30);
+        let item = one_item(&q, lease).await;
+        let outcome = run_leased(&q, "w1", &item, lease, |_| async {
+            Ok(serde_json::json!({"games": 10}))
+        })
+        .await
+        .unwrap();
+        assert_eq!(outcome, Ok(serde_json::json!({"games": 10})));
+        // Recorded on the third try: done, not left claimed to expire and run again.
         assert_eq!(
             q.get(&item.item_id).unwrap().unwrap().status,
             ringrift_store::work_queue::WorkStatus::Completed
