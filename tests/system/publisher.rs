@@ -1,8 +1,8 @@
-//! router-client's `Publisher` against the real router: batches stay under the router's
-//! 8 MiB message limit when events are near the 64 KiB event limit, an event the router
-//! refuses as malformed is reported by id (and kept in the outbox's rejected table)
-//! instead of blocking the ones behind it, and a refused token keeps every event in the
-//! outbox until a daemon with the right token sends them.
+//! `handler_base::router_client::Publisher` against the real router: batches stay under
+//! the router's 8 MiB message limit when events are near the 64 KiB event limit, an event
+//! the router refuses as malformed is reported by id (and kept in the outbox's rejected
+//! table) instead of blocking the ones behind it, and a refused token keeps every event
+//! in the outbox until a daemon with the right token sends them.
 
 use ringrift_proto::Event;
 use ringrift_proto::wire::{self, event::Payload};

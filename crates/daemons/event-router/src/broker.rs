@@ -1412,7 +1412,7 @@ fn internal(e: StoreError) -> Status {
 impl crate::backend::Backend for Broker {
     async fn publish(&self, events: Vec<Event>) -> Result<Vec<Stored>, Status> {
         Broker::publish(self, events).await.map_err(|e| match e {
-            // The publisher keeps the events and retries (router-client's publisher).
+            // The publisher keeps the events and retries (handler_base::router_client::Publisher).
             StoreError::Full(_) => {
                 Status::resource_exhausted(format!("{}: {e}", ringrift_proto::STORAGE_FULL))
             }
