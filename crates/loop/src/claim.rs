@@ -117,7 +117,14 @@ where
         })
         .await?;
         match r {
-            Ok(_) => break Ok(()),
+            Ok(true) => break Ok(()),
+            // Another worker holds it now (its lease ran out while this outcome waited).
+            Ok(false) => {
+                break Err(format!(
+                    "work item {}: the queue no longer has it as this worker's; its outcome is not recorded",
+                    item.item_id
+                ));
+            }
             Err(e) => {
                 tries += 1;
                 if tries == 1 || tries % 30 == 0 {

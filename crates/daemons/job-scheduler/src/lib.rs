@@ -181,15 +181,33 @@ impl Scheduler {
 
     async fn run_item(&self, item: WorkItem, emit: &dyn Publish) -> anyhow::Result<()> {
         let lease = Duration::from_secs_f64(self.cfg.lease_s);
+        // An item this worker played whose outcome the queue did not take (a cut link, a
+        // lease that ran out first) and that comes back to it: recorded with the games
+        // already played, not played again.
+        let played_key = played_key(&item.item_id);
+        let played: Option<serde_json::Value> = self.state.get(&played_key).await?;
         let outcome = claim::run_leased(&self.queue, &self.worker, &item, lease, |stop| async {
-            self.selfplay(&item, emit, stop)
+            if let Some(r) = played {
+                tracing::info!(item = %item.item_id, "played here before; recording that outcome, not playing again");
+                return Ok(r);
+            }
+            let r = self
+                .selfplay(&item, emit, stop)
                 .await
-                .map_err(|e| format!("{e:#}"))
+                .map_err(|e| format!("{e:#}"))?;
+            self.state
+                .put(&played_key, &r)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(r)
         })
         .await?;
         self.state.delete(&model_key(&item.item_id)).await?;
         match outcome {
-            Ok(_) => self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            Ok(_) => {
+                self.state.delete(&played_key).await?;
+                self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            }
             Err(e) => {
                 tracing::error!(item = %item.item_id, error = %e, "selfplay job failed");
                 self.failed
@@ -275,6 +293,11 @@ impl Scheduler {
 
 fn model_key(item: &str) -> String {
     format!("model:{item}")
+}
+
+/// The outcome of an item played here and not yet recorded by the queue.
+fn played_key(item: &str) -> String {
+    format!("played:{item}")
 }
 
 pub struct JobScheduler(pub Arc<Scheduler>);
@@ -579,6 +602,34 @@ mod tests {
             jobs.calls()[0].key,
             format!("selfplay:{id}"),
             "same job key: a running job would be adopted"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_item_played_here_whose_outcome_was_not_recorded_is_not_played_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = FakeJobs::new(|r| reply(r, 1));
+        let s = setup(dir.path(), 1, jobs.clone());
+        let id = add(&s, 1).remove(0);
+        // Played by this worker; the queue was out of reach when it ended, so the item is
+        // still this worker's and comes back to it.
+        s.queue
+            .claim("js@test", &[WorkKind::Selfplay], Duration::from_secs(3600))
+            .unwrap()
+            .unwrap();
+        let outcome = serde_json::json!({"games": 10, "played": "before"});
+        s.state.put(&played_key(&id), &outcome).await.unwrap();
+        let s2 = setup(dir.path(), 1, jobs.clone());
+        for t in s2.fill(Arc::new(Recorded::default())).await.unwrap() {
+            t.await.unwrap();
+        }
+        let item = s2.queue.get(&id).unwrap().unwrap();
+        assert_eq!(item.status, WorkStatus::Completed);
+        assert!(jobs.calls().is_empty(), "played again: {:?}", jobs.calls());
+        assert_eq!(
+            s2.state.get::<serde_json::Value>(&played_key(&id)).await.unwrap(),
+            None,
+            "the record goes once the queue has the outcome"
         );
     }
 
