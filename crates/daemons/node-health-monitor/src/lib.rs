@@ -7,7 +7,8 @@
 //! node of a multi-node cluster, the local peer API (`p2p_backend`, whose membership
 //! view names the peers it cannot reach). A check changes level only after
 //! `unhealthy_after` consecutive samples at a worse level or `recovered_after` at a
-//! better one. Each change of a resource's level publishes RESOURCE_PRESSURE (level
+//! better one (the router and peer API checks clear on the first good sample, and are
+//! sampled at once when this node's p2p_backend sees a peer join: a healed partition). Each change of a resource's level publishes RESOURCE_PRESSURE (level
 //! `warning`, `critical` or `ok`); the node turning critical on any check publishes
 //! NODE_UNHEALTHY with every reason, all checks clear again NODE_RECOVERED. The raised
 //! levels persist (`pipeline_state.db`), so a restart neither repeats an alert nor
@@ -356,7 +357,15 @@ pub fn step(
     let mut out = Vec::new();
     for (check, r) in readings {
         let d = raised.checks.entry(*check).or_default();
-        if let Some((_, to)) = d.observe(r.level, cfg.unhealthy_after, cfg.recovered_after)
+        // A router or peer API that answers again is a fact, not a noisy measure: it
+        // clears on the first good sample (after a healed partition the node would
+        // otherwise stay unhealthy for `recovered_after` more cycles, 90 s by default).
+        let fall = if check.is_resource() {
+            cfg.recovered_after
+        } else {
+            1
+        };
+        if let Some((_, to)) = d.observe(r.level, cfg.unhealthy_after, fall)
             && check.is_resource()
         {
             out.push(Payload::ResourcePressure(wire::ResourcePressure {
@@ -467,6 +476,8 @@ pub struct NodeHealthMonitor {
     sampler: Arc<dyn Sampler>,
     state: Mutex<State>,
     store: StateStore,
+    /// One sample at a time (the cycle, and a rejoin seen by this node's p2p_backend).
+    sampling: tokio::sync::Mutex<()>,
 }
 
 const STATE_KEY: &str = "raised";
@@ -506,6 +517,7 @@ pub fn build_with(
             last: BTreeMap::new(),
         }),
         store: StateStore::open(&ctx.home, &INFO)?,
+        sampling: tokio::sync::Mutex::new(()),
     }))
 }
 
@@ -524,7 +536,21 @@ impl Handler for NodeHealthMonitor {
         Ok(())
     }
 
+    /// HOST_JOINED seen by this node's own p2p_backend: a peer is reachable again (a
+    /// partition healed), so the connectivity checks are sampled now, not a cycle later.
+    fn subscriptions(&self) -> Vec<ringrift_proto::EventType> {
+        vec![ringrift_proto::EventType::HostJoined]
+    }
+
+    async fn handle_event(&self, ctx: &Context, ev: &Event) -> anyhow::Result<()> {
+        match &ev.payload {
+            Payload::HostJoined(j) if j.observer == ctx.node => self.run_cycle(ctx).await,
+            _ => Ok(()),
+        }
+    }
+
     async fn run_cycle(&self, ctx: &Context) -> anyhow::Result<()> {
+        let _one = self.sampling.lock().await;
         let sample = self.sampler.sample(ctx).await;
         let (events, raised) = {
             let mut st = self.state();
