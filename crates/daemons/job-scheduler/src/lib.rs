@@ -181,25 +181,11 @@ impl Scheduler {
 
     async fn run_item(&self, item: WorkItem, emit: &dyn Publish) -> anyhow::Result<()> {
         let lease = Duration::from_secs_f64(self.cfg.lease_s);
-        // An item this worker played whose outcome the queue did not take (a cut link, a
-        // lease that ran out first) and that comes back to it: recorded with the games
-        // already played, not played again.
         let played_key = played_key(&item.item_id);
-        let played: Option<serde_json::Value> = self.state.get(&played_key).await?;
         let outcome = claim::run_leased(&self.queue, &self.worker, &item, lease, |stop| async {
-            if let Some(r) = played {
-                tracing::info!(item = %item.item_id, "played here before; recording that outcome, not playing again");
-                return Ok(r);
-            }
-            let r = self
-                .selfplay(&item, emit, stop)
+            self.selfplay(&item, emit, stop)
                 .await
-                .map_err(|e| format!("{e:#}"))?;
-            self.state
-                .put(&played_key, &r)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
-            Ok(r)
+                .map_err(|e| format!("{e:#}"))
         })
         .await?;
         self.state.delete(&model_key(&item.item_id)).await?;
@@ -239,7 +225,22 @@ impl Scheduler {
         .var("threads", self.cfg.threads_per_job)
         .var("depth", self.cfg.depth);
         req = req.opt("model", self.model_for(&item.item_id, config).await?);
-        let r: SelfplayReport = self.jobs.run_until(req, stop).await?;
+        // An item this worker played whose outcome the queue did not take (a cut link, a
+        // lease that ran out first, the daemon killed before it recorded it) and that
+        // comes back to it: its report is kept from the moment the job ends, so it is
+        // announced (the same event ids: deduplicated) and recorded, not played again.
+        let played_key = played_key(&item.item_id);
+        let r: SelfplayReport = match self.state.get::<SelfplayReport>(&played_key).await? {
+            Some(r) => {
+                tracing::info!(item = %item.item_id, "played here before; recording that outcome, not playing again");
+                r
+            }
+            None => {
+                let r: SelfplayReport = self.jobs.run_until(req, stop).await?;
+                self.state.put(&played_key, &r).await?;
+                r
+            }
+        };
         let key = config.to_string();
         let played = r.games as u64;
         let db = r.db.display().to_string();
@@ -389,9 +390,9 @@ mod tests {
     }
 
     /// A selfplay report of `games` games.
-    fn reply(req: &JobRequest, games: usize) -> Result<serde_json::Value, String> {
-        let r = SelfplayReport {
-            config_key: req.vars["config_key"].parse().unwrap(),
+    fn report(config: &str, games: usize) -> SelfplayReport {
+        SelfplayReport {
+            config_key: config.parse().unwrap(),
             games,
             moves: 100,
             wins_by_seat: vec![games as u64, 0],
@@ -405,7 +406,11 @@ mod tests {
             model: None,
             model_sha256: None,
             max_seq: 5,
-        };
+        }
+    }
+
+    fn reply(req: &JobRequest, games: usize) -> Result<serde_json::Value, String> {
+        let r = report(&req.vars["config_key"], games);
         report_json(req.kind, &r).map_err(|e| e.to_string())
     }
 
@@ -617,15 +622,23 @@ mod tests {
             .claim("js@test", &[WorkKind::Selfplay], Duration::from_secs(3600))
             .unwrap()
             .unwrap();
-        let outcome = serde_json::json!({"games": 10, "played": "before"});
-        s.state.put(&played_key(&id), &outcome).await.unwrap();
+        let report = report("hex8_2p", 7);
+        s.state.put(&played_key(&id), &report).await.unwrap();
         let s2 = setup(dir.path(), 1, jobs.clone());
-        for t in s2.fill(Arc::new(Recorded::default())).await.unwrap() {
+        let rec = Arc::new(Recorded::default());
+        for t in s2.fill(rec.clone()).await.unwrap() {
             t.await.unwrap();
         }
         let item = s2.queue.get(&id).unwrap().unwrap();
         assert_eq!(item.status, WorkStatus::Completed);
         assert!(jobs.calls().is_empty(), "played again: {:?}", jobs.calls());
+        // Announced (again: the same event ids, which the router deduplicates).
+        assert!(
+            rec.events()
+                .iter()
+                .any(|e| matches!(e.payload, wire::event::Payload::SelfplayCompleted(_))),
+            "no SELFPLAY_COMPLETED"
+        );
         assert_eq!(
             s2.state.get::<serde_json::Value>(&played_key(&id)).await.unwrap(),
             None,
