@@ -175,7 +175,10 @@ pub async fn store_line(
         &dir,
         Durability::Fsync,
         Duration::from_secs(300),
-        16,
+        ringrift_event_router::recent::Bounds {
+            events: 16,
+            bytes: 1 << 20,
+        },
         Box::new(|_| {}),
     )
     .with_context(|| format!("open event log in {}", dir.display()))?;
