@@ -836,7 +836,10 @@ async fn lane_worker(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(in_flight = acks.len(), "acks not answered within 5 s of the stop; those events come again");
+        tracing::warn!(
+            in_flight = acks.len(),
+            "acks not answered within 5 s of the stop; those events come again"
+        );
     }
 }
 

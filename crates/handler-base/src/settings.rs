@@ -248,7 +248,9 @@ pub fn check_node_name(n: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!("{c:?} is not allowed (letters, digits, '.', '_', '-')"));
+        return Err(format!(
+            "{c:?} is not allowed (letters, digits, '.', '_', '-')"
+        ));
     }
     if n.starts_with(['.', '-']) {
         return Err("must not start with '.' or '-'".into());
@@ -362,7 +364,16 @@ mod tests {
             assert_eq!(s.node_name().unwrap(), ok);
         }
         let long = "x".repeat(254);
-        for bad in ["", "../etc", "a/b", "a b", ".hidden", "-n", "n\u{e9}", long.as_str()] {
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "a b",
+            ".hidden",
+            "-n",
+            "n\u{e9}",
+            long.as_str(),
+        ] {
             let s = Settings::from_toml(&format!("node = {bad:?}")).unwrap();
             let e = s.node_name().expect_err(bad).to_string();
             assert!(e.contains("node = "), "{bad:?}: {e}");

@@ -97,9 +97,8 @@ where
     // Recording the outcome is retried while the lease is still renewed (the keeper runs
     // on): a queue out of reach when the work ends (a cut link) must not leave a finished
     // item to expire and run again elsewhere once the link is back.
-    let ended = |rx: &mut tokio::sync::watch::Receiver<Option<LeaseEnd>>| {
-        rx.borrow_and_update().clone()
-    };
+    let ended =
+        |rx: &mut tokio::sync::watch::Receiver<Option<LeaseEnd>>| rx.borrow_and_update().clone();
     let mut tries = 0u32;
     let since = Instant::now();
     let recorded = loop {
@@ -160,14 +159,14 @@ mod tests {
 
     /// The SQLite queue behind a link that fails: lease renewals fail while `renewals_fail`,
     /// and the first `complete_failures` completions fail (a cut link to a shared queue).
-    struct Unreachable(
-        SqliteWorkQueue,
-        bool,
-        std::sync::atomic::AtomicU32,
-    );
+    struct Unreachable(SqliteWorkQueue, bool, std::sync::atomic::AtomicU32);
 
     fn unreachable(q: SqliteWorkQueue, renewals_fail: bool, complete_failures: u32) -> Unreachable {
-        Unreachable(q, renewals_fail, std::sync::atomic::AtomicU32::new(complete_failures))
+        Unreachable(
+            q,
+            renewals_fail,
+            std::sync::atomic::AtomicU32::new(complete_failures),
+        )
     }
 
     impl WorkQueue for Unreachable {

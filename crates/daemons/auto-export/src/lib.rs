@@ -7,8 +7,8 @@
 //! (`npz:<config>:<watermark>`) and is deduplicated, and training_trigger refuses data
 //! that is not newer than what it already queued.
 
-use handler_base::scope::Scope;
 use handler_base::StatusMap;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use handler_base::{Publish, event};
 use ringrift_contracts::ExportReport;

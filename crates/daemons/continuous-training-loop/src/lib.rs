@@ -7,8 +7,8 @@
 //! adopt a job still running from before its crash. A restarted daemon first resumes
 //! the items it still holds (`held_by`) instead of waiting for their leases to expire.
 
-use handler_base::scope::Scope;
 use handler_base::StatusLine;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use handler_base::{Publish, event};
 use ringrift_contracts::TrainReport;

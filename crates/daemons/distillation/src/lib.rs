@@ -4,8 +4,8 @@
 //! publishes ELO_UPDATED for it. The student is never promoted by this daemon: it emits
 //! no EVALUATION_COMPLETED. One distillation per promoted model (persisted by SHA-256).
 
-use handler_base::scope::Scope;
 use handler_base::StatusLine;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use handler_base::{Publish, event};
 use ringrift_contracts::{EvaluateReport, TrainReport};

@@ -8,8 +8,8 @@
 //! `--job-id evaluate:<sha>[:<canonical sha>]`, so its Elo match ids are the same in
 //! every attempt and a gauntlet rerun after a crash counts no game twice.
 
-use handler_base::scope::Scope;
 use handler_base::StatusLine;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use handler_base::{Publish, event};
 use ringrift_contracts::{EvaluateReport, Gate};

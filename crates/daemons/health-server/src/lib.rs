@@ -289,8 +289,13 @@ impl Handler for HealthServer {
             .route(
                 "/ready",
                 axum::routing::get(move || {
-                    let body =
-                        status_body(&lock(&s1), &e1, stale_ms, handler_base::router_client::now_ms()).readiness();
+                    let body = status_body(
+                        &lock(&s1),
+                        &e1,
+                        stale_ms,
+                        handler_base::router_client::now_ms(),
+                    )
+                    .readiness();
                     let code = if body.ready {
                         StatusCode::OK
                     } else {
@@ -314,7 +319,12 @@ impl Handler for HealthServer {
             .route(
                 "/status",
                 axum::routing::get(move || {
-                    let body = status_body(&lock(&s3), &e2, stale_ms, handler_base::router_client::now_ms());
+                    let body = status_body(
+                        &lock(&s3),
+                        &e2,
+                        stale_ms,
+                        handler_base::router_client::now_ms(),
+                    );
                     async move { axum::Json(body) }
                 }),
             );

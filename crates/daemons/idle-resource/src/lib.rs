@@ -5,8 +5,8 @@
 //! an item for an idle GPU is pinned to it (`device = "gpu<N>"`), so the job scheduler
 //! runs it on that device.
 
-use handler_base::scope::Scope;
 use handler_base::StatusLine;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use handler_base::{Publish, event};
 use ringrift_contracts::payload::SelfplayItem;

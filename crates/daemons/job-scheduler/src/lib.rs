@@ -640,7 +640,10 @@ mod tests {
             "no SELFPLAY_COMPLETED"
         );
         assert_eq!(
-            s2.state.get::<serde_json::Value>(&played_key(&id)).await.unwrap(),
+            s2.state
+                .get::<serde_json::Value>(&played_key(&id))
+                .await
+                .unwrap(),
             None,
             "the record goes once the queue has the outcome"
         );

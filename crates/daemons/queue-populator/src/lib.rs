@@ -12,8 +12,8 @@
 //! cluster.toml; static: the coordinator) and enqueues with the leader's fencing token,
 //! so a deposed leader's items are refused by the queue (`fence_refused` in health).
 
-use handler_base::scope::Scope;
 use handler_base::StatusLine;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_cluster::Leadership;
 use ringrift_contracts::payload::{SelfplayItem, TournamentItem};

@@ -4,8 +4,8 @@
 //! so selfplay cannot run away. PIPELINE_PAUSED stops it until PIPELINE_RESUMED; weights
 //! and the pause survive restarts.
 
-use handler_base::scope::Scope;
 use handler_base::StatusLine;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use ringrift_contracts::payload::SelfplayItem;
 use ringrift_contracts::wire::payload_json;

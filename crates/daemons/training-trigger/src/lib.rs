@@ -8,8 +8,8 @@
 //! persisted; the in-flight item is reconciled with the work queue every cycle, so a
 //! lost TRAINING_COMPLETED cannot stall the config.
 
-use handler_base::scope::Scope;
 use handler_base::StatusMap;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use handler_base::{Publish, event};
 use ringrift_contracts::payload::TrainingItem;

@@ -29,8 +29,8 @@
 //! arrives while this node does not lead is nacked on a node-local event log and ignored
 //! on a shared one ([`ringrift_cluster::duty`]).
 
-use handler_base::scope::Scope;
 use handler_base::StatusLine;
+use handler_base::scope::Scope;
 use handler_base::{Context, DaemonInfo, Handler, HealthCheckResult};
 use handler_base::{Publish, event};
 use ringrift_cluster::Leader;
