@@ -414,6 +414,16 @@ mod tests {
         report_json(req.kind, &r).map_err(|e| e.to_string())
     }
 
+    /// One item, claimed by this worker (`js@test`) as if its run had been cut short.
+    fn held_item(s: &Scheduler) -> String {
+        let id = add(s, 1).remove(0);
+        s.queue
+            .claim("js@test", &[WorkKind::Selfplay], Duration::from_secs(3600))
+            .unwrap()
+            .unwrap();
+        id
+    }
+
     fn add(s: &Scheduler, n: usize) -> Vec<String> {
         (0..n)
             .map(|_| {
@@ -590,11 +600,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jobs = FakeJobs::new(|r| reply(r, 1));
         let s = setup(dir.path(), 1, jobs.clone());
-        let id = add(&s, 1).remove(0);
-        s.queue
-            .claim("js@test", &[WorkKind::Selfplay], Duration::from_secs(3600))
-            .unwrap()
-            .unwrap();
+        let id = held_item(&s);
         let s2 = setup(dir.path(), 1, jobs.clone());
         for t in s2.fill(Arc::new(Recorded::default())).await.unwrap() {
             t.await.unwrap();
@@ -615,13 +621,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jobs = FakeJobs::new(|r| reply(r, 1));
         let s = setup(dir.path(), 1, jobs.clone());
-        let id = add(&s, 1).remove(0);
         // Played by this worker; the queue was out of reach when it ended, so the item is
         // still this worker's and comes back to it.
-        s.queue
-            .claim("js@test", &[WorkKind::Selfplay], Duration::from_secs(3600))
-            .unwrap()
-            .unwrap();
+        let id = held_item(&s);
         let report = report("hex8_2p", 7);
         s.state.put(&played_key(&id), &report).await.unwrap();
         let s2 = setup(dir.path(), 1, jobs.clone());
