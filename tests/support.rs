@@ -219,6 +219,13 @@ impl Nats {
     }
 }
 
+/// Open file descriptors of process `pid` (0 when it is gone).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
 /// Serialises the system tests that each keep both cores busy for minutes (whole
 /// training loops, three nodes training, a JetStream cluster under load): run side by
 /// side they starve one another past their deadlines. Hold the guard for the test.

@@ -2,7 +2,6 @@
 //! starts tests in name order, so these begin at once and the short tests fill the other
 //! test thread around them instead of these forming the tail of the run.
 
-mod chaos;
 mod cluster_queue;
 mod delivery_scope;
 mod external_trainer;

@@ -3,9 +3,8 @@
 //! stays flat (and its RSS is printed). 50 cycles in the suite; `scripts/bench/
 //! launcher-endurance` runs 1,000 (`RINGRIFT_ENDURANCE_CYCLES`) through the ignored test.
 
-use super::chaos::fd_count;
 use crate::launcher::{records, start_launcher, test_daemon};
-use ringrift_system_tests::{Home, poll_until};
+use ringrift_system_tests::{Home, fd_count, poll_until};
 use std::time::{Duration, Instant};
 
 #[test]

@@ -9,13 +9,13 @@
 //! daemon is FAILED without crashing more than max_restarts, and the launcher's fds,
 //! zombies and temp files are where they were.
 //!
-//! The 60 s versions run in the suite; `scripts/chaos` runs the full size (100,000
+//! The 60 s versions run in the suite's chaos stage (`scripts/test`); `scripts/chaos` runs the full size (100,000
 //! events, 5 min) through the ignored `full_*` tests, sized by `RINGRIFT_CHAOS_EVENTS`
 //! and `RINGRIFT_CHAOS_SECS` (and `RINGRIFT_CHAOS_SEED` to repeat a run's kill order).
 
 use handler_base::status_body::{DaemonState, LauncherDaemon, LauncherStatus};
 use ringrift_proto::wire;
-use ringrift_system_tests::{Home, Nats, Proc, bin, poll_until};
+use ringrift_system_tests::{Home, Nats, Proc, bin, fd_count, poll_until};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
@@ -309,12 +309,6 @@ fn zombies(parents: &[u32]) -> usize {
                 })
                 .count()
         })
-        .unwrap_or(0)
-}
-
-pub(crate) fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|rd| rd.count())
         .unwrap_or(0)
 }
 
