@@ -29,6 +29,27 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE games ADD COLUMN policy TEXT;",
     // v3: the search's root value per ply (training value targets).
     "ALTER TABLE games ADD COLUMN search_values TEXT;",
+    // v4: the games per (source node, hour) counted as they are inserted (a trigger), so
+    // `/games/summary` reads a few rows instead of grouping the whole table. The hour is
+    // `created_at` floor-divided by MS_PER_HOUR (negative times included).
+    "CREATE TABLE game_batches (
+        source_node TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (source_node, hour)
+    ) WITHOUT ROWID;
+    INSERT INTO game_batches (source_node, hour, count)
+        SELECT source_node,
+               (created_at - ((created_at % 3600000) + 3600000) % 3600000) / 3600000 AS hour,
+               COUNT(*)
+        FROM games GROUP BY source_node, hour;
+    CREATE TRIGGER games_count_batch AFTER INSERT ON games BEGIN
+        INSERT INTO game_batches (source_node, hour, count)
+        VALUES (NEW.source_node,
+                (NEW.created_at - ((NEW.created_at % 3600000) + 3600000) % 3600000) / 3600000,
+                1)
+        ON CONFLICT (source_node, hour) DO UPDATE SET count = count + 1;
+    END;",
 ];
 
 /// One finished game. `winner` is the seat index (0-based) or `None` for a draw;
@@ -370,19 +391,18 @@ impl GameStore {
         })
     }
 
-    /// The number of games per (source node, hour) batch, sorted.
+    /// The number of games per (source node, hour) batch, sorted: read from the counts
+    /// kept on insert (`game_batches`), a few rows whatever the number of games.
     pub fn batch_counts(&self) -> Result<Vec<BatchCount>, StoreError> {
         let path = self.path();
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT source_node, (created_at - ((created_at % ?1) + ?1) % ?1) / ?1 AS hour,
-                        COUNT(*)
-                 FROM games GROUP BY source_node, hour ORDER BY source_node, hour",
+                "SELECT source_node, hour, count FROM game_batches ORDER BY source_node, hour",
             )
             .ctx(path)?;
         let rows = stmt
-            .query_map([MS_PER_HOUR], |r| {
+            .query_map([], |r| {
                 Ok(BatchCount {
                     source_node: r.get(0)?,
                     hour: r.get(1)?,

@@ -352,3 +352,114 @@ fn validate_names_the_bad_field_and_json_refuses_unknown_fields() {
         .to_string();
     assert!(e.contains("extra"), "{e}");
 }
+
+/// The per (source node, hour) counts as a full `GROUP BY` over `games` computes them.
+fn grouped(store: &GameStore) -> Vec<BatchCount> {
+    let conn = store.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT source_node, (created_at - ((created_at % ?1) + ?1) % ?1) / ?1 AS hour,
+                    COUNT(*)
+             FROM games GROUP BY source_node, hour ORDER BY source_node, hour",
+        )
+        .expect("prepare");
+    stmt.query_map([MS_PER_HOUR], |r| {
+        Ok(BatchCount {
+            source_node: r.get(0)?,
+            hour: r.get(1)?,
+            count: r.get::<_, i64>(2)? as u64,
+        })
+    })
+    .expect("query")
+    .map(|r| r.expect("row"))
+    .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// The counts kept on insert equal a full `GROUP BY` after inserts with repeated ids,
+    /// negative and hour-boundary times, several source nodes and a merge of another file.
+    #[test]
+    fn batch_counts_kept_on_insert_equal_a_full_group_by(
+        rows in proptest::collection::vec((0u16..40, 0u8..3, -3i64..4, -2i64..3), 0..60),
+        merged in proptest::collection::vec((0u16..60, 0u8..3, -3i64..4), 0..30),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
+        let other = GameStore::open(&dir.path().join("hex8_2p_other.db")).expect("open other");
+        let mk = |id: u16, node: u8, hour: i64, off: i64| {
+            let mut g = game(&format!("g{id}"), hour * MS_PER_HOUR + off);
+            g.source_node = format!("n{node}");
+            g
+        };
+        for chunk in rows.chunks(7) {
+            let games: Vec<_> = chunk.iter().map(|&(id, n, h, off)| mk(id, n, h, off)).collect();
+            store.insert_games(&games).expect("insert");
+        }
+        let games: Vec<_> = merged.iter().map(|&(id, n, h)| mk(id, n, h, 0)).collect();
+        other.insert_games(&games).expect("insert other");
+        store.merge_from(&dir.path().join("hex8_2p_other.db")).expect("merge");
+        prop_assert_eq!(store.batch_counts().expect("counts"), grouped(&store));
+    }
+}
+
+#[test]
+fn the_summary_reads_the_counts_not_the_games() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
+    let conn = store.conn();
+    let plan: Vec<String> = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN \
+             SELECT source_node, hour, count FROM game_batches ORDER BY source_node, hour",
+        )
+        .expect("prepare")
+        .query_map([], |r| r.get::<_, String>(3))
+        .expect("plan")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert!(
+        plan.iter()
+            .all(|l| !l.contains("games ") && !l.contains("TEMP B-TREE")),
+        "{plan:?}"
+    );
+    assert!(plan.iter().any(|l| l.contains("game_batches")), "{plan:?}");
+}
+
+/// A store written before the counts existed (schema v3) gets them from its rows when
+/// opened, and keeps them from then on.
+#[test]
+fn a_v3_store_gets_its_counts_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hex8_2p.db");
+    {
+        let c = rusqlite::Connection::open(&path).expect("open v3");
+        for m in &MIGRATIONS[..3] {
+            c.execute_batch(m).expect("v1-v3");
+        }
+        c.pragma_update(None, "user_version", 3).expect("version");
+        for (i, t) in [0, 1, MS_PER_HOUR, -1].into_iter().enumerate() {
+            c.execute(
+                "INSERT INTO games (game_id, config_key, num_players, players, winner, moves,
+                    length, source_node, quality_score, created_at)
+                 VALUES (?1, 'hex8_2p', 2, '[\"a\",\"b\"]', 1, '[3]', 1, 'old', 0.5, ?2)",
+                rusqlite::params![format!("v3-{i}"), t],
+            )
+            .expect("v3 row");
+        }
+    }
+    let store = GameStore::open(&path).expect("migrate");
+    let hours = |s: &GameStore| {
+        s.batch_counts()
+            .expect("counts")
+            .into_iter()
+            .map(|b| (b.hour, b.count))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(hours(&store), [(-1, 1), (0, 2), (1, 1)]);
+    let mut g = game("new", 5);
+    g.source_node = "old".into();
+    store.insert_games(&[g]).expect("insert");
+    assert_eq!(hours(&store), [(-1, 1), (0, 3), (1, 1)]);
+    assert_eq!(store.batch_counts().expect("counts"), grouped(&store));
+}
