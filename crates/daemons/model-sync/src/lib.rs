@@ -87,6 +87,9 @@ pub enum Outcome {
     /// The peer's canonical model was written with fencing token `token`, lower than
     /// the `seen` this home's canonical model has: a deposed leader's; not installed.
     Fenced { token: u64, seen: u64 },
+    /// The peer's canonical model is generation `theirs`, not newer than our `ours`, and
+    /// carries no newer leader's token: not installed.
+    NotNewer { theirs: u32, ours: u32 },
 }
 
 /// What an install did with the downloaded file.
@@ -218,6 +221,21 @@ impl ModelSync {
             && token < seen
         {
             return Ok(self.refused(config, peer, token, seen));
+        }
+        // Only a newer generation replaces ours (a late or replayed MODEL_PROMOTED, a peer
+        // behind us), unless the copy carries a newer leader's token than any seen here
+        // (a new leader may number from a generation we already passed).
+        if let (Some(ours), Some(theirs)) = (local.as_ref(), entry.generation)
+            && ours.generation >= theirs
+            && source_fence
+                .as_ref()
+                .is_none_or(|(_, token)| *token <= seen)
+        {
+            tracing::info!(%config, peer = %peer.name, theirs, ours = ours.generation, "the peer's canonical model is not newer than ours: not installed");
+            return Ok(Outcome::NotNewer {
+                theirs,
+                ours: ours.generation,
+            });
         }
         let transfer = Transfer::new(&peer.name, &ctx.node);
         let key = config.to_string();

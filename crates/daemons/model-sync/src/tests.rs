@@ -270,3 +270,35 @@ async fn a_deposed_leaders_promotion_is_not_copied_and_a_newer_token_travels() {
         "{err:?}"
     );
 }
+
+/// A MODEL_PROMOTED of a generation older than ours (a late or replayed event, a peer
+/// behind us) installs nothing: ours stays, no transfer is started.
+#[tokio::test]
+async fn an_older_generation_promoted_elsewhere_does_not_replace_ours() {
+    let p = pair().await;
+    let ours = promote_in(p.b.path(), 3, 3);
+    let theirs = promote_in(p.a.home.path(), 2, 2);
+    p.sync
+        .handle_event(&p.ctx, &promoted(&theirs))
+        .await
+        .unwrap();
+    let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
+    assert_eq!((c.generation, c.sha256.as_str()), (3, ours.as_str()));
+    assert!(p.rec.events().is_empty(), "{:?}", p.rec.events());
+    // The cycle's catch-up leaves it too; a newer generation there is then followed.
+    p.sync.run_cycle(&p.ctx).await.unwrap();
+    assert_eq!(
+        models::canonical(p.b.path(), config())
+            .unwrap()
+            .unwrap()
+            .generation,
+        3
+    );
+    let newer = promote_in(p.a.home.path(), 4, 4);
+    p.sync
+        .handle_event(&p.ctx, &promoted(&newer))
+        .await
+        .unwrap();
+    let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
+    assert_eq!((c.generation, c.sha256.as_str()), (4, newer.as_str()));
+}
