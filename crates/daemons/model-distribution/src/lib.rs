@@ -4,7 +4,7 @@
 //! On MODEL_PROMOTED made on this node it records the promotion (config, payload and
 //! file SHA-256 of the new canonical model) in `run/model_distribution.json` (atomic; a
 //! restart goes on tracking). Each cycle it reads every peer's models manifest (its
-//! data_server) and marks the nodes whose `canonical_{config}.rrm` has that file
+//! data_server) and marks the nodes whose `canonical_{config}.*` (any model format) has that file
 //! SHA-256 (each node's `model_sync` pulls and verifies it). When all have it:
 //! MODEL_DISTRIBUTED with every node. A node still without it after `deadline_s`: one
 //! DATA_SYNC_FAILED naming it, and health DEGRADED listing the laggards until it
@@ -187,13 +187,19 @@ impl Handler for ModelDistribution {
         {
             let mut pending = self.pending();
             for (config, p) in pending.iter_mut() {
-                let file = format!("canonical_{config}.rrm");
+                // The canonical model in any format (ours `.rrm`, an external
+                // trainer's `.onnx`): the file SHA-256 says which.
+                let files: Vec<String> = models::ModelFormat::ALL
+                    .into_iter()
+                    .map(|f| format!("canonical_{config}.{}", f.ext()))
+                    .collect();
                 for peer in &peers {
-                    if held
-                        .get(&peer.name)
-                        .and_then(|m| m.get(&file))
-                        .is_some_and(|s| *s == p.file_sha256)
-                    {
+                    let has = |m: &BTreeMap<String, String>| {
+                        files
+                            .iter()
+                            .any(|f| m.get(f).is_some_and(|s| *s == p.file_sha256))
+                    };
+                    if held.get(&peer.name).is_some_and(has) {
                         p.reached.insert(peer.name.clone());
                     }
                 }

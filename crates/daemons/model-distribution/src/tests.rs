@@ -135,3 +135,46 @@ async fn bad_settings_are_refused_naming_the_key() {
         assert!(format!("{err:#}").contains(key), "{toml}: {err:#}");
     }
 }
+
+/// An external trainer's ONNX promotion completes too: the peer's `canonical_*.onnx` with
+/// the promoted file counts (only `.rrm` was looked at before).
+#[tokio::test]
+async fn an_onnx_promotion_is_announced_once_every_node_holds_it() {
+    let s = two_nodes().await;
+    let (d, ctx, rec) =
+        ringrift_test_support::daemon("model_distribution", build, s.here.path(), "test", "");
+    let dir = ringrift_store::paths::models_dir(s.here.path());
+    std::fs::create_dir_all(&dir).unwrap();
+    let onnx = dir.join("gen2.onnx");
+    std::fs::write(&onnx, models::example_onnx(config(), 2, 5_000)).unwrap();
+    let sha = models::identify_file(&onnx).unwrap().payload_sha256;
+    models::promote(
+        s.here.path(),
+        config(),
+        &onnx,
+        "gen2",
+        &sha,
+        None,
+        None,
+        models::Fence::Leader(1),
+    )
+    .unwrap();
+    d.handle_event(&ctx, &promoted(&sha, "test")).await.unwrap();
+    d.run_cycle(&ctx).await.unwrap();
+    assert!(rec.events().is_empty(), "the peer does not have it yet");
+    let models_b = ringrift_store::paths::models_dir(s.peer.home.path());
+    std::fs::create_dir_all(&models_b).unwrap();
+    std::fs::copy(
+        models::canonical_path(s.here.path(), config(), models::ModelFormat::Onnx),
+        models_b.join("canonical_hex8_2p.onnx"),
+    )
+    .unwrap();
+    d.run_cycle(&ctx).await.unwrap();
+    let evs = rec.events();
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    let Payload::ModelDistributed(m) = &evs[0].payload else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(m.model_sha256, sha);
+    assert_eq!(m.nodes, vec!["b".to_owned(), "test".to_owned()]);
+}
