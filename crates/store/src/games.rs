@@ -231,10 +231,15 @@ impl std::fmt::Debug for GameStore {
 impl OffRuntime for GameStore {}
 
 impl GameStore {
+    /// Opens (creating and migrating) a game store. Its commits are `synchronous=FULL`
+    /// (the WAL synced at each commit, not only at checkpoints): a push is acknowledged
+    /// after its commit, and a game a peer was told is stored must survive a power loss.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(GameStore {
-            db: db::SharedDb::open(path, MIGRATIONS)?,
-        })
+        let db = db::SharedDb::open(path, MIGRATIONS)?;
+        db.lock()
+            .pragma_update(None, "synchronous", "FULL")
+            .ctx(path)?;
+        Ok(GameStore { db })
     }
 
     pub fn path(&self) -> &Path {

@@ -463,3 +463,16 @@ fn a_v3_store_gets_its_counts_on_open() {
     assert_eq!(hours(&store), [(-1, 1), (0, 3), (1, 1)]);
     assert_eq!(store.batch_counts().expect("counts"), grouped(&store));
 }
+
+/// Commits are synced before they are acknowledged (issue 30 pt 5: a push is acked after
+/// its commit; at `NORMAL` a power loss could drop games a peer was told are stored).
+#[test]
+fn commits_are_synchronous_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
+    let level: i64 = store
+        .conn()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(level, 2, "synchronous=FULL is 2");
+}
