@@ -7,7 +7,10 @@
 //!   databases whose free pages exceed `vacuum_free_ratio` are `VACUUM`ed (not the
 //!   router's busy log, which its own retention keeps in check).
 //! * Temp: files under `tmp/` older than `tmp_max_age_h`, and leftover atomic-write temp
-//!   files (`.*.tmp*`, `*.tmp`) under `data/` and `models/` older than an hour.
+//!   files (`.*.tmp*`, `*.tmp`) under `data/` and `models/` older than an hour, and
+//!   partial downloads (`.*.part-*`) there untouched for `tmp_max_age_h`.
+//! * Quarantine: the oldest files of `data/quarantine/` (corrupt downloads and orphans,
+//!   with their `.reason` notes) until it holds at most `quarantine_max_bytes`.
 //! * Retention ([`retention`]): NPZ exports, trained generations, canonical backups,
 //!   finished jobs and completed queue rows past their limits; never the canonical
 //!   model, its newest backup or data not yet trained on.
@@ -48,6 +51,8 @@ pub struct MaintConfig {
     pub job_results_max_age_days: f64,
     /// Completed work-queue rows older than this go.
     pub queue_done_max_age_h: f64,
+    /// `data/quarantine/` is cut to this many bytes, oldest files first.
+    pub quarantine_max_bytes: u64,
 }
 
 impl Default for MaintConfig {
@@ -62,6 +67,7 @@ impl Default for MaintConfig {
             backups_keep: 5,
             job_results_max_age_days: 7.0,
             queue_done_max_age_h: 72.0,
+            quarantine_max_bytes: 4 << 30,
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct Report {
     pub backups_removed: u64,
     pub job_rows_removed: u64,
     pub queue_rows_removed: u64,
+    pub quarantine_removed: u64,
+    pub quarantine_bytes_freed: u64,
     pub errors: Vec<String>,
 }
 
@@ -129,6 +137,7 @@ pub fn run_pass(
     retention::prune_rows(home, cfg, now, &mut r);
     sqlite(home, cfg, &mut r);
     clean_tmp(home, cfg, now, &mut r);
+    prune_quarantine(home, cfg, &mut r);
     r
 }
 
@@ -264,9 +273,32 @@ fn clean_tmp(home: &Path, cfg: &MaintConfig, now: SystemTime, r: &mut Report) {
     for (p, m) in files {
         let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let temp = n.ends_with(".tmp") || (n.starts_with('.') && n.contains(".tmp"));
-        if temp && age(&m, now) > Duration::from_secs(3600) {
+        // A download in progress writes its part file; one untouched for tmp_max_age_h
+        // was given up.
+        let part = n.starts_with('.') && n.contains(".part-");
+        if (temp && age(&m, now) > Duration::from_secs(3600)) || (part && age(&m, now) > max_age) {
             remove(&p, m.len(), &mut r.tmp_removed, None, &mut r.errors);
         }
+    }
+}
+
+fn prune_quarantine(home: &Path, cfg: &MaintConfig, r: &mut Report) {
+    let mut files = Vec::new();
+    walk(&ringrift_store::paths::quarantine_dir(home), &mut files);
+    let mut total: u64 = files.iter().map(|(_, m)| m.len()).sum();
+    files.sort_by_key(|(_, m)| m.modified().ok());
+    for (p, m) in files {
+        if total <= cfg.quarantine_max_bytes {
+            break;
+        }
+        total = total.saturating_sub(m.len());
+        remove(
+            &p,
+            m.len(),
+            &mut r.quarantine_removed,
+            Some(&mut r.quarantine_bytes_freed),
+            &mut r.errors,
+        );
     }
 }
 
@@ -325,6 +357,8 @@ impl Handler for Maintenance {
             backups_removed = r.backups_removed,
             job_rows_removed = r.job_rows_removed,
             queue_rows_removed = r.queue_rows_removed,
+            quarantine_removed = r.quarantine_removed,
+            quarantine_bytes_freed = r.quarantine_bytes_freed,
             errors = r.errors.len(),
             "maintenance pass done"
         );
@@ -353,6 +387,7 @@ impl Handler for Maintenance {
                     .detail("backups_removed", r.backups_removed)
                     .detail("job_rows_removed", r.job_rows_removed)
                     .detail("queue_rows_removed", r.queue_rows_removed)
+                    .detail("quarantine_removed", r.quarantine_removed)
             }
         }
     }
@@ -425,6 +460,35 @@ mod tests {
         let r = run_pass(h.path(), &cfg, SystemTime::now(), &HashMap::new());
         assert_eq!(r.logs_removed, 1);
         assert!(!logs.join("b.log.3").exists() && logs.join("b.log.1").exists());
+    }
+
+    #[test]
+    fn stale_part_files_go_and_quarantine_is_cut_to_its_budget_oldest_first() {
+        let h = tempfile::tempdir().unwrap();
+        let games = h.path().join("data/games");
+        touch(
+            &games.join(".hex8_2p.db.part-0123456789abcdef"),
+            100,
+            2 * 86400,
+        );
+        touch(&games.join(".sq8_2p.db.part-fedcba9876543210"), 100, 60);
+        let q = ringrift_store::paths::quarantine_dir(h.path());
+        touch(&q.join("a.rrm.1.x"), 1000, 300);
+        touch(&q.join("a.rrm.1.x.reason"), 10, 300);
+        touch(&q.join("b.rrm.2.y"), 1000, 200);
+        touch(&q.join("c.rrm.3.z"), 1000, 100);
+        let cfg = MaintConfig {
+            quarantine_max_bytes: 2000,
+            ..Default::default()
+        };
+        let r = run_pass(h.path(), &cfg, SystemTime::now(), &HashMap::new());
+        assert!(!games.join(".hex8_2p.db.part-0123456789abcdef").exists());
+        assert!(games.join(".sq8_2p.db.part-fedcba9876543210").exists());
+        assert_eq!(r.tmp_removed, 1);
+        assert!(!q.join("a.rrm.1.x").exists() && !q.join("a.rrm.1.x.reason").exists());
+        assert!(q.join("b.rrm.2.y").exists() && q.join("c.rrm.3.z").exists());
+        assert_eq!((r.quarantine_removed, r.quarantine_bytes_freed), (2, 1010));
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
     }
 
     #[test]
