@@ -150,3 +150,46 @@ async fn a_full_disk_under_the_router_keeps_events_in_the_outbox_until_space_ret
     }
     router.kill9();
 }
+
+/// A download onto a file system that fills up (issue 30 pt 6): the fetch stops at the
+/// first failed write with an error naming it, and leaves no part file (nothing is
+/// installed, the space is given back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_onto_a_full_disk_stops_and_leaves_no_part_file() {
+    use ringrift_transfer::files::{Engine, Limits, Root, Wanted};
+    let peer = ringrift_test_support::data_server::server("b").await;
+    let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    let rel = "training/big.npz";
+    let src = peer.home.path().join("data").join(rel);
+    std::fs::create_dir_all(src.parent().expect("parent")).expect("dir");
+    std::fs::write(&src, &body).expect("source file");
+    let here = tempfile::tempdir().expect("tempdir");
+    let small = here.path().join("small");
+    let Some(_fs) = Tmpfs::mount(&small, "2m") else {
+        return;
+    };
+    let client = ringrift_transfer::DataClient::new(None, Duration::from_secs(10)).expect("client");
+    let engine =
+        Engine::new(client, here.path().join("quarantine"), Limits::default()).expect("engine");
+    let wanted = Wanted {
+        root: Root::Data,
+        path: rel.into(),
+        sha256: ringrift_store::manifest::sha256_hex(&body),
+        size: body.len() as u64,
+    };
+    let dest = small.join("big.npz");
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        engine.fetch(&ringrift_transfer::Peer::at("b", &peer.url), &wanted, &dest),
+    )
+    .await
+    .expect("the fetch ends")
+    .expect_err("no room for 6 MB on a 2 MB file system");
+    assert!(err.to_string().contains("write"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&small)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -320,7 +320,10 @@ impl Engine {
             });
             let mut resp = resp;
             let mut failed = None;
-            loop {
+            // Bytes past the announced size are never written: a lying or broken peer
+            // cannot fill the disk.
+            let mut over = false;
+            'receive: loop {
                 let chunk = match resp.chunk().await {
                     Ok(Some(c)) => c,
                     Ok(None) => break,
@@ -336,6 +339,10 @@ impl Engine {
                 let mut rest = chunk;
                 while !rest.is_empty() {
                     let piece = rest.split_to(rest.len().min(PIECE));
+                    if start + downloaded + piece.len() as u64 > w.size {
+                        over = true;
+                        break 'receive;
+                    }
                     if let Some(l) = &self.bandwidth {
                         let n = NonZeroU32::new(piece.len().min(self.burst as usize) as u32);
                         if let Some(n) = n {
@@ -351,8 +358,9 @@ impl Engine {
                             bytes: piece.len() as u64,
                         });
                     }
+                    // The writer stopped (a write failed, e.g. ENOSPC): stop receiving.
                     if tx.send(piece).await.is_err() {
-                        break;
+                        break 'receive;
                     }
                 }
             }
@@ -360,8 +368,29 @@ impl Engine {
             let written = writer
                 .await
                 .map_err(|e| TransferError::Invalid(format!("writer task: {e}")))?;
-            let (f, h, n) = written.map_err(|e| TransferError::io("write", &part, e))?;
+            let (f, h, n) = match written {
+                Ok(w) => w,
+                Err(e) => {
+                    // A failed write (a full disk) leaves no part file behind.
+                    let part2 = part.clone();
+                    let _ = blocking(move || std::fs::remove_file(part2)).await;
+                    return Err(TransferError::io("write", &part, e));
+                }
+            };
             file = f;
+            if over {
+                let why = format!("the peer sent more than the announced {} bytes", w.size);
+                drop(file);
+                let (part2, q, why2) = (part.clone(), self.quarantine.clone(), why.clone());
+                let quarantined =
+                    blocking(move || ringrift_store::manifest::quarantine(&part2, &q, &why2))
+                        .await??;
+                return Err(TransferError::Corrupt {
+                    what,
+                    why,
+                    quarantined,
+                });
+            }
             if let Some(e) = failed {
                 // The part stays for the next attempt to resume.
                 return Err(e);

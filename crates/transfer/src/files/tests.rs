@@ -409,3 +409,42 @@ async fn small_files_are_verified_and_quarantined_the_same_way() {
     }
     assert_eq!(quarantined(dir.path()), 3);
 }
+
+/// A peer that sends more than the manifest announced (a lying or broken peer) is cut
+/// off at the announced size: nothing past it is written, the part is quarantined,
+/// nothing is installed.
+#[tokio::test]
+async fn a_body_longer_than_announced_is_cut_off_and_quarantined() {
+    let fake = Arc::new(Fake::default());
+    let b = data(400_000, 5);
+    fake.files.lock().unwrap().insert("l.bin".into(), b.clone());
+    let mut long = b.clone();
+    long.extend(data(8_000_000, 6));
+    fake.served.lock().unwrap().insert("l.bin".into(), long);
+    let peer = serve(fake).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Limits::default());
+    let dest = dir.path().join("l.bin");
+    let err = e
+        .fetch(&peer, &wanted("l.bin", &b), &dest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransferError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("more than the announced 400000 bytes"),
+        "{err}"
+    );
+    assert!(!dest.exists());
+    assert_eq!(quarantined(dir.path()), 1);
+    let largest = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(
+        largest <= 400_000,
+        "{largest} bytes written for a 400000-byte file"
+    );
+}
