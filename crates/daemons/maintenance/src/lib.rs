@@ -193,24 +193,38 @@ fn prune_logs(home: &Path, cfg: &MaintConfig, now: SystemTime, r: &mut Report) {
             kept.push((p, m));
         }
     }
-    let mut total: u64 = kept.iter().map(|(_, m)| m.len()).sum();
-    let mut rotated: Vec<_> = kept
+    let total: u64 = kept.iter().map(|(_, m)| m.len()).sum();
+    let rotated: Vec<_> = kept
         .into_iter()
         .filter(|(p, _)| is_rotated_log(p))
         .collect();
-    rotated.sort_by_key(|(_, m)| m.modified().ok());
-    for (p, m) in rotated {
-        if total <= cfg.logs_max_bytes {
+    remove_oldest_until(
+        rotated,
+        total,
+        cfg.logs_max_bytes,
+        &mut r.logs_removed,
+        &mut r.log_bytes_freed,
+        &mut r.errors,
+    );
+}
+
+/// Removes the oldest of `files` (by mtime) while `total` (the bytes they and whatever
+/// else counts are) is over `cap`.
+fn remove_oldest_until(
+    mut files: Vec<(PathBuf, std::fs::Metadata)>,
+    mut total: u64,
+    cap: u64,
+    count: &mut u64,
+    bytes: &mut u64,
+    errors: &mut Vec<String>,
+) {
+    files.sort_by_key(|(_, m)| m.modified().ok());
+    for (p, m) in files {
+        if total <= cap {
             break;
         }
         total = total.saturating_sub(m.len());
-        remove(
-            &p,
-            m.len(),
-            &mut r.logs_removed,
-            Some(&mut r.log_bytes_freed),
-            &mut r.errors,
-        );
+        remove(&p, m.len(), count, Some(&mut *bytes), errors);
     }
 }
 
@@ -285,21 +299,15 @@ fn clean_tmp(home: &Path, cfg: &MaintConfig, now: SystemTime, r: &mut Report) {
 fn prune_quarantine(home: &Path, cfg: &MaintConfig, r: &mut Report) {
     let mut files = Vec::new();
     walk(&ringrift_store::paths::quarantine_dir(home), &mut files);
-    let mut total: u64 = files.iter().map(|(_, m)| m.len()).sum();
-    files.sort_by_key(|(_, m)| m.modified().ok());
-    for (p, m) in files {
-        if total <= cfg.quarantine_max_bytes {
-            break;
-        }
-        total = total.saturating_sub(m.len());
-        remove(
-            &p,
-            m.len(),
-            &mut r.quarantine_removed,
-            Some(&mut r.quarantine_bytes_freed),
-            &mut r.errors,
-        );
-    }
+    let total: u64 = files.iter().map(|(_, m)| m.len()).sum();
+    remove_oldest_until(
+        files,
+        total,
+        cfg.quarantine_max_bytes,
+        &mut r.quarantine_removed,
+        &mut r.quarantine_bytes_freed,
+        &mut r.errors,
+    );
 }
 
 pub struct Maintenance {

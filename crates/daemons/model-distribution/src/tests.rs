@@ -35,6 +35,30 @@ async fn two_nodes() -> Setup2 {
     Setup2 { here, peer }
 }
 
+impl Setup2 {
+    /// The peer gets this node's canonical model file of `format` (as its model_sync
+    /// would install it).
+    fn peer_installs(&self, format: models::ModelFormat) {
+        let models_b = ringrift_store::paths::models_dir(self.peer.home.path());
+        std::fs::create_dir_all(&models_b).unwrap();
+        std::fs::copy(
+            models::canonical_path(self.here.path(), config(), format),
+            models_b.join(format!("canonical_{KEY}.{}", format.ext())),
+        )
+        .unwrap();
+    }
+}
+
+/// `evs` is one MODEL_DISTRIBUTED of payload `sha` naming both nodes.
+fn assert_distributed_to_both(evs: &[Event], sha: &str) {
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    let Payload::ModelDistributed(m) = &evs[0].payload else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(m.model_sha256, sha);
+    assert_eq!(m.nodes, vec!["b".to_owned(), "test".to_owned()]);
+}
+
 fn promoted(sha: &str, node: &str) -> Event {
     let mut ev = Event::new(Payload::ModelPromoted(wire::ModelPromoted {
         model_sha256: sha.into(),
@@ -64,22 +88,9 @@ async fn distributed_is_announced_once_every_node_holds_the_file() {
         d.health_check().details.get("pending").map(String::as_str),
         Some("1")
     );
-    // The peer gets the very file (as its model_sync would install it).
-    let models_b = ringrift_store::paths::models_dir(s.peer.home.path());
-    std::fs::create_dir_all(&models_b).unwrap();
-    std::fs::copy(
-        models::canonical_path(s.here.path(), config(), models::ModelFormat::Rrm),
-        models_b.join("canonical_hex8_2p.rrm"),
-    )
-    .unwrap();
+    s.peer_installs(models::ModelFormat::Rrm);
     d.run_cycle(&ctx).await.unwrap();
-    let evs = rec.events();
-    assert_eq!(evs.len(), 1, "{evs:?}");
-    let Payload::ModelDistributed(m) = &evs[0].payload else {
-        panic!("{evs:?}")
-    };
-    assert_eq!(m.model_sha256, sha);
-    assert_eq!(m.nodes, vec!["b".to_owned(), "test".to_owned()]);
+    assert_distributed_to_both(&rec.events(), &sha);
     d.run_cycle(&ctx).await.unwrap();
     assert_eq!(rec.events().len(), 1, "announced once");
 }
@@ -162,19 +173,7 @@ async fn an_onnx_promotion_is_announced_once_every_node_holds_it() {
     d.handle_event(&ctx, &promoted(&sha, "test")).await.unwrap();
     d.run_cycle(&ctx).await.unwrap();
     assert!(rec.events().is_empty(), "the peer does not have it yet");
-    let models_b = ringrift_store::paths::models_dir(s.peer.home.path());
-    std::fs::create_dir_all(&models_b).unwrap();
-    std::fs::copy(
-        models::canonical_path(s.here.path(), config(), models::ModelFormat::Onnx),
-        models_b.join("canonical_hex8_2p.onnx"),
-    )
-    .unwrap();
+    s.peer_installs(models::ModelFormat::Onnx);
     d.run_cycle(&ctx).await.unwrap();
-    let evs = rec.events();
-    assert_eq!(evs.len(), 1, "{evs:?}");
-    let Payload::ModelDistributed(m) = &evs[0].payload else {
-        panic!("{evs:?}")
-    };
-    assert_eq!(m.model_sha256, sha);
-    assert_eq!(m.nodes, vec!["b".to_owned(), "test".to_owned()]);
+    assert_distributed_to_both(&rec.events(), &sha);
 }

@@ -59,6 +59,14 @@ fn follower(
     (b, ctx, rec, sync)
 }
 
+/// The generation and payload SHA-256 of `home`'s canonical model.
+fn held(home: &Path) -> (u32, String) {
+    let c = models::canonical(home, config())
+        .unwrap()
+        .expect("a canonical model");
+    (c.generation, c.sha256)
+}
+
 fn promoted(sha: &str) -> Event {
     let mut ev = Event::new(Payload::ModelPromoted(wire::ModelPromoted {
         model_path: "/elsewhere/gen.rrm".into(),
@@ -282,23 +290,15 @@ async fn an_older_generation_promoted_elsewhere_does_not_replace_ours() {
         .handle_event(&p.ctx, &promoted(&theirs))
         .await
         .unwrap();
-    let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
-    assert_eq!((c.generation, c.sha256.as_str()), (3, ours.as_str()));
+    assert_eq!(held(p.b.path()), (3, ours.clone()));
     assert!(p.rec.events().is_empty(), "{:?}", p.rec.events());
     // The cycle's catch-up leaves it too; a newer generation there is then followed.
     p.sync.run_cycle(&p.ctx).await.unwrap();
-    assert_eq!(
-        models::canonical(p.b.path(), config())
-            .unwrap()
-            .unwrap()
-            .generation,
-        3
-    );
+    assert_eq!(held(p.b.path()), (3, ours));
     let newer = promote_in(p.a.home.path(), 4, 4);
     p.sync
         .handle_event(&p.ctx, &promoted(&newer))
         .await
         .unwrap();
-    let c = models::canonical(p.b.path(), config()).unwrap().unwrap();
-    assert_eq!((c.generation, c.sha256.as_str()), (4, newer.as_str()));
+    assert_eq!(held(p.b.path()), (4, newer));
 }
