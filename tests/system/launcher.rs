@@ -365,9 +365,12 @@ fn unimplemented_daemons_are_refused_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minimal_profile_is_ready_only_when_all_healthy_and_flips_when_one_dies() {
     let home = Home::new();
+    // Heartbeats every second: at 0.2 s ten daemons send 50 a second, more than the
+    // health server's one-at-a-time consumer handled beside the rest of the suite (it
+    // fell 64 s behind in a clean-clone CI run and /ready said every heartbeat was stale).
     std::fs::write(
         home.path().join("ringrift.toml"),
-        "heartbeat_interval_s = 0.2\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\nstale_after_s = 3\n[p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n",
+        "heartbeat_interval_s = 1.0\n[event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\nstale_after_s = 3\n[p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\ncycle_interval_s = 0.2\n",
     )
     .unwrap();
     let mut l = home.spawn(
