@@ -219,6 +219,27 @@ impl Nats {
     }
 }
 
+/// `ringrift-launcher --status --json` of the launcher running in `home`, typed; `None`
+/// while no launcher answers (starting, stopped, or holding another token). An answer
+/// that is not a `LauncherStatus` fails the test naming the field.
+pub fn launcher_status(home: &Home) -> Option<handler_base::status_body::LauncherStatus> {
+    let out = std::process::Command::new(bin("ringrift-launcher"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["--status", "--json"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--status --json is not a LauncherStatus: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    }))
+}
+
 /// Open file descriptors of process `pid` (0 when it is gone).
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

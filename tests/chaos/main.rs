@@ -13,13 +13,12 @@
 //! events, 5 min) through the ignored `full_*` tests, sized by `RINGRIFT_CHAOS_EVENTS`
 //! and `RINGRIFT_CHAOS_SECS` (and `RINGRIFT_CHAOS_SEED` to repeat a run's kill order).
 
-use handler_base::status_body::{DaemonState, LauncherDaemon, LauncherStatus};
+use handler_base::status_body::{DaemonState, LauncherDaemon};
 use ringrift_proto::wire;
 use ringrift_system_tests::{Home, Nats, Proc, bin, fd_count, poll_until};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const PUBLISHERS: usize = 8;
@@ -343,24 +342,9 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `--status --json` of the running launcher, by daemon name (`None` while it does not
-/// answer, e.g. while it holds the old token; an answer that is not a `LauncherStatus`
-/// fails the test naming the field).
+/// answer, e.g. while it holds the old token).
 fn status(home: &Home) -> Option<BTreeMap<String, LauncherDaemon>> {
-    let out = Command::new(bin("ringrift-launcher"))
-        .arg("--home")
-        .arg(home.path())
-        .args(["--status", "--json"])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let s: LauncherStatus = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "--status --json is not a LauncherStatus: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let s = ringrift_system_tests::launcher_status(home)?;
     Some(s.daemons.into_iter().map(|d| (d.name.clone(), d)).collect())
 }
 

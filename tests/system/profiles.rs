@@ -3,7 +3,6 @@
 
 use handler_base::status_body::{DaemonState, LauncherStatus};
 use ringrift_system_tests::Home;
-use std::process::Command;
 use std::time::Duration;
 
 /// The home's own settings, not flags: every listener on port 0 (tests run side by side),
@@ -14,25 +13,6 @@ const SETTINGS: &str = "[launcher]\ncontrol = \"127.0.0.1:0\"\n\
     [event_router]\nlisten = \"127.0.0.1:0\"\n[health_server]\nlisten = \"127.0.0.1:0\"\n\
     [p2p_backend]\nlisten = \"127.0.0.1:0\"\n[cluster_monitor]\nlisten = \"127.0.0.1:0\"\n\
     [data_server]\nlisten = \"127.0.0.1:0\"\n[jobs]\nbin = \"/nonexistent/ringrift-test-jobs\"\n";
-
-/// `--status --json` as the typed body; `None` while no launcher answers.
-fn status(home: &Home) -> Option<LauncherStatus> {
-    let out = Command::new(ringrift_system_tests::bin("ringrift-launcher"))
-        .arg("--home")
-        .arg(home.path())
-        .args(["--status", "--json"])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "--status --json is not a LauncherStatus: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    }))
-}
 
 #[test]
 fn every_shipped_profile_starts_with_no_flag() {
@@ -54,12 +34,12 @@ fn every_shipped_profile_starts_with_no_flag() {
                     home.log("ringrift-launcher")
                 );
             }
-            status(&home).and_then(|s| all_ready(&s))
+            ringrift_system_tests::launcher_status(&home).and_then(|s| all_ready(&s))
         })
         .unwrap_or_else(|| {
             panic!(
                 "{profile}: not every daemon READY within 120 s: {:?}",
-                status(&home)
+                ringrift_system_tests::launcher_status(&home)
             )
         });
         for d in &s.daemons {

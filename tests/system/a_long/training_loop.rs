@@ -3,11 +3,10 @@
 //! MODEL_PROMOTED or PROMOTION_REJECTED, with no manual step; and the same run surviving
 //! a SIGKILL of each loop daemon in turn without duplicate training or a lost stage.
 
-use handler_base::status_body::{DaemonState, LauncherStatus};
+use handler_base::status_body::DaemonState;
 use ringrift_proto::wire::{self, event::Payload};
-use ringrift_system_tests::{Home, Proc, bin, router_log, wait_for};
+use ringrift_system_tests::{Home, Proc, router_log, wait_for};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const LOOP_DAEMONS: &[&str] = &[
@@ -65,25 +64,6 @@ games_canonical = 6
 
 pub(super) fn start(home: &Home) -> Proc {
     home.launch_profile("looptest").0
-}
-
-/// `--status --json` as the typed body; `None` while no launcher answers.
-fn status(home: &Home) -> Option<LauncherStatus> {
-    let out = Command::new(bin("ringrift-launcher"))
-        .arg("--home")
-        .arg(home.path())
-        .args(["--status", "--json"])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return None;
-    }
-    Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "--status --json is not a LauncherStatus: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    }))
 }
 
 /// Every event in the router's log, read from seq 1 (only events, no files).
@@ -233,7 +213,7 @@ async fn the_loop_runs_from_games_to_a_promotion_decision_by_events_alone() {
         "a decision without a succeeded training job"
     );
     // The stage machine is visible in --status.
-    let s = status(&home).expect("the launcher answers --status");
+    let s = ringrift_system_tests::launcher_status(&home).expect("the launcher answers --status");
     let dp = s
         .daemon("data_pipeline")
         .expect("data_pipeline in --status");
@@ -292,7 +272,7 @@ async fn killing_each_loop_daemon_in_turn_loses_no_stage_and_trains_nothing_twic
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let pid = wait_for(&format!("{name} READY"), Duration::from_secs(60), || {
-            let s = status(&home)?;
+            let s = ringrift_system_tests::launcher_status(&home)?;
             s.daemon(name)
                 .filter(|d| d.state == DaemonState::Ready)
                 .map(|d| d.pid)
@@ -311,7 +291,7 @@ async fn killing_each_loop_daemon_in_turn_loses_no_stage_and_trains_nothing_twic
             &format!("{name} restarted"),
             Duration::from_secs(30),
             || {
-                let s = status(&home)?;
+                let s = ringrift_system_tests::launcher_status(&home)?;
                 s.daemon(name)
                     .filter(|d| d.state == DaemonState::Ready && d.pid != pid)
                     .map(|_| ())
