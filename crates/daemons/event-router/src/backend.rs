@@ -81,4 +81,9 @@ pub trait Backend: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// Cancelled at shutdown: ends every session and publish stream.
     fn closing(&self) -> &tokio_util::sync::CancellationToken;
+    /// Subscription sessions that have not yet handed back what they hold (a stopping
+    /// router waits for them, bounded). The SQLite log keeps nothing outside its file.
+    fn open_sessions(&self) -> usize {
+        0
+    }
 }

@@ -1253,6 +1253,10 @@ impl Backend for JetStreamBroker {
     fn closing(&self) -> &tokio_util::sync::CancellationToken {
         &self.closing
     }
+
+    fn open_sessions(&self) -> usize {
+        self.live().len()
+    }
 }
 
 #[cfg(test)]

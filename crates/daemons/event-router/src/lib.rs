@@ -386,6 +386,18 @@ async fn serve_backend(
             tracing::warn!("clients still connected 3 s after SIGTERM; closing anyway");
         }
     }
+    // Each ending session naks what it holds (JetStream then redelivers at once): give
+    // them time to, bounded, or a held message waits out its ack wait after a restart.
+    let t0 = std::time::Instant::now();
+    while backend.open_sessions() > 0 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if backend.open_sessions() > 0 {
+        tracing::warn!(
+            sessions = backend.open_sessions(),
+            "subscription sessions still open 5 s after the server stopped; exiting anyway"
+        );
+    }
     tracing::info!("event router stopped");
     Ok(())
 }
