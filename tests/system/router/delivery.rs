@@ -718,7 +718,13 @@ async fn only_started_deliveries_count_when_a_session_ends(log: Log) {
     let ev = next(&mut s).await;
     assert_eq!(ev.seq, seqs[1], "b is not dead-lettered by router stops");
     ack(&mut c, "lanes", ev.seq, false).await;
-    assert_eq!(next(&mut s).await.seq, seqs[2]);
+    // c, never started, may come only after its 60 s ack wait: on JetStream under load a
+    // stopping router sometimes does not hand it back (an open flake, see the closing
+    // note of 2026-12-08); this test is about what is counted, so it waits that long.
+    let ev = within(&mut s, Duration::from_secs(75))
+        .await
+        .expect("c within its ack wait");
+    assert_eq!(ev.seq, seqs[2]);
     ack(&mut c, "lanes", seqs[2], false).await;
     assert_eq!(letters(&mut c).await.len(), 1, "still only a dead-lettered");
 }
