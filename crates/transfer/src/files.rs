@@ -379,17 +379,9 @@ impl Engine {
             };
             file = f;
             if over {
-                let why = format!("the peer sent more than the announced {} bytes", w.size);
                 drop(file);
-                let (part2, q, why2) = (part.clone(), self.quarantine.clone(), why.clone());
-                let quarantined =
-                    blocking(move || ringrift_store::manifest::quarantine(&part2, &q, &why2))
-                        .await??;
-                return Err(TransferError::Corrupt {
-                    what,
-                    why,
-                    quarantined,
-                });
+                let why = format!("the peer sent more than the announced {} bytes", w.size);
+                return Err(self.quarantine_part(&part, what, why).await);
             }
             if let Some(e) = failed {
                 // The part stays for the next attempt to resume.
@@ -405,14 +397,7 @@ impl Engine {
                 format!("sha256 {sha}, expected {}", w.sha256)
             };
             drop(file);
-            let (part2, q, why2) = (part.clone(), self.quarantine.clone(), why.clone());
-            let quarantined =
-                blocking(move || ringrift_store::manifest::quarantine(&part2, &q, &why2)).await??;
-            return Err(TransferError::Corrupt {
-                what,
-                why,
-                quarantined,
-            });
+            return Err(self.quarantine_part(&part, what, why).await);
         }
         let (dest2, part2) = (dest.to_owned(), part.clone());
         blocking(move || install(file, &part2, &dest2, durable)).await??;
@@ -420,6 +405,21 @@ impl Engine {
             downloaded,
             resumed_from: total.saturating_sub(downloaded),
         })
+    }
+
+    /// Moves a part file that failed verification (`why`) to quarantine; the error the
+    /// fetch of `what` returns.
+    async fn quarantine_part(&self, part: &Path, what: String, why: String) -> TransferError {
+        let (part, q, why2) = (part.to_owned(), self.quarantine.clone(), why.clone());
+        match blocking(move || ringrift_store::manifest::quarantine(&part, &q, &why2)).await {
+            Ok(Ok(quarantined)) => TransferError::Corrupt {
+                what,
+                why,
+                quarantined,
+            },
+            Ok(Err(e)) => e.into(),
+            Err(e) => e,
+        }
     }
 
     /// A file of at most [`SMALL_FILE`] bytes: received whole into memory (never more
