@@ -250,30 +250,9 @@ pub fn fd_count(pid: u32) -> usize {
 /// Serialises the system tests that each keep both cores busy for minutes (whole
 /// training loops, three nodes training, a JetStream cluster under load): run side by
 /// side they starve one another past their deadlines. Hold the guard for the test.
-/// Across processes too (a lock file in the temp dir): `scripts/test` runs the long
-/// system tests in a process of their own beside the rest.
-pub fn heavy() -> Heavy {
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let in_process = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
-    let path = std::env::temp_dir().join("ringrift-system-tests-heavy.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let across = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("flock {}: {e}", path.display()));
-    Heavy {
-        _across: across,
-        _in_process: in_process,
-    }
-}
-
-/// The guard of [`heavy`]: the lock file's lock, then the in-process one, released on drop.
-pub struct Heavy {
-    _across: nix::fcntl::Flock<std::fs::File>,
-    _in_process: std::sync::MutexGuard<'static, ()>,
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A test CA and a server certificate it signed for `127.0.0.1` and `localhost` (PEM
