@@ -8,9 +8,10 @@
 //! view names the peers it cannot reach). A check changes level only after
 //! `unhealthy_after` consecutive samples at a worse level or `recovered_after` at a
 //! better one (the router and peer API checks clear on the first good sample, and are
-//! sampled at once when this node's p2p_backend sees a peer join: a healed partition). Each change of a resource's level publishes RESOURCE_PRESSURE (level
-//! `warning`, `critical` or `ok`); the node turning critical on any check publishes
-//! NODE_UNHEALTHY with every reason, all checks clear again NODE_RECOVERED. The raised
+//! sampled at once when this node's p2p_backend sees a peer join: a healed partition).
+//! Each change of a resource's level publishes RESOURCE_PRESSURE (level `warning`,
+//! `critical` or `ok`); the node turning critical on any check publishes NODE_UNHEALTHY
+//! with every reason, all checks clear again NODE_RECOVERED. The raised
 //! levels persist (`pipeline_state.db`), so a restart neither repeats an alert nor
 //! forgets to clear one.
 
