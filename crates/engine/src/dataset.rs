@@ -12,7 +12,34 @@
 use crate::WorkloadError;
 use crate::game::State;
 use npyz::WriterBuilder;
+use std::io::{Seek, Write};
 use std::path::Path;
+
+/// An NPZ open for reading: a zip of `<array>.npy` entries.
+type Npz = zip::ZipArchive<std::io::BufReader<std::fs::File>>;
+
+/// Writes one array of `shape` as the entry `<name>.npy` of an NPZ (deflated).
+fn write_array<T, W>(
+    zip: &mut zip::ZipWriter<W>,
+    name: &str,
+    shape: &[u64],
+    values: impl Iterator<Item = T>,
+) -> std::io::Result<()>
+where
+    T: npyz::Serialize + npyz::AutoSerialize,
+    W: Write + Seek,
+{
+    let entry = npyz::npz::file_name_from_array_name(name);
+    zip.start_file(entry, Default::default())
+        .map_err(std::io::Error::other)?;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut *zip)
+        .begin_nd()?;
+    w.extend(values)?;
+    w.finish()
+}
 
 /// Writes the `features` row of position `s` (planes × cells, zeroed by the caller): a
 /// 1 for each stone on the plane of its owner counted from the player to move. The one
@@ -104,53 +131,16 @@ impl Dataset {
         let n = self.rows() as u64;
         let (p, c, k) = (self.planes as u64, self.cells as u64, self.k as u64);
         ringrift_store::manifest::atomic_write_with(path, |file| {
-            let mut npz = npyz::npz::NpzWriter::new(file);
-            {
-                let mut w = npz
-                    .array::<f32>("features", Default::default())?
-                    .default_dtype()
-                    .shape(&[n, p, c])
-                    .begin_nd()?;
-                w.extend(self.features.iter().copied())?;
-                w.finish()?;
-            }
-            {
-                let mut w = npz
-                    .array::<f32>("values", Default::default())?
-                    .default_dtype()
-                    .shape(&[n])
-                    .begin_nd()?;
-                w.extend(self.values.iter().copied())?;
-                w.finish()?;
-            }
-            {
-                let mut w = npz
-                    .array::<i32>("policy_indices", Default::default())?
-                    .default_dtype()
-                    .shape(&[n, k])
-                    .begin_nd()?;
-                w.extend(self.policy_indices.iter().copied())?;
-                w.finish()?;
-            }
-            {
-                let mut w = npz
-                    .array::<f32>("policy_values", Default::default())?
-                    .default_dtype()
-                    .shape(&[n, k])
-                    .begin_nd()?;
-                w.extend(self.policy_values.iter().copied())?;
-                w.finish()?;
-            }
-            {
-                let mut w = npz
-                    .array::<i32>("games", Default::default())?
-                    .default_dtype()
-                    .shape(&[n])
-                    .begin_nd()?;
-                w.extend(self.games.iter().map(|&g| g as i32))?;
-                w.finish()?;
-            }
-            npz.zip_writer().finish().map_err(std::io::Error::other)?;
+            let mut zip = zip::ZipWriter::new(file);
+            write_array(&mut zip, "features", &[n, p, c], self.features.iter().copied())?;
+            write_array(&mut zip, "values", &[n], self.values.iter().copied())?;
+            let indices = self.policy_indices.iter().copied();
+            write_array(&mut zip, "policy_indices", &[n, k], indices)?;
+            let policy = self.policy_values.iter().copied();
+            write_array(&mut zip, "policy_values", &[n, k], policy)?;
+            let games = self.games.iter().map(|&g| g as i32);
+            write_array(&mut zip, "games", &[n], games)?;
+            zip.finish().map_err(std::io::Error::other)?;
             Ok(())
         })?;
         Ok(())
@@ -163,17 +153,24 @@ impl Dataset {
             path: path.to_path_buf(),
             reason,
         };
-        let mut npz = npyz::npz::NpzArchive::open(path)
+        let file = std::fs::File::open(path)
+            .map_err(|e| bad(format!("not a readable NPZ: {e}")))?;
+        let mut npz = zip::ZipArchive::new(std::io::BufReader::new(file))
             .map_err(|e| bad(format!("not a readable NPZ: {e}")))?;
         fn array<T: npyz::Deserialize>(
-            npz: &mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>,
+            npz: &mut Npz,
             name: &str,
             bad: &dyn Fn(String) -> WorkloadError,
         ) -> Result<(Vec<u64>, Vec<T>), WorkloadError> {
-            let file = npz
-                .by_name(name)
-                .map_err(|e| bad(format!("array {name}: {e}")))?
-                .ok_or_else(|| bad(format!("array {name} is missing")))?;
+            let entry = match npz.by_name(&npyz::npz::file_name_from_array_name(name)) {
+                Ok(entry) => entry,
+                Err(zip::result::ZipError::FileNotFound) => {
+                    return Err(bad(format!("array {name} is missing")));
+                }
+                Err(e) => return Err(bad(format!("array {name}: {e}"))),
+            };
+            let file =
+                npyz::NpyFile::new(entry).map_err(|e| bad(format!("array {name}: {e}")))?;
             let shape = file.shape().to_vec();
             let dtype = file.dtype().descr();
             let data = file.into_vec::<T>().map_err(|e| {
@@ -205,9 +202,8 @@ impl Dataset {
             return Err(bad("values outside [-1, 1]".into()));
         }
         let has_games = npz
-            .by_name("games")
-            .map_err(|e| bad(format!("array games: {e}")))?
-            .is_some();
+            .file_names()
+            .any(|f| f == npyz::npz::file_name_from_array_name("games"));
         let games: Vec<u32> = if has_games {
             let (gs, games) = array::<i32>(&mut npz, "games", &bad)?;
             if gs != [n] {

@@ -302,6 +302,50 @@ fn jobs_of(home: &Path) -> Vec<(String, String, String)> {
     out
 }
 
+/// Evidence for an item run twice (seen once in a loaded run, 2026-12-08): each run's job
+/// row and every log line of the nodes that ran it naming the item.
+fn explain_twice(home: &dyn Fn(u32) -> std::path::PathBuf, job_key: &str, nodes: &[String]) {
+    let item = job_key.trim_start_matches("selfplay:");
+    let nodes: BTreeSet<&String> = nodes.iter().collect();
+    for n in nodes {
+        let h = home(n.trim_start_matches('n').parse().unwrap_or(0));
+        if let Ok(conn) = rusqlite::Connection::open_with_flags(
+            h.join("data/jobs.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) {
+            let rows: Vec<String> = conn
+                .prepare(
+                    "SELECT job_id, status, started_at, runner_pid, delivered FROM jobs \
+                     WHERE job_key = ?1 ORDER BY started_at",
+                )
+                .and_then(|mut st| {
+                    st.query_map([job_key], |r| {
+                        Ok(format!(
+                            "job {} {} started_at {} runner {} delivered {}",
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?
+                        ))
+                    })
+                    .map(|it| it.flatten().collect())
+                })
+                .unwrap_or_default();
+            eprintln!("TWICE {job_key} on {n}: {rows:#?}");
+        }
+        let Ok(dir) = std::fs::read_dir(h.join("logs")) else {
+            continue;
+        };
+        for log in dir.flatten() {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains(item)) {
+                eprintln!("TWICE {n} {}: {line}", log.file_name().to_string_lossy());
+            }
+        }
+    }
+}
+
 /// The generation of a promoted model (its header; the homes share this machine's disk).
 fn generation_of(p: &wire::ModelPromoted) -> u32 {
     models::read_header_file(Path::new(&p.model_path)).map_or(0, |h| h.generation)
@@ -1032,6 +1076,9 @@ async fn the_shipped_cluster_promotes_fails_over_and_heals() {
             .collect::<BTreeSet<_>>(),
         started.elapsed()
     );
+    for (job_key, nodes) in &twice {
+        explain_twice(&home, job_key, nodes);
+    }
     assert!(twice.is_empty(), "work items run more than once: {twice:?}");
     assert!(slow_heal.is_empty(), "{slow_heal:?}");
     follower.abort();
