@@ -132,7 +132,12 @@ impl Dataset {
         let (p, c, k) = (self.planes as u64, self.cells as u64, self.k as u64);
         ringrift_store::manifest::atomic_write_with(path, |file| {
             let mut zip = zip::ZipWriter::new(file);
-            write_array(&mut zip, "features", &[n, p, c], self.features.iter().copied())?;
+            write_array(
+                &mut zip,
+                "features",
+                &[n, p, c],
+                self.features.iter().copied(),
+            )?;
             write_array(&mut zip, "values", &[n], self.values.iter().copied())?;
             let indices = self.policy_indices.iter().copied();
             write_array(&mut zip, "policy_indices", &[n, k], indices)?;
@@ -153,8 +158,8 @@ impl Dataset {
             path: path.to_path_buf(),
             reason,
         };
-        let file = std::fs::File::open(path)
-            .map_err(|e| bad(format!("not a readable NPZ: {e}")))?;
+        let file =
+            std::fs::File::open(path).map_err(|e| bad(format!("not a readable NPZ: {e}")))?;
         let mut npz = zip::ZipArchive::new(std::io::BufReader::new(file))
             .map_err(|e| bad(format!("not a readable NPZ: {e}")))?;
         fn array<T: npyz::Deserialize>(
@@ -169,8 +174,7 @@ impl Dataset {
                 }
                 Err(e) => return Err(bad(format!("array {name}: {e}"))),
             };
-            let file =
-                npyz::NpyFile::new(entry).map_err(|e| bad(format!("array {name}: {e}")))?;
+            let file = npyz::NpyFile::new(entry).map_err(|e| bad(format!("array {name}: {e}")))?;
             let shape = file.shape().to_vec();
             let dtype = file.dtype().descr();
             let data = file.into_vec::<T>().map_err(|e| {
