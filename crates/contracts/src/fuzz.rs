@@ -49,6 +49,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 max_seq: 7,
                 elapsed_s: 0.5,
                 rows_per_s: 60.0,
+                skipped: 0,
             },
         ),
         report_json(JobKind::Train, &example::train(key(), "/h/models/next.rrm")),

@@ -130,6 +130,7 @@ mod tests {
             max_seq: 7,
             elapsed_s: 0.5,
             rows_per_s: 60.0,
+            skipped: 1,
         }
     }
 

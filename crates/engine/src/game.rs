@@ -506,9 +506,146 @@ impl State {
     }
 }
 
+/// Why a recorded game is not a game of its config's rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unplayable {
+    #[error("ply {ply}: {error}")]
+    Move { ply: usize, error: MoveError },
+    #[error("recorded winner {recorded:?} but its moves give {replayed:?}")]
+    Winner {
+        recorded: Option<u8>,
+        replayed: Option<u8>,
+    },
+    #[error("policy of ply {ply}: cell {cell} is off the board")]
+    PolicyCell { ply: usize, cell: u16 },
+}
+
+/// Checks recorded games against the rules of their config (the geometry of each config
+/// built once): every move legal in turn, the recorded winner the one the moves give,
+/// every policy cell on the board. What ingest, serving, pushing and export run before a
+/// game is stored, sent or trained on.
+#[derive(Default)]
+pub struct Referee {
+    geos: HashMap<ConfigKey, Arc<Geometry>>,
+}
+
+impl Referee {
+    pub fn check(&mut self, g: &ringrift_store::games::GameRecord) -> Result<(), Unplayable> {
+        let geo = self
+            .geos
+            .entry(g.config_key)
+            .or_insert_with(|| Geometry::new(g.config_key));
+        let mut s = State::new(geo.clone());
+        for (ply, &m) in g.moves.iter().enumerate() {
+            s.play(usize::from(m))
+                .map_err(|error| Unplayable::Move { ply, error })?;
+        }
+        if s.winner != g.winner {
+            return Err(Unplayable::Winner {
+                recorded: g.winner,
+                replayed: s.winner,
+            });
+        }
+        for (ply, dist) in g.policy.iter().flatten().enumerate() {
+            if let Some(&(cell, _)) = dist.iter().find(|(c, _)| usize::from(*c) >= s.cells.len()) {
+                return Err(Unplayable::PolicyCell { ply, cell });
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves out of `games` (read from `store`) those that are unplayable and quarantines
+    /// them in `store` with the reason ([`GameStore::quarantine`]); returns them as
+    /// `(game_id, reason)`. What serving, pushing and export run on what they read, so a
+    /// game stored unplayable (before games were checked, or by a producer that does not
+    /// check) goes no further. Blocking.
+    ///
+    /// [`GameStore::quarantine`]: ringrift_store::games::GameStore::quarantine
+    pub fn quarantine_unplayable(
+        &mut self,
+        store: &ringrift_store::games::GameStore,
+        games: &mut Vec<ringrift_store::games::StoredGame>,
+    ) -> Result<Vec<(String, String)>, ringrift_store::StoreError> {
+        let mut bad: Vec<(String, String)> = Vec::new();
+        games.retain(|g| match self.check(&g.game) {
+            Ok(()) => true,
+            Err(e) => {
+                bad.push((g.game.game_id.clone(), e.to_string()));
+                false
+            }
+        });
+        if !bad.is_empty() {
+            store.quarantine(&bad)?;
+        }
+        Ok(bad)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(moves: Vec<u16>, winner: Option<u8>) -> ringrift_store::games::GameRecord {
+        ringrift_store::games::GameRecord {
+            game_id: "g".into(),
+            config_key: "hex8_2p".parse().expect("key"),
+            players: vec!["a".into(), "b".into()],
+            winner,
+            moves,
+            source_node: "n".into(),
+            quality_score: 1.0,
+            created_at: 1,
+            policy: None,
+            search_values: None,
+        }
+    }
+
+    #[test]
+    fn the_referee_names_an_illegal_move_a_wrong_winner_and_an_off_board_policy() {
+        let mut r = Referee::default();
+        // Seat 0 plays 0, 1, 2, 3 along row 0 and wins at ply 6.
+        let won = record(vec![0, 8, 1, 9, 2, 10, 3], Some(0));
+        assert_eq!(r.check(&won), Ok(()));
+        let unfinished = record(vec![0, 8, 1], None);
+        assert_eq!(r.check(&unfinished), Ok(()));
+        let occupied = record(vec![0, 8, 0], None);
+        assert_eq!(
+            r.check(&occupied).map_err(|e| e.to_string()),
+            Err("ply 2: cell 0 is occupied".into())
+        );
+        let off = record(vec![0, 64], None);
+        assert_eq!(
+            r.check(&off),
+            Err(Unplayable::Move {
+                ply: 1,
+                error: MoveError::OffBoard(64)
+            })
+        );
+        let after_the_end = record(vec![0, 8, 1, 9, 2, 10, 3, 11], Some(0));
+        assert_eq!(
+            r.check(&after_the_end),
+            Err(Unplayable::Move {
+                ply: 7,
+                error: MoveError::GameOver
+            })
+        );
+        let wrong_winner = record(vec![0, 8, 1, 9, 2, 10, 3], Some(1));
+        assert_eq!(
+            r.check(&wrong_winner).map_err(|e| e.to_string()),
+            Err("recorded winner Some(1) but its moves give Some(0)".into())
+        );
+        let no_winner = record(vec![0, 8, 1, 9, 2, 10, 3], None);
+        assert!(matches!(
+            r.check(&no_winner),
+            Err(Unplayable::Winner { .. })
+        ));
+        let mut policy = record(vec![0, 8], None);
+        policy.policy = Some(vec![vec![(0, 0.5), (5, 0.5)], vec![(8, 0.9), (70, 0.1)]]);
+        assert_eq!(
+            r.check(&policy),
+            Err(Unplayable::PolicyCell { ply: 1, cell: 70 })
+        );
+    }
 
     #[test]
     fn geometries_have_expected_sizes_and_symmetries() {

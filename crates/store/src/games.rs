@@ -1,8 +1,15 @@
 //! Game store `data/games/{board}_{n}p*.db`: one row per finished game, keyed by UUID.
 //!
-//! Rows are never updated or deleted by this module. The watermark of "new games" is the
-//! local `rowid` (ingest order), not `created_at`: games merged from another node arrive
-//! with old timestamps but still count as new here.
+//! Rows are never deleted by this module. The watermark of "new games" is the local
+//! `rowid` (ingest order), not `created_at`: games merged from another node arrive with
+//! old timestamps but still count as new here.
+//!
+//! Quarantine: a stored game found unplayable (the engine's referee, run by whoever serves,
+//! pushes or exports it) is marked with the reason ([`GameStore::quarantine`]) and from
+//! then on is read, counted and sent by nothing here; its row stays, so no `rowid` is
+//! reused under a watermark. A correct copy of it received later takes its id: the marked
+//! row is renamed and the copy is inserted as a new game. A received game whose id is
+//! stored with other moves or winner is kept out and reported ([`Inserted::conflicts`]).
 
 use crate::error::SqlContext;
 use crate::{ConfigKey, OffRuntime, StoreError, db};
@@ -50,7 +57,34 @@ const MIGRATIONS: &[&str] = &[
                 1)
         ON CONFLICT (source_node, hour) DO UPDATE SET count = count + 1;
     END;",
+    // v5: quarantine. `quarantined` holds why a stored game is unplayable (NULL: a game);
+    // a game marked (or merged in marked) leaves, or never enters, its batch's count.
+    "ALTER TABLE games ADD COLUMN quarantined TEXT;
+    DROP TRIGGER games_count_batch;
+    CREATE TRIGGER games_count_batch AFTER INSERT ON games WHEN NEW.quarantined IS NULL BEGIN
+        INSERT INTO game_batches (source_node, hour, count)
+        VALUES (NEW.source_node,
+                (NEW.created_at - ((NEW.created_at % 3600000) + 3600000) % 3600000) / 3600000,
+                1)
+        ON CONFLICT (source_node, hour) DO UPDATE SET count = count + 1;
+    END;
+    CREATE TRIGGER games_uncount_quarantined AFTER UPDATE OF quarantined ON games
+    WHEN OLD.quarantined IS NULL AND NEW.quarantined IS NOT NULL BEGIN
+        UPDATE game_batches SET count = count - 1
+        WHERE source_node = OLD.source_node
+          AND hour = (OLD.created_at - ((OLD.created_at % 3600000) + 3600000) % 3600000) / 3600000;
+    END;",
 ];
+
+/// What [`GameStore::insert_games_reporting`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inserted {
+    /// Games new here (a correct copy replacing a quarantined one counts).
+    pub new: usize,
+    /// Ids stored here with other moves or another winner than the copy received (the
+    /// stored one is kept).
+    pub conflicts: Vec<String>,
+}
 
 /// One finished game. `winner` is the seat index (0-based) or `None` for a draw;
 /// `moves` are cell indices in play order; `players` names who sat in each seat.
@@ -253,10 +287,16 @@ impl GameStore {
     /// Inserts games, ignoring ones whose `game_id` already exists. Returns how many
     /// were new. All-or-nothing: one transaction.
     pub fn insert_games(&self, games: &[GameRecord]) -> Result<usize, StoreError> {
+        Ok(self.insert_games_reporting(games)?.new)
+    }
+
+    /// [`GameStore::insert_games`], also naming the ids stored here with other content,
+    /// and replacing a quarantined game by the copy received (see the module doc).
+    pub fn insert_games_reporting(&self, games: &[GameRecord]) -> Result<Inserted, StoreError> {
         let path = self.path();
         let mut conn = self.conn();
         let tx = conn.transaction().ctx(path)?;
-        let mut inserted = 0;
+        let mut out = Inserted::default();
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -311,26 +351,86 @@ impl GameStore {
                     .map(serde_json::to_string)
                     .transpose()
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
-                inserted += stmt
-                    .execute(params![
-                        g.game_id,
-                        g.config_key.to_string(),
-                        g.config_key.players(),
-                        players,
-                        g.winner,
-                        moves,
-                        g.moves.len() as i64,
-                        g.source_node,
-                        g.quality_score,
-                        g.created_at,
-                        policy,
-                        search_values
-                    ])
+                let row = params![
+                    g.game_id,
+                    g.config_key.to_string(),
+                    g.config_key.players(),
+                    players,
+                    g.winner,
+                    moves,
+                    g.moves.len() as i64,
+                    g.source_node,
+                    g.quality_score,
+                    g.created_at,
+                    policy,
+                    search_values
+                ];
+                if stmt.execute(row).ctx(path)? == 1 {
+                    out.new += 1;
+                    continue;
+                }
+                let (stored_moves, stored_winner, quarantined): (
+                    String,
+                    Option<u8>,
+                    Option<String>,
+                ) = tx
+                    .query_row(
+                        "SELECT moves, winner, quarantined FROM games WHERE game_id = ?1",
+                        [&g.game_id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
                     .ctx(path)?;
+                if quarantined.is_some() {
+                    tx.execute(
+                        "UPDATE games SET game_id = game_id || '#quarantined-' || rowid
+                         WHERE game_id = ?1",
+                        [&g.game_id],
+                    )
+                    .ctx(path)?;
+                    out.new += stmt.execute(row).ctx(path)?;
+                } else if stored_moves != moves || stored_winner != g.winner {
+                    out.conflicts.push(g.game_id.clone());
+                }
             }
         }
         tx.commit().ctx(path)?;
-        Ok(inserted)
+        Ok(out)
+    }
+
+    /// Marks stored games unplayable, each with why (`(game_id, reason)`); returns how
+    /// many were marked now (a game marked before, or not here, is left as it is).
+    pub fn quarantine(&self, bad: &[(String, String)]) -> Result<usize, StoreError> {
+        let path = self.path();
+        let mut conn = self.conn();
+        let tx = conn.transaction().ctx(path)?;
+        let mut n = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE games SET quarantined = ?2 WHERE game_id = ?1 AND quarantined IS NULL",
+                )
+                .ctx(path)?;
+            for (id, why) in bad {
+                n += stmt.execute(params![id, why]).ctx(path)?;
+            }
+        }
+        tx.commit().ctx(path)?;
+        Ok(n)
+    }
+
+    /// The quarantined games, `(game_id, reason)`, in ingest order.
+    pub fn quarantined(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let path = self.path();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT game_id, quarantined FROM games WHERE quarantined IS NOT NULL ORDER BY rowid",
+            )
+            .ctx(path)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx(path)?;
+        rows.map(|r| r.ctx(path)).collect()
     }
 
     /// Number of games ingested after `watermark` (a `seq` from an earlier read; 0 = all).
@@ -338,7 +438,7 @@ impl GameStore {
         let n: i64 = self
             .conn()
             .query_row(
-                "SELECT COUNT(*) FROM games WHERE rowid > ?1",
+                "SELECT COUNT(*) FROM games WHERE rowid > ?1 AND quarantined IS NULL",
                 [watermark],
                 |r| r.get(0),
             )
@@ -403,7 +503,8 @@ impl GameStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT source_node, hour, count FROM game_batches ORDER BY source_node, hour",
+                "SELECT source_node, hour, count FROM game_batches WHERE count > 0
+                 ORDER BY source_node, hour",
             )
             .ctx(path)?;
         let rows = stmt
@@ -422,7 +523,7 @@ impl GameStore {
         let seq: Option<i64> = self
             .conn()
             .query_row(
-                "SELECT rowid FROM games WHERE game_id = ?1",
+                "SELECT rowid FROM games WHERE game_id = ?1 AND quarantined IS NULL",
                 [game_id],
                 |r| r.get(0),
             )
@@ -482,6 +583,7 @@ impl GameStore {
             };
             let policy = column_or_null("policy")?;
             let search_values = column_or_null("search_values")?;
+            let quarantined = column_or_null("quarantined")?;
             let filter = if config.is_some() {
                 "WHERE config_key = ?1"
             } else {
@@ -490,9 +592,10 @@ impl GameStore {
             let sql = format!(
                 "INSERT OR IGNORE INTO main.games (game_id, config_key, num_players, players,
                     winner, moves, length, source_node, quality_score, created_at, policy,
-                    search_values)
+                    search_values, quarantined)
                  SELECT game_id, config_key, num_players, players, winner, moves, length,
-                    source_node, quality_score, created_at, {policy}, {search_values}
+                    source_node, quality_score, created_at, {policy}, {search_values},
+                    {quarantined}
                  FROM src.games {filter} ORDER BY rowid"
             );
             let n = match config {
@@ -511,6 +614,14 @@ impl GameStore {
 
     pub async fn insert_games_async(&self, games: Vec<GameRecord>) -> Result<usize, StoreError> {
         self.off_runtime(move |s| s.insert_games(&games)).await
+    }
+
+    pub async fn insert_games_reporting_async(
+        &self,
+        games: Vec<GameRecord>,
+    ) -> Result<Inserted, StoreError> {
+        self.off_runtime(move |s| s.insert_games_reporting(&games))
+            .await
     }
 
     pub async fn count_since_async(&self, watermark: i64) -> Result<u64, StoreError> {
@@ -536,6 +647,7 @@ fn read_games(
                     quality_score, created_at, policy, search_values
              FROM games
              WHERE rowid > ?1
+               AND quarantined IS NULL
                AND (?3 IS NULL OR quality_score > ?3)
                AND (?4 IS NULL OR source_node = ?4)
                AND (?5 IS NULL OR (created_at >= ?5 AND created_at < ?5 + ?6))

@@ -11,9 +11,16 @@
 //! Integrity: every `GET /games` answer and every `POST /games` body carries
 //! `x-ringrift-sha256`, the SHA-256 of the body bytes; a mismatch is refused on both
 //! sides and nothing is stored.
+//!
+//! Rules: a game leaves a node only after the engine's referee replayed it
+//! ([`quarantine_unplayable`]: one that breaks the rules is quarantined in its store and
+//! never sent), and is stored only after the receiver replayed it too
+//! ([`check_received`]: a batch holding one is refused whole, naming it). A bad game so
+//! stops at its first hop, and export never meets it.
 
 use crate::events::Transfer;
 use crate::{DataClient, Peer, TransferError};
+use ringrift_engine::game::Referee;
 use ringrift_store::games::{GameRecord, GameStore};
 use ringrift_store::{ConfigKey, OffRuntime, StoreError, paths};
 use serde::{Deserialize, Serialize};
@@ -33,6 +40,39 @@ pub const MAX_PAGE: usize = 2000;
 pub const MAX_PUSH_BYTES: usize = 64 * 1024 * 1024;
 /// A `GET /games` answer stops adding games once its body passes this (then `more`).
 pub const MAX_PAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Checks games received from another node before any is stored: each record's fields
+/// ([`GameRecord::validate`]), then the engine's referee (every move legal in turn, the
+/// recorded winner, policy cells on the board). The error names the first bad game and
+/// why. Blocking (a replay per game): call off the runtime.
+pub fn check_received(games: &[GameRecord]) -> Result<(), StoreError> {
+    let mut referee = Referee::default();
+    for g in games {
+        g.validate()?;
+        referee.check(g).map_err(|e| {
+            StoreError::Invalid(format!(
+                "game {:?}: unplayable: {e}",
+                g.game_id.chars().take(64).collect::<String>()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// [`Referee::quarantine_unplayable`] on games read from `store` to be sent, each one
+/// left out logged: a bad game stored before games were checked never leaves this node.
+/// Blocking.
+pub fn quarantine_unplayable(
+    store: &GameStore,
+    games: &mut Vec<StoredGame>,
+) -> Result<usize, StoreError> {
+    let bad = Referee::default().quarantine_unplayable(store, games)?;
+    for (id, why) in &bad {
+        tracing::warn!(store = %store.path().display(), game = %id, %why,
+            "unplayable game quarantined; it is not sent, served or exported");
+    }
+    Ok(bad.len())
+}
 
 /// `GET /games` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -573,7 +613,11 @@ async fn push_inner(
     loop {
         let filter = link.filter.clone();
         let page = store
-            .off_runtime(move |s| s.page(after, limit, &filter))
+            .off_runtime(move |s| {
+                let mut page = s.page(after, limit, &filter)?;
+                quarantine_unplayable(s, &mut page.games)?;
+                Ok(page)
+            })
             .await?;
         if page.max_seq < after && !restarted {
             tracing::warn!(peer = %link.peer.name, %config, watermark = after, max_seq = page.max_seq,
@@ -735,9 +779,14 @@ async fn pull_inner(
                 }
             }
             let records: Vec<GameRecord> = page.games.into_iter().map(|g| g.game).collect();
-            for g in &records {
-                g.validate()?;
-            }
+            let records =
+                tokio::task::spawn_blocking(move || check_received(&records).map(|()| records))
+                    .await
+                    .map_err(|e| StoreError::Join(e.to_string()))?
+                    .map_err(|e| TransferError::BadAnswer {
+                        url: format!("{}/games", link.peer.url),
+                        why: format!("{e}; nothing of the page stored"),
+                    })?;
             let n = records.len() as u64;
             let s = match &store {
                 Some(s) => s.clone(),
@@ -755,7 +804,12 @@ async fn pull_inner(
                     s
                 }
             };
-            let new = s.insert_games_async(records).await?;
+            let ins = s.insert_games_reporting_async(records).await?;
+            if !ins.conflicts.is_empty() {
+                tracing::warn!(peer = %link.peer.name, %config, games = ?ins.conflicts,
+                    "pulled games whose ids are stored here with other moves or winner; kept what is stored");
+            }
+            let new = ins.new;
             out.received += n;
             out.new += new as u64;
         }

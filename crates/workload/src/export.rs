@@ -125,6 +125,21 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport, WorkloadError> {
         )));
     }
     let max_seq = games.iter().map(|g| g.seq).max().unwrap_or(args.since);
+    // A game stored unplayable (before games were checked, or by a producer that does not
+    // check) is skipped and quarantined, not a failed export retried forever.
+    let mut games = games;
+    let bad = crate::game::Referee::default().quarantine_unplayable(&store, &mut games)?;
+    for (id, why) in &bad {
+        eprintln!("export: game {id} is unplayable ({why}); skipped and quarantined");
+    }
+    let skipped = bad.len();
+    if games.is_empty() {
+        return Err(WorkloadError::Invalid(format!(
+            "no playable games in {} after watermark {} ({skipped} unplayable, quarantined)",
+            db.display(),
+            args.since
+        )));
+    }
     let mut progress = Progress::new("export", games.len() as u64, args.quiet);
     let mut ds = Dataset::default();
     for chunk in games.chunks(200) {
@@ -149,6 +164,7 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport, WorkloadError> {
         max_seq,
         elapsed_s: elapsed,
         rows_per_s: ds.rows() as f64 / elapsed.max(1e-9),
+        skipped,
     })
 }
 
@@ -220,5 +236,45 @@ mod tests {
         assert!(e.contains("--value-blend") && e.contains("1.5"), "{e}");
         args.value_blend = 0.25;
         assert_eq!(export(&args).expect("export").rows, 7);
+    }
+
+    /// An unplayable stored game (an occupied cell played) is skipped with a count and
+    /// quarantined, not the end of the export: training on the config goes on.
+    #[test]
+    fn an_unplayable_game_is_skipped_counted_and_quarantined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("g.db");
+        let store = GameStore::open(&db).expect("open");
+        let mut bad = won_game(None).game;
+        bad.game_id = "bad".into();
+        bad.moves = vec![0, 8, 0];
+        bad.winner = None;
+        let mut other = won_game(None).game;
+        other.game_id = "g2".into();
+        store
+            .insert_games(&[won_game(None).game, bad, other])
+            .expect("insert");
+        let args = ExportArgs {
+            home: dir.path().to_path_buf(),
+            config: "hex8_2p".parse().expect("key"),
+            since: 0,
+            max_games: None,
+            db: Some(db),
+            output: Some(dir.path().join("out.npz")),
+            value_blend: 0.0,
+            quiet: true,
+        };
+        let r = export(&args).expect("export goes on");
+        assert_eq!((r.games, r.rows, r.skipped, r.max_seq), (2, 14, 1, 3));
+        assert_eq!(
+            store.quarantined().expect("quarantined"),
+            [("bad".to_string(), "ply 2: cell 0 is occupied".to_string())]
+        );
+        let again = export(&args).expect("again");
+        assert_eq!(
+            (again.games, again.skipped),
+            (2, 0),
+            "quarantined: not read again"
+        );
     }
 }

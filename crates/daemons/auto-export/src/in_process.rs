@@ -38,6 +38,7 @@ async fn build_and_export_on_new_games() {
         max_seq: 3,
         elapsed_s: 0.1,
         rows_per_s: 300.0,
+        skipped: 0,
     };
     let jobs = ringrift_jobs::scripted_job(home.path(), JobKind::Export, &report).unwrap();
     let toml = format!("[auto_export]\nthreshold = 2\n[jobs]\n{jobs}");

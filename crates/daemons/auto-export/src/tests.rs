@@ -40,6 +40,7 @@ fn setup(dir: &std::path::Path, max_seq: i64) -> (Exporter, Arc<FakeJobs>, Arc<F
             max_seq: max,
             elapsed_s: 0.1,
             rows_per_s: 1.0,
+            skipped: 0,
         };
         report_json(req.kind, &r).map_err(|e| e.to_string())
     });

@@ -228,8 +228,10 @@ fn push_seeds() -> Vec<Vec<u8>> {
     let key: ConfigKey = "hex8_2p".parse().expect("key");
     let sq: ConfigKey = "square8_2p".parse().expect("key");
     let one = game("11111111-1111-4111-8111-111111111111", "n2", key);
+    // Seat 0 plays 0..3 along row 0 and wins (a push is replayed before it is stored).
     let rich = ringrift_store::games::GameRecord {
-        winner: Some(1),
+        winner: Some(0),
+        moves: vec![0, 8, 1, 9, 2, 10, 3],
         quality_score: 0.93,
         ..game("22222222-2222-4222-8222-222222222222", "n3", sq)
     };

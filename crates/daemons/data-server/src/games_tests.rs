@@ -391,3 +391,81 @@ async fn push_new_and_pull_new_carry_each_game_once_and_resume_after_a_restart()
     assert_eq!(last.len(), before + 2);
     assert_eq!(last[before + 1].kind, T::DataSyncFailed);
 }
+
+/// Issue 30's acceptance: a game with an illegal move injected into one node's store is
+/// refused at the first hop (that node neither pushes nor serves it, and quarantines it
+/// with the reason), a push carrying one is refused whole naming it, and the good games
+/// around it flow on; a correct copy of the same id later replaces the quarantined one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_illegal_game_stops_at_its_first_hop_and_the_rest_flows() {
+    let a = server("a").await;
+    let b = server("b").await;
+    let c = client(None);
+    let store_a = store(a.home.path(), key());
+    let mut bad = game("bad", "a", 2, 0.5);
+    bad.moves = vec![0, 9, 0];
+    let good: Vec<GameRecord> = (0..4)
+        .map(|i| game(&format!("a{i}"), "a", i, 0.5))
+        .collect();
+    let mut all = good.clone();
+    all.insert(2, bad.clone());
+    store_a.insert_games(&all).expect("inject");
+
+    // a pushes to b: the four good games arrive; the bad one stays on a, quarantined.
+    let (ctx, _rec) = Context::for_test("auto_sync", a.home.path(), "").expect("ctx");
+    let events = SyncEvents::new(&ctx);
+    let wm = Watermarks::for_daemon(a.home.path(), "auto_sync").expect("watermarks");
+    let filter = GameFilter::default();
+    let b_peer = b.peer();
+    let link = |wm| Link {
+        home: a.home.path(),
+        client: &c,
+        peer: &b_peer,
+        config: key(),
+        watermarks: wm,
+        limit: 100,
+        filter: &filter,
+        events: Some(&events),
+        pacer: None,
+    };
+    let out = games::push_new(link(&wm)).await.expect("push");
+    assert_eq!((out.sent, out.new, out.watermark), (4, 4, 5));
+    assert_eq!(testing::ids(b.home.path(), key()), ["a0", "a1", "a2", "a3"]);
+    assert_eq!(
+        store_a.quarantined().expect("quarantined"),
+        [("bad".to_string(), "ply 2: cell 0 is occupied".to_string())]
+    );
+
+    // A third node pulling from a gets the good games only, and no error.
+    let (page, _) = games::fetch(&c, &a.peer(), key(), 0, 100, &GameFilter::default())
+        .await
+        .expect("fetch");
+    let ids: Vec<_> = page.games.iter().map(|g| g.game.game_id.as_str()).collect();
+    assert_eq!(ids, ["a0", "a1", "a2", "a3"]);
+
+    // A push holding the bad game (a node that does not check) is refused whole.
+    let mut body = serde_json::to_vec(&games::GamesPush {
+        games: vec![game("new", "x", 9, 0.5), bad.clone()],
+    })
+    .expect("json");
+    let sha = games::sha256_hex(&body);
+    let (code, text) = raw_post(&b.url, std::mem::take(&mut body), Some(&sha)).await;
+    assert_eq!(code, 400, "{text}");
+    assert!(
+        text.contains("\"bad\"") && text.contains("ply 2: cell 0 is occupied"),
+        "{text}"
+    );
+    assert_eq!(
+        testing::ids(b.home.path(), key()).len(),
+        4,
+        "nothing stored"
+    );
+
+    // A correct copy of "bad" arrives at a: it replaces the quarantined one and is sent.
+    store_a
+        .insert_games(&[game("bad", "a", 2, 0.5)])
+        .expect("good copy");
+    let out = games::push_new(link(&wm)).await.expect("push again");
+    assert_eq!((out.sent, out.new), (1, 1));
+    assert!(testing::ids(b.home.path(), key()).contains(&"bad".to_string()));
+}

@@ -360,7 +360,8 @@ fn grouped(store: &GameStore) -> Vec<BatchCount> {
         .prepare(
             "SELECT source_node, (created_at - ((created_at % ?1) + ?1) % ?1) / ?1 AS hour,
                     COUNT(*)
-             FROM games GROUP BY source_node, hour ORDER BY source_node, hour",
+             FROM games WHERE quarantined IS NULL
+             GROUP BY source_node, hour ORDER BY source_node, hour",
         )
         .expect("prepare");
     stmt.query_map([MS_PER_HOUR], |r| {
@@ -378,11 +379,14 @@ fn grouped(store: &GameStore) -> Vec<BatchCount> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
     /// The counts kept on insert equal a full `GROUP BY` after inserts with repeated ids,
-    /// negative and hour-boundary times, several source nodes and a merge of another file.
+    /// negative and hour-boundary times, several source nodes, games quarantined here and
+    /// in a file merged in, and good copies of quarantined games received again.
     #[test]
     fn batch_counts_kept_on_insert_equal_a_full_group_by(
         rows in proptest::collection::vec((0u16..40, 0u8..3, -3i64..4, -2i64..3), 0..60),
         merged in proptest::collection::vec((0u16..60, 0u8..3, -3i64..4), 0..30),
+        bad in proptest::collection::vec(0u16..60, 0..10),
+        again in proptest::collection::vec((0u16..60, 0u8..3, -3i64..4), 0..10),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
@@ -398,7 +402,14 @@ proptest! {
         }
         let games: Vec<_> = merged.iter().map(|&(id, n, h)| mk(id, n, h, 0)).collect();
         other.insert_games(&games).expect("insert other");
+        let bad: Vec<(String, String)> =
+            bad.iter().map(|id| (format!("g{id}"), "unplayable".to_string())).collect();
+        store.quarantine(&bad[..bad.len() / 2]).expect("quarantine");
+        other.quarantine(&bad[bad.len() / 2..]).expect("quarantine other");
         store.merge_from(&dir.path().join("hex8_2p_other.db")).expect("merge");
+        prop_assert_eq!(store.batch_counts().expect("counts"), grouped(&store));
+        let games: Vec<_> = again.iter().map(|&(id, n, h)| mk(id, n, h, 1)).collect();
+        store.insert_games(&games).expect("insert again");
         prop_assert_eq!(store.batch_counts().expect("counts"), grouped(&store));
     }
 }
@@ -475,4 +486,84 @@ fn commits_are_synchronous_full() {
         .query_row("PRAGMA synchronous", [], |r| r.get(0))
         .expect("pragma");
     assert_eq!(level, 2, "synchronous=FULL is 2");
+}
+
+/// A quarantined game is read, counted and summarised by nothing; its row keeps its
+/// sequence (no rowid reused under a watermark); a copy received later replaces it as a
+/// new game; a copy with other moves of a stored game is kept out and named.
+#[test]
+fn quarantined_games_leave_every_read_and_a_good_copy_replaces_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = GameStore::open(&dir.path().join("hex8_2p.db")).expect("open");
+    store
+        .insert_games(&[game("g1", 1), game("g2", 2), game("g3", 3)])
+        .expect("insert");
+    let top = store.max_seq().expect("seq");
+    let why = "ply 2: cell 5 is occupied".to_string();
+    let marked = store
+        .quarantine(&[("g3".into(), why.clone()), ("nope".into(), "x".into())])
+        .expect("quarantine");
+    assert_eq!(marked, 1);
+    assert_eq!(
+        store
+            .quarantine(&[("g3".into(), why.clone())])
+            .expect("again"),
+        0
+    );
+    assert_eq!(store.count().expect("count"), 2);
+    assert_eq!(store.get("g3").expect("get"), None);
+    let ids: Vec<String> = store
+        .games_since(0, 10)
+        .expect("read")
+        .into_iter()
+        .map(|g| g.game.game_id)
+        .collect();
+    assert_eq!(ids, ["g1", "g2"]);
+    assert_eq!(store.batch_counts().expect("counts")[0].count, 2);
+    assert_eq!(
+        store.max_seq().expect("seq"),
+        top,
+        "the marked row keeps its sequence"
+    );
+    assert_eq!(
+        store.quarantined().expect("list"),
+        [("g3".to_string(), why)]
+    );
+
+    // A correct copy of g3 arrives: a new game after the watermark, counted again.
+    let ins = store
+        .insert_games_reporting(&[game("g3", 3)])
+        .expect("insert");
+    assert_eq!(
+        ins,
+        Inserted {
+            new: 1,
+            conflicts: vec![]
+        }
+    );
+    assert_eq!(store.count_since(top).expect("count"), 1);
+    assert_eq!(store.get("g3").expect("get"), Some(game("g3", 3)));
+    assert_eq!(store.batch_counts().expect("counts")[0].count, 3);
+    assert_eq!(
+        store.quarantined().expect("list").len(),
+        1,
+        "the marked row stays"
+    );
+
+    // The same id with other moves or another winner: kept out, named.
+    let mut other = game("g1", 1);
+    other.moves = vec![3, 4, 6];
+    let mut winner = game("g2", 2);
+    winner.winner = Some(0);
+    let ins = store
+        .insert_games_reporting(&[other, winner, game("g1", 1), game("g4", 4)])
+        .expect("insert");
+    assert_eq!(
+        ins,
+        Inserted {
+            new: 1,
+            conflicts: vec!["g1".into(), "g2".into()]
+        }
+    );
+    assert_eq!(store.get("g1").expect("get"), Some(game("g1", 1)));
 }

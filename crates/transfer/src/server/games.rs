@@ -4,12 +4,15 @@
 //!   → [`GamesPage`] from this node's store `data/games/{K}.db`, in local sequence order,
 //!   at most `limit` (capped at [`MAX_PAGE`]) games and about [`MAX_PAGE_BYTES`];
 //!   header `x-ringrift-sha256` = SHA-256 of the body. A bad parameter → 400 naming it.
+//!   A stored game the referee finds unplayable is quarantined and left out.
 //! * `GET /games/summary` → [`GamesSummary`]: per (config, source node, hour) batch the
 //!   game count of this node's stores.
 //! * `POST /games` with a [`GamesPush`] body and its SHA-256 in `x-ringrift-sha256`:
-//!   hash checked (400 "sha256 mismatch", nothing stored), every record validated (400
-//!   naming game and field, nothing stored), then `INSERT OR IGNORE` by `game_id` per
-//!   config, one transaction each, into `data/games/{config}.db` → [`PushAck`]. A body
+//!   hash checked (400 "sha256 mismatch", nothing stored), every record validated and
+//!   replayed by the engine's referee (400 naming the game and the field or the illegal
+//!   ply, nothing stored), then `INSERT OR IGNORE` by `game_id` per config, one
+//!   transaction each, into `data/games/{config}.db` → [`PushAck`] (an id stored here with
+//!   other moves is kept out and logged). A body
 //!   over [`MAX_PUSH_BYTES`] → 413; a node with `exclude_from_sync = true` in
 //!   cluster.toml → 403 "excluded from sync".
 //!
@@ -19,7 +22,7 @@
 
 use crate::games::{
     BatchSummary, GamesPage, GamesPush, GamesSummary, MAX_PAGE, MAX_PAGE_BYTES, MAX_PUSH_BYTES,
-    PushAck, SHA256_HEADER, percent_decode, sha256_hex,
+    PushAck, SHA256_HEADER, check_received, percent_decode, quarantine_unplayable, sha256_hex,
 };
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -226,9 +229,13 @@ async fn get_games(State(games): State<Arc<Games>>, uri: Uri) -> Response {
     };
     let r = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let page = match games.store(q.config, false).map_err(|e| e.to_string())? {
-            Some(s) => s
-                .page(q.after, q.limit, &q.filter)
-                .map_err(|e| e.to_string())?,
+            Some(s) => {
+                let mut page = s
+                    .page(q.after, q.limit, &q.filter)
+                    .map_err(|e| e.to_string())?;
+                quarantine_unplayable(&s, &mut page.games).map_err(|e| e.to_string())?;
+                page
+            }
             None => ringrift_store::games::GamePage {
                 games: Vec::new(),
                 next_after: q.after,
@@ -301,15 +308,14 @@ async fn post_games(State(games): State<Arc<Games>>, headers: HeaderMap, body: B
         }
         let push: GamesPush =
             serde_json::from_slice(&body).map_err(|e| refuse(format!("body: {e}")))?;
+        check_received(&push.games).map_err(|e| {
+            refuse(format!(
+                "{}; nothing stored",
+                e.to_string().trim_start_matches("invalid argument: ")
+            ))
+        })?;
         let mut by_config: BTreeMap<ConfigKey, Vec<GameRecord>> = BTreeMap::new();
         for g in push.games {
-            g.validate().map_err(|e| {
-                refuse(
-                    e.to_string()
-                        .trim_start_matches("invalid argument: ")
-                        .to_owned(),
-                )
-            })?;
             by_config.entry(g.config_key).or_default().push(g);
         }
         let received: usize = by_config.values().map(Vec::len).sum();
@@ -321,7 +327,12 @@ async fn post_games(State(games): State<Arc<Games>>, headers: HeaderMap, body: B
                     format!("no store for {config}"),
                 )
             })?;
-            new += store.insert_games(&list).map_err(fail)?;
+            let ins = store.insert_games_reporting(&list).map_err(fail)?;
+            if !ins.conflicts.is_empty() {
+                tracing::warn!(%config, games = ?ins.conflicts,
+                    "pushed games whose ids are stored here with other moves or winner; kept what is stored");
+            }
+            new += ins.new;
         }
         Ok(PushAck {
             received: received as u64,
