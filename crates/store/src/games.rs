@@ -74,6 +74,10 @@ const MIGRATIONS: &[&str] = &[
         WHERE source_node = OLD.source_node
           AND hour = (OLD.created_at - ((OLD.created_at % 3600000) + 3600000) % 3600000) / 3600000;
     END;",
+    // v6: the store's identity, made with the file: a node wiped (or this file recreated)
+    // has a new one, so the nodes pushing to it start again from 0.
+    "CREATE TABLE store_identity (id TEXT NOT NULL);
+    INSERT INTO store_identity (id) VALUES (lower(hex(randomblob(16))));",
 ];
 
 /// What [`GameStore::insert_games_reporting`] did.
@@ -278,6 +282,14 @@ impl GameStore {
 
     pub fn path(&self) -> &Path {
         self.db.path()
+    }
+
+    /// This store's identity (32 hex digits), made when the file was created (or first
+    /// opened by a version with identities): what a pusher's watermark to it is keyed by.
+    pub fn store_id(&self) -> Result<String, StoreError> {
+        self.conn()
+            .query_row("SELECT id FROM store_identity", [], |r| r.get(0))
+            .ctx(self.path())
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

@@ -33,6 +33,45 @@ pub use ringrift_store::games::{BatchCount, GameFilter, StoredGame};
 
 /// The header with the SHA-256 (lowercase hex) of a game route's body.
 pub const SHA256_HEADER: &str = "x-ringrift-sha256";
+/// The header of a `GET /games` answer with the identity of the serving node's store of
+/// the config ([`GameStore::store_id`]), or [`NO_STORE`].
+pub const STORE_HEADER: &str = "x-ringrift-store";
+/// [`STORE_HEADER`]'s value when the node has no store of the config.
+pub const NO_STORE: &str = "-";
+
+/// Which store of a config a peer has, by its `GET /games` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerStore {
+    /// A peer of a version before store identities (no header): nothing is concluded.
+    Unknown,
+    /// The peer has no store of the config.
+    Absent,
+    Id(String),
+}
+
+/// The identity of `peer`'s store of `config` (one `GET /games` past any sequence: an
+/// empty page).
+pub async fn peer_store(
+    client: &DataClient,
+    peer: &Peer,
+    config: ConfigKey,
+) -> Result<PeerStore, TransferError> {
+    let q = games_query(config, i64::MAX, 1, &GameFilter::default());
+    let resp = client
+        .send(client.request(reqwest::Method::GET, peer, &q))
+        .await?;
+    let id = resp
+        .headers()
+        .get(STORE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    verified_body(resp).await?;
+    Ok(match id.as_deref() {
+        None => PeerStore::Unknown,
+        Some(NO_STORE) => PeerStore::Absent,
+        Some(id) => PeerStore::Id(id.to_owned()),
+    })
+}
 /// Most games one `GET /games` answers (a larger `limit` is capped).
 pub const MAX_PAGE: usize = 2000;
 /// Largest `POST /games` body the server takes (413 beyond); [`push`] splits batches
@@ -338,14 +377,18 @@ pub struct Watermark {
     pub updated_ms: i64,
 }
 
-const WATERMARK_MIGRATIONS: &[&str] = &["CREATE TABLE watermarks (
+const WATERMARK_MIGRATIONS: &[&str] = &[
+    "CREATE TABLE watermarks (
         peer TEXT NOT NULL,
         config TEXT NOT NULL,
         direction TEXT NOT NULL,
         seq INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL,
         PRIMARY KEY (peer, config, direction)
-    );"];
+    );",
+    // v2: the identity of the peer's store a push watermark counts in (NULL: not known).
+    "ALTER TABLE watermarks ADD COLUMN peer_store TEXT;",
+];
 
 /// Per (peer, config, direction) the sequence a link has carried up to, in a small
 /// SQLite file (`run/sync/<daemon>.db`), written after every acknowledged batch, so a
@@ -411,6 +454,55 @@ impl Watermarks {
             .optional()
             .map_err(|e| self.sql(e))?;
         Ok(v.unwrap_or(0))
+    }
+
+    /// The identity of the peer's store a link's watermark counts in (`None`: not known).
+    pub fn peer_store(
+        &self,
+        peer: &str,
+        config: ConfigKey,
+        dir: Direction,
+    ) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let v: Option<Option<String>> = self
+            .conn()
+            .query_row(
+                "SELECT peer_store FROM watermarks WHERE peer = ?1 AND config = ?2 AND direction = ?3",
+                rusqlite::params![peer, config.to_string(), dir.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(v.flatten())
+    }
+
+    /// Sets a link's watermark and the identity of the peer's store it counts in.
+    pub fn set_with_store(
+        &self,
+        peer: &str,
+        config: ConfigKey,
+        dir: Direction,
+        seq: i64,
+        store: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO watermarks (peer, config, direction, seq, updated_ms, peer_store)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (peer, config, direction)
+                 DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms,
+                    peer_store = excluded.peer_store",
+                rusqlite::params![
+                    peer,
+                    config.to_string(),
+                    dir.as_str(),
+                    seq,
+                    ringrift_store::now_ms(),
+                    store
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
     }
 
     /// Sets a link's watermark (durably: the write commits before this returns).
@@ -594,6 +686,47 @@ pub async fn push_new(link: Link<'_>) -> Result<PushOutcome, TransferError> {
     r.map(|()| out)
 }
 
+/// The push watermark of a link, keyed by the peer's store: a peer whose store of the
+/// config is another than the one the watermark counts in (the node wiped, or the file
+/// recreated) starts again from 0, so it gets back every game it lost.
+async fn receiver_watermark(link: &Link<'_>) -> Result<i64, TransferError> {
+    let current = peer_store(link.client, link.peer, link.config).await?;
+    let (peer, config) = (link.peer.name.clone(), link.config);
+    let current2 = current.clone();
+    let (after, reset) = link
+        .watermarks
+        .off_runtime(move |w| {
+            let after = w.get(&peer, config, Direction::Push)?;
+            let known = w.peer_store(&peer, config, Direction::Push)?;
+            let id = match &current2 {
+                PeerStore::Unknown => return Ok((after, None)),
+                PeerStore::Absent => None,
+                PeerStore::Id(id) => Some(id.as_str()),
+            };
+            let new_store = match (&known, id) {
+                (Some(k), Some(c)) => k != c,
+                (Some(_), None) => true,
+                (None, None) => after > 0,
+                (None, Some(_)) => false,
+            };
+            if new_store {
+                w.set_with_store(&peer, config, Direction::Push, 0, id)?;
+                return Ok((0, Some((known, after))));
+            }
+            if known.as_deref() != id {
+                w.set_with_store(&peer, config, Direction::Push, after, id)?;
+            }
+            Ok((after, None))
+        })
+        .await?;
+    if let Some((known, was)) = reset {
+        tracing::warn!(peer = %link.peer.name, config = %link.config, watermark = was,
+            known = known.as_deref().unwrap_or("none"), now = ?current,
+            "the peer's game store is not the one pushed to before (wiped or recreated): pushing from 0");
+    }
+    Ok(after)
+}
+
 async fn push_inner(
     link: &Link<'_>,
     out: &mut PushOutcome,
@@ -602,11 +735,8 @@ async fn push_inner(
     let Some(store) = existing_store(link.home, link.config).await? else {
         return Ok(());
     };
-    let (peer, config) = (link.peer.name.clone(), link.config);
-    let mut after = link
-        .watermarks
-        .off_runtime(move |w| w.get(&peer, config, Direction::Push))
-        .await?;
+    let config = link.config;
+    let mut after = receiver_watermark(link).await?;
     out.watermark = after;
     let limit = link.limit.clamp(1, MAX_PAGE);
     let mut restarted = false;

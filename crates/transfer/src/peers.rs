@@ -55,11 +55,14 @@ pub fn peers(cluster: &ClusterConfig) -> Vec<Peer> {
     cluster.peers().map(Peer::from).collect()
 }
 
-/// The peers data may be sent to: not excluded from sync.
+/// The peers data may be sent to: durable and not excluded from sync. An ephemeral node
+/// (a spot instance) is never a target: its shipped profile runs no data_server (a push
+/// to it could only fail) and it goes away with whatever it was sent; it hands its own
+/// games over through ephemeral_sync.
 pub fn targets(cluster: &ClusterConfig) -> Vec<Peer> {
     peers(cluster)
         .into_iter()
-        .filter(|p| !p.exclude_from_sync)
+        .filter(|p| !p.exclude_from_sync && !p.ephemeral)
         .collect()
 }
 

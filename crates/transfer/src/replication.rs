@@ -13,7 +13,9 @@
 //! [`plan`] turns the classification into repairs (copy a batch from a holder to a node
 //! lacking it), zero before single before under, oldest hour first; targets are nodes
 //! that answered, are not excluded from sync and are not the source, durable nodes
-//! before ephemeral ones, least loaded first. [`RateWindow`] bounds repairs per sliding
+//! before ephemeral ones, least loaded first. (A node of the shipped `ephemeral` profile
+//! runs no data_server, so it never answers and is never a target; pushes skip ephemeral
+//! nodes altogether, `crate::peers::targets`.) [`RateWindow`] bounds repairs per sliding
 //! hour; [`execute`] runs a plan with at most `max_concurrent` repairs in flight within
 //! the window. [`net`] gathers the counts from every node's `data_server` and copies a
 //! batch between two of them.

@@ -18,12 +18,19 @@
 //! per file version, off the runtime), [`serve`] (bounded memory per response, the
 //! per-peer `governor` bandwidth limit).
 //!
-//! `[data_server]`: `listen` (default: this node's `ports.data` in cluster.toml, 127.0.0.1:8766 on one node), `bandwidth_bytes_per_s` (0 = unlimited;
-//! per remote IP), `hash_cache_entries` (200 000). Bad values exit 64 naming the key.
+//! Limits ([`listen`]): at most `max_connections` open connections (1024) and
+//! `max_connections_per_ip` (64) per remote address, one over is closed at once; a
+//! request's headers within `header_timeout_s` (10; an idle keep-alive connection is
+//! closed then too), its body within `body_timeout_s` (120).
+//!
+//! `[data_server]`: `listen` (default: this node's `ports.data` in cluster.toml,
+//! 127.0.0.1:8766 on one node), `bandwidth_bytes_per_s` (0 = unlimited; per remote IP),
+//! `hash_cache_entries` (200 000), the limits above. Bad values exit 64 naming the key.
 
 pub mod digest;
 pub mod games;
 pub mod jail;
+pub mod listen;
 pub mod serve;
 pub mod snapshot;
 
@@ -47,6 +54,14 @@ pub struct DataServerConfig {
     pub bandwidth_bytes_per_s: u64,
     /// Files whose SHA-256 is remembered (by inode, size and mtime).
     pub hash_cache_entries: usize,
+    /// Open connections at most, in total and per remote IP.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers (and an idle connection to
+    /// start its next request).
+    pub header_timeout_s: f64,
+    /// Seconds a client has to send a request's body.
+    pub body_timeout_s: f64,
 }
 
 impl Default for DataServerConfig {
@@ -55,6 +70,10 @@ impl Default for DataServerConfig {
             listen: None,
             bandwidth_bytes_per_s: 0,
             hash_cache_entries: 200_000,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            header_timeout_s: 10.0,
+            body_timeout_s: 120.0,
         }
     }
 }
@@ -66,6 +85,7 @@ pub struct DataServer {
     tls: handler_base::tls::Tls,
     files: Arc<Files>,
     games: Arc<games::Games>,
+    admission: Arc<listen::Admission>,
 }
 
 pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
@@ -92,6 +112,20 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
         cfg.hash_cache_entries >= 1,
         "data_server.hash_cache_entries = {} must be at least 1",
         cfg.hash_cache_entries
+    );
+    handler_base::ensure_config!(
+        cfg.max_connections >= 1 && cfg.max_connections_per_ip >= 1,
+        "data_server.max_connections = {} and max_connections_per_ip = {} must be at least 1",
+        cfg.max_connections,
+        cfg.max_connections_per_ip
+    );
+    handler_base::ensure_config!(
+        [cfg.header_timeout_s, cfg.body_timeout_s]
+            .iter()
+            .all(|t| t.is_finite() && (0.1..=86_400.0).contains(t)),
+        "data_server.header_timeout_s = {} and body_timeout_s = {} must be seconds in 0.1..=86400",
+        cfg.header_timeout_s,
+        cfg.body_timeout_s
     );
     let token = handler_base::auth::load(&ctx.settings)?;
     let tls = handler_base::tls::Tls::load(&ctx.settings)?;
@@ -123,6 +157,7 @@ pub fn build(ctx: &Context) -> anyhow::Result<Arc<dyn Handler>> {
             ctx.node.clone(),
             exclude_from_sync,
         )),
+        admission: Arc::default(),
     }))
 }
 
@@ -150,19 +185,22 @@ impl Handler for DataServer {
         let app = handler_base::auth::protect(
             app(self.files.clone(), self.games.clone()),
             self.token.clone(),
-        );
-        let shutdown = ctx.shutdown.clone();
-        tokio::spawn(async move {
-            let r = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<handler_base::tls::Remote>(),
-            )
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "data_server HTTP server failed");
-            }
-        });
+        )
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs_f64(self.cfg.body_timeout_s),
+        ));
+        let limits = listen::Limits {
+            max_connections: self.cfg.max_connections,
+            max_connections_per_ip: self.cfg.max_connections_per_ip,
+            header_timeout: std::time::Duration::from_secs_f64(self.cfg.header_timeout_s),
+        };
+        tokio::spawn(listen::serve(
+            listener,
+            app,
+            limits,
+            self.admission.clone(),
+            ctx.shutdown.clone(),
+        ));
         handler_base::write_addr_file(&ctx.home, NAME, &addr.to_string())?;
         tracing::info!(%addr, bandwidth_bytes_per_s = self.cfg.bandwidth_bytes_per_s, "data server listening");
         Ok(())
@@ -182,5 +220,7 @@ impl Handler for DataServer {
             .detail("hash_cache_entries", self.files.digests.len())
             .detail("snapshotted_databases", self.files.snapshots.len())
             .detail("exclude_from_sync", self.games.exclude_from_sync)
+            .detail("connections_open", self.admission.open())
+            .detail("connections_refused", self.admission.refused())
     }
 }

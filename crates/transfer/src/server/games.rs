@@ -4,7 +4,8 @@
 //!   → [`GamesPage`] from this node's store `data/games/{K}.db`, in local sequence order,
 //!   at most `limit` (capped at [`MAX_PAGE`]) games and about [`MAX_PAGE_BYTES`];
 //!   header `x-ringrift-sha256` = SHA-256 of the body. A bad parameter → 400 naming it.
-//!   A stored game the referee finds unplayable is quarantined and left out.
+//!   A stored game the referee finds unplayable is quarantined and left out. Header
+//!   `x-ringrift-store`: the store's identity, `-` when this node has no store of `K`.
 //! * `GET /games/summary` → [`GamesSummary`]: per (config, source node, hour) batch the
 //!   game count of this node's stores.
 //! * `POST /games` with a [`GamesPush`] body and its SHA-256 in `x-ringrift-sha256`:
@@ -22,7 +23,8 @@
 
 use crate::games::{
     BatchSummary, GamesPage, GamesPush, GamesSummary, MAX_PAGE, MAX_PAGE_BYTES, MAX_PUSH_BYTES,
-    PushAck, SHA256_HEADER, check_received, percent_decode, quarantine_unplayable, sha256_hex,
+    NO_STORE, PushAck, SHA256_HEADER, STORE_HEADER, check_received, percent_decode,
+    quarantine_unplayable, sha256_hex,
 };
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -227,27 +229,36 @@ async fn get_games(State(games): State<Arc<Games>>, uri: Uri) -> Response {
         Ok(q) => q,
         Err(why) => return bad(why),
     };
-    let r = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-        let page = match games.store(q.config, false).map_err(|e| e.to_string())? {
+    let r = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, String), String> {
+        let (page, id) = match games.store(q.config, false).map_err(|e| e.to_string())? {
             Some(s) => {
                 let mut page = s
                     .page(q.after, q.limit, &q.filter)
                     .map_err(|e| e.to_string())?;
                 quarantine_unplayable(&s, &mut page.games).map_err(|e| e.to_string())?;
-                page
+                (page, s.store_id().map_err(|e| e.to_string())?)
             }
-            None => ringrift_store::games::GamePage {
-                games: Vec::new(),
-                next_after: q.after,
-                more: false,
-                max_seq: 0,
-            },
+            None => (
+                ringrift_store::games::GamePage {
+                    games: Vec::new(),
+                    next_after: q.after,
+                    more: false,
+                    max_seq: 0,
+                },
+                NO_STORE.to_owned(),
+            ),
         };
-        encode_page(page).map_err(|e| e.to_string())
+        Ok((encode_page(page).map_err(|e| e.to_string())?, id))
     })
     .await;
     match r {
-        Ok(Ok(body)) => hashed_json(body),
+        Ok(Ok((body, id))) => {
+            let mut r = hashed_json(body);
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                r.headers_mut().insert(STORE_HEADER, v);
+            }
+            r
+        }
         Ok(Err(e)) => internal(e),
         Err(e) => internal(format!("games task: {e}")),
     }
