@@ -443,17 +443,7 @@ impl Watermarks {
 
     /// The watermark of a link (0 = nothing carried yet).
     pub fn get(&self, peer: &str, config: ConfigKey, dir: Direction) -> Result<i64, StoreError> {
-        use rusqlite::OptionalExtension;
-        let v: Option<i64> = self
-            .conn()
-            .query_row(
-                "SELECT seq FROM watermarks WHERE peer = ?1 AND config = ?2 AND direction = ?3",
-                rusqlite::params![peer, config.to_string(), dir.as_str()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        Ok(v.unwrap_or(0))
+        Ok(self.column::<i64>("seq", peer, config, dir)?.unwrap_or(0))
     }
 
     /// The identity of the peer's store a link's watermark counts in (`None`: not known).
@@ -463,17 +453,30 @@ impl Watermarks {
         config: ConfigKey,
         dir: Direction,
     ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .column::<Option<String>>("peer_store", peer, config, dir)?
+            .flatten())
+    }
+
+    /// One column of a link's row (`None`: no row).
+    fn column<T: rusqlite::types::FromSql>(
+        &self,
+        column: &'static str,
+        peer: &str,
+        config: ConfigKey,
+        dir: Direction,
+    ) -> Result<Option<T>, StoreError> {
         use rusqlite::OptionalExtension;
-        let v: Option<Option<String>> = self
-            .conn()
+        self.conn()
             .query_row(
-                "SELECT peer_store FROM watermarks WHERE peer = ?1 AND config = ?2 AND direction = ?3",
+                &format!(
+                    "SELECT {column} FROM watermarks WHERE peer = ?1 AND config = ?2 AND direction = ?3"
+                ),
                 rusqlite::params![peer, config.to_string(), dir.as_str()],
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| self.sql(e))?;
-        Ok(v.flatten())
+            .map_err(|e| self.sql(e))
     }
 
     /// Sets a link's watermark and the identity of the peer's store it counts in.

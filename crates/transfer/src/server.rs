@@ -19,7 +19,7 @@
 //! per-peer `governor` bandwidth limit).
 //!
 //! Limits ([`listen`]): at most `max_connections` open connections (1024) and
-//! `max_connections_per_ip` (64) per remote address, one over is closed at once; a
+//! `max_connections_per_ip` (256) per remote address, one over is closed at once; a
 //! request's headers within `header_timeout_s` (10; an idle keep-alive connection is
 //! closed then too), its body within `body_timeout_s` (120).
 //!
@@ -71,7 +71,7 @@ impl Default for DataServerConfig {
             bandwidth_bytes_per_s: 0,
             hash_cache_entries: 200_000,
             max_connections: 1024,
-            max_connections_per_ip: 64,
+            max_connections_per_ip: 256,
             header_timeout_s: 10.0,
             body_timeout_s: 120.0,
         }
@@ -219,6 +219,7 @@ impl Handler for DataServer {
             .detail("files_hashed", self.files.digests.computed())
             .detail("hash_cache_entries", self.files.digests.len())
             .detail("snapshotted_databases", self.files.snapshots.len())
+            .detail("snapshot_bytes", self.files.snapshots.bytes())
             .detail("exclude_from_sync", self.games.exclude_from_sync)
             .detail("connections_open", self.admission.open())
             .detail("connections_refused", self.admission.refused())

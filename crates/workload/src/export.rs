@@ -214,6 +214,20 @@ mod tests {
         assert_eq!(old.values, outcome);
     }
 
+    /// An export of every hex8_2p game of `db` to `home/out.npz`.
+    fn args(home: &std::path::Path, db: PathBuf, value_blend: f32) -> ExportArgs {
+        ExportArgs {
+            home: home.to_path_buf(),
+            config: "hex8_2p".parse().expect("key"),
+            since: 0,
+            max_games: None,
+            db: Some(db),
+            output: Some(home.join("out.npz")),
+            value_blend,
+            quiet: true,
+        }
+    }
+
     #[test]
     fn a_blend_outside_zero_to_one_is_refused_by_name() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -222,16 +236,7 @@ mod tests {
             .expect("open")
             .insert_games(&[won_game(None).game])
             .expect("insert");
-        let mut args = ExportArgs {
-            home: dir.path().to_path_buf(),
-            config: "hex8_2p".parse().expect("key"),
-            since: 0,
-            max_games: None,
-            db: Some(db),
-            output: Some(dir.path().join("out.npz")),
-            value_blend: 1.5,
-            quiet: true,
-        };
+        let mut args = args(dir.path(), db, 1.5);
         let e = export(&args).expect_err("refused").to_string();
         assert!(e.contains("--value-blend") && e.contains("1.5"), "{e}");
         args.value_blend = 0.25;
@@ -254,16 +259,7 @@ mod tests {
         store
             .insert_games(&[won_game(None).game, bad, other])
             .expect("insert");
-        let args = ExportArgs {
-            home: dir.path().to_path_buf(),
-            config: "hex8_2p".parse().expect("key"),
-            since: 0,
-            max_games: None,
-            db: Some(db),
-            output: Some(dir.path().join("out.npz")),
-            value_blend: 0.0,
-            quiet: true,
-        };
+        let args = args(dir.path(), db, 0.0);
         let r = export(&args).expect("export goes on");
         assert_eq!((r.games, r.rows, r.skipped, r.max_seq), (2, 14, 1, 3));
         assert_eq!(

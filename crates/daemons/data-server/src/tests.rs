@@ -295,11 +295,11 @@ fn game_db(path: &std::path::Path) -> rusqlite::Connection {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_game_db_being_written_is_served_as_a_valid_snapshot() {
+async fn a_database_being_written_is_served_as_a_valid_snapshot() {
     let s = start(LOCAL).await;
-    let dir = s.home.path().join("data/games");
-    std::fs::create_dir_all(&dir).expect("games dir");
-    let db = dir.join("hex8_2p.db");
+    let dir = s.home.path().join("data/stats");
+    std::fs::create_dir_all(&dir).expect("stats dir");
+    let db = dir.join("activity.db");
     let c = game_db(&db);
     for i in 0..200 {
         c.execute(
@@ -334,7 +334,7 @@ async fn a_game_db_being_written_is_served_as_a_valid_snapshot() {
     let out = tempfile::tempdir().expect("out");
     let mut seen = Vec::new();
     for i in 0..5 {
-        let a = get(&s.addr, "/files/data/games/hex8_2p.db", &[]).await;
+        let a = get(&s.addr, "/files/data/stats/activity.db", &[]).await;
         assert_eq!(a.code, 200);
         assert_eq!(
             a.headers["etag"],
@@ -368,17 +368,42 @@ async fn a_game_db_being_written_is_served_as_a_valid_snapshot() {
         "{seen:?}"
     );
     for side in ["-wal", "-shm"] {
-        let a = get(&s.addr, &format!("/files/data/games/hex8_2p.db{side}"), &[]).await;
+        let a = get(
+            &s.addr,
+            &format!("/files/data/stats/activity.db{side}"),
+            &[],
+        )
+        .await;
         assert_eq!(a.code, 400, "{side}");
     }
     // Unchanged database: the manifest names the snapshot a download gets.
     let m = get(&s.addr, "/manifest?root=data", &[]).await;
     let doc: serve::ManifestDoc = serde_json::from_slice(&m.body).expect("json");
-    let a = get(&s.addr, "/files/data/games/hex8_2p.db", &[]).await;
+    let a = get(&s.addr, "/files/data/stats/activity.db", &[]).await;
     assert_eq!(
         quoted_sha(&a.body),
-        format!("\"{}\"", doc.files["games/hex8_2p.db"].sha256)
+        format!("\"{}\"", doc.files["stats/activity.db"].sha256)
     );
+
+    // Game stores move as records only: neither listed nor served as files, so no
+    // request makes a copy of one.
+    let games = s.home.path().join("data/games");
+    std::fs::create_dir_all(&games).expect("games dir");
+    std::fs::copy(&db, games.join("hex8_2p.db")).expect("a game store");
+    assert_eq!(
+        get(&s.addr, "/files/data/games/hex8_2p.db", &[]).await.code,
+        404
+    );
+    let m = get(&s.addr, "/manifest?root=data", &[]).await;
+    let doc: serve::ManifestDoc = serde_json::from_slice(&m.body).expect("json");
+    assert!(
+        doc.files.keys().all(|k| !k.starts_with("games/")),
+        "{:?}",
+        doc.files.keys()
+    );
+    let m = get(&s.addr, "/manifest?root=data&prefix=games", &[]).await;
+    let doc: serve::ManifestDoc = serde_json::from_slice(&m.body).expect("json");
+    assert!(doc.files.is_empty(), "{:?}", doc.files.keys());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

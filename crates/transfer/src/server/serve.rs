@@ -13,6 +13,12 @@
 use super::digest::{Digest, DigestCache};
 use super::jail::{Refusal, Root};
 use super::snapshot::{Snapshots, is_database};
+
+/// Whether `rel` of `root` is a game store's (`data/games/`): games move only as records
+/// (the game routes), never as files, so these are neither listed nor served.
+fn game_store(root: &str, rel: &str) -> bool {
+    root == "data" && (rel == "games" || rel.starts_with("games/"))
+}
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -84,6 +90,9 @@ impl Files {
         root: &'static str,
         rel: String,
     ) -> Result<(Arc<File>, Digest), Refusal> {
+        if game_store(root, &rel) {
+            return Err(Refusal::NotFound);
+        }
         let me = self.clone();
         let rel2 = rel.clone();
         let (file, canonical) = tokio::task::spawn_blocking(move || {
@@ -92,6 +101,10 @@ impl Files {
         })
         .await
         .map_err(|e| Refusal::Io(format!("open task: {e}")))??;
+        // A link elsewhere in data/ that leads into data/games/ is not a way around it.
+        if root == "data" && canonical.starts_with(self.data.path.join("games")) {
+            return Err(Refusal::NotFound);
+        }
         let (file, path): (File, PathBuf) = if root == "data" && is_database(&rel) {
             drop(file);
             self.snapshots.open(canonical).await?
@@ -128,6 +141,9 @@ impl Files {
             let mut files = BTreeMap::new();
             let mut slow = Vec::new();
             for super::jail::Listed { rel, meta } in names {
+                if game_store(root, &rel) {
+                    continue;
+                }
                 if root == "data" && is_database(&rel) {
                     slow.push(rel);
                     continue;

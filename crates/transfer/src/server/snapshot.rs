@@ -9,7 +9,12 @@
 //! self-contained SQLite file. A snapshot is reused while the database and its `-wal`
 //! keep their size and mtime (stated before the copy, so a write during the copy makes
 //! the next request copy again); a newer snapshot unlinks the older one, whose open
-//! handles keep streaming it. One copy per database at a time (a lock per database).
+//! handles keep streaming it. One copy per database at a time: the copy runs in a task
+//! of its own that holds the database's lock to the end and records what it made, so a
+//! request given up half-way (a client that timed out) neither starts a second copy nor
+//! leaves its copy behind; the next request gets the finished one. Game stores are never
+//! snapshotted: games move as records (`super::games`), and `data/games/` is not served
+//! as files. [`Snapshots::bytes`] is the disk the snapshots hold (a health detail).
 
 use super::jail::Refusal;
 use std::collections::HashMap;
@@ -79,8 +84,20 @@ impl Snapshots {
             .entry(db.clone())
             .or_default()
             .clone();
-        let mut held = slot.lock().await;
         let dir = self.dir.clone();
+        // Detached: dropping this request's future does not drop the copy's bookkeeping.
+        tokio::spawn(Self::refresh(slot, dir, db))
+            .await
+            .map_err(|e| Refusal::Io(format!("snapshot task: {e}")))?
+    }
+
+    /// Under the database's lock: the current snapshot, or a new one recorded in `slot`.
+    async fn refresh(
+        slot: Arc<tokio::sync::Mutex<Option<Snap>>>,
+        dir: PathBuf,
+        db: PathBuf,
+    ) -> Result<(File, PathBuf), Refusal> {
+        let mut held = slot.lock_owned().await;
         let previous = held.as_ref().map(|s| (s.state, s.path.clone()));
         let (file, snap, stale) = tokio::task::spawn_blocking(move || {
             let state = state_of(&db);
@@ -114,6 +131,24 @@ impl Snapshots {
         let path = snap.path.clone();
         *held = Some(snap);
         Ok((file, path))
+    }
+
+    /// Bytes of disk the current snapshots hold (one per database served; an older one
+    /// is unlinked when its successor is made).
+    pub fn bytes(&self) -> u64 {
+        let slots: Vec<_> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        slots
+            .iter()
+            .filter_map(|s| s.try_lock().ok())
+            .filter_map(|s| s.as_ref().and_then(|s| std::fs::metadata(&s.path).ok()))
+            .map(|m| m.len())
+            .sum()
     }
 
     /// How many databases have a snapshot (a health detail).
