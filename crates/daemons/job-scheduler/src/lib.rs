@@ -146,7 +146,22 @@ impl Scheduler {
         while self.running() < self.slots {
             let item = match resume.pop() {
                 Some(i) if self.runs(&i.item_id) => continue,
-                Some(i) => i,
+                // Listed as held before its task may have finished it (the listing is not
+                // atomic with the tasks; seen in the shipped cluster: an item played twice
+                // on one node): resumed only while this worker's claim still stands, which
+                // the lease renewal checks (and renews).
+                Some(i) => {
+                    let (q, w, id) = (self.queue.clone(), self.worker.clone(), i.item_id.clone());
+                    let lease = Duration::from_secs_f64(self.cfg.lease_s);
+                    match tokio::task::spawn_blocking(move || q.heartbeat(&id, &w, lease)).await? {
+                        Ok(true) => i,
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(item = %i.item_id, error = %e, "held item not resumed: its claim could not be checked");
+                            continue;
+                        }
+                    }
+                }
                 None => match claim::claim(
                     &self.queue,
                     &self.worker,
@@ -370,8 +385,9 @@ mod tests {
     use handler_base::Recorded;
     use ringrift_contracts::wire::{payload_json, report_json};
     use ringrift_jobs::FakeJobs;
+    use ringrift_store::StoreError;
     use ringrift_store::work_queue::SqliteWorkQueue;
-    use ringrift_store::work_queue::{NewWork, WorkStatus};
+    use ringrift_store::work_queue::{NewWork, QueueDepth, WorkStatus};
 
     fn setup(dir: &std::path::Path, slots: usize, jobs: Arc<FakeJobs>) -> Arc<Scheduler> {
         let queue: Arc<dyn WorkQueue> =
@@ -593,6 +609,93 @@ mod tests {
             s.queue.get(&id).unwrap().unwrap().status,
             WorkStatus::Completed
         );
+    }
+
+    /// The queue, with a listing of held items taken before one of them was finished.
+    struct StaleListing(Arc<dyn WorkQueue>, Vec<WorkItem>);
+
+    impl WorkQueue for StaleListing {
+        fn enqueue(&self, w: &NewWork) -> Result<String, StoreError> {
+            self.0.enqueue(w)
+        }
+        fn claim(
+            &self,
+            worker: &str,
+            kinds: &[WorkKind],
+            lease: Duration,
+        ) -> Result<Option<WorkItem>, StoreError> {
+            self.0.claim(worker, kinds, lease)
+        }
+        fn heartbeat(&self, id: &str, worker: &str, lease: Duration) -> Result<bool, StoreError> {
+            self.0.heartbeat(id, worker, lease)
+        }
+        fn complete(
+            &self,
+            id: &str,
+            worker: &str,
+            result: &serde_json::Value,
+        ) -> Result<bool, StoreError> {
+            self.0.complete(id, worker, result)
+        }
+        fn fail(&self, id: &str, worker: &str, error: &str) -> Result<bool, StoreError> {
+            self.0.fail(id, worker, error)
+        }
+        fn requeue_expired(&self) -> Result<usize, StoreError> {
+            self.0.requeue_expired()
+        }
+        fn depth(&self) -> Result<QueueDepth, StoreError> {
+            self.0.depth()
+        }
+        fn get(&self, id: &str) -> Result<Option<WorkItem>, StoreError> {
+            self.0.get(id)
+        }
+        fn held_by(&self, worker: &str) -> Result<Vec<WorkItem>, StoreError> {
+            let mut v = self.0.held_by(worker)?;
+            v.extend(self.1.iter().cloned());
+            Ok(v)
+        }
+        fn open_items(
+            &self,
+            kind: WorkKind,
+            config: Option<ConfigKey>,
+        ) -> Result<Vec<WorkItem>, StoreError> {
+            self.0.open_items(kind, config)
+        }
+        fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+            self.0.oldest_pending_ms()
+        }
+    }
+
+    /// An item this worker finished after the scheduler listed what it holds is not
+    /// started again (the listing and the tasks are not one step).
+    #[tokio::test]
+    async fn an_item_finished_after_the_held_listing_is_not_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = FakeJobs::new(|r| reply(r, 1));
+        let s = setup(dir.path(), 1, jobs.clone());
+        let id = held_item(&s);
+        let listed = s.queue.held_by("js@test").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(
+            s.queue
+                .complete(&id, "js@test", &serde_json::json!({}))
+                .unwrap()
+        );
+        let s2 = Scheduler::new(
+            SchedConfig {
+                slots: 1,
+                ..Default::default()
+            },
+            "js@test".into(),
+            dir.path().to_owned(),
+            Arc::new(StaleListing(s.queue.clone(), listed)),
+            jobs.clone(),
+            StateStore::open(dir.path(), &INFO).unwrap(),
+        );
+        for t in s2.fill(Arc::new(Recorded::default())).await.unwrap() {
+            t.await.unwrap();
+        }
+        assert!(jobs.calls().is_empty(), "run again: {:?}", jobs.calls());
     }
 
     #[tokio::test]
