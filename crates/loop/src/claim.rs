@@ -155,73 +155,36 @@ where
 mod tests {
     use super::*;
     use ringrift_store::StoreError;
-    use ringrift_store::work_queue::{NewWork, QueueDepth, SqliteWorkQueue};
+    use ringrift_store::work_queue::{NewWork, SqliteWorkQueue};
 
-    /// The SQLite queue behind a link that fails: lease renewals fail while `renewals_fail`,
-    /// and the first `complete_failures` completions fail (a cut link to a shared queue).
-    struct Unreachable(SqliteWorkQueue, bool, std::sync::atomic::AtomicU32);
+    /// A link to the queue that fails: lease renewals fail while `renewals_fail`, and the
+    /// first `complete_failures` completions fail (a cut link to a shared queue).
+    struct Cut(bool, std::sync::atomic::AtomicU32);
 
-    fn unreachable(q: SqliteWorkQueue, renewals_fail: bool, complete_failures: u32) -> Unreachable {
-        Unreachable(
-            q,
-            renewals_fail,
-            std::sync::atomic::AtomicU32::new(complete_failures),
-        )
-    }
-
-    impl WorkQueue for Unreachable {
-        fn enqueue(&self, w: &NewWork) -> Result<String, StoreError> {
-            self.0.enqueue(w)
+    impl ringrift_test_support::queue::Faults for Cut {
+        fn heartbeat(&self) -> Option<Result<bool, StoreError>> {
+            self.0.then(|| Err(StoreError::Invalid("link cut".into())))
         }
-        fn claim(
-            &self,
-            worker: &str,
-            kinds: &[WorkKind],
-            lease: Duration,
-        ) -> Result<Option<WorkItem>, StoreError> {
-            self.0.claim(worker, kinds, lease)
-        }
-        fn heartbeat(&self, i: &str, w: &str, lease: Duration) -> Result<bool, StoreError> {
-            if self.1 {
-                return Err(StoreError::Invalid("link cut".into()));
-            }
-            self.0.heartbeat(i, w, lease)
-        }
-        fn complete(&self, i: &str, w: &str, r: &serde_json::Value) -> Result<bool, StoreError> {
+        fn complete(&self) -> Option<Result<bool, StoreError>> {
             use std::sync::atomic::Ordering;
-            if self
-                .2
+            self.1
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
-            {
-                return Err(StoreError::Invalid("link cut".into()));
-            }
-            self.0.complete(i, w, r)
+                .then(|| Err(StoreError::Invalid("link cut".into())))
         }
-        fn fail(&self, i: &str, w: &str, e: &str) -> Result<bool, StoreError> {
-            self.0.fail(i, w, e)
-        }
-        fn requeue_expired(&self) -> Result<usize, StoreError> {
-            self.0.requeue_expired()
-        }
-        fn depth(&self) -> Result<QueueDepth, StoreError> {
-            self.0.depth()
-        }
-        fn get(&self, i: &str) -> Result<Option<WorkItem>, StoreError> {
-            self.0.get(i)
-        }
-        fn held_by(&self, w: &str) -> Result<Vec<WorkItem>, StoreError> {
-            self.0.held_by(w)
-        }
-        fn open_items(
-            &self,
-            k: WorkKind,
-            c: Option<ringrift_store::ConfigKey>,
-        ) -> Result<Vec<WorkItem>, StoreError> {
-            self.0.open_items(k, c)
-        }
-        fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
-            self.0.oldest_pending_ms()
+    }
+
+    fn unreachable(
+        q: SqliteWorkQueue,
+        renewals_fail: bool,
+        complete_failures: u32,
+    ) -> ringrift_test_support::queue::Faulty<Cut> {
+        ringrift_test_support::queue::Faulty {
+            queue: Arc::new(q),
+            faults: Cut(
+                renewals_fail,
+                std::sync::atomic::AtomicU32::new(complete_failures),
+            ),
         }
     }
 

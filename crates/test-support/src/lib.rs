@@ -9,12 +9,14 @@
 //! * [`data_server`]: data servers started in process (`ringrift_transfer::server`) in
 //!   temp homes, game records, game stores, promoted example models, cluster.toml text;
 //! * [`daemon`]: the in-process prologue of a daemon test (context, node, `build`, what
-//!   it published; a refused configuration, [`refused`]), and the recorder ([`Recorded`]).
+//!   it published; a refused configuration, [`refused`]), and the recorder ([`Recorded`]);
+//! * [`queue`]: a work queue with faults ([`queue::Faulty`]: a cut link, a stale listing).
 
 pub mod daemon;
 pub mod data_server;
 pub mod poll;
 pub mod process;
+pub mod queue;
 pub mod tools;
 
 pub use daemon::{Daemon, Recorded, daemon, refused};

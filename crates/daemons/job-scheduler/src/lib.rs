@@ -385,9 +385,8 @@ mod tests {
     use handler_base::Recorded;
     use ringrift_contracts::wire::{payload_json, report_json};
     use ringrift_jobs::FakeJobs;
-    use ringrift_store::StoreError;
     use ringrift_store::work_queue::SqliteWorkQueue;
-    use ringrift_store::work_queue::{NewWork, QueueDepth, WorkStatus};
+    use ringrift_store::work_queue::{NewWork, WorkStatus};
 
     fn setup(dir: &std::path::Path, slots: usize, jobs: Arc<FakeJobs>) -> Arc<Scheduler> {
         let queue: Arc<dyn WorkQueue> =
@@ -611,58 +610,13 @@ mod tests {
         );
     }
 
-    /// The queue, with a listing of held items taken before one of them was finished.
-    struct StaleListing(Arc<dyn WorkQueue>, Vec<WorkItem>);
+    /// A listing of held items taken before one of them was finished.
+    struct StaleListing(Vec<WorkItem>);
 
-    impl WorkQueue for StaleListing {
-        fn enqueue(&self, w: &NewWork) -> Result<String, StoreError> {
-            self.0.enqueue(w)
-        }
-        fn claim(
-            &self,
-            worker: &str,
-            kinds: &[WorkKind],
-            lease: Duration,
-        ) -> Result<Option<WorkItem>, StoreError> {
-            self.0.claim(worker, kinds, lease)
-        }
-        fn heartbeat(&self, id: &str, worker: &str, lease: Duration) -> Result<bool, StoreError> {
-            self.0.heartbeat(id, worker, lease)
-        }
-        fn complete(
-            &self,
-            id: &str,
-            worker: &str,
-            result: &serde_json::Value,
-        ) -> Result<bool, StoreError> {
-            self.0.complete(id, worker, result)
-        }
-        fn fail(&self, id: &str, worker: &str, error: &str) -> Result<bool, StoreError> {
-            self.0.fail(id, worker, error)
-        }
-        fn requeue_expired(&self) -> Result<usize, StoreError> {
-            self.0.requeue_expired()
-        }
-        fn depth(&self) -> Result<QueueDepth, StoreError> {
-            self.0.depth()
-        }
-        fn get(&self, id: &str) -> Result<Option<WorkItem>, StoreError> {
-            self.0.get(id)
-        }
-        fn held_by(&self, worker: &str) -> Result<Vec<WorkItem>, StoreError> {
-            let mut v = self.0.held_by(worker)?;
-            v.extend(self.1.iter().cloned());
-            Ok(v)
-        }
-        fn open_items(
-            &self,
-            kind: WorkKind,
-            config: Option<ConfigKey>,
-        ) -> Result<Vec<WorkItem>, StoreError> {
-            self.0.open_items(kind, config)
-        }
-        fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
-            self.0.oldest_pending_ms()
+    impl ringrift_test_support::queue::Faults for StaleListing {
+        fn held_by(&self, mut listed: Vec<WorkItem>) -> Vec<WorkItem> {
+            listed.extend(self.0.iter().cloned());
+            listed
         }
     }
 
@@ -688,7 +642,10 @@ mod tests {
             },
             "js@test".into(),
             dir.path().to_owned(),
-            Arc::new(StaleListing(s.queue.clone(), listed)),
+            Arc::new(ringrift_test_support::queue::Faulty {
+                queue: s.queue.clone(),
+                faults: StaleListing(listed),
+            }),
             jobs.clone(),
             StateStore::open(dir.path(), &INFO).unwrap(),
         );
