@@ -51,6 +51,13 @@ pub struct ModelSyncConfig {
     pub transfer: TransferSettings,
 }
 
+/// The peers model_sync follows: the durable ones. An ephemeral node runs no data_server
+/// in its shipped profile (asking it failed every cycle) and a canonical model is promoted
+/// on a coordinator, never first on a spot node.
+fn sources(setup: &Setup) -> Vec<Peer> {
+    setup.peers().into_iter().filter(|p| !p.ephemeral).collect()
+}
+
 pub struct ModelSync {
     setup: Setup,
     status: Mutex<Status>,
@@ -330,13 +337,18 @@ impl ModelSync {
     /// Catch-up: for each config where a peer's canonical model has a higher generation
     /// than ours, follow the peer with the highest.
     async fn catch_up(&self, ctx: &Context) -> anyhow::Result<()> {
-        let peers = self.setup.peers();
-        // The manifest lines read here are the ones installed from: one request per peer.
+        let peers = sources(&self.setup);
+        // The manifest lines read here are the ones installed from: one request per peer,
+        // all at once (a dead peer costs one timeout, not one per peer in turn).
+        let client = self.setup.engine.client();
+        let answers =
+            futures_util::future::join_all(peers.iter().map(|p| manifest(client, p, Root::Models)))
+                .await;
         let mut best: std::collections::BTreeMap<ConfigKey, (u32, Peer, Source)> =
             Default::default();
         let mut errors = Vec::new();
-        for peer in &peers {
-            match manifest(self.setup.engine.client(), peer, Root::Models).await {
+        for (peer, answer) in peers.iter().zip(answers) {
+            match answer {
                 Ok(doc) => {
                     for config in ConfigKey::all() {
                         if let Some(source) = canonical_entry(&doc, config)
@@ -419,7 +431,7 @@ impl Handler for ModelSync {
         .detail("installed", s.installed)
         .detail("failed", s.failed)
         .detail("fenced", s.fenced)
-        .detail("peers", self.setup.peers().len())
+        .detail("peers", sources(&self.setup).len())
     }
 }
 

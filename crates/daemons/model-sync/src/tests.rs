@@ -302,3 +302,28 @@ async fn an_older_generation_promoted_elsewhere_does_not_replace_ours() {
         .unwrap();
     assert_eq!(held(p.b.path()), (4, newer));
 }
+
+/// Catch-up follows durable peers only: an ephemeral node (no data_server in its shipped
+/// profile) is not asked, whatever it would answer; before, every cycle asked it (and
+/// failed, on the shipped cluster).
+#[tokio::test]
+async fn catch_up_asks_durable_peers_only() {
+    let a = testing::server("a").await;
+    let spot = testing::server("spot").await;
+    promote_in(a.home.path(), 1, 1);
+    promote_in(spot.home.path(), 5, 5);
+    let b = tempfile::tempdir().unwrap();
+    let toml = testing::cluster(&[
+        ("test", "\"selfplay\"", 1, false),
+        ("a", "\"coordinator\"", a.port, false),
+        ("spot", "\"selfplay\"", spot.port, false),
+    ]);
+    let at = toml.find("name = \"spot\"").expect("spot");
+    let toml = format!("{}ephemeral = true\n{}", &toml[..at], &toml[at..]);
+    std::fs::write(b.path().join("cluster.toml"), toml).unwrap();
+    let (sync, ctx, _rec) =
+        ringrift_test_support::daemon("model_sync", build, b.path(), "test", "");
+    sync.run_cycle(&ctx).await.unwrap();
+    assert_eq!(held(b.path()).0, 1, "followed the durable peer only");
+    assert_eq!(sync.health_check().details["peers"], "1");
+}
