@@ -7,8 +7,9 @@
 //! header's payload SHA-256 is the one the event promoted, and installs it with
 //! `ringrift_store::models::promote` (backup of the old one, atomic swap, sidecar,
 //! `ringrift_best_{config}` symlink by atomic rename); then MODEL_DISTRIBUTED names this
-//! node. Each cycle it catches up: a peer whose canonical model of a config has a
-//! higher generation than ours (or we have none) is the source. The download lands in
+//! node. Each cycle it catches up: a durable peer (all asked at once; an ephemeral node
+//! runs no data_server) whose canonical model of a config has a higher generation than
+//! ours (or we have none) is the source. The download lands in
 //! `models/.incoming/` (hidden: never served, never taken for a model).
 //!
 //! The copy carries the fence of the promotion it copies: the peer's sidecar
