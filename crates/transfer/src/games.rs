@@ -443,40 +443,29 @@ impl Watermarks {
 
     /// The watermark of a link (0 = nothing carried yet).
     pub fn get(&self, peer: &str, config: ConfigKey, dir: Direction) -> Result<i64, StoreError> {
-        Ok(self.column::<i64>("seq", peer, config, dir)?.unwrap_or(0))
+        Ok(self.get_with_store(peer, config, dir)?.0)
     }
 
-    /// The identity of the peer's store a link's watermark counts in (`None`: not known).
-    pub fn peer_store(
+    /// A link's watermark and the identity of the peer's store it counts in (`None`: not
+    /// known), read together.
+    pub fn get_with_store(
         &self,
         peer: &str,
         config: ConfigKey,
         dir: Direction,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .column::<Option<String>>("peer_store", peer, config, dir)?
-            .flatten())
-    }
-
-    /// One column of a link's row (`None`: no row).
-    fn column<T: rusqlite::types::FromSql>(
-        &self,
-        column: &'static str,
-        peer: &str,
-        config: ConfigKey,
-        dir: Direction,
-    ) -> Result<Option<T>, StoreError> {
+    ) -> Result<(i64, Option<String>), StoreError> {
         use rusqlite::OptionalExtension;
-        self.conn()
+        let row: Option<(i64, Option<String>)> = self
+            .conn()
             .query_row(
-                &format!(
-                    "SELECT {column} FROM watermarks WHERE peer = ?1 AND config = ?2 AND direction = ?3"
-                ),
+                "SELECT seq, peer_store FROM watermarks
+                 WHERE peer = ?1 AND config = ?2 AND direction = ?3",
                 rusqlite::params![peer, config.to_string(), dir.as_str()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map_err(|e| self.sql(e))
+            .map_err(|e| self.sql(e))?;
+        Ok(row.unwrap_or((0, None)))
     }
 
     /// Sets a link's watermark and the identity of the peer's store it counts in.
@@ -699,8 +688,7 @@ async fn receiver_watermark(link: &Link<'_>) -> Result<i64, TransferError> {
     let (after, reset) = link
         .watermarks
         .off_runtime(move |w| {
-            let after = w.get(&peer, config, Direction::Push)?;
-            let known = w.peer_store(&peer, config, Direction::Push)?;
+            let (after, known) = w.get_with_store(&peer, config, Direction::Push)?;
             let id = match &current2 {
                 PeerStore::Unknown => return Ok((after, None)),
                 PeerStore::Absent => None,
